@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/health"
+	"github.com/kilnhq/kiln/internal/platform/logging"
+	"github.com/kilnhq/kiln/internal/platform/metrics"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/platform/version"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/worker"
+)
+
+// app is what every command shares: the loaded configuration and the logger.
+type app struct {
+	stdout  io.Writer
+	environ []string
+	cfgPath string
+	cfg     config.Config
+	log     *slog.Logger
+}
+
+func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
+	a := &app{stdout: stdout, environ: environ}
+	root := &cobra.Command{
+		Use:           "kiln",
+		Short:         "Kiln: an API-only backend for AI products",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Name() == "version" {
+				return nil
+			}
+			if a.cfgPath == "" {
+				a.cfgPath = lookupEnv(environ, "KILN_CONFIG")
+			}
+			cfg, err := config.Load(a.cfgPath, environ)
+			if err != nil {
+				return err
+			}
+			a.cfg = cfg
+			a.log = logging.New(stdout, cfg.Log.Level)
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.versionCmd())
+	return root
+}
+
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// deps are the connections a long-running command opens.
+type deps struct {
+	pool *pgxpool.Pool
+	rdb  redis.UniversalClient
+}
+
+func (a *app) open(ctx context.Context) (*deps, func(), error) {
+	pool, err := store.Open(ctx, a.cfg.Database.URL, a.cfg.Database.MaxConns)
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb, err := redisclient.Open(ctx, a.cfg.Redis.URL)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return &deps{pool: pool, rdb: rdb}, func() { _ = rdb.Close(); pool.Close() }, nil
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var noWorker bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the HTTP API (and run the worker, unless --no-worker)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.serve(cmd.Context(), !noWorker)
+		},
+	}
+	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "do not run the embedded worker (run `kiln worker` separately)")
+	return cmd
+}
+
+func (a *app) serve(ctx context.Context, withWorker bool) error {
+	d, closeDeps, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeDeps()
+	migrator, err := store.NewMigrator(d.pool)
+	if err != nil {
+		return err
+	}
+	defer migrator.Close()
+
+	reg := metrics.NewRegistry()
+	reg.MustRegister(metrics.NewPgxPoolCollector(d.pool), metrics.NewRedisPoolCollector(d.rdb), worker.NewQueueCollector(d.rdb, a.cfg.Env))
+	spec, err := api.GetSwagger()
+	if err != nil {
+		return fmt.Errorf("load embedded spec: %w", err)
+	}
+	srv, err := server.New(server.Deps{
+		Config:   a.cfg.HTTP,
+		Log:      a.log,
+		Registry: reg,
+		Spec:     spec,
+		Checks: []health.Check{
+			health.Postgres(d.pool),
+			health.Redis(d.rdb),
+			health.EvictionPolicy(d.rdb),
+			health.Migrations(migrator.Versions),
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	httpSrv := srv.HTTPServer(a.cfg.HTTP.Addr)
+
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.WatchReadiness(bg, 15*time.Second) })
+	if withWorker {
+		w, err := a.newWorker(d)
+		if err != nil {
+			stopBackground()
+			return err
+		}
+		wg.Go(func() {
+			if err := w.Run(bg); err != nil {
+				a.log.Error("worker", "error", err)
+			}
+		})
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	a.log.Info("listening", "addr", ln.Addr().String(), "worker", withWorker, "version", version.Get().Version)
+
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		a.log.Info("shutting down", "timeout", a.cfg.HTTP.ShutdownTimeout)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.HTTP.ShutdownTimeout)
+		err = httpSrv.Shutdown(shutdownCtx)
+		cancel()
+		if err != nil {
+			a.log.Warn("in-flight requests cut at the shutdown deadline", "error", err)
+			_ = httpSrv.Close()
+		}
+		err = nil
+	}
+	stopBackground()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	a.log.Info("stopped")
+	return err
+}
+
+func (a *app) newWorker(d *deps) (*worker.Worker, error) {
+	st := store.New(d.pool)
+	purgers := []worker.Purger{{
+		Name: "feature_flag_overrides",
+		Purge: func(ctx context.Context) (int64, error) {
+			now := time.Now()
+			return st.PurgeExpiredFeatureFlagOverrides(ctx, &now)
+		},
+	}}
+	return worker.New(d.rdb, worker.Config{
+		Env:                  a.cfg.Env,
+		Concurrency:          a.cfg.Worker.Concurrency,
+		HousekeepingInterval: a.cfg.Worker.HousekeepingInterval,
+	}, a.log, purgers)
+}
+
+func (a *app) workerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "worker",
+		Short: "Run the background worker alone",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, closeDeps, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+			w, err := a.newWorker(d)
+			if err != nil {
+				return err
+			}
+			return w.Run(cmd.Context())
+		},
+	}
+}
+
+func (a *app) migrateCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "migrate", Short: "Apply, roll back or list database migrations"}
+	run := func(fn func(ctx context.Context, m *store.Migrator) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			pool, err := store.Open(cmd.Context(), a.cfg.Database.URL, 2)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			m, err := store.NewMigrator(pool)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return fn(cmd.Context(), m)
+		}
+	}
+	cmd.AddCommand(
+		&cobra.Command{Use: "up", Short: "Apply every pending migration", RunE: run(func(ctx context.Context, m *store.Migrator) error {
+			return m.Up(ctx, a.log)
+		})},
+		&cobra.Command{Use: "down", Short: "Roll back the latest migration", RunE: run(func(ctx context.Context, m *store.Migrator) error {
+			return m.Down(ctx, a.log)
+		})},
+		&cobra.Command{Use: "status", Short: "List migrations and whether each is applied", RunE: run(func(ctx context.Context, m *store.Migrator) error {
+			return m.PrintStatus(ctx, a.stdout)
+		})},
+	)
+	return cmd
+}
+
+func (a *app) configCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration as YAML, secrets masked",
+		RunE: func(*cobra.Command, []string) error {
+			b, err := yaml.Marshal(a.cfg.Masked().Tree())
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(b)
+			return err
+		},
+	})
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		RunE: func(*cobra.Command, []string) error {
+			return json.NewEncoder(a.stdout).Encode(version.Get())
+		},
+	}
+}

@@ -1,0 +1,59 @@
+// Package errs is Kiln's domain error vocabulary: an Error carries a stable Code from one
+// catalog and a message safe to show to the client. The HTTP layer maps codes to statuses.
+package errs
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, snake_case error code; the catalog is documented in docs/errors.md and
+// in the ErrorCode schema of openapi/openapi.yaml.
+type Code string
+
+// The error-code catalog.
+const (
+	Invalid               Code = "invalid_request"
+	MalformedJSON         Code = "malformed_json"
+	UnsupportedMediaType  Code = "unsupported_media_type"
+	NotFound              Code = "not_found"
+	MethodNotAllowed      Code = "method_not_allowed"
+	RequestTooLarge       Code = "request_too_large"
+	Unauthenticated       Code = "unauthenticated"
+	PermissionDenied      Code = "permission_denied"
+	Conflict              Code = "conflict"
+	IdempotencyKeyReused  Code = "idempotency_key_reused"
+	IdempotencyInProgress Code = "idempotency_in_progress"
+	RateLimited           Code = "rate_limited"
+	Timeout               Code = "timeout"
+	NotReady              Code = "not_ready"
+	Internal              Code = "internal"
+)
+
+// FieldError names one invalid field with a JSON Pointer.
+type FieldError struct {
+	Pointer string
+	Message string
+}
+
+// Error is a domain error with a client-safe message.
+type Error struct {
+	Code    Code
+	Message string
+	Fields  []FieldError
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// E returns an *Error with a formatted message.
+func E(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of the first *Error in err's chain, Internal otherwise.
+func CodeOf(err error) Code {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.Code
+	}
+	return Internal
+}

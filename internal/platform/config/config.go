@@ -1,0 +1,318 @@
+// Package config loads Kiln's configuration in layers — built-in defaults, then a YAML
+// file, then environment variables — and validates it, naming every bad key.
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// Config is the whole effective configuration of a Kiln process.
+type Config struct {
+	// Env names the deployment (development, test, production); it also prefixes Redis keys.
+	Env      string   `koanf:"env" doc:"deployment name; prefixes Redis keys"`
+	HTTP     HTTP     `koanf:"http"`
+	Database Database `koanf:"database"`
+	Redis    Redis    `koanf:"redis"`
+	Log      Log      `koanf:"log"`
+	Worker   Worker   `koanf:"worker"`
+	Flags    Flags    `koanf:"flags"`
+}
+
+// HTTP configures the API server, its timeouts and its size limits.
+type HTTP struct {
+	Addr              string        `koanf:"addr" doc:"listen address"`
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout" doc:"time to read request headers"`
+	ReadTimeout       time.Duration `koanf:"read_timeout" doc:"time to read a whole request, body included"`
+	IdleTimeout       time.Duration `koanf:"idle_timeout" doc:"keep-alive idle time"`
+	RequestTimeout    time.Duration `koanf:"request_timeout" doc:"deadline of a non-streaming handler (503 timeout past it)"`
+	ShutdownTimeout   time.Duration `koanf:"shutdown_timeout" doc:"time given to in-flight requests on SIGTERM"`
+	MaxHeaderBytes    int           `koanf:"max_header_bytes" doc:"request header size limit (431 past it)"`
+	MaxBodyBytes      int64         `koanf:"max_body_bytes" doc:"request body size limit (413 past it)"`
+}
+
+// Database configures the PostgreSQL pool.
+type Database struct {
+	URL      string `koanf:"url" secret:"true" doc:"PostgreSQL URL; DATABASE_URL also sets it"`
+	MaxConns int32  `koanf:"max_conns" doc:"pool size"`
+}
+
+// Redis configures the Redis client.
+type Redis struct {
+	URL string `koanf:"url" secret:"true" doc:"Redis URL; REDIS_URL also sets it"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level string `koanf:"level" doc:"debug, info, warn or error"`
+}
+
+// Worker configures the background worker.
+type Worker struct {
+	Concurrency          int           `koanf:"concurrency" doc:"tasks run at once per worker process"`
+	HousekeepingInterval time.Duration `koanf:"housekeeping_interval" doc:"how often expired rows are purged"`
+}
+
+// Flags configures the feature-flag evaluator.
+type Flags struct {
+	Defaults map[string]bool `koanf:"defaults" doc:"flag key → value used when the flag is not in the database (YAML only)"`
+	CacheTTL time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts its cached flags without an invalidation"`
+}
+
+// Default returns the built-in defaults: a development setup on this machine.
+func Default() Config {
+	return Config{
+		Env: "development",
+		HTTP: HTTP{
+			Addr:              ":8080",
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			RequestTimeout:    30 * time.Second,
+			ShutdownTimeout:   20 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			MaxBodyBytes:      1 << 20,
+		},
+		Database: Database{URL: "postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable", MaxConns: 20},
+		Redis:    Redis{URL: "redis://127.0.0.1:6379/0"},
+		Log:      Log{Level: "info"},
+		Worker:   Worker{Concurrency: 10, HousekeepingInterval: 5 * time.Minute},
+		Flags:    Flags{Defaults: map[string]bool{}, CacheTTL: time.Minute},
+	}
+}
+
+// Key describes one configuration key for documentation and env mapping.
+type Key struct {
+	Path    string // dotted YAML path, e.g. http.addr
+	Env     string // environment variable, e.g. KILN_HTTP_ADDR
+	Default string
+	Doc     string
+	Secret  bool
+}
+
+// aliases are conventional environment variables accepted beside the KILN_ ones.
+var aliases = map[string]string{"DATABASE_URL": "database.url", "REDIS_URL": "redis.url"}
+
+// Keys lists every configuration key with its env name and default, in declaration order.
+func Keys() []Key {
+	var keys []Key
+	eachField(Default(), func(path string, f reflect.StructField, v reflect.Value) {
+		k := Key{Path: path, Doc: f.Tag.Get("doc"), Secret: f.Tag.Get("secret") == "true", Default: fmt.Sprint(v.Interface())}
+		if f.Type.Kind() == reflect.Map {
+			k.Default = "{}" // maps are set in YAML only
+		} else {
+			k.Env = "KILN_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+		}
+		keys = append(keys, k)
+	})
+	return keys
+}
+
+// eachField calls fn for every leaf field of c with its dotted path.
+func eachField(c Config, fn func(path string, f reflect.StructField, v reflect.Value)) {
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			path := f.Tag.Get("koanf")
+			if prefix != "" {
+				path = prefix + "." + path
+			}
+			if f.Type.Kind() == reflect.Struct {
+				walk(path, v.Field(i))
+				continue
+			}
+			fn(path, f, v.Field(i))
+		}
+	}
+	walk("", reflect.ValueOf(c))
+}
+
+// Load builds the configuration from defaults, the YAML file at path (if not empty) and the
+// environment (a list of KEY=value). Unknown keys, malformed values and invalid settings
+// are all reported in one error, each naming its key.
+func Load(path string, environ []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(toMap(Default()), "."), nil); err != nil {
+		return Config{}, fmt.Errorf("load defaults: %w", err)
+	}
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return Config{}, fmt.Errorf("config file: %w", err)
+		}
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	var problems []string
+	byEnv := map[string]string{}
+	for _, key := range Keys() {
+		if key.Env != "" {
+			byEnv[key.Env] = key.Path
+		}
+	}
+	envValues := map[string]any{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if p, ok := aliases[name]; ok && value != "" {
+			envValues[p] = value
+		}
+	}
+	for _, kv := range environ { // KILN_* wins over the conventional aliases
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "KILN_") || name == "KILN_CONFIG" {
+			continue
+		}
+		p, ok := byEnv[name]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s: unknown environment variable", name))
+			continue
+		}
+		envValues[p] = value
+	}
+	if err := k.Load(confmap.Provider(envValues, "."), nil); err != nil {
+		return Config{}, fmt.Errorf("load environment: %w", err)
+	}
+
+	var cfg Config
+	dec := koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.TextUnmarshallerHookFunc()),
+		ErrorUnused:      true,
+		WeaklyTypedInput: true,
+		Result:           &cfg,
+		TagName:          "koanf",
+	}}
+	if err := k.UnmarshalWithConf("", &cfg, dec); err != nil {
+		problems = append(problems, decodeProblems(err)...)
+	}
+	for _, p := range cfg.validate() {
+		key, _, _ := strings.Cut(p, ":")
+		if !slices.ContainsFunc(problems, func(q string) bool { return strings.Contains(q, "'"+key+"'") }) {
+			problems = append(problems, p) // a key that failed to decode is reported once
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return Config{}, fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return cfg, nil
+}
+
+// decodeProblems splits mapstructure's joined errors, one line per bad key.
+func decodeProblems(err error) []string {
+	var p []string
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "decoding failed due to the following error") {
+			p = append(p, line)
+		}
+	}
+	return p
+}
+
+func (c Config) validate() []string {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	if c.Env == "" {
+		bad("env", "must not be empty")
+	}
+	if c.HTTP.Addr == "" {
+		bad("http.addr", "must not be empty")
+	}
+	for key, d := range map[string]time.Duration{
+		"http.read_header_timeout":     c.HTTP.ReadHeaderTimeout,
+		"http.read_timeout":            c.HTTP.ReadTimeout,
+		"http.idle_timeout":            c.HTTP.IdleTimeout,
+		"http.request_timeout":         c.HTTP.RequestTimeout,
+		"http.shutdown_timeout":        c.HTTP.ShutdownTimeout,
+		"worker.housekeeping_interval": c.Worker.HousekeepingInterval,
+		"flags.cache_ttl":              c.Flags.CacheTTL,
+	} {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+	if c.HTTP.MaxHeaderBytes < 4<<10 {
+		bad("http.max_header_bytes", "must be at least 4096, got %d", c.HTTP.MaxHeaderBytes)
+	}
+	if c.HTTP.MaxBodyBytes < 1<<10 {
+		bad("http.max_body_bytes", "must be at least 1024, got %d", c.HTTP.MaxBodyBytes)
+	}
+	if u, err := url.Parse(c.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		bad("database.url", "must be a postgres:// URL")
+	}
+	if c.Database.MaxConns < 1 {
+		bad("database.max_conns", "must be at least 1, got %d", c.Database.MaxConns)
+	}
+	if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		bad("redis.url", "must be a redis:// or rediss:// URL")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Worker.Concurrency < 1 {
+		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
+	}
+	return p
+}
+
+// Masked returns a copy with every secret (passwords inside URLs) replaced by "****".
+func (c Config) Masked() Config {
+	c.Database.URL = maskURL(c.Database.URL)
+	c.Redis.URL = maskURL(c.Redis.URL)
+	return c
+}
+
+func maskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "****"
+	}
+	const mask = "MASKED"
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), mask)
+	}
+	q := u.Query()
+	for _, secret := range []string{"password", "sslpassword"} {
+		if q.Has(secret) {
+			q.Set(secret, mask)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return strings.ReplaceAll(u.String(), mask, "****")
+}
+
+// toMap flattens a Config into koanf's dotted map, so defaults go through the same decoder.
+func toMap(c Config) map[string]any {
+	m := map[string]any{}
+	eachField(c, func(path string, _ reflect.StructField, v reflect.Value) {
+		if d, ok := v.Interface().(time.Duration); ok {
+			m[path] = d.String()
+			return
+		}
+		m[path] = v.Interface()
+	})
+	return m
+}
+
+// Tree returns the configuration as nested maps keyed like the YAML file, durations as
+// strings, for printing.
+func (c Config) Tree() map[string]any {
+	k := koanf.New(".")
+	_ = k.Load(confmap.Provider(toMap(c), "."), nil) // a flat map of plain values cannot fail
+	return k.Raw()
+}

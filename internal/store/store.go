@@ -1,0 +1,80 @@
+// Package store is the PostgreSQL adapter: it opens the pool, runs the embedded migrations,
+// runs transactions and translates driver errors into domain errors.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	pgxvec "github.com/pgvector/pgvector-go/pgx"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// Store holds the pool and the generated queries bound to it.
+type Store struct {
+	Pool *pgxpool.Pool
+	*db.Queries
+}
+
+// New wraps an open pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{Pool: pool, Queries: db.New(pool)}
+}
+
+// Open connects a pool to url with at most maxConns connections and checks it answers.
+// The vector type is registered on connections once the extension exists.
+func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.MaxConns = maxConns
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		var hasVector bool
+		err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'vector')").Scan(&hasVector)
+		if err != nil || !hasVector {
+			return err // no vector type before the first migration: nothing to register
+		}
+		return pgxvec.RegisterTypes(ctx, conn)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping database: %w", err)
+	}
+	return pool, nil
+}
+
+// InTx runs fn in a transaction, committing when it returns nil and rolling back otherwise.
+func (s *Store) InTx(ctx context.Context, fn func(q *db.Queries) error) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return fn(s.WithTx(tx)) })
+}
+
+// Translate turns driver errors into domain errors: no rows → not_found, unique and
+// exclusion violations → conflict, check and foreign-key violations → invalid_request.
+func Translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errs.E(errs.NotFound, "not found")
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "23505", "23P01":
+			return &errs.Error{Code: errs.Conflict, Message: "already exists"}
+		case "23514", "23503", "22P02", "22001":
+			return &errs.Error{Code: errs.Invalid, Message: "violates a constraint: " + pgErr.ConstraintName}
+		}
+	}
+	return err
+}

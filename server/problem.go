@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/logging"
+)
+
+// problemType is the catalog entry for one error code.
+type problemType struct {
+	Status int
+	Title  string
+}
+
+// catalog is the one table from error codes to HTTP statuses; docs/errors.md and the
+// ErrorCode enum of the spec list the same codes (a test keeps the three in step).
+var catalog = map[errs.Code]problemType{
+	errs.Invalid:               {http.StatusBadRequest, "Invalid request"},
+	errs.MalformedJSON:         {http.StatusBadRequest, "Malformed JSON"},
+	errs.UnsupportedMediaType:  {http.StatusUnsupportedMediaType, "Unsupported media type"},
+	errs.NotFound:              {http.StatusNotFound, "Not found"},
+	errs.MethodNotAllowed:      {http.StatusMethodNotAllowed, "Method not allowed"},
+	errs.RequestTooLarge:       {http.StatusRequestEntityTooLarge, "Request too large"},
+	errs.Unauthenticated:       {http.StatusUnauthorized, "Unauthenticated"},
+	errs.PermissionDenied:      {http.StatusForbidden, "Permission denied"},
+	errs.Conflict:              {http.StatusConflict, "Conflict"},
+	errs.IdempotencyKeyReused:  {http.StatusUnprocessableEntity, "Idempotency key reused"},
+	errs.IdempotencyInProgress: {http.StatusConflict, "Idempotent request in progress"},
+	errs.RateLimited:           {http.StatusTooManyRequests, "Rate limited"},
+	errs.Timeout:               {http.StatusServiceUnavailable, "Request timed out"},
+	errs.NotReady:              {http.StatusServiceUnavailable, "Not ready"},
+	errs.Internal:              {http.StatusInternalServerError, "Internal error"},
+}
+
+// newProblem builds the problem document for code; detail is shown to the client.
+func newProblem(ctx context.Context, instance string, code errs.Code, detail string, fields []errs.FieldError) api.Problem {
+	pt, ok := catalog[code]
+	if !ok {
+		code, pt = errs.Internal, catalog[errs.Internal]
+	}
+	p := api.Problem{
+		Type:      "urn:kiln:problem:" + string(code),
+		Title:     pt.Title,
+		Status:    pt.Status,
+		Code:      api.ErrorCode(code),
+		RequestId: logging.RequestID(ctx),
+		Instance:  &instance,
+	}
+	if detail != "" {
+		p.Detail = &detail
+	}
+	if len(fields) > 0 {
+		fe := make([]api.FieldError, len(fields))
+		for i, f := range fields {
+			fe[i] = api.FieldError{Pointer: f.Pointer, Message: f.Message}
+		}
+		p.Errors = &fe
+	}
+	return p
+}
+
+// writeProblem sends p as application/problem+json.
+func writeProblem(w http.ResponseWriter, p any, status int) {
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// respondError is the one error path of the HTTP layer: it maps err to a problem and logs
+// internal errors once, here. Clients never see an internal error's text.
+func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		code   errs.Code
+		detail string
+		fields []errs.FieldError
+	)
+	var domainErr *errs.Error
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &domainErr):
+		code, detail, fields = domainErr.Code, domainErr.Message, domainErr.Fields
+	case errors.As(err, &tooLarge):
+		code, detail = errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit)
+	case errors.Is(err, context.DeadlineExceeded):
+		code, detail = errs.Timeout, "The request did not complete within its deadline."
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this response.
+		code, detail = errs.Timeout, "The request was cancelled."
+	default:
+		code, detail = errs.Internal, "An internal error occurred; quote the request id when reporting it."
+		s.log.ErrorContext(r.Context(), "internal error", "error", err, "method", r.Method, "path", r.URL.Path)
+	}
+	p := newProblem(r.Context(), r.URL.Path, code, detail, fields)
+	writeProblem(w, p, p.Status)
+}

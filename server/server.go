@@ -1,0 +1,266 @@
+// Package server is Kiln's HTTP adapter: the strict-server implementation of the spec, the
+// middleware every request goes through, and the one mapping from errors to problems.
+package server
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/health"
+)
+
+var _ api.StrictServerInterface = (*Server)(nil)
+
+// Deps is everything the server needs; cmd/kiln builds it.
+type Deps struct {
+	Config   config.HTTP
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	// Spec is the OpenAPI document requests are validated against (api.GetSwagger()).
+	Spec *openapi3.T
+	// Checks are the readiness checks /ready runs.
+	Checks []health.Check
+}
+
+// Server serves Kiln's HTTP API.
+type Server struct {
+	cfg       config.HTTP
+	log       *slog.Logger
+	mux       *http.ServeMux
+	handler   http.Handler
+	metrics   httpMetrics
+	checks    []health.Check
+	streaming map[string]bool // route templates exempt from the request deadline
+
+	specJSON, specYAML []byte
+	drainOnce          sync.Once
+	draining           chan struct{}
+}
+
+// httpMetrics are the request metrics, labelled by route template.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	ready    prometheus.Gauge
+}
+
+//go:embed docs
+var docsFS embed.FS
+
+// New builds the server: routes from the spec, served through the middleware stack.
+func New(d Deps) (*Server, error) {
+	specJSON, err := json.Marshal(d.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	specYAML, err := yaml.JSONToYAML(specJSON)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	s := &Server{
+		cfg:       d.Config,
+		log:       d.Log,
+		mux:       http.NewServeMux(),
+		checks:    d.Checks,
+		streaming: map[string]bool{},
+		specJSON:  specJSON,
+		specYAML:  specYAML,
+		draining:  make(chan struct{}),
+		metrics: httpMetrics{
+			requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "kiln_http_requests_total", Help: "HTTP requests by method, route template and status.",
+			}, []string{"method", "route", "status"}),
+			duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Name:    "kiln_http_request_duration_seconds",
+				Help:    "HTTP request duration by method and route template.",
+				Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			}, []string{"method", "route"}),
+			inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_http_requests_in_flight", Help: "HTTP requests being served."}),
+			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
+		},
+	}
+	if err := registerAll(d.Registry, s.metrics.requests, s.metrics.duration, s.metrics.inFlight, s.metrics.ready); err != nil {
+		return nil, err
+	}
+
+	strict := api.NewStrictHandlerWithOptions(s, nil, api.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+		},
+		ResponseErrorHandlerFunc: s.respondError,
+	})
+	api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
+		BaseRouter: s.mux,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.respondError(w, r, &errs.Error{Code: errs.Invalid, Message: err.Error()})
+		},
+	})
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
+	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
+	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")
+	s.mux.Handle("GET /docs", serveEmbedded(docsFS, "docs/index.html", "text/html; charset=utf-8"))
+	s.mux.Handle("GET /docs/assets/init.js", serveEmbedded(docsFS, "docs/init.js", "text/javascript; charset=utf-8"))
+	s.mux.Handle("GET /docs/assets/{file}", http.StripPrefix("/docs/assets/", http.FileServerFS(assets)))
+
+	// Outermost first. Routing questions (404/405) are answered before validation, so
+	// the validator only ever sees routed requests.
+	s.handler = chain(s.mux,
+		withRequestID,
+		s.observe,
+		s.recoverPanics,
+		s.rejectUnrouted,
+		s.limitBody,
+		s.withDeadline,
+		s.validateRequests(d.Spec),
+	)
+	return s, nil
+}
+
+// chain wraps h in middlewares, the first outermost.
+func chain(h http.Handler, middlewares ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(middlewares) - 1; i >= 0; i-- {
+		h = middlewares[i](h)
+	}
+	return h
+}
+
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metric: %w", err)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP serves a request through the whole middleware stack.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// HandleStream mounts a streaming handler (SSE, WebSocket) beside the strict handler; it
+// goes through the same middleware but is exempt from the request deadline. The route
+// must be in the spec.
+func (s *Server) HandleStream(pattern string, h http.Handler) {
+	s.streaming[pattern] = true
+	s.mux.Handle(pattern, h)
+}
+
+// Draining is closed when the server starts shutting down; streams end with a final
+// event when it closes.
+func (s *Server) Draining() <-chan struct{} { return s.draining }
+
+// StartDraining closes Draining; http.Server.RegisterOnShutdown calls it.
+func (s *Server) StartDraining() { s.drainOnce.Do(func() { close(s.draining) }) }
+
+// HTTPServer returns the http.Server for addr with the configured timeouts and limits.
+// No WriteTimeout: streams outlive any fixed write deadline; handlers are bounded by
+// the request deadline instead.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(s.StartDraining)
+	return srv
+}
+
+// GetHealth answers liveness: the process serves HTTP.
+func (s *Server) GetHealth(context.Context, api.GetHealthRequestObject) (api.GetHealthResponseObject, error) {
+	return api.GetHealth200JSONResponse{Status: api.HealthStatusOk}, nil
+}
+
+// GetReady runs every readiness check; 503 names each failed one.
+func (s *Server) GetReady(ctx context.Context, _ api.GetReadyRequestObject) (api.GetReadyResponseObject, error) {
+	checks, ok := s.runChecks(ctx)
+	if ok {
+		return api.GetReady200JSONResponse{Status: api.Ready, Checks: checks}, nil
+	}
+	var failed []string
+	for _, c := range checks {
+		if c.Status == api.CheckStatusFailed {
+			failed = append(failed, c.Name)
+		}
+	}
+	p := newProblem(ctx, "/ready", errs.NotReady, fmt.Sprintf("Failed checks: %v.", failed), nil)
+	return api.GetReady503ApplicationProblemPlusJSONResponse{
+		Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, Instance: p.Instance,
+		Code: p.Code, RequestId: p.RequestId, Checks: checks,
+	}, nil
+}
+
+// runChecks runs the readiness checks and records the outcome in kiln_ready.
+func (s *Server) runChecks(ctx context.Context) ([]api.Check, bool) {
+	results := health.RunAll(ctx, s.checks, 2*time.Second)
+	checks := make([]api.Check, len(results))
+	ok := true
+	for i, r := range results {
+		checks[i] = api.Check{Name: r.Name, Status: api.CheckStatusOk}
+		if r.Err != nil {
+			ok = false
+			detail := r.Err.Error()
+			checks[i] = api.Check{Name: r.Name, Status: api.CheckStatusFailed, Detail: &detail}
+			s.log.WarnContext(ctx, "readiness check failed", "check", r.Name, "error", r.Err)
+		}
+	}
+	if ok {
+		s.metrics.ready.Set(1)
+	} else {
+		s.metrics.ready.Set(0)
+	}
+	return checks, ok
+}
+
+// WatchReadiness refreshes kiln_ready every interval until ctx is done, so the gauge is
+// current even when nothing polls /ready.
+func (s *Server) WatchReadiness(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.runChecks(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) serveSpec(contentType string, body []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}
+}
+
+func serveEmbedded(fsys fs.FS, name, contentType string) http.Handler {
+	body, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		panic(fmt.Sprintf("embedded %s missing: %v", name, err)) // a build error, caught by every test
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	})
+}

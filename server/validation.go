@@ -1,0 +1,119 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	middleware "github.com/oapi-codegen/nethttp-middleware"
+
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// validateRequests checks every request against the spec before any handler runs.
+// Authentication is not checked here: the auth middleware owns it.
+func (s *Server) validateRequests(spec *openapi3.T) func(http.Handler) http.Handler {
+	return middleware.OapiRequestValidatorWithOptions(spec, &middleware.Options{
+		Options: openapi3filter.Options{
+			MultiError:         true,
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
+		},
+		DoNotValidateServers: true,
+		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ middleware.ErrorHandlerOpts) {
+			s.respondError(w, r, requestProblem(err))
+		},
+	})
+}
+
+// requestProblem turns kin-openapi's validation errors into one domain error with a
+// JSON Pointer per invalid field. Malformed JSON, a wrong Content-Type and an oversized
+// body get their own codes.
+func requestProblem(err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return tooLarge
+	}
+	var reqErrs []*openapi3filter.RequestError
+	var multi openapi3.MultiError
+	if errors.As(err, &multi) {
+		for _, e := range multi {
+			if re, ok := errors.AsType[*openapi3filter.RequestError](e); ok {
+				reqErrs = append(reqErrs, re)
+			}
+		}
+	} else if re, ok := errors.AsType[*openapi3filter.RequestError](err); ok {
+		reqErrs = append(reqErrs, re)
+	}
+	if len(reqErrs) == 0 {
+		if errors.Is(err, openapi3filter.ErrAuthenticationServiceMissing) {
+			return err
+		}
+		return errs.E(errs.NotFound, "no operation matches this request")
+	}
+	out := &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema."}
+	for _, re := range reqErrs {
+		if re.RequestBody != nil && strings.HasPrefix(re.Reason, "header Content-Type has unexpected value") {
+			return errs.E(errs.UnsupportedMediaType, "Content-Type %q is not accepted here; send application/json.", contentTypeOf(re))
+		}
+		if _, ok := errors.AsType[*openapi3filter.ParseError](re.Err); ok && re.RequestBody != nil {
+			return errs.E(errs.MalformedJSON, "The request body is not valid JSON.")
+		}
+		out.Fields = append(out.Fields, fieldErrors(re)...)
+	}
+	return out
+}
+
+func contentTypeOf(re *openapi3filter.RequestError) string {
+	if re.Input != nil && re.Input.Request != nil {
+		return re.Input.Request.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// fieldErrors lists the invalid fields of one request error; schema errors inside it
+// become pointers into the body ("/name"; "" is the whole body) or the parameter
+// ("/query/limit").
+func fieldErrors(re *openapi3filter.RequestError) []errs.FieldError {
+	base := ""
+	if re.Parameter != nil {
+		base = "/" + re.Parameter.In + "/" + escapePointer(re.Parameter.Name)
+	}
+	var schemaErrs []*openapi3.SchemaError
+	var multi openapi3.MultiError
+	if errors.As(re.Err, &multi) {
+		for _, e := range multi {
+			if se, ok := errors.AsType[*openapi3.SchemaError](e); ok {
+				schemaErrs = append(schemaErrs, se)
+			}
+		}
+	} else if se, ok := errors.AsType[*openapi3.SchemaError](re.Err); ok {
+		schemaErrs = append(schemaErrs, se)
+	}
+	if len(schemaErrs) == 0 {
+		msg := re.Reason
+		if re.Err != nil {
+			msg = re.Err.Error()
+		}
+		if base == "" && errors.Is(re.Err, openapi3filter.ErrInvalidRequired) {
+			msg = "a request body is required"
+		}
+		return []errs.FieldError{{Pointer: base, Message: msg}}
+	}
+	out := make([]errs.FieldError, 0, len(schemaErrs))
+	for _, se := range schemaErrs {
+		pointer := base
+		for _, part := range se.JSONPointer() {
+			pointer += "/" + escapePointer(part)
+		}
+		out = append(out, errs.FieldError{Pointer: pointer, Message: se.Reason})
+	}
+	return out
+}
+
+// escapePointer escapes one JSON Pointer token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
