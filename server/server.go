@@ -118,7 +118,13 @@ func New(d Deps) (*Server, error) {
 	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")
 	s.mux.Handle("GET /docs", serveEmbedded(docsFS, "docs/index.html", "text/html; charset=utf-8"))
 	s.mux.Handle("GET /docs/assets/init.js", serveEmbedded(docsFS, "docs/init.js", "text/javascript; charset=utf-8"))
-	s.mux.Handle("GET /docs/assets/{file}", http.StripPrefix("/docs/assets/", http.FileServerFS(assets)))
+	s.mux.HandleFunc("GET /docs/assets/{file}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := fs.Stat(assets, r.PathValue("file")); err != nil {
+			s.respondError(w, r, errs.E(errs.NotFound, "No asset named %q.", r.PathValue("file")))
+			return
+		}
+		http.ServeFileFS(w, r, assets, r.PathValue("file"))
+	})
 
 	// Outermost first. Routing questions (404/405) are answered before validation, so
 	// the validator only ever sees routed requests.

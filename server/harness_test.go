@@ -1,0 +1,279 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/health"
+	"github.com/kilnhq/kiln/internal/platform/logging"
+)
+
+// testOps are operations added to the spec for tests only: a JSON body to validate, a
+// path parameter for cardinality, and handlers that panic or overrun their deadline.
+const testOps = `{
+  "/test/echo": {"post": {"operationId": "testEcho",
+    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+      "type": "object", "required": ["name"], "additionalProperties": false,
+      "properties": {"name": {"type": "string", "maxLength": 16}, "count": {"type": "integer", "minimum": 1},
+                     "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}},
+                     "text": {"type": "string"}}}}}},
+    "responses": {"200": {"description": "echo", "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "default": {"$ref": "#/components/responses/Problem"}}}},
+  "/test/items/{id}": {"get": {"operationId": "testItem",
+    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                   {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 100}}],
+    "responses": {"200": {"description": "item", "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "default": {"$ref": "#/components/responses/Problem"}}}},
+  "/test/panic": {"get": {"operationId": "testPanic",
+    "responses": {"default": {"$ref": "#/components/responses/Problem"}}}},
+  "/test/slow": {"get": {"operationId": "testSlow",
+    "responses": {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "default": {"$ref": "#/components/responses/Problem"}}}}
+}`
+
+func init() {
+	// Response validation decodes bodies by media type; these are served as text.
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png"} {
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
+	}
+}
+
+// testSpec returns the embedded spec plus testOps, references resolved.
+func testSpec(t testing.TB) *openapi3.T {
+	t.Helper()
+	spec, err := api.GetSwagger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	var paths map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(testOps), &paths); err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(doc["paths"].(map[string]any), paths)
+	raw, _ = json.Marshal(doc)
+	out, err := openapi3.NewLoader().LoadFromData(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Validate(context.Background()); err != nil {
+		t.Fatalf("test spec: %v", err)
+	}
+	return out
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// bundle is what a server test works with.
+type bundle struct {
+	srv      *Server
+	logs     *syncBuffer
+	registry *prometheus.Registry
+	router   routers.Router
+	slowGate chan struct{} // /test/slow waits on it (or on its deadline)
+}
+
+type option func(*Deps)
+
+func withChecks(checks ...health.Check) option { return func(d *Deps) { d.Checks = checks } }
+
+func withConfig(fn func(*config.HTTP)) option { return func(d *Deps) { fn(&d.Config) } }
+
+// setup builds a server on the test spec with test routes mounted.
+func setup(t testing.TB, opts ...option) *bundle {
+	t.Helper()
+	logs := &syncBuffer{}
+	spec := testSpec(t)
+	d := Deps{
+		Config:   config.Default().HTTP,
+		Log:      logging.New(logs, "debug"),
+		Registry: prometheus.NewRegistry(),
+		Spec:     spec,
+	}
+	for _, o := range opts {
+		o(&d)
+	}
+	srv, err := New(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := gorillamux.NewRouter(specWithoutServers(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{srv: srv, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
+	srv.mux.HandleFunc("POST /test/echo", func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			srv.respondError(w, r, err)
+			return
+		}
+		if text, ok := body["text"].(string); ok {
+			srv.log.InfoContext(r.Context(), "echo", "text", text)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	srv.mux.HandleFunc("GET /test/items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"id": r.PathValue("id")})
+	})
+	srv.mux.HandleFunc("GET /test/panic", func(http.ResponseWriter, *http.Request) {
+		panic("secret internal detail: db password hunter2")
+	})
+	srv.mux.HandleFunc("GET /test/slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-b.slowGate:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"done":true}`)
+		case <-r.Context().Done():
+			srv.respondError(w, r, r.Context().Err())
+		}
+	})
+	return b
+}
+
+func specWithoutServers(spec *openapi3.T) *openapi3.T {
+	c := *spec
+	c.Servers = nil
+	return &c
+}
+
+// do serves req and checks the response against the spec: status, headers, body schema.
+func (b *bundle) do(t testing.TB, req *http.Request) *http.Response {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	b.srv.ServeHTTP(rec, req)
+	res := rec.Result()
+	b.validateResponse(t, req, res)
+	return res
+}
+
+// validateResponse fails the test when res does not match the spec for req's operation.
+// Requests no operation matches must still get a Problem.
+func (b *bundle) validateResponse(t testing.TB, req *http.Request, res *http.Response) {
+	t.Helper()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	if res.Header.Get(requestIDHeader) == "" {
+		t.Errorf("%s %s: no X-Request-Id on the response", req.Method, req.URL.Path)
+	}
+	route, params, err := b.router.FindRoute(req)
+	if err != nil {
+		if res.StatusCode < 400 {
+			t.Fatalf("%s %s: unrouted request answered %d", req.Method, req.URL.Path, res.StatusCode)
+		}
+		mustProblem(t, res.Header, body)
+		return
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{
+			Request: req, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true},
+		},
+		Status:  res.StatusCode,
+		Header:  res.Header,
+		Body:    io.NopCloser(bytes.NewReader(body)),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		t.Fatalf("%s %s: response does not match the spec: %v\nbody: %s", req.Method, req.URL.Path, err, body)
+	}
+	if res.StatusCode >= 400 {
+		mustProblem(t, res.Header, body)
+	}
+}
+
+// mustProblem checks a problem+json body has a known code and the request id.
+func mustProblem(t testing.TB, h http.Header, body []byte) api.Problem {
+	t.Helper()
+	if ct := h.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("content type %q, want application/problem+json; body %s", ct, body)
+	}
+	var p api.Problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("problem body: %v: %s", err, body)
+	}
+	if _, ok := catalogByCode(p.Code); !ok {
+		t.Errorf("problem code %q is not in the catalog", p.Code)
+	}
+	if p.RequestId == "" || p.RequestId != h.Get(requestIDHeader) {
+		t.Errorf("problem request_id %q, header %q", p.RequestId, h.Get(requestIDHeader))
+	}
+	return p
+}
+
+func catalogByCode(code api.ErrorCode) (problemType, bool) {
+	for c, pt := range catalog {
+		if string(c) == string(code) {
+			return pt, true
+		}
+	}
+	return problemType{}, false
+}
+
+func decodeProblem(t testing.TB, res *http.Response) api.Problem {
+	t.Helper()
+	body, _ := io.ReadAll(res.Body)
+	return mustProblem(t, res.Header, body)
+}
+
+func jsonRequest(method, path, body string) *http.Request {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
