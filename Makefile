@@ -1,0 +1,72 @@
+# Kiln's two commands are `make run` and `make test`; each sets up what it needs.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO    ?= go
+TOOLS := $(GO) tool -modfile=tools/go.mod
+BIN   := bin/kiln
+NODE_TOOLS := tools/node_modules/.bin
+# Generated files; `make test` fails when regenerating changes any of them.
+GENERATED = gen/api/api.gen.go gen/api/spec.gen.go $(wildcard gen/db/*.go) sdk/go/client.gen.go sdk/typescript/src/schema.d.ts
+
+# Tests use their own databases (kiln_test and clones of a migrated template).
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable
+export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+
+.PHONY: help run test deps build generate check-generated lint test-go test-sdk node-deps bench
+
+help:
+	@echo "make run    set up PostgreSQL (pgvector) and Redis, migrate, serve on \$$KILN_HTTP_ADDR (:8080)"
+	@echo "make test   set up, check generated code and lint, run every test (Go, SDKs)"
+	@echo "make generate   regenerate gen/, sdk/go and sdk/typescript from openapi/ and queries/"
+	@echo "make bench      run the benchmarks"
+
+deps:
+	bash scripts/dev-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/kiln
+
+run: deps build
+	./$(BIN) migrate up
+	exec ./$(BIN) serve
+
+# npm packages install from the lockfiles, and only when a lockfile changed.
+node-deps: tools/node_modules/.installed sdk/typescript/node_modules/.installed
+%/node_modules/.installed: %/package-lock.json
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
+	touch $@
+
+generate: node-deps
+	$(TOOLS) oapi-codegen -config gen/api/cfg.yaml openapi/openapi.yaml
+	$(TOOLS) oapi-codegen -config gen/api/spec.cfg.yaml openapi/openapi.yaml
+	$(TOOLS) oapi-codegen -config sdk/go/cfg.yaml openapi/openapi.yaml
+	$(TOOLS) sqlc generate
+	npm --prefix sdk/typescript run --silent generate
+
+check-generated:
+	@sha256sum $(GENERATED) > /tmp/kiln-generated.before
+	@$(MAKE) --no-print-directory generate
+	@sha256sum $(GENERATED) > /tmp/kiln-generated.after
+	@diff -u /tmp/kiln-generated.before /tmp/kiln-generated.after \
+	  || { echo "generated code was stale: run 'make generate' and commit the result"; exit 1; }
+	@echo "generated code is up to date"
+
+lint: node-deps
+	$(NODE_TOOLS)/redocly lint openapi/openapi.yaml --config openapi/redocly.yaml
+	$(GO) vet ./...
+	$(TOOLS) golangci-lint run ./...
+	cd sdk/go && $(GO) vet ./...
+
+test-go:
+	$(GO) test -race -count=1 ./...
+
+test-sdk: build
+	cd sdk/go && $(GO) test -count=1 ./...
+	KILN_BIN=$(CURDIR)/$(BIN) npm --prefix sdk/typescript test
+
+test: deps check-generated lint test-go test-sdk
+
+bench:
+	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6
