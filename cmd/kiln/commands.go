@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
@@ -76,10 +77,11 @@ func lookupEnv(environ []string, name string) string {
 	return ""
 }
 
-// deps are the connections a long-running command opens.
+// deps are the connections and services a long-running command shares.
 type deps struct {
-	pool *pgxpool.Pool
-	rdb  redis.UniversalClient
+	pool  *pgxpool.Pool
+	rdb   redis.UniversalClient
+	flags *flags.Evaluator
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -92,7 +94,9 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 		pool.Close()
 		return nil, nil, err
 	}
-	return &deps{pool: pool, rdb: rdb}, func() { _ = rdb.Close(); pool.Close() }, nil
+	ks := redisclient.Keyspace{Env: a.cfg.Env}
+	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
+	return &deps{pool: pool, rdb: rdb, flags: evaluator}, func() { _ = rdb.Close(); pool.Close() }, nil
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -151,6 +155,11 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.WatchReadiness(bg, 15*time.Second) })
+	wg.Go(func() {
+		if err := d.flags.Run(bg); err != nil {
+			a.log.Error("feature flag invalidation stopped", "error", err)
+		}
+	})
 	if withWorker {
 		w, err := a.newWorker(d)
 		if err != nil {
@@ -191,14 +200,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 }
 
 func (a *app) newWorker(d *deps) (*worker.Worker, error) {
-	st := store.New(d.pool)
-	purgers := []worker.Purger{{
-		Name: "feature_flag_overrides",
-		Purge: func(ctx context.Context) (int64, error) {
-			now := time.Now()
-			return st.PurgeExpiredFeatureFlagOverrides(ctx, &now)
-		},
-	}}
+	purgers := []worker.Purger{{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides}}
 	return worker.New(d.rdb, worker.Config{
 		Env:                  a.cfg.Env,
 		Concurrency:          a.cfg.Worker.Concurrency,
