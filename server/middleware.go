@@ -21,6 +21,14 @@ import (
 // requestIDHeader carries the request id in both directions.
 const requestIDHeader = "X-Request-Id"
 
+// requestIDChars are the bytes allowed in a client's request id.
+var requestIDChars = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") {
+		t[c] = true
+	}
+	return t
+}()
+
 // validRequestID accepts ids of 1–128 characters of A-Za-z0-9._:- so a client's id is
 // safe to echo and to log.
 func validRequestID(id string) bool {
@@ -28,8 +36,7 @@ func validRequestID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+		if !requestIDChars[id[i]] {
 			return false
 		}
 	}

@@ -248,7 +248,7 @@ func TestRequestID(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			req := jsonRequest("POST", "/test/echo", `{"name":"x","text":"hello"}`)
+			req := jsonRequest("POST", "/test/echo", `{"name":"logme","text":"hello"}`)
 			if tt.sent != "" {
 				req.Header.Set("X-Request-Id", tt.sent)
 			}
@@ -277,7 +277,7 @@ func TestAccessLog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const secret = "sk-proj-abcdefghijklmnopqrstuvwx0123456789"
-	req := jsonRequest("POST", "/test/echo?x=1", `{"name":"x","text":"my key is `+secret+` please"}`)
+	req := jsonRequest("POST", "/test/echo?x=1", `{"name":"logme","text":"my key is `+secret+` please"}`)
 	req.Header.Set("Authorization", "Bearer "+secret)
 	req.Header.Set("User-Agent", "kiln-test/1")
 	res := b.do(t, req)

@@ -126,7 +126,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewPgxPoolCollector(d.pool), metrics.NewRedisPoolCollector(d.rdb), worker.NewQueueCollector(d.rdb, a.cfg.Env))
-	spec, err := api.GetSwagger()
+	spec, err := api.GetSpec()
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
@@ -146,7 +146,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a.cfg.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.HTTP.Addr, err)
 	}

@@ -213,15 +213,41 @@ func Load(path string, environ []string) (Config, error) {
 	return cfg, nil
 }
 
-// decodeProblems splits mapstructure's joined errors, one line per bad key.
+// decodeProblems splits mapstructure's joined errors, one line per bad key. Unknown keys,
+// which mapstructure groups under their parent ("'http' has invalid keys: a, b"), are
+// named by their full dotted path.
 func decodeProblems(err error) []string {
 	var p []string
 	for line := range strings.SplitSeq(err.Error(), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "decoding failed due to the following error") {
-			p = append(p, line)
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "decoding failed due to the following error") {
+			continue
 		}
+		if parent, keys, ok := unusedKeys(line); ok {
+			for key := range strings.SplitSeq(keys, ", ") {
+				if parent != "" {
+					key = parent + "." + key
+				}
+				p = append(p, key+": unknown key")
+			}
+			continue
+		}
+		p = append(p, line)
 	}
 	return p
+}
+
+// unusedKeys parses mapstructure's "'<parent>' has invalid keys: <k1>, <k2>".
+func unusedKeys(line string) (parent, keys string, ok bool) {
+	rest, found := strings.CutPrefix(line, "'")
+	if !found {
+		return "", "", false
+	}
+	parent, keys, found = strings.Cut(rest, "' has invalid keys: ")
+	if !found || strings.Contains(parent, "'") {
+		return "", "", false
+	}
+	return parent, keys, true
 }
 
 func (c Config) validate() []string {

@@ -3,10 +3,12 @@
 package logging
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -53,41 +55,97 @@ func (h contextHandler) WithGroup(name string) slog.Handler {
 const Redacted = "[REDACTED]"
 
 // secretKeys are attribute names (or their _suffix: client_secret, refresh_token) whose
-// values are never logged. "prompt_tokens" is not "…_token", so usage counts stay visible.
-var secretKeys = []string{"authorization", "cookie", "set-cookie", "password", "secret", "token", "api_key", "apikey", "private_key", "dsn"}
+// values are never logged; "-" counts as "_" (X-Api-Key). "prompt_tokens" is not
+// "…_token", so usage counts stay visible.
+var secretKeys = []string{"authorization", "cookie", "password", "secret", "token", "api_key", "apikey", "private_key", "dsn"}
 
-// secretPatterns find credentials inside free text (prompts, URLs, error messages).
-var secretPatterns = regexp.MustCompile(strings.Join([]string{
-	`sk-[A-Za-z0-9_\-]{12,}`,                                     // OpenAI-style provider keys
-	`kiln_[a-z0-9]+_[A-Za-z0-9]{16,}_[A-Za-z0-9]{4,}`,            // Kiln API keys
-	`(?i)bearer\s+[A-Za-z0-9._~+/\-]+=*`,                         // bearer credentials
-	`eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+`, // JWTs
-	`://[^/\s:@]+:[^@\s/]+@`,                                     // passwords in URLs
-}, "|"))
+// secretPatterns find credentials inside free text (prompts, URLs, error messages). The
+// first submatch, when a pattern has one, is the part to redact.
+var secretPatterns = []*regexp.Regexp{
+	regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}`),                                     // OpenAI-style provider keys
+	regexp.MustCompile(`kiln_[a-z0-9]+_[A-Za-z0-9]{16,}_[A-Za-z0-9]{4,}`),            // Kiln API keys
+	regexp.MustCompile(`(?i)bearer\s+[A-Za-z0-9._~+/\-]+=*`),                         // bearer credentials
+	regexp.MustCompile(`eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+`), // JWTs
+	regexp.MustCompile(`://[^/\s:@]*:([^@\s/]+)@`),                                   // passwords in URLs (user kept)
+}
+
+// anySecret matches where any of secretPatterns does: one scan for the common case of no secret.
+var anySecret = func() *regexp.Regexp {
+	var alts []string
+	for _, re := range secretPatterns {
+		alts = append(alts, "(?:"+re.String()+")")
+	}
+	return regexp.MustCompile(strings.Join(alts, "|"))
+}()
+
+// mayHoldSecret is a cheap test for the literal every secretPatterns match contains, so
+// ordinary log values (methods, routes, user agents) never reach the regexp.
+func mayHoldSecret(s string) bool {
+	return strings.Contains(s, "sk-") || strings.Contains(s, "kiln_") || strings.Contains(s, "eyJ") ||
+		strings.Contains(s, "://") || containsFold(s, "bearer")
+}
+
+// containsFold reports whether s contains the ASCII word sub, ignoring case, without allocating.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
 
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	key := strings.ToLower(a.Key)
+	// Header-style names (X-Api-Key, Set-Cookie) match like snake_case ones.
+	key := strings.ReplaceAll(strings.ToLower(a.Key), "-", "_")
 	for _, s := range secretKeys {
-		if key == s || strings.HasSuffix(key, "_"+s) || strings.HasSuffix(key, "-"+s) {
+		if key == s || strings.HasSuffix(key, "_"+s) {
 			return slog.String(a.Key, Redacted)
 		}
 	}
 	if a.Value.Kind() == slog.KindString || a.Value.Kind() == slog.KindAny {
 		s := a.Value.String()
-		if secretPatterns.MatchString(s) {
+		if mayHoldSecret(s) && anySecret.MatchString(s) {
 			return slog.String(a.Key, RedactString(s))
 		}
 	}
 	return a
 }
 
-// RedactString replaces every credential-looking substring of s.
+// RedactString replaces every credential-looking substring of s. Each pattern is matched on
+// its own and overlapping matches are merged, so a match of one pattern cannot shield part
+// of another credential from redaction.
 func RedactString(s string) string {
-	return secretPatterns.ReplaceAllStringFunc(s, func(m string) string {
-		if strings.HasPrefix(m, "://") {
-			user, _, _ := strings.Cut(m[3:], ":")
-			return "://" + user + ":" + Redacted + "@"
+	var spans [][2]int
+	for _, re := range secretPatterns {
+		for _, m := range re.FindAllStringSubmatchIndex(s, -1) {
+			if len(m) >= 4 && m[2] >= 0 {
+				m = m[2:4]
+			}
+			spans = append(spans, [2]int{m[0], m[1]})
 		}
-		return Redacted
-	})
+	}
+	if len(spans) == 0 {
+		return s
+	}
+	slices.SortFunc(spans, func(a, b [2]int) int { return cmp.Compare(a[0], b[0]) })
+	var b strings.Builder
+	written := 0 // s[:written] is already in b
+	start, end := spans[0][0], spans[0][1]
+	flush := func() {
+		b.WriteString(s[written:start])
+		b.WriteString(Redacted)
+		written = end
+	}
+	for _, sp := range spans[1:] {
+		if sp[0] <= end { // overlapping or touching: one redaction
+			end = max(end, sp[1])
+			continue
+		}
+		flush()
+		start, end = sp[0], sp[1]
+	}
+	flush()
+	b.WriteString(s[written:])
+	return b.String()
 }

@@ -1,0 +1,242 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/pgvector/pgvector-go"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/storetest"
+)
+
+func flagParams(key string) db.UpsertFeatureFlagParams {
+	return db.UpsertFeatureFlagParams{Key: key, Description: "test flag", Enabled: true, RolloutPercent: 50, StickyBy: "org"}
+}
+
+func TestTranslate(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	ctx := t.Context()
+	if _, err := st.UpsertFeatureFlag(ctx, flagParams("existing")); err != nil {
+		t.Fatalf("seed flag: %v", err)
+	}
+
+	tests := []struct {
+		name     string
+		err      func(t *testing.T) error // produces the driver error
+		wantCode errs.Code                // "" when the error passes through untouched
+	}{
+		{
+			name: "NotFound",
+			err: func(t *testing.T) error {
+				_, err := st.GetFeatureFlag(ctx, "missing")
+				return err
+			},
+			wantCode: errs.NotFound,
+		},
+		{
+			name:     "WrappedNoRowsNotFound",
+			err:      func(*testing.T) error { return fmt.Errorf("get flag: %w", pgx.ErrNoRows) },
+			wantCode: errs.NotFound,
+		},
+		{
+			// Every generated write is an upsert, so the duplicate is a plain INSERT.
+			name: "UniqueViolationConflict",
+			err: func(t *testing.T) error {
+				_, err := st.Pool.Exec(ctx, "INSERT INTO feature_flags (key) VALUES ('existing')")
+				return err
+			},
+			wantCode: errs.Conflict,
+		},
+		{
+			name: "CheckViolationInvalid",
+			err: func(t *testing.T) error {
+				p := flagParams("too_much")
+				p.RolloutPercent = 101
+				_, err := st.UpsertFeatureFlag(ctx, p)
+				return err
+			},
+			wantCode: errs.Invalid,
+		},
+		{
+			name: "ForeignKeyViolationInvalid",
+			err: func(t *testing.T) error {
+				_, err := st.UpsertFeatureFlagOverride(ctx, db.UpsertFeatureFlagOverrideParams{
+					FlagKey: "missing", SubjectType: "org", SubjectID: uuid.New(), Enabled: true,
+				})
+				return err
+			},
+			wantCode: errs.Invalid,
+		},
+		{
+			name: "SyntaxErrorPassesThrough",
+			err: func(t *testing.T) error {
+				_, err := st.Pool.Exec(ctx, "SELEKT 1")
+				return err
+			},
+		},
+		{
+			name: "CanceledPassesThrough",
+			err: func(t *testing.T) error {
+				canceled, cancel := context.WithCancel(ctx)
+				cancel()
+				_, err := st.GetFeatureFlag(canceled, "existing")
+				return err
+			},
+		},
+		{
+			name: "OtherErrorPassesThrough",
+			err:  func(*testing.T) error { return errors.New("disk on fire") },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			orig := tt.err(t)
+			if orig == nil {
+				t.Fatal("the operation succeeded, want a driver error")
+			}
+			got := store.Translate(orig)
+			if tt.wantCode == "" {
+				if got != orig { //nolint:errorlint // identity: the error must come back unchanged
+					t.Errorf("Translate(%v) = %v, want the error unchanged", orig, got)
+				}
+				return
+			}
+			var e *errs.Error
+			if !errors.As(got, &e) {
+				t.Fatalf("Translate(%v) = %#v, want an *errs.Error", orig, got)
+			}
+			if e.Code != tt.wantCode {
+				t.Errorf("Translate(%v) code = %s, want %s", orig, e.Code, tt.wantCode)
+			}
+		})
+	}
+
+	t.Run("NilIsNil", func(t *testing.T) {
+		t.Parallel()
+		if got := store.Translate(nil); got != nil {
+			t.Errorf("Translate(nil) = %v", got)
+		}
+	})
+}
+
+func TestInTx(t *testing.T) {
+	t.Parallel()
+	errBoom := errors.New("boom")
+
+	tests := []struct {
+		name        string
+		fn          func(q *db.Queries, key string) error
+		wantErr     error
+		wantVisible bool
+	}{
+		{
+			name: "CommitsOnNil",
+			fn: func(q *db.Queries, key string) error {
+				_, err := q.UpsertFeatureFlag(context.Background(), flagParams(key))
+				return err
+			},
+			wantVisible: true,
+		},
+		{
+			name: "RollsBackOnError",
+			fn: func(q *db.Queries, key string) error {
+				if _, err := q.UpsertFeatureFlag(context.Background(), flagParams(key)); err != nil {
+					return err
+				}
+				// The write is visible inside the transaction before it is rolled back.
+				if _, err := q.GetFeatureFlag(context.Background(), key); err != nil {
+					return fmt.Errorf("read own write: %w", err)
+				}
+				return fmt.Errorf("later step: %w", errBoom)
+			},
+			wantErr: errBoom,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := storetest.New(t)
+			const key = "tx_flag"
+			err := st.InTx(t.Context(), func(q *db.Queries) error { return tt.fn(q, key) })
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("InTx = %v, want %v", err, tt.wantErr)
+			}
+			_, err = st.GetFeatureFlag(t.Context(), key)
+			if visible := err == nil; visible != tt.wantVisible {
+				t.Errorf("row visible after InTx = %t (err %v), want %t", visible, err, tt.wantVisible)
+			}
+		})
+	}
+
+	t.Run("RollsBackOnPanic", func(t *testing.T) {
+		t.Parallel()
+		st := storetest.New(t)
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("InTx swallowed the panic")
+				}
+			}()
+			_ = st.InTx(t.Context(), func(q *db.Queries) error {
+				if _, err := q.UpsertFeatureFlag(t.Context(), flagParams("panicky")); err != nil {
+					return err
+				}
+				panic("handler bug")
+			})
+		}()
+		if _, err := st.GetFeatureFlag(t.Context(), "panicky"); !errors.Is(err, pgx.ErrNoRows) {
+			t.Errorf("row after a panicking InTx: err = %v, want no rows", err)
+		}
+	})
+}
+
+func TestOpen(t *testing.T) {
+	t.Parallel()
+
+	t.Run("RegistersVectorOnMigratedDatabase", func(t *testing.T) {
+		t.Parallel()
+		st := storetest.New(t)
+		var v pgvector.Vector
+		if err := st.Pool.QueryRow(t.Context(), "SELECT '[1,2.5,3]'::vector").Scan(&v); err != nil {
+			t.Fatalf("scan a vector: %v", err)
+		}
+		if got := v.Slice(); len(got) != 3 || got[1] != 2.5 {
+			t.Errorf("vector = %v, want [1 2.5 3]", got)
+		}
+	})
+
+	t.Run("OpensEmptyDatabase", func(t *testing.T) {
+		t.Parallel()
+		pool, err := store.Open(t.Context(), storetest.NewDatabase(t, ""), 2)
+		if err != nil {
+			t.Fatalf("Open on a database without the vector type: %v", err)
+		}
+		pool.Close()
+	})
+
+	t.Run("ErrBadURL", func(t *testing.T) {
+		t.Parallel()
+		if _, err := store.Open(t.Context(), "postgres://%zz", 2); err == nil {
+			t.Error("Open with a malformed URL succeeded")
+		}
+	})
+
+	t.Run("ErrUnreachable", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		if _, err := store.Open(ctx, "postgres://postgres@127.0.0.1:1/kiln?sslmode=disable&connect_timeout=2", 2); err == nil {
+			t.Error("Open on a closed port succeeded")
+		}
+	})
+}

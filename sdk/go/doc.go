@@ -1,0 +1,14 @@
+// Package kiln is the Go client for the Kiln API, generated from openapi/openapi.yaml.
+//
+// NewClientWithResponses returns a client with one typed method per operation
+// (GetHealthWithResponse, …). Every non-2xx answer is an RFC 9457 problem document;
+// CheckResponse turns it into a *ProblemError, whose Code is the stable error code:
+//
+//	client, err := kiln.NewClientWithResponses("https://api.example.com")
+//	...
+//	health, err := kiln.CheckResponse(client.GetHealthWithResponse(ctx))
+//	var problem *kiln.ProblemError
+//	if errors.As(err, &problem) && problem.Code == kiln.Unauthenticated { ... }
+//
+// Regenerate client.gen.go with `make generate`; the rest of the package is hand-written.
+package kiln

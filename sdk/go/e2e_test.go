@@ -1,0 +1,260 @@
+package kiln_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	kiln "github.com/kilnhq/kiln/sdk/go"
+)
+
+// The same databases as the server's own tests (internal/store/storetest).
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable"
+	defaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// TestE2E builds the real kiln binary, migrates the test database, serves on a free port
+// and talks to it through the generated client.
+func TestE2E(t *testing.T) {
+	baseURL := startKiln(t)
+	client, err := kiln.NewClientWithResponses(baseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("HealthOK", func(t *testing.T) {
+		resp, err := kiln.CheckResponse(client.GetHealthWithResponse(t.Context()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.JSON200 == nil || resp.JSON200.Status != kiln.HealthStatusOk {
+			t.Fatalf("GET /health = %d %s, want 200 {status: ok}", resp.StatusCode(), resp.Body)
+		}
+	})
+
+	t.Run("ReadyOK", func(t *testing.T) {
+		resp, err := kiln.CheckResponse(client.GetReadyWithResponse(t.Context()))
+		if err != nil {
+			if resp != nil && resp.ApplicationproblemJSON503 != nil {
+				t.Fatalf("%v; checks: %+v", err, resp.ApplicationproblemJSON503.Checks)
+			}
+			t.Fatal(err)
+		}
+		ready := resp.JSON200
+		if ready == nil || ready.Status != kiln.Ready || len(ready.Checks) == 0 {
+			t.Fatalf("GET /ready = %d %s, want 200 ready with checks", resp.StatusCode(), resp.Body)
+		}
+		for _, c := range ready.Checks {
+			if c.Name == "" || c.Status != kiln.CheckStatusOk {
+				t.Errorf("check %+v, want a named check with status ok", c)
+			}
+		}
+	})
+
+	t.Run("ErrNotFound", func(t *testing.T) {
+		// A route outside the spec, through the HTTP client the generated client uses.
+		const requestID = "sdk-go-e2e-not-found"
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, baseURL+"/nope", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(kiln.RequestIDHeader, requestID)
+		resp, err := client.ClientInterface.(*kiln.Client).Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		problem := requireProblem(t, kiln.AsProblem(resp, body), kiln.NotFound, http.StatusNotFound, resp.Header)
+		if problem.RequestId != requestID {
+			t.Errorf("request_id = %q, want the one sent, %q", problem.RequestId, requestID)
+		}
+	})
+
+	t.Run("ErrMethodNotAllowed", func(t *testing.T) {
+		// A generated operation sent with the wrong method.
+		post := func(_ context.Context, req *http.Request) error {
+			req.Method = http.MethodPost
+			return nil
+		}
+		resp, err := kiln.CheckResponse(client.GetHealthWithResponse(t.Context(), post))
+		if resp == nil {
+			t.Fatal(err)
+		}
+		problem := requireProblem(t, err, kiln.MethodNotAllowed, http.StatusMethodNotAllowed, resp.HTTPResponse.Header)
+		if typed := resp.ApplicationproblemJSONDefault; typed == nil || typed.RequestId != problem.RequestId {
+			t.Errorf("ApplicationproblemJSONDefault = %+v, want the problem %+v", typed, problem.Problem)
+		}
+	})
+}
+
+// requireProblem asserts that err is a *ProblemError with the code and status, whose
+// request id is the X-Request-Id response header, and returns it.
+func requireProblem(t *testing.T, err error, code kiln.ErrorCode, status int, header http.Header) *kiln.ProblemError {
+	t.Helper()
+	var problem *kiln.ProblemError
+	if !errors.As(err, &problem) {
+		t.Fatalf("error = %v (%T), want *kiln.ProblemError", err, err)
+	}
+	if problem.Code != code || problem.Status != status {
+		t.Errorf("problem = %s (%d), want %s (%d): %v", problem.Code, problem.Status, code, status, err)
+	}
+	if problem.RequestId == "" || problem.RequestId != header.Get(kiln.RequestIDHeader) {
+		t.Errorf("request_id = %q, want non-empty and equal to %s %q",
+			problem.RequestId, kiln.RequestIDHeader, header.Get(kiln.RequestIDHeader))
+	}
+	return problem
+}
+
+// startKiln builds cmd/kiln from the repository, applies migrations, starts `kiln serve`
+// on a free loopback port and returns its base URL. At cleanup it stops the server with
+// SIGTERM and fails the test unless it exits 0.
+func startKiln(t *testing.T) string {
+	t.Helper()
+	// go test runs in the package directory, sdk/go.
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "kiln")); err != nil {
+		t.Fatalf("repository root not found from the test directory: %v", err)
+	}
+
+	bin := filepath.Join(t.TempDir(), "kiln")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/kiln")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/kiln: %v\n%s", err, out)
+	}
+
+	env := serverEnv()
+	migrate := exec.CommandContext(t.Context(), bin, "migrate", "up")
+	migrate.Env = env
+	if out, err := migrate.CombinedOutput(); err != nil {
+		t.Fatalf("kiln migrate up: %v\n%s", err, out)
+	}
+
+	// Not CommandContext: the test context ends before cleanup, which must send SIGTERM
+	// rather than have the process killed.
+	serve := exec.Command(bin, "serve")
+	serve.Env = env
+	stdout := &serverLog{addr: make(chan string, 1)}
+	var stderr bytes.Buffer
+	serve.Stdout, serve.Stderr = stdout, &stderr
+	if err := serve.Start(); err != nil {
+		t.Fatalf("start kiln serve: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- serve.Wait() }()
+
+	t.Cleanup(func() {
+		// Fails only when the process has exited already; exited then says how.
+		_ = serve.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("kiln serve exited with %v after SIGTERM, want 0\nstdout:\n%s\nstderr:\n%s", err, stdout, &stderr)
+			}
+		case <-time.After(30 * time.Second):
+			_ = serve.Process.Kill()
+			t.Errorf("kiln serve still running 30s after SIGTERM; killed (%v)\nstdout:\n%s", <-exited, stdout)
+		}
+	})
+
+	select {
+	case addr := <-stdout.addr:
+		return "http://" + addr
+	case err := <-exited:
+		exited <- err // for the cleanup
+		t.Fatalf("kiln serve exited before listening: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, &stderr)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("kiln serve logged no listening line within 60s\nstdout:\n%s\nstderr:\n%s", stdout, &stderr)
+	}
+	return ""
+}
+
+// serverEnv is this process's environment without Kiln's own settings, plus the test
+// configuration: TEST_DATABASE_URL and TEST_REDIS_URL when set, the local servers
+// otherwise.
+func serverEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "KILN_") || name == "DATABASE_URL" || name == "REDIS_URL" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"KILN_ENV=sdktest",
+		"KILN_HTTP_ADDR=127.0.0.1:0",
+		"DATABASE_URL="+envOr("TEST_DATABASE_URL", defaultDatabaseURL),
+		"REDIS_URL="+envOr("TEST_REDIS_URL", defaultRedisURL),
+	)
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// serverLog keeps a kiln process's stdout and sends the address of its first
+// "listening" log line on addr.
+type serverLog struct {
+	addr chan string
+
+	mu      sync.Mutex
+	all     bytes.Buffer
+	pending []byte
+	found   bool
+}
+
+func (l *serverLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	if l.found {
+		return len(p), nil
+	}
+	l.pending = append(l.pending, p...)
+	for {
+		line, rest, ok := bytes.Cut(l.pending, []byte("\n"))
+		if !ok {
+			break
+		}
+		l.pending = rest
+		var rec struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "listening" && rec.Addr != "" {
+			l.found, l.pending = true, nil
+			l.addr <- rec.Addr
+			break
+		}
+	}
+	return len(p), nil
+}
+
+func (l *serverLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}

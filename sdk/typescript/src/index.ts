@@ -1,0 +1,155 @@
+/**
+ * TypeScript client for the Kiln API.
+ *
+ * The request and response types are generated from openapi/openapi.yaml into
+ * ./schema.d.ts (`npm run generate`); this file adds the client factory and the error
+ * type every non-2xx answer maps to.
+ */
+import createClient, { type Client, type ClientOptions, type Middleware } from "openapi-fetch";
+import type { components, operations, paths } from "./schema.js";
+
+export type { components, operations, paths };
+
+/** RFC 9457 problem details, the body of every non-2xx answer. */
+export type Problem = components["schemas"]["Problem"];
+/** Stable, machine-readable error code from the catalog in docs/errors.md. */
+export type ErrorCode = components["schemas"]["ErrorCode"];
+/** One invalid field of a validation failure. */
+export type FieldError = components["schemas"]["FieldError"];
+
+/** A typed openapi-fetch client for the Kiln API: `client.GET("/health")`, … */
+export type KilnClient = Client<paths>;
+
+/** The response header that carries the request's id; Problem.request_id holds the same value. */
+export const REQUEST_ID_HEADER = "X-Request-Id";
+
+/** Options of {@link createKilnClient}. */
+export interface KilnClientOptions {
+  /** The server's root URL, e.g. `https://api.example.com`. */
+  baseUrl: string;
+  /**
+   * A JWT access token or an API key (`kiln_…`), sent as `Authorization: Bearer <token>`.
+   * A function is called before every request, so a short-lived token can be refreshed;
+   * when it returns undefined the request goes without Authorization.
+   */
+  token?: string | (() => string | undefined | Promise<string | undefined>);
+  /** The fetch implementation to use; defaults to `globalThis.fetch`. */
+  fetch?: ClientOptions["fetch"];
+}
+
+/**
+ * Creates a client for the Kiln API at `options.baseUrl`. Calls resolve to
+ * `{ data, error, response }` as with openapi-fetch; {@link unwrap} turns them into the
+ * data or a thrown {@link KilnProblemError}.
+ */
+export function createKilnClient(options: KilnClientOptions): KilnClient {
+  const client = createClient<paths>({
+    baseUrl: options.baseUrl,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+  const { token } = options;
+  if (token !== undefined) {
+    const auth: Middleware = {
+      async onRequest({ request }) {
+        const value = typeof token === "function" ? await token() : token;
+        if (value) {
+          request.headers.set("Authorization", `Bearer ${value}`);
+        }
+        return request;
+      },
+    };
+    client.use(auth);
+  }
+  return client;
+}
+
+/** Reports whether value is a Kiln problem document (a {@link Problem}). */
+export function isProblem(value: unknown): value is Problem {
+  if (typeof value !== "object" || value === null) {
+    return false;
+  }
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.code === "string" &&
+    typeof v.status === "number" &&
+    typeof v.title === "string" &&
+    typeof v.type === "string" &&
+    typeof v.request_id === "string"
+  );
+}
+
+/**
+ * A non-2xx answer from the API, as an Error. Branch on `code`, the stable error code:
+ *
+ * ```ts
+ * if (err instanceof KilnProblemError && err.code === "not_found") { … }
+ * ```
+ *
+ * When the body was not a Kiln problem document (an error page from a proxy in front of
+ * Kiln, say), `code` and `problem` are undefined and `status` and `message` describe the
+ * HTTP response.
+ */
+export class KilnProblemError extends Error {
+  /** The HTTP status code. */
+  readonly status: number;
+  /** The stable error code; undefined when the body was not a problem document. */
+  readonly code: ErrorCode | undefined;
+  /** The request's id, from the body or else the X-Request-Id header; "" when neither has one. */
+  readonly requestId: string;
+  /** The decoded problem document (with operation-specific members such as `checks`), if any. */
+  readonly problem: Problem | undefined;
+  /** The HTTP response, when known; its body has been read. */
+  readonly response: Response | undefined;
+
+  /**
+   * Builds the error for a non-2xx response from its body, parsed (an openapi-fetch
+   * `error`) or as text.
+   */
+  constructor(response: Response, body: unknown) {
+    const problem = isProblem(body) ? body : undefined;
+    const requestId = problem?.request_id || response.headers.get(REQUEST_ID_HEADER) || "";
+    super(describe(response, problem, body, requestId));
+    this.name = "KilnProblemError";
+    this.status = problem?.status ?? response.status;
+    this.code = problem?.code;
+    this.requestId = requestId;
+    this.problem = problem;
+    this.response = response;
+  }
+}
+
+const maxFallbackDetail = 512;
+
+/** The message: "not_found (404): detail (request_id …)", or "HTTP 502: …" without a problem. */
+function describe(response: Response, problem: Problem | undefined, body: unknown, requestId: string): string {
+  let text: string;
+  if (problem) {
+    text = `${problem.code} (${problem.status}): ${problem.detail || problem.title}`;
+  } else {
+    let detail = typeof body === "string" ? body : body === undefined ? "" : JSON.stringify(body);
+    detail = detail.slice(0, maxFallbackDetail).trim();
+    text = `HTTP ${response.status}: ${detail || response.statusText || "error"}`;
+  }
+  return requestId ? `${text} (request_id ${requestId})` : text;
+}
+
+/** The result of any client call: openapi-fetch's `{ data, error, response }`. */
+export type Result<Data> =
+  | { data: Data; error?: never; response: Response }
+  | { data?: never; error: unknown; response: Response };
+
+/**
+ * Waits for a client call and returns its data, or throws a {@link KilnProblemError} for
+ * a non-2xx answer. Network failures reject as they do with fetch.
+ *
+ * ```ts
+ * const health = await unwrap(client.GET("/health"));
+ * ```
+ */
+export async function unwrap<Data>(call: Promise<Result<Data>> | Result<Data>): Promise<Data> {
+  const result = await call;
+  if (!result.response.ok) {
+    throw new KilnProblemError(result.response, result.error);
+  }
+  return result.data as Data;
+}

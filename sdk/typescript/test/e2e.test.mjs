@@ -1,0 +1,190 @@
+// End-to-end: runs the real kiln binary (KILN_BIN, default bin/kiln at the repository
+// root) against the test database and talks to it through the built SDK in dist/.
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { access, constants } from "node:fs/promises";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+
+import { createKilnClient, KilnProblemError, REQUEST_ID_HEADER, unwrap } from "../dist/index.js";
+
+const packageDir = path.resolve(import.meta.dirname, "..");
+const kilnBin = path.resolve(packageDir, process.env.KILN_BIN || "../../bin/kiln");
+
+// The same databases as the server's own tests (internal/store/storetest).
+const databaseURL = process.env.TEST_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable";
+const redisURL = process.env.TEST_REDIS_URL || "redis://127.0.0.1:6379/0";
+
+describe("kiln serve", () => {
+  /** @type {Awaited<ReturnType<typeof startKiln>>} */
+  let kiln;
+  /** @type {import("../dist/index.js").KilnClient} */
+  let client;
+
+  before(async () => {
+    kiln = await startKiln();
+    client = createKilnClient({ baseUrl: kiln.baseUrl });
+  });
+
+  after(async () => {
+    if (kiln) {
+      const { code, signal } = await kiln.stop();
+      assert.equal(code, 0, `kiln serve exited with ${code ?? signal} after SIGTERM, want 0\n${kiln.logs()}`);
+    }
+  });
+
+  test("GET /health answers ok", async () => {
+    const health = await unwrap(client.GET("/health"));
+    assert.deepEqual(health, { status: "ok" });
+  });
+
+  test("GET /ready answers ready with every check ok", async () => {
+    let ready;
+    try {
+      ready = await unwrap(client.GET("/ready"));
+    } catch (err) {
+      if (err instanceof KilnProblemError) {
+        assert.fail(`${err.message}; checks: ${JSON.stringify(err.problem?.checks)}`);
+      }
+      throw err;
+    }
+    assert.equal(ready.status, "ready");
+    assert.ok(ready.checks.length > 0, "no checks");
+    for (const check of ready.checks) {
+      assert.ok(check.name, `unnamed check ${JSON.stringify(check)}`);
+      assert.equal(check.status, "ok", `check ${JSON.stringify(check)}`);
+    }
+  });
+
+  test("an unknown route throws KilnProblemError not_found with the sent request id", async () => {
+    const requestId = "sdk-ts-e2e-not-found";
+    const err = await rejection(client.GET("/nope", { headers: { [REQUEST_ID_HEADER]: requestId } }));
+    assertProblem(err, "not_found", 404);
+    assert.equal(err.requestId, requestId);
+  });
+
+  test("a wrong method throws KilnProblemError method_not_allowed with a generated request id", async () => {
+    const err = await rejection(client.POST("/health"));
+    assertProblem(err, "method_not_allowed", 405);
+    assert.equal(err.problem?.instance, "/health");
+  });
+
+  test("a token is sent as a bearer credential", async () => {
+    const seen = [];
+    const recordingFetch = (request) => {
+      seen.push(request.headers.get("Authorization"));
+      return fetch(request);
+    };
+    const withToken = createKilnClient({ baseUrl: kiln.baseUrl, token: "kiln_test_token", fetch: recordingFetch });
+    const withTokenFn = createKilnClient({ baseUrl: kiln.baseUrl, token: async () => "fresh", fetch: recordingFetch });
+    const anonymous = createKilnClient({ baseUrl: kiln.baseUrl, fetch: recordingFetch });
+    for (const c of [withToken, withTokenFn, anonymous]) {
+      await unwrap(c.GET("/health"));
+    }
+    assert.deepEqual(seen, ["Bearer kiln_test_token", "Bearer fresh", null]);
+  });
+});
+
+/** Resolves to what promise rejects with; fails when it resolves. */
+async function rejection(promise) {
+  let data;
+  try {
+    data = await unwrap(promise);
+  } catch (err) {
+    return err;
+  }
+  assert.fail(`resolved with ${JSON.stringify(data)}, want a rejection`);
+}
+
+/** Asserts err is a KilnProblemError with the code and status whose request id is the X-Request-Id header. */
+function assertProblem(err, code, status) {
+  assert.ok(err instanceof KilnProblemError, `got ${err}, want KilnProblemError`);
+  assert.equal(err.code, code, err.message);
+  assert.equal(err.status, status, err.message);
+  assert.equal(err.problem?.code, code);
+  assert.ok(err.requestId, "empty request id");
+  assert.equal(err.requestId, err.response?.headers.get(REQUEST_ID_HEADER));
+  assert.equal(err.problem?.request_id, err.requestId);
+}
+
+/** This process's environment without Kiln's own settings, plus the test configuration. */
+function serverEnv() {
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([name]) => !name.startsWith("KILN_") && name !== "DATABASE_URL" && name !== "REDIS_URL",
+    ),
+  );
+  return {
+    ...env,
+    KILN_ENV: "sdktest",
+    KILN_HTTP_ADDR: "127.0.0.1:0",
+    DATABASE_URL: databaseURL,
+    REDIS_URL: redisURL,
+  };
+}
+
+/**
+ * Applies migrations, starts `kiln serve` on a free loopback port and resolves once it
+ * logs its listening line.
+ */
+async function startKiln() {
+  try {
+    await access(kilnBin, constants.X_OK);
+  } catch {
+    throw new Error(`no kiln binary at ${kilnBin}: run \`go build -o bin/kiln ./cmd/kiln\` at the repository root, or set KILN_BIN`);
+  }
+  const env = serverEnv();
+  try {
+    await promisify(execFile)(kilnBin, ["migrate", "up"], { env });
+  } catch (err) {
+    throw new Error(`kiln migrate up: ${err.message}\n${err.stdout}${err.stderr}`);
+  }
+
+  const child = spawn(kilnBin, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const output = [];
+  child.stderr.on("data", (chunk) => output.push(String(chunk)));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const logs = () => output.join("");
+
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`kiln serve logged no listening line within 60s\n${logs()}`)), 60_000);
+    // Read stdout to the end, so that the server never blocks on a full pipe.
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      output.push(`${line}\n`);
+      let record;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (record.msg === "listening" && record.addr) {
+        clearTimeout(timer);
+        resolve(record.addr);
+      }
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`kiln serve exited with ${code ?? signal} before listening\n${logs()}`));
+    });
+  }).catch((err) => {
+    child.kill("SIGKILL");
+    throw err;
+  });
+
+  return {
+    baseUrl: `http://${addr}`,
+    logs,
+    /** Sends SIGTERM and resolves with how the process exited (SIGKILL after 30 s). */
+    async stop() {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}

@@ -1,0 +1,365 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/platform/logging"
+	"github.com/kilnhq/kiln/internal/store/storetest"
+)
+
+// logBuffer is a bytes.Buffer safe for the worker's goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// bundle is what a worker test works with: Redis, a deployment env of the test's own, an
+// asynq client and inspector on it, and the captured log.
+type bundle struct {
+	rdb       redis.UniversalClient
+	env       string
+	queue     string
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	logs      *logBuffer
+	log       *slog.Logger
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	rdb, ks := storetest.Redis(t)
+	b := bundle{
+		rdb:       rdb,
+		env:       ks.Env,
+		queue:     Queue(ks.Env),
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		logs:      &logBuffer{},
+	}
+	b.log = logging.New(b.logs, "debug")
+	// Asynq's keys are outside Kiln's key space; the queue is removed with its tasks.
+	t.Cleanup(func() {
+		if err := b.inspector.DeleteQueue(b.queue, true); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Errorf("delete queue %s: %v", b.queue, err)
+		}
+	})
+	return b
+}
+
+func (b bundle) enqueue(t *testing.T, task *asynq.Task, opts ...asynq.Option) {
+	t.Helper()
+	if _, err := b.client.Enqueue(task, append([]asynq.Option{asynq.Queue(b.queue)}, opts...)...); err != nil {
+		t.Fatalf("enqueue %s: %v", task.Type(), err)
+	}
+}
+
+// start runs w until the test ends; stop cancels it and checks Run returns in time.
+func start(t *testing.T, w *Worker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run = %v, want nil after cancel", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("Run did not return within 15s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// eventually polls cond every 50ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func newWorker(t *testing.T, b bundle, purgers []Purger) *Worker {
+	t.Helper()
+	// An hour: the scheduler never fires during a test, tasks come from the test only.
+	w, err := New(b.rdb, Config{Env: b.env, Concurrency: 2, HousekeepingInterval: time.Hour}, b.log, purgers)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return w
+}
+
+func TestRunPurgesExpiredOverrides(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	st := storetest.New(t)
+	ctx := t.Context()
+
+	if _, err := st.UpsertFeatureFlag(ctx, db.UpsertFeatureFlagParams{Key: "beta", Enabled: true, RolloutPercent: 100, StickyBy: "org"}); err != nil {
+		t.Fatalf("create flag: %v", err)
+	}
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	expired, unexpired, permanent := uuid.New(), uuid.New(), uuid.New()
+	for id, expiresAt := range map[uuid.UUID]*time.Time{expired: &past, unexpired: &future, permanent: nil} {
+		if _, err := st.UpsertFeatureFlagOverride(ctx, db.UpsertFeatureFlagOverrideParams{
+			FlagKey: "beta", SubjectType: "org", SubjectID: id, Enabled: true, ExpiresAt: expiresAt,
+		}); err != nil {
+			t.Fatalf("create override: %v", err)
+		}
+	}
+	exists := func(id uuid.UUID) bool {
+		t.Helper()
+		var ok bool
+		if err := st.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM feature_flag_overrides WHERE subject_id = $1)", id).Scan(&ok); err != nil {
+			t.Fatalf("query override: %v", err)
+		}
+		return ok
+	}
+
+	var runs atomic.Int32
+	w := newWorker(t, b, []Purger{{
+		Name: "feature_flag_overrides",
+		Purge: func(ctx context.Context) (int64, error) {
+			runs.Add(1)
+			now := time.Now()
+			return st.PurgeExpiredFeatureFlagOverrides(ctx, &now)
+		},
+	}})
+	stop := start(t, w)
+
+	task, err := NewPurgeExpiredTask()
+	if err != nil {
+		t.Fatalf("NewPurgeExpiredTask: %v", err)
+	}
+	b.enqueue(t, task)
+
+	eventually(t, 10*time.Second, "expired override purged", func() bool { return !exists(expired) })
+	if !exists(unexpired) || !exists(permanent) {
+		t.Errorf("unexpired override kept = %t, permanent kept = %t; want both kept", exists(unexpired), exists(permanent))
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("purger ran %d times, want 1", n)
+	}
+	eventually(t, 5*time.Second, "purge logged", func() bool { return strings.Contains(b.logs.String(), `"msg":"purged expired rows"`) })
+
+	stop()
+	logs := b.logs.String()
+	for _, want := range []string{`"msg":"worker started"`, `"queue":"` + b.queue + `"`, `"purger":"feature_flag_overrides","rows":1`, `"msg":"worker stopped"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %s:\n%s", want, logs)
+		}
+	}
+	// A clean run and shutdown logs nothing at error level.
+	if strings.Contains(logs, `"level":"ERROR"`) {
+		t.Errorf("clean run logged an error:\n%s", logs)
+	}
+}
+
+func TestPurgeHandler(t *testing.T) {
+	t.Parallel()
+	errPurge := errors.New("table locked")
+
+	tests := []struct {
+		name          string
+		payload       []byte
+		failing       string // purger that returns errPurge
+		wantRan       []string
+		wantErr       error
+		wantSkipRetry bool
+	}{
+		{
+			name:    "RunsEveryPurger",
+			payload: mustPayload(t),
+			wantRan: []string{"a", "b", "c"},
+		},
+		{
+			name:    "RunsOnlyNamedPurgers",
+			payload: mustPayload(t, "c", "a"),
+			wantRan: []string{"a", "c"},
+		},
+		{
+			name:    "UnknownNameRunsNothing",
+			payload: mustPayload(t, "nope"),
+		},
+		{
+			name:    "ErrPurgerFailsIsRetried",
+			payload: mustPayload(t),
+			failing: "b",
+			wantRan: []string{"a", "b"},
+			wantErr: errPurge,
+		},
+		{
+			name:          "ErrUndecodablePayloadSkipsRetry",
+			payload:       []byte(`{"only": "not a list"`),
+			wantSkipRetry: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var ran []string
+			var purgers []Purger
+			for _, name := range []string{"a", "b", "c"} {
+				purgers = append(purgers, Purger{Name: name, Purge: func(context.Context) (int64, error) {
+					mu.Lock()
+					ran = append(ran, name)
+					mu.Unlock()
+					if name == tt.failing {
+						return 0, errPurge
+					}
+					return 0, nil
+				}})
+			}
+			// Through the worker's mux, as the server dispatches it; Redis is never dialled.
+			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+			t.Cleanup(func() { _ = rdb.Close() })
+			w, err := New(rdb, Config{Env: "unit", Concurrency: 1, HousekeepingInterval: time.Minute}, slog.New(slog.DiscardHandler), purgers)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			err = w.mux.ProcessTask(t.Context(), asynq.NewTask(TypePurgeExpired, tt.payload))
+
+			if got := errors.Is(err, asynq.SkipRetry); got != tt.wantSkipRetry {
+				t.Errorf("error %v wraps SkipRetry = %t, want %t", err, got, tt.wantSkipRetry)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("error = %v, want it to wrap %v", err, tt.wantErr)
+			}
+			if tt.wantErr == nil && !tt.wantSkipRetry && err != nil {
+				t.Errorf("error = %v, want nil", err)
+			}
+			if strings.Join(ran, ",") != strings.Join(tt.wantRan, ",") {
+				t.Errorf("purgers ran %v, want %v", ran, tt.wantRan)
+			}
+		})
+	}
+}
+
+func mustPayload(t *testing.T, only ...string) []byte {
+	t.Helper()
+	task, err := NewPurgeExpiredTask(only...)
+	if err != nil {
+		t.Fatalf("NewPurgeExpiredTask: %v", err)
+	}
+	if task.Type() != TypePurgeExpired {
+		t.Fatalf("task type = %q, want %q", task.Type(), TypePurgeExpired)
+	}
+	var p PurgeExpiredPayload
+	if err := json.Unmarshal(task.Payload(), &p); err != nil || len(p.Only) != len(only) {
+		t.Fatalf("payload %s does not round-trip %v: %v", task.Payload(), only, err)
+	}
+	return task.Payload()
+}
+
+// An undecodable task is archived at once by the running worker, never retried.
+func TestRunArchivesUndecodableTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w := newWorker(t, b, nil)
+	start(t, w)
+
+	b.enqueue(t, asynq.NewTask(TypePurgeExpired, []byte("{not json")), asynq.MaxRetry(5))
+	eventually(t, 10*time.Second, "undecodable task archived", func() bool {
+		info, err := b.inspector.GetQueueInfo(b.queue)
+		return err == nil && info.Archived == 1
+	})
+	info, err := b.inspector.GetQueueInfo(b.queue)
+	if err != nil {
+		t.Fatalf("queue info: %v", err)
+	}
+	if info.Retry != 0 || info.Pending != 0 {
+		t.Errorf("queue has %d retrying and %d pending tasks, want none", info.Retry, info.Pending)
+	}
+	eventually(t, 5*time.Second, "failure logged", func() bool {
+		return strings.Contains(b.logs.String(), `"msg":"task failed","type":"`+TypePurgeExpired+`"`)
+	})
+}
+
+func TestQueueCollector(t *testing.T) {
+	t.Parallel()
+
+	t.Run("NothingBeforeTheFirstTask", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		if n := testutil.CollectAndCount(NewQueueCollector(b.rdb, b.env)); n != 0 {
+			t.Errorf("collected %d metrics for a queue that does not exist, want 0", n)
+		}
+	})
+
+	t.Run("ReportsPendingTasks", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for range 2 {
+			task, err := NewPurgeExpiredTask()
+			if err != nil {
+				t.Fatalf("NewPurgeExpiredTask: %v", err)
+			}
+			b.enqueue(t, task)
+		}
+
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(NewQueueCollector(b.rdb, b.env))
+		want := strings.NewReader(`
+# HELP kiln_worker_queue_size Tasks in a worker queue by state.
+# TYPE kiln_worker_queue_size gauge
+kiln_worker_queue_size{queue="` + b.queue + `",state="active"} 0
+kiln_worker_queue_size{queue="` + b.queue + `",state="archived"} 0
+kiln_worker_queue_size{queue="` + b.queue + `",state="pending"} 2
+kiln_worker_queue_size{queue="` + b.queue + `",state="retry"} 0
+kiln_worker_queue_size{queue="` + b.queue + `",state="scheduled"} 0
+`)
+		if err := testutil.GatherAndCompare(reg, want, "kiln_worker_queue_size"); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// Queues of two deployments on one Redis do not mix.
+func TestQueueIsPerEnv(t *testing.T) {
+	t.Parallel()
+	if Queue("staging") == Queue("production") {
+		t.Fatal("two envs share a queue")
+	}
+	if got := Queue("production"); !strings.HasPrefix(got, "production") {
+		t.Errorf("Queue(production) = %q, want it named after the env", got)
+	}
+}
