@@ -14,7 +14,7 @@ GENERATED = gen/api/api.gen.go gen/api/spec.gen.go $(wildcard gen/db/*.go) sdk/g
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable
 export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help run test deps build generate check-generated lint test-go test-sdk node-deps bench
+.PHONY: help run test test-deps deps build generate check-generated lint test-go test-sdk node-deps bench
 
 help:
 	@echo "make run    set up PostgreSQL (pgvector) and Redis, migrate, serve on \$$KILN_HTTP_ADDR (:8080)"
@@ -66,7 +66,11 @@ test-sdk: build
 	cd sdk/go && $(GO) test -count=1 ./...
 	KILN_BIN=$(CURDIR)/$(BIN) npm --prefix sdk/typescript test
 
-test: deps check-generated lint test-go test-sdk
+test: check-generated lint test-go test-sdk
+test check-generated lint test-go test-sdk: test-deps
+
+test-deps:
+	bash scripts/dev-deps.sh --test
 
 bench:
 	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6

@@ -43,6 +43,9 @@ const testOps = `{
                   "default": {"$ref": "#/components/responses/Problem"}}}},
   "/test/panic": {"get": {"operationId": "testPanic",
     "responses": {"default": {"$ref": "#/components/responses/Problem"}}}},
+  "/test/stream": {"get": {"operationId": "testStream",
+    "responses": {"200": {"description": "events", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                  "default": {"$ref": "#/components/responses/Problem"}}}},
   "/test/slow": {"get": {"operationId": "testSlow",
     "responses": {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
                   "default": {"$ref": "#/components/responses/Problem"}}}}
@@ -50,7 +53,7 @@ const testOps = `{
 
 func init() {
 	// Response validation decodes bodies by media type; these are served as text.
-	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png"} {
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 }

@@ -47,6 +47,7 @@ type Server struct {
 	metrics   httpMetrics
 	checks    []health.Check
 	streaming map[string]bool // route templates exempt from the request deadline
+	heartbeat time.Duration   // between SSE heartbeats
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -80,6 +81,7 @@ func New(d Deps) (*Server, error) {
 		mux:       http.NewServeMux(),
 		checks:    d.Checks,
 		streaming: map[string]bool{},
+		heartbeat: heartbeatInterval,
 		specJSON:  specJSON,
 		specYAML:  specYAML,
 		draining:  make(chan struct{}),

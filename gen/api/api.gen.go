@@ -154,6 +154,12 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
+// PageInfo The pagination part of every list response: `{"data": [...], "next_cursor": ...}`.
+type PageInfo struct {
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
+}
+
 // Problem RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type Problem struct {
 	// Code Stable, machine-readable error code. The catalog, with statuses and meanings, is in
@@ -224,6 +230,26 @@ type ReadinessProblem struct {
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
 }
+
+// StreamShutdownEvent The last event of any SSE stream cut by a server shutdown (`event: shutdown`); the
+// client reconnects to continue. Streams also send a `: heartbeat` comment every 15 s
+// while idle, and report failures as an `error` event whose data is a `Problem`.
+type StreamShutdownEvent struct {
+	// Reason Example: The server is shutting down; reconnect to continue.
+	Reason string `json:"reason"`
+}
+
+// Cursor defines model for Cursor.
+type Cursor = string
+
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
+// Limit defines model for Limit.
+type Limit = int
+
+// TooManyRequests RFC 9457 problem details, with Kiln's `code` and `request_id`.
+type TooManyRequests = Problem
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -399,6 +425,17 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 }
 
 type ProblemApplicationProblemPlusJSONResponse Problem
+
+type TooManyRequestsResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+type TooManyRequestsApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers TooManyRequestsResponseHeaders
+}
 
 type GetHealthRequestObject struct {
 }

@@ -18,7 +18,8 @@ import (
 // Migrator applies the embedded goose migrations.
 type Migrator struct {
 	db       *sql.DB
-	provider *goose.Provider
+	provider *goose.Provider // changes the schema, under a Postgres advisory lock
+	reader   *goose.Provider // reads versions without the lock, so /ready never waits on it
 }
 
 // NewMigrator returns a Migrator over pool. Close it when done.
@@ -35,7 +36,12 @@ func NewMigrator(pool *pgxpool.Pool) (*Migrator, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	return &Migrator{db: db, provider: p}, nil
+	reader, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	return &Migrator{db: db, provider: p, reader: reader}, nil
 }
 
 // Close releases the migrator's database handle (not the pool).
@@ -75,11 +81,11 @@ func (m *Migrator) Reset(ctx context.Context) error {
 
 // Versions returns the database's current version and the latest embedded one.
 func (m *Migrator) Versions(ctx context.Context) (current, latest int64, err error) {
-	current, err = m.provider.GetDBVersion(ctx)
+	current, err = m.reader.GetDBVersion(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read schema version: %w", err)
 	}
-	sources := m.provider.ListSources()
+	sources := m.reader.ListSources()
 	if len(sources) > 0 {
 		latest = sources[len(sources)-1].Version
 	}
@@ -88,7 +94,7 @@ func (m *Migrator) Versions(ctx context.Context) (current, latest int64, err err
 
 // PrintStatus writes one line per migration: applied or pending.
 func (m *Migrator) PrintStatus(ctx context.Context, w io.Writer) error {
-	statuses, err := m.provider.Status(ctx)
+	statuses, err := m.reader.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate status: %w", err)
 	}

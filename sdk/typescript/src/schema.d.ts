@@ -206,6 +206,15 @@ export interface components {
             /** @description One entry per invalid field, for validation failures. */
             errors?: components["schemas"]["FieldError"][];
         };
+        /**
+         * @description The last event of any SSE stream cut by a server shutdown (`event: shutdown`); the
+         *     client reconnects to continue. Streams also send a `: heartbeat` comment every 15 s
+         *     while idle, and report failures as an `error` event whose data is a `Problem`.
+         */
+        StreamShutdownEvent: {
+            /** @example The server is shutting down; reconnect to continue. */
+            reason: string;
+        };
         /** @description The pagination part of every list response: `{"data": [...], "next_cursor": ...}`. */
         PageInfo: {
             /** @description Pass as `cursor` to get the next page; null on the last page. */

@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// heartbeatInterval is how often an idle stream sends a comment line, so proxies and
+// clients see the connection alive.
+const heartbeatInterval = 15 * time.Second
+
+// sseStream is the one SSE writer: every event carries a monotonic id, a type and a JSON
+// payload, and is flushed as soon as it is written.
+type sseStream struct {
+	mu sync.Mutex
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	id uint64
+}
+
+// Send writes one event and flushes it.
+func (st *sseStream) Send(event string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode %s event: %w", event, err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.id++
+	if _, err := fmt.Fprintf(st.w, "id: %s\nevent: %s\ndata: %s\n\n", strconv.FormatUint(st.id, 10), event, b); err != nil {
+		return err
+	}
+	return st.rc.Flush()
+}
+
+func (st *sseStream) heartbeat() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, err := fmt.Fprint(st.w, ": heartbeat\n\n"); err != nil {
+		return err
+	}
+	return st.rc.Flush()
+}
+
+// ShutdownEvent is the last event of a stream cut by a server shutdown.
+type ShutdownEvent struct {
+	Reason string `json:"reason"`
+}
+
+// serveSSE streams the events produced by produce. produce must return when ctx is done:
+// ctx ends when the client goes away or the server starts draining, in which case a final
+// `shutdown` event is sent. An error from produce is sent as an `error` event carrying a
+// problem document.
+func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(ctx context.Context, send func(event string, data any) error) error) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	st := &sseStream{w: w, rc: http.NewResponseController(w)}
+	if err := st.rc.Flush(); err != nil {
+		s.log.WarnContext(r.Context(), "stream cannot flush", "error", err)
+		return
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var drained bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(s.heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.draining:
+				drained = true
+				cancel()
+				return
+			case <-t.C:
+				if err := st.heartbeat(); err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	})
+	err := produce(ctx, st.Send)
+	cancel()
+	wg.Wait()
+	switch {
+	case drained:
+		_ = st.Send("shutdown", ShutdownEvent{Reason: "The server is shutting down; reconnect to continue."})
+	case err != nil && r.Context().Err() == nil:
+		code, detail := errs.Internal, "The stream failed; quote the request id when reporting it."
+		if e, ok := errors.AsType[*errs.Error](err); ok {
+			code, detail = e.Code, e.Message
+		} else {
+			s.log.ErrorContext(r.Context(), "stream failed", "error", err)
+		}
+		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, code, detail, nil))
+	}
+}
