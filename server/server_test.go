@@ -40,6 +40,42 @@ func TestHealth(t *testing.T) {
 	}
 }
 
+func TestHead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := httptest.NewRecorder()
+	b.srv.ServeHTTP(rec, httptest.NewRequest("HEAD", "/health", nil))
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("HEAD /health: %d %v", rec.Code, rec.Header())
+	}
+}
+
+// TestLimits runs a real listener: oversized headers are refused by net/http itself.
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.HTTP) { c.MaxHeaderBytes = 4096 }))
+	httpSrv := b.srv.HTTPServer("127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = httpSrv.Serve(ln) }()
+	t.Cleanup(func() { _ = httpSrv.Close() })
+	if httpSrv.ReadHeaderTimeout <= 0 || httpSrv.IdleTimeout <= 0 || httpSrv.ReadTimeout <= 0 {
+		t.Errorf("timeouts not set: %+v", httpSrv)
+	}
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/health", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 8192))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("8 KB of headers: %d, want 431", res.StatusCode)
+	}
+}
+
 func TestReady(t *testing.T) {
 	t.Parallel()
 	st := storetest.New(t)
@@ -149,6 +185,8 @@ func TestProblems(t *testing.T) {
 		{"ErrUnknownRoute", func() *http.Request { return httptest.NewRequest("GET", "/nope", nil) }, 404, errs.NotFound, nil},
 		{"ErrWrongMethod", func() *http.Request { return httptest.NewRequest("DELETE", "/health", nil) }, 405, errs.MethodNotAllowed, nil},
 		{"ErrMalformedJSON", func() *http.Request { return jsonRequest("POST", "/test/echo", `{"name": "x",`) }, 400, errs.MalformedJSON, nil},
+		{"ErrTrailingData", func() *http.Request { return jsonRequest("POST", "/test/echo", `{"name": "x"} {"name": "y"}`) }, 400, errs.MalformedJSON, nil},
+		{"ErrNotAnObject", func() *http.Request { return jsonRequest("POST", "/test/echo", `[1, 2]`) }, 400, errs.Invalid, nil},
 		{"ErrWrongContentType", func() *http.Request {
 			req := httptest.NewRequest("POST", "/test/echo", strings.NewReader(`name=x`))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -3,15 +3,38 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	gojson "github.com/goccy/go-json"
 	middleware "github.com/oapi-codegen/nethttp-middleware"
 
 	"github.com/kilnhq/kiln/internal/errs"
 )
+
+func init() {
+	openapi3filter.RegisterBodyDecoder("application/json", decodeJSONBody)
+}
+
+// decodeJSONBody decodes a JSON request body for validation. goccy/go-json decodes a 1 KB
+// body into `any` about twice as fast as encoding/json on the same input (see the README's
+// performance section); numbers stay json.Number, as kin-openapi expects. Anything after
+// the first value is an error, not silently ignored.
+func decodeJSONBody(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	dec := gojson.NewDecoder(body)
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, &openapi3filter.ParseError{Kind: openapi3filter.KindInvalidFormat, Cause: err}
+	}
+	if err := dec.Decode(new(any)); !errors.Is(err, io.EOF) {
+		return nil, &openapi3filter.ParseError{Kind: openapi3filter.KindInvalidFormat, Reason: "unexpected data after the JSON value"}
+	}
+	return v, nil
+}
 
 // validateRequests checks every request against the spec before any handler runs.
 // Authentication is not checked here: the auth middleware owns it.
@@ -21,7 +44,10 @@ func (s *Server) validateRequests(spec *openapi3.T) func(http.Handler) http.Hand
 			MultiError:         true,
 			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 		},
-		DoNotValidateServers: true,
+		DoNotValidateServers:  true,
+		DiscardValidatedValue: true, // the strict handlers decode into their own types
+		// HEAD is served by the GET route (the mux does that); the spec lists GET only.
+		Skipper: func(r *http.Request) bool { return r.Method == http.MethodHead },
 		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ middleware.ErrorHandlerOpts) {
 			s.respondError(w, r, requestProblem(err))
 		},

@@ -78,6 +78,39 @@ var anySecret = func() *regexp.Regexp {
 	return regexp.MustCompile(strings.Join(alts, "|"))
 }()
 
+// isSecretKey reports whether an attribute name is one of secretKeys or ends in
+// "_"+one of them, ignoring case, with "-" read as "_" (X-Api-Key, Set-Cookie). It runs
+// for every attribute of every line, so it compares bytes and allocates nothing.
+func isSecretKey(name string) bool {
+	for _, s := range secretKeys {
+		n := len(name) - len(s)
+		if n < 0 || !foldUnderscoreEqual(name[n:], s) {
+			continue
+		}
+		if n == 0 || name[n-1] == '_' || name[n-1] == '-' {
+			return true
+		}
+	}
+	return false
+}
+
+// foldUnderscoreEqual compares a with the lower-case, snake_case b: ASCII case folded,
+// '-' in a matching '_' in b.
+func foldUnderscoreEqual(a, b string) bool {
+	for i := 0; i < len(b); i++ {
+		c := a[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '-' {
+			c = '_'
+		}
+		if c != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // mayHoldSecret is a cheap test for the literal every secretPatterns match contains, so
 // ordinary log values (methods, routes, user agents) never reach the regexp.
 func mayHoldSecret(s string) bool {
@@ -85,10 +118,11 @@ func mayHoldSecret(s string) bool {
 		strings.Contains(s, "://") || containsFold(s, "bearer")
 }
 
-// containsFold reports whether s contains the ASCII word sub, ignoring case, without allocating.
+// containsFold reports whether s contains the lower-case ASCII word sub, ignoring case,
+// without allocating.
 func containsFold(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
+		if s[i]|0x20 == sub[0] && foldUnderscoreEqual(s[i:i+len(sub)], sub) {
 			return true
 		}
 	}
@@ -96,18 +130,26 @@ func containsFold(s, sub string) bool {
 }
 
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	// Header-style names (X-Api-Key, Set-Cookie) match like snake_case ones.
-	key := strings.ReplaceAll(strings.ToLower(a.Key), "-", "_")
-	for _, s := range secretKeys {
-		if key == s || strings.HasSuffix(key, "_"+s) {
-			return slog.String(a.Key, Redacted)
-		}
+	if isSecretKey(a.Key) {
+		return slog.String(a.Key, Redacted)
 	}
-	if a.Value.Kind() == slog.KindString || a.Value.Kind() == slog.KindAny {
-		s := a.Value.String()
-		if mayHoldSecret(s) && anySecret.MatchString(s) {
-			return slog.String(a.Key, RedactString(s))
+	switch a.Value.Kind() {
+	case slog.KindString:
+		return redactValue(a, a.Value.String())
+	case slog.KindAny:
+		if lv, ok := a.Value.Any().(slog.Level); ok {
+			// The built-in level, as a plain string: slog then skips its JSON-marshal path.
+			return slog.String(a.Key, lv.String())
 		}
+		return redactValue(a, a.Value.String())
+	}
+	return a // numbers, durations, times: nothing to scan
+}
+
+// redactValue returns a with the credentials in its text form s redacted, or a unchanged.
+func redactValue(a slog.Attr, s string) slog.Attr {
+	if mayHoldSecret(s) && anySecret.MatchString(s) {
+		return slog.String(a.Key, RedactString(s))
 	}
 	return a
 }
