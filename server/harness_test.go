@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
+	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
 )
 
 // testOps are operations added to the spec for tests only: a JSON body to validate, a
@@ -89,28 +89,10 @@ func testSpec(t testing.TB) *openapi3.T {
 	return out
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bundle is what a server test works with.
 type bundle struct {
 	srv      *Server
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	registry *prometheus.Registry
 	router   routers.Router
 	slowGate chan struct{} // /test/slow waits on it (or on its deadline)
@@ -126,7 +108,7 @@ func withConfig(fn func(*config.HTTP)) option { return func(d *Deps) { fn(&d.Con
 // setup builds a server on the test spec with test routes mounted.
 func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	spec := testSpec(t)
 	d := Deps{
 		Config:   config.Default().HTTP,

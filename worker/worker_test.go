@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,26 +19,9 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/platform/logging"
+	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
-
-// logBuffer is a bytes.Buffer safe for the worker's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // bundle is what a worker test works with: Redis, a deployment env of the test's own, an
 // asynq client and inspector on it, and the captured log.
@@ -49,7 +31,7 @@ type bundle struct {
 	queue     string
 	client    *asynq.Client
 	inspector *asynq.Inspector
-	logs      *logBuffer
+	logs      *logtest.Buffer
 	log       *slog.Logger
 }
 
@@ -62,7 +44,7 @@ func setup(t *testing.T) bundle {
 		queue:     Queue(ks.Env),
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		logs:      &logBuffer{},
+		logs:      &logtest.Buffer{},
 	}
 	b.log = logging.New(b.logs, "debug")
 	// Asynq's keys are outside Kiln's key space; the queue is removed with its tasks.
