@@ -8,7 +8,37 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
+
+type ApiKey struct {
+	ID         uuid.UUID
+	OrgID      uuid.UUID
+	Name       string
+	Display    string
+	SecretHash []byte
+	Scopes     []string
+	CreatedBy  uuid.NullUUID
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	RevokedAt  *time.Time
+	LastUsedAt *time.Time
+	RotatedTo  uuid.NullUUID
+}
+
+type AuditEvent struct {
+	ID         uuid.UUID
+	OrgID      uuid.NullUUID
+	ActorType  string
+	ActorID    uuid.NullUUID
+	Action     string
+	TargetType string
+	TargetID   string
+	Ip         string
+	UserAgent  string
+	Data       []byte
+	CreatedAt  time.Time
+}
 
 type FeatureFlag struct {
 	Key            string
@@ -27,4 +57,63 @@ type FeatureFlagOverride struct {
 	Enabled     bool
 	ExpiresAt   *time.Time
 	CreatedAt   time.Time
+}
+
+type Org struct {
+	ID        uuid.UUID
+	Name      string
+	Personal  bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+type OrgMember struct {
+	OrgID     uuid.UUID
+	UserID    uuid.UUID
+	Role      string
+	CreatedAt time.Time
+}
+
+type RefreshToken struct {
+	ID        uuid.UUID
+	SessionID uuid.UUID
+	TokenHash []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
+type Session struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Name       string
+	UserAgent  string
+	Ip         string
+	CreatedAt  time.Time
+	LastSeenAt time.Time
+	ExpiresAt  time.Time
+	RevokedAt  *time.Time
+}
+
+type SigningKey struct {
+	Kid           string
+	Algorithm     string
+	PrivateKeyEnc []byte
+	PublicKey     []byte
+	CreatedAt     time.Time
+	SupersededAt  *time.Time
+	RetiredAt     *time.Time
+}
+
+type User struct {
+	ID              uuid.UUID
+	Email           string
+	EmailVerifiedAt *time.Time
+	Name            string
+	PasswordHash    pgtype.Text
+	PersonalOrgID   uuid.UUID
+	PlatformAdmin   bool
+	DisabledAt      *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }

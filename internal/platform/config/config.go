@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -29,6 +30,8 @@ type Config struct {
 	Log      Log      `koanf:"log"`
 	Worker   Worker   `koanf:"worker"`
 	Flags    Flags    `koanf:"flags"`
+	Auth     Auth     `koanf:"auth"`
+	Secrets  Secrets  `koanf:"secrets"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -71,6 +74,26 @@ type Flags struct {
 	CacheTTL time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts its cached flags without an invalidation"`
 }
 
+// Auth configures accounts, tokens, sessions and API keys.
+type Auth struct {
+	Issuer            string        `koanf:"issuer" doc:"JWT iss claim"`
+	Audience          string        `koanf:"audience" doc:"JWT aud claim"`
+	AccessTokenTTL    time.Duration `koanf:"access_token_ttl" doc:"lifetime of an access token (JWT)"`
+	SessionTTL        time.Duration `koanf:"session_ttl" doc:"lifetime of a session and its refresh tokens"`
+	RefreshReuseGrace time.Duration `koanf:"refresh_reuse_grace" doc:"window in which a spent refresh token may be reused by a concurrent refresh"`
+	PasswordMinLength int           `koanf:"password_min_length" doc:"shortest password accepted at sign-up"`
+	Argon2Memory      uint32        `koanf:"argon2_memory_kib" doc:"argon2id memory per hash, in KiB"`
+	Argon2Time        uint32        `koanf:"argon2_time" doc:"argon2id passes"`
+	Argon2Threads     uint8         `koanf:"argon2_threads" doc:"argon2id lanes"`
+	APIKeyEnv         string        `koanf:"api_key_env" doc:"the <env> part of new API keys (kiln_<env>_…), e.g. live or test"`
+	APIKeyCacheTTL    time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
+}
+
+// Secrets configures encryption at rest.
+type Secrets struct {
+	MasterKeys string `koanf:"master_keys" secret:"true" doc:"id:base64(32 bytes)[,…]; the first seals, all open. Required when env starts with prod; else a public development key is used"`
+}
+
 // Default returns the built-in defaults: a development setup on this machine.
 func Default() Config {
 	return Config{
@@ -90,6 +113,19 @@ func Default() Config {
 		Log:      Log{Level: "info"},
 		Worker:   Worker{Concurrency: 10, HousekeepingInterval: 5 * time.Minute},
 		Flags:    Flags{Defaults: map[string]bool{}, CacheTTL: time.Minute},
+		Auth: Auth{
+			Issuer:            "kiln",
+			Audience:          "kiln-api",
+			AccessTokenTTL:    15 * time.Minute,
+			SessionTTL:        30 * 24 * time.Hour,
+			RefreshReuseGrace: 10 * time.Second,
+			PasswordMinLength: 10,
+			Argon2Memory:      64 * 1024,
+			Argon2Time:        2,
+			Argon2Threads:     2,
+			APIKeyEnv:         "dev",
+			APIKeyCacheTTL:    5 * time.Minute,
+		},
 	}
 }
 
@@ -267,6 +303,10 @@ func (c Config) validate() []string {
 		"http.shutdown_timeout":        c.HTTP.ShutdownTimeout,
 		"worker.housekeeping_interval": c.Worker.HousekeepingInterval,
 		"flags.cache_ttl":              c.Flags.CacheTTL,
+		"auth.access_token_ttl":        c.Auth.AccessTokenTTL,
+		"auth.session_ttl":             c.Auth.SessionTTL,
+		"auth.refresh_reuse_grace":     c.Auth.RefreshReuseGrace,
+		"auth.api_key_cache_ttl":       c.Auth.APIKeyCacheTTL,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)
@@ -290,16 +330,36 @@ func (c Config) validate() []string {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
+	if c.Auth.Issuer == "" || c.Auth.Audience == "" {
+		bad("auth.issuer", "issuer and audience must not be empty")
+	}
+	if c.Auth.PasswordMinLength < 8 || c.Auth.PasswordMinLength > 128 {
+		bad("auth.password_min_length", "must be between 8 and 128, got %d", c.Auth.PasswordMinLength)
+	}
+	if c.Auth.Argon2Memory < 8*1024 || c.Auth.Argon2Time < 1 || c.Auth.Argon2Threads < 1 {
+		bad("auth.argon2_memory_kib", "argon2id needs at least 8192 KiB, 1 pass and 1 lane")
+	}
+	if !apiKeyEnv.MatchString(c.Auth.APIKeyEnv) {
+		bad("auth.api_key_env", "must be 1–8 characters of a-z0-9, got %q", c.Auth.APIKeyEnv)
+	}
+	if c.Secrets.MasterKeys == "" && strings.HasPrefix(c.Env, "prod") {
+		bad("secrets.master_keys", "required when env is %q: without it a public development key would encrypt secrets", c.Env)
+	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
 	return p
 }
 
+var apiKeyEnv = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+
 // Masked returns a copy with every secret (passwords inside URLs) replaced by "****".
 func (c Config) Masked() Config {
 	c.Database.URL = maskURL(c.Database.URL)
 	c.Redis.URL = maskURL(c.Redis.URL)
+	if c.Secrets.MasterKeys != "" {
+		c.Secrets.MasterKeys = "****"
+	}
 	return c
 }
 
