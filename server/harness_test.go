@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -16,13 +17,21 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
+	"github.com/kilnhq/kiln/internal/platform/secrets"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
 // testOps are operations added to the spec for tests only: a JSON body to validate, a
@@ -92,6 +101,7 @@ func testSpec(t testing.TB) *openapi3.T {
 // bundle is what a server test works with.
 type bundle struct {
 	srv      *Server
+	pool     *pgxpool.Pool // the test's own database
 	logs     *logtest.Buffer
 	registry *prometheus.Registry
 	router   routers.Router
@@ -110,11 +120,14 @@ func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
 	logs := &logtest.Buffer{}
 	spec := testSpec(t)
+	log := logging.New(logs, "debug")
+	st := storetest.New(t)
 	d := Deps{
 		Config:   config.Default().HTTP,
-		Log:      logging.New(logs, "debug"),
+		Log:      log,
 		Registry: prometheus.NewRegistry(),
 		Spec:     spec,
+		Identity: newIdentity(t, st, log),
 	}
 	for _, o := range opts {
 		o(&d)
@@ -127,7 +140,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
+	b := &bundle{srv: srv, pool: st.Pool, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
@@ -141,6 +154,8 @@ func setup(t testing.TB, opts ...option) *bundle {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 	srv.mux.Handle("POST /test/echo", b.echo)
+	t.Cleanup(logs.Reset) // keep setup's lines (signing key creation) out of the test's view
+	logs.Reset()
 	srv.mux.HandleFunc("GET /test/items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"id": r.PathValue("id")})
@@ -158,6 +173,36 @@ func setup(t testing.TB, opts ...option) *bundle {
 		}
 	})
 	return b
+}
+
+// newIdentity builds the identity services on a database and Redis key space of the
+// test's own, with cheap password hashing and their background loops running.
+func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
+	t.Helper()
+	rdb, ks := storetest.Redis(t)
+	keyring, err := secrets.ParseKeyring(secrets.DevMasterKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{
+		Accounts: account.New(st, account.Config{
+			PasswordMinLength: 10, Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1,
+			SessionTTL: time.Hour, RefreshReuseGrace: time.Nanosecond, // any reuse is reuse
+		}, log, time.Now),
+		Tokens: token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
+		Keys:   apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
+		Audit:  audit.New(st),
+	}
+	id.Accounts.NotifyRevoked(id.Tokens.RevokeSessions)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = id.Tokens.Run(ctx); done <- struct{}{} }()
+	go func() { _ = id.Keys.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	if err := id.Tokens.EnsureKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func specWithoutServers(spec *openapi3.T) *openapi3.T {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"sigs.k8s.io/yaml"
@@ -36,6 +37,8 @@ type Deps struct {
 	Spec *openapi3.T
 	// Checks are the readiness checks /ready runs.
 	Checks []health.Check
+	// Identity authenticates callers and serves the identity endpoints.
+	Identity Identity
 }
 
 // Server serves Kiln's HTTP API.
@@ -46,6 +49,7 @@ type Server struct {
 	handler   http.Handler
 	metrics   httpMetrics
 	checks    []health.Check
+	auth      authState
 	streaming map[string]bool // route templates exempt from the request deadline
 	heartbeat time.Duration   // between SSE heartbeats
 
@@ -85,6 +89,14 @@ func New(d Deps) (*Server, error) {
 		specJSON:  specJSON,
 		specYAML:  specYAML,
 		draining:  make(chan struct{}),
+		auth: authState{
+			Identity:     d.Identity,
+			requirements: requirements(d.Spec),
+			memberships: &membershipCache{
+				accounts: d.Identity.Accounts, ttl: 30 * time.Second, now: time.Now,
+				entries: map[uuid.UUID]memberships{},
+			},
+		},
 		metrics: httpMetrics{
 			requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "kiln_http_requests_total", Help: "HTTP requests by method, route template and status.",
@@ -102,7 +114,7 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 
-	strict := api.NewStrictHandlerWithOptions(s, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(s, []api.StrictMiddlewareFunc{withClient}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
 		},
@@ -137,6 +149,7 @@ func New(d Deps) (*Server, error) {
 		s.rejectUnrouted,
 		s.limitBody,
 		s.withDeadline,
+		s.authenticate,
 		s.validateRequests(d.Spec),
 	)
 	return s, nil

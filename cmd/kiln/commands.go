@@ -19,12 +19,17 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/metrics"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/server"
@@ -64,7 +69,7 @@ func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
-	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.versionCmd())
 	return root
 }
 
@@ -79,9 +84,10 @@ func lookupEnv(environ []string, name string) string {
 
 // deps are the connections and services a long-running command shares.
 type deps struct {
-	pool  *pgxpool.Pool
-	rdb   redis.UniversalClient
-	flags *flags.Evaluator
+	pool     *pgxpool.Pool
+	rdb      redis.UniversalClient
+	flags    *flags.Evaluator
+	identity server.Identity
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -94,9 +100,42 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 		pool.Close()
 		return nil, nil, err
 	}
+	closeAll := func() { _ = rdb.Close(); pool.Close() }
+	identity, err := a.newIdentity(store.New(pool), rdb)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
-	return &deps{pool: pool, rdb: rdb, flags: evaluator}, func() { _ = rdb.Close(); pool.Close() }, nil
+	return &deps{pool: pool, rdb: rdb, flags: evaluator, identity: identity}, closeAll, nil
+}
+
+// newIdentity builds the identity services from the configuration.
+func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient) (server.Identity, error) {
+	masterKeys := a.cfg.Secrets.MasterKeys
+	if masterKeys == "" {
+		a.log.Warn("secrets.master_keys is not set: signing keys are sealed with the public development key (never do this in production)")
+		masterKeys = secrets.DevMasterKeys
+	}
+	keyring, err := secrets.ParseKeyring(masterKeys)
+	if err != nil {
+		return server.Identity{}, fmt.Errorf("secrets.master_keys: %w", err)
+	}
+	ks := redisclient.Keyspace{Env: a.cfg.Env}
+	auth := a.cfg.Auth
+	accounts := account.New(st, account.Config{
+		PasswordMinLength: auth.PasswordMinLength, Argon2Memory: auth.Argon2Memory, Argon2Time: auth.Argon2Time,
+		Argon2Threads: auth.Argon2Threads, SessionTTL: auth.SessionTTL, RefreshReuseGrace: auth.RefreshReuseGrace,
+	}, a.log, time.Now)
+	tokens := token.New(st, keyring, rdb, ks, token.Config{Issuer: auth.Issuer, Audience: auth.Audience, AccessTTL: auth.AccessTokenTTL}, a.log, time.Now)
+	accounts.NotifyRevoked(tokens.RevokeSessions)
+	return server.Identity{
+		Accounts: accounts,
+		Tokens:   tokens,
+		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second}, a.log, time.Now),
+		Audit:    audit.New(st),
+	}, nil
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -135,6 +174,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Log:      a.log,
 		Registry: reg,
 		Spec:     spec,
+		Identity: d.identity,
 		Checks: []health.Check{
 			health.Postgres(d.pool),
 			health.Redis(d.rdb),
@@ -154,7 +194,21 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	if err := d.identity.Tokens.EnsureKey(ctx); err != nil {
+		stopBackground()
+		return fmt.Errorf("token signing key: %w", err)
+	}
 	wg.Go(func() { srv.WatchReadiness(bg, 15*time.Second) })
+	for name, run := range map[string]func(context.Context) error{
+		"token keys and revocations": d.identity.Tokens.Run,
+		"api key invalidation":       d.identity.Keys.Run,
+	} {
+		wg.Go(func() {
+			if err := run(bg); err != nil {
+				a.log.Error(name+" stopped", "error", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := d.flags.Run(bg); err != nil {
 			a.log.Error("feature flag invalidation stopped", "error", err)
@@ -269,6 +323,31 @@ func (a *app) configCmd() *cobra.Command {
 				return err
 			}
 			_, err = a.stdout.Write(b)
+			return err
+		},
+	})
+	return cmd
+}
+
+func (a *app) keysCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage the access-token signing keys"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new signing key; older keys verify until their tokens expire",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, closeDeps, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+			kid, err := d.identity.Tokens.Rotate(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "new signing key %s\n", kid)
 			return err
 		},
 	})

@@ -1,0 +1,236 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// principal is who is calling: a user (through a session's access token) or an API key.
+type principal struct {
+	UserID    uuid.UUID // zero for API keys
+	SessionID uuid.UUID // zero for API keys
+	Key       *apikey.Key
+}
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) (principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(principal)
+	return p, ok
+}
+
+// requirement is what an operation's `security` and `x-kiln-scope` ask of the caller.
+type requirement struct {
+	userToken bool   // bearerAuth: a user's access token is accepted
+	apiKey    bool   // apiKeyAuth: an API key is accepted
+	scope     string // the scope an API key needs
+}
+
+// requirements reads the spec once: route template ("GET /v1/api-keys/{id}") → requirement.
+// Operations without security are public.
+func requirements(spec *openapi3.T) map[string]requirement {
+	out := map[string]requirement{}
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			sec := spec.Security
+			if op.Security != nil {
+				sec = *op.Security
+			}
+			var req requirement
+			for _, alt := range sec {
+				for name := range alt {
+					switch name {
+					case "bearerAuth":
+						req.userToken = true
+					case "apiKeyAuth":
+						req.apiKey = true
+					}
+				}
+			}
+			if !req.userToken && !req.apiKey {
+				continue
+			}
+			if scope, ok := op.Extensions["x-kiln-scope"].(string); ok {
+				req.scope = scope
+			}
+			out[method+" "+path] = req
+		}
+	}
+	return out
+}
+
+// errUnauthenticated is the one answer to every bad credential, so nothing can be learnt
+// from it about why.
+var errUnauthenticated = errs.E(errs.Unauthenticated, "Missing or invalid credentials.")
+
+// authenticate resolves the caller of operations that need one. Missing, malformed,
+// unknown, revoked and expired credentials all get the same 401; a valid credential of a
+// kind the operation does not take, or a key without the operation's scope, gets a 403
+// naming what is missing.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, ok := s.auth.requirements[s.routeOf(r)]
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		credential, ok := bearer(r)
+		if !ok {
+			s.refuse(w, r, errUnauthenticated)
+			return
+		}
+		var p principal
+		if strings.HasPrefix(credential, "kiln_") {
+			key, err := s.auth.Keys.Authenticate(r.Context(), credential)
+			if err != nil {
+				s.refuse(w, r, err)
+				return
+			}
+			if !req.apiKey {
+				s.respondError(w, r, errs.E(errs.PermissionDenied, "This operation needs a user's access token, not an API key."))
+				return
+			}
+			if req.scope != "" && !apikey.Has(key.Scopes, req.scope) {
+				s.respondError(w, r, errs.E(errs.PermissionDenied, "This API key lacks the scope %q.", req.scope))
+				return
+			}
+			p.Key = &key
+		} else {
+			claims, err := s.auth.Tokens.Verify(r.Context(), credential)
+			if err != nil {
+				s.refuse(w, r, err)
+				return
+			}
+			if !req.userToken {
+				s.respondError(w, r, errs.E(errs.PermissionDenied, "This operation needs an API key."))
+				return
+			}
+			p.UserID, p.SessionID = claims.UserID, claims.SessionID
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// refuse answers a failed authentication: every bad credential with the one 401 body;
+// anything else (the database is down) as what it is.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if errs.CodeOf(err) != errs.Unauthenticated {
+		s.respondError(w, r, err)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
+	s.respondError(w, r, errUnauthenticated)
+}
+
+// bearer returns the credential of an `Authorization: Bearer …` header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 8 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	c := strings.TrimSpace(h[7:])
+	return c, c != "" && len(c) <= 4096
+}
+
+// orgAccess is the org a request acts for and the caller's standing in it.
+type orgAccess struct {
+	OrgID uuid.UUID
+	Role  string // the user's role; "" for API keys
+}
+
+// isAdmin reports whether the caller may manage the org: an owner or admin, or an API key
+// (whose admin scope the middleware already checked).
+func (a orgAccess) isAdmin() bool {
+	return a.Role == "" || a.Role == account.RoleOwner || a.Role == account.RoleAdmin
+}
+
+// orgFor resolves the org a request acts for: an API key's own org; for a user, the org
+// named by Kiln-Org (404 when they are not a member) or their personal org.
+func (s *Server) orgFor(ctx context.Context, requested *uuid.UUID) (orgAccess, error) {
+	p, ok := principalFrom(ctx)
+	if !ok {
+		return orgAccess{}, errUnauthenticated
+	}
+	if p.Key != nil {
+		if requested != nil && *requested != p.Key.OrgID {
+			return orgAccess{}, errs.E(errs.NotFound, "No org %s.", requested)
+		}
+		return orgAccess{OrgID: p.Key.OrgID}, nil
+	}
+	m, err := s.auth.memberships.get(ctx, p.UserID)
+	if err != nil {
+		return orgAccess{}, err
+	}
+	orgID := m.personalOrg
+	if requested != nil {
+		orgID = *requested
+	}
+	role, ok := m.roles[orgID]
+	if !ok {
+		return orgAccess{}, errs.E(errs.NotFound, "No org %s.", orgID)
+	}
+	return orgAccess{OrgID: orgID, Role: role}, nil
+}
+
+// membershipCache keeps each user's orgs and roles for a short while, so resolving the
+// org of a request costs no query. A role change shows within ttl; writes through this
+// server drop the entry at once.
+type membershipCache struct {
+	accounts *account.Service
+	ttl      time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+	entries  map[uuid.UUID]memberships
+}
+
+type memberships struct {
+	personalOrg uuid.UUID
+	roles       map[uuid.UUID]string
+	loaded      time.Time
+}
+
+const membershipCacheLimit = 10_000
+
+func (c *membershipCache) get(ctx context.Context, userID uuid.UUID) (memberships, error) {
+	c.mu.Lock()
+	m, ok := c.entries[userID]
+	c.mu.Unlock()
+	if ok && c.now().Sub(m.loaded) < c.ttl {
+		return m, nil
+	}
+	user, err := c.accounts.User(ctx, userID)
+	if err != nil {
+		return memberships{}, err
+	}
+	list, err := c.accounts.Memberships(ctx, userID)
+	if err != nil {
+		return memberships{}, err
+	}
+	m = memberships{personalOrg: user.PersonalOrgID, roles: make(map[uuid.UUID]string, len(list)), loaded: c.now()}
+	for _, ms := range list {
+		m.roles[ms.Org.ID] = ms.Role
+	}
+	c.mu.Lock()
+	if len(c.entries) >= membershipCacheLimit {
+		clear(c.entries) // rare; a cold reload per user is cheap
+	}
+	c.entries[userID] = m
+	c.mu.Unlock()
+	return m, nil
+}
+
+func (c *membershipCache) forget(userID uuid.UUID) {
+	c.mu.Lock()
+	delete(c.entries, userID)
+	c.mu.Unlock()
+}

@@ -1,0 +1,472 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// Identity is what the identity endpoints and the auth middleware use.
+type Identity struct {
+	Accounts *account.Service
+	Tokens   *token.Service
+	Keys     *apikey.Service
+	Audit    *audit.Log
+}
+
+// authState is the server's view of identity: the services plus the per-route
+// requirements and the membership cache.
+type authState struct {
+	Identity
+	requirements map[string]requirement
+	memberships  *membershipCache
+}
+
+// clientKey carries who is connecting (for sessions and the audit log).
+type clientKey struct{}
+
+// withClient is a strict-handler middleware giving handlers the client's address and agent.
+func withClient(f api.StrictHandlerFunc, _ string) api.StrictHandlerFunc {
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		ua := r.UserAgent()
+		if len(ua) > 512 {
+			ua = ua[:512]
+		}
+		return f(context.WithValue(ctx, clientKey{}, account.Client{IP: host, UserAgent: ua}), w, r, req)
+	}
+}
+
+func clientFrom(ctx context.Context) account.Client {
+	c, _ := ctx.Value(clientKey{}).(account.Client)
+	return c
+}
+
+// record writes an audit event; a failure is logged, not returned, once the action itself
+// has succeeded (the caller's change must not be reported as failed).
+func (s *Server) record(ctx context.Context, e audit.Event) {
+	c := clientFrom(ctx)
+	e.IP, e.UserAgent = c.IP, c.UserAgent
+	if e.ActorType == "" {
+		e.ActorType = audit.ActorAnonymous
+		if p, ok := principalFrom(ctx); ok {
+			if p.Key != nil {
+				e.ActorType, e.ActorID = audit.ActorAPIKey, &p.Key.ID
+			} else {
+				e.ActorType, e.ActorID = audit.ActorUser, &p.UserID
+			}
+		}
+	}
+	if err := s.auth.Audit.Record(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "audit record failed", "action", e.Action, "error", err)
+	}
+}
+
+// tokenPair issues an access token for the session and pairs it with the refresh token.
+func (s *Server) tokenPair(ctx context.Context, userID, sessionID uuid.UUID, refresh string) (api.TokenPair, error) {
+	access, expires, err := s.auth.Tokens.Issue(ctx, userID, sessionID)
+	if err != nil {
+		return api.TokenPair{}, err
+	}
+	return api.TokenPair{
+		AccessToken:  access,
+		RefreshToken: refresh,
+		TokenType:    api.Bearer,
+		ExpiresIn:    int(time.Until(expires).Round(time.Second).Seconds()),
+	}, nil
+}
+
+// SignUp creates an account, its personal org and a session.
+func (s *Server) SignUp(ctx context.Context, req api.SignUpRequestObject) (api.SignUpResponseObject, error) {
+	user, session, refresh, err := s.auth.Accounts.SignUp(ctx, string(req.Body.Email), req.Body.Password, req.Body.Name, clientFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &user.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &user.ID,
+		Action: "auth.signup", TargetType: "user", TargetID: user.ID.String()})
+	pair, err := s.tokenPair(ctx, user.ID, session.ID, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return api.SignUp201JSONResponse(pair), nil
+}
+
+// Login starts a session; failures are audited with the attempted email.
+func (s *Server) Login(ctx context.Context, req api.LoginRequestObject) (api.LoginResponseObject, error) {
+	user, session, refresh, err := s.auth.Accounts.Login(ctx, req.Body.Email, req.Body.Password, clientFrom(ctx))
+	if err != nil {
+		if errs.CodeOf(err) == errs.Unauthenticated {
+			s.record(ctx, audit.Event{Action: "auth.login_failed", TargetType: "email",
+				TargetID: strings.ToLower(strings.TrimSpace(req.Body.Email))})
+		}
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &user.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &user.ID,
+		Action: "auth.login", TargetType: "session", TargetID: session.ID.String()})
+	pair, err := s.tokenPair(ctx, user.ID, session.ID, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return api.Login200JSONResponse(pair), nil
+}
+
+// RefreshTokens rotates a refresh token; reuse of a spent one revokes its session.
+func (s *Server) RefreshTokens(ctx context.Context, req api.RefreshTokensRequestObject) (api.RefreshTokensResponseObject, error) {
+	user, session, refresh, err := s.auth.Accounts.Refresh(ctx, req.Body.RefreshToken, clientFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	pair, err := s.tokenPair(ctx, user.ID, session.ID, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return api.RefreshTokens200JSONResponse(pair), nil
+}
+
+// Logout revokes the caller's session everywhere at once.
+func (s *Server) Logout(ctx context.Context, _ api.LogoutRequestObject) (api.LogoutResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	if err := s.revokeSessions(ctx, p.UserID, p.SessionID); err != nil {
+		return nil, err
+	}
+	return api.Logout204Response{}, nil
+}
+
+// LogoutAll revokes every session of the caller.
+func (s *Server) LogoutAll(ctx context.Context, _ api.LogoutAllRequestObject) (api.LogoutAllResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	ids, err := s.auth.Accounts.RevokeAllSessions(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.auth.Tokens.RevokeSessions(ctx, ids...); err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.logout_all",
+		TargetType: "user", TargetID: p.UserID.String(), Data: map[string]any{"sessions": len(ids)}})
+	return api.LogoutAll204Response{}, nil
+}
+
+// revokeSessions ends one of the user's sessions: its refresh tokens at once (database),
+// its access tokens on every replica within a second (token revocation list).
+func (s *Server) revokeSessions(ctx context.Context, userID, sessionID uuid.UUID) error {
+	if err := s.auth.Accounts.RevokeSession(ctx, userID, sessionID); err != nil {
+		return err
+	}
+	return s.auth.Tokens.RevokeSessions(ctx, sessionID)
+}
+
+func (s *Server) personalOrg(ctx context.Context, userID uuid.UUID) *uuid.UUID {
+	m, err := s.auth.memberships.get(ctx, userID)
+	if err != nil {
+		return nil
+	}
+	return &m.personalOrg
+}
+
+// GetMe returns the caller and their orgs.
+func (s *Server) GetMe(ctx context.Context, _ api.GetMeRequestObject) (api.GetMeResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	user, err := s.auth.Accounts.User(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	orgs, err := s.orgMemberships(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetMe200JSONResponse{
+		Id: user.ID, Email: user.Email, Name: user.Name, EmailVerified: user.EmailVerified,
+		PersonalOrgId: user.PersonalOrgID, CreatedAt: user.CreatedAt.UTC(), Orgs: orgs,
+	}, nil
+}
+
+func (s *Server) orgMemberships(ctx context.Context, userID uuid.UUID) ([]api.OrgMembership, error) {
+	list, err := s.auth.Accounts.Memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.OrgMembership, len(list))
+	for i, m := range list {
+		out[i] = toAPIMembership(m.Org, m.Role)
+	}
+	return out, nil
+}
+
+func toAPIMembership(o account.Org, role string) api.OrgMembership {
+	return api.OrgMembership{Id: o.ID, Name: o.Name, Personal: o.Personal, CreatedAt: o.CreatedAt.UTC(), Role: api.Role(role)}
+}
+
+// ListMySessions lists the caller's devices.
+func (s *Server) ListMySessions(ctx context.Context, _ api.ListMySessionsRequestObject) (api.ListMySessionsResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	sessions, err := s.auth.Accounts.Sessions(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	data := make([]api.Session, len(sessions))
+	for i, ss := range sessions {
+		data[i] = api.Session{
+			Id: ss.ID, Name: ss.Name, UserAgent: ss.UserAgent, Ip: ss.IP, Current: ss.ID == p.SessionID,
+			CreatedAt: ss.CreatedAt.UTC(), LastSeenAt: ss.LastSeenAt.UTC(), ExpiresAt: ss.ExpiresAt.UTC(),
+		}
+	}
+	return api.ListMySessions200JSONResponse{Data: data}, nil
+}
+
+// DeleteMySession signs one of the caller's devices out.
+func (s *Server) DeleteMySession(ctx context.Context, req api.DeleteMySessionRequestObject) (api.DeleteMySessionResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	if err := s.revokeSessions(ctx, p.UserID, req.Id); err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.session_revoke",
+		TargetType: "session", TargetID: req.Id.String()})
+	return api.DeleteMySession204Response{}, nil
+}
+
+// ListOrgs lists the caller's orgs.
+func (s *Server) ListOrgs(ctx context.Context, _ api.ListOrgsRequestObject) (api.ListOrgsResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	orgs, err := s.orgMemberships(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return api.ListOrgs200JSONResponse{Data: orgs}, nil
+}
+
+// CreateOrg creates an org owned by the caller.
+func (s *Server) CreateOrg(ctx context.Context, req api.CreateOrgRequestObject) (api.CreateOrgResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	org, err := s.auth.Accounts.CreateOrg(ctx, p.UserID, req.Body.Name)
+	if err != nil {
+		return nil, err
+	}
+	s.auth.memberships.forget(p.UserID)
+	s.record(ctx, audit.Event{OrgID: &org.ID, Action: "org.create", TargetType: "org", TargetID: org.ID.String()})
+	return api.CreateOrg201JSONResponse(toAPIMembership(org, account.RoleOwner)), nil
+}
+
+// GetJWKS serves the public keys of the token signers.
+func (s *Server) GetJWKS(ctx context.Context, _ api.GetJWKSRequestObject) (api.GetJWKSResponseObject, error) {
+	raw, err := s.auth.Tokens.JWKS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var set api.JWKS
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, err
+	}
+	return api.GetJWKS200JSONResponse(set), nil
+}
+
+// adminOrg resolves the request's org and requires the caller to manage it.
+func (s *Server) adminOrg(ctx context.Context, requested *uuid.UUID) (orgAccess, error) {
+	access, err := s.orgFor(ctx, requested)
+	if err != nil {
+		return orgAccess{}, err
+	}
+	if !access.isAdmin() {
+		return orgAccess{}, errs.E(errs.PermissionDenied, "Only an org owner or admin may do this.")
+	}
+	return access, nil
+}
+
+// ListAPIKeys lists the org's keys, newest first.
+func (s *Server) ListAPIKeys(ctx context.Context, req api.ListAPIKeysRequestObject) (api.ListAPIKeysResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.auth.Keys.List(ctx, access.OrgID, limit+1, after)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListAPIKeys200JSONResponse{Data: make([]api.APIKey, 0, min(len(keys), limit))}
+	for i, k := range keys {
+		if i == limit {
+			out.NextCursor = nextCursor(keys[i-1].ID)
+			break
+		}
+		out.Data = append(out.Data, toAPIKey(k))
+	}
+	return out, nil
+}
+
+// CreateAPIKey creates a key and returns its secret once.
+func (s *Server) CreateAPIKey(ctx context.Context, req api.CreateAPIKeyRequestObject) (api.CreateAPIKeyResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	scopes := make([]string, len(req.Body.Scopes))
+	for i, sc := range req.Body.Scopes {
+		scopes[i] = string(sc)
+	}
+	key, secret, err := s.auth.Keys.Create(ctx, access.OrgID, creator(ctx), req.Body.Name, scopes, req.Body.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.create", TargetType: "api_key",
+		TargetID: key.ID.String(), Data: map[string]any{"name": key.Name, "scopes": key.Scopes}})
+	return api.CreateAPIKey201JSONResponse(withSecret(key, secret)), nil
+}
+
+// GetAPIKey returns one of the org's keys.
+func (s *Server) GetAPIKey(ctx context.Context, req api.GetAPIKeyRequestObject) (api.GetAPIKeyResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	key, err := s.auth.Keys.Get(ctx, access.OrgID, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetAPIKey200JSONResponse(toAPIKey(key)), nil
+}
+
+// RevokeAPIKey revokes one of the org's keys.
+func (s *Server) RevokeAPIKey(ctx context.Context, req api.RevokeAPIKeyRequestObject) (api.RevokeAPIKeyResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.auth.Keys.Revoke(ctx, access.OrgID, req.Id); err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.revoke", TargetType: "api_key", TargetID: req.Id.String()})
+	return api.RevokeAPIKey204Response{}, nil
+}
+
+// RotateAPIKey replaces a key; the old one keeps working for the grace period.
+func (s *Server) RotateAPIKey(ctx context.Context, req api.RotateAPIKeyRequestObject) (api.RotateAPIKeyResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	var grace time.Duration
+	if req.Body != nil && req.Body.GraceSeconds != nil {
+		grace = time.Duration(*req.Body.GraceSeconds) * time.Second
+	}
+	key, secret, err := s.auth.Keys.Rotate(ctx, access.OrgID, req.Id, grace, creator(ctx))
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.rotate", TargetType: "api_key",
+		TargetID: req.Id.String(), Data: map[string]any{"new_key": key.ID.String(), "grace_seconds": int(grace.Seconds())}})
+	return api.RotateAPIKey201JSONResponse(withSecret(key, secret)), nil
+}
+
+// creator is the user behind a request, or nil for an API key.
+func creator(ctx context.Context) *uuid.UUID {
+	p, _ := principalFrom(ctx)
+	if p.Key != nil {
+		return nil
+	}
+	return &p.UserID
+}
+
+func toAPIKey(k apikey.Key) api.APIKey {
+	scopes := make([]api.Scope, len(k.Scopes))
+	for i, sc := range k.Scopes {
+		scopes[i] = api.Scope(sc)
+	}
+	return api.APIKey{
+		Id: k.ID, Name: k.Name, Display: k.Display, Scopes: scopes, CreatedBy: k.CreatedBy,
+		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: utc(k.ExpiresAt), RevokedAt: utc(k.RevokedAt),
+		LastUsedAt: utc(k.LastUsedAt), RotatedTo: k.RotatedTo,
+	}
+}
+
+func withSecret(k apikey.Key, secret string) api.APIKeyWithSecret {
+	a := toAPIKey(k)
+	return api.APIKeyWithSecret{
+		Id: a.Id, Name: a.Name, Display: a.Display, Scopes: a.Scopes, CreatedBy: a.CreatedBy, CreatedAt: a.CreatedAt,
+		ExpiresAt: a.ExpiresAt, RevokedAt: a.RevokedAt, LastUsedAt: a.LastUsedAt, RotatedTo: a.RotatedTo, Key: secret,
+	}
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// ListOrgAuditEvents lists an org's audit log for its owners and admins.
+func (s *Server) ListOrgAuditEvents(ctx context.Context, req api.ListOrgAuditEventsRequestObject) (api.ListOrgAuditEventsResponseObject, error) {
+	access, err := s.adminOrg(ctx, &req.Id)
+	if err != nil {
+		return nil, err
+	}
+	limit, before, err := page(req.Params.Limit, req.Params.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	action := ""
+	if req.Params.Action != nil {
+		action = *req.Params.Action
+	}
+	events, err := s.auth.Audit.List(ctx, access.OrgID, limit+1, before, action)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListOrgAuditEvents200JSONResponse{Data: make([]api.AuditEvent, 0, min(len(events), limit))}
+	for i, e := range events {
+		if i == limit {
+			out.NextCursor = nextCursor(events[i-1].ID)
+			break
+		}
+		out.Data = append(out.Data, api.AuditEvent{
+			Id: e.ID, OrgId: e.OrgID, ActorType: api.AuditEventActorType(e.ActorType), ActorId: e.ActorID,
+			Action: e.Action, TargetType: e.TargetType, TargetId: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent,
+			Data: e.Data, CreatedAt: e.CreatedAt.UTC(),
+		})
+	}
+	return out, nil
+}
+
+// page reads the one pagination contract: limit (default 20) and an opaque cursor naming
+// the last item of the previous page.
+func page(limit *int, cursor *string) (int, *uuid.UUID, error) {
+	n := 20
+	if limit != nil {
+		n = *limit
+	}
+	if cursor == nil || *cursor == "" {
+		return n, nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(*cursor)
+	if err == nil && len(raw) == 16 {
+		id, _ := uuid.FromBytes(raw)
+		return n, &id, nil
+	}
+	return 0, nil, &errs.Error{Code: errs.Invalid, Message: "The cursor is not one this API issued.",
+		Fields: []errs.FieldError{{Pointer: "/query/cursor", Message: "invalid cursor"}}}
+}
+
+func nextCursor(last uuid.UUID) *string {
+	c := base64.RawURLEncoding.EncodeToString(last[:])
+	return &c
+}
