@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
@@ -102,6 +105,7 @@ func testSpec(t testing.TB) *openapi3.T {
 type bundle struct {
 	srv      *Server
 	pool     *pgxpool.Pool // the test's own database
+	mail     *mailbox      // every email the server sent
 	logs     *logtest.Buffer
 	registry *prometheus.Registry
 	router   routers.Router
@@ -122,12 +126,15 @@ func setup(t testing.TB, opts ...option) *bundle {
 	spec := testSpec(t)
 	log := logging.New(logs, "debug")
 	st := storetest.New(t)
+	rdb, ks := storetest.Redis(t)
+	mail := &mailbox{}
 	d := Deps{
 		Config:   config.Default().HTTP,
 		Log:      log,
 		Registry: prometheus.NewRegistry(),
 		Spec:     spec,
-		Identity: newIdentity(t, st, log),
+		Identity: newIdentity(t, st, log, mail),
+		Flags:    flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
 	}
 	for _, o := range opts {
 		o(&d)
@@ -140,7 +147,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, pool: st.Pool, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
+	b := &bundle{srv: srv, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
@@ -177,7 +184,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 
 // newIdentity builds the identity services on a database and Redis key space of the
 // test's own, with cheap password hashing and their background loops running.
-func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
+func newIdentity(t testing.TB, st *store.Store, log *slog.Logger, mail notify.Mailer) Identity {
 	t.Helper()
 	rdb, ks := storetest.Redis(t)
 	keyring, err := secrets.ParseKeyring(secrets.DevMasterKeys)
@@ -189,9 +196,11 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
 			PasswordMinLength: 10, Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1,
 			SessionTTL: time.Hour, RefreshReuseGrace: time.Nanosecond, // any reuse is reuse
 		}, log, time.Now),
-		Tokens: token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
-		Keys:   apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
-		Audit:  audit.New(st),
+		Tokens:   token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
+		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
+		Audit:    audit.New(st),
+		Mailer:   mail,
+		LinkBase: "https://app.example.com",
 	}
 	id.Accounts.NotifyRevoked(id.Tokens.RevokeSessions)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -203,6 +212,32 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// mailbox is a notify.Mailer that keeps what it is given.
+type mailbox struct {
+	mu   sync.Mutex
+	sent []notify.Message
+}
+
+func (m *mailbox) Send(_ context.Context, msg notify.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sent = append(m.sent, msg)
+	return nil
+}
+
+// To returns the messages sent to addr, oldest first.
+func (m *mailbox) To(addr string) []notify.Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []notify.Message
+	for _, msg := range m.sent {
+		if msg.To == addr {
+			out = append(out, msg)
+		}
+	}
+	return out
 }
 
 func specWithoutServers(spec *openapi3.T) *openapi3.T {

@@ -17,6 +17,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/notify"
 )
 
 // Identity is what the identity endpoints and the auth middleware use.
@@ -25,6 +26,10 @@ type Identity struct {
 	Tokens   *token.Service
 	Keys     *apikey.Service
 	Audit    *audit.Log
+	// Mailer sends verification, password-reset and invitation emails.
+	Mailer notify.Mailer
+	// LinkBase is the client's base URL for links in emails (mail.link_base).
+	LinkBase string
 }
 
 // authState is the server's view of identity: the services plus the per-route

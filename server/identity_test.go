@@ -338,7 +338,7 @@ func TestAPIKeys(t *testing.T) {
 		actions := map[string]bool{}
 		for _, e := range events.Data {
 			actions[e.Action] = true
-			if e.Action == "api_key.create" && (e.TargetId != key.Id.String() || e.ActorType != api.User || e.UserAgent != "kiln-test/1.0") {
+			if e.Action == "api_key.create" && (e.TargetId != key.Id.String() || e.ActorType != api.AuditEventActorTypeUser || e.UserAgent != "kiln-test/1.0") {
 				t.Errorf("event %+v", e)
 			}
 		}

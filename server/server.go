@@ -22,6 +22,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 )
@@ -39,6 +40,8 @@ type Deps struct {
 	Checks []health.Check
 	// Identity authenticates callers and serves the identity endpoints.
 	Identity Identity
+	// Flags is the feature-flag evaluator the admin endpoints manage.
+	Flags *flags.Evaluator
 }
 
 // Server serves Kiln's HTTP API.
@@ -50,6 +53,7 @@ type Server struct {
 	metrics   httpMetrics
 	checks    []health.Check
 	auth      authState
+	flags     *flags.Evaluator
 	streaming map[string]bool // route templates exempt from the request deadline
 	heartbeat time.Duration   // between SSE heartbeats
 
@@ -89,6 +93,7 @@ func New(d Deps) (*Server, error) {
 		specJSON:  specJSON,
 		specYAML:  specYAML,
 		draining:  make(chan struct{}),
+		flags:     d.Flags,
 		auth: authState{
 			Identity:     d.Identity,
 			requirements: requirements(d.Spec),

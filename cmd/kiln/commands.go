@@ -24,6 +24,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
@@ -135,7 +136,18 @@ func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient) (server.Id
 		Tokens:   tokens,
 		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second}, a.log, time.Now),
 		Audit:    audit.New(st),
+		Mailer:   a.newMailer(),
+		LinkBase: a.cfg.Mail.LinkBase,
 	}, nil
+}
+
+// newMailer sends over SMTP when mail.smtp_url is set; otherwise emails go to the log.
+func (a *app) newMailer() notify.Mailer {
+	if a.cfg.Mail.SMTPURL == "" {
+		a.log.Warn("mail.smtp_url is not set: emails (verification, password reset, invitations) are written to the log instead of sent")
+		return notify.LogMailer{Log: a.log}
+	}
+	return notify.LogMailer{Log: a.log} // replaced by the SMTP mailer
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -175,6 +187,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Registry: reg,
 		Spec:     spec,
 		Identity: d.identity,
+		Flags:    d.flags,
 		Checks: []health.Check{
 			health.Postgres(d.pool),
 			health.Redis(d.rdb),

@@ -40,6 +40,17 @@ type AuditEvent struct {
 	CreatedAt  time.Time
 }
 
+type EmailToken struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	Purpose   string
+	Email     string
+	TokenHash []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
 type FeatureFlag struct {
 	Key            string
 	Description    string
@@ -57,6 +68,19 @@ type FeatureFlagOverride struct {
 	Enabled     bool
 	ExpiresAt   *time.Time
 	CreatedAt   time.Time
+}
+
+type Invitation struct {
+	ID         uuid.UUID
+	OrgID      uuid.UUID
+	Email      string
+	Role       string
+	TokenHash  []byte
+	InvitedBy  uuid.UUID
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	AcceptedAt *time.Time
+	RevokedAt  *time.Time
 }
 
 type Org struct {

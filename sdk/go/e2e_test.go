@@ -3,18 +3,23 @@ package kiln_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	openapi_types "github.com/oapi-codegen/runtime/types"
 
 	kiln "github.com/kilnhq/kiln/sdk/go"
 )
@@ -101,6 +106,161 @@ func TestE2E(t *testing.T) {
 			t.Errorf("ApplicationproblemJSONDefault = %+v, want the problem %+v", typed, problem.Problem)
 		}
 	})
+}
+
+// TestE2EAuthFlow signs a new user up against the real server and goes through the
+// identity endpoints: login, the caller, API keys and their scopes, refresh-token rotation
+// and reuse, AuthSession's refresh on a 401, and logout-all.
+func TestE2EAuthFlow(t *testing.T) {
+	baseURL := startKiln(t)
+	client, err := kiln.NewClientWithResponses(baseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	// kiln_test is shared across runs: a new account each time.
+	email := fmt.Sprintf("sdk-go-%d-%s@example.com", time.Now().UnixNano(), strings.ToLower(rand.Text()[:8]))
+	const password = "correct horse battery staple 9"
+
+	signup, err := kiln.CheckResponse(client.SignUpWithResponse(ctx,
+		kiln.SignUpRequest{Email: openapi_types.Email(email), Password: password, Name: "SDK Go"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := signup.JSON201
+	if signup.StatusCode() != http.StatusCreated || first == nil || first.TokenType != kiln.Bearer ||
+		first.AccessToken == "" || first.RefreshToken == "" || first.ExpiresIn <= 0 {
+		t.Fatalf("sign-up = %d %s, want 201 with a bearer token pair", signup.StatusCode(), signup.Body)
+	}
+
+	login, err := kiln.CheckResponse(client.LoginWithResponse(ctx, kiln.LoginRequest{Email: email, Password: password}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if login.JSON200 == nil || login.JSON200.AccessToken == "" {
+		t.Fatalf("login = %d %s, want 200 with a token pair", login.StatusCode(), login.Body)
+	}
+	pair := *login.JSON200
+	asUser := kiln.WithBearer(pair.AccessToken)
+
+	meResp, err := kiln.CheckResponse(client.GetMeWithResponse(ctx, asUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := meResp.JSON200
+	if me == nil || me.Email != email || me.Name != "SDK Go" {
+		t.Fatalf("GET /v1/me = %d %s, want %s, SDK Go", meResp.StatusCode(), meResp.Body, email)
+	}
+	if !slices.ContainsFunc(me.Orgs, func(o kiln.OrgMembership) bool {
+		return o.Id == me.PersonalOrgId && o.Personal && o.Role == kiln.RoleOwner
+	}) {
+		t.Errorf("orgs = %+v, want the personal org %s with role owner", me.Orgs, me.PersonalOrgId)
+	}
+
+	t.Run("APIKeyScopes", func(t *testing.T) {
+		admin := createKey(t, client, asUser, kiln.ScopeAdmin)
+		list, err := kiln.CheckResponse(client.ListAPIKeysWithResponse(ctx, nil, kiln.WithBearer(admin.Key)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list.JSON200 == nil || !slices.ContainsFunc(list.JSON200.Data, func(k kiln.APIKey) bool {
+			return k.Id == admin.Id && slices.Equal(k.Scopes, []kiln.Scope{kiln.ScopeAdmin})
+		}) {
+			t.Errorf("GET /v1/api-keys with the admin key = %d %s, want the key %s listed", list.StatusCode(), list.Body, admin.Id)
+		}
+
+		chat := createKey(t, client, asUser, kiln.ScopeChat)
+		resp, err := kiln.CheckResponse(client.ListAPIKeysWithResponse(ctx, nil, kiln.WithBearer(chat.Key)))
+		if resp == nil {
+			t.Fatal(err)
+		}
+		requireProblem(t, err, kiln.PermissionDenied, http.StatusForbidden, resp.HTTPResponse.Header)
+	})
+
+	t.Run("RefreshRotatesAndReuseRevokes", func(t *testing.T) {
+		refreshed, err := kiln.CheckResponse(client.RefreshTokensWithResponse(ctx, kiln.RefreshRequest{RefreshToken: first.RefreshToken}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := refreshed.JSON200
+		if next == nil || next.AccessToken == first.AccessToken || next.RefreshToken == first.RefreshToken {
+			t.Fatalf("refresh = %d %s, want a new pair", refreshed.StatusCode(), refreshed.Body)
+		}
+		if _, err := kiln.CheckResponse(client.GetMeWithResponse(ctx, kiln.WithBearer(next.AccessToken))); err != nil {
+			t.Fatalf("GET /v1/me with the refreshed access token: %v", err)
+		}
+
+		// The spent token again (the test server's reuse grace is 1ms): refused, and the
+		// whole session is revoked, the tokens it just issued too.
+		reuse, err := kiln.CheckResponse(client.RefreshTokensWithResponse(ctx, kiln.RefreshRequest{RefreshToken: first.RefreshToken}))
+		if reuse == nil {
+			t.Fatal(err)
+		}
+		requireProblem(t, err, kiln.Unauthenticated, http.StatusUnauthorized, reuse.HTTPResponse.Header)
+		again, err := kiln.CheckResponse(client.GetMeWithResponse(ctx, kiln.WithBearer(next.AccessToken)))
+		if again == nil {
+			t.Fatal(err)
+		}
+		requireProblem(t, err, kiln.Unauthenticated, http.StatusUnauthorized, again.HTTPResponse.Header)
+	})
+
+	t.Run("AuthSessionRefreshesThenLogoutAll", func(t *testing.T) {
+		// The sign-up session's access token, refused since its session was revoked, stands
+		// in for an expired one: the server answers both with the same 401.
+		session, err := kiln.NewAuthSession(baseURL, kiln.TokenPair{AccessToken: first.AccessToken, RefreshToken: pair.RefreshToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessionClient, err := kiln.NewClientWithResponses(baseURL, kiln.WithHTTPClient(session))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := kiln.CheckResponse(sessionClient.GetMeWithResponse(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.JSON200 == nil || got.JSON200.Id != me.Id {
+			t.Fatalf("GET /v1/me through the session = %d %s, want user %s", got.StatusCode(), got.Body, me.Id)
+		}
+		tokens := session.Tokens()
+		if tokens.AccessToken == first.AccessToken || tokens.RefreshToken == pair.RefreshToken {
+			t.Fatalf("session tokens unchanged after the refresh: %+v", tokens)
+		}
+
+		if _, err := kiln.CheckResponse(sessionClient.LogoutAllWithResponse(ctx)); err != nil {
+			t.Fatal(err)
+		}
+		// Every session is over: the access tokens fail, and so does the session's refresh.
+		for _, token := range []string{tokens.AccessToken, pair.AccessToken} {
+			resp, err := kiln.CheckResponse(client.GetMeWithResponse(ctx, kiln.WithBearer(token)))
+			if resp == nil {
+				t.Fatal(err)
+			}
+			requireProblem(t, err, kiln.Unauthenticated, http.StatusUnauthorized, resp.HTTPResponse.Header)
+		}
+		resp, err := kiln.CheckResponse(sessionClient.GetMeWithResponse(ctx))
+		if resp == nil {
+			t.Fatal(err)
+		}
+		requireProblem(t, err, kiln.Unauthenticated, http.StatusUnauthorized, resp.HTTPResponse.Header)
+	})
+}
+
+// createKey creates an API key with one scope as the user of auth and returns it, with
+// its secret.
+func createKey(t *testing.T, client *kiln.ClientWithResponses, auth kiln.RequestEditorFn, scope kiln.Scope) *kiln.APIKeyWithSecret {
+	t.Helper()
+	resp, err := kiln.CheckResponse(client.CreateAPIKeyWithResponse(t.Context(), nil,
+		kiln.CreateAPIKeyRequest{Name: "sdk-go " + string(scope), Scopes: []kiln.Scope{scope}}, auth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := resp.JSON201
+	if resp.StatusCode() != http.StatusCreated || key == nil || !strings.HasPrefix(key.Key, "kiln_") ||
+		!slices.Equal(key.Scopes, []kiln.Scope{scope}) {
+		t.Fatalf("create %s key = %d %s, want 201 with a kiln_ secret", scope, resp.StatusCode(), resp.Body)
+	}
+	return key
 }
 
 // requireProblem asserts that err is a *ProblemError with the code and status, whose
@@ -205,6 +365,10 @@ func serverEnv() []string {
 		"KILN_HTTP_ADDR=127.0.0.1:0",
 		"DATABASE_URL="+envOr("TEST_DATABASE_URL", defaultDatabaseURL),
 		"REDIS_URL="+envOr("TEST_REDIS_URL", defaultRedisURL),
+		// Cheap password hashes, and a spent refresh token refused at once.
+		"KILN_AUTH_ARGON2_MEMORY_KIB=8192",
+		"KILN_AUTH_ARGON2_TIME=1",
+		"KILN_AUTH_REFRESH_REUSE_GRACE=1ms",
 	)
 }
 

@@ -32,6 +32,7 @@ type Config struct {
 	Flags    Flags    `koanf:"flags"`
 	Auth     Auth     `koanf:"auth"`
 	Secrets  Secrets  `koanf:"secrets"`
+	Mail     Mail     `koanf:"mail"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -89,6 +90,13 @@ type Auth struct {
 	APIKeyCacheTTL    time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
 }
 
+// Mail configures outgoing email.
+type Mail struct {
+	SMTPURL  string `koanf:"smtp_url" secret:"true" doc:"smtp://user:pass@host:587 (STARTTLS) or smtps://…:465; empty: emails are written to the log"`
+	From     string `koanf:"from" doc:"From address of outgoing email"`
+	LinkBase string `koanf:"link_base" doc:"base URL of the client pages that receive emailed tokens (verify-email, reset-password, accept-invitation)"`
+}
+
 // Secrets configures encryption at rest.
 type Secrets struct {
 	MasterKeys string `koanf:"master_keys" secret:"true" doc:"id:base64(32 bytes)[,…]; the first seals, all open. Required when env starts with prod; else a public development key is used"`
@@ -126,6 +134,7 @@ func Default() Config {
 			APIKeyEnv:         "dev",
 			APIKeyCacheTTL:    5 * time.Minute,
 		},
+		Mail: Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
 	}
 }
 
@@ -345,6 +354,14 @@ func (c Config) validate() []string {
 	if c.Secrets.MasterKeys == "" && strings.HasPrefix(c.Env, "prod") {
 		bad("secrets.master_keys", "required when env is %q: without it a public development key would encrypt secrets", c.Env)
 	}
+	if c.Mail.SMTPURL != "" {
+		if u, err := url.Parse(c.Mail.SMTPURL); err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" {
+			bad("mail.smtp_url", "must be an smtp:// or smtps:// URL")
+		}
+	}
+	if u, err := url.Parse(c.Mail.LinkBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("mail.link_base", "must be an http(s) URL")
+	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
@@ -359,6 +376,9 @@ func (c Config) Masked() Config {
 	c.Redis.URL = maskURL(c.Redis.URL)
 	if c.Secrets.MasterKeys != "" {
 		c.Secrets.MasterKeys = "****"
+	}
+	if c.Mail.SMTPURL != "" {
+		c.Mail.SMTPURL = maskURL(c.Mail.SMTPURL)
 	}
 	return c
 }
