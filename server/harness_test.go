@@ -129,12 +129,15 @@ func setup(t testing.TB, opts ...option) *bundle {
 	rdb, ks := storetest.Redis(t)
 	mail := &mailbox{}
 	d := Deps{
-		Config:   config.Default().HTTP,
-		Log:      log,
-		Registry: prometheus.NewRegistry(),
-		Spec:     spec,
-		Identity: newIdentity(t, st, log, mail),
-		Flags:    flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
+		Config:     config.Default().HTTP,
+		Log:        log,
+		Registry:   prometheus.NewRegistry(),
+		Spec:       spec,
+		Identity:   newIdentity(t, st, log, mail),
+		Flags:      flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
+		Redis:      rdb,
+		Keyspace:   ks,
+		LimitAbuse: true,
 	}
 	for _, o := range opts {
 		o(&d)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -46,10 +45,7 @@ type clientKey struct{}
 // withClient is a strict-handler middleware giving handlers the client's address and agent.
 func withClient(f api.StrictHandlerFunc, _ string) api.StrictHandlerFunc {
 	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
+		host := clientIP(r)
 		ua := r.UserAgent()
 		if len(ua) > 512 {
 			ua = ua[:512]

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
@@ -25,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -42,6 +45,11 @@ type Deps struct {
 	Identity Identity
 	// Flags is the feature-flag evaluator the admin endpoints manage.
 	Flags *flags.Evaluator
+	// Redis and Keyspace hold the shared rate-limit counters.
+	Redis    redis.UniversalClient
+	Keyspace redisclient.Keyspace
+	// LimitAbuse turns on the per-IP and per-account limits of the auth routes.
+	LimitAbuse bool
 }
 
 // Server serves Kiln's HTTP API.
@@ -54,6 +62,7 @@ type Server struct {
 	checks    []health.Check
 	auth      authState
 	flags     *flags.Evaluator
+	limits    *rateLimiter    // nil: no abuse limits
 	streaming map[string]bool // route templates exempt from the request deadline
 	heartbeat time.Duration   // between SSE heartbeats
 
@@ -115,6 +124,9 @@ func New(d Deps) (*Server, error) {
 			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
 		},
 	}
+	if d.LimitAbuse {
+		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
+	}
 	if err := registerAll(d.Registry, s.metrics.requests, s.metrics.duration, s.metrics.inFlight, s.metrics.ready); err != nil {
 		return nil, err
 	}
@@ -154,6 +166,7 @@ func New(d Deps) (*Server, error) {
 		s.rejectUnrouted,
 		s.limitBody,
 		s.withDeadline,
+		s.limitAbuse,
 		s.authenticate,
 		s.validateRequests(d.Spec),
 	)

@@ -182,12 +182,15 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
 	srv, err := server.New(server.Deps{
-		Config:   a.cfg.HTTP,
-		Log:      a.log,
-		Registry: reg,
-		Spec:     spec,
-		Identity: d.identity,
-		Flags:    d.flags,
+		Config:     a.cfg.HTTP,
+		Log:        a.log,
+		Registry:   reg,
+		Spec:       spec,
+		Identity:   d.identity,
+		Flags:      d.flags,
+		Redis:      d.rdb,
+		Keyspace:   redisclient.Keyspace{Env: a.cfg.Env},
+		LimitAbuse: a.cfg.Auth.LimitAbuse,
 		Checks: []health.Check{
 			health.Postgres(d.pool),
 			health.Redis(d.rdb),

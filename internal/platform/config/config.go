@@ -88,6 +88,7 @@ type Auth struct {
 	Argon2Threads     uint8         `koanf:"argon2_threads" doc:"argon2id lanes"`
 	APIKeyEnv         string        `koanf:"api_key_env" doc:"the <env> part of new API keys (kiln_<env>_…), e.g. live or test"`
 	APIKeyCacheTTL    time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
+	LimitAbuse        bool          `koanf:"limit_abuse" doc:"rate-limit login, sign-up, password reset and refresh per IP and per account"`
 }
 
 // Mail configures outgoing email.
@@ -133,6 +134,7 @@ func Default() Config {
 			Argon2Threads:     2,
 			APIKeyEnv:         "dev",
 			APIKeyCacheTTL:    5 * time.Minute,
+			LimitAbuse:        true,
 		},
 		Mail: Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
 	}

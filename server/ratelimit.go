@@ -1,0 +1,149 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+)
+
+// limitRule is one GCRA limit on a route: per client IP, or per account (the email in
+// the request body).
+type limitRule struct {
+	name    string // policy name, in the RateLimit headers and the Redis key
+	byEmail bool
+	limit   redis_rate.Limit
+}
+
+// abuseLimits guard the unauthenticated identity routes against guessing and flooding.
+// Per IP they are generous (offices and NATs share addresses); per account they are tight.
+var abuseLimits = map[string][]limitRule{
+	"POST /v1/auth/login": {
+		{name: "login-ip", limit: redis_rate.Limit{Rate: 30, Burst: 30, Period: time.Minute}},
+		{name: "login-account", byEmail: true, limit: redis_rate.Limit{Rate: 10, Burst: 10, Period: 15 * time.Minute}},
+	},
+	"POST /v1/auth/signup": {
+		{name: "signup-ip", limit: redis_rate.Limit{Rate: 20, Burst: 20, Period: time.Hour}},
+	},
+	"POST /v1/auth/password-reset/request": {
+		{name: "reset-ip", limit: redis_rate.Limit{Rate: 20, Burst: 20, Period: time.Hour}},
+		{name: "reset-account", byEmail: true, limit: redis_rate.Limit{Rate: 5, Burst: 5, Period: time.Hour}},
+	},
+	"POST /v1/auth/password-reset": {
+		{name: "reset-confirm-ip", limit: redis_rate.Limit{Rate: 30, Burst: 30, Period: time.Hour}},
+	},
+	"POST /v1/auth/refresh": {
+		{name: "refresh-ip", limit: redis_rate.Limit{Rate: 120, Burst: 120, Period: time.Minute}},
+	},
+	"POST /v1/auth/verify-email": {
+		{name: "verify-ip", limit: redis_rate.Limit{Rate: 30, Burst: 30, Period: time.Hour}},
+	},
+}
+
+// rateLimiter applies abuseLimits with GCRA in Redis, so every replica shares the counts.
+type rateLimiter struct {
+	limiter *redis_rate.Limiter
+	ks      redisclient.Keyspace
+}
+
+// limitAbuse enforces abuseLimits. Every limited response carries RateLimit-Policy and
+// RateLimit (IETF httpapi draft) for its tightest policy; a refusal is a 429 problem with
+// Retry-After. If Redis fails, requests pass (and the failure is logged): an outage of the
+// limiter must not lock every user out.
+func (s *Server) limitAbuse(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rules := abuseLimits[s.routeOf(r)]
+		if len(rules) == 0 || s.limits == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		var email string
+		for _, rule := range rules {
+			if rule.byEmail {
+				email = peekEmail(r)
+				break
+			}
+		}
+		var tightest *redis_rate.Result
+		var tightestRule limitRule
+		for _, rule := range rules {
+			subject := clientIP(r)
+			if rule.byEmail {
+				if email == "" {
+					continue // the validator will refuse the request
+				}
+				subject = email
+			}
+			sum := sha256.Sum256([]byte(subject)) // no addresses or emails in key names
+			key := s.limits.ks.Key("ratelimit", 1, rule.name+":"+hex.EncodeToString(sum[:16]))
+			res, err := s.limits.limiter.Allow(r.Context(), key, rule.limit)
+			if err != nil {
+				s.log.WarnContext(r.Context(), "rate limiter unavailable; request let through", "policy", rule.name, "error", err)
+				continue
+			}
+			if tightest == nil || res.Allowed == 0 || (tightest.Allowed > 0 && res.Remaining < tightest.Remaining) {
+				tightest, tightestRule = res, rule
+			}
+			if res.Allowed == 0 {
+				break
+			}
+		}
+		if tightest == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		window := int(tightestRule.limit.Period.Seconds())
+		h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", tightestRule.name, tightestRule.limit.Rate, window))
+		h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", tightestRule.name, tightest.Remaining, int(tightest.ResetAfter.Seconds()+0.999)))
+		if tightest.Allowed == 0 {
+			retry := max(1, int(tightest.RetryAfter.Seconds()+0.999))
+			h.Set("Retry-After", strconv.Itoa(retry))
+			s.respondError(w, r, errs.E(errs.RateLimited, "Too many attempts; retry in %d seconds.", retry))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// peekEmail reads the "email" field of a JSON body and puts the body back for the
+// handlers. The body is already capped by limitBody.
+func peekEmail(r *http.Request) string {
+	if r.Body == nil {
+		return ""
+	}
+	raw, err := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	if err != nil {
+		return ""
+	}
+	var body struct {
+		Email string `json:"email"`
+	}
+	if json.Unmarshal(raw, &body) != nil {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(body.Email))
+}
+
+// clientIP is the address the connection comes from. Forwarded headers are not trusted:
+// a proxy-aware setting belongs with the deployment, not with every client.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
