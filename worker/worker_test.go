@@ -345,3 +345,56 @@ func TestQueueIsPerEnv(t *testing.T) {
 		t.Errorf("Queue(production) = %q, want it named after the env", got)
 	}
 }
+
+func TestIdentityPurgers(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	ctx := context.Background()
+	now := time.Now()
+	old, recent := now.Add(-40*24*time.Hour), now.Add(-time.Hour)
+	org, user := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := st.Pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO orgs (id, name) VALUES ($1, 'o')`, org)
+	exec(`INSERT INTO users (id, email, personal_org_id) VALUES ($1, 'u@example.com', $2)`, user, org)
+	sessions := map[string]time.Time{"ended_long_ago": old, "ended_recently": recent}
+	ids := map[string]uuid.UUID{}
+	for name, revoked := range sessions {
+		ids[name] = uuid.Must(uuid.NewV7())
+		exec(`INSERT INTO sessions (id, user_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4)`, ids[name], user, now.Add(time.Hour), revoked)
+	}
+	ids["live"] = uuid.Must(uuid.NewV7())
+	exec(`INSERT INTO sessions (id, user_id, expires_at) VALUES ($1, $2, $3)`, ids["live"], user, now.Add(time.Hour))
+	exec(`INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at) VALUES ($1, $2, 'h1', $3)`, uuid.Must(uuid.NewV7()), ids["ended_long_ago"], now)
+	exec(`INSERT INTO email_tokens (id, user_id, purpose, email, token_hash, expires_at) VALUES ($1, $2, 'verify_email', 'u@example.com', 'e1', $3), ($4, $2, 'verify_email', 'u@example.com', 'e2', $5)`,
+		uuid.Must(uuid.NewV7()), user, old, uuid.Must(uuid.NewV7()), recent)
+
+	for _, p := range IdentityPurgers(st, func() time.Time { return now }) {
+		if _, err := p.Purge(ctx); err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
+		}
+	}
+	count := func(sql string, args ...any) (n int) {
+		t.Helper()
+		if err := st.Pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(`SELECT count(*) FROM sessions WHERE id = $1`, ids["ended_long_ago"]); n != 0 {
+		t.Error("a session ended 40 days ago was kept")
+	}
+	if n := count(`SELECT count(*) FROM sessions WHERE id = ANY($1)`, []uuid.UUID{ids["ended_recently"], ids["live"]}); n != 2 {
+		t.Errorf("%d of the recent and live sessions kept, want 2", n)
+	}
+	if n := count(`SELECT count(*) FROM refresh_tokens`); n != 0 {
+		t.Error("the purged session's refresh token was kept")
+	}
+	if n := count(`SELECT count(*) FROM email_tokens`); n != 1 {
+		t.Errorf("%d email tokens left, want the recent one", n)
+	}
+}
