@@ -229,6 +229,30 @@ func (e JWKUse) Valid() bool {
 	}
 }
 
+// Defines values for OAuthProviderInfoType.
+const (
+	Github OAuthProviderInfoType = "github"
+	Oidc   OAuthProviderInfoType = "oidc"
+	Wechat OAuthProviderInfoType = "wechat"
+	Wecom  OAuthProviderInfoType = "wecom"
+)
+
+// Valid indicates whether the value is a known member of the OAuthProviderInfoType enum.
+func (e OAuthProviderInfoType) Valid() bool {
+	switch e {
+	case Github:
+		return true
+	case Oidc:
+		return true
+	case Wechat:
+		return true
+	case Wecom:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PutFeatureFlagRequestStickyBy.
 const (
 	PutFeatureFlagRequestStickyByOrg  PutFeatureFlagRequestStickyBy = "org"
@@ -507,6 +531,25 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
+// Identity defines model for Identity.
+type Identity struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp          `json:"created_at"`
+	Email       *string            `json:"email,omitempty"`
+	Id          openapi_types.UUID `json:"id"`
+	LastLoginAt *time.Time         `json:"last_login_at,omitempty"`
+	Provider    string             `json:"provider"`
+
+	// Subject The account's id at the provider (OIDC `sub`, GitHub id, WeChat openid).
+	Subject string `json:"subject"`
+}
+
+// IdentityList defines model for IdentityList.
+type IdentityList struct {
+	Data       []Identity `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
 // Invitation defines model for Invitation.
 type Invitation struct {
 	// CreatedAt RFC 3339, UTC.
@@ -587,6 +630,27 @@ type Member struct {
 type MemberList struct {
 	Data       []Member `json:"data"`
 	NextCursor *string  `json:"next_cursor"`
+}
+
+// OAuthExchangeRequest defines model for OAuthExchangeRequest.
+type OAuthExchangeRequest struct {
+	Code string `json:"code"`
+}
+
+// OAuthProviderInfo defines model for OAuthProviderInfo.
+type OAuthProviderInfo struct {
+	DisplayName *string               `json:"display_name,omitempty"`
+	Name        string                `json:"name"`
+	Type        OAuthProviderInfoType `json:"type"`
+}
+
+// OAuthProviderInfoType defines model for OAuthProviderInfo.Type.
+type OAuthProviderInfoType string
+
+// OAuthProviderList defines model for OAuthProviderList.
+type OAuthProviderList struct {
+	Data       []OAuthProviderInfo `json:"data"`
+	NextCursor *string             `json:"next_cursor"`
 }
 
 // Org defines model for Org.
@@ -823,6 +887,9 @@ type KilnOrg = openapi_types.UUID
 // Limit defines model for Limit.
 type Limit = int
 
+// OAuthProvider defines model for OAuthProvider.
+type OAuthProvider = string
+
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
 
@@ -907,6 +974,24 @@ type RotateAPIKeyParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// OauthCallbackParams defines parameters for OauthCallback.
+type OauthCallbackParams struct {
+	// Code The provider's authorization code.
+	Code *string `form:"code,omitempty" json:"code,omitempty"`
+
+	// State The state Kiln sent.
+	State *string `form:"state,omitempty" json:"state,omitempty"`
+
+	// Error The provider's error, when the user declined.
+	Error *string `form:"error,omitempty" json:"error,omitempty"`
+}
+
+// StartOAuthParams defines parameters for StartOAuth.
+type StartOAuthParams struct {
+	// RedirectUri Where the client wants the browser back.
+	RedirectUri string `form:"redirect_uri" json:"redirect_uri"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -930,6 +1015,9 @@ type RotateAPIKeyJSONRequestBody = RotateAPIKeyRequest
 
 // LoginJSONRequestBody defines body for Login for application/json ContentType.
 type LoginJSONRequestBody = LoginRequest
+
+// ExchangeOAuthCodeJSONRequestBody defines body for ExchangeOAuthCode for application/json ContentType.
+type ExchangeOAuthCodeJSONRequestBody = OAuthExchangeRequest
 
 // ResetPasswordJSONRequestBody defines body for ResetPassword for application/json ContentType.
 type ResetPasswordJSONRequestBody = ResetPasswordRequest
@@ -1026,6 +1114,18 @@ type ServerInterface interface {
 	// LogoutAll End every session of the caller
 	// (POST /v1/auth/logout-all)
 	LogoutAll(w http.ResponseWriter, r *http.Request)
+	// ExchangeOAuthCode Trade a one-time login code for tokens
+	// (POST /v1/auth/oauth/exchange)
+	ExchangeOAuthCode(w http.ResponseWriter, r *http.Request)
+	// ListOAuthProviders The configured external login providers
+	// (GET /v1/auth/oauth/providers)
+	ListOAuthProviders(w http.ResponseWriter, r *http.Request)
+	// OauthCallback Where the provider sends the browser back
+	// (GET /v1/auth/oauth/{provider}/callback)
+	OauthCallback(w http.ResponseWriter, r *http.Request, provider OAuthProvider, params OauthCallbackParams)
+	// StartOAuth Begin an external login
+	// (GET /v1/auth/oauth/{provider}/start)
+	StartOAuth(w http.ResponseWriter, r *http.Request, provider OAuthProvider, params StartOAuthParams)
 	// ResetPassword Set a new password with a reset token
 	// (POST /v1/auth/password-reset)
 	ResetPassword(w http.ResponseWriter, r *http.Request)
@@ -1050,6 +1150,12 @@ type ServerInterface interface {
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(w http.ResponseWriter, r *http.Request)
+	// ListMyIdentities The caller's linked external accounts
+	// (GET /v1/me/identities)
+	ListMyIdentities(w http.ResponseWriter, r *http.Request)
+	// DeleteMyIdentity Unlink an external account
+	// (DELETE /v1/me/identities/{id})
+	DeleteMyIdentity(w http.ResponseWriter, r *http.Request, id ID)
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(w http.ResponseWriter, r *http.Request)
@@ -1789,6 +1895,144 @@ func (siw *ServerInterfaceWrapper) LogoutAll(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// ExchangeOAuthCode operation middleware
+func (siw *ServerInterfaceWrapper) ExchangeOAuthCode(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ExchangeOAuthCode(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListOAuthProviders operation middleware
+func (siw *ServerInterfaceWrapper) ListOAuthProviders(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListOAuthProviders(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// OauthCallback operation middleware
+func (siw *ServerInterfaceWrapper) OauthCallback(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "provider" -------------
+	var provider OAuthProvider
+
+	err = runtime.BindStyledParameterWithOptions("simple", "provider", r.PathValue("provider"), &provider, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "provider", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params OauthCallbackParams
+
+	// ------------- Optional query parameter "code" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "code", r.URL.Query(), &params.Code, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "code"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "code", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "state" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "state", r.URL.Query(), &params.State, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "state"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "state", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "error" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "error", r.URL.Query(), &params.Error, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "error"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "error", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.OauthCallback(w, r, provider, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StartOAuth operation middleware
+func (siw *ServerInterfaceWrapper) StartOAuth(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "provider" -------------
+	var provider OAuthProvider
+
+	err = runtime.BindStyledParameterWithOptions("simple", "provider", r.PathValue("provider"), &provider, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "provider", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StartOAuthParams
+
+	// ------------- Required query parameter "redirect_uri" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "redirect_uri", r.URL.Query(), &params.RedirectUri, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "redirect_uri"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "redirect_uri", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StartOAuth(w, r, provider, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ResetPassword operation middleware
 func (siw *ServerInterfaceWrapper) ResetPassword(w http.ResponseWriter, r *http.Request) {
 
@@ -1892,6 +2136,46 @@ func (siw *ServerInterfaceWrapper) GetMe(w http.ResponseWriter, r *http.Request)
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetMe(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListMyIdentities operation middleware
+func (siw *ServerInterfaceWrapper) ListMyIdentities(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListMyIdentities(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteMyIdentity operation middleware
+func (siw *ServerInterfaceWrapper) DeleteMyIdentity(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteMyIdentity(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2421,6 +2705,12 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminGetFeatureFlag)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminPutFeatureFlag)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/audit-events", wrapper.AdminListAuditEvents)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/providers", wrapper.ListOAuthProviders)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/start", wrapper.StartOAuth)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/callback", wrapper.OauthCallback)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/oauth/exchange", wrapper.ExchangeOAuthCode)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me/identities", wrapper.ListMyIdentities)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/identities/{id}", wrapper.DeleteMyIdentity)
 
 	return m
 }
@@ -3221,6 +3511,217 @@ func (response LogoutAlldefaultApplicationProblemPlusJSONResponse) VisitLogoutAl
 	return err
 }
 
+type ExchangeOAuthCodeRequestObject struct {
+	Body *ExchangeOAuthCodeJSONRequestBody
+}
+
+type ExchangeOAuthCodeResponseObject interface {
+	VisitExchangeOAuthCodeResponse(w http.ResponseWriter) error
+}
+
+type ExchangeOAuthCode200JSONResponse TokenPair
+
+func (response ExchangeOAuthCode200JSONResponse) VisitExchangeOAuthCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExchangeOAuthCode429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ExchangeOAuthCode429ApplicationProblemPlusJSONResponse) VisitExchangeOAuthCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExchangeOAuthCodedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ExchangeOAuthCodedefaultApplicationProblemPlusJSONResponse) VisitExchangeOAuthCodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOAuthProvidersRequestObject struct {
+}
+
+type ListOAuthProvidersResponseObject interface {
+	VisitListOAuthProvidersResponse(w http.ResponseWriter) error
+}
+
+type ListOAuthProviders200JSONResponse OAuthProviderList
+
+func (response ListOAuthProviders200JSONResponse) VisitListOAuthProvidersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOAuthProvidersdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListOAuthProvidersdefaultApplicationProblemPlusJSONResponse) VisitListOAuthProvidersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OauthCallbackRequestObject struct {
+	Provider OAuthProvider `json:"provider"`
+	Params   OauthCallbackParams
+}
+
+type OauthCallbackResponseObject interface {
+	VisitOauthCallbackResponse(w http.ResponseWriter) error
+}
+
+type OauthCallback302ResponseHeaders struct {
+	Location *string
+}
+
+type OauthCallback302Response struct {
+	Headers OauthCallback302ResponseHeaders
+}
+
+func (response OauthCallback302Response) VisitOauthCallbackResponse(w http.ResponseWriter) error {
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(302)
+	return nil
+}
+
+type OauthCallbackdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response OauthCallbackdefaultApplicationProblemPlusJSONResponse) VisitOauthCallbackResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartOAuthRequestObject struct {
+	Provider OAuthProvider `json:"provider"`
+	Params   StartOAuthParams
+}
+
+type StartOAuthResponseObject interface {
+	VisitStartOAuthResponse(w http.ResponseWriter) error
+}
+
+type StartOAuth302ResponseHeaders struct {
+	Location *string
+}
+
+type StartOAuth302Response struct {
+	Headers StartOAuth302ResponseHeaders
+}
+
+func (response StartOAuth302Response) VisitStartOAuthResponse(w http.ResponseWriter) error {
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(302)
+	return nil
+}
+
+type StartOAuth429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response StartOAuth429ApplicationProblemPlusJSONResponse) VisitStartOAuthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimit != nil {
+		w.Header().Set("RateLimit", fmt.Sprint(*response.Headers.RateLimit))
+	}
+	if response.Headers.RateLimitPolicy != nil {
+		w.Header().Set("RateLimit-Policy", fmt.Sprint(*response.Headers.RateLimitPolicy))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartOAuthdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StartOAuthdefaultApplicationProblemPlusJSONResponse) VisitStartOAuthResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResetPasswordRequestObject struct {
 	Body *ResetPasswordJSONRequestBody
 }
@@ -3621,6 +4122,77 @@ type GetMedefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetMedefaultApplicationProblemPlusJSONResponse) VisitGetMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyIdentitiesRequestObject struct {
+}
+
+type ListMyIdentitiesResponseObject interface {
+	VisitListMyIdentitiesResponse(w http.ResponseWriter) error
+}
+
+type ListMyIdentities200JSONResponse IdentityList
+
+func (response ListMyIdentities200JSONResponse) VisitListMyIdentitiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyIdentitiesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListMyIdentitiesdefaultApplicationProblemPlusJSONResponse) VisitListMyIdentitiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMyIdentityRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type DeleteMyIdentityResponseObject interface {
+	VisitDeleteMyIdentityResponse(w http.ResponseWriter) error
+}
+
+type DeleteMyIdentity204Response struct {
+}
+
+func (response DeleteMyIdentity204Response) VisitDeleteMyIdentityResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteMyIdentitydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteMyIdentitydefaultApplicationProblemPlusJSONResponse) VisitDeleteMyIdentityResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -4176,6 +4748,18 @@ type StrictServerInterface interface {
 	// LogoutAll End every session of the caller
 	// (POST /v1/auth/logout-all)
 	LogoutAll(ctx context.Context, request LogoutAllRequestObject) (LogoutAllResponseObject, error)
+	// ExchangeOAuthCode Trade a one-time login code for tokens
+	// (POST /v1/auth/oauth/exchange)
+	ExchangeOAuthCode(ctx context.Context, request ExchangeOAuthCodeRequestObject) (ExchangeOAuthCodeResponseObject, error)
+	// ListOAuthProviders The configured external login providers
+	// (GET /v1/auth/oauth/providers)
+	ListOAuthProviders(ctx context.Context, request ListOAuthProvidersRequestObject) (ListOAuthProvidersResponseObject, error)
+	// OauthCallback Where the provider sends the browser back
+	// (GET /v1/auth/oauth/{provider}/callback)
+	OauthCallback(ctx context.Context, request OauthCallbackRequestObject) (OauthCallbackResponseObject, error)
+	// StartOAuth Begin an external login
+	// (GET /v1/auth/oauth/{provider}/start)
+	StartOAuth(ctx context.Context, request StartOAuthRequestObject) (StartOAuthResponseObject, error)
 	// ResetPassword Set a new password with a reset token
 	// (POST /v1/auth/password-reset)
 	ResetPassword(ctx context.Context, request ResetPasswordRequestObject) (ResetPasswordResponseObject, error)
@@ -4200,6 +4784,12 @@ type StrictServerInterface interface {
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
+	// ListMyIdentities The caller's linked external accounts
+	// (GET /v1/me/identities)
+	ListMyIdentities(ctx context.Context, request ListMyIdentitiesRequestObject) (ListMyIdentitiesResponseObject, error)
+	// DeleteMyIdentity Unlink an external account
+	// (DELETE /v1/me/identities/{id})
+	DeleteMyIdentity(ctx context.Context, request DeleteMyIdentityRequestObject) (DeleteMyIdentityResponseObject, error)
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(ctx context.Context, request ChangePasswordRequestObject) (ChangePasswordResponseObject, error)
@@ -4820,6 +5410,115 @@ func (sh *strictHandler) LogoutAll(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ExchangeOAuthCode operation middleware
+func (sh *strictHandler) ExchangeOAuthCode(w http.ResponseWriter, r *http.Request) {
+	var request ExchangeOAuthCodeRequestObject
+
+	var body ExchangeOAuthCodeJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ExchangeOAuthCode(ctx, request.(ExchangeOAuthCodeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ExchangeOAuthCode")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ExchangeOAuthCodeResponseObject); ok {
+		if err := validResponse.VisitExchangeOAuthCodeResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListOAuthProviders operation middleware
+func (sh *strictHandler) ListOAuthProviders(w http.ResponseWriter, r *http.Request) {
+	var request ListOAuthProvidersRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListOAuthProviders(ctx, request.(ListOAuthProvidersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListOAuthProviders")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListOAuthProvidersResponseObject); ok {
+		if err := validResponse.VisitListOAuthProvidersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// OauthCallback operation middleware
+func (sh *strictHandler) OauthCallback(w http.ResponseWriter, r *http.Request, provider OAuthProvider, params OauthCallbackParams) {
+	var request OauthCallbackRequestObject
+
+	request.Provider = provider
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.OauthCallback(ctx, request.(OauthCallbackRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OauthCallback")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(OauthCallbackResponseObject); ok {
+		if err := validResponse.VisitOauthCallbackResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StartOAuth operation middleware
+func (sh *strictHandler) StartOAuth(w http.ResponseWriter, r *http.Request, provider OAuthProvider, params StartOAuthParams) {
+	var request StartOAuthRequestObject
+
+	request.Provider = provider
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StartOAuth(ctx, request.(StartOAuthRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StartOAuth")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StartOAuthResponseObject); ok {
+		if err := validResponse.VisitStartOAuthResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ResetPassword operation middleware
 func (sh *strictHandler) ResetPassword(w http.ResponseWriter, r *http.Request) {
 	var request ResetPasswordRequestObject
@@ -5047,6 +5746,56 @@ func (sh *strictHandler) GetMe(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetMeResponseObject); ok {
 		if err := validResponse.VisitGetMeResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListMyIdentities operation middleware
+func (sh *strictHandler) ListMyIdentities(w http.ResponseWriter, r *http.Request) {
+	var request ListMyIdentitiesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListMyIdentities(ctx, request.(ListMyIdentitiesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListMyIdentities")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListMyIdentitiesResponseObject); ok {
+		if err := validResponse.VisitListMyIdentitiesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteMyIdentity operation middleware
+func (sh *strictHandler) DeleteMyIdentity(w http.ResponseWriter, r *http.Request, id ID) {
+	var request DeleteMyIdentityRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteMyIdentity(ctx, request.(DeleteMyIdentityRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteMyIdentity")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteMyIdentityResponseObject); ok {
+		if err := validResponse.VisitDeleteMyIdentityResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

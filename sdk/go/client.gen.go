@@ -230,6 +230,30 @@ func (e JWKUse) Valid() bool {
 	}
 }
 
+// Defines values for OAuthProviderInfoType.
+const (
+	Github OAuthProviderInfoType = "github"
+	Oidc   OAuthProviderInfoType = "oidc"
+	Wechat OAuthProviderInfoType = "wechat"
+	Wecom  OAuthProviderInfoType = "wecom"
+)
+
+// Valid indicates whether the value is a known member of the OAuthProviderInfoType enum.
+func (e OAuthProviderInfoType) Valid() bool {
+	switch e {
+	case Github:
+		return true
+	case Oidc:
+		return true
+	case Wechat:
+		return true
+	case Wecom:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PutFeatureFlagRequestStickyBy.
 const (
 	PutFeatureFlagRequestStickyByOrg  PutFeatureFlagRequestStickyBy = "org"
@@ -508,6 +532,25 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
+// Identity defines model for Identity.
+type Identity struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp          `json:"created_at"`
+	Email       *string            `json:"email,omitempty"`
+	Id          openapi_types.UUID `json:"id"`
+	LastLoginAt *time.Time         `json:"last_login_at,omitempty"`
+	Provider    string             `json:"provider"`
+
+	// Subject The account's id at the provider (OIDC `sub`, GitHub id, WeChat openid).
+	Subject string `json:"subject"`
+}
+
+// IdentityList defines model for IdentityList.
+type IdentityList struct {
+	Data       []Identity `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
 // Invitation defines model for Invitation.
 type Invitation struct {
 	// CreatedAt RFC 3339, UTC.
@@ -588,6 +631,27 @@ type Member struct {
 type MemberList struct {
 	Data       []Member `json:"data"`
 	NextCursor *string  `json:"next_cursor"`
+}
+
+// OAuthExchangeRequest defines model for OAuthExchangeRequest.
+type OAuthExchangeRequest struct {
+	Code string `json:"code"`
+}
+
+// OAuthProviderInfo defines model for OAuthProviderInfo.
+type OAuthProviderInfo struct {
+	DisplayName *string               `json:"display_name,omitempty"`
+	Name        string                `json:"name"`
+	Type        OAuthProviderInfoType `json:"type"`
+}
+
+// OAuthProviderInfoType defines model for OAuthProviderInfo.Type.
+type OAuthProviderInfoType string
+
+// OAuthProviderList defines model for OAuthProviderList.
+type OAuthProviderList struct {
+	Data       []OAuthProviderInfo `json:"data"`
+	NextCursor *string             `json:"next_cursor"`
 }
 
 // Org defines model for Org.
@@ -807,6 +871,9 @@ type KilnOrg = openapi_types.UUID
 // Limit defines model for Limit.
 type Limit = int
 
+// OAuthProvider defines model for OAuthProvider.
+type OAuthProvider = string
+
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
 
@@ -891,6 +958,24 @@ type RotateAPIKeyParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// OauthCallbackParams defines parameters for OauthCallback.
+type OauthCallbackParams struct {
+	// Code The provider's authorization code.
+	Code *string `form:"code,omitempty" json:"code,omitempty"`
+
+	// State The state Kiln sent.
+	State *string `form:"state,omitempty" json:"state,omitempty"`
+
+	// Error The provider's error, when the user declined.
+	Error *string `form:"error,omitempty" json:"error,omitempty"`
+}
+
+// StartOAuthParams defines parameters for StartOAuth.
+type StartOAuthParams struct {
+	// RedirectUri Where the client wants the browser back.
+	RedirectUri string `form:"redirect_uri" json:"redirect_uri"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -914,6 +999,9 @@ type RotateAPIKeyJSONRequestBody = RotateAPIKeyRequest
 
 // LoginJSONRequestBody defines body for Login for application/json ContentType.
 type LoginJSONRequestBody = LoginRequest
+
+// ExchangeOAuthCodeJSONRequestBody defines body for ExchangeOAuthCode for application/json ContentType.
+type ExchangeOAuthCodeJSONRequestBody = OAuthExchangeRequest
 
 // ResetPasswordJSONRequestBody defines body for ResetPassword for application/json ContentType.
 type ResetPasswordJSONRequestBody = ResetPasswordRequest
@@ -1242,6 +1330,49 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/auth/logout-all (the `LogoutAll` operationId).
 	LogoutAll(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ExchangeOAuthCodeWithBody Trade a one-time login code for tokens
+	//
+	// Each code works once, within a minute.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+	ExchangeOAuthCodeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExchangeOAuthCode Trade a one-time login code for tokens
+	//
+	// Each code works once, within a minute.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+	ExchangeOAuthCode(ctx context.Context, body ExchangeOAuthCodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListOAuthProviders The configured external login providers
+	//
+	// What a login page can offer besides email and password.
+	//
+	// Corresponds with GET /v1/auth/oauth/providers (the `ListOAuthProviders` operationId).
+	ListOAuthProviders(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OauthCallback Where the provider sends the browser back
+	//
+	// Checks `state`, exchanges the provider's code, signs the user in (linking by verified
+	// email or by WeChat `unionid`), then redirects to the client's `redirect_uri` with
+	// `code` (one-time, short-lived) or `error`.
+	//
+	// Corresponds with GET /v1/auth/oauth/{provider}/callback (the `OauthCallback` operationId).
+	OauthCallback(ctx context.Context, provider OAuthProvider, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StartOAuth Begin an external login
+	//
+	// Redirects the browser to the provider (with `state`, and PKCE and `nonce` for OIDC).
+	// `redirect_uri` must be on the configured allow-list; the flow ends there with a
+	// one-time `code` for `POST /v1/auth/oauth/exchange`.
+	//
+	// Corresponds with GET /v1/auth/oauth/{provider}/start (the `StartOAuth` operationId).
+	StartOAuth(ctx context.Context, provider OAuthProvider, params *StartOAuthParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ResetPasswordWithBody Set a new password with a reset token
 	//
 	// Consumes the token, sets the password and signs out every session.
@@ -1365,6 +1496,20 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListMyIdentities The caller's linked external accounts
+	//
+	// One per provider account linked to this user.
+	//
+	// Corresponds with GET /v1/me/identities (the `ListMyIdentities` operationId).
+	ListMyIdentities(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteMyIdentity Unlink an external account
+	//
+	// Refused (409) when it is the caller's only way to sign in.
+	//
+	// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
+	DeleteMyIdentity(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ChangePasswordWithBody Change the caller's password
 	//
@@ -2023,6 +2168,99 @@ func (c *Client) LogoutAll(ctx context.Context, reqEditors ...RequestEditorFn) (
 	return c.Client.Do(req)
 }
 
+// ExchangeOAuthCodeWithBody Trade a one-time login code for tokens
+//
+// Each code works once, within a minute.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+func (c *Client) ExchangeOAuthCodeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExchangeOAuthCodeRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExchangeOAuthCode Trade a one-time login code for tokens
+//
+// Each code works once, within a minute.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+func (c *Client) ExchangeOAuthCode(ctx context.Context, body ExchangeOAuthCodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExchangeOAuthCodeRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListOAuthProviders The configured external login providers
+//
+// What a login page can offer besides email and password.
+//
+// Corresponds with GET /v1/auth/oauth/providers (the `ListOAuthProviders` operationId).
+func (c *Client) ListOAuthProviders(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOAuthProvidersRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OauthCallback Where the provider sends the browser back
+//
+// Checks `state`, exchanges the provider's code, signs the user in (linking by verified
+// email or by WeChat `unionid`), then redirects to the client's `redirect_uri` with
+// `code` (one-time, short-lived) or `error`.
+//
+// Corresponds with GET /v1/auth/oauth/{provider}/callback (the `OauthCallback` operationId).
+func (c *Client) OauthCallback(ctx context.Context, provider OAuthProvider, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOauthCallbackRequest(c.Server, provider, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StartOAuth Begin an external login
+//
+// Redirects the browser to the provider (with `state`, and PKCE and `nonce` for OIDC).
+// `redirect_uri` must be on the configured allow-list; the flow ends there with a
+// one-time `code` for `POST /v1/auth/oauth/exchange`.
+//
+// Corresponds with GET /v1/auth/oauth/{provider}/start (the `StartOAuth` operationId).
+func (c *Client) StartOAuth(ctx context.Context, provider OAuthProvider, params *StartOAuthParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStartOAuthRequest(c.Server, provider, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ResetPasswordWithBody Set a new password with a reset token
 //
 // Consumes the token, sets the password and signs out every session.
@@ -2277,6 +2515,40 @@ func (c *Client) AcceptInvitation(ctx context.Context, body AcceptInvitationJSON
 // Corresponds with GET /v1/me (the `GetMe` operationId).
 func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetMeRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListMyIdentities The caller's linked external accounts
+//
+// One per provider account linked to this user.
+//
+// Corresponds with GET /v1/me/identities (the `ListMyIdentities` operationId).
+func (c *Client) ListMyIdentities(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMyIdentitiesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteMyIdentity Unlink an external account
+//
+// Refused (409) when it is the caller's only way to sign in.
+//
+// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
+func (c *Client) DeleteMyIdentity(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMyIdentityRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -3694,6 +3966,215 @@ func NewLogoutAllRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewExchangeOAuthCodeRequest calls the generic ExchangeOAuthCode builder with application/json body
+func NewExchangeOAuthCodeRequest(server string, body ExchangeOAuthCodeJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewExchangeOAuthCodeRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewExchangeOAuthCodeRequestWithBody constructs an http.Request for the ExchangeOAuthCode method, with any body, and a specified content type
+func NewExchangeOAuthCodeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/auth/oauth/exchange")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewListOAuthProvidersRequest constructs an http.Request for the ListOAuthProviders method
+func NewListOAuthProvidersRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/auth/oauth/providers")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOauthCallbackRequest constructs an http.Request for the OauthCallback method
+func NewOauthCallbackRequest(server string, provider OAuthProvider, params *OauthCallbackParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "provider", provider, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/auth/oauth/%s/callback", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Code != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "code", *params.Code, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Error != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "error", *params.Error, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStartOAuthRequest constructs an http.Request for the StartOAuth method
+func NewStartOAuthRequest(server string, provider OAuthProvider, params *StartOAuthParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "provider", provider, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/auth/oauth/%s/start", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "redirect_uri", params.RedirectUri, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewResetPasswordRequest calls the generic ResetPassword builder with application/json body
 func NewResetPasswordRequest(server string, body ResetPasswordJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -3981,6 +4462,67 @@ func NewGetMeRequest(server string) (*http.Request, error) {
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListMyIdentitiesRequest constructs an http.Request for the ListMyIdentities method
+func NewListMyIdentitiesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/identities")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeleteMyIdentityRequest constructs an http.Request for the DeleteMyIdentity method
+func NewDeleteMyIdentityRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/identities/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -4845,6 +5387,55 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/auth/logout-all (the `LogoutAll` operationId).
 	LogoutAllWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*LogoutAllResponse, error)
 
+	// ExchangeOAuthCodeWithBodyWithResponse Trade a one-time login code for tokens
+	//
+	// Each code works once, within a minute.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+	ExchangeOAuthCodeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExchangeOAuthCodeResponse, error)
+
+	// ExchangeOAuthCodeWithResponse Trade a one-time login code for tokens
+	//
+	// Each code works once, within a minute.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+	ExchangeOAuthCodeWithResponse(ctx context.Context, body ExchangeOAuthCodeJSONRequestBody, reqEditors ...RequestEditorFn) (*ExchangeOAuthCodeResponse, error)
+
+	// ListOAuthProvidersWithResponse The configured external login providers
+	//
+	// What a login page can offer besides email and password.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/auth/oauth/providers (the `ListOAuthProviders` operationId).
+	ListOAuthProvidersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListOAuthProvidersResponse, error)
+
+	// OauthCallbackWithResponse Where the provider sends the browser back
+	//
+	// Checks `state`, exchanges the provider's code, signs the user in (linking by verified
+	// email or by WeChat `unionid`), then redirects to the client's `redirect_uri` with
+	// `code` (one-time, short-lived) or `error`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/auth/oauth/{provider}/callback (the `OauthCallback` operationId).
+	OauthCallbackWithResponse(ctx context.Context, provider OAuthProvider, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error)
+
+	// StartOAuthWithResponse Begin an external login
+	//
+	// Redirects the browser to the provider (with `state`, and PKCE and `nonce` for OIDC).
+	// `redirect_uri` must be on the configured allow-list; the flow ends there with a
+	// one-time `code` for `POST /v1/auth/oauth/exchange`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/auth/oauth/{provider}/start (the `StartOAuth` operationId).
+	StartOAuthWithResponse(ctx context.Context, provider OAuthProvider, params *StartOAuthParams, reqEditors ...RequestEditorFn) (*StartOAuthResponse, error)
+
 	// ResetPasswordWithBodyWithResponse Set a new password with a reset token
 	//
 	// Consumes the token, sets the password and signs out every session.
@@ -4972,6 +5563,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMeResponse, error)
+
+	// ListMyIdentitiesWithResponse The caller's linked external accounts
+	//
+	// One per provider account linked to this user.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/me/identities (the `ListMyIdentities` operationId).
+	ListMyIdentitiesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListMyIdentitiesResponse, error)
+
+	// DeleteMyIdentityWithResponse Unlink an external account
+	//
+	// Refused (409) when it is the caller's only way to sign in.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
+	DeleteMyIdentityWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteMyIdentityResponse, error)
 
 	// ChangePasswordWithBodyWithResponse Change the caller's password
 	//
@@ -6296,6 +6905,230 @@ func (r LogoutAllResponse) ContentType() string {
 	return ""
 }
 
+// ExchangeOAuthCodeResponse429Headers the declared response headers of an HTTP 429 response for ExchangeOAuthCode
+type ExchangeOAuthCodeResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type ExchangeOAuthCodeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TokenPair
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ExchangeOAuthCodeResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ExchangeOAuthCodeResponse) GetJSON200() *TokenPair {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ExchangeOAuthCodeResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExchangeOAuthCodeResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExchangeOAuthCodeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExchangeOAuthCodeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExchangeOAuthCodeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExchangeOAuthCodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListOAuthProvidersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OAuthProviderList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListOAuthProvidersResponse) GetJSON200() *OAuthProviderList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListOAuthProvidersResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListOAuthProvidersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListOAuthProvidersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListOAuthProvidersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListOAuthProvidersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OauthCallbackResponse302Headers the declared response headers of an HTTP 302 response for OauthCallback
+type OauthCallbackResponse302Headers struct {
+	Location *string
+}
+
+type OauthCallbackResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers302 the parsed response headers for an HTTP 302 response
+	Headers302 *OauthCallbackResponse302Headers
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r OauthCallbackResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r OauthCallbackResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OauthCallbackResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OauthCallbackResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OauthCallbackResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// StartOAuthResponse302Headers the declared response headers of an HTTP 302 response for StartOAuth
+type StartOAuthResponse302Headers struct {
+	Location *string
+}
+
+// StartOAuthResponse429Headers the declared response headers of an HTTP 429 response for StartOAuth
+type StartOAuthResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type StartOAuthResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers302 the parsed response headers for an HTTP 302 response
+	Headers302 *StartOAuthResponse302Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *StartOAuthResponse429Headers
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r StartOAuthResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StartOAuthResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StartOAuthResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StartOAuthResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StartOAuthResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StartOAuthResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ResetPasswordResponse429Headers the declared response headers of an HTTP 429 response for ResetPassword
 type ResetPasswordResponse429Headers struct {
 	RateLimit       *string
@@ -6726,6 +7559,95 @@ func (r GetMeResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetMeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListMyIdentitiesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *IdentityList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListMyIdentitiesResponse) GetJSON200() *IdentityList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListMyIdentitiesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListMyIdentitiesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListMyIdentitiesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListMyIdentitiesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListMyIdentitiesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteMyIdentityResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteMyIdentityResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteMyIdentityResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteMyIdentityResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteMyIdentityResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteMyIdentityResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7757,6 +8679,85 @@ func (c *ClientWithResponses) LogoutAllWithResponse(ctx context.Context, reqEdit
 	return ParseLogoutAllResponse(rsp)
 }
 
+// ExchangeOAuthCodeWithBodyWithResponse Trade a one-time login code for tokens
+//
+// Each code works once, within a minute.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+func (c *ClientWithResponses) ExchangeOAuthCodeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExchangeOAuthCodeResponse, error) {
+	rsp, err := c.ExchangeOAuthCodeWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExchangeOAuthCodeResponse(rsp)
+}
+
+// ExchangeOAuthCodeWithResponse Trade a one-time login code for tokens
+//
+// Each code works once, within a minute.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/auth/oauth/exchange (the `ExchangeOAuthCode` operationId).
+func (c *ClientWithResponses) ExchangeOAuthCodeWithResponse(ctx context.Context, body ExchangeOAuthCodeJSONRequestBody, reqEditors ...RequestEditorFn) (*ExchangeOAuthCodeResponse, error) {
+	rsp, err := c.ExchangeOAuthCode(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExchangeOAuthCodeResponse(rsp)
+}
+
+// ListOAuthProvidersWithResponse The configured external login providers
+//
+// What a login page can offer besides email and password.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/auth/oauth/providers (the `ListOAuthProviders` operationId).
+func (c *ClientWithResponses) ListOAuthProvidersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListOAuthProvidersResponse, error) {
+	rsp, err := c.ListOAuthProviders(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListOAuthProvidersResponse(rsp)
+}
+
+// OauthCallbackWithResponse Where the provider sends the browser back
+//
+// Checks `state`, exchanges the provider's code, signs the user in (linking by verified
+// email or by WeChat `unionid`), then redirects to the client's `redirect_uri` with
+// `code` (one-time, short-lived) or `error`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/auth/oauth/{provider}/callback (the `OauthCallback` operationId).
+func (c *ClientWithResponses) OauthCallbackWithResponse(ctx context.Context, provider OAuthProvider, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error) {
+	rsp, err := c.OauthCallback(ctx, provider, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOauthCallbackResponse(rsp)
+}
+
+// StartOAuthWithResponse Begin an external login
+//
+// Redirects the browser to the provider (with `state`, and PKCE and `nonce` for OIDC).
+// `redirect_uri` must be on the configured allow-list; the flow ends there with a
+// one-time `code` for `POST /v1/auth/oauth/exchange`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/auth/oauth/{provider}/start (the `StartOAuth` operationId).
+func (c *ClientWithResponses) StartOAuthWithResponse(ctx context.Context, provider OAuthProvider, params *StartOAuthParams, reqEditors ...RequestEditorFn) (*StartOAuthResponse, error) {
+	rsp, err := c.StartOAuth(ctx, provider, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStartOAuthResponse(rsp)
+}
+
 // ResetPasswordWithBodyWithResponse Set a new password with a reset token
 //
 // Consumes the token, sets the password and signs out every session.
@@ -7967,6 +8968,36 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 		return nil, err
 	}
 	return ParseGetMeResponse(rsp)
+}
+
+// ListMyIdentitiesWithResponse The caller's linked external accounts
+//
+// One per provider account linked to this user.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/me/identities (the `ListMyIdentities` operationId).
+func (c *ClientWithResponses) ListMyIdentitiesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListMyIdentitiesResponse, error) {
+	rsp, err := c.ListMyIdentities(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListMyIdentitiesResponse(rsp)
+}
+
+// DeleteMyIdentityWithResponse Unlink an external account
+//
+// Refused (409) when it is the caller's only way to sign in.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
+func (c *ClientWithResponses) DeleteMyIdentityWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteMyIdentityResponse, error) {
+	rsp, err := c.DeleteMyIdentity(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMyIdentityResponse(rsp)
 }
 
 // ChangePasswordWithBodyWithResponse Change the caller's password
@@ -9060,6 +10091,221 @@ func ParseLogoutAllResponse(rsp *http.Response) (*LogoutAllResponse, error) {
 	return response, nil
 }
 
+// ParseExchangeOAuthCodeResponse parses an HTTP response from a ExchangeOAuthCodeWithResponse call
+func ParseExchangeOAuthCodeResponse(rsp *http.Response) (*ExchangeOAuthCodeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExchangeOAuthCodeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TokenPair
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 429:
+		var headers ExchangeOAuthCodeResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListOAuthProvidersResponse parses an HTTP response from a ListOAuthProvidersWithResponse call
+func ParseListOAuthProvidersResponse(rsp *http.Response) (*ListOAuthProvidersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListOAuthProvidersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OAuthProviderList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseOauthCallbackResponse parses an HTTP response from a OauthCallbackWithResponse call
+func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OauthCallbackResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 302:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 302:
+		var headers OauthCallbackResponse302Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers302 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseStartOAuthResponse parses an HTTP response from a StartOAuthWithResponse call
+func ParseStartOAuthResponse(rsp *http.Response) (*StartOAuthResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StartOAuthResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 302:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 302:
+		var headers StartOAuthResponse302Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers302 = &headers
+	case rsp.StatusCode == 429:
+		var headers StartOAuthResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseResetPasswordResponse parses an HTTP response from a ResetPasswordWithResponse call
 func ParseResetPasswordResponse(rsp *http.Response) (*ResetPasswordResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -9465,6 +10711,68 @@ func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListMyIdentitiesResponse parses an HTTP response from a ListMyIdentitiesWithResponse call
+func ParseListMyIdentitiesResponse(rsp *http.Response) (*ListMyIdentitiesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListMyIdentitiesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest IdentityList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteMyIdentityResponse parses an HTTP response from a DeleteMyIdentityWithResponse call
+func ParseDeleteMyIdentityResponse(rsp *http.Response) (*DeleteMyIdentityResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteMyIdentityResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -89,6 +89,34 @@ type Auth struct {
 	APIKeyEnv         string        `koanf:"api_key_env" doc:"the <env> part of new API keys (kiln_<env>_…), e.g. live or test"`
 	APIKeyCacheTTL    time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
 	LimitAbuse        bool          `koanf:"limit_abuse" doc:"rate-limit login, sign-up, password reset and refresh per IP and per account"`
+	OAuth             OAuth         `koanf:"oauth"`
+}
+
+// OAuth configures external login (OIDC, GitHub, WeChat, WeCom).
+type OAuth struct {
+	// CallbackBase is this API's public base URL; providers redirect to
+	// <callback_base>/v1/auth/oauth/<name>/callback.
+	CallbackBase string `koanf:"callback_base" doc:"this API's public base URL, for provider callbacks"`
+	// RedirectAllowlist lists the client URLs a login may end at (exact match, or a prefix
+	// ending in /).
+	RedirectAllowlist []string        `koanf:"redirect_allowlist" doc:"client URLs an external login may return to (YAML only)"`
+	Providers         []OAuthProvider `koanf:"providers" doc:"external login providers (YAML only); see the README"`
+}
+
+// OAuthProvider is one configured external login provider.
+type OAuthProvider struct {
+	Name         string   `koanf:"name" yaml:"name"`                   // in URLs: /v1/auth/oauth/<name>/start
+	Type         string   `koanf:"type" yaml:"type"`                   // oidc, github, wechat, wecom
+	DisplayName  string   `koanf:"display_name" yaml:"display_name"`   // for login pages
+	Issuer       string   `koanf:"issuer" yaml:"issuer"`               // oidc: discovery at <issuer>/.well-known/openid-configuration
+	ClientID     string   `koanf:"client_id" yaml:"client_id"`         // WeChat: appid; WeCom: corpid
+	ClientSecret string   `koanf:"client_secret" yaml:"client_secret"` // WeChat: secret; WeCom: the app's secret
+	AgentID      string   `koanf:"agent_id" yaml:"agent_id"`           // wecom only
+	Scopes       []string `koanf:"scopes" yaml:"scopes"`               // oidc/github extra scopes; wechat: snsapi_login or snsapi_userinfo
+	// Endpoint overrides (tests, GitHub Enterprise, regional WeChat hosts).
+	AuthURL     string `koanf:"auth_url" yaml:"auth_url"`
+	TokenURL    string `koanf:"token_url" yaml:"token_url"`
+	UserInfoURL string `koanf:"userinfo_url" yaml:"userinfo_url"`
 }
 
 // Mail configures outgoing email.
@@ -135,6 +163,7 @@ func Default() Config {
 			APIKeyEnv:         "dev",
 			APIKeyCacheTTL:    5 * time.Minute,
 			LimitAbuse:        true,
+			OAuth:             OAuth{CallbackBase: "http://localhost:8080", RedirectAllowlist: []string{}, Providers: []OAuthProvider{}},
 		},
 		Mail: Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
 	}
@@ -157,9 +186,12 @@ func Keys() []Key {
 	var keys []Key
 	eachField(Default(), func(path string, f reflect.StructField, v reflect.Value) {
 		k := Key{Path: path, Doc: f.Tag.Get("doc"), Secret: f.Tag.Get("secret") == "true", Default: fmt.Sprint(v.Interface())}
-		if f.Type.Kind() == reflect.Map {
-			k.Default = "{}" // maps are set in YAML only
-		} else {
+		switch f.Type.Kind() {
+		case reflect.Map:
+			k.Default = "{}" // maps and lists are set in YAML only
+		case reflect.Slice:
+			k.Default = "[]"
+		default:
 			k.Env = "KILN_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
 		}
 		keys = append(keys, k)
@@ -382,6 +414,14 @@ func (c Config) Masked() Config {
 	if c.Mail.SMTPURL != "" {
 		c.Mail.SMTPURL = maskURL(c.Mail.SMTPURL)
 	}
+	providers := make([]OAuthProvider, len(c.Auth.OAuth.Providers))
+	for i, p := range c.Auth.OAuth.Providers {
+		if p.ClientSecret != "" {
+			p.ClientSecret = "****"
+		}
+		providers[i] = p
+	}
+	c.Auth.OAuth.Providers = providers
 	return c
 }
 

@@ -817,6 +817,130 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/auth/oauth/providers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The configured external login providers
+         * @description What a login page can offer besides email and password.
+         */
+        get: operations["listOAuthProviders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/oauth/{provider}/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Begin an external login
+         * @description Redirects the browser to the provider (with `state`, and PKCE and `nonce` for OIDC).
+         *     `redirect_uri` must be on the configured allow-list; the flow ends there with a
+         *     one-time `code` for `POST /v1/auth/oauth/exchange`.
+         */
+        get: operations["startOAuth"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/oauth/{provider}/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Where the provider sends the browser back
+         * @description Checks `state`, exchanges the provider's code, signs the user in (linking by verified
+         *     email or by WeChat `unionid`), then redirects to the client's `redirect_uri` with
+         *     `code` (one-time, short-lived) or `error`.
+         */
+        get: operations["oauthCallback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/oauth/exchange": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Trade a one-time login code for tokens
+         * @description Each code works once, within a minute.
+         */
+        post: operations["exchangeOAuthCode"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/identities": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's linked external accounts
+         * @description One per provider account linked to this user.
+         */
+        get: operations["listMyIdentities"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/identities/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Unlink an external account
+         * @description Refused (409) when it is the caller's only way to sign in.
+         */
+        delete: operations["deleteMyIdentity"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1131,6 +1255,34 @@ export interface components {
              */
             sticky_by: "org" | "user";
         };
+        OAuthProviderInfo: {
+            name: string;
+            /** @enum {string} */
+            type: "oidc" | "github" | "wechat" | "wecom";
+            display_name?: string;
+        };
+        OAuthProviderList: {
+            data: components["schemas"]["OAuthProviderInfo"][];
+            next_cursor: string | null;
+        };
+        OAuthExchangeRequest: {
+            code: string;
+        };
+        Identity: {
+            /** Format: uuid */
+            id: string;
+            provider: string;
+            /** @description The account's id at the provider (OIDC `sub`, GitHub id, WeChat openid). */
+            subject: string;
+            email?: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            /** Format: date-time */
+            last_login_at?: string | null;
+        };
+        IdentityList: {
+            data: components["schemas"]["Identity"][];
+            next_cursor: string | null;
+        };
         JWK: {
             /** @enum {string} */
             kty: "OKP";
@@ -1180,6 +1332,8 @@ export interface components {
         ID: string;
         /** @description The user's id. */
         UserID: string;
+        /** @description The configured provider's name. */
+        OAuthProvider: string;
         /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
         KilnOrg: string;
         /**
@@ -2332,6 +2486,155 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["AuditEventList"];
                 };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listOAuthProviders: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The providers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthProviderList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    startOAuth: {
+        parameters: {
+            query: {
+                /** @description Where the client wants the browser back. */
+                redirect_uri: string;
+            };
+            header?: never;
+            path: {
+                /** @description The configured provider's name. */
+                provider: components["parameters"]["OAuthProvider"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the provider's authorization page. */
+            302: {
+                headers: {
+                    /** @description The provider's authorization URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            429: components["responses"]["TooManyRequests"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    oauthCallback: {
+        parameters: {
+            query?: {
+                /** @description The provider's authorization code. */
+                code?: string;
+                /** @description The state Kiln sent. */
+                state?: string;
+                /** @description The provider's error, when the user declined. */
+                error?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The configured provider's name. */
+                provider: components["parameters"]["OAuthProvider"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Back to the client's redirect_uri with `code` or `error`. */
+            302: {
+                headers: {
+                    /** @description The client's redirect_uri with the result. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    exchangeOAuthCode: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OAuthExchangeRequest"];
+            };
+        };
+        responses: {
+            /** @description Signed in. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPair"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listMyIdentities: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The identities. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteMyIdentity: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unlinked. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             default: components["responses"]["Problem"];
         };
