@@ -17,9 +17,9 @@ import (
 // fakeAuth is a server that takes the access token "access-<n>" of its current pair n
 // only, and rotates the pair on POST /v1/auth/refresh with "refresh-<n>".
 type fakeAuth struct {
-	refreshes  atomic.Int32
-	current    atomic.Int32
-	refuse bool // answer every refresh with 401
+	refreshes atomic.Int32
+	current   atomic.Int32
+	refuse    bool // answer every refresh with 401
 }
 
 func (f *fakeAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -10,5 +10,9 @@
 //	var problem *kiln.ProblemError
 //	if errors.As(err, &problem) && problem.Code == kiln.Unauthenticated { ... }
 //
+// API keys and access tokens both go as `Authorization: Bearer …`: WithBearer is the
+// request editor for one, and an AuthSession, given as the client's HTTP doer
+// (WithHTTPClient), sends a user's access token and refreshes the pair on a 401.
+//
 // Regenerate client.gen.go with `make generate`; the rest of the package is hand-written.
 package kiln

@@ -81,3 +81,42 @@ func ExampleAsProblem_notAProblem() {
 	// true true Bad Gateway
 	// kiln: HTTP 502: upstream connect error
 }
+
+// An AuthSession signs a client's requests in with a user's tokens and, when the access
+// token has expired, refreshes the pair once and sends the request again.
+func ExampleAuthSession() {
+	f := &fakeAuth{}
+	f.current.Store(2) // the server has moved on: access-1 is expired, refresh-1 still valid
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+
+	// pair would come from client.LoginWithResponse (or SignUp) in a real program.
+	pair := kiln.TokenPair{AccessToken: "access-1", RefreshToken: "refresh-2"}
+	session, err := kiln.NewAuthSession(srv.URL, pair)
+	if err != nil {
+		panic(err)
+	}
+	client, err := kiln.NewClientWithResponses(srv.URL, kiln.WithHTTPClient(session))
+	if err != nil {
+		panic(err)
+	}
+	me, err := kiln.CheckResponse(client.GetMeWithResponse(context.Background()))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(me.JSON200.Email)
+	fmt.Println(session.Tokens().RefreshToken) // save it: refresh tokens rotate
+	// Output:
+	// a@example.com
+	// refresh-3
+}
+
+// WithBearer authenticates a client, or a single call, with an API key or access token.
+func ExampleWithBearer() {
+	client, err := kiln.NewClientWithResponses("https://api.example.com",
+		kiln.WithRequestEditorFn(kiln.WithBearer("kiln_live_…")))
+	if err != nil {
+		panic(err)
+	}
+	_ = client // client.ListAPIKeysWithResponse(ctx, nil) sends Authorization: Bearer kiln_live_…
+}

@@ -2,8 +2,9 @@
  * TypeScript client for the Kiln API.
  *
  * The request and response types are generated from openapi/openapi.yaml into
- * ./schema.d.ts (`npm run generate`); this file adds the client factory and the error
- * type every non-2xx answer maps to.
+ * ./schema.d.ts (`npm run generate`); this file adds the client factory, the error
+ * type every non-2xx answer maps to, and {@link AuthSession}, which refreshes a user's
+ * tokens.
  */
 import createClient, { type Client, type ClientOptions, type Middleware } from "openapi-fetch";
 import type { components, operations, paths } from "./schema.js";
@@ -16,6 +17,9 @@ export type Problem = components["schemas"]["Problem"];
 export type ErrorCode = components["schemas"]["ErrorCode"];
 /** One invalid field of a validation failure. */
 export type FieldError = components["schemas"]["FieldError"];
+
+/** The tokens of a user's session, from sign-up, login and refresh. */
+export type TokenPair = components["schemas"]["TokenPair"];
 
 /** A typed openapi-fetch client for the Kiln API: `client.GET("/health")`, … */
 export type KilnClient = Client<paths>;
@@ -152,4 +156,93 @@ export async function unwrap<Data>(call: Promise<Result<Data>> | Result<Data>): 
     throw new KilnProblemError(result.response, result.error);
   }
   return result.data as Data;
+}
+
+/** Options of {@link AuthSession}. */
+export interface AuthSessionOptions {
+  /** The server's root URL, as for {@link createKilnClient}. */
+  baseUrl: string;
+  /** The pair to start from, from `POST /v1/auth/signup`, `/login` or `/refresh`. */
+  tokens: TokenPair;
+  /** Called with each new pair, e.g. to save it: refresh tokens rotate, the old one is spent. */
+  onRefresh?: (tokens: TokenPair) => void;
+  /** The fetch implementation to send requests with; defaults to `globalThis.fetch`. */
+  fetch?: ClientOptions["fetch"];
+}
+
+/**
+ * Signs a user's requests in with a {@link TokenPair}. Its {@link AuthSession.fetch} gives
+ * each request without an Authorization header the current access token; when the API
+ * answers 401 (the access token expired), it spends the refresh token once, stores the
+ * new pair and sends the request again. When the refresh is refused too (the session was
+ * revoked), the first 401 is returned as it is. Concurrent 401s cause a single refresh.
+ *
+ * ```ts
+ * const session = new AuthSession({ baseUrl, tokens: await unwrap(kiln.POST("/v1/auth/login", { body })) });
+ * const client = createKilnClient({ baseUrl, fetch: session.fetch }); // no `token` option
+ * ```
+ */
+export class AuthSession {
+  #tokens: TokenPair;
+  #refreshing: Promise<string> | undefined;
+  readonly #send: (request: Request) => Promise<Response>;
+  readonly #client: KilnClient;
+  readonly #onRefresh: ((tokens: TokenPair) => void) | undefined;
+
+  constructor(options: AuthSessionOptions) {
+    this.#tokens = options.tokens;
+    this.#onRefresh = options.onRefresh;
+    const send = options.fetch ?? ((request: Request) => globalThis.fetch(request));
+    this.#send = send;
+    this.#client = createKilnClient({ baseUrl: options.baseUrl, fetch: send });
+  }
+
+  /** The current token pair. */
+  get tokens(): TokenPair {
+    return this.#tokens;
+  }
+
+  /** A fetch for {@link createKilnClient}'s `fetch` option (bound: pass it as it is). */
+  readonly fetch = async (request: Request): Promise<Response> => {
+    if (request.headers.has("Authorization")) {
+      return this.#send(request);
+    }
+    const stale = this.#tokens.access_token;
+    const retry = request.clone(); // the body can be sent once only
+    request.headers.set("Authorization", `Bearer ${stale}`);
+    const response = await this.#send(request);
+    if (response.status !== 401) {
+      return response;
+    }
+    let fresh: string;
+    try {
+      fresh = await this.#refreshAfter(stale);
+    } catch (err) {
+      if (err instanceof KilnProblemError && err.status === 401) {
+        return response; // the session is over: the caller sees the first 401
+      }
+      throw err;
+    }
+    await response.body?.cancel();
+    retry.headers.set("Authorization", `Bearer ${fresh}`);
+    return this.#send(retry);
+  };
+
+  /** An access token newer than stale: the current one if a refresh has happened since, else a refreshed one. */
+  #refreshAfter(stale: string): Promise<string> {
+    if (this.#tokens.access_token !== stale) {
+      return Promise.resolve(this.#tokens.access_token);
+    }
+    this.#refreshing ??= (async () => {
+      try {
+        const body = { refresh_token: this.#tokens.refresh_token };
+        this.#tokens = await unwrap(this.#client.POST("/v1/auth/refresh", { body }));
+        this.#onRefresh?.(this.#tokens);
+        return this.#tokens.access_token;
+      } finally {
+        this.#refreshing = undefined;
+      }
+    })();
+    return this.#refreshing;
+  }
 }

@@ -2,13 +2,14 @@
 // root) against the test database and talks to it through the built SDK in dist/.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { access, constants } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 
-import { createKilnClient, KilnProblemError, REQUEST_ID_HEADER, unwrap } from "../dist/index.js";
+import { AuthSession, createKilnClient, KilnProblemError, REQUEST_ID_HEADER, unwrap } from "../dist/index.js";
 
 const packageDir = path.resolve(import.meta.dirname, "..");
 const kilnBin = path.resolve(packageDir, process.env.KILN_BIN || "../../bin/kiln");
@@ -85,6 +86,89 @@ describe("kiln serve", () => {
     }
     assert.deepEqual(seen, ["Bearer kiln_test_token", "Bearer fresh", null]);
   });
+
+  // One new account per run (kiln_test is shared); the tests below run in order on it.
+  describe("identity", () => {
+    const email = `sdk-ts-${randomUUID()}@example.com`;
+    const password = "correct horse battery staple 9";
+    /** @type {import("../dist/index.js").TokenPair} */
+    let first;
+    /** @type {import("../dist/index.js").TokenPair} */
+    let pair;
+    const as = (token) => ({ headers: { Authorization: `Bearer ${token}` } });
+
+    test("sign-up answers 201 with a token pair, and login another", async () => {
+      const signup = await client.POST("/v1/auth/signup", { body: { email, password, name: "SDK TS" } });
+      assert.equal(signup.response.status, 201);
+      first = await unwrap(signup);
+      assert.equal(first.token_type, "Bearer");
+      assert.ok(first.access_token && first.refresh_token && first.expires_in > 0, JSON.stringify(first));
+
+      pair = await unwrap(client.POST("/v1/auth/login", { body: { email, password } }));
+      assert.ok(pair.access_token && pair.access_token !== first.access_token);
+    });
+
+    test("GET /v1/me is the user, owner of their personal org", async () => {
+      const me = await unwrap(client.GET("/v1/me", as(pair.access_token)));
+      assert.equal(me.email, email);
+      assert.equal(me.name, "SDK TS");
+      const personal = me.orgs.find((org) => org.id === me.personal_org_id);
+      assert.equal(personal?.role, "owner", JSON.stringify(me.orgs));
+    });
+
+    test("an admin key lists the keys; a chat key gets permission_denied", async () => {
+      const create = (scope) =>
+        unwrap(client.POST("/v1/api-keys", { body: { name: `sdk-ts ${scope}`, scopes: [scope] }, ...as(pair.access_token) }));
+      const admin = await create("admin");
+      assert.ok(admin.key.startsWith("kiln_"), admin.display);
+      assert.deepEqual(admin.scopes, ["admin"]);
+
+      const keys = await unwrap(client.GET("/v1/api-keys", as(admin.key)));
+      assert.ok(
+        keys.data.some((key) => key.id === admin.id),
+        `key ${admin.id} not in ${JSON.stringify(keys.data.map((key) => key.id))}`,
+      );
+
+      const chat = await create("chat");
+      assertProblem(await rejection(client.GET("/v1/api-keys", as(chat.key))), "permission_denied", 403);
+    });
+
+    test("refresh rotates the pair; reusing the spent token revokes the session", async () => {
+      const next = await unwrap(client.POST("/v1/auth/refresh", { body: { refresh_token: first.refresh_token } }));
+      assert.notEqual(next.access_token, first.access_token);
+      assert.notEqual(next.refresh_token, first.refresh_token);
+      await unwrap(client.GET("/v1/me", as(next.access_token)));
+
+      const reuse = client.POST("/v1/auth/refresh", { body: { refresh_token: first.refresh_token } });
+      assertProblem(await rejection(reuse), "unauthenticated", 401);
+      assertProblem(await rejection(client.GET("/v1/me", as(next.access_token))), "unauthenticated", 401);
+    });
+
+    test("AuthSession refreshes on a 401 and stores the new pair; logout-all ends it", async () => {
+      // A refused access token stands in for an expired one: the server answers every bad
+      // credential with the same 401.
+      const saved = [];
+      const session = new AuthSession({
+        baseUrl: kiln.baseUrl,
+        tokens: { ...pair, access_token: "stale-access-token" },
+        onRefresh: (tokens) => saved.push(tokens),
+      });
+      const user = createKilnClient({ baseUrl: kiln.baseUrl, fetch: session.fetch });
+      const me = await unwrap(user.GET("/v1/me"));
+      assert.equal(me.email, email);
+      assert.notEqual(session.tokens.refresh_token, pair.refresh_token);
+      assert.deepEqual(saved, [session.tokens]);
+
+      const logout = await user.POST("/v1/auth/logout-all");
+      assert.equal(logout.response.status, 204);
+      for (const token of [session.tokens.access_token, pair.access_token]) {
+        assertProblem(await rejection(client.GET("/v1/me", as(token))), "unauthenticated", 401);
+      }
+      // The session's refresh is refused too: the caller gets the 401.
+      assertProblem(await rejection(user.GET("/v1/me")), "unauthenticated", 401);
+      assert.equal(saved.length, 1);
+    });
+  });
 });
 
 /** Resolves to what promise rejects with; fails when it resolves. */
@@ -122,6 +206,12 @@ function serverEnv() {
     KILN_HTTP_ADDR: "127.0.0.1:0",
     DATABASE_URL: databaseURL,
     REDIS_URL: redisURL,
+    // Cheap password hashes, a spent refresh token refused at once, and no abuse limits:
+    // their counts live in the shared Redis, and every run signs up from 127.0.0.1.
+    KILN_AUTH_ARGON2_MEMORY_KIB: "8192",
+    KILN_AUTH_ARGON2_TIME: "1",
+    KILN_AUTH_REFRESH_REUSE_GRACE: "1ms",
+    KILN_AUTH_LIMIT_ABUSE: "false",
   };
 }
 

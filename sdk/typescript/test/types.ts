@@ -1,6 +1,14 @@
 // Compile-time checks of the published typings (dist/index.d.ts): `tsc -p test` fails when
 // a call that should type-check does not, or an @ts-expect-error line stops being an error.
-import { createKilnClient, KilnProblemError, unwrap, type ErrorCode, type Problem } from "../dist/index.js";
+import {
+  AuthSession,
+  createKilnClient,
+  KilnProblemError,
+  unwrap,
+  type ErrorCode,
+  type Problem,
+  type TokenPair,
+} from "../dist/index.js";
 
 const client = createKilnClient({ baseUrl: "http://127.0.0.1:8080", token: () => undefined });
 
@@ -29,4 +37,22 @@ export function errorCodes(err: unknown): ErrorCode | undefined {
   const unknown: ErrorCode = "no_such_code";
   void unknown;
   return err instanceof KilnProblemError ? err.code : undefined;
+}
+
+export async function authSession(): Promise<void> {
+  const tokens: TokenPair = await unwrap(
+    client.POST("/v1/auth/login", { body: { email: "a@example.com", password: "correct horse battery staple 9" } }),
+  );
+  const session = new AuthSession({ baseUrl: "http://127.0.0.1:8080", tokens, onRefresh: (next: TokenPair) => void next });
+  const user = createKilnClient({ baseUrl: "http://127.0.0.1:8080", fetch: session.fetch });
+  const me = await unwrap(user.GET("/v1/me"));
+  const email: string = me.email;
+  const refresh: string = session.tokens.refresh_token;
+
+  // @ts-expect-error the refresh body needs refresh_token
+  await user.POST("/v1/auth/refresh", { body: {} });
+  // @ts-expect-error a TokenPair has a Bearer token_type
+  const bad: TokenPair = { ...tokens, token_type: "Basic" };
+
+  void [email, refresh, bad];
 }
