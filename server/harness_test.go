@@ -22,9 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/notify"
@@ -135,6 +137,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 		Spec:       spec,
 		Identity:   newIdentity(t, st, log, mail),
 		Flags:      flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
+		Admin:      admin.New(st, time.Now),
 		Redis:      rdb,
 		Keyspace:   ks,
 		LimitAbuse: true,
@@ -202,6 +205,7 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger, mail notify.Ma
 		Tokens:   token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
 		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
 		Audit:    audit.New(st),
+		Members:  members.New(st, time.Now),
 		Mailer:   mail,
 		LinkBase: "https://app.example.com",
 	}

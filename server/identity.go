@@ -14,6 +14,8 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/members"
+	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/notify"
@@ -25,10 +27,14 @@ type Identity struct {
 	Tokens   *token.Service
 	Keys     *apikey.Service
 	Audit    *audit.Log
+	// Members keeps org memberships, roles and invitations.
+	Members *members.Service
 	// Mailer sends verification, password-reset and invitation emails.
 	Mailer notify.Mailer
 	// LinkBase is the client's base URL for links in emails (mail.link_base).
 	LinkBase string
+	// OAuth runs external logins (OIDC, GitHub, WeChat, WeCom); nil means none configured.
+	OAuth *oauth.Service
 }
 
 // authState is the server's view of identity: the services plus the per-route
@@ -95,7 +101,7 @@ func (s *Server) tokenPair(ctx context.Context, userID, sessionID uuid.UUID, ref
 
 // SignUp creates an account, its personal org and a session.
 func (s *Server) SignUp(ctx context.Context, req api.SignUpRequestObject) (api.SignUpResponseObject, error) {
-	user, session, refresh, err := s.auth.Accounts.SignUp(ctx, string(req.Body.Email), req.Body.Password, req.Body.Name, clientFrom(ctx))
+	user, session, refresh, err := s.auth.Accounts.SignUp(ctx, req.Body.Email, req.Body.Password, req.Body.Name, clientFrom(ctx))
 	if err != nil {
 		return nil, err
 	}

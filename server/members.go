@@ -2,49 +2,161 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"net/url"
+	"strings"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/members"
+	"github.com/kilnhq/kiln/internal/notify"
 )
 
-// TEMPORARY: placeholders while this area is being built; replaced before it lands.
+// The members endpoints take a user's access token only (the spec says so, the middleware
+// enforces it), so the principal is always a user. The members service checks the caller's
+// membership and role in the database itself: the membership cache may lag on other
+// replicas, and a role decides what these endpoints may do. Every change drops the cached
+// memberships of the users it touched on this replica.
 
-// AcceptInvitation is not built yet.
-func (s *Server) AcceptInvitation(context.Context, api.AcceptInvitationRequestObject) (api.AcceptInvitationResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// ListOrgMembers lists the org's members to any of them.
+func (s *Server) ListOrgMembers(ctx context.Context, req api.ListOrgMembersRequestObject) (api.ListOrgMembersResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	list, err := s.auth.Members.List(ctx, p.UserID, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListOrgMembers200JSONResponse{Data: make([]api.Member, len(list))}
+	for i, m := range list {
+		out.Data[i] = toAPIMember(m)
+	}
+	return out, nil
 }
 
-// ListOrgInvitations is not built yet.
-func (s *Server) ListOrgInvitations(context.Context, api.ListOrgInvitationsRequestObject) (api.ListOrgInvitationsResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// UpdateOrgMember changes a member's role.
+func (s *Server) UpdateOrgMember(ctx context.Context, req api.UpdateOrgMemberRequestObject) (api.UpdateOrgMemberResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	m, from, err := s.auth.Members.ChangeRole(ctx, p.UserID, req.Id, req.UserId, string(req.Body.Role))
+	if err != nil {
+		return nil, err
+	}
+	if from != m.Role {
+		s.auth.memberships.forget(m.UserID)
+		s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.role_change", TargetType: "user",
+			TargetID: m.UserID.String(), Data: map[string]any{"from": from, "to": m.Role}})
+	}
+	return api.UpdateOrgMember200JSONResponse(toAPIMember(m)), nil
 }
 
-// CreateOrgInvitation is not built yet.
-func (s *Server) CreateOrgInvitation(context.Context, api.CreateOrgInvitationRequestObject) (api.CreateOrgInvitationResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// RemoveOrgMember removes a member, or lets the caller leave.
+func (s *Server) RemoveOrgMember(ctx context.Context, req api.RemoveOrgMemberRequestObject) (api.RemoveOrgMemberResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	m, err := s.auth.Members.Remove(ctx, p.UserID, req.Id, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	s.auth.memberships.forget(m.UserID)
+	action := "member.remove"
+	if m.UserID == p.UserID {
+		action = "member.leave"
+	}
+	s.record(ctx, audit.Event{OrgID: &req.Id, Action: action, TargetType: "user", TargetID: m.UserID.String(),
+		Data: map[string]any{"role": m.Role}})
+	return api.RemoveOrgMember204Response{}, nil
 }
 
-// RevokeOrgInvitation is not built yet.
-func (s *Server) RevokeOrgInvitation(context.Context, api.RevokeOrgInvitationRequestObject) (api.RevokeOrgInvitationResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// TransferOrgOwnership makes another member the owner and the caller an admin.
+func (s *Server) TransferOrgOwnership(ctx context.Context, req api.TransferOrgOwnershipRequestObject) (api.TransferOrgOwnershipResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	previous, err := s.auth.Members.TransferOwnership(ctx, p.UserID, req.Id, req.Body.UserId)
+	if err != nil {
+		return nil, err
+	}
+	s.auth.memberships.forget(p.UserID)
+	s.auth.memberships.forget(req.Body.UserId)
+	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "org.ownership_transfer", TargetType: "org", TargetID: req.Id.String(),
+		Data: map[string]any{"from": p.UserID.String(), "to": req.Body.UserId.String(), "to_previous_role": previous}})
+	return api.TransferOrgOwnership204Response{}, nil
 }
 
-// ListOrgMembers is not built yet.
-func (s *Server) ListOrgMembers(context.Context, api.ListOrgMembersRequestObject) (api.ListOrgMembersResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// ListOrgInvitations lists the org's pending invitations to its owners and admins.
+func (s *Server) ListOrgInvitations(ctx context.Context, req api.ListOrgInvitationsRequestObject) (api.ListOrgInvitationsResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	list, err := s.auth.Members.Invitations(ctx, p.UserID, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListOrgInvitations200JSONResponse{Data: make([]api.Invitation, len(list))}
+	for i, inv := range list {
+		out.Data[i] = toAPIInvitation(inv)
+	}
+	return out, nil
 }
 
-// RemoveOrgMember is not built yet.
-func (s *Server) RemoveOrgMember(context.Context, api.RemoveOrgMemberRequestObject) (api.RemoveOrgMemberResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// CreateOrgInvitation invites an address and emails it the link; the token is in the email
+// only.
+func (s *Server) CreateOrgInvitation(ctx context.Context, req api.CreateOrgInvitationRequestObject) (api.CreateOrgInvitationResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	inv, err := s.auth.Members.Invite(ctx, p.UserID, req.Id, req.Body.Email, string(req.Body.Role),
+		func(ctx context.Context, d members.Delivery) error {
+			return s.auth.Mailer.Send(ctx, invitationMessage(s.auth.LinkBase, d))
+		})
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.invite", TargetType: "invitation", TargetID: inv.ID.String(),
+		Data: map[string]any{"email": inv.Email, "role": inv.Role}})
+	return api.CreateOrgInvitation201JSONResponse(toAPIInvitation(inv)), nil
 }
 
-// UpdateOrgMember is not built yet.
-func (s *Server) UpdateOrgMember(context.Context, api.UpdateOrgMemberRequestObject) (api.UpdateOrgMemberResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// RevokeOrgInvitation withdraws a pending invitation.
+func (s *Server) RevokeOrgInvitation(ctx context.Context, req api.RevokeOrgInvitationRequestObject) (api.RevokeOrgInvitationResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	inv, err := s.auth.Members.Withdraw(ctx, p.UserID, req.Id, req.InvitationId)
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.invitation_revoke", TargetType: "invitation",
+		TargetID: inv.ID.String(), Data: map[string]any{"email": inv.Email}})
+	return api.RevokeOrgInvitation204Response{}, nil
 }
 
-// TransferOrgOwnership is not built yet.
-func (s *Server) TransferOrgOwnership(context.Context, api.TransferOrgOwnershipRequestObject) (api.TransferOrgOwnershipResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// AcceptInvitation makes the caller a member of the org an invitation token names.
+func (s *Server) AcceptInvitation(ctx context.Context, req api.AcceptInvitationRequestObject) (api.AcceptInvitationResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	m, inv, err := s.auth.Members.Accept(ctx, p.UserID, req.Body.Token)
+	if err != nil {
+		return nil, err
+	}
+	s.auth.memberships.forget(p.UserID)
+	s.record(ctx, audit.Event{OrgID: &m.Org.ID, Action: "member.join", TargetType: "user", TargetID: p.UserID.String(),
+		Data: map[string]any{"role": m.Role, "invitation_id": inv.ID.String(), "invited_by": inv.InvitedBy.String()}})
+	return api.AcceptInvitation200JSONResponse(toAPIMembership(m.Org, m.Role)), nil
+}
+
+// invitationMessage is the email that carries an invitation's link.
+func invitationMessage(linkBase string, d members.Delivery) notify.Message {
+	inviter := d.Inviter.Name
+	if inviter == "" {
+		inviter = d.Inviter.Email
+	}
+	link := strings.TrimRight(linkBase, "/") + "/accept-invitation?token=" + url.QueryEscape(d.Token)
+	return notify.Message{
+		To:      d.Invitation.Email,
+		Subject: fmt.Sprintf("You are invited to join %s on Kiln", d.Org.Name),
+		Text: fmt.Sprintf("%s invited you to join %s on Kiln, with the %s role.\n\n"+
+			"To accept, sign in with this email address and open:\n%s\n\n"+
+			"The link works once and expires on %s. If you did not expect this invitation, ignore this email.\n",
+			inviter, d.Org.Name, d.Invitation.Role, link, d.Invitation.ExpiresAt.Format("2 January 2006 at 15:04 UTC")),
+	}
+}
+
+func toAPIMember(m members.Member) api.Member {
+	return api.Member{UserId: m.UserID, Email: m.Email, Name: m.Name, Role: api.Role(m.Role), JoinedAt: m.JoinedAt}
+}
+
+func toAPIInvitation(inv members.Invitation) api.Invitation {
+	return api.Invitation{
+		Id: inv.ID, OrgId: inv.OrgID, Email: inv.Email, Role: api.Role(inv.Role), InvitedBy: inv.InvitedBy,
+		CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
+	}
 }

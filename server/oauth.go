@@ -4,37 +4,127 @@ import (
 	"context"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/errs"
 )
 
-// TEMPORARY: placeholders while this area is being built; replaced before it lands.
-
-// ExchangeOAuthCode is not built yet.
-func (s *Server) ExchangeOAuthCode(context.Context, api.ExchangeOAuthCodeRequestObject) (api.ExchangeOAuthCodeResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// oauthService returns the external-login service; without one, every provider is unknown.
+func (s *Server) oauthService() (*oauth.Service, error) {
+	if s.auth.OAuth == nil {
+		return nil, errs.E(errs.NotFound, "No external login providers are configured.")
+	}
+	return s.auth.OAuth, nil
 }
 
-// ListOAuthProviders is not built yet.
+// ListOAuthProviders lists the configured external login providers.
 func (s *Server) ListOAuthProviders(context.Context, api.ListOAuthProvidersRequestObject) (api.ListOAuthProvidersResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+	out := api.ListOAuthProviders200JSONResponse{Data: []api.OAuthProviderInfo{}}
+	if s.auth.OAuth == nil {
+		return out, nil
+	}
+	for _, p := range s.auth.OAuth.Providers() {
+		info := api.OAuthProviderInfo{Name: p.Name, Type: api.OAuthProviderInfoType(p.Type)}
+		if p.DisplayName != "" {
+			info.DisplayName = &p.DisplayName
+		}
+		out.Data = append(out.Data, info)
+	}
+	return out, nil
 }
 
-// OauthCallback is not built yet.
-func (s *Server) OauthCallback(context.Context, api.OauthCallbackRequestObject) (api.OauthCallbackResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// StartOAuth redirects the browser to the provider's authorization page.
+func (s *Server) StartOAuth(ctx context.Context, req api.StartOAuthRequestObject) (api.StartOAuthResponseObject, error) {
+	svc, err := s.oauthService()
+	if err != nil {
+		return nil, err
+	}
+	location, err := svc.Start(ctx, req.Provider, req.Params.RedirectUri)
+	if err != nil {
+		return nil, err
+	}
+	return api.StartOAuth302Response{Headers: api.StartOAuth302ResponseHeaders{Location: &location}}, nil
 }
 
-// StartOAuth is not built yet.
-func (s *Server) StartOAuth(context.Context, api.StartOAuthRequestObject) (api.StartOAuthResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// OauthCallback finishes the provider's side of a login and sends the browser back to the
+// client with a one-time code or an error. A state Kiln does not know gets a problem: there
+// is no redirect URI to trust.
+func (s *Server) OauthCallback(ctx context.Context, req api.OauthCallbackRequestObject) (api.OauthCallbackResponseObject, error) {
+	svc, err := s.oauthService()
+	if err != nil {
+		return nil, err
+	}
+	out, err := svc.Callback(ctx, req.Provider, oauth.CallbackParams{
+		Code: queryValue(req.Params.Code), State: queryValue(req.Params.State), Error: queryValue(req.Params.Error),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.Error == "" && out.Link != "" && out.Link != account.LinkExisting {
+		s.record(ctx, audit.Event{OrgID: &out.User.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &out.User.ID,
+			Action: "auth.identity_link", TargetType: "user", TargetID: out.User.ID.String(),
+			Data: map[string]any{"provider": req.Provider, "via": string(out.Link)}})
+	}
+	return api.OauthCallback302Response{Headers: api.OauthCallback302ResponseHeaders{Location: &out.Location}}, nil
 }
 
-// ListMyIdentities is not built yet.
-func (s *Server) ListMyIdentities(context.Context, api.ListMyIdentitiesRequestObject) (api.ListMyIdentitiesResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+// ExchangeOAuthCode trades a one-time login code for a session's tokens.
+func (s *Server) ExchangeOAuthCode(ctx context.Context, req api.ExchangeOAuthCodeRequestObject) (api.ExchangeOAuthCodeResponseObject, error) {
+	svc, err := s.oauthService()
+	if err != nil {
+		return nil, errUnauthenticatedCode
+	}
+	login, err := svc.Exchange(ctx, req.Body.Code, clientFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &login.User.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &login.User.ID,
+		Action: "auth.login", TargetType: "session", TargetID: login.Session.ID.String(),
+		Data: map[string]any{"provider": login.Provider}})
+	pair, err := s.tokenPair(ctx, login.User.ID, login.Session.ID, login.Refresh)
+	if err != nil {
+		return nil, err
+	}
+	return api.ExchangeOAuthCode200JSONResponse(pair), nil
 }
 
-// DeleteMyIdentity is not built yet.
-func (s *Server) DeleteMyIdentity(context.Context, api.DeleteMyIdentityRequestObject) (api.DeleteMyIdentityResponseObject, error) {
-	return nil, errs.E(errs.Internal, "not implemented")
+var errUnauthenticatedCode = errs.E(errs.Unauthenticated, "Invalid or expired login code.")
+
+// ListMyIdentities lists the external accounts linked to the caller.
+func (s *Server) ListMyIdentities(ctx context.Context, _ api.ListMyIdentitiesRequestObject) (api.ListMyIdentitiesResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	list, err := s.auth.Accounts.Identities(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListMyIdentities200JSONResponse{Data: make([]api.Identity, len(list))}
+	for i, id := range list {
+		out.Data[i] = api.Identity{
+			Id: id.ID, Provider: id.Provider, Subject: id.Subject, CreatedAt: id.CreatedAt.UTC(), LastLoginAt: utc(id.LastLoginAt),
+		}
+		if id.Email != "" {
+			out.Data[i].Email = &id.Email
+		}
+	}
+	return out, nil
+}
+
+// DeleteMyIdentity unlinks one of the caller's external accounts, unless it is their only
+// way to sign in.
+func (s *Server) DeleteMyIdentity(ctx context.Context, req api.DeleteMyIdentityRequestObject) (api.DeleteMyIdentityResponseObject, error) {
+	p, _ := principalFrom(ctx)
+	if err := s.auth.Accounts.UnlinkIdentity(ctx, p.UserID, req.Id); err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.identity_unlink",
+		TargetType: "identity", TargetID: req.Id.String()})
+	return api.DeleteMyIdentity204Response{}, nil
+}
+
+func queryValue(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/config"
@@ -45,6 +46,8 @@ type Deps struct {
 	Identity Identity
 	// Flags is the feature-flag evaluator the admin endpoints manage.
 	Flags *flags.Evaluator
+	// Admin serves the platform-admin endpoints.
+	Admin *admin.Service
 	// Redis and Keyspace hold the shared rate-limit counters.
 	Redis    redis.UniversalClient
 	Keyspace redisclient.Keyspace
@@ -62,6 +65,7 @@ type Server struct {
 	checks    []health.Check
 	auth      authState
 	flags     *flags.Evaluator
+	admin     *admin.Service
 	limits    *rateLimiter    // nil: no abuse limits
 	streaming map[string]bool // route templates exempt from the request deadline
 	heartbeat time.Duration   // between SSE heartbeats
@@ -103,6 +107,7 @@ func New(d Deps) (*Server, error) {
 		specYAML:  specYAML,
 		draining:  make(chan struct{}),
 		flags:     d.Flags,
+		admin:     d.Admin,
 		auth: authState{
 			Identity:     d.Identity,
 			requirements: requirements(d.Spec),

@@ -19,9 +19,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
+	"github.com/kilnhq/kiln/internal/auth/members"
+	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/notify"
@@ -70,7 +73,7 @@ func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
-	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.versionCmd())
 	return root
 }
 
@@ -131,13 +134,29 @@ func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient) (server.Id
 	}, a.log, time.Now)
 	tokens := token.New(st, keyring, rdb, ks, token.Config{Issuer: auth.Issuer, Audience: auth.Audience, AccessTTL: auth.AccessTokenTTL}, a.log, time.Now)
 	accounts.NotifyRevoked(tokens.RevokeSessions)
+	providers := make([]oauth.ProviderConfig, len(auth.OAuth.Providers))
+	for i, p := range auth.OAuth.Providers {
+		providers[i] = oauth.ProviderConfig{
+			Name: p.Name, Type: p.Type, DisplayName: p.DisplayName, Issuer: p.Issuer, ClientID: p.ClientID,
+			ClientSecret: p.ClientSecret, AgentID: p.AgentID, Scopes: p.Scopes,
+			AuthURL: p.AuthURL, TokenURL: p.TokenURL, UserInfoURL: p.UserInfoURL,
+		}
+	}
+	logins, err := oauth.New(oauth.Config{
+		CallbackBase: auth.OAuth.CallbackBase, RedirectAllowlist: auth.OAuth.RedirectAllowlist, Providers: providers,
+	}, accounts, rdb, ks, a.log)
+	if err != nil {
+		return server.Identity{}, fmt.Errorf("auth.oauth: %w", err)
+	}
 	return server.Identity{
 		Accounts: accounts,
 		Tokens:   tokens,
 		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second}, a.log, time.Now),
 		Audit:    audit.New(st),
+		Members:  members.New(st, time.Now),
 		Mailer:   a.newMailer(),
 		LinkBase: a.cfg.Mail.LinkBase,
+		OAuth:    logins,
 	}, nil
 }
 
@@ -147,7 +166,14 @@ func (a *app) newMailer() notify.Mailer {
 		a.log.Warn("mail.smtp_url is not set: emails (verification, password reset, invitations) are written to the log instead of sent")
 		return notify.LogMailer{Log: a.log}
 	}
-	return notify.LogMailer{Log: a.log} // replaced by the SMTP mailer
+	m, err := notify.NewSMTPMailer(a.cfg.Mail.SMTPURL, a.cfg.Mail.From)
+	if err != nil {
+		// The error never repeats the URL, so the password stays out of the log.
+		a.log.Error("mail.smtp_url or mail.from cannot be used: every email will fail until it is fixed", "error", err)
+		return notify.Unavailable{Err: err}
+	}
+	a.log.Info("emails are sent over SMTP", "server", m.String())
+	return m
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -188,6 +214,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Spec:       spec,
 		Identity:   d.identity,
 		Flags:      d.flags,
+		Admin:      admin.New(store.New(d.pool), time.Now),
 		Redis:      d.rdb,
 		Keyspace:   redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse: a.cfg.Auth.LimitAbuse,
@@ -367,6 +394,49 @@ func (a *app) keysCmd() *cobra.Command {
 			return err
 		},
 	})
+	return cmd
+}
+
+// adminCmd grants and revokes platform admin, the only way to make one: no API call can.
+func (a *app) adminCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "admin", Short: "Grant or revoke platform admin (access to /v1/admin)"}
+	for _, c := range []struct {
+		use, short, action string
+		grant              bool
+	}{
+		{"grant <email>", "Make a user a platform admin", "admin.grant", true},
+		{"revoke <email>", "Make a platform admin an ordinary user again", "admin.revoke", false},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   c.use,
+			Short: c.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				pool, err := store.Open(cmd.Context(), a.cfg.Database.URL, 2)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				st := store.New(pool)
+				svc := admin.New(st, time.Now)
+				set := svc.Revoke
+				if c.grant {
+					set = svc.Grant
+				}
+				user, err := set(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				err = audit.New(st).Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: c.action,
+					TargetType: "user", TargetID: user.ID.String(), Data: map[string]any{"email": user.Email}})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(a.stdout, "%s (%s): platform admin %t\n", user.Email, user.ID, user.PlatformAdmin)
+				return err
+			},
+		})
+	}
 	return cmd
 }
 

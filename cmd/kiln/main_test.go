@@ -451,3 +451,61 @@ func TestServe(t *testing.T) {
 		})
 	}
 }
+
+func TestAdminGrantRevoke(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.NewDatabase(t, "")
+	env := baseEnv("DATABASE_URL=" + dbURL)
+	mustRun(t, env, "migrate", "up")
+	pool := storetest.Pool(t, dbURL)
+	var userID string
+	err := pool.QueryRow(t.Context(), `
+		WITH org AS (INSERT INTO orgs (id, name, personal) VALUES (gen_random_uuid(), 'Ada''s org', true) RETURNING id)
+		INSERT INTO users (id, email, personal_org_id) SELECT gen_random_uuid(), 'ada@example.com', id FROM org
+		RETURNING id::text`).Scan(&userID)
+	if err != nil {
+		t.Fatalf("create user: %v", err)
+	}
+	platformAdmin := func() bool {
+		t.Helper()
+		var on bool
+		if err := pool.QueryRow(t.Context(), "SELECT platform_admin FROM users WHERE id = $1", userID).Scan(&on); err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+
+	if out := mustRun(t, env, "admin", "grant", " ADA@example.com").stdout; !strings.Contains(out, "ada@example.com ("+userID+"): platform admin true") {
+		t.Errorf("grant printed %q", out)
+	}
+	if !platformAdmin() {
+		t.Fatal("grant did not set platform_admin")
+	}
+	mustRun(t, env, "admin", "revoke", "ada@example.com")
+	if platformAdmin() {
+		t.Fatal("revoke did not clear platform_admin")
+	}
+	var actions []string
+	rows, err := pool.Query(t.Context(), "SELECT action || ':' || actor_type FROM audit_events WHERE target_id = $1 ORDER BY id", userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			t.Fatal(err)
+		}
+		actions = append(actions, a)
+	}
+	if got := strings.Join(actions, " "); got != "admin.grant:system admin.revoke:system" {
+		t.Errorf("audit events %q", got)
+	}
+
+	res := run(t, env, "admin", "grant", "nobody@example.com")
+	if res.code == 0 || !strings.Contains(res.stderr, "No user nobody@example.com.") {
+		t.Errorf("grant of an unknown email: exit %d, stderr %q", res.code, res.stderr)
+	}
+	if res := run(t, env, "admin", "grant"); res.code == 0 {
+		t.Error("grant without an email exited 0")
+	}
+}

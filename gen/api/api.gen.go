@@ -478,7 +478,7 @@ type CreateAPIKeyRequest struct {
 
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
-	Email openapi_types.Email         `json:"email"`
+	Email string                      `json:"email"`
 	Role  CreateInvitationRequestRole `json:"role"`
 }
 
@@ -825,9 +825,9 @@ type SessionList struct {
 
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
-	Email    openapi_types.Email `json:"email"`
-	Name     string              `json:"name"`
-	Password string              `json:"password"`
+	Email    string `json:"email"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
 }
 
 // StreamShutdownEvent The last event of any SSE stream cut by a server shutdown (`event: shutdown`); the

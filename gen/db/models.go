@@ -70,6 +70,17 @@ type FeatureFlagOverride struct {
 	CreatedAt   time.Time
 }
 
+type Identity struct {
+	ID          uuid.UUID
+	UserID      uuid.UUID
+	Provider    string
+	Subject     string
+	Email       pgtype.Text
+	UnionID     pgtype.Text
+	CreatedAt   time.Time
+	LastLoginAt *time.Time
+}
+
 type Invitation struct {
 	ID         uuid.UUID
 	OrgID      uuid.UUID

@@ -479,7 +479,7 @@ type CreateAPIKeyRequest struct {
 
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
-	Email openapi_types.Email         `json:"email"`
+	Email string                      `json:"email"`
 	Role  CreateInvitationRequestRole `json:"role"`
 }
 
@@ -820,9 +820,9 @@ type SessionList struct {
 
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
-	Email    openapi_types.Email `json:"email"`
-	Name     string              `json:"name"`
-	Password string              `json:"password"`
+	Email    string `json:"email"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
 }
 
 // Timestamp RFC 3339, UTC.

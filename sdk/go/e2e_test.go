@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	openapi_types "github.com/oapi-codegen/runtime/types"
-
 	kiln "github.com/kilnhq/kiln/sdk/go"
 )
 
@@ -123,7 +121,7 @@ func TestE2EAuthFlow(t *testing.T) {
 	const password = "correct horse battery staple 9"
 
 	signup, err := kiln.CheckResponse(client.SignUpWithResponse(ctx,
-		kiln.SignUpRequest{Email: openapi_types.Email(email), Password: password, Name: "SDK Go"}))
+		kiln.SignUpRequest{Email: email, Password: password, Name: "SDK Go"}))
 	if err != nil {
 		t.Fatal(err)
 	}

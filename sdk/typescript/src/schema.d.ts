@@ -1027,7 +1027,6 @@ export interface components {
             expires_in: number;
         };
         SignUpRequest: {
-            /** Format: email */
             email: string;
             password: string;
             name: string;
@@ -1208,7 +1207,6 @@ export interface components {
             next_cursor: string | null;
         };
         CreateInvitationRequest: {
-            /** Format: email */
             email: string;
             /** @enum {string} */
             role: "admin" | "member";

@@ -1,0 +1,224 @@
+// Package admin is what platform admins do across tenants: find any user or org, read the
+// whole audit log, disable and enable users, and grant or revoke platform admin.
+//
+// A platform admin is a user whose users.platform_admin is set. Only `kiln admin grant`
+// sets it: no API call makes an admin, so a stolen admin token cannot mint others.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Service reads and changes users, orgs and the audit log across every tenant.
+type Service struct {
+	st  *store.Store
+	now func() time.Time
+}
+
+// New returns a Service over st; now is the clock (time.Now in production).
+func New(st *store.Store, now func() time.Time) *Service {
+	return &Service{st: st, now: now}
+}
+
+// EventFilter narrows AuditEvents; zero fields do not filter.
+type EventFilter struct {
+	OrgID   *uuid.UUID
+	ActorID *uuid.UUID
+	Action  string
+}
+
+// errNotAdmin is the one answer to every caller who is not an enabled platform admin.
+var errNotAdmin = errs.E(errs.PermissionDenied, "Only a platform admin may do this.")
+
+// Authorize returns nil when userID is a platform admin who is not disabled, and
+// permission_denied otherwise (an unknown user included).
+func (s *Service) Authorize(ctx context.Context, userID uuid.UUID) error {
+	u, err := s.st.GetUser(ctx, userID)
+	if err != nil {
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errNotAdmin
+		}
+		return fmt.Errorf("authorize platform admin: %w", err)
+	}
+	if !u.PlatformAdmin || u.DisabledAt != nil {
+		return errNotAdmin
+	}
+	return nil
+}
+
+// Users returns up to limit users, newest first, older than the user after (if any); when
+// query is not blank, only those whose email or name contains it, ignoring case.
+func (s *Service) Users(ctx context.Context, query string, limit int, after *uuid.UUID) ([]account.User, error) {
+	rows, err := s.st.AdminListUsers(ctx, db.AdminListUsersParams{
+		After: nullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", store.Translate(err))
+	}
+	out := make([]account.User, len(rows))
+	for i, r := range rows {
+		out[i] = toUser(r)
+	}
+	return out, nil
+}
+
+// Orgs returns up to limit orgs, newest first, older than the org after (if any); when
+// query is not blank, only those whose name contains it, ignoring case.
+func (s *Service) Orgs(ctx context.Context, query string, limit int, after *uuid.UUID) ([]account.Org, error) {
+	rows, err := s.st.AdminListOrgs(ctx, db.AdminListOrgsParams{
+		After: nullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list orgs: %w", store.Translate(err))
+	}
+	out := make([]account.Org, len(rows))
+	for i, r := range rows {
+		out[i] = account.Org{ID: r.ID, Name: r.Name, Personal: r.Personal, CreatedAt: r.CreatedAt.UTC()}
+	}
+	return out, nil
+}
+
+// AuditEvents returns up to limit events of every org (and of none), newest first, older
+// than the event before (if any), narrowed by f.
+func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, before *uuid.UUID) ([]audit.Event, error) {
+	rows, err := s.st.AdminListAuditEvents(ctx, db.AdminListAuditEventsParams{
+		Before:   nullUUID(before),
+		OrgID:    nullUUID(f.OrgID),
+		ActorID:  nullUUID(f.ActorID),
+		Action:   pgtype.Text{String: f.Action, Valid: f.Action != ""},
+		RowLimit: rowLimit(limit),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", store.Translate(err))
+	}
+	out := make([]audit.Event, len(rows))
+	for i, r := range rows {
+		if out[i], err = toEvent(r); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Disable marks userID disabled on behalf of the admin by, keeping the first time when the
+// user is disabled already: logins and refreshes fail from now on. It does not end the
+// user's sessions; the caller does, with the account and token services. Errors: conflict
+// when by is userID (an admin who locks themselves out needs another admin); not_found.
+func (s *Service) Disable(ctx context.Context, by, userID uuid.UUID) (account.User, error) {
+	if by == userID {
+		return account.User{}, errs.E(errs.Conflict, "You cannot disable yourself.")
+	}
+	row, err := s.st.DisableUser(ctx, db.DisableUserParams{ID: userID, Now: s.now()})
+	if err != nil {
+		return account.User{}, userErr("disable user", userID.String(), err)
+	}
+	return toUser(row), nil
+}
+
+// Enable undoes Disable; enabling a user who is not disabled changes nothing. Errors:
+// not_found.
+func (s *Service) Enable(ctx context.Context, userID uuid.UUID) (account.User, error) {
+	row, err := s.st.EnableUser(ctx, db.EnableUserParams{ID: userID, Now: s.now()})
+	if err != nil {
+		return account.User{}, userErr("enable user", userID.String(), err)
+	}
+	return toUser(row), nil
+}
+
+// Grant makes the user with email (trimmed, any case) a platform admin. Errors: not_found.
+func (s *Service) Grant(ctx context.Context, email string) (account.User, error) {
+	return s.setPlatformAdmin(ctx, email, true)
+}
+
+// Revoke makes the user with email (trimmed, any case) an ordinary user again; their
+// next admin request is refused. Errors: not_found.
+func (s *Service) Revoke(ctx context.Context, email string) (account.User, error) {
+	return s.setPlatformAdmin(ctx, email, false)
+}
+
+func (s *Service) setPlatformAdmin(ctx context.Context, email string, on bool) (account.User, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	row, err := s.st.SetUserPlatformAdmin(ctx, db.SetUserPlatformAdminParams{Email: email, PlatformAdmin: on, Now: s.now()})
+	if err != nil {
+		return account.User{}, userErr("set platform admin", email, err)
+	}
+	return toUser(row), nil
+}
+
+// userErr turns a missing user into not_found naming who, and wraps other errors.
+func userErr(op, who string, err error) error {
+	if err = store.Translate(err); errs.CodeOf(err) == errs.NotFound {
+		return errs.E(errs.NotFound, "No user %s.", who)
+	}
+	return fmt.Errorf("%s %s: %w", op, who, err)
+}
+
+// likeEscaper escapes ILIKE's wildcards and its escape character, so a query matches
+// itself literally: "100%" finds "100%", not "1000".
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// containing is the ILIKE pattern of text containing query, or NULL (no filter) for a
+// blank query.
+func containing(query string) pgtype.Text {
+	query = strings.TrimSpace(query)
+	if query == "" {
+		return pgtype.Text{}
+	}
+	return pgtype.Text{String: "%" + likeEscaper.Replace(query) + "%", Valid: true}
+}
+
+// rowLimit converts a page size, which the API bounds to 1–100 (one more to detect a next
+// page), to the query's type.
+func rowLimit(limit int) int32 {
+	return int32(min(max(limit, 0), 1000)) //nolint:gosec // clamped to 0..1000
+}
+
+func nullUUID(id *uuid.UUID) uuid.NullUUID {
+	if id == nil {
+		return uuid.NullUUID{}
+	}
+	return uuid.NullUUID{UUID: *id, Valid: true}
+}
+
+func toUser(r db.User) account.User {
+	return account.User{
+		ID:            r.ID,
+		Email:         r.Email,
+		Name:          r.Name,
+		PersonalOrgID: r.PersonalOrgID,
+		EmailVerified: r.EmailVerifiedAt != nil,
+		PlatformAdmin: r.PlatformAdmin,
+		Disabled:      r.DisabledAt != nil,
+		CreatedAt:     r.CreatedAt.UTC(),
+	}
+}
+
+func toEvent(r db.AuditEvent) (audit.Event, error) {
+	e := audit.Event{
+		ID: r.ID, ActorType: r.ActorType, Action: r.Action, TargetType: r.TargetType,
+		TargetID: r.TargetID, IP: r.Ip, UserAgent: r.UserAgent, CreatedAt: r.CreatedAt.UTC(),
+	}
+	if r.OrgID.Valid {
+		e.OrgID = &r.OrgID.UUID
+	}
+	if r.ActorID.Valid {
+		e.ActorID = &r.ActorID.UUID
+	}
+	if err := json.Unmarshal(r.Data, &e.Data); err != nil {
+		return audit.Event{}, fmt.Errorf("decode audit data of %s: %w", r.ID, err)
+	}
+	return e, nil
+}

@@ -1,0 +1,232 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/auth/emailtoken"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// The flows below prove control of an address with the tokens of package emailtoken. The
+// token is spent in the same transaction as the change it authorises: a change refused
+// (a weak password) or failed leaves the token usable, and two uses of one token at once
+// cannot both succeed. A token works only while the address it was sent to is still the
+// user's and the user is not disabled; otherwise it gets emailtoken.Invalid, like any other
+// unusable token.
+
+// errWrongCurrentPassword refuses a password change: the caller is signed in, so this is a
+// refusal of the action, not of the credential.
+func errWrongCurrentPassword() error {
+	return errs.E(errs.PermissionDenied, "The current password is incorrect.")
+}
+
+// EmailVerificationToken issues a token that verifies userID's current address, replacing
+// any earlier one, and returns it with the user. The token is "" when the address is
+// already verified: there is nothing to send. Errors: not_found.
+func (s *Service) EmailVerificationToken(ctx context.Context, userID uuid.UUID) (User, string, error) {
+	var (
+		user  db.User
+		token string
+	)
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		user, err = q.GetUser(ctx, userID)
+		if err != nil {
+			return notFound("user", err)
+		}
+		if user.EmailVerifiedAt != nil {
+			return nil
+		}
+		token, _, err = emailtoken.Issue(ctx, q, emailtoken.VerifyEmail, user.ID, user.Email, s.now())
+		return err
+	})
+	if err != nil {
+		return User{}, "", fmt.Errorf("email verification token: %w", err)
+	}
+	return toUser(user), token, nil
+}
+
+// VerifyEmail spends a verification token and marks the address it was sent to verified,
+// and returns the user. Errors: invalid_request naming /token (emailtoken.Invalid) for every
+// token that cannot be used.
+func (s *Service) VerifyEmail(ctx context.Context, token string) (User, error) {
+	var user db.User
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		now := s.now()
+		var err error
+		user, err = s.spend(ctx, q, emailtoken.VerifyEmail, token)
+		if err != nil {
+			return err
+		}
+		if _, err := q.MarkUserEmailVerified(ctx, db.MarkUserEmailVerifiedParams{ID: user.ID, Email: user.Email, Now: now}); err != nil {
+			return fmt.Errorf("mark email verified: %w", err)
+		}
+		if user.EmailVerifiedAt == nil {
+			user.EmailVerifiedAt = &now
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, unwrapInvalid(fmt.Errorf("verify email: %w", err))
+	}
+	return toUser(user), nil
+}
+
+// PasswordResetToken issues a password-reset token for the active account with email
+// (trimmed and lower-cased), replacing any earlier one, and returns it with the user.
+// Accounts without a password (external sign-in only) may get one: the token proves control
+// of the address as well as the old password would. Errors: not_found when no account that
+// is not disabled has the address; the caller must not tell its client.
+func (s *Service) PasswordResetToken(ctx context.Context, email string) (User, string, error) {
+	var (
+		user  db.User
+		token string
+	)
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		user, err = q.GetUserByEmail(ctx, normaliseEmail(email))
+		if err != nil {
+			return notFound("user", err)
+		}
+		if user.DisabledAt != nil {
+			return errs.E(errs.NotFound, "user not found")
+		}
+		token, _, err = emailtoken.Issue(ctx, q, emailtoken.ResetPassword, user.ID, user.Email, s.now())
+		return err
+	})
+	if errs.CodeOf(err) == errs.NotFound {
+		return User{}, "", errs.E(errs.NotFound, "user not found")
+	}
+	if err != nil {
+		return User{}, "", fmt.Errorf("password reset token: %w", err)
+	}
+	return toUser(user), token, nil
+}
+
+// ResetPassword spends a password-reset token, sets password, marks the address verified
+// (the token was read there) and revokes every session of the user, in one transaction. It
+// returns the user and the revoked sessions' ids, so that the caller can stop their access
+// tokens too. Errors: invalid_request naming /token (emailtoken.Invalid) for every token
+// that cannot be used, then invalid_request naming /password when the password breaks the
+// sign-up rules; the token is not spent then.
+func (s *Service) ResetPassword(ctx context.Context, token, password string) (User, []uuid.UUID, error) {
+	var (
+		user    db.User
+		revoked []uuid.UUID
+	)
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		user, err = s.spend(ctx, q, emailtoken.ResetPassword, token)
+		if err != nil {
+			return err
+		}
+		if p := passwordProblem(password, user.Email, s.cfg.PasswordMinLength); p != "" {
+			return invalid("invalid password", []errs.FieldError{{Pointer: "/password", Message: p}})
+		}
+		now := s.now()
+		if err := q.UpdateUserPasswordHash(ctx, db.UpdateUserPasswordHashParams{
+			ID: user.ID, PasswordHash: pgtype.Text{String: s.hasher.hash(password), Valid: true}, Now: now,
+		}); err != nil {
+			return fmt.Errorf("set password: %w", err)
+		}
+		if _, err := q.MarkUserEmailVerified(ctx, db.MarkUserEmailVerifiedParams{ID: user.ID, Email: user.Email, Now: now}); err != nil {
+			return fmt.Errorf("mark email verified: %w", err)
+		}
+		if user.EmailVerifiedAt == nil {
+			user.EmailVerifiedAt = &now
+		}
+		revoked, err = q.RevokeUserSessions(ctx, db.RevokeUserSessionsParams{UserID: user.ID, Now: now})
+		if err != nil {
+			return fmt.Errorf("revoke sessions: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, nil, unwrapInvalid(fmt.Errorf("reset password: %w", err))
+	}
+	return toUser(user), revoked, nil
+}
+
+// ChangePassword replaces userID's password with next after checking current, and revokes
+// every session of the user but keep (the one asking), returning the user and the revoked
+// sessions' ids. It costs
+// one argon2id verification whether or not the user has a password. Errors: not_found;
+// permission_denied when current is wrong (or the account has no password: it must use a
+// reset); invalid_request naming /new_password when next breaks the sign-up rules or equals
+// current.
+func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, current, next string) (User, []uuid.UUID, error) {
+	row, err := s.st.GetUser(ctx, userID)
+	if err != nil {
+		return User{}, nil, notFound("user", err)
+	}
+	phc := s.dummyHash
+	if row.PasswordHash.Valid {
+		phc = row.PasswordHash.String
+	}
+	ok, _, err := s.hasher.verify(current, phc)
+	if err != nil {
+		s.log.ErrorContext(ctx, "unreadable password hash", "user_id", row.ID, "err", err)
+	}
+	if !ok || !row.PasswordHash.Valid {
+		return User{}, nil, errWrongCurrentPassword()
+	}
+	p := passwordProblem(next, row.Email, s.cfg.PasswordMinLength)
+	if p == "" && next == current {
+		p = "must differ from the current password"
+	}
+	if p != "" {
+		return User{}, nil, invalid("invalid new password", []errs.FieldError{{Pointer: "/new_password", Message: p}})
+	}
+
+	var revoked []uuid.UUID
+	err = s.st.InTx(ctx, func(q *db.Queries) error {
+		now := s.now()
+		if err := q.UpdateUserPasswordHash(ctx, db.UpdateUserPasswordHashParams{
+			ID: userID, PasswordHash: pgtype.Text{String: s.hasher.hash(next), Valid: true}, Now: now,
+		}); err != nil {
+			return fmt.Errorf("set password: %w", err)
+		}
+		var err error
+		revoked, err = q.RevokeOtherUserSessions(ctx, db.RevokeOtherUserSessionsParams{UserID: userID, KeepID: keep, Now: now})
+		if err != nil {
+			return fmt.Errorf("revoke other sessions: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, nil, fmt.Errorf("change password: %w", err)
+	}
+	return toUser(row), revoked, nil
+}
+
+// spend consumes token for purpose p in q's transaction and returns its user, refusing it
+// when the user is disabled or no longer has the address the token was sent to.
+func (s *Service) spend(ctx context.Context, q *db.Queries, p emailtoken.Purpose, token string) (db.User, error) {
+	t, err := emailtoken.Consume(ctx, q, p, token, s.now())
+	if err != nil {
+		return db.User{}, err
+	}
+	user, err := q.GetUser(ctx, t.UserID)
+	if err != nil {
+		return db.User{}, fmt.Errorf("get user: %w", err) // the token's row cascades with the user
+	}
+	if user.DisabledAt != nil || user.Email != t.Email {
+		return db.User{}, emailtoken.Invalid()
+	}
+	return user, nil
+}
+
+// unwrapInvalid returns a client error (an invalid token, a weak password) bare, as every
+// other refusal of the package is, and any other error as it is.
+func unwrapInvalid(err error) error {
+	if e, ok := errors.AsType[*errs.Error](err); ok && e.Code == errs.Invalid {
+		return e
+	}
+	return err
+}

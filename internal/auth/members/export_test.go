@@ -1,0 +1,10 @@
+package members
+
+// The rules and the token format, for table tests and fuzzing.
+var (
+	CheckRoleChange = checkRoleChange
+	CheckRemoval    = checkRemoval
+	PlausibleEmail  = plausibleEmail
+	ParseToken      = parseToken
+	NewToken        = newToken
+)

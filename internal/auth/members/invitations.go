@@ -1,0 +1,243 @@
+package members
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// TokenPrefix starts every invitation token, so that one pasted into the wrong place is
+// recognised.
+const TokenPrefix = "kiln_inv_"
+
+const (
+	tokenBytes = 32
+	// tokenLength is the prefix and 32 bytes in unpadded base64url.
+	tokenLength = len(TokenPrefix) + (tokenBytes*8+5)/6
+)
+
+// Invitations returns orgID's pending invitations (neither accepted, withdrawn nor expired),
+// newest first. Errors: not_found for an org the actor is not a member of;
+// permission_denied when the actor is a member.
+func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID) ([]Invitation, error) {
+	role, err := actorRole(ctx, s.st.Queries, orgID, actorID)
+	if err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	if !mayManage(role) {
+		return nil, errs.E(errs.PermissionDenied, "listing invitations needs the owner or admin role")
+	}
+	rows, err := s.st.ListPendingInvitations(ctx, db.ListPendingInvitationsParams{OrgID: orgID, Now: s.now()})
+	if err != nil {
+		return nil, fmt.Errorf("list invitations: %w", err)
+	}
+	out := make([]Invitation, len(rows))
+	for i, r := range rows {
+		out[i] = toInvitation(r)
+	}
+	return out, nil
+}
+
+// Invite invites email (trimmed, lower-cased) to join orgID as role (admin or member) on
+// behalf of actorID, withdrawing the address's earlier unanswered invitations to the org.
+// The new invitation and its token go to deliver, which emails them, before the
+// transaction commits: an invitation that could not be sent is not kept. deliver runs while
+// the org is locked. Errors: not_found for an org the actor is not a member of;
+// permission_denied when the actor is a member; conflict for a personal org or an address
+// that is already a member's; invalid_request naming /email or /role.
+func (s *Service) Invite(ctx context.Context, actorID, orgID uuid.UUID, email, role string, deliver func(context.Context, Delivery) error) (Invitation, error) {
+	email = normaliseEmail(email)
+	var inv Invitation
+	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, org db.Org, actor string) error {
+		if !mayManage(actor) {
+			return errs.E(errs.PermissionDenied, "inviting members needs the owner or admin role")
+		}
+		if org.Personal {
+			return errs.E(errs.Conflict, "a personal org cannot have other members: create an org to invite people")
+		}
+		if err := checkInvitation(email, role); err != nil {
+			return err
+		}
+		taken, err := q.OrgHasMemberWithEmail(ctx, db.OrgHasMemberWithEmailParams{OrgID: orgID, Email: email})
+		if err != nil {
+			return fmt.Errorf("find member: %w", err)
+		}
+		if taken {
+			return errs.E(errs.Conflict, "%s is already a member of the org", email)
+		}
+		inviter, err := member(ctx, q, orgID, actorID)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if err := q.RevokeInvitationsForEmail(ctx, db.RevokeInvitationsForEmailParams{OrgID: orgID, Email: email, Now: now}); err != nil {
+			return fmt.Errorf("withdraw earlier invitations: %w", err)
+		}
+		token, hash := newToken()
+		row, err := q.CreateInvitation(ctx, db.CreateInvitationParams{
+			ID: newID(), OrgID: orgID, Email: email, Role: role, TokenHash: hash, InvitedBy: actorID,
+			Now: now, ExpiresAt: now.Add(InvitationTTL),
+		})
+		if err != nil {
+			return fmt.Errorf("insert invitation: %w", err)
+		}
+		inv = toInvitation(row)
+		if err := deliver(ctx, Delivery{Invitation: inv, Token: token, Org: toOrg(org), Inviter: inviter}); err != nil {
+			return fmt.Errorf("deliver invitation: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Invitation{}, fmt.Errorf("invite: %w", err)
+	}
+	return inv, nil
+}
+
+// checkInvitation returns an invalid_request error naming each bad field, or nil.
+func checkInvitation(email, role string) error {
+	var fields []errs.FieldError
+	if !plausibleEmail(email) {
+		fields = append(fields, errs.FieldError{Pointer: "/email", Message: "must be an email address"})
+	}
+	if role != account.RoleAdmin && role != account.RoleMember {
+		fields = append(fields, errs.FieldError{Pointer: "/role", Message: "must be admin or member"})
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return &errs.Error{Code: errs.Invalid, Message: "invalid invitation", Fields: fields}
+}
+
+// Withdraw revokes orgID's pending invitation invitationID on behalf of actorID and returns
+// it. Errors: not_found for an org the actor is not a member of, or an invitation of the
+// org that is not pending; permission_denied when the actor is a member.
+func (s *Service) Withdraw(ctx context.Context, actorID, orgID, invitationID uuid.UUID) (Invitation, error) {
+	var inv Invitation
+	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+		if !mayManage(actor) {
+			return errs.E(errs.PermissionDenied, "withdrawing invitations needs the owner or admin role")
+		}
+		row, err := q.RevokePendingInvitation(ctx, db.RevokePendingInvitationParams{OrgID: orgID, ID: invitationID, Now: s.now()})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errNoInvitation()
+		}
+		if err != nil {
+			return fmt.Errorf("revoke invitation: %w", err)
+		}
+		inv = toInvitation(row)
+		return nil
+	})
+	if err != nil {
+		return Invitation{}, fmt.Errorf("withdraw invitation: %w", err)
+	}
+	return inv, nil
+}
+
+// Accept makes userID a member of the org token invites them to, with the invitation's
+// role, and spends the token. It returns the new membership and the invitation. Errors:
+// permission_denied until the user's email is verified; not_found ("invitation not found")
+// for a malformed, unknown, expired, used or withdrawn token and for one sent to another
+// address, all alike; conflict when the user is already a member.
+func (s *Service) Accept(ctx context.Context, userID uuid.UUID, token string) (account.Membership, Invitation, error) {
+	var (
+		org account.Org
+		inv Invitation
+	)
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		user, err := q.GetUser(ctx, userID)
+		if err != nil {
+			return fmt.Errorf("get user: %w", store.Translate(err))
+		}
+		// Asked before the token is looked at, so that it tells nothing about the token.
+		if user.EmailVerifiedAt == nil {
+			return errs.E(errs.PermissionDenied, "accepting an invitation needs a verified email address: verify yours first")
+		}
+		hash, ok := parseToken(token)
+		if !ok {
+			return errNoInvitation()
+		}
+		found, err := q.GetInvitationByTokenHash(ctx, hash)
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errNoInvitation()
+		}
+		if err != nil {
+			return fmt.Errorf("find invitation: %w", err)
+		}
+		// The org is locked before the invitation, as every change to the org does.
+		locked, err := q.LockOrg(ctx, found.OrgID)
+		if err != nil {
+			return fmt.Errorf("lock org: %w", store.Translate(err))
+		}
+		row, err := q.ClaimInvitation(ctx, db.ClaimInvitationParams{TokenHash: hash, Now: s.now()})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errNoInvitation()
+		}
+		if err != nil {
+			return fmt.Errorf("claim invitation: %w", err)
+		}
+		if row.Email != normaliseEmail(user.Email) {
+			return errNoInvitation() // the rollback leaves it to its addressee
+		}
+		if locked.Personal {
+			return errs.E(errs.Conflict, "a personal org cannot have other members")
+		}
+		err = q.AddOrgMember(ctx, db.AddOrgMemberParams{OrgID: row.OrgID, UserID: userID, Role: row.Role, Now: s.now()})
+		if errs.CodeOf(store.Translate(err)) == errs.Conflict {
+			return errs.E(errs.Conflict, "you are already a member of this org")
+		}
+		if err != nil {
+			return fmt.Errorf("add member: %w", err)
+		}
+		org, inv = toOrg(locked), toInvitation(row)
+		return nil
+	})
+	if err != nil {
+		return account.Membership{}, Invitation{}, fmt.Errorf("accept invitation: %w", err)
+	}
+	return account.Membership{Org: org, Role: inv.Role}, inv, nil
+}
+
+// newToken returns a fresh invitation token and the hash that is stored of it.
+func newToken() (string, []byte) {
+	b := make([]byte, tokenBytes)
+	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
+	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return token, hashToken(token)
+}
+
+// parseToken returns the stored hash of a well-formed token; ok is false for anything that
+// cannot be a token this package issued, which is then not looked up.
+func parseToken(token string) (hash []byte, ok bool) {
+	if len(token) != tokenLength || !strings.HasPrefix(token, TokenPrefix) {
+		return nil, false
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(token[len(TokenPrefix):])
+	if err != nil || len(raw) != tokenBytes {
+		return nil, false
+	}
+	return hashToken(token), true
+}
+
+// hashToken is what is stored of a token: SHA-256 of the whole string. The token carries
+// 256 random bits, so a fast hash is enough.
+func hashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+func toInvitation(r db.Invitation) Invitation {
+	return Invitation{
+		ID: r.ID, OrgID: r.OrgID, Email: r.Email, Role: r.Role, InvitedBy: r.InvitedBy,
+		CreatedAt: r.CreatedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
+	}
+}

@@ -1,0 +1,332 @@
+// Package members manages who belongs to an org and as what: listing the members, changing
+// roles, removing members and leaving, handing ownership over, and inviting people by email.
+//
+// The rules: any member may list the members. Owners and admins may invite, list and
+// withdraw invitations, change roles and remove others; only an owner may make or unmake an
+// owner or remove one. Anyone may leave. An org always keeps an owner: its last owner can
+// neither leave, be removed nor be demoted. A personal org has no member but its owner.
+//
+// Every change locks the org's row first, so the changes to one org run one at a time and
+// each is checked against the committed state (never against a cache): two owners demoting
+// each other at once cannot leave the org without one. An org the caller does not belong to
+// is not_found, like one that does not exist.
+//
+// An invitation is a single-use token (kiln_inv_…) emailed to the invited address and stored
+// only as its SHA-256 hash; it expires after InvitationTTL, and inviting the address again
+// withdraws the earlier one. Accepting it needs a signed-in user whose verified email is the
+// invited address. Unknown, expired, used, withdrawn and someone else's tokens all get the
+// same not_found error, so a refusal tells nothing about the invitation.
+package members
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// InvitationTTL is how long an invitation can be accepted.
+const InvitationTTL = 7 * 24 * time.Hour
+
+// Member is a user's membership of an org.
+type Member struct {
+	UserID   uuid.UUID
+	Email    string
+	Name     string
+	Role     string // account.RoleOwner, RoleAdmin or RoleMember
+	JoinedAt time.Time
+}
+
+// Invitation is an offer to join an org, sent to an email address. Its token is never kept.
+type Invitation struct {
+	ID        uuid.UUID
+	OrgID     uuid.UUID
+	Email     string // lower-case
+	Role      string // account.RoleAdmin or RoleMember
+	InvitedBy uuid.UUID
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Delivery is what an invitation email carries: the token exists only here and in the email.
+type Delivery struct {
+	Invitation Invitation
+	Token      string
+	Org        account.Org
+	Inviter    Member
+}
+
+// Service keeps org memberships and invitations.
+type Service struct {
+	st  *store.Store
+	now func() time.Time
+}
+
+// New returns a Service over st; now is the clock (time.Now in production).
+func New(st *store.Store, now func() time.Time) *Service {
+	return &Service{st: st, now: now}
+}
+
+// errNoOrg is the answer for an org the caller is not a member of, whether or not it exists.
+func errNoOrg() error { return errs.E(errs.NotFound, "org not found") }
+
+// errNoMember is the answer for a user who is not a member of the org.
+func errNoMember() error { return errs.E(errs.NotFound, "member not found") }
+
+// errNoInvitation is the one refusal of every invitation that cannot be accepted or withdrawn.
+func errNoInvitation() error { return errs.E(errs.NotFound, "invitation not found") }
+
+// List returns the members of orgID, longest-standing first, if actorID is one of them.
+// Errors: not_found for an org the actor is not a member of.
+func (s *Service) List(ctx context.Context, actorID, orgID uuid.UUID) ([]Member, error) {
+	if _, err := actorRole(ctx, s.st.Queries, orgID, actorID); err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	rows, err := s.st.ListOrgMembers(ctx, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	out := make([]Member, len(rows))
+	for i, r := range rows {
+		out[i] = toMember(r)
+	}
+	return out, nil
+}
+
+// ChangeRole sets userID's role in orgID to role on behalf of actorID and returns the member
+// and the role they had (equal to role when nothing changed). Errors: not_found for an org
+// the actor is not a member of or a user who is not a member; invalid_request naming /role;
+// permission_denied when the actor is a member, or an admin making or unmaking an owner;
+// conflict when demoting the last owner.
+func (s *Service) ChangeRole(ctx context.Context, actorID, orgID, userID uuid.UUID, role string) (Member, string, error) {
+	var (
+		target Member
+		from   string
+	)
+	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+		var err error
+		if target, err = member(ctx, q, orgID, userID); err != nil {
+			return err
+		}
+		owners, err := q.CountOrgOwners(ctx, orgID)
+		if err != nil {
+			return fmt.Errorf("count owners: %w", err)
+		}
+		if err := checkRoleChange(actor, target.Role, role, owners); err != nil {
+			return err
+		}
+		from = target.Role
+		if from == role {
+			return nil
+		}
+		if err := setRole(ctx, q, orgID, userID, role); err != nil {
+			return err
+		}
+		target.Role = role
+		return nil
+	})
+	if err != nil {
+		return Member{}, "", fmt.Errorf("change role: %w", err)
+	}
+	return target, from, nil
+}
+
+// Remove takes userID out of orgID on behalf of actorID, or lets actorID leave when userID
+// is actorID, and returns the member as they were. Errors: not_found for an org the actor is
+// not a member of or a user who is not a member; permission_denied when a member removes
+// another or an admin removes an owner; conflict when the last owner would go.
+func (s *Service) Remove(ctx context.Context, actorID, orgID, userID uuid.UUID) (Member, error) {
+	var target Member
+	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+		var err error
+		if target, err = member(ctx, q, orgID, userID); err != nil {
+			return err
+		}
+		owners, err := q.CountOrgOwners(ctx, orgID)
+		if err != nil {
+			return fmt.Errorf("count owners: %w", err)
+		}
+		if err := checkRemoval(actor, target.Role, actorID == userID, owners); err != nil {
+			return err
+		}
+		n, err := q.DeleteOrgMember(ctx, db.DeleteOrgMemberParams{OrgID: orgID, UserID: userID})
+		if err != nil {
+			return fmt.Errorf("delete member: %w", err)
+		}
+		if n == 0 {
+			return errNoMember() // cannot happen while the org is locked
+		}
+		return nil
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("remove member: %w", err)
+	}
+	return target, nil
+}
+
+// TransferOwnership makes userID an owner of orgID and actorID, an owner, an admin, in one
+// transaction. It returns the role userID had. Errors: not_found for an org the actor is not
+// a member of or a user who is not a member; permission_denied when the actor is not an
+// owner; invalid_request naming /user_id when it is the actor.
+func (s *Service) TransferOwnership(ctx context.Context, actorID, orgID, userID uuid.UUID) (string, error) {
+	var previous string
+	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+		if actor != account.RoleOwner {
+			return errs.E(errs.PermissionDenied, "transferring ownership needs the owner role")
+		}
+		if userID == actorID {
+			return &errs.Error{Code: errs.Invalid, Message: "ownership must go to another member",
+				Fields: []errs.FieldError{{Pointer: "/user_id", Message: "must be another member of the org"}}}
+		}
+		target, err := member(ctx, q, orgID, userID)
+		if err != nil {
+			return err
+		}
+		previous = target.Role
+		if err := setRole(ctx, q, orgID, userID, account.RoleOwner); err != nil {
+			return err
+		}
+		return setRole(ctx, q, orgID, actorID, account.RoleAdmin)
+	})
+	if err != nil {
+		return "", fmt.Errorf("transfer ownership: %w", err)
+	}
+	return previous, nil
+}
+
+// inOrg runs fn in a transaction holding orgID's lock, with the org and actorID's role in
+// it. Errors: not_found when the org does not exist or the actor is not a member.
+func (s *Service) inOrg(ctx context.Context, orgID, actorID uuid.UUID, fn func(q *db.Queries, org db.Org, actor string) error) error {
+	return s.st.InTx(ctx, func(q *db.Queries) error {
+		org, err := q.LockOrg(ctx, orgID)
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errNoOrg()
+		}
+		if err != nil {
+			return fmt.Errorf("lock org: %w", err)
+		}
+		role, err := actorRole(ctx, q, orgID, actorID)
+		if err != nil {
+			return err
+		}
+		return fn(q, org, role)
+	})
+}
+
+// actorRole returns actorID's role in orgID. Errors: not_found when they are not a member.
+func actorRole(ctx context.Context, q *db.Queries, orgID, actorID uuid.UUID) (string, error) {
+	role, err := q.GetOrgMemberRole(ctx, db.GetOrgMemberRoleParams{OrgID: orgID, UserID: actorID})
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return "", errNoOrg()
+	}
+	if err != nil {
+		return "", fmt.Errorf("get role: %w", err)
+	}
+	return role, nil
+}
+
+// member returns userID's membership of orgID. Errors: not_found when they are not a member.
+func member(ctx context.Context, q *db.Queries, orgID, userID uuid.UUID) (Member, error) {
+	row, err := q.GetOrgMember(ctx, db.GetOrgMemberParams{OrgID: orgID, UserID: userID})
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return Member{}, errNoMember()
+	}
+	if err != nil {
+		return Member{}, fmt.Errorf("get member: %w", err)
+	}
+	return toMember(db.ListOrgMembersRow(row)), nil
+}
+
+func setRole(ctx context.Context, q *db.Queries, orgID, userID uuid.UUID, role string) error {
+	n, err := q.SetOrgMemberRole(ctx, db.SetOrgMemberRoleParams{OrgID: orgID, UserID: userID, Role: role})
+	if err != nil {
+		return fmt.Errorf("set role: %w", err)
+	}
+	if n == 0 {
+		return errNoMember() // cannot happen while the org is locked
+	}
+	return nil
+}
+
+// mayManage reports whether role may invite, withdraw invitations, change roles and remove
+// others.
+func mayManage(role string) bool {
+	return role == account.RoleOwner || role == account.RoleAdmin
+}
+
+// checkRoleChange returns why a member with role actor may not change a member's role from
+// from to to while the org has owners owners, or nil.
+func checkRoleChange(actor, from, to string, owners int64) error {
+	switch {
+	case to != account.RoleOwner && to != account.RoleAdmin && to != account.RoleMember:
+		return &errs.Error{Code: errs.Invalid, Message: "unknown role " + to,
+			Fields: []errs.FieldError{{Pointer: "/role", Message: "must be owner, admin or member"}}}
+	case !mayManage(actor):
+		return errs.E(errs.PermissionDenied, "changing roles needs the owner or admin role")
+	case (from == account.RoleOwner || to == account.RoleOwner) && actor != account.RoleOwner:
+		return errs.E(errs.PermissionDenied, "making or unmaking an owner needs the owner role")
+	case from == account.RoleOwner && to != account.RoleOwner && owners <= 1:
+		return errs.E(errs.Conflict, "the last owner cannot be demoted: make another member an owner first")
+	}
+	return nil
+}
+
+// checkRemoval returns why a member with role actor may not remove a member with role
+// target (themselves when self) while the org has owners owners, or nil.
+func checkRemoval(actor, target string, self bool, owners int64) error {
+	switch {
+	case !self && !mayManage(actor):
+		return errs.E(errs.PermissionDenied, "removing members needs the owner or admin role")
+	case !self && target == account.RoleOwner && actor != account.RoleOwner:
+		return errs.E(errs.PermissionDenied, "removing an owner needs the owner role")
+	case target == account.RoleOwner && owners <= 1:
+		return errs.E(errs.Conflict, "the last owner cannot leave or be removed: make another member an owner first")
+	}
+	return nil
+}
+
+// normaliseEmail trims and lower-cases an address, as sign-up does.
+func normaliseEmail(email string) string {
+	return strings.ToLower(strings.TrimSpace(email))
+}
+
+// plausibleEmail reports whether a normalised address is one sign-up would take (the rule
+// of account's validEmail, which is not exported): an address nobody can sign up with
+// could never accept an invitation. One @, a local part of at most 64 bytes, a domain of
+// dot-separated non-empty labels with at least one dot, no spaces or control characters,
+// at most 254 bytes in all.
+func plausibleEmail(email string) bool {
+	if len(email) > 254 || !utf8.ValidString(email) ||
+		strings.IndexFunc(email, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return false
+	}
+	local, domain, ok := strings.Cut(email, "@")
+	if !ok || local == "" || len(local) > 64 || strings.Contains(domain, "@") {
+		return false
+	}
+	labels := strings.Split(domain, ".")
+	return len(labels) >= 2 && !slices.Contains(labels, "")
+}
+
+func toMember(r db.ListOrgMembersRow) Member {
+	return Member{UserID: r.UserID, Email: r.Email, Name: r.Name, Role: r.Role, JoinedAt: r.CreatedAt.UTC()}
+}
+
+func toOrg(r db.Org) account.Org {
+	return account.Org{ID: r.ID, Name: r.Name, Personal: r.Personal, CreatedAt: r.CreatedAt.UTC()}
+}
+
+// newID returns a UUIDv7; crypto/rand does not fail on the platforms Go supports.
+func newID() uuid.UUID {
+	return uuid.Must(uuid.NewV7())
+}
