@@ -204,20 +204,6 @@ func (s *Server) storedFlag(ctx context.Context, key string) (*api.FeatureFlag, 
 	return &a, nil
 }
 
-// pageOf converts the first limit items of a page read with limit+1 rows, and returns the
-// cursor of the next page when there is one.
-func pageOf[T, A any](items []T, limit int, id func(T) uuid.UUID, convert func(T) A) ([]A, *string) {
-	var next *string
-	if len(items) > limit {
-		items, next = items[:limit], nextCursor(id(items[limit-1]))
-	}
-	out := make([]A, len(items))
-	for i, it := range items {
-		out[i] = convert(it)
-	}
-	return out, next
-}
-
 // orZero is *p, or the zero value when p is nil (an omitted optional parameter).
 func orZero[T any](p *T) T {
 	var zero T
@@ -236,14 +222,6 @@ func toAdminUser(u account.User) api.AdminUser {
 
 func toAPIOrg(o account.Org) api.Org {
 	return api.Org{Id: o.ID, Name: o.Name, Personal: o.Personal, CreatedAt: o.CreatedAt.UTC()}
-}
-
-func toAPIAuditEvent(e audit.Event) api.AuditEvent {
-	return api.AuditEvent{
-		Id: e.ID, OrgId: e.OrgID, ActorType: api.AuditEventActorType(e.ActorType), ActorId: e.ActorID,
-		Action: e.Action, TargetType: e.TargetType, TargetId: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent,
-		Data: e.Data, CreatedAt: e.CreatedAt.UTC(),
-	}
 }
 
 func toAPIFlag(f flags.Flag) api.FeatureFlag {

@@ -309,15 +309,8 @@ func (s *Server) ListAPIKeys(ctx context.Context, req api.ListAPIKeysRequestObje
 	if err != nil {
 		return nil, err
 	}
-	out := api.ListAPIKeys200JSONResponse{Data: make([]api.APIKey, 0, min(len(keys), limit))}
-	for i, k := range keys {
-		if i == limit {
-			out.NextCursor = nextCursor(keys[i-1].ID)
-			break
-		}
-		out.Data = append(out.Data, toAPIKey(k))
-	}
-	return out, nil
+	data, next := pageOf(keys, limit, func(k apikey.Key) uuid.UUID { return k.ID }, toAPIKey)
+	return api.ListAPIKeys200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // CreateAPIKey creates a key and returns its secret once.
@@ -431,27 +424,12 @@ func (s *Server) ListOrgAuditEvents(ctx context.Context, req api.ListOrgAuditEve
 	if err != nil {
 		return nil, err
 	}
-	action := ""
-	if req.Params.Action != nil {
-		action = *req.Params.Action
-	}
-	events, err := s.auth.Audit.List(ctx, access.OrgID, limit+1, before, action)
+	events, err := s.auth.Audit.List(ctx, access.OrgID, limit+1, before, orZero(req.Params.Action))
 	if err != nil {
 		return nil, err
 	}
-	out := api.ListOrgAuditEvents200JSONResponse{Data: make([]api.AuditEvent, 0, min(len(events), limit))}
-	for i, e := range events {
-		if i == limit {
-			out.NextCursor = nextCursor(events[i-1].ID)
-			break
-		}
-		out.Data = append(out.Data, api.AuditEvent{
-			Id: e.ID, OrgId: e.OrgID, ActorType: api.AuditEventActorType(e.ActorType), ActorId: e.ActorID,
-			Action: e.Action, TargetType: e.TargetType, TargetId: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent,
-			Data: e.Data, CreatedAt: e.CreatedAt.UTC(),
-		})
-	}
-	return out, nil
+	data, next := pageOf(events, limit, func(e audit.Event) uuid.UUID { return e.ID }, toAPIAuditEvent)
+	return api.ListOrgAuditEvents200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // page reads the one pagination contract: limit (default 20) and an opaque cursor naming
@@ -471,6 +449,28 @@ func page(limit *int, cursor *string) (int, *uuid.UUID, error) {
 	}
 	return 0, nil, &errs.Error{Code: errs.Invalid, Message: "The cursor is not one this API issued.",
 		Fields: []errs.FieldError{{Pointer: "/query/cursor", Message: "invalid cursor"}}}
+}
+
+// pageOf converts the first limit items of a page read with limit+1 rows, and returns the
+// cursor of the next page when there is one.
+func pageOf[T, A any](items []T, limit int, id func(T) uuid.UUID, convert func(T) A) ([]A, *string) {
+	var next *string
+	if len(items) > limit {
+		items, next = items[:limit], nextCursor(id(items[limit-1]))
+	}
+	out := make([]A, len(items))
+	for i, it := range items {
+		out[i] = convert(it)
+	}
+	return out, next
+}
+
+func toAPIAuditEvent(e audit.Event) api.AuditEvent {
+	return api.AuditEvent{
+		Id: e.ID, OrgId: e.OrgID, ActorType: api.AuditEventActorType(e.ActorType), ActorId: e.ActorID,
+		Action: e.Action, TargetType: e.TargetType, TargetId: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent,
+		Data: e.Data, CreatedAt: e.CreatedAt.UTC(),
+	}
 }
 
 func nextCursor(last uuid.UUID) *string {

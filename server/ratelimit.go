@@ -50,6 +50,18 @@ var abuseLimits = map[string][]limitRule{
 	"POST /v1/auth/verify-email": {
 		{name: "verify-ip", limit: redis_rate.Limit{Rate: 30, Burst: 30, Period: time.Hour}},
 	},
+	"POST /v1/auth/verify-email/request": {
+		{name: "verify-request-ip", limit: redis_rate.Limit{Rate: 10, Burst: 10, Period: time.Hour}},
+	},
+	"POST /v1/me/password": {
+		{name: "password-change-ip", limit: redis_rate.Limit{Rate: 10, Burst: 10, Period: 15 * time.Minute}},
+	},
+	"GET /v1/auth/oauth/{provider}/start": {
+		{name: "oauth-start-ip", limit: redis_rate.Limit{Rate: 60, Burst: 60, Period: time.Minute}},
+	},
+	"POST /v1/auth/oauth/exchange": {
+		{name: "oauth-exchange-ip", limit: redis_rate.Limit{Rate: 60, Burst: 60, Period: time.Minute}},
+	},
 }
 
 // rateLimiter applies abuseLimits with GCRA in Redis, so every replica shares the counts.

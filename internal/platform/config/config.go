@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"net/mail"
 	"net/url"
 	"os"
 	"reflect"
@@ -392,6 +393,9 @@ func (c Config) validate() []string {
 		if u, err := url.Parse(c.Mail.SMTPURL); err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" {
 			bad("mail.smtp_url", "must be an smtp:// or smtps:// URL")
 		}
+	}
+	if _, err := mail.ParseAddress(c.Mail.From); err != nil {
+		bad("mail.from", "must be an email address, e.g. Kiln <no-reply@example.com>")
 	}
 	if u, err := url.Parse(c.Mail.LinkBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("mail.link_base", "must be an http(s) URL")
