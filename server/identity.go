@@ -49,9 +49,9 @@ type authState struct {
 type clientKey struct{}
 
 // withClient is a strict-handler middleware giving handlers the client's address and agent.
-func withClient(f api.StrictHandlerFunc, _ string) api.StrictHandlerFunc {
+func (s *Server) withClient(f api.StrictHandlerFunc, _ string) api.StrictHandlerFunc {
 	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		host := clientIP(r)
+		host := s.clientIP(r)
 		ua := r.UserAgent()
 		if len(ua) > 512 {
 			ua = ua[:512]

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -91,7 +92,7 @@ func (s *Server) limitAbuse(next http.Handler) http.Handler {
 		var tightest *redis_rate.Result
 		var tightestRule limitRule
 		for _, rule := range rules {
-			subject := clientIP(r)
+			subject := s.clientIP(r)
 			if rule.byEmail {
 				if email == "" {
 					continue // the validator will refuse the request
@@ -150,12 +151,37 @@ func peekEmail(r *http.Request) string {
 	return strings.ToLower(strings.TrimSpace(body.Email))
 }
 
-// clientIP is the address the connection comes from. Forwarded headers are not trusted:
-// a proxy-aware setting belongs with the deployment, not with every client.
-func clientIP(r *http.Request) string {
+// clientIP is the client's address: the connection's, or, when the connection comes from
+// a trusted proxy (http.trusted_proxies), the rightmost X-Forwarded-For entry that is not
+// itself a trusted proxy. Entries left of that are the client's to forge, so never used.
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !s.trustedProxy(addr) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return host
+		}
+		if !s.trustedProxy(hop) {
+			return hop.Unmap().String()
+		}
 	}
 	return host
+}
+
+func (s *Server) trustedProxy(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range s.trustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/config"
 )
 
 func TestLoginRateLimits(t *testing.T) {
@@ -68,5 +69,38 @@ func TestRateLimiterFailsOpen(t *testing.T) {
 	}
 	if !strings.Contains(b.logs.String(), "rate limiter unavailable") {
 		t.Error("the limiter outage was not logged")
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var err error
+	b.srv.trustedProxies, err = config.ParsePrefixes("10.0.0.0/8, 192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, remote, xff, want string
+	}{
+		{"OKDirect", "203.0.113.7:5000", "", "203.0.113.7"},
+		{"OKDirectIgnoresForgedHeader", "203.0.113.7:5000", "1.2.3.4", "203.0.113.7"},
+		{"OKBehindProxy", "10.1.2.3:443", "198.51.100.9", "198.51.100.9"},
+		{"OKClientForgedLeftEntries", "10.1.2.3:443", "1.2.3.4, 198.51.100.9", "198.51.100.9"},
+		{"OKTwoTrustedHops", "192.0.2.1:443", "198.51.100.9, 10.9.9.9", "198.51.100.9"},
+		{"OKGarbageFallsBackToProxy", "10.1.2.3:443", "not-an-ip", "10.1.2.3"},
+		{"OKOnlyTrustedHops", "10.1.2.3:443", "10.0.0.1", "10.1.2.3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/health", nil)
+			req.RemoteAddr = tt.remote
+			if tt.xff != "" {
+				req.Header.Set("X-Forwarded-For", tt.xff)
+			}
+			if got := b.srv.clientIP(req); got != tt.want {
+				t.Errorf("clientIP = %s, want %s", got, tt.want)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -57,18 +58,20 @@ type Deps struct {
 
 // Server serves Kiln's HTTP API.
 type Server struct {
-	cfg       config.HTTP
-	log       *slog.Logger
-	mux       *http.ServeMux
-	handler   http.Handler
-	metrics   httpMetrics
-	checks    []health.Check
-	auth      authState
-	flags     *flags.Evaluator
-	admin     *admin.Service
-	limits    *rateLimiter    // nil: no abuse limits
-	streaming map[string]bool // route templates exempt from the request deadline
-	heartbeat time.Duration   // between SSE heartbeats
+	cfg     config.HTTP
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+	metrics httpMetrics
+	checks  []health.Check
+	auth    authState
+	flags   *flags.Evaluator
+	admin   *admin.Service
+	limits  *rateLimiter // nil: no abuse limits
+	// trustedProxies may name the client in X-Forwarded-For.
+	trustedProxies []netip.Prefix
+	streaming      map[string]bool // route templates exempt from the request deadline
+	heartbeat      time.Duration   // between SSE heartbeats
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -129,6 +132,9 @@ func New(d Deps) (*Server, error) {
 			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
 		},
 	}
+	if s.trustedProxies, err = config.ParsePrefixes(d.Config.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
+	}
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
@@ -136,7 +142,7 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 
-	strict := api.NewStrictHandlerWithOptions(s, []api.StrictMiddlewareFunc{withClient}, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(s, []api.StrictMiddlewareFunc{s.withClient}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
 		},

@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -46,6 +47,7 @@ type HTTP struct {
 	ShutdownTimeout   time.Duration `koanf:"shutdown_timeout" doc:"time given to in-flight requests on SIGTERM"`
 	MaxHeaderBytes    int           `koanf:"max_header_bytes" doc:"request header size limit (431 past it)"`
 	MaxBodyBytes      int64         `koanf:"max_body_bytes" doc:"request body size limit (413 past it)"`
+	TrustedProxies    string        `koanf:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for rate limits, sessions, audit)"`
 }
 
 // Database configures the PostgreSQL pool.
@@ -359,6 +361,9 @@ func (c Config) validate() []string {
 	if c.HTTP.MaxHeaderBytes < 4<<10 {
 		bad("http.max_header_bytes", "must be at least 4096, got %d", c.HTTP.MaxHeaderBytes)
 	}
+	if _, err := ParsePrefixes(c.HTTP.TrustedProxies); err != nil {
+		bad("http.trusted_proxies", "%v", err)
+	}
 	if c.HTTP.MaxBodyBytes < 1<<10 {
 		bad("http.max_body_bytes", "must be at least 1024, got %d", c.HTTP.MaxBodyBytes)
 	}
@@ -404,6 +409,27 @@ func (c Config) validate() []string {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
 	return p
+}
+
+// ParsePrefixes reads a comma-separated list of CIDRs (a bare address is a /32 or /128).
+func ParsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for part := range strings.SplitSeq(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if addr, err := netip.ParseAddr(part); err == nil {
+			out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR or an address", part)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 var apiKeyEnv = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
