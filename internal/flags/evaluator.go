@@ -2,7 +2,6 @@ package flags
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -252,27 +251,14 @@ func (e *Evaluator) invalidate() { e.gen.Add(1) }
 // writes made while it was not listening were missed; go-redis reconnects and resubscribes
 // by itself. Run returns nil when ctx is done, or an error if the client is closed under it.
 func (e *Evaluator) Run(ctx context.Context) error {
-	sub := e.rdb.Subscribe(ctx, e.channel)
-	defer sub.Close() //nolint:errcheck // closing on the way out; nothing to do with a failure
-	msgs := sub.ChannelWithSubscriptions()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m, ok := <-msgs:
-			if !ok {
-				return errors.New("feature flag invalidations: subscription closed")
-			}
-			switch m := m.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					e.invalidate()
-				}
-			case *redis.Message:
-				e.invalidate()
-			}
-		}
+	err := redisclient.Listen(ctx, e.rdb,
+		func(string) { e.invalidate() },
+		func(string, string) { e.invalidate() },
+		e.channel)
+	if err != nil {
+		return fmt.Errorf("feature flag invalidations: %w", err)
 	}
+	return nil
 }
 
 // changed invalidates the local snapshot and tells the other replicas. A failed publish is

@@ -2,9 +2,6 @@ package account
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -23,10 +21,6 @@ import (
 const RefreshTokenPrefix = "kiln_rt_"
 
 const (
-	refreshTokenBytes = 32
-	// refreshTokenLength is the prefix and 32 bytes in unpadded base64url.
-	refreshTokenLength = len(RefreshTokenPrefix) + (refreshTokenBytes*8+5)/6
-
 	userAgentMaxBytes = 512
 	ipMaxBytes        = 64
 	sessionNameMax    = 64
@@ -59,13 +53,11 @@ func (s *Service) startSession(ctx context.Context, q *db.Queries, userID uuid.U
 // issueRefreshToken stores the hash of a new refresh token for session, expiring with it,
 // and returns the token.
 func issueRefreshToken(ctx context.Context, q *db.Queries, session db.Session, now time.Time) (string, error) {
-	b := make([]byte, refreshTokenBytes)
-	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
-	token := RefreshTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	token := opaque.New(RefreshTokenPrefix)
 	err := q.CreateRefreshToken(ctx, db.CreateRefreshTokenParams{
 		ID:        newID(),
 		SessionID: session.ID,
-		TokenHash: hashRefreshToken(token),
+		TokenHash: opaque.Hash(token),
 		Now:       now,
 		ExpiresAt: session.ExpiresAt,
 	})
@@ -75,23 +67,6 @@ func issueRefreshToken(ctx context.Context, q *db.Queries, session db.Session, n
 	return token, nil
 }
 
-// hashRefreshToken is what is stored of a token: SHA-256 of the whole string. The token
-// carries 256 random bits, so a fast hash is enough.
-func hashRefreshToken(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
-}
-
-// wellFormedRefreshToken reports whether token could be one of ours, to spare the
-// database lookups for garbage.
-func wellFormedRefreshToken(token string) bool {
-	if len(token) != refreshTokenLength || !strings.HasPrefix(token, RefreshTokenPrefix) {
-		return false
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(token[len(RefreshTokenPrefix):])
-	return err == nil && len(b) == refreshTokenBytes
-}
-
 // Refresh spends the refresh token and returns the session's user, the session and a new
 // token; the session records c and the time as last seen. Presenting a token already spent
 // more than Config.RefreshReuseGrace ago revokes its whole session: the token was copied.
@@ -99,7 +74,7 @@ func wellFormedRefreshToken(token string) bool {
 // after the other. Errors: unauthenticated, the same for an unknown, malformed, expired or
 // reused token, a revoked session and a disabled user.
 func (s *Service) Refresh(ctx context.Context, token string, c Client) (User, Session, string, error) {
-	if !wellFormedRefreshToken(token) {
+	if !opaque.WellFormed(token, RefreshTokenPrefix) {
 		return User{}, Session{}, "", errBadRefreshToken()
 	}
 	var (
@@ -111,7 +86,7 @@ func (s *Service) Refresh(ctx context.Context, token string, c Client) (User, Se
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		// The clock is read after the lock is taken: a refresh that waited for another
 		// judges the grace from when it actually runs.
-		row, err := q.LockRefreshToken(ctx, hashRefreshToken(token))
+		row, err := q.LockRefreshToken(ctx, opaque.Hash(token))
 		if err != nil {
 			if errs.CodeOf(store.Translate(err)) == errs.NotFound {
 				return errBadRefreshToken()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,10 +11,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -169,37 +168,30 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopFlush()
 	wg.Go(func() { s.flushEvery(flushCtx) })
 
-	sub := s.rdb.Subscribe(ctx, s.channel)
-	defer sub.Close() //nolint:errcheck // closing on the way out; nothing to do with a failure
-	msgs := sub.ChannelWithSubscriptions()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m, ok := <-msgs:
-			if !ok {
-				return errors.New("api key invalidations: subscription closed")
-			}
-			switch m := m.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					s.evictAll()
-				}
-			case *redis.Message:
-				if m.Payload == evictAllPayload {
-					s.evictAll()
-					continue
-				}
-				var h [32]byte
-				if n, err := hex.Decode(h[:], []byte(m.Payload)); err != nil || n != len(h) {
-					s.log.WarnContext(ctx, "malformed api key invalidation; emptying the cache", "payload_len", len(m.Payload))
-					s.evictAll()
-					continue
-				}
-				s.evict(h)
-			}
-		}
+	err := redisclient.Listen(ctx, s.rdb,
+		func(string) { s.evictAll() },
+		func(_, payload string) { s.invalidated(ctx, payload) },
+		s.channel)
+	if err != nil {
+		return fmt.Errorf("api key invalidations: %w", err)
 	}
+	return nil
+}
+
+// invalidated applies one published invalidation: the hash of a key to evict, or
+// evictAllPayload. A payload that is neither empties the cache, to be safe.
+func (s *Service) invalidated(ctx context.Context, payload string) {
+	if payload == evictAllPayload {
+		s.evictAll()
+		return
+	}
+	var h [32]byte
+	if n, err := hex.Decode(h[:], []byte(payload)); err != nil || n != len(h) {
+		s.log.WarnContext(ctx, "malformed api key invalidation; emptying the cache", "payload_len", len(payload))
+		s.evictAll()
+		return
+	}
+	s.evict(h)
 }
 
 // flushEvery writes last_used_at every interval until ctx is done, then a last time.

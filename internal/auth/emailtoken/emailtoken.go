@@ -14,16 +14,13 @@ package emailtoken
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -37,12 +34,6 @@ const (
 	VerifyEmail Purpose = "verify_email"
 	// ResetPassword tokens let the user choose a new password without the old one.
 	ResetPassword Purpose = "reset_password"
-)
-
-const (
-	randomBytes = 32
-	// encodedLength is 32 bytes in unpadded base64url.
-	encodedLength = (randomBytes*8 + 5) / 6
 )
 
 // Prefix returns the start of every token of p ("kiln_ve_", "kiln_pr_"), so that a token
@@ -110,15 +101,13 @@ func Issue(ctx context.Context, q *db.Queries, p Purpose, userID uuid.UUID, emai
 	if _, err := q.DeleteUserEmailTokens(ctx, db.DeleteUserEmailTokensParams{UserID: userID, Purpose: string(p)}); err != nil {
 		return "", Token{}, fmt.Errorf("issue email token: delete earlier tokens: %w", err)
 	}
-	b := make([]byte, randomBytes)
-	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
-	token := p.Prefix() + base64.RawURLEncoding.EncodeToString(b)
+	token := opaque.New(p.Prefix())
 	row, err := q.CreateEmailToken(ctx, db.CreateEmailTokenParams{
 		ID:        uuid.Must(uuid.NewV7()),
 		UserID:    userID,
 		Purpose:   string(p),
 		Email:     email,
-		TokenHash: Hash(token),
+		TokenHash: opaque.Hash(token),
 		Now:       now,
 		ExpiresAt: now.Add(p.TTL()),
 	})
@@ -135,7 +124,7 @@ func Consume(ctx context.Context, q *db.Queries, p Purpose, token string, now ti
 	if !WellFormed(p, token) {
 		return Token{}, Invalid()
 	}
-	row, err := q.ConsumeEmailToken(ctx, db.ConsumeEmailTokenParams{Now: now, TokenHash: Hash(token), Purpose: string(p)})
+	row, err := q.ConsumeEmailToken(ctx, db.ConsumeEmailTokenParams{Now: now, TokenHash: opaque.Hash(token), Purpose: string(p)})
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
 		return Token{}, Invalid()
 	}
@@ -148,19 +137,7 @@ func Consume(ctx context.Context, q *db.Queries, p Purpose, token string, now ti
 // WellFormed reports whether token could be a token of purpose p: its prefix followed by
 // 32 bytes in unpadded base64url. It spares the database lookups for garbage.
 func WellFormed(p Purpose, token string) bool {
-	prefix := p.Prefix()
-	if prefix == "" || len(token) != len(prefix)+encodedLength || !strings.HasPrefix(token, prefix) {
-		return false
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(token[len(prefix):])
-	return err == nil && len(b) == randomBytes
-}
-
-// Hash is what is stored of a token: SHA-256 of the whole string. A token carries 256
-// random bits, so a fast hash is enough.
-func Hash(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
+	return p.valid() && opaque.WellFormed(token, p.Prefix())
 }
 
 func toToken(r db.EmailToken) Token {

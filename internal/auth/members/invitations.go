@@ -2,16 +2,13 @@ package members
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -19,12 +16,6 @@ import (
 // TokenPrefix starts every invitation token, so that one pasted into the wrong place is
 // recognised.
 const TokenPrefix = "kiln_inv_"
-
-const (
-	tokenBytes = 32
-	// tokenLength is the prefix and 32 bytes in unpadded base64url.
-	tokenLength = len(TokenPrefix) + (tokenBytes*8+5)/6
-)
 
 // Invitations returns orgID's pending invitations (neither accepted, withdrawn nor expired),
 // newest first. Errors: not_found for an org the actor is not a member of;
@@ -209,30 +200,17 @@ func (s *Service) Accept(ctx context.Context, userID uuid.UUID, token string) (a
 
 // newToken returns a fresh invitation token and the hash that is stored of it.
 func newToken() (string, []byte) {
-	b := make([]byte, tokenBytes)
-	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
-	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
-	return token, hashToken(token)
+	token := opaque.New(TokenPrefix)
+	return token, opaque.Hash(token)
 }
 
 // parseToken returns the stored hash of a well-formed token; ok is false for anything that
 // cannot be a token this package issued, which is then not looked up.
 func parseToken(token string) (hash []byte, ok bool) {
-	if len(token) != tokenLength || !strings.HasPrefix(token, TokenPrefix) {
+	if !opaque.WellFormed(token, TokenPrefix) {
 		return nil, false
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(token[len(TokenPrefix):])
-	if err != nil || len(raw) != tokenBytes {
-		return nil, false
-	}
-	return hashToken(token), true
-}
-
-// hashToken is what is stored of a token: SHA-256 of the whole string. The token carries
-// 256 random bits, so a fast hash is enough.
-func hashToken(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
+	return opaque.Hash(token), true
 }
 
 func toInvitation(r db.Invitation) Invitation {

@@ -12,9 +12,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
@@ -213,8 +211,8 @@ func (s *Service) Start(ctx context.Context, providerName, redirectURI string) (
 		return "", &errs.Error{Code: errs.Invalid, Message: "redirect_uri is not on the allow-list.",
 			Fields: []errs.FieldError{{Pointer: "/query/redirect_uri", Message: "not allowed"}}}
 	}
-	state := randomToken()
-	f := flow{Provider: providerName, RedirectURI: redirectURI, Verifier: randomToken(), Nonce: randomToken()}
+	state := opaque.New("")
+	f := flow{Provider: providerName, RedirectURI: redirectURI, Verifier: opaque.New(""), Nonce: opaque.New("")}
 	location, err := p.authURL(ctx, state, f)
 	if err != nil {
 		return "", fmt.Errorf("start %s login: %w", providerName, err)
@@ -297,7 +295,7 @@ func (s *Service) Callback(ctx context.Context, providerName string, cp Callback
 		s.log.InfoContext(ctx, "oauth sign-in refused", "provider", providerName, "error", err)
 		return fail(ErrAccessDenied), nil
 	}
-	code := randomToken()
+	code := opaque.New("")
 	grant, _ := json.Marshal(grant{UserID: user.ID, Provider: providerName})
 	if err := s.rdb.Set(ctx, s.key("code", code), grant, CodeTTL).Err(); err != nil {
 		s.log.ErrorContext(ctx, "store oauth login code", "error", err)
@@ -343,15 +341,7 @@ func (s *Service) Exchange(ctx context.Context, code string, c account.Client) (
 
 // key names a state or code in Redis by its hash, so a Redis dump holds no usable secret.
 func (s *Service) key(kind, secret string) string {
-	h := sha256.Sum256([]byte(secret))
-	return s.ks.Key("oauth", 1, kind+":"+hex.EncodeToString(h[:]))
-}
-
-// randomToken returns 256 random bits, base64url.
-func randomToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
-	return base64.RawURLEncoding.EncodeToString(b)
+	return s.ks.Key("oauth", 1, kind+":"+hex.EncodeToString(opaque.Hash(secret)))
 }
 
 // withQuery appends name=value to u's query, keeping the client's own parameters as sent.

@@ -2,10 +2,11 @@ package token
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
 
 const (
@@ -23,9 +24,37 @@ const (
 // logged and the previous state kept. Run returns nil when ctx is done, or an error if the
 // client is closed under it.
 func (s *Service) Run(ctx context.Context) error {
-	sub := s.rdb.Subscribe(ctx, s.keysChannel, s.revokedChannel)
-	defer sub.Close() //nolint:errcheck // closing on the way out; nothing to do with a failure
-	msgs := sub.ChannelWithSubscriptions()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { s.reloadEvery(ctx) })
+
+	// Messages published while not subscribed were missed: read the database.
+	onSubscribe := func(channel string) {
+		if channel == s.keysChannel {
+			s.reload(ctx, "keys", s.loadKeys)
+		} else {
+			s.reload(ctx, "revocations", s.loadRevocations)
+		}
+	}
+	onMessage := func(channel, payload string) {
+		if channel == s.keysChannel {
+			s.reload(ctx, "keys", s.loadKeys)
+		} else {
+			s.applyRevocationMessage(ctx, payload)
+		}
+	}
+	if err := redisclient.Listen(ctx, s.rdb, onSubscribe, onMessage, s.keysChannel, s.revokedChannel); err != nil {
+		return fmt.Errorf("token keys and revocations: %w", err)
+	}
+	return nil
+}
+
+// reloadEvery reloads the keys and revocations and drops expired entries every
+// reloadInterval, and reloads the keys early when a token names an unknown one, until ctx
+// is done. It runs apart from the subscription; loads are safe to run concurrently.
+func (s *Service) reloadEvery(ctx context.Context) {
 	tick := time.NewTicker(reloadInterval)
 	defer tick.Stop()
 	// Real time, not the injected clock: this paces database queries, not token validity.
@@ -33,29 +62,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case m, ok := <-msgs:
-			if !ok {
-				return errors.New("token keys and revocations: subscription closed")
-			}
-			switch m := m.(type) {
-			case *redis.Subscription:
-				if m.Kind != "subscribe" {
-					continue
-				}
-				// Messages published while not subscribed were missed: read the database.
-				if m.Channel == s.keysChannel {
-					s.reload(ctx, "keys", s.loadKeys)
-				} else {
-					s.reload(ctx, "revocations", s.loadRevocations)
-				}
-			case *redis.Message:
-				if m.Channel == s.keysChannel {
-					s.reload(ctx, "keys", s.loadKeys)
-				} else {
-					s.applyRevocationMessage(ctx, m.Payload)
-				}
-			}
+			return
 		case <-s.missingKey:
 			if time.Since(lastAsked) >= missingKeyReloadGap {
 				lastAsked = time.Now()
