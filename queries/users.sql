@@ -13,3 +13,8 @@ SELECT * FROM users WHERE email = $1;
 -- name: UpdateUserPasswordHash :exec
 UPDATE users SET password_hash = sqlc.arg(password_hash), updated_at = sqlc.arg(now)
 WHERE id = sqlc.arg(id);
+
+-- name: LockUserForSignIn :one
+-- Taken in the transaction that starts a session: a disable either waits for it (and then
+-- revokes the new session) or has committed first (and the sign-in sees it).
+SELECT disabled_at FROM users WHERE id = $1 FOR SHARE;

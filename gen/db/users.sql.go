@@ -98,6 +98,19 @@ func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error
 	return i, err
 }
 
+const lockUserForSignIn = `-- name: LockUserForSignIn :one
+SELECT disabled_at FROM users WHERE id = $1 FOR SHARE
+`
+
+// Taken in the transaction that starts a session: a disable either waits for it (and then
+// revokes the new session) or has committed first (and the sign-in sees it).
+func (q *Queries) LockUserForSignIn(ctx context.Context, id uuid.UUID) (*time.Time, error) {
+	row := q.db.QueryRow(ctx, lockUserForSignIn, id)
+	var disabled_at *time.Time
+	err := row.Scan(&disabled_at)
+	return disabled_at, err
+}
+
 const updateUserPasswordHash = `-- name: UpdateUserPasswordHash :exec
 UPDATE users SET password_hash = $1, updated_at = $2
 WHERE id = $3

@@ -257,10 +257,19 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 		token   string
 	)
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
-		var err error
+		disabledAt, err := q.LockUserForSignIn(ctx, row.ID)
+		if err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
+		if disabledAt != nil {
+			return errBadCredentials() // disabled while the password was being checked
+		}
 		session, token, err = s.startSession(ctx, q, row.ID, c, now)
 		return err
 	})
+	if errs.CodeOf(err) == errs.Unauthenticated {
+		return User{}, Session{}, "", errBadCredentials()
+	}
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("login: %w", err)
 	}

@@ -1,8 +1,10 @@
 package account_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -107,5 +109,41 @@ func TestLoginParametersChange(t *testing.T) {
 	}
 	if _, _, _, err := b.service(stronger).Login(t.Context(), "ada@example.com", "wrong password", account.Client{}); errs.CodeOf(err) != errs.Unauthenticated {
 		t.Errorf("wrong password after rehash: error = %v, want unauthenticated", err)
+	}
+}
+
+// TestLoginRacingDisable: a disable that commits while the password is being checked
+// either makes the login fail or sees (and so revokes) the session it started.
+func TestLoginRacingDisable(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u, _, _ := b.signUp(t, "racer@example.com")
+	tx, err := b.st.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The disable holds the row: the login's session cannot start until it ends.
+	if _, err := tx.Exec(ctx, "UPDATE users SET disabled_at = now() WHERE id = $1", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := b.svc.Login(ctx, "racer@example.com", goodPassword, account.Client{})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // long enough for the login to reach the lock
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; errs.CodeOf(err) != errs.Unauthenticated {
+		t.Fatalf("login racing a disable: %v", err)
+	}
+	var active int
+	if err := b.st.Pool.QueryRow(ctx, "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", u.ID).Scan(&active); err != nil {
+		t.Fatal(err)
+	}
+	if active != 1 { // the sign-up's own session; the disable path revokes it separately
+		t.Errorf("%d active sessions, want only the sign-up's", active)
 	}
 }
