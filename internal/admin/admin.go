@@ -7,7 +7,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -63,14 +62,14 @@ func (s *Service) Authorize(ctx context.Context, userID uuid.UUID) error {
 // query is not blank, only those whose email or name contains it, ignoring case.
 func (s *Service) Users(ctx context.Context, query string, limit int, after *uuid.UUID) ([]account.User, error) {
 	rows, err := s.st.AdminListUsers(ctx, db.AdminListUsersParams{
-		After: nullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
+		After: store.NullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", store.Translate(err))
 	}
 	out := make([]account.User, len(rows))
 	for i, r := range rows {
-		out[i] = toUser(r)
+		out[i] = account.UserFromRow(r)
 	}
 	return out, nil
 }
@@ -79,7 +78,7 @@ func (s *Service) Users(ctx context.Context, query string, limit int, after *uui
 // query is not blank, only those whose name contains it, ignoring case.
 func (s *Service) Orgs(ctx context.Context, query string, limit int, after *uuid.UUID) ([]account.Org, error) {
 	rows, err := s.st.AdminListOrgs(ctx, db.AdminListOrgsParams{
-		After: nullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
+		After: store.NullUUID(after), Pattern: containing(query), RowLimit: rowLimit(limit),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list orgs: %w", store.Translate(err))
@@ -95,9 +94,9 @@ func (s *Service) Orgs(ctx context.Context, query string, limit int, after *uuid
 // than the event before (if any), narrowed by f.
 func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, before *uuid.UUID) ([]audit.Event, error) {
 	rows, err := s.st.AdminListAuditEvents(ctx, db.AdminListAuditEventsParams{
-		Before:   nullUUID(before),
-		OrgID:    nullUUID(f.OrgID),
-		ActorID:  nullUUID(f.ActorID),
+		Before:   store.NullUUID(before),
+		OrgID:    store.NullUUID(f.OrgID),
+		ActorID:  store.NullUUID(f.ActorID),
 		Action:   pgtype.Text{String: f.Action, Valid: f.Action != ""},
 		RowLimit: rowLimit(limit),
 	})
@@ -106,7 +105,7 @@ func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, bef
 	}
 	out := make([]audit.Event, len(rows))
 	for i, r := range rows {
-		if out[i], err = toEvent(r); err != nil {
+		if out[i], err = audit.EventFromRow(r); err != nil {
 			return nil, err
 		}
 	}
@@ -125,7 +124,7 @@ func (s *Service) Disable(ctx context.Context, by, userID uuid.UUID) (account.Us
 	if err != nil {
 		return account.User{}, userErr("disable user", userID.String(), err)
 	}
-	return toUser(row), nil
+	return account.UserFromRow(row), nil
 }
 
 // Enable undoes Disable; enabling a user who is not disabled changes nothing. Errors:
@@ -135,7 +134,7 @@ func (s *Service) Enable(ctx context.Context, userID uuid.UUID) (account.User, e
 	if err != nil {
 		return account.User{}, userErr("enable user", userID.String(), err)
 	}
-	return toUser(row), nil
+	return account.UserFromRow(row), nil
 }
 
 // Grant makes the user with email (trimmed, any case) a platform admin. Errors: not_found.
@@ -155,7 +154,7 @@ func (s *Service) setPlatformAdmin(ctx context.Context, email string, on bool) (
 	if err != nil {
 		return account.User{}, userErr("set platform admin", email, err)
 	}
-	return toUser(row), nil
+	return account.UserFromRow(row), nil
 }
 
 // userErr turns a missing user into not_found naming who, and wraps other errors.
@@ -184,41 +183,4 @@ func containing(query string) pgtype.Text {
 // page), to the query's type.
 func rowLimit(limit int) int32 {
 	return int32(min(max(limit, 0), 1000)) //nolint:gosec // clamped to 0..1000
-}
-
-func nullUUID(id *uuid.UUID) uuid.NullUUID {
-	if id == nil {
-		return uuid.NullUUID{}
-	}
-	return uuid.NullUUID{UUID: *id, Valid: true}
-}
-
-func toUser(r db.User) account.User {
-	return account.User{
-		ID:            r.ID,
-		Email:         r.Email,
-		Name:          r.Name,
-		PersonalOrgID: r.PersonalOrgID,
-		EmailVerified: r.EmailVerifiedAt != nil,
-		PlatformAdmin: r.PlatformAdmin,
-		Disabled:      r.DisabledAt != nil,
-		CreatedAt:     r.CreatedAt.UTC(),
-	}
-}
-
-func toEvent(r db.AuditEvent) (audit.Event, error) {
-	e := audit.Event{
-		ID: r.ID, ActorType: r.ActorType, Action: r.Action, TargetType: r.TargetType,
-		TargetID: r.TargetID, IP: r.Ip, UserAgent: r.UserAgent, CreatedAt: r.CreatedAt.UTC(),
-	}
-	if r.OrgID.Valid {
-		e.OrgID = &r.OrgID.UUID
-	}
-	if r.ActorID.Valid {
-		e.ActorID = &r.ActorID.UUID
-	}
-	if err := json.Unmarshal(r.Data, &e.Data); err != nil {
-		return audit.Event{}, fmt.Errorf("decode audit data of %s: %w", r.ID, err)
-	}
-	return e, nil
 }

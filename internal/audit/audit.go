@@ -61,7 +61,7 @@ func (l *Log) Record(ctx context.Context, e Event) error {
 		return fmt.Errorf("encode audit data: %w", err)
 	}
 	err = l.st.InsertAuditEvent(ctx, db.InsertAuditEventParams{
-		ID: id, OrgID: nullUUID(e.OrgID), ActorType: e.ActorType, ActorID: nullUUID(e.ActorID),
+		ID: id, OrgID: store.NullUUID(e.OrgID), ActorType: e.ActorType, ActorID: store.NullUUID(e.ActorID),
 		Action: e.Action, TargetType: e.TargetType, TargetID: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent, Data: data,
 	})
 	if err != nil {
@@ -75,7 +75,7 @@ func (l *Log) Record(ctx context.Context, e Event) error {
 func (l *Log) List(ctx context.Context, orgID uuid.UUID, limit int, before *uuid.UUID, action string) ([]Event, error) {
 	rows, err := l.st.ListAuditEvents(ctx, db.ListAuditEventsParams{
 		OrgID:    uuid.NullUUID{UUID: orgID, Valid: true},
-		Before:   nullUUID(before),
+		Before:   store.NullUUID(before),
 		Action:   pgtype.Text{String: action, Valid: action != ""},
 		RowLimit: int32(limit), //nolint:gosec // limit is bounded by the API (1–100)
 	})
@@ -84,14 +84,15 @@ func (l *Log) List(ctx context.Context, orgID uuid.UUID, limit int, before *uuid
 	}
 	events := make([]Event, len(rows))
 	for i, r := range rows {
-		if events[i], err = toEvent(r); err != nil {
+		if events[i], err = EventFromRow(r); err != nil {
 			return nil, err
 		}
 	}
 	return events, nil
 }
 
-func toEvent(r db.AuditEvent) (Event, error) {
+// EventFromRow converts a stored audit row.
+func EventFromRow(r db.AuditEvent) (Event, error) {
 	e := Event{
 		ID: r.ID, ActorType: r.ActorType, Action: r.Action, TargetType: r.TargetType,
 		TargetID: r.TargetID, IP: r.Ip, UserAgent: r.UserAgent, CreatedAt: r.CreatedAt,
@@ -106,11 +107,4 @@ func toEvent(r db.AuditEvent) (Event, error) {
 		return Event{}, fmt.Errorf("decode audit data of %s: %w", r.ID, err)
 	}
 	return e, nil
-}
-
-func nullUUID(id *uuid.UUID) uuid.NullUUID {
-	if id == nil {
-		return uuid.NullUUID{}
-	}
-	return uuid.NullUUID{UUID: *id, Valid: true}
 }

@@ -5,6 +5,7 @@ package errs
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code is a stable, snake_case error code; the catalog is documented in docs/errors.md and
@@ -48,6 +49,19 @@ func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message)
 // E returns an *Error with a formatted message.
 func E(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// InvalidFields joins field errors into one invalid_request error whose message names
+// each field, or returns nil when there are none.
+func InvalidFields(what string, fields []FieldError) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(fields))
+	for i, f := range fields {
+		msgs[i] = strings.TrimPrefix(f.Pointer, "/") + " " + f.Message
+	}
+	return &Error{Code: Invalid, Message: what + ": " + strings.Join(msgs, "; "), Fields: fields}
 }
 
 // CodeOf returns the code of the first *Error in err's chain, Internal otherwise.

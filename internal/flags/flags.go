@@ -24,7 +24,6 @@ package flags
 import (
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -87,7 +86,7 @@ func (f Flag) validate() error {
 	if !f.StickyBy.valid() {
 		fields = append(fields, errs.FieldError{Pointer: "/sticky_by", Message: fmt.Sprintf("must be %q or %q, got %q", SubjectOrg, SubjectUser, f.StickyBy)})
 	}
-	return invalid("invalid feature flag", fields)
+	return errs.InvalidFields("invalid feature flag", fields)
 }
 
 // validate returns an invalid_request error naming every bad field; expiry is judged at now.
@@ -105,19 +104,7 @@ func (o Override) validate(now time.Time) error {
 	if o.ExpiresAt != nil && !o.ExpiresAt.After(now) {
 		fields = append(fields, errs.FieldError{Pointer: "/expires_at", Message: "must be in the future"})
 	}
-	return invalid("invalid feature flag override", fields)
-}
-
-// invalid joins field errors into one invalid_request error, or returns nil when there are none.
-func invalid(what string, fields []errs.FieldError) error {
-	if len(fields) == 0 {
-		return nil
-	}
-	msgs := make([]string, len(fields))
-	for i, f := range fields {
-		msgs[i] = strings.TrimPrefix(f.Pointer, "/") + " " + f.Message
-	}
-	return &errs.Error{Code: errs.Invalid, Message: what + ": " + strings.Join(msgs, "; "), Fields: fields}
+	return errs.InvalidFields("invalid feature flag override", fields)
 }
 
 func toFlag(r db.FeatureFlag) Flag {

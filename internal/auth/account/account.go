@@ -221,7 +221,7 @@ func (s *Service) SignUp(ctx context.Context, email, password, name string, c Cl
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("sign up: %w", err)
 	}
-	return toUser(user), toSession(session), token, nil
+	return UserFromRow(user), toSession(session), token, nil
 }
 
 // Login checks email and password and starts a session for c, returning its first
@@ -273,7 +273,7 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("login: %w", err)
 	}
-	return toUser(row), toSession(session), token, nil
+	return UserFromRow(row), toSession(session), token, nil
 }
 
 // rehash stores password hashed with the configured parameters. A failure only costs the
@@ -295,7 +295,7 @@ func (s *Service) User(ctx context.Context, id uuid.UUID) (User, error) {
 	if err != nil {
 		return User{}, notFound("user", err)
 	}
-	return toUser(row), nil
+	return UserFromRow(row), nil
 }
 
 // notFound turns a missing row into a not_found error naming what, and wraps other errors.
@@ -330,7 +330,8 @@ func newID() uuid.UUID {
 	return uuid.Must(uuid.NewV7())
 }
 
-func toUser(r db.User) User {
+// UserFromRow converts a stored user row.
+func UserFromRow(r db.User) User {
 	return User{
 		ID:            r.ID,
 		Email:         r.Email,

@@ -106,7 +106,7 @@ func (s *Service) ResolveExternal(ctx context.Context, ext External) (User, Iden
 			s.log.ErrorContext(ctx, "announce revoked sessions", "user_id", user.ID, "error", err)
 		}
 	}
-	return toUser(user), toIdentity(identity), link, nil
+	return UserFromRow(user), toIdentity(identity), link, nil
 }
 
 func (s *Service) resolveExternal(ctx context.Context, q *db.Queries, ext External, now time.Time, droppedSessions *[]uuid.UUID) (db.User, db.Identity, Link, error) {
@@ -265,7 +265,7 @@ func (s *Service) StartSession(ctx context.Context, userID uuid.UUID, c Client) 
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("start session: %w", err)
 	}
-	return toUser(user), toSession(session), token, nil
+	return UserFromRow(user), toSession(session), token, nil
 }
 
 // Identities returns the external accounts linked to userID, oldest first.

@@ -44,7 +44,7 @@ func (s *Service) CreateOrg(ctx context.Context, userID uuid.UUID, name string) 
 		p = "must not be empty"
 	}
 	if p != "" {
-		return Org{}, invalid("invalid org", []errs.FieldError{{Pointer: "/name", Message: p}})
+		return Org{}, errs.InvalidFields("invalid org", []errs.FieldError{{Pointer: "/name", Message: p}})
 	}
 	now := s.now()
 	var org db.Org

@@ -49,7 +49,7 @@ func (s *Service) EmailVerificationToken(ctx context.Context, userID uuid.UUID) 
 	if err != nil {
 		return User{}, "", fmt.Errorf("email verification token: %w", err)
 	}
-	return toUser(user), token, nil
+	return UserFromRow(user), token, nil
 }
 
 // VerifyEmail spends a verification token and marks the address it was sent to verified,
@@ -75,7 +75,7 @@ func (s *Service) VerifyEmail(ctx context.Context, token string) (User, error) {
 	if err != nil {
 		return User{}, unwrapInvalid(fmt.Errorf("verify email: %w", err))
 	}
-	return toUser(user), nil
+	return UserFromRow(user), nil
 }
 
 // PasswordResetToken issues a password-reset token for the active account with email
@@ -106,7 +106,7 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string) (User, s
 	if err != nil {
 		return User{}, "", fmt.Errorf("password reset token: %w", err)
 	}
-	return toUser(user), token, nil
+	return UserFromRow(user), token, nil
 }
 
 // ResetPassword spends a password-reset token, sets password, marks the address verified
@@ -127,7 +127,7 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) (Us
 			return err
 		}
 		if p := passwordProblem(password, user.Email, s.cfg.PasswordMinLength); p != "" {
-			return invalid("invalid password", []errs.FieldError{{Pointer: "/password", Message: p}})
+			return errs.InvalidFields("invalid password", []errs.FieldError{{Pointer: "/password", Message: p}})
 		}
 		now := s.now()
 		if err := q.UpdateUserPasswordHash(ctx, db.UpdateUserPasswordHashParams{
@@ -150,7 +150,7 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) (Us
 	if err != nil {
 		return User{}, nil, unwrapInvalid(fmt.Errorf("reset password: %w", err))
 	}
-	return toUser(user), revoked, nil
+	return UserFromRow(user), revoked, nil
 }
 
 // ChangePassword replaces userID's password with next after checking current, and revokes
@@ -181,7 +181,7 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 		p = "must differ from the current password"
 	}
 	if p != "" {
-		return User{}, nil, invalid("invalid new password", []errs.FieldError{{Pointer: "/new_password", Message: p}})
+		return User{}, nil, errs.InvalidFields("invalid new password", []errs.FieldError{{Pointer: "/new_password", Message: p}})
 	}
 
 	var revoked []uuid.UUID
@@ -202,7 +202,7 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 	if err != nil {
 		return User{}, nil, fmt.Errorf("change password: %w", err)
 	}
-	return toUser(row), revoked, nil
+	return UserFromRow(row), revoked, nil
 }
 
 // spend consumes token for purpose p in q's transaction and returns its user, refusing it

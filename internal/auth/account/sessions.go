@@ -140,7 +140,7 @@ func (s *Service) Refresh(ctx context.Context, token string, c Client) (User, Se
 		}
 		return User{}, Session{}, "", errBadRefreshToken()
 	}
-	return toUser(user), toSession(session), next, nil
+	return UserFromRow(user), toSession(session), next, nil
 }
 
 // RevokeSession ends one of userID's sessions: its refresh tokens stop working and

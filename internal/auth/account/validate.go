@@ -71,17 +71,5 @@ func (s *Service) validateSignUp(email, password, name string) error {
 	if p := nameProblem(name); p != "" {
 		fields = append(fields, errs.FieldError{Pointer: "/name", Message: p})
 	}
-	return invalid("invalid sign-up", fields)
-}
-
-// invalid joins field errors into one invalid_request error, or returns nil when there are none.
-func invalid(what string, fields []errs.FieldError) error {
-	if len(fields) == 0 {
-		return nil
-	}
-	msgs := make([]string, len(fields))
-	for i, f := range fields {
-		msgs[i] = strings.TrimPrefix(f.Pointer, "/") + " " + f.Message
-	}
-	return &errs.Error{Code: errs.Invalid, Message: what + ": " + strings.Join(msgs, "; "), Fields: fields}
+	return errs.InvalidFields("invalid sign-up", fields)
 }

@@ -26,7 +26,7 @@ var Scopes = []string{ScopeChat, ScopeRAGRead, ScopeRAGWrite, ScopeJobs, ScopeBi
 // without duplicates; each bad entry is named by the pointer /scopes/<index>, an empty list
 // by /scopes.
 func ValidateScopes(scopes []string) error {
-	return invalid("invalid scopes", scopeFields(scopes))
+	return errs.InvalidFields("invalid scopes", scopeFields(scopes))
 }
 
 func scopeFields(scopes []string) []errs.FieldError {
@@ -58,16 +58,4 @@ func Has(keyScopes []string, want string) bool {
 		}
 	}
 	return false
-}
-
-// invalid joins field errors into one invalid_request error, or returns nil when there are none.
-func invalid(what string, fields []errs.FieldError) error {
-	if len(fields) == 0 {
-		return nil
-	}
-	msgs := make([]string, len(fields))
-	for i, f := range fields {
-		msgs[i] = strings.TrimPrefix(f.Pointer, "/") + " " + f.Message
-	}
-	return &errs.Error{Code: errs.Invalid, Message: what + ": " + strings.Join(msgs, "; "), Fields: fields}
 }

@@ -113,7 +113,7 @@ func (s *Service) Create(ctx context.Context, orgID uuid.UUID, createdBy *uuid.U
 	if expiresAt != nil && !expiresAt.After(now) {
 		fields = append(fields, errs.FieldError{Pointer: "/expires_at", Message: "must be in the future"})
 	}
-	if err := invalid("invalid api key", fields); err != nil {
+	if err := errs.InvalidFields("invalid api key", fields); err != nil {
 		return Key{}, "", err
 	}
 	params, secret, err := s.newKey(orgID, createdBy, name, scopes, expiresAt, now)
@@ -171,7 +171,7 @@ func nameFields(name string) []errs.FieldError {
 // It returns invalid_request for a limit out of range.
 func (s *Service) List(ctx context.Context, orgID uuid.UUID, limit int, after *uuid.UUID) ([]Key, error) {
 	if limit < 1 || limit > MaxListLimit {
-		return nil, invalid("invalid page", []errs.FieldError{{Pointer: "/limit", Message: fmt.Sprintf("must be between 1 and %d, got %d", MaxListLimit, limit)}})
+		return nil, errs.InvalidFields("invalid page", []errs.FieldError{{Pointer: "/limit", Message: fmt.Sprintf("must be between 1 and %d, got %d", MaxListLimit, limit)}})
 	}
 	rows, err := s.st.ListAPIKeys(ctx, db.ListAPIKeysParams{OrgID: orgID, After: toNullUUID(after), MaxRows: int32(limit)}) //nolint:gosec // checked to 1..MaxListLimit
 	if err != nil {
@@ -209,7 +209,7 @@ func (s *Service) Revoke(ctx context.Context, orgID, id uuid.UUID) error {
 // revoked, expired or already rotated.
 func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Duration, by *uuid.UUID) (Key, string, error) {
 	if grace < 0 {
-		return Key{}, "", invalid("invalid rotation", []errs.FieldError{{Pointer: "/grace_seconds", Message: "must not be negative"}})
+		return Key{}, "", errs.InvalidFields("invalid rotation", []errs.FieldError{{Pointer: "/grace_seconds", Message: "must not be negative"}})
 	}
 	now := s.now()
 	var next, old db.ApiKey
