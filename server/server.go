@@ -159,7 +159,6 @@ func New(d Deps) (*Server, error) {
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
 	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")
 	s.mux.Handle("GET /docs", serveEmbedded(docsFS, "docs/index.html", "text/html; charset=utf-8"))
-	s.mux.Handle("GET /docs/assets/init.js", serveEmbedded(docsFS, "docs/init.js", "text/javascript; charset=utf-8"))
 	s.mux.HandleFunc("GET /docs/assets/{file}", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := fs.Stat(assets, r.PathValue("file")); err != nil {
 			s.respondError(w, r, errs.E(errs.NotFound, "No asset named %q.", r.PathValue("file")))

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -9,8 +8,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
 	gojson "github.com/goccy/go-json"
-	middleware "github.com/oapi-codegen/nethttp-middleware"
 
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -37,21 +36,55 @@ func decodeJSONBody(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ open
 }
 
 // validateRequests checks every request against the spec before any handler runs.
-// Authentication is not checked here: the auth middleware owns it.
+// Authentication is not checked here: the auth middleware owns it. The spec operation is
+// found from the route template the mux already matched (one map lookup), not by a second
+// router walking every path.
 func (s *Server) validateRequests(spec *openapi3.T) func(http.Handler) http.Handler {
-	return middleware.OapiRequestValidatorWithOptions(spec, &middleware.Options{
-		Options: openapi3filter.Options{
-			MultiError:         true,
-			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
-		},
-		DoNotValidateServers:  true,
-		DiscardValidatedValue: true, // the strict handlers decode into their own types
-		// HEAD is served by the GET route (the mux does that); the spec lists GET only.
-		Skipper: func(r *http.Request) bool { return r.Method == http.MethodHead },
-		ErrorHandlerWithOpts: func(_ context.Context, err error, w http.ResponseWriter, r *http.Request, _ middleware.ErrorHandlerOpts) {
-			s.respondError(w, r, requestProblem(err))
-		},
-	})
+	operations := map[string]*routers.Route{}
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			operations[method+" "+path] = &routers.Route{Spec: spec, Path: path, PathItem: item, Method: method, Operation: op}
+		}
+	}
+	options := &openapi3filter.Options{MultiError: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				next.ServeHTTP(w, r) // served by the GET route; the spec lists GET only
+				return
+			}
+			route, ok := operations[s.routeOf(r)]
+			if !ok {
+				s.respondError(w, r, errs.E(errs.NotFound, "no operation matches this request"))
+				return
+			}
+			err := openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
+				Request:     r,
+				PathParams:  pathParams(route.Path, r.URL.Path),
+				QueryParams: r.URL.Query(),
+				Route:       route,
+				Options:     options,
+			})
+			if err != nil {
+				s.respondError(w, r, requestProblem(err))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// pathParams pairs the {name} segments of a route template with the segments of a path
+// the mux matched to it.
+func pathParams(template, path string) map[string]string {
+	params := map[string]string{}
+	names, values := strings.Split(template, "/"), strings.Split(path, "/")
+	for i, n := range names {
+		if i < len(values) && strings.HasPrefix(n, "{") && strings.HasSuffix(n, "}") {
+			params[n[1:len(n)-1]] = values[i]
+		}
+	}
+	return params
 }
 
 // requestProblem turns kin-openapi's validation errors into one domain error with a
