@@ -290,6 +290,13 @@ func TestAPIKeys(t *testing.T) {
 			t.Fatalf("%d %+v", res.StatusCode, p)
 		}
 	})
+	t.Run("ErrMalformedID", func(t *testing.T) {
+		res := b.call(t, "GET", "/v1/api-keys/not-a-uuid", admin.Key, nil, nil)
+		p := decodeProblem(t, res)
+		if res.StatusCode != 400 || p.Errors == nil || (*p.Errors)[0].Pointer != "/path/id" {
+			t.Fatalf("%d %+v", res.StatusCode, p)
+		}
+	})
 	t.Run("ErrKeyOnUserOnlyRoute", func(t *testing.T) {
 		if res := b.call(t, "GET", "/v1/me", admin.Key, nil, nil); res.StatusCode != 403 {
 			t.Fatalf("%d", res.StatusCode)

@@ -16,6 +16,9 @@ import (
 
 func init() {
 	openapi3filter.RegisterBodyDecoder("application/json", decodeJSONBody)
+	// Ids are UUIDs (v7): a malformed one is a field error from the validator, not a
+	// parse failure deeper in the generated code.
+	openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562))
 }
 
 // decodeJSONBody decodes a JSON request body for validation. goccy/go-json decodes a 1 KB
