@@ -28,7 +28,12 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/dev"
+	"github.com/kilnhq/kiln/internal/llm/tools"
+	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
@@ -121,6 +126,26 @@ func withChecks(checks ...health.Check) option { return func(d *Deps) { d.Checks
 
 func withConfig(fn func(*config.HTTP)) option { return func(d *Deps) { fn(&d.Config) } }
 
+// withGateway serves the model endpoints from providers and aliases (the default is the
+// dev provider behind "default"), with the built-in server tools.
+func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[string][]llm.Target) option {
+	return func(d *Deps) {
+		g, err := llm.NewGateway(llm.GatewayConfig{
+			Providers: providers, Aliases: aliases, Timeout: 5 * time.Second, Retries: 1, MaxRetryAfter: time.Second,
+			BreakerFailures: 5, BreakerCooldown: time.Minute, Log: d.Log, Registry: d.Registry, Backoff: time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		registry, err := tools.NewRegistry(tools.Builtins()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.LLM.Runner = &chat.Runner{Gateway: g, Tools: registry, MaxSteps: 4, ToolTimeout: time.Second, MaxTokens: 1024, Now: time.Now}
+		d.LLM.StreamTimeout = time.Minute
+	}
+}
+
 // setup builds a server on the test spec with test routes mounted.
 func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
@@ -144,6 +169,21 @@ func setup(t testing.TB, opts ...option) *bundle {
 	}
 	for _, o := range opts {
 		o(&d)
+	}
+	if d.LLM.Runner == nil {
+		withGateway(t, map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
+			map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}})(&d)
+	}
+	if d.LLM.Usage == nil {
+		rec, err := usage.NewRecorder(st, log, d.Registry, 10*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { rec.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		d.LLM.Usage = rec
 	}
 	srv, err := New(d)
 	if err != nil {

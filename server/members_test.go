@@ -147,13 +147,6 @@ func wantProblem(t testing.TB, res *http.Response, status int, code errs.Code, d
 	return string(raw)
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // auditActions returns the org's audit events by action.
 func (b *bundle) auditActions(t testing.TB, p person, org uuid.UUID) map[string][]api.AuditEvent {
 	t.Helper()

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 )
 
@@ -36,6 +39,11 @@ var catalog = map[errs.Code]problemType{
 	errs.Timeout:               {http.StatusServiceUnavailable, "Request timed out"},
 	errs.NotReady:              {http.StatusServiceUnavailable, "Not ready"},
 	errs.Internal:              {http.StatusInternalServerError, "Internal error"},
+	errs.ModelUnavailable:      {http.StatusServiceUnavailable, "Model unavailable"},
+	errs.UpstreamRejected:      {http.StatusBadRequest, "Rejected by the provider"},
+	errs.UpstreamRateLimited:   {http.StatusTooManyRequests, "Provider rate limit"},
+	errs.UpstreamTimeout:       {http.StatusGatewayTimeout, "Provider timeout"},
+	errs.UpstreamError:         {http.StatusBadGateway, "Provider error"},
 }
 
 // newProblem builds the problem document for code; detail is shown to the client.
@@ -78,27 +86,68 @@ func writeProblem(w http.ResponseWriter, p any, status int) {
 // respondError is the one error path of the HTTP layer: it maps err to a problem and logs
 // internal errors once, here. Clients never see an internal error's text.
 func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		code   errs.Code
-		detail string
-		fields []errs.FieldError
-	)
-	var domainErr *errs.Error
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &domainErr):
-		code, detail, fields = domainErr.Code, domainErr.Message, domainErr.Fields
-	case errors.As(err, &tooLarge):
-		code, detail = errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit)
-	case errors.Is(err, context.DeadlineExceeded):
-		code, detail = errs.Timeout, "The request did not complete within its deadline."
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The client went away; nobody reads this response.
-		code, detail = errs.Timeout, "The request was cancelled."
-	default:
-		code, detail = errs.Internal, "An internal error occurred; quote the request id when reporting it."
-		s.log.ErrorContext(r.Context(), "internal error", "error", err, "method", r.Method, "path", r.URL.Path)
+	code, detail, fields := s.classify(r, err)
+	if ue, ok := errors.AsType[*llm.Error](err); ok && ue.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ue.RetryAfter.Seconds()))))
+	}
+	if isOpenAIRoute(r) {
+		writeOpenAIError(w, code, detail, fields)
+		return
 	}
 	p := newProblem(r.Context(), r.URL.Path, code, detail, fields)
 	writeProblem(w, p, p.Status)
+}
+
+// classify maps err to its code and client-safe detail, logging internal errors once.
+func (s *Server) classify(r *http.Request, err error) (errs.Code, string, []errs.FieldError) {
+	var domainErr *errs.Error
+	var tooLarge *http.MaxBytesError
+	var upstream *llm.Error
+	switch {
+	case errors.As(err, &domainErr):
+		return domainErr.Code, domainErr.Message, domainErr.Fields
+	case errors.As(err, &tooLarge):
+		return errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit), nil
+	case errors.As(err, &upstream):
+		return upstreamCode(upstream), upstreamDetail(upstream), nil
+	case errors.Is(err, llm.ErrNoTarget):
+		return errs.ModelUnavailable, "Every target of the model is unavailable right now (circuit open or at its concurrency limit); retry shortly.", nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return errs.Timeout, "The request did not complete within its deadline.", nil
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this response.
+		return errs.Timeout, "The request was cancelled.", nil
+	default:
+		s.log.ErrorContext(r.Context(), "internal error", "error", err, "method", r.Method, "path", r.URL.Path)
+		return errs.Internal, "An internal error occurred; quote the request id when reporting it.", nil
+	}
+}
+
+// upstreamCode maps an upstream failure to Kiln's catalog.
+func upstreamCode(e *llm.Error) errs.Code {
+	switch e.Kind {
+	case llm.KindInvalid, llm.KindUnsupported:
+		return errs.UpstreamRejected
+	case llm.KindRateLimited:
+		return errs.UpstreamRateLimited
+	case llm.KindTimeout:
+		return errs.UpstreamTimeout
+	default:
+		return errs.UpstreamError
+	}
+}
+
+// upstreamDetail names the provider and passes its message on, except for credential
+// failures: those are the operator's to fix, and the caller learns only that it failed.
+func upstreamDetail(e *llm.Error) string {
+	switch e.Kind {
+	case llm.KindAuth:
+		return fmt.Sprintf("The provider %s refused Kiln's credentials (HTTP %d); the operator must fix its key.", e.Provider, e.Status)
+	case llm.KindConnection, llm.KindProtocol, llm.KindTimeout:
+		return fmt.Sprintf("The provider %s failed: %s.", e.Provider, e.Message)
+	}
+	if e.Status != 0 {
+		return fmt.Sprintf("The provider %s answered HTTP %d: %s", e.Provider, e.Status, e.Message)
+	}
+	return fmt.Sprintf("The provider %s failed: %s", e.Provider, e.Message)
 }

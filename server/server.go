@@ -54,6 +54,8 @@ type Deps struct {
 	Keyspace redisclient.Keyspace
 	// LimitAbuse turns on the per-IP and per-account limits of the auth routes.
 	LimitAbuse bool
+	// LLM serves the model endpoints.
+	LLM LLM
 }
 
 // Server serves Kiln's HTTP API.
@@ -70,6 +72,9 @@ type Server struct {
 	limits  *rateLimiter // nil: no abuse limits
 	// trustedProxies may name the client in X-Forwarded-For.
 	trustedProxies []netip.Prefix
+	llm            LLM
+	chatSchema     *openapi3.Schema // validates WebSocket chat frames
+	started        time.Time
 	streaming      map[string]bool // route templates exempt from the request deadline
 	heartbeat      time.Duration   // between SSE heartbeats
 
@@ -111,6 +116,8 @@ func New(d Deps) (*Server, error) {
 		draining:  make(chan struct{}),
 		flags:     d.Flags,
 		admin:     d.Admin,
+		llm:       d.LLM,
+		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
 			requirements: requirements(d.Spec),
@@ -154,6 +161,12 @@ func New(d Deps) (*Server, error) {
 			s.respondError(w, r, &errs.Error{Code: errs.Invalid, Message: err.Error()})
 		},
 	})
+	s.chatSchema = d.Spec.Components.Schemas["ChatRequest"].Value
+	s.HandleStream("POST /v1/chat/completions", http.HandlerFunc(s.createChatCompletion))
+	s.HandleStream("GET /v1/chat/ws", http.HandlerFunc(s.chatWebSocket))
+	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
+	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
+	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
@@ -312,4 +325,11 @@ func serveEmbedded(fsys fs.FS, name, contentType string) http.Handler {
 		w.Header().Set("Content-Type", contentType)
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 	})
+}
+
+// writeJSON sends v as a JSON response with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -18,12 +17,14 @@ import (
 const heartbeatInterval = 15 * time.Second
 
 // sseStream is the one SSE writer: every event carries a monotonic id, a type and a JSON
-// payload, and is flushed as soon as it is written.
+// payload, and is flushed as soon as it is written. The response is committed by the
+// first event, so a failure before it is still an ordinary error response.
 type sseStream struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-	rc *http.ResponseController
-	id uint64
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	id      uint64
+	started bool
 }
 
 // Send writes one event and flushes it.
@@ -34,6 +35,14 @@ func (st *sseStream) Send(event string, data any) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if !st.started {
+		st.started = true
+		h := st.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+		st.w.WriteHeader(http.StatusOK)
+	}
 	st.id++
 	if _, err := fmt.Fprintf(st.w, "id: %s\nevent: %s\ndata: %s\n\n", strconv.FormatUint(st.id, 10), event, b); err != nil {
 		return err
@@ -44,6 +53,9 @@ func (st *sseStream) Send(event string, data any) error {
 func (st *sseStream) heartbeat() error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if !st.started {
+		return nil
+	}
 	if _, err := fmt.Fprint(st.w, ": heartbeat\n\n"); err != nil {
 		return err
 	}
@@ -58,18 +70,10 @@ type ShutdownEvent struct {
 // serveSSE streams the events produced by produce. produce must return when ctx is done:
 // ctx ends when the client goes away or the server starts draining, in which case a final
 // `shutdown` event is sent. An error from produce is sent as an `error` event carrying a
-// problem document.
+// problem document, or, when produce sent nothing yet, as an ordinary error response.
+// Headers set on w before the first event go out with the stream.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(ctx context.Context, send func(event string, data any) error) error) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
 	st := &sseStream{w: w, rc: http.NewResponseController(w)}
-	if err := st.rc.Flush(); err != nil {
-		s.log.WarnContext(r.Context(), "stream cannot flush", "error", err)
-		return
-	}
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -97,16 +101,18 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(c
 	err := produce(ctx, st.Send)
 	cancel()
 	wg.Wait()
+	st.mu.Lock()
+	started := st.started
+	st.mu.Unlock()
 	switch {
+	case !started && drained:
+		s.respondError(w, r, errs.E(errs.NotReady, "The server is shutting down; retry on another replica."))
+	case !started && err != nil:
+		s.respondError(w, r, err)
 	case drained:
 		_ = st.Send("shutdown", ShutdownEvent{Reason: "The server is shutting down; reconnect to continue."})
 	case err != nil && r.Context().Err() == nil:
-		code, detail := errs.Internal, "The stream failed; quote the request id when reporting it."
-		if e, ok := errors.AsType[*errs.Error](err); ok {
-			code, detail = e.Code, e.Message
-		} else {
-			s.log.ErrorContext(r.Context(), "stream failed", "error", err)
-		}
-		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, code, detail, nil))
+		code, detail, fields := s.classify(r, err)
+		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, code, detail, fields))
 	}
 }

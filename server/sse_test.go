@@ -111,12 +111,18 @@ func TestSSE(t *testing.T) {
 	t.Run("OKHeartbeatsAndNoRequestDeadline", func(t *testing.T) {
 		t.Parallel()
 		_, _, events := streamServer(t, func(ctx context.Context, send func(string, any) error) error {
+			if err := send("start", 1); err != nil { // the first event commits the response
+				return err
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(300 * time.Millisecond): // 6× the request deadline
 			}
 			return send("done", map[string]bool{"ok": true})
 		})
+		if ev := next(t, events); ev.event != "start" {
+			t.Fatalf("%+v", ev)
+		}
 		heartbeats := 0
 		for {
 			ev := next(t, events)
@@ -162,8 +168,14 @@ func TestSSE(t *testing.T) {
 	t.Run("ErrSentAsProblemEvent", func(t *testing.T) {
 		t.Parallel()
 		_, res, events := streamServer(t, func(ctx context.Context, send func(string, any) error) error {
+			if err := send("tick", 1); err != nil {
+				return err
+			}
 			return errs.E(errs.Conflict, "the reply was already generated")
 		})
+		if ev := next(t, events); ev.event != "tick" {
+			t.Fatalf("%+v", ev)
+		}
 		ev := next(t, events)
 		for ev.comment {
 			ev = next(t, events)
@@ -174,6 +186,20 @@ func TestSSE(t *testing.T) {
 		}
 		if p.Code != api.ErrorCode(errs.Conflict) || p.RequestId != res.Header.Get("X-Request-Id") || p.Detail == nil {
 			t.Errorf("problem %+v", p)
+		}
+	})
+
+	t.Run("ErrBeforeTheFirstEventIsAnOrdinaryProblem", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.srv.HandleStream("GET /test/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.srv.serveSSE(w, r, func(context.Context, func(string, any) error) error {
+				return errs.E(errs.Conflict, "the reply was already generated")
+			})
+		}))
+		res := b.do(t, httptest.NewRequest(http.MethodGet, "/test/stream", nil))
+		if res.StatusCode != http.StatusConflict || res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("status %d, %s", res.StatusCode, res.Header.Get("Content-Type"))
 		}
 	})
 }

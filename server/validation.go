@@ -143,26 +143,31 @@ func fieldErrors(re *openapi3filter.RequestError) []errs.FieldError {
 	if re.Parameter != nil {
 		base = "/" + re.Parameter.In + "/" + escapePointer(re.Parameter.Name)
 	}
+	if fields := schemaFields(base, re.Err); len(fields) > 0 {
+		return fields
+	}
+	msg := re.Reason
+	if re.Err != nil {
+		msg = re.Err.Error()
+	}
+	if base == "" && errors.Is(re.Err, openapi3filter.ErrInvalidRequired) {
+		msg = "a request body is required"
+	}
+	return []errs.FieldError{{Pointer: base, Message: msg}}
+}
+
+// schemaFields turns the schema errors in err into field errors under pointer base.
+func schemaFields(base string, err error) []errs.FieldError {
 	var schemaErrs []*openapi3.SchemaError
 	var multi openapi3.MultiError
-	if errors.As(re.Err, &multi) {
+	if errors.As(err, &multi) {
 		for _, e := range multi {
 			if se, ok := errors.AsType[*openapi3.SchemaError](e); ok {
 				schemaErrs = append(schemaErrs, se)
 			}
 		}
-	} else if se, ok := errors.AsType[*openapi3.SchemaError](re.Err); ok {
+	} else if se, ok := errors.AsType[*openapi3.SchemaError](err); ok {
 		schemaErrs = append(schemaErrs, se)
-	}
-	if len(schemaErrs) == 0 {
-		msg := re.Reason
-		if re.Err != nil {
-			msg = re.Err.Error()
-		}
-		if base == "" && errors.Is(re.Err, openapi3filter.ErrInvalidRequired) {
-			msg = "a request body is required"
-		}
-		return []errs.FieldError{{Pointer: base, Message: msg}}
 	}
 	out := make([]errs.FieldError, 0, len(schemaErrs))
 	for _, se := range schemaErrs {

@@ -73,7 +73,7 @@ func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
-	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.llmCmd(), a.versionCmd())
 	return root
 }
 
@@ -207,7 +207,12 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
+	llmDeps, err := a.newLLM(store.New(d.pool), reg)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Deps{
+		LLM:        llmDeps,
 		Config:     a.cfg.HTTP,
 		Log:        a.log,
 		Registry:   reg,
@@ -242,6 +247,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return fmt.Errorf("token signing key: %w", err)
 	}
 	wg.Go(func() { srv.WatchReadiness(bg, 15*time.Second) })
+	wg.Go(func() { llmDeps.Usage.Run(bg) }) // bg ends after the HTTP server stopped: every call is recorded
 	for name, run := range map[string]func(context.Context) error{
 		"token keys and revocations": d.identity.Tokens.Run,
 		"api key invalidation":       d.identity.Keys.Run,

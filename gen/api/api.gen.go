@@ -43,6 +43,63 @@ func (e AuditEventActorType) Valid() bool {
 	}
 }
 
+// Defines values for ChatEventType.
+const (
+	ChatEventTypeDone          ChatEventType = "done"
+	ChatEventTypeError         ChatEventType = "error"
+	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
+	ChatEventTypeToolCall      ChatEventType = "tool_call"
+	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
+	ChatEventTypeToolResult    ChatEventType = "tool_result"
+	ChatEventTypeUsage         ChatEventType = "usage"
+)
+
+// Valid indicates whether the value is a known member of the ChatEventType enum.
+func (e ChatEventType) Valid() bool {
+	switch e {
+	case ChatEventTypeDone:
+		return true
+	case ChatEventTypeError:
+		return true
+	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeToolCall:
+		return true
+	case ChatEventTypeToolCallDelta:
+		return true
+	case ChatEventTypeToolResult:
+		return true
+	case ChatEventTypeUsage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ChatRole.
+const (
+	ChatRoleAssistant ChatRole = "assistant"
+	ChatRoleSystem    ChatRole = "system"
+	ChatRoleTool      ChatRole = "tool"
+	ChatRoleUser      ChatRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the ChatRole enum.
+func (e ChatRole) Valid() bool {
+	switch e {
+	case ChatRoleAssistant:
+		return true
+	case ChatRoleSystem:
+		return true
+	case ChatRoleTool:
+		return true
+	case ChatRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CheckStatus.
 const (
 	CheckStatusFailed CheckStatus = "failed"
@@ -55,6 +112,69 @@ func (e CheckStatus) Valid() bool {
 	case CheckStatusFailed:
 		return true
 	case CheckStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartDetail.
+const (
+	ContentPartDetailAuto ContentPartDetail = "auto"
+	ContentPartDetailHigh ContentPartDetail = "high"
+	ContentPartDetailLow  ContentPartDetail = "low"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartDetail enum.
+func (e ContentPartDetail) Valid() bool {
+	switch e {
+	case ContentPartDetailAuto:
+		return true
+	case ContentPartDetailHigh:
+		return true
+	case ContentPartDetailLow:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartMediaType.
+const (
+	Imagegif  ContentPartMediaType = "image/gif"
+	Imagejpeg ContentPartMediaType = "image/jpeg"
+	Imagepng  ContentPartMediaType = "image/png"
+	Imagewebp ContentPartMediaType = "image/webp"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartMediaType enum.
+func (e ContentPartMediaType) Valid() bool {
+	switch e {
+	case Imagegif:
+		return true
+	case Imagejpeg:
+		return true
+	case Imagepng:
+		return true
+	case Imagewebp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartType.
+const (
+	ContentPartTypeImage ContentPartType = "image"
+	ContentPartTypeText  ContentPartType = "text"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartType enum.
+func (e ContentPartType) Valid() bool {
+	switch e {
+	case ContentPartTypeImage:
+		return true
+	case ContentPartTypeText:
 		return true
 	default:
 		return false
@@ -88,6 +208,7 @@ const (
 	InvalidRequest        ErrorCode = "invalid_request"
 	MalformedJson         ErrorCode = "malformed_json"
 	MethodNotAllowed      ErrorCode = "method_not_allowed"
+	ModelUnavailable      ErrorCode = "model_unavailable"
 	NotFound              ErrorCode = "not_found"
 	NotReady              ErrorCode = "not_ready"
 	PermissionDenied      ErrorCode = "permission_denied"
@@ -96,6 +217,10 @@ const (
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
 	UnsupportedMediaType  ErrorCode = "unsupported_media_type"
+	UpstreamError         ErrorCode = "upstream_error"
+	UpstreamRateLimited   ErrorCode = "upstream_rate_limited"
+	UpstreamRejected      ErrorCode = "upstream_rejected"
+	UpstreamTimeout       ErrorCode = "upstream_timeout"
 )
 
 // Valid indicates whether the value is a known member of the ErrorCode enum.
@@ -115,6 +240,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case MethodNotAllowed:
 		return true
+	case ModelUnavailable:
+		return true
 	case NotFound:
 		return true
 	case NotReady:
@@ -130,6 +257,14 @@ func (e ErrorCode) Valid() bool {
 	case Unauthenticated:
 		return true
 	case UnsupportedMediaType:
+		return true
+	case UpstreamError:
+		return true
+	case UpstreamRateLimited:
+		return true
+	case UpstreamRejected:
+		return true
+	case UpstreamTimeout:
 		return true
 	default:
 		return false
@@ -148,6 +283,33 @@ func (e FeatureFlagStickyBy) Valid() bool {
 	case FeatureFlagStickyByOrg:
 		return true
 	case FeatureFlagStickyByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FinishReason.
+const (
+	Cancelled     FinishReason = "cancelled"
+	ContentFilter FinishReason = "content_filter"
+	Length        FinishReason = "length"
+	Stop          FinishReason = "stop"
+	ToolCalls     FinishReason = "tool_calls"
+)
+
+// Valid indicates whether the value is a known member of the FinishReason enum.
+func (e FinishReason) Valid() bool {
+	switch e {
+	case Cancelled:
+		return true
+	case ContentFilter:
+		return true
+	case Length:
+		return true
+	case Stop:
+		return true
+	case ToolCalls:
 		return true
 	default:
 		return false
@@ -253,6 +415,141 @@ func (e OAuthProviderInfoType) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionObject.
+const (
+	OpenAIChatCompletionObjectChatCompletion OpenAIChatCompletionObject = "chat.completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionObject enum.
+func (e OpenAIChatCompletionObject) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionObjectChatCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionChunkObject.
+const (
+	ChatCompletionChunk OpenAIChatCompletionChunkObject = "chat.completion.chunk"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionChunkObject enum.
+func (e OpenAIChatCompletionChunkObject) Valid() bool {
+	switch e {
+	case ChatCompletionChunk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionRequestMessagesRole.
+const (
+	OpenAIChatCompletionRequestMessagesRoleAssistant OpenAIChatCompletionRequestMessagesRole = "assistant"
+	OpenAIChatCompletionRequestMessagesRoleDeveloper OpenAIChatCompletionRequestMessagesRole = "developer"
+	OpenAIChatCompletionRequestMessagesRoleSystem    OpenAIChatCompletionRequestMessagesRole = "system"
+	OpenAIChatCompletionRequestMessagesRoleTool      OpenAIChatCompletionRequestMessagesRole = "tool"
+	OpenAIChatCompletionRequestMessagesRoleUser      OpenAIChatCompletionRequestMessagesRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestMessagesRole enum.
+func (e OpenAIChatCompletionRequestMessagesRole) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionRequestMessagesRoleAssistant:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleDeveloper:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleSystem:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleTool:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListDataObject.
+const (
+	Embedding OpenAIEmbeddingListDataObject = "embedding"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListDataObject enum.
+func (e OpenAIEmbeddingListDataObject) Valid() bool {
+	switch e {
+	case Embedding:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListObject.
+const (
+	OpenAIEmbeddingListObjectList OpenAIEmbeddingListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListObject enum.
+func (e OpenAIEmbeddingListObject) Valid() bool {
+	switch e {
+	case OpenAIEmbeddingListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingRequestEncodingFormat.
+const (
+	Base64 OpenAIEmbeddingRequestEncodingFormat = "base64"
+	Float  OpenAIEmbeddingRequestEncodingFormat = "float"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingRequestEncodingFormat enum.
+func (e OpenAIEmbeddingRequestEncodingFormat) Valid() bool {
+	switch e {
+	case Base64:
+		return true
+	case Float:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListDataObject.
+const (
+	OpenAIModelListDataObjectModel OpenAIModelListDataObject = "model"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListDataObject enum.
+func (e OpenAIModelListDataObject) Valid() bool {
+	switch e {
+	case OpenAIModelListDataObjectModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListObject.
+const (
+	OpenAIModelListObjectList OpenAIModelListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListObject enum.
+func (e OpenAIModelListObject) Valid() bool {
+	switch e {
+	case OpenAIModelListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PutFeatureFlagRequestStickyBy.
 const (
 	PutFeatureFlagRequestStickyByOrg  PutFeatureFlagRequestStickyBy = "org"
@@ -280,6 +577,27 @@ const (
 func (e ReadinessStatus) Valid() bool {
 	switch e {
 	case Ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ResponseFormatType.
+const (
+	ResponseFormatTypeJsonObject ResponseFormatType = "json_object"
+	ResponseFormatTypeJsonSchema ResponseFormatType = "json_schema"
+	ResponseFormatTypeText       ResponseFormatType = "text"
+)
+
+// Valid indicates whether the value is a known member of the ResponseFormatType enum.
+func (e ResponseFormatType) Valid() bool {
+	switch e {
+	case ResponseFormatTypeJsonObject:
+		return true
+	case ResponseFormatTypeJsonSchema:
+		return true
+	case ResponseFormatTypeText:
 		return true
 	default:
 		return false
@@ -346,6 +664,102 @@ const (
 func (e TokenPairTokenType) Valid() bool {
 	switch e {
 	case Bearer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ToolCallEventExecutor.
+const (
+	Client ToolCallEventExecutor = "client"
+	Server ToolCallEventExecutor = "server"
+)
+
+// Valid indicates whether the value is a known member of the ToolCallEventExecutor enum.
+func (e ToolCallEventExecutor) Valid() bool {
+	switch e {
+	case Client:
+		return true
+	case Server:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ToolChoiceMode.
+const (
+	ToolChoiceModeAuto     ToolChoiceMode = "auto"
+	ToolChoiceModeNone     ToolChoiceMode = "none"
+	ToolChoiceModeRequired ToolChoiceMode = "required"
+	ToolChoiceModeTool     ToolChoiceMode = "tool"
+)
+
+// Valid indicates whether the value is a known member of the ToolChoiceMode enum.
+func (e ToolChoiceMode) Valid() bool {
+	switch e {
+	case ToolChoiceModeAuto:
+		return true
+	case ToolChoiceModeNone:
+		return true
+	case ToolChoiceModeRequired:
+		return true
+	case ToolChoiceModeTool:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UsageReportGroupBy.
+const (
+	UsageReportGroupByDay   UsageReportGroupBy = "day"
+	UsageReportGroupByModel UsageReportGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the UsageReportGroupBy enum.
+func (e UsageReportGroupBy) Valid() bool {
+	switch e {
+	case UsageReportGroupByDay:
+		return true
+	case UsageReportGroupByModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WSClientFrameType.
+const (
+	WSClientFrameTypeCancel WSClientFrameType = "cancel"
+	WSClientFrameTypeChat   WSClientFrameType = "chat"
+)
+
+// Valid indicates whether the value is a known member of the WSClientFrameType enum.
+func (e WSClientFrameType) Valid() bool {
+	switch e {
+	case WSClientFrameTypeCancel:
+		return true
+	case WSClientFrameTypeChat:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetUsageParamsGroupBy.
+const (
+	GetUsageParamsGroupByDay   GetUsageParamsGroupBy = "day"
+	GetUsageParamsGroupByModel GetUsageParamsGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the GetUsageParamsGroupBy enum.
+func (e GetUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetUsageParamsGroupByDay:
+		return true
+	case GetUsageParamsGroupByModel:
 		return true
 	default:
 		return false
@@ -456,6 +870,121 @@ type ChangePasswordRequest struct {
 	NewPassword     string `json:"new_password"`
 }
 
+// ChatAttempt defines model for ChatAttempt.
+type ChatAttempt struct {
+	// Error Why the attempt failed; absent for the one that served.
+	Error *string `json:"error,omitempty"`
+
+	// Target `provider/model`.
+	Target string `json:"target"`
+}
+
+// ChatCompletion defines model for ChatCompletion.
+type ChatCompletion struct {
+	// Attempts Every target tried, the serving one last.
+	Attempts []ChatAttempt `json:"attempts"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt    Timestamp    `json:"created_at"`
+	FinishReason FinishReason `json:"finish_reason"`
+	Id           string       `json:"id"`
+	Message      ChatMessage  `json:"message"`
+
+	// Model The alias requested.
+	Model string `json:"model"`
+
+	// Provider The provider that served the reply (`dev` is the offline development model).
+	Provider      string `json:"provider"`
+	ProviderModel string `json:"provider_model"`
+
+	// Steps The assistant tool calls and tool results of server-side tools that led to `message`, in order.
+	Steps *[]ChatMessage `json:"steps,omitempty"`
+	Usage ChatUsage      `json:"usage"`
+}
+
+// ChatDeltaEvent defines model for ChatDeltaEvent.
+type ChatDeltaEvent struct {
+	Text string `json:"text"`
+}
+
+// ChatDoneEvent defines model for ChatDoneEvent.
+type ChatDoneEvent struct {
+	Attempts      []ChatAttempt `json:"attempts"`
+	FinishReason  FinishReason  `json:"finish_reason"`
+	Id            string        `json:"id"`
+	Model         string        `json:"model"`
+	Provider      string        `json:"provider"`
+	ProviderModel string        `json:"provider_model"`
+}
+
+// ChatEventType defines model for ChatEventType.
+type ChatEventType string
+
+// ChatMessage defines model for ChatMessage.
+type ChatMessage struct {
+	// Content The message's text.
+	Content *string `json:"content,omitempty"`
+
+	// Name A `tool` message's tool name.
+	Name *string `json:"name,omitempty"`
+
+	// Parts Further content after `content`, e.g. images.
+	Parts *[]ContentPart `json:"parts,omitempty"`
+	Role  ChatRole       `json:"role"`
+
+	// ToolCallId A `tool` message answers this call.
+	ToolCallId *string `json:"tool_call_id,omitempty"`
+
+	// ToolCalls An assistant message's tool calls.
+	ToolCalls *[]ToolCall `json:"tool_calls,omitempty"`
+}
+
+// ChatRequest defines model for ChatRequest.
+type ChatRequest struct {
+	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
+	MaxTokens *int          `json:"max_tokens,omitempty"`
+	Messages  []ChatMessage `json:"messages"`
+
+	// Model A model alias of the catalog (`GET /v1/models`).
+	Model          *string         `json:"model,omitempty"`
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	Seed           *int64          `json:"seed,omitempty"`
+
+	// ServerTools Server-side tools to offer the model by name (`current_time`, `calculator`, and any the deployment registers); Kiln runs their calls.
+	ServerTools *[]string   `json:"server_tools,omitempty"`
+	Stop        *[]string   `json:"stop,omitempty"`
+	Stream      *bool       `json:"stream,omitempty"`
+	Temperature *float64    `json:"temperature,omitempty"`
+	ToolChoice  *ToolChoice `json:"tool_choice,omitempty"`
+
+	// Tools The client's own tools; the model's calls of them are returned for the client to run.
+	Tools *[]ToolDefinition `json:"tools,omitempty"`
+	TopP  *float64          `json:"top_p,omitempty"`
+
+	// User An end-user id passed to the provider for abuse monitoring.
+	User *string `json:"user,omitempty"`
+}
+
+// ChatRole defines model for ChatRole.
+type ChatRole string
+
+// ChatStreamEvent The `data` of one stream event; the event type says which schema.
+type ChatStreamEvent struct {
+	union json.RawMessage
+}
+
+// ChatUsage defines model for ChatUsage.
+type ChatUsage struct {
+	// CachedTokens Prompt tokens served from the provider's prompt cache.
+	CachedTokens     int `json:"cached_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+
+	// CostUsd From the target's price table; 0 when it has none.
+	CostUsd      float64 `json:"cost_usd"`
+	PromptTokens int     `json:"prompt_tokens"`
+	TotalTokens  int     `json:"total_tokens"`
+}
+
 // Check defines model for Check.
 type Check struct {
 	// Detail Why the check failed.
@@ -468,6 +997,31 @@ type Check struct {
 
 // CheckStatus defines model for CheckStatus.
 type CheckStatus string
+
+// ContentPart defines model for ContentPart.
+type ContentPart struct {
+	Detail *ContentPartDetail `json:"detail,omitempty"`
+
+	// ImageData The image's bytes, base64 (for `image`).
+	ImageData *[]byte `json:"image_data,omitempty"`
+
+	// ImageUrl An http(s) URL of the image (for `image`; or use `image_data`).
+	ImageUrl *string `json:"image_url,omitempty"`
+
+	// MediaType The type of `image_data`.
+	MediaType *ContentPartMediaType `json:"media_type,omitempty"`
+	Text      *string               `json:"text,omitempty"`
+	Type      ContentPartType       `json:"type"`
+}
+
+// ContentPartDetail defines model for ContentPart.Detail.
+type ContentPartDetail string
+
+// ContentPartMediaType The type of `image_data`.
+type ContentPartMediaType string
+
+// ContentPartType defines model for ContentPart.Type.
+type ContentPartType string
 
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
@@ -522,6 +1076,9 @@ type FieldError struct {
 	// Example: /name
 	Pointer string `json:"pointer"`
 }
+
+// FinishReason defines model for FinishReason.
+type FinishReason string
 
 // Health defines model for Health.
 type Health struct {
@@ -632,6 +1189,24 @@ type MemberList struct {
 	NextCursor *string  `json:"next_cursor"`
 }
 
+// ModelAlias defines model for ModelAlias.
+type ModelAlias struct {
+	// Id The alias, for a request's `model`.
+	Id      string        `json:"id"`
+	Targets []ModelTarget `json:"targets"`
+}
+
+// ModelList defines model for ModelList.
+type ModelList struct {
+	Data []ModelAlias `json:"data"`
+}
+
+// ModelTarget defines model for ModelTarget.
+type ModelTarget struct {
+	Model    string `json:"model"`
+	Provider string `json:"provider"`
+}
+
 // OAuthExchangeRequest defines model for OAuthExchangeRequest.
 type OAuthExchangeRequest struct {
 	Code string `json:"code"`
@@ -652,6 +1227,154 @@ type OAuthProviderList struct {
 	Data       []OAuthProviderInfo `json:"data"`
 	NextCursor *string             `json:"next_cursor"`
 }
+
+// OpenAIChatCompletion defines model for OpenAIChatCompletion.
+type OpenAIChatCompletion struct {
+	Choices []struct {
+		FinishReason string                 `json:"finish_reason"`
+		Index        int                    `json:"index"`
+		Message      map[string]interface{} `json:"message"`
+	} `json:"choices"`
+	Created int64                      `json:"created"`
+	Id      string                     `json:"id"`
+	Model   string                     `json:"model"`
+	Object  OpenAIChatCompletionObject `json:"object"`
+	Usage   *map[string]interface{}    `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
+type OpenAIChatCompletionObject string
+
+// OpenAIChatCompletionChunk One streamed chunk (`object` is `chat.completion.chunk`).
+type OpenAIChatCompletionChunk struct {
+	Choices []map[string]interface{}        `json:"choices"`
+	Created int64                           `json:"created"`
+	Id      string                          `json:"id"`
+	Model   string                          `json:"model"`
+	Object  OpenAIChatCompletionChunkObject `json:"object"`
+	Usage   *map[string]interface{}         `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionChunkObject defines model for OpenAIChatCompletionChunk.Object.
+type OpenAIChatCompletionChunkObject string
+
+// OpenAIChatCompletionRequest OpenAI's request body; fields Kiln does not use are accepted and ignored.
+type OpenAIChatCompletionRequest struct {
+	MaxCompletionTokens  *int                                        `json:"max_completion_tokens,omitempty"`
+	MaxTokens            *int                                        `json:"max_tokens,omitempty"`
+	Messages             []OpenAIChatCompletionRequest_Messages_Item `json:"messages"`
+	Model                string                                      `json:"model"`
+	N                    *int                                        `json:"n,omitempty"`
+	Seed                 *int64                                      `json:"seed,omitempty"`
+	Stream               *bool                                       `json:"stream,omitempty"`
+	StreamOptions        *OpenAIChatCompletionRequest_StreamOptions  `json:"stream_options,omitempty"`
+	Temperature          *float64                                    `json:"temperature,omitempty"`
+	Tools                *[]map[string]interface{}                   `json:"tools,omitempty"`
+	TopP                 *float64                                    `json:"top_p,omitempty"`
+	User                 *string                                     `json:"user,omitempty"`
+	AdditionalProperties map[string]interface{}                      `json:"-"`
+}
+
+// OpenAIChatCompletionRequestMessagesRole defines model for OpenAIChatCompletionRequest.Messages.Role.
+type OpenAIChatCompletionRequestMessagesRole string
+
+// OpenAIChatCompletionRequest_Messages_Item defines model for OpenAIChatCompletionRequest.messages.Item.
+type OpenAIChatCompletionRequest_Messages_Item struct {
+	Role                 OpenAIChatCompletionRequestMessagesRole `json:"role"`
+	AdditionalProperties map[string]interface{}                  `json:"-"`
+}
+
+// OpenAIChatCompletionRequest_StreamOptions defines model for OpenAIChatCompletionRequest.StreamOptions.
+type OpenAIChatCompletionRequest_StreamOptions struct {
+	IncludeUsage         *bool                  `json:"include_usage,omitempty"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
+// OpenAIEmbeddingList defines model for OpenAIEmbeddingList.
+type OpenAIEmbeddingList struct {
+	Data []struct {
+		// Embedding Floats, or base64 of little-endian float32s when `encoding_format` is base64.
+		Embedding OpenAIEmbeddingList_Data_Embedding `json:"embedding"`
+		Index     int                                `json:"index"`
+		Object    OpenAIEmbeddingListDataObject      `json:"object"`
+	} `json:"data"`
+	Model  string                    `json:"model"`
+	Object OpenAIEmbeddingListObject `json:"object"`
+	Usage  struct {
+		PromptTokens int `json:"prompt_tokens"`
+		TotalTokens  int `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+// OpenAIEmbeddingListDataEmbedding0 defines model for OpenAIEmbeddingList.Data.Embedding.0.
+type OpenAIEmbeddingListDataEmbedding0 = []float64
+
+// OpenAIEmbeddingListDataEmbedding1 defines model for OpenAIEmbeddingList.Data.Embedding.1.
+type OpenAIEmbeddingListDataEmbedding1 = string
+
+// OpenAIEmbeddingList_Data_Embedding Floats, or base64 of little-endian float32s when `encoding_format` is base64.
+type OpenAIEmbeddingList_Data_Embedding struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingListDataObject defines model for OpenAIEmbeddingList.Data.Object.
+type OpenAIEmbeddingListDataObject string
+
+// OpenAIEmbeddingListObject defines model for OpenAIEmbeddingList.Object.
+type OpenAIEmbeddingListObject string
+
+// OpenAIEmbeddingRequest defines model for OpenAIEmbeddingRequest.
+type OpenAIEmbeddingRequest struct {
+	Dimensions     *int                                  `json:"dimensions,omitempty"`
+	EncodingFormat *OpenAIEmbeddingRequestEncodingFormat `json:"encoding_format,omitempty"`
+
+	// Input A string or an array of up to 2048 strings.
+	Input                OpenAIEmbeddingRequest_Input `json:"input"`
+	Model                string                       `json:"model"`
+	User                 *string                      `json:"user,omitempty"`
+	AdditionalProperties map[string]interface{}       `json:"-"`
+}
+
+// OpenAIEmbeddingRequestEncodingFormat defines model for OpenAIEmbeddingRequest.EncodingFormat.
+type OpenAIEmbeddingRequestEncodingFormat string
+
+// OpenAIEmbeddingRequestInput0 defines model for OpenAIEmbeddingRequest.Input.0.
+type OpenAIEmbeddingRequestInput0 = string
+
+// OpenAIEmbeddingRequestInput1 defines model for OpenAIEmbeddingRequest.Input.1.
+type OpenAIEmbeddingRequestInput1 = []string
+
+// OpenAIEmbeddingRequest_Input A string or an array of up to 2048 strings.
+type OpenAIEmbeddingRequest_Input struct {
+	union json.RawMessage
+}
+
+// OpenAIError defines model for OpenAIError.
+type OpenAIError struct {
+	Error struct {
+		Code    *string `json:"code,omitempty"`
+		Message string  `json:"message"`
+		Param   *string `json:"param,omitempty"`
+		Type    string  `json:"type"`
+	} `json:"error"`
+}
+
+// OpenAIModelList defines model for OpenAIModelList.
+type OpenAIModelList struct {
+	Data []struct {
+		Created int64                     `json:"created"`
+		Id      string                    `json:"id"`
+		Object  OpenAIModelListDataObject `json:"object"`
+		OwnedBy string                    `json:"owned_by"`
+	} `json:"data"`
+	Object OpenAIModelListObject `json:"object"`
+}
+
+// OpenAIModelListDataObject defines model for OpenAIModelList.Data.Object.
+type OpenAIModelListDataObject string
+
+// OpenAIModelListObject defines model for OpenAIModelList.Object.
+type OpenAIModelListObject string
 
 // Org defines model for Org.
 type Org struct {
@@ -786,6 +1509,19 @@ type ResetPasswordRequest struct {
 	Token    string `json:"token"`
 }
 
+// ResponseFormat defines model for ResponseFormat.
+type ResponseFormat struct {
+	Name *string `json:"name,omitempty"`
+
+	// Schema The JSON Schema of the reply, for `json_schema`.
+	Schema *map[string]interface{} `json:"schema,omitempty"`
+	Strict *bool                   `json:"strict,omitempty"`
+	Type   ResponseFormatType      `json:"type"`
+}
+
+// ResponseFormatType defines model for ResponseFormat.Type.
+type ResponseFormatType string
+
 // Role defines model for Role.
 type Role string
 
@@ -862,6 +1598,65 @@ type TokenRequest struct {
 	Token string `json:"token"`
 }
 
+// ToolCall defines model for ToolCall.
+type ToolCall struct {
+	// Arguments The arguments, a JSON object as text.
+	Arguments string `json:"arguments"`
+	Id        string `json:"id"`
+	Name      string `json:"name"`
+}
+
+// ToolCallDeltaEvent defines model for ToolCallDeltaEvent.
+type ToolCallDeltaEvent struct {
+	// Arguments The next piece of the arguments.
+	Arguments string  `json:"arguments"`
+	Id        *string `json:"id,omitempty"`
+	Index     int     `json:"index"`
+	Name      *string `json:"name,omitempty"`
+}
+
+// ToolCallEvent defines model for ToolCallEvent.
+type ToolCallEvent struct {
+	Arguments string `json:"arguments"`
+
+	// Executor `server`: Kiln runs it and sends a `tool_result`; `client`: the client runs it.
+	Executor ToolCallEventExecutor `json:"executor"`
+	Id       string                `json:"id"`
+	Index    int                   `json:"index"`
+	Name     string                `json:"name"`
+}
+
+// ToolCallEventExecutor `server`: Kiln runs it and sends a `tool_result`; `client`: the client runs it.
+type ToolCallEventExecutor string
+
+// ToolChoice defines model for ToolChoice.
+type ToolChoice struct {
+	Mode ToolChoiceMode `json:"mode"`
+
+	// Name The tool to call, for mode `tool`.
+	Name *string `json:"name,omitempty"`
+}
+
+// ToolChoiceMode defines model for ToolChoice.Mode.
+type ToolChoiceMode string
+
+// ToolDefinition defines model for ToolDefinition.
+type ToolDefinition struct {
+	Description *string `json:"description,omitempty"`
+	Name        string  `json:"name"`
+
+	// Parameters JSON Schema of the arguments object.
+	Parameters map[string]interface{} `json:"parameters"`
+}
+
+// ToolResultEvent defines model for ToolResultEvent.
+type ToolResultEvent struct {
+	Content    string `json:"content"`
+	IsError    bool   `json:"is_error"`
+	Name       string `json:"name"`
+	ToolCallId string `json:"tool_call_id"`
+}
+
 // TransferOwnershipRequest defines model for TransferOwnershipRequest.
 type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
@@ -870,6 +1665,57 @@ type TransferOwnershipRequest struct {
 // UpdateMemberRequest defines model for UpdateMemberRequest.
 type UpdateMemberRequest struct {
 	Role Role `json:"role"`
+}
+
+// UsageBucket defines model for UsageBucket.
+type UsageBucket struct {
+	// CachedRequests Requests answered from Kiln's response cache.
+	CachedRequests   int64   `json:"cached_requests"`
+	CachedTokens     int64   `json:"cached_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	CostUsd          float64 `json:"cost_usd"`
+	Errors           int64   `json:"errors"`
+
+	// Key The day (YYYY-MM-DD) or model alias; `total` for the total.
+	Key          string  `json:"key"`
+	LatencyMsAvg float64 `json:"latency_ms_avg"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Requests     int64   `json:"requests"`
+}
+
+// UsageReport defines model for UsageReport.
+type UsageReport struct {
+	Data []UsageBucket `json:"data"`
+
+	// From RFC 3339, UTC.
+	From    Timestamp          `json:"from"`
+	GroupBy UsageReportGroupBy `json:"group_by"`
+
+	// To RFC 3339, UTC.
+	To    Timestamp   `json:"to"`
+	Total UsageBucket `json:"total"`
+}
+
+// UsageReportGroupBy defines model for UsageReport.GroupBy.
+type UsageReportGroupBy string
+
+// WSClientFrame defines model for WSClientFrame.
+type WSClientFrame struct {
+	Data *ChatRequest      `json:"data,omitempty"`
+	Type WSClientFrameType `json:"type"`
+}
+
+// WSClientFrameType defines model for WSClientFrame.Type.
+type WSClientFrameType string
+
+// WSServerFrame defines model for WSServerFrame.
+type WSServerFrame struct {
+	// Data The `data` of one stream event; the event type says which schema.
+	Data ChatStreamEvent `json:"data"`
+
+	// Id Monotonic per connection.
+	Id   int           `json:"id"`
+	Type ChatEventType `json:"type"`
 }
 
 // Cursor defines model for Cursor.
@@ -992,6 +1838,12 @@ type StartOAuthParams struct {
 	RedirectUri string `form:"redirect_uri" json:"redirect_uri"`
 }
 
+// ListModelsParams defines parameters for ListModels.
+type ListModelsParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -1003,6 +1855,30 @@ type ListOrgAuditEventsParams struct {
 	// Action Only events with this action, e.g. `api_key.create`.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
+
+// GetUsageParams defines parameters for GetUsage.
+type GetUsageParams struct {
+	// From Start of the window (inclusive).
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the window (exclusive); default now.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Model Only this model alias.
+	Model *string `form:"model,omitempty" json:"model,omitempty"`
+
+	// ApiKeyId Only calls made with this API key.
+	ApiKeyId *openapi_types.UUID `form:"api_key_id,omitempty" json:"api_key_id,omitempty"`
+
+	// GroupBy Bucket by UTC day or by model alias.
+	GroupBy *GetUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetUsageParamsGroupBy defines parameters for GetUsage.
+type GetUsageParamsGroupBy string
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
@@ -1051,6 +1927,811 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest
+func (a *OpenAIChatCompletionRequest) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["max_completion_tokens"]; found {
+		err = json.Unmarshal(raw, &a.MaxCompletionTokens)
+		if err != nil {
+			return fmt.Errorf("error reading 'max_completion_tokens': %w", err)
+		}
+		delete(object, "max_completion_tokens")
+	}
+
+	if raw, found := object["max_tokens"]; found {
+		err = json.Unmarshal(raw, &a.MaxTokens)
+		if err != nil {
+			return fmt.Errorf("error reading 'max_tokens': %w", err)
+		}
+		delete(object, "max_tokens")
+	}
+
+	if raw, found := object["messages"]; found {
+		err = json.Unmarshal(raw, &a.Messages)
+		if err != nil {
+			return fmt.Errorf("error reading 'messages': %w", err)
+		}
+		delete(object, "messages")
+	}
+
+	if raw, found := object["model"]; found {
+		err = json.Unmarshal(raw, &a.Model)
+		if err != nil {
+			return fmt.Errorf("error reading 'model': %w", err)
+		}
+		delete(object, "model")
+	}
+
+	if raw, found := object["n"]; found {
+		err = json.Unmarshal(raw, &a.N)
+		if err != nil {
+			return fmt.Errorf("error reading 'n': %w", err)
+		}
+		delete(object, "n")
+	}
+
+	if raw, found := object["seed"]; found {
+		err = json.Unmarshal(raw, &a.Seed)
+		if err != nil {
+			return fmt.Errorf("error reading 'seed': %w", err)
+		}
+		delete(object, "seed")
+	}
+
+	if raw, found := object["stream"]; found {
+		err = json.Unmarshal(raw, &a.Stream)
+		if err != nil {
+			return fmt.Errorf("error reading 'stream': %w", err)
+		}
+		delete(object, "stream")
+	}
+
+	if raw, found := object["stream_options"]; found {
+		err = json.Unmarshal(raw, &a.StreamOptions)
+		if err != nil {
+			return fmt.Errorf("error reading 'stream_options': %w", err)
+		}
+		delete(object, "stream_options")
+	}
+
+	if raw, found := object["temperature"]; found {
+		err = json.Unmarshal(raw, &a.Temperature)
+		if err != nil {
+			return fmt.Errorf("error reading 'temperature': %w", err)
+		}
+		delete(object, "temperature")
+	}
+
+	if raw, found := object["tools"]; found {
+		err = json.Unmarshal(raw, &a.Tools)
+		if err != nil {
+			return fmt.Errorf("error reading 'tools': %w", err)
+		}
+		delete(object, "tools")
+	}
+
+	if raw, found := object["top_p"]; found {
+		err = json.Unmarshal(raw, &a.TopP)
+		if err != nil {
+			return fmt.Errorf("error reading 'top_p': %w", err)
+		}
+		delete(object, "top_p")
+	}
+
+	if raw, found := object["user"]; found {
+		err = json.Unmarshal(raw, &a.User)
+		if err != nil {
+			return fmt.Errorf("error reading 'user': %w", err)
+		}
+		delete(object, "user")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.MaxCompletionTokens != nil {
+		object["max_completion_tokens"], err = json.Marshal(a.MaxCompletionTokens)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'max_completion_tokens': %w", err)
+		}
+	}
+
+	if a.MaxTokens != nil {
+		object["max_tokens"], err = json.Marshal(a.MaxTokens)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'max_tokens': %w", err)
+		}
+	}
+
+	if a.Messages != nil {
+		object["messages"], err = json.Marshal(a.Messages)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'messages': %w", err)
+		}
+	}
+
+	object["model"], err = json.Marshal(a.Model)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'model': %w", err)
+	}
+
+	if a.N != nil {
+		object["n"], err = json.Marshal(a.N)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'n': %w", err)
+		}
+	}
+
+	if a.Seed != nil {
+		object["seed"], err = json.Marshal(a.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'seed': %w", err)
+		}
+	}
+
+	if a.Stream != nil {
+		object["stream"], err = json.Marshal(a.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'stream': %w", err)
+		}
+	}
+
+	if a.StreamOptions != nil {
+		object["stream_options"], err = json.Marshal(a.StreamOptions)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'stream_options': %w", err)
+		}
+	}
+
+	if a.Temperature != nil {
+		object["temperature"], err = json.Marshal(a.Temperature)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'temperature': %w", err)
+		}
+	}
+
+	if a.Tools != nil {
+		object["tools"], err = json.Marshal(a.Tools)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'tools': %w", err)
+		}
+	}
+
+	if a.TopP != nil {
+		object["top_p"], err = json.Marshal(a.TopP)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'top_p': %w", err)
+		}
+	}
+
+	if a.User != nil {
+		object["user"], err = json.Marshal(a.User)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'user': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIChatCompletionRequest_Messages_Item. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest_Messages_Item) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest_Messages_Item
+func (a *OpenAIChatCompletionRequest_Messages_Item) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_Messages_Item to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest_Messages_Item) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["role"]; found {
+		err = json.Unmarshal(raw, &a.Role)
+		if err != nil {
+			return fmt.Errorf("error reading 'role': %w", err)
+		}
+		delete(object, "role")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_Messages_Item to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest_Messages_Item) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	object["role"], err = json.Marshal(a.Role)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'role': %w", err)
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIChatCompletionRequest_StreamOptions. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest_StreamOptions) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest_StreamOptions
+func (a *OpenAIChatCompletionRequest_StreamOptions) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_StreamOptions to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest_StreamOptions) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["include_usage"]; found {
+		err = json.Unmarshal(raw, &a.IncludeUsage)
+		if err != nil {
+			return fmt.Errorf("error reading 'include_usage': %w", err)
+		}
+		delete(object, "include_usage")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_StreamOptions to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest_StreamOptions) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.IncludeUsage != nil {
+		object["include_usage"], err = json.Marshal(a.IncludeUsage)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'include_usage': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIEmbeddingRequest. Returns the specified
+// element and whether it was found
+func (a OpenAIEmbeddingRequest) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIEmbeddingRequest
+func (a *OpenAIEmbeddingRequest) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIEmbeddingRequest to handle AdditionalProperties
+func (a *OpenAIEmbeddingRequest) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["dimensions"]; found {
+		err = json.Unmarshal(raw, &a.Dimensions)
+		if err != nil {
+			return fmt.Errorf("error reading 'dimensions': %w", err)
+		}
+		delete(object, "dimensions")
+	}
+
+	if raw, found := object["encoding_format"]; found {
+		err = json.Unmarshal(raw, &a.EncodingFormat)
+		if err != nil {
+			return fmt.Errorf("error reading 'encoding_format': %w", err)
+		}
+		delete(object, "encoding_format")
+	}
+
+	if raw, found := object["input"]; found {
+		err = json.Unmarshal(raw, &a.Input)
+		if err != nil {
+			return fmt.Errorf("error reading 'input': %w", err)
+		}
+		delete(object, "input")
+	}
+
+	if raw, found := object["model"]; found {
+		err = json.Unmarshal(raw, &a.Model)
+		if err != nil {
+			return fmt.Errorf("error reading 'model': %w", err)
+		}
+		delete(object, "model")
+	}
+
+	if raw, found := object["user"]; found {
+		err = json.Unmarshal(raw, &a.User)
+		if err != nil {
+			return fmt.Errorf("error reading 'user': %w", err)
+		}
+		delete(object, "user")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIEmbeddingRequest to handle AdditionalProperties
+func (a OpenAIEmbeddingRequest) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.Dimensions != nil {
+		object["dimensions"], err = json.Marshal(a.Dimensions)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'dimensions': %w", err)
+		}
+	}
+
+	if a.EncodingFormat != nil {
+		object["encoding_format"], err = json.Marshal(a.EncodingFormat)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'encoding_format': %w", err)
+		}
+	}
+
+	object["input"], err = json.Marshal(a.Input)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'input': %w", err)
+	}
+
+	object["model"], err = json.Marshal(a.Model)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'model': %w", err)
+	}
+
+	if a.User != nil {
+		object["user"], err = json.Marshal(a.User)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'user': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// AsChatDeltaEvent returns the union data inside the ChatStreamEvent as a ChatDeltaEvent
+func (t ChatStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
+	var body ChatDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDeltaEvent overwrites any union data inside the ChatStreamEvent as the provided ChatDeltaEvent
+func (t *ChatStreamEvent) FromChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDeltaEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ChatDeltaEvent
+func (t *ChatStreamEvent) MergeChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallDeltaEvent returns the union data inside the ChatStreamEvent as a ToolCallDeltaEvent
+func (t ChatStreamEvent) AsToolCallDeltaEvent() (ToolCallDeltaEvent, error) {
+	var body ToolCallDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallDeltaEvent overwrites any union data inside the ChatStreamEvent as the provided ToolCallDeltaEvent
+func (t *ChatStreamEvent) FromToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallDeltaEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolCallDeltaEvent
+func (t *ChatStreamEvent) MergeToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallEvent returns the union data inside the ChatStreamEvent as a ToolCallEvent
+func (t ChatStreamEvent) AsToolCallEvent() (ToolCallEvent, error) {
+	var body ToolCallEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallEvent overwrites any union data inside the ChatStreamEvent as the provided ToolCallEvent
+func (t *ChatStreamEvent) FromToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolCallEvent
+func (t *ChatStreamEvent) MergeToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolResultEvent returns the union data inside the ChatStreamEvent as a ToolResultEvent
+func (t ChatStreamEvent) AsToolResultEvent() (ToolResultEvent, error) {
+	var body ToolResultEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolResultEvent overwrites any union data inside the ChatStreamEvent as the provided ToolResultEvent
+func (t *ChatStreamEvent) FromToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolResultEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolResultEvent
+func (t *ChatStreamEvent) MergeToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatUsage returns the union data inside the ChatStreamEvent as a ChatUsage
+func (t ChatStreamEvent) AsChatUsage() (ChatUsage, error) {
+	var body ChatUsage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatUsage overwrites any union data inside the ChatStreamEvent as the provided ChatUsage
+func (t *ChatStreamEvent) FromChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatUsage performs a merge with any union data inside the ChatStreamEvent, using the provided ChatUsage
+func (t *ChatStreamEvent) MergeChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDoneEvent returns the union data inside the ChatStreamEvent as a ChatDoneEvent
+func (t ChatStreamEvent) AsChatDoneEvent() (ChatDoneEvent, error) {
+	var body ChatDoneEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDoneEvent overwrites any union data inside the ChatStreamEvent as the provided ChatDoneEvent
+func (t *ChatStreamEvent) FromChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDoneEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ChatDoneEvent
+func (t *ChatStreamEvent) MergeChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the ChatStreamEvent as a Problem
+func (t ChatStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the ChatStreamEvent as the provided Problem
+func (t *ChatStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the ChatStreamEvent, using the provided Problem
+func (t *ChatStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t ChatStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *ChatStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingListDataEmbedding0 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding0
+func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding0() (OpenAIEmbeddingListDataEmbedding0, error) {
+	var body OpenAIEmbeddingListDataEmbedding0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingListDataEmbedding0 overwrites any union data inside the OpenAIEmbeddingList_Data_Embedding as the provided OpenAIEmbeddingListDataEmbedding0
+func (t *OpenAIEmbeddingList_Data_Embedding) FromOpenAIEmbeddingListDataEmbedding0(v OpenAIEmbeddingListDataEmbedding0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingListDataEmbedding0 performs a merge with any union data inside the OpenAIEmbeddingList_Data_Embedding, using the provided OpenAIEmbeddingListDataEmbedding0
+func (t *OpenAIEmbeddingList_Data_Embedding) MergeOpenAIEmbeddingListDataEmbedding0(v OpenAIEmbeddingListDataEmbedding0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingListDataEmbedding1 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding1
+func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding1() (OpenAIEmbeddingListDataEmbedding1, error) {
+	var body OpenAIEmbeddingListDataEmbedding1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingListDataEmbedding1 overwrites any union data inside the OpenAIEmbeddingList_Data_Embedding as the provided OpenAIEmbeddingListDataEmbedding1
+func (t *OpenAIEmbeddingList_Data_Embedding) FromOpenAIEmbeddingListDataEmbedding1(v OpenAIEmbeddingListDataEmbedding1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingListDataEmbedding1 performs a merge with any union data inside the OpenAIEmbeddingList_Data_Embedding, using the provided OpenAIEmbeddingListDataEmbedding1
+func (t *OpenAIEmbeddingList_Data_Embedding) MergeOpenAIEmbeddingListDataEmbedding1(v OpenAIEmbeddingListDataEmbedding1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingList_Data_Embedding) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingList_Data_Embedding) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput0 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput0
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput0() (OpenAIEmbeddingRequestInput0, error) {
+	var body OpenAIEmbeddingRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput0 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput0 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput1 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput1
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput1() (OpenAIEmbeddingRequestInput1, error) {
+	var body OpenAIEmbeddingRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput1 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput1 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -1165,6 +2846,9 @@ type ServerInterface interface {
 	// DeleteMySession Sign a device out
 	// (DELETE /v1/me/sessions/{id})
 	DeleteMySession(w http.ResponseWriter, r *http.Request, id ID)
+	// ListModels The model aliases
+	// (GET /v1/models)
+	ListModels(w http.ResponseWriter, r *http.Request, params ListModelsParams)
 	// ListOrgs The caller's orgs
 	// (GET /v1/orgs)
 	ListOrgs(w http.ResponseWriter, r *http.Request)
@@ -1195,6 +2879,9 @@ type ServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(w http.ResponseWriter, r *http.Request, id ID)
+	// GetUsage The org's model usage
+	// (GET /v1/usage)
+	GetUsage(w http.ResponseWriter, r *http.Request, params GetUsageParams)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -2239,6 +3926,47 @@ func (siw *ServerInterfaceWrapper) DeleteMySession(w http.ResponseWriter, r *htt
 	handler.ServeHTTP(w, r)
 }
 
+// ListModels operation middleware
+func (siw *ServerInterfaceWrapper) ListModels(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListModelsParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListModels(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListOrgs operation middleware
 func (siw *ServerInterfaceWrapper) ListOrgs(w http.ResponseWriter, r *http.Request) {
 
@@ -2544,6 +4272,112 @@ func (siw *ServerInterfaceWrapper) TransferOrgOwnership(w http.ResponseWriter, r
 	handler.ServeHTTP(w, r)
 }
 
+// GetUsage operation middleware
+func (siw *ServerInterfaceWrapper) GetUsage(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetUsageParams
+
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", r.URL.Query(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "from"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "from", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", r.URL.Query(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "to"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "to", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "model" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "model", r.URL.Query(), &params.Model, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "model"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "model", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "api_key_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "api_key_id", r.URL.Query(), &params.ApiKeyId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "api_key_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "api_key_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "group_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", r.URL.Query(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "group_by"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "group_by", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetUsage(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -2711,9 +4545,13 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/oauth/exchange", wrapper.ExchangeOAuthCode)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me/identities", wrapper.ListMyIdentities)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/identities/{id}", wrapper.DeleteMyIdentity)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/models", wrapper.ListModels)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/usage", wrapper.GetUsage)
 
 	return m
 }
+
+type OpenAIErrorJSONResponse OpenAIError
 
 type ProblemApplicationProblemPlusJSONResponse Problem
 
@@ -4308,6 +6146,45 @@ func (response DeleteMySessiondefaultApplicationProblemPlusJSONResponse) VisitDe
 	return err
 }
 
+type ListModelsRequestObject struct {
+	Params ListModelsParams
+}
+
+type ListModelsResponseObject interface {
+	VisitListModelsResponse(w http.ResponseWriter) error
+}
+
+type ListModels200JSONResponse ModelList
+
+func (response ListModels200JSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListModelsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListModelsdefaultApplicationProblemPlusJSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListOrgsRequestObject struct {
 }
 
@@ -4686,6 +6563,45 @@ func (response TransferOrgOwnershipdefaultApplicationProblemPlusJSONResponse) Vi
 	return err
 }
 
+type GetUsageRequestObject struct {
+	Params GetUsageParams
+}
+
+type GetUsageResponseObject interface {
+	VisitGetUsageResponse(w http.ResponseWriter) error
+}
+
+type GetUsage200JSONResponse UsageReport
+
+func (response GetUsage200JSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsagedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetUsagedefaultApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// GetJWKS Public keys of the access-token signers
@@ -4799,6 +6715,9 @@ type StrictServerInterface interface {
 	// DeleteMySession Sign a device out
 	// (DELETE /v1/me/sessions/{id})
 	DeleteMySession(ctx context.Context, request DeleteMySessionRequestObject) (DeleteMySessionResponseObject, error)
+	// ListModels The model aliases
+	// (GET /v1/models)
+	ListModels(ctx context.Context, request ListModelsRequestObject) (ListModelsResponseObject, error)
 	// ListOrgs The caller's orgs
 	// (GET /v1/orgs)
 	ListOrgs(ctx context.Context, request ListOrgsRequestObject) (ListOrgsResponseObject, error)
@@ -4829,6 +6748,9 @@ type StrictServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(ctx context.Context, request TransferOrgOwnershipRequestObject) (TransferOrgOwnershipResponseObject, error)
+	// GetUsage The org's model usage
+	// (GET /v1/usage)
+	GetUsage(ctx context.Context, request GetUsageRequestObject) (GetUsageResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, request any) (any, error)
@@ -5884,6 +7806,32 @@ func (sh *strictHandler) DeleteMySession(w http.ResponseWriter, r *http.Request,
 	}
 }
 
+// ListModels operation middleware
+func (sh *strictHandler) ListModels(w http.ResponseWriter, r *http.Request, params ListModelsParams) {
+	var request ListModelsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListModels(ctx, request.(ListModelsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListModels")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListModelsResponseObject); ok {
+		if err := validResponse.VisitListModelsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListOrgs operation middleware
 func (sh *strictHandler) ListOrgs(w http.ResponseWriter, r *http.Request) {
 	var request ListOrgsRequestObject
@@ -6165,6 +8113,32 @@ func (sh *strictHandler) TransferOrgOwnership(w http.ResponseWriter, r *http.Req
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(TransferOrgOwnershipResponseObject); ok {
 		if err := validResponse.VisitTransferOrgOwnershipResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetUsage operation middleware
+func (sh *strictHandler) GetUsage(w http.ResponseWriter, r *http.Request, params GetUsageParams) {
+	var request GetUsageRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetUsage(ctx, request.(GetUsageRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetUsage")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetUsageResponseObject); ok {
+		if err := validResponse.VisitGetUsageResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -94,6 +94,30 @@ type Invitation struct {
 	RevokedAt  *time.Time
 }
 
+type LlmUsage struct {
+	ID               uuid.UUID
+	OrgID            uuid.UUID
+	UserID           uuid.NullUUID
+	ApiKeyID         uuid.NullUUID
+	RequestID        string
+	Endpoint         string
+	Alias            string
+	Provider         string
+	Model            string
+	Status           string
+	ErrorCode        string
+	PromptTokens     int32
+	CompletionTokens int32
+	CachedTokens     int32
+	CostUsd          float64
+	LatencyMs        int32
+	TtftMs           pgtype.Int4
+	Cached           bool
+	Attempts         int32
+	CreatedAt        time.Time
+	DeletedAt        *time.Time
+}
+
 type Org struct {
 	ID        uuid.UUID
 	Name      string

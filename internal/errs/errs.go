@@ -29,6 +29,11 @@ const (
 	Timeout               Code = "timeout"
 	NotReady              Code = "not_ready"
 	Internal              Code = "internal"
+	ModelUnavailable      Code = "model_unavailable"
+	UpstreamRejected      Code = "upstream_rejected"
+	UpstreamRateLimited   Code = "upstream_rate_limited"
+	UpstreamTimeout       Code = "upstream_timeout"
+	UpstreamError         Code = "upstream_error"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

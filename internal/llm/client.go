@@ -62,7 +62,7 @@ func Do(ctx context.Context, client *http.Client, provider string, req *http.Req
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	res, err := client.Do(req)
+	res, err := client.Do(req) //nolint:gosec // G704: upstream URLs come from the operator's configuration, not from callers
 	if err != nil {
 		return nil, TransportError(ctx, provider, err)
 	}

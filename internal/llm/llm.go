@@ -7,6 +7,7 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 )
@@ -243,7 +244,7 @@ func Collect(s Stream) (*Response, error) {
 	var calls ToolCallBuffer
 	for {
 		ev, err := s.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

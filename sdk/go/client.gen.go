@@ -44,6 +44,30 @@ func (e AuditEventActorType) Valid() bool {
 	}
 }
 
+// Defines values for ChatRole.
+const (
+	ChatRoleAssistant ChatRole = "assistant"
+	ChatRoleSystem    ChatRole = "system"
+	ChatRoleTool      ChatRole = "tool"
+	ChatRoleUser      ChatRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the ChatRole enum.
+func (e ChatRole) Valid() bool {
+	switch e {
+	case ChatRoleAssistant:
+		return true
+	case ChatRoleSystem:
+		return true
+	case ChatRoleTool:
+		return true
+	case ChatRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CheckStatus.
 const (
 	CheckStatusFailed CheckStatus = "failed"
@@ -56,6 +80,69 @@ func (e CheckStatus) Valid() bool {
 	case CheckStatusFailed:
 		return true
 	case CheckStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartDetail.
+const (
+	ContentPartDetailAuto ContentPartDetail = "auto"
+	ContentPartDetailHigh ContentPartDetail = "high"
+	ContentPartDetailLow  ContentPartDetail = "low"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartDetail enum.
+func (e ContentPartDetail) Valid() bool {
+	switch e {
+	case ContentPartDetailAuto:
+		return true
+	case ContentPartDetailHigh:
+		return true
+	case ContentPartDetailLow:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartMediaType.
+const (
+	Imagegif  ContentPartMediaType = "image/gif"
+	Imagejpeg ContentPartMediaType = "image/jpeg"
+	Imagepng  ContentPartMediaType = "image/png"
+	Imagewebp ContentPartMediaType = "image/webp"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartMediaType enum.
+func (e ContentPartMediaType) Valid() bool {
+	switch e {
+	case Imagegif:
+		return true
+	case Imagejpeg:
+		return true
+	case Imagepng:
+		return true
+	case Imagewebp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ContentPartType.
+const (
+	ContentPartTypeImage ContentPartType = "image"
+	ContentPartTypeText  ContentPartType = "text"
+)
+
+// Valid indicates whether the value is a known member of the ContentPartType enum.
+func (e ContentPartType) Valid() bool {
+	switch e {
+	case ContentPartTypeImage:
+		return true
+	case ContentPartTypeText:
 		return true
 	default:
 		return false
@@ -89,6 +176,7 @@ const (
 	InvalidRequest        ErrorCode = "invalid_request"
 	MalformedJson         ErrorCode = "malformed_json"
 	MethodNotAllowed      ErrorCode = "method_not_allowed"
+	ModelUnavailable      ErrorCode = "model_unavailable"
 	NotFound              ErrorCode = "not_found"
 	NotReady              ErrorCode = "not_ready"
 	PermissionDenied      ErrorCode = "permission_denied"
@@ -97,6 +185,10 @@ const (
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
 	UnsupportedMediaType  ErrorCode = "unsupported_media_type"
+	UpstreamError         ErrorCode = "upstream_error"
+	UpstreamRateLimited   ErrorCode = "upstream_rate_limited"
+	UpstreamRejected      ErrorCode = "upstream_rejected"
+	UpstreamTimeout       ErrorCode = "upstream_timeout"
 )
 
 // Valid indicates whether the value is a known member of the ErrorCode enum.
@@ -116,6 +208,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case MethodNotAllowed:
 		return true
+	case ModelUnavailable:
+		return true
 	case NotFound:
 		return true
 	case NotReady:
@@ -131,6 +225,14 @@ func (e ErrorCode) Valid() bool {
 	case Unauthenticated:
 		return true
 	case UnsupportedMediaType:
+		return true
+	case UpstreamError:
+		return true
+	case UpstreamRateLimited:
+		return true
+	case UpstreamRejected:
+		return true
+	case UpstreamTimeout:
 		return true
 	default:
 		return false
@@ -149,6 +251,33 @@ func (e FeatureFlagStickyBy) Valid() bool {
 	case FeatureFlagStickyByOrg:
 		return true
 	case FeatureFlagStickyByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FinishReason.
+const (
+	Cancelled     FinishReason = "cancelled"
+	ContentFilter FinishReason = "content_filter"
+	Length        FinishReason = "length"
+	Stop          FinishReason = "stop"
+	ToolCalls     FinishReason = "tool_calls"
+)
+
+// Valid indicates whether the value is a known member of the FinishReason enum.
+func (e FinishReason) Valid() bool {
+	switch e {
+	case Cancelled:
+		return true
+	case ContentFilter:
+		return true
+	case Length:
+		return true
+	case Stop:
+		return true
+	case ToolCalls:
 		return true
 	default:
 		return false
@@ -254,6 +383,126 @@ func (e OAuthProviderInfoType) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionObject.
+const (
+	OpenAIChatCompletionObjectChatCompletion OpenAIChatCompletionObject = "chat.completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionObject enum.
+func (e OpenAIChatCompletionObject) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionObjectChatCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionRequestMessagesRole.
+const (
+	OpenAIChatCompletionRequestMessagesRoleAssistant OpenAIChatCompletionRequestMessagesRole = "assistant"
+	OpenAIChatCompletionRequestMessagesRoleDeveloper OpenAIChatCompletionRequestMessagesRole = "developer"
+	OpenAIChatCompletionRequestMessagesRoleSystem    OpenAIChatCompletionRequestMessagesRole = "system"
+	OpenAIChatCompletionRequestMessagesRoleTool      OpenAIChatCompletionRequestMessagesRole = "tool"
+	OpenAIChatCompletionRequestMessagesRoleUser      OpenAIChatCompletionRequestMessagesRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestMessagesRole enum.
+func (e OpenAIChatCompletionRequestMessagesRole) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionRequestMessagesRoleAssistant:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleDeveloper:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleSystem:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleTool:
+		return true
+	case OpenAIChatCompletionRequestMessagesRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListDataObject.
+const (
+	Embedding OpenAIEmbeddingListDataObject = "embedding"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListDataObject enum.
+func (e OpenAIEmbeddingListDataObject) Valid() bool {
+	switch e {
+	case Embedding:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListObject.
+const (
+	OpenAIEmbeddingListObjectList OpenAIEmbeddingListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListObject enum.
+func (e OpenAIEmbeddingListObject) Valid() bool {
+	switch e {
+	case OpenAIEmbeddingListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingRequestEncodingFormat.
+const (
+	Base64 OpenAIEmbeddingRequestEncodingFormat = "base64"
+	Float  OpenAIEmbeddingRequestEncodingFormat = "float"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingRequestEncodingFormat enum.
+func (e OpenAIEmbeddingRequestEncodingFormat) Valid() bool {
+	switch e {
+	case Base64:
+		return true
+	case Float:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListDataObject.
+const (
+	OpenAIModelListDataObjectModel OpenAIModelListDataObject = "model"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListDataObject enum.
+func (e OpenAIModelListDataObject) Valid() bool {
+	switch e {
+	case OpenAIModelListDataObjectModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListObject.
+const (
+	OpenAIModelListObjectList OpenAIModelListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListObject enum.
+func (e OpenAIModelListObject) Valid() bool {
+	switch e {
+	case OpenAIModelListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PutFeatureFlagRequestStickyBy.
 const (
 	PutFeatureFlagRequestStickyByOrg  PutFeatureFlagRequestStickyBy = "org"
@@ -281,6 +530,27 @@ const (
 func (e ReadinessStatus) Valid() bool {
 	switch e {
 	case Ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ResponseFormatType.
+const (
+	ResponseFormatTypeJsonObject ResponseFormatType = "json_object"
+	ResponseFormatTypeJsonSchema ResponseFormatType = "json_schema"
+	ResponseFormatTypeText       ResponseFormatType = "text"
+)
+
+// Valid indicates whether the value is a known member of the ResponseFormatType enum.
+func (e ResponseFormatType) Valid() bool {
+	switch e {
+	case ResponseFormatTypeJsonObject:
+		return true
+	case ResponseFormatTypeJsonSchema:
+		return true
+	case ResponseFormatTypeText:
 		return true
 	default:
 		return false
@@ -347,6 +617,66 @@ const (
 func (e TokenPairTokenType) Valid() bool {
 	switch e {
 	case Bearer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ToolChoiceMode.
+const (
+	ToolChoiceModeAuto     ToolChoiceMode = "auto"
+	ToolChoiceModeNone     ToolChoiceMode = "none"
+	ToolChoiceModeRequired ToolChoiceMode = "required"
+	ToolChoiceModeTool     ToolChoiceMode = "tool"
+)
+
+// Valid indicates whether the value is a known member of the ToolChoiceMode enum.
+func (e ToolChoiceMode) Valid() bool {
+	switch e {
+	case ToolChoiceModeAuto:
+		return true
+	case ToolChoiceModeNone:
+		return true
+	case ToolChoiceModeRequired:
+		return true
+	case ToolChoiceModeTool:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UsageReportGroupBy.
+const (
+	UsageReportGroupByDay   UsageReportGroupBy = "day"
+	UsageReportGroupByModel UsageReportGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the UsageReportGroupBy enum.
+func (e UsageReportGroupBy) Valid() bool {
+	switch e {
+	case UsageReportGroupByDay:
+		return true
+	case UsageReportGroupByModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetUsageParamsGroupBy.
+const (
+	GetUsageParamsGroupByDay   GetUsageParamsGroupBy = "day"
+	GetUsageParamsGroupByModel GetUsageParamsGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the GetUsageParamsGroupBy enum.
+func (e GetUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetUsageParamsGroupByDay:
+		return true
+	case GetUsageParamsGroupByModel:
 		return true
 	default:
 		return false
@@ -457,6 +787,98 @@ type ChangePasswordRequest struct {
 	NewPassword     string `json:"new_password"`
 }
 
+// ChatAttempt defines model for ChatAttempt.
+type ChatAttempt struct {
+	// Error Why the attempt failed; absent for the one that served.
+	Error *string `json:"error,omitempty"`
+
+	// Target `provider/model`.
+	Target string `json:"target"`
+}
+
+// ChatCompletion defines model for ChatCompletion.
+type ChatCompletion struct {
+	// Attempts Every target tried, the serving one last.
+	Attempts []ChatAttempt `json:"attempts"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt    Timestamp    `json:"created_at"`
+	FinishReason FinishReason `json:"finish_reason"`
+	Id           string       `json:"id"`
+	Message      ChatMessage  `json:"message"`
+
+	// Model The alias requested.
+	Model string `json:"model"`
+
+	// Provider The provider that served the reply (`dev` is the offline development model).
+	Provider      string `json:"provider"`
+	ProviderModel string `json:"provider_model"`
+
+	// Steps The assistant tool calls and tool results of server-side tools that led to `message`, in order.
+	Steps *[]ChatMessage `json:"steps,omitempty"`
+	Usage ChatUsage      `json:"usage"`
+}
+
+// ChatMessage defines model for ChatMessage.
+type ChatMessage struct {
+	// Content The message's text.
+	Content *string `json:"content,omitempty"`
+
+	// Name A `tool` message's tool name.
+	Name *string `json:"name,omitempty"`
+
+	// Parts Further content after `content`, e.g. images.
+	Parts *[]ContentPart `json:"parts,omitempty"`
+	Role  ChatRole       `json:"role"`
+
+	// ToolCallId A `tool` message answers this call.
+	ToolCallId *string `json:"tool_call_id,omitempty"`
+
+	// ToolCalls An assistant message's tool calls.
+	ToolCalls *[]ToolCall `json:"tool_calls,omitempty"`
+}
+
+// ChatRequest defines model for ChatRequest.
+type ChatRequest struct {
+	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
+	MaxTokens *int          `json:"max_tokens,omitempty"`
+	Messages  []ChatMessage `json:"messages"`
+
+	// Model A model alias of the catalog (`GET /v1/models`).
+	Model          *string         `json:"model,omitempty"`
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	Seed           *int64          `json:"seed,omitempty"`
+
+	// ServerTools Server-side tools to offer the model by name (`current_time`, `calculator`, and any the deployment registers); Kiln runs their calls.
+	ServerTools *[]string   `json:"server_tools,omitempty"`
+	Stop        *[]string   `json:"stop,omitempty"`
+	Stream      *bool       `json:"stream,omitempty"`
+	Temperature *float64    `json:"temperature,omitempty"`
+	ToolChoice  *ToolChoice `json:"tool_choice,omitempty"`
+
+	// Tools The client's own tools; the model's calls of them are returned for the client to run.
+	Tools *[]ToolDefinition `json:"tools,omitempty"`
+	TopP  *float64          `json:"top_p,omitempty"`
+
+	// User An end-user id passed to the provider for abuse monitoring.
+	User *string `json:"user,omitempty"`
+}
+
+// ChatRole defines model for ChatRole.
+type ChatRole string
+
+// ChatUsage defines model for ChatUsage.
+type ChatUsage struct {
+	// CachedTokens Prompt tokens served from the provider's prompt cache.
+	CachedTokens     int `json:"cached_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+
+	// CostUsd From the target's price table; 0 when it has none.
+	CostUsd      float64 `json:"cost_usd"`
+	PromptTokens int     `json:"prompt_tokens"`
+	TotalTokens  int     `json:"total_tokens"`
+}
+
 // Check defines model for Check.
 type Check struct {
 	// Detail Why the check failed.
@@ -469,6 +891,31 @@ type Check struct {
 
 // CheckStatus defines model for CheckStatus.
 type CheckStatus string
+
+// ContentPart defines model for ContentPart.
+type ContentPart struct {
+	Detail *ContentPartDetail `json:"detail,omitempty"`
+
+	// ImageData The image's bytes, base64 (for `image`).
+	ImageData *[]byte `json:"image_data,omitempty"`
+
+	// ImageUrl An http(s) URL of the image (for `image`; or use `image_data`).
+	ImageUrl *string `json:"image_url,omitempty"`
+
+	// MediaType The type of `image_data`.
+	MediaType *ContentPartMediaType `json:"media_type,omitempty"`
+	Text      *string               `json:"text,omitempty"`
+	Type      ContentPartType       `json:"type"`
+}
+
+// ContentPartDetail defines model for ContentPart.Detail.
+type ContentPartDetail string
+
+// ContentPartMediaType The type of `image_data`.
+type ContentPartMediaType string
+
+// ContentPartType defines model for ContentPart.Type.
+type ContentPartType string
 
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
@@ -523,6 +970,9 @@ type FieldError struct {
 	// Example: /name
 	Pointer string `json:"pointer"`
 }
+
+// FinishReason defines model for FinishReason.
+type FinishReason string
 
 // Health defines model for Health.
 type Health struct {
@@ -633,6 +1083,24 @@ type MemberList struct {
 	NextCursor *string  `json:"next_cursor"`
 }
 
+// ModelAlias defines model for ModelAlias.
+type ModelAlias struct {
+	// Id The alias, for a request's `model`.
+	Id      string        `json:"id"`
+	Targets []ModelTarget `json:"targets"`
+}
+
+// ModelList defines model for ModelList.
+type ModelList struct {
+	Data []ModelAlias `json:"data"`
+}
+
+// ModelTarget defines model for ModelTarget.
+type ModelTarget struct {
+	Model    string `json:"model"`
+	Provider string `json:"provider"`
+}
+
 // OAuthExchangeRequest defines model for OAuthExchangeRequest.
 type OAuthExchangeRequest struct {
 	Code string `json:"code"`
@@ -653,6 +1121,141 @@ type OAuthProviderList struct {
 	Data       []OAuthProviderInfo `json:"data"`
 	NextCursor *string             `json:"next_cursor"`
 }
+
+// OpenAIChatCompletion defines model for OpenAIChatCompletion.
+type OpenAIChatCompletion struct {
+	Choices []struct {
+		FinishReason string                 `json:"finish_reason"`
+		Index        int                    `json:"index"`
+		Message      map[string]interface{} `json:"message"`
+	} `json:"choices"`
+	Created int64                      `json:"created"`
+	Id      string                     `json:"id"`
+	Model   string                     `json:"model"`
+	Object  OpenAIChatCompletionObject `json:"object"`
+	Usage   *map[string]interface{}    `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
+type OpenAIChatCompletionObject string
+
+// OpenAIChatCompletionRequest OpenAI's request body; fields Kiln does not use are accepted and ignored.
+type OpenAIChatCompletionRequest struct {
+	MaxCompletionTokens  *int                                        `json:"max_completion_tokens,omitempty"`
+	MaxTokens            *int                                        `json:"max_tokens,omitempty"`
+	Messages             []OpenAIChatCompletionRequest_Messages_Item `json:"messages"`
+	Model                string                                      `json:"model"`
+	N                    *int                                        `json:"n,omitempty"`
+	Seed                 *int64                                      `json:"seed,omitempty"`
+	Stream               *bool                                       `json:"stream,omitempty"`
+	StreamOptions        *OpenAIChatCompletionRequest_StreamOptions  `json:"stream_options,omitempty"`
+	Temperature          *float64                                    `json:"temperature,omitempty"`
+	Tools                *[]map[string]interface{}                   `json:"tools,omitempty"`
+	TopP                 *float64                                    `json:"top_p,omitempty"`
+	User                 *string                                     `json:"user,omitempty"`
+	AdditionalProperties map[string]interface{}                      `json:"-"`
+}
+
+// OpenAIChatCompletionRequestMessagesRole defines model for OpenAIChatCompletionRequest.Messages.Role.
+type OpenAIChatCompletionRequestMessagesRole string
+
+// OpenAIChatCompletionRequest_Messages_Item defines model for OpenAIChatCompletionRequest.messages.Item.
+type OpenAIChatCompletionRequest_Messages_Item struct {
+	Role                 OpenAIChatCompletionRequestMessagesRole `json:"role"`
+	AdditionalProperties map[string]interface{}                  `json:"-"`
+}
+
+// OpenAIChatCompletionRequest_StreamOptions defines model for OpenAIChatCompletionRequest.StreamOptions.
+type OpenAIChatCompletionRequest_StreamOptions struct {
+	IncludeUsage         *bool                  `json:"include_usage,omitempty"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
+// OpenAIEmbeddingList defines model for OpenAIEmbeddingList.
+type OpenAIEmbeddingList struct {
+	Data []struct {
+		// Embedding Floats, or base64 of little-endian float32s when `encoding_format` is base64.
+		Embedding OpenAIEmbeddingList_Data_Embedding `json:"embedding"`
+		Index     int                                `json:"index"`
+		Object    OpenAIEmbeddingListDataObject      `json:"object"`
+	} `json:"data"`
+	Model  string                    `json:"model"`
+	Object OpenAIEmbeddingListObject `json:"object"`
+	Usage  struct {
+		PromptTokens int `json:"prompt_tokens"`
+		TotalTokens  int `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+// OpenAIEmbeddingListDataEmbedding0 defines model for OpenAIEmbeddingList.Data.Embedding.0.
+type OpenAIEmbeddingListDataEmbedding0 = []float64
+
+// OpenAIEmbeddingListDataEmbedding1 defines model for OpenAIEmbeddingList.Data.Embedding.1.
+type OpenAIEmbeddingListDataEmbedding1 = string
+
+// OpenAIEmbeddingList_Data_Embedding Floats, or base64 of little-endian float32s when `encoding_format` is base64.
+type OpenAIEmbeddingList_Data_Embedding struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingListDataObject defines model for OpenAIEmbeddingList.Data.Object.
+type OpenAIEmbeddingListDataObject string
+
+// OpenAIEmbeddingListObject defines model for OpenAIEmbeddingList.Object.
+type OpenAIEmbeddingListObject string
+
+// OpenAIEmbeddingRequest defines model for OpenAIEmbeddingRequest.
+type OpenAIEmbeddingRequest struct {
+	Dimensions     *int                                  `json:"dimensions,omitempty"`
+	EncodingFormat *OpenAIEmbeddingRequestEncodingFormat `json:"encoding_format,omitempty"`
+
+	// Input A string or an array of up to 2048 strings.
+	Input                OpenAIEmbeddingRequest_Input `json:"input"`
+	Model                string                       `json:"model"`
+	User                 *string                      `json:"user,omitempty"`
+	AdditionalProperties map[string]interface{}       `json:"-"`
+}
+
+// OpenAIEmbeddingRequestEncodingFormat defines model for OpenAIEmbeddingRequest.EncodingFormat.
+type OpenAIEmbeddingRequestEncodingFormat string
+
+// OpenAIEmbeddingRequestInput0 defines model for OpenAIEmbeddingRequest.Input.0.
+type OpenAIEmbeddingRequestInput0 = string
+
+// OpenAIEmbeddingRequestInput1 defines model for OpenAIEmbeddingRequest.Input.1.
+type OpenAIEmbeddingRequestInput1 = []string
+
+// OpenAIEmbeddingRequest_Input A string or an array of up to 2048 strings.
+type OpenAIEmbeddingRequest_Input struct {
+	union json.RawMessage
+}
+
+// OpenAIError defines model for OpenAIError.
+type OpenAIError struct {
+	Error struct {
+		Code    *string `json:"code,omitempty"`
+		Message string  `json:"message"`
+		Param   *string `json:"param,omitempty"`
+		Type    string  `json:"type"`
+	} `json:"error"`
+}
+
+// OpenAIModelList defines model for OpenAIModelList.
+type OpenAIModelList struct {
+	Data []struct {
+		Created int64                     `json:"created"`
+		Id      string                    `json:"id"`
+		Object  OpenAIModelListDataObject `json:"object"`
+		OwnedBy string                    `json:"owned_by"`
+	} `json:"data"`
+	Object OpenAIModelListObject `json:"object"`
+}
+
+// OpenAIModelListDataObject defines model for OpenAIModelList.Data.Object.
+type OpenAIModelListDataObject string
+
+// OpenAIModelListObject defines model for OpenAIModelList.Object.
+type OpenAIModelListObject string
 
 // Org defines model for Org.
 type Org struct {
@@ -781,6 +1384,19 @@ type ResetPasswordRequest struct {
 	Token    string `json:"token"`
 }
 
+// ResponseFormat defines model for ResponseFormat.
+type ResponseFormat struct {
+	Name *string `json:"name,omitempty"`
+
+	// Schema The JSON Schema of the reply, for `json_schema`.
+	Schema *map[string]interface{} `json:"schema,omitempty"`
+	Strict *bool                   `json:"strict,omitempty"`
+	Type   ResponseFormatType      `json:"type"`
+}
+
+// ResponseFormatType defines model for ResponseFormat.Type.
+type ResponseFormatType string
+
 // Role defines model for Role.
 type Role string
 
@@ -849,6 +1465,34 @@ type TokenRequest struct {
 	Token string `json:"token"`
 }
 
+// ToolCall defines model for ToolCall.
+type ToolCall struct {
+	// Arguments The arguments, a JSON object as text.
+	Arguments string `json:"arguments"`
+	Id        string `json:"id"`
+	Name      string `json:"name"`
+}
+
+// ToolChoice defines model for ToolChoice.
+type ToolChoice struct {
+	Mode ToolChoiceMode `json:"mode"`
+
+	// Name The tool to call, for mode `tool`.
+	Name *string `json:"name,omitempty"`
+}
+
+// ToolChoiceMode defines model for ToolChoice.Mode.
+type ToolChoiceMode string
+
+// ToolDefinition defines model for ToolDefinition.
+type ToolDefinition struct {
+	Description *string `json:"description,omitempty"`
+	Name        string  `json:"name"`
+
+	// Parameters JSON Schema of the arguments object.
+	Parameters map[string]interface{} `json:"parameters"`
+}
+
 // TransferOwnershipRequest defines model for TransferOwnershipRequest.
 type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
@@ -858,6 +1502,38 @@ type TransferOwnershipRequest struct {
 type UpdateMemberRequest struct {
 	Role Role `json:"role"`
 }
+
+// UsageBucket defines model for UsageBucket.
+type UsageBucket struct {
+	// CachedRequests Requests answered from Kiln's response cache.
+	CachedRequests   int64   `json:"cached_requests"`
+	CachedTokens     int64   `json:"cached_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	CostUsd          float64 `json:"cost_usd"`
+	Errors           int64   `json:"errors"`
+
+	// Key The day (YYYY-MM-DD) or model alias; `total` for the total.
+	Key          string  `json:"key"`
+	LatencyMsAvg float64 `json:"latency_ms_avg"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Requests     int64   `json:"requests"`
+}
+
+// UsageReport defines model for UsageReport.
+type UsageReport struct {
+	Data []UsageBucket `json:"data"`
+
+	// From RFC 3339, UTC.
+	From    Timestamp          `json:"from"`
+	GroupBy UsageReportGroupBy `json:"group_by"`
+
+	// To RFC 3339, UTC.
+	To    Timestamp   `json:"to"`
+	Total UsageBucket `json:"total"`
+}
+
+// UsageReportGroupBy defines model for UsageReport.GroupBy.
+type UsageReportGroupBy string
 
 // Cursor defines model for Cursor.
 type Cursor = string
@@ -976,6 +1652,24 @@ type StartOAuthParams struct {
 	RedirectUri string `form:"redirect_uri" json:"redirect_uri"`
 }
 
+// CreateChatCompletionParams defines parameters for CreateChatCompletion.
+type CreateChatCompletionParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ChatWebSocketParams defines parameters for ChatWebSocket.
+type ChatWebSocketParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListModelsParams defines parameters for ListModels.
+type ListModelsParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -987,6 +1681,36 @@ type ListOrgAuditEventsParams struct {
 	// Action Only events with this action, e.g. `api_key.create`.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
+
+// GetUsageParams defines parameters for GetUsage.
+type GetUsageParams struct {
+	// From Start of the window (inclusive).
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the window (exclusive); default now.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Model Only this model alias.
+	Model *string `form:"model,omitempty" json:"model,omitempty"`
+
+	// ApiKeyId Only calls made with this API key.
+	ApiKeyId *openapi_types.UUID `form:"api_key_id,omitempty" json:"api_key_id,omitempty"`
+
+	// GroupBy Bucket by UTC day or by model alias.
+	GroupBy *GetUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetUsageParamsGroupBy defines parameters for GetUsage.
+type GetUsageParamsGroupBy string
+
+// OpenaiCreateChatCompletionJSONRequestBody defines body for OpenaiCreateChatCompletion for application/json ContentType.
+type OpenaiCreateChatCompletionJSONRequestBody = OpenAIChatCompletionRequest
+
+// OpenaiCreateEmbeddingsJSONRequestBody defines body for OpenaiCreateEmbeddings for application/json ContentType.
+type OpenaiCreateEmbeddingsJSONRequestBody = OpenAIEmbeddingRequest
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
@@ -1018,6 +1742,9 @@ type SignUpJSONRequestBody = SignUpRequest
 // VerifyEmailJSONRequestBody defines body for VerifyEmail for application/json ContentType.
 type VerifyEmailJSONRequestBody = TokenRequest
 
+// CreateChatCompletionJSONRequestBody defines body for CreateChatCompletion for application/json ContentType.
+type CreateChatCompletionJSONRequestBody = ChatRequest
+
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
 
@@ -1035,6 +1762,619 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest
+func (a *OpenAIChatCompletionRequest) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["max_completion_tokens"]; found {
+		err = json.Unmarshal(raw, &a.MaxCompletionTokens)
+		if err != nil {
+			return fmt.Errorf("error reading 'max_completion_tokens': %w", err)
+		}
+		delete(object, "max_completion_tokens")
+	}
+
+	if raw, found := object["max_tokens"]; found {
+		err = json.Unmarshal(raw, &a.MaxTokens)
+		if err != nil {
+			return fmt.Errorf("error reading 'max_tokens': %w", err)
+		}
+		delete(object, "max_tokens")
+	}
+
+	if raw, found := object["messages"]; found {
+		err = json.Unmarshal(raw, &a.Messages)
+		if err != nil {
+			return fmt.Errorf("error reading 'messages': %w", err)
+		}
+		delete(object, "messages")
+	}
+
+	if raw, found := object["model"]; found {
+		err = json.Unmarshal(raw, &a.Model)
+		if err != nil {
+			return fmt.Errorf("error reading 'model': %w", err)
+		}
+		delete(object, "model")
+	}
+
+	if raw, found := object["n"]; found {
+		err = json.Unmarshal(raw, &a.N)
+		if err != nil {
+			return fmt.Errorf("error reading 'n': %w", err)
+		}
+		delete(object, "n")
+	}
+
+	if raw, found := object["seed"]; found {
+		err = json.Unmarshal(raw, &a.Seed)
+		if err != nil {
+			return fmt.Errorf("error reading 'seed': %w", err)
+		}
+		delete(object, "seed")
+	}
+
+	if raw, found := object["stream"]; found {
+		err = json.Unmarshal(raw, &a.Stream)
+		if err != nil {
+			return fmt.Errorf("error reading 'stream': %w", err)
+		}
+		delete(object, "stream")
+	}
+
+	if raw, found := object["stream_options"]; found {
+		err = json.Unmarshal(raw, &a.StreamOptions)
+		if err != nil {
+			return fmt.Errorf("error reading 'stream_options': %w", err)
+		}
+		delete(object, "stream_options")
+	}
+
+	if raw, found := object["temperature"]; found {
+		err = json.Unmarshal(raw, &a.Temperature)
+		if err != nil {
+			return fmt.Errorf("error reading 'temperature': %w", err)
+		}
+		delete(object, "temperature")
+	}
+
+	if raw, found := object["tools"]; found {
+		err = json.Unmarshal(raw, &a.Tools)
+		if err != nil {
+			return fmt.Errorf("error reading 'tools': %w", err)
+		}
+		delete(object, "tools")
+	}
+
+	if raw, found := object["top_p"]; found {
+		err = json.Unmarshal(raw, &a.TopP)
+		if err != nil {
+			return fmt.Errorf("error reading 'top_p': %w", err)
+		}
+		delete(object, "top_p")
+	}
+
+	if raw, found := object["user"]; found {
+		err = json.Unmarshal(raw, &a.User)
+		if err != nil {
+			return fmt.Errorf("error reading 'user': %w", err)
+		}
+		delete(object, "user")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.MaxCompletionTokens != nil {
+		object["max_completion_tokens"], err = json.Marshal(a.MaxCompletionTokens)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'max_completion_tokens': %w", err)
+		}
+	}
+
+	if a.MaxTokens != nil {
+		object["max_tokens"], err = json.Marshal(a.MaxTokens)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'max_tokens': %w", err)
+		}
+	}
+
+	if a.Messages != nil {
+		object["messages"], err = json.Marshal(a.Messages)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'messages': %w", err)
+		}
+	}
+
+	object["model"], err = json.Marshal(a.Model)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'model': %w", err)
+	}
+
+	if a.N != nil {
+		object["n"], err = json.Marshal(a.N)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'n': %w", err)
+		}
+	}
+
+	if a.Seed != nil {
+		object["seed"], err = json.Marshal(a.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'seed': %w", err)
+		}
+	}
+
+	if a.Stream != nil {
+		object["stream"], err = json.Marshal(a.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'stream': %w", err)
+		}
+	}
+
+	if a.StreamOptions != nil {
+		object["stream_options"], err = json.Marshal(a.StreamOptions)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'stream_options': %w", err)
+		}
+	}
+
+	if a.Temperature != nil {
+		object["temperature"], err = json.Marshal(a.Temperature)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'temperature': %w", err)
+		}
+	}
+
+	if a.Tools != nil {
+		object["tools"], err = json.Marshal(a.Tools)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'tools': %w", err)
+		}
+	}
+
+	if a.TopP != nil {
+		object["top_p"], err = json.Marshal(a.TopP)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'top_p': %w", err)
+		}
+	}
+
+	if a.User != nil {
+		object["user"], err = json.Marshal(a.User)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'user': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIChatCompletionRequest_Messages_Item. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest_Messages_Item) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest_Messages_Item
+func (a *OpenAIChatCompletionRequest_Messages_Item) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_Messages_Item to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest_Messages_Item) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["role"]; found {
+		err = json.Unmarshal(raw, &a.Role)
+		if err != nil {
+			return fmt.Errorf("error reading 'role': %w", err)
+		}
+		delete(object, "role")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_Messages_Item to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest_Messages_Item) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	object["role"], err = json.Marshal(a.Role)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'role': %w", err)
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIChatCompletionRequest_StreamOptions. Returns the specified
+// element and whether it was found
+func (a OpenAIChatCompletionRequest_StreamOptions) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIChatCompletionRequest_StreamOptions
+func (a *OpenAIChatCompletionRequest_StreamOptions) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_StreamOptions to handle AdditionalProperties
+func (a *OpenAIChatCompletionRequest_StreamOptions) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["include_usage"]; found {
+		err = json.Unmarshal(raw, &a.IncludeUsage)
+		if err != nil {
+			return fmt.Errorf("error reading 'include_usage': %w", err)
+		}
+		delete(object, "include_usage")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIChatCompletionRequest_StreamOptions to handle AdditionalProperties
+func (a OpenAIChatCompletionRequest_StreamOptions) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.IncludeUsage != nil {
+		object["include_usage"], err = json.Marshal(a.IncludeUsage)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'include_usage': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for OpenAIEmbeddingRequest. Returns the specified
+// element and whether it was found
+func (a OpenAIEmbeddingRequest) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for OpenAIEmbeddingRequest
+func (a *OpenAIEmbeddingRequest) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for OpenAIEmbeddingRequest to handle AdditionalProperties
+func (a *OpenAIEmbeddingRequest) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["dimensions"]; found {
+		err = json.Unmarshal(raw, &a.Dimensions)
+		if err != nil {
+			return fmt.Errorf("error reading 'dimensions': %w", err)
+		}
+		delete(object, "dimensions")
+	}
+
+	if raw, found := object["encoding_format"]; found {
+		err = json.Unmarshal(raw, &a.EncodingFormat)
+		if err != nil {
+			return fmt.Errorf("error reading 'encoding_format': %w", err)
+		}
+		delete(object, "encoding_format")
+	}
+
+	if raw, found := object["input"]; found {
+		err = json.Unmarshal(raw, &a.Input)
+		if err != nil {
+			return fmt.Errorf("error reading 'input': %w", err)
+		}
+		delete(object, "input")
+	}
+
+	if raw, found := object["model"]; found {
+		err = json.Unmarshal(raw, &a.Model)
+		if err != nil {
+			return fmt.Errorf("error reading 'model': %w", err)
+		}
+		delete(object, "model")
+	}
+
+	if raw, found := object["user"]; found {
+		err = json.Unmarshal(raw, &a.User)
+		if err != nil {
+			return fmt.Errorf("error reading 'user': %w", err)
+		}
+		delete(object, "user")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for OpenAIEmbeddingRequest to handle AdditionalProperties
+func (a OpenAIEmbeddingRequest) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.Dimensions != nil {
+		object["dimensions"], err = json.Marshal(a.Dimensions)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'dimensions': %w", err)
+		}
+	}
+
+	if a.EncodingFormat != nil {
+		object["encoding_format"], err = json.Marshal(a.EncodingFormat)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'encoding_format': %w", err)
+		}
+	}
+
+	object["input"], err = json.Marshal(a.Input)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'input': %w", err)
+	}
+
+	object["model"], err = json.Marshal(a.Model)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'model': %w", err)
+	}
+
+	if a.User != nil {
+		object["user"], err = json.Marshal(a.User)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'user': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// AsOpenAIEmbeddingListDataEmbedding0 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding0
+func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding0() (OpenAIEmbeddingListDataEmbedding0, error) {
+	var body OpenAIEmbeddingListDataEmbedding0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingListDataEmbedding0 overwrites any union data inside the OpenAIEmbeddingList_Data_Embedding as the provided OpenAIEmbeddingListDataEmbedding0
+func (t *OpenAIEmbeddingList_Data_Embedding) FromOpenAIEmbeddingListDataEmbedding0(v OpenAIEmbeddingListDataEmbedding0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingListDataEmbedding0 performs a merge with any union data inside the OpenAIEmbeddingList_Data_Embedding, using the provided OpenAIEmbeddingListDataEmbedding0
+func (t *OpenAIEmbeddingList_Data_Embedding) MergeOpenAIEmbeddingListDataEmbedding0(v OpenAIEmbeddingListDataEmbedding0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingListDataEmbedding1 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding1
+func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding1() (OpenAIEmbeddingListDataEmbedding1, error) {
+	var body OpenAIEmbeddingListDataEmbedding1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingListDataEmbedding1 overwrites any union data inside the OpenAIEmbeddingList_Data_Embedding as the provided OpenAIEmbeddingListDataEmbedding1
+func (t *OpenAIEmbeddingList_Data_Embedding) FromOpenAIEmbeddingListDataEmbedding1(v OpenAIEmbeddingListDataEmbedding1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingListDataEmbedding1 performs a merge with any union data inside the OpenAIEmbeddingList_Data_Embedding, using the provided OpenAIEmbeddingListDataEmbedding1
+func (t *OpenAIEmbeddingList_Data_Embedding) MergeOpenAIEmbeddingListDataEmbedding1(v OpenAIEmbeddingListDataEmbedding1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingList_Data_Embedding) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingList_Data_Embedding) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput0 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput0
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput0() (OpenAIEmbeddingRequestInput0, error) {
+	var body OpenAIEmbeddingRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput0 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput0 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput1 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput1
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput1() (OpenAIEmbeddingRequestInput1, error) {
+	var body OpenAIEmbeddingRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput1 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput1 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1144,6 +2484,57 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateChatCompletionWithBody OpenAI-compatible chat completions
+	//
+	// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+	// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+	// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+	// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+	// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateChatCompletion OpenAI-compatible chat completions
+	//
+	// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+	// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+	// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+	// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+	// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletion(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateEmbeddingsWithBody OpenAI-compatible embeddings
+	//
+	// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+	OpenaiCreateEmbeddingsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateEmbeddings OpenAI-compatible embeddings
+	//
+	// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+	OpenaiCreateEmbeddings(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiListModels OpenAI-compatible model list
+	//
+	// The model aliases, in OpenAI's list format.
+	//
+	// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+	OpenaiListModels(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOpenAPIJSON This API description, as JSON
 	//
@@ -1472,6 +2863,75 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/auth/verify-email/request (the `RequestEmailVerification` operationId).
 	RequestEmailVerification(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// CreateChatCompletionWithBody Chat with a model
+	//
+	// Runs a chat request on the model alias `model` (default `default`), failing over
+	// between its targets on retryable upstream errors before the first byte is sent.
+	//
+	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+	// every 15 s keeps idle connections open. Types: `message.delta`
+	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+	// Closing the connection cancels the upstream request.
+	//
+	// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+	// calls and results are streamed as events); calls of the client's own `tools` end
+	// the reply with `finish_reason: tool_calls` for the client to run them and send the
+	// results back as `tool` messages.
+	//
+	// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+	// served the reply.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+	CreateChatCompletionWithBody(ctx context.Context, params *CreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateChatCompletion Chat with a model
+	//
+	// Runs a chat request on the model alias `model` (default `default`), failing over
+	// between its targets on retryable upstream errors before the first byte is sent.
+	//
+	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+	// every 15 s keeps idle connections open. Types: `message.delta`
+	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+	// Closing the connection cancels the upstream request.
+	//
+	// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+	// calls and results are streamed as events); calls of the client's own `tools` end
+	// the reply with `finish_reason: tool_calls` for the client to run them and send the
+	// results back as `tool` messages.
+	//
+	// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+	// served the reply.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+	CreateChatCompletion(ctx context.Context, params *CreateChatCompletionParams, body CreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ChatWebSocket Chat over a WebSocket
+	//
+	// Upgrades to a WebSocket carrying the same events as the SSE stream of
+	// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
+	// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
+	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
+	// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
+	// `finish_reason` is `cancelled`).
+	// Every reply ends with `done` or `error`; the connection stays open for the next
+	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+	// header of the upgrade request.
+	//
+	// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
+	ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AcceptInvitationWithBody Join an org with an invitation token
 	//
 	// The caller's verified email must be the invited address.
@@ -1542,6 +3002,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 	DeleteMySession(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListModels The model aliases
+	//
+	// The aliases of the model catalog a chat request may name in `model`, each with the targets that serve it, in failover order.
+	//
+	// Corresponds with GET /v1/models (the `ListModels` operationId).
+	ListModels(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgs The caller's orgs
 	//
@@ -1656,6 +3123,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetUsage The org's model usage
+	//
+	// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
+	// or by model alias. A key without the `billing:read` or `admin` scope sees only its
+	// own calls. Defaults: the last 30 days.
+	//
+	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+	GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // GetJWKS Public keys of the access-token signers
@@ -1733,6 +3209,107 @@ func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (
 // Corresponds with GET /metrics (the `GetMetrics` operationId).
 func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetMetricsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateChatCompletionWithBody OpenAI-compatible chat completions
+//
+// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *Client) OpenaiCreateChatCompletionWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateChatCompletion OpenAI-compatible chat completions
+//
+// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *Client) OpenaiCreateChatCompletion(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateEmbeddingsWithBody OpenAI-compatible embeddings
+//
+// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+func (c *Client) OpenaiCreateEmbeddingsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingsRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateEmbeddings OpenAI-compatible embeddings
+//
+// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+func (c *Client) OpenaiCreateEmbeddings(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingsRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiListModels OpenAI-compatible model list
+//
+// The model aliases, in OpenAI's list format.
+//
+// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+func (c *Client) OpenaiListModels(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiListModelsRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2470,6 +4047,105 @@ func (c *Client) RequestEmailVerification(ctx context.Context, reqEditors ...Req
 	return c.Client.Do(req)
 }
 
+// CreateChatCompletionWithBody Chat with a model
+//
+// Runs a chat request on the model alias `model` (default `default`), failing over
+// between its targets on retryable upstream errors before the first byte is sent.
+//
+// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+// every 15 s keeps idle connections open. Types: `message.delta`
+// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+// Closing the connection cancels the upstream request.
+//
+// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+// calls and results are streamed as events); calls of the client's own `tools` end
+// the reply with `finish_reason: tool_calls` for the client to run them and send the
+// results back as `tool` messages.
+//
+// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+// served the reply.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+func (c *Client) CreateChatCompletionWithBody(ctx context.Context, params *CreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateChatCompletionRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateChatCompletion Chat with a model
+//
+// Runs a chat request on the model alias `model` (default `default`), failing over
+// between its targets on retryable upstream errors before the first byte is sent.
+//
+// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+// every 15 s keeps idle connections open. Types: `message.delta`
+// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+// Closing the connection cancels the upstream request.
+//
+// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+// calls and results are streamed as events); calls of the client's own `tools` end
+// the reply with `finish_reason: tool_calls` for the client to run them and send the
+// results back as `tool` messages.
+//
+// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+// served the reply.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCompletionParams, body CreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateChatCompletionRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ChatWebSocket Chat over a WebSocket
+//
+// Upgrades to a WebSocket carrying the same events as the SSE stream of
+// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
+// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
+// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
+// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
+// `finish_reason` is `cancelled`).
+// Every reply ends with `done` or `error`; the connection stays open for the next
+// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+// header of the upgrade request.
+//
+// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
+func (c *Client) ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewChatWebSocketRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // AcceptInvitationWithBody Join an org with an invitation token
 //
 // The caller's verified email must be the invited address.
@@ -2621,6 +4297,23 @@ func (c *Client) ListMySessions(ctx context.Context, reqEditors ...RequestEditor
 // Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 func (c *Client) DeleteMySession(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteMySessionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListModels The model aliases
+//
+// The aliases of the model catalog a chat request may name in `model`, each with the targets that serve it, in failover order.
+//
+// Corresponds with GET /v1/models (the `ListModels` operationId).
+func (c *Client) ListModels(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListModelsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2885,6 +4578,25 @@ func (c *Client) TransferOrgOwnership(ctx context.Context, id ID, body TransferO
 	return c.Client.Do(req)
 }
 
+// GetUsage The org's model usage
+//
+// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
+// or by model alias. A key without the `billing:read` or `admin` scope sees only its
+// own calls. Defaults: the last 30 days.
+//
+// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+func (c *Client) GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetUsageRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // NewGetJWKSRequest constructs an http.Request for the GetJWKS method
 func NewGetJWKSRequest(server string) (*http.Request, error) {
 	var err error
@@ -3010,6 +4722,113 @@ func NewGetMetricsRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/metrics")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOpenaiCreateChatCompletionRequest calls the generic OpenaiCreateChatCompletion builder with application/json body
+func NewOpenaiCreateChatCompletionRequest(server string, body OpenaiCreateChatCompletionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOpenaiCreateChatCompletionRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOpenaiCreateChatCompletionRequestWithBody constructs an http.Request for the OpenaiCreateChatCompletion method, with any body, and a specified content type
+func NewOpenaiCreateChatCompletionRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/chat/completions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOpenaiCreateEmbeddingsRequest calls the generic OpenaiCreateEmbeddings builder with application/json body
+func NewOpenaiCreateEmbeddingsRequest(server string, body OpenaiCreateEmbeddingsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOpenaiCreateEmbeddingsRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOpenaiCreateEmbeddingsRequestWithBody constructs an http.Request for the OpenaiCreateEmbeddings method, with any body, and a specified content type
+func NewOpenaiCreateEmbeddingsRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/embeddings")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOpenaiListModelsRequest constructs an http.Request for the OpenaiListModels method
+func NewOpenaiListModelsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/models")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -4402,6 +6221,103 @@ func NewRequestEmailVerificationRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewCreateChatCompletionRequest calls the generic CreateChatCompletion builder with application/json body
+func NewCreateChatCompletionRequest(server string, params *CreateChatCompletionParams, body CreateChatCompletionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateChatCompletionRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateChatCompletionRequestWithBody constructs an http.Request for the CreateChatCompletion method, with any body, and a specified content type
+func NewCreateChatCompletionRequestWithBody(server string, params *CreateChatCompletionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/chat/completions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewChatWebSocketRequest constructs an http.Request for the ChatWebSocket method
+func NewChatWebSocketRequest(server string, params *ChatWebSocketParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/chat/ws")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewAcceptInvitationRequest calls the generic AcceptInvitation builder with application/json body
 func NewAcceptInvitationRequest(server string, body AcceptInvitationJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -4626,6 +6542,48 @@ func NewDeleteMySessionRequest(server string, id ID) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListModelsRequest constructs an http.Request for the ListModels method
+func NewListModelsRequest(server string, params *ListModelsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/models")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -5081,6 +7039,123 @@ func NewTransferOrgOwnershipRequestWithBody(server string, id ID, contentType st
 	return req, nil
 }
 
+// NewGetUsageRequest constructs an http.Request for the GetUsage method
+func NewGetUsageRequest(server string, params *GetUsageParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/usage")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Model != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "model", *params.Model, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.ApiKeyId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "api_key_id", *params.ApiKeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.GroupBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "group_by", *params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -5169,6 +7244,59 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error)
+
+	// OpenaiCreateChatCompletionWithBodyWithResponse OpenAI-compatible chat completions
+	//
+	// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+	// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+	// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+	// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+	// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+
+	// OpenaiCreateChatCompletionWithResponse OpenAI-compatible chat completions
+	//
+	// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+	// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+	// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+	// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+	// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithResponse(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+
+	// OpenaiCreateEmbeddingsWithBodyWithResponse OpenAI-compatible embeddings
+	//
+	// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+	OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
+
+	// OpenaiCreateEmbeddingsWithResponse OpenAI-compatible embeddings
+	//
+	// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+	OpenaiCreateEmbeddingsWithResponse(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
+
+	// OpenaiListModelsWithResponse OpenAI-compatible model list
+	//
+	// The model aliases, in OpenAI's list format.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+	OpenaiListModelsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenaiListModelsResponse, error)
 
 	// GetOpenAPIJSONWithResponse This API description, as JSON
 	//
@@ -5537,6 +7665,77 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/auth/verify-email/request (the `RequestEmailVerification` operationId).
 	RequestEmailVerificationWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RequestEmailVerificationResponse, error)
 
+	// CreateChatCompletionWithBodyWithResponse Chat with a model
+	//
+	// Runs a chat request on the model alias `model` (default `default`), failing over
+	// between its targets on retryable upstream errors before the first byte is sent.
+	//
+	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+	// every 15 s keeps idle connections open. Types: `message.delta`
+	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+	// Closing the connection cancels the upstream request.
+	//
+	// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+	// calls and results are streamed as events); calls of the client's own `tools` end
+	// the reply with `finish_reason: tool_calls` for the client to run them and send the
+	// results back as `tool` messages.
+	//
+	// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+	// served the reply.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+	CreateChatCompletionWithBodyWithResponse(ctx context.Context, params *CreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateChatCompletionResponse, error)
+
+	// CreateChatCompletionWithResponse Chat with a model
+	//
+	// Runs a chat request on the model alias `model` (default `default`), failing over
+	// between its targets on retryable upstream errors before the first byte is sent.
+	//
+	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+	// every 15 s keeps idle connections open. Types: `message.delta`
+	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+	// Closing the connection cancels the upstream request.
+	//
+	// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+	// calls and results are streamed as events); calls of the client's own `tools` end
+	// the reply with `finish_reason: tool_calls` for the client to run them and send the
+	// results back as `tool` messages.
+	//
+	// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+	// served the reply.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+	CreateChatCompletionWithResponse(ctx context.Context, params *CreateChatCompletionParams, body CreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateChatCompletionResponse, error)
+
+	// ChatWebSocketWithResponse Chat over a WebSocket
+	//
+	// Upgrades to a WebSocket carrying the same events as the SSE stream of
+	// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
+	// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
+	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
+	// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
+	// `finish_reason` is `cancelled`).
+	// Every reply ends with `done` or `error`; the connection stays open for the next
+	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+	// header of the upgrade request.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
+	ChatWebSocketWithResponse(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*ChatWebSocketResponse, error)
+
 	// AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 	//
 	// The caller's verified email must be the invited address.
@@ -5617,6 +7816,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 	DeleteMySessionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteMySessionResponse, error)
+
+	// ListModelsWithResponse The model aliases
+	//
+	// The aliases of the model catalog a chat request may name in `model`, each with the targets that serve it, in failover order.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/models (the `ListModels` operationId).
+	ListModelsWithResponse(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*ListModelsResponse, error)
 
 	// ListOrgsWithResponse The caller's orgs
 	//
@@ -5743,6 +7951,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnershipWithResponse(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*TransferOrgOwnershipResponse, error)
+
+	// GetUsageWithResponse The org's model usage
+	//
+	// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
+	// or by model alias. A key without the `billing:read` or `admin` scope sees only its
+	// own calls. Defaults: the last 30 days.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+	GetUsageWithResponse(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*GetUsageResponse, error)
 }
 
 type GetJWKSResponse struct {
@@ -5958,6 +8177,150 @@ func (r GetMetricsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetMetricsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type OpenaiCreateChatCompletionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIChatCompletion
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *OpenAIError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON200() *OpenAIChatCompletion {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSONDefault() *OpenAIError {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiCreateChatCompletionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiCreateChatCompletionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiCreateChatCompletionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiCreateChatCompletionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type OpenaiCreateEmbeddingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIEmbeddingList
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *OpenAIError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiCreateEmbeddingsResponse) GetJSON200() *OpenAIEmbeddingList {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r OpenaiCreateEmbeddingsResponse) GetJSONDefault() *OpenAIError {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiCreateEmbeddingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiCreateEmbeddingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiCreateEmbeddingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiCreateEmbeddingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type OpenaiListModelsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIModelList
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *OpenAIError
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON200() *OpenAIModelList {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r OpenaiListModelsResponse) GetJSONDefault() *OpenAIError {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiListModelsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiListModelsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiListModelsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiListModelsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7469,6 +9832,119 @@ func (r RequestEmailVerificationResponse) ContentType() string {
 	return ""
 }
 
+// CreateChatCompletionResponse200Headers the declared response headers of an HTTP 200 response for CreateChatCompletion
+type CreateChatCompletionResponse200Headers struct {
+	KilnProvider      *string
+	KilnProviderModel *string
+}
+
+// CreateChatCompletionResponse429Headers the declared response headers of an HTTP 429 response for CreateChatCompletion
+type CreateChatCompletionResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
+type CreateChatCompletionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ChatCompletion
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CreateChatCompletionResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateChatCompletionResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateChatCompletionResponse) GetJSON200() *ChatCompletion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateChatCompletionResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateChatCompletionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateChatCompletionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateChatCompletionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateChatCompletionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateChatCompletionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ChatWebSocketResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ChatWebSocketResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ChatWebSocketResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ChatWebSocketResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ChatWebSocketResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ChatWebSocketResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type AcceptInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7778,6 +10254,54 @@ func (r DeleteMySessionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r DeleteMySessionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListModelsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ModelList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListModelsResponse) GetJSON200() *ModelList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListModelsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListModelsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListModelsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListModelsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListModelsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8243,6 +10767,54 @@ func (r TransferOrgOwnershipResponse) ContentType() string {
 	return ""
 }
 
+type GetUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UsageReport
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetUsageResponse) GetJSON200() *UsageReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetJWKSWithResponse Public keys of the access-token signers
 //
 // RFC 7517 key set; every key that may have signed a token still valid.
@@ -8316,6 +10888,89 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 		return nil, err
 	}
 	return ParseGetMetricsResponse(rsp)
+}
+
+// OpenaiCreateChatCompletionWithBodyWithResponse OpenAI-compatible chat completions
+//
+// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletionWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateChatCompletionResponse(rsp)
+}
+
+// OpenaiCreateChatCompletionWithResponse OpenAI-compatible chat completions
+//
+// OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+// `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+// Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+// `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+// Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithResponse(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletion(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateChatCompletionResponse(rsp)
+}
+
+// OpenaiCreateEmbeddingsWithBodyWithResponse OpenAI-compatible embeddings
+//
+// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
+	rsp, err := c.OpenaiCreateEmbeddingsWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateEmbeddingsResponse(rsp)
+}
+
+// OpenaiCreateEmbeddingsWithResponse OpenAI-compatible embeddings
+//
+// OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
+func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithResponse(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
+	rsp, err := c.OpenaiCreateEmbeddings(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateEmbeddingsResponse(rsp)
+}
+
+// OpenaiListModelsWithResponse OpenAI-compatible model list
+//
+// The model aliases, in OpenAI's list format.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+func (c *ClientWithResponses) OpenaiListModelsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenaiListModelsResponse, error) {
+	rsp, err := c.OpenaiListModels(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiListModelsResponse(rsp)
 }
 
 // GetOpenAPIJSONWithResponse This API description, as JSON
@@ -8925,6 +11580,95 @@ func (c *ClientWithResponses) RequestEmailVerificationWithResponse(ctx context.C
 	return ParseRequestEmailVerificationResponse(rsp)
 }
 
+// CreateChatCompletionWithBodyWithResponse Chat with a model
+//
+// Runs a chat request on the model alias `model` (default `default`), failing over
+// between its targets on retryable upstream errors before the first byte is sent.
+//
+// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+// every 15 s keeps idle connections open. Types: `message.delta`
+// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+// Closing the connection cancels the upstream request.
+//
+// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+// calls and results are streamed as events); calls of the client's own `tools` end
+// the reply with `finish_reason: tool_calls` for the client to run them and send the
+// results back as `tool` messages.
+//
+// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+// served the reply.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+func (c *ClientWithResponses) CreateChatCompletionWithBodyWithResponse(ctx context.Context, params *CreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateChatCompletionResponse, error) {
+	rsp, err := c.CreateChatCompletionWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateChatCompletionResponse(rsp)
+}
+
+// CreateChatCompletionWithResponse Chat with a model
+//
+// Runs a chat request on the model alias `model` (default `default`), failing over
+// between its targets on retryable upstream errors before the first byte is sent.
+//
+// With `stream: false` the reply is one JSON document. With `stream: true` it is a
+// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+// every 15 s keeps idle connections open. Types: `message.delta`
+// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+// Closing the connection cancels the upstream request.
+//
+// Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+// calls and results are streamed as events); calls of the client's own `tools` end
+// the reply with `finish_reason: tool_calls` for the client to run them and send the
+// results back as `tool` messages.
+//
+// The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+// served the reply.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/chat/completions (the `CreateChatCompletion` operationId).
+func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Context, params *CreateChatCompletionParams, body CreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateChatCompletionResponse, error) {
+	rsp, err := c.CreateChatCompletion(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateChatCompletionResponse(rsp)
+}
+
+// ChatWebSocketWithResponse Chat over a WebSocket
+//
+// Upgrades to a WebSocket carrying the same events as the SSE stream of
+// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
+// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
+// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
+// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
+// `finish_reason` is `cancelled`).
+// Every reply ends with `done` or `error`; the connection stays open for the next
+// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+// header of the upgrade request.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
+func (c *ClientWithResponses) ChatWebSocketWithResponse(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*ChatWebSocketResponse, error) {
+	rsp, err := c.ChatWebSocket(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseChatWebSocketResponse(rsp)
+}
+
 // AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 //
 // The caller's verified email must be the invited address.
@@ -9058,6 +11802,21 @@ func (c *ClientWithResponses) DeleteMySessionWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseDeleteMySessionResponse(rsp)
+}
+
+// ListModelsWithResponse The model aliases
+//
+// The aliases of the model catalog a chat request may name in `model`, each with the targets that serve it, in failover order.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/models (the `ListModels` operationId).
+func (c *ClientWithResponses) ListModelsWithResponse(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*ListModelsResponse, error) {
+	rsp, err := c.ListModels(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListModelsResponse(rsp)
 }
 
 // ListOrgsWithResponse The caller's orgs
@@ -9270,6 +12029,23 @@ func (c *ClientWithResponses) TransferOrgOwnershipWithResponse(ctx context.Conte
 	return ParseTransferOrgOwnershipResponse(rsp)
 }
 
+// GetUsageWithResponse The org's model usage
+//
+// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
+// or by model alias. A key without the `billing:read` or `admin` scope sees only its
+// own calls. Defaults: the last 30 days.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+func (c *ClientWithResponses) GetUsageWithResponse(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*GetUsageResponse, error) {
+	rsp, err := c.GetUsage(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetUsageResponse(rsp)
+}
+
 // ParseGetJWKSResponse parses an HTTP response from a GetJWKSWithResponse call
 func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -9408,6 +12184,108 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiCreateChatCompletionResponse parses an HTTP response from a OpenaiCreateChatCompletionWithResponse call
+func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateChatCompletionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiCreateChatCompletionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIChatCompletion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest OpenAIError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiCreateEmbeddingsResponse parses an HTTP response from a OpenaiCreateEmbeddingsWithResponse call
+func ParseOpenaiCreateEmbeddingsResponse(rsp *http.Response) (*OpenaiCreateEmbeddingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiCreateEmbeddingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIEmbeddingList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest OpenAIError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiListModelsResponse parses an HTTP response from a OpenaiListModelsWithResponse call
+func ParseOpenaiListModelsResponse(rsp *http.Response) (*OpenaiListModelsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiListModelsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIModelList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest OpenAIError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
 
 	}
 
@@ -10658,6 +13536,122 @@ func ParseRequestEmailVerificationResponse(rsp *http.Response) (*RequestEmailVer
 	return response, nil
 }
 
+// ParseCreateChatCompletionResponse parses an HTTP response from a CreateChatCompletionWithResponse call
+func ParseCreateChatCompletionResponse(rsp *http.Response) (*CreateChatCompletionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateChatCompletionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ChatCompletion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CreateChatCompletionResponse200Headers
+		if values := rsp.Header.Values("Kiln-Provider"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Provider", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.KilnProvider = &value
+		}
+		if values := rsp.Header.Values("Kiln-Provider-Model"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Provider-Model", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.KilnProviderModel = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateChatCompletionResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseChatWebSocketResponse parses an HTTP response from a ChatWebSocketWithResponse call
+func ParseChatWebSocketResponse(rsp *http.Response) (*ChatWebSocketResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ChatWebSocketResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 101:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseAcceptInvitationResponse parses an HTTP response from a AcceptInvitationWithResponse call
 func ParseAcceptInvitationResponse(rsp *http.Response) (*AcceptInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10864,6 +13858,39 @@ func ParseDeleteMySessionResponse(rsp *http.Response) (*DeleteMySessionResponse,
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListModelsResponse parses an HTTP response from a ListModelsWithResponse call
+func ParseListModelsResponse(rsp *http.Response) (*ListModelsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListModelsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ModelList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
@@ -11182,6 +14209,39 @@ func ParseTransferOrgOwnershipResponse(rsp *http.Response) (*TransferOrgOwnershi
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetUsageResponse parses an HTTP response from a GetUsageWithResponse call
+func ParseGetUsageResponse(rsp *http.Response) (*GetUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UsageReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -18,7 +18,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
-	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 )
 
@@ -35,6 +35,7 @@ type Config struct {
 	Auth     Auth     `koanf:"auth"`
 	Secrets  Secrets  `koanf:"secrets"`
 	Mail     Mail     `koanf:"mail"`
+	LLM      LLM      `koanf:"llm"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -129,6 +130,74 @@ type Mail struct {
 	LinkBase string `koanf:"link_base" doc:"base URL of the client pages that receive emailed tokens (verify-email, reset-password, accept-invitation)"`
 }
 
+// LLM configures the model gateway: upstream providers, the model catalog of aliases,
+// and the limits every call runs under.
+type LLM struct {
+	Providers []LLMProvider       `koanf:"providers" doc:"upstream providers (YAML only; values may use ${ENV_VAR}); none configured: the offline dev provider"`
+	Models    map[string]LLMModel `koanf:"models" doc:"model catalog: alias → ordered targets (YAML only); see the README"`
+	// MaxTokens caps what a request may ask for, and is the default when it asks nothing.
+	MaxTokens       int           `koanf:"max_tokens" doc:"upper bound (and default) of a request's max_tokens"`
+	StreamTimeout   time.Duration `koanf:"stream_timeout" doc:"longest a streamed reply may run"`
+	Timeout         time.Duration `koanf:"timeout" doc:"default per-attempt timeout of a target (a blocking call, or a stream's first event)"`
+	Retries         int           `koanf:"retries" doc:"extra attempts at the same target on a retryable error, before failing over"`
+	MaxRetryAfter   time.Duration `koanf:"max_retry_after" doc:"longest Retry-After honoured before moving to the next target instead"`
+	BreakerFailures int           `koanf:"breaker_failures" doc:"consecutive failures that open a target's circuit"`
+	BreakerCooldown time.Duration `koanf:"breaker_cooldown" doc:"how long an open circuit rejects calls before one probe is let through"`
+	ToolMaxSteps    int           `koanf:"tool_max_steps" doc:"model calls per request when server-side tools run"`
+	ToolTimeout     time.Duration `koanf:"tool_timeout" doc:"time limit of one server-side tool call"`
+	UsageFlush      time.Duration `koanf:"usage_flush_interval" doc:"how often buffered usage records are written"`
+}
+
+// LLMProvider is one upstream provider.
+type LLMProvider struct {
+	Name        string            `koanf:"name" yaml:"name"`
+	Type        string            `koanf:"type" yaml:"type"` // openai, azure_openai, gemini, ollama, anthropic, openai_compatible, dev
+	BaseURL     string            `koanf:"base_url" yaml:"base_url"`
+	APIKey      string            `koanf:"api_key" yaml:"api_key"`
+	BearerToken string            `koanf:"bearer_token" yaml:"bearer_token"` // azure_openai: a Microsoft Entra token instead of api_key
+	APIVersion  string            `koanf:"api_version" yaml:"api_version"`   // azure_openai api-version, anthropic-version
+	Headers     map[string]string `koanf:"headers" yaml:"headers"`
+}
+
+// LLMModel is an alias of the model catalog.
+type LLMModel struct {
+	Targets []LLMTarget `koanf:"targets" yaml:"targets"`
+}
+
+// LLMTarget is one provider model an alias can be served by.
+type LLMTarget struct {
+	Provider string `koanf:"provider" yaml:"provider"`
+	Model    string `koanf:"model" yaml:"model"`
+	// Weight shares first attempts among the weighted targets; weight 0 makes a
+	// fallback, tried in order after them.
+	Weight         int           `koanf:"weight" yaml:"weight"`
+	Timeout        time.Duration `koanf:"timeout" yaml:"timeout"`
+	MaxConcurrency int           `koanf:"max_concurrency" yaml:"max_concurrency"` // 0: unbounded
+	// Price is in US dollars per million tokens.
+	Price LLMPrice `koanf:"price" yaml:"price"`
+}
+
+// LLMPrice is a price table, in US dollars per million tokens.
+type LLMPrice struct {
+	Input  float64 `koanf:"input" yaml:"input"`
+	Output float64 `koanf:"output" yaml:"output"`
+	Cached float64 `koanf:"cached" yaml:"cached"`
+}
+
+// ProviderTypes are the provider types Kiln has adapters for.
+var ProviderTypes = []string{"openai", "azure_openai", "gemini", "ollama", "anthropic", "openai_compatible", "dev"}
+
+// devLLM is the catalog used when no provider is configured: the offline dev provider
+// behind the usual aliases.
+func devLLM(l LLM) LLM {
+	l.Providers = []LLMProvider{{Name: "dev", Type: "dev"}}
+	l.Models = map[string]LLMModel{}
+	for _, alias := range []string{"default", "fast", "smart"} {
+		l.Models[alias] = LLMModel{Targets: []LLMTarget{{Provider: "dev", Model: "dev-echo", Weight: 1}}}
+	}
+	return l
+}
+
 // Secrets configures encryption at rest.
 type Secrets struct {
 	MasterKeys string `koanf:"master_keys" secret:"true" doc:"id:base64(32 bytes)[,…]; the first seals, all open. Required when env starts with prod; else a public development key is used"`
@@ -169,6 +238,11 @@ func Default() Config {
 			OAuth:             OAuth{CallbackBase: "http://localhost:8080", RedirectAllowlist: []string{}, Providers: []OAuthProvider{}},
 		},
 		Mail: Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
+		LLM: devLLM(LLM{
+			MaxTokens: 4096, StreamTimeout: 10 * time.Minute, Timeout: 2 * time.Minute,
+			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
+			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second,
+		}),
 	}
 }
 
@@ -228,14 +302,26 @@ func eachField(c Config, fn func(path string, f reflect.StructField, v reflect.V
 // are all reported in one error, each naming its key.
 func Load(path string, environ []string) (Config, error) {
 	k := koanf.New(".")
-	if err := k.Load(confmap.Provider(toMap(Default()), "."), nil); err != nil {
+	// The dev catalog is the default only as a whole: a configured provider list replaces
+	// it, so its aliases must not merge into the configured ones.
+	defaults := Default()
+	defaults.LLM.Providers, defaults.LLM.Models = []LLMProvider{}, map[string]LLMModel{}
+	if err := k.Load(confmap.Provider(toMap(defaults), "."), nil); err != nil {
 		return Config{}, fmt.Errorf("load defaults: %w", err)
 	}
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
 			return Config{}, fmt.Errorf("config file: %w", err)
 		}
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		raw, err := os.ReadFile(path) //nolint:gosec // the operator names the config file
+		if err != nil {
+			return Config{}, fmt.Errorf("config file: %w", err)
+		}
+		expanded, missing := expandEnv(raw, environ)
+		if len(missing) > 0 {
+			return Config{}, fmt.Errorf("config file %s: environment variables not set: %s", path, strings.Join(missing, ", "))
+		}
+		if err := k.Load(rawbytes.Provider(expanded), yaml.Parser()); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
@@ -281,6 +367,9 @@ func Load(path string, environ []string) (Config, error) {
 	}}
 	if err := k.UnmarshalWithConf("", &cfg, dec); err != nil {
 		problems = append(problems, decodeProblems(err)...)
+	}
+	if len(cfg.LLM.Providers) == 0 && len(cfg.LLM.Models) == 0 {
+		cfg.LLM = devLLM(cfg.LLM)
 	}
 	for _, p := range cfg.validate() {
 		key, _, _ := strings.Cut(p, ":")
@@ -405,10 +494,110 @@ func (c Config) validate() []string {
 	if u, err := url.Parse(c.Mail.LinkBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("mail.link_base", "must be an http(s) URL")
 	}
+	p = append(p, c.LLM.validate()...)
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
 	return p
+}
+
+func (l LLM) validate() []string {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	for key, d := range map[string]time.Duration{
+		"llm.stream_timeout": l.StreamTimeout, "llm.timeout": l.Timeout, "llm.max_retry_after": l.MaxRetryAfter,
+		"llm.breaker_cooldown": l.BreakerCooldown, "llm.tool_timeout": l.ToolTimeout, "llm.usage_flush_interval": l.UsageFlush,
+	} {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+	for key, n := range map[string]int{"llm.max_tokens": l.MaxTokens, "llm.breaker_failures": l.BreakerFailures, "llm.tool_max_steps": l.ToolMaxSteps} {
+		if n < 1 {
+			bad(key, "must be at least 1, got %d", n)
+		}
+	}
+	if l.Retries < 0 || l.Retries > 5 {
+		bad("llm.retries", "must be between 0 and 5, got %d", l.Retries)
+	}
+	providers := map[string]bool{}
+	for i, pr := range l.Providers {
+		key := fmt.Sprintf("llm.providers[%d]", i)
+		switch {
+		case !providerName.MatchString(pr.Name):
+			bad(key+".name", "must be 1–64 characters of a-z0-9_-, got %q", pr.Name)
+		case providers[pr.Name]:
+			bad(key+".name", "duplicates provider %q", pr.Name)
+		}
+		providers[pr.Name] = true
+		if !slices.Contains(ProviderTypes, pr.Type) {
+			bad(key+".type", "must be one of %s, got %q", strings.Join(ProviderTypes, ", "), pr.Type)
+		}
+		if pr.BaseURL != "" {
+			if u, err := url.Parse(pr.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(key+".base_url", "must be an http(s) URL")
+			}
+		} else if pr.Type == "azure_openai" || pr.Type == "openai_compatible" {
+			bad(key+".base_url", "is required for type %s", pr.Type)
+		}
+	}
+	if _, ok := l.Models["default"]; !ok {
+		bad("llm.models", "must define the alias \"default\"")
+	}
+	for alias, m := range l.Models {
+		key := "llm.models." + alias
+		if !providerName.MatchString(alias) && !strings.ContainsAny(alias, "./:") {
+			bad(key, "an alias is 1–64 characters of a-z0-9_-./:")
+		}
+		if len(m.Targets) == 0 {
+			bad(key+".targets", "must list at least one target")
+		}
+		for i, t := range m.Targets {
+			tkey := fmt.Sprintf("%s.targets[%d]", key, i)
+			if !providers[t.Provider] {
+				bad(tkey+".provider", "names no configured provider: %q", t.Provider)
+			}
+			if t.Model == "" {
+				bad(tkey+".model", "must not be empty")
+			}
+			if t.Weight < 0 || t.MaxConcurrency < 0 || t.Timeout < 0 {
+				bad(tkey, "weight, max_concurrency and timeout must not be negative")
+			}
+			if t.Price.Input < 0 || t.Price.Output < 0 || t.Price.Cached < 0 {
+				bad(tkey+".price", "prices must not be negative")
+			}
+		}
+	}
+	return p
+}
+
+var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// envRef matches ${NAME} in a configuration file.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces each ${NAME} in a configuration file with the variable's value from
+// environ; it returns the names that are not set. Only the braced form is expanded, so a
+// literal $ in a password stays as it is.
+func expandEnv(raw []byte, environ []string) ([]byte, []string) {
+	env := map[string]string{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		env[name] = value
+	}
+	var missing []string
+	out := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		name := string(m[2 : len(m)-1])
+		v, ok := env[name]
+		if !ok {
+			if !slices.Contains(missing, name) {
+				missing = append(missing, name)
+			}
+			return m
+		}
+		return []byte(v)
+	})
+	return out, missing
 }
 
 // ParsePrefixes reads a comma-separated list of CIDRs (a bare address is a /32 or /128).

@@ -941,10 +941,513 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The model aliases
+         * @description The aliases of the model catalog a chat request may name in `model`, each with the targets that serve it, in failover order.
+         */
+        get: operations["listModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Chat with a model
+         * @description Runs a chat request on the model alias `model` (default `default`), failing over
+         *     between its targets on retryable upstream errors before the first byte is sent.
+         *
+         *     With `stream: false` the reply is one JSON document. With `stream: true` it is a
+         *     `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
+         *     `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
+         *     every 15 s keeps idle connections open. Types: `message.delta`
+         *     (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
+         *     (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
+         *     `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
+         *     Closing the connection cancels the upstream request.
+         *
+         *     Server-side tools named in `server_tools` run inside Kiln in a bounded loop (their
+         *     calls and results are streamed as events); calls of the client's own `tools` end
+         *     the reply with `finish_reason: tool_calls` for the client to run them and send the
+         *     results back as `tool` messages.
+         *
+         *     The response headers `Kiln-Provider` and `Kiln-Provider-Model` name the target that
+         *     served the reply.
+         */
+        post: operations["createChatCompletion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/chat/ws": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Chat over a WebSocket
+         * @description Upgrades to a WebSocket carrying the same events as the SSE stream of
+         *     `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
+         *     (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
+         *     ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
+         *     `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
+         *     `finish_reason` is `cancelled`).
+         *     Every reply ends with `done` or `error`; the connection stays open for the next
+         *     request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+         *     header of the upgrade request.
+         */
+        get: operations["chatWebSocket"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's model usage
+         * @description Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
+         *     or by model alias. A key without the `billing:read` or `admin` scope sees only its
+         *     own calls. Defaults: the last 30 days.
+         */
+        get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * OpenAI-compatible chat completions
+         * @description OpenAI's Chat Completions wire format, so OpenAI SDKs work with base URL
+         *     `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias.
+         *     Supports `stream` (SSE `data:` chunks ending with `data: [DONE]`),
+         *     `stream_options.include_usage`, tools and `tool_choice`, `response_format`.
+         *     Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
+         */
+        post: operations["openaiCreateChatCompletion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * OpenAI-compatible embeddings
+         * @description OpenAI's embeddings wire format (`encoding_format` float or base64). `model` is a Kiln model alias.
+         */
+        post: operations["openaiCreateEmbeddings"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * OpenAI-compatible model list
+         * @description The model aliases, in OpenAI's list format.
+         */
+        get: operations["openaiListModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        ModelList: {
+            data: components["schemas"]["ModelAlias"][];
+        };
+        ModelAlias: {
+            /** @description The alias, for a request's `model`. */
+            id: string;
+            targets: components["schemas"]["ModelTarget"][];
+        };
+        ModelTarget: {
+            provider: string;
+            model: string;
+        };
+        ChatRequest: {
+            /**
+             * @description A model alias of the catalog (`GET /v1/models`).
+             * @default default
+             */
+            model: string;
+            messages: components["schemas"]["ChatMessage"][];
+            /** @description The client's own tools; the model's calls of them are returned for the client to run. */
+            tools?: components["schemas"]["ToolDefinition"][];
+            /** @description Server-side tools to offer the model by name (`current_time`, `calculator`, and any the deployment registers); Kiln runs their calls. */
+            server_tools?: string[];
+            tool_choice?: components["schemas"]["ToolChoice"];
+            response_format?: components["schemas"]["ResponseFormat"];
+            /** Format: double */
+            temperature?: number;
+            /** Format: double */
+            top_p?: number;
+            /** @description Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`. */
+            max_tokens?: number;
+            stop?: string[];
+            /** Format: int64 */
+            seed?: number;
+            /** @description An end-user id passed to the provider for abuse monitoring. */
+            user?: string;
+            /** @default false */
+            stream: boolean;
+        };
+        /** @enum {string} */
+        ChatRole: "system" | "user" | "assistant" | "tool";
+        ChatMessage: {
+            role: components["schemas"]["ChatRole"];
+            /** @description The message's text. */
+            content?: string;
+            /** @description Further content after `content`, e.g. images. */
+            parts?: components["schemas"]["ContentPart"][];
+            /** @description An assistant message's tool calls. */
+            tool_calls?: components["schemas"]["ToolCall"][];
+            /** @description A `tool` message answers this call. */
+            tool_call_id?: string;
+            /** @description A `tool` message's tool name. */
+            name?: string;
+        };
+        ContentPart: {
+            /** @enum {string} */
+            type: "text" | "image";
+            text?: string;
+            /** @description An http(s) URL of the image (for `image`; or use `image_data`). */
+            image_url?: string;
+            /**
+             * Format: byte
+             * @description The image's bytes, base64 (for `image`).
+             */
+            image_data?: string;
+            /**
+             * @description The type of `image_data`.
+             * @enum {string}
+             */
+            media_type?: "image/png" | "image/jpeg" | "image/gif" | "image/webp";
+            /** @enum {string} */
+            detail?: "auto" | "low" | "high";
+        };
+        ToolDefinition: {
+            name: string;
+            description?: string;
+            /** @description JSON Schema of the arguments object. */
+            parameters: {
+                [key: string]: unknown;
+            };
+        };
+        ToolChoice: {
+            /** @enum {string} */
+            mode: "auto" | "none" | "required" | "tool";
+            /** @description The tool to call, for mode `tool`. */
+            name?: string;
+        };
+        ResponseFormat: {
+            /** @enum {string} */
+            type: "text" | "json_object" | "json_schema";
+            name?: string;
+            /** @description The JSON Schema of the reply, for `json_schema`. */
+            schema?: {
+                [key: string]: unknown;
+            };
+            strict?: boolean;
+        };
+        ToolCall: {
+            id: string;
+            name: string;
+            /** @description The arguments, a JSON object as text. */
+            arguments: string;
+        };
+        /** @enum {string} */
+        FinishReason: "stop" | "length" | "tool_calls" | "content_filter" | "cancelled";
+        ChatUsage: {
+            prompt_tokens: number;
+            completion_tokens: number;
+            /** @description Prompt tokens served from the provider's prompt cache. */
+            cached_tokens: number;
+            total_tokens: number;
+            /**
+             * Format: double
+             * @description From the target's price table; 0 when it has none.
+             */
+            cost_usd: number;
+        };
+        ChatAttempt: {
+            /** @description `provider/model`. */
+            target: string;
+            /** @description Why the attempt failed; absent for the one that served. */
+            error?: string;
+        };
+        ChatCompletion: {
+            id: string;
+            /** @description The alias requested. */
+            model: string;
+            /** @description The provider that served the reply (`dev` is the offline development model). */
+            provider: string;
+            provider_model: string;
+            created_at: components["schemas"]["Timestamp"];
+            message: components["schemas"]["ChatMessage"];
+            /** @description The assistant tool calls and tool results of server-side tools that led to `message`, in order. */
+            steps?: components["schemas"]["ChatMessage"][];
+            finish_reason: components["schemas"]["FinishReason"];
+            usage: components["schemas"]["ChatUsage"];
+            /** @description Every target tried, the serving one last. */
+            attempts: components["schemas"]["ChatAttempt"][];
+        };
+        ChatDeltaEvent: {
+            text: string;
+        };
+        ToolCallDeltaEvent: {
+            index: number;
+            id?: string;
+            name?: string;
+            /** @description The next piece of the arguments. */
+            arguments: string;
+        };
+        ToolCallEvent: {
+            index: number;
+            id: string;
+            name: string;
+            arguments: string;
+            /**
+             * @description `server`: Kiln runs it and sends a `tool_result`; `client`: the client runs it.
+             * @enum {string}
+             */
+            executor: "client" | "server";
+        };
+        ToolResultEvent: {
+            tool_call_id: string;
+            name: string;
+            content: string;
+            is_error: boolean;
+        };
+        ChatDoneEvent: {
+            id: string;
+            model: string;
+            provider: string;
+            provider_model: string;
+            finish_reason: components["schemas"]["FinishReason"];
+            attempts: components["schemas"]["ChatAttempt"][];
+        };
+        /** @description The `data` of one stream event; the event type says which schema. */
+        ChatStreamEvent: components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
+        /** @enum {string} */
+        ChatEventType: "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error";
+        WSClientFrame: {
+            /** @enum {string} */
+            type: "chat" | "cancel";
+            data?: components["schemas"]["ChatRequest"];
+        };
+        WSServerFrame: {
+            type: components["schemas"]["ChatEventType"];
+            /** @description Monotonic per connection. */
+            id: number;
+            data: components["schemas"]["ChatStreamEvent"];
+        };
+        UsageReport: {
+            /** @enum {string} */
+            group_by: "day" | "model";
+            from: components["schemas"]["Timestamp"];
+            to: components["schemas"]["Timestamp"];
+            data: components["schemas"]["UsageBucket"][];
+            total: components["schemas"]["UsageBucket"];
+        };
+        UsageBucket: {
+            /** @description The day (YYYY-MM-DD) or model alias; `total` for the total. */
+            key: string;
+            /** Format: int64 */
+            requests: number;
+            /** Format: int64 */
+            errors: number;
+            /**
+             * Format: int64
+             * @description Requests answered from Kiln's response cache.
+             */
+            cached_requests: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: int64 */
+            cached_tokens: number;
+            /** Format: double */
+            cost_usd: number;
+            /** Format: double */
+            latency_ms_avg: number;
+        };
+        /** @description OpenAI's request body; fields Kiln does not use are accepted and ignored. */
+        OpenAIChatCompletionRequest: {
+            model: string;
+            messages: ({
+                /** @enum {string} */
+                role: "system" | "developer" | "user" | "assistant" | "tool";
+            } & {
+                [key: string]: unknown;
+            })[];
+            stream?: boolean;
+            stream_options?: {
+                include_usage?: boolean;
+            } & {
+                [key: string]: unknown;
+            };
+            tools?: {
+                [key: string]: unknown;
+            }[];
+            n?: number;
+            /** Format: double */
+            temperature?: number;
+            /** Format: double */
+            top_p?: number;
+            max_tokens?: number;
+            max_completion_tokens?: number;
+            /** Format: int64 */
+            seed?: number;
+            user?: string;
+        } & {
+            [key: string]: unknown;
+        };
+        OpenAIChatCompletion: {
+            id: string;
+            /** @enum {string} */
+            object: "chat.completion";
+            /** Format: int64 */
+            created: number;
+            model: string;
+            choices: {
+                index: number;
+                message: {
+                    [key: string]: unknown;
+                };
+                finish_reason: string;
+            }[];
+            usage?: {
+                [key: string]: unknown;
+            };
+        };
+        /** @description One streamed chunk (`object` is `chat.completion.chunk`). */
+        OpenAIChatCompletionChunk: {
+            id: string;
+            /** @enum {string} */
+            object: "chat.completion.chunk";
+            /** Format: int64 */
+            created: number;
+            model: string;
+            choices: {
+                [key: string]: unknown;
+            }[];
+            usage?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        OpenAIEmbeddingRequest: {
+            model: string;
+            /** @description A string or an array of up to 2048 strings. */
+            input: string | string[];
+            /** @enum {string} */
+            encoding_format?: "float" | "base64";
+            dimensions?: number;
+            user?: string;
+        } & {
+            [key: string]: unknown;
+        };
+        OpenAIEmbeddingList: {
+            /** @enum {string} */
+            object: "list";
+            data: {
+                /** @enum {string} */
+                object: "embedding";
+                index: number;
+                /** @description Floats, or base64 of little-endian float32s when `encoding_format` is base64. */
+                embedding: number[] | string;
+            }[];
+            model: string;
+            usage: {
+                prompt_tokens: number;
+                total_tokens: number;
+            };
+        };
+        OpenAIModelList: {
+            /** @enum {string} */
+            object: "list";
+            data: {
+                id: string;
+                /** @enum {string} */
+                object: "model";
+                /** Format: int64 */
+                created: number;
+                owned_by: string;
+            }[];
+        };
+        OpenAIError: {
+            error: {
+                message: string;
+                type: string;
+                param?: string | null;
+                code?: string | null;
+            };
+        };
         Health: {
             /** @enum {string} */
             status: "ok";
@@ -971,7 +1474,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "rate_limited" | "timeout" | "not_ready" | "internal";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "rate_limited" | "timeout" | "not_ready" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -1303,6 +1806,15 @@ export interface components {
         };
     };
     responses: {
+        /** @description An error, in OpenAI's error body (the OpenAI-compatible routes only). */
+        OpenAIError: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OpenAIError"];
+            };
+        };
         /** @description An error, as RFC 9457 problem details. */
         Problem: {
             headers: {
@@ -1356,6 +1868,10 @@ export interface components {
         RateLimit: string;
         /** @description Seconds to wait before retrying. */
         "Retry-After": number;
+        /** @description The provider that served the reply. */
+        "Kiln-Provider": string;
+        /** @description The provider's model that served the reply. */
+        "Kiln-Provider-Model": string;
     };
     pathItems: never;
 }
@@ -2635,6 +3151,191 @@ export interface operations {
                 content?: never;
             };
             default: components["responses"]["Problem"];
+        };
+    };
+    listModels: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The catalog. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createChatCompletion: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatRequest"];
+            };
+        };
+        responses: {
+            /** @description The reply (JSON), or its events (`stream: true`). */
+            200: {
+                headers: {
+                    "Kiln-Provider": components["headers"]["Kiln-Provider"];
+                    "Kiln-Provider-Model": components["headers"]["Kiln-Provider-Model"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatCompletion"];
+                    "text/event-stream": string;
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    chatWebSocket: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Switching to the WebSocket protocol. */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getUsage: {
+        parameters: {
+            query?: {
+                /** @description Start of the window (inclusive). */
+                from?: string;
+                /** @description End of the window (exclusive); default now. */
+                to?: string;
+                /** @description Only this model alias. */
+                model?: string;
+                /** @description Only calls made with this API key. */
+                api_key_id?: string;
+                /** @description Bucket by UTC day or by model alias. */
+                group_by?: "day" | "model";
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The usage report. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    openaiCreateChatCompletion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OpenAIChatCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description The completion, or its chunks (`stream: true`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIChatCompletion"];
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["OpenAIError"];
+        };
+    };
+    openaiCreateEmbeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OpenAIEmbeddingRequest"];
+            };
+        };
+        responses: {
+            /** @description The embeddings, in input order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIEmbeddingList"];
+                };
+            };
+            default: components["responses"]["OpenAIError"];
+        };
+    };
+    openaiListModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The aliases. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIModelList"];
+                };
+            };
+            default: components["responses"]["OpenAIError"];
         };
     };
 }

@@ -1,0 +1,243 @@
+// Package chat runs chat requests: one model call through the gateway, or a bounded loop
+// of model calls and server-side tool calls, streamed as events or returned whole.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/tools"
+)
+
+// Runner runs chat requests on the gateway's model aliases.
+type Runner struct {
+	Gateway     *llm.Gateway
+	Tools       *tools.Registry
+	MaxSteps    int           // model calls per request when server tools run
+	ToolTimeout time.Duration // per server tool call
+	MaxTokens   int           // cap and default of a request's max tokens
+	Now         func() time.Time
+}
+
+// Call is one chat request.
+type Call struct {
+	Alias   string
+	Request llm.Request
+	// ServerTools names the registered tools to offer the model; Kiln runs their calls.
+	ServerTools []string
+}
+
+// EventKind is the kind of a streamed chat event.
+type EventKind int
+
+// The streamed chat events.
+const (
+	EventStart         EventKind = iota + 1 // Served: a target answered; nothing sent to the client yet
+	EventDelta                              // Text
+	EventToolCallDelta                      // Index, Call (a piece)
+	EventToolCall                           // Index, Call, Server
+	EventToolResult                         // Call (the call answered), Result
+	EventUsage                              // Usage, Cost (of the whole request)
+)
+
+// Event is one step of a streamed reply.
+type Event struct {
+	Kind   EventKind
+	Text   string
+	Index  int
+	Call   llm.ToolCall
+	Server bool // the call is a server tool's: Kiln runs it
+	Result tools.Result
+	Usage  llm.Usage
+	Cost   float64
+	Served llm.Served
+}
+
+// Result is a finished reply.
+type Result struct {
+	ID      string
+	Message llm.Message // the final assistant message
+	// Steps are the assistant tool calls and tool results of server tools before Message.
+	Steps        []llm.Message
+	FinishReason llm.FinishReason
+	Usage        llm.Usage
+	Cost         float64
+	Served       llm.Served // of the last model call
+	Attempts     int        // upstream attempts over all steps
+	TTFT         time.Duration
+}
+
+// Validate checks what the spec cannot: the alias, the server tools and the tool choice,
+// and caps max tokens. It returns invalid_request or not_found errors naming the field.
+func (r *Runner) Validate(c *Call) error {
+	if !r.Gateway.Has(c.Alias) {
+		return errs.E(errs.NotFound, "No model named %q; GET /v1/models lists them.", c.Alias)
+	}
+	if len(c.ServerTools) > 0 {
+		if _, err := r.Tools.Definitions(c.ServerTools); err != nil {
+			return err
+		}
+	}
+	for i, t := range c.Request.Tools {
+		if r.Tools.Has(t.Name) && contains(c.ServerTools, t.Name) {
+			return errs.InvalidFields("invalid tools", []errs.FieldError{{Pointer: fmt.Sprintf("/tools/%d/name", i), Message: "is also requested in server_tools"}})
+		}
+	}
+	if tc := c.Request.ToolChoice; tc != nil && tc.Mode == llm.ToolChoiceTool {
+		found := contains(c.ServerTools, tc.Name)
+		for _, t := range c.Request.Tools {
+			found = found || t.Name == tc.Name
+		}
+		if !found {
+			return errs.InvalidFields("invalid tool_choice", []errs.FieldError{{Pointer: "/tool_choice/name", Message: "names no offered tool"}})
+		}
+	}
+	if c.Request.MaxTokens == nil || *c.Request.MaxTokens > r.MaxTokens {
+		n := r.MaxTokens
+		c.Request.MaxTokens = &n
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Run runs c (validated by Validate). With emit nil it makes blocking model calls and
+// returns the whole reply; otherwise it streams, calling emit for every event; an error
+// from emit (the client went away) stops the run. Errors before the first EventStart
+// mean nothing was sent.
+func (r *Runner) Run(ctx context.Context, c Call, emit func(Event) error) (*Result, error) {
+	start := r.Now()
+	req := c.Request
+	if len(c.ServerTools) > 0 {
+		defs, err := r.Tools.Definitions(c.ServerTools)
+		if err != nil {
+			return nil, err
+		}
+		req.Tools = append(append([]llm.Tool(nil), req.Tools...), defs...)
+	}
+	req.Messages = append([]llm.Message(nil), req.Messages...)
+	res := &Result{}
+	for step := 1; ; step++ {
+		if step == r.MaxSteps && len(c.ServerTools) > 0 {
+			req.ToolChoice = &llm.ToolChoice{Mode: llm.ToolChoiceNone} // the last step must answer
+		}
+		var reply *llm.Response
+		var served llm.Served
+		var err error
+		if emit == nil {
+			reply, served, err = r.Gateway.Chat(ctx, c.Alias, &req)
+		} else {
+			reply, served, err = r.stream(ctx, c, &req, emit, res, start)
+		}
+		res.Attempts += len(served.Attempts)
+		res.Served = served
+		if err != nil {
+			return res, err
+		}
+		res.ID = reply.ID
+		res.Usage = res.Usage.Add(reply.Usage)
+		res.Cost += served.Target.Price.Cost(reply.Usage)
+		res.Message, res.FinishReason = reply.Message, reply.FinishReason
+		calls := reply.Message.ToolCalls
+		if len(calls) == 0 || !r.allServer(c, calls) || step >= r.MaxSteps {
+			break
+		}
+		res.Steps = append(res.Steps, reply.Message)
+		req.Messages = append(req.Messages, reply.Message)
+		for _, call := range calls {
+			out := r.Tools.Run(ctx, call, r.ToolTimeout)
+			msg := llm.Message{Role: llm.RoleTool, ToolCallID: call.ID, Name: call.Name, Content: []llm.Part{{Type: llm.PartText, Text: out.Content}}}
+			res.Steps = append(res.Steps, msg)
+			req.Messages = append(req.Messages, msg)
+			if emit != nil {
+				if err := emit(Event{Kind: EventToolResult, Call: call, Result: out}); err != nil {
+					return res, err
+				}
+			}
+		}
+	}
+	if emit != nil {
+		if err := emit(Event{Kind: EventUsage, Usage: res.Usage, Cost: res.Cost}); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// allServer reports whether every call is of an offered server tool. A reply that also
+// calls a client tool goes back to the client whole: it must answer every call.
+func (r *Runner) allServer(c Call, calls []llm.ToolCall) bool {
+	for _, call := range calls {
+		if !contains(c.ServerTools, call.Name) {
+			return false
+		}
+	}
+	return true
+}
+
+// stream makes one streamed model call, emitting its events, and assembles the reply.
+func (r *Runner) stream(ctx context.Context, c Call, req *llm.Request, emit func(Event) error, res *Result, start time.Time) (*llm.Response, llm.Served, error) {
+	s, served, err := r.Gateway.ChatStream(ctx, c.Alias, req)
+	if err != nil {
+		return nil, served, err
+	}
+	defer s.Close()
+	if res.TTFT == 0 {
+		res.TTFT = r.Now().Sub(start)
+	}
+	if err := emit(Event{Kind: EventStart, Served: served}); err != nil {
+		return nil, served, err
+	}
+	reply := &llm.Response{Message: llm.Message{Role: llm.RoleAssistant}}
+	var text []byte
+	var calls llm.ToolCallBuffer
+	for {
+		ev, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, served, err
+		}
+		var out Event
+		switch ev.Type {
+		case llm.EventText:
+			text = append(text, ev.Text...)
+			out = Event{Kind: EventDelta, Text: ev.Text}
+		case llm.EventToolCallDelta:
+			calls.Add(ev.Index, ev.ToolCall)
+			out = Event{Kind: EventToolCallDelta, Index: ev.Index, Call: ev.ToolCall}
+		case llm.EventToolCall:
+			calls.Set(ev.Index, ev.ToolCall)
+			out = Event{Kind: EventToolCall, Index: ev.Index, Call: ev.ToolCall, Server: contains(c.ServerTools, ev.ToolCall.Name)}
+		case llm.EventUsage:
+			reply.Usage = ev.Usage
+			continue
+		case llm.EventFinish:
+			reply.FinishReason = ev.FinishReason
+			continue
+		default:
+			continue
+		}
+		if err := emit(out); err != nil {
+			return nil, served, err
+		}
+	}
+	if len(text) > 0 {
+		reply.Message.Content = []llm.Part{{Type: llm.PartText, Text: string(text)}}
+	}
+	reply.Message.ToolCalls = calls.Calls()
+	return reply, served, nil
+}

@@ -1,0 +1,439 @@
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// Target is one provider model an alias can be served by.
+type Target struct {
+	Provider string
+	Model    string
+	// Weight shares first attempts among weighted targets; 0 makes a fallback.
+	Weight         int
+	Timeout        time.Duration // per attempt: a blocking call, or a stream until its first event
+	MaxConcurrency int           // 0: unbounded
+	Price          Price
+}
+
+func (t Target) String() string { return t.Provider + "/" + t.Model }
+
+// Price is a price table in US dollars per million tokens.
+type Price struct {
+	Input, Output, Cached float64
+}
+
+// Cost prices usage: cached prompt tokens at the cached rate, the rest at the input rate.
+func (p Price) Cost(u Usage) float64 {
+	uncached := max(u.PromptTokens-u.CachedTokens, 0)
+	return (float64(uncached)*p.Input + float64(u.CachedTokens)*p.Cached + float64(u.CompletionTokens)*p.Output) / 1e6
+}
+
+// GatewayConfig is what a Gateway is built from.
+type GatewayConfig struct {
+	Providers map[string]Provider
+	// Aliases maps each model alias to its targets, in failover order.
+	Aliases         map[string][]Target
+	Timeout         time.Duration // default per-attempt timeout
+	Retries         int           // extra attempts at one target on a retryable error
+	MaxRetryAfter   time.Duration // a longer Retry-After moves on to the next target
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	Log             *slog.Logger
+	Registry        prometheus.Registerer
+	// Backoff is the first retry's base delay (jittered, doubling); default 100 ms.
+	Backoff time.Duration
+}
+
+// Gateway routes requests for a model alias to its targets, with retries, failover before
+// the first byte, a circuit breaker and a concurrency limit per target.
+type Gateway struct {
+	cfg     GatewayConfig
+	targets map[string]*targetState // by Target.String()
+	metrics gatewayMetrics
+	now     func() time.Time
+}
+
+type targetState struct {
+	Target
+	provider Provider
+	slots    chan struct{} // nil: unbounded
+	breaker  breaker
+}
+
+type gatewayMetrics struct {
+	attempts  *prometheus.CounterVec
+	failovers *prometheus.CounterVec
+	circuit   *prometheus.GaugeVec
+}
+
+// Attempt is one try at a target.
+type Attempt struct {
+	Target   string        `json:"target"`
+	Error    string        `json:"error,omitempty"`
+	Duration time.Duration `json:"-"`
+}
+
+// Served tells which target served a call and what was tried before it.
+type Served struct {
+	Alias    string
+	Target   Target
+	Attempts []Attempt
+}
+
+// NewGateway checks that every alias names configured providers and registers the metrics.
+func NewGateway(cfg GatewayConfig) (*Gateway, error) {
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 100 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cfg: cfg, targets: map[string]*targetState{}, now: time.Now}
+	for alias, ts := range cfg.Aliases {
+		if len(ts) == 0 {
+			return nil, fmt.Errorf("model alias %q has no targets", alias)
+		}
+		for _, t := range ts {
+			p, ok := cfg.Providers[t.Provider]
+			if !ok {
+				return nil, fmt.Errorf("model alias %q: unknown provider %q", alias, t.Provider)
+			}
+			if _, seen := g.targets[t.String()]; seen {
+				continue
+			}
+			st := &targetState{Target: t, provider: p, breaker: breaker{threshold: cfg.BreakerFailures, cooldown: cfg.BreakerCooldown}}
+			if st.Timeout == 0 {
+				st.Timeout = cfg.Timeout
+			}
+			if t.MaxConcurrency > 0 {
+				st.slots = make(chan struct{}, t.MaxConcurrency)
+			}
+			g.targets[t.String()] = st
+		}
+	}
+	g.metrics = gatewayMetrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_llm_attempts_total", Help: "Upstream attempts by provider, model and outcome (ok or an error kind).",
+		}, []string{"provider", "model", "outcome"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_llm_failovers_total", Help: "Calls that moved on from a target to the next, by alias and the target left.",
+		}, []string{"alias", "from"}),
+		circuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kiln_llm_circuit_open", Help: "1 while a target's circuit breaker is open.",
+		}, []string{"provider", "model"}),
+	}
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{g.metrics.attempts, g.metrics.failovers, g.metrics.circuit} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register llm metrics: %w", err)
+			}
+		}
+	}
+	return g, nil
+}
+
+// Aliases lists the model aliases, sorted.
+func (g *Gateway) Aliases() []string {
+	out := make([]string, 0, len(g.cfg.Aliases))
+	for a := range g.cfg.Aliases {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Targets returns alias's targets in configured order.
+func (g *Gateway) Targets(alias string) []Target { return g.cfg.Aliases[alias] }
+
+// Has reports whether alias is in the catalog.
+func (g *Gateway) Has(alias string) bool { _, ok := g.cfg.Aliases[alias]; return ok }
+
+// Chat runs req on alias's targets until one answers.
+func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Response, Served, error) {
+	var res *Response
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+		r := *req
+		r.Model = t.Model
+		actx, cancel := context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+		var err error
+		res, err = t.provider.Chat(actx, &r)
+		return timeoutAs(actx, ctx, t, err)
+	})
+	release()
+	return res, served, err
+}
+
+// ChatStream opens a stream on alias's targets. A target counts as answering once its
+// first event arrives; until then failures fail over, after it they reach the caller.
+func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (Stream, Served, error) {
+	var out *peekedStream
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+		r := *req
+		r.Model = t.Model
+		sctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(t.Timeout, cancel)
+		s, err := t.provider.ChatStream(sctx, &r)
+		var first Event
+		if err == nil {
+			first, err = s.Next()
+			if err != nil {
+				_ = s.Close()
+			}
+		}
+		timedOut := !timer.Stop()
+		if err != nil {
+			cancel()
+			if timedOut && ctx.Err() == nil {
+				err = &Error{Provider: t.Provider, Kind: KindTimeout, Message: fmt.Sprintf("no first event within %s", t.Timeout)}
+			}
+			return err
+		}
+		out = &peekedStream{Stream: s, first: first, cancel: cancel}
+		return nil
+	})
+	if err != nil {
+		return nil, served, err
+	}
+	out.release = release
+	return out, served, nil
+}
+
+// Embed runs req on alias's targets until one answers.
+func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*EmbedResponse, Served, error) {
+	var res *EmbedResponse
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+		r := *req
+		r.Model = t.Model
+		actx, cancel := context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+		var err error
+		res, err = t.provider.Embed(actx, &r)
+		return timeoutAs(actx, ctx, t, err)
+	})
+	release()
+	return res, served, err
+}
+
+// timeoutAs reports an attempt's own deadline as a KindTimeout upstream error.
+func timeoutAs(attemptCtx, callerCtx context.Context, t *targetState, err error) error {
+	if err != nil && attemptCtx.Err() == context.DeadlineExceeded && callerCtx.Err() == nil {
+		return &Error{Provider: t.Provider, Kind: KindTimeout, Message: fmt.Sprintf("no answer within %s", t.Timeout), Err: err}
+	}
+	return err
+}
+
+// ErrNoTarget is wrapped by the error returned when every target is unavailable (circuit
+// open or at its concurrency limit) without any attempt made.
+var ErrNoTarget = errors.New("no target available")
+
+func noop() {}
+
+// route tries alias's targets in order with retries; try makes one attempt. On success it
+// returns the release of the target's concurrency slot, which the caller calls when done
+// (a stream at Close); on failure release is a no-op.
+func (g *Gateway) route(ctx context.Context, alias string, try func(context.Context, *targetState) error) (Served, func(), error) {
+	targets, ok := g.cfg.Aliases[alias]
+	if !ok {
+		return Served{Alias: alias}, noop, errs.E(errs.NotFound, "No model named %q; GET /v1/models lists them.", alias)
+	}
+	served := Served{Alias: alias}
+	var lastErr error
+	for i, t := range g.order(targets) {
+		st := g.targets[t.String()]
+		if i > 0 && len(served.Attempts) > 0 {
+			g.metrics.failovers.WithLabelValues(alias, served.Attempts[len(served.Attempts)-1].Target).Inc()
+		}
+		if !st.breaker.allow(g.now()) {
+			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: "circuit open"})
+			continue
+		}
+		if st.slots != nil {
+			select {
+			case st.slots <- struct{}{}:
+			default:
+				served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: "at max concurrency"})
+				continue
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			start := g.now()
+			err := try(ctx, st)
+			d := g.now().Sub(start)
+			if err == nil {
+				st.breaker.success()
+				g.metrics.circuit.WithLabelValues(t.Provider, t.Model).Set(0)
+				g.metrics.attempts.WithLabelValues(t.Provider, t.Model, "ok").Inc()
+				served.Target = t
+				served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Duration: d})
+				return served, st.release, nil
+			}
+			if ctx.Err() != nil {
+				st.release()
+				return served, noop, ctx.Err()
+			}
+			lastErr = err
+			ue, upstream := errors.AsType[*Error](err)
+			kind := "error"
+			if upstream {
+				kind = string(ue.Kind)
+			}
+			g.metrics.attempts.WithLabelValues(t.Provider, t.Model, kind).Inc()
+			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: err.Error(), Duration: d})
+			g.cfg.Log.WarnContext(ctx, "llm attempt failed", "alias", alias, "target", t.String(), "attempt", attempt+1, "error", err, "duration", d)
+			if !upstream || ue.Kind == KindInvalid || ue.Kind == KindUnsupported {
+				st.release()
+				return served, noop, err // the request is at fault: another target would refuse it too
+			}
+			if st.breaker.failure(g.now()) {
+				g.metrics.circuit.WithLabelValues(t.Provider, t.Model).Set(1)
+				g.cfg.Log.WarnContext(ctx, "llm circuit opened", "target", t.String(), "cooldown", g.cfg.BreakerCooldown)
+			}
+			if !ue.Retryable() || attempt >= g.cfg.Retries {
+				break
+			}
+			wait := ue.RetryAfter
+			if wait > g.cfg.MaxRetryAfter {
+				break // not worth waiting here: the next target may answer now
+			}
+			if wait == 0 {
+				wait = time.Duration(float64(g.cfg.Backoff<<attempt) * (0.5 + rand.Float64())) //nolint:gosec // jitter, not a secret
+			}
+			select {
+			case <-ctx.Done():
+				st.release()
+				return served, noop, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		st.release()
+	}
+	if lastErr == nil {
+		return served, noop, fmt.Errorf("model %q: %w: every target is unavailable (circuit open or at max concurrency)", alias, ErrNoTarget)
+	}
+	return served, noop, lastErr
+}
+
+// release frees a concurrency slot taken by route.
+func (st *targetState) release() {
+	if st.slots != nil {
+		<-st.slots
+	}
+}
+
+// order returns the targets to try: one weighted target drawn by weight first, the other
+// weighted targets after it in configured order, then the fallbacks (weight 0).
+func (g *Gateway) order(targets []Target) []Target {
+	total := 0
+	for _, t := range targets {
+		total += t.Weight
+	}
+	if total == 0 || len(targets) == 1 {
+		return targets
+	}
+	n := rand.IntN(total) //nolint:gosec // load spreading, not a secret
+	first := 0
+	for i, t := range targets {
+		if n < t.Weight {
+			first = i
+			break
+		}
+		n -= t.Weight
+	}
+	out := make([]Target, 0, len(targets))
+	out = append(out, targets[first])
+	for i, t := range targets {
+		if i != first && t.Weight > 0 {
+			out = append(out, t)
+		}
+	}
+	for _, t := range targets {
+		if t.Weight == 0 {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// peekedStream is a stream whose first event was read to decide on failover.
+type peekedStream struct {
+	Stream
+	first   Event
+	peeked  bool
+	cancel  context.CancelFunc
+	release func()
+	once    sync.Once
+}
+
+func (s *peekedStream) Next() (Event, error) {
+	if !s.peeked {
+		s.peeked = true
+		return s.first, nil
+	}
+	return s.Stream.Next()
+}
+
+func (s *peekedStream) Close() error {
+	err := s.Stream.Close()
+	s.once.Do(func() {
+		s.cancel()
+		if s.release != nil {
+			s.release()
+		}
+	})
+	return err
+}
+
+// breaker is a consecutive-failure circuit breaker: threshold failures in a row open it
+// for cooldown; then one probe is let through, whose outcome closes or reopens it.
+type breaker struct {
+	mu        sync.Mutex
+	threshold int
+	cooldown  time.Duration
+	failures  int
+	openUntil time.Time
+	probing   bool
+}
+
+func (b *breaker) allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failures < b.threshold || b.threshold <= 0 {
+		return true
+	}
+	if now.Before(b.openUntil) || b.probing {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+func (b *breaker) success() {
+	b.mu.Lock()
+	b.failures, b.probing = 0, false
+	b.mu.Unlock()
+}
+
+// failure counts a failure and reports whether it opened the circuit.
+func (b *breaker) failure(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	b.probing = false
+	if b.threshold > 0 && b.failures >= b.threshold {
+		b.openUntil = now.Add(b.cooldown)
+		return true
+	}
+	return false
+}

@@ -1,0 +1,344 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/usage"
+	"github.com/kilnhq/kiln/internal/platform/logging"
+)
+
+// LLM is what the model endpoints need.
+type LLM struct {
+	Runner *chat.Runner
+	Usage  *usage.Recorder
+	// StreamTimeout bounds one reply, streamed or not.
+	StreamTimeout time.Duration
+}
+
+// ListModels lists the model aliases.
+func (s *Server) ListModels(context.Context, api.ListModelsRequestObject) (api.ListModelsResponseObject, error) {
+	g := s.llm.Runner.Gateway
+	out := api.ListModels200JSONResponse{Data: []api.ModelAlias{}}
+	for _, alias := range g.Aliases() {
+		m := api.ModelAlias{Id: alias, Targets: []api.ModelTarget{}}
+		for _, t := range g.Targets(alias) {
+			m.Targets = append(m.Targets, api.ModelTarget{Provider: t.Provider, Model: t.Model})
+		}
+		out.Data = append(out.Data, m)
+	}
+	return out, nil
+}
+
+// caller is who a model call is accounted to.
+type caller struct {
+	org, user, key uuid.UUID
+}
+
+// callerFor resolves the org (Kiln-Org for user tokens) and the user or key of a request.
+func (s *Server) callerFor(r *http.Request) (caller, error) {
+	var requested *uuid.UUID
+	if h := r.Header.Get("Kiln-Org"); h != "" {
+		id, err := uuid.Parse(h)
+		if err != nil {
+			return caller{}, errs.InvalidFields("invalid Kiln-Org", []errs.FieldError{{Pointer: "/header/Kiln-Org", Message: "must be a UUID"}})
+		}
+		requested = &id
+	}
+	access, err := s.orgFor(r.Context(), requested)
+	if err != nil {
+		return caller{}, err
+	}
+	c := caller{org: access.OrgID}
+	if p, ok := principalFrom(r.Context()); ok {
+		if p.Key != nil {
+			c.key = p.Key.ID
+		} else {
+			c.user = p.UserID
+		}
+	}
+	return c, nil
+}
+
+// createChatCompletion serves POST /v1/chat/completions: JSON, or SSE with stream: true.
+func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
+	var body api.ChatRequest
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+		return
+	}
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	call, err := toChatCall(body)
+	if err == nil {
+		err = s.llm.Runner.Validate(&call)
+	}
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	start := time.Now()
+	id := uuid.Must(uuid.NewV7()).String()
+	if body.Stream == nil || !*body.Stream {
+		res, err := s.llm.Runner.Run(ctx, call, nil)
+		s.recordUsage(r, who, "chat", call.Alias, start, res, err)
+		if err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+		setServedHeaders(w, res.Served)
+		writeJSON(w, http.StatusOK, toChatCompletion(id, call.Alias, start, res))
+		return
+	}
+	s.serveSSE(w, r, func(ctx context.Context, send func(string, any) error) error {
+		res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
+			if ev.Kind == chat.EventStart {
+				setServedHeaders(w, ev.Served) // before the first event commits the headers
+				return nil
+			}
+			name, data := toChatEvent(ev)
+			return send(name, data)
+		})
+		s.recordUsage(r, who, "chat", call.Alias, start, res, err)
+		if err != nil {
+			return err
+		}
+		return send("done", toChatDone(id, call.Alias, res))
+	})
+}
+
+func setServedHeaders(w http.ResponseWriter, served llm.Served) {
+	w.Header().Set("Kiln-Provider", served.Target.Provider)
+	w.Header().Set("Kiln-Provider-Model", served.Target.Model)
+}
+
+// recordUsage accounts for one call, however it ended.
+func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string, start time.Time, res *chat.Result, err error) {
+	rec := usage.Record{
+		OrgID: who.org, UserID: who.user, APIKeyID: who.key, RequestID: logging.RequestID(r.Context()),
+		Endpoint: endpoint, Alias: alias, Status: usage.StatusOK, Latency: time.Since(start), At: start.UTC(),
+	}
+	if res != nil {
+		rec.Provider, rec.Model = res.Served.Target.Provider, res.Served.Target.Model
+		rec.Usage, rec.CostUSD, rec.TTFT, rec.Attempts = res.Usage, res.Cost, res.TTFT, res.Attempts
+	}
+	switch {
+	case err == nil:
+	case r.Context().Err() != nil:
+		rec.Status = usage.StatusCancelled
+	default:
+		rec.Status, rec.ErrorCode = usage.StatusError, string(errs.CodeOf(err))
+		if ue, ok := errors.AsType[*llm.Error](err); ok {
+			rec.ErrorCode = string(upstreamCode(ue))
+		}
+	}
+	s.llm.Usage.Record(rec)
+}
+
+// toChatCall converts the API request into a runner call.
+func toChatCall(b api.ChatRequest) (chat.Call, error) {
+	c := chat.Call{Alias: "default"}
+	if b.Model != nil {
+		c.Alias = *b.Model
+	}
+	if b.ServerTools != nil {
+		c.ServerTools = *b.ServerTools
+	}
+	req := &c.Request
+	var fields []errs.FieldError
+	for i, m := range b.Messages {
+		msg, fe := toLLMMessage(m, "/messages/"+strconv.Itoa(i))
+		fields = append(fields, fe...)
+		req.Messages = append(req.Messages, msg)
+	}
+	if b.Tools != nil {
+		for _, t := range *b.Tools {
+			params, _ := json.Marshal(t.Parameters)
+			req.Tools = append(req.Tools, llm.Tool{Name: t.Name, Description: deref(t.Description), Parameters: params})
+		}
+	}
+	if tc := b.ToolChoice; tc != nil {
+		req.ToolChoice = &llm.ToolChoice{Mode: llm.ToolChoiceMode(tc.Mode), Name: deref(tc.Name)}
+		if tc.Mode == api.ToolChoiceModeTool && req.ToolChoice.Name == "" {
+			fields = append(fields, errs.FieldError{Pointer: "/tool_choice/name", Message: "is required for mode tool"})
+		}
+	}
+	if rf := b.ResponseFormat; rf != nil {
+		req.ResponseFormat = &llm.ResponseFormat{Type: string(rf.Type), Name: deref(rf.Name), Strict: rf.Strict != nil && *rf.Strict}
+		if rf.Schema != nil {
+			req.ResponseFormat.Schema, _ = json.Marshal(*rf.Schema)
+		}
+		if rf.Type == api.ResponseFormatTypeJsonSchema && rf.Schema == nil {
+			fields = append(fields, errs.FieldError{Pointer: "/response_format/schema", Message: "is required for type json_schema"})
+		}
+	}
+	req.Temperature, req.TopP, req.MaxTokens, req.Seed = b.Temperature, b.TopP, b.MaxTokens, b.Seed
+	if b.Stop != nil {
+		req.Stop = *b.Stop
+	}
+	req.User = deref(b.User)
+	return c, errs.InvalidFields("invalid chat request", fields)
+}
+
+func toLLMMessage(m api.ChatMessage, pointer string) (llm.Message, []errs.FieldError) {
+	msg := llm.Message{Role: llm.Role(m.Role), ToolCallID: deref(m.ToolCallId), Name: deref(m.Name)}
+	var fields []errs.FieldError
+	if m.Content != nil {
+		msg.Content = append(msg.Content, llm.Part{Type: llm.PartText, Text: *m.Content})
+	}
+	if m.Parts != nil {
+		for i, p := range *m.Parts {
+			at := pointer + "/parts/" + strconv.Itoa(i)
+			switch p.Type {
+			case api.ContentPartTypeText:
+				if p.Text == nil {
+					fields = append(fields, errs.FieldError{Pointer: at + "/text", Message: "is required for a text part"})
+					continue
+				}
+				msg.Content = append(msg.Content, llm.Part{Type: llm.PartText, Text: *p.Text})
+			case api.ContentPartTypeImage:
+				img := &llm.Image{URL: deref(p.ImageUrl)}
+				if p.Detail != nil {
+					img.Detail = string(*p.Detail)
+				}
+				if p.ImageData != nil {
+					img.Data = *p.ImageData
+					if p.MediaType == nil {
+						fields = append(fields, errs.FieldError{Pointer: at + "/media_type", Message: "is required with image_data"})
+					} else {
+						img.MediaType = string(*p.MediaType)
+					}
+				}
+				if (img.URL == "") == (img.Data == nil) {
+					fields = append(fields, errs.FieldError{Pointer: at, Message: "an image part needs exactly one of image_url and image_data"})
+				}
+				msg.Content = append(msg.Content, llm.Part{Type: llm.PartImage, Image: img})
+			}
+		}
+	}
+	if m.ToolCalls != nil {
+		if m.Role != api.ChatRoleAssistant {
+			fields = append(fields, errs.FieldError{Pointer: pointer + "/tool_calls", Message: "only assistant messages carry tool calls"})
+		}
+		for _, c := range *m.ToolCalls {
+			msg.ToolCalls = append(msg.ToolCalls, llm.ToolCall{ID: c.Id, Name: c.Name, Arguments: c.Arguments})
+		}
+	}
+	if m.Role == api.ChatRoleTool && msg.ToolCallID == "" {
+		fields = append(fields, errs.FieldError{Pointer: pointer + "/tool_call_id", Message: "is required for a tool message"})
+	}
+	if len(msg.Content) == 0 && len(msg.ToolCalls) == 0 {
+		fields = append(fields, errs.FieldError{Pointer: pointer + "/content", Message: "a message needs content, parts or tool_calls"})
+	}
+	return msg, fields
+}
+
+func toAPIMessage(m llm.Message) api.ChatMessage {
+	out := api.ChatMessage{Role: api.ChatRole(m.Role)}
+	if text := m.Text(); text != "" || len(m.ToolCalls) == 0 {
+		out.Content = &text
+	}
+	if len(m.ToolCalls) > 0 {
+		calls := make([]api.ToolCall, len(m.ToolCalls))
+		for i, c := range m.ToolCalls {
+			calls[i] = api.ToolCall{Id: c.ID, Name: c.Name, Arguments: c.Arguments}
+		}
+		out.ToolCalls = &calls
+	}
+	if m.ToolCallID != "" {
+		out.ToolCallId, out.Name = &m.ToolCallID, &m.Name
+	}
+	return out
+}
+
+func toChatUsage(res *chat.Result) api.ChatUsage {
+	u := res.Usage
+	return api.ChatUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens, TotalTokens: u.Total(), CostUsd: res.Cost}
+}
+
+func toAttempts(served llm.Served) []api.ChatAttempt {
+	out := make([]api.ChatAttempt, len(served.Attempts))
+	for i, a := range served.Attempts {
+		out[i] = api.ChatAttempt{Target: a.Target}
+		if a.Error != "" {
+			e := a.Error
+			out[i].Error = &e
+		}
+	}
+	return out
+}
+
+func toChatCompletion(id, alias string, start time.Time, res *chat.Result) api.ChatCompletion {
+	out := api.ChatCompletion{
+		Id: id, Model: alias, Provider: res.Served.Target.Provider, ProviderModel: res.Served.Target.Model,
+		CreatedAt: start.UTC(), Message: toAPIMessage(res.Message), FinishReason: api.FinishReason(res.FinishReason),
+		Usage: toChatUsage(res), Attempts: toAttempts(res.Served),
+	}
+	if len(res.Steps) > 0 {
+		steps := make([]api.ChatMessage, len(res.Steps))
+		for i, m := range res.Steps {
+			steps[i] = toAPIMessage(m)
+		}
+		out.Steps = &steps
+	}
+	return out
+}
+
+// toChatEvent names and shapes one stream event (EventStart is not sent).
+func toChatEvent(ev chat.Event) (string, any) {
+	switch ev.Kind {
+	case chat.EventDelta:
+		return "message.delta", api.ChatDeltaEvent{Text: ev.Text}
+	case chat.EventToolCallDelta:
+		d := api.ToolCallDeltaEvent{Index: ev.Index, Arguments: ev.Call.Arguments}
+		if ev.Call.ID != "" {
+			d.Id = &ev.Call.ID
+		}
+		if ev.Call.Name != "" {
+			d.Name = &ev.Call.Name
+		}
+		return "tool_call.delta", d
+	case chat.EventToolCall:
+		executor := api.Client
+		if ev.Server {
+			executor = api.Server
+		}
+		return "tool_call", api.ToolCallEvent{Index: ev.Index, Id: ev.Call.ID, Name: ev.Call.Name, Arguments: ev.Call.Arguments, Executor: executor}
+	case chat.EventToolResult:
+		return "tool_result", api.ToolResultEvent{ToolCallId: ev.Call.ID, Name: ev.Call.Name, Content: ev.Result.Content, IsError: ev.Result.IsError}
+	default: // chat.EventUsage
+		u := ev.Usage
+		return "usage", api.ChatUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens, TotalTokens: u.Total(), CostUsd: ev.Cost}
+	}
+}
+
+func toChatDone(id, alias string, res *chat.Result) api.ChatDoneEvent {
+	return api.ChatDoneEvent{
+		Id: id, Model: alias, Provider: res.Served.Target.Provider, ProviderModel: res.Served.Target.Model,
+		FinishReason: api.FinishReason(res.FinishReason), Attempts: toAttempts(res.Served),
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

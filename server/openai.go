@@ -1,0 +1,511 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+)
+
+// The OpenAI-compatible surface speaks OpenAI's wire format, whose unions (content as a
+// string or parts, stop as a string or a list, tool_choice as a string or an object) the
+// spec describes loosely on purpose: these types decode it, the spec only bounds it.
+
+func isOpenAIRoute(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/openai/") }
+
+// writeOpenAIError writes an error in OpenAI's body shape.
+func writeOpenAIError(w http.ResponseWriter, code errs.Code, detail string, fields []errs.FieldError) {
+	pt, ok := catalog[code]
+	if !ok {
+		code, pt = errs.Internal, catalog[errs.Internal]
+	}
+	typ := "api_error"
+	switch pt.Status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusConflict, http.StatusMethodNotAllowed:
+		typ = "invalid_request_error"
+	case http.StatusUnauthorized:
+		typ = "authentication_error"
+	case http.StatusForbidden:
+		typ = "permission_error"
+	case http.StatusNotFound:
+		typ = "not_found_error"
+	case http.StatusTooManyRequests:
+		typ = "rate_limit_error"
+	case http.StatusGatewayTimeout:
+		typ = "timeout_error"
+	}
+	body := openAIError{}
+	body.Error.Message, body.Error.Type, body.Error.Code = detail, typ, string(code)
+	if len(fields) > 0 {
+		param := strings.ReplaceAll(strings.TrimPrefix(fields[0].Pointer, "/"), "/", ".")
+		body.Error.Param = &param
+		for _, f := range fields { // OpenAI has no list of field errors: the message carries them
+			body.Error.Message += " " + strings.TrimPrefix(f.Pointer, "/") + ": " + f.Message + "."
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("Content-Length")
+	w.WriteHeader(pt.Status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+type openAIError struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    string  `json:"code"`
+	} `json:"error"`
+}
+
+type oaiChatRequest struct {
+	Model         string       `json:"model"`
+	Messages      []oaiMessage `json:"messages"`
+	Stream        bool         `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	Tools []struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			Parameters  json.RawMessage `json:"parameters"`
+		} `json:"function"`
+	} `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	ResponseFormat *struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Name   string          `json:"name"`
+			Schema json.RawMessage `json:"schema"`
+			Strict bool            `json:"strict"`
+		} `json:"json_schema"`
+	} `json:"response_format"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Stop                json.RawMessage `json:"stop"`
+	Seed                *int64          `json:"seed"`
+	User                string          `json:"user"`
+}
+
+type oaiMessage struct {
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	Name       string          `json:"name,omitempty"`
+	ToolCalls  []oaiToolCall   `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+type oaiToolCall struct {
+	Index    *int   `json:"index,omitempty"`
+	ID       string `json:"id,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Function struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+type oaiPart struct {
+	Type     string `json:"type"`
+	Text     string `json:"text"`
+	ImageURL struct {
+		URL    string `json:"url"`
+		Detail string `json:"detail"`
+	} `json:"image_url"`
+}
+
+// toOpenAICall converts OpenAI's request into a runner call, naming each bad field.
+func toOpenAICall(b *oaiChatRequest) (chat.Call, error) {
+	c := chat.Call{Alias: b.Model}
+	req := &c.Request
+	var fields []errs.FieldError
+	bad := func(pointer, msg string) { fields = append(fields, errs.FieldError{Pointer: pointer, Message: msg}) }
+	for i, m := range b.Messages {
+		at := "/messages/" + strconv.Itoa(i)
+		role := llm.Role(m.Role)
+		if m.Role == "developer" {
+			role = llm.RoleSystem
+		}
+		msg := llm.Message{Role: role, ToolCallID: m.ToolCallID, Name: m.Name}
+		switch {
+		case len(m.Content) == 0 || string(m.Content) == "null":
+		case m.Content[0] == '"':
+			var text string
+			if err := json.Unmarshal(m.Content, &text); err != nil {
+				bad(at+"/content", "must be a string or an array of parts")
+			}
+			msg.Content = []llm.Part{{Type: llm.PartText, Text: text}}
+		default:
+			var parts []oaiPart
+			if err := json.Unmarshal(m.Content, &parts); err != nil {
+				bad(at+"/content", "must be a string or an array of parts")
+			}
+			for j, p := range parts {
+				switch p.Type {
+				case "text":
+					msg.Content = append(msg.Content, llm.Part{Type: llm.PartText, Text: p.Text})
+				case "image_url":
+					img, err := imageFromURL(p.ImageURL.URL)
+					if err != nil {
+						bad(at+"/content/"+strconv.Itoa(j)+"/image_url/url", err.Error())
+						continue
+					}
+					img.Detail = p.ImageURL.Detail
+					msg.Content = append(msg.Content, llm.Part{Type: llm.PartImage, Image: img})
+				default:
+					bad(at+"/content/"+strconv.Itoa(j)+"/type", "must be text or image_url")
+				}
+			}
+		}
+		for _, tc := range m.ToolCalls {
+			msg.ToolCalls = append(msg.ToolCalls, llm.ToolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		req.Messages = append(req.Messages, msg)
+	}
+	for i, t := range b.Tools {
+		if t.Type != "function" || t.Function.Name == "" {
+			bad("/tools/"+strconv.Itoa(i), "must be a function tool with a name")
+			continue
+		}
+		params := t.Function.Parameters
+		if len(params) == 0 {
+			params = json.RawMessage(`{"type":"object","properties":{}}`)
+		}
+		req.Tools = append(req.Tools, llm.Tool{Name: t.Function.Name, Description: t.Function.Description, Parameters: params})
+	}
+	if len(b.ToolChoice) > 0 && string(b.ToolChoice) != "null" {
+		var mode string
+		if json.Unmarshal(b.ToolChoice, &mode) == nil {
+			switch mode {
+			case "auto", "none", "required":
+				req.ToolChoice = &llm.ToolChoice{Mode: llm.ToolChoiceMode(mode)}
+			default:
+				bad("/tool_choice", "must be auto, none, required or a function")
+			}
+		} else {
+			var named struct {
+				Function struct {
+					Name string `json:"name"`
+				} `json:"function"`
+			}
+			if json.Unmarshal(b.ToolChoice, &named) != nil || named.Function.Name == "" {
+				bad("/tool_choice", "must be auto, none, required or a function")
+			}
+			req.ToolChoice = &llm.ToolChoice{Mode: llm.ToolChoiceTool, Name: named.Function.Name}
+		}
+	}
+	if rf := b.ResponseFormat; rf != nil {
+		req.ResponseFormat = &llm.ResponseFormat{Type: rf.Type}
+		if rf.Type == "json_schema" {
+			if rf.JSONSchema == nil || len(rf.JSONSchema.Schema) == 0 {
+				bad("/response_format/json_schema", "is required for type json_schema")
+			} else {
+				req.ResponseFormat.Name, req.ResponseFormat.Schema, req.ResponseFormat.Strict = rf.JSONSchema.Name, rf.JSONSchema.Schema, rf.JSONSchema.Strict
+			}
+		}
+	}
+	if len(b.Stop) > 0 && string(b.Stop) != "null" {
+		var one string
+		if json.Unmarshal(b.Stop, &one) == nil {
+			req.Stop = []string{one}
+		} else if json.Unmarshal(b.Stop, &req.Stop) != nil || len(req.Stop) > 4 {
+			bad("/stop", "must be a string or up to 4 strings")
+		}
+	}
+	req.Temperature, req.TopP, req.Seed, req.User = b.Temperature, b.TopP, b.Seed, b.User
+	req.MaxTokens = b.MaxCompletionTokens
+	if req.MaxTokens == nil {
+		req.MaxTokens = b.MaxTokens
+	}
+	return c, errs.InvalidFields("invalid chat completion request", fields)
+}
+
+// imageFromURL accepts an http(s) URL or a base64 data URL.
+func imageFromURL(u string) (*llm.Image, error) {
+	if rest, ok := strings.CutPrefix(u, "data:"); ok {
+		meta, data, found := strings.Cut(rest, ",")
+		mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
+		if !found || !isBase64 {
+			return nil, errors.New("a data URL must be base64: data:<type>;base64,<data>")
+		}
+		b, err := base64.StdEncoding.DecodeString(data)
+		if err != nil {
+			return nil, errors.New("the data URL is not valid base64")
+		}
+		return &llm.Image{MediaType: mediaType, Data: b}, nil
+	}
+	if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		return nil, errors.New("must be an http(s) or data URL")
+	}
+	return &llm.Image{URL: u}, nil
+}
+
+// openaiCreateChatCompletion serves POST /openai/v1/chat/completions.
+func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Request) {
+	var body oaiChatRequest
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+		return
+	}
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	call, err := toOpenAICall(&body)
+	if err == nil {
+		err = s.llm.Runner.Validate(&call)
+	}
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	start := time.Now()
+	id := "chatcmpl-" + uuid.Must(uuid.NewV7()).String()
+	if !body.Stream {
+		res, err := s.llm.Runner.Run(ctx, call, nil)
+		s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err)
+		if err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+		setServedHeaders(w, res.Served)
+		writeJSON(w, http.StatusOK, toOpenAICompletion(id, call.Alias, start, res))
+		return
+	}
+	cw := &chunkWriter{w: w, rc: http.NewResponseController(w)}
+	cw.prefix = []byte(`data: {"id":"` + id + `","object":"chat.completion.chunk","created":` + strconv.FormatInt(start.Unix(), 10) + `,"model":` + jsonString(call.Alias) + `,`)
+	res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
+		switch ev.Kind {
+		case chat.EventStart:
+			setServedHeaders(w, ev.Served)
+			return cw.choice(`{"role":"assistant","content":""}`, "null")
+		case chat.EventDelta:
+			return cw.choice(`{"content":`+jsonString(ev.Text)+`}`, "null")
+		case chat.EventToolCallDelta:
+			tc := oaiToolCall{Index: &ev.Index, ID: ev.Call.ID}
+			if ev.Call.ID != "" {
+				tc.Type = "function"
+			}
+			tc.Function.Name, tc.Function.Arguments = ev.Call.Name, ev.Call.Arguments
+			b, _ := json.Marshal([]oaiToolCall{tc})
+			return cw.choice(`{"tool_calls":`+string(b)+`}`, "null")
+		}
+		return nil
+	})
+	s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err)
+	switch {
+	case err != nil && !cw.started:
+		s.respondError(w, r, err)
+		return
+	case err != nil:
+		if r.Context().Err() == nil || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+			code, detail, _ := s.classify(r, err)
+			var e openAIError
+			e.Error.Message, e.Error.Type, e.Error.Code = detail, "api_error", string(code)
+			b, _ := json.Marshal(e)
+			_ = cw.write(append(append([]byte("data: "), b...), "\n\n"...))
+		}
+		return
+	}
+	_ = cw.choice("{}", jsonString(string(res.FinishReason)))
+	if body.StreamOptions != nil && body.StreamOptions.IncludeUsage {
+		u, _ := json.Marshal(toOpenAIUsage(res.Usage))
+		_ = cw.write(append(append(append(cw.prefix, `"choices":[],"usage":`...), u...), "}\n\n"...))
+	}
+	_ = cw.write([]byte("data: [DONE]\n\n"))
+}
+
+// chunkWriter writes OpenAI's stream: `data:` lines only (OpenAI SDKs treat `event:`
+// lines as other streams), flushed per chunk.
+type chunkWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	prefix  []byte
+	buf     []byte
+	started bool
+}
+
+func (c *chunkWriter) choice(delta, finish string) error {
+	c.buf = append(append(c.buf[:0], c.prefix...), `"choices":[{"index":0,"delta":`...)
+	c.buf = append(append(append(c.buf, delta...), `,"logprobs":null,"finish_reason":`...), finish...)
+	c.buf = append(c.buf, "}]}\n\n"...)
+	return c.write(c.buf)
+}
+
+func (c *chunkWriter) write(b []byte) error {
+	if !c.started {
+		c.started = true
+		h := c.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		c.w.WriteHeader(http.StatusOK)
+	}
+	if _, err := c.w.Write(b); err != nil {
+		return err
+	}
+	return c.rc.Flush()
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+type oaiUsage struct {
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	TotalTokens         int `json:"total_tokens"`
+	PromptTokensDetails struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+func toOpenAIUsage(u llm.Usage) oaiUsage {
+	out := oaiUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.Total()}
+	out.PromptTokensDetails.CachedTokens = u.CachedTokens
+	return out
+}
+
+type oaiCompletion struct {
+	ID      string      `json:"id"`
+	Object  string      `json:"object"`
+	Created int64       `json:"created"`
+	Model   string      `json:"model"`
+	Choices []oaiChoice `json:"choices"`
+	Usage   oaiUsage    `json:"usage"`
+}
+
+type oaiChoice struct {
+	Index   int `json:"index"`
+	Message struct {
+		Role      string        `json:"role"`
+		Content   *string       `json:"content"`
+		ToolCalls []oaiToolCall `json:"tool_calls,omitempty"`
+	} `json:"message"`
+	Logprobs     *struct{} `json:"logprobs"`
+	FinishReason string    `json:"finish_reason"`
+}
+
+func toOpenAICompletion(id, alias string, start time.Time, res *chat.Result) oaiCompletion {
+	out := oaiCompletion{ID: id, Object: "chat.completion", Created: start.Unix(), Model: alias, Usage: toOpenAIUsage(res.Usage)}
+	out.Choices = make([]oaiChoice, 1)
+	ch := &out.Choices[0]
+	ch.Message.Role, ch.FinishReason = "assistant", string(res.FinishReason)
+	if text := res.Message.Text(); text != "" || len(res.Message.ToolCalls) == 0 {
+		ch.Message.Content = &text
+	}
+	for _, c := range res.Message.ToolCalls {
+		tc := oaiToolCall{ID: c.ID, Type: "function"}
+		tc.Function.Name, tc.Function.Arguments = c.Name, c.Arguments
+		ch.Message.ToolCalls = append(ch.Message.ToolCalls, tc)
+	}
+	return out
+}
+
+type oaiEmbeddingRequest struct {
+	Model          string          `json:"model"`
+	Input          json.RawMessage `json:"input"`
+	EncodingFormat string          `json:"encoding_format"`
+	Dimensions     *int            `json:"dimensions"`
+	User           string          `json:"user"`
+}
+
+// openaiCreateEmbeddings serves POST /openai/v1/embeddings.
+func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) {
+	var body oaiEmbeddingRequest
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+		return
+	}
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	var inputs []string
+	var one string
+	if json.Unmarshal(body.Input, &one) == nil {
+		inputs = []string{one}
+	} else if json.Unmarshal(body.Input, &inputs) != nil {
+		s.respondError(w, r, errs.InvalidFields("invalid embeddings request", []errs.FieldError{{Pointer: "/input", Message: "must be a string or an array of strings (token arrays are not supported)"}}))
+		return
+	}
+	if !s.llm.Runner.Gateway.Has(body.Model) {
+		s.respondError(w, r, errs.E(errs.NotFound, "No model named %q; GET /openai/v1/models lists them.", body.Model))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	start := time.Now()
+	res, served, err := s.llm.Runner.Gateway.Embed(ctx, body.Model, &llm.EmbedRequest{Input: inputs, Dimensions: body.Dimensions, User: body.User})
+	result := &chat.Result{Served: served, Attempts: len(served.Attempts)}
+	if err == nil {
+		result.Usage, result.Cost = res.Usage, served.Target.Price.Cost(res.Usage)
+	}
+	s.recordUsage(r, who, "openai.embeddings", body.Model, start, result, err)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	type item struct {
+		Object    string `json:"object"`
+		Index     int    `json:"index"`
+		Embedding any    `json:"embedding"`
+	}
+	data := make([]item, len(res.Vectors))
+	for i, v := range res.Vectors {
+		data[i] = item{Object: "embedding", Index: i, Embedding: v}
+		if body.EncodingFormat == "base64" {
+			b := make([]byte, 4*len(v))
+			for j, f := range v {
+				binary.LittleEndian.PutUint32(b[4*j:], math.Float32bits(f))
+			}
+			data[i].Embedding = base64.StdEncoding.EncodeToString(b)
+		}
+	}
+	setServedHeaders(w, served)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"object": "list", "data": data, "model": body.Model,
+		"usage": map[string]int{"prompt_tokens": res.Usage.PromptTokens, "total_tokens": res.Usage.PromptTokens},
+	})
+}
+
+// openaiListModels serves GET /openai/v1/models.
+func (s *Server) openaiListModels(w http.ResponseWriter, _ *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	aliases := s.llm.Runner.Gateway.Aliases()
+	data := make([]model, len(aliases))
+	for i, a := range aliases {
+		data[i] = model{ID: a, Object: "model", Created: s.started.Unix(), OwnedBy: "kiln"}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}

@@ -1,0 +1,192 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// wsConn is one chat WebSocket: frames {"type","id","data"} out, one reply at a time.
+type wsConn struct {
+	s    *Server
+	c    *websocket.Conn
+	r    *http.Request
+	who  caller
+	mu   sync.Mutex // serialises writes and the frame id
+	id   int
+	busy sync.Mutex // held while a reply runs
+	stop context.CancelFunc
+}
+
+func (ws *wsConn) send(ctx context.Context, typ string, data any) error {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.id++
+	b, err := json.Marshal(struct {
+		Type string `json:"type"`
+		ID   int    `json:"id"`
+		Data any    `json:"data"`
+	}{typ, ws.id, data})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return ws.c.Write(wctx, websocket.MessageText, b)
+}
+
+func (ws *wsConn) sendError(ctx context.Context, err error) {
+	code, detail, fields := ws.s.classify(ws.r, err)
+	_ = ws.send(ctx, "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields))
+}
+
+// chatWebSocket serves GET /v1/chat/ws.
+func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	// Credentials come in the Authorization header, never in cookies, so a page of another
+	// origin cannot ride on a browser's session: any origin may connect.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return // Accept has answered the client
+	}
+	c.SetReadLimit(s.cfg.MaxBodyBytes)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ws := &wsConn{s: s, c: c, r: r, who: who}
+	go func() {
+		t := time.NewTicker(s.heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.draining:
+				_ = c.Close(websocket.StatusGoingAway, "server shutting down")
+				cancel()
+				return
+			case <-t.C:
+				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+				err := c.Ping(pctx)
+				pcancel()
+				if err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			ws.cancelRun()
+			ws.busy.Lock() // wait for a running reply to finish its accounting
+			_ = c.CloseNow()
+			ws.busy.Unlock()
+			return
+		}
+		var frame struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(b, &frame); err != nil {
+			ws.sendError(ctx, &errs.Error{Code: errs.MalformedJSON, Message: "A frame must be a JSON object {\"type\", \"data\"}."})
+			continue
+		}
+		switch frame.Type {
+		case "cancel":
+			ws.cancelRun()
+		case "chat":
+			call, err := s.decodeWSChat(frame.Data)
+			if err != nil {
+				ws.sendError(ctx, err)
+				continue
+			}
+			if !ws.busy.TryLock() {
+				ws.sendError(ctx, errs.E(errs.Conflict, "A reply is already running on this connection; send cancel or wait for its done event."))
+				continue
+			}
+			runCtx, stopRun := context.WithTimeout(ctx, s.llm.StreamTimeout)
+			ws.mu.Lock()
+			ws.stop = stopRun
+			ws.mu.Unlock()
+			go func() {
+				defer ws.busy.Unlock()
+				defer stopRun()
+				ws.run(runCtx, ctx, call)
+			}()
+		default:
+			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat or cancel"}}))
+		}
+	}
+}
+
+func (ws *wsConn) cancelRun() {
+	ws.mu.Lock()
+	if ws.stop != nil {
+		ws.stop()
+	}
+	ws.mu.Unlock()
+}
+
+// run streams one reply; connCtx outlives a cancelled reply so its last event still goes out.
+func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) {
+	start := time.Now()
+	id := uuid.Must(uuid.NewV7()).String()
+	res, err := ws.s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
+		if ev.Kind == chat.EventStart {
+			return nil
+		}
+		name, data := toChatEvent(ev)
+		return ws.send(connCtx, name, data)
+	})
+	ws.s.recordUsage(ws.r.WithContext(ctx), ws.who, "websocket", call.Alias, start, res, err)
+	switch {
+	case err == nil:
+		_ = ws.send(connCtx, "done", toChatDone(id, call.Alias, res))
+	case errors.Is(err, context.Canceled) && connCtx.Err() == nil:
+		if res == nil {
+			res = &chat.Result{}
+		}
+		done := toChatDone(id, call.Alias, res)
+		done.FinishReason = api.Cancelled
+		_ = ws.send(connCtx, "done", done)
+	default:
+		ws.sendError(connCtx, err)
+	}
+}
+
+// decodeWSChat validates a chat frame's data against the ChatRequest schema, as the HTTP
+// validator does for a request body.
+func (s *Server) decodeWSChat(data json.RawMessage) (chat.Call, error) {
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
+		return chat.Call{}, errs.InvalidFields("invalid chat frame", []errs.FieldError{{Pointer: "/data", Message: "must be a ChatRequest object"}})
+	}
+	if err := s.chatSchema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
+		return chat.Call{}, errs.InvalidFields("invalid chat frame", schemaFields("/data", err))
+	}
+	var body api.ChatRequest
+	if err := json.Unmarshal(data, &body); err != nil {
+		return chat.Call{}, &errs.Error{Code: errs.MalformedJSON, Message: "The chat frame's data could not be decoded."}
+	}
+	call, err := toChatCall(body)
+	if err == nil {
+		err = s.llm.Runner.Validate(&call)
+	}
+	return call, err
+}
