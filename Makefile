@@ -72,5 +72,7 @@ test check-generated lint test-go test-sdk: test-deps
 test-deps:
 	bash scripts/dev-deps.sh --test
 
-bench:
+BENCH_FLAGS ?=
+bench: deps build
 	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6
+	$(GO) run ./bench/gateway -kiln $(BIN) $(BENCH_FLAGS)

@@ -3,8 +3,8 @@ package llm
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	json "github.com/goccy/go-json"
 	"net"
 	"net/http"
 	"time"

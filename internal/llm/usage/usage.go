@@ -85,11 +85,11 @@ func NewRecorder(st *store.Store, log *slog.Logger, reg prometheus.Registerer, f
 			return nil, fmt.Errorf("register usage metrics: %w", err)
 		}
 	}
-	return &Recorder{store: st, log: log, every: flushEvery, ch: make(chan Record, 64*batchSize), metrics: m}, nil
+	return &Recorder{store: st, log: log, every: flushEvery, ch: make(chan Record, 4*batchSize), metrics: m}, nil
 }
 
 // Record counts rec in the metrics and queues it for writing. It blocks only when the
-// buffer (64,000 records) is full, that is when the database has fallen far behind.
+// buffer (4,000 records) is full, that is when the database has fallen far behind.
 func (r *Recorder) Record(rec Record) {
 	provider, model := rec.Provider, rec.Model
 	if provider == "" {
