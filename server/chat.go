@@ -14,6 +14,7 @@ import (
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 )
@@ -22,6 +23,8 @@ import (
 type LLM struct {
 	Runner *chat.Runner
 	Usage  *usage.Recorder
+	// OrgKeys holds the orgs' own provider keys.
+	OrgKeys *orgkeys.Service
 	// StreamTimeout bounds one reply, streamed or not.
 	StreamTimeout time.Duration
 }
@@ -90,7 +93,7 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	start := time.Now()

@@ -32,6 +32,7 @@ import (
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
+	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/llm/tools"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/notify"
@@ -127,13 +128,18 @@ func withChecks(checks ...health.Check) option { return func(d *Deps) { d.Checks
 func withConfig(fn func(*config.HTTP)) option { return func(d *Deps) { fn(&d.Config) } }
 
 // withGateway serves the model endpoints from providers and aliases (the default is the
-// dev provider behind "default"), with the built-in server tools.
-func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[string][]llm.Target) option {
+// dev provider behind "default"), with the built-in server tools. withKey, if given, builds
+// a provider with an org's own key (bring your own key).
+func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[string][]llm.Target, withKey ...func(provider, apiKey string) (llm.Provider, error)) option {
 	return func(d *Deps) {
-		g, err := llm.NewGateway(llm.GatewayConfig{
+		cfg := llm.GatewayConfig{
 			Providers: providers, Aliases: aliases, Timeout: 5 * time.Second, Retries: 1, MaxRetryAfter: time.Second,
 			BreakerFailures: 5, BreakerCooldown: time.Minute, Log: d.Log, Registry: d.Registry, Backoff: time.Millisecond,
-		})
+		}
+		if len(withKey) > 0 {
+			cfg.OrgKeys, cfg.WithKey = d.LLM.OrgKeys, withKey[0]
+		}
+		g, err := llm.NewGateway(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +173,11 @@ func setup(t testing.TB, opts ...option) *bundle {
 		Keyspace:   ks,
 		LimitAbuse: true,
 	}
+	keyring, err := secrets.ParseKeyring(secrets.DevMasterKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.LLM.OrgKeys = orgkeys.New(st, keyring, func(string) bool { return true }, time.Now)
 	for _, o := range opts {
 		o(&d)
 	}

@@ -5,12 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	json "github.com/goccy/go-json"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/google/uuid"
 
@@ -278,7 +279,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		s.respondError(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	start := time.Now()
@@ -457,7 +458,7 @@ func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) 
 		s.respondError(w, r, errs.E(errs.NotFound, "No model named %q; GET /openai/v1/models lists them.", body.Model))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout)
+	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	start := time.Now()

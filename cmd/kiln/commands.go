@@ -90,6 +90,7 @@ func lookupEnv(environ []string, name string) string {
 type deps struct {
 	pool     *pgxpool.Pool
 	rdb      redis.UniversalClient
+	keyring  *secrets.Keyring
 	flags    *flags.Evaluator
 	identity server.Identity
 }
@@ -105,27 +106,28 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 		return nil, nil, err
 	}
 	closeAll := func() { _ = rdb.Close(); pool.Close() }
-	identity, err := a.newIdentity(store.New(pool), rdb)
+	masterKeys := a.cfg.Secrets.MasterKeys
+	if masterKeys == "" {
+		a.log.Warn("secrets.master_keys is not set: signing keys and org provider keys are sealed with the public development key (never do this in production)")
+		masterKeys = secrets.DevMasterKeys
+	}
+	keyring, err := secrets.ParseKeyring(masterKeys)
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("secrets.master_keys: %w", err)
+	}
+	identity, err := a.newIdentity(store.New(pool), rdb, keyring)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
-	return &deps{pool: pool, rdb: rdb, flags: evaluator, identity: identity}, closeAll, nil
+	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity}, closeAll, nil
 }
 
 // newIdentity builds the identity services from the configuration.
-func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient) (server.Identity, error) {
-	masterKeys := a.cfg.Secrets.MasterKeys
-	if masterKeys == "" {
-		a.log.Warn("secrets.master_keys is not set: signing keys are sealed with the public development key (never do this in production)")
-		masterKeys = secrets.DevMasterKeys
-	}
-	keyring, err := secrets.ParseKeyring(masterKeys)
-	if err != nil {
-		return server.Identity{}, fmt.Errorf("secrets.master_keys: %w", err)
-	}
+func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient, keyring *secrets.Keyring) (server.Identity, error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	auth := a.cfg.Auth
 	accounts := account.New(st, account.Config{
@@ -207,7 +209,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
-	llmDeps, err := a.newLLM(store.New(d.pool), reg)
+	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, reg)
 	if err != nil {
 		return err
 	}
@@ -379,7 +381,7 @@ func (a *app) configCmd() *cobra.Command {
 }
 
 func (a *app) keysCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Manage the access-token signing keys"}
+	cmd := &cobra.Command{Use: "keys", Short: "Manage the access-token signing keys and sealed secrets"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "rotate",
 		Short: "Make a new signing key; older keys verify until their tokens expire",
@@ -397,6 +399,28 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "new signing key %s\n", kid)
+			return err
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate-secrets",
+		Short: "Re-seal the orgs' provider keys under the first master key of secrets.master_keys",
+		Long: "Put the new master key first in secrets.master_keys (keep the old ones after it), run this, " +
+			"then drop the old master keys once no signing key sealed with them is still in use.",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, closeDeps, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+			n, err := a.newOrgKeys(store.New(d.pool), d.keyring).Reseal(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "secrets.reseal", TargetType: "master_key", TargetID: d.keyring.Current(), Data: map[string]any{"provider_keys": n}}); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "re-sealed %d provider keys under master key %s\n", n, d.keyring.Current())
 			return err
 		},
 	})

@@ -21,9 +21,11 @@ import (
 	"github.com/kilnhq/kiln/internal/llm/gemini"
 	"github.com/kilnhq/kiln/internal/llm/ollama"
 	"github.com/kilnhq/kiln/internal/llm/openai"
+	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/llm/tools"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/server"
 )
@@ -60,11 +62,34 @@ func newProviders(c config.LLM) (map[string]llm.Provider, error) {
 	return out, nil
 }
 
-// newGateway builds the gateway over the model catalog.
-func newGateway(c config.LLM, log *slog.Logger, reg prometheus.Registerer) (*llm.Gateway, error) {
+// newOrgKeys stores orgs' own keys for the configured providers that take one.
+func (a *app) newOrgKeys(st *store.Store, keyring *secrets.Keyring) *orgkeys.Service {
+	known := func(name string) bool {
+		for _, p := range a.cfg.LLM.Providers {
+			if p.Name == name {
+				return p.Type != "dev"
+			}
+		}
+		return false
+	}
+	return orgkeys.New(st, keyring, known, time.Now)
+}
+
+// newGateway builds the gateway over the model catalog; orgKeys may be nil.
+func newGateway(c config.LLM, orgKeys *orgkeys.Service, log *slog.Logger, reg prometheus.Registerer) (*llm.Gateway, error) {
 	providers, err := newProviders(c)
 	if err != nil {
 		return nil, err
+	}
+	client := llm.NewHTTPClient()
+	withKey := func(name, apiKey string) (llm.Provider, error) {
+		for _, p := range c.Providers {
+			if p.Name == name {
+				p.APIKey, p.BearerToken = apiKey, ""
+				return newProvider(p, client)
+			}
+		}
+		return nil, fmt.Errorf("no provider named %q", name)
 	}
 	aliases := map[string][]llm.Target{}
 	for alias, m := range c.Models {
@@ -78,12 +103,14 @@ func newGateway(c config.LLM, log *slog.Logger, reg prometheus.Registerer) (*llm
 	return llm.NewGateway(llm.GatewayConfig{
 		Providers: providers, Aliases: aliases, Timeout: c.Timeout, Retries: c.Retries, MaxRetryAfter: c.MaxRetryAfter,
 		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown, Log: log, Registry: reg,
+		OrgKeys: orgKeys, WithKey: withKey,
 	})
 }
 
 // newLLM wires the model endpoints; run the recorder's Run until the HTTP server stopped.
-func (a *app) newLLM(st *store.Store, reg prometheus.Registerer) (server.LLM, error) {
-	g, err := newGateway(a.cfg.LLM, a.log, reg)
+func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, reg prometheus.Registerer) (server.LLM, error) {
+	orgKeys := a.newOrgKeys(st, keyring)
+	g, err := newGateway(a.cfg.LLM, orgKeys, a.log, reg)
 	if err != nil {
 		return server.LLM{}, err
 	}
@@ -101,6 +128,7 @@ func (a *app) newLLM(st *store.Store, reg prometheus.Registerer) (server.LLM, er
 			MaxTokens: a.cfg.LLM.MaxTokens, Now: time.Now,
 		},
 		Usage:         rec,
+		OrgKeys:       orgKeys,
 		StreamTimeout: a.cfg.LLM.StreamTimeout,
 	}, nil
 }

@@ -1446,6 +1446,24 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// ProviderKey defines model for ProviderKey.
+type ProviderKey struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Hint The key's last four characters, e.g. `…a1B2`.
+	Hint     string `json:"hint"`
+	Provider string `json:"provider"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// ProviderKeyList defines model for ProviderKeyList.
+type ProviderKeyList struct {
+	Data []ProviderKey `json:"data"`
+}
+
 // PutFeatureFlagRequest defines model for PutFeatureFlagRequest.
 type PutFeatureFlagRequest struct {
 	Description    *string                        `json:"description,omitempty"`
@@ -1557,6 +1575,11 @@ type Session struct {
 type SessionList struct {
 	Data       []Session `json:"data"`
 	NextCursor *string   `json:"next_cursor"`
+}
+
+// SetProviderKeyRequest defines model for SetProviderKeyRequest.
+type SetProviderKeyRequest struct {
+	ApiKey string `json:"api_key"`
 }
 
 // SignUpRequest defines model for SignUpRequest.
@@ -1730,6 +1753,9 @@ type IdempotencyKey = string
 // KilnOrg defines model for KilnOrg.
 type KilnOrg = openapi_types.UUID
 
+// LLMProvider defines model for LLMProvider.
+type LLMProvider = string
+
 // Limit defines model for Limit.
 type Limit = int
 
@@ -1856,6 +1882,24 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// ListProviderKeysParams defines parameters for ListProviderKeys.
+type ListProviderKeysParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteProviderKeyParams defines parameters for DeleteProviderKey.
+type DeleteProviderKeyParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetProviderKeyParams defines parameters for SetProviderKey.
+type SetProviderKeyParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // GetUsageParams defines parameters for GetUsage.
 type GetUsageParams struct {
 	// From Start of the window (inclusive).
@@ -1927,6 +1971,9 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
+type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
 
 // Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
 // element and whether it was found
@@ -2879,6 +2926,15 @@ type ServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(w http.ResponseWriter, r *http.Request, id ID)
+	// ListProviderKeys The org's own provider keys
+	// (GET /v1/provider-keys)
+	ListProviderKeys(w http.ResponseWriter, r *http.Request, params ListProviderKeysParams)
+	// DeleteProviderKey Remove the org's own key for a provider
+	// (DELETE /v1/provider-keys/{provider})
+	DeleteProviderKey(w http.ResponseWriter, r *http.Request, provider LLMProvider, params DeleteProviderKeyParams)
+	// SetProviderKey Store the org's own key for a provider
+	// (PUT /v1/provider-keys/{provider})
+	SetProviderKey(w http.ResponseWriter, r *http.Request, provider LLMProvider, params SetProviderKeyParams)
 	// GetUsage The org's model usage
 	// (GET /v1/usage)
 	GetUsage(w http.ResponseWriter, r *http.Request, params GetUsageParams)
@@ -4272,6 +4328,147 @@ func (siw *ServerInterfaceWrapper) TransferOrgOwnership(w http.ResponseWriter, r
 	handler.ServeHTTP(w, r)
 }
 
+// ListProviderKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListProviderKeys(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListProviderKeysParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListProviderKeys(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteProviderKey operation middleware
+func (siw *ServerInterfaceWrapper) DeleteProviderKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "provider" -------------
+	var provider LLMProvider
+
+	err = runtime.BindStyledParameterWithOptions("simple", "provider", r.PathValue("provider"), &provider, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "provider", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteProviderKeyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteProviderKey(w, r, provider, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetProviderKey operation middleware
+func (siw *ServerInterfaceWrapper) SetProviderKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "provider" -------------
+	var provider LLMProvider
+
+	err = runtime.BindStyledParameterWithOptions("simple", "provider", r.PathValue("provider"), &provider, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "provider", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetProviderKeyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetProviderKey(w, r, provider, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetUsage operation middleware
 func (siw *ServerInterfaceWrapper) GetUsage(w http.ResponseWriter, r *http.Request) {
 
@@ -4547,6 +4744,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/identities/{id}", wrapper.DeleteMyIdentity)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/models", wrapper.ListModels)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/usage", wrapper.GetUsage)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/provider-keys", wrapper.ListProviderKeys)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/provider-keys/{provider}", wrapper.DeleteProviderKey)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/provider-keys/{provider}", wrapper.SetProviderKey)
 
 	return m
 }
@@ -6563,6 +6763,120 @@ func (response TransferOrgOwnershipdefaultApplicationProblemPlusJSONResponse) Vi
 	return err
 }
 
+type ListProviderKeysRequestObject struct {
+	Params ListProviderKeysParams
+}
+
+type ListProviderKeysResponseObject interface {
+	VisitListProviderKeysResponse(w http.ResponseWriter) error
+}
+
+type ListProviderKeys200JSONResponse ProviderKeyList
+
+func (response ListProviderKeys200JSONResponse) VisitListProviderKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListProviderKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListProviderKeysdefaultApplicationProblemPlusJSONResponse) VisitListProviderKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteProviderKeyRequestObject struct {
+	Provider LLMProvider `json:"provider"`
+	Params   DeleteProviderKeyParams
+}
+
+type DeleteProviderKeyResponseObject interface {
+	VisitDeleteProviderKeyResponse(w http.ResponseWriter) error
+}
+
+type DeleteProviderKey204Response struct {
+}
+
+func (response DeleteProviderKey204Response) VisitDeleteProviderKeyResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteProviderKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteProviderKeydefaultApplicationProblemPlusJSONResponse) VisitDeleteProviderKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetProviderKeyRequestObject struct {
+	Provider LLMProvider `json:"provider"`
+	Params   SetProviderKeyParams
+	Body     *SetProviderKeyJSONRequestBody
+}
+
+type SetProviderKeyResponseObject interface {
+	VisitSetProviderKeyResponse(w http.ResponseWriter) error
+}
+
+type SetProviderKey200JSONResponse ProviderKey
+
+func (response SetProviderKey200JSONResponse) VisitSetProviderKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetProviderKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetProviderKeydefaultApplicationProblemPlusJSONResponse) VisitSetProviderKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetUsageRequestObject struct {
 	Params GetUsageParams
 }
@@ -6748,6 +7062,15 @@ type StrictServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(ctx context.Context, request TransferOrgOwnershipRequestObject) (TransferOrgOwnershipResponseObject, error)
+	// ListProviderKeys The org's own provider keys
+	// (GET /v1/provider-keys)
+	ListProviderKeys(ctx context.Context, request ListProviderKeysRequestObject) (ListProviderKeysResponseObject, error)
+	// DeleteProviderKey Remove the org's own key for a provider
+	// (DELETE /v1/provider-keys/{provider})
+	DeleteProviderKey(ctx context.Context, request DeleteProviderKeyRequestObject) (DeleteProviderKeyResponseObject, error)
+	// SetProviderKey Store the org's own key for a provider
+	// (PUT /v1/provider-keys/{provider})
+	SetProviderKey(ctx context.Context, request SetProviderKeyRequestObject) (SetProviderKeyResponseObject, error)
 	// GetUsage The org's model usage
 	// (GET /v1/usage)
 	GetUsage(ctx context.Context, request GetUsageRequestObject) (GetUsageResponseObject, error)
@@ -8113,6 +8436,93 @@ func (sh *strictHandler) TransferOrgOwnership(w http.ResponseWriter, r *http.Req
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(TransferOrgOwnershipResponseObject); ok {
 		if err := validResponse.VisitTransferOrgOwnershipResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListProviderKeys operation middleware
+func (sh *strictHandler) ListProviderKeys(w http.ResponseWriter, r *http.Request, params ListProviderKeysParams) {
+	var request ListProviderKeysRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListProviderKeys(ctx, request.(ListProviderKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListProviderKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListProviderKeysResponseObject); ok {
+		if err := validResponse.VisitListProviderKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteProviderKey operation middleware
+func (sh *strictHandler) DeleteProviderKey(w http.ResponseWriter, r *http.Request, provider LLMProvider, params DeleteProviderKeyParams) {
+	var request DeleteProviderKeyRequestObject
+
+	request.Provider = provider
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteProviderKey(ctx, request.(DeleteProviderKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteProviderKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteProviderKeyResponseObject); ok {
+		if err := validResponse.VisitDeleteProviderKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetProviderKey operation middleware
+func (sh *strictHandler) SetProviderKey(w http.ResponseWriter, r *http.Request, provider LLMProvider, params SetProviderKeyParams) {
+	var request SetProviderKeyRequestObject
+
+	request.Provider = provider
+	request.Params = params
+
+	var body SetProviderKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetProviderKey(ctx, request.(SetProviderKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetProviderKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetProviderKeyResponseObject); ok {
+		if err := validResponse.VisitSetProviderKeyResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -133,6 +133,16 @@ type OrgMember struct {
 	CreatedAt time.Time
 }
 
+type OrgProviderKey struct {
+	OrgID     uuid.UUID
+	Provider  string
+	KeySealed []byte
+	Hint      string
+	CreatedBy uuid.NullUUID
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
 type RefreshToken struct {
 	ID        uuid.UUID
 	SessionID uuid.UUID

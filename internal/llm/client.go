@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	json "github.com/goccy/go-json"
 	"net"
 	"net/http"
 	"time"
+
+	json "github.com/goccy/go-json"
 )
 
 // ProviderConfig is what an adapter is built from; it mirrors one entry of llm.providers in

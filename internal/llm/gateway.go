@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/internal/errs"
@@ -53,6 +54,20 @@ type GatewayConfig struct {
 	Registry        prometheus.Registerer
 	// Backoff is the first retry's base delay (jittered, doubling); default 100 ms.
 	Backoff time.Duration
+	// OrgKeys, when set, finds an org's own key for a provider (bring your own key); the
+	// org is read from the context (WithOrg). WithKey builds the configured provider with
+	// that key instead of the deployment's.
+	OrgKeys interface {
+		Lookup(ctx context.Context, org uuid.UUID, provider string) (string, bool, error)
+	}
+	WithKey func(provider, apiKey string) (Provider, error)
+}
+
+type orgKey struct{}
+
+// WithOrg tells the gateway which org a call is for, so the org's own provider keys apply.
+func WithOrg(ctx context.Context, org uuid.UUID) context.Context {
+	return context.WithValue(ctx, orgKey{}, org)
 }
 
 // Gateway routes requests for a model alias to its targets, with retries, failover before
@@ -62,6 +77,9 @@ type Gateway struct {
 	targets map[string]*targetState // by Target.String()
 	metrics gatewayMetrics
 	now     func() time.Time
+
+	mu        sync.Mutex
+	orgClient map[string]Provider // by provider name and org key
 }
 
 type targetState struct {
@@ -89,6 +107,7 @@ type Served struct {
 	Alias    string
 	Target   Target
 	Attempts []Attempt
+	OrgKey   bool // the org's own provider key served it
 }
 
 // NewGateway checks that every alias names configured providers and registers the metrics.
@@ -99,7 +118,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, targets: map[string]*targetState{}, now: time.Now}
+	g := &Gateway{cfg: cfg, targets: map[string]*targetState{}, now: time.Now, orgClient: map[string]Provider{}}
 	for alias, ts := range cfg.Aliases {
 		if len(ts) == 0 {
 			return nil, fmt.Errorf("model alias %q has no targets", alias)
@@ -162,13 +181,13 @@ func (g *Gateway) Has(alias string) bool { _, ok := g.cfg.Aliases[alias]; return
 // Chat runs req on alias's targets until one answers.
 func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Response, Served, error) {
 	var res *Response
-	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		r := *req
 		r.Model = t.Model
 		actx, cancel := context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
 		var err error
-		res, err = t.provider.Chat(actx, &r)
+		res, err = p.Chat(actx, &r)
 		return timeoutAs(actx, ctx, t, err)
 	})
 	release()
@@ -179,12 +198,12 @@ func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Respon
 // first event arrives; until then failures fail over, after it they reach the caller.
 func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (Stream, Served, error) {
 	var out *peekedStream
-	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		r := *req
 		r.Model = t.Model
 		sctx, cancel := context.WithCancel(ctx)
 		timer := time.AfterFunc(t.Timeout, cancel)
-		s, err := t.provider.ChatStream(sctx, &r)
+		s, err := p.ChatStream(sctx, &r)
 		var first Event
 		if err == nil {
 			first, err = s.Next()
@@ -213,13 +232,13 @@ func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (S
 // Embed runs req on alias's targets until one answers.
 func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*EmbedResponse, Served, error) {
 	var res *EmbedResponse
-	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState) error {
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		r := *req
 		r.Model = t.Model
 		actx, cancel := context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
 		var err error
-		res, err = t.provider.Embed(actx, &r)
+		res, err = p.Embed(actx, &r)
 		return timeoutAs(actx, ctx, t, err)
 	})
 	release()
@@ -243,7 +262,7 @@ func noop() {}
 // route tries alias's targets in order with retries; try makes one attempt. On success it
 // returns the release of the target's concurrency slot, which the caller calls when done
 // (a stream at Close); on failure release is a no-op.
-func (g *Gateway) route(ctx context.Context, alias string, try func(context.Context, *targetState) error) (Served, func(), error) {
+func (g *Gateway) route(ctx context.Context, alias string, try func(context.Context, *targetState, Provider) error) (Served, func(), error) {
 	targets, ok := g.cfg.Aliases[alias]
 	if !ok {
 		return Served{Alias: alias}, noop, errs.E(errs.NotFound, "No model named %q; GET /v1/models lists them.", alias)
@@ -254,6 +273,23 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 		st := g.targets[t.String()]
 		if i > 0 && len(served.Attempts) > 0 {
 			g.metrics.failovers.WithLabelValues(alias, served.Attempts[len(served.Attempts)-1].Target).Inc()
+		}
+		p, byok, err := g.providerFor(ctx, st)
+		if err != nil {
+			return served, noop, err
+		}
+		if byok {
+			// The org's own key: its failures and its quota are the org's, so they neither
+			// trip the shared breaker nor take the shared concurrency slots.
+			err := g.tryOrgKey(ctx, &served, st, p, try)
+			if err == nil {
+				return served, noop, nil
+			}
+			if ue, ok := errors.AsType[*Error](err); !ok || !ue.Retryable() && ue.Kind != KindAuth {
+				return served, noop, err
+			}
+			lastErr = err
+			continue
 		}
 		if !st.breaker.allow(g.now()) {
 			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: "circuit open"})
@@ -269,7 +305,7 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 		}
 		for attempt := 0; ; attempt++ {
 			start := g.now()
-			err := try(ctx, st)
+			err := try(ctx, st, p)
 			d := g.now().Sub(start)
 			if err == nil {
 				st.breaker.success()
@@ -323,6 +359,55 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 		return served, noop, fmt.Errorf("model %q: %w: every target is unavailable (circuit open or at max concurrency)", alias, ErrNoTarget)
 	}
 	return served, noop, lastErr
+}
+
+// providerFor returns the provider a call to st uses: built with the org's own key when
+// the org has one (byok), the configured one otherwise.
+func (g *Gateway) providerFor(ctx context.Context, st *targetState) (Provider, bool, error) {
+	org, _ := ctx.Value(orgKey{}).(uuid.UUID)
+	if g.cfg.OrgKeys == nil || org == uuid.Nil {
+		return st.provider, false, nil
+	}
+	key, ok, err := g.cfg.OrgKeys.Lookup(ctx, org, st.Provider)
+	if err != nil || !ok {
+		return st.provider, false, err
+	}
+	id := st.Provider + "\x00" + key
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p, ok := g.orgClient[id]; ok {
+		return p, true, nil
+	}
+	p, err := g.cfg.WithKey(st.Provider, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("provider %s with the org's key: %w", st.Provider, err)
+	}
+	if len(g.orgClient) >= 10_000 {
+		g.orgClient = map[string]Provider{}
+	}
+	g.orgClient[id] = p
+	return p, true, nil
+}
+
+// tryOrgKey makes one attempt at st with the org's own key.
+func (g *Gateway) tryOrgKey(ctx context.Context, served *Served, st *targetState, p Provider, try func(context.Context, *targetState, Provider) error) error {
+	start := g.now()
+	err := try(ctx, st, p)
+	a := Attempt{Target: st.String() + " (org key)", Duration: g.now().Sub(start)}
+	outcome := "ok"
+	if err != nil {
+		a.Error = err.Error()
+		outcome = "error"
+		if ue, ok := errors.AsType[*Error](err); ok {
+			outcome = string(ue.Kind)
+		}
+	}
+	g.metrics.attempts.WithLabelValues(st.Provider, st.Model, outcome).Inc()
+	served.Attempts = append(served.Attempts, a)
+	if err == nil {
+		served.Target, served.OrgKey = st.Target, true
+	}
+	return err
 }
 
 // release frees a concurrency slot taken by route.

@@ -1321,6 +1321,24 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// ProviderKey defines model for ProviderKey.
+type ProviderKey struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Hint The key's last four characters, e.g. `…a1B2`.
+	Hint     string `json:"hint"`
+	Provider string `json:"provider"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// ProviderKeyList defines model for ProviderKeyList.
+type ProviderKeyList struct {
+	Data []ProviderKey `json:"data"`
+}
+
 // PutFeatureFlagRequest defines model for PutFeatureFlagRequest.
 type PutFeatureFlagRequest struct {
 	Description    *string                        `json:"description,omitempty"`
@@ -1434,6 +1452,11 @@ type SessionList struct {
 	NextCursor *string   `json:"next_cursor"`
 }
 
+// SetProviderKeyRequest defines model for SetProviderKeyRequest.
+type SetProviderKeyRequest struct {
+	ApiKey string `json:"api_key"`
+}
+
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
 	Email    string `json:"email"`
@@ -1543,6 +1566,9 @@ type ID = openapi_types.UUID
 
 // KilnOrg defines model for KilnOrg.
 type KilnOrg = openapi_types.UUID
+
+// LLMProvider defines model for LLMProvider.
+type LLMProvider = string
 
 // Limit defines model for Limit.
 type Limit = int
@@ -1682,6 +1708,24 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// ListProviderKeysParams defines parameters for ListProviderKeys.
+type ListProviderKeysParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteProviderKeyParams defines parameters for DeleteProviderKey.
+type DeleteProviderKeyParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetProviderKeyParams defines parameters for SetProviderKey.
+type SetProviderKeyParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // GetUsageParams defines parameters for GetUsage.
 type GetUsageParams struct {
 	// From Start of the window (inclusive).
@@ -1762,6 +1806,9 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
+type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
 
 // Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
 // element and whether it was found
@@ -3123,6 +3170,42 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListProviderKeys The org's own provider keys
+	//
+	// Bring your own key: an org may store its own API key for a configured provider; the
+	// org's calls to that provider's targets then use it (and its quota) instead of the
+	// deployment's. Keys are encrypted at rest (AES-GCM under a rotatable master key) and
+	// never returned; `hint` shows their last four characters. Needs an org owner or
+	// admin, or a key with the `admin` scope.
+	//
+	// Corresponds with GET /v1/provider-keys (the `ListProviderKeys` operationId).
+	ListProviderKeys(ctx context.Context, params *ListProviderKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteProviderKey Remove the org's own key for a provider
+	//
+	// The org's calls go back to the deployment's key. Recorded in the audit log.
+	//
+	// Corresponds with DELETE /v1/provider-keys/{provider} (the `DeleteProviderKey` operationId).
+	DeleteProviderKey(ctx context.Context, provider LLMProvider, params *DeleteProviderKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetProviderKeyWithBody Store the org's own key for a provider
+	//
+	// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+	SetProviderKeyWithBody(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetProviderKey Store the org's own key for a provider
+	//
+	// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+	SetProviderKey(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, body SetProviderKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetUsage The org's model usage
 	//
@@ -4568,6 +4651,82 @@ func (c *Client) TransferOrgOwnershipWithBody(ctx context.Context, id ID, conten
 // Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 func (c *Client) TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTransferOrgOwnershipRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListProviderKeys The org's own provider keys
+//
+// Bring your own key: an org may store its own API key for a configured provider; the
+// org's calls to that provider's targets then use it (and its quota) instead of the
+// deployment's. Keys are encrypted at rest (AES-GCM under a rotatable master key) and
+// never returned; `hint` shows their last four characters. Needs an org owner or
+// admin, or a key with the `admin` scope.
+//
+// Corresponds with GET /v1/provider-keys (the `ListProviderKeys` operationId).
+func (c *Client) ListProviderKeys(ctx context.Context, params *ListProviderKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListProviderKeysRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteProviderKey Remove the org's own key for a provider
+//
+// The org's calls go back to the deployment's key. Recorded in the audit log.
+//
+// Corresponds with DELETE /v1/provider-keys/{provider} (the `DeleteProviderKey` operationId).
+func (c *Client) DeleteProviderKey(ctx context.Context, provider LLMProvider, params *DeleteProviderKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteProviderKeyRequest(c.Server, provider, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetProviderKeyWithBody Store the org's own key for a provider
+//
+// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+func (c *Client) SetProviderKeyWithBody(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetProviderKeyRequestWithBody(c.Server, provider, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetProviderKey Store the org's own key for a provider
+//
+// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+func (c *Client) SetProviderKey(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, body SetProviderKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetProviderKeyRequest(c.Server, provider, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -7039,6 +7198,159 @@ func NewTransferOrgOwnershipRequestWithBody(server string, id ID, contentType st
 	return req, nil
 }
 
+// NewListProviderKeysRequest constructs an http.Request for the ListProviderKeys method
+func NewListProviderKeysRequest(server string, params *ListProviderKeysParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider-keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteProviderKeyRequest constructs an http.Request for the DeleteProviderKey method
+func NewDeleteProviderKeyRequest(server string, provider LLMProvider, params *DeleteProviderKeyParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "provider", provider, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider-keys/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewSetProviderKeyRequest calls the generic SetProviderKey builder with application/json body
+func NewSetProviderKeyRequest(server string, provider LLMProvider, params *SetProviderKeyParams, body SetProviderKeyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetProviderKeyRequestWithBody(server, provider, params, "application/json", bodyReader)
+}
+
+// NewSetProviderKeyRequestWithBody constructs an http.Request for the SetProviderKey method, with any body, and a specified content type
+func NewSetProviderKeyRequestWithBody(server string, provider LLMProvider, params *SetProviderKeyParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "provider", provider, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider-keys/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetUsageRequest constructs an http.Request for the GetUsage method
 func NewGetUsageRequest(server string, params *GetUsageParams) (*http.Request, error) {
 	var err error
@@ -7951,6 +8263,46 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnershipWithResponse(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*TransferOrgOwnershipResponse, error)
+
+	// ListProviderKeysWithResponse The org's own provider keys
+	//
+	// Bring your own key: an org may store its own API key for a configured provider; the
+	// org's calls to that provider's targets then use it (and its quota) instead of the
+	// deployment's. Keys are encrypted at rest (AES-GCM under a rotatable master key) and
+	// never returned; `hint` shows their last four characters. Needs an org owner or
+	// admin, or a key with the `admin` scope.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/provider-keys (the `ListProviderKeys` operationId).
+	ListProviderKeysWithResponse(ctx context.Context, params *ListProviderKeysParams, reqEditors ...RequestEditorFn) (*ListProviderKeysResponse, error)
+
+	// DeleteProviderKeyWithResponse Remove the org's own key for a provider
+	//
+	// The org's calls go back to the deployment's key. Recorded in the audit log.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/provider-keys/{provider} (the `DeleteProviderKey` operationId).
+	DeleteProviderKeyWithResponse(ctx context.Context, provider LLMProvider, params *DeleteProviderKeyParams, reqEditors ...RequestEditorFn) (*DeleteProviderKeyResponse, error)
+
+	// SetProviderKeyWithBodyWithResponse Store the org's own key for a provider
+	//
+	// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+	SetProviderKeyWithBodyWithResponse(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetProviderKeyResponse, error)
+
+	// SetProviderKeyWithResponse Store the org's own key for a provider
+	//
+	// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+	SetProviderKeyWithResponse(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, body SetProviderKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetProviderKeyResponse, error)
 
 	// GetUsageWithResponse The org's model usage
 	//
@@ -10767,6 +11119,143 @@ func (r TransferOrgOwnershipResponse) ContentType() string {
 	return ""
 }
 
+type ListProviderKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ProviderKeyList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListProviderKeysResponse) GetJSON200() *ProviderKeyList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListProviderKeysResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListProviderKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListProviderKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListProviderKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListProviderKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteProviderKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteProviderKeyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteProviderKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteProviderKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteProviderKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteProviderKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SetProviderKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ProviderKey
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetProviderKeyResponse) GetJSON200() *ProviderKey {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetProviderKeyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetProviderKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetProviderKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetProviderKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetProviderKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetUsageResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -12027,6 +12516,70 @@ func (c *ClientWithResponses) TransferOrgOwnershipWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParseTransferOrgOwnershipResponse(rsp)
+}
+
+// ListProviderKeysWithResponse The org's own provider keys
+//
+// Bring your own key: an org may store its own API key for a configured provider; the
+// org's calls to that provider's targets then use it (and its quota) instead of the
+// deployment's. Keys are encrypted at rest (AES-GCM under a rotatable master key) and
+// never returned; `hint` shows their last four characters. Needs an org owner or
+// admin, or a key with the `admin` scope.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/provider-keys (the `ListProviderKeys` operationId).
+func (c *ClientWithResponses) ListProviderKeysWithResponse(ctx context.Context, params *ListProviderKeysParams, reqEditors ...RequestEditorFn) (*ListProviderKeysResponse, error) {
+	rsp, err := c.ListProviderKeys(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListProviderKeysResponse(rsp)
+}
+
+// DeleteProviderKeyWithResponse Remove the org's own key for a provider
+//
+// The org's calls go back to the deployment's key. Recorded in the audit log.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/provider-keys/{provider} (the `DeleteProviderKey` operationId).
+func (c *ClientWithResponses) DeleteProviderKeyWithResponse(ctx context.Context, provider LLMProvider, params *DeleteProviderKeyParams, reqEditors ...RequestEditorFn) (*DeleteProviderKeyResponse, error) {
+	rsp, err := c.DeleteProviderKey(ctx, provider, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteProviderKeyResponse(rsp)
+}
+
+// SetProviderKeyWithBodyWithResponse Store the org's own key for a provider
+//
+// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+func (c *ClientWithResponses) SetProviderKeyWithBodyWithResponse(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetProviderKeyResponse, error) {
+	rsp, err := c.SetProviderKeyWithBody(ctx, provider, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetProviderKeyResponse(rsp)
+}
+
+// SetProviderKeyWithResponse Store the org's own key for a provider
+//
+// Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/provider-keys/{provider} (the `SetProviderKey` operationId).
+func (c *ClientWithResponses) SetProviderKeyWithResponse(ctx context.Context, provider LLMProvider, params *SetProviderKeyParams, body SetProviderKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*SetProviderKeyResponse, error) {
+	rsp, err := c.SetProviderKey(ctx, provider, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetProviderKeyResponse(rsp)
 }
 
 // GetUsageWithResponse The org's model usage
@@ -14209,6 +14762,101 @@ func ParseTransferOrgOwnershipResponse(rsp *http.Response) (*TransferOrgOwnershi
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListProviderKeysResponse parses an HTTP response from a ListProviderKeysWithResponse call
+func ParseListProviderKeysResponse(rsp *http.Response) (*ListProviderKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListProviderKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ProviderKeyList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteProviderKeyResponse parses an HTTP response from a DeleteProviderKeyWithResponse call
+func ParseDeleteProviderKeyResponse(rsp *http.Response) (*DeleteProviderKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteProviderKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSetProviderKeyResponse parses an HTTP response from a SetProviderKeyWithResponse call
+func ParseSetProviderKeyResponse(rsp *http.Response) (*SetProviderKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetProviderKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ProviderKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -3,10 +3,11 @@ package openai
 import (
 	"bytes"
 	"context"
-	json "github.com/goccy/go-json"
 	"io"
 	"slices"
 	"sync"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/sse"

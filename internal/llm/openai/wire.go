@@ -5,12 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	json "github.com/goccy/go-json"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/kilnhq/kiln/internal/llm"
 )

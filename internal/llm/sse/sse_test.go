@@ -16,7 +16,7 @@ func readAll(t *testing.T, in string) ([]sse.Event, error) {
 	for {
 		ev, err := r.Next()
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return out, nil
 			}
 			return out, err

@@ -1049,6 +1049,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/provider-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's own provider keys
+         * @description Bring your own key: an org may store its own API key for a configured provider; the
+         *     org's calls to that provider's targets then use it (and its quota) instead of the
+         *     deployment's. Keys are encrypted at rest (AES-GCM under a rotatable master key) and
+         *     never returned; `hint` shows their last four characters. Needs an org owner or
+         *     admin, or a key with the `admin` scope.
+         */
+        get: operations["listProviderKeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/provider-keys/{provider}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Store the org's own key for a provider
+         * @description Replaces any earlier key for the provider. The change reaches every replica within 30 seconds. Recorded in the audit log.
+         */
+        put: operations["setProviderKey"];
+        post?: never;
+        /**
+         * Remove the org's own key for a provider
+         * @description The org's calls go back to the deployment's key. Recorded in the audit log.
+         */
+        delete: operations["deleteProviderKey"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openai/v1/chat/completions": {
         parameters: {
             query?: never;
@@ -1117,6 +1165,19 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        ProviderKey: {
+            provider: string;
+            /** @description The key's last four characters, e.g. `…a1B2`. */
+            hint: string;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        ProviderKeyList: {
+            data: components["schemas"]["ProviderKey"][];
+        };
+        SetProviderKeyRequest: {
+            api_key: string;
+        };
         ModelList: {
             data: components["schemas"]["ModelAlias"][];
         };
@@ -1844,6 +1905,8 @@ export interface components {
         UserID: string;
         /** @description The configured provider's name. */
         OAuthProvider: string;
+        /** @description A configured LLM provider's name (`llm.providers[].name`). */
+        LLMProvider: string;
         /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
         KilnOrg: string;
         /**
@@ -3262,6 +3325,86 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["UsageReport"];
                 };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listProviderKeys: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org's provider keys. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderKeyList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    setProviderKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description A configured LLM provider's name (`llm.providers[].name`). */
+                provider: components["parameters"]["LLMProvider"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetProviderKeyRequest"];
+            };
+        };
+        responses: {
+            /** @description The stored key (without its secret). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderKey"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteProviderKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description A configured LLM provider's name (`llm.providers[].name`). */
+                provider: components["parameters"]["LLMProvider"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             default: components["responses"]["Problem"];
         };
