@@ -275,5 +275,5 @@ func ms(d time.Duration) string {
 	if d == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d ms", d.Milliseconds())
+	return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
 }

@@ -641,6 +641,24 @@ func (c Config) Masked() Config {
 		providers[i] = p
 	}
 	c.Auth.OAuth.Providers = providers
+	llmProviders := make([]LLMProvider, len(c.LLM.Providers))
+	for i, p := range c.LLM.Providers {
+		if p.APIKey != "" {
+			p.APIKey = "****"
+		}
+		if p.BearerToken != "" {
+			p.BearerToken = "****"
+		}
+		if len(p.Headers) > 0 { // headers may carry credentials too
+			masked := make(map[string]string, len(p.Headers))
+			for k := range p.Headers {
+				masked[k] = "****"
+			}
+			p.Headers = masked
+		}
+		llmProviders[i] = p
+	}
+	c.LLM.Providers = llmProviders
 	return c
 }
 

@@ -476,3 +476,93 @@ func countLeaves(t reflect.Type) int {
 	}
 	return n
 }
+
+func TestLoadLLM(t *testing.T) {
+	t.Parallel()
+
+	t.Run("OKTheDevCatalogWhenNothingIsConfigured", func(t *testing.T) {
+		t.Parallel()
+		cfg := mustLoad(t, "", nil)
+		if len(cfg.LLM.Providers) != 1 || cfg.LLM.Providers[0].Type != "dev" {
+			t.Fatalf("providers %+v", cfg.LLM.Providers)
+		}
+		for _, alias := range []string{"default", "fast", "smart"} {
+			if ts := cfg.LLM.Models[alias].Targets; len(ts) != 1 || ts[0].Provider != "dev" {
+				t.Errorf("%s: %+v", alias, ts)
+			}
+		}
+	})
+
+	t.Run("OKConfiguredProvidersReplaceTheDevCatalogWithEnvReferences", func(t *testing.T) {
+		t.Parallel()
+		path := writeYAML(t, `
+llm:
+  providers:
+    - name: local-vllm
+      type: openai_compatible
+      base_url: http://127.0.0.1:8000/v1
+      api_key: ${VLLM_KEY}
+      headers: {X-Team: "${TEAM}"}
+  models:
+    default:
+      targets:
+        - {provider: local-vllm, model: qwen2.5-7b, weight: 1, timeout: 30s, max_concurrency: 8, price: {input: 0.5, output: 1.5}}
+`)
+		cfg := mustLoad(t, path, []string{"VLLM_KEY=sk-vllm-secret", "TEAM=ml", "KILN_LLM_RETRIES=2"})
+		if len(cfg.LLM.Providers) != 1 || cfg.LLM.Providers[0].APIKey != "sk-vllm-secret" || cfg.LLM.Providers[0].Headers["X-Team"] != "ml" {
+			t.Fatalf("providers %+v", cfg.LLM.Providers)
+		}
+		if _, ok := cfg.LLM.Models["fast"]; ok {
+			t.Error("the dev aliases leaked into a configured catalog")
+		}
+		want := config.LLMTarget{Provider: "local-vllm", Model: "qwen2.5-7b", Weight: 1, Timeout: 30 * time.Second, MaxConcurrency: 8, Price: config.LLMPrice{Input: 0.5, Output: 1.5}}
+		if got := cfg.LLM.Models["default"].Targets; len(got) != 1 || got[0] != want {
+			t.Errorf("targets %+v, want %+v", got, want)
+		}
+		if cfg.LLM.Retries != 2 {
+			t.Errorf("retries %d", cfg.LLM.Retries)
+		}
+		masked := fmt.Sprintf("%+v", cfg.Masked().LLM)
+		if strings.Contains(masked, "sk-vllm-secret") || strings.Contains(masked, "ml]") {
+			t.Errorf("masked config shows a secret: %s", masked)
+		}
+	})
+
+	t.Run("ErrAMissingEnvironmentVariableIsNamed", func(t *testing.T) {
+		t.Parallel()
+		path := writeYAML(t, "llm:\n  providers:\n    - {name: a, type: openai, api_key: ${NOT_SET_ANYWHERE}}\n")
+		_, err := config.Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "NOT_SET_ANYWHERE") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+
+	t.Run("ErrEveryBadLLMKeyNamed", func(t *testing.T) {
+		t.Parallel()
+		path := writeYAML(t, `
+llm:
+  providers:
+    - {name: a, type: openai}
+    - {name: a, type: nope}
+    - {name: Bad Name, type: azure_openai}
+  models:
+    fast:
+      targets: [{provider: ghost, model: ""}]
+    empty:
+      targets: []
+`)
+		_, err := config.Load(path, []string{"KILN_LLM_RETRIES=9"})
+		if err == nil {
+			t.Fatal("no error")
+		}
+		for _, want := range []string{
+			"llm.providers[1].name", "llm.providers[1].type", "llm.providers[2].name", "llm.providers[2].base_url",
+			`llm.models: must define the alias "default"`, "llm.models.fast.targets[0].provider", "llm.models.fast.targets[0].model",
+			"llm.models.empty.targets", "llm.retries",
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not name %s:\n%v", want, err)
+			}
+		}
+	})
+}
