@@ -318,9 +318,9 @@ func toChatEvent(ev chat.Event) (string, any) {
 		}
 		return "tool_call.delta", d
 	case chat.EventToolCall:
-		executor := api.Client
+		executor := api.ToolExecutorClient
 		if ev.Server {
-			executor = api.Server
+			executor = api.ToolExecutorServer
 		}
 		return "tool_call", api.ToolCallEvent{Index: ev.Index, Id: ev.Call.ID, Name: ev.Call.Name, Arguments: ev.Call.Arguments, Executor: executor}
 	case chat.EventToolResult:

@@ -672,16 +672,16 @@ func (e TokenPairTokenType) Valid() bool {
 
 // Defines values for ToolCallEventExecutor.
 const (
-	Client ToolCallEventExecutor = "client"
-	Server ToolCallEventExecutor = "server"
+	ToolExecutorClient ToolCallEventExecutor = "client"
+	ToolExecutorServer ToolCallEventExecutor = "server"
 )
 
 // Valid indicates whether the value is a known member of the ToolCallEventExecutor enum.
 func (e ToolCallEventExecutor) Valid() bool {
 	switch e {
-	case Client:
+	case ToolExecutorClient:
 		return true
-	case Server:
+	case ToolExecutorServer:
 		return true
 	default:
 		return false

@@ -44,6 +44,39 @@ func (e AuditEventActorType) Valid() bool {
 	}
 }
 
+// Defines values for ChatEventType.
+const (
+	ChatEventTypeDone          ChatEventType = "done"
+	ChatEventTypeError         ChatEventType = "error"
+	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
+	ChatEventTypeToolCall      ChatEventType = "tool_call"
+	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
+	ChatEventTypeToolResult    ChatEventType = "tool_result"
+	ChatEventTypeUsage         ChatEventType = "usage"
+)
+
+// Valid indicates whether the value is a known member of the ChatEventType enum.
+func (e ChatEventType) Valid() bool {
+	switch e {
+	case ChatEventTypeDone:
+		return true
+	case ChatEventTypeError:
+		return true
+	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeToolCall:
+		return true
+	case ChatEventTypeToolCallDelta:
+		return true
+	case ChatEventTypeToolResult:
+		return true
+	case ChatEventTypeUsage:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ChatRole.
 const (
 	ChatRoleAssistant ChatRole = "assistant"
@@ -398,6 +431,21 @@ func (e OpenAIChatCompletionObject) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionChunkObject.
+const (
+	ChatCompletionChunk OpenAIChatCompletionChunkObject = "chat.completion.chunk"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionChunkObject enum.
+func (e OpenAIChatCompletionChunkObject) Valid() bool {
+	switch e {
+	case ChatCompletionChunk:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OpenAIChatCompletionRequestMessagesRole.
 const (
 	OpenAIChatCompletionRequestMessagesRoleAssistant OpenAIChatCompletionRequestMessagesRole = "assistant"
@@ -623,6 +671,24 @@ func (e TokenPairTokenType) Valid() bool {
 	}
 }
 
+// Defines values for ToolCallEventExecutor.
+const (
+	ToolExecutorClient ToolCallEventExecutor = "client"
+	ToolExecutorServer ToolCallEventExecutor = "server"
+)
+
+// Valid indicates whether the value is a known member of the ToolCallEventExecutor enum.
+func (e ToolCallEventExecutor) Valid() bool {
+	switch e {
+	case ToolExecutorClient:
+		return true
+	case ToolExecutorServer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ToolChoiceMode.
 const (
 	ToolChoiceModeAuto     ToolChoiceMode = "auto"
@@ -659,6 +725,24 @@ func (e UsageReportGroupBy) Valid() bool {
 	case UsageReportGroupByDay:
 		return true
 	case UsageReportGroupByModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WSClientFrameType.
+const (
+	WSClientFrameTypeCancel WSClientFrameType = "cancel"
+	WSClientFrameTypeChat   WSClientFrameType = "chat"
+)
+
+// Valid indicates whether the value is a known member of the WSClientFrameType enum.
+func (e WSClientFrameType) Valid() bool {
+	switch e {
+	case WSClientFrameTypeCancel:
+		return true
+	case WSClientFrameTypeChat:
 		return true
 	default:
 		return false
@@ -819,6 +903,24 @@ type ChatCompletion struct {
 	Usage ChatUsage      `json:"usage"`
 }
 
+// ChatDeltaEvent defines model for ChatDeltaEvent.
+type ChatDeltaEvent struct {
+	Text string `json:"text"`
+}
+
+// ChatDoneEvent defines model for ChatDoneEvent.
+type ChatDoneEvent struct {
+	Attempts      []ChatAttempt `json:"attempts"`
+	FinishReason  FinishReason  `json:"finish_reason"`
+	Id            string        `json:"id"`
+	Model         string        `json:"model"`
+	Provider      string        `json:"provider"`
+	ProviderModel string        `json:"provider_model"`
+}
+
+// ChatEventType defines model for ChatEventType.
+type ChatEventType string
+
 // ChatMessage defines model for ChatMessage.
 type ChatMessage struct {
 	// Content The message's text.
@@ -866,6 +968,11 @@ type ChatRequest struct {
 
 // ChatRole defines model for ChatRole.
 type ChatRole string
+
+// ChatStreamEvent The `data` of one stream event; the event type says which schema.
+type ChatStreamEvent struct {
+	union json.RawMessage
+}
 
 // ChatUsage defines model for ChatUsage.
 type ChatUsage struct {
@@ -1139,6 +1246,19 @@ type OpenAIChatCompletion struct {
 // OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
 type OpenAIChatCompletionObject string
 
+// OpenAIChatCompletionChunk One streamed chunk (`object` is `chat.completion.chunk`).
+type OpenAIChatCompletionChunk struct {
+	Choices []map[string]interface{}        `json:"choices"`
+	Created int64                           `json:"created"`
+	Id      string                          `json:"id"`
+	Model   string                          `json:"model"`
+	Object  OpenAIChatCompletionChunkObject `json:"object"`
+	Usage   *map[string]interface{}         `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionChunkObject defines model for OpenAIChatCompletionChunk.Object.
+type OpenAIChatCompletionChunkObject string
+
 // OpenAIChatCompletionRequest OpenAI's request body; fields Kiln does not use are accepted and ignored.
 type OpenAIChatCompletionRequest struct {
 	MaxCompletionTokens  *int                                        `json:"max_completion_tokens,omitempty"`
@@ -1284,6 +1404,12 @@ type OrgMembership struct {
 	// Personal A personal org belongs to one user.
 	Personal bool `json:"personal"`
 	Role     Role `json:"role"`
+}
+
+// PageInfo The pagination part of every list response: `{"data": [...], "next_cursor": ...}`.
+type PageInfo struct {
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
 }
 
 // PasswordResetRequest defines model for PasswordResetRequest.
@@ -1464,6 +1590,14 @@ type SignUpRequest struct {
 	Password string `json:"password"`
 }
 
+// StreamShutdownEvent The last event of any SSE stream cut by a server shutdown (`event: shutdown`); the
+// client reconnects to continue. Streams also send a `: heartbeat` comment every 15 s
+// while idle, and report failures as an `error` event whose data is a `Problem`.
+type StreamShutdownEvent struct {
+	// Reason Example: The server is shutting down; reconnect to continue.
+	Reason string `json:"reason"`
+}
+
 // Timestamp RFC 3339, UTC.
 type Timestamp = time.Time
 
@@ -1496,6 +1630,29 @@ type ToolCall struct {
 	Name      string `json:"name"`
 }
 
+// ToolCallDeltaEvent defines model for ToolCallDeltaEvent.
+type ToolCallDeltaEvent struct {
+	// Arguments The next piece of the arguments.
+	Arguments string  `json:"arguments"`
+	Id        *string `json:"id,omitempty"`
+	Index     int     `json:"index"`
+	Name      *string `json:"name,omitempty"`
+}
+
+// ToolCallEvent defines model for ToolCallEvent.
+type ToolCallEvent struct {
+	Arguments string `json:"arguments"`
+
+	// Executor `server`: Kiln runs it and sends a `tool_result`; `client`: the client runs it.
+	Executor ToolCallEventExecutor `json:"executor"`
+	Id       string                `json:"id"`
+	Index    int                   `json:"index"`
+	Name     string                `json:"name"`
+}
+
+// ToolCallEventExecutor `server`: Kiln runs it and sends a `tool_result`; `client`: the client runs it.
+type ToolCallEventExecutor string
+
 // ToolChoice defines model for ToolChoice.
 type ToolChoice struct {
 	Mode ToolChoiceMode `json:"mode"`
@@ -1514,6 +1671,14 @@ type ToolDefinition struct {
 
 	// Parameters JSON Schema of the arguments object.
 	Parameters map[string]interface{} `json:"parameters"`
+}
+
+// ToolResultEvent defines model for ToolResultEvent.
+type ToolResultEvent struct {
+	Content    string `json:"content"`
+	IsError    bool   `json:"is_error"`
+	Name       string `json:"name"`
+	ToolCallId string `json:"tool_call_id"`
 }
 
 // TransferOwnershipRequest defines model for TransferOwnershipRequest.
@@ -1558,11 +1723,33 @@ type UsageReport struct {
 // UsageReportGroupBy defines model for UsageReport.GroupBy.
 type UsageReportGroupBy string
 
+// WSClientFrame defines model for WSClientFrame.
+type WSClientFrame struct {
+	Data *ChatRequest      `json:"data,omitempty"`
+	Type WSClientFrameType `json:"type"`
+}
+
+// WSClientFrameType defines model for WSClientFrame.Type.
+type WSClientFrameType string
+
+// WSServerFrame defines model for WSServerFrame.
+type WSServerFrame struct {
+	// Data The `data` of one stream event; the event type says which schema.
+	Data ChatStreamEvent `json:"data"`
+
+	// Id Monotonic per connection.
+	Id   int           `json:"id"`
+	Type ChatEventType `json:"type"`
+}
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
+
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
 
 // KilnOrg defines model for KilnOrg.
 type KilnOrg = openapi_types.UUID
@@ -2297,6 +2484,198 @@ func (a OpenAIEmbeddingRequest) MarshalJSON() ([]byte, error) {
 		}
 	}
 	return json.Marshal(object)
+}
+
+// AsChatDeltaEvent returns the union data inside the ChatStreamEvent as a ChatDeltaEvent
+func (t ChatStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
+	var body ChatDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDeltaEvent overwrites any union data inside the ChatStreamEvent as the provided ChatDeltaEvent
+func (t *ChatStreamEvent) FromChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDeltaEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ChatDeltaEvent
+func (t *ChatStreamEvent) MergeChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallDeltaEvent returns the union data inside the ChatStreamEvent as a ToolCallDeltaEvent
+func (t ChatStreamEvent) AsToolCallDeltaEvent() (ToolCallDeltaEvent, error) {
+	var body ToolCallDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallDeltaEvent overwrites any union data inside the ChatStreamEvent as the provided ToolCallDeltaEvent
+func (t *ChatStreamEvent) FromToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallDeltaEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolCallDeltaEvent
+func (t *ChatStreamEvent) MergeToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallEvent returns the union data inside the ChatStreamEvent as a ToolCallEvent
+func (t ChatStreamEvent) AsToolCallEvent() (ToolCallEvent, error) {
+	var body ToolCallEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallEvent overwrites any union data inside the ChatStreamEvent as the provided ToolCallEvent
+func (t *ChatStreamEvent) FromToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolCallEvent
+func (t *ChatStreamEvent) MergeToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolResultEvent returns the union data inside the ChatStreamEvent as a ToolResultEvent
+func (t ChatStreamEvent) AsToolResultEvent() (ToolResultEvent, error) {
+	var body ToolResultEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolResultEvent overwrites any union data inside the ChatStreamEvent as the provided ToolResultEvent
+func (t *ChatStreamEvent) FromToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolResultEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ToolResultEvent
+func (t *ChatStreamEvent) MergeToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatUsage returns the union data inside the ChatStreamEvent as a ChatUsage
+func (t ChatStreamEvent) AsChatUsage() (ChatUsage, error) {
+	var body ChatUsage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatUsage overwrites any union data inside the ChatStreamEvent as the provided ChatUsage
+func (t *ChatStreamEvent) FromChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatUsage performs a merge with any union data inside the ChatStreamEvent, using the provided ChatUsage
+func (t *ChatStreamEvent) MergeChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDoneEvent returns the union data inside the ChatStreamEvent as a ChatDoneEvent
+func (t ChatStreamEvent) AsChatDoneEvent() (ChatDoneEvent, error) {
+	var body ChatDoneEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDoneEvent overwrites any union data inside the ChatStreamEvent as the provided ChatDoneEvent
+func (t *ChatStreamEvent) FromChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDoneEvent performs a merge with any union data inside the ChatStreamEvent, using the provided ChatDoneEvent
+func (t *ChatStreamEvent) MergeChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the ChatStreamEvent as a Problem
+func (t ChatStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the ChatStreamEvent as the provided Problem
+func (t *ChatStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the ChatStreamEvent, using the provided Problem
+func (t *ChatStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t ChatStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *ChatStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
 }
 
 // AsOpenAIEmbeddingListDataEmbedding0 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding0

@@ -4,7 +4,7 @@
  * The request and response types are generated from openapi/openapi.yaml into
  * ./schema.d.ts (`npm run generate`); this file adds the client factory, the error
  * type every non-2xx answer maps to, and {@link AuthSession}, which refreshes a user's
- * tokens.
+ * tokens. ./stream.ts adds `streamChatCompletion`, streamed chat replies as typed events.
  */
 import createClient, { type Client, type ClientOptions, type Middleware } from "openapi-fetch";
 import type { components, operations, paths } from "./schema.js";
@@ -246,3 +246,27 @@ export class AuthSession {
     return this.#refreshing;
   }
 }
+
+// Streamed chat replies (stream.ts).
+export {
+  ChatResult,
+  ChatStream,
+  KilnStreamError,
+  MAX_EVENT_LENGTH,
+  SSEDecoder,
+  streamChatCompletion,
+  type ChatDeltaEvent,
+  type ChatDoneEvent,
+  type ChatEvent,
+  type ChatEventType,
+  type ChatMessage,
+  type ChatUsage,
+  type ServerSentEvent,
+  type StreamChatCompletionOptions,
+  type StreamChatRequest,
+  type StreamErrorKind,
+  type ToolCall,
+  type ToolCallDeltaEvent,
+  type ToolCallEvent,
+  type ToolResultEvent,
+} from "./stream.js";
