@@ -1,12 +1,18 @@
 package main_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kilnhq/kiln/bench/mockllm"
 )
@@ -75,4 +81,57 @@ func TestLLMPing(t *testing.T) {
 			t.Errorf("stdout:\n%s", res.stdout)
 		}
 	})
+}
+
+// TestServeWritesUsageBeforeExit makes model calls, stops the server at once and finds every
+// call in the usage table: the buffered records are written after the last request, not
+// lost with the process.
+func TestServeWritesUsageBeforeExit(t *testing.T) {
+	t.Parallel()
+	s := startServeWithEnv(t, []string{"KILN_LLM_USAGE_FLUSH_INTERVAL=1h", "KILN_AUTH_ARGON2_MEMORY_KIB=8192", "KILN_AUTH_LIMIT_ABUSE=false"}, "--no-worker")
+	post := func(path, credential string, body any, out any) {
+		t.Helper()
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "http://"+s.addr+path, bytes.NewReader(raw))
+		req.Header.Set("Content-Type", "application/json")
+		if credential != "" {
+			req.Header.Set("Authorization", "Bearer "+credential)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode/100 != 2 {
+			b, _ := io.ReadAll(res.Body)
+			t.Fatalf("POST %s: %d %s", path, res.StatusCode, b)
+		}
+		if out != nil {
+			if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	post("/v1/auth/signup", "", map[string]string{"email": "usage@example.com", "password": "correct horse battery staple 9", "name": "U"}, &pair)
+	const calls = 7
+	for i := range calls {
+		post("/v1/chat/completions", pair.AccessToken, map[string]any{"stream": i%2 == 1, "messages": []map[string]string{{"role": "user", "content": "hi"}}}, nil)
+	}
+	s.stop(t)
+
+	pool, err := pgxpool.New(t.Context(), s.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM llm_usage WHERE status = 'ok' AND provider = 'dev'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != calls {
+		t.Fatalf("%d usage rows after shutdown, want %d", n, calls)
+	}
 }

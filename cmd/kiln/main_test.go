@@ -282,6 +282,7 @@ func requireStatus(t *testing.T, status string, files []string, state string) {
 type server struct {
 	cmd     *exec.Cmd
 	addr    string
+	dbURL   string
 	exited  chan struct{} // closed once the process is reaped
 	waitErr error         // Wait's result, set before exited is closed
 
@@ -312,6 +313,12 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // test's own, and waits for its "listening" line.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
+	return startServeWithEnv(t, nil, args...)
+}
+
+// startServeWithEnv is startServe with extra environment variables.
+func startServeWithEnv(t *testing.T, extraEnv []string, args ...string) *server {
+	t.Helper()
 	dbURL := storetest.NewDatabase(t, "")
 	rdb, ks := storetest.Redis(t)
 	// Asynq's keys are outside Kiln's key space; drop the env's queue when done.
@@ -324,9 +331,10 @@ func startServe(t *testing.T, args ...string) *server {
 		"KILN_HTTP_ADDR=127.0.0.1:0",
 		"KILN_HTTP_SHUTDOWN_TIMEOUT=5s",
 	)
+	env = append(env, extraEnv...)
 	mustRun(t, env, "migrate", "up")
 
-	s := &server{cmd: exec.Command(kilnBin, append([]string{"serve"}, args...)...), exited: make(chan struct{}), lines: make(chan map[string]any, 256)}
+	s := &server{cmd: exec.Command(kilnBin, append([]string{"serve"}, args...)...), dbURL: dbURL, exited: make(chan struct{}), lines: make(chan map[string]any, 256)}
 	s.cmd.Env = env
 	s.cmd.Stderr = lockedWriter{&s.mu, &s.stderr}
 	stdout, err := s.cmd.StdoutPipe()
