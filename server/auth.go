@@ -132,9 +132,24 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	s.respondError(w, r, errUnauthenticated)
 }
 
-// bearer returns the credential of an `Authorization: Bearer …` header.
+// wsBearerPrefix marks a credential offered as a WebSocket subprotocol: browsers cannot set
+// headers on a WebSocket handshake, so they offer "kiln.v1, kiln.bearer.<token>"; the
+// server answers with "kiln.v1" only, never echoing the token.
+const wsBearerPrefix = "kiln.bearer."
+
+// bearer returns the credential of an `Authorization: Bearer …` header, or of a
+// kiln.bearer.* subprotocol on a WebSocket handshake without that header.
 func bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
+	if h == "" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+			for p := range strings.SplitSeq(v, ",") {
+				if c, ok := strings.CutPrefix(strings.TrimSpace(p), wsBearerPrefix); ok {
+					return c, c != "" && len(c) <= 4096
+				}
+			}
+		}
+	}
 	if len(h) < 8 || !strings.EqualFold(h[:7], "bearer ") {
 		return "", false
 	}

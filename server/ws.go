@@ -59,9 +59,10 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, err)
 		return
 	}
-	// Credentials come in the Authorization header, never in cookies, so a page of another
-	// origin cannot ride on a browser's session: any origin may connect.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	// Credentials come in the Authorization header or a kiln.bearer.* subprotocol, never in
+	// cookies, so a page of another origin cannot ride on a browser's session: any origin
+	// may connect.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: []string{"kiln.v1"}})
 	if err != nil {
 		return // Accept has answered the client
 	}

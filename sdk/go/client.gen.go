@@ -3353,7 +3353,9 @@ type ClientInterface interface {
 	// `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
-	// header of the upgrade request.
+	// header of the upgrade request or, from a browser (which cannot set headers on a
+	// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
+	// selects `kiln.v1` and never echoes the token.
 	//
 	// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
 	ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -4593,7 +4595,9 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 // `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
-// header of the upgrade request.
+// header of the upgrade request or, from a browser (which cannot set headers on a
+// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
+// selects `kiln.v1` and never echoes the token.
 //
 // Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
 func (c *Client) ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -8420,7 +8424,9 @@ type ClientWithResponsesInterface interface {
 	// `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
-	// header of the upgrade request.
+	// header of the upgrade request or, from a browser (which cannot set headers on a
+	// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
+	// selects `kiln.v1` and never echoes the token.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -12524,7 +12530,9 @@ func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Conte
 // `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
-// header of the upgrade request.
+// header of the upgrade request or, from a browser (which cannot set headers on a
+// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
+// selects `kiln.v1` and never echoes the token.
 //
 // Returns a wrapper object for the known response body format(s).
 //

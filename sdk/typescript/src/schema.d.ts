@@ -1016,7 +1016,9 @@ export interface paths {
          *     `finish_reason` is `cancelled`).
          *     Every reply ends with `done` or `error`; the connection stays open for the next
          *     request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
-         *     header of the upgrade request.
+         *     header of the upgrade request or, from a browser (which cannot set headers on a
+         *     WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
+         *     selects `kiln.v1` and never echoes the token.
          */
         get: operations["chatWebSocket"];
         put?: never;
