@@ -73,29 +73,46 @@ func (s *Server) callerFor(r *http.Request) (caller, error) {
 	return c, nil
 }
 
-// createChatCompletion serves POST /v1/chat/completions: JSON, or SSE with stream: true.
-func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
-	var body api.ChatRequest
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+// decodeBody decodes a JSON request body into v; on failure it has answered.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
 		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
-		return
+		return false
 	}
+	return true
+}
+
+// beginCall resolves the caller, builds and validates the call, and bounds it by the
+// stream timeout, for the org's own provider keys; on failure it has answered.
+func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func() (chat.Call, error)) (*http.Request, caller, chat.Call, context.CancelFunc, bool) {
 	who, err := s.callerFor(r)
-	if err != nil {
-		s.respondError(w, r, err)
-		return
+	var call chat.Call
+	if err == nil {
+		call, err = toCall()
 	}
-	call, err := toChatCall(body)
 	if err == nil {
 		err = s.llm.Runner.Validate(&call)
 	}
 	if err != nil {
 		s.respondError(w, r, err)
-		return
+		return r, who, call, func() {}, false
 	}
 	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
+	return r.WithContext(ctx), who, call, cancel, true
+}
+
+// createChatCompletion serves POST /v1/chat/completions: JSON, or SSE with stream: true.
+func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
+	var body api.ChatRequest
+	if !s.decodeBody(w, r, &body) {
+		return
+	}
+	r, who, call, cancel, ok := s.beginCall(w, r, func() (chat.Call, error) { return toChatCall(body) })
 	defer cancel()
-	r = r.WithContext(ctx)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
 	start := time.Now()
 	id := uuid.Must(uuid.NewV7()).String()
 	if body.Stream == nil || !*body.Stream {
@@ -143,7 +160,7 @@ func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string
 	}
 	switch {
 	case err == nil:
-	case r.Context().Err() != nil:
+	case errors.Is(r.Context().Err(), context.Canceled): // the client went away or cancelled; a deadline is an error
 		rec.Status = usage.StatusCancelled
 	default:
 		rec.Status, rec.ErrorCode = usage.StatusError, string(errs.CodeOf(err))

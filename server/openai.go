@@ -262,26 +262,15 @@ func imageFromURL(u string) (*llm.Image, error) {
 // openaiCreateChatCompletion serves POST /openai/v1/chat/completions.
 func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Request) {
 	var body oaiChatRequest
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+	if !s.decodeBody(w, r, &body) {
 		return
 	}
-	who, err := s.callerFor(r)
-	if err != nil {
-		s.respondError(w, r, err)
-		return
-	}
-	call, err := toOpenAICall(&body)
-	if err == nil {
-		err = s.llm.Runner.Validate(&call)
-	}
-	if err != nil {
-		s.respondError(w, r, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
+	r, who, call, cancel, ok := s.beginCall(w, r, func() (chat.Call, error) { return toOpenAICall(&body) })
 	defer cancel()
-	r = r.WithContext(ctx)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
 	start := time.Now()
 	id := "chatcmpl-" + uuid.Must(uuid.NewV7()).String()
 	if !body.Stream {
@@ -437,8 +426,7 @@ type oaiEmbeddingRequest struct {
 // openaiCreateEmbeddings serves POST /openai/v1/embeddings.
 func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) {
 	var body oaiEmbeddingRequest
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
+	if !s.decodeBody(w, r, &body) {
 		return
 	}
 	who, err := s.callerFor(r)

@@ -30,6 +30,11 @@ var requiredAlerts = []string{
 	"KilnQueueBacklog",
 	"KilnArchivedTasks",
 	"KilnTooManyInFlight",
+	"KilnLLMCircuitOpen",
+	"KilnLLMProviderAuthFailing",
+	"KilnLLMHighErrorRate",
+	"KilnLLMUsageRecordsDropped",
+	"KilnLLMSlowFirstToken",
 }
 
 // Metric names Kiln exports. Any kiln_* name in an expression or annotation
@@ -43,14 +48,46 @@ var knownMetrics = map[string]bool{
 	"kiln_ready":                                true,
 	"kiln_worker_queue_size":                    true,
 	"kiln_build_info":                           true,
+	// internal/llm/gateway.go
+	"kiln_llm_attempts_total":  true,
+	"kiln_llm_failovers_total": true,
+	"kiln_llm_circuit_open":    true,
+	// internal/llm/usage/usage.go
+	"kiln_llm_requests_total":                     true,
+	"kiln_llm_tokens_total":                       true,
+	"kiln_llm_cost_usd_total":                     true,
+	"kiln_llm_time_to_first_token_seconds_bucket": true,
+	"kiln_llm_time_to_first_token_seconds_count":  true,
+	"kiln_llm_time_to_first_token_seconds_sum":    true,
+	"kiln_llm_request_duration_seconds_bucket":    true,
+	"kiln_llm_request_duration_seconds_count":     true,
+	"kiln_llm_request_duration_seconds_sum":       true,
+	"kiln_llm_usage_records_written_total":        true,
+	"kiln_llm_usage_records_dropped_total":        true,
 }
 
 // Values of kiln_worker_queue_size's state label (Asynq's queue states).
 var queueStates = map[string]bool{"pending": true, "active": true, "scheduled": true, "retry": true, "archived": true}
 
+// Label values of the LLM metrics that alerts filter on: a misspelt value
+// (outcome="rate_limit") is valid PromQL that never matches.
+var llmLabelValues = map[string]map[string]map[string]bool{
+	// outcome: ok, "error" (not an upstream error), or an llm.ErrorKind.
+	"kiln_llm_attempts_total": {"outcome": {
+		"ok": true, "error": true, "rate_limited": true, "overloaded": true, "timeout": true,
+		"connection": true, "auth": true, "invalid_request": true, "protocol": true, "unsupported": true,
+	}},
+	// status: the usage package's StatusOK, StatusError, StatusCancelled.
+	"kiln_llm_requests_total": {"status": {"ok": true, "error": true, "cancelled": true}},
+}
+
 var (
 	metricNameRE = regexp.MustCompile(`\bkiln_[a-z0-9_]+\b`)
 	stateMatchRE = regexp.MustCompile(`\bstate\s*(?:=|!=)\s*"([^"]*)"`)
+	// A selector's metric name and its matchers, e.g. foo_total{a="b",c=~"d|e"}.
+	selectorRE = regexp.MustCompile(`\b(kiln_[a-z0-9_]+)\s*\{([^}]*)\}`)
+	// One label matcher: name, operator, value.
+	matcherRE = regexp.MustCompile(`\b([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"`)
 	// A Prometheus duration (e.g. 5m, 1h30m) that is not zero.
 	durationRE = regexp.MustCompile(`^([0-9]+(ms|s|m|h|d|w|y))+$`)
 )
@@ -218,6 +255,34 @@ func checkAlert(t *testing.T, name string, rule map[string]any) {
 		for _, m := range stateMatchRE.FindAllStringSubmatch(expr, -1) {
 			if !queueStates[m[1]] {
 				errorf("state=%q is not an Asynq queue state (%s)", m[1], strings.Join(sortedKeys(queueStates), ", "))
+			}
+		}
+	}
+	checkLabelValues(errorf, expr)
+}
+
+// checkLabelValues reports matchers on the labels in llmLabelValues whose
+// values (each alternative of a regexp made of plain alternatives) the metric
+// never has.
+func checkLabelValues(errorf func(string, ...any), expr string) {
+	for _, sel := range selectorRE.FindAllStringSubmatch(expr, -1) {
+		labels := llmLabelValues[sel[1]]
+		for _, m := range matcherRE.FindAllStringSubmatch(sel[2], -1) {
+			allowed := labels[m[1]]
+			if allowed == nil {
+				continue
+			}
+			values := []string{m[3]}
+			if m[2] == "=~" || m[2] == "!~" {
+				if strings.ContainsAny(m[3], `.*+?()[]{}\^$`) {
+					continue // a real pattern: not checked
+				}
+				values = strings.Split(m[3], "|")
+			}
+			for _, v := range values {
+				if !allowed[v] {
+					errorf("%s{%s%s%q}: %q is not a value of %s (%s)", sel[1], m[1], m[2], m[3], v, m[1], strings.Join(sortedKeys(allowed), ", "))
+				}
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
@@ -115,6 +116,9 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 100 * time.Millisecond
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -180,18 +184,11 @@ func (g *Gateway) Has(alias string) bool { _, ok := g.cfg.Aliases[alias]; return
 
 // Chat runs req on alias's targets until one answers.
 func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Response, Served, error) {
-	var res *Response
-	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
+	return blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*Response, error) {
 		r := *req
-		r.Model = t.Model
-		actx, cancel := context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-		var err error
-		res, err = p.Chat(actx, &r)
-		return timeoutAs(actx, ctx, t, err)
+		r.Model = model
+		return p.Chat(ctx, &r)
 	})
-	release()
-	return res, served, err
 }
 
 // ChatStream opens a stream on alias's targets. A target counts as answering once its
@@ -207,6 +204,9 @@ func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (S
 		var first Event
 		if err == nil {
 			first, err = s.Next()
+			if errors.Is(err, io.EOF) {
+				err = ProtocolError(t.Provider, "the stream ended before its first event")
+			}
 			if err != nil {
 				_ = s.Close()
 			}
@@ -231,14 +231,22 @@ func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (S
 
 // Embed runs req on alias's targets until one answers.
 func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*EmbedResponse, Served, error) {
-	var res *EmbedResponse
-	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
+	return blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*EmbedResponse, error) {
 		r := *req
-		r.Model = t.Model
+		r.Model = model
+		return p.Embed(ctx, &r)
+	})
+}
+
+// blocking routes a call whose answer comes whole, each attempt bounded by its target's
+// timeout.
+func blocking[T any](ctx context.Context, g *Gateway, alias string, call func(context.Context, Provider, string) (T, error)) (T, Served, error) {
+	var res T
+	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		actx, cancel := context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
 		var err error
-		res, err = p.Embed(actx, &r)
+		res, err = call(actx, p, t.Model)
 		return timeoutAs(actx, ctx, t, err)
 	})
 	release()
@@ -291,10 +299,6 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 			lastErr = err
 			continue
 		}
-		if !st.breaker.allow(g.now()) {
-			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: "circuit open"})
-			continue
-		}
 		if st.slots != nil {
 			select {
 			case st.slots <- struct{}{}:
@@ -303,6 +307,13 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 				continue
 			}
 		}
+		if !st.breaker.allow(g.now()) {
+			st.release()
+			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: "circuit open"})
+			continue
+		}
+		// Every way out below settles the breaker: success, failure, or endProbe when the
+		// attempt says nothing about the target's health.
 		for attempt := 0; ; attempt++ {
 			start := g.now()
 			err := try(ctx, st, p)
@@ -316,6 +327,7 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 				return served, st.release, nil
 			}
 			if ctx.Err() != nil {
+				st.breaker.endProbe()
 				st.release()
 				return served, noop, ctx.Err()
 			}
@@ -329,12 +341,18 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: err.Error(), Duration: d})
 			g.cfg.Log.WarnContext(ctx, "llm attempt failed", "alias", alias, "target", t.String(), "attempt", attempt+1, "error", err, "duration", d)
 			if !upstream || ue.Kind == KindInvalid || ue.Kind == KindUnsupported {
+				if upstream {
+					st.breaker.success() // the upstream answered: it is healthy, the request is not
+				} else {
+					st.breaker.endProbe()
+				}
 				st.release()
 				return served, noop, err // the request is at fault: another target would refuse it too
 			}
 			if st.breaker.failure(g.now()) {
 				g.metrics.circuit.WithLabelValues(t.Provider, t.Model).Set(1)
 				g.cfg.Log.WarnContext(ctx, "llm circuit opened", "target", t.String(), "cooldown", g.cfg.BreakerCooldown)
+				break // no more attempts at an open circuit
 			}
 			if !ue.Retryable() || attempt >= g.cfg.Retries {
 				break
@@ -349,7 +367,7 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 			select {
 			case <-ctx.Done():
 				st.release()
-				return served, noop, ctx.Err()
+				return served, noop, ctx.Err() // the last attempt's failure settled the breaker
 			case <-time.After(wait):
 			}
 		}
@@ -502,6 +520,14 @@ func (b *breaker) allow(now time.Time) bool {
 	}
 	b.probing = true
 	return true
+}
+
+// endProbe ends an attempt that told nothing of the target's health (the caller went
+// away): a probe may be let through again.
+func (b *breaker) endProbe() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
 }
 
 func (b *breaker) success() {

@@ -136,10 +136,16 @@ func reply(req *llm.Request) devReply {
 	default:
 		r.text = "[dev] You said: " + lastUser
 	}
-	if req.MaxTokens != nil && r.call == nil && req.ResponseFormat == nil {
-		if ws := words(r.text); len(ws) > *req.MaxTokens {
-			r.text, r.finish = strings.Join(ws[:max(*req.MaxTokens, 0)], ""), llm.FinishLength
+	if req.MaxTokens != nil && r.call == nil && (req.ResponseFormat == nil || req.ResponseFormat.Type == "text") && CountTokens(r.text) > *req.MaxTokens {
+		// The longest prefix of whole words within the budget.
+		kept := ""
+		for _, w := range words(r.text) {
+			if CountTokens(kept+w) > *req.MaxTokens {
+				break
+			}
+			kept += w
 		}
+		r.text, r.finish = kept, llm.FinishLength
 	}
 	prompt := 0
 	for _, m := range req.Messages {
@@ -206,9 +212,8 @@ func toolSummary(msgs []llm.Message) string {
 
 // argumentText is what follows the tool's name in the message, or the whole message.
 func argumentText(msg, tool string) string {
-	i := strings.Index(strings.ToLower(msg), strings.ToLower(tool))
-	if i >= 0 {
-		if rest := strings.TrimLeftFunc(msg[i+len(tool):], func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune(":,-", r) }); rest != "" {
+	if loc := regexp.MustCompile("(?i)" + regexp.QuoteMeta(tool)).FindStringIndex(msg); loc != nil {
+		if rest := strings.TrimLeftFunc(msg[loc[1]:], func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune(":,-", r) }); rest != "" {
 			return rest
 		}
 	}
