@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,9 +32,9 @@ func principalFrom(ctx context.Context) (principal, bool) {
 
 // requirement is what an operation's `security` and `x-kiln-scope` ask of the caller.
 type requirement struct {
-	userToken bool   // bearerAuth: a user's access token is accepted
-	apiKey    bool   // apiKeyAuth: an API key is accepted
-	scope     string // the scope an API key needs
+	userToken bool     // bearerAuth: a user's access token is accepted
+	apiKey    bool     // apiKeyAuth: an API key is accepted
+	scopes    []string // an API key needs one of these scopes (none: any key)
 }
 
 // requirements reads the spec once: route template ("GET /v1/api-keys/{id}") → requirement.
@@ -60,8 +61,15 @@ func requirements(spec *openapi3.T) map[string]requirement {
 			if !req.userToken && !req.apiKey {
 				continue
 			}
-			if scope, ok := op.Extensions["x-kiln-scope"].(string); ok {
-				req.scope = scope
+			switch v := op.Extensions["x-kiln-scope"].(type) { // one scope, or a list of alternatives
+			case string:
+				req.scopes = []string{v}
+			case []any:
+				for _, sc := range v {
+					if sc, ok := sc.(string); ok {
+						req.scopes = append(req.scopes, sc)
+					}
+				}
 			}
 			out[method+" "+path] = req
 		}
@@ -100,8 +108,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				s.respondError(w, r, errs.E(errs.PermissionDenied, "This operation needs a user's access token, not an API key."))
 				return
 			}
-			if req.scope != "" && !apikey.Has(key.Scopes, req.scope) {
-				s.respondError(w, r, errs.E(errs.PermissionDenied, "This API key lacks the scope %q.", req.scope))
+			if len(req.scopes) > 0 && !slices.ContainsFunc(req.scopes, func(sc string) bool { return apikey.Has(key.Scopes, sc) }) {
+				s.respondError(w, r, errs.E(errs.PermissionDenied, "This API key lacks the scope %q.", strings.Join(req.scopes, `" or "`)))
 				return
 			}
 			p.Key = &key
@@ -112,6 +120,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 			if !req.userToken {
+				if isOpenAIRoute(r) { // OpenAI SDKs know a bad key as a 401 AuthenticationError
+					w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
+					s.respondError(w, r, errs.E(errs.Unauthenticated, "The OpenAI-compatible API takes a Kiln API key (kiln_…), not an access token."))
+					return
+				}
 				s.respondError(w, r, errs.E(errs.PermissionDenied, "This operation needs an API key."))
 				return
 			}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -111,7 +112,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(c
 		s.respondError(w, r, err)
 	case drained:
 		_ = st.Send("shutdown", ShutdownEvent{Reason: "The server is shutting down; reconnect to continue."})
-	case err != nil && r.Context().Err() == nil:
+	case err != nil && !errors.Is(r.Context().Err(), context.Canceled): // a deadline is worth an error event; a gone client reads nothing
 		code, detail, fields := s.classify(r, err)
 		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, code, detail, fields))
 	}

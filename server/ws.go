@@ -127,9 +127,10 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			ws.stop = stopRun
 			ws.mu.Unlock()
 			go func() {
-				defer ws.busy.Unlock()
-				defer stopRun()
-				ws.run(runCtx, ctx, call)
+				typ, data := ws.run(runCtx, ctx, call)
+				stopRun()
+				ws.busy.Unlock() // before the last event: a client may send its next chat as soon as it reads it
+				_ = ws.send(ctx, typ, data)
 			}()
 		default:
 			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat or cancel"}}))
@@ -145,8 +146,9 @@ func (ws *wsConn) cancelRun() {
 	ws.mu.Unlock()
 }
 
-// run streams one reply; connCtx outlives a cancelled reply so its last event still goes out.
-func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) {
+// run streams one reply and returns its last event, done or error, for the caller to send
+// once the connection is free for the next reply. connCtx outlives a cancelled reply.
+func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) (string, any) {
 	start := time.Now()
 	id := uuid.Must(uuid.NewV7()).String()
 	res, err := ws.s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
@@ -159,16 +161,17 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) {
 	ws.s.recordUsage(ws.r.WithContext(ctx), ws.who, "websocket", call.Alias, start, res, err)
 	switch {
 	case err == nil:
-		_ = ws.send(connCtx, "done", toChatDone(id, call.Alias, res))
+		return "done", toChatDone(id, call.Alias, res)
 	case errors.Is(err, context.Canceled) && connCtx.Err() == nil:
 		if res == nil {
 			res = &chat.Result{}
 		}
 		done := toChatDone(id, call.Alias, res)
 		done.FinishReason = api.Cancelled
-		_ = ws.send(connCtx, "done", done)
+		return "done", done
 	default:
-		ws.sendError(connCtx, err)
+		code, detail, fields := ws.s.classify(ws.r, err)
+		return "error", newProblem(connCtx, ws.r.URL.Path, code, detail, fields)
 	}
 }
 

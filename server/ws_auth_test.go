@@ -26,7 +26,7 @@ func TestWebSocketSubprotocolAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.CloseNow()
+		defer func() { _ = c.CloseNow() }()
 		if c.Subprotocol() != "kiln.v1" || strings.Contains(res.Header.Get("Sec-WebSocket-Protocol"), key) {
 			t.Fatalf("subprotocol %q, header %q", c.Subprotocol(), res.Header.Get("Sec-WebSocket-Protocol"))
 		}

@@ -238,12 +238,12 @@ var swaggerSpec = []string{
 	"b4euWKc2duGldK47anFCltaDoPsDmKeeKjMuUjkjO1BuX/Nbttt1uzJSchquX2iPUYDws04RwxORtvtm",
 	"X33fR2XhNSFnXQMxcgvDqCo4toqUh3r0iRvhmi4vv1+3P9yGpzRltasuZ9J2Xmrh3deDi0f+WEB8+XBO",
 	"Pl2+BXFflPOOIcAyuR7OGwModUsvpfYJE8XULmn8F1Lsy9PeuMFCOWe5VJ2GISgTu+9JZZ7ZIkTCF25x",
-	"rxW+AV2r265CcmWV517UK1TWO+ztwTbp2m5/8J7fMsG0jqC2Lsc/p8wonlRQB62SyFabsWw0qJVTrarQ",
-	"BlQNH4t+kUcIzuR0dAMkFyFja+1BRnXY616LNcPYZEyqdLGXOxgfpXdrjU1Z6MZZjangGgddj3LBSHLt",
-	"QsmrcrE63AhyJy0reAwaixYPveGJ0DxnIu2jA65uWJU0SN2t+kKn3n0bgYsG+dS4V6zNHY/jgXJWGTVW",
-	"f6C7hWuj3H1S3njgsobr43IW6SJmZZnkJub1UznKuJkoWYyhIrIlVlSl40KE2MXFCR5Yy5QTH2AkJW7V",
-	"XIyPcKXUBmNXSpi8i6XwdaFGNGERAt3BY3Lx7hdNdqAW66fz9yTGAut87/YgjgjFPGPH2t2mvAvKe3df",
-	"7v7/AAAA//8=",
+	"L9WIv2L8RtSrKx17zoKxqNuuynJl2ede1CtU1jvs7cG+6Tprf/Ce3zLBtI6g2C7HP6fMKJ5U2AetGslW",
+	"vbFsNKjVV63K0gZ0Dx+LfpFHiNbklHYDNRcxZGvtQYp12A1fCz7DYGXMsnTBmDsYMKV3a41NWegKWo2p",
+	"4BoHXQ97wdBy7WLLq/qxOtwIsistS3oMGqsYT8HhidA8ZyLto0eubmmVNEjdNftCp96fG4HPBvnUuGis",
+	"zR3P54H6Vhk1VqGg/4Vro9wFU9544NKI6+NyJuoiiGWZ9Sbm9WM6Cr2ZKFmMoUSyJVZU5edCyNjFxQme",
+	"YMscFB9xJCXu3VyMj3Dp1AZjl06YvIu18XWhRjRhESLfwWNy8e4XTXagOOun8/ckxorrfO/2II4IxcRj",
+	"x9rdprwLynt3X+7+/wAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
