@@ -33,6 +33,11 @@ type wsConn struct {
 func (ws *wsConn) send(ctx context.Context, typ string, data any) error {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	return ws.sendLocked(ctx, typ, data)
+}
+
+// sendLocked is send with ws.mu held.
+func (ws *wsConn) sendLocked(ctx context.Context, typ string, data any) error {
 	ws.id++
 	b, err := json.Marshal(struct {
 		Type string `json:"type"`
@@ -129,8 +134,13 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			go func() {
 				typ, data := ws.run(runCtx, ctx, call)
 				stopRun()
-				ws.busy.Unlock() // before the last event: a client may send its next chat as soon as it reads it
-				_ = ws.send(ctx, typ, data)
+				// Free the connection before the last event goes out (a client may send its
+				// next chat as soon as it reads it), but under the write lock, so no frame of
+				// the next reply can overtake it.
+				ws.mu.Lock()
+				ws.busy.Unlock()
+				_ = ws.sendLocked(ctx, typ, data)
+				ws.mu.Unlock()
 			}()
 		default:
 			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat or cancel"}}))
