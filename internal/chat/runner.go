@@ -60,7 +60,6 @@ type Event struct {
 
 // Result is a finished reply.
 type Result struct {
-	ID      string
 	Message llm.Message // the final assistant message
 	// Steps are the assistant tool calls and tool results of server tools before Message.
 	Steps        []llm.Message
@@ -146,7 +145,6 @@ func (r *Runner) Run(ctx context.Context, c Call, emit func(Event) error) (*Resu
 		if err != nil {
 			return res, err
 		}
-		res.ID = reply.ID
 		res.Usage = res.Usage.Add(reply.Usage)
 		res.Cost += served.Target.Price.Cost(reply.Usage)
 		res.Message, res.FinishReason = reply.Message, reply.FinishReason

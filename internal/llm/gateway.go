@@ -108,7 +108,6 @@ type Served struct {
 	Alias    string
 	Target   Target
 	Attempts []Attempt
-	OrgKey   bool // the org's own provider key served it
 }
 
 // NewGateway checks that every alias names configured providers and registers the metrics.
@@ -423,7 +422,7 @@ func (g *Gateway) tryOrgKey(ctx context.Context, served *Served, st *targetState
 	g.metrics.attempts.WithLabelValues(st.Provider, st.Model, outcome).Inc()
 	served.Attempts = append(served.Attempts, a)
 	if err == nil {
-		served.Target, served.OrgKey = st.Target, true
+		served.Target = st.Target
 	}
 	return err
 }
