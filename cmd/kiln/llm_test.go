@@ -57,7 +57,7 @@ func TestLLMPing(t *testing.T) {
 			}
 		}
 		for name, want := range map[string]string{
-			"dev":       "ok: [dev] You said: Reply with the word pong",
+			"dev":       "ok: [dev] You said: Reply",
 			"mock":      "ok: ",
 			"wrong-key": "FAILED: the provider refused the key",
 			"gone":      "FAILED: cannot reach the provider",
