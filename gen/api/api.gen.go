@@ -1824,6 +1824,14 @@ type ListAPIKeysParams struct {
 
 // CreateAPIKeyParams defines parameters for CreateAPIKey.
 type CreateAPIKeyParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -1842,6 +1850,14 @@ type GetAPIKeyParams struct {
 
 // RotateAPIKeyParams defines parameters for RotateAPIKey.
 type RotateAPIKeyParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -1870,6 +1886,17 @@ type ListModelsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// CreateOrgParams defines parameters for CreateOrg.
+type CreateOrgParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -1880,6 +1907,17 @@ type ListOrgAuditEventsParams struct {
 
 	// Action Only events with this action, e.g. `api_key.create`.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
+}
+
+// CreateOrgInvitationParams defines parameters for CreateOrgInvitation.
+type CreateOrgInvitationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListProviderKeysParams defines parameters for ListProviderKeys.
@@ -2901,7 +2939,7 @@ type ServerInterface interface {
 	ListOrgs(w http.ResponseWriter, r *http.Request)
 	// CreateOrg Create an org
 	// (POST /v1/orgs)
-	CreateOrg(w http.ResponseWriter, r *http.Request)
+	CreateOrg(w http.ResponseWriter, r *http.Request, params CreateOrgParams)
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(w http.ResponseWriter, r *http.Request, id ID, params ListOrgAuditEventsParams)
@@ -2910,7 +2948,7 @@ type ServerInterface interface {
 	ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID)
 	// CreateOrgInvitation Invite someone by email
 	// (POST /v1/orgs/{id}/invitations)
-	CreateOrgInvitation(w http.ResponseWriter, r *http.Request, id ID)
+	CreateOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, params CreateOrgInvitationParams)
 	// RevokeOrgInvitation Withdraw an invitation
 	// (DELETE /v1/orgs/{id}/invitations/{invitation_id})
 	RevokeOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, invitationId openapi_types.UUID)
@@ -3416,6 +3454,25 @@ func (siw *ServerInterfaceWrapper) CreateAPIKey(w http.ResponseWriter, r *http.R
 
 	headers := r.Header
 
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	// ------------- Optional header parameter "Kiln-Org" -------------
 	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
 		var KilnOrg KilnOrg
@@ -3565,6 +3622,25 @@ func (siw *ServerInterfaceWrapper) RotateAPIKey(w http.ResponseWriter, r *http.R
 	var params RotateAPIKeyParams
 
 	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
 
 	// ------------- Optional header parameter "Kiln-Org" -------------
 	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
@@ -4040,8 +4116,35 @@ func (siw *ServerInterfaceWrapper) ListOrgs(w http.ResponseWriter, r *http.Reque
 // CreateOrg operation middleware
 func (siw *ServerInterfaceWrapper) CreateOrg(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateOrgParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateOrg(w, r)
+		siw.Handler.CreateOrg(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4160,8 +4263,32 @@ func (siw *ServerInterfaceWrapper) CreateOrgInvitation(w http.ResponseWriter, r 
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateOrgInvitationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateOrgInvitation(w, r, id)
+		siw.Handler.CreateOrgInvitation(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6424,7 +6551,8 @@ func (response ListOrgsdefaultApplicationProblemPlusJSONResponse) VisitListOrgsR
 }
 
 type CreateOrgRequestObject struct {
-	Body *CreateOrgJSONRequestBody
+	Params CreateOrgParams
+	Body   *CreateOrgJSONRequestBody
 }
 
 type CreateOrgResponseObject interface {
@@ -6542,8 +6670,9 @@ func (response ListOrgInvitationsdefaultApplicationProblemPlusJSONResponse) Visi
 }
 
 type CreateOrgInvitationRequestObject struct {
-	Id   ID `json:"id"`
-	Body *CreateOrgInvitationJSONRequestBody
+	Id     ID `json:"id"`
+	Params CreateOrgInvitationParams
+	Body   *CreateOrgInvitationJSONRequestBody
 }
 
 type CreateOrgInvitationResponseObject interface {
@@ -8180,8 +8309,10 @@ func (sh *strictHandler) ListOrgs(w http.ResponseWriter, r *http.Request) {
 }
 
 // CreateOrg operation middleware
-func (sh *strictHandler) CreateOrg(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) CreateOrg(w http.ResponseWriter, r *http.Request, params CreateOrgParams) {
 	var request CreateOrgRequestObject
+
+	request.Params = params
 
 	var body CreateOrgJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -8264,10 +8395,11 @@ func (sh *strictHandler) ListOrgInvitations(w http.ResponseWriter, r *http.Reque
 }
 
 // CreateOrgInvitation operation middleware
-func (sh *strictHandler) CreateOrgInvitation(w http.ResponseWriter, r *http.Request, id ID) {
+func (sh *strictHandler) CreateOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, params CreateOrgInvitationParams) {
 	var request CreateOrgInvitationRequestObject
 
 	request.Id = id
+	request.Params = params
 
 	var body CreateOrgInvitationJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {

@@ -1769,6 +1769,28 @@ type UserID = openapi_types.UUID
 // TooManyRequests RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type TooManyRequests = Problem
 
+// OpenaiCreateChatCompletionParams defines parameters for OpenaiCreateChatCompletion.
+type OpenaiCreateChatCompletionParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// OpenaiCreateEmbeddingsParams defines parameters for OpenaiCreateEmbeddings.
+type OpenaiCreateEmbeddingsParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // AdminListAuditEventsParams defines parameters for AdminListAuditEvents.
 type AdminListAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -1825,6 +1847,14 @@ type ListAPIKeysParams struct {
 
 // CreateAPIKeyParams defines parameters for CreateAPIKey.
 type CreateAPIKeyParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -1843,6 +1873,14 @@ type GetAPIKeyParams struct {
 
 // RotateAPIKeyParams defines parameters for RotateAPIKey.
 type RotateAPIKeyParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -1867,6 +1905,14 @@ type StartOAuthParams struct {
 
 // CreateChatCompletionParams defines parameters for CreateChatCompletion.
 type CreateChatCompletionParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -1883,6 +1929,17 @@ type ListModelsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// CreateOrgParams defines parameters for CreateOrg.
+type CreateOrgParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListOrgAuditEventsParams defines parameters for ListOrgAuditEvents.
 type ListOrgAuditEventsParams struct {
 	// Limit Maximum number of items to return.
@@ -1893,6 +1950,17 @@ type ListOrgAuditEventsParams struct {
 
 	// Action Only events with this action, e.g. `api_key.create`.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
+}
+
+// CreateOrgInvitationParams defines parameters for CreateOrgInvitation.
+type CreateOrgInvitationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListProviderKeysParams defines parameters for ListProviderKeys.
@@ -2922,7 +2990,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-	OpenaiCreateChatCompletionWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	OpenaiCreateChatCompletionWithBody(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// OpenaiCreateChatCompletion OpenAI-compatible chat completions
 	//
@@ -2935,7 +3003,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-	OpenaiCreateChatCompletion(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	OpenaiCreateChatCompletion(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// OpenaiCreateEmbeddingsWithBody OpenAI-compatible embeddings
 	//
@@ -2944,7 +3012,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-	OpenaiCreateEmbeddingsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	OpenaiCreateEmbeddingsWithBody(ctx context.Context, params *OpenaiCreateEmbeddingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// OpenaiCreateEmbeddings OpenAI-compatible embeddings
 	//
@@ -2953,7 +3021,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-	OpenaiCreateEmbeddings(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	OpenaiCreateEmbeddings(ctx context.Context, params *OpenaiCreateEmbeddingsParams, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// OpenaiListModels OpenAI-compatible model list
 	//
@@ -3452,7 +3520,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-	CreateOrgWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateOrgWithBody(ctx context.Context, params *CreateOrgParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateOrg Create an org
 	//
@@ -3461,7 +3529,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-	CreateOrg(ctx context.Context, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateOrg(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgAuditEvents The org's audit log
 	//
@@ -3484,7 +3552,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-	CreateOrgInvitationWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateOrgInvitationWithBody(ctx context.Context, id ID, params *CreateOrgInvitationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateOrgInvitation Invite someone by email
 	//
@@ -3493,7 +3561,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-	CreateOrgInvitation(ctx context.Context, id ID, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CreateOrgInvitation(ctx context.Context, id ID, params *CreateOrgInvitationParams, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RevokeOrgInvitation Withdraw an invitation
 	//
@@ -3694,8 +3762,8 @@ func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-func (c *Client) OpenaiCreateChatCompletionWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewOpenaiCreateChatCompletionRequestWithBody(c.Server, contentType, body)
+func (c *Client) OpenaiCreateChatCompletionWithBody(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3717,8 +3785,8 @@ func (c *Client) OpenaiCreateChatCompletionWithBody(ctx context.Context, content
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-func (c *Client) OpenaiCreateChatCompletion(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewOpenaiCreateChatCompletionRequest(c.Server, body)
+func (c *Client) OpenaiCreateChatCompletion(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3736,8 +3804,8 @@ func (c *Client) OpenaiCreateChatCompletion(ctx context.Context, body OpenaiCrea
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-func (c *Client) OpenaiCreateEmbeddingsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewOpenaiCreateEmbeddingsRequestWithBody(c.Server, contentType, body)
+func (c *Client) OpenaiCreateEmbeddingsWithBody(ctx context.Context, params *OpenaiCreateEmbeddingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingsRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3755,8 +3823,8 @@ func (c *Client) OpenaiCreateEmbeddingsWithBody(ctx context.Context, contentType
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-func (c *Client) OpenaiCreateEmbeddings(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewOpenaiCreateEmbeddingsRequest(c.Server, body)
+func (c *Client) OpenaiCreateEmbeddings(ctx context.Context, params *OpenaiCreateEmbeddingsParams, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingsRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4814,8 +4882,8 @@ func (c *Client) ListOrgs(ctx context.Context, reqEditors ...RequestEditorFn) (*
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-func (c *Client) CreateOrgWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateOrgRequestWithBody(c.Server, contentType, body)
+func (c *Client) CreateOrgWithBody(ctx context.Context, params *CreateOrgParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateOrgRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4833,8 +4901,8 @@ func (c *Client) CreateOrgWithBody(ctx context.Context, contentType string, body
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-func (c *Client) CreateOrg(ctx context.Context, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateOrgRequest(c.Server, body)
+func (c *Client) CreateOrg(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateOrgRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4886,8 +4954,8 @@ func (c *Client) ListOrgInvitations(ctx context.Context, id ID, reqEditors ...Re
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-func (c *Client) CreateOrgInvitationWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateOrgInvitationRequestWithBody(c.Server, id, contentType, body)
+func (c *Client) CreateOrgInvitationWithBody(ctx context.Context, id ID, params *CreateOrgInvitationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateOrgInvitationRequestWithBody(c.Server, id, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4905,8 +4973,8 @@ func (c *Client) CreateOrgInvitationWithBody(ctx context.Context, id ID, content
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-func (c *Client) CreateOrgInvitation(ctx context.Context, id ID, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCreateOrgInvitationRequest(c.Server, id, body)
+func (c *Client) CreateOrgInvitation(ctx context.Context, id ID, params *CreateOrgInvitationParams, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateOrgInvitationRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -5282,18 +5350,18 @@ func NewGetMetricsRequest(server string) (*http.Request, error) {
 }
 
 // NewOpenaiCreateChatCompletionRequest calls the generic OpenaiCreateChatCompletion builder with application/json body
-func NewOpenaiCreateChatCompletionRequest(server string, body OpenaiCreateChatCompletionJSONRequestBody) (*http.Request, error) {
+func NewOpenaiCreateChatCompletionRequest(server string, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewOpenaiCreateChatCompletionRequestWithBody(server, "application/json", bodyReader)
+	return NewOpenaiCreateChatCompletionRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewOpenaiCreateChatCompletionRequestWithBody constructs an http.Request for the OpenaiCreateChatCompletion method, with any body, and a specified content type
-func NewOpenaiCreateChatCompletionRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewOpenaiCreateChatCompletionRequestWithBody(server string, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -5318,22 +5386,37 @@ func NewOpenaiCreateChatCompletionRequestWithBody(server string, contentType str
 
 	req.Header.Add("Content-Type", contentType)
 
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewOpenaiCreateEmbeddingsRequest calls the generic OpenaiCreateEmbeddings builder with application/json body
-func NewOpenaiCreateEmbeddingsRequest(server string, body OpenaiCreateEmbeddingsJSONRequestBody) (*http.Request, error) {
+func NewOpenaiCreateEmbeddingsRequest(server string, params *OpenaiCreateEmbeddingsParams, body OpenaiCreateEmbeddingsJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewOpenaiCreateEmbeddingsRequestWithBody(server, "application/json", bodyReader)
+	return NewOpenaiCreateEmbeddingsRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewOpenaiCreateEmbeddingsRequestWithBody constructs an http.Request for the OpenaiCreateEmbeddings method, with any body, and a specified content type
-func NewOpenaiCreateEmbeddingsRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewOpenaiCreateEmbeddingsRequestWithBody(server string, params *OpenaiCreateEmbeddingsParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -5357,6 +5440,21 @@ func NewOpenaiCreateEmbeddingsRequestWithBody(server string, contentType string,
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -6057,15 +6155,26 @@ func NewCreateAPIKeyRequestWithBody(server string, params *CreateAPIKeyParams, c
 
 	if params != nil {
 
-		if params.KilnOrg != nil {
+		if params.IdempotencyKey != nil {
 			var headerParam0 string
 
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("Kiln-Org", headerParam0)
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
 		}
 
 	}
@@ -6217,15 +6326,26 @@ func NewRotateAPIKeyRequestWithBody(server string, id ID, params *RotateAPIKeyPa
 
 	if params != nil {
 
-		if params.KilnOrg != nil {
+		if params.IdempotencyKey != nil {
 			var headerParam0 string
 
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("Kiln-Org", headerParam0)
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
 		}
 
 	}
@@ -6802,15 +6922,26 @@ func NewCreateChatCompletionRequestWithBody(server string, params *CreateChatCom
 
 	if params != nil {
 
-		if params.KilnOrg != nil {
+		if params.IdempotencyKey != nil {
 			var headerParam0 string
 
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("Kiln-Org", headerParam0)
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
 		}
 
 	}
@@ -7159,18 +7290,18 @@ func NewListOrgsRequest(server string) (*http.Request, error) {
 }
 
 // NewCreateOrgRequest calls the generic CreateOrg builder with application/json body
-func NewCreateOrgRequest(server string, body CreateOrgJSONRequestBody) (*http.Request, error) {
+func NewCreateOrgRequest(server string, params *CreateOrgParams, body CreateOrgJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateOrgRequestWithBody(server, "application/json", bodyReader)
+	return NewCreateOrgRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewCreateOrgRequestWithBody constructs an http.Request for the CreateOrg method, with any body, and a specified content type
-func NewCreateOrgRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateOrgRequestWithBody(server string, params *CreateOrgParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -7194,6 +7325,21 @@ func NewCreateOrgRequestWithBody(server string, contentType string, body io.Read
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -7318,18 +7464,18 @@ func NewListOrgInvitationsRequest(server string, id ID) (*http.Request, error) {
 }
 
 // NewCreateOrgInvitationRequest calls the generic CreateOrgInvitation builder with application/json body
-func NewCreateOrgInvitationRequest(server string, id ID, body CreateOrgInvitationJSONRequestBody) (*http.Request, error) {
+func NewCreateOrgInvitationRequest(server string, id ID, params *CreateOrgInvitationParams, body CreateOrgInvitationJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCreateOrgInvitationRequestWithBody(server, id, "application/json", bodyReader)
+	return NewCreateOrgInvitationRequestWithBody(server, id, params, "application/json", bodyReader)
 }
 
 // NewCreateOrgInvitationRequestWithBody constructs an http.Request for the CreateOrgInvitation method, with any body, and a specified content type
-func NewCreateOrgInvitationRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+func NewCreateOrgInvitationRequestWithBody(server string, id ID, params *CreateOrgInvitationParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -7360,6 +7506,21 @@ func NewCreateOrgInvitationRequestWithBody(server string, id ID, contentType str
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -7951,7 +8112,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-	OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+	OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
 
 	// OpenaiCreateChatCompletionWithResponse OpenAI-compatible chat completions
 	//
@@ -7964,7 +8125,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-	OpenaiCreateChatCompletionWithResponse(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+	OpenaiCreateChatCompletionWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
 
 	// OpenaiCreateEmbeddingsWithBodyWithResponse OpenAI-compatible embeddings
 	//
@@ -7973,7 +8134,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-	OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
+	OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, params *OpenaiCreateEmbeddingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
 
 	// OpenaiCreateEmbeddingsWithResponse OpenAI-compatible embeddings
 	//
@@ -7982,7 +8143,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-	OpenaiCreateEmbeddingsWithResponse(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
+	OpenaiCreateEmbeddingsWithResponse(ctx context.Context, params *OpenaiCreateEmbeddingsParams, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error)
 
 	// OpenaiListModelsWithResponse OpenAI-compatible model list
 	//
@@ -8539,7 +8700,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-	CreateOrgWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error)
+	CreateOrgWithBodyWithResponse(ctx context.Context, params *CreateOrgParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error)
 
 	// CreateOrgWithResponse Create an org
 	//
@@ -8548,7 +8709,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-	CreateOrgWithResponse(ctx context.Context, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error)
+	CreateOrgWithResponse(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error)
 
 	// ListOrgAuditEventsWithResponse The org's audit log
 	//
@@ -8575,7 +8736,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-	CreateOrgInvitationWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error)
+	CreateOrgInvitationWithBodyWithResponse(ctx context.Context, id ID, params *CreateOrgInvitationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error)
 
 	// CreateOrgInvitationWithResponse Invite someone by email
 	//
@@ -8584,7 +8745,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-	CreateOrgInvitationWithResponse(ctx context.Context, id ID, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error)
+	CreateOrgInvitationWithResponse(ctx context.Context, id ID, params *CreateOrgInvitationParams, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error)
 
 	// RevokeOrgInvitationWithResponse Withdraw an invitation
 	//
@@ -11775,8 +11936,8 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-func (c *ClientWithResponses) OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
-	rsp, err := c.OpenaiCreateChatCompletionWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletionWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -11794,8 +11955,8 @@ func (c *ClientWithResponses) OpenaiCreateChatCompletionWithBodyWithResponse(ctx
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
-func (c *ClientWithResponses) OpenaiCreateChatCompletionWithResponse(ctx context.Context, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
-	rsp, err := c.OpenaiCreateChatCompletion(ctx, body, reqEditors...)
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletion(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -11809,8 +11970,8 @@ func (c *ClientWithResponses) OpenaiCreateChatCompletionWithResponse(ctx context
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
-	rsp, err := c.OpenaiCreateEmbeddingsWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithBodyWithResponse(ctx context.Context, params *OpenaiCreateEmbeddingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
+	rsp, err := c.OpenaiCreateEmbeddingsWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -11824,8 +11985,8 @@ func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithBodyWithResponse(ctx con
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbeddings` operationId).
-func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithResponse(ctx context.Context, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
-	rsp, err := c.OpenaiCreateEmbeddings(ctx, body, reqEditors...)
+func (c *ClientWithResponses) OpenaiCreateEmbeddingsWithResponse(ctx context.Context, params *OpenaiCreateEmbeddingsParams, body OpenaiCreateEmbeddingsJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingsResponse, error) {
+	rsp, err := c.OpenaiCreateEmbeddings(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -12717,8 +12878,8 @@ func (c *ClientWithResponses) ListOrgsWithResponse(ctx context.Context, reqEdito
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-func (c *ClientWithResponses) CreateOrgWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error) {
-	rsp, err := c.CreateOrgWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateOrgWithBodyWithResponse(ctx context.Context, params *CreateOrgParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error) {
+	rsp, err := c.CreateOrgWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -12732,8 +12893,8 @@ func (c *ClientWithResponses) CreateOrgWithBodyWithResponse(ctx context.Context,
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
-func (c *ClientWithResponses) CreateOrgWithResponse(ctx context.Context, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error) {
-	rsp, err := c.CreateOrg(ctx, body, reqEditors...)
+func (c *ClientWithResponses) CreateOrgWithResponse(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error) {
+	rsp, err := c.CreateOrg(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -12777,8 +12938,8 @@ func (c *ClientWithResponses) ListOrgInvitationsWithResponse(ctx context.Context
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-func (c *ClientWithResponses) CreateOrgInvitationWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error) {
-	rsp, err := c.CreateOrgInvitationWithBody(ctx, id, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CreateOrgInvitationWithBodyWithResponse(ctx context.Context, id ID, params *CreateOrgInvitationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error) {
+	rsp, err := c.CreateOrgInvitationWithBody(ctx, id, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -12792,8 +12953,8 @@ func (c *ClientWithResponses) CreateOrgInvitationWithBodyWithResponse(ctx contex
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/orgs/{id}/invitations (the `CreateOrgInvitation` operationId).
-func (c *ClientWithResponses) CreateOrgInvitationWithResponse(ctx context.Context, id ID, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error) {
-	rsp, err := c.CreateOrgInvitation(ctx, id, body, reqEditors...)
+func (c *ClientWithResponses) CreateOrgInvitationWithResponse(ctx context.Context, id ID, params *CreateOrgInvitationParams, body CreateOrgInvitationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgInvitationResponse, error) {
+	rsp, err := c.CreateOrgInvitation(ctx, id, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}

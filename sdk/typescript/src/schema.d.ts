@@ -1912,8 +1912,12 @@ export interface components {
         /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
         KilnOrg: string;
         /**
-         * @description Makes a creating or charging POST safe to retry: the first response is stored for
-         *     24 h and replayed with `Idempotent-Replayed: true`.
+         * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+         *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+         *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+         *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+         *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+         *     recorded stream once it has finished.
          */
         IdempotencyKey: string;
         /** @description Maximum number of items to return. */
@@ -2330,7 +2334,17 @@ export interface operations {
     createOrg: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2385,6 +2399,15 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
                 "Kiln-Org"?: components["parameters"]["KilnOrg"];
             };
@@ -2465,6 +2488,15 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
                 "Kiln-Org"?: components["parameters"]["KilnOrg"];
             };
@@ -2768,7 +2800,17 @@ export interface operations {
     createOrgInvitation: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description The object's id. */
                 id: components["parameters"]["ID"];
@@ -3246,6 +3288,15 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
                 "Kiln-Org"?: components["parameters"]["KilnOrg"];
             };
@@ -3414,7 +3465,17 @@ export interface operations {
     openaiCreateChatCompletion: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3440,7 +3501,17 @@ export interface operations {
     openaiCreateEmbeddings: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
