@@ -941,6 +941,13 @@ type ChatMessage struct {
 
 // ChatRequest defines model for ChatRequest.
 type ChatRequest struct {
+	// Cache Serve from (and store in) Kiln's exact-match response cache. Default: on when
+	// `temperature` is 0, off otherwise. The cache key is the SHA-256 of the normalised
+	// request (field order, defaults and whitespace do not change it), scoped to the
+	// org; `Kiln-Cache: hit|miss` says what happened. A hit is replayed (as a stream
+	// when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
+	Cache *bool `json:"cache,omitempty"`
+
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
 	MaxTokens *int          `json:"max_tokens,omitempty"`
 	Messages  []ChatMessage `json:"messages"`

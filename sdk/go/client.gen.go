@@ -942,6 +942,13 @@ type ChatMessage struct {
 
 // ChatRequest defines model for ChatRequest.
 type ChatRequest struct {
+	// Cache Serve from (and store in) Kiln's exact-match response cache. Default: on when
+	// `temperature` is 0, off otherwise. The cache key is the SHA-256 of the normalised
+	// request (field order, defaults and whitespace do not change it), scoped to the
+	// org; `Kiln-Cache: hit|miss` says what happened. A hit is replayed (as a stream
+	// when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
+	Cache *bool `json:"cache,omitempty"`
+
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
 	MaxTokens *int          `json:"max_tokens,omitempty"`
 	Messages  []ChatMessage `json:"messages"`
@@ -9081,6 +9088,11 @@ func (r GetMetricsResponse) ContentType() string {
 	return ""
 }
 
+// OpenaiCreateChatCompletionResponse200Headers the declared response headers of an HTTP 200 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse200Headers struct {
+	KilnCache *string
+}
+
 type OpenaiCreateChatCompletionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -9088,6 +9100,8 @@ type OpenaiCreateChatCompletionResponse struct {
 	JSON200 *OpenAIChatCompletion
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *OpenAIError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OpenaiCreateChatCompletionResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -10732,6 +10746,7 @@ func (r RequestEmailVerificationResponse) ContentType() string {
 
 // CreateChatCompletionResponse200Headers the declared response headers of an HTTP 200 response for CreateChatCompletion
 type CreateChatCompletionResponse200Headers struct {
+	KilnCache         *string
 	KilnProvider      *string
 	KilnProviderModel *string
 }
@@ -13324,6 +13339,19 @@ func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateC
 
 	}
 
+	switch {
+	case rsp.StatusCode == 200:
+		var headers OpenaiCreateChatCompletionResponse200Headers
+		if values := rsp.Header.Values("Kiln-Cache"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Cache", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.KilnCache = &value
+		}
+		response.Headers200 = &headers
+	}
+
 	return response, nil
 }
 
@@ -14680,6 +14708,13 @@ func ParseCreateChatCompletionResponse(rsp *http.Response) (*CreateChatCompletio
 	switch {
 	case rsp.StatusCode == 200:
 		var headers CreateChatCompletionResponse200Headers
+		if values := rsp.Header.Values("Kiln-Cache"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Cache", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.KilnCache = &value
+		}
 		if values := rsp.Header.Values("Kiln-Provider"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Provider", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {

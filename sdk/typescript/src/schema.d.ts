@@ -1218,6 +1218,14 @@ export interface components {
             user?: string;
             /** @default false */
             stream: boolean;
+            /**
+             * @description Serve from (and store in) Kiln's exact-match response cache. Default: on when
+             *     `temperature` is 0, off otherwise. The cache key is the SHA-256 of the normalised
+             *     request (field order, defaults and whitespace do not change it), scoped to the
+             *     org; `Kiln-Cache: hit|miss` says what happened. A hit is replayed (as a stream
+             *     when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
+             */
+            cache?: boolean;
         };
         /** @enum {string} */
         ChatRole: "system" | "user" | "assistant" | "tool";
@@ -1941,6 +1949,8 @@ export interface components {
         "Kiln-Provider": string;
         /** @description The provider's model that served the reply. */
         "Kiln-Provider-Model": string;
+        /** @description `hit` when the reply came from Kiln's response cache, `miss` when it was generated and stored; absent when the request was not cacheable. */
+        "Kiln-Cache": "hit" | "miss";
     };
     pathItems: never;
 }
@@ -3314,6 +3324,7 @@ export interface operations {
                 headers: {
                     "Kiln-Provider": components["headers"]["Kiln-Provider"];
                     "Kiln-Provider-Model": components["headers"]["Kiln-Provider-Model"];
+                    "Kiln-Cache": components["headers"]["Kiln-Cache"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3488,6 +3499,7 @@ export interface operations {
             /** @description The completion, or its chunks (`stream: true`). */
             200: {
                 headers: {
+                    "Kiln-Cache": components["headers"]["Kiln-Cache"];
                     [name: string]: unknown;
                 };
                 content: {
