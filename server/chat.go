@@ -89,6 +89,7 @@ func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func()
 	var call chat.Call
 	if err == nil {
 		call, err = toCall()
+		call.Org = who.org
 	}
 	if err == nil {
 		err = s.llm.Runner.Validate(&call)
@@ -122,14 +123,14 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 			s.respondError(w, r, err)
 			return
 		}
-		setServedHeaders(w, res.Served)
+		setServedHeaders(w, res.Served, res.Cache)
 		writeJSON(w, http.StatusOK, toChatCompletion(id, call.Alias, start, res))
 		return
 	}
 	s.serveSSE(w, r, func(ctx context.Context, send func(string, any) error) error {
 		res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
 			if ev.Kind == chat.EventStart {
-				setServedHeaders(w, ev.Served) // before the first event commits the headers
+				setServedHeaders(w, ev.Served, ev.Cache) // before the first event commits the headers
 				return nil
 			}
 			name, data := toChatEvent(ev)
@@ -143,9 +144,23 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func setServedHeaders(w http.ResponseWriter, served llm.Served) {
-	w.Header().Set("Kiln-Provider", served.Target.Provider)
-	w.Header().Set("Kiln-Provider-Model", served.Target.Model)
+// setServedHeaders names the target that served a reply, and the cache outcome if any.
+func setServedHeaders(w http.ResponseWriter, served llm.Served, cacheStatus string) {
+	h := w.Header()
+	h.Set("Kiln-Provider", served.Target.Provider)
+	h.Set("Kiln-Provider-Model", served.Target.Model)
+	if cacheStatus != "" {
+		h.Set("Kiln-Cache", cacheStatus)
+	}
+}
+
+// useCache decides whether a request goes through the response cache: as it asks, else
+// when it is deterministic (temperature 0).
+func useCache(asked *bool, temperature *float64) bool {
+	if asked != nil {
+		return *asked
+	}
+	return temperature != nil && *temperature == 0
 }
 
 // recordUsage accounts for one call, however it ended.
@@ -157,6 +172,7 @@ func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string
 	if res != nil {
 		rec.Provider, rec.Model = res.Served.Target.Provider, res.Served.Target.Model
 		rec.Usage, rec.CostUSD, rec.TTFT, rec.Attempts = res.Usage, res.Cost, res.TTFT, res.Attempts
+		rec.Cached = res.Cache == chat.CacheHit
 	}
 	switch {
 	case err == nil:
@@ -213,6 +229,7 @@ func toChatCall(b api.ChatRequest) (chat.Call, error) {
 		req.Stop = *b.Stop
 	}
 	req.User = deref(b.User)
+	c.Cache = useCache(b.Cache, req.Temperature)
 	return c, errs.InvalidFields("invalid chat request", fields)
 }
 

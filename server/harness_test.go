@@ -28,8 +28,10 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
@@ -177,6 +179,8 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// On by default, as in production; withIdempotency replaces it.
+	d.Idempotency = idempotency.New(rdb, ks, idempotency.Config{Sealer: keyring})
 	d.LLM.OrgKeys = orgkeys.New(st, keyring, func(string) bool { return true }, time.Now)
 	for _, o := range opts {
 		o(&d)
@@ -184,6 +188,9 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if d.LLM.Runner == nil {
 		withGateway(t, map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
 			map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}})(&d)
+	}
+	if d.LLM.Runner.Cache == nil {
+		d.LLM.Runner.Cache = cache.New(rdb, ks, time.Hour)
 	}
 	if d.LLM.Usage == nil {
 		rec, err := usage.NewRecorder(st, log, d.Registry, 10*time.Millisecond)

@@ -104,6 +104,7 @@ type oaiChatRequest struct {
 	Stop                json.RawMessage `json:"stop"`
 	Seed                *int64          `json:"seed"`
 	User                string          `json:"user"`
+	Cache               *bool           `json:"cache"` // Kiln's extension: the response cache
 }
 
 type oaiMessage struct {
@@ -236,6 +237,7 @@ func toOpenAICall(b *oaiChatRequest) (chat.Call, error) {
 	if req.MaxTokens == nil {
 		req.MaxTokens = b.MaxTokens
 	}
+	c.Cache = useCache(b.Cache, req.Temperature)
 	return c, errs.InvalidFields("invalid chat completion request", fields)
 }
 
@@ -280,7 +282,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 			s.respondError(w, r, err)
 			return
 		}
-		setServedHeaders(w, res.Served)
+		setServedHeaders(w, res.Served, res.Cache)
 		writeJSON(w, http.StatusOK, toOpenAICompletion(id, call.Alias, start, res))
 		return
 	}
@@ -289,7 +291,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 	res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
 		switch ev.Kind {
 		case chat.EventStart:
-			setServedHeaders(w, ev.Served)
+			setServedHeaders(w, ev.Served, ev.Cache)
 			return cw.choice(`{"role":"assistant","content":""}`, "null")
 		case chat.EventDelta:
 			return cw.choice(`{"content":`+jsonString(ev.Text)+`}`, "null")
@@ -476,7 +478,7 @@ func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) 
 			data[i].Embedding = base64.StdEncoding.EncodeToString(b)
 		}
 	}
-	setServedHeaders(w, served)
+	setServedHeaders(w, served, "")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"object": "list", "data": data, "model": body.Model,
 		"usage": map[string]int{"prompt_tokens": res.Usage.PromptTokens, "total_tokens": res.Usage.PromptTokens},

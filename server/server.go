@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -56,6 +57,9 @@ type Deps struct {
 	LimitAbuse bool
 	// LLM serves the model endpoints.
 	LLM LLM
+	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
+	// turns Idempotency-Key support off.
+	Idempotency *idempotency.Store
 }
 
 // Server serves Kiln's HTTP API.
@@ -77,6 +81,8 @@ type Server struct {
 	started        time.Time
 	streaming      map[string]bool // route templates exempt from the request deadline
 	heartbeat      time.Duration   // between SSE heartbeats
+	idem           *idempotency.Store
+	idemRoutes     map[string]bool // route templates that take an Idempotency-Key
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -145,6 +151,7 @@ func New(d Deps) (*Server, error) {
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
+	s.idem, s.idemRoutes = d.Idempotency, idempotentRoutes(d.Spec)
 	if err := registerAll(d.Registry, s.metrics.requests, s.metrics.duration, s.metrics.inFlight, s.metrics.ready); err != nil {
 		return nil, err
 	}
@@ -192,6 +199,7 @@ func New(d Deps) (*Server, error) {
 		s.limitAbuse,
 		s.authenticate,
 		s.validateRequests(d.Spec),
+		s.idempotent,
 	)
 	return s, nil
 }

@@ -119,6 +119,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			ws.cancelRun()
 		case "chat":
 			call, err := s.decodeWSChat(frame.Data)
+			call.Org = who.org
 			if err != nil {
 				ws.sendError(ctx, err)
 				continue

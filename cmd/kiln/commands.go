@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
@@ -209,7 +210,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
-	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, reg)
+	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, reg)
 	if err != nil {
 		return err
 	}
@@ -225,6 +226,12 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Redis:      d.rdb,
 		Keyspace:   redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse: a.cfg.Auth.LimitAbuse,
+		// A claim must outlive the longest request (a streamed reply), or a retry could
+		// run beside it; the margin covers the handler's work after the reply's deadline.
+		Idempotency: idempotency.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, idempotency.Config{
+			LockTTL: max(a.cfg.LLM.StreamTimeout, a.cfg.HTTP.RequestTimeout) + time.Minute,
+			Sealer:  d.keyring,
+		}),
 		Checks: []health.Check{
 			health.Postgres(d.pool),
 			health.Redis(d.rdb),

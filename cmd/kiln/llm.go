@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/anthropic"
@@ -25,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/llm/tools"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/server"
@@ -108,7 +111,7 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, log *slog.Logger, reg pr
 }
 
 // newLLM wires the model endpoints; run the recorder's Run until the HTTP server stopped.
-func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, reg prometheus.Registerer) (server.LLM, error) {
+func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer) (server.LLM, error) {
 	orgKeys := a.newOrgKeys(st, keyring)
 	g, err := newGateway(a.cfg.LLM, orgKeys, a.log, reg)
 	if err != nil {
@@ -125,6 +128,7 @@ func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, reg prometheus.R
 	return server.LLM{
 		Runner: &chat.Runner{
 			Gateway: g, Tools: registry, MaxSteps: a.cfg.LLM.ToolMaxSteps, ToolTimeout: a.cfg.LLM.ToolTimeout,
+			Cache:     cache.New(rdb, redisclient.Keyspace{Env: a.cfg.Env}, a.cfg.LLM.CacheTTL),
 			MaxTokens: a.cfg.LLM.MaxTokens, Now: time.Now,
 		},
 		Usage:         rec,

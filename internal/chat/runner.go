@@ -4,11 +4,15 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/tools"
@@ -18,6 +22,7 @@ import (
 type Runner struct {
 	Gateway     *llm.Gateway
 	Tools       *tools.Registry
+	Cache       *cache.Cache  // nil: no response cache
 	MaxSteps    int           // model calls per request when server tools run
 	ToolTimeout time.Duration // per server tool call
 	MaxTokens   int           // cap and default of a request's max tokens
@@ -30,14 +35,24 @@ type Call struct {
 	Request llm.Request
 	// ServerTools names the registered tools to offer the model; Kiln runs their calls.
 	ServerTools []string
+	// Org scopes the response cache; Cache asks to use it (ignored with server tools,
+	// whose results may change: current_time).
+	Org   uuid.UUID
+	Cache bool
 }
+
+// The cache outcomes of a run.
+const (
+	CacheHit  = "hit"
+	CacheMiss = "miss"
+)
 
 // EventKind is the kind of a streamed chat event.
 type EventKind int
 
 // The streamed chat events.
 const (
-	EventStart         EventKind = iota + 1 // Served: a target answered; nothing sent to the client yet
+	EventStart         EventKind = iota + 1 // Served (and Cache): a target or the cache answered; nothing sent to the client yet
 	EventDelta                              // Text
 	EventToolCallDelta                      // Index, Call (a piece)
 	EventToolCall                           // Index, Call, Server
@@ -56,6 +71,7 @@ type Event struct {
 	Usage  llm.Usage
 	Cost   float64
 	Served llm.Served
+	Cache  string // EventStart: CacheHit, CacheMiss or "" (not cacheable)
 }
 
 // Result is a finished reply.
@@ -69,6 +85,7 @@ type Result struct {
 	Served       llm.Served // of the last model call
 	Attempts     int        // upstream attempts over all steps
 	TTFT         time.Duration
+	Cache        string // CacheHit, CacheMiss or "" (not cacheable)
 }
 
 // Validate checks what the spec cannot: the alias, the server tools and the tool choice,
@@ -128,6 +145,16 @@ func (r *Runner) Run(ctx context.Context, c Call, emit func(Event) error) (*Resu
 	}
 	req.Messages = append([]llm.Message(nil), req.Messages...)
 	res := &Result{}
+	key := ""
+	if c.Cache && r.Cache != nil && len(c.ServerTools) == 0 {
+		key = cacheKeyOf(c)
+		if b, ok, err := r.Cache.Get(ctx, c.Org, key); err == nil && ok {
+			if hit, ok, err := r.replay(ctx, c, b, emit, start); ok {
+				return hit, err
+			}
+		}
+		res.Cache = CacheMiss
+	}
 	for step := 1; ; step++ {
 		if step == r.MaxSteps && len(c.ServerTools) > 0 {
 			req.ToolChoice = &llm.ToolChoice{Mode: llm.ToolChoiceNone} // the last step must answer
@@ -171,7 +198,84 @@ func (r *Runner) Run(ctx context.Context, c Call, emit func(Event) error) (*Resu
 			return res, err
 		}
 	}
+	if key != "" {
+		b, err := json.Marshal(cachedReply{Message: res.Message, FinishReason: res.FinishReason, Usage: res.Usage, Target: res.Served.Target})
+		if err == nil {
+			_ = r.Cache.Put(context.WithoutCancel(ctx), c.Org, key, b) // a failed put only costs a later miss
+		}
+	}
 	return res, nil
+}
+
+// cachedReply is what the response cache keeps of a reply.
+type cachedReply struct {
+	Message      llm.Message
+	FinishReason llm.FinishReason
+	Usage        llm.Usage
+	Target       llm.Target
+}
+
+// cacheKey is what makes two requests the same for the cache: the normalised request
+// (defaults applied by Validate, raw schemas canonicalised), without the end-user id.
+type cacheKey struct {
+	Alias          string
+	Messages       []llm.Message
+	Tools          []llm.Tool
+	ToolChoice     *llm.ToolChoice
+	ResponseFormat *llm.ResponseFormat
+	Temperature    *float64
+	TopP           *float64
+	MaxTokens      *int
+	Stop           []string
+	Seed           *int64
+}
+
+func cacheKeyOf(c Call) string {
+	req := c.Request
+	k := cacheKey{Alias: c.Alias, Messages: req.Messages, ToolChoice: req.ToolChoice, Temperature: req.Temperature,
+		TopP: req.TopP, MaxTokens: req.MaxTokens, Stop: req.Stop, Seed: req.Seed}
+	for _, t := range req.Tools {
+		t.Parameters = cache.Canonical(t.Parameters)
+		k.Tools = append(k.Tools, t)
+	}
+	if rf := req.ResponseFormat; rf != nil {
+		f := *rf
+		f.Schema = cache.Canonical(f.Schema)
+		k.ResponseFormat = &f
+	}
+	key, err := cache.Key(k)
+	if err != nil {
+		return "" // unreachable: every field encodes
+	}
+	return key
+}
+
+// replay answers from a cached reply, as events when emit is set; ok is false when the
+// entry cannot be read, and the caller generates instead.
+func (r *Runner) replay(ctx context.Context, c Call, b []byte, emit func(Event) error, start time.Time) (res *Result, ok bool, err error) {
+	var cr cachedReply
+	if json.Unmarshal(b, &cr) != nil {
+		return nil, false, nil //nolint:nilerr // an entry of another format is a miss: generate instead
+	}
+	res = &Result{Message: cr.Message, FinishReason: cr.FinishReason, Usage: cr.Usage, Cache: CacheHit,
+		Served: llm.Served{Alias: c.Alias, Target: cr.Target}, TTFT: r.Now().Sub(start)}
+	if emit == nil {
+		return res, true, ctx.Err()
+	}
+	events := []Event{{Kind: EventStart, Served: res.Served, Cache: CacheHit}}
+	if text := cr.Message.Text(); text != "" {
+		events = append(events, Event{Kind: EventDelta, Text: text})
+	}
+	for i, call := range cr.Message.ToolCalls {
+		events = append(events, Event{Kind: EventToolCallDelta, Index: i, Call: call}, Event{Kind: EventToolCall, Index: i, Call: call})
+	}
+	events = append(events, Event{Kind: EventUsage, Usage: cr.Usage})
+	for _, ev := range events {
+		if err := emit(ev); err != nil {
+			return res, true, err
+		}
+	}
+	return res, true, nil
 }
 
 // allServer reports whether every call is of an offered server tool. A reply that also
@@ -195,7 +299,7 @@ func (r *Runner) stream(ctx context.Context, c Call, req *llm.Request, emit func
 	if res.TTFT == 0 {
 		res.TTFT = r.Now().Sub(start)
 	}
-	if err := emit(Event{Kind: EventStart, Served: served}); err != nil {
+	if err := emit(Event{Kind: EventStart, Served: served, Cache: res.Cache}); err != nil {
 		return nil, served, err
 	}
 	reply := &llm.Response{Message: llm.Message{Role: llm.RoleAssistant}}

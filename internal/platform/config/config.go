@@ -146,6 +146,7 @@ type LLM struct {
 	ToolMaxSteps    int           `koanf:"tool_max_steps" doc:"model calls per request when server-side tools run"`
 	ToolTimeout     time.Duration `koanf:"tool_timeout" doc:"time limit of one server-side tool call"`
 	UsageFlush      time.Duration `koanf:"usage_flush_interval" doc:"how often buffered usage records are written"`
+	CacheTTL        time.Duration `koanf:"cache_ttl" doc:"how long a reply stays in the response cache"`
 }
 
 // LLMProvider is one upstream provider.
@@ -241,7 +242,7 @@ func Default() Config {
 		LLM: devLLM(LLM{
 			MaxTokens: 4096, StreamTimeout: 10 * time.Minute, Timeout: 2 * time.Minute,
 			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
-			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second,
+			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second, CacheTTL: time.Hour,
 		}),
 	}
 }
@@ -507,6 +508,7 @@ func (l LLM) validate() []string {
 	for key, d := range map[string]time.Duration{
 		"llm.stream_timeout": l.StreamTimeout, "llm.timeout": l.Timeout, "llm.max_retry_after": l.MaxRetryAfter,
 		"llm.breaker_cooldown": l.BreakerCooldown, "llm.tool_timeout": l.ToolTimeout, "llm.usage_flush_interval": l.UsageFlush,
+		"llm.cache_ttl": l.CacheTTL,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)
