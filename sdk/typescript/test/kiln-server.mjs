@@ -1,7 +1,6 @@
 // Starts the real kiln binary for the end-to-end tests of the streaming helpers and of
 // the OpenAI SDK (KILN_BIN, default bin/kiln at the repository root), against the test
-// database, and signs a new user up with an API key. The same server setup as
-// e2e.test.mjs.
+// database, and signs a new user up with an API key. Shared by every end-to-end test.
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { access, constants } from "node:fs/promises";
