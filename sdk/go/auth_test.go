@@ -93,7 +93,7 @@ func TestAuthSessionRefreshesOnceForConcurrent401s(t *testing.T) {
 		wg.Go(func() {
 			// A request with a body, which the retry must send again.
 			name := fmt.Sprint("org-", i)
-			resp, err := kiln.CheckResponse(client.CreateOrgWithResponse(t.Context(), kiln.CreateOrgRequest{Name: name}))
+			resp, err := kiln.CheckResponse(client.CreateOrgWithResponse(t.Context(), nil, kiln.CreateOrgRequest{Name: name}))
 			if err != nil {
 				t.Error(err)
 				return
