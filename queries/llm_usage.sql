@@ -2,9 +2,10 @@
 INSERT INTO llm_usage (
     id, org_id, user_id, api_key_id, request_id, endpoint, alias, provider, model, status,
     error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms,
-    ttft_ms, cached, attempts, created_at
+    ttft_ms, cached, attempts, created_at, prompt_name, prompt_version, experiment_id
 ) VALUES (
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21, $22, $23
 );
 
 -- name: UsageReport :many

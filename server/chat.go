@@ -84,11 +84,11 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 
 // beginCall resolves the caller, builds and validates the call, and bounds it by the
 // stream timeout, for the org's own provider keys; on failure it has answered.
-func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func() (chat.Call, error)) (*http.Request, caller, chat.Call, context.CancelFunc, bool) {
+func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func(caller) (chat.Call, error)) (*http.Request, caller, chat.Call, context.CancelFunc, bool) {
 	who, err := s.callerFor(r)
 	var call chat.Call
 	if err == nil {
-		call, err = toCall()
+		call, err = toCall(who)
 		call.Org = who.org
 	}
 	if err == nil {
@@ -108,7 +108,14 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeBody(w, r, &body) {
 		return
 	}
-	r, who, call, cancel, ok := s.beginCall(w, r, func() (chat.Call, error) { return toChatCall(body) })
+	var use *promptUse
+	r, who, call, cancel, ok := s.beginCall(w, r, func(who caller) (chat.Call, error) {
+		c, err := toChatCall(body)
+		if err == nil {
+			use, err = s.applyPrompt(r.Context(), who, &body, &c)
+		}
+		return c, err
+	})
 	defer cancel()
 	if !ok {
 		return
@@ -118,7 +125,7 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 	id := uuid.Must(uuid.NewV7()).String()
 	if body.Stream == nil || !*body.Stream {
 		res, err := s.llm.Runner.Run(ctx, call, nil)
-		s.recordUsage(r, who, "chat", call.Alias, start, res, err)
+		s.recordUsage(r, who, "chat", call.Alias, start, res, err, use.usage())
 		if err != nil {
 			s.respondError(w, r, err)
 			return
@@ -136,7 +143,7 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 			name, data := toChatEvent(ev)
 			return send(name, data)
 		})
-		s.recordUsage(r, who, "chat", call.Alias, start, res, err)
+		s.recordUsage(r, who, "chat", call.Alias, start, res, err, use.usage())
 		if err != nil {
 			return err
 		}
@@ -164,10 +171,11 @@ func useCache(asked *bool, temperature *float64) bool {
 }
 
 // recordUsage accounts for one call, however it ended.
-func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string, start time.Time, res *chat.Result, err error) {
+func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string, start time.Time, res *chat.Result, err error, prompt *usage.PromptUse) {
 	rec := usage.Record{
 		OrgID: who.org, UserID: who.user, APIKeyID: who.key, RequestID: logging.RequestID(r.Context()),
 		Endpoint: endpoint, Alias: alias, Status: usage.StatusOK, Latency: time.Since(start), At: start.UTC(),
+		Prompt: prompt,
 	}
 	if res != nil {
 		rec.Provider, rec.Model = res.Served.Target.Provider, res.Served.Target.Model

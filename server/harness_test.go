@@ -43,6 +43,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
+	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
@@ -171,6 +172,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 		Identity:   newIdentity(t, st, log, mail),
 		Flags:      flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
 		Admin:      admin.New(st, time.Now),
+		Prompts:    prompts.New(st, time.Now),
 		Redis:      rdb,
 		Keyspace:   ks,
 		LimitAbuse: true,

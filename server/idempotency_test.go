@@ -43,7 +43,7 @@ func TestIdempotentRoutes(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	want := []string{"createapikey", "createchatcompletion", "createorg", "createorginvitation", "openaicreatechatcompletion", "openaicreateembeddings", "rotateapikey"}
+	want := []string{"createapikey", "createchatcompletion", "createorg", "createorginvitation", "createprompt", "createpromptversion", "openaicreatechatcompletion", "openaicreateembeddings", "rotateapikey"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("operations taking an Idempotency-Key: %v, want %v", got, want)
 	}

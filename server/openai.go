@@ -267,7 +267,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 	if !s.decodeBody(w, r, &body) {
 		return
 	}
-	r, who, call, cancel, ok := s.beginCall(w, r, func() (chat.Call, error) { return toOpenAICall(&body) })
+	r, who, call, cancel, ok := s.beginCall(w, r, func(caller) (chat.Call, error) { return toOpenAICall(&body) })
 	defer cancel()
 	if !ok {
 		return
@@ -277,7 +277,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 	id := "chatcmpl-" + uuid.Must(uuid.NewV7()).String()
 	if !body.Stream {
 		res, err := s.llm.Runner.Run(ctx, call, nil)
-		s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err)
+		s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err, nil)
 		if err != nil {
 			s.respondError(w, r, err)
 			return
@@ -306,7 +306,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		}
 		return nil
 	})
-	s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err)
+	s.recordUsage(r, who, "openai.chat", call.Alias, start, res, err, nil)
 	switch {
 	case err != nil && !cw.started:
 		s.respondError(w, r, err)
@@ -457,7 +457,7 @@ func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) 
 	if err == nil {
 		result.Usage, result.Cost = res.Usage, served.Target.Price.Cost(res.Usage)
 	}
-	s.recordUsage(r, who, "openai.embeddings", body.Model, start, result, err)
+	s.recordUsage(r, who, "openai.embeddings", body.Model, start, result, err, nil)
 	if err != nil {
 		s.respondError(w, r, err)
 		return

@@ -31,6 +31,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/prompts"
 )
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -57,6 +58,8 @@ type Deps struct {
 	LimitAbuse bool
 	// LLM serves the model endpoints.
 	LLM LLM
+	// Prompts is the prompt store.
+	Prompts *prompts.Service
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
@@ -77,6 +80,7 @@ type Server struct {
 	// trustedProxies may name the client in X-Forwarded-For.
 	trustedProxies []netip.Prefix
 	llm            LLM
+	prompts        *prompts.Service
 	chatSchema     *openapi3.Schema // validates WebSocket chat frames
 	started        time.Time
 	streaming      map[string]bool // route templates exempt from the request deadline
@@ -123,6 +127,7 @@ func New(d Deps) (*Server, error) {
 		flags:     d.Flags,
 		admin:     d.Admin,
 		llm:       d.LLM,
+		prompts:   d.Prompts,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,

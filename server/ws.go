@@ -118,8 +118,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 		case "cancel":
 			ws.cancelRun()
 		case "chat":
-			call, err := s.decodeWSChat(frame.Data)
-			call.Org = who.org
+			call, use, err := s.decodeWSChat(ctx, who, frame.Data)
 			if err != nil {
 				ws.sendError(ctx, err)
 				continue
@@ -133,7 +132,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			ws.stop = stopRun
 			ws.mu.Unlock()
 			go func() {
-				typ, data := ws.run(runCtx, ctx, call)
+				typ, data := ws.run(runCtx, ctx, call, use)
 				stopRun()
 				// Free the connection before the last event goes out (a client may send its
 				// next chat as soon as it reads it), but under the write lock, so no frame of
@@ -159,7 +158,7 @@ func (ws *wsConn) cancelRun() {
 
 // run streams one reply and returns its last event, done or error, for the caller to send
 // once the connection is free for the next reply. connCtx outlives a cancelled reply.
-func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) (string, any) {
+func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptUse) (string, any) {
 	start := time.Now()
 	id := uuid.Must(uuid.NewV7()).String()
 	res, err := ws.s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
@@ -169,7 +168,7 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) (string, any
 		name, data := toChatEvent(ev)
 		return ws.send(connCtx, name, data)
 	})
-	ws.s.recordUsage(ws.r.WithContext(ctx), ws.who, "websocket", call.Alias, start, res, err)
+	ws.s.recordUsage(ws.r.WithContext(ctx), ws.who, "websocket", call.Alias, start, res, err, use.usage())
 	switch {
 	case err == nil:
 		return "done", toChatDone(id, call.Alias, res)
@@ -187,22 +186,27 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call) (string, any
 }
 
 // decodeWSChat validates a chat frame's data against the ChatRequest schema, as the HTTP
-// validator does for a request body.
-func (s *Server) decodeWSChat(data json.RawMessage) (chat.Call, error) {
+// validator does for a request body, then builds the call as the HTTP handler does.
+func (s *Server) decodeWSChat(ctx context.Context, who caller, data json.RawMessage) (chat.Call, *promptUse, error) {
 	var generic any
 	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
-		return chat.Call{}, errs.InvalidFields("invalid chat frame", []errs.FieldError{{Pointer: "/data", Message: "must be a ChatRequest object"}})
+		return chat.Call{}, nil, errs.InvalidFields("invalid chat frame", []errs.FieldError{{Pointer: "/data", Message: "must be a ChatRequest object"}})
 	}
 	if err := s.chatSchema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
-		return chat.Call{}, errs.InvalidFields("invalid chat frame", schemaFields("/data", err))
+		return chat.Call{}, nil, errs.InvalidFields("invalid chat frame", schemaFields("/data", err))
 	}
 	var body api.ChatRequest
 	if err := json.Unmarshal(data, &body); err != nil {
-		return chat.Call{}, &errs.Error{Code: errs.MalformedJSON, Message: "The chat frame's data could not be decoded."}
+		return chat.Call{}, nil, &errs.Error{Code: errs.MalformedJSON, Message: "The chat frame's data could not be decoded."}
 	}
 	call, err := toChatCall(body)
+	call.Org = who.org
+	var use *promptUse
+	if err == nil {
+		use, err = s.applyPrompt(ctx, who, &body, &call)
+	}
 	if err == nil {
 		err = s.llm.Runner.Validate(&call)
 	}
-	return call, err
+	return call, use, err
 }

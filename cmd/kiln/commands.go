@@ -36,6 +36,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/platform/version"
+	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/worker"
@@ -216,6 +217,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	}
 	srv, err := server.New(server.Deps{
 		LLM:        llmDeps,
+		Prompts:    prompts.New(store.New(d.pool), time.Now),
 		Config:     a.cfg.HTTP,
 		Log:        a.log,
 		Registry:   reg,

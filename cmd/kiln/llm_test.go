@@ -111,6 +111,7 @@ func TestServeWritesUsageBeforeExit(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		_, _ = io.Copy(io.Discard, res.Body) // a stream read to its end: closing early would cancel it
 	}
 	var pair struct {
 		AccessToken string `json:"access_token"`

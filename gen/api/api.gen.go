@@ -199,6 +199,27 @@ func (e CreateInvitationRequestRole) Valid() bool {
 	}
 }
 
+// Defines values for DiffLineOp.
+const (
+	Delete DiffLineOp = "delete"
+	Equal  DiffLineOp = "equal"
+	Insert DiffLineOp = "insert"
+)
+
+// Valid indicates whether the value is a known member of the DiffLineOp enum.
+func (e DiffLineOp) Valid() bool {
+	switch e {
+	case Delete:
+		return true
+	case Equal:
+		return true
+	case Insert:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ErrorCode.
 const (
 	Conflict              ErrorCode = "conflict"
@@ -544,6 +565,75 @@ const (
 func (e OpenAIModelListObject) Valid() bool {
 	switch e {
 	case OpenAIModelListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptMessageRole.
+const (
+	PromptMessageRoleAssistant PromptMessageRole = "assistant"
+	PromptMessageRoleSystem    PromptMessageRole = "system"
+	PromptMessageRoleUser      PromptMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the PromptMessageRole enum.
+func (e PromptMessageRole) Valid() bool {
+	switch e {
+	case PromptMessageRoleAssistant:
+		return true
+	case PromptMessageRoleSystem:
+		return true
+	case PromptMessageRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptMessageDiffChange.
+const (
+	Added     PromptMessageDiffChange = "added"
+	Changed   PromptMessageDiffChange = "changed"
+	Removed   PromptMessageDiffChange = "removed"
+	Unchanged PromptMessageDiffChange = "unchanged"
+)
+
+// Valid indicates whether the value is a known member of the PromptMessageDiffChange enum.
+func (e PromptMessageDiffChange) Valid() bool {
+	switch e {
+	case Added:
+		return true
+	case Changed:
+		return true
+	case Removed:
+		return true
+	case Unchanged:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptVariableType.
+const (
+	Boolean PromptVariableType = "boolean"
+	Integer PromptVariableType = "integer"
+	Number  PromptVariableType = "number"
+	String  PromptVariableType = "string"
+)
+
+// Valid indicates whether the value is a known member of the PromptVariableType enum.
+func (e PromptVariableType) Valid() bool {
+	switch e {
+	case Boolean:
+		return true
+	case Integer:
+		return true
+	case Number:
+		return true
+	case String:
 		return true
 	default:
 		return false
@@ -939,6 +1029,21 @@ type ChatMessage struct {
 	ToolCalls *[]ToolCall `json:"tool_calls,omitempty"`
 }
 
+// ChatPromptRef Use a stored prompt: its rendered messages come before `messages`, and its model
+// alias, parameters and tools apply where the request sets none. At most one of
+// `label` (default `production`) and `version`.
+type ChatPromptRef struct {
+	Label *string `json:"label,omitempty"`
+	Name  string  `json:"name"`
+
+	// StickyKey Who a split label is sticky for; default the request's `user`, else the caller's user or API key id.
+	StickyKey *string `json:"sticky_key,omitempty"`
+
+	// Variables Variable values by name, each of its declared JSON type.
+	Variables *PromptVariables `json:"variables,omitempty"`
+	Version   *int             `json:"version,omitempty"`
+}
+
 // ChatRequest defines model for ChatRequest.
 type ChatRequest struct {
 	// Cache Serve from (and store in) Kiln's exact-match response cache. Default: on when
@@ -949,11 +1054,18 @@ type ChatRequest struct {
 	Cache *bool `json:"cache,omitempty"`
 
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
-	MaxTokens *int          `json:"max_tokens,omitempty"`
-	Messages  []ChatMessage `json:"messages"`
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Messages The conversation; with `prompt`, the prompt's rendered messages come first.
+	Messages []ChatMessage `json:"messages"`
 
 	// Model A model alias of the catalog (`GET /v1/models`).
-	Model          *string         `json:"model,omitempty"`
+	Model *string `json:"model,omitempty"`
+
+	// Prompt Use a stored prompt: its rendered messages come before `messages`, and its model
+	// alias, parameters and tools apply where the request sets none. At most one of
+	// `label` (default `production`) and `version`.
+	Prompt         *ChatPromptRef  `json:"prompt,omitempty"`
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
 	Seed           *int64          `json:"seed,omitempty"`
 
@@ -1050,6 +1162,22 @@ type CreateInvitationRequestRole string
 type CreateOrgRequest struct {
 	Name string `json:"name"`
 }
+
+// CreatePromptRequest defines model for CreatePromptRequest.
+type CreatePromptRequest struct {
+	Description *string            `json:"description,omitempty"`
+	Name        string             `json:"name"`
+	Version     PromptVersionInput `json:"version"`
+}
+
+// DiffLine defines model for DiffLine.
+type DiffLine struct {
+	Op   DiffLineOp `json:"op"`
+	Text string     `json:"text"`
+}
+
+// DiffLineOp defines model for DiffLine.Op.
+type DiffLineOp string
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1453,6 +1581,203 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// Prompt defines model for Prompt.
+type Prompt struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt     Timestamp           `json:"created_at"`
+	CreatedBy     *openapi_types.UUID `json:"created_by"`
+	Description   string              `json:"description"`
+	Id            openapi_types.UUID  `json:"id"`
+	Labels        []PromptLabel       `json:"labels"`
+	LatestVersion int                 `json:"latest_version"`
+	Name          string              `json:"name"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// PromptDiff defines model for PromptDiff.
+type PromptDiff struct {
+	// Changed The fields that differ, of `messages`, `variables`, `model`, `parameters`, `tools`, `note`.
+	Changed []string `json:"changed"`
+
+	// Fields The old and new value of each changed field but `messages`.
+	Fields   []PromptFieldChange `json:"fields"`
+	From     int                 `json:"from"`
+	Messages []PromptMessageDiff `json:"messages"`
+	To       int                 `json:"to"`
+}
+
+// PromptExperimentReport defines model for PromptExperimentReport.
+type PromptExperimentReport struct {
+	// EndedAt When the label moved on; null while the experiment runs.
+	EndedAt *time.Time         `json:"ended_at"`
+	Id      openapi_types.UUID `json:"id"`
+	Label   string             `json:"label"`
+
+	// Name The prompt's name.
+	Name  string             `json:"name"`
+	Split []PromptSplitEntry `json:"split"`
+
+	// StartedAt RFC 3339, UTC.
+	StartedAt Timestamp                 `json:"started_at"`
+	Versions  []PromptExperimentVersion `json:"versions"`
+}
+
+// PromptExperimentVersion defines model for PromptExperimentVersion.
+type PromptExperimentVersion struct {
+	CompletionTokens int64   `json:"completion_tokens"`
+	CostUsd          float64 `json:"cost_usd"`
+
+	// ErrorRate errors / requests; 0 without requests.
+	ErrorRate float64 `json:"error_rate"`
+	Errors    int64   `json:"errors"`
+
+	// FeedbackDown Always 0 for now; message feedback arrives with conversations.
+	FeedbackDown int64 `json:"feedback_down"`
+
+	// FeedbackUp Always 0 for now; message feedback arrives with conversations.
+	FeedbackUp   int64   `json:"feedback_up"`
+	LatencyMsP50 float64 `json:"latency_ms_p50"`
+	LatencyMsP95 float64 `json:"latency_ms_p95"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Requests     int64   `json:"requests"`
+	Version      int     `json:"version"`
+	Weight       int     `json:"weight"`
+}
+
+// PromptFieldChange defines model for PromptFieldChange.
+type PromptFieldChange struct {
+	Field string `json:"field"`
+
+	// From The value in version `from` (any JSON value).
+	From interface{} `json:"from"`
+
+	// To The value in version `to` (any JSON value).
+	To interface{} `json:"to"`
+}
+
+// PromptLabel defines model for PromptLabel.
+type PromptLabel struct {
+	// ExperimentId The running experiment of a split.
+	ExperimentId *openapi_types.UUID `json:"experiment_id"`
+	Label        string              `json:"label"`
+	Split        *[]PromptSplitEntry `json:"split"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp           `json:"updated_at"`
+	UpdatedBy *openapi_types.UUID `json:"updated_by"`
+
+	// Version The version the label points at; null for a split.
+	Version *int `json:"version"`
+}
+
+// PromptList defines model for PromptList.
+type PromptList struct {
+	Data       []Prompt `json:"data"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
+// PromptMessage defines model for PromptMessage.
+type PromptMessage struct {
+	// Content A template: `{{name}}` (whitespace inside the braces allowed) is replaced by the
+	// variable `name`, which the version must declare. A literal `{{` cannot be written.
+	Content string            `json:"content"`
+	Role    PromptMessageRole `json:"role"`
+}
+
+// PromptMessageRole defines model for PromptMessage.Role.
+type PromptMessageRole string
+
+// PromptMessageDiff defines model for PromptMessageDiff.
+type PromptMessageDiff struct {
+	Change   PromptMessageDiffChange `json:"change"`
+	FromRole *string                 `json:"from_role"`
+	Index    int                     `json:"index"`
+
+	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`.
+	Lines  []DiffLine `json:"lines"`
+	ToRole *string    `json:"to_role"`
+}
+
+// PromptMessageDiffChange defines model for PromptMessageDiff.Change.
+type PromptMessageDiffChange string
+
+// PromptParameters Defaults for the chat request; the request's own values win.
+type PromptParameters struct {
+	MaxTokens   *int     `json:"max_tokens,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+}
+
+// PromptSplitEntry defines model for PromptSplitEntry.
+type PromptSplitEntry struct {
+	Version int `json:"version"`
+	Weight  int `json:"weight"`
+}
+
+// PromptVariable defines model for PromptVariable.
+type PromptVariable struct {
+	// Default The value of an optional variable that is not given; of the variable's type.
+	Default     interface{} `json:"default,omitempty"`
+	Description *string     `json:"description,omitempty"`
+	Name        string      `json:"name"`
+
+	// Required Rendering fails without a value. A required variable has no default.
+	Required *bool `json:"required,omitempty"`
+
+	// Type The JSON type a value must have when rendering.
+	Type PromptVariableType `json:"type"`
+}
+
+// PromptVariableType The JSON type a value must have when rendering.
+type PromptVariableType string
+
+// PromptVariables Variable values by name, each of its declared JSON type.
+type PromptVariables map[string]interface{}
+
+// PromptVersion defines model for PromptVersion.
+type PromptVersion struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// CreatedBy The user who added it; null for an API key (the audit log names the key).
+	CreatedBy *openapi_types.UUID `json:"created_by"`
+	Messages  []PromptMessage     `json:"messages"`
+	Model     *string             `json:"model"`
+	Note      string              `json:"note"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters PromptParameters `json:"parameters"`
+	Tools      []ToolDefinition `json:"tools"`
+	Variables  []PromptVariable `json:"variables"`
+	Version    int              `json:"version"`
+}
+
+// PromptVersionInput defines model for PromptVersionInput.
+type PromptVersionInput struct {
+	Messages []PromptMessage `json:"messages"`
+
+	// Model The model alias chat uses when the request names none.
+	Model *string `json:"model,omitempty"`
+
+	// Note What changed, for the people who review it.
+	Note *string `json:"note,omitempty"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters *PromptParameters `json:"parameters,omitempty"`
+
+	// Tools Tools offered with the prompt, before the request's own (a request tool of the same name wins).
+	Tools     *[]ToolDefinition `json:"tools,omitempty"`
+	Variables *[]PromptVariable `json:"variables,omitempty"`
+}
+
+// PromptVersionList defines model for PromptVersionList.
+type PromptVersionList struct {
+	Data       []PromptVersion `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
 // ProviderKey defines model for ProviderKey.
 type ProviderKey struct {
 	// CreatedAt RFC 3339, UTC.
@@ -1528,6 +1853,35 @@ type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+// RenderPromptRequest At most one of `label` and `version`.
+type RenderPromptRequest struct {
+	Label *string `json:"label,omitempty"`
+
+	// StickyKey Who the split of a label is sticky for (a user or conversation id).
+	StickyKey *string `json:"sticky_key,omitempty"`
+
+	// Variables Variable values by name, each of its declared JSON type.
+	Variables *PromptVariables `json:"variables,omitempty"`
+	Version   *int             `json:"version,omitempty"`
+}
+
+// RenderedPrompt defines model for RenderedPrompt.
+type RenderedPrompt struct {
+	// ExperimentId The experiment that drew the version, for a split label.
+	ExperimentId *openapi_types.UUID `json:"experiment_id"`
+
+	// Label The label resolved; null when a version was asked for.
+	Label    *string         `json:"label"`
+	Messages []PromptMessage `json:"messages"`
+	Model    *string         `json:"model"`
+	Name     string          `json:"name"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters PromptParameters `json:"parameters"`
+	Tools      []ToolDefinition `json:"tools"`
+	Version    int              `json:"version"`
+}
+
 // ResetPasswordRequest defines model for ResetPasswordRequest.
 type ResetPasswordRequest struct {
 	Password string `json:"password"`
@@ -1582,6 +1936,12 @@ type Session struct {
 type SessionList struct {
 	Data       []Session `json:"data"`
 	NextCursor *string   `json:"next_cursor"`
+}
+
+// SetPromptLabelRequest Exactly one of `version` and `split`.
+type SetPromptLabelRequest struct {
+	Split   *[]PromptSplitEntry `json:"split,omitempty"`
+	Version *int                `json:"version,omitempty"`
 }
 
 // SetProviderKeyRequest defines model for SetProviderKeyRequest.
@@ -1769,6 +2129,15 @@ type Limit = int
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
 
+// PromptLabelName defines model for PromptLabelName.
+type PromptLabelName = string
+
+// PromptName defines model for PromptName.
+type PromptName = string
+
+// PromptVersionNumber defines model for PromptVersionNumber.
+type PromptVersionNumber = int
+
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
 
@@ -1927,6 +2296,106 @@ type CreateOrgInvitationParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListPromptsParams defines parameters for ListPrompts.
+type ListPromptsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreatePromptParams defines parameters for CreatePrompt.
+type CreatePromptParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeletePromptParams defines parameters for DeletePrompt.
+type DeletePromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptParams defines parameters for GetPrompt.
+type GetPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DiffPromptVersionsParams defines parameters for DiffPromptVersions.
+type DiffPromptVersionsParams struct {
+	// From The older version.
+	From int `form:"from" json:"from"`
+
+	// To The newer version.
+	To int `form:"to" json:"to"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptExperimentParams defines parameters for GetPromptExperiment.
+type GetPromptExperimentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetPromptLabelParams defines parameters for SetPromptLabel.
+type SetPromptLabelParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// RenderPromptParams defines parameters for RenderPrompt.
+type RenderPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListPromptVersionsParams defines parameters for ListPromptVersions.
+type ListPromptVersionsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreatePromptVersionParams defines parameters for CreatePromptVersion.
+type CreatePromptVersionParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptVersionParams defines parameters for GetPromptVersion.
+type GetPromptVersionParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // ListProviderKeysParams defines parameters for ListProviderKeys.
 type ListProviderKeysParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2016,6 +2485,18 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// CreatePromptJSONRequestBody defines body for CreatePrompt for application/json ContentType.
+type CreatePromptJSONRequestBody = CreatePromptRequest
+
+// SetPromptLabelJSONRequestBody defines body for SetPromptLabel for application/json ContentType.
+type SetPromptLabelJSONRequestBody = SetPromptLabelRequest
+
+// RenderPromptJSONRequestBody defines body for RenderPrompt for application/json ContentType.
+type RenderPromptJSONRequestBody = RenderPromptRequest
+
+// CreatePromptVersionJSONRequestBody defines body for CreatePromptVersion for application/json ContentType.
+type CreatePromptVersionJSONRequestBody = PromptVersionInput
 
 // SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
 type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
@@ -2971,6 +3452,39 @@ type ServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(w http.ResponseWriter, r *http.Request, id ID)
+	// ListPrompts The org's prompts
+	// (GET /v1/prompts)
+	ListPrompts(w http.ResponseWriter, r *http.Request, params ListPromptsParams)
+	// CreatePrompt Create a prompt with its first version
+	// (POST /v1/prompts)
+	CreatePrompt(w http.ResponseWriter, r *http.Request, params CreatePromptParams)
+	// DeletePrompt Delete a prompt
+	// (DELETE /v1/prompts/{name})
+	DeletePrompt(w http.ResponseWriter, r *http.Request, name PromptName, params DeletePromptParams)
+	// GetPrompt One prompt, with its labels
+	// (GET /v1/prompts/{name})
+	GetPrompt(w http.ResponseWriter, r *http.Request, name PromptName, params GetPromptParams)
+	// DiffPromptVersions Compare two versions
+	// (GET /v1/prompts/{name}/diff)
+	DiffPromptVersions(w http.ResponseWriter, r *http.Request, name PromptName, params DiffPromptVersionsParams)
+	// GetPromptExperiment The results of an A/B experiment
+	// (GET /v1/prompts/{name}/experiments/{id})
+	GetPromptExperiment(w http.ResponseWriter, r *http.Request, name PromptName, id ID, params GetPromptExperimentParams)
+	// SetPromptLabel Point a label at a version, or split it between versions
+	// (PUT /v1/prompts/{name}/labels/{label})
+	SetPromptLabel(w http.ResponseWriter, r *http.Request, name PromptName, label PromptLabelName, params SetPromptLabelParams)
+	// RenderPrompt Preview a prompt as chat would use it
+	// (POST /v1/prompts/{name}/render)
+	RenderPrompt(w http.ResponseWriter, r *http.Request, name PromptName, params RenderPromptParams)
+	// ListPromptVersions A prompt's versions
+	// (GET /v1/prompts/{name}/versions)
+	ListPromptVersions(w http.ResponseWriter, r *http.Request, name PromptName, params ListPromptVersionsParams)
+	// CreatePromptVersion Add a version
+	// (POST /v1/prompts/{name}/versions)
+	CreatePromptVersion(w http.ResponseWriter, r *http.Request, name PromptName, params CreatePromptVersionParams)
+	// GetPromptVersion One version of a prompt
+	// (GET /v1/prompts/{name}/versions/{version})
+	GetPromptVersion(w http.ResponseWriter, r *http.Request, name PromptName, version PromptVersionNumber, params GetPromptVersionParams)
 	// ListProviderKeys The org's own provider keys
 	// (GET /v1/provider-keys)
 	ListProviderKeys(w http.ResponseWriter, r *http.Request, params ListProviderKeysParams)
@@ -4462,6 +4976,681 @@ func (siw *ServerInterfaceWrapper) TransferOrgOwnership(w http.ResponseWriter, r
 	handler.ServeHTTP(w, r)
 }
 
+// ListPrompts operation middleware
+func (siw *ServerInterfaceWrapper) ListPrompts(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListPromptsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListPrompts(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreatePrompt operation middleware
+func (siw *ServerInterfaceWrapper) CreatePrompt(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreatePromptParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreatePrompt(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeletePrompt operation middleware
+func (siw *ServerInterfaceWrapper) DeletePrompt(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeletePromptParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeletePrompt(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetPrompt operation middleware
+func (siw *ServerInterfaceWrapper) GetPrompt(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetPromptParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetPrompt(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DiffPromptVersions operation middleware
+func (siw *ServerInterfaceWrapper) DiffPromptVersions(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DiffPromptVersionsParams
+
+	// ------------- Required query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "from", r.URL.Query(), &params.From, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "from"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "from", Err: err})
+		}
+		return
+	}
+
+	// ------------- Required query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "to", r.URL.Query(), &params.To, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "to"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "to", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DiffPromptVersions(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetPromptExperiment operation middleware
+func (siw *ServerInterfaceWrapper) GetPromptExperiment(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetPromptExperimentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetPromptExperiment(w, r, name, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetPromptLabel operation middleware
+func (siw *ServerInterfaceWrapper) SetPromptLabel(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "label" -------------
+	var label PromptLabelName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "label", r.PathValue("label"), &label, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "label", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetPromptLabelParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetPromptLabel(w, r, name, label, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RenderPrompt operation middleware
+func (siw *ServerInterfaceWrapper) RenderPrompt(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RenderPromptParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RenderPrompt(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListPromptVersions operation middleware
+func (siw *ServerInterfaceWrapper) ListPromptVersions(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListPromptVersionsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListPromptVersions(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreatePromptVersion operation middleware
+func (siw *ServerInterfaceWrapper) CreatePromptVersion(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreatePromptVersionParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreatePromptVersion(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetPromptVersion operation middleware
+func (siw *ServerInterfaceWrapper) GetPromptVersion(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "version" -------------
+	var version PromptVersionNumber
+
+	err = runtime.BindStyledParameterWithOptions("simple", "version", r.PathValue("version"), &version, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "version", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetPromptVersionParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetPromptVersion(w, r, name, version, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListProviderKeys operation middleware
 func (siw *ServerInterfaceWrapper) ListProviderKeys(w http.ResponseWriter, r *http.Request) {
 
@@ -4881,6 +6070,17 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/provider-keys", wrapper.ListProviderKeys)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/provider-keys/{provider}", wrapper.DeleteProviderKey)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/provider-keys/{provider}", wrapper.SetProviderKey)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts", wrapper.ListPrompts)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts", wrapper.CreatePrompt)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/prompts/{name}", wrapper.DeletePrompt)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}", wrapper.GetPrompt)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.ListPromptVersions)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.CreatePromptVersion)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions/{version}", wrapper.GetPromptVersion)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/prompts/{name}/labels/{label}", wrapper.SetPromptLabel)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/diff", wrapper.DiffPromptVersions)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/render", wrapper.RenderPrompt)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/experiments/{id}", wrapper.GetPromptExperiment)
 
 	return m
 }
@@ -6899,6 +8099,445 @@ func (response TransferOrgOwnershipdefaultApplicationProblemPlusJSONResponse) Vi
 	return err
 }
 
+type ListPromptsRequestObject struct {
+	Params ListPromptsParams
+}
+
+type ListPromptsResponseObject interface {
+	VisitListPromptsResponse(w http.ResponseWriter) error
+}
+
+type ListPrompts200JSONResponse PromptList
+
+func (response ListPrompts200JSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPromptsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListPromptsdefaultApplicationProblemPlusJSONResponse) VisitListPromptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePromptRequestObject struct {
+	Params CreatePromptParams
+	Body   *CreatePromptJSONRequestBody
+}
+
+type CreatePromptResponseObject interface {
+	VisitCreatePromptResponse(w http.ResponseWriter) error
+}
+
+type CreatePrompt201JSONResponse Prompt
+
+func (response CreatePrompt201JSONResponse) VisitCreatePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePromptdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreatePromptdefaultApplicationProblemPlusJSONResponse) VisitCreatePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePromptRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params DeletePromptParams
+}
+
+type DeletePromptResponseObject interface {
+	VisitDeletePromptResponse(w http.ResponseWriter) error
+}
+
+type DeletePrompt204Response struct {
+}
+
+func (response DeletePrompt204Response) VisitDeletePromptResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeletePromptdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeletePromptdefaultApplicationProblemPlusJSONResponse) VisitDeletePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params GetPromptParams
+}
+
+type GetPromptResponseObject interface {
+	VisitGetPromptResponse(w http.ResponseWriter) error
+}
+
+type GetPrompt200JSONResponse Prompt
+
+func (response GetPrompt200JSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetPromptdefaultApplicationProblemPlusJSONResponse) VisitGetPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DiffPromptVersionsRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params DiffPromptVersionsParams
+}
+
+type DiffPromptVersionsResponseObject interface {
+	VisitDiffPromptVersionsResponse(w http.ResponseWriter) error
+}
+
+type DiffPromptVersions200JSONResponse PromptDiff
+
+func (response DiffPromptVersions200JSONResponse) VisitDiffPromptVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DiffPromptVersionsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DiffPromptVersionsdefaultApplicationProblemPlusJSONResponse) VisitDiffPromptVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptExperimentRequestObject struct {
+	Name   PromptName `json:"name"`
+	Id     ID         `json:"id"`
+	Params GetPromptExperimentParams
+}
+
+type GetPromptExperimentResponseObject interface {
+	VisitGetPromptExperimentResponse(w http.ResponseWriter) error
+}
+
+type GetPromptExperiment200JSONResponse PromptExperimentReport
+
+func (response GetPromptExperiment200JSONResponse) VisitGetPromptExperimentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptExperimentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetPromptExperimentdefaultApplicationProblemPlusJSONResponse) VisitGetPromptExperimentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetPromptLabelRequestObject struct {
+	Name   PromptName      `json:"name"`
+	Label  PromptLabelName `json:"label"`
+	Params SetPromptLabelParams
+	Body   *SetPromptLabelJSONRequestBody
+}
+
+type SetPromptLabelResponseObject interface {
+	VisitSetPromptLabelResponse(w http.ResponseWriter) error
+}
+
+type SetPromptLabel200JSONResponse PromptLabel
+
+func (response SetPromptLabel200JSONResponse) VisitSetPromptLabelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetPromptLabeldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetPromptLabeldefaultApplicationProblemPlusJSONResponse) VisitSetPromptLabelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenderPromptRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params RenderPromptParams
+	Body   *RenderPromptJSONRequestBody
+}
+
+type RenderPromptResponseObject interface {
+	VisitRenderPromptResponse(w http.ResponseWriter) error
+}
+
+type RenderPrompt200JSONResponse RenderedPrompt
+
+func (response RenderPrompt200JSONResponse) VisitRenderPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RenderPromptdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RenderPromptdefaultApplicationProblemPlusJSONResponse) VisitRenderPromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPromptVersionsRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params ListPromptVersionsParams
+}
+
+type ListPromptVersionsResponseObject interface {
+	VisitListPromptVersionsResponse(w http.ResponseWriter) error
+}
+
+type ListPromptVersions200JSONResponse PromptVersionList
+
+func (response ListPromptVersions200JSONResponse) VisitListPromptVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPromptVersionsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListPromptVersionsdefaultApplicationProblemPlusJSONResponse) VisitListPromptVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePromptVersionRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params CreatePromptVersionParams
+	Body   *CreatePromptVersionJSONRequestBody
+}
+
+type CreatePromptVersionResponseObject interface {
+	VisitCreatePromptVersionResponse(w http.ResponseWriter) error
+}
+
+type CreatePromptVersion201JSONResponse PromptVersion
+
+func (response CreatePromptVersion201JSONResponse) VisitCreatePromptVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePromptVersiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreatePromptVersiondefaultApplicationProblemPlusJSONResponse) VisitCreatePromptVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptVersionRequestObject struct {
+	Name    PromptName          `json:"name"`
+	Version PromptVersionNumber `json:"version"`
+	Params  GetPromptVersionParams
+}
+
+type GetPromptVersionResponseObject interface {
+	VisitGetPromptVersionResponse(w http.ResponseWriter) error
+}
+
+type GetPromptVersion200JSONResponse PromptVersion
+
+func (response GetPromptVersion200JSONResponse) VisitGetPromptVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPromptVersiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetPromptVersiondefaultApplicationProblemPlusJSONResponse) VisitGetPromptVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListProviderKeysRequestObject struct {
 	Params ListProviderKeysParams
 }
@@ -7198,6 +8837,39 @@ type StrictServerInterface interface {
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(ctx context.Context, request TransferOrgOwnershipRequestObject) (TransferOrgOwnershipResponseObject, error)
+	// ListPrompts The org's prompts
+	// (GET /v1/prompts)
+	ListPrompts(ctx context.Context, request ListPromptsRequestObject) (ListPromptsResponseObject, error)
+	// CreatePrompt Create a prompt with its first version
+	// (POST /v1/prompts)
+	CreatePrompt(ctx context.Context, request CreatePromptRequestObject) (CreatePromptResponseObject, error)
+	// DeletePrompt Delete a prompt
+	// (DELETE /v1/prompts/{name})
+	DeletePrompt(ctx context.Context, request DeletePromptRequestObject) (DeletePromptResponseObject, error)
+	// GetPrompt One prompt, with its labels
+	// (GET /v1/prompts/{name})
+	GetPrompt(ctx context.Context, request GetPromptRequestObject) (GetPromptResponseObject, error)
+	// DiffPromptVersions Compare two versions
+	// (GET /v1/prompts/{name}/diff)
+	DiffPromptVersions(ctx context.Context, request DiffPromptVersionsRequestObject) (DiffPromptVersionsResponseObject, error)
+	// GetPromptExperiment The results of an A/B experiment
+	// (GET /v1/prompts/{name}/experiments/{id})
+	GetPromptExperiment(ctx context.Context, request GetPromptExperimentRequestObject) (GetPromptExperimentResponseObject, error)
+	// SetPromptLabel Point a label at a version, or split it between versions
+	// (PUT /v1/prompts/{name}/labels/{label})
+	SetPromptLabel(ctx context.Context, request SetPromptLabelRequestObject) (SetPromptLabelResponseObject, error)
+	// RenderPrompt Preview a prompt as chat would use it
+	// (POST /v1/prompts/{name}/render)
+	RenderPrompt(ctx context.Context, request RenderPromptRequestObject) (RenderPromptResponseObject, error)
+	// ListPromptVersions A prompt's versions
+	// (GET /v1/prompts/{name}/versions)
+	ListPromptVersions(ctx context.Context, request ListPromptVersionsRequestObject) (ListPromptVersionsResponseObject, error)
+	// CreatePromptVersion Add a version
+	// (POST /v1/prompts/{name}/versions)
+	CreatePromptVersion(ctx context.Context, request CreatePromptVersionRequestObject) (CreatePromptVersionResponseObject, error)
+	// GetPromptVersion One version of a prompt
+	// (GET /v1/prompts/{name}/versions/{version})
+	GetPromptVersion(ctx context.Context, request GetPromptVersionRequestObject) (GetPromptVersionResponseObject, error)
 	// ListProviderKeys The org's own provider keys
 	// (GET /v1/provider-keys)
 	ListProviderKeys(ctx context.Context, request ListProviderKeysRequestObject) (ListProviderKeysResponseObject, error)
@@ -8575,6 +10247,332 @@ func (sh *strictHandler) TransferOrgOwnership(w http.ResponseWriter, r *http.Req
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(TransferOrgOwnershipResponseObject); ok {
 		if err := validResponse.VisitTransferOrgOwnershipResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListPrompts operation middleware
+func (sh *strictHandler) ListPrompts(w http.ResponseWriter, r *http.Request, params ListPromptsParams) {
+	var request ListPromptsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPrompts(ctx, request.(ListPromptsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPrompts")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListPromptsResponseObject); ok {
+		if err := validResponse.VisitListPromptsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreatePrompt operation middleware
+func (sh *strictHandler) CreatePrompt(w http.ResponseWriter, r *http.Request, params CreatePromptParams) {
+	var request CreatePromptRequestObject
+
+	request.Params = params
+
+	var body CreatePromptJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreatePrompt(ctx, request.(CreatePromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreatePrompt")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreatePromptResponseObject); ok {
+		if err := validResponse.VisitCreatePromptResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeletePrompt operation middleware
+func (sh *strictHandler) DeletePrompt(w http.ResponseWriter, r *http.Request, name PromptName, params DeletePromptParams) {
+	var request DeletePromptRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeletePrompt(ctx, request.(DeletePromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeletePrompt")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeletePromptResponseObject); ok {
+		if err := validResponse.VisitDeletePromptResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetPrompt operation middleware
+func (sh *strictHandler) GetPrompt(w http.ResponseWriter, r *http.Request, name PromptName, params GetPromptParams) {
+	var request GetPromptRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetPrompt(ctx, request.(GetPromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetPrompt")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetPromptResponseObject); ok {
+		if err := validResponse.VisitGetPromptResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DiffPromptVersions operation middleware
+func (sh *strictHandler) DiffPromptVersions(w http.ResponseWriter, r *http.Request, name PromptName, params DiffPromptVersionsParams) {
+	var request DiffPromptVersionsRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DiffPromptVersions(ctx, request.(DiffPromptVersionsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DiffPromptVersions")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DiffPromptVersionsResponseObject); ok {
+		if err := validResponse.VisitDiffPromptVersionsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetPromptExperiment operation middleware
+func (sh *strictHandler) GetPromptExperiment(w http.ResponseWriter, r *http.Request, name PromptName, id ID, params GetPromptExperimentParams) {
+	var request GetPromptExperimentRequestObject
+
+	request.Name = name
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetPromptExperiment(ctx, request.(GetPromptExperimentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetPromptExperiment")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetPromptExperimentResponseObject); ok {
+		if err := validResponse.VisitGetPromptExperimentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetPromptLabel operation middleware
+func (sh *strictHandler) SetPromptLabel(w http.ResponseWriter, r *http.Request, name PromptName, label PromptLabelName, params SetPromptLabelParams) {
+	var request SetPromptLabelRequestObject
+
+	request.Name = name
+	request.Label = label
+	request.Params = params
+
+	var body SetPromptLabelJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetPromptLabel(ctx, request.(SetPromptLabelRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetPromptLabel")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetPromptLabelResponseObject); ok {
+		if err := validResponse.VisitSetPromptLabelResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RenderPrompt operation middleware
+func (sh *strictHandler) RenderPrompt(w http.ResponseWriter, r *http.Request, name PromptName, params RenderPromptParams) {
+	var request RenderPromptRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	var body RenderPromptJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RenderPrompt(ctx, request.(RenderPromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RenderPrompt")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RenderPromptResponseObject); ok {
+		if err := validResponse.VisitRenderPromptResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListPromptVersions operation middleware
+func (sh *strictHandler) ListPromptVersions(w http.ResponseWriter, r *http.Request, name PromptName, params ListPromptVersionsParams) {
+	var request ListPromptVersionsRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPromptVersions(ctx, request.(ListPromptVersionsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPromptVersions")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListPromptVersionsResponseObject); ok {
+		if err := validResponse.VisitListPromptVersionsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreatePromptVersion operation middleware
+func (sh *strictHandler) CreatePromptVersion(w http.ResponseWriter, r *http.Request, name PromptName, params CreatePromptVersionParams) {
+	var request CreatePromptVersionRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	var body CreatePromptVersionJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreatePromptVersion(ctx, request.(CreatePromptVersionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreatePromptVersion")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreatePromptVersionResponseObject); ok {
+		if err := validResponse.VisitCreatePromptVersionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetPromptVersion operation middleware
+func (sh *strictHandler) GetPromptVersion(w http.ResponseWriter, r *http.Request, name PromptName, version PromptVersionNumber, params GetPromptVersionParams) {
+	var request GetPromptVersionRequestObject
+
+	request.Name = name
+	request.Version = version
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetPromptVersion(ctx, request.(GetPromptVersionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetPromptVersion")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetPromptVersionResponseObject); ok {
+		if err := validResponse.VisitGetPromptVersionResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -49,6 +49,9 @@ func (r iteratorForInsertUsage) Values() ([]interface{}, error) {
 		r.rows[0].Cached,
 		r.rows[0].Attempts,
 		r.rows[0].CreatedAt,
+		r.rows[0].PromptName,
+		r.rows[0].PromptVersion,
+		r.rows[0].ExperimentID,
 	}, nil
 }
 
@@ -57,5 +60,5 @@ func (r iteratorForInsertUsage) Err() error {
 }
 
 func (q *Queries) InsertUsage(ctx context.Context, arg []InsertUsageParams) (int64, error) {
-	return q.db.CopyFrom(ctx, []string{"llm_usage"}, []string{"id", "org_id", "user_id", "api_key_id", "request_id", "endpoint", "alias", "provider", "model", "status", "error_code", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "cached", "attempts", "created_at"}, &iteratorForInsertUsage{rows: arg})
+	return q.db.CopyFrom(ctx, []string{"llm_usage"}, []string{"id", "org_id", "user_id", "api_key_id", "request_id", "endpoint", "alias", "provider", "model", "status", "error_code", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "ttft_ms", "cached", "attempts", "created_at", "prompt_name", "prompt_version", "experiment_id"}, &iteratorForInsertUsage{rows: arg})
 }

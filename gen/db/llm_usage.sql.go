@@ -34,6 +34,9 @@ type InsertUsageParams struct {
 	Cached           bool
 	Attempts         int32
 	CreatedAt        time.Time
+	PromptName       pgtype.Text
+	PromptVersion    pgtype.Int4
+	ExperimentID     uuid.NullUUID
 }
 
 const usageReport = `-- name: UsageReport :many

@@ -116,6 +116,9 @@ type LlmUsage struct {
 	Attempts         int32
 	CreatedAt        time.Time
 	DeletedAt        *time.Time
+	PromptName       pgtype.Text
+	PromptVersion    pgtype.Int4
+	ExperimentID     uuid.NullUUID
 }
 
 type Org struct {
@@ -141,6 +144,54 @@ type OrgProviderKey struct {
 	CreatedBy uuid.NullUUID
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+type Prompt struct {
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	Name        string
+	Description string
+	CreatedBy   uuid.NullUUID
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+}
+
+type PromptExperiment struct {
+	ID        uuid.UUID
+	OrgID     uuid.UUID
+	PromptID  uuid.UUID
+	Label     string
+	Split     []byte
+	CreatedBy uuid.NullUUID
+	CreatedAt time.Time
+	EndedAt   *time.Time
+}
+
+type PromptLabel struct {
+	OrgID        uuid.UUID
+	PromptID     uuid.UUID
+	Label        string
+	Version      pgtype.Int4
+	Split        []byte
+	ExperimentID uuid.NullUUID
+	UpdatedAt    time.Time
+	UpdatedBy    uuid.NullUUID
+}
+
+type PromptVersion struct {
+	ID         uuid.UUID
+	OrgID      uuid.UUID
+	PromptID   uuid.UUID
+	Version    int32
+	Messages   []byte
+	Variables  []byte
+	Model      pgtype.Text
+	Parameters []byte
+	Tools      []byte
+	Note       string
+	CreatedBy  uuid.NullUUID
+	CreatedAt  time.Time
 }
 
 type RefreshToken struct {

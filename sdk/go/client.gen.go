@@ -200,6 +200,27 @@ func (e CreateInvitationRequestRole) Valid() bool {
 	}
 }
 
+// Defines values for DiffLineOp.
+const (
+	Delete DiffLineOp = "delete"
+	Equal  DiffLineOp = "equal"
+	Insert DiffLineOp = "insert"
+)
+
+// Valid indicates whether the value is a known member of the DiffLineOp enum.
+func (e DiffLineOp) Valid() bool {
+	switch e {
+	case Delete:
+		return true
+	case Equal:
+		return true
+	case Insert:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ErrorCode.
 const (
 	Conflict              ErrorCode = "conflict"
@@ -545,6 +566,75 @@ const (
 func (e OpenAIModelListObject) Valid() bool {
 	switch e {
 	case OpenAIModelListObjectList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptMessageRole.
+const (
+	PromptMessageRoleAssistant PromptMessageRole = "assistant"
+	PromptMessageRoleSystem    PromptMessageRole = "system"
+	PromptMessageRoleUser      PromptMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the PromptMessageRole enum.
+func (e PromptMessageRole) Valid() bool {
+	switch e {
+	case PromptMessageRoleAssistant:
+		return true
+	case PromptMessageRoleSystem:
+		return true
+	case PromptMessageRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptMessageDiffChange.
+const (
+	Added     PromptMessageDiffChange = "added"
+	Changed   PromptMessageDiffChange = "changed"
+	Removed   PromptMessageDiffChange = "removed"
+	Unchanged PromptMessageDiffChange = "unchanged"
+)
+
+// Valid indicates whether the value is a known member of the PromptMessageDiffChange enum.
+func (e PromptMessageDiffChange) Valid() bool {
+	switch e {
+	case Added:
+		return true
+	case Changed:
+		return true
+	case Removed:
+		return true
+	case Unchanged:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromptVariableType.
+const (
+	Boolean PromptVariableType = "boolean"
+	Integer PromptVariableType = "integer"
+	Number  PromptVariableType = "number"
+	String  PromptVariableType = "string"
+)
+
+// Valid indicates whether the value is a known member of the PromptVariableType enum.
+func (e PromptVariableType) Valid() bool {
+	switch e {
+	case Boolean:
+		return true
+	case Integer:
+		return true
+	case Number:
+		return true
+	case String:
 		return true
 	default:
 		return false
@@ -940,6 +1030,21 @@ type ChatMessage struct {
 	ToolCalls *[]ToolCall `json:"tool_calls,omitempty"`
 }
 
+// ChatPromptRef Use a stored prompt: its rendered messages come before `messages`, and its model
+// alias, parameters and tools apply where the request sets none. At most one of
+// `label` (default `production`) and `version`.
+type ChatPromptRef struct {
+	Label *string `json:"label,omitempty"`
+	Name  string  `json:"name"`
+
+	// StickyKey Who a split label is sticky for; default the request's `user`, else the caller's user or API key id.
+	StickyKey *string `json:"sticky_key,omitempty"`
+
+	// Variables Variable values by name, each of its declared JSON type.
+	Variables *PromptVariables `json:"variables,omitempty"`
+	Version   *int             `json:"version,omitempty"`
+}
+
 // ChatRequest defines model for ChatRequest.
 type ChatRequest struct {
 	// Cache Serve from (and store in) Kiln's exact-match response cache. Default: on when
@@ -950,11 +1055,18 @@ type ChatRequest struct {
 	Cache *bool `json:"cache,omitempty"`
 
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
-	MaxTokens *int          `json:"max_tokens,omitempty"`
-	Messages  []ChatMessage `json:"messages"`
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Messages The conversation; with `prompt`, the prompt's rendered messages come first.
+	Messages []ChatMessage `json:"messages"`
 
 	// Model A model alias of the catalog (`GET /v1/models`).
-	Model          *string         `json:"model,omitempty"`
+	Model *string `json:"model,omitempty"`
+
+	// Prompt Use a stored prompt: its rendered messages come before `messages`, and its model
+	// alias, parameters and tools apply where the request sets none. At most one of
+	// `label` (default `production`) and `version`.
+	Prompt         *ChatPromptRef  `json:"prompt,omitempty"`
 	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
 	Seed           *int64          `json:"seed,omitempty"`
 
@@ -1051,6 +1163,22 @@ type CreateInvitationRequestRole string
 type CreateOrgRequest struct {
 	Name string `json:"name"`
 }
+
+// CreatePromptRequest defines model for CreatePromptRequest.
+type CreatePromptRequest struct {
+	Description *string            `json:"description,omitempty"`
+	Name        string             `json:"name"`
+	Version     PromptVersionInput `json:"version"`
+}
+
+// DiffLine defines model for DiffLine.
+type DiffLine struct {
+	Op   DiffLineOp `json:"op"`
+	Text string     `json:"text"`
+}
+
+// DiffLineOp defines model for DiffLine.Op.
+type DiffLineOp string
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1454,6 +1582,203 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// Prompt defines model for Prompt.
+type Prompt struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt     Timestamp           `json:"created_at"`
+	CreatedBy     *openapi_types.UUID `json:"created_by"`
+	Description   string              `json:"description"`
+	Id            openapi_types.UUID  `json:"id"`
+	Labels        []PromptLabel       `json:"labels"`
+	LatestVersion int                 `json:"latest_version"`
+	Name          string              `json:"name"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// PromptDiff defines model for PromptDiff.
+type PromptDiff struct {
+	// Changed The fields that differ, of `messages`, `variables`, `model`, `parameters`, `tools`, `note`.
+	Changed []string `json:"changed"`
+
+	// Fields The old and new value of each changed field but `messages`.
+	Fields   []PromptFieldChange `json:"fields"`
+	From     int                 `json:"from"`
+	Messages []PromptMessageDiff `json:"messages"`
+	To       int                 `json:"to"`
+}
+
+// PromptExperimentReport defines model for PromptExperimentReport.
+type PromptExperimentReport struct {
+	// EndedAt When the label moved on; null while the experiment runs.
+	EndedAt *time.Time         `json:"ended_at"`
+	Id      openapi_types.UUID `json:"id"`
+	Label   string             `json:"label"`
+
+	// Name The prompt's name.
+	Name  string             `json:"name"`
+	Split []PromptSplitEntry `json:"split"`
+
+	// StartedAt RFC 3339, UTC.
+	StartedAt Timestamp                 `json:"started_at"`
+	Versions  []PromptExperimentVersion `json:"versions"`
+}
+
+// PromptExperimentVersion defines model for PromptExperimentVersion.
+type PromptExperimentVersion struct {
+	CompletionTokens int64   `json:"completion_tokens"`
+	CostUsd          float64 `json:"cost_usd"`
+
+	// ErrorRate errors / requests; 0 without requests.
+	ErrorRate float64 `json:"error_rate"`
+	Errors    int64   `json:"errors"`
+
+	// FeedbackDown Always 0 for now; message feedback arrives with conversations.
+	FeedbackDown int64 `json:"feedback_down"`
+
+	// FeedbackUp Always 0 for now; message feedback arrives with conversations.
+	FeedbackUp   int64   `json:"feedback_up"`
+	LatencyMsP50 float64 `json:"latency_ms_p50"`
+	LatencyMsP95 float64 `json:"latency_ms_p95"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Requests     int64   `json:"requests"`
+	Version      int     `json:"version"`
+	Weight       int     `json:"weight"`
+}
+
+// PromptFieldChange defines model for PromptFieldChange.
+type PromptFieldChange struct {
+	Field string `json:"field"`
+
+	// From The value in version `from` (any JSON value).
+	From interface{} `json:"from"`
+
+	// To The value in version `to` (any JSON value).
+	To interface{} `json:"to"`
+}
+
+// PromptLabel defines model for PromptLabel.
+type PromptLabel struct {
+	// ExperimentId The running experiment of a split.
+	ExperimentId *openapi_types.UUID `json:"experiment_id"`
+	Label        string              `json:"label"`
+	Split        *[]PromptSplitEntry `json:"split"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp           `json:"updated_at"`
+	UpdatedBy *openapi_types.UUID `json:"updated_by"`
+
+	// Version The version the label points at; null for a split.
+	Version *int `json:"version"`
+}
+
+// PromptList defines model for PromptList.
+type PromptList struct {
+	Data       []Prompt `json:"data"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
+// PromptMessage defines model for PromptMessage.
+type PromptMessage struct {
+	// Content A template: `{{name}}` (whitespace inside the braces allowed) is replaced by the
+	// variable `name`, which the version must declare. A literal `{{` cannot be written.
+	Content string            `json:"content"`
+	Role    PromptMessageRole `json:"role"`
+}
+
+// PromptMessageRole defines model for PromptMessage.Role.
+type PromptMessageRole string
+
+// PromptMessageDiff defines model for PromptMessageDiff.
+type PromptMessageDiff struct {
+	Change   PromptMessageDiffChange `json:"change"`
+	FromRole *string                 `json:"from_role"`
+	Index    int                     `json:"index"`
+
+	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`.
+	Lines  []DiffLine `json:"lines"`
+	ToRole *string    `json:"to_role"`
+}
+
+// PromptMessageDiffChange defines model for PromptMessageDiff.Change.
+type PromptMessageDiffChange string
+
+// PromptParameters Defaults for the chat request; the request's own values win.
+type PromptParameters struct {
+	MaxTokens   *int     `json:"max_tokens,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+}
+
+// PromptSplitEntry defines model for PromptSplitEntry.
+type PromptSplitEntry struct {
+	Version int `json:"version"`
+	Weight  int `json:"weight"`
+}
+
+// PromptVariable defines model for PromptVariable.
+type PromptVariable struct {
+	// Default The value of an optional variable that is not given; of the variable's type.
+	Default     interface{} `json:"default,omitempty"`
+	Description *string     `json:"description,omitempty"`
+	Name        string      `json:"name"`
+
+	// Required Rendering fails without a value. A required variable has no default.
+	Required *bool `json:"required,omitempty"`
+
+	// Type The JSON type a value must have when rendering.
+	Type PromptVariableType `json:"type"`
+}
+
+// PromptVariableType The JSON type a value must have when rendering.
+type PromptVariableType string
+
+// PromptVariables Variable values by name, each of its declared JSON type.
+type PromptVariables map[string]interface{}
+
+// PromptVersion defines model for PromptVersion.
+type PromptVersion struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// CreatedBy The user who added it; null for an API key (the audit log names the key).
+	CreatedBy *openapi_types.UUID `json:"created_by"`
+	Messages  []PromptMessage     `json:"messages"`
+	Model     *string             `json:"model"`
+	Note      string              `json:"note"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters PromptParameters `json:"parameters"`
+	Tools      []ToolDefinition `json:"tools"`
+	Variables  []PromptVariable `json:"variables"`
+	Version    int              `json:"version"`
+}
+
+// PromptVersionInput defines model for PromptVersionInput.
+type PromptVersionInput struct {
+	Messages []PromptMessage `json:"messages"`
+
+	// Model The model alias chat uses when the request names none.
+	Model *string `json:"model,omitempty"`
+
+	// Note What changed, for the people who review it.
+	Note *string `json:"note,omitempty"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters *PromptParameters `json:"parameters,omitempty"`
+
+	// Tools Tools offered with the prompt, before the request's own (a request tool of the same name wins).
+	Tools     *[]ToolDefinition `json:"tools,omitempty"`
+	Variables *[]PromptVariable `json:"variables,omitempty"`
+}
+
+// PromptVersionList defines model for PromptVersionList.
+type PromptVersionList struct {
+	Data       []PromptVersion `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
 // ProviderKey defines model for ProviderKey.
 type ProviderKey struct {
 	// CreatedAt RFC 3339, UTC.
@@ -1529,6 +1854,35 @@ type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+// RenderPromptRequest At most one of `label` and `version`.
+type RenderPromptRequest struct {
+	Label *string `json:"label,omitempty"`
+
+	// StickyKey Who the split of a label is sticky for (a user or conversation id).
+	StickyKey *string `json:"sticky_key,omitempty"`
+
+	// Variables Variable values by name, each of its declared JSON type.
+	Variables *PromptVariables `json:"variables,omitempty"`
+	Version   *int             `json:"version,omitempty"`
+}
+
+// RenderedPrompt defines model for RenderedPrompt.
+type RenderedPrompt struct {
+	// ExperimentId The experiment that drew the version, for a split label.
+	ExperimentId *openapi_types.UUID `json:"experiment_id"`
+
+	// Label The label resolved; null when a version was asked for.
+	Label    *string         `json:"label"`
+	Messages []PromptMessage `json:"messages"`
+	Model    *string         `json:"model"`
+	Name     string          `json:"name"`
+
+	// Parameters Defaults for the chat request; the request's own values win.
+	Parameters PromptParameters `json:"parameters"`
+	Tools      []ToolDefinition `json:"tools"`
+	Version    int              `json:"version"`
+}
+
 // ResetPasswordRequest defines model for ResetPasswordRequest.
 type ResetPasswordRequest struct {
 	Password string `json:"password"`
@@ -1583,6 +1937,12 @@ type Session struct {
 type SessionList struct {
 	Data       []Session `json:"data"`
 	NextCursor *string   `json:"next_cursor"`
+}
+
+// SetPromptLabelRequest Exactly one of `version` and `split`.
+type SetPromptLabelRequest struct {
+	Split   *[]PromptSplitEntry `json:"split,omitempty"`
+	Version *int                `json:"version,omitempty"`
 }
 
 // SetProviderKeyRequest defines model for SetProviderKeyRequest.
@@ -1769,6 +2129,15 @@ type Limit = int
 
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
+
+// PromptLabelName defines model for PromptLabelName.
+type PromptLabelName = string
+
+// PromptName defines model for PromptName.
+type PromptName = string
+
+// PromptVersionNumber defines model for PromptVersionNumber.
+type PromptVersionNumber = int
 
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
@@ -1970,6 +2339,106 @@ type CreateOrgInvitationParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListPromptsParams defines parameters for ListPrompts.
+type ListPromptsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreatePromptParams defines parameters for CreatePrompt.
+type CreatePromptParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeletePromptParams defines parameters for DeletePrompt.
+type DeletePromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptParams defines parameters for GetPrompt.
+type GetPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DiffPromptVersionsParams defines parameters for DiffPromptVersions.
+type DiffPromptVersionsParams struct {
+	// From The older version.
+	From int `form:"from" json:"from"`
+
+	// To The newer version.
+	To int `form:"to" json:"to"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptExperimentParams defines parameters for GetPromptExperiment.
+type GetPromptExperimentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetPromptLabelParams defines parameters for SetPromptLabel.
+type SetPromptLabelParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// RenderPromptParams defines parameters for RenderPrompt.
+type RenderPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListPromptVersionsParams defines parameters for ListPromptVersions.
+type ListPromptVersionsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreatePromptVersionParams defines parameters for CreatePromptVersion.
+type CreatePromptVersionParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetPromptVersionParams defines parameters for GetPromptVersion.
+type GetPromptVersionParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // ListProviderKeysParams defines parameters for ListProviderKeys.
 type ListProviderKeysParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2068,6 +2537,18 @@ type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
+
+// CreatePromptJSONRequestBody defines body for CreatePrompt for application/json ContentType.
+type CreatePromptJSONRequestBody = CreatePromptRequest
+
+// SetPromptLabelJSONRequestBody defines body for SetPromptLabel for application/json ContentType.
+type SetPromptLabelJSONRequestBody = SetPromptLabelRequest
+
+// RenderPromptJSONRequestBody defines body for RenderPrompt for application/json ContentType.
+type RenderPromptJSONRequestBody = RenderPromptRequest
+
+// CreatePromptVersionJSONRequestBody defines body for CreatePromptVersion for application/json ContentType.
+type CreatePromptVersionJSONRequestBody = PromptVersionInput
 
 // SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
 type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
@@ -3627,6 +4108,163 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListPrompts The org's prompts
+	//
+	// Newest first, each with its labels. Deleted prompts are not listed.
+	//
+	// Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
+	ListPrompts(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePromptWithBody Create a prompt with its first version
+	//
+	// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+	// `version`; no label points at it yet (`latest` always means the newest version).
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+	CreatePromptWithBody(ctx context.Context, params *CreatePromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePrompt Create a prompt with its first version
+	//
+	// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+	// `version`; no label points at it yet (`latest` always means the newest version).
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+	CreatePrompt(ctx context.Context, params *CreatePromptParams, body CreatePromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeletePrompt Delete a prompt
+	//
+	// A soft delete: the prompt, its versions and labels disappear from every read and from
+	// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+	//
+	// Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
+	DeletePrompt(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPrompt One prompt, with its labels
+	//
+	// Another org's prompt, and a deleted one, is a 404.
+	//
+	// Corresponds with GET /v1/prompts/{name} (the `GetPrompt` operationId).
+	GetPrompt(ctx context.Context, name PromptName, params *GetPromptParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DiffPromptVersions Compare two versions
+	//
+	// Names the fields that differ and gives a line diff (longest common subsequence) of
+	// each message's content, messages paired by position.
+	//
+	// Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
+	DiffPromptVersions(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPromptExperiment The results of an A/B experiment
+	//
+	// Per version of the split: chat requests that used it, errors and error rate, latency
+	// p50/p95 (ms, every call), tokens and cost. `feedback_up`/`feedback_down` are 0 until
+	// message feedback arrives with conversations.
+	//
+	// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
+	GetPromptExperiment(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetPromptLabelWithBody Point a label at a version, or split it between versions
+	//
+	// Publishing is moving a label (`production`, `staging`, any name) to a version;
+	// rolling back is moving it to an older one. With `split` (at least two distinct
+	// versions with positive integer weights) the label runs an A/B experiment: each
+	// request gets a version drawn by weight, sticky per sticky key (the chat request's
+	// `user`, else the caller), under a new `experiment_id` reported by
+	// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+	// experiment. `latest` is reserved: it always means the newest version. Every move is
+	// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+	// `prompt.label_split`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+	SetPromptLabelWithBody(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetPromptLabel Point a label at a version, or split it between versions
+	//
+	// Publishing is moving a label (`production`, `staging`, any name) to a version;
+	// rolling back is moving it to an older one. With `split` (at least two distinct
+	// versions with positive integer weights) the label runs an A/B experiment: each
+	// request gets a version drawn by weight, sticky per sticky key (the chat request's
+	// `user`, else the caller), under a new `experiment_id` reported by
+	// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+	// experiment. `latest` is reserved: it always means the newest version. Every move is
+	// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+	// `prompt.label_split`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+	SetPromptLabel(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RenderPromptWithBody Preview a prompt as chat would use it
+	//
+	// Resolves `version`, or `label` (default `production`; `latest` is the newest
+	// version; a split label draws by `sticky_key`, default the caller's user or API key
+	// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+	// required variables, variables the version does not declare and values of the wrong
+	// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+	// the rest (an optional variable without a default renders empty).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+	RenderPromptWithBody(ctx context.Context, name PromptName, params *RenderPromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RenderPrompt Preview a prompt as chat would use it
+	//
+	// Resolves `version`, or `label` (default `production`; `latest` is the newest
+	// version; a split label draws by `sticky_key`, default the caller's user or API key
+	// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+	// required variables, variables the version does not declare and values of the wrong
+	// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+	// the rest (an optional variable without a default renders empty).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+	RenderPrompt(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListPromptVersions A prompt's versions
+	//
+	// Newest first.
+	//
+	// Corresponds with GET /v1/prompts/{name}/versions (the `ListPromptVersions` operationId).
+	ListPromptVersions(ctx context.Context, name PromptName, params *ListPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePromptVersionWithBody Add a version
+	//
+	// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+	// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+	CreatePromptVersionWithBody(ctx context.Context, name PromptName, params *CreatePromptVersionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePromptVersion Add a version
+	//
+	// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+	// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+	CreatePromptVersion(ctx context.Context, name PromptName, params *CreatePromptVersionParams, body CreatePromptVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPromptVersion One version of a prompt
+	//
+	// Versions are immutable; another org's prompt is a 404.
+	//
+	// Corresponds with GET /v1/prompts/{name}/versions/{version} (the `GetPromptVersion` operationId).
+	GetPromptVersion(ctx context.Context, name PromptName, version PromptVersionNumber, params *GetPromptVersionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListProviderKeys The org's own provider keys
 	//
 	// Bring your own key: an org may store its own API key for a configured provider; the
@@ -5109,6 +5747,313 @@ func (c *Client) TransferOrgOwnershipWithBody(ctx context.Context, id ID, conten
 // Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 func (c *Client) TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTransferOrgOwnershipRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListPrompts The org's prompts
+//
+// Newest first, each with its labels. Deleted prompts are not listed.
+//
+// Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
+func (c *Client) ListPrompts(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPromptsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePromptWithBody Create a prompt with its first version
+//
+// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+// `version`; no label points at it yet (`latest` always means the newest version).
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+func (c *Client) CreatePromptWithBody(ctx context.Context, params *CreatePromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromptRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePrompt Create a prompt with its first version
+//
+// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+// `version`; no label points at it yet (`latest` always means the newest version).
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+func (c *Client) CreatePrompt(ctx context.Context, params *CreatePromptParams, body CreatePromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromptRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeletePrompt Delete a prompt
+//
+// A soft delete: the prompt, its versions and labels disappear from every read and from
+// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+//
+// Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
+func (c *Client) DeletePrompt(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeletePromptRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPrompt One prompt, with its labels
+//
+// Another org's prompt, and a deleted one, is a 404.
+//
+// Corresponds with GET /v1/prompts/{name} (the `GetPrompt` operationId).
+func (c *Client) GetPrompt(ctx context.Context, name PromptName, params *GetPromptParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPromptRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DiffPromptVersions Compare two versions
+//
+// Names the fields that differ and gives a line diff (longest common subsequence) of
+// each message's content, messages paired by position.
+//
+// Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
+func (c *Client) DiffPromptVersions(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDiffPromptVersionsRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPromptExperiment The results of an A/B experiment
+//
+// Per version of the split: chat requests that used it, errors and error rate, latency
+// p50/p95 (ms, every call), tokens and cost. `feedback_up`/`feedback_down` are 0 until
+// message feedback arrives with conversations.
+//
+// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
+func (c *Client) GetPromptExperiment(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPromptExperimentRequest(c.Server, name, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetPromptLabelWithBody Point a label at a version, or split it between versions
+//
+// Publishing is moving a label (`production`, `staging`, any name) to a version;
+// rolling back is moving it to an older one. With `split` (at least two distinct
+// versions with positive integer weights) the label runs an A/B experiment: each
+// request gets a version drawn by weight, sticky per sticky key (the chat request's
+// `user`, else the caller), under a new `experiment_id` reported by
+// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+// experiment. `latest` is reserved: it always means the newest version. Every move is
+// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+// `prompt.label_split`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+func (c *Client) SetPromptLabelWithBody(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetPromptLabelRequestWithBody(c.Server, name, label, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetPromptLabel Point a label at a version, or split it between versions
+//
+// Publishing is moving a label (`production`, `staging`, any name) to a version;
+// rolling back is moving it to an older one. With `split` (at least two distinct
+// versions with positive integer weights) the label runs an A/B experiment: each
+// request gets a version drawn by weight, sticky per sticky key (the chat request's
+// `user`, else the caller), under a new `experiment_id` reported by
+// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+// experiment. `latest` is reserved: it always means the newest version. Every move is
+// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+// `prompt.label_split`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+func (c *Client) SetPromptLabel(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetPromptLabelRequest(c.Server, name, label, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RenderPromptWithBody Preview a prompt as chat would use it
+//
+// Resolves `version`, or `label` (default `production`; `latest` is the newest
+// version; a split label draws by `sticky_key`, default the caller's user or API key
+// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+// required variables, variables the version does not declare and values of the wrong
+// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+// the rest (an optional variable without a default renders empty).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+func (c *Client) RenderPromptWithBody(ctx context.Context, name PromptName, params *RenderPromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRenderPromptRequestWithBody(c.Server, name, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RenderPrompt Preview a prompt as chat would use it
+//
+// Resolves `version`, or `label` (default `production`; `latest` is the newest
+// version; a split label draws by `sticky_key`, default the caller's user or API key
+// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+// required variables, variables the version does not declare and values of the wrong
+// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+// the rest (an optional variable without a default renders empty).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+func (c *Client) RenderPrompt(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRenderPromptRequest(c.Server, name, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListPromptVersions A prompt's versions
+//
+// Newest first.
+//
+// Corresponds with GET /v1/prompts/{name}/versions (the `ListPromptVersions` operationId).
+func (c *Client) ListPromptVersions(ctx context.Context, name PromptName, params *ListPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPromptVersionsRequest(c.Server, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePromptVersionWithBody Add a version
+//
+// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+func (c *Client) CreatePromptVersionWithBody(ctx context.Context, name PromptName, params *CreatePromptVersionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromptVersionRequestWithBody(c.Server, name, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePromptVersion Add a version
+//
+// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+func (c *Client) CreatePromptVersion(ctx context.Context, name PromptName, params *CreatePromptVersionParams, body CreatePromptVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromptVersionRequest(c.Server, name, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPromptVersion One version of a prompt
+//
+// Versions are immutable; another org's prompt is a 404.
+//
+// Corresponds with GET /v1/prompts/{name}/versions/{version} (the `GetPromptVersion` operationId).
+func (c *Client) GetPromptVersion(ctx context.Context, name PromptName, version PromptVersionNumber, params *GetPromptVersionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPromptVersionRequest(c.Server, name, version, params)
 	if err != nil {
 		return nil, err
 	}
@@ -7749,6 +8694,735 @@ func NewTransferOrgOwnershipRequestWithBody(server string, id ID, contentType st
 	return req, nil
 }
 
+// NewListPromptsRequest constructs an http.Request for the ListPrompts method
+func NewListPromptsRequest(server string, params *ListPromptsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreatePromptRequest calls the generic CreatePrompt builder with application/json body
+func NewCreatePromptRequest(server string, params *CreatePromptParams, body CreatePromptJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreatePromptRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreatePromptRequestWithBody constructs an http.Request for the CreatePrompt method, with any body, and a specified content type
+func NewCreatePromptRequestWithBody(server string, params *CreatePromptParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeletePromptRequest constructs an http.Request for the DeletePrompt method
+func NewDeletePromptRequest(server string, name PromptName, params *DeletePromptParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPromptRequest constructs an http.Request for the GetPrompt method
+func NewGetPromptRequest(server string, name PromptName, params *GetPromptParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDiffPromptVersionsRequest constructs an http.Request for the DiffPromptVersions method
+func NewDiffPromptVersionsRequest(server string, name PromptName, params *DiffPromptVersionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/diff", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPromptExperimentRequest constructs an http.Request for the GetPromptExperiment method
+func NewGetPromptExperimentRequest(server string, name PromptName, id ID, params *GetPromptExperimentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/experiments/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewSetPromptLabelRequest calls the generic SetPromptLabel builder with application/json body
+func NewSetPromptLabelRequest(server string, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetPromptLabelRequestWithBody(server, name, label, params, "application/json", bodyReader)
+}
+
+// NewSetPromptLabelRequestWithBody constructs an http.Request for the SetPromptLabel method, with any body, and a specified content type
+func NewSetPromptLabelRequestWithBody(server string, name PromptName, label PromptLabelName, params *SetPromptLabelParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "label", label, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/labels/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRenderPromptRequest calls the generic RenderPrompt builder with application/json body
+func NewRenderPromptRequest(server string, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRenderPromptRequestWithBody(server, name, params, "application/json", bodyReader)
+}
+
+// NewRenderPromptRequestWithBody constructs an http.Request for the RenderPrompt method, with any body, and a specified content type
+func NewRenderPromptRequestWithBody(server string, name PromptName, params *RenderPromptParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/render", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListPromptVersionsRequest constructs an http.Request for the ListPromptVersions method
+func NewListPromptVersionsRequest(server string, name PromptName, params *ListPromptVersionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/versions", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreatePromptVersionRequest calls the generic CreatePromptVersion builder with application/json body
+func NewCreatePromptVersionRequest(server string, name PromptName, params *CreatePromptVersionParams, body CreatePromptVersionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreatePromptVersionRequestWithBody(server, name, params, "application/json", bodyReader)
+}
+
+// NewCreatePromptVersionRequestWithBody constructs an http.Request for the CreatePromptVersion method, with any body, and a specified content type
+func NewCreatePromptVersionRequestWithBody(server string, name PromptName, params *CreatePromptVersionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/versions", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPromptVersionRequest constructs an http.Request for the GetPromptVersion method
+func NewGetPromptVersionRequest(server string, name PromptName, version PromptVersionNumber, params *GetPromptVersionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "version", version, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/versions/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListProviderKeysRequest constructs an http.Request for the ListProviderKeys method
 func NewListProviderKeysRequest(server string, params *ListProviderKeysParams) (*http.Request, error) {
 	var err error
@@ -8816,6 +10490,177 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnershipWithResponse(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*TransferOrgOwnershipResponse, error)
+
+	// ListPromptsWithResponse The org's prompts
+	//
+	// Newest first, each with its labels. Deleted prompts are not listed.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
+	ListPromptsWithResponse(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*ListPromptsResponse, error)
+
+	// CreatePromptWithBodyWithResponse Create a prompt with its first version
+	//
+	// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+	// `version`; no label points at it yet (`latest` always means the newest version).
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+	CreatePromptWithBodyWithResponse(ctx context.Context, params *CreatePromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromptResponse, error)
+
+	// CreatePromptWithResponse Create a prompt with its first version
+	//
+	// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+	// `version`; no label points at it yet (`latest` always means the newest version).
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+	CreatePromptWithResponse(ctx context.Context, params *CreatePromptParams, body CreatePromptJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromptResponse, error)
+
+	// DeletePromptWithResponse Delete a prompt
+	//
+	// A soft delete: the prompt, its versions and labels disappear from every read and from
+	// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
+	DeletePromptWithResponse(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*DeletePromptResponse, error)
+
+	// GetPromptWithResponse One prompt, with its labels
+	//
+	// Another org's prompt, and a deleted one, is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts/{name} (the `GetPrompt` operationId).
+	GetPromptWithResponse(ctx context.Context, name PromptName, params *GetPromptParams, reqEditors ...RequestEditorFn) (*GetPromptResponse, error)
+
+	// DiffPromptVersionsWithResponse Compare two versions
+	//
+	// Names the fields that differ and gives a line diff (longest common subsequence) of
+	// each message's content, messages paired by position.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
+	DiffPromptVersionsWithResponse(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*DiffPromptVersionsResponse, error)
+
+	// GetPromptExperimentWithResponse The results of an A/B experiment
+	//
+	// Per version of the split: chat requests that used it, errors and error rate, latency
+	// p50/p95 (ms, every call), tokens and cost. `feedback_up`/`feedback_down` are 0 until
+	// message feedback arrives with conversations.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
+	GetPromptExperimentWithResponse(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*GetPromptExperimentResponse, error)
+
+	// SetPromptLabelWithBodyWithResponse Point a label at a version, or split it between versions
+	//
+	// Publishing is moving a label (`production`, `staging`, any name) to a version;
+	// rolling back is moving it to an older one. With `split` (at least two distinct
+	// versions with positive integer weights) the label runs an A/B experiment: each
+	// request gets a version drawn by weight, sticky per sticky key (the chat request's
+	// `user`, else the caller), under a new `experiment_id` reported by
+	// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+	// experiment. `latest` is reserved: it always means the newest version. Every move is
+	// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+	// `prompt.label_split`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+	SetPromptLabelWithBodyWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetPromptLabelResponse, error)
+
+	// SetPromptLabelWithResponse Point a label at a version, or split it between versions
+	//
+	// Publishing is moving a label (`production`, `staging`, any name) to a version;
+	// rolling back is moving it to an older one. With `split` (at least two distinct
+	// versions with positive integer weights) the label runs an A/B experiment: each
+	// request gets a version drawn by weight, sticky per sticky key (the chat request's
+	// `user`, else the caller), under a new `experiment_id` reported by
+	// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+	// experiment. `latest` is reserved: it always means the newest version. Every move is
+	// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+	// `prompt.label_split`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+	SetPromptLabelWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody, reqEditors ...RequestEditorFn) (*SetPromptLabelResponse, error)
+
+	// RenderPromptWithBodyWithResponse Preview a prompt as chat would use it
+	//
+	// Resolves `version`, or `label` (default `production`; `latest` is the newest
+	// version; a split label draws by `sticky_key`, default the caller's user or API key
+	// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+	// required variables, variables the version does not declare and values of the wrong
+	// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+	// the rest (an optional variable without a default renders empty).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+	RenderPromptWithBodyWithResponse(ctx context.Context, name PromptName, params *RenderPromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RenderPromptResponse, error)
+
+	// RenderPromptWithResponse Preview a prompt as chat would use it
+	//
+	// Resolves `version`, or `label` (default `production`; `latest` is the newest
+	// version; a split label draws by `sticky_key`, default the caller's user or API key
+	// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+	// required variables, variables the version does not declare and values of the wrong
+	// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+	// the rest (an optional variable without a default renders empty).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+	RenderPromptWithResponse(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*RenderPromptResponse, error)
+
+	// ListPromptVersionsWithResponse A prompt's versions
+	//
+	// Newest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts/{name}/versions (the `ListPromptVersions` operationId).
+	ListPromptVersionsWithResponse(ctx context.Context, name PromptName, params *ListPromptVersionsParams, reqEditors ...RequestEditorFn) (*ListPromptVersionsResponse, error)
+
+	// CreatePromptVersionWithBodyWithResponse Add a version
+	//
+	// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+	// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+	CreatePromptVersionWithBodyWithResponse(ctx context.Context, name PromptName, params *CreatePromptVersionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromptVersionResponse, error)
+
+	// CreatePromptVersionWithResponse Add a version
+	//
+	// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+	// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+	CreatePromptVersionWithResponse(ctx context.Context, name PromptName, params *CreatePromptVersionParams, body CreatePromptVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromptVersionResponse, error)
+
+	// GetPromptVersionWithResponse One version of a prompt
+	//
+	// Versions are immutable; another org's prompt is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/prompts/{name}/versions/{version} (the `GetPromptVersion` operationId).
+	GetPromptVersionWithResponse(ctx context.Context, name PromptName, version PromptVersionNumber, params *GetPromptVersionParams, reqEditors ...RequestEditorFn) (*GetPromptVersionResponse, error)
 
 	// ListProviderKeysWithResponse The org's own provider keys
 	//
@@ -11680,6 +13525,527 @@ func (r TransferOrgOwnershipResponse) ContentType() string {
 	return ""
 }
 
+type ListPromptsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPromptsResponse) GetJSON200() *PromptList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListPromptsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPromptsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPromptsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPromptsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPromptsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreatePromptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Prompt
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreatePromptResponse) GetJSON201() *Prompt {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreatePromptResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreatePromptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreatePromptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreatePromptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreatePromptResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeletePromptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeletePromptResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeletePromptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeletePromptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeletePromptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeletePromptResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPromptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Prompt
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPromptResponse) GetJSON200() *Prompt {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPromptResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPromptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPromptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPromptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPromptResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DiffPromptVersionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptDiff
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DiffPromptVersionsResponse) GetJSON200() *PromptDiff {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DiffPromptVersionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DiffPromptVersionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DiffPromptVersionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DiffPromptVersionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DiffPromptVersionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPromptExperimentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptExperimentReport
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPromptExperimentResponse) GetJSON200() *PromptExperimentReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPromptExperimentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPromptExperimentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPromptExperimentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPromptExperimentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPromptExperimentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SetPromptLabelResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptLabel
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetPromptLabelResponse) GetJSON200() *PromptLabel {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetPromptLabelResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetPromptLabelResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetPromptLabelResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetPromptLabelResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetPromptLabelResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RenderPromptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RenderedPrompt
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RenderPromptResponse) GetJSON200() *RenderedPrompt {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RenderPromptResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RenderPromptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RenderPromptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RenderPromptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RenderPromptResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListPromptVersionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptVersionList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPromptVersionsResponse) GetJSON200() *PromptVersionList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListPromptVersionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPromptVersionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPromptVersionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPromptVersionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPromptVersionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreatePromptVersionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *PromptVersion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreatePromptVersionResponse) GetJSON201() *PromptVersion {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreatePromptVersionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreatePromptVersionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreatePromptVersionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreatePromptVersionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreatePromptVersionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPromptVersionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromptVersion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPromptVersionResponse) GetJSON200() *PromptVersion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPromptVersionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPromptVersionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPromptVersionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPromptVersionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPromptVersionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListProviderKeysResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -13079,6 +15445,267 @@ func (c *ClientWithResponses) TransferOrgOwnershipWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParseTransferOrgOwnershipResponse(rsp)
+}
+
+// ListPromptsWithResponse The org's prompts
+//
+// Newest first, each with its labels. Deleted prompts are not listed.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
+func (c *ClientWithResponses) ListPromptsWithResponse(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*ListPromptsResponse, error) {
+	rsp, err := c.ListPrompts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPromptsResponse(rsp)
+}
+
+// CreatePromptWithBodyWithResponse Create a prompt with its first version
+//
+// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+// `version`; no label points at it yet (`latest` always means the newest version).
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+func (c *ClientWithResponses) CreatePromptWithBodyWithResponse(ctx context.Context, params *CreatePromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromptResponse, error) {
+	rsp, err := c.CreatePromptWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromptResponse(rsp)
+}
+
+// CreatePromptWithResponse Create a prompt with its first version
+//
+// Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+// `version`; no label points at it yet (`latest` always means the newest version).
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts (the `CreatePrompt` operationId).
+func (c *ClientWithResponses) CreatePromptWithResponse(ctx context.Context, params *CreatePromptParams, body CreatePromptJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromptResponse, error) {
+	rsp, err := c.CreatePrompt(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromptResponse(rsp)
+}
+
+// DeletePromptWithResponse Delete a prompt
+//
+// A soft delete: the prompt, its versions and labels disappear from every read and from
+// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
+func (c *ClientWithResponses) DeletePromptWithResponse(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*DeletePromptResponse, error) {
+	rsp, err := c.DeletePrompt(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeletePromptResponse(rsp)
+}
+
+// GetPromptWithResponse One prompt, with its labels
+//
+// Another org's prompt, and a deleted one, is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts/{name} (the `GetPrompt` operationId).
+func (c *ClientWithResponses) GetPromptWithResponse(ctx context.Context, name PromptName, params *GetPromptParams, reqEditors ...RequestEditorFn) (*GetPromptResponse, error) {
+	rsp, err := c.GetPrompt(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPromptResponse(rsp)
+}
+
+// DiffPromptVersionsWithResponse Compare two versions
+//
+// Names the fields that differ and gives a line diff (longest common subsequence) of
+// each message's content, messages paired by position.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
+func (c *ClientWithResponses) DiffPromptVersionsWithResponse(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*DiffPromptVersionsResponse, error) {
+	rsp, err := c.DiffPromptVersions(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDiffPromptVersionsResponse(rsp)
+}
+
+// GetPromptExperimentWithResponse The results of an A/B experiment
+//
+// Per version of the split: chat requests that used it, errors and error rate, latency
+// p50/p95 (ms, every call), tokens and cost. `feedback_up`/`feedback_down` are 0 until
+// message feedback arrives with conversations.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
+func (c *ClientWithResponses) GetPromptExperimentWithResponse(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*GetPromptExperimentResponse, error) {
+	rsp, err := c.GetPromptExperiment(ctx, name, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPromptExperimentResponse(rsp)
+}
+
+// SetPromptLabelWithBodyWithResponse Point a label at a version, or split it between versions
+//
+// Publishing is moving a label (`production`, `staging`, any name) to a version;
+// rolling back is moving it to an older one. With `split` (at least two distinct
+// versions with positive integer weights) the label runs an A/B experiment: each
+// request gets a version drawn by weight, sticky per sticky key (the chat request's
+// `user`, else the caller), under a new `experiment_id` reported by
+// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+// experiment. `latest` is reserved: it always means the newest version. Every move is
+// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+// `prompt.label_split`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+func (c *ClientWithResponses) SetPromptLabelWithBodyWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetPromptLabelResponse, error) {
+	rsp, err := c.SetPromptLabelWithBody(ctx, name, label, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetPromptLabelResponse(rsp)
+}
+
+// SetPromptLabelWithResponse Point a label at a version, or split it between versions
+//
+// Publishing is moving a label (`production`, `staging`, any name) to a version;
+// rolling back is moving it to an older one. With `split` (at least two distinct
+// versions with positive integer weights) the label runs an A/B experiment: each
+// request gets a version drawn by weight, sticky per sticky key (the chat request's
+// `user`, else the caller), under a new `experiment_id` reported by
+// `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+// experiment. `latest` is reserved: it always means the newest version. Every move is
+// recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+// `prompt.label_split`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/prompts/{name}/labels/{label} (the `SetPromptLabel` operationId).
+func (c *ClientWithResponses) SetPromptLabelWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody, reqEditors ...RequestEditorFn) (*SetPromptLabelResponse, error) {
+	rsp, err := c.SetPromptLabel(ctx, name, label, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetPromptLabelResponse(rsp)
+}
+
+// RenderPromptWithBodyWithResponse Preview a prompt as chat would use it
+//
+// Resolves `version`, or `label` (default `production`; `latest` is the newest
+// version; a split label draws by `sticky_key`, default the caller's user or API key
+// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+// required variables, variables the version does not declare and values of the wrong
+// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+// the rest (an optional variable without a default renders empty).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+func (c *ClientWithResponses) RenderPromptWithBodyWithResponse(ctx context.Context, name PromptName, params *RenderPromptParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RenderPromptResponse, error) {
+	rsp, err := c.RenderPromptWithBody(ctx, name, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRenderPromptResponse(rsp)
+}
+
+// RenderPromptWithResponse Preview a prompt as chat would use it
+//
+// Resolves `version`, or `label` (default `production`; `latest` is the newest
+// version; a split label draws by `sticky_key`, default the caller's user or API key
+// id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+// required variables, variables the version does not declare and values of the wrong
+// JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+// the rest (an optional variable without a default renders empty).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
+func (c *ClientWithResponses) RenderPromptWithResponse(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*RenderPromptResponse, error) {
+	rsp, err := c.RenderPrompt(ctx, name, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRenderPromptResponse(rsp)
+}
+
+// ListPromptVersionsWithResponse A prompt's versions
+//
+// Newest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts/{name}/versions (the `ListPromptVersions` operationId).
+func (c *ClientWithResponses) ListPromptVersionsWithResponse(ctx context.Context, name PromptName, params *ListPromptVersionsParams, reqEditors ...RequestEditorFn) (*ListPromptVersionsResponse, error) {
+	rsp, err := c.ListPromptVersions(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPromptVersionsResponse(rsp)
+}
+
+// CreatePromptVersionWithBodyWithResponse Add a version
+//
+// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+func (c *ClientWithResponses) CreatePromptVersionWithBodyWithResponse(ctx context.Context, name PromptName, params *CreatePromptVersionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromptVersionResponse, error) {
+	rsp, err := c.CreatePromptVersionWithBody(ctx, name, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromptVersionResponse(rsp)
+}
+
+// CreatePromptVersionWithResponse Add a version
+//
+// Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+// with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts/{name}/versions (the `CreatePromptVersion` operationId).
+func (c *ClientWithResponses) CreatePromptVersionWithResponse(ctx context.Context, name PromptName, params *CreatePromptVersionParams, body CreatePromptVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromptVersionResponse, error) {
+	rsp, err := c.CreatePromptVersion(ctx, name, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromptVersionResponse(rsp)
+}
+
+// GetPromptVersionWithResponse One version of a prompt
+//
+// Versions are immutable; another org's prompt is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/prompts/{name}/versions/{version} (the `GetPromptVersion` operationId).
+func (c *ClientWithResponses) GetPromptVersionWithResponse(ctx context.Context, name PromptName, version PromptVersionNumber, params *GetPromptVersionParams, reqEditors ...RequestEditorFn) (*GetPromptVersionResponse, error) {
+	rsp, err := c.GetPromptVersion(ctx, name, version, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPromptVersionResponse(rsp)
 }
 
 // ListProviderKeysWithResponse The org's own provider keys
@@ -15345,6 +17972,365 @@ func ParseTransferOrgOwnershipResponse(rsp *http.Response) (*TransferOrgOwnershi
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListPromptsResponse parses an HTTP response from a ListPromptsWithResponse call
+func ParseListPromptsResponse(rsp *http.Response) (*ListPromptsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPromptsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreatePromptResponse parses an HTTP response from a CreatePromptWithResponse call
+func ParseCreatePromptResponse(rsp *http.Response) (*CreatePromptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreatePromptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Prompt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeletePromptResponse parses an HTTP response from a DeletePromptWithResponse call
+func ParseDeletePromptResponse(rsp *http.Response) (*DeletePromptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeletePromptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPromptResponse parses an HTTP response from a GetPromptWithResponse call
+func ParseGetPromptResponse(rsp *http.Response) (*GetPromptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPromptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Prompt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDiffPromptVersionsResponse parses an HTTP response from a DiffPromptVersionsWithResponse call
+func ParseDiffPromptVersionsResponse(rsp *http.Response) (*DiffPromptVersionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DiffPromptVersionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptDiff
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPromptExperimentResponse parses an HTTP response from a GetPromptExperimentWithResponse call
+func ParseGetPromptExperimentResponse(rsp *http.Response) (*GetPromptExperimentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPromptExperimentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptExperimentReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSetPromptLabelResponse parses an HTTP response from a SetPromptLabelWithResponse call
+func ParseSetPromptLabelResponse(rsp *http.Response) (*SetPromptLabelResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetPromptLabelResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptLabel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRenderPromptResponse parses an HTTP response from a RenderPromptWithResponse call
+func ParseRenderPromptResponse(rsp *http.Response) (*RenderPromptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RenderPromptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RenderedPrompt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListPromptVersionsResponse parses an HTTP response from a ListPromptVersionsWithResponse call
+func ParseListPromptVersionsResponse(rsp *http.Response) (*ListPromptVersionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPromptVersionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptVersionList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreatePromptVersionResponse parses an HTTP response from a CreatePromptVersionWithResponse call
+func ParseCreatePromptVersionResponse(rsp *http.Response) (*CreatePromptVersionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreatePromptVersionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest PromptVersion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPromptVersionResponse parses an HTTP response from a GetPromptVersionWithResponse call
+func ParseGetPromptVersionResponse(rsp *http.Response) (*GetPromptVersionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPromptVersionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromptVersion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -44,6 +44,15 @@ type Record struct {
 	Cached    bool
 	Attempts  int
 	At        time.Time
+	// Prompt is the stored prompt the call used, if any.
+	Prompt *PromptUse
+}
+
+// PromptUse names the prompt version a call used and the experiment that drew it.
+type PromptUse struct {
+	Name         string
+	Version      int
+	ExperimentID *uuid.UUID // nil: the version was not drawn by a split
 }
 
 // batchSize is the most records one write carries.
@@ -172,7 +181,7 @@ func toRow(rec Record) db.InsertUsageParams {
 	if rec.TTFT > 0 {
 		ttft = pgtype.Int4{Int32: int32(rec.TTFT.Milliseconds()), Valid: true} //nolint:gosec // bounded by the stream timeout
 	}
-	return db.InsertUsageParams{
+	row := db.InsertUsageParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: rec.OrgID,
 		UserID: store.NullUUID(nonZero(rec.UserID)), ApiKeyID: store.NullUUID(nonZero(rec.APIKeyID)),
 		RequestID: rec.RequestID, Endpoint: rec.Endpoint, Alias: rec.Alias,
@@ -182,6 +191,12 @@ func toRow(rec Record) db.InsertUsageParams {
 		LatencyMs: int32(rec.Latency.Milliseconds()), TtftMs: ttft, //nolint:gosec // durations are bounded by the stream timeout
 		Cached: rec.Cached, Attempts: int32(rec.Attempts), CreatedAt: rec.At, //nolint:gosec // a handful of attempts
 	}
+	if p := rec.Prompt; p != nil {
+		row.PromptName = pgtype.Text{String: p.Name, Valid: true}
+		row.PromptVersion = pgtype.Int4{Int32: int32(p.Version), Valid: true} //nolint:gosec // version numbers fit
+		row.ExperimentID = store.NullUUID(p.ExperimentID)
+	}
+	return row
 }
 
 // nonZero is nil for the zero UUID.

@@ -125,3 +125,29 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+func TestRecorderWritesPrompt(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	rec, _ := newRecorder(t, st, time.Hour)
+	org, experiment := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	rec.Record(usage.Record{OrgID: org, RequestID: "a", Endpoint: "chat", Alias: "default", Status: usage.StatusOK, At: time.Now(),
+		Prompt: &usage.PromptUse{Name: "support", Version: 3, ExperimentID: &experiment}})
+	rec.Record(usage.Record{OrgID: org, RequestID: "b", Endpoint: "chat", Alias: "default", Status: usage.StatusOK, At: time.Now()})
+	cancel()
+	<-done
+	var withPrompt, without int
+	err := st.Pool.QueryRow(t.Context(), `SELECT
+		count(*) FILTER (WHERE prompt_name = 'support' AND prompt_version = 3 AND experiment_id = $2),
+		count(*) FILTER (WHERE prompt_name IS NULL AND prompt_version IS NULL AND experiment_id IS NULL)
+		FROM llm_usage WHERE org_id = $1`, org, experiment).Scan(&withPrompt, &without)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPrompt != 1 || without != 1 {
+		t.Fatalf("rows with prompt %d, without %d; want 1 and 1", withPrompt, without)
+	}
+}

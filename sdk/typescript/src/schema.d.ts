@@ -1099,6 +1099,198 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/prompts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's prompts
+         * @description Newest first, each with its labels. Deleted prompts are not listed.
+         */
+        get: operations["listPrompts"];
+        put?: never;
+        /**
+         * Create a prompt with its first version
+         * @description Names are unique in the org among prompts not deleted (409 otherwise). Version 1 is
+         *     `version`; no label points at it yet (`latest` always means the newest version).
+         *     Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit log.
+         */
+        post: operations["createPrompt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One prompt, with its labels
+         * @description Another org's prompt, and a deleted one, is a 404.
+         */
+        get: operations["getPrompt"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a prompt
+         * @description A soft delete: the prompt, its versions and labels disappear from every read and from
+         *     chat at once, and the name is free for a new prompt. Recorded in the audit log.
+         */
+        delete: operations["deletePrompt"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A prompt's versions
+         * @description Newest first.
+         */
+        get: operations["listPromptVersions"];
+        put?: never;
+        /**
+         * Add a version
+         * @description Versions are immutable and numbered 1, 2, …; adding one moves no label (publish it
+         *     with `PUT /v1/prompts/{name}/labels/{label}`). Recorded in the audit log.
+         */
+        post: operations["createPromptVersion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One version of a prompt
+         * @description Versions are immutable; another org's prompt is a 404.
+         */
+        get: operations["getPromptVersion"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/labels/{label}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Point a label at a version, or split it between versions
+         * @description Publishing is moving a label (`production`, `staging`, any name) to a version;
+         *     rolling back is moving it to an older one. With `split` (at least two distinct
+         *     versions with positive integer weights) the label runs an A/B experiment: each
+         *     request gets a version drawn by weight, sticky per sticky key (the chat request's
+         *     `user`, else the caller), under a new `experiment_id` reported by
+         *     `GET /v1/prompts/{name}/experiments/{id}`. Setting the label again ends the
+         *     experiment. `latest` is reserved: it always means the newest version. Every move is
+         *     recorded in the audit log (`prompt.label_publish`, `prompt.label_rollback`,
+         *     `prompt.label_split`).
+         */
+        put: operations["setPromptLabel"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Compare two versions
+         * @description Names the fields that differ and gives a line diff (longest common subsequence) of
+         *     each message's content, messages paired by position.
+         */
+        get: operations["diffPromptVersions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/render": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Preview a prompt as chat would use it
+         * @description Resolves `version`, or `label` (default `production`; `latest` is the newest
+         *     version; a split label draws by `sticky_key`, default the caller's user or API key
+         *     id), and fills the `{{name}}` placeholders of its messages with `variables`. Missing
+         *     required variables, variables the version does not declare and values of the wrong
+         *     JSON type are a 400 naming each one under `/variables/<name>`; defaults fill in
+         *     the rest (an optional variable without a default renders empty).
+         */
+        post: operations["renderPrompt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/experiments/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The results of an A/B experiment
+         * @description Per version of the split: chat requests that used it, errors and error rate, latency
+         *     p50/p95 (ms, every call), tokens and cost. `feedback_up`/`feedback_down` are 0 until
+         *     message feedback arrives with conversations.
+         */
+        get: operations["getPromptExperiment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openai/v1/chat/completions": {
         parameters: {
             query?: never;
@@ -1198,6 +1390,7 @@ export interface components {
              * @default default
              */
             model: string;
+            /** @description The conversation; with `prompt`, the prompt's rendered messages come first. */
             messages: components["schemas"]["ChatMessage"][];
             /** @description The client's own tools; the model's calls of them are returned for the client to run. */
             tools?: components["schemas"]["ToolDefinition"][];
@@ -1218,6 +1411,7 @@ export interface components {
             user?: string;
             /** @default false */
             stream: boolean;
+            prompt?: components["schemas"]["ChatPromptRef"];
             /**
              * @description Serve from (and store in) Kiln's exact-match response cache. Default: on when
              *     `temperature` is 0, off otherwise. The cache key is the SHA-256 of the normalised
@@ -1226,6 +1420,231 @@ export interface components {
              *     when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
              */
             cache?: boolean;
+        };
+        PromptMessage: {
+            /** @enum {string} */
+            role: "system" | "user" | "assistant";
+            /**
+             * @description A template: `{{name}}` (whitespace inside the braces allowed) is replaced by the
+             *     variable `name`, which the version must declare. A literal `{{` cannot be written.
+             */
+            content: string;
+        };
+        PromptVariable: {
+            name: string;
+            /**
+             * @description The JSON type a value must have when rendering.
+             * @enum {string}
+             */
+            type: "string" | "number" | "integer" | "boolean";
+            /**
+             * @description Rendering fails without a value. A required variable has no default.
+             * @default false
+             */
+            required: boolean;
+            /** @description The value of an optional variable that is not given; of the variable's type. */
+            default?: unknown;
+            description?: string;
+        };
+        /** @description Defaults for the chat request; the request's own values win. */
+        PromptParameters: {
+            /** Format: double */
+            temperature?: number;
+            /** Format: double */
+            top_p?: number;
+            max_tokens?: number;
+        };
+        PromptVersionInput: {
+            messages: components["schemas"]["PromptMessage"][];
+            variables?: components["schemas"]["PromptVariable"][];
+            /** @description The model alias chat uses when the request names none. */
+            model?: string;
+            parameters?: components["schemas"]["PromptParameters"];
+            /** @description Tools offered with the prompt, before the request's own (a request tool of the same name wins). */
+            tools?: components["schemas"]["ToolDefinition"][];
+            /** @description What changed, for the people who review it. */
+            note?: string;
+        };
+        CreatePromptRequest: {
+            name: string;
+            description?: string;
+            version: components["schemas"]["PromptVersionInput"];
+        };
+        PromptVersion: {
+            version: number;
+            messages: components["schemas"]["PromptMessage"][];
+            variables: components["schemas"]["PromptVariable"][];
+            model: string | null;
+            parameters: components["schemas"]["PromptParameters"];
+            tools: components["schemas"]["ToolDefinition"][];
+            note: string;
+            /**
+             * Format: uuid
+             * @description The user who added it; null for an API key (the audit log names the key).
+             */
+            created_by: string | null;
+            created_at: components["schemas"]["Timestamp"];
+        };
+        PromptVersionList: {
+            data: components["schemas"]["PromptVersion"][];
+            next_cursor: string | null;
+        };
+        PromptSplitEntry: {
+            version: number;
+            weight: number;
+        };
+        PromptLabel: {
+            label: string;
+            /** @description The version the label points at; null for a split. */
+            version: number | null;
+            split: components["schemas"]["PromptSplitEntry"][] | null;
+            /**
+             * Format: uuid
+             * @description The running experiment of a split.
+             */
+            experiment_id: string | null;
+            updated_at: components["schemas"]["Timestamp"];
+            /** Format: uuid */
+            updated_by: string | null;
+        };
+        /** @description Exactly one of `version` and `split`. */
+        SetPromptLabelRequest: {
+            version?: number;
+            split?: components["schemas"]["PromptSplitEntry"][];
+        };
+        Prompt: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            description: string;
+            latest_version: number;
+            labels: components["schemas"]["PromptLabel"][];
+            /** Format: uuid */
+            created_by: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        PromptList: {
+            data: components["schemas"]["Prompt"][];
+            next_cursor: string | null;
+        };
+        PromptDiff: {
+            from: number;
+            to: number;
+            /** @description The fields that differ, of `messages`, `variables`, `model`, `parameters`, `tools`, `note`. */
+            changed: string[];
+            /** @description The old and new value of each changed field but `messages`. */
+            fields: components["schemas"]["PromptFieldChange"][];
+            messages: components["schemas"]["PromptMessageDiff"][];
+        };
+        PromptFieldChange: {
+            field: string;
+            /** @description The value in version `from` (any JSON value). */
+            from: unknown;
+            /** @description The value in version `to` (any JSON value). */
+            to: unknown;
+        };
+        PromptMessageDiff: {
+            index: number;
+            /** @enum {string} */
+            change: "unchanged" | "changed" | "added" | "removed";
+            from_role: string | null;
+            to_role: string | null;
+            /** @description The content's lines; `delete` only in `from`, `insert` only in `to`. */
+            lines: components["schemas"]["DiffLine"][];
+        };
+        DiffLine: {
+            /** @enum {string} */
+            op: "equal" | "insert" | "delete";
+            text: string;
+        };
+        /** @description At most one of `label` and `version`. */
+        RenderPromptRequest: {
+            label?: string;
+            version?: number;
+            variables?: components["schemas"]["PromptVariables"];
+            /** @description Who the split of a label is sticky for (a user or conversation id). */
+            sticky_key?: string;
+        };
+        /** @description Variable values by name, each of its declared JSON type. */
+        PromptVariables: {
+            [key: string]: unknown;
+        };
+        RenderedPrompt: {
+            name: string;
+            version: number;
+            /** @description The label resolved; null when a version was asked for. */
+            label: string | null;
+            /**
+             * Format: uuid
+             * @description The experiment that drew the version, for a split label.
+             */
+            experiment_id: string | null;
+            messages: components["schemas"]["PromptMessage"][];
+            model: string | null;
+            parameters: components["schemas"]["PromptParameters"];
+            tools: components["schemas"]["ToolDefinition"][];
+        };
+        /**
+         * @description Use a stored prompt: its rendered messages come before `messages`, and its model
+         *     alias, parameters and tools apply where the request sets none. At most one of
+         *     `label` (default `production`) and `version`.
+         */
+        ChatPromptRef: {
+            name: string;
+            label?: string;
+            version?: number;
+            variables?: components["schemas"]["PromptVariables"];
+            /** @description Who a split label is sticky for; default the request's `user`, else the caller's user or API key id. */
+            sticky_key?: string;
+        };
+        PromptExperimentReport: {
+            /** Format: uuid */
+            id: string;
+            /** @description The prompt's name. */
+            name: string;
+            label: string;
+            split: components["schemas"]["PromptSplitEntry"][];
+            started_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: date-time
+             * @description When the label moved on; null while the experiment runs.
+             */
+            ended_at: string | null;
+            versions: components["schemas"]["PromptExperimentVersion"][];
+        };
+        PromptExperimentVersion: {
+            version: number;
+            weight: number;
+            /** Format: int64 */
+            requests: number;
+            /** Format: int64 */
+            errors: number;
+            /**
+             * Format: double
+             * @description errors / requests; 0 without requests.
+             */
+            error_rate: number;
+            /** Format: double */
+            latency_ms_p50: number;
+            /** Format: double */
+            latency_ms_p95: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: double */
+            cost_usd: number;
+            /**
+             * Format: int64
+             * @description Always 0 for now; message feedback arrives with conversations.
+             */
+            feedback_up: number;
+            /**
+             * Format: int64
+             * @description Always 0 for now; message feedback arrives with conversations.
+             */
+            feedback_down: number;
         };
         /** @enum {string} */
         ChatRole: "system" | "user" | "assistant" | "tool";
@@ -1917,6 +2336,12 @@ export interface components {
         OAuthProvider: string;
         /** @description A configured LLM provider's name (`llm.providers[].name`). */
         LLMProvider: string;
+        /** @description The prompt's name, unique in the org. */
+        PromptName: string;
+        /** @description The version number (1, 2, …). */
+        PromptVersionNumber: number;
+        /** @description The label, e.g. `production`; `latest` is reserved. */
+        PromptLabelName: string;
         /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
         KilnOrg: string;
         /**
@@ -3469,6 +3894,350 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listPrompts: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of prompts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createPrompt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreatePromptRequest"];
+            };
+        };
+        responses: {
+            /** @description The prompt. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prompt"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getPrompt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The prompt. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prompt"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deletePrompt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listPromptVersions: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of versions. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptVersionList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createPromptVersion: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PromptVersionInput"];
+            };
+        };
+        responses: {
+            /** @description The new version. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptVersion"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getPromptVersion: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+                /** @description The version number (1, 2, …). */
+                version: components["parameters"]["PromptVersionNumber"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptVersion"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    setPromptLabel: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+                /** @description The label, e.g. `production`; `latest` is reserved. */
+                label: components["parameters"]["PromptLabelName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetPromptLabelRequest"];
+            };
+        };
+        responses: {
+            /** @description The label as it now is. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptLabel"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    diffPromptVersions: {
+        parameters: {
+            query: {
+                /** @description The older version. */
+                from: number;
+                /** @description The newer version. */
+                to: number;
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The differences. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptDiff"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    renderPrompt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RenderPromptRequest"];
+            };
+        };
+        responses: {
+            /** @description The resolved version and its rendered messages. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RenderedPrompt"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getPromptExperiment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The report. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptExperimentReport"];
+                };
             };
             default: components["responses"]["Problem"];
         };
