@@ -98,8 +98,14 @@ func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func(c
 		s.respondError(w, r, err)
 		return r, who, call, func() {}, false
 	}
-	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
+	ctx, cancel := s.bound(r.Context(), who)
 	return r.WithContext(ctx), who, call, cancel, true
+}
+
+// bound limits a model call to the stream timeout and tells the gateway its org, for the
+// org's own provider keys.
+func (s *Server) bound(ctx context.Context, who caller) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(llm.WithOrg(ctx, who.org), s.llm.StreamTimeout)
 }
 
 // createChatCompletion serves POST /v1/chat/completions: JSON, or SSE with stream: true.

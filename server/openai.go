@@ -56,12 +56,7 @@ func writeOpenAIError(w http.ResponseWriter, code errs.Code, detail string, fiel
 			body.Error.Message += " " + strings.TrimPrefix(f.Pointer, "/") + ": " + f.Message + "."
 		}
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Del("Content-Length")
-	w.WriteHeader(pt.Status)
-	_ = json.NewEncoder(w).Encode(body)
+	writeErrorBody(w, "application/json", body, pt.Status)
 }
 
 type openAIError struct {
@@ -287,7 +282,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	cw := &chunkWriter{w: w, rc: http.NewResponseController(w)}
-	cw.prefix = []byte(`data: {"id":"` + id + `","object":"chat.completion.chunk","created":` + strconv.FormatInt(start.Unix(), 10) + `,"model":` + jsonString(call.Alias) + `,`)
+	cw.prefix = []byte(`{"id":"` + id + `","object":"chat.completion.chunk","created":` + strconv.FormatInt(start.Unix(), 10) + `,"model":` + jsonString(call.Alias) + `,`)
 	res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
 		switch ev.Kind {
 		case chat.EventStart:
@@ -317,16 +312,16 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 			var e openAIError
 			e.Error.Message, e.Error.Type, e.Error.Code = detail, "api_error", string(code)
 			b, _ := json.Marshal(e)
-			_ = cw.write(append(append([]byte("data: "), b...), "\n\n"...))
+			_ = cw.data(b)
 		}
 		return
 	}
 	_ = cw.choice("{}", jsonString(string(res.FinishReason)))
 	if body.StreamOptions != nil && body.StreamOptions.IncludeUsage {
 		u, _ := json.Marshal(toOpenAIUsage(res.Usage))
-		_ = cw.write(append(append(append(cw.prefix, `"choices":[],"usage":`...), u...), "}\n\n"...))
+		_ = cw.chunk(`"choices":[],"usage":`, string(u))
 	}
-	_ = cw.write([]byte("data: [DONE]\n\n"))
+	_ = cw.data([]byte("[DONE]"))
 }
 
 // chunkWriter writes OpenAI's stream: `data:` lines only (OpenAI SDKs treat `event:`
@@ -334,26 +329,36 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 type chunkWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
-	prefix  []byte
+	prefix  []byte // `{"id":…,"model":…,` : every chunk's opening
 	buf     []byte
 	started bool
 }
 
+// choice writes a chunk of one choice with delta and finish_reason (JSON).
 func (c *chunkWriter) choice(delta, finish string) error {
-	c.buf = append(append(c.buf[:0], c.prefix...), `"choices":[{"index":0,"delta":`...)
-	c.buf = append(append(append(c.buf, delta...), `,"logprobs":null,"finish_reason":`...), finish...)
-	c.buf = append(c.buf, "}]}\n\n"...)
+	return c.chunk(`"choices":[{"index":0,"delta":`, delta, `,"logprobs":null,"finish_reason":`, finish, `}]`)
+}
+
+// chunk writes a chat.completion.chunk whose remaining fields are the concatenation of rest.
+func (c *chunkWriter) chunk(rest ...string) error {
+	c.buf = append(append(c.buf[:0], "data: "...), c.prefix...)
+	for _, r := range rest {
+		c.buf = append(c.buf, r...)
+	}
+	c.buf = append(c.buf, "}\n\n"...)
+	return c.write(c.buf)
+}
+
+// data writes one `data:` line of payload.
+func (c *chunkWriter) data(payload []byte) error {
+	c.buf = append(append(append(c.buf[:0], "data: "...), payload...), "\n\n"...)
 	return c.write(c.buf)
 }
 
 func (c *chunkWriter) write(b []byte) error {
 	if !c.started {
 		c.started = true
-		h := c.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no")
-		c.w.WriteHeader(http.StatusOK)
+		commitEventStream(c.w)
 	}
 	if _, err := c.w.Write(b); err != nil {
 		return err
@@ -448,7 +453,7 @@ func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) 
 		s.respondError(w, r, errs.E(errs.NotFound, "No model named %q; GET /openai/v1/models lists them.", body.Model))
 		return
 	}
-	ctx, cancel := context.WithTimeout(llm.WithOrg(r.Context(), who.org), s.llm.StreamTimeout)
+	ctx, cancel := s.bound(r.Context(), who)
 	defer cancel()
 	r = r.WithContext(ctx)
 	start := time.Now()

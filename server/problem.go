@@ -75,12 +75,17 @@ func newProblem(ctx context.Context, instance string, code errs.Code, detail str
 
 // writeProblem sends p as application/problem+json.
 func writeProblem(w http.ResponseWriter, p any, status int) {
+	writeErrorBody(w, "application/problem+json", p, status)
+}
+
+// writeErrorBody sends an error document that no cache may keep.
+func writeErrorBody(w http.ResponseWriter, contentType string, body any, status int) {
 	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
+	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-store")
 	h.Del("Content-Length")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(p)
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // respondError is the one error path of the HTTP layer: it maps err to a problem and logs

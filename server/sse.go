@@ -38,11 +38,7 @@ func (st *sseStream) Send(event string, data any) error {
 	defer st.mu.Unlock()
 	if !st.started {
 		st.started = true
-		h := st.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-		st.w.WriteHeader(http.StatusOK)
+		commitEventStream(st.w)
 	}
 	st.id++
 	if _, err := fmt.Fprintf(st.w, "id: %s\nevent: %s\ndata: %s\n\n", strconv.FormatUint(st.id, 10), event, b); err != nil {
@@ -61,6 +57,16 @@ func (st *sseStream) heartbeat() error {
 		return err
 	}
 	return st.rc.Flush()
+}
+
+// commitEventStream sends the 200 headers of a text/event-stream: Kiln's events and the
+// OpenAI-compatible chunks alike.
+func commitEventStream(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
 }
 
 // ShutdownEvent is the last event of a stream cut by a server shutdown.

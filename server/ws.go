@@ -15,7 +15,6 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
-	"github.com/kilnhq/kiln/internal/llm"
 )
 
 // wsConn is one chat WebSocket: frames {"type","id","data"} out, one reply at a time.
@@ -127,7 +126,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				ws.sendError(ctx, errs.E(errs.Conflict, "A reply is already running on this connection; send cancel or wait for its done event."))
 				continue
 			}
-			runCtx, stopRun := context.WithTimeout(llm.WithOrg(ctx, who.org), s.llm.StreamTimeout)
+			runCtx, stopRun := s.bound(ctx, who)
 			ws.mu.Lock()
 			ws.stop = stopRun
 			ws.mu.Unlock()
