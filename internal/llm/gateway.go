@@ -288,7 +288,7 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 		if byok {
 			// The org's own key: its failures and its quota are the org's, so they neither
 			// trip the shared breaker nor take the shared concurrency slots.
-			err := g.tryOrgKey(ctx, &served, st, p, try)
+			_, err := g.attempt(ctx, &served, st, t.String()+" (org key)", p, try)
 			if err == nil {
 				return served, noop, nil
 			}
@@ -314,15 +314,10 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 		// Every way out below settles the breaker: success, failure, or endProbe when the
 		// attempt says nothing about the target's health.
 		for attempt := 0; ; attempt++ {
-			start := g.now()
-			err := try(ctx, st, p)
-			d := g.now().Sub(start)
+			d, err := g.attempt(ctx, &served, st, t.String(), p, try)
 			if err == nil {
 				st.breaker.success()
 				g.metrics.circuit.WithLabelValues(t.Provider, t.Model).Set(0)
-				g.metrics.attempts.WithLabelValues(t.Provider, t.Model, "ok").Inc()
-				served.Target = t
-				served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Duration: d})
 				return served, st.release, nil
 			}
 			if ctx.Err() != nil {
@@ -332,12 +327,6 @@ func (g *Gateway) route(ctx context.Context, alias string, try func(context.Cont
 			}
 			lastErr = err
 			ue, upstream := errors.AsType[*Error](err)
-			kind := "error"
-			if upstream {
-				kind = string(ue.Kind)
-			}
-			g.metrics.attempts.WithLabelValues(t.Provider, t.Model, kind).Inc()
-			served.Attempts = append(served.Attempts, Attempt{Target: t.String(), Error: err.Error(), Duration: d})
 			g.cfg.Log.WarnContext(ctx, "llm attempt failed", "alias", alias, "target", t.String(), "attempt", attempt+1, "error", err, "duration", d)
 			if !upstream || ue.Kind == KindInvalid || ue.Kind == KindUnsupported {
 				if upstream {
@@ -406,11 +395,17 @@ func (g *Gateway) providerFor(ctx context.Context, st *targetState) (Provider, b
 	return p, true, nil
 }
 
-// tryOrgKey makes one attempt at st with the org's own key.
-func (g *Gateway) tryOrgKey(ctx context.Context, served *Served, st *targetState, p Provider, try func(context.Context, *targetState, Provider) error) error {
+// attempt makes one try at st with provider p, timing it and, unless the caller went away
+// (which says nothing of the target), counting it in the metrics and listing it in served
+// under label; on success st serves.
+func (g *Gateway) attempt(ctx context.Context, served *Served, st *targetState, label string, p Provider, try func(context.Context, *targetState, Provider) error) (time.Duration, error) {
 	start := g.now()
 	err := try(ctx, st, p)
-	a := Attempt{Target: st.String() + " (org key)", Duration: g.now().Sub(start)}
+	d := g.now().Sub(start)
+	if err != nil && ctx.Err() != nil {
+		return d, err
+	}
+	a := Attempt{Target: label, Duration: d}
 	outcome := "ok"
 	if err != nil {
 		a.Error = err.Error()
@@ -424,7 +419,7 @@ func (g *Gateway) tryOrgKey(ctx context.Context, served *Served, st *targetState
 	if err == nil {
 		served.Target = st.Target
 	}
-	return err
+	return d, err
 }
 
 // release frees a concurrency slot taken by route.
