@@ -94,14 +94,8 @@ func (l *Log) List(ctx context.Context, orgID uuid.UUID, limit int, before *uuid
 // EventFromRow converts a stored audit row.
 func EventFromRow(r db.AuditEvent) (Event, error) {
 	e := Event{
-		ID: r.ID, ActorType: r.ActorType, Action: r.Action, TargetType: r.TargetType,
-		TargetID: r.TargetID, IP: r.Ip, UserAgent: r.UserAgent, CreatedAt: r.CreatedAt,
-	}
-	if r.OrgID.Valid {
-		e.OrgID = &r.OrgID.UUID
-	}
-	if r.ActorID.Valid {
-		e.ActorID = &r.ActorID.UUID
+		ID: r.ID, OrgID: store.UUIDPtr(r.OrgID), ActorType: r.ActorType, ActorID: store.UUIDPtr(r.ActorID), Action: r.Action,
+		TargetType: r.TargetType, TargetID: r.TargetID, IP: r.Ip, UserAgent: r.UserAgent, CreatedAt: r.CreatedAt,
 	}
 	if err := json.Unmarshal(r.Data, &e.Data); err != nil {
 		return Event{}, fmt.Errorf("decode audit data of %s: %w", r.ID, err)

@@ -414,13 +414,13 @@ func validateDraft(d Draft, at string) error {
 
 func toPrompt(r db.Prompt) Prompt {
 	return Prompt{
-		ID: r.ID, OrgID: r.OrgID, Name: r.Name, Description: r.Description, CreatedBy: nullable(r.CreatedBy),
+		ID: r.ID, OrgID: r.OrgID, Name: r.Name, Description: r.Description, CreatedBy: store.UUIDPtr(r.CreatedBy),
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
 func toVersion(r db.PromptVersion) (Version, error) {
-	v := Version{ID: r.ID, PromptID: r.PromptID, Number: int(r.Version), CreatedBy: nullable(r.CreatedBy), CreatedAt: r.CreatedAt}
+	v := Version{ID: r.ID, PromptID: r.PromptID, Number: int(r.Version), CreatedBy: store.UUIDPtr(r.CreatedBy), CreatedAt: r.CreatedAt}
 	v.Model, v.Note = r.Model.String, r.Note
 	err := errors.Join(
 		json.Unmarshal(r.Messages, &v.Messages), json.Unmarshal(r.Variables, &v.Variables),
@@ -433,18 +433,11 @@ func toVersion(r db.PromptVersion) (Version, error) {
 }
 
 func toLabel(r db.PromptLabel) (Label, error) {
-	l := Label{Name: r.Label, Version: int(r.Version.Int32), ExperimentID: nullable(r.ExperimentID), UpdatedAt: r.UpdatedAt, UpdatedBy: nullable(r.UpdatedBy)}
+	l := Label{Name: r.Label, Version: int(r.Version.Int32), ExperimentID: store.UUIDPtr(r.ExperimentID), UpdatedAt: r.UpdatedAt, UpdatedBy: store.UUIDPtr(r.UpdatedBy)}
 	if r.Split != nil {
 		if err := json.Unmarshal(r.Split, &l.Split); err != nil {
 			return Label{}, fmt.Errorf("decode prompt label %s: %w", r.Label, err)
 		}
 	}
 	return l, nil
-}
-
-func nullable(id uuid.NullUUID) *uuid.UUID {
-	if !id.Valid {
-		return nil
-	}
-	return &id.UUID
 }

@@ -80,6 +80,14 @@ func Translate(err error) error {
 	return err
 }
 
+// UUIDPtr is a nullable column value as a pointer: nil when NULL.
+func UUIDPtr(id uuid.NullUUID) *uuid.UUID {
+	if !id.Valid {
+		return nil
+	}
+	return &id.UUID
+}
+
 // NullUUID is id as a nullable column value: NULL when id is nil.
 func NullUUID(id *uuid.UUID) uuid.NullUUID {
 	if id == nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Key is an API key as stored, without its secret.
@@ -84,12 +85,12 @@ func toKey(r db.ApiKey) Key {
 		Name:       r.Name,
 		Display:    r.Display,
 		Scopes:     r.Scopes,
-		CreatedBy:  toUUIDPtr(r.CreatedBy),
+		CreatedBy:  store.UUIDPtr(r.CreatedBy),
 		CreatedAt:  r.CreatedAt.UTC(),
 		ExpiresAt:  toUTCPtr(r.ExpiresAt),
 		RevokedAt:  toUTCPtr(r.RevokedAt),
 		LastUsedAt: toUTCPtr(r.LastUsedAt),
-		RotatedTo:  toUUIDPtr(r.RotatedTo),
+		RotatedTo:  store.UUIDPtr(r.RotatedTo),
 	}
 }
 
@@ -99,20 +100,6 @@ func toKeys(rows []db.ApiKey) []Key {
 		out[i] = toKey(r)
 	}
 	return out
-}
-
-func toUUIDPtr(u uuid.NullUUID) *uuid.UUID {
-	if !u.Valid {
-		return nil
-	}
-	return &u.UUID
-}
-
-func toNullUUID(u *uuid.UUID) uuid.NullUUID {
-	if u == nil {
-		return uuid.NullUUID{}
-	}
-	return uuid.NullUUID{UUID: *u, Valid: true}
 }
 
 func toUTCPtr(t *time.Time) *time.Time {

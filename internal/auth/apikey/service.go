@@ -145,7 +145,7 @@ func (s *Service) newKey(orgID uuid.UUID, createdBy *uuid.UUID, name string, sco
 		Display:    Display(secret),
 		SecretHash: Hash(secret),
 		Scopes:     slices.Clone(scopes),
-		CreatedBy:  toNullUUID(createdBy),
+		CreatedBy:  store.NullUUID(createdBy),
 		CreatedAt:  now,
 		ExpiresAt:  expiresAt,
 	}, secret, nil
@@ -173,7 +173,7 @@ func (s *Service) List(ctx context.Context, orgID uuid.UUID, limit int, after *u
 	if limit < 1 || limit > MaxListLimit {
 		return nil, errs.InvalidFields("invalid page", []errs.FieldError{{Pointer: "/limit", Message: fmt.Sprintf("must be between 1 and %d, got %d", MaxListLimit, limit)}})
 	}
-	rows, err := s.st.ListAPIKeys(ctx, db.ListAPIKeysParams{OrgID: orgID, After: toNullUUID(after), MaxRows: int32(limit)}) //nolint:gosec // checked to 1..MaxListLimit
+	rows, err := s.st.ListAPIKeys(ctx, db.ListAPIKeysParams{OrgID: orgID, After: store.NullUUID(after), MaxRows: int32(limit)}) //nolint:gosec // checked to 1..MaxListLimit
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", store.Translate(err))
 	}

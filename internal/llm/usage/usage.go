@@ -183,7 +183,7 @@ func toRow(rec Record) db.InsertUsageParams {
 	}
 	row := db.InsertUsageParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: rec.OrgID,
-		UserID: store.NullUUID(nonZero(rec.UserID)), ApiKeyID: store.NullUUID(nonZero(rec.APIKeyID)),
+		UserID: nullable(rec.UserID), ApiKeyID: nullable(rec.APIKeyID),
 		RequestID: rec.RequestID, Endpoint: rec.Endpoint, Alias: rec.Alias,
 		Provider: rec.Provider, Model: rec.Model, Status: rec.Status, ErrorCode: rec.ErrorCode,
 		PromptTokens: int32(rec.Usage.PromptTokens), CompletionTokens: int32(rec.Usage.CompletionTokens), //nolint:gosec // token counts fit
@@ -199,13 +199,8 @@ func toRow(rec Record) db.InsertUsageParams {
 	return row
 }
 
-// nonZero is nil for the zero UUID.
-func nonZero(id uuid.UUID) *uuid.UUID {
-	if id == uuid.Nil {
-		return nil
-	}
-	return &id
-}
+// nullable is id as a column value, NULL for the zero UUID (no user, no key).
+func nullable(id uuid.UUID) uuid.NullUUID { return uuid.NullUUID{UUID: id, Valid: id != uuid.Nil} }
 
 // Filter selects the calls a report covers.
 type Filter struct {
@@ -226,7 +221,7 @@ type Bucket struct {
 
 // Report buckets the calls f selects, and totals them.
 func (r *Recorder) Report(ctx context.Context, f Filter) ([]Bucket, Bucket, error) {
-	p := db.UsageReportParams{GroupBy: f.GroupBy, OrgID: f.OrgID, FromTime: f.From, ToTime: f.To, ApiKeyID: store.NullUUID(nonZero(f.APIKeyID))}
+	p := db.UsageReportParams{GroupBy: f.GroupBy, OrgID: f.OrgID, FromTime: f.From, ToTime: f.To, ApiKeyID: nullable(f.APIKeyID)}
 	if f.Alias != "" {
 		p.Alias = pgtype.Text{String: f.Alias, Valid: true}
 	}
