@@ -287,10 +287,7 @@ func (s *Server) applyPrompt(ctx context.Context, who caller, body *api.ChatRequ
 		sticky = deref(body.User)
 	}
 	if sticky == "" {
-		sticky = who.user.String()
-		if who.key != uuid.Nil {
-			sticky = who.key.String()
-		}
+		sticky = principalStickyKey(ctx)
 	}
 	rendered, err := s.prompts.Resolve(ctx, who.org, r, sticky)
 	if err != nil {
