@@ -140,20 +140,20 @@ func (s *Server) createChatCompletion(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toChatCompletion(id, call.Alias, start, res))
 		return
 	}
-	s.serveSSE(w, r, func(ctx context.Context, send func(string, any) error) error {
+	s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
 		res, err := s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
 			if ev.Kind == chat.EventStart {
 				setServedHeaders(w, ev.Served, ev.Cache) // before the first event commits the headers
 				return nil
 			}
 			name, data := toChatEvent(ev)
-			return send(name, data)
+			return st.Send(name, data)
 		})
 		s.recordUsage(r, who, "chat", call.Alias, start, res, err, use.usage())
 		if err != nil {
 			return err
 		}
-		return send("done", toChatDone(id, call.Alias, res))
+		return st.Send("done", toChatDone(id, call.Alias, res))
 	})
 }
 

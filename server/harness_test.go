@@ -30,6 +30,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -44,6 +45,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
@@ -193,6 +195,14 @@ func setup(t testing.TB, opts ...option) *bundle {
 	}
 	if d.LLM.Runner.Cache == nil {
 		d.LLM.Runner.Cache = cache.New(rdb, ks, time.Hour)
+	}
+	if d.Conversations.Service == nil {
+		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
+		t.Cleanup(bus.Close)
+		d.Conversations = Conversations{
+			Service: conversations.New(st, time.Now), Streams: bus,
+			ContextWindow: func(string) int { return 32768 },
+		}
 	}
 	if d.LLM.Usage == nil {
 		rec, err := usage.NewRecorder(st, log, d.Registry, 10*time.Millisecond)

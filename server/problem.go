@@ -35,6 +35,7 @@ var catalog = map[errs.Code]problemType{
 	errs.Conflict:              {http.StatusConflict, "Conflict"},
 	errs.IdempotencyKeyReused:  {http.StatusUnprocessableEntity, "Idempotency key reused"},
 	errs.IdempotencyInProgress: {http.StatusConflict, "Idempotent request in progress"},
+	errs.StreamExpired:         {http.StatusGone, "Stream expired"},
 	errs.RateLimited:           {http.StatusTooManyRequests, "Rate limited"},
 	errs.Timeout:               {http.StatusServiceUnavailable, "Request timed out"},
 	errs.NotReady:              {http.StatusServiceUnavailable, "Not ready"},

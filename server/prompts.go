@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -332,7 +333,8 @@ func underPointer(err error, prefix string) error {
 	for i, f := range e.Fields {
 		fields[i] = errs.FieldError{Pointer: prefix + f.Pointer, Message: f.Message}
 	}
-	return errs.InvalidFields("invalid prompt", fields)
+	what, _, _ := strings.Cut(e.Message, ": ")
+	return errs.InvalidFields(what, fields)
 }
 
 // principalStickyKey is the caller's user or API key id.

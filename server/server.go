@@ -60,6 +60,8 @@ type Deps struct {
 	LLM LLM
 	// Prompts is the prompt store.
 	Prompts *prompts.Service
+	// Conversations serves the conversation endpoints.
+	Conversations Conversations
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
@@ -81,12 +83,17 @@ type Server struct {
 	trustedProxies []netip.Prefix
 	llm            LLM
 	prompts        *prompts.Service
-	chatSchema     *openapi3.Schema // validates WebSocket chat frames
-	started        time.Time
-	streaming      map[string]bool // route templates exempt from the request deadline
-	heartbeat      time.Duration   // between SSE heartbeats
-	idem           *idempotency.Store
-	idemRoutes     map[string]bool // route templates that take an Idempotency-Key
+	conv           Conversations
+	// replies are the replies generating on this server; stopReplies ends them.
+	replies     sync.WaitGroup
+	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
+	stopReplies context.CancelFunc
+	chatSchema  *openapi3.Schema // validates WebSocket chat frames
+	started     time.Time
+	streaming   map[string]bool // route templates exempt from the request deadline
+	heartbeat   time.Duration   // between SSE heartbeats
+	idem        *idempotency.Store
+	idemRoutes  map[string]bool // route templates that take an Idempotency-Key
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -128,6 +135,7 @@ func New(d Deps) (*Server, error) {
 		admin:     d.Admin,
 		llm:       d.LLM,
 		prompts:   d.Prompts,
+		conv:      d.Conversations,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -150,6 +158,7 @@ func New(d Deps) (*Server, error) {
 			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
 		},
 	}
+	s.replyCtx, s.stopReplies = context.WithCancel(context.Background())
 	if s.trustedProxies, err = config.ParsePrefixes(d.Config.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
 	}
@@ -176,6 +185,9 @@ func New(d Deps) (*Server, error) {
 	s.chatSchema = d.Spec.Components.Schemas["ChatRequest"].Value
 	s.HandleStream("POST /v1/chat/completions", http.HandlerFunc(s.createChatCompletion))
 	s.HandleStream("GET /v1/chat/ws", http.HandlerFunc(s.chatWebSocket))
+	s.HandleStream("POST /v1/conversations/{id}/messages", http.HandlerFunc(s.createConversationMessage))
+	s.HandleStream("POST /v1/conversations/{id}/tool-results", http.HandlerFunc(s.submitToolResults))
+	s.HandleStream("GET /v1/conversations/{id}/messages/{message_id}/events", http.HandlerFunc(s.streamMessageEvents))
 	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
 	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)

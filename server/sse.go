@@ -20,11 +20,17 @@ const heartbeatInterval = 15 * time.Second
 // sseStream is the one SSE writer: every event carries a monotonic id, a type and a JSON
 // payload, and is flushed as soon as it is written. The response is committed by the
 // first event, so a failure before it is still an ordinary error response.
+//
+// A replayed stream (a reply's events read back from the stream bus) carries the ids the
+// events were stored under (SendStored); the events only this connection sees (shutdown,
+// an error of the connection) then carry no id, so a client resuming from the last id it
+// saw misses nothing.
 type sseStream struct {
 	mu      sync.Mutex
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	id      uint64
+	stored  bool
 	started bool
 }
 
@@ -36,12 +42,33 @@ func (st *sseStream) Send(event string, data any) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.stored {
+		return st.write("", event, b)
+	}
+	st.id++
+	return st.write(strconv.FormatUint(st.id, 10), event, b)
+}
+
+// SendStored writes an event read back from the stream bus, under its stored id.
+func (st *sseStream) SendStored(id uint64, event string, data []byte) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.stored = true
+	return st.write(strconv.FormatUint(id, 10), event, data)
+}
+
+// write writes one event (without an id line when id is empty) and flushes it; st.mu is held.
+func (st *sseStream) write(id, event string, data []byte) error {
 	if !st.started {
 		st.started = true
 		commitEventStream(st.w)
 	}
-	st.id++
-	if _, err := fmt.Fprintf(st.w, "id: %s\nevent: %s\ndata: %s\n\n", strconv.FormatUint(st.id, 10), event, b); err != nil {
+	if id != "" {
+		if _, err := fmt.Fprintf(st.w, "id: %s\n", id); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", event, data); err != nil {
 		return err
 	}
 	return st.rc.Flush()
@@ -79,7 +106,7 @@ type ShutdownEvent struct {
 // `shutdown` event is sent. An error from produce is sent as an `error` event carrying a
 // problem document, or, when produce sent nothing yet, as an ordinary error response.
 // Headers set on w before the first event go out with the stream.
-func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(ctx context.Context, send func(event string, data any) error) error) {
+func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(ctx context.Context, st *sseStream) error) {
 	st := &sseStream{w: w, rc: http.NewResponseController(w)}
 
 	ctx, cancel := context.WithCancel(r.Context())
@@ -105,7 +132,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(c
 			}
 		}
 	})
-	err := produce(ctx, st.Send)
+	err := produce(ctx, st)
 	cancel()
 	wg.Wait()
 	st.mu.Lock()

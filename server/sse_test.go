@@ -69,7 +69,7 @@ func streamServer(t *testing.T, produce func(ctx context.Context, send func(stri
 	b := setup(t, withConfig(func(c *config.HTTP) { c.RequestTimeout = 50 * time.Millisecond }))
 	b.srv.heartbeat = 30 * time.Millisecond
 	b.srv.HandleStream("GET /test/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.srv.serveSSE(w, r, produce)
+		b.srv.serveSSE(w, r, func(ctx context.Context, st *sseStream) error { return produce(ctx, st.Send) })
 	}))
 	ts := httptest.NewServer(b.srv)
 	t.Cleanup(ts.Close)
@@ -193,7 +193,7 @@ func TestSSE(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.srv.HandleStream("GET /test/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.srv.serveSSE(w, r, func(context.Context, func(string, any) error) error {
+			b.srv.serveSSE(w, r, func(context.Context, *sseStream) error {
 				return errs.E(errs.Conflict, "the reply was already generated")
 			})
 		}))

@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -21,5 +24,30 @@ func IdentityPurgers(st *store.Store, now func() time.Time) []Purger {
 		}},
 		{Name: "email_tokens", Purge: func(ctx context.Context) (int64, error) { return st.PurgeExpiredEmailTokens(ctx, cutoff()) }},
 		{Name: "invitations", Purge: func(ctx context.Context) (int64, error) { return st.PurgeClosedInvitations(ctx, cutoff()) }},
+	}
+}
+
+// ReplyEnder publishes the last event of a reply that will never end by itself.
+type ReplyEnder func(ctx context.Context, message uuid.UUID, problem map[string]any) error
+
+// ConversationPurgers delete conversations past their retention and fail the replies whose
+// replica died (in progress for longer than maxReply), ending their event streams.
+func ConversationPurgers(c *conversations.Service, maxReply time.Duration, end ReplyEnder) []Purger {
+	return []Purger{
+		{Name: "deleted_conversations", Purge: c.PurgeDeleted},
+		{Name: "idle_conversations", Purge: c.PurgeIdle},
+		{Name: "stale_replies", Purge: func(ctx context.Context) (int64, error) {
+			stale, err := c.FailStale(ctx, maxReply)
+			for _, r := range stale {
+				problem := map[string]any{
+					"type": "urn:kiln:problem:internal", "title": "Internal error", "status": 500, "code": "internal",
+					"detail": "The replica generating this reply stopped before it ended.", "request_id": "",
+				}
+				if err := end(ctx, r.Message, problem); err != nil {
+					return int64(len(stale)), err
+				}
+			}
+			return int64(len(stale)), err
+		}},
 	}
 }

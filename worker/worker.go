@@ -61,6 +61,9 @@ func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, purgers []Purg
 	return w, nil
 }
 
+// Handle registers the handler of a task type; call it before Run.
+func (w *Worker) Handle(taskType string, h asynq.Handler) { w.mux.Handle(taskType, h) }
+
 // Run processes tasks until ctx is done, then waits for running tasks (up to the
 // shutdown timeout) and returns.
 func (w *Worker) Run(ctx context.Context) error {

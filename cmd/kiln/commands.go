@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -26,6 +28,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/notify"
@@ -38,6 +41,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/worker"
 )
@@ -215,19 +219,22 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
+	convs := a.newConversations(d, llmDeps)
+	defer convs.Streams.Close()
 	srv, err := server.New(server.Deps{
-		LLM:        llmDeps,
-		Prompts:    prompts.New(store.New(d.pool), time.Now),
-		Config:     a.cfg.HTTP,
-		Log:        a.log,
-		Registry:   reg,
-		Spec:       spec,
-		Identity:   d.identity,
-		Flags:      d.flags,
-		Admin:      admin.New(store.New(d.pool), time.Now),
-		Redis:      d.rdb,
-		Keyspace:   redisclient.Keyspace{Env: a.cfg.Env},
-		LimitAbuse: a.cfg.Auth.LimitAbuse,
+		LLM:           llmDeps,
+		Conversations: convs,
+		Prompts:       prompts.New(store.New(d.pool), time.Now),
+		Config:        a.cfg.HTTP,
+		Log:           a.log,
+		Registry:      reg,
+		Spec:          spec,
+		Identity:      d.identity,
+		Flags:         d.flags,
+		Admin:         admin.New(store.New(d.pool), time.Now),
+		Redis:         d.rdb,
+		Keyspace:      redisclient.Keyspace{Env: a.cfg.Env},
+		LimitAbuse:    a.cfg.Auth.LimitAbuse,
 		// A claim must outlive the longest request (a streamed reply), or a retry could
 		// run beside it; the margin covers the handler's work after the reply's deadline.
 		Idempotency: idempotency.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, idempotency.Config{
@@ -275,7 +282,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		}
 	})
 	if withWorker {
-		w, err := a.newWorker(d)
+		w, err := a.newWorker(d, llmDeps, convs)
 		if err != nil {
 			stopBackground()
 			return err
@@ -297,11 +304,12 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		a.log.Info("shutting down", "timeout", a.cfg.HTTP.ShutdownTimeout)
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.HTTP.ShutdownTimeout)
 		err = httpSrv.Shutdown(shutdownCtx)
-		cancel()
 		if err != nil {
 			a.log.Warn("in-flight requests cut at the shutdown deadline", "error", err)
 			_ = httpSrv.Close()
 		}
+		srv.WaitReplies(shutdownCtx) // replies still generating end as failed past the deadline
+		cancel()
 		err = nil
 	}
 	stopBackground()
@@ -313,13 +321,59 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	return err
 }
 
-func (a *app) newWorker(d *deps) (*worker.Worker, error) {
-	purgers := []worker.Purger{{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides}}
-	return worker.New(d.rdb, worker.Config{
+func (a *app) newWorker(d *deps, llmDeps server.LLM, convs server.Conversations) (*worker.Worker, error) {
+	st := store.New(d.pool)
+	purgers := []worker.Purger{
+		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
+		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
+	}
+	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
+	purgers = append(purgers, worker.ConversationPurgers(convs.Service, a.cfg.LLM.StreamTimeout+5*time.Minute,
+		func(ctx context.Context, message uuid.UUID, problem map[string]any) error {
+			_, err := convs.Streams.Publisher(message.String()).Finish(ctx, "error", problem)
+			return err
+		})...)
+	w, err := worker.New(d.rdb, worker.Config{
 		Env:                  a.cfg.Env,
 		Concurrency:          a.cfg.Worker.Concurrency,
 		HousekeepingInterval: a.cfg.Worker.HousekeepingInterval,
 	}, a.log, purgers)
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.Conversations.TitleModel != "" {
+		w.Handle(worker.TypeConversationTitle, worker.Titler{
+			Conversations: convs.Service, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Model: a.cfg.Conversations.TitleModel,
+		})
+	}
+	return w, nil
+}
+
+// newConversations builds the conversation service, its stream bus and the title queue.
+func (a *app) newConversations(d *deps, llmDeps server.LLM) server.Conversations {
+	ks := redisclient.Keyspace{Env: a.cfg.Env}
+	c := server.Conversations{
+		Service: conversations.New(store.New(d.pool), time.Now),
+		Streams: streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL}),
+		ContextWindow: func(alias string) int {
+			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
+				return m.ContextWindow
+			}
+			return a.cfg.Conversations.ContextWindow
+		},
+	}
+	if a.cfg.Conversations.TitleModel != "" {
+		queue := asynq.NewClientFromRedisClient(d.rdb)
+		c.Title = func(ctx context.Context, org, conversation uuid.UUID) error {
+			task, err := worker.NewTitleTask(org, conversation)
+			if err != nil {
+				return err
+			}
+			_, err = queue.EnqueueContext(ctx, task, asynq.Queue(worker.Queue(a.cfg.Env)), asynq.MaxRetry(3), asynq.Timeout(time.Minute))
+			return err
+		}
+	}
+	return c
 }
 
 func (a *app) workerCmd() *cobra.Command {
@@ -332,11 +386,23 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeDeps()
-			w, err := a.newWorker(d)
+			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry())
 			if err != nil {
 				return err
 			}
-			return w.Run(cmd.Context())
+			convs := a.newConversations(d, llmDeps)
+			defer convs.Streams.Close()
+			w, err := a.newWorker(d, llmDeps, convs)
+			if err != nil {
+				return err
+			}
+			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(cmd.Context()))
+			var wg sync.WaitGroup
+			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped
+			err = w.Run(cmd.Context())
+			stopUsage()
+			wg.Wait()
+			return err
 		},
 	}
 }

@@ -48,6 +48,7 @@ const (
 	ChatEventTypeDone          ChatEventType = "done"
 	ChatEventTypeError         ChatEventType = "error"
 	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
+	ChatEventTypeReplyStarted  ChatEventType = "reply.started"
 	ChatEventTypeToolCall      ChatEventType = "tool_call"
 	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
 	ChatEventTypeToolResult    ChatEventType = "tool_result"
@@ -62,6 +63,8 @@ func (e ChatEventType) Valid() bool {
 	case ChatEventTypeError:
 		return true
 	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeReplyStarted:
 		return true
 	case ChatEventTypeToolCall:
 		return true
@@ -181,6 +184,30 @@ func (e ContentPartType) Valid() bool {
 	}
 }
 
+// Defines values for ConversationMessageStatus.
+const (
+	MessageCancelled  ConversationMessageStatus = "cancelled"
+	MessageCompleted  ConversationMessageStatus = "completed"
+	MessageFailed     ConversationMessageStatus = "failed"
+	MessageInProgress ConversationMessageStatus = "in_progress"
+)
+
+// Valid indicates whether the value is a known member of the ConversationMessageStatus enum.
+func (e ConversationMessageStatus) Valid() bool {
+	switch e {
+	case MessageCancelled:
+		return true
+	case MessageCompleted:
+		return true
+	case MessageFailed:
+		return true
+	case MessageInProgress:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CreateInvitationRequestRole.
 const (
 	CreateInvitationRequestRoleAdmin  CreateInvitationRequestRole = "admin"
@@ -235,6 +262,7 @@ const (
 	PermissionDenied      ErrorCode = "permission_denied"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
+	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
 	UnsupportedMediaType  ErrorCode = "unsupported_media_type"
@@ -273,6 +301,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case RequestTooLarge:
 		return true
+	case StreamExpired:
+		return true
 	case Timeout:
 		return true
 	case Unauthenticated:
@@ -304,6 +334,24 @@ func (e FeatureFlagStickyBy) Valid() bool {
 	case FeatureFlagStickyByOrg:
 		return true
 	case FeatureFlagStickyByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FeedbackRating.
+const (
+	Down FeedbackRating = "down"
+	Up   FeedbackRating = "up"
+)
+
+// Valid indicates whether the value is a known member of the FeedbackRating enum.
+func (e FeedbackRating) Valid() bool {
+	switch e {
+	case Down:
+		return true
+	case Up:
 		return true
 	default:
 		return false
@@ -822,8 +870,9 @@ func (e UsageReportGroupBy) Valid() bool {
 
 // Defines values for WSClientFrameType.
 const (
-	WSClientFrameTypeCancel WSClientFrameType = "cancel"
-	WSClientFrameTypeChat   WSClientFrameType = "chat"
+	WSClientFrameTypeCancel              WSClientFrameType = "cancel"
+	WSClientFrameTypeChat                WSClientFrameType = "chat"
+	WSClientFrameTypeConversationMessage WSClientFrameType = "conversation.message"
 )
 
 // Valid indicates whether the value is a known member of the WSClientFrameType enum.
@@ -832,6 +881,26 @@ func (e WSClientFrameType) Valid() bool {
 	case WSClientFrameTypeCancel:
 		return true
 	case WSClientFrameTypeChat:
+		return true
+	case WSClientFrameTypeConversationMessage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportConversationParamsFormat.
+const (
+	Json     ExportConversationParamsFormat = "json"
+	Markdown ExportConversationParamsFormat = "markdown"
+)
+
+// Valid indicates whether the value is a known member of the ExportConversationParamsFormat enum.
+func (e ExportConversationParamsFormat) Valid() bool {
+	switch e {
+	case Json:
+		return true
+	case Markdown:
 		return true
 	default:
 		return false
@@ -1007,7 +1076,7 @@ type ChatDoneEvent struct {
 	ProviderModel string        `json:"provider_model"`
 }
 
-// ChatEventType defines model for ChatEventType.
+// ChatEventType `reply.started` begins a conversation reply's stream only.
 type ChatEventType string
 
 // ChatMessage defines model for ChatMessage.
@@ -1142,11 +1211,127 @@ type ContentPartMediaType string
 // ContentPartType defines model for ContentPart.Type.
 type ContentPartType string
 
+// Conversation defines model for Conversation.
+type Conversation struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp          `json:"created_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// Metadata The client's own string labels.
+	Metadata ConversationMetadata `json:"metadata"`
+
+	// Model The default model alias of its replies; absent for the catalog's `default`.
+	Model *string `json:"model,omitempty"`
+
+	// Title Null until given or generated after the first exchange.
+	Title *string `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// ConversationExport defines model for ConversationExport.
+type ConversationExport struct {
+	Conversation Conversation `json:"conversation"`
+
+	// ExportedAt RFC 3339, UTC.
+	ExportedAt Timestamp             `json:"exported_at"`
+	Messages   []ConversationMessage `json:"messages"`
+}
+
+// ConversationList defines model for ConversationList.
+type ConversationList struct {
+	Data       []Conversation `json:"data"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+// ConversationMessage defines model for ConversationMessage.
+type ConversationMessage struct {
+	// CompletedAt RFC 3339, UTC.
+	CompletedAt    *Timestamp         `json:"completed_at,omitempty"`
+	Content        *string            `json:"content,omitempty"`
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why a `failed` reply stopped.
+	Error        *MessageError      `json:"error,omitempty"`
+	FinishReason *FinishReason      `json:"finish_reason,omitempty"`
+	Id           openapi_types.UUID `json:"id"`
+
+	// IsError A `tool` message reports a failure.
+	IsError *bool `json:"is_error,omitempty"`
+
+	// Model An assistant reply's model alias.
+	Model *string `json:"model,omitempty"`
+
+	// Name A `tool` message's tool name.
+	Name  *string        `json:"name,omitempty"`
+	Parts *[]ContentPart `json:"parts,omitempty"`
+
+	// Prompt The stored prompt version a reply used.
+	Prompt        *MessagePrompt `json:"prompt,omitempty"`
+	Provider      *string        `json:"provider,omitempty"`
+	ProviderModel *string        `json:"provider_model,omitempty"`
+	Role          ChatRole       `json:"role"`
+
+	// Status `cancelled` and `failed` replies keep what was generated before they stopped.
+	Status     ConversationMessageStatus `json:"status"`
+	ToolCallId *string                   `json:"tool_call_id,omitempty"`
+	ToolCalls  *[]ToolCall               `json:"tool_calls,omitempty"`
+	Usage      *ChatUsage                `json:"usage,omitempty"`
+}
+
+// ConversationMessageList defines model for ConversationMessageList.
+type ConversationMessageList struct {
+	Data       []ConversationMessage `json:"data"`
+	NextCursor *string               `json:"next_cursor"`
+}
+
+// ConversationMessageRequest The user's message (`content`, `parts` or both) and how to reply.
+type ConversationMessageRequest struct {
+	Content *string `json:"content,omitempty"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions  `json:"options,omitempty"`
+	Parts   *[]ContentPart `json:"parts,omitempty"`
+	Stream  *bool          `json:"stream,omitempty"`
+}
+
+// ConversationMessageStatus `cancelled` and `failed` replies keep what was generated before they stopped.
+type ConversationMessageStatus string
+
+// ConversationMetadata The client's own string labels.
+type ConversationMetadata map[string]string
+
+// ConversationReply defines model for ConversationReply.
+type ConversationReply struct {
+	// Messages The messages this request added, in order: the user's message (or the tool
+	// results), the tool calls and results of server-side tools, and the reply, last.
+	Messages []ConversationMessage `json:"messages"`
+}
+
+// ConversationStreamEvent The `data` of one event of a reply's stream; the event type says which schema.
+type ConversationStreamEvent struct {
+	union json.RawMessage
+}
+
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Name      string     `json:"name"`
 	Scopes    []Scope    `json:"scopes"`
+}
+
+// CreateConversationRequest defines model for CreateConversationRequest.
+type CreateConversationRequest struct {
+	// Metadata The client's own string labels.
+	Metadata *ConversationMetadata `json:"metadata,omitempty"`
+
+	// Model The default model alias of its replies (a message's `options.model` wins).
+	Model *string `json:"model,omitempty"`
+	Title *string `json:"title,omitempty"`
 }
 
 // CreateInvitationRequest defines model for CreateInvitationRequest.
@@ -1200,6 +1385,9 @@ type FeatureFlagList struct {
 	Data       []FeatureFlag `json:"data"`
 	NextCursor *string       `json:"next_cursor"`
 }
+
+// FeedbackRating defines model for FeedbackRating.
+type FeedbackRating string
 
 // FieldError defines model for FieldError.
 type FieldError struct {
@@ -1322,6 +1510,40 @@ type Member struct {
 type MemberList struct {
 	Data       []Member `json:"data"`
 	NextCursor *string  `json:"next_cursor"`
+}
+
+// MessageError Why a `failed` reply stopped.
+type MessageError struct {
+	// Code Stable, machine-readable error code. The catalog, with statuses and meanings, is in
+	// `docs/errors.md`.
+	Code   ErrorCode `json:"code"`
+	Detail string    `json:"detail"`
+}
+
+// MessageFeedback defines model for MessageFeedback.
+type MessageFeedback struct {
+	Comment *string `json:"comment,omitempty"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp          `json:"created_at"`
+	MessageId openapi_types.UUID `json:"message_id"`
+	Rating    FeedbackRating     `json:"rating"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// MessageFeedbackRequest defines model for MessageFeedbackRequest.
+type MessageFeedbackRequest struct {
+	Comment *string        `json:"comment,omitempty"`
+	Rating  FeedbackRating `json:"rating"`
+}
+
+// MessagePrompt The stored prompt version a reply used.
+type MessagePrompt struct {
+	ExperimentId *openapi_types.UUID `json:"experiment_id,omitempty"`
+	Name         string              `json:"name"`
+	Version      int                 `json:"version"`
 }
 
 // ModelAlias defines model for ModelAlias.
@@ -1540,6 +1762,12 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgSettings defines model for OrgSettings.
+type OrgSettings struct {
+	// ConversationRetentionDays Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them.
+	ConversationRetentionDays *int `json:"conversation_retention_days"`
+}
+
 // PageInfo The pagination part of every list response: `{"data": [...], "next_cursor": ...}`.
 type PageInfo struct {
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
@@ -1633,10 +1861,10 @@ type PromptExperimentVersion struct {
 	ErrorRate float64 `json:"error_rate"`
 	Errors    int64   `json:"errors"`
 
-	// FeedbackDown Always 0 for now; message feedback arrives with conversations.
+	// FeedbackDown Replies rated down that ran under this version in the experiment.
 	FeedbackDown int64 `json:"feedback_down"`
 
-	// FeedbackUp Always 0 for now; message feedback arrives with conversations.
+	// FeedbackUp Replies rated up (`POST /v1/messages/{id}/feedback`) that ran under this version in the experiment.
 	FeedbackUp   int64   `json:"feedback_up"`
 	LatencyMsP50 float64 `json:"latency_ms_p50"`
 	LatencyMsP95 float64 `json:"latency_ms_p95"`
@@ -1882,6 +2110,39 @@ type RenderedPrompt struct {
 	Version    int              `json:"version"`
 }
 
+// ReplyOptions How to generate the reply; as the fields of `ChatRequest`.
+type ReplyOptions struct {
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Model A model alias; default the conversation's, else the prompt's, else `default`.
+	Model *string `json:"model,omitempty"`
+
+	// Prompt Use a stored prompt: its rendered messages come before `messages`, and its model
+	// alias, parameters and tools apply where the request sets none. At most one of
+	// `label` (default `production`) and `version`.
+	Prompt         *ChatPromptRef    `json:"prompt,omitempty"`
+	ResponseFormat *ResponseFormat   `json:"response_format,omitempty"`
+	Seed           *int64            `json:"seed,omitempty"`
+	ServerTools    *[]string         `json:"server_tools,omitempty"`
+	Stop           *[]string         `json:"stop,omitempty"`
+	Temperature    *float64          `json:"temperature,omitempty"`
+	ToolChoice     *ToolChoice       `json:"tool_choice,omitempty"`
+	Tools          *[]ToolDefinition `json:"tools,omitempty"`
+	TopP           *float64          `json:"top_p,omitempty"`
+	User           *string           `json:"user,omitempty"`
+}
+
+// ReplyStartedEvent defines model for ReplyStartedEvent.
+type ReplyStartedEvent struct {
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// InputMessageIds The user's message, or the tool results, this reply answers.
+	InputMessageIds []openapi_types.UUID `json:"input_message_ids"`
+
+	// MessageId The reply's message id, the stream's name.
+	MessageId openapi_types.UUID `json:"message_id"`
+}
+
 // ResetPasswordRequest defines model for ResetPasswordRequest.
 type ResetPasswordRequest struct {
 	Password string `json:"password"`
@@ -2039,6 +2300,13 @@ type ToolDefinition struct {
 	Parameters map[string]interface{} `json:"parameters"`
 }
 
+// ToolResult defines model for ToolResult.
+type ToolResult struct {
+	Content    string `json:"content"`
+	IsError    *bool  `json:"is_error,omitempty"`
+	ToolCallId string `json:"tool_call_id"`
+}
+
 // ToolResultEvent defines model for ToolResultEvent.
 type ToolResultEvent struct {
 	Content    string `json:"content"`
@@ -2047,9 +2315,25 @@ type ToolResultEvent struct {
 	ToolCallId string `json:"tool_call_id"`
 }
 
+// ToolResultsRequest defines model for ToolResultsRequest.
+type ToolResultsRequest struct {
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions `json:"options,omitempty"`
+	Results []ToolResult  `json:"results"`
+	Stream  *bool         `json:"stream,omitempty"`
+}
+
 // TransferOwnershipRequest defines model for TransferOwnershipRequest.
 type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
+}
+
+// UpdateConversationRequest defines model for UpdateConversationRequest.
+type UpdateConversationRequest struct {
+	// Metadata The client's own string labels.
+	Metadata *ConversationMetadata `json:"metadata,omitempty"`
+	Model    *string               `json:"model,omitempty"`
+	Title    *string               `json:"title,omitempty"`
 }
 
 // UpdateMemberRequest defines model for UpdateMemberRequest.
@@ -2091,12 +2375,28 @@ type UsageReportGroupBy string
 
 // WSClientFrame defines model for WSClientFrame.
 type WSClientFrame struct {
-	Data *ChatRequest      `json:"data,omitempty"`
-	Type WSClientFrameType `json:"type"`
+	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+	Data *WSClientFrame_Data `json:"data,omitempty"`
+	Type WSClientFrameType   `json:"type"`
+}
+
+// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+type WSClientFrame_Data struct {
+	union json.RawMessage
 }
 
 // WSClientFrameType defines model for WSClientFrame.Type.
 type WSClientFrameType string
+
+// WSConversationMessage A `conversation.message` frame's data; as the body of `POST /v1/conversations/{id}/messages` (`stream` is implied).
+type WSConversationMessage struct {
+	Content        *string            `json:"content,omitempty"`
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions  `json:"options,omitempty"`
+	Parts   *[]ContentPart `json:"parts,omitempty"`
+}
 
 // WSServerFrame defines model for WSServerFrame.
 type WSServerFrame struct {
@@ -2104,7 +2404,9 @@ type WSServerFrame struct {
 	Data ChatStreamEvent `json:"data"`
 
 	// Id Monotonic per connection.
-	Id   int           `json:"id"`
+	Id int `json:"id"`
+
+	// Type `reply.started` begins a conversation reply's stream only.
 	Type ChatEventType `json:"type"`
 }
 
@@ -2125,6 +2427,9 @@ type LLMProvider = string
 
 // Limit defines model for Limit.
 type Limit = int
+
+// MessageID defines model for MessageID.
+type MessageID = openapi_types.UUID
 
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
@@ -2254,6 +2559,88 @@ type OauthCallbackParams struct {
 type StartOAuthParams struct {
 	// RedirectUri Where the client wants the browser back.
 	RedirectUri string `form:"redirect_uri" json:"redirect_uri"`
+}
+
+// ListConversationsParams defines parameters for ListConversations.
+type ListConversationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Q Only conversations whose title contains this text (case-insensitive).
+	Q *string `form:"q,omitempty" json:"q,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateConversationParams defines parameters for CreateConversation.
+type CreateConversationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteConversationParams defines parameters for DeleteConversation.
+type DeleteConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetConversationParams defines parameters for GetConversation.
+type GetConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// UpdateConversationParams defines parameters for UpdateConversation.
+type UpdateConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ExportConversationParams defines parameters for ExportConversation.
+type ExportConversationParams struct {
+	Format *ExportConversationParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ExportConversationParamsFormat defines parameters for ExportConversation.
+type ExportConversationParamsFormat string
+
+// ListConversationMessagesParams defines parameters for ListConversationMessages.
+type ListConversationMessagesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CancelMessageParams defines parameters for CancelMessage.
+type CancelMessageParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetMessageFeedbackParams defines parameters for SetMessageFeedback.
+type SetMessageFeedbackParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
 // ListModelsParams defines parameters for ListModels.
@@ -2468,11 +2855,20 @@ type SignUpJSONRequestBody = SignUpRequest
 // VerifyEmailJSONRequestBody defines body for VerifyEmail for application/json ContentType.
 type VerifyEmailJSONRequestBody = TokenRequest
 
+// CreateConversationJSONRequestBody defines body for CreateConversation for application/json ContentType.
+type CreateConversationJSONRequestBody = CreateConversationRequest
+
+// UpdateConversationJSONRequestBody defines body for UpdateConversation for application/json ContentType.
+type UpdateConversationJSONRequestBody = UpdateConversationRequest
+
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
 
 // ChangePasswordJSONRequestBody defines body for ChangePassword for application/json ContentType.
 type ChangePasswordJSONRequestBody = ChangePasswordRequest
+
+// SetMessageFeedbackJSONRequestBody defines body for SetMessageFeedback for application/json ContentType.
+type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
@@ -2482,6 +2878,9 @@ type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
 
 // UpdateOrgMemberJSONRequestBody defines body for UpdateOrgMember for application/json ContentType.
 type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
+
+// UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
+type UpdateOrgSettingsJSONRequestBody = OrgSettings
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
@@ -3182,6 +3581,224 @@ func (t *ChatStreamEvent) UnmarshalJSON(b []byte) error {
 	return err
 }
 
+// AsReplyStartedEvent returns the union data inside the ConversationStreamEvent as a ReplyStartedEvent
+func (t ConversationStreamEvent) AsReplyStartedEvent() (ReplyStartedEvent, error) {
+	var body ReplyStartedEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromReplyStartedEvent overwrites any union data inside the ConversationStreamEvent as the provided ReplyStartedEvent
+func (t *ConversationStreamEvent) FromReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeReplyStartedEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ReplyStartedEvent
+func (t *ConversationStreamEvent) MergeReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDeltaEvent returns the union data inside the ConversationStreamEvent as a ChatDeltaEvent
+func (t ConversationStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
+	var body ChatDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDeltaEvent overwrites any union data inside the ConversationStreamEvent as the provided ChatDeltaEvent
+func (t *ConversationStreamEvent) FromChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDeltaEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatDeltaEvent
+func (t *ConversationStreamEvent) MergeChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallDeltaEvent returns the union data inside the ConversationStreamEvent as a ToolCallDeltaEvent
+func (t ConversationStreamEvent) AsToolCallDeltaEvent() (ToolCallDeltaEvent, error) {
+	var body ToolCallDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallDeltaEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolCallDeltaEvent
+func (t *ConversationStreamEvent) FromToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallDeltaEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolCallDeltaEvent
+func (t *ConversationStreamEvent) MergeToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallEvent returns the union data inside the ConversationStreamEvent as a ToolCallEvent
+func (t ConversationStreamEvent) AsToolCallEvent() (ToolCallEvent, error) {
+	var body ToolCallEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolCallEvent
+func (t *ConversationStreamEvent) FromToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolCallEvent
+func (t *ConversationStreamEvent) MergeToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolResultEvent returns the union data inside the ConversationStreamEvent as a ToolResultEvent
+func (t ConversationStreamEvent) AsToolResultEvent() (ToolResultEvent, error) {
+	var body ToolResultEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolResultEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolResultEvent
+func (t *ConversationStreamEvent) FromToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolResultEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolResultEvent
+func (t *ConversationStreamEvent) MergeToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatUsage returns the union data inside the ConversationStreamEvent as a ChatUsage
+func (t ConversationStreamEvent) AsChatUsage() (ChatUsage, error) {
+	var body ChatUsage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatUsage overwrites any union data inside the ConversationStreamEvent as the provided ChatUsage
+func (t *ConversationStreamEvent) FromChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatUsage performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatUsage
+func (t *ConversationStreamEvent) MergeChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDoneEvent returns the union data inside the ConversationStreamEvent as a ChatDoneEvent
+func (t ConversationStreamEvent) AsChatDoneEvent() (ChatDoneEvent, error) {
+	var body ChatDoneEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDoneEvent overwrites any union data inside the ConversationStreamEvent as the provided ChatDoneEvent
+func (t *ConversationStreamEvent) FromChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDoneEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatDoneEvent
+func (t *ConversationStreamEvent) MergeChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the ConversationStreamEvent as a Problem
+func (t ConversationStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the ConversationStreamEvent as the provided Problem
+func (t *ConversationStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the ConversationStreamEvent, using the provided Problem
+func (t *ConversationStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t ConversationStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *ConversationStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // AsOpenAIEmbeddingListDataEmbedding0 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding0
 func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding0() (OpenAIEmbeddingListDataEmbedding0, error) {
 	var body OpenAIEmbeddingListDataEmbedding0
@@ -3306,6 +3923,68 @@ func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
 	return err
 }
 
+// AsChatRequest returns the union data inside the WSClientFrame_Data as a ChatRequest
+func (t WSClientFrame_Data) AsChatRequest() (ChatRequest, error) {
+	var body ChatRequest
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatRequest overwrites any union data inside the WSClientFrame_Data as the provided ChatRequest
+func (t *WSClientFrame_Data) FromChatRequest(v ChatRequest) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatRequest performs a merge with any union data inside the WSClientFrame_Data, using the provided ChatRequest
+func (t *WSClientFrame_Data) MergeChatRequest(v ChatRequest) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWSConversationMessage returns the union data inside the WSClientFrame_Data as a WSConversationMessage
+func (t WSClientFrame_Data) AsWSConversationMessage() (WSConversationMessage, error) {
+	var body WSConversationMessage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWSConversationMessage overwrites any union data inside the WSClientFrame_Data as the provided WSConversationMessage
+func (t *WSClientFrame_Data) FromWSConversationMessage(v WSConversationMessage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWSConversationMessage performs a merge with any union data inside the WSClientFrame_Data, using the provided WSConversationMessage
+func (t *WSClientFrame_Data) MergeWSConversationMessage(v WSConversationMessage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t WSClientFrame_Data) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *WSClientFrame_Data) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// GetJWKS Public keys of the access-token signers
@@ -3398,6 +4077,30 @@ type ServerInterface interface {
 	// RequestEmailVerification Email the caller a verification link
 	// (POST /v1/auth/verify-email/request)
 	RequestEmailVerification(w http.ResponseWriter, r *http.Request)
+	// ListConversations The caller's conversations
+	// (GET /v1/conversations)
+	ListConversations(w http.ResponseWriter, r *http.Request, params ListConversationsParams)
+	// CreateConversation Start a conversation
+	// (POST /v1/conversations)
+	CreateConversation(w http.ResponseWriter, r *http.Request, params CreateConversationParams)
+	// DeleteConversation Delete a conversation
+	// (DELETE /v1/conversations/{id})
+	DeleteConversation(w http.ResponseWriter, r *http.Request, id ID, params DeleteConversationParams)
+	// GetConversation One conversation
+	// (GET /v1/conversations/{id})
+	GetConversation(w http.ResponseWriter, r *http.Request, id ID, params GetConversationParams)
+	// UpdateConversation Rename a conversation or change its defaults
+	// (PATCH /v1/conversations/{id})
+	UpdateConversation(w http.ResponseWriter, r *http.Request, id ID, params UpdateConversationParams)
+	// ExportConversation Export a conversation
+	// (GET /v1/conversations/{id}/export)
+	ExportConversation(w http.ResponseWriter, r *http.Request, id ID, params ExportConversationParams)
+	// ListConversationMessages A conversation's messages
+	// (GET /v1/conversations/{id}/messages)
+	ListConversationMessages(w http.ResponseWriter, r *http.Request, id ID, params ListConversationMessagesParams)
+	// CancelMessage Stop a reply being generated
+	// (POST /v1/conversations/{id}/messages/{message_id}/cancel)
+	CancelMessage(w http.ResponseWriter, r *http.Request, id ID, messageId MessageID, params CancelMessageParams)
 	// AcceptInvitation Join an org with an invitation token
 	// (POST /v1/invitations/accept)
 	AcceptInvitation(w http.ResponseWriter, r *http.Request)
@@ -3419,6 +4122,9 @@ type ServerInterface interface {
 	// DeleteMySession Sign a device out
 	// (DELETE /v1/me/sessions/{id})
 	DeleteMySession(w http.ResponseWriter, r *http.Request, id ID)
+	// SetMessageFeedback Rate an assistant reply
+	// (POST /v1/messages/{id}/feedback)
+	SetMessageFeedback(w http.ResponseWriter, r *http.Request, id ID, params SetMessageFeedbackParams)
 	// ListModels The model aliases
 	// (GET /v1/models)
 	ListModels(w http.ResponseWriter, r *http.Request, params ListModelsParams)
@@ -3449,6 +4155,12 @@ type ServerInterface interface {
 	// UpdateOrgMember Change a member's role
 	// (PATCH /v1/orgs/{id}/members/{user_id})
 	UpdateOrgMember(w http.ResponseWriter, r *http.Request, id ID, userId UserID)
+	// GetOrgSettings An org's settings
+	// (GET /v1/orgs/{id}/settings)
+	GetOrgSettings(w http.ResponseWriter, r *http.Request, id ID)
+	// UpdateOrgSettings Change an org's settings
+	// (PATCH /v1/orgs/{id}/settings)
+	UpdateOrgSettings(w http.ResponseWriter, r *http.Request, id ID)
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(w http.ResponseWriter, r *http.Request, id ID)
@@ -4457,6 +5169,494 @@ func (siw *ServerInterfaceWrapper) RequestEmailVerification(w http.ResponseWrite
 	handler.ServeHTTP(w, r)
 }
 
+// ListConversations operation middleware
+func (siw *ServerInterfaceWrapper) ListConversations(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListConversationsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "q" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "q", r.URL.Query(), &params.Q, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "q"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "q", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListConversations(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateConversation operation middleware
+func (siw *ServerInterfaceWrapper) CreateConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateConversationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateConversation(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteConversation operation middleware
+func (siw *ServerInterfaceWrapper) DeleteConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteConversationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetConversation operation middleware
+func (siw *ServerInterfaceWrapper) GetConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetConversationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateConversation operation middleware
+func (siw *ServerInterfaceWrapper) UpdateConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateConversationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ExportConversation operation middleware
+func (siw *ServerInterfaceWrapper) ExportConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ExportConversationParams
+
+	// ------------- Optional query parameter "format" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "format", r.URL.Query(), &params.Format, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "format"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "format", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ExportConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListConversationMessages operation middleware
+func (siw *ServerInterfaceWrapper) ListConversationMessages(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListConversationMessagesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListConversationMessages(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CancelMessage operation middleware
+func (siw *ServerInterfaceWrapper) CancelMessage(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "message_id" -------------
+	var messageId MessageID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "message_id", r.PathValue("message_id"), &messageId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "message_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CancelMessageParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CancelMessage(w, r, id, messageId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // AcceptInvitation operation middleware
 func (siw *ServerInterfaceWrapper) AcceptInvitation(w http.ResponseWriter, r *http.Request) {
 
@@ -4570,6 +5770,56 @@ func (siw *ServerInterfaceWrapper) DeleteMySession(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.DeleteMySession(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetMessageFeedback operation middleware
+func (siw *ServerInterfaceWrapper) SetMessageFeedback(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetMessageFeedbackParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetMessageFeedback(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4941,6 +6191,58 @@ func (siw *ServerInterfaceWrapper) UpdateOrgMember(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.UpdateOrgMember(w, r, id, userId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOrgSettings operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgSettings(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgSettings(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateOrgSettings operation middleware
+func (siw *ServerInterfaceWrapper) UpdateOrgSettings(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateOrgSettings(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6081,6 +7383,17 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/diff", wrapper.DiffPromptVersions)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/render", wrapper.RenderPrompt)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/experiments/{id}", wrapper.GetPromptExperiment)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations", wrapper.ListConversations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/conversations", wrapper.CreateConversation)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.DeleteConversation)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.GetConversation)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.UpdateConversation)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}/messages", wrapper.ListConversationMessages)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/conversations/{id}/messages/{message_id}/cancel", wrapper.CancelMessage)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}/export", wrapper.ExportConversation)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/messages/{id}/feedback", wrapper.SetMessageFeedback)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.GetOrgSettings)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.UpdateOrgSettings)
 
 	return m
 }
@@ -7428,6 +8741,341 @@ func (response RequestEmailVerificationdefaultApplicationProblemPlusJSONResponse
 	return err
 }
 
+type ListConversationsRequestObject struct {
+	Params ListConversationsParams
+}
+
+type ListConversationsResponseObject interface {
+	VisitListConversationsResponse(w http.ResponseWriter) error
+}
+
+type ListConversations200JSONResponse ConversationList
+
+func (response ListConversations200JSONResponse) VisitListConversationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConversationsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListConversationsdefaultApplicationProblemPlusJSONResponse) VisitListConversationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateConversationRequestObject struct {
+	Params CreateConversationParams
+	Body   *CreateConversationJSONRequestBody
+}
+
+type CreateConversationResponseObject interface {
+	VisitCreateConversationResponse(w http.ResponseWriter) error
+}
+
+type CreateConversation201JSONResponse Conversation
+
+func (response CreateConversation201JSONResponse) VisitCreateConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateConversationdefaultApplicationProblemPlusJSONResponse) VisitCreateConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteConversationRequestObject struct {
+	Id     ID `json:"id"`
+	Params DeleteConversationParams
+}
+
+type DeleteConversationResponseObject interface {
+	VisitDeleteConversationResponse(w http.ResponseWriter) error
+}
+
+type DeleteConversation204Response struct {
+}
+
+func (response DeleteConversation204Response) VisitDeleteConversationResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteConversationdefaultApplicationProblemPlusJSONResponse) VisitDeleteConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetConversationRequestObject struct {
+	Id     ID `json:"id"`
+	Params GetConversationParams
+}
+
+type GetConversationResponseObject interface {
+	VisitGetConversationResponse(w http.ResponseWriter) error
+}
+
+type GetConversation200JSONResponse Conversation
+
+func (response GetConversation200JSONResponse) VisitGetConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetConversationdefaultApplicationProblemPlusJSONResponse) VisitGetConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateConversationRequestObject struct {
+	Id     ID `json:"id"`
+	Params UpdateConversationParams
+	Body   *UpdateConversationJSONRequestBody
+}
+
+type UpdateConversationResponseObject interface {
+	VisitUpdateConversationResponse(w http.ResponseWriter) error
+}
+
+type UpdateConversation200JSONResponse Conversation
+
+func (response UpdateConversation200JSONResponse) VisitUpdateConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateConversationdefaultApplicationProblemPlusJSONResponse) VisitUpdateConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportConversationRequestObject struct {
+	Id     ID `json:"id"`
+	Params ExportConversationParams
+}
+
+type ExportConversationResponseObject interface {
+	VisitExportConversationResponse(w http.ResponseWriter) error
+}
+
+type ExportConversation200JSONResponse ConversationExport
+
+func (response ExportConversation200JSONResponse) VisitExportConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExportConversation200TextmarkdownResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response ExportConversation200TextmarkdownResponse) VisitExportConversationResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/markdown")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type ExportConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ExportConversationdefaultApplicationProblemPlusJSONResponse) VisitExportConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConversationMessagesRequestObject struct {
+	Id     ID `json:"id"`
+	Params ListConversationMessagesParams
+}
+
+type ListConversationMessagesResponseObject interface {
+	VisitListConversationMessagesResponse(w http.ResponseWriter) error
+}
+
+type ListConversationMessages200JSONResponse ConversationMessageList
+
+func (response ListConversationMessages200JSONResponse) VisitListConversationMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConversationMessagesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListConversationMessagesdefaultApplicationProblemPlusJSONResponse) VisitListConversationMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelMessageRequestObject struct {
+	Id        ID        `json:"id"`
+	MessageId MessageID `json:"message_id"`
+	Params    CancelMessageParams
+}
+
+type CancelMessageResponseObject interface {
+	VisitCancelMessageResponse(w http.ResponseWriter) error
+}
+
+type CancelMessage202JSONResponse ConversationMessage
+
+func (response CancelMessage202JSONResponse) VisitCancelMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelMessagedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CancelMessagedefaultApplicationProblemPlusJSONResponse) VisitCancelMessageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptInvitationRequestObject struct {
 	Body *AcceptInvitationJSONRequestBody
 }
@@ -7669,6 +9317,47 @@ type DeleteMySessiondefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response DeleteMySessiondefaultApplicationProblemPlusJSONResponse) VisitDeleteMySessionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetMessageFeedbackRequestObject struct {
+	Id     ID `json:"id"`
+	Params SetMessageFeedbackParams
+	Body   *SetMessageFeedbackJSONRequestBody
+}
+
+type SetMessageFeedbackResponseObject interface {
+	VisitSetMessageFeedbackResponse(w http.ResponseWriter) error
+}
+
+type SetMessageFeedback200JSONResponse MessageFeedback
+
+func (response SetMessageFeedback200JSONResponse) VisitSetMessageFeedbackResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetMessageFeedbackdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetMessageFeedbackdefaultApplicationProblemPlusJSONResponse) VisitSetMessageFeedbackResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -8054,6 +9743,85 @@ type UpdateOrgMemberdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response UpdateOrgMemberdefaultApplicationProblemPlusJSONResponse) VisitUpdateOrgMemberResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgSettingsRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetOrgSettingsResponseObject interface {
+	VisitGetOrgSettingsResponse(w http.ResponseWriter) error
+}
+
+type GetOrgSettings200JSONResponse OrgSettings
+
+func (response GetOrgSettings200JSONResponse) VisitGetOrgSettingsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgSettingsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgSettingsdefaultApplicationProblemPlusJSONResponse) VisitGetOrgSettingsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateOrgSettingsRequestObject struct {
+	Id   ID `json:"id"`
+	Body *UpdateOrgSettingsJSONRequestBody
+}
+
+type UpdateOrgSettingsResponseObject interface {
+	VisitUpdateOrgSettingsResponse(w http.ResponseWriter) error
+}
+
+type UpdateOrgSettings200JSONResponse OrgSettings
+
+func (response UpdateOrgSettings200JSONResponse) VisitUpdateOrgSettingsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateOrgSettingsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateOrgSettingsdefaultApplicationProblemPlusJSONResponse) VisitUpdateOrgSettingsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -8783,6 +10551,30 @@ type StrictServerInterface interface {
 	// RequestEmailVerification Email the caller a verification link
 	// (POST /v1/auth/verify-email/request)
 	RequestEmailVerification(ctx context.Context, request RequestEmailVerificationRequestObject) (RequestEmailVerificationResponseObject, error)
+	// ListConversations The caller's conversations
+	// (GET /v1/conversations)
+	ListConversations(ctx context.Context, request ListConversationsRequestObject) (ListConversationsResponseObject, error)
+	// CreateConversation Start a conversation
+	// (POST /v1/conversations)
+	CreateConversation(ctx context.Context, request CreateConversationRequestObject) (CreateConversationResponseObject, error)
+	// DeleteConversation Delete a conversation
+	// (DELETE /v1/conversations/{id})
+	DeleteConversation(ctx context.Context, request DeleteConversationRequestObject) (DeleteConversationResponseObject, error)
+	// GetConversation One conversation
+	// (GET /v1/conversations/{id})
+	GetConversation(ctx context.Context, request GetConversationRequestObject) (GetConversationResponseObject, error)
+	// UpdateConversation Rename a conversation or change its defaults
+	// (PATCH /v1/conversations/{id})
+	UpdateConversation(ctx context.Context, request UpdateConversationRequestObject) (UpdateConversationResponseObject, error)
+	// ExportConversation Export a conversation
+	// (GET /v1/conversations/{id}/export)
+	ExportConversation(ctx context.Context, request ExportConversationRequestObject) (ExportConversationResponseObject, error)
+	// ListConversationMessages A conversation's messages
+	// (GET /v1/conversations/{id}/messages)
+	ListConversationMessages(ctx context.Context, request ListConversationMessagesRequestObject) (ListConversationMessagesResponseObject, error)
+	// CancelMessage Stop a reply being generated
+	// (POST /v1/conversations/{id}/messages/{message_id}/cancel)
+	CancelMessage(ctx context.Context, request CancelMessageRequestObject) (CancelMessageResponseObject, error)
 	// AcceptInvitation Join an org with an invitation token
 	// (POST /v1/invitations/accept)
 	AcceptInvitation(ctx context.Context, request AcceptInvitationRequestObject) (AcceptInvitationResponseObject, error)
@@ -8804,6 +10596,9 @@ type StrictServerInterface interface {
 	// DeleteMySession Sign a device out
 	// (DELETE /v1/me/sessions/{id})
 	DeleteMySession(ctx context.Context, request DeleteMySessionRequestObject) (DeleteMySessionResponseObject, error)
+	// SetMessageFeedback Rate an assistant reply
+	// (POST /v1/messages/{id}/feedback)
+	SetMessageFeedback(ctx context.Context, request SetMessageFeedbackRequestObject) (SetMessageFeedbackResponseObject, error)
 	// ListModels The model aliases
 	// (GET /v1/models)
 	ListModels(ctx context.Context, request ListModelsRequestObject) (ListModelsResponseObject, error)
@@ -8834,6 +10629,12 @@ type StrictServerInterface interface {
 	// UpdateOrgMember Change a member's role
 	// (PATCH /v1/orgs/{id}/members/{user_id})
 	UpdateOrgMember(ctx context.Context, request UpdateOrgMemberRequestObject) (UpdateOrgMemberResponseObject, error)
+	// GetOrgSettings An org's settings
+	// (GET /v1/orgs/{id}/settings)
+	GetOrgSettings(ctx context.Context, request GetOrgSettingsRequestObject) (GetOrgSettingsResponseObject, error)
+	// UpdateOrgSettings Change an org's settings
+	// (PATCH /v1/orgs/{id}/settings)
+	UpdateOrgSettings(ctx context.Context, request UpdateOrgSettingsRequestObject) (UpdateOrgSettingsResponseObject, error)
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(ctx context.Context, request TransferOrgOwnershipRequestObject) (TransferOrgOwnershipResponseObject, error)
@@ -9751,6 +11552,235 @@ func (sh *strictHandler) RequestEmailVerification(w http.ResponseWriter, r *http
 	}
 }
 
+// ListConversations operation middleware
+func (sh *strictHandler) ListConversations(w http.ResponseWriter, r *http.Request, params ListConversationsParams) {
+	var request ListConversationsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListConversations(ctx, request.(ListConversationsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListConversations")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListConversationsResponseObject); ok {
+		if err := validResponse.VisitListConversationsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateConversation operation middleware
+func (sh *strictHandler) CreateConversation(w http.ResponseWriter, r *http.Request, params CreateConversationParams) {
+	var request CreateConversationRequestObject
+
+	request.Params = params
+
+	var body CreateConversationJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateConversation(ctx, request.(CreateConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateConversationResponseObject); ok {
+		if err := validResponse.VisitCreateConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteConversation operation middleware
+func (sh *strictHandler) DeleteConversation(w http.ResponseWriter, r *http.Request, id ID, params DeleteConversationParams) {
+	var request DeleteConversationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteConversation(ctx, request.(DeleteConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteConversationResponseObject); ok {
+		if err := validResponse.VisitDeleteConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetConversation operation middleware
+func (sh *strictHandler) GetConversation(w http.ResponseWriter, r *http.Request, id ID, params GetConversationParams) {
+	var request GetConversationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetConversation(ctx, request.(GetConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetConversationResponseObject); ok {
+		if err := validResponse.VisitGetConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateConversation operation middleware
+func (sh *strictHandler) UpdateConversation(w http.ResponseWriter, r *http.Request, id ID, params UpdateConversationParams) {
+	var request UpdateConversationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body UpdateConversationJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateConversation(ctx, request.(UpdateConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateConversationResponseObject); ok {
+		if err := validResponse.VisitUpdateConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ExportConversation operation middleware
+func (sh *strictHandler) ExportConversation(w http.ResponseWriter, r *http.Request, id ID, params ExportConversationParams) {
+	var request ExportConversationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ExportConversation(ctx, request.(ExportConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ExportConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ExportConversationResponseObject); ok {
+		if err := validResponse.VisitExportConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListConversationMessages operation middleware
+func (sh *strictHandler) ListConversationMessages(w http.ResponseWriter, r *http.Request, id ID, params ListConversationMessagesParams) {
+	var request ListConversationMessagesRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListConversationMessages(ctx, request.(ListConversationMessagesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListConversationMessages")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListConversationMessagesResponseObject); ok {
+		if err := validResponse.VisitListConversationMessagesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CancelMessage operation middleware
+func (sh *strictHandler) CancelMessage(w http.ResponseWriter, r *http.Request, id ID, messageId MessageID, params CancelMessageParams) {
+	var request CancelMessageRequestObject
+
+	request.Id = id
+	request.MessageId = messageId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CancelMessage(ctx, request.(CancelMessageRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CancelMessage")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CancelMessageResponseObject); ok {
+		if err := validResponse.VisitCancelMessageResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // AcceptInvitation operation middleware
 func (sh *strictHandler) AcceptInvitation(w http.ResponseWriter, r *http.Request) {
 	var request AcceptInvitationRequestObject
@@ -9930,6 +11960,40 @@ func (sh *strictHandler) DeleteMySession(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(DeleteMySessionResponseObject); ok {
 		if err := validResponse.VisitDeleteMySessionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetMessageFeedback operation middleware
+func (sh *strictHandler) SetMessageFeedback(w http.ResponseWriter, r *http.Request, id ID, params SetMessageFeedbackParams) {
+	var request SetMessageFeedbackRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body SetMessageFeedbackJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetMessageFeedback(ctx, request.(SetMessageFeedbackRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetMessageFeedback")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetMessageFeedbackResponseObject); ok {
+		if err := validResponse.VisitSetMessageFeedbackResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -10214,6 +12278,65 @@ func (sh *strictHandler) UpdateOrgMember(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(UpdateOrgMemberResponseObject); ok {
 		if err := validResponse.VisitUpdateOrgMemberResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOrgSettings operation middleware
+func (sh *strictHandler) GetOrgSettings(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetOrgSettingsRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgSettings(ctx, request.(GetOrgSettingsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgSettings")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgSettingsResponseObject); ok {
+		if err := validResponse.VisitGetOrgSettingsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateOrgSettings operation middleware
+func (sh *strictHandler) UpdateOrgSettings(w http.ResponseWriter, r *http.Request, id ID) {
+	var request UpdateOrgSettingsRequestObject
+
+	request.Id = id
+
+	var body UpdateOrgSettingsJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateOrgSettings(ctx, request.(UpdateOrgSettingsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateOrgSettings")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateOrgSettingsResponseObject); ok {
+		if err := validResponse.VisitUpdateOrgSettingsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

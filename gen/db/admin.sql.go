@@ -72,7 +72,7 @@ func (q *Queries) AdminListAuditEvents(ctx context.Context, arg AdminListAuditEv
 }
 
 const adminListOrgs = `-- name: AdminListOrgs :many
-SELECT id, name, personal, created_at, updated_at FROM orgs
+SELECT id, name, personal, created_at, updated_at, conversation_retention_days FROM orgs
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL OR name ILIKE $2::text ESCAPE '\')
 ORDER BY id DESC
@@ -101,6 +101,7 @@ func (q *Queries) AdminListOrgs(ctx context.Context, arg AdminListOrgsParams) ([
 			&i.Personal,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConversationRetentionDays,
 		); err != nil {
 			return nil, err
 		}

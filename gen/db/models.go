@@ -40,6 +40,20 @@ type AuditEvent struct {
 	CreatedAt  time.Time
 }
 
+type Conversation struct {
+	ID        uuid.UUID
+	OrgID     uuid.UUID
+	UserID    uuid.NullUUID
+	ApiKeyID  uuid.NullUUID
+	Title     pgtype.Text
+	Model     pgtype.Text
+	Metadata  []byte
+	NextSeq   int32
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	DeletedAt *time.Time
+}
+
 type EmailToken struct {
 	ID        uuid.UUID
 	UserID    uuid.UUID
@@ -121,12 +135,53 @@ type LlmUsage struct {
 	ExperimentID     uuid.NullUUID
 }
 
-type Org struct {
-	ID        uuid.UUID
-	Name      string
-	Personal  bool
+type Message struct {
+	ID               uuid.UUID
+	OrgID            uuid.UUID
+	ConversationID   uuid.UUID
+	Seq              pgtype.Int4
+	Role             string
+	Content          string
+	Parts            []byte
+	ToolCalls        []byte
+	ToolCallID       pgtype.Text
+	Name             pgtype.Text
+	IsError          bool
+	Status           string
+	ErrorCode        pgtype.Text
+	ErrorDetail      pgtype.Text
+	Model            pgtype.Text
+	Provider         pgtype.Text
+	ProviderModel    pgtype.Text
+	FinishReason     pgtype.Text
+	PromptTokens     pgtype.Int4
+	CompletionTokens pgtype.Int4
+	CachedTokens     pgtype.Int4
+	CostUsd          pgtype.Float8
+	PromptName       pgtype.Text
+	PromptVersion    pgtype.Int4
+	ExperimentID     uuid.NullUUID
+	CreatedAt        time.Time
+	CompletedAt      *time.Time
+}
+
+type MessageFeedback struct {
+	MessageID uuid.UUID
+	OrgID     uuid.UUID
+	Rater     uuid.UUID
+	Rating    string
+	Comment   string
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+type Org struct {
+	ID                        uuid.UUID
+	Name                      string
+	Personal                  bool
+	CreatedAt                 time.Time
+	UpdatedAt                 time.Time
+	ConversationRetentionDays pgtype.Int4
 }
 
 type OrgMember struct {

@@ -37,7 +37,7 @@ func (q *Queries) AddOrgMember(ctx context.Context, arg AddOrgMemberParams) erro
 const createOrg = `-- name: CreateOrg :one
 INSERT INTO orgs (id, name, personal, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $4)
-RETURNING id, name, personal, created_at, updated_at
+RETURNING id, name, personal, created_at, updated_at, conversation_retention_days
 `
 
 type CreateOrgParams struct {
@@ -61,6 +61,7 @@ func (q *Queries) CreateOrg(ctx context.Context, arg CreateOrgParams) (Org, erro
 		&i.Personal,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConversationRetentionDays,
 	)
 	return i, err
 }
@@ -82,7 +83,7 @@ func (q *Queries) GetOrgMemberRole(ctx context.Context, arg GetOrgMemberRolePara
 }
 
 const listUserMemberships = `-- name: ListUserMemberships :many
-SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, org_members.role
+SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, org_members.role
 FROM org_members
 JOIN orgs ON orgs.id = org_members.org_id
 WHERE org_members.user_id = $1
@@ -110,6 +111,7 @@ func (q *Queries) ListUserMemberships(ctx context.Context, userID uuid.UUID) ([]
 			&i.Org.Personal,
 			&i.Org.CreatedAt,
 			&i.Org.UpdatedAt,
+			&i.Org.ConversationRetentionDays,
 			&i.Role,
 		); err != nil {
 			return nil, err

@@ -25,6 +25,7 @@ const (
 	Conflict              Code = "conflict"
 	IdempotencyKeyReused  Code = "idempotency_key_reused"
 	IdempotencyInProgress Code = "idempotency_in_progress"
+	StreamExpired         Code = "stream_expired"
 	RateLimited           Code = "rate_limited"
 	Timeout               Code = "timeout"
 	NotReady              Code = "not_ready"

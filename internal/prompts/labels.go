@@ -229,7 +229,7 @@ type VersionStats struct {
 	LatencyMsP50, LatencyMsP95     float64
 	PromptTokens, CompletionTokens int64
 	CostUSD                        float64
-	FeedbackUp, FeedbackDown       int64 // message feedback arrives with conversations
+	FeedbackUp, FeedbackDown       int64 // ratings of conversation replies that ran under the version
 }
 
 // Experiment reports experiment id of the prompt named name: one entry per version of
@@ -259,12 +259,21 @@ func (s *Service) Experiment(ctx context.Context, org uuid.UUID, name string, id
 	for _, st := range stats {
 		byVersion[int(st.Version)] = st
 	}
+	feedback, err := s.st.ExperimentFeedback(ctx, db.ExperimentFeedbackParams{OrgID: org, ExperimentID: uuid.NullUUID{UUID: id, Valid: true}})
+	if err != nil {
+		return Experiment{}, fmt.Errorf("prompt experiment feedback: %w", err)
+	}
+	ratings := map[int]db.ExperimentFeedbackRow{}
+	for _, f := range feedback {
+		ratings[int(f.Version)] = f
+	}
 	for _, arm := range e.Split {
 		st := byVersion[arm.Version]
 		v := VersionStats{
 			Version: arm.Version, Weight: arm.Weight, Requests: st.Requests, Errors: st.Errors,
 			LatencyMsP50: st.LatencyMsP50, LatencyMsP95: st.LatencyMsP95, PromptTokens: st.PromptTokens,
 			CompletionTokens: st.CompletionTokens, CostUSD: st.CostUsd,
+			FeedbackUp: ratings[arm.Version].Up, FeedbackDown: ratings[arm.Version].Down,
 		}
 		if v.Requests > 0 {
 			v.ErrorRate = float64(v.Errors) / float64(v.Requests)

@@ -3,8 +3,7 @@
 // that point at a version or split traffic between versions (an A/B experiment, sticky per
 // key), diffs between versions, and rendering.
 //
-// Soft-deleted prompts are hidden from every read; purging them is a retention job's, which
-// does not exist yet.
+// Soft-deleted prompts are hidden from every read and purged DeletedRetention later.
 package prompts
 
 import (
@@ -30,6 +29,16 @@ const Latest = "latest"
 
 // DefaultLabel is the label a reference without label or version resolves.
 const DefaultLabel = "production"
+
+// DeletedRetention is how long a deleted prompt (with its versions, labels and
+// experiments) is kept before the housekeeping task purges it.
+const DeletedRetention = 30 * 24 * time.Hour
+
+// PurgeDeleted deletes for good the prompts deleted more than DeletedRetention ago.
+func (s *Service) PurgeDeleted(ctx context.Context) (int64, error) {
+	before := s.now().Add(-DeletedRetention)
+	return s.st.PurgeDeletedPrompts(ctx, &before)
+}
 
 // MaxListLimit guards the list queries; the HTTP layer sets the page size.
 const MaxListLimit = 1000

@@ -49,6 +49,7 @@ const (
 	ChatEventTypeDone          ChatEventType = "done"
 	ChatEventTypeError         ChatEventType = "error"
 	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
+	ChatEventTypeReplyStarted  ChatEventType = "reply.started"
 	ChatEventTypeToolCall      ChatEventType = "tool_call"
 	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
 	ChatEventTypeToolResult    ChatEventType = "tool_result"
@@ -63,6 +64,8 @@ func (e ChatEventType) Valid() bool {
 	case ChatEventTypeError:
 		return true
 	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeReplyStarted:
 		return true
 	case ChatEventTypeToolCall:
 		return true
@@ -182,6 +185,30 @@ func (e ContentPartType) Valid() bool {
 	}
 }
 
+// Defines values for ConversationMessageStatus.
+const (
+	MessageCancelled  ConversationMessageStatus = "cancelled"
+	MessageCompleted  ConversationMessageStatus = "completed"
+	MessageFailed     ConversationMessageStatus = "failed"
+	MessageInProgress ConversationMessageStatus = "in_progress"
+)
+
+// Valid indicates whether the value is a known member of the ConversationMessageStatus enum.
+func (e ConversationMessageStatus) Valid() bool {
+	switch e {
+	case MessageCancelled:
+		return true
+	case MessageCompleted:
+		return true
+	case MessageFailed:
+		return true
+	case MessageInProgress:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CreateInvitationRequestRole.
 const (
 	CreateInvitationRequestRoleAdmin  CreateInvitationRequestRole = "admin"
@@ -236,6 +263,7 @@ const (
 	PermissionDenied      ErrorCode = "permission_denied"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
+	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
 	UnsupportedMediaType  ErrorCode = "unsupported_media_type"
@@ -274,6 +302,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case RequestTooLarge:
 		return true
+	case StreamExpired:
+		return true
 	case Timeout:
 		return true
 	case Unauthenticated:
@@ -305,6 +335,24 @@ func (e FeatureFlagStickyBy) Valid() bool {
 	case FeatureFlagStickyByOrg:
 		return true
 	case FeatureFlagStickyByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FeedbackRating.
+const (
+	Down FeedbackRating = "down"
+	Up   FeedbackRating = "up"
+)
+
+// Valid indicates whether the value is a known member of the FeedbackRating enum.
+func (e FeedbackRating) Valid() bool {
+	switch e {
+	case Down:
+		return true
+	case Up:
 		return true
 	default:
 		return false
@@ -823,8 +871,9 @@ func (e UsageReportGroupBy) Valid() bool {
 
 // Defines values for WSClientFrameType.
 const (
-	WSClientFrameTypeCancel WSClientFrameType = "cancel"
-	WSClientFrameTypeChat   WSClientFrameType = "chat"
+	WSClientFrameTypeCancel              WSClientFrameType = "cancel"
+	WSClientFrameTypeChat                WSClientFrameType = "chat"
+	WSClientFrameTypeConversationMessage WSClientFrameType = "conversation.message"
 )
 
 // Valid indicates whether the value is a known member of the WSClientFrameType enum.
@@ -833,6 +882,26 @@ func (e WSClientFrameType) Valid() bool {
 	case WSClientFrameTypeCancel:
 		return true
 	case WSClientFrameTypeChat:
+		return true
+	case WSClientFrameTypeConversationMessage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportConversationParamsFormat.
+const (
+	Json     ExportConversationParamsFormat = "json"
+	Markdown ExportConversationParamsFormat = "markdown"
+)
+
+// Valid indicates whether the value is a known member of the ExportConversationParamsFormat enum.
+func (e ExportConversationParamsFormat) Valid() bool {
+	switch e {
+	case Json:
+		return true
+	case Markdown:
 		return true
 	default:
 		return false
@@ -1008,7 +1077,7 @@ type ChatDoneEvent struct {
 	ProviderModel string        `json:"provider_model"`
 }
 
-// ChatEventType defines model for ChatEventType.
+// ChatEventType `reply.started` begins a conversation reply's stream only.
 type ChatEventType string
 
 // ChatMessage defines model for ChatMessage.
@@ -1143,11 +1212,127 @@ type ContentPartMediaType string
 // ContentPartType defines model for ContentPart.Type.
 type ContentPartType string
 
+// Conversation defines model for Conversation.
+type Conversation struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp          `json:"created_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// Metadata The client's own string labels.
+	Metadata ConversationMetadata `json:"metadata"`
+
+	// Model The default model alias of its replies; absent for the catalog's `default`.
+	Model *string `json:"model,omitempty"`
+
+	// Title Null until given or generated after the first exchange.
+	Title *string `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// ConversationExport defines model for ConversationExport.
+type ConversationExport struct {
+	Conversation Conversation `json:"conversation"`
+
+	// ExportedAt RFC 3339, UTC.
+	ExportedAt Timestamp             `json:"exported_at"`
+	Messages   []ConversationMessage `json:"messages"`
+}
+
+// ConversationList defines model for ConversationList.
+type ConversationList struct {
+	Data       []Conversation `json:"data"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+// ConversationMessage defines model for ConversationMessage.
+type ConversationMessage struct {
+	// CompletedAt RFC 3339, UTC.
+	CompletedAt    *Timestamp         `json:"completed_at,omitempty"`
+	Content        *string            `json:"content,omitempty"`
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why a `failed` reply stopped.
+	Error        *MessageError      `json:"error,omitempty"`
+	FinishReason *FinishReason      `json:"finish_reason,omitempty"`
+	Id           openapi_types.UUID `json:"id"`
+
+	// IsError A `tool` message reports a failure.
+	IsError *bool `json:"is_error,omitempty"`
+
+	// Model An assistant reply's model alias.
+	Model *string `json:"model,omitempty"`
+
+	// Name A `tool` message's tool name.
+	Name  *string        `json:"name,omitempty"`
+	Parts *[]ContentPart `json:"parts,omitempty"`
+
+	// Prompt The stored prompt version a reply used.
+	Prompt        *MessagePrompt `json:"prompt,omitempty"`
+	Provider      *string        `json:"provider,omitempty"`
+	ProviderModel *string        `json:"provider_model,omitempty"`
+	Role          ChatRole       `json:"role"`
+
+	// Status `cancelled` and `failed` replies keep what was generated before they stopped.
+	Status     ConversationMessageStatus `json:"status"`
+	ToolCallId *string                   `json:"tool_call_id,omitempty"`
+	ToolCalls  *[]ToolCall               `json:"tool_calls,omitempty"`
+	Usage      *ChatUsage                `json:"usage,omitempty"`
+}
+
+// ConversationMessageList defines model for ConversationMessageList.
+type ConversationMessageList struct {
+	Data       []ConversationMessage `json:"data"`
+	NextCursor *string               `json:"next_cursor"`
+}
+
+// ConversationMessageRequest The user's message (`content`, `parts` or both) and how to reply.
+type ConversationMessageRequest struct {
+	Content *string `json:"content,omitempty"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions  `json:"options,omitempty"`
+	Parts   *[]ContentPart `json:"parts,omitempty"`
+	Stream  *bool          `json:"stream,omitempty"`
+}
+
+// ConversationMessageStatus `cancelled` and `failed` replies keep what was generated before they stopped.
+type ConversationMessageStatus string
+
+// ConversationMetadata The client's own string labels.
+type ConversationMetadata map[string]string
+
+// ConversationReply defines model for ConversationReply.
+type ConversationReply struct {
+	// Messages The messages this request added, in order: the user's message (or the tool
+	// results), the tool calls and results of server-side tools, and the reply, last.
+	Messages []ConversationMessage `json:"messages"`
+}
+
+// ConversationStreamEvent The `data` of one event of a reply's stream; the event type says which schema.
+type ConversationStreamEvent struct {
+	union json.RawMessage
+}
+
 // CreateAPIKeyRequest defines model for CreateAPIKeyRequest.
 type CreateAPIKeyRequest struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Name      string     `json:"name"`
 	Scopes    []Scope    `json:"scopes"`
+}
+
+// CreateConversationRequest defines model for CreateConversationRequest.
+type CreateConversationRequest struct {
+	// Metadata The client's own string labels.
+	Metadata *ConversationMetadata `json:"metadata,omitempty"`
+
+	// Model The default model alias of its replies (a message's `options.model` wins).
+	Model *string `json:"model,omitempty"`
+	Title *string `json:"title,omitempty"`
 }
 
 // CreateInvitationRequest defines model for CreateInvitationRequest.
@@ -1201,6 +1386,9 @@ type FeatureFlagList struct {
 	Data       []FeatureFlag `json:"data"`
 	NextCursor *string       `json:"next_cursor"`
 }
+
+// FeedbackRating defines model for FeedbackRating.
+type FeedbackRating string
 
 // FieldError defines model for FieldError.
 type FieldError struct {
@@ -1323,6 +1511,40 @@ type Member struct {
 type MemberList struct {
 	Data       []Member `json:"data"`
 	NextCursor *string  `json:"next_cursor"`
+}
+
+// MessageError Why a `failed` reply stopped.
+type MessageError struct {
+	// Code Stable, machine-readable error code. The catalog, with statuses and meanings, is in
+	// `docs/errors.md`.
+	Code   ErrorCode `json:"code"`
+	Detail string    `json:"detail"`
+}
+
+// MessageFeedback defines model for MessageFeedback.
+type MessageFeedback struct {
+	Comment *string `json:"comment,omitempty"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp          `json:"created_at"`
+	MessageId openapi_types.UUID `json:"message_id"`
+	Rating    FeedbackRating     `json:"rating"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// MessageFeedbackRequest defines model for MessageFeedbackRequest.
+type MessageFeedbackRequest struct {
+	Comment *string        `json:"comment,omitempty"`
+	Rating  FeedbackRating `json:"rating"`
+}
+
+// MessagePrompt The stored prompt version a reply used.
+type MessagePrompt struct {
+	ExperimentId *openapi_types.UUID `json:"experiment_id,omitempty"`
+	Name         string              `json:"name"`
+	Version      int                 `json:"version"`
 }
 
 // ModelAlias defines model for ModelAlias.
@@ -1541,6 +1763,12 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgSettings defines model for OrgSettings.
+type OrgSettings struct {
+	// ConversationRetentionDays Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them.
+	ConversationRetentionDays *int `json:"conversation_retention_days"`
+}
+
 // PageInfo The pagination part of every list response: `{"data": [...], "next_cursor": ...}`.
 type PageInfo struct {
 	// NextCursor Pass as `cursor` to get the next page; null on the last page.
@@ -1634,10 +1862,10 @@ type PromptExperimentVersion struct {
 	ErrorRate float64 `json:"error_rate"`
 	Errors    int64   `json:"errors"`
 
-	// FeedbackDown Always 0 for now; message feedback arrives with conversations.
+	// FeedbackDown Replies rated down that ran under this version in the experiment.
 	FeedbackDown int64 `json:"feedback_down"`
 
-	// FeedbackUp Always 0 for now; message feedback arrives with conversations.
+	// FeedbackUp Replies rated up (`POST /v1/messages/{id}/feedback`) that ran under this version in the experiment.
 	FeedbackUp   int64   `json:"feedback_up"`
 	LatencyMsP50 float64 `json:"latency_ms_p50"`
 	LatencyMsP95 float64 `json:"latency_ms_p95"`
@@ -1883,6 +2111,39 @@ type RenderedPrompt struct {
 	Version    int              `json:"version"`
 }
 
+// ReplyOptions How to generate the reply; as the fields of `ChatRequest`.
+type ReplyOptions struct {
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Model A model alias; default the conversation's, else the prompt's, else `default`.
+	Model *string `json:"model,omitempty"`
+
+	// Prompt Use a stored prompt: its rendered messages come before `messages`, and its model
+	// alias, parameters and tools apply where the request sets none. At most one of
+	// `label` (default `production`) and `version`.
+	Prompt         *ChatPromptRef    `json:"prompt,omitempty"`
+	ResponseFormat *ResponseFormat   `json:"response_format,omitempty"`
+	Seed           *int64            `json:"seed,omitempty"`
+	ServerTools    *[]string         `json:"server_tools,omitempty"`
+	Stop           *[]string         `json:"stop,omitempty"`
+	Temperature    *float64          `json:"temperature,omitempty"`
+	ToolChoice     *ToolChoice       `json:"tool_choice,omitempty"`
+	Tools          *[]ToolDefinition `json:"tools,omitempty"`
+	TopP           *float64          `json:"top_p,omitempty"`
+	User           *string           `json:"user,omitempty"`
+}
+
+// ReplyStartedEvent defines model for ReplyStartedEvent.
+type ReplyStartedEvent struct {
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// InputMessageIds The user's message, or the tool results, this reply answers.
+	InputMessageIds []openapi_types.UUID `json:"input_message_ids"`
+
+	// MessageId The reply's message id, the stream's name.
+	MessageId openapi_types.UUID `json:"message_id"`
+}
+
 // ResetPasswordRequest defines model for ResetPasswordRequest.
 type ResetPasswordRequest struct {
 	Password string `json:"password"`
@@ -2040,6 +2301,13 @@ type ToolDefinition struct {
 	Parameters map[string]interface{} `json:"parameters"`
 }
 
+// ToolResult defines model for ToolResult.
+type ToolResult struct {
+	Content    string `json:"content"`
+	IsError    *bool  `json:"is_error,omitempty"`
+	ToolCallId string `json:"tool_call_id"`
+}
+
 // ToolResultEvent defines model for ToolResultEvent.
 type ToolResultEvent struct {
 	Content    string `json:"content"`
@@ -2048,9 +2316,25 @@ type ToolResultEvent struct {
 	ToolCallId string `json:"tool_call_id"`
 }
 
+// ToolResultsRequest defines model for ToolResultsRequest.
+type ToolResultsRequest struct {
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions `json:"options,omitempty"`
+	Results []ToolResult  `json:"results"`
+	Stream  *bool         `json:"stream,omitempty"`
+}
+
 // TransferOwnershipRequest defines model for TransferOwnershipRequest.
 type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
+}
+
+// UpdateConversationRequest defines model for UpdateConversationRequest.
+type UpdateConversationRequest struct {
+	// Metadata The client's own string labels.
+	Metadata *ConversationMetadata `json:"metadata,omitempty"`
+	Model    *string               `json:"model,omitempty"`
+	Title    *string               `json:"title,omitempty"`
 }
 
 // UpdateMemberRequest defines model for UpdateMemberRequest.
@@ -2092,12 +2376,28 @@ type UsageReportGroupBy string
 
 // WSClientFrame defines model for WSClientFrame.
 type WSClientFrame struct {
-	Data *ChatRequest      `json:"data,omitempty"`
-	Type WSClientFrameType `json:"type"`
+	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+	Data *WSClientFrame_Data `json:"data,omitempty"`
+	Type WSClientFrameType   `json:"type"`
+}
+
+// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+type WSClientFrame_Data struct {
+	union json.RawMessage
 }
 
 // WSClientFrameType defines model for WSClientFrame.Type.
 type WSClientFrameType string
+
+// WSConversationMessage A `conversation.message` frame's data; as the body of `POST /v1/conversations/{id}/messages` (`stream` is implied).
+type WSConversationMessage struct {
+	Content        *string            `json:"content,omitempty"`
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions  `json:"options,omitempty"`
+	Parts   *[]ContentPart `json:"parts,omitempty"`
+}
 
 // WSServerFrame defines model for WSServerFrame.
 type WSServerFrame struct {
@@ -2105,7 +2405,9 @@ type WSServerFrame struct {
 	Data ChatStreamEvent `json:"data"`
 
 	// Id Monotonic per connection.
-	Id   int           `json:"id"`
+	Id int `json:"id"`
+
+	// Type `reply.started` begins a conversation reply's stream only.
 	Type ChatEventType `json:"type"`
 }
 
@@ -2126,6 +2428,9 @@ type LLMProvider = string
 
 // Limit defines model for Limit.
 type Limit = int
+
+// MessageID defines model for MessageID.
+type MessageID = openapi_types.UUID
 
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
@@ -2295,6 +2600,128 @@ type CreateChatCompletionParams struct {
 
 // ChatWebSocketParams defines parameters for ChatWebSocket.
 type ChatWebSocketParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListConversationsParams defines parameters for ListConversations.
+type ListConversationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Q Only conversations whose title contains this text (case-insensitive).
+	Q *string `form:"q,omitempty" json:"q,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateConversationParams defines parameters for CreateConversation.
+type CreateConversationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteConversationParams defines parameters for DeleteConversation.
+type DeleteConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetConversationParams defines parameters for GetConversation.
+type GetConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// UpdateConversationParams defines parameters for UpdateConversation.
+type UpdateConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ExportConversationParams defines parameters for ExportConversation.
+type ExportConversationParams struct {
+	Format *ExportConversationParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ExportConversationParamsFormat defines parameters for ExportConversation.
+type ExportConversationParamsFormat string
+
+// ListConversationMessagesParams defines parameters for ListConversationMessages.
+type ListConversationMessagesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateConversationMessageParams defines parameters for CreateConversationMessage.
+type CreateConversationMessageParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CancelMessageParams defines parameters for CancelMessage.
+type CancelMessageParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// StreamMessageEventsParams defines parameters for StreamMessageEvents.
+type StreamMessageEventsParams struct {
+	// After The id of the last event received, for clients that cannot set headers; `Last-Event-ID` wins.
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+
+	// LastEventID The id of the last event received.
+	LastEventID *string `json:"Last-Event-ID,omitempty"`
+}
+
+// SubmitToolResultsParams defines parameters for SubmitToolResults.
+type SubmitToolResultsParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SetMessageFeedbackParams defines parameters for SetMessageFeedback.
+type SetMessageFeedbackParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -2520,11 +2947,26 @@ type VerifyEmailJSONRequestBody = TokenRequest
 // CreateChatCompletionJSONRequestBody defines body for CreateChatCompletion for application/json ContentType.
 type CreateChatCompletionJSONRequestBody = ChatRequest
 
+// CreateConversationJSONRequestBody defines body for CreateConversation for application/json ContentType.
+type CreateConversationJSONRequestBody = CreateConversationRequest
+
+// UpdateConversationJSONRequestBody defines body for UpdateConversation for application/json ContentType.
+type UpdateConversationJSONRequestBody = UpdateConversationRequest
+
+// CreateConversationMessageJSONRequestBody defines body for CreateConversationMessage for application/json ContentType.
+type CreateConversationMessageJSONRequestBody = ConversationMessageRequest
+
+// SubmitToolResultsJSONRequestBody defines body for SubmitToolResults for application/json ContentType.
+type SubmitToolResultsJSONRequestBody = ToolResultsRequest
+
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
 
 // ChangePasswordJSONRequestBody defines body for ChangePassword for application/json ContentType.
 type ChangePasswordJSONRequestBody = ChangePasswordRequest
+
+// SetMessageFeedbackJSONRequestBody defines body for SetMessageFeedback for application/json ContentType.
+type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
@@ -2534,6 +2976,9 @@ type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
 
 // UpdateOrgMemberJSONRequestBody defines body for UpdateOrgMember for application/json ContentType.
 type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
+
+// UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
+type UpdateOrgSettingsJSONRequestBody = OrgSettings
 
 // TransferOrgOwnershipJSONRequestBody defines body for TransferOrgOwnership for application/json ContentType.
 type TransferOrgOwnershipJSONRequestBody = TransferOwnershipRequest
@@ -3234,6 +3679,224 @@ func (t *ChatStreamEvent) UnmarshalJSON(b []byte) error {
 	return err
 }
 
+// AsReplyStartedEvent returns the union data inside the ConversationStreamEvent as a ReplyStartedEvent
+func (t ConversationStreamEvent) AsReplyStartedEvent() (ReplyStartedEvent, error) {
+	var body ReplyStartedEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromReplyStartedEvent overwrites any union data inside the ConversationStreamEvent as the provided ReplyStartedEvent
+func (t *ConversationStreamEvent) FromReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeReplyStartedEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ReplyStartedEvent
+func (t *ConversationStreamEvent) MergeReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDeltaEvent returns the union data inside the ConversationStreamEvent as a ChatDeltaEvent
+func (t ConversationStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
+	var body ChatDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDeltaEvent overwrites any union data inside the ConversationStreamEvent as the provided ChatDeltaEvent
+func (t *ConversationStreamEvent) FromChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDeltaEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatDeltaEvent
+func (t *ConversationStreamEvent) MergeChatDeltaEvent(v ChatDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallDeltaEvent returns the union data inside the ConversationStreamEvent as a ToolCallDeltaEvent
+func (t ConversationStreamEvent) AsToolCallDeltaEvent() (ToolCallDeltaEvent, error) {
+	var body ToolCallDeltaEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallDeltaEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolCallDeltaEvent
+func (t *ConversationStreamEvent) FromToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallDeltaEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolCallDeltaEvent
+func (t *ConversationStreamEvent) MergeToolCallDeltaEvent(v ToolCallDeltaEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolCallEvent returns the union data inside the ConversationStreamEvent as a ToolCallEvent
+func (t ConversationStreamEvent) AsToolCallEvent() (ToolCallEvent, error) {
+	var body ToolCallEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolCallEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolCallEvent
+func (t *ConversationStreamEvent) FromToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolCallEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolCallEvent
+func (t *ConversationStreamEvent) MergeToolCallEvent(v ToolCallEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsToolResultEvent returns the union data inside the ConversationStreamEvent as a ToolResultEvent
+func (t ConversationStreamEvent) AsToolResultEvent() (ToolResultEvent, error) {
+	var body ToolResultEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromToolResultEvent overwrites any union data inside the ConversationStreamEvent as the provided ToolResultEvent
+func (t *ConversationStreamEvent) FromToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeToolResultEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ToolResultEvent
+func (t *ConversationStreamEvent) MergeToolResultEvent(v ToolResultEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatUsage returns the union data inside the ConversationStreamEvent as a ChatUsage
+func (t ConversationStreamEvent) AsChatUsage() (ChatUsage, error) {
+	var body ChatUsage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatUsage overwrites any union data inside the ConversationStreamEvent as the provided ChatUsage
+func (t *ConversationStreamEvent) FromChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatUsage performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatUsage
+func (t *ConversationStreamEvent) MergeChatUsage(v ChatUsage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsChatDoneEvent returns the union data inside the ConversationStreamEvent as a ChatDoneEvent
+func (t ConversationStreamEvent) AsChatDoneEvent() (ChatDoneEvent, error) {
+	var body ChatDoneEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatDoneEvent overwrites any union data inside the ConversationStreamEvent as the provided ChatDoneEvent
+func (t *ConversationStreamEvent) FromChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatDoneEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ChatDoneEvent
+func (t *ConversationStreamEvent) MergeChatDoneEvent(v ChatDoneEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the ConversationStreamEvent as a Problem
+func (t ConversationStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the ConversationStreamEvent as the provided Problem
+func (t *ConversationStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the ConversationStreamEvent, using the provided Problem
+func (t *ConversationStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t ConversationStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *ConversationStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // AsOpenAIEmbeddingListDataEmbedding0 returns the union data inside the OpenAIEmbeddingList_Data_Embedding as a OpenAIEmbeddingListDataEmbedding0
 func (t OpenAIEmbeddingList_Data_Embedding) AsOpenAIEmbeddingListDataEmbedding0() (OpenAIEmbeddingListDataEmbedding0, error) {
 	var body OpenAIEmbeddingListDataEmbedding0
@@ -3354,6 +4017,68 @@ func (t OpenAIEmbeddingRequest_Input) MarshalJSON() ([]byte, error) {
 }
 
 func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsChatRequest returns the union data inside the WSClientFrame_Data as a ChatRequest
+func (t WSClientFrame_Data) AsChatRequest() (ChatRequest, error) {
+	var body ChatRequest
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromChatRequest overwrites any union data inside the WSClientFrame_Data as the provided ChatRequest
+func (t *WSClientFrame_Data) FromChatRequest(v ChatRequest) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeChatRequest performs a merge with any union data inside the WSClientFrame_Data, using the provided ChatRequest
+func (t *WSClientFrame_Data) MergeChatRequest(v ChatRequest) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWSConversationMessage returns the union data inside the WSClientFrame_Data as a WSConversationMessage
+func (t WSClientFrame_Data) AsWSConversationMessage() (WSConversationMessage, error) {
+	var body WSConversationMessage
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWSConversationMessage overwrites any union data inside the WSClientFrame_Data as the provided WSConversationMessage
+func (t *WSClientFrame_Data) FromWSConversationMessage(v WSConversationMessage) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWSConversationMessage performs a merge with any union data inside the WSClientFrame_Data, using the provided WSConversationMessage
+func (t *WSClientFrame_Data) MergeWSConversationMessage(v WSConversationMessage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t WSClientFrame_Data) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *WSClientFrame_Data) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }
@@ -3905,8 +4630,10 @@ type ClientInterface interface {
 	// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
 	// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
 	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
-	// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
-	// `finish_reason` is `cancelled`).
+	// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
+	// conversation and streams its reply (`reply.started` first, as
+	// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 	// header of the upgrade request or, from a browser (which cannot set headers on a
@@ -3915,6 +4642,168 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
 	ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListConversations The caller's conversations
+	//
+	// Newest first. A user sees the conversations they started; an API key sees every
+	// conversation of its org. Deleted conversations are not listed.
+	//
+	// Corresponds with GET /v1/conversations (the `ListConversations` operationId).
+	ListConversations(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateConversationWithBody Start a conversation
+	//
+	// Without a `title`, one is generated in the background after the first exchange.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+	CreateConversationWithBody(ctx context.Context, params *CreateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateConversation Start a conversation
+	//
+	// Without a `title`, one is generated in the background after the first exchange.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+	CreateConversation(ctx context.Context, params *CreateConversationParams, body CreateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteConversation Delete a conversation
+	//
+	// A soft delete: the conversation disappears from every read at once; a reply still
+	// running is cancelled. The housekeeping task purges it for good 7 days later.
+	//
+	// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
+	DeleteConversation(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetConversation One conversation
+	//
+	// Another caller's conversation, and a deleted one, is a 404.
+	//
+	// Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
+	GetConversation(ctx context.Context, id ID, params *GetConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateConversationWithBody Rename a conversation or change its defaults
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+	UpdateConversationWithBody(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateConversation Rename a conversation or change its defaults
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+	UpdateConversation(ctx context.Context, id ID, params *UpdateConversationParams, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExportConversation Export a conversation
+	//
+	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+	//
+	// Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
+	ExportConversation(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListConversationMessages A conversation's messages
+	//
+	// Oldest first, exactly as stored: user messages, assistant replies with their tool
+	// calls, tool results (server-side tools' and the client's). A reply still being
+	// generated is last, with `status: in_progress` and no content yet.
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
+	ListConversationMessages(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateConversationMessageWithBody Send a message and generate the reply
+	//
+	// Appends the user's message and generates the assistant's reply from the
+	// conversation's history (trimmed to the model's context window by the policy in
+	// `docs/conversations.md`; the stored history is never altered).
+	//
+	// The reply is generated apart from this connection and its events are kept (24 h by
+	// default) under the reply's message id: a client that loses the connection gets every
+	// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+	// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+	// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+	// for the client's tools must get their results (`POST …/tool-results`) before the
+	// next message (409).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+	CreateConversationMessageWithBody(ctx context.Context, id ID, params *CreateConversationMessageParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateConversationMessage Send a message and generate the reply
+	//
+	// Appends the user's message and generates the assistant's reply from the
+	// conversation's history (trimmed to the model's context window by the policy in
+	// `docs/conversations.md`; the stored history is never altered).
+	//
+	// The reply is generated apart from this connection and its events are kept (24 h by
+	// default) under the reply's message id: a client that loses the connection gets every
+	// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+	// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+	// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+	// for the client's tools must get their results (`POST …/tool-results`) before the
+	// next message (409).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+	CreateConversationMessage(ctx context.Context, id ID, params *CreateConversationMessageParams, body CreateConversationMessageJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CancelMessage Stop a reply being generated
+	//
+	// Stops the reply on whichever replica generates it. The reply is stored with what was
+	// generated so far and `status: cancelled`; its stream ends with `done`
+	// (`finish_reason: cancelled`). Cancelling a finished reply changes nothing.
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages/{message_id}/cancel (the `CancelMessage` operationId).
+	CancelMessage(ctx context.Context, id ID, messageId MessageID, params *CancelMessageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StreamMessageEvents Attach to a reply's event stream
+	//
+	// The reply's events (as in `POST /v1/conversations/{id}/messages` with `stream: true`),
+	// live or finished, after the event id given by `Last-Event-ID` (what an EventSource
+	// sends when it reconnects) or `after`; from the first without either. The stream ends
+	// after `done` or `error`. Closing this connection does not stop the reply. Events are
+	// kept for `conversations.stream_ttl` (24 h) after the reply ends: later this is a 410
+	// (`stream_expired`) and the reply is read with `GET …/messages`.
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
+	StreamMessageEvents(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SubmitToolResultsWithBody Answer the client tool calls of the last reply and continue
+	//
+	// Stores one `tool` message per result and generates the next reply, as
+	// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+	// tool call of the last reply, each once.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+	SubmitToolResultsWithBody(ctx context.Context, id ID, params *SubmitToolResultsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SubmitToolResults Answer the client tool calls of the last reply and continue
+	//
+	// Stores one `tool` message per result and generates the next reply, as
+	// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+	// tool call of the last reply, each once.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+	SubmitToolResults(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AcceptInvitationWithBody Join an org with an invitation token
 	//
@@ -3986,6 +4875,28 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 	DeleteMySession(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetMessageFeedbackWithBody Rate an assistant reply
+	//
+	// Up or down, with an optional comment; sending again replaces the caller's earlier
+	// feedback on the message. Counted in the reports of the prompt experiment the reply
+	// ran under.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+	SetMessageFeedbackWithBody(ctx context.Context, id ID, params *SetMessageFeedbackParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetMessageFeedback Rate an assistant reply
+	//
+	// Up or down, with an optional comment; sending again replaces the caller's earlier
+	// feedback on the message. Counted in the reports of the prompt experiment the reply
+	// ran under.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+	SetMessageFeedback(ctx context.Context, id ID, params *SetMessageFeedbackParams, body SetMessageFeedbackJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListModels The model aliases
 	//
@@ -4089,6 +5000,31 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/orgs/{id}/members/{user_id} (the `UpdateOrgMember` operationId).
 	UpdateOrgMember(ctx context.Context, id ID, userId UserID, body UpdateOrgMemberJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrgSettings An org's settings
+	//
+	// Needs a member of the org, or a key of that org.
+	//
+	// Corresponds with GET /v1/orgs/{id}/settings (the `GetOrgSettings` operationId).
+	GetOrgSettings(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateOrgSettingsWithBody Change an org's settings
+	//
+	// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+	UpdateOrgSettingsWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateOrgSettings Change an org's settings
+	//
+	// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+	UpdateOrgSettings(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TransferOrgOwnershipWithBody Hand the org to another member
 	//
@@ -5304,8 +6240,10 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 // `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
 // (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
 // ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
-// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
-// `finish_reason` is `cancelled`).
+// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
+// conversation and streams its reply (`reply.started` first, as
+// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+// ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 // header of the upgrade request or, from a browser (which cannot set headers on a
@@ -5315,6 +6253,318 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 // Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
 func (c *Client) ChatWebSocket(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewChatWebSocketRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListConversations The caller's conversations
+//
+// Newest first. A user sees the conversations they started; an API key sees every
+// conversation of its org. Deleted conversations are not listed.
+//
+// Corresponds with GET /v1/conversations (the `ListConversations` operationId).
+func (c *Client) ListConversations(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListConversationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateConversationWithBody Start a conversation
+//
+// Without a `title`, one is generated in the background after the first exchange.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+func (c *Client) CreateConversationWithBody(ctx context.Context, params *CreateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateConversationRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateConversation Start a conversation
+//
+// Without a `title`, one is generated in the background after the first exchange.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+func (c *Client) CreateConversation(ctx context.Context, params *CreateConversationParams, body CreateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateConversationRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteConversation Delete a conversation
+//
+// A soft delete: the conversation disappears from every read at once; a reply still
+// running is cancelled. The housekeeping task purges it for good 7 days later.
+//
+// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
+func (c *Client) DeleteConversation(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteConversationRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetConversation One conversation
+//
+// Another caller's conversation, and a deleted one, is a 404.
+//
+// Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
+func (c *Client) GetConversation(ctx context.Context, id ID, params *GetConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetConversationRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateConversationWithBody Rename a conversation or change its defaults
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+func (c *Client) UpdateConversationWithBody(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateConversationRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateConversation Rename a conversation or change its defaults
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+func (c *Client) UpdateConversation(ctx context.Context, id ID, params *UpdateConversationParams, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateConversationRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExportConversation Export a conversation
+//
+// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+//
+// Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
+func (c *Client) ExportConversation(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportConversationRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListConversationMessages A conversation's messages
+//
+// Oldest first, exactly as stored: user messages, assistant replies with their tool
+// calls, tool results (server-side tools' and the client's). A reply still being
+// generated is last, with `status: in_progress` and no content yet.
+//
+// Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
+func (c *Client) ListConversationMessages(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListConversationMessagesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateConversationMessageWithBody Send a message and generate the reply
+//
+// Appends the user's message and generates the assistant's reply from the
+// conversation's history (trimmed to the model's context window by the policy in
+// `docs/conversations.md`; the stored history is never altered).
+//
+// The reply is generated apart from this connection and its events are kept (24 h by
+// default) under the reply's message id: a client that loses the connection gets every
+// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+// With `stream: false` the response is the added messages once the reply is finished.
+//
+// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+// for the client's tools must get their results (`POST …/tool-results`) before the
+// next message (409).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+func (c *Client) CreateConversationMessageWithBody(ctx context.Context, id ID, params *CreateConversationMessageParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateConversationMessageRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateConversationMessage Send a message and generate the reply
+//
+// Appends the user's message and generates the assistant's reply from the
+// conversation's history (trimmed to the model's context window by the policy in
+// `docs/conversations.md`; the stored history is never altered).
+//
+// The reply is generated apart from this connection and its events are kept (24 h by
+// default) under the reply's message id: a client that loses the connection gets every
+// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+// With `stream: false` the response is the added messages once the reply is finished.
+//
+// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+// for the client's tools must get their results (`POST …/tool-results`) before the
+// next message (409).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+func (c *Client) CreateConversationMessage(ctx context.Context, id ID, params *CreateConversationMessageParams, body CreateConversationMessageJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateConversationMessageRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CancelMessage Stop a reply being generated
+//
+// Stops the reply on whichever replica generates it. The reply is stored with what was
+// generated so far and `status: cancelled`; its stream ends with `done`
+// (`finish_reason: cancelled`). Cancelling a finished reply changes nothing.
+//
+// Corresponds with POST /v1/conversations/{id}/messages/{message_id}/cancel (the `CancelMessage` operationId).
+func (c *Client) CancelMessage(ctx context.Context, id ID, messageId MessageID, params *CancelMessageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCancelMessageRequest(c.Server, id, messageId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StreamMessageEvents Attach to a reply's event stream
+//
+// The reply's events (as in `POST /v1/conversations/{id}/messages` with `stream: true`),
+// live or finished, after the event id given by `Last-Event-ID` (what an EventSource
+// sends when it reconnects) or `after`; from the first without either. The stream ends
+// after `done` or `error`. Closing this connection does not stop the reply. Events are
+// kept for `conversations.stream_ttl` (24 h) after the reply ends: later this is a 410
+// (`stream_expired`) and the reply is read with `GET …/messages`.
+//
+// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
+func (c *Client) StreamMessageEvents(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStreamMessageEventsRequest(c.Server, id, messageId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SubmitToolResultsWithBody Answer the client tool calls of the last reply and continue
+//
+// Stores one `tool` message per result and generates the next reply, as
+// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+// tool call of the last reply, each once.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+func (c *Client) SubmitToolResultsWithBody(ctx context.Context, id ID, params *SubmitToolResultsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSubmitToolResultsRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SubmitToolResults Answer the client tool calls of the last reply and continue
+//
+// Stores one `tool` message per result and generates the next reply, as
+// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+// tool call of the last reply, each once.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+func (c *Client) SubmitToolResults(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSubmitToolResultsRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -5476,6 +6726,48 @@ func (c *Client) ListMySessions(ctx context.Context, reqEditors ...RequestEditor
 // Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 func (c *Client) DeleteMySession(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteMySessionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetMessageFeedbackWithBody Rate an assistant reply
+//
+// Up or down, with an optional comment; sending again replaces the caller's earlier
+// feedback on the message. Counted in the reports of the prompt experiment the reply
+// ran under.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+func (c *Client) SetMessageFeedbackWithBody(ctx context.Context, id ID, params *SetMessageFeedbackParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetMessageFeedbackRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetMessageFeedback Rate an assistant reply
+//
+// Up or down, with an optional comment; sending again replaces the caller's earlier
+// feedback on the message. Counted in the reports of the prompt experiment the reply
+// ran under.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+func (c *Client) SetMessageFeedback(ctx context.Context, id ID, params *SetMessageFeedbackParams, body SetMessageFeedbackJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetMessageFeedbackRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -5709,6 +7001,61 @@ func (c *Client) UpdateOrgMemberWithBody(ctx context.Context, id ID, userId User
 // Corresponds with PATCH /v1/orgs/{id}/members/{user_id} (the `UpdateOrgMember` operationId).
 func (c *Client) UpdateOrgMember(ctx context.Context, id ID, userId UserID, body UpdateOrgMemberJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateOrgMemberRequest(c.Server, id, userId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrgSettings An org's settings
+//
+// Needs a member of the org, or a key of that org.
+//
+// Corresponds with GET /v1/orgs/{id}/settings (the `GetOrgSettings` operationId).
+func (c *Client) GetOrgSettings(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgSettingsRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateOrgSettingsWithBody Change an org's settings
+//
+// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+func (c *Client) UpdateOrgSettingsWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateOrgSettingsRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateOrgSettings Change an org's settings
+//
+// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+func (c *Client) UpdateOrgSettings(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateOrgSettingsRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -7943,6 +9290,785 @@ func NewChatWebSocketRequest(server string, params *ChatWebSocketParams) (*http.
 	return req, nil
 }
 
+// NewListConversationsRequest constructs an http.Request for the ListConversations method
+func NewListConversationsRequest(server string, params *ListConversationsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateConversationRequest calls the generic CreateConversation builder with application/json body
+func NewCreateConversationRequest(server string, params *CreateConversationParams, body CreateConversationJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateConversationRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateConversationRequestWithBody constructs an http.Request for the CreateConversation method, with any body, and a specified content type
+func NewCreateConversationRequestWithBody(server string, params *CreateConversationParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteConversationRequest constructs an http.Request for the DeleteConversation method
+func NewDeleteConversationRequest(server string, id ID, params *DeleteConversationParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetConversationRequest constructs an http.Request for the GetConversation method
+func NewGetConversationRequest(server string, id ID, params *GetConversationParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateConversationRequest calls the generic UpdateConversation builder with application/json body
+func NewUpdateConversationRequest(server string, id ID, params *UpdateConversationParams, body UpdateConversationJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateConversationRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewUpdateConversationRequestWithBody constructs an http.Request for the UpdateConversation method, with any body, and a specified content type
+func NewUpdateConversationRequestWithBody(server string, id ID, params *UpdateConversationParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewExportConversationRequest constructs an http.Request for the ExportConversation method
+func NewExportConversationRequest(server string, id ID, params *ExportConversationParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListConversationMessagesRequest constructs an http.Request for the ListConversationMessages method
+func NewListConversationMessagesRequest(server string, id ID, params *ListConversationMessagesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/messages", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateConversationMessageRequest calls the generic CreateConversationMessage builder with application/json body
+func NewCreateConversationMessageRequest(server string, id ID, params *CreateConversationMessageParams, body CreateConversationMessageJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateConversationMessageRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateConversationMessageRequestWithBody constructs an http.Request for the CreateConversationMessage method, with any body, and a specified content type
+func NewCreateConversationMessageRequestWithBody(server string, id ID, params *CreateConversationMessageParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/messages", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCancelMessageRequest constructs an http.Request for the CancelMessage method
+func NewCancelMessageRequest(server string, id ID, messageId MessageID, params *CancelMessageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "message_id", messageId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/messages/%s/cancel", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewStreamMessageEventsRequest constructs an http.Request for the StreamMessageEvents method
+func NewStreamMessageEventsRequest(server string, id ID, messageId MessageID, params *StreamMessageEventsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "message_id", messageId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/messages/%s/events", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+		if params.LastEventID != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Last-Event-ID", *params.LastEventID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Last-Event-ID", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewSubmitToolResultsRequest calls the generic SubmitToolResults builder with application/json body
+func NewSubmitToolResultsRequest(server string, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSubmitToolResultsRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewSubmitToolResultsRequestWithBody constructs an http.Request for the SubmitToolResults method, with any body, and a specified content type
+func NewSubmitToolResultsRequestWithBody(server string, id ID, params *SubmitToolResultsParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/tool-results", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewAcceptInvitationRequest calls the generic AcceptInvitation builder with application/json body
 func NewAcceptInvitationRequest(server string, body AcceptInvitationJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -8167,6 +10293,68 @@ func NewDeleteMySessionRequest(server string, id ID) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetMessageFeedbackRequest calls the generic SetMessageFeedback builder with application/json body
+func NewSetMessageFeedbackRequest(server string, id ID, params *SetMessageFeedbackParams, body SetMessageFeedbackJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetMessageFeedbackRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewSetMessageFeedbackRequestWithBody constructs an http.Request for the SetMessageFeedback method, with any body, and a specified content type
+func NewSetMessageFeedbackRequestWithBody(server string, id ID, params *SetMessageFeedbackParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/messages/%s/feedback", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -8628,6 +10816,87 @@ func NewUpdateOrgMemberRequestWithBody(server string, id ID, userId UserID, cont
 	}
 
 	operationPath := fmt.Sprintf("/v1/orgs/%s/members/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetOrgSettingsRequest constructs an http.Request for the GetOrgSettings method
+func NewGetOrgSettingsRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/settings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateOrgSettingsRequest calls the generic UpdateOrgSettings builder with application/json body
+func NewUpdateOrgSettingsRequest(server string, id ID, body UpdateOrgSettingsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateOrgSettingsRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewUpdateOrgSettingsRequestWithBody constructs an http.Request for the UpdateOrgSettings method, with any body, and a specified content type
+func NewUpdateOrgSettingsRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/settings", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -10262,8 +12531,10 @@ type ClientWithResponsesInterface interface {
 	// `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
 	// (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
 	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
-	// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
-	// `finish_reason` is `cancelled`).
+	// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
+	// conversation and streams its reply (`reply.started` first, as
+	// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 	// header of the upgrade request or, from a browser (which cannot set headers on a
@@ -10274,6 +12545,182 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/chat/ws (the `ChatWebSocket` operationId).
 	ChatWebSocketWithResponse(ctx context.Context, params *ChatWebSocketParams, reqEditors ...RequestEditorFn) (*ChatWebSocketResponse, error)
+
+	// ListConversationsWithResponse The caller's conversations
+	//
+	// Newest first. A user sees the conversations they started; an API key sees every
+	// conversation of its org. Deleted conversations are not listed.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations (the `ListConversations` operationId).
+	ListConversationsWithResponse(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*ListConversationsResponse, error)
+
+	// CreateConversationWithBodyWithResponse Start a conversation
+	//
+	// Without a `title`, one is generated in the background after the first exchange.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+	CreateConversationWithBodyWithResponse(ctx context.Context, params *CreateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateConversationResponse, error)
+
+	// CreateConversationWithResponse Start a conversation
+	//
+	// Without a `title`, one is generated in the background after the first exchange.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+	CreateConversationWithResponse(ctx context.Context, params *CreateConversationParams, body CreateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateConversationResponse, error)
+
+	// DeleteConversationWithResponse Delete a conversation
+	//
+	// A soft delete: the conversation disappears from every read at once; a reply still
+	// running is cancelled. The housekeeping task purges it for good 7 days later.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
+	DeleteConversationWithResponse(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*DeleteConversationResponse, error)
+
+	// GetConversationWithResponse One conversation
+	//
+	// Another caller's conversation, and a deleted one, is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
+	GetConversationWithResponse(ctx context.Context, id ID, params *GetConversationParams, reqEditors ...RequestEditorFn) (*GetConversationResponse, error)
+
+	// UpdateConversationWithBodyWithResponse Rename a conversation or change its defaults
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+	UpdateConversationWithBodyWithResponse(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error)
+
+	// UpdateConversationWithResponse Rename a conversation or change its defaults
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+	UpdateConversationWithResponse(ctx context.Context, id ID, params *UpdateConversationParams, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error)
+
+	// ExportConversationWithResponse Export a conversation
+	//
+	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
+	ExportConversationWithResponse(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*ExportConversationResponse, error)
+
+	// ListConversationMessagesWithResponse A conversation's messages
+	//
+	// Oldest first, exactly as stored: user messages, assistant replies with their tool
+	// calls, tool results (server-side tools' and the client's). A reply still being
+	// generated is last, with `status: in_progress` and no content yet.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
+	ListConversationMessagesWithResponse(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*ListConversationMessagesResponse, error)
+
+	// CreateConversationMessageWithBodyWithResponse Send a message and generate the reply
+	//
+	// Appends the user's message and generates the assistant's reply from the
+	// conversation's history (trimmed to the model's context window by the policy in
+	// `docs/conversations.md`; the stored history is never altered).
+	//
+	// The reply is generated apart from this connection and its events are kept (24 h by
+	// default) under the reply's message id: a client that loses the connection gets every
+	// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+	// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+	// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+	// for the client's tools must get their results (`POST …/tool-results`) before the
+	// next message (409).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+	CreateConversationMessageWithBodyWithResponse(ctx context.Context, id ID, params *CreateConversationMessageParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateConversationMessageResponse, error)
+
+	// CreateConversationMessageWithResponse Send a message and generate the reply
+	//
+	// Appends the user's message and generates the assistant's reply from the
+	// conversation's history (trimmed to the model's context window by the policy in
+	// `docs/conversations.md`; the stored history is never altered).
+	//
+	// The reply is generated apart from this connection and its events are kept (24 h by
+	// default) under the reply's message id: a client that loses the connection gets every
+	// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+	// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+	// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+	// for the client's tools must get their results (`POST …/tool-results`) before the
+	// next message (409).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+	CreateConversationMessageWithResponse(ctx context.Context, id ID, params *CreateConversationMessageParams, body CreateConversationMessageJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateConversationMessageResponse, error)
+
+	// CancelMessageWithResponse Stop a reply being generated
+	//
+	// Stops the reply on whichever replica generates it. The reply is stored with what was
+	// generated so far and `status: cancelled`; its stream ends with `done`
+	// (`finish_reason: cancelled`). Cancelling a finished reply changes nothing.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/messages/{message_id}/cancel (the `CancelMessage` operationId).
+	CancelMessageWithResponse(ctx context.Context, id ID, messageId MessageID, params *CancelMessageParams, reqEditors ...RequestEditorFn) (*CancelMessageResponse, error)
+
+	// StreamMessageEventsWithResponse Attach to a reply's event stream
+	//
+	// The reply's events (as in `POST /v1/conversations/{id}/messages` with `stream: true`),
+	// live or finished, after the event id given by `Last-Event-ID` (what an EventSource
+	// sends when it reconnects) or `after`; from the first without either. The stream ends
+	// after `done` or `error`. Closing this connection does not stop the reply. Events are
+	// kept for `conversations.stream_ttl` (24 h) after the reply ends: later this is a 410
+	// (`stream_expired`) and the reply is read with `GET …/messages`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
+	StreamMessageEventsWithResponse(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*StreamMessageEventsResponse, error)
+
+	// SubmitToolResultsWithBodyWithResponse Answer the client tool calls of the last reply and continue
+	//
+	// Stores one `tool` message per result and generates the next reply, as
+	// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+	// tool call of the last reply, each once.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+	SubmitToolResultsWithBodyWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error)
+
+	// SubmitToolResultsWithResponse Answer the client tool calls of the last reply and continue
+	//
+	// Stores one `tool` message per result and generates the next reply, as
+	// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+	// tool call of the last reply, each once.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+	SubmitToolResultsWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error)
 
 	// AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 	//
@@ -10355,6 +12802,28 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/me/sessions/{id} (the `DeleteMySession` operationId).
 	DeleteMySessionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteMySessionResponse, error)
+
+	// SetMessageFeedbackWithBodyWithResponse Rate an assistant reply
+	//
+	// Up or down, with an optional comment; sending again replaces the caller's earlier
+	// feedback on the message. Counted in the reports of the prompt experiment the reply
+	// ran under.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+	SetMessageFeedbackWithBodyWithResponse(ctx context.Context, id ID, params *SetMessageFeedbackParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetMessageFeedbackResponse, error)
+
+	// SetMessageFeedbackWithResponse Rate an assistant reply
+	//
+	// Up or down, with an optional comment; sending again replaces the caller's earlier
+	// feedback on the message. Counted in the reports of the prompt experiment the reply
+	// ran under.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+	SetMessageFeedbackWithResponse(ctx context.Context, id ID, params *SetMessageFeedbackParams, body SetMessageFeedbackJSONRequestBody, reqEditors ...RequestEditorFn) (*SetMessageFeedbackResponse, error)
 
 	// ListModelsWithResponse The model aliases
 	//
@@ -10472,6 +12941,33 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/orgs/{id}/members/{user_id} (the `UpdateOrgMember` operationId).
 	UpdateOrgMemberWithResponse(ctx context.Context, id ID, userId UserID, body UpdateOrgMemberJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateOrgMemberResponse, error)
+
+	// GetOrgSettingsWithResponse An org's settings
+	//
+	// Needs a member of the org, or a key of that org.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/settings (the `GetOrgSettings` operationId).
+	GetOrgSettingsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgSettingsResponse, error)
+
+	// UpdateOrgSettingsWithBodyWithResponse Change an org's settings
+	//
+	// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+	UpdateOrgSettingsWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateOrgSettingsResponse, error)
+
+	// UpdateOrgSettingsWithResponse Change an org's settings
+	//
+	// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+	UpdateOrgSettingsWithResponse(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateOrgSettingsResponse, error)
 
 	// TransferOrgOwnershipWithBodyWithResponse Hand the org to another member
 	//
@@ -12703,6 +15199,534 @@ func (r ChatWebSocketResponse) ContentType() string {
 	return ""
 }
 
+type ListConversationsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConversationList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListConversationsResponse) GetJSON200() *ConversationList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListConversationsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListConversationsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListConversationsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListConversationsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListConversationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Conversation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateConversationResponse) GetJSON201() *Conversation {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Conversation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetConversationResponse) GetJSON200() *Conversation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Conversation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateConversationResponse) GetJSON200() *Conversation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ExportConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConversationExport
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ExportConversationResponse) GetJSON200() *ConversationExport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListConversationMessagesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConversationMessageList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListConversationMessagesResponse) GetJSON200() *ConversationMessageList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListConversationMessagesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListConversationMessagesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListConversationMessagesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListConversationMessagesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListConversationMessagesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateConversationMessageResponse200Headers the declared response headers of an HTTP 200 response for CreateConversationMessage
+type CreateConversationMessageResponse200Headers struct {
+	KilnMessageId *openapi_types.UUID
+}
+
+type CreateConversationMessageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConversationReply
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CreateConversationMessageResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateConversationMessageResponse) GetJSON200() *ConversationReply {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateConversationMessageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateConversationMessageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateConversationMessageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateConversationMessageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateConversationMessageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CancelMessageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *ConversationMessage
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r CancelMessageResponse) GetJSON202() *ConversationMessage {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CancelMessageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CancelMessageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CancelMessageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CancelMessageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CancelMessageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StreamMessageEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StreamMessageEventsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StreamMessageEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StreamMessageEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StreamMessageEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StreamMessageEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SubmitToolResultsResponse200Headers the declared response headers of an HTTP 200 response for SubmitToolResults
+type SubmitToolResultsResponse200Headers struct {
+	KilnMessageId *openapi_types.UUID
+}
+
+type SubmitToolResultsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConversationReply
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *SubmitToolResultsResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SubmitToolResultsResponse) GetJSON200() *ConversationReply {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SubmitToolResultsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SubmitToolResultsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SubmitToolResultsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SubmitToolResultsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SubmitToolResultsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type AcceptInvitationResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -13012,6 +16036,54 @@ func (r DeleteMySessionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r DeleteMySessionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SetMessageFeedbackResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessageFeedback
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetMessageFeedbackResponse) GetJSON200() *MessageFeedback {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetMessageFeedbackResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetMessageFeedbackResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetMessageFeedbackResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetMessageFeedbackResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetMessageFeedbackResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -13478,6 +16550,102 @@ func (r UpdateOrgMemberResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateOrgMemberResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetOrgSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OrgSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgSettingsResponse) GetJSON200() *OrgSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgSettingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateOrgSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OrgSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateOrgSettingsResponse) GetJSON200() *OrgSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateOrgSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateOrgSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateOrgSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateOrgSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateOrgSettingsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -15068,8 +18236,10 @@ func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Conte
 // `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
 // (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
 // ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
-// `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
-// `finish_reason` is `cancelled`).
+// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
+// conversation and streams its reply (`reply.started` first, as
+// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+// ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 // header of the upgrade request or, from a browser (which cannot set headers on a
@@ -15085,6 +18255,272 @@ func (c *ClientWithResponses) ChatWebSocketWithResponse(ctx context.Context, par
 		return nil, err
 	}
 	return ParseChatWebSocketResponse(rsp)
+}
+
+// ListConversationsWithResponse The caller's conversations
+//
+// Newest first. A user sees the conversations they started; an API key sees every
+// conversation of its org. Deleted conversations are not listed.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations (the `ListConversations` operationId).
+func (c *ClientWithResponses) ListConversationsWithResponse(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*ListConversationsResponse, error) {
+	rsp, err := c.ListConversations(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListConversationsResponse(rsp)
+}
+
+// CreateConversationWithBodyWithResponse Start a conversation
+//
+// Without a `title`, one is generated in the background after the first exchange.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+func (c *ClientWithResponses) CreateConversationWithBodyWithResponse(ctx context.Context, params *CreateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateConversationResponse, error) {
+	rsp, err := c.CreateConversationWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateConversationResponse(rsp)
+}
+
+// CreateConversationWithResponse Start a conversation
+//
+// Without a `title`, one is generated in the background after the first exchange.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations (the `CreateConversation` operationId).
+func (c *ClientWithResponses) CreateConversationWithResponse(ctx context.Context, params *CreateConversationParams, body CreateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateConversationResponse, error) {
+	rsp, err := c.CreateConversation(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateConversationResponse(rsp)
+}
+
+// DeleteConversationWithResponse Delete a conversation
+//
+// A soft delete: the conversation disappears from every read at once; a reply still
+// running is cancelled. The housekeeping task purges it for good 7 days later.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
+func (c *ClientWithResponses) DeleteConversationWithResponse(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*DeleteConversationResponse, error) {
+	rsp, err := c.DeleteConversation(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteConversationResponse(rsp)
+}
+
+// GetConversationWithResponse One conversation
+//
+// Another caller's conversation, and a deleted one, is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
+func (c *ClientWithResponses) GetConversationWithResponse(ctx context.Context, id ID, params *GetConversationParams, reqEditors ...RequestEditorFn) (*GetConversationResponse, error) {
+	rsp, err := c.GetConversation(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetConversationResponse(rsp)
+}
+
+// UpdateConversationWithBodyWithResponse Rename a conversation or change its defaults
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+func (c *ClientWithResponses) UpdateConversationWithBodyWithResponse(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error) {
+	rsp, err := c.UpdateConversationWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateConversationResponse(rsp)
+}
+
+// UpdateConversationWithResponse Rename a conversation or change its defaults
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
+func (c *ClientWithResponses) UpdateConversationWithResponse(ctx context.Context, id ID, params *UpdateConversationParams, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error) {
+	rsp, err := c.UpdateConversation(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateConversationResponse(rsp)
+}
+
+// ExportConversationWithResponse Export a conversation
+//
+// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
+func (c *ClientWithResponses) ExportConversationWithResponse(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*ExportConversationResponse, error) {
+	rsp, err := c.ExportConversation(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportConversationResponse(rsp)
+}
+
+// ListConversationMessagesWithResponse A conversation's messages
+//
+// Oldest first, exactly as stored: user messages, assistant replies with their tool
+// calls, tool results (server-side tools' and the client's). A reply still being
+// generated is last, with `status: in_progress` and no content yet.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
+func (c *ClientWithResponses) ListConversationMessagesWithResponse(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*ListConversationMessagesResponse, error) {
+	rsp, err := c.ListConversationMessages(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListConversationMessagesResponse(rsp)
+}
+
+// CreateConversationMessageWithBodyWithResponse Send a message and generate the reply
+//
+// Appends the user's message and generates the assistant's reply from the
+// conversation's history (trimmed to the model's context window by the policy in
+// `docs/conversations.md`; the stored history is never altered).
+//
+// The reply is generated apart from this connection and its events are kept (24 h by
+// default) under the reply's message id: a client that loses the connection gets every
+// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+// With `stream: false` the response is the added messages once the reply is finished.
+//
+// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+// for the client's tools must get their results (`POST …/tool-results`) before the
+// next message (409).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+func (c *ClientWithResponses) CreateConversationMessageWithBodyWithResponse(ctx context.Context, id ID, params *CreateConversationMessageParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateConversationMessageResponse, error) {
+	rsp, err := c.CreateConversationMessageWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateConversationMessageResponse(rsp)
+}
+
+// CreateConversationMessageWithResponse Send a message and generate the reply
+//
+// Appends the user's message and generates the assistant's reply from the
+// conversation's history (trimmed to the model's context window by the policy in
+// `docs/conversations.md`; the stored history is never altered).
+//
+// The reply is generated apart from this connection and its events are kept (24 h by
+// default) under the reply's message id: a client that loses the connection gets every
+// event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+// replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+// that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+// With `stream: false` the response is the added messages once the reply is finished.
+//
+// One reply runs at a time per conversation (409 otherwise), and a reply that asked
+// for the client's tools must get their results (`POST …/tool-results`) before the
+// next message (409).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/messages (the `CreateConversationMessage` operationId).
+func (c *ClientWithResponses) CreateConversationMessageWithResponse(ctx context.Context, id ID, params *CreateConversationMessageParams, body CreateConversationMessageJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateConversationMessageResponse, error) {
+	rsp, err := c.CreateConversationMessage(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateConversationMessageResponse(rsp)
+}
+
+// CancelMessageWithResponse Stop a reply being generated
+//
+// Stops the reply on whichever replica generates it. The reply is stored with what was
+// generated so far and `status: cancelled`; its stream ends with `done`
+// (`finish_reason: cancelled`). Cancelling a finished reply changes nothing.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/messages/{message_id}/cancel (the `CancelMessage` operationId).
+func (c *ClientWithResponses) CancelMessageWithResponse(ctx context.Context, id ID, messageId MessageID, params *CancelMessageParams, reqEditors ...RequestEditorFn) (*CancelMessageResponse, error) {
+	rsp, err := c.CancelMessage(ctx, id, messageId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCancelMessageResponse(rsp)
+}
+
+// StreamMessageEventsWithResponse Attach to a reply's event stream
+//
+// The reply's events (as in `POST /v1/conversations/{id}/messages` with `stream: true`),
+// live or finished, after the event id given by `Last-Event-ID` (what an EventSource
+// sends when it reconnects) or `after`; from the first without either. The stream ends
+// after `done` or `error`. Closing this connection does not stop the reply. Events are
+// kept for `conversations.stream_ttl` (24 h) after the reply ends: later this is a 410
+// (`stream_expired`) and the reply is read with `GET …/messages`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
+func (c *ClientWithResponses) StreamMessageEventsWithResponse(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*StreamMessageEventsResponse, error) {
+	rsp, err := c.StreamMessageEvents(ctx, id, messageId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStreamMessageEventsResponse(rsp)
+}
+
+// SubmitToolResultsWithBodyWithResponse Answer the client tool calls of the last reply and continue
+//
+// Stores one `tool` message per result and generates the next reply, as
+// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+// tool call of the last reply, each once.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+func (c *ClientWithResponses) SubmitToolResultsWithBodyWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error) {
+	rsp, err := c.SubmitToolResultsWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSubmitToolResultsResponse(rsp)
+}
+
+// SubmitToolResultsWithResponse Answer the client tool calls of the last reply and continue
+//
+// Stores one `tool` message per result and generates the next reply, as
+// `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+// tool call of the last reply, each once.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
+func (c *ClientWithResponses) SubmitToolResultsWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error) {
+	rsp, err := c.SubmitToolResults(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSubmitToolResultsResponse(rsp)
 }
 
 // AcceptInvitationWithBodyWithResponse Join an org with an invitation token
@@ -15220,6 +18656,40 @@ func (c *ClientWithResponses) DeleteMySessionWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseDeleteMySessionResponse(rsp)
+}
+
+// SetMessageFeedbackWithBodyWithResponse Rate an assistant reply
+//
+// Up or down, with an optional comment; sending again replaces the caller's earlier
+// feedback on the message. Counted in the reports of the prompt experiment the reply
+// ran under.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+func (c *ClientWithResponses) SetMessageFeedbackWithBodyWithResponse(ctx context.Context, id ID, params *SetMessageFeedbackParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetMessageFeedbackResponse, error) {
+	rsp, err := c.SetMessageFeedbackWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetMessageFeedbackResponse(rsp)
+}
+
+// SetMessageFeedbackWithResponse Rate an assistant reply
+//
+// Up or down, with an optional comment; sending again replaces the caller's earlier
+// feedback on the message. Counted in the reports of the prompt experiment the reply
+// ran under.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/messages/{id}/feedback (the `SetMessageFeedback` operationId).
+func (c *ClientWithResponses) SetMessageFeedbackWithResponse(ctx context.Context, id ID, params *SetMessageFeedbackParams, body SetMessageFeedbackJSONRequestBody, reqEditors ...RequestEditorFn) (*SetMessageFeedbackResponse, error) {
+	rsp, err := c.SetMessageFeedback(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetMessageFeedbackResponse(rsp)
 }
 
 // ListModelsWithResponse The model aliases
@@ -15415,6 +18885,51 @@ func (c *ClientWithResponses) UpdateOrgMemberWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseUpdateOrgMemberResponse(rsp)
+}
+
+// GetOrgSettingsWithResponse An org's settings
+//
+// Needs a member of the org, or a key of that org.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/settings (the `GetOrgSettings` operationId).
+func (c *ClientWithResponses) GetOrgSettingsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgSettingsResponse, error) {
+	rsp, err := c.GetOrgSettings(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgSettingsResponse(rsp)
+}
+
+// UpdateOrgSettingsWithBodyWithResponse Change an org's settings
+//
+// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+func (c *ClientWithResponses) UpdateOrgSettingsWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateOrgSettingsResponse, error) {
+	rsp, err := c.UpdateOrgSettingsWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateOrgSettingsResponse(rsp)
+}
+
+// UpdateOrgSettingsWithResponse Change an org's settings
+//
+// Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
+func (c *ClientWithResponses) UpdateOrgSettingsWithResponse(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateOrgSettingsResponse, error) {
+	rsp, err := c.UpdateOrgSettings(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateOrgSettingsResponse(rsp)
 }
 
 // TransferOrgOwnershipWithBodyWithResponse Hand the org to another member
@@ -17415,6 +20930,393 @@ func ParseChatWebSocketResponse(rsp *http.Response) (*ChatWebSocketResponse, err
 	return response, nil
 }
 
+// ParseListConversationsResponse parses an HTTP response from a ListConversationsWithResponse call
+func ParseListConversationsResponse(rsp *http.Response) (*ListConversationsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListConversationsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConversationList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateConversationResponse parses an HTTP response from a CreateConversationWithResponse call
+func ParseCreateConversationResponse(rsp *http.Response) (*CreateConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Conversation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteConversationResponse parses an HTTP response from a DeleteConversationWithResponse call
+func ParseDeleteConversationResponse(rsp *http.Response) (*DeleteConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetConversationResponse parses an HTTP response from a GetConversationWithResponse call
+func ParseGetConversationResponse(rsp *http.Response) (*GetConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Conversation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateConversationResponse parses an HTTP response from a UpdateConversationWithResponse call
+func ParseUpdateConversationResponse(rsp *http.Response) (*UpdateConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Conversation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseExportConversationResponse parses an HTTP response from a ExportConversationWithResponse call
+func ParseExportConversationResponse(rsp *http.Response) (*ExportConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConversationExport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/markdown) unsupported
+
+	}
+
+	return response, nil
+}
+
+// ParseListConversationMessagesResponse parses an HTTP response from a ListConversationMessagesWithResponse call
+func ParseListConversationMessagesResponse(rsp *http.Response) (*ListConversationMessagesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListConversationMessagesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConversationMessageList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateConversationMessageResponse parses an HTTP response from a CreateConversationMessageWithResponse call
+func ParseCreateConversationMessageResponse(rsp *http.Response) (*CreateConversationMessageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateConversationMessageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConversationReply
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CreateConversationMessageResponse200Headers
+		if values := rsp.Header.Values("Kiln-Message-Id"); len(values) > 0 {
+			var value openapi_types.UUID
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Message-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			}
+			headers.KilnMessageId = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCancelMessageResponse parses an HTTP response from a CancelMessageWithResponse call
+func ParseCancelMessageResponse(rsp *http.Response) (*CancelMessageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CancelMessageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest ConversationMessage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStreamMessageEventsResponse parses an HTTP response from a StreamMessageEventsWithResponse call
+func ParseStreamMessageEventsResponse(rsp *http.Response) (*StreamMessageEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StreamMessageEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSubmitToolResultsResponse parses an HTTP response from a SubmitToolResultsWithResponse call
+func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SubmitToolResultsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConversationReply
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers SubmitToolResultsResponse200Headers
+		if values := rsp.Header.Values("Kiln-Message-Id"); len(values) > 0 {
+			var value openapi_types.UUID
+			if err := runtime.BindStyledParameterWithOptions("simple", "Kiln-Message-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			}
+			headers.KilnMessageId = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseAcceptInvitationResponse parses an HTTP response from a AcceptInvitationWithResponse call
 func ParseAcceptInvitationResponse(rsp *http.Response) (*AcceptInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -17621,6 +21523,39 @@ func ParseDeleteMySessionResponse(rsp *http.Response) (*DeleteMySessionResponse,
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSetMessageFeedbackResponse parses an HTTP response from a SetMessageFeedbackWithResponse call
+func ParseSetMessageFeedbackResponse(rsp *http.Response) (*SetMessageFeedbackResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetMessageFeedbackResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessageFeedback
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
@@ -17939,6 +21874,72 @@ func ParseUpdateOrgMemberResponse(rsp *http.Response) (*UpdateOrgMemberResponse,
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Member
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetOrgSettingsResponse parses an HTTP response from a GetOrgSettingsWithResponse call
+func ParseGetOrgSettingsResponse(rsp *http.Response) (*GetOrgSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OrgSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateOrgSettingsResponse parses an HTTP response from a UpdateOrgSettingsWithResponse call
+func ParseUpdateOrgSettingsResponse(rsp *http.Response) (*UpdateOrgSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateOrgSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OrgSettings
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -36,6 +36,15 @@ type Config struct {
 	Secrets  Secrets  `koanf:"secrets"`
 	Mail     Mail     `koanf:"mail"`
 	LLM      LLM      `koanf:"llm"`
+	// Conversations configures stored conversations and their resumable reply streams.
+	Conversations Conversations `koanf:"conversations"`
+}
+
+// Conversations configures stored conversations and their resumable reply streams.
+type Conversations struct {
+	StreamTTL     time.Duration `koanf:"stream_ttl" doc:"how long a reply's events are kept, after it ended, for clients to resume"`
+	ContextWindow int           `koanf:"context_window" doc:"context window in tokens of a model alias that sets none (llm.models.<alias>.context_window)"`
+	TitleModel    string        `koanf:"title_model" doc:"model alias that titles new conversations in the background; empty: no titles"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -163,6 +172,9 @@ type LLMProvider struct {
 // LLMModel is an alias of the model catalog.
 type LLMModel struct {
 	Targets []LLMTarget `koanf:"targets" yaml:"targets"`
+	// ContextWindow is the tokens the alias's models take in (prompt and reply); 0: the
+	// conversations.context_window default. Conversation history is trimmed to it.
+	ContextWindow int `koanf:"context_window" yaml:"context_window"`
 }
 
 // LLMTarget is one provider model an alias can be served by.
@@ -244,6 +256,7 @@ func Default() Config {
 			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
 			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second, CacheTTL: time.Hour,
 		}),
+		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default"},
 	}
 }
 
@@ -496,6 +509,15 @@ func (c Config) validate() []string {
 		bad("mail.link_base", "must be an http(s) URL")
 	}
 	p = append(p, c.LLM.validate()...)
+	if c.Conversations.StreamTTL < time.Minute {
+		bad("conversations.stream_ttl", "must be at least 1m, got %s", c.Conversations.StreamTTL)
+	}
+	if c.Conversations.ContextWindow < 1024 {
+		bad("conversations.context_window", "must be at least 1024, got %d", c.Conversations.ContextWindow)
+	}
+	if _, ok := c.LLM.Models[c.Conversations.TitleModel]; c.Conversations.TitleModel != "" && !ok {
+		bad("conversations.title_model", "names no alias of llm.models: %q", c.Conversations.TitleModel)
+	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
@@ -568,6 +590,9 @@ func (l LLM) validate() []string {
 			if t.Price.Input < 0 || t.Price.Output < 0 || t.Price.Cached < 0 {
 				bad(tkey+".price", "prices must not be negative")
 			}
+		}
+		if m.ContextWindow < 0 {
+			bad(key+".context_window", "must not be negative")
 		}
 	}
 	return p

@@ -1012,8 +1012,10 @@ export interface paths {
          *     `POST /v1/chat/completions`, as JSON text frames `{"type", "id", "data"}`
          *     (`WSServerFrame`). The client sends `WSClientFrame`s: `{"type": "chat", "data":
          *     ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
-         *     `{"type": "cancel"}` stops the running one (it ends with a `done` event whose
-         *     `finish_reason` is `cancelled`).
+         *     `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
+         *     conversation and streams its reply (`reply.started` first, as
+         *     `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+         *     ends with a `done` event whose `finish_reason` is `cancelled`).
          *     Every reply ends with `done` or `error`; the connection stays open for the next
          *     request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
          *     header of the upgrade request or, from a browser (which cannot set headers on a
@@ -1289,6 +1291,233 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's conversations
+         * @description Newest first. A user sees the conversations they started; an API key sees every
+         *     conversation of its org. Deleted conversations are not listed.
+         */
+        get: operations["listConversations"];
+        put?: never;
+        /**
+         * Start a conversation
+         * @description Without a `title`, one is generated in the background after the first exchange.
+         */
+        post: operations["createConversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One conversation
+         * @description Another caller's conversation, and a deleted one, is a 404.
+         */
+        get: operations["getConversation"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a conversation
+         * @description A soft delete: the conversation disappears from every read at once; a reply still
+         *     running is cancelled. The housekeeping task purges it for good 7 days later.
+         */
+        delete: operations["deleteConversation"];
+        options?: never;
+        head?: never;
+        /** Rename a conversation or change its defaults */
+        patch: operations["updateConversation"];
+        trace?: never;
+    };
+    "/v1/conversations/{id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A conversation's messages
+         * @description Oldest first, exactly as stored: user messages, assistant replies with their tool
+         *     calls, tool results (server-side tools' and the client's). A reply still being
+         *     generated is last, with `status: in_progress` and no content yet.
+         */
+        get: operations["listConversationMessages"];
+        put?: never;
+        /**
+         * Send a message and generate the reply
+         * @description Appends the user's message and generates the assistant's reply from the
+         *     conversation's history (trimmed to the model's context window by the policy in
+         *     `docs/conversations.md`; the stored history is never altered).
+         *
+         *     The reply is generated apart from this connection and its events are kept (24 h by
+         *     default) under the reply's message id: a client that loses the connection gets every
+         *     event again from `GET /v1/conversations/{id}/messages/{message_id}/events`, on any
+         *     replica, and can stop it with `POST …/cancel`. With `stream: true` the response is
+         *     that stream: first `reply.started` (`ReplyStartedEvent`: the message ids), then the
+         *     events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
+         *     the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
+         *     With `stream: false` the response is the added messages once the reply is finished.
+         *
+         *     One reply runs at a time per conversation (409 otherwise), and a reply that asked
+         *     for the client's tools must get their results (`POST …/tool-results`) before the
+         *     next message (409).
+         */
+        post: operations["createConversationMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{id}/tool-results": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Answer the client tool calls of the last reply and continue
+         * @description Stores one `tool` message per result and generates the next reply, as
+         *     `POST /v1/conversations/{id}/messages` does. `results` must answer every client
+         *     tool call of the last reply, each once.
+         */
+        post: operations["submitToolResults"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{id}/messages/{message_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Attach to a reply's event stream
+         * @description The reply's events (as in `POST /v1/conversations/{id}/messages` with `stream: true`),
+         *     live or finished, after the event id given by `Last-Event-ID` (what an EventSource
+         *     sends when it reconnects) or `after`; from the first without either. The stream ends
+         *     after `done` or `error`. Closing this connection does not stop the reply. Events are
+         *     kept for `conversations.stream_ttl` (24 h) after the reply ends: later this is a 410
+         *     (`stream_expired`) and the reply is read with `GET …/messages`.
+         */
+        get: operations["streamMessageEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{id}/messages/{message_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stop a reply being generated
+         * @description Stops the reply on whichever replica generates it. The reply is stored with what was
+         *     generated so far and `status: cancelled`; its stream ends with `done`
+         *     (`finish_reason: cancelled`). Cancelling a finished reply changes nothing.
+         */
+        post: operations["cancelMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export a conversation
+         * @description Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+         */
+        get: operations["exportConversation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/messages/{id}/feedback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rate an assistant reply
+         * @description Up or down, with an optional comment; sending again replaces the caller's earlier
+         *     feedback on the message. Counted in the reports of the prompt experiment the reply
+         *     ran under.
+         */
+        post: operations["setMessageFeedback"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An org's settings
+         * @description Needs a member of the org, or a key of that org.
+         */
+        get: operations["getOrgSettings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Change an org's settings
+         * @description Needs an org owner or admin, or a key of that org with the `admin` scope. Recorded in the audit log.
+         */
+        patch: operations["updateOrgSettings"];
         trace?: never;
     };
     "/openai/v1/chat/completions": {
@@ -1598,6 +1827,166 @@ export interface components {
             /** @description Who a split label is sticky for; default the request's `user`, else the caller's user or API key id. */
             sticky_key?: string;
         };
+        Conversation: {
+            /** Format: uuid */
+            id: string;
+            /** @description Null until given or generated after the first exchange. */
+            title: string | null;
+            /** @description The default model alias of its replies; absent for the catalog's `default`. */
+            model?: string;
+            metadata: components["schemas"]["ConversationMetadata"];
+            created_at: components["schemas"]["Timestamp"];
+            /** @description The last change or message. */
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /** @description The client's own string labels. */
+        ConversationMetadata: {
+            [key: string]: string;
+        };
+        ConversationList: {
+            data: components["schemas"]["Conversation"][];
+            next_cursor: string | null;
+        };
+        CreateConversationRequest: {
+            title?: string;
+            /** @description The default model alias of its replies (a message's `options.model` wins). */
+            model?: string;
+            metadata?: components["schemas"]["ConversationMetadata"];
+        };
+        UpdateConversationRequest: {
+            title?: string;
+            model?: string;
+            metadata?: components["schemas"]["ConversationMetadata"];
+        };
+        /**
+         * @description `cancelled` and `failed` replies keep what was generated before they stopped.
+         * @enum {string}
+         */
+        ConversationMessageStatus: "in_progress" | "completed" | "cancelled" | "failed";
+        ConversationMessage: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            conversation_id: string;
+            role: components["schemas"]["ChatRole"];
+            content?: string;
+            parts?: components["schemas"]["ContentPart"][];
+            tool_calls?: components["schemas"]["ToolCall"][];
+            tool_call_id?: string;
+            /** @description A `tool` message's tool name. */
+            name?: string;
+            /** @description A `tool` message reports a failure. */
+            is_error?: boolean;
+            status: components["schemas"]["ConversationMessageStatus"];
+            error?: components["schemas"]["MessageError"];
+            /** @description An assistant reply's model alias. */
+            model?: string;
+            provider?: string;
+            provider_model?: string;
+            finish_reason?: components["schemas"]["FinishReason"];
+            usage?: components["schemas"]["ChatUsage"];
+            prompt?: components["schemas"]["MessagePrompt"];
+            created_at: components["schemas"]["Timestamp"];
+            completed_at?: components["schemas"]["Timestamp"];
+        };
+        /** @description Why a `failed` reply stopped. */
+        MessageError: {
+            code: components["schemas"]["ErrorCode"];
+            detail: string;
+        };
+        /** @description The stored prompt version a reply used. */
+        MessagePrompt: {
+            name: string;
+            version: number;
+            /** Format: uuid */
+            experiment_id?: string;
+        };
+        ConversationMessageList: {
+            data: components["schemas"]["ConversationMessage"][];
+            next_cursor: string | null;
+        };
+        /** @description How to generate the reply; as the fields of `ChatRequest`. */
+        ReplyOptions: {
+            /** @description A model alias; default the conversation's, else the prompt's, else `default`. */
+            model?: string;
+            prompt?: components["schemas"]["ChatPromptRef"];
+            tools?: components["schemas"]["ToolDefinition"][];
+            server_tools?: string[];
+            tool_choice?: components["schemas"]["ToolChoice"];
+            response_format?: components["schemas"]["ResponseFormat"];
+            /** Format: double */
+            temperature?: number;
+            /** Format: double */
+            top_p?: number;
+            max_tokens?: number;
+            stop?: string[];
+            /** Format: int64 */
+            seed?: number;
+            user?: string;
+        };
+        /** @description The user's message (`content`, `parts` or both) and how to reply. */
+        ConversationMessageRequest: {
+            content?: string;
+            parts?: components["schemas"]["ContentPart"][];
+            /** @default false */
+            stream: boolean;
+            options?: components["schemas"]["ReplyOptions"];
+        };
+        ToolResultsRequest: {
+            results: components["schemas"]["ToolResult"][];
+            /** @default false */
+            stream: boolean;
+            options?: components["schemas"]["ReplyOptions"];
+        };
+        ToolResult: {
+            tool_call_id: string;
+            content: string;
+            /** @default false */
+            is_error: boolean;
+        };
+        ConversationReply: {
+            /**
+             * @description The messages this request added, in order: the user's message (or the tool
+             *     results), the tool calls and results of server-side tools, and the reply, last.
+             */
+            messages: components["schemas"]["ConversationMessage"][];
+        };
+        ReplyStartedEvent: {
+            /** Format: uuid */
+            conversation_id: string;
+            /**
+             * Format: uuid
+             * @description The reply's message id, the stream's name.
+             */
+            message_id: string;
+            /** @description The user's message, or the tool results, this reply answers. */
+            input_message_ids: string[];
+        };
+        /** @description The `data` of one event of a reply's stream; the event type says which schema. */
+        ConversationStreamEvent: components["schemas"]["ReplyStartedEvent"] | components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
+        ConversationExport: {
+            conversation: components["schemas"]["Conversation"];
+            messages: components["schemas"]["ConversationMessage"][];
+            exported_at: components["schemas"]["Timestamp"];
+        };
+        /** @enum {string} */
+        FeedbackRating: "up" | "down";
+        MessageFeedbackRequest: {
+            rating: components["schemas"]["FeedbackRating"];
+            comment?: string;
+        };
+        MessageFeedback: {
+            /** Format: uuid */
+            message_id: string;
+            rating: components["schemas"]["FeedbackRating"];
+            comment?: string;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        OrgSettings: {
+            /** @description Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them. */
+            conversation_retention_days: number | null;
+        };
         PromptExperimentReport: {
             /** Format: uuid */
             id: string;
@@ -1637,12 +2026,12 @@ export interface components {
             cost_usd: number;
             /**
              * Format: int64
-             * @description Always 0 for now; message feedback arrives with conversations.
+             * @description Replies rated up (`POST /v1/messages/{id}/feedback`) that ran under this version in the experiment.
              */
             feedback_up: number;
             /**
              * Format: int64
-             * @description Always 0 for now; message feedback arrives with conversations.
+             * @description Replies rated down that ran under this version in the experiment.
              */
             feedback_down: number;
         };
@@ -1783,12 +2172,24 @@ export interface components {
         };
         /** @description The `data` of one stream event; the event type says which schema. */
         ChatStreamEvent: components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
-        /** @enum {string} */
-        ChatEventType: "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error";
+        /**
+         * @description `reply.started` begins a conversation reply's stream only.
+         * @enum {string}
+         */
+        ChatEventType: "reply.started" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error";
         WSClientFrame: {
             /** @enum {string} */
-            type: "chat" | "cancel";
-            data?: components["schemas"]["ChatRequest"];
+            type: "chat" | "conversation.message" | "cancel";
+            /** @description `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`. */
+            data?: components["schemas"]["ChatRequest"] | components["schemas"]["WSConversationMessage"];
+        };
+        /** @description A `conversation.message` frame's data; as the body of `POST /v1/conversations/{id}/messages` (`stream` is implied). */
+        WSConversationMessage: {
+            /** Format: uuid */
+            conversation_id: string;
+            content?: string;
+            parts?: components["schemas"]["ContentPart"][];
+            options?: components["schemas"]["ReplyOptions"];
         };
         WSServerFrame: {
             type: components["schemas"]["ChatEventType"];
@@ -1964,7 +2365,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "rate_limited" | "timeout" | "not_ready" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -2342,6 +2743,8 @@ export interface components {
         PromptVersionNumber: number;
         /** @description The label, e.g. `production`; `latest` is reserved. */
         PromptLabelName: string;
+        /** @description The message's id. */
+        MessageID: string;
         /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
         KilnOrg: string;
         /**
@@ -2374,6 +2777,8 @@ export interface components {
         "Kiln-Provider": string;
         /** @description The provider's model that served the reply. */
         "Kiln-Provider-Model": string;
+        /** @description The reply's message id (its event stream's name), sent before the first event. */
+        "Kiln-Message-Id": string;
         /** @description `hit` when the reply came from Kiln's response cache, `miss` when it was generated and stored; absent when the request was not cacheable. */
         "Kiln-Cache": "hit" | "miss";
     };
@@ -4237,6 +4642,449 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PromptExperimentReport"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listConversations: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only conversations whose title contains this text (case-insensitive). */
+                q?: string;
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of conversations. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createConversation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateConversationRequest"];
+            };
+        };
+        responses: {
+            /** @description The conversation. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Conversation"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getConversation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The conversation. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Conversation"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteConversation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    updateConversation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateConversationRequest"];
+            };
+        };
+        responses: {
+            /** @description The conversation. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Conversation"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listConversationMessages: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of messages. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationMessageList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createConversationMessage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ConversationMessageRequest"];
+            };
+        };
+        responses: {
+            /** @description The messages added (JSON), or the reply's events (`stream: true`). */
+            200: {
+                headers: {
+                    "Kiln-Message-Id": components["headers"]["Kiln-Message-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationReply"];
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    submitToolResults: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ToolResultsRequest"];
+            };
+        };
+        responses: {
+            /** @description The messages added (JSON), or the reply's events (`stream: true`). */
+            200: {
+                headers: {
+                    "Kiln-Message-Id": components["headers"]["Kiln-Message-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationReply"];
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    streamMessageEvents: {
+        parameters: {
+            query?: {
+                /** @description The id of the last event received, for clients that cannot set headers; `Last-Event-ID` wins. */
+                after?: number;
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+                /** @description The id of the last event received. */
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The message's id. */
+                message_id: components["parameters"]["MessageID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The reply's events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    cancelMessage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The message's id. */
+                message_id: components["parameters"]["MessageID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Asked to stop; the message as it is now. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationMessage"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    exportConversation: {
+        parameters: {
+            query?: {
+                format?: "json" | "markdown";
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationExport"];
+                    "text/markdown": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    setMessageFeedback: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessageFeedbackRequest"];
+            };
+        };
+        responses: {
+            /** @description The feedback. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageFeedback"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The settings. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgSettings"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    updateOrgSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrgSettings"];
+            };
+        };
+        responses: {
+            /** @description The settings. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgSettings"];
                 };
             };
             default: components["responses"]["Problem"];

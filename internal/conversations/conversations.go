@@ -1,0 +1,386 @@
+// Package conversations keeps chat conversations: their messages exactly as they happened
+// (user messages, assistant replies with their tool calls, tool results), one reply at a
+// time per conversation, feedback on replies, the context-window policy that trims the
+// history a reply is generated from, export, and retention.
+package conversations
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// MaxMessages bounds a conversation: a reply beyond it is refused (export and history
+// read the whole conversation).
+const MaxMessages = 10000
+
+// DeletedRetention is how long a deleted conversation is kept before it is purged.
+const DeletedRetention = 7 * 24 * time.Hour
+
+// Status is a message's state; only replies are ever InProgress, Cancelled or Failed.
+type Status string
+
+// The message states.
+const (
+	InProgress Status = "in_progress"
+	Completed  Status = "completed"
+	Cancelled  Status = "cancelled"
+	Failed     Status = "failed"
+)
+
+// Owner is who acts on conversations: an org, and the user when the caller is a user
+// (a user sees only the conversations they started; an API key sees its org's).
+type Owner struct {
+	Org  uuid.UUID
+	User *uuid.UUID
+	Key  *uuid.UUID
+}
+
+// Conversation is a conversation's header.
+type Conversation struct {
+	ID        uuid.UUID
+	OrgID     uuid.UUID
+	UserID    *uuid.UUID
+	Title     string // "": none yet
+	Model     string // "": the catalog's default
+	Metadata  map[string]string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// PromptUse is the stored prompt version a reply ran under.
+type PromptUse struct {
+	Name         string
+	Version      int
+	ExperimentID *uuid.UUID
+}
+
+// Message is one stored message.
+type Message struct {
+	ID             uuid.UUID
+	ConversationID uuid.UUID
+	Seq            int // 0 while a reply is generated
+	Role           llm.Role
+	Content        string
+	Images         []llm.Image // parts after Content
+	ToolCalls      []llm.ToolCall
+	ToolCallID     string
+	Name           string
+	IsError        bool
+	Status         Status
+	ErrorCode      errs.Code
+	ErrorDetail    string
+	Model          string
+	Provider       string
+	ProviderModel  string
+	FinishReason   llm.FinishReason
+	Usage          *llm.Usage
+	CostUSD        float64
+	Prompt         *PromptUse
+	CreatedAt      time.Time
+	CompletedAt    *time.Time
+}
+
+// LLM is the message as the model sees it.
+func (m Message) LLM() llm.Message {
+	out := llm.Message{Role: m.Role, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Name: m.Name}
+	if m.Content != "" {
+		out.Content = append(out.Content, llm.Part{Type: llm.PartText, Text: m.Content})
+	}
+	for i := range m.Images {
+		out.Content = append(out.Content, llm.Part{Type: llm.PartImage, Image: &m.Images[i]})
+	}
+	return out
+}
+
+// Service keeps the conversations. It is safe for concurrent use.
+type Service struct {
+	st  *store.Store
+	now func() time.Time
+}
+
+// New returns a Service over st; now is the clock.
+func New(st *store.Store, now func() time.Time) *Service {
+	return &Service{st: st, now: now}
+}
+
+func notFound() error { return errs.E(errs.NotFound, "No such conversation.") }
+
+// Create starts a conversation.
+func (s *Service) Create(ctx context.Context, o Owner, title, model string, metadata map[string]string) (Conversation, error) {
+	meta, err := json.Marshal(orEmpty(metadata))
+	if err != nil {
+		return Conversation{}, fmt.Errorf("encode metadata: %w", err)
+	}
+	row, err := s.st.CreateConversation(ctx, db.CreateConversationParams{
+		ID: uuid.Must(uuid.NewV7()), OrgID: o.Org, UserID: store.NullUUID(o.User), ApiKeyID: store.NullUUID(o.Key),
+		Title: text(title), Model: text(model), Metadata: meta, CreatedAt: s.now().UTC(),
+	})
+	if err != nil {
+		return Conversation{}, store.Translate(err)
+	}
+	return conversationFromRow(row)
+}
+
+// Get returns one conversation the owner may see.
+func (s *Service) Get(ctx context.Context, o Owner, id uuid.UUID) (Conversation, error) {
+	row, err := s.st.GetConversation(ctx, db.GetConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User)})
+	if err != nil {
+		if isNotFound(err) {
+			return Conversation{}, notFound()
+		}
+		return Conversation{}, err
+	}
+	return conversationFromRow(row)
+}
+
+// List returns up to limit conversations, newest first, after the cursor id, whose title
+// contains q (any when empty).
+func (s *Service) List(ctx context.Context, o Owner, limit int, after *uuid.UUID, q string) ([]Conversation, error) {
+	var like pgtype.Text
+	if q != "" {
+		like = text("%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q) + "%")
+	}
+	rows, err := s.st.ListConversations(ctx, db.ListConversationsParams{
+		OrgID: o.Org, UserID: store.NullUUID(o.User), After: store.NullUUID(after), TitleLike: like, MaxRows: int32(min(limit, 1000)), //nolint:gosec // bounded
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Conversation, 0, len(rows))
+	for _, r := range rows {
+		c, err := conversationFromRow(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Update changes what is given (nil: unchanged).
+func (s *Service) Update(ctx context.Context, o Owner, id uuid.UUID, title, model *string, metadata map[string]string) (Conversation, error) {
+	p := db.UpdateConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User), UpdatedAt: s.now().UTC()}
+	if title != nil {
+		p.Title = text(*title)
+	}
+	if model != nil {
+		p.Model = text(*model)
+	}
+	if metadata != nil {
+		b, err := json.Marshal(metadata)
+		if err != nil {
+			return Conversation{}, fmt.Errorf("encode metadata: %w", err)
+		}
+		p.Metadata = b
+	}
+	row, err := s.st.UpdateConversation(ctx, p)
+	if err != nil {
+		if isNotFound(err) {
+			return Conversation{}, notFound()
+		}
+		return Conversation{}, err
+	}
+	return conversationFromRow(row)
+}
+
+// Delete soft-deletes a conversation and returns its running reply's id, if any, for the
+// caller to cancel.
+func (s *Service) Delete(ctx context.Context, o Owner, id uuid.UUID) (*uuid.UUID, error) {
+	n, err := s.st.DeleteConversation(ctx, db.DeleteConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User), DeletedAt: ptr(s.now().UTC())})
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, notFound()
+	}
+	running, err := s.st.RunningMessage(ctx, db.RunningMessageParams{OrgID: o.Org, ConversationID: id})
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &running.ID, nil
+}
+
+// SetTitle sets a generated title unless the conversation has one by now.
+func (s *Service) SetTitle(ctx context.Context, org, id uuid.UUID, title string) (bool, error) {
+	title = strings.TrimSpace(title)
+	if r := []rune(title); len(r) > 200 {
+		title = string(r[:200])
+	}
+	if title == "" {
+		return false, nil
+	}
+	n, err := s.st.SetConversationTitleIfUnset(ctx, db.SetConversationTitleIfUnsetParams{OrgID: org, ID: id, Title: text(title)})
+	return n > 0, err
+}
+
+// Messages returns up to limit messages, oldest first, after the cursor (a seq from
+// Cursor). A reply being generated comes last.
+func (s *Service) Messages(ctx context.Context, o Owner, id uuid.UUID, limit int, cursor string) ([]Message, error) {
+	if _, err := s.Get(ctx, o, id); err != nil {
+		return nil, err
+	}
+	var after pgtype.Int4
+	if cursor != "" {
+		n, err := strconv.ParseInt(cursor, 10, 32)
+		if err != nil || n < 0 {
+			return nil, errs.InvalidFields("invalid cursor", []errs.FieldError{{Pointer: "/query/cursor", Message: "is not a cursor of this list"}})
+		}
+		after = pgtype.Int4{Int32: int32(n), Valid: true}
+	}
+	rows, err := s.st.ListMessages(ctx, db.ListMessagesParams{OrgID: o.Org, ConversationID: id, AfterSeq: after, MaxRows: int32(min(limit, MaxMessages))}) //nolint:gosec // bounded
+	if err != nil {
+		return nil, err
+	}
+	return messagesFromRows(rows)
+}
+
+// Cursor is the list cursor after m.
+func Cursor(m Message) string { return strconv.Itoa(m.Seq) }
+
+// History returns every placed message of a conversation, oldest first.
+func (s *Service) History(ctx context.Context, org, id uuid.UUID) ([]Message, error) {
+	rows, err := s.st.ListHistory(ctx, db.ListHistoryParams{OrgID: org, ConversationID: id})
+	if err != nil {
+		return nil, err
+	}
+	return messagesFromRows(rows)
+}
+
+// Message returns one message of a conversation the owner may see.
+func (s *Service) Message(ctx context.Context, o Owner, conversation, id uuid.UUID) (Message, error) {
+	row, err := s.st.GetMessage(ctx, db.GetMessageParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User)})
+	if err == nil && row.ConversationID != conversation {
+		err = errs.E(errs.NotFound, "no such message")
+	}
+	if err != nil {
+		if isNotFound(err) {
+			return Message{}, errs.E(errs.NotFound, "No such message in this conversation.")
+		}
+		return Message{}, err
+	}
+	return messageFromRow(row)
+}
+
+func conversationFromRow(r db.Conversation) (Conversation, error) {
+	c := Conversation{
+		ID: r.ID, OrgID: r.OrgID, UserID: store.UUIDPtr(r.UserID), Title: r.Title.String, Model: r.Model.String,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
+	if err := json.Unmarshal(r.Metadata, &c.Metadata); err != nil {
+		return Conversation{}, fmt.Errorf("decode metadata of %s: %w", r.ID, err)
+	}
+	return c, nil
+}
+
+// storedImage is an image part as stored.
+type storedImage struct {
+	URL       string `json:"url,omitempty"`
+	MediaType string `json:"media_type,omitempty"`
+	Data      []byte `json:"data,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// storedCall is a tool call as stored.
+type storedCall struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+func encodeImages(images []llm.Image) ([]byte, error) {
+	if len(images) == 0 {
+		return nil, nil
+	}
+	out := make([]storedImage, len(images))
+	for i, im := range images {
+		out[i] = storedImage(im)
+	}
+	return json.Marshal(out)
+}
+
+func encodeCalls(calls []llm.ToolCall) ([]byte, error) {
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	out := make([]storedCall, len(calls))
+	for i, c := range calls {
+		out[i] = storedCall(c)
+	}
+	return json.Marshal(out)
+}
+
+func messageFromRow(r db.Message) (Message, error) {
+	m := Message{
+		ID: r.ID, ConversationID: r.ConversationID, Seq: int(r.Seq.Int32), Role: llm.Role(r.Role), Content: r.Content,
+		ToolCallID: r.ToolCallID.String, Name: r.Name.String, IsError: r.IsError, Status: Status(r.Status),
+		ErrorCode: errs.Code(r.ErrorCode.String), ErrorDetail: r.ErrorDetail.String, Model: r.Model.String,
+		Provider: r.Provider.String, ProviderModel: r.ProviderModel.String, FinishReason: llm.FinishReason(r.FinishReason.String),
+		CostUSD: r.CostUsd.Float64, CreatedAt: r.CreatedAt, CompletedAt: r.CompletedAt,
+	}
+	if r.Parts != nil {
+		var images []storedImage
+		if err := json.Unmarshal(r.Parts, &images); err != nil {
+			return Message{}, fmt.Errorf("decode parts of message %s: %w", r.ID, err)
+		}
+		for _, im := range images {
+			m.Images = append(m.Images, llm.Image(im))
+		}
+	}
+	if r.ToolCalls != nil {
+		var calls []storedCall
+		if err := json.Unmarshal(r.ToolCalls, &calls); err != nil {
+			return Message{}, fmt.Errorf("decode tool calls of message %s: %w", r.ID, err)
+		}
+		for _, c := range calls {
+			m.ToolCalls = append(m.ToolCalls, llm.ToolCall(c))
+		}
+	}
+	if r.PromptTokens.Valid {
+		m.Usage = &llm.Usage{PromptTokens: int(r.PromptTokens.Int32), CompletionTokens: int(r.CompletionTokens.Int32), CachedTokens: int(r.CachedTokens.Int32)}
+	}
+	if r.PromptName.Valid {
+		m.Prompt = &PromptUse{Name: r.PromptName.String, Version: int(r.PromptVersion.Int32), ExperimentID: store.UUIDPtr(r.ExperimentID)}
+	}
+	return m, nil
+}
+
+func messagesFromRows(rows []db.Message) ([]Message, error) {
+	out := make([]Message, 0, len(rows))
+	for _, r := range rows {
+		m, err := messageFromRow(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func text(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
+
+func ptr[T any](v T) *T { return &v }
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// isNotFound reports a no-rows error.
+func isNotFound(err error) bool { return errs.CodeOf(store.Translate(err)) == errs.NotFound }

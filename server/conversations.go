@@ -1,0 +1,318 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+)
+
+// owner is who acts on conversations: the caller's org, and the user for a user token
+// (users see the conversations they started; API keys see their org's).
+func (c caller) owner() conversations.Owner {
+	o := conversations.Owner{Org: c.org}
+	if c.key != uuid.Nil {
+		o.Key = &c.key
+	} else {
+		o.User = &c.user
+	}
+	return o
+}
+
+// ownerFor resolves the caller of a strict handler.
+func (s *Server) ownerFor(ctx context.Context, requested *uuid.UUID) (conversations.Owner, error) {
+	access, err := s.orgFor(ctx, requested)
+	if err != nil {
+		return conversations.Owner{}, err
+	}
+	who := caller{org: access.OrgID}
+	if p, ok := principalFrom(ctx); ok {
+		if p.Key != nil {
+			who.key = p.Key.ID
+		} else {
+			who.user = p.UserID
+		}
+	}
+	return who.owner(), nil
+}
+
+// ListConversations lists the caller's conversations, newest first.
+func (s *Server) ListConversations(ctx context.Context, req api.ListConversationsRequestObject) (api.ListConversationsResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.conv.Service.List(ctx, o, limit+1, after, deref(req.Params.Q))
+	if err != nil {
+		return nil, err
+	}
+	data, next := pageOf(list, limit, func(c conversations.Conversation) uuid.UUID { return c.ID }, toAPIConversation)
+	return api.ListConversations200JSONResponse{Data: data, NextCursor: next}, nil
+}
+
+// CreateConversation starts a conversation.
+func (s *Server) CreateConversation(ctx context.Context, req api.CreateConversationRequestObject) (api.CreateConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkAlias(req.Body.Model); err != nil {
+		return nil, err
+	}
+	var meta map[string]string
+	if req.Body.Metadata != nil {
+		meta = *req.Body.Metadata
+	}
+	c, err := s.conv.Service.Create(ctx, o, deref(req.Body.Title), deref(req.Body.Model), meta)
+	if err != nil {
+		return nil, err
+	}
+	return api.CreateConversation201JSONResponse(toAPIConversation(c)), nil
+}
+
+// checkAlias refuses a model alias the catalog does not have.
+func (s *Server) checkAlias(alias *string) error {
+	if alias != nil && !s.llm.Runner.Gateway.Has(*alias) {
+		return errs.InvalidFields("invalid model", []errs.FieldError{{Pointer: "/model", Message: "is not a model alias of the catalog (GET /v1/models)"}})
+	}
+	return nil
+}
+
+// GetConversation returns one conversation.
+func (s *Server) GetConversation(ctx context.Context, req api.GetConversationRequestObject) (api.GetConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.conv.Service.Get(ctx, o, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetConversation200JSONResponse(toAPIConversation(c)), nil
+}
+
+// UpdateConversation renames a conversation or changes its default model or metadata.
+func (s *Server) UpdateConversation(ctx context.Context, req api.UpdateConversationRequestObject) (api.UpdateConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkAlias(req.Body.Model); err != nil {
+		return nil, err
+	}
+	var meta map[string]string
+	if req.Body.Metadata != nil {
+		meta = *req.Body.Metadata
+	}
+	c, err := s.conv.Service.Update(ctx, o, req.Id, req.Body.Title, req.Body.Model, meta)
+	if err != nil {
+		return nil, err
+	}
+	return api.UpdateConversation200JSONResponse(toAPIConversation(c)), nil
+}
+
+// DeleteConversation soft-deletes a conversation and cancels its running reply.
+func (s *Server) DeleteConversation(ctx context.Context, req api.DeleteConversationRequestObject) (api.DeleteConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	running, err := s.conv.Service.Delete(ctx, o, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if running != nil {
+		if err := s.conv.Streams.Cancel(ctx, running.String()); err != nil {
+			s.log.ErrorContext(ctx, "cancel the reply of a deleted conversation", "message_id", running, "error", err)
+		}
+	}
+	return api.DeleteConversation204Response{}, nil
+}
+
+// ListConversationMessages lists a conversation's messages, oldest first.
+func (s *Server) ListConversationMessages(ctx context.Context, req api.ListConversationMessagesRequestObject) (api.ListConversationMessagesResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	limit := 20
+	if req.Params.Limit != nil {
+		limit = *req.Params.Limit
+	}
+	msgs, err := s.conv.Service.Messages(ctx, o, req.Id, limit+1, deref(req.Params.Cursor))
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListConversationMessages200JSONResponse{Data: []api.ConversationMessage{}}
+	if len(msgs) > limit {
+		msgs = msgs[:limit]
+		next := conversations.Cursor(msgs[limit-1])
+		out.NextCursor = &next
+	}
+	for _, m := range msgs {
+		out.Data = append(out.Data, toAPIConversationMessage(m))
+	}
+	return out, nil
+}
+
+// CancelMessage asks a running reply to stop, on whichever replica generates it.
+func (s *Server) CancelMessage(ctx context.Context, req api.CancelMessageRequestObject) (api.CancelMessageResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.conv.Service.Message(ctx, o, req.Id, req.MessageId)
+	if err != nil {
+		return nil, err
+	}
+	if m.Status == conversations.InProgress {
+		if err := s.conv.Streams.Cancel(ctx, m.ID.String()); err != nil {
+			return nil, err
+		}
+	}
+	return api.CancelMessage202JSONResponse(toAPIConversationMessage(m)), nil
+}
+
+// ExportConversation returns every message as JSON or a Markdown transcript.
+func (s *Server) ExportConversation(ctx context.Context, req api.ExportConversationRequestObject) (api.ExportConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	c, msgs, err := s.conv.Service.Export(ctx, o, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	if req.Params.Format != nil && *req.Params.Format == api.Markdown {
+		md := conversations.Markdown(c, msgs, now)
+		return api.ExportConversation200TextmarkdownResponse{Body: strings.NewReader(md), ContentLength: int64(len(md))}, nil
+	}
+	out := api.ExportConversation200JSONResponse{Conversation: toAPIConversation(c), ExportedAt: now, Messages: make([]api.ConversationMessage, len(msgs))}
+	for i, m := range msgs {
+		out.Messages[i] = toAPIConversationMessage(m)
+	}
+	return out, nil
+}
+
+// SetMessageFeedback records the caller's rating of a reply.
+func (s *Server) SetMessageFeedback(ctx context.Context, req api.SetMessageFeedbackRequestObject) (api.SetMessageFeedbackResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	rater := o.Key
+	if rater == nil {
+		rater = o.User
+	}
+	f, err := s.conv.Service.SetFeedback(ctx, o, req.Id, *rater, string(req.Body.Rating), deref(req.Body.Comment))
+	if err != nil {
+		return nil, err
+	}
+	return api.SetMessageFeedback200JSONResponse{
+		MessageId: f.MessageID, Rating: api.FeedbackRating(f.Rating), Comment: orNil(f.Comment),
+		CreatedAt: f.CreatedAt.UTC(), UpdatedAt: f.UpdatedAt.UTC(),
+	}, nil
+}
+
+// GetOrgSettings returns an org's settings.
+func (s *Server) GetOrgSettings(ctx context.Context, req api.GetOrgSettingsRequestObject) (api.GetOrgSettingsResponseObject, error) {
+	access, err := s.orgFor(ctx, &req.Id)
+	if err != nil {
+		return nil, err
+	}
+	days, err := s.conv.Service.RetentionDays(ctx, access.OrgID)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetOrgSettings200JSONResponse{ConversationRetentionDays: days}, nil
+}
+
+// UpdateOrgSettings changes an org's settings.
+func (s *Server) UpdateOrgSettings(ctx context.Context, req api.UpdateOrgSettingsRequestObject) (api.UpdateOrgSettingsResponseObject, error) {
+	access, err := s.adminOrg(ctx, &req.Id)
+	if err != nil {
+		return nil, err
+	}
+	days, err := s.conv.Service.SetRetentionDays(ctx, access.OrgID, req.Body.ConversationRetentionDays)
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "org.settings_update", TargetType: "org", TargetID: access.OrgID.String(),
+		Data: map[string]any{"conversation_retention_days": days}})
+	return api.UpdateOrgSettings200JSONResponse{ConversationRetentionDays: days}, nil
+}
+
+func toAPIConversation(c conversations.Conversation) api.Conversation {
+	meta := c.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	return api.Conversation{
+		Id: c.ID, Title: orNil(c.Title), Model: orNil(c.Model), Metadata: meta,
+		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
+	}
+}
+
+func toAPIConversationMessage(m conversations.Message) api.ConversationMessage {
+	msg := toAPIMessage(m.LLM())
+	out := api.ConversationMessage{
+		Id: m.ID, ConversationId: m.ConversationID, Role: api.ChatRole(m.Role), Status: api.ConversationMessageStatus(m.Status),
+		ToolCalls: msg.ToolCalls, ToolCallId: orNil(m.ToolCallID), Name: orNil(m.Name),
+		Model: orNil(m.Model), Provider: orNil(m.Provider), ProviderModel: orNil(m.ProviderModel),
+		CreatedAt: m.CreatedAt.UTC(), CompletedAt: utc(m.CompletedAt),
+	}
+	if m.Content != "" || (len(m.ToolCalls) == 0 && m.Status != conversations.InProgress) {
+		out.Content = &m.Content
+	}
+	if len(m.Images) > 0 {
+		parts := make([]api.ContentPart, len(m.Images))
+		for i, im := range m.Images {
+			parts[i] = toAPIImagePart(im)
+		}
+		out.Parts = &parts
+	}
+	if m.IsError {
+		out.IsError = &m.IsError
+	}
+	if m.ErrorCode != "" {
+		out.Error = &api.MessageError{Code: api.ErrorCode(m.ErrorCode), Detail: m.ErrorDetail}
+	}
+	if m.FinishReason != "" {
+		fr := api.FinishReason(m.FinishReason)
+		out.FinishReason = &fr
+	}
+	if m.Usage != nil {
+		u := *m.Usage
+		out.Usage = &api.ChatUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens, TotalTokens: u.Total(), CostUsd: m.CostUSD}
+	}
+	if m.Prompt != nil {
+		out.Prompt = &api.MessagePrompt{Name: m.Prompt.Name, Version: m.Prompt.Version, ExperimentId: m.Prompt.ExperimentID}
+	}
+	return out
+}
+
+func toAPIImagePart(im llm.Image) api.ContentPart {
+	p := api.ContentPart{Type: api.ContentPartTypeImage, ImageUrl: orNil(im.URL)}
+	if len(im.Data) > 0 {
+		p.ImageData = &im.Data
+		mt := api.ContentPartMediaType(im.MediaType)
+		p.MediaType = &mt
+	}
+	if im.Detail != "" {
+		d := api.ContentPartDetail(im.Detail)
+		p.Detail = &d
+	}
+	return p
+}

@@ -1,0 +1,405 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/streams"
+)
+
+// Conversations is what the conversation endpoints need.
+type Conversations struct {
+	Service *conversations.Service
+	// Streams carries the replies' events between replicas.
+	Streams *streams.Bus
+	// ContextWindow is a model alias's context window, in tokens.
+	ContextWindow func(alias string) int
+	// Title asks for a conversation's title to be generated in the background; nil: never.
+	Title func(ctx context.Context, org, conversation uuid.UUID) error
+}
+
+// errShuttingDown ends the replies still running when the server stops.
+var errShuttingDown = errors.New("server shutting down")
+
+// replyOutcome is how a reply ended, for a caller waiting on this replica.
+type replyOutcome struct {
+	added []conversations.Message // the server-side tool steps and the reply
+	err   error                   // set when the reply failed
+}
+
+// startedReply is a reply generating in the background.
+type startedReply struct {
+	conversations.Reply
+	done <-chan replyOutcome
+}
+
+// replyInput is a request for a reply: the input and how to generate it.
+type replyInput struct {
+	conversation uuid.UUID
+	input        conversations.Input
+	options      *api.ReplyOptions
+}
+
+// startReply validates the options, stores the input and the reply in progress, and
+// generates the reply apart from the request: it goes on when the client goes away, until
+// it ends, is cancelled (from any replica) or the server stops. Errors come before
+// anything is stored, except a message too big for the context window, which fails the
+// stored reply.
+func (s *Server) startReply(r *http.Request, who caller, in replyInput) (startedReply, error) {
+	ctx := r.Context()
+	o := who.owner()
+	conv, err := s.conv.Service.Get(ctx, o, in.conversation)
+	if err != nil {
+		return startedReply{}, err
+	}
+	body := toChatRequest(in.options)
+	if body.Model == nil && conv.Model != "" {
+		body.Model = &conv.Model
+	}
+	if body.Prompt != nil && body.Prompt.StickyKey == nil && body.User == nil {
+		sticky := conv.ID.String() // a split is sticky per conversation
+		body.Prompt.StickyKey = &sticky
+	}
+	call, err := toChatCall(body)
+	call.Org = who.org
+	var use *promptUse
+	if err == nil {
+		use, err = s.applyPrompt(ctx, who, &body, &call)
+	}
+	if err == nil {
+		err = s.llm.Runner.Validate(&call)
+	}
+	if err != nil {
+		return startedReply{}, underPointer(err, "/options")
+	}
+	var prompt *conversations.PromptUse
+	if u := use.usage(); u != nil {
+		prompt = &conversations.PromptUse{Name: u.Name, Version: u.Version, ExperimentID: u.ExperimentID}
+	}
+	reply, err := s.conv.Service.Start(ctx, o, conv.ID, in.input, call.Alias, prompt)
+	if err != nil {
+		return startedReply{}, err
+	}
+	system := call.Request.Messages // the prompt's, rendered
+	budget := s.conv.ContextWindow(call.Alias) - *call.Request.MaxTokens
+	for _, m := range system {
+		budget -= conversations.EstimateTokens(m)
+	}
+	for _, t := range call.Request.Tools {
+		budget -= (len(t.Name) + len(t.Description) + len(t.Parameters)) / 4
+	}
+	window, dropped, err := conversations.Window(reply.History, budget)
+	if err != nil {
+		s.failReply(r, who, reply, err)
+		return startedReply{}, err
+	}
+	if dropped > 0 {
+		s.log.InfoContext(ctx, "history trimmed to the context window", "conversation_id", conv.ID, "dropped_messages", dropped)
+	}
+	call.Request.Messages = append(append([]llm.Message(nil), system...), window...)
+	done := make(chan replyOutcome, 1)
+	s.replies.Add(1)
+	go s.generate(r, who, reply, call, use, done)
+	return startedReply{Reply: reply, done: done}, nil
+}
+
+// failReply ends a reply that could not start.
+func (s *Server) failReply(r *http.Request, who caller, reply conversations.Reply, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	out := conversations.Outcome{Status: conversations.Failed, Err: s.storedError(r, cause)}
+	if _, err := s.conv.Service.Finish(ctx, who.org, reply.Conversation.ID, reply.Message.ID, out); err != nil {
+		s.log.ErrorContext(ctx, "store a failed reply", "message_id", reply.Message.ID, "error", err)
+	}
+	s.publishEnd(r, reply.Message.ID.String(), reply.Message.Model, out, nil)
+}
+
+// storedError is the error a failed reply is stored and reported with.
+func (s *Server) storedError(r *http.Request, err error) error {
+	code, detail, _ := s.classify(r, err)
+	return &errs.Error{Code: code, Message: detail}
+}
+
+// generate runs a reply, publishing its events on the stream bus, and stores how it ended.
+func (s *Server) generate(r *http.Request, who caller, reply conversations.Reply, call chat.Call, use *promptUse, done chan<- replyOutcome) {
+	defer s.replies.Done()
+	id := reply.Message.ID.String()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+	defer cancel(nil)
+	stop := context.AfterFunc(s.replyCtx, func() { cancel(errShuttingDown) })
+	defer stop()
+	ctx, unwatch := s.conv.Streams.Watch(ctx, id)
+	defer unwatch()
+	ctx, cancelBound := s.bound(ctx, who)
+	defer cancelBound()
+	rr := r.WithContext(ctx)
+
+	start := time.Now()
+	pub := s.conv.Streams.Publisher(id)
+	inputs := make([]uuid.UUID, len(reply.Inputs))
+	for i, m := range reply.Inputs {
+		inputs[i] = m.ID
+	}
+	var text strings.Builder // the reply's text so far (not its steps')
+	var served llm.Served
+	_, err := pub.Publish(ctx, "reply.started", api.ReplyStartedEvent{ConversationId: reply.Conversation.ID, MessageId: reply.Message.ID, InputMessageIds: inputs})
+	var res *chat.Result
+	if err == nil {
+		res, err = s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
+			switch ev.Kind {
+			case chat.EventStart:
+				served = ev.Served
+				return nil
+			case chat.EventDelta:
+				text.WriteString(ev.Text)
+			case chat.EventToolResult:
+				text.Reset()
+			}
+			name, data := toChatEvent(ev)
+			_, err := pub.Publish(ctx, name, data)
+			return err
+		})
+	}
+	s.recordUsage(rr, who, "conversation", call.Alias, start, res, err, use.usage())
+
+	out := conversations.Outcome{Status: conversations.Completed, Provider: served.Target.Provider, Model: served.Target.Model}
+	if res != nil {
+		out.Steps, out.Usage, out.CostUSD = res.Steps, res.Usage, res.Cost
+		if res.Served.Target.Provider != "" {
+			out.Provider, out.Model = res.Served.Target.Provider, res.Served.Target.Model
+		}
+	}
+	switch cause := context.Cause(ctx); {
+	case err == nil:
+		out.Message, out.FinishReason = res.Message, res.FinishReason
+	case errors.Is(cause, streams.ErrCancelled):
+		out.Status, out.FinishReason = conversations.Cancelled, llm.FinishReason(api.Cancelled)
+	case errors.Is(cause, errShuttingDown):
+		out.Status, out.Err = conversations.Failed, errs.E(errs.NotReady, "The server stopped while generating this reply; send the message again.")
+	default:
+		out.Status, out.Err = conversations.Failed, s.storedError(rr, err)
+	}
+	if out.Status != conversations.Completed {
+		out.Message = llm.TextMessage(llm.RoleAssistant, text.String())
+	}
+
+	fctx, cancelFinish := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancelFinish()
+	added, ferr := s.conv.Service.Finish(fctx, who.org, reply.Conversation.ID, reply.Message.ID, out)
+	if ferr != nil {
+		s.log.ErrorContext(fctx, "store a reply", "message_id", id, "error", ferr)
+	}
+	s.publishEnd(r, id, call.Alias, out, res)
+	done <- replyOutcome{added: added, err: out.Err}
+	if out.Status == conversations.Completed && reply.Conversation.Title == "" && firstExchange(reply.History) && s.conv.Title != nil {
+		if err := s.conv.Title(fctx, who.org, reply.Conversation.ID); err != nil {
+			s.log.ErrorContext(fctx, "enqueue a conversation title", "conversation_id", reply.Conversation.ID, "error", err)
+		}
+	}
+}
+
+// publishEnd publishes a reply's last event: done, or error for a failed reply.
+func (s *Server) publishEnd(r *http.Request, id, alias string, out conversations.Outcome, res *chat.Result) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	pub := s.conv.Streams.Publisher(id)
+	var err error
+	if out.Status == conversations.Failed {
+		code, detail, _ := s.classify(r, out.Err)
+		_, err = pub.Finish(ctx, "error", newProblem(ctx, r.URL.Path, code, detail, nil))
+	} else {
+		if res == nil {
+			res = &chat.Result{}
+		}
+		d := toChatDone(id, alias, res)
+		d.Provider, d.ProviderModel, d.FinishReason = out.Provider, out.Model, api.FinishReason(out.FinishReason)
+		_, err = pub.Finish(ctx, "done", d)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "publish the end of a reply", "message_id", id, "error", err)
+	}
+}
+
+// firstExchange reports whether history (with the new input) holds one user message.
+func firstExchange(history []conversations.Message) bool {
+	users := 0
+	for _, m := range history {
+		if m.Role == llm.RoleUser {
+			users++
+		}
+	}
+	return users == 1
+}
+
+// WaitReplies waits for the replies running on this server to end, up to ctx; then it
+// stops the rest (stored as failed) and waits for them to be stored.
+func (s *Server) WaitReplies(ctx context.Context) {
+	idle := make(chan struct{})
+	go func() { s.replies.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		s.stopReplies()
+		<-idle
+	}
+}
+
+// toChatRequest is a reply's options as a chat request without messages.
+func toChatRequest(o *api.ReplyOptions) api.ChatRequest {
+	if o == nil {
+		return api.ChatRequest{}
+	}
+	return api.ChatRequest{
+		Model: o.Model, Prompt: o.Prompt, Tools: o.Tools, ServerTools: o.ServerTools, ToolChoice: o.ToolChoice,
+		ResponseFormat: o.ResponseFormat, Temperature: o.Temperature, TopP: o.TopP, MaxTokens: o.MaxTokens,
+		Stop: o.Stop, Seed: o.Seed, User: o.User,
+	}
+}
+
+// userInput is the user's message of a request, from its content and parts.
+func userInput(content *string, parts *[]api.ContentPart) (conversations.Input, error) {
+	m := api.ChatMessage{Role: api.ChatRoleUser, Content: content, Parts: parts}
+	msg, fields := toLLMMessage(m, "")
+	if len(fields) > 0 {
+		return conversations.Input{}, errs.InvalidFields("invalid message", fields)
+	}
+	return conversations.Input{User: &msg}, nil
+}
+
+// createConversationMessage serves POST /v1/conversations/{id}/messages.
+func (s *Server) createConversationMessage(w http.ResponseWriter, r *http.Request) {
+	var body api.ConversationMessageRequest
+	if !s.decodeBody(w, r, &body) {
+		return
+	}
+	in, err := userInput(body.Content, body.Parts)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	s.serveReply(w, r, in, body.Options, body.Stream != nil && *body.Stream)
+}
+
+// submitToolResults serves POST /v1/conversations/{id}/tool-results.
+func (s *Server) submitToolResults(w http.ResponseWriter, r *http.Request) {
+	var body api.ToolResultsRequest
+	if !s.decodeBody(w, r, &body) {
+		return
+	}
+	in := conversations.Input{}
+	for _, res := range body.Results {
+		in.ToolResults = append(in.ToolResults, conversations.ToolResult{CallID: res.ToolCallId, Content: res.Content, IsError: res.IsError != nil && *res.IsError})
+	}
+	s.serveReply(w, r, in, body.Options, body.Stream != nil && *body.Stream)
+}
+
+// serveReply starts a reply and answers with its messages once it ends or, streaming,
+// with its events as they are published.
+func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversations.Input, options *api.ReplyOptions, stream bool) {
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		s.respondError(w, r, errs.E(errs.NotFound, "No such conversation."))
+		return
+	}
+	started, err := s.startReply(r, who, replyInput{conversation: id, input: in, options: options})
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	w.Header().Set("Kiln-Message-Id", started.Message.ID.String())
+	if stream {
+		s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
+			return s.follow(ctx, started.Message.ID.String(), 0, st)
+		})
+		return
+	}
+	select {
+	case out := <-started.done:
+		if out.err != nil {
+			s.respondError(w, r, out.err)
+			return
+		}
+		reply := api.ConversationReply{Messages: make([]api.ConversationMessage, 0, len(started.Inputs)+len(out.added))}
+		for _, m := range append(append([]conversations.Message(nil), started.Inputs...), out.added...) {
+			reply.Messages = append(reply.Messages, toAPIConversationMessage(m))
+		}
+		writeJSON(w, http.StatusOK, reply)
+	case <-r.Context().Done(): // the client went away; the reply goes on
+	}
+}
+
+// follow sends a reply's stored events after `after`, then its live ones, until its end.
+func (s *Server) follow(ctx context.Context, id string, after uint64, st *sseStream) error {
+	st.mu.Lock()
+	st.stored = true // from the first event on, as a shutdown may come before it
+	st.mu.Unlock()
+	return s.conv.Streams.Follow(ctx, id, after, func(ev streams.Event) error {
+		return st.SendStored(ev.ID, ev.Type, ev.Data)
+	})
+}
+
+// streamMessageEvents serves GET /v1/conversations/{id}/messages/{message_id}/events.
+func (s *Server) streamMessageEvents(w http.ResponseWriter, r *http.Request) {
+	who, err := s.callerFor(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	conv, err1 := uuid.Parse(r.PathValue("id"))
+	msgID, err2 := uuid.Parse(r.PathValue("message_id"))
+	if err1 != nil || err2 != nil {
+		s.respondError(w, r, errs.E(errs.NotFound, "No such message in this conversation."))
+		return
+	}
+	m, err := s.conv.Service.Message(r.Context(), who.owner(), conv, msgID)
+	if err == nil && m.Role != llm.RoleAssistant {
+		err = errs.E(errs.NotFound, "Message %s is not a reply: it has no events.", msgID)
+	}
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	var after uint64
+	if h := r.Header.Get("Last-Event-ID"); h != "" {
+		after, err = strconv.ParseUint(h, 10, 64)
+	} else if q := r.URL.Query().Get("after"); q != "" {
+		after, err = strconv.ParseUint(q, 10, 64)
+	}
+	if err != nil {
+		s.respondError(w, r, errs.InvalidFields("invalid event id", []errs.FieldError{{Pointer: "/header/Last-Event-ID", Message: "must be an event id"}}))
+		return
+	}
+	if m.Status != conversations.InProgress {
+		ok, err := s.conv.Streams.Exists(r.Context(), m.ID.String())
+		if err == nil && !ok {
+			err = errs.E(errs.StreamExpired, "The reply's events are no longer kept; read the reply with GET /v1/conversations/%s/messages.", conv)
+		}
+		if err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+	}
+	// A reply whose replica died never ends its stream: stop waiting when no reply could
+	// still be running.
+	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout+time.Minute)
+	defer cancel()
+	s.serveSSE(w, r.WithContext(ctx), func(ctx context.Context, st *sseStream) error {
+		return s.follow(ctx, m.ID.String(), after, st)
+	})
+}

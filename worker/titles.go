@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/usage"
+)
+
+// TypeConversationTitle generates a conversation's title after its first exchange.
+const TypeConversationTitle = "conversation:title"
+
+// TitlePayload is the payload of TypeConversationTitle.
+type TitlePayload struct {
+	Org          uuid.UUID `json:"org_id"`
+	Conversation uuid.UUID `json:"conversation_id"`
+}
+
+// NewTitleTask returns the task that titles a conversation.
+func NewTitleTask(org, conversation uuid.UUID) (*asynq.Task, error) {
+	b, err := json.Marshal(TitlePayload{Org: org, Conversation: conversation})
+	if err != nil {
+		return nil, fmt.Errorf("encode title payload: %w", err)
+	}
+	return asynq.NewTask(TypeConversationTitle, b), nil
+}
+
+// titleInstruction asks the model for a title only.
+const titleInstruction = "Write a title of at most six words for the conversation below. Answer with the title only: no quotes, no final punctuation."
+
+// titleSource bounds how much of the exchange the title model reads.
+const titleSource = 2000
+
+// Titler titles conversations with a model alias, accounting the call to the org.
+type Titler struct {
+	Conversations *conversations.Service
+	Runner        *chat.Runner
+	Usage         *usage.Recorder
+	Model         string
+}
+
+// ProcessTask titles a conversation that has no title yet; a deleted conversation or one
+// titled meanwhile is left as it is.
+func (t Titler) ProcessTask(ctx context.Context, task *asynq.Task) error {
+	var p TitlePayload
+	if err := json.Unmarshal(task.Payload(), &p); err != nil {
+		return fmt.Errorf("decode title payload: %w: %w", err, asynq.SkipRetry)
+	}
+	c, err := t.Conversations.Get(ctx, conversations.Owner{Org: p.Org}, p.Conversation)
+	if errs.CodeOf(err) == errs.NotFound || (err == nil && c.Title != "") {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	history, err := t.Conversations.History(ctx, p.Org, p.Conversation)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, m := range history {
+		if m.Content == "" || (m.Role != llm.RoleUser && m.Role != llm.RoleAssistant) {
+			continue
+		}
+		fmt.Fprintf(&b, "%s: %s\n", m.Role, m.Content)
+		if b.Len() > titleSource {
+			break
+		}
+	}
+	source := b.String()
+	if len(source) > titleSource {
+		source = strings.ToValidUTF8(source[:titleSource], "")
+	}
+	if source == "" {
+		return nil
+	}
+	maxTokens, temperature := 24, 0.2
+	call := chat.Call{Alias: t.Model, Org: p.Org, Request: llm.Request{
+		Messages:  []llm.Message{llm.TextMessage(llm.RoleSystem, titleInstruction), llm.TextMessage(llm.RoleUser, source)},
+		MaxTokens: &maxTokens, Temperature: &temperature,
+	}}
+	start := time.Now()
+	res, err := t.Runner.Run(llm.WithOrg(ctx, p.Org), call, nil)
+	rec := usage.Record{OrgID: p.Org, Endpoint: "title", Alias: t.Model, Status: usage.StatusOK, Latency: time.Since(start), At: start.UTC()}
+	if res != nil {
+		rec.Provider, rec.Model, rec.Usage, rec.CostUSD, rec.Attempts = res.Served.Target.Provider, res.Served.Target.Model, res.Usage, res.Cost, res.Attempts
+	}
+	if err != nil {
+		rec.Status, rec.ErrorCode = usage.StatusError, string(errs.CodeOf(err))
+	}
+	t.Usage.Record(rec)
+	if err != nil {
+		return fmt.Errorf("title conversation %s: %w", p.Conversation, err)
+	}
+	title := strings.Trim(strings.Join(strings.Fields(res.Message.Text()), " "), `"'.`)
+	_, err = t.Conversations.SetTitle(ctx, p.Org, p.Conversation, title)
+	return err
+}
