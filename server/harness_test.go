@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/admin"
@@ -43,11 +44,12 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/prompts"
-	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // testOps are operations added to the spec for tests only: a JSON body to validate, a
@@ -78,7 +80,7 @@ const testOps = `{
 
 func init() {
 	// Response validation decodes bodies by media type; these are served as text.
-	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream"} {
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream", "text/markdown"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 }
@@ -117,6 +119,8 @@ func testSpec(t testing.TB) *openapi3.T {
 // bundle is what a server test works with.
 type bundle struct {
 	srv      *Server
+	rdb      redis.UniversalClient
+	ks       redisclient.Keyspace
 	pool     *pgxpool.Pool // the test's own database
 	mail     *mailbox      // every email the server sent
 	logs     *logtest.Buffer
@@ -199,10 +203,10 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if d.Conversations.Service == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)
-		d.Conversations = Conversations{
-			Service: conversations.New(st, time.Now), Streams: bus,
-			ContextWindow: func(string) int { return 32768 },
-		}
+		d.Conversations.Service, d.Conversations.Streams = conversations.New(st, time.Now), bus
+	}
+	if d.Conversations.ContextWindow == nil {
+		d.Conversations.ContextWindow = func(string) int { return 32768 }
 	}
 	if d.LLM.Usage == nil {
 		rec, err := usage.NewRecorder(st, log, d.Registry, 10*time.Millisecond)
@@ -223,7 +227,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
+	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {

@@ -229,7 +229,7 @@ func TestPromptChatAndExperiment(t *testing.T) {
 	t.Run("ErrInvalidVariablesUnderPrompt", func(t *testing.T) {
 		body := api.ChatRequest{Prompt: &api.ChatPromptRef{Name: "support"}}
 		_, err := b.srv.applyPrompt(t.Context(), who, &body, &chat.Call{Alias: "default"})
-		if err == nil || err.Error() != "invalid_request: invalid prompt: prompt/variables/topic is required" {
+		if err == nil || err.Error() != "invalid_request: invalid prompt variables: prompt/variables/topic is required" {
 			t.Fatalf("error %v", err)
 		}
 	})

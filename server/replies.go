@@ -345,10 +345,12 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 }
 
 // follow sends a reply's stored events after `after`, then its live ones, until its end.
+// The stream opens at once: a client attaching to a reply that is thinking knows it is
+// attached.
 func (s *Server) follow(ctx context.Context, id string, after uint64, st *sseStream) error {
-	st.mu.Lock()
-	st.stored = true // from the first event on, as a shutdown may come before it
-	st.mu.Unlock()
+	if err := st.open(); err != nil {
+		return err
+	}
 	return s.conv.Streams.Follow(ctx, id, after, func(ev streams.Event) error {
 		return st.SendStored(ev.ID, ev.Type, ev.Data)
 	})

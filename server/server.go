@@ -89,6 +89,7 @@ type Server struct {
 	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
 	stopReplies context.CancelFunc
 	chatSchema  *openapi3.Schema // validates WebSocket chat frames
+	convSchema  *openapi3.Schema // validates WebSocket conversation.message frames
 	started     time.Time
 	streaming   map[string]bool // route templates exempt from the request deadline
 	heartbeat   time.Duration   // between SSE heartbeats
@@ -183,6 +184,7 @@ func New(d Deps) (*Server, error) {
 		},
 	})
 	s.chatSchema = d.Spec.Components.Schemas["ChatRequest"].Value
+	s.convSchema = d.Spec.Components.Schemas["WSConversationMessage"].Value
 	s.HandleStream("POST /v1/chat/completions", http.HandlerFunc(s.createChatCompletion))
 	s.HandleStream("GET /v1/chat/ws", http.HandlerFunc(s.chatWebSocket))
 	s.HandleStream("POST /v1/conversations/{id}/messages", http.HandlerFunc(s.createConversationMessage))

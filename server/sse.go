@@ -49,11 +49,22 @@ func (st *sseStream) Send(event string, data any) error {
 	return st.write(strconv.FormatUint(st.id, 10), event, b)
 }
 
+// open commits the response of a replayed stream before its first event.
+func (st *sseStream) open() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.stored = true
+	if !st.started {
+		st.started = true
+		commitEventStream(st.w)
+	}
+	return st.rc.Flush()
+}
+
 // SendStored writes an event read back from the stream bus, under its stored id.
 func (st *sseStream) SendStored(id uint64, event string, data []byte) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.stored = true
 	return st.write(strconv.FormatUint(id, 10), event, data)
 }
 

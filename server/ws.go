@@ -15,6 +15,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // wsConn is one chat WebSocket: frames {"type","id","data"} out, one reply at a time.
@@ -99,7 +100,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 	for {
 		_, b, err := c.Read(ctx)
 		if err != nil {
-			ws.cancelRun()
+			cancel()       // stops a running chat, and following a conversation reply (which goes on)
 			ws.busy.Lock() // wait for a running reply to finish its accounting
 			_ = c.CloseNow()
 			ws.busy.Unlock()
@@ -141,8 +142,39 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				_ = ws.sendLocked(ctx, typ, data)
 				ws.mu.Unlock()
 			}()
+		case "conversation.message":
+			in, err := decodeWSConversation(s.convSchema, frame.Data)
+			if err != nil {
+				ws.sendError(ctx, err)
+				continue
+			}
+			if !ws.busy.TryLock() {
+				ws.sendError(ctx, errs.E(errs.Conflict, "A reply is already running on this connection; send cancel or wait for its done event."))
+				continue
+			}
+			started, err := s.startReply(r, who, in)
+			if err != nil {
+				ws.busy.Unlock()
+				ws.sendError(ctx, err)
+				continue
+			}
+			id := started.Message.ID.String()
+			ws.mu.Lock()
+			ws.stop = func() { // the reply may run on after this connection: cancel it where it runs
+				if err := s.conv.Streams.Cancel(context.WithoutCancel(ctx), id); err != nil {
+					s.log.ErrorContext(ctx, "cancel a reply", "message_id", id, "error", err)
+				}
+			}
+			ws.mu.Unlock()
+			go func() {
+				typ, data := ws.follow(ctx, id)
+				ws.mu.Lock()
+				ws.busy.Unlock()
+				_ = ws.sendLocked(ctx, typ, data)
+				ws.mu.Unlock()
+			}()
 		default:
-			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat or cancel"}}))
+			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat, conversation.message or cancel"}}))
 		}
 	}
 }
@@ -182,6 +214,42 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptU
 		code, detail, fields := ws.s.classify(ws.r, err)
 		return "error", newProblem(connCtx, ws.r.URL.Path, code, detail, fields)
 	}
+}
+
+// follow forwards a conversation reply's events as frames and returns its last one, done
+// or error, for the caller to send once the connection is free. Closing the connection
+// stops following, not the reply.
+func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
+	var last streams.Event
+	err := ws.s.conv.Streams.Follow(ctx, id, 0, func(ev streams.Event) error {
+		if ev.Final {
+			last = ev
+			return nil
+		}
+		return ws.send(ctx, ev.Type, json.RawMessage(ev.Data))
+	})
+	if err != nil {
+		code, detail, fields := ws.s.classify(ws.r, err)
+		return "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields)
+	}
+	return last.Type, json.RawMessage(last.Data)
+}
+
+// decodeWSConversation validates a conversation.message frame's data against its schema.
+func decodeWSConversation(schema *openapi3.Schema, data json.RawMessage) (replyInput, error) {
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
+		return replyInput{}, errs.InvalidFields("invalid conversation.message frame", []errs.FieldError{{Pointer: "/data", Message: "must be a WSConversationMessage object"}})
+	}
+	if err := schema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
+		return replyInput{}, errs.InvalidFields("invalid conversation.message frame", schemaFields("/data", err))
+	}
+	var body api.WSConversationMessage
+	if err := json.Unmarshal(data, &body); err != nil {
+		return replyInput{}, &errs.Error{Code: errs.MalformedJSON, Message: "The frame's data could not be decoded."}
+	}
+	in, err := userInput(body.Content, body.Parts)
+	return replyInput{conversation: body.ConversationId, input: in, options: body.Options}, underPointer(err, "/data")
 }
 
 // decodeWSChat validates a chat frame's data against the ChatRequest schema, as the HTTP

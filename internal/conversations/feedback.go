@@ -109,7 +109,10 @@ func (s *Service) FailStale(ctx context.Context, maxAge time.Duration) ([]Stale,
 		_, err := s.Finish(ctx, r.OrgID, r.ConversationID, r.ID, Outcome{
 			Status: Failed, Err: errs.E(errs.Internal, "The replica generating this reply stopped before it ended."),
 		})
-		if err != nil && errs.CodeOf(err) != errs.Conflict {
+		if errs.CodeOf(err) == errs.Conflict {
+			continue // it ended by itself meanwhile
+		}
+		if err != nil {
 			return out, err
 		}
 		out = append(out, Stale{Org: r.OrgID, Conversation: r.ConversationID, Message: r.ID})

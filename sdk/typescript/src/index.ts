@@ -4,7 +4,9 @@
  * The request and response types are generated from openapi/openapi.yaml into
  * ./schema.d.ts (`npm run generate`); this file adds the client factory, the error
  * type every non-2xx answer maps to, and {@link AuthSession}, which refreshes a user's
- * tokens. ./stream.ts adds `streamChatCompletion`, streamed chat replies as typed events.
+ * tokens. ./stream.ts adds `streamChatCompletion`, streamed chat replies as typed events;
+ * ./conversations.ts adds `streamConversationMessage` and `resumeReply`, a conversation
+ * reply's events, resumable after the last one received.
  */
 import createClient, { type Client, type ClientOptions, type Middleware } from "openapi-fetch";
 import type { components, operations, paths } from "./schema.js";
@@ -270,3 +272,19 @@ export {
   type ToolCallEvent,
   type ToolResultEvent,
 } from "./stream.js";
+
+// Streamed conversation replies, resumable (conversations.ts).
+export {
+  MESSAGE_ID_HEADER,
+  ReplyStream,
+  resumeReply,
+  streamConversationMessage,
+  streamToolResults,
+  type ReplyEvent,
+  type ReplyStartedEvent,
+  type ResumeReplyOptions,
+  type StreamConversationMessageOptions,
+  type StreamConversationMessageRequest,
+  type StreamToolResultsOptions,
+  type StreamToolResultsRequest,
+} from "./conversations.js";

@@ -1,0 +1,370 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/dev"
+	"github.com/kilnhq/kiln/internal/llm/usage"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/storetest"
+)
+
+// titleAlias is the model alias the test titler uses: the offline dev model.
+const titleAlias = "titles"
+
+// titleBundle is a Titler over the dev model with a usage recorder writing to st.
+type titleBundle struct {
+	st     *store.Store
+	svc    *conversations.Service
+	titler Titler
+	org    uuid.UUID
+	user   uuid.UUID
+	// stopUsage stops the recorder, which writes what it holds first.
+	stopUsage func()
+}
+
+func newTitleBundle(t *testing.T) *titleBundle {
+	t.Helper()
+	st := storetest.New(t)
+	g, err := llm.NewGateway(llm.GatewayConfig{
+		Providers: map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
+		Aliases:   map[string][]llm.Target{titleAlias: {{Provider: "dev", Model: dev.Model}}},
+		Timeout:   5 * time.Second, Retries: 1, MaxRetryAfter: time.Second, BreakerFailures: 5, BreakerCooldown: time.Minute,
+		Backoff: time.Millisecond, Registry: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := &chat.Runner{Gateway: g, MaxSteps: 4, ToolTimeout: time.Second, MaxTokens: 1024, Now: time.Now}
+	rec, err := usage.NewRecorder(st, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rec.Run(ctx); close(done) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+
+	svc := conversations.New(st, time.Now)
+	b := &titleBundle{st: st, svc: svc, stopUsage: stop,
+		titler: Titler{Conversations: svc, Runner: runner, Usage: rec, Model: titleAlias}}
+	b.org = uuid.Must(uuid.NewV7())
+	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: b.org, Name: "titles", Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b.user = uuid.Must(uuid.NewV7())
+	if _, err := st.CreateUser(t.Context(), db.CreateUserParams{ID: b.user, Email: b.user.String() + "@example.com", Name: "u", PersonalOrgID: b.org, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *titleBundle) owner() conversations.Owner {
+	return conversations.Owner{Org: b.org, User: &b.user}
+}
+
+// conversation creates a conversation titled title ("": none) with one exchange.
+func (b *titleBundle) conversation(t *testing.T, title, question, answer string) uuid.UUID {
+	t.Helper()
+	ctx := t.Context()
+	c, err := b.svc.Create(ctx, b.owner(), title, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := llm.TextMessage(llm.RoleUser, question)
+	r, err := b.svc.Start(ctx, b.owner(), c.ID, conversations.Input{User: &q}, "default", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Finish(ctx, b.org, c.ID, r.Message.ID, conversations.Outcome{
+		Message: llm.TextMessage(llm.RoleAssistant, answer), Status: conversations.Completed, Provider: "dev", Model: dev.Model,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+// title reads the stored title, deleted conversations included; "" when none.
+func (b *titleBundle) title(t *testing.T, id uuid.UUID) string {
+	t.Helper()
+	var s *string
+	if err := b.st.Pool.QueryRow(t.Context(), "SELECT title FROM conversations WHERE id = $1", id).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func (b *titleBundle) process(t *testing.T, id uuid.UUID) error {
+	t.Helper()
+	task, err := NewTitleTask(b.org, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Type() != TypeConversationTitle {
+		t.Fatalf("task type %q, want %q", task.Type(), TypeConversationTitle)
+	}
+	return b.titler.ProcessTask(t.Context(), task)
+}
+
+// titleUsage counts the org's usage rows of the title endpoint.
+func (b *titleBundle) titleUsage(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := b.st.Pool.QueryRow(t.Context(), "SELECT count(*) FROM llm_usage WHERE org_id = $1 AND endpoint = 'title'", b.org).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestTitlerTitlesAConversation(t *testing.T) {
+	t.Parallel()
+	b := newTitleBundle(t)
+	// Longer than the title source: the model reads only its start.
+	question := "Plan a weekend trip to Lisbon with museums. " + strings.Repeat("Éé more detail ", 300)
+	id := b.conversation(t, "", question, "Here is a plan for Lisbon.")
+
+	if err := b.process(t, id); err != nil {
+		t.Fatalf("ProcessTask: %v", err)
+	}
+	title := b.title(t, id)
+	if title == "" || utf8.RuneCountInString(title) > 200 || !utf8.ValidString(title) {
+		t.Fatalf("title %q (%d runes), want a non-empty valid title of at most 200 runes", title, utf8.RuneCountInString(title))
+	}
+	if title != strings.Join(strings.Fields(title), " ") || strings.Trim(title, `"'.`) != title {
+		t.Errorf("title %q, want one line without surrounding quotes or dots", title)
+	}
+	// The dev model echoes what it was given: the exchange.
+	if !strings.HasPrefix(title, "[dev]") || !strings.Contains(title, "Lisbon") {
+		t.Errorf("title %q, want the dev model's answer about the exchange", title)
+	}
+	c, err := b.svc.Get(t.Context(), b.owner(), id)
+	if err != nil || c.Title != title {
+		t.Errorf("Get = %q, %v; want %q", c.Title, err, title)
+	}
+
+	var provider, model, status, alias string
+	var attempts int
+	eventually(t, 5*time.Second, "title usage written", func() bool { return b.titleUsage(t) == 1 })
+	if err := b.st.Pool.QueryRow(t.Context(), "SELECT provider, model, status, alias, attempts FROM llm_usage WHERE org_id = $1 AND endpoint = 'title'", b.org).
+		Scan(&provider, &model, &status, &alias, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if provider != "dev" || model != dev.Model || status != usage.StatusOK || alias != titleAlias || attempts != 1 {
+		t.Errorf("usage row %s/%s %s alias %s attempts %d, want dev/%s ok alias %s, 1 attempt", provider, model, status, alias, attempts, dev.Model, titleAlias)
+	}
+
+	// A second run (a retried task) changes nothing.
+	if err := b.process(t, id); err != nil {
+		t.Fatalf("second ProcessTask: %v", err)
+	}
+	if got := b.title(t, id); got != title {
+		t.Errorf("title %q after a second run, want %q kept", got, title)
+	}
+}
+
+func TestTitlerLeavesAlone(t *testing.T) {
+	t.Parallel()
+	b := newTitleBundle(t)
+	ctx := t.Context()
+
+	titled := b.conversation(t, "My own title", "hello", "hi")
+	deleted := b.conversation(t, "", "hello", "hi")
+	if _, err := b.svc.Delete(ctx, b.owner(), deleted); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := b.svc.Create(ctx, b.owner(), "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		id     uuid.UUID
+		stored bool // the conversation's row exists
+		want   string
+	}{
+		{"AlreadyTitled", titled, true, "My own title"},
+		{"Deleted", deleted, true, ""},
+		{"NoMessages", empty.ID, true, ""},
+		{"NoSuchConversation", uuid.Must(uuid.NewV7()), false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := b.process(t, tt.id); err != nil {
+				t.Fatalf("ProcessTask = %v, want nil", err)
+			}
+			if !tt.stored {
+				return
+			}
+			if got := b.title(t, tt.id); got != tt.want {
+				t.Errorf("title %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// None of them called the model: the recorder, stopped, has written nothing.
+	b.stopUsage()
+	if n := b.titleUsage(t); n != 0 {
+		t.Errorf("%d title usage rows, want none", n)
+	}
+}
+
+func TestTitlerErrors(t *testing.T) {
+	t.Parallel()
+	b := newTitleBundle(t)
+
+	t.Run("ErrMalformedPayloadSkipsRetry", func(t *testing.T) {
+		for _, payload := range []string{"{not json", `{"org_id": 7}`, ""} {
+			err := b.titler.ProcessTask(t.Context(), asynq.NewTask(TypeConversationTitle, []byte(payload)))
+			if !errors.Is(err, asynq.SkipRetry) {
+				t.Errorf("payload %q: error %v, want it to wrap SkipRetry", payload, err)
+			}
+		}
+	})
+
+	t.Run("ErrModelFailsIsRetriedAndRecorded", func(t *testing.T) {
+		id := b.conversation(t, "", "hello", "hi")
+		broken := b.titler
+		broken.Model = "no-such-alias"
+		err := broken.ProcessTask(t.Context(), mustTitleTask(t, b.org, id))
+		if err == nil || errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("error %v, want a retryable error", err)
+		}
+		if got := b.title(t, id); got != "" {
+			t.Errorf("title %q set after a failed call", got)
+		}
+		var status, code string
+		eventually(t, 5*time.Second, "failed title usage written", func() bool { return b.titleUsage(t) == 1 })
+		if err := b.st.Pool.QueryRow(t.Context(), "SELECT status, error_code FROM llm_usage WHERE org_id = $1 AND endpoint = 'title'", b.org).Scan(&status, &code); err != nil {
+			t.Fatal(err)
+		}
+		if status != usage.StatusError || code == "" {
+			t.Errorf("usage row status %q code %q, want an error with its code", status, code)
+		}
+	})
+}
+
+func mustTitleTask(t *testing.T, org, id uuid.UUID) *asynq.Task {
+	t.Helper()
+	task, err := NewTitleTask(org, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p TitlePayload
+	if err := json.Unmarshal(task.Payload(), &p); err != nil || p.Org != org || p.Conversation != id {
+		t.Fatalf("payload %s does not round-trip (%v)", task.Payload(), err)
+	}
+	return task
+}
+
+func TestConversationPurgers(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	ctx := t.Context()
+	var mu sync.Mutex
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	svc := conversations.New(st, clock)
+
+	org := uuid.Must(uuid.NewV7())
+	if _, err := st.CreateOrg(ctx, db.CreateOrgParams{ID: org, Name: "purgers", Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	o := conversations.Owner{Org: org}
+	startReply := func() conversations.Reply {
+		t.Helper()
+		c, err := svc.Create(ctx, o, "", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := llm.TextMessage(llm.RoleUser, "hello")
+		r, err := svc.Start(ctx, o, c.ID, conversations.Input{User: &q}, "default", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	stale1, stale2 := startReply(), startReply()
+	advance(20 * time.Minute)
+	fresh := startReply()
+	advance(15 * time.Minute) // the first two: 35 minutes; the last: 15
+
+	type ended struct {
+		message uuid.UUID
+		problem map[string]any
+	}
+	var got []ended
+	var failEnd error
+	purgers := ConversationPurgers(svc, 30*time.Minute, func(_ context.Context, message uuid.UUID, problem map[string]any) error {
+		got = append(got, ended{message, problem})
+		return failEnd
+	})
+	byName := map[string]Purger{}
+	for _, p := range purgers {
+		byName[p.Name] = p
+	}
+	for _, name := range []string{"deleted_conversations", "idle_conversations", "stale_replies"} {
+		if _, ok := byName[name]; !ok {
+			t.Fatalf("no purger %q among %v", name, purgers)
+		}
+	}
+
+	n, err := byName["stale_replies"].Purge(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("stale_replies = %d, %v; want 2", n, err)
+	}
+	ids := map[uuid.UUID]int{}
+	for _, e := range got {
+		ids[e.message]++
+		if e.problem["code"] != "internal" || e.problem["status"] != 500 || e.problem["detail"] == "" {
+			t.Errorf("problem %v, want an internal error", e.problem)
+		}
+	}
+	if len(got) != 2 || ids[stale1.Message.ID] != 1 || ids[stale2.Message.ID] != 1 {
+		t.Errorf("ended %v, want %s and %s once each", ids, stale1.Message.ID, stale2.Message.ID)
+	}
+	for _, r := range []conversations.Reply{stale1, stale2} {
+		m, err := svc.Message(ctx, o, r.Conversation.ID, r.Message.ID)
+		if err != nil || m.Status != conversations.Failed || m.ErrorCode != errs.Internal {
+			t.Errorf("stale reply %+v, %v; want failed (internal)", m, err)
+		}
+	}
+	if m, err := svc.Message(ctx, o, fresh.Conversation.ID, fresh.Message.ID); err != nil || m.Status != conversations.InProgress {
+		t.Errorf("fresh reply %+v, %v; want still in progress", m, err)
+	}
+
+	// Nothing stale left: nothing ended.
+	got = nil
+	if n, err := byName["stale_replies"].Purge(ctx); err != nil || n != 0 || len(got) != 0 {
+		t.Errorf("second run = %d, %v, %d ended; want none", n, err, len(got))
+	}
+
+	// An ender's error fails the purge (the task is retried).
+	advance(time.Hour)
+	failEnd = errors.New("redis down")
+	if _, err := byName["stale_replies"].Purge(ctx); !errors.Is(err, failEnd) {
+		t.Errorf("error %v, want the ender's", err)
+	}
+}
