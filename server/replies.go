@@ -157,18 +157,21 @@ func (s *Server) generate(r *http.Request, who caller, reply conversations.Reply
 	var res *chat.Result
 	if err == nil {
 		res, err = s.llm.Runner.Run(ctx, call, func(ev chat.Event) error {
-			switch ev.Kind {
-			case chat.EventStart:
+			if ev.Kind == chat.EventStart {
 				served = ev.Served
 				return nil
+			}
+			name, data := toChatEvent(ev)
+			if _, err := pub.Publish(ctx, name, data); err != nil {
+				return err
+			}
+			switch ev.Kind { // the stored text is what was published
 			case chat.EventDelta:
 				text.WriteString(ev.Text)
 			case chat.EventToolResult:
 				text.Reset()
 			}
-			name, data := toChatEvent(ev)
-			_, err := pub.Publish(ctx, name, data)
-			return err
+			return nil
 		})
 	}
 	s.recordUsage(rr, who, "conversation", call.Alias, start, res, err, use.usage())

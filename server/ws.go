@@ -226,13 +226,13 @@ func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
 			last = ev
 			return nil
 		}
-		return ws.send(ctx, ev.Type, json.RawMessage(ev.Data))
+		return ws.send(ctx, ev.Type, ev.Data)
 	})
 	if err != nil {
 		code, detail, fields := ws.s.classify(ws.r, err)
 		return "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields)
 	}
-	return last.Type, json.RawMessage(last.Data)
+	return last.Type, last.Data
 }
 
 // decodeWSConversation validates a conversation.message frame's data against its schema.

@@ -1211,7 +1211,7 @@ type ContentPartMediaType string
 // ContentPartType defines model for ContentPart.Type.
 type ContentPartType string
 
-// Conversation defines model for Conversation.
+// Conversation A conversation's header; `updated_at` moves with every change and message.
 type Conversation struct {
 	// CreatedAt RFC 3339, UTC.
 	CreatedAt Timestamp          `json:"created_at"`
@@ -1232,6 +1232,7 @@ type Conversation struct {
 
 // ConversationExport defines model for ConversationExport.
 type ConversationExport struct {
+	// Conversation A conversation's header; `updated_at` moves with every change and message.
 	Conversation Conversation `json:"conversation"`
 
 	// ExportedAt RFC 3339, UTC.
@@ -2610,6 +2611,7 @@ type UpdateConversationParams struct {
 
 // ExportConversationParams defines parameters for ExportConversation.
 type ExportConversationParams struct {
+	// Format `json` (`ConversationExport`) or `markdown` (a transcript, `text/markdown`).
 	Format *ExportConversationParamsFormat `form:"format,omitempty" json:"format,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.

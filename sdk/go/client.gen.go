@@ -1212,7 +1212,7 @@ type ContentPartMediaType string
 // ContentPartType defines model for ContentPart.Type.
 type ContentPartType string
 
-// Conversation defines model for Conversation.
+// Conversation A conversation's header; `updated_at` moves with every change and message.
 type Conversation struct {
 	// CreatedAt RFC 3339, UTC.
 	CreatedAt Timestamp          `json:"created_at"`
@@ -1233,6 +1233,7 @@ type Conversation struct {
 
 // ConversationExport defines model for ConversationExport.
 type ConversationExport struct {
+	// Conversation A conversation's header; `updated_at` moves with every change and message.
 	Conversation Conversation `json:"conversation"`
 
 	// ExportedAt RFC 3339, UTC.
@@ -2653,6 +2654,7 @@ type UpdateConversationParams struct {
 
 // ExportConversationParams defines parameters for ExportConversation.
 type ExportConversationParams struct {
+	// Format `json` (`ConversationExport`) or `markdown` (a transcript, `text/markdown`).
 	Format *ExportConversationParamsFormat `form:"format,omitempty" json:"format,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4686,12 +4688,16 @@ type ClientInterface interface {
 
 	// UpdateConversationWithBody Rename a conversation or change its defaults
 	//
+	// Changes the fields given; `metadata` replaces the whole map.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
 	UpdateConversationWithBody(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// UpdateConversation Rename a conversation or change its defaults
+	//
+	// Changes the fields given; `metadata` replaces the whole map.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -6356,6 +6362,8 @@ func (c *Client) GetConversation(ctx context.Context, id ID, params *GetConversa
 
 // UpdateConversationWithBody Rename a conversation or change its defaults
 //
+// Changes the fields given; `metadata` replaces the whole map.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
@@ -6372,6 +6380,8 @@ func (c *Client) UpdateConversationWithBody(ctx context.Context, id ID, params *
 }
 
 // UpdateConversation Rename a conversation or change its defaults
+//
+// Changes the fields given; `metadata` replaces the whole map.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -12595,12 +12605,16 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateConversationWithBodyWithResponse Rename a conversation or change its defaults
 	//
+	// Changes the fields given; `metadata` replaces the whole map.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
 	UpdateConversationWithBodyWithResponse(ctx context.Context, id ID, params *UpdateConversationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error)
 
 	// UpdateConversationWithResponse Rename a conversation or change its defaults
+	//
+	// Changes the fields given; `metadata` replaces the whole map.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -18336,6 +18350,8 @@ func (c *ClientWithResponses) GetConversationWithResponse(ctx context.Context, i
 
 // UpdateConversationWithBodyWithResponse Rename a conversation or change its defaults
 //
+// Changes the fields given; `metadata` replaces the whole map.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
@@ -18348,6 +18364,8 @@ func (c *ClientWithResponses) UpdateConversationWithBodyWithResponse(ctx context
 }
 
 // UpdateConversationWithResponse Rename a conversation or change its defaults
+//
+// Changes the fields given; `metadata` replaces the whole map.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

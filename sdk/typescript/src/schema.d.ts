@@ -1340,7 +1340,10 @@ export interface paths {
         delete: operations["deleteConversation"];
         options?: never;
         head?: never;
-        /** Rename a conversation or change its defaults */
+        /**
+         * Rename a conversation or change its defaults
+         * @description Changes the fields given; `metadata` replaces the whole map.
+         */
         patch: operations["updateConversation"];
         trace?: never;
     };
@@ -1827,6 +1830,7 @@ export interface components {
             /** @description Who a split label is sticky for; default the request's `user`, else the caller's user or API key id. */
             sticky_key?: string;
         };
+        /** @description A conversation's header; `updated_at` moves with every change and message. */
         Conversation: {
             /** Format: uuid */
             id: string;
@@ -1836,7 +1840,6 @@ export interface components {
             model?: string;
             metadata: components["schemas"]["ConversationMetadata"];
             created_at: components["schemas"]["Timestamp"];
-            /** @description The last change or message. */
             updated_at: components["schemas"]["Timestamp"];
         };
         /** @description The client's own string labels. */
@@ -4980,6 +4983,7 @@ export interface operations {
     exportConversation: {
         parameters: {
             query?: {
+                /** @description `json` (`ConversationExport`) or `markdown` (a transcript, `text/markdown`). */
                 format?: "json" | "markdown";
             };
             header?: {
