@@ -1,12 +1,16 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -529,5 +533,89 @@ func expire(t *testing.T, f *convFixture, msgID string) {
 	}
 	if err := f.b.rdb.Del(t.Context(), f.b.ks.Key("stream", 1, msgID)).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestConversationContextWindow(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sent [][]map[string]any // the messages of each upstream request
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Messages []map[string]any `json:"messages"`
+		}
+		raw, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(raw, &body)
+		mu.Lock()
+		sent = append(sent, body.Messages)
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		replyWith("Hello")(w, r)
+	})
+	// 60 tokens for the history: the window less the reply's max tokens (the runner's 1024).
+	b := setup(t, withGateway(t, map[string]llm.Provider{"up": up.provider(t, "up")}, map[string][]llm.Target{"default": {{Provider: "up", Model: "m"}}}),
+		func(d *Deps) { d.Conversations.ContextWindow = func(string) int { return 1024 + 60 } })
+	alice := b.signUp(t, "alice@example.com").AccessToken
+	var c api.Conversation
+	wantStatus(t, b.call(t, "POST", "/v1/conversations", alice, map[string]any{}, &c), 201)
+	path := "/v1/conversations/" + c.Id.String() + "/messages"
+	line := strings.Repeat("x", 60) // 15 tokens + 4 per message; a turn with the reply "Hello" is 25
+	for i := range 4 {
+		wantStatus(t, b.call(t, "POST", path, alice, map[string]any{"content": fmt.Sprint(i, line)}, nil), 200)
+	}
+	mu.Lock()
+	last := sent[len(sent)-1]
+	mu.Unlock()
+	// Two whole turns fit: the previous user message and reply, and the new message.
+	if len(last) != 3 || last[0]["role"] != "user" || !strings.HasPrefix(fmt.Sprint(last[0]["content"]), "2") || !strings.HasPrefix(fmt.Sprint(last[2]["content"]), "3") {
+		t.Fatalf("sent %v", last)
+	}
+	// The stored history is whole.
+	var list api.ConversationMessageList
+	wantStatus(t, b.call(t, "GET", path+"?limit=100", alice, nil, &list), 200)
+	if len(list.Data) != 8 {
+		t.Errorf("%d stored messages, want 8", len(list.Data))
+	}
+	// A message that alone exceeds the window is refused, and its reply stored as failed.
+	problemIs(t, b.call(t, "POST", path, alice, map[string]any{"content": strings.Repeat("y", 400)}, nil), 400, errs.Invalid)
+	wantStatus(t, b.call(t, "GET", path+"?limit=100", alice, nil, &list), 200)
+	if n := len(list.Data); n != 10 || list.Data[9].Status != api.MessageFailed || list.Data[9].Error == nil || list.Data[9].Error.Code != api.InvalidRequest {
+		t.Errorf("after the refused message: %s", roles(list.Data))
+	}
+	// The conversation goes on.
+	wantStatus(t, b.call(t, "POST", path, alice, map[string]any{"content": "short"}, nil), 200)
+}
+
+func TestConversationFeedbackInExperiment(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	owner := b.signUp(t, "owner@example.com").AccessToken
+	wantStatus(t, b.call(t, "POST", "/v1/prompts", owner, promptBody("support"), nil), 201)
+	wantStatus(t, b.call(t, "POST", "/v1/prompts/support/versions", owner, promptBody("")["version"], nil), 201)
+	var label api.PromptLabel
+	wantStatus(t, b.call(t, "PUT", "/v1/prompts/support/labels/production", owner,
+		map[string]any{"split": []map[string]any{{"version": 1, "weight": 1}, {"version": 2, "weight": 1}}}, &label), 200)
+	ratings := map[int]map[string]int64{1: {}, 2: {}}
+	for i := range 6 {
+		var c api.Conversation
+		wantStatus(t, b.call(t, "POST", "/v1/conversations", owner, map[string]any{}, &c), 201)
+		var out api.ConversationReply
+		wantStatus(t, b.call(t, "POST", "/v1/conversations/"+c.Id.String()+"/messages", owner, map[string]any{
+			"content": "hello", "options": map[string]any{"prompt": map[string]any{"name": "support", "variables": map[string]any{"topic": "kilns"}}},
+		}, &out), 200)
+		reply := out.Messages[len(out.Messages)-1]
+		if reply.Prompt == nil || reply.Prompt.Name != "support" || reply.Prompt.ExperimentId == nil || *reply.Prompt.ExperimentId != *label.ExperimentId {
+			t.Fatalf("reply prompt %+v", reply.Prompt)
+		}
+		rating := []string{"up", "down"}[i%2]
+		ratings[reply.Prompt.Version][rating]++
+		wantStatus(t, b.call(t, "POST", "/v1/messages/"+reply.Id.String()+"/feedback", owner, map[string]any{"rating": rating}, nil), 200)
+	}
+	var report api.PromptExperimentReport
+	wantStatus(t, b.call(t, "GET", "/v1/prompts/support/experiments/"+label.ExperimentId.String(), owner, nil, &report), 200)
+	for _, v := range report.Versions {
+		if v.FeedbackUp != ratings[v.Version]["up"] || v.FeedbackDown != ratings[v.Version]["down"] {
+			t.Errorf("version %d: up %d down %d, want %v", v.Version, v.FeedbackUp, v.FeedbackDown, ratings[v.Version])
+		}
 	}
 }
