@@ -508,6 +508,80 @@ func TestConversationStreams(t *testing.T) {
 		}
 	})
 
+	t.Run("IdempotentRetryReattaches", func(t *testing.T) {
+		c := f.create(t, f.alice, map[string]any{"model": "gated"})
+		path := "/v1/conversations/" + c.Id.String() + "/messages"
+		before := f.upstream.requests.Load()
+		post := func(ctx context.Context, body string) (*http.Response, <-chan sseEvent) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.ts.URL+path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+f.alice)
+			req.Header.Set("Idempotency-Key", "retry-1")
+			res, err := f.ts.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = res.Body.Close() })
+			if res.Header.Get("Content-Type") != "text/event-stream" {
+				return res, nil
+			}
+			return res, readEvents(t, res)
+		}
+		ctx, drop := context.WithCancel(t.Context())
+		first, stream := post(ctx, `{"content":"once","stream":true}`)
+		for ev := range stream {
+			if ev.event == "message.delta" {
+				break
+			}
+		}
+		drop() // the connection breaks mid-reply; the client retries with the same key
+		again, replayed := post(t.Context(), `{"content":"once","stream":true}`)
+		if again.Header.Get("Idempotent-Replayed") != "true" || again.Header.Get("Kiln-Message-Id") != first.Header.Get("Kiln-Message-Id") || replayed == nil {
+			t.Fatalf("retry: %d %v", again.StatusCode, again.Header)
+		}
+		// A blocking retry of another request with the key is refused; the same one waits.
+		other, _ := post(t.Context(), `{"content":"other"}`)
+		problemIs(t, other, 422, errs.IdempotencyKeyReused)
+		f.gate <- struct{}{}
+		events := drain(t, replayed)
+		if events[0].id != "1" || events[0].event != "reply.started" || deltaText(t, events) != "Hello after the gate" {
+			t.Errorf("replayed %v %q", kinds(events), deltaText(t, events))
+		}
+		if n := f.upstream.requests.Load() - before; n != 1 {
+			t.Errorf("%d generations, want 1", n)
+		}
+		if got := f.messages(t, f.alice, c.Id); roles(got) != "user:completed assistant:completed" {
+			t.Errorf("stored %s", roles(got))
+		}
+	})
+
+	t.Run("IdempotentBlockingRetryWaits", func(t *testing.T) {
+		c := f.create(t, f.alice, map[string]any{"model": "gated"})
+		path := "/v1/conversations/" + c.Id.String() + "/messages"
+		var wg sync.WaitGroup
+		bodies := make([]string, 2)
+		for i := range bodies {
+			wg.Go(func() {
+				res := f.b.call(t, "POST", path, f.alice, map[string]any{"content": "wait"}, nil, "Idempotency-Key", "block-1")
+				bodies[i] = fmt.Sprintf("%d %q %s", res.StatusCode, res.Header.Get("Idempotent-Replayed"), readAll(res))
+			})
+			if i == 0 { // the retry comes while the first runs
+				waitFor(t, "the first request's reply", func() bool { return len(f.messages(t, f.alice, c.Id)) == 2 })
+			}
+		}
+		f.gate <- struct{}{}
+		wg.Wait()
+		if !strings.HasPrefix(bodies[0], `200 "" {`) || bodies[1] != strings.Replace(bodies[0], `""`, `"true"`, 1) {
+			t.Errorf("first %s\nretry %s", bodies[0], bodies[1])
+		}
+		if got := f.messages(t, f.alice, c.Id); roles(got) != "user:completed assistant:completed" {
+			t.Errorf("stored %s", roles(got))
+		}
+	})
+
 	t.Run("Idempotent", func(t *testing.T) {
 		c := f.create(t, f.alice, nil)
 		path := "/v1/conversations/" + c.Id.String() + "/messages"

@@ -74,6 +74,9 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		claim, stored, err := s.idem.Claim(r.Context(), scope, key, idempotency.NewFingerprint(r.Method, route, org, body))
 		switch {
+		case stored != nil && stored.Attached != "":
+			s.reattach(w, r, stored.Attached, body)
+			return
 		case stored != nil:
 			replay(w, stored)
 			return
@@ -91,10 +94,15 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 
 		tee := &teeWriter{ResponseWriter: w, limit: s.idem.MaxBody()}
+		state := &idemState{claim: claim}
+		r = r.WithContext(context.WithValue(r.Context(), idemStateKey{}, state))
 		done := false
 		// Written as a defer so a panicking handler releases the key too (the panic goes on
 		// to recoverPanics).
 		defer func() {
+			if state.attached { // retries re-attach to the work the request started
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 			defer cancel()
 			if reason := s.incomplete(r, route, tee, done); reason != "" {
@@ -114,6 +122,30 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		next.ServeHTTP(tee, r)
 		done = true
 	})
+}
+
+// idemState is the claim of the request being served, for a handler whose work outlives the
+// request to attach it (attachIdempotent).
+type idemState struct {
+	claim    *idempotency.Claim
+	attached bool
+}
+
+type idemStateKey struct{}
+
+// attachIdempotent makes the retries of r (same Idempotency-Key) re-attach to ref instead of
+// running again: the work goes on when the client goes away, so a retry must not start it
+// twice. Without Redis the retry is not protected (logged).
+func (s *Server) attachIdempotent(r *http.Request, ref string) {
+	state, ok := r.Context().Value(idemStateKey{}).(*idemState)
+	if !ok {
+		return
+	}
+	if err := s.idem.Attach(r.Context(), state.claim, ref); err != nil {
+		s.log.WarnContext(r.Context(), "attach an idempotency key to its reply", "error", err)
+		return
+	}
+	state.attached = true
 }
 
 // incomplete says why the response tee saw is not the whole answer to the request, or "".

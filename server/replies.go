@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -325,6 +327,7 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 		s.respondError(w, r, err)
 		return
 	}
+	s.attachIdempotent(r, started.Conversation.ID.String()+"/"+started.Message.ID.String()+"/"+started.Inputs[0].ID.String())
 	w.Header().Set("Kiln-Message-Id", started.Message.ID.String())
 	if stream {
 		s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
@@ -390,10 +393,16 @@ func (s *Server) streamMessageEvents(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, errs.InvalidFields("invalid event id", []errs.FieldError{{Pointer: "/header/Last-Event-ID", Message: "must be an event id"}}))
 		return
 	}
+	s.serveEvents(w, r, m, after)
+}
+
+// serveEvents streams reply m's events after `after`: stored, then live. Past the stream's
+// TTL it is a 410.
+func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request, m conversations.Message, after uint64) {
 	if m.Status != conversations.InProgress {
 		ok, err := s.conv.Streams.Exists(r.Context(), m.ID.String())
 		if err == nil && !ok {
-			err = errs.E(errs.StreamExpired, "The reply's events are no longer kept; read the reply with GET /v1/conversations/%s/messages.", conv)
+			err = errs.E(errs.StreamExpired, "The reply's events are no longer kept; read the reply with GET /v1/conversations/%s/messages.", m.ConversationID)
 		}
 		if err != nil {
 			s.respondError(w, r, err)
@@ -407,4 +416,67 @@ func (s *Server) streamMessageEvents(w http.ResponseWriter, r *http.Request) {
 	s.serveSSE(w, r.WithContext(ctx), func(ctx context.Context, st *sseStream) error {
 		return s.follow(ctx, m.ID.String(), after, st)
 	})
+}
+
+// reattach answers a retry of a request whose reply was started (ref: conversation, reply
+// and first input ids): with the reply's events from the first when it asks for a stream,
+// else with the messages the first request added, once the reply has ended.
+func (s *Server) reattach(w http.ResponseWriter, r *http.Request, ref string, body []byte) {
+	var ids [3]uuid.UUID
+	parts := strings.Split(ref, "/")
+	for i := range ids {
+		if len(parts) != len(ids) {
+			break
+		}
+		ids[i], _ = uuid.Parse(parts[i])
+	}
+	who, err := s.callerFor(r)
+	if err == nil && ids[2] == uuid.Nil {
+		err = fmt.Errorf("malformed idempotency reference %q", ref)
+	}
+	var m conversations.Message
+	if err == nil {
+		m, err = s.conv.Service.Message(r.Context(), who.owner(), ids[0], ids[1])
+	}
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	var req struct {
+		Stream bool `json:"stream"`
+	}
+	_ = json.Unmarshal(body, &req) // validated before the first request ran
+	w.Header().Set(replayedHeader, "true")
+	w.Header().Set("Kiln-Message-Id", m.ID.String())
+	if req.Stream {
+		s.serveEvents(w, r, m, 0)
+		return
+	}
+	if m.Status == conversations.InProgress { // wait for its end
+		ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout+time.Minute)
+		err := s.conv.Streams.Follow(ctx, m.ID.String(), 0, func(streams.Event) error { return nil })
+		cancel()
+		if err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+		if m, err = s.conv.Service.Message(r.Context(), who.owner(), ids[0], ids[1]); err != nil {
+			s.respondError(w, r, err)
+			return
+		}
+	}
+	if m.Status == conversations.Failed {
+		s.respondError(w, r, &errs.Error{Code: m.ErrorCode, Message: m.ErrorDetail})
+		return
+	}
+	turn, err := s.conv.Service.Turn(r.Context(), who.owner(), ids[0], ids[2], ids[1])
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	out := api.ConversationReply{Messages: make([]api.ConversationMessage, len(turn))}
+	for i, msg := range turn {
+		out.Messages[i] = toAPIConversationMessage(msg)
+	}
+	writeJSON(w, http.StatusOK, out)
 }

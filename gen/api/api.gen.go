@@ -2511,7 +2511,10 @@ type CreateAPIKeyParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2537,7 +2540,10 @@ type RotateAPIKeyParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2584,7 +2590,10 @@ type CreateConversationParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2658,7 +2667,10 @@ type CreateOrgParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2681,7 +2693,10 @@ type CreateOrgInvitationParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2704,7 +2719,10 @@ type CreatePromptParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2772,7 +2790,10 @@ type CreatePromptVersionParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.

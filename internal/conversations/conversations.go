@@ -384,3 +384,22 @@ func orEmpty(m map[string]string) map[string]string {
 
 // isNotFound reports a no-rows error.
 func isNotFound(err error) bool { return errs.CodeOf(store.Translate(err)) == errs.NotFound }
+
+// Turn returns what one request added: the messages from its first input through its
+// reply, in order (the input, the server-side tool steps, the reply).
+func (s *Service) Turn(ctx context.Context, o Owner, conversation, firstInput, reply uuid.UUID) ([]Message, error) {
+	first, err := s.Message(ctx, o, conversation, firstInput)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := s.Messages(ctx, o, conversation, 1000, strconv.Itoa(first.Seq-1))
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range msgs {
+		if m.ID == reply {
+			return msgs[:i+1], nil
+		}
+	}
+	return nil, errs.E(errs.NotFound, "No such reply in this conversation.")
+}

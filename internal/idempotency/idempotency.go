@@ -100,11 +100,14 @@ func NewFingerprint(method, route, org string, body []byte) Fingerprint {
 	return fp
 }
 
-// Response is a stored response: status, the headers worth replaying, and the body.
+// Response is a stored response: status, the headers worth replaying, and the body; or,
+// for a request whose work goes on apart from its connection (a conversation reply), only
+// Attached: what a retry re-attaches to.
 type Response struct {
-	Status int         `json:"status"`
-	Header http.Header `json:"header,omitempty"`
-	Body   []byte      `json:"-"`
+	Status   int         `json:"status,omitempty"`
+	Header   http.Header `json:"header,omitempty"`
+	Body     []byte      `json:"-"`
+	Attached string      `json:"attached,omitempty"`
 }
 
 // Entry is what Lookup finds under a key.
@@ -198,6 +201,13 @@ func (s *Store) Complete(ctx context.Context, c *Claim, res Response) error {
 		return errClaimLost
 	}
 	return nil
+}
+
+// Attach replaces c by a reference to the work the request started (ref, opaque here),
+// kept for the TTL: from then on every retry gets Response{Attached: ref} from Claim,
+// whether the first request is still connected or not.
+func (s *Store) Attach(ctx context.Context, c *Claim, ref string) error {
+	return s.Complete(ctx, c, Response{Attached: ref})
 }
 
 // Release drops c, so a retry with the key runs again. A claim that no longer holds is

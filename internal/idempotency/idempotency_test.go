@@ -245,3 +245,33 @@ func TestSealed(t *testing.T) {
 		t.Fatalf("lookup %+v, %v, %v", e, ok, err)
 	}
 }
+
+func TestAttach(t *testing.T) {
+	t.Parallel()
+	rdb, ks := storetest.Redis(t)
+	s := idempotency.New(rdb, ks, idempotency.Config{LockTTL: time.Minute, TTL: time.Hour})
+	ctx := t.Context()
+	fp := idempotency.NewFingerprint("POST", "POST /v1/conversations/{id}/messages", "", []byte(`{"content":"hi"}`))
+	claim, _, err := s.Claim(ctx, "key:1", "k1", fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Attach(ctx, claim, "conv/reply/input"); err != nil {
+		t.Fatal(err)
+	}
+	again, stored, err := s.Claim(ctx, "key:1", "k1", fp)
+	if err != nil || again != nil || stored == nil || stored.Attached != "conv/reply/input" || stored.Status != 0 {
+		t.Fatalf("retry = %v, %+v, %v", again, stored, err)
+	}
+	other := idempotency.NewFingerprint("POST", "POST /v1/conversations/{id}/messages", "", []byte(`{"content":"other"}`))
+	if _, _, err := s.Claim(ctx, "key:1", "k1", other); !errors.Is(err, idempotency.ErrKeyReused) {
+		t.Errorf("another request with the key: %v", err)
+	}
+	// Attached, the claim is no longer the request's to complete or release.
+	if err := s.Release(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	if _, stored, _ := s.Claim(ctx, "key:1", "k1", fp); stored == nil || stored.Attached == "" {
+		t.Errorf("released an attached key: %+v", stored)
+	}
+}

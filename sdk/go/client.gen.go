@@ -2458,7 +2458,10 @@ type OpenaiCreateChatCompletionParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2469,7 +2472,10 @@ type OpenaiCreateEmbeddingsParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2534,7 +2540,10 @@ type CreateAPIKeyParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2560,7 +2569,10 @@ type RotateAPIKeyParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2592,7 +2604,10 @@ type CreateChatCompletionParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2627,7 +2642,10 @@ type CreateConversationParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2683,7 +2701,10 @@ type CreateConversationMessageParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2715,7 +2736,10 @@ type SubmitToolResultsParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2741,7 +2765,10 @@ type CreateOrgParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2764,7 +2791,10 @@ type CreateOrgInvitationParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2787,7 +2817,10 @@ type CreatePromptParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -2855,7 +2888,10 @@ type CreatePromptVersionParams struct {
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
 	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
 	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
-	// recorded stream once it has finished.
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.

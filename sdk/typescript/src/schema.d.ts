@@ -2756,7 +2756,10 @@ export interface components {
          *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
          *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
          *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-         *     recorded stream once it has finished.
+         *     recorded stream once it has finished. A conversation reply goes on when its
+         *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+         *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+         *     first (`stream: true`), or waits for the reply and returns the same messages.
          */
         IdempotencyKey: string;
         /** @description Maximum number of items to return. */
@@ -3184,7 +3187,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
             };
@@ -3248,7 +3254,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -3337,7 +3346,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -3650,7 +3662,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
             };
@@ -4137,7 +4152,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -4345,7 +4363,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -4466,7 +4487,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -4691,7 +4715,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -4843,7 +4870,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -4885,7 +4915,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -5104,7 +5137,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
             };
@@ -5141,7 +5177,10 @@ export interface operations {
                  *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
                  *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
                  *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
-                 *     recorded stream once it has finished.
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
                  */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
             };
