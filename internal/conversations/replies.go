@@ -79,22 +79,8 @@ func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, mo
 		if err != nil {
 			return err
 		}
-		for i, m := range inputs {
-			p, err := messageParams(o.Org, id, m.Message, int(first)+i, now)
-			p.IsError = m.isError
-			if err != nil {
-				return err
-			}
-			p.Status, p.CompletedAt = string(Completed), &now
-			row, err := q.CreateMessage(ctx, p)
-			if err != nil {
-				return store.Translate(err)
-			}
-			stored, err := messageFromRow(row)
-			if err != nil {
-				return err
-			}
-			out.Inputs = append(out.Inputs, stored)
+		if out.Inputs, err = place(ctx, q, o.Org, id, inputs, int(first), now); err != nil {
+			return err
 		}
 		p := db.CreateMessageParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: o.Org, ConversationID: id, Role: string(llm.RoleAssistant),
@@ -224,21 +210,12 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		if err != nil {
 			return err
 		}
+		steps := make([]input, len(out.Steps))
 		for i, m := range out.Steps {
-			p, err := messageParams(org, conversation, m, int(first)+i, now)
-			if err != nil {
-				return err
-			}
-			p.Status, p.CompletedAt = string(Completed), &now
-			row, err := q.CreateMessage(ctx, p)
-			if err != nil {
-				return store.Translate(err)
-			}
-			stored, err := messageFromRow(row)
-			if err != nil {
-				return err
-			}
-			added = append(added, stored)
+			steps[i].Message = m
+		}
+		if added, err = place(ctx, q, org, conversation, steps, int(first), now); err != nil {
+			return err
 		}
 		calls := out.Message.ToolCalls
 		if out.Status != Completed {
@@ -289,6 +266,28 @@ func errorDetail(err error) string {
 }
 
 func int4(n int) pgtype.Int4 { return pgtype.Int4{Int32: int32(n), Valid: true} } //nolint:gosec // token counts
+
+// place stores msgs as completed messages at the positions from first on.
+func place(ctx context.Context, q *db.Queries, org, conversation uuid.UUID, msgs []input, first int, now time.Time) ([]Message, error) {
+	out := make([]Message, 0, len(msgs))
+	for i, m := range msgs {
+		p, err := messageParams(org, conversation, m.Message, first+i, now)
+		if err != nil {
+			return nil, err
+		}
+		p.IsError, p.Status, p.CompletedAt = m.isError, string(Completed), &now
+		row, err := q.CreateMessage(ctx, p)
+		if err != nil {
+			return nil, store.Translate(err)
+		}
+		stored, err := messageFromRow(row)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, stored)
+	}
+	return out, nil
+}
 
 // messageParams stores m at seq.
 func messageParams(org, conversation uuid.UUID, m llm.Message, seq int, now time.Time) (db.CreateMessageParams, error) {

@@ -10,7 +10,7 @@ import type { components } from "./schema.js";
 // A cycle with index.ts, which re-exports this module: fine, as neither uses the other's
 // bindings while it is being evaluated.
 import { KilnProblemError, type KilnClient } from "./index.js";
-import { ChatResult, KilnStreamError, SSEDecoder, type ChatEvent, type ServerSentEvent } from "./stream.js";
+import { ChatResult, KilnStreamError, SSEDecoder, decodeEvent, type ChatEvent } from "./stream.js";
 
 type Schemas = components["schemas"];
 /** The user's message for {@link streamConversationMessage}: the API's ConversationMessageRequest, whose `stream` is always true. */
@@ -86,15 +86,11 @@ export async function streamConversationMessage(
   body: StreamConversationMessageRequest,
   options: StreamConversationMessageOptions = {},
 ): Promise<ReplyStream> {
-  const { signal, headers } = options;
   const result = await client.POST("/v1/conversations/{id}/messages", {
-    params: { path: { id: conversationId }, header: postHeaders(options) },
+    ...postInit(conversationId, options),
     body: { ...body, stream: true },
-    parseAs: "stream",
-    headers: { Accept: "text/event-stream", ...headers },
-    ...(signal ? { signal } : {}),
   });
-  return openReplyStream(result, signal, undefined, 0);
+  return openReplyStream(result, options.signal, undefined, 0);
 }
 
 /**
@@ -107,15 +103,22 @@ export async function streamToolResults(
   body: StreamToolResultsRequest,
   options: StreamToolResultsOptions = {},
 ): Promise<ReplyStream> {
-  const { signal, headers } = options;
   const result = await client.POST("/v1/conversations/{id}/tool-results", {
-    params: { path: { id: conversationId }, header: postHeaders(options) },
+    ...postInit(conversationId, options),
     body: { ...body, stream: true },
-    parseAs: "stream",
+  });
+  return openReplyStream(result, options.signal, undefined, 0);
+}
+
+/** The request options of a streamed POST to a conversation. */
+function postInit(conversationId: string, options: StreamConversationMessageOptions) {
+  const { signal, headers } = options;
+  return {
+    params: { path: { id: conversationId }, header: postHeaders(options) },
+    parseAs: "stream" as const,
     headers: { Accept: "text/event-stream", ...headers },
     ...(signal ? { signal } : {}),
-  });
-  return openReplyStream(result, signal, undefined, 0);
+  };
 }
 
 /**
@@ -255,7 +258,7 @@ export class ReplyStream implements AsyncIterable<ReplyEvent> {
         const events = done ? decoder.flush() : decoder.decode(value);
         for (const sse of events) {
           this.#signal?.throwIfAborted();
-          const event = this.#toReplyEvent(sse);
+          const event = decodeEvent<ReplyEvent>(this.response, sse, replyEventTypes);
           if (event) {
             if (event.type === "reply.started") {
               this.#messageId ??= event.data.message_id;
@@ -290,30 +293,4 @@ export class ReplyStream implements AsyncIterable<ReplyEvent> {
     return result;
   }
 
-  #toReplyEvent(sse: ServerSentEvent): ReplyEvent | undefined {
-    let data: unknown;
-    try {
-      data = JSON.parse(sse.data);
-    } catch (err) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event's data is not JSON`, { cause: err });
-    }
-    if (sse.event === "error") {
-      throw new KilnProblemError(this.response, data);
-    }
-    if (sse.event === "shutdown") {
-      const reason = (data as { reason?: unknown } | null)?.reason;
-      throw new KilnStreamError("shutdown", typeof reason === "string" ? reason : "the server shut the stream down");
-    }
-    if (!replyEventTypes.has(sse.event)) {
-      return undefined; // a newer event type
-    }
-    const id = Number(sse.id);
-    if (!Number.isSafeInteger(id) || id < 1) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event has the id ${JSON.stringify(sse.id)}`);
-    }
-    if (typeof data !== "object" || data === null) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event's data is not an object`);
-    }
-    return { type: sse.event, id, data } as ReplyEvent;
-  }
 }

@@ -260,6 +260,38 @@ const chatEventTypes: ReadonlySet<string> = new Set<ChatEvent["type"]>([
  * connection, which cancels the reply on the server. Heartbeats and event types this SDK
  * does not know are skipped.
  */
+/**
+ * Decodes one server-sent event of a Kiln stream into `{ type, id, data }`: undefined for a
+ * type not in `types` (a newer event), a {@link KilnProblemError} thrown for `error`, a
+ * {@link KilnStreamError} for `shutdown` and for malformed events.
+ */
+export function decodeEvent<E>(response: Response, sse: ServerSentEvent, types: ReadonlySet<string>): E | undefined {
+  let data: unknown;
+  try {
+    data = JSON.parse(sse.data);
+  } catch (err) {
+    throw new KilnStreamError("invalid", `the ${sse.event} event's data is not JSON`, { cause: err });
+  }
+  if (sse.event === "error") {
+    throw new KilnProblemError(response, data);
+  }
+  if (sse.event === "shutdown") {
+    const reason = (data as { reason?: unknown } | null)?.reason;
+    throw new KilnStreamError("shutdown", typeof reason === "string" ? reason : "the server shut the stream down");
+  }
+  if (!types.has(sse.event)) {
+    return undefined; // a newer event type
+  }
+  const id = Number(sse.id);
+  if (!Number.isSafeInteger(id) || id < 1) {
+    throw new KilnStreamError("invalid", `the ${sse.event} event has the id ${JSON.stringify(sse.id)}`);
+  }
+  if (typeof data !== "object" || data === null) {
+    throw new KilnStreamError("invalid", `the ${sse.event} event's data is not an object`);
+  }
+  return { type: sse.event, id, data } as E;
+}
+
 export class ChatStream implements AsyncIterable<ChatEvent> {
   /** The HTTP response; `Kiln-Provider` and `Kiln-Provider-Model` name the target that serves the reply. */
   readonly response: Response;
@@ -285,7 +317,7 @@ export class ChatStream implements AsyncIterable<ChatEvent> {
         const events = done ? decoder.flush() : decoder.decode(value);
         for (const sse of events) {
           this.#signal?.throwIfAborted();
-          const event = this.#toChatEvent(sse);
+          const event = decodeEvent<ChatEvent>(this.response, sse, chatEventTypes);
           if (event) {
             yield event;
             if (event.type === "done") {
@@ -319,32 +351,6 @@ export class ChatStream implements AsyncIterable<ChatEvent> {
     return (await this.collect()).message();
   }
 
-  #toChatEvent(sse: ServerSentEvent): ChatEvent | undefined {
-    let data: unknown;
-    try {
-      data = JSON.parse(sse.data);
-    } catch (err) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event's data is not JSON`, { cause: err });
-    }
-    if (sse.event === "error") {
-      throw new KilnProblemError(this.response, data);
-    }
-    if (sse.event === "shutdown") {
-      const reason = (data as { reason?: unknown } | null)?.reason;
-      throw new KilnStreamError("shutdown", typeof reason === "string" ? reason : "the server shut the stream down");
-    }
-    if (!chatEventTypes.has(sse.event)) {
-      return undefined; // a newer event type
-    }
-    const id = Number(sse.id);
-    if (!Number.isSafeInteger(id) || id < 1) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event has the id ${JSON.stringify(sse.id)}`);
-    }
-    if (typeof data !== "object" || data === null) {
-      throw new KilnStreamError("invalid", `the ${sse.event} event's data is not an object`);
-    }
-    return { type: sse.event, id, data } as ChatEvent;
-  }
 }
 
 /** What a chat stream's events add up to; {@link ChatStream.collect} builds one, or feed events to {@link ChatResult.add}. */
