@@ -693,3 +693,28 @@ func TestConversationFeedbackInExperiment(t *testing.T) {
 		}
 	}
 }
+
+func TestConversationShutdown(t *testing.T) {
+	t.Parallel()
+	f := newConvFixture(t)
+	c := f.create(t, f.alice, map[string]any{"model": "slow"})
+	res, stream := postStream(t.Context(), t, f.ts, "/v1/conversations/"+c.Id.String()+"/messages", f.alice, `{"content":"hi","stream":true}`)
+	msgID := res.Header.Get("Kiln-Message-Id")
+	for ev := range stream {
+		if ev.event == "message.delta" {
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	f.b.srv.WaitReplies(ctx) // the shutdown deadline passes with the reply still running
+	events := drain(t, stream)
+	if last := events[len(events)-1]; last.event != "error" || !strings.Contains(last.data, `"not_ready"`) {
+		t.Errorf("last event %+v", last)
+	}
+	m := f.waitMessage(t, f.alice, c.Id, msgID, func(m api.ConversationMessage) bool { return m.Status != api.MessageInProgress })
+	if m.Status != api.MessageFailed || m.Error == nil || m.Error.Code != api.NotReady || deref(m.Content) != "Hel" {
+		t.Errorf("stored %s %+v %q", m.Status, m.Error, deref(m.Content))
+	}
+	problemIs(t, f.b.call(t, "POST", "/v1/conversations/"+c.Id.String()+"/messages", f.alice, map[string]any{"content": "more"}, nil), 503, errs.NotReady)
+}

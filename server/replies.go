@@ -89,8 +89,12 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 	if u := use.usage(); u != nil {
 		prompt = &conversations.PromptUse{Name: u.Name, Version: u.Version, ExperimentID: u.ExperimentID}
 	}
+	if !s.holdReply() {
+		return startedReply{}, errs.E(errs.NotReady, "The server is shutting down; retry on another replica.")
+	}
 	reply, err := s.conv.Service.Start(ctx, o, conv.ID, in.input, call.Alias, prompt)
 	if err != nil {
+		s.replies.Done()
 		return startedReply{}, err
 	}
 	system := call.Request.Messages // the prompt's, rendered
@@ -104,6 +108,7 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 	window, dropped, err := conversations.Window(reply.History, budget)
 	if err != nil {
 		s.failReply(r, who, reply, err)
+		s.replies.Done()
 		return startedReply{}, err
 	}
 	if dropped > 0 {
@@ -111,7 +116,6 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 	}
 	call.Request.Messages = append(append([]llm.Message(nil), system...), window...)
 	done := make(chan replyOutcome, 1)
-	s.replies.Add(1)
 	go s.generate(r, who, reply, call, use, done)
 	return startedReply{Reply: reply, done: done}, nil
 }
@@ -247,9 +251,23 @@ func firstExchange(history []conversations.Message) bool {
 	return users == 1
 }
 
-// WaitReplies waits for the replies running on this server to end, up to ctx; then it
-// stops the rest (stored as failed) and waits for them to be stored.
+// holdReply counts a reply about to start, unless the server is stopping.
+func (s *Server) holdReply() bool {
+	s.replyMu.Lock()
+	defer s.replyMu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.replies.Add(1)
+	return true
+}
+
+// WaitReplies refuses new replies, waits for those running on this server to end, up to
+// ctx; then it stops the rest (stored as failed) and waits for them to be stored.
 func (s *Server) WaitReplies(ctx context.Context) {
+	s.replyMu.Lock()
+	s.stopping = true
+	s.replyMu.Unlock()
 	idle := make(chan struct{})
 	go func() { s.replies.Wait(); close(idle) }()
 	select {

@@ -84,7 +84,10 @@ type Server struct {
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
-	// replies are the replies generating on this server; stopReplies ends them.
+	// replies are the replies generating on this server; stopReplies ends them. replyMu
+	// orders holdReply's Add before WaitReplies' Wait.
+	replyMu     sync.Mutex
+	stopping    bool
 	replies     sync.WaitGroup
 	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
 	stopReplies context.CancelFunc
