@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // MaxChatEventBytes bounds one line, and one event, of a chat stream: a longer one ends
@@ -83,6 +84,7 @@ type ChatStream struct {
 	err     error
 
 	closeOnce sync.Once
+	closed    atomic.Bool // Close was called: Next returns false, whatever is still buffered
 }
 
 // StreamChatCompletion sends body to POST /v1/chat/completions with stream set to true and
@@ -149,6 +151,7 @@ func (s *ChatStream) Err() error { return s.err }
 // running. It is safe to call more than once, and concurrently with Next.
 func (s *ChatStream) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.stop()
 		_ = s.resp.Body.Close()
 	})
@@ -158,7 +161,7 @@ func (s *ChatStream) Close() error {
 // Next reads the next event, which Event then returns. It returns false at the end of the
 // stream, after which Err says why.
 func (s *ChatStream) Next() bool {
-	if s.ended {
+	if s.ended || s.closed.Load() {
 		return false
 	}
 	if s.done {

@@ -509,8 +509,8 @@ func (c Config) validate() []string {
 		bad("mail.link_base", "must be an http(s) URL")
 	}
 	p = append(p, c.LLM.validate()...)
-	if c.Conversations.StreamTTL < time.Minute {
-		bad("conversations.stream_ttl", "must be at least 1m, got %s", c.Conversations.StreamTTL)
+	if c.Conversations.StreamTTL < c.LLM.StreamTimeout { // a reply's events must outlive the reply
+		bad("conversations.stream_ttl", "must be at least llm.stream_timeout (%s), got %s", c.LLM.StreamTimeout, c.Conversations.StreamTTL)
 	}
 	if c.Conversations.ContextWindow < 1024 {
 		bad("conversations.context_window", "must be at least 1024, got %d", c.Conversations.ContextWindow)

@@ -236,6 +236,16 @@ func TestLoadErrors(t *testing.T) {
 			wantKeys: []string{"worker.concurrency"},
 		},
 		{
+			name:     "ErrStreamTTLShorterThanAReply",
+			environ:  []string{"KILN_CONVERSATIONS_STREAM_TTL=5m", "KILN_LLM_STREAM_TIMEOUT=10m"},
+			wantKeys: []string{"conversations.stream_ttl"},
+		},
+		{
+			name:     "ErrTitleModelNotAnAlias",
+			environ:  []string{"KILN_CONVERSATIONS_TITLE_MODEL=nope", "KILN_CONVERSATIONS_CONTEXT_WINDOW=10"},
+			wantKeys: []string{"conversations.context_window", "conversations.title_model"},
+		},
+		{
 			name:     "ErrInvalidLogLevel",
 			environ:  []string{"KILN_LOG_LEVEL=loud"},
 			wantKeys: []string{"log.level"},
