@@ -106,7 +106,7 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rdb, err := redisclient.Open(ctx, a.cfg.Redis.URL)
+	rdb, err := redisclient.Open(ctx, a.cfg.Redis.URL, 0)
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
@@ -219,8 +219,11 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
-	convs := a.newConversations(d, llmDeps)
-	defer convs.Streams.Close()
+	convs, closeConvs, err := a.newConversations(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer closeConvs()
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
@@ -349,12 +352,18 @@ func (a *app) newWorker(d *deps, llmDeps server.LLM, convs server.Conversations)
 	return w, nil
 }
 
-// newConversations builds the conversation service, its stream bus and the title queue.
-func (a *app) newConversations(d *deps, llmDeps server.LLM) server.Conversations {
+// newConversations builds the conversation service, its stream bus (with a Redis pool of
+// its own for the followers' blocking reads) and the title queue.
+func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversations, func(), error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
+	blocking, err := redisclient.Open(ctx, a.cfg.Redis.URL, a.cfg.Conversations.MaxFollowers)
+	if err != nil {
+		return server.Conversations{}, nil, err
+	}
+	bus := streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
 	c := server.Conversations{
 		Service: conversations.New(store.New(d.pool), time.Now),
-		Streams: streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL}),
+		Streams: bus,
 		ContextWindow: func(alias string) int {
 			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
 				return m.ContextWindow
@@ -373,7 +382,7 @@ func (a *app) newConversations(d *deps, llmDeps server.LLM) server.Conversations
 			return err
 		}
 	}
-	return c
+	return c, func() { bus.Close(); _ = blocking.Close() }, nil
 }
 
 func (a *app) workerCmd() *cobra.Command {
@@ -390,8 +399,11 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			convs := a.newConversations(d, llmDeps)
-			defer convs.Streams.Close()
+			convs, closeConvs, err := a.newConversations(cmd.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer closeConvs()
 			w, err := a.newWorker(d, llmDeps, convs)
 			if err != nil {
 				return err

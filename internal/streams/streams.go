@@ -65,6 +65,11 @@ type Config struct {
 	// event, so Publish refuses the MaxEvents-th event and Finish can always end the
 	// stream. Default 100000.
 	MaxEvents uint64
+	// Blocking is the client of Follow's blocking reads, each of which holds a connection
+	// while it waits for events: give it a pool of its own, sized for the followers one
+	// replica serves, so they never starve the rest of the Redis work. Default: the
+	// bus's client.
+	Blocking redis.UniversalClient
 }
 
 // Bus publishes, reads and cancels reply streams in one Redis key space.
@@ -91,6 +96,9 @@ func New(rdb redis.UniversalClient, ks redisclient.Keyspace, cfg Config) *Bus {
 	}
 	if cfg.MaxEvents == 0 {
 		cfg.MaxEvents = defaultMaxEvents
+	}
+	if cfg.Blocking == nil {
+		cfg.Blocking = rdb
 	}
 	return &Bus{
 		rdb:      rdb,
@@ -273,7 +281,7 @@ func (b *Bus) Follow(ctx context.Context, id string, after uint64, fn func(Event
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		res, err := b.rdb.XRead(ctx, &redis.XReadArgs{
+		res, err := b.cfg.Blocking.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{key, entryID(cursor)},
 			Count:   page,
 			Block:   blockSlice,

@@ -30,7 +30,7 @@ func newBus(t *testing.T, cfg streams.Config) (*streams.Bus, redis.UniversalClie
 // replica has.
 func otherReplica(t *testing.T, ks redisclient.Keyspace) *streams.Bus {
 	t.Helper()
-	rdb, err := redisclient.Open(t.Context(), storetest.RedisURL())
+	rdb, err := redisclient.Open(t.Context(), storetest.RedisURL(), 0)
 	if err != nil {
 		t.Fatalf("open second client: %v", err)
 	}
@@ -554,5 +554,53 @@ func TestClose(t *testing.T) {
 	defer stop()
 	if !errors.Is(context.Cause(ctx), streams.ErrCancelled) {
 		t.Fatalf("cause = %v, want ErrCancelled", context.Cause(ctx))
+	}
+}
+
+// TestFollowersDoNotStarveTheBus: followers block on the Blocking client's pool, so a bus
+// whose own pool is smaller than the number of followers still publishes at once.
+func TestFollowersDoNotStarveTheBus(t *testing.T) {
+	t.Parallel()
+	_, ks := storetest.Redis(t)
+	small, err := redisclient.Open(t.Context(), storetest.RedisURL(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = small.Close() })
+	blocking, err := redisclient.Open(t.Context(), storetest.RedisURL(), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = blocking.Close() })
+	b := streams.New(small, ks, streams.Config{Blocking: blocking})
+	t.Cleanup(b.Close)
+
+	const followers = 8
+	got := make(chan streams.Event, followers)
+	var wg sync.WaitGroup
+	for range followers {
+		wg.Go(func() {
+			_ = b.Follow(t.Context(), "busy", 0, func(ev streams.Event) error {
+				if ev.Final {
+					got <- ev
+				}
+				return nil
+			})
+		})
+	}
+	waitBlocked := time.Now().Add(5 * time.Second)
+	for blocking.PoolStats().TotalConns < followers && time.Now().Before(waitBlocked) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	if _, err := b.Publisher("busy").Finish(t.Context(), "done", nil); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("publishing beside %d blocked followers took %v", followers, took)
+	}
+	wg.Wait()
+	if len(got) != followers {
+		t.Errorf("%d followers got the final event, want %d", len(got), followers)
 	}
 }

@@ -45,6 +45,7 @@ type Conversations struct {
 	StreamTTL     time.Duration `koanf:"stream_ttl" doc:"how long a reply's events are kept, after it ended, for clients to resume"`
 	ContextWindow int           `koanf:"context_window" doc:"context window in tokens of a model alias that sets none (llm.models.<alias>.context_window)"`
 	TitleModel    string        `koanf:"title_model" doc:"model alias that titles new conversations in the background; empty: no titles"`
+	MaxFollowers  int           `koanf:"max_followers" doc:"reply streams one replica serves at once (each waits on a Redis connection of a pool of this size)"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -256,7 +257,7 @@ func Default() Config {
 			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
 			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second, CacheTTL: time.Hour,
 		}),
-		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default"},
+		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000},
 	}
 }
 
@@ -511,6 +512,9 @@ func (c Config) validate() []string {
 	p = append(p, c.LLM.validate()...)
 	if c.Conversations.StreamTTL < c.LLM.StreamTimeout { // a reply's events must outlive the reply
 		bad("conversations.stream_ttl", "must be at least llm.stream_timeout (%s), got %s", c.LLM.StreamTimeout, c.Conversations.StreamTTL)
+	}
+	if c.Conversations.MaxFollowers < 1 {
+		bad("conversations.max_followers", "must be at least 1, got %d", c.Conversations.MaxFollowers)
 	}
 	if c.Conversations.ContextWindow < 1024 {
 		bad("conversations.context_window", "must be at least 1024, got %d", c.Conversations.ContextWindow)

@@ -11,11 +11,16 @@ import (
 )
 
 // Open connects to the Redis at url (redis:// or rediss://; a comma-separated list of
-// addresses in the host part selects a cluster) and checks it answers.
-func Open(ctx context.Context, url string) (redis.UniversalClient, error) {
+// addresses in the host part selects a cluster) and checks it answers. poolSize, when
+// positive, sets the connections per node (else the URL's pool_size, else go-redis's
+// default of 10 per CPU).
+func Open(ctx context.Context, url string, poolSize int) (redis.UniversalClient, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	if poolSize > 0 {
+		opts.PoolSize = poolSize
 	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:     strings.Split(opts.Addr, ","),

@@ -178,7 +178,7 @@ func templateFor(fsys fs.FS) (string, error) {
 func Redis(t testing.TB) (redis.UniversalClient, redisclient.Keyspace) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := redisclient.Open(ctx, RedisURL())
+	c, err := redisclient.Open(ctx, RedisURL(), 0)
 	if err != nil {
 		t.Fatalf("connect to test redis (run scripts/dev-deps.sh): %v", err)
 	}
