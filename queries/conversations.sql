@@ -126,15 +126,20 @@ UPDATE orgs SET conversation_retention_days = sqlc.narg(conversation_retention_d
 WHERE id = sqlc.arg(id)
 RETURNING conversation_retention_days;
 
+-- The purges delete in batches of at most max_rows, so no run is one long transaction.
 -- name: PurgeDeletedConversations :execrows
-DELETE FROM conversations WHERE deleted_at < sqlc.arg(before);
+DELETE FROM conversations WHERE id IN (
+    SELECT d.id FROM conversations d WHERE d.deleted_at < sqlc.arg(before) LIMIT sqlc.arg(max_rows));
 
 -- Conversations idle past their org's retention, without a reply in progress.
 -- name: PurgeIdleConversations :execrows
-DELETE FROM conversations c USING orgs o
-WHERE o.id = c.org_id AND o.conversation_retention_days IS NOT NULL
-  AND c.updated_at < sqlc.arg(now)::timestamptz - make_interval(days => o.conversation_retention_days)
-  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = 'in_progress');
+DELETE FROM conversations WHERE id IN (
+    SELECT c.id FROM conversations c JOIN orgs o ON o.id = c.org_id
+    WHERE o.conversation_retention_days IS NOT NULL
+      AND c.updated_at < sqlc.arg(now)::timestamptz - make_interval(days => o.conversation_retention_days)
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = 'in_progress')
+    LIMIT sqlc.arg(max_rows));
 
 -- name: PurgeDeletedPrompts :execrows
-DELETE FROM prompts WHERE deleted_at < sqlc.arg(before);
+DELETE FROM prompts WHERE id IN (
+    SELECT d.id FROM prompts d WHERE d.deleted_at < sqlc.arg(before) LIMIT sqlc.arg(max_rows));

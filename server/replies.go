@@ -102,7 +102,8 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 	for _, m := range system {
 		budget -= conversations.EstimateTokens(m)
 	}
-	for _, t := range call.Request.Tools {
+	serverTools, _ := s.llm.Runner.Tools.Definitions(call.ServerTools) // validated above
+	for _, t := range append(serverTools, call.Request.Tools...) {
 		budget -= (len(t.Name) + len(t.Description) + len(t.Parameters)) / 4
 	}
 	window, dropped, err := conversations.Window(reply.History, budget)
@@ -206,8 +207,9 @@ func (s *Server) generate(r *http.Request, who caller, reply conversations.Reply
 	fctx, cancelFinish := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancelFinish()
 	added, ferr := s.conv.Service.Finish(fctx, who.org, reply.Conversation.ID, reply.Message.ID, out)
-	if ferr != nil {
+	if ferr != nil { // the housekeeping task fails the reply later; its stream ends now
 		s.log.ErrorContext(fctx, "store a reply", "message_id", id, "error", ferr)
+		out.Status, out.Err = conversations.Failed, ferr
 	}
 	s.publishEnd(r, id, call.Alias, out, res)
 	done <- replyOutcome{added: added, err: out.Err}
@@ -375,9 +377,18 @@ func (s *Server) follow(ctx context.Context, id string, after uint64, st *sseStr
 	if err := st.open(); err != nil {
 		return err
 	}
-	return s.conv.Streams.Follow(ctx, id, after, func(ev streams.Event) error {
+	return s.followReply(ctx, id, after, func(ev streams.Event) error {
 		return st.SendStored(ev.ID, ev.Type, ev.Data)
 	})
+}
+
+// followReply follows a reply's events after `after` until its end. A reply whose replica
+// died before it ended its stream never ends it: following stops when no reply could still
+// be running.
+func (s *Server) followReply(ctx context.Context, id string, after uint64, fn func(streams.Event) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.llm.StreamTimeout+time.Minute)
+	defer cancel()
+	return s.conv.Streams.Follow(ctx, id, after, fn)
 }
 
 // streamMessageEvents serves GET /v1/conversations/{id}/messages/{message_id}/events.
@@ -427,11 +438,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request, m conversat
 			return
 		}
 	}
-	// A reply whose replica died never ends its stream: stop waiting when no reply could
-	// still be running.
-	ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout+time.Minute)
-	defer cancel()
-	s.serveSSE(w, r.WithContext(ctx), func(ctx context.Context, st *sseStream) error {
+	s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
 		return s.follow(ctx, m.ID.String(), after, st)
 	})
 }
@@ -440,17 +447,21 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request, m conversat
 // and first input ids): with the reply's events from the first when it asks for a stream,
 // else with the messages the first request added, once the reply has ended.
 func (s *Server) reattach(w http.ResponseWriter, r *http.Request, ref string, body []byte) {
-	var ids [3]uuid.UUID
+	var ids [3]uuid.UUID // conversation, reply, first input
 	parts := strings.Split(ref, "/")
-	for i := range ids {
-		if len(parts) != len(ids) {
-			break
+	err := fmt.Errorf("malformed idempotency reference %q", ref)
+	if len(parts) == len(ids) {
+		err = nil
+		for i := range ids {
+			ids[i], err = uuid.Parse(parts[i])
+			if err != nil {
+				break
+			}
 		}
-		ids[i], _ = uuid.Parse(parts[i])
 	}
-	who, err := s.callerFor(r)
-	if err == nil && ids[2] == uuid.Nil {
-		err = fmt.Errorf("malformed idempotency reference %q", ref)
+	var who caller
+	if err == nil {
+		who, err = s.callerFor(r)
 	}
 	var m conversations.Message
 	if err == nil {
@@ -471,10 +482,7 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, ref string, bo
 		return
 	}
 	if m.Status == conversations.InProgress { // wait for its end
-		ctx, cancel := context.WithTimeout(r.Context(), s.llm.StreamTimeout+time.Minute)
-		err := s.conv.Streams.Follow(ctx, m.ID.String(), 0, func(streams.Event) error { return nil })
-		cancel()
-		if err != nil {
+		if err := s.followReply(r.Context(), m.ID.String(), 0, func(streams.Event) error { return nil }); err != nil {
 			s.respondError(w, r, err)
 			return
 		}

@@ -161,7 +161,9 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			id := started.Message.ID.String()
 			ws.mu.Lock()
 			ws.stop = func() { // the reply may run on after this connection: cancel it where it runs
-				if err := s.conv.Streams.Cancel(context.WithoutCancel(ctx), id); err != nil {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := s.conv.Streams.Cancel(cctx, id); err != nil {
 					s.log.ErrorContext(ctx, "cancel a reply", "message_id", id, "error", err)
 				}
 			}
@@ -170,7 +172,9 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				typ, data := ws.follow(ctx, id)
 				ws.mu.Lock()
 				ws.busy.Unlock()
-				_ = ws.sendLocked(ctx, typ, data)
+				if typ != "" {
+					_ = ws.sendLocked(ctx, typ, data)
+				}
 				ws.mu.Unlock()
 			}()
 		default:
@@ -181,10 +185,11 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 
 func (ws *wsConn) cancelRun() {
 	ws.mu.Lock()
-	if ws.stop != nil {
-		ws.stop()
-	}
+	stop := ws.stop
 	ws.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // run streams one reply and returns its last event, done or error, for the caller to send
@@ -221,13 +226,16 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptU
 // stops following, not the reply.
 func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
 	var last streams.Event
-	err := ws.s.conv.Streams.Follow(ctx, id, 0, func(ev streams.Event) error {
+	err := ws.s.followReply(ctx, id, 0, func(ev streams.Event) error {
 		if ev.Final {
 			last = ev
 			return nil
 		}
 		return ws.send(ctx, ev.Type, ev.Data)
 	})
+	if err != nil && ctx.Err() != nil {
+		return "", nil // the connection is closing: nobody reads a last frame
+	}
 	if err != nil {
 		code, detail, fields := ws.s.classify(ws.r, err)
 		return "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields)

@@ -2,12 +2,14 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // identityRetention is how long ended sessions, expired email tokens and closed
@@ -38,13 +40,13 @@ func ConversationPurgers(c *conversations.Service, maxReply time.Duration, end R
 		{Name: "idle_conversations", Purge: c.PurgeIdle},
 		{Name: "stale_replies", Purge: func(ctx context.Context) (int64, error) {
 			stale, err := c.FailStale(ctx, maxReply)
-			for _, r := range stale {
+			for _, r := range stale { // failed already: each must get its error event
 				problem := map[string]any{
 					"type": "urn:kiln:problem:internal", "title": "Internal error", "status": 500, "code": "internal",
 					"detail": "The replica generating this reply stopped before it ended.", "request_id": "",
 				}
-				if err := end(ctx, r.Message, problem); err != nil {
-					return int64(len(stale)), err
+				if endErr := end(ctx, r.Message, problem); endErr != nil && !errors.Is(endErr, streams.ErrFinished) {
+					err = errors.Join(err, endErr)
 				}
 			}
 			return int64(len(stale)), err

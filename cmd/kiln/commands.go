@@ -378,7 +378,12 @@ func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversatio
 			if err != nil {
 				return err
 			}
-			_, err = queue.EnqueueContext(ctx, task, asynq.Queue(worker.Queue(a.cfg.Env)), asynq.MaxRetry(3), asynq.Timeout(time.Minute))
+			// One title task per conversation, however many replies its first exchange has.
+			_, err = queue.EnqueueContext(ctx, task, asynq.Queue(worker.Queue(a.cfg.Env)), asynq.MaxRetry(3), asynq.Timeout(time.Minute),
+				asynq.TaskID("title:"+conversation.String()), asynq.Retention(24*time.Hour))
+			if errors.Is(err, asynq.ErrTaskIDConflict) {
+				return nil
+			}
 			return err
 		}
 	}

@@ -691,11 +691,18 @@ func (q *Queries) LockConversation(ctx context.Context, arg LockConversationPara
 }
 
 const purgeDeletedConversations = `-- name: PurgeDeletedConversations :execrows
-DELETE FROM conversations WHERE deleted_at < $1
+DELETE FROM conversations WHERE id IN (
+    SELECT d.id FROM conversations d WHERE d.deleted_at < $1 LIMIT $2)
 `
 
-func (q *Queries) PurgeDeletedConversations(ctx context.Context, before *time.Time) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeDeletedConversations, before)
+type PurgeDeletedConversationsParams struct {
+	Before  *time.Time
+	MaxRows int32
+}
+
+// The purges delete in batches of at most max_rows, so no run is one long transaction.
+func (q *Queries) PurgeDeletedConversations(ctx context.Context, arg PurgeDeletedConversationsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeDeletedConversations, arg.Before, arg.MaxRows)
 	if err != nil {
 		return 0, err
 	}
@@ -703,11 +710,17 @@ func (q *Queries) PurgeDeletedConversations(ctx context.Context, before *time.Ti
 }
 
 const purgeDeletedPrompts = `-- name: PurgeDeletedPrompts :execrows
-DELETE FROM prompts WHERE deleted_at < $1
+DELETE FROM prompts WHERE id IN (
+    SELECT d.id FROM prompts d WHERE d.deleted_at < $1 LIMIT $2)
 `
 
-func (q *Queries) PurgeDeletedPrompts(ctx context.Context, before *time.Time) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeDeletedPrompts, before)
+type PurgeDeletedPromptsParams struct {
+	Before  *time.Time
+	MaxRows int32
+}
+
+func (q *Queries) PurgeDeletedPrompts(ctx context.Context, arg PurgeDeletedPromptsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeDeletedPrompts, arg.Before, arg.MaxRows)
 	if err != nil {
 		return 0, err
 	}
@@ -715,15 +728,22 @@ func (q *Queries) PurgeDeletedPrompts(ctx context.Context, before *time.Time) (i
 }
 
 const purgeIdleConversations = `-- name: PurgeIdleConversations :execrows
-DELETE FROM conversations c USING orgs o
-WHERE o.id = c.org_id AND o.conversation_retention_days IS NOT NULL
-  AND c.updated_at < $1::timestamptz - make_interval(days => o.conversation_retention_days)
-  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = 'in_progress')
+DELETE FROM conversations WHERE id IN (
+    SELECT c.id FROM conversations c JOIN orgs o ON o.id = c.org_id
+    WHERE o.conversation_retention_days IS NOT NULL
+      AND c.updated_at < $1::timestamptz - make_interval(days => o.conversation_retention_days)
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = 'in_progress')
+    LIMIT $2)
 `
 
+type PurgeIdleConversationsParams struct {
+	Now     time.Time
+	MaxRows int32
+}
+
 // Conversations idle past their org's retention, without a reply in progress.
-func (q *Queries) PurgeIdleConversations(ctx context.Context, now time.Time) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeIdleConversations, now)
+func (q *Queries) PurgeIdleConversations(ctx context.Context, arg PurgeIdleConversationsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeIdleConversations, arg.Now, arg.MaxRows)
 	if err != nil {
 		return 0, err
 	}

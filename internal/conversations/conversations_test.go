@@ -1348,3 +1348,30 @@ func TestExport(t *testing.T) {
 		t.Errorf("the tool call is not before the reply:\n%s", md)
 	}
 }
+
+// TestStepsCutAmidToolCalls: a reply stopped between a server-side tool call and its result
+// keeps only the steps whose calls all have results.
+func TestStepsCutAmidToolCalls(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	o := f.user(f.alice)
+	c := f.create(t, o, "")
+	r := f.start(t, o, c.ID, userInput("Compute"))
+	result := func(id string) llm.Message {
+		return llm.Message{Role: llm.RoleTool, ToolCallID: id, Name: "calculator", Content: []llm.Part{{Type: llm.PartText, Text: "4"}}}
+	}
+	steps := []llm.Message{
+		{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "a", Name: "calculator", Arguments: "{}"}}},
+		result("a"),
+		{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "b", Name: "calculator", Arguments: "{}"}, {ID: "c", Name: "calculator", Arguments: "{}"}}},
+		result("b"), // "c" never answered: cancelled amid the tools
+	}
+	added := f.finish(t, r, conversations.Outcome{Status: conversations.Cancelled, Steps: steps, Message: llm.TextMessage(llm.RoleAssistant, "")})
+	var got []string
+	for _, m := range added {
+		got = append(got, string(m.Role)+":"+m.ToolCallID)
+	}
+	if strings.Join(got, " ") != "assistant: tool:a assistant:" {
+		t.Errorf("stored %v, want the answered step and the reply", got)
+	}
+}

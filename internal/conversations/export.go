@@ -17,8 +17,19 @@ func (s *Service) Export(ctx context.Context, o Owner, id uuid.UUID) (Conversati
 	if err != nil {
 		return Conversation{}, nil, err
 	}
-	msgs, err := s.Messages(ctx, o, id, MaxMessages, "")
-	return c, msgs, err
+	var msgs []Message
+	cursor := ""
+	for { // every message: server-side tool steps may take a conversation past MaxMessages
+		page, err := s.Messages(ctx, o, id, MaxMessages, cursor)
+		if err != nil {
+			return Conversation{}, nil, err
+		}
+		msgs = append(msgs, page...)
+		if len(page) < MaxMessages || page[len(page)-1].Seq == 0 {
+			return c, msgs, nil
+		}
+		cursor = Cursor(page[len(page)-1])
+	}
 }
 
 // Markdown renders a conversation as a Markdown transcript: a heading per message with

@@ -84,12 +84,18 @@ func intPtr(v pgtype.Int4) *int {
 
 // PurgeDeleted deletes for good the conversations deleted more than DeletedRetention ago.
 func (s *Service) PurgeDeleted(ctx context.Context) (int64, error) {
-	return s.st.PurgeDeletedConversations(ctx, ptr(s.now().Add(-DeletedRetention)))
+	before := s.now().Add(-DeletedRetention)
+	return store.PurgeInBatches(ctx, func(ctx context.Context, limit int32) (int64, error) {
+		return s.st.PurgeDeletedConversations(ctx, db.PurgeDeletedConversationsParams{Before: &before, MaxRows: limit})
+	})
 }
 
 // PurgeIdle deletes for good the conversations idle past their org's retention.
 func (s *Service) PurgeIdle(ctx context.Context) (int64, error) {
-	return s.st.PurgeIdleConversations(ctx, s.now())
+	now := s.now()
+	return store.PurgeInBatches(ctx, func(ctx context.Context, limit int32) (int64, error) {
+		return s.st.PurgeIdleConversations(ctx, db.PurgeIdleConversationsParams{Now: now, MaxRows: limit})
+	})
 }
 
 // Stale is a reply left in progress by a replica that died.

@@ -206,12 +206,14 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		if _, err := q.LockConversation(ctx, db.LockConversationParams{OrgID: org, ID: conversation}); err != nil {
 			return store.Translate(err)
 		}
-		first, err := q.ReserveMessageSeq(ctx, db.ReserveMessageSeqParams{OrgID: org, ID: conversation, N: int32(len(out.Steps) + 1), UpdatedAt: now}) //nolint:gosec // bounded by the tool loop
+
+		answered := answeredSteps(out.Steps)
+		first, err := q.ReserveMessageSeq(ctx, db.ReserveMessageSeqParams{OrgID: org, ID: conversation, N: int32(len(answered) + 1), UpdatedAt: now}) //nolint:gosec // bounded by the tool loop
 		if err != nil {
 			return err
 		}
-		steps := make([]input, len(out.Steps))
-		for i, m := range out.Steps {
+		steps := make([]input, len(answered))
+		for i, m := range answered {
 			steps[i].Message = m
 		}
 		if added, err = place(ctx, q, org, conversation, steps, int(first), now); err != nil {
@@ -226,7 +228,7 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 			return err
 		}
 		p := db.FinishMessageParams{
-			OrgID: org, ID: id, Seq: pgtype.Int4{Int32: first + int32(len(out.Steps)), Valid: true}, //nolint:gosec // bounded
+			OrgID: org, ID: id, Seq: pgtype.Int4{Int32: first + int32(len(answered)), Valid: true}, //nolint:gosec // bounded
 			Content: out.Message.Text(), ToolCalls: callsJSON, Status: string(out.Status),
 			Provider: text(out.Provider), ProviderModel: text(out.Model), FinishReason: text(string(out.FinishReason)),
 			CompletedAt: &now,
@@ -251,6 +253,32 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		return err
 	})
 	return added, err
+}
+
+// answeredSteps is steps up to the last assistant step whose tool calls all have their
+// results: a reply stopped amid its server-side tools leaves calls without a result, which
+// no provider would take back in the history.
+func answeredSteps(steps []llm.Message) []llm.Message {
+	keep := 0
+	for i, m := range steps {
+		if m.Role != llm.RoleAssistant {
+			continue
+		}
+		results := map[string]bool{}
+		for _, r := range steps[i+1:] {
+			if r.Role != llm.RoleTool {
+				break
+			}
+			results[r.ToolCallID] = true
+		}
+		for _, c := range m.ToolCalls {
+			if !results[c.ID] {
+				return steps[:keep]
+			}
+		}
+		keep = i + 1 + len(results)
+	}
+	return steps[:keep]
 }
 
 // errorDetail is what a failed reply tells its reader: a Kiln error's message, else a

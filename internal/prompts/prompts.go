@@ -37,7 +37,9 @@ const DeletedRetention = 30 * 24 * time.Hour
 // PurgeDeleted deletes for good the prompts deleted more than DeletedRetention ago.
 func (s *Service) PurgeDeleted(ctx context.Context) (int64, error) {
 	before := s.now().Add(-DeletedRetention)
-	return s.st.PurgeDeletedPrompts(ctx, &before)
+	return store.PurgeInBatches(ctx, func(ctx context.Context, limit int32) (int64, error) {
+		return s.st.PurgeDeletedPrompts(ctx, db.PurgeDeletedPromptsParams{Before: &before, MaxRows: limit})
+	})
 }
 
 // MaxListLimit guards the list queries; the HTTP layer sets the page size.

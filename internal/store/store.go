@@ -95,3 +95,19 @@ func NullUUID(id *uuid.UUID) uuid.NullUUID {
 	}
 	return uuid.NullUUID{UUID: *id, Valid: true}
 }
+
+// PurgeBatch is how many rows one statement of a purge deletes.
+const PurgeBatch = 1000
+
+// PurgeInBatches runs purge (a DELETE of at most limit rows) until it deletes fewer than
+// PurgeBatch, so a large purge is many short transactions, and returns the rows deleted.
+func PurgeInBatches(ctx context.Context, purge func(ctx context.Context, limit int32) (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := purge(ctx, PurgeBatch)
+		total += n
+		if err != nil || n < PurgeBatch {
+			return total, err
+		}
+	}
+}

@@ -510,8 +510,8 @@ func (c Config) validate() []string {
 		bad("mail.link_base", "must be an http(s) URL")
 	}
 	p = append(p, c.LLM.validate()...)
-	if c.Conversations.StreamTTL < c.LLM.StreamTimeout { // a reply's events must outlive the reply
-		bad("conversations.stream_ttl", "must be at least llm.stream_timeout (%s), got %s", c.LLM.StreamTimeout, c.Conversations.StreamTTL)
+	if c.Conversations.StreamTTL < c.LLM.StreamTimeout+time.Minute { // a reply's events must outlive the reply and its storing
+		bad("conversations.stream_ttl", "must be at least llm.stream_timeout + 1m (%s), got %s", c.LLM.StreamTimeout+time.Minute, c.Conversations.StreamTTL)
 	}
 	if c.Conversations.MaxFollowers < 1 {
 		bad("conversations.max_followers", "must be at least 1, got %d", c.Conversations.MaxFollowers)

@@ -253,14 +253,6 @@ const chatEventTypes: ReadonlySet<string> = new Set<ChatEvent["type"]>([
 ]);
 
 /**
- * The events of one streamed reply. Iterate it once with `for await`; the iteration ends
- * after the `done` event, or throws: a {@link KilnProblemError} for an `error` event, a
- * {@link KilnStreamError} for a `shutdown`, a cut stream or a malformed event, and the
- * signal's reason once it aborts. Leaving the loop early (break, throw) closes the
- * connection, which cancels the reply on the server. Heartbeats and event types this SDK
- * does not know are skipped.
- */
-/**
  * Decodes one server-sent event of a Kiln stream into `{ type, id, data }`: undefined for a
  * type not in `types` (a newer event), a {@link KilnProblemError} thrown for `error`, a
  * {@link KilnStreamError} for `shutdown` and for malformed events.
@@ -292,6 +284,14 @@ export function decodeEvent<E>(response: Response, sse: ServerSentEvent, types: 
   return { type: sse.event, id, data } as E;
 }
 
+/**
+ * The events of one streamed reply. Iterate it once with `for await`; the iteration ends
+ * after the `done` event, or throws: a {@link KilnProblemError} for an `error` event, a
+ * {@link KilnStreamError} for a `shutdown`, a cut stream or a malformed event, and the
+ * signal's reason once it aborts. Leaving the loop early (break, throw) closes the
+ * connection, which cancels the reply on the server. Heartbeats and event types this SDK
+ * does not know are skipped.
+ */
 export class ChatStream implements AsyncIterable<ChatEvent> {
   /** The HTTP response; `Kiln-Provider` and `Kiln-Provider-Model` name the target that serves the reply. */
   readonly response: Response;
