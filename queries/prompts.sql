@@ -60,6 +60,10 @@ ORDER BY prompt_id, label;
 -- name: GetPromptLabel :one
 SELECT * FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2 AND label = $3;
 
+-- name: DeletePromptLabel :one
+DELETE FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2 AND label = $3
+RETURNING *;
+
 -- name: UpsertPromptLabel :one
 INSERT INTO prompt_labels (org_id, prompt_id, label, version, split, experiment_id, updated_at, updated_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

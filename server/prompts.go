@@ -155,6 +155,21 @@ func (s *Server) SetPromptLabel(ctx context.Context, req api.SetPromptLabelReque
 	return api.SetPromptLabel200JSONResponse(toAPIPromptLabel(m.Label)), nil
 }
 
+// DeletePromptLabel removes a label; audited.
+func (s *Server) DeletePromptLabel(ctx context.Context, req api.DeletePromptLabelRequestObject) (api.DeletePromptLabelResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.prompts.DeleteLabel(ctx, access.OrgID, req.Name, req.Label)
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.label_delete", TargetType: "prompt", TargetID: req.Name,
+		Data: map[string]any{"label": req.Label, "from": labelTarget(&l)}})
+	return api.DeletePromptLabel204Response{}, nil
+}
+
 // labelTarget is what a label points at, for the audit log: a version, a split, or nil.
 func labelTarget(l *prompts.Label) any {
 	switch {

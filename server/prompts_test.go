@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 )
@@ -298,4 +299,36 @@ func TestPromptChatAndExperiment(t *testing.T) {
 		}
 	}
 	wantStatus(t, b.call(t, "GET", "/v1/prompts/support/experiments/"+uuid.Must(uuid.NewV7()).String(), owner, nil, nil), 404)
+}
+
+func TestPromptLabelDelete(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	owner := b.signUp(t, "owner@example.com").AccessToken
+	wantStatus(t, b.call(t, "POST", "/v1/prompts", owner, promptBody("support"), nil), 201)
+	wantStatus(t, b.call(t, "POST", "/v1/prompts/support/versions", owner, promptBody("")["version"], nil), 201)
+	var label api.PromptLabel
+	wantStatus(t, b.call(t, "PUT", "/v1/prompts/support/labels/staging", owner,
+		map[string]any{"split": []map[string]any{{"version": 1, "weight": 1}, {"version": 2, "weight": 1}}}, &label), 200)
+	wantStatus(t, b.call(t, "PUT", "/v1/prompts/support/labels/production", owner, map[string]any{"version": 1}, nil), 200)
+	key := b.createKey(t, owner, []string{"chat"}).Key
+	problemIs(t, b.call(t, "DELETE", "/v1/prompts/support/labels/staging", key, nil, nil), 403, errs.PermissionDenied)
+
+	wantStatus(t, b.call(t, "DELETE", "/v1/prompts/support/labels/staging", owner, nil, nil), 204)
+	var p api.Prompt
+	wantStatus(t, b.call(t, "GET", "/v1/prompts/support", owner, nil, &p), 200)
+	if len(p.Labels) != 1 || p.Labels[0].Label != "production" {
+		t.Errorf("labels %+v", p.Labels)
+	}
+	var report api.PromptExperimentReport
+	wantStatus(t, b.call(t, "GET", "/v1/prompts/support/experiments/"+label.ExperimentId.String(), owner, nil, &report), 200)
+	if report.EndedAt == nil {
+		t.Error("the deleted label's experiment did not end")
+	}
+	problemIs(t, b.call(t, "POST", "/v1/prompts/support/render", owner, map[string]any{"label": "staging", "variables": map[string]any{"topic": "x"}}, nil), 404, errs.NotFound)
+	problemIs(t, b.call(t, "DELETE", "/v1/prompts/support/labels/staging", owner, nil, nil), 404, errs.NotFound)
+	problemIs(t, b.call(t, "DELETE", "/v1/prompts/nope/labels/staging", owner, nil, nil), 404, errs.NotFound)
+	if n := b.auditCount(t, "prompt.label_delete", "support"); n != 1 {
+		t.Errorf("%d audit events, want 1", n)
+	}
 }

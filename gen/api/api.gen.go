@@ -2759,6 +2759,12 @@ type GetPromptExperimentParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// DeletePromptLabelParams defines parameters for DeletePromptLabel.
+type DeletePromptLabelParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SetPromptLabelParams defines parameters for SetPromptLabel.
 type SetPromptLabelParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4205,6 +4211,9 @@ type ServerInterface interface {
 	// GetPromptExperiment The results of an A/B experiment
 	// (GET /v1/prompts/{name}/experiments/{id})
 	GetPromptExperiment(w http.ResponseWriter, r *http.Request, name PromptName, id ID, params GetPromptExperimentParams)
+	// DeletePromptLabel Remove a label
+	// (DELETE /v1/prompts/{name}/labels/{label})
+	DeletePromptLabel(w http.ResponseWriter, r *http.Request, name PromptName, label PromptLabelName, params DeletePromptLabelParams)
 	// SetPromptLabel Point a label at a version, or split it between versions
 	// (PUT /v1/prompts/{name}/labels/{label})
 	SetPromptLabel(w http.ResponseWriter, r *http.Request, name PromptName, label PromptLabelName, params SetPromptLabelParams)
@@ -6663,6 +6672,65 @@ func (siw *ServerInterfaceWrapper) GetPromptExperiment(w http.ResponseWriter, r 
 	handler.ServeHTTP(w, r)
 }
 
+// DeletePromptLabel operation middleware
+func (siw *ServerInterfaceWrapper) DeletePromptLabel(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "label" -------------
+	var label PromptLabelName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "label", r.PathValue("label"), &label, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "label", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeletePromptLabelParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeletePromptLabel(w, r, name, label, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SetPromptLabel operation middleware
 func (siw *ServerInterfaceWrapper) SetPromptLabel(w http.ResponseWriter, r *http.Request) {
 
@@ -7402,6 +7470,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.ListPromptVersions)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.CreatePromptVersion)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions/{version}", wrapper.GetPromptVersion)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/prompts/{name}/labels/{label}", wrapper.DeletePromptLabel)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/prompts/{name}/labels/{label}", wrapper.SetPromptLabel)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/diff", wrapper.DiffPromptVersions)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/render", wrapper.RenderPrompt)
@@ -10124,6 +10193,41 @@ func (response GetPromptExperimentdefaultApplicationProblemPlusJSONResponse) Vis
 	return err
 }
 
+type DeletePromptLabelRequestObject struct {
+	Name   PromptName      `json:"name"`
+	Label  PromptLabelName `json:"label"`
+	Params DeletePromptLabelParams
+}
+
+type DeletePromptLabelResponseObject interface {
+	VisitDeletePromptLabelResponse(w http.ResponseWriter) error
+}
+
+type DeletePromptLabel204Response struct {
+}
+
+func (response DeletePromptLabel204Response) VisitDeletePromptLabelResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeletePromptLabeldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeletePromptLabeldefaultApplicationProblemPlusJSONResponse) VisitDeletePromptLabelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SetPromptLabelRequestObject struct {
 	Name   PromptName      `json:"name"`
 	Label  PromptLabelName `json:"label"`
@@ -10679,6 +10783,9 @@ type StrictServerInterface interface {
 	// GetPromptExperiment The results of an A/B experiment
 	// (GET /v1/prompts/{name}/experiments/{id})
 	GetPromptExperiment(ctx context.Context, request GetPromptExperimentRequestObject) (GetPromptExperimentResponseObject, error)
+	// DeletePromptLabel Remove a label
+	// (DELETE /v1/prompts/{name}/labels/{label})
+	DeletePromptLabel(ctx context.Context, request DeletePromptLabelRequestObject) (DeletePromptLabelResponseObject, error)
 	// SetPromptLabel Point a label at a version, or split it between versions
 	// (PUT /v1/prompts/{name}/labels/{label})
 	SetPromptLabel(ctx context.Context, request SetPromptLabelRequestObject) (SetPromptLabelResponseObject, error)
@@ -12561,6 +12668,34 @@ func (sh *strictHandler) GetPromptExperiment(w http.ResponseWriter, r *http.Requ
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetPromptExperimentResponseObject); ok {
 		if err := validResponse.VisitGetPromptExperimentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeletePromptLabel operation middleware
+func (sh *strictHandler) DeletePromptLabel(w http.ResponseWriter, r *http.Request, name PromptName, label PromptLabelName, params DeletePromptLabelParams) {
+	var request DeletePromptLabelRequestObject
+
+	request.Name = name
+	request.Label = label
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeletePromptLabel(ctx, request.(DeletePromptLabelRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeletePromptLabel")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeletePromptLabelResponseObject); ok {
+		if err := validResponse.VisitDeletePromptLabelResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -152,6 +152,33 @@ func (q *Queries) DeletePrompt(ctx context.Context, arg DeletePromptParams) (int
 	return result.RowsAffected(), nil
 }
 
+const deletePromptLabel = `-- name: DeletePromptLabel :one
+DELETE FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2 AND label = $3
+RETURNING org_id, prompt_id, label, version, split, experiment_id, updated_at, updated_by
+`
+
+type DeletePromptLabelParams struct {
+	OrgID    uuid.UUID
+	PromptID uuid.UUID
+	Label    string
+}
+
+func (q *Queries) DeletePromptLabel(ctx context.Context, arg DeletePromptLabelParams) (PromptLabel, error) {
+	row := q.db.QueryRow(ctx, deletePromptLabel, arg.OrgID, arg.PromptID, arg.Label)
+	var i PromptLabel
+	err := row.Scan(
+		&i.OrgID,
+		&i.PromptID,
+		&i.Label,
+		&i.Version,
+		&i.Split,
+		&i.ExperimentID,
+		&i.UpdatedAt,
+		&i.UpdatedBy,
+	)
+	return i, err
+}
+
 const endPromptExperiment = `-- name: EndPromptExperiment :exec
 UPDATE prompt_experiments SET ended_at = $1
 WHERE org_id = $2 AND id = $3 AND ended_at IS NULL

@@ -111,6 +111,39 @@ func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label strin
 	return m, nil
 }
 
+// DeleteLabel removes label of the prompt named name and ends the experiment it ran; it
+// returns what the label was, and not_found for the prompt or the label.
+func (s *Service) DeleteLabel(ctx context.Context, org uuid.UUID, name, label string) (Label, error) {
+	var out Label
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		p, err := q.GetPromptForUpdate(ctx, db.GetPromptForUpdateParams{OrgID: org, Name: name})
+		if err != nil {
+			return s.lookupError(err, name)
+		}
+		row, err := q.DeletePromptLabel(ctx, db.DeletePromptLabelParams{OrgID: org, PromptID: p.ID, Label: label})
+		if err != nil {
+			if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+				return errs.E(errs.NotFound, "Prompt %q has no label %q.", name, label)
+			}
+			return err
+		}
+		if out, err = toLabel(row); err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		if out.ExperimentID != nil {
+			if err := q.EndPromptExperiment(ctx, db.EndPromptExperimentParams{OrgID: org, ID: *out.ExperimentID, EndedAt: &now}); err != nil {
+				return err
+			}
+		}
+		return q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now})
+	})
+	if err != nil {
+		return Label{}, fmt.Errorf("delete prompt label: %w", err)
+	}
+	return out, nil
+}
+
 func validateTarget(label string, t Target) error {
 	if label == Latest {
 		return errs.InvalidFields("invalid label", []errs.FieldError{{Pointer: "/path/label", Message: "latest is reserved: it always means the newest version"}})

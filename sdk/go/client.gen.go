@@ -2857,6 +2857,12 @@ type GetPromptExperimentParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// DeletePromptLabelParams defines parameters for DeletePromptLabel.
+type DeletePromptLabelParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SetPromptLabelParams defines parameters for SetPromptLabel.
 type SetPromptLabelParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -5147,6 +5153,14 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
 	GetPromptExperiment(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeletePromptLabel Remove a label
+	//
+	// The label no longer resolves (a chat naming it is a 404); an experiment it ran ends,
+	// its report stays. Recorded in the audit log (`prompt.label_delete`).
+	//
+	// Corresponds with DELETE /v1/prompts/{name}/labels/{label} (the `DeletePromptLabel` operationId).
+	DeletePromptLabel(ctx context.Context, name PromptName, label PromptLabelName, params *DeletePromptLabelParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SetPromptLabelWithBody Point a label at a version, or split it between versions
 	//
 	// Publishing is moving a label (`production`, `staging`, any name) to a version;
@@ -7271,6 +7285,24 @@ func (c *Client) DiffPromptVersions(ctx context.Context, name PromptName, params
 // Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
 func (c *Client) GetPromptExperiment(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetPromptExperimentRequest(c.Server, name, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeletePromptLabel Remove a label
+//
+// The label no longer resolves (a chat naming it is a 404); an experiment it ran ends,
+// its report stays. Recorded in the audit log (`prompt.label_delete`).
+//
+// Corresponds with DELETE /v1/prompts/{name}/labels/{label} (the `DeletePromptLabel` operationId).
+func (c *Client) DeletePromptLabel(ctx context.Context, name PromptName, label PromptLabelName, params *DeletePromptLabelParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeletePromptLabelRequest(c.Server, name, label, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11390,6 +11422,62 @@ func NewGetPromptExperimentRequest(server string, name PromptName, id ID, params
 	return req, nil
 }
 
+// NewDeletePromptLabelRequest constructs an http.Request for the DeletePromptLabel method
+func NewDeletePromptLabelRequest(server string, name PromptName, label PromptLabelName, params *DeletePromptLabelParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "label", label, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/labels/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewSetPromptLabelRequest calls the generic SetPromptLabel builder with application/json body
 func NewSetPromptLabelRequest(server string, name PromptName, label PromptLabelName, params *SetPromptLabelParams, body SetPromptLabelJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -13107,6 +13195,16 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/prompts/{name}/experiments/{id} (the `GetPromptExperiment` operationId).
 	GetPromptExperimentWithResponse(ctx context.Context, name PromptName, id ID, params *GetPromptExperimentParams, reqEditors ...RequestEditorFn) (*GetPromptExperimentResponse, error)
+
+	// DeletePromptLabelWithResponse Remove a label
+	//
+	// The label no longer resolves (a chat naming it is a 404); an experiment it ran ends,
+	// its report stays. Recorded in the audit log (`prompt.label_delete`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/prompts/{name}/labels/{label} (the `DeletePromptLabel` operationId).
+	DeletePromptLabelWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *DeletePromptLabelParams, reqEditors ...RequestEditorFn) (*DeletePromptLabelResponse, error)
 
 	// SetPromptLabelWithBodyWithResponse Point a label at a version, or split it between versions
 	//
@@ -17024,6 +17122,47 @@ func (r GetPromptExperimentResponse) ContentType() string {
 	return ""
 }
 
+type DeletePromptLabelResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeletePromptLabelResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeletePromptLabelResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeletePromptLabelResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeletePromptLabelResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeletePromptLabelResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SetPromptLabelResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -19127,6 +19266,22 @@ func (c *ClientWithResponses) GetPromptExperimentWithResponse(ctx context.Contex
 		return nil, err
 	}
 	return ParseGetPromptExperimentResponse(rsp)
+}
+
+// DeletePromptLabelWithResponse Remove a label
+//
+// The label no longer resolves (a chat naming it is a 404); an experiment it ran ends,
+// its report stays. Recorded in the audit log (`prompt.label_delete`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/prompts/{name}/labels/{label} (the `DeletePromptLabel` operationId).
+func (c *ClientWithResponses) DeletePromptLabelWithResponse(ctx context.Context, name PromptName, label PromptLabelName, params *DeletePromptLabelParams, reqEditors ...RequestEditorFn) (*DeletePromptLabelResponse, error) {
+	rsp, err := c.DeletePromptLabel(ctx, name, label, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeletePromptLabelResponse(rsp)
 }
 
 // SetPromptLabelWithBodyWithResponse Point a label at a version, or split it between versions
@@ -22221,6 +22376,35 @@ func ParseGetPromptExperimentResponse(rsp *http.Response) (*GetPromptExperimentR
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeletePromptLabelResponse parses an HTTP response from a DeletePromptLabelWithResponse call
+func ParseDeletePromptLabelResponse(rsp *http.Response) (*DeletePromptLabelResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeletePromptLabelResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

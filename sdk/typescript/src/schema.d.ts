@@ -1219,7 +1219,12 @@ export interface paths {
          */
         put: operations["setPromptLabel"];
         post?: never;
-        delete?: never;
+        /**
+         * Remove a label
+         * @description The label no longer resolves (a chat naming it is a 404); an experiment it ran ends,
+         *     its report stays. Recorded in the audit log (`prompt.label_delete`).
+         */
+        delete: operations["deletePromptLabel"];
         options?: never;
         head?: never;
         patch?: never;
@@ -4578,6 +4583,33 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["PromptLabel"];
                 };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deletePromptLabel: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+                /** @description The label, e.g. `production`; `latest` is reserved. */
+                label: components["parameters"]["PromptLabelName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             default: components["responses"]["Problem"];
         };
