@@ -506,6 +506,32 @@ func TestConversationStreams(t *testing.T) {
 		if got := f.messages(t, f.alice, c.Id); roles(got) != "user:completed assistant:completed" {
 			t.Errorf("stored %s", roles(got))
 		}
+		// A client tool round trip over the socket.
+		tools := `"options":{"tools":[{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]}`
+		ws.send(`{"type":"conversation.message","data":{"conversation_id":"` + c.Id.String() + `","content":"call get_weather for Oslo",` + tools + `}}`)
+		frames = ws.untilEnd()
+		if d := doneOf(t, frames); d.FinishReason != api.ToolCalls {
+			t.Fatalf("done %+v", d)
+		}
+		var call api.ToolCallEvent
+		for _, fr := range frames {
+			if fr.Type == "tool_call" {
+				if err := json.Unmarshal(fr.Data, &call); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ws.send(`{"type":"conversation.tool_results","data":{"conversation_id":"` + c.Id.String() + `","results":[]}}`)
+		if p := ws.readProblem(errs.Invalid); !hasField(p, "/data/results", "") {
+			t.Errorf("problem %+v", p)
+		}
+		ws.send(`{"type":"conversation.tool_results","data":{"conversation_id":"` + c.Id.String() + `","results":[{"tool_call_id":"` + call.Id + `","content":"{\"temp_c\":3}"}],` + tools + `}}`)
+		if text := frameText(t, ws.untilEnd()); !strings.Contains(text, "temp_c") {
+			t.Errorf("after the results: %q", text)
+		}
+		if got := f.messages(t, f.alice, c.Id); roles(got) != "user:completed assistant:completed user:completed assistant:completed tool:completed assistant:completed" {
+			t.Errorf("stored %s", roles(got))
+		}
 	})
 
 	t.Run("IdempotentRetryReattaches", func(t *testing.T) {

@@ -322,11 +322,16 @@ func (s *Server) submitToolResults(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeBody(w, r, &body) {
 		return
 	}
+	s.serveReply(w, r, toolResultsInput(body.Results), body.Options, body.Stream != nil && *body.Stream)
+}
+
+// toolResultsInput is the client's tool results of a request.
+func toolResultsInput(results []api.ToolResult) conversations.Input {
 	in := conversations.Input{}
-	for _, res := range body.Results {
+	for _, res := range results {
 		in.ToolResults = append(in.ToolResults, conversations.ToolResult{CallID: res.ToolCallId, Content: res.Content, IsError: res.IsError != nil && *res.IsError})
 	}
-	s.serveReply(w, r, in, body.Options, body.Stream != nil && *body.Stream)
+	return in
 }
 
 // serveReply starts a reply and answers with its messages once it ends or, streaming,

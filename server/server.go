@@ -91,13 +91,13 @@ type Server struct {
 	replies     sync.WaitGroup
 	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
 	stopReplies context.CancelFunc
-	chatSchema  *openapi3.Schema // validates WebSocket chat frames
-	convSchema  *openapi3.Schema // validates WebSocket conversation.message frames
-	started     time.Time
-	streaming   map[string]bool // route templates exempt from the request deadline
-	heartbeat   time.Duration   // between SSE heartbeats
-	idem        *idempotency.Store
-	idemRoutes  map[string]bool // route templates that take an Idempotency-Key
+	// frameSchemas validate the data of the WebSocket's frames, by frame type.
+	frameSchemas map[string]*openapi3.Schema
+	started      time.Time
+	streaming    map[string]bool // route templates exempt from the request deadline
+	heartbeat    time.Duration   // between SSE heartbeats
+	idem         *idempotency.Store
+	idemRoutes   map[string]bool // route templates that take an Idempotency-Key
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -186,8 +186,12 @@ func New(d Deps) (*Server, error) {
 			s.respondError(w, r, &errs.Error{Code: errs.Invalid, Message: err.Error()})
 		},
 	})
-	s.chatSchema = d.Spec.Components.Schemas["ChatRequest"].Value
-	s.convSchema = d.Spec.Components.Schemas["WSConversationMessage"].Value
+	s.frameSchemas = map[string]*openapi3.Schema{}
+	for frame, schema := range map[string]string{
+		"chat": "ChatRequest", "conversation.message": "WSConversationMessage", "conversation.tool_results": "WSConversationToolResults",
+	} {
+		s.frameSchemas[frame] = d.Spec.Components.Schemas[schema].Value
+	}
 	s.HandleStream("POST /v1/chat/completions", http.HandlerFunc(s.createChatCompletion))
 	s.HandleStream("GET /v1/chat/ws", http.HandlerFunc(s.chatWebSocket))
 	s.HandleStream("POST /v1/conversations/{id}/messages", http.HandlerFunc(s.createConversationMessage))

@@ -142,8 +142,8 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				_ = ws.sendLocked(ctx, typ, data)
 				ws.mu.Unlock()
 			}()
-		case "conversation.message":
-			in, err := decodeWSConversation(s.convSchema, frame.Data)
+		case "conversation.message", "conversation.tool_results":
+			in, err := s.decodeWSConversation(frame.Type, frame.Data)
 			if err != nil {
 				ws.sendError(ctx, err)
 				continue
@@ -178,7 +178,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				ws.mu.Unlock()
 			}()
 		default:
-			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat, conversation.message or cancel"}}))
+			ws.sendError(ctx, errs.InvalidFields("invalid frame", []errs.FieldError{{Pointer: "/type", Message: "must be chat, conversation.message, conversation.tool_results or cancel"}}))
 		}
 	}
 }
@@ -243,18 +243,32 @@ func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
 	return last.Type, last.Data
 }
 
-// decodeWSConversation validates a conversation.message frame's data against its schema.
-func decodeWSConversation(schema *openapi3.Schema, data json.RawMessage) (replyInput, error) {
+// decodeFrame validates a frame's data against the schema of its type, as the HTTP
+// validator does for a request body, and decodes it into v.
+func (s *Server) decodeFrame(frameType string, data json.RawMessage, v any) error {
 	var generic any
 	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
-		return replyInput{}, errs.InvalidFields("invalid conversation.message frame", []errs.FieldError{{Pointer: "/data", Message: "must be a WSConversationMessage object"}})
+		return errs.InvalidFields("invalid "+frameType+" frame", []errs.FieldError{{Pointer: "/data", Message: "must be an object"}})
 	}
-	if err := schema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
-		return replyInput{}, errs.InvalidFields("invalid conversation.message frame", schemaFields("/data", err))
+	if err := s.frameSchemas[frameType].VisitJSON(generic, openapi3.MultiErrors()); err != nil {
+		return errs.InvalidFields("invalid "+frameType+" frame", schemaFields("/data", err))
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return &errs.Error{Code: errs.MalformedJSON, Message: "The frame's data could not be decoded."}
+	}
+	return nil
+}
+
+// decodeWSConversation decodes a conversation.message or conversation.tool_results frame.
+func (s *Server) decodeWSConversation(frameType string, data json.RawMessage) (replyInput, error) {
+	if frameType == "conversation.tool_results" {
+		var body api.WSConversationToolResults
+		err := s.decodeFrame(frameType, data, &body)
+		return replyInput{conversation: body.ConversationId, input: toolResultsInput(body.Results), options: body.Options}, err
 	}
 	var body api.WSConversationMessage
-	if err := json.Unmarshal(data, &body); err != nil {
-		return replyInput{}, &errs.Error{Code: errs.MalformedJSON, Message: "The frame's data could not be decoded."}
+	if err := s.decodeFrame(frameType, data, &body); err != nil {
+		return replyInput{}, err
 	}
 	in, err := userInput(body.Content, body.Parts)
 	return replyInput{conversation: body.ConversationId, input: in, options: body.Options}, underPointer(err, "/data")
@@ -263,16 +277,9 @@ func decodeWSConversation(schema *openapi3.Schema, data json.RawMessage) (replyI
 // decodeWSChat validates a chat frame's data against the ChatRequest schema, as the HTTP
 // validator does for a request body, then builds the call as the HTTP handler does.
 func (s *Server) decodeWSChat(ctx context.Context, who caller, data json.RawMessage) (chat.Call, *promptUse, error) {
-	var generic any
-	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
-		return chat.Call{}, nil, errs.InvalidFields("invalid chat frame", []errs.FieldError{{Pointer: "/data", Message: "must be a ChatRequest object"}})
-	}
-	if err := s.chatSchema.VisitJSON(generic, openapi3.MultiErrors()); err != nil {
-		return chat.Call{}, nil, errs.InvalidFields("invalid chat frame", schemaFields("/data", err))
-	}
 	var body api.ChatRequest
-	if err := json.Unmarshal(data, &body); err != nil {
-		return chat.Call{}, nil, &errs.Error{Code: errs.MalformedJSON, Message: "The chat frame's data could not be decoded."}
+	if err := s.decodeFrame("chat", data, &body); err != nil {
+		return chat.Call{}, nil, err
 	}
 	call, err := toChatCall(body)
 	call.Org = who.org

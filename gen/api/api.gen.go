@@ -870,9 +870,10 @@ func (e UsageReportGroupBy) Valid() bool {
 
 // Defines values for WSClientFrameType.
 const (
-	WSClientFrameTypeCancel              WSClientFrameType = "cancel"
-	WSClientFrameTypeChat                WSClientFrameType = "chat"
-	WSClientFrameTypeConversationMessage WSClientFrameType = "conversation.message"
+	WSClientFrameTypeCancel                  WSClientFrameType = "cancel"
+	WSClientFrameTypeChat                    WSClientFrameType = "chat"
+	WSClientFrameTypeConversationMessage     WSClientFrameType = "conversation.message"
+	WSClientFrameTypeConversationToolResults WSClientFrameType = "conversation.tool_results"
 )
 
 // Valid indicates whether the value is a known member of the WSClientFrameType enum.
@@ -883,6 +884,8 @@ func (e WSClientFrameType) Valid() bool {
 	case WSClientFrameTypeChat:
 		return true
 	case WSClientFrameTypeConversationMessage:
+		return true
+	case WSClientFrameTypeConversationToolResults:
 		return true
 	default:
 		return false
@@ -2376,12 +2379,12 @@ type UsageReportGroupBy string
 
 // WSClientFrame defines model for WSClientFrame.
 type WSClientFrame struct {
-	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`, `WSConversationToolResults` for `conversation.tool_results`.
 	Data *WSClientFrame_Data `json:"data,omitempty"`
 	Type WSClientFrameType   `json:"type"`
 }
 
-// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`, `WSConversationToolResults` for `conversation.tool_results`.
 type WSClientFrame_Data struct {
 	union json.RawMessage
 }
@@ -2397,6 +2400,15 @@ type WSConversationMessage struct {
 	// Options How to generate the reply; as the fields of `ChatRequest`.
 	Options *ReplyOptions  `json:"options,omitempty"`
 	Parts   *[]ContentPart `json:"parts,omitempty"`
+}
+
+// WSConversationToolResults A `conversation.tool_results` frame's data; as the body of `POST /v1/conversations/{id}/tool-results` (`stream` is implied).
+type WSConversationToolResults struct {
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions `json:"options,omitempty"`
+	Results []ToolResult  `json:"results"`
 }
 
 // WSServerFrame defines model for WSServerFrame.
@@ -3994,6 +4006,32 @@ func (t *WSClientFrame_Data) FromWSConversationMessage(v WSConversationMessage) 
 
 // MergeWSConversationMessage performs a merge with any union data inside the WSClientFrame_Data, using the provided WSConversationMessage
 func (t *WSClientFrame_Data) MergeWSConversationMessage(v WSConversationMessage) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWSConversationToolResults returns the union data inside the WSClientFrame_Data as a WSConversationToolResults
+func (t WSClientFrame_Data) AsWSConversationToolResults() (WSConversationToolResults, error) {
+	var body WSConversationToolResults
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWSConversationToolResults overwrites any union data inside the WSClientFrame_Data as the provided WSConversationToolResults
+func (t *WSClientFrame_Data) FromWSConversationToolResults(v WSConversationToolResults) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWSConversationToolResults performs a merge with any union data inside the WSClientFrame_Data, using the provided WSConversationToolResults
+func (t *WSClientFrame_Data) MergeWSConversationToolResults(v WSConversationToolResults) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

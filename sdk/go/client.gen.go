@@ -871,9 +871,10 @@ func (e UsageReportGroupBy) Valid() bool {
 
 // Defines values for WSClientFrameType.
 const (
-	WSClientFrameTypeCancel              WSClientFrameType = "cancel"
-	WSClientFrameTypeChat                WSClientFrameType = "chat"
-	WSClientFrameTypeConversationMessage WSClientFrameType = "conversation.message"
+	WSClientFrameTypeCancel                  WSClientFrameType = "cancel"
+	WSClientFrameTypeChat                    WSClientFrameType = "chat"
+	WSClientFrameTypeConversationMessage     WSClientFrameType = "conversation.message"
+	WSClientFrameTypeConversationToolResults WSClientFrameType = "conversation.tool_results"
 )
 
 // Valid indicates whether the value is a known member of the WSClientFrameType enum.
@@ -884,6 +885,8 @@ func (e WSClientFrameType) Valid() bool {
 	case WSClientFrameTypeChat:
 		return true
 	case WSClientFrameTypeConversationMessage:
+		return true
+	case WSClientFrameTypeConversationToolResults:
 		return true
 	default:
 		return false
@@ -2377,12 +2380,12 @@ type UsageReportGroupBy string
 
 // WSClientFrame defines model for WSClientFrame.
 type WSClientFrame struct {
-	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+	// Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`, `WSConversationToolResults` for `conversation.tool_results`.
 	Data *WSClientFrame_Data `json:"data,omitempty"`
 	Type WSClientFrameType   `json:"type"`
 }
 
-// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`.
+// WSClientFrame_Data `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`, `WSConversationToolResults` for `conversation.tool_results`.
 type WSClientFrame_Data struct {
 	union json.RawMessage
 }
@@ -2398,6 +2401,15 @@ type WSConversationMessage struct {
 	// Options How to generate the reply; as the fields of `ChatRequest`.
 	Options *ReplyOptions  `json:"options,omitempty"`
 	Parts   *[]ContentPart `json:"parts,omitempty"`
+}
+
+// WSConversationToolResults A `conversation.tool_results` frame's data; as the body of `POST /v1/conversations/{id}/tool-results` (`stream` is implied).
+type WSConversationToolResults struct {
+	ConversationId openapi_types.UUID `json:"conversation_id"`
+
+	// Options How to generate the reply; as the fields of `ChatRequest`.
+	Options *ReplyOptions `json:"options,omitempty"`
+	Results []ToolResult  `json:"results"`
 }
 
 // WSServerFrame defines model for WSServerFrame.
@@ -4117,6 +4129,32 @@ func (t *WSClientFrame_Data) MergeWSConversationMessage(v WSConversationMessage)
 	return err
 }
 
+// AsWSConversationToolResults returns the union data inside the WSClientFrame_Data as a WSConversationToolResults
+func (t WSClientFrame_Data) AsWSConversationToolResults() (WSConversationToolResults, error) {
+	var body WSConversationToolResults
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWSConversationToolResults overwrites any union data inside the WSClientFrame_Data as the provided WSConversationToolResults
+func (t *WSClientFrame_Data) FromWSConversationToolResults(v WSConversationToolResults) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWSConversationToolResults performs a merge with any union data inside the WSClientFrame_Data, using the provided WSConversationToolResults
+func (t *WSClientFrame_Data) MergeWSConversationToolResults(v WSConversationToolResults) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
 func (t WSClientFrame_Data) MarshalJSON() ([]byte, error) {
 	b, err := t.union.MarshalJSON()
 	return b, err
@@ -4676,7 +4714,9 @@ type ClientInterface interface {
 	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
 	// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
 	// conversation and streams its reply (`reply.started` first, as
-	// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+	// `POST /v1/conversations/{id}/messages`), `{"type": "conversation.tool_results", "data":
+	// WSConversationToolResults}` answers its client tool calls and streams the next reply,
+	// `{"type": "cancel"}` stops the running one (it
 	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
@@ -6298,7 +6338,9 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 // ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
 // `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
 // conversation and streams its reply (`reply.started` first, as
-// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+// `POST /v1/conversations/{id}/messages`), `{"type": "conversation.tool_results", "data":
+// WSConversationToolResults}` answers its client tool calls and streams the next reply,
+// `{"type": "cancel"}` stops the running one (it
 // ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
@@ -12667,7 +12709,9 @@ type ClientWithResponsesInterface interface {
 	// ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
 	// `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
 	// conversation and streams its reply (`reply.started` first, as
-	// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+	// `POST /v1/conversations/{id}/messages`), `{"type": "conversation.tool_results", "data":
+	// WSConversationToolResults}` answers its client tool calls and streams the next reply,
+	// `{"type": "cancel"}` stops the running one (it
 	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
 	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
@@ -18427,7 +18471,9 @@ func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Conte
 // ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
 // `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
 // conversation and streams its reply (`reply.started` first, as
-// `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+// `POST /v1/conversations/{id}/messages`), `{"type": "conversation.tool_results", "data":
+// WSConversationToolResults}` answers its client tool calls and streams the next reply,
+// `{"type": "cancel"}` stops the running one (it
 // ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
 // request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`

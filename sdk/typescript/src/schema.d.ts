@@ -1014,7 +1014,9 @@ export interface paths {
          *     ChatRequest}` starts a reply (one at a time per connection; `stream` is implied),
          *     `{"type": "conversation.message", "data": WSConversationMessage}` sends a message to a
          *     conversation and streams its reply (`reply.started` first, as
-         *     `POST /v1/conversations/{id}/messages`), `{"type": "cancel"}` stops the running one (it
+         *     `POST /v1/conversations/{id}/messages`), `{"type": "conversation.tool_results", "data":
+         *     WSConversationToolResults}` answers its client tool calls and streams the next reply,
+         *     `{"type": "cancel"}` stops the running one (it
          *     ends with a `done` event whose `finish_reason` is `cancelled`).
          *     Every reply ends with `done` or `error`; the connection stays open for the next
          *     request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
@@ -2187,9 +2189,9 @@ export interface components {
         ChatEventType: "reply.started" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error";
         WSClientFrame: {
             /** @enum {string} */
-            type: "chat" | "conversation.message" | "cancel";
-            /** @description `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`. */
-            data?: components["schemas"]["ChatRequest"] | components["schemas"]["WSConversationMessage"];
+            type: "chat" | "conversation.message" | "conversation.tool_results" | "cancel";
+            /** @description `ChatRequest` for `chat`, `WSConversationMessage` for `conversation.message`, `WSConversationToolResults` for `conversation.tool_results`. */
+            data?: components["schemas"]["ChatRequest"] | components["schemas"]["WSConversationMessage"] | components["schemas"]["WSConversationToolResults"];
         };
         /** @description A `conversation.message` frame's data; as the body of `POST /v1/conversations/{id}/messages` (`stream` is implied). */
         WSConversationMessage: {
@@ -2197,6 +2199,13 @@ export interface components {
             conversation_id: string;
             content?: string;
             parts?: components["schemas"]["ContentPart"][];
+            options?: components["schemas"]["ReplyOptions"];
+        };
+        /** @description A `conversation.tool_results` frame's data; as the body of `POST /v1/conversations/{id}/tool-results` (`stream` is implied). */
+        WSConversationToolResults: {
+            /** Format: uuid */
+            conversation_id: string;
+            results: components["schemas"]["ToolResult"][];
             options?: components["schemas"]["ReplyOptions"];
         };
         WSServerFrame: {
