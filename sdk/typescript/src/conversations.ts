@@ -10,7 +10,7 @@ import type { components } from "./schema.js";
 // A cycle with index.ts, which re-exports this module: fine, as neither uses the other's
 // bindings while it is being evaluated.
 import { KilnProblemError, type KilnClient } from "./index.js";
-import { ChatResult, KilnStreamError, SSEDecoder, decodeEvent, type ChatEvent } from "./stream.js";
+import { ChatResult, KilnStreamError, readEvents, type ChatEvent } from "./stream.js";
 
 type Schemas = components["schemas"];
 /** The user's message for {@link streamConversationMessage}: the API's ConversationMessageRequest, whose `stream` is always true. */
@@ -249,36 +249,12 @@ export class ReplyStream implements AsyncIterable<ReplyEvent> {
       throw new Error("a ReplyStream can be iterated once only");
     }
     this.#used = true;
-    const reader = this.response.body.getReader();
-    const decoder = new SSEDecoder();
-    try {
-      for (;;) {
-        this.#signal?.throwIfAborted();
-        const { value, done } = await reader.read();
-        const events = done ? decoder.flush() : decoder.decode(value);
-        for (const sse of events) {
-          this.#signal?.throwIfAborted();
-          const event = decodeEvent<ReplyEvent>(this.response, sse, replyEventTypes);
-          if (event) {
-            if (event.type === "reply.started") {
-              this.#messageId ??= event.data.message_id;
-            }
-            this.#lastEventId = event.id;
-            yield event;
-            if (event.type === "done") {
-              return;
-            }
-          }
-        }
-        if (done) {
-          throw new KilnStreamError("truncated", "the reply stream ended before its done event");
-        }
+    for await (const event of readEvents<ReplyEvent>(this.response, this.#signal, replyEventTypes, "reply")) {
+      if (event.type === "reply.started") {
+        this.#messageId ??= event.data.message_id;
       }
-    } catch (err) {
-      this.#signal?.throwIfAborted(); // a read failed because of the abort
-      throw err;
-    } finally {
-      reader.cancel().catch(() => {}); // closes the connection; a no-op after the end
+      this.#lastEventId = event.id;
+      yield event;
     }
   }
 

@@ -253,11 +253,52 @@ const chatEventTypes: ReadonlySet<string> = new Set<ChatEvent["type"]>([
 ]);
 
 /**
+ * Yields the events of a Kiln stream's body whose types are in `types`, up to and including
+ * `done`; the one reading loop under {@link ChatStream} and the conversations' ReplyStream.
+ * Returning early (break, throw) cancels the body, which closes the connection. `what`
+ * names the stream in the error of one cut before `done`.
+ */
+export async function* readEvents<E extends { type: string }>(
+  response: Response,
+  signal: AbortSignal | undefined,
+  types: ReadonlySet<string>,
+  what: string,
+): AsyncGenerator<E> {
+  const reader = response.body!.getReader();
+  const decoder = new SSEDecoder();
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const { value, done } = await reader.read();
+      const events = done ? decoder.flush() : decoder.decode(value);
+      for (const sse of events) {
+        signal?.throwIfAborted();
+        const event = decodeEvent<E>(response, sse, types);
+        if (event) {
+          yield event;
+          if (event.type === "done") {
+            return;
+          }
+        }
+      }
+      if (done) {
+        throw new KilnStreamError("truncated", `the ${what} stream ended before its done event`);
+      }
+    }
+  } catch (err) {
+    signal?.throwIfAborted(); // a read failed because of the abort
+    throw err;
+  } finally {
+    reader.cancel().catch(() => {}); // closes the connection; a no-op after the end
+  }
+}
+
+/**
  * Decodes one server-sent event of a Kiln stream into `{ type, id, data }`: undefined for a
  * type not in `types` (a newer event), a {@link KilnProblemError} thrown for `error`, a
  * {@link KilnStreamError} for `shutdown` and for malformed events.
  */
-export function decodeEvent<E>(response: Response, sse: ServerSentEvent, types: ReadonlySet<string>): E | undefined {
+function decodeEvent<E>(response: Response, sse: ServerSentEvent, types: ReadonlySet<string>): E | undefined {
   let data: unknown;
   try {
     data = JSON.parse(sse.data);
@@ -308,33 +349,7 @@ export class ChatStream implements AsyncIterable<ChatEvent> {
       throw new Error("a ChatStream can be iterated once only");
     }
     this.#used = true;
-    const reader = this.response.body.getReader();
-    const decoder = new SSEDecoder();
-    try {
-      for (;;) {
-        this.#signal?.throwIfAborted();
-        const { value, done } = await reader.read();
-        const events = done ? decoder.flush() : decoder.decode(value);
-        for (const sse of events) {
-          this.#signal?.throwIfAborted();
-          const event = decodeEvent<ChatEvent>(this.response, sse, chatEventTypes);
-          if (event) {
-            yield event;
-            if (event.type === "done") {
-              return;
-            }
-          }
-        }
-        if (done) {
-          throw new KilnStreamError("truncated", "the chat stream ended before its done event");
-        }
-      }
-    } catch (err) {
-      this.#signal?.throwIfAborted(); // a read failed because of the abort
-      throw err;
-    } finally {
-      reader.cancel().catch(() => {}); // closes the connection; a no-op after the end
-    }
+    yield* readEvents<ChatEvent>(this.response, this.#signal, chatEventTypes, "chat");
   }
 
   /** Reads the whole stream and returns what its events add up to. */
