@@ -102,6 +102,22 @@ func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func(c
 	return r.WithContext(ctx), who, call, cancel, true
 }
 
+// chatCallOf builds the validated runner call of a chat request for who (the WebSocket's
+// chat frames, conversation replies): the request's fields, its stored prompt if any, then
+// the runner's checks.
+func (s *Server) chatCallOf(ctx context.Context, who caller, body *api.ChatRequest) (chat.Call, *promptUse, error) {
+	call, err := toChatCall(*body)
+	call.Org = who.org
+	var use *promptUse
+	if err == nil {
+		use, err = s.applyPrompt(ctx, who, body, &call)
+	}
+	if err == nil {
+		err = s.llm.Runner.Validate(&call)
+	}
+	return call, use, err
+}
+
 // bound limits a model call to the stream timeout and tells the gateway its org, for the
 // org's own provider keys.
 func (s *Server) bound(ctx context.Context, who caller) (context.Context, context.CancelFunc) {

@@ -73,15 +73,7 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 		sticky := conv.ID.String() // a split is sticky per conversation
 		body.Prompt.StickyKey = &sticky
 	}
-	call, err := toChatCall(body)
-	call.Org = who.org
-	var use *promptUse
-	if err == nil {
-		use, err = s.applyPrompt(ctx, who, &body, &call)
-	}
-	if err == nil {
-		err = s.llm.Runner.Validate(&call)
-	}
+	call, use, err := s.chatCallOf(ctx, who, &body)
 	if err != nil {
 		return startedReply{}, underPointer(err, "/options")
 	}

@@ -281,14 +281,5 @@ func (s *Server) decodeWSChat(ctx context.Context, who caller, data json.RawMess
 	if err := s.decodeFrame("chat", data, &body); err != nil {
 		return chat.Call{}, nil, err
 	}
-	call, err := toChatCall(body)
-	call.Org = who.org
-	var use *promptUse
-	if err == nil {
-		use, err = s.applyPrompt(ctx, who, &body, &call)
-	}
-	if err == nil {
-		err = s.llm.Runner.Validate(&call)
-	}
-	return call, use, err
+	return s.chatCallOf(ctx, who, &body)
 }
