@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -358,11 +359,7 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 			s.respondError(w, r, out.err)
 			return
 		}
-		reply := api.ConversationReply{Messages: make([]api.ConversationMessage, 0, len(started.Inputs)+len(out.added))}
-		for _, m := range append(append([]conversations.Message(nil), started.Inputs...), out.added...) {
-			reply.Messages = append(reply.Messages, toAPIConversationMessage(m))
-		}
-		writeJSON(w, http.StatusOK, reply)
+		writeJSON(w, http.StatusOK, toAPIConversationReply(append(slices.Clip(started.Inputs), out.added...)))
 	case <-r.Context().Done(): // the client went away; the reply goes on
 	}
 }
@@ -497,9 +494,14 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, ref string, bo
 		s.respondError(w, r, err)
 		return
 	}
-	out := api.ConversationReply{Messages: make([]api.ConversationMessage, len(turn))}
-	for i, msg := range turn {
-		out.Messages[i] = toAPIConversationMessage(msg)
+	writeJSON(w, http.StatusOK, toAPIConversationReply(turn))
+}
+
+// toAPIConversationReply is the answer of a request that added msgs.
+func toAPIConversationReply(msgs []conversations.Message) api.ConversationReply {
+	out := api.ConversationReply{Messages: make([]api.ConversationMessage, len(msgs))}
+	for i, m := range msgs {
+		out.Messages[i] = toAPIConversationMessage(m)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
