@@ -234,6 +234,11 @@ func (s *Service) Messages(ctx context.Context, o Owner, id uuid.UUID, limit int
 	if _, err := s.Get(ctx, o, id); err != nil {
 		return nil, err
 	}
+	return s.page(ctx, o.Org, id, limit, cursor)
+}
+
+// page is Messages of a conversation the caller has been found to see.
+func (s *Service) page(ctx context.Context, org, id uuid.UUID, limit int, cursor string) ([]Message, error) {
 	var after pgtype.Int4
 	if cursor != "" {
 		n, err := strconv.ParseInt(cursor, 10, 32)
@@ -242,7 +247,7 @@ func (s *Service) Messages(ctx context.Context, o Owner, id uuid.UUID, limit int
 		}
 		after = pgtype.Int4{Int32: int32(n), Valid: true}
 	}
-	rows, err := s.st.ListMessages(ctx, db.ListMessagesParams{OrgID: o.Org, ConversationID: id, AfterSeq: after, MaxRows: int32(min(limit, MaxMessages))}) //nolint:gosec // bounded
+	rows, err := s.st.ListMessages(ctx, db.ListMessagesParams{OrgID: org, ConversationID: id, AfterSeq: after, MaxRows: int32(min(limit, MaxMessages))}) //nolint:gosec // bounded
 	if err != nil {
 		return nil, err
 	}
@@ -392,7 +397,7 @@ func (s *Service) Turn(ctx context.Context, o Owner, conversation, firstInput, r
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := s.Messages(ctx, o, conversation, 1000, strconv.Itoa(first.Seq-1))
+	msgs, err := s.page(ctx, o.Org, conversation, 1000, strconv.Itoa(first.Seq-1)) // Message checked who sees it
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func (s *Service) Export(ctx context.Context, o Owner, id uuid.UUID) (Conversati
 	var msgs []Message
 	cursor := ""
 	for { // every message: server-side tool steps may take a conversation past MaxMessages
-		page, err := s.Messages(ctx, o, id, MaxMessages, cursor)
+		page, err := s.page(ctx, o.Org, id, MaxMessages, cursor)
 		if err != nil {
 			return Conversation{}, nil, err
 		}
