@@ -93,12 +93,6 @@ func (c *ClientWithResponses) ResumeReply(ctx context.Context, conversationID ID
 	return resumeReply(ctx, c.ClientInterface, conversationID, messageID, lastEventID, params, reqEditors)
 }
 
-// acceptEventStream asks for the text/event-stream answer of an operation that has two.
-func acceptEventStream(_ context.Context, req *http.Request) error {
-	req.Header.Set("Accept", "text/event-stream")
-	return nil
-}
-
 func streamConversationMessage(ctx context.Context, c ClientInterface, conversationID ID, params *CreateConversationMessageParams, body ConversationMessageRequest, reqEditors []RequestEditorFn) (*ReplyStream, error) {
 	stream := true
 	body.Stream = &stream

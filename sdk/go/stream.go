@@ -103,15 +103,17 @@ func (c *ClientWithResponses) StreamChatCompletion(ctx context.Context, params *
 func streamChatCompletion(ctx context.Context, c ClientInterface, params *CreateChatCompletionParams, body ChatRequest, reqEditors []RequestEditorFn) (*ChatStream, error) {
 	stream := true
 	body.Stream = &stream
-	accept := func(_ context.Context, req *http.Request) error {
-		req.Header.Set("Accept", "text/event-stream")
-		return nil
-	}
-	resp, err := c.CreateChatCompletion(ctx, params, body, append([]RequestEditorFn{accept}, reqEditors...)...)
+	resp, err := c.CreateChatCompletion(ctx, params, body, append([]RequestEditorFn{acceptEventStream}, reqEditors...)...)
 	if err != nil {
 		return nil, err
 	}
 	return newChatStream(ctx, resp)
+}
+
+// acceptEventStream asks for the text/event-stream answer of an operation that has two.
+func acceptEventStream(_ context.Context, req *http.Request) error {
+	req.Header.Set("Accept", "text/event-stream")
+	return nil
 }
 
 // newChatStream reads the events of resp, the answer to a stream request, or returns its
