@@ -58,12 +58,18 @@ func (s *Server) callerFor(r *http.Request) (caller, error) {
 		}
 		requested = &id
 	}
-	access, err := s.orgFor(r.Context(), requested)
+	return s.callerOf(r.Context(), requested)
+}
+
+// callerOf resolves the org requested (nil: the caller's default) and the user or key of
+// the caller in ctx.
+func (s *Server) callerOf(ctx context.Context, requested *uuid.UUID) (caller, error) {
+	access, err := s.orgFor(ctx, requested)
 	if err != nil {
 		return caller{}, err
 	}
 	c := caller{org: access.OrgID}
-	if p, ok := principalFrom(r.Context()); ok {
+	if p, ok := principalFrom(ctx); ok {
 		if p.Key != nil {
 			c.key = p.Key.ID
 		} else {

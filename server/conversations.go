@@ -28,19 +28,8 @@ func (c caller) owner() conversations.Owner {
 
 // ownerFor resolves the caller of a strict handler.
 func (s *Server) ownerFor(ctx context.Context, requested *uuid.UUID) (conversations.Owner, error) {
-	access, err := s.orgFor(ctx, requested)
-	if err != nil {
-		return conversations.Owner{}, err
-	}
-	who := caller{org: access.OrgID}
-	if p, ok := principalFrom(ctx); ok {
-		if p.Key != nil {
-			who.key = p.Key.ID
-		} else {
-			who.user = p.UserID
-		}
-	}
-	return who.owner(), nil
+	who, err := s.callerOf(ctx, requested)
+	return who.owner(), err
 }
 
 // ListConversations lists the caller's conversations, newest first.
