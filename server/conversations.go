@@ -59,11 +59,7 @@ func (s *Server) CreateConversation(ctx context.Context, req api.CreateConversat
 	if err := s.checkAlias(req.Body.Model); err != nil {
 		return nil, err
 	}
-	var meta map[string]string
-	if req.Body.Metadata != nil {
-		meta = *req.Body.Metadata
-	}
-	c, err := s.conv.Service.Create(ctx, o, deref(req.Body.Title), deref(req.Body.Model), meta)
+	c, err := s.conv.Service.Create(ctx, o, deref(req.Body.Title), deref(req.Body.Model), deref(req.Body.Metadata))
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +96,7 @@ func (s *Server) UpdateConversation(ctx context.Context, req api.UpdateConversat
 	if err := s.checkAlias(req.Body.Model); err != nil {
 		return nil, err
 	}
-	var meta map[string]string
-	if req.Body.Metadata != nil {
-		meta = *req.Body.Metadata
-	}
-	c, err := s.conv.Service.Update(ctx, o, req.Id, req.Body.Title, req.Body.Model, meta)
+	c, err := s.conv.Service.Update(ctx, o, req.Id, req.Body.Title, req.Body.Model, deref(req.Body.Metadata))
 	if err != nil {
 		return nil, err
 	}
