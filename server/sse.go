@@ -74,12 +74,13 @@ func (st *sseStream) write(id, event string, data []byte) error {
 		st.started = true
 		commitEventStream(st.w)
 	}
+	var err error
 	if id != "" {
-		if _, err := fmt.Fprintf(st.w, "id: %s\n", id); err != nil {
-			return err
-		}
+		_, err = fmt.Fprintf(st.w, "id: %s\nevent: %s\ndata: %s\n\n", id, event, data)
+	} else {
+		_, err = fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", event, data)
 	}
-	if _, err := fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+	if err != nil {
 		return err
 	}
 	return st.rc.Flush()
