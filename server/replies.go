@@ -116,13 +116,22 @@ func (s *Server) startReply(r *http.Request, who caller, in replyInput) (started
 
 // failReply ends a reply that could not start.
 func (s *Server) failReply(r *http.Request, who caller, reply conversations.Reply, cause error) {
+	s.endReply(r, who, reply, conversations.Outcome{Status: conversations.Failed, Err: s.storedError(r, cause)}, nil)
+}
+
+// endReply stores how a reply ended and publishes its last event; a reply that could not
+// be stored ends failed. It returns the messages stored (the steps and the reply) and the
+// outcome as published.
+func (s *Server) endReply(r *http.Request, who caller, reply conversations.Reply, out conversations.Outcome, res *chat.Result) ([]conversations.Message, conversations.Outcome) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	out := conversations.Outcome{Status: conversations.Failed, Err: s.storedError(r, cause)}
-	if _, err := s.conv.Service.Finish(ctx, who.org, reply.Conversation.ID, reply.Message.ID, out); err != nil {
-		s.log.ErrorContext(ctx, "store a failed reply", "message_id", reply.Message.ID, "error", err)
+	added, err := s.conv.Service.Finish(ctx, who.org, reply.Conversation.ID, reply.Message.ID, out)
+	if err != nil { // the housekeeping task fails the reply later; its stream ends now
+		s.log.ErrorContext(ctx, "store a reply", "message_id", reply.Message.ID, "error", err)
+		out.Status, out.Err = conversations.Failed, err
 	}
-	s.publishEnd(r, reply.Message.ID.String(), reply.Message.Model, out, nil)
+	s.publishEnd(r, reply.Message.ID.String(), reply.Message.Model, out, res)
+	return added, out
 }
 
 // storedError is the error a failed reply is stored and reported with.
@@ -197,18 +206,13 @@ func (s *Server) generate(r *http.Request, who caller, reply conversations.Reply
 		out.Message = llm.TextMessage(llm.RoleAssistant, text.String())
 	}
 
-	fctx, cancelFinish := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
-	defer cancelFinish()
-	added, ferr := s.conv.Service.Finish(fctx, who.org, reply.Conversation.ID, reply.Message.ID, out)
-	if ferr != nil { // the housekeeping task fails the reply later; its stream ends now
-		s.log.ErrorContext(fctx, "store a reply", "message_id", id, "error", ferr)
-		out.Status, out.Err = conversations.Failed, ferr
-	}
-	s.publishEnd(r, id, call.Alias, out, res)
+	added, out := s.endReply(r, who, reply, out, res)
 	done <- replyOutcome{added: added, err: out.Err}
 	if out.Status == conversations.Completed && reply.Conversation.Title == "" && firstExchange(reply.History) && s.conv.Title != nil {
-		if err := s.conv.Title(fctx, who.org, reply.Conversation.ID); err != nil {
-			s.log.ErrorContext(fctx, "enqueue a conversation title", "conversation_id", reply.Conversation.ID, "error", err)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+		defer cancel()
+		if err := s.conv.Title(tctx, who.org, reply.Conversation.ID); err != nil {
+			s.log.ErrorContext(tctx, "enqueue a conversation title", "conversation_id", reply.Conversation.ID, "error", err)
 		}
 	}
 }
