@@ -108,6 +108,35 @@ type Invitation struct {
 	RevokedAt  *time.Time
 }
 
+type Job struct {
+	ID                uuid.UUID
+	OrgID             uuid.NullUUID
+	Kind              string
+	Queue             string
+	State             string
+	Payload           []byte
+	ProgressDone      int64
+	ProgressTotal     int64
+	ProgressMessage   string
+	Attempts          int32
+	MaxAttempts       int32
+	LastError         string
+	Result            []byte
+	CreatedBy         uuid.NullUUID
+	ApiKeyID          uuid.NullUUID
+	UniqueKey         pgtype.Text
+	UniqueUntil       *time.Time
+	RunAt             time.Time
+	EnqueuedAt        *time.Time
+	HeartbeatAt       *time.Time
+	CancelRequestedAt *time.Time
+	Run               int32
+	CreatedAt         time.Time
+	StartedAt         *time.Time
+	FinishedAt        *time.Time
+	UpdatedAt         time.Time
+}
+
 type LlmUsage struct {
 	ID               uuid.UUID
 	OrgID            uuid.UUID
