@@ -17,7 +17,7 @@ const createJob = `-- name: CreateJob :one
 INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by, api_key_id,
                   unique_key, unique_until, run_at, created_at, updated_at)
 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $12)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
 `
 
 type CreateJobParams struct {
@@ -78,12 +78,14 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
 	)
 	return i, err
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at FROM jobs WHERE id = $1
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -116,12 +118,14 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
 	)
 	return i, err
 }
 
 const getUniqueJob = `-- name: GetUniqueJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
 WHERE kind = $1 AND unique_key = $2 AND unique_until > $3
 ORDER BY unique_until DESC
 LIMIT 1
@@ -164,6 +168,8 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 		&i.StartedAt,
 		&i.FinishedAt,
 		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
 	)
 	return i, err
 }

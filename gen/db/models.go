@@ -135,6 +135,25 @@ type Job struct {
 	StartedAt         *time.Time
 	FinishedAt        *time.Time
 	UpdatedAt         time.Time
+	DiscardedAt       *time.Time
+	DiscardedBy       uuid.NullUUID
+}
+
+type JobSchedule struct {
+	ID        uuid.UUID
+	Name      string
+	Source    string
+	Cron      string
+	Timezone  string
+	Kind      string
+	Payload   []byte
+	NextRunAt time.Time
+	PausedAt  *time.Time
+	LastRunAt *time.Time
+	LastJobID uuid.NullUUID
+	CreatedBy uuid.NullUUID
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 type LlmUsage struct {

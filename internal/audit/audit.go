@@ -48,7 +48,11 @@ func New(st *store.Store) *Log { return &Log{st: st} }
 
 // Record appends e. Callers record after the action succeeded (or, for failed logins,
 // after it failed); a failure to record is returned, not hidden.
-func (l *Log) Record(ctx context.Context, e Event) error {
+func (l *Log) Record(ctx context.Context, e Event) error { return RecordIn(ctx, l.st.Queries, e) }
+
+// RecordIn appends e through q: inside q's transaction, the event commits or rolls back
+// with the change it records.
+func RecordIn(ctx context.Context, q *db.Queries, e Event) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("audit id: %w", err)
@@ -60,7 +64,7 @@ func (l *Log) Record(ctx context.Context, e Event) error {
 	if err != nil {
 		return fmt.Errorf("encode audit data: %w", err)
 	}
-	err = l.st.InsertAuditEvent(ctx, db.InsertAuditEventParams{
+	err = q.InsertAuditEvent(ctx, db.InsertAuditEventParams{
 		ID: id, OrgID: store.NullUUID(e.OrgID), ActorType: e.ActorType, ActorID: store.NullUUID(e.ActorID),
 		Action: e.Action, TargetType: e.TargetType, TargetID: e.TargetID, Ip: e.IP, UserAgent: e.UserAgent, Data: data,
 	})
