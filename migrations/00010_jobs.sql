@@ -29,6 +29,11 @@ CREATE TABLE jobs (
     run_at            timestamptz NOT NULL,
     -- Set when the relay handed the job to Asynq; null while it waits in the outbox.
     enqueued_at       timestamptz,
+    -- The Asynq task id the job runs under: its id, then a fresh one per run and per
+    -- re-enqueue of an orphan (a task of a dead worker that Asynq still holds as active
+    -- must not block, nor run beside, the new one; a task whose id is not this one is
+    -- stale and skipped).
+    task_id           text        NOT NULL,
     -- Bumped by the running handler; a running job whose heartbeat stopped is an orphan.
     heartbeat_at      timestamptz,
     cancel_requested_at timestamptz,
@@ -40,8 +45,9 @@ CREATE TABLE jobs (
     updated_at        timestamptz NOT NULL
 );
 CREATE INDEX jobs_org ON jobs (org_id, id DESC);
+CREATE INDEX jobs_creator ON jobs (org_id, created_by, id DESC);
 CREATE INDEX jobs_outbox ON jobs (run_at) WHERE state = 'queued' AND enqueued_at IS NULL;
-CREATE INDEX jobs_active ON jobs (state, updated_at) WHERE state IN ('queued', 'running');
+CREATE INDEX jobs_active ON jobs (id) WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL;
 CREATE INDEX jobs_failed ON jobs (finished_at DESC) WHERE state = 'failed';
 CREATE INDEX jobs_unique ON jobs (kind, unique_key, unique_until DESC) WHERE unique_key IS NOT NULL;
 

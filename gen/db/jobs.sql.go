@@ -13,11 +13,125 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const cancelQueuedJob = `-- name: CancelQueuedJob :one
+UPDATE jobs
+SET state = 'cancelled', cancel_requested_at = $1, finished_at = $1, updated_at = $1
+WHERE id = $2 AND state = 'queued'
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+`
+
+type CancelQueuedJobParams struct {
+	Now *time.Time
+	ID  uuid.UUID
+}
+
+func (q *Queries) CancelQueuedJob(ctx context.Context, arg CancelQueuedJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, cancelQueuedJob, arg.Now, arg.ID)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
+}
+
+const claimOutbox = `-- name: ClaimOutbox :many
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= $1
+ORDER BY run_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+`
+
+type ClaimOutboxParams struct {
+	Now     time.Time
+	MaxRows int32
+}
+
+// The relay's batch: committed jobs due to run that are not in Asynq yet. SKIP LOCKED lets
+// any number of relays share the outbox.
+func (q *Queries) ClaimOutbox(ctx context.Context, arg ClaimOutboxParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, claimOutbox, arg.Now, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.Kind,
+			&i.Queue,
+			&i.State,
+			&i.Payload,
+			&i.ProgressDone,
+			&i.ProgressTotal,
+			&i.ProgressMessage,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.LastError,
+			&i.Result,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.UniqueKey,
+			&i.UniqueUntil,
+			&i.RunAt,
+			&i.EnqueuedAt,
+			&i.TaskID,
+			&i.HeartbeatAt,
+			&i.CancelRequestedAt,
+			&i.Run,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.DiscardedAt,
+			&i.DiscardedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const createJob = `-- name: CreateJob :one
 INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by, api_key_id,
-                  unique_key, unique_until, run_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $12)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+                  unique_key, unique_until, run_at, task_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12)
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
 `
 
 type CreateJobParams struct {
@@ -71,6 +185,80 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 		&i.UniqueUntil,
 		&i.RunAt,
 		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
+}
+
+const endJobAttempt = `-- name: EndJobAttempt :one
+UPDATE jobs
+SET state = $1, result = $2, last_error = $3,
+    progress_done = $4, progress_total = $5,
+    progress_message = $6,
+    finished_at = $7, heartbeat_at = NULL, updated_at = $8
+WHERE id = $9 AND state = 'running' AND attempts = $10
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+`
+
+type EndJobAttemptParams struct {
+	State           string
+	Result          []byte
+	LastError       string
+	ProgressDone    int64
+	ProgressTotal   int64
+	ProgressMessage string
+	FinishedAt      *time.Time
+	Now             time.Time
+	ID              uuid.UUID
+	Attempt         int32
+}
+
+// Ends an attempt: a final state, or queued again for a retry (Asynq holds the task).
+// The attempt number fences an attempt superseded by the reconciler.
+func (q *Queries) EndJobAttempt(ctx context.Context, arg EndJobAttemptParams) (Job, error) {
+	row := q.db.QueryRow(ctx, endJobAttempt,
+		arg.State,
+		arg.Result,
+		arg.LastError,
+		arg.ProgressDone,
+		arg.ProgressTotal,
+		arg.ProgressMessage,
+		arg.FinishedAt,
+		arg.Now,
+		arg.ID,
+		arg.Attempt,
+	)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
 		&i.HeartbeatAt,
 		&i.CancelRequestedAt,
 		&i.Run,
@@ -85,7 +273,7 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs WHERE id = $1
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -111,6 +299,57 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.UniqueUntil,
 		&i.RunAt,
 		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
+}
+
+const getOrgJob = `-- name: GetOrgJob :one
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+WHERE org_id = $1 AND id = $2
+  AND ($3::uuid IS NULL OR created_by = $3::uuid)
+`
+
+type GetOrgJobParams struct {
+	OrgID  uuid.NullUUID
+	ID     uuid.UUID
+	UserID uuid.NullUUID
+}
+
+// A user (created_by set) sees the jobs they created; an API key every one of its org.
+func (q *Queries) GetOrgJob(ctx context.Context, arg GetOrgJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, getOrgJob, arg.OrgID, arg.ID, arg.UserID)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
 		&i.HeartbeatAt,
 		&i.CancelRequestedAt,
 		&i.Run,
@@ -125,7 +364,7 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 }
 
 const getUniqueJob = `-- name: GetUniqueJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
 WHERE kind = $1 AND unique_key = $2 AND unique_until > $3
 ORDER BY unique_until DESC
 LIMIT 1
@@ -161,6 +400,7 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 		&i.UniqueUntil,
 		&i.RunAt,
 		&i.EnqueuedAt,
+		&i.TaskID,
 		&i.HeartbeatAt,
 		&i.CancelRequestedAt,
 		&i.Run,
@@ -172,6 +412,162 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 		&i.DiscardedBy,
 	)
 	return i, err
+}
+
+const heartbeatJobs = `-- name: HeartbeatJobs :exec
+UPDATE jobs SET heartbeat_at = $1 WHERE id = ANY($2::uuid[]) AND state = 'running'
+`
+
+type HeartbeatJobsParams struct {
+	Now *time.Time
+	Ids []uuid.UUID
+}
+
+func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) error {
+	_, err := q.db.Exec(ctx, heartbeatJobs, arg.Now, arg.Ids)
+	return err
+}
+
+const listActiveJobs = `-- name: ListActiveJobs :many
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
+  AND ($1::uuid IS NULL OR id > $1::uuid)
+ORDER BY id
+LIMIT $2
+`
+
+type ListActiveJobsParams struct {
+	After   uuid.NullUUID
+	MaxRows int32
+}
+
+// The jobs Asynq should hold: queued and handed over, or running.
+func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, listActiveJobs, arg.After, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.Kind,
+			&i.Queue,
+			&i.State,
+			&i.Payload,
+			&i.ProgressDone,
+			&i.ProgressTotal,
+			&i.ProgressMessage,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.LastError,
+			&i.Result,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.UniqueKey,
+			&i.UniqueUntil,
+			&i.RunAt,
+			&i.EnqueuedAt,
+			&i.TaskID,
+			&i.HeartbeatAt,
+			&i.CancelRequestedAt,
+			&i.Run,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.DiscardedAt,
+			&i.DiscardedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listJobs = `-- name: ListJobs :many
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+WHERE org_id = $1
+  AND ($2::uuid IS NULL OR created_by = $2::uuid)
+  AND ($3::text IS NULL OR kind = $3::text)
+  AND ($4::text IS NULL OR state = $4::text)
+  AND ($5::uuid IS NULL OR id < $5::uuid)
+ORDER BY id DESC
+LIMIT $6
+`
+
+type ListJobsParams struct {
+	OrgID   uuid.NullUUID
+	UserID  uuid.NullUUID
+	Kind    pgtype.Text
+	State   pgtype.Text
+	After   uuid.NullUUID
+	MaxRows int32
+}
+
+// Newest first; ids are UUIDv7, so the cursor is the last id.
+func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, listJobs,
+		arg.OrgID,
+		arg.UserID,
+		arg.Kind,
+		arg.State,
+		arg.After,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.Kind,
+			&i.Queue,
+			&i.State,
+			&i.Payload,
+			&i.ProgressDone,
+			&i.ProgressTotal,
+			&i.ProgressMessage,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.LastError,
+			&i.Result,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.UniqueKey,
+			&i.UniqueUntil,
+			&i.RunAt,
+			&i.EnqueuedAt,
+			&i.TaskID,
+			&i.HeartbeatAt,
+			&i.CancelRequestedAt,
+			&i.Run,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.DiscardedAt,
+			&i.DiscardedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const lockJobKey = `-- name: LockJobKey :exec
@@ -187,4 +583,231 @@ type LockJobKeyParams struct {
 func (q *Queries) LockJobKey(ctx context.Context, arg LockJobKeyParams) error {
 	_, err := q.db.Exec(ctx, lockJobKey, arg.Kind, arg.UniqueKey)
 	return err
+}
+
+const markJobsEnqueued = `-- name: MarkJobsEnqueued :exec
+UPDATE jobs SET enqueued_at = $1 WHERE id = ANY($2::uuid[]) AND enqueued_at IS NULL
+`
+
+type MarkJobsEnqueuedParams struct {
+	Now *time.Time
+	Ids []uuid.UUID
+}
+
+func (q *Queries) MarkJobsEnqueued(ctx context.Context, arg MarkJobsEnqueuedParams) error {
+	_, err := q.db.Exec(ctx, markJobsEnqueued, arg.Now, arg.Ids)
+	return err
+}
+
+const requestJobCancel = `-- name: RequestJobCancel :one
+UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $1)
+WHERE id = $2 AND state = 'running'
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+`
+
+type RequestJobCancelParams struct {
+	Now *time.Time
+	ID  uuid.UUID
+}
+
+func (q *Queries) RequestJobCancel(ctx context.Context, arg RequestJobCancelParams) (Job, error) {
+	row := q.db.QueryRow(ctx, requestJobCancel, arg.Now, arg.ID)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
+}
+
+const requeueJob = `-- name: RequeueJob :execrows
+UPDATE jobs
+SET state = 'queued', enqueued_at = NULL, task_id = $1, last_error = $2,
+    heartbeat_at = NULL, updated_at = $3
+WHERE id = $4 AND updated_at = $5
+  AND (state = 'queued' OR (state = 'running' AND heartbeat_at < $6))
+`
+
+type RequeueJobParams struct {
+	TaskID      string
+	LastError   string
+	Now         time.Time
+	ID          uuid.UUID
+	Seen        time.Time
+	StaleBefore *time.Time
+}
+
+// Puts a job whose task was lost back into the outbox under task_id, unless it changed
+// since the sweep read it (updated_at fences it).
+func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) (int64, error) {
+	result, err := q.db.Exec(ctx, requeueJob,
+		arg.TaskID,
+		arg.LastError,
+		arg.Now,
+		arg.ID,
+		arg.Seen,
+		arg.StaleBefore,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const retryJob = `-- name: RetryJob :one
+UPDATE jobs
+SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || (run + 1)::text,
+    enqueued_at = NULL, heartbeat_at = NULL, cancel_requested_at = NULL, started_at = NULL,
+    finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '',
+    run_at = $1, updated_at = $1
+WHERE id = $2 AND state IN ('failed', 'cancelled')
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+`
+
+type RetryJobParams struct {
+	Now time.Time
+	ID  uuid.UUID
+}
+
+// A new run of a failed or cancelled job: a new task and a new event stream.
+func (q *Queries) RetryJob(ctx context.Context, arg RetryJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, retryJob, arg.Now, arg.ID)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
+}
+
+const setJobProgress = `-- name: SetJobProgress :exec
+UPDATE jobs SET progress_done = $2, progress_total = $3, progress_message = $4
+WHERE id = $1 AND state = 'running' AND attempts = $5
+`
+
+type SetJobProgressParams struct {
+	ID              uuid.UUID
+	ProgressDone    int64
+	ProgressTotal   int64
+	ProgressMessage string
+	Attempt         int32
+}
+
+// Stores a running attempt's progress; the attempt number fences a superseded attempt.
+func (q *Queries) SetJobProgress(ctx context.Context, arg SetJobProgressParams) error {
+	_, err := q.db.Exec(ctx, setJobProgress,
+		arg.ID,
+		arg.ProgressDone,
+		arg.ProgressTotal,
+		arg.ProgressMessage,
+		arg.Attempt,
+	)
+	return err
+}
+
+const startJob = `-- name: StartJob :one
+UPDATE jobs
+SET state = 'running', attempts = attempts + 1, started_at = $1, heartbeat_at = $1,
+    updated_at = $1
+WHERE id = $2 AND task_id = $3 AND state = 'queued' AND cancel_requested_at IS NULL
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+`
+
+type StartJobParams struct {
+	Now    *time.Time
+	ID     uuid.UUID
+	TaskID string
+}
+
+// Starts an attempt of a queued job under the task that carries it; a stale task (another
+// task id) or a job that is not queued starts nothing.
+func (q *Queries) StartJob(ctx context.Context, arg StartJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, startJob, arg.Now, arg.ID, arg.TaskID)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+	)
+	return i, err
 }

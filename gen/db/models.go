@@ -128,6 +128,7 @@ type Job struct {
 	UniqueUntil       *time.Time
 	RunAt             time.Time
 	EnqueuedAt        *time.Time
+	TaskID            string
 	HeartbeatAt       *time.Time
 	CancelRequestedAt *time.Time
 	Run               int32

@@ -64,11 +64,16 @@ type Job struct {
 	APIKeyID    *uuid.UUID      // or the API key
 	UniqueKey   string
 	Run         int // 1, then one more per retry of a failed or cancelled job
-	RunAt       time.Time
-	CreatedAt   time.Time
-	StartedAt   *time.Time
-	FinishedAt  *time.Time
-	UpdatedAt   time.Time
+	// TaskID is the Asynq task id the job runs under (its id for a first run).
+	TaskID            string
+	RunAt             time.Time
+	EnqueuedAt        *time.Time // nil while it waits in the outbox
+	HeartbeatAt       *time.Time
+	CancelRequestedAt *time.Time
+	CreatedAt         time.Time
+	StartedAt         *time.Time
+	FinishedAt        *time.Time
+	UpdatedAt         time.Time
 }
 
 // Backoff is a retry policy's delay: full jitter over an exponential ceiling, so the
@@ -286,8 +291,9 @@ func toJob(r db.Job) Job {
 		Progress: Progress{Done: r.ProgressDone, Total: r.ProgressTotal, Message: r.ProgressMessage},
 		Attempts: int(r.Attempts), MaxAttempts: int(r.MaxAttempts), Result: nilIfEmpty(r.Result),
 		LastError: r.LastError, CreatedBy: store.UUIDPtr(r.CreatedBy), APIKeyID: store.UUIDPtr(r.ApiKeyID),
-		UniqueKey: r.UniqueKey.String, Run: int(r.Run),
-		RunAt: r.RunAt, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
+		UniqueKey: r.UniqueKey.String, Run: int(r.Run), TaskID: r.TaskID,
+		RunAt: r.RunAt, EnqueuedAt: r.EnqueuedAt, HeartbeatAt: r.HeartbeatAt, CancelRequestedAt: r.CancelRequestedAt,
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 

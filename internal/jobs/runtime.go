@@ -1,0 +1,770 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
+)
+
+// The event types of a job's stream.
+const (
+	EventProgress  = "job.progress"
+	EventSucceeded = "job.succeeded"
+	EventFailed    = "job.failed"
+	EventCancelled = "job.cancelled"
+)
+
+// notifyChannel is the channel the jobs table's trigger notifies on commit.
+const notifyChannel = "kiln_jobs"
+
+// reconcileLock is the advisory lock (session level, on a dedicated connection) held by
+// the one replica that reconciles.
+const reconcileLock = 7243012
+
+// staleBeats is how many heartbeats a running job may miss before it is an orphan.
+const staleBeats = 3
+
+// Delay returns the wait before retry n (n ≥ 1): a random time in [0, min(Max, Base·2^(n-1))].
+func (b Backoff) Delay(n int) time.Duration {
+	ceiling := b.Max
+	if n < 1 {
+		n = 1
+	}
+	if n <= 62 {
+		if d := b.Base << (n - 1); d > 0 && d < ceiling {
+			ceiling = d
+		}
+	}
+	if ceiling <= 0 {
+		return 0
+	}
+	return rand.N(ceiling + 1) //nolint:gosec // jitter, not a secret
+}
+
+// Config configures a Service's worker side.
+type Config struct {
+	// Env prefixes the Asynq queues: a kind's queue q is "<env>.q".
+	Env string
+	// Concurrency is how many jobs one process runs at once; 0: no handlers run here
+	// (the relay and the reconciler still do).
+	Concurrency int
+	// PollInterval is how often the relay looks for due jobs without a notification.
+	PollInterval time.Duration
+	// ReconcileInterval is how often the leader repairs Asynq against PostgreSQL.
+	ReconcileInterval time.Duration
+	// Heartbeat is how often a running job's heartbeat is stored; a job that missed three
+	// is an orphan.
+	Heartbeat time.Duration
+	// ProgressInterval bounds how often a job's progress is written to PostgreSQL (every
+	// report is published to its followers at once).
+	ProgressInterval time.Duration
+	// BatchSize is how many jobs the relay hands over per transaction.
+	BatchSize int
+	// ShutdownTimeout is how long running jobs get to end when the worker stops.
+	ShutdownTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = 15 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 5 * time.Second
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// Deps are what a Service works with.
+type Deps struct {
+	Registry *Registry
+	Store    *store.Store
+	Redis    redis.UniversalClient
+	// Bus carries each run's events (stream "job:<id>:<run>") and its cancellation.
+	Bus *streams.Bus
+	// Finished, when set, is told of every job's end inside the transaction that ends it.
+	Finished Finished
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// Service runs jobs (relay, handlers, heartbeats, reconciliation: Run) and serves them
+// to the API (Get, List, Cancel, Retry, Follow).
+type Service struct {
+	Deps
+	cfg       Config
+	client    *asynq.Client
+	inspector *asynq.Inspector
+
+	mu      sync.Mutex
+	running map[uuid.UUID]struct{} // attempts running in this process, for the heartbeat
+}
+
+// NewService returns a Service; zero fields of cfg take the defaults.
+func NewService(d Deps, cfg Config) *Service {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		Deps: d, cfg: cfg.withDefaults(),
+		client:    asynq.NewClientFromRedisClient(d.Redis),
+		inspector: asynq.NewInspectorFromRedisClient(d.Redis),
+		running:   map[uuid.UUID]struct{}{},
+	}
+}
+
+// Queue returns the Asynq queue of a kind's queue q.
+func (s *Service) Queue(q string) string { return s.cfg.Env + "." + q }
+
+// Queues lists the Asynq queues of every registered kind.
+func (s *Service) Queues() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, name := range s.Registry.Names() {
+		k, _ := s.Registry.Kind(name)
+		if q := s.Queue(k.Queue); !seen[q] {
+			seen[q] = true
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// Inspector is the Asynq inspector of the Service's Redis (queue monitoring).
+func (s *Service) Inspector() *asynq.Inspector { return s.inspector }
+
+// StreamID is the event stream of run `run` of job id.
+func StreamID(id uuid.UUID, run int) string { return "job:" + id.String() + ":" + strconv.Itoa(run) }
+
+// Run runs the relay, the reconciler (when this replica leads) and, with a concurrency,
+// the handlers, until ctx ends; running jobs then get the shutdown timeout to end.
+func (s *Service) Run(ctx context.Context) error {
+	var srv *asynq.Server
+	if s.cfg.Concurrency > 0 {
+		queues := map[string]int{}
+		for _, q := range s.Queues() {
+			queues[q] = 1
+		}
+		if len(queues) == 0 {
+			queues[s.Queue("default")] = 1
+		}
+		srv = asynq.NewServerFromRedisClient(s.Redis, asynq.Config{
+			Concurrency:     s.cfg.Concurrency,
+			Queues:          queues,
+			Logger:          asynqLogger{s.Log},
+			ShutdownTimeout: s.cfg.ShutdownTimeout,
+			RetryDelayFunc:  s.retryDelay,
+			// A failed attempt is the job's business, recorded in PostgreSQL; Asynq's
+			// failure count stays for queue monitoring.
+			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+				s.Log.DebugContext(ctx, "job attempt failed", "kind", t.Type(), "error", err)
+			}),
+		})
+		if err := srv.Start(asynq.HandlerFunc(s.ProcessTask)); err != nil {
+			return fmt.Errorf("start job handlers: %w", err)
+		}
+	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { s.relay(bg) })
+	wg.Go(func() { s.reconcile(bg) })
+	wg.Go(func() { s.heartbeat(bg) })
+	s.Log.InfoContext(ctx, "jobs started", "queues", s.Queues(), "concurrency", s.cfg.Concurrency)
+	<-ctx.Done()
+	if srv != nil {
+		srv.Shutdown()
+	}
+	stop()
+	wg.Wait()
+	s.Log.Info("jobs stopped")
+	return nil
+}
+
+// relay hands committed, due jobs to Asynq: woken by the jobs table's notifications, and
+// every poll interval in case one was missed.
+func (s *Service) relay(ctx context.Context) {
+	wake := make(chan struct{}, 1)
+	go s.listen(ctx, wake)
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		for {
+			n, err := s.RelayOnce(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.Log.Error("job relay", "error", err)
+				}
+				break
+			}
+			if n < s.cfg.BatchSize {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
+
+// listen LISTENs on a dedicated connection and wakes the relay at each notification; it
+// reconnects after an error, waking the relay for what it may have missed meanwhile.
+func (s *Service) listen(ctx context.Context, wake chan<- struct{}) {
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	for delay := 100 * time.Millisecond; ctx.Err() == nil; {
+		err := func() error {
+			conn, err := pgx.ConnectConfig(ctx, s.Store.Pool.Config().ConnConfig.Copy())
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+				return err
+			}
+			delay = 100 * time.Millisecond
+			signal()
+			for {
+				if _, err := conn.WaitForNotification(ctx); err != nil {
+					return err
+				}
+				signal()
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		s.Log.Warn("job notifications: reconnecting", "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// taskPayload is an Asynq task's payload: the job's id (the job itself is read from
+// PostgreSQL).
+type taskPayload struct {
+	Job uuid.UUID `json:"job"`
+}
+
+// RelayOnce hands one batch of due jobs to Asynq and says how many it claimed. A task id
+// Asynq already has is the job already handed over (a relay died before it recorded it).
+func (s *Service) RelayOnce(ctx context.Context) (int, error) {
+	var n int
+	err := s.Store.InTx(ctx, func(q *db.Queries) error {
+		now := s.Now().UTC()
+		rows, err := q.ClaimOutbox(ctx, db.ClaimOutboxParams{Now: now, MaxRows: int32(s.cfg.BatchSize)}) //nolint:gosec // bounded
+		if err != nil {
+			return fmt.Errorf("claim outbox: %w", err)
+		}
+		n = len(rows)
+		ids := make([]uuid.UUID, 0, len(rows))
+		var enqErr error
+		for _, r := range rows {
+			if enqErr = s.enqueue(ctx, r); enqErr != nil {
+				break
+			}
+			ids = append(ids, r.ID)
+		}
+		if len(ids) > 0 {
+			if err := q.MarkJobsEnqueued(ctx, db.MarkJobsEnqueuedParams{Now: &now, Ids: ids}); err != nil {
+				return fmt.Errorf("mark jobs enqueued: %w", err)
+			}
+		}
+		return enqErr
+	})
+	return n, err
+}
+
+// enqueue puts job r's task into Asynq under its task id.
+func (s *Service) enqueue(ctx context.Context, r db.Job) error {
+	timeout := 10 * time.Minute
+	if k, ok := s.Registry.Kind(r.Kind); ok {
+		timeout = k.Timeout
+	}
+	payload, _ := json.Marshal(taskPayload{Job: r.ID}) //nolint:errchkjson // a uuid always encodes
+	// Asynq may retry one more time than the attempts left: a retry after a lost lease
+	// (counted by Asynq, maybe not by the job) must not archive a job with attempts left;
+	// the handler decides when the job has failed for good.
+	_, err := s.client.EnqueueContext(ctx, asynq.NewTask(r.Kind, payload),
+		asynq.TaskID(r.TaskID), asynq.Queue(s.Queue(r.Queue)),
+		asynq.MaxRetry(max(1, int(r.MaxAttempts-r.Attempts))),
+		// The handler's own deadline is the kind's timeout; Asynq's is a backstop past the
+		// time the end takes to store.
+		asynq.Timeout(timeout+time.Minute))
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue job %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// retryError carries the delay the job's backoff chose for its next attempt.
+type retryError struct {
+	delay time.Duration
+	err   error
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// retryDelay is Asynq's retry delay: the one the handler chose, else (a lost lease) the
+// kind's backoff.
+func (s *Service) retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	var re *retryError
+	if errors.As(err, &re) {
+		return re.delay
+	}
+	if k, ok := s.Registry.Kind(t.Type()); ok {
+		return k.Backoff.Delay(n + 1)
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
+}
+
+// ProcessTask runs one attempt of the job a task carries. A job already ended, or one
+// another task now carries, is skipped: handlers run at least once, never twice at once.
+func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p taskPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("decode job task: %w: %w", err, asynq.SkipRetry)
+	}
+	k, ok := s.Registry.kinds[t.Type()]
+	if !ok {
+		// Maybe a replica of a newer version registered it: leave it to Asynq's retries.
+		return fmt.Errorf("no handler for job kind %q", t.Type())
+	}
+	taskID, _ := asynq.GetTaskID(ctx)
+	row, err := s.Store.StartJob(ctx, db.StartJobParams{ID: p.Job, TaskID: taskID, Now: ptr(s.Now().UTC())})
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return s.notStarted(ctx, p.Job)
+	}
+	if err != nil {
+		return fmt.Errorf("start job %s: %w", p.Job, err)
+	}
+	job := toJob(row)
+	stream := StreamID(job.ID, job.Run)
+	watched, stopWatch := s.Bus.Watch(ctx, stream)
+	defer stopWatch()
+	runCtx, cancel := context.WithTimeout(watched, k.Timeout)
+	defer cancel()
+
+	s.mu.Lock()
+	s.running[job.ID] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, job.ID)
+		s.mu.Unlock()
+	}()
+
+	rep := &reporter{s: s, job: job, pub: s.Bus.Publisher(stream), progress: job.Progress}
+	run := &Run{Job: job, report: rep.report}
+	result, herr := safeHandle(runCtx, k.handle, run)
+
+	end := attemptEnd{progress: rep.last()}
+	switch {
+	case herr == nil:
+		end.state = Succeeded
+		if result != nil {
+			b, err := json.Marshal(result)
+			if err != nil {
+				end.state, end.err = Failed, fmt.Sprintf("encode result: %v", err)
+				break
+			}
+			end.result = b
+		}
+	case errors.Is(context.Cause(watched), streams.ErrCancelled):
+		end.state, end.err = Cancelled, "cancelled"
+	case ctx.Err() != nil:
+		// The worker is stopping: Asynq puts the task back; the job waits for it.
+		end.state, end.err = Queued, "interrupted by a worker shutdown"
+	case IsPermanent(herr) || job.Attempts >= job.MaxAttempts:
+		end.state, end.err = Failed, herr.Error()
+	default:
+		end.state, end.err = Queued, herr.Error()
+	}
+	if errors.Is(herr, context.DeadlineExceeded) && runCtx.Err() != nil && end.state != Cancelled {
+		end.err = fmt.Sprintf("timed out after %s", k.Timeout)
+	}
+	ended, err := s.endAttempt(context.WithoutCancel(ctx), job, end)
+	if err != nil {
+		// The row stays running; its heartbeat stops and the reconciler runs it again.
+		return fmt.Errorf("end job %s: %w", job.ID, err)
+	}
+	if ended == nil {
+		return nil // superseded: another attempt owns the job now
+	}
+	switch end.state {
+	case Failed:
+		return fmt.Errorf("job %s failed: %s: %w", job.ID, end.err, asynq.SkipRetry)
+	case Queued:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &retryError{delay: k.Backoff.Delay(job.Attempts), err: herr}
+	}
+	return nil
+}
+
+// safeHandle runs the handler, turning a panic into a permanent failure.
+func safeHandle(ctx context.Context, h Handler, run *Run) (result any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Permanent(fmt.Errorf("handler panicked: %v", r))
+		}
+	}()
+	return h(ctx, run)
+}
+
+// notStarted handles a task whose job did not start: ended, carried by another task, or
+// gone.
+func (s *Service) notStarted(ctx context.Context, id uuid.UUID) error {
+	row, err := s.Store.GetJob(ctx, id)
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return nil // its org was deleted
+	}
+	if err != nil {
+		return fmt.Errorf("read job %s: %w", id, err)
+	}
+	j := toJob(row)
+	if j.State == Queued && j.CancelRequestedAt != nil {
+		_, err := s.cancelQueued(ctx, j)
+		return err
+	}
+	return nil
+}
+
+// attemptEnd is how an attempt ended.
+type attemptEnd struct {
+	state    State // Queued: to be retried
+	result   json.RawMessage
+	err      string
+	progress Progress
+}
+
+// endAttempt stores an attempt's end, telling the Finished hook of a final one in the
+// same transaction, then publishes the job's final event. nil: the attempt was superseded.
+// A failing transaction is tried three times.
+func (s *Service) endAttempt(ctx context.Context, job Job, end attemptEnd) (*Job, error) {
+	var ended Job
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+		}
+		err = s.Store.InTx(ctx, func(q *db.Queries) error {
+			now := s.Now().UTC()
+			p := db.EndJobAttemptParams{
+				State: string(end.state), Result: end.result, LastError: end.err,
+				ProgressDone: end.progress.Done, ProgressTotal: end.progress.Total, ProgressMessage: end.progress.Message,
+				Now: now, ID: job.ID, Attempt: int32(job.Attempts), //nolint:gosec // small
+			}
+			if end.state.Final() {
+				p.FinishedAt = &now
+			}
+			row, err := q.EndJobAttempt(ctx, p)
+			if err != nil {
+				return err
+			}
+			ended = toJob(row)
+			if end.state.Final() && s.Finished != nil {
+				if err := s.Finished(ctx, q, ended); err != nil {
+					return fmt.Errorf("finished hook: %w", err)
+				}
+			}
+			return nil
+		})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return nil, nil //nolint:nilnil // superseded is not an error
+		}
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if end.state.Final() {
+		s.publishEnd(ctx, ended)
+	}
+	return &ended, nil
+}
+
+// EndEvent is the data of a job's final event (job.succeeded, job.failed, job.cancelled).
+type EndEvent struct {
+	JobID    uuid.UUID       `json:"job_id"`
+	State    State           `json:"state"`
+	Attempts int             `json:"attempts"`
+	Error    string          `json:"error,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Progress ProgressEvent   `json:"progress"`
+}
+
+// ProgressEvent is the data of a job.progress event.
+type ProgressEvent struct {
+	JobID   uuid.UUID `json:"job_id"`
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"`
+	Message string    `json:"message"`
+}
+
+// endEvent is the final event of job j's current run.
+func endEvent(j Job) (string, EndEvent) {
+	ev := EndEvent{JobID: j.ID, State: j.State, Attempts: j.Attempts, Result: j.Result,
+		Progress: ProgressEvent{JobID: j.ID, Done: j.Progress.Done, Total: j.Progress.Total, Message: j.Progress.Message}}
+	typ := EventSucceeded
+	switch j.State {
+	case Failed:
+		typ, ev.Error = EventFailed, j.LastError
+	case Cancelled:
+		typ = EventCancelled
+	}
+	return typ, ev
+}
+
+// publishEnd publishes the final event of j's run; a follower of an expired or lost stream
+// gets it from the row (Follow).
+func (s *Service) publishEnd(ctx context.Context, j Job) {
+	typ, ev := endEvent(j)
+	if _, err := s.Bus.Publisher(StreamID(j.ID, j.Run)).Finish(ctx, typ, ev); err != nil && !errors.Is(err, streams.ErrFinished) {
+		s.Log.WarnContext(ctx, "publish job end", "job", j.ID, "error", err)
+	}
+}
+
+// reporter publishes a running attempt's progress at each report and stores it at most
+// once per progress interval (the attempt's end stores the last one).
+type reporter struct {
+	s   *Service
+	job Job
+	pub *streams.Publisher
+
+	mu       sync.Mutex
+	progress Progress
+	stored   time.Time
+}
+
+func (r *reporter) report(ctx context.Context, p Progress) error {
+	r.mu.Lock()
+	r.progress = p
+	store := time.Since(r.stored) >= r.s.cfg.ProgressInterval
+	if store {
+		r.stored = time.Now()
+	}
+	r.mu.Unlock()
+	if _, err := r.pub.Publish(ctx, EventProgress, ProgressEvent{JobID: r.job.ID, Done: p.Done, Total: p.Total, Message: p.Message}); err != nil {
+		return fmt.Errorf("publish job progress: %w", err)
+	}
+	if store {
+		err := r.s.Store.SetJobProgress(ctx, db.SetJobProgressParams{ID: r.job.ID, ProgressDone: p.Done, ProgressTotal: p.Total,
+			ProgressMessage: p.Message, Attempt: int32(r.job.Attempts)}) //nolint:gosec // small
+		if err != nil {
+			return fmt.Errorf("store job progress: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *reporter) last() Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.progress
+}
+
+// heartbeat stores, every heartbeat interval and in one statement, that the jobs this
+// process runs are alive.
+func (s *Service) heartbeat(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		ids := make([]uuid.UUID, 0, len(s.running))
+		for id := range s.running {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		if err := s.Store.HeartbeatJobs(ctx, db.HeartbeatJobsParams{Now: ptr(s.Now().UTC()), Ids: ids}); err != nil && ctx.Err() == nil {
+			s.Log.Warn("job heartbeat", "error", err)
+		}
+	}
+}
+
+// reconcile runs ReconcileOnce every reconcile interval while this replica holds the
+// reconciliation lock: a session advisory lock on a dedicated connection, so a replica
+// that dies (or loses its connection) hands the lead to another at its next try.
+func (s *Service) reconcile(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			_ = conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	leader := false
+	t := time.NewTicker(s.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		if conn == nil {
+			c, err := pgx.ConnectConfig(ctx, s.Store.Pool.Config().ConnConfig.Copy())
+			if err == nil {
+				conn = c
+			} else if ctx.Err() == nil {
+				s.Log.Warn("job reconciler: connect", "error", err)
+			}
+		}
+		if conn != nil {
+			var err error
+			if leader {
+				_, err = conn.Exec(ctx, "SELECT 1") // the lock lives as long as the session
+			} else {
+				err = conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", reconcileLock).Scan(&leader)
+			}
+			if err != nil {
+				leader = false
+				_ = conn.Close(context.WithoutCancel(ctx))
+				conn = nil
+			}
+		}
+		if leader {
+			if n, err := s.ReconcileOnce(ctx); err != nil && ctx.Err() == nil {
+				s.Log.Error("job reconciliation", "error", err)
+			} else if n > 0 {
+				s.Log.Info("job reconciliation requeued jobs", "jobs", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ReconcileOnce repairs Asynq against PostgreSQL and says how many jobs it put back into
+// the outbox (the relay then enqueues them):
+//   - a queued job handed to Asynq whose task Asynq does not have (Redis lost it) or holds
+//     as archived or completed goes back, under a new task id if Asynq still has the old;
+//   - a running job whose heartbeat is stale (its worker died) goes back under a new task
+//     id, so it runs again now rather than after Asynq's lease recovery (1–2 min), and a
+//     stale task that Asynq recovers later is skipped; with no attempt left it fails.
+//
+// A running job with a live heartbeat is left alone, whatever Asynq says.
+func (s *Service) ReconcileOnce(ctx context.Context) (int, error) {
+	var after uuid.NullUUID
+	requeued := 0
+	for {
+		rows, err := s.Store.ListActiveJobs(ctx, db.ListActiveJobsParams{After: after, MaxRows: 1000})
+		if err != nil {
+			return requeued, fmt.Errorf("list active jobs: %w", err)
+		}
+		for _, r := range rows {
+			ok, err := s.repair(ctx, toJob(r))
+			if err != nil {
+				return requeued, err
+			}
+			if ok {
+				requeued++
+			}
+		}
+		if len(rows) < 1000 {
+			return requeued, nil
+		}
+		after = uuid.NullUUID{UUID: rows[len(rows)-1].ID, Valid: true}
+	}
+}
+
+// repair puts job j back into the outbox when Asynq lost it or its worker died.
+func (s *Service) repair(ctx context.Context, j Job) (bool, error) {
+	now := s.Now().UTC()
+	staleBefore := now.Add(-staleBeats * s.cfg.Heartbeat)
+	newTask := j.ID.String() + "." + strconv.FormatInt(now.UnixMicro(), 36)
+	var taskID, why string
+	switch j.State {
+	case Running:
+		if j.HeartbeatAt == nil || !j.HeartbeatAt.Before(staleBefore) {
+			return false, nil
+		}
+		if j.Attempts >= j.MaxAttempts {
+			ended, err := s.endAttempt(ctx, j, attemptEnd{state: Failed, err: "its worker stopped during the last attempt", progress: j.Progress})
+			return ended != nil, err
+		}
+		taskID, why = newTask, "its worker stopped during attempt "+strconv.Itoa(j.Attempts)
+	case Queued:
+		info, err := s.inspector.GetTaskInfo(s.Queue(j.Queue), j.TaskID)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+			taskID, why = j.TaskID, "its task was lost"
+		case err != nil:
+			return false, fmt.Errorf("inspect task of job %s: %w", j.ID, err)
+		case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
+			taskID, why = newTask, "its task had ended"
+		default:
+			return false, nil
+		}
+	default:
+		return false, nil
+	}
+	n, err := s.Store.RequeueJob(ctx, db.RequeueJobParams{TaskID: taskID, LastError: strings.TrimSpace(j.LastError + "; requeued: " + why),
+		Now: now, ID: j.ID, Seen: j.UpdatedAt, StaleBefore: &staleBefore})
+	if err != nil {
+		return false, fmt.Errorf("requeue job %s: %w", j.ID, err)
+	}
+	return n > 0, nil
+}
+
+// asynqLogger routes Asynq's logs into slog.
+type asynqLogger struct{ log *slog.Logger }
+
+func (l asynqLogger) Debug(args ...any) { l.log.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (l asynqLogger) Info(args ...any)  { l.log.Info(fmt.Sprint(args...), "component", "asynq") }
+func (l asynqLogger) Warn(args ...any)  { l.log.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (l asynqLogger) Error(args ...any) { l.log.Error(fmt.Sprint(args...), "component", "asynq") }
+func (l asynqLogger) Fatal(args ...any) {
+	l.log.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}
+
+func ptr[T any](v T) *T { return &v }
