@@ -20,19 +20,19 @@ import (
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
-// clock is a settable test clock shared by schedulers.
-type clock struct{ t atomic.Pointer[time.Time] }
+// schedClock is a settable test clock shared by schedulers.
+type schedClock struct{ t atomic.Pointer[time.Time] }
 
-func newClock(t time.Time) *clock {
-	c := &clock{}
+func newSchedClock(t time.Time) *schedClock {
+	c := &schedClock{}
 	c.set(t)
 	return c
 }
-func (c *clock) now() time.Time      { return *c.t.Load() }
-func (c *clock) set(t time.Time)     { c.t.Store(&t) }
-func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
-func discard() *slog.Logger          { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func spec(name, cron string) jobs.ScheduleSpec {
+func (c *schedClock) now() time.Time      { return *c.t.Load() }
+func (c *schedClock) set(t time.Time)     { c.t.Store(&t) }
+func (c *schedClock) add(d time.Duration) { c.set(c.now().Add(d)) }
+func schedLog() *slog.Logger          { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func schedSpec(name, cron string) jobs.ScheduleSpec {
 	return jobs.ScheduleSpec{Name: name, Cron: cron, Kind: "test.echo", Payload: json.RawMessage(`{"text":"tick"}`)}
 }
 
@@ -41,22 +41,22 @@ func spec(name, cron string) jobs.ScheduleSpec {
 type scheduleSetup struct {
 	st    *store.Store
 	reg   *jobs.Registry
-	clock *clock
+	clock *schedClock
 	sched *jobs.Scheduler
 	admin jobs.Actor
 }
 
 func setupSchedules(t *testing.T, start time.Time) scheduleSetup {
 	t.Helper()
-	st, reg, c := storetest.New(t), registry(), newClock(start)
+	st, reg, c := storetest.New(t), registry(), newSchedClock(start)
 	return scheduleSetup{
-		st: st, reg: reg, clock: c, sched: jobs.NewScheduler(st, reg, discard(), time.Second, c.now),
-		admin: jobs.Actor{UserID: newUser(t, st), IP: "192.0.2.1", UserAgent: "test"},
+		st: st, reg: reg, clock: c, sched: jobs.NewScheduler(st, reg, schedLog(), time.Second, c.now),
+		admin: jobs.Actor{UserID: schedUser(t, st), IP: "192.0.2.1", UserAgent: "test"},
 	}
 }
 
-// newUser creates a user with a personal org.
-func newUser(t *testing.T, st *store.Store) uuid.UUID {
+// schedUser creates a user with a personal org.
+func schedUser(t *testing.T, st *store.Store) uuid.UUID {
 	t.Helper()
 	org, id := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: org, Name: "org", Now: time.Now()}); err != nil {
@@ -112,13 +112,13 @@ func TestSchedulerRunsEachSlotOnceAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := setupSchedules(t, time.Date(2026, 12, 6, 12, 0, 30, 0, time.UTC))
-	if _, err := s.sched.Create(ctx, s.admin, spec("every-minute", "* * * * *"), false); err != nil {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("every-minute", "* * * * *"), false); err != nil {
 		t.Fatal(err)
 	}
 	// Two replicas, each with its own pool, ticking from four goroutines at once.
 	replicas := []*jobs.Scheduler{
 		s.sched,
-		jobs.NewScheduler(store.New(storetest.Pool(t, s.st.Pool.Config().ConnString())), s.reg, discard(), time.Second, s.clock.now),
+		jobs.NewScheduler(store.New(storetest.Pool(t, s.st.Pool.Config().ConnString())), s.reg, schedLog(), time.Second, s.clock.now),
 	}
 	const minutes = 15
 	var created atomic.Int64
@@ -156,7 +156,7 @@ func TestSchedulerCoalescesMissedRuns(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 12, 6, 12, 0, 30, 0, time.UTC)
 	s := setupSchedules(t, start)
-	if _, err := s.sched.Create(ctx, s.admin, spec("every-minute", "* * * * *"), false); err != nil {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("every-minute", "* * * * *"), false); err != nil {
 		t.Fatal(err)
 	}
 	// Everything was down for ten minutes and a half: slots 12:01 … 12:10 were missed.
@@ -189,7 +189,7 @@ func TestSchedulePauseResume(t *testing.T) {
 	ctx := context.Background()
 	start := time.Date(2026, 12, 6, 12, 0, 30, 0, time.UTC)
 	s := setupSchedules(t, start)
-	if _, err := s.sched.Create(ctx, s.admin, spec("hourly", "@hourly"), false); err != nil {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("hourly", "@hourly"), false); err != nil {
 		t.Fatal(err)
 	}
 	paused, err := s.sched.Pause(ctx, s.admin, "hourly")
@@ -246,22 +246,22 @@ func TestScheduleErrors(t *testing.T) {
 		spec jobs.ScheduleSpec
 		code errs.Code
 	}{
-		"ErrBadCron":      {spec("a", "61 * * * *"), errs.Invalid},
-		"ErrSeconds":      {spec("a", "@every 10s"), errs.Invalid},
+		"ErrBadCron":      {schedSpec("a", "61 * * * *"), errs.Invalid},
+		"ErrSeconds":      {schedSpec("a", "@every 10s"), errs.Invalid},
 		"ErrBadTimezone":  {jobs.ScheduleSpec{Name: "a", Cron: "@daily", Kind: "test.echo", Timezone: "Mars/Olympus"}, errs.Invalid},
 		"ErrUnknownKind":  {jobs.ScheduleSpec{Name: "a", Cron: "@daily", Kind: "test.nope"}, errs.Invalid},
-		"ErrBadName":      {spec("A B", "@daily"), errs.Invalid},
+		"ErrBadName":      {schedSpec("A B", "@daily"), errs.Invalid},
 		"ErrBadPayload":   {jobs.ScheduleSpec{Name: "a", Cron: "@daily", Kind: "test.echo", Payload: json.RawMessage(`{`)}, errs.Invalid},
-		"ErrTZInCronExpr": {spec("a", "CRON_TZ=UTC 0 * * * *"), errs.Invalid},
+		"ErrTZInCronExpr": {schedSpec("a", "CRON_TZ=UTC 0 * * * *"), errs.Invalid},
 	} {
 		if _, err := s.sched.Create(ctx, s.admin, tc.spec, false); errs.CodeOf(err) != tc.code {
 			t.Errorf("%s: err = %v, want %s", name, err, tc.code)
 		}
 	}
-	if _, err := s.sched.Create(ctx, s.admin, spec("dup", "@daily"), false); err != nil {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("dup", "@daily"), false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.sched.Create(ctx, s.admin, spec("dup", "@daily"), false); errs.CodeOf(err) != errs.Conflict {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("dup", "@daily"), false); errs.CodeOf(err) != errs.Conflict {
 		t.Errorf("ErrDuplicate: err = %v, want conflict", err)
 	}
 	if _, err := s.sched.Pause(ctx, s.admin, "nope"); errs.CodeOf(err) != errs.NotFound {
@@ -292,7 +292,7 @@ func TestSyncConfigSchedules(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := setupSchedules(t, time.Date(2026, 12, 6, 12, 0, 30, 0, time.UTC))
-	if err := s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{spec("nightly", "0 3 * * *"), spec("often", "*/5 * * * *")}); err != nil {
+	if err := s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{schedSpec("nightly", "0 3 * * *"), schedSpec("often", "*/5 * * * *")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.sched.Pause(ctx, s.admin, "nightly"); err != nil {
@@ -302,7 +302,7 @@ func TestSyncConfigSchedules(t *testing.T) {
 		t.Fatalf("delete of a config schedule: err = %v, want conflict", err)
 	}
 	// Restarted with nightly moved to 04:00 and often gone.
-	if err := s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{spec("nightly", "0 4 * * *")}); err != nil {
+	if err := s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{schedSpec("nightly", "0 4 * * *")}); err != nil {
 		t.Fatal(err)
 	}
 	all, err := s.sched.Schedules(ctx)
@@ -316,14 +316,14 @@ func TestSyncConfigSchedules(t *testing.T) {
 	if n.Source != jobs.SourceConfig || n.PausedAt == nil || n.NextRunAt.Hour() != 4 {
 		t.Fatalf("nightly = %+v: want source config, still paused, next at 04:00", n)
 	}
-	if _, err := s.sched.Create(ctx, s.admin, spec("mine", "@daily"), false); err != nil {
+	if _, err := s.sched.Create(ctx, s.admin, schedSpec("mine", "@daily"), false); err != nil {
 		t.Fatal(err)
 	}
-	err = s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{spec("mine", "@hourly")})
+	err = s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{schedSpec("mine", "@hourly")})
 	if err == nil || !strings.Contains(err.Error(), "jobs.schedules.mine") {
 		t.Fatalf("config clashing with an API schedule: err = %v", err)
 	}
-	err = s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{spec("bad", "nope")})
+	err = s.sched.SyncConfig(ctx, []jobs.ScheduleSpec{schedSpec("bad", "nope")})
 	if err == nil || !strings.Contains(err.Error(), "jobs.schedules.bad") {
 		t.Fatalf("invalid config schedule: err = %v", err)
 	}
