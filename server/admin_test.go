@@ -112,10 +112,16 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 				continue
 			}
 			ops++
-			target := strings.NewReplacer("{id}", victim.Id.String(), "{key}", "chat.beta").Replace(path)
+			target := strings.NewReplacer("{id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default").Replace(path)
+			// Valid bodies, so that only the caller is refused.
 			var body any
 			if op.RequestBody != nil {
-				body = map[string]any{"enabled": true}
+				body = map[string]map[string]any{
+					"/v1/admin/feature-flags/{key}": {"enabled": true},
+					"/v1/admin/schedules":           {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
+					"/v1/admin/jobs/retry":          {"all": true},
+					"/v1/admin/jobs/discard":        {"all": true},
+				}[path]
 			}
 			for name, credential := range map[string]string{"User": user.AccessToken, "RevokedAdmin": revoked.AccessToken, "APIKey": key.Key} {
 				t.Run("Err"+name+"/"+method+" "+path, func(t *testing.T) {
@@ -127,8 +133,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 9 {
-		t.Errorf("%d admin operations in the spec, want 9: test the new ones in TestAdmin", ops)
+	if ops != 22 {
+		t.Errorf("%d admin operations in the spec, want 22: test the new ones in TestAdmin", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {

@@ -65,6 +65,8 @@ type Deps struct {
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
+	// JobsAdmin serves the platform-admin endpoints of jobs (schedules, queues, failed jobs).
+	JobsAdmin JobsAdmin
 }
 
 // Server serves Kiln's HTTP API.
@@ -98,6 +100,7 @@ type Server struct {
 	heartbeat    time.Duration   // between SSE heartbeats
 	idem         *idempotency.Store
 	idemRoutes   map[string]bool // route templates that take an Idempotency-Key
+	jobsAdmin    JobsAdmin
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -140,6 +143,7 @@ func New(d Deps) (*Server, error) {
 		llm:       d.LLM,
 		prompts:   d.Prompts,
 		conv:      d.Conversations,
+		jobsAdmin: d.JobsAdmin,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,

@@ -19,6 +19,33 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AdminJobState.
+const (
+	AdminJobCancelled AdminJobState = "cancelled"
+	AdminJobFailed    AdminJobState = "failed"
+	AdminJobQueued    AdminJobState = "queued"
+	AdminJobRunning   AdminJobState = "running"
+	AdminJobSucceeded AdminJobState = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the AdminJobState enum.
+func (e AdminJobState) Valid() bool {
+	switch e {
+	case AdminJobCancelled:
+		return true
+	case AdminJobFailed:
+		return true
+	case AdminJobQueued:
+		return true
+	case AdminJobRunning:
+		return true
+	case AdminJobSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuditEventActorType.
 const (
 	AuditEventActorTypeAnonymous AuditEventActorType = "anonymous"
@@ -454,6 +481,24 @@ const (
 func (e JWKUse) Valid() bool {
 	switch e {
 	case Sig:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JobScheduleSource.
+const (
+	ScheduleFromAPI    JobScheduleSource = "api"
+	ScheduleFromConfig JobScheduleSource = "config"
+)
+
+// Valid indicates whether the value is a known member of the JobScheduleSource enum.
+func (e JobScheduleSource) Valid() bool {
+	switch e {
+	case ScheduleFromAPI:
+		return true
+	case ScheduleFromConfig:
 		return true
 	default:
 		return false
@@ -975,6 +1020,65 @@ type APIKeyWithSecret struct {
 	Scopes     []Scope             `json:"scopes"`
 }
 
+// AdminJob A job as a platform admin sees it, with its payload, result and error redacted.
+type AdminJob struct {
+	ApiKeyId *openapi_types.UUID `json:"api_key_id,omitempty"`
+	Attempts int                 `json:"attempts"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp           `json:"created_at"`
+	CreatedBy   *openapi_types.UUID `json:"created_by,omitempty"`
+	DiscardedAt *time.Time          `json:"discarded_at,omitempty"`
+	DiscardedBy *openapi_types.UUID `json:"discarded_by,omitempty"`
+	FinishedAt  *time.Time          `json:"finished_at,omitempty"`
+	Id          openapi_types.UUID  `json:"id"`
+	Kind        string              `json:"kind"`
+
+	// LastError The last attempt's error, redacted.
+	LastError   string              `json:"last_error"`
+	MaxAttempts int                 `json:"max_attempts"`
+	OrgId       *openapi_types.UUID `json:"org_id,omitempty"`
+
+	// Payload The payload, redacted.
+	Payload  interface{} `json:"payload"`
+	Progress struct {
+		Done    int64  `json:"done"`
+		Message string `json:"message"`
+		Total   int64  `json:"total"`
+	} `json:"progress"`
+	Queue string `json:"queue"`
+
+	// Result The result, redacted; absent until it succeeded.
+	Result interface{} `json:"result,omitempty"`
+
+	// Run 1, then one more per retry.
+	Run int `json:"run"`
+
+	// RunAt RFC 3339, UTC.
+	RunAt     Timestamp     `json:"run_at"`
+	StartedAt *time.Time    `json:"started_at,omitempty"`
+	State     AdminJobState `json:"state"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// AdminJobBulkResult defines model for AdminJobBulkResult.
+type AdminJobBulkResult struct {
+	// Count How many jobs were changed (at most 1000; call again for more).
+	Count int        `json:"count"`
+	Data  []AdminJob `json:"data"`
+}
+
+// AdminJobList defines model for AdminJobList.
+type AdminJobList struct {
+	Data       []AdminJob `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// AdminJobState defines model for AdminJobState.
+type AdminJobState string
+
 // AdminOrgList defines model for AdminOrgList.
 type AdminOrgList struct {
 	Data       []Org   `json:"data"`
@@ -1347,6 +1451,29 @@ type CreateInvitationRequest struct {
 // CreateInvitationRequestRole defines model for CreateInvitationRequest.Role.
 type CreateInvitationRequestRole string
 
+// CreateJobScheduleRequest defines model for CreateJobScheduleRequest.
+type CreateJobScheduleRequest struct {
+	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+	//
+	// Example: */15 * * * *
+	Cron string `json:"cron"`
+
+	// Kind A registered job kind.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+
+	// Paused Create it paused.
+	Paused *bool `json:"paused,omitempty"`
+
+	// Payload The payload of each run (default {}).
+	Payload *map[string]interface{} `json:"payload,omitempty"`
+
+	// Timezone IANA time zone of the cron fields (default UTC).
+	//
+	// Example: Asia/Shanghai
+	Timezone *string `json:"timezone,omitempty"`
+}
+
 // CreateOrgRequest defines model for CreateOrgRequest.
 type CreateOrgRequest struct {
 	Name string `json:"name"`
@@ -1479,6 +1606,108 @@ type JWKUse string
 // JWKS defines model for JWKS.
 type JWKS struct {
 	Keys []JWK `json:"keys"`
+}
+
+// JobQueue defines model for JobQueue.
+type JobQueue struct {
+	// AsynqQueue The Asynq queue, `<env>.<name>`.
+	AsynqQueue string `json:"asynq_queue"`
+
+	// FailedPerMinute Jobs that failed per minute over the last five minutes.
+	FailedPerMinute float32 `json:"failed_per_minute"`
+
+	// Jobs Jobs queued, running and failed (not discarded), from PostgreSQL.
+	Jobs struct {
+		Failed  int64 `json:"failed"`
+		Queued  int64 `json:"queued"`
+		Running int64 `json:"running"`
+	} `json:"jobs"`
+
+	// Name Example: default
+	Name string `json:"name"`
+
+	// OldestPendingSeconds How long the oldest due queued job has waited (0 when none waits).
+	OldestPendingSeconds float32 `json:"oldest_pending_seconds"`
+	Paused               bool    `json:"paused"`
+
+	// ProcessedPerMinute Jobs that ended (succeeded, failed or cancelled) per minute over the last five minutes.
+	ProcessedPerMinute float32 `json:"processed_per_minute"`
+
+	// StaleRunning Running jobs whose heartbeat stopped (the reconciler runs them again).
+	StaleRunning int64 `json:"stale_running"`
+
+	// Tasks Asynq's task counts, and the attempts processed and failed today (UTC).
+	Tasks struct {
+		Active         int `json:"active"`
+		Archived       int `json:"archived"`
+		Completed      int `json:"completed"`
+		FailedToday    int `json:"failed_today"`
+		Pending        int `json:"pending"`
+		ProcessedToday int `json:"processed_today"`
+		Retry          int `json:"retry"`
+		Scheduled      int `json:"scheduled"`
+	} `json:"tasks"`
+}
+
+// JobQueueList defines model for JobQueueList.
+type JobQueueList struct {
+	Data []JobQueue `json:"data"`
+}
+
+// JobSchedule defines model for JobSchedule.
+type JobSchedule struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Cron Example: 0 3 * * *
+	Cron string             `json:"cron"`
+	Id   openapi_types.UUID `json:"id"`
+
+	// Kind The job kind each run creates.
+	Kind      string              `json:"kind"`
+	LastJobId *openapi_types.UUID `json:"last_job_id,omitempty"`
+	LastRunAt *time.Time          `json:"last_run_at,omitempty"`
+
+	// Name Example: nightly-report
+	Name string `json:"name"`
+
+	// NextRunAt RFC 3339, UTC.
+	NextRunAt Timestamp `json:"next_run_at"`
+
+	// NextRuns The next slots (up to five), from next_run_at; empty while paused.
+	NextRuns []Timestamp `json:"next_runs"`
+	Paused   bool        `json:"paused"`
+	PausedAt *time.Time  `json:"paused_at,omitempty"`
+
+	// Payload The payload of each run.
+	Payload map[string]interface{} `json:"payload"`
+
+	// Source Where it is defined; a config schedule is deleted by removing it from config.
+	Source JobScheduleSource `json:"source"`
+
+	// Timezone Example: Europe/Paris
+	Timezone string `json:"timezone"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// JobScheduleSource Where it is defined; a config schedule is deleted by removing it from config.
+type JobScheduleSource string
+
+// JobScheduleList defines model for JobScheduleList.
+type JobScheduleList struct {
+	Data []JobSchedule `json:"data"`
+}
+
+// JobSelection The failed jobs to act on: `ids`, or a filter (`kind`, `queue`, `org_id`; `all: true`
+// for every failed job). Not both.
+type JobSelection struct {
+	All   *bool                 `json:"all,omitempty"`
+	Ids   *[]openapi_types.UUID `json:"ids,omitempty"`
+	Kind  *string               `json:"kind,omitempty"`
+	OrgId *openapi_types.UUID   `json:"org_id,omitempty"`
+	Queue *string               `json:"queue,omitempty"`
 }
 
 // LoginRequest defines model for LoginRequest.
@@ -2456,6 +2685,12 @@ type PromptName = string
 // PromptVersionNumber defines model for PromptVersionNumber.
 type PromptVersionNumber = int
 
+// QueueName defines model for QueueName.
+type QueueName = string
+
+// ScheduleName defines model for ScheduleName.
+type ScheduleName = string
+
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
 
@@ -2478,6 +2713,30 @@ type AdminListAuditEventsParams struct {
 
 	// Action Only events with this action.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
+}
+
+// AdminListJobsParams defines parameters for AdminListJobs.
+type AdminListJobsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// State Only jobs in this state (default failed).
+	State *AdminJobState `form:"state,omitempty" json:"state,omitempty"`
+
+	// Discarded List the discarded jobs instead of the others.
+	Discarded *bool `form:"discarded,omitempty" json:"discarded,omitempty"`
+
+	// Kind Only jobs of this kind.
+	Kind *string `form:"kind,omitempty" json:"kind,omitempty"`
+
+	// Queue Only jobs of this queue.
+	Queue *string `form:"queue,omitempty" json:"queue,omitempty"`
+
+	// OrgId Only this org's jobs.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
 }
 
 // AdminListOrgsParams defines parameters for AdminListOrgs.
@@ -2868,6 +3127,15 @@ type GetUsageParamsGroupBy string
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
+
+// AdminDiscardJobsJSONRequestBody defines body for AdminDiscardJobs for application/json ContentType.
+type AdminDiscardJobsJSONRequestBody = JobSelection
+
+// AdminRetryJobsJSONRequestBody defines body for AdminRetryJobs for application/json ContentType.
+type AdminRetryJobsJSONRequestBody = JobSelection
+
+// AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
+type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
 
 // CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
 type CreateAPIKeyJSONRequestBody = CreateAPIKeyRequest
@@ -4078,9 +4346,48 @@ type ServerInterface interface {
 	// AdminPutFeatureFlag Create or change a feature flag
 	// (PUT /v1/admin/feature-flags/{key})
 	AdminPutFeatureFlag(w http.ResponseWriter, r *http.Request, key string)
+	// AdminListJobs Jobs of every org
+	// (GET /v1/admin/jobs)
+	AdminListJobs(w http.ResponseWriter, r *http.Request, params AdminListJobsParams)
+	// AdminDiscardJobs Discard failed jobs in bulk
+	// (POST /v1/admin/jobs/discard)
+	AdminDiscardJobs(w http.ResponseWriter, r *http.Request)
+	// AdminRetryJobs Retry failed jobs in bulk
+	// (POST /v1/admin/jobs/retry)
+	AdminRetryJobs(w http.ResponseWriter, r *http.Request)
+	// AdminDiscardJob Discard a failed job
+	// (POST /v1/admin/jobs/{id}/discard)
+	AdminDiscardJob(w http.ResponseWriter, r *http.Request, id ID)
+	// AdminRetryJob Retry a failed job
+	// (POST /v1/admin/jobs/{id}/retry)
+	AdminRetryJob(w http.ResponseWriter, r *http.Request, id ID)
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(w http.ResponseWriter, r *http.Request, params AdminListOrgsParams)
+	// AdminListJobQueues Every job queue, with its counts
+	// (GET /v1/admin/queues)
+	AdminListJobQueues(w http.ResponseWriter, r *http.Request)
+	// AdminPauseJobQueue Pause a job queue
+	// (POST /v1/admin/queues/{name}/pause)
+	AdminPauseJobQueue(w http.ResponseWriter, r *http.Request, name QueueName)
+	// AdminResumeJobQueue Resume a job queue
+	// (POST /v1/admin/queues/{name}/resume)
+	AdminResumeJobQueue(w http.ResponseWriter, r *http.Request, name QueueName)
+	// AdminListJobSchedules Every job schedule
+	// (GET /v1/admin/schedules)
+	AdminListJobSchedules(w http.ResponseWriter, r *http.Request)
+	// AdminCreateJobSchedule Create a job schedule
+	// (POST /v1/admin/schedules)
+	AdminCreateJobSchedule(w http.ResponseWriter, r *http.Request)
+	// AdminDeleteJobSchedule Delete a job schedule
+	// (DELETE /v1/admin/schedules/{name})
+	AdminDeleteJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName)
+	// AdminPauseJobSchedule Pause a job schedule
+	// (POST /v1/admin/schedules/{name}/pause)
+	AdminPauseJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName)
+	// AdminResumeJobSchedule Resume a job schedule
+	// (POST /v1/admin/schedules/{name}/resume)
+	AdminResumeJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName)
 	// AdminListUsers Every user
 	// (GET /v1/admin/users)
 	AdminListUsers(w http.ResponseWriter, r *http.Request, params AdminListUsersParams)
@@ -4509,6 +4816,197 @@ func (siw *ServerInterfaceWrapper) AdminPutFeatureFlag(w http.ResponseWriter, r 
 	handler.ServeHTTP(w, r)
 }
 
+// AdminListJobs operation middleware
+func (siw *ServerInterfaceWrapper) AdminListJobs(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminListJobsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "state" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "state", r.URL.Query(), &params.State, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "state"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "state", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "discarded" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "discarded", r.URL.Query(), &params.Discarded, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "discarded"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "discarded", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "kind" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "kind", r.URL.Query(), &params.Kind, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "kind"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "kind", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "queue" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "queue", r.URL.Query(), &params.Queue, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "queue"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "queue", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "org_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "org_id", r.URL.Query(), &params.OrgId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "org_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "org_id", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListJobs(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminDiscardJobs operation middleware
+func (siw *ServerInterfaceWrapper) AdminDiscardJobs(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminDiscardJobs(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminRetryJobs operation middleware
+func (siw *ServerInterfaceWrapper) AdminRetryJobs(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminRetryJobs(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminDiscardJob operation middleware
+func (siw *ServerInterfaceWrapper) AdminDiscardJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminDiscardJob(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminRetryJob operation middleware
+func (siw *ServerInterfaceWrapper) AdminRetryJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminRetryJob(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // AdminListOrgs operation middleware
 func (siw *ServerInterfaceWrapper) AdminListOrgs(w http.ResponseWriter, r *http.Request) {
 
@@ -4559,6 +5057,178 @@ func (siw *ServerInterfaceWrapper) AdminListOrgs(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminListOrgs(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminListJobQueues operation middleware
+func (siw *ServerInterfaceWrapper) AdminListJobQueues(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListJobQueues(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminPauseJobQueue operation middleware
+func (siw *ServerInterfaceWrapper) AdminPauseJobQueue(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name QueueName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminPauseJobQueue(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminResumeJobQueue operation middleware
+func (siw *ServerInterfaceWrapper) AdminResumeJobQueue(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name QueueName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminResumeJobQueue(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminListJobSchedules operation middleware
+func (siw *ServerInterfaceWrapper) AdminListJobSchedules(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListJobSchedules(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminCreateJobSchedule operation middleware
+func (siw *ServerInterfaceWrapper) AdminCreateJobSchedule(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminCreateJobSchedule(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminDeleteJobSchedule operation middleware
+func (siw *ServerInterfaceWrapper) AdminDeleteJobSchedule(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name ScheduleName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminDeleteJobSchedule(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminPauseJobSchedule operation middleware
+func (siw *ServerInterfaceWrapper) AdminPauseJobSchedule(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name ScheduleName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminPauseJobSchedule(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminResumeJobSchedule operation middleware
+func (siw *ServerInterfaceWrapper) AdminResumeJobSchedule(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name ScheduleName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminResumeJobSchedule(w, r, name)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -7490,6 +8160,19 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminGetFeatureFlag)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminPutFeatureFlag)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/audit-events", wrapper.AdminListAuditEvents)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/schedules", wrapper.AdminListJobSchedules)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/schedules", wrapper.AdminCreateJobSchedule)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/admin/schedules/{name}", wrapper.AdminDeleteJobSchedule)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/schedules/{name}/pause", wrapper.AdminPauseJobSchedule)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/schedules/{name}/resume", wrapper.AdminResumeJobSchedule)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/queues", wrapper.AdminListJobQueues)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/queues/{name}/pause", wrapper.AdminPauseJobQueue)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/queues/{name}/resume", wrapper.AdminResumeJobQueue)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/jobs", wrapper.AdminListJobs)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/retry", wrapper.AdminRetryJobs)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/discard", wrapper.AdminDiscardJobs)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/{id}/retry", wrapper.AdminRetryJob)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/{id}/discard", wrapper.AdminDiscardJob)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/providers", wrapper.ListOAuthProviders)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/start", wrapper.StartOAuth)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/callback", wrapper.OauthCallback)
@@ -7860,6 +8543,201 @@ func (response AdminPutFeatureFlagdefaultApplicationProblemPlusJSONResponse) Vis
 	return err
 }
 
+type AdminListJobsRequestObject struct {
+	Params AdminListJobsParams
+}
+
+type AdminListJobsResponseObject interface {
+	VisitAdminListJobsResponse(w http.ResponseWriter) error
+}
+
+type AdminListJobs200JSONResponse AdminJobList
+
+func (response AdminListJobs200JSONResponse) VisitAdminListJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListJobsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListJobsdefaultApplicationProblemPlusJSONResponse) VisitAdminListJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminDiscardJobsRequestObject struct {
+	Body *AdminDiscardJobsJSONRequestBody
+}
+
+type AdminDiscardJobsResponseObject interface {
+	VisitAdminDiscardJobsResponse(w http.ResponseWriter) error
+}
+
+type AdminDiscardJobs200JSONResponse AdminJobBulkResult
+
+func (response AdminDiscardJobs200JSONResponse) VisitAdminDiscardJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminDiscardJobsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminDiscardJobsdefaultApplicationProblemPlusJSONResponse) VisitAdminDiscardJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryJobsRequestObject struct {
+	Body *AdminRetryJobsJSONRequestBody
+}
+
+type AdminRetryJobsResponseObject interface {
+	VisitAdminRetryJobsResponse(w http.ResponseWriter) error
+}
+
+type AdminRetryJobs200JSONResponse AdminJobBulkResult
+
+func (response AdminRetryJobs200JSONResponse) VisitAdminRetryJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryJobsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminRetryJobsdefaultApplicationProblemPlusJSONResponse) VisitAdminRetryJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminDiscardJobRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type AdminDiscardJobResponseObject interface {
+	VisitAdminDiscardJobResponse(w http.ResponseWriter) error
+}
+
+type AdminDiscardJob200JSONResponse AdminJob
+
+func (response AdminDiscardJob200JSONResponse) VisitAdminDiscardJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminDiscardJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminDiscardJobdefaultApplicationProblemPlusJSONResponse) VisitAdminDiscardJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryJobRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type AdminRetryJobResponseObject interface {
+	VisitAdminRetryJobResponse(w http.ResponseWriter) error
+}
+
+type AdminRetryJob200JSONResponse AdminJob
+
+func (response AdminRetryJob200JSONResponse) VisitAdminRetryJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminRetryJobdefaultApplicationProblemPlusJSONResponse) VisitAdminRetryJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AdminListOrgsRequestObject struct {
 	Params AdminListOrgsParams
 }
@@ -7888,6 +8766,310 @@ type AdminListOrgsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminListOrgsdefaultApplicationProblemPlusJSONResponse) VisitAdminListOrgsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListJobQueuesRequestObject struct {
+}
+
+type AdminListJobQueuesResponseObject interface {
+	VisitAdminListJobQueuesResponse(w http.ResponseWriter) error
+}
+
+type AdminListJobQueues200JSONResponse JobQueueList
+
+func (response AdminListJobQueues200JSONResponse) VisitAdminListJobQueuesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListJobQueuesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListJobQueuesdefaultApplicationProblemPlusJSONResponse) VisitAdminListJobQueuesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminPauseJobQueueRequestObject struct {
+	Name QueueName `json:"name"`
+}
+
+type AdminPauseJobQueueResponseObject interface {
+	VisitAdminPauseJobQueueResponse(w http.ResponseWriter) error
+}
+
+type AdminPauseJobQueue200JSONResponse JobQueue
+
+func (response AdminPauseJobQueue200JSONResponse) VisitAdminPauseJobQueueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminPauseJobQueuedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminPauseJobQueuedefaultApplicationProblemPlusJSONResponse) VisitAdminPauseJobQueueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminResumeJobQueueRequestObject struct {
+	Name QueueName `json:"name"`
+}
+
+type AdminResumeJobQueueResponseObject interface {
+	VisitAdminResumeJobQueueResponse(w http.ResponseWriter) error
+}
+
+type AdminResumeJobQueue200JSONResponse JobQueue
+
+func (response AdminResumeJobQueue200JSONResponse) VisitAdminResumeJobQueueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminResumeJobQueuedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminResumeJobQueuedefaultApplicationProblemPlusJSONResponse) VisitAdminResumeJobQueueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListJobSchedulesRequestObject struct {
+}
+
+type AdminListJobSchedulesResponseObject interface {
+	VisitAdminListJobSchedulesResponse(w http.ResponseWriter) error
+}
+
+type AdminListJobSchedules200JSONResponse JobScheduleList
+
+func (response AdminListJobSchedules200JSONResponse) VisitAdminListJobSchedulesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListJobSchedulesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListJobSchedulesdefaultApplicationProblemPlusJSONResponse) VisitAdminListJobSchedulesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminCreateJobScheduleRequestObject struct {
+	Body *AdminCreateJobScheduleJSONRequestBody
+}
+
+type AdminCreateJobScheduleResponseObject interface {
+	VisitAdminCreateJobScheduleResponse(w http.ResponseWriter) error
+}
+
+type AdminCreateJobSchedule201JSONResponse JobSchedule
+
+func (response AdminCreateJobSchedule201JSONResponse) VisitAdminCreateJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminCreateJobScheduledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminCreateJobScheduledefaultApplicationProblemPlusJSONResponse) VisitAdminCreateJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminDeleteJobScheduleRequestObject struct {
+	Name ScheduleName `json:"name"`
+}
+
+type AdminDeleteJobScheduleResponseObject interface {
+	VisitAdminDeleteJobScheduleResponse(w http.ResponseWriter) error
+}
+
+type AdminDeleteJobSchedule204Response struct {
+}
+
+func (response AdminDeleteJobSchedule204Response) VisitAdminDeleteJobScheduleResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type AdminDeleteJobScheduledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminDeleteJobScheduledefaultApplicationProblemPlusJSONResponse) VisitAdminDeleteJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminPauseJobScheduleRequestObject struct {
+	Name ScheduleName `json:"name"`
+}
+
+type AdminPauseJobScheduleResponseObject interface {
+	VisitAdminPauseJobScheduleResponse(w http.ResponseWriter) error
+}
+
+type AdminPauseJobSchedule200JSONResponse JobSchedule
+
+func (response AdminPauseJobSchedule200JSONResponse) VisitAdminPauseJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminPauseJobScheduledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminPauseJobScheduledefaultApplicationProblemPlusJSONResponse) VisitAdminPauseJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminResumeJobScheduleRequestObject struct {
+	Name ScheduleName `json:"name"`
+}
+
+type AdminResumeJobScheduleResponseObject interface {
+	VisitAdminResumeJobScheduleResponse(w http.ResponseWriter) error
+}
+
+type AdminResumeJobSchedule200JSONResponse JobSchedule
+
+func (response AdminResumeJobSchedule200JSONResponse) VisitAdminResumeJobScheduleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminResumeJobScheduledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminResumeJobScheduledefaultApplicationProblemPlusJSONResponse) VisitAdminResumeJobScheduleResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -10650,9 +11832,48 @@ type StrictServerInterface interface {
 	// AdminPutFeatureFlag Create or change a feature flag
 	// (PUT /v1/admin/feature-flags/{key})
 	AdminPutFeatureFlag(ctx context.Context, request AdminPutFeatureFlagRequestObject) (AdminPutFeatureFlagResponseObject, error)
+	// AdminListJobs Jobs of every org
+	// (GET /v1/admin/jobs)
+	AdminListJobs(ctx context.Context, request AdminListJobsRequestObject) (AdminListJobsResponseObject, error)
+	// AdminDiscardJobs Discard failed jobs in bulk
+	// (POST /v1/admin/jobs/discard)
+	AdminDiscardJobs(ctx context.Context, request AdminDiscardJobsRequestObject) (AdminDiscardJobsResponseObject, error)
+	// AdminRetryJobs Retry failed jobs in bulk
+	// (POST /v1/admin/jobs/retry)
+	AdminRetryJobs(ctx context.Context, request AdminRetryJobsRequestObject) (AdminRetryJobsResponseObject, error)
+	// AdminDiscardJob Discard a failed job
+	// (POST /v1/admin/jobs/{id}/discard)
+	AdminDiscardJob(ctx context.Context, request AdminDiscardJobRequestObject) (AdminDiscardJobResponseObject, error)
+	// AdminRetryJob Retry a failed job
+	// (POST /v1/admin/jobs/{id}/retry)
+	AdminRetryJob(ctx context.Context, request AdminRetryJobRequestObject) (AdminRetryJobResponseObject, error)
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(ctx context.Context, request AdminListOrgsRequestObject) (AdminListOrgsResponseObject, error)
+	// AdminListJobQueues Every job queue, with its counts
+	// (GET /v1/admin/queues)
+	AdminListJobQueues(ctx context.Context, request AdminListJobQueuesRequestObject) (AdminListJobQueuesResponseObject, error)
+	// AdminPauseJobQueue Pause a job queue
+	// (POST /v1/admin/queues/{name}/pause)
+	AdminPauseJobQueue(ctx context.Context, request AdminPauseJobQueueRequestObject) (AdminPauseJobQueueResponseObject, error)
+	// AdminResumeJobQueue Resume a job queue
+	// (POST /v1/admin/queues/{name}/resume)
+	AdminResumeJobQueue(ctx context.Context, request AdminResumeJobQueueRequestObject) (AdminResumeJobQueueResponseObject, error)
+	// AdminListJobSchedules Every job schedule
+	// (GET /v1/admin/schedules)
+	AdminListJobSchedules(ctx context.Context, request AdminListJobSchedulesRequestObject) (AdminListJobSchedulesResponseObject, error)
+	// AdminCreateJobSchedule Create a job schedule
+	// (POST /v1/admin/schedules)
+	AdminCreateJobSchedule(ctx context.Context, request AdminCreateJobScheduleRequestObject) (AdminCreateJobScheduleResponseObject, error)
+	// AdminDeleteJobSchedule Delete a job schedule
+	// (DELETE /v1/admin/schedules/{name})
+	AdminDeleteJobSchedule(ctx context.Context, request AdminDeleteJobScheduleRequestObject) (AdminDeleteJobScheduleResponseObject, error)
+	// AdminPauseJobSchedule Pause a job schedule
+	// (POST /v1/admin/schedules/{name}/pause)
+	AdminPauseJobSchedule(ctx context.Context, request AdminPauseJobScheduleRequestObject) (AdminPauseJobScheduleResponseObject, error)
+	// AdminResumeJobSchedule Resume a job schedule
+	// (POST /v1/admin/schedules/{name}/resume)
+	AdminResumeJobSchedule(ctx context.Context, request AdminResumeJobScheduleRequestObject) (AdminResumeJobScheduleResponseObject, error)
 	// AdminListUsers Every user
 	// (GET /v1/admin/users)
 	AdminListUsers(ctx context.Context, request AdminListUsersRequestObject) (AdminListUsersResponseObject, error)
@@ -11099,6 +12320,146 @@ func (sh *strictHandler) AdminPutFeatureFlag(w http.ResponseWriter, r *http.Requ
 	}
 }
 
+// AdminListJobs operation middleware
+func (sh *strictHandler) AdminListJobs(w http.ResponseWriter, r *http.Request, params AdminListJobsParams) {
+	var request AdminListJobsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListJobs(ctx, request.(AdminListJobsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListJobs")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListJobsResponseObject); ok {
+		if err := validResponse.VisitAdminListJobsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminDiscardJobs operation middleware
+func (sh *strictHandler) AdminDiscardJobs(w http.ResponseWriter, r *http.Request) {
+	var request AdminDiscardJobsRequestObject
+
+	var body AdminDiscardJobsJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminDiscardJobs(ctx, request.(AdminDiscardJobsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminDiscardJobs")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminDiscardJobsResponseObject); ok {
+		if err := validResponse.VisitAdminDiscardJobsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminRetryJobs operation middleware
+func (sh *strictHandler) AdminRetryJobs(w http.ResponseWriter, r *http.Request) {
+	var request AdminRetryJobsRequestObject
+
+	var body AdminRetryJobsJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminRetryJobs(ctx, request.(AdminRetryJobsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminRetryJobs")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminRetryJobsResponseObject); ok {
+		if err := validResponse.VisitAdminRetryJobsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminDiscardJob operation middleware
+func (sh *strictHandler) AdminDiscardJob(w http.ResponseWriter, r *http.Request, id ID) {
+	var request AdminDiscardJobRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminDiscardJob(ctx, request.(AdminDiscardJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminDiscardJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminDiscardJobResponseObject); ok {
+		if err := validResponse.VisitAdminDiscardJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminRetryJob operation middleware
+func (sh *strictHandler) AdminRetryJob(w http.ResponseWriter, r *http.Request, id ID) {
+	var request AdminRetryJobRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminRetryJob(ctx, request.(AdminRetryJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminRetryJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminRetryJobResponseObject); ok {
+		if err := validResponse.VisitAdminRetryJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // AdminListOrgs operation middleware
 func (sh *strictHandler) AdminListOrgs(w http.ResponseWriter, r *http.Request, params AdminListOrgsParams) {
 	var request AdminListOrgsRequestObject
@@ -11118,6 +12479,215 @@ func (sh *strictHandler) AdminListOrgs(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminListOrgsResponseObject); ok {
 		if err := validResponse.VisitAdminListOrgsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminListJobQueues operation middleware
+func (sh *strictHandler) AdminListJobQueues(w http.ResponseWriter, r *http.Request) {
+	var request AdminListJobQueuesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListJobQueues(ctx, request.(AdminListJobQueuesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListJobQueues")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListJobQueuesResponseObject); ok {
+		if err := validResponse.VisitAdminListJobQueuesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminPauseJobQueue operation middleware
+func (sh *strictHandler) AdminPauseJobQueue(w http.ResponseWriter, r *http.Request, name QueueName) {
+	var request AdminPauseJobQueueRequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminPauseJobQueue(ctx, request.(AdminPauseJobQueueRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminPauseJobQueue")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminPauseJobQueueResponseObject); ok {
+		if err := validResponse.VisitAdminPauseJobQueueResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminResumeJobQueue operation middleware
+func (sh *strictHandler) AdminResumeJobQueue(w http.ResponseWriter, r *http.Request, name QueueName) {
+	var request AdminResumeJobQueueRequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminResumeJobQueue(ctx, request.(AdminResumeJobQueueRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminResumeJobQueue")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminResumeJobQueueResponseObject); ok {
+		if err := validResponse.VisitAdminResumeJobQueueResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminListJobSchedules operation middleware
+func (sh *strictHandler) AdminListJobSchedules(w http.ResponseWriter, r *http.Request) {
+	var request AdminListJobSchedulesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListJobSchedules(ctx, request.(AdminListJobSchedulesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListJobSchedules")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListJobSchedulesResponseObject); ok {
+		if err := validResponse.VisitAdminListJobSchedulesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminCreateJobSchedule operation middleware
+func (sh *strictHandler) AdminCreateJobSchedule(w http.ResponseWriter, r *http.Request) {
+	var request AdminCreateJobScheduleRequestObject
+
+	var body AdminCreateJobScheduleJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminCreateJobSchedule(ctx, request.(AdminCreateJobScheduleRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminCreateJobSchedule")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminCreateJobScheduleResponseObject); ok {
+		if err := validResponse.VisitAdminCreateJobScheduleResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminDeleteJobSchedule operation middleware
+func (sh *strictHandler) AdminDeleteJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName) {
+	var request AdminDeleteJobScheduleRequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminDeleteJobSchedule(ctx, request.(AdminDeleteJobScheduleRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminDeleteJobSchedule")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminDeleteJobScheduleResponseObject); ok {
+		if err := validResponse.VisitAdminDeleteJobScheduleResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminPauseJobSchedule operation middleware
+func (sh *strictHandler) AdminPauseJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName) {
+	var request AdminPauseJobScheduleRequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminPauseJobSchedule(ctx, request.(AdminPauseJobScheduleRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminPauseJobSchedule")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminPauseJobScheduleResponseObject); ok {
+		if err := validResponse.VisitAdminPauseJobScheduleResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminResumeJobSchedule operation middleware
+func (sh *strictHandler) AdminResumeJobSchedule(w http.ResponseWriter, r *http.Request, name ScheduleName) {
+	var request AdminResumeJobScheduleRequestObject
+
+	request.Name = name
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminResumeJobSchedule(ctx, request.(AdminResumeJobScheduleRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminResumeJobSchedule")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminResumeJobScheduleResponseObject); ok {
+		if err := validResponse.VisitAdminResumeJobScheduleResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -297,11 +297,11 @@ func (s *Scheduler) Schedules(ctx context.Context) ([]Schedule, error) {
 // NextRuns returns the next n slots of sc after its next run (included); none while paused.
 func NextRuns(sc Schedule, n int) []time.Time {
 	if sc.PausedAt != nil {
-		return nil
+		return []time.Time{}
 	}
 	sched, err := ParseCron(sc.Cron, sc.Timezone)
 	if err != nil {
-		return nil
+		return []time.Time{}
 	}
 	out := make([]time.Time, 0, n)
 	for t := sc.NextRunAt; len(out) < n; t = sched.Next(t) {

@@ -20,6 +20,33 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AdminJobState.
+const (
+	AdminJobStateCancelled AdminJobState = "cancelled"
+	AdminJobStateFailed    AdminJobState = "failed"
+	AdminJobStateQueued    AdminJobState = "queued"
+	AdminJobStateRunning   AdminJobState = "running"
+	AdminJobStateSucceeded AdminJobState = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the AdminJobState enum.
+func (e AdminJobState) Valid() bool {
+	switch e {
+	case AdminJobStateCancelled:
+		return true
+	case AdminJobStateFailed:
+		return true
+	case AdminJobStateQueued:
+		return true
+	case AdminJobStateRunning:
+		return true
+	case AdminJobStateSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuditEventActorType.
 const (
 	AuditEventActorTypeAnonymous AuditEventActorType = "anonymous"
@@ -361,25 +388,25 @@ func (e FeedbackRating) Valid() bool {
 
 // Defines values for FinishReason.
 const (
-	Cancelled     FinishReason = "cancelled"
-	ContentFilter FinishReason = "content_filter"
-	Length        FinishReason = "length"
-	Stop          FinishReason = "stop"
-	ToolCalls     FinishReason = "tool_calls"
+	FinishReasonCancelled     FinishReason = "cancelled"
+	FinishReasonContentFilter FinishReason = "content_filter"
+	FinishReasonLength        FinishReason = "length"
+	FinishReasonStop          FinishReason = "stop"
+	FinishReasonToolCalls     FinishReason = "tool_calls"
 )
 
 // Valid indicates whether the value is a known member of the FinishReason enum.
 func (e FinishReason) Valid() bool {
 	switch e {
-	case Cancelled:
+	case FinishReasonCancelled:
 		return true
-	case ContentFilter:
+	case FinishReasonContentFilter:
 		return true
-	case Length:
+	case FinishReasonLength:
 		return true
-	case Stop:
+	case FinishReasonStop:
 		return true
-	case ToolCalls:
+	case FinishReasonToolCalls:
 		return true
 	default:
 		return false
@@ -455,6 +482,24 @@ const (
 func (e JWKUse) Valid() bool {
 	switch e {
 	case Sig:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for JobScheduleSource.
+const (
+	Api    JobScheduleSource = "api"
+	Config JobScheduleSource = "config"
+)
+
+// Valid indicates whether the value is a known member of the JobScheduleSource enum.
+func (e JobScheduleSource) Valid() bool {
+	switch e {
+	case Api:
+		return true
+	case Config:
 		return true
 	default:
 		return false
@@ -976,6 +1021,65 @@ type APIKeyWithSecret struct {
 	Scopes     []Scope             `json:"scopes"`
 }
 
+// AdminJob A job as a platform admin sees it, with its payload, result and error redacted.
+type AdminJob struct {
+	ApiKeyId *openapi_types.UUID `json:"api_key_id,omitempty"`
+	Attempts int                 `json:"attempts"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp           `json:"created_at"`
+	CreatedBy   *openapi_types.UUID `json:"created_by,omitempty"`
+	DiscardedAt *time.Time          `json:"discarded_at,omitempty"`
+	DiscardedBy *openapi_types.UUID `json:"discarded_by,omitempty"`
+	FinishedAt  *time.Time          `json:"finished_at,omitempty"`
+	Id          openapi_types.UUID  `json:"id"`
+	Kind        string              `json:"kind"`
+
+	// LastError The last attempt's error, redacted.
+	LastError   string              `json:"last_error"`
+	MaxAttempts int                 `json:"max_attempts"`
+	OrgId       *openapi_types.UUID `json:"org_id,omitempty"`
+
+	// Payload The payload, redacted.
+	Payload  interface{} `json:"payload"`
+	Progress struct {
+		Done    int64  `json:"done"`
+		Message string `json:"message"`
+		Total   int64  `json:"total"`
+	} `json:"progress"`
+	Queue string `json:"queue"`
+
+	// Result The result, redacted; absent until it succeeded.
+	Result interface{} `json:"result,omitempty"`
+
+	// Run 1, then one more per retry.
+	Run int `json:"run"`
+
+	// RunAt RFC 3339, UTC.
+	RunAt     Timestamp     `json:"run_at"`
+	StartedAt *time.Time    `json:"started_at,omitempty"`
+	State     AdminJobState `json:"state"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// AdminJobBulkResult defines model for AdminJobBulkResult.
+type AdminJobBulkResult struct {
+	// Count How many jobs were changed (at most 1000; call again for more).
+	Count int        `json:"count"`
+	Data  []AdminJob `json:"data"`
+}
+
+// AdminJobList defines model for AdminJobList.
+type AdminJobList struct {
+	Data       []AdminJob `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// AdminJobState defines model for AdminJobState.
+type AdminJobState string
+
 // AdminOrgList defines model for AdminOrgList.
 type AdminOrgList struct {
 	Data       []Org   `json:"data"`
@@ -1348,6 +1452,29 @@ type CreateInvitationRequest struct {
 // CreateInvitationRequestRole defines model for CreateInvitationRequest.Role.
 type CreateInvitationRequestRole string
 
+// CreateJobScheduleRequest defines model for CreateJobScheduleRequest.
+type CreateJobScheduleRequest struct {
+	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+	//
+	// Example: */15 * * * *
+	Cron string `json:"cron"`
+
+	// Kind A registered job kind.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+
+	// Paused Create it paused.
+	Paused *bool `json:"paused,omitempty"`
+
+	// Payload The payload of each run (default {}).
+	Payload *map[string]interface{} `json:"payload,omitempty"`
+
+	// Timezone IANA time zone of the cron fields (default UTC).
+	//
+	// Example: Asia/Shanghai
+	Timezone *string `json:"timezone,omitempty"`
+}
+
 // CreateOrgRequest defines model for CreateOrgRequest.
 type CreateOrgRequest struct {
 	Name string `json:"name"`
@@ -1480,6 +1607,108 @@ type JWKUse string
 // JWKS defines model for JWKS.
 type JWKS struct {
 	Keys []JWK `json:"keys"`
+}
+
+// JobQueue defines model for JobQueue.
+type JobQueue struct {
+	// AsynqQueue The Asynq queue, `<env>.<name>`.
+	AsynqQueue string `json:"asynq_queue"`
+
+	// FailedPerMinute Jobs that failed per minute over the last five minutes.
+	FailedPerMinute float32 `json:"failed_per_minute"`
+
+	// Jobs Jobs queued, running and failed (not discarded), from PostgreSQL.
+	Jobs struct {
+		Failed  int64 `json:"failed"`
+		Queued  int64 `json:"queued"`
+		Running int64 `json:"running"`
+	} `json:"jobs"`
+
+	// Name Example: default
+	Name string `json:"name"`
+
+	// OldestPendingSeconds How long the oldest due queued job has waited (0 when none waits).
+	OldestPendingSeconds float32 `json:"oldest_pending_seconds"`
+	Paused               bool    `json:"paused"`
+
+	// ProcessedPerMinute Jobs that ended (succeeded, failed or cancelled) per minute over the last five minutes.
+	ProcessedPerMinute float32 `json:"processed_per_minute"`
+
+	// StaleRunning Running jobs whose heartbeat stopped (the reconciler runs them again).
+	StaleRunning int64 `json:"stale_running"`
+
+	// Tasks Asynq's task counts, and the attempts processed and failed today (UTC).
+	Tasks struct {
+		Active         int `json:"active"`
+		Archived       int `json:"archived"`
+		Completed      int `json:"completed"`
+		FailedToday    int `json:"failed_today"`
+		Pending        int `json:"pending"`
+		ProcessedToday int `json:"processed_today"`
+		Retry          int `json:"retry"`
+		Scheduled      int `json:"scheduled"`
+	} `json:"tasks"`
+}
+
+// JobQueueList defines model for JobQueueList.
+type JobQueueList struct {
+	Data []JobQueue `json:"data"`
+}
+
+// JobSchedule defines model for JobSchedule.
+type JobSchedule struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Cron Example: 0 3 * * *
+	Cron string             `json:"cron"`
+	Id   openapi_types.UUID `json:"id"`
+
+	// Kind The job kind each run creates.
+	Kind      string              `json:"kind"`
+	LastJobId *openapi_types.UUID `json:"last_job_id,omitempty"`
+	LastRunAt *time.Time          `json:"last_run_at,omitempty"`
+
+	// Name Example: nightly-report
+	Name string `json:"name"`
+
+	// NextRunAt RFC 3339, UTC.
+	NextRunAt Timestamp `json:"next_run_at"`
+
+	// NextRuns The next slots (up to five), from next_run_at; empty while paused.
+	NextRuns []Timestamp `json:"next_runs"`
+	Paused   bool        `json:"paused"`
+	PausedAt *time.Time  `json:"paused_at,omitempty"`
+
+	// Payload The payload of each run.
+	Payload map[string]interface{} `json:"payload"`
+
+	// Source Where it is defined; a config schedule is deleted by removing it from config.
+	Source JobScheduleSource `json:"source"`
+
+	// Timezone Example: Europe/Paris
+	Timezone string `json:"timezone"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// JobScheduleSource Where it is defined; a config schedule is deleted by removing it from config.
+type JobScheduleSource string
+
+// JobScheduleList defines model for JobScheduleList.
+type JobScheduleList struct {
+	Data []JobSchedule `json:"data"`
+}
+
+// JobSelection The failed jobs to act on: `ids`, or a filter (`kind`, `queue`, `org_id`; `all: true`
+// for every failed job). Not both.
+type JobSelection struct {
+	All   *bool                 `json:"all,omitempty"`
+	Ids   *[]openapi_types.UUID `json:"ids,omitempty"`
+	Kind  *string               `json:"kind,omitempty"`
+	OrgId *openapi_types.UUID   `json:"org_id,omitempty"`
+	Queue *string               `json:"queue,omitempty"`
 }
 
 // LoginRequest defines model for LoginRequest.
@@ -2457,6 +2686,12 @@ type PromptName = string
 // PromptVersionNumber defines model for PromptVersionNumber.
 type PromptVersionNumber = int
 
+// QueueName defines model for QueueName.
+type QueueName = string
+
+// ScheduleName defines model for ScheduleName.
+type ScheduleName = string
+
 // UserID defines model for UserID.
 type UserID = openapi_types.UUID
 
@@ -2507,6 +2742,30 @@ type AdminListAuditEventsParams struct {
 
 	// Action Only events with this action.
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
+}
+
+// AdminListJobsParams defines parameters for AdminListJobs.
+type AdminListJobsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// State Only jobs in this state (default failed).
+	State *AdminJobState `form:"state,omitempty" json:"state,omitempty"`
+
+	// Discarded List the discarded jobs instead of the others.
+	Discarded *bool `form:"discarded,omitempty" json:"discarded,omitempty"`
+
+	// Kind Only jobs of this kind.
+	Kind *string `form:"kind,omitempty" json:"kind,omitempty"`
+
+	// Queue Only jobs of this queue.
+	Queue *string `form:"queue,omitempty" json:"queue,omitempty"`
+
+	// OrgId Only this org's jobs.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
 }
 
 // AdminListOrgsParams defines parameters for AdminListOrgs.
@@ -2972,6 +3231,15 @@ type OpenaiCreateEmbeddingsJSONRequestBody = OpenAIEmbeddingRequest
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
+
+// AdminDiscardJobsJSONRequestBody defines body for AdminDiscardJobs for application/json ContentType.
+type AdminDiscardJobsJSONRequestBody = JobSelection
+
+// AdminRetryJobsJSONRequestBody defines body for AdminRetryJobs for application/json ContentType.
+type AdminRetryJobsJSONRequestBody = JobSelection
+
+// AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
+type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
 
 // CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
 type CreateAPIKeyJSONRequestBody = CreateAPIKeyRequest
@@ -4393,12 +4661,152 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/admin/feature-flags/{key} (the `AdminPutFeatureFlag` operationId).
 	AdminPutFeatureFlag(ctx context.Context, key string, body AdminPutFeatureFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminListJobs Jobs of every org
+	//
+	// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
+	// and errors are redacted: members with secret-like names (password, token, api_key,
+	// …) and credential-looking strings are masked. Discarded jobs are listed only with
+	// `discarded=true`.
+	//
+	// Corresponds with GET /v1/admin/jobs (the `AdminListJobs` operationId).
+	AdminListJobs(ctx context.Context, params *AdminListJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminDiscardJobsWithBody Discard failed jobs in bulk
+	//
+	// Each selected failed job is kept but marked discarded: it no longer lists or counts
+	// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+	AdminDiscardJobsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminDiscardJobs Discard failed jobs in bulk
+	//
+	// Each selected failed job is kept but marked discarded: it no longer lists or counts
+	// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+	AdminDiscardJobs(ctx context.Context, body AdminDiscardJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRetryJobsWithBody Retry failed jobs in bulk
+	//
+	// Each selected failed job starts a new run (attempts from zero). Selected ids that
+	// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+	// again for more. Audited as `job.retry`, one event per job, in its org's log.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+	AdminRetryJobsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRetryJobs Retry failed jobs in bulk
+	//
+	// Each selected failed job starts a new run (attempts from zero). Selected ids that
+	// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+	// again for more. Audited as `job.retry`, one event per job, in its org's log.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+	AdminRetryJobs(ctx context.Context, body AdminRetryJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminDiscardJob Discard a failed job
+	//
+	// Kept, but no longer listed or counted as failed. Not failed is a `conflict`. Audited as `job.discard`.
+	//
+	// Corresponds with POST /v1/admin/jobs/{id}/discard (the `AdminDiscardJob` operationId).
+	AdminDiscardJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRetryJob Retry a failed job
+	//
+	// A new run of the job, whatever org it belongs to. Not failed (or discarded) is a `conflict`. Audited as `job.retry`.
+	//
+	// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
+	AdminRetryJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListOrgs Every org
 	//
 	// Newest first; `q` matches the name.
 	//
 	// Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 	AdminListOrgs(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListJobQueues Every job queue, with its counts
+	//
+	// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
+	// and failed per minute, from PostgreSQL (the source of truth); task counts and the
+	// pause from Asynq.
+	//
+	// Corresponds with GET /v1/admin/queues (the `AdminListJobQueues` operationId).
+	AdminListJobQueues(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminPauseJobQueue Pause a job queue
+	//
+	// No worker takes its tasks until resumed; jobs are still created and wait. Audited
+	// as `job_queue.pause`.
+	//
+	// Corresponds with POST /v1/admin/queues/{name}/pause (the `AdminPauseJobQueue` operationId).
+	AdminPauseJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminResumeJobQueue Resume a job queue
+	//
+	// Workers take its tasks again. Audited as `job_queue.resume`.
+	//
+	// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
+	AdminResumeJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListJobSchedules Every job schedule
+	//
+	// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
+	// its next run times. A due schedule creates one job per slot, on exactly one replica;
+	// slots missed while every replica was down are coalesced into one run.
+	//
+	// Corresponds with GET /v1/admin/schedules (the `AdminListJobSchedules` operationId).
+	AdminListJobSchedules(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminCreateJobScheduleWithBody Create a job schedule
+	//
+	// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+	AdminCreateJobScheduleWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminCreateJobSchedule Create a job schedule
+	//
+	// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+	AdminCreateJobSchedule(ctx context.Context, body AdminCreateJobScheduleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminDeleteJobSchedule Delete a job schedule
+	//
+	// Jobs it created stay. A schedule from config is a `conflict`: remove it from the
+	// configuration, or pause it. Audited as `job_schedule.delete`.
+	//
+	// Corresponds with DELETE /v1/admin/schedules/{name} (the `AdminDeleteJobSchedule` operationId).
+	AdminDeleteJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminPauseJobSchedule Pause a job schedule
+	//
+	// It creates no run until resumed (config schedules too). Audited as `job_schedule.pause`.
+	//
+	// Corresponds with POST /v1/admin/schedules/{name}/pause (the `AdminPauseJobSchedule` operationId).
+	AdminPauseJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminResumeJobSchedule Resume a job schedule
+	//
+	// It runs again from its first slot after now: the slots of the pause are skipped,
+	// not run. Audited as `job_schedule.resume`.
+	//
+	// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
+	AdminResumeJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminListUsers Every user
 	//
@@ -5687,6 +6095,142 @@ func (c *Client) AdminPutFeatureFlag(ctx context.Context, key string, body Admin
 	return c.Client.Do(req)
 }
 
+// AdminListJobs Jobs of every org
+//
+// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
+// and errors are redacted: members with secret-like names (password, token, api_key,
+// …) and credential-looking strings are masked. Discarded jobs are listed only with
+// `discarded=true`.
+//
+// Corresponds with GET /v1/admin/jobs (the `AdminListJobs` operationId).
+func (c *Client) AdminListJobs(ctx context.Context, params *AdminListJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListJobsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminDiscardJobsWithBody Discard failed jobs in bulk
+//
+// Each selected failed job is kept but marked discarded: it no longer lists or counts
+// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+func (c *Client) AdminDiscardJobsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminDiscardJobsRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminDiscardJobs Discard failed jobs in bulk
+//
+// Each selected failed job is kept but marked discarded: it no longer lists or counts
+// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+func (c *Client) AdminDiscardJobs(ctx context.Context, body AdminDiscardJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminDiscardJobsRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRetryJobsWithBody Retry failed jobs in bulk
+//
+// Each selected failed job starts a new run (attempts from zero). Selected ids that
+// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+// again for more. Audited as `job.retry`, one event per job, in its org's log.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+func (c *Client) AdminRetryJobsWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRetryJobsRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRetryJobs Retry failed jobs in bulk
+//
+// Each selected failed job starts a new run (attempts from zero). Selected ids that
+// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+// again for more. Audited as `job.retry`, one event per job, in its org's log.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+func (c *Client) AdminRetryJobs(ctx context.Context, body AdminRetryJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRetryJobsRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminDiscardJob Discard a failed job
+//
+// Kept, but no longer listed or counted as failed. Not failed is a `conflict`. Audited as `job.discard`.
+//
+// Corresponds with POST /v1/admin/jobs/{id}/discard (the `AdminDiscardJob` operationId).
+func (c *Client) AdminDiscardJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminDiscardJobRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRetryJob Retry a failed job
+//
+// A new run of the job, whatever org it belongs to. Not failed (or discarded) is a `conflict`. Audited as `job.retry`.
+//
+// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
+func (c *Client) AdminRetryJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRetryJobRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // AdminListOrgs Every org
 //
 // Newest first; `q` matches the name.
@@ -5694,6 +6238,170 @@ func (c *Client) AdminPutFeatureFlag(ctx context.Context, key string, body Admin
 // Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 func (c *Client) AdminListOrgs(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminListOrgsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListJobQueues Every job queue, with its counts
+//
+// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
+// and failed per minute, from PostgreSQL (the source of truth); task counts and the
+// pause from Asynq.
+//
+// Corresponds with GET /v1/admin/queues (the `AdminListJobQueues` operationId).
+func (c *Client) AdminListJobQueues(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListJobQueuesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminPauseJobQueue Pause a job queue
+//
+// No worker takes its tasks until resumed; jobs are still created and wait. Audited
+// as `job_queue.pause`.
+//
+// Corresponds with POST /v1/admin/queues/{name}/pause (the `AdminPauseJobQueue` operationId).
+func (c *Client) AdminPauseJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminPauseJobQueueRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminResumeJobQueue Resume a job queue
+//
+// Workers take its tasks again. Audited as `job_queue.resume`.
+//
+// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
+func (c *Client) AdminResumeJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminResumeJobQueueRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListJobSchedules Every job schedule
+//
+// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
+// its next run times. A due schedule creates one job per slot, on exactly one replica;
+// slots missed while every replica was down are coalesced into one run.
+//
+// Corresponds with GET /v1/admin/schedules (the `AdminListJobSchedules` operationId).
+func (c *Client) AdminListJobSchedules(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListJobSchedulesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminCreateJobScheduleWithBody Create a job schedule
+//
+// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+func (c *Client) AdminCreateJobScheduleWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminCreateJobScheduleRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminCreateJobSchedule Create a job schedule
+//
+// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+func (c *Client) AdminCreateJobSchedule(ctx context.Context, body AdminCreateJobScheduleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminCreateJobScheduleRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminDeleteJobSchedule Delete a job schedule
+//
+// Jobs it created stay. A schedule from config is a `conflict`: remove it from the
+// configuration, or pause it. Audited as `job_schedule.delete`.
+//
+// Corresponds with DELETE /v1/admin/schedules/{name} (the `AdminDeleteJobSchedule` operationId).
+func (c *Client) AdminDeleteJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminDeleteJobScheduleRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminPauseJobSchedule Pause a job schedule
+//
+// It creates no run until resumed (config schedules too). Audited as `job_schedule.pause`.
+//
+// Corresponds with POST /v1/admin/schedules/{name}/pause (the `AdminPauseJobSchedule` operationId).
+func (c *Client) AdminPauseJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminPauseJobScheduleRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminResumeJobSchedule Resume a job schedule
+//
+// It runs again from its first slot after now: the slots of the pause are skipped,
+// not run. Audited as `job_schedule.resume`.
+//
+// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
+func (c *Client) AdminResumeJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminResumeJobScheduleRequest(c.Server, name)
 	if err != nil {
 		return nil, err
 	}
@@ -8230,6 +8938,280 @@ func NewAdminPutFeatureFlagRequestWithBody(server string, key string, contentTyp
 	return req, nil
 }
 
+// NewAdminListJobsRequest constructs an http.Request for the AdminListJobs method
+func NewAdminListJobsRequest(server string, params *AdminListJobsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/jobs")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Discarded != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "discarded", *params.Discarded, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Kind != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "kind", *params.Kind, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Queue != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "queue", *params.Queue, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrgId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "org_id", *params.OrgId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminDiscardJobsRequest calls the generic AdminDiscardJobs builder with application/json body
+func NewAdminDiscardJobsRequest(server string, body AdminDiscardJobsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminDiscardJobsRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminDiscardJobsRequestWithBody constructs an http.Request for the AdminDiscardJobs method, with any body, and a specified content type
+func NewAdminDiscardJobsRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/jobs/discard")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminRetryJobsRequest calls the generic AdminRetryJobs builder with application/json body
+func NewAdminRetryJobsRequest(server string, body AdminRetryJobsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminRetryJobsRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminRetryJobsRequestWithBody constructs an http.Request for the AdminRetryJobs method, with any body, and a specified content type
+func NewAdminRetryJobsRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/jobs/retry")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminDiscardJobRequest constructs an http.Request for the AdminDiscardJob method
+func NewAdminDiscardJobRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/jobs/%s/discard", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminRetryJobRequest constructs an http.Request for the AdminRetryJob method
+func NewAdminRetryJobRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/jobs/%s/retry", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewAdminListOrgsRequest constructs an http.Request for the AdminListOrgs method
 func NewAdminListOrgsRequest(server string, params *AdminListOrgsParams) (*http.Request, error) {
 	var err error
@@ -8301,6 +9283,270 @@ func NewAdminListOrgsRequest(server string, params *AdminListOrgsParams) (*http.
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminListJobQueuesRequest constructs an http.Request for the AdminListJobQueues method
+func NewAdminListJobQueuesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/queues")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminPauseJobQueueRequest constructs an http.Request for the AdminPauseJobQueue method
+func NewAdminPauseJobQueueRequest(server string, name QueueName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/queues/%s/pause", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminResumeJobQueueRequest constructs an http.Request for the AdminResumeJobQueue method
+func NewAdminResumeJobQueueRequest(server string, name QueueName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/queues/%s/resume", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminListJobSchedulesRequest constructs an http.Request for the AdminListJobSchedules method
+func NewAdminListJobSchedulesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/schedules")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminCreateJobScheduleRequest calls the generic AdminCreateJobSchedule builder with application/json body
+func NewAdminCreateJobScheduleRequest(server string, body AdminCreateJobScheduleJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminCreateJobScheduleRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminCreateJobScheduleRequestWithBody constructs an http.Request for the AdminCreateJobSchedule method, with any body, and a specified content type
+func NewAdminCreateJobScheduleRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/schedules")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminDeleteJobScheduleRequest constructs an http.Request for the AdminDeleteJobSchedule method
+func NewAdminDeleteJobScheduleRequest(server string, name ScheduleName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/schedules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminPauseJobScheduleRequest constructs an http.Request for the AdminPauseJobSchedule method
+func NewAdminPauseJobScheduleRequest(server string, name ScheduleName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/schedules/%s/pause", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminResumeJobScheduleRequest constructs an http.Request for the AdminResumeJobSchedule method
+func NewAdminResumeJobScheduleRequest(server string, name ScheduleName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/schedules/%s/resume", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -12362,6 +13608,78 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/admin/feature-flags/{key} (the `AdminPutFeatureFlag` operationId).
 	AdminPutFeatureFlagWithResponse(ctx context.Context, key string, body AdminPutFeatureFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminPutFeatureFlagResponse, error)
 
+	// AdminListJobsWithResponse Jobs of every org
+	//
+	// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
+	// and errors are redacted: members with secret-like names (password, token, api_key,
+	// …) and credential-looking strings are masked. Discarded jobs are listed only with
+	// `discarded=true`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/jobs (the `AdminListJobs` operationId).
+	AdminListJobsWithResponse(ctx context.Context, params *AdminListJobsParams, reqEditors ...RequestEditorFn) (*AdminListJobsResponse, error)
+
+	// AdminDiscardJobsWithBodyWithResponse Discard failed jobs in bulk
+	//
+	// Each selected failed job is kept but marked discarded: it no longer lists or counts
+	// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+	AdminDiscardJobsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminDiscardJobsResponse, error)
+
+	// AdminDiscardJobsWithResponse Discard failed jobs in bulk
+	//
+	// Each selected failed job is kept but marked discarded: it no longer lists or counts
+	// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+	AdminDiscardJobsWithResponse(ctx context.Context, body AdminDiscardJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminDiscardJobsResponse, error)
+
+	// AdminRetryJobsWithBodyWithResponse Retry failed jobs in bulk
+	//
+	// Each selected failed job starts a new run (attempts from zero). Selected ids that
+	// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+	// again for more. Audited as `job.retry`, one event per job, in its org's log.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+	AdminRetryJobsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminRetryJobsResponse, error)
+
+	// AdminRetryJobsWithResponse Retry failed jobs in bulk
+	//
+	// Each selected failed job starts a new run (attempts from zero). Selected ids that
+	// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+	// again for more. Audited as `job.retry`, one event per job, in its org's log.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+	AdminRetryJobsWithResponse(ctx context.Context, body AdminRetryJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminRetryJobsResponse, error)
+
+	// AdminDiscardJobWithResponse Discard a failed job
+	//
+	// Kept, but no longer listed or counted as failed. Not failed is a `conflict`. Audited as `job.discard`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/{id}/discard (the `AdminDiscardJob` operationId).
+	AdminDiscardJobWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*AdminDiscardJobResponse, error)
+
+	// AdminRetryJobWithResponse Retry a failed job
+	//
+	// A new run of the job, whatever org it belongs to. Not failed (or discarded) is a `conflict`. Audited as `job.retry`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
+	AdminRetryJobWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*AdminRetryJobResponse, error)
+
 	// AdminListOrgsWithResponse Every org
 	//
 	// Newest first; `q` matches the name.
@@ -12370,6 +13688,94 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 	AdminListOrgsWithResponse(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*AdminListOrgsResponse, error)
+
+	// AdminListJobQueuesWithResponse Every job queue, with its counts
+	//
+	// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
+	// and failed per minute, from PostgreSQL (the source of truth); task counts and the
+	// pause from Asynq.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/queues (the `AdminListJobQueues` operationId).
+	AdminListJobQueuesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListJobQueuesResponse, error)
+
+	// AdminPauseJobQueueWithResponse Pause a job queue
+	//
+	// No worker takes its tasks until resumed; jobs are still created and wait. Audited
+	// as `job_queue.pause`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/queues/{name}/pause (the `AdminPauseJobQueue` operationId).
+	AdminPauseJobQueueWithResponse(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*AdminPauseJobQueueResponse, error)
+
+	// AdminResumeJobQueueWithResponse Resume a job queue
+	//
+	// Workers take its tasks again. Audited as `job_queue.resume`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
+	AdminResumeJobQueueWithResponse(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*AdminResumeJobQueueResponse, error)
+
+	// AdminListJobSchedulesWithResponse Every job schedule
+	//
+	// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
+	// its next run times. A due schedule creates one job per slot, on exactly one replica;
+	// slots missed while every replica was down are coalesced into one run.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/schedules (the `AdminListJobSchedules` operationId).
+	AdminListJobSchedulesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListJobSchedulesResponse, error)
+
+	// AdminCreateJobScheduleWithBodyWithResponse Create a job schedule
+	//
+	// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+	AdminCreateJobScheduleWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminCreateJobScheduleResponse, error)
+
+	// AdminCreateJobScheduleWithResponse Create a job schedule
+	//
+	// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+	AdminCreateJobScheduleWithResponse(ctx context.Context, body AdminCreateJobScheduleJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminCreateJobScheduleResponse, error)
+
+	// AdminDeleteJobScheduleWithResponse Delete a job schedule
+	//
+	// Jobs it created stay. A schedule from config is a `conflict`: remove it from the
+	// configuration, or pause it. Audited as `job_schedule.delete`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/admin/schedules/{name} (the `AdminDeleteJobSchedule` operationId).
+	AdminDeleteJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminDeleteJobScheduleResponse, error)
+
+	// AdminPauseJobScheduleWithResponse Pause a job schedule
+	//
+	// It creates no run until resumed (config schedules too). Audited as `job_schedule.pause`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/schedules/{name}/pause (the `AdminPauseJobSchedule` operationId).
+	AdminPauseJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminPauseJobScheduleResponse, error)
+
+	// AdminResumeJobScheduleWithResponse Resume a job schedule
+	//
+	// It runs again from its first slot after now: the slots of the pause are skipped,
+	// not run. Audited as `job_schedule.resume`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
+	AdminResumeJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminResumeJobScheduleResponse, error)
 
 	// AdminListUsersWithResponse Every user
 	//
@@ -14156,6 +15562,246 @@ func (r AdminPutFeatureFlagResponse) ContentType() string {
 	return ""
 }
 
+type AdminListJobsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminJobList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListJobsResponse) GetJSON200() *AdminJobList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListJobsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListJobsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListJobsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListJobsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListJobsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminDiscardJobsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminJobBulkResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminDiscardJobsResponse) GetJSON200() *AdminJobBulkResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminDiscardJobsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminDiscardJobsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminDiscardJobsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminDiscardJobsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminDiscardJobsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminRetryJobsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminJobBulkResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminRetryJobsResponse) GetJSON200() *AdminJobBulkResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRetryJobsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRetryJobsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRetryJobsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRetryJobsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRetryJobsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminDiscardJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminDiscardJobResponse) GetJSON200() *AdminJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminDiscardJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminDiscardJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminDiscardJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminDiscardJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminDiscardJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminRetryJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminJob
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminRetryJobResponse) GetJSON200() *AdminJob {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRetryJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRetryJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRetryJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRetryJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRetryJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type AdminListOrgsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -14198,6 +15844,383 @@ func (r AdminListOrgsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminListOrgsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminListJobQueuesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobQueueList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListJobQueuesResponse) GetJSON200() *JobQueueList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListJobQueuesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListJobQueuesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListJobQueuesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListJobQueuesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListJobQueuesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminPauseJobQueueResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobQueue
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminPauseJobQueueResponse) GetJSON200() *JobQueue {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminPauseJobQueueResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminPauseJobQueueResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminPauseJobQueueResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminPauseJobQueueResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminPauseJobQueueResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminResumeJobQueueResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobQueue
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminResumeJobQueueResponse) GetJSON200() *JobQueue {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminResumeJobQueueResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminResumeJobQueueResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminResumeJobQueueResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminResumeJobQueueResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminResumeJobQueueResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminListJobSchedulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobScheduleList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListJobSchedulesResponse) GetJSON200() *JobScheduleList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListJobSchedulesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListJobSchedulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListJobSchedulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListJobSchedulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListJobSchedulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminCreateJobScheduleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *JobSchedule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AdminCreateJobScheduleResponse) GetJSON201() *JobSchedule {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminCreateJobScheduleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminCreateJobScheduleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminCreateJobScheduleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminCreateJobScheduleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminCreateJobScheduleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminDeleteJobScheduleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminDeleteJobScheduleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminDeleteJobScheduleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminDeleteJobScheduleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminDeleteJobScheduleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminDeleteJobScheduleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminPauseJobScheduleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobSchedule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminPauseJobScheduleResponse) GetJSON200() *JobSchedule {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminPauseJobScheduleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminPauseJobScheduleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminPauseJobScheduleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminPauseJobScheduleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminPauseJobScheduleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminResumeJobScheduleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *JobSchedule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminResumeJobScheduleResponse) GetJSON200() *JobSchedule {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminResumeJobScheduleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminResumeJobScheduleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminResumeJobScheduleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminResumeJobScheduleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminResumeJobScheduleResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -17926,6 +19949,120 @@ func (c *ClientWithResponses) AdminPutFeatureFlagWithResponse(ctx context.Contex
 	return ParseAdminPutFeatureFlagResponse(rsp)
 }
 
+// AdminListJobsWithResponse Jobs of every org
+//
+// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
+// and errors are redacted: members with secret-like names (password, token, api_key,
+// …) and credential-looking strings are masked. Discarded jobs are listed only with
+// `discarded=true`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/jobs (the `AdminListJobs` operationId).
+func (c *ClientWithResponses) AdminListJobsWithResponse(ctx context.Context, params *AdminListJobsParams, reqEditors ...RequestEditorFn) (*AdminListJobsResponse, error) {
+	rsp, err := c.AdminListJobs(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListJobsResponse(rsp)
+}
+
+// AdminDiscardJobsWithBodyWithResponse Discard failed jobs in bulk
+//
+// Each selected failed job is kept but marked discarded: it no longer lists or counts
+// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+func (c *ClientWithResponses) AdminDiscardJobsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminDiscardJobsResponse, error) {
+	rsp, err := c.AdminDiscardJobsWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminDiscardJobsResponse(rsp)
+}
+
+// AdminDiscardJobsWithResponse Discard failed jobs in bulk
+//
+// Each selected failed job is kept but marked discarded: it no longer lists or counts
+// as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/discard (the `AdminDiscardJobs` operationId).
+func (c *ClientWithResponses) AdminDiscardJobsWithResponse(ctx context.Context, body AdminDiscardJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminDiscardJobsResponse, error) {
+	rsp, err := c.AdminDiscardJobs(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminDiscardJobsResponse(rsp)
+}
+
+// AdminRetryJobsWithBodyWithResponse Retry failed jobs in bulk
+//
+// Each selected failed job starts a new run (attempts from zero). Selected ids that
+// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+// again for more. Audited as `job.retry`, one event per job, in its org's log.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+func (c *ClientWithResponses) AdminRetryJobsWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminRetryJobsResponse, error) {
+	rsp, err := c.AdminRetryJobsWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRetryJobsResponse(rsp)
+}
+
+// AdminRetryJobsWithResponse Retry failed jobs in bulk
+//
+// Each selected failed job starts a new run (attempts from zero). Selected ids that
+// are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+// again for more. Audited as `job.retry`, one event per job, in its org's log.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/retry (the `AdminRetryJobs` operationId).
+func (c *ClientWithResponses) AdminRetryJobsWithResponse(ctx context.Context, body AdminRetryJobsJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminRetryJobsResponse, error) {
+	rsp, err := c.AdminRetryJobs(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRetryJobsResponse(rsp)
+}
+
+// AdminDiscardJobWithResponse Discard a failed job
+//
+// Kept, but no longer listed or counted as failed. Not failed is a `conflict`. Audited as `job.discard`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/{id}/discard (the `AdminDiscardJob` operationId).
+func (c *ClientWithResponses) AdminDiscardJobWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*AdminDiscardJobResponse, error) {
+	rsp, err := c.AdminDiscardJob(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminDiscardJobResponse(rsp)
+}
+
+// AdminRetryJobWithResponse Retry a failed job
+//
+// A new run of the job, whatever org it belongs to. Not failed (or discarded) is a `conflict`. Audited as `job.retry`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
+func (c *ClientWithResponses) AdminRetryJobWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*AdminRetryJobResponse, error) {
+	rsp, err := c.AdminRetryJob(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRetryJobResponse(rsp)
+}
+
 // AdminListOrgsWithResponse Every org
 //
 // Newest first; `q` matches the name.
@@ -17939,6 +20076,148 @@ func (c *ClientWithResponses) AdminListOrgsWithResponse(ctx context.Context, par
 		return nil, err
 	}
 	return ParseAdminListOrgsResponse(rsp)
+}
+
+// AdminListJobQueuesWithResponse Every job queue, with its counts
+//
+// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
+// and failed per minute, from PostgreSQL (the source of truth); task counts and the
+// pause from Asynq.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/queues (the `AdminListJobQueues` operationId).
+func (c *ClientWithResponses) AdminListJobQueuesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListJobQueuesResponse, error) {
+	rsp, err := c.AdminListJobQueues(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListJobQueuesResponse(rsp)
+}
+
+// AdminPauseJobQueueWithResponse Pause a job queue
+//
+// No worker takes its tasks until resumed; jobs are still created and wait. Audited
+// as `job_queue.pause`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/queues/{name}/pause (the `AdminPauseJobQueue` operationId).
+func (c *ClientWithResponses) AdminPauseJobQueueWithResponse(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*AdminPauseJobQueueResponse, error) {
+	rsp, err := c.AdminPauseJobQueue(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminPauseJobQueueResponse(rsp)
+}
+
+// AdminResumeJobQueueWithResponse Resume a job queue
+//
+// Workers take its tasks again. Audited as `job_queue.resume`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
+func (c *ClientWithResponses) AdminResumeJobQueueWithResponse(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*AdminResumeJobQueueResponse, error) {
+	rsp, err := c.AdminResumeJobQueue(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminResumeJobQueueResponse(rsp)
+}
+
+// AdminListJobSchedulesWithResponse Every job schedule
+//
+// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
+// its next run times. A due schedule creates one job per slot, on exactly one replica;
+// slots missed while every replica was down are coalesced into one run.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/schedules (the `AdminListJobSchedules` operationId).
+func (c *ClientWithResponses) AdminListJobSchedulesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListJobSchedulesResponse, error) {
+	rsp, err := c.AdminListJobSchedules(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListJobSchedulesResponse(rsp)
+}
+
+// AdminCreateJobScheduleWithBodyWithResponse Create a job schedule
+//
+// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+func (c *ClientWithResponses) AdminCreateJobScheduleWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminCreateJobScheduleResponse, error) {
+	rsp, err := c.AdminCreateJobScheduleWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminCreateJobScheduleResponse(rsp)
+}
+
+// AdminCreateJobScheduleWithResponse Create a job schedule
+//
+// Audited as `job_schedule.create`. A name already taken is a `conflict`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/schedules (the `AdminCreateJobSchedule` operationId).
+func (c *ClientWithResponses) AdminCreateJobScheduleWithResponse(ctx context.Context, body AdminCreateJobScheduleJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminCreateJobScheduleResponse, error) {
+	rsp, err := c.AdminCreateJobSchedule(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminCreateJobScheduleResponse(rsp)
+}
+
+// AdminDeleteJobScheduleWithResponse Delete a job schedule
+//
+// Jobs it created stay. A schedule from config is a `conflict`: remove it from the
+// configuration, or pause it. Audited as `job_schedule.delete`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/admin/schedules/{name} (the `AdminDeleteJobSchedule` operationId).
+func (c *ClientWithResponses) AdminDeleteJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminDeleteJobScheduleResponse, error) {
+	rsp, err := c.AdminDeleteJobSchedule(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminDeleteJobScheduleResponse(rsp)
+}
+
+// AdminPauseJobScheduleWithResponse Pause a job schedule
+//
+// It creates no run until resumed (config schedules too). Audited as `job_schedule.pause`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/schedules/{name}/pause (the `AdminPauseJobSchedule` operationId).
+func (c *ClientWithResponses) AdminPauseJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminPauseJobScheduleResponse, error) {
+	rsp, err := c.AdminPauseJobSchedule(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminPauseJobScheduleResponse(rsp)
+}
+
+// AdminResumeJobScheduleWithResponse Resume a job schedule
+//
+// It runs again from its first slot after now: the slots of the pause are skipped,
+// not run. Audited as `job_schedule.resume`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
+func (c *ClientWithResponses) AdminResumeJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminResumeJobScheduleResponse, error) {
+	rsp, err := c.AdminResumeJobSchedule(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminResumeJobScheduleResponse(rsp)
 }
 
 // AdminListUsersWithResponse Every user
@@ -20085,6 +22364,171 @@ func ParseAdminPutFeatureFlagResponse(rsp *http.Response) (*AdminPutFeatureFlagR
 	return response, nil
 }
 
+// ParseAdminListJobsResponse parses an HTTP response from a AdminListJobsWithResponse call
+func ParseAdminListJobsResponse(rsp *http.Response) (*AdminListJobsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListJobsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminJobList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminDiscardJobsResponse parses an HTTP response from a AdminDiscardJobsWithResponse call
+func ParseAdminDiscardJobsResponse(rsp *http.Response) (*AdminDiscardJobsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminDiscardJobsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminJobBulkResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminRetryJobsResponse parses an HTTP response from a AdminRetryJobsWithResponse call
+func ParseAdminRetryJobsResponse(rsp *http.Response) (*AdminRetryJobsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRetryJobsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminJobBulkResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminDiscardJobResponse parses an HTTP response from a AdminDiscardJobWithResponse call
+func ParseAdminDiscardJobResponse(rsp *http.Response) (*AdminDiscardJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminDiscardJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminRetryJobResponse parses an HTTP response from a AdminRetryJobWithResponse call
+func ParseAdminRetryJobResponse(rsp *http.Response) (*AdminRetryJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRetryJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminJob
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseAdminListOrgsResponse parses an HTTP response from a AdminListOrgsWithResponse call
 func ParseAdminListOrgsResponse(rsp *http.Response) (*AdminListOrgsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -20101,6 +22545,266 @@ func ParseAdminListOrgsResponse(rsp *http.Response) (*AdminListOrgsResponse, err
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest AdminOrgList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminListJobQueuesResponse parses an HTTP response from a AdminListJobQueuesWithResponse call
+func ParseAdminListJobQueuesResponse(rsp *http.Response) (*AdminListJobQueuesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListJobQueuesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobQueueList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminPauseJobQueueResponse parses an HTTP response from a AdminPauseJobQueueWithResponse call
+func ParseAdminPauseJobQueueResponse(rsp *http.Response) (*AdminPauseJobQueueResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminPauseJobQueueResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobQueue
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminResumeJobQueueResponse parses an HTTP response from a AdminResumeJobQueueWithResponse call
+func ParseAdminResumeJobQueueResponse(rsp *http.Response) (*AdminResumeJobQueueResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminResumeJobQueueResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobQueue
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminListJobSchedulesResponse parses an HTTP response from a AdminListJobSchedulesWithResponse call
+func ParseAdminListJobSchedulesResponse(rsp *http.Response) (*AdminListJobSchedulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListJobSchedulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobScheduleList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminCreateJobScheduleResponse parses an HTTP response from a AdminCreateJobScheduleWithResponse call
+func ParseAdminCreateJobScheduleResponse(rsp *http.Response) (*AdminCreateJobScheduleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminCreateJobScheduleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest JobSchedule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminDeleteJobScheduleResponse parses an HTTP response from a AdminDeleteJobScheduleWithResponse call
+func ParseAdminDeleteJobScheduleResponse(rsp *http.Response) (*AdminDeleteJobScheduleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminDeleteJobScheduleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminPauseJobScheduleResponse parses an HTTP response from a AdminPauseJobScheduleWithResponse call
+func ParseAdminPauseJobScheduleResponse(rsp *http.Response) (*AdminPauseJobScheduleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminPauseJobScheduleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobSchedule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminResumeJobScheduleResponse parses an HTTP response from a AdminResumeJobScheduleWithResponse call
+func ParseAdminResumeJobScheduleResponse(rsp *http.Response) (*AdminResumeJobScheduleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminResumeJobScheduleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest JobSchedule
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -817,6 +817,278 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every job schedule
+         * @description Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
+         *     its next run times. A due schedule creates one job per slot, on exactly one replica;
+         *     slots missed while every replica was down are coalesced into one run.
+         */
+        get: operations["adminListJobSchedules"];
+        put?: never;
+        /**
+         * Create a job schedule
+         * @description Audited as `job_schedule.create`. A name already taken is a `conflict`.
+         */
+        post: operations["adminCreateJobSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/schedules/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a job schedule
+         * @description Jobs it created stay. A schedule from config is a `conflict`: remove it from the
+         *     configuration, or pause it. Audited as `job_schedule.delete`.
+         */
+        delete: operations["adminDeleteJobSchedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/schedules/{name}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a job schedule
+         * @description It creates no run until resumed (config schedules too). Audited as `job_schedule.pause`.
+         */
+        post: operations["adminPauseJobSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/schedules/{name}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a job schedule
+         * @description It runs again from its first slot after now: the slots of the pause are skipped,
+         *     not run. Audited as `job_schedule.resume`.
+         */
+        post: operations["adminResumeJobSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every job queue, with its counts
+         * @description Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
+         *     and failed per minute, from PostgreSQL (the source of truth); task counts and the
+         *     pause from Asynq.
+         */
+        get: operations["adminListJobQueues"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/queues/{name}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
+                name: components["parameters"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a job queue
+         * @description No worker takes its tasks until resumed; jobs are still created and wait. Audited
+         *     as `job_queue.pause`.
+         */
+        post: operations["adminPauseJobQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/queues/{name}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
+                name: components["parameters"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a job queue
+         * @description Workers take its tasks again. Audited as `job_queue.resume`.
+         */
+        post: operations["adminResumeJobQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Jobs of every org
+         * @description Newest first; by default the failed jobs (the failed-job audit). Payloads, results
+         *     and errors are redacted: members with secret-like names (password, token, api_key,
+         *     …) and credential-looking strings are masked. Discarded jobs are listed only with
+         *     `discarded=true`.
+         */
+        get: operations["adminListJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry failed jobs in bulk
+         * @description Each selected failed job starts a new run (attempts from zero). Selected ids that
+         *     are not failed jobs are left out of the answer. At most 1000 jobs per call; call
+         *     again for more. Audited as `job.retry`, one event per job, in its org's log.
+         */
+        post: operations["adminRetryJobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/discard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Discard failed jobs in bulk
+         * @description Each selected failed job is kept but marked discarded: it no longer lists or counts
+         *     as failed. At most 1000 jobs per call. Audited as `job.discard`, one event per job.
+         */
+        post: operations["adminDiscardJobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry a failed job
+         * @description A new run of the job, whatever org it belongs to. Not failed (or discarded) is a `conflict`. Audited as `job.retry`.
+         */
+        post: operations["adminRetryJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}/discard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Discard a failed job
+         * @description Kept, but no longer listed or counted as failed. Not failed is a `conflict`. Audited as `job.discard`.
+         */
+        post: operations["adminDiscardJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/auth/oauth/providers": {
         parameters: {
             query?: never;
@@ -2568,6 +2840,172 @@ export interface components {
             data: components["schemas"]["AuditEvent"][];
             next_cursor: string | null;
         };
+        JobSchedule: {
+            /** Format: uuid */
+            id: string;
+            /** @example nightly-report */
+            name: string;
+            /**
+             * @description Where it is defined; a config schedule is deleted by removing it from config.
+             * @enum {string}
+             */
+            source: "config" | "api";
+            /** @example 0 3 * * * */
+            cron: string;
+            /** @example Europe/Paris */
+            timezone: string;
+            /** @description The job kind each run creates. */
+            kind: string;
+            /** @description The payload of each run. */
+            payload: {
+                [key: string]: unknown;
+            };
+            paused: boolean;
+            /** Format: date-time */
+            paused_at?: string | null;
+            next_run_at: components["schemas"]["Timestamp"];
+            /** @description The next slots (up to five), from next_run_at; empty while paused. */
+            next_runs: components["schemas"]["Timestamp"][];
+            /** Format: date-time */
+            last_run_at?: string | null;
+            /** Format: uuid */
+            last_job_id?: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        JobScheduleList: {
+            data: components["schemas"]["JobSchedule"][];
+        };
+        CreateJobScheduleRequest: {
+            name: string;
+            /**
+             * @description Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+             * @example *\/15 * * * *
+             */
+            cron: string;
+            /**
+             * @description IANA time zone of the cron fields (default UTC).
+             * @example Asia/Shanghai
+             */
+            timezone?: string;
+            /** @description A registered job kind. */
+            kind: string;
+            /** @description The payload of each run (default {}). */
+            payload?: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description Create it paused.
+             * @default false
+             */
+            paused: boolean;
+        };
+        JobQueue: {
+            /** @example default */
+            name: string;
+            /** @description The Asynq queue, `<env>.<name>`. */
+            asynq_queue: string;
+            paused: boolean;
+            /** @description Jobs queued, running and failed (not discarded), from PostgreSQL. */
+            jobs: {
+                /** Format: int64 */
+                queued: number;
+                /** Format: int64 */
+                running: number;
+                /** Format: int64 */
+                failed: number;
+            };
+            /** @description How long the oldest due queued job has waited (0 when none waits). */
+            oldest_pending_seconds: number;
+            /**
+             * Format: int64
+             * @description Running jobs whose heartbeat stopped (the reconciler runs them again).
+             */
+            stale_running: number;
+            /** @description Jobs that ended (succeeded, failed or cancelled) per minute over the last five minutes. */
+            processed_per_minute: number;
+            /** @description Jobs that failed per minute over the last five minutes. */
+            failed_per_minute: number;
+            /** @description Asynq's task counts, and the attempts processed and failed today (UTC). */
+            tasks: {
+                pending: number;
+                active: number;
+                scheduled: number;
+                retry: number;
+                archived: number;
+                completed: number;
+                processed_today: number;
+                failed_today: number;
+            };
+        };
+        JobQueueList: {
+            data: components["schemas"]["JobQueue"][];
+        };
+        /** @enum {string} */
+        AdminJobState: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        /** @description A job as a platform admin sees it, with its payload, result and error redacted. */
+        AdminJob: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id?: string | null;
+            kind: string;
+            queue: string;
+            state: components["schemas"]["AdminJobState"];
+            /** @description The payload, redacted. */
+            payload: unknown;
+            /** @description The result, redacted; absent until it succeeded. */
+            result?: unknown;
+            attempts: number;
+            max_attempts: number;
+            /** @description The last attempt's error, redacted. */
+            last_error: string;
+            /** @description 1, then one more per retry. */
+            run: number;
+            progress: {
+                /** Format: int64 */
+                done: number;
+                /** Format: int64 */
+                total: number;
+                message: string;
+            };
+            /** Format: uuid */
+            created_by?: string | null;
+            /** Format: uuid */
+            api_key_id?: string | null;
+            run_at: components["schemas"]["Timestamp"];
+            created_at: components["schemas"]["Timestamp"];
+            /** Format: date-time */
+            started_at?: string | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+            updated_at: components["schemas"]["Timestamp"];
+            /** Format: date-time */
+            discarded_at?: string | null;
+            /** Format: uuid */
+            discarded_by?: string | null;
+        };
+        AdminJobList: {
+            data: components["schemas"]["AdminJob"][];
+            next_cursor: string | null;
+        };
+        /**
+         * @description The failed jobs to act on: `ids`, or a filter (`kind`, `queue`, `org_id`; `all: true`
+         *     for every failed job). Not both.
+         */
+        JobSelection: {
+            ids?: string[];
+            kind?: string;
+            queue?: string;
+            /** Format: uuid */
+            org_id?: string;
+            all?: boolean;
+        };
+        AdminJobBulkResult: {
+            /** @description How many jobs were changed (at most 1000; call again for more). */
+            count: number;
+            data: components["schemas"]["AdminJob"][];
+        };
         TokenRequest: {
             token: string;
         };
@@ -2748,6 +3186,10 @@ export interface components {
     parameters: {
         /** @description The object's id. */
         ID: string;
+        /** @description The schedule's name. */
+        ScheduleName: string;
+        /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
+        QueueName: string;
         /** @description The user's id. */
         UserID: string;
         /** @description The configured provider's name. */
@@ -3978,6 +4420,325 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AuditEventList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListJobSchedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobScheduleList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminCreateJobSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateJobScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description The schedule. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobSchedule"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminDeleteJobSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminPauseJobSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobSchedule"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminResumeJobSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The schedule's name. */
+                name: components["parameters"]["ScheduleName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobSchedule"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListJobQueues: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queues. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobQueueList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminPauseJobQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
+                name: components["parameters"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobQueue"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminResumeJobQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
+                name: components["parameters"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobQueue"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListJobs: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only jobs in this state (default failed). */
+                state?: components["schemas"]["AdminJobState"];
+                /** @description List the discarded jobs instead of the others. */
+                discarded?: boolean;
+                /** @description Only jobs of this kind. */
+                kind?: string;
+                /** @description Only jobs of this queue. */
+                queue?: string;
+                /** @description Only this org's jobs. */
+                org_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of jobs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminJobList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminRetryJobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobSelection"];
+            };
+        };
+        responses: {
+            /** @description The jobs retried. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminJobBulkResult"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminDiscardJobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobSelection"];
+            };
+        };
+        responses: {
+            /** @description The jobs discarded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminJobBulkResult"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminRetryJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, queued again. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminJob"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminDiscardJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, discarded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminJob"];
                 };
             };
             default: components["responses"]["Problem"];
