@@ -31,7 +31,7 @@ func newSchedClock(t time.Time) *schedClock {
 func (c *schedClock) now() time.Time      { return *c.t.Load() }
 func (c *schedClock) set(t time.Time)     { c.t.Store(&t) }
 func (c *schedClock) add(d time.Duration) { c.set(c.now().Add(d)) }
-func schedLog() *slog.Logger          { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func schedLog() *slog.Logger              { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 func schedSpec(name, cron string) jobs.ScheduleSpec {
 	return jobs.ScheduleSpec{Name: name, Cron: cron, Kind: "test.echo", Payload: json.RawMessage(`{"text":"tick"}`)}
 }
