@@ -35,6 +35,9 @@ var requiredAlerts = []string{
 	"KilnLLMHighErrorRate",
 	"KilnLLMUsageRecordsDropped",
 	"KilnLLMSlowFirstToken",
+	"KilnJobsHighFailureRatio",
+	"KilnJobsQueueLatency",
+	"KilnJobsStuckRunning",
 }
 
 // Metric names Kiln exports. Any kiln_* name in an expression or annotation
@@ -64,6 +67,12 @@ var knownMetrics = map[string]bool{
 	"kiln_llm_request_duration_seconds_sum":       true,
 	"kiln_llm_usage_records_written_total":        true,
 	"kiln_llm_usage_records_dropped_total":        true,
+	// internal/jobs/metrics.go
+	"kiln_jobs":                       true,
+	"kiln_jobs_queue_latency_seconds": true,
+	"kiln_jobs_stale_running":         true,
+	"kiln_jobs_processed_total":       true,
+	"kiln_jobs_failed_total":          true,
 }
 
 // Values of kiln_worker_queue_size's state label (Asynq's queue states).
