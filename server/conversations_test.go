@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 )
@@ -62,12 +63,11 @@ func newConvFixture(t *testing.T) *convFixture {
 		"gated":     {{Provider: "gated", Model: "m"}},
 		"rejecting": {{Provider: "rejecting", Model: "m"}},
 	}
-	f.b = setup(t, withGateway(t, providers, aliases), func(d *Deps) {
-		d.Conversations.Title = func(_ context.Context, _, conversation uuid.UUID) error {
-			f.titled <- conversation
-			return nil
-		}
-	})
+	f.b = setup(t, withGateway(t, providers, aliases))
+	f.b.srv.conv.Service.TitleJob = func(_ context.Context, _ *db.Queries, _, conversation uuid.UUID) error {
+		f.titled <- conversation
+		return nil
+	}
 	f.alice = f.b.signUp(t, "alice@example.com").AccessToken
 	f.bob = f.b.signUp(t, "bob@example.com").AccessToken
 	f.key = f.b.createKey(t, f.alice, []string{"chat"}).Key

@@ -28,8 +28,6 @@ type Conversations struct {
 	Streams *streams.Bus
 	// ContextWindow is a model alias's context window, in tokens.
 	ContextWindow func(alias string) int
-	// Title asks for a conversation's title to be generated in the background; nil: never.
-	Title func(ctx context.Context, org, conversation uuid.UUID) error
 }
 
 // errShuttingDown ends the replies still running when the server stops.
@@ -206,15 +204,9 @@ func (s *Server) generate(r *http.Request, who caller, reply conversations.Reply
 		out.Message = llm.TextMessage(llm.RoleAssistant, text.String())
 	}
 
+	out.FirstExchange = reply.Conversation.Title == "" && firstExchange(reply.History)
 	added, out := s.endReply(r, who, reply, out, res)
 	done <- replyOutcome{added: added, err: out.Err}
-	if out.Status == conversations.Completed && reply.Conversation.Title == "" && firstExchange(reply.History) && s.conv.Title != nil {
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
-		defer cancel()
-		if err := s.conv.Title(tctx, who.org, reply.Conversation.ID); err != nil {
-			s.log.ErrorContext(tctx, "enqueue a conversation title", "conversation_id", reply.Conversation.ID, "error", err)
-		}
-	}
 }
 
 // publishEnd publishes a reply's last event: done, or error for a failed reply.

@@ -2,37 +2,36 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 )
 
-// TypeConversationTitle generates a conversation's title after its first exchange.
-const TypeConversationTitle = "conversation:title"
+// KindConversationTitle is the job that titles a conversation after its first exchange.
+// It is created in the transaction that stores the exchange's first reply, with the
+// conversation's id as unique key: one title job per conversation.
+var KindConversationTitle = jobs.Kind{Name: "conversation.title", MaxAttempts: 4, Timeout: time.Minute, Backoff: jobs.Backoff{Base: 5 * time.Second, Max: time.Minute}}
 
-// TitlePayload is the payload of TypeConversationTitle.
+// TitlePayload is the payload of KindConversationTitle.
 type TitlePayload struct {
 	Org          uuid.UUID `json:"org_id"`
 	Conversation uuid.UUID `json:"conversation_id"`
 }
 
-// NewTitleTask returns the task that titles a conversation.
-func NewTitleTask(org, conversation uuid.UUID) (*asynq.Task, error) {
-	b, err := json.Marshal(TitlePayload{Org: org, Conversation: conversation})
-	if err != nil {
-		return nil, fmt.Errorf("encode title payload: %w", err)
-	}
-	return asynq.NewTask(TypeConversationTitle, b), nil
+// RegisterTitles declares KindConversationTitle, run by t.
+func RegisterTitles(r *jobs.Registry, t Titler) {
+	jobs.Register(r, KindConversationTitle, func(ctx context.Context, _ *jobs.Run, p TitlePayload) (any, error) {
+		return nil, t.Title(ctx, p)
+	})
 }
 
 // titleInstruction asks the model for a title only.
@@ -49,13 +48,9 @@ type Titler struct {
 	Model         string
 }
 
-// ProcessTask titles a conversation that has no title yet; a deleted conversation or one
+// Title titles a conversation that has no title yet; a deleted conversation or one
 // titled meanwhile is left as it is.
-func (t Titler) ProcessTask(ctx context.Context, task *asynq.Task) error {
-	var p TitlePayload
-	if err := json.Unmarshal(task.Payload(), &p); err != nil {
-		return fmt.Errorf("decode title payload: %w: %w", err, asynq.SkipRetry)
-	}
+func (t Titler) Title(ctx context.Context, p TitlePayload) error {
 	c, err := t.Conversations.Get(ctx, conversations.Owner{Org: p.Org}, p.Conversation)
 	if errs.CodeOf(err) == errs.NotFound || (err == nil && c.Title != "") {
 		return nil

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -12,13 +11,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/llm/usage"
@@ -118,14 +117,7 @@ func (b *titleBundle) title(t *testing.T, id uuid.UUID) string {
 
 func (b *titleBundle) process(t *testing.T, id uuid.UUID) error {
 	t.Helper()
-	task, err := NewTitleTask(b.org, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if task.Type() != TypeConversationTitle {
-		t.Fatalf("task type %q, want %q", task.Type(), TypeConversationTitle)
-	}
-	return b.titler.ProcessTask(t.Context(), task)
+	return b.titler.Title(t.Context(), TitlePayload{Org: b.org, Conversation: id})
 }
 
 // titleUsage counts the org's usage rows of the title endpoint.
@@ -234,21 +226,12 @@ func TestTitlerErrors(t *testing.T) {
 	t.Parallel()
 	b := newTitleBundle(t)
 
-	t.Run("ErrMalformedPayloadSkipsRetry", func(t *testing.T) {
-		for _, payload := range []string{"{not json", `{"org_id": 7}`, ""} {
-			err := b.titler.ProcessTask(t.Context(), asynq.NewTask(TypeConversationTitle, []byte(payload)))
-			if !errors.Is(err, asynq.SkipRetry) {
-				t.Errorf("payload %q: error %v, want it to wrap SkipRetry", payload, err)
-			}
-		}
-	})
-
 	t.Run("ErrModelFailsIsRetriedAndRecorded", func(t *testing.T) {
 		id := b.conversation(t, "", "hello", "hi")
 		broken := b.titler
 		broken.Model = "no-such-alias"
-		err := broken.ProcessTask(t.Context(), mustTitleTask(t, b.org, id))
-		if err == nil || errors.Is(err, asynq.SkipRetry) {
+		err := broken.Title(t.Context(), TitlePayload{Org: b.org, Conversation: id})
+		if err == nil || jobs.IsPermanent(err) {
 			t.Fatalf("error %v, want a retryable error", err)
 		}
 		if got := b.title(t, id); got != "" {
@@ -263,19 +246,6 @@ func TestTitlerErrors(t *testing.T) {
 			t.Errorf("usage row status %q code %q, want an error with its code", status, code)
 		}
 	})
-}
-
-func mustTitleTask(t *testing.T, org, id uuid.UUID) *asynq.Task {
-	t.Helper()
-	task, err := NewTitleTask(org, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p TitlePayload
-	if err := json.Unmarshal(task.Payload(), &p); err != nil || p.Org != org || p.Conversation != id {
-		t.Fatalf("payload %s does not round-trip (%v)", task.Payload(), err)
-	}
-	return task
 }
 
 func TestConversationPurgers(t *testing.T) {

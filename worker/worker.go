@@ -1,103 +1,95 @@
-// Package worker runs Kiln's background tasks on Asynq: task types, payloads, handlers
-// and the scheduler of periodic tasks.
+// Package worker declares Kiln's own job kinds (conversation titles, housekeeping) and
+// runs the job runtime with the periodic housekeeping.
 package worker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
+	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Config configures a Worker.
 type Config struct {
-	// Env isolates this deployment's queues from others on the same Redis.
-	Env                  string
-	Concurrency          int
+	// HousekeepingInterval is how often a housekeeping job is created.
 	HousekeepingInterval time.Duration
 }
 
 // Queue returns the name of the deployment's default queue.
 func Queue(env string) string { return env + ".default" }
 
-// Worker processes tasks and enqueues the periodic ones.
+// Worker runs the job runtime (relay, handlers, reconciliation) and creates a
+// housekeeping job every interval.
 type Worker struct {
-	cfg       Config
-	log       *slog.Logger
-	server    *asynq.Server
-	scheduler *asynq.Scheduler
-	mux       *asynq.ServeMux
+	cfg  Config
+	jobs *jobs.Service
+	reg  *jobs.Registry
+	st   *store.Store
+	log  *slog.Logger
+	now  func() time.Time
 }
 
-// New builds a worker on rdb; purgers are run by the periodic housekeeping task.
-func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, purgers []Purger) (*Worker, error) {
-	w := &Worker{cfg: cfg, log: log, mux: asynq.NewServeMux()}
-	w.server = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          map[string]int{Queue(cfg.Env): 1},
-		Logger:          asynqLogger{log},
-		ShutdownTimeout: 10 * time.Second,
-		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			log.ErrorContext(ctx, "task failed", "type", t.Type(), "error", err)
-		}),
-	})
-	w.scheduler = asynq.NewSchedulerFromRedisClient(rdb, &asynq.SchedulerOpts{Logger: asynqLogger{log}})
-	w.mux.Handle(TypePurgeExpired, purgeHandler{purgers: purgers, log: log})
-
-	task, err := NewPurgeExpiredTask()
-	if err != nil {
-		return nil, err
-	}
-	// Unique: with several replicas scheduling, one run per interval is enqueued.
-	if _, err := w.scheduler.Register(fmt.Sprintf("@every %s", cfg.HousekeepingInterval), task,
-		asynq.Queue(Queue(cfg.Env)), asynq.Unique(cfg.HousekeepingInterval), asynq.MaxRetry(3)); err != nil {
-		return nil, fmt.Errorf("schedule housekeeping: %w", err)
-	}
-	return w, nil
+// New returns a Worker running svc; housekeeping jobs are created through reg in st.
+func New(svc *jobs.Service, reg *jobs.Registry, st *store.Store, cfg Config, log *slog.Logger) *Worker {
+	return &Worker{cfg: cfg, jobs: svc, reg: reg, st: st, log: log, now: time.Now}
 }
 
-// Handle registers the handler of a task type; call it before Run.
-func (w *Worker) Handle(taskType string, h asynq.Handler) { w.mux.Handle(taskType, h) }
-
-// Run processes tasks until ctx is done, then waits for running tasks (up to the
-// shutdown timeout) and returns.
+// Run runs until ctx is done, then waits for running jobs (up to the shutdown timeout).
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.server.Start(w.mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	var wg sync.WaitGroup
+	var err error
+	wg.Go(func() { err = w.jobs.Run(ctx) })
+	if _, ok := w.reg.Kind(KindHousekeeping.Name); ok && w.cfg.HousekeepingInterval > 0 {
+		wg.Go(func() { w.housekeeping(ctx) })
 	}
-	if err := w.scheduler.Start(); err != nil {
-		w.server.Shutdown()
-		return fmt.Errorf("start scheduler: %w", err)
-	}
-	w.log.InfoContext(ctx, "worker started", "queue", Queue(w.cfg.Env), "concurrency", w.cfg.Concurrency)
-	<-ctx.Done()
-	w.scheduler.Shutdown()
-	w.server.Shutdown()
-	w.log.Info("worker stopped")
-	return nil
+	wg.Wait()
+	return err
 }
 
-// TypePurgeExpired is the periodic housekeeping task that deletes expired rows.
-const TypePurgeExpired = "housekeeping:purge_expired"
+// housekeeping creates one housekeeping job per interval: the interval's start is its
+// unique key, so replicas that all tick create one job between them.
+func (w *Worker) housekeeping(ctx context.Context) {
+	t := time.NewTicker(w.cfg.HousekeepingInterval)
+	defer t.Stop()
+	for {
+		if err := w.EnqueueHousekeeping(ctx); err != nil && ctx.Err() == nil {
+			w.log.Error("create housekeeping job", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
-// PurgeExpiredPayload is the payload of TypePurgeExpired.
+// EnqueueHousekeeping creates the housekeeping job of the current interval, unless it exists.
+func (w *Worker) EnqueueHousekeeping(ctx context.Context) error {
+	now := w.now().UTC()
+	slot := now.Truncate(w.cfg.HousekeepingInterval)
+	return w.st.InTx(ctx, func(q *db.Queries) error {
+		_, err := w.reg.Enqueue(ctx, q, now, jobs.New{Kind: KindHousekeeping.Name, Payload: PurgeExpiredPayload{},
+			UniqueKey: slot.Format(time.RFC3339)})
+		if err != nil {
+			return fmt.Errorf("create housekeeping job: %w", err)
+		}
+		return nil
+	})
+}
+
+// KindHousekeeping is the periodic job that deletes expired rows.
+var KindHousekeeping = jobs.Kind{Name: "housekeeping.purge_expired", MaxAttempts: 3, Timeout: 10 * time.Minute,
+	Backoff: jobs.Backoff{Base: 30 * time.Second, Max: 5 * time.Minute}}
+
+// PurgeExpiredPayload is the payload of KindHousekeeping.
 type PurgeExpiredPayload struct {
 	// Only, when set, names the purgers to run; all run otherwise.
 	Only []string `json:"only,omitempty"`
-}
-
-// NewPurgeExpiredTask returns a housekeeping task running every purger.
-func NewPurgeExpiredTask(only ...string) (*asynq.Task, error) {
-	b, err := json.Marshal(PurgeExpiredPayload{Only: only})
-	if err != nil {
-		return nil, fmt.Errorf("encode purge payload: %w", err)
-	}
-	return asynq.NewTask(TypePurgeExpired, b), nil
 }
 
 // Purger deletes one kind of expired row and says how many it deleted.
@@ -106,50 +98,30 @@ type Purger struct {
 	Purge func(ctx context.Context) (int64, error)
 }
 
-type purgeHandler struct {
-	purgers []Purger
-	log     *slog.Logger
+// RegisterHousekeeping declares KindHousekeeping, running purgers; its result is the rows
+// each purger deleted.
+func RegisterHousekeeping(r *jobs.Registry, purgers []Purger, log *slog.Logger) {
+	jobs.Register(r, KindHousekeeping, func(ctx context.Context, _ *jobs.Run, p PurgeExpiredPayload) (any, error) {
+		return purge(ctx, purgers, p, log)
+	})
 }
 
-// ProcessTask runs the purgers; an undecodable payload is not retried.
-func (h purgeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p PurgeExpiredPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return fmt.Errorf("decode purge payload: %w: %w", err, asynq.SkipRetry)
-	}
+func purge(ctx context.Context, purgers []Purger, p PurgeExpiredPayload, log *slog.Logger) (map[string]int64, error) {
 	wanted := map[string]bool{}
 	for _, name := range p.Only {
 		wanted[name] = true
 	}
-	for _, pg := range h.purgers {
+	out := map[string]int64{}
+	for _, pg := range purgers {
 		if len(wanted) > 0 && !wanted[pg.Name] {
 			continue
 		}
 		n, err := pg.Purge(ctx)
 		if err != nil {
-			return fmt.Errorf("purge %s: %w", pg.Name, err)
+			return out, fmt.Errorf("purge %s: %w", pg.Name, err)
 		}
-		h.log.InfoContext(ctx, "purged expired rows", "purger", pg.Name, "rows", n)
+		out[pg.Name] = n
+		log.InfoContext(ctx, "purged expired rows", "purger", pg.Name, "rows", n)
 	}
-	return nil
-}
-
-// asynqLogger routes Asynq's logs into slog.
-type asynqLogger struct{ log *slog.Logger }
-
-func (l asynqLogger) Debug(args ...any) { l.log.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Info(args ...any)  { l.log.Info(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Warn(args ...any)  { l.log.Warn(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Error(args ...any) {
-	msg := fmt.Sprint(args...)
-	// A scheduler on a shared client reports, as an error, that it left the client open on
-	// every shutdown (hibiken/asynq#1068); the client is ours to close, so it is not one.
-	if strings.Contains(msg, "redis connection is shared") {
-		l.log.Debug(msg, "component", "asynq")
-		return
-	}
-	l.log.Error(msg, "component", "asynq")
-}
-func (l asynqLogger) Fatal(args ...any) {
-	l.log.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+	return out, nil
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -18,6 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
 	"github.com/kilnhq/kiln/internal/store/storetest"
@@ -99,14 +102,17 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-func newWorker(t *testing.T, b bundle, purgers []Purger) *Worker {
+// newWorker runs the housekeeping kind on a job service of the test's own database and
+// Redis env.
+func newWorker(t *testing.T, b bundle, st *store.Store, purgers []Purger) *Worker {
 	t.Helper()
-	// An hour: the scheduler never fires during a test, tasks come from the test only.
-	w, err := New(b.rdb, Config{Env: b.env, Concurrency: 2, HousekeepingInterval: time.Hour}, b.log, purgers)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return w
+	reg := jobs.NewRegistry()
+	RegisterHousekeeping(reg, purgers, b.log)
+	bus := streams.New(b.rdb, redisclient.Keyspace{Env: b.env}, streams.Config{})
+	t.Cleanup(bus.Close)
+	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: b.rdb, Bus: bus, Log: b.log},
+		jobs.Config{Env: b.env, Concurrency: 2, PollInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	return New(svc, reg, st, Config{HousekeepingInterval: time.Hour}, b.log)
 }
 
 func TestRunPurgesExpiredOverrides(t *testing.T) {
@@ -137,7 +143,7 @@ func TestRunPurgesExpiredOverrides(t *testing.T) {
 	}
 
 	var runs atomic.Int32
-	w := newWorker(t, b, []Purger{{
+	w := newWorker(t, b, st, []Purger{{
 		Name: "feature_flag_overrides",
 		Purge: func(ctx context.Context) (int64, error) {
 			runs.Add(1)
@@ -145,13 +151,12 @@ func TestRunPurgesExpiredOverrides(t *testing.T) {
 			return st.PurgeExpiredFeatureFlagOverrides(ctx, &now)
 		},
 	}})
-	stop := start(t, w)
-
-	task, err := NewPurgeExpiredTask()
-	if err != nil {
-		t.Fatalf("NewPurgeExpiredTask: %v", err)
+	// The first housekeeping job is created as the worker starts; another replica
+	// creating the same interval's job creates nothing.
+	if err := w.EnqueueHousekeeping(ctx); err != nil {
+		t.Fatal(err)
 	}
-	b.enqueue(t, task)
+	stop := start(t, w)
 
 	eventually(t, 10*time.Second, "expired override purged", func() bool { return !exists(expired) })
 	if !exists(unexpired) || !exists(permanent) {
@@ -164,7 +169,11 @@ func TestRunPurgesExpiredOverrides(t *testing.T) {
 
 	stop()
 	logs := b.logs.String()
-	for _, want := range []string{`"msg":"worker started"`, `"queue":"` + b.queue + `"`, `"purger":"feature_flag_overrides","rows":1`, `"msg":"worker stopped"`} {
+	var state string
+	if err := st.Pool.QueryRow(ctx, "SELECT string_agg(state, ',') FROM jobs WHERE kind = $1", KindHousekeeping.Name).Scan(&state); err != nil || state != "succeeded" {
+		t.Errorf("housekeeping jobs: %q, %v; want one succeeded", state, err)
+	}
+	for _, want := range []string{`"msg":"jobs started"`, `"` + b.queue + `"`, `"purger":"feature_flag_overrides","rows":1`, `"msg":"jobs stopped"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
 		}
@@ -180,38 +189,30 @@ func TestPurgeHandler(t *testing.T) {
 	errPurge := errors.New("table locked")
 
 	tests := []struct {
-		name          string
-		payload       []byte
-		failing       string // purger that returns errPurge
-		wantRan       []string
-		wantErr       error
-		wantSkipRetry bool
+		name    string
+		payload PurgeExpiredPayload
+		failing string // purger that returns errPurge
+		wantRan []string
+		wantErr error
 	}{
 		{
 			name:    "RunsEveryPurger",
-			payload: mustPayload(t),
 			wantRan: []string{"a", "b", "c"},
 		},
 		{
 			name:    "RunsOnlyNamedPurgers",
-			payload: mustPayload(t, "c", "a"),
+			payload: PurgeExpiredPayload{Only: []string{"c", "a"}},
 			wantRan: []string{"a", "c"},
 		},
 		{
 			name:    "UnknownNameRunsNothing",
-			payload: mustPayload(t, "nope"),
+			payload: PurgeExpiredPayload{Only: []string{"nope"}},
 		},
 		{
 			name:    "ErrPurgerFailsIsRetried",
-			payload: mustPayload(t),
 			failing: "b",
 			wantRan: []string{"a", "b"},
 			wantErr: errPurge,
-		},
-		{
-			name:          "ErrUndecodablePayloadSkipsRetry",
-			payload:       []byte(`{"only": "not a list"`),
-			wantSkipRetry: true,
 		},
 	}
 	for _, tt := range tests {
@@ -231,22 +232,11 @@ func TestPurgeHandler(t *testing.T) {
 					return 0, nil
 				}})
 			}
-			// Through the worker's mux, as the server dispatches it; Redis is never dialled.
-			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-			t.Cleanup(func() { _ = rdb.Close() })
-			w, err := New(rdb, Config{Env: "unit", Concurrency: 1, HousekeepingInterval: time.Minute}, slog.New(slog.DiscardHandler), purgers)
-			if err != nil {
-				t.Fatalf("New: %v", err)
-			}
-			err = w.mux.ProcessTask(t.Context(), asynq.NewTask(TypePurgeExpired, tt.payload))
-
-			if got := errors.Is(err, asynq.SkipRetry); got != tt.wantSkipRetry {
-				t.Errorf("error %v wraps SkipRetry = %t, want %t", err, got, tt.wantSkipRetry)
-			}
+			_, err := purge(t.Context(), purgers, tt.payload, slog.New(slog.DiscardHandler))
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Errorf("error = %v, want it to wrap %v", err, tt.wantErr)
 			}
-			if tt.wantErr == nil && !tt.wantSkipRetry && err != nil {
+			if tt.wantErr == nil && err != nil {
 				t.Errorf("error = %v, want nil", err)
 			}
 			if strings.Join(ran, ",") != strings.Join(tt.wantRan, ",") {
@@ -254,46 +244,6 @@ func TestPurgeHandler(t *testing.T) {
 			}
 		})
 	}
-}
-
-func mustPayload(t *testing.T, only ...string) []byte {
-	t.Helper()
-	task, err := NewPurgeExpiredTask(only...)
-	if err != nil {
-		t.Fatalf("NewPurgeExpiredTask: %v", err)
-	}
-	if task.Type() != TypePurgeExpired {
-		t.Fatalf("task type = %q, want %q", task.Type(), TypePurgeExpired)
-	}
-	var p PurgeExpiredPayload
-	if err := json.Unmarshal(task.Payload(), &p); err != nil || len(p.Only) != len(only) {
-		t.Fatalf("payload %s does not round-trip %v: %v", task.Payload(), only, err)
-	}
-	return task.Payload()
-}
-
-// An undecodable task is archived at once by the running worker, never retried.
-func TestRunArchivesUndecodableTask(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	w := newWorker(t, b, nil)
-	start(t, w)
-
-	b.enqueue(t, asynq.NewTask(TypePurgeExpired, []byte("{not json")), asynq.MaxRetry(5))
-	eventually(t, 10*time.Second, "undecodable task archived", func() bool {
-		info, err := b.inspector.GetQueueInfo(b.queue)
-		return err == nil && info.Archived == 1
-	})
-	info, err := b.inspector.GetQueueInfo(b.queue)
-	if err != nil {
-		t.Fatalf("queue info: %v", err)
-	}
-	if info.Retry != 0 || info.Pending != 0 {
-		t.Errorf("queue has %d retrying and %d pending tasks, want none", info.Retry, info.Pending)
-	}
-	eventually(t, 5*time.Second, "failure logged", func() bool {
-		return strings.Contains(b.logs.String(), `"msg":"task failed","type":"`+TypePurgeExpired+`"`)
-	})
 }
 
 func TestQueueCollector(t *testing.T) {
@@ -311,11 +261,7 @@ func TestQueueCollector(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		for range 2 {
-			task, err := NewPurgeExpiredTask()
-			if err != nil {
-				t.Fatalf("NewPurgeExpiredTask: %v", err)
-			}
-			b.enqueue(t, task)
+			b.enqueue(t, asynq.NewTask(KindHousekeeping.Name, []byte(`{}`)))
 		}
 
 		reg := prometheus.NewPedanticRegistry()

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -224,6 +222,10 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer closeConvs()
+	jobReg, jobSvc, err := a.newJobs(d, llmDeps, convs)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
@@ -285,11 +287,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		}
 	})
 	if withWorker {
-		w, err := a.newWorker(d, llmDeps, convs)
-		if err != nil {
-			stopBackground()
-			return err
-		}
+		w := a.newWorker(d, jobReg, jobSvc)
 		wg.Go(func() {
 			if err := w.Run(bg); err != nil {
 				a.log.Error("worker", "error", err)
@@ -324,36 +322,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	return err
 }
 
-func (a *app) newWorker(d *deps, llmDeps server.LLM, convs server.Conversations) (*worker.Worker, error) {
-	st := store.New(d.pool)
-	purgers := []worker.Purger{
-		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
-		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
-	}
-	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
-	purgers = append(purgers, worker.ConversationPurgers(convs.Service, a.cfg.LLM.StreamTimeout+5*time.Minute,
-		func(ctx context.Context, message uuid.UUID, problem map[string]any) error {
-			_, err := convs.Streams.Publisher(message.String()).Finish(ctx, "error", problem)
-			return err
-		})...)
-	w, err := worker.New(d.rdb, worker.Config{
-		Env:                  a.cfg.Env,
-		Concurrency:          a.cfg.Worker.Concurrency,
-		HousekeepingInterval: a.cfg.Worker.HousekeepingInterval,
-	}, a.log, purgers)
-	if err != nil {
-		return nil, err
-	}
-	if a.cfg.Conversations.TitleModel != "" {
-		w.Handle(worker.TypeConversationTitle, worker.Titler{
-			Conversations: convs.Service, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Model: a.cfg.Conversations.TitleModel,
-		})
-	}
-	return w, nil
-}
-
 // newConversations builds the conversation service, its stream bus (with a Redis pool of
-// its own for the followers' blocking reads) and the title queue.
+// its own for the followers' blocking reads).
 func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversations, func(), error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	blocking, err := redisclient.Open(ctx, a.cfg.Redis.URL, a.cfg.Conversations.MaxFollowers)
@@ -370,22 +340,6 @@ func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversatio
 			}
 			return a.cfg.Conversations.ContextWindow
 		},
-	}
-	if a.cfg.Conversations.TitleModel != "" {
-		queue := asynq.NewClientFromRedisClient(d.rdb)
-		c.Title = func(ctx context.Context, org, conversation uuid.UUID) error {
-			task, err := worker.NewTitleTask(org, conversation)
-			if err != nil {
-				return err
-			}
-			// One title task per conversation, however many replies its first exchange has.
-			_, err = queue.EnqueueContext(ctx, task, asynq.Queue(worker.Queue(a.cfg.Env)), asynq.MaxRetry(3), asynq.Timeout(time.Minute),
-				asynq.TaskID("title:"+conversation.String()), asynq.Retention(24*time.Hour))
-			if errors.Is(err, asynq.ErrTaskIDConflict) {
-				return nil
-			}
-			return err
-		}
 	}
 	return c, func() { bus.Close(); _ = blocking.Close() }, nil
 }
@@ -409,10 +363,11 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeConvs()
-			w, err := a.newWorker(d, llmDeps, convs)
+			reg, svc, err := a.newJobs(d, llmDeps, convs)
 			if err != nil {
 				return err
 			}
+			w := a.newWorker(d, reg, svc)
 			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(cmd.Context()))
 			var wg sync.WaitGroup
 			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped

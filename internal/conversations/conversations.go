@@ -108,6 +108,9 @@ func (m Message) LLM() llm.Message {
 type Service struct {
 	st  *store.Store
 	now func() time.Time
+	// TitleJob, when set, asks for a conversation's title inside the transaction that
+	// stores its first completed reply (a job created there is never lost nor orphaned).
+	TitleJob func(ctx context.Context, q *db.Queries, org, conversation uuid.UUID) error
 }
 
 // New returns a Service over st; now is the clock.

@@ -195,6 +195,9 @@ type Outcome struct {
 	FinishReason llm.FinishReason
 	Usage        llm.Usage
 	CostUSD      float64
+	// FirstExchange is set on the reply that ends a conversation's first exchange while it
+	// has no title: once completed, Finish asks for its title (Service.TitleJob).
+	FirstExchange bool
 }
 
 // Finish stores a reply's outcome: its server-side tool steps are placed before it. It
@@ -250,6 +253,11 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		}
 		reply, err := messageFromRow(row)
 		added = append(added, reply)
+		if err == nil && out.FirstExchange && out.Status == Completed && s.TitleJob != nil {
+			if err := s.TitleJob(ctx, q, org, conversation); err != nil {
+				return fmt.Errorf("ask for a title: %w", err)
+			}
+		}
 		return err
 	})
 	return added, err

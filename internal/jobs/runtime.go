@@ -184,7 +184,12 @@ func (s *Service) Run(ctx context.Context) error {
 			Queues:          queues,
 			Logger:          asynqLogger{s.Log},
 			ShutdownTimeout: s.cfg.ShutdownTimeout,
-			RetryDelayFunc:  s.retryDelay,
+			// An idle worker looks for tasks this often (Asynq's default, 1 s, would be
+			// most of a job's latency); a check is one cheap Redis call.
+			TaskCheckInterval: 100 * time.Millisecond,
+			// Retries wait in Asynq's retry set, moved when due at this interval (default 5 s).
+			DelayedTaskCheckInterval: s.cfg.PollInterval,
+			RetryDelayFunc:           s.retryDelay,
 			// A failed attempt is the job's business, recorded in PostgreSQL; Asynq's
 			// failure count stays for queue monitoring.
 			ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
@@ -211,31 +216,80 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// relay hands committed, due jobs to Asynq: woken by the jobs table's notifications, and
-// every poll interval in case one was missed.
+// waitLock is the advisory lock an idle relay holds shared: the jobs table's trigger
+// notifies only while some relay holds it (a NOTIFY serialises commits).
+const waitLock = 7243013
+
+// busyPoll is how soon a relay that found work looks again, without notifications.
+const busyPoll = 10 * time.Millisecond
+
+// relay hands committed, due jobs to Asynq. While it finds work it polls every busyPoll;
+// idle, it asks for notifications (holding waitLock shared on a connection of its own)
+// and waits for one, or for the poll interval in case one was missed.
 func (s *Service) relay(ctx context.Context) {
 	wake := make(chan struct{}, 1)
 	go s.listen(ctx, wake)
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
-	for {
+	var flag *pgx.Conn // holds waitLock while the relay waits
+	defer func() {
+		if flag != nil {
+			_ = flag.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	drain := func() int {
+		total := 0
 		for {
 			n, err := s.RelayOnce(ctx)
+			total += n
 			if err != nil {
 				if ctx.Err() == nil {
 					s.Log.Error("job relay", "error", err)
 				}
-				break
+				return total
 			}
 			if n < s.cfg.BatchSize {
-				break
+				return total
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		case <-t.C:
+	}
+	for ctx.Err() == nil {
+		if drain() > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(busyPoll):
+			}
+			continue
+		}
+		if flag == nil {
+			c, err := pgx.ConnectConfig(ctx, s.Store.Pool.Config().ConnConfig.Copy())
+			if err != nil && ctx.Err() == nil {
+				s.Log.Warn("job relay: connect", "error", err)
+			}
+			flag = c
+		}
+		held := false
+		if flag != nil {
+			if _, err := flag.Exec(ctx, "SELECT pg_advisory_lock_shared($1)", waitLock); err != nil {
+				_ = flag.Close(context.WithoutCancel(ctx))
+				flag = nil
+			} else {
+				held = true
+			}
+		}
+		// Jobs committed before the lock was held notified no one.
+		if !held || drain() == 0 {
+			select {
+			case <-ctx.Done():
+			case <-wake:
+			case <-t.C:
+			}
+		}
+		if held {
+			if _, err := flag.Exec(ctx, "SELECT pg_advisory_unlock_shared($1)", waitLock); err != nil {
+				_ = flag.Close(context.WithoutCancel(ctx))
+				flag = nil
+			}
 		}
 	}
 }

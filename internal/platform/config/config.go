@@ -31,6 +31,7 @@ type Config struct {
 	Redis    Redis    `koanf:"redis"`
 	Log      Log      `koanf:"log"`
 	Worker   Worker   `koanf:"worker"`
+	Jobs     Jobs     `koanf:"jobs"`
 	Flags    Flags    `koanf:"flags"`
 	Auth     Auth     `koanf:"auth"`
 	Secrets  Secrets  `koanf:"secrets"`
@@ -81,6 +82,26 @@ type Log struct {
 type Worker struct {
 	Concurrency          int           `koanf:"concurrency" doc:"tasks run at once per worker process"`
 	HousekeepingInterval time.Duration `koanf:"housekeeping_interval" doc:"how often expired rows are purged"`
+}
+
+// Jobs configures the job runtime: its relay, heartbeats, reconciliation and the settings
+// of each job kind.
+type Jobs struct {
+	PollInterval      time.Duration `koanf:"poll_interval" doc:"how often an idle relay looks for due jobs besides notifications (also how soon a retry is picked up)"`
+	ReconcileInterval time.Duration `koanf:"reconcile_interval" doc:"how often the leading replica re-enqueues jobs Asynq lost or whose worker died"`
+	Heartbeat         time.Duration `koanf:"heartbeat" doc:"how often a running job's heartbeat is stored; a job that missed three is run again"`
+	// Kinds overrides the settings of registered job kinds by name.
+	Kinds map[string]JobKind `koanf:"kinds" doc:"per-kind overrides: jobs.kinds.<name>.{queue, max_attempts, timeout, backoff_base, backoff_max, unique} (YAML only)"`
+}
+
+// JobKind overrides a job kind's settings; zero fields keep the kind's own.
+type JobKind struct {
+	Queue       string        `koanf:"queue" yaml:"queue"`
+	MaxAttempts int           `koanf:"max_attempts" yaml:"max_attempts"`
+	Timeout     time.Duration `koanf:"timeout" yaml:"timeout"`
+	BackoffBase time.Duration `koanf:"backoff_base" yaml:"backoff_base"`
+	BackoffMax  time.Duration `koanf:"backoff_max" yaml:"backoff_max"`
+	Unique      time.Duration `koanf:"unique" yaml:"unique"`
 }
 
 // Flags configures the feature-flag evaluator.
@@ -235,6 +256,7 @@ func Default() Config {
 		Redis:    Redis{URL: "redis://127.0.0.1:6379/0"},
 		Log:      Log{Level: "info"},
 		Worker:   Worker{Concurrency: 10, HousekeepingInterval: 5 * time.Minute},
+		Jobs:     Jobs{PollInterval: time.Second, ReconcileInterval: 15 * time.Second, Heartbeat: 5 * time.Second, Kinds: map[string]JobKind{}},
 		Flags:    Flags{Defaults: map[string]bool{}, CacheTTL: time.Minute},
 		Auth: Auth{
 			Issuer:            "kiln",
@@ -452,6 +474,9 @@ func (c Config) validate() []string {
 		"http.request_timeout":         c.HTTP.RequestTimeout,
 		"http.shutdown_timeout":        c.HTTP.ShutdownTimeout,
 		"worker.housekeeping_interval": c.Worker.HousekeepingInterval,
+		"jobs.poll_interval":           c.Jobs.PollInterval,
+		"jobs.reconcile_interval":      c.Jobs.ReconcileInterval,
+		"jobs.heartbeat":               c.Jobs.Heartbeat,
 		"flags.cache_ttl":              c.Flags.CacheTTL,
 		"auth.access_token_ttl":        c.Auth.AccessTokenTTL,
 		"auth.session_ttl":             c.Auth.SessionTTL,
@@ -522,11 +547,28 @@ func (c Config) validate() []string {
 	if _, ok := c.LLM.Models[c.Conversations.TitleModel]; c.Conversations.TitleModel != "" && !ok {
 		bad("conversations.title_model", "names no alias of llm.models: %q", c.Conversations.TitleModel)
 	}
+	for name, k := range c.Jobs.Kinds {
+		key := "jobs.kinds." + name
+		if !jobQueue.MatchString(k.Queue) && k.Queue != "" {
+			bad(key+".queue", "must be 1–64 characters of a-z0-9_-, got %q", k.Queue)
+		}
+		if k.MaxAttempts < 0 || k.MaxAttempts > 100 {
+			bad(key+".max_attempts", "must be between 1 and 100, got %d", k.MaxAttempts)
+		}
+		for field, d := range map[string]time.Duration{"timeout": k.Timeout, "backoff_base": k.BackoffBase, "backoff_max": k.BackoffMax, "unique": k.Unique} {
+			if d < 0 {
+				bad(key+"."+field, "must be a positive duration, got %s", d)
+			}
+		}
+	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
 	return p
 }
+
+// jobQueue is a job queue's name (without the env prefix).
+var jobQueue = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
 func (l LLM) validate() []string {
 	var p []string

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/worker"
+)
+
+// newJobs declares every job kind (with the config's overrides) and builds the job
+// service on the conversations' stream bus. Every process registers every kind: an API
+// replica creates jobs it never runs. The conversations service is told how to ask for a
+// title (a job created with the reply that ends the first exchange).
+func (a *app) newJobs(d *deps, llmDeps server.LLM, convs server.Conversations) (*jobs.Registry, *jobs.Service, error) {
+	st := store.New(d.pool)
+	reg := jobs.NewRegistry()
+
+	purgers := []worker.Purger{
+		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
+		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
+	}
+	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
+	purgers = append(purgers, worker.ConversationPurgers(convs.Service, a.cfg.LLM.StreamTimeout+5*time.Minute,
+		func(ctx context.Context, message uuid.UUID, problem map[string]any) error {
+			_, err := convs.Streams.Publisher(message.String()).Finish(ctx, "error", problem)
+			return err
+		})...)
+	worker.RegisterHousekeeping(reg, purgers, a.log)
+	if a.cfg.Conversations.TitleModel != "" {
+		worker.RegisterTitles(reg, worker.Titler{
+			Conversations: convs.Service, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Model: a.cfg.Conversations.TitleModel,
+		})
+		convs.Service.TitleJob = func(ctx context.Context, q *db.Queries, org, conversation uuid.UUID) error {
+			_, err := reg.Enqueue(ctx, q, time.Now(), jobs.New{Kind: worker.KindConversationTitle.Name, OrgID: &org,
+				Payload: worker.TitlePayload{Org: org, Conversation: conversation}, UniqueKey: conversation.String()})
+			return err
+		}
+	}
+	registerTestKinds(reg, st)
+	for name, k := range a.cfg.Jobs.Kinds {
+		if err := reg.Override(name, jobs.Kind{Queue: k.Queue, MaxAttempts: k.MaxAttempts, Timeout: k.Timeout,
+			Backoff: jobs.Backoff{Base: k.BackoffBase, Max: k.BackoffMax}, Unique: k.Unique}); err != nil {
+			return nil, nil, err
+		}
+	}
+	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: d.rdb, Bus: convs.Streams, Log: a.log, Now: time.Now}, jobs.Config{
+		Env:               a.cfg.Env,
+		Concurrency:       a.cfg.Worker.Concurrency,
+		PollInterval:      a.cfg.Jobs.PollInterval,
+		ReconcileInterval: a.cfg.Jobs.ReconcileInterval,
+		Heartbeat:         a.cfg.Jobs.Heartbeat,
+	})
+	return reg, svc, nil
+}
+
+// newWorker runs the job service's worker side and the periodic housekeeping.
+func (a *app) newWorker(d *deps, reg *jobs.Registry, svc *jobs.Service) *worker.Worker {
+	return worker.New(svc, reg, store.New(d.pool), worker.Config{HousekeepingInterval: a.cfg.Worker.HousekeepingInterval}, a.log)
+}
