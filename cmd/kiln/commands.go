@@ -29,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
@@ -226,7 +227,13 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
+	schedules, err := a.newScheduler(ctx, d, jobReg)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(jobs.NewCollector(jobSvc, 5*time.Second))
 	srv, err := server.New(server.Deps{
+		JobsAdmin:     server.JobsAdmin{Schedules: schedules, Jobs: jobs.NewAdmin(jobSvc)},
 		LLM:           llmDeps,
 		Conversations: convs,
 		Prompts:       prompts.New(store.New(d.pool), time.Now),
@@ -293,6 +300,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 				a.log.Error("worker", "error", err)
 			}
 		})
+		wg.Go(func() { _ = schedules.Run(bg) })
 	}
 
 	serveErr := make(chan error, 1)
@@ -367,10 +375,15 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			schedules, err := a.newScheduler(cmd.Context(), d, reg)
+			if err != nil {
+				return err
+			}
 			w := a.newWorker(d, reg, svc)
 			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(cmd.Context()))
 			var wg sync.WaitGroup
 			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped
+			wg.Go(func() { _ = schedules.Run(cmd.Context()) })
 			err = w.Run(cmd.Context())
 			stopUsage()
 			wg.Wait()

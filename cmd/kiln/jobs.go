@@ -60,7 +60,8 @@ func (a *app) newJobs(d *deps, llmDeps server.LLM, convs server.Conversations) (
 	return reg, svc, nil
 }
 
-// newWorker runs the job service's worker side and the periodic housekeeping.
+// newWorker runs the job service's worker side. Housekeeping runs on its built-in
+// schedule (cmd/kiln/schedules.go), not on the worker's own ticker.
 func (a *app) newWorker(d *deps, reg *jobs.Registry, svc *jobs.Service) *worker.Worker {
-	return worker.New(svc, reg, store.New(d.pool), worker.Config{HousekeepingInterval: a.cfg.Worker.HousekeepingInterval}, a.log)
+	return worker.New(svc, reg, store.New(d.pool), worker.Config{}, a.log)
 }

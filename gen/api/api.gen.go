@@ -1453,7 +1453,7 @@ type CreateInvitationRequestRole string
 
 // CreateJobScheduleRequest defines model for CreateJobScheduleRequest.
 type CreateJobScheduleRequest struct {
-	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a second).
 	//
 	// Example: */15 * * * *
 	Cron string `json:"cron"`

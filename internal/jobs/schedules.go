@@ -98,8 +98,8 @@ func NewScheduler(st *store.Store, reg *Registry, log *slog.Logger, interval tim
 
 var scheduleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
-// cronParser reads five-field expressions and the @ descriptors; seconds are not offered,
-// since a one-second tick could not keep them.
+// cronParser reads five-field expressions and the @ descriptors (@every rounds down to
+// whole seconds, one at least: the scheduler's tick).
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // ParseCron parses a five-field cron expression or a descriptor (@daily, @every 10m)
@@ -122,9 +122,6 @@ func ParseCron(expr, tz string) (cron.Schedule, error) {
 	}
 	if spec, ok := sched.(*cron.SpecSchedule); ok {
 		spec.Location = loc
-	}
-	if every, ok := sched.(cron.ConstantDelaySchedule); ok && every.Delay < time.Minute {
-		return nil, errs.E(errs.Invalid, "A schedule runs at most once a minute; %q is more often.", expr)
 	}
 	return sched, nil
 }

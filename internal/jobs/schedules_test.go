@@ -247,7 +247,7 @@ func TestScheduleErrors(t *testing.T) {
 		code errs.Code
 	}{
 		"ErrBadCron":      {schedSpec("a", "61 * * * *"), errs.Invalid},
-		"ErrSeconds":      {schedSpec("a", "@every 10s"), errs.Invalid},
+		"ErrBadEvery":     {schedSpec("a", "@every soon"), errs.Invalid},
 		"ErrBadTimezone":  {jobs.ScheduleSpec{Name: "a", Cron: "@daily", Kind: "test.echo", Timezone: "Mars/Olympus"}, errs.Invalid},
 		"ErrUnknownKind":  {jobs.ScheduleSpec{Name: "a", Cron: "@daily", Kind: "test.nope"}, errs.Invalid},
 		"ErrBadName":      {schedSpec("A B", "@daily"), errs.Invalid},

@@ -22,25 +22,25 @@ import (
 
 // Defines values for AdminJobState.
 const (
-	AdminJobStateCancelled AdminJobState = "cancelled"
-	AdminJobStateFailed    AdminJobState = "failed"
-	AdminJobStateQueued    AdminJobState = "queued"
-	AdminJobStateRunning   AdminJobState = "running"
-	AdminJobStateSucceeded AdminJobState = "succeeded"
+	AdminJobCancelled AdminJobState = "cancelled"
+	AdminJobFailed    AdminJobState = "failed"
+	AdminJobQueued    AdminJobState = "queued"
+	AdminJobRunning   AdminJobState = "running"
+	AdminJobSucceeded AdminJobState = "succeeded"
 )
 
 // Valid indicates whether the value is a known member of the AdminJobState enum.
 func (e AdminJobState) Valid() bool {
 	switch e {
-	case AdminJobStateCancelled:
+	case AdminJobCancelled:
 		return true
-	case AdminJobStateFailed:
+	case AdminJobFailed:
 		return true
-	case AdminJobStateQueued:
+	case AdminJobQueued:
 		return true
-	case AdminJobStateRunning:
+	case AdminJobRunning:
 		return true
-	case AdminJobStateSucceeded:
+	case AdminJobSucceeded:
 		return true
 	default:
 		return false
@@ -388,25 +388,25 @@ func (e FeedbackRating) Valid() bool {
 
 // Defines values for FinishReason.
 const (
-	FinishReasonCancelled     FinishReason = "cancelled"
-	FinishReasonContentFilter FinishReason = "content_filter"
-	FinishReasonLength        FinishReason = "length"
-	FinishReasonStop          FinishReason = "stop"
-	FinishReasonToolCalls     FinishReason = "tool_calls"
+	Cancelled     FinishReason = "cancelled"
+	ContentFilter FinishReason = "content_filter"
+	Length        FinishReason = "length"
+	Stop          FinishReason = "stop"
+	ToolCalls     FinishReason = "tool_calls"
 )
 
 // Valid indicates whether the value is a known member of the FinishReason enum.
 func (e FinishReason) Valid() bool {
 	switch e {
-	case FinishReasonCancelled:
+	case Cancelled:
 		return true
-	case FinishReasonContentFilter:
+	case ContentFilter:
 		return true
-	case FinishReasonLength:
+	case Length:
 		return true
-	case FinishReasonStop:
+	case Stop:
 		return true
-	case FinishReasonToolCalls:
+	case ToolCalls:
 		return true
 	default:
 		return false
@@ -490,16 +490,16 @@ func (e JWKUse) Valid() bool {
 
 // Defines values for JobScheduleSource.
 const (
-	Api    JobScheduleSource = "api"
-	Config JobScheduleSource = "config"
+	ScheduleFromAPI    JobScheduleSource = "api"
+	ScheduleFromConfig JobScheduleSource = "config"
 )
 
 // Valid indicates whether the value is a known member of the JobScheduleSource enum.
 func (e JobScheduleSource) Valid() bool {
 	switch e {
-	case Api:
+	case ScheduleFromAPI:
 		return true
-	case Config:
+	case ScheduleFromConfig:
 		return true
 	default:
 		return false
@@ -1454,7 +1454,7 @@ type CreateInvitationRequestRole string
 
 // CreateJobScheduleRequest defines model for CreateJobScheduleRequest.
 type CreateJobScheduleRequest struct {
-	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+	// Cron Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a second).
 	//
 	// Example: */15 * * * *
 	Cron string `json:"cron"`

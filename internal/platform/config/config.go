@@ -92,6 +92,16 @@ type Jobs struct {
 	Heartbeat         time.Duration `koanf:"heartbeat" doc:"how often a running job's heartbeat is stored; a job that missed three is run again"`
 	// Kinds overrides the settings of registered job kinds by name.
 	Kinds map[string]JobKind `koanf:"kinds" doc:"per-kind overrides: jobs.kinds.<name>.{queue, max_attempts, timeout, backoff_base, backoff_max, unique} (YAML only)"`
+	// Schedules are cron schedules creating jobs, by name.
+	Schedules map[string]JobSchedule `koanf:"schedules" doc:"cron schedules: jobs.schedules.<name>.{cron, kind, payload, timezone} (YAML only)"`
+}
+
+// JobSchedule is a cron schedule from config: a job of Kind with Payload at every slot.
+type JobSchedule struct {
+	Cron     string         `koanf:"cron" yaml:"cron"`         // five fields or @hourly, @every 10m, …
+	Kind     string         `koanf:"kind" yaml:"kind"`         // a registered job kind
+	Payload  map[string]any `koanf:"payload" yaml:"payload"`   // each run's payload; empty: {}
+	Timezone string         `koanf:"timezone" yaml:"timezone"` // IANA name of the cron's zone; empty: UTC
 }
 
 // JobKind overrides a job kind's settings; zero fields keep the kind's own.
@@ -256,7 +266,7 @@ func Default() Config {
 		Redis:    Redis{URL: "redis://127.0.0.1:6379/0"},
 		Log:      Log{Level: "info"},
 		Worker:   Worker{Concurrency: 10, HousekeepingInterval: 5 * time.Minute},
-		Jobs:     Jobs{PollInterval: time.Second, ReconcileInterval: 15 * time.Second, Heartbeat: 5 * time.Second, Kinds: map[string]JobKind{}},
+		Jobs:     Jobs{PollInterval: time.Second, ReconcileInterval: 15 * time.Second, Heartbeat: 5 * time.Second, Kinds: map[string]JobKind{}, Schedules: map[string]JobSchedule{}},
 		Flags:    Flags{Defaults: map[string]bool{}, CacheTTL: time.Minute},
 		Auth: Auth{
 			Issuer:            "kiln",
@@ -561,11 +571,29 @@ func (c Config) validate() []string {
 			}
 		}
 	}
+	for name, sc := range c.Jobs.Schedules {
+		key := "jobs.schedules." + name
+		if !jobScheduleName.MatchString(name) {
+			bad(key, "the name must be 1–64 characters of a-z0-9_.- starting with a letter or digit")
+		}
+		if strings.TrimSpace(sc.Cron) == "" {
+			bad(key+".cron", "is required (five fields, or @hourly, @every 10m, …)")
+		}
+		if sc.Kind == "" {
+			bad(key+".kind", "is required (a job kind)")
+		}
+		if _, err := time.LoadLocation(sc.Timezone); sc.Timezone != "" && (err != nil || sc.Timezone == "Local") {
+			bad(key+".timezone", "is not an IANA time zone: %q", sc.Timezone)
+		}
+	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "must be at least 1, got %d", c.Worker.Concurrency)
 	}
 	return p
 }
+
+// jobScheduleName is a schedule's name.
+var jobScheduleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
 // jobQueue is a job queue's name (without the env prefix).
 var jobQueue = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)

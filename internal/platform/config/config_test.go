@@ -64,6 +64,16 @@ flags:
 			},
 		},
 		{
+			name: "JobSchedules",
+			yaml: "jobs:\n  schedules:\n    nightly-report:\n      cron: \"0 3 * * *\"\n      timezone: Asia/Shanghai\n      kind: reports.build\n      payload:\n        format: csv\n        days: 7\n",
+			check: func(t *testing.T, got config.Config) {
+				sc, ok := got.Jobs.Schedules["nightly-report"]
+				if !ok || sc.Cron != "0 3 * * *" || sc.Timezone != "Asia/Shanghai" || sc.Kind != "reports.build" || sc.Payload["format"] != "csv" || sc.Payload["days"] != 7 {
+					t.Errorf("schedule = %+v", got.Jobs.Schedules)
+				}
+			},
+		},
+		{
 			name:    "KILNConfigIsNotAnUnknownVariable",
 			environ: []string{"KILN_CONFIG=/ignored/here.yaml"},
 			check: func(t *testing.T, got config.Config) {
@@ -204,6 +214,11 @@ func TestLoadErrors(t *testing.T) {
 				"DATABASE_URL=mysql://u:p@db/kiln",
 			},
 			wantKeys: []string{"http.listen", "worker.concurency", "nope:", "KILN_NOPE", "http.read_timeout", "log.level", "database.url"},
+		},
+		{
+			name:     "ErrJobSchedule",
+			yaml:     "jobs:\n  schedules:\n    Bad Name:\n      cron: \"@daily\"\n      kind: x\n    nocron:\n      kind: x\n    nokind:\n      cron: \"@daily\"\n      timezone: Mars/Base\n",
+			wantKeys: []string{"jobs.schedules.Bad Name", "jobs.schedules.nocron.cron", "jobs.schedules.nokind.kind", "jobs.schedules.nokind.timezone"},
 		},
 		{
 			name:     "ErrUnknownYAMLKey",

@@ -2879,7 +2879,7 @@ export interface components {
         CreateJobScheduleRequest: {
             name: string;
             /**
-             * @description Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a minute).
+             * @description Five fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly, @monthly, @every 10m (at least a second).
              * @example *\/15 * * * *
              */
             cron: string;

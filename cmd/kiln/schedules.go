@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/worker"
+)
+
+// housekeepingSchedule is the built-in schedule of the housekeeping job; a
+// jobs.schedules.housekeeping entry in config replaces it.
+const housekeepingSchedule = "housekeeping"
+
+// newScheduler builds the job scheduler and writes the configured schedules (with the
+// built-in housekeeping one) to the database, where every replica reads them.
+func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*jobs.Scheduler, error) {
+	s := jobs.NewScheduler(store.New(d.pool), reg, a.log, time.Second, time.Now)
+	specs, err := a.scheduleSpecs()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SyncConfig(ctx, specs); err != nil {
+		return nil, fmt.Errorf("job schedules: %w", err)
+	}
+	return s, nil
+}
+
+// scheduleSpecs are jobs.schedules, by name, and the built-in housekeeping schedule
+// (every worker.housekeeping_interval) unless config names one so.
+func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
+	var specs []jobs.ScheduleSpec
+	for _, name := range slices.Sorted(maps.Keys(a.cfg.Jobs.Schedules)) {
+		sc := a.cfg.Jobs.Schedules[name]
+		payload, err := json.Marshal(sc.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("jobs.schedules.%s.payload: %w", name, err)
+		}
+		if sc.Payload == nil {
+			payload = nil
+		}
+		specs = append(specs, jobs.ScheduleSpec{Name: name, Cron: sc.Cron, Timezone: sc.Timezone, Kind: sc.Kind, Payload: payload})
+	}
+	if _, ok := a.cfg.Jobs.Schedules[housekeepingSchedule]; !ok {
+		specs = append(specs, jobs.ScheduleSpec{
+			Name: housekeepingSchedule, Cron: "@every " + a.cfg.Worker.HousekeepingInterval.String(), Kind: worker.KindHousekeeping.Name,
+		})
+	}
+	return specs, nil
+}
