@@ -29,8 +29,8 @@ UPDATE jobs SET discarded_at = sqlc.arg(now)::timestamptz, discarded_by = sqlc.n
 WHERE id = sqlc.arg(id);
 
 -- Jobs to run, running and failed (not discarded) by queue, kind and state, for metrics and
--- queue monitoring. Each state is read through its partial index, so the query stays cheap
--- however many finished jobs the table keeps.
+-- queue monitoring, through the partial index jobs_live: the query reads the live and
+-- failed rows only, however many finished jobs the table keeps.
 -- name: CountLiveJobs :many
 SELECT queue, kind, state, count(*)::bigint AS jobs,
        COALESCE(EXTRACT(EPOCH FROM sqlc.arg(now)::timestamptz - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= sqlc.arg(now)::timestamptz)), 0)::float8 AS oldest_pending_seconds,

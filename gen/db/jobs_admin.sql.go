@@ -153,8 +153,8 @@ type CountLiveJobsRow struct {
 }
 
 // Jobs to run, running and failed (not discarded) by queue, kind and state, for metrics and
-// queue monitoring. Each state is read through its partial index, so the query stays cheap
-// however many finished jobs the table keeps.
+// queue monitoring, through the partial index jobs_live: the query reads the live and
+// failed rows only, however many finished jobs the table keeps.
 func (q *Queries) CountLiveJobs(ctx context.Context, arg CountLiveJobsParams) ([]CountLiveJobsRow, error) {
 	rows, err := q.db.Query(ctx, countLiveJobs, arg.Now, arg.StaleBefore)
 	if err != nil {

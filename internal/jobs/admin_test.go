@@ -41,7 +41,7 @@ type adminSetup struct {
 	orgA, orgB uuid.UUID
 }
 
-func setupAdmin(t *testing.T) *adminSetup {
+func setupAdmin(t testing.TB) *adminSetup {
 	t.Helper()
 	a := &adminSetup{st: storetest.New(t), reg: jobs.NewRegistry()}
 	a.rdb, a.ks = storetest.Redis(t)
@@ -66,7 +66,7 @@ func setupAdmin(t *testing.T) *adminSetup {
 	return a
 }
 
-func newOrg(t *testing.T, st *store.Store) uuid.UUID {
+func newOrg(t testing.TB, st *store.Store) uuid.UUID {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7())
 	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: id, Name: "org", Now: time.Now()}); err != nil {
@@ -92,7 +92,12 @@ func (a *adminSetup) runUntilEnded(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.svc.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		var open int
@@ -269,7 +274,9 @@ func TestAdminQueues(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	queues, _ = a.admin.Queues(ctx)
 	if m := queues[1]; m.Jobs[jobs.Queued] != 0 || m.ProcessedPerMinute != 2.0/5 || m.Tasks.ProcessedToday != 2 {
 		t.Fatalf("mail after the resume = %+v: want none queued, 2 processed in the last 5 minutes", m)

@@ -56,7 +56,7 @@ func setupSchedules(t *testing.T, start time.Time) scheduleSetup {
 }
 
 // schedUser creates a user with a personal org.
-func schedUser(t *testing.T, st *store.Store) uuid.UUID {
+func schedUser(t testing.TB, st *store.Store) uuid.UUID {
 	t.Helper()
 	org, id := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: org, Name: "org", Now: time.Now()}); err != nil {
