@@ -229,6 +229,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
+		Jobs:          jobSvc,
 		Prompts:       prompts.New(store.New(d.pool), time.Now),
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
