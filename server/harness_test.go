@@ -34,6 +34,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
@@ -204,6 +205,10 @@ func setup(t testing.TB, opts ...option) *bundle {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)
 		d.Conversations.Service, d.Conversations.Streams = conversations.New(st, time.Now), bus
+	}
+	if d.Jobs == nil {
+		d.Jobs = jobs.NewService(jobs.Deps{Registry: jobs.NewRegistry(), Store: st, Redis: rdb, Bus: d.Conversations.Streams, Log: log},
+			jobs.Config{Env: ks.Env})
 	}
 	if d.Conversations.ContextWindow == nil {
 		d.Conversations.ContextWindow = func(string) int { return 32768 }

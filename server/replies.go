@@ -402,17 +402,28 @@ func (s *Server) streamMessageEvents(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, err)
 		return
 	}
+	after, err := lastEventID(r)
+	if err != nil {
+		s.respondError(w, r, err)
+		return
+	}
+	s.serveEvents(w, r, m, after)
+}
+
+// lastEventID is the id of the last event a client resuming a stream received:
+// Last-Event-ID, else ?after=, else 0.
+func lastEventID(r *http.Request) (uint64, error) {
 	var after uint64
+	var err error
 	if h := r.Header.Get("Last-Event-ID"); h != "" {
 		after, err = strconv.ParseUint(h, 10, 64)
 	} else if q := r.URL.Query().Get("after"); q != "" {
 		after, err = strconv.ParseUint(q, 10, 64)
 	}
 	if err != nil {
-		s.respondError(w, r, errs.InvalidFields("invalid event id", []errs.FieldError{{Pointer: "/header/Last-Event-ID", Message: "must be an event id"}}))
-		return
+		return 0, errs.InvalidFields("invalid event id", []errs.FieldError{{Pointer: "/header/Last-Event-ID", Message: "must be an event id"}})
 	}
-	s.serveEvents(w, r, m, after)
+	return after, nil
 }
 
 // serveEvents streams reply m's events after `after`: stored, then live. Past the stream's

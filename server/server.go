@@ -28,6 +28,7 @@ import (
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -62,6 +63,8 @@ type Deps struct {
 	Prompts *prompts.Service
 	// Conversations serves the conversation endpoints.
 	Conversations Conversations
+	// Jobs serves the job endpoints.
+	Jobs *jobs.Service
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
@@ -86,6 +89,7 @@ type Server struct {
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
+	jobs           *jobs.Service
 	// replies are the replies generating on this server; stopReplies ends them. replyMu
 	// orders holdReply's Add before WaitReplies' Wait.
 	replyMu     sync.Mutex
@@ -144,6 +148,7 @@ func New(d Deps) (*Server, error) {
 		prompts:   d.Prompts,
 		conv:      d.Conversations,
 		jobsAdmin: d.JobsAdmin,
+		jobs:      d.Jobs,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -201,6 +206,7 @@ func New(d Deps) (*Server, error) {
 	s.HandleStream("POST /v1/conversations/{id}/messages", http.HandlerFunc(s.createConversationMessage))
 	s.HandleStream("POST /v1/conversations/{id}/tool-results", http.HandlerFunc(s.submitToolResults))
 	s.HandleStream("GET /v1/conversations/{id}/messages/{message_id}/events", http.HandlerFunc(s.streamMessageEvents))
+	s.HandleStream("GET /v1/jobs/{id}/events", http.HandlerFunc(s.streamJobEvents))
 	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
 	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)

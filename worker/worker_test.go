@@ -18,12 +18,12 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/jobs"
-	"github.com/kilnhq/kiln/internal/platform/redisclient"
-	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/platform/logging/logtest"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // bundle is what a worker test works with: Redis, a deployment env of the test's own, an

@@ -236,6 +236,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		JobsAdmin:     server.JobsAdmin{Schedules: schedules, Jobs: jobs.NewAdmin(jobSvc)},
 		LLM:           llmDeps,
 		Conversations: convs,
+		Jobs:          jobSvc,
 		Prompts:       prompts.New(store.New(d.pool), time.Now),
 		Config:        a.cfg.HTTP,
 		Log:           a.log,

@@ -1778,6 +1778,118 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's jobs
+         * @description Newest first. A user sees the jobs they created in the org; an API key sees every job
+         *     of its org. Jobs of other orgs, and system jobs (housekeeping), are never listed.
+         */
+        get: operations["listJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One job
+         * @description Another caller's job (another org's, or another user's) is a 404.
+         */
+        get: operations["getJob"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow a job's progress
+         * @description The events of the job's current run, stored then live, after the event id given by
+         *     `Last-Event-ID` (what an EventSource sends when it reconnects) or `after`; from the
+         *     first without either: `job.progress` (`JobProgressEvent`) as the job reports it,
+         *     then one final event, `job.succeeded`, `job.failed` or `job.cancelled`
+         *     (`JobEndEvent`), after which the stream ends. Any replica serves it. A finished
+         *     job whose events are no longer kept sends its final event only. Closing this
+         *     connection does not stop the job.
+         */
+        get: operations["streamJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a job
+         * @description A job that has not started is cancelled at once. A running one is asked to stop: its
+         *     handler's context is cancelled on whichever replica runs it, and it ends `cancelled`
+         *     (unless it completes first); `cancel_requested` is true meanwhile. Cancelling a
+         *     finished job is a 409 (`conflict`).
+         */
+        post: operations["cancelJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry a failed or cancelled job
+         * @description Starts a new run of a `failed` or `cancelled` job: queued again with its attempts
+         *     from zero, `run` one more, and a new event stream. Any other state is a 409
+         *     (`conflict`).
+         */
+        post: operations["retryJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{id}/settings": {
         parameters: {
             query?: never;
@@ -2125,6 +2237,86 @@ export interface components {
         ConversationMetadata: {
             [key: string]: string;
         };
+        /** @description A job kind's name. */
+        JobKind: string;
+        /**
+         * @description `queued` (waiting to run, or to be retried), `running`, then one of the final states.
+         * @enum {string}
+         */
+        JobState: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        JobProgress: {
+            /** Format: int64 */
+            done: number;
+            /**
+             * Format: int64
+             * @description 0 when unknown.
+             */
+            total: number;
+            message: string;
+        };
+        /** @description A background job. Its `progress` is stored at most every second; follow `…/events` for every report. */
+        Job: {
+            /** Format: uuid */
+            id: string;
+            kind: components["schemas"]["JobKind"];
+            queue: string;
+            state: components["schemas"]["JobState"];
+            progress: components["schemas"]["JobProgress"];
+            /** @description Attempts started in the current run. */
+            attempts: number;
+            max_attempts: number;
+            /** @description Why the last attempt failed; null when none did. */
+            last_error: string | null;
+            /** @description What the job produced (JSON), once succeeded; null otherwise. */
+            result: unknown;
+            /**
+             * Format: uuid
+             * @description The user who created it; null for an API key's job.
+             */
+            created_by: string | null;
+            /** @description 1, then one more per retry. */
+            run: number;
+            /** @description A cancel was asked for while it ran. */
+            cancel_requested: boolean;
+            run_at: components["schemas"]["Timestamp"];
+            created_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: date-time
+             * @description When its last attempt started.
+             */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        JobList: {
+            data: components["schemas"]["Job"][];
+            next_cursor: string | null;
+        };
+        /** @description `job.progress`: the job reported its progress. */
+        JobProgressEvent: {
+            /** Format: uuid */
+            job_id: string;
+            /** Format: int64 */
+            done: number;
+            /** Format: int64 */
+            total: number;
+            message: string;
+        };
+        /** @description `job.succeeded`, `job.failed` or `job.cancelled`: the run's final event. */
+        JobEndEvent: {
+            /** Format: uuid */
+            job_id: string;
+            state: components["schemas"]["JobState"];
+            attempts: number;
+            /** @description `job.failed`: why. */
+            error?: string;
+            /** @description `job.succeeded`: what the job produced, if anything. */
+            result?: unknown;
+            progress: components["schemas"]["JobProgressEvent"];
+        };
+        /** @description The `data` of one event of a job's stream; the event type says which schema. */
+        JobStreamEvent: components["schemas"]["JobProgressEvent"] | components["schemas"]["JobEndEvent"];
         ConversationList: {
             data: components["schemas"]["Conversation"][];
             next_cursor: string | null;
@@ -5872,6 +6064,152 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MessageFeedback"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listJobs: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only jobs of this kind, e.g. `conversation.title`. */
+                kind?: components["schemas"]["JobKind"];
+                /** @description Only jobs in this state. */
+                state?: components["schemas"]["JobState"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of jobs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    streamJobEvents: {
+        parameters: {
+            query?: {
+                /** @description The id of the last event received, for clients that cannot set headers; `Last-Event-ID` wins. */
+                after?: number;
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+                /** @description The id of the last event received. */
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job's events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    cancelJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, cancelled or asked to stop. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    retryJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, queued for its new run. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
                 };
             };
             default: components["responses"]["Problem"];
