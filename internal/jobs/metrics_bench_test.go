@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // BenchmarkCountLiveJobs measures the query behind every kiln_jobs_* scrape and queue
@@ -33,6 +35,19 @@ func BenchmarkCountLiveJobs(b *testing.B) {
 	if _, err := a.st.Pool.Exec(ctx, "VACUUM ANALYZE jobs"); err != nil {
 		b.Fatal(err)
 	}
+	// Planned at every run (no prepared statement whose cached plan would ignore the
+	// baseline's settings).
+	cfg, err := pgxpool.ParseConfig(a.st.Pool.Config().ConnString())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	st := store.New(pool)
 	now := time.Now()
 	for _, bc := range []struct {
 		name     string
@@ -63,13 +78,13 @@ func BenchmarkCountLiveJobs(b *testing.B) {
 				})
 			}
 			for b.Loop() {
-				err := pgx.BeginFunc(ctx, a.st.Pool, func(tx pgx.Tx) error {
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 					if bc.settings != "" {
 						if _, err := tx.Exec(ctx, bc.settings); err != nil {
 							return err
 						}
 					}
-					rows, err := a.st.WithTx(tx).CountLiveJobs(ctx, db.CountLiveJobsParams{Now: now, StaleBefore: now.Add(-time.Minute)})
+					rows, err := st.WithTx(tx).CountLiveJobs(ctx, db.CountLiveJobsParams{Now: now, StaleBefore: now.Add(-time.Minute)})
 					if err == nil && len(rows) != 11 { // 5 kinds × queued and running, 1 kind failed
 						b.Fatalf("%d groups, want 11", len(rows))
 					}
