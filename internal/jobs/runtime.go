@@ -361,7 +361,8 @@ func (s *Service) runtimeQueries() *store.Store {
 func (s *Service) openRuntimePool(ctx context.Context) (func(), error) {
 	cfg := s.Store.Pool.Config().Copy()
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
-	cfg.MaxConns = int32(min(s.cfg.Concurrency+4, 200)) //nolint:gosec // bounded
+	// A handler holds a connection only for its start and its end.
+	cfg.MaxConns = int32(min(max(s.cfg.Concurrency/2+2, 4), 32)) //nolint:gosec // bounded
 	cfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -51,7 +51,7 @@ func setup(t testing.TB, register func(b *bundle)) *bundle {
 	t.Helper()
 	// A pool of its own, larger than storetest's: the test's transactions and the
 	// replicas' handlers share it.
-	pool, err := store.Open(t.Context(), storetest.New(t).Pool.Config().ConnString(), 32)
+	pool, err := store.Open(t.Context(), storetest.New(t).Pool.Config().ConnString(), 16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +143,8 @@ func count(t *testing.T, st *store.Store, sql string, args ...any) int {
 func TestOutbox(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	run(t, b.replica(t, b.config(50), nil))
-	run(t, b.replica(t, b.config(50), nil)) // a second replica shares the outbox
+	run(t, b.replica(t, b.config(20), nil))
+	run(t, b.replica(t, b.config(20), nil)) // a second replica shares the outbox
 
 	const total, workers = 10_000, 8
 	errRollback := errors.New("rollback")
@@ -237,7 +237,7 @@ func TestRedisLost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run(t, b.replica(t, b.config(50), nil))
+	run(t, b.replica(t, b.config(20), nil))
 	waitFor(t, 30*time.Second, "all 1000 jobs completed", func() bool {
 		return count(t, b.st, `SELECT count(*) FROM jobs WHERE state = 'succeeded'`) == 1000
 	})
