@@ -75,4 +75,5 @@ test-deps:
 BENCH_FLAGS ?=
 bench: deps build
 	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6
+	$(GO) test ./internal/jobs -run '^$$' -bench . -benchtime 1x -count 3
 	$(GO) run ./bench/gateway -kiln $(BIN) $(BENCH_FLAGS)

@@ -35,17 +35,22 @@ WHERE org_id = sqlc.arg(org_id)
 ORDER BY id DESC
 LIMIT sqlc.arg(max_rows);
 
--- The relay's batch: committed jobs due to run that are not in Asynq yet. SKIP LOCKED lets
--- any number of relays share the outbox.
+-- The relay's batch: committed jobs due to run that are not in Asynq yet, marked handed
+-- over before they are (a handler must not wait on the relay's row locks); the relay
+-- unmarks those it could not enqueue, and the reconciler re-enqueues those of a relay
+-- that died in between. SKIP LOCKED lets any number of relays share the outbox.
 -- name: ClaimOutbox :many
-SELECT * FROM jobs
-WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= sqlc.arg(now)
-ORDER BY run_at
-LIMIT sqlc.arg(max_rows)
-FOR UPDATE SKIP LOCKED;
+UPDATE jobs SET enqueued_at = sqlc.arg(now)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= sqlc.arg(now)
+    ORDER BY run_at
+    LIMIT sqlc.arg(max_rows)
+    FOR UPDATE SKIP LOCKED)
+RETURNING *;
 
--- name: MarkJobsEnqueued :exec
-UPDATE jobs SET enqueued_at = sqlc.arg(now) WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND enqueued_at IS NULL;
+-- name: UnmarkJobsEnqueued :exec
+UPDATE jobs SET enqueued_at = NULL WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND state = 'queued';
 
 -- Starts an attempt of a queued job under the task that carries it; a stale task (another
 -- task id) or a job that is not queued starts nothing.
@@ -96,10 +101,12 @@ SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || 
 WHERE id = sqlc.arg(id) AND state IN ('failed', 'cancelled')
 RETURNING *;
 
--- The jobs Asynq should hold: queued and handed over, or running.
+-- The jobs Asynq should hold: queued and handed over (before handed_before: a relay may
+-- be enqueueing the latest), or running.
 -- name: ListActiveJobs :many
 SELECT * FROM jobs
 WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
+  AND (state = 'running' OR enqueued_at < sqlc.arg(handed_before))
   AND (sqlc.narg(after)::uuid IS NULL OR id > sqlc.narg(after)::uuid)
 ORDER BY id
 LIMIT sqlc.arg(max_rows);
@@ -112,3 +119,4 @@ SET state = 'queued', enqueued_at = NULL, task_id = sqlc.arg(task_id), last_erro
     heartbeat_at = NULL, updated_at = sqlc.arg(now)
 WHERE id = sqlc.arg(id) AND updated_at = sqlc.arg(seen)
   AND (state = 'queued' OR (state = 'running' AND heartbeat_at < sqlc.arg(stale_before)));
+

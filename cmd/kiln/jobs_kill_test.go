@@ -104,7 +104,9 @@ func TestWorkerKilled(t *testing.T) {
 	}
 
 	first := startWorker(t, bin, env)
-	wait(30*time.Second, "200 jobs running", func() bool { return count(`SELECT count(*) FROM jobs WHERE kind = 'test.effect' AND state = 'running'`) >= 200 })
+	wait(30*time.Second, "200 jobs running", func() bool {
+		return count(`SELECT count(*) FROM jobs WHERE kind = 'test.effect' AND state = 'running'`) >= 200
+	})
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,9 @@ func TestWorkerKilled(t *testing.T) {
 			t.Logf("%d jobs %s after %d attempts: %s", n, state, attempts, lastErr)
 		}
 	})
-	wait(60*time.Second, "every job succeeded", func() bool { return count(`SELECT count(*) FROM jobs WHERE kind = 'test.effect' AND state = 'succeeded'`) == total })
+	wait(60*time.Second, "every job succeeded", func() bool {
+		return count(`SELECT count(*) FROM jobs WHERE kind = 'test.effect' AND state = 'succeeded'`) == total
+	})
 	if n := count(`SELECT count(*) FROM test_effects`); n != total {
 		t.Fatalf("%d effects, want %d", n, total)
 	}

@@ -63,20 +63,25 @@ func (q *Queries) CancelQueuedJob(ctx context.Context, arg CancelQueuedJobParams
 }
 
 const claimOutbox = `-- name: ClaimOutbox :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
-WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= $1
-ORDER BY run_at
-LIMIT $2
-FOR UPDATE SKIP LOCKED
+UPDATE jobs SET enqueued_at = $1
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= $1
+    ORDER BY run_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
 `
 
 type ClaimOutboxParams struct {
-	Now     time.Time
+	Now     *time.Time
 	MaxRows int32
 }
 
-// The relay's batch: committed jobs due to run that are not in Asynq yet. SKIP LOCKED lets
-// any number of relays share the outbox.
+// The relay's batch: committed jobs due to run that are not in Asynq yet, marked handed
+// over before they are (a handler must not wait on the relay's row locks); the relay
+// unmarks those it could not enqueue, and the reconciler re-enqueues those of a relay
+// that died in between. SKIP LOCKED lets any number of relays share the outbox.
 func (q *Queries) ClaimOutbox(ctx context.Context, arg ClaimOutboxParams) ([]Job, error) {
 	rows, err := q.db.Query(ctx, claimOutbox, arg.Now, arg.MaxRows)
 	if err != nil {
@@ -431,19 +436,22 @@ func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) er
 const listActiveJobs = `-- name: ListActiveJobs :many
 SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
 WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
-  AND ($1::uuid IS NULL OR id > $1::uuid)
+  AND (state = 'running' OR enqueued_at < $1)
+  AND ($2::uuid IS NULL OR id > $2::uuid)
 ORDER BY id
-LIMIT $2
+LIMIT $3
 `
 
 type ListActiveJobsParams struct {
-	After   uuid.NullUUID
-	MaxRows int32
+	HandedBefore *time.Time
+	After        uuid.NullUUID
+	MaxRows      int32
 }
 
-// The jobs Asynq should hold: queued and handed over, or running.
+// The jobs Asynq should hold: queued and handed over (before handed_before: a relay may
+// be enqueueing the latest), or running.
 func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) ([]Job, error) {
-	rows, err := q.db.Query(ctx, listActiveJobs, arg.After, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listActiveJobs, arg.HandedBefore, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
@@ -582,20 +590,6 @@ type LockJobKeyParams struct {
 // Serialises the creators of one unique key for the rest of their transactions.
 func (q *Queries) LockJobKey(ctx context.Context, arg LockJobKeyParams) error {
 	_, err := q.db.Exec(ctx, lockJobKey, arg.Kind, arg.UniqueKey)
-	return err
-}
-
-const markJobsEnqueued = `-- name: MarkJobsEnqueued :exec
-UPDATE jobs SET enqueued_at = $1 WHERE id = ANY($2::uuid[]) AND enqueued_at IS NULL
-`
-
-type MarkJobsEnqueuedParams struct {
-	Now *time.Time
-	Ids []uuid.UUID
-}
-
-func (q *Queries) MarkJobsEnqueued(ctx context.Context, arg MarkJobsEnqueuedParams) error {
-	_, err := q.db.Exec(ctx, markJobsEnqueued, arg.Now, arg.Ids)
 	return err
 }
 
@@ -810,4 +804,13 @@ func (q *Queries) StartJob(ctx context.Context, arg StartJobParams) (Job, error)
 		&i.DiscardedBy,
 	)
 	return i, err
+}
+
+const unmarkJobsEnqueued = `-- name: UnmarkJobsEnqueued :exec
+UPDATE jobs SET enqueued_at = NULL WHERE id = ANY($1::uuid[]) AND state = 'queued'
+`
+
+func (q *Queries) UnmarkJobsEnqueued(ctx context.Context, ids []uuid.UUID) error {
+	_, err := q.db.Exec(ctx, unmarkJobsEnqueued, ids)
+	return err
 }

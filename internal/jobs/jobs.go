@@ -273,7 +273,7 @@ func (r *Registry) Enqueue(ctx context.Context, q *db.Queries, now time.Time, n 
 	}
 	row, err := q.CreateJob(ctx, db.CreateJobParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: store.NullUUID(n.OrgID), Kind: n.Kind, Queue: k.Queue,
-		Payload: payload, MaxAttempts: int32(k.MaxAttempts), CreatedBy: store.NullUUID(n.CreatedBy),
+		Payload: payload, MaxAttempts: int32(k.MaxAttempts), CreatedBy: store.NullUUID(n.CreatedBy), //nolint:gosec // at most 100 (config validation)
 		ApiKeyID: store.NullUUID(n.APIKeyID), UniqueKey: uniqueKey, UniqueUntil: uniqueUntil,
 		RunAt: runAt, CreatedAt: now,
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
@@ -126,6 +127,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[uuid.UUID]struct{} // attempts running in this process, for the heartbeat
+	rt      *store.Store           // the runtime's pool while Run runs (runtimeQueries)
 }
 
 // NewService returns a Service; zero fields of cfg take the defaults.
@@ -170,6 +172,11 @@ func StreamID(id uuid.UUID, run int) string { return "job:" + id.String() + ":" 
 // Run runs the relay, the reconciler (when this replica leads) and, with a concurrency,
 // the handlers, until ctx ends; running jobs then get the shutdown timeout to end.
 func (s *Service) Run(ctx context.Context) error {
+	closePool, err := s.openRuntimePool(ctx)
+	if err != nil {
+		return err
+	}
+	defer closePool()
 	var srv *asynq.Server
 	if s.cfg.Concurrency > 0 {
 		queues := map[string]int{}
@@ -334,40 +341,88 @@ func (s *Service) listen(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
+// runtimeQueries are the queries of the runtime's own writes (relay, start, end, heartbeat,
+// progress): on a pool of their own while Run runs, so they never wait behind the API's
+// connections, whose sessions commit without waiting for the WAL flush. A job's creation
+// never goes through it: if PostgreSQL crashes before a flush, the last transitions are
+// lost and the job runs again (queued again, or running with a stale heartbeat), which
+// handlers, idempotent by job id, allow. Flushed, the two commits per run would cost two
+// more disk flushes per job (docs/performance.md, Jobs).
+func (s *Service) runtimeQueries() *store.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rt != nil {
+		return s.rt
+	}
+	return s.Store
+}
+
+// openRuntimePool opens the runtime's pool (see runtimeQueries).
+func (s *Service) openRuntimePool(ctx context.Context) (func(), error) {
+	cfg := s.Store.Pool.Config().Copy()
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	// A handler holds a connection only for its start and its end.
+	cfg.MaxConns = int32(min(max(s.cfg.Concurrency/2+2, 4), 32)) //nolint:gosec // bounded
+	cfg.MinConns = 0
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open the job runtime's pool: %w", err)
+	}
+	s.mu.Lock()
+	s.rt = store.New(pool)
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.rt = nil
+		s.mu.Unlock()
+		pool.Close()
+	}, nil
+}
+
 // taskPayload is an Asynq task's payload: the job's id (the job itself is read from
 // PostgreSQL).
 type taskPayload struct {
 	Job uuid.UUID `json:"job"`
 }
 
-// RelayOnce hands one batch of due jobs to Asynq and says how many it claimed. A task id
-// Asynq already has is the job already handed over (a relay died before it recorded it).
+// RelayOnce hands one batch of due jobs to Asynq and says how many it claimed. The batch is
+// marked handed over, then enqueued; the jobs it could not enqueue are unmarked. A task id
+// Asynq already has is the job already handed over.
 func (s *Service) RelayOnce(ctx context.Context) (int, error) {
-	var n int
-	err := s.Store.InTx(ctx, func(q *db.Queries) error {
-		now := s.Now().UTC()
-		rows, err := q.ClaimOutbox(ctx, db.ClaimOutboxParams{Now: now, MaxRows: int32(s.cfg.BatchSize)}) //nolint:gosec // bounded
-		if err != nil {
-			return fmt.Errorf("claim outbox: %w", err)
-		}
-		n = len(rows)
-		ids := make([]uuid.UUID, 0, len(rows))
-		var enqErr error
-		for _, r := range rows {
-			if enqErr = s.enqueue(ctx, r); enqErr != nil {
-				break
+	now := s.Now().UTC()
+	rows, err := s.runtimeQueries().ClaimOutbox(ctx, db.ClaimOutboxParams{Now: &now, MaxRows: int32(s.cfg.BatchSize)}) //nolint:gosec // bounded
+	if err != nil {
+		return 0, fmt.Errorf("claim outbox: %w", err)
+	}
+	// One enqueue is a Redis round trip: in parallel, a batch takes a few of them.
+	var mu sync.Mutex
+	var failed []uuid.UUID
+	var errsSeen error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, relayParallelism)
+	for _, r := range rows {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.enqueue(ctx, r); err != nil {
+				mu.Lock()
+				failed, errsSeen = append(failed, r.ID), err
+				mu.Unlock()
 			}
-			ids = append(ids, r.ID)
+		})
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		if uerr := s.runtimeQueries().UnmarkJobsEnqueued(context.WithoutCancel(ctx), failed); uerr != nil {
+			errsSeen = errors.Join(errsSeen, fmt.Errorf("unmark jobs: %w", uerr))
 		}
-		if len(ids) > 0 {
-			if err := q.MarkJobsEnqueued(ctx, db.MarkJobsEnqueuedParams{Now: &now, Ids: ids}); err != nil {
-				return fmt.Errorf("mark jobs enqueued: %w", err)
-			}
-		}
-		return enqErr
-	})
-	return n, err
+		return len(rows), fmt.Errorf("%d of %d jobs not enqueued: %w", len(failed), len(rows), errsSeen)
+	}
+	return len(rows), nil
 }
+
+// relayParallelism is how many enqueues into Asynq the relay has in flight.
+const relayParallelism = 16
 
 // enqueue puts job r's task into Asynq under its task id.
 func (s *Service) enqueue(ctx context.Context, r db.Job) error {
@@ -426,7 +481,7 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("no handler for job kind %q", t.Type())
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
-	row, err := s.Store.StartJob(ctx, db.StartJobParams{ID: p.Job, TaskID: taskID, Now: ptr(s.Now().UTC())})
+	row, err := s.runtimeQueries().StartJob(ctx, db.StartJobParams{ID: p.Job, TaskID: taskID, Now: ptr(s.Now().UTC())})
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
 		return s.notStarted(ctx, p.Job)
 	}
@@ -544,7 +599,7 @@ func (s *Service) endAttempt(ctx context.Context, job Job, end attemptEnd) (*Job
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
 		}
-		err = s.Store.InTx(ctx, func(q *db.Queries) error {
+		err = s.runtimeQueries().InTx(ctx, func(q *db.Queries) error {
 			now := s.Now().UTC()
 			p := db.EndJobAttemptParams{
 				State: string(end.state), Result: end.result, LastError: end.err,
@@ -647,7 +702,7 @@ func (r *reporter) report(ctx context.Context, p Progress) error {
 		return fmt.Errorf("publish job progress: %w", err)
 	}
 	if store {
-		err := r.s.Store.SetJobProgress(ctx, db.SetJobProgressParams{ID: r.job.ID, ProgressDone: p.Done, ProgressTotal: p.Total,
+		err := r.s.runtimeQueries().SetJobProgress(ctx, db.SetJobProgressParams{ID: r.job.ID, ProgressDone: p.Done, ProgressTotal: p.Total,
 			ProgressMessage: p.Message, Attempt: int32(r.job.Attempts)}) //nolint:gosec // small
 		if err != nil {
 			return fmt.Errorf("store job progress: %w", err)
@@ -682,7 +737,7 @@ func (s *Service) heartbeat(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		if err := s.Store.HeartbeatJobs(ctx, db.HeartbeatJobsParams{Now: ptr(s.Now().UTC()), Ids: ids}); err != nil && ctx.Err() == nil {
+		if err := s.runtimeQueries().HeartbeatJobs(ctx, db.HeartbeatJobsParams{Now: ptr(s.Now().UTC()), Ids: ids}); err != nil && ctx.Err() == nil {
 			s.Log.Warn("job heartbeat", "error", err)
 		}
 	}
@@ -751,7 +806,9 @@ func (s *Service) ReconcileOnce(ctx context.Context) (int, error) {
 	var after uuid.NullUUID
 	requeued := 0
 	for {
-		rows, err := s.Store.ListActiveJobs(ctx, db.ListActiveJobsParams{After: after, MaxRows: 1000})
+		// A job handed over within the last heartbeat may still be on its way into Asynq.
+		handedBefore := s.Now().UTC().Add(-s.cfg.Heartbeat)
+		rows, err := s.Store.ListActiveJobs(ctx, db.ListActiveJobsParams{After: after, MaxRows: 1000, HandedBefore: &handedBefore})
 		if err != nil {
 			return requeued, fmt.Errorf("list active jobs: %w", err)
 		}

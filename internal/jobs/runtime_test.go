@@ -47,11 +47,11 @@ type bundle struct {
 	reg *jobs.Registry
 }
 
-func setup(t *testing.T, register func(b *bundle)) *bundle {
+func setup(t testing.TB, register func(b *bundle)) *bundle {
 	t.Helper()
 	// A pool of its own, larger than storetest's: the test's transactions and the
 	// replicas' handlers share it.
-	pool, err := store.Open(t.Context(), storetest.New(t).Pool.Config().ConnString(), 32)
+	pool, err := store.Open(t.Context(), storetest.New(t).Pool.Config().ConnString(), 16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func (b *bundle) config(concurrency int) jobs.Config {
 }
 
 // replica returns a Service with a Redis client and bus of its own, as another replica has.
-func (b *bundle) replica(t *testing.T, cfg jobs.Config, finished jobs.Finished) *jobs.Service {
+func (b *bundle) replica(t testing.TB, cfg jobs.Config, finished jobs.Finished) *jobs.Service {
 	t.Helper()
 	rdb, err := redisclient.Open(t.Context(), storetest.RedisURL(), 0)
 	if err != nil {
@@ -95,7 +95,7 @@ func (b *bundle) replica(t *testing.T, cfg jobs.Config, finished jobs.Finished) 
 }
 
 // run runs s until the test ends.
-func run(t *testing.T, s *jobs.Service) {
+func run(t testing.TB, s *jobs.Service) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -103,7 +103,7 @@ func run(t *testing.T, s *jobs.Service) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func (b *bundle) enqueue(t *testing.T, n jobs.New) jobs.Job {
+func (b *bundle) enqueue(t testing.TB, n jobs.New) jobs.Job {
 	t.Helper()
 	var j jobs.Job
 	err := b.st.InTx(t.Context(), func(q *db.Queries) error {
@@ -143,8 +143,8 @@ func count(t *testing.T, st *store.Store, sql string, args ...any) int {
 func TestOutbox(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	run(t, b.replica(t, b.config(50), nil))
-	run(t, b.replica(t, b.config(50), nil)) // a second replica shares the outbox
+	run(t, b.replica(t, b.config(20), nil))
+	run(t, b.replica(t, b.config(20), nil)) // a second replica shares the outbox
 
 	const total, workers = 10_000, 8
 	errRollback := errors.New("rollback")
@@ -237,7 +237,7 @@ func TestRedisLost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run(t, b.replica(t, b.config(50), nil))
+	run(t, b.replica(t, b.config(20), nil))
 	waitFor(t, 30*time.Second, "all 1000 jobs completed", func() bool {
 		return count(t, b.st, `SELECT count(*) FROM jobs WHERE state = 'succeeded'`) == 1000
 	})
@@ -345,10 +345,7 @@ func TestCancel(t *testing.T) {
 	worker := b.replica(t, b.config(2), nil)
 	run(t, worker)
 	api := b.replica(t, b.config(0), nil) // another replica, not running handlers
-	org := uuid.Must(uuid.NewV7())
-	if _, err := b.st.Pool.Exec(t.Context(), `INSERT INTO orgs (id, name) VALUES ($1, 'o')`, org); err != nil {
-		t.Fatal(err)
-	}
+	org := b.org(t)
 	owner := jobs.Owner{Org: org}
 	j := b.enqueue(t, jobs.New{Kind: "test.block", OrgID: &org, Payload: struct{}{}})
 
@@ -424,4 +421,14 @@ func TestCancelQueued(t *testing.T) {
 	if err := api.Follow(t.Context(), jobs.Owner{Org: org}, j.ID, 0, func(ev jobs.Event) error { last = ev; return nil }); err != nil || last.Type != jobs.EventCancelled {
 		t.Fatalf("follow: %+v, %v", last, err)
 	}
+}
+
+// org creates an org for jobs that need one.
+func (b *bundle) org(t testing.TB) uuid.UUID {
+	t.Helper()
+	org := uuid.Must(uuid.NewV7())
+	if _, err := b.st.Pool.Exec(t.Context(), `INSERT INTO orgs (id, name) VALUES ($1, 'o')`, org); err != nil {
+		t.Fatal(err)
+	}
+	return org
 }

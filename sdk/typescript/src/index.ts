@@ -288,3 +288,11 @@ export {
   type StreamToolResultsOptions,
   type StreamToolResultsRequest,
 } from "./conversations.js";
+export {
+  followJob,
+  type FollowJobOptions,
+  type Job,
+  type JobEndEvent,
+  type JobEvent,
+  type JobProgressEvent,
+} from "./jobs.js";

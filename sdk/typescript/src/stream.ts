@@ -254,7 +254,8 @@ const chatEventTypes: ReadonlySet<string> = new Set<ChatEvent["type"]>([
 
 /**
  * Yields the events of a Kiln stream's body whose types are in `types`, up to and including
- * `done`; the one reading loop under {@link ChatStream} and the conversations' ReplyStream.
+ * its final one (`done`, unless `isFinal` says otherwise); the one reading loop under
+ * {@link ChatStream}, the conversations' ReplyStream and {@link followJob}.
  * Returning early (break, throw) cancels the body, which closes the connection. `what`
  * names the stream in the error of one cut before `done`.
  */
@@ -263,6 +264,7 @@ export async function* readEvents<E extends { type: string }>(
   signal: AbortSignal | undefined,
   types: ReadonlySet<string>,
   what: string,
+  isFinal: (type: string) => boolean = (type) => type === "done",
 ): AsyncGenerator<E> {
   const reader = response.body!.getReader();
   const decoder = new SSEDecoder();
@@ -276,13 +278,13 @@ export async function* readEvents<E extends { type: string }>(
         const event = decodeEvent<E>(response, sse, types);
         if (event) {
           yield event;
-          if (event.type === "done") {
+          if (isFinal(event.type)) {
             return;
           }
         }
       }
       if (done) {
-        throw new KilnStreamError("truncated", `the ${what} stream ended before its done event`);
+        throw new KilnStreamError("truncated", `the ${what} stream ended before its final event`);
       }
     }
   } catch (err) {
