@@ -84,13 +84,6 @@ type Server struct {
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
-	// replies are the replies generating on this server; stopReplies ends them. replyMu
-	// orders holdReply's Add before WaitReplies' Wait.
-	replyMu     sync.Mutex
-	stopping    bool
-	replies     sync.WaitGroup
-	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
-	stopReplies context.CancelFunc
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
 	frameSchemas map[string]*openapi3.Schema
 	started      time.Time
@@ -162,7 +155,6 @@ func New(d Deps) (*Server, error) {
 			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
 		},
 	}
-	s.replyCtx, s.stopReplies = context.WithCancel(context.Background())
 	if s.trustedProxies, err = config.ParsePrefixes(d.Config.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
@@ -219,7 +220,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
-	convs, closeConvs, err := a.newConversations(ctx, d)
+	promptStore := prompts.New(store.New(d.pool), time.Now)
+	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err
 	}
@@ -227,7 +229,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
-		Prompts:       prompts.New(store.New(d.pool), time.Now),
+		Prompts:       promptStore,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
 		Registry:      reg,
@@ -311,7 +313,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 			a.log.Warn("in-flight requests cut at the shutdown deadline", "error", err)
 			_ = httpSrv.Close()
 		}
-		srv.WaitReplies(shutdownCtx) // replies still generating end as failed past the deadline
+		convs.Replies.Shutdown(shutdownCtx) // replies still generating end as failed past the deadline
 		cancel()
 		err = nil
 	}
@@ -331,11 +333,7 @@ func (a *app) newWorker(d *deps, llmDeps server.LLM, convs server.Conversations)
 		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
 	}
 	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
-	purgers = append(purgers, worker.ConversationPurgers(convs.Service, a.cfg.LLM.StreamTimeout+5*time.Minute,
-		func(ctx context.Context, message uuid.UUID, problem map[string]any) error {
-			_, err := convs.Streams.Publisher(message.String()).Finish(ctx, "error", problem)
-			return err
-		})...)
+	purgers = append(purgers, worker.ConversationPurgers(convs.Service, convs.Replies, a.cfg.LLM.StreamTimeout+5*time.Minute)...)
 	w, err := worker.New(d.rdb, worker.Config{
 		Env:                  a.cfg.Env,
 		Concurrency:          a.cfg.Worker.Concurrency,
@@ -352,18 +350,20 @@ func (a *app) newWorker(d *deps, llmDeps server.LLM, convs server.Conversations)
 	return w, nil
 }
 
-// newConversations builds the conversation service, its stream bus (with a Redis pool of
-// its own for the followers' blocking reads) and the title queue.
-func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversations, func(), error) {
+// newConversations builds the conversation service and the replies' (with their stream
+// bus, which has a Redis pool of its own for the followers' blocking reads, and the title
+// queue).
+func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM, promptStore *prompts.Service) (server.Conversations, func(), error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	blocking, err := redisclient.Open(ctx, a.cfg.Redis.URL, a.cfg.Conversations.MaxFollowers)
 	if err != nil {
 		return server.Conversations{}, nil, err
 	}
 	bus := streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
-	c := server.Conversations{
-		Service: conversations.New(store.New(d.pool), time.Now),
-		Streams: bus,
+	convs := conversations.New(store.New(d.pool), time.Now)
+	rd := replies.Deps{
+		Conversations: convs, Prompts: promptStore, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Streams: bus,
+		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout,
 		ContextWindow: func(alias string) int {
 			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
 				return m.ContextWindow
@@ -373,7 +373,7 @@ func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversatio
 	}
 	if a.cfg.Conversations.TitleModel != "" {
 		queue := asynq.NewClientFromRedisClient(d.rdb)
-		c.Title = func(ctx context.Context, org, conversation uuid.UUID) error {
+		rd.Title = func(ctx context.Context, org, conversation uuid.UUID) error {
 			task, err := worker.NewTitleTask(org, conversation)
 			if err != nil {
 				return err
@@ -387,6 +387,7 @@ func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversatio
 			return err
 		}
 	}
+	c := server.Conversations{Service: convs, Replies: replies.New(rd)}
 	return c, func() { bus.Close(); _ = blocking.Close() }, nil
 }
 
@@ -404,7 +405,7 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			convs, closeConvs, err := a.newConversations(cmd.Context(), d)
+			convs, closeConvs, err := a.newConversations(cmd.Context(), d, llmDeps, prompts.New(store.New(d.pool), time.Now))
 			if err != nil {
 				return err
 			}

@@ -262,7 +262,7 @@ func timeoutAs(attemptCtx, callerCtx context.Context, t *targetState, err error)
 
 // ErrNoTarget is wrapped by the error returned when every target is unavailable (circuit
 // open or at its concurrency limit) without any attempt made.
-var ErrNoTarget = errors.New("no target available")
+var ErrNoTarget error = noTargetError{}
 
 func noop() {}
 
