@@ -207,6 +207,19 @@ func firstDelta(t *testing.T, s *replies.Service, id uuid.UUID) {
 	}
 }
 
+// generating starts a reply of the gated model on s in a new conversation and waits for
+// its first delta: the model is generating, held by the gate.
+func (b *bundle) generating(t *testing.T, s *replies.Service) (uuid.UUID, *replies.Started) {
+	t.Helper()
+	conv := b.conversation(t, "gated")
+	started, err := s.Start(t.Context(), b.caller(), ask(conv, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstDelta(t, s, started.Message.ID)
+	return conv, started
+}
+
 func data(t *testing.T, ev streams.Event) map[string]any {
 	t.Helper()
 	var out map[string]any
@@ -320,12 +333,7 @@ func TestCancelFromAnotherReplica(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	a, other := b.replica(t), b.replica(t)
-	conv := b.conversation(t, "gated")
-	started, err := a.Start(t.Context(), b.caller(), ask(conv, "hi"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	firstDelta(t, other, started.Message.ID)
+	conv, started := b.generating(t, a)
 	m, err := other.Cancel(t.Context(), b.owner, conv, started.Message.ID)
 	if err != nil || m.Status != conversations.InProgress {
 		t.Fatalf("cancel: %+v, %v", m, err)
@@ -357,12 +365,7 @@ func TestShutdown(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		s := b.replica(t)
-		conv := b.conversation(t, "gated")
-		started, err := s.Start(t.Context(), b.caller(), ask(conv, "hi"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		firstDelta(t, s, started.Message.ID)
+		conv, started := b.generating(t, s)
 		stopped := make(chan struct{})
 		go func() { s.Shutdown(context.Background()); close(stopped) }()
 		var refused error
@@ -395,12 +398,7 @@ func TestShutdown(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		s := b.replica(t)
-		conv := b.conversation(t, "gated")
-		started, err := s.Start(t.Context(), b.caller(), ask(conv, "hi"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		firstDelta(t, s, started.Message.ID)
+		conv, started := b.generating(t, s)
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		s.Shutdown(ctx)
@@ -423,11 +421,7 @@ func TestReattachAfterTheStarterWentAway(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	first, retry := b.replica(t), b.replica(t)
-	conv := b.conversation(t, "gated")
-	started, err := first.Start(t.Context(), b.caller(), ask(conv, "hi"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, started := b.generating(t, first)
 	// The first request's client goes away: its wait ends, the reply goes on.
 	gone, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -446,7 +440,6 @@ func TestReattachAfterTheStarterWentAway(t *testing.T) {
 	var turn []conversations.Message
 	var resultErr error
 	wg.Go(func() { turn, resultErr = retry.Result(t.Context(), b.owner, a) })
-	firstDelta(t, retry, a.ID)
 	close(b.gate)
 	wg.Wait()
 	if resultErr != nil || len(turn) != 2 || turn[0].Role != llm.RoleUser || turn[1].Content != "Hello" || turn[1].Status != conversations.Completed {
