@@ -104,7 +104,9 @@ func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	writeProblem(w, p, p.Status)
 }
 
-// classify maps err to its code and client-safe detail, logging internal errors once.
+// classify maps err to its code and client-safe detail (errs.Classify, plus what only the
+// edge knows: the body limit and whether the client is still there), logging internal
+// errors once, here.
 func (s *Server) classify(r *http.Request, err error) (errs.Code, string, []errs.FieldError) {
 	return s.classifyAt(r.Context(), r.Method, r.URL.Path, err)
 }
@@ -112,24 +114,16 @@ func (s *Server) classify(r *http.Request, err error) (errs.Code, string, []errs
 // classifyAt is classify for work of the request method path that runs in ctx but does
 // not hold the request (the WebSocket's replies).
 func (s *Server) classifyAt(ctx context.Context, method, path string, err error) (errs.Code, string, []errs.FieldError) {
-	var domainErr *errs.Error
-	var tooLarge *http.MaxBytesError
-	var classified errs.Classifier
-	switch {
-	case errors.As(err, &domainErr):
-		return domainErr.Code, domainErr.Message, domainErr.Fields
-	case errors.As(err, &tooLarge):
+	if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit), nil
-	case errors.As(err, &classified): // upstream failures, no target available
-		e := classified.Classify()
-		return e.Code, e.Message, nil
-	case errors.Is(err, context.DeadlineExceeded):
-		return errs.Timeout, "The request did not complete within its deadline.", nil
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		// The client went away; nobody reads this response.
-		return errs.Timeout, "The request was cancelled.", nil
-	default:
-		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)
-		return errs.Internal, "An internal error occurred; quote the request id when reporting it.", nil
 	}
+	e, known := errs.Classify(err)
+	if known && e.Code == errs.Timeout && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		known = false // a cancellation the client did not ask for is Kiln's own failure
+	}
+	if !known {
+		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)
+		e, _ = errs.Classify(nil) // the Internal fallback, its text hidden
+	}
+	return e.Code, e.Message, e.Fields
 }
