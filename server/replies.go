@@ -24,7 +24,7 @@ type Conversations struct {
 	Replies *replies.Service
 }
 
-// replyCaller is who asks for a reply in r's context, with the request's own values for
+// replyCaller is who asks for a reply in ctx (a request's), with the request's own values for
 // the reply to keep once the request has ended.
 func replyCaller(ctx context.Context, who caller, instance string) replies.Caller {
 	return replies.Caller{Owner: who.owner(), RequestID: logging.RequestID(ctx), Instance: instance}
