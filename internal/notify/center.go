@@ -316,4 +316,3 @@ func toNotification(r db.Notification) Notification {
 	}
 	return n
 }
-
