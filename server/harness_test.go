@@ -34,6 +34,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
@@ -231,6 +232,12 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 			replyDeps(&rd)
 		}
 		d.Conversations.Replies = replies.New(rd)
+	}
+	if d.Notifications == nil {
+		d.Notifications = notify.New(notify.Config{LongJob: 30 * time.Second}, notify.Deps{
+			Store: st, Jobs: jobs.NewRegistry(), Mailer: mail, Redis: rdb, Keyspace: ks, Log: log, Now: time.Now,
+		})
+		t.Cleanup(func() { _ = d.Notifications.Close() })
 	}
 	srv, err := New(d)
 	if err != nil {

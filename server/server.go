@@ -28,6 +28,7 @@ import (
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -65,6 +66,8 @@ type Deps struct {
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
+	// Notifications is the notification center.
+	Notifications *notify.Center
 }
 
 // Server serves Kiln's HTTP API.
@@ -84,6 +87,7 @@ type Server struct {
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
+	notify         *notify.Center
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
 	frameSchemas map[string]*openapi3.Schema
 	started      time.Time
@@ -133,6 +137,7 @@ func New(d Deps) (*Server, error) {
 		llm:       d.LLM,
 		prompts:   d.Prompts,
 		conv:      d.Conversations,
+		notify:    d.Notifications,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -189,6 +194,7 @@ func New(d Deps) (*Server, error) {
 	s.HandleStream("POST /v1/conversations/{id}/messages", http.HandlerFunc(s.createConversationMessage))
 	s.HandleStream("POST /v1/conversations/{id}/tool-results", http.HandlerFunc(s.submitToolResults))
 	s.HandleStream("GET /v1/conversations/{id}/messages/{message_id}/events", http.HandlerFunc(s.streamMessageEvents))
+	s.HandleStream("GET /v1/notifications/stream", http.HandlerFunc(s.streamNotifications))
 	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
 	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)

@@ -81,6 +81,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ws := &wsConn{s: s, c: c, path: r.URL.Path, who: who}
+	go ws.forwardNotifications(ctx)
 	go func() {
 		t := time.NewTicker(s.heartbeat)
 		defer t.Stop()
