@@ -31,6 +31,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
@@ -100,6 +101,10 @@ type deps struct {
 	keyring  *secrets.Keyring
 	flags    *flags.Evaluator
 	identity server.Identity
+	// jobs is the one registry of job kinds; every domain registers its kinds on it.
+	jobs *jobs.Registry
+	// notify is the notification center; its JobFinished is the jobs runtime's Finished hook.
+	notify *notify.Center
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -130,7 +135,12 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	}
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
-	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity}, closeAll, nil
+	registry := jobs.NewRegistry()
+	center := notify.New(notify.Config{LongJob: a.cfg.Notifications.LongJob}, notify.Deps{
+		Store: store.New(pool), Jobs: registry, Mailer: identity.Mailer, Redis: rdb, Keyspace: ks, Log: a.log, Now: time.Now,
+	})
+	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
+	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center}, closeAll, nil
 }
 
 // newIdentity builds the identity services from the configuration.
@@ -229,6 +239,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
+		Notifications: d.notify,
 		Prompts:       promptStore,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
