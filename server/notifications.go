@@ -160,7 +160,7 @@ func toAPINotification(n notify.Notification) api.Notification {
 }
 
 func toAPIPreferences(p notify.Preferences) api.NotificationPreferences {
-	out := api.NotificationPreferences{Locale: (*api.EmailLocale)(p.Locale), Categories: make([]api.CategoryPreference, len(p.Categories))}
+	out := api.NotificationPreferences{Locale: (*api.NotificationPreferencesLocale)(p.Locale), Categories: make([]api.CategoryPreference, len(p.Categories))}
 	for i, c := range p.Categories {
 		out.Categories[i] = api.CategoryPreference{Category: api.NotificationCategory(c.Category), InApp: c.InApp, Email: c.Email, Locked: c.Locked}
 	}

@@ -252,16 +252,16 @@ func (e DiffLineOp) Valid() bool {
 
 // Defines values for EmailLocale.
 const (
-	En   EmailLocale = "en"
-	ZhCN EmailLocale = "zh-CN"
+	EmailLocaleEn   EmailLocale = "en"
+	EmailLocaleZhCN EmailLocale = "zh-CN"
 )
 
 // Valid indicates whether the value is a known member of the EmailLocale enum.
 func (e EmailLocale) Valid() bool {
 	switch e {
-	case En:
+	case EmailLocaleEn:
 		return true
-	case ZhCN:
+	case EmailLocaleZhCN:
 		return true
 	default:
 		return false
@@ -502,6 +502,24 @@ func (e NotificationCategory) Valid() bool {
 	case NotificationCategoryProduct:
 		return true
 	case NotificationCategorySecurity:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationPreferencesLocale.
+const (
+	NotificationPreferencesLocaleEn   NotificationPreferencesLocale = "en"
+	NotificationPreferencesLocaleZhCN NotificationPreferencesLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the NotificationPreferencesLocale enum.
+func (e NotificationPreferencesLocale) Valid() bool {
+	switch e {
+	case NotificationPreferencesLocaleEn:
+		return true
+	case NotificationPreferencesLocaleZhCN:
 		return true
 	default:
 		return false
@@ -1655,9 +1673,11 @@ type Notification struct {
 	Link *string `json:"link"`
 
 	// OrgId The org it concerns; null for the user's own account.
-	OrgId  *openapi_types.UUID `json:"org_id"`
-	ReadAt *Timestamp          `json:"read_at"`
-	Title  string              `json:"title"`
+	OrgId *openapi_types.UUID `json:"org_id"`
+
+	// ReadAt When the user read it (RFC 3339, UTC); null while unread.
+	ReadAt *time.Time `json:"read_at"`
+	Title  string     `json:"title"`
 }
 
 // NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
@@ -1673,9 +1693,12 @@ type NotificationList struct {
 type NotificationPreferences struct {
 	Categories []CategoryPreference `json:"categories"`
 
-	// Locale The language of the caller's emails; null uses their org's, else English.
-	Locale *EmailLocale `json:"locale"`
+	// Locale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+	Locale *NotificationPreferencesLocale `json:"locale"`
 }
+
+// NotificationPreferencesLocale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+type NotificationPreferencesLocale string
 
 // NotificationPreferencesUpdate defines model for NotificationPreferencesUpdate.
 type NotificationPreferencesUpdate struct {

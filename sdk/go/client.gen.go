@@ -253,16 +253,16 @@ func (e DiffLineOp) Valid() bool {
 
 // Defines values for EmailLocale.
 const (
-	En   EmailLocale = "en"
-	ZhCN EmailLocale = "zh-CN"
+	EmailLocaleEn   EmailLocale = "en"
+	EmailLocaleZhCN EmailLocale = "zh-CN"
 )
 
 // Valid indicates whether the value is a known member of the EmailLocale enum.
 func (e EmailLocale) Valid() bool {
 	switch e {
-	case En:
+	case EmailLocaleEn:
 		return true
-	case ZhCN:
+	case EmailLocaleZhCN:
 		return true
 	default:
 		return false
@@ -503,6 +503,24 @@ func (e NotificationCategory) Valid() bool {
 	case NotificationCategoryProduct:
 		return true
 	case NotificationCategorySecurity:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationPreferencesLocale.
+const (
+	NotificationPreferencesLocaleEn   NotificationPreferencesLocale = "en"
+	NotificationPreferencesLocaleZhCN NotificationPreferencesLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the NotificationPreferencesLocale enum.
+func (e NotificationPreferencesLocale) Valid() bool {
+	switch e {
+	case NotificationPreferencesLocaleEn:
+		return true
+	case NotificationPreferencesLocaleZhCN:
 		return true
 	default:
 		return false
@@ -1656,9 +1674,11 @@ type Notification struct {
 	Link *string `json:"link"`
 
 	// OrgId The org it concerns; null for the user's own account.
-	OrgId  *openapi_types.UUID `json:"org_id"`
-	ReadAt *Timestamp          `json:"read_at"`
-	Title  string              `json:"title"`
+	OrgId *openapi_types.UUID `json:"org_id"`
+
+	// ReadAt When the user read it (RFC 3339, UTC); null while unread.
+	ReadAt *time.Time `json:"read_at"`
+	Title  string     `json:"title"`
 }
 
 // NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
@@ -1674,9 +1694,12 @@ type NotificationList struct {
 type NotificationPreferences struct {
 	Categories []CategoryPreference `json:"categories"`
 
-	// Locale The language of the caller's emails; null uses their org's, else English.
-	Locale *EmailLocale `json:"locale"`
+	// Locale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+	Locale *NotificationPreferencesLocale `json:"locale"`
 }
+
+// NotificationPreferencesLocale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+type NotificationPreferencesLocale string
 
 // NotificationPreferencesUpdate defines model for NotificationPreferencesUpdate.
 type NotificationPreferencesUpdate struct {
@@ -5292,6 +5315,8 @@ type ClientInterface interface {
 
 	// MarkAllNotificationsRead Mark every notification of the caller read
 	//
+	// Marks every unread notification of the caller read, from every org, and says how many.
+	//
 	// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
 	MarkAllNotificationsRead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -5307,6 +5332,8 @@ type ClientInterface interface {
 	StreamNotifications(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetUnreadNotificationCount How many notifications the caller has not read
+	//
+	// Counts the caller's unread notifications, from every org.
 	//
 	// Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
 	GetUnreadNotificationCount(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -7303,6 +7330,8 @@ func (c *Client) ListNotifications(ctx context.Context, params *ListNotification
 
 // MarkAllNotificationsRead Mark every notification of the caller read
 //
+// Marks every unread notification of the caller read, from every org, and says how many.
+//
 // Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
 func (c *Client) MarkAllNotificationsRead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewMarkAllNotificationsReadRequest(c.Server)
@@ -7338,6 +7367,8 @@ func (c *Client) StreamNotifications(ctx context.Context, reqEditors ...RequestE
 }
 
 // GetUnreadNotificationCount How many notifications the caller has not read
+//
+// Counts the caller's unread notifications, from every org.
 //
 // Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
 func (c *Client) GetUnreadNotificationCount(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -13793,6 +13824,8 @@ type ClientWithResponsesInterface interface {
 
 	// MarkAllNotificationsReadWithResponse Mark every notification of the caller read
 	//
+	// Marks every unread notification of the caller read, from every org, and says how many.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
@@ -13812,6 +13845,8 @@ type ClientWithResponsesInterface interface {
 	StreamNotificationsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StreamNotificationsResponse, error)
 
 	// GetUnreadNotificationCountWithResponse How many notifications the caller has not read
+	//
+	// Counts the caller's unread notifications, from every org.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -20155,6 +20190,8 @@ func (c *ClientWithResponses) ListNotificationsWithResponse(ctx context.Context,
 
 // MarkAllNotificationsReadWithResponse Mark every notification of the caller read
 //
+// Marks every unread notification of the caller read, from every org, and says how many.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
@@ -20186,6 +20223,8 @@ func (c *ClientWithResponses) StreamNotificationsWithResponse(ctx context.Contex
 }
 
 // GetUnreadNotificationCountWithResponse How many notifications the caller has not read
+//
+// Counts the caller's unread notifications, from every org.
 //
 // Returns a wrapper object for the known response body format(s).
 //

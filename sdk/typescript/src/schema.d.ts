@@ -353,7 +353,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** How many notifications the caller has not read */
+        /**
+         * How many notifications the caller has not read
+         * @description Counts the caller's unread notifications, from every org.
+         */
         get: operations["getUnreadNotificationCount"];
         put?: never;
         post?: never;
@@ -392,7 +395,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Mark every notification of the caller read */
+        /**
+         * Mark every notification of the caller read
+         * @description Marks every unread notification of the caller read, from every org, and says how many.
+         */
         post: operations["markAllNotificationsRead"];
         delete?: never;
         options?: never;
@@ -2635,7 +2641,11 @@ export interface components {
             data: {
                 [key: string]: unknown;
             };
-            read_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description When the user read it (RFC 3339, UTC); null while unread.
+             */
+            read_at: string | null;
             created_at: components["schemas"]["Timestamp"];
         };
         /**
@@ -2665,8 +2675,11 @@ export interface components {
         /** @enum {string} */
         EmailLocale: "en" | "zh-CN";
         NotificationPreferences: {
-            /** @description The language of the caller's emails; null uses their org's, else English. */
-            locale: components["schemas"]["EmailLocale"] | null;
+            /**
+             * @description The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+             * @enum {string|null}
+             */
+            locale: "en" | "zh-CN" | null;
             categories: components["schemas"]["CategoryPreference"][];
         };
         CategoryPreference: {
