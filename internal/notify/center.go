@@ -259,10 +259,11 @@ type ListParams struct {
 func (c *Center) List(ctx context.Context, user uuid.UUID, p ListParams) ([]Notification, error) {
 	var rows []db.Notification
 	var err error
+	limit := int32(min(max(p.Limit, 1), 1000)) //nolint:gosec // bounded
 	if p.Unread {
-		rows, err = c.st.ListUnreadNotifications(ctx, db.ListUnreadNotificationsParams{UserID: user, After: store.NullUUID(p.After), MaxRows: int32(p.Limit)})
+		rows, err = c.st.ListUnreadNotifications(ctx, db.ListUnreadNotificationsParams{UserID: user, After: store.NullUUID(p.After), MaxRows: limit})
 	} else {
-		rows, err = c.st.ListNotifications(ctx, db.ListNotificationsParams{UserID: user, After: store.NullUUID(p.After), MaxRows: int32(p.Limit)})
+		rows, err = c.st.ListNotifications(ctx, db.ListNotificationsParams{UserID: user, After: store.NullUUID(p.After), MaxRows: limit})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)

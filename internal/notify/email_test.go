@@ -171,7 +171,7 @@ func TestEmailBounce(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name      string
-		err       error
+		err       *smtp.SMTPError
 		status    DeliveryStatus
 		permanent bool
 	}{
@@ -189,7 +189,7 @@ func TestEmailBounce(t *testing.T) {
 				t.Fatalf("attempt = %v, want permanent %v", err, tt.permanent)
 			}
 			d, _ := b.c.GetDelivery(ctx, id)
-			if d.Status != tt.status || !strings.Contains(d.LastError, fmt.Sprint(tt.err.(*smtp.SMTPError).Code)) {
+			if d.Status != tt.status || !strings.Contains(d.LastError, fmt.Sprint(tt.err.Code)) {
 				t.Fatalf("delivery = %+v, want %s", d, tt.status)
 			}
 			if tt.permanent {

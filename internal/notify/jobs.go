@@ -18,13 +18,12 @@ import (
 func (c *Center) JobFinished(ctx context.Context, q *db.Queries, j jobs.Job) error {
 	now := c.now()
 	if j.Kind == KindEmail && j.State == jobs.Failed {
-		var p EmailPayload
-		if err := json.Unmarshal(j.Payload, &p); err != nil {
-			return nil // an undecodable payload never had a delivery to fail
-		}
-		err := q.FailEmailDelivery(ctx, db.FailEmailDeliveryParams{ID: p.DeliveryID, LastError: truncate(j.LastError, 2000), Now: now})
-		if err != nil {
-			return fmt.Errorf("fail email delivery %s: %w", p.DeliveryID, err)
+		// An undecodable payload never had a delivery to fail.
+		if p, ok := emailPayloadOf(j.Payload); ok {
+			err := q.FailEmailDelivery(ctx, db.FailEmailDeliveryParams{ID: p.DeliveryID, LastError: truncate(j.LastError, 2000), Now: now})
+			if err != nil {
+				return fmt.Errorf("fail email delivery %s: %w", p.DeliveryID, err)
+			}
 		}
 		return nil
 	}
@@ -65,3 +64,8 @@ func (c *Center) JobFinished(ctx context.Context, q *db.Queries, j jobs.Job) err
 
 // The hook has the jobs runtime's type.
 var _ jobs.Finished = (*Center)(nil).JobFinished
+
+func emailPayloadOf(raw []byte) (EmailPayload, bool) {
+	var p EmailPayload
+	return p, json.Unmarshal(raw, &p) == nil
+}
