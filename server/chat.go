@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -198,29 +197,14 @@ func useCache(asked *bool, temperature *float64) bool {
 	return temperature != nil && *temperature == 0
 }
 
-// recordUsage accounts for one call, however it ended.
+// recordUsage accounts for one call of r, however it ended.
 func (s *Server) recordUsage(r *http.Request, who caller, endpoint, alias string, start time.Time, res *chat.Result, err error, prompt *usage.PromptUse) {
-	rec := usage.Record{
-		OrgID: who.org, UserID: who.user, APIKeyID: who.key, RequestID: logging.RequestID(r.Context()),
-		Endpoint: endpoint, Alias: alias, Status: usage.StatusOK, Latency: time.Since(start), At: start.UTC(),
-		Prompt: prompt,
-	}
-	if res != nil {
-		rec.Provider, rec.Model = res.Served.Target.Provider, res.Served.Target.Model
-		rec.Usage, rec.CostUSD, rec.TTFT, rec.Attempts = res.Usage, res.Cost, res.TTFT, res.Attempts
-		rec.Cached = res.Cache == chat.CacheHit
-	}
-	switch {
-	case err == nil:
-	case errors.Is(r.Context().Err(), context.Canceled): // the client went away or cancelled; a deadline is an error
-		rec.Status = usage.StatusCancelled
-	default:
-		rec.Status, rec.ErrorCode = usage.StatusError, string(errs.CodeOf(err))
-		if ue, ok := errors.AsType[*llm.Error](err); ok {
-			rec.ErrorCode = string(upstreamCode(ue))
-		}
-	}
-	s.llm.Usage.Record(rec)
+	s.llm.Usage.Record(chat.UsageRecord(r.Context(), who.account(r.Context()), endpoint, alias, start, res, err, prompt))
+}
+
+// account is who's accounting entry for a call made in ctx.
+func (c caller) account(ctx context.Context) chat.Account {
+	return chat.Account{Org: c.org, User: c.user, APIKey: c.key, RequestID: logging.RequestID(ctx)}
 }
 
 // toChatCall converts the API request into a runner call.

@@ -109,14 +109,8 @@ func (s *Server) DeleteConversation(ctx context.Context, req api.DeleteConversat
 	if err != nil {
 		return nil, err
 	}
-	running, err := s.conv.Service.Delete(ctx, o, req.Id)
-	if err != nil {
+	if err := s.conv.Replies.Delete(ctx, o, req.Id); err != nil {
 		return nil, err
-	}
-	if running != nil {
-		if err := s.conv.Streams.Cancel(ctx, running.String()); err != nil {
-			s.log.ErrorContext(ctx, "cancel the reply of a deleted conversation", "message_id", running, "error", err)
-		}
 	}
 	return api.DeleteConversation204Response{}, nil
 }
@@ -153,14 +147,9 @@ func (s *Server) CancelMessage(ctx context.Context, req api.CancelMessageRequest
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.conv.Service.Message(ctx, o, req.Id, req.MessageId)
+	m, err := s.conv.Replies.Cancel(ctx, o, req.Id, req.MessageId)
 	if err != nil {
 		return nil, err
-	}
-	if m.Status == conversations.InProgress {
-		if err := s.conv.Streams.Cancel(ctx, m.ID.String()); err != nil {
-			return nil, err
-		}
 	}
 	return api.CancelMessage202JSONResponse(toAPIConversationMessage(m)), nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/replies"
 )
 
 // convFixture is one server for the conversation tests: the dev model behind "default",
@@ -627,9 +628,9 @@ func TestConversationStreams(t *testing.T) {
 // expire deletes a reply's stored events, as their TTL would.
 func expire(t *testing.T, f *convFixture, msgID string) {
 	t.Helper()
-	n, err := f.b.srv.conv.Streams.Exists(t.Context(), msgID)
-	if err != nil || !n {
-		t.Fatalf("stream exists %t, %v", n, err)
+	n, err := f.b.rdb.Exists(t.Context(), f.b.ks.Key("stream", 1, msgID)).Result()
+	if err != nil || n != 1 {
+		t.Fatalf("stream exists %d, %v", n, err)
 	}
 	if err := f.b.rdb.Del(t.Context(), f.b.ks.Key("stream", 1, msgID)).Err(); err != nil {
 		t.Fatal(err)
@@ -653,8 +654,8 @@ func TestConversationContextWindow(t *testing.T) {
 		replyWith("Hello")(w, r)
 	})
 	// 60 tokens for the history: the window less the reply's max tokens (the runner's 1024).
-	b := setup(t, withGateway(t, map[string]llm.Provider{"up": up.provider(t, "up")}, map[string][]llm.Target{"default": {{Provider: "up", Model: "m"}}}),
-		func(d *Deps) { d.Conversations.ContextWindow = func(string) int { return 1024 + 60 } })
+	b := setupReplies(t, func(d *replies.Deps) { d.ContextWindow = func(string) int { return 1024 + 60 } },
+		withGateway(t, map[string]llm.Provider{"up": up.provider(t, "up")}, map[string][]llm.Target{"default": {{Provider: "up", Model: "m"}}}))
 	alice := b.signUp(t, "alice@example.com").AccessToken
 	var c api.Conversation
 	wantStatus(t, b.call(t, "POST", "/v1/conversations", alice, map[string]any{}, &c), 201)
@@ -733,7 +734,7 @@ func TestConversationShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	f.b.srv.WaitReplies(ctx) // the shutdown deadline passes with the reply still running
+	f.b.srv.conv.Replies.Shutdown(ctx) // the shutdown deadline passes with the reply still running
 	events := drain(t, stream)
 	if last := events[len(events)-1]; last.event != "error" || !strings.Contains(last.data, `"not_ready"`) {
 		t.Errorf("last event %+v", last)

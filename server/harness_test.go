@@ -48,6 +48,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 	"github.com/kilnhq/kiln/internal/streams"
@@ -165,6 +166,12 @@ func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[st
 // setup builds a server on the test spec with test routes mounted.
 func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
+	return setupReplies(t, nil, opts...)
+}
+
+// setupReplies is setup with the replies' dependencies changed by replyDeps (nil: none).
+func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *bundle {
+	t.Helper()
 	logs := &logtest.Buffer{}
 	spec := testSpec(t)
 	log := logging.New(logs, "debug")
@@ -201,18 +208,6 @@ func setup(t testing.TB, opts ...option) *bundle {
 	if d.LLM.Runner.Cache == nil {
 		d.LLM.Runner.Cache = cache.New(rdb, ks, time.Hour)
 	}
-	if d.Conversations.Service == nil {
-		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
-		t.Cleanup(bus.Close)
-		d.Conversations.Service, d.Conversations.Streams = conversations.New(st, time.Now), bus
-	}
-	if d.Jobs == nil {
-		d.Jobs = jobs.NewService(jobs.Deps{Registry: jobs.NewRegistry(), Store: st, Redis: rdb, Bus: d.Conversations.Streams, Log: log},
-			jobs.Config{Env: ks.Env})
-	}
-	if d.Conversations.ContextWindow == nil {
-		d.Conversations.ContextWindow = func(string) int { return 32768 }
-	}
 	if d.LLM.Usage == nil {
 		rec, err := usage.NewRecorder(st, log, d.Registry, 10*time.Millisecond)
 		if err != nil {
@@ -223,6 +218,31 @@ func setup(t testing.TB, opts ...option) *bundle {
 		go func() { rec.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 		d.LLM.Usage = rec
+	}
+	if d.Conversations.Service == nil {
+		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
+		t.Cleanup(bus.Close)
+		d.Conversations.Service = conversations.New(st, time.Now)
+		rd := replies.Deps{
+			Conversations: d.Conversations.Service, Prompts: d.Prompts, Runner: d.LLM.Runner, Usage: d.LLM.Usage, Streams: bus,
+			Events: ReplyEvents{}, Log: log, StreamTimeout: d.LLM.StreamTimeout,
+			ContextWindow: func(string) int { return 32768 },
+		}
+		if replyDeps != nil {
+			replyDeps(&rd)
+		}
+		d.Conversations.Replies = replies.New(rd)
+	}
+	if d.Jobs == nil {
+		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
+		t.Cleanup(bus.Close)
+		d.Jobs = jobs.NewService(jobs.Deps{Registry: jobs.NewRegistry(), Store: st, Redis: rdb, Bus: bus, Log: log}, jobs.Config{Env: ks.Env})
+	}
+	if d.Notifications == nil {
+		d.Notifications = notify.New(notify.Config{LongJob: 30 * time.Second}, notify.Deps{
+			Store: st, Jobs: jobs.NewRegistry(), Mailer: mail, Redis: rdb, Keyspace: ks, Log: log, Now: time.Now,
+		})
+		t.Cleanup(func() { _ = d.Notifications.Close() })
 	}
 	srv, err := New(d)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // jobsFixture is a server whose job service runs test.steps: it reports progress, waits
@@ -46,7 +47,9 @@ func newJobsFixture(t *testing.T) *jobsFixture {
 	})
 	f.b = setup(t)
 	f.st = store.New(f.b.pool)
-	f.b.srv.jobs = jobs.NewService(jobs.Deps{Registry: f.reg, Store: f.st, Redis: f.b.rdb, Bus: f.b.srv.conv.Streams},
+	bus := streams.New(f.b.rdb, f.b.ks, streams.Config{TTL: time.Hour})
+	t.Cleanup(bus.Close)
+	f.b.srv.jobs = jobs.NewService(jobs.Deps{Registry: f.reg, Store: f.st, Redis: f.b.rdb, Bus: bus},
 		jobs.Config{Env: f.b.ks.Env, Concurrency: 2, PollInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

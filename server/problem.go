@@ -104,56 +104,26 @@ func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	writeProblem(w, p, p.Status)
 }
 
-// classify maps err to its code and client-safe detail, logging internal errors once.
+// classify maps err to its code and client-safe detail (errs.Classify, plus what only the
+// edge knows: the body limit and whether the client is still there), logging internal
+// errors once, here.
 func (s *Server) classify(r *http.Request, err error) (errs.Code, string, []errs.FieldError) {
-	var domainErr *errs.Error
-	var tooLarge *http.MaxBytesError
-	var upstream *llm.Error
-	switch {
-	case errors.As(err, &domainErr):
-		return domainErr.Code, domainErr.Message, domainErr.Fields
-	case errors.As(err, &tooLarge):
+	return s.classifyAt(r.Context(), r.Method, r.URL.Path, err)
+}
+
+// classifyAt is classify for work of the request method path that runs in ctx but does
+// not hold the request (the WebSocket's replies).
+func (s *Server) classifyAt(ctx context.Context, method, path string, err error) (errs.Code, string, []errs.FieldError) {
+	if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit), nil
-	case errors.As(err, &upstream):
-		return upstreamCode(upstream), upstreamDetail(upstream), nil
-	case errors.Is(err, llm.ErrNoTarget):
-		return errs.ModelUnavailable, "Every target of the model is unavailable right now (circuit open or at its concurrency limit); retry shortly.", nil
-	case errors.Is(err, context.DeadlineExceeded):
-		return errs.Timeout, "The request did not complete within its deadline.", nil
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The client went away; nobody reads this response.
-		return errs.Timeout, "The request was cancelled.", nil
-	default:
-		s.log.ErrorContext(r.Context(), "internal error", "error", err, "method", r.Method, "path", r.URL.Path)
-		return errs.Internal, "An internal error occurred; quote the request id when reporting it.", nil
 	}
-}
-
-// upstreamCode maps an upstream failure to Kiln's catalog.
-func upstreamCode(e *llm.Error) errs.Code {
-	switch e.Kind {
-	case llm.KindInvalid, llm.KindUnsupported:
-		return errs.UpstreamRejected
-	case llm.KindRateLimited:
-		return errs.UpstreamRateLimited
-	case llm.KindTimeout:
-		return errs.UpstreamTimeout
-	default:
-		return errs.UpstreamError
+	e, known := errs.Classify(err)
+	if known && e.Code == errs.Timeout && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		known = false // a cancellation the client did not ask for is Kiln's own failure
 	}
-}
-
-// upstreamDetail names the provider and passes its message on, except for credential
-// failures: those are the operator's to fix, and the caller learns only that it failed.
-func upstreamDetail(e *llm.Error) string {
-	switch e.Kind {
-	case llm.KindAuth:
-		return fmt.Sprintf("The provider %s refused Kiln's credentials (HTTP %d); the operator must fix its key.", e.Provider, e.Status)
-	case llm.KindConnection, llm.KindProtocol, llm.KindTimeout:
-		return fmt.Sprintf("The provider %s failed: %s.", e.Provider, e.Message)
+	if !known {
+		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)
+		e, _ = errs.Classify(nil) // the Internal fallback, its text hidden
 	}
-	if e.Status != 0 {
-		return fmt.Sprintf("The provider %s answered HTTP %d: %s", e.Provider, e.Status, e.Message)
-	}
-	return fmt.Sprintf("The provider %s failed: %s", e.Provider, e.Message)
+	return e.Code, e.Message, e.Fields
 }

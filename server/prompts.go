@@ -3,9 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
-	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/prompts"
 )
@@ -294,10 +291,7 @@ func (s *Server) applyPrompt(ctx context.Context, who caller, body *api.ChatRequ
 	if ref == nil {
 		return nil, nil //nolint:nilnil // no prompt is not an error
 	}
-	r := prompts.Ref{Name: ref.Name, Label: deref(ref.Label), Version: deref(ref.Version)}
-	if ref.Variables != nil {
-		r.Variables = *ref.Variables
-	}
+	r := toPromptRef(ref)
 	sticky := deref(ref.StickyKey)
 	if sticky == "" {
 		sticky = deref(body.User)
@@ -307,49 +301,22 @@ func (s *Server) applyPrompt(ctx context.Context, who caller, body *api.ChatRequ
 	}
 	rendered, err := s.prompts.Resolve(ctx, who.org, r, sticky)
 	if err != nil {
-		return nil, underPointer(err, "/prompt")
+		return nil, errs.UnderPointer(err, "/prompt")
 	}
-	req := &call.Request
-	req.Messages = append(append([]llm.Message(nil), rendered.Messages...), req.Messages...)
+	rendered.Apply(&call.Request)
 	if body.Model == nil && rendered.Model != "" {
 		call.Alias = rendered.Model
 	}
-	p := rendered.Parameters
-	if req.Temperature == nil {
-		req.Temperature = p.Temperature
-	}
-	if req.TopP == nil {
-		req.TopP = p.TopP
-	}
-	if req.MaxTokens == nil {
-		req.MaxTokens = p.MaxTokens
-	}
-	var tools []llm.Tool
-	for _, t := range rendered.Tools {
-		overridden := false
-		for _, own := range req.Tools {
-			overridden = overridden || own.Name == t.Name
-		}
-		if !overridden {
-			tools = append(tools, t)
-		}
-	}
-	req.Tools = append(tools, req.Tools...)
 	return &promptUse{rendered}, nil
 }
 
-// underPointer returns err with its field pointers moved under prefix.
-func underPointer(err error, prefix string) error {
-	e, ok := errors.AsType[*errs.Error](err)
-	if !ok || len(e.Fields) == 0 {
-		return err
+// toPromptRef is the stored prompt a request names.
+func toPromptRef(ref *api.ChatPromptRef) prompts.Ref {
+	r := prompts.Ref{Name: ref.Name, Label: deref(ref.Label), Version: deref(ref.Version)}
+	if ref.Variables != nil {
+		r.Variables = *ref.Variables
 	}
-	fields := make([]errs.FieldError, len(e.Fields))
-	for i, f := range e.Fields {
-		fields[i] = errs.FieldError{Pointer: prefix + f.Pointer, Message: f.Message}
-	}
-	what, _, _ := strings.Cut(e.Message, ": ")
-	return errs.InvalidFields(what, fields)
+	return r
 }
 
 // principalStickyKey is the caller's user or API key id.

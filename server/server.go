@@ -29,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -70,6 +71,8 @@ type Deps struct {
 	Idempotency *idempotency.Store
 	// JobsAdmin serves the platform-admin endpoints of jobs (schedules, queues, failed jobs).
 	JobsAdmin JobsAdmin
+	// Notifications is the notification center.
+	Notifications *notify.Center
 }
 
 // Server serves Kiln's HTTP API.
@@ -90,13 +93,7 @@ type Server struct {
 	prompts        *prompts.Service
 	conv           Conversations
 	jobs           *jobs.Service
-	// replies are the replies generating on this server; stopReplies ends them. replyMu
-	// orders holdReply's Add before WaitReplies' Wait.
-	replyMu     sync.Mutex
-	stopping    bool
-	replies     sync.WaitGroup
-	replyCtx    context.Context //nolint:containedctx // the lifetime of background replies
-	stopReplies context.CancelFunc
+	notify         *notify.Center
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
 	frameSchemas map[string]*openapi3.Schema
 	started      time.Time
@@ -149,6 +146,7 @@ func New(d Deps) (*Server, error) {
 		conv:      d.Conversations,
 		jobsAdmin: d.JobsAdmin,
 		jobs:      d.Jobs,
+		notify:    d.Notifications,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -171,7 +169,6 @@ func New(d Deps) (*Server, error) {
 			ready:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_ready", Help: "1 when the last readiness checks passed."}),
 		},
 	}
-	s.replyCtx, s.stopReplies = context.WithCancel(context.Background())
 	if s.trustedProxies, err = config.ParsePrefixes(d.Config.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
 	}
@@ -207,6 +204,7 @@ func New(d Deps) (*Server, error) {
 	s.HandleStream("POST /v1/conversations/{id}/tool-results", http.HandlerFunc(s.submitToolResults))
 	s.HandleStream("GET /v1/conversations/{id}/messages/{message_id}/events", http.HandlerFunc(s.streamMessageEvents))
 	s.HandleStream("GET /v1/jobs/{id}/events", http.HandlerFunc(s.streamJobEvents))
+	s.HandleStream("GET /v1/notifications/stream", http.HandlerFunc(s.streamNotifications))
 	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
 	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)

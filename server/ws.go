@@ -15,6 +15,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/streams"
 )
 
@@ -22,7 +23,7 @@ import (
 type wsConn struct {
 	s    *Server
 	c    *websocket.Conn
-	r    *http.Request
+	path string // the connection's request path: the instance of its problems
 	who  caller
 	mu   sync.Mutex // serialises writes and the frame id
 	id   int
@@ -53,8 +54,13 @@ func (ws *wsConn) sendLocked(ctx context.Context, typ string, data any) error {
 }
 
 func (ws *wsConn) sendError(ctx context.Context, err error) {
-	code, detail, fields := ws.s.classify(ws.r, err)
-	_ = ws.send(ctx, "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields))
+	_ = ws.send(ctx, "error", ws.problem(ctx, err))
+}
+
+// problem is err's problem document, classified in ctx (the connection's).
+func (ws *wsConn) problem(ctx context.Context, err error) api.Problem {
+	code, detail, fields := ws.s.classifyAt(ctx, http.MethodGet, ws.path, err)
+	return newProblem(ctx, ws.path, code, detail, fields)
 }
 
 // chatWebSocket serves GET /v1/chat/ws.
@@ -74,7 +80,8 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(s.cfg.MaxBodyBytes)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ws := &wsConn{s: s, c: c, r: r, who: who}
+	ws := &wsConn{s: s, c: c, path: r.URL.Path, who: who}
+	go ws.forwardNotifications(ctx)
 	go func() {
 		t := time.NewTicker(s.heartbeat)
 		defer t.Stop()
@@ -152,24 +159,23 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 				ws.sendError(ctx, errs.E(errs.Conflict, "A reply is already running on this connection; send cancel or wait for its done event."))
 				continue
 			}
-			started, err := s.startReply(r, who, in)
+			started, err := s.conv.Replies.Start(ctx, replyCaller(ctx, who, ws.path), in)
 			if err != nil {
 				ws.busy.Unlock()
 				ws.sendError(ctx, err)
 				continue
 			}
-			id := started.Message.ID.String()
 			ws.mu.Lock()
 			ws.stop = func() { // the reply may run on after this connection: cancel it where it runs
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				defer cancel()
-				if err := s.conv.Streams.Cancel(cctx, id); err != nil {
-					s.log.ErrorContext(ctx, "cancel a reply", "message_id", id, "error", err)
+				if err := started.Cancel(cctx); err != nil {
+					s.log.ErrorContext(ctx, "cancel a reply", "message_id", started.Message.ID, "error", err)
 				}
 			}
 			ws.mu.Unlock()
 			go func() {
-				typ, data := ws.follow(ctx, id)
+				typ, data := ws.follow(ctx, started.Message.ID)
 				ws.mu.Lock()
 				ws.busy.Unlock()
 				if typ != "" {
@@ -204,7 +210,7 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptU
 		name, data := toChatEvent(ev)
 		return ws.send(connCtx, name, data)
 	})
-	ws.s.recordUsage(ws.r.WithContext(ctx), ws.who, "websocket", call.Alias, start, res, err, use.usage())
+	ws.s.llm.Usage.Record(chat.UsageRecord(ctx, ws.who.account(ctx), "websocket", call.Alias, start, res, err, use.usage()))
 	switch {
 	case err == nil:
 		return "done", toChatDone(id, call.Alias, res)
@@ -216,17 +222,16 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptU
 		done.FinishReason = api.Cancelled
 		return "done", done
 	default:
-		code, detail, fields := ws.s.classify(ws.r, err)
-		return "error", newProblem(connCtx, ws.r.URL.Path, code, detail, fields)
+		return "error", ws.problem(connCtx, err)
 	}
 }
 
 // follow forwards a conversation reply's events as frames and returns its last one, done
 // or error, for the caller to send once the connection is free. Closing the connection
 // stops following, not the reply.
-func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
+func (ws *wsConn) follow(ctx context.Context, id uuid.UUID) (string, any) {
 	var last streams.Event
-	err := ws.s.followReply(ctx, id, 0, func(ev streams.Event) error {
+	err := ws.s.conv.Replies.Follow(ctx, id, 0, func(ev streams.Event) error {
 		if ev.Final {
 			last = ev
 			return nil
@@ -237,8 +242,7 @@ func (ws *wsConn) follow(ctx context.Context, id string) (string, any) {
 		return "", nil // the connection is closing: nobody reads a last frame
 	}
 	if err != nil {
-		code, detail, fields := ws.s.classify(ws.r, err)
-		return "error", newProblem(ctx, ws.r.URL.Path, code, detail, fields)
+		return "error", ws.problem(ctx, err)
 	}
 	return last.Type, last.Data
 }
@@ -260,18 +264,23 @@ func (s *Server) decodeFrame(frameType string, data json.RawMessage, v any) erro
 }
 
 // decodeWSConversation decodes a conversation.message or conversation.tool_results frame.
-func (s *Server) decodeWSConversation(frameType string, data json.RawMessage) (replyInput, error) {
+func (s *Server) decodeWSConversation(frameType string, data json.RawMessage) (replies.Request, error) {
 	if frameType == "conversation.tool_results" {
 		var body api.WSConversationToolResults
-		err := s.decodeFrame(frameType, data, &body)
-		return replyInput{conversation: body.ConversationId, input: toolResultsInput(body.Results), options: body.Options}, err
+		if err := s.decodeFrame(frameType, data, &body); err != nil {
+			return replies.Request{}, err
+		}
+		return toReplyRequest(body.ConversationId, toolResultsInput(body.Results), body.Options)
 	}
 	var body api.WSConversationMessage
 	if err := s.decodeFrame(frameType, data, &body); err != nil {
-		return replyInput{}, err
+		return replies.Request{}, err
 	}
 	in, err := userInput(body.Content, body.Parts)
-	return replyInput{conversation: body.ConversationId, input: in, options: body.Options}, underPointer(err, "/data")
+	if err != nil {
+		return replies.Request{}, errs.UnderPointer(err, "/data")
+	}
+	return toReplyRequest(body.ConversationId, in, body.Options)
 }
 
 // decodeWSChat validates a chat frame's data against the ChatRequest schema, as the HTTP

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/chat"
@@ -21,8 +23,11 @@ import (
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/llm/usage"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // titleAlias is the model alias the test titler uses: the offline dev model.
@@ -281,16 +286,30 @@ func TestConversationPurgers(t *testing.T) {
 	fresh := startReply()
 	advance(15 * time.Minute) // the first two: 35 minutes; the last: 15
 
-	type ended struct {
-		message uuid.UUID
-		problem map[string]any
+	// The streams live in Redis, on a client of their own that the last step closes.
+	_, ks := storetest.Redis(t)
+	rdb, err := redisclient.Open(ctx, storetest.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var got []ended
-	var failEnd error
-	purgers := ConversationPurgers(svc, 30*time.Minute, func(_ context.Context, message uuid.UUID, problem map[string]any) error {
-		got = append(got, ended{message, problem})
-		return failEnd
-	})
+	bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
+	t.Cleanup(bus.Close)
+	rs := replies.New(replies.Deps{Conversations: svc, Streams: bus, Events: problemEvents{}, Log: slog.New(slog.DiscardHandler)})
+	purgers := ConversationPurgers(svc, rs, 30*time.Minute)
+	// ended is the last event of each reply's stream: its data when it is an error.
+	ended := func(r conversations.Reply) map[string]any {
+		t.Helper()
+		evs, finished, err := bus.Read(ctx, r.Message.ID.String(), 0, 0)
+		if err != nil || !finished {
+			return nil
+		}
+		last := evs[len(evs)-1]
+		var problem map[string]any
+		if last.Type != "error" || json.Unmarshal(last.Data, &problem) != nil {
+			t.Fatalf("last event %s %s, want an error", last.Type, last.Data)
+		}
+		return problem
+	}
 	byName := map[string]Purger{}
 	for _, p := range purgers {
 		byName[p.Name] = p
@@ -305,15 +324,13 @@ func TestConversationPurgers(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("stale_replies = %d, %v; want 2", n, err)
 	}
-	ids := map[uuid.UUID]int{}
-	for _, e := range got {
-		ids[e.message]++
-		if e.problem["code"] != "internal" || e.problem["status"] != 500 || e.problem["detail"] == "" {
-			t.Errorf("problem %v, want an internal error", e.problem)
+	for _, r := range []conversations.Reply{stale1, stale2} {
+		if p := ended(r); p["code"] != "internal" || p["detail"] != conversations.ErrStale.Message {
+			t.Errorf("reply %s ended with %v, want an internal error", r.Message.ID, p)
 		}
 	}
-	if len(got) != 2 || ids[stale1.Message.ID] != 1 || ids[stale2.Message.ID] != 1 {
-		t.Errorf("ended %v, want %s and %s once each", ids, stale1.Message.ID, stale2.Message.ID)
+	if p := ended(fresh); p != nil {
+		t.Errorf("fresh reply's stream ended with %v", p)
 	}
 	for _, r := range []conversations.Reply{stale1, stale2} {
 		m, err := svc.Message(ctx, o, r.Conversation.ID, r.Message.ID)
@@ -326,15 +343,31 @@ func TestConversationPurgers(t *testing.T) {
 	}
 
 	// Nothing stale left: nothing ended.
-	got = nil
-	if n, err := byName["stale_replies"].Purge(ctx); err != nil || n != 0 || len(got) != 0 {
-		t.Errorf("second run = %d, %v, %d ended; want none", n, err, len(got))
+	if n, err := byName["stale_replies"].Purge(ctx); err != nil || n != 0 {
+		t.Errorf("second run = %d, %v; want none", n, err)
+	}
+	if p := ended(fresh); p != nil {
+		t.Errorf("fresh reply's stream ended with %v", p)
 	}
 
-	// An ender's error fails the purge (the task is retried).
+	// A stream that cannot be ended fails the purge (the task is retried).
 	advance(time.Hour)
-	failEnd = errors.New("redis down")
-	if _, err := byName["stale_replies"].Purge(ctx); !errors.Is(err, failEnd) {
-		t.Errorf("error %v, want the ender's", err)
+	_ = rdb.Close()
+	if n, err := byName["stale_replies"].Purge(ctx); n != 1 || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("with Redis closed: %d, %v; want 1 and the client's error", n, err)
 	}
+}
+
+// problemEvents shapes a failed reply's last event as a problem's code and detail; the
+// server's shapes are tested with the server.
+type problemEvents struct{}
+
+func (problemEvents) Started(conversations.Reply) any { return nil }
+func (problemEvents) Event(chat.Event) (string, any)  { return "", nil }
+func (problemEvents) Done(conversations.Message, conversations.Outcome, *chat.Result) any {
+	return nil
+}
+
+func (problemEvents) Failed(_, _ string, e *errs.Error) any {
+	return map[string]any{"code": e.Code, "detail": e.Message}
 }

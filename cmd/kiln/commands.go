@@ -39,6 +39,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
@@ -98,6 +99,10 @@ type deps struct {
 	keyring  *secrets.Keyring
 	flags    *flags.Evaluator
 	identity server.Identity
+	// jobs is the one registry of job kinds; every domain registers its kinds on it.
+	jobs *jobs.Registry
+	// notify is the notification center; its JobFinished is the jobs runtime's Finished hook.
+	notify *notify.Center
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -128,7 +133,12 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	}
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
-	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity}, closeAll, nil
+	registry := jobs.NewRegistry()
+	center := notify.New(notify.Config{LongJob: a.cfg.Notifications.LongJob}, notify.Deps{
+		Store: store.New(pool), Jobs: registry, Mailer: identity.Mailer, Redis: rdb, Keyspace: ks, Log: a.log, Now: time.Now,
+	})
+	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
+	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center}, closeAll, nil
 }
 
 // newIdentity builds the identity services from the configuration.
@@ -218,16 +228,18 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
-	convs, closeConvs, err := a.newConversations(ctx, d)
+	promptStore := prompts.New(store.New(d.pool), time.Now)
+	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err
 	}
 	defer closeConvs()
-	jobReg, jobSvc, err := a.newJobs(d, llmDeps, convs)
+	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs)
 	if err != nil {
 		return err
 	}
-	schedules, err := a.newScheduler(ctx, d, jobReg)
+	defer closeJobs()
+	schedules, err := a.newScheduler(ctx, d, d.jobs)
 	if err != nil {
 		return err
 	}
@@ -237,7 +249,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		LLM:           llmDeps,
 		Conversations: convs,
 		Jobs:          jobSvc,
-		Prompts:       prompts.New(store.New(d.pool), time.Now),
+		Notifications: d.notify,
+		Prompts:       promptStore,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
 		Registry:      reg,
@@ -295,7 +308,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		}
 	})
 	if withWorker {
-		w := a.newWorker(d, jobReg, jobSvc)
+		w := a.newWorker(d, jobSvc)
 		wg.Go(func() {
 			if err := w.Run(bg); err != nil {
 				a.log.Error("worker", "error", err)
@@ -318,7 +331,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 			a.log.Warn("in-flight requests cut at the shutdown deadline", "error", err)
 			_ = httpSrv.Close()
 		}
-		srv.WaitReplies(shutdownCtx) // replies still generating end as failed past the deadline
+		convs.Replies.Shutdown(shutdownCtx) // replies still generating end as failed past the deadline
 		cancel()
 		err = nil
 	}
@@ -331,18 +344,19 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	return err
 }
 
-// newConversations builds the conversation service, its stream bus (with a Redis pool of
-// its own for the followers' blocking reads).
-func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversations, func(), error) {
+// newConversations builds the conversation service and the replies' (with their stream
+// bus, which has a Redis pool of its own for the followers' blocking reads).
+func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM, promptStore *prompts.Service) (server.Conversations, func(), error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	blocking, err := redisclient.Open(ctx, a.cfg.Redis.URL, a.cfg.Conversations.MaxFollowers)
 	if err != nil {
 		return server.Conversations{}, nil, err
 	}
 	bus := streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
-	c := server.Conversations{
-		Service: conversations.New(store.New(d.pool), time.Now),
-		Streams: bus,
+	convs := conversations.New(store.New(d.pool), time.Now)
+	rd := replies.Deps{
+		Conversations: convs, Prompts: promptStore, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Streams: bus,
+		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout,
 		ContextWindow: func(alias string) int {
 			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
 				return m.ContextWindow
@@ -350,6 +364,7 @@ func (a *app) newConversations(ctx context.Context, d *deps) (server.Conversatio
 			return a.cfg.Conversations.ContextWindow
 		},
 	}
+	c := server.Conversations{Service: convs, Replies: replies.New(rd)}
 	return c, func() { bus.Close(); _ = blocking.Close() }, nil
 }
 
@@ -367,20 +382,21 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			convs, closeConvs, err := a.newConversations(cmd.Context(), d)
+			convs, closeConvs, err := a.newConversations(cmd.Context(), d, llmDeps, prompts.New(store.New(d.pool), time.Now))
 			if err != nil {
 				return err
 			}
 			defer closeConvs()
-			reg, svc, err := a.newJobs(d, llmDeps, convs)
+			svc, closeJobs, err := a.newJobs(cmd.Context(), d, llmDeps, convs)
 			if err != nil {
 				return err
 			}
-			schedules, err := a.newScheduler(cmd.Context(), d, reg)
+			defer closeJobs()
+			schedules, err := a.newScheduler(cmd.Context(), d, d.jobs)
 			if err != nil {
 				return err
 			}
-			w := a.newWorker(d, reg, svc)
+			w := a.newWorker(d, svc)
 			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(cmd.Context()))
 			var wg sync.WaitGroup
 			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped

@@ -8,30 +8,30 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/worker"
 )
 
-// newJobs declares every job kind (with the config's overrides) and builds the job
-// service on the conversations' stream bus. Every process registers every kind: an API
-// replica creates jobs it never runs. The conversations service is told how to ask for a
-// title (a job created with the reply that ends the first exchange).
-func (a *app) newJobs(d *deps, llmDeps server.LLM, convs server.Conversations) (*jobs.Registry, *jobs.Service, error) {
+// newJobs declares Kiln's own job kinds on the one registry (with the config's overrides)
+// and builds the job service, on a stream bus of its own (with a Redis pool of its own for
+// the followers' blocking reads). Every process registers every kind: an API replica
+// creates jobs it never runs. The conversations service is told how to ask for a title (a
+// job created with the reply that ends the first exchange). The notification center is
+// told of every job's end.
+func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs server.Conversations) (*jobs.Service, func(), error) {
 	st := store.New(d.pool)
-	reg := jobs.NewRegistry()
+	reg := d.jobs
 
 	purgers := []worker.Purger{
 		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
 		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
 	}
 	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
-	purgers = append(purgers, worker.ConversationPurgers(convs.Service, a.cfg.LLM.StreamTimeout+5*time.Minute,
-		func(ctx context.Context, message uuid.UUID, problem map[string]any) error {
-			_, err := convs.Streams.Publisher(message.String()).Finish(ctx, "error", problem)
-			return err
-		})...)
+	purgers = append(purgers, worker.ConversationPurgers(convs.Service, convs.Replies, a.cfg.LLM.StreamTimeout+5*time.Minute)...)
 	worker.RegisterHousekeeping(reg, purgers, a.log)
 	if a.cfg.Conversations.TitleModel != "" {
 		worker.RegisterTitles(reg, worker.Titler{
@@ -50,18 +50,23 @@ func (a *app) newJobs(d *deps, llmDeps server.LLM, convs server.Conversations) (
 			return nil, nil, err
 		}
 	}
-	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: d.rdb, Bus: convs.Streams, Log: a.log, Now: time.Now}, jobs.Config{
+	blocking, err := redisclient.Open(ctx, a.cfg.Redis.URL, a.cfg.Conversations.MaxFollowers)
+	if err != nil {
+		return nil, nil, err
+	}
+	bus := streams.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
+	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: d.rdb, Bus: bus, Finished: d.notify.JobFinished, Log: a.log, Now: time.Now}, jobs.Config{
 		Env:               a.cfg.Env,
 		Concurrency:       a.cfg.Worker.Concurrency,
 		PollInterval:      a.cfg.Jobs.PollInterval,
 		ReconcileInterval: a.cfg.Jobs.ReconcileInterval,
 		Heartbeat:         a.cfg.Jobs.Heartbeat,
 	})
-	return reg, svc, nil
+	return svc, func() { bus.Close(); _ = blocking.Close() }, nil
 }
 
 // newWorker runs the job service's worker side. Housekeeping runs on its built-in
 // schedule (cmd/kiln/schedules.go), not on the worker's own ticker.
-func (a *app) newWorker(d *deps, reg *jobs.Registry, svc *jobs.Service) *worker.Worker {
-	return worker.New(svc, reg, store.New(d.pool), worker.Config{}, a.log)
+func (a *app) newWorker(d *deps, svc *jobs.Service) *worker.Worker {
+	return worker.New(svc, d.jobs, store.New(d.pool), worker.Config{}, a.log)
 }

@@ -72,14 +72,15 @@ func (e AuditEventActorType) Valid() bool {
 
 // Defines values for ChatEventType.
 const (
-	ChatEventTypeDone          ChatEventType = "done"
-	ChatEventTypeError         ChatEventType = "error"
-	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
-	ChatEventTypeReplyStarted  ChatEventType = "reply.started"
-	ChatEventTypeToolCall      ChatEventType = "tool_call"
-	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
-	ChatEventTypeToolResult    ChatEventType = "tool_result"
-	ChatEventTypeUsage         ChatEventType = "usage"
+	ChatEventTypeDone                ChatEventType = "done"
+	ChatEventTypeError               ChatEventType = "error"
+	ChatEventTypeMessageDelta        ChatEventType = "message.delta"
+	ChatEventTypeNotificationCreated ChatEventType = "notification.created"
+	ChatEventTypeReplyStarted        ChatEventType = "reply.started"
+	ChatEventTypeToolCall            ChatEventType = "tool_call"
+	ChatEventTypeToolCallDelta       ChatEventType = "tool_call.delta"
+	ChatEventTypeToolResult          ChatEventType = "tool_result"
+	ChatEventTypeUsage               ChatEventType = "usage"
 )
 
 // Valid indicates whether the value is a known member of the ChatEventType enum.
@@ -90,6 +91,8 @@ func (e ChatEventType) Valid() bool {
 	case ChatEventTypeError:
 		return true
 	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeNotificationCreated:
 		return true
 	case ChatEventTypeReplyStarted:
 		return true
@@ -268,6 +271,24 @@ func (e DiffLineOp) Valid() bool {
 	case Equal:
 		return true
 	case Insert:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EmailLocale.
+const (
+	EmailLocaleEn   EmailLocale = "en"
+	EmailLocaleZhCN EmailLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the EmailLocale enum.
+func (e EmailLocale) Valid() bool {
+	switch e {
+	case EmailLocaleEn:
+		return true
+	case EmailLocaleZhCN:
 		return true
 	default:
 		return false
@@ -526,6 +547,51 @@ func (e JobState) Valid() bool {
 	case JobRunning:
 		return true
 	case JobSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationCategory.
+const (
+	NotificationCategoryBilling  NotificationCategory = "billing"
+	NotificationCategoryJobs     NotificationCategory = "jobs"
+	NotificationCategoryOrg      NotificationCategory = "org"
+	NotificationCategoryProduct  NotificationCategory = "product"
+	NotificationCategorySecurity NotificationCategory = "security"
+)
+
+// Valid indicates whether the value is a known member of the NotificationCategory enum.
+func (e NotificationCategory) Valid() bool {
+	switch e {
+	case NotificationCategoryBilling:
+		return true
+	case NotificationCategoryJobs:
+		return true
+	case NotificationCategoryOrg:
+		return true
+	case NotificationCategoryProduct:
+		return true
+	case NotificationCategorySecurity:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationPreferencesLocale.
+const (
+	NotificationPreferencesLocaleEn   NotificationPreferencesLocale = "en"
+	NotificationPreferencesLocaleZhCN NotificationPreferencesLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the NotificationPreferencesLocale enum.
+func (e NotificationPreferencesLocale) Valid() bool {
+	switch e {
+	case NotificationPreferencesLocaleEn:
+		return true
+	case NotificationPreferencesLocaleZhCN:
 		return true
 	default:
 		return false
@@ -1157,6 +1223,17 @@ type AuditEventList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// CategoryPreference defines model for CategoryPreference.
+type CategoryPreference struct {
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	Category NotificationCategory `json:"category"`
+	Email    bool                 `json:"email"`
+	InApp    bool                 `json:"in_app"`
+
+	// Locked The category cannot be turned off.
+	Locked bool `json:"locked"`
+}
+
 // ChangePasswordRequest defines model for ChangePasswordRequest.
 type ChangePasswordRequest struct {
 	CurrentPassword string `json:"current_password"`
@@ -1210,7 +1287,7 @@ type ChatDoneEvent struct {
 	ProviderModel string        `json:"provider_model"`
 }
 
-// ChatEventType `reply.started` begins a conversation reply's stream only.
+// ChatEventType `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
 type ChatEventType string
 
 // ChatMessage defines model for ChatMessage.
@@ -1521,6 +1598,9 @@ type DiffLine struct {
 
 // DiffLineOp defines model for DiffLine.Op.
 type DiffLineOp string
+
+// EmailLocale defines model for EmailLocale.
+type EmailLocale string
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1839,6 +1919,13 @@ type LoginRequest struct {
 	Password string `json:"password"`
 }
 
+// MarkedRead defines model for MarkedRead.
+type MarkedRead struct {
+	// Marked How many notifications this call marked read.
+	Marked int64 `json:"marked"`
+	Unread int64 `json:"unread"`
+}
+
 // Me defines model for Me.
 type Me struct {
 	// CreatedAt RFC 3339, UTC.
@@ -1918,6 +2005,66 @@ type ModelList struct {
 type ModelTarget struct {
 	Model    string `json:"model"`
 	Provider string `json:"provider"`
+}
+
+// Notification defines model for Notification.
+type Notification struct {
+	Body string `json:"body"`
+
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	Category NotificationCategory `json:"category"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Data Details for clients, by category (e.g. `job_id`, `kind`, `state` for `jobs`).
+	Data map[string]interface{} `json:"data"`
+	Id   openapi_types.UUID     `json:"id"`
+
+	// Link Where the client may take the user.
+	Link *string `json:"link"`
+
+	// OrgId The org it concerns; null for the user's own account.
+	OrgId *openapi_types.UUID `json:"org_id"`
+
+	// ReadAt When the user read it (RFC 3339, UTC); null while unread.
+	ReadAt *time.Time `json:"read_at"`
+	Title  string     `json:"title"`
+}
+
+// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+type NotificationCategory string
+
+// NotificationList defines model for NotificationList.
+type NotificationList struct {
+	Data       []Notification `json:"data"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+// NotificationPreferences defines model for NotificationPreferences.
+type NotificationPreferences struct {
+	Categories []CategoryPreference `json:"categories"`
+
+	// Locale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+	Locale *NotificationPreferencesLocale `json:"locale"`
+}
+
+// NotificationPreferencesLocale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+type NotificationPreferencesLocale string
+
+// NotificationPreferencesUpdate defines model for NotificationPreferencesUpdate.
+type NotificationPreferencesUpdate struct {
+	Categories *[]struct {
+		Category string `json:"category"`
+		Email    *bool  `json:"email,omitempty"`
+		InApp    *bool  `json:"in_app,omitempty"`
+	} `json:"categories,omitempty"`
+	Locale *EmailLocale `json:"locale,omitempty"`
+}
+
+// NotificationStreamEvent The `data` of one event of the notification stream; the event type says which schema.
+type NotificationStreamEvent struct {
+	union json.RawMessage
 }
 
 // OAuthExchangeRequest defines model for OAuthExchangeRequest.
@@ -2684,6 +2831,11 @@ type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
 }
 
+// UnreadCount defines model for UnreadCount.
+type UnreadCount struct {
+	Unread int64 `json:"unread"`
+}
+
 // UpdateConversationRequest defines model for UpdateConversationRequest.
 type UpdateConversationRequest struct {
 	// Metadata The client's own string labels.
@@ -2771,7 +2923,7 @@ type WSServerFrame struct {
 	// Id Monotonic per connection.
 	Id int `json:"id"`
 
-	// Type `reply.started` begins a conversation reply's stream only.
+	// Type `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
 	Type ChatEventType `json:"type"`
 }
 
@@ -3090,6 +3242,18 @@ type ListModelsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListNotificationsParams defines parameters for ListNotifications.
+type ListNotificationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Unread Only unread notifications.
+	Unread *bool `form:"unread,omitempty" json:"unread,omitempty"`
+}
+
 // CreateOrgParams defines parameters for CreateOrg.
 type CreateOrgParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
@@ -3331,6 +3495,9 @@ type UpdateConversationJSONRequestBody = UpdateConversationRequest
 
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
+
+// UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
+type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
 
 // ChangePasswordJSONRequestBody defines body for ChangePassword for application/json ContentType.
 type ChangePasswordJSONRequestBody = ChangePasswordRequest
@@ -4039,6 +4206,32 @@ func (t *ChatStreamEvent) MergeProblem(v Problem) error {
 	return err
 }
 
+// AsNotification returns the union data inside the ChatStreamEvent as a Notification
+func (t ChatStreamEvent) AsNotification() (Notification, error) {
+	var body Notification
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromNotification overwrites any union data inside the ChatStreamEvent as the provided Notification
+func (t *ChatStreamEvent) FromNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeNotification performs a merge with any union data inside the ChatStreamEvent, using the provided Notification
+func (t *ChatStreamEvent) MergeNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
 func (t ChatStreamEvent) MarshalJSON() ([]byte, error) {
 	b, err := t.union.MarshalJSON()
 	return b, err
@@ -4325,6 +4518,94 @@ func (t JobStreamEvent) MarshalJSON() ([]byte, error) {
 }
 
 func (t *JobStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsUnreadCount returns the union data inside the NotificationStreamEvent as a UnreadCount
+func (t NotificationStreamEvent) AsUnreadCount() (UnreadCount, error) {
+	var body UnreadCount
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromUnreadCount overwrites any union data inside the NotificationStreamEvent as the provided UnreadCount
+func (t *NotificationStreamEvent) FromUnreadCount(v UnreadCount) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeUnreadCount performs a merge with any union data inside the NotificationStreamEvent, using the provided UnreadCount
+func (t *NotificationStreamEvent) MergeUnreadCount(v UnreadCount) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsNotification returns the union data inside the NotificationStreamEvent as a Notification
+func (t NotificationStreamEvent) AsNotification() (Notification, error) {
+	var body Notification
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromNotification overwrites any union data inside the NotificationStreamEvent as the provided Notification
+func (t *NotificationStreamEvent) FromNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeNotification performs a merge with any union data inside the NotificationStreamEvent, using the provided Notification
+func (t *NotificationStreamEvent) MergeNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the NotificationStreamEvent as a Problem
+func (t NotificationStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the NotificationStreamEvent as the provided Problem
+func (t *NotificationStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the NotificationStreamEvent, using the provided Problem
+func (t *NotificationStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t NotificationStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *NotificationStreamEvent) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }
@@ -4720,6 +5001,12 @@ type ServerInterface interface {
 	// DeleteMyIdentity Unlink an external account
 	// (DELETE /v1/me/identities/{id})
 	DeleteMyIdentity(w http.ResponseWriter, r *http.Request, id ID)
+	// GetNotificationPreferences The caller's notification preferences
+	// (GET /v1/me/notification-preferences)
+	GetNotificationPreferences(w http.ResponseWriter, r *http.Request)
+	// UpdateNotificationPreferences Change the caller's notification preferences
+	// (PUT /v1/me/notification-preferences)
+	UpdateNotificationPreferences(w http.ResponseWriter, r *http.Request)
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(w http.ResponseWriter, r *http.Request)
@@ -4735,6 +5022,18 @@ type ServerInterface interface {
 	// ListModels The model aliases
 	// (GET /v1/models)
 	ListModels(w http.ResponseWriter, r *http.Request, params ListModelsParams)
+	// ListNotifications The caller's notifications
+	// (GET /v1/notifications)
+	ListNotifications(w http.ResponseWriter, r *http.Request, params ListNotificationsParams)
+	// MarkAllNotificationsRead Mark every notification of the caller read
+	// (POST /v1/notifications/read-all)
+	MarkAllNotificationsRead(w http.ResponseWriter, r *http.Request)
+	// GetUnreadNotificationCount How many notifications the caller has not read
+	// (GET /v1/notifications/unread-count)
+	GetUnreadNotificationCount(w http.ResponseWriter, r *http.Request)
+	// MarkNotificationRead Mark one notification read
+	// (POST /v1/notifications/{id}/read)
+	MarkNotificationRead(w http.ResponseWriter, r *http.Request, id ID)
 	// ListOrgs The caller's orgs
 	// (GET /v1/orgs)
 	ListOrgs(w http.ResponseWriter, r *http.Request)
@@ -6941,6 +7240,34 @@ func (siw *ServerInterfaceWrapper) DeleteMyIdentity(w http.ResponseWriter, r *ht
 	handler.ServeHTTP(w, r)
 }
 
+// GetNotificationPreferences operation middleware
+func (siw *ServerInterfaceWrapper) GetNotificationPreferences(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetNotificationPreferences(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateNotificationPreferences operation middleware
+func (siw *ServerInterfaceWrapper) UpdateNotificationPreferences(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateNotificationPreferences(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ChangePassword operation middleware
 func (siw *ServerInterfaceWrapper) ChangePassword(w http.ResponseWriter, r *http.Request) {
 
@@ -7077,6 +7404,119 @@ func (siw *ServerInterfaceWrapper) ListModels(w http.ResponseWriter, r *http.Req
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ListModels(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListNotifications operation middleware
+func (siw *ServerInterfaceWrapper) ListNotifications(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListNotificationsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "unread" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "unread", r.URL.Query(), &params.Unread, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "unread"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "unread", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListNotifications(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// MarkAllNotificationsRead operation middleware
+func (siw *ServerInterfaceWrapper) MarkAllNotificationsRead(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.MarkAllNotificationsRead(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetUnreadNotificationCount operation middleware
+func (siw *ServerInterfaceWrapper) GetUnreadNotificationCount(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetUnreadNotificationCount(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// MarkNotificationRead operation middleware
+func (siw *ServerInterfaceWrapper) MarkNotificationRead(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.MarkNotificationRead(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -8606,6 +9046,12 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me", wrapper.GetMe)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me/sessions", wrapper.ListMySessions)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/sessions/{id}", wrapper.DeleteMySession)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/notifications", wrapper.ListNotifications)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/notifications/unread-count", wrapper.GetUnreadNotificationCount)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/notifications/{id}/read", wrapper.MarkNotificationRead)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/notifications/read-all", wrapper.MarkAllNotificationsRead)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me/notification-preferences", wrapper.GetNotificationPreferences)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/me/notification-preferences", wrapper.UpdateNotificationPreferences)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs", wrapper.ListOrgs)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs", wrapper.CreateOrg)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys)
@@ -11175,6 +11621,83 @@ func (response DeleteMyIdentitydefaultApplicationProblemPlusJSONResponse) VisitD
 	return err
 }
 
+type GetNotificationPreferencesRequestObject struct {
+}
+
+type GetNotificationPreferencesResponseObject interface {
+	VisitGetNotificationPreferencesResponse(w http.ResponseWriter) error
+}
+
+type GetNotificationPreferences200JSONResponse NotificationPreferences
+
+func (response GetNotificationPreferences200JSONResponse) VisitGetNotificationPreferencesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetNotificationPreferencesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetNotificationPreferencesdefaultApplicationProblemPlusJSONResponse) VisitGetNotificationPreferencesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNotificationPreferencesRequestObject struct {
+	Body *UpdateNotificationPreferencesJSONRequestBody
+}
+
+type UpdateNotificationPreferencesResponseObject interface {
+	VisitUpdateNotificationPreferencesResponse(w http.ResponseWriter) error
+}
+
+type UpdateNotificationPreferences200JSONResponse NotificationPreferences
+
+func (response UpdateNotificationPreferences200JSONResponse) VisitUpdateNotificationPreferencesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNotificationPreferencesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateNotificationPreferencesdefaultApplicationProblemPlusJSONResponse) VisitUpdateNotificationPreferencesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ChangePasswordRequestObject struct {
 	Body *ChangePasswordJSONRequestBody
 }
@@ -11348,6 +11871,160 @@ type ListModelsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ListModelsdefaultApplicationProblemPlusJSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNotificationsRequestObject struct {
+	Params ListNotificationsParams
+}
+
+type ListNotificationsResponseObject interface {
+	VisitListNotificationsResponse(w http.ResponseWriter) error
+}
+
+type ListNotifications200JSONResponse NotificationList
+
+func (response ListNotifications200JSONResponse) VisitListNotificationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNotificationsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListNotificationsdefaultApplicationProblemPlusJSONResponse) VisitListNotificationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkAllNotificationsReadRequestObject struct {
+}
+
+type MarkAllNotificationsReadResponseObject interface {
+	VisitMarkAllNotificationsReadResponse(w http.ResponseWriter) error
+}
+
+type MarkAllNotificationsRead200JSONResponse MarkedRead
+
+func (response MarkAllNotificationsRead200JSONResponse) VisitMarkAllNotificationsReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkAllNotificationsReaddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response MarkAllNotificationsReaddefaultApplicationProblemPlusJSONResponse) VisitMarkAllNotificationsReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUnreadNotificationCountRequestObject struct {
+}
+
+type GetUnreadNotificationCountResponseObject interface {
+	VisitGetUnreadNotificationCountResponse(w http.ResponseWriter) error
+}
+
+type GetUnreadNotificationCount200JSONResponse UnreadCount
+
+func (response GetUnreadNotificationCount200JSONResponse) VisitGetUnreadNotificationCountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUnreadNotificationCountdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetUnreadNotificationCountdefaultApplicationProblemPlusJSONResponse) VisitGetUnreadNotificationCountResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkNotificationReadRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type MarkNotificationReadResponseObject interface {
+	VisitMarkNotificationReadResponse(w http.ResponseWriter) error
+}
+
+type MarkNotificationRead200JSONResponse Notification
+
+func (response MarkNotificationRead200JSONResponse) VisitMarkNotificationReadResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkNotificationReaddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response MarkNotificationReaddefaultApplicationProblemPlusJSONResponse) VisitMarkNotificationReadResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -12624,6 +13301,12 @@ type StrictServerInterface interface {
 	// DeleteMyIdentity Unlink an external account
 	// (DELETE /v1/me/identities/{id})
 	DeleteMyIdentity(ctx context.Context, request DeleteMyIdentityRequestObject) (DeleteMyIdentityResponseObject, error)
+	// GetNotificationPreferences The caller's notification preferences
+	// (GET /v1/me/notification-preferences)
+	GetNotificationPreferences(ctx context.Context, request GetNotificationPreferencesRequestObject) (GetNotificationPreferencesResponseObject, error)
+	// UpdateNotificationPreferences Change the caller's notification preferences
+	// (PUT /v1/me/notification-preferences)
+	UpdateNotificationPreferences(ctx context.Context, request UpdateNotificationPreferencesRequestObject) (UpdateNotificationPreferencesResponseObject, error)
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(ctx context.Context, request ChangePasswordRequestObject) (ChangePasswordResponseObject, error)
@@ -12639,6 +13322,18 @@ type StrictServerInterface interface {
 	// ListModels The model aliases
 	// (GET /v1/models)
 	ListModels(ctx context.Context, request ListModelsRequestObject) (ListModelsResponseObject, error)
+	// ListNotifications The caller's notifications
+	// (GET /v1/notifications)
+	ListNotifications(ctx context.Context, request ListNotificationsRequestObject) (ListNotificationsResponseObject, error)
+	// MarkAllNotificationsRead Mark every notification of the caller read
+	// (POST /v1/notifications/read-all)
+	MarkAllNotificationsRead(ctx context.Context, request MarkAllNotificationsReadRequestObject) (MarkAllNotificationsReadResponseObject, error)
+	// GetUnreadNotificationCount How many notifications the caller has not read
+	// (GET /v1/notifications/unread-count)
+	GetUnreadNotificationCount(ctx context.Context, request GetUnreadNotificationCountRequestObject) (GetUnreadNotificationCountResponseObject, error)
+	// MarkNotificationRead Mark one notification read
+	// (POST /v1/notifications/{id}/read)
+	MarkNotificationRead(ctx context.Context, request MarkNotificationReadRequestObject) (MarkNotificationReadResponseObject, error)
 	// ListOrgs The caller's orgs
 	// (GET /v1/orgs)
 	ListOrgs(ctx context.Context, request ListOrgsRequestObject) (ListOrgsResponseObject, error)
@@ -14382,6 +15077,61 @@ func (sh *strictHandler) DeleteMyIdentity(w http.ResponseWriter, r *http.Request
 	}
 }
 
+// GetNotificationPreferences operation middleware
+func (sh *strictHandler) GetNotificationPreferences(w http.ResponseWriter, r *http.Request) {
+	var request GetNotificationPreferencesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetNotificationPreferences(ctx, request.(GetNotificationPreferencesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetNotificationPreferences")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetNotificationPreferencesResponseObject); ok {
+		if err := validResponse.VisitGetNotificationPreferencesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateNotificationPreferences operation middleware
+func (sh *strictHandler) UpdateNotificationPreferences(w http.ResponseWriter, r *http.Request) {
+	var request UpdateNotificationPreferencesRequestObject
+
+	var body UpdateNotificationPreferencesJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateNotificationPreferences(ctx, request.(UpdateNotificationPreferencesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateNotificationPreferences")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateNotificationPreferencesResponseObject); ok {
+		if err := validResponse.VisitUpdateNotificationPreferencesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ChangePassword operation middleware
 func (sh *strictHandler) ChangePassword(w http.ResponseWriter, r *http.Request) {
 	var request ChangePasswordRequestObject
@@ -14516,6 +15266,106 @@ func (sh *strictHandler) ListModels(w http.ResponseWriter, r *http.Request, para
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ListModelsResponseObject); ok {
 		if err := validResponse.VisitListModelsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListNotifications operation middleware
+func (sh *strictHandler) ListNotifications(w http.ResponseWriter, r *http.Request, params ListNotificationsParams) {
+	var request ListNotificationsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListNotifications(ctx, request.(ListNotificationsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListNotifications")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListNotificationsResponseObject); ok {
+		if err := validResponse.VisitListNotificationsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkAllNotificationsRead operation middleware
+func (sh *strictHandler) MarkAllNotificationsRead(w http.ResponseWriter, r *http.Request) {
+	var request MarkAllNotificationsReadRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkAllNotificationsRead(ctx, request.(MarkAllNotificationsReadRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkAllNotificationsRead")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(MarkAllNotificationsReadResponseObject); ok {
+		if err := validResponse.VisitMarkAllNotificationsReadResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetUnreadNotificationCount operation middleware
+func (sh *strictHandler) GetUnreadNotificationCount(w http.ResponseWriter, r *http.Request) {
+	var request GetUnreadNotificationCountRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetUnreadNotificationCount(ctx, request.(GetUnreadNotificationCountRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetUnreadNotificationCount")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetUnreadNotificationCountResponseObject); ok {
+		if err := validResponse.VisitGetUnreadNotificationCountResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkNotificationRead operation middleware
+func (sh *strictHandler) MarkNotificationRead(w http.ResponseWriter, r *http.Request, id ID) {
+	var request MarkNotificationReadRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkNotificationRead(ctx, request.(MarkNotificationReadRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkNotificationRead")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(MarkNotificationReadResponseObject); ok {
+		if err := validResponse.VisitMarkNotificationReadResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

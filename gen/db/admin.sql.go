@@ -72,7 +72,7 @@ func (q *Queries) AdminListAuditEvents(ctx context.Context, arg AdminListAuditEv
 }
 
 const adminListOrgs = `-- name: AdminListOrgs :many
-SELECT id, name, personal, created_at, updated_at, conversation_retention_days FROM orgs
+SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale FROM orgs
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL OR name ILIKE $2::text ESCAPE '\')
 ORDER BY id DESC
@@ -102,6 +102,7 @@ func (q *Queries) AdminListOrgs(ctx context.Context, arg AdminListOrgsParams) ([
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.ConversationRetentionDays,
+			&i.Locale,
 		); err != nil {
 			return nil, err
 		}
@@ -114,7 +115,7 @@ func (q *Queries) AdminListOrgs(ctx context.Context, arg AdminListOrgsParams) ([
 }
 
 const adminListUsers = `-- name: AdminListUsers :many
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at FROM users
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL
        OR email ILIKE $2::text ESCAPE '\'
@@ -152,6 +153,7 @@ func (q *Queries) AdminListUsers(ctx context.Context, arg AdminListUsersParams) 
 			&i.DisabledAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Locale,
 		); err != nil {
 			return nil, err
 		}
@@ -166,7 +168,7 @@ func (q *Queries) AdminListUsers(ctx context.Context, arg AdminListUsersParams) 
 const disableUser = `-- name: DisableUser :one
 UPDATE users SET disabled_at = coalesce(disabled_at, $1::timestamptz), updated_at = $1
 WHERE id = $2
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
 `
 
 type DisableUserParams struct {
@@ -189,6 +191,7 @@ func (q *Queries) DisableUser(ctx context.Context, arg DisableUserParams) (User,
 		&i.DisabledAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Locale,
 	)
 	return i, err
 }
@@ -196,7 +199,7 @@ func (q *Queries) DisableUser(ctx context.Context, arg DisableUserParams) (User,
 const enableUser = `-- name: EnableUser :one
 UPDATE users SET disabled_at = NULL, updated_at = $1
 WHERE id = $2
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
 `
 
 type EnableUserParams struct {
@@ -218,6 +221,7 @@ func (q *Queries) EnableUser(ctx context.Context, arg EnableUserParams) (User, e
 		&i.DisabledAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Locale,
 	)
 	return i, err
 }
@@ -225,7 +229,7 @@ func (q *Queries) EnableUser(ctx context.Context, arg EnableUserParams) (User, e
 const setUserPlatformAdmin = `-- name: SetUserPlatformAdmin :one
 UPDATE users SET platform_admin = $1, updated_at = $2
 WHERE email = $3
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
 `
 
 type SetUserPlatformAdminParams struct {
@@ -248,6 +252,7 @@ func (q *Queries) SetUserPlatformAdmin(ctx context.Context, arg SetUserPlatformA
 		&i.DisabledAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Locale,
 	)
 	return i, err
 }

@@ -162,7 +162,7 @@ func (q *Queries) ListUserIdentities(ctx context.Context, userID uuid.UUID) ([]I
 }
 
 const lockUserForIdentities = `-- name: LockUserForIdentities :one
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at FROM users WHERE id = $1 FOR UPDATE
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users WHERE id = $1 FOR UPDATE
 `
 
 // Serialises changes to a user's ways of signing in.
@@ -180,6 +180,7 @@ func (q *Queries) LockUserForIdentities(ctx context.Context, id uuid.UUID) (User
 		&i.DisabledAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Locale,
 	)
 	return i, err
 }

@@ -260,7 +260,7 @@ func (q *Queries) ListPendingInvitations(ctx context.Context, arg ListPendingInv
 }
 
 const lockOrg = `-- name: LockOrg :one
-SELECT id, name, personal, created_at, updated_at, conversation_retention_days FROM orgs WHERE id = $1 FOR NO KEY UPDATE
+SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale FROM orgs WHERE id = $1 FOR NO KEY UPDATE
 `
 
 // Every change to an org's members or invitations locks the org's row first, so that the
@@ -277,6 +277,7 @@ func (q *Queries) LockOrg(ctx context.Context, id uuid.UUID) (Org, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConversationRetentionDays,
+		&i.Locale,
 	)
 	return i, err
 }

@@ -54,6 +54,24 @@ type Conversation struct {
 	DeletedAt *time.Time
 }
 
+type EmailDelivery struct {
+	ID                uuid.UUID
+	OrgID             uuid.NullUUID
+	UserID            uuid.NullUUID
+	ToAddress         string
+	Template          string
+	Locale            pgtype.Text
+	Data              []byte
+	Status            string
+	Attempts          int32
+	LastError         string
+	ProviderMessageID pgtype.Text
+	LockedUntil       *time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	SentAt            *time.Time
+}
+
 type EmailToken struct {
 	ID        uuid.UUID
 	UserID    uuid.UUID
@@ -224,6 +242,27 @@ type MessageFeedback struct {
 	UpdatedAt time.Time
 }
 
+type Notification struct {
+	ID        uuid.UUID
+	OrgID     uuid.NullUUID
+	UserID    uuid.UUID
+	Category  string
+	Title     string
+	Body      string
+	Link      pgtype.Text
+	Data      []byte
+	ReadAt    *time.Time
+	CreatedAt time.Time
+}
+
+type NotificationPreference struct {
+	UserID    uuid.UUID
+	Category  string
+	Channel   string
+	Enabled   bool
+	UpdatedAt time.Time
+}
+
 type Org struct {
 	ID                        uuid.UUID
 	Name                      string
@@ -231,6 +270,7 @@ type Org struct {
 	CreatedAt                 time.Time
 	UpdatedAt                 time.Time
 	ConversationRetentionDays pgtype.Int4
+	Locale                    pgtype.Text
 }
 
 type OrgMember struct {
@@ -340,4 +380,5 @@ type User struct {
 	DisabledAt      *time.Time
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	Locale          pgtype.Text
 }

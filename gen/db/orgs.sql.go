@@ -37,7 +37,7 @@ func (q *Queries) AddOrgMember(ctx context.Context, arg AddOrgMemberParams) erro
 const createOrg = `-- name: CreateOrg :one
 INSERT INTO orgs (id, name, personal, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $4)
-RETURNING id, name, personal, created_at, updated_at, conversation_retention_days
+RETURNING id, name, personal, created_at, updated_at, conversation_retention_days, locale
 `
 
 type CreateOrgParams struct {
@@ -62,6 +62,7 @@ func (q *Queries) CreateOrg(ctx context.Context, arg CreateOrgParams) (Org, erro
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConversationRetentionDays,
+		&i.Locale,
 	)
 	return i, err
 }
@@ -83,7 +84,7 @@ func (q *Queries) GetOrgMemberRole(ctx context.Context, arg GetOrgMemberRolePara
 }
 
 const listUserMemberships = `-- name: ListUserMemberships :many
-SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, org_members.role
+SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, org_members.role
 FROM org_members
 JOIN orgs ON orgs.id = org_members.org_id
 WHERE org_members.user_id = $1
@@ -112,6 +113,7 @@ func (q *Queries) ListUserMemberships(ctx context.Context, userID uuid.UUID) ([]
 			&i.Org.CreatedAt,
 			&i.Org.UpdatedAt,
 			&i.Org.ConversationRetentionDays,
+			&i.Org.Locale,
 			&i.Role,
 		); err != nil {
 			return nil, err

@@ -103,6 +103,9 @@ type Stale struct {
 	Org, Conversation, Message uuid.UUID
 }
 
+// ErrStale is the error a stale reply fails with.
+var ErrStale = errs.E(errs.Internal, "The replica generating this reply stopped before it ended.")
+
 // FailStale ends, as failed, the replies in progress for longer than maxAge (no reply can
 // run that long: their replica died) and returns them.
 func (s *Service) FailStale(ctx context.Context, maxAge time.Duration) ([]Stale, error) {
@@ -113,7 +116,7 @@ func (s *Service) FailStale(ctx context.Context, maxAge time.Duration) ([]Stale,
 	var out []Stale
 	for _, r := range rows {
 		_, err := s.Finish(ctx, r.OrgID, r.ConversationID, r.ID, Outcome{
-			Status: Failed, Err: errs.E(errs.Internal, "The replica generating this reply stopped before it ended."),
+			Status: Failed, Err: ErrStale,
 		})
 		if errs.CodeOf(err) == errs.Conflict {
 			continue // it ended by itself meanwhile

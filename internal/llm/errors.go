@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/errs"
 )
 
 // ErrorKind classifies an upstream failure; the Gateway fails over on the retryable kinds
@@ -55,6 +57,39 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Classify places the failure in Kiln's catalog (errs.Classifier): the code by kind, and a
+// message naming the provider and passing its text on, except for credential failures:
+// those are the operator's to fix, and the caller learns only that it failed.
+func (e *Error) Classify() *errs.Error {
+	return &errs.Error{Code: e.code(), Message: e.detail()}
+}
+
+func (e *Error) code() errs.Code {
+	switch e.Kind {
+	case KindInvalid, KindUnsupported:
+		return errs.UpstreamRejected
+	case KindRateLimited:
+		return errs.UpstreamRateLimited
+	case KindTimeout:
+		return errs.UpstreamTimeout
+	default:
+		return errs.UpstreamError
+	}
+}
+
+func (e *Error) detail() string {
+	switch e.Kind {
+	case KindAuth:
+		return fmt.Sprintf("The provider %s refused Kiln's credentials (HTTP %d); the operator must fix its key.", e.Provider, e.Status)
+	case KindConnection, KindProtocol, KindTimeout:
+		return fmt.Sprintf("The provider %s failed: %s.", e.Provider, e.Message)
+	}
+	if e.Status != 0 {
+		return fmt.Sprintf("The provider %s answered HTTP %d: %s", e.Provider, e.Status, e.Message)
+	}
+	return fmt.Sprintf("The provider %s failed: %s", e.Provider, e.Message)
+}
 
 // Retryable reports whether another attempt (here or at another target) may succeed.
 func (e *Error) Retryable() bool {

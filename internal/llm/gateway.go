@@ -261,8 +261,17 @@ func timeoutAs(attemptCtx, callerCtx context.Context, t *targetState, err error)
 }
 
 // ErrNoTarget is wrapped by the error returned when every target is unavailable (circuit
-// open or at its concurrency limit) without any attempt made.
-var ErrNoTarget = errors.New("no target available")
+// open or at its concurrency limit) without any attempt made. It classifies itself as
+// model_unavailable (errs.Classifier).
+var ErrNoTarget error = noTarget{}
+
+type noTarget struct{}
+
+func (noTarget) Error() string { return "no target available" }
+
+func (noTarget) Classify() *errs.Error {
+	return errs.E(errs.ModelUnavailable, "Every target of the model is unavailable right now (circuit open or at its concurrency limit); retry shortly.")
+}
 
 func noop() {}
 

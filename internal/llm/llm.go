@@ -180,6 +180,8 @@ const (
 	FinishLength        FinishReason = "length"
 	FinishToolCalls     FinishReason = "tool_calls"
 	FinishContentFilter FinishReason = "content_filter"
+	// FinishCancelled is Kiln's own: the caller stopped the reply.
+	FinishCancelled FinishReason = "cancelled"
 )
 
 // Response is a whole reply: one assistant message.

@@ -4,15 +4,29 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 )
 
-// Message is one plain-text email.
+// Message is one email: plain text, with an HTML alternative when HTML is set.
 type Message struct {
 	To      string
 	Subject string
 	Text    string
+	// HTML, when set, is sent beside Text as multipart/alternative.
+	HTML string
+	// ID, when set, is the Message-ID's local part (the sender's domain is added), so a
+	// message sent twice after a crash carries the same id; empty: a random one.
+	ID string
 }
+
+// ErrRecipientRejected wraps a send error where the server refused the recipient for good
+// (a 5xx reply to RCPT TO): the email bounced, and sending it again cannot help.
+var ErrRecipientRejected = errors.New("recipient rejected")
+
+// ErrMessageRejected wraps a send error where the server refused the message for good (a
+// 5xx reply to DATA or to its end, such as a spam verdict).
+var ErrMessageRejected = errors.New("message rejected")
 
 // Mailer sends email.
 type Mailer interface {

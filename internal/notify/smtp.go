@@ -132,8 +132,28 @@ func (m *SMTPMailer) Send(ctx context.Context, msg Message) error {
 	if err := client.DialAndSendWithContext(ctx, message); err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		} else if final := permanent(err); final != nil {
+			err = fmt.Errorf("%w: %w", final, err)
 		}
 		return fmt.Errorf("send email via %s: %w", m.addr(), err)
+	}
+	return nil
+}
+
+// permanent classifies a send error: ErrRecipientRejected or ErrMessageRejected for a 5xx
+// reply to RCPT TO or to DATA, nil for anything a later attempt may get through (4xx
+// replies, connection and TLS failures, a refused MAIL FROM or AUTH, which an operator
+// fixes).
+func permanent(err error) error {
+	var se *gomail.SendError
+	if !errors.As(err, &se) || se.ErrorCode() < 500 || se.ErrorCode() > 599 {
+		return nil
+	}
+	switch se.Reason {
+	case gomail.ErrSMTPRcptTo:
+		return ErrRecipientRejected
+	case gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+		return ErrMessageRejected
 	}
 	return nil
 }
@@ -147,22 +167,33 @@ func (m *SMTPMailer) message(msg Message) (*gomail.Msg, error) {
 	}
 	message.Subject(msg.Subject)
 	message.SetDateWithValue(time.Now())
-	message.SetMessageIDWithValue(messageID(m.from.Address))
+	message.SetMessageIDWithValue(messageID(msg.ID, m.from.Address))
 	message.SetBodyString(gomail.TypeTextPlain, msg.Text)
+	if msg.HTML != "" {
+		message.AddAlternativeString(gomail.TypeTextHTML, msg.HTML)
+	}
 	return message, nil
 }
 
-// messageID returns a globally unique Message-ID for mail sent from address: 128 random
-// bits at the sender's domain, so that the ID says who made it without naming this host.
-func messageID(address string) string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
+// messageID returns a globally unique Message-ID for mail sent from address: local (or,
+// when empty, 128 random bits) at the sender's domain, so that the ID says who made it
+// without naming this host.
+func messageID(local, address string) string {
+	if local == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
+		local = hex.EncodeToString(b)
+	}
 	_, domain, _ := strings.Cut(address, "@")
 	if domain == "" {
 		domain = "localhost"
 	}
-	return hex.EncodeToString(b) + "@" + domain
+	return local + "@" + domain
 }
+
+// MessageID is the Message-ID (without angle brackets) m gives a message with local part
+// id.
+func (m *SMTPMailer) MessageID(id string) string { return messageID(id, m.from.Address) }
 
 // client configures a go-mail client for one send. Each send has its own: the client keeps
 // per-connection state.

@@ -48,6 +48,8 @@ type smtpServer struct {
 	user, password string
 	rcptErr        error
 	dataErr        error
+	// listen, when set, is the address to serve on (default: a free loopback port).
+	listen string
 
 	mu   sync.Mutex
 	msgs []received
@@ -83,7 +85,10 @@ func startSMTP(t *testing.T, mode serverMode, opts ...func(*smtpServer)) *smtpSe
 	s.ErrorLog = log.New(io.Discard, "", 0)
 	// Plain-text AUTH is allowed only where the mailer allows plain text: loopback.
 	s.AllowInsecureAuth = mode == plainOnly
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if srv.listen == "" {
+		srv.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", srv.listen)
 	if err != nil {
 		t.Fatal(err)
 	}

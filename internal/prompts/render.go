@@ -167,3 +167,32 @@ func format(value any) string {
 		return fmt.Sprint(v)
 	}
 }
+
+// Apply merges the rendered prompt into req (before the runner validates it): its
+// messages go before the request's, and its parameters and tools apply where the request
+// sets none (a request tool of the same name wins). The prompt's model is the caller's
+// to apply, where the request names none.
+func (r Rendered) Apply(req *llm.Request) {
+	req.Messages = append(append([]llm.Message(nil), r.Messages...), req.Messages...)
+	p := r.Parameters
+	if req.Temperature == nil {
+		req.Temperature = p.Temperature
+	}
+	if req.TopP == nil {
+		req.TopP = p.TopP
+	}
+	if req.MaxTokens == nil {
+		req.MaxTokens = p.MaxTokens
+	}
+	var tools []llm.Tool
+	for _, t := range r.Tools {
+		overridden := false
+		for _, own := range req.Tools {
+			overridden = overridden || own.Name == t.Name
+		}
+		if !overridden {
+			tools = append(tools, t)
+		}
+	}
+	req.Tools = append(tools, req.Tools...)
+}

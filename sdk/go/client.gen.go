@@ -73,14 +73,15 @@ func (e AuditEventActorType) Valid() bool {
 
 // Defines values for ChatEventType.
 const (
-	ChatEventTypeDone          ChatEventType = "done"
-	ChatEventTypeError         ChatEventType = "error"
-	ChatEventTypeMessageDelta  ChatEventType = "message.delta"
-	ChatEventTypeReplyStarted  ChatEventType = "reply.started"
-	ChatEventTypeToolCall      ChatEventType = "tool_call"
-	ChatEventTypeToolCallDelta ChatEventType = "tool_call.delta"
-	ChatEventTypeToolResult    ChatEventType = "tool_result"
-	ChatEventTypeUsage         ChatEventType = "usage"
+	ChatEventTypeDone                ChatEventType = "done"
+	ChatEventTypeError               ChatEventType = "error"
+	ChatEventTypeMessageDelta        ChatEventType = "message.delta"
+	ChatEventTypeNotificationCreated ChatEventType = "notification.created"
+	ChatEventTypeReplyStarted        ChatEventType = "reply.started"
+	ChatEventTypeToolCall            ChatEventType = "tool_call"
+	ChatEventTypeToolCallDelta       ChatEventType = "tool_call.delta"
+	ChatEventTypeToolResult          ChatEventType = "tool_result"
+	ChatEventTypeUsage               ChatEventType = "usage"
 )
 
 // Valid indicates whether the value is a known member of the ChatEventType enum.
@@ -91,6 +92,8 @@ func (e ChatEventType) Valid() bool {
 	case ChatEventTypeError:
 		return true
 	case ChatEventTypeMessageDelta:
+		return true
+	case ChatEventTypeNotificationCreated:
 		return true
 	case ChatEventTypeReplyStarted:
 		return true
@@ -269,6 +272,24 @@ func (e DiffLineOp) Valid() bool {
 	case Equal:
 		return true
 	case Insert:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EmailLocale.
+const (
+	EmailLocaleEn   EmailLocale = "en"
+	EmailLocaleZhCN EmailLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the EmailLocale enum.
+func (e EmailLocale) Valid() bool {
+	switch e {
+	case EmailLocaleEn:
+		return true
+	case EmailLocaleZhCN:
 		return true
 	default:
 		return false
@@ -527,6 +548,51 @@ func (e JobState) Valid() bool {
 	case JobRunning:
 		return true
 	case JobSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationCategory.
+const (
+	NotificationCategoryBilling  NotificationCategory = "billing"
+	NotificationCategoryJobs     NotificationCategory = "jobs"
+	NotificationCategoryOrg      NotificationCategory = "org"
+	NotificationCategoryProduct  NotificationCategory = "product"
+	NotificationCategorySecurity NotificationCategory = "security"
+)
+
+// Valid indicates whether the value is a known member of the NotificationCategory enum.
+func (e NotificationCategory) Valid() bool {
+	switch e {
+	case NotificationCategoryBilling:
+		return true
+	case NotificationCategoryJobs:
+		return true
+	case NotificationCategoryOrg:
+		return true
+	case NotificationCategoryProduct:
+		return true
+	case NotificationCategorySecurity:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for NotificationPreferencesLocale.
+const (
+	NotificationPreferencesLocaleEn   NotificationPreferencesLocale = "en"
+	NotificationPreferencesLocaleZhCN NotificationPreferencesLocale = "zh-CN"
+)
+
+// Valid indicates whether the value is a known member of the NotificationPreferencesLocale enum.
+func (e NotificationPreferencesLocale) Valid() bool {
+	switch e {
+	case NotificationPreferencesLocaleEn:
+		return true
+	case NotificationPreferencesLocaleZhCN:
 		return true
 	default:
 		return false
@@ -1158,6 +1224,17 @@ type AuditEventList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// CategoryPreference defines model for CategoryPreference.
+type CategoryPreference struct {
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	Category NotificationCategory `json:"category"`
+	Email    bool                 `json:"email"`
+	InApp    bool                 `json:"in_app"`
+
+	// Locked The category cannot be turned off.
+	Locked bool `json:"locked"`
+}
+
 // ChangePasswordRequest defines model for ChangePasswordRequest.
 type ChangePasswordRequest struct {
 	CurrentPassword string `json:"current_password"`
@@ -1211,7 +1288,7 @@ type ChatDoneEvent struct {
 	ProviderModel string        `json:"provider_model"`
 }
 
-// ChatEventType `reply.started` begins a conversation reply's stream only.
+// ChatEventType `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
 type ChatEventType string
 
 // ChatMessage defines model for ChatMessage.
@@ -1522,6 +1599,9 @@ type DiffLine struct {
 
 // DiffLineOp defines model for DiffLine.Op.
 type DiffLineOp string
+
+// EmailLocale defines model for EmailLocale.
+type EmailLocale string
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1840,6 +1920,13 @@ type LoginRequest struct {
 	Password string `json:"password"`
 }
 
+// MarkedRead defines model for MarkedRead.
+type MarkedRead struct {
+	// Marked How many notifications this call marked read.
+	Marked int64 `json:"marked"`
+	Unread int64 `json:"unread"`
+}
+
 // Me defines model for Me.
 type Me struct {
 	// CreatedAt RFC 3339, UTC.
@@ -1919,6 +2006,66 @@ type ModelList struct {
 type ModelTarget struct {
 	Model    string `json:"model"`
 	Provider string `json:"provider"`
+}
+
+// Notification defines model for Notification.
+type Notification struct {
+	Body string `json:"body"`
+
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	Category NotificationCategory `json:"category"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Data Details for clients, by category (e.g. `job_id`, `kind`, `state` for `jobs`).
+	Data map[string]interface{} `json:"data"`
+	Id   openapi_types.UUID     `json:"id"`
+
+	// Link Where the client may take the user.
+	Link *string `json:"link"`
+
+	// OrgId The org it concerns; null for the user's own account.
+	OrgId *openapi_types.UUID `json:"org_id"`
+
+	// ReadAt When the user read it (RFC 3339, UTC); null while unread.
+	ReadAt *time.Time `json:"read_at"`
+	Title  string     `json:"title"`
+}
+
+// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+type NotificationCategory string
+
+// NotificationList defines model for NotificationList.
+type NotificationList struct {
+	Data       []Notification `json:"data"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+// NotificationPreferences defines model for NotificationPreferences.
+type NotificationPreferences struct {
+	Categories []CategoryPreference `json:"categories"`
+
+	// Locale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+	Locale *NotificationPreferencesLocale `json:"locale"`
+}
+
+// NotificationPreferencesLocale The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+type NotificationPreferencesLocale string
+
+// NotificationPreferencesUpdate defines model for NotificationPreferencesUpdate.
+type NotificationPreferencesUpdate struct {
+	Categories *[]struct {
+		Category string `json:"category"`
+		Email    *bool  `json:"email,omitempty"`
+		InApp    *bool  `json:"in_app,omitempty"`
+	} `json:"categories,omitempty"`
+	Locale *EmailLocale `json:"locale,omitempty"`
+}
+
+// NotificationStreamEvent The `data` of one event of the notification stream; the event type says which schema.
+type NotificationStreamEvent struct {
+	union json.RawMessage
 }
 
 // OAuthExchangeRequest defines model for OAuthExchangeRequest.
@@ -2685,6 +2832,11 @@ type TransferOwnershipRequest struct {
 	UserId openapi_types.UUID `json:"user_id"`
 }
 
+// UnreadCount defines model for UnreadCount.
+type UnreadCount struct {
+	Unread int64 `json:"unread"`
+}
+
 // UpdateConversationRequest defines model for UpdateConversationRequest.
 type UpdateConversationRequest struct {
 	// Metadata The client's own string labels.
@@ -2772,7 +2924,7 @@ type WSServerFrame struct {
 	// Id Monotonic per connection.
 	Id int `json:"id"`
 
-	// Type `reply.started` begins a conversation reply's stream only.
+	// Type `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
 	Type ChatEventType `json:"type"`
 }
 
@@ -3200,6 +3352,18 @@ type ListModelsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListNotificationsParams defines parameters for ListNotifications.
+type ListNotificationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Unread Only unread notifications.
+	Unread *bool `form:"unread,omitempty" json:"unread,omitempty"`
+}
+
 // CreateOrgParams defines parameters for CreateOrg.
 type CreateOrgParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
@@ -3456,6 +3620,9 @@ type SubmitToolResultsJSONRequestBody = ToolResultsRequest
 
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
+
+// UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
+type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
 
 // ChangePasswordJSONRequestBody defines body for ChangePassword for application/json ContentType.
 type ChangePasswordJSONRequestBody = ChangePasswordRequest
@@ -4164,6 +4331,32 @@ func (t *ChatStreamEvent) MergeProblem(v Problem) error {
 	return err
 }
 
+// AsNotification returns the union data inside the ChatStreamEvent as a Notification
+func (t ChatStreamEvent) AsNotification() (Notification, error) {
+	var body Notification
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromNotification overwrites any union data inside the ChatStreamEvent as the provided Notification
+func (t *ChatStreamEvent) FromNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeNotification performs a merge with any union data inside the ChatStreamEvent, using the provided Notification
+func (t *ChatStreamEvent) MergeNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
 func (t ChatStreamEvent) MarshalJSON() ([]byte, error) {
 	b, err := t.union.MarshalJSON()
 	return b, err
@@ -4450,6 +4643,94 @@ func (t JobStreamEvent) MarshalJSON() ([]byte, error) {
 }
 
 func (t *JobStreamEvent) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsUnreadCount returns the union data inside the NotificationStreamEvent as a UnreadCount
+func (t NotificationStreamEvent) AsUnreadCount() (UnreadCount, error) {
+	var body UnreadCount
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromUnreadCount overwrites any union data inside the NotificationStreamEvent as the provided UnreadCount
+func (t *NotificationStreamEvent) FromUnreadCount(v UnreadCount) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeUnreadCount performs a merge with any union data inside the NotificationStreamEvent, using the provided UnreadCount
+func (t *NotificationStreamEvent) MergeUnreadCount(v UnreadCount) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsNotification returns the union data inside the NotificationStreamEvent as a Notification
+func (t NotificationStreamEvent) AsNotification() (Notification, error) {
+	var body Notification
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromNotification overwrites any union data inside the NotificationStreamEvent as the provided Notification
+func (t *NotificationStreamEvent) FromNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeNotification performs a merge with any union data inside the NotificationStreamEvent, using the provided Notification
+func (t *NotificationStreamEvent) MergeNotification(v Notification) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsProblem returns the union data inside the NotificationStreamEvent as a Problem
+func (t NotificationStreamEvent) AsProblem() (Problem, error) {
+	var body Problem
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromProblem overwrites any union data inside the NotificationStreamEvent as the provided Problem
+func (t *NotificationStreamEvent) FromProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeProblem performs a merge with any union data inside the NotificationStreamEvent, using the provided Problem
+func (t *NotificationStreamEvent) MergeProblem(v Problem) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t NotificationStreamEvent) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *NotificationStreamEvent) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }
@@ -5360,7 +5641,8 @@ type ClientInterface interface {
 	// `{"type": "cancel"}` stops the running one (it
 	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
-	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+	// request. On a user's connection a `notification.created` frame (a `Notification`)
+	// brings each new notification of the user. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 	// header of the upgrade request or, from a browser (which cannot set headers on a
 	// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
 	// selects `kiln.v1` and never echoes the token.
@@ -5620,6 +5902,37 @@ type ClientInterface interface {
 	// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
 	DeleteMyIdentity(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetNotificationPreferences The caller's notification preferences
+	//
+	// Every category with the channels it reaches the caller through, and the language of their emails.
+	//
+	// Corresponds with GET /v1/me/notification-preferences (the `GetNotificationPreferences` operationId).
+	GetNotificationPreferences(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateNotificationPreferencesWithBody Change the caller's notification preferences
+	//
+	// Sets the channels of the listed categories (a channel left out stays as it is) and,
+	// when given, the language of the caller's emails. A `locked` category (`security`)
+	// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+	// and nothing is changed.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+	UpdateNotificationPreferencesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateNotificationPreferences Change the caller's notification preferences
+	//
+	// Sets the channels of the listed categories (a channel left out stays as it is) and,
+	// when given, the language of the caller's emails. A `locked` category (`security`)
+	// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+	// and nothing is changed.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+	UpdateNotificationPreferences(ctx context.Context, body UpdateNotificationPreferencesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ChangePasswordWithBody Change the caller's password
 	//
 	// Needs the current password; other sessions are signed out.
@@ -5680,6 +5993,45 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/models (the `ListModels` operationId).
 	ListModels(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListNotifications The caller's notifications
+	//
+	// Newest first, from every org; `unread=true` lists only those not read yet. Users only (an API key gets a 403).
+	//
+	// Corresponds with GET /v1/notifications (the `ListNotifications` operationId).
+	ListNotifications(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkAllNotificationsRead Mark every notification of the caller read
+	//
+	// Marks every unread notification of the caller read, from every org, and says how many.
+	//
+	// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
+	MarkAllNotificationsRead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StreamNotifications The caller's new notifications, live
+	//
+	// Server-sent events: first `notification.unread_count` (`UnreadCount`) with the count
+	// when the stream opened, then one `notification.created` (`Notification`) per new
+	// notification, on whichever replica it was created. A comment line every 15 s keeps
+	// the connection alive; a `shutdown` event ends it when the server stops. Live delivery
+	// is a hint: a client that reconnects reads what it missed with `GET /v1/notifications`.
+	//
+	// Corresponds with GET /v1/notifications/stream (the `StreamNotifications` operationId).
+	StreamNotifications(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetUnreadNotificationCount How many notifications the caller has not read
+	//
+	// Counts the caller's unread notifications, from every org.
+	//
+	// Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
+	GetUnreadNotificationCount(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkNotificationRead Mark one notification read
+	//
+	// Marking it again keeps its first `read_at`. Another user's notification is a 404.
+	//
+	// Corresponds with POST /v1/notifications/{id}/read (the `MarkNotificationRead` operationId).
+	MarkNotificationRead(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgs The caller's orgs
 	//
@@ -7331,7 +7683,8 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 // `{"type": "cancel"}` stops the running one (it
 // ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
-// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+// request. On a user's connection a `notification.created` frame (a `Notification`)
+// brings each new notification of the user. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 // header of the upgrade request or, from a browser (which cannot set headers on a
 // WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
 // selects `kiln.v1` and never echoes the token.
@@ -7851,6 +8204,67 @@ func (c *Client) DeleteMyIdentity(ctx context.Context, id ID, reqEditors ...Requ
 	return c.Client.Do(req)
 }
 
+// GetNotificationPreferences The caller's notification preferences
+//
+// Every category with the channels it reaches the caller through, and the language of their emails.
+//
+// Corresponds with GET /v1/me/notification-preferences (the `GetNotificationPreferences` operationId).
+func (c *Client) GetNotificationPreferences(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetNotificationPreferencesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateNotificationPreferencesWithBody Change the caller's notification preferences
+//
+// Sets the channels of the listed categories (a channel left out stays as it is) and,
+// when given, the language of the caller's emails. A `locked` category (`security`)
+// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+// and nothing is changed.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+func (c *Client) UpdateNotificationPreferencesWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateNotificationPreferencesRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateNotificationPreferences Change the caller's notification preferences
+//
+// Sets the channels of the listed categories (a channel left out stays as it is) and,
+// when given, the language of the caller's emails. A `locked` category (`security`)
+// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+// and nothing is changed.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+func (c *Client) UpdateNotificationPreferences(ctx context.Context, body UpdateNotificationPreferencesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateNotificationPreferencesRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ChangePasswordWithBody Change the caller's password
 //
 // Needs the current password; other sessions are signed out.
@@ -7972,6 +8386,95 @@ func (c *Client) SetMessageFeedback(ctx context.Context, id ID, params *SetMessa
 // Corresponds with GET /v1/models (the `ListModels` operationId).
 func (c *Client) ListModels(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListModelsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListNotifications The caller's notifications
+//
+// Newest first, from every org; `unread=true` lists only those not read yet. Users only (an API key gets a 403).
+//
+// Corresponds with GET /v1/notifications (the `ListNotifications` operationId).
+func (c *Client) ListNotifications(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListNotificationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkAllNotificationsRead Mark every notification of the caller read
+//
+// Marks every unread notification of the caller read, from every org, and says how many.
+//
+// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
+func (c *Client) MarkAllNotificationsRead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkAllNotificationsReadRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StreamNotifications The caller's new notifications, live
+//
+// Server-sent events: first `notification.unread_count` (`UnreadCount`) with the count
+// when the stream opened, then one `notification.created` (`Notification`) per new
+// notification, on whichever replica it was created. A comment line every 15 s keeps
+// the connection alive; a `shutdown` event ends it when the server stops. Live delivery
+// is a hint: a client that reconnects reads what it missed with `GET /v1/notifications`.
+//
+// Corresponds with GET /v1/notifications/stream (the `StreamNotifications` operationId).
+func (c *Client) StreamNotifications(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStreamNotificationsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetUnreadNotificationCount How many notifications the caller has not read
+//
+// Counts the caller's unread notifications, from every org.
+//
+// Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
+func (c *Client) GetUnreadNotificationCount(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetUnreadNotificationCountRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkNotificationRead Mark one notification read
+//
+// Marking it again keeps its first `read_at`. Another user's notification is a 404.
+//
+// Corresponds with POST /v1/notifications/{id}/read (the `MarkNotificationRead` operationId).
+func (c *Client) MarkNotificationRead(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkNotificationReadRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -12279,6 +12782,73 @@ func NewDeleteMyIdentityRequest(server string, id ID) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetNotificationPreferencesRequest constructs an http.Request for the GetNotificationPreferences method
+func NewGetNotificationPreferencesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/notification-preferences")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateNotificationPreferencesRequest calls the generic UpdateNotificationPreferences builder with application/json body
+func NewUpdateNotificationPreferencesRequest(server string, body UpdateNotificationPreferencesJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateNotificationPreferencesRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewUpdateNotificationPreferencesRequestWithBody constructs an http.Request for the UpdateNotificationPreferences method, with any body, and a specified content type
+func NewUpdateNotificationPreferencesRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/notification-preferences")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewChangePasswordRequest calls the generic ChangePassword builder with application/json body
 func NewChangePasswordRequest(server string, body ChangePasswordJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -12479,6 +13049,199 @@ func NewListModelsRequest(server string, params *ListModelsParams) (*http.Reques
 			req.Header.Set("Kiln-Org", headerParam0)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewListNotificationsRequest constructs an http.Request for the ListNotifications method
+func NewListNotificationsRequest(server string, params *ListNotificationsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Unread != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "unread", *params.Unread, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewMarkAllNotificationsReadRequest constructs an http.Request for the MarkAllNotificationsRead method
+func NewMarkAllNotificationsReadRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/read-all")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStreamNotificationsRequest constructs an http.Request for the StreamNotifications method
+func NewStreamNotificationsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/stream")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetUnreadNotificationCountRequest constructs an http.Request for the GetUnreadNotificationCount method
+func NewGetUnreadNotificationCountRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/unread-count")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewMarkNotificationReadRequest constructs an http.Request for the MarkNotificationRead method
+func NewMarkNotificationReadRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/notifications/%s/read", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -14836,7 +15599,8 @@ type ClientWithResponsesInterface interface {
 	// `{"type": "cancel"}` stops the running one (it
 	// ends with a `done` event whose `finish_reason` is `cancelled`).
 	// Every reply ends with `done` or `error`; the connection stays open for the next
-	// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+	// request. On a user's connection a `notification.created` frame (a `Notification`)
+	// brings each new notification of the user. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 	// header of the upgrade request or, from a browser (which cannot set headers on a
 	// WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
 	// selects `kiln.v1` and never echoes the token.
@@ -15128,6 +15892,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with DELETE /v1/me/identities/{id} (the `DeleteMyIdentity` operationId).
 	DeleteMyIdentityWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteMyIdentityResponse, error)
 
+	// GetNotificationPreferencesWithResponse The caller's notification preferences
+	//
+	// Every category with the channels it reaches the caller through, and the language of their emails.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/me/notification-preferences (the `GetNotificationPreferences` operationId).
+	GetNotificationPreferencesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetNotificationPreferencesResponse, error)
+
+	// UpdateNotificationPreferencesWithBodyWithResponse Change the caller's notification preferences
+	//
+	// Sets the channels of the listed categories (a channel left out stays as it is) and,
+	// when given, the language of the caller's emails. A `locked` category (`security`)
+	// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+	// and nothing is changed.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+	UpdateNotificationPreferencesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateNotificationPreferencesResponse, error)
+
+	// UpdateNotificationPreferencesWithResponse Change the caller's notification preferences
+	//
+	// Sets the channels of the listed categories (a channel left out stays as it is) and,
+	// when given, the language of the caller's emails. A `locked` category (`security`)
+	// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+	// and nothing is changed.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+	UpdateNotificationPreferencesWithResponse(ctx context.Context, body UpdateNotificationPreferencesJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateNotificationPreferencesResponse, error)
+
 	// ChangePasswordWithBodyWithResponse Change the caller's password
 	//
 	// Needs the current password; other sessions are signed out.
@@ -15194,6 +15991,55 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/models (the `ListModels` operationId).
 	ListModelsWithResponse(ctx context.Context, params *ListModelsParams, reqEditors ...RequestEditorFn) (*ListModelsResponse, error)
+
+	// ListNotificationsWithResponse The caller's notifications
+	//
+	// Newest first, from every org; `unread=true` lists only those not read yet. Users only (an API key gets a 403).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications (the `ListNotifications` operationId).
+	ListNotificationsWithResponse(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*ListNotificationsResponse, error)
+
+	// MarkAllNotificationsReadWithResponse Mark every notification of the caller read
+	//
+	// Marks every unread notification of the caller read, from every org, and says how many.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
+	MarkAllNotificationsReadWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MarkAllNotificationsReadResponse, error)
+
+	// StreamNotificationsWithResponse The caller's new notifications, live
+	//
+	// Server-sent events: first `notification.unread_count` (`UnreadCount`) with the count
+	// when the stream opened, then one `notification.created` (`Notification`) per new
+	// notification, on whichever replica it was created. A comment line every 15 s keeps
+	// the connection alive; a `shutdown` event ends it when the server stops. Live delivery
+	// is a hint: a client that reconnects reads what it missed with `GET /v1/notifications`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/stream (the `StreamNotifications` operationId).
+	StreamNotificationsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StreamNotificationsResponse, error)
+
+	// GetUnreadNotificationCountWithResponse How many notifications the caller has not read
+	//
+	// Counts the caller's unread notifications, from every org.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
+	GetUnreadNotificationCountWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetUnreadNotificationCountResponse, error)
+
+	// MarkNotificationReadWithResponse Mark one notification read
+	//
+	// Marking it again keeps its first `read_at`. Another user's notification is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/notifications/{id}/read (the `MarkNotificationRead` operationId).
+	MarkNotificationReadWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*MarkNotificationReadResponse, error)
 
 	// ListOrgsWithResponse The caller's orgs
 	//
@@ -19133,6 +19979,102 @@ func (r DeleteMyIdentityResponse) ContentType() string {
 	return ""
 }
 
+type GetNotificationPreferencesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationPreferences
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetNotificationPreferencesResponse) GetJSON200() *NotificationPreferences {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetNotificationPreferencesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetNotificationPreferencesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetNotificationPreferencesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetNotificationPreferencesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetNotificationPreferencesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateNotificationPreferencesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationPreferences
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateNotificationPreferencesResponse) GetJSON200() *NotificationPreferences {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateNotificationPreferencesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateNotificationPreferencesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateNotificationPreferencesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateNotificationPreferencesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateNotificationPreferencesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ChangePasswordResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -19353,6 +20295,239 @@ func (r ListModelsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListModelsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListNotificationsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListNotificationsResponse) GetJSON200() *NotificationList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListNotificationsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListNotificationsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListNotificationsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListNotificationsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListNotificationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type MarkAllNotificationsReadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MarkedRead
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r MarkAllNotificationsReadResponse) GetJSON200() *MarkedRead {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r MarkAllNotificationsReadResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MarkAllNotificationsReadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MarkAllNotificationsReadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MarkAllNotificationsReadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MarkAllNotificationsReadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StreamNotificationsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StreamNotificationsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StreamNotificationsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StreamNotificationsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StreamNotificationsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StreamNotificationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetUnreadNotificationCountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UnreadCount
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetUnreadNotificationCountResponse) GetJSON200() *UnreadCount {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetUnreadNotificationCountResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetUnreadNotificationCountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetUnreadNotificationCountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetUnreadNotificationCountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetUnreadNotificationCountResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type MarkNotificationReadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Notification
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r MarkNotificationReadResponse) GetJSON200() *Notification {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r MarkNotificationReadResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MarkNotificationReadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MarkNotificationReadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MarkNotificationReadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MarkNotificationReadResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -21761,7 +22936,8 @@ func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Conte
 // `{"type": "cancel"}` stops the running one (it
 // ends with a `done` event whose `finish_reason` is `cancelled`).
 // Every reply ends with `done` or `error`; the connection stays open for the next
-// request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+// request. On a user's connection a `notification.created` frame (a `Notification`)
+// brings each new notification of the user. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
 // header of the upgrade request or, from a browser (which cannot set headers on a
 // WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
 // selects `kiln.v1` and never echoes the token.
@@ -22209,6 +23385,57 @@ func (c *ClientWithResponses) DeleteMyIdentityWithResponse(ctx context.Context, 
 	return ParseDeleteMyIdentityResponse(rsp)
 }
 
+// GetNotificationPreferencesWithResponse The caller's notification preferences
+//
+// Every category with the channels it reaches the caller through, and the language of their emails.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/me/notification-preferences (the `GetNotificationPreferences` operationId).
+func (c *ClientWithResponses) GetNotificationPreferencesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetNotificationPreferencesResponse, error) {
+	rsp, err := c.GetNotificationPreferences(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetNotificationPreferencesResponse(rsp)
+}
+
+// UpdateNotificationPreferencesWithBodyWithResponse Change the caller's notification preferences
+//
+// Sets the channels of the listed categories (a channel left out stays as it is) and,
+// when given, the language of the caller's emails. A `locked` category (`security`)
+// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+// and nothing is changed.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+func (c *ClientWithResponses) UpdateNotificationPreferencesWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateNotificationPreferencesResponse, error) {
+	rsp, err := c.UpdateNotificationPreferencesWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateNotificationPreferencesResponse(rsp)
+}
+
+// UpdateNotificationPreferencesWithResponse Change the caller's notification preferences
+//
+// Sets the channels of the listed categories (a channel left out stays as it is) and,
+// when given, the language of the caller's emails. A `locked` category (`security`)
+// cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+// and nothing is changed.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/me/notification-preferences (the `UpdateNotificationPreferences` operationId).
+func (c *ClientWithResponses) UpdateNotificationPreferencesWithResponse(ctx context.Context, body UpdateNotificationPreferencesJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateNotificationPreferencesResponse, error) {
+	rsp, err := c.UpdateNotificationPreferences(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateNotificationPreferencesResponse(rsp)
+}
+
 // ChangePasswordWithBodyWithResponse Change the caller's password
 //
 // Needs the current password; other sessions are signed out.
@@ -22316,6 +23543,85 @@ func (c *ClientWithResponses) ListModelsWithResponse(ctx context.Context, params
 		return nil, err
 	}
 	return ParseListModelsResponse(rsp)
+}
+
+// ListNotificationsWithResponse The caller's notifications
+//
+// Newest first, from every org; `unread=true` lists only those not read yet. Users only (an API key gets a 403).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications (the `ListNotifications` operationId).
+func (c *ClientWithResponses) ListNotificationsWithResponse(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*ListNotificationsResponse, error) {
+	rsp, err := c.ListNotifications(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListNotificationsResponse(rsp)
+}
+
+// MarkAllNotificationsReadWithResponse Mark every notification of the caller read
+//
+// Marks every unread notification of the caller read, from every org, and says how many.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/read-all (the `MarkAllNotificationsRead` operationId).
+func (c *ClientWithResponses) MarkAllNotificationsReadWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MarkAllNotificationsReadResponse, error) {
+	rsp, err := c.MarkAllNotificationsRead(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkAllNotificationsReadResponse(rsp)
+}
+
+// StreamNotificationsWithResponse The caller's new notifications, live
+//
+// Server-sent events: first `notification.unread_count` (`UnreadCount`) with the count
+// when the stream opened, then one `notification.created` (`Notification`) per new
+// notification, on whichever replica it was created. A comment line every 15 s keeps
+// the connection alive; a `shutdown` event ends it when the server stops. Live delivery
+// is a hint: a client that reconnects reads what it missed with `GET /v1/notifications`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/stream (the `StreamNotifications` operationId).
+func (c *ClientWithResponses) StreamNotificationsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*StreamNotificationsResponse, error) {
+	rsp, err := c.StreamNotifications(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStreamNotificationsResponse(rsp)
+}
+
+// GetUnreadNotificationCountWithResponse How many notifications the caller has not read
+//
+// Counts the caller's unread notifications, from every org.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/notifications/unread-count (the `GetUnreadNotificationCount` operationId).
+func (c *ClientWithResponses) GetUnreadNotificationCountWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetUnreadNotificationCountResponse, error) {
+	rsp, err := c.GetUnreadNotificationCount(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetUnreadNotificationCountResponse(rsp)
+}
+
+// MarkNotificationReadWithResponse Mark one notification read
+//
+// Marking it again keeps its first `read_at`. Another user's notification is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/notifications/{id}/read (the `MarkNotificationRead` operationId).
+func (c *ClientWithResponses) MarkNotificationReadWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*MarkNotificationReadResponse, error) {
+	rsp, err := c.MarkNotificationRead(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkNotificationReadResponse(rsp)
 }
 
 // ListOrgsWithResponse The caller's orgs
@@ -25655,6 +26961,72 @@ func ParseDeleteMyIdentityResponse(rsp *http.Response) (*DeleteMyIdentityRespons
 	return response, nil
 }
 
+// ParseGetNotificationPreferencesResponse parses an HTTP response from a GetNotificationPreferencesWithResponse call
+func ParseGetNotificationPreferencesResponse(rsp *http.Response) (*GetNotificationPreferencesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetNotificationPreferencesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationPreferences
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateNotificationPreferencesResponse parses an HTTP response from a UpdateNotificationPreferencesWithResponse call
+func ParseUpdateNotificationPreferencesResponse(rsp *http.Response) (*UpdateNotificationPreferencesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateNotificationPreferencesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationPreferences
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseChangePasswordResponse parses an HTTP response from a ChangePasswordWithResponse call
 func ParseChangePasswordResponse(rsp *http.Response) (*ChangePasswordResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -25795,6 +27167,164 @@ func ParseListModelsResponse(rsp *http.Response) (*ListModelsResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest ModelList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListNotificationsResponse parses an HTTP response from a ListNotificationsWithResponse call
+func ParseListNotificationsResponse(rsp *http.Response) (*ListNotificationsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListNotificationsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMarkAllNotificationsReadResponse parses an HTTP response from a MarkAllNotificationsReadWithResponse call
+func ParseMarkAllNotificationsReadResponse(rsp *http.Response) (*MarkAllNotificationsReadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MarkAllNotificationsReadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MarkedRead
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStreamNotificationsResponse parses an HTTP response from a StreamNotificationsWithResponse call
+func ParseStreamNotificationsResponse(rsp *http.Response) (*StreamNotificationsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StreamNotificationsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetUnreadNotificationCountResponse parses an HTTP response from a GetUnreadNotificationCountWithResponse call
+func ParseGetUnreadNotificationCountResponse(rsp *http.Response) (*GetUnreadNotificationCountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetUnreadNotificationCountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UnreadCount
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMarkNotificationReadResponse parses an HTTP response from a MarkNotificationReadWithResponse call
+func ParseMarkNotificationReadResponse(rsp *http.Response) (*MarkNotificationReadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MarkNotificationReadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Notification
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,13 @@ type Config struct {
 	LLM      LLM      `koanf:"llm"`
 	// Conversations configures stored conversations and their resumable reply streams.
 	Conversations Conversations `koanf:"conversations"`
+	// Notifications configures the notification center.
+	Notifications Notifications `koanf:"notifications"`
+}
+
+// Notifications configures the notification center.
+type Notifications struct {
+	LongJob time.Duration `koanf:"long_job" doc:"a job that ran at least this long notifies its creator when it succeeds or fails (category jobs); 0: every job"`
 }
 
 // Conversations configures stored conversations and their resumable reply streams.
@@ -290,6 +297,7 @@ func Default() Config {
 			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second, CacheTTL: time.Hour,
 		}),
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000},
+		Notifications: Notifications{LongJob: 30 * time.Second},
 	}
 }
 
@@ -547,6 +555,9 @@ func (c Config) validate() []string {
 	p = append(p, c.LLM.validate()...)
 	if c.Conversations.StreamTTL < c.LLM.StreamTimeout+time.Minute { // a reply's events must outlive the reply and its storing
 		bad("conversations.stream_ttl", "must be at least llm.stream_timeout + 1m (%s), got %s", c.LLM.StreamTimeout+time.Minute, c.Conversations.StreamTTL)
+	}
+	if c.Notifications.LongJob < 0 {
+		bad("notifications.long_job", "must not be negative, got %s", c.Notifications.LongJob)
 	}
 	if c.Conversations.MaxFollowers < 1 {
 		bad("conversations.max_followers", "must be at least 1, got %d", c.Conversations.MaxFollowers)

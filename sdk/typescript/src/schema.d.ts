@@ -326,6 +326,137 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's notifications
+         * @description Newest first, from every org; `unread=true` lists only those not read yet. Users only (an API key gets a 403).
+         */
+        get: operations["listNotifications"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/notifications/unread-count": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How many notifications the caller has not read
+         * @description Counts the caller's unread notifications, from every org.
+         */
+        get: operations["getUnreadNotificationCount"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/notifications/{id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark one notification read
+         * @description Marking it again keeps its first `read_at`. Another user's notification is a 404.
+         */
+        post: operations["markNotificationRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/notifications/read-all": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark every notification of the caller read
+         * @description Marks every unread notification of the caller read, from every org, and says how many.
+         */
+        post: operations["markAllNotificationsRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/notifications/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's new notifications, live
+         * @description Server-sent events: first `notification.unread_count` (`UnreadCount`) with the count
+         *     when the stream opened, then one `notification.created` (`Notification`) per new
+         *     notification, on whichever replica it was created. A comment line every 15 s keeps
+         *     the connection alive; a `shutdown` event ends it when the server stops. Live delivery
+         *     is a hint: a client that reconnects reads what it missed with `GET /v1/notifications`.
+         */
+        get: operations["streamNotifications"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/notification-preferences": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's notification preferences
+         * @description Every category with the channels it reaches the caller through, and the language of their emails.
+         */
+        get: operations["getNotificationPreferences"];
+        /**
+         * Change the caller's notification preferences
+         * @description Sets the channels of the listed categories (a channel left out stays as it is) and,
+         *     when given, the language of the caller's emails. A `locked` category (`security`)
+         *     cannot be turned off: a 400 names the field (`/categories/<i>/in_app` or `/email`),
+         *     and nothing is changed.
+         */
+        put: operations["updateNotificationPreferences"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs": {
         parameters: {
             query?: never;
@@ -1291,7 +1422,8 @@ export interface paths {
          *     `{"type": "cancel"}` stops the running one (it
          *     ends with a `done` event whose `finish_reason` is `cancelled`).
          *     Every reply ends with `done` or `error`; the connection stays open for the next
-         *     request. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
+         *     request. On a user's connection a `notification.created` frame (a `Notification`)
+         *     brings each new notification of the user. A ping every 15 s keeps it alive. Authenticate with the `Authorization`
          *     header of the upgrade request or, from a browser (which cannot set headers on a
          *     WebSocket), by offering the subprotocols `kiln.v1, kiln.bearer.<token>`: the server
          *     selects `kiln.v1` and never echoes the token.
@@ -2645,12 +2777,12 @@ export interface components {
             attempts: components["schemas"]["ChatAttempt"][];
         };
         /** @description The `data` of one stream event; the event type says which schema. */
-        ChatStreamEvent: components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
+        ChatStreamEvent: components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"] | components["schemas"]["Notification"];
         /**
-         * @description `reply.started` begins a conversation reply's stream only.
+         * @description `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
          * @enum {string}
          */
-        ChatEventType: "reply.started" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error";
+        ChatEventType: "reply.started" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error" | "notification.created";
         WSClientFrame: {
             /** @enum {string} */
             type: "chat" | "conversation.message" | "conversation.tool_results" | "cancel";
@@ -2955,6 +3087,79 @@ export interface components {
             expires_at: components["schemas"]["Timestamp"];
             /** @description This is the session of the calling token. */
             current: boolean;
+        };
+        Notification: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The org it concerns; null for the user's own account.
+             */
+            org_id: string | null;
+            category: components["schemas"]["NotificationCategory"];
+            title: string;
+            body: string;
+            /** @description Where the client may take the user. */
+            link: string | null;
+            /** @description Details for clients, by category (e.g. `job_id`, `kind`, `state` for `jobs`). */
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Format: date-time
+             * @description When the user read it (RFC 3339, UTC); null while unread.
+             */
+            read_at: string | null;
+            created_at: components["schemas"]["Timestamp"];
+        };
+        /**
+         * @description `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+         * @enum {string}
+         */
+        NotificationCategory: "billing" | "jobs" | "org" | "product" | "security";
+        NotificationList: {
+            data: components["schemas"]["Notification"][];
+            next_cursor: string | null;
+        };
+        UnreadCount: {
+            /** Format: int64 */
+            unread: number;
+        };
+        MarkedRead: {
+            /**
+             * Format: int64
+             * @description How many notifications this call marked read.
+             */
+            marked: number;
+            /** Format: int64 */
+            unread: number;
+        };
+        /** @description The `data` of one event of the notification stream; the event type says which schema. */
+        NotificationStreamEvent: components["schemas"]["UnreadCount"] | components["schemas"]["Notification"] | components["schemas"]["Problem"];
+        /** @enum {string} */
+        EmailLocale: "en" | "zh-CN";
+        NotificationPreferences: {
+            /**
+             * @description The language of the caller's emails (an `EmailLocale`); null uses their org's, else English.
+             * @enum {string|null}
+             */
+            locale: "en" | "zh-CN" | null;
+            categories: components["schemas"]["CategoryPreference"][];
+        };
+        CategoryPreference: {
+            category: components["schemas"]["NotificationCategory"];
+            in_app: boolean;
+            email: boolean;
+            /** @description The category cannot be turned off. */
+            locked: boolean;
+        };
+        NotificationPreferencesUpdate: {
+            locale?: components["schemas"]["EmailLocale"];
+            categories?: {
+                category: string;
+                in_app?: boolean;
+                email?: boolean;
+            }[];
         };
         SessionList: {
             data: components["schemas"]["Session"][];
@@ -3800,6 +4005,167 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listNotifications: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only unread notifications. */
+                unread?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of notifications. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getUnreadNotificationCount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The count. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnreadCount"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    markNotificationRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The notification. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Notification"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    markAllNotificationsRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description How many were marked, and the unread count after (0). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MarkedRead"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    streamNotifications: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getNotificationPreferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The preferences. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationPreferences"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    updateNotificationPreferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NotificationPreferencesUpdate"];
+            };
+        };
+        responses: {
+            /** @description The preferences. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationPreferences"];
+                };
             };
             default: components["responses"]["Problem"];
         };
