@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -41,39 +42,113 @@ func decodeJSONBody(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ open
 // validateRequests checks every request against the spec before any handler runs.
 // Authentication is not checked here: the auth middleware owns it. The spec operation is
 // found from the route template the mux already matched (one map lookup), not by a second
-// router walking every path.
+// router walking every path. JSON bodies go through schemas compiled once (jsonBody);
+// parameters, and any body that is not JSON, through kin-openapi. It panics on a spec whose
+// body schemas cannot be compiled: a build error, which every test catches.
 func (s *Server) validateRequests(spec *openapi3.T) func(http.Handler) http.Handler {
-	operations := map[string]*routers.Route{}
-	for path, item := range spec.Paths.Map() {
-		for method, op := range item.Operations() {
-			operations[method+" "+path] = &routers.Route{Spec: spec, Path: path, PathItem: item, Method: method, Operation: op}
-		}
+	operations, err := compileOperations(spec)
+	if err != nil {
+		panic(err.Error())
 	}
-	options := &openapi3filter.Options{MultiError: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodHead {
 				next.ServeHTTP(w, r) // served by the GET route; the spec lists GET only
 				return
 			}
-			route, ok := operations[s.routeOf(r)]
+			op, ok := operations[s.routeOf(r)]
 			if !ok {
 				s.respondError(w, r, errs.E(errs.NotFound, "no operation matches this request"))
 				return
 			}
-			err := openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
-				Request:     r,
-				PathParams:  pathParams(route.Path, r.URL.Path),
-				QueryParams: r.URL.Query(),
-				Route:       route,
-				Options:     options,
-			})
-			if err != nil {
-				s.respondError(w, r, requestProblem(err))
+			if err := op.validate(r); err != nil {
+				s.respondError(w, r, err)
 				return
 			}
 			next.ServeHTTP(w, r)
 		})
+	}
+}
+
+// compileOperations prepares the validation of every operation in spec, keyed by
+// "METHOD /path".
+func compileOperations(spec *openapi3.T) (map[string]*operation, error) {
+	bodies, err := compileJSONBodies(spec)
+	if err != nil {
+		return nil, fmt.Errorf("compile request body schemas: %w", err)
+	}
+	operations := map[string]*operation{}
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			route := method + " " + path
+			o := &operation{
+				route:  &routers.Route{Spec: spec, Path: path, PathItem: item, Method: method, Operation: op},
+				params: len(item.Parameters) > 0 || len(op.Parameters) > 0,
+				body:   bodies[route],
+			}
+			o.legacyBody = o.body == nil && op.RequestBody != nil
+			operations[route] = o
+		}
+	}
+	return operations, nil
+}
+
+// operation is what validating one operation's requests takes.
+type operation struct {
+	route      *routers.Route
+	params     bool      // the operation or its path has parameters
+	body       *jsonBody // a JSON body, validated by its compiled schema
+	legacyBody bool      // a body of another media type, validated by kin-openapi
+}
+
+var (
+	paramsOnly = &openapi3filter.Options{MultiError: true, ExcludeRequestBody: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+	everything = &openapi3filter.Options{MultiError: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+)
+
+// validate checks r's parameters and body. A body that cannot be read as JSON of the
+// right media type (413, 415, malformed) wins over field errors, as it did when
+// kin-openapi checked both; otherwise the parameters' field errors come first.
+func (o *operation) validate(r *http.Request) error {
+	var paramErr error
+	if o.params || o.legacyBody {
+		options := paramsOnly
+		if o.legacyBody {
+			options = everything
+		}
+		if err := openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
+			Request:     r,
+			PathParams:  pathParams(o.route.Path, r.URL.Path),
+			QueryParams: r.URL.Query(),
+			Route:       o.route,
+			Options:     options,
+		}); err != nil {
+			paramErr = requestProblem(err)
+		}
+	}
+	if o.body == nil {
+		return paramErr
+	}
+	bodyErr := o.body.validate(r)
+	fieldsOf := func(err error) ([]errs.FieldError, bool) {
+		if e, ok := err.(*errs.Error); ok && e.Code == errs.Invalid { //nolint:errorlint // both are built right here, never wrapped
+			return e.Fields, true
+		}
+		return nil, false
+	}
+	switch paramFields, paramsInvalid := fieldsOf(paramErr); {
+	case bodyErr == nil:
+		return paramErr
+	case paramErr == nil:
+		return bodyErr
+	case !paramsInvalid:
+		return paramErr
+	default:
+		bodyFields, ok := fieldsOf(bodyErr)
+		if !ok {
+			return bodyErr
+		}
+		return &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema.", Fields: append(paramFields, bodyFields...)}
 	}
 }
 
