@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -51,22 +52,19 @@ func outcomeOf(t testing.TB, op *operation, method, path, contentType, body stri
 	return out
 }
 
-// kinOperations returns the operations of spec validated as they were before bodies were
-// compiled: kin-openapi's walk of the spec for parameters and bodies alike.
-func kinOperations(t testing.TB) (compiled, kin map[string]*operation) {
+// kinOperations returns the operations of the test spec twice: as the validator checks
+// them, and as openapi3filter.ValidateRequest checked them before, bodies included.
+func kinOperations(t testing.TB) (fast, kin map[string]*operation) {
 	t.Helper()
 	spec := testSpec(t)
-	compiled, err := compileOperations(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fast = operationsOf(spec)
 	kin = map[string]*operation{}
-	for route, op := range compiled {
+	for route, op := range fast {
 		legacy := *op
 		legacy.legacyBody, legacy.body = op.body != nil || op.legacyBody, nil
 		kin[route] = &legacy
 	}
-	return compiled, kin
+	return fast, kin
 }
 
 // pathOf fills a route template's parameters with a valid id.
@@ -134,27 +132,26 @@ var bodyCases = []struct{ route, body string }{
 	{"POST /openai/v1/embeddings", `{"model":"m","input":null,"dimensions":0}`},
 }
 
-// TestBodyValidatorMatchesKinOpenAPI holds the compiled body validator to what
-// kin-openapi's walk of the spec answered: the same verdict and problem code, the same
-// field pointers, the same body (defaults included) for the handler, and kin-openapi's
-// messages.
-func TestBodyValidatorMatchesKinOpenAPI(t *testing.T) {
+// TestBodyValidatorMatchesRequestFilter holds the body validator to what
+// openapi3filter.ValidateRequest answered: the same verdict and problem code, the same
+// field pointers and messages, the same body (defaults included) for the handler.
+func TestBodyValidatorMatchesRequestFilter(t *testing.T) {
 	t.Parallel()
-	compiled, kin := kinOperations(t)
+	fast, kin := kinOperations(t)
 	for _, tc := range bodyCases {
 		t.Run(tc.route+" "+tc.body, func(t *testing.T) {
 			method, template, _ := strings.Cut(tc.route, " ")
-			if compiled[tc.route] == nil || compiled[tc.route].body == nil {
-				t.Fatalf("%s has no compiled JSON body", tc.route)
+			if fast[tc.route] == nil || fast[tc.route].body == nil {
+				t.Fatalf("%s has no fast JSON body", tc.route)
 			}
-			got := outcomeOf(t, compiled[tc.route], method, pathOf(template), "application/json", tc.body)
+			got := outcomeOf(t, fast[tc.route], method, pathOf(template), "application/json", tc.body)
 			want := outcomeOf(t, kin[tc.route], method, pathOf(template), "application/json", tc.body)
 			if got.code != want.code || !slices.Equal(got.pointers, want.pointers) || got.body != want.body {
-				t.Fatalf("compiled: %+v\nkin-openapi: %+v", got, want)
+				t.Fatalf("validator: %+v\nopenapi3filter: %+v", got, want)
 			}
 			for _, m := range got.messages {
 				if !slices.Contains(want.messages, m) {
-					t.Errorf("message %q is not kin-openapi's %q", m, want.messages)
+					t.Errorf("message %q is not among %q", m, want.messages)
 				}
 			}
 		})
@@ -165,8 +162,8 @@ func TestBodyValidatorMatchesKinOpenAPI(t *testing.T) {
 // absent body, one too large.
 func TestBodyValidatorMediaTypes(t *testing.T) {
 	t.Parallel()
-	compiled, kin := kinOperations(t)
-	op, legacy := compiled["POST /test/echo"], kin["POST /test/echo"]
+	fast, kin := kinOperations(t)
+	op, legacy := fast["POST /test/echo"], kin["POST /test/echo"]
 	for _, tc := range []struct{ name, contentType, body string }{
 		{"ErrForm", "application/x-www-form-urlencoded", "name=x"},
 		{"ErrNoContentType", "", `{"name":"x"}`},
@@ -177,7 +174,7 @@ func TestBodyValidatorMediaTypes(t *testing.T) {
 			got := outcomeOf(t, op, "POST", "/test/echo", tc.contentType, tc.body)
 			want := outcomeOf(t, legacy, "POST", "/test/echo", tc.contentType, tc.body)
 			if got.code != want.code || !slices.Equal(got.pointers, want.pointers) || got.body != want.body {
-				t.Fatalf("compiled: %+v\nkin-openapi: %+v", got, want)
+				t.Fatalf("validator: %+v\nopenapi3filter: %+v", got, want)
 			}
 		})
 	}
@@ -195,8 +192,8 @@ func TestBodyValidatorMediaTypes(t *testing.T) {
 // the validator decoded (defaults in), and a decoded copy once the body was replaced.
 func TestBodyValueIsTheValidatedOne(t *testing.T) {
 	t.Parallel()
-	compiled, _ := kinOperations(t)
-	op := compiled["PUT /v1/admin/feature-flags/{key}"]
+	fast, _ := kinOperations(t)
+	op := fast["PUT /v1/admin/feature-flags/{key}"]
 	req := httptest.NewRequest("PUT", "/v1/admin/feature-flags/abc", strings.NewReader(`{"enabled":true}`))
 	req.Header.Set("Content-Type", "application/json")
 	if err := op.validate(req); err != nil {
@@ -220,9 +217,9 @@ func TestBodyValueIsTheValidatedOne(t *testing.T) {
 	}
 }
 
-// FuzzBodyValidator feeds arbitrary bodies to the compiled validator and to kin-openapi's
-// walk of the same schemas: both must accept or refuse alike, with the same problem code,
-// pointers, and body for the handler.
+// FuzzBodyValidator feeds arbitrary bodies to the body validator and to
+// openapi3filter.ValidateRequest: both must accept or refuse alike, with the same problem
+// code, pointers, and body for the handler.
 //
 //	go test ./server -run '^$' -fuzz FuzzBodyValidator -fuzztime 60s
 func FuzzBodyValidator(f *testing.F) {
@@ -235,14 +232,30 @@ func FuzzBodyValidator(f *testing.F) {
 	for _, tc := range bodyCases {
 		f.Add(uint8(slices.Index(routes, tc.route)), tc.body)
 	}
-	compiled, kin := kinOperations(f)
+	fast, kin := kinOperations(f)
 	f.Fuzz(func(t *testing.T, which uint8, body string) {
 		route := routes[int(which)%len(routes)]
 		method, template, _ := strings.Cut(route, " ")
-		got := outcomeOf(t, compiled[route], method, pathOf(template), "application/json", body)
+		got := outcomeOf(t, fast[route], method, pathOf(template), "application/json", body)
 		want := outcomeOf(t, kin[route], method, pathOf(template), "application/json", body)
 		if got.code != want.code || !slices.Equal(got.pointers, want.pointers) || got.body != want.body {
-			t.Fatalf("%s %q\ncompiled: %+v\nkin-openapi: %+v", route, body, got, want)
+			t.Fatalf("%s %q\nvalidator: %+v\nopenapi3filter: %+v", route, body, got, want)
 		}
 	})
+}
+
+// TestDecodeJSONValueKeepsNumbers checks that bodies decode with json.Number, as
+// kin-openapi's decoder did, and refuse data after the value.
+func TestDecodeJSONValueKeepsNumbers(t *testing.T) {
+	t.Parallel()
+	v, err := decodeJSONValue([]byte(`{"seed":9007199254740993,"t":0.1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := v.(map[string]any)["seed"].(json.Number); !ok || n.String() != "9007199254740993" {
+		t.Fatalf("seed %#v", v.(map[string]any)["seed"])
+	}
+	if _, err := decodeJSONValue([]byte(`{} {}`)); err == nil {
+		t.Fatal("data after the value was accepted")
+	}
 }
