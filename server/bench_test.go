@@ -2,12 +2,12 @@ package server
 
 import (
 	"io"
-	"syscall"
-	"time"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/platform/logging"
 )
