@@ -511,7 +511,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 			return
 		}
 		setServedHeaders(w, res.Served, res.Cache)
-		writeJSON(w, http.StatusOK, toOpenAICompletion(id, call.Alias, start, res))
+		writeCompletion(w, toOpenAICompletion(id, call.Alias, start, res))
 		return
 	}
 	cw := &chunkWriter{w: w, rc: http.NewResponseController(w)}
@@ -555,6 +555,19 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		_ = cw.chunk(`"choices":[],"usage":`, string(u))
 	}
 	_ = cw.data([]byte("[DONE]"))
+}
+
+// writeCompletion writes a blocking completion as writeJSON would, encoded by go-json in
+// one write: the gateway's hot path.
+func writeCompletion(w http.ResponseWriter, c oaiCompletion) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		writeJSON(w, http.StatusOK, c) // not reached: the type always encodes
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // chunkWriter writes OpenAI's stream: `data:` lines only (OpenAI SDKs treat `event:`
