@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -136,7 +135,7 @@ type oaiPart struct {
 // bytes instead, so their JSON Schemas reach the provider byte for byte as sent.
 func openAIChatRequest(r *http.Request) (oaiChatRequest, error) {
 	var body oaiChatRequest
-	v, err := bodyValue(r)
+	v, raw, err := bodyOf(r)
 	if err != nil {
 		return body, err
 	}
@@ -145,13 +144,6 @@ func openAIChatRequest(r *http.Request) (oaiChatRequest, error) {
 		return body, errors.New("the body is not an object")
 	}
 	if hasMember(m, "tools") || hasMember(m, "response_format") {
-		raw, err := json.Marshal(v)
-		if vb, ok := r.Body.(*validatedBody); ok {
-			raw, err = io.ReadAll(vb)
-		}
-		if err != nil {
-			return body, err
-		}
 		return body, json.Unmarshal(raw, &body)
 	}
 	err = eachField(m, oaiChatFields, func(name string, v any) error {

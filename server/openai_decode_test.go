@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -70,6 +71,12 @@ func checkOpenAIChatDecode(t *testing.T, op *operation, body string) {
 	got, gotErr := openAIChatRequest(req)
 	if g, w := chatOutcomeOf(got, gotErr), chatOutcomeOf(want, wantErr); !reflect.DeepEqual(g, w) {
 		t.Fatalf("from the value: %+v\nfrom the bytes: %+v", g, w)
+	}
+	// A body another middleware read and put back (idempotency) is decoded here.
+	again := httptest.NewRequest("POST", "/openai/v1/chat/completions", io.NopCloser(strings.NewReader(body)))
+	got, gotErr = openAIChatRequest(again)
+	if g, w := chatOutcomeOf(got, gotErr), chatOutcomeOf(want, wantErr); !reflect.DeepEqual(g, w) {
+		t.Fatalf("from a replaced body: %+v\nfrom the bytes: %+v", g, w)
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 // openapi3filter.ValidateRequestBody around the walk: its growing read of the body, its
 // streaming decoder, and the errors built per request, which cost more than the walk (see
 // docs/performance.md, which also has why the schemas are not compiled to JSON Schema:
-// jsonschema/v6 was three times slower than the walk on Kiln's bodies).
+// jsonschema/v6 was up to three times slower than the walk on Kiln's bodies).
 
 // jsonBody is the validation of one operation's application/json request body.
 type jsonBody struct {
@@ -38,29 +38,31 @@ func bodyVisit(setDefaults func()) []openapi3.SchemaValidationOption {
 
 // validatedBody replaces a validated request's body: the bytes for the generated strict
 // handlers, and the value they were decoded into for handlers that can take it as it is
-// (bodyValue), so such a body is parsed once.
+// (bodyOf), so such a body is parsed once.
 type validatedBody struct {
 	*bytes.Reader
+	data  []byte
 	value any
 }
 
 func (*validatedBody) Close() error { return nil }
 
-// bodyValue returns r's JSON body decoded into any (objects map[string]any, numbers
-// json.Number): the validator's value when r's body is still the one it validated,
-// otherwise the body decoded here.
-func bodyValue(r *http.Request) (any, error) {
-	if vb, ok := r.Body.(*validatedBody); ok && vb.Reader.Len() == int(vb.Reader.Size()) {
-		return vb.value, nil
+// bodyOf returns r's JSON body, as bytes and decoded into any (objects map[string]any,
+// numbers json.Number): the validator's when r's body is still the one it validated,
+// otherwise read and decoded here.
+func bodyOf(r *http.Request) (any, []byte, error) {
+	if vb, ok := r.Body.(*validatedBody); ok && vb.value != nil && vb.Len() == int(vb.Size()) {
+		return vb.value, vb.data, nil
 	}
 	if r.Body == nil {
-		return nil, io.ErrUnexpectedEOF
+		return nil, nil, io.ErrUnexpectedEOF
 	}
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+		return nil, nil, fmt.Errorf("read body: %w", err)
 	}
-	return decodeJSONValue(data)
+	v, err := decodeJSONValue(data)
+	return v, data, err
 }
 
 // decodeJSONValue decodes one JSON value, numbers kept as json.Number (exact, and
@@ -134,7 +136,7 @@ func (b *jsonBody) validate(r *http.Request) error {
 		}
 		r.ContentLength = int64(len(data))
 	}
-	r.Body = &validatedBody{Reader: bytes.NewReader(data), value: value}
+	r.Body = &validatedBody{Reader: bytes.NewReader(data), data: data, value: value}
 	return nil
 }
 

@@ -188,7 +188,7 @@ func TestBodyValidatorMediaTypes(t *testing.T) {
 	})
 }
 
-// TestBodyValueIsTheValidatedOne checks that a handler reading bodyValue gets the value
+// TestBodyValueIsTheValidatedOne checks that a handler reading bodyOf gets the value
 // the validator decoded (defaults in), and a decoded copy once the body was replaced.
 func TestBodyValueIsTheValidatedOne(t *testing.T) {
 	t.Parallel()
@@ -199,7 +199,7 @@ func TestBodyValueIsTheValidatedOne(t *testing.T) {
 	if err := op.validate(req); err != nil {
 		t.Fatal(err)
 	}
-	v, err := bodyValue(req)
+	v, _, err := bodyOf(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestBodyValueIsTheValidatedOne(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(req.Body)
 	req.Body = io.NopCloser(bytes.NewReader(raw))
-	again, err := bodyValue(req)
+	again, _, err := bodyOf(req)
 	if err != nil || again.(map[string]any)["sticky_by"] != "org" {
 		t.Fatalf("decoded again: %#v, %v", again, err)
 	}
