@@ -178,14 +178,17 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	st := storetest.New(t)
 	rdb, ks := storetest.Redis(t)
 	mail := &mailbox{}
+	identity := newIdentity(t, st, log, mail)
+	admins := admin.New(st, time.Now)
+	admins.NotifyRevoked(identity.Tokens.RevokeSessions)
 	d := Deps{
 		Config:     config.Default().HTTP,
 		Log:        log,
 		Registry:   prometheus.NewRegistry(),
 		Spec:       spec,
-		Identity:   newIdentity(t, st, log, mail),
+		Identity:   identity,
 		Flags:      flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
-		Admin:      admin.New(st, time.Now),
+		Admin:      admins,
 		Prompts:    prompts.New(st, time.Now),
 		Redis:      rdb,
 		Keyspace:   ks,

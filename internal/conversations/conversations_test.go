@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -1033,7 +1034,7 @@ func TestRetentionDays(t *testing.T) {
 		t.Fatalf("RetentionDays of a new org = %v, %v; want nil", got, err)
 	}
 	for _, set := range []*int{days(30), days(1), days(36500), nil, days(7)} {
-		got, err := f.svc.SetRetentionDays(ctx, f.org, set)
+		got, err := f.svc.SetRetentionDays(ctx, f.org, set, audit.Actor{})
 		if err != nil {
 			t.Fatalf("SetRetentionDays(%v): %v", set, err)
 		}
@@ -1046,7 +1047,7 @@ func TestRetentionDays(t *testing.T) {
 		}
 	}
 	for _, bad := range []int{0, -1, 36501} {
-		_, err := f.svc.SetRetentionDays(ctx, f.org, &bad)
+		_, err := f.svc.SetRetentionDays(ctx, f.org, &bad, audit.Actor{})
 		wantCode(t, err, errs.Invalid)
 	}
 	if got, _ := f.svc.RetentionDays(ctx, f.org); got == nil || *got != 7 {
@@ -1054,7 +1055,7 @@ func TestRetentionDays(t *testing.T) {
 	}
 	_, err := f.svc.RetentionDays(ctx, uuid.Must(uuid.NewV7()))
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.SetRetentionDays(ctx, uuid.Must(uuid.NewV7()), days(3))
+	_, err = f.svc.SetRetentionDays(ctx, uuid.Must(uuid.NewV7()), days(3), audit.Actor{})
 	wantCode(t, err, errs.NotFound)
 }
 
@@ -1063,7 +1064,7 @@ func TestPurgeIdle(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	thirty := 30
-	if _, err := f.svc.SetRetentionDays(ctx, f.org, &thirty); err != nil {
+	if _, err := f.svc.SetRetentionDays(ctx, f.org, &thirty, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	keeper := conversations.Owner{Org: newOrg(t, f.st)} // no retention
@@ -1105,7 +1106,7 @@ func TestPurgeIdle(t *testing.T) {
 	}
 
 	// Without retention nothing more goes, however old.
-	if _, err := f.svc.SetRetentionDays(ctx, f.org, nil); err != nil {
+	if _, err := f.svc.SetRetentionDays(ctx, f.org, nil, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(365 * 24 * time.Hour)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -86,7 +87,7 @@ func (c *clock) Advance(d time.Duration) {
 
 func mustSet(t testing.TB, e *flags.Evaluator, f flags.Flag) {
 	t.Helper()
-	if _, err := e.Set(context.Background(), f); err != nil {
+	if _, err := e.Set(context.Background(), f, audit.Actor{}); err != nil {
 		t.Fatalf("Set(%+v): %v", f, err)
 	}
 }
@@ -209,7 +210,7 @@ func TestSetValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := e.Set(t.Context(), tt.flag)
+			got, err := e.Set(t.Context(), tt.flag, audit.Actor{})
 			if tt.pointers == nil {
 				if err != nil {
 					t.Fatalf("Set: %v", err)
@@ -331,7 +332,7 @@ func TestGetListDelete(t *testing.T) {
 		}
 	})
 	t.Run("DeleteErrNotFound", func(t *testing.T) {
-		if err := e.Delete(t.Context(), "absent"); errs.CodeOf(err) != errs.NotFound {
+		if err := e.Delete(t.Context(), "absent", audit.Actor{}); errs.CodeOf(err) != errs.NotFound {
 			t.Errorf("Delete error = %v, want not_found", err)
 		}
 	})
@@ -359,7 +360,7 @@ func TestGetListDelete(t *testing.T) {
 		if e.Enabled(t.Context(), "b", s) {
 			t.Fatal("Enabled = true for a disabled flag in the database")
 		}
-		if err := e.Delete(t.Context(), "b"); err != nil {
+		if err := e.Delete(t.Context(), "b", audit.Actor{}); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 		if _, err := e.Get(t.Context(), "b"); errs.CodeOf(err) != errs.NotFound {

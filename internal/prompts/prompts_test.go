@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
@@ -44,7 +45,7 @@ func draft(content string, vars ...prompts.Variable) prompts.Draft {
 
 func (b *bundle) create(t *testing.T, name string, d prompts.Draft) prompts.Prompt {
 	t.Helper()
-	p, _, err := b.svc.Create(t.Context(), b.org, name, "", d, nil)
+	p, _, err := b.svc.Create(t.Context(), b.org, name, "", d, audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func (b *bundle) create(t *testing.T, name string, d prompts.Draft) prompts.Prom
 
 func (b *bundle) addVersion(t *testing.T, name string, d prompts.Draft) prompts.Version {
 	t.Helper()
-	v, err := b.svc.AddVersion(t.Context(), b.org, name, d, nil)
+	v, err := b.svc.AddVersion(t.Context(), b.org, name, d, audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +91,11 @@ func TestCreateAndVersions(t *testing.T) {
 	}
 
 	t.Run("ErrConflictSameName", func(t *testing.T) {
-		_, _, err := b.svc.Create(ctx, b.org, "support.bot", "", draft("x"), nil)
+		_, _, err := b.svc.Create(ctx, b.org, "support.bot", "", draft("x"), audit.Actor{})
 		wantCode(t, err, errs.Conflict)
 	})
 	t.Run("ErrInvalidName", func(t *testing.T) {
-		_, _, err := b.svc.Create(ctx, b.org, "Bad Name", "", draft("x"), nil)
+		_, _, err := b.svc.Create(ctx, b.org, "Bad Name", "", draft("x"), audit.Actor{})
 		if got := pointers(t, err); !slices.Equal(got, []string{"/name"}) {
 			t.Errorf("pointers %v", got)
 		}
@@ -104,7 +105,7 @@ func TestCreateAndVersions(t *testing.T) {
 			prompts.Variable{Name: "who", Type: prompts.TypeString, Required: true, Default: "x"},
 			prompts.Variable{Name: "who", Type: "date"},
 			prompts.Variable{Name: "n", Type: prompts.TypeInteger, Default: 1.5})
-		_, _, err := b.svc.Create(ctx, b.org, "other", "", d, nil)
+		_, _, err := b.svc.Create(ctx, b.org, "other", "", d, audit.Actor{})
 		want := []string{"/version/messages/0/content", "/version/variables/0/default", "/version/variables/1/name", "/version/variables/1/type", "/version/variables/2/default"}
 		if got := pointers(t, err); !slices.Equal(got, want) {
 			t.Errorf("pointers %v, want %v", got, want)
@@ -136,7 +137,7 @@ func TestCreateAndVersions(t *testing.T) {
 		other := newOrg(t, b.st)
 		_, err := b.svc.Get(ctx, other, "support.bot")
 		wantCode(t, err, errs.NotFound)
-		_, err = b.svc.AddVersion(ctx, other, "support.bot", draft("x"), nil)
+		_, err = b.svc.AddVersion(ctx, other, "support.bot", draft("x"), audit.Actor{})
 		wantCode(t, err, errs.NotFound)
 		_, err = b.svc.Resolve(ctx, other, prompts.Ref{Name: "support.bot", Label: prompts.Latest}, "")
 		wantCode(t, err, errs.NotFound)
@@ -148,12 +149,12 @@ func TestDeleteHidesAndFreesName(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	b.create(t, "gone", draft("a"))
-	if err := b.svc.Delete(ctx, b.org, "gone"); err != nil {
+	if err := b.svc.Delete(ctx, b.org, "gone", audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := b.svc.Get(ctx, b.org, "gone")
 	wantCode(t, err, errs.NotFound)
-	wantCode(t, b.svc.Delete(ctx, b.org, "gone"), errs.NotFound)
+	wantCode(t, b.svc.Delete(ctx, b.org, "gone", audit.Actor{}), errs.NotFound)
 	list, err := b.svc.List(ctx, b.org, 10, nil)
 	if err != nil || len(list) != 0 {
 		t.Fatalf("list %+v %v", list, err)
@@ -196,7 +197,7 @@ func TestLabels(t *testing.T) {
 
 	move := func(t *testing.T, target prompts.Target) prompts.Move {
 		t.Helper()
-		m, err := b.svc.SetLabel(ctx, b.org, "greet", "production", target, nil)
+		m, err := b.svc.SetLabel(ctx, b.org, "greet", "production", target, audit.Actor{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +258,7 @@ func TestLabels(t *testing.T) {
 			"MissingArm":     {"production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 1}, {Version: 9, Weight: 1}}}, "/split/1/version"},
 		} {
 			t.Run(name, func(t *testing.T) {
-				_, err := b.svc.SetLabel(ctx, b.org, "greet", tt.label, tt.target, nil)
+				_, err := b.svc.SetLabel(ctx, b.org, "greet", tt.label, tt.target, audit.Actor{})
 				if got := pointers(t, err); !slices.Contains(got, tt.want) {
 					t.Errorf("pointers %v, want %s", got, tt.want)
 				}
@@ -317,7 +318,7 @@ func TestSplitSticky(t *testing.T) {
 	ctx := t.Context()
 	b.create(t, "ab", draft("A"))
 	b.addVersion(t, "ab", draft("B"))
-	if _, err := b.svc.SetLabel(ctx, b.org, "ab", "production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 70}, {Version: 2, Weight: 30}}}, nil); err != nil {
+	if _, err := b.svc.SetLabel(ctx, b.org, "ab", "production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 70}, {Version: 2, Weight: 30}}}, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	const users = 1000

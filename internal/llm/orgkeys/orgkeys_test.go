@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
@@ -51,7 +52,7 @@ func TestService(t *testing.T) {
 		if _, ok, err := svc.Lookup(t.Context(), org, "openai"); ok || err != nil {
 			t.Fatalf("before: %v %v", ok, err)
 		}
-		k, err := svc.Set(t.Context(), org, "openai", "sk-test-abcd", nil)
+		k, err := svc.Set(t.Context(), org, "openai", "sk-test-abcd", audit.Actor{})
 		if err != nil || k.Hint != "…abcd" {
 			t.Fatalf("set: %+v %v", k, err)
 		}
@@ -61,7 +62,7 @@ func TestService(t *testing.T) {
 		if key, ok, _ := svc.Lookup(t.Context(), newOrg(t, st), "openai"); ok || key != "" {
 			t.Fatalf("another org sees %q", key)
 		}
-		if err := svc.Delete(t.Context(), org, "openai"); err != nil {
+		if err := svc.Delete(t.Context(), org, "openai", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := svc.Lookup(t.Context(), org, "openai"); ok {
@@ -72,7 +73,7 @@ func TestService(t *testing.T) {
 	t.Run("ErrNotFoundForAnUnknownProvider", func(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
-		_, err := orgkeys.New(st, keyring(t, newMaster), known, time.Now).Set(t.Context(), newOrg(t, st), "nope", "sk-test-abcd", nil)
+		_, err := orgkeys.New(st, keyring(t, newMaster), known, time.Now).Set(t.Context(), newOrg(t, st), "nope", "sk-test-abcd", audit.Actor{})
 		if errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("err = %v", err)
 		}
@@ -82,7 +83,7 @@ func TestService(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
 		org := newOrg(t, st)
-		if _, err := orgkeys.New(st, keyring(t, oldMaster), known, time.Now).Set(t.Context(), org, "openai", "sk-test-abcd", nil); err != nil {
+		if _, err := orgkeys.New(st, keyring(t, oldMaster), known, time.Now).Set(t.Context(), org, "openai", "sk-test-abcd", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		rotated := orgkeys.New(st, keyring(t, newMaster+","+oldMaster), known, time.Now)
@@ -108,7 +109,7 @@ func TestService(t *testing.T) {
 		st := storetest.New(t)
 		svc := orgkeys.New(st, keyring(t, newMaster), known, time.Now)
 		a, b := newOrg(t, st), newOrg(t, st)
-		if _, err := svc.Set(t.Context(), a, "openai", "sk-test-abcd", nil); err != nil {
+		if _, err := svc.Set(t.Context(), a, "openai", "sk-test-abcd", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		rows, _ := st.ListAllProviderKeys(t.Context())
