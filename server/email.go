@@ -11,6 +11,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/notify"
+	"github.com/kilnhq/kiln/internal/platform/logging"
 )
 
 // afterResponseTimeout bounds the work a handler leaves running once it has answered:
@@ -102,12 +103,14 @@ func (s *Server) emailLink(page, token string) string {
 	return link
 }
 
-// afterResponse runs fn once the handler has answered: detached from the request's
-// cancellation but keeping its values (request id, client, caller) for logs and the audit
-// log, and bounded by afterResponseTimeout. A failure is logged. The work is lost if the
-// process stops first; an email is the kind of thing a user can ask for again.
+// afterResponse runs fn once the handler has answered, on a context of its own that
+// carries only the request id (for its log lines): nothing of the request (its
+// cancellation, caller, connection) outlives the answer, and fn gets the values it needs
+// from its caller. The work is bounded by afterResponseTimeout; a failure is logged. The
+// work is lost if the process stops first; an email is the kind of thing a user can ask for
+// again.
 func (s *Server) afterResponse(ctx context.Context, what string, fn func(ctx context.Context) error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx = logging.WithRequestID(context.Background(), logging.RequestID(ctx))
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, afterResponseTimeout)
 		defer cancel()
