@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,13 +29,13 @@ type bundle struct {
 	st    *store.Store
 	rdb   redis.UniversalClient
 	ks    redisclient.Keyspace
-	clock *clock
+	clock *storetest.Clock
 }
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
 	rdb, ks := storetest.Redis(t)
-	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, clock: newClock()}
+	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, clock: storetest.NewClock()}
 }
 
 // evaluator returns a new replica whose logs go to the test output.
@@ -62,27 +61,6 @@ func run(t *testing.T, e *flags.Evaluator) {
 			t.Error("Run did not return after its context was cancelled")
 		}
 	})
-}
-
-// clock is the injected time source; it starts at the real time so that the database's
-// now() and the evaluator agree until a test moves the clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func mustSet(t testing.TB, e *flags.Evaluator, f flags.Flag) {

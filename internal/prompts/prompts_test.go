@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/prompts"
@@ -27,16 +26,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	st := storetest.New(t)
-	return &bundle{st: st, svc: prompts.New(st, time.Now), org: newOrg(t, st)}
-}
-
-func newOrg(t *testing.T, st *store.Store) uuid.UUID {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: id, Name: "org-" + id.String()[:8], Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return &bundle{st: st, svc: prompts.New(st, time.Now), org: storetest.Org(t, st)}
 }
 
 func draft(content string, vars ...prompts.Variable) prompts.Draft {
@@ -134,7 +124,7 @@ func TestCreateAndVersions(t *testing.T) {
 		wantCode(t, err, errs.NotFound)
 	})
 	t.Run("ErrNotFoundOtherOrg", func(t *testing.T) {
-		other := newOrg(t, b.st)
+		other := storetest.Org(t, b.st)
 		_, err := b.svc.Get(ctx, other, "support.bot")
 		wantCode(t, err, errs.NotFound)
 		_, err = b.svc.AddVersion(ctx, other, "support.bot", draft("x"), audit.Actor{})

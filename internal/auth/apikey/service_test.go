@@ -32,7 +32,7 @@ type bundle struct {
 	st    *store.Store
 	rdb   redis.UniversalClient
 	ks    redisclient.Keyspace
-	clock *clock
+	clock *storetest.Clock
 	// sql records every statement the services send to Postgres.
 	sql *queryLog
 	// redisCmds counts commands sent on rdb (subscriptions included).
@@ -59,7 +59,7 @@ func setup(t testing.TB) *bundle {
 	rc := &redisCounter{}
 	rdb.AddHook(rc)
 	b := &bundle{
-		st: store.New(pool), rdb: rdb, ks: ks, clock: newClock(), sql: ql, redisCmds: rc,
+		st: store.New(pool), rdb: rdb, ks: ks, clock: storetest.NewClock(), sql: ql, redisCmds: rc,
 		orgA: uuid.Must(uuid.NewV7()), orgB: uuid.Must(uuid.NewV7()), user: uuid.Must(uuid.NewV7()),
 	}
 	b.exec(t, "INSERT INTO orgs (id, name) VALUES ($1, 'A'), ($2, 'B')", b.orgA, b.orgB)
@@ -143,27 +143,6 @@ func create(t testing.TB, s *apikey.Service, org uuid.UUID, expiresAt *time.Time
 		t.Fatalf("Create: %v", err)
 	}
 	return k, secret
-}
-
-// clock is the injected time source; it starts at the real time, rounded to what Postgres
-// stores, and moves only when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC().Truncate(time.Microsecond)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // queryLog is a pgx tracer that records every statement sent.

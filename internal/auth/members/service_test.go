@@ -22,7 +22,7 @@ import (
 // bundle is one test's database, clock and services.
 type bundle struct {
 	st       *store.Store
-	clock    *clock
+	clock    *storetest.Clock
 	accounts *account.Service
 	svc      *members.Service
 	// sent holds the deliveries of successful invitations, by address.
@@ -32,7 +32,7 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	b := &bundle{st: storetest.New(t), clock: &clock{t: time.Now().UTC().Truncate(time.Microsecond)}, sent: map[string]members.Delivery{}}
+	b := &bundle{st: storetest.New(t), clock: storetest.NewClock(), sent: map[string]members.Delivery{}}
 	b.accounts = account.New(b.st, account.Config{Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), b.clock.Now)
 	b.svc = members.New(b.st, b.clock.Now)
@@ -99,23 +99,6 @@ func (b *bundle) roles(t testing.TB, as account.User, org uuid.UUID) map[uuid.UU
 		out[m.UserID] = m.Role
 	}
 	return out
-}
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func wantCode(t testing.TB, err error, want errs.Code) {
