@@ -208,6 +208,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 		withGateway(t, map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
 			map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}})(&d)
 	}
+	d.Prompts.KnowModels(d.LLM.Runner.Gateway.Has)
 	if d.LLM.Runner.Cache == nil {
 		d.LLM.Runner.Cache = cache.New(rdb, ks, time.Hour)
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/google/uuid"
 
@@ -38,7 +37,7 @@ func (s *Server) CreatePrompt(ctx context.Context, req api.CreatePromptRequestOb
 	if err != nil {
 		return nil, err
 	}
-	draft, err := s.toDraft(req.Body.Version, "/version")
+	draft, err := toDraft(req.Body.Version)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +97,7 @@ func (s *Server) CreatePromptVersion(ctx context.Context, req api.CreatePromptVe
 	if err != nil {
 		return nil, err
 	}
-	draft, err := s.toDraft(*req.Body, "")
+	draft, err := toDraft(*req.Body)
 	if err != nil {
 		return nil, err
 	}
@@ -302,12 +301,9 @@ func principalStickyKey(ctx context.Context) string {
 	return p.UserID.String()
 }
 
-// toDraft converts a version body; a model must be an alias of the catalog.
-func (s *Server) toDraft(in api.PromptVersionInput, at string) (prompts.Draft, error) {
+// toDraft converts a version body.
+func toDraft(in api.PromptVersionInput) (prompts.Draft, error) {
 	d := prompts.Draft{Model: deref(in.Model), Note: deref(in.Note)}
-	if d.Model != "" && s.llm.Runner != nil && !s.llm.Runner.Gateway.Has(d.Model) {
-		return d, errs.InvalidFields("invalid prompt version", []errs.FieldError{{Pointer: at + "/model", Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)}})
-	}
 	for _, m := range in.Messages {
 		d.Messages = append(d.Messages, prompts.Message{Role: string(m.Role), Content: m.Content})
 	}

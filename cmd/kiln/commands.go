@@ -231,6 +231,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	promptStore := prompts.New(store.New(d.pool), time.Now)
+	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
 	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err

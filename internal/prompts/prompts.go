@@ -144,6 +144,21 @@ type Prompt struct {
 type Service struct {
 	st  *store.Store
 	now func() time.Time
+	// knownModel says whether a draft's model is an alias of the catalog; nil takes any.
+	knownModel func(alias string) bool
+}
+
+// KnowModels makes drafts name only models known says are in the catalog (the gateway's
+// aliases). Call it before serving.
+func (s *Service) KnowModels(known func(alias string) bool) { s.knownModel = known }
+
+// checkModel refuses a draft whose model is not in the catalog, naming at/model.
+func (s *Service) checkModel(d Draft, at string) error {
+	if d.Model == "" || s.knownModel == nil || s.knownModel(d.Model) {
+		return nil
+	}
+	return errs.InvalidFields("invalid prompt version", []errs.FieldError{{Pointer: at + "/model",
+		Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)}})
 }
 
 // New returns a Service over st; now is the clock (time.Now in production).
@@ -159,6 +174,9 @@ func notFound(name string) error { return errs.E(errs.NotFound, "No prompt named
 func (s *Service) Create(ctx context.Context, org uuid.UUID, name, description string, first Draft, by audit.Actor) (Prompt, Version, error) {
 	if !namePattern.MatchString(name) {
 		return Prompt{}, Version{}, errs.InvalidFields("invalid prompt", []errs.FieldError{{Pointer: "/name", Message: "must match ^[a-z0-9][a-z0-9._-]{0,63}$"}})
+	}
+	if err := s.checkModel(first, "/version"); err != nil {
+		return Prompt{}, Version{}, err
 	}
 	if err := validateDraft(first, "/version"); err != nil {
 		return Prompt{}, Version{}, err
@@ -239,6 +257,9 @@ func (s *Service) Delete(ctx context.Context, org uuid.UUID, name string, by aud
 // invalid_request for a bad draft (pointers relative to the draft). The version is created
 // by by's user (if by is a user) and audited (prompt.version_create) by by.
 func (s *Service) AddVersion(ctx context.Context, org uuid.UUID, name string, d Draft, by audit.Actor) (Version, error) {
+	if err := s.checkModel(d, ""); err != nil {
+		return Version{}, err
+	}
 	if err := validateDraft(d, ""); err != nil {
 		return Version{}, err
 	}
