@@ -402,3 +402,39 @@ func TestBucketStable(t *testing.T) {
 		t.Fatalf("buckets %d %d", a, b)
 	}
 }
+
+func TestDraftModelInCatalog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.svc.KnowModels(func(alias string) bool { return alias == "fast" })
+	ctx := t.Context()
+	withModel := func(model string) prompts.Draft {
+		d := draft("You are terse.")
+		d.Model = model
+		return d
+	}
+	if _, _, err := b.svc.Create(ctx, b.org, "terse", "", withModel("fast"), audit.Actor{}); err != nil {
+		t.Fatalf("a catalog alias: %v", err)
+	}
+	for _, tt := range []struct {
+		name, pointer string
+		add           func() error
+	}{
+		{"ErrCreate", "/version/model", func() error {
+			_, _, err := b.svc.Create(ctx, b.org, "other", "", withModel("nope"), audit.Actor{})
+			return err
+		}},
+		{"ErrAddVersion", "/model", func() error {
+			_, err := b.svc.AddVersion(ctx, b.org, "terse", withModel("nope"), audit.Actor{})
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.add()
+			e, ok := errors.AsType[*errs.Error](err)
+			if !ok || e.Code != errs.Invalid || len(e.Fields) != 1 || e.Fields[0].Pointer != tt.pointer {
+				t.Fatalf("err = %v, want invalid_request at %s", err, tt.pointer)
+			}
+		})
+	}
+}
