@@ -137,7 +137,8 @@ func (s *Server) AdminPutFeatureFlag(ctx context.Context, req api.AdminPutFeatur
 	if _, err := s.platformAdmin(ctx); err != nil {
 		return nil, err
 	}
-	f := flags.Flag{Key: req.Key, Description: orZero(req.Body.Description), Enabled: req.Body.Enabled, RolloutPercent: 100, StickyBy: flags.SubjectOrg}
+	f := flags.NewFlag(req.Key)
+	f.Description, f.Enabled = orZero(req.Body.Description), req.Body.Enabled
 	if req.Body.RolloutPercent != nil {
 		f.RolloutPercent = *req.Body.RolloutPercent
 	}
