@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
@@ -64,6 +66,30 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 			if last.event != "done" {
 				t.Fatalf("the replayed stream ends with %+v", last)
 			}
+		},
+		"streamNotifications": func(t *testing.T) {
+			ctx, hangUp := context.WithCancel(t.Context())
+			defer hangUp()
+			req, err := http.NewRequestWithContext(ctx, "GET", f.ts.URL+"/v1/notifications/stream", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+f.alice)
+			res, err := f.ts.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = res.Body.Close() }()
+			wantStatus(t, res, 200)
+			for ev := range readEvents(t, res) {
+				if !ev.comment {
+					if ev.event != "notification.unread_count" {
+						t.Fatalf("first event %+v", ev)
+					}
+					return
+				}
+			}
+			t.Fatal("the stream ended before its first event")
 		},
 		"openaiCreateChatCompletion": func(t *testing.T) {
 			var out map[string]any
