@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
 )
@@ -23,16 +24,14 @@ const nextRunsShown = 5
 
 // jobsActor resolves the caller as a platform admin, with the client's address for the
 // audit log.
-func (s *Server) jobsActor(ctx context.Context) (jobs.Actor, error) {
-	id, err := s.platformAdmin(ctx)
-	if err != nil {
-		return jobs.Actor{}, err
+func (s *Server) jobsActor(ctx context.Context) (audit.Actor, error) {
+	if _, err := s.platformAdmin(ctx); err != nil {
+		return audit.Actor{}, err
 	}
 	if s.jobsAdmin.Jobs == nil || s.jobsAdmin.Schedules == nil {
-		return jobs.Actor{}, errs.E(errs.NotReady, "Jobs are not configured on this server.")
+		return audit.Actor{}, errs.E(errs.NotReady, "Jobs are not configured on this server.")
 	}
-	c := clientFrom(ctx)
-	return jobs.Actor{UserID: id, IP: c.IP, UserAgent: c.UserAgent}, nil
+	return actor(ctx), nil
 }
 
 // AdminListJobSchedules lists every schedule with its next run times.

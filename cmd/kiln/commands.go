@@ -229,6 +229,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	promptStore := prompts.New(store.New(d.pool), time.Now)
+	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
 	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err
@@ -244,6 +245,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	reg.MustRegister(jobs.NewCollector(jobSvc, 5*time.Second))
+	admins := admin.New(store.New(d.pool), time.Now)
+	admins.NotifyRevoked(d.identity.Tokens.RevokeSessions)
 	srv, err := server.New(server.Deps{
 		JobsAdmin:     server.JobsAdmin{Schedules: schedules, Jobs: jobs.NewAdmin(jobSvc)},
 		LLM:           llmDeps,
@@ -257,7 +260,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Spec:          spec,
 		Identity:      d.identity,
 		Flags:         d.flags,
-		Admin:         admin.New(store.New(d.pool), time.Now),
+		Admin:         admins,
 		Redis:         d.rdb,
 		Keyspace:      redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse:    a.cfg.Auth.LimitAbuse,
@@ -472,7 +475,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "new signing key %s\n", kid)
@@ -494,7 +497,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "secrets.reseal", TargetType: "master_key", TargetID: d.keyring.Current(), Data: map[string]any{"provider_keys": n}}); err != nil {
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: "secrets.reseal", TargetType: "master_key", TargetID: d.keyring.Current(), Data: map[string]any{"provider_keys": n}}); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "re-sealed %d provider keys under master key %s\n", n, d.keyring.Current())
@@ -534,7 +537,7 @@ func (a *app) adminCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				err = audit.New(st).Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: c.action,
+				err = audit.New(st).Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: c.action,
 					TargetType: "user", TargetID: user.ID.String(), Data: map[string]any{"email": user.Email}})
 				if err != nil {
 					return err

@@ -98,7 +98,7 @@ func (s Selection) validate() error {
 // Retry starts a new run of each selected failed job (attempts from zero, a new event
 // stream: what Service.RetryJob does), audited as job.retry per job. It returns the jobs
 // it retried; selected ids that are not failed jobs are left out.
-func (a *Admin) Retry(ctx context.Context, by Actor, sel Selection) ([]AdminJob, error) {
+func (a *Admin) Retry(ctx context.Context, by audit.Actor, sel Selection) ([]AdminJob, error) {
 	return a.bulk(ctx, by, sel, "job.retry", func(q *db.Queries, now time.Time, j db.Job) (db.Job, error) {
 		return q.RetryJob(ctx, db.RetryJobParams{ID: j.ID, Now: now})
 	})
@@ -107,25 +107,25 @@ func (a *Admin) Retry(ctx context.Context, by Actor, sel Selection) ([]AdminJob,
 // Discard marks each selected failed job discarded, audited as job.discard per job: the
 // row stays (for the record) but no longer counts nor lists as failed. It returns the
 // jobs it discarded; selected ids that are not failed jobs are left out.
-func (a *Admin) Discard(ctx context.Context, by Actor, sel Selection) ([]AdminJob, error) {
+func (a *Admin) Discard(ctx context.Context, by audit.Actor, sel Selection) ([]AdminJob, error) {
 	return a.bulk(ctx, by, sel, "job.discard", func(q *db.Queries, now time.Time, j db.Job) (db.Job, error) {
-		if err := q.DiscardJob(ctx, db.DiscardJobParams{ID: j.ID, Now: now, DiscardedBy: uuid.NullUUID{UUID: by.UserID, Valid: true}}); err != nil {
+		if err := q.DiscardJob(ctx, db.DiscardJobParams{ID: j.ID, Now: now, DiscardedBy: store.NullUUID(by.UserID())}); err != nil {
 			return db.Job{}, err
 		}
-		j.DiscardedAt, j.DiscardedBy, j.UpdatedAt = &now, uuid.NullUUID{UUID: by.UserID, Valid: true}, now
+		j.DiscardedAt, j.DiscardedBy, j.UpdatedAt = &now, store.NullUUID(by.UserID()), now
 		return j, nil
 	})
 }
 
 // RetryOne retries the failed job id. Errors: not_found; conflict when it is not failed
 // (or was discarded).
-func (a *Admin) RetryOne(ctx context.Context, by Actor, id uuid.UUID) (AdminJob, error) {
+func (a *Admin) RetryOne(ctx context.Context, by audit.Actor, id uuid.UUID) (AdminJob, error) {
 	return a.one(ctx, id, func() ([]AdminJob, error) { return a.Retry(ctx, by, Selection{IDs: []uuid.UUID{id}}) })
 }
 
 // DiscardOne discards the failed job id. Errors: not_found; conflict when it is not
 // failed (or was discarded already).
-func (a *Admin) DiscardOne(ctx context.Context, by Actor, id uuid.UUID) (AdminJob, error) {
+func (a *Admin) DiscardOne(ctx context.Context, by audit.Actor, id uuid.UUID) (AdminJob, error) {
 	return a.one(ctx, id, func() ([]AdminJob, error) { return a.Discard(ctx, by, Selection{IDs: []uuid.UUID{id}}) })
 }
 
@@ -151,11 +151,12 @@ func (a *Admin) one(ctx context.Context, id uuid.UUID, do func() ([]AdminJob, er
 
 // bulk locks the selected failed jobs and applies change to each, with its audit event,
 // in one transaction that a client's disconnect cannot cancel.
-func (a *Admin) bulk(ctx context.Context, by Actor, sel Selection, action string, change func(q *db.Queries, now time.Time, j db.Job) (db.Job, error)) ([]AdminJob, error) {
+func (a *Admin) bulk(ctx context.Context, by audit.Actor, sel Selection, action string, change func(q *db.Queries, now time.Time, j db.Job) (db.Job, error)) ([]AdminJob, error) {
 	if err := sel.validate(); err != nil {
 		return nil, err
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	now := a.svc.Now().UTC()
 	var out []AdminJob
 	err := a.svc.Store.InTx(ctx, func(q *db.Queries) error {
@@ -173,11 +174,11 @@ func (a *Admin) bulk(ctx context.Context, by Actor, sel Selection, action string
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", action, r.ID, store.Translate(err))
 			}
-			e := by.event(action, "job", r.ID.String(), map[string]any{
+			e := event(action, "job", r.ID.String(), map[string]any{
 				"kind": r.Kind, "queue": r.Queue, "attempts": r.Attempts, "last_error": logging.RedactString(r.LastError), "bulk": len(sel.IDs) != 1,
 			})
 			e.OrgID = store.UUIDPtr(r.OrgID)
-			if err := audit.RecordIn(ctx, q, e); err != nil {
+			if err := audit.Write(ctx, q, by, e); err != nil {
 				return err
 			}
 			out = append(out, toAdminJob(changed))
@@ -316,21 +317,22 @@ func (a *Admin) taskCounts(ctx context.Context, q *QueueStats) error {
 // PauseQueue stops every worker from taking tasks of queue name (jobs keep being
 // created and relayed; they wait). Pausing a paused queue changes nothing. Audited as
 // job_queue.pause. Errors: not_found for a queue no kind uses.
-func (a *Admin) PauseQueue(ctx context.Context, by Actor, name string) (QueueStats, error) {
+func (a *Admin) PauseQueue(ctx context.Context, by audit.Actor, name string) (QueueStats, error) {
 	return a.setPaused(ctx, by, name, true)
 }
 
 // ResumeQueue lets workers take the tasks of queue name again. Audited as
 // job_queue.resume. Errors: not_found for a queue no kind uses.
-func (a *Admin) ResumeQueue(ctx context.Context, by Actor, name string) (QueueStats, error) {
+func (a *Admin) ResumeQueue(ctx context.Context, by audit.Actor, name string) (QueueStats, error) {
 	return a.setPaused(ctx, by, name, false)
 }
 
-func (a *Admin) setPaused(ctx context.Context, by Actor, name string, pause bool) (QueueStats, error) {
+func (a *Admin) setPaused(ctx context.Context, by audit.Actor, name string, pause bool) (QueueStats, error) {
 	if !slices.Contains(a.queueNames(), name) {
 		return QueueStats{}, errs.E(errs.NotFound, "No queue %s (the queues: %v).", name, a.queueNames())
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	q := QueueStats{Name: name, Asynq: a.svc.Queue(name)}
 	if err := a.taskCounts(ctx, &q); err != nil {
 		return QueueStats{}, err
@@ -354,7 +356,7 @@ func (a *Admin) setPaused(ctx context.Context, by Actor, name string, pause bool
 		}
 	}
 	// Redis cannot share PostgreSQL's transaction: the event is written once the pause is.
-	if err := audit.RecordIn(ctx, a.svc.Store.Queries, by.event(action, "job_queue", name, map[string]any{"asynq_queue": q.Asynq})); err != nil {
+	if err := audit.Write(ctx, a.svc.Store.Queries, by, event(action, "job_queue", name, map[string]any{"asynq_queue": q.Asynq})); err != nil {
 		return QueueStats{}, err
 	}
 	all, err := a.Queues(ctx)

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -37,7 +38,7 @@ type adminSetup struct {
 	reg        *jobs.Registry
 	svc        *jobs.Service
 	admin      *jobs.Admin
-	by         jobs.Actor
+	by         audit.Actor
 	orgA, orgB uuid.UUID
 }
 
@@ -54,7 +55,7 @@ func setupAdmin(t testing.TB) *adminSetup {
 		Registry: a.reg, Store: a.st, Redis: a.rdb, Bus: streams.New(a.rdb, a.ks, streams.Config{}), Log: schedLog(), Now: time.Now,
 	}, jobs.Config{Env: a.ks.Env, Concurrency: 2, PollInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
 	a.admin = jobs.NewAdmin(a.svc)
-	a.by = jobs.Actor{UserID: schedUser(t, a.st), IP: "192.0.2.7", UserAgent: "admin-test"}
+	a.by = userActor(schedUser(t, a.st), "192.0.2.7")
 	a.orgA, a.orgB = newOrg(t, a.st), newOrg(t, a.st)
 	t.Cleanup(func() { // Asynq's keys of the test's queues
 		ctx := context.Background()
@@ -187,7 +188,7 @@ func TestAdminFailedJobs(t *testing.T) {
 			t.Fatalf("discard: %d jobs, %v; want org A's 2", len(discarded), err)
 		}
 		for _, j := range discarded {
-			if j.DiscardedAt == nil || j.DiscardedBy == nil || *j.DiscardedBy != a.by.UserID || j.State != jobs.Failed {
+			if j.DiscardedAt == nil || j.DiscardedBy == nil || *j.DiscardedBy != *a.by.ID || j.State != jobs.Failed {
 				t.Errorf("discarded job %+v", j)
 			}
 		}

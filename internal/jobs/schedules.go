@@ -58,19 +58,9 @@ type ScheduleSpec struct {
 	Payload  json.RawMessage // empty: {}
 }
 
-// Actor is who changes schedules and jobs through the admin API, for the audit log.
-type Actor struct {
-	UserID    uuid.UUID
-	IP        string
-	UserAgent string
-}
-
-// event is an audit event by the actor.
-func (a Actor) event(action, targetType, targetID string, data map[string]any) audit.Event {
-	return audit.Event{
-		ActorType: audit.ActorUser, ActorID: &a.UserID, IP: a.IP, UserAgent: a.UserAgent,
-		Action: action, TargetType: targetType, TargetID: targetID, Data: data,
-	}
+// event is an audit event of a change to targetType targetID.
+func event(action, targetType, targetID string, data map[string]any) audit.Event {
+	return audit.Event{Action: action, TargetType: targetType, TargetID: targetID, Data: data}
 }
 
 // maxScheduleRunsPerTick bounds one tick, so a backlog of schedules is spread over ticks
@@ -310,12 +300,13 @@ func NextRuns(sc Schedule, n int) []time.Time {
 // Create adds a schedule on behalf of by; paused creates it paused. Audited as
 // job_schedule.create. Errors: invalid_request (name, cron, time zone, kind, payload);
 // conflict when the name is taken.
-func (s *Scheduler) Create(ctx context.Context, by Actor, spec ScheduleSpec, paused bool) (Schedule, error) {
+func (s *Scheduler) Create(ctx context.Context, by audit.Actor, spec ScheduleSpec, paused bool) (Schedule, error) {
 	sched, payload, err := s.validate(spec)
 	if err != nil {
 		return Schedule{}, err
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	now := s.now()
 	var out Schedule
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
@@ -326,7 +317,7 @@ func (s *Scheduler) Create(ctx context.Context, by Actor, spec ScheduleSpec, pau
 		row, err := q.CreateJobSchedule(ctx, db.CreateJobScheduleParams{
 			ID: uuid.Must(uuid.NewV7()), Name: spec.Name, Source: SourceAPI, Cron: spec.Cron, Timezone: tzOrUTC(spec.Timezone),
 			Kind: spec.Kind, Payload: payload, NextRunAt: sched.Next(now), PausedAt: pausedAt,
-			CreatedBy: uuid.NullUUID{UUID: by.UserID, Valid: true}, CreatedAt: now,
+			CreatedBy: store.NullUUID(by.UserID()), CreatedAt: now,
 		})
 		if err = store.Translate(err); errs.CodeOf(err) == errs.Conflict {
 			return errs.E(errs.Conflict, "A schedule named %s exists already.", spec.Name)
@@ -334,7 +325,7 @@ func (s *Scheduler) Create(ctx context.Context, by Actor, spec ScheduleSpec, pau
 			return fmt.Errorf("create schedule %s: %w", spec.Name, err)
 		}
 		out = toSchedule(row)
-		return audit.RecordIn(ctx, q, by.event("job_schedule.create", "job_schedule", spec.Name, map[string]any{
+		return audit.Write(ctx, q, by, event("job_schedule.create", "job_schedule", spec.Name, map[string]any{
 			"cron": spec.Cron, "timezone": out.Timezone, "kind": spec.Kind, "paused": paused,
 		}))
 	})
@@ -343,7 +334,7 @@ func (s *Scheduler) Create(ctx context.Context, by Actor, spec ScheduleSpec, pau
 
 // Pause stops a schedule from creating runs until Resume; pausing a paused schedule
 // changes nothing. Audited as job_schedule.pause. Errors: not_found.
-func (s *Scheduler) Pause(ctx context.Context, by Actor, name string) (Schedule, error) {
+func (s *Scheduler) Pause(ctx context.Context, by audit.Actor, name string) (Schedule, error) {
 	return s.change(ctx, by, name, "job_schedule.pause", func(q *db.Queries, now time.Time, _ db.JobSchedule) (db.JobSchedule, error) {
 		return q.PauseJobSchedule(ctx, db.PauseJobScheduleParams{Now: now, Name: name})
 	})
@@ -351,7 +342,7 @@ func (s *Scheduler) Pause(ctx context.Context, by Actor, name string) (Schedule,
 
 // Resume lets a paused schedule run again from its first slot after now. Audited as
 // job_schedule.resume. Errors: not_found.
-func (s *Scheduler) Resume(ctx context.Context, by Actor, name string) (Schedule, error) {
+func (s *Scheduler) Resume(ctx context.Context, by audit.Actor, name string) (Schedule, error) {
 	return s.change(ctx, by, name, "job_schedule.resume", func(q *db.Queries, now time.Time, cur db.JobSchedule) (db.JobSchedule, error) {
 		sched, err := ParseCron(cur.Cron, cur.Timezone)
 		if err != nil {
@@ -364,7 +355,7 @@ func (s *Scheduler) Resume(ctx context.Context, by Actor, name string) (Schedule
 // Delete removes a schedule made through the API; jobs it created stay. Audited as
 // job_schedule.delete. Errors: not_found; conflict for a schedule from config (remove it
 // from the configuration instead, or pause it).
-func (s *Scheduler) Delete(ctx context.Context, by Actor, name string) error {
+func (s *Scheduler) Delete(ctx context.Context, by audit.Actor, name string) error {
 	_, err := s.change(ctx, by, name, "job_schedule.delete", func(q *db.Queries, _ time.Time, cur db.JobSchedule) (db.JobSchedule, error) {
 		if cur.Source == SourceConfig {
 			return db.JobSchedule{}, errs.E(errs.Conflict, "Schedule %s comes from the configuration (jobs.schedules): remove it there, or pause it.", name)
@@ -376,8 +367,9 @@ func (s *Scheduler) Delete(ctx context.Context, by Actor, name string) error {
 
 // change runs one audited change of the schedule name in a transaction, the schedule
 // locked by its read.
-func (s *Scheduler) change(ctx context.Context, by Actor, name, action string, fn func(q *db.Queries, now time.Time, cur db.JobSchedule) (db.JobSchedule, error)) (Schedule, error) {
-	ctx = context.WithoutCancel(ctx)
+func (s *Scheduler) change(ctx context.Context, by audit.Actor, name, action string, fn func(q *db.Queries, now time.Time, cur db.JobSchedule) (db.JobSchedule, error)) (Schedule, error) {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	now := s.now()
 	var out Schedule
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
@@ -396,7 +388,7 @@ func (s *Scheduler) change(ctx context.Context, by Actor, name, action string, f
 			return fmt.Errorf("%s %s: %w", action, name, store.Translate(err))
 		}
 		out = toSchedule(row)
-		return audit.RecordIn(ctx, q, by.event(action, "job_schedule", name, map[string]any{"source": cur.Source, "kind": cur.Kind}))
+		return audit.Write(ctx, q, by, event(action, "job_schedule", name, map[string]any{"source": cur.Source, "kind": cur.Kind}))
 	})
 	return out, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/store"
@@ -43,7 +44,7 @@ type scheduleSetup struct {
 	reg   *jobs.Registry
 	clock *schedClock
 	sched *jobs.Scheduler
-	admin jobs.Actor
+	admin audit.Actor
 }
 
 func setupSchedules(t *testing.T, start time.Time) scheduleSetup {
@@ -51,8 +52,13 @@ func setupSchedules(t *testing.T, start time.Time) scheduleSetup {
 	st, reg, c := storetest.New(t), registry(), newSchedClock(start)
 	return scheduleSetup{
 		st: st, reg: reg, clock: c, sched: jobs.NewScheduler(st, reg, schedLog(), time.Second, c.now),
-		admin: jobs.Actor{UserID: schedUser(t, st), IP: "192.0.2.1", UserAgent: "test"},
+		admin: userActor(schedUser(t, st), "192.0.2.1"),
 	}
+}
+
+// userActor is the user id acting from ip.
+func userActor(id uuid.UUID, ip string) audit.Actor {
+	return audit.Actor{Type: audit.ActorUser, ID: &id, IP: ip, UserAgent: "test"}
 }
 
 // schedUser creates a user with a personal org.
