@@ -48,25 +48,12 @@ func (s *Server) AdminListUsers(ctx context.Context, req api.AdminListUsersReque
 // AdminDisableUser disables a user and ends every session of theirs at once: refresh
 // tokens in the database, access tokens through the token revocation list.
 func (s *Server) AdminDisableUser(ctx context.Context, req api.AdminDisableUserRequestObject) (api.AdminDisableUserResponseObject, error) {
-	adminID, err := s.platformAdmin(ctx)
-	if err != nil {
+	if _, err := s.platformAdmin(ctx); err != nil {
 		return nil, err
 	}
-	user, err := s.admin.Disable(ctx, adminID, req.Id)
-	if err != nil {
+	if _, err := s.admin.Disable(ctx, actor(ctx), req.Id); err != nil {
 		return nil, err
 	}
-	// After the disable commits, when logins and refreshes already fail; a retry after a
-	// failure here revokes what is left.
-	ids, err := s.auth.Accounts.RevokeAllSessions(ctx, req.Id)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.auth.Tokens.RevokeSessions(ctx, ids...); err != nil {
-		return nil, err
-	}
-	s.record(ctx, audit.Event{Action: "admin.user_disable", TargetType: "user", TargetID: req.Id.String(),
-		Data: map[string]any{"email": user.Email, "sessions": len(ids)}})
 	return api.AdminDisableUser204Response{}, nil
 }
 
@@ -75,12 +62,9 @@ func (s *Server) AdminEnableUser(ctx context.Context, req api.AdminEnableUserReq
 	if _, err := s.platformAdmin(ctx); err != nil {
 		return nil, err
 	}
-	user, err := s.admin.Enable(ctx, req.Id)
-	if err != nil {
+	if _, err := s.admin.Enable(ctx, actor(ctx), req.Id); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{Action: "admin.user_enable", TargetType: "user", TargetID: req.Id.String(),
-		Data: map[string]any{"email": user.Email}})
 	return api.AdminEnableUser204Response{}, nil
 }
 
@@ -153,25 +137,19 @@ func (s *Server) AdminPutFeatureFlag(ctx context.Context, req api.AdminPutFeatur
 	if _, err := s.platformAdmin(ctx); err != nil {
 		return nil, err
 	}
-	before, err := s.storedFlag(ctx, req.Key)
-	if err != nil {
-		return nil, err
-	}
-	f := flags.Flag{Key: req.Key, Description: orZero(req.Body.Description), Enabled: req.Body.Enabled, RolloutPercent: 100, StickyBy: flags.SubjectOrg}
+	f := flags.NewFlag(req.Key)
+	f.Description, f.Enabled = orZero(req.Body.Description), req.Body.Enabled
 	if req.Body.RolloutPercent != nil {
 		f.RolloutPercent = *req.Body.RolloutPercent
 	}
 	if req.Body.StickyBy != nil {
 		f.StickyBy = flags.SubjectType(*req.Body.StickyBy)
 	}
-	stored, err := s.flags.Set(ctx, f)
+	stored, err := s.flags.Set(ctx, f, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	after := toAPIFlag(stored)
-	s.record(ctx, audit.Event{Action: "admin.flag_put", TargetType: "feature_flag", TargetID: req.Key,
-		Data: map[string]any{"before": before, "after": after}})
-	return api.AdminPutFeatureFlag200JSONResponse(after), nil
+	return api.AdminPutFeatureFlag200JSONResponse(toAPIFlag(stored)), nil
 }
 
 // AdminDeleteFeatureFlag deletes a flag; its config default applies again.
@@ -179,29 +157,10 @@ func (s *Server) AdminDeleteFeatureFlag(ctx context.Context, req api.AdminDelete
 	if _, err := s.platformAdmin(ctx); err != nil {
 		return nil, err
 	}
-	before, err := s.storedFlag(ctx, req.Key)
-	if err != nil {
+	if err := s.flags.Delete(ctx, req.Key, actor(ctx)); err != nil {
 		return nil, err
 	}
-	if err := s.flags.Delete(ctx, req.Key); err != nil {
-		return nil, err
-	}
-	s.record(ctx, audit.Event{Action: "admin.flag_delete", TargetType: "feature_flag", TargetID: req.Key,
-		Data: map[string]any{"before": before}})
 	return api.AdminDeleteFeatureFlag204Response{}, nil
-}
-
-// storedFlag returns the flag with key as the API shows it, or nil when there is none.
-func (s *Server) storedFlag(ctx context.Context, key string) (*api.FeatureFlag, error) {
-	f, err := s.flags.Get(ctx, key)
-	if errs.CodeOf(err) == errs.NotFound {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	a := toAPIFlag(f)
-	return &a, nil
 }
 
 // orZero is *p, or the zero value when p is nil (an omitted optional parameter).

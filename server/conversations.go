@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -215,12 +214,10 @@ func (s *Server) UpdateOrgSettings(ctx context.Context, req api.UpdateOrgSetting
 	if err != nil {
 		return nil, err
 	}
-	days, err := s.conv.Service.SetRetentionDays(ctx, access.OrgID, req.Body.ConversationRetentionDays)
+	days, err := s.conv.Service.SetRetentionDays(ctx, access.OrgID, req.Body.ConversationRetentionDays, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "org.settings_update", TargetType: "org", TargetID: access.OrgID.String(),
-		Data: map[string]any{"conversation_retention_days": days}})
 	return api.UpdateOrgSettings200JSONResponse{ConversationRetentionDays: days}, nil
 }
 

@@ -7,13 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/notify"
+	"github.com/kilnhq/kiln/internal/platform/logging"
 )
 
 // afterResponseTimeout bounds the work a handler leaves running once it has answered:
@@ -40,12 +38,9 @@ func (s *Server) RequestEmailVerification(ctx context.Context, _ api.RequestEmai
 
 // VerifyEmail spends a verification token and marks the address verified.
 func (s *Server) VerifyEmail(ctx context.Context, req api.VerifyEmailRequestObject) (api.VerifyEmailResponseObject, error) {
-	user, err := s.auth.Accounts.VerifyEmail(ctx, req.Body.Token)
-	if err != nil {
+	if _, err := s.auth.Accounts.VerifyEmail(ctx, req.Body.Token, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &user.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &user.ID,
-		Action: "auth.email_verify", TargetType: "user", TargetID: user.ID.String(), Data: map[string]any{"email": user.Email}})
 	return api.VerifyEmail204Response{}, nil
 }
 
@@ -54,18 +49,15 @@ func (s *Server) VerifyEmail(ctx context.Context, req api.VerifyEmailRequestObje
 // answer nor its timing tells whether the address has an account. Each request is audited
 // with the address (and, for an account, in its personal org), sent or not.
 func (s *Server) RequestPasswordReset(ctx context.Context, req api.RequestPasswordResetRequestObject) (api.RequestPasswordResetResponseObject, error) {
-	email := strings.ToLower(strings.TrimSpace(req.Body.Email))
+	email, by := req.Body.Email, actor(ctx)
 	s.afterResponse(ctx, "send password reset email", func(ctx context.Context) error {
-		event := audit.Event{Action: "auth.password_reset_request", TargetType: "email", TargetID: email}
-		defer func() { s.record(ctx, event) }()
-		user, token, err := s.auth.Accounts.PasswordResetToken(ctx, email)
+		user, token, err := s.auth.Accounts.PasswordResetToken(ctx, email, by)
 		if errs.CodeOf(err) == errs.NotFound {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		event.OrgID = &user.PersonalOrgID
 		return s.auth.Mailer.Send(ctx, resetEmail(user.Email, s.emailLink("reset-password", token)))
 	})
 	return api.RequestPasswordReset202Response{}, nil
@@ -73,41 +65,28 @@ func (s *Server) RequestPasswordReset(ctx context.Context, req api.RequestPasswo
 
 // ResetPassword sets a new password with a reset token and signs every session out.
 func (s *Server) ResetPassword(ctx context.Context, req api.ResetPasswordRequestObject) (api.ResetPasswordResponseObject, error) {
-	user, revoked, err := s.auth.Accounts.ResetPassword(ctx, req.Body.Token, req.Body.Password)
+	user, _, err := s.auth.Accounts.ResetPassword(ctx, req.Body.Token, req.Body.Password, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.passwordChanged(ctx, user, revoked, audit.Event{ActorType: audit.ActorUser, ActorID: &user.ID, Action: "auth.password_reset"})
+	s.passwordChanged(ctx, user)
 	return api.ResetPassword204Response{}, nil
 }
 
 // ChangePassword replaces the caller's password and signs out every other session.
 func (s *Server) ChangePassword(ctx context.Context, req api.ChangePasswordRequestObject) (api.ChangePasswordResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	user, revoked, err := s.auth.Accounts.ChangePassword(ctx, p.UserID, p.SessionID, req.Body.CurrentPassword, req.Body.NewPassword)
+	user, _, err := s.auth.Accounts.ChangePassword(ctx, p.UserID, p.SessionID, req.Body.CurrentPassword, req.Body.NewPassword, actor(ctx))
 	if err != nil {
-		if errs.CodeOf(err) == errs.PermissionDenied {
-			s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.password_change_failed",
-				TargetType: "user", TargetID: p.UserID.String()})
-		}
 		return nil, err
 	}
-	s.passwordChanged(ctx, user, revoked, audit.Event{Action: "auth.password_change"})
+	s.passwordChanged(ctx, user)
 	return api.ChangePassword204Response{}, nil
 }
 
-// passwordChanged finishes a password change: the revoked sessions' access tokens stop
-// working on every replica, the change is audited as e, and the owner is told by email, so
-// that a change they did not make does not go unnoticed.
-func (s *Server) passwordChanged(ctx context.Context, user account.User, revoked []uuid.UUID, e audit.Event) {
-	if err := s.auth.Tokens.RevokeSessions(ctx, revoked...); err != nil {
-		// The sessions are revoked in the database already and the revocation is in force
-		// and published; the password is changed. Failing the request would only mislead.
-		s.log.ErrorContext(ctx, "revoke access tokens after a password change", "error", err)
-	}
-	e.OrgID, e.TargetType, e.TargetID = &user.PersonalOrgID, "user", user.ID.String()
-	e.Data = map[string]any{"sessions_revoked": len(revoked)}
-	s.record(ctx, e)
+// passwordChanged tells the owner of a changed password by email, so that a change they
+// did not make does not go unnoticed.
+func (s *Server) passwordChanged(ctx context.Context, user account.User) {
 	msg := passwordChangedEmail(user.Email, s.emailLink("reset-password", ""))
 	s.afterResponse(ctx, "send password changed email", func(ctx context.Context) error {
 		return s.auth.Mailer.Send(ctx, msg)
@@ -124,12 +103,14 @@ func (s *Server) emailLink(page, token string) string {
 	return link
 }
 
-// afterResponse runs fn once the handler has answered: detached from the request's
-// cancellation but keeping its values (request id, client, caller) for logs and the audit
-// log, and bounded by afterResponseTimeout. A failure is logged. The work is lost if the
-// process stops first; an email is the kind of thing a user can ask for again.
+// afterResponse runs fn once the handler has answered, on a context of its own that
+// carries only the request id (for its log lines): nothing of the request (its
+// cancellation, caller, connection) outlives the answer, and fn gets the values it needs
+// from its caller. The work is bounded by afterResponseTimeout; a failure is logged. The
+// work is lost if the process stops first; an email is the kind of thing a user can ask for
+// again.
 func (s *Server) afterResponse(ctx context.Context, what string, fn func(ctx context.Context) error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx = logging.WithRequestID(context.Background(), logging.RequestID(ctx))
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, afterResponseTimeout)
 		defer cancel()

@@ -178,14 +178,17 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	st := storetest.New(t)
 	rdb, ks := storetest.Redis(t)
 	mail := &mailbox{}
+	identity := newIdentity(t, st, log, mail)
+	admins := admin.New(st, time.Now)
+	admins.NotifyRevoked(identity.Tokens.RevokeSessions)
 	d := Deps{
 		Config:     config.Default().HTTP,
 		Log:        log,
 		Registry:   prometheus.NewRegistry(),
 		Spec:       spec,
-		Identity:   newIdentity(t, st, log, mail),
+		Identity:   identity,
 		Flags:      flags.New(st, rdb, ks, map[string]bool{}, time.Minute, log, time.Now),
-		Admin:      admin.New(st, time.Now),
+		Admin:      admins,
 		Prompts:    prompts.New(st, time.Now),
 		Redis:      rdb,
 		Keyspace:   ks,
@@ -205,6 +208,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 		withGateway(t, map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
 			map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}})(&d)
 	}
+	d.Prompts.KnowModels(d.LLM.Runner.Gateway.Has)
 	if d.LLM.Runner.Cache == nil {
 		d.LLM.Runner.Cache = cache.New(rdb, ks, time.Hour)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,24 +64,19 @@ func clientFrom(ctx context.Context) account.Client {
 	return c
 }
 
-// record writes an audit event; a failure is logged, not returned, once the action itself
-// has succeeded (the caller's change must not be reported as failed).
-func (s *Server) record(ctx context.Context, e audit.Event) {
+// actor is who makes the request and from where, for the audit events the domain writes:
+// the caller's user or API key (anonymous without one) and the client's address and agent.
+func actor(ctx context.Context) audit.Actor {
 	c := clientFrom(ctx)
-	e.IP, e.UserAgent = c.IP, c.UserAgent
-	if e.ActorType == "" {
-		e.ActorType = audit.ActorAnonymous
-		if p, ok := principalFrom(ctx); ok {
-			if p.Key != nil {
-				e.ActorType, e.ActorID = audit.ActorAPIKey, &p.Key.ID
-			} else {
-				e.ActorType, e.ActorID = audit.ActorUser, &p.UserID
-			}
+	a := audit.Actor{Type: audit.ActorAnonymous, IP: c.IP, UserAgent: c.UserAgent}
+	if p, ok := principalFrom(ctx); ok {
+		if p.Key != nil {
+			a.Type, a.ID = audit.ActorAPIKey, &p.Key.ID
+		} else {
+			a.Type, a.ID = audit.ActorUser, &p.UserID
 		}
 	}
-	if err := s.auth.Audit.Record(ctx, e); err != nil {
-		s.log.ErrorContext(ctx, "audit record failed", "action", e.Action, "error", err)
-	}
+	return a
 }
 
 // tokenPair issues an access token for the session and pairs it with the refresh token.
@@ -105,8 +99,6 @@ func (s *Server) SignUp(ctx context.Context, req api.SignUpRequestObject) (api.S
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &user.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &user.ID,
-		Action: "auth.signup", TargetType: "user", TargetID: user.ID.String()})
 	pair, err := s.tokenPair(ctx, user.ID, session.ID, refresh)
 	if err != nil {
 		return nil, err
@@ -114,18 +106,13 @@ func (s *Server) SignUp(ctx context.Context, req api.SignUpRequestObject) (api.S
 	return api.SignUp201JSONResponse(pair), nil
 }
 
-// Login starts a session; failures are audited with the attempted email.
+// Login starts a session; the account service audits it, and failures with the attempted
+// email.
 func (s *Server) Login(ctx context.Context, req api.LoginRequestObject) (api.LoginResponseObject, error) {
 	user, session, refresh, err := s.auth.Accounts.Login(ctx, req.Body.Email, req.Body.Password, clientFrom(ctx))
 	if err != nil {
-		if errs.CodeOf(err) == errs.Unauthenticated {
-			s.record(ctx, audit.Event{Action: "auth.login_failed", TargetType: "email",
-				TargetID: strings.ToLower(strings.TrimSpace(req.Body.Email))})
-		}
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &user.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &user.ID,
-		Action: "auth.login", TargetType: "session", TargetID: session.ID.String()})
 	pair, err := s.tokenPair(ctx, user.ID, session.ID, refresh)
 	if err != nil {
 		return nil, err
@@ -149,7 +136,7 @@ func (s *Server) RefreshTokens(ctx context.Context, req api.RefreshTokensRequest
 // Logout revokes the caller's session everywhere at once.
 func (s *Server) Logout(ctx context.Context, _ api.LogoutRequestObject) (api.LogoutResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	if err := s.revokeSessions(ctx, p.UserID, p.SessionID); err != nil {
+	if err := s.auth.Accounts.RevokeSession(ctx, p.UserID, p.SessionID); err != nil {
 		return nil, err
 	}
 	return api.Logout204Response{}, nil
@@ -158,33 +145,10 @@ func (s *Server) Logout(ctx context.Context, _ api.LogoutRequestObject) (api.Log
 // LogoutAll revokes every session of the caller.
 func (s *Server) LogoutAll(ctx context.Context, _ api.LogoutAllRequestObject) (api.LogoutAllResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	ids, err := s.auth.Accounts.RevokeAllSessions(ctx, p.UserID)
-	if err != nil {
+	if err := s.auth.Accounts.LogoutAll(ctx, p.UserID, actor(ctx)); err != nil {
 		return nil, err
 	}
-	if err := s.auth.Tokens.RevokeSessions(ctx, ids...); err != nil {
-		return nil, err
-	}
-	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.logout_all",
-		TargetType: "user", TargetID: p.UserID.String(), Data: map[string]any{"sessions": len(ids)}})
 	return api.LogoutAll204Response{}, nil
-}
-
-// revokeSessions ends one of the user's sessions: its refresh tokens at once (database),
-// its access tokens on every replica within a second (token revocation list).
-func (s *Server) revokeSessions(ctx context.Context, userID, sessionID uuid.UUID) error {
-	if err := s.auth.Accounts.RevokeSession(ctx, userID, sessionID); err != nil {
-		return err
-	}
-	return s.auth.Tokens.RevokeSessions(ctx, sessionID)
-}
-
-func (s *Server) personalOrg(ctx context.Context, userID uuid.UUID) *uuid.UUID {
-	m, err := s.auth.memberships.get(ctx, userID)
-	if err != nil {
-		return nil
-	}
-	return &m.personalOrg
 }
 
 // GetMe returns the caller and their orgs.
@@ -240,11 +204,9 @@ func (s *Server) ListMySessions(ctx context.Context, _ api.ListMySessionsRequest
 // DeleteMySession signs one of the caller's devices out.
 func (s *Server) DeleteMySession(ctx context.Context, req api.DeleteMySessionRequestObject) (api.DeleteMySessionResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	if err := s.revokeSessions(ctx, p.UserID, req.Id); err != nil {
+	if err := s.auth.Accounts.SignOutSession(ctx, p.UserID, req.Id, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.session_revoke",
-		TargetType: "session", TargetID: req.Id.String()})
 	return api.DeleteMySession204Response{}, nil
 }
 
@@ -261,12 +223,11 @@ func (s *Server) ListOrgs(ctx context.Context, _ api.ListOrgsRequestObject) (api
 // CreateOrg creates an org owned by the caller.
 func (s *Server) CreateOrg(ctx context.Context, req api.CreateOrgRequestObject) (api.CreateOrgResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	org, err := s.auth.Accounts.CreateOrg(ctx, p.UserID, req.Body.Name)
+	org, err := s.auth.Accounts.CreateOrg(ctx, p.UserID, req.Body.Name, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
 	s.auth.memberships.forget(p.UserID)
-	s.record(ctx, audit.Event{OrgID: &org.ID, Action: "org.create", TargetType: "org", TargetID: org.ID.String()})
 	return api.CreateOrg201JSONResponse(toAPIMembership(org, account.RoleOwner)), nil
 }
 
@@ -323,12 +284,10 @@ func (s *Server) CreateAPIKey(ctx context.Context, req api.CreateAPIKeyRequestOb
 	for i, sc := range req.Body.Scopes {
 		scopes[i] = string(sc)
 	}
-	key, secret, err := s.auth.Keys.Create(ctx, access.OrgID, creator(ctx), req.Body.Name, scopes, req.Body.ExpiresAt)
+	key, secret, err := s.auth.Keys.Create(ctx, access.OrgID, actor(ctx), req.Body.Name, scopes, req.Body.ExpiresAt)
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.create", TargetType: "api_key",
-		TargetID: key.ID.String(), Data: map[string]any{"name": key.Name, "scopes": key.Scopes}})
 	return api.CreateAPIKey201JSONResponse(withSecret(key, secret)), nil
 }
 
@@ -351,10 +310,9 @@ func (s *Server) RevokeAPIKey(ctx context.Context, req api.RevokeAPIKeyRequestOb
 	if err != nil {
 		return nil, err
 	}
-	if err := s.auth.Keys.Revoke(ctx, access.OrgID, req.Id); err != nil {
+	if err := s.auth.Keys.Revoke(ctx, access.OrgID, req.Id, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.revoke", TargetType: "api_key", TargetID: req.Id.String()})
 	return api.RevokeAPIKey204Response{}, nil
 }
 
@@ -368,22 +326,11 @@ func (s *Server) RotateAPIKey(ctx context.Context, req api.RotateAPIKeyRequestOb
 	if req.Body != nil && req.Body.GraceSeconds != nil {
 		grace = time.Duration(*req.Body.GraceSeconds) * time.Second
 	}
-	key, secret, err := s.auth.Keys.Rotate(ctx, access.OrgID, req.Id, grace, creator(ctx))
+	key, secret, err := s.auth.Keys.Rotate(ctx, access.OrgID, req.Id, grace, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "api_key.rotate", TargetType: "api_key",
-		TargetID: req.Id.String(), Data: map[string]any{"new_key": key.ID.String(), "grace_seconds": int(grace.Seconds())}})
 	return api.RotateAPIKey201JSONResponse(withSecret(key, secret)), nil
-}
-
-// creator is the user behind a request, or nil for an API key.
-func creator(ctx context.Context) *uuid.UUID {
-	p, _ := principalFrom(ctx)
-	if p.Key != nil {
-		return nil
-	}
-	return &p.UserID
 }
 
 func toAPIKey(k apikey.Key) api.APIKey {

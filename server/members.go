@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/notify"
 )
@@ -34,47 +33,34 @@ func (s *Server) ListOrgMembers(ctx context.Context, req api.ListOrgMembersReque
 
 // UpdateOrgMember changes a member's role.
 func (s *Server) UpdateOrgMember(ctx context.Context, req api.UpdateOrgMemberRequestObject) (api.UpdateOrgMemberResponseObject, error) {
-	p, _ := principalFrom(ctx)
-	m, from, err := s.auth.Members.ChangeRole(ctx, p.UserID, req.Id, req.UserId, string(req.Body.Role))
+	m, from, err := s.auth.Members.ChangeRole(ctx, actor(ctx), req.Id, req.UserId, string(req.Body.Role))
 	if err != nil {
 		return nil, err
 	}
 	if from != m.Role {
 		s.auth.memberships.forget(m.UserID)
-		s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.role_change", TargetType: "user",
-			TargetID: m.UserID.String(), Data: map[string]any{"from": from, "to": m.Role}})
 	}
 	return api.UpdateOrgMember200JSONResponse(toAPIMember(m)), nil
 }
 
 // RemoveOrgMember removes a member, or lets the caller leave.
 func (s *Server) RemoveOrgMember(ctx context.Context, req api.RemoveOrgMemberRequestObject) (api.RemoveOrgMemberResponseObject, error) {
-	p, _ := principalFrom(ctx)
-	m, err := s.auth.Members.Remove(ctx, p.UserID, req.Id, req.UserId)
+	m, err := s.auth.Members.Remove(ctx, actor(ctx), req.Id, req.UserId)
 	if err != nil {
 		return nil, err
 	}
 	s.auth.memberships.forget(m.UserID)
-	action := "member.remove"
-	if m.UserID == p.UserID {
-		action = "member.leave"
-	}
-	s.record(ctx, audit.Event{OrgID: &req.Id, Action: action, TargetType: "user", TargetID: m.UserID.String(),
-		Data: map[string]any{"role": m.Role}})
 	return api.RemoveOrgMember204Response{}, nil
 }
 
 // TransferOrgOwnership makes another member the owner and the caller an admin.
 func (s *Server) TransferOrgOwnership(ctx context.Context, req api.TransferOrgOwnershipRequestObject) (api.TransferOrgOwnershipResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	previous, err := s.auth.Members.TransferOwnership(ctx, p.UserID, req.Id, req.Body.UserId)
-	if err != nil {
+	if _, err := s.auth.Members.TransferOwnership(ctx, actor(ctx), req.Id, req.Body.UserId); err != nil {
 		return nil, err
 	}
 	s.auth.memberships.forget(p.UserID)
 	s.auth.memberships.forget(req.Body.UserId)
-	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "org.ownership_transfer", TargetType: "org", TargetID: req.Id.String(),
-		Data: map[string]any{"from": p.UserID.String(), "to": req.Body.UserId.String(), "to_previous_role": previous}})
 	return api.TransferOrgOwnership204Response{}, nil
 }
 
@@ -95,41 +81,32 @@ func (s *Server) ListOrgInvitations(ctx context.Context, req api.ListOrgInvitati
 // CreateOrgInvitation invites an address and emails it the link; the token is in the email
 // only.
 func (s *Server) CreateOrgInvitation(ctx context.Context, req api.CreateOrgInvitationRequestObject) (api.CreateOrgInvitationResponseObject, error) {
-	p, _ := principalFrom(ctx)
-	inv, err := s.auth.Members.Invite(ctx, p.UserID, req.Id, req.Body.Email, string(req.Body.Role),
+	inv, err := s.auth.Members.Invite(ctx, actor(ctx), req.Id, req.Body.Email, string(req.Body.Role),
 		func(ctx context.Context, d members.Delivery) error {
 			return s.auth.Mailer.Send(ctx, invitationMessage(s.auth.LinkBase, d))
 		})
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.invite", TargetType: "invitation", TargetID: inv.ID.String(),
-		Data: map[string]any{"email": inv.Email, "role": inv.Role}})
 	return api.CreateOrgInvitation201JSONResponse(toAPIInvitation(inv)), nil
 }
 
 // RevokeOrgInvitation withdraws a pending invitation.
 func (s *Server) RevokeOrgInvitation(ctx context.Context, req api.RevokeOrgInvitationRequestObject) (api.RevokeOrgInvitationResponseObject, error) {
-	p, _ := principalFrom(ctx)
-	inv, err := s.auth.Members.Withdraw(ctx, p.UserID, req.Id, req.InvitationId)
-	if err != nil {
+	if _, err := s.auth.Members.Withdraw(ctx, actor(ctx), req.Id, req.InvitationId); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &req.Id, Action: "member.invitation_revoke", TargetType: "invitation",
-		TargetID: inv.ID.String(), Data: map[string]any{"email": inv.Email}})
 	return api.RevokeOrgInvitation204Response{}, nil
 }
 
 // AcceptInvitation makes the caller a member of the org an invitation token names.
 func (s *Server) AcceptInvitation(ctx context.Context, req api.AcceptInvitationRequestObject) (api.AcceptInvitationResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	m, inv, err := s.auth.Members.Accept(ctx, p.UserID, req.Body.Token)
+	m, _, err := s.auth.Members.Accept(ctx, actor(ctx), req.Body.Token)
 	if err != nil {
 		return nil, err
 	}
 	s.auth.memberships.forget(p.UserID)
-	s.record(ctx, audit.Event{OrgID: &m.Org.ID, Action: "member.join", TargetType: "user", TargetID: p.UserID.String(),
-		Data: map[string]any{"role": m.Role, "invitation_id": inv.ID.String(), "invited_by": inv.InvitedBy.String()}})
 	return api.AcceptInvitation200JSONResponse(toAPIMembership(m.Org, m.Role)), nil
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
-	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -57,14 +55,9 @@ func (s *Server) OauthCallback(ctx context.Context, req api.OauthCallbackRequest
 	}
 	out, err := svc.Callback(ctx, req.Provider, oauth.CallbackParams{
 		Code: queryValue(req.Params.Code), State: queryValue(req.Params.State), Error: queryValue(req.Params.Error),
-	})
+	}, clientFrom(ctx))
 	if err != nil {
 		return nil, err
-	}
-	if out.Error == "" && out.Link != "" && out.Link != account.LinkExisting {
-		s.record(ctx, audit.Event{OrgID: &out.User.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &out.User.ID,
-			Action: "auth.identity_link", TargetType: "user", TargetID: out.User.ID.String(),
-			Data: map[string]any{"provider": req.Provider, "via": string(out.Link)}})
 	}
 	return api.OauthCallback302Response{Headers: api.OauthCallback302ResponseHeaders{Location: &out.Location}}, nil
 }
@@ -79,9 +72,6 @@ func (s *Server) ExchangeOAuthCode(ctx context.Context, req api.ExchangeOAuthCod
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &login.User.PersonalOrgID, ActorType: audit.ActorUser, ActorID: &login.User.ID,
-		Action: "auth.login", TargetType: "session", TargetID: login.Session.ID.String(),
-		Data: map[string]any{"provider": login.Provider}})
 	pair, err := s.tokenPair(ctx, login.User.ID, login.Session.ID, login.Refresh)
 	if err != nil {
 		return nil, err
@@ -114,11 +104,9 @@ func (s *Server) ListMyIdentities(ctx context.Context, _ api.ListMyIdentitiesReq
 // way to sign in.
 func (s *Server) DeleteMyIdentity(ctx context.Context, req api.DeleteMyIdentityRequestObject) (api.DeleteMyIdentityResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	if err := s.auth.Accounts.UnlinkIdentity(ctx, p.UserID, req.Id); err != nil {
+	if err := s.auth.Accounts.UnlinkIdentity(ctx, p.UserID, req.Id, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: s.personalOrg(ctx, p.UserID), Action: "auth.identity_unlink",
-		TargetType: "identity", TargetID: req.Id.String()})
 	return api.DeleteMyIdentity204Response{}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +128,229 @@ type oaiPart struct {
 		URL    string `json:"url"`
 		Detail string `json:"detail"`
 	} `json:"image_url"`
+}
+
+// openAIChatRequest reads the chat request of r from the value the validator decoded, so
+// the body is parsed once. A request with tools or a response format is decoded from its
+// bytes instead, so their JSON Schemas reach the provider byte for byte as sent.
+func openAIChatRequest(r *http.Request) (oaiChatRequest, error) {
+	var body oaiChatRequest
+	v, raw, err := bodyOf(r)
+	if err != nil {
+		return body, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return body, errors.New("the body is not an object")
+	}
+	if hasMember(m, "tools") || hasMember(m, "response_format") {
+		return body, json.Unmarshal(raw, &body)
+	}
+	err = eachField(m, oaiChatFields, func(name string, v any) error {
+		var err error
+		switch name {
+		case "model":
+			body.Model, err = stringOf(v)
+		case "messages":
+			body.Messages, err = oaiMessagesOf(v)
+		case "stream":
+			body.Stream, err = boolOf(v)
+		case "stream_options":
+			var o map[string]any
+			if o, err = objectOf(v); err == nil && o != nil {
+				body.StreamOptions = &struct {
+					IncludeUsage bool `json:"include_usage"`
+				}{}
+				err = eachField(o, []string{"include_usage"}, func(_ string, v any) error {
+					var err error
+					body.StreamOptions.IncludeUsage, err = boolOf(v)
+					return err
+				})
+			}
+		case "tool_choice":
+			body.ToolChoice, err = rawOf(v)
+		case "stop":
+			body.Stop, err = rawOf(v)
+		case "temperature":
+			body.Temperature, err = floatOf(v)
+		case "top_p":
+			body.TopP, err = floatOf(v)
+		case "max_tokens":
+			body.MaxTokens, err = intOf(v)
+		case "max_completion_tokens":
+			body.MaxCompletionTokens, err = intOf(v)
+		case "seed":
+			body.Seed, err = int64Of(v)
+		case "user":
+			body.User, err = stringOf(v)
+		case "cache":
+			var c bool
+			if c, err = boolOf(v); v != nil && err == nil {
+				body.Cache = &c
+			}
+		}
+		return err
+	})
+	return body, err
+}
+
+var oaiChatFields = []string{"model", "messages", "stream", "stream_options", "tool_choice", "stop", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "user", "cache"}
+
+func oaiMessagesOf(v any) ([]oaiMessage, error) {
+	list, err := arrayOf(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]oaiMessage, len(list))
+	for i, item := range list {
+		m, err := objectOf(item)
+		if err != nil {
+			return nil, err
+		}
+		msg := &out[i]
+		err = eachField(m, []string{"role", "content", "name", "tool_calls", "tool_call_id"}, func(name string, v any) error {
+			var err error
+			switch name {
+			case "role":
+				msg.Role, err = stringOf(v)
+			case "content":
+				msg.Content, err = rawOf(v)
+			case "name":
+				msg.Name, err = stringOf(v)
+			case "tool_call_id":
+				msg.ToolCallID, err = stringOf(v)
+			case "tool_calls":
+				var raw json.RawMessage
+				if raw, err = rawOf(v); err == nil && raw != nil {
+					err = json.Unmarshal(raw, &msg.ToolCalls)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// hasMember reports whether m has name, matched as encoding/json matches a field.
+func hasMember(m map[string]any, name string) bool {
+	found := false
+	_ = eachField(m, []string{name}, func(string, any) error { found = true; return nil })
+	return found
+}
+
+// eachField calls set with each member of m whose key names a field, matched as
+// encoding/json matches struct fields: exactly, else ignoring case (an exact key wins).
+func eachField(m map[string]any, fields []string, set func(field string, v any) error) error {
+	for k, v := range m {
+		field := k
+		if !slices.Contains(fields, k) {
+			i := slices.IndexFunc(fields, func(f string) bool { return strings.EqualFold(f, k) })
+			if i < 0 {
+				continue
+			}
+			if field = fields[i]; hasKey(m, field) {
+				continue
+			}
+		}
+		if err := set(field, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasKey(m map[string]any, k string) bool { _, ok := m[k]; return ok }
+
+// The decoded value's members as the typed decoder would have read them: null leaves the
+// field as it is; a value of another type is an error.
+
+func stringOf(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	}
+	return "", errors.New("not a string")
+}
+
+func boolOf(v any) (bool, error) {
+	switch v := v.(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	}
+	return false, errors.New("not a boolean")
+}
+
+func floatOf(v any) (*float64, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case json.Number:
+		f, err := v.Float64()
+		return &f, err
+	}
+	return nil, errors.New("not a number")
+}
+
+func intOf(v any) (*int, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case json.Number:
+		n, err := strconv.ParseInt(string(v), 10, strconv.IntSize)
+		i := int(n)
+		return &i, err
+	}
+	return nil, errors.New("not an integer")
+}
+
+func int64Of(v any) (*int64, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case json.Number:
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		return &n, err
+	}
+	return nil, errors.New("not an integer")
+}
+
+func objectOf(v any) (map[string]any, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return v, nil
+	}
+	return nil, errors.New("not an object")
+}
+
+func arrayOf(v any) ([]any, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case []any:
+		return v, nil
+	}
+	return nil, errors.New("not an array")
+}
+
+// rawOf is a union member (content, stop, tool_choice) as JSON for toOpenAICall: a string
+// is quoted without the encoder, the rest encoded.
+func rawOf(v any) (json.RawMessage, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return json.RawMessage(jsonString(v)), nil
+	}
+	return json.Marshal(v)
 }
 
 // toOpenAICall converts OpenAI's request into a runner call, naming each bad field.
@@ -258,8 +482,9 @@ func imageFromURL(u string) (*llm.Image, error) {
 
 // openaiCreateChatCompletion serves POST /openai/v1/chat/completions.
 func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Request) {
-	var body oaiChatRequest
-	if !s.decodeBody(w, r, &body) {
+	body, err := openAIChatRequest(r)
+	if err != nil {
+		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
 		return
 	}
 	r, who, call, cancel, ok := s.beginCall(w, r, func(caller) (chat.Call, error) { return toOpenAICall(&body) })
@@ -278,7 +503,7 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 			return
 		}
 		setServedHeaders(w, res.Served, res.Cache)
-		writeJSON(w, http.StatusOK, toOpenAICompletion(id, call.Alias, start, res))
+		writeCompletion(w, toOpenAICompletion(id, call.Alias, start, res))
 		return
 	}
 	cw := &chunkWriter{w: w, rc: http.NewResponseController(w)}
@@ -322,6 +547,19 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		_ = cw.chunk(`"choices":[],"usage":`, string(u))
 	}
 	_ = cw.data([]byte("[DONE]"))
+}
+
+// writeCompletion writes a blocking completion as writeJSON would, encoded by go-json in
+// one write: the gateway's hot path.
+func writeCompletion(w http.ResponseWriter, c oaiCompletion) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		writeJSON(w, http.StatusOK, c) // not reached: the type always encodes
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // chunkWriter writes OpenAI's stream: `data:` lines only (OpenAI SDKs treat `event:`

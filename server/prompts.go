@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm/usage"
@@ -39,16 +37,14 @@ func (s *Server) CreatePrompt(ctx context.Context, req api.CreatePromptRequestOb
 	if err != nil {
 		return nil, err
 	}
-	draft, err := s.toDraft(req.Body.Version, "/version")
+	draft, err := toDraft(req.Body.Version)
 	if err != nil {
 		return nil, err
 	}
-	p, v, err := s.prompts.Create(ctx, access.OrgID, req.Body.Name, deref(req.Body.Description), draft, creator(ctx))
+	p, _, err := s.prompts.Create(ctx, access.OrgID, req.Body.Name, deref(req.Body.Description), draft, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.create", TargetType: "prompt", TargetID: p.Name,
-		Data: map[string]any{"prompt_id": p.ID.String(), "version": v.Number}})
 	return api.CreatePrompt201JSONResponse(toAPIPrompt(p)), nil
 }
 
@@ -71,10 +67,9 @@ func (s *Server) DeletePrompt(ctx context.Context, req api.DeletePromptRequestOb
 	if err != nil {
 		return nil, err
 	}
-	if err := s.prompts.Delete(ctx, access.OrgID, req.Name); err != nil {
+	if err := s.prompts.Delete(ctx, access.OrgID, req.Name, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.delete", TargetType: "prompt", TargetID: req.Name})
 	return api.DeletePrompt204Response{}, nil
 }
 
@@ -102,16 +97,14 @@ func (s *Server) CreatePromptVersion(ctx context.Context, req api.CreatePromptVe
 	if err != nil {
 		return nil, err
 	}
-	draft, err := s.toDraft(*req.Body, "")
+	draft, err := toDraft(*req.Body)
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.prompts.AddVersion(ctx, access.OrgID, req.Name, draft, creator(ctx))
+	v, err := s.prompts.AddVersion(ctx, access.OrgID, req.Name, draft, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.version_create", TargetType: "prompt", TargetID: req.Name,
-		Data: map[string]any{"version": v.Number, "note": v.Note}})
 	return api.CreatePromptVersion201JSONResponse(toAPIPromptVersion(v)), nil
 }
 
@@ -140,15 +133,10 @@ func (s *Server) SetPromptLabel(ctx context.Context, req api.SetPromptLabelReque
 			t.Split = append(t.Split, prompts.SplitEntry{Version: e.Version, Weight: e.Weight})
 		}
 	}
-	m, err := s.prompts.SetLabel(ctx, access.OrgID, req.Name, req.Label, t, creator(ctx))
+	m, err := s.prompts.SetLabel(ctx, access.OrgID, req.Name, req.Label, t, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	data := map[string]any{"label": req.Label, "to": labelTarget(&m.Label), "from": labelTarget(m.Previous)}
-	if m.Label.ExperimentID != nil {
-		data["experiment_id"] = m.Label.ExperimentID.String()
-	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.label_" + m.Kind, TargetType: "prompt", TargetID: req.Name, Data: data})
 	return api.SetPromptLabel200JSONResponse(toAPIPromptLabel(m.Label)), nil
 }
 
@@ -158,25 +146,10 @@ func (s *Server) DeletePromptLabel(ctx context.Context, req api.DeletePromptLabe
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.prompts.DeleteLabel(ctx, access.OrgID, req.Name, req.Label)
-	if err != nil {
+	if _, err := s.prompts.DeleteLabel(ctx, access.OrgID, req.Name, req.Label, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "prompt.label_delete", TargetType: "prompt", TargetID: req.Name,
-		Data: map[string]any{"label": req.Label, "from": labelTarget(&l)}})
 	return api.DeletePromptLabel204Response{}, nil
-}
-
-// labelTarget is what a label points at, for the audit log: a version, a split, or nil.
-func labelTarget(l *prompts.Label) any {
-	switch {
-	case l == nil:
-		return nil
-	case l.ExperimentID != nil:
-		return map[string]any{"split": l.Split}
-	default:
-		return map[string]any{"version": l.Version}
-	}
 }
 
 // DiffPromptVersions compares two versions of a prompt.
@@ -328,12 +301,9 @@ func principalStickyKey(ctx context.Context) string {
 	return p.UserID.String()
 }
 
-// toDraft converts a version body; a model must be an alias of the catalog.
-func (s *Server) toDraft(in api.PromptVersionInput, at string) (prompts.Draft, error) {
+// toDraft converts a version body.
+func toDraft(in api.PromptVersionInput) (prompts.Draft, error) {
 	d := prompts.Draft{Model: deref(in.Model), Note: deref(in.Note)}
-	if d.Model != "" && s.llm.Runner != nil && !s.llm.Runner.Gateway.Has(d.Model) {
-		return d, errs.InvalidFields("invalid prompt version", []errs.FieldError{{Pointer: at + "/model", Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)}})
-	}
 	for _, m := range in.Messages {
 		d.Messages = append(d.Messages, prompts.Message{Role: string(m.Role), Content: m.Content})
 	}

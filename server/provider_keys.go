@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 )
 
@@ -31,11 +30,10 @@ func (s *Server) SetProviderKey(ctx context.Context, req api.SetProviderKeyReque
 	if err != nil {
 		return nil, err
 	}
-	key, err := s.llm.OrgKeys.Set(ctx, access.OrgID, req.Provider, req.Body.ApiKey, creator(ctx))
+	key, err := s.llm.OrgKeys.Set(ctx, access.OrgID, req.Provider, req.Body.ApiKey, actor(ctx))
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "provider_key.set", TargetType: "provider_key", TargetID: req.Provider, Data: map[string]any{"hint": key.Hint}})
 	return api.SetProviderKey200JSONResponse(toAPIProviderKey(key)), nil
 }
 
@@ -45,10 +43,9 @@ func (s *Server) DeleteProviderKey(ctx context.Context, req api.DeleteProviderKe
 	if err != nil {
 		return nil, err
 	}
-	if err := s.llm.OrgKeys.Delete(ctx, access.OrgID, req.Provider); err != nil {
+	if err := s.llm.OrgKeys.Delete(ctx, access.OrgID, req.Provider, actor(ctx)); err != nil {
 		return nil, err
 	}
-	s.record(ctx, audit.Event{OrgID: &access.OrgID, Action: "provider_key.delete", TargetType: "provider_key", TargetID: req.Provider})
 	return api.DeleteProviderKey204Response{}, nil
 }
 

@@ -2,13 +2,9 @@ package server
 
 import (
 	"context"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
-	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 )
 
@@ -18,38 +14,18 @@ func (s *Server) GetUsage(ctx context.Context, req api.GetUsageRequestObject) (a
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
-	f := usage.Filter{OrgID: access.OrgID, From: now.AddDate(0, 0, -30), To: now, GroupBy: "day"}
-	if req.Params.From != nil {
-		f.From = req.Params.From.UTC()
-	}
-	if req.Params.To != nil {
-		f.To = req.Params.To.UTC()
-	}
-	if !f.From.Before(f.To) {
-		return nil, errs.InvalidFields("invalid window", []errs.FieldError{{Pointer: "/query/from", Message: "must be before to"}})
-	}
-	if req.Params.Model != nil {
-		f.Alias = *req.Params.Model
-	}
-	if req.Params.ApiKeyId != nil {
-		f.APIKeyID = *req.Params.ApiKeyId
-	}
-	if req.Params.GroupBy != nil {
-		f.GroupBy = string(*req.Params.GroupBy)
-	}
+	q := usage.Query{From: req.Params.From, To: req.Params.To, Alias: orZero(req.Params.Model),
+		APIKeyID: orZero(req.Params.ApiKeyId), GroupBy: string(orZero(req.Params.GroupBy))}
 	if p, ok := principalFrom(ctx); ok && p.Key != nil && !apikey.Has(p.Key.Scopes, apikey.ScopeBillingRead) {
-		if f.APIKeyID != uuid.Nil && f.APIKeyID != p.Key.ID {
-			return nil, errs.E(errs.PermissionDenied, "A key without the billing:read scope sees only its own usage.")
-		}
-		f.APIKeyID = p.Key.ID
+		q.OwnKey = &p.Key.ID
 	}
-	buckets, total, err := s.llm.Usage.Report(ctx, f)
+	r, err := s.llm.Usage.Query(ctx, access.OrgID, q)
 	if err != nil {
 		return nil, err
 	}
-	out := api.GetUsage200JSONResponse{GroupBy: api.UsageReportGroupBy(f.GroupBy), From: f.From, To: f.To, Data: make([]api.UsageBucket, len(buckets)), Total: toAPIBucket(total)}
-	for i, b := range buckets {
+	out := api.GetUsage200JSONResponse{GroupBy: api.UsageReportGroupBy(r.Filter.GroupBy), From: r.Filter.From, To: r.Filter.To,
+		Data: make([]api.UsageBucket, len(r.Buckets)), Total: toAPIBucket(r.Total)}
+	for i, b := range r.Buckets {
 		out.Data[i] = toAPIBucket(b)
 	}
 	return out, nil

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -71,14 +70,8 @@ func newTitleBundle(t *testing.T) *titleBundle {
 	svc := conversations.New(st, time.Now)
 	b := &titleBundle{st: st, svc: svc, stopUsage: stop,
 		titler: Titler{Conversations: svc, Runner: runner, Usage: rec, Model: titleAlias}}
-	b.org = uuid.Must(uuid.NewV7())
-	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: b.org, Name: "titles", Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	b.user = uuid.Must(uuid.NewV7())
-	if _, err := st.CreateUser(t.Context(), db.CreateUserParams{ID: b.user, Email: b.user.String() + "@example.com", Name: "u", PersonalOrgID: b.org, Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	b.org = storetest.Org(t, st)
+	b.user = storetest.User(t, st, b.org)
 	return b
 }
 
@@ -257,16 +250,10 @@ func TestConversationPurgers(t *testing.T) {
 	t.Parallel()
 	st := storetest.New(t)
 	ctx := t.Context()
-	var mu sync.Mutex
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	svc := conversations.New(st, clock)
+	clock := storetest.NewClock()
+	svc := conversations.New(st, clock.Now)
 
-	org := uuid.Must(uuid.NewV7())
-	if _, err := st.CreateOrg(ctx, db.CreateOrgParams{ID: org, Name: "purgers", Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	org := storetest.Org(t, st)
 	o := conversations.Owner{Org: org}
 	startReply := func() conversations.Reply {
 		t.Helper()
@@ -282,9 +269,9 @@ func TestConversationPurgers(t *testing.T) {
 		return r
 	}
 	stale1, stale2 := startReply(), startReply()
-	advance(20 * time.Minute)
+	clock.Advance(20 * time.Minute)
 	fresh := startReply()
-	advance(15 * time.Minute) // the first two: 35 minutes; the last: 15
+	clock.Advance(15 * time.Minute) // the first two: 35 minutes; the last: 15
 
 	// The streams live in Redis, on a client of their own that the last step closes.
 	_, ks := storetest.Redis(t)
@@ -351,7 +338,7 @@ func TestConversationPurgers(t *testing.T) {
 	}
 
 	// A stream that cannot be ended fails the purge (the task is retried).
-	advance(time.Hour)
+	clock.Advance(time.Hour)
 	_ = rdb.Close()
 	if n, err := byName["stale_replies"].Purge(ctx); n != 1 || !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("with Redis closed: %d, %v; want 1 and the client's error", n, err)

@@ -298,15 +298,13 @@ func TestIdentityPurgers(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	old, recent := now.Add(-40*24*time.Hour), now.Add(-time.Hour)
-	org, user := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	user := storetest.User(t, st, storetest.Org(t, st))
 	exec := func(sql string, args ...any) {
 		t.Helper()
 		if _, err := st.Pool.Exec(ctx, sql, args...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	exec(`INSERT INTO orgs (id, name) VALUES ($1, 'o')`, org)
-	exec(`INSERT INTO users (id, email, personal_org_id) VALUES ($1, 'u@example.com', $2)`, user, org)
 	sessions := map[string]time.Time{"ended_long_ago": old, "ended_recently": recent}
 	ids := map[string]uuid.UUID{}
 	for name, revoked := range sessions {

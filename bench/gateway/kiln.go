@@ -156,6 +156,62 @@ func (k *kiln) PeakRSS() (int64, error) {
 	return 0, errors.New("no VmHWM in /proc/<kiln>/status")
 }
 
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat: 100 on every Linux
+// architecture Kiln runs on.
+const clockTicks = 100
+
+// CPUTime returns the CPU time (user + system) the process has used so far, to the
+// resolution of a clock tick (10 ms).
+func (k *kiln) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(k.cmd.Process.Pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read kiln stat: %w", err)
+	}
+	// The command name, field 2, is in parentheses and may hold spaces: count from after it.
+	i := bytes.LastIndexByte(b, ')')
+	fields := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(fields) < 13 {
+		return 0, errors.New("parse /proc/<kiln>/stat: too few fields")
+	}
+	var ticks int64
+	for _, f := range fields[11:13] { // utime and stime, fields 14 and 15
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc/<kiln>/stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// UsageRequests returns the number of calls in the usage report of key's org (the key
+// sees its own calls), as stored so far.
+func UsageRequests(ctx context.Context, client *http.Client, base, key string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/usage?group_by=model", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("usage report: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		return 0, fmt.Errorf("usage report: %d %s", res.StatusCode, bytes.TrimSpace(b))
+	}
+	var report struct {
+		Total struct {
+			Requests int64 `json:"requests"`
+		} `json:"total"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&report); err != nil {
+		return 0, fmt.Errorf("usage report: %w", err)
+	}
+	return report.Total.Requests, nil
+}
+
 // Stop sends SIGTERM and waits for the exit (SIGKILL after a grace period). It returns the
 // process's error when it did not exit cleanly, with its output.
 func (k *kiln) Stop() error {

@@ -77,6 +77,16 @@ type result struct {
 	framesRecv  int64
 	sent        mockllm.Stats // what the mock counted during the run
 	concurrency int
+	cpu         time.Duration // Kiln's CPU time during the run; Kiln target only
+}
+
+// cpuPerRequest returns the Kiln CPU time per request served during the run, warm-up
+// included (both are counted over the whole run), or 0 when nothing was served.
+func (r *result) cpuPerRequest() time.Duration {
+	if r.sent.Requests <= 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.sent.Requests)
 }
 
 // perSecond returns the requests completed in the window per second.

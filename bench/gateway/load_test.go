@@ -114,20 +114,28 @@ func TestReport(t *testing.T) {
 		r.framesRecv, r.sent.Frames = 40, 40
 		return r
 	}
+	kiln := res(10, 1500*time.Microsecond, 50)
+	kiln.sent.Requests, kiln.cpu = 60, 4800*time.Microsecond
 	rep := &report{
-		cfg:       config{concurrency: []int{10}, streamConcurrency: 10, frames: 20},
-		nonStream: []map[string]*result{{"direct": res(10, time.Millisecond, 100), "kiln": res(10, 1500*time.Microsecond, 50)}},
-		stream:    map[string]*result{"direct": res(10, time.Millisecond, 10), "kiln": res(10, 1200*time.Microsecond, 10)},
-		peakRSS:   40e6,
+		cfg:         config{concurrency: []int{10}, streamConcurrency: 10, frames: 20},
+		nonStream:   []map[string]*result{{"direct": res(10, time.Millisecond, 100), "kiln": kiln}},
+		stream:      map[string]*result{"direct": res(10, time.Millisecond, 10), "kiln": res(10, 1100*time.Microsecond, 10)},
+		peakRSS:     40e6,
+		usageSent:   72,
+		usageStored: 72,
 	}
 	text := rep.markdown()
 	for _, want := range []string{
 		"| c=10 p50 | 1.000 ms | 1.500 ms | +0.500 ms |",
+		"| c=10 Kiln CPU per request | — | 0.080 ms |  |",
 		"| peak req/s | 100 (c=10) | 50 (c=10) | 50 % |",
-		"| stream c=10 TTFT p50 | 2.000 ms | 2.400 ms | 1.20× (+0.400 ms) |",
-		"PASS  added p50 at c=10 ≤ 1 ms: +0.500 ms",
-		"PASS  TTFT p50 through Kiln ≤ 1.5× direct: 1.20×",
-		"PASS  Kiln peak RSS ≤ 100 MB: 40.0 MB",
+		"| stream c=10 TTFT p50 | 2.000 ms | 2.200 ms | 1.10× (+0.200 ms) |",
+		"PASS  added p50 at c=10 ≤ 0.6 ms: +0.500 ms",
+		"PASS  Kiln CPU per blocking request at c=10 ≤ 0.1 ms: 0.080 ms",
+		"PASS  TTFT p50 added by Kiln ≤ 0.25 ms: +0.200 ms",
+		"PASS  peak req/s through Kiln ≥ 35 % of direct: 50 %",
+		"PASS  Kiln peak RSS ≤ 45 MB: 40.0 MB",
+		"PASS  every call's usage record stored: 72 of 72",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)
@@ -135,6 +143,10 @@ func TestReport(t *testing.T) {
 	}
 	if !rep.correct() {
 		t.Error("a clean run is reported incorrect")
+	}
+	rep.usageStored--
+	if !strings.Contains(rep.markdown(), "MISS  every call's usage record stored: 71 of 72") {
+		t.Error("a lost usage record is not reported")
 	}
 	rep.stream["kiln"].framesRecv--
 	if rep.correct() || !strings.Contains(rep.markdown(), "MISS  frames received = frames sent (kiln): 39 / 40") {

@@ -164,7 +164,7 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 	for _, c := range cfg.concurrency {
 		row := map[string]*result{}
 		for _, t := range targets {
-			r, err := measure(ctx, log, &load{client: client, target: t, concurrency: c, warmup: cfg.warmup, duration: cfg.duration}, mock)
+			r, err := measureCPU(ctx, log, k, &load{client: client, target: t, concurrency: c, warmup: cfg.warmup, duration: cfg.duration}, mock)
 			if err != nil {
 				return err
 			}
@@ -174,7 +174,7 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 	}
 	rep.stream = map[string]*result{}
 	for _, t := range targets {
-		r, err := measure(ctx, log, &load{client: client, target: t, stream: true, concurrency: cfg.streamConcurrency, warmup: cfg.warmup, duration: cfg.duration}, mock)
+		r, err := measureCPU(ctx, log, k, &load{client: client, target: t, stream: true, concurrency: cfg.streamConcurrency, warmup: cfg.warmup, duration: cfg.duration}, mock)
 		if err != nil {
 			return err
 		}
@@ -183,6 +183,22 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 	if k != nil {
 		if rep.peakRSS, err = k.PeakRSS(); err != nil {
 			return err
+		}
+		// Every call through Kiln, the two preflight ones included, must reach the usage
+		// report; rows are written in batches, so wait for the last one.
+		rep.usageSent = 2
+		for _, row := range append(rep.nonStream, rep.stream) {
+			rep.usageSent += row["kiln"].sent.Requests + row["kiln"].errors
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if rep.usageStored, err = UsageRequests(ctx, client, k.URL(), targets[1].key); err != nil {
+				return err
+			}
+			if rep.usageStored >= rep.usageSent || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 
@@ -198,6 +214,28 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 		return errors.New("requests failed or frames were lost (see the report)")
 	}
 	return nil
+}
+
+// measureCPU is measure, and for the Kiln target also the CPU time the Kiln process used
+// during the run, warm-up included, as is the count of requests it served.
+func measureCPU(ctx context.Context, log io.Writer, k *kiln, l *load, mock *mockllm.Server) (*result, error) {
+	if k == nil || l.target.name != "kiln" {
+		return measure(ctx, log, l, mock)
+	}
+	before, err := k.CPUTime()
+	if err != nil {
+		return nil, err
+	}
+	r, err := measure(ctx, log, l, mock)
+	if err != nil {
+		return nil, err
+	}
+	after, err := k.CPUTime()
+	if err != nil {
+		return nil, err
+	}
+	r.cpu = after - before
+	return r, nil
 }
 
 // measure runs l and logs a one-line summary.

@@ -229,6 +229,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	promptStore := prompts.New(store.New(d.pool), time.Now)
+	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
 	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err
@@ -239,6 +240,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer closeJobs()
+	admins := admin.New(store.New(d.pool), time.Now)
+	admins.NotifyRevoked(d.identity.Tokens.RevokeSessions)
 	srv, err := server.New(server.Deps{
 		LLM:           llmDeps,
 		Conversations: convs,
@@ -251,7 +254,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Spec:          spec,
 		Identity:      d.identity,
 		Flags:         d.flags,
-		Admin:         admin.New(store.New(d.pool), time.Now),
+		Admin:         admins,
 		Redis:         d.rdb,
 		Keyspace:      redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse:    a.cfg.Auth.LimitAbuse,
@@ -460,7 +463,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "new signing key %s\n", kid)
@@ -482,7 +485,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := d.identity.Audit.Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: "secrets.reseal", TargetType: "master_key", TargetID: d.keyring.Current(), Data: map[string]any{"provider_keys": n}}); err != nil {
+			if err := d.identity.Audit.Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: "secrets.reseal", TargetType: "master_key", TargetID: d.keyring.Current(), Data: map[string]any{"provider_keys": n}}); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "re-sealed %d provider keys under master key %s\n", n, d.keyring.Current())
@@ -522,7 +525,7 @@ func (a *app) adminCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				err = audit.New(st).Record(cmd.Context(), audit.Event{ActorType: audit.ActorSystem, Action: c.action,
+				err = audit.New(st).Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: c.action,
 					TargetType: "user", TargetID: user.ID.String(), Data: map[string]any{"email": user.Email}})
 				if err != nil {
 					return err

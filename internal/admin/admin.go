@@ -25,6 +25,15 @@ import (
 type Service struct {
 	st  *store.Store
 	now func() time.Time
+	// revoked is told about the sessions Disable ends.
+	revoked func(ctx context.Context, ids ...uuid.UUID) error
+}
+
+// NotifyRevoked makes Disable tell fn (the token service's RevokeSessions) which sessions
+// it ended, so their access tokens stop working at once on every replica, not only their
+// refresh tokens. Call it before serving.
+func (s *Service) NotifyRevoked(fn func(ctx context.Context, ids ...uuid.UUID) error) {
+	s.revoked = fn
 }
 
 // New returns a Service over st; now is the clock (time.Now in production).
@@ -113,26 +122,59 @@ func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, bef
 }
 
 // Disable marks userID disabled on behalf of the admin by, keeping the first time when the
-// user is disabled already: logins and refreshes fail from now on. It does not end the
-// user's sessions; the caller does, with the account and token services. Errors: conflict
+// user is disabled already: logins and refreshes fail from now on. In the same transaction
+// it ends every session of the user and audits it all (admin.user_disable); then the
+// sessions' access tokens stop working on every replica (NotifyRevoked). Errors: conflict
 // when by is userID (an admin who locks themselves out needs another admin); not_found.
-func (s *Service) Disable(ctx context.Context, by, userID uuid.UUID) (account.User, error) {
-	if by == userID {
+func (s *Service) Disable(ctx context.Context, by audit.Actor, userID uuid.UUID) (account.User, error) {
+	if by.ID != nil && *by.ID == userID {
 		return account.User{}, errs.E(errs.Conflict, "You cannot disable yourself.")
 	}
-	row, err := s.st.DisableUser(ctx, db.DisableUserParams{ID: userID, Now: s.now()})
+	var (
+		row db.User
+		ids []uuid.UUID
+	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		now := s.now()
+		var err error
+		if row, err = q.DisableUser(ctx, db.DisableUserParams{ID: userID, Now: now}); err != nil {
+			return userErr("disable user", userID.String(), err)
+		}
+		if ids, err = q.RevokeUserSessions(ctx, db.RevokeUserSessionsParams{UserID: userID, Now: now}); err != nil {
+			return fmt.Errorf("revoke sessions of %s: %w", userID, err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{Action: "admin.user_disable", TargetType: "user", TargetID: userID.String(),
+			Data: map[string]any{"email": row.Email, "sessions": len(ids)}})
+	})
 	if err != nil {
-		return account.User{}, userErr("disable user", userID.String(), err)
+		return account.User{}, err
+	}
+	if s.revoked != nil && len(ids) > 0 {
+		if err := s.revoked(ctx, ids...); err != nil {
+			return account.User{}, fmt.Errorf("stop access tokens of %s: %w", userID, err)
+		}
 	}
 	return account.UserFromRow(row), nil
 }
 
-// Enable undoes Disable; enabling a user who is not disabled changes nothing. Errors:
-// not_found.
-func (s *Service) Enable(ctx context.Context, userID uuid.UUID) (account.User, error) {
-	row, err := s.st.EnableUser(ctx, db.EnableUserParams{ID: userID, Now: s.now()})
+// Enable undoes Disable, audited (admin.user_enable) by by; enabling a user who is not
+// disabled changes nothing. Errors: not_found.
+func (s *Service) Enable(ctx context.Context, by audit.Actor, userID uuid.UUID) (account.User, error) {
+	var row db.User
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		if row, err = q.EnableUser(ctx, db.EnableUserParams{ID: userID, Now: s.now()}); err != nil {
+			return userErr("enable user", userID.String(), err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{Action: "admin.user_enable", TargetType: "user", TargetID: userID.String(),
+			Data: map[string]any{"email": row.Email}})
+	})
 	if err != nil {
-		return account.User{}, userErr("enable user", userID.String(), err)
+		return account.User{}, err
 	}
 	return account.UserFromRow(row), nil
 }

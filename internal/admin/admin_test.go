@@ -121,7 +121,7 @@ func TestOrgs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ada := b.signUp(t, "ada@example.com", "Ada")
-	acme, err := b.accounts.CreateOrg(t.Context(), ada.ID, "Acme_Rockets")
+	acme, err := b.accounts.CreateOrg(t.Context(), ada.ID, "Acme_Rockets", audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,20 +161,20 @@ func TestDisableEnable(t *testing.T) {
 	ada := b.signUp(t, "ada@example.com", "Ada")
 
 	t.Run("ErrSelf", func(t *testing.T) {
-		if _, err := b.svc.Disable(t.Context(), root.ID, root.ID); errs.CodeOf(err) != errs.Conflict {
+		if _, err := b.svc.Disable(t.Context(), audit.Actor{}.As(root.ID), root.ID); errs.CodeOf(err) != errs.Conflict {
 			t.Fatalf("Disable(self) error = %v, want conflict", err)
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, err := b.svc.Disable(t.Context(), root.ID, uuid.New()); errs.CodeOf(err) != errs.NotFound {
+		if _, err := b.svc.Disable(t.Context(), audit.Actor{}.As(root.ID), uuid.New()); errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("Disable error = %v, want not_found", err)
 		}
-		if _, err := b.svc.Enable(t.Context(), uuid.New()); errs.CodeOf(err) != errs.NotFound {
+		if _, err := b.svc.Enable(t.Context(), audit.Actor{}, uuid.New()); errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("Enable error = %v, want not_found", err)
 		}
 	})
 	t.Run("OK", func(t *testing.T) {
-		u, err := b.svc.Disable(t.Context(), root.ID, ada.ID)
+		u, err := b.svc.Disable(t.Context(), audit.Actor{}.As(root.ID), ada.ID)
 		if err != nil || !u.Disabled {
 			t.Fatalf("Disable = %+v, %v", u, err)
 		}
@@ -182,7 +182,7 @@ func TestDisableEnable(t *testing.T) {
 		if err := b.st.Pool.QueryRow(t.Context(), "SELECT disabled_at FROM users WHERE id = $1", ada.ID).Scan(&first); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.svc.Disable(t.Context(), root.ID, ada.ID); err != nil {
+		if _, err := b.svc.Disable(t.Context(), audit.Actor{}.As(root.ID), ada.ID); err != nil {
 			t.Fatalf("Disable again: %v", err)
 		}
 		var again time.Time
@@ -195,7 +195,7 @@ func TestDisableEnable(t *testing.T) {
 		if _, _, _, err := b.accounts.Login(t.Context(), "ada@example.com", "correct horse battery staple", account.Client{}); errs.CodeOf(err) != errs.Unauthenticated {
 			t.Errorf("Login of a disabled user error = %v, want unauthenticated", err)
 		}
-		if u, err := b.svc.Enable(t.Context(), ada.ID); err != nil || u.Disabled {
+		if u, err := b.svc.Enable(t.Context(), audit.Actor{}, ada.ID); err != nil || u.Disabled {
 			t.Fatalf("Enable = %+v, %v", u, err)
 		}
 		if _, _, _, err := b.accounts.Login(t.Context(), "ada@example.com", "correct horse battery staple", account.Client{}); err != nil {
@@ -230,7 +230,7 @@ func TestGrantRevokeAuthorize(t *testing.T) {
 	if _, err := b.svc.Grant(t.Context(), "other@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.svc.Disable(t.Context(), root.ID, other.ID); err != nil {
+	if _, err := b.svc.Disable(t.Context(), audit.Actor{}.As(root.ID), other.ID); err != nil {
 		t.Fatal(err)
 	}
 	if authorized(t, other.ID) {
@@ -260,7 +260,7 @@ func TestAuditEvents(t *testing.T) {
 		if actorID != nil {
 			actorType = audit.ActorUser
 		}
-		err := b.audit.Record(t.Context(), audit.Event{OrgID: org, ActorType: actorType, ActorID: actorID,
+		err := b.audit.Record(t.Context(), audit.Actor{}, audit.Event{OrgID: org, ActorType: actorType, ActorID: actorID,
 			Action: action, TargetType: "thing", TargetID: action, Data: map[string]any{"n": 1}})
 		if err != nil {
 			t.Fatal(err)

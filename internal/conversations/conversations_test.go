@@ -6,14 +6,13 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 
-	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -21,36 +20,12 @@ import (
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
-// clock is a controllable clock, safe for concurrent use.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock {
-	// Whole seconds: PostgreSQL keeps microseconds, so stored times compare equal.
-	return &clock{now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	return c.now
-}
-
 // fixture is a conversation service on a fresh database with a controllable clock, an org
 // and two of its users.
 type fixture struct {
 	st    *store.Store
 	svc   *conversations.Service
-	clock *clock
+	clock *storetest.Clock
 	org   uuid.UUID
 	alice uuid.UUID
 	bob   uuid.UUID
@@ -59,31 +34,12 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	st := storetest.New(t)
-	c := newClock()
-	f := &fixture{st: st, svc: conversations.New(st, c.Now), clock: c, org: newOrg(t, st)}
-	f.alice = newUser(t, st, f.org)
-	f.bob = newUser(t, st, f.org)
+	// Whole seconds: PostgreSQL keeps microseconds, so stored times compare equal.
+	c := storetest.ClockAt(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
+	f := &fixture{st: st, svc: conversations.New(st, c.Now), clock: c, org: storetest.Org(t, st)}
+	f.alice = storetest.User(t, st, f.org)
+	f.bob = storetest.User(t, st, f.org)
 	return f
-}
-
-func newOrg(t *testing.T, st *store.Store) uuid.UUID {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: id, Name: "org-" + id.String()[:8], Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func newUser(t *testing.T, st *store.Store, org uuid.UUID) uuid.UUID {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := st.CreateUser(t.Context(), db.CreateUserParams{
-		ID: id, Email: id.String() + "@example.com", Name: "u", PersonalOrgID: org, Now: time.Now(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // user is the owner of a user of the fixture's org; key the org's API key owner.
@@ -559,7 +515,7 @@ func TestStartErrors(t *testing.T) {
 	wantCode(t, err, errs.NotFound)
 	_, err = f.svc.Start(ctx, f.user(f.bob), c.ID, userInput("hi"), "default", nil)
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.Start(ctx, conversations.Owner{Org: newOrg(t, f.st)}, c.ID, userInput("hi"), "default", nil)
+	_, err = f.svc.Start(ctx, conversations.Owner{Org: storetest.Org(t, f.st)}, c.ID, userInput("hi"), "default", nil)
 	wantCode(t, err, errs.NotFound)
 	// Nothing waits for tool results.
 	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, conversations.Input{ToolResults: []conversations.ToolResult{{CallID: "c1", Content: "x"}}}, "default", nil)
@@ -797,7 +753,7 @@ func TestOwnerVisibility(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	alice, bob, key := f.user(f.alice), f.user(f.bob), f.key()
-	other := conversations.Owner{Org: newOrg(t, f.st)}
+	other := conversations.Owner{Org: storetest.Org(t, f.st)}
 
 	ca := f.create(t, alice, "alice's")
 	cb := f.create(t, bob, "bob's")
@@ -1000,7 +956,7 @@ func TestFeedback(t *testing.T) {
 		{"ErrUserMessage", alice, r.Inputs[0].ID, errs.Conflict},
 		{"ErrReplyInProgress", alice, running.Message.ID, errs.Conflict},
 		{"ErrAnotherUsersMessage", f.user(f.bob), r.Message.ID, errs.NotFound},
-		{"ErrAnotherOrgsMessage", conversations.Owner{Org: newOrg(t, f.st)}, r.Message.ID, errs.NotFound},
+		{"ErrAnotherOrgsMessage", conversations.Owner{Org: storetest.Org(t, f.st)}, r.Message.ID, errs.NotFound},
 		{"ErrNoSuchMessage", alice, uuid.Must(uuid.NewV7()), errs.NotFound},
 	}
 	for _, tt := range tests {
@@ -1033,7 +989,7 @@ func TestRetentionDays(t *testing.T) {
 		t.Fatalf("RetentionDays of a new org = %v, %v; want nil", got, err)
 	}
 	for _, set := range []*int{days(30), days(1), days(36500), nil, days(7)} {
-		got, err := f.svc.SetRetentionDays(ctx, f.org, set)
+		got, err := f.svc.SetRetentionDays(ctx, f.org, set, audit.Actor{})
 		if err != nil {
 			t.Fatalf("SetRetentionDays(%v): %v", set, err)
 		}
@@ -1046,7 +1002,7 @@ func TestRetentionDays(t *testing.T) {
 		}
 	}
 	for _, bad := range []int{0, -1, 36501} {
-		_, err := f.svc.SetRetentionDays(ctx, f.org, &bad)
+		_, err := f.svc.SetRetentionDays(ctx, f.org, &bad, audit.Actor{})
 		wantCode(t, err, errs.Invalid)
 	}
 	if got, _ := f.svc.RetentionDays(ctx, f.org); got == nil || *got != 7 {
@@ -1054,7 +1010,7 @@ func TestRetentionDays(t *testing.T) {
 	}
 	_, err := f.svc.RetentionDays(ctx, uuid.Must(uuid.NewV7()))
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.SetRetentionDays(ctx, uuid.Must(uuid.NewV7()), days(3))
+	_, err = f.svc.SetRetentionDays(ctx, uuid.Must(uuid.NewV7()), days(3), audit.Actor{})
 	wantCode(t, err, errs.NotFound)
 }
 
@@ -1063,10 +1019,10 @@ func TestPurgeIdle(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	thirty := 30
-	if _, err := f.svc.SetRetentionDays(ctx, f.org, &thirty); err != nil {
+	if _, err := f.svc.SetRetentionDays(ctx, f.org, &thirty, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
-	keeper := conversations.Owner{Org: newOrg(t, f.st)} // no retention
+	keeper := conversations.Owner{Org: storetest.Org(t, f.st)} // no retention
 	o := f.user(f.alice)
 
 	idle := f.create(t, o, "idle")
@@ -1105,7 +1061,7 @@ func TestPurgeIdle(t *testing.T) {
 	}
 
 	// Without retention nothing more goes, however old.
-	if _, err := f.svc.SetRetentionDays(ctx, f.org, nil); err != nil {
+	if _, err := f.svc.SetRetentionDays(ctx, f.org, nil, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(365 * 24 * time.Hour)
@@ -1150,7 +1106,7 @@ func TestFailStale(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	o := f.user(f.alice)
-	otherOrg := conversations.Owner{Org: newOrg(t, f.st)}
+	otherOrg := conversations.Owner{Org: storetest.Org(t, f.st)}
 
 	c1 := f.create(t, o, "")
 	r1 := f.start(t, o, c1.ID, userInput("one"))
@@ -1250,7 +1206,7 @@ func TestSetTitle(t *testing.T) {
 	}
 
 	other := f.create(t, o, "")
-	if ok, err := f.svc.SetTitle(ctx, newOrg(t, f.st), other.ID, "Wrong org"); err != nil || ok {
+	if ok, err := f.svc.SetTitle(ctx, storetest.Org(t, f.st), other.ID, "Wrong org"); err != nil || ok {
 		t.Errorf("SetTitle from another org = %t, %v; want false", ok, err)
 	}
 	if _, err := f.svc.Delete(ctx, o, other.ID); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/store"
@@ -61,15 +62,26 @@ func (s *Service) RetentionDays(ctx context.Context, org uuid.UUID) (*int, error
 	return intPtr(days), nil
 }
 
-// SetRetentionDays sets the org's conversation retention (nil: keep them).
-func (s *Service) SetRetentionDays(ctx context.Context, org uuid.UUID, days *int) (*int, error) {
+// SetRetentionDays sets the org's conversation retention (nil: keep them), audited
+// (org.settings_update) by by.
+func (s *Service) SetRetentionDays(ctx context.Context, org uuid.UUID, days *int, by audit.Actor) (*int, error) {
 	var v pgtype.Int4
 	if days != nil {
 		v = int4(*days)
 	}
-	got, err := s.st.SetOrgSettings(ctx, db.SetOrgSettingsParams{ID: org, ConversationRetentionDays: v})
+	var got pgtype.Int4
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		if got, err = q.SetOrgSettings(ctx, db.SetOrgSettingsParams{ID: org, ConversationRetentionDays: v}); err != nil {
+			return store.Translate(err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "org.settings_update", TargetType: "org", TargetID: org.String(),
+			Data: map[string]any{"conversation_retention_days": intPtr(got)}})
+	})
 	if err != nil {
-		return nil, store.Translate(err)
+		return nil, err
 	}
 	return intPtr(got), nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -35,14 +36,28 @@ func (e *Evaluator) Get(ctx context.Context, key string) (Flag, error) {
 // Set creates or replaces the flag with f.Key and returns it as stored, then invalidates
 // every replica's snapshot. It returns invalid_request, naming each bad field, when the key
 // does not match ^[a-z0-9][a-z0-9_.-]{0,63}$, RolloutPercent is outside 0..100 or StickyBy is
-// neither "org" nor "user".
-func (e *Evaluator) Set(ctx context.Context, f Flag) (Flag, error) {
+// neither "org" nor "user". The change is audited (admin.flag_put, with the flag before and
+// after) by by.
+func (e *Evaluator) Set(ctx context.Context, f Flag, by audit.Actor) (Flag, error) {
 	if err := f.validate(); err != nil {
 		return Flag{}, err
 	}
-	row, err := e.st.UpsertFeatureFlag(ctx, toDBFlag(f))
+	var row db.FeatureFlag
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := e.st.InTx(ctx, func(q *db.Queries) error {
+		before, err := storedFlag(ctx, q, f.Key)
+		if err != nil {
+			return err
+		}
+		if row, err = q.UpsertFeatureFlag(ctx, toDBFlag(f)); err != nil {
+			return store.Translate(err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{Action: "admin.flag_put", TargetType: "feature_flag", TargetID: f.Key,
+			Data: map[string]any{"before": before, "after": toFlag(row).auditData()}})
+	})
 	if err != nil {
-		return Flag{}, fmt.Errorf("set feature flag %q: %w", f.Key, store.Translate(err))
+		return Flag{}, fmt.Errorf("set feature flag %q: %w", f.Key, err)
 	}
 	e.changed(ctx, f.Key)
 	return toFlag(row), nil
@@ -50,17 +65,49 @@ func (e *Evaluator) Set(ctx context.Context, f Flag) (Flag, error) {
 
 // Delete removes the flag with key and its overrides, then invalidates every replica's
 // snapshot; evaluation falls back to the configured default. It returns not_found when
-// there is no such flag.
-func (e *Evaluator) Delete(ctx context.Context, key string) error {
-	n, err := e.st.DeleteFeatureFlag(ctx, key)
+// there is no such flag. The deletion is audited (admin.flag_delete, with the flag before)
+// by by.
+func (e *Evaluator) Delete(ctx context.Context, key string, by audit.Actor) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := e.st.InTx(ctx, func(q *db.Queries) error {
+		before, err := storedFlag(ctx, q, key)
+		if err != nil {
+			return err
+		}
+		n, err := q.DeleteFeatureFlag(ctx, key)
+		if err != nil {
+			return fmt.Errorf("delete feature flag %q: %w", key, store.Translate(err))
+		}
+		if n == 0 {
+			return errs.E(errs.NotFound, "feature flag %q not found", key)
+		}
+		return audit.Write(ctx, q, by, audit.Event{Action: "admin.flag_delete", TargetType: "feature_flag", TargetID: key,
+			Data: map[string]any{"before": before}})
+	})
 	if err != nil {
-		return fmt.Errorf("delete feature flag %q: %w", key, store.Translate(err))
-	}
-	if n == 0 {
-		return errs.E(errs.NotFound, "feature flag %q not found", key)
+		return err
 	}
 	e.changed(ctx, key)
 	return nil
+}
+
+// storedFlag returns the flag with key as the audit log shows it, or nil when there is none.
+func storedFlag(ctx context.Context, q *db.Queries, key string) (map[string]any, error) {
+	row, err := q.GetFeatureFlag(ctx, key)
+	if err = store.Translate(err); errs.CodeOf(err) == errs.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get feature flag %q: %w", key, err)
+	}
+	return toFlag(row).auditData(), nil
+}
+
+// auditData is f in the audit log, in the API's field names.
+func (f Flag) auditData() map[string]any {
+	return map[string]any{"key": f.Key, "description": f.Description, "enabled": f.Enabled,
+		"rollout_percent": f.RolloutPercent, "sticky_by": string(f.StickyBy)}
 }
 
 // SetOverride creates or replaces the override of o.FlagKey for one subject and returns it

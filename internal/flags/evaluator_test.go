@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/flags"
 )
 
@@ -113,7 +114,7 @@ func TestInvalidationAcrossReplicas(t *testing.T) {
 		want   bool
 	}{
 		{"SetVisibleOnOtherReplica", a, func(ctx context.Context, e *flags.Evaluator) error {
-			_, err := e.Set(ctx, flags.Flag{Key: "chat.v2", Enabled: false, RolloutPercent: 100, StickyBy: flags.SubjectOrg})
+			_, err := e.Set(ctx, flags.Flag{Key: "chat.v2", Enabled: false, RolloutPercent: 100, StickyBy: flags.SubjectOrg}, audit.Actor{})
 			return err
 		}, c, false},
 		{"SetOverrideVisibleOnOtherReplica", c, func(ctx context.Context, e *flags.Evaluator) error {
@@ -124,7 +125,7 @@ func TestInvalidationAcrossReplicas(t *testing.T) {
 			return e.DeleteOverride(ctx, "chat.v2", flags.SubjectUser, s.UserID)
 		}, c, false},
 		{"DeleteVisibleOnOtherReplica", c, func(ctx context.Context, e *flags.Evaluator) error {
-			return e.Delete(ctx, "chat.v2")
+			return e.Delete(ctx, "chat.v2", audit.Actor{})
 		}, a, true},
 	}
 	// Both replicas hold a warm snapshot before each write; only the invalidation can

@@ -54,6 +54,12 @@ type Flag struct {
 	StickyBy SubjectType
 }
 
+// NewFlag returns the flag key with the defaults of a flag set without them: the whole
+// rollout, sticky by org, disabled.
+func NewFlag(key string) Flag {
+	return Flag{Key: key, RolloutPercent: 100, StickyBy: SubjectOrg}
+}
+
 // Override forces a flag on or off for one org or one user, until ExpiresAt when set.
 type Override struct {
 	FlagKey     string

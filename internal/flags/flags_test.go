@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -29,13 +29,13 @@ type bundle struct {
 	st    *store.Store
 	rdb   redis.UniversalClient
 	ks    redisclient.Keyspace
-	clock *clock
+	clock *storetest.Clock
 }
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
 	rdb, ks := storetest.Redis(t)
-	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, clock: newClock()}
+	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, clock: storetest.NewClock()}
 }
 
 // evaluator returns a new replica whose logs go to the test output.
@@ -63,30 +63,9 @@ func run(t *testing.T, e *flags.Evaluator) {
 	})
 }
 
-// clock is the injected time source; it starts at the real time so that the database's
-// now() and the evaluator agree until a test moves the clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func mustSet(t testing.TB, e *flags.Evaluator, f flags.Flag) {
 	t.Helper()
-	if _, err := e.Set(context.Background(), f); err != nil {
+	if _, err := e.Set(context.Background(), f, audit.Actor{}); err != nil {
 		t.Fatalf("Set(%+v): %v", f, err)
 	}
 }
@@ -209,7 +188,7 @@ func TestSetValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := e.Set(t.Context(), tt.flag)
+			got, err := e.Set(t.Context(), tt.flag, audit.Actor{})
 			if tt.pointers == nil {
 				if err != nil {
 					t.Fatalf("Set: %v", err)
@@ -331,7 +310,7 @@ func TestGetListDelete(t *testing.T) {
 		}
 	})
 	t.Run("DeleteErrNotFound", func(t *testing.T) {
-		if err := e.Delete(t.Context(), "absent"); errs.CodeOf(err) != errs.NotFound {
+		if err := e.Delete(t.Context(), "absent", audit.Actor{}); errs.CodeOf(err) != errs.NotFound {
 			t.Errorf("Delete error = %v, want not_found", err)
 		}
 	})
@@ -359,7 +338,7 @@ func TestGetListDelete(t *testing.T) {
 		if e.Enabled(t.Context(), "b", s) {
 			t.Fatal("Enabled = true for a disabled flag in the database")
 		}
-		if err := e.Delete(t.Context(), "b"); err != nil {
+		if err := e.Delete(t.Context(), "b", audit.Actor{}); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 		if _, err := e.Get(t.Context(), "b"); errs.CodeOf(err) != errs.NotFound {

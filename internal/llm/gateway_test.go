@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
 // pair builds a gateway serving alias "m" by p1/m1, then p2/m2: both fallbacks, so they
@@ -538,30 +539,6 @@ func TestGatewayMetrics(t *testing.T) {
 	}
 }
 
-// clock is a settable time source for the circuit breaker.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(g *Gateway) *clock {
-	c := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	g.now = c.Now
-	return c
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestGatewayBreaker(t *testing.T) {
 	t.Parallel()
 	breakerCfg := GatewayConfig{BreakerFailures: 2, BreakerCooldown: time.Minute}
@@ -866,4 +843,11 @@ func TestGatewayMaxConcurrency(t *testing.T) {
 			t.Fatalf("a second Close freed another slot: error = %v, want ErrNoTarget", err)
 		}
 	})
+}
+
+// newClock gives g a clock of its own, for the circuit breaker's timing.
+func newClock(g *Gateway) *storetest.Clock {
+	c := storetest.ClockAt(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	g.now = c.Now
+	return c
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -42,13 +43,17 @@ type Move struct {
 // both a move to one version; a split starts a new experiment (and ends the label's
 // previous one). It returns not_found for the prompt, and invalid_request (pointers
 // /version and /split) for the reserved label latest, a missing version, or a split of
-// fewer than two distinct versions or with weights under 1.
-func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label string, t Target, by *uuid.UUID) (Move, error) {
+// fewer than two distinct versions or with weights under 1. Every move is audited
+// (prompt.label_<kind>) by by.
+func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label string, t Target, by audit.Actor) (Move, error) {
 	if err := validateTarget(label, t); err != nil {
 		return Move{}, err
 	}
 	var m Move
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		m = Move{}
 		p, err := q.GetPromptForUpdate(ctx, db.GetPromptForUpdateParams{OrgID: org, Name: name})
 		if err != nil {
 			return s.lookupError(err, name)
@@ -73,7 +78,7 @@ func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label strin
 				return err
 			}
 		}
-		params := db.UpsertPromptLabelParams{OrgID: org, PromptID: p.ID, Label: label, UpdatedAt: now, UpdatedBy: store.NullUUID(by)}
+		params := db.UpsertPromptLabelParams{OrgID: org, PromptID: p.ID, Label: label, UpdatedAt: now, UpdatedBy: store.NullUUID(by.UserID())}
 		if len(t.Split) > 0 {
 			split, err := json.Marshal(t.Split)
 			if err != nil {
@@ -81,7 +86,7 @@ func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label strin
 			}
 			experiment := uuid.Must(uuid.NewV7())
 			if err := q.CreatePromptExperiment(ctx, db.CreatePromptExperimentParams{
-				ID: experiment, OrgID: org, PromptID: p.ID, Label: label, Split: split, CreatedBy: store.NullUUID(by), CreatedAt: now,
+				ID: experiment, OrgID: org, PromptID: p.ID, Label: label, Split: split, CreatedBy: store.NullUUID(by.UserID()), CreatedAt: now,
 			}); err != nil {
 				return err
 			}
@@ -96,25 +101,47 @@ func (s *Service) SetLabel(ctx context.Context, org uuid.UUID, name, label strin
 		if m.Label, err = toLabel(row); err != nil {
 			return err
 		}
-		return q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now})
+		if err := q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now}); err != nil {
+			return err
+		}
+		m.Kind = MovePublish
+		switch {
+		case len(t.Split) > 0:
+			m.Kind = MoveSplit
+		case m.Previous != nil && m.Previous.Version > t.Version:
+			m.Kind = MoveRollback
+		}
+		data := map[string]any{"label": label, "to": auditTarget(&m.Label), "from": auditTarget(m.Previous)}
+		if m.Label.ExperimentID != nil {
+			data["experiment_id"] = m.Label.ExperimentID.String()
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.label_" + m.Kind, TargetType: "prompt", TargetID: name, Data: data})
 	})
 	if err != nil {
 		return Move{}, fmt.Errorf("set prompt label: %w", err)
 	}
-	m.Kind = MovePublish
-	switch {
-	case len(t.Split) > 0:
-		m.Kind = MoveSplit
-	case m.Previous != nil && m.Previous.Version > t.Version:
-		m.Kind = MoveRollback
-	}
 	return m, nil
 }
 
+// auditTarget is what a label points at, for the audit log: a version, a split, or nil.
+func auditTarget(l *Label) any {
+	switch {
+	case l == nil:
+		return nil
+	case l.ExperimentID != nil:
+		return map[string]any{"split": l.Split}
+	default:
+		return map[string]any{"version": l.Version}
+	}
+}
+
 // DeleteLabel removes label of the prompt named name and ends the experiment it ran; it
-// returns what the label was, and not_found for the prompt or the label.
-func (s *Service) DeleteLabel(ctx context.Context, org uuid.UUID, name, label string) (Label, error) {
+// returns what the label was, and not_found for the prompt or the label. The deletion is
+// audited (prompt.label_delete) by by.
+func (s *Service) DeleteLabel(ctx context.Context, org uuid.UUID, name, label string, by audit.Actor) (Label, error) {
 	var out Label
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		p, err := q.GetPromptForUpdate(ctx, db.GetPromptForUpdateParams{OrgID: org, Name: name})
 		if err != nil {
@@ -136,7 +163,11 @@ func (s *Service) DeleteLabel(ctx context.Context, org uuid.UUID, name, label st
 				return err
 			}
 		}
-		return q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now})
+		if err := q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now}); err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.label_delete", TargetType: "prompt", TargetID: name,
+			Data: map[string]any{"label": label, "from": auditTarget(&out)}})
 	})
 	if err != nil {
 		return Label{}, fmt.Errorf("delete prompt label: %w", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -143,6 +144,21 @@ type Prompt struct {
 type Service struct {
 	st  *store.Store
 	now func() time.Time
+	// knownModel says whether a draft's model is an alias of the catalog; nil takes any.
+	knownModel func(alias string) bool
+}
+
+// KnowModels makes drafts name only models known says are in the catalog (the gateway's
+// aliases). Call it before serving.
+func (s *Service) KnowModels(known func(alias string) bool) { s.knownModel = known }
+
+// checkModel refuses a draft whose model is not in the catalog, naming at/model.
+func (s *Service) checkModel(d Draft, at string) error {
+	if d.Model == "" || s.knownModel == nil || s.knownModel(d.Model) {
+		return nil
+	}
+	return errs.InvalidFields("invalid prompt version", []errs.FieldError{{Pointer: at + "/model",
+		Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)}})
 }
 
 // New returns a Service over st; now is the clock (time.Now in production).
@@ -155,20 +171,25 @@ func notFound(name string) error { return errs.E(errs.NotFound, "No prompt named
 // Create creates a prompt with its first version. It returns invalid_request for a bad
 // name or draft (pointers under /name and /version) and conflict when the org already has
 // a prompt of that name.
-func (s *Service) Create(ctx context.Context, org uuid.UUID, name, description string, first Draft, by *uuid.UUID) (Prompt, Version, error) {
+func (s *Service) Create(ctx context.Context, org uuid.UUID, name, description string, first Draft, by audit.Actor) (Prompt, Version, error) {
 	if !namePattern.MatchString(name) {
 		return Prompt{}, Version{}, errs.InvalidFields("invalid prompt", []errs.FieldError{{Pointer: "/name", Message: "must match ^[a-z0-9][a-z0-9._-]{0,63}$"}})
+	}
+	if err := s.checkModel(first, "/version"); err != nil {
+		return Prompt{}, Version{}, err
 	}
 	if err := validateDraft(first, "/version"); err != nil {
 		return Prompt{}, Version{}, err
 	}
 	var p Prompt
 	var v Version
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		now := s.now().UTC()
 		row, err := q.CreatePrompt(ctx, db.CreatePromptParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: org, Name: name, Description: description,
-			CreatedBy: store.NullUUID(by), CreatedAt: now,
+			CreatedBy: store.NullUUID(by.UserID()), CreatedAt: now,
 		})
 		if err != nil {
 			if errs.CodeOf(store.Translate(err)) == errs.Conflict {
@@ -177,9 +198,12 @@ func (s *Service) Create(ctx context.Context, org uuid.UUID, name, description s
 			return err
 		}
 		p = toPrompt(row)
-		v, err = insertVersion(ctx, q, org, row.ID, 1, first, by, now)
+		if v, err = insertVersion(ctx, q, org, row.ID, 1, first, by.UserID(), now); err != nil {
+			return err
+		}
 		p.LatestVersion = 1
-		return err
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.create", TargetType: "prompt", TargetID: p.Name,
+			Data: map[string]any{"prompt_id": p.ID.String(), "version": v.Number}})
 	})
 	if err != nil {
 		return Prompt{}, Version{}, fmt.Errorf("create prompt: %w", err)
@@ -212,25 +236,36 @@ func (s *Service) List(ctx context.Context, org uuid.UUID, limit int, after *uui
 }
 
 // Delete soft-deletes the prompt named name: it disappears from every read at once and
-// its name is free again. It returns not_found when there is none.
-func (s *Service) Delete(ctx context.Context, org uuid.UUID, name string) error {
-	n, err := s.st.DeletePrompt(ctx, db.DeletePromptParams{OrgID: org, Name: name, DeletedAt: new(s.now().UTC())})
-	if err != nil {
-		return fmt.Errorf("delete prompt: %w", err)
-	}
-	if n == 0 {
-		return notFound(name)
-	}
-	return nil
+// its name is free again; audited (prompt.delete) by by. It returns not_found when there is
+// none.
+func (s *Service) Delete(ctx context.Context, org uuid.UUID, name string, by audit.Actor) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	return s.st.InTx(ctx, func(q *db.Queries) error {
+		n, err := q.DeletePrompt(ctx, db.DeletePromptParams{OrgID: org, Name: name, DeletedAt: new(s.now().UTC())})
+		if err != nil {
+			return fmt.Errorf("delete prompt: %w", err)
+		}
+		if n == 0 {
+			return notFound(name)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.delete", TargetType: "prompt", TargetID: name})
+	})
 }
 
 // AddVersion adds the next version of the prompt named name. It returns not_found, or
-// invalid_request for a bad draft (pointers relative to the draft).
-func (s *Service) AddVersion(ctx context.Context, org uuid.UUID, name string, d Draft, by *uuid.UUID) (Version, error) {
+// invalid_request for a bad draft (pointers relative to the draft). The version is created
+// by by's user (if by is a user) and audited (prompt.version_create) by by.
+func (s *Service) AddVersion(ctx context.Context, org uuid.UUID, name string, d Draft, by audit.Actor) (Version, error) {
+	if err := s.checkModel(d, ""); err != nil {
+		return Version{}, err
+	}
 	if err := validateDraft(d, ""); err != nil {
 		return Version{}, err
 	}
 	var v Version
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		p, err := q.GetPromptForUpdate(ctx, db.GetPromptForUpdateParams{OrgID: org, Name: name})
 		if err != nil {
@@ -241,10 +276,14 @@ func (s *Service) AddVersion(ctx context.Context, org uuid.UUID, name string, d 
 			return err
 		}
 		now := s.now().UTC()
-		if v, err = insertVersion(ctx, q, org, p.ID, int(latest.Version)+1, d, by, now); err != nil {
+		if v, err = insertVersion(ctx, q, org, p.ID, int(latest.Version)+1, d, by.UserID(), now); err != nil {
 			return err
 		}
-		return q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now})
+		if err := q.TouchPrompt(ctx, db.TouchPromptParams{OrgID: org, ID: p.ID, UpdatedAt: now}); err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.version_create", TargetType: "prompt", TargetID: name,
+			Data: map[string]any{"version": v.Number, "note": v.Note}})
 	})
 	if err != nil {
 		return Version{}, fmt.Errorf("add prompt version: %w", err)

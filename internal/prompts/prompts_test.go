@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/store"
@@ -26,16 +26,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	st := storetest.New(t)
-	return &bundle{st: st, svc: prompts.New(st, time.Now), org: newOrg(t, st)}
-}
-
-func newOrg(t *testing.T, st *store.Store) uuid.UUID {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := st.CreateOrg(t.Context(), db.CreateOrgParams{ID: id, Name: "org-" + id.String()[:8], Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return &bundle{st: st, svc: prompts.New(st, time.Now), org: storetest.Org(t, st)}
 }
 
 func draft(content string, vars ...prompts.Variable) prompts.Draft {
@@ -44,7 +35,7 @@ func draft(content string, vars ...prompts.Variable) prompts.Draft {
 
 func (b *bundle) create(t *testing.T, name string, d prompts.Draft) prompts.Prompt {
 	t.Helper()
-	p, _, err := b.svc.Create(t.Context(), b.org, name, "", d, nil)
+	p, _, err := b.svc.Create(t.Context(), b.org, name, "", d, audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +44,7 @@ func (b *bundle) create(t *testing.T, name string, d prompts.Draft) prompts.Prom
 
 func (b *bundle) addVersion(t *testing.T, name string, d prompts.Draft) prompts.Version {
 	t.Helper()
-	v, err := b.svc.AddVersion(t.Context(), b.org, name, d, nil)
+	v, err := b.svc.AddVersion(t.Context(), b.org, name, d, audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +81,11 @@ func TestCreateAndVersions(t *testing.T) {
 	}
 
 	t.Run("ErrConflictSameName", func(t *testing.T) {
-		_, _, err := b.svc.Create(ctx, b.org, "support.bot", "", draft("x"), nil)
+		_, _, err := b.svc.Create(ctx, b.org, "support.bot", "", draft("x"), audit.Actor{})
 		wantCode(t, err, errs.Conflict)
 	})
 	t.Run("ErrInvalidName", func(t *testing.T) {
-		_, _, err := b.svc.Create(ctx, b.org, "Bad Name", "", draft("x"), nil)
+		_, _, err := b.svc.Create(ctx, b.org, "Bad Name", "", draft("x"), audit.Actor{})
 		if got := pointers(t, err); !slices.Equal(got, []string{"/name"}) {
 			t.Errorf("pointers %v", got)
 		}
@@ -104,7 +95,7 @@ func TestCreateAndVersions(t *testing.T) {
 			prompts.Variable{Name: "who", Type: prompts.TypeString, Required: true, Default: "x"},
 			prompts.Variable{Name: "who", Type: "date"},
 			prompts.Variable{Name: "n", Type: prompts.TypeInteger, Default: 1.5})
-		_, _, err := b.svc.Create(ctx, b.org, "other", "", d, nil)
+		_, _, err := b.svc.Create(ctx, b.org, "other", "", d, audit.Actor{})
 		want := []string{"/version/messages/0/content", "/version/variables/0/default", "/version/variables/1/name", "/version/variables/1/type", "/version/variables/2/default"}
 		if got := pointers(t, err); !slices.Equal(got, want) {
 			t.Errorf("pointers %v, want %v", got, want)
@@ -133,10 +124,10 @@ func TestCreateAndVersions(t *testing.T) {
 		wantCode(t, err, errs.NotFound)
 	})
 	t.Run("ErrNotFoundOtherOrg", func(t *testing.T) {
-		other := newOrg(t, b.st)
+		other := storetest.Org(t, b.st)
 		_, err := b.svc.Get(ctx, other, "support.bot")
 		wantCode(t, err, errs.NotFound)
-		_, err = b.svc.AddVersion(ctx, other, "support.bot", draft("x"), nil)
+		_, err = b.svc.AddVersion(ctx, other, "support.bot", draft("x"), audit.Actor{})
 		wantCode(t, err, errs.NotFound)
 		_, err = b.svc.Resolve(ctx, other, prompts.Ref{Name: "support.bot", Label: prompts.Latest}, "")
 		wantCode(t, err, errs.NotFound)
@@ -148,12 +139,12 @@ func TestDeleteHidesAndFreesName(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	b.create(t, "gone", draft("a"))
-	if err := b.svc.Delete(ctx, b.org, "gone"); err != nil {
+	if err := b.svc.Delete(ctx, b.org, "gone", audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := b.svc.Get(ctx, b.org, "gone")
 	wantCode(t, err, errs.NotFound)
-	wantCode(t, b.svc.Delete(ctx, b.org, "gone"), errs.NotFound)
+	wantCode(t, b.svc.Delete(ctx, b.org, "gone", audit.Actor{}), errs.NotFound)
 	list, err := b.svc.List(ctx, b.org, 10, nil)
 	if err != nil || len(list) != 0 {
 		t.Fatalf("list %+v %v", list, err)
@@ -196,7 +187,7 @@ func TestLabels(t *testing.T) {
 
 	move := func(t *testing.T, target prompts.Target) prompts.Move {
 		t.Helper()
-		m, err := b.svc.SetLabel(ctx, b.org, "greet", "production", target, nil)
+		m, err := b.svc.SetLabel(ctx, b.org, "greet", "production", target, audit.Actor{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +248,7 @@ func TestLabels(t *testing.T) {
 			"MissingArm":     {"production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 1}, {Version: 9, Weight: 1}}}, "/split/1/version"},
 		} {
 			t.Run(name, func(t *testing.T) {
-				_, err := b.svc.SetLabel(ctx, b.org, "greet", tt.label, tt.target, nil)
+				_, err := b.svc.SetLabel(ctx, b.org, "greet", tt.label, tt.target, audit.Actor{})
 				if got := pointers(t, err); !slices.Contains(got, tt.want) {
 					t.Errorf("pointers %v, want %s", got, tt.want)
 				}
@@ -317,7 +308,7 @@ func TestSplitSticky(t *testing.T) {
 	ctx := t.Context()
 	b.create(t, "ab", draft("A"))
 	b.addVersion(t, "ab", draft("B"))
-	if _, err := b.svc.SetLabel(ctx, b.org, "ab", "production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 70}, {Version: 2, Weight: 30}}}, nil); err != nil {
+	if _, err := b.svc.SetLabel(ctx, b.org, "ab", "production", prompts.Target{Split: []prompts.SplitEntry{{Version: 1, Weight: 70}, {Version: 2, Weight: 30}}}, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	const users = 1000
@@ -409,5 +400,41 @@ func TestBucketStable(t *testing.T) {
 	exp := uuid.MustParse("01900000-0000-7000-8000-000000000000")
 	if a, b := prompts.Bucket(exp, "ada", 100), prompts.Bucket(exp, "ada", 100); a != b || a < 0 || a >= 100 {
 		t.Fatalf("buckets %d %d", a, b)
+	}
+}
+
+func TestDraftModelInCatalog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.svc.KnowModels(func(alias string) bool { return alias == "fast" })
+	ctx := t.Context()
+	withModel := func(model string) prompts.Draft {
+		d := draft("You are terse.")
+		d.Model = model
+		return d
+	}
+	if _, _, err := b.svc.Create(ctx, b.org, "terse", "", withModel("fast"), audit.Actor{}); err != nil {
+		t.Fatalf("a catalog alias: %v", err)
+	}
+	for _, tt := range []struct {
+		name, pointer string
+		add           func() error
+	}{
+		{"ErrCreate", "/version/model", func() error {
+			_, _, err := b.svc.Create(ctx, b.org, "other", "", withModel("nope"), audit.Actor{})
+			return err
+		}},
+		{"ErrAddVersion", "/model", func() error {
+			_, err := b.svc.AddVersion(ctx, b.org, "terse", withModel("nope"), audit.Actor{})
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.add()
+			e, ok := errors.AsType[*errs.Error](err)
+			if !ok || e.Code != errs.Invalid || len(e.Fields) != 1 || e.Fields[0].Pointer != tt.pointer {
+				t.Fatalf("err = %v, want invalid_request at %s", err, tt.pointer)
+			}
+		})
 	}
 }

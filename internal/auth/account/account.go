@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -88,6 +89,11 @@ type Client struct {
 	IP        string
 }
 
+// actor is the anonymous client as an audit actor; As names the user it signs in as.
+func (c Client) actor() audit.Actor {
+	return audit.Actor{IP: c.IP, UserAgent: c.UserAgent}
+}
+
 // Config holds the account rules and the password-hashing cost.
 type Config struct {
 	// PasswordMinLength is the fewest characters (runes) a new password may have.
@@ -144,6 +150,7 @@ func (c Config) withDefaults() Config {
 // Service signs people up and in, and manages their orgs and sessions.
 type Service struct {
 	st     *store.Store
+	audit  *audit.Log
 	cfg    Config
 	log    *slog.Logger
 	now    func() time.Time
@@ -167,7 +174,7 @@ func (s *Service) NotifyRevoked(fn func(ctx context.Context, ids ...uuid.UUID) e
 func New(st *store.Store, cfg Config, log *slog.Logger, now func() time.Time) *Service {
 	cfg = cfg.withDefaults()
 	h := newHasher(cfg)
-	return &Service{st: st, cfg: cfg, log: log, now: now, hasher: h, dummyHash: h.dummy()}
+	return &Service{st: st, audit: audit.New(st), cfg: cfg, log: log, now: now, hasher: h, dummyHash: h.dummy()}
 }
 
 // errBadCredentials is the one answer to every failed login.
@@ -193,6 +200,8 @@ func (s *Service) SignUp(ctx context.Context, email, password, name string, c Cl
 		session db.Session
 		token   string
 	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		org, err := q.CreateOrg(ctx, db.CreateOrgParams{ID: newID(), Name: personalOrgName(name, email), Personal: true, Now: now})
 		if err != nil {
@@ -216,7 +225,11 @@ func (s *Service) SignUp(ctx context.Context, email, password, name string, c Cl
 			return fmt.Errorf("add owner: %w", err)
 		}
 		session, token, err = s.startSession(ctx, q, user.ID, c, now)
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, c.actor().As(user.ID), audit.Event{OrgID: &user.PersonalOrgID,
+			Action: "auth.signup", TargetType: "user", TargetID: user.ID.String()})
 	})
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("sign up: %w", err)
@@ -226,8 +239,9 @@ func (s *Service) SignUp(ctx context.Context, email, password, name string, c Cl
 
 // Login checks email and password and starts a session for c, returning its first
 // refresh token. An unknown email, a wrong password and a disabled user all give the same
-// unauthenticated error after the same work: one argon2id verification. A hash made with
-// other parameters than the configured ones is replaced on success.
+// unauthenticated error after the same work: one argon2id verification, and the same
+// auth.login_failed audit event, written even when the client has hung up. A hash made
+// with other parameters than the configured ones is replaced on success.
 func (s *Service) Login(ctx context.Context, email, password string, c Client) (User, Session, string, error) {
 	row, err := s.st.GetUserByEmail(ctx, normaliseEmail(email))
 	found := err == nil && row.PasswordHash.Valid
@@ -245,7 +259,7 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 		s.log.ErrorContext(ctx, "unreadable password hash", "user_id", row.ID, "err", err)
 	}
 	if !found || !ok || row.DisabledAt != nil {
-		return User{}, Session{}, "", errBadCredentials()
+		return User{}, Session{}, "", s.loginFailed(ctx, email, c)
 	}
 	now := s.now()
 	if !current {
@@ -256,6 +270,8 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 		session db.Session
 		token   string
 	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
 		disabledAt, err := q.LockUserForSignIn(ctx, row.ID)
 		if err != nil {
@@ -265,15 +281,34 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 			return errBadCredentials() // disabled while the password was being checked
 		}
 		session, token, err = s.startSession(ctx, q, row.ID, c, now)
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, c.actor().As(row.ID), audit.Event{OrgID: &row.PersonalOrgID,
+			Action: "auth.login", TargetType: "session", TargetID: session.ID.String()})
 	})
 	if errs.CodeOf(err) == errs.Unauthenticated {
-		return User{}, Session{}, "", errBadCredentials()
+		return User{}, Session{}, "", s.loginFailed(ctx, email, c)
 	}
 	if err != nil {
 		return User{}, Session{}, "", fmt.Errorf("login: %w", err)
 	}
 	return UserFromRow(row), toSession(session), token, nil
+}
+
+// loginFailed audits a failed login with the attempted address and returns the one
+// answer to it. A failure to audit is logged: the client gets its answer all the same.
+func (s *Service) loginFailed(ctx context.Context, email string, c Client) error {
+	s.recordAttempt(ctx, c.actor(), audit.Event{Action: "auth.login_failed", TargetType: "email", TargetID: normaliseEmail(email)})
+	return errBadCredentials()
+}
+
+// recordAttempt audits an attempt that changed nothing; a failure to audit is logged, as
+// the attempt's own answer matters more to its caller.
+func (s *Service) recordAttempt(ctx context.Context, by audit.Actor, e audit.Event) {
+	if err := s.audit.Record(ctx, by, e); err != nil {
+		s.log.ErrorContext(ctx, "audit record failed", "action", e.Action, "error", err)
+	}
 }
 
 // rehash stores password hashed with the configured parameters. A failure only costs the

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,7 +42,7 @@ func testConfig() account.Config {
 // bundle is one test's database, clock, log and service; hashes counts argon2id runs.
 type bundle struct {
 	st     *store.Store
-	clock  *clock
+	clock  *storetest.Clock
 	logs   *logtest.Buffer
 	svc    *account.Service
 	hashes *atomic.Int64
@@ -51,7 +50,7 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	b := &bundle{st: storetest.New(t), clock: newClock(), logs: &logtest.Buffer{}, hashes: &atomic.Int64{}}
+	b := &bundle{st: storetest.New(t), clock: storetest.NewClock(), logs: &logtest.Buffer{}, hashes: &atomic.Int64{}}
 	b.svc = b.service(testConfig())
 	return b
 }
@@ -118,26 +117,6 @@ func (b *bundle) active(t testing.TB, id uuid.UUID) bool {
 		t.Fatalf("SessionActive: %v", err)
 	}
 	return ok
-}
-
-// clock is the injected time source, kept to whole microseconds as Postgres stores them.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC().Truncate(time.Microsecond)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // checkInvalid asserts err is invalid_request naming exactly pointers, each in the message.

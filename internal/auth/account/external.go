@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -66,8 +67,9 @@ const (
 // with no password (and the verified email, or a placeholder under
 // PlaceholderEmailDomain). It records the sign-in on the identity. Errors:
 // invalid_request when ext has no provider or subject; permission_denied when the user is
-// disabled.
-func (s *Service) ResolveExternal(ctx context.Context, ext External) (User, Identity, Link, error) {
+// disabled. A new link is audited (auth.identity_link) with the user as the actor, from
+// where c is.
+func (s *Service) ResolveExternal(ctx context.Context, ext External, c Client) (User, Identity, Link, error) {
 	ext.Provider = strings.TrimSpace(ext.Provider)
 	ext.Subject = strings.TrimSpace(ext.Subject)
 	ext.Email = normaliseEmail(ext.Email)
@@ -84,10 +86,17 @@ func (s *Service) ResolveExternal(ctx context.Context, ext External) (User, Iden
 		link     Link
 		dropped  []uuid.UUID
 	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	resolve := func(q *db.Queries) error {
 		var err error
 		user, identity, link, err = s.resolveExternal(ctx, q, ext, s.now(), &dropped)
-		return err
+		if err != nil || link == LinkExisting {
+			return err
+		}
+		return audit.Write(ctx, q, c.actor().As(user.ID), audit.Event{OrgID: &user.PersonalOrgID,
+			Action: "auth.identity_link", TargetType: "user", TargetID: user.ID.String(),
+			Data: map[string]any{"provider": ext.Provider, "via": string(link)}})
 	}
 	err := s.st.InTx(ctx, resolve)
 	if errs.CodeOf(store.Translate(err)) == errs.Conflict {
@@ -101,10 +110,8 @@ func (s *Service) ResolveExternal(ctx context.Context, ext External) (User, Iden
 		}
 		return User{}, Identity{}, "", fmt.Errorf("resolve external identity: %w", err)
 	}
-	if len(dropped) > 0 && s.revoked != nil {
-		if err := s.revoked(ctx, dropped...); err != nil {
-			s.log.ErrorContext(ctx, "announce revoked sessions", "user_id", user.ID, "error", err)
-		}
+	if err := s.revokeTokens(ctx, dropped...); err != nil {
+		s.log.ErrorContext(ctx, "announce revoked sessions", "user_id", user.ID, "error", err)
 	}
 	return UserFromRow(user), toIdentity(identity), link, nil
 }
@@ -235,15 +242,18 @@ func placeholderEmail(provider, subject string) string {
 	return strings.ToLower(provider) + "-" + hex.EncodeToString(h[:10]) + "@" + PlaceholderEmailDomain
 }
 
-// StartSession signs userID in without a password (after an external login), returning
-// the session and its first refresh token. Errors: unauthenticated when the user does not
-// exist or is disabled.
-func (s *Service) StartSession(ctx context.Context, userID uuid.UUID, c Client) (User, Session, string, error) {
+// StartSession signs userID in without a password (after an external login with
+// provider), returning the session and its first refresh token; the login is audited
+// (auth.login) with the user as the actor, from where c is. Errors: unauthenticated when
+// the user does not exist or is disabled.
+func (s *Service) StartSession(ctx context.Context, userID uuid.UUID, provider string, c Client) (User, Session, string, error) {
 	var (
 		user    db.User
 		session db.Session
 		token   string
 	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		var err error
 		user, err = q.GetUser(ctx, userID)
@@ -257,7 +267,12 @@ func (s *Service) StartSession(ctx context.Context, userID uuid.UUID, c Client) 
 			return errs.E(errs.Unauthenticated, "account disabled")
 		}
 		session, token, err = s.startSession(ctx, q, user.ID, c, s.now())
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, c.actor().As(user.ID), audit.Event{OrgID: &user.PersonalOrgID,
+			Action: "auth.login", TargetType: "session", TargetID: session.ID.String(),
+			Data: map[string]any{"provider": provider}})
 	})
 	if errs.CodeOf(err) == errs.Unauthenticated {
 		return User{}, Session{}, "", errs.E(errs.Unauthenticated, "invalid login")
@@ -283,8 +298,10 @@ func (s *Service) Identities(ctx context.Context, userID uuid.UUID) ([]Identity,
 
 // UnlinkIdentity removes one of userID's identities. Errors: not_found when id is not an
 // identity of userID; conflict when it is the user's only way to sign in (no password and
-// no other identity).
-func (s *Service) UnlinkIdentity(ctx context.Context, userID, id uuid.UUID) error {
+// no other identity). The unlink is audited (auth.identity_unlink) by by.
+func (s *Service) UnlinkIdentity(ctx context.Context, userID, id uuid.UUID, by audit.Actor) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		user, err := q.LockUserForIdentities(ctx, userID)
 		if err != nil {
@@ -304,7 +321,8 @@ func (s *Service) UnlinkIdentity(ctx context.Context, userID, id uuid.UUID) erro
 		if !user.PasswordHash.Valid && n <= 1 {
 			return errs.E(errs.Conflict, "This is the only way to sign in to this account: set a password or link another account first.")
 		}
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &user.PersonalOrgID, Action: "auth.identity_unlink",
+			TargetType: "identity", TargetID: id.String()})
 	})
 	if err == nil || errs.CodeOf(err) != errs.Internal {
 		return err

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 )
 
@@ -36,8 +37,9 @@ func (s *Service) Role(ctx context.Context, userID, orgID uuid.UUID) (string, er
 }
 
 // CreateOrg creates an org named name (trimmed, 1 to 100 characters) owned by userID.
-// Errors: invalid_request naming /name; not_found when the user does not exist.
-func (s *Service) CreateOrg(ctx context.Context, userID uuid.UUID, name string) (Org, error) {
+// The creation is audited (org.create) by by. Errors: invalid_request naming /name;
+// not_found when the user does not exist.
+func (s *Service) CreateOrg(ctx context.Context, userID uuid.UUID, name string, by audit.Actor) (Org, error) {
 	name = strings.TrimSpace(name)
 	p := nameProblem(name)
 	if name == "" {
@@ -48,6 +50,8 @@ func (s *Service) CreateOrg(ctx context.Context, userID uuid.UUID, name string) 
 	}
 	now := s.now()
 	var org db.Org
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		if _, err := q.GetUser(ctx, userID); err != nil {
 			return notFound("user", err)
@@ -60,7 +64,7 @@ func (s *Service) CreateOrg(ctx context.Context, userID uuid.UUID, name string) 
 		if err := q.AddOrgMember(ctx, db.AddOrgMemberParams{OrgID: org.ID, UserID: userID, Role: RoleOwner, Now: now}); err != nil {
 			return fmt.Errorf("add owner: %w", err)
 		}
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org.ID, Action: "org.create", TargetType: "org", TargetID: org.ID.String()})
 	})
 	if err != nil {
 		return Org{}, fmt.Errorf("create org: %w", err)

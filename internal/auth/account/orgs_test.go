@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -20,7 +21,7 @@ func TestOrgs(t *testing.T) {
 	t.Run("OKCreateOrg", func(t *testing.T) {
 		b.clock.Advance(time.Second)
 		var err error
-		acme, err = b.svc.CreateOrg(t.Context(), ada.ID, "  Acme  ")
+		acme, err = b.svc.CreateOrg(t.Context(), ada.ID, "  Acme  ", audit.Actor{})
 		if err != nil {
 			t.Fatalf("CreateOrg: %v", err)
 		}
@@ -99,7 +100,7 @@ func TestCreateOrgValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			orgs := b.count(t, "orgs")
-			org, err := b.svc.CreateOrg(t.Context(), tt.user, tt.orgName)
+			org, err := b.svc.CreateOrg(t.Context(), tt.user, tt.orgName, audit.Actor{})
 			switch tt.code {
 			case "":
 				if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/emailtoken"
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -53,10 +54,13 @@ func (s *Service) EmailVerificationToken(ctx context.Context, userID uuid.UUID) 
 }
 
 // VerifyEmail spends a verification token and marks the address it was sent to verified,
-// and returns the user. Errors: invalid_request naming /token (emailtoken.Invalid) for every
-// token that cannot be used.
-func (s *Service) VerifyEmail(ctx context.Context, token string) (User, error) {
+// and returns the user; the user is the actor of its auth.email_verify event, from where by
+// is. Errors: invalid_request naming /token (emailtoken.Invalid) for every token that
+// cannot be used.
+func (s *Service) VerifyEmail(ctx context.Context, token string, by audit.Actor) (User, error) {
 	var user db.User
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		now := s.now()
 		var err error
@@ -70,7 +74,8 @@ func (s *Service) VerifyEmail(ctx context.Context, token string) (User, error) {
 		if user.EmailVerifiedAt == nil {
 			user.EmailVerifiedAt = &now
 		}
-		return nil
+		return audit.Write(ctx, q, by.As(user.ID), audit.Event{OrgID: &user.PersonalOrgID, Action: "auth.email_verify",
+			TargetType: "user", TargetID: user.ID.String(), Data: map[string]any{"email": user.Email}})
 	})
 	if err != nil {
 		return User{}, unwrapInvalid(fmt.Errorf("verify email: %w", err))
@@ -81,13 +86,18 @@ func (s *Service) VerifyEmail(ctx context.Context, token string) (User, error) {
 // PasswordResetToken issues a password-reset token for the active account with email
 // (trimmed and lower-cased), replacing any earlier one, and returns it with the user.
 // Accounts without a password (external sign-in only) may get one: the token proves control
-// of the address as well as the old password would. Errors: not_found when no account that
-// is not disabled has the address; the caller must not tell its client.
-func (s *Service) PasswordResetToken(ctx context.Context, email string) (User, string, error) {
+// of the address as well as the old password would. Every request is audited
+// (auth.password_reset_request) with the address by by, and for an account in its
+// personal org. Errors: not_found when no account that is not disabled has the address;
+// the caller must not tell its client.
+func (s *Service) PasswordResetToken(ctx context.Context, email string, by audit.Actor) (User, string, error) {
 	var (
 		user  db.User
 		token string
 	)
+	event := audit.Event{Action: "auth.password_reset_request", TargetType: "email", TargetID: normaliseEmail(email)}
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		var err error
 		user, err = q.GetUserByEmail(ctx, normaliseEmail(email))
@@ -98,9 +108,14 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string) (User, s
 			return errs.E(errs.NotFound, "user not found")
 		}
 		token, _, err = emailtoken.Issue(ctx, q, emailtoken.ResetPassword, user.ID, user.Email, s.now())
-		return err
+		if err != nil {
+			return err
+		}
+		event.OrgID = &user.PersonalOrgID
+		return audit.Write(ctx, q, by, event)
 	})
 	if errs.CodeOf(err) == errs.NotFound {
+		s.recordAttempt(ctx, by, event)
 		return User{}, "", errs.E(errs.NotFound, "user not found")
 	}
 	if err != nil {
@@ -114,12 +129,16 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string) (User, s
 // returns the user and the revoked sessions' ids, so that the caller can stop their access
 // tokens too. Errors: invalid_request naming /token (emailtoken.Invalid) for every token
 // that cannot be used, then invalid_request naming /password when the password breaks the
-// sign-up rules; the token is not spent then.
-func (s *Service) ResetPassword(ctx context.Context, token, password string) (User, []uuid.UUID, error) {
+// sign-up rules; the token is not spent then. The user is the actor of its
+// auth.password_reset event, from where by is; the revoked sessions' access tokens stop
+// working at once (NotifyRevoked).
+func (s *Service) ResetPassword(ctx context.Context, token, password string, by audit.Actor) (User, []uuid.UUID, error) {
 	var (
 		user    db.User
 		revoked []uuid.UUID
 	)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		var err error
 		user, err = s.spend(ctx, q, emailtoken.ResetPassword, token)
@@ -145,11 +164,12 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) (Us
 		if err != nil {
 			return fmt.Errorf("revoke sessions: %w", err)
 		}
-		return nil
+		return audit.Write(ctx, q, by.As(user.ID), passwordEvent("auth.password_reset", user, revoked))
 	})
 	if err != nil {
 		return User{}, nil, unwrapInvalid(fmt.Errorf("reset password: %w", err))
 	}
+	s.announceRevoked(ctx, user.ID, revoked)
 	return UserFromRow(user), revoked, nil
 }
 
@@ -159,8 +179,10 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) (Us
 // one argon2id verification whether or not the user has a password. Errors: not_found;
 // permission_denied when current is wrong (or the account has no password: it must use a
 // reset); invalid_request naming /new_password when next breaks the sign-up rules or equals
-// current.
-func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, current, next string) (User, []uuid.UUID, error) {
+// current. The change is audited by by (auth.password_change), and so is a wrong current
+// password (auth.password_change_failed); the revoked sessions' access tokens stop working
+// at once (NotifyRevoked).
+func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, current, next string, by audit.Actor) (User, []uuid.UUID, error) {
 	row, err := s.st.GetUser(ctx, userID)
 	if err != nil {
 		return User{}, nil, notFound("user", err)
@@ -174,6 +196,8 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 		s.log.ErrorContext(ctx, "unreadable password hash", "user_id", row.ID, "err", err)
 	}
 	if !ok || !row.PasswordHash.Valid {
+		s.recordAttempt(ctx, by, audit.Event{OrgID: &row.PersonalOrgID, Action: "auth.password_change_failed",
+			TargetType: "user", TargetID: row.ID.String()})
 		return User{}, nil, errWrongCurrentPassword()
 	}
 	p := passwordProblem(next, row.Email, s.cfg.PasswordMinLength)
@@ -185,6 +209,8 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 	}
 
 	var revoked []uuid.UUID
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
 		now := s.now()
 		if err := q.UpdateUserPasswordHash(ctx, db.UpdateUserPasswordHashParams{
@@ -197,12 +223,28 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 		if err != nil {
 			return fmt.Errorf("revoke other sessions: %w", err)
 		}
-		return nil
+		return audit.Write(ctx, q, by, passwordEvent("auth.password_change", row, revoked))
 	})
 	if err != nil {
 		return User{}, nil, fmt.Errorf("change password: %w", err)
 	}
+	s.announceRevoked(ctx, userID, revoked)
 	return UserFromRow(row), revoked, nil
+}
+
+// passwordEvent is the audit event of a password set for user, with the sessions it ended.
+func passwordEvent(action string, user db.User, revoked []uuid.UUID) audit.Event {
+	return audit.Event{OrgID: &user.PersonalOrgID, Action: action, TargetType: "user", TargetID: user.ID.String(),
+		Data: map[string]any{"sessions_revoked": len(revoked)}}
+}
+
+// announceRevoked stops the access tokens of sessions revoked with a password change on
+// every replica. The sessions are revoked in the database already and the password is
+// changed, so a failure is logged: failing the change would only mislead.
+func (s *Service) announceRevoked(ctx context.Context, userID uuid.UUID, ids []uuid.UUID) {
+	if err := s.revokeTokens(ctx, ids...); err != nil {
+		s.log.ErrorContext(ctx, "revoke access tokens after a password change", "user_id", userID, "error", err)
+	}
 }
 
 // spend consumes token for purpose p in q's transaction and returns its user, refusing it

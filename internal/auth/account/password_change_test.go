@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/emailtoken"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -33,7 +34,7 @@ func (b *bundle) verificationToken(t *testing.T, u account.User) string {
 // resetToken issues a password-reset token for email, failing the test on error.
 func (b *bundle) resetToken(t *testing.T, email string) string {
 	t.Helper()
-	_, token, err := b.svc.PasswordResetToken(t.Context(), email)
+	_, token, err := b.svc.PasswordResetToken(t.Context(), email, audit.Actor{})
 	if err != nil || !strings.HasPrefix(token, "kiln_pr_") {
 		t.Fatalf("PasswordResetToken(%s) = %q, %v", email, token, err)
 	}
@@ -59,7 +60,7 @@ func TestEmailVerification(t *testing.T) {
 			t.Fatal("a new account is verified")
 		}
 		token := b.verificationToken(t, u)
-		got, err := b.svc.VerifyEmail(t.Context(), token)
+		got, err := b.svc.VerifyEmail(t.Context(), token, audit.Actor{})
 		if err != nil {
 			t.Fatalf("VerifyEmail: %v", err)
 		}
@@ -70,7 +71,7 @@ func TestEmailVerification(t *testing.T) {
 			t.Error("the stored user is not verified")
 		}
 		t.Run("ErrReused", func(t *testing.T) {
-			_, err := b.svc.VerifyEmail(t.Context(), token)
+			_, err := b.svc.VerifyEmail(t.Context(), token, audit.Actor{})
 			checkSame(t, err, badToken)
 		})
 		t.Run("NothingToSendOnceVerified", func(t *testing.T) {
@@ -84,9 +85,9 @@ func TestEmailVerification(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
 		first := b.verificationToken(t, u)
 		second := b.verificationToken(t, u)
-		_, err := b.svc.VerifyEmail(t.Context(), first)
+		_, err := b.svc.VerifyEmail(t.Context(), first, audit.Actor{})
 		checkSame(t, err, badToken)
-		if _, err := b.svc.VerifyEmail(t.Context(), second); err != nil {
+		if _, err := b.svc.VerifyEmail(t.Context(), second, audit.Actor{}); err != nil {
 			t.Fatalf("VerifyEmail with the newest token: %v", err)
 		}
 	})
@@ -96,7 +97,7 @@ func TestEmailVerification(t *testing.T) {
 		if _, err := b.st.Pool.Exec(t.Context(), "UPDATE users SET email = 'moved-'||email WHERE id = $1", u.ID); err != nil {
 			t.Fatal(err)
 		}
-		_, err := b.svc.VerifyEmail(t.Context(), token)
+		_, err := b.svc.VerifyEmail(t.Context(), token, audit.Actor{})
 		checkSame(t, err, badToken)
 		if stored, _ := b.svc.User(t.Context(), u.ID); stored.EmailVerified {
 			t.Error("the new address was verified by a token sent to the old one")
@@ -106,12 +107,12 @@ func TestEmailVerification(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
 		token := b.verificationToken(t, u)
 		b.disable(t, u.ID)
-		_, err := b.svc.VerifyEmail(t.Context(), token)
+		_, err := b.svc.VerifyEmail(t.Context(), token, audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 	t.Run("ErrResetToken", func(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
-		_, err := b.svc.VerifyEmail(t.Context(), b.resetToken(t, u.Email))
+		_, err := b.svc.VerifyEmail(t.Context(), b.resetToken(t, u.Email), audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 	t.Run("ErrUnknownUser", func(t *testing.T) {
@@ -124,7 +125,7 @@ func TestEmailVerification(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
 		token := b.verificationToken(t, u)
 		b.clock.Advance(48 * time.Hour)
-		_, err := b.svc.VerifyEmail(t.Context(), token)
+		_, err := b.svc.VerifyEmail(t.Context(), token, audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 }
@@ -136,7 +137,7 @@ func TestPasswordReset(t *testing.T) {
 		u, s1, _ := b.signUp(t, emailFor(t))
 		s2, _ := b.login(t, u.Email)
 		token := b.resetToken(t, " "+strings.ToUpper(u.Email)+" ")
-		got, revoked, err := b.svc.ResetPassword(t.Context(), token, newPassword)
+		got, revoked, err := b.svc.ResetPassword(t.Context(), token, newPassword, audit.Actor{})
 		if err != nil {
 			t.Fatalf("ResetPassword: %v", err)
 		}
@@ -156,7 +157,7 @@ func TestPasswordReset(t *testing.T) {
 			t.Error("after the reset, the old password should fail and the new one work")
 		}
 		t.Run("ErrReused", func(t *testing.T) {
-			_, _, err := b.svc.ResetPassword(t.Context(), token, "another fine passphrase")
+			_, _, err := b.svc.ResetPassword(t.Context(), token, "another fine passphrase", audit.Actor{})
 			checkSame(t, err, badToken)
 		})
 	})
@@ -164,30 +165,30 @@ func TestPasswordReset(t *testing.T) {
 		u, s, _ := b.signUp(t, emailFor(t))
 		token := b.resetToken(t, u.Email)
 		for _, weak := range []string{"short", "password123", strings.Repeat("ab", 8), strings.TrimSuffix(u.Email, "@example.com") + "-secret!"} {
-			_, _, err := b.svc.ResetPassword(t.Context(), token, weak)
+			_, _, err := b.svc.ResetPassword(t.Context(), token, weak, audit.Actor{})
 			checkInvalid(t, err, []string{"/password"})
 		}
 		if !b.active(t, s.ID) || !b.canLogin(t, u.Email, goodPassword) {
 			t.Error("a refused reset changed the account")
 		}
-		if _, _, err := b.svc.ResetPassword(t.Context(), token, newPassword); err != nil {
+		if _, _, err := b.svc.ResetPassword(t.Context(), token, newPassword, audit.Actor{}); err != nil {
 			t.Fatalf("ResetPassword after refused attempts: %v", err)
 		}
 	})
 	t.Run("ErrBadTokenBeforePassword", func(t *testing.T) {
-		_, _, err := b.svc.ResetPassword(t.Context(), "kiln_pr_nope", "weak")
+		_, _, err := b.svc.ResetPassword(t.Context(), "kiln_pr_nope", "weak", audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 	t.Run("ErrVerificationToken", func(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
-		_, _, err := b.svc.ResetPassword(t.Context(), b.verificationToken(t, u), newPassword)
+		_, _, err := b.svc.ResetPassword(t.Context(), b.verificationToken(t, u), newPassword, audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 	t.Run("ErrNoAccount", func(t *testing.T) {
 		off, _, _ := b.signUp(t, "off-"+emailFor(t))
 		b.disable(t, off.ID)
 		for _, email := range []string{"nobody@example.com", off.Email, "not an email"} {
-			if _, token, err := b.svc.PasswordResetToken(t.Context(), email); errs.CodeOf(err) != errs.NotFound || token != "" {
+			if _, token, err := b.svc.PasswordResetToken(t.Context(), email, audit.Actor{}); errs.CodeOf(err) != errs.NotFound || token != "" {
 				t.Errorf("PasswordResetToken(%q) = %q, %v; want not_found", email, token, err)
 			}
 		}
@@ -196,7 +197,7 @@ func TestPasswordReset(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
 		token := b.resetToken(t, u.Email)
 		b.disable(t, u.ID)
-		_, _, err := b.svc.ResetPassword(t.Context(), token, newPassword)
+		_, _, err := b.svc.ResetPassword(t.Context(), token, newPassword, audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 	t.Run("OKExternalAccount", func(t *testing.T) {
@@ -204,7 +205,7 @@ func TestPasswordReset(t *testing.T) {
 		if _, err := b.st.Pool.Exec(t.Context(), "UPDATE users SET password_hash = NULL WHERE id = $1", u.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := b.svc.ResetPassword(t.Context(), b.resetToken(t, u.Email), newPassword); err != nil {
+		if _, _, err := b.svc.ResetPassword(t.Context(), b.resetToken(t, u.Email), newPassword, audit.Actor{}); err != nil {
 			t.Fatalf("ResetPassword: %v", err)
 		}
 		if !b.canLogin(t, u.Email, newPassword) {
@@ -222,7 +223,7 @@ func TestPasswordReset(t *testing.T) {
 		for i := range 4 {
 			wg.Go(func() {
 				pw := newPassword + strings.Repeat("!", i+1)
-				_, _, err := b.svc.ResetPassword(t.Context(), token, pw)
+				_, _, err := b.svc.ResetPassword(t.Context(), token, pw, audit.Actor{})
 				if err != nil && errs.CodeOf(err) != errs.Invalid {
 					t.Errorf("ResetPassword: %v", err)
 				}
@@ -243,7 +244,7 @@ func TestPasswordReset(t *testing.T) {
 		u, _, _ := b.signUp(t, emailFor(t))
 		token := b.resetToken(t, u.Email)
 		b.clock.Advance(time.Hour)
-		_, _, err := b.svc.ResetPassword(t.Context(), token, newPassword)
+		_, _, err := b.svc.ResetPassword(t.Context(), token, newPassword, audit.Actor{})
 		checkSame(t, err, badToken)
 	})
 }
@@ -256,7 +257,7 @@ func TestChangePassword(t *testing.T) {
 		u, here, _ := b.signUp(t, emailFor(t))
 		other, _ := b.login(t, u.Email)
 		b.hashes.Store(0)
-		got, revoked, err := b.svc.ChangePassword(t.Context(), u.ID, here.ID, goodPassword, newPassword)
+		got, revoked, err := b.svc.ChangePassword(t.Context(), u.ID, here.ID, goodPassword, newPassword, audit.Actor{})
 		if err != nil {
 			t.Fatalf("ChangePassword: %v", err)
 		}
@@ -301,7 +302,7 @@ func TestChangePassword(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b.hashes.Store(0)
-			_, _, err := b.svc.ChangePassword(t.Context(), tt.user.ID, tt.session, tt.current, tt.next)
+			_, _, err := b.svc.ChangePassword(t.Context(), tt.user.ID, tt.session, tt.current, tt.next, audit.Actor{})
 			if tt.want != nil {
 				checkSame(t, err, tt.want)
 				// A missing password costs what a wrong one does.
@@ -317,7 +318,7 @@ func TestChangePassword(t *testing.T) {
 		})
 	}
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, _, err := b.svc.ChangePassword(t.Context(), uuid.New(), uuid.New(), goodPassword, newPassword); errs.CodeOf(err) != errs.NotFound {
+		if _, _, err := b.svc.ChangePassword(t.Context(), uuid.New(), uuid.New(), goodPassword, newPassword, audit.Actor{}); errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("error = %v, want not_found", err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
@@ -143,18 +144,48 @@ func (s *Service) Refresh(ctx context.Context, token string, c Client) (User, Se
 	return UserFromRow(user), toSession(session), next, nil
 }
 
-// RevokeSession ends one of userID's sessions: its refresh tokens stop working and
-// SessionActive reports false. Errors: not_found when sessionID is not an active session of
-// userID.
+// RevokeSession ends one of userID's sessions (a logout): its refresh tokens stop working,
+// SessionActive reports false and its access tokens stop working on every replica
+// (NotifyRevoked). Errors: not_found when sessionID is not an active session of userID.
 func (s *Service) RevokeSession(ctx context.Context, userID, sessionID uuid.UUID) error {
-	n, err := s.st.RevokeUserSession(ctx, db.RevokeUserSessionParams{ID: sessionID, UserID: userID, Now: s.now()})
+	return s.revokeSession(ctx, userID, sessionID, nil)
+}
+
+// SignOutSession is RevokeSession for one of the user's other devices, audited
+// (auth.session_revoke) by by. Errors: not_found.
+func (s *Service) SignOutSession(ctx context.Context, userID, sessionID uuid.UUID, by audit.Actor) error {
+	return s.revokeSession(ctx, userID, sessionID, func(ctx context.Context, q *db.Queries, user db.User) error {
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &user.PersonalOrgID, Action: "auth.session_revoke",
+			TargetType: "session", TargetID: sessionID.String()})
+	})
+}
+
+// revokeSession revokes sessionID of userID and, with record, audits it in the same
+// transaction.
+func (s *Service) revokeSession(ctx context.Context, userID, sessionID uuid.UUID, record func(context.Context, *db.Queries, db.User) error) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		n, err := q.RevokeUserSession(ctx, db.RevokeUserSessionParams{ID: sessionID, UserID: userID, Now: s.now()})
+		if err != nil {
+			return fmt.Errorf("revoke session: %w", err)
+		}
+		if n == 0 {
+			return errs.E(errs.NotFound, "session not found")
+		}
+		if record == nil {
+			return nil
+		}
+		user, err := q.GetUser(ctx, userID)
+		if err != nil {
+			return fmt.Errorf("get user: %w", err)
+		}
+		return record(ctx, q, user)
+	})
 	if err != nil {
-		return fmt.Errorf("revoke session: %w", err)
+		return err
 	}
-	if n == 0 {
-		return errs.E(errs.NotFound, "session not found")
-	}
-	return nil
+	return s.revokeTokens(ctx, sessionID)
 }
 
 // RevokeAllSessions ends every session of userID not already revoked and returns their
@@ -165,6 +196,40 @@ func (s *Service) RevokeAllSessions(ctx context.Context, userID uuid.UUID) ([]uu
 		return nil, fmt.Errorf("revoke sessions: %w", err)
 	}
 	return ids, nil
+}
+
+// LogoutAll ends every session of userID, audited (auth.logout_all) by by, and stops their
+// access tokens on every replica (NotifyRevoked). Errors: not_found.
+func (s *Service) LogoutAll(ctx context.Context, userID uuid.UUID, by audit.Actor) error {
+	var ids []uuid.UUID
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		user, err := q.GetUser(ctx, userID)
+		if err != nil {
+			return notFound("user", err)
+		}
+		ids, err = q.RevokeUserSessions(ctx, db.RevokeUserSessionsParams{UserID: userID, Now: s.now()})
+		if err != nil {
+			return fmt.Errorf("revoke sessions: %w", err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &user.PersonalOrgID, Action: "auth.logout_all",
+			TargetType: "user", TargetID: userID.String(), Data: map[string]any{"sessions": len(ids)}})
+	})
+	if err != nil {
+		return fmt.Errorf("log out everywhere: %w", err)
+	}
+	return s.revokeTokens(ctx, ids...)
+}
+
+// revokeTokens stops the access tokens of revoked sessions on every replica
+// (NotifyRevoked); the sessions are revoked in the database already, so a retry of a
+// request that failed here finds them revoked.
+func (s *Service) revokeTokens(ctx context.Context, ids ...uuid.UUID) error {
+	if s.revoked == nil || len(ids) == 0 {
+		return nil
+	}
+	return s.revoked(ctx, ids...)
 }
 
 // Sessions returns userID's active sessions (neither revoked nor expired), newest first.

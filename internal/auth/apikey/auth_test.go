@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -55,7 +56,7 @@ func TestAuthenticate(t *testing.T) {
 	s := b.service(t)
 	key, secret := create(t, s, b.orgA, nil, "chat", "rag:read")
 	revoked, revokedSecret := create(t, s, b.orgA, nil)
-	if err := s.Revoke(t.Context(), b.orgA, revoked.ID); err != nil {
+	if err := s.Revoke(t.Context(), b.orgA, revoked.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	_, expiredSecret := create(t, s, b.orgA, ptr(b.clock.Now().Add(time.Minute)))
@@ -114,7 +115,7 @@ func TestAuthenticateWarmKeyDoesNoIO(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.service(t)
-	key, secret, err := s.Create(t.Context(), b.orgA, &b.user, "ci", []string{"chat"}, nil)
+	key, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "ci", []string{"chat"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,10 +198,10 @@ func TestWritesReachOtherReplicas(t *testing.T) {
 		write func(ctx context.Context, k apikey.Key) error
 	}{
 		{"RevokeRefusedWithinOneSecond", b.orgA, func(ctx context.Context, k apikey.Key) error {
-			return a.Revoke(ctx, b.orgA, k.ID)
+			return a.Revoke(ctx, b.orgA, k.ID, audit.Actor{})
 		}},
 		{"RotateWithoutGraceRefusedWithinOneSecond", b.orgA, func(ctx context.Context, k apikey.Key) error {
-			_, _, err := a.Rotate(ctx, b.orgA, k.ID, 0, nil)
+			_, _, err := a.Rotate(ctx, b.orgA, k.ID, 0, audit.Actor{})
 			return err
 		}},
 		{"OrgDeletedThenForgetAllRefusedWithinOneSecond", b.orgB, func(ctx context.Context, k apikey.Key) error {
@@ -234,7 +235,7 @@ func TestWritesReachOtherReplicas(t *testing.T) {
 	t.Run("RotateGraceShortensOnOtherReplica", func(t *testing.T) {
 		k, secret := create(t, a, b.orgA, nil)
 		warm(t, b, c, secret)
-		if _, _, err := a.Rotate(t.Context(), b.orgA, k.ID, time.Minute, nil); err != nil {
+		if _, _, err := a.Rotate(t.Context(), b.orgA, k.ID, time.Minute, audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		// The replica re-reads the key once the invalidation arrives; then the new expiry
@@ -380,7 +381,7 @@ func TestAuthenticateConcurrent(t *testing.T) {
 		for calls.Load() < 1000 {
 			time.Sleep(time.Millisecond)
 		}
-		if err := replicas[1].Revoke(context.Background(), b.orgA, victim.ID); err != nil {
+		if err := replicas[1].Revoke(context.Background(), b.orgA, victim.ID, audit.Actor{}); err != nil {
 			t.Errorf("Revoke: %v", err)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -29,7 +30,7 @@ func ExampleService() {
 	go keys.Run(ctx) //nolint:errcheck // in Kiln, run by the composition root's errgroup
 
 	orgID := uuid.New() // the caller's org
-	_, secret, _ := keys.Create(ctx, orgID, nil, "CI", []string{apikey.ScopeChat}, nil)
+	_, secret, _ := keys.Create(ctx, orgID, audit.Actor{}, "CI", []string{apikey.ScopeChat}, nil)
 	fmt.Println("shown once:", apikey.Display(secret))
 
 	// Later, for a request with Authorization: Bearer <secret>:

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/store"
@@ -102,11 +103,12 @@ func New(st *store.Store, rdb redis.UniversalClient, ks redisclient.Keyspace, cf
 }
 
 // Create issues a key for orgID and returns it with its secret, which is not stored and
-// cannot be shown again. createdBy may be nil (e.g. a key made by the system); a nil
-// expiresAt never expires. It returns invalid_request, naming each bad field, when name is
+// cannot be shown again. The key is created by by's user, if by is a user (the key has no
+// creator when made by another key or the system), and its creation audited
+// (api_key.create) by by; a nil expiresAt never expires. It returns invalid_request, naming each bad field, when name is
 // blank, longer than 100 characters or holds control characters, when scopes fails
 // [ValidateScopes], or when expiresAt is not in the future.
-func (s *Service) Create(ctx context.Context, orgID uuid.UUID, createdBy *uuid.UUID, name string, scopes []string, expiresAt *time.Time) (Key, string, error) {
+func (s *Service) Create(ctx context.Context, orgID uuid.UUID, by audit.Actor, name string, scopes []string, expiresAt *time.Time) (Key, string, error) {
 	now := s.now()
 	fields := nameFields(name)
 	fields = append(fields, scopeFields(scopes)...)
@@ -116,13 +118,22 @@ func (s *Service) Create(ctx context.Context, orgID uuid.UUID, createdBy *uuid.U
 	if err := errs.InvalidFields("invalid api key", fields); err != nil {
 		return Key{}, "", err
 	}
-	params, secret, err := s.newKey(orgID, createdBy, name, scopes, expiresAt, now)
+	params, secret, err := s.newKey(orgID, by.UserID(), name, scopes, expiresAt, now)
 	if err != nil {
 		return Key{}, "", err
 	}
-	row, err := s.st.CreateAPIKey(ctx, params)
+	var row db.ApiKey
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err = s.st.InTx(ctx, func(q *db.Queries) error {
+		if row, err = q.CreateAPIKey(ctx, params); err != nil {
+			return fmt.Errorf("create api key: %w", store.Translate(err))
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "api_key.create", TargetType: "api_key",
+			TargetID: row.ID.String(), Data: map[string]any{"name": row.Name, "scopes": row.Scopes}})
+	})
 	if err != nil {
-		return Key{}, "", fmt.Errorf("create api key: %w", store.Translate(err))
+		return Key{}, "", err
 	}
 	s.changed(ctx, row.SecretHash)
 	return toKey(row), secret, nil
@@ -191,29 +202,41 @@ func (s *Service) Get(ctx context.Context, orgID, id uuid.UUID) (Key, error) {
 
 // Revoke stops orgID's key id from authenticating, on every replica. Revoking a revoked
 // key changes nothing (the first revocation time stays) and succeeds. It returns not_found
-// when there is no such key in that org.
-func (s *Service) Revoke(ctx context.Context, orgID, id uuid.UUID) error {
-	row, err := s.st.RevokeAPIKey(ctx, db.RevokeAPIKeyParams{OrgID: orgID, ID: id, RevokedAt: s.now()})
+// when there is no such key in that org. The revocation is audited (api_key.revoke) by by.
+func (s *Service) Revoke(ctx context.Context, orgID, id uuid.UUID, by audit.Actor) error {
+	var row db.ApiKey
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		if row, err = q.RevokeAPIKey(ctx, db.RevokeAPIKeyParams{OrgID: orgID, ID: id, RevokedAt: s.now()}); err != nil {
+			return notFound("revoke", id, err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "api_key.revoke", TargetType: "api_key", TargetID: id.String()})
+	})
 	if err != nil {
-		return notFound("revoke", id, err)
+		return err
 	}
 	s.changed(ctx, row.SecretHash)
 	return nil
 }
 
 // Rotate replaces orgID's key id with a new key of the same name, scopes and expiry,
-// created by by, and returns the new key with its secret. The old key keeps working for
+// created by by's user (if by is a user), and returns the new key with its secret. The old key keeps working for
 // grace (never past its own expiry) so that clients can switch over; a zero grace revokes it
-// at once. Both changes are one transaction. It returns invalid_request for a negative
+// at once. Both changes and their audit event (api_key.rotate, by by) are one
+// transaction. It returns invalid_request for a negative
 // grace, not_found when there is no such key in that org, and conflict when the key is
 // revoked, expired or already rotated.
-func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Duration, by *uuid.UUID) (Key, string, error) {
+func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Duration, by audit.Actor) (Key, string, error) {
 	if grace < 0 {
 		return Key{}, "", errs.InvalidFields("invalid rotation", []errs.FieldError{{Pointer: "/grace_seconds", Message: "must not be negative"}})
 	}
 	now := s.now()
 	var next, old db.ApiKey
 	var secret string
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		cur, err := q.GetAPIKeyForUpdate(ctx, db.GetAPIKeyForUpdateParams{OrgID: orgID, ID: id})
 		if err != nil {
@@ -222,7 +245,7 @@ func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Du
 		if k := toKey(cur); !k.Active(now) || k.RotatedTo != nil {
 			return errs.E(errs.Conflict, "api key %s is revoked, expired or already rotated", id)
 		}
-		params, sec, err := s.newKey(orgID, by, cur.Name, cur.Scopes, cur.ExpiresAt, now)
+		params, sec, err := s.newKey(orgID, by.UserID(), cur.Name, cur.Scopes, cur.ExpiresAt, now)
 		if err != nil {
 			return err
 		}
@@ -239,7 +262,8 @@ func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Du
 			return fmt.Errorf("rotate api key %s: %w", id, store.Translate(err))
 		}
 		secret = sec
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "api_key.rotate", TargetType: "api_key",
+			TargetID: id.String(), Data: map[string]any{"new_key": next.ID.String(), "grace_seconds": int(grace.Seconds())}})
 	})
 	if err != nil {
 		return Key{}, "", err

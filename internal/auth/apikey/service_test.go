@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -31,7 +32,7 @@ type bundle struct {
 	st    *store.Store
 	rdb   redis.UniversalClient
 	ks    redisclient.Keyspace
-	clock *clock
+	clock *storetest.Clock
 	// sql records every statement the services send to Postgres.
 	sql *queryLog
 	// redisCmds counts commands sent on rdb (subscriptions included).
@@ -58,7 +59,7 @@ func setup(t testing.TB) *bundle {
 	rc := &redisCounter{}
 	rdb.AddHook(rc)
 	b := &bundle{
-		st: store.New(pool), rdb: rdb, ks: ks, clock: newClock(), sql: ql, redisCmds: rc,
+		st: store.New(pool), rdb: rdb, ks: ks, clock: storetest.NewClock(), sql: ql, redisCmds: rc,
 		orgA: uuid.Must(uuid.NewV7()), orgB: uuid.Must(uuid.NewV7()), user: uuid.Must(uuid.NewV7()),
 	}
 	b.exec(t, "INSERT INTO orgs (id, name) VALUES ($1, 'A'), ($2, 'B')", b.orgA, b.orgB)
@@ -137,32 +138,11 @@ func create(t testing.TB, s *apikey.Service, org uuid.UUID, expiresAt *time.Time
 	if len(scopes) == 0 {
 		scopes = []string{apikey.ScopeChat}
 	}
-	k, secret, err := s.Create(context.Background(), org, nil, "ci", scopes, expiresAt)
+	k, secret, err := s.Create(context.Background(), org, audit.Actor{}, "ci", scopes, expiresAt)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	return k, secret
-}
-
-// clock is the injected time source; it starts at the real time, rounded to what Postgres
-// stores, and moves only when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC().Truncate(time.Microsecond)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // queryLog is a pgx tracer that records every statement sent.
@@ -249,7 +229,7 @@ func TestCreate(t *testing.T) {
 	t.Run("OKStoresOnlyHashAndDisplay", func(t *testing.T) {
 		t.Parallel()
 		exp := now.Add(30 * 24 * time.Hour)
-		k, secret, err := s.Create(t.Context(), b.orgA, &b.user, "deploy bot", []string{"rag:read", "chat"}, &exp)
+		k, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "deploy bot", []string{"rag:read", "chat"}, &exp)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -285,7 +265,7 @@ func TestCreate(t *testing.T) {
 	})
 	t.Run("OKWithoutCreatorOrExpiry", func(t *testing.T) {
 		t.Parallel()
-		k, _, err := s.Create(t.Context(), b.orgA, nil, strings.Repeat("é", 100), apikey.Scopes, nil)
+		k, _, err := s.Create(t.Context(), b.orgA, audit.Actor{}, strings.Repeat("é", 100), apikey.Scopes, nil)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -321,7 +301,7 @@ func TestCreate(t *testing.T) {
 				exp = ptr(now.Add(tt.expires))
 			}
 			before := b.sql.count("INSERT INTO api_keys")
-			_, secret, err := s.Create(t.Context(), b.orgA, nil, tt.keyName, tt.scopes, exp)
+			_, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, tt.keyName, tt.scopes, exp)
 			checkFields(t, err, tt.pointers)
 			if secret != "" {
 				t.Errorf("Create returned secret %q with an error", secret)
@@ -333,7 +313,7 @@ func TestCreate(t *testing.T) {
 	}
 	t.Run("ErrInvalidUnknownOrg", func(t *testing.T) {
 		t.Parallel()
-		_, _, err := s.Create(t.Context(), uuid.New(), nil, "ci", []string{"chat"}, nil)
+		_, _, err := s.Create(t.Context(), uuid.New(), audit.Actor{}, "ci", []string{"chat"}, nil)
 		wantCode(t, err, errs.Invalid)
 	})
 }
@@ -358,15 +338,15 @@ func TestOtherOrgsKey(t *testing.T) {
 		call func(ctx context.Context) error
 	}{
 		{"GetErrNotFound", func(ctx context.Context) error { _, err := s.Get(ctx, b.orgB, k.ID); return err }},
-		{"RevokeErrNotFound", func(ctx context.Context) error { return s.Revoke(ctx, b.orgB, k.ID) }},
+		{"RevokeErrNotFound", func(ctx context.Context) error { return s.Revoke(ctx, b.orgB, k.ID, audit.Actor{}) }},
 		{"RotateErrNotFound", func(ctx context.Context) error {
-			_, _, err := s.Rotate(ctx, b.orgB, k.ID, time.Hour, nil)
+			_, _, err := s.Rotate(ctx, b.orgB, k.ID, time.Hour, audit.Actor{})
 			return err
 		}},
 		{"GetUnknownErrNotFound", func(ctx context.Context) error { _, err := s.Get(ctx, b.orgA, uuid.New()); return err }},
-		{"RevokeUnknownErrNotFound", func(ctx context.Context) error { return s.Revoke(ctx, b.orgA, uuid.New()) }},
+		{"RevokeUnknownErrNotFound", func(ctx context.Context) error { return s.Revoke(ctx, b.orgA, uuid.New(), audit.Actor{}) }},
 		{"RotateUnknownErrNotFound", func(ctx context.Context) error {
-			_, _, err := s.Rotate(ctx, b.orgA, uuid.New(), time.Hour, nil)
+			_, _, err := s.Rotate(ctx, b.orgA, uuid.New(), time.Hour, audit.Actor{})
 			return err
 		}},
 	} {
@@ -460,7 +440,7 @@ func TestRevoke(t *testing.T) {
 		}
 	}
 	t.Run("OK", func(t *testing.T) {
-		if err := s.Revoke(t.Context(), b.orgA, k.ID); err != nil {
+		if err := s.Revoke(t.Context(), b.orgA, k.ID, audit.Actor{}); err != nil {
 			t.Fatalf("Revoke: %v", err)
 		}
 		wantRevokedAt(t)
@@ -469,7 +449,7 @@ func TestRevoke(t *testing.T) {
 	})
 	t.Run("OKAlreadyRevokedKeepsFirstTime", func(t *testing.T) {
 		b.clock.Advance(time.Minute)
-		if err := s.Revoke(t.Context(), b.orgA, k.ID); err != nil {
+		if err := s.Revoke(t.Context(), b.orgA, k.ID, audit.Actor{}); err != nil {
 			t.Fatalf("second Revoke: %v", err)
 		}
 		wantRevokedAt(t)
@@ -484,14 +464,14 @@ func TestRotate(t *testing.T) {
 		b := setup(t)
 		s := b.service(t)
 		exp := b.clock.Now().Add(90 * 24 * time.Hour)
-		old, oldSecret, err := s.Create(t.Context(), b.orgA, nil, "prod", []string{"chat", "jobs"}, &exp)
+		old, oldSecret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, "prod", []string{"chat", "jobs"}, &exp)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Authenticate(t.Context(), oldSecret); err != nil { // warm the cache
 			t.Fatal(err)
 		}
-		next, secret, err := s.Rotate(t.Context(), b.orgA, old.ID, grace, &b.user)
+		next, secret, err := s.Rotate(t.Context(), b.orgA, old.ID, grace, audit.Actor{}.As(b.user))
 		if err != nil {
 			t.Fatalf("Rotate: %v", err)
 		}
@@ -526,7 +506,7 @@ func TestRotate(t *testing.T) {
 		if _, err := s.Authenticate(t.Context(), oldSecret); err != nil {
 			t.Fatal(err)
 		}
-		next, secret, err := s.Rotate(t.Context(), b.orgA, old.ID, 0, nil)
+		next, secret, err := s.Rotate(t.Context(), b.orgA, old.ID, 0, audit.Actor{})
 		if err != nil {
 			t.Fatalf("Rotate: %v", err)
 		}
@@ -546,7 +526,7 @@ func TestRotate(t *testing.T) {
 		s := b.service(t)
 		exp := b.clock.Now().Add(10 * time.Minute)
 		old, _ := create(t, s, b.orgA, &exp)
-		next, _, err := s.Rotate(t.Context(), b.orgA, old.ID, grace, nil)
+		next, _, err := s.Rotate(t.Context(), b.orgA, old.ID, grace, audit.Actor{})
 		if err != nil {
 			t.Fatalf("Rotate: %v", err)
 		}
@@ -560,11 +540,11 @@ func TestRotate(t *testing.T) {
 		b := setup(t)
 		s := b.service(t)
 		rotated, _ := create(t, s, b.orgA, nil)
-		if _, _, err := s.Rotate(t.Context(), b.orgA, rotated.ID, grace, nil); err != nil {
+		if _, _, err := s.Rotate(t.Context(), b.orgA, rotated.ID, grace, audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		revoked, _ := create(t, s, b.orgA, nil)
-		if err := s.Revoke(t.Context(), b.orgA, revoked.ID); err != nil {
+		if err := s.Revoke(t.Context(), b.orgA, revoked.ID, audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		expired, _ := create(t, s, b.orgA, ptr(b.clock.Now().Add(time.Minute)))
@@ -584,7 +564,7 @@ func TestRotate(t *testing.T) {
 				if tt.name == "ErrConflictExpired" {
 					b.clock.Advance(2 * time.Minute)
 				}
-				k, secret, err := s.Rotate(t.Context(), b.orgA, tt.id, tt.grace, nil)
+				k, secret, err := s.Rotate(t.Context(), b.orgA, tt.id, tt.grace, audit.Actor{})
 				wantCode(t, err, tt.code)
 				if secret != "" || k.ID != uuid.Nil {
 					t.Errorf("Rotate returned %+v, %q with an error", k, secret)
@@ -606,7 +586,7 @@ func TestRotateIsOneTransaction(t *testing.T) {
 	var wg sync.WaitGroup
 	rotateErrs := make([]error, 8)
 	for i := range rotateErrs {
-		wg.Go(func() { _, _, rotateErrs[i] = s.Rotate(context.Background(), b.orgA, old.ID, time.Hour, nil) })
+		wg.Go(func() { _, _, rotateErrs[i] = s.Rotate(context.Background(), b.orgA, old.ID, time.Hour, audit.Actor{}) })
 	}
 	wg.Wait()
 	ok := 0

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -46,10 +47,14 @@ func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID) ([]
 // the org is locked. Errors: not_found for an org the actor is not a member of;
 // permission_denied when the actor is a member; conflict for a personal org or an address
 // that is already a member's; invalid_request naming /email or /role.
-func (s *Service) Invite(ctx context.Context, actorID, orgID uuid.UUID, email, role string, deliver func(context.Context, Delivery) error) (Invitation, error) {
+func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, email, role string, deliver func(context.Context, Delivery) error) (Invitation, error) {
 	email = normaliseEmail(email)
 	var inv Invitation
-	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, org db.Org, actor string) error {
+	sendCtx := ctx // a client that hangs up while the email goes out gets no invitation
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, org db.Org, actor string) error {
+		actorID := *by.ID
 		if !mayManage(actor) {
 			return errs.E(errs.PermissionDenied, "inviting members needs the owner or admin role")
 		}
@@ -83,10 +88,11 @@ func (s *Service) Invite(ctx context.Context, actorID, orgID uuid.UUID, email, r
 			return fmt.Errorf("insert invitation: %w", err)
 		}
 		inv = toInvitation(row)
-		if err := deliver(ctx, Delivery{Invitation: inv, Token: token, Org: toOrg(org), Inviter: inviter}); err != nil {
+		if err := deliver(sendCtx, Delivery{Invitation: inv, Token: token, Org: toOrg(org), Inviter: inviter}); err != nil {
 			return fmt.Errorf("deliver invitation: %w", err)
 		}
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "member.invite", TargetType: "invitation", TargetID: inv.ID.String(),
+			Data: map[string]any{"email": inv.Email, "role": inv.Role}})
 	})
 	if err != nil {
 		return Invitation{}, fmt.Errorf("invite: %w", err)
@@ -109,12 +115,14 @@ func checkInvitation(email, role string) error {
 	return &errs.Error{Code: errs.Invalid, Message: "invalid invitation", Fields: fields}
 }
 
-// Withdraw revokes orgID's pending invitation invitationID on behalf of actorID and returns
+// Withdraw revokes orgID's pending invitation invitationID on behalf of by (audited) and returns
 // it. Errors: not_found for an org the actor is not a member of, or an invitation of the
 // org that is not pending; permission_denied when the actor is a member.
-func (s *Service) Withdraw(ctx context.Context, actorID, orgID, invitationID uuid.UUID) (Invitation, error) {
+func (s *Service) Withdraw(ctx context.Context, by audit.Actor, orgID, invitationID uuid.UUID) (Invitation, error) {
 	var inv Invitation
-	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, _ db.Org, actor string) error {
 		if !mayManage(actor) {
 			return errs.E(errs.PermissionDenied, "withdrawing invitations needs the owner or admin role")
 		}
@@ -126,7 +134,8 @@ func (s *Service) Withdraw(ctx context.Context, actorID, orgID, invitationID uui
 			return fmt.Errorf("revoke invitation: %w", err)
 		}
 		inv = toInvitation(row)
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "member.invitation_revoke", TargetType: "invitation",
+			TargetID: inv.ID.String(), Data: map[string]any{"email": inv.Email}})
 	})
 	if err != nil {
 		return Invitation{}, fmt.Errorf("withdraw invitation: %w", err)
@@ -134,17 +143,24 @@ func (s *Service) Withdraw(ctx context.Context, actorID, orgID, invitationID uui
 	return inv, nil
 }
 
-// Accept makes userID a member of the org token invites them to, with the invitation's
+// Accept makes by's user a member of the org token invites them to, with the invitation's
 // role, and spends the token. It returns the new membership and the invitation. Errors:
 // permission_denied until the user's email is verified; not_found ("invitation not found")
 // for a malformed, unknown, expired, used or withdrawn token and for one sent to another
 // address, all alike; conflict when the user is already a member.
-func (s *Service) Accept(ctx context.Context, userID uuid.UUID, token string) (account.Membership, Invitation, error) {
+func (s *Service) Accept(ctx context.Context, by audit.Actor, token string) (account.Membership, Invitation, error) {
 	var (
 		org account.Org
 		inv Invitation
 	)
+	userID := by.UserID()
+	if userID == nil {
+		return account.Membership{}, Invitation{}, errs.E(errs.PermissionDenied, "only a user may accept an invitation")
+	}
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		userID := *userID
 		user, err := q.GetUser(ctx, userID)
 		if err != nil {
 			return fmt.Errorf("get user: %w", store.Translate(err))
@@ -190,7 +206,8 @@ func (s *Service) Accept(ctx context.Context, userID uuid.UUID, token string) (a
 			return fmt.Errorf("add member: %w", err)
 		}
 		org, inv = toOrg(locked), toInvitation(row)
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org.ID, Action: "member.join", TargetType: "user", TargetID: userID.String(),
+			Data: map[string]any{"role": inv.Role, "invitation_id": inv.ID.String(), "invited_by": inv.InvitedBy.String()}})
 	})
 	if err != nil {
 		return account.Membership{}, Invitation{}, fmt.Errorf("accept invitation: %w", err)

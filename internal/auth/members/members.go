@@ -30,6 +30,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
@@ -103,17 +104,19 @@ func (s *Service) List(ctx context.Context, actorID, orgID uuid.UUID) ([]Member,
 	return out, nil
 }
 
-// ChangeRole sets userID's role in orgID to role on behalf of actorID and returns the member
+// ChangeRole sets userID's role in orgID to role on behalf of by (audited) and returns the member
 // and the role they had (equal to role when nothing changed). Errors: not_found for an org
 // the actor is not a member of or a user who is not a member; invalid_request naming /role;
 // permission_denied when the actor is a member, or an admin making or unmaking an owner;
 // conflict when demoting the last owner.
-func (s *Service) ChangeRole(ctx context.Context, actorID, orgID, userID uuid.UUID, role string) (Member, string, error) {
+func (s *Service) ChangeRole(ctx context.Context, by audit.Actor, orgID, userID uuid.UUID, role string) (Member, string, error) {
 	var (
 		target Member
 		from   string
 	)
-	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, _ db.Org, actor string) error {
 		var err error
 		if target, err = member(ctx, q, orgID, userID); err != nil {
 			return err
@@ -133,7 +136,8 @@ func (s *Service) ChangeRole(ctx context.Context, actorID, orgID, userID uuid.UU
 			return err
 		}
 		target.Role = role
-		return nil
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "member.role_change", TargetType: "user",
+			TargetID: userID.String(), Data: map[string]any{"from": from, "to": role}})
 	})
 	if err != nil {
 		return Member{}, "", fmt.Errorf("change role: %w", err)
@@ -141,13 +145,15 @@ func (s *Service) ChangeRole(ctx context.Context, actorID, orgID, userID uuid.UU
 	return target, from, nil
 }
 
-// Remove takes userID out of orgID on behalf of actorID, or lets actorID leave when userID
-// is actorID, and returns the member as they were. Errors: not_found for an org the actor is
+// Remove takes userID out of orgID on behalf of by (audited), or lets by leave when userID
+// is by's user, and returns the member as they were. Errors: not_found for an org the actor is
 // not a member of or a user who is not a member; permission_denied when a member removes
 // another or an admin removes an owner; conflict when the last owner would go.
-func (s *Service) Remove(ctx context.Context, actorID, orgID, userID uuid.UUID) (Member, error) {
+func (s *Service) Remove(ctx context.Context, by audit.Actor, orgID, userID uuid.UUID) (Member, error) {
 	var target Member
-	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, _ db.Org, actor string) error {
 		var err error
 		if target, err = member(ctx, q, orgID, userID); err != nil {
 			return err
@@ -156,7 +162,8 @@ func (s *Service) Remove(ctx context.Context, actorID, orgID, userID uuid.UUID) 
 		if err != nil {
 			return fmt.Errorf("count owners: %w", err)
 		}
-		if err := checkRemoval(actor, target.Role, actorID == userID, owners); err != nil {
+		leaving := *by.ID == userID
+		if err := checkRemoval(actor, target.Role, leaving, owners); err != nil {
 			return err
 		}
 		n, err := q.DeleteOrgMember(ctx, db.DeleteOrgMemberParams{OrgID: orgID, UserID: userID})
@@ -166,7 +173,12 @@ func (s *Service) Remove(ctx context.Context, actorID, orgID, userID uuid.UUID) 
 		if n == 0 {
 			return errNoMember() // cannot happen while the org is locked
 		}
-		return nil
+		action := "member.remove"
+		if leaving {
+			action = "member.leave"
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: action, TargetType: "user", TargetID: userID.String(),
+			Data: map[string]any{"role": target.Role}})
 	})
 	if err != nil {
 		return Member{}, fmt.Errorf("remove member: %w", err)
@@ -174,13 +186,16 @@ func (s *Service) Remove(ctx context.Context, actorID, orgID, userID uuid.UUID) 
 	return target, nil
 }
 
-// TransferOwnership makes userID an owner of orgID and actorID, an owner, an admin, in one
+// TransferOwnership makes userID an owner of orgID and by, an owner, an admin, in one
 // transaction. It returns the role userID had. Errors: not_found for an org the actor is not
 // a member of or a user who is not a member; permission_denied when the actor is not an
 // owner; invalid_request naming /user_id when it is the actor.
-func (s *Service) TransferOwnership(ctx context.Context, actorID, orgID, userID uuid.UUID) (string, error) {
+func (s *Service) TransferOwnership(ctx context.Context, by audit.Actor, orgID, userID uuid.UUID) (string, error) {
 	var previous string
-	err := s.inOrg(ctx, orgID, actorID, func(q *db.Queries, _ db.Org, actor string) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, _ db.Org, actor string) error {
+		actorID := *by.ID
 		if actor != account.RoleOwner {
 			return errs.E(errs.PermissionDenied, "transferring ownership needs the owner role")
 		}
@@ -196,7 +211,11 @@ func (s *Service) TransferOwnership(ctx context.Context, actorID, orgID, userID 
 		if err := setRole(ctx, q, orgID, userID, account.RoleOwner); err != nil {
 			return err
 		}
-		return setRole(ctx, q, orgID, actorID, account.RoleAdmin)
+		if err := setRole(ctx, q, orgID, actorID, account.RoleAdmin); err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "org.ownership_transfer", TargetType: "org", TargetID: orgID.String(),
+			Data: map[string]any{"from": actorID.String(), "to": userID.String(), "to_previous_role": previous}})
 	})
 	if err != nil {
 		return "", fmt.Errorf("transfer ownership: %w", err)
@@ -204,9 +223,14 @@ func (s *Service) TransferOwnership(ctx context.Context, actorID, orgID, userID 
 	return previous, nil
 }
 
-// inOrg runs fn in a transaction holding orgID's lock, with the org and actorID's role in
-// it. Errors: not_found when the org does not exist or the actor is not a member.
-func (s *Service) inOrg(ctx context.Context, orgID, actorID uuid.UUID, fn func(q *db.Queries, org db.Org, actor string) error) error {
+// inOrg runs fn in a transaction holding orgID's lock, with the org and the role in it of
+// by, who must be a user. Errors: not_found when the org does not exist or by is not a
+// member.
+func (s *Service) inOrg(ctx context.Context, orgID uuid.UUID, by audit.Actor, fn func(q *db.Queries, org db.Org, actor string) error) error {
+	actorID := by.UserID()
+	if actorID == nil {
+		return errNoOrg()
+	}
 	return s.st.InTx(ctx, func(q *db.Queries) error {
 		org, err := q.LockOrg(ctx, orgID)
 		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
@@ -215,7 +239,7 @@ func (s *Service) inOrg(ctx context.Context, orgID, actorID uuid.UUID, fn func(q
 		if err != nil {
 			return fmt.Errorf("lock org: %w", err)
 		}
-		role, err := actorRole(ctx, q, orgID, actorID)
+		role, err := actorRole(ctx, q, orgID, *actorID)
 		if err != nil {
 			return err
 		}

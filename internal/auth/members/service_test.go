@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -21,7 +22,7 @@ import (
 // bundle is one test's database, clock and services.
 type bundle struct {
 	st       *store.Store
-	clock    *clock
+	clock    *storetest.Clock
 	accounts *account.Service
 	svc      *members.Service
 	// sent holds the deliveries of successful invitations, by address.
@@ -31,7 +32,7 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	b := &bundle{st: storetest.New(t), clock: &clock{t: time.Now().UTC().Truncate(time.Microsecond)}, sent: map[string]members.Delivery{}}
+	b := &bundle{st: storetest.New(t), clock: storetest.NewClock(), sent: map[string]members.Delivery{}}
 	b.accounts = account.New(b.st, account.Config{Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), b.clock.Now)
 	b.svc = members.New(b.st, b.clock.Now)
@@ -53,7 +54,7 @@ func (b *bundle) user(t testing.TB, email string) account.User {
 
 func (b *bundle) org(t testing.TB, owner account.User) uuid.UUID {
 	t.Helper()
-	org, err := b.accounts.CreateOrg(context.Background(), owner.ID, "Acme")
+	org, err := b.accounts.CreateOrg(context.Background(), owner.ID, "Acme", audit.Actor{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func (b *bundle) deliver(_ context.Context, d members.Delivery) error {
 // invite invites email and returns the invitation's token.
 func (b *bundle) invite(t testing.TB, by account.User, org uuid.UUID, email, role string) string {
 	t.Helper()
-	inv, err := b.svc.Invite(context.Background(), by.ID, org, email, role, b.deliver)
+	inv, err := b.svc.Invite(context.Background(), audit.Actor{}.As(by.ID), org, email, role, b.deliver)
 	if err != nil {
 		t.Fatalf("Invite(%s): %v", email, err)
 	}
@@ -82,7 +83,7 @@ func (b *bundle) invite(t testing.TB, by account.User, org uuid.UUID, email, rol
 // join makes u a member of org as role.
 func (b *bundle) join(t testing.TB, by account.User, org uuid.UUID, u account.User, role string) {
 	t.Helper()
-	if _, _, err := b.svc.Accept(context.Background(), u.ID, b.invite(t, by, org, u.Email, role)); err != nil {
+	if _, _, err := b.svc.Accept(context.Background(), audit.Actor{}.As(u.ID), b.invite(t, by, org, u.Email, role)); err != nil {
 		t.Fatalf("Accept: %v", err)
 	}
 }
@@ -98,23 +99,6 @@ func (b *bundle) roles(t testing.TB, as account.User, org uuid.UUID) map[uuid.UU
 		out[m.UserID] = m.Role
 	}
 	return out
-}
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func wantCode(t testing.TB, err error, want errs.Code) {
@@ -142,7 +126,7 @@ func TestInvitationLifetime(t *testing.T) {
 	})
 	t.Run("ErrNotFoundOnceExpired", func(t *testing.T) {
 		b.clock.Advance(time.Second)
-		_, _, err := b.svc.Accept(ctx, bob.ID, token)
+		_, _, err := b.svc.Accept(ctx, audit.Actor{}.As(bob.ID), token)
 		wantCode(t, err, errs.NotFound)
 		list, err := b.svc.Invitations(ctx, alice.ID, acme)
 		if err != nil || len(list) != 0 {
@@ -151,7 +135,7 @@ func TestInvitationLifetime(t *testing.T) {
 	})
 	t.Run("OKReinvited", func(t *testing.T) {
 		fresh := b.invite(t, alice, acme, "bob@example.com", account.RoleAdmin)
-		m, inv, err := b.svc.Accept(ctx, bob.ID, fresh)
+		m, inv, err := b.svc.Accept(ctx, audit.Actor{}.As(bob.ID), fresh)
 		if err != nil || m.Org.ID != acme || m.Role != account.RoleAdmin || inv.Email != "bob@example.com" {
 			t.Fatalf("Accept = %+v, %+v, %v", m, inv, err)
 		}
@@ -170,7 +154,7 @@ func TestInviteNotDelivered(t *testing.T) {
 	first := b.invite(t, alice, acme, "bob@example.com", account.RoleMember)
 
 	smtpDown := errors.New("smtp: connection refused")
-	_, err := b.svc.Invite(ctx, alice.ID, acme, "bob@example.com", account.RoleAdmin, func(context.Context, members.Delivery) error { return smtpDown })
+	_, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "bob@example.com", account.RoleAdmin, func(context.Context, members.Delivery) error { return smtpDown })
 	if !errors.Is(err, smtpDown) {
 		t.Fatalf("Invite = %v, want the delivery error", err)
 	}
@@ -178,7 +162,7 @@ func TestInviteNotDelivered(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Role != account.RoleMember {
 		t.Fatalf("Invitations = %+v, %v; want only the first", list, err)
 	}
-	if m, _, err := b.svc.Accept(ctx, bob.ID, first); err != nil || m.Role != account.RoleMember {
+	if m, _, err := b.svc.Accept(ctx, audit.Actor{}.As(bob.ID), first); err != nil || m.Role != account.RoleMember {
 		t.Fatalf("Accept(first) = %+v, %v", m, err)
 	}
 }
@@ -188,7 +172,7 @@ func TestInviteInvalid(t *testing.T) {
 	b := setup(t)
 	alice := b.user(t, "alice@example.com")
 	acme := b.org(t, alice)
-	_, err := b.svc.Invite(context.Background(), alice.ID, acme, "not an address", account.RoleOwner, b.deliver)
+	_, err := b.svc.Invite(context.Background(), audit.Actor{}.As(alice.ID), acme, "not an address", account.RoleOwner, b.deliver)
 	e, ok := errors.AsType[*errs.Error](err)
 	if !ok || e.Code != errs.Invalid || len(e.Fields) != 2 || e.Fields[0].Pointer != "/email" || e.Fields[1].Pointer != "/role" {
 		t.Fatalf("Invite = %#v, want invalid_request naming /email and /role", err)
@@ -209,9 +193,9 @@ func TestAcceptRefusalKeepsTheInvitation(t *testing.T) {
 	acme := b.org(t, alice)
 	token := b.invite(t, alice, acme, "BOB@example.com ", account.RoleMember)
 
-	_, _, err := b.svc.Accept(ctx, carol.ID, token)
+	_, _, err := b.svc.Accept(ctx, audit.Actor{}.As(carol.ID), token)
 	wantCode(t, err, errs.NotFound)
-	if _, _, err := b.svc.Accept(ctx, bob.ID, token); err != nil {
+	if _, _, err := b.svc.Accept(ctx, audit.Actor{}.As(bob.ID), token); err != nil {
 		t.Fatalf("Accept by the addressee after a refusal: %v", err)
 	}
 }
@@ -226,7 +210,7 @@ func TestConcurrentChanges(t *testing.T) {
 	bob := b.user(t, "bob@example.com")
 	acme := b.org(t, alice)
 	b.join(t, alice, acme, bob, account.RoleAdmin)
-	if _, _, err := b.svc.ChangeRole(ctx, alice.ID, acme, bob.ID, account.RoleOwner); err != nil {
+	if _, _, err := b.svc.ChangeRole(ctx, audit.Actor{}.As(alice.ID), acme, bob.ID, account.RoleOwner); err != nil {
 		t.Fatal(err)
 	}
 
@@ -236,7 +220,9 @@ func TestConcurrentChanges(t *testing.T) {
 		stepDown := make([]error, 2)
 		var wg sync.WaitGroup
 		for j, u := range []account.User{alice, bob} {
-			wg.Go(func() { _, _, stepDown[j] = b.svc.ChangeRole(ctx, u.ID, acme, u.ID, account.RoleAdmin) })
+			wg.Go(func() {
+				_, _, stepDown[j] = b.svc.ChangeRole(ctx, audit.Actor{}.As(u.ID), acme, u.ID, account.RoleAdmin)
+			})
 		}
 		wg.Wait()
 		if (stepDown[0] == nil) == (stepDown[1] == nil) {
@@ -252,7 +238,7 @@ func TestConcurrentChanges(t *testing.T) {
 		if stepDown[1] == nil {
 			demoted, keeper = bob, alice
 		}
-		if _, _, err := b.svc.ChangeRole(ctx, keeper.ID, acme, demoted.ID, account.RoleOwner); err != nil {
+		if _, _, err := b.svc.ChangeRole(ctx, audit.Actor{}.As(keeper.ID), acme, demoted.ID, account.RoleOwner); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,7 +249,7 @@ func TestConcurrentChanges(t *testing.T) {
 		results := make([]error, 8)
 		var wg sync.WaitGroup
 		for i := range results {
-			wg.Go(func() { _, _, results[i] = b.svc.Accept(ctx, carol.ID, token) })
+			wg.Go(func() { _, _, results[i] = b.svc.Accept(ctx, audit.Actor{}.As(carol.ID), token) })
 		}
 		wg.Wait()
 		accepted := 0
@@ -282,7 +268,7 @@ func TestConcurrentChanges(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
-				if _, err := b.svc.Invite(ctx, alice.ID, acme, "dan@example.com", account.RoleMember, b.deliver); err != nil {
+				if _, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "dan@example.com", account.RoleMember, b.deliver); err != nil {
 					t.Errorf("Invite: %v", err)
 				}
 			})
@@ -307,13 +293,13 @@ func TestTransferOwnership(t *testing.T) {
 	acme := b.org(t, alice)
 	b.join(t, alice, acme, bob, account.RoleMember)
 
-	previous, err := b.svc.TransferOwnership(ctx, alice.ID, acme, bob.ID)
+	previous, err := b.svc.TransferOwnership(ctx, audit.Actor{}.As(alice.ID), acme, bob.ID)
 	if err != nil || previous != account.RoleMember {
 		t.Fatalf("TransferOwnership = %q, %v", previous, err)
 	}
 	if roles := b.roles(t, bob, acme); roles[alice.ID] != account.RoleAdmin || roles[bob.ID] != account.RoleOwner {
 		t.Fatalf("roles %v", roles)
 	}
-	_, err = b.svc.TransferOwnership(ctx, alice.ID, acme, bob.ID)
+	_, err = b.svc.TransferOwnership(ctx, audit.Actor{}.As(alice.ID), acme, bob.ID)
 	wantCode(t, err, errs.PermissionDenied)
 }

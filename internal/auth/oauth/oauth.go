@@ -245,8 +245,9 @@ type Outcome struct {
 // Callback completes the provider's side of a login. An unknown, expired or spent state
 // has no trustworthy redirect URI, so it is an error (invalid_request); every other
 // failure is an Outcome redirecting to the client with an error, and none creates a
-// session. Errors: not_found for an unknown provider; invalid_request for a bad state.
-func (s *Service) Callback(ctx context.Context, providerName string, cp CallbackParams) (Outcome, error) {
+// session. A new link of an identity is audited with the user as the actor, from where c
+// is. Errors: not_found for an unknown provider; invalid_request for a bad state.
+func (s *Service) Callback(ctx context.Context, providerName string, cp CallbackParams, c account.Client) (Outcome, error) {
 	p, err := s.provider(providerName)
 	if err != nil {
 		return Outcome{}, err
@@ -286,7 +287,7 @@ func (s *Service) Callback(ctx context.Context, providerName string, cp Callback
 	user, _, link, err := s.accounts.ResolveExternal(ctx, account.External{
 		Provider: providerName, Subject: profile.Subject, Email: profile.Email,
 		EmailVerified: profile.EmailVerified, Name: profile.Name, UnionID: profile.UnionID,
-	})
+	}, c)
 	if err != nil {
 		if errs.CodeOf(err) == errs.Internal {
 			s.log.ErrorContext(ctx, "oauth sign-in failed", "provider", providerName, "error", err)
@@ -318,7 +319,8 @@ type Login struct {
 	Provider string
 }
 
-// Exchange spends a one-time login code and starts a session for c. Errors:
+// Exchange spends a one-time login code and starts a session for c, audited as a login
+// with the code's provider. Errors:
 // unauthenticated for an unknown, expired or spent code, and for a user disabled since.
 func (s *Service) Exchange(ctx context.Context, code string, c account.Client) (Login, error) {
 	raw, err := s.rdb.GetDel(ctx, s.key("code", code)).Bytes()
@@ -332,7 +334,7 @@ func (s *Service) Exchange(ctx context.Context, code string, c account.Client) (
 	if err := json.Unmarshal(raw, &g); err != nil {
 		return Login{}, fmt.Errorf("decode login code: %w", err)
 	}
-	user, session, refresh, err := s.accounts.StartSession(ctx, g.UserID, c)
+	user, session, refresh, err := s.accounts.StartSession(ctx, g.UserID, g.Provider, c)
 	if err != nil {
 		return Login{}, err
 	}

@@ -42,7 +42,7 @@ type bundle struct {
 	rdb     redis.UniversalClient
 	ks      redisclient.Keyspace
 	keyring *secrets.Keyring
-	clock   *clock
+	clock   *storetest.Clock
 }
 
 func setup(t testing.TB) *bundle {
@@ -52,7 +52,7 @@ func setup(t testing.TB) *bundle {
 	if err != nil {
 		t.Fatalf("ParseKeyring: %v", err)
 	}
-	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, keyring: kr, clock: newClock()}
+	return &bundle{st: storetest.New(t), rdb: rdb, ks: ks, keyring: kr, clock: storetest.NewClock()}
 }
 
 // service returns a new replica whose logs go to the test output.
@@ -92,27 +92,6 @@ func run(t *testing.T, s *token.Service) {
 			t.Error("Run did not return after its context was cancelled")
 		}
 	})
-}
-
-// clock is the injected time source; it starts at the real time so that the database's
-// now() and the services agree until a test moves it.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // newSession stores an org, a user and a session of theirs and returns the user and session ids.

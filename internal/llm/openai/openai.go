@@ -137,12 +137,13 @@ func (p *Provider) Chat(ctx context.Context, req *llm.Request) (*llm.Response, e
 		return nil, err
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, maxBody))
+	b, err := readReply(res)
 	if err != nil {
 		return nil, llm.TransportError(ctx, p.name, err)
 	}
 	var wire chatResponse
-	if err := json.Unmarshal(b, &wire); err != nil {
+	// The reply's strings (content, ids) share b, which nothing else holds or changes.
+	if err := json.UnmarshalWithOption(b, &wire, json.DecodeNoCopyString()); err != nil {
 		return nil, llm.ProtocolError(p.name, "decode chat completion: %v", err)
 	}
 	if wire.Error != nil {
@@ -288,4 +289,17 @@ func readError(ctx context.Context, provider string, err error) error {
 	default:
 		return llm.TransportError(ctx, provider, err)
 	}
+}
+
+// readReply reads a reply of up to maxBody bytes: into one buffer of its declared length
+// when it has one, instead of io.ReadAll's doubling ones.
+func readReply(res *http.Response) ([]byte, error) {
+	if n := res.ContentLength; n > 0 && n <= maxBody {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(res.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(res.Body, maxBody))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/store"
@@ -63,9 +64,10 @@ func aad(org uuid.UUID, provider string) []byte {
 	return []byte("org_provider_key:" + org.String() + ":" + provider)
 }
 
-// Set stores the org's key for provider, replacing any earlier one. An unknown provider is
-// not_found.
-func (s *Service) Set(ctx context.Context, org uuid.UUID, provider, apiKey string, by *uuid.UUID) (Key, error) {
+// Set stores the org's key for provider, replacing any earlier one, created by by's user (if
+// by is a user) and audited (provider_key.set, with the key's hint only) by by. An unknown
+// provider is not_found.
+func (s *Service) Set(ctx context.Context, org uuid.UUID, provider, apiKey string, by audit.Actor) (Key, error) {
 	if !s.known(provider) {
 		return Key{}, errs.E(errs.NotFound, "No configured provider named %q takes an API key.", provider)
 	}
@@ -73,11 +75,21 @@ func (s *Service) Set(ctx context.Context, org uuid.UUID, provider, apiKey strin
 	if err != nil {
 		return Key{}, fmt.Errorf("seal provider key: %w", err)
 	}
-	row, err := s.store.UpsertProviderKey(ctx, db.UpsertProviderKeyParams{
-		OrgID: org, Provider: provider, KeySealed: sealed, Hint: "…" + apiKey[len(apiKey)-4:], CreatedBy: store.NullUUID(by), Now: s.now().UTC(),
+	var row db.OrgProviderKey
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err = s.store.InTx(ctx, func(q *db.Queries) error {
+		row, err = q.UpsertProviderKey(ctx, db.UpsertProviderKeyParams{
+			OrgID: org, Provider: provider, KeySealed: sealed, Hint: "…" + apiKey[len(apiKey)-4:], CreatedBy: store.NullUUID(by.UserID()), Now: s.now().UTC(),
+		})
+		if err != nil {
+			return fmt.Errorf("store provider key: %w", store.Translate(err))
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "provider_key.set", TargetType: "provider_key", TargetID: provider,
+			Data: map[string]any{"hint": row.Hint}})
 	})
 	if err != nil {
-		return Key{}, fmt.Errorf("store provider key: %w", store.Translate(err))
+		return Key{}, err
 	}
 	s.forget(org, provider)
 	return toKey(row), nil
@@ -96,17 +108,23 @@ func (s *Service) List(ctx context.Context, org uuid.UUID) ([]Key, error) {
 	return out, nil
 }
 
-// Delete removes the org's key for provider; not_found when there is none.
-func (s *Service) Delete(ctx context.Context, org uuid.UUID, provider string) error {
-	n, err := s.store.DeleteProviderKey(ctx, db.DeleteProviderKeyParams{OrgID: org, Provider: provider})
-	if err != nil {
-		return fmt.Errorf("delete provider key: %w", err)
-	}
+// Delete removes the org's key for provider, audited (provider_key.delete) by by;
+// not_found when there is none.
+func (s *Service) Delete(ctx context.Context, org uuid.UUID, provider string, by audit.Actor) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.store.InTx(ctx, func(q *db.Queries) error {
+		n, err := q.DeleteProviderKey(ctx, db.DeleteProviderKeyParams{OrgID: org, Provider: provider})
+		if err != nil {
+			return fmt.Errorf("delete provider key: %w", err)
+		}
+		if n == 0 {
+			return errs.E(errs.NotFound, "The org has no key for %q.", provider)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "provider_key.delete", TargetType: "provider_key", TargetID: provider})
+	})
 	s.forget(org, provider)
-	if n == 0 {
-		return errs.E(errs.NotFound, "The org has no key for %q.", provider)
-	}
-	return nil
+	return err
 }
 
 // Lookup returns the org's key for provider, if it has one; answers are cached 30 s per

@@ -1,17 +1,14 @@
 package orgkeys_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
-	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
@@ -29,16 +26,6 @@ func keyring(t *testing.T, spec string) *secrets.Keyring {
 	return k
 }
 
-// newOrg inserts an org row for the keys to belong to.
-func newOrg(t *testing.T, st *store.Store) uuid.UUID {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := st.Pool.Exec(context.Background(), "INSERT INTO orgs (id, name, personal, created_at) VALUES ($1, 'o', false, now())", id); err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func TestService(t *testing.T) {
 	t.Parallel()
 	known := func(p string) bool { return p == "openai" }
@@ -47,21 +34,21 @@ func TestService(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
 		svc := orgkeys.New(st, keyring(t, newMaster), known, time.Now)
-		org := newOrg(t, st)
+		org := storetest.Org(t, st)
 		if _, ok, err := svc.Lookup(t.Context(), org, "openai"); ok || err != nil {
 			t.Fatalf("before: %v %v", ok, err)
 		}
-		k, err := svc.Set(t.Context(), org, "openai", "sk-test-abcd", nil)
+		k, err := svc.Set(t.Context(), org, "openai", "sk-test-abcd", audit.Actor{})
 		if err != nil || k.Hint != "…abcd" {
 			t.Fatalf("set: %+v %v", k, err)
 		}
 		if key, ok, err := svc.Lookup(t.Context(), org, "openai"); !ok || err != nil || key != "sk-test-abcd" {
 			t.Fatalf("lookup after set (a cached miss must be forgotten): %q %v %v", key, ok, err)
 		}
-		if key, ok, _ := svc.Lookup(t.Context(), newOrg(t, st), "openai"); ok || key != "" {
+		if key, ok, _ := svc.Lookup(t.Context(), storetest.Org(t, st), "openai"); ok || key != "" {
 			t.Fatalf("another org sees %q", key)
 		}
-		if err := svc.Delete(t.Context(), org, "openai"); err != nil {
+		if err := svc.Delete(t.Context(), org, "openai", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := svc.Lookup(t.Context(), org, "openai"); ok {
@@ -72,7 +59,7 @@ func TestService(t *testing.T) {
 	t.Run("ErrNotFoundForAnUnknownProvider", func(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
-		_, err := orgkeys.New(st, keyring(t, newMaster), known, time.Now).Set(t.Context(), newOrg(t, st), "nope", "sk-test-abcd", nil)
+		_, err := orgkeys.New(st, keyring(t, newMaster), known, time.Now).Set(t.Context(), storetest.Org(t, st), "nope", "sk-test-abcd", audit.Actor{})
 		if errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("err = %v", err)
 		}
@@ -81,8 +68,8 @@ func TestService(t *testing.T) {
 	t.Run("OKResealMovesKeysToTheNewMasterKey", func(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
-		org := newOrg(t, st)
-		if _, err := orgkeys.New(st, keyring(t, oldMaster), known, time.Now).Set(t.Context(), org, "openai", "sk-test-abcd", nil); err != nil {
+		org := storetest.Org(t, st)
+		if _, err := orgkeys.New(st, keyring(t, oldMaster), known, time.Now).Set(t.Context(), org, "openai", "sk-test-abcd", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		rotated := orgkeys.New(st, keyring(t, newMaster+","+oldMaster), known, time.Now)
@@ -107,8 +94,8 @@ func TestService(t *testing.T) {
 		t.Parallel()
 		st := storetest.New(t)
 		svc := orgkeys.New(st, keyring(t, newMaster), known, time.Now)
-		a, b := newOrg(t, st), newOrg(t, st)
-		if _, err := svc.Set(t.Context(), a, "openai", "sk-test-abcd", nil); err != nil {
+		a, b := storetest.Org(t, st), storetest.Org(t, st)
+		if _, err := svc.Set(t.Context(), a, "openai", "sk-test-abcd", audit.Actor{}); err != nil {
 			t.Fatal(err)
 		}
 		rows, _ := st.ListAllProviderKeys(t.Context())

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,6 +66,7 @@ type Recorder struct {
 	every   time.Duration
 	ch      chan Record
 	metrics metrics
+	series  sync.Map // seriesKey → *series
 }
 
 type metrics struct {
@@ -104,21 +106,55 @@ func (r *Recorder) Record(rec Record) {
 	if provider == "" {
 		provider, model = "none", "none"
 	}
-	m := r.metrics
-	m.requests.WithLabelValues(provider, model, rec.Alias, rec.Status).Inc()
+	k := seriesKey{provider: provider, model: model, alias: rec.Alias, status: rec.Status}
+	s := r.seriesOf(k)
+	s.requests.Inc()
 	if u := rec.Usage; u.Total() > 0 {
-		m.tokens.WithLabelValues(provider, model, rec.Alias, "prompt").Add(float64(u.PromptTokens))
-		m.tokens.WithLabelValues(provider, model, rec.Alias, "completion").Add(float64(u.CompletionTokens))
-		m.tokens.WithLabelValues(provider, model, rec.Alias, "cached").Add(float64(u.CachedTokens))
+		s.tokensOnce.Do(func() {
+			s.prompt = r.metrics.tokens.WithLabelValues(k.provider, k.model, k.alias, "prompt")
+			s.completion = r.metrics.tokens.WithLabelValues(k.provider, k.model, k.alias, "completion")
+			s.cached = r.metrics.tokens.WithLabelValues(k.provider, k.model, k.alias, "cached")
+		})
+		s.prompt.Add(float64(u.PromptTokens))
+		s.completion.Add(float64(u.CompletionTokens))
+		s.cached.Add(float64(u.CachedTokens))
 	}
 	if rec.CostUSD > 0 {
-		m.cost.WithLabelValues(provider, model, rec.Alias).Add(rec.CostUSD)
+		s.costOnce.Do(func() { s.cost = r.metrics.cost.WithLabelValues(k.provider, k.model, k.alias) })
+		s.cost.Add(rec.CostUSD)
 	}
 	if rec.TTFT > 0 {
-		m.ttft.WithLabelValues(provider, model).Observe(rec.TTFT.Seconds())
+		s.ttftOnce.Do(func() { s.ttft = r.metrics.ttft.WithLabelValues(k.provider, k.model) })
+		s.ttft.Observe(rec.TTFT.Seconds())
 	}
-	m.duration.WithLabelValues(provider, model).Observe(rec.Latency.Seconds())
+	s.duration.Observe(rec.Latency.Seconds())
 	r.ch <- rec
+}
+
+// seriesKey names the metric series of one kind of call.
+type seriesKey struct{ provider, model, alias, status string }
+
+// series are the metric children of one kind of call, found once: finding them by label
+// values on every call hashed and allocated the labels up to seven times. A child is
+// made on first use, as before, so /metrics shows no series a call never touched.
+type series struct {
+	requests                         prometheus.Counter
+	duration                         prometheus.Observer
+	tokensOnce, costOnce, ttftOnce   sync.Once
+	prompt, completion, cached, cost prometheus.Counter
+	ttft                             prometheus.Observer
+}
+
+func (r *Recorder) seriesOf(k seriesKey) *series {
+	if s, ok := r.series.Load(k); ok {
+		return s.(*series) //nolint:forcetypeassert // the map holds *series only
+	}
+	s := &series{
+		requests: r.metrics.requests.WithLabelValues(k.provider, k.model, k.alias, k.status),
+		duration: r.metrics.duration.WithLabelValues(k.provider, k.model),
+	}
+	actual, _ := r.series.LoadOrStore(k, s)
+	return actual.(*series) //nolint:forcetypeassert // the map holds *series only
 }
 
 // Run writes queued records until ctx is done, then writes what is left and returns.
