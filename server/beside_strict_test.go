@@ -11,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/gen/api"
 )
 
 // TestOperationsBesideTheStrictHandler keeps the operations the generator leaves out of the
@@ -66,6 +69,36 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 			if last.event != "done" {
 				t.Fatalf("the replayed stream ends with %+v", last)
 			}
+		},
+		"streamJobEvents": func(t *testing.T) {
+			var me api.Me
+			wantStatus(t, f.b.call(t, "GET", "/v1/me", f.alice, nil, &me), 200)
+			id := uuid.Must(uuid.NewV7())
+			if _, err := f.b.pool.Exec(t.Context(), `INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by,
+				run_at, task_id, created_at, updated_at, finished_at) VALUES ($1, $2, 'test.done', 'default', 'succeeded', '{}', 1, $3, now(), $4, now(), now(), now())`,
+				id, me.PersonalOrgId, me.Id, id.String()); err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.NewRequestWithContext(t.Context(), "GET", f.ts.URL+"/v1/jobs/"+id.String()+"/events", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+f.alice)
+			res, err := f.ts.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = res.Body.Close() }()
+			wantStatus(t, res, 200)
+			for ev := range readEvents(t, res) {
+				if !ev.comment {
+					if ev.event != "job.succeeded" {
+						t.Fatalf("first event %+v", ev)
+					}
+					return
+				}
+			}
+			t.Fatal("the stream ended before its final event")
 		},
 		"streamNotifications": func(t *testing.T) {
 			ctx, hangUp := context.WithCancel(t.Context())

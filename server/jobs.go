@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -128,7 +129,12 @@ func toAPIJob(j jobs.Job) api.Job {
 		out.LastError = &j.LastError
 	}
 	if j.Result != nil {
-		out.Result = j.Result
+		var obj map[string]any
+		if json.Unmarshal(j.Result, &obj) == nil && obj != nil {
+			out.Result = &obj
+		} else {
+			out.Result = &map[string]any{"value": j.Result}
+		}
 	}
 	return out
 }

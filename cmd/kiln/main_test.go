@@ -450,8 +450,8 @@ func TestServe(t *testing.T) {
 					t.Errorf("output lacks %s:\n%s", want, out)
 				}
 			}
-			if got := strings.Contains(out, `"msg":"worker started"`); got != tt.wantWorker {
-				t.Errorf("worker started logged = %t, want %t:\n%s", got, tt.wantWorker, out)
+			if got := strings.Contains(out, `"msg":"jobs started"`); got != tt.wantWorker {
+				t.Errorf("jobs started logged = %t, want %t:\n%s", got, tt.wantWorker, out)
 			}
 			if strings.Contains(out, `"level":"ERROR"`) {
 				t.Errorf("a clean start and stop logged an error:\n%s", out)

@@ -1740,8 +1740,8 @@ type Job struct {
 	Progress    JobProgress `json:"progress"`
 	Queue       string      `json:"queue"`
 
-	// Result What the job produced (JSON), once succeeded; null otherwise.
-	Result interface{} `json:"result"`
+	// Result What the job produced, once succeeded (a result that is not a JSON object comes as `{"value": …}`); null otherwise.
+	Result *map[string]interface{} `json:"result"`
 
 	// Run 1, then one more per retry.
 	Run int `json:"run"`

@@ -78,7 +78,7 @@ func setup(t testing.TB, register func(b *bundle)) *bundle {
 // testConfig is a runtime with short intervals, so durability tests take seconds.
 func (b *bundle) config(concurrency int) jobs.Config {
 	return jobs.Config{Env: b.ks.Env, Concurrency: concurrency, PollInterval: 50 * time.Millisecond,
-		ReconcileInterval: 100 * time.Millisecond, Heartbeat: 100 * time.Millisecond, BatchSize: 500, ShutdownTimeout: time.Second}
+		ReconcileInterval: 100 * time.Millisecond, Heartbeat: 500 * time.Millisecond, BatchSize: 500, ShutdownTimeout: time.Second}
 }
 
 // replica returns a Service with a Redis client and bus of its own, as another replica has.
@@ -238,7 +238,7 @@ func TestRedisLost(t *testing.T) {
 	}
 
 	run(t, b.replica(t, b.config(20), nil))
-	waitFor(t, 30*time.Second, "all 1000 jobs completed", func() bool {
+	waitFor(t, 60*time.Second, "all 1000 jobs completed", func() bool {
 		return count(t, b.st, `SELECT count(*) FROM jobs WHERE state = 'succeeded'`) == 1000
 	})
 	if n := count(t, b.st, `SELECT count(*) FROM test_effects WHERE n = 1`); n != 1000 {

@@ -2399,8 +2399,10 @@ export interface components {
             max_attempts: number;
             /** @description Why the last attempt failed; null when none did. */
             last_error: string | null;
-            /** @description What the job produced (JSON), once succeeded; null otherwise. */
-            result: unknown;
+            /** @description What the job produced, once succeeded (a result that is not a JSON object comes as `{"value": …}`); null otherwise. */
+            result: {
+                [key: string]: unknown;
+            } | null;
             /**
              * Format: uuid
              * @description The user who created it; null for an API key's job.
