@@ -96,7 +96,7 @@ RETURNING *;
 UPDATE jobs
 SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || (run + 1)::text,
     enqueued_at = NULL, heartbeat_at = NULL, cancel_requested_at = NULL, started_at = NULL,
-    finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '',
+    finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '', discarded_at = NULL, discarded_by = NULL,
     run_at = sqlc.arg(now), updated_at = sqlc.arg(now)
 WHERE id = sqlc.arg(id) AND state IN ('failed', 'cancelled')
 RETURNING *;

@@ -66,8 +66,9 @@ func (b bundle) enqueue(t *testing.T, task *asynq.Task, opts ...asynq.Option) {
 	}
 }
 
-// start runs w until the test ends; stop cancels it and checks Run returns in time.
-func start(t *testing.T, w *Worker) (stop func()) {
+// start runs the job service until the test ends; stop cancels it and checks Run returns
+// in time.
+func start(t *testing.T, w *jobs.Service) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -103,8 +104,8 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 // newWorker runs the housekeeping kind on a job service of the test's own database and
-// Redis env.
-func newWorker(t *testing.T, b bundle, st *store.Store, purgers []Purger) *Worker {
+// Redis env, and returns it with the registry that declares the kind.
+func newWorker(t *testing.T, b bundle, st *store.Store, purgers []Purger) (*jobs.Service, *jobs.Registry) {
 	t.Helper()
 	reg := jobs.NewRegistry()
 	RegisterHousekeeping(reg, purgers, b.log)
@@ -112,7 +113,7 @@ func newWorker(t *testing.T, b bundle, st *store.Store, purgers []Purger) *Worke
 	t.Cleanup(bus.Close)
 	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: b.rdb, Bus: bus, Log: b.log},
 		jobs.Config{Env: b.env, Concurrency: 2, PollInterval: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
-	return New(svc, reg, st, Config{HousekeepingInterval: time.Hour}, b.log)
+	return svc, reg
 }
 
 func TestRunPurgesExpiredOverrides(t *testing.T) {
@@ -143,7 +144,7 @@ func TestRunPurgesExpiredOverrides(t *testing.T) {
 	}
 
 	var runs atomic.Int32
-	w := newWorker(t, b, st, []Purger{{
+	w, reg := newWorker(t, b, st, []Purger{{
 		Name: "feature_flag_overrides",
 		Purge: func(ctx context.Context) (int64, error) {
 			runs.Add(1)
@@ -151,9 +152,8 @@ func TestRunPurgesExpiredOverrides(t *testing.T) {
 			return st.PurgeExpiredFeatureFlagOverrides(ctx, &now)
 		},
 	}})
-	// The first housekeeping job is created as the worker starts; another replica
-	// creating the same interval's job creates nothing.
-	if err := w.EnqueueHousekeeping(ctx); err != nil {
+	// Schedules create housekeeping jobs (internal/jobs tests the scheduler); here one.
+	if _, err := reg.Enqueue(ctx, st.Queries, time.Now(), jobs.New{Kind: KindHousekeeping.Name, Payload: PurgeExpiredPayload{}}); err != nil {
 		t.Fatal(err)
 	}
 	stop := start(t, w)

@@ -311,9 +311,8 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		}
 	})
 	if withWorker {
-		w := a.newWorker(d, jobSvc)
 		wg.Go(func() {
-			if err := w.Run(bg); err != nil {
+			if err := jobSvc.Run(bg); err != nil {
 				a.log.Error("worker", "error", err)
 			}
 		})
@@ -399,12 +398,11 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := a.newWorker(d, svc)
 			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(cmd.Context()))
 			var wg sync.WaitGroup
 			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped
 			wg.Go(func() { _ = schedules.Run(cmd.Context()) })
-			err = w.Run(cmd.Context())
+			err = svc.Run(cmd.Context())
 			stopUsage()
 			wg.Wait()
 			return err

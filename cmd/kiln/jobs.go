@@ -64,9 +64,3 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 	})
 	return svc, func() { bus.Close(); _ = blocking.Close() }, nil
 }
-
-// newWorker runs the job service's worker side. Housekeeping runs on its built-in
-// schedule (cmd/kiln/schedules.go), not on the worker's own ticker.
-func (a *app) newWorker(d *deps, svc *jobs.Service) *worker.Worker {
-	return worker.New(svc, d.jobs, store.New(d.pool), worker.Config{}, a.log)
-}

@@ -679,7 +679,7 @@ const retryJob = `-- name: RetryJob :one
 UPDATE jobs
 SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || (run + 1)::text,
     enqueued_at = NULL, heartbeat_at = NULL, cancel_requested_at = NULL, started_at = NULL,
-    finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '',
+    finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '', discarded_at = NULL, discarded_by = NULL,
     run_at = $1, updated_at = $1
 WHERE id = $2 AND state IN ('failed', 'cancelled')
 RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by

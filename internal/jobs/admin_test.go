@@ -219,6 +219,14 @@ func TestAdminFailedJobs(t *testing.T) {
 		if events := a.audit(t, "job.retry"); len(events) != 1 || events[failB.ID.String()] != a.orgB.String() {
 			t.Fatalf("job.retry events = %v", events)
 		}
+
+		// Its creator may still retry a discarded job: the new run is no longer discarded.
+		if again, err := a.svc.RetryJob(ctx, failA1.ID); err != nil || again.State != jobs.Queued {
+			t.Fatalf("retry of a discarded job by its creator: %+v, %v; want queued", again, err)
+		}
+		if kept, _ := a.admin.Jobs(ctx, jobs.AdminFilter{Discarded: true, Limit: 10}); len(kept) != 1 || kept[0].ID != failA2.ID {
+			t.Fatalf("discarded after the creator's retry = %v, want failA2 only", kept)
+		}
 	})
 }
 
