@@ -55,4 +55,3 @@ func (s *Server) ChangePassword(ctx context.Context, req api.ChangePasswordReque
 	}
 	return api.ChangePassword204Response{}, nil
 }
-

@@ -3,8 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -307,10 +307,10 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
 			PasswordMinLength: 10, Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1,
 			SessionTTL: time.Hour, RefreshReuseGrace: time.Nanosecond, // any reuse is reuse
 		}, log, time.Now),
-		Tokens:   token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
-		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
-		Audit:    audit.New(st),
-		Members:  members.New(st, time.Now),
+		Tokens:  token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
+		Keys:    apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
+		Audit:   audit.New(st),
+		Members: members.New(st, time.Now),
 	}
 	id.Accounts.NotifyRevoked(id.Tokens.RevokeSessions)
 	ctx, cancel := context.WithCancel(context.Background())
