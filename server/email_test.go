@@ -5,13 +5,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/notify"
 )
@@ -318,45 +324,60 @@ func TestPasswordResetUnknownEmail(t *testing.T) {
 	}
 }
 
-// blockingMailer holds every email until released.
-type blockingMailer struct {
-	release chan struct{}
-	next    notify.Mailer
-}
-
-func (m blockingMailer) Send(ctx context.Context, msg notify.Message) error {
-	select {
-	case <-m.release:
-		return m.next.Send(ctx, msg)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// TestPasswordResetDoesNotWaitForMail checks that the answer leaves before the email: a
-// slow mail server cannot reveal, through timing, that the address has an account.
-func TestPasswordResetDoesNotWaitForMail(t *testing.T) {
+// TestIdentityEmailsAreJobs checks that a reset request leaves, once answered, the
+// email's delivery and its notify.email job, committed with the token.
+func TestIdentityEmailsAreJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.signUp(t, "ada@example.com")
-	release := make(chan struct{})
-	b.srv.auth.Mailer = blockingMailer{release: release, next: b.mail}
-
-	done := make(chan int, 1)
-	go func() {
-		res := b.call(t, "POST", "/v1/auth/password-reset/request", "", map[string]string{"email": "ada@example.com"}, nil)
-		done <- res.StatusCode
-	}()
-	select {
-	case code := <-done:
-		if code != 202 {
-			t.Fatalf("status %d", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the answer waited for the mail server")
+	if res := b.call(t, "POST", "/v1/auth/password-reset/request", "", map[string]string{"email": "ada@example.com"}, nil); res.StatusCode != 202 {
+		t.Fatalf("request reset: %d", res.StatusCode)
 	}
-	close(release)
-	b.waitMail(t, "ada@example.com", 1)
+	// No waiting: the email is queued before the answer.
+	var deliveries, jobsQueued int
+	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM email_deliveries
+		WHERE to_address = 'ada@example.com' AND template = 'password_reset' AND status = 'queued'`).Scan(&deliveries); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM jobs j JOIN email_deliveries d ON j.payload->>'delivery_id' = d.id::text
+		WHERE j.kind = 'notify.email' AND j.state = 'queued' AND d.template = 'password_reset'`).Scan(&jobsQueued); err != nil {
+		t.Fatal(err)
+	}
+	if deliveries != 1 || jobsQueued != 1 {
+		t.Errorf("%d deliveries and %d notify.email jobs, want 1 and 1", deliveries, jobsQueued)
+	}
+}
+
+// failingQueue queues an email and then fails, as a later step of the token's
+// transaction would.
+type failingQueue struct{ next account.EmailQueue }
+
+func (f failingQueue) QueueEmail(ctx context.Context, q *db.Queries, now time.Time, r notify.EmailRequest) (uuid.UUID, error) {
+	if _, err := f.next.QueueEmail(ctx, q, now, r); err != nil {
+		return uuid.Nil, err
+	}
+	return uuid.Nil, errors.New("a failure after the enqueue")
+}
+
+// TestIdentityEmailRolledBack checks that a token transaction that fails after queueing
+// its email leaves no token, no delivery and no job.
+func TestIdentityEmailRolledBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.signUp(t, "ada@example.com")
+	b.srv.auth.Accounts.UseEmails(failingQueue{next: b.srv.notify}, testLinkBase)
+	if _, _, err := b.srv.auth.Accounts.PasswordResetToken(t.Context(), "ada@example.com", audit.Actor{}); err == nil {
+		t.Fatal("the failing transaction succeeded")
+	}
+	for _, table := range []string{"email_tokens", "email_deliveries", "jobs"} {
+		var n int
+		if err := b.pool.QueryRow(t.Context(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%d rows in %s, want none", n, table)
+		}
+	}
 }
 
 func TestChangePassword(t *testing.T) {

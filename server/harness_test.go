@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -177,8 +177,8 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	log := logging.New(logs, "debug")
 	st := storetest.New(t)
 	rdb, ks := storetest.Redis(t)
-	mail := &mailbox{}
-	identity := newIdentity(t, st, log, mail)
+	mail := &mailbox{st: st}
+	identity := newIdentity(t, st, log)
 	admins := admin.New(st, time.Now)
 	admins.NotifyRevoked(identity.Tokens.RevokeSessions)
 	d := Deps{
@@ -248,6 +248,8 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 		})
 		t.Cleanup(func() { _ = d.Notifications.Close() })
 	}
+	d.Identity.Accounts.UseEmails(d.Notifications, testLinkBase)
+	d.Identity.Members.UseEmails(d.Notifications, testLinkBase)
 	srv, err := New(d)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +295,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 
 // newIdentity builds the identity services on a database and Redis key space of the
 // test's own, with cheap password hashing and their background loops running.
-func newIdentity(t testing.TB, st *store.Store, log *slog.Logger, mail notify.Mailer) Identity {
+func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
 	t.Helper()
 	rdb, ks := storetest.Redis(t)
 	keyring, err := secrets.ParseKeyring(secrets.DevMasterKeys)
@@ -305,12 +307,10 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger, mail notify.Ma
 			PasswordMinLength: 10, Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1,
 			SessionTTL: time.Hour, RefreshReuseGrace: time.Nanosecond, // any reuse is reuse
 		}, log, time.Now),
-		Tokens:   token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
-		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
-		Audit:    audit.New(st),
-		Members:  members.New(st, time.Now),
-		Mailer:   mail,
-		LinkBase: "https://app.example.com",
+		Tokens:  token.New(st, keyring, rdb, ks, token.Config{Issuer: "kiln", Audience: "kiln-api", AccessTTL: 15 * time.Minute}, log, time.Now),
+		Keys:    apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute, LastUsedFlushInterval: 100 * time.Millisecond}, log, time.Now),
+		Audit:   audit.New(st),
+		Members: members.New(st, time.Now),
 	}
 	id.Accounts.NotifyRevoked(id.Tokens.RevokeSessions)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -324,28 +324,46 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger, mail notify.Ma
 	return id
 }
 
-// mailbox is a notify.Mailer that keeps what it is given.
+// testLinkBase roots the links of the emails the test server queues.
+const testLinkBase = "https://app.example.com"
+
+// mailbox is the test server's notify.Mailer, and reads the emails it queued.
 type mailbox struct {
-	mu   sync.Mutex
-	sent []notify.Message
+	st *store.Store
 }
 
-func (m *mailbox) Send(_ context.Context, msg notify.Message) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.sent = append(m.sent, msg)
-	return nil
-}
+// Send accepts an email; the tests read the queued emails (To), which the jobs runtime
+// would hand to Send.
+func (m *mailbox) Send(context.Context, notify.Message) error { return nil }
 
-// To returns the messages sent to addr, oldest first.
+// To returns the emails queued to addr (a delivery with its notify.email job), oldest
+// first, rendered as notify.email renders them.
 func (m *mailbox) To(addr string) []notify.Message {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	ctx := context.Background()
+	rows, err := m.st.Pool.Query(ctx, `SELECT d.template, coalesce(d.locale, 'en'), d.data FROM email_deliveries d
+		WHERE d.to_address = $1 AND EXISTS (SELECT 1 FROM jobs j WHERE j.kind = $2 AND j.payload->>'delivery_id' = d.id::text)
+		ORDER BY d.created_at, d.id`, addr, notify.KindEmail)
+	if err != nil {
+		panic(fmt.Sprintf("read queued emails: %v", err))
+	}
+	defer rows.Close()
 	var out []notify.Message
-	for _, msg := range m.sent {
-		if msg.To == addr {
-			out = append(out, msg)
+	for rows.Next() {
+		var (
+			template, locale string
+			data             map[string]string
+		)
+		if err := rows.Scan(&template, &locale, &data); err != nil {
+			panic(fmt.Sprintf("read queued emails: %v", err))
 		}
+		r, err := notify.Render(template, notify.Locale(locale), data)
+		if err != nil {
+			panic(fmt.Sprintf("render queued email: %v", err))
+		}
+		out = append(out, notify.Message{To: addr, Subject: r.Subject, Text: r.Text, HTML: r.HTML})
+	}
+	if err := rows.Err(); err != nil {
+		panic(fmt.Sprintf("read queued emails: %v", err))
 	}
 	return out
 }

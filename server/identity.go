@@ -17,7 +17,6 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/errs"
-	"github.com/kilnhq/kiln/internal/notify"
 )
 
 // Identity is what the identity endpoints and the auth middleware use.
@@ -28,10 +27,6 @@ type Identity struct {
 	Audit    *audit.Log
 	// Members keeps org memberships, roles and invitations.
 	Members *members.Service
-	// Mailer sends verification, password-reset and invitation emails.
-	Mailer notify.Mailer
-	// LinkBase is the client's base URL for links in emails (mail.link_base).
-	LinkBase string
 	// OAuth runs external logins (OIDC, GitHub, WeChat, WeCom); nil means none configured.
 	OAuth *oauth.Service
 }

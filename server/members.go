@@ -2,13 +2,9 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/auth/members"
-	"github.com/kilnhq/kiln/internal/notify"
 )
 
 // The members endpoints take a user's access token only (the spec says so, the middleware
@@ -78,13 +74,10 @@ func (s *Server) ListOrgInvitations(ctx context.Context, req api.ListOrgInvitati
 	return out, nil
 }
 
-// CreateOrgInvitation invites an address and emails it the link; the token is in the email
-// only.
+// CreateOrgInvitation invites an address and emails it the link (a job queued with the
+// invitation); the token is in the email only.
 func (s *Server) CreateOrgInvitation(ctx context.Context, req api.CreateOrgInvitationRequestObject) (api.CreateOrgInvitationResponseObject, error) {
-	inv, err := s.auth.Members.Invite(ctx, actor(ctx), req.Id, req.Body.Email, string(req.Body.Role),
-		func(ctx context.Context, d members.Delivery) error {
-			return s.auth.Mailer.Send(ctx, invitationMessage(s.auth.LinkBase, d))
-		})
+	inv, err := s.auth.Members.Invite(ctx, actor(ctx), req.Id, req.Body.Email, string(req.Body.Role))
 	if err != nil {
 		return nil, err
 	}
@@ -108,23 +101,6 @@ func (s *Server) AcceptInvitation(ctx context.Context, req api.AcceptInvitationR
 	}
 	s.auth.memberships.forget(p.UserID)
 	return api.AcceptInvitation200JSONResponse(toAPIMembership(m.Org, m.Role)), nil
-}
-
-// invitationMessage is the email that carries an invitation's link.
-func invitationMessage(linkBase string, d members.Delivery) notify.Message {
-	inviter := d.Inviter.Name
-	if inviter == "" {
-		inviter = d.Inviter.Email
-	}
-	link := strings.TrimRight(linkBase, "/") + "/accept-invitation?token=" + url.QueryEscape(d.Token)
-	return notify.Message{
-		To:      d.Invitation.Email,
-		Subject: fmt.Sprintf("You are invited to join %s on Kiln", d.Org.Name),
-		Text: fmt.Sprintf("%s invited you to join %s on Kiln, with the %s role.\n\n"+
-			"To accept, sign in with this email address and open:\n%s\n\n"+
-			"The link works once and expires on %s. If you did not expect this invitation, ignore this email.\n",
-			inviter, d.Org.Name, d.Invitation.Role, link, d.Invitation.ExpiresAt.Format("2 January 2006 at 15:04 UTC")),
-	}
 }
 
 func toAPIMember(m members.Member) api.Member {

@@ -135,8 +135,11 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	evaluator := flags.New(store.New(pool), rdb, ks, a.cfg.Flags.Defaults, a.cfg.Flags.CacheTTL, a.log, time.Now)
 	registry := jobs.NewRegistry()
 	center := notify.New(notify.Config{LongJob: a.cfg.Notifications.LongJob}, notify.Deps{
-		Store: store.New(pool), Jobs: registry, Mailer: identity.Mailer, Redis: rdb, Keyspace: ks, Log: a.log, Now: time.Now,
+		Store: store.New(pool), Jobs: registry, Mailer: a.newMailer(), Redis: rdb, Keyspace: ks, Log: a.log, Now: time.Now,
 	})
+	// The identity emails are queued on the center in the transaction of their token.
+	identity.Accounts.UseEmails(center, a.cfg.Mail.LinkBase)
+	identity.Members.UseEmails(center, a.cfg.Mail.LinkBase)
 	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
 	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center}, closeAll, nil
 }
@@ -171,8 +174,6 @@ func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient, keyring *s
 		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second}, a.log, time.Now),
 		Audit:    audit.New(st),
 		Members:  members.New(st, time.Now),
-		Mailer:   a.newMailer(),
-		LinkBase: a.cfg.Mail.LinkBase,
 		OAuth:    logins,
 	}, nil
 }

@@ -160,6 +160,9 @@ type Service struct {
 	// dummyHash is verified in place of a real hash when the email is unknown, so that
 	// an unknown email costs as much as a wrong password.
 	dummyHash string
+	// emails queues the account emails; linkBase roots their links (UseEmails).
+	emails   EmailQueue
+	linkBase string
 }
 
 // NotifyRevoked makes reuse detection tell fn (the token service's RevokeSessions) which

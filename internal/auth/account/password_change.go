@@ -28,8 +28,9 @@ func errWrongCurrentPassword() error {
 }
 
 // EmailVerificationToken issues a token that verifies userID's current address, replacing
-// any earlier one, and returns it with the user. The token is "" when the address is
-// already verified: there is nothing to send. Errors: not_found.
+// any earlier one, queues the email that carries it in the same transaction, and returns
+// it with the user. The token is "" when the address is already verified: there is
+// nothing to send. Errors: not_found.
 func (s *Service) EmailVerificationToken(ctx context.Context, userID uuid.UUID) (User, string, error) {
 	var (
 		user  db.User
@@ -44,8 +45,12 @@ func (s *Service) EmailVerificationToken(ctx context.Context, userID uuid.UUID) 
 		if user.EmailVerifiedAt != nil {
 			return nil
 		}
-		token, _, err = emailtoken.Issue(ctx, q, emailtoken.VerifyEmail, user.ID, user.Email, s.now())
-		return err
+		now := s.now()
+		token, _, err = emailtoken.Issue(ctx, q, emailtoken.VerifyEmail, user.ID, user.Email, now)
+		if err != nil {
+			return err
+		}
+		return s.queueEmail(ctx, q, now, user, TemplateVerification, "verify-email", token)
 	})
 	if err != nil {
 		return User{}, "", fmt.Errorf("email verification token: %w", err)
@@ -84,7 +89,8 @@ func (s *Service) VerifyEmail(ctx context.Context, token string, by audit.Actor)
 }
 
 // PasswordResetToken issues a password-reset token for the active account with email
-// (trimmed and lower-cased), replacing any earlier one, and returns it with the user.
+// (trimmed and lower-cased), replacing any earlier one, queues the email that carries it
+// in the same transaction, and returns it with the user.
 // Accounts without a password (external sign-in only) may get one: the token proves control
 // of the address as well as the old password would. Every request is audited
 // (auth.password_reset_request) with the address by by, and for an account in its
@@ -107,8 +113,12 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string, by audit
 		if user.DisabledAt != nil {
 			return errs.E(errs.NotFound, "user not found")
 		}
-		token, _, err = emailtoken.Issue(ctx, q, emailtoken.ResetPassword, user.ID, user.Email, s.now())
+		now := s.now()
+		token, _, err = emailtoken.Issue(ctx, q, emailtoken.ResetPassword, user.ID, user.Email, now)
 		if err != nil {
+			return err
+		}
+		if err := s.queueEmail(ctx, q, now, user, TemplatePasswordReset, "reset-password", token); err != nil {
 			return err
 		}
 		event.OrgID = &user.PersonalOrgID
@@ -129,7 +139,8 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string, by audit
 // returns the user and the revoked sessions' ids, so that the caller can stop their access
 // tokens too. Errors: invalid_request naming /token (emailtoken.Invalid) for every token
 // that cannot be used, then invalid_request naming /password when the password breaks the
-// sign-up rules; the token is not spent then. The user is the actor of its
+// sign-up rules; the token is not spent then. The password_changed email is queued in the
+// same transaction. The user is the actor of its
 // auth.password_reset event, from where by is; the revoked sessions' access tokens stop
 // working at once (NotifyRevoked).
 func (s *Service) ResetPassword(ctx context.Context, token, password string, by audit.Actor) (User, []uuid.UUID, error) {
@@ -164,6 +175,9 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string, by 
 		if err != nil {
 			return fmt.Errorf("revoke sessions: %w", err)
 		}
+		if err := s.queueEmail(ctx, q, now, user, TemplatePasswordChanged, "reset-password", ""); err != nil {
+			return err
+		}
 		return audit.Write(ctx, q, by.As(user.ID), passwordEvent("auth.password_reset", user, revoked))
 	})
 	if err != nil {
@@ -180,7 +194,8 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string, by 
 // permission_denied when current is wrong (or the account has no password: it must use a
 // reset); invalid_request naming /new_password when next breaks the sign-up rules or equals
 // current. The change is audited by by (auth.password_change), and so is a wrong current
-// password (auth.password_change_failed); the revoked sessions' access tokens stop working
+// password (auth.password_change_failed); the password_changed email is queued in the
+// change's transaction; the revoked sessions' access tokens stop working
 // at once (NotifyRevoked).
 func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, current, next string, by audit.Actor) (User, []uuid.UUID, error) {
 	row, err := s.st.GetUser(ctx, userID)
@@ -222,6 +237,9 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keep uuid.UUID, cu
 		revoked, err = q.RevokeOtherUserSessions(ctx, db.RevokeOtherUserSessionsParams{UserID: userID, KeepID: keep, Now: now})
 		if err != nil {
 			return fmt.Errorf("revoke other sessions: %w", err)
+		}
+		if err := s.queueEmail(ctx, q, now, row, TemplatePasswordChanged, "reset-password", ""); err != nil {
+			return err
 		}
 		return audit.Write(ctx, q, by, passwordEvent("auth.password_change", row, revoked))
 	})

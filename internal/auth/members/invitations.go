@@ -3,6 +3,7 @@ package members
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/opaque"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -42,15 +44,13 @@ func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID) ([]
 
 // Invite invites email (trimmed, lower-cased) to join orgID as role (admin or member) on
 // behalf of actorID, withdrawing the address's earlier unanswered invitations to the org.
-// The new invitation and its token go to deliver, which emails them, before the
-// transaction commits: an invitation that could not be sent is not kept. deliver runs while
-// the org is locked. Errors: not_found for an org the actor is not a member of;
+// The invitation email, carrying the token, is queued in the same transaction (UseEmails):
+// an invitation is kept with its email or not at all. Errors: not_found for an org the actor is not a member of;
 // permission_denied when the actor is a member; conflict for a personal org or an address
 // that is already a member's; invalid_request naming /email or /role.
-func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, email, role string, deliver func(context.Context, Delivery) error) (Invitation, error) {
+func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, email, role string) (Invitation, error) {
 	email = normaliseEmail(email)
 	var inv Invitation
-	sendCtx := ctx // a client that hangs up while the email goes out gets no invitation
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
 	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, org db.Org, actor string) error {
@@ -88,8 +88,8 @@ func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, e
 			return fmt.Errorf("insert invitation: %w", err)
 		}
 		inv = toInvitation(row)
-		if err := deliver(sendCtx, Delivery{Invitation: inv, Token: token, Org: toOrg(org), Inviter: inviter}); err != nil {
-			return fmt.Errorf("deliver invitation: %w", err)
+		if err := s.queueInvitation(ctx, q, now, inv, token, toOrg(org), inviter); err != nil {
+			return err
 		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "member.invite", TargetType: "invitation", TargetID: inv.ID.String(),
 			Data: map[string]any{"email": inv.Email, "role": inv.Role}})
@@ -98,6 +98,28 @@ func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, e
 		return Invitation{}, fmt.Errorf("invite: %w", err)
 	}
 	return inv, nil
+}
+
+// queueInvitation queues the email that carries inv's token in q's transaction.
+func (s *Service) queueInvitation(ctx context.Context, q *db.Queries, now time.Time, inv Invitation, token string, org account.Org, inviter Member) error {
+	if s.emails == nil {
+		return nil
+	}
+	name := inviter.Name
+	if name == "" {
+		name = inviter.Email
+	}
+	_, err := s.emails.QueueEmail(ctx, q, now, notify.EmailRequest{
+		To: inv.Email, Template: TemplateInvitation, OrgID: &inv.OrgID,
+		Data: map[string]string{
+			"inviter": name, "org": org.Name, "role": inv.Role,
+			"link": account.EmailLink(s.linkBase, "accept-invitation", token),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("queue invitation email: %w", err)
+	}
+	return nil
 }
 
 // checkInvitation returns an invalid_request error naming each bad field, or nil.

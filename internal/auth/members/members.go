@@ -59,18 +59,24 @@ type Invitation struct {
 	ExpiresAt time.Time
 }
 
-// Delivery is what an invitation email carries: the token exists only here and in the email.
-type Delivery struct {
-	Invitation Invitation
-	Token      string
-	Org        account.Org
-	Inviter    Member
-}
-
 // Service keeps org memberships and invitations.
 type Service struct {
 	st  *store.Store
 	now func() time.Time
+	// emails queues invitation emails; linkBase roots their links (UseEmails).
+	emails   account.EmailQueue
+	linkBase string
+}
+
+// TemplateInvitation is the notify template of the invitation email.
+const TemplateInvitation = "invitation"
+
+// UseEmails makes the service queue invitation emails on emails, in the transaction that
+// creates the invitation, with links to the client's accept-invitation page under linkBase
+// (mail.link_base). Call it before serving; without it no email is queued (tests of the
+// membership rules alone).
+func (s *Service) UseEmails(emails account.EmailQueue, linkBase string) {
+	s.emails, s.linkBase = emails, linkBase
 }
 
 // New returns a Service over st; now is the clock (time.Now in production).

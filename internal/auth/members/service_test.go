@@ -5,16 +5,19 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
@@ -25,17 +28,20 @@ type bundle struct {
 	clock    *storetest.Clock
 	accounts *account.Service
 	svc      *members.Service
-	// sent holds the deliveries of successful invitations, by address.
-	mu   sync.Mutex
-	sent map[string]members.Delivery
+	// sent holds the emails queued by successful invitations, by address; queueErr, when
+	// set, fails the queueing.
+	mu       sync.Mutex
+	sent     map[string]notify.EmailRequest
+	queueErr error
 }
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	b := &bundle{st: storetest.New(t), clock: storetest.NewClock(), sent: map[string]members.Delivery{}}
+	b := &bundle{st: storetest.New(t), clock: storetest.NewClock(), sent: map[string]notify.EmailRequest{}}
 	b.accounts = account.New(b.st, account.Config{Argon2Memory: 8 * 1024, Argon2Time: 1, Argon2Threads: 1},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), b.clock.Now)
 	b.svc = members.New(b.st, b.clock.Now)
+	b.svc.UseEmails(b, "https://app.example.com")
 	return b
 }
 
@@ -61,23 +67,32 @@ func (b *bundle) org(t testing.TB, owner account.User) uuid.UUID {
 	return org.ID
 }
 
-func (b *bundle) deliver(_ context.Context, d members.Delivery) error {
+// QueueEmail keeps the email an invitation queues (the service's account.EmailQueue); the
+// server tests queue them on the real notify.Center.
+func (b *bundle) QueueEmail(_ context.Context, _ *db.Queries, _ time.Time, r notify.EmailRequest) (uuid.UUID, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sent[d.Invitation.Email] = d
-	return nil
+	if b.queueErr != nil {
+		return uuid.Nil, b.queueErr
+	}
+	b.sent[r.To] = r
+	return uuid.New(), nil
 }
 
 // invite invites email and returns the invitation's token.
 func (b *bundle) invite(t testing.TB, by account.User, org uuid.UUID, email, role string) string {
 	t.Helper()
-	inv, err := b.svc.Invite(context.Background(), audit.Actor{}.As(by.ID), org, email, role, b.deliver)
+	inv, err := b.svc.Invite(context.Background(), audit.Actor{}.As(by.ID), org, email, role)
 	if err != nil {
 		t.Fatalf("Invite(%s): %v", email, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.sent[inv.Email].Token
+	link, err := url.Parse(b.sent[inv.Email].Data["link"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link.Query().Get("token")
 }
 
 // join makes u a member of org as role.
@@ -154,7 +169,9 @@ func TestInviteNotDelivered(t *testing.T) {
 	first := b.invite(t, alice, acme, "bob@example.com", account.RoleMember)
 
 	smtpDown := errors.New("smtp: connection refused")
-	_, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "bob@example.com", account.RoleAdmin, func(context.Context, members.Delivery) error { return smtpDown })
+	b.queueErr = smtpDown
+	_, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "bob@example.com", account.RoleAdmin)
+	b.queueErr = nil
 	if !errors.Is(err, smtpDown) {
 		t.Fatalf("Invite = %v, want the delivery error", err)
 	}
@@ -172,7 +189,7 @@ func TestInviteInvalid(t *testing.T) {
 	b := setup(t)
 	alice := b.user(t, "alice@example.com")
 	acme := b.org(t, alice)
-	_, err := b.svc.Invite(context.Background(), audit.Actor{}.As(alice.ID), acme, "not an address", account.RoleOwner, b.deliver)
+	_, err := b.svc.Invite(context.Background(), audit.Actor{}.As(alice.ID), acme, "not an address", account.RoleOwner)
 	e, ok := errors.AsType[*errs.Error](err)
 	if !ok || e.Code != errs.Invalid || len(e.Fields) != 2 || e.Fields[0].Pointer != "/email" || e.Fields[1].Pointer != "/role" {
 		t.Fatalf("Invite = %#v, want invalid_request naming /email and /role", err)
@@ -268,7 +285,7 @@ func TestConcurrentChanges(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
-				if _, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "dan@example.com", account.RoleMember, b.deliver); err != nil {
+				if _, err := b.svc.Invite(ctx, audit.Actor{}.As(alice.ID), acme, "dan@example.com", account.RoleMember); err != nil {
 					t.Errorf("Invite: %v", err)
 				}
 			})
