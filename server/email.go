@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/kilnhq/kiln/gen/api"
-	"github.com/kilnhq/kiln/internal/errs"
 )
 
 // RequestEmailVerification emails the caller a link that verifies their address, unless it
@@ -25,14 +24,13 @@ func (s *Server) VerifyEmail(ctx context.Context, req api.VerifyEmailRequestObje
 	return api.VerifyEmail204Response{}, nil
 }
 
-// RequestPasswordReset answers 202 whatever the address: for an account, the token and its
-// email (a job) are made in one transaction. Each request is audited with the address
-// (and, for an account, in its personal org), sent or not. A failure is logged, not
-// answered, so that the answer never tells whether the address has an account.
+// RequestPasswordReset answers 202 whatever the address once it has created the job that
+// handles the request (account.KindPasswordResetRequest): the same work for every address,
+// so neither the answer nor its timing tells whether the address has an account. The job
+// issues the token and queues its email for an account, and audits each request.
 func (s *Server) RequestPasswordReset(ctx context.Context, req api.RequestPasswordResetRequestObject) (api.RequestPasswordResetResponseObject, error) {
-	_, _, err := s.auth.Accounts.PasswordResetToken(ctx, req.Body.Email, actor(ctx))
-	if err != nil && errs.CodeOf(err) != errs.NotFound {
-		s.log.ErrorContext(ctx, "password reset request", "error", err)
+	if err := s.auth.Accounts.RequestPasswordReset(ctx, req.Body.Email, actor(ctx)); err != nil {
+		return nil, err
 	}
 	return api.RequestPasswordReset202Response{}, nil
 }

@@ -155,6 +155,7 @@ func TestEmailVerification(t *testing.T) {
 func TestEmailTokenRefusals(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.runJobs(t) // the reset request is a job
 	bob := b.signUp(t, "bob@example.com")
 	request := func() {
 		t.Helper()
@@ -201,6 +202,7 @@ func TestEmailTokenRefusals(t *testing.T) {
 func TestPasswordReset(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.runJobs(t) // the reset request is a job
 	first := b.signUp(t, "ada@example.com")
 	code, second := b.login(t, "ada@example.com", testPassword)
 	if code != 200 {
@@ -292,6 +294,7 @@ func TestPasswordReset(t *testing.T) {
 func TestPasswordResetUnknownEmail(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.runJobs(t) // the reset request is a job
 	b.signUp(t, "ada@example.com")
 
 	answer := func(email string) (int, string, []string) {
@@ -324,8 +327,9 @@ func TestPasswordResetUnknownEmail(t *testing.T) {
 	}
 }
 
-// TestIdentityEmailsAreJobs checks that a reset request leaves, once answered, the
-// email's delivery and its notify.email job, committed with the token.
+// TestIdentityEmailsAreJobs checks that a reset request is answered once its job exists,
+// before any token or email, and that the job runtime then issues the token and queues
+// the email's delivery with its notify.email job.
 func TestIdentityEmailsAreJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -333,18 +337,28 @@ func TestIdentityEmailsAreJobs(t *testing.T) {
 	if res := b.call(t, "POST", "/v1/auth/password-reset/request", "", map[string]string{"email": "ada@example.com"}, nil); res.StatusCode != 202 {
 		t.Fatalf("request reset: %d", res.StatusCode)
 	}
-	// No waiting: the email is queued before the answer.
-	var deliveries, jobsQueued int
-	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM email_deliveries
-		WHERE to_address = 'ada@example.com' AND template = 'password_reset' AND status = 'queued'`).Scan(&deliveries); err != nil {
-		t.Fatal(err)
+	count := func(query string) int {
+		t.Helper()
+		var n int
+		if err := b.pool.QueryRow(t.Context(), query).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM jobs j JOIN email_deliveries d ON j.payload->>'delivery_id' = d.id::text
-		WHERE j.kind = 'notify.email' AND j.state = 'queued' AND d.template = 'password_reset'`).Scan(&jobsQueued); err != nil {
-		t.Fatal(err)
+	const (
+		requests   = `SELECT count(*) FROM jobs WHERE kind = 'auth.password_reset_request' AND payload->>'email' = 'ada@example.com'`
+		tokens     = `SELECT count(*) FROM email_tokens`
+		deliveries = `SELECT count(*) FROM email_deliveries d JOIN jobs j ON j.payload->>'delivery_id' = d.id::text
+			WHERE j.kind = 'notify.email' AND d.to_address = 'ada@example.com' AND d.template = 'password_reset'`
+	)
+	// The answer waited for the request's job only: no token and no email yet.
+	if r, tk, d := count(requests), count(tokens), count(deliveries); r != 1 || tk != 0 || d != 0 {
+		t.Fatalf("after the answer: %d request jobs, %d tokens, %d deliveries; want 1, 0, 0", r, tk, d)
 	}
-	if deliveries != 1 || jobsQueued != 1 {
-		t.Errorf("%d deliveries and %d notify.email jobs, want 1 and 1", deliveries, jobsQueued)
+	b.runJobs(t)
+	waitFor(t, "the reset email queued by the request's job", func() bool { return count(deliveries) == 1 })
+	if tk := count(tokens); tk != 1 {
+		t.Errorf("%d email tokens, want 1", tk)
 	}
 }
 

@@ -237,19 +237,23 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 		}
 		d.Conversations.Replies = replies.New(rd)
 	}
+	// One registry, as in cmd/kiln: the kinds the server creates are the kinds b.runJobs runs.
+	registry := jobs.NewRegistry()
 	if d.Jobs == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)
-		d.Jobs = jobs.NewService(jobs.Deps{Registry: jobs.NewRegistry(), Store: st, Redis: rdb, Bus: bus, Log: log}, jobs.Config{Env: ks.Env})
+		d.Jobs = jobs.NewService(jobs.Deps{Registry: registry, Store: st, Redis: rdb, Bus: bus, Log: log},
+			jobs.Config{Env: ks.Env, Concurrency: 2, PollInterval: 50 * time.Millisecond})
 	}
 	if d.Notifications == nil {
 		d.Notifications = notify.New(notify.Config{LongJob: 30 * time.Second}, notify.Deps{
-			Store: st, Jobs: jobs.NewRegistry(), Mailer: mail, Redis: rdb, Keyspace: ks, Log: log, Now: time.Now,
+			Store: st, Jobs: registry, Mailer: mail, Redis: rdb, Keyspace: ks, Log: log, Now: time.Now,
 		})
 		t.Cleanup(func() { _ = d.Notifications.Close() })
 	}
 	d.Identity.Accounts.UseEmails(d.Notifications, testLinkBase)
 	d.Identity.Members.UseEmails(d.Notifications, testLinkBase)
+	d.Identity.Accounts.UseJobs(registry)
 	srv, err := New(d)
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +326,21 @@ func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// runJobs runs the server's job runtime until the test ends, as kiln serve's embedded
+// worker does.
+func (b *bundle) runJobs(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := b.srv.jobs.Run(ctx); err != nil {
+			t.Errorf("job runtime: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 // testLinkBase roots the links of the emails the test server queues.

@@ -140,6 +140,7 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	// The identity emails are queued on the center in the transaction of their token.
 	identity.Accounts.UseEmails(center, a.cfg.Mail.LinkBase)
 	identity.Members.UseEmails(center, a.cfg.Mail.LinkBase)
+	identity.Accounts.UseJobs(registry)
 	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
 	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center}, closeAll, nil
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -163,6 +164,8 @@ type Service struct {
 	// emails queues the account emails; linkBase roots their links (UseEmails).
 	emails   EmailQueue
 	linkBase string
+	// jobs creates the password-reset request jobs (UseJobs).
+	jobs *jobs.Registry
 }
 
 // NotifyRevoked makes reuse detection tell fn (the token service's RevokeSessions) which

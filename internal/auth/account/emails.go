@@ -2,6 +2,7 @@ package account
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -10,6 +11,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/notify"
 )
 
@@ -58,4 +62,49 @@ func (s *Service) queueEmail(ctx context.Context, q *db.Queries, now time.Time, 
 		return fmt.Errorf("queue %s email: %w", template, err)
 	}
 	return nil
+}
+
+// KindPasswordResetRequest handles a password-reset request after its answer: it looks
+// the address up and, for an account, issues the token and queues its email in one
+// transaction (PasswordResetToken). The request only creates this job, the same work for
+// every address, so neither the answer nor its timing tells whether the address has an
+// account.
+var KindPasswordResetRequest = jobs.Kind{Name: "auth.password_reset_request", MaxAttempts: 5, Timeout: time.Minute,
+	Backoff: jobs.Backoff{Base: 5 * time.Second, Max: time.Minute}}
+
+// passwordResetRequest is the payload of KindPasswordResetRequest.
+type passwordResetRequest struct {
+	Email string      `json:"email"`
+	By    audit.Actor `json:"by"`
+}
+
+// UseJobs declares the account's job kinds on reg and creates them there. Call it before
+// serving, with the registry the job runtime runs.
+func (s *Service) UseJobs(reg *jobs.Registry) {
+	s.jobs = reg
+	jobs.Register(reg, KindPasswordResetRequest, func(ctx context.Context, _ *jobs.Run, p passwordResetRequest) (any, error) {
+		_, _, err := s.PasswordResetToken(ctx, p.Email, p.By)
+		if errs.CodeOf(err) == errs.NotFound {
+			return nil, nil // audited as a request for an unknown address; nothing to send
+		}
+		return nil, err
+	})
+}
+
+// RequestPasswordReset creates the job that handles a password-reset request for email
+// (KindPasswordResetRequest), on a context the client's hang-up cannot cancel.
+func (s *Service) RequestPasswordReset(ctx context.Context, email string, by audit.Actor) error {
+	if s.jobs == nil {
+		return errors.New("request password reset: no job registry (UseJobs)")
+	}
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	return s.st.InTx(ctx, func(q *db.Queries) error {
+		_, err := s.jobs.Enqueue(ctx, q, s.now(), jobs.New{Kind: KindPasswordResetRequest.Name,
+			Payload: passwordResetRequest{Email: email, By: by}})
+		if err != nil {
+			return fmt.Errorf("request password reset: %w", err)
+		}
+		return nil
+	})
 }
