@@ -104,23 +104,7 @@ func (f *convFixture) messages(t *testing.T, credential string, conv uuid.UUID) 
 // events attaches to a reply's events over the live server, with header pairs.
 func (f *convFixture) events(t *testing.T, credential string, conv uuid.UUID, msg string, header ...string) (*http.Response, <-chan sseEvent) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.ts.URL+"/v1/conversations/"+conv.String()+"/messages/"+msg+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+credential)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	res, err := f.ts.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = res.Body.Close() })
-	if res.StatusCode != http.StatusOK {
-		return res, nil
-	}
-	return res, readEvents(t, res)
+	return openEvents(t, f.ts, credential, "/v1/conversations/"+conv.String()+"/messages/"+msg+"/events", header...)
 }
 
 func roles(msgs []api.ConversationMessage) string {

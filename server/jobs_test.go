@@ -87,23 +87,7 @@ func (f *jobsFixture) enqueue(t *testing.T, org uuid.UUID, user *uuid.UUID) uuid
 // events follows a job's events over the live server.
 func (f *jobsFixture) events(t *testing.T, credential string, id uuid.UUID, header ...string) (*http.Response, <-chan sseEvent) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.ts.URL+"/v1/jobs/"+id.String()+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+credential)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	res, err := f.ts.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = res.Body.Close() })
-	if res.StatusCode != http.StatusOK {
-		return res, nil
-	}
-	return res, readEvents(t, res)
+	return openEvents(t, f.ts, credential, "/v1/jobs/"+id.String()+"/events", header...)
 }
 
 func TestJobs(t *testing.T) {

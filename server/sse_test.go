@@ -20,6 +20,29 @@ type sseEvent struct {
 	comment         bool
 }
 
+// openEvents GETs the event stream at path on ts with credential and headers (name, value
+// pairs); the events of a 200 arrive on the channel, read until the stream ends.
+func openEvents(t *testing.T, ts *httptest.Server, credential, path string, header ...string) (*http.Response, <-chan sseEvent) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, ts.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+credential)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = res.Body.Close() })
+	if res.StatusCode != http.StatusOK {
+		return res, nil
+	}
+	return res, readEvents(t, res)
+}
+
 // readEvents parses SSE frames from the live connection as they arrive.
 func readEvents(t *testing.T, res *http.Response) <-chan sseEvent {
 	t.Helper()
