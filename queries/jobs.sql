@@ -120,3 +120,14 @@ SET state = 'queued', enqueued_at = NULL, task_id = sqlc.arg(task_id), last_erro
 WHERE id = sqlc.arg(id) AND updated_at = sqlc.arg(seen)
   AND (state = 'queued' OR (state = 'running' AND heartbeat_at < sqlc.arg(stale_before)));
 
+
+-- Ended jobs past their retention: succeeded and cancelled ones finished before
+-- finished_before, failed ones (kept longer for the failed-job audit) before
+-- failed_before. In batches of at most max_rows.
+-- name: PurgeFinishedJobs :execrows
+DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM jobs j
+    WHERE j.finished_at IS NOT NULL
+      AND ((j.state IN ('succeeded', 'cancelled') AND j.finished_at < sqlc.arg(finished_before)::timestamptz)
+        OR (j.state = 'failed' AND j.finished_at < sqlc.arg(failed_before)::timestamptz))
+    LIMIT sqlc.arg(max_rows));

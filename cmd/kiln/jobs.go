@@ -29,6 +29,7 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 	purgers := []worker.Purger{
 		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
 		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
+		{Name: "finished_jobs", Purge: func(ctx context.Context) (int64, error) { return jobs.PurgeFinished(ctx, st, time.Now()) }},
 	}
 	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
 	purgers = append(purgers, worker.ConversationPurgers(convs.Service, convs.Replies, a.cfg.LLM.StreamTimeout+5*time.Minute)...)

@@ -593,6 +593,32 @@ func (q *Queries) LockJobKey(ctx context.Context, arg LockJobKeyParams) error {
 	return err
 }
 
+const purgeFinishedJobs = `-- name: PurgeFinishedJobs :execrows
+DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM jobs j
+    WHERE j.finished_at IS NOT NULL
+      AND ((j.state IN ('succeeded', 'cancelled') AND j.finished_at < $1::timestamptz)
+        OR (j.state = 'failed' AND j.finished_at < $2::timestamptz))
+    LIMIT $3)
+`
+
+type PurgeFinishedJobsParams struct {
+	FinishedBefore time.Time
+	FailedBefore   time.Time
+	MaxRows        int32
+}
+
+// Ended jobs past their retention: succeeded and cancelled ones finished before
+// finished_before, failed ones (kept longer for the failed-job audit) before
+// failed_before. In batches of at most max_rows.
+func (q *Queries) PurgeFinishedJobs(ctx context.Context, arg PurgeFinishedJobsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeFinishedJobs, arg.FinishedBefore, arg.FailedBefore, arg.MaxRows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $1)
 WHERE id = $2 AND state = 'running'
