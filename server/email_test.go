@@ -466,6 +466,7 @@ func TestChangePassword(t *testing.T) {
 func TestEmailTokensHashed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.runJobs(t) // the reset request is a job
 	pair := b.signUp(t, "ada@example.com")
 	if res := b.call(t, "POST", "/v1/auth/verify-email/request", pair.AccessToken, nil, nil); res.StatusCode != 202 {
 		t.Fatalf("request verification: %d", res.StatusCode)
