@@ -106,7 +106,7 @@ func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, bef
 		Before:   store.NullUUID(before),
 		OrgID:    store.NullUUID(f.OrgID),
 		ActorID:  store.NullUUID(f.ActorID),
-		Action:   pgtype.Text{String: f.Action, Valid: f.Action != ""},
+		Action:   store.Text(f.Action),
 		RowLimit: rowLimit(limit),
 	})
 	if err != nil {

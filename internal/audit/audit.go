@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/store"
@@ -134,7 +133,7 @@ func (l *Log) List(ctx context.Context, orgID uuid.UUID, limit int, before *uuid
 	rows, err := l.st.ListAuditEvents(ctx, db.ListAuditEventsParams{
 		OrgID:    uuid.NullUUID{UUID: orgID, Valid: true},
 		Before:   store.NullUUID(before),
-		Action:   pgtype.Text{String: action, Valid: action != ""},
+		Action:   store.Text(action),
 		RowLimit: int32(limit), //nolint:gosec // limit is bounded by the API (1–100)
 	})
 	if err != nil {

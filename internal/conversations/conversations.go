@@ -128,7 +128,7 @@ func (s *Service) Create(ctx context.Context, o Owner, title, model string, meta
 	}
 	row, err := s.st.CreateConversation(ctx, db.CreateConversationParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: o.Org, UserID: store.NullUUID(o.User), ApiKeyID: store.NullUUID(o.Key),
-		Title: text(title), Model: text(model), Metadata: meta, CreatedAt: s.now().UTC(),
+		Title: store.Text(title), Model: store.Text(model), Metadata: meta, CreatedAt: s.now().UTC(),
 	})
 	if err != nil {
 		return Conversation{}, store.Translate(err)
@@ -153,7 +153,7 @@ func (s *Service) Get(ctx context.Context, o Owner, id uuid.UUID) (Conversation,
 func (s *Service) List(ctx context.Context, o Owner, limit int, after *uuid.UUID, q string) ([]Conversation, error) {
 	var like pgtype.Text
 	if q != "" {
-		like = text("%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q) + "%")
+		like = store.Text("%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q) + "%")
 	}
 	rows, err := s.st.ListConversations(ctx, db.ListConversationsParams{
 		OrgID: o.Org, UserID: store.NullUUID(o.User), After: store.NullUUID(after), TitleLike: like, MaxRows: int32(min(limit, 1000)), //nolint:gosec // bounded
@@ -176,10 +176,10 @@ func (s *Service) List(ctx context.Context, o Owner, limit int, after *uuid.UUID
 func (s *Service) Update(ctx context.Context, o Owner, id uuid.UUID, title, model *string, metadata map[string]string) (Conversation, error) {
 	p := db.UpdateConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User), UpdatedAt: s.now().UTC()}
 	if title != nil {
-		p.Title = text(*title)
+		p.Title = store.Text(*title)
 	}
 	if model != nil {
-		p.Model = text(*model)
+		p.Model = store.Text(*model)
 	}
 	if metadata != nil {
 		b, err := json.Marshal(metadata)
@@ -227,7 +227,7 @@ func (s *Service) SetTitle(ctx context.Context, org, id uuid.UUID, title string)
 	if title == "" {
 		return false, nil
 	}
-	n, err := s.st.SetConversationTitleIfUnset(ctx, db.SetConversationTitleIfUnsetParams{OrgID: org, ID: id, Title: text(title)})
+	n, err := s.st.SetConversationTitleIfUnset(ctx, db.SetConversationTitleIfUnsetParams{OrgID: org, ID: id, Title: store.Text(title)})
 	return n > 0, err
 }
 
@@ -378,8 +378,6 @@ func messagesFromRows(rows []db.Message) ([]Message, error) {
 	}
 	return out, nil
 }
-
-func text(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
 
 func ptr[T any](v T) *T { return &v }
 

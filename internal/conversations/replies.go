@@ -84,10 +84,10 @@ func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, mo
 		}
 		p := db.CreateMessageParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: o.Org, ConversationID: id, Role: string(llm.RoleAssistant),
-			Status: string(InProgress), Model: text(model), CreatedAt: now,
+			Status: string(InProgress), Model: store.Text(model), CreatedAt: now,
 		}
 		if prompt != nil {
-			p.PromptName, p.PromptVersion, p.ExperimentID = text(prompt.Name), pgtype.Int4{Int32: int32(prompt.Version), Valid: true}, store.NullUUID(prompt.ExperimentID) //nolint:gosec // a version number
+			p.PromptName, p.PromptVersion, p.ExperimentID = store.Text(prompt.Name), pgtype.Int4{Int32: int32(prompt.Version), Valid: true}, store.NullUUID(prompt.ExperimentID) //nolint:gosec // a version number
 		}
 		reply, err := q.CreateMessage(ctx, p)
 		if err != nil {
@@ -233,7 +233,7 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		p := db.FinishMessageParams{
 			OrgID: org, ID: id, Seq: pgtype.Int4{Int32: first + int32(len(answered)), Valid: true}, //nolint:gosec // bounded
 			Content: out.Message.Text(), ToolCalls: callsJSON, Status: string(out.Status),
-			Provider: text(out.Provider), ProviderModel: text(out.Model), FinishReason: text(string(out.FinishReason)),
+			Provider: store.Text(out.Provider), ProviderModel: store.Text(out.Model), FinishReason: store.Text(string(out.FinishReason)),
 			CompletedAt: &now,
 		}
 		if out.Provider != "" {
@@ -242,7 +242,7 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 			p.CostUsd = pgtype.Float8{Float64: out.CostUSD, Valid: true}
 		}
 		if out.Err != nil {
-			p.ErrorCode, p.ErrorDetail = text(string(errs.CodeOf(out.Err))), text(errorDetail(out.Err))
+			p.ErrorCode, p.ErrorDetail = store.Text(string(errs.CodeOf(out.Err))), store.Text(errorDetail(out.Err))
 		}
 		row, err := q.FinishMessage(ctx, p)
 		if err != nil {
@@ -329,7 +329,7 @@ func place(ctx context.Context, q *db.Queries, org, conversation uuid.UUID, msgs
 func messageParams(org, conversation uuid.UUID, m llm.Message, seq int, now time.Time) (db.CreateMessageParams, error) {
 	p := db.CreateMessageParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: org, ConversationID: conversation, Seq: int4(seq), Role: string(m.Role),
-		ToolCallID: text(m.ToolCallID), Name: text(m.Name), CreatedAt: now,
+		ToolCallID: store.Text(m.ToolCallID), Name: store.Text(m.Name), CreatedAt: now,
 	}
 	var images []llm.Image
 	for _, part := range m.Content {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
@@ -58,7 +57,7 @@ type AdminFilter struct {
 // (secret-like members and credential-looking strings masked, as in the logs).
 func (a *Admin) Jobs(ctx context.Context, f AdminFilter) ([]AdminJob, error) {
 	rows, err := a.svc.Store.AdminListJobs(ctx, db.AdminListJobsParams{
-		State: text(string(f.State)), Discarded: f.Discarded, Kind: text(f.Kind), Queue: text(f.Queue),
+		State: store.Text(string(f.State)), Discarded: f.Discarded, Kind: store.Text(f.Kind), Queue: store.Text(f.Queue),
 		OrgID: store.NullUUID(f.OrgID), Before: store.NullUUID(f.Before), RowLimit: int32(min(max(f.Limit, 1), MaxBulk)), //nolint:gosec // bounded
 	})
 	if err != nil {
@@ -160,7 +159,7 @@ func (a *Admin) bulk(ctx context.Context, by audit.Actor, sel Selection, action 
 	now := a.svc.Now().UTC()
 	var out []AdminJob
 	err := a.svc.Store.InTx(ctx, func(q *db.Queries) error {
-		p := db.LockFailedJobsParams{Kind: text(sel.Kind), Queue: text(sel.Queue), OrgID: store.NullUUID(sel.OrgID), RowLimit: MaxBulk}
+		p := db.LockFailedJobsParams{Kind: store.Text(sel.Kind), Queue: store.Text(sel.Queue), OrgID: store.NullUUID(sel.OrgID), RowLimit: MaxBulk}
 		if len(sel.IDs) > 0 {
 			p.Ids = sel.IDs
 		}
@@ -370,5 +369,3 @@ func (a *Admin) setPaused(ctx context.Context, by audit.Actor, name string, paus
 	}
 	return q, nil
 }
-
-func text(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }

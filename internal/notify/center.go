@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
@@ -206,7 +205,7 @@ func (c *Center) Notify(ctx context.Context, q *db.Queries, now time.Time, n Not
 		}
 		row, err := q.CreateNotification(ctx, db.CreateNotificationParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: store.NullUUID(n.OrgID), UserID: n.UserID, Category: string(n.Category),
-			Title: n.Title, Body: n.Body, Link: pgtype.Text{String: n.Link, Valid: n.Link != ""}, Data: raw, CreatedAt: now,
+			Title: n.Title, Body: n.Body, Link: store.Text(n.Link), Data: raw, CreatedAt: now,
 		})
 		if err != nil {
 			return Sent{}, fmt.Errorf("notify: create notification: %w", store.Translate(err))

@@ -243,7 +243,7 @@ func (c *Center) finishAttempt(ctx context.Context, id uuid.UUID, status Deliver
 	defer cancel()
 	now := c.now()
 	p := db.FinishEmailAttemptParams{ID: id, Status: string(status), Now: now,
-		ProviderMessageID: pgtype.Text{String: messageID, Valid: messageID != ""}}
+		ProviderMessageID: store.Text(messageID)}
 	if cause != nil {
 		p.LastError = truncate(cause.Error(), 2000)
 	}

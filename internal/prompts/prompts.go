@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
@@ -406,7 +405,7 @@ func insertVersion(ctx context.Context, q *db.Queries, org, promptID uuid.UUID, 
 	}
 	row, err := q.CreatePromptVersion(ctx, db.CreatePromptVersionParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: org, PromptID: promptID, Version: int32(n), //nolint:gosec // version numbers fit
-		Messages: messages, Variables: variables, Model: pgtype.Text{String: d.Model, Valid: d.Model != ""},
+		Messages: messages, Variables: variables, Model: store.Text(d.Model),
 		Parameters: params, Tools: tools, Note: d.Note, CreatedBy: store.NullUUID(by), CreatedAt: now,
 	})
 	if err != nil {

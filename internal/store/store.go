@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
@@ -95,6 +96,9 @@ func NullUUID(id *uuid.UUID) uuid.NullUUID {
 	}
 	return uuid.NullUUID{UUID: *id, Valid: true}
 }
+
+// Text is s as a nullable text column value: NULL when s is empty.
+func Text(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
 
 // PurgeBatch is how many rows one statement of a purge deletes.
 const PurgeBatch = 1000

@@ -117,8 +117,8 @@ func (s *Service) ResolveExternal(ctx context.Context, ext External, c Client) (
 }
 
 func (s *Service) resolveExternal(ctx context.Context, q *db.Queries, ext External, now time.Time, droppedSessions *[]uuid.UUID) (db.User, db.Identity, Link, error) {
-	email := pgtype.Text{String: ext.Email, Valid: ext.Email != ""}
-	unionID := pgtype.Text{String: ext.UnionID, Valid: ext.UnionID != ""}
+	email := store.Text(ext.Email)
+	unionID := store.Text(ext.UnionID)
 
 	found, err := q.GetIdentityBySubject(ctx, db.GetIdentityBySubjectParams{Provider: ext.Provider, Subject: ext.Subject})
 	switch {
