@@ -1,13 +1,16 @@
 #!/bin/sh
 # Checks the baseline RAG evaluation dataset: valid JSONL, the fields of every line, unique
 # ids, labels that name existing documents, document lengths, counts and language balance.
-# Usage: internal/rag/testdata/baseline/check.sh   (exit status 0 when every check passes)
+# With --bm25 it also scores a plain BM25 retriever (English words, Chinese character bigrams)
+# on the dataset: a reference point for the full-text retriever, not the committed baseline.
+# Usage: internal/rag/testdata/baseline/check.sh [--bm25]   (exit status 0 when every check passes)
 set -eu
 cd "$(dirname "$0")"
-exec python3 - corpus.jsonl queries.jsonl <<'PY'
-import json, re, sys
+exec python3 - corpus.jsonl queries.jsonl "$@" <<'PY'
+import collections, json, math, re, sys
 
 corpus_path, queries_path = sys.argv[1], sys.argv[2]
+bm25 = "--bm25" in sys.argv[3:]
 problems = []
 
 def lines(path):
@@ -70,6 +73,8 @@ for n, q in lines(queries_path):
     for i in q["relevant"] + q["hard_negatives"]:
         if i not in docs:
             problems.append(f"{where}: unknown document {i}")
+        elif docs[i]["lang"] != q["lang"]:
+            problems.append(f"{where}: {i} is not in the query's language")
     if set(q["relevant"]) & set(q["hard_negatives"]):
         problems.append(f"{where}: a document is both relevant and a hard negative")
     if not q["answer"].strip():
@@ -97,6 +102,52 @@ print(f"documents: {len(docs)} (en {de}, zh {dz}); products: {', '.join(products
 print(f"queries:   {len(queries)} (en {qe}, zh {qz}); with hard negatives {with_neg}; "
       f"with several relevant documents {multi}")
 print(f"documents relevant to at least one query: {len(cited)}")
+def bm25_report():
+    def tokens(text):
+        text = text.lower()
+        out = re.findall(r"[a-z0-9_]+", text)
+        for run in re.findall(r"[\u4e00-\u9fff]+", text):
+            out += [run[i:i + 2] for i in range(len(run) - 1)] or [run]
+        return out
+    ids = list(docs)
+    tf = [collections.Counter(tokens(docs[i]["title"] + " " + docs[i]["text"])) for i in ids]
+    lengths = [sum(c.values()) for c in tf]
+    avg = sum(lengths) / len(lengths)
+    df = collections.Counter(w for c in tf for w in c)
+    n = len(ids)
+    idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in df.items()}
+    per = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0])
+    for q in queries.values():
+        words = set(tokens(q["query"]))
+        scores = []
+        for j, c in enumerate(tf):
+            s = 0.0
+            for w in words:
+                f = c.get(w)
+                if f:
+                    s += idf[w] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * lengths[j] / avg))
+            scores.append(s)
+        ranking = [ids[j] for j in sorted(range(n), key=lambda j: -scores[j])]
+        rel = set(q["relevant"])
+        first = next(k for k, d in enumerate(ranking, 1) if d in rel)
+        top = ranking[:10]
+        dcg = sum(1 / math.log2(k + 1) for k, d in enumerate(top, 1) if d in rel)
+        ideal = sum(1 / math.log2(k + 1) for k in range(1, min(len(rel), 10) + 1))
+        neg_first = any(ranking.index(h) < first - 1 for h in q["hard_negatives"])
+        for key in (q["lang"], "all"):
+            m = per[key]
+            m[0] += 1
+            m[1] += 1 / first
+            m[2] += len(rel & set(top)) / len(rel)
+            m[3] += dcg / ideal
+            m[4] += neg_first
+    for key in ("en", "zh", "all"):
+        c, mrr, rec, ndcg, neg = per[key]
+        print(f"bm25 {key:3}: MRR {mrr / c:.3f}  recall@10 {rec / c:.3f}  nDCG@10 {ndcg / c:.3f}  "
+              f"a hard negative above every relevant document in {neg} of {c} queries")
+
+if bm25 and not problems:
+    bm25_report()
 for p in problems:
     print("FAIL", p)
 print("ok" if not problems else f"{len(problems)} problem(s)")
