@@ -162,12 +162,12 @@ func (s *Server) DiffPromptVersions(ctx context.Context, req api.DiffPromptVersi
 	if err != nil {
 		return nil, err
 	}
-	out := api.PromptDiff{From: d.From, To: d.To, Changed: d.Changed, Fields: make([]api.PromptFieldChange, len(d.Fields)), Messages: make([]api.PromptMessageDiff, len(d.Messages))}
+	out := api.PromptDiff{From: d.From, To: d.To, Changed: d.Changed, Truncated: d.Truncated, Fields: make([]api.PromptFieldChange, len(d.Fields)), Messages: make([]api.PromptMessageDiff, len(d.Messages))}
 	for i, f := range d.Fields {
 		out.Fields[i] = api.PromptFieldChange{Field: f.Field, From: f.From, To: f.To}
 	}
 	for i, m := range d.Messages {
-		md := api.PromptMessageDiff{Index: m.Index, Change: api.PromptMessageDiffChange(m.Change), Lines: make([]api.DiffLine, len(m.Lines))}
+		md := api.PromptMessageDiff{Index: m.Index, Change: api.PromptMessageDiffChange(m.Change), Truncated: m.Truncated, Lines: make([]api.DiffLine, len(m.Lines))}
 		if m.FromRole != "" {
 			md.FromRole = &m.FromRole
 		}
@@ -176,6 +176,9 @@ func (s *Server) DiffPromptVersions(ctx context.Context, req api.DiffPromptVersi
 		}
 		for j, l := range m.Lines {
 			md.Lines[j] = api.DiffLine{Op: api.DiffLineOp(l.Op), Text: l.Text}
+			if l.Count > 0 {
+				md.Lines[j].Count = &l.Count
+			}
 		}
 		out.Messages[i] = md
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +86,25 @@ func TestPromptStore(t *testing.T) {
 		wantStatus(t, b.call(t, "POST", "/v1/prompts", owner, body, nil), 400)
 	})
 
+	t.Run("OKDiffSkipsUnchangedLines", func(t *testing.T) {
+		lines := make([]string, 20)
+		for i := range lines {
+			lines[i] = strconv.Itoa(i + 1)
+		}
+		body := promptBody("long")
+		body["version"].(map[string]any)["messages"] = []map[string]any{{"role": "system", "content": strings.Join(lines, "\n")}}
+		wantStatus(t, b.call(t, "POST", "/v1/prompts", owner, body, nil), 201)
+		lines[9] = "ten"
+		v2 := promptBody("")["version"].(map[string]any)
+		v2["messages"] = []map[string]any{{"role": "system", "content": strings.Join(lines, "\n")}}
+		wantStatus(t, b.call(t, "POST", "/v1/prompts/long/versions", owner, v2, nil), 201)
+		var d api.PromptDiff
+		wantStatus(t, b.call(t, "GET", "/v1/prompts/long/diff?from=1&to=2", owner, nil, &d), 200)
+		l := d.Messages[0].Lines
+		if d.Truncated || len(l) != 10 || l[0].Op != api.Skip || l[0].Count == nil || *l[0].Count != 6 || l[4].Text != "10" || l[9].Op != api.Skip {
+			t.Errorf("diff %+v", d)
+		}
+	})
 	t.Run("OKVersionsLabelsAudit", func(t *testing.T) {
 		var v api.PromptVersion
 		v2 := promptBody("")["version"].(map[string]any)

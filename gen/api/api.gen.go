@@ -261,6 +261,7 @@ const (
 	Delete DiffLineOp = "delete"
 	Equal  DiffLineOp = "equal"
 	Insert DiffLineOp = "insert"
+	Skip   DiffLineOp = "skip"
 )
 
 // Valid indicates whether the value is a known member of the DiffLineOp enum.
@@ -271,6 +272,8 @@ func (e DiffLineOp) Valid() bool {
 	case Equal:
 		return true
 	case Insert:
+		return true
+	case Skip:
 		return true
 	default:
 		return false
@@ -1592,8 +1595,12 @@ type CreatePromptRequest struct {
 
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
-	Op   DiffLineOp `json:"op"`
-	Text string     `json:"text"`
+	// Count For `skip`, the number of unchanged lines left out.
+	Count *int       `json:"count,omitempty"`
+	Op    DiffLineOp `json:"op"`
+
+	// Text The line; empty for `skip`.
+	Text string `json:"text"`
 }
 
 // DiffLineOp defines model for DiffLine.Op.
@@ -2337,6 +2344,9 @@ type PromptDiff struct {
 	From     int                 `json:"from"`
 	Messages []PromptMessageDiff `json:"messages"`
 	To       int                 `json:"to"`
+
+	// Truncated Some message's lines stop short because the answer's budget (10,000 lines, 1 MiB of text) was spent.
+	Truncated bool `json:"truncated"`
 }
 
 // PromptExperimentReport defines model for PromptExperimentReport.
@@ -2426,9 +2436,13 @@ type PromptMessageDiff struct {
 	FromRole *string                 `json:"from_role"`
 	Index    int                     `json:"index"`
 
-	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`.
+	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`, `skip` for
+	// a run of unchanged lines left out.
 	Lines  []DiffLine `json:"lines"`
 	ToRole *string    `json:"to_role"`
+
+	// Truncated The lines stop short of the message's end (the answer's budget was spent).
+	Truncated bool `json:"truncated"`
 }
 
 // PromptMessageDiffChange defines model for PromptMessageDiff.Change.

@@ -262,6 +262,7 @@ const (
 	Delete DiffLineOp = "delete"
 	Equal  DiffLineOp = "equal"
 	Insert DiffLineOp = "insert"
+	Skip   DiffLineOp = "skip"
 )
 
 // Valid indicates whether the value is a known member of the DiffLineOp enum.
@@ -272,6 +273,8 @@ func (e DiffLineOp) Valid() bool {
 	case Equal:
 		return true
 	case Insert:
+		return true
+	case Skip:
 		return true
 	default:
 		return false
@@ -1593,8 +1596,12 @@ type CreatePromptRequest struct {
 
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
-	Op   DiffLineOp `json:"op"`
-	Text string     `json:"text"`
+	// Count For `skip`, the number of unchanged lines left out.
+	Count *int       `json:"count,omitempty"`
+	Op    DiffLineOp `json:"op"`
+
+	// Text The line; empty for `skip`.
+	Text string `json:"text"`
 }
 
 // DiffLineOp defines model for DiffLine.Op.
@@ -2338,6 +2345,9 @@ type PromptDiff struct {
 	From     int                 `json:"from"`
 	Messages []PromptMessageDiff `json:"messages"`
 	To       int                 `json:"to"`
+
+	// Truncated Some message's lines stop short because the answer's budget (10,000 lines, 1 MiB of text) was spent.
+	Truncated bool `json:"truncated"`
 }
 
 // PromptExperimentReport defines model for PromptExperimentReport.
@@ -2427,9 +2437,13 @@ type PromptMessageDiff struct {
 	FromRole *string                 `json:"from_role"`
 	Index    int                     `json:"index"`
 
-	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`.
+	// Lines The content's lines; `delete` only in `from`, `insert` only in `to`, `skip` for
+	// a run of unchanged lines left out.
 	Lines  []DiffLine `json:"lines"`
 	ToRole *string    `json:"to_role"`
+
+	// Truncated The lines stop short of the message's end (the answer's budget was spent).
+	Truncated bool `json:"truncated"`
 }
 
 // PromptMessageDiffChange defines model for PromptMessageDiff.Change.
@@ -6218,8 +6232,14 @@ type ClientInterface interface {
 
 	// DiffPromptVersions Compare two versions
 	//
-	// Names the fields that differ and gives a line diff (longest common subsequence) of
-	// each message's content, messages paired by position.
+	// Names the fields that differ and gives a line diff of each message's content,
+	// messages paired by position. The work and the answer are bounded: the diff is the
+	// shortest edit script (Myers) when one of at most 500 edits per message is found
+	// within 10 million search steps for the whole request, else the changed region is
+	// shown as a delete of its old lines and an insert of its new ones; unchanged lines
+	// farther than 3 lines from a change are one `skip` line with their `count`; the
+	// answer holds at most 10,000 lines and 1 MiB of line text, past which the lines stop
+	// and the message and the diff say `truncated`.
 	//
 	// Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
 	DiffPromptVersions(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -8890,8 +8910,14 @@ func (c *Client) GetPrompt(ctx context.Context, name PromptName, params *GetProm
 
 // DiffPromptVersions Compare two versions
 //
-// Names the fields that differ and gives a line diff (longest common subsequence) of
-// each message's content, messages paired by position.
+// Names the fields that differ and gives a line diff of each message's content,
+// messages paired by position. The work and the answer are bounded: the diff is the
+// shortest edit script (Myers) when one of at most 500 edits per message is found
+// within 10 million search steps for the whole request, else the changed region is
+// shown as a delete of its old lines and an insert of its new ones; unchanged lines
+// farther than 3 lines from a change are one `skip` line with their `count`; the
+// answer holds at most 10,000 lines and 1 MiB of line text, past which the lines stop
+// and the message and the diff say `truncated`.
 //
 // Corresponds with GET /v1/prompts/{name}/diff (the `DiffPromptVersions` operationId).
 func (c *Client) DiffPromptVersions(ctx context.Context, name PromptName, params *DiffPromptVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -16246,8 +16272,14 @@ type ClientWithResponsesInterface interface {
 
 	// DiffPromptVersionsWithResponse Compare two versions
 	//
-	// Names the fields that differ and gives a line diff (longest common subsequence) of
-	// each message's content, messages paired by position.
+	// Names the fields that differ and gives a line diff of each message's content,
+	// messages paired by position. The work and the answer are bounded: the diff is the
+	// shortest edit script (Myers) when one of at most 500 edits per message is found
+	// within 10 million search steps for the whole request, else the changed region is
+	// shown as a delete of its old lines and an insert of its new ones; unchanged lines
+	// farther than 3 lines from a change are one `skip` line with their `count`; the
+	// answer holds at most 10,000 lines and 1 MiB of line text, past which the lines stop
+	// and the message and the diff say `truncated`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -23961,8 +23993,14 @@ func (c *ClientWithResponses) GetPromptWithResponse(ctx context.Context, name Pr
 
 // DiffPromptVersionsWithResponse Compare two versions
 //
-// Names the fields that differ and gives a line diff (longest common subsequence) of
-// each message's content, messages paired by position.
+// Names the fields that differ and gives a line diff of each message's content,
+// messages paired by position. The work and the answer are bounded: the diff is the
+// shortest edit script (Myers) when one of at most 500 edits per message is found
+// within 10 million search steps for the whole request, else the changed region is
+// shown as a delete of its old lines and an insert of its new ones; unchanged lines
+// farther than 3 lines from a change are one `skip` line with their `count`; the
+// answer holds at most 10,000 lines and 1 MiB of line text, past which the lines stop
+// and the message and the diff say `truncated`.
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -1645,8 +1645,14 @@ export interface paths {
         };
         /**
          * Compare two versions
-         * @description Names the fields that differ and gives a line diff (longest common subsequence) of
-         *     each message's content, messages paired by position.
+         * @description Names the fields that differ and gives a line diff of each message's content,
+         *     messages paired by position. The work and the answer are bounded: the diff is the
+         *     shortest edit script (Myers) when one of at most 500 edits per message is found
+         *     within 10 million search steps for the whole request, else the changed region is
+         *     shown as a delete of its old lines and an insert of its new ones; unchanged lines
+         *     farther than 3 lines from a change are one `skip` line with their `count`; the
+         *     answer holds at most 10,000 lines and 1 MiB of line text, past which the lines stop
+         *     and the message and the diff say `truncated`.
          */
         get: operations["diffPromptVersions"];
         put?: never;
@@ -2291,6 +2297,8 @@ export interface components {
             /** @description The old and new value of each changed field but `messages`. */
             fields: components["schemas"]["PromptFieldChange"][];
             messages: components["schemas"]["PromptMessageDiff"][];
+            /** @description Some message's lines stop short because the answer's budget (10,000 lines, 1 MiB of text) was spent. */
+            truncated: boolean;
         };
         PromptFieldChange: {
             field: string;
@@ -2305,13 +2313,21 @@ export interface components {
             change: "unchanged" | "changed" | "added" | "removed";
             from_role: string | null;
             to_role: string | null;
-            /** @description The content's lines; `delete` only in `from`, `insert` only in `to`. */
+            /**
+             * @description The content's lines; `delete` only in `from`, `insert` only in `to`, `skip` for
+             *     a run of unchanged lines left out.
+             */
             lines: components["schemas"]["DiffLine"][];
+            /** @description The lines stop short of the message's end (the answer's budget was spent). */
+            truncated: boolean;
         };
         DiffLine: {
             /** @enum {string} */
-            op: "equal" | "insert" | "delete";
+            op: "equal" | "insert" | "delete" | "skip";
+            /** @description The line; empty for `skip`. */
             text: string;
+            /** @description For `skip`, the number of unchanged lines left out. */
+            count?: number;
         };
         /** @description At most one of `label` and `version`. */
         RenderPromptRequest: {
