@@ -77,3 +77,18 @@ bench: deps build
 	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6
 	$(GO) test ./internal/jobs -run '^$$' -bench . -benchtime 1x -count 3
 	$(GO) run ./bench/gateway -kiln $(BIN) $(BENCH_FLAGS)
+
+# Development workflow (docs: README, "Working on Kiln"): the API breaking-change gate, git
+# hooks and a local release. kiln-dev is a tool for working on Kiln, not part of the product.
+KILN_DEV := $(GO) run ./cmd/kiln-dev
+.PHONY: api-check hooks release-dry-run
+
+# Fails on a breaking change of the spec since the last release tag (or BASE=<ref>) unless
+# info.version's major number changed; the report names each break.
+api-check:
+	$(KILN_DEV) api-check $(if $(BASE),--base '$(BASE)')
+	$(KILN_DEV) sdk-versions >/dev/null
+test: api-check
+
+hooks:
+	$(TOOLS) lefthook install
