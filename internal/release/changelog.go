@@ -105,7 +105,7 @@ func short(hash string) string {
 
 // git runs git in dir and returns its standard output; a failure carries git's stderr.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd := exec.CommandContext(ctx, "git", args...) //nolint:gosec // git with arguments of this package's own making
 	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -3,8 +3,8 @@ package release
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 )
 
 // TypeScriptPackage is the TypeScript SDK's package.json, relative to the repository root.
@@ -21,7 +21,7 @@ type SDKVersions struct {
 // it; it fails when the TypeScript SDK's package.json names another version, since a
 // client generated from one API version must say so.
 func CheckSDKVersions(dir string) (SDKVersions, error) {
-	spec, err := os.ReadFile(filepath.Join(dir, SpecPath))
+	spec, err := fs.ReadFile(os.DirFS(dir), SpecPath)
 	if err != nil {
 		return SDKVersions{}, err
 	}
@@ -32,7 +32,7 @@ func CheckSDKVersions(dir string) (SDKVersions, error) {
 	if _, err := Major(api); err != nil {
 		return SDKVersions{}, fmt.Errorf("%s: info.version: %w", SpecPath, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, TypeScriptPackage))
+	raw, err := fs.ReadFile(os.DirFS(dir), TypeScriptPackage)
 	if err != nil {
 		return SDKVersions{}, err
 	}
