@@ -48,6 +48,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
@@ -239,6 +240,10 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	}
 	// One registry, as in cmd/kiln: the kinds the server creates are the kinds b.runJobs runs.
 	registry := jobs.NewRegistry()
+	if d.Knowledge == nil {
+		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway},
+			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Log: log, Now: time.Now})
+	}
 	if d.Jobs == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)

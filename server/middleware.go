@@ -185,16 +185,22 @@ func (s *Server) rejectUnrouted(next http.Handler) http.Handler {
 	})
 }
 
-// limitBody caps request bodies at maxBytes: a declared Content-Length over the limit is
+// limitBody caps request bodies at http.max_body_bytes (or a route's own limit): a declared Content-Length over the limit is
 // refused at once, a body that grows past it fails when read.
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > s.cfg.MaxBodyBytes {
-			s.respondError(w, r, &http.MaxBytesError{Limit: s.cfg.MaxBodyBytes})
+		limit := s.cfg.MaxBodyBytes
+		if s.bodyLimits != nil {
+			if l, ok := s.bodyLimits[s.routeOf(r)]; ok {
+				limit = l
+			}
+		}
+		if r.ContentLength > limit {
+			s.respondError(w, r, &http.MaxBytesError{Limit: limit})
 			return
 		}
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		next.ServeHTTP(w, r)
 	})

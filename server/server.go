@@ -34,6 +34,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/rag"
 )
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -73,6 +74,8 @@ type Deps struct {
 	JobsAdmin JobsAdmin
 	// Notifications is the notification center.
 	Notifications *notify.Center
+	// Knowledge serves the knowledge bases; nil answers their operations not_ready.
+	Knowledge *rag.Service
 }
 
 // Server serves Kiln's HTTP API.
@@ -94,6 +97,9 @@ type Server struct {
 	conv           Conversations
 	jobs           *jobs.Service
 	notify         *notify.Center
+	rag            *rag.Service
+	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
+	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
 	frameSchemas map[string]*openapi3.Schema
 	started      time.Time
@@ -147,6 +153,7 @@ func New(d Deps) (*Server, error) {
 		jobsAdmin: d.JobsAdmin,
 		jobs:      d.Jobs,
 		notify:    d.Notifications,
+		rag:       d.Knowledge,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -176,6 +183,11 @@ func New(d Deps) (*Server, error) {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
 	s.idem, s.idemRoutes = d.Idempotency, idempotentRoutes(d.Spec)
+	if d.Knowledge != nil {
+		// A document upload may be as large as rag.max_document_bytes, plus its multipart
+		// framing and other parts.
+		s.bodyLimits = map[string]int64{"POST /v1/knowledge-bases/{id}/documents": max(d.Config.MaxBodyBytes, d.Knowledge.MaxDocumentBytes()+64<<10)}
+	}
 	if err := registerAll(d.Registry, s.metrics.requests, s.metrics.duration, s.metrics.inFlight, s.metrics.ready); err != nil {
 		return nil, err
 	}

@@ -237,6 +237,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer closeConvs()
+	knowledge := a.newRAG(d, llmDeps)
 	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs)
 	if err != nil {
 		return err
@@ -256,6 +257,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Jobs:          jobSvc,
 		Notifications: d.notify,
 		Prompts:       promptStore,
+		Knowledge:     knowledge,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
 		Registry:      reg,
@@ -391,6 +393,7 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeConvs()
+			a.newRAG(d, llmDeps) // declares the ingestion job this worker runs
 			svc, closeJobs, err := a.newJobs(cmd.Context(), d, llmDeps, convs)
 			if err != nil {
 				return err

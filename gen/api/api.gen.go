@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/oapi-codegen/runtime"
@@ -238,6 +240,27 @@ func (e ConversationMessageStatus) Valid() bool {
 	}
 }
 
+// Defines values for CreateDocumentRequestMediaType.
+const (
+	Texthtml     CreateDocumentRequestMediaType = "text/html"
+	Textmarkdown CreateDocumentRequestMediaType = "text/markdown"
+	Textplain    CreateDocumentRequestMediaType = "text/plain"
+)
+
+// Valid indicates whether the value is a known member of the CreateDocumentRequestMediaType enum.
+func (e CreateDocumentRequestMediaType) Valid() bool {
+	switch e {
+	case Texthtml:
+		return true
+	case Textmarkdown:
+		return true
+	case Textplain:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CreateInvitationRequestRole.
 const (
 	CreateInvitationRequestRoleAdmin  CreateInvitationRequestRole = "admin"
@@ -280,6 +303,66 @@ func (e DiffLineOp) Valid() bool {
 	}
 }
 
+// Defines values for DocumentSource.
+const (
+	DocumentSourceText   DocumentSource = "text"
+	DocumentSourceUpload DocumentSource = "upload"
+)
+
+// Valid indicates whether the value is a known member of the DocumentSource enum.
+func (e DocumentSource) Valid() bool {
+	switch e {
+	case DocumentSourceText:
+		return true
+	case DocumentSourceUpload:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DocumentStatus.
+const (
+	DocumentFailed     DocumentStatus = "failed"
+	DocumentProcessing DocumentStatus = "processing"
+	DocumentQueued     DocumentStatus = "queued"
+	DocumentReady      DocumentStatus = "ready"
+)
+
+// Valid indicates whether the value is a known member of the DocumentStatus enum.
+func (e DocumentStatus) Valid() bool {
+	switch e {
+	case DocumentFailed:
+		return true
+	case DocumentProcessing:
+		return true
+	case DocumentQueued:
+		return true
+	case DocumentReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DocumentWithChunksSource.
+const (
+	DocumentWithChunksSourceText   DocumentWithChunksSource = "text"
+	DocumentWithChunksSourceUpload DocumentWithChunksSource = "upload"
+)
+
+// Valid indicates whether the value is a known member of the DocumentWithChunksSource enum.
+func (e DocumentWithChunksSource) Valid() bool {
+	switch e {
+	case DocumentWithChunksSourceText:
+		return true
+	case DocumentWithChunksSourceUpload:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for EmailLocale.
 const (
 	EmailLocaleEn   EmailLocale = "en"
@@ -292,6 +375,39 @@ func (e EmailLocale) Valid() bool {
 	case EmailLocaleEn:
 		return true
 	case EmailLocaleZhCN:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EmbeddingDimensions.
+const (
+	N1024 EmbeddingDimensions = 1024
+	N1536 EmbeddingDimensions = 1536
+	N256  EmbeddingDimensions = 256
+	N3072 EmbeddingDimensions = 3072
+	N384  EmbeddingDimensions = 384
+	N512  EmbeddingDimensions = 512
+	N768  EmbeddingDimensions = 768
+)
+
+// Valid indicates whether the value is a known member of the EmbeddingDimensions enum.
+func (e EmbeddingDimensions) Valid() bool {
+	switch e {
+	case N1024:
+		return true
+	case N1536:
+		return true
+	case N256:
+		return true
+	case N3072:
+		return true
+	case N384:
+		return true
+	case N512:
+		return true
+	case N768:
 		return true
 	default:
 		return false
@@ -550,6 +666,21 @@ func (e JobState) Valid() bool {
 	case JobRunning:
 		return true
 	case JobSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KnowledgeBaseVectorStore.
+const (
+	Pgvector KnowledgeBaseVectorStore = "pgvector"
+)
+
+// Valid indicates whether the value is a known member of the KnowledgeBaseVectorStore enum.
+func (e KnowledgeBaseVectorStore) Valid() bool {
+	switch e {
+	case Pgvector:
 		return true
 	default:
 		return false
@@ -910,8 +1041,8 @@ const (
 	ScopeBillingRead Scope = "billing:read"
 	ScopeChat        Scope = "chat"
 	ScopeJobs        Scope = "jobs"
-	ScopeRagRead     Scope = "rag:read"
-	ScopeRagWrite    Scope = "rag:write"
+	ScopeKbRead      Scope = "kb:read"
+	ScopeKbWrite     Scope = "kb:write"
 )
 
 // Valid indicates whether the value is a known member of the Scope enum.
@@ -925,9 +1056,30 @@ func (e Scope) Valid() bool {
 		return true
 	case ScopeJobs:
 		return true
-	case ScopeRagRead:
+	case ScopeKbRead:
 		return true
-	case ScopeRagWrite:
+	case ScopeKbWrite:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SearchMode.
+const (
+	SearchFulltext SearchMode = "fulltext"
+	SearchHybrid   SearchMode = "hybrid"
+	SearchVector   SearchMode = "vector"
+)
+
+// Valid indicates whether the value is a known member of the SearchMode enum.
+func (e SearchMode) Valid() bool {
+	switch e {
+	case SearchFulltext:
+		return true
+	case SearchHybrid:
+		return true
+	case SearchVector:
 		return true
 	default:
 		return false
@@ -1400,6 +1552,27 @@ type Check struct {
 // CheckStatus defines model for CheckStatus.
 type CheckStatus string
 
+// Chunk defines model for Chunk.
+type Chunk struct {
+	Id openapi_types.UUID `json:"id"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+
+	// Ordinal Its position in the document, from 0.
+	Ordinal int    `json:"ordinal"`
+	Text    string `json:"text"`
+	Tokens  int    `json:"tokens"`
+}
+
+// ChunkingSettings Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+type ChunkingSettings struct {
+	MaxTokens     int `json:"max_tokens"`
+	OverlapTokens int `json:"overlap_tokens"`
+}
+
 // ContentPart defines model for ContentPart.
 type ContentPart struct {
 	Detail *ContentPartDetail `json:"detail,omitempty"`
@@ -1549,6 +1722,24 @@ type CreateConversationRequest struct {
 	Title *string `json:"title,omitempty"`
 }
 
+// CreateDocumentRequest defines model for CreateDocumentRequest.
+type CreateDocumentRequest struct {
+	// ExternalId The client's own id; a document sent again with it replaces the first one's content.
+	ExternalId *string `json:"external_id,omitempty"`
+
+	// MediaType How to read `text`.
+	MediaType *CreateDocumentRequestMediaType `json:"media_type,omitempty"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata *DocumentMetadata `json:"metadata,omitempty"`
+	Text     string            `json:"text"`
+	Title    *string           `json:"title,omitempty"`
+}
+
+// CreateDocumentRequestMediaType How to read `text`.
+type CreateDocumentRequestMediaType string
+
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
 	Email string                      `json:"email"`
@@ -1581,6 +1772,21 @@ type CreateJobScheduleRequest struct {
 	Timezone *string `json:"timezone,omitempty"`
 }
 
+// CreateKnowledgeBaseRequest defines model for CreateKnowledgeBaseRequest.
+type CreateKnowledgeBaseRequest struct {
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking    *ChunkingSettings `json:"chunking,omitempty"`
+	Description *string           `json:"description,omitempty"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions *EmbeddingDimensions `json:"dimensions,omitempty"`
+
+	// EmbeddingModel A model alias of the catalog; default `rag.embedding_model`.
+	EmbeddingModel *string `json:"embedding_model,omitempty"`
+	Name           string  `json:"name"`
+}
+
 // CreateOrgRequest defines model for CreateOrgRequest.
 type CreateOrgRequest struct {
 	Name string `json:"name"`
@@ -1606,8 +1812,107 @@ type DiffLine struct {
 // DiffLineOp defines model for DiffLine.Op.
 type DiffLineOp string
 
+// Document defines model for Document.
+type Document struct {
+	// Bytes The size of its extracted text, in bytes.
+	Bytes      int `json:"bytes"`
+	ChunkCount int `json:"chunk_count"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why its ingestion failed.
+	Error      *string            `json:"error,omitempty"`
+	ExternalId *string            `json:"external_id,omitempty"`
+	Filename   *string            `json:"filename,omitempty"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// IndexedAt RFC 3339, UTC.
+	IndexedAt *Timestamp `json:"indexed_at,omitempty"`
+
+	// JobId Its latest ingestion job (`GET /v1/jobs/{id}`).
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+
+	// MediaType The media type its text was extracted as.
+	MediaType string `json:"media_type"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+	Source   DocumentSource   `json:"source"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// DocumentSource defines model for Document.Source.
+type DocumentSource string
+
+// DocumentList defines model for DocumentList.
+type DocumentList struct {
+	Data       []Document `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// DocumentMetadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+// chunk carries them plus `source`, `section` (the heading path) and `title`.
+type DocumentMetadata map[string]interface{}
+
+// DocumentStatus `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+type DocumentStatus string
+
+// DocumentWithChunks defines model for DocumentWithChunks.
+type DocumentWithChunks struct {
+	// Bytes The size of its extracted text, in bytes.
+	Bytes      int     `json:"bytes"`
+	ChunkCount int     `json:"chunk_count"`
+	Chunks     []Chunk `json:"chunks"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why its ingestion failed.
+	Error      *string            `json:"error,omitempty"`
+	ExternalId *string            `json:"external_id,omitempty"`
+	Filename   *string            `json:"filename,omitempty"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// IndexedAt RFC 3339, UTC.
+	IndexedAt *Timestamp `json:"indexed_at,omitempty"`
+
+	// JobId Its latest ingestion job (`GET /v1/jobs/{id}`).
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+
+	// MediaType The media type its text was extracted as.
+	MediaType string `json:"media_type"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata         `json:"metadata"`
+	Source   DocumentWithChunksSource `json:"source"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// DocumentWithChunksSource defines model for DocumentWithChunks.Source.
+type DocumentWithChunksSource string
+
 // EmailLocale defines model for EmailLocale.
 type EmailLocale string
+
+// EmbeddingDimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+type EmbeddingDimensions int
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1918,6 +2223,41 @@ type JobState string
 // JobStreamEvent The `data` of one event of a job's stream; the event type says which schema.
 type JobStreamEvent struct {
 	union json.RawMessage
+}
+
+// KnowledgeBase defines model for KnowledgeBase.
+type KnowledgeBase struct {
+	ChunkCount int `json:"chunk_count"`
+
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking ChunkingSettings `json:"chunking"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions    EmbeddingDimensions `json:"dimensions"`
+	DocumentCount int                 `json:"document_count"`
+
+	// EmbeddingModel The model alias that embeds its chunks and queries.
+	EmbeddingModel string             `json:"embedding_model"`
+	Id             openapi_types.UUID `json:"id"`
+	Name           string             `json:"name"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt   Timestamp                `json:"updated_at"`
+	VectorStore KnowledgeBaseVectorStore `json:"vector_store"`
+}
+
+// KnowledgeBaseVectorStore defines model for KnowledgeBase.VectorStore.
+type KnowledgeBaseVectorStore string
+
+// KnowledgeBaseList defines model for KnowledgeBaseList.
+type KnowledgeBaseList struct {
+	Data       []KnowledgeBase `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
 }
 
 // LoginRequest defines model for LoginRequest.
@@ -2691,6 +3031,66 @@ type RotateAPIKeyRequest struct {
 // Scope What an API key may do; `admin` implies every other scope.
 type Scope string
 
+// SearchFilter Metadata conditions, all of which a chunk must meet. Each key names a metadata
+// field; its value is the value it must equal, or an object of operators: `eq`,
+// `in` (a list), `gt`, `gte`, `lt`, `lte` (numbers or strings). Example:
+// `{"product": "kiln", "lang": {"in": ["en", "zh"]}, "year": {"gte": 2024}}`.
+type SearchFilter map[string]interface{}
+
+// SearchHit defines model for SearchHit.
+type SearchHit struct {
+	ChunkId    openapi_types.UUID `json:"chunk_id"`
+	DocumentId openapi_types.UUID `json:"document_id"`
+
+	// FulltextRank Its rank in the full-text ranking (hybrid), from 1.
+	FulltextRank *int `json:"fulltext_rank,omitempty"`
+
+	// Highlight A passage of the chunk around the query's terms, HTML-escaped, with matches in `<mark>`.
+	Highlight string `json:"highlight"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+	Ordinal  int              `json:"ordinal"`
+
+	// Score Higher is better: cosine similarity (vector), full-text rank (fulltext) or fused score (hybrid).
+	Score float32 `json:"score"`
+	Text  string  `json:"text"`
+
+	// Title The document's title.
+	Title string `json:"title"`
+
+	// VectorRank Its rank in the vector ranking (hybrid), from 1.
+	VectorRank *int `json:"vector_rank,omitempty"`
+}
+
+// SearchMode defines model for SearchMode.
+type SearchMode string
+
+// SearchRequest defines model for SearchRequest.
+type SearchRequest struct {
+	// Filter Metadata conditions, all of which a chunk must meet. Each key names a metadata
+	// field; its value is the value it must equal, or an object of operators: `eq`,
+	// `in` (a list), `gt`, `gte`, `lt`, `lte` (numbers or strings). Example:
+	// `{"product": "kiln", "lang": {"in": ["en", "zh"]}, "year": {"gte": 2024}}`.
+	Filter *SearchFilter `json:"filter,omitempty"`
+	K      *int          `json:"k,omitempty"`
+	Mode   *SearchMode   `json:"mode,omitempty"`
+	Query  string        `json:"query"`
+
+	// Weights The hybrid fusion's weight of each ranking; default from config.
+	Weights *struct {
+		Fulltext *float32 `json:"fulltext,omitempty"`
+		Vector   *float32 `json:"vector,omitempty"`
+	} `json:"weights,omitempty"`
+}
+
+// SearchResults defines model for SearchResults.
+type SearchResults struct {
+	Data []SearchHit `json:"data"`
+	Mode SearchMode  `json:"mode"`
+}
+
 // Session defines model for Session.
 type Session struct {
 	// CreatedAt RFC 3339, UTC.
@@ -2858,9 +3258,29 @@ type UpdateConversationRequest struct {
 	Title    *string               `json:"title,omitempty"`
 }
 
+// UpdateKnowledgeBaseRequest defines model for UpdateKnowledgeBaseRequest.
+type UpdateKnowledgeBaseRequest struct {
+	Description *string `json:"description,omitempty"`
+	Name        *string `json:"name,omitempty"`
+}
+
 // UpdateMemberRequest defines model for UpdateMemberRequest.
 type UpdateMemberRequest struct {
 	Role Role `json:"role"`
+}
+
+// UploadDocumentRequest defines model for UploadDocumentRequest.
+type UploadDocumentRequest struct {
+	ExternalId *string `json:"external_id,omitempty"`
+
+	// File Plain text, Markdown or HTML (by its part's Content-Type, else its file name's extension).
+	File openapi_types.File `json:"file"`
+
+	// Metadata A JSON object (see DocumentMetadata).
+	Metadata *string `json:"metadata,omitempty"`
+
+	// Title Default the file name.
+	Title *string `json:"title,omitempty"`
 }
 
 // UsageBucket defines model for UsageBucket.
@@ -2943,6 +3363,9 @@ type WSServerFrame struct {
 
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DocumentID defines model for DocumentID.
+type DocumentID = openapi_types.UUID
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -3244,6 +3667,103 @@ type RetryJobParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListKnowledgeBasesParams defines parameters for ListKnowledgeBases.
+type ListKnowledgeBasesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateKnowledgeBaseParams defines parameters for CreateKnowledgeBase.
+type CreateKnowledgeBaseParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteKnowledgeBaseParams defines parameters for DeleteKnowledgeBase.
+type DeleteKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetKnowledgeBaseParams defines parameters for GetKnowledgeBase.
+type GetKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// UpdateKnowledgeBaseParams defines parameters for UpdateKnowledgeBase.
+type UpdateKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListDocumentsParams defines parameters for ListDocuments.
+type ListDocumentsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only documents in this status.
+	Status *DocumentStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateDocumentParams defines parameters for CreateDocument.
+type CreateDocumentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteDocumentParams defines parameters for DeleteDocument.
+type DeleteDocumentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetDocumentParams defines parameters for GetDocument.
+type GetDocumentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
+type SearchKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SetMessageFeedbackParams defines parameters for SetMessageFeedback.
 type SetMessageFeedbackParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -3509,6 +4029,21 @@ type UpdateConversationJSONRequestBody = UpdateConversationRequest
 
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
+
+// CreateKnowledgeBaseJSONRequestBody defines body for CreateKnowledgeBase for application/json ContentType.
+type CreateKnowledgeBaseJSONRequestBody = CreateKnowledgeBaseRequest
+
+// UpdateKnowledgeBaseJSONRequestBody defines body for UpdateKnowledgeBase for application/json ContentType.
+type UpdateKnowledgeBaseJSONRequestBody = UpdateKnowledgeBaseRequest
+
+// CreateDocumentJSONRequestBody defines body for CreateDocument for application/json ContentType.
+type CreateDocumentJSONRequestBody = CreateDocumentRequest
+
+// CreateDocumentMultipartRequestBody defines body for CreateDocument for multipart/form-data ContentType.
+type CreateDocumentMultipartRequestBody = UploadDocumentRequest
+
+// SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
+type SearchKnowledgeBaseJSONRequestBody = SearchRequest
 
 // UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
 type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
@@ -5006,6 +5541,36 @@ type ServerInterface interface {
 	// RetryJob Retry a failed or cancelled job
 	// (POST /v1/jobs/{id}/retry)
 	RetryJob(w http.ResponseWriter, r *http.Request, id ID, params RetryJobParams)
+	// ListKnowledgeBases The org's knowledge bases
+	// (GET /v1/knowledge-bases)
+	ListKnowledgeBases(w http.ResponseWriter, r *http.Request, params ListKnowledgeBasesParams)
+	// CreateKnowledgeBase Create a knowledge base
+	// (POST /v1/knowledge-bases)
+	CreateKnowledgeBase(w http.ResponseWriter, r *http.Request, params CreateKnowledgeBaseParams)
+	// DeleteKnowledgeBase Delete a knowledge base with its documents, chunks and vectors
+	// (DELETE /v1/knowledge-bases/{id})
+	DeleteKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params DeleteKnowledgeBaseParams)
+	// GetKnowledgeBase One knowledge base
+	// (GET /v1/knowledge-bases/{id})
+	GetKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params GetKnowledgeBaseParams)
+	// UpdateKnowledgeBase Rename a knowledge base or change its description
+	// (PATCH /v1/knowledge-bases/{id})
+	UpdateKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params UpdateKnowledgeBaseParams)
+	// ListDocuments A knowledge base's documents
+	// (GET /v1/knowledge-bases/{id}/documents)
+	ListDocuments(w http.ResponseWriter, r *http.Request, id ID, params ListDocumentsParams)
+	// CreateDocument Add a document
+	// (POST /v1/knowledge-bases/{id}/documents)
+	CreateDocument(w http.ResponseWriter, r *http.Request, id ID, params CreateDocumentParams)
+	// DeleteDocument Delete a document with its chunks and vectors
+	// (DELETE /v1/knowledge-bases/{id}/documents/{doc_id})
+	DeleteDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID, params DeleteDocumentParams)
+	// GetDocument One document with its chunks
+	// (GET /v1/knowledge-bases/{id}/documents/{doc_id})
+	GetDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID, params GetDocumentParams)
+	// SearchKnowledgeBase Search a knowledge base
+	// (POST /v1/knowledge-bases/{id}/search)
+	SearchKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params SearchKnowledgeBaseParams)
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(w http.ResponseWriter, r *http.Request)
@@ -7200,6 +7765,609 @@ func (siw *ServerInterfaceWrapper) RetryJob(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// ListKnowledgeBases operation middleware
+func (siw *ServerInterfaceWrapper) ListKnowledgeBases(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListKnowledgeBasesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListKnowledgeBases(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) CreateKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateKnowledgeBase(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) DeleteKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteKnowledgeBase(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) GetKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetKnowledgeBase(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) UpdateKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateKnowledgeBase(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListDocuments operation middleware
+func (siw *ServerInterfaceWrapper) ListDocuments(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDocumentsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListDocuments(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateDocument operation middleware
+func (siw *ServerInterfaceWrapper) CreateDocument(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateDocumentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateDocument(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteDocument operation middleware
+func (siw *ServerInterfaceWrapper) DeleteDocument(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "doc_id" -------------
+	var docId DocumentID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "doc_id", r.PathValue("doc_id"), &docId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "doc_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteDocumentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteDocument(w, r, id, docId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetDocument operation middleware
+func (siw *ServerInterfaceWrapper) GetDocument(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "doc_id" -------------
+	var docId DocumentID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "doc_id", r.PathValue("doc_id"), &docId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "doc_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetDocumentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetDocument(w, r, id, docId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SearchKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) SearchKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SearchKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SearchKnowledgeBase(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetMe operation middleware
 func (siw *ServerInterfaceWrapper) GetMe(w http.ResponseWriter, r *http.Request) {
 
@@ -9147,6 +10315,16 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/jobs/{id}/retry", wrapper.RetryJob)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.GetOrgSettings)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.UpdateOrgSettings)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases", wrapper.ListKnowledgeBases)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases", wrapper.CreateKnowledgeBase)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/knowledge-bases/{id}", wrapper.DeleteKnowledgeBase)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}", wrapper.GetKnowledgeBase)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/knowledge-bases/{id}", wrapper.UpdateKnowledgeBase)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents", wrapper.ListDocuments)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents", wrapper.CreateDocument)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents/{doc_id}", wrapper.DeleteDocument)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents/{doc_id}", wrapper.GetDocument)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/search", wrapper.SearchKnowledgeBase)
 
 	return m
 }
@@ -11526,6 +12704,413 @@ func (response RetryJobdefaultApplicationProblemPlusJSONResponse) VisitRetryJobR
 	return err
 }
 
+type ListKnowledgeBasesRequestObject struct {
+	Params ListKnowledgeBasesParams
+}
+
+type ListKnowledgeBasesResponseObject interface {
+	VisitListKnowledgeBasesResponse(w http.ResponseWriter) error
+}
+
+type ListKnowledgeBases200JSONResponse KnowledgeBaseList
+
+func (response ListKnowledgeBases200JSONResponse) VisitListKnowledgeBasesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListKnowledgeBasesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListKnowledgeBasesdefaultApplicationProblemPlusJSONResponse) VisitListKnowledgeBasesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateKnowledgeBaseRequestObject struct {
+	Params CreateKnowledgeBaseParams
+	Body   *CreateKnowledgeBaseJSONRequestBody
+}
+
+type CreateKnowledgeBaseResponseObject interface {
+	VisitCreateKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type CreateKnowledgeBase201JSONResponse KnowledgeBase
+
+func (response CreateKnowledgeBase201JSONResponse) VisitCreateKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitCreateKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteKnowledgeBaseRequestObject struct {
+	Id     ID `json:"id"`
+	Params DeleteKnowledgeBaseParams
+}
+
+type DeleteKnowledgeBaseResponseObject interface {
+	VisitDeleteKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type DeleteKnowledgeBase204Response struct {
+}
+
+func (response DeleteKnowledgeBase204Response) VisitDeleteKnowledgeBaseResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitDeleteKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKnowledgeBaseRequestObject struct {
+	Id     ID `json:"id"`
+	Params GetKnowledgeBaseParams
+}
+
+type GetKnowledgeBaseResponseObject interface {
+	VisitGetKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type GetKnowledgeBase200JSONResponse KnowledgeBase
+
+func (response GetKnowledgeBase200JSONResponse) VisitGetKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitGetKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateKnowledgeBaseRequestObject struct {
+	Id     ID `json:"id"`
+	Params UpdateKnowledgeBaseParams
+	Body   *UpdateKnowledgeBaseJSONRequestBody
+}
+
+type UpdateKnowledgeBaseResponseObject interface {
+	VisitUpdateKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type UpdateKnowledgeBase200JSONResponse KnowledgeBase
+
+func (response UpdateKnowledgeBase200JSONResponse) VisitUpdateKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitUpdateKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDocumentsRequestObject struct {
+	Id     ID `json:"id"`
+	Params ListDocumentsParams
+}
+
+type ListDocumentsResponseObject interface {
+	VisitListDocumentsResponse(w http.ResponseWriter) error
+}
+
+type ListDocuments200JSONResponse DocumentList
+
+func (response ListDocuments200JSONResponse) VisitListDocumentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDocumentsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListDocumentsdefaultApplicationProblemPlusJSONResponse) VisitListDocumentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDocumentRequestObject struct {
+	Id            ID `json:"id"`
+	Params        CreateDocumentParams
+	JSONBody      *CreateDocumentJSONRequestBody
+	MultipartBody *multipart.Reader
+}
+
+type CreateDocumentResponseObject interface {
+	VisitCreateDocumentResponse(w http.ResponseWriter) error
+}
+
+type CreateDocument200JSONResponse Document
+
+func (response CreateDocument200JSONResponse) VisitCreateDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDocument202JSONResponse Document
+
+func (response CreateDocument202JSONResponse) VisitCreateDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDocumentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateDocumentdefaultApplicationProblemPlusJSONResponse) VisitCreateDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDocumentRequestObject struct {
+	Id     ID         `json:"id"`
+	DocId  DocumentID `json:"doc_id"`
+	Params DeleteDocumentParams
+}
+
+type DeleteDocumentResponseObject interface {
+	VisitDeleteDocumentResponse(w http.ResponseWriter) error
+}
+
+type DeleteDocument204Response struct {
+}
+
+func (response DeleteDocument204Response) VisitDeleteDocumentResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteDocumentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteDocumentdefaultApplicationProblemPlusJSONResponse) VisitDeleteDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDocumentRequestObject struct {
+	Id     ID         `json:"id"`
+	DocId  DocumentID `json:"doc_id"`
+	Params GetDocumentParams
+}
+
+type GetDocumentResponseObject interface {
+	VisitGetDocumentResponse(w http.ResponseWriter) error
+}
+
+type GetDocument200JSONResponse DocumentWithChunks
+
+func (response GetDocument200JSONResponse) VisitGetDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDocumentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetDocumentdefaultApplicationProblemPlusJSONResponse) VisitGetDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SearchKnowledgeBaseRequestObject struct {
+	Id     ID `json:"id"`
+	Params SearchKnowledgeBaseParams
+	Body   *SearchKnowledgeBaseJSONRequestBody
+}
+
+type SearchKnowledgeBaseResponseObject interface {
+	VisitSearchKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type SearchKnowledgeBase200JSONResponse SearchResults
+
+func (response SearchKnowledgeBase200JSONResponse) VisitSearchKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SearchKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SearchKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitSearchKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetMeRequestObject struct {
 }
 
@@ -13306,6 +14891,36 @@ type StrictServerInterface interface {
 	// RetryJob Retry a failed or cancelled job
 	// (POST /v1/jobs/{id}/retry)
 	RetryJob(ctx context.Context, request RetryJobRequestObject) (RetryJobResponseObject, error)
+	// ListKnowledgeBases The org's knowledge bases
+	// (GET /v1/knowledge-bases)
+	ListKnowledgeBases(ctx context.Context, request ListKnowledgeBasesRequestObject) (ListKnowledgeBasesResponseObject, error)
+	// CreateKnowledgeBase Create a knowledge base
+	// (POST /v1/knowledge-bases)
+	CreateKnowledgeBase(ctx context.Context, request CreateKnowledgeBaseRequestObject) (CreateKnowledgeBaseResponseObject, error)
+	// DeleteKnowledgeBase Delete a knowledge base with its documents, chunks and vectors
+	// (DELETE /v1/knowledge-bases/{id})
+	DeleteKnowledgeBase(ctx context.Context, request DeleteKnowledgeBaseRequestObject) (DeleteKnowledgeBaseResponseObject, error)
+	// GetKnowledgeBase One knowledge base
+	// (GET /v1/knowledge-bases/{id})
+	GetKnowledgeBase(ctx context.Context, request GetKnowledgeBaseRequestObject) (GetKnowledgeBaseResponseObject, error)
+	// UpdateKnowledgeBase Rename a knowledge base or change its description
+	// (PATCH /v1/knowledge-bases/{id})
+	UpdateKnowledgeBase(ctx context.Context, request UpdateKnowledgeBaseRequestObject) (UpdateKnowledgeBaseResponseObject, error)
+	// ListDocuments A knowledge base's documents
+	// (GET /v1/knowledge-bases/{id}/documents)
+	ListDocuments(ctx context.Context, request ListDocumentsRequestObject) (ListDocumentsResponseObject, error)
+	// CreateDocument Add a document
+	// (POST /v1/knowledge-bases/{id}/documents)
+	CreateDocument(ctx context.Context, request CreateDocumentRequestObject) (CreateDocumentResponseObject, error)
+	// DeleteDocument Delete a document with its chunks and vectors
+	// (DELETE /v1/knowledge-bases/{id}/documents/{doc_id})
+	DeleteDocument(ctx context.Context, request DeleteDocumentRequestObject) (DeleteDocumentResponseObject, error)
+	// GetDocument One document with its chunks
+	// (GET /v1/knowledge-bases/{id}/documents/{doc_id})
+	GetDocument(ctx context.Context, request GetDocumentRequestObject) (GetDocumentResponseObject, error)
+	// SearchKnowledgeBase Search a knowledge base
+	// (POST /v1/knowledge-bases/{id}/search)
+	SearchKnowledgeBase(ctx context.Context, request SearchKnowledgeBaseRequestObject) (SearchKnowledgeBaseResponseObject, error)
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
@@ -15010,6 +16625,315 @@ func (sh *strictHandler) RetryJob(w http.ResponseWriter, r *http.Request, id ID,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(RetryJobResponseObject); ok {
 		if err := validResponse.VisitRetryJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListKnowledgeBases operation middleware
+func (sh *strictHandler) ListKnowledgeBases(w http.ResponseWriter, r *http.Request, params ListKnowledgeBasesParams) {
+	var request ListKnowledgeBasesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListKnowledgeBases(ctx, request.(ListKnowledgeBasesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListKnowledgeBases")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListKnowledgeBasesResponseObject); ok {
+		if err := validResponse.VisitListKnowledgeBasesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateKnowledgeBase operation middleware
+func (sh *strictHandler) CreateKnowledgeBase(w http.ResponseWriter, r *http.Request, params CreateKnowledgeBaseParams) {
+	var request CreateKnowledgeBaseRequestObject
+
+	request.Params = params
+
+	var body CreateKnowledgeBaseJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateKnowledgeBase(ctx, request.(CreateKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitCreateKnowledgeBaseResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteKnowledgeBase operation middleware
+func (sh *strictHandler) DeleteKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params DeleteKnowledgeBaseParams) {
+	var request DeleteKnowledgeBaseRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteKnowledgeBase(ctx, request.(DeleteKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitDeleteKnowledgeBaseResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetKnowledgeBase operation middleware
+func (sh *strictHandler) GetKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params GetKnowledgeBaseParams) {
+	var request GetKnowledgeBaseRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetKnowledgeBase(ctx, request.(GetKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitGetKnowledgeBaseResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateKnowledgeBase operation middleware
+func (sh *strictHandler) UpdateKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params UpdateKnowledgeBaseParams) {
+	var request UpdateKnowledgeBaseRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body UpdateKnowledgeBaseJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateKnowledgeBase(ctx, request.(UpdateKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitUpdateKnowledgeBaseResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListDocuments operation middleware
+func (sh *strictHandler) ListDocuments(w http.ResponseWriter, r *http.Request, id ID, params ListDocumentsParams) {
+	var request ListDocumentsRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDocuments(ctx, request.(ListDocumentsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDocuments")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListDocumentsResponseObject); ok {
+		if err := validResponse.VisitListDocumentsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateDocument operation middleware
+func (sh *strictHandler) CreateDocument(w http.ResponseWriter, r *http.Request, id ID, params CreateDocumentParams) {
+	var request CreateDocumentRequestObject
+
+	request.Id = id
+	request.Params = params
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+
+		var body CreateDocumentJSONRequestBody
+		if err := runtime.BindJSONBody(r, &body); err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+		request.JSONBody = &body
+
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		if reader, err := r.MultipartReader(); err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode multipart body: %w", err))
+			return
+		} else {
+			request.MultipartBody = reader
+		}
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateDocument(ctx, request.(CreateDocumentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateDocument")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateDocumentResponseObject); ok {
+		if err := validResponse.VisitCreateDocumentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteDocument operation middleware
+func (sh *strictHandler) DeleteDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID, params DeleteDocumentParams) {
+	var request DeleteDocumentRequestObject
+
+	request.Id = id
+	request.DocId = docId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteDocument(ctx, request.(DeleteDocumentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteDocument")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteDocumentResponseObject); ok {
+		if err := validResponse.VisitDeleteDocumentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetDocument operation middleware
+func (sh *strictHandler) GetDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID, params GetDocumentParams) {
+	var request GetDocumentRequestObject
+
+	request.Id = id
+	request.DocId = docId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDocument(ctx, request.(GetDocumentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDocument")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetDocumentResponseObject); ok {
+		if err := validResponse.VisitGetDocumentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SearchKnowledgeBase operation middleware
+func (sh *strictHandler) SearchKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params SearchKnowledgeBaseParams) {
+	var request SearchKnowledgeBaseRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body SearchKnowledgeBaseJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SearchKnowledgeBase(ctx, request.(SearchKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SearchKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SearchKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitSearchKnowledgeBaseResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

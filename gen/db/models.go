@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
+	pgvector "github.com/pgvector/pgvector-go"
 )
 
 type ApiKey struct {
@@ -173,6 +174,61 @@ type JobSchedule struct {
 	CreatedBy uuid.NullUUID
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+type KbChunk struct {
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	KbID        uuid.UUID
+	DocumentID  uuid.UUID
+	Ordinal     int32
+	Text        string
+	Tokens      int32
+	ContentHash []byte
+	Metadata    []byte
+	Dimensions  int32
+	Embedding   pgvector.HalfVector
+	SearchTsv   interface{}
+	CreatedAt   time.Time
+}
+
+type KbDocument struct {
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	KbID        uuid.UUID
+	Title       string
+	Source      string
+	Filename    pgtype.Text
+	MediaType   string
+	ExternalID  pgtype.Text
+	Metadata    []byte
+	Content     string
+	ContentHash []byte
+	Bytes       int32
+	Status      string
+	Error       pgtype.Text
+	ChunkCount  int32
+	JobID       uuid.NullUUID
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	IndexedAt   *time.Time
+}
+
+type KnowledgeBase struct {
+	ID             uuid.UUID
+	OrgID          uuid.UUID
+	Name           string
+	Description    string
+	EmbeddingModel string
+	Dimensions     int32
+	ChunkMaxTokens int32
+	ChunkOverlap   int32
+	VectorStore    string
+	ChunkCount     int32
+	CreatedBy      uuid.NullUUID
+	ApiKeyID       uuid.NullUUID
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }
 
 type LlmUsage struct {

@@ -239,6 +239,27 @@ func (e ConversationMessageStatus) Valid() bool {
 	}
 }
 
+// Defines values for CreateDocumentRequestMediaType.
+const (
+	Texthtml     CreateDocumentRequestMediaType = "text/html"
+	Textmarkdown CreateDocumentRequestMediaType = "text/markdown"
+	Textplain    CreateDocumentRequestMediaType = "text/plain"
+)
+
+// Valid indicates whether the value is a known member of the CreateDocumentRequestMediaType enum.
+func (e CreateDocumentRequestMediaType) Valid() bool {
+	switch e {
+	case Texthtml:
+		return true
+	case Textmarkdown:
+		return true
+	case Textplain:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CreateInvitationRequestRole.
 const (
 	CreateInvitationRequestRoleAdmin  CreateInvitationRequestRole = "admin"
@@ -281,6 +302,66 @@ func (e DiffLineOp) Valid() bool {
 	}
 }
 
+// Defines values for DocumentSource.
+const (
+	DocumentSourceText   DocumentSource = "text"
+	DocumentSourceUpload DocumentSource = "upload"
+)
+
+// Valid indicates whether the value is a known member of the DocumentSource enum.
+func (e DocumentSource) Valid() bool {
+	switch e {
+	case DocumentSourceText:
+		return true
+	case DocumentSourceUpload:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DocumentStatus.
+const (
+	DocumentFailed     DocumentStatus = "failed"
+	DocumentProcessing DocumentStatus = "processing"
+	DocumentQueued     DocumentStatus = "queued"
+	DocumentReady      DocumentStatus = "ready"
+)
+
+// Valid indicates whether the value is a known member of the DocumentStatus enum.
+func (e DocumentStatus) Valid() bool {
+	switch e {
+	case DocumentFailed:
+		return true
+	case DocumentProcessing:
+		return true
+	case DocumentQueued:
+		return true
+	case DocumentReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DocumentWithChunksSource.
+const (
+	DocumentWithChunksSourceText   DocumentWithChunksSource = "text"
+	DocumentWithChunksSourceUpload DocumentWithChunksSource = "upload"
+)
+
+// Valid indicates whether the value is a known member of the DocumentWithChunksSource enum.
+func (e DocumentWithChunksSource) Valid() bool {
+	switch e {
+	case DocumentWithChunksSourceText:
+		return true
+	case DocumentWithChunksSourceUpload:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for EmailLocale.
 const (
 	EmailLocaleEn   EmailLocale = "en"
@@ -293,6 +374,39 @@ func (e EmailLocale) Valid() bool {
 	case EmailLocaleEn:
 		return true
 	case EmailLocaleZhCN:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EmbeddingDimensions.
+const (
+	N1024 EmbeddingDimensions = 1024
+	N1536 EmbeddingDimensions = 1536
+	N256  EmbeddingDimensions = 256
+	N3072 EmbeddingDimensions = 3072
+	N384  EmbeddingDimensions = 384
+	N512  EmbeddingDimensions = 512
+	N768  EmbeddingDimensions = 768
+)
+
+// Valid indicates whether the value is a known member of the EmbeddingDimensions enum.
+func (e EmbeddingDimensions) Valid() bool {
+	switch e {
+	case N1024:
+		return true
+	case N1536:
+		return true
+	case N256:
+		return true
+	case N3072:
+		return true
+	case N384:
+		return true
+	case N512:
+		return true
+	case N768:
 		return true
 	default:
 		return false
@@ -551,6 +665,21 @@ func (e JobState) Valid() bool {
 	case JobRunning:
 		return true
 	case JobSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KnowledgeBaseVectorStore.
+const (
+	Pgvector KnowledgeBaseVectorStore = "pgvector"
+)
+
+// Valid indicates whether the value is a known member of the KnowledgeBaseVectorStore enum.
+func (e KnowledgeBaseVectorStore) Valid() bool {
+	switch e {
+	case Pgvector:
 		return true
 	default:
 		return false
@@ -911,8 +1040,8 @@ const (
 	ScopeBillingRead Scope = "billing:read"
 	ScopeChat        Scope = "chat"
 	ScopeJobs        Scope = "jobs"
-	ScopeRagRead     Scope = "rag:read"
-	ScopeRagWrite    Scope = "rag:write"
+	ScopeKbRead      Scope = "kb:read"
+	ScopeKbWrite     Scope = "kb:write"
 )
 
 // Valid indicates whether the value is a known member of the Scope enum.
@@ -926,9 +1055,30 @@ func (e Scope) Valid() bool {
 		return true
 	case ScopeJobs:
 		return true
-	case ScopeRagRead:
+	case ScopeKbRead:
 		return true
-	case ScopeRagWrite:
+	case ScopeKbWrite:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SearchMode.
+const (
+	SearchFulltext SearchMode = "fulltext"
+	SearchHybrid   SearchMode = "hybrid"
+	SearchVector   SearchMode = "vector"
+)
+
+// Valid indicates whether the value is a known member of the SearchMode enum.
+func (e SearchMode) Valid() bool {
+	switch e {
+	case SearchFulltext:
+		return true
+	case SearchHybrid:
+		return true
+	case SearchVector:
 		return true
 	default:
 		return false
@@ -1401,6 +1551,27 @@ type Check struct {
 // CheckStatus defines model for CheckStatus.
 type CheckStatus string
 
+// Chunk defines model for Chunk.
+type Chunk struct {
+	Id openapi_types.UUID `json:"id"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+
+	// Ordinal Its position in the document, from 0.
+	Ordinal int    `json:"ordinal"`
+	Text    string `json:"text"`
+	Tokens  int    `json:"tokens"`
+}
+
+// ChunkingSettings Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+type ChunkingSettings struct {
+	MaxTokens     int `json:"max_tokens"`
+	OverlapTokens int `json:"overlap_tokens"`
+}
+
 // ContentPart defines model for ContentPart.
 type ContentPart struct {
 	Detail *ContentPartDetail `json:"detail,omitempty"`
@@ -1550,6 +1721,24 @@ type CreateConversationRequest struct {
 	Title *string `json:"title,omitempty"`
 }
 
+// CreateDocumentRequest defines model for CreateDocumentRequest.
+type CreateDocumentRequest struct {
+	// ExternalId The client's own id; a document sent again with it replaces the first one's content.
+	ExternalId *string `json:"external_id,omitempty"`
+
+	// MediaType How to read `text`.
+	MediaType *CreateDocumentRequestMediaType `json:"media_type,omitempty"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata *DocumentMetadata `json:"metadata,omitempty"`
+	Text     string            `json:"text"`
+	Title    *string           `json:"title,omitempty"`
+}
+
+// CreateDocumentRequestMediaType How to read `text`.
+type CreateDocumentRequestMediaType string
+
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
 	Email string                      `json:"email"`
@@ -1582,6 +1771,21 @@ type CreateJobScheduleRequest struct {
 	Timezone *string `json:"timezone,omitempty"`
 }
 
+// CreateKnowledgeBaseRequest defines model for CreateKnowledgeBaseRequest.
+type CreateKnowledgeBaseRequest struct {
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking    *ChunkingSettings `json:"chunking,omitempty"`
+	Description *string           `json:"description,omitempty"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions *EmbeddingDimensions `json:"dimensions,omitempty"`
+
+	// EmbeddingModel A model alias of the catalog; default `rag.embedding_model`.
+	EmbeddingModel *string `json:"embedding_model,omitempty"`
+	Name           string  `json:"name"`
+}
+
 // CreateOrgRequest defines model for CreateOrgRequest.
 type CreateOrgRequest struct {
 	Name string `json:"name"`
@@ -1607,8 +1811,107 @@ type DiffLine struct {
 // DiffLineOp defines model for DiffLine.Op.
 type DiffLineOp string
 
+// Document defines model for Document.
+type Document struct {
+	// Bytes The size of its extracted text, in bytes.
+	Bytes      int `json:"bytes"`
+	ChunkCount int `json:"chunk_count"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why its ingestion failed.
+	Error      *string            `json:"error,omitempty"`
+	ExternalId *string            `json:"external_id,omitempty"`
+	Filename   *string            `json:"filename,omitempty"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// IndexedAt RFC 3339, UTC.
+	IndexedAt *Timestamp `json:"indexed_at,omitempty"`
+
+	// JobId Its latest ingestion job (`GET /v1/jobs/{id}`).
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+
+	// MediaType The media type its text was extracted as.
+	MediaType string `json:"media_type"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+	Source   DocumentSource   `json:"source"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// DocumentSource defines model for Document.Source.
+type DocumentSource string
+
+// DocumentList defines model for DocumentList.
+type DocumentList struct {
+	Data       []Document `json:"data"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// DocumentMetadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+// chunk carries them plus `source`, `section` (the heading path) and `title`.
+type DocumentMetadata map[string]interface{}
+
+// DocumentStatus `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+type DocumentStatus string
+
+// DocumentWithChunks defines model for DocumentWithChunks.
+type DocumentWithChunks struct {
+	// Bytes The size of its extracted text, in bytes.
+	Bytes      int     `json:"bytes"`
+	ChunkCount int     `json:"chunk_count"`
+	Chunks     []Chunk `json:"chunks"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Error Why its ingestion failed.
+	Error      *string            `json:"error,omitempty"`
+	ExternalId *string            `json:"external_id,omitempty"`
+	Filename   *string            `json:"filename,omitempty"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// IndexedAt RFC 3339, UTC.
+	IndexedAt *Timestamp `json:"indexed_at,omitempty"`
+
+	// JobId Its latest ingestion job (`GET /v1/jobs/{id}`).
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+
+	// MediaType The media type its text was extracted as.
+	MediaType string `json:"media_type"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata         `json:"metadata"`
+	Source   DocumentWithChunksSource `json:"source"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// DocumentWithChunksSource defines model for DocumentWithChunks.Source.
+type DocumentWithChunksSource string
+
 // EmailLocale defines model for EmailLocale.
 type EmailLocale string
+
+// EmbeddingDimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+type EmbeddingDimensions int
 
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
@@ -1919,6 +2222,41 @@ type JobState string
 // JobStreamEvent The `data` of one event of a job's stream; the event type says which schema.
 type JobStreamEvent struct {
 	union json.RawMessage
+}
+
+// KnowledgeBase defines model for KnowledgeBase.
+type KnowledgeBase struct {
+	ChunkCount int `json:"chunk_count"`
+
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking ChunkingSettings `json:"chunking"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt   Timestamp `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions    EmbeddingDimensions `json:"dimensions"`
+	DocumentCount int                 `json:"document_count"`
+
+	// EmbeddingModel The model alias that embeds its chunks and queries.
+	EmbeddingModel string             `json:"embedding_model"`
+	Id             openapi_types.UUID `json:"id"`
+	Name           string             `json:"name"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt   Timestamp                `json:"updated_at"`
+	VectorStore KnowledgeBaseVectorStore `json:"vector_store"`
+}
+
+// KnowledgeBaseVectorStore defines model for KnowledgeBase.VectorStore.
+type KnowledgeBaseVectorStore string
+
+// KnowledgeBaseList defines model for KnowledgeBaseList.
+type KnowledgeBaseList struct {
+	Data       []KnowledgeBase `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
 }
 
 // LoginRequest defines model for LoginRequest.
@@ -2692,6 +3030,66 @@ type RotateAPIKeyRequest struct {
 // Scope What an API key may do; `admin` implies every other scope.
 type Scope string
 
+// SearchFilter Metadata conditions, all of which a chunk must meet. Each key names a metadata
+// field; its value is the value it must equal, or an object of operators: `eq`,
+// `in` (a list), `gt`, `gte`, `lt`, `lte` (numbers or strings). Example:
+// `{"product": "kiln", "lang": {"in": ["en", "zh"]}, "year": {"gte": 2024}}`.
+type SearchFilter map[string]interface{}
+
+// SearchHit defines model for SearchHit.
+type SearchHit struct {
+	ChunkId    openapi_types.UUID `json:"chunk_id"`
+	DocumentId openapi_types.UUID `json:"document_id"`
+
+	// FulltextRank Its rank in the full-text ranking (hybrid), from 1.
+	FulltextRank *int `json:"fulltext_rank,omitempty"`
+
+	// Highlight A passage of the chunk around the query's terms, HTML-escaped, with matches in `<mark>`.
+	Highlight string `json:"highlight"`
+
+	// Metadata The client's labels: strings, numbers or booleans, searchable with a filter. Each
+	// chunk carries them plus `source`, `section` (the heading path) and `title`.
+	Metadata DocumentMetadata `json:"metadata"`
+	Ordinal  int              `json:"ordinal"`
+
+	// Score Higher is better: cosine similarity (vector), full-text rank (fulltext) or fused score (hybrid).
+	Score float32 `json:"score"`
+	Text  string  `json:"text"`
+
+	// Title The document's title.
+	Title string `json:"title"`
+
+	// VectorRank Its rank in the vector ranking (hybrid), from 1.
+	VectorRank *int `json:"vector_rank,omitempty"`
+}
+
+// SearchMode defines model for SearchMode.
+type SearchMode string
+
+// SearchRequest defines model for SearchRequest.
+type SearchRequest struct {
+	// Filter Metadata conditions, all of which a chunk must meet. Each key names a metadata
+	// field; its value is the value it must equal, or an object of operators: `eq`,
+	// `in` (a list), `gt`, `gte`, `lt`, `lte` (numbers or strings). Example:
+	// `{"product": "kiln", "lang": {"in": ["en", "zh"]}, "year": {"gte": 2024}}`.
+	Filter *SearchFilter `json:"filter,omitempty"`
+	K      *int          `json:"k,omitempty"`
+	Mode   *SearchMode   `json:"mode,omitempty"`
+	Query  string        `json:"query"`
+
+	// Weights The hybrid fusion's weight of each ranking; default from config.
+	Weights *struct {
+		Fulltext *float32 `json:"fulltext,omitempty"`
+		Vector   *float32 `json:"vector,omitempty"`
+	} `json:"weights,omitempty"`
+}
+
+// SearchResults defines model for SearchResults.
+type SearchResults struct {
+	Data []SearchHit `json:"data"`
+	Mode SearchMode  `json:"mode"`
+}
+
 // Session defines model for Session.
 type Session struct {
 	// CreatedAt RFC 3339, UTC.
@@ -2859,9 +3257,29 @@ type UpdateConversationRequest struct {
 	Title    *string               `json:"title,omitempty"`
 }
 
+// UpdateKnowledgeBaseRequest defines model for UpdateKnowledgeBaseRequest.
+type UpdateKnowledgeBaseRequest struct {
+	Description *string `json:"description,omitempty"`
+	Name        *string `json:"name,omitempty"`
+}
+
 // UpdateMemberRequest defines model for UpdateMemberRequest.
 type UpdateMemberRequest struct {
 	Role Role `json:"role"`
+}
+
+// UploadDocumentRequest defines model for UploadDocumentRequest.
+type UploadDocumentRequest struct {
+	ExternalId *string `json:"external_id,omitempty"`
+
+	// File Plain text, Markdown or HTML (by its part's Content-Type, else its file name's extension).
+	File openapi_types.File `json:"file"`
+
+	// Metadata A JSON object (see DocumentMetadata).
+	Metadata *string `json:"metadata,omitempty"`
+
+	// Title Default the file name.
+	Title *string `json:"title,omitempty"`
 }
 
 // UsageBucket defines model for UsageBucket.
@@ -2944,6 +3362,9 @@ type WSServerFrame struct {
 
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DocumentID defines model for DocumentID.
+type DocumentID = openapi_types.UUID
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -3354,6 +3775,103 @@ type RetryJobParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListKnowledgeBasesParams defines parameters for ListKnowledgeBases.
+type ListKnowledgeBasesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateKnowledgeBaseParams defines parameters for CreateKnowledgeBase.
+type CreateKnowledgeBaseParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteKnowledgeBaseParams defines parameters for DeleteKnowledgeBase.
+type DeleteKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetKnowledgeBaseParams defines parameters for GetKnowledgeBase.
+type GetKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// UpdateKnowledgeBaseParams defines parameters for UpdateKnowledgeBase.
+type UpdateKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// ListDocumentsParams defines parameters for ListDocuments.
+type ListDocumentsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only documents in this status.
+	Status *DocumentStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateDocumentParams defines parameters for CreateDocument.
+type CreateDocumentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// DeleteDocumentParams defines parameters for DeleteDocument.
+type DeleteDocumentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetDocumentParams defines parameters for GetDocument.
+type GetDocumentParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
+type SearchKnowledgeBaseParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SetMessageFeedbackParams defines parameters for SetMessageFeedback.
 type SetMessageFeedbackParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -3634,6 +4152,21 @@ type SubmitToolResultsJSONRequestBody = ToolResultsRequest
 
 // AcceptInvitationJSONRequestBody defines body for AcceptInvitation for application/json ContentType.
 type AcceptInvitationJSONRequestBody = TokenRequest
+
+// CreateKnowledgeBaseJSONRequestBody defines body for CreateKnowledgeBase for application/json ContentType.
+type CreateKnowledgeBaseJSONRequestBody = CreateKnowledgeBaseRequest
+
+// UpdateKnowledgeBaseJSONRequestBody defines body for UpdateKnowledgeBase for application/json ContentType.
+type UpdateKnowledgeBaseJSONRequestBody = UpdateKnowledgeBaseRequest
+
+// CreateDocumentJSONRequestBody defines body for CreateDocument for application/json ContentType.
+type CreateDocumentJSONRequestBody = CreateDocumentRequest
+
+// CreateDocumentMultipartRequestBody defines body for CreateDocument for multipart/form-data ContentType.
+type CreateDocumentMultipartRequestBody = UploadDocumentRequest
+
+// SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
+type SearchKnowledgeBaseJSONRequestBody = SearchRequest
 
 // UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
 type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
@@ -5894,6 +6427,154 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/jobs/{id}/retry (the `RetryJob` operationId).
 	RetryJob(ctx context.Context, id ID, params *RetryJobParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListKnowledgeBases The org's knowledge bases
+	//
+	// Newest first.
+	//
+	// Corresponds with GET /v1/knowledge-bases (the `ListKnowledgeBases` operationId).
+	ListKnowledgeBases(ctx context.Context, params *ListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateKnowledgeBaseWithBody Create a knowledge base
+	//
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+	// the dimensions are fixed for the knowledge base's life.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+	CreateKnowledgeBaseWithBody(ctx context.Context, params *CreateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateKnowledgeBase Create a knowledge base
+	//
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+	// the dimensions are fixed for the knowledge base's life.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+	CreateKnowledgeBase(ctx context.Context, params *CreateKnowledgeBaseParams, body CreateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteKnowledgeBase Delete a knowledge base with its documents, chunks and vectors
+	//
+	// Recorded in the audit log. Ingestion jobs still queued for it end without work.
+	//
+	// Corresponds with DELETE /v1/knowledge-bases/{id} (the `DeleteKnowledgeBase` operationId).
+	DeleteKnowledgeBase(ctx context.Context, id ID, params *DeleteKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetKnowledgeBase One knowledge base
+	//
+	// Another org's knowledge base is a 404.
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id} (the `GetKnowledgeBase` operationId).
+	GetKnowledgeBase(ctx context.Context, id ID, params *GetKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateKnowledgeBaseWithBody Rename a knowledge base or change its description
+	//
+	// Its embedding model, dimensions and chunking are fixed at creation.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+	UpdateKnowledgeBaseWithBody(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateKnowledgeBase Rename a knowledge base or change its description
+	//
+	// Its embedding model, dimensions and chunking are fixed at creation.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+	UpdateKnowledgeBase(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, body UpdateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListDocuments A knowledge base's documents
+	//
+	// Newest first, with each one's ingestion status, chunk count and error.
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/documents (the `ListDocuments` operationId).
+	ListDocuments(ctx context.Context, id ID, params *ListDocumentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateDocumentWithBody Add a document
+	//
+	// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+	// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+	// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+	// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+	// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+	// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+	// (`job_id`), which also cancels it.
+	//
+	// A document whose title, metadata and text equal those of a document already in the
+	// knowledge base is not added again: the answer is that document, with 200. A
+	// document sent again with an `external_id` already used replaces that document's
+	// content; only chunks whose text changed are embedded again.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+	CreateDocumentWithBody(ctx context.Context, id ID, params *CreateDocumentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateDocument Add a document
+	//
+	// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+	// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+	// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+	// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+	// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+	// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+	// (`job_id`), which also cancels it.
+	//
+	// A document whose title, metadata and text equal those of a document already in the
+	// knowledge base is not added again: the answer is that document, with 200. A
+	// document sent again with an `external_id` already used replaces that document's
+	// content; only chunks whose text changed are embedded again.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+	CreateDocument(ctx context.Context, id ID, params *CreateDocumentParams, body CreateDocumentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteDocument Delete a document with its chunks and vectors
+	//
+	// Recorded in the audit log. A running ingestion of it ends without writing.
+	//
+	// Corresponds with DELETE /v1/knowledge-bases/{id}/documents/{doc_id} (the `DeleteDocument` operationId).
+	DeleteDocument(ctx context.Context, id ID, docId DocumentID, params *DeleteDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetDocument One document with its chunks
+	//
+	// Its status, chunk count and error, and its chunks in order with their metadata. Another org's document is a 404.
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
+	GetDocument(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SearchKnowledgeBaseWithBody Search a knowledge base
+	//
+	// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+	// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+	// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+	// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+	// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+	// returns `k` results when as many match.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+	SearchKnowledgeBaseWithBody(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SearchKnowledgeBase Search a knowledge base
+	//
+	// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+	// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+	// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+	// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+	// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+	// returns `k` results when as many match.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+	SearchKnowledgeBase(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetMe The caller
 	//
@@ -8163,6 +8844,294 @@ func (c *Client) StreamJobEvents(ctx context.Context, id ID, params *StreamJobEv
 // Corresponds with POST /v1/jobs/{id}/retry (the `RetryJob` operationId).
 func (c *Client) RetryJob(ctx context.Context, id ID, params *RetryJobParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRetryJobRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListKnowledgeBases The org's knowledge bases
+//
+// Newest first.
+//
+// Corresponds with GET /v1/knowledge-bases (the `ListKnowledgeBases` operationId).
+func (c *Client) ListKnowledgeBases(ctx context.Context, params *ListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListKnowledgeBasesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateKnowledgeBaseWithBody Create a knowledge base
+//
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+// the dimensions are fixed for the knowledge base's life.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+func (c *Client) CreateKnowledgeBaseWithBody(ctx context.Context, params *CreateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateKnowledgeBaseRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateKnowledgeBase Create a knowledge base
+//
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+// the dimensions are fixed for the knowledge base's life.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+func (c *Client) CreateKnowledgeBase(ctx context.Context, params *CreateKnowledgeBaseParams, body CreateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateKnowledgeBaseRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteKnowledgeBase Delete a knowledge base with its documents, chunks and vectors
+//
+// Recorded in the audit log. Ingestion jobs still queued for it end without work.
+//
+// Corresponds with DELETE /v1/knowledge-bases/{id} (the `DeleteKnowledgeBase` operationId).
+func (c *Client) DeleteKnowledgeBase(ctx context.Context, id ID, params *DeleteKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteKnowledgeBaseRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetKnowledgeBase One knowledge base
+//
+// Another org's knowledge base is a 404.
+//
+// Corresponds with GET /v1/knowledge-bases/{id} (the `GetKnowledgeBase` operationId).
+func (c *Client) GetKnowledgeBase(ctx context.Context, id ID, params *GetKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetKnowledgeBaseRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateKnowledgeBaseWithBody Rename a knowledge base or change its description
+//
+// Its embedding model, dimensions and chunking are fixed at creation.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+func (c *Client) UpdateKnowledgeBaseWithBody(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateKnowledgeBaseRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateKnowledgeBase Rename a knowledge base or change its description
+//
+// Its embedding model, dimensions and chunking are fixed at creation.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+func (c *Client) UpdateKnowledgeBase(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, body UpdateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateKnowledgeBaseRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListDocuments A knowledge base's documents
+//
+// Newest first, with each one's ingestion status, chunk count and error.
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/documents (the `ListDocuments` operationId).
+func (c *Client) ListDocuments(ctx context.Context, id ID, params *ListDocumentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListDocumentsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateDocumentWithBody Add a document
+//
+// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+// (`job_id`), which also cancels it.
+//
+// A document whose title, metadata and text equal those of a document already in the
+// knowledge base is not added again: the answer is that document, with 200. A
+// document sent again with an `external_id` already used replaces that document's
+// content; only chunks whose text changed are embedded again.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+func (c *Client) CreateDocumentWithBody(ctx context.Context, id ID, params *CreateDocumentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDocumentRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateDocument Add a document
+//
+// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+// (`job_id`), which also cancels it.
+//
+// A document whose title, metadata and text equal those of a document already in the
+// knowledge base is not added again: the answer is that document, with 200. A
+// document sent again with an `external_id` already used replaces that document's
+// content; only chunks whose text changed are embedded again.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+func (c *Client) CreateDocument(ctx context.Context, id ID, params *CreateDocumentParams, body CreateDocumentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateDocumentRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteDocument Delete a document with its chunks and vectors
+//
+// Recorded in the audit log. A running ingestion of it ends without writing.
+//
+// Corresponds with DELETE /v1/knowledge-bases/{id}/documents/{doc_id} (the `DeleteDocument` operationId).
+func (c *Client) DeleteDocument(ctx context.Context, id ID, docId DocumentID, params *DeleteDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteDocumentRequest(c.Server, id, docId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDocument One document with its chunks
+//
+// Its status, chunk count and error, and its chunks in order with their metadata. Another org's document is a 404.
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
+func (c *Client) GetDocument(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDocumentRequest(c.Server, id, docId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SearchKnowledgeBaseWithBody Search a knowledge base
+//
+// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+// returns `k` results when as many match.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+func (c *Client) SearchKnowledgeBaseWithBody(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSearchKnowledgeBaseRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SearchKnowledgeBase Search a knowledge base
+//
+// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+// returns `k` results when as many match.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+func (c *Client) SearchKnowledgeBase(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSearchKnowledgeBaseRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -12720,6 +13689,660 @@ func NewRetryJobRequest(server string, id ID, params *RetryJobParams) (*http.Req
 	return req, nil
 }
 
+// NewListKnowledgeBasesRequest constructs an http.Request for the ListKnowledgeBases method
+func NewListKnowledgeBasesRequest(server string, params *ListKnowledgeBasesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateKnowledgeBaseRequest calls the generic CreateKnowledgeBase builder with application/json body
+func NewCreateKnowledgeBaseRequest(server string, params *CreateKnowledgeBaseParams, body CreateKnowledgeBaseJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateKnowledgeBaseRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateKnowledgeBaseRequestWithBody constructs an http.Request for the CreateKnowledgeBase method, with any body, and a specified content type
+func NewCreateKnowledgeBaseRequestWithBody(server string, params *CreateKnowledgeBaseParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteKnowledgeBaseRequest constructs an http.Request for the DeleteKnowledgeBase method
+func NewDeleteKnowledgeBaseRequest(server string, id ID, params *DeleteKnowledgeBaseParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetKnowledgeBaseRequest constructs an http.Request for the GetKnowledgeBase method
+func NewGetKnowledgeBaseRequest(server string, id ID, params *GetKnowledgeBaseParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateKnowledgeBaseRequest calls the generic UpdateKnowledgeBase builder with application/json body
+func NewUpdateKnowledgeBaseRequest(server string, id ID, params *UpdateKnowledgeBaseParams, body UpdateKnowledgeBaseJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateKnowledgeBaseRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewUpdateKnowledgeBaseRequestWithBody constructs an http.Request for the UpdateKnowledgeBase method, with any body, and a specified content type
+func NewUpdateKnowledgeBaseRequestWithBody(server string, id ID, params *UpdateKnowledgeBaseParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListDocumentsRequest constructs an http.Request for the ListDocuments method
+func NewListDocumentsRequest(server string, id ID, params *ListDocumentsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/documents", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateDocumentRequest calls the generic CreateDocument builder with application/json body
+func NewCreateDocumentRequest(server string, id ID, params *CreateDocumentParams, body CreateDocumentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateDocumentRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateDocumentRequestWithBody constructs an http.Request for the CreateDocument method, with any body, and a specified content type
+func NewCreateDocumentRequestWithBody(server string, id ID, params *CreateDocumentParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/documents", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteDocumentRequest constructs an http.Request for the DeleteDocument method
+func NewDeleteDocumentRequest(server string, id ID, docId DocumentID, params *DeleteDocumentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "doc_id", docId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/documents/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetDocumentRequest constructs an http.Request for the GetDocument method
+func NewGetDocumentRequest(server string, id ID, docId DocumentID, params *GetDocumentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "doc_id", docId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/documents/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewSearchKnowledgeBaseRequest calls the generic SearchKnowledgeBase builder with application/json body
+func NewSearchKnowledgeBaseRequest(server string, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSearchKnowledgeBaseRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewSearchKnowledgeBaseRequestWithBody constructs an http.Request for the SearchKnowledgeBase method, with any body, and a specified content type
+func NewSearchKnowledgeBaseRequestWithBody(server string, id ID, params *SearchKnowledgeBaseParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/search", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetMeRequest constructs an http.Request for the GetMe method
 func NewGetMeRequest(server string) (*http.Request, error) {
 	var err error
@@ -15890,6 +17513,166 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/jobs/{id}/retry (the `RetryJob` operationId).
 	RetryJobWithResponse(ctx context.Context, id ID, params *RetryJobParams, reqEditors ...RequestEditorFn) (*RetryJobResponse, error)
+
+	// ListKnowledgeBasesWithResponse The org's knowledge bases
+	//
+	// Newest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases (the `ListKnowledgeBases` operationId).
+	ListKnowledgeBasesWithResponse(ctx context.Context, params *ListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*ListKnowledgeBasesResponse, error)
+
+	// CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
+	//
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+	// the dimensions are fixed for the knowledge base's life.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+	CreateKnowledgeBaseWithBodyWithResponse(ctx context.Context, params *CreateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateKnowledgeBaseResponse, error)
+
+	// CreateKnowledgeBaseWithResponse Create a knowledge base
+	//
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+	// the dimensions are fixed for the knowledge base's life.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+	CreateKnowledgeBaseWithResponse(ctx context.Context, params *CreateKnowledgeBaseParams, body CreateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateKnowledgeBaseResponse, error)
+
+	// DeleteKnowledgeBaseWithResponse Delete a knowledge base with its documents, chunks and vectors
+	//
+	// Recorded in the audit log. Ingestion jobs still queued for it end without work.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/knowledge-bases/{id} (the `DeleteKnowledgeBase` operationId).
+	DeleteKnowledgeBaseWithResponse(ctx context.Context, id ID, params *DeleteKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*DeleteKnowledgeBaseResponse, error)
+
+	// GetKnowledgeBaseWithResponse One knowledge base
+	//
+	// Another org's knowledge base is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id} (the `GetKnowledgeBase` operationId).
+	GetKnowledgeBaseWithResponse(ctx context.Context, id ID, params *GetKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*GetKnowledgeBaseResponse, error)
+
+	// UpdateKnowledgeBaseWithBodyWithResponse Rename a knowledge base or change its description
+	//
+	// Its embedding model, dimensions and chunking are fixed at creation.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+	UpdateKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateKnowledgeBaseResponse, error)
+
+	// UpdateKnowledgeBaseWithResponse Rename a knowledge base or change its description
+	//
+	// Its embedding model, dimensions and chunking are fixed at creation.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+	UpdateKnowledgeBaseWithResponse(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, body UpdateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateKnowledgeBaseResponse, error)
+
+	// ListDocumentsWithResponse A knowledge base's documents
+	//
+	// Newest first, with each one's ingestion status, chunk count and error.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/documents (the `ListDocuments` operationId).
+	ListDocumentsWithResponse(ctx context.Context, id ID, params *ListDocumentsParams, reqEditors ...RequestEditorFn) (*ListDocumentsResponse, error)
+
+	// CreateDocumentWithBodyWithResponse Add a document
+	//
+	// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+	// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+	// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+	// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+	// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+	// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+	// (`job_id`), which also cancels it.
+	//
+	// A document whose title, metadata and text equal those of a document already in the
+	// knowledge base is not added again: the answer is that document, with 200. A
+	// document sent again with an `external_id` already used replaces that document's
+	// content; only chunks whose text changed are embedded again.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+	CreateDocumentWithBodyWithResponse(ctx context.Context, id ID, params *CreateDocumentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDocumentResponse, error)
+
+	// CreateDocumentWithResponse Add a document
+	//
+	// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+	// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+	// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+	// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+	// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+	// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+	// (`job_id`), which also cancels it.
+	//
+	// A document whose title, metadata and text equal those of a document already in the
+	// knowledge base is not added again: the answer is that document, with 200. A
+	// document sent again with an `external_id` already used replaces that document's
+	// content; only chunks whose text changed are embedded again.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+	CreateDocumentWithResponse(ctx context.Context, id ID, params *CreateDocumentParams, body CreateDocumentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDocumentResponse, error)
+
+	// DeleteDocumentWithResponse Delete a document with its chunks and vectors
+	//
+	// Recorded in the audit log. A running ingestion of it ends without writing.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/knowledge-bases/{id}/documents/{doc_id} (the `DeleteDocument` operationId).
+	DeleteDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, params *DeleteDocumentParams, reqEditors ...RequestEditorFn) (*DeleteDocumentResponse, error)
+
+	// GetDocumentWithResponse One document with its chunks
+	//
+	// Its status, chunk count and error, and its chunks in order with their metadata. Another org's document is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
+	GetDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*GetDocumentResponse, error)
+
+	// SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
+	//
+	// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+	// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+	// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+	// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+	// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+	// returns `k` results when as many match.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+	SearchKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SearchKnowledgeBaseResponse, error)
+
+	// SearchKnowledgeBaseWithResponse Search a knowledge base
+	//
+	// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+	// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+	// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+	// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+	// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+	// returns `k` results when as many match.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+	SearchKnowledgeBaseWithResponse(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*SearchKnowledgeBaseResponse, error)
 
 	// GetMeWithResponse The caller
 	//
@@ -19874,6 +21657,479 @@ func (r RetryJobResponse) ContentType() string {
 	return ""
 }
 
+type ListKnowledgeBasesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *KnowledgeBaseList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListKnowledgeBasesResponse) GetJSON200() *KnowledgeBaseList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListKnowledgeBasesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListKnowledgeBasesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListKnowledgeBasesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListKnowledgeBasesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListKnowledgeBasesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *KnowledgeBase
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateKnowledgeBaseResponse) GetJSON201() *KnowledgeBase {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *KnowledgeBase
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetKnowledgeBaseResponse) GetJSON200() *KnowledgeBase {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *KnowledgeBase
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateKnowledgeBaseResponse) GetJSON200() *KnowledgeBase {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListDocumentsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DocumentList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListDocumentsResponse) GetJSON200() *DocumentList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListDocumentsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListDocumentsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListDocumentsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListDocumentsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListDocumentsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateDocumentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Document
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Document
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateDocumentResponse) GetJSON200() *Document {
+	return r.JSON200
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r CreateDocumentResponse) GetJSON202() *Document {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateDocumentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateDocumentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateDocumentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateDocumentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateDocumentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteDocumentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteDocumentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteDocumentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteDocumentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteDocumentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteDocumentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDocumentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DocumentWithChunks
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDocumentResponse) GetJSON200() *DocumentWithChunks {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetDocumentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDocumentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDocumentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDocumentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDocumentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SearchKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SearchResults
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SearchKnowledgeBaseResponse) GetJSON200() *SearchResults {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SearchKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SearchKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SearchKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SearchKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SearchKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetMeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -23370,6 +25626,250 @@ func (c *ClientWithResponses) RetryJobWithResponse(ctx context.Context, id ID, p
 		return nil, err
 	}
 	return ParseRetryJobResponse(rsp)
+}
+
+// ListKnowledgeBasesWithResponse The org's knowledge bases
+//
+// Newest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases (the `ListKnowledgeBases` operationId).
+func (c *ClientWithResponses) ListKnowledgeBasesWithResponse(ctx context.Context, params *ListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*ListKnowledgeBasesResponse, error) {
+	rsp, err := c.ListKnowledgeBases(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListKnowledgeBasesResponse(rsp)
+}
+
+// CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
+//
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+// the dimensions are fixed for the knowledge base's life.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+func (c *ClientWithResponses) CreateKnowledgeBaseWithBodyWithResponse(ctx context.Context, params *CreateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateKnowledgeBaseResponse, error) {
+	rsp, err := c.CreateKnowledgeBaseWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateKnowledgeBaseResponse(rsp)
+}
+
+// CreateKnowledgeBaseWithResponse Create a knowledge base
+//
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+// the dimensions are fixed for the knowledge base's life.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases (the `CreateKnowledgeBase` operationId).
+func (c *ClientWithResponses) CreateKnowledgeBaseWithResponse(ctx context.Context, params *CreateKnowledgeBaseParams, body CreateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateKnowledgeBaseResponse, error) {
+	rsp, err := c.CreateKnowledgeBase(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateKnowledgeBaseResponse(rsp)
+}
+
+// DeleteKnowledgeBaseWithResponse Delete a knowledge base with its documents, chunks and vectors
+//
+// Recorded in the audit log. Ingestion jobs still queued for it end without work.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/knowledge-bases/{id} (the `DeleteKnowledgeBase` operationId).
+func (c *ClientWithResponses) DeleteKnowledgeBaseWithResponse(ctx context.Context, id ID, params *DeleteKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*DeleteKnowledgeBaseResponse, error) {
+	rsp, err := c.DeleteKnowledgeBase(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteKnowledgeBaseResponse(rsp)
+}
+
+// GetKnowledgeBaseWithResponse One knowledge base
+//
+// Another org's knowledge base is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases/{id} (the `GetKnowledgeBase` operationId).
+func (c *ClientWithResponses) GetKnowledgeBaseWithResponse(ctx context.Context, id ID, params *GetKnowledgeBaseParams, reqEditors ...RequestEditorFn) (*GetKnowledgeBaseResponse, error) {
+	rsp, err := c.GetKnowledgeBase(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetKnowledgeBaseResponse(rsp)
+}
+
+// UpdateKnowledgeBaseWithBodyWithResponse Rename a knowledge base or change its description
+//
+// Its embedding model, dimensions and chunking are fixed at creation.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+func (c *ClientWithResponses) UpdateKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateKnowledgeBaseResponse, error) {
+	rsp, err := c.UpdateKnowledgeBaseWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateKnowledgeBaseResponse(rsp)
+}
+
+// UpdateKnowledgeBaseWithResponse Rename a knowledge base or change its description
+//
+// Its embedding model, dimensions and chunking are fixed at creation.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/knowledge-bases/{id} (the `UpdateKnowledgeBase` operationId).
+func (c *ClientWithResponses) UpdateKnowledgeBaseWithResponse(ctx context.Context, id ID, params *UpdateKnowledgeBaseParams, body UpdateKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateKnowledgeBaseResponse, error) {
+	rsp, err := c.UpdateKnowledgeBase(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateKnowledgeBaseResponse(rsp)
+}
+
+// ListDocumentsWithResponse A knowledge base's documents
+//
+// Newest first, with each one's ingestion status, chunk count and error.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/documents (the `ListDocuments` operationId).
+func (c *ClientWithResponses) ListDocumentsWithResponse(ctx context.Context, id ID, params *ListDocumentsParams, reqEditors ...RequestEditorFn) (*ListDocumentsResponse, error) {
+	rsp, err := c.ListDocuments(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListDocumentsResponse(rsp)
+}
+
+// CreateDocumentWithBodyWithResponse Add a document
+//
+// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+// (`job_id`), which also cancels it.
+//
+// A document whose title, metadata and text equal those of a document already in the
+// knowledge base is not added again: the answer is that document, with 200. A
+// document sent again with an `external_id` already used replaces that document's
+// content; only chunks whose text changed are embedded again.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+func (c *ClientWithResponses) CreateDocumentWithBodyWithResponse(ctx context.Context, id ID, params *CreateDocumentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateDocumentResponse, error) {
+	rsp, err := c.CreateDocumentWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateDocumentResponse(rsp)
+}
+
+// CreateDocumentWithResponse Add a document
+//
+// A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+// text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+// `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+// `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+// `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+// `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+// (`job_id`), which also cancels it.
+//
+// A document whose title, metadata and text equal those of a document already in the
+// knowledge base is not added again: the answer is that document, with 200. A
+// document sent again with an `external_id` already used replaces that document's
+// content; only chunks whose text changed are embedded again.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
+func (c *ClientWithResponses) CreateDocumentWithResponse(ctx context.Context, id ID, params *CreateDocumentParams, body CreateDocumentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateDocumentResponse, error) {
+	rsp, err := c.CreateDocument(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateDocumentResponse(rsp)
+}
+
+// DeleteDocumentWithResponse Delete a document with its chunks and vectors
+//
+// Recorded in the audit log. A running ingestion of it ends without writing.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/knowledge-bases/{id}/documents/{doc_id} (the `DeleteDocument` operationId).
+func (c *ClientWithResponses) DeleteDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, params *DeleteDocumentParams, reqEditors ...RequestEditorFn) (*DeleteDocumentResponse, error) {
+	rsp, err := c.DeleteDocument(ctx, id, docId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteDocumentResponse(rsp)
+}
+
+// GetDocumentWithResponse One document with its chunks
+//
+// Its status, chunk count and error, and its chunks in order with their metadata. Another org's document is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
+func (c *ClientWithResponses) GetDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*GetDocumentResponse, error) {
+	rsp, err := c.GetDocument(ctx, id, docId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDocumentResponse(rsp)
+}
+
+// SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
+//
+// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+// returns `k` results when as many match.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+func (c *ClientWithResponses) SearchKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SearchKnowledgeBaseResponse, error) {
+	rsp, err := c.SearchKnowledgeBaseWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSearchKnowledgeBaseResponse(rsp)
+}
+
+// SearchKnowledgeBaseWithResponse Search a knowledge base
+//
+// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+// `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+// bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+// fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+// the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+// returns `k` results when as many match.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/search (the `SearchKnowledgeBase` operationId).
+func (c *ClientWithResponses) SearchKnowledgeBaseWithResponse(ctx context.Context, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*SearchKnowledgeBaseResponse, error) {
+	rsp, err := c.SearchKnowledgeBase(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSearchKnowledgeBaseResponse(rsp)
 }
 
 // GetMeWithResponse The caller
@@ -26887,6 +29387,335 @@ func ParseRetryJobResponse(rsp *http.Response) (*RetryJobResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListKnowledgeBasesResponse parses an HTTP response from a ListKnowledgeBasesWithResponse call
+func ParseListKnowledgeBasesResponse(rsp *http.Response) (*ListKnowledgeBasesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListKnowledgeBasesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest KnowledgeBaseList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateKnowledgeBaseResponse parses an HTTP response from a CreateKnowledgeBaseWithResponse call
+func ParseCreateKnowledgeBaseResponse(rsp *http.Response) (*CreateKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest KnowledgeBase
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteKnowledgeBaseResponse parses an HTTP response from a DeleteKnowledgeBaseWithResponse call
+func ParseDeleteKnowledgeBaseResponse(rsp *http.Response) (*DeleteKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetKnowledgeBaseResponse parses an HTTP response from a GetKnowledgeBaseWithResponse call
+func ParseGetKnowledgeBaseResponse(rsp *http.Response) (*GetKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest KnowledgeBase
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateKnowledgeBaseResponse parses an HTTP response from a UpdateKnowledgeBaseWithResponse call
+func ParseUpdateKnowledgeBaseResponse(rsp *http.Response) (*UpdateKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest KnowledgeBase
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListDocumentsResponse parses an HTTP response from a ListDocumentsWithResponse call
+func ParseListDocumentsResponse(rsp *http.Response) (*ListDocumentsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListDocumentsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DocumentList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateDocumentResponse parses an HTTP response from a CreateDocumentWithResponse call
+func ParseCreateDocumentResponse(rsp *http.Response) (*CreateDocumentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateDocumentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Document
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Document
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteDocumentResponse parses an HTTP response from a DeleteDocumentWithResponse call
+func ParseDeleteDocumentResponse(rsp *http.Response) (*DeleteDocumentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteDocumentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetDocumentResponse parses an HTTP response from a GetDocumentWithResponse call
+func ParseGetDocumentResponse(rsp *http.Response) (*GetDocumentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDocumentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DocumentWithChunks
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSearchKnowledgeBaseResponse parses an HTTP response from a SearchKnowledgeBaseWithResponse call
+func ParseSearchKnowledgeBaseResponse(rsp *http.Response) (*SearchKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SearchKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SearchResults
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

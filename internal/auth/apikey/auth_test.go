@@ -54,7 +54,7 @@ func TestAuthenticate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.service(t)
-	key, secret := create(t, s, b.orgA, nil, "chat", "rag:read")
+	key, secret := create(t, s, b.orgA, nil, "chat", "kb:read")
 	revoked, revokedSecret := create(t, s, b.orgA, nil)
 	if err := s.Revoke(t.Context(), b.orgA, revoked.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
@@ -406,7 +406,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 	bb := setup(b)
 	b.Run("warm", func(b *testing.B) {
 		s := bb.service(b)
-		_, secret := create(b, s, bb.orgA, nil, "chat", "rag:read")
+		_, secret := create(b, s, bb.orgA, nil, "chat", "kb:read")
 		warm(b, bb, s, secret)
 		before := bb.sql.count("")
 		b.ReportAllocs()

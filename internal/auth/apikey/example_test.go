@@ -38,14 +38,14 @@ func ExampleService() {
 	if errs.CodeOf(err) == errs.Unauthenticated {
 		return // 401, the same for every unusable key
 	}
-	if !apikey.Has(key.Scopes, apikey.ScopeRAGWrite) {
+	if !apikey.Has(key.Scopes, apikey.ScopeKBWrite) {
 		return // 403
 	}
 }
 
 func ExampleHas() {
-	fmt.Println(apikey.Has([]string{"chat", "rag:read"}, "rag:write"))
-	fmt.Println(apikey.Has([]string{"admin"}, "rag:write"))
+	fmt.Println(apikey.Has([]string{"chat", "kb:read"}, "kb:write"))
+	fmt.Println(apikey.Has([]string{"admin"}, "kb:write"))
 	// Output:
 	// false
 	// true

@@ -11,8 +11,8 @@ import (
 // The scopes an API key may carry.
 const (
 	ScopeChat        = "chat"
-	ScopeRAGRead     = "rag:read"
-	ScopeRAGWrite    = "rag:write"
+	ScopeKBRead      = "kb:read"
+	ScopeKBWrite     = "kb:write"
 	ScopeJobs        = "jobs"
 	ScopeBillingRead = "billing:read"
 	// ScopeAdmin implies every other scope.
@@ -20,7 +20,7 @@ const (
 )
 
 // Scopes is the catalog of scopes, in the order documented to users.
-var Scopes = []string{ScopeChat, ScopeRAGRead, ScopeRAGWrite, ScopeJobs, ScopeBillingRead, ScopeAdmin}
+var Scopes = []string{ScopeChat, ScopeKBRead, ScopeKBWrite, ScopeJobs, ScopeBillingRead, ScopeAdmin}
 
 // ValidateScopes returns invalid_request unless scopes is a non-empty list of catalog scopes
 // without duplicates; each bad entry is named by the pointer /scopes/<index>, an empty list

@@ -68,14 +68,14 @@ func TestHas(t *testing.T) {
 		want  string
 		ok    bool
 	}{
-		{"GrantedWhenListed", []string{"chat", "rag:read"}, "rag:read", true},
-		{"RefusedWhenNotListed", []string{"chat", "rag:read"}, "rag:write", false},
+		{"GrantedWhenListed", []string{"chat", "kb:read"}, "kb:read", true},
+		{"RefusedWhenNotListed", []string{"chat", "kb:read"}, "kb:write", false},
 		{"RefusedWithNoScopes", nil, "chat", false},
 		{"GrantedByAdmin", []string{"admin"}, "billing:read", true},
 		{"AdminGrantedByAdmin", []string{"chat", "admin"}, "admin", true},
 		{"AdminRefusedWithoutAdmin", apikey.Scopes[:5], "admin", false},
 		{"EmptyRefusedEvenToAdmin", []string{"admin"}, "", false},
-		{"NoPrefixMatching", []string{"rag:read"}, "rag", false},
+		{"NoPrefixMatching", []string{"kb:read"}, "rag", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

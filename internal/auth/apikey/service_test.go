@@ -229,7 +229,7 @@ func TestCreate(t *testing.T) {
 	t.Run("OKStoresOnlyHashAndDisplay", func(t *testing.T) {
 		t.Parallel()
 		exp := now.Add(30 * 24 * time.Hour)
-		k, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "deploy bot", []string{"rag:read", "chat"}, &exp)
+		k, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "deploy bot", []string{"kb:read", "chat"}, &exp)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -239,7 +239,7 @@ func TestCreate(t *testing.T) {
 		}
 		want := apikey.Key{
 			ID: k.ID, OrgID: b.orgA, Name: "deploy bot", Display: apikey.Display(secret),
-			Scopes: []string{"rag:read", "chat"}, CreatedBy: &b.user, CreatedAt: now, ExpiresAt: &exp,
+			Scopes: []string{"kb:read", "chat"}, CreatedBy: &b.user, CreatedAt: now, ExpiresAt: &exp,
 		}
 		if !equalKeys(k, want) {
 			t.Errorf("Create = %+v, want %+v", k, want)

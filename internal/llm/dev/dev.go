@@ -306,8 +306,8 @@ func digest(req *llm.Request) string {
 // Dimensions is the default size of the dev embeddings.
 const Dimensions = 256
 
-// Embed returns hashing embeddings: word unigrams and bigrams hashed into signed buckets,
-// L2-normalised. Similar texts get similar vectors, offline and deterministically.
+// Embed returns hashing embeddings: word unigrams and bigrams (Chinese words as character
+// bigrams) hashed into signed buckets, L2-normalised. Similar texts get similar vectors, offline and deterministically.
 func (p *Provider) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -324,10 +324,54 @@ func (p *Provider) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.Embed
 	return res, nil
 }
 
+// words4Embedding splits text into the words the hashing embedding hashes: lowercased
+// runs of letters and digits, except that a run of CJK characters (written without
+// spaces between words) becomes its overlapping character bigrams, so two Chinese texts
+// sharing words share features.
+func words4Embedding(text string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) }) {
+		var run []rune
+		flush := func() {
+			switch {
+			case len(run) == 1:
+				out = append(out, string(run))
+			case len(run) > 1:
+				for i := 0; i+1 < len(run); i++ {
+					out = append(out, string(run[i:i+2]))
+				}
+			}
+			run = run[:0]
+		}
+		start := 0
+		rs := []rune(f)
+		for i, r := range rs {
+			if cjk(r) {
+				if i > start {
+					out = append(out, string(rs[start:i]))
+				}
+				run = append(run, r)
+				start = i + 1
+				continue
+			}
+			flush()
+		}
+		flush()
+		if start < len(rs) {
+			out = append(out, string(rs[start:]))
+		}
+	}
+	return out
+}
+
+func cjk(r rune) bool {
+	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
+}
+
 // Embedding is the hashing embedding of text with dims dimensions.
 func Embedding(text string, dims int) []float32 {
 	v := make([]float64, dims)
-	toks := strings.FieldsFunc(strings.ToLower(text), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
+	toks := words4Embedding(text)
 	add := func(feature string, weight float64) {
 		h := fnv.New64a()
 		_, _ = h.Write([]byte(feature))

@@ -528,3 +528,19 @@ func TestCancelledContext(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbedChinese: Chinese has no spaces, so the embedding hashes character bigrams; two
+// texts sharing words are closer than unrelated ones (the offline RAG evaluation relies on it).
+func TestEmbedChinese(t *testing.T) {
+	t.Parallel()
+	base := dev.Embedding("如何重置我的密码", dev.Dimensions)
+	similar := dev.Embedding("忘记密码后怎样重置", dev.Dimensions)
+	unrelated := dev.Embedding("发票会在每月初寄出", dev.Dimensions)
+	if sim, unrel := cosine(base, similar), cosine(base, unrelated); sim <= unrel || sim < 0.1 {
+		t.Fatalf("cosine %v to a paraphrase, %v to an unrelated text; want the paraphrase closer (≥ 0.1)", sim, unrel)
+	}
+	mixed := dev.Embedding("Kiln的API密钥", dev.Dimensions)
+	if cosine(mixed, dev.Embedding("kiln API", dev.Dimensions)) <= 0 || cosine(mixed, dev.Embedding("密钥", dev.Dimensions)) <= 0 {
+		t.Fatal("mixed Latin and Chinese text shares no features with its parts")
+	}
+}

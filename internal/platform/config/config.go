@@ -41,6 +41,25 @@ type Config struct {
 	Conversations Conversations `koanf:"conversations"`
 	// Notifications configures the notification center.
 	Notifications Notifications `koanf:"notifications"`
+	// RAG configures knowledge bases, their ingestion and their searches.
+	RAG RAG `koanf:"rag"`
+}
+
+// RAG configures knowledge bases, their ingestion and their searches.
+type RAG struct {
+	EmbeddingModel       string  `koanf:"embedding_model" doc:"model alias that embeds a new knowledge base's chunks when it names none"`
+	Dimensions           int     `koanf:"dimensions" doc:"vector size of a new knowledge base that names none: 256, 384, 512, 768, 1024, 1536 or 3072"`
+	ChunkMaxTokens       int     `koanf:"chunk_max_tokens" doc:"largest chunk, in tokens, of a new knowledge base that sets no chunking"`
+	ChunkOverlap         int     `koanf:"chunk_overlap" doc:"tokens of a chunk repeated at the start of the next one, for a new knowledge base that sets no chunking"`
+	MaxDocumentBytes     int64   `koanf:"max_document_bytes" doc:"largest document a knowledge base takes, in bytes (413 request_too_large past it)"`
+	EmbedBatch           int     `koanf:"embed_batch" doc:"chunks per embedding call while ingesting"`
+	HNSWEfSearch         int     `koanf:"hnsw_ef_search" doc:"HNSW candidate list size of a vector search (hnsw.ef_search; raised to k when smaller)"`
+	HNSWMaxScanTuples    int     `koanf:"hnsw_max_scan_tuples" doc:"most index tuples an iterative HNSW scan visits to fill k filtered results before searching exactly"`
+	ExactSearchBelow     int     `koanf:"exact_search_below" doc:"a knowledge base with fewer chunks is searched exactly instead of through HNSW"`
+	RRFK                 float64 `koanf:"rrf_k" doc:"reciprocal rank fusion's k in hybrid search"`
+	HybridVectorWeight   float64 `koanf:"hybrid_vector_weight" doc:"weight of the vector ranking in hybrid search"`
+	HybridFulltextWeight float64 `koanf:"hybrid_fulltext_weight" doc:"weight of the full-text ranking in hybrid search"`
+	HybridCandidates     int     `koanf:"hybrid_candidates" doc:"results each ranking contributes to a hybrid search (at least 4 × k)"`
 }
 
 // Notifications configures the notification center.
@@ -298,6 +317,9 @@ func Default() Config {
 		}),
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000},
 		Notifications: Notifications{LongJob: 30 * time.Second},
+		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
+			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
+			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40},
 	}
 }
 
@@ -555,6 +577,33 @@ func (c Config) validate() []string {
 	p = append(p, c.LLM.validate()...)
 	if c.Conversations.StreamTTL < c.LLM.StreamTimeout+time.Minute { // a reply's events must outlive the reply and its storing
 		bad("conversations.stream_ttl", "must be at least llm.stream_timeout + 1m (%s), got %s", c.LLM.StreamTimeout+time.Minute, c.Conversations.StreamTTL)
+	}
+	if _, ok := c.LLM.Models[c.RAG.EmbeddingModel]; !ok {
+		bad("rag.embedding_model", "names no alias of llm.models: %q", c.RAG.EmbeddingModel)
+	}
+	if !slices.Contains([]int{256, 384, 512, 768, 1024, 1536, 3072}, c.RAG.Dimensions) {
+		bad("rag.dimensions", "must be 256, 384, 512, 768, 1024, 1536 or 3072, got %d", c.RAG.Dimensions)
+	}
+	if c.RAG.ChunkMaxTokens < 32 || c.RAG.ChunkMaxTokens > 8192 {
+		bad("rag.chunk_max_tokens", "must be 32 to 8192, got %d", c.RAG.ChunkMaxTokens)
+	}
+	if c.RAG.ChunkOverlap < 0 || c.RAG.ChunkOverlap >= c.RAG.ChunkMaxTokens {
+		bad("rag.chunk_overlap", "must be at least 0 and less than rag.chunk_max_tokens, got %d", c.RAG.ChunkOverlap)
+	}
+	for key, n := range map[string]int64{"rag.max_document_bytes": c.RAG.MaxDocumentBytes, "rag.embed_batch": int64(c.RAG.EmbedBatch),
+		"rag.hnsw_ef_search": int64(c.RAG.HNSWEfSearch), "rag.hnsw_max_scan_tuples": int64(c.RAG.HNSWMaxScanTuples), "rag.hybrid_candidates": int64(c.RAG.HybridCandidates)} {
+		if n < 1 {
+			bad(key, "must be at least 1, got %d", n)
+		}
+	}
+	if c.RAG.ExactSearchBelow < 0 {
+		bad("rag.exact_search_below", "must not be negative, got %d", c.RAG.ExactSearchBelow)
+	}
+	if c.RAG.RRFK <= 0 {
+		bad("rag.rrf_k", "must be positive, got %v", c.RAG.RRFK)
+	}
+	if c.RAG.HybridVectorWeight < 0 || c.RAG.HybridFulltextWeight < 0 || c.RAG.HybridVectorWeight+c.RAG.HybridFulltextWeight == 0 {
+		bad("rag.hybrid_vector_weight", "the hybrid weights must not be negative, and not both 0")
 	}
 	if c.Notifications.LongJob < 0 {
 		bad("notifications.long_job", "must not be negative, got %s", c.Notifications.LongJob)

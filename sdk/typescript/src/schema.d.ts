@@ -2116,6 +2116,143 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/knowledge-bases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's knowledge bases
+         * @description Newest first.
+         */
+        get: operations["listKnowledgeBases"];
+        put?: never;
+        /**
+         * Create a knowledge base
+         * @description The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
+         *     the dimensions are fixed for the knowledge base's life.
+         */
+        post: operations["createKnowledgeBase"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One knowledge base
+         * @description Another org's knowledge base is a 404.
+         */
+        get: operations["getKnowledgeBase"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a knowledge base with its documents, chunks and vectors
+         * @description Recorded in the audit log. Ingestion jobs still queued for it end without work.
+         */
+        delete: operations["deleteKnowledgeBase"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename a knowledge base or change its description
+         * @description Its embedding model, dimensions and chunking are fixed at creation.
+         */
+        patch: operations["updateKnowledgeBase"];
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}/documents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A knowledge base's documents
+         * @description Newest first, with each one's ingestion status, chunk count and error.
+         */
+        get: operations["listDocuments"];
+        put?: never;
+        /**
+         * Add a document
+         * @description A JSON body `{text, title, metadata}` or a multipart upload (a `file` part of plain
+         *     text, Markdown or HTML, with optional `title`, `metadata` (a JSON object) and
+         *     `external_id` parts). The text is extracted at once (a refusal is a problem: 413
+         *     `request_too_large` past `rag.max_document_bytes`, 415 `unsupported_media_type`, 422
+         *     `invalid_request` for an empty or unreadable file) and an ingestion job (kind
+         *     `rag.ingest`: chunk, embed, index) is created; follow it with the jobs API
+         *     (`job_id`), which also cancels it.
+         *
+         *     A document whose title, metadata and text equal those of a document already in the
+         *     knowledge base is not added again: the answer is that document, with 200. A
+         *     document sent again with an `external_id` already used replaces that document's
+         *     content; only chunks whose text changed are embedded again.
+         */
+        post: operations["createDocument"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}/documents/{doc_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One document with its chunks
+         * @description Its status, chunk count and error, and its chunks in order with their metadata. Another org's document is a 404.
+         */
+        get: operations["getDocument"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a document with its chunks and vectors
+         * @description Recorded in the audit log. A running ingestion of it ends without writing.
+         */
+        delete: operations["deleteDocument"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Search a knowledge base
+         * @description `vector` ranks chunks by cosine similarity of their embeddings to the query's;
+         *     `fulltext` by Postgres full-text rank (English stemmed words, Chinese character
+         *     bigrams); `hybrid` (the default) fuses both rankings by weighted reciprocal rank
+         *     fusion (`rag.rrf_k`, `rag.hybrid_vector_weight`, `rag.hybrid_fulltext_weight`, or
+         *     the request's `weights`). A `filter` keeps chunks whose metadata match it, and still
+         *     returns `k` results when as many match.
+         */
+        post: operations["searchKnowledgeBase"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -3036,6 +3173,178 @@ export interface components {
             /** @example The server is shutting down; reconnect to continue. */
             reason: string;
         };
+        KnowledgeBase: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            description: string;
+            /** @description The model alias that embeds its chunks and queries. */
+            embedding_model: string;
+            dimensions: components["schemas"]["EmbeddingDimensions"];
+            chunking: components["schemas"]["ChunkingSettings"];
+            /** @enum {string} */
+            vector_store: "pgvector";
+            document_count: number;
+            chunk_count: number;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        KnowledgeBaseList: {
+            data: components["schemas"]["KnowledgeBase"][];
+            next_cursor: string | null;
+        };
+        /**
+         * @description The size of the knowledge base's vectors (each size has its own HNSW index).
+         * @enum {integer}
+         */
+        EmbeddingDimensions: 256 | 384 | 512 | 768 | 1024 | 1536 | 3072;
+        /**
+         * @description Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+         *     (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+         */
+        ChunkingSettings: {
+            max_tokens: number;
+            overlap_tokens: number;
+        };
+        CreateKnowledgeBaseRequest: {
+            name: string;
+            description?: string;
+            /** @description A model alias of the catalog; default `rag.embedding_model`. */
+            embedding_model?: string;
+            dimensions?: components["schemas"]["EmbeddingDimensions"];
+            chunking?: components["schemas"]["ChunkingSettings"];
+        };
+        UpdateKnowledgeBaseRequest: {
+            name?: string;
+            description?: string;
+        };
+        /**
+         * @description The client's labels: strings, numbers or booleans, searchable with a filter. Each
+         *     chunk carries them plus `source`, `section` (the heading path) and `title`.
+         */
+        DocumentMetadata: {
+            [key: string]: unknown;
+        };
+        /**
+         * @description `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+         * @enum {string}
+         */
+        DocumentStatus: "queued" | "processing" | "ready" | "failed";
+        Document: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            knowledge_base_id: string;
+            title: string;
+            /** @enum {string} */
+            source: "text" | "upload";
+            filename?: string;
+            /** @description The media type its text was extracted as. */
+            media_type: string;
+            external_id?: string;
+            metadata: components["schemas"]["DocumentMetadata"];
+            /** @description The size of its extracted text, in bytes. */
+            bytes: number;
+            status: components["schemas"]["DocumentStatus"];
+            /** @description Why its ingestion failed. */
+            error?: string;
+            chunk_count: number;
+            /**
+             * Format: uuid
+             * @description Its latest ingestion job (`GET /v1/jobs/{id}`).
+             */
+            job_id?: string;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            indexed_at?: components["schemas"]["Timestamp"];
+        };
+        DocumentList: {
+            data: components["schemas"]["Document"][];
+            next_cursor: string | null;
+        };
+        Chunk: {
+            /** Format: uuid */
+            id: string;
+            /** @description Its position in the document, from 0. */
+            ordinal: number;
+            text: string;
+            tokens: number;
+            metadata: components["schemas"]["DocumentMetadata"];
+        };
+        DocumentWithChunks: components["schemas"]["Document"] & {
+            chunks: components["schemas"]["Chunk"][];
+        };
+        CreateDocumentRequest: {
+            text: string;
+            title?: string;
+            /**
+             * @description How to read `text`.
+             * @default text/plain
+             * @enum {string}
+             */
+            media_type: "text/plain" | "text/markdown" | "text/html";
+            metadata?: components["schemas"]["DocumentMetadata"];
+            /** @description The client's own id; a document sent again with it replaces the first one's content. */
+            external_id?: string;
+        };
+        UploadDocumentRequest: {
+            /**
+             * Format: binary
+             * @description Plain text, Markdown or HTML (by its part's Content-Type, else its file name's extension).
+             */
+            file: string;
+            /** @description Default the file name. */
+            title?: string;
+            /** @description A JSON object (see DocumentMetadata). */
+            metadata?: string;
+            external_id?: string;
+        };
+        /** @enum {string} */
+        SearchMode: "vector" | "fulltext" | "hybrid";
+        /**
+         * @description Metadata conditions, all of which a chunk must meet. Each key names a metadata
+         *     field; its value is the value it must equal, or an object of operators: `eq`,
+         *     `in` (a list), `gt`, `gte`, `lt`, `lte` (numbers or strings). Example:
+         *     `{"product": "kiln", "lang": {"in": ["en", "zh"]}, "year": {"gte": 2024}}`.
+         */
+        SearchFilter: {
+            [key: string]: unknown;
+        };
+        SearchRequest: {
+            query: string;
+            /** @default 10 */
+            k: number;
+            mode?: components["schemas"]["SearchMode"];
+            filter?: components["schemas"]["SearchFilter"];
+            /** @description The hybrid fusion's weight of each ranking; default from config. */
+            weights?: {
+                vector?: number;
+                fulltext?: number;
+            };
+        };
+        SearchHit: {
+            /** Format: uuid */
+            chunk_id: string;
+            /** Format: uuid */
+            document_id: string;
+            /** @description The document's title. */
+            title: string;
+            ordinal: number;
+            text: string;
+            /** @description Higher is better: cosine similarity (vector), full-text rank (fulltext) or fused score (hybrid). */
+            score: number;
+            /** @description Its rank in the vector ranking (hybrid), from 1. */
+            vector_rank?: number;
+            /** @description Its rank in the full-text ranking (hybrid), from 1. */
+            fulltext_rank?: number;
+            metadata: components["schemas"]["DocumentMetadata"];
+            /** @description A passage of the chunk around the query's terms, HTML-escaped, with matches in `<mark>`. */
+            highlight: string;
+        };
+        SearchResults: {
+            data: components["schemas"]["SearchHit"][];
+            mode: components["schemas"]["SearchMode"];
+        };
         /**
          * Format: date-time
          * @description RFC 3339, UTC.
@@ -3187,7 +3496,7 @@ export interface components {
          * @description What an API key may do; `admin` implies every other scope.
          * @enum {string}
          */
-        Scope: "chat" | "rag:read" | "rag:write" | "jobs" | "billing:read" | "admin";
+        Scope: "chat" | "kb:read" | "kb:write" | "jobs" | "billing:read" | "admin";
         APIKey: {
             /** Format: uuid */
             id: string;
@@ -3601,6 +3910,8 @@ export interface components {
     parameters: {
         /** @description The object's id. */
         ID: string;
+        /** @description The document's id. */
+        DocumentID: string;
         /** @description The schedule's name. */
         ScheduleName: string;
         /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
@@ -6748,6 +7059,332 @@ export interface operations {
                 };
             };
             default: components["responses"]["OpenAIError"];
+        };
+    };
+    listKnowledgeBases: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of knowledge bases. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KnowledgeBaseList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateKnowledgeBaseRequest"];
+            };
+        };
+        responses: {
+            /** @description The knowledge base. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KnowledgeBase"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The knowledge base. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KnowledgeBase"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    updateKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateKnowledgeBaseRequest"];
+            };
+        };
+        responses: {
+            /** @description The knowledge base. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KnowledgeBase"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listDocuments: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only documents in this status. */
+                status?: components["schemas"]["DocumentStatus"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of documents. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DocumentList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateDocumentRequest"];
+                "multipart/form-data": components["schemas"]["UploadDocumentRequest"];
+            };
+        };
+        responses: {
+            /** @description The document was already there, unchanged. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Document"];
+                };
+            };
+            /** @description The document, queued for ingestion. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Document"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The document's id. */
+                doc_id: components["parameters"]["DocumentID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document and its chunks, in order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DocumentWithChunks"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The document's id. */
+                doc_id: components["parameters"]["DocumentID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    searchKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SearchRequest"];
+            };
+        };
+        responses: {
+            /** @description The best chunks, best first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchResults"];
+                };
+            };
+            default: components["responses"]["Problem"];
         };
     };
 }

@@ -1,0 +1,528 @@
+package rag
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pgvector/pgvector-go"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Status is where a document is in its ingestion.
+type Status string
+
+// The document statuses.
+const (
+	StatusQueued     Status = "queued"
+	StatusProcessing Status = "processing"
+	StatusReady      Status = "ready"
+	StatusFailed     Status = "failed"
+)
+
+// Document is a document as stored, without its text.
+type Document struct {
+	ID          uuid.UUID
+	KBID        uuid.UUID
+	Title       string
+	Source      string // "text" or "upload"
+	Filename    string
+	MediaType   string
+	ExternalID  string
+	Metadata    map[string]any
+	Bytes       int
+	Status      Status
+	Error       string
+	ChunkCount  int
+	JobID       *uuid.UUID
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	IndexedAt   *time.Time
+	ContentHash []byte
+}
+
+// Chunk is a stored chunk, without its vector.
+type Chunk struct {
+	ID       uuid.UUID
+	Ordinal  int
+	Text     string
+	Tokens   int
+	Metadata map[string]any
+}
+
+func toDocument(d db.KbDocument, jobState, jobError string) Document {
+	out := Document{
+		ID: d.ID, KBID: d.KbID, Title: d.Title, Source: d.Source, Filename: d.Filename.String, MediaType: d.MediaType,
+		ExternalID: d.ExternalID.String, Bytes: int(d.Bytes), Status: Status(d.Status), Error: d.Error.String,
+		ChunkCount: int(d.ChunkCount), JobID: store.UUIDPtr(d.JobID), CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+		IndexedAt: d.IndexedAt, ContentHash: d.ContentHash, Metadata: map[string]any{},
+	}
+	_ = json.Unmarshal(d.Metadata, &out.Metadata)
+	// A job that ended without finishing its document (cancelled, or failed in a way the
+	// handler could not record) fails it.
+	if (out.Status == StatusQueued || out.Status == StatusProcessing) && (jobState == string(jobs.Cancelled) || jobState == string(jobs.Failed)) {
+		out.Status = StatusFailed
+		out.Error = "ingestion " + jobState
+		if jobError != "" && jobState == string(jobs.Failed) {
+			out.Error += ": " + jobError
+		}
+	}
+	return out
+}
+
+// NewDocument is a document to add: its raw body and how to read it.
+type NewDocument struct {
+	Title      string
+	Source     string // "text" or "upload"
+	Filename   string
+	MediaType  string
+	Body       []byte
+	Metadata   map[string]any
+	ExternalID string
+}
+
+// reservedKeys are the metadata keys Kiln sets on every chunk.
+var reservedKeys = []string{"source", "section", "title", "document_id"}
+
+var metadataKey = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// validateMetadata allows string, number and boolean values under plain keys.
+func validateMetadata(m map[string]any) error {
+	var fields []errs.FieldError
+	for k, v := range m {
+		p := "/metadata/" + pointerEscaper.Replace(k)
+		switch {
+		case !metadataKey.MatchString(k):
+			fields = append(fields, errs.FieldError{Pointer: p, Message: "keys are 1 to 64 letters, digits, '_', '.' or '-'"})
+		case slices.Contains(reservedKeys, k):
+			fields = append(fields, errs.FieldError{Pointer: p, Message: "is set by Kiln on every chunk"})
+		default:
+			switch x := v.(type) {
+			case string:
+				if len(x) > 1000 {
+					fields = append(fields, errs.FieldError{Pointer: p, Message: "is longer than 1000 bytes"})
+				}
+			case bool, float64, json.Number, int, int64:
+			default:
+				fields = append(fields, errs.FieldError{Pointer: p, Message: "must be a string, a number or a boolean"})
+			}
+		}
+	}
+	if len(fields) > 0 {
+		slices.SortFunc(fields, func(a, b errs.FieldError) int { return strings.Compare(a.Pointer, b.Pointer) })
+		return errs.InvalidFields("invalid metadata", fields)
+	}
+	return nil
+}
+
+// IngestPayload is the payload of KindIngest.
+type IngestPayload struct {
+	Org      uuid.UUID `json:"org"`
+	Document uuid.UUID `json:"document"`
+	// Hash is the content hash the job was created for: a job for replaced content ends
+	// at once.
+	Hash []byte `json:"hash"`
+}
+
+// KindIngest chunks, embeds and indexes one document.
+var KindIngest = jobs.Kind{Name: "rag.ingest", MaxAttempts: 5, Timeout: 30 * time.Minute,
+	Backoff: jobs.Backoff{Base: 5 * time.Second, Max: 5 * time.Minute}}
+
+// AddDocument stores a document of knowledge base kb and creates its ingestion job in
+// the same transaction. created is false when an identical document (same title,
+// metadata and text) was already there: that one is returned, and nothing is queued.
+// A document with an external id already used replaces that document's content.
+func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor, kb uuid.UUID, n NewDocument) (doc Document, created bool, err error) {
+	if int64(len(n.Body)) > s.cfg.MaxDocumentBytes {
+		return Document{}, false, errs.E(errs.RequestTooLarge, "The document is %d bytes; a knowledge base takes documents of at most %d bytes (rag.max_document_bytes).", len(n.Body), s.cfg.MaxDocumentBytes)
+	}
+	if n.Metadata == nil {
+		n.Metadata = map[string]any{}
+	}
+	if err := validateMetadata(n.Metadata); err != nil {
+		return Document{}, false, err
+	}
+	text, _, err := Extract(n.MediaType, n.Body)
+	if err != nil {
+		return Document{}, false, err
+	}
+	meta, err := json.Marshal(n.Metadata) // map keys sorted: a canonical form
+	if err != nil {
+		return Document{}, false, errs.InvalidFields("invalid metadata", []errs.FieldError{{Pointer: "/metadata", Message: err.Error()}})
+	}
+	h := sha256.New()
+	for _, part := range []string{n.Title, n.MediaType, string(meta), text} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	hash := h.Sum(nil)
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err = s.st.InTx(ctx, func(q *db.Queries) error {
+		if _, err := q.LockKnowledgeBase(ctx, db.LockKnowledgeBaseParams{OrgID: org, ID: kb}); err != nil {
+			return notFound(err, "knowledge base")
+		}
+		now := s.now()
+		var row db.KbDocument
+		if n.ExternalID != "" {
+			prev, err := q.FindDocumentByExternalID(ctx, db.FindDocumentByExternalIDParams{KbID: kb, ExternalID: store.Text(n.ExternalID)})
+			switch {
+			case err == nil && bytes.Equal(prev.ContentHash, hash):
+				doc = toDocument(prev, "", "")
+				return nil
+			case err == nil:
+				row, err = q.ReplaceDocumentContent(ctx, db.ReplaceDocumentContentParams{
+					ID: prev.ID, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename), MediaType: n.MediaType,
+					Metadata: meta, Content: text, ContentHash: hash, Bytes: int32(len(text)), UpdatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
+				})
+				if err != nil {
+					return fmt.Errorf("replace document: %w", err)
+				}
+			case errs.CodeOf(store.Translate(err)) != errs.NotFound:
+				return fmt.Errorf("find document: %w", err)
+			}
+		}
+		if row.ID == uuid.Nil {
+			prev, err := q.FindDocumentByHash(ctx, db.FindDocumentByHashParams{KbID: kb, ContentHash: hash})
+			if err == nil && (n.ExternalID == "" || prev.ExternalID.String == n.ExternalID) {
+				doc = toDocument(prev, "", "")
+				return nil
+			}
+			row, err = q.CreateDocument(ctx, db.CreateDocumentParams{
+				ID: uuid.Must(uuid.NewV7()), OrgID: org, KbID: kb, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename),
+				MediaType: n.MediaType, ExternalID: store.Text(n.ExternalID), Metadata: meta, Content: text, ContentHash: hash,
+				Bytes: int32(len(text)), CreatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
+			})
+			if err != nil {
+				return fmt.Errorf("create document: %w", store.Translate(err))
+			}
+		}
+		j, err := s.jobs.Enqueue(ctx, q, now, jobs.New{Kind: KindIngest.Name, OrgID: &org, CreatedBy: by.UserID(), APIKeyID: apiKeyOf(by),
+			Payload: IngestPayload{Org: org, Document: row.ID, Hash: hash}})
+		if err != nil {
+			return err
+		}
+		if err := q.SetDocumentJob(ctx, db.SetDocumentJobParams{ID: row.ID, JobID: uuid.NullUUID{UUID: j.ID, Valid: true}}); err != nil {
+			return fmt.Errorf("set document job: %w", err)
+		}
+		row.JobID = uuid.NullUUID{UUID: j.ID, Valid: true}
+		doc, created = toDocument(row, "", ""), true
+		return nil
+	})
+	return doc, created, err
+}
+
+// Documents lists a knowledge base's documents, newest first (status "": all).
+func (s *Service) Documents(ctx context.Context, org, kb uuid.UUID, limit int, after *uuid.UUID, status Status) ([]Document, error) {
+	if _, err := s.KnowledgeBase(ctx, org, kb); err != nil {
+		return nil, err
+	}
+	rows, err := s.st.ListDocuments(ctx, db.ListDocumentsParams{OrgID: org, KbID: kb, After: store.NullUUID(after), Status: store.Text(string(status)), MaxRows: int32(limit)}) //nolint:gosec // bounded by the spec
+	if err != nil {
+		return nil, fmt.Errorf("list documents: %w", err)
+	}
+	out := make([]Document, len(rows))
+	for i, r := range rows {
+		out[i] = toDocument(r.KbDocument, r.JobState.String, r.JobError.String)
+	}
+	return out, nil
+}
+
+// Document returns one document with its chunks in order.
+func (s *Service) Document(ctx context.Context, org, kb, id uuid.UUID) (Document, []Chunk, error) {
+	row, err := s.st.GetDocument(ctx, db.GetDocumentParams{OrgID: org, KbID: kb, ID: id})
+	if err != nil {
+		return Document{}, nil, notFound(err, "document")
+	}
+	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: org, DocumentID: id})
+	if err != nil {
+		return Document{}, nil, fmt.Errorf("list chunks: %w", err)
+	}
+	chunks := make([]Chunk, len(rows))
+	for i, r := range rows {
+		chunks[i] = Chunk{ID: r.ID, Ordinal: int(r.Ordinal), Text: r.Text, Tokens: int(r.Tokens), Metadata: map[string]any{}}
+		_ = json.Unmarshal(r.Metadata, &chunks[i].Metadata)
+	}
+	return toDocument(row.KbDocument, row.JobState.String, row.JobError.String), chunks, nil
+}
+
+// DeleteDocument deletes a document with its chunks and vectors.
+func (s *Service) DeleteDocument(ctx context.Context, org uuid.UUID, by audit.Actor, kb, id uuid.UUID) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	return s.st.InTx(ctx, func(q *db.Queries) error {
+		n, err := q.DeleteDocument(ctx, db.DeleteDocumentParams{OrgID: org, KbID: kb, ID: id})
+		if err != nil {
+			return notFound(err, "document")
+		}
+		if err := q.AddKnowledgeBaseChunks(ctx, db.AddKnowledgeBaseChunksParams{ID: kb, Delta: -n}); err != nil {
+			return fmt.Errorf("count chunks: %w", err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "document.delete", TargetType: "document", TargetID: id.String(),
+			Data: map[string]any{"knowledge_base_id": kb.String()}})
+	})
+}
+
+// prepared is a chunk ready to store.
+type prepared struct {
+	Piece
+	ordinal  int
+	metadata []byte
+	hash     []byte
+	embedIn  string
+	vector   []float32
+}
+
+// ingest is KindIngest's handler: it cuts the document into chunks, embeds those whose
+// text is new to the knowledge base (a chunk hash already there reuses its vector), and
+// replaces the document's changed chunks in one transaction.
+func (s *Service) ingest(ctx context.Context, run *jobs.Run, p IngestPayload) (any, error) {
+	res, err := s.ingestDocument(ctx, run, p)
+	if err == errSuperseded { //nolint:errorlint // a sentinel of this package, never wrapped
+		return map[string]any{"superseded": true}, nil
+	}
+	if err != nil && ctx.Err() == nil && (jobs.IsPermanent(err) || run.Attempts >= run.MaxAttempts) {
+		fail := context.WithoutCancel(ctx)
+		if ferr := s.st.FailDocument(fail, db.FailDocumentParams{ID: p.Document, Error: store.Text(err.Error()), Now: s.now()}); ferr != nil {
+			s.log.ErrorContext(fail, "record failed ingestion", "document", p.Document, "error", ferr)
+		}
+	}
+	return res, err
+}
+
+// IngestResult is what an ingestion job reports.
+type IngestResult struct {
+	Chunks   int `json:"chunks"`
+	Embedded int `json:"embedded"`
+	Reused   int `json:"reused"`
+	Written  int `json:"written"`
+	Deleted  int `json:"deleted"`
+}
+
+func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPayload) (IngestResult, error) {
+	doc, err := s.st.GetDocumentForIngestion(ctx, db.GetDocumentForIngestionParams{OrgID: p.Org, ID: p.Document})
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound || (err == nil && !bytes.Equal(doc.ContentHash, p.Hash)) {
+		return IngestResult{}, errSuperseded
+	}
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("read document: %w", err)
+	}
+	kbRow, err := s.st.GetKnowledgeBase(ctx, db.GetKnowledgeBaseParams{OrgID: p.Org, ID: doc.KbID})
+	if err != nil {
+		return IngestResult{}, errSuperseded // deleted with its knowledge base
+	}
+	kb := toKnowledgeBase(kbRow.KnowledgeBase, 0)
+	if err := s.st.SetDocumentProcessing(ctx, db.SetDocumentProcessingParams{ID: doc.ID, UpdatedAt: s.now()}); err != nil {
+		return IngestResult{}, fmt.Errorf("mark document processing: %w", err)
+	}
+	chunks, err := s.prepare(doc, kb)
+	if err != nil {
+		return IngestResult{}, jobs.Permanent(err)
+	}
+	existing, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: p.Org, DocumentID: doc.ID})
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("list chunks: %w", err)
+	}
+	// A chunk unchanged at its position (same hash and metadata) stays as it is.
+	keep := map[int]bool{}
+	var stale []uuid.UUID
+	for _, e := range existing {
+		i := int(e.Ordinal)
+		if i < len(chunks) && bytes.Equal(e.ContentHash, chunks[i].hash) && jsonEqual(e.Metadata, chunks[i].metadata) {
+			keep[i] = true
+			continue
+		}
+		stale = append(stale, e.ID)
+	}
+	var todo []*prepared
+	for i := range chunks {
+		if !keep[i] {
+			todo = append(todo, &chunks[i])
+		}
+	}
+	res := IngestResult{Chunks: len(chunks), Written: len(todo), Deleted: len(stale)}
+	if err := s.vectorsFor(ctx, run, kb, todo, &res); err != nil {
+		return res, err
+	}
+	err = s.st.InTx(ctx, func(q *db.Queries) error {
+		cur, err := q.LockDocumentForIngestion(ctx, db.LockDocumentForIngestionParams{OrgID: p.Org, ID: doc.ID})
+		if err != nil || !bytes.Equal(cur.ContentHash, p.Hash) {
+			return errSuperseded
+		}
+		if len(stale) > 0 {
+			if _, err := q.DeleteChunks(ctx, db.DeleteChunksParams{DocumentID: doc.ID, Ids: stale}); err != nil {
+				return fmt.Errorf("delete chunks: %w", err)
+			}
+		}
+		now := s.now()
+		params := make([]db.InsertChunkParams, len(todo))
+		for i, c := range todo {
+			params[i] = db.InsertChunkParams{
+				ID: uuid.Must(uuid.NewV7()), OrgID: p.Org, KbID: kb.ID, DocumentID: doc.ID, Ordinal: int32(c.ordinal), //nolint:gosec // small
+				Text: c.Text, Tokens: int32(c.Tokens), ContentHash: c.hash, Metadata: c.metadata, Dimensions: int32(kb.Dimensions), //nolint:gosec // small
+				Embedding: pgvector.NewHalfVector(c.vector), SearchText: SearchText(c.embedIn), CreatedAt: now,
+			}
+		}
+		var batchErr error
+		q.InsertChunk(ctx, params).Exec(func(_ int, err error) {
+			if err != nil && batchErr == nil {
+				batchErr = err
+			}
+		})
+		if batchErr != nil {
+			return fmt.Errorf("insert chunks: %w", batchErr)
+		}
+		if d := len(todo) - len(stale); d != 0 {
+			if err := q.AddKnowledgeBaseChunks(ctx, db.AddKnowledgeBaseChunksParams{ID: kb.ID, Delta: int32(d)}); err != nil { //nolint:gosec // small
+				return fmt.Errorf("count chunks: %w", err)
+			}
+		}
+		return q.FinishDocument(ctx, db.FinishDocumentParams{ID: doc.ID, ChunkCount: int32(len(chunks)), Now: &now}) //nolint:gosec // small
+	})
+	if err == nil {
+		_ = run.Report(ctx, jobs.Progress{Done: int64(len(chunks)), Total: int64(len(chunks)), Message: "indexed"})
+	}
+	return res, err
+}
+
+// prepare cuts a document into chunks with their metadata, hashes and embedding input.
+func (s *Service) prepare(doc db.KbDocument, kb KnowledgeBase) ([]prepared, error) {
+	var meta map[string]any
+	if err := json.Unmarshal(doc.Metadata, &meta); err != nil {
+		return nil, fmt.Errorf("read document metadata: %w", err)
+	}
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	source := doc.Filename.String
+	if source == "" {
+		source = doc.Source
+	}
+	pieces := kb.Chunking.Split(Sections(doc.MediaType, doc.Content))
+	out := make([]prepared, len(pieces))
+	for i, pc := range pieces {
+		m := make(map[string]any, len(meta)+3)
+		for k, v := range meta {
+			m[k] = v
+		}
+		m["source"], m["title"] = source, doc.Title
+		section := strings.Join(pc.Section, " > ")
+		if section != "" {
+			m["section"] = section
+		}
+		mb, err := json.Marshal(m)
+		if err != nil {
+			return nil, fmt.Errorf("encode chunk metadata: %w", err)
+		}
+		// What is embedded and indexed: the chunk in its context (title and headings).
+		in := strings.TrimSpace(strings.Join(nonEmpty(doc.Title, section, pc.Text), "\n"))
+		h := sha256.Sum256([]byte(in))
+		out[i] = prepared{Piece: pc, ordinal: i, metadata: mb, hash: h[:], embedIn: in}
+	}
+	return out, nil
+}
+
+// vectorsFor fills the chunks' vectors: known hashes reuse a stored vector, the rest are
+// embedded in batches, reporting progress after each.
+func (s *Service) vectorsFor(ctx context.Context, run *jobs.Run, kb KnowledgeBase, todo []*prepared, res *IngestResult) error {
+	if len(todo) == 0 {
+		return nil
+	}
+	hashes := make([][]byte, len(todo))
+	for i, c := range todo {
+		hashes[i] = c.hash
+	}
+	known, err := s.st.FindChunkEmbeddings(ctx, db.FindChunkEmbeddingsParams{KbID: kb.ID, Hashes: hashes})
+	if err != nil {
+		return fmt.Errorf("find embeddings: %w", err)
+	}
+	byHash := make(map[string][]float32, len(known))
+	for _, k := range known {
+		byHash[string(k.ContentHash)] = k.Embedding.Slice()
+	}
+	var missing []*prepared
+	for _, c := range todo {
+		if v, ok := byHash[string(c.hash)]; ok {
+			c.vector = v
+			res.Reused++
+			continue
+		}
+		missing = append(missing, c)
+	}
+	batch := max(1, s.cfg.EmbedBatch)
+	for start := 0; start < len(missing); start += batch {
+		part := missing[start:min(start+batch, len(missing))]
+		in := make([]string, len(part))
+		for i, c := range part {
+			in[i] = c.embedIn
+		}
+		vecs, err := s.embed.Embed(ctx, kb.OrgID, kb.EmbeddingModel, kb.Dimensions, in)
+		if err != nil {
+			return fmt.Errorf("embed chunks: %w", err)
+		}
+		if len(vecs) != len(part) {
+			return jobs.Permanent(fmt.Errorf("embed chunks: %d vectors for %d inputs", len(vecs), len(part)))
+		}
+		for i, c := range part {
+			if len(vecs[i]) != kb.Dimensions {
+				return jobs.Permanent(fmt.Errorf("embed chunks: model %q returned %d dimensions, the knowledge base has %d", kb.EmbeddingModel, len(vecs[i]), kb.Dimensions))
+			}
+			c.vector = vecs[i]
+		}
+		res.Embedded += len(part)
+		if err := run.Report(ctx, jobs.Progress{Done: int64(start + len(part)), Total: int64(len(missing)), Message: "embedding"}); err != nil {
+			return fmt.Errorf("report progress: %w", err)
+		}
+	}
+	return nil
+}
+
+func nonEmpty(parts ...string) []string {
+	out := parts[:0]
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// jsonEqual compares two JSON documents by value (jsonb reorders keys).
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// pointerEscaper escapes a key as a JSON Pointer token.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+// Ingest indexes a document at once, outside the job system (kiln rag eval, tests): the
+// work its ingestion job would do. The job, when it runs, then finds nothing to change.
+func (s *Service) Ingest(ctx context.Context, org, document uuid.UUID) (IngestResult, error) {
+	doc, err := s.st.GetDocumentForIngestion(ctx, db.GetDocumentForIngestionParams{OrgID: org, ID: document})
+	if err != nil {
+		return IngestResult{}, notFound(err, "document")
+	}
+	res, err := s.ingestDocument(ctx, &jobs.Run{}, IngestPayload{Org: org, Document: document, Hash: doc.ContentHash})
+	if err == errSuperseded { //nolint:errorlint // a sentinel of this package, never wrapped
+		return res, nil
+	}
+	return res, err
+}

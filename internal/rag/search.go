@@ -1,0 +1,325 @@
+package rag
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvector/pgvector-go"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// Mode is how a search ranks chunks.
+type Mode string
+
+// The search modes.
+const (
+	ModeVector   Mode = "vector"
+	ModeFulltext Mode = "fulltext"
+	ModeHybrid   Mode = "hybrid"
+)
+
+// Query is a search.
+type Query struct {
+	Text   string
+	K      int
+	Mode   Mode
+	Filter Filter
+	// VectorWeight and FulltextWeight weigh a hybrid search's rankings; nil: configured.
+	VectorWeight, FulltextWeight *float64
+}
+
+// Ranked is a chunk's place in a ranking, best first.
+type Ranked struct {
+	ChunkID uuid.UUID
+	Score   float64
+	// VectorRank and FulltextRank are its ranks (from 1) in a hybrid search's two
+	// rankings; 0 when absent from one.
+	VectorRank, FulltextRank int
+}
+
+// Retriever ranks a knowledge base's chunks for a query.
+type Retriever interface {
+	Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error)
+}
+
+// VectorQuery asks a vector store for the K chunks of a knowledge base nearest to Vector
+// (cosine) that meet Filter.
+type VectorQuery struct {
+	Org        uuid.UUID
+	KB         uuid.UUID
+	Dimensions int
+	Vector     []float32
+	K          int
+	Filter     Filter
+	// Chunks is how many chunks the knowledge base has: small ones are searched exactly.
+	Chunks int
+}
+
+// VectorStore finds nearest chunks. The pgvector store reads the vectors stored with
+// the chunks; another engine (Qdrant, Milvus) would keep them apart behind this interface.
+type VectorStore interface {
+	Nearest(ctx context.Context, q VectorQuery) ([]Ranked, error)
+}
+
+// PgvectorConfig tunes the pgvector store.
+type PgvectorConfig struct {
+	EfSearch      int
+	MaxScanTuples int
+	ExactBelow    int
+}
+
+// Pgvector is the VectorStore over kb_chunks' halfvec column and its HNSW indexes.
+type Pgvector struct {
+	pool *pgxpool.Pool
+	cfg  PgvectorConfig
+}
+
+var _ VectorStore = (*Pgvector)(nil)
+
+// NewPgvector returns the pgvector store on pool.
+func NewPgvector(pool *pgxpool.Pool, cfg PgvectorConfig) *Pgvector {
+	return &Pgvector{pool: pool, cfg: cfg}
+}
+
+// Nearest searches a small knowledge base exactly and a large one through the HNSW
+// index of its vector size, with pgvector's iterative index scan so that a selective
+// filter still fills k results; when the index scan still comes back short (past
+// max_scan_tuples), the search is done again exactly.
+func (p *Pgvector) Nearest(ctx context.Context, q VectorQuery) ([]Ranked, error) {
+	if q.Chunks >= p.cfg.ExactBelow {
+		out, err := p.nearest(ctx, q, false)
+		if err != nil || len(out) >= q.K {
+			return out, err
+		}
+	}
+	return p.nearest(ctx, q, true)
+}
+
+func (p *Pgvector) nearest(ctx context.Context, q VectorQuery, exact bool) ([]Ranked, error) {
+	dims := strconv.Itoa(q.Dimensions) // one of Dimensions: safe in the text
+	args := []any{q.Org, q.KB, pgvector.NewHalfVector(q.Vector), q.K}
+	where, args := q.Filter.sql(args)
+	dist := "c.embedding::halfvec(" + dims + ") <=> $3::halfvec(" + dims + ")"
+	var sql string
+	if exact {
+		// A materialized set of the knowledge base's chunks: the planner cannot take the
+		// approximate index for it.
+		sql = `WITH c AS MATERIALIZED (SELECT c.id, c.embedding FROM kb_chunks c
+			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + where + `)
+			SELECT c.id, 1 - (` + dist + `) AS score FROM c ORDER BY ` + dist + `, c.id LIMIT $4`
+	} else {
+		sql = `SELECT id, 1 - d FROM (SELECT c.id, ` + dist + ` AS d FROM kb_chunks c
+			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + where + `
+			ORDER BY ` + dist + ` LIMIT $4) s ORDER BY d, id`
+	}
+	var out []Ranked
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if !exact {
+			if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+				set_config('hnsw.max_scan_tuples', $2, true)`, strconv.Itoa(max(p.cfg.EfSearch, q.K)), strconv.Itoa(p.cfg.MaxScanTuples)); err != nil {
+				return fmt.Errorf("set hnsw options: %w", err)
+			}
+		}
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("vector search: %w", err)
+		}
+		out, err = scanRanked(rows)
+		return err
+	})
+	return out, err
+}
+
+func scanRanked(rows pgx.Rows) ([]Ranked, error) {
+	var out []Ranked
+	for rows.Next() {
+		var r Ranked
+		if err := rows.Scan(&r.ChunkID, &r.Score); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// VectorRetriever ranks by the cosine similarity of chunk and query embeddings.
+type VectorRetriever struct {
+	Store    VectorStore
+	Embedder Embedder
+}
+
+// Retrieve embeds the query with the knowledge base's model and asks the store.
+func (r *VectorRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
+	vecs, err := r.Embedder.Embed(ctx, kb.OrgID, kb.EmbeddingModel, kb.Dimensions, []string{q.Text})
+	if err != nil {
+		return nil, err
+	}
+	if len(vecs) != 1 || len(vecs[0]) != kb.Dimensions {
+		return nil, errs.E(errs.UpstreamError, "The embedding model %q did not return one vector of %d dimensions.", kb.EmbeddingModel, kb.Dimensions)
+	}
+	return r.Store.Nearest(ctx, VectorQuery{Org: kb.OrgID, KB: kb.ID, Dimensions: kb.Dimensions, Vector: vecs[0], K: q.K, Filter: q.Filter, Chunks: kb.ChunkCount})
+}
+
+// FulltextRetriever ranks by Postgres full-text rank over the chunks' search vectors:
+// any of the query's words (English, stemmed) or Chinese bigrams matches, and chunks
+// with more of them, and rarer ones nearer together, rank higher (ts_rank_cd).
+type FulltextRetriever struct {
+	Pool *pgxpool.Pool
+}
+
+// Retrieve runs the full-text query.
+func (r *FulltextRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
+	args := []any{kb.OrgID, kb.ID, SearchText(q.Text), q.K}
+	where, args := q.Filter.sql(args)
+	rows, err := r.Pool.Query(ctx, `SELECT c.id, ts_rank_cd(c.search_tsv, t.q, 1) AS score
+		FROM kb_chunks c, (SELECT replace(plainto_tsquery('english', $3)::text, ' & ', ' | ')::tsquery AS q) t
+		WHERE c.org_id = $1 AND c.kb_id = $2 AND c.search_tsv @@ t.q`+where+`
+		ORDER BY score DESC, c.id LIMIT $4`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	defer rows.Close()
+	return scanRanked(rows)
+}
+
+// HybridRetriever fuses a vector and a full-text ranking by weighted reciprocal rank
+// fusion: a chunk scores Σ weight / (K + rank) over the rankings it is in. Each ranking
+// contributes Candidates results (at least 4·k).
+type HybridRetriever struct {
+	Vector, Fulltext Retriever
+	K                float64
+	Candidates       int
+	// VectorWeight and FulltextWeight are the default weights.
+	VectorWeight, FulltextWeight float64
+}
+
+// Retrieve runs both rankings and fuses them.
+func (r *HybridRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
+	sub := q
+	sub.K = max(r.Candidates, 4*q.K)
+	vec, err := r.Vector.Retrieve(ctx, kb, sub)
+	if err != nil {
+		return nil, err
+	}
+	ft, err := r.Fulltext.Retrieve(ctx, kb, sub)
+	if err != nil {
+		return nil, err
+	}
+	wv, wf := r.VectorWeight, r.FulltextWeight
+	if q.VectorWeight != nil {
+		wv = *q.VectorWeight
+	}
+	if q.FulltextWeight != nil {
+		wf = *q.FulltextWeight
+	}
+	return Fuse(q.K, r.K, wv, wf, vec, ft), nil
+}
+
+// Fuse is weighted reciprocal rank fusion of a vector and a full-text ranking, keeping k.
+// Ties keep the vector ranking's order, then the full-text one's.
+func Fuse(k int, rrfK, vectorWeight, fulltextWeight float64, vector, fulltext []Ranked) []Ranked {
+	byID := map[uuid.UUID]*Ranked{}
+	var order []*Ranked
+	add := func(list []Ranked, w float64, rank func(*Ranked, int)) {
+		for i, c := range list {
+			r, ok := byID[c.ChunkID]
+			if !ok {
+				r = &Ranked{ChunkID: c.ChunkID}
+				byID[c.ChunkID] = r
+				order = append(order, r)
+			}
+			rank(r, i+1)
+			r.Score += w / (rrfK + float64(i+1))
+		}
+	}
+	add(vector, vectorWeight, func(r *Ranked, n int) { r.VectorRank = n })
+	add(fulltext, fulltextWeight, func(r *Ranked, n int) { r.FulltextRank = n })
+	sort.SliceStable(order, func(i, j int) bool { return order[i].Score > order[j].Score })
+	out := make([]Ranked, 0, min(k, len(order)))
+	for _, r := range order[:min(k, len(order))] {
+		out = append(out, *r)
+	}
+	return out
+}
+
+// Hit is a search result.
+type Hit struct {
+	Ranked
+	DocumentID uuid.UUID
+	// ExternalID is the document's external id ("" when none).
+	ExternalID string
+	Title      string
+	Ordinal    int
+	Text       string
+	Metadata   map[string]any
+	Highlight  string
+}
+
+// Search runs q on knowledge base kb of org.
+func (s *Service) Search(ctx context.Context, org, kbID uuid.UUID, q Query) ([]Hit, error) {
+	kb, err := s.KnowledgeBase(ctx, org, kbID)
+	if err != nil {
+		return nil, err
+	}
+	return s.SearchIn(ctx, kb, q)
+}
+
+// SearchIn runs q on a knowledge base already read (evaluations run many queries).
+func (s *Service) SearchIn(ctx context.Context, kb KnowledgeBase, q Query) ([]Hit, error) {
+	if q.Mode == "" {
+		q.Mode = ModeHybrid
+	}
+	if q.K <= 0 {
+		q.K = 10
+	}
+	r, ok := s.retrieval[q.Mode]
+	if !ok {
+		return nil, errs.InvalidFields("invalid search", []errs.FieldError{{Pointer: "/mode", Message: "must be vector, fulltext or hybrid"}})
+	}
+	ranked, err := r.Retrieve(ctx, kb, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.hydrate(ctx, kb, q.Text, ranked)
+}
+
+// hydrate reads the ranked chunks with their documents, in rank order.
+func (s *Service) hydrate(ctx context.Context, kb KnowledgeBase, query string, ranked []Ranked) ([]Hit, error) {
+	if len(ranked) == 0 {
+		return []Hit{}, nil
+	}
+	ids := make([]uuid.UUID, len(ranked))
+	for i, r := range ranked {
+		ids[i] = r.ChunkID
+	}
+	rows, err := s.st.GetChunksByID(ctx, db.GetChunksByIDParams{OrgID: kb.OrgID, KbID: kb.ID, Ids: ids})
+	if err != nil {
+		return nil, fmt.Errorf("read chunks: %w", err)
+	}
+	byID := make(map[uuid.UUID]db.GetChunksByIDRow, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	out := make([]Hit, 0, len(ranked))
+	for _, r := range ranked {
+		row, ok := byID[r.ChunkID]
+		if !ok { // deleted between ranking and reading
+			continue
+		}
+		h := Hit{Ranked: r, DocumentID: row.DocumentID, ExternalID: row.ExternalID.String, Title: row.Title, Ordinal: int(row.Ordinal),
+			Text: row.Text, Metadata: map[string]any{}, Highlight: Highlight(row.Text, query, 240)}
+		if err := json.Unmarshal(row.Metadata, &h.Metadata); err != nil {
+			return nil, fmt.Errorf("read chunk metadata: %w", err)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}

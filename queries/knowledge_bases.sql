@@ -1,0 +1,135 @@
+-- name: CreateKnowledgeBase :one
+INSERT INTO knowledge_bases (id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap,
+                             vector_store, created_by, api_key_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+RETURNING *;
+
+-- name: GetKnowledgeBase :one
+SELECT sqlc.embed(k), (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
+FROM knowledge_bases k
+WHERE k.org_id = sqlc.arg(org_id) AND k.id = sqlc.arg(id);
+
+-- Serialises the writers of one knowledge base's documents (dedupe by content hash).
+-- name: LockKnowledgeBase :one
+SELECT * FROM knowledge_bases WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) FOR UPDATE;
+
+-- Newest first; ids are UUIDv7, so the cursor is the last id.
+-- name: ListKnowledgeBases :many
+SELECT sqlc.embed(k), (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
+FROM knowledge_bases k
+WHERE k.org_id = sqlc.arg(org_id)
+  AND (sqlc.narg(after)::uuid IS NULL OR k.id < sqlc.narg(after)::uuid)
+ORDER BY k.id DESC
+LIMIT sqlc.arg(max_rows);
+
+-- name: UpdateKnowledgeBase :one
+UPDATE knowledge_bases
+SET name = coalesce(sqlc.narg(name), name),
+    description = coalesce(sqlc.narg(description), description),
+    updated_at = sqlc.arg(updated_at)
+WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id)
+RETURNING *;
+
+-- name: DeleteKnowledgeBase :execrows
+DELETE FROM knowledge_bases WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id);
+
+-- name: AddKnowledgeBaseChunks :exec
+UPDATE knowledge_bases SET chunk_count = chunk_count + sqlc.arg(delta)::integer
+WHERE id = sqlc.arg(id);
+
+-- name: CreateDocument :one
+INSERT INTO kb_documents (id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content,
+                          content_hash, bytes, status, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', $13, $13)
+RETURNING *;
+
+-- A document's status is its row's, unless its ingestion job ended without finishing it
+-- (cancelled, or failed for good in a way the handler could not record).
+-- name: GetDocument :one
+SELECT sqlc.embed(d), j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+WHERE d.org_id = sqlc.arg(org_id) AND d.kb_id = sqlc.arg(kb_id) AND d.id = sqlc.arg(id);
+
+-- name: ListDocuments :many
+SELECT sqlc.embed(d), j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+WHERE d.org_id = sqlc.arg(org_id) AND d.kb_id = sqlc.arg(kb_id)
+  AND (sqlc.narg(after)::uuid IS NULL OR d.id < sqlc.narg(after)::uuid)
+  AND (sqlc.narg(status)::text IS NULL OR d.status = sqlc.narg(status)::text)
+ORDER BY d.id DESC
+LIMIT sqlc.arg(max_rows);
+
+-- name: FindDocumentByHash :one
+SELECT * FROM kb_documents
+WHERE kb_id = sqlc.arg(kb_id) AND content_hash = sqlc.arg(content_hash)
+ORDER BY id LIMIT 1;
+
+-- name: FindDocumentByExternalID :one
+SELECT * FROM kb_documents
+WHERE kb_id = sqlc.arg(kb_id) AND external_id = sqlc.arg(external_id)
+FOR UPDATE;
+
+-- New content for a document created again with its external id; it is ingested again.
+-- name: ReplaceDocumentContent :one
+UPDATE kb_documents
+SET title = sqlc.arg(title), source = sqlc.arg(source), filename = sqlc.narg(filename), media_type = sqlc.arg(media_type),
+    metadata = sqlc.arg(metadata), content = sqlc.arg(content), content_hash = sqlc.arg(content_hash),
+    bytes = sqlc.arg(bytes), status = 'queued', error = NULL, updated_at = sqlc.arg(updated_at)
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: SetDocumentJob :exec
+UPDATE kb_documents SET job_id = sqlc.arg(job_id) WHERE id = sqlc.arg(id);
+
+-- The ingestion job's own view of its document: it may have been deleted or replaced.
+-- name: LockDocumentForIngestion :one
+SELECT * FROM kb_documents WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) FOR UPDATE;
+
+-- name: GetDocumentForIngestion :one
+SELECT * FROM kb_documents WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id);
+
+-- name: SetDocumentProcessing :exec
+UPDATE kb_documents SET status = 'processing', updated_at = sqlc.arg(updated_at)
+WHERE id = sqlc.arg(id) AND status IN ('queued', 'processing');
+
+-- name: FinishDocument :exec
+UPDATE kb_documents SET status = 'ready', error = NULL, chunk_count = sqlc.arg(chunk_count),
+    indexed_at = sqlc.arg(now), updated_at = sqlc.arg(now)
+WHERE id = sqlc.arg(id);
+
+-- name: FailDocument :exec
+UPDATE kb_documents SET status = 'failed', error = sqlc.arg(error), updated_at = sqlc.arg(now)
+WHERE id = sqlc.arg(id);
+
+-- name: DeleteDocument :one
+DELETE FROM kb_documents WHERE org_id = sqlc.arg(org_id) AND kb_id = sqlc.arg(kb_id) AND id = sqlc.arg(id)
+RETURNING chunk_count;
+
+-- Chunks without their vectors, in document order.
+-- name: ListDocumentChunks :many
+SELECT id, ordinal, text, tokens, metadata, content_hash
+FROM kb_chunks WHERE org_id = sqlc.arg(org_id) AND document_id = sqlc.arg(document_id)
+ORDER BY ordinal;
+
+-- Embeddings already computed in this knowledge base for any of these chunk hashes.
+-- name: FindChunkEmbeddings :many
+SELECT DISTINCT ON (content_hash) content_hash, embedding
+FROM kb_chunks
+WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]);
+
+-- search_text is the chunk's text as the full-text index reads it (Chinese in bigrams).
+-- name: InsertChunk :batchexec
+INSERT INTO kb_chunks (id, org_id, kb_id, document_id, ordinal, text, tokens, content_hash, metadata, dimensions,
+                       embedding, search_tsv, created_at)
+VALUES (sqlc.arg(id), sqlc.arg(org_id), sqlc.arg(kb_id), sqlc.arg(document_id), sqlc.arg(ordinal), sqlc.arg(text),
+        sqlc.arg(tokens), sqlc.arg(content_hash), sqlc.arg(metadata), sqlc.arg(dimensions), sqlc.arg(embedding),
+        to_tsvector('english', sqlc.arg(search_text)::text), sqlc.arg(created_at));
+
+-- name: DeleteChunks :execrows
+DELETE FROM kb_chunks WHERE document_id = sqlc.arg(document_id) AND id = ANY(sqlc.arg(ids)::uuid[]);
+
+-- The chunks a search returns, with their documents' titles and external ids.
+-- name: GetChunksByID :many
+SELECT c.id, c.document_id, d.title, d.external_id, c.ordinal, c.text, c.metadata
+FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
+WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id) AND c.id = ANY(sqlc.arg(ids)::uuid[]);

@@ -1,0 +1,205 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"strings"
+	"testing"
+
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// upload builds a multipart document upload.
+func upload(t testing.TB, path, credential, filename, contentType, body string, fields map[string]string) *http.Request {
+	t.Helper()
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", `form-data; name="file"; filename="`+filename+`"`)
+	h.Set("Content-Type", contentType)
+	part, err := w.CreatePart(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = part.Write([]byte(body))
+	for k, v := range fields {
+		_ = w.WriteField(k, v)
+	}
+	_ = w.Close()
+	req := httptest.NewRequest("POST", path, &buf)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+credential)
+	return req
+}
+
+func TestKnowledgeBases(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runJobs(t)
+	owner := b.signUp(t, "kb@example.com").AccessToken
+
+	var kb api.KnowledgeBase
+	if res := b.call(t, "POST", "/v1/knowledge-bases", owner, map[string]any{"name": "Help center", "chunking": map[string]int{"max_tokens": 80, "overlap_tokens": 10}}, &kb); res.StatusCode != 201 {
+		t.Fatalf("create: %d %s", res.StatusCode, readAll(res))
+	}
+	if kb.EmbeddingModel != "default" || kb.Dimensions != 256 || kb.VectorStore != api.Pgvector {
+		t.Fatalf("knowledge base %+v", kb)
+	}
+	docs := "/v1/knowledge-bases/" + kb.Id.String() + "/documents"
+
+	var reset, invoices api.Document
+	res := b.call(t, "POST", docs, owner, map[string]any{"title": "Reset your password", "external_id": "reset",
+		"text": "Open the account page and choose reset password. The emailed link works for one hour.", "metadata": map[string]any{"product": "account", "year": 2025}},
+		&reset, "Idempotency-Key", "doc-1")
+	if res.StatusCode != 202 || reset.JobId == nil || reset.Status != api.DocumentQueued {
+		t.Fatalf("add JSON document: %d %+v", res.StatusCode, reset)
+	}
+	t.Run("OKIdempotentReplay", func(t *testing.T) {
+		again := b.call(t, "POST", docs, owner, map[string]any{"title": "Reset your password", "external_id": "reset",
+			"text": "Open the account page and choose reset password. The emailed link works for one hour.", "metadata": map[string]any{"product": "account", "year": 2025}},
+			nil, "Idempotency-Key", "doc-1")
+		if again.StatusCode != 202 || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay: %d %q", again.StatusCode, again.Header.Get("Idempotent-Replayed"))
+		}
+	})
+	md := "# Billing\n\nInvoices are emailed on the first day of each month.\n\n## 退款\n\n付款后三十天内可以申请退款，款项退回原支付卡。\n"
+	res = b.do(t, upload(t, docs, owner, "billing.md", "application/octet-stream", md, map[string]string{"metadata": `{"product": "billing"}`}))
+	if res.StatusCode != 202 {
+		t.Fatalf("upload Markdown: %d %s", res.StatusCode, readAll(res))
+	}
+	decodeJSON(t, res, &invoices)
+	if invoices.Title != "billing.md" || invoices.MediaType != "text/markdown" || invoices.Source != api.DocumentSourceUpload {
+		t.Fatalf("uploaded document %+v", invoices)
+	}
+
+	ready := func(id string) api.DocumentWithChunks {
+		var d api.DocumentWithChunks
+		waitFor(t, "document "+id+" ready", func() bool {
+			b.call(t, "GET", docs+"/"+id, owner, nil, &d)
+			return d.Status == api.DocumentReady || d.Status == api.DocumentFailed
+		})
+		if d.Status != api.DocumentReady || d.ChunkCount == 0 || len(d.Chunks) != d.ChunkCount {
+			t.Fatalf("document %+v", d)
+		}
+		return d
+	}
+	ready(reset.Id.String())
+	billing := ready(invoices.Id.String())
+	if billing.Chunks[len(billing.Chunks)-1].Metadata["section"] != "Billing > 退款" {
+		t.Fatalf("last chunk's metadata %v, want section Billing > 退款", billing.Chunks[len(billing.Chunks)-1].Metadata)
+	}
+
+	t.Run("OKUnchangedDocumentNotAddedAgain", func(t *testing.T) {
+		var same api.Document
+		res := b.call(t, "POST", docs, owner, map[string]any{"title": "Reset your password", "external_id": "reset",
+			"text": "Open the account page and choose reset password. The emailed link works for one hour.", "metadata": map[string]any{"product": "account", "year": 2025}}, &same)
+		if res.StatusCode != 200 || same.Id != reset.Id || same.Status != api.DocumentReady {
+			t.Fatalf("%d %+v", res.StatusCode, same)
+		}
+	})
+	t.Run("OKSearchModes", func(t *testing.T) {
+		for _, tc := range []struct{ mode, query, want string }{
+			{"hybrid", "how do I reset my password", reset.Id.String()},
+			{"vector", "when are invoices emailed", invoices.Id.String()},
+			{"fulltext", "退款多久", invoices.Id.String()},
+		} {
+			var out api.SearchResults
+			res := b.call(t, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", owner, map[string]any{"query": tc.query, "k": 3, "mode": tc.mode}, &out)
+			if res.StatusCode != 200 || len(out.Data) == 0 || out.Data[0].DocumentId.String() != tc.want || string(out.Mode) != tc.mode {
+				t.Fatalf("%s %q: %d %+v", tc.mode, tc.query, res.StatusCode, out)
+			}
+			if tc.mode == "hybrid" && !strings.Contains(out.Data[0].Highlight, "<mark>") {
+				t.Fatalf("highlight %q", out.Data[0].Highlight)
+			}
+		}
+	})
+	t.Run("OKFilter", func(t *testing.T) {
+		var out api.SearchResults
+		b.call(t, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", owner, map[string]any{"query": "password invoices", "filter": map[string]any{"year": map[string]any{"gte": 2025}}}, &out)
+		if len(out.Data) == 0 {
+			t.Fatal("no results")
+		}
+		for _, h := range out.Data {
+			if h.DocumentId != reset.Id {
+				t.Fatalf("filter year >= 2025 returned document %s", h.DocumentId)
+			}
+		}
+	})
+	t.Run("ErrRefusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			req    *http.Request
+			status int
+			code   errs.Code
+		}{
+			{"BadFilter", jsonAuth(owner, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", `{"query":"x","filter":{"year":{"near":1}}}`), 400, errs.Invalid},
+			{"UnknownFileType", upload(t, docs, owner, "scan.pdf", "application/pdf", "%PDF-1.7", nil), 415, errs.UnsupportedMediaType},
+			{"EmptyFile", upload(t, docs, owner, "empty.txt", "text/plain", "  \n", nil), 400, errs.Invalid},
+			{"TooLarge", upload(t, docs, owner, "big.txt", "text/plain", strings.Repeat("a", 11<<20), nil), 413, errs.RequestTooLarge},
+			{"ReservedMetadata", jsonAuth(owner, "POST", docs, `{"text":"x","metadata":{"section":"mine"}}`), 400, errs.Invalid},
+			{"UnknownModel", jsonAuth(owner, "POST", "/v1/knowledge-bases", `{"name":"x","embedding_model":"nope"}`), 400, errs.Invalid},
+		} {
+			res := b.do(t, tc.req)
+			if p := decodeProblem(t, res); res.StatusCode != tc.status || p.Code != api.ErrorCode(tc.code) {
+				t.Errorf("%s: %d %s, want %d %s", tc.name, res.StatusCode, p.Code, tc.status, tc.code)
+			}
+		}
+	})
+	t.Run("ErrScopesAndTenancy", func(t *testing.T) {
+		reader := b.createKey(t, owner, []string{"kb:read"}).Key
+		if res := b.call(t, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", reader, map[string]any{"query": "invoices"}, nil); res.StatusCode != 200 {
+			t.Fatalf("search with kb:read: %d", res.StatusCode)
+		}
+		if res := b.call(t, "POST", docs, reader, map[string]any{"text": "x"}, nil); res.StatusCode != 403 {
+			t.Fatalf("add a document with kb:read only: %d", res.StatusCode)
+		}
+		stranger := b.signUp(t, "stranger@example.com").AccessToken
+		for _, path := range []string{"/v1/knowledge-bases/" + kb.Id.String(), docs, docs + "/" + reset.Id.String()} {
+			if res := b.call(t, "GET", path, stranger, nil, nil); res.StatusCode != 404 {
+				t.Fatalf("GET %s by another org: %d", path, res.StatusCode)
+			}
+		}
+		var list api.KnowledgeBaseList
+		if b.call(t, "GET", "/v1/knowledge-bases", stranger, nil, &list); len(list.Data) != 0 {
+			t.Fatalf("another org lists %d knowledge bases", len(list.Data))
+		}
+	})
+	t.Run("OKDelete", func(t *testing.T) {
+		if res := b.call(t, "DELETE", docs+"/"+reset.Id.String(), owner, nil, nil); res.StatusCode != 204 {
+			t.Fatalf("delete document: %d", res.StatusCode)
+		}
+		if res := b.call(t, "GET", docs+"/"+reset.Id.String(), owner, nil, nil); res.StatusCode != 404 {
+			t.Fatalf("deleted document: %d", res.StatusCode)
+		}
+		var got api.KnowledgeBase
+		b.call(t, "PATCH", "/v1/knowledge-bases/"+kb.Id.String(), owner, map[string]any{"name": "Renamed"}, &got)
+		if got.Name != "Renamed" || got.DocumentCount != 1 || got.ChunkCount != billing.ChunkCount {
+			t.Fatalf("after delete and rename: %+v", got)
+		}
+		if res := b.call(t, "DELETE", "/v1/knowledge-bases/"+kb.Id.String(), owner, nil, nil); res.StatusCode != 204 {
+			t.Fatalf("delete knowledge base: %d", res.StatusCode)
+		}
+		var chunks int
+		if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM kb_chunks`).Scan(&chunks); err != nil || chunks != 0 {
+			t.Fatalf("%d chunks left after deleting the knowledge base (%v)", chunks, err)
+		}
+	})
+}
+
+func jsonAuth(credential, method, path, body string) *http.Request {
+	req := jsonRequest(method, path, body)
+	req.Header.Set("Authorization", "Bearer "+credential)
+	return req
+}
+
+func decodeJSON(t testing.TB, res *http.Response, out any) {
+	t.Helper()
+	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+}
