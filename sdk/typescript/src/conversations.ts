@@ -34,13 +34,13 @@ export const MESSAGE_ID_HEADER = "Kiln-Message-Id";
 /** Options of {@link streamConversationMessage} and {@link streamToolResults}. */
 export interface StreamConversationMessageOptions {
   /** Aborts the request, or the stream once it runs; the reply goes on on the server. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The org a user token acts for (the `Kiln-Org` header; default its personal org). */
-  org?: string;
+  org?: string | undefined;
   /** Makes the request safe to retry (the `Idempotency-Key` header): a finished reply is replayed. */
-  idempotencyKey?: string;
+  idempotencyKey?: string | undefined;
   /** More request headers. */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
 }
 
 /** Options of {@link streamToolResults}. */
@@ -52,13 +52,13 @@ export interface ResumeReplyOptions {
    * The id of the last event received (a stream's {@link ReplyStream.lastEventId}), sent as
    * `Last-Event-ID`: the stream starts after it. Default 0: every event from `reply.started` on.
    */
-  lastEventId?: number;
+  lastEventId?: number | undefined;
   /** Aborts the request, or the stream once it runs; the reply goes on on the server. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The org a user token acts for (the `Kiln-Org` header; default its personal org). */
-  org?: string;
+  org?: string | undefined;
   /** More request headers. */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
 }
 
 /**

@@ -38,9 +38,9 @@ export interface KilnClientOptions {
    * A function is called before every request, so a short-lived token can be refreshed;
    * when it returns undefined the request goes without Authorization.
    */
-  token?: string | (() => string | undefined | Promise<string | undefined>);
+  token?: string | (() => string | undefined | Promise<string | undefined>) | undefined;
   /** The fetch implementation to use; defaults to `globalThis.fetch`. */
-  fetch?: ClientOptions["fetch"];
+  fetch?: ClientOptions["fetch"] | undefined;
 }
 
 /**
@@ -145,19 +145,26 @@ export type Result<Data> =
   | { data?: never; error: unknown; response: Response };
 
 /**
+ * The data of a call's 2xx answer, what {@link unwrap} resolves to: the success branch of
+ * `{ data, error, response }` alone, so `undefined` is not part of it (except for an
+ * operation that answers without a body, such as a 204).
+ */
+export type SuccessData<R> = R extends { data: infer Data; error?: never } ? ([Data] extends [never] ? undefined : Data) : never;
+
+/**
  * Waits for a client call and returns its data, or throws a {@link KilnProblemError} for
  * a non-2xx answer. Network failures reject as they do with fetch.
  *
  * ```ts
- * const health = await unwrap(client.GET("/health"));
+ * const health = await unwrap(client.GET("/health")); // health.status: "ok"
  * ```
  */
-export async function unwrap<Data>(call: Promise<Result<Data>> | Result<Data>): Promise<Data> {
+export async function unwrap<R extends Result<unknown>>(call: Promise<R> | R): Promise<SuccessData<R>> {
   const result = await call;
   if (!result.response.ok) {
     throw new KilnProblemError(result.response, result.error);
   }
-  return result.data as Data;
+  return result.data as SuccessData<R>;
 }
 
 /** Options of {@link AuthSession}. */
@@ -167,9 +174,9 @@ export interface AuthSessionOptions {
   /** The pair to start from, from `POST /v1/auth/signup`, `/login` or `/refresh`. */
   tokens: TokenPair;
   /** Called with each new pair, e.g. to save it: refresh tokens rotate, the old one is spent. */
-  onRefresh?: (tokens: TokenPair) => void;
+  onRefresh?: ((tokens: TokenPair) => void) | undefined;
   /** The fetch implementation to send requests with; defaults to `globalThis.fetch`. */
-  fetch?: ClientOptions["fetch"];
+  fetch?: ClientOptions["fetch"] | undefined;
 }
 
 /**
@@ -296,3 +303,41 @@ export {
   type JobEvent,
   type JobProgressEvent,
 } from "./jobs.js";
+
+// The API's main objects under their own names (models.ts).
+export type {
+  ApiKey,
+  ApiKeyWithSecret,
+  AuditEvent,
+  ChatCompletion,
+  ChatRequest,
+  Conversation,
+  ConversationMessageRequest,
+  ConversationReply,
+  Health,
+  Identity,
+  Invitation,
+  JobState,
+  Me,
+  Member,
+  Message,
+  MessageFeedback,
+  Model,
+  Notification,
+  NotificationPreferences,
+  Org,
+  OrgMembership,
+  OrgSettings,
+  Prompt,
+  PromptLabel,
+  PromptVersion,
+  ProviderKey,
+  Readiness,
+  RenderedPrompt,
+  Role,
+  Schema,
+  Scope,
+  Session,
+  Usage,
+  UsageBucket,
+} from "./models.js";

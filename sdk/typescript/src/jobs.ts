@@ -25,13 +25,13 @@ const maxIdleResumes = 5;
 /** Options of {@link followJob}. */
 export interface FollowJobOptions {
   /** Called with every event, in order, once each. */
-  onEvent?: (event: JobEvent) => void | Promise<void>;
+  onEvent?: ((event: JobEvent) => void | Promise<void>) | undefined;
   /** Aborts the request or the stream; the job goes on (cancel it with `POST /v1/jobs/{id}/cancel`). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The org a user token acts for (the `Kiln-Org` header; default its personal org). */
-  org?: string;
+  org?: string | undefined;
   /** More request headers. */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
 }
 
 /**

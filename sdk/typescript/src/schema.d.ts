@@ -2287,7 +2287,7 @@ export interface components {
              * @description A model alias of the catalog (`GET /v1/models`).
              * @default default
              */
-            model: string;
+            model?: string;
             /** @description The conversation; with `prompt`, the prompt's rendered messages come first. */
             messages: components["schemas"]["ChatMessage"][];
             /** @description The client's own tools; the model's calls of them are returned for the client to run. */
@@ -2308,7 +2308,7 @@ export interface components {
             /** @description An end-user id passed to the provider for abuse monitoring. */
             user?: string;
             /** @default false */
-            stream: boolean;
+            stream?: boolean;
             prompt?: components["schemas"]["ChatPromptRef"];
             /**
              * @description Serve from (and store in) Kiln's exact-match response cache. Default: on when
@@ -2339,7 +2339,7 @@ export interface components {
              * @description Rendering fails without a value. A required variable has no default.
              * @default false
              */
-            required: boolean;
+            required?: boolean;
             /** @description The value of an optional variable that is not given; of the variable's type. */
             default?: unknown;
             description?: string;
@@ -2690,20 +2690,20 @@ export interface components {
             content?: string;
             parts?: components["schemas"]["ContentPart"][];
             /** @default false */
-            stream: boolean;
+            stream?: boolean;
             options?: components["schemas"]["ReplyOptions"];
         };
         ToolResultsRequest: {
             results: components["schemas"]["ToolResult"][];
             /** @default false */
-            stream: boolean;
+            stream?: boolean;
             options?: components["schemas"]["ReplyOptions"];
         };
         ToolResult: {
             tool_call_id: string;
             content: string;
             /** @default false */
-            is_error: boolean;
+            is_error?: boolean;
         };
         ConversationReply: {
             /**
@@ -3538,7 +3538,7 @@ export interface components {
              * @description How long the old key keeps working.
              * @default 0
              */
-            grace_seconds: number;
+            grace_seconds?: number;
         };
         AuditEvent: {
             /** Format: uuid */
@@ -3622,7 +3622,7 @@ export interface components {
              * @description Create it paused.
              * @default false
              */
-            paused: boolean;
+            paused?: boolean;
         };
         JobQueue: {
             /** @example default */
@@ -3816,15 +3816,15 @@ export interface components {
         };
         PutFeatureFlagRequest: {
             /** @default  */
-            description: string;
+            description?: string;
             enabled: boolean;
             /** @default 100 */
-            rollout_percent: number;
+            rollout_percent?: number;
             /**
              * @default org
              * @enum {string}
              */
-            sticky_by: "org" | "user";
+            sticky_by?: "org" | "user";
         };
         OAuthProviderInfo: {
             name: string;

@@ -9,11 +9,8 @@ import type { components } from "./schema.js";
 import { KilnProblemError, type KilnClient } from "./index.js";
 
 type Schemas = components["schemas"];
-/**
- * A chat request for {@link streamChatCompletion}: the API's ChatRequest, whose `model`
- * (default "default") may be left out and whose `stream` is always true.
- */
-export type StreamChatRequest = Omit<Schemas["ChatRequest"], "model" | "stream"> & { model?: string };
+/** A chat request for {@link streamChatCompletion}: the API's ChatRequest, whose `stream` is always true. */
+export type StreamChatRequest = Omit<Schemas["ChatRequest"], "stream">;
 export type ChatMessage = Schemas["ChatMessage"];
 export type ToolCall = Schemas["ToolCall"];
 export type ChatEventType = Schemas["ChatEventType"];
@@ -195,11 +192,11 @@ export class SSEDecoder {
 /** Options of {@link streamChatCompletion}. */
 export interface StreamChatCompletionOptions {
   /** Aborts the request, or the stream once it runs (closing the connection cancels the reply). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** The org a user token acts for (the `Kiln-Org` header; default its personal org). */
-  org?: string;
+  org?: string | undefined;
   /** More request headers. */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
 }
 
 /**
@@ -222,7 +219,7 @@ export async function streamChatCompletion(
 ): Promise<ChatStream> {
   const { signal, org, headers } = options;
   const result = await client.POST("/v1/chat/completions", {
-    body: { ...body, stream: true } as Schemas["ChatRequest"], // the server defaults model
+    body: { ...body, stream: true },
     parseAs: "stream",
     headers: { Accept: "text/event-stream", ...headers },
     params: { header: org === undefined ? {} : { "Kiln-Org": org } },
