@@ -23,8 +23,25 @@ export type FieldError = components["schemas"]["FieldError"];
 /** The tokens of a user's session, from sign-up, login and refresh. */
 export type TokenPair = components["schemas"]["TokenPair"];
 
+/** The content types of the responses in `P`, by response. */
+type ResponseContent<R> = R extends { content: infer C } ? keyof C & string : never;
+type Responses<P> = {
+  [Path in keyof P]: { [M in keyof P[Path]]: P[Path][M] extends { responses: infer R } ? R[keyof R] : never }[keyof P[Path]];
+}[keyof P];
+/** The content types of the responses that have no JSON one (a page, a metrics scrape, a file). */
+type NonJSONOnly<R> = R extends unknown ? (Extract<ResponseContent<R>, `${string}/${string}json`> extends never ? ResponseContent<R> : never) : never;
+
+/**
+ * The media types a {@link KilnClient}'s answers are typed with: JSON wherever an
+ * operation answers JSON, else what it answers. An operation that answers JSON or a second
+ * type that the request chooses (an SSE stream for `stream: true`, Markdown for
+ * `format=markdown`) is typed as JSON; the other answer is read with openapi-fetch's
+ * `parseAs` ("stream", "text"), which types it.
+ */
+export type KilnMediaType = `${string}/${string}json` | Exclude<NonJSONOnly<Responses<paths>>, "text/event-stream">;
+
 /** A typed openapi-fetch client for the Kiln API: `client.GET("/health")`, … */
-export type KilnClient = Client<paths>;
+export type KilnClient = Client<paths, KilnMediaType>;
 
 /** The response header that carries the request's id; Problem.request_id holds the same value. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
@@ -49,7 +66,7 @@ export interface KilnClientOptions {
  * data or a thrown {@link KilnProblemError}.
  */
 export function createKilnClient(options: KilnClientOptions): KilnClient {
-  const client = createClient<paths>({
+  const client = createClient<paths, KilnMediaType>({
     baseUrl: options.baseUrl,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   });
