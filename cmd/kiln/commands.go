@@ -79,7 +79,7 @@ func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
-	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.llmCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.quickstartCmd(), a.llmCmd(), a.versionCmd())
 	return root
 }
 
@@ -149,10 +149,7 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient, keyring *secrets.Keyring) (server.Identity, error) {
 	ks := redisclient.Keyspace{Env: a.cfg.Env}
 	auth := a.cfg.Auth
-	accounts := account.New(st, account.Config{
-		PasswordMinLength: auth.PasswordMinLength, Argon2Memory: auth.Argon2Memory, Argon2Time: auth.Argon2Time,
-		Argon2Threads: auth.Argon2Threads, SessionTTL: auth.SessionTTL, RefreshReuseGrace: auth.RefreshReuseGrace,
-	}, a.log, time.Now)
+	accounts := a.newAccounts(st, a.log)
 	tokens := token.New(st, keyring, rdb, ks, token.Config{Issuer: auth.Issuer, Audience: auth.Audience, AccessTTL: auth.AccessTokenTTL}, a.log, time.Now)
 	accounts.NotifyRevoked(tokens.RevokeSessions)
 	providers := make([]oauth.ProviderConfig, len(auth.OAuth.Providers))
@@ -172,11 +169,28 @@ func (a *app) newIdentity(st *store.Store, rdb redis.UniversalClient, keyring *s
 	return server.Identity{
 		Accounts: accounts,
 		Tokens:   tokens,
-		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second}, a.log, time.Now),
+		Keys:     a.newAPIKeys(st, rdb, a.log),
 		Audit:    audit.New(st),
 		Members:  members.New(st, time.Now),
 		OAuth:    logins,
 	}, nil
+}
+
+// newAccounts builds the account service from the configuration.
+func (a *app) newAccounts(st *store.Store, log *slog.Logger) *account.Service {
+	auth := a.cfg.Auth
+	return account.New(st, account.Config{
+		PasswordMinLength: auth.PasswordMinLength, Argon2Memory: auth.Argon2Memory, Argon2Time: auth.Argon2Time,
+		Argon2Threads: auth.Argon2Threads, SessionTTL: auth.SessionTTL, RefreshReuseGrace: auth.RefreshReuseGrace,
+	}, log, time.Now)
+}
+
+// newAPIKeys builds the API key service from the configuration.
+func (a *app) newAPIKeys(st *store.Store, rdb redis.UniversalClient, log *slog.Logger) *apikey.Service {
+	auth := a.cfg.Auth
+	return apikey.New(st, rdb, redisclient.Keyspace{Env: a.cfg.Env}, apikey.Config{
+		Env: auth.APIKeyEnv, CacheTTL: auth.APIKeyCacheTTL, LastUsedFlushInterval: 30 * time.Second,
+	}, log, time.Now)
 }
 
 // newMailer sends over SMTP when mail.smtp_url is set; otherwise emails go to the log.

@@ -332,6 +332,10 @@ type Key struct {
 	Secret  bool
 }
 
+// clientVariables are the variables a client of Kiln reads (the README's quick start
+// exports them, the SDK examples use them): a shell that has them can still run kiln.
+var clientVariables = map[string]bool{"KILN_API_KEY": true, "KILN_BASE_URL": true}
+
 // aliases are conventional environment variables accepted beside the KILN_ ones.
 var aliases = map[string]string{"DATABASE_URL": "database.url", "REDIS_URL": "redis.url"}
 
@@ -418,7 +422,7 @@ func Load(path string, environ []string) (Config, error) {
 	}
 	for _, kv := range environ { // KILN_* wins over the conventional aliases
 		name, value, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "KILN_") || name == "KILN_CONFIG" {
+		if !strings.HasPrefix(name, "KILN_") || name == "KILN_CONFIG" || clientVariables[name] {
 			continue
 		}
 		p, ok := byEnv[name]

@@ -83,6 +83,16 @@ flags:
 			},
 		},
 		{
+			// The quick start exports them for clients; kiln run in that shell ignores them.
+			name:    "ClientVariablesAreNotUnknown",
+			environ: []string{"KILN_API_KEY=kiln_dev_x", "KILN_BASE_URL=http://localhost:8080"},
+			check: func(t *testing.T, got config.Config) {
+				if got.HTTP.Addr != config.Default().HTTP.Addr {
+					t.Errorf("http.addr = %q, want the default", got.HTTP.Addr)
+				}
+			},
+		},
+		{
 			name: "YAMLOverridesDefaults",
 			yaml: yamlFile,
 			check: func(t *testing.T, got config.Config) {
