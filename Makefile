@@ -62,8 +62,10 @@ lint: node-deps
 test-go:
 	$(GO) test -race -count=1 ./...
 
-test-sdk: build
-	cd sdk/go && $(GO) test -count=1 ./...
+# Both SDKs' tests start bin/kiln; the TypeScript ones also type-check the READMEs' examples,
+# run the README's quick start and install the packed package into a project of its own.
+test-sdk: build node-deps
+	cd sdk/go && KILN_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 	KILN_BIN=$(CURDIR)/$(BIN) npm --prefix sdk/typescript test
 
 test: check-generated lint test-go test-sdk

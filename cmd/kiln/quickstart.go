@@ -111,7 +111,7 @@ func (a *app) quickstart(ctx context.Context, stderr io.Writer, req quickstartRe
 		}
 		fmt.Fprintln(stderr, ".")
 	}
-	fmt.Fprintf(stderr, "Created the API key %q (%s) of org %s; it is shown this once:\n",
+	fmt.Fprintf(stderr, "Created the API key %q (scopes %s) of org %s; the key is on stdout, and shown this once.\n",
 		key.Name, strings.Join(key.Scopes, ", "), user.PersonalOrgID)
 	_, err = fmt.Fprintln(a.stdout, secret)
 	return err

@@ -285,66 +285,107 @@ func requireProblem(t *testing.T, err error, code kiln.ErrorCode, status int, he
 // SIGTERM and fails the test unless it exits 0.
 func startKiln(t *testing.T) string {
 	t.Helper()
-	// go test runs in the package directory, sdk/go.
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	k, err := launchKiln()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "cmd", "kiln")); err != nil {
-		t.Fatalf("repository root not found from the test directory: %v", err)
-	}
-
-	bin := filepath.Join(t.TempDir(), "kiln")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/kiln")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/kiln: %v\n%s", err, out)
-	}
-
-	env := serverEnv()
-	migrate := exec.CommandContext(t.Context(), bin, "migrate", "up")
-	migrate.Env = env
-	if out, err := migrate.CombinedOutput(); err != nil {
-		t.Fatalf("kiln migrate up: %v\n%s", err, out)
-	}
-
-	// Not CommandContext: the test context ends before cleanup, which must send SIGTERM
-	// rather than have the process killed.
-	serve := exec.Command(bin, "serve")
-	serve.Env = env
-	stdout := &serverLog{addr: make(chan string, 1)}
-	var stderr bytes.Buffer
-	serve.Stdout, serve.Stderr = stdout, &stderr
-	if err := serve.Start(); err != nil {
-		t.Fatalf("start kiln serve: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- serve.Wait() }()
-
 	t.Cleanup(func() {
-		// Fails only when the process has exited already; exited then says how.
-		_ = serve.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("kiln serve exited with %v after SIGTERM, want 0\nstdout:\n%s\nstderr:\n%s", err, stdout, &stderr)
-			}
-		case <-time.After(30 * time.Second):
-			_ = serve.Process.Kill()
-			t.Errorf("kiln serve still running 30s after SIGTERM; killed (%v)\nstdout:\n%s", <-exited, stdout)
+		if err := k.stop(); err != nil {
+			t.Error(err)
 		}
 	})
+	return k.baseURL
+}
+
+// kilnBin is the binary the tests run: KILN_BIN (make test-sdk builds bin/kiln), else one
+// built from the repository once per test binary (removed by TestMain).
+var kilnBin = sync.OnceValues(func() (string, error) {
+	if bin := os.Getenv("KILN_BIN"); bin != "" {
+		return filepath.Abs(bin)
+	}
+	// go test runs in the package directory, sdk/go.
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "kiln")); err != nil {
+		return "", fmt.Errorf("repository root not found from the test directory: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "kiln-sdk-go-")
+	if err != nil {
+		return "", err
+	}
+	builtDir = dir
+	bin := filepath.Join(dir, "kiln")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/kiln: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// builtDir holds the binary kilnBin built, if it built one.
+var builtDir string
+
+// kilnProcess is a running `kiln serve`.
+type kilnProcess struct {
+	baseURL string
+	serve   *exec.Cmd
+	stdout  *serverLog
+	stderr  *bytes.Buffer
+	exited  chan error
+}
+
+// launchKiln migrates the test database and starts `kiln serve` on a free port, returning
+// once it listens.
+func launchKiln() (*kilnProcess, error) {
+	bin, err := kilnBin()
+	if err != nil {
+		return nil, err
+	}
+	env := serverEnv()
+	migrate := exec.Command(bin, "migrate", "up")
+	migrate.Env = env
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("kiln migrate up: %w\n%s", err, out)
+	}
+
+	// Not CommandContext: stop sends SIGTERM rather than have the process killed.
+	k := &kilnProcess{serve: exec.Command(bin, "serve"), stdout: &serverLog{addr: make(chan string, 1)}, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	k.serve.Env = env
+	k.serve.Stdout, k.serve.Stderr = k.stdout, k.stderr
+	if err := k.serve.Start(); err != nil {
+		return nil, fmt.Errorf("start kiln serve: %w", err)
+	}
+	go func() { k.exited <- k.serve.Wait() }()
 
 	select {
-	case addr := <-stdout.addr:
-		return "http://" + addr
-	case err := <-exited:
-		exited <- err // for the cleanup
-		t.Fatalf("kiln serve exited before listening: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, &stderr)
+	case addr := <-k.stdout.addr:
+		k.baseURL = "http://" + addr
+		return k, nil
+	case err := <-k.exited:
+		return nil, fmt.Errorf("kiln serve exited before listening: %w\nstdout:\n%s\nstderr:\n%s", err, k.stdout, k.stderr)
 	case <-time.After(60 * time.Second):
-		t.Fatalf("kiln serve logged no listening line within 60s\nstdout:\n%s\nstderr:\n%s", stdout, &stderr)
+		_ = k.serve.Process.Kill()
+		return nil, fmt.Errorf("kiln serve logged no listening line within 60s\nstdout:\n%s\nstderr:\n%s", k.stdout, k.stderr)
 	}
-	return ""
+}
+
+// stop sends SIGTERM and reports an exit other than 0, or one that took over 30 s.
+func (k *kilnProcess) stop() error {
+	// Fails only when the process has exited already; exited then says how.
+	_ = k.serve.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-k.exited:
+		if err != nil {
+			return fmt.Errorf("kiln serve exited with %w after SIGTERM, want 0\nstdout:\n%s\nstderr:\n%s", err, k.stdout, k.stderr)
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = k.serve.Process.Kill()
+		return fmt.Errorf("kiln serve still running 30s after SIGTERM; killed (%v)\nstdout:\n%s", <-k.exited, k.stdout)
+	}
 }
 
 // serverEnv is this process's environment without Kiln's own settings, plus the test

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 
@@ -119,4 +120,26 @@ func ExampleWithBearer() {
 		panic(err)
 	}
 	_ = client // client.ListAPIKeysWithResponse(ctx, nil) sends Authorization: Bearer kiln_live_…
+}
+
+// The README's quick start in Go: a first chat with an API key, against a real kiln serve
+// and its offline dev model.
+func Example_quickStart() {
+	ctx := context.Background()
+	baseURL, apiKey := exampleServer()
+
+	// From here to the output, README.md's Go example word for word (TestREADMEGoExamples).
+	client, err := kiln.NewClientWithResponses(baseURL, kiln.WithRequestEditorFn(kiln.WithBearer(apiKey)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	hello := "Hello, Kiln"
+	resp, err := kiln.CheckResponse(client.CreateChatCompletionWithResponse(ctx, nil, kiln.ChatRequest{
+		Messages: []kiln.ChatMessage{{Role: kiln.ChatRoleUser, Content: &hello}},
+	}))
+	if err != nil {
+		log.Fatal(err) // a *kiln.ProblemError for an answer that is not 2xx
+	}
+	fmt.Println(*resp.JSON200.Message.Content)
+	// Output: [dev] You said: Hello, Kiln
 }

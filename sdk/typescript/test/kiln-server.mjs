@@ -11,7 +11,8 @@ import { promisify } from "node:util";
 import { createKilnClient, unwrap } from "../dist/index.js";
 
 const packageDir = path.resolve(import.meta.dirname, "..");
-const kilnBin = path.resolve(packageDir, process.env.KILN_BIN || "../../bin/kiln");
+/** The kiln binary the tests run. */
+export const kilnBin = path.resolve(packageDir, process.env.KILN_BIN || "../../bin/kiln");
 
 // The same databases as the server's own tests (internal/store/storetest).
 const databaseURL = process.env.TEST_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable";
@@ -37,7 +38,7 @@ export async function newAPIKey(baseUrl, scopes = ["chat"]) {
 }
 
 /** This process's environment without Kiln's own settings, plus the test configuration. */
-function serverEnv() {
+export function serverEnv() {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(
       ([name]) => !name.startsWith("KILN_") && name !== "DATABASE_URL" && name !== "REDIS_URL",
