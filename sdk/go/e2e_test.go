@@ -384,7 +384,7 @@ func (k *kilnProcess) stop() error {
 		return nil
 	case <-time.After(30 * time.Second):
 		_ = k.serve.Process.Kill()
-		return fmt.Errorf("kiln serve still running 30s after SIGTERM; killed (%v)\nstdout:\n%s", <-k.exited, k.stdout)
+		return fmt.Errorf("kiln serve still running 30s after SIGTERM; killed (%w)\nstdout:\n%s", <-k.exited, k.stdout)
 	}
 }
 
