@@ -3282,7 +3282,7 @@ export interface components {
              * @default text/plain
              * @enum {string}
              */
-            media_type: "text/plain" | "text/markdown" | "text/html";
+            media_type?: "text/plain" | "text/markdown" | "text/html";
             metadata?: components["schemas"]["DocumentMetadata"];
             /** @description The client's own id; a document sent again with it replaces the first one's content. */
             external_id?: string;
@@ -3313,7 +3313,7 @@ export interface components {
         SearchRequest: {
             query: string;
             /** @default 10 */
-            k: number;
+            k?: number;
             mode?: components["schemas"]["SearchMode"];
             filter?: components["schemas"]["SearchFilter"];
             /** @description The hybrid fusion's weight of each ranking; default from config. */
