@@ -99,7 +99,7 @@ WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id) 
 
 -- Replies still in progress long after any reply could have ended: their replica died.
 -- name: ListStaleMessages :many
-SELECT id, org_id, conversation_id FROM messages
+SELECT id, org_id, conversation_id, created_at FROM messages
 WHERE status = 'in_progress' AND created_at < sqlc.arg(before)
 LIMIT 1000;
 

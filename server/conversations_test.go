@@ -18,9 +18,11 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/replies"
+	"github.com/kilnhq/kiln/internal/streams"
 )
 
 // convFixture is one server for the conversation tests: the dev model behind "default",
@@ -728,4 +730,28 @@ func TestConversationShutdown(t *testing.T) {
 		t.Errorf("stored %s %+v %q", m.Status, m.Error, deref(m.Content))
 	}
 	problemIs(t, f.b.call(t, "POST", "/v1/conversations/"+c.Id.String()+"/messages", f.alice, map[string]any{"content": "more"}, nil), 503, errs.NotReady)
+}
+
+// TestReplyEventsTextReadsBackDeltas: the text a reply published is read back from its
+// events (an orphaned reply is stored with it).
+func TestReplyEventsTextReadsBackDeltas(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		ev    chat.Event
+		text  string
+		reset bool
+	}{
+		{chat.Event{Kind: chat.EventDelta, Text: "Hé\x00"}, "Hé\x00", false},
+		{chat.Event{Kind: chat.EventToolResult}, "", true},
+		{chat.Event{Kind: chat.EventUsage}, "", false},
+	} {
+		name, d := ReplyEvents{}.Event(tt.ev)
+		raw, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text, reset := (ReplyEvents{}).Text(streams.Event{Type: name, Data: raw}); text != tt.text || reset != tt.reset {
+			t.Errorf("%s: %q, %v; want %q, %v", name, text, reset, tt.text, tt.reset)
+		}
+	}
 }

@@ -126,7 +126,7 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 	w.Header().Set("Kiln-Message-Id", started.Message.ID.String())
 	if stream {
 		s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
-			return s.follow(ctx, started.Message.ID, 0, st)
+			return s.follow(ctx, who.owner().Org, started.Message, 0, st)
 		})
 		return
 	}
@@ -143,11 +143,11 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 // follow sends a reply's stored events after `after`, then its live ones, until its end.
 // The stream opens at once: a client attaching to a reply that is thinking knows it is
 // attached.
-func (s *Server) follow(ctx context.Context, id uuid.UUID, after uint64, st *sseStream) error {
+func (s *Server) follow(ctx context.Context, org uuid.UUID, reply conversations.Message, after uint64, st *sseStream) error {
 	if err := st.open(); err != nil {
 		return err
 	}
-	return s.conv.Replies.Follow(ctx, id, after, func(ev streams.Event) error {
+	return s.conv.Replies.Follow(ctx, org, reply, after, func(ev streams.Event) error {
 		return st.SendStored(ev.ID, ev.Type, ev.Data)
 	})
 }
@@ -176,7 +176,7 @@ func (s *Server) streamMessageEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
-		return s.follow(ctx, m.ID, after, st)
+		return s.follow(ctx, who.owner().Org, m, after, st)
 	})
 }
 
@@ -221,7 +221,7 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, ref string, bo
 			return
 		}
 		s.serveSSE(w, r, func(ctx context.Context, st *sseStream) error {
-			return s.follow(ctx, a.ID, 0, st)
+			return s.follow(ctx, who.owner().Org, a.Message, 0, st)
 		})
 		return
 	}
@@ -267,6 +267,20 @@ func (ReplyEvents) Done(reply conversations.Message, out conversations.Outcome, 
 	d := toChatDone(reply.ID.String(), reply.Model, res)
 	d.Provider, d.ProviderModel, d.FinishReason = out.Provider, out.Model, api.FinishReason(out.FinishReason)
 	return d
+}
+
+// Text reads a message.delta's text back; a tool_result ends a step.
+func (ReplyEvents) Text(ev streams.Event) (string, bool) {
+	switch ev.Type {
+	case "message.delta":
+		var d api.ChatDeltaEvent
+		if json.Unmarshal(ev.Data, &d) == nil {
+			return d.Text, false
+		}
+	case "tool_result":
+		return "", true
+	}
+	return "", false
 }
 
 // Failed is the problem document of the reply's error.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
+	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/streams"
@@ -175,7 +176,7 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			}
 			ws.mu.Unlock()
 			go func() {
-				typ, data := ws.follow(ctx, started.Message.ID)
+				typ, data := ws.follow(ctx, started.Message)
 				ws.mu.Lock()
 				ws.busy.Unlock()
 				if typ != "" {
@@ -229,9 +230,9 @@ func (ws *wsConn) run(ctx, connCtx context.Context, call chat.Call, use *promptU
 // follow forwards a conversation reply's events as frames and returns its last one, done
 // or error, for the caller to send once the connection is free. Closing the connection
 // stops following, not the reply.
-func (ws *wsConn) follow(ctx context.Context, id uuid.UUID) (string, any) {
+func (ws *wsConn) follow(ctx context.Context, reply conversations.Message) (string, any) {
 	var last streams.Event
-	err := ws.s.conv.Replies.Follow(ctx, id, 0, func(ev streams.Event) error {
+	err := ws.s.conv.Replies.Follow(ctx, ws.who.owner().Org, reply, 0, func(ev streams.Event) error {
 		if ev.Final {
 			last = ev
 			return nil

@@ -281,7 +281,11 @@ func TestConversationPurgers(t *testing.T) {
 	}
 	bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 	t.Cleanup(bus.Close)
-	rs := replies.New(replies.Deps{Conversations: svc, Streams: bus, Events: problemEvents{}, Log: slog.New(slog.DiscardHandler)})
+	rs := replies.New(replies.Deps{Conversations: svc, Streams: bus, Events: problemEvents{}, Log: slog.New(slog.DiscardHandler), Now: clock.Now})
+	// The fresh reply's generator is alive: it holds its lease.
+	if err := bus.Lease(ctx, fresh.Message.ID.String(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	purgers := ConversationPurgers(svc, rs, 30*time.Minute)
 	// ended is the last event of each reply's stream: its data when it is an error.
 	ended := func(r conversations.Reply) map[string]any {
@@ -354,6 +358,8 @@ func (problemEvents) Event(chat.Event) (string, any)  { return "", nil }
 func (problemEvents) Done(conversations.Message, conversations.Outcome, *chat.Result) any {
 	return nil
 }
+
+func (problemEvents) Text(streams.Event) (string, bool) { return "", false }
 
 func (problemEvents) Failed(_, _ string, e *errs.Error) any {
 	return map[string]any{"code": e.Code, "detail": e.Message}

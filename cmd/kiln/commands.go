@@ -376,7 +376,7 @@ func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM,
 	convs := conversations.New(store.New(d.pool), time.Now)
 	rd := replies.Deps{
 		Conversations: convs, Prompts: promptStore, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Streams: bus,
-		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout,
+		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout, LeaseTTL: a.cfg.Conversations.ReplyLease,
 		ContextWindow: func(alias string) int {
 			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
 				return m.ContextWindow

@@ -628,7 +628,7 @@ func (q *Queries) ListMessages(ctx context.Context, arg ListMessagesParams) ([]M
 }
 
 const listStaleMessages = `-- name: ListStaleMessages :many
-SELECT id, org_id, conversation_id FROM messages
+SELECT id, org_id, conversation_id, created_at FROM messages
 WHERE status = 'in_progress' AND created_at < $1
 LIMIT 1000
 `
@@ -637,6 +637,7 @@ type ListStaleMessagesRow struct {
 	ID             uuid.UUID
 	OrgID          uuid.UUID
 	ConversationID uuid.UUID
+	CreatedAt      time.Time
 }
 
 // Replies still in progress long after any reply could have ended: their replica died.
@@ -649,7 +650,12 @@ func (q *Queries) ListStaleMessages(ctx context.Context, before time.Time) ([]Li
 	items := []ListStaleMessagesRow{}
 	for rows.Next() {
 		var i ListStaleMessagesRow
-		if err := rows.Scan(&i.ID, &i.OrgID, &i.ConversationID); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.ConversationID,
+			&i.CreatedAt,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -329,7 +329,8 @@ func encodeCalls(calls []llm.ToolCall) ([]byte, error) {
 	for i, c := range calls {
 		out[i] = storedCall(c)
 	}
-	return json.Marshal(out)
+	b, err := json.Marshal(out)
+	return storableJSON(b), err
 }
 
 func messageFromRow(r db.Message) (Message, error) {

@@ -1331,3 +1331,30 @@ func TestStepsCutAmidToolCalls(t *testing.T) {
 		t.Errorf("stored %v, want the answered step and the reply", got)
 	}
 }
+
+// TestFinishStoresNUL: a reply whose text, tool calls or steps hold U+0000 (which
+// PostgreSQL refuses in text and jsonb) is stored with U+FFFD instead (issue 12).
+func TestFinishStoresNUL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	o := f.user(f.alice)
+	c := f.create(t, o, "")
+	r := f.start(t, o, c.ID, userInput("hi"))
+	call := llm.ToolCall{ID: "c\x001", Name: "calc", Arguments: "{\"x\":\"a\x00b\",\"y\":\"\\u0000\"}"}
+	out := conversations.Outcome{
+		Status: conversations.Completed,
+		Steps: []llm.Message{
+			{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{call}},
+			{Role: llm.RoleTool, ToolCallID: call.ID, Name: "calc", Content: []llm.Part{{Type: llm.PartText, Text: "1\x002"}}},
+		},
+		Message: llm.TextMessage(llm.RoleAssistant, "a\x00b"),
+	}
+	added, err := f.svc.Finish(t.Context(), o.Org, c.ID, r.Message.ID, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(added) != 3 || added[2].Content != "a\uFFFDb" || added[1].Content != "1\uFFFD2" ||
+		added[0].ToolCalls[0].Arguments != "{\"x\":\"a\uFFFDb\",\"y\":\"\\u0000\"}" || added[0].ToolCalls[0].ID != "c\uFFFD1" {
+		t.Errorf("stored %+v", added)
+	}
+}

@@ -115,6 +115,38 @@ type Stale struct {
 	Org, Conversation, Message uuid.UUID
 }
 
+// Unfinished is a reply in progress.
+type Unfinished struct {
+	Stale
+	CreatedAt time.Time
+}
+
+// Unfinished returns up to 1000 replies in progress since before `before`, of every org
+// (housekeeping looks for those whose generator died).
+func (s *Service) Unfinished(ctx context.Context, before time.Time) ([]Unfinished, error) {
+	rows, err := s.st.ListStaleMessages(ctx, before)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Unfinished, len(rows))
+	for i, r := range rows {
+		out[i] = Unfinished{Stale: Stale{Org: r.OrgID, Conversation: r.ConversationID, Message: r.ID}, CreatedAt: r.CreatedAt}
+	}
+	return out, nil
+}
+
+// Running returns the reply in progress in a conversation of org; not_found when none is.
+func (s *Service) Running(ctx context.Context, org, conversation uuid.UUID) (Message, error) {
+	row, err := s.st.RunningMessage(ctx, db.RunningMessageParams{OrgID: org, ConversationID: conversation})
+	if err != nil {
+		if isNotFound(err) {
+			return Message{}, errs.E(errs.NotFound, "No reply is in progress in this conversation.")
+		}
+		return Message{}, err
+	}
+	return messageFromRow(row)
+}
+
 // ErrStale is the error a stale reply fails with.
 var ErrStale = errs.E(errs.Internal, "The replica generating this reply stopped before it ended.")
 

@@ -1,10 +1,12 @@
 package conversations
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -232,7 +234,7 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 		}
 		p := db.FinishMessageParams{
 			OrgID: org, ID: id, Seq: pgtype.Int4{Int32: first + int32(len(answered)), Valid: true}, //nolint:gosec // bounded
-			Content: out.Message.Text(), ToolCalls: callsJSON, Status: string(out.Status),
+			Content: storable(out.Message.Text()), ToolCalls: callsJSON, Status: string(out.Status),
 			Provider: store.Text(out.Provider), ProviderModel: store.Text(out.Model), FinishReason: store.Text(string(out.FinishReason)),
 			CompletedAt: &now,
 		}
@@ -242,7 +244,7 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 			p.CostUsd = pgtype.Float8{Float64: out.CostUSD, Valid: true}
 		}
 		if out.Err != nil {
-			p.ErrorCode, p.ErrorDetail = store.Text(string(errs.CodeOf(out.Err))), store.Text(errorDetail(out.Err))
+			p.ErrorCode, p.ErrorDetail = store.Text(string(errs.CodeOf(out.Err))), store.Text(storable(errorDetail(out.Err)))
 		}
 		row, err := q.FinishMessage(ctx, p)
 		if err != nil {
@@ -329,13 +331,13 @@ func place(ctx context.Context, q *db.Queries, org, conversation uuid.UUID, msgs
 func messageParams(org, conversation uuid.UUID, m llm.Message, seq int, now time.Time) (db.CreateMessageParams, error) {
 	p := db.CreateMessageParams{
 		ID: uuid.Must(uuid.NewV7()), OrgID: org, ConversationID: conversation, Seq: int4(seq), Role: string(m.Role),
-		ToolCallID: store.Text(m.ToolCallID), Name: store.Text(m.Name), CreatedAt: now,
+		ToolCallID: store.Text(storable(m.ToolCallID)), Name: store.Text(storable(m.Name)), CreatedAt: now,
 	}
 	var images []llm.Image
 	for _, part := range m.Content {
 		switch {
 		case part.Type == llm.PartText:
-			p.Content += part.Text
+			p.Content += storable(part.Text)
 		case part.Image != nil:
 			images = append(images, *part.Image)
 		}
@@ -346,4 +348,34 @@ func messageParams(org, conversation uuid.UUID, m llm.Message, seq int, now time
 	}
 	p.ToolCalls, err = encodeCalls(m.ToolCalls)
 	return p, err
+}
+
+// storable is s as PostgreSQL can store it: a text value cannot hold U+0000, which a model
+// may well stream, so it becomes U+FFFD (the replacement character) rather than failing
+// the store and with it the reply. The reply's events keep what the model sent.
+func storable(s string) string {
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// storableJSON is JSON text (as encoding/json writes it) as a jsonb value can hold it:
+// the escape \u0000 becomes \ufffd, as storable does for text.
+func storableJSON(b []byte) []byte {
+	if !bytes.Contains(b, []byte(`\u0000`)) {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			out = append(out, b[i])
+			continue
+		}
+		if b[i+1] == 'u' && i+6 <= len(b) && string(b[i+2:i+6]) == "0000" {
+			out = append(out, `\ufffd`...)
+			i += 5
+			continue
+		}
+		out = append(out, b[i], b[i+1]) // another escape, kept whole
+		i++
+	}
+	return out
 }

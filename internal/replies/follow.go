@@ -2,7 +2,6 @@ package replies
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,13 +14,45 @@ import (
 	"github.com/kilnhq/kiln/internal/streams"
 )
 
-// Follow calls fn with reply id's events after `after`, stored then live, until its last
-// one. A reply whose replica died before it ended its stream never ends it: following
-// stops (with a deadline error) when no reply could still be running.
-func (s *Service) Follow(ctx context.Context, id uuid.UUID, after uint64, fn func(streams.Event) error) error {
+// Follow calls fn with reply's events after `after`, stored then live, until its last
+// one. While it follows a reply in progress it checks, twice a lease, that a replica still
+// generates it: one that died leaves the reply without a lease, and Follow then ends the
+// reply as failed (keeping its published text), so the follower gets its error event
+// within about a lease and a half.
+func (s *Service) Follow(ctx context.Context, org uuid.UUID, reply conversations.Message, after uint64, fn func(streams.Event) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.d.StreamTimeout+time.Minute)
 	defer cancel()
-	return s.d.Streams.Follow(ctx, id.String(), after, fn)
+	if reply.Status == conversations.InProgress {
+		stop := s.watch(ctx, org, reply)
+		defer stop()
+	}
+	return s.d.Streams.Follow(ctx, reply.ID.String(), after, fn)
+}
+
+// watch ends reply if its generator dies while ctx lasts.
+func (s *Service) watch(ctx context.Context, org uuid.UUID, reply conversations.Message) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(s.d.LeaseTTL / 2)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ended, err := s.endOrphaned(ctx, org, reply)
+			if err != nil && ctx.Err() == nil {
+				s.d.Log.WarnContext(ctx, "end an orphaned reply", "message_id", reply.ID, "error", err)
+			}
+			if ended {
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Events returns reply id of the conversation, whose events the caller is about to
@@ -109,7 +140,7 @@ func (s *Service) Reattach(ctx context.Context, o conversations.Owner, ref strin
 func (s *Service) Result(ctx context.Context, o conversations.Owner, a Attached) ([]conversations.Message, error) {
 	m := a.Message
 	if m.Status == conversations.InProgress {
-		if err := s.Follow(ctx, m.ID, 0, func(streams.Event) error { return nil }); err != nil {
+		if err := s.Follow(ctx, o.Org, m, 0, func(streams.Event) error { return nil }); err != nil {
 			return nil, err
 		}
 		var err error
@@ -123,17 +154,34 @@ func (s *Service) Result(ctx context.Context, o conversations.Owner, a Attached)
 	return s.d.Conversations.Turn(ctx, o, m.ConversationID, a.firstInput, m.ID)
 }
 
-// FailStale ends, as failed, the replies left in progress for longer than maxAge (no
-// reply runs that long: their replica died) and ends their event streams. It returns how
-// many it ended.
+// FailStale ends, as failed, the replies whose generator died: those in progress past
+// one lease that hold none, and those in progress for longer than maxAge whatever their
+// lease (no reply runs that long). It keeps the text each published and ends its event
+// stream, and returns how many it ended.
 func (s *Service) FailStale(ctx context.Context, maxAge time.Duration) (int64, error) {
-	stale, err := s.d.Conversations.FailStale(ctx, maxAge)
-	for _, r := range stale { // failed already: each must get its error event
-		problem := s.d.Events.Failed("", "", conversations.ErrStale)
-		_, endErr := s.d.Streams.Publisher(r.Message.String()).Finish(ctx, EventError, problem)
-		if endErr != nil && !errors.Is(endErr, streams.ErrFinished) {
-			err = errors.Join(err, fmt.Errorf("end the stream of reply %s: %w", r.Message, endErr))
+	now := s.d.Now()
+	unfinished, err := s.d.Conversations.Unfinished(ctx, now.Add(-min(maxAge, s.d.LeaseTTL)))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, r := range unfinished {
+		if now.Sub(r.CreatedAt) < maxAge {
+			held, err := s.d.Streams.Leased(ctx, r.Message.String())
+			if err != nil {
+				return n, err
+			}
+			if held {
+				continue
+			}
+		}
+		ended, err := s.endStale(ctx, r.Org, r.Conversation, r.Message)
+		if ended {
+			n++
+		}
+		if err != nil {
+			return n, err
 		}
 	}
-	return int64(len(stale)), err
+	return n, nil
 }

@@ -9,6 +9,7 @@ package replies
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -38,6 +39,13 @@ const (
 // cancelled the reply.
 const storeTimeout = 10 * time.Second
 
+// DefaultLeaseTTL is how long a reply's lease lasts without renewal (Deps.LeaseTTL).
+const DefaultLeaseTTL = 6 * time.Second
+
+// ErrUnstored is the error of a reply the store refused as generated (its tool calls, its
+// steps): it is stored failed with the text it published.
+var ErrUnstored = errs.E(errs.Internal, "The reply could not be stored as generated; the text it published is kept.")
+
 // errShuttingDown ends the replies still running when the replica stops.
 var errShuttingDown = errors.New("replica shutting down")
 
@@ -54,6 +62,10 @@ type Events interface {
 	// Failed is the data of the last event of a failed reply. requestID and instance
 	// name the request that started it ("" when there is none).
 	Failed(requestID, instance string, e *errs.Error) any
+	// Text reads a published event back: the text it adds to the reply (a delta's), and
+	// whether the text so far belonged to a finished step (a tool result). A reply whose
+	// generator died is stored with the text its events published.
+	Text(ev streams.Event) (text string, reset bool)
 }
 
 // Deps is what the service needs; cmd/kiln builds it.
@@ -71,6 +83,14 @@ type Deps struct {
 	ContextWindow func(alias string) int
 	// StreamTimeout bounds one reply (llm.stream_timeout).
 	StreamTimeout time.Duration
+	// LeaseTTL is how long a reply's lease lasts unless its generator renews it (every
+	// third of it); a reply in progress without a lease, older than one, lost its
+	// generator and is ended by the next message, follower or housekeeping. Default
+	// DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Now is the clock of the conversations' store (default time.Now): a reply's age is
+	// measured on it.
+	Now func() time.Time
 }
 
 // Service runs the replies of one replica.
@@ -86,6 +106,12 @@ type Service struct {
 
 // New returns the service.
 func New(d Deps) *Service {
+	if d.LeaseTTL <= 0 {
+		d.LeaseTTL = DefaultLeaseTTL
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 	s := &Service{d: d}
 	s.stop, s.stopAll = context.WithCancel(context.Background())
 	return s
@@ -169,6 +195,9 @@ func (s *Service) Start(ctx context.Context, c Caller, req Request) (*Started, e
 		stored = &conversations.PromptUse{Name: prompt.Name, Version: prompt.Version, ExperimentID: prompt.ExperimentID}
 	}
 	reply, err := s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored)
+	if errs.CodeOf(err) == errs.Conflict && s.freeOrphaned(ctx, o.Org, conv.ID) {
+		reply, err = s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored)
+	}
 	if err != nil {
 		s.running.Done()
 		return nil, err
@@ -273,6 +302,8 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 	defer unwatch()
 	ctx, cancelBound := context.WithTimeout(llm.WithOrg(ctx, c.Owner.Org), s.d.StreamTimeout)
 	defer cancelBound()
+	release := s.lease(c, id)
+	defer release() // once the end is stored (or could not be): run last
 
 	start := time.Now()
 	pub := s.d.Streams.Publisher(id)
@@ -346,7 +377,18 @@ func (s *Service) end(c Caller, reply conversations.Reply, out conversations.Out
 	ctx, cancel := context.WithTimeout(c.background(), storeTimeout)
 	defer cancel()
 	added, err := s.d.Conversations.Finish(ctx, c.Owner.Org, reply.Conversation.ID, reply.Message.ID, out)
-	if err != nil { // the housekeeping task fails the reply later; its stream ends now
+	if err != nil && errs.CodeOf(err) != errs.Conflict {
+		// Keep what was published: the text alone, failed.
+		s.d.Log.ErrorContext(ctx, "store a reply", "message_id", reply.Message.ID, "error", err)
+		kept := conversations.Outcome{
+			Status: conversations.Failed, Err: ErrUnstored, Message: llm.TextMessage(llm.RoleAssistant, out.Message.Text()),
+			Provider: out.Provider, Model: out.Model, FinishReason: out.FinishReason,
+		}
+		if added, err = s.d.Conversations.Finish(ctx, c.Owner.Org, reply.Conversation.ID, reply.Message.ID, kept); err == nil {
+			out = kept
+		}
+	}
+	if err != nil { // released, the reply's lease lets the next message, follower or housekeeping end it; its stream ends now
 		s.d.Log.ErrorContext(ctx, "store a reply", "message_id", reply.Message.ID, "error", err)
 		out.Status, out.Err = conversations.Failed, err
 	}
@@ -401,3 +443,119 @@ func (s *Service) Shutdown(ctx context.Context) {
 		<-idle
 	}
 }
+
+// lease takes reply id's lease and renews it until release, which drops it.
+func (s *Service) lease(c Caller, id string) (release func()) {
+	ctx, cancel := context.WithCancel(c.background())
+	renew := func() {
+		if err := s.d.Streams.Lease(ctx, id, s.d.LeaseTTL); err != nil && ctx.Err() == nil {
+			s.d.Log.WarnContext(ctx, "renew the lease of a reply", "message_id", id, "error", err)
+		}
+	}
+	renew()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		tick := time.NewTicker(s.d.LeaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				renew()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-renewed
+		ctx, cancel := context.WithTimeout(c.background(), storeTimeout)
+		defer cancel()
+		if err := s.d.Streams.Release(ctx, id); err != nil {
+			s.d.Log.WarnContext(ctx, "release the lease of a reply", "message_id", id, "error", err)
+		}
+	}
+}
+
+// freeOrphaned ends the reply in progress in a conversation if its generator died, and
+// reports whether it did: the conversation is free again.
+func (s *Service) freeOrphaned(ctx context.Context, org, conversation uuid.UUID) bool {
+	running, err := s.d.Conversations.Running(ctx, org, conversation)
+	if err != nil {
+		return false
+	}
+	ended, err := s.endOrphaned(ctx, org, running)
+	if err != nil {
+		s.d.Log.WarnContext(ctx, "end an orphaned reply", "message_id", running.ID, "error", err)
+	}
+	return ended
+}
+
+// endOrphaned ends reply as failed if no replica generates it any more: it is still in
+// progress, older than a lease, and holds none. It reports whether it did.
+func (s *Service) endOrphaned(ctx context.Context, org uuid.UUID, reply conversations.Message) (bool, error) {
+	if s.d.Now().Sub(reply.CreatedAt) < s.d.LeaseTTL {
+		return false, nil // its generator may not have taken its lease yet
+	}
+	held, err := s.d.Streams.Leased(ctx, reply.ID.String())
+	if err != nil || held {
+		return false, err
+	}
+	running, err := s.d.Conversations.Running(ctx, org, reply.ConversationID)
+	if errs.CodeOf(err) == errs.NotFound || err == nil && running.ID != reply.ID {
+		return false, nil // it ended
+	}
+	if err != nil {
+		return false, err
+	}
+	stored, err := s.endStale(ctx, org, reply.ConversationID, reply.ID)
+	return stored || err == nil, err // ended by this call, or by another meanwhile
+}
+
+// endStale stores reply id as failed (conversations.ErrStale) with the text its events
+// published, and ends its stream with an error event. It reports false when the reply
+// had ended meanwhile. When its events cannot be read (Redis is down) it is still ended,
+// without its text, and the error is returned: the conversation is free again.
+func (s *Service) endStale(ctx context.Context, org, conversation, id uuid.UUID) (bool, error) {
+	text, readErr := s.published(ctx, id.String())
+	out := conversations.Outcome{Status: conversations.Failed, Err: conversations.ErrStale, Message: llm.TextMessage(llm.RoleAssistant, text)}
+	if _, err := s.d.Conversations.Finish(ctx, org, conversation, id, out); errs.CodeOf(err) == errs.Conflict {
+		return false, nil // it ended meanwhile, and its stream with it
+	} else if err != nil {
+		return false, fmt.Errorf("store stale reply %s: %w", id, err)
+	}
+	if readErr != nil {
+		return true, fmt.Errorf("read the text of stale reply %s: %w", id, readErr)
+	}
+	_, err := s.d.Streams.Publisher(id.String()).Finish(ctx, EventError, s.d.Events.Failed("", "", conversations.ErrStale))
+	if err != nil && !errors.Is(err, streams.ErrFinished) {
+		return true, fmt.Errorf("end the stream of reply %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// published is the text reply id's events published, as generate keeps it.
+func (s *Service) published(ctx context.Context, id string) (string, error) {
+	var text strings.Builder
+	for after := uint64(0); ; {
+		evs, _, err := s.d.Streams.Read(ctx, id, after, publishedPage)
+		if err != nil {
+			return "", err
+		}
+		for _, ev := range evs {
+			t, reset := s.d.Events.Text(ev)
+			if reset {
+				text.Reset()
+			}
+			text.WriteString(t)
+			after = ev.ID
+		}
+		if len(evs) < publishedPage {
+			return text.String(), nil
+		}
+	}
+}
+
+// publishedPage is how many events published reads at once.
+const publishedPage = 512

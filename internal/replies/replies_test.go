@@ -90,11 +90,25 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// "nul" streams a reply with U+0000 in its text, which PostgreSQL cannot store.
+	nulUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, data := range []string{chunk(`{"role":"assistant","content":"a\u0000b"}`, "null"), chunk(`{}`, `"stop"`), "[DONE]"} {
+			_, _ = io.WriteString(w, "data: "+data+"\n\n")
+		}
+	}))
+	t.Cleanup(nulUp.Close)
+	nul, err := openai.New(llm.ProviderConfig{Name: "nul", Type: "openai_compatible", BaseURL: nulUp.URL}, nulUp.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
 	gw, err := llm.NewGateway(llm.GatewayConfig{
-		Providers: map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev", Type: "dev"}), "up": gated},
+		Providers: map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev", Type: "dev"}), "up": gated, "nul": nul},
 		Aliases: map[string][]llm.Target{
 			"default": {{Provider: "dev", Model: dev.Model}},
 			"gated":   {{Provider: "up", Model: "m"}},
+			"nul":     {{Provider: "nul", Model: "m"}},
 		},
 		Timeout: wait,
 	})
@@ -125,6 +139,12 @@ func chunk(delta, finish string) string {
 // the shared key space.
 func (b *bundle) replica(t *testing.T) *replies.Service {
 	t.Helper()
+	return b.replicaWithLease(t, 0)
+}
+
+// replicaWithLease is a replica whose replies' leases last lease (0: the default).
+func (b *bundle) replicaWithLease(t *testing.T, lease time.Duration) *replies.Service {
+	t.Helper()
 	rdb, err := redisclient.Open(t.Context(), storetest.RedisURL(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +154,7 @@ func (b *bundle) replica(t *testing.T) *replies.Service {
 	return replies.New(replies.Deps{
 		Conversations: b.convs, Prompts: prompts.New(b.st, time.Now), Runner: b.runner, Usage: b.usage, Streams: bus,
 		Events: events{}, Log: slog.New(slog.DiscardHandler), StreamTimeout: wait,
-		ContextWindow: func(string) int { return b.window },
+		ContextWindow: func(string) int { return b.window }, LeaseTTL: lease,
 	})
 }
 
@@ -152,6 +172,14 @@ func (events) Event(ev chat.Event) (string, any) {
 
 func (events) Done(reply conversations.Message, out conversations.Outcome, _ *chat.Result) any {
 	return map[string]any{"id": reply.ID, "finish_reason": out.FinishReason}
+}
+
+func (events) Text(ev streams.Event) (string, bool) {
+	var d struct{ Text string }
+	if ev.Type == "message.delta" && json.Unmarshal(ev.Data, &d) == nil {
+		return d.Text, false
+	}
+	return "", false
 }
 
 func (events) Failed(requestID, instance string, e *errs.Error) any {
@@ -179,24 +207,24 @@ func (b *bundle) caller() replies.Caller {
 }
 
 // follow collects a reply's events, from the first, until its last.
-func follow(t *testing.T, s *replies.Service, id uuid.UUID) []streams.Event {
+func (b *bundle) follow(t *testing.T, s *replies.Service, reply conversations.Message) []streams.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
 	var out []streams.Event
-	if err := s.Follow(ctx, id, 0, func(ev streams.Event) error { out = append(out, ev); return nil }); err != nil {
+	if err := s.Follow(ctx, b.owner.Org, reply, 0, func(ev streams.Event) error { out = append(out, ev); return nil }); err != nil {
 		t.Fatalf("follow: %v", err)
 	}
 	return out
 }
 
 // firstDelta waits for a reply's first message.delta: the model is generating.
-func firstDelta(t *testing.T, s *replies.Service, id uuid.UUID) {
+func (b *bundle) firstDelta(t *testing.T, s *replies.Service, reply conversations.Message) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
 	seen := errors.New("seen")
-	err := s.Follow(ctx, id, 0, func(ev streams.Event) error {
+	err := s.Follow(ctx, b.owner.Org, reply, 0, func(ev streams.Event) error {
 		if ev.Type == "message.delta" {
 			return seen
 		}
@@ -216,7 +244,7 @@ func (b *bundle) generating(t *testing.T, s *replies.Service) (uuid.UUID, *repli
 	if err != nil {
 		t.Fatal(err)
 	}
-	firstDelta(t, s, started.Message.ID)
+	b.firstDelta(t, s, started.Message)
 	return conv, started
 }
 
@@ -256,7 +284,7 @@ func TestStartEnd(t *testing.T) {
 		added[1].Status != conversations.Completed || added[1].Content == "" || added[1].Model != "default" {
 		t.Fatalf("added %+v", added)
 	}
-	evs := follow(t, s, started.Message.ID)
+	evs := b.follow(t, s, started.Message)
 	if evs[0].Type != replies.EventStarted || evs[len(evs)-1].Type != replies.EventDone || !evs[len(evs)-1].Final {
 		t.Fatalf("events %s", types(evs))
 	}
@@ -321,7 +349,7 @@ func TestStartBeyondContextWindow(t *testing.T) {
 	if err != nil || len(msgs) != 2 || msgs[1].Status != conversations.Failed || msgs[1].ErrorCode != errs.Invalid {
 		t.Fatalf("stored %+v, %v; want the reply failed", msgs, err)
 	}
-	evs := follow(t, s, msgs[1].ID) // its stream is ended, with the request's values
+	evs := b.follow(t, s, msgs[1]) // its stream is ended, with the request's values
 	last := data(t, evs[len(evs)-1])
 	if len(evs) != 1 || evs[0].Type != replies.EventError || last["code"] != string(errs.Invalid) ||
 		last["request_id"] != "req-1" || last["instance"] != b.caller().Instance {
@@ -348,7 +376,7 @@ func TestCancelFromAnotherReplica(t *testing.T) {
 	if reply.Status != conversations.Cancelled || reply.Content != "Hel" || reply.FinishReason != llm.FinishCancelled {
 		t.Errorf("reply %s %q %s, want cancelled with the text so far", reply.Status, reply.Content, reply.FinishReason)
 	}
-	evs := follow(t, other, started.Message.ID)
+	evs := b.follow(t, other, started.Message)
 	if last := evs[len(evs)-1]; last.Type != replies.EventDone || data(t, last)["finish_reason"] != "cancelled" {
 		t.Errorf("events %s", types(evs))
 	}
@@ -407,7 +435,7 @@ func TestShutdown(t *testing.T) {
 		if err != nil || m.Status != conversations.Failed || m.ErrorCode != errs.NotReady || m.Content != "Hel" {
 			t.Errorf("reply %+v, %v; want failed (not_ready) with the text so far", m, err)
 		}
-		evs := follow(t, s, started.Message.ID)
+		evs := b.follow(t, s, started.Message)
 		if last := evs[len(evs)-1]; last.Type != replies.EventError || data(t, last)["code"] != string(errs.NotReady) {
 			t.Errorf("events %s", types(evs))
 		}
@@ -491,7 +519,7 @@ func TestFailStale(t *testing.T) {
 	if n, err := s.FailStale(t.Context(), 0); err != nil || n != 1 {
 		t.Fatalf("stale: %d, %v; want one", n, err)
 	}
-	evs := follow(t, s, reply.Message.ID)
+	evs := b.follow(t, s, reply.Message)
 	last := data(t, evs[len(evs)-1])
 	if len(evs) != 1 || evs[0].Type != replies.EventError || last["code"] != string(errs.Internal) || last["request_id"] != "" || last["instance"] != "" {
 		t.Errorf("events %s %v", types(evs), last)

@@ -111,6 +111,7 @@ func New(rdb redis.UniversalClient, ks redisclient.Keyspace, cfg Config) *Bus {
 
 func (b *Bus) streamKey(id string) string { return b.ks.Key(area, version, id) }
 func (b *Bus) markerKey(id string) string { return b.ks.Key(area, version, id) + ":cancel" }
+func (b *Bus) leaseKey(id string) string  { return b.ks.Key(area, version, id) + ":lease" }
 
 // Publisher appends the events of one reply. It is safe for concurrent use.
 type Publisher struct {
@@ -316,6 +317,34 @@ func (b *Bus) Exists(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("streams: check stream %s: %w", id, err)
 	}
 	return n > 0, nil
+}
+
+// Lease marks the generation of reply id as alive for ttl. Its generator renews it well
+// before it expires and releases it once the reply's end is stored, so a reply still in
+// progress without a lease has lost its generator (its replica died or could not store
+// the end): any replica may then end it.
+func (b *Bus) Lease(ctx context.Context, id string, ttl time.Duration) error {
+	if err := b.rdb.Set(ctx, b.leaseKey(id), "1", ttl).Err(); err != nil {
+		return fmt.Errorf("streams: lease %s: %w", id, err)
+	}
+	return nil
+}
+
+// Leased reports whether the generation of reply id holds its lease.
+func (b *Bus) Leased(ctx context.Context, id string) (bool, error) {
+	n, err := b.rdb.Exists(ctx, b.leaseKey(id)).Result()
+	if err != nil {
+		return false, fmt.Errorf("streams: check the lease of %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
+// Release drops the lease of reply id's generation.
+func (b *Bus) Release(ctx context.Context, id string) error {
+	if err := b.rdb.Del(ctx, b.leaseKey(id)).Err(); err != nil {
+		return fmt.Errorf("streams: release %s: %w", id, err)
+	}
+	return nil
 }
 
 // Cancel asks the generation of reply id to stop, on whichever replica runs it: it sets

@@ -73,6 +73,7 @@ type Conversations struct {
 	ContextWindow int           `koanf:"context_window" doc:"context window in tokens of a model alias that sets none (llm.models.<alias>.context_window)"`
 	TitleModel    string        `koanf:"title_model" doc:"model alias that titles new conversations in the background; empty: no titles"`
 	MaxFollowers  int           `koanf:"max_followers" doc:"reply streams one replica serves at once (each waits on a Redis connection of a pool of this size)"`
+	ReplyLease    time.Duration `koanf:"reply_lease" doc:"lease of a generating reply, renewed every third of it; a reply in progress without one lost its replica and is ended (failed, its published text kept) by the next message, a follower or housekeeping"`
 }
 
 // HTTP configures the API server, its timeouts and its size limits.
@@ -315,7 +316,7 @@ func Default() Config {
 			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
 			ToolMaxSteps: 5, ToolTimeout: 10 * time.Second, UsageFlush: time.Second, CacheTTL: time.Hour,
 		}),
-		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000},
+		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000, ReplyLease: 6 * time.Second},
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
@@ -611,6 +612,9 @@ func (c Config) validate() []string {
 	}
 	if c.Notifications.LongJob < 0 {
 		bad("notifications.long_job", "must not be negative, got %s", c.Notifications.LongJob)
+	}
+	if c.Conversations.ReplyLease < time.Second {
+		bad("conversations.reply_lease", "must be at least 1s, got %s", c.Conversations.ReplyLease)
 	}
 	if c.Conversations.MaxFollowers < 1 {
 		bad("conversations.max_followers", "must be at least 1, got %d", c.Conversations.MaxFollowers)
