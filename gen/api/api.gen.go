@@ -1577,7 +1577,7 @@ type ChunkingSettings struct {
 type ContentPart struct {
 	Detail *ContentPartDetail `json:"detail,omitempty"`
 
-	// ImageData The image's bytes, base64 (for `image`).
+	// ImageData The image's bytes, base64 (for `image`); at most 1 MiB of image, and the body limit applies.
 	ImageData *[]byte `json:"image_data,omitempty"`
 
 	// ImageUrl An http(s) URL of the image (for `image`; or use `image_data`).
@@ -2465,7 +2465,7 @@ type OpenAIChatCompletionChunk struct {
 // OpenAIChatCompletionChunkObject defines model for OpenAIChatCompletionChunk.Object.
 type OpenAIChatCompletionChunkObject string
 
-// OpenAIChatCompletionRequest OpenAI's request body; fields Kiln does not use are accepted and ignored.
+// OpenAIChatCompletionRequest OpenAI's request body; fields Kiln does not use are accepted and ignored (at most 64 fields).
 type OpenAIChatCompletionRequest struct {
 	MaxCompletionTokens  *int                                        `json:"max_completion_tokens,omitempty"`
 	MaxTokens            *int                                        `json:"max_tokens,omitempty"`
@@ -2535,7 +2535,7 @@ type OpenAIEmbeddingRequest struct {
 	Dimensions     *int                                  `json:"dimensions,omitempty"`
 	EncodingFormat *OpenAIEmbeddingRequestEncodingFormat `json:"encoding_format,omitempty"`
 
-	// Input A string or an array of up to 2048 strings.
+	// Input A string or an array of up to 2048 strings, each of at most 262,144 characters (and the body limit applies).
 	Input                OpenAIEmbeddingRequest_Input `json:"input"`
 	Model                string                       `json:"model"`
 	User                 *string                      `json:"user,omitempty"`
@@ -2551,7 +2551,7 @@ type OpenAIEmbeddingRequestInput0 = string
 // OpenAIEmbeddingRequestInput1 defines model for OpenAIEmbeddingRequest.Input.1.
 type OpenAIEmbeddingRequestInput1 = []string
 
-// OpenAIEmbeddingRequest_Input A string or an array of up to 2048 strings.
+// OpenAIEmbeddingRequest_Input A string or an array of up to 2048 strings, each of at most 262,144 characters (and the body limit applies).
 type OpenAIEmbeddingRequest_Input struct {
 	union json.RawMessage
 }

@@ -2819,7 +2819,7 @@ export interface components {
             image_url?: string;
             /**
              * Format: byte
-             * @description The image's bytes, base64 (for `image`).
+             * @description The image's bytes, base64 (for `image`); at most 1 MiB of image, and the body limit applies.
              */
             image_data?: string;
             /**
@@ -2996,7 +2996,7 @@ export interface components {
             /** Format: double */
             latency_ms_avg: number;
         };
-        /** @description OpenAI's request body; fields Kiln does not use are accepted and ignored. */
+        /** @description OpenAI's request body; fields Kiln does not use are accepted and ignored (at most 64 fields). */
         OpenAIChatCompletionRequest: {
             model: string;
             messages: ({
@@ -3062,7 +3062,7 @@ export interface components {
         };
         OpenAIEmbeddingRequest: {
             model: string;
-            /** @description A string or an array of up to 2048 strings. */
+            /** @description A string or an array of up to 2048 strings, each of at most 262,144 characters (and the body limit applies). */
             input: string | string[];
             /** @enum {string} */
             encoding_format?: "float" | "base64";

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/kilnhq/kiln/gen/api"
+)
+
+// TestRequestBudgetInSpec: every string and array a client sends (request bodies, query
+// and path parameters) has a bound in the spec, so validation refuses oversized input
+// before a handler spends work on it (issue 12). A free-form JSON value (no type: a tool's
+// parameters schema, a job's payload) is bounded by the body limit only.
+func TestRequestBudgetInSpec(t *testing.T) {
+	t.Parallel()
+	doc, err := api.GetSwagger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unbounded []string
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			where := method + " " + path
+			for _, p := range append(slices.Clone(item.Parameters), op.Parameters...) {
+				if p.Value.In == "header" || p.Value.Schema == nil {
+					continue
+				}
+				unbounded = append(unbounded, unboundedIn(where+" "+p.Value.In+" "+p.Value.Name, p.Value.Schema, map[*openapi3.Schema]bool{})...)
+			}
+			if op.RequestBody == nil {
+				continue
+			}
+			for media, c := range op.RequestBody.Value.Content {
+				if c.Schema != nil && media == "application/json" {
+					unbounded = append(unbounded, unboundedIn(where+" body", c.Schema, map[*openapi3.Schema]bool{})...)
+				}
+			}
+		}
+	}
+	slices.Sort(unbounded)
+	for _, u := range unbounded {
+		if !boundedElsewhere[u] {
+			t.Errorf("unbounded: %s", u)
+		}
+	}
+}
+
+// boundedElsewhere are the unbounded values with a bound that the spec cannot state.
+var boundedElsewhere = map[string]bool{
+	// rag.max_document_bytes (10 MiB by default, configurable) is the route's body limit.
+	"POST /v1/knowledge-bases/{id}/documents body/text: string without maxLength": true,
+}
+
+// boundedPattern is a pattern anchored at both ends whose every repetition is bounded.
+var boundedPattern = regexp.MustCompile(`^\^[^*+]*\$$`)
+
+// unboundedIn lists the strings, arrays and maps under s without a bound.
+func unboundedIn(where string, ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool) []string {
+	s := ref.Value
+	if s == nil || seen[s] {
+		return nil
+	}
+	seen[s] = true
+	defer delete(seen, s)
+	var out []string
+	for _, sub := range slices.Concat(s.AllOf, s.OneOf, s.AnyOf) {
+		out = append(out, unboundedIn(where, sub, seen)...)
+	}
+	switch {
+	case s.Type.Is(openapi3.TypeString):
+		bounded := s.MaxLength != nil || len(s.Enum) > 0 || slices.Contains([]string{"uuid", "date-time", "date"}, s.Format) ||
+			s.Pattern != "" && boundedPattern.MatchString(s.Pattern) && !strings.Contains(s.Pattern, ",}")
+		if !bounded {
+			out = append(out, where+": string without maxLength")
+		}
+	case s.Type.Is(openapi3.TypeArray):
+		if s.MaxItems == nil {
+			out = append(out, where+": array without maxItems")
+		}
+		if s.Items != nil {
+			out = append(out, unboundedIn(where+"/items", s.Items, seen)...)
+		}
+	case s.Type.Is(openapi3.TypeObject) || len(s.Properties) > 0:
+		for name, p := range s.Properties {
+			out = append(out, unboundedIn(where+"/"+name, p, seen)...)
+		}
+		if ap := s.AdditionalProperties.Schema; ap != nil {
+			if s.MaxProps == nil {
+				out = append(out, where+": map without maxProperties")
+			}
+			out = append(out, unboundedIn(where+"/*", ap, seen)...)
+		} else if s.AdditionalProperties.Has != nil && *s.AdditionalProperties.Has && s.MaxProps == nil && len(s.Properties) > 0 {
+			out = append(out, fmt.Sprintf("%s: open object without maxProperties", where))
+		}
+	}
+	return out
+}
