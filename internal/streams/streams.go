@@ -109,9 +109,10 @@ func New(rdb redis.UniversalClient, ks redisclient.Keyspace, cfg Config) *Bus {
 	}
 }
 
-func (b *Bus) streamKey(id string) string { return b.ks.Key(area, version, id) }
-func (b *Bus) markerKey(id string) string { return b.ks.Key(area, version, id) + ":cancel" }
-func (b *Bus) leaseKey(id string) string  { return b.ks.Key(area, version, id) + ":lease" }
+func (b *Bus) streamKey(id string) string   { return b.ks.Key(area, version, id) }
+func (b *Bus) markerKey(id string) string   { return b.ks.Key(area, version, id) + ":cancel" }
+func (b *Bus) leaseKey(id string) string    { return b.ks.Key(area, version, id) + ":lease" }
+func (b *Bus) followedKey(id string) string { return b.ks.Key(area, version, id) + ":followed" }
 
 // Publisher appends the events of one reply. It is safe for concurrent use.
 type Publisher struct {
@@ -366,32 +367,51 @@ func (b *Bus) Cancel(ctx context.Context, id string) error {
 // Bus's one subscription to cancellations starts with the first Watch; after Close,
 // Watch only catches cancels made before it.
 func (b *Bus) Watch(parent context.Context, id string) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancelCause(parent)
-	w := &watcher{cancel: cancel}
-	b.mu.Lock()
-	if b.watchers[id] == nil {
-		b.watchers[id] = map[*watcher]struct{}{}
-	}
-	b.watchers[id][w] = struct{}{}
-	b.listenLocked()
-	b.mu.Unlock()
+	ctxs, stops := b.WatchAll(parent, []context.Context{parent}, []string{id})
+	return ctxs[0], stops[0]
+}
 
-	stop = func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if ws := b.watchers[id]; ws != nil {
-			delete(ws, w)
-			if len(ws) == 0 {
-				delete(b.watchers, id)
+// WatchAll is Watch for many generations at once, ctxs[i] and stops[i] being
+// Watch(parents[i], ids[i]): the cancels made before it are checked in one Redis round
+// trip, on ctx, instead of one per generation.
+func (b *Bus) WatchAll(ctx context.Context, parents []context.Context, ids []string) (ctxs []context.Context, stops []func()) {
+	ctxs, stops = make([]context.Context, len(ids)), make([]func(), len(ids))
+	b.mu.Lock()
+	for i, id := range ids {
+		c, cancel := context.WithCancelCause(parents[i])
+		w := &watcher{cancel: cancel}
+		if b.watchers[id] == nil {
+			b.watchers[id] = map[*watcher]struct{}{}
+		}
+		b.watchers[id][w] = struct{}{}
+		ctxs[i], stops[i] = c, func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if ws := b.watchers[id]; ws != nil {
+				delete(ws, w)
+				if len(ws) == 0 {
+					delete(b.watchers, id)
+				}
 			}
 		}
 	}
+	b.listenLocked()
+	b.mu.Unlock()
+
 	// Registered first, so a Cancel is seen either here (its marker is set before it is
 	// announced) or by the subscription, which checks every marker when it (re)subscribes.
-	if n, err := b.rdb.Exists(ctx, b.markerKey(id)).Result(); err == nil && n > 0 {
-		b.fire(id)
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Exists(ctx, b.markerKey(id))
 	}
-	return ctx, stop
+	_, _ = pipe.Exec(ctx) // a failed check leaves those watches to the announcements
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			b.fire(ids[i])
+		}
+	}
+	return ctxs, stops
 }
 
 // listenLocked starts the Bus's subscription to cancellations unless it runs or the Bus
@@ -449,6 +469,35 @@ func (b *Bus) fire(id string) {
 	for w := range ws {
 		w.cancel(ErrCancelled)
 	}
+}
+
+// MarkFollowed records, for ttl, that a follower waits for the events of the streams
+// named after id (id itself, or streams whose names start with it, as a caller
+// chooses): a publisher that skips the events nobody follows asks Followed first. A
+// follower that waits longer than ttl marks again.
+func (b *Bus) MarkFollowed(ctx context.Context, id string, ttl time.Duration) error {
+	if err := b.rdb.Set(ctx, b.followedKey(id), "1", ttl).Err(); err != nil {
+		return fmt.Errorf("streams: mark %s followed: %w", id, err)
+	}
+	return nil
+}
+
+// Followed reports, in one Redis round trip, which of ids are marked followed
+// (MarkFollowed).
+func (b *Bus) Followed(ctx context.Context, ids []string) ([]bool, error) {
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Exists(ctx, b.followedKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("streams: check followers: %w", err)
+	}
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val() > 0
+	}
+	return out, nil
 }
 
 // Close stops the Bus's subscription to cancellations and waits for it to end. Watch
