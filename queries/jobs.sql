@@ -52,33 +52,50 @@ RETURNING *;
 -- name: UnmarkJobsEnqueued :exec
 UPDATE jobs SET enqueued_at = NULL WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND state = 'queued';
 
--- Starts an attempt of a queued job under the task that carries it; a stale task (another
--- task id) or a job that is not queued starts nothing.
--- name: StartJob :one
+-- Starts attempts of queued jobs, each under the task that carries it: one statement for
+-- the starts of many concurrent handlers (grouped by the runtime). A stale task (another
+-- task id) or a job that is not queued starts nothing: its row is not returned.
+-- name: StartJobs :many
 UPDATE jobs
-SET state = 'running', attempts = attempts + 1, started_at = sqlc.arg(now), heartbeat_at = sqlc.arg(now),
+SET state = 'running', attempts = jobs.attempts + 1, started_at = sqlc.arg(now), heartbeat_at = sqlc.arg(now),
     updated_at = sqlc.arg(now)
-WHERE id = sqlc.arg(id) AND task_id = sqlc.arg(task_id) AND state = 'queued' AND cancel_requested_at IS NULL
-RETURNING *;
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(task_ids)::text[]) AS task_id) AS t
+WHERE jobs.id = ANY(sqlc.arg(ids)::uuid[]) -- the primary key leads, whatever the statistics say
+  AND jobs.id = t.id AND jobs.task_id = t.task_id AND jobs.state = 'queued' AND jobs.cancel_requested_at IS NULL
+RETURNING jobs.*;
 
+-- Rows locked by another transaction are skipped: they are being ended, and a heartbeat
+-- that waited for them could deadlock with a grouped end locking the same rows in
+-- another order.
 -- name: HeartbeatJobs :exec
-UPDATE jobs SET heartbeat_at = sqlc.arg(now) WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND state = 'running';
+UPDATE jobs SET heartbeat_at = sqlc.arg(now)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND state = 'running'
+    FOR UPDATE SKIP LOCKED);
 
 -- Stores a running attempt's progress; the attempt number fences a superseded attempt.
 -- name: SetJobProgress :exec
 UPDATE jobs SET progress_done = $2, progress_total = $3, progress_message = $4
 WHERE id = $1 AND state = 'running' AND attempts = sqlc.arg(attempt);
 
--- Ends an attempt: a final state, or queued again for a retry (Asynq holds the task).
--- The attempt number fences an attempt superseded by the reconciler.
--- name: EndJobAttempt :one
+-- Ends attempts: each a final state (finished then), or queued again for a retry (Asynq
+-- holds the task); one statement for the ends of many concurrent handlers. The attempt
+-- number fences an attempt superseded by the reconciler: its row is not returned.
+-- name: EndJobAttempts :many
 UPDATE jobs
-SET state = sqlc.arg(state), result = sqlc.narg(result), last_error = sqlc.arg(last_error),
-    progress_done = sqlc.arg(progress_done), progress_total = sqlc.arg(progress_total),
-    progress_message = sqlc.arg(progress_message),
-    finished_at = sqlc.narg(finished_at), heartbeat_at = NULL, updated_at = sqlc.arg(now)
-WHERE id = sqlc.arg(id) AND state = 'running' AND attempts = sqlc.arg(attempt)
-RETURNING *;
+SET state = e.state, result = e.result, last_error = e.last_error,
+    progress_done = e.progress_done, progress_total = e.progress_total, progress_message = e.progress_message,
+    finished_at = CASE WHEN e.state IN ('succeeded', 'failed', 'cancelled') THEN sqlc.arg(now)::timestamptz END,
+    heartbeat_at = NULL, updated_at = sqlc.arg(now)
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(attempts)::integer[]) AS attempt,
+             unnest(sqlc.arg(states)::text[]) AS state, unnest(sqlc.arg(results)::jsonb[]) AS result,
+             unnest(sqlc.arg(last_errors)::text[]) AS last_error, unnest(sqlc.arg(progress_done)::bigint[]) AS progress_done,
+             unnest(sqlc.arg(progress_total)::bigint[]) AS progress_total,
+             unnest(sqlc.arg(progress_messages)::text[]) AS progress_message) AS e
+WHERE jobs.id = ANY(sqlc.arg(ids)::uuid[]) -- the primary key leads, whatever the statistics say
+  AND jobs.id = e.id AND jobs.state = 'running' AND jobs.attempts = e.attempt
+RETURNING jobs.*;
 
 -- name: CancelQueuedJob :one
 UPDATE jobs
@@ -101,12 +118,14 @@ SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || 
 WHERE id = sqlc.arg(id) AND state IN ('failed', 'cancelled')
 RETURNING *;
 
--- The jobs Asynq should hold: queued and handed over (before handed_before: a relay may
--- be enqueueing the latest), or running.
+-- The jobs the reconciliation looks at: queued and handed over (before handed_before: a
+-- relay may be enqueueing the latest), and running with a heartbeat older than
+-- stale_before (the others are alive, whatever Asynq says).
 -- name: ListActiveJobs :many
 SELECT * FROM jobs
 WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
-  AND (state = 'running' OR enqueued_at < sqlc.arg(handed_before))
+  AND ((state = 'queued' AND enqueued_at < sqlc.arg(handed_before))
+    OR (state = 'running' AND heartbeat_at < sqlc.arg(stale_before)))
   AND (sqlc.narg(after)::uuid IS NULL OR id > sqlc.narg(after)::uuid)
 ORDER BY id
 LIMIT sqlc.arg(max_rows);

@@ -204,77 +204,95 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 	return i, err
 }
 
-const endJobAttempt = `-- name: EndJobAttempt :one
+const endJobAttempts = `-- name: EndJobAttempts :many
 UPDATE jobs
-SET state = $1, result = $2, last_error = $3,
-    progress_done = $4, progress_total = $5,
-    progress_message = $6,
-    finished_at = $7, heartbeat_at = NULL, updated_at = $8
-WHERE id = $9 AND state = 'running' AND attempts = $10
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+SET state = e.state, result = e.result, last_error = e.last_error,
+    progress_done = e.progress_done, progress_total = e.progress_total, progress_message = e.progress_message,
+    finished_at = CASE WHEN e.state IN ('succeeded', 'failed', 'cancelled') THEN $1::timestamptz END,
+    heartbeat_at = NULL, updated_at = $1
+FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::integer[]) AS attempt,
+             unnest($4::text[]) AS state, unnest($5::jsonb[]) AS result,
+             unnest($6::text[]) AS last_error, unnest($7::bigint[]) AS progress_done,
+             unnest($8::bigint[]) AS progress_total,
+             unnest($9::text[]) AS progress_message) AS e
+WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
+  AND jobs.id = e.id AND jobs.state = 'running' AND jobs.attempts = e.attempt
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by
 `
 
-type EndJobAttemptParams struct {
-	State           string
-	Result          []byte
-	LastError       string
-	ProgressDone    int64
-	ProgressTotal   int64
-	ProgressMessage string
-	FinishedAt      *time.Time
-	Now             time.Time
-	ID              uuid.UUID
-	Attempt         int32
+type EndJobAttemptsParams struct {
+	Now              time.Time
+	Ids              []uuid.UUID
+	Attempts         []int32
+	States           []string
+	Results          [][]byte
+	LastErrors       []string
+	ProgressDone     []int64
+	ProgressTotal    []int64
+	ProgressMessages []string
 }
 
-// Ends an attempt: a final state, or queued again for a retry (Asynq holds the task).
-// The attempt number fences an attempt superseded by the reconciler.
-func (q *Queries) EndJobAttempt(ctx context.Context, arg EndJobAttemptParams) (Job, error) {
-	row := q.db.QueryRow(ctx, endJobAttempt,
-		arg.State,
-		arg.Result,
-		arg.LastError,
+// Ends attempts: each a final state (finished then), or queued again for a retry (Asynq
+// holds the task); one statement for the ends of many concurrent handlers. The attempt
+// number fences an attempt superseded by the reconciler: its row is not returned.
+func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, endJobAttempts,
+		arg.Now,
+		arg.Ids,
+		arg.Attempts,
+		arg.States,
+		arg.Results,
+		arg.LastErrors,
 		arg.ProgressDone,
 		arg.ProgressTotal,
-		arg.ProgressMessage,
-		arg.FinishedAt,
-		arg.Now,
-		arg.ID,
-		arg.Attempt,
+		arg.ProgressMessages,
 	)
-	var i Job
-	err := row.Scan(
-		&i.ID,
-		&i.OrgID,
-		&i.Kind,
-		&i.Queue,
-		&i.State,
-		&i.Payload,
-		&i.ProgressDone,
-		&i.ProgressTotal,
-		&i.ProgressMessage,
-		&i.Attempts,
-		&i.MaxAttempts,
-		&i.LastError,
-		&i.Result,
-		&i.CreatedBy,
-		&i.ApiKeyID,
-		&i.UniqueKey,
-		&i.UniqueUntil,
-		&i.RunAt,
-		&i.EnqueuedAt,
-		&i.TaskID,
-		&i.HeartbeatAt,
-		&i.CancelRequestedAt,
-		&i.Run,
-		&i.CreatedAt,
-		&i.StartedAt,
-		&i.FinishedAt,
-		&i.UpdatedAt,
-		&i.DiscardedAt,
-		&i.DiscardedBy,
-	)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.Kind,
+			&i.Queue,
+			&i.State,
+			&i.Payload,
+			&i.ProgressDone,
+			&i.ProgressTotal,
+			&i.ProgressMessage,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.LastError,
+			&i.Result,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.UniqueKey,
+			&i.UniqueUntil,
+			&i.RunAt,
+			&i.EnqueuedAt,
+			&i.TaskID,
+			&i.HeartbeatAt,
+			&i.CancelRequestedAt,
+			&i.Run,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.DiscardedAt,
+			&i.DiscardedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const getJob = `-- name: GetJob :one
@@ -420,7 +438,11 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 }
 
 const heartbeatJobs = `-- name: HeartbeatJobs :exec
-UPDATE jobs SET heartbeat_at = $1 WHERE id = ANY($2::uuid[]) AND state = 'running'
+UPDATE jobs SET heartbeat_at = $1
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE id = ANY($2::uuid[]) AND state = 'running'
+    FOR UPDATE SKIP LOCKED)
 `
 
 type HeartbeatJobsParams struct {
@@ -428,6 +450,9 @@ type HeartbeatJobsParams struct {
 	Ids []uuid.UUID
 }
 
+// Rows locked by another transaction are skipped: they are being ended, and a heartbeat
+// that waited for them could deadlock with a grouped end locking the same rows in
+// another order.
 func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) error {
 	_, err := q.db.Exec(ctx, heartbeatJobs, arg.Now, arg.Ids)
 	return err
@@ -436,22 +461,30 @@ func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) er
 const listActiveJobs = `-- name: ListActiveJobs :many
 SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
 WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
-  AND (state = 'running' OR enqueued_at < $1)
-  AND ($2::uuid IS NULL OR id > $2::uuid)
+  AND ((state = 'queued' AND enqueued_at < $1)
+    OR (state = 'running' AND heartbeat_at < $2))
+  AND ($3::uuid IS NULL OR id > $3::uuid)
 ORDER BY id
-LIMIT $3
+LIMIT $4
 `
 
 type ListActiveJobsParams struct {
 	HandedBefore *time.Time
+	StaleBefore  *time.Time
 	After        uuid.NullUUID
 	MaxRows      int32
 }
 
-// The jobs Asynq should hold: queued and handed over (before handed_before: a relay may
-// be enqueueing the latest), or running.
+// The jobs the reconciliation looks at: queued and handed over (before handed_before: a
+// relay may be enqueueing the latest), and running with a heartbeat older than
+// stale_before (the others are alive, whatever Asynq says).
 func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) ([]Job, error) {
-	rows, err := q.db.Query(ctx, listActiveJobs, arg.HandedBefore, arg.After, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listActiveJobs,
+		arg.HandedBefore,
+		arg.StaleBefore,
+		arg.After,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -779,57 +812,73 @@ func (q *Queries) SetJobProgress(ctx context.Context, arg SetJobProgressParams) 
 	return err
 }
 
-const startJob = `-- name: StartJob :one
+const startJobs = `-- name: StartJobs :many
 UPDATE jobs
-SET state = 'running', attempts = attempts + 1, started_at = $1, heartbeat_at = $1,
+SET state = 'running', attempts = jobs.attempts + 1, started_at = $1, heartbeat_at = $1,
     updated_at = $1
-WHERE id = $2 AND task_id = $3 AND state = 'queued' AND cancel_requested_at IS NULL
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by
+FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::text[]) AS task_id) AS t
+WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
+  AND jobs.id = t.id AND jobs.task_id = t.task_id AND jobs.state = 'queued' AND jobs.cancel_requested_at IS NULL
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by
 `
 
-type StartJobParams struct {
-	Now    *time.Time
-	ID     uuid.UUID
-	TaskID string
+type StartJobsParams struct {
+	Now     *time.Time
+	Ids     []uuid.UUID
+	TaskIds []string
 }
 
-// Starts an attempt of a queued job under the task that carries it; a stale task (another
-// task id) or a job that is not queued starts nothing.
-func (q *Queries) StartJob(ctx context.Context, arg StartJobParams) (Job, error) {
-	row := q.db.QueryRow(ctx, startJob, arg.Now, arg.ID, arg.TaskID)
-	var i Job
-	err := row.Scan(
-		&i.ID,
-		&i.OrgID,
-		&i.Kind,
-		&i.Queue,
-		&i.State,
-		&i.Payload,
-		&i.ProgressDone,
-		&i.ProgressTotal,
-		&i.ProgressMessage,
-		&i.Attempts,
-		&i.MaxAttempts,
-		&i.LastError,
-		&i.Result,
-		&i.CreatedBy,
-		&i.ApiKeyID,
-		&i.UniqueKey,
-		&i.UniqueUntil,
-		&i.RunAt,
-		&i.EnqueuedAt,
-		&i.TaskID,
-		&i.HeartbeatAt,
-		&i.CancelRequestedAt,
-		&i.Run,
-		&i.CreatedAt,
-		&i.StartedAt,
-		&i.FinishedAt,
-		&i.UpdatedAt,
-		&i.DiscardedAt,
-		&i.DiscardedBy,
-	)
-	return i, err
+// Starts attempts of queued jobs, each under the task that carries it: one statement for
+// the starts of many concurrent handlers (grouped by the runtime). A stale task (another
+// task id) or a job that is not queued starts nothing: its row is not returned.
+func (q *Queries) StartJobs(ctx context.Context, arg StartJobsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, startJobs, arg.Now, arg.Ids, arg.TaskIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Job{}
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.Kind,
+			&i.Queue,
+			&i.State,
+			&i.Payload,
+			&i.ProgressDone,
+			&i.ProgressTotal,
+			&i.ProgressMessage,
+			&i.Attempts,
+			&i.MaxAttempts,
+			&i.LastError,
+			&i.Result,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.UniqueKey,
+			&i.UniqueUntil,
+			&i.RunAt,
+			&i.EnqueuedAt,
+			&i.TaskID,
+			&i.HeartbeatAt,
+			&i.CancelRequestedAt,
+			&i.Run,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.UpdatedAt,
+			&i.DiscardedAt,
+			&i.DiscardedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const unmarkJobsEnqueued = `-- name: UnmarkJobsEnqueued :exec

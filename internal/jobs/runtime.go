@@ -125,6 +125,11 @@ type Service struct {
 	client    *asynq.Client
 	inspector *asynq.Inspector
 
+	// starts and ends group the attempts' starts and ends of concurrent handlers into one
+	// statement each (docs/performance.md, Jobs).
+	starts *group[startCall, started]
+	ends   *group[endCall, *Job]
+
 	mu      sync.Mutex
 	running map[uuid.UUID]struct{} // attempts running in this process, for the heartbeat
 	rt      *store.Store           // the runtime's pool while Run runs (runtimeQueries)
@@ -138,13 +143,19 @@ func NewService(d Deps, cfg Config) *Service {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	s := &Service{
 		Deps: d, cfg: cfg.withDefaults(),
 		client:    asynq.NewClientFromRedisClient(d.Redis),
 		inspector: asynq.NewInspectorFromRedisClient(d.Redis),
 		running:   map[uuid.UUID]struct{}{},
 	}
+	s.starts = &group[startCall, started]{run: s.startAttempts, max: maxGroup}
+	s.ends = &group[endCall, *Job]{run: s.endAttempts, max: maxGroup}
+	return s
 }
+
+// maxGroup bounds how many starts or ends one statement carries.
+const maxGroup = 256
 
 // Queue returns the Asynq queue of a kind's queue q.
 func (s *Service) Queue(q string) string { return s.cfg.Env + "." + q }
@@ -481,17 +492,16 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("no handler for job kind %q", t.Type())
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
-	row, err := s.runtimeQueries().StartJob(ctx, db.StartJobParams{ID: p.Job, TaskID: taskID, Now: ptr(s.Now().UTC())})
-	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
-		return s.notStarted(ctx, p.Job)
-	}
+	st, err := s.starts.do(ctx, startCall{ctx: ctx, id: p.Job, taskID: taskID})
 	if err != nil {
 		return fmt.Errorf("start job %s: %w", p.Job, err)
 	}
-	job := toJob(row)
+	if st.ctx == nil {
+		return s.notStarted(ctx, p.Job)
+	}
+	defer st.stop()
+	job, watched := st.job, st.ctx
 	stream := StreamID(job.ID, job.Run)
-	watched, stopWatch := s.Bus.Watch(ctx, stream)
-	defer stopWatch()
 	runCtx, cancel := context.WithTimeout(watched, k.Timeout)
 	defer cancel()
 
@@ -533,7 +543,12 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(herr, context.DeadlineExceeded) && runCtx.Err() != nil && end.state != Cancelled {
 		end.err = fmt.Sprintf("timed out after %s", k.Timeout)
 	}
-	ended, err := s.endAttempt(context.WithoutCancel(ctx), job, end)
+	ended, err := s.ends.do(ctx, endCall{job: job, end: end})
+	if err != nil {
+		// The grouped statement failed (maybe another job's Finished hook): this end
+		// alone, as it would be without company.
+		ended, err = s.endAttempt(context.WithoutCancel(ctx), job, end)
+	}
 	if err != nil {
 		// The row stays running; its heartbeat stops and the reconciler runs it again.
 		return fmt.Errorf("end job %s: %w", job.ID, err)
@@ -581,6 +596,59 @@ func (s *Service) notStarted(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
+// startCall is a handler's request to start the attempt its task carries.
+type startCall struct {
+	ctx    context.Context // the handler's: its run's cancellation watch derives from it
+	id     uuid.UUID
+	taskID string
+}
+
+// started is a started attempt: the job as it started, the handler's context that a
+// cancel of the run also ends, and stop, which ends that watch. A nil ctx: the job did
+// not start (ended, carried by another task, or gone).
+type started struct {
+	job  Job
+	ctx  context.Context
+	stop func()
+}
+
+// startAttempts starts the attempts of calls in one statement and watches their runs'
+// cancellation with one Redis round trip.
+func (s *Service) startAttempts(ctx context.Context, calls []startCall) ([]started, error) {
+	ids, taskIDs := make([]uuid.UUID, len(calls)), make([]string, len(calls))
+	for i, c := range calls {
+		ids[i], taskIDs[i] = c.id, c.taskID
+	}
+	rows, err := s.runtimeQueries().StartJobs(ctx, db.StartJobsParams{Now: ptr(s.Now().UTC()), Ids: ids, TaskIds: taskIDs})
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[uuid.UUID]db.Job, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	out := make([]started, len(calls))
+	var parents []context.Context
+	var streamIDs []string
+	var at []int
+	for i, c := range calls {
+		r, ok := byID[c.id]
+		if !ok || r.TaskID != c.taskID {
+			continue
+		}
+		delete(byID, c.id) // the same task twice in a batch starts once
+		out[i].job = toJob(r)
+		parents, streamIDs, at = append(parents, c.ctx), append(streamIDs, StreamID(r.ID, int(r.Run))), append(at, i)
+	}
+	if len(at) > 0 {
+		ctxs, stops := s.Bus.WatchAll(ctx, parents, streamIDs)
+		for k, i := range at {
+			out[i].ctx, out[i].stop = ctxs[k], stops[k]
+		}
+	}
+	return out, nil
+}
+
 // attemptEnd is how an attempt ended.
 type attemptEnd struct {
 	state    State // Queued: to be retried
@@ -589,52 +657,76 @@ type attemptEnd struct {
 	progress Progress
 }
 
-// endAttempt stores an attempt's end, telling the Finished hook of a final one in the
-// same transaction, then publishes the job's final event. nil: the attempt was superseded.
-// A failing transaction is tried three times.
+// endCall is an attempt's end to store.
+type endCall struct {
+	job Job
+	end attemptEnd
+}
+
+// endAttempt stores one attempt's end (endAttempts), trying a failing transaction three
+// times. nil: the attempt was superseded.
 func (s *Service) endAttempt(ctx context.Context, job Job, end attemptEnd) (*Job, error) {
-	var ended Job
 	var err error
 	for try := range 3 {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
 		}
-		err = s.runtimeQueries().InTx(ctx, func(q *db.Queries) error {
-			now := s.Now().UTC()
-			p := db.EndJobAttemptParams{
-				State: string(end.state), Result: end.result, LastError: end.err,
-				ProgressDone: end.progress.Done, ProgressTotal: end.progress.Total, ProgressMessage: end.progress.Message,
-				Now: now, ID: job.ID, Attempt: int32(job.Attempts), //nolint:gosec // small
+		var ended []*Job
+		if ended, err = s.endAttempts(ctx, []endCall{{job: job, end: end}}); err == nil {
+			return ended[0], nil
+		}
+	}
+	return nil, err
+}
+
+// endAttempts stores the ends of attempts in one transaction, telling the Finished hook of
+// each final one in it, then publishes their final events. ended[i] is calls[i]'s job as
+// it ended, nil when that attempt was superseded.
+func (s *Service) endAttempts(ctx context.Context, calls []endCall) ([]*Job, error) {
+	var ended []*Job
+	var final []Job
+	err := s.runtimeQueries().InTx(ctx, func(q *db.Queries) error {
+		p := db.EndJobAttemptsParams{Now: s.Now().UTC()}
+		for _, c := range calls {
+			e := c.end
+			p.Ids, p.Attempts = append(p.Ids, c.job.ID), append(p.Attempts, int32(c.job.Attempts)) //nolint:gosec // small
+			p.States, p.Results, p.LastErrors = append(p.States, string(e.state)), append(p.Results, e.result), append(p.LastErrors, e.err)
+			p.ProgressDone, p.ProgressTotal = append(p.ProgressDone, e.progress.Done), append(p.ProgressTotal, e.progress.Total)
+			p.ProgressMessages = append(p.ProgressMessages, e.progress.Message)
+		}
+		rows, err := q.EndJobAttempts(ctx, p)
+		if err != nil {
+			return err
+		}
+		byID := make(map[uuid.UUID]db.Job, len(rows))
+		for _, r := range rows {
+			byID[r.ID] = r
+		}
+		ended, final = make([]*Job, len(calls)), final[:0]
+		for i, c := range calls {
+			r, ok := byID[c.job.ID]
+			if !ok || int(r.Attempts) != c.job.Attempts {
+				continue
 			}
-			if end.state.Final() {
-				p.FinishedAt = &now
+			j := toJob(r)
+			ended[i] = &j
+			if !j.State.Final() {
+				continue
 			}
-			row, err := q.EndJobAttempt(ctx, p)
-			if err != nil {
-				return err
-			}
-			ended = toJob(row)
-			if end.state.Final() && s.Finished != nil {
-				if err := s.Finished(ctx, q, ended); err != nil {
-					return fmt.Errorf("finished hook: %w", err)
+			final = append(final, j)
+			if s.Finished != nil {
+				if err := s.Finished(ctx, q, j); err != nil {
+					return fmt.Errorf("finished hook of job %s: %w", j.ID, err)
 				}
 			}
-			return nil
-		})
-		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
-			return nil, nil //nolint:nilnil // superseded is not an error
 		}
-		if err == nil {
-			break
-		}
-	}
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("end job attempts: %w", err)
 	}
-	if end.state.Final() {
-		s.publishEnd(ctx, ended)
-	}
-	return &ended, nil
+	s.publishEnds(ctx, final)
+	return ended, nil
 }
 
 // EndEvent is the data of a job's final event (job.succeeded, job.failed, job.cancelled).
@@ -669,12 +761,36 @@ func endEvent(j Job) (string, EndEvent) {
 	return typ, ev
 }
 
-// publishEnd publishes the final event of j's run; a follower of an expired or lost stream
-// gets it from the row (Follow).
-func (s *Service) publishEnd(ctx context.Context, j Job) {
-	typ, ev := endEvent(j)
-	if _, err := s.Bus.Publisher(StreamID(j.ID, j.Run)).Finish(ctx, typ, ev); err != nil && !errors.Is(err, streams.ErrFinished) {
-		s.Log.WarnContext(ctx, "publish job end", "job", j.ID, "error", err)
+// followTTL is how long a follower's mark lasts (Follow renews it at half of that).
+const followTTL = 10 * time.Minute
+
+// followKey names the mark of a job's followers (streams.Bus.MarkFollowed).
+func followKey(id uuid.UUID) string { return "job:" + id.String() }
+
+// publishEnds publishes the final events of ended runs that have a follower, checked in one
+// Redis round trip: most runs have none, and a final event costs two round trips. Follow
+// marks a job followed before it reads it, so a follower either reads the run ended (and
+// gets the final event from the row when the stream lacks it) or is seen here.
+func (s *Service) publishEnds(ctx context.Context, ended []Job) {
+	if len(ended) == 0 {
+		return
+	}
+	keys := make([]string, len(ended))
+	for i, j := range ended {
+		keys[i] = followKey(j.ID)
+	}
+	followed, err := s.Bus.Followed(ctx, keys)
+	if err != nil {
+		s.Log.WarnContext(ctx, "check job followers", "error", err)
+	}
+	for i, j := range ended {
+		if err == nil && !followed[i] {
+			continue
+		}
+		typ, ev := endEvent(j)
+		if _, err := s.Bus.Publisher(StreamID(j.ID, j.Run)).Finish(ctx, typ, ev); err != nil && !errors.Is(err, streams.ErrFinished) {
+			s.Log.WarnContext(ctx, "publish job end", "job", j.ID, "error", err)
+		}
 	}
 }
 
@@ -806,14 +922,23 @@ func (s *Service) ReconcileOnce(ctx context.Context) (int, error) {
 	var after uuid.NullUUID
 	requeued := 0
 	for {
+		now := s.Now().UTC()
 		// A job handed over within the last heartbeat may still be on its way into Asynq.
-		handedBefore := s.Now().UTC().Add(-s.cfg.Heartbeat)
-		rows, err := s.Store.ListActiveJobs(ctx, db.ListActiveJobsParams{After: after, MaxRows: 1000, HandedBefore: &handedBefore})
+		handedBefore, staleBefore := now.Add(-s.cfg.Heartbeat), now.Add(-staleBeats*s.cfg.Heartbeat)
+		rows, err := s.Store.ListActiveJobs(ctx, db.ListActiveJobsParams{After: after, MaxRows: 1000, HandedBefore: &handedBefore, StaleBefore: &staleBefore})
 		if err != nil {
 			return requeued, fmt.Errorf("list active jobs: %w", err)
 		}
-		for _, r := range rows {
-			ok, err := s.repair(ctx, toJob(r))
+		page := make([]Job, len(rows))
+		for i, r := range rows {
+			page[i] = toJob(r)
+		}
+		states, err := s.taskStates(ctx, page)
+		if err != nil {
+			return requeued, err
+		}
+		for i, j := range page {
+			ok, err := s.repair(ctx, j, states[i])
 			if err != nil {
 				return requeued, err
 			}
@@ -828,8 +953,38 @@ func (s *Service) ReconcileOnce(ctx context.Context) (int, error) {
 	}
 }
 
-// repair puts job j back into the outbox when Asynq lost it or its worker died.
-func (s *Service) repair(ctx context.Context, j Job) (bool, error) {
+// taskStates reads, in one pipeline, the state in which Asynq holds each queued job's task
+// ("" when it has no such task, or for a job that is not queued). A sweep checks every
+// queued job, and the inspector's GetTaskInfo costs two round trips a task, so this reads
+// the field Asynq keeps the state in, in the task's hash asynq:{<queue>}:t:<task id>
+// (Asynq's storage layout, which TestTaskStates holds to).
+func (s *Service) taskStates(ctx context.Context, js []Job) ([]string, error) {
+	pipe := s.Redis.Pipeline()
+	cmds := make([]*redis.StringCmd, len(js))
+	for i, j := range js {
+		if j.State == Queued {
+			cmds[i] = pipe.HGet(ctx, "asynq:{"+s.Queue(j.Queue)+"}:t:"+j.TaskID, "state")
+		}
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command's error is looked at below
+	}
+	states := make([]string, len(js))
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read the task states of queued jobs: %w", err)
+		}
+		states[i] = c.Val()
+	}
+	return states, nil
+}
+
+// repair puts job j back into the outbox when Asynq lost it (taskState "") or its worker
+// died.
+func (s *Service) repair(ctx context.Context, j Job, taskState string) (bool, error) {
 	now := s.Now().UTC()
 	staleBefore := now.Add(-staleBeats * s.cfg.Heartbeat)
 	newTask := j.ID.String() + "." + strconv.FormatInt(now.UnixMicro(), 36)
@@ -845,13 +1000,10 @@ func (s *Service) repair(ctx context.Context, j Job) (bool, error) {
 		}
 		taskID, why = newTask, "its worker stopped during attempt "+strconv.Itoa(j.Attempts)
 	case Queued:
-		info, err := s.inspector.GetTaskInfo(s.Queue(j.Queue), j.TaskID)
-		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		switch taskState {
+		case "":
 			taskID, why = j.TaskID, "its task was lost"
-		case err != nil:
-			return false, fmt.Errorf("inspect task of job %s: %w", j.ID, err)
-		case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
+		case asynq.TaskStateArchived.String(), asynq.TaskStateCompleted.String():
 			taskID, why = newTask, "its task had ended"
 		default:
 			return false, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -431,4 +432,42 @@ func (b *bundle) org(t testing.TB) uuid.UUID {
 		t.Fatal(err)
 	}
 	return org
+}
+
+// TestFollowEnded: the final event of a run nobody followed is not published; a follower
+// that comes later gets the run's stored progress, then the final event built from the
+// row under the next id, and one that resumes after it gets it again.
+func TestFollowEnded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(b *bundle) {
+		jobs.Register(b.reg, jobs.Kind{Name: "test.report"}, func(ctx context.Context, run *jobs.Run, _ struct{}) (any, error) {
+			return map[string]bool{"ok": true}, run.Report(ctx, jobs.Progress{Done: 1, Total: 1})
+		})
+	})
+	run(t, b.replica(t, b.config(2), nil))
+	api := b.replica(t, b.config(0), nil)
+	org := b.org(t)
+	j := b.enqueue(t, jobs.New{Kind: "test.report", OrgID: &org, Payload: struct{}{}})
+	waitFor(t, 10*time.Second, "the job succeeded", func() bool {
+		return count(t, b.st, `SELECT count(*) FROM jobs WHERE id = $1 AND state = 'succeeded'`, j.ID) == 1
+	})
+	stream := b.ks.Key("stream", 1, jobs.StreamID(j.ID, 1))
+	if n, err := b.rdb.XLen(t.Context(), stream).Result(); err != nil || n != 1 {
+		t.Fatalf("%d events stored (%v), want the progress only", n, err)
+	}
+	follow := func(after uint64) []jobs.Event {
+		var got []jobs.Event
+		if err := api.Follow(t.Context(), jobs.Owner{Org: org}, j.ID, after, func(ev jobs.Event) error { got = append(got, ev); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := follow(0)
+	if len(got) != 2 || got[0].Type != jobs.EventProgress || got[0].ID != 1 ||
+		got[1].Type != jobs.EventSucceeded || got[1].ID != 2 || !got[1].Final || !strings.Contains(string(got[1].Data), `"ok":true`) {
+		t.Fatalf("events %+v, want job.progress 1, then job.succeeded 2 (final, with the result)", got)
+	}
+	if again := follow(2); len(again) != 1 || again[0].Type != jobs.EventSucceeded || again[0].ID != 3 {
+		t.Fatalf("resumed after the final event: %+v", again)
+	}
 }

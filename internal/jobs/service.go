@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -150,7 +151,7 @@ func (s *Service) cancelQueued(ctx context.Context, j Job) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cancel job %s: %w", j.ID, err)
 	}
-	s.publishEnd(ctx, ended)
+	s.publishEnds(ctx, []Job{ended})
 	return &ended, nil
 }
 
@@ -183,28 +184,61 @@ func (s *Service) RetryJob(ctx context.Context, id uuid.UUID) (Job, error) {
 type Event = streams.Event
 
 // Follow calls fn with the events of the job's current run after event id after, stored
-// then live, until its final event. A finished job whose events are no longer kept yields
-// its final event, built from the row, under id after+1.
+// then live, until its final event. The runtime publishes a run's final event only when
+// someone follows the job, so Follow marks the job followed (and keeps the mark while it
+// follows) before it reads the job: a run that ends later sees the mark; a finished run
+// whose final event is not stored (nobody followed it, or its events expired) yields it
+// built from the row, after the stored events, under the next id.
 func (s *Service) Follow(ctx context.Context, o Owner, id uuid.UUID, after uint64, fn func(Event) error) error {
+	if err := s.Bus.MarkFollowed(ctx, followKey(id), followTTL); err != nil {
+		return err
+	}
 	j, err := s.Get(ctx, o, id)
 	if err != nil {
 		return err
 	}
 	stream := StreamID(j.ID, j.Run)
 	if j.State.Final() {
-		ok, err := s.Bus.Exists(ctx, stream)
+		events, finished, err := s.Bus.Read(ctx, stream, after, 0)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			typ, ev := endEvent(j)
-			data, err := json.Marshal(ev)
-			if err != nil {
-				return fmt.Errorf("encode job event: %w", err)
+		last := after
+		for _, ev := range events {
+			if err := fn(ev); err != nil {
+				return err
 			}
-			return fn(Event{ID: after + 1, Type: typ, Data: data, Final: true})
+			if ev.Final {
+				return nil
+			}
+			last = ev.ID
 		}
+		if finished { // at or before after
+			return nil
+		}
+		typ, ev := endEvent(j)
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode job event: %w", err)
+		}
+		return fn(Event{ID: last + 1, Type: typ, Data: data, Final: true})
 	}
+	renew := time.NewTicker(followTTL / 2)
+	defer renew.Stop()
+	following, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for {
+			select {
+			case <-following.Done():
+				return
+			case <-renew.C:
+				if err := s.Bus.MarkFollowed(following, followKey(id), followTTL); err != nil && following.Err() == nil {
+					s.Log.WarnContext(following, "renew job follower mark", "job", id, "error", err)
+				}
+			}
+		}
+	}()
 	err = s.Bus.Follow(ctx, stream, after, fn)
 	if errors.Is(err, streams.ErrFinished) {
 		return nil
