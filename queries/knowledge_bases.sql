@@ -133,3 +133,9 @@ DELETE FROM kb_chunks WHERE document_id = sqlc.arg(document_id) AND id = ANY(sql
 SELECT c.id, c.document_id, d.title, d.external_id, c.ordinal, c.text, c.metadata
 FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
 WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id) AND c.id = ANY(sqlc.arg(ids)::uuid[]);
+
+-- Every chunk of a knowledge base with its document's external id (evaluations).
+-- name: ListChunkExternalIDs :many
+SELECT c.id, coalesce(d.external_id, d.id::text)::text AS external_id
+FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
+WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id);

@@ -523,6 +523,43 @@ func (q *Queries) GetKnowledgeBase(ctx context.Context, arg GetKnowledgeBasePara
 	return i, err
 }
 
+const listChunkExternalIDs = `-- name: ListChunkExternalIDs :many
+SELECT c.id, coalesce(d.external_id, d.id::text)::text AS external_id
+FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
+WHERE c.org_id = $1 AND c.kb_id = $2
+`
+
+type ListChunkExternalIDsParams struct {
+	OrgID uuid.UUID
+	KbID  uuid.UUID
+}
+
+type ListChunkExternalIDsRow struct {
+	ID         uuid.UUID
+	ExternalID string
+}
+
+// Every chunk of a knowledge base with its document's external id (evaluations).
+func (q *Queries) ListChunkExternalIDs(ctx context.Context, arg ListChunkExternalIDsParams) ([]ListChunkExternalIDsRow, error) {
+	rows, err := q.db.Query(ctx, listChunkExternalIDs, arg.OrgID, arg.KbID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListChunkExternalIDsRow{}
+	for rows.Next() {
+		var i ListChunkExternalIDsRow
+		if err := rows.Scan(&i.ID, &i.ExternalID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDocumentChunks = `-- name: ListDocumentChunks :many
 SELECT id, ordinal, text, tokens, metadata, content_hash
 FROM kb_chunks WHERE org_id = $1 AND document_id = $2

@@ -274,6 +274,15 @@ func (s *Service) Search(ctx context.Context, org, kbID uuid.UUID, q Query) ([]H
 
 // SearchIn runs q on a knowledge base already read (evaluations run many queries).
 func (s *Service) SearchIn(ctx context.Context, kb KnowledgeBase, q Query) ([]Hit, error) {
+	ranked, err := s.Rank(ctx, kb, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.hydrate(ctx, kb, q.Text, ranked)
+}
+
+// Rank is a search without reading the chunks: their ids and scores, best first.
+func (s *Service) Rank(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
 	if q.Mode == "" {
 		q.Mode = ModeHybrid
 	}
@@ -284,11 +293,7 @@ func (s *Service) SearchIn(ctx context.Context, kb KnowledgeBase, q Query) ([]Hi
 	if !ok {
 		return nil, errs.InvalidFields("invalid search", []errs.FieldError{{Pointer: "/mode", Message: "must be vector, fulltext or hybrid"}})
 	}
-	ranked, err := r.Retrieve(ctx, kb, q)
-	if err != nil {
-		return nil, err
-	}
-	return s.hydrate(ctx, kb, q.Text, ranked)
+	return r.Retrieve(ctx, kb, q)
 }
 
 // hydrate reads the ranked chunks with their documents, in rank order.

@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -364,6 +365,31 @@ func words4Embedding(text string) []string {
 	return out
 }
 
+var stopWords = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`a an the and or but if of to in on at by for with from as is are was were be been
+		it its this that these those i me my we our you your he she they them their what which who how why when where do does
+		did can could should would will shall may might must not no so than then there here about into over can't don't`) {
+		stopWords[w] = true
+	}
+}
+
+// stem strips a few English inflections ("resetting" and "resets" share "reset"), so
+// a question and the text that answers it share features though their word forms differ.
+func stem(w string) string {
+	for _, suf := range []string{"ing", "ed", "es", "s"} {
+		if len(w) > len(suf)+3 && strings.HasSuffix(w, suf) {
+			w = strings.TrimSuffix(w, suf)
+			if n := len(w); suf != "s" && n > 3 && w[n-1] == w[n-2] { // resetting → resett → reset
+				w = w[:n-1]
+			}
+			return w
+		}
+	}
+	return w
+}
+
 func cjk(r rune) bool {
 	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
 }
@@ -382,8 +408,18 @@ func Embedding(text string, dims int) []float32 {
 		}
 		v[sum%uint64(dims)] += sign * weight //nolint:gosec // dims is positive
 	}
+	// The words every English text has make unrelated texts alike: they count only in a
+	// text of nothing else.
+	if content := slices.DeleteFunc(slices.Clone(toks), func(t string) bool { return stopWords[t] }); len(content) > 0 {
+		toks = content
+	}
 	for i, t := range toks {
 		add(t, 1)
+		if st := stem(t); st != t {
+			add("~"+st, 0.7)
+		} else if len(t) >= 4 {
+			add("~"+t, 0.7)
+		}
 		if i > 0 {
 			add(toks[i-1]+" "+t, 0.5)
 		}
