@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -26,6 +27,9 @@ type LLM struct {
 	OrgKeys *orgkeys.Service
 	// StreamTimeout bounds one reply, streamed or not.
 	StreamTimeout time.Duration
+	// Billing is the gateway's meter (plans, quotas) and serves the subscription,
+	// entitlement and plan endpoints; nil answers those not_ready.
+	Billing *billing.Service
 }
 
 // ListModels lists the model aliases.

@@ -45,6 +45,9 @@ var catalog = map[errs.Code]problemType{
 	errs.UpstreamRateLimited:   {http.StatusTooManyRequests, "Provider rate limit"},
 	errs.UpstreamTimeout:       {http.StatusGatewayTimeout, "Provider timeout"},
 	errs.UpstreamError:         {http.StatusBadGateway, "Provider error"},
+	errs.QuotaExceeded:         {http.StatusTooManyRequests, "Quota exceeded"},
+	errs.PaymentRequired:       {http.StatusPaymentRequired, "Payment required"},
+	errs.FeatureNotInPlan:      {http.StatusForbidden, "Feature not in plan"},
 }
 
 // newProblem builds the problem document for code; detail is shown to the client.
@@ -95,6 +98,9 @@ func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	code, detail, fields := s.classify(r, err)
 	if ue, ok := errors.AsType[*llm.Error](err); ok && ue.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ue.RetryAfter.Seconds()))))
+	}
+	if we, ok := errors.AsType[errs.Waiter](err); ok && we.RetryAfter() > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(we.RetryAfter().Seconds()))))
 	}
 	if isOpenAIRoute(r) {
 		writeOpenAIError(w, code, detail, fields)

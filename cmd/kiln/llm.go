@@ -78,8 +78,8 @@ func (a *app) newOrgKeys(st *store.Store, keyring *secrets.Keyring) *orgkeys.Ser
 	return orgkeys.New(st, keyring, known, time.Now)
 }
 
-// newGateway builds the gateway over the model catalog; orgKeys may be nil.
-func newGateway(c config.LLM, orgKeys *orgkeys.Service, log *slog.Logger, reg prometheus.Registerer) (*llm.Gateway, error) {
+// newGateway builds the gateway over the model catalog; orgKeys and meter may be nil.
+func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *slog.Logger, reg prometheus.Registerer) (*llm.Gateway, error) {
 	providers, err := newProviders(c)
 	if err != nil {
 		return nil, err
@@ -106,14 +106,15 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, log *slog.Logger, reg pr
 	return llm.NewGateway(llm.GatewayConfig{
 		Providers: providers, Aliases: aliases, Timeout: c.Timeout, Retries: c.Retries, MaxRetryAfter: c.MaxRetryAfter,
 		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown, Log: log, Registry: reg,
-		OrgKeys: orgKeys, WithKey: withKey,
+		OrgKeys: orgKeys, WithKey: withKey, Meter: meter, DefaultMaxTokens: c.MaxTokens,
 	})
 }
 
 // newLLM wires the model endpoints; run the recorder's Run until the HTTP server stopped.
 func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer) (server.LLM, error) {
 	orgKeys := a.newOrgKeys(st, keyring)
-	g, err := newGateway(a.cfg.LLM, orgKeys, a.log, reg)
+	bill := a.newBilling(st, rdb)
+	g, err := newGateway(a.cfg.LLM, orgKeys, bill, a.log, reg)
 	if err != nil {
 		return server.LLM{}, err
 	}
@@ -132,6 +133,7 @@ func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.Univer
 			MaxTokens: a.cfg.LLM.MaxTokens, Now: time.Now,
 		},
 		Usage:         rec,
+		Billing:       bill,
 		OrgKeys:       orgKeys,
 		StreamTimeout: a.cfg.LLM.StreamTimeout,
 	}, nil

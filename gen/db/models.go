@@ -425,6 +425,19 @@ type SigningKey struct {
 	RetiredAt     *time.Time
 }
 
+type Subscription struct {
+	OrgID              uuid.UUID
+	PlanID             string
+	Status             string
+	BillingInterval    string
+	Currency           string
+	CurrentPeriodStart time.Time
+	CurrentPeriodEnd   time.Time
+	Provider           string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+}
+
 type User struct {
 	ID              uuid.UUID
 	Email           string

@@ -3,6 +3,7 @@ package errs
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Classifier is an error from outside the domain vocabulary (an upstream provider's
@@ -12,6 +13,13 @@ type Classifier interface {
 	error
 	// Classify returns the error's code and client-safe message.
 	Classify() *Error
+}
+
+// Waiter is an error that knows when the same request may succeed (a quota that resets):
+// the HTTP layer sends it as Retry-After.
+type Waiter interface {
+	error
+	RetryAfter() time.Duration
 }
 
 // Classify maps err to the catalog without side effects, for request handlers and

@@ -35,6 +35,9 @@ const (
 	UpstreamRateLimited   Code = "upstream_rate_limited"
 	UpstreamTimeout       Code = "upstream_timeout"
 	UpstreamError         Code = "upstream_error"
+	QuotaExceeded         Code = "quota_exceeded"
+	PaymentRequired       Code = "payment_required"
+	FeatureNotInPlan      Code = "feature_not_in_plan"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

@@ -62,6 +62,10 @@ type GatewayConfig struct {
 		Lookup(ctx context.Context, org uuid.UUID, provider string) (string, bool, error)
 	}
 	WithKey func(provider, apiKey string) (Provider, error)
+	// Meter, when set, holds every call of an org (WithOrg) to its quota; DefaultMaxTokens
+	// bounds the reply of a request that sets no max tokens.
+	Meter            Meter
+	DefaultMaxTokens int
 }
 
 type orgKey struct{}
@@ -181,18 +185,43 @@ func (g *Gateway) Targets(alias string) []Target { return g.cfg.Aliases[alias] }
 // Has reports whether alias is in the catalog.
 func (g *Gateway) Has(alias string) bool { _, ok := g.cfg.Aliases[alias]; return ok }
 
-// Chat runs req on alias's targets until one answers.
+// Chat runs req on alias's targets until one answers. With a Meter, the org's quota
+// holds the call's most (prompt bound plus max tokens) first, then what it used.
 func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Response, Served, error) {
-	return blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*Response, error) {
+	held, err := g.reserveFor(ctx, alias, PromptBound(req)+g.maxTokens(req))
+	if err != nil {
+		return nil, Served{Alias: alias}, err
+	}
+	resp, served, err := blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*Response, error) {
 		r := *req
 		r.Model = model
 		return p.Chat(ctx, &r)
 	})
+	used := 0
+	if err == nil {
+		used = resp.Usage.Total()
+	}
+	settle(ctx, held, used)
+	return resp, served, err
+}
+
+// reserveFor reserves tokens for a call to alias; an unknown alias reserves nothing, so
+// its not_found is what the caller sees.
+func (g *Gateway) reserveFor(ctx context.Context, alias string, tokens int) (Reservation, error) {
+	if !g.Has(alias) {
+		return nil, nil
+	}
+	return g.reserve(ctx, tokens)
 }
 
 // ChatStream opens a stream on alias's targets. A target counts as answering once its
 // first event arrives; until then failures fail over, after it they reach the caller.
 func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (Stream, Served, error) {
+	reserved := PromptBound(req) + g.maxTokens(req)
+	held, err := g.reserveFor(ctx, alias, reserved)
+	if err != nil {
+		return nil, Served{Alias: alias}, err
+	}
 	var out *peekedStream
 	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		r := *req
@@ -222,19 +251,37 @@ func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (S
 		return nil
 	})
 	if err != nil {
+		settle(ctx, held, 0)
 		return nil, served, err
 	}
 	out.release = release
-	return out, served, nil
+	if held == nil {
+		return out, served, nil
+	}
+	return &meteredStream{Stream: out, ctx: ctx, res: held, reserved: reserved}, served, nil
 }
 
 // Embed runs req on alias's targets until one answers.
 func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*EmbedResponse, Served, error) {
-	return blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*EmbedResponse, error) {
+	bound := 0
+	for _, in := range req.Input {
+		bound += len(in) + messageOverhead
+	}
+	held, err := g.reserveFor(ctx, alias, bound)
+	if err != nil {
+		return nil, Served{Alias: alias}, err
+	}
+	resp, served, err := blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*EmbedResponse, error) {
 		r := *req
 		r.Model = model
 		return p.Embed(ctx, &r)
 	})
+	used := 0
+	if err == nil {
+		used = resp.Usage.Total()
+	}
+	settle(ctx, held, used)
+	return resp, served, err
 }
 
 // blocking routes a call whose answer comes whole, each attempt bounded by its target's

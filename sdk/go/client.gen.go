@@ -416,6 +416,7 @@ func (e EmbeddingDimensions) Valid() bool {
 // Defines values for ErrorCode.
 const (
 	Conflict              ErrorCode = "conflict"
+	FeatureNotInPlan      ErrorCode = "feature_not_in_plan"
 	IdempotencyInProgress ErrorCode = "idempotency_in_progress"
 	IdempotencyKeyReused  ErrorCode = "idempotency_key_reused"
 	Internal              ErrorCode = "internal"
@@ -425,7 +426,9 @@ const (
 	ModelUnavailable      ErrorCode = "model_unavailable"
 	NotFound              ErrorCode = "not_found"
 	NotReady              ErrorCode = "not_ready"
+	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
 	StreamExpired         ErrorCode = "stream_expired"
@@ -442,6 +445,8 @@ const (
 func (e ErrorCode) Valid() bool {
 	switch e {
 	case Conflict:
+		return true
+	case FeatureNotInPlan:
 		return true
 	case IdempotencyInProgress:
 		return true
@@ -461,7 +466,11 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case NotReady:
 		return true
+	case PaymentRequired:
+		return true
 	case PermissionDenied:
+		return true
+	case QuotaExceeded:
 		return true
 	case RateLimited:
 		return true

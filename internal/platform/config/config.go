@@ -43,6 +43,36 @@ type Config struct {
 	Notifications Notifications `koanf:"notifications"`
 	// RAG configures knowledge bases, their ingestion and their searches.
 	RAG RAG `koanf:"rag"`
+	// Billing configures plans, subscriptions and quotas.
+	Billing Billing `koanf:"billing"`
+}
+
+// Billing configures plans, subscriptions and quotas.
+type Billing struct {
+	DefaultPlan    string          `koanf:"default_plan" doc:"plan of an org without a subscription (an id of billing.plans)"`
+	ReservationTTL time.Duration   `koanf:"reservation_ttl" doc:"how long a model call's token reservation holds before it lapses (a replica that died mid-call frees its reservation then)"`
+	CacheTTL       time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path (a plan change reaches other replicas within it)"`
+	Plans          map[string]Plan `koanf:"plans" doc:"plans by id: name, prices, features, limits (YAML only); see the README"`
+}
+
+// Plan is one plan of billing.plans.
+type Plan struct {
+	Name string `koanf:"name" yaml:"name"`
+	// Prices in minor units (cents, fen) by interval (month, year) and currency (USD, CNY).
+	Prices   map[string]map[string]int64 `koanf:"prices" yaml:"prices"`
+	Features map[string]bool             `koanf:"features" yaml:"features"`
+	// Limits by name: tokens (per period), requests_per_minute, seats, knowledge_bases,
+	// documents, storage_bytes.
+	Limits map[string]PlanLimit `koanf:"limits" yaml:"limits"`
+}
+
+// PlanLimit is one limit of a plan and what happens past it.
+type PlanLimit struct {
+	Value int64 `koanf:"value" yaml:"value"`
+	// Overage is block (refuse), allow_and_bill (at UnitPrice) or allow_and_alert.
+	Overage string `koanf:"overage" yaml:"overage"`
+	// UnitPrice is the price of one unit past the limit, in minor units (allow_and_bill).
+	UnitPrice float64 `koanf:"unit_price" yaml:"unit_price"`
 }
 
 // RAG configures knowledge bases, their ingestion and their searches.
@@ -321,6 +351,13 @@ func Default() Config {
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40},
+		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, Plans: map[string]Plan{
+			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
+				"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
+				"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
+				"documents": {Value: 100, Overage: "block"}, "storage_bytes": {Value: 100 << 20, Overage: "block"},
+			}},
+		}},
 	}
 }
 
@@ -506,6 +543,7 @@ func unusedKeys(line string) (parent, keys string, ok bool) {
 func (c Config) validate() []string {
 	var p []string
 	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	p = append(p, c.Billing.validate()...)
 	if c.Env == "" {
 		bad("env", "must not be empty")
 	}
@@ -527,6 +565,8 @@ func (c Config) validate() []string {
 		"auth.session_ttl":             c.Auth.SessionTTL,
 		"auth.refresh_reuse_grace":     c.Auth.RefreshReuseGrace,
 		"auth.api_key_cache_ttl":       c.Auth.APIKeyCacheTTL,
+		"billing.reservation_ttl":      c.Billing.ReservationTTL,
+		"billing.cache_ttl":            c.Billing.CacheTTL,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)
@@ -869,4 +909,60 @@ func (c Config) Tree() map[string]any {
 	k := koanf.New(".")
 	_ = k.Load(confmap.Provider(toMap(c), "."), nil) // a flat map of plain values cannot fail
 	return k.Raw()
+}
+
+// PlanLimitNames are the limits a plan may set.
+var PlanLimitNames = []string{"tokens", "requests_per_minute", "seats", "knowledge_bases", "documents", "storage_bytes"}
+
+var planID = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+
+// validate checks billing.*: the default plan exists, and each plan's ids, intervals,
+// currencies, limit names, values and overage policies.
+func (b Billing) validate() []string {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	if _, ok := b.Plans[b.DefaultPlan]; !ok {
+		bad("billing.default_plan", "names no plan of billing.plans: %q", b.DefaultPlan)
+	}
+	for id, plan := range b.Plans {
+		key := "billing.plans." + id
+		if !planID.MatchString(id) {
+			bad(key, "a plan id is lowercase letters, digits, _ and -, starting with a letter")
+		}
+		if plan.Name == "" {
+			bad(key+".name", "must not be empty")
+		}
+		for interval, byCurrency := range plan.Prices {
+			if interval != "month" && interval != "year" {
+				bad(key+".prices."+interval, "interval must be month or year")
+			}
+			for cur, amount := range byCurrency {
+				if cur != "USD" && cur != "CNY" {
+					bad(key+".prices."+interval+"."+cur, "currency must be USD or CNY")
+				}
+				if amount < 0 {
+					bad(key+".prices."+interval+"."+cur, "must not be negative, got %d", amount)
+				}
+			}
+		}
+		for name, l := range plan.Limits {
+			lk := key + ".limits." + name
+			if !slices.Contains(PlanLimitNames, name) {
+				bad(lk, "unknown limit (one of %s)", strings.Join(PlanLimitNames, ", "))
+			}
+			if l.Value < 0 {
+				bad(lk+".value", "must not be negative, got %d", l.Value)
+			}
+			switch l.Overage {
+			case "block", "allow_and_alert":
+			case "allow_and_bill":
+				if l.UnitPrice <= 0 {
+					bad(lk+".unit_price", "must be positive with overage allow_and_bill")
+				}
+			default:
+				bad(lk+".overage", "must be block, allow_and_bill or allow_and_alert, got %q", l.Overage)
+			}
+		}
+	}
+	return p
 }

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// newBilling builds the billing service over the configured plans.
+func (a *app) newBilling(st *store.Store, rdb redis.UniversalClient) *billing.Service {
+	b := a.cfg.Billing
+	quota := billing.NewQuota(rdb, redisclient.Keyspace{Env: a.cfg.Env}, b.ReservationTTL, time.Now)
+	return billing.New(st, billing.NewCatalog(toPlans(b.Plans), b.DefaultPlan), quota, b.CacheTTL, time.Now)
+}
+
+// toPlans converts billing.plans (validated by config) into the catalog's plans.
+func toPlans(in map[string]config.Plan) []billing.Plan {
+	out := make([]billing.Plan, 0, len(in))
+	for id, p := range in {
+		plan := billing.Plan{ID: id, Name: p.Name, Features: map[string]bool{}, Limits: map[string]billing.Limit{}}
+		for interval, byCurrency := range p.Prices {
+			for currency, amount := range byCurrency {
+				plan.Prices = append(plan.Prices, billing.Price{Interval: interval, Currency: currency, Amount: amount})
+			}
+		}
+		for f, on := range p.Features {
+			plan.Features[f] = on
+		}
+		for name, l := range p.Limits {
+			plan.Limits[name] = billing.Limit{Value: l.Value, Overage: billing.Overage(l.Overage), UnitPrice: l.UnitPrice}
+		}
+		out = append(out, plan)
+	}
+	return out
+}

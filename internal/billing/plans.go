@@ -1,0 +1,110 @@
+// Package billing holds an org to what it pays for: plans (from config), each org's
+// subscription, the entitlements they give, and the token quota every model call is
+// reserved against.
+package billing
+
+import (
+	"sort"
+)
+
+// Overage is what happens to usage past a limit.
+type Overage string
+
+// The overage policies.
+const (
+	Block         Overage = "block"           // refuse (quota_exceeded)
+	AllowAndBill  Overage = "allow_and_bill"  // allow, billed per unit past the limit
+	AllowAndAlert Overage = "allow_and_alert" // allow, and alert the org
+)
+
+// The limits a plan may set.
+const (
+	LimitTokens            = "tokens" // per period, prompt and completion, across every model call
+	LimitRequestsPerMinute = "requests_per_minute"
+	LimitSeats             = "seats"
+	LimitKnowledgeBases    = "knowledge_bases"
+	LimitDocuments         = "documents"
+	LimitStorageBytes      = "storage_bytes"
+)
+
+// Limit is one limit of a plan.
+type Limit struct {
+	Value     int64
+	Overage   Overage
+	UnitPrice float64 // minor units per unit past Value (AllowAndBill)
+}
+
+// Price is what a plan costs per interval in one currency, in minor units (cents, fen).
+type Price struct {
+	Interval string // month or year
+	Currency string // USD or CNY
+	Amount   int64
+}
+
+// Plan is a plan of the catalog.
+type Plan struct {
+	ID       string
+	Name     string
+	Prices   []Price // by interval, then currency
+	Features map[string]bool
+	Limits   map[string]Limit // absent: unlimited
+}
+
+// Catalog is the configured plans and the default one.
+type Catalog struct {
+	plans map[string]Plan
+	def   string
+}
+
+// NewCatalog returns the catalog of plans with defaultPlan (which config validated to
+// exist) for orgs without a subscription.
+func NewCatalog(plans []Plan, defaultPlan string) *Catalog {
+	c := &Catalog{plans: map[string]Plan{}, def: defaultPlan}
+	for _, p := range plans {
+		sort.Slice(p.Prices, func(i, j int) bool {
+			a, b := p.Prices[i], p.Prices[j]
+			return a.Interval < b.Interval || a.Interval == b.Interval && a.Currency < b.Currency
+		})
+		c.plans[p.ID] = p
+	}
+	return c
+}
+
+// List returns the plans sorted by id.
+func (c *Catalog) List() []Plan {
+	out := make([]Plan, 0, len(c.plans))
+	for _, p := range c.plans {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Get returns the plan with id.
+func (c *Catalog) Get(id string) (Plan, bool) {
+	p, ok := c.plans[id]
+	return p, ok
+}
+
+// Default returns the plan of orgs without a subscription.
+func (c *Catalog) Default() Plan { return c.plans[c.def] }
+
+// planOf returns the plan with id, or the default one when config no longer has it (a
+// plan removed from config leaves its subscribers on the default plan, not unlimited).
+func (c *Catalog) planOf(id string) Plan {
+	if p, ok := c.plans[id]; ok {
+		return p
+	}
+	return c.Default()
+}
+
+// WithFeature returns the id of the first plan (by id) that has feature, or "" when none
+// has it: the plan a feature_not_in_plan error points to.
+func (c *Catalog) WithFeature(feature string) string {
+	for _, p := range c.List() {
+		if p.Features[feature] {
+			return p.ID
+		}
+	}
+	return ""
+}

@@ -1,0 +1,343 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Status is a subscription's state.
+type Status string
+
+// The subscription states.
+const (
+	Trialing  Status = "trialing"
+	Active    Status = "active"
+	PastDue   Status = "past_due" // a renewal failed; still served during the grace period
+	Frozen    Status = "frozen"   // unpaid: model calls are refused (payment_required)
+	Cancelled Status = "cancelled"
+)
+
+func (s Status) valid() bool {
+	switch s {
+	case Trialing, Active, PastDue, Frozen, Cancelled:
+		return true
+	}
+	return false
+}
+
+// Period is a half-open billing period [Start, End).
+type Period struct {
+	Start, End time.Time
+}
+
+// Subscription is an org's plan and the state of its payment.
+type Subscription struct {
+	Org      uuid.UUID
+	Plan     string
+	Status   Status
+	Interval string // month or year
+	Currency string // USD or CNY
+	// Period is the current one: a stored period that has passed rolls on by Interval (a
+	// manual subscription renews until an operator changes it).
+	Period   Period
+	Provider string
+	// Default is true for an org without a stored subscription: on the default plan.
+	Default   bool
+	UpdatedAt time.Time
+}
+
+// Service reads and changes subscriptions and holds model calls to their quota.
+type Service struct {
+	st       *store.Store
+	plans    *Catalog
+	quota    *Quota
+	now      func() time.Time
+	cacheTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[uuid.UUID]cachedSub
+}
+
+type cachedSub struct {
+	sub     Subscription
+	expires time.Time
+}
+
+// New returns the billing service. cacheTTL is how long the model-call path trusts an
+// org's subscription read before (a change on another replica reaches it within that).
+func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL time.Duration, now func() time.Time) *Service {
+	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, cache: map[uuid.UUID]cachedSub{}}
+}
+
+// Plans returns the plan catalog.
+func (s *Service) Plans() *Catalog { return s.plans }
+
+// Subscription returns org's subscription, the default plan's when it has none stored.
+func (s *Service) Subscription(ctx context.Context, org uuid.UUID) (Subscription, error) {
+	row, err := s.st.GetSubscription(ctx, org)
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return s.defaultSubscription(org), nil
+		}
+		return Subscription{}, fmt.Errorf("get subscription: %w", store.Translate(err))
+	}
+	return s.toSubscription(row), nil
+}
+
+func (s *Service) defaultSubscription(org uuid.UUID) Subscription {
+	now := s.now().UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return Subscription{Org: org, Plan: s.plans.Default().ID, Status: Active, Interval: "month", Currency: "USD",
+		Period: Period{Start: start, End: start.AddDate(0, 1, 0)}, Provider: "manual", Default: true}
+}
+
+func (s *Service) toSubscription(r db.Subscription) Subscription {
+	return Subscription{
+		Org: r.OrgID, Plan: r.PlanID, Status: Status(r.Status), Interval: r.BillingInterval, Currency: r.Currency,
+		Period:   rollPeriod(Period{Start: r.CurrentPeriodStart.UTC(), End: r.CurrentPeriodEnd.UTC()}, r.BillingInterval, s.now()),
+		Provider: r.Provider, UpdatedAt: r.UpdatedAt.UTC(),
+	}
+}
+
+// rollPeriod moves p on by interval until it holds now.
+func rollPeriod(p Period, interval string, now time.Time) Period {
+	for i := 0; !now.Before(p.End) && i < 10_000; i++ {
+		p.Start = p.End
+		if interval == "year" {
+			p.End = p.End.AddDate(1, 0, 0)
+		} else {
+			p.End = p.End.AddDate(0, 1, 0)
+		}
+	}
+	return p
+}
+
+// SetSubscription is what an operator sets: a plan by hand (provider manual).
+type SetSubscription struct {
+	Plan     string
+	Status   Status
+	Interval string // month (default) or year
+	Currency string // USD (default) or CNY
+	// PeriodStart starts the first period; zero: now.
+	PeriodStart time.Time
+}
+
+// Set puts org on a plan by hand, writing the audit event in the same transaction. It
+// returns not_found for an unknown org and invalid_request naming a bad field.
+func (s *Service) Set(ctx context.Context, by audit.Actor, org uuid.UUID, in SetSubscription) (Subscription, error) {
+	if in.Interval == "" {
+		in.Interval = "month"
+	}
+	if in.Currency == "" {
+		in.Currency = "USD"
+	}
+	if in.Status == "" {
+		in.Status = Active
+	}
+	var fields []errs.FieldError
+	if _, ok := s.plans.Get(in.Plan); !ok {
+		fields = append(fields, errs.FieldError{Pointer: "/plan", Message: "names no configured plan (GET /v1/admin/plans lists them)"})
+	}
+	if !in.Status.valid() {
+		fields = append(fields, errs.FieldError{Pointer: "/status", Message: "must be trialing, active, past_due, frozen or cancelled"})
+	}
+	if err := errs.InvalidFields("invalid subscription", fields); err != nil {
+		return Subscription{}, err
+	}
+	now := s.now().UTC()
+	start := in.PeriodStart.UTC()
+	if in.PeriodStart.IsZero() {
+		start = now.Truncate(time.Second)
+	}
+	end := start.AddDate(0, 1, 0)
+	if in.Interval == "year" {
+		end = start.AddDate(1, 0, 0)
+	}
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	var row db.Subscription
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		exists, err := q.BillingOrgExists(ctx, org)
+		if err != nil {
+			return fmt.Errorf("find org: %w", store.Translate(err))
+		}
+		if !exists {
+			return errs.E(errs.NotFound, "No org with this id.")
+		}
+		before, err := q.GetSubscription(ctx, org)
+		prev := s.plans.Default().ID
+		if err == nil {
+			prev = before.PlanID
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("get subscription: %w", store.Translate(err))
+		}
+		row, err = q.UpsertSubscription(ctx, db.UpsertSubscriptionParams{
+			OrgID: org, PlanID: in.Plan, Status: string(in.Status), BillingInterval: in.Interval, Currency: in.Currency,
+			CurrentPeriodStart: start, CurrentPeriodEnd: end, Provider: "manual", Now: now,
+		})
+		if err != nil {
+			return fmt.Errorf("set subscription: %w", store.Translate(err))
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "billing.subscription_set", TargetType: "org", TargetID: org.String(),
+			Data: map[string]any{"plan": in.Plan, "previous_plan": prev, "status": string(in.Status), "interval": in.Interval, "currency": in.Currency}})
+	})
+	if err != nil {
+		return Subscription{}, err
+	}
+	sub := s.toSubscription(row)
+	s.mu.Lock()
+	delete(s.cache, org)
+	s.mu.Unlock()
+	return sub, nil
+}
+
+// cached is Subscription through a per-replica cache of cacheTTL, for the model-call path.
+func (s *Service) cached(ctx context.Context, org uuid.UUID) (Subscription, error) {
+	now := s.now()
+	s.mu.Lock()
+	c, ok := s.cache[org]
+	s.mu.Unlock()
+	if ok && now.Before(c.expires) && now.Before(c.sub.Period.End) {
+		return c.sub, nil
+	}
+	sub, err := s.Subscription(ctx, org)
+	if err != nil {
+		return Subscription{}, err
+	}
+	s.mu.Lock()
+	if len(s.cache) >= 100_000 {
+		s.cache = map[uuid.UUID]cachedSub{}
+	}
+	s.cache[org] = cachedSub{sub: sub, expires: now.Add(s.cacheTTL)}
+	s.mu.Unlock()
+	return sub, nil
+}
+
+// planFor is the plan a subscription serves: a cancelled one falls back to the default.
+func (s *Service) planFor(sub Subscription) Plan {
+	if sub.Status == Cancelled {
+		return s.plans.Default()
+	}
+	return s.plans.planOf(sub.Plan)
+}
+
+// QuotaError refuses a call that would pass the token limit (quota_exceeded): it carries
+// the limit, the usage and when the period resets.
+type QuotaError struct {
+	Limit, Used, Reserved int64
+	ResetsAt              time.Time
+	now                   time.Time
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("token quota exceeded: %d used and %d reserved of %d", e.Used, e.Reserved, e.Limit)
+}
+
+// Classify makes the error quota_exceeded.
+func (e *QuotaError) Classify() *errs.Error {
+	return errs.E(errs.QuotaExceeded, "This call could take the org past its plan's token limit of %d for the period: %d used, %d held by calls in flight; the period resets at %s.",
+		e.Limit, e.Used, e.Reserved, e.ResetsAt.UTC().Format(time.RFC3339))
+}
+
+// RetryAfter is the time until the period resets.
+func (e *QuotaError) RetryAfter() time.Duration { return e.ResetsAt.Sub(e.now) }
+
+// Reserve holds tokens of org's token quota for one model call (llm.Meter). It returns
+// payment_required for a frozen org and a *QuotaError (quota_exceeded) when the plan's
+// token limit blocks and the call could pass it.
+func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.Reservation, error) {
+	sub, err := s.cached(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	if sub.Status == Frozen {
+		return nil, errs.E(errs.PaymentRequired, "The org's subscription is frozen for an unpaid renewal: model calls resume once it is paid. Reads still work.")
+	}
+	limit, limited := s.planFor(sub).Limits[LimitTokens]
+	enforce := limited && limit.Overage == Block
+	c := Counter{Org: org, Period: sub.Period}
+	h, ok, used, reserved, err := s.quota.Reserve(ctx, c, int64(tokens), limit.Value, enforce)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, &QuotaError{Limit: limit.Value, Used: used, Reserved: reserved, ResetsAt: sub.Period.End, now: s.now()}
+	}
+	return h, nil
+}
+
+// LimitUsage is one limit of an org's entitlements.
+type LimitUsage struct {
+	Name  string
+	Limit Limit
+	// Used and Reserved are measured for tokens only (Measured true).
+	Measured       bool
+	Used, Reserved int64
+	ResetsAt       time.Time // tokens: the end of the period
+}
+
+// Entitlements is what an org's subscription gives it now.
+type Entitlements struct {
+	Subscription Subscription
+	Plan         Plan
+	Features     map[string]bool
+	Limits       []LimitUsage // by name
+}
+
+// Entitlements returns org's effective plan, features and limits, with the tokens used
+// and held so far this period.
+func (s *Service) Entitlements(ctx context.Context, org uuid.UUID) (Entitlements, error) {
+	sub, err := s.Subscription(ctx, org)
+	if err != nil {
+		return Entitlements{}, err
+	}
+	plan := s.planFor(sub)
+	e := Entitlements{Subscription: sub, Plan: plan, Features: map[string]bool{}}
+	for f, on := range plan.Features {
+		e.Features[f] = on
+	}
+	for _, name := range []string{LimitTokens, LimitRequestsPerMinute, LimitSeats, LimitKnowledgeBases, LimitDocuments, LimitStorageBytes} {
+		l, ok := plan.Limits[name]
+		if !ok {
+			continue
+		}
+		lu := LimitUsage{Name: name, Limit: l}
+		if name == LimitTokens {
+			lu.Measured, lu.ResetsAt = true, sub.Period.End
+			lu.Used, lu.Reserved, err = s.quota.Usage(ctx, Counter{Org: org, Period: sub.Period})
+			if err != nil {
+				return Entitlements{}, err
+			}
+		}
+		e.Limits = append(e.Limits, lu)
+	}
+	return e, nil
+}
+
+// Require returns nil when org's plan has feature, else feature_not_in_plan naming the
+// feature and a plan that has it. It is the one entitlement check.
+func (s *Service) Require(ctx context.Context, org uuid.UUID, feature string) error {
+	sub, err := s.cached(ctx, org)
+	if err != nil {
+		return err
+	}
+	if s.planFor(sub).Features[feature] {
+		return nil
+	}
+	if other := s.plans.WithFeature(feature); other != "" {
+		return errs.E(errs.FeatureNotInPlan, "The feature %q is not in the org's plan; the plan %q has it.", feature, other)
+	}
+	return errs.E(errs.FeatureNotInPlan, "The feature %q is not in the org's plan, nor in any plan offered.", feature)
+}

@@ -1,0 +1,16 @@
+-- name: GetSubscription :one
+SELECT * FROM subscriptions WHERE org_id = $1;
+
+-- name: UpsertSubscription :one
+INSERT INTO subscriptions (org_id, plan_id, status, billing_interval, currency, current_period_start,
+    current_period_end, provider, created_at, updated_at)
+VALUES (sqlc.arg(org_id), sqlc.arg(plan_id), sqlc.arg(status), sqlc.arg(billing_interval), sqlc.arg(currency),
+    sqlc.arg(current_period_start), sqlc.arg(current_period_end), sqlc.arg(provider), sqlc.arg(now), sqlc.arg(now))
+ON CONFLICT (org_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, status = EXCLUDED.status,
+    billing_interval = EXCLUDED.billing_interval, currency = EXCLUDED.currency,
+    current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
+    provider = EXCLUDED.provider, updated_at = EXCLUDED.updated_at
+RETURNING *;
+
+-- name: BillingOrgExists :one
+SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1);
