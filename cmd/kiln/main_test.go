@@ -102,12 +102,13 @@ func TestVersion(t *testing.T) {
 			var info struct {
 				Version   string `json:"version"`
 				Commit    string `json:"commit"`
+				Date      string `json:"date"`
 				GoVersion string `json:"go_version"`
 			}
 			if err := json.Unmarshal([]byte(res.stdout), &info); err != nil {
 				t.Fatalf("version output is not JSON: %v\n%s", err, res.stdout)
 			}
-			if info.Version == "" || info.Commit == "" || !strings.HasPrefix(info.GoVersion, "go") {
+			if info.Version == "" || info.Commit == "" || info.Date == "" || !strings.HasPrefix(info.GoVersion, "go") {
 				t.Errorf("version info incomplete: %+v", info)
 			}
 		})
