@@ -18,6 +18,7 @@ export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
 help:
 	@echo "make run    set up PostgreSQL (pgvector) and Redis, migrate, serve on \$$KILN_HTTP_ADDR (:8080)"
+	@echo "             SEED=demo first applies deploy/seed/demo.yaml (a user, an org, an API key, prompts)"
 	@echo "make test   set up, check generated code and lint, run every test (Go, SDKs)"
 	@echo "make generate   regenerate gen/, sdk/go and sdk/typescript from openapi/ and queries/"
 	@echo "make bench      run the benchmarks"
@@ -30,6 +31,7 @@ build:
 
 run: deps build
 	./$(BIN) migrate up
+	$(if $(SEED),./$(BIN) seed apply deploy/seed/$(SEED).yaml)
 	exec ./$(BIN) serve
 
 # npm packages install from the lockfiles, and only when a lockfile changed.

@@ -162,3 +162,17 @@ func (e *Evaluator) PurgeExpiredOverrides(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// Overrides returns the overrides in force (not expired), ordered by flag key, subject
+// type and subject id, read from the database.
+func (e *Evaluator) Overrides(ctx context.Context) ([]Override, error) {
+	rows, err := e.st.ListActiveFeatureFlagOverrides(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list feature flag overrides: %w", store.Translate(err))
+	}
+	out := make([]Override, len(rows))
+	for i, r := range rows {
+		out[i] = toOverride(r)
+	}
+	return out, nil
+}

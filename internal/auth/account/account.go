@@ -384,3 +384,12 @@ func UserFromRow(r db.User) User {
 		CreatedAt:     r.CreatedAt.UTC(),
 	}
 }
+
+// UserByEmail returns the user with email (trimmed, lower-cased). Errors: not_found.
+func (s *Service) UserByEmail(ctx context.Context, email string) (User, error) {
+	row, err := s.st.GetUserByEmail(ctx, normaliseEmail(email))
+	if err != nil {
+		return User{}, notFound("user", err)
+	}
+	return UserFromRow(row), nil
+}

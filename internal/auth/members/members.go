@@ -360,3 +360,47 @@ func toOrg(r db.Org) account.Org {
 func newID() uuid.UUID {
 	return uuid.Must(uuid.NewV7())
 }
+
+// Add makes the existing user userID a member of orgID with role (admin or member) on
+// behalf of by, an owner or admin of the org, without an invitation: it is how an operator
+// (`kiln seed apply`) places people it already knows. The addition is audited
+// (member.add). Errors: not_found for an org the actor is not a member of or an unknown
+// user; permission_denied when the actor is a member; conflict for a personal org or a
+// user who is already a member; invalid_request naming /role.
+func (s *Service) Add(ctx context.Context, by audit.Actor, orgID, userID uuid.UUID, role string) (Member, error) {
+	if role != account.RoleAdmin && role != account.RoleMember {
+		return Member{}, errs.InvalidFields("invalid member", []errs.FieldError{{Pointer: "/role", Message: "must be admin or member"}})
+	}
+	var added Member
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.inOrg(ctx, orgID, by, func(q *db.Queries, org db.Org, actor string) error {
+		if !mayManage(actor) {
+			return errs.E(errs.PermissionDenied, "adding members needs the owner or admin role")
+		}
+		if org.Personal {
+			return errs.E(errs.Conflict, "a personal org cannot have other members")
+		}
+		if _, err := q.GetUser(ctx, userID); errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errs.E(errs.NotFound, "user not found")
+		} else if err != nil {
+			return fmt.Errorf("get user: %w", err)
+		}
+		err := q.AddOrgMember(ctx, db.AddOrgMemberParams{OrgID: orgID, UserID: userID, Role: role, Now: s.now()})
+		if errs.CodeOf(store.Translate(err)) == errs.Conflict {
+			return errs.E(errs.Conflict, "the user is already a member of this org")
+		}
+		if err != nil {
+			return fmt.Errorf("add member: %w", err)
+		}
+		if added, err = member(ctx, q, orgID, userID); err != nil {
+			return err
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "member.add", TargetType: "user",
+			TargetID: userID.String(), Data: map[string]any{"role": role}})
+	})
+	if err != nil {
+		return Member{}, fmt.Errorf("add member: %w", err)
+	}
+	return added, nil
+}
