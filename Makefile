@@ -96,3 +96,7 @@ test: api-check
 
 hooks:
 	$(TOOLS) lefthook install
+
+# Builds what a release publishes into dist/, publishing nothing (not part of `make test`).
+release-dry-run: node-deps
+	bash scripts/release-dry-run.sh
