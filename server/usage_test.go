@@ -224,6 +224,7 @@ func TestUsage(t *testing.T) {
 	for _, tt := range []struct{ name, from, to string }{
 		{"ErrFromEqualsTo", "2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"},
 		{"ErrFromAfterTo", "2026-01-03T00:00:00Z", "2026-01-02T00:00:00Z"},
+		{"ErrWindowOverAYear", "2024-01-01T00:00:00Z", "2026-01-02T00:00:00Z"}, // issue 12: a scan of every row
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -7087,7 +7087,8 @@ type ClientInterface interface {
 	//
 	// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
 	// or by model alias. A key without the `billing:read` or `admin` scope sees only its
-	// own calls. Defaults: the last 30 days.
+	// own calls. Defaults: the last 30 days; a window is at most 366 days (400 naming
+	// `/query/from` past it), so one report reads a bounded share of the org's usage.
 	//
 	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
 	GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -10203,7 +10204,8 @@ func (c *Client) SetProviderKey(ctx context.Context, provider LLMProvider, param
 //
 // Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
 // or by model alias. A key without the `billing:read` or `admin` scope sees only its
-// own calls. Defaults: the last 30 days.
+// own calls. Defaults: the last 30 days; a window is at most 366 days (400 naming
+// `/query/from` past it), so one report reads a bounded share of the org's usage.
 //
 // Corresponds with GET /v1/usage (the `GetUsage` operationId).
 func (c *Client) GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -18243,7 +18245,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
 	// or by model alias. A key without the `billing:read` or `admin` scope sees only its
-	// own calls. Defaults: the last 30 days.
+	// own calls. Defaults: the last 30 days; a window is at most 366 days (400 naming
+	// `/query/from` past it), so one report reads a bounded share of the org's usage.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -26771,7 +26774,8 @@ func (c *ClientWithResponses) SetProviderKeyWithResponse(ctx context.Context, pr
 //
 // Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
 // or by model alias. A key without the `billing:read` or `admin` scope sees only its
-// own calls. Defaults: the last 30 days.
+// own calls. Defaults: the last 30 days; a window is at most 366 days (400 naming
+// `/query/from` past it), so one report reads a bounded share of the org's usage.
 //
 // Returns a wrapper object for the known response body format(s).
 //

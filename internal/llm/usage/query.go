@@ -12,6 +12,10 @@ import (
 // DefaultWindow is how far back a report reaches when the caller names no start.
 const DefaultWindow = 30 * 24 * time.Hour
 
+// MaxWindow bounds a report's window: a report aggregates every call in it, so an
+// unbounded one would read all of an org's usage in one request.
+const MaxWindow = 366 * 24 * time.Hour
+
 // Query is a usage report as a caller asks for it; the zero values take the defaults.
 type Query struct {
 	From, To *time.Time // nil: DefaultWindow before To; now
@@ -31,7 +35,7 @@ type Result struct {
 }
 
 // Query reports org's usage as q asks. Errors: invalid_request naming /query/from when the
-// window is empty; permission_denied when q.OwnKey asks for another key's calls.
+// window is empty or longer than MaxWindow; permission_denied when q.OwnKey asks for another key's calls.
 func (r *Recorder) Query(ctx context.Context, org uuid.UUID, q Query) (Result, error) {
 	f, err := q.filter(org, time.Now().UTC())
 	if err != nil {
@@ -58,6 +62,9 @@ func (q Query) filter(org uuid.UUID, now time.Time) (Filter, error) {
 	}
 	if !f.From.Before(f.To) {
 		return Filter{}, errs.InvalidFields("invalid window", []errs.FieldError{{Pointer: "/query/from", Message: "must be before to"}})
+	}
+	if f.To.Sub(f.From) > MaxWindow {
+		return Filter{}, errs.InvalidFields("invalid window", []errs.FieldError{{Pointer: "/query/from", Message: "must be at most 366 days before to"}})
 	}
 	if q.OwnKey != nil {
 		if f.APIKeyID != uuid.Nil && f.APIKeyID != *q.OwnKey {

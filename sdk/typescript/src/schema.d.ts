@@ -1448,7 +1448,8 @@ export interface paths {
          * The org's model usage
          * @description Requests, tokens, cost and latency of the org's model calls, grouped by day (UTC)
          *     or by model alias. A key without the `billing:read` or `admin` scope sees only its
-         *     own calls. Defaults: the last 30 days.
+         *     own calls. Defaults: the last 30 days; a window is at most 366 days (400 naming
+         *     `/query/from` past it), so one report reads a bounded share of the org's usage.
          */
         get: operations["getUsage"];
         put?: never;
