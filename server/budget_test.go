@@ -18,7 +18,7 @@ import (
 // parameters schema, a job's payload) is bounded by the body limit only.
 func TestRequestBudgetInSpec(t *testing.T) {
 	t.Parallel()
-	doc, err := api.GetSwagger()
+	doc, err := api.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
