@@ -23,6 +23,10 @@ import (
 type Input struct {
 	User        *llm.Message
 	ToolResults []ToolResult
+	// Context is stored before User: the earlier turns a client sends with its message
+	// (user and assistant messages, tool calls and their results), as the OpenAI Responses
+	// API's input items carry them. Only with User.
+	Context []llm.Message
 }
 
 // ToolResult answers one client tool call.
@@ -66,7 +70,7 @@ func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, mo
 		} else if !isNotFound(err) {
 			return err
 		}
-		if int(row.NextSeq)+len(in.ToolResults)+1 > MaxMessages {
+		if int(row.NextSeq)+len(in.Context)+len(in.ToolResults)+1 > MaxMessages {
 			return errs.E(errs.Conflict, "The conversation has reached %d messages; start a new one.", MaxMessages)
 		}
 		waiting, err := waitingCalls(ctx, q, o.Org, id)
@@ -153,7 +157,14 @@ func toInputs(in Input, waiting []llm.ToolCall) ([]input, error) {
 		if len(waiting) > 0 {
 			return nil, errs.E(errs.Conflict, "The last reply called the client's tools (%s); send their results to POST /v1/conversations/{id}/tool-results first.", waiting[0].ID)
 		}
-		return []input{{Message: *in.User}}, nil
+		out := make([]input, 0, len(in.Context)+1)
+		for _, m := range in.Context {
+			out = append(out, input{Message: m})
+		}
+		return append(out, input{Message: *in.User}), nil
+	}
+	if len(in.Context) > 0 {
+		return nil, errs.E(errs.Invalid, "Earlier messages come with a user message, not with tool results.")
 	}
 	if len(waiting) == 0 {
 		return nil, errs.E(errs.Conflict, "No client tool call of this conversation waits for a result.")

@@ -156,6 +156,8 @@ type Request struct {
 	// sticky for ("": the call's user, else the conversation).
 	Prompt    *prompts.Ref
 	StickyKey string
+	// Endpoint names the transport in the reply's usage record ("": conversation).
+	Endpoint string
 }
 
 // Started is a reply generating in the background.
@@ -213,7 +215,11 @@ func (s *Service) Start(ctx context.Context, c Caller, req Request) (*Started, e
 	}
 	call.Request.Messages = append(slices.Clip(call.Request.Messages), window...) // the prompt's, then the history
 	done := make(chan ended, 1)
-	go s.generate(c, reply, call, prompt, done)
+	endpoint := req.Endpoint
+	if endpoint == "" {
+		endpoint = "conversation"
+	}
+	go s.generate(c, reply, call, prompt, endpoint, done)
 	return &Started{Reply: reply, s: s, done: done}, nil
 }
 
@@ -291,7 +297,7 @@ func (r *Started) Cancel(ctx context.Context) error {
 }
 
 // generate runs a reply, publishing its events on the stream bus, and stores how it ended.
-func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, prompt *usage.PromptUse, done chan<- ended) {
+func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, prompt *usage.PromptUse, endpoint string, done chan<- ended) {
 	defer s.running.Done()
 	id := reply.Message.ID.String()
 	ctx, cancel := context.WithCancelCause(c.background())
@@ -330,7 +336,7 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 			return nil
 		})
 	}
-	s.d.Usage.Record(chat.UsageRecord(ctx, c.account(), "conversation", call.Alias, start, res, err, prompt))
+	s.d.Usage.Record(chat.UsageRecord(ctx, c.account(), endpoint, call.Alias, start, res, err, prompt))
 
 	out := conversations.Outcome{Status: conversations.Completed, Provider: served.Target.Provider, Model: served.Target.Model}
 	if res != nil {

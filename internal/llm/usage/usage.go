@@ -32,7 +32,7 @@ type Record struct {
 	UserID    uuid.UUID // zero for API-key calls
 	APIKeyID  uuid.UUID // zero for user-token calls
 	RequestID string
-	Endpoint  string // chat, openai.chat, openai.embeddings, websocket
+	Endpoint  string // chat, conversation, openai.chat, openai.responses, openai.embeddings, websocket
 	Alias     string
 	Provider  string // empty when no target served
 	Model     string
