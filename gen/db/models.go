@@ -319,6 +319,18 @@ type NotificationPreference struct {
 	UpdatedAt time.Time
 }
 
+type OpenaiResponse struct {
+	ID                 uuid.UUID
+	OrgID              uuid.UUID
+	ConversationID     uuid.UUID
+	PreviousResponseID uuid.NullUUID
+	Model              string
+	Instructions       pgtype.Text
+	Options            []byte
+	Metadata           []byte
+	CreatedAt          time.Time
+}
+
 type Org struct {
 	ID                        uuid.UUID
 	Name                      string
