@@ -128,6 +128,20 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 			var out map[string]any
 			f.b.openAIOK(t, openAIRequest("POST", "/openai/v1/chat/completions", f.key, `{"model":"default","messages":[{"role":"user","content":"hi"}]}`), &out)
 		},
+		"openaiCreateResponse": func(t *testing.T) {
+			var out map[string]any
+			f.b.openAIOK(t, openAIRequest("POST", "/openai/v1/responses", f.key, `{"model":"default","input":"hi"}`), &out)
+		},
+		"openaiGetResponse": func(t *testing.T) {
+			var created, got map[string]any
+			f.b.openAIOK(t, openAIRequest("POST", "/openai/v1/responses", f.key, `{"model":"default","input":"hi"}`), &created)
+			f.b.openAIOK(t, openAIRequest("GET", "/openai/v1/responses/"+created["id"].(string), f.key, ""), &got)
+		},
+		"openaiDeleteResponse": func(t *testing.T) {
+			var created, got map[string]any
+			f.b.openAIOK(t, openAIRequest("POST", "/openai/v1/responses", f.key, `{"model":"default","input":"hi"}`), &created)
+			f.b.openAIOK(t, openAIRequest("DELETE", "/openai/v1/responses/"+created["id"].(string), f.key, ""), &got)
+		},
 		"openaiCreateEmbeddings": func(t *testing.T) {
 			var out map[string]any
 			f.b.openAIOK(t, openAIRequest("POST", "/openai/v1/embeddings", f.key, `{"model":"default","input":"hi"}`), &out)

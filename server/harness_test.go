@@ -50,6 +50,7 @@ import (
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/replies"
+	"github.com/kilnhq/kiln/internal/responses"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 	"github.com/kilnhq/kiln/internal/streams"
@@ -237,6 +238,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 			replyDeps(&rd)
 		}
 		d.Conversations.Replies = replies.New(rd)
+		d.Conversations.Responses = responses.New(st, d.Conversations.Service, d.Conversations.Replies, time.Now)
 	}
 	// One registry, as in cmd/kiln: the kinds the server creates are the kinds b.runJobs runs.
 	registry := jobs.NewRegistry()

@@ -14,6 +14,7 @@ import (
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/logging"
 	"github.com/kilnhq/kiln/internal/replies"
+	"github.com/kilnhq/kiln/internal/responses"
 	"github.com/kilnhq/kiln/internal/streams"
 )
 
@@ -22,6 +23,8 @@ type Conversations struct {
 	Service *conversations.Service
 	// Replies runs the conversations' replies.
 	Replies *replies.Service
+	// Responses serves the OpenAI Responses API over the conversations.
+	Responses *responses.Service
 }
 
 // replyCaller is who asks for a reply in ctx (a request's), with the request's own values for

@@ -40,6 +40,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/replies"
+	"github.com/kilnhq/kiln/internal/responses"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
@@ -385,6 +386,7 @@ func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM,
 		},
 	}
 	c := server.Conversations{Service: convs, Replies: replies.New(rd)}
+	c.Responses = responses.New(store.New(d.pool), convs, c.Replies, time.Now)
 	return c, func() { bus.Close(); _ = blocking.Close() }, nil
 }
 

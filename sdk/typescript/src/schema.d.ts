@@ -2254,6 +2254,65 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/openai/v1/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * OpenAI-compatible Responses API
+         * @description OpenAI's Responses wire format, so OpenAI SDKs' `responses.create` works with base URL
+         *     `http://<host>/openai/v1` and a Kiln API key. `model` is a Kiln model alias. A
+         *     response is a reply in a Kiln conversation: without `previous_response_id` a new
+         *     conversation is started, with it the follow-up continues that response's
+         *     conversation (its own `instructions` apply to it alone). `input` is a string or
+         *     input items: messages (`input_text`, `output_text`, `input_image` content),
+         *     `function_call` and `function_call_output` items; function tools use the flat
+         *     Responses shape. `stream: true` answers OpenAI's `response.*` SSE events, each with
+         *     its `sequence_number`. `store: false` runs the model without storing anything (the
+         *     response cannot be read back or followed up). Errors use OpenAI's body
+         *     `{"error": {"message", "type", "param", "code"}}`.
+         */
+        post: operations["openaiCreateResponse"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/responses/{response_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A response's id (`resp_…`). */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * Read a stored response
+         * @description The response as `responses.create` answered it, or as it is while its reply is generated (`status` `in_progress`).
+         */
+        get: operations["openaiGetResponse"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a stored response
+         * @description Deletes the response (a running reply is cancelled): reading it or following it up
+         *     is then a 404. The conversation it replied in stays, listed under
+         *     `/v1/conversations` until it is deleted itself.
+         */
+        delete: operations["openaiDeleteResponse"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -3099,6 +3158,106 @@ export interface components {
                 created: number;
                 owned_by: string;
             }[];
+        };
+        /** @description OpenAI's Responses request body; fields Kiln does not use are accepted and ignored (at most 64 fields). */
+        OpenAIResponseRequest: {
+            model?: string;
+            /** @description A user message, or input items. */
+            input?: string | {
+                [key: string]: unknown;
+            }[];
+            instructions?: string | null;
+            previous_response_id?: string | null;
+            stream?: boolean | null;
+            store?: boolean | null;
+            tools?: {
+                [key: string]: unknown;
+            }[];
+            /** @description `auto`, `none`, `required` or `{"type": "function", "name": …}`. */
+            tool_choice?: unknown;
+            /** Format: double */
+            temperature?: number | null;
+            /** Format: double */
+            top_p?: number | null;
+            max_output_tokens?: number | null;
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            user?: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** @description OpenAI's response object. */
+        OpenAIResponse: {
+            id: string;
+            /** @enum {string} */
+            object: "response";
+            /** Format: int64 */
+            created_at: number;
+            /** @description `completed`, `incomplete`, `in_progress`, `failed` or `cancelled`. */
+            status: string;
+            model: string;
+            output: ({
+                /** @description `message` or `function_call`. */
+                type: string;
+                id: string;
+            } & {
+                [key: string]: unknown;
+            })[];
+            error: ({
+                code: string;
+                message: string;
+            } & {
+                [key: string]: unknown;
+            }) | null;
+            incomplete_details: {
+                [key: string]: unknown;
+            } | null;
+            instructions: string | null;
+            metadata: {
+                [key: string]: string;
+            };
+            previous_response_id?: string | null;
+            tools: {
+                [key: string]: unknown;
+            }[];
+            tool_choice: unknown;
+            parallel_tool_calls: boolean;
+            /** Format: double */
+            temperature?: number | null;
+            /** Format: double */
+            top_p?: number | null;
+            max_output_tokens?: number | null;
+            store?: boolean;
+            usage?: ({
+                input_tokens: number;
+                output_tokens: number;
+                total_tokens: number;
+            } & {
+                [key: string]: unknown;
+            }) | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * @description One event of a streamed response, named by `type` (also the SSE `event:`):
+         *     `response.created`, `response.in_progress`, `response.output_item.added`,
+         *     `response.content_part.added`, `response.output_text.delta`,
+         *     `response.output_text.done`, `response.content_part.done`,
+         *     `response.function_call_arguments.delta`, `response.function_call_arguments.done`,
+         *     `response.output_item.done`, then `response.completed` or `response.failed`.
+         */
+        OpenAIResponseStreamEvent: {
+            type: string;
+            sequence_number: number;
+        } & {
+            [key: string]: unknown;
+        };
+        OpenAIResponseDeleted: {
+            id: string;
+            /** @enum {string} */
+            object: "response.deleted";
+            deleted: boolean;
         };
         OpenAIError: {
             error: {
@@ -7386,6 +7545,95 @@ export interface operations {
                 };
             };
             default: components["responses"]["Problem"];
+        };
+    };
+    openaiCreateResponse: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OpenAIResponseRequest"];
+            };
+        };
+        responses: {
+            /** @description The response, or its events (`stream: true`). */
+            200: {
+                headers: {
+                    /** @description The id of the conversation reply that is the response (stored responses). */
+                    "Kiln-Message-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIResponse"];
+                    "text/event-stream": string;
+                };
+            };
+            default: components["responses"]["OpenAIError"];
+        };
+    };
+    openaiGetResponse: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A response's id (`resp_…`). */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The response. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIResponse"];
+                };
+            };
+            default: components["responses"]["OpenAIError"];
+        };
+    };
+    openaiDeleteResponse: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A response's id (`resp_…`). */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The deletion. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIResponseDeleted"];
+                };
+            };
+            default: components["responses"]["OpenAIError"];
         };
     };
 }
