@@ -372,4 +372,3 @@ func jsonEqual(t *testing.T, a, b any) bool {
 	}
 	return slices.Equal(ja, jb)
 }
-
