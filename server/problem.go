@@ -39,6 +39,7 @@ var catalog = map[errs.Code]problemType{
 	errs.RateLimited:           {http.StatusTooManyRequests, "Rate limited"},
 	errs.Timeout:               {http.StatusServiceUnavailable, "Request timed out"},
 	errs.NotReady:              {http.StatusServiceUnavailable, "Not ready"},
+	errs.Unavailable:           {http.StatusServiceUnavailable, "Dependency unavailable"},
 	errs.Internal:              {http.StatusInternalServerError, "Internal error"},
 	errs.ModelUnavailable:      {http.StatusServiceUnavailable, "Model unavailable"},
 	errs.UpstreamRejected:      {http.StatusBadRequest, "Rejected by the provider"},
@@ -49,6 +50,10 @@ var catalog = map[errs.Code]problemType{
 	errs.PaymentRequired:       {http.StatusPaymentRequired, "Payment required"},
 	errs.FeatureNotInPlan:      {http.StatusForbidden, "Feature not in plan"},
 }
+
+// unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools
+// reconnect on their next use, so a dependency back within it serves the retry.
+const unavailableRetryAfter = 5
 
 // newProblem builds the problem document for code; detail is shown to the client.
 func newProblem(ctx context.Context, instance string, code errs.Code, detail string, fields []errs.FieldError) api.Problem {
@@ -102,6 +107,9 @@ func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	if we, ok := errors.AsType[errs.Waiter](err); ok && we.RetryAfter() > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(we.RetryAfter().Seconds()))))
 	}
+	if code == errs.Unavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
+	}
 	if isOpenAIRoute(r) {
 		writeOpenAIError(w, code, detail, fields)
 		return
@@ -126,6 +134,9 @@ func (s *Server) classifyAt(ctx context.Context, method, path string, err error)
 	e, known := errs.Classify(err)
 	if known && e.Code == errs.Timeout && errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		known = false // a cancellation the client did not ask for is Kiln's own failure
+	}
+	if known && e.Code == errs.Unavailable {
+		s.log.WarnContext(ctx, "dependency unavailable", "error", err, "method", method, "path", path)
 	}
 	if !known {
 		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)

@@ -91,6 +91,9 @@ func operationsOf(spec *openapi3.T) map[string]*operation {
 			for _, p := range o.params {
 				o.inPath = o.inPath || p.In == openapi3.ParameterInPath
 				o.inQuery = o.inQuery || p.In == openapi3.ParameterInQuery
+				if p.In == openapi3.ParameterInHeader {
+					o.headers = append(o.headers, p.Name)
+				}
 			}
 			operations[route] = o
 		}
@@ -103,6 +106,7 @@ type operation struct {
 	route           *routers.Route
 	params          []*openapi3.Parameter
 	inPath, inQuery bool      // some of params are in the path, in the query
+	headers         []string  // the names of the header parameters
 	body            *jsonBody // a JSON body
 	legacyBody      bool      // a body of another media type, validated by openapi3filter
 }
@@ -128,7 +132,9 @@ func (o *operation) input(r *http.Request, options *openapi3filter.Options) *ope
 // kin-openapi checked both; otherwise the parameters' field errors come first.
 func (o *operation) validate(r *http.Request) error {
 	var paramErr error
-	switch {
+	switch textFields := textParamFields(r, o.headers); {
+	case len(textFields) > 0:
+		paramErr = &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema.", Fields: textFields}
 	case o.legacyBody:
 		if err := openapi3filter.ValidateRequest(r.Context(), o.input(r, everything)); err != nil {
 			paramErr = requestProblem(err)

@@ -92,7 +92,7 @@ var useNumber = func() gojson.DecodeOptionFunc {
 // validate reads, decodes and validates r's body, and replaces r.Body with the bytes the
 // handler is to read (with the spec's defaults filled in, as kin-openapi did). The error
 // is an *http.MaxBytesError or an *errs.Error: UnsupportedMediaType, MalformedJSON, or
-// Invalid with a JSON Pointer per invalid field.
+// Invalid with a JSON Pointer per invalid field (a string holding U+0000 is one).
 func (b *jsonBody) validate(r *http.Request) error {
 	var data []byte
 	if r.Body != nil && r.Body != http.NoBody {
@@ -121,12 +121,15 @@ func (b *jsonBody) validate(r *http.Request) error {
 		return errs.E(errs.MalformedJSON, "The request body is not valid JSON.")
 	}
 	setDefaults := false
-	if err := b.schema.VisitJSON(value, bodyVisit(func() { setDefaults = true })...); err != nil {
-		fields := schemaFields("", err)
-		if len(fields) == 0 {
-			fields = []errs.FieldError{{Pointer: "", Message: err.Error()}}
+	nul := nulFields("", value)
+	if err := b.schema.VisitJSON(value, bodyVisit(func() { setDefaults = true })...); err != nil || len(nul) > 0 {
+		var fields []errs.FieldError
+		if err != nil {
+			if fields = schemaFields("", err); len(fields) == 0 {
+				fields = []errs.FieldError{{Pointer: "", Message: err.Error()}}
+			}
 		}
-		return &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema.", Fields: fields}
+		return &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema.", Fields: append(fields, nul...)}
 	}
 	if setDefaults {
 		// kin-openapi's rewrite, byte for byte: handlers and the idempotency fingerprint

@@ -255,8 +255,12 @@ func (s *Server) decodeFrame(frameType string, data json.RawMessage, v any) erro
 	if err := json.Unmarshal(data, &generic); err != nil || generic == nil {
 		return errs.InvalidFields("invalid "+frameType+" frame", []errs.FieldError{{Pointer: "/data", Message: "must be an object"}})
 	}
+	var fields []errs.FieldError
 	if err := s.frameSchemas[frameType].VisitJSON(generic, openapi3.MultiErrors()); err != nil {
-		return errs.InvalidFields("invalid "+frameType+" frame", schemaFields("/data", err))
+		fields = schemaFields("/data", err)
+	}
+	if fields = append(fields, nulFields("/data", generic)...); len(fields) > 0 {
+		return errs.InvalidFields("invalid "+frameType+" frame", fields)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return &errs.Error{Code: errs.MalformedJSON, Message: "The frame's data could not be decoded."}

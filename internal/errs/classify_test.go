@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
 func TestClassify(t *testing.T) {
@@ -29,6 +34,16 @@ func TestClassify(t *testing.T) {
 			"Every target of the model is unavailable right now (circuit open or at its concurrency limit); retry shortly.", true},
 		{"Deadline", fmt.Errorf("store reply: %w", context.DeadlineExceeded), errs.Timeout, "The request did not complete within its deadline.", true},
 		{"Cancelled", fmt.Errorf("store reply: %w", context.Canceled), errs.Timeout, "The request was cancelled.", true},
+		{"UntranslatableCharacter", fmt.Errorf("store title: %w", &pgconn.PgError{Code: "22P05", Message: "unsupported Unicode escape sequence"}),
+			errs.Invalid, "A text holds a character that cannot be stored (U+0000 or invalid UTF-8).", true},
+		{"ValueTooLong", &pgconn.PgError{Code: "22001", Message: "value too long for type character varying(64)"},
+			errs.Invalid, "A value is longer than the field allows.", true},
+		{"DatabaseShuttingDown", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"},
+			errs.Unavailable, errs.UnavailableMessage, true},
+		{"ConnectionRefused", fmt.Errorf("acquire: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}),
+			errs.Unavailable, errs.UnavailableMessage, true},
+		{"OtherSQLState", &pgconn.PgError{Code: "42P01", Message: "relation does not exist"}, errs.Internal,
+			"An internal error occurred; quote the request id when reporting it.", false},
 		{"Unknown", errors.New("pq: connection reset with secret detail"), errs.Internal,
 			"An internal error occurred; quote the request id when reporting it.", false},
 	}
@@ -38,6 +53,36 @@ func TestClassify(t *testing.T) {
 			e, known := errs.Classify(tt.err)
 			if e.Code != tt.code || e.Message != tt.message || known != tt.known {
 				t.Fatalf("Classify = (%s, %q, %v), want (%s, %q, %v)", e.Code, e.Message, known, tt.code, tt.message, tt.known)
+			}
+		})
+	}
+}
+
+// TestClassifyDatabaseRefusals sends PostgreSQL the texts it refuses, over a real
+// connection: whatever the store's callers forget to check, the error is the client's 400,
+// never a 500.
+func TestClassifyDatabaseRefusals(t *testing.T) {
+	t.Parallel()
+	pool := storetest.Pool(t, storetest.BaseURL())
+	for name, q := range map[string]struct {
+		sql string
+		arg any
+	}{
+		"NULInText":     {"SELECT $1::text", "a\x00b"},
+		"InvalidUTF8":   {"SELECT $1::text", "a\xffb"},
+		"NULInJSONB":    {"SELECT $1::jsonb", `{"k":"a\u0000b"}`},
+		"OutOfRange":    {"SELECT $1::text::smallint", "99999"},
+		"MalformedUUID": {"SELECT $1::text::uuid", "not-a-uuid"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var out any
+			err := pool.QueryRow(context.Background(), q.sql, q.arg).Scan(&out)
+			if err == nil {
+				t.Fatalf("PostgreSQL accepted %q", q.arg)
+			}
+			if e, known := errs.Classify(fmt.Errorf("store: %w", err)); e.Code != errs.Invalid || !known {
+				t.Fatalf("Classify(%v) = %s, %v; want invalid_request", err, e.Code, known)
 			}
 		})
 	}

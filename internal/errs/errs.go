@@ -29,6 +29,7 @@ const (
 	RateLimited           Code = "rate_limited"
 	Timeout               Code = "timeout"
 	NotReady              Code = "not_ready"
+	Unavailable           Code = "unavailable"
 	Internal              Code = "internal"
 	ModelUnavailable      Code = "model_unavailable"
 	UpstreamRejected      Code = "upstream_rejected"

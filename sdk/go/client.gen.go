@@ -434,6 +434,7 @@ const (
 	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
+	Unavailable           ErrorCode = "unavailable"
 	UnsupportedMediaType  ErrorCode = "unsupported_media_type"
 	UpstreamError         ErrorCode = "upstream_error"
 	UpstreamRateLimited   ErrorCode = "upstream_rate_limited"
@@ -481,6 +482,8 @@ func (e ErrorCode) Valid() bool {
 	case Timeout:
 		return true
 	case Unauthenticated:
+		return true
+	case Unavailable:
 		return true
 	case UnsupportedMediaType:
 		return true

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/kilnhq/kiln/internal/errs"
+)
+
+// PostgreSQL stores no U+0000 in text or jsonb and no invalid UTF-8 anywhere, and nothing a
+// client sends is better for holding either: the validator refuses both in every text it
+// hands on (JSON bodies and WebSocket frames, keys included; query and path parameters;
+// header parameters), naming each field, so no such text reaches a handler or the database.
+
+// nulMessage is the field error of a string that holds U+0000.
+const nulMessage = "must not contain the NUL character (U+0000)"
+
+// badTextMessage is the field error of a parameter that is not UTF-8 or holds U+0000.
+const badTextMessage = "must be UTF-8 text without the NUL character (U+0000)"
+
+// nulFields lists, under pointer base, every string and object key in the decoded JSON v
+// that holds U+0000 (JSON's "\u0000"). Decoders replace invalid UTF-8 with U+FFFD, so NUL
+// is the one character left that the store refuses.
+func nulFields(base string, v any) []errs.FieldError {
+	var out []errs.FieldError
+	var walk func(pointer string, v any)
+	walk = func(pointer string, v any) {
+		switch v := v.(type) {
+		case string:
+			if strings.IndexByte(v, 0) >= 0 {
+				out = append(out, errs.FieldError{Pointer: pointer, Message: nulMessage})
+			}
+		case []any:
+			for i, e := range v {
+				walk(pointer+"/"+strconv.Itoa(i), e)
+			}
+		case map[string]any:
+			keys := make([]string, 0, len(v))
+			for k := range v {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys) // field errors in a stable order
+			for _, k := range keys {
+				p := pointer + "/" + escapePointer(k)
+				if strings.IndexByte(k, 0) >= 0 {
+					out = append(out, errs.FieldError{Pointer: p, Message: "the property name " + nulMessage})
+				}
+				walk(p, v[k])
+			}
+		}
+	}
+	walk(base, v)
+	return out
+}
+
+// goodText reports whether s is UTF-8 without U+0000.
+func goodText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// textParamFields lists the query parameters (every one, declared or not: a handler may
+// read any), path segments and header parameters of r that are not UTF-8 or hold U+0000.
+// headers are the operation's header parameters.
+func textParamFields(r *http.Request, headers []string) []errs.FieldError {
+	var out []errs.FieldError
+	if !goodText(r.URL.RawQuery) || strings.Contains(r.URL.RawQuery, "%") {
+		query := r.URL.Query()
+		names := make([]string, 0, len(query))
+		for name := range query {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			ok := goodText(name)
+			for _, v := range query[name] {
+				ok = ok && goodText(v)
+			}
+			if !ok {
+				out = append(out, errs.FieldError{Pointer: "/query/" + escapePointer(strings.ToValidUTF8(name, "\uFFFD")), Message: badTextMessage})
+			}
+		}
+	}
+	if !goodText(r.URL.Path) {
+		out = append(out, errs.FieldError{Pointer: "/path", Message: badTextMessage})
+	}
+	for _, h := range headers {
+		for _, v := range r.Header.Values(h) {
+			if !goodText(v) {
+				out = append(out, errs.FieldError{Pointer: "/header/" + escapePointer(h), Message: badTextMessage})
+				break
+			}
+		}
+	}
+	return out
+}
