@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -164,8 +165,15 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 }
 
 // rejectUnrouted answers requests no route matches with 404 or 405 problems (with Allow).
+// A path that is not clean ("//v1/me", "/v1/../v1/me", "/v1/./me") matches no route:
+// ServeMux would answer it with an HTML redirect to the cleaned path.
 func (s *Server) rejectUnrouted(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p != "" && path.Clean(p) != p && path.Clean(p)+"/" != p {
+			problem := newProblem(r.Context(), r.URL.Path, errs.NotFound, fmt.Sprintf("No route matches %s %s; paths are matched as sent, never cleaned or redirected.", r.Method, r.URL.Path), nil)
+			writeProblem(w, problem, problem.Status)
+			return
+		}
 		h, pattern := s.mux.Handler(r)
 		if pattern != "" {
 			next.ServeHTTP(w, r)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,13 +60,16 @@ func nulFields(base string, v any) []errs.FieldError {
 // goodText reports whether s is UTF-8 without U+0000.
 func goodText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
-// textParamFields lists the query parameters (every one, declared or not: a handler may
+// textParamFields lists a query string that does not parse, the query parameters (every one, declared or not: a handler may
 // read any), path segments and header parameters of r that are not UTF-8 or hold U+0000.
 // headers are the operation's header parameters.
 func textParamFields(r *http.Request, headers []string) []errs.FieldError {
 	var out []errs.FieldError
-	if !goodText(r.URL.RawQuery) || strings.Contains(r.URL.RawQuery, "%") {
-		query := r.URL.Query()
+	if !goodText(r.URL.RawQuery) || strings.ContainsAny(r.URL.RawQuery, "%;") {
+		query, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil { // r.URL.Query() would drop the bad pair and serve the rest
+			out = append(out, errs.FieldError{Pointer: "/query", Message: "is not a valid query string (malformed percent-encoding or a ';'): " + err.Error()})
+		}
 		names := make([]string, 0, len(query))
 		for name := range query {
 			names = append(names, name)

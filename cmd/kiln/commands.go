@@ -339,7 +339,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
+	go func() { serveErr <- httpSrv.Serve(srv.Listener(ln)) }()
 	a.log.Info("listening", "addr", ln.Addr().String(), "worker", withWorker, "version", version.Get().Version)
 
 	select {
