@@ -35,6 +35,7 @@ type requirement struct {
 	userToken bool     // bearerAuth: a user's access token is accepted
 	apiKey    bool     // apiKeyAuth: an API key is accepted
 	scopes    []string // an API key needs one of these scopes (none: any key)
+	org       bool     // the operation acts for an org, which Kiln-Org may name
 }
 
 // requirements reads the spec once: route template ("GET /v1/api-keys/{id}") → requirement.
@@ -61,6 +62,9 @@ func requirements(spec *openapi3.T) map[string]requirement {
 			if !req.userToken && !req.apiKey {
 				continue
 			}
+			for _, p := range append(append(openapi3.Parameters{}, item.Parameters...), op.Parameters...) {
+				req.org = req.org || (p.Value.In == openapi3.ParameterInHeader && p.Value.Name == orgHeader)
+			}
 			switch v := op.Extensions["x-kiln-scope"].(type) { // one scope, or a list of alternatives
 			case string:
 				req.scopes = []string{v}
@@ -84,7 +88,9 @@ var errUnauthenticated = errs.E(errs.Unauthenticated, "Missing or invalid creden
 // authenticate resolves the caller of operations that need one. Missing, malformed,
 // unknown, revoked and expired credentials all get the same 401; a valid credential of a
 // kind the operation does not take, or a key without the operation's scope, gets a 403
-// naming what is missing.
+// naming what is missing. For an operation that acts for an org it resolves the org here,
+// once for every such route (the model list and the streams included): a Kiln-Org the
+// caller is not a member of is a 404 before anything else.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, ok := s.auth.requirements[s.routeOf(r)]
@@ -130,8 +136,37 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			p.UserID, p.SessionID = claims.UserID, claims.SessionID
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		if req.org {
+			var requested *uuid.UUID
+			if id, err := uuid.Parse(r.Header.Get(orgHeader)); err == nil {
+				requested = &id
+			} else if r.Header.Get(orgHeader) != "" {
+				next.ServeHTTP(w, r.WithContext(ctx)) // the validator names the malformed header
+				return
+			}
+			access, err := s.orgFor(ctx, requested)
+			if err != nil {
+				s.respondError(w, r, err)
+				return
+			}
+			ctx = context.WithValue(ctx, orgKey{}, access)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// orgHeader names the org a user's request acts for.
+const orgHeader = "Kiln-Org"
+
+type orgKey struct{}
+
+// resolvedOrg returns the org the authentication resolved for an operation that acts for
+// one: Kiln-Org when given (a caller who is not a member got a 404 already), else the
+// caller's personal org or the API key's org.
+func resolvedOrg(ctx context.Context) (orgAccess, bool) {
+	a, ok := ctx.Value(orgKey{}).(orgAccess)
+	return a, ok
 }
 
 // refuse answers a failed authentication: every bad credential with the one 401 body;

@@ -67,7 +67,12 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 
-		org := r.Header.Get("Kiln-Org")
+		// The org the request acts for, as resolved, not as spelled: the personal org named
+		// and left out are one scope.
+		org := ""
+		if access, ok := resolvedOrg(r.Context()); ok {
+			org = access.OrgID.String()
+		}
 		scope := route + " user:" + p.UserID.String() + " org:" + org
 		if p.Key != nil {
 			scope = route + " apikey:" + p.Key.ID.String()
