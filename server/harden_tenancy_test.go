@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,5 +85,30 @@ func TestIdempotencyScopeIsTheResolvedOrg(t *testing.T) {
 	wantStatus(t, res, 201)
 	if res.Header.Get("Idempotent-Replayed") != "true" || first.Id != second.Id {
 		t.Fatalf("second request made conversation %s (first %s, replayed %q)", second.Id, first.Id, res.Header.Get("Idempotent-Replayed"))
+	}
+}
+
+// TestPasswordChangeLimitedPerAccount: a stolen access token guessing the current password
+// from many addresses is limited per account, as login is (it was per IP only: 33 tries
+// from 3 addresses).
+func TestPasswordChangeLimitedPerAccount(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	token := b.signUp(t, "guessed@example.com").AccessToken
+	guess := func(i int) *http.Response {
+		req := jsonRequest("POST", "/v1/me/password", `{"current_password":"wrong guess `+strconv.Itoa(i)+`","new_password":"a brand new passphrase 9"}`)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.RemoteAddr = "198.51.100." + strconv.Itoa(1+i%3) + ":4000" // three addresses, each under its own limit
+		return b.do(t, req)
+	}
+	for i := range 10 {
+		if res := guess(i); res.StatusCode == http.StatusTooManyRequests {
+			t.Fatalf("guess %d refused already", i+1)
+		}
+	}
+	res := guess(10)
+	if p := decodeProblem(t, res); res.StatusCode != http.StatusTooManyRequests || p.Code != "rate_limited" ||
+		!strings.Contains(res.Header.Get("RateLimit-Policy"), `"password-change-account"`) || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("11th guess from a third address: %d %s, policy %q", res.StatusCode, p.Code, res.Header.Get("RateLimit-Policy"))
 	}
 }

@@ -15,20 +15,23 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
 
 // limitRule is one GCRA limit on a route: per client IP, or per account (the email in
-// the request body).
+// the request body, or the signed-in user).
 type limitRule struct {
 	name    string // policy name, in the RateLimit headers and the Redis key
 	byEmail bool
+	byUser  bool // the authenticated caller's account: a stolen access token guesses from any number of IPs
 	limit   redis_rate.Limit
 }
 
-// abuseLimits guard the unauthenticated identity routes against guessing and flooding.
+// abuseLimits guard the identity routes against guessing and flooding; they run after
+// authentication, so a signed-in route can be limited per account.
 // Per IP they are generous (offices and NATs share addresses); per account they are tight.
 var abuseLimits = map[string][]limitRule{
 	"POST /v1/auth/login": {
@@ -56,6 +59,7 @@ var abuseLimits = map[string][]limitRule{
 	},
 	"POST /v1/me/password": {
 		{name: "password-change-ip", limit: redis_rate.Limit{Rate: 10, Burst: 10, Period: 15 * time.Minute}},
+		{name: "password-change-account", byUser: true, limit: redis_rate.Limit{Rate: 10, Burst: 10, Period: 15 * time.Minute}},
 	},
 	"GET /v1/auth/oauth/{provider}/start": {
 		{name: "oauth-start-ip", limit: redis_rate.Limit{Rate: 60, Burst: 60, Period: time.Minute}},
@@ -93,11 +97,18 @@ func (s *Server) limitAbuse(next http.Handler) http.Handler {
 		var tightestRule limitRule
 		for _, rule := range rules {
 			subject := s.clientIP(r)
-			if rule.byEmail {
+			switch {
+			case rule.byEmail:
 				if email == "" {
 					continue // the validator will refuse the request
 				}
 				subject = email
+			case rule.byUser:
+				p, ok := principalFrom(r.Context())
+				if !ok || p.UserID == uuid.Nil {
+					continue // authentication refused the request already
+				}
+				subject = "user:" + p.UserID.String()
 			}
 			sum := sha256.Sum256([]byte(subject)) // no addresses or emails in key names
 			key := s.limits.ks.Key("ratelimit", 1, rule.name+":"+hex.EncodeToString(sum[:16]))

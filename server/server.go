@@ -245,8 +245,8 @@ func New(d Deps) (*Server, error) {
 		s.rejectUnrouted,
 		s.limitBody,
 		s.withDeadline,
-		s.limitAbuse,
 		s.authenticate,
+		s.limitAbuse, // after authentication: some limits are per signed-in account
 		s.validateRequests(d.Spec),
 		s.idempotent,
 	)
