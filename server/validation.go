@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 
@@ -77,7 +78,7 @@ func operationsOf(spec *openapi3.T) map[string]*operation {
 				route: &routers.Route{Spec: spec, Path: path, PathItem: item, Method: method, Operation: op},
 				body:  bodies[route],
 			}
-			o.legacyBody = o.body == nil && op.RequestBody != nil
+			o.legacyBody = op.RequestBody != nil && (o.body == nil || len(op.RequestBody.Value.Content) > 1)
 			// The parameters openapi3filter.ValidateRequest checks, in its order: the
 			// path item's, unless the operation overrides them, then the operation's.
 			for _, p := range item.Parameters {
@@ -108,7 +109,7 @@ type operation struct {
 	inPath, inQuery bool      // some of params are in the path, in the query
 	headers         []string  // the names of the header parameters
 	body            *jsonBody // a JSON body
-	legacyBody      bool      // a body of another media type, validated by openapi3filter
+	legacyBody      bool      // a body of another media type (too), validated by openapi3filter
 }
 
 var (
@@ -131,11 +132,21 @@ func (o *operation) input(r *http.Request, options *openapi3filter.Options) *ope
 // right media type (413, 415, malformed) wins over field errors, as it did when
 // kin-openapi checked both; otherwise the parameters' field errors come first.
 func (o *operation) validate(r *http.Request) error {
+	// An operation that takes JSON or another media type (a document: JSON or a multipart
+	// upload) has its JSON bodies validated as JSON, so they are held to the same rules.
+	body, legacy := o.body, o.legacyBody
+	if legacy && body != nil {
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+			legacy = false
+		} else {
+			body = nil
+		}
+	}
 	var paramErr error
 	switch textFields := textParamFields(r, o.headers); {
 	case len(textFields) > 0:
 		paramErr = &errs.Error{Code: errs.Invalid, Message: "The request does not match the API schema.", Fields: textFields}
-	case o.legacyBody:
+	case legacy:
 		if err := openapi3filter.ValidateRequest(r.Context(), o.input(r, everything)); err != nil {
 			paramErr = requestProblem(err)
 		}
@@ -153,10 +164,10 @@ func (o *operation) validate(r *http.Request) error {
 			paramErr = requestProblem(me)
 		}
 	}
-	if o.body == nil {
+	if body == nil {
 		return paramErr
 	}
-	bodyErr := o.body.validate(r)
+	bodyErr := body.validate(r)
 	fieldsOf := func(err error) ([]errs.FieldError, bool) {
 		if e, ok := err.(*errs.Error); ok && e.Code == errs.Invalid { //nolint:errorlint // both are built right here, never wrapped
 			return e.Fields, true

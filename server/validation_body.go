@@ -167,8 +167,8 @@ func invalidBody(pointer, msg string) *errs.Error {
 }
 
 // jsonBodies returns the application/json request body of every operation in spec, keyed
-// by "METHOD /path". Operations with another kind of body are left out: the validator
-// hands them to openapi3filter.
+// by "METHOD /path". Operations without one are left out, and a body of another media
+// type goes to openapi3filter.
 func jsonBodies(spec *openapi3.T) map[string]*jsonBody {
 	bodies := map[string]*jsonBody{}
 	for path, item := range spec.Paths.Map() {
@@ -177,8 +177,8 @@ func jsonBodies(spec *openapi3.T) map[string]*jsonBody {
 				continue
 			}
 			rb := op.RequestBody.Value
-			mt := rb.Content.Get("application/json")
-			if len(rb.Content) != 1 || mt == nil || mt.Schema == nil || mt.Schema.Value == nil {
+			mt := rb.Content["application/json"]
+			if mt == nil || mt.Schema == nil || mt.Schema.Value == nil {
 				continue
 			}
 			bodies[method+" "+path] = &jsonBody{required: rb.Required, content: rb.Content, schema: mt.Schema.Value}
