@@ -62,8 +62,11 @@ var secretKeys = []string{"authorization", "cookie", "password", "secret", "toke
 // secretPatterns find credentials inside free text (prompts, URLs, error messages). The
 // first submatch, when a pattern has one, is the part to redact.
 var secretPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}`),                                     // OpenAI-style provider keys
-	regexp.MustCompile(`kiln_[a-z0-9]+_[A-Za-z0-9]{16,}_[A-Za-z0-9]{4,}`),            // Kiln API keys
+	regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}`), // OpenAI-style provider keys
+	// Kiln API keys, exactly as apikey.Generate writes them (env, 32 base62, 6 base62) and
+	// not followed by a token character: an emailed token (kiln_pr_…, kiln_ve_…, 43 base64url
+	// characters that may hold "_") is never cut in part, so development logs keep usable links.
+	regexp.MustCompile(`(kiln_[a-z0-9]{1,8}_[A-Za-z0-9]{32}_[A-Za-z0-9]{6})(?:[^A-Za-z0-9_\-]|$)`),
 	regexp.MustCompile(`(?i)bearer\s+[A-Za-z0-9._~+/\-]+=*`),                         // bearer credentials
 	regexp.MustCompile(`eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+`), // JWTs
 	regexp.MustCompile(`://[^/\s:@]*:([^@\s/]+)@`),                                   // passwords in URLs (user kept)

@@ -155,7 +155,7 @@ func TestRequestID(t *testing.T) {
 // Secrets planted below are unique strings: the whole captured output is searched for them.
 const (
 	openAIKey = "sk-proj-Plant3dOpenAIKey0123456789abcdef"
-	kilnKey   = "kiln_live_Plant3dRandomPart0123456789_Chk9"
+	kilnKey   = "kiln_live_Plant3dRandomPart0123456789ABCDE_Chk9ab"
 	bearerTok = "Plant3dOpaqueBearerToken.abc~def"
 	jwt       = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwbGFudGVkIn0.Plant3dJWTSignature_xyz"
 	dbPass    = "Plant3dDbPassword"
@@ -281,6 +281,16 @@ func TestRedactString(t *testing.T) {
 			in:     openAIKey + " " + kilnKey + " postgres://kiln:" + dbPass + "@db/kiln",
 			want:   "[REDACTED] [REDACTED] postgres://kiln:[REDACTED]@db/kiln",
 			secret: dbPass,
+		},
+		{
+			name: "EmailedTokensWithUnderscoresKept", // dev logs show usable links: kiln_pr_ and kiln_ve_ tokens are base64url
+			in:   "reset: https://app.example.com/reset?token=kiln_pr_0123456789abcdefABCDEF_Xyz9ab_7-QrStUvWx0 verify: kiln_ve_AbCdEfGhIjKlMnOpQrStUvWxYz012345_abcdef_gh",
+			want: "reset: https://app.example.com/reset?token=kiln_pr_0123456789abcdefABCDEF_Xyz9ab_7-QrStUvWx0 verify: kiln_ve_AbCdEfGhIjKlMnOpQrStUvWxYz012345_abcdef_gh",
+		},
+		{
+			name: "KeysBackToBack",
+			in:   kilnKey + " " + kilnKey + "." + kilnKey,
+			want: "[REDACTED] [REDACTED].[REDACTED]",
 		},
 		{
 			name: "PlainTextKept",
