@@ -183,6 +183,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	identity := newIdentity(t, st, log)
 	admins := admin.New(st, time.Now)
 	admins.NotifyRevoked(identity.Tokens.RevokeSessions)
+	admins.NotifyKeysChanged(identity.Keys.ForgetAll)
 	d := Deps{
 		Config:     config.Default().HTTP,
 		Log:        log,

@@ -265,6 +265,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	reg.MustRegister(jobs.NewCollector(jobSvc, 5*time.Second))
 	admins := admin.New(store.New(d.pool), time.Now)
 	admins.NotifyRevoked(d.identity.Tokens.RevokeSessions)
+	admins.NotifyKeysChanged(d.identity.Keys.ForgetAll)
 	srv, err := server.New(server.Deps{
 		JobsAdmin:     server.JobsAdmin{Schedules: schedules, Jobs: jobs.NewAdmin(jobSvc)},
 		LLM:           llmDeps,

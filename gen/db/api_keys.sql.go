@@ -90,11 +90,15 @@ func (q *Queries) GetAPIKey(ctx context.Context, arg GetAPIKeyParams) (ApiKey, e
 }
 
 const getAPIKeyBySecretHash = `-- name: GetAPIKeyBySecretHash :one
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys WHERE secret_hash = $1
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys
+WHERE secret_hash = $1
+  AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = api_keys.created_by AND users.disabled_at IS NOT NULL)
 `
 
 // Authentication knows only the secret, so this is the one lookup not scoped by org_id:
 // the hash is unique and the row names its org.
+// A key stops working while the user who created it is disabled; a key whose creator was
+// deleted (created_by NULL) belongs to its org alone.
 func (q *Queries) GetAPIKeyBySecretHash(ctx context.Context, secretHash []byte) (ApiKey, error) {
 	row := q.db.QueryRow(ctx, getAPIKeyBySecretHash, secretHash)
 	var i ApiKey

@@ -27,6 +27,15 @@ type Service struct {
 	now func() time.Time
 	// revoked is told about the sessions Disable ends.
 	revoked func(ctx context.Context, ids ...uuid.UUID) error
+	// keysChanged is told when Disable or Enable changes whether a user's API keys work.
+	keysChanged func(ctx context.Context)
+}
+
+// NotifyKeysChanged makes Disable and Enable call fn (the API key service's ForgetAll)
+// after they commit, so that the keys the user created stop, or start again, working at once
+// on every replica rather than when the replicas' caches expire. Call it before serving.
+func (s *Service) NotifyKeysChanged(fn func(ctx context.Context)) {
+	s.keysChanged = fn
 }
 
 // NotifyRevoked makes Disable tell fn (the token service's RevokeSessions) which sessions
@@ -124,7 +133,8 @@ func (s *Service) AuditEvents(ctx context.Context, f EventFilter, limit int, bef
 // Disable marks userID disabled on behalf of the admin by, keeping the first time when the
 // user is disabled already: logins and refreshes fail from now on. In the same transaction
 // it ends every session of the user and audits it all (admin.user_disable); then the
-// sessions' access tokens stop working on every replica (NotifyRevoked). Errors: conflict
+// sessions' access tokens stop working on every replica (NotifyRevoked), and so do the API
+// keys the user created (NotifyKeysChanged), until Enable. Errors: conflict
 // when by is userID (an admin who locks themselves out needs another admin); not_found.
 func (s *Service) Disable(ctx context.Context, by audit.Actor, userID uuid.UUID) (account.User, error) {
 	if by.ID != nil && *by.ID == userID {
@@ -151,6 +161,9 @@ func (s *Service) Disable(ctx context.Context, by audit.Actor, userID uuid.UUID)
 	if err != nil {
 		return account.User{}, err
 	}
+	if s.keysChanged != nil {
+		s.keysChanged(ctx)
+	}
 	if s.revoked != nil && len(ids) > 0 {
 		if err := s.revoked(ctx, ids...); err != nil {
 			return account.User{}, fmt.Errorf("stop access tokens of %s: %w", userID, err)
@@ -175,6 +188,9 @@ func (s *Service) Enable(ctx context.Context, by audit.Actor, userID uuid.UUID) 
 	})
 	if err != nil {
 		return account.User{}, err
+	}
+	if s.keysChanged != nil { // its keys were remembered as unknown meanwhile
+		s.keysChanged(ctx)
 	}
 	return account.UserFromRow(row), nil
 }
