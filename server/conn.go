@@ -27,7 +27,7 @@ import (
 // plainRefusal matches net/http's connection-level refusal: status line, its two fixed
 // headers, and a one-line text. A response of Kiln's own never has Connection right after
 // a text/plain Content-Type (net/http writes headers sorted), nor comes without Date.
-var plainRefusal = regexp.MustCompile("^HTTP/1\\.1 ([1-5][0-9][0-9]) [^\\r\\n]*\\r\\nContent-Type: text/plain; charset=utf-8\\r\\nConnection: close\\r\\n\\r\\n([^\\r\\n]*)$")
+var plainRefusal = regexp.MustCompile(`^HTTP/1\.1 ([1-5][0-9][0-9]) [^\r\n]*\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n([^\r\n]*)$`)
 
 // Listener wraps ln so that net/http's plain-text refusals of unparsable requests reach
 // the client as problem+json with a request id, like every other answer of Kiln's.
