@@ -14,8 +14,7 @@ SELECT * FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE;
 -- A key stops working while the user who created it is disabled; a key whose creator was
 -- deleted (created_by NULL) belongs to its org alone.
 -- name: GetAPIKeyBySecretHash :one
-SELECT * FROM api_keys
-WHERE secret_hash = $1
+SELECT * FROM api_keys WHERE secret_hash = $1
   AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = api_keys.created_by AND users.disabled_at IS NOT NULL);
 
 -- Newest first; ids are UUIDv7, so id order is creation order and the cursor is the last id.

@@ -90,8 +90,7 @@ func (q *Queries) GetAPIKey(ctx context.Context, arg GetAPIKeyParams) (ApiKey, e
 }
 
 const getAPIKeyBySecretHash = `-- name: GetAPIKeyBySecretHash :one
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys
-WHERE secret_hash = $1
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys WHERE secret_hash = $1
   AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = api_keys.created_by AND users.disabled_at IS NOT NULL)
 `
 
