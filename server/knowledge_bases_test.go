@@ -203,3 +203,61 @@ func decodeJSON(t testing.TB, res *http.Response, out any) {
 		t.Fatalf("decode: %v", err)
 	}
 }
+
+// TestEvaluations runs an evaluation job over the API and reads its stored results.
+func TestEvaluations(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runJobs(t)
+	owner := b.signUp(t, "eval@example.com").AccessToken
+	var kb api.KnowledgeBase
+	b.call(t, "POST", "/v1/knowledge-bases", owner, map[string]any{"name": "Eval"}, &kb)
+	base := "/v1/knowledge-bases/" + kb.Id.String()
+	docs := map[string]string{
+		"reset":   "Open the account page and choose reset password; the emailed link works for one hour.",
+		"invoice": "Invoices are emailed on the first day of each month as PDF.",
+		"refund":  "Refunds are possible within 30 days and go back to the card.",
+	}
+	for id, text := range docs {
+		var d api.Document
+		if res := b.call(t, "POST", base+"/documents", owner, map[string]any{"text": text, "title": id, "external_id": id}, &d); res.StatusCode != 202 {
+			t.Fatalf("add %s: %d", id, res.StatusCode)
+		}
+		waitFor(t, "document ready", func() bool {
+			var got api.DocumentWithChunks
+			b.call(t, "GET", base+"/documents/"+d.Id.String(), owner, nil, &got)
+			return got.Status == api.DocumentReady
+		})
+	}
+	var e api.Evaluation
+	res := b.call(t, "POST", base+"/evaluations", owner, map[string]any{"name": "smoke", "modes": []string{"fulltext", "vector"}, "queries": []map[string]any{
+		{"id": "q1", "lang": "en", "query": "how do I reset my password", "relevant": []string{"reset"}},
+		{"id": "q2", "lang": "en", "query": "when do invoices arrive", "relevant": []string{"invoice"}},
+		{"id": "q3", "lang": "en", "query": "can I get my money back", "relevant": []string{"refund"}},
+	}}, &e)
+	if res.StatusCode != 202 || e.JobId == nil || e.QueryCount != 3 || len(e.Modes) != 2 {
+		t.Fatalf("create evaluation: %d %+v", res.StatusCode, e)
+	}
+	waitFor(t, "evaluation done", func() bool {
+		b.call(t, "GET", base+"/evaluations/"+e.Id.String(), owner, nil, &e)
+		return e.Status == api.EvaluationSucceeded || e.Status == api.EvaluationFailed
+	})
+	if e.Status != api.EvaluationSucceeded || e.Runs == nil || len(*e.Runs) != 2 || e.Comparisons == nil || len(*e.Comparisons) != 1 {
+		t.Fatalf("evaluation %+v", e)
+	}
+	ft := (*e.Runs)[0]
+	if ft.Mode != api.SearchFulltext || ft.Metrics.Queries != 3 || ft.Metrics.Ndcg10 <= 0.3 || ft.ByLang["en"].Queries != 3 || ft.Queries == nil || len(*ft.Queries) != 3 {
+		t.Fatalf("full-text run %+v", ft)
+	}
+	if c := (*e.Comparisons)[0]; c.A != api.SearchFulltext || c.B != api.SearchVector || c.Wins+c.Losses+c.Ties != 3 {
+		t.Fatalf("comparison %+v", c)
+	}
+	var list api.EvaluationList
+	if b.call(t, "GET", base+"/evaluations", owner, nil, &list); len(list.Data) != 1 || list.Data[0].Runs != nil {
+		t.Fatalf("list %+v", list)
+	}
+	stranger := b.signUp(t, "eval-stranger@example.com").AccessToken
+	if res := b.call(t, "GET", base+"/evaluations/"+e.Id.String(), stranger, nil, nil); res.StatusCode != 404 {
+		t.Fatalf("another org reads the evaluation: %d", res.StatusCode)
+	}
+}

@@ -501,6 +501,30 @@ func (e ErrorCode) Valid() bool {
 	}
 }
 
+// Defines values for EvaluationStatus.
+const (
+	EvaluationFailed    EvaluationStatus = "failed"
+	EvaluationQueued    EvaluationStatus = "queued"
+	EvaluationRunning   EvaluationStatus = "running"
+	EvaluationSucceeded EvaluationStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the EvaluationStatus enum.
+func (e EvaluationStatus) Valid() bool {
+	switch e {
+	case EvaluationFailed:
+		return true
+	case EvaluationQueued:
+		return true
+	case EvaluationRunning:
+		return true
+	case EvaluationSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FeatureFlagStickyBy.
 const (
 	FeatureFlagStickyByOrg  FeatureFlagStickyBy = "org"
@@ -1782,6 +1806,17 @@ type CreateDocumentRequest struct {
 // CreateDocumentRequestMediaType How to read `text`.
 type CreateDocumentRequestMediaType string
 
+// CreateEvaluationRequest defines model for CreateEvaluationRequest.
+type CreateEvaluationRequest struct {
+	// Chunks Chunks retrieved per query; documents are ranked by their best chunk.
+	Chunks *int `json:"chunks,omitempty"`
+
+	// Modes The modes to evaluate (default all three, hybrid first); the first is the comparisons' baseline.
+	Modes   *[]SearchMode     `json:"modes,omitempty"`
+	Name    *string           `json:"name,omitempty"`
+	Queries []EvaluationQuery `json:"queries"`
+}
+
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
 	Email string                      `json:"email"`
@@ -1959,6 +1994,85 @@ type EmbeddingDimensions int
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
 type ErrorCode string
+
+// Evaluation defines model for Evaluation.
+type Evaluation struct {
+	Comparisons *[]EvaluationComparison `json:"comparisons,omitempty"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+	Error     *string   `json:"error,omitempty"`
+
+	// FinishedAt RFC 3339, UTC.
+	FinishedAt      *Timestamp          `json:"finished_at,omitempty"`
+	Id              openapi_types.UUID  `json:"id"`
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+	Modes           []SearchMode        `json:"modes"`
+	Name            string              `json:"name"`
+	QueryCount      int                 `json:"query_count"`
+	Runs            *[]EvaluationRun    `json:"runs,omitempty"`
+	Status          EvaluationStatus    `json:"status"`
+}
+
+// EvaluationComparison defines model for EvaluationComparison.
+type EvaluationComparison struct {
+	A      SearchMode `json:"a"`
+	B      SearchMode `json:"b"`
+	Losses int        `json:"losses"`
+
+	// MeanDelta b's mean nDCG@10 minus a's.
+	MeanDelta float32 `json:"mean_delta"`
+
+	// PValue Two-sided paired randomization test (10,000 sign flips, fixed seed).
+	PValue float32 `json:"p_value"`
+	Ties   int     `json:"ties"`
+
+	// Wins Queries where b's nDCG@10 is higher than a's.
+	Wins int `json:"wins"`
+}
+
+// EvaluationList defines model for EvaluationList.
+type EvaluationList struct {
+	Data       []Evaluation `json:"data"`
+	NextCursor *string      `json:"next_cursor"`
+}
+
+// EvaluationMetrics defines model for EvaluationMetrics.
+type EvaluationMetrics struct {
+	HitRate10 float32 `json:"hit_rate@10"`
+	Mrr       float32 `json:"mrr"`
+	Ndcg10    float32 `json:"ndcg@10"`
+	P50Ms     float32 `json:"p50_ms"`
+	P95Ms     float32 `json:"p95_ms"`
+	Queries   int     `json:"queries"`
+
+	// Recall Recall at 1, 3, 5 and 10 (keys "@1", "@3", "@5", "@10").
+	Recall map[string]float32 `json:"recall"`
+}
+
+// EvaluationQuery defines model for EvaluationQuery.
+type EvaluationQuery struct {
+	Answer        *string   `json:"answer,omitempty"`
+	HardNegatives *[]string `json:"hard_negatives,omitempty"`
+	Id            string    `json:"id"`
+	Lang          *string   `json:"lang,omitempty"`
+	Query         string    `json:"query"`
+	Relevant      []string  `json:"relevant"`
+}
+
+// EvaluationRun defines model for EvaluationRun.
+type EvaluationRun struct {
+	ByLang  map[string]EvaluationMetrics `json:"by_lang"`
+	Metrics EvaluationMetrics            `json:"metrics"`
+	Mode    SearchMode                   `json:"mode"`
+
+	// Queries Every query's top 10 documents, nDCG@10, reciprocal rank, recall@10 and latency.
+	Queries *[]map[string]interface{} `json:"queries,omitempty"`
+}
+
+// EvaluationStatus defines model for EvaluationStatus.
+type EvaluationStatus string
 
 // FeatureFlag defines model for FeatureFlag.
 type FeatureFlag struct {
@@ -3516,6 +3630,9 @@ type Cursor = string
 // DocumentID defines model for DocumentID.
 type DocumentID = openapi_types.UUID
 
+// EvaluationID defines model for EvaluationID.
+type EvaluationID = openapi_types.UUID
+
 // ID defines model for ID.
 type ID = openapi_types.UUID
 
@@ -3907,6 +4024,41 @@ type GetDocumentParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListEvaluationsParams defines parameters for ListEvaluations.
+type ListEvaluationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateEvaluationParams defines parameters for CreateEvaluation.
+type CreateEvaluationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetEvaluationParams defines parameters for GetEvaluation.
+type GetEvaluationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
 type SearchKnowledgeBaseParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4190,6 +4342,9 @@ type CreateDocumentJSONRequestBody = CreateDocumentRequest
 
 // CreateDocumentMultipartRequestBody defines body for CreateDocument for multipart/form-data ContentType.
 type CreateDocumentMultipartRequestBody = UploadDocumentRequest
+
+// CreateEvaluationJSONRequestBody defines body for CreateEvaluation for application/json ContentType.
+type CreateEvaluationJSONRequestBody = CreateEvaluationRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
@@ -6674,6 +6829,15 @@ type ServerInterface interface {
 	// GetDocument One document with its chunks
 	// (GET /v1/knowledge-bases/{id}/documents/{doc_id})
 	GetDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID, params GetDocumentParams)
+	// ListEvaluations A knowledge base's evaluation runs
+	// (GET /v1/knowledge-bases/{id}/evaluations)
+	ListEvaluations(w http.ResponseWriter, r *http.Request, id ID, params ListEvaluationsParams)
+	// CreateEvaluation Evaluate retrieval on labelled queries
+	// (POST /v1/knowledge-bases/{id}/evaluations)
+	CreateEvaluation(w http.ResponseWriter, r *http.Request, id ID, params CreateEvaluationParams)
+	// GetEvaluation One evaluation run with its results
+	// (GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id})
+	GetEvaluation(w http.ResponseWriter, r *http.Request, id ID, evaluationId EvaluationID, params GetEvaluationParams)
 	// SearchKnowledgeBase Search a knowledge base
 	// (POST /v1/knowledge-bases/{id}/search)
 	SearchKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params SearchKnowledgeBaseParams)
@@ -9424,6 +9588,210 @@ func (siw *ServerInterfaceWrapper) GetDocument(w http.ResponseWriter, r *http.Re
 	handler.ServeHTTP(w, r)
 }
 
+// ListEvaluations operation middleware
+func (siw *ServerInterfaceWrapper) ListEvaluations(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListEvaluationsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListEvaluations(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateEvaluation operation middleware
+func (siw *ServerInterfaceWrapper) CreateEvaluation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateEvaluationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateEvaluation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetEvaluation operation middleware
+func (siw *ServerInterfaceWrapper) GetEvaluation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "evaluation_id" -------------
+	var evaluationId EvaluationID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "evaluation_id", r.PathValue("evaluation_id"), &evaluationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "evaluation_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetEvaluationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetEvaluation(w, r, id, evaluationId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SearchKnowledgeBase operation middleware
 func (siw *ServerInterfaceWrapper) SearchKnowledgeBase(w http.ResponseWriter, r *http.Request) {
 
@@ -11430,6 +11798,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents", wrapper.CreateDocument)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents/{doc_id}", wrapper.DeleteDocument)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/documents/{doc_id}", wrapper.GetDocument)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations", wrapper.ListEvaluations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations", wrapper.CreateEvaluation)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations/{evaluation_id}", wrapper.GetEvaluation)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/search", wrapper.SearchKnowledgeBase)
 
 	return m
@@ -14176,6 +14547,128 @@ func (response GetDocumentdefaultApplicationProblemPlusJSONResponse) VisitGetDoc
 	return err
 }
 
+type ListEvaluationsRequestObject struct {
+	Id     ID `json:"id"`
+	Params ListEvaluationsParams
+}
+
+type ListEvaluationsResponseObject interface {
+	VisitListEvaluationsResponse(w http.ResponseWriter) error
+}
+
+type ListEvaluations200JSONResponse EvaluationList
+
+func (response ListEvaluations200JSONResponse) VisitListEvaluationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvaluationsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListEvaluationsdefaultApplicationProblemPlusJSONResponse) VisitListEvaluationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateEvaluationRequestObject struct {
+	Id     ID `json:"id"`
+	Params CreateEvaluationParams
+	Body   *CreateEvaluationJSONRequestBody
+}
+
+type CreateEvaluationResponseObject interface {
+	VisitCreateEvaluationResponse(w http.ResponseWriter) error
+}
+
+type CreateEvaluation202JSONResponse Evaluation
+
+func (response CreateEvaluation202JSONResponse) VisitCreateEvaluationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateEvaluationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateEvaluationdefaultApplicationProblemPlusJSONResponse) VisitCreateEvaluationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvaluationRequestObject struct {
+	Id           ID           `json:"id"`
+	EvaluationId EvaluationID `json:"evaluation_id"`
+	Params       GetEvaluationParams
+}
+
+type GetEvaluationResponseObject interface {
+	VisitGetEvaluationResponse(w http.ResponseWriter) error
+}
+
+type GetEvaluation200JSONResponse Evaluation
+
+func (response GetEvaluation200JSONResponse) VisitGetEvaluationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEvaluationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetEvaluationdefaultApplicationProblemPlusJSONResponse) VisitGetEvaluationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SearchKnowledgeBaseRequestObject struct {
 	Id     ID `json:"id"`
 	Params SearchKnowledgeBaseParams
@@ -16024,6 +16517,15 @@ type StrictServerInterface interface {
 	// GetDocument One document with its chunks
 	// (GET /v1/knowledge-bases/{id}/documents/{doc_id})
 	GetDocument(ctx context.Context, request GetDocumentRequestObject) (GetDocumentResponseObject, error)
+	// ListEvaluations A knowledge base's evaluation runs
+	// (GET /v1/knowledge-bases/{id}/evaluations)
+	ListEvaluations(ctx context.Context, request ListEvaluationsRequestObject) (ListEvaluationsResponseObject, error)
+	// CreateEvaluation Evaluate retrieval on labelled queries
+	// (POST /v1/knowledge-bases/{id}/evaluations)
+	CreateEvaluation(ctx context.Context, request CreateEvaluationRequestObject) (CreateEvaluationResponseObject, error)
+	// GetEvaluation One evaluation run with its results
+	// (GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id})
+	GetEvaluation(ctx context.Context, request GetEvaluationRequestObject) (GetEvaluationResponseObject, error)
 	// SearchKnowledgeBase Search a knowledge base
 	// (POST /v1/knowledge-bases/{id}/search)
 	SearchKnowledgeBase(ctx context.Context, request SearchKnowledgeBaseRequestObject) (SearchKnowledgeBaseResponseObject, error)
@@ -18006,6 +18508,95 @@ func (sh *strictHandler) GetDocument(w http.ResponseWriter, r *http.Request, id 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetDocumentResponseObject); ok {
 		if err := validResponse.VisitGetDocumentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListEvaluations operation middleware
+func (sh *strictHandler) ListEvaluations(w http.ResponseWriter, r *http.Request, id ID, params ListEvaluationsParams) {
+	var request ListEvaluationsRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListEvaluations(ctx, request.(ListEvaluationsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListEvaluations")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListEvaluationsResponseObject); ok {
+		if err := validResponse.VisitListEvaluationsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateEvaluation operation middleware
+func (sh *strictHandler) CreateEvaluation(w http.ResponseWriter, r *http.Request, id ID, params CreateEvaluationParams) {
+	var request CreateEvaluationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body CreateEvaluationJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateEvaluation(ctx, request.(CreateEvaluationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateEvaluation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateEvaluationResponseObject); ok {
+		if err := validResponse.VisitCreateEvaluationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetEvaluation operation middleware
+func (sh *strictHandler) GetEvaluation(w http.ResponseWriter, r *http.Request, id ID, evaluationId EvaluationID, params GetEvaluationParams) {
+	var request GetEvaluationRequestObject
+
+	request.Id = id
+	request.EvaluationId = evaluationId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEvaluation(ctx, request.(GetEvaluationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEvaluation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetEvaluationResponseObject); ok {
+		if err := validResponse.VisitGetEvaluationResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -214,6 +214,21 @@ type KbDocument struct {
 	IndexedAt   *time.Time
 }
 
+type KbEvaluation struct {
+	ID         uuid.UUID
+	OrgID      uuid.UUID
+	KbID       uuid.UUID
+	Name       string
+	Status     string
+	Error      pgtype.Text
+	Request    []byte
+	QueryCount int32
+	Result     []byte
+	JobID      uuid.NullUUID
+	CreatedAt  time.Time
+	FinishedAt *time.Time
+}
+
 type KnowledgeBase struct {
 	ID             uuid.UUID
 	OrgID          uuid.UUID

@@ -115,6 +115,7 @@ func New(cfg Config, d Deps) *Service {
 	}
 	if d.Jobs != nil {
 		jobs.Register(d.Jobs, KindIngest, s.ingest)
+		jobs.Register(d.Jobs, KindEvaluate, s.evaluate)
 	}
 	return s
 }

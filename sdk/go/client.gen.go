@@ -500,6 +500,30 @@ func (e ErrorCode) Valid() bool {
 	}
 }
 
+// Defines values for EvaluationStatus.
+const (
+	EvaluationFailed    EvaluationStatus = "failed"
+	EvaluationQueued    EvaluationStatus = "queued"
+	EvaluationRunning   EvaluationStatus = "running"
+	EvaluationSucceeded EvaluationStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the EvaluationStatus enum.
+func (e EvaluationStatus) Valid() bool {
+	switch e {
+	case EvaluationFailed:
+		return true
+	case EvaluationQueued:
+		return true
+	case EvaluationRunning:
+		return true
+	case EvaluationSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FeatureFlagStickyBy.
 const (
 	FeatureFlagStickyByOrg  FeatureFlagStickyBy = "org"
@@ -1781,6 +1805,17 @@ type CreateDocumentRequest struct {
 // CreateDocumentRequestMediaType How to read `text`.
 type CreateDocumentRequestMediaType string
 
+// CreateEvaluationRequest defines model for CreateEvaluationRequest.
+type CreateEvaluationRequest struct {
+	// Chunks Chunks retrieved per query; documents are ranked by their best chunk.
+	Chunks *int `json:"chunks,omitempty"`
+
+	// Modes The modes to evaluate (default all three, hybrid first); the first is the comparisons' baseline.
+	Modes   *[]SearchMode     `json:"modes,omitempty"`
+	Name    *string           `json:"name,omitempty"`
+	Queries []EvaluationQuery `json:"queries"`
+}
+
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
 	Email string                      `json:"email"`
@@ -1958,6 +1993,85 @@ type EmbeddingDimensions int
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
 type ErrorCode string
+
+// Evaluation defines model for Evaluation.
+type Evaluation struct {
+	Comparisons *[]EvaluationComparison `json:"comparisons,omitempty"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+	Error     *string   `json:"error,omitempty"`
+
+	// FinishedAt RFC 3339, UTC.
+	FinishedAt      *Timestamp          `json:"finished_at,omitempty"`
+	Id              openapi_types.UUID  `json:"id"`
+	JobId           *openapi_types.UUID `json:"job_id,omitempty"`
+	KnowledgeBaseId openapi_types.UUID  `json:"knowledge_base_id"`
+	Modes           []SearchMode        `json:"modes"`
+	Name            string              `json:"name"`
+	QueryCount      int                 `json:"query_count"`
+	Runs            *[]EvaluationRun    `json:"runs,omitempty"`
+	Status          EvaluationStatus    `json:"status"`
+}
+
+// EvaluationComparison defines model for EvaluationComparison.
+type EvaluationComparison struct {
+	A      SearchMode `json:"a"`
+	B      SearchMode `json:"b"`
+	Losses int        `json:"losses"`
+
+	// MeanDelta b's mean nDCG@10 minus a's.
+	MeanDelta float32 `json:"mean_delta"`
+
+	// PValue Two-sided paired randomization test (10,000 sign flips, fixed seed).
+	PValue float32 `json:"p_value"`
+	Ties   int     `json:"ties"`
+
+	// Wins Queries where b's nDCG@10 is higher than a's.
+	Wins int `json:"wins"`
+}
+
+// EvaluationList defines model for EvaluationList.
+type EvaluationList struct {
+	Data       []Evaluation `json:"data"`
+	NextCursor *string      `json:"next_cursor"`
+}
+
+// EvaluationMetrics defines model for EvaluationMetrics.
+type EvaluationMetrics struct {
+	HitRate10 float32 `json:"hit_rate@10"`
+	Mrr       float32 `json:"mrr"`
+	Ndcg10    float32 `json:"ndcg@10"`
+	P50Ms     float32 `json:"p50_ms"`
+	P95Ms     float32 `json:"p95_ms"`
+	Queries   int     `json:"queries"`
+
+	// Recall Recall at 1, 3, 5 and 10 (keys "@1", "@3", "@5", "@10").
+	Recall map[string]float32 `json:"recall"`
+}
+
+// EvaluationQuery defines model for EvaluationQuery.
+type EvaluationQuery struct {
+	Answer        *string   `json:"answer,omitempty"`
+	HardNegatives *[]string `json:"hard_negatives,omitempty"`
+	Id            string    `json:"id"`
+	Lang          *string   `json:"lang,omitempty"`
+	Query         string    `json:"query"`
+	Relevant      []string  `json:"relevant"`
+}
+
+// EvaluationRun defines model for EvaluationRun.
+type EvaluationRun struct {
+	ByLang  map[string]EvaluationMetrics `json:"by_lang"`
+	Metrics EvaluationMetrics            `json:"metrics"`
+	Mode    SearchMode                   `json:"mode"`
+
+	// Queries Every query's top 10 documents, nDCG@10, reciprocal rank, recall@10 and latency.
+	Queries *[]map[string]interface{} `json:"queries,omitempty"`
+}
+
+// EvaluationStatus defines model for EvaluationStatus.
+type EvaluationStatus string
 
 // FeatureFlag defines model for FeatureFlag.
 type FeatureFlag struct {
@@ -3515,6 +3629,9 @@ type Cursor = string
 // DocumentID defines model for DocumentID.
 type DocumentID = openapi_types.UUID
 
+// EvaluationID defines model for EvaluationID.
+type EvaluationID = openapi_types.UUID
+
 // ID defines model for ID.
 type ID = openapi_types.UUID
 
@@ -4029,6 +4146,41 @@ type GetDocumentParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListEvaluationsParams defines parameters for ListEvaluations.
+type ListEvaluationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// CreateEvaluationParams defines parameters for CreateEvaluation.
+type CreateEvaluationParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// GetEvaluationParams defines parameters for GetEvaluation.
+type GetEvaluationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
 type SearchKnowledgeBaseParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4330,6 +4482,9 @@ type CreateDocumentJSONRequestBody = CreateDocumentRequest
 
 // CreateDocumentMultipartRequestBody defines body for CreateDocument for multipart/form-data ContentType.
 type CreateDocumentMultipartRequestBody = UploadDocumentRequest
+
+// CreateEvaluationJSONRequestBody defines body for CreateEvaluation for application/json ContentType.
+type CreateEvaluationJSONRequestBody = CreateEvaluationRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
@@ -7725,6 +7880,48 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
 	GetDocument(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListEvaluations A knowledge base's evaluation runs
+	//
+	// Newest first, without their per-query results.
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations (the `ListEvaluations` operationId).
+	ListEvaluations(ctx context.Context, id ID, params *ListEvaluationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateEvaluationWithBody Evaluate retrieval on labelled queries
+	//
+	// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+	// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+	// per mode and per language, with every query's top documents. Each mode after the
+	// first is compared with the first query by query: wins, losses and ties on nDCG@10
+	// and a paired randomization p-value. A query's `relevant` names documents by their
+	// `external_id` (or their id when they have none).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+	CreateEvaluationWithBody(ctx context.Context, id ID, params *CreateEvaluationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateEvaluation Evaluate retrieval on labelled queries
+	//
+	// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+	// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+	// per mode and per language, with every query's top documents. Each mode after the
+	// first is compared with the first query by query: wins, losses and ties on nDCG@10
+	// and a paired randomization p-value. A query's `relevant` names documents by their
+	// `external_id` (or their id when they have none).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+	CreateEvaluation(ctx context.Context, id ID, params *CreateEvaluationParams, body CreateEvaluationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEvaluation One evaluation run with its results
+	//
+	// Its metrics per mode, its comparisons and, once done, every query's outcome.
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
+	GetEvaluation(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SearchKnowledgeBaseWithBody Search a knowledge base
 	//
 	// `vector` ranks chunks by cosine similarity of their embeddings to the query's;
@@ -10356,6 +10553,88 @@ func (c *Client) DeleteDocument(ctx context.Context, id ID, docId DocumentID, pa
 // Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
 func (c *Client) GetDocument(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDocumentRequest(c.Server, id, docId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListEvaluations A knowledge base's evaluation runs
+//
+// Newest first, without their per-query results.
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/evaluations (the `ListEvaluations` operationId).
+func (c *Client) ListEvaluations(ctx context.Context, id ID, params *ListEvaluationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListEvaluationsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateEvaluationWithBody Evaluate retrieval on labelled queries
+//
+// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+// per mode and per language, with every query's top documents. Each mode after the
+// first is compared with the first query by query: wins, losses and ties on nDCG@10
+// and a paired randomization p-value. A query's `relevant` names documents by their
+// `external_id` (or their id when they have none).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+func (c *Client) CreateEvaluationWithBody(ctx context.Context, id ID, params *CreateEvaluationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateEvaluationRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateEvaluation Evaluate retrieval on labelled queries
+//
+// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+// per mode and per language, with every query's top documents. Each mode after the
+// first is compared with the first query by query: wins, losses and ties on nDCG@10
+// and a paired randomization p-value. A query's `relevant` names documents by their
+// `external_id` (or their id when they have none).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+func (c *Client) CreateEvaluation(ctx context.Context, id ID, params *CreateEvaluationParams, body CreateEvaluationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateEvaluationRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEvaluation One evaluation run with its results
+//
+// Its metrics per mode, its comparisons and, once done, every query's outcome.
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
+func (c *Client) GetEvaluation(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEvaluationRequest(c.Server, id, evaluationId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -15677,6 +15956,223 @@ func NewGetDocumentRequest(server string, id ID, docId DocumentID, params *GetDo
 	return req, nil
 }
 
+// NewListEvaluationsRequest constructs an http.Request for the ListEvaluations method
+func NewListEvaluationsRequest(server string, id ID, params *ListEvaluationsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/evaluations", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateEvaluationRequest calls the generic CreateEvaluation builder with application/json body
+func NewCreateEvaluationRequest(server string, id ID, params *CreateEvaluationParams, body CreateEvaluationJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateEvaluationRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateEvaluationRequestWithBody constructs an http.Request for the CreateEvaluation method, with any body, and a specified content type
+func NewCreateEvaluationRequestWithBody(server string, id ID, params *CreateEvaluationParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/evaluations", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetEvaluationRequest constructs an http.Request for the GetEvaluation method
+func NewGetEvaluationRequest(server string, id ID, evaluationId EvaluationID, params *GetEvaluationParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "evaluation_id", evaluationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/evaluations/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewSearchKnowledgeBaseRequest calls the generic SearchKnowledgeBase builder with application/json body
 func NewSearchKnowledgeBaseRequest(server string, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -19099,6 +19595,52 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/knowledge-bases/{id}/documents/{doc_id} (the `GetDocument` operationId).
 	GetDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, params *GetDocumentParams, reqEditors ...RequestEditorFn) (*GetDocumentResponse, error)
+
+	// ListEvaluationsWithResponse A knowledge base's evaluation runs
+	//
+	// Newest first, without their per-query results.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations (the `ListEvaluations` operationId).
+	ListEvaluationsWithResponse(ctx context.Context, id ID, params *ListEvaluationsParams, reqEditors ...RequestEditorFn) (*ListEvaluationsResponse, error)
+
+	// CreateEvaluationWithBodyWithResponse Evaluate retrieval on labelled queries
+	//
+	// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+	// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+	// per mode and per language, with every query's top documents. Each mode after the
+	// first is compared with the first query by query: wins, losses and ties on nDCG@10
+	// and a paired randomization p-value. A query's `relevant` names documents by their
+	// `external_id` (or their id when they have none).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+	CreateEvaluationWithBodyWithResponse(ctx context.Context, id ID, params *CreateEvaluationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateEvaluationResponse, error)
+
+	// CreateEvaluationWithResponse Evaluate retrieval on labelled queries
+	//
+	// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+	// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+	// per mode and per language, with every query's top documents. Each mode after the
+	// first is compared with the first query by query: wins, losses and ties on nDCG@10
+	// and a paired randomization p-value. A query's `relevant` names documents by their
+	// `external_id` (or their id when they have none).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+	CreateEvaluationWithResponse(ctx context.Context, id ID, params *CreateEvaluationParams, body CreateEvaluationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateEvaluationResponse, error)
+
+	// GetEvaluationWithResponse One evaluation run with its results
+	//
+	// Its metrics per mode, its comparisons and, once done, every query's outcome.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
+	GetEvaluationWithResponse(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*GetEvaluationResponse, error)
 
 	// SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
 	//
@@ -23688,6 +24230,150 @@ func (r GetDocumentResponse) ContentType() string {
 	return ""
 }
 
+type ListEvaluationsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EvaluationList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListEvaluationsResponse) GetJSON200() *EvaluationList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListEvaluationsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListEvaluationsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListEvaluationsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListEvaluationsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListEvaluationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateEvaluationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Evaluation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r CreateEvaluationResponse) GetJSON202() *Evaluation {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateEvaluationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateEvaluationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateEvaluationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateEvaluationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateEvaluationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetEvaluationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Evaluation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetEvaluationResponse) GetJSON200() *Evaluation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetEvaluationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEvaluationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEvaluationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEvaluationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEvaluationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SearchKnowledgeBaseResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -27518,6 +28204,76 @@ func (c *ClientWithResponses) GetDocumentWithResponse(ctx context.Context, id ID
 		return nil, err
 	}
 	return ParseGetDocumentResponse(rsp)
+}
+
+// ListEvaluationsWithResponse A knowledge base's evaluation runs
+//
+// Newest first, without their per-query results.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/evaluations (the `ListEvaluations` operationId).
+func (c *ClientWithResponses) ListEvaluationsWithResponse(ctx context.Context, id ID, params *ListEvaluationsParams, reqEditors ...RequestEditorFn) (*ListEvaluationsResponse, error) {
+	rsp, err := c.ListEvaluations(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListEvaluationsResponse(rsp)
+}
+
+// CreateEvaluationWithBodyWithResponse Evaluate retrieval on labelled queries
+//
+// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+// per mode and per language, with every query's top documents. Each mode after the
+// first is compared with the first query by query: wins, losses and ties on nDCG@10
+// and a paired randomization p-value. A query's `relevant` names documents by their
+// `external_id` (or their id when they have none).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+func (c *ClientWithResponses) CreateEvaluationWithBodyWithResponse(ctx context.Context, id ID, params *CreateEvaluationParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateEvaluationResponse, error) {
+	rsp, err := c.CreateEvaluationWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateEvaluationResponse(rsp)
+}
+
+// CreateEvaluationWithResponse Evaluate retrieval on labelled queries
+//
+// Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+// the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+// per mode and per language, with every query's top documents. Each mode after the
+// first is compared with the first query by query: wins, losses and ties on nDCG@10
+// and a paired randomization p-value. A query's `relevant` names documents by their
+// `external_id` (or their id when they have none).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/evaluations (the `CreateEvaluation` operationId).
+func (c *ClientWithResponses) CreateEvaluationWithResponse(ctx context.Context, id ID, params *CreateEvaluationParams, body CreateEvaluationJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateEvaluationResponse, error) {
+	rsp, err := c.CreateEvaluation(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateEvaluationResponse(rsp)
+}
+
+// GetEvaluationWithResponse One evaluation run with its results
+//
+// Its metrics per mode, its comparisons and, once done, every query's outcome.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
+func (c *ClientWithResponses) GetEvaluationWithResponse(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*GetEvaluationResponse, error) {
+	rsp, err := c.GetEvaluation(ctx, id, evaluationId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEvaluationResponse(rsp)
 }
 
 // SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
@@ -31487,6 +32243,105 @@ func ParseGetDocumentResponse(rsp *http.Response) (*GetDocumentResponse, error) 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest DocumentWithChunks
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListEvaluationsResponse parses an HTTP response from a ListEvaluationsWithResponse call
+func ParseListEvaluationsResponse(rsp *http.Response) (*ListEvaluationsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListEvaluationsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EvaluationList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateEvaluationResponse parses an HTTP response from a CreateEvaluationWithResponse call
+func ParseCreateEvaluationResponse(rsp *http.Response) (*CreateEvaluationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateEvaluationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Evaluation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetEvaluationResponse parses an HTTP response from a GetEvaluationWithResponse call
+func ParseGetEvaluationResponse(rsp *http.Response) (*GetEvaluationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEvaluationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Evaluation
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

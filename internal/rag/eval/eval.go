@@ -265,28 +265,27 @@ func ndcg(ranked []string, rel map[string]bool, k int) float64 {
 
 // Comparison is an A/B of two runs on the same queries, by nDCG@10.
 type Comparison struct {
-	A, B string
+	A string `json:"a"`
+	B string `json:"b"`
 	// Wins counts the queries where B scored higher than A, Losses lower, Ties equal.
-	Wins, Losses, Ties int
+	Wins   int `json:"wins"`
+	Losses int `json:"losses"`
+	Ties   int `json:"ties"`
 	// MeanDelta is B's mean nDCG@10 minus A's.
-	MeanDelta float64
+	MeanDelta float64 `json:"mean_delta"`
 	// PValue is the two-sided p-value of a paired randomization test (sign flips of the
 	// per-query differences, 10,000 rounds, a fixed seed so it is reproducible): how often
 	// chance alone gives a mean difference at least this large.
-	PValue float64
+	PValue float64 `json:"p_value"`
 	// Queries lists the queries on which the runs differ, with their nDCG@10 in A and B.
-	Queries []QueryDelta
+	Queries []QueryDelta `json:"queries"`
 }
 
 // QueryDelta is one query's nDCG@10 in both runs.
 type QueryDelta struct {
-	ID   string  `json:"id"`
-	A, B float64 `json:"-"`
-}
-
-// MarshalJSON names the two scores.
-func (d QueryDelta) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]any{"id": d.ID, "a": d.A, "b": d.B})
+	ID string  `json:"id"`
+	A  float64 `json:"a"`
+	B  float64 `json:"b"`
 }
 
 // Compare pairs the queries of a and b by id.

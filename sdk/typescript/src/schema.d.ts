@@ -2229,6 +2229,55 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/knowledge-bases/{id}/evaluations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A knowledge base's evaluation runs
+         * @description Newest first, without their per-query results.
+         */
+        get: operations["listEvaluations"];
+        put?: never;
+        /**
+         * Evaluate retrieval on labelled queries
+         * @description Runs each query through each search mode (a job, kind `rag.evaluate`; follow it with
+         *     the jobs API) and stores recall@1/3/5/10, MRR, nDCG@10, hit rate and p50/p95 latency
+         *     per mode and per language, with every query's top documents. Each mode after the
+         *     first is compared with the first query by query: wins, losses and ties on nDCG@10
+         *     and a paired randomization p-value. A query's `relevant` names documents by their
+         *     `external_id` (or their id when they have none).
+         */
+        post: operations["createEvaluation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}/evaluations/{evaluation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One evaluation run with its results
+         * @description Its metrics per mode, its comparisons and, once done, every query's outcome.
+         */
+        get: operations["getEvaluation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/knowledge-bases/{id}/search": {
         parameters: {
             query?: never;
@@ -3459,6 +3508,83 @@ export interface components {
             metadata?: string;
             external_id?: string;
         };
+        EvaluationQuery: {
+            id: string;
+            lang?: string;
+            query: string;
+            relevant: string[];
+            hard_negatives?: string[];
+            answer?: string;
+        };
+        CreateEvaluationRequest: {
+            name?: string;
+            queries: components["schemas"]["EvaluationQuery"][];
+            /** @description The modes to evaluate (default all three, hybrid first); the first is the comparisons' baseline. */
+            modes?: components["schemas"]["SearchMode"][];
+            /**
+             * @description Chunks retrieved per query; documents are ranked by their best chunk.
+             * @default 30
+             */
+            chunks?: number;
+        };
+        /** @enum {string} */
+        EvaluationStatus: "queued" | "running" | "succeeded" | "failed";
+        EvaluationMetrics: {
+            queries: number;
+            /** @description Recall at 1, 3, 5 and 10 (keys "@1", "@3", "@5", "@10"). */
+            recall: {
+                [key: string]: number;
+            };
+            mrr: number;
+            "ndcg@10": number;
+            "hit_rate@10": number;
+            p50_ms: number;
+            p95_ms: number;
+        };
+        EvaluationRun: {
+            mode: components["schemas"]["SearchMode"];
+            metrics: components["schemas"]["EvaluationMetrics"];
+            by_lang: {
+                [key: string]: components["schemas"]["EvaluationMetrics"];
+            };
+            /** @description Every query's top 10 documents, nDCG@10, reciprocal rank, recall@10 and latency. */
+            queries?: {
+                [key: string]: unknown;
+            }[];
+        };
+        EvaluationComparison: {
+            a: components["schemas"]["SearchMode"];
+            b: components["schemas"]["SearchMode"];
+            /** @description Queries where b's nDCG@10 is higher than a's. */
+            wins: number;
+            losses: number;
+            ties: number;
+            /** @description b's mean nDCG@10 minus a's. */
+            mean_delta: number;
+            /** @description Two-sided paired randomization test (10,000 sign flips, fixed seed). */
+            p_value: number;
+        };
+        Evaluation: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            knowledge_base_id: string;
+            name: string;
+            status: components["schemas"]["EvaluationStatus"];
+            error?: string;
+            modes: components["schemas"]["SearchMode"][];
+            query_count: number;
+            /** Format: uuid */
+            job_id?: string;
+            runs?: components["schemas"]["EvaluationRun"][];
+            comparisons?: components["schemas"]["EvaluationComparison"][];
+            created_at: components["schemas"]["Timestamp"];
+            finished_at?: components["schemas"]["Timestamp"];
+        };
+        EvaluationList: {
+            data: components["schemas"]["Evaluation"][];
+            next_cursor: string | null;
+        };
         /** @enum {string} */
         SearchMode: "vector" | "fulltext" | "hybrid";
         /**
@@ -4072,6 +4198,8 @@ export interface components {
         ID: string;
         /** @description The document's id. */
         DocumentID: string;
+        /** @description The evaluation's id. */
+        EvaluationID: string;
         /** @description The schedule's name. */
         ScheduleName: string;
         /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
@@ -7512,6 +7640,110 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listEvaluations: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of evaluations. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvaluationList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createEvaluation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateEvaluationRequest"];
+            };
+        };
+        responses: {
+            /** @description The evaluation, queued. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Evaluation"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getEvaluation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The evaluation's id. */
+                evaluation_id: components["parameters"]["EvaluationID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The evaluation. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Evaluation"];
+                };
             };
             default: components["responses"]["Problem"];
         };
