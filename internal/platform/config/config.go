@@ -117,6 +117,13 @@ type HTTP struct {
 	MaxHeaderBytes    int           `koanf:"max_header_bytes" doc:"request header size limit (431 past it)"`
 	MaxBodyBytes      int64         `koanf:"max_body_bytes" doc:"request body size limit (413 past it)"`
 	TrustedProxies    string        `koanf:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for rate limits, sessions, audit)"`
+	CORS              CORS          `koanf:"cors"`
+}
+
+// CORS says which browser pages of other origins may call the API and read its answers.
+type CORS struct {
+	AllowedOrigins string        `koanf:"allowed_origins" doc:"comma-separated origins (https://app.example.com) and patterns (*.example.com, https://*.example.com) whose pages may call the API and open its WebSockets; credentials for exact origins only; empty: none"`
+	MaxAge         time.Duration `koanf:"max_age" doc:"how long a browser may reuse a preflight's answer"`
 }
 
 // Database configures the PostgreSQL pool.
@@ -318,6 +325,7 @@ func Default() Config {
 			ShutdownTimeout:   20 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 			MaxBodyBytes:      1 << 20,
+			CORS:              CORS{MaxAge: 10 * time.Minute},
 		},
 		Database: Database{URL: "postgres://postgres@127.0.0.1:5432/kiln?sslmode=disable", MaxConns: 20},
 		Redis:    Redis{URL: "redis://127.0.0.1:6379/0"},
@@ -578,6 +586,12 @@ func (c Config) validate() []string {
 	if _, err := ParsePrefixes(c.HTTP.TrustedProxies); err != nil {
 		bad("http.trusted_proxies", "%v", err)
 	}
+	if _, err := ParseOrigins(c.HTTP.CORS.AllowedOrigins); err != nil {
+		bad("http.cors.allowed_origins", "%v", err)
+	}
+	if c.HTTP.CORS.MaxAge < 0 || c.HTTP.CORS.MaxAge > 24*time.Hour {
+		bad("http.cors.max_age", "must be between 0s and 24h, got %s", c.HTTP.CORS.MaxAge)
+	}
 	if c.HTTP.MaxBodyBytes < 1<<10 {
 		bad("http.max_body_bytes", "must be at least 1024, got %d", c.HTTP.MaxBodyBytes)
 	}
@@ -826,6 +840,50 @@ func ParsePrefixes(list string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%q is not a CIDR or an address", part)
 		}
 		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// Origin is an entry of http.cors.allowed_origins: an exact origin (scheme://host[:port],
+// lower case, default port dropped, as browsers send it) or a pattern where * stands for
+// any run of characters but "/" (path.Match, as coder/websocket matches OriginPatterns). A
+// pattern with a scheme is matched against "scheme://host[:port]", one without against
+// "host[:port]" only.
+type Origin struct {
+	Value string
+	Exact bool
+}
+
+// ParseOrigins reads a comma-separated list of allowed origins. A pattern may use * only,
+// so IPv6 origins are written exactly; an exact origin needs its scheme, so that
+// "app.example.com" is not mistaken for one.
+func ParseOrigins(list string) ([]Origin, error) {
+	var out []Origin
+	for part := range strings.SplitSeq(list, ",") {
+		part = strings.ToLower(strings.TrimSpace(part))
+		if part == "" {
+			continue
+		}
+		if strings.ContainsAny(part, "*") {
+			scheme, host, hasScheme := strings.Cut(part, "://")
+			if !hasScheme {
+				scheme, host = "", part
+			}
+			if strings.ContainsAny(host, "/?#@[]\\") || strings.Contains(scheme, "*") || (hasScheme && scheme != "http" && scheme != "https") {
+				return nil, fmt.Errorf("%q is not an origin pattern (*.example.com, https://*.example.com)", part)
+			}
+			out = append(out, Origin{Value: part})
+			continue
+		}
+		u, err := url.Parse(part)
+		if err != nil || u.Scheme == "" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return nil, fmt.Errorf("%q is not an origin: write scheme://host[:port] (https://app.example.com), or a pattern with *", part)
+		}
+		host := u.Host
+		if (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80") {
+			host = strings.TrimSuffix(host, ":"+u.Port())
+		}
+		out = append(out, Origin{Value: u.Scheme + "://" + host, Exact: true})
 	}
 	return out, nil
 }

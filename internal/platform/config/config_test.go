@@ -74,6 +74,15 @@ flags:
 			},
 		},
 		{
+			name:    "CORSFromEnv",
+			environ: []string{"KILN_HTTP_CORS_ALLOWED_ORIGINS=https://app.example.com, *.example.org", "KILN_HTTP_CORS_MAX_AGE=1h"},
+			check: func(t *testing.T, got config.Config) {
+				if got.HTTP.CORS.AllowedOrigins != "https://app.example.com, *.example.org" || got.HTTP.CORS.MaxAge != time.Hour {
+					t.Errorf("cors = %+v", got.HTTP.CORS)
+				}
+			},
+		},
+		{
 			name:    "KILNConfigIsNotAnUnknownVariable",
 			environ: []string{"KILN_CONFIG=/ignored/here.yaml"},
 			check: func(t *testing.T, got config.Config) {
@@ -229,6 +238,11 @@ func TestLoadErrors(t *testing.T) {
 			name:     "ErrJobSchedule",
 			yaml:     "jobs:\n  schedules:\n    Bad Name:\n      cron: \"@daily\"\n      kind: x\n    nocron:\n      kind: x\n    nokind:\n      cron: \"@daily\"\n      timezone: Mars/Base\n",
 			wantKeys: []string{"jobs.schedules.Bad Name", "jobs.schedules.nocron.cron", "jobs.schedules.nokind.kind", "jobs.schedules.nokind.timezone"},
+		},
+		{
+			name:     "ErrCORS",
+			environ:  []string{"KILN_HTTP_CORS_ALLOWED_ORIGINS=https://app.example.com/path", "KILN_HTTP_CORS_MAX_AGE=-1s"},
+			wantKeys: []string{"http.cors.allowed_origins", "https://app.example.com/path", "http.cors.max_age"},
 		},
 		{
 			name:     "ErrUnknownYAMLKey",
@@ -600,4 +614,28 @@ llm:
 			}
 		}
 	})
+}
+
+func TestParseOrigins(t *testing.T) {
+	t.Parallel()
+	got, err := config.ParseOrigins(" HTTPS://App.Example.com:443 , http://localhost:3000/, *.example.org,https://*.example.net, http://[::1]:8080, chrome-extension://abcdef,*,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []config.Origin{
+		{Value: "https://app.example.com", Exact: true}, {Value: "http://localhost:3000", Exact: true},
+		{Value: "*.example.org"}, {Value: "https://*.example.net"}, {Value: "http://[::1]:8080", Exact: true},
+		{Value: "chrome-extension://abcdef", Exact: true}, {Value: "*"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	for _, bad := range []string{
+		"app.example.com", "https://app.example.com/path", "https://u@app.example.com", "https://app.example.com?x=1",
+		"null", "ftp://*.example.com", "*.example.com/x", "https://[*]", "http*://example.com", "https://*.exa?ple.com",
+	} {
+		if _, err := config.ParseOrigins(bad); err == nil || !strings.Contains(err.Error(), strings.ToLower(bad)) {
+			t.Errorf("ParseOrigins(%q) = %v, want an error naming it", bad, err)
+		}
+	}
 }
