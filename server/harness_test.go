@@ -130,6 +130,7 @@ type bundle struct {
 	logs     *logtest.Buffer
 	registry *prometheus.Registry
 	router   routers.Router
+	spec     *openapi3.T   // the spec the server serves: Kiln's and the test operations
 	slowGate chan struct{} // /test/slow waits on it (or on its deadline)
 	echo     http.Handler  // the handler of POST /test/echo, without the middleware
 }
@@ -270,7 +271,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, slowGate: make(chan struct{})}
+	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, spec: spec, slowGate: make(chan struct{})}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
@@ -423,12 +424,20 @@ func (b *bundle) validateResponse(t testing.TB, req *http.Request, res *http.Res
 	if res.Header.Get(requestIDHeader) == "" {
 		t.Errorf("%s %s: no X-Request-Id on the response", req.Method, req.URL.Path)
 	}
+	b.mustExpose(t, req, res.Header)
+	mustError := mustProblem
+	if isOpenAIRoute(req) {
+		mustError = mustOpenAIError
+	}
 	route, params, err := b.router.FindRoute(req)
 	if err != nil {
+		if req.Method == http.MethodOptions && req.Header.Get("Access-Control-Request-Method") != "" && res.StatusCode == http.StatusNoContent {
+			return // a CORS preflight, answered before routing
+		}
 		if res.StatusCode < 400 {
 			t.Fatalf("%s %s: unrouted request answered %d", req.Method, req.URL.Path, res.StatusCode)
 		}
-		mustProblem(t, res.Header, body)
+		mustError(t, res.Header, body)
 		return
 	}
 	in := &openapi3filter.ResponseValidationInput{
@@ -445,7 +454,7 @@ func (b *bundle) validateResponse(t testing.TB, req *http.Request, res *http.Res
 		t.Fatalf("%s %s: response does not match the spec: %v\nbody: %s", req.Method, req.URL.Path, err, body)
 	}
 	if res.StatusCode >= 400 {
-		mustProblem(t, res.Header, body)
+		mustError(t, res.Header, body)
 	}
 }
 
@@ -466,6 +475,32 @@ func mustProblem(t testing.TB, h http.Header, body []byte) api.Problem {
 		t.Errorf("problem request_id %q, header %q", p.RequestId, h.Get(requestIDHeader))
 	}
 	return p
+}
+
+// mustOpenAIError checks a body is OpenAI's error {"error": {message, type, param, code}}
+// with a code of the catalog, as every error under /openai must be.
+func mustOpenAIError(t testing.TB, h http.Header, body []byte) api.Problem {
+	t.Helper()
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("content type %q, want application/json (OpenAI's error body); body %s", ct, body)
+	}
+	var e struct {
+		Error *struct {
+			Message *string `json:"message"`
+			Type    *string `json:"type"`
+			Param   *string `json:"param"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == nil || e.Error.Message == nil || e.Error.Type == nil || e.Error.Code == nil ||
+		!bytes.Contains(body, []byte(`"param":`)) {
+		t.Fatalf("not OpenAI's error body {\"error\": {message, type, param, code}}: %s", body)
+	}
+	pt, ok := catalogByCode(api.ErrorCode(*e.Error.Code))
+	if !ok {
+		t.Errorf("error code %q is not in the catalog", *e.Error.Code)
+	}
+	return api.Problem{Status: pt.Status, Code: api.ErrorCode(*e.Error.Code), Detail: e.Error.Message}
 }
 
 func catalogByCode(code api.ErrorCode) (problemType, bool) {

@@ -157,21 +157,20 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 			if rec, ok := w.(*statusRecorder); ok && rec.status != 0 {
 				return // headers are gone; the client sees a truncated response
 			}
-			p := newProblem(r.Context(), r.URL.Path, errs.Internal, "An internal error occurred; quote the request id when reporting it.", nil)
-			writeProblem(w, p, p.Status)
+			s.respondError(w, r, errs.E(errs.Internal, "An internal error occurred; quote the request id when reporting it."))
 		}()
 		next.ServeHTTP(w, r)
 	})
 }
 
-// rejectUnrouted answers requests no route matches with 404 or 405 problems (with Allow).
-// A path that is not clean ("//v1/me", "/v1/../v1/me", "/v1/./me") matches no route:
-// ServeMux would answer it with an HTML redirect to the cleaned path.
+// rejectUnrouted answers requests no route matches with 404 or 405 errors (with Allow),
+// in OpenAI's error body under /openai like every error there. A path that is not clean
+// ("//v1/me", "/v1/../v1/me", "/v1/./me") matches no route: ServeMux would answer it with
+// an HTML redirect to the cleaned path.
 func (s *Server) rejectUnrouted(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p != "" && path.Clean(p) != p && path.Clean(p)+"/" != p {
-			problem := newProblem(r.Context(), r.URL.Path, errs.NotFound, fmt.Sprintf("No route matches %s %s; paths are matched as sent, never cleaned or redirected.", r.Method, r.URL.Path), nil)
-			writeProblem(w, problem, problem.Status)
+			s.respondError(w, r, errs.E(errs.NotFound, "No route matches %s %s; paths are matched as sent, never cleaned or redirected.", r.Method, r.URL.Path))
 			return
 		}
 		h, pattern := s.mux.Handler(r)
@@ -184,12 +183,10 @@ func (s *Server) rejectUnrouted(next http.Handler) http.Handler {
 		h.ServeHTTP(probe, r)
 		if probe.Code == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", probe.Header().Get("Allow"))
-			p := newProblem(r.Context(), r.URL.Path, errs.MethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; allowed: %s.", r.Method, r.URL.Path, probe.Header().Get("Allow")), nil)
-			writeProblem(w, p, p.Status)
+			s.respondError(w, r, errs.E(errs.MethodNotAllowed, "%s is not allowed on %s; allowed: %s.", r.Method, r.URL.Path, probe.Header().Get("Allow")))
 			return
 		}
-		p := newProblem(r.Context(), r.URL.Path, errs.NotFound, fmt.Sprintf("No route matches %s %s.", r.Method, r.URL.Path), nil)
-		writeProblem(w, p, p.Status)
+		s.respondError(w, r, errs.E(errs.NotFound, "No route matches %s %s.", r.Method, r.URL.Path))
 	})
 }
 

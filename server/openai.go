@@ -25,7 +25,11 @@ import (
 // string or parts, stop as a string or a list, tool_choice as a string or an object) the
 // spec describes loosely on purpose: these types decode it, the spec only bounds it.
 
-func isOpenAIRoute(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/openai/") }
+// isOpenAIRoute reports whether r is under /openai, where every error, a 404 or 405 of the
+// router included, is in OpenAI's error body so OpenAI SDKs can show it.
+func isOpenAIRoute(r *http.Request) bool {
+	return r.URL.Path == "/openai" || strings.HasPrefix(r.URL.Path, "/openai/")
+}
 
 // writeOpenAIError writes an error in OpenAI's body shape.
 func writeOpenAIError(w http.ResponseWriter, code errs.Code, detail string, fields []errs.FieldError) {
@@ -480,6 +484,15 @@ func imageFromURL(u string) (*llm.Image, error) {
 	return &llm.Image{URL: u}, nil
 }
 
+// openAIModelKnown returns the not_found error of a model alias the catalog lacks, naming
+// this API's own list (the runner's names /v1/models, which OpenAI clients do not know).
+func (s *Server) openAIModelKnown(alias string) error {
+	if !s.llm.Runner.Gateway.Has(alias) {
+		return errs.E(errs.NotFound, "No model named %q; GET /openai/v1/models lists them.", alias)
+	}
+	return nil
+}
+
 // openaiCreateChatCompletion serves POST /openai/v1/chat/completions.
 func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Request) {
 	body, err := openAIChatRequest(r)
@@ -487,7 +500,13 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		s.respondError(w, r, &errs.Error{Code: errs.MalformedJSON, Message: "The request body could not be decoded."})
 		return
 	}
-	r, who, call, cancel, ok := s.beginCall(w, r, func(caller) (chat.Call, error) { return toOpenAICall(&body) })
+	r, who, call, cancel, ok := s.beginCall(w, r, func(caller) (chat.Call, error) {
+		call, err := toOpenAICall(&body)
+		if err == nil {
+			err = s.openAIModelKnown(body.Model)
+		}
+		return call, err
+	})
 	defer cancel()
 	if !ok {
 		return
@@ -687,8 +706,8 @@ func (s *Server) openaiCreateEmbeddings(w http.ResponseWriter, r *http.Request) 
 		s.respondError(w, r, errs.InvalidFields("invalid embeddings request", []errs.FieldError{{Pointer: "/input", Message: "must be a string or an array of strings (token arrays are not supported)"}}))
 		return
 	}
-	if !s.llm.Runner.Gateway.Has(body.Model) {
-		s.respondError(w, r, errs.E(errs.NotFound, "No model named %q; GET /openai/v1/models lists them.", body.Model))
+	if err := s.openAIModelKnown(body.Model); err != nil {
+		s.respondError(w, r, err)
 		return
 	}
 	ctx, cancel := s.bound(r.Context(), who)

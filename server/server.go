@@ -92,6 +92,7 @@ type Server struct {
 	limits  *rateLimiter // nil: no abuse limits
 	// trustedProxies may name the client in X-Forwarded-For.
 	trustedProxies []netip.Prefix
+	cors           *corsPolicy
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
@@ -179,6 +180,9 @@ func New(d Deps) (*Server, error) {
 	if s.trustedProxies, err = config.ParsePrefixes(d.Config.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("http.trusted_proxies: %w", err)
 	}
+	if s.cors, err = newCORS(d.Config.CORS, d.Spec); err != nil {
+		return nil, err
+	}
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
@@ -236,12 +240,14 @@ func New(d Deps) (*Server, error) {
 		http.ServeFileFS(w, r, assets, r.PathValue("file")) //nolint:gosec // an embed.FS: fs.ValidPath refuses "..", and the spec allows [A-Za-z0-9._-] only
 	})
 
-	// Outermost first. Routing questions (404/405) are answered before validation, so
-	// the validator only ever sees routed requests.
+	// Outermost first. Preflights are answered before routing (the mux would refuse
+	// OPTIONS with a 405), and routing questions (404/405) before validation, so the
+	// validator only ever sees routed requests.
 	s.handler = chain(s.mux,
 		withRequestID,
 		s.observe,
 		s.recoverPanics,
+		s.withCORS,
 		s.rejectUnrouted,
 		s.limitBody,
 		s.withDeadline,

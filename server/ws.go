@@ -71,10 +71,14 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, err)
 		return
 	}
-	// Credentials come in the Authorization header or a kiln.bearer.* subprotocol, never in
-	// cookies, so a page of another origin cannot ride on a browser's session: any origin
-	// may connect.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: []string{"kiln.v1"}})
+	// Browsers do not apply CORS to WebSockets, so the handshake's Origin is checked here
+	// against http.cors.allowed_origins, as withCORS checks other requests: pages of this
+	// host and of allowed origins may connect, and clients that are not browsers send none.
+	if !s.cors.allowsWebSocket(r) {
+		s.respondError(w, r, errs.E(errs.PermissionDenied, "Pages of the origin %q may not open this WebSocket: it is not in http.cors.allowed_origins.", r.Header.Get("Origin")))
+		return
+	}
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cors.wsPatterns, Subprotocols: []string{"kiln.v1"}})
 	if err != nil {
 		return // Accept has answered the client
 	}
