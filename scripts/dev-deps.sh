@@ -11,7 +11,9 @@
 #   4. Redis:      installed (apt), running without persistence, and
 #                  maxmemory-policy noeviction (queues must never be evicted).
 #   5. With --test: promtool (Debian's prometheus package), which the tests use
-#                  to check and unit-test deploy/prometheus/alerts.yml.
+#                  to check and unit-test deploy/prometheus/alerts.yml, and
+#                  chromium (Debian's package), the headless browser of the
+#                  CORS end-to-end test.
 #
 # Idempotent; when everything is in place it only checks, in well under a second.
 #
@@ -526,6 +528,17 @@ ensure_promtool() {
 	log "promtool: installed (Debian package prometheus)"
 }
 
+ensure_chromium() {
+	if command -v chromium >/dev/null 2>&1; then
+		log "chromium: available"
+		return
+	fi
+	apt_install chromium
+	command -v chromium >/dev/null 2>&1 ||
+		die "chromium still missing after installing it" "install Debian's chromium package, then re-run"
+	log "chromium: installed (Debian package chromium)"
+}
+
 # ---------------------------------------------------------------------------
 
 WITH_TEST_TOOLS=0
@@ -550,5 +563,6 @@ fi
 ensure_redis
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
 	ensure_promtool
+	ensure_chromium
 fi
 log "all set ($(elapsed))"
