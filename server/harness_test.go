@@ -29,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/token"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
@@ -120,6 +121,15 @@ func testSpec(t testing.TB) *openapi3.T {
 	return out
 }
 
+// testPlans are the plans of every server test: free (generous, the default), tiny (50
+// tokens a period, blocking) and team (feature sso, tokens alerting past 100).
+var testPlans = billing.NewCatalog([]billing.Plan{
+	{ID: "free", Name: "Free", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 10_000_000, Overage: billing.Block}}},
+	{ID: "tiny", Name: "Tiny", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 50, Overage: billing.Block}}},
+	{ID: "team", Name: "Team", Prices: []billing.Price{{Interval: "month", Currency: "CNY", Amount: 9900}}, Features: map[string]bool{"sso": true},
+		Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 100, Overage: billing.AllowAndBill, UnitPrice: 0.002}}},
+}, "free")
+
 // bundle is what a server test works with.
 type bundle struct {
 	srv      *Server
@@ -149,6 +159,7 @@ func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[st
 		cfg := llm.GatewayConfig{
 			Providers: providers, Aliases: aliases, Timeout: 5 * time.Second, Retries: 1, MaxRetryAfter: time.Second,
 			BreakerFailures: 5, BreakerCooldown: time.Minute, Log: d.Log, Registry: d.Registry, Backoff: time.Millisecond,
+			Meter: d.LLM.Billing, DefaultMaxTokens: 1024,
 		}
 		if len(withKey) > 0 {
 			cfg.OrgKeys, cfg.WithKey = d.LLM.OrgKeys, withKey[0]
@@ -205,6 +216,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	// On by default, as in production; withIdempotency replaces it.
 	d.Idempotency = idempotency.New(rdb, ks, idempotency.Config{Sealer: keyring})
 	d.LLM.OrgKeys = orgkeys.New(st, keyring, func(string) bool { return true }, time.Now)
+	d.LLM.Billing = billing.New(st, testPlans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, time.Now)
 	for _, o := range opts {
 		o(&d)
 	}

@@ -723,6 +723,57 @@ func (e KnowledgeBaseVectorStore) Valid() bool {
 	}
 }
 
+// Defines values for LimitUsageName.
+const (
+	LimitUsageNameDocuments         LimitUsageName = "documents"
+	LimitUsageNameKnowledgeBases    LimitUsageName = "knowledge_bases"
+	LimitUsageNameRequestsPerMinute LimitUsageName = "requests_per_minute"
+	LimitUsageNameSeats             LimitUsageName = "seats"
+	LimitUsageNameStorageBytes      LimitUsageName = "storage_bytes"
+	LimitUsageNameTokens            LimitUsageName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the LimitUsageName enum.
+func (e LimitUsageName) Valid() bool {
+	switch e {
+	case LimitUsageNameDocuments:
+		return true
+	case LimitUsageNameKnowledgeBases:
+		return true
+	case LimitUsageNameRequestsPerMinute:
+		return true
+	case LimitUsageNameSeats:
+		return true
+	case LimitUsageNameStorageBytes:
+		return true
+	case LimitUsageNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for LimitUsageOverage.
+const (
+	LimitUsageOverageAllowAndAlert LimitUsageOverage = "allow_and_alert"
+	LimitUsageOverageAllowAndBill  LimitUsageOverage = "allow_and_bill"
+	LimitUsageOverageBlock         LimitUsageOverage = "block"
+)
+
+// Valid indicates whether the value is a known member of the LimitUsageOverage enum.
+func (e LimitUsageOverage) Valid() bool {
+	switch e {
+	case LimitUsageOverageAllowAndAlert:
+		return true
+	case LimitUsageOverageAllowAndBill:
+		return true
+	case LimitUsageOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for NotificationCategory.
 const (
 	NotificationCategoryBilling  NotificationCategory = "billing"
@@ -957,6 +1008,93 @@ func (e OpenAIResponseDeletedObject) Valid() bool {
 	}
 }
 
+// Defines values for PlanLimitName.
+const (
+	PlanLimitNameDocuments         PlanLimitName = "documents"
+	PlanLimitNameKnowledgeBases    PlanLimitName = "knowledge_bases"
+	PlanLimitNameRequestsPerMinute PlanLimitName = "requests_per_minute"
+	PlanLimitNameSeats             PlanLimitName = "seats"
+	PlanLimitNameStorageBytes      PlanLimitName = "storage_bytes"
+	PlanLimitNameTokens            PlanLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the PlanLimitName enum.
+func (e PlanLimitName) Valid() bool {
+	switch e {
+	case PlanLimitNameDocuments:
+		return true
+	case PlanLimitNameKnowledgeBases:
+		return true
+	case PlanLimitNameRequestsPerMinute:
+		return true
+	case PlanLimitNameSeats:
+		return true
+	case PlanLimitNameStorageBytes:
+		return true
+	case PlanLimitNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanLimitOverage.
+const (
+	PlanLimitOverageAllowAndAlert PlanLimitOverage = "allow_and_alert"
+	PlanLimitOverageAllowAndBill  PlanLimitOverage = "allow_and_bill"
+	PlanLimitOverageBlock         PlanLimitOverage = "block"
+)
+
+// Valid indicates whether the value is a known member of the PlanLimitOverage enum.
+func (e PlanLimitOverage) Valid() bool {
+	switch e {
+	case PlanLimitOverageAllowAndAlert:
+		return true
+	case PlanLimitOverageAllowAndBill:
+		return true
+	case PlanLimitOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanPriceCurrency.
+const (
+	PlanPriceCurrencyCNY PlanPriceCurrency = "CNY"
+	PlanPriceCurrencyUSD PlanPriceCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the PlanPriceCurrency enum.
+func (e PlanPriceCurrency) Valid() bool {
+	switch e {
+	case PlanPriceCurrencyCNY:
+		return true
+	case PlanPriceCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanPriceInterval.
+const (
+	PlanPriceIntervalMonth PlanPriceInterval = "month"
+	PlanPriceIntervalYear  PlanPriceInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PlanPriceInterval enum.
+func (e PlanPriceInterval) Valid() bool {
+	switch e {
+	case PlanPriceIntervalMonth:
+		return true
+	case PlanPriceIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PromptMessageRole.
 const (
 	PromptMessageRoleAssistant PromptMessageRole = "assistant"
@@ -1146,6 +1284,120 @@ func (e SearchMode) Valid() bool {
 	case SearchHybrid:
 		return true
 	case SearchVector:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SetSubscriptionRequestCurrency.
+const (
+	SetSubscriptionRequestCurrencyCNY SetSubscriptionRequestCurrency = "CNY"
+	SetSubscriptionRequestCurrencyUSD SetSubscriptionRequestCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the SetSubscriptionRequestCurrency enum.
+func (e SetSubscriptionRequestCurrency) Valid() bool {
+	switch e {
+	case SetSubscriptionRequestCurrencyCNY:
+		return true
+	case SetSubscriptionRequestCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SetSubscriptionRequestInterval.
+const (
+	SetSubscriptionRequestIntervalMonth SetSubscriptionRequestInterval = "month"
+	SetSubscriptionRequestIntervalYear  SetSubscriptionRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the SetSubscriptionRequestInterval enum.
+func (e SetSubscriptionRequestInterval) Valid() bool {
+	switch e {
+	case SetSubscriptionRequestIntervalMonth:
+		return true
+	case SetSubscriptionRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionCurrency.
+const (
+	SubscriptionCurrencyCNY SubscriptionCurrency = "CNY"
+	SubscriptionCurrencyUSD SubscriptionCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionCurrency enum.
+func (e SubscriptionCurrency) Valid() bool {
+	switch e {
+	case SubscriptionCurrencyCNY:
+		return true
+	case SubscriptionCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionInterval.
+const (
+	SubscriptionIntervalMonth SubscriptionInterval = "month"
+	SubscriptionIntervalYear  SubscriptionInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionInterval enum.
+func (e SubscriptionInterval) Valid() bool {
+	switch e {
+	case SubscriptionIntervalMonth:
+		return true
+	case SubscriptionIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionProvider.
+const (
+	Manual SubscriptionProvider = "manual"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionProvider enum.
+func (e SubscriptionProvider) Valid() bool {
+	switch e {
+	case Manual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionStatus.
+const (
+	SubscriptionActive    SubscriptionStatus = "active"
+	SubscriptionCancelled SubscriptionStatus = "cancelled"
+	SubscriptionFrozen    SubscriptionStatus = "frozen"
+	SubscriptionPastDue   SubscriptionStatus = "past_due"
+	SubscriptionTrialing  SubscriptionStatus = "trialing"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionStatus enum.
+func (e SubscriptionStatus) Valid() bool {
+	switch e {
+	case SubscriptionActive:
+		return true
+	case SubscriptionCancelled:
+		return true
+	case SubscriptionFrozen:
+		return true
+	case SubscriptionPastDue:
+		return true
+	case SubscriptionTrialing:
 		return true
 	default:
 		return false
@@ -1991,6 +2243,18 @@ type EmailLocale string
 // EmbeddingDimensions The size of the knowledge base's vectors (each size has its own HNSW index).
 type EmbeddingDimensions int
 
+// Entitlements defines model for Entitlements.
+type Entitlements struct {
+	Features map[string]bool `json:"features"`
+	Limits   []LimitUsage    `json:"limits"`
+
+	// Plan The plan whose features and limits apply.
+	//
+	// Example: free
+	Plan   string             `json:"plan"`
+	Status SubscriptionStatus `json:"status"`
+}
+
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
 type ErrorCode string
@@ -2415,6 +2679,29 @@ type KnowledgeBaseList struct {
 	Data       []KnowledgeBase `json:"data"`
 	NextCursor *string         `json:"next_cursor"`
 }
+
+// LimitUsage defines model for LimitUsage.
+type LimitUsage struct {
+	Name    LimitUsageName    `json:"name"`
+	Overage LimitUsageOverage `json:"overage"`
+
+	// Reserved Held by model calls in flight (`tokens` only).
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt When `used` goes back to 0 (`tokens` only).
+	ResetsAt  *time.Time `json:"resets_at,omitempty"`
+	UnitPrice *float32   `json:"unit_price,omitempty"`
+
+	// Used Spent so far this period (`tokens` only).
+	Used  *int64 `json:"used,omitempty"`
+	Value int64  `json:"value"`
+}
+
+// LimitUsageName defines model for LimitUsage.Name.
+type LimitUsageName string
+
+// LimitUsageOverage defines model for LimitUsage.Overage.
+type LimitUsageOverage string
 
 // LoginRequest defines model for LoginRequest.
 type LoginRequest struct {
@@ -2891,6 +3178,62 @@ type PageInfo struct {
 type PasswordResetRequest struct {
 	Email string `json:"email"`
 }
+
+// Plan defines model for Plan.
+type Plan struct {
+	Features map[string]bool `json:"features"`
+
+	// Id Example: free
+	Id string `json:"id"`
+
+	// Limits The limits the plan sets; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Free
+	Name   string      `json:"name"`
+	Prices []PlanPrice `json:"prices"`
+}
+
+// PlanLimit defines model for PlanLimit.
+type PlanLimit struct {
+	Name PlanLimitName `json:"name"`
+
+	// Overage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+	Overage PlanLimitOverage `json:"overage"`
+
+	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
+	UnitPrice *float32 `json:"unit_price,omitempty"`
+
+	// Value The limit; `tokens` is per period.
+	Value int64 `json:"value"`
+}
+
+// PlanLimitName defines model for PlanLimit.Name.
+type PlanLimitName string
+
+// PlanLimitOverage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+type PlanLimitOverage string
+
+// PlanList defines model for PlanList.
+type PlanList struct {
+	Data []Plan `json:"data"`
+}
+
+// PlanPrice defines model for PlanPrice.
+type PlanPrice struct {
+	// Amount In minor units (cents, fen).
+	//
+	// Example: 2000
+	Amount   int64             `json:"amount"`
+	Currency PlanPriceCurrency `json:"currency"`
+	Interval PlanPriceInterval `json:"interval"`
+}
+
+// PlanPriceCurrency defines model for PlanPrice.Currency.
+type PlanPriceCurrency string
+
+// PlanPriceInterval defines model for PlanPrice.Interval.
+type PlanPriceInterval string
 
 // Problem RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type Problem struct {
@@ -3390,6 +3733,27 @@ type SetProviderKeyRequest struct {
 	ApiKey string `json:"api_key"`
 }
 
+// SetSubscriptionRequest defines model for SetSubscriptionRequest.
+type SetSubscriptionRequest struct {
+	Currency *SetSubscriptionRequestCurrency `json:"currency,omitempty"`
+	Interval *SetSubscriptionRequestInterval `json:"interval,omitempty"`
+
+	// PeriodStart Start of the first period; default now.
+	PeriodStart *time.Time `json:"period_start,omitempty"`
+
+	// Plan A plan id of `GET /v1/admin/plans`.
+	//
+	// Example: pro
+	Plan   string              `json:"plan"`
+	Status *SubscriptionStatus `json:"status,omitempty"`
+}
+
+// SetSubscriptionRequestCurrency defines model for SetSubscriptionRequest.Currency.
+type SetSubscriptionRequestCurrency string
+
+// SetSubscriptionRequestInterval defines model for SetSubscriptionRequest.Interval.
+type SetSubscriptionRequestInterval string
+
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
 	Email    string `json:"email"`
@@ -3404,6 +3768,39 @@ type StreamShutdownEvent struct {
 	// Reason Example: The server is shutting down; reconnect to continue.
 	Reason string `json:"reason"`
 }
+
+// Subscription defines model for Subscription.
+type Subscription struct {
+	Currency SubscriptionCurrency `json:"currency"`
+
+	// CurrentPeriodEnd When the period, and the token quota with it, resets.
+	CurrentPeriodEnd   time.Time `json:"current_period_end"`
+	CurrentPeriodStart time.Time `json:"current_period_start"`
+
+	// Default True when the org was never put on a plan (the default plan applies).
+	Default  bool                 `json:"default"`
+	Interval SubscriptionInterval `json:"interval"`
+	OrgId    openapi_types.UUID   `json:"org_id"`
+
+	// Plan The plan's id (`billing.plans.<id>`).
+	//
+	// Example: free
+	Plan     string               `json:"plan"`
+	Provider SubscriptionProvider `json:"provider"`
+	Status   SubscriptionStatus   `json:"status"`
+}
+
+// SubscriptionCurrency defines model for Subscription.Currency.
+type SubscriptionCurrency string
+
+// SubscriptionInterval defines model for Subscription.Interval.
+type SubscriptionInterval string
+
+// SubscriptionProvider defines model for Subscription.Provider.
+type SubscriptionProvider string
+
+// SubscriptionStatus defines model for SubscriptionStatus.
+type SubscriptionStatus string
 
 // Timestamp RFC 3339, UTC.
 type Timestamp = time.Time
@@ -4291,6 +4688,9 @@ type AdminDiscardJobsJSONRequestBody = JobSelection
 
 // AdminRetryJobsJSONRequestBody defines body for AdminRetryJobs for application/json ContentType.
 type AdminRetryJobsJSONRequestBody = JobSelection
+
+// AdminSetOrgSubscriptionJSONRequestBody defines body for AdminSetOrgSubscription for application/json ContentType.
+type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
 
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
@@ -6676,6 +7076,12 @@ type ServerInterface interface {
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(w http.ResponseWriter, r *http.Request, params AdminListOrgsParams)
+	// AdminSetOrgSubscription Put an org on a plan by hand
+	// (PUT /v1/admin/orgs/{id}/subscription)
+	AdminSetOrgSubscription(w http.ResponseWriter, r *http.Request, id ID)
+	// AdminListPlans The configured plans
+	// (GET /v1/admin/plans)
+	AdminListPlans(w http.ResponseWriter, r *http.Request)
 	// AdminListJobQueues Every job queue, with its counts
 	// (GET /v1/admin/queues)
 	AdminListJobQueues(w http.ResponseWriter, r *http.Request)
@@ -6892,6 +7298,9 @@ type ServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(w http.ResponseWriter, r *http.Request, id ID, params ListOrgAuditEventsParams)
+	// GetOrgEntitlements What the org's plan gives it now
+	// (GET /v1/orgs/{id}/entitlements)
+	GetOrgEntitlements(w http.ResponseWriter, r *http.Request, id ID)
 	// ListOrgInvitations Pending invitations
 	// (GET /v1/orgs/{id}/invitations)
 	ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID)
@@ -6916,6 +7325,9 @@ type ServerInterface interface {
 	// UpdateOrgSettings Change an org's settings
 	// (PATCH /v1/orgs/{id}/settings)
 	UpdateOrgSettings(w http.ResponseWriter, r *http.Request, id ID)
+	// GetOrgSubscription The org's subscription
+	// (GET /v1/orgs/{id}/subscription)
+	GetOrgSubscription(w http.ResponseWriter, r *http.Request, id ID)
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(w http.ResponseWriter, r *http.Request, id ID)
@@ -7438,6 +7850,46 @@ func (siw *ServerInterfaceWrapper) AdminListOrgs(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminListOrgs(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminSetOrgSubscription operation middleware
+func (siw *ServerInterfaceWrapper) AdminSetOrgSubscription(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminSetOrgSubscription(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminListPlans operation middleware
+func (siw *ServerInterfaceWrapper) AdminListPlans(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListPlans(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -10305,6 +10757,32 @@ func (siw *ServerInterfaceWrapper) ListOrgAuditEvents(w http.ResponseWriter, r *
 	handler.ServeHTTP(w, r)
 }
 
+// GetOrgEntitlements operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgEntitlements(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgEntitlements(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListOrgInvitations operation middleware
 func (siw *ServerInterfaceWrapper) ListOrgInvitations(w http.ResponseWriter, r *http.Request) {
 
@@ -10555,6 +11033,32 @@ func (siw *ServerInterfaceWrapper) UpdateOrgSettings(w http.ResponseWriter, r *h
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.UpdateOrgSettings(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOrgSubscription operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgSubscription(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgSubscription(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -11732,6 +12236,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/users", wrapper.AdminListUsers)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/users/{id}/disable", wrapper.AdminDisableUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/users/{id}/enable", wrapper.AdminEnableUser)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/subscription", wrapper.GetOrgSubscription)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/entitlements", wrapper.GetOrgEntitlements)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/plans", wrapper.AdminListPlans)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/orgs/{id}/subscription", wrapper.AdminSetOrgSubscription)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/orgs", wrapper.AdminListOrgs)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags", wrapper.AdminListFeatureFlags)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminDeleteFeatureFlag)
@@ -12361,6 +12869,84 @@ type AdminListOrgsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminListOrgsdefaultApplicationProblemPlusJSONResponse) VisitAdminListOrgsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminSetOrgSubscriptionRequestObject struct {
+	Id   ID `json:"id"`
+	Body *AdminSetOrgSubscriptionJSONRequestBody
+}
+
+type AdminSetOrgSubscriptionResponseObject interface {
+	VisitAdminSetOrgSubscriptionResponse(w http.ResponseWriter) error
+}
+
+type AdminSetOrgSubscription200JSONResponse Subscription
+
+func (response AdminSetOrgSubscription200JSONResponse) VisitAdminSetOrgSubscriptionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminSetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminSetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse) VisitAdminSetOrgSubscriptionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListPlansRequestObject struct {
+}
+
+type AdminListPlansResponseObject interface {
+	VisitAdminListPlansResponse(w http.ResponseWriter) error
+}
+
+type AdminListPlans200JSONResponse PlanList
+
+func (response AdminListPlans200JSONResponse) VisitAdminListPlansResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListPlansdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListPlansdefaultApplicationProblemPlusJSONResponse) VisitAdminListPlansResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -15352,6 +15938,45 @@ func (response ListOrgAuditEventsdefaultApplicationProblemPlusJSONResponse) Visi
 	return err
 }
 
+type GetOrgEntitlementsRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetOrgEntitlementsResponseObject interface {
+	VisitGetOrgEntitlementsResponse(w http.ResponseWriter) error
+}
+
+type GetOrgEntitlements200JSONResponse Entitlements
+
+func (response GetOrgEntitlements200JSONResponse) VisitGetOrgEntitlementsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgEntitlementsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgEntitlementsdefaultApplicationProblemPlusJSONResponse) VisitGetOrgEntitlementsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListOrgInvitationsRequestObject struct {
 	Id ID `json:"id"`
 }
@@ -15648,6 +16273,45 @@ type UpdateOrgSettingsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response UpdateOrgSettingsdefaultApplicationProblemPlusJSONResponse) VisitUpdateOrgSettingsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgSubscriptionRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetOrgSubscriptionResponseObject interface {
+	VisitGetOrgSubscriptionResponse(w http.ResponseWriter) error
+}
+
+type GetOrgSubscription200JSONResponse Subscription
+
+func (response GetOrgSubscription200JSONResponse) VisitGetOrgSubscriptionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse) VisitGetOrgSubscriptionResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -16364,6 +17028,12 @@ type StrictServerInterface interface {
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(ctx context.Context, request AdminListOrgsRequestObject) (AdminListOrgsResponseObject, error)
+	// AdminSetOrgSubscription Put an org on a plan by hand
+	// (PUT /v1/admin/orgs/{id}/subscription)
+	AdminSetOrgSubscription(ctx context.Context, request AdminSetOrgSubscriptionRequestObject) (AdminSetOrgSubscriptionResponseObject, error)
+	// AdminListPlans The configured plans
+	// (GET /v1/admin/plans)
+	AdminListPlans(ctx context.Context, request AdminListPlansRequestObject) (AdminListPlansResponseObject, error)
 	// AdminListJobQueues Every job queue, with its counts
 	// (GET /v1/admin/queues)
 	AdminListJobQueues(ctx context.Context, request AdminListJobQueuesRequestObject) (AdminListJobQueuesResponseObject, error)
@@ -16580,6 +17250,9 @@ type StrictServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(ctx context.Context, request ListOrgAuditEventsRequestObject) (ListOrgAuditEventsResponseObject, error)
+	// GetOrgEntitlements What the org's plan gives it now
+	// (GET /v1/orgs/{id}/entitlements)
+	GetOrgEntitlements(ctx context.Context, request GetOrgEntitlementsRequestObject) (GetOrgEntitlementsResponseObject, error)
 	// ListOrgInvitations Pending invitations
 	// (GET /v1/orgs/{id}/invitations)
 	ListOrgInvitations(ctx context.Context, request ListOrgInvitationsRequestObject) (ListOrgInvitationsResponseObject, error)
@@ -16604,6 +17277,9 @@ type StrictServerInterface interface {
 	// UpdateOrgSettings Change an org's settings
 	// (PATCH /v1/orgs/{id}/settings)
 	UpdateOrgSettings(ctx context.Context, request UpdateOrgSettingsRequestObject) (UpdateOrgSettingsResponseObject, error)
+	// GetOrgSubscription The org's subscription
+	// (GET /v1/orgs/{id}/subscription)
+	GetOrgSubscription(ctx context.Context, request GetOrgSubscriptionRequestObject) (GetOrgSubscriptionResponseObject, error)
 	// TransferOrgOwnership Hand the org to another member
 	// (POST /v1/orgs/{id}/transfer-ownership)
 	TransferOrgOwnership(ctx context.Context, request TransferOrgOwnershipRequestObject) (TransferOrgOwnershipResponseObject, error)
@@ -17062,6 +17738,63 @@ func (sh *strictHandler) AdminListOrgs(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminListOrgsResponseObject); ok {
 		if err := validResponse.VisitAdminListOrgsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminSetOrgSubscription operation middleware
+func (sh *strictHandler) AdminSetOrgSubscription(w http.ResponseWriter, r *http.Request, id ID) {
+	var request AdminSetOrgSubscriptionRequestObject
+
+	request.Id = id
+
+	var body AdminSetOrgSubscriptionJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminSetOrgSubscription(ctx, request.(AdminSetOrgSubscriptionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminSetOrgSubscription")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminSetOrgSubscriptionResponseObject); ok {
+		if err := validResponse.VisitAdminSetOrgSubscriptionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminListPlans operation middleware
+func (sh *strictHandler) AdminListPlans(w http.ResponseWriter, r *http.Request) {
+	var request AdminListPlansRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListPlans(ctx, request.(AdminListPlansRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListPlans")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListPlansResponseObject); ok {
+		if err := validResponse.VisitAdminListPlansResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -19092,6 +19825,32 @@ func (sh *strictHandler) ListOrgAuditEvents(w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// GetOrgEntitlements operation middleware
+func (sh *strictHandler) GetOrgEntitlements(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetOrgEntitlementsRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgEntitlements(ctx, request.(GetOrgEntitlementsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgEntitlements")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgEntitlementsResponseObject); ok {
+		if err := validResponse.VisitGetOrgEntitlementsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListOrgInvitations operation middleware
 func (sh *strictHandler) ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID) {
 	var request ListOrgInvitationsRequestObject
@@ -19318,6 +20077,32 @@ func (sh *strictHandler) UpdateOrgSettings(w http.ResponseWriter, r *http.Reques
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(UpdateOrgSettingsResponseObject); ok {
 		if err := validResponse.VisitUpdateOrgSettingsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOrgSubscription operation middleware
+func (sh *strictHandler) GetOrgSubscription(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetOrgSubscriptionRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgSubscription(ctx, request.(GetOrgSubscriptionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgSubscription")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgSubscriptionResponseObject); ok {
+		if err := validResponse.VisitGetOrgSubscriptionResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

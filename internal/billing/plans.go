@@ -27,6 +27,9 @@ const (
 	LimitStorageBytes      = "storage_bytes"
 )
 
+// LimitNames lists the limits in the order they are shown.
+var LimitNames = []string{LimitTokens, LimitRequestsPerMinute, LimitSeats, LimitKnowledgeBases, LimitDocuments, LimitStorageBytes}
+
 // Limit is one limit of a plan.
 type Limit struct {
 	Value     int64

@@ -308,7 +308,7 @@ func (s *Service) Entitlements(ctx context.Context, org uuid.UUID) (Entitlements
 	for f, on := range plan.Features {
 		e.Features[f] = on
 	}
-	for _, name := range []string{LimitTokens, LimitRequestsPerMinute, LimitSeats, LimitKnowledgeBases, LimitDocuments, LimitStorageBytes} {
+	for _, name := range LimitNames {
 		l, ok := plan.Limits[name]
 		if !ok {
 			continue

@@ -722,6 +722,57 @@ func (e KnowledgeBaseVectorStore) Valid() bool {
 	}
 }
 
+// Defines values for LimitUsageName.
+const (
+	LimitUsageNameDocuments         LimitUsageName = "documents"
+	LimitUsageNameKnowledgeBases    LimitUsageName = "knowledge_bases"
+	LimitUsageNameRequestsPerMinute LimitUsageName = "requests_per_minute"
+	LimitUsageNameSeats             LimitUsageName = "seats"
+	LimitUsageNameStorageBytes      LimitUsageName = "storage_bytes"
+	LimitUsageNameTokens            LimitUsageName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the LimitUsageName enum.
+func (e LimitUsageName) Valid() bool {
+	switch e {
+	case LimitUsageNameDocuments:
+		return true
+	case LimitUsageNameKnowledgeBases:
+		return true
+	case LimitUsageNameRequestsPerMinute:
+		return true
+	case LimitUsageNameSeats:
+		return true
+	case LimitUsageNameStorageBytes:
+		return true
+	case LimitUsageNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for LimitUsageOverage.
+const (
+	LimitUsageOverageAllowAndAlert LimitUsageOverage = "allow_and_alert"
+	LimitUsageOverageAllowAndBill  LimitUsageOverage = "allow_and_bill"
+	LimitUsageOverageBlock         LimitUsageOverage = "block"
+)
+
+// Valid indicates whether the value is a known member of the LimitUsageOverage enum.
+func (e LimitUsageOverage) Valid() bool {
+	switch e {
+	case LimitUsageOverageAllowAndAlert:
+		return true
+	case LimitUsageOverageAllowAndBill:
+		return true
+	case LimitUsageOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for NotificationCategory.
 const (
 	NotificationCategoryBilling  NotificationCategory = "billing"
@@ -956,6 +1007,93 @@ func (e OpenAIResponseDeletedObject) Valid() bool {
 	}
 }
 
+// Defines values for PlanLimitName.
+const (
+	PlanLimitNameDocuments         PlanLimitName = "documents"
+	PlanLimitNameKnowledgeBases    PlanLimitName = "knowledge_bases"
+	PlanLimitNameRequestsPerMinute PlanLimitName = "requests_per_minute"
+	PlanLimitNameSeats             PlanLimitName = "seats"
+	PlanLimitNameStorageBytes      PlanLimitName = "storage_bytes"
+	PlanLimitNameTokens            PlanLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the PlanLimitName enum.
+func (e PlanLimitName) Valid() bool {
+	switch e {
+	case PlanLimitNameDocuments:
+		return true
+	case PlanLimitNameKnowledgeBases:
+		return true
+	case PlanLimitNameRequestsPerMinute:
+		return true
+	case PlanLimitNameSeats:
+		return true
+	case PlanLimitNameStorageBytes:
+		return true
+	case PlanLimitNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanLimitOverage.
+const (
+	PlanLimitOverageAllowAndAlert PlanLimitOverage = "allow_and_alert"
+	PlanLimitOverageAllowAndBill  PlanLimitOverage = "allow_and_bill"
+	PlanLimitOverageBlock         PlanLimitOverage = "block"
+)
+
+// Valid indicates whether the value is a known member of the PlanLimitOverage enum.
+func (e PlanLimitOverage) Valid() bool {
+	switch e {
+	case PlanLimitOverageAllowAndAlert:
+		return true
+	case PlanLimitOverageAllowAndBill:
+		return true
+	case PlanLimitOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanPriceCurrency.
+const (
+	PlanPriceCurrencyCNY PlanPriceCurrency = "CNY"
+	PlanPriceCurrencyUSD PlanPriceCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the PlanPriceCurrency enum.
+func (e PlanPriceCurrency) Valid() bool {
+	switch e {
+	case PlanPriceCurrencyCNY:
+		return true
+	case PlanPriceCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanPriceInterval.
+const (
+	PlanPriceIntervalMonth PlanPriceInterval = "month"
+	PlanPriceIntervalYear  PlanPriceInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PlanPriceInterval enum.
+func (e PlanPriceInterval) Valid() bool {
+	switch e {
+	case PlanPriceIntervalMonth:
+		return true
+	case PlanPriceIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PromptMessageRole.
 const (
 	PromptMessageRoleAssistant PromptMessageRole = "assistant"
@@ -1145,6 +1283,120 @@ func (e SearchMode) Valid() bool {
 	case SearchHybrid:
 		return true
 	case SearchVector:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SetSubscriptionRequestCurrency.
+const (
+	SetSubscriptionRequestCurrencyCNY SetSubscriptionRequestCurrency = "CNY"
+	SetSubscriptionRequestCurrencyUSD SetSubscriptionRequestCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the SetSubscriptionRequestCurrency enum.
+func (e SetSubscriptionRequestCurrency) Valid() bool {
+	switch e {
+	case SetSubscriptionRequestCurrencyCNY:
+		return true
+	case SetSubscriptionRequestCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SetSubscriptionRequestInterval.
+const (
+	SetSubscriptionRequestIntervalMonth SetSubscriptionRequestInterval = "month"
+	SetSubscriptionRequestIntervalYear  SetSubscriptionRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the SetSubscriptionRequestInterval enum.
+func (e SetSubscriptionRequestInterval) Valid() bool {
+	switch e {
+	case SetSubscriptionRequestIntervalMonth:
+		return true
+	case SetSubscriptionRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionCurrency.
+const (
+	SubscriptionCurrencyCNY SubscriptionCurrency = "CNY"
+	SubscriptionCurrencyUSD SubscriptionCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionCurrency enum.
+func (e SubscriptionCurrency) Valid() bool {
+	switch e {
+	case SubscriptionCurrencyCNY:
+		return true
+	case SubscriptionCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionInterval.
+const (
+	SubscriptionIntervalMonth SubscriptionInterval = "month"
+	SubscriptionIntervalYear  SubscriptionInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionInterval enum.
+func (e SubscriptionInterval) Valid() bool {
+	switch e {
+	case SubscriptionIntervalMonth:
+		return true
+	case SubscriptionIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionProvider.
+const (
+	Manual SubscriptionProvider = "manual"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionProvider enum.
+func (e SubscriptionProvider) Valid() bool {
+	switch e {
+	case Manual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SubscriptionStatus.
+const (
+	SubscriptionActive    SubscriptionStatus = "active"
+	SubscriptionCancelled SubscriptionStatus = "cancelled"
+	SubscriptionFrozen    SubscriptionStatus = "frozen"
+	SubscriptionPastDue   SubscriptionStatus = "past_due"
+	SubscriptionTrialing  SubscriptionStatus = "trialing"
+)
+
+// Valid indicates whether the value is a known member of the SubscriptionStatus enum.
+func (e SubscriptionStatus) Valid() bool {
+	switch e {
+	case SubscriptionActive:
+		return true
+	case SubscriptionCancelled:
+		return true
+	case SubscriptionFrozen:
+		return true
+	case SubscriptionPastDue:
+		return true
+	case SubscriptionTrialing:
 		return true
 	default:
 		return false
@@ -1990,6 +2242,18 @@ type EmailLocale string
 // EmbeddingDimensions The size of the knowledge base's vectors (each size has its own HNSW index).
 type EmbeddingDimensions int
 
+// Entitlements defines model for Entitlements.
+type Entitlements struct {
+	Features map[string]bool `json:"features"`
+	Limits   []LimitUsage    `json:"limits"`
+
+	// Plan The plan whose features and limits apply.
+	//
+	// Example: free
+	Plan   string             `json:"plan"`
+	Status SubscriptionStatus `json:"status"`
+}
+
 // ErrorCode Stable, machine-readable error code. The catalog, with statuses and meanings, is in
 // `docs/errors.md`.
 type ErrorCode string
@@ -2414,6 +2678,29 @@ type KnowledgeBaseList struct {
 	Data       []KnowledgeBase `json:"data"`
 	NextCursor *string         `json:"next_cursor"`
 }
+
+// LimitUsage defines model for LimitUsage.
+type LimitUsage struct {
+	Name    LimitUsageName    `json:"name"`
+	Overage LimitUsageOverage `json:"overage"`
+
+	// Reserved Held by model calls in flight (`tokens` only).
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt When `used` goes back to 0 (`tokens` only).
+	ResetsAt  *time.Time `json:"resets_at,omitempty"`
+	UnitPrice *float32   `json:"unit_price,omitempty"`
+
+	// Used Spent so far this period (`tokens` only).
+	Used  *int64 `json:"used,omitempty"`
+	Value int64  `json:"value"`
+}
+
+// LimitUsageName defines model for LimitUsage.Name.
+type LimitUsageName string
+
+// LimitUsageOverage defines model for LimitUsage.Overage.
+type LimitUsageOverage string
 
 // LoginRequest defines model for LoginRequest.
 type LoginRequest struct {
@@ -2890,6 +3177,62 @@ type PageInfo struct {
 type PasswordResetRequest struct {
 	Email string `json:"email"`
 }
+
+// Plan defines model for Plan.
+type Plan struct {
+	Features map[string]bool `json:"features"`
+
+	// Id Example: free
+	Id string `json:"id"`
+
+	// Limits The limits the plan sets; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Free
+	Name   string      `json:"name"`
+	Prices []PlanPrice `json:"prices"`
+}
+
+// PlanLimit defines model for PlanLimit.
+type PlanLimit struct {
+	Name PlanLimitName `json:"name"`
+
+	// Overage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+	Overage PlanLimitOverage `json:"overage"`
+
+	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
+	UnitPrice *float32 `json:"unit_price,omitempty"`
+
+	// Value The limit; `tokens` is per period.
+	Value int64 `json:"value"`
+}
+
+// PlanLimitName defines model for PlanLimit.Name.
+type PlanLimitName string
+
+// PlanLimitOverage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+type PlanLimitOverage string
+
+// PlanList defines model for PlanList.
+type PlanList struct {
+	Data []Plan `json:"data"`
+}
+
+// PlanPrice defines model for PlanPrice.
+type PlanPrice struct {
+	// Amount In minor units (cents, fen).
+	//
+	// Example: 2000
+	Amount   int64             `json:"amount"`
+	Currency PlanPriceCurrency `json:"currency"`
+	Interval PlanPriceInterval `json:"interval"`
+}
+
+// PlanPriceCurrency defines model for PlanPrice.Currency.
+type PlanPriceCurrency string
+
+// PlanPriceInterval defines model for PlanPrice.Interval.
+type PlanPriceInterval string
 
 // Problem RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type Problem struct {
@@ -3389,6 +3732,27 @@ type SetProviderKeyRequest struct {
 	ApiKey string `json:"api_key"`
 }
 
+// SetSubscriptionRequest defines model for SetSubscriptionRequest.
+type SetSubscriptionRequest struct {
+	Currency *SetSubscriptionRequestCurrency `json:"currency,omitempty"`
+	Interval *SetSubscriptionRequestInterval `json:"interval,omitempty"`
+
+	// PeriodStart Start of the first period; default now.
+	PeriodStart *time.Time `json:"period_start,omitempty"`
+
+	// Plan A plan id of `GET /v1/admin/plans`.
+	//
+	// Example: pro
+	Plan   string              `json:"plan"`
+	Status *SubscriptionStatus `json:"status,omitempty"`
+}
+
+// SetSubscriptionRequestCurrency defines model for SetSubscriptionRequest.Currency.
+type SetSubscriptionRequestCurrency string
+
+// SetSubscriptionRequestInterval defines model for SetSubscriptionRequest.Interval.
+type SetSubscriptionRequestInterval string
+
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
 	Email    string `json:"email"`
@@ -3403,6 +3767,39 @@ type StreamShutdownEvent struct {
 	// Reason Example: The server is shutting down; reconnect to continue.
 	Reason string `json:"reason"`
 }
+
+// Subscription defines model for Subscription.
+type Subscription struct {
+	Currency SubscriptionCurrency `json:"currency"`
+
+	// CurrentPeriodEnd When the period, and the token quota with it, resets.
+	CurrentPeriodEnd   time.Time `json:"current_period_end"`
+	CurrentPeriodStart time.Time `json:"current_period_start"`
+
+	// Default True when the org was never put on a plan (the default plan applies).
+	Default  bool                 `json:"default"`
+	Interval SubscriptionInterval `json:"interval"`
+	OrgId    openapi_types.UUID   `json:"org_id"`
+
+	// Plan The plan's id (`billing.plans.<id>`).
+	//
+	// Example: free
+	Plan     string               `json:"plan"`
+	Provider SubscriptionProvider `json:"provider"`
+	Status   SubscriptionStatus   `json:"status"`
+}
+
+// SubscriptionCurrency defines model for Subscription.Currency.
+type SubscriptionCurrency string
+
+// SubscriptionInterval defines model for Subscription.Interval.
+type SubscriptionInterval string
+
+// SubscriptionProvider defines model for Subscription.Provider.
+type SubscriptionProvider string
+
+// SubscriptionStatus defines model for SubscriptionStatus.
+type SubscriptionStatus string
 
 // Timestamp RFC 3339, UTC.
 type Timestamp = time.Time
@@ -4422,6 +4819,9 @@ type AdminDiscardJobsJSONRequestBody = JobSelection
 
 // AdminRetryJobsJSONRequestBody defines body for AdminRetryJobs for application/json ContentType.
 type AdminRetryJobsJSONRequestBody = JobSelection
+
+// AdminSetOrgSubscriptionJSONRequestBody defines body for AdminSetOrgSubscription for application/json ContentType.
+type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
 
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
@@ -7127,6 +7527,37 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 	AdminListOrgs(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminSetOrgSubscriptionWithBody Put an org on a plan by hand
+	//
+	// For invoiced customers (provider `manual`): sets the plan, status, interval and
+	// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+	// refuses the org's model calls with 402 `payment_required`. Audited
+	// (`billing.subscription_set`). Platform admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+	AdminSetOrgSubscriptionWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminSetOrgSubscription Put an org on a plan by hand
+	//
+	// For invoiced customers (provider `manual`): sets the plan, status, interval and
+	// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+	// refuses the org's model calls with 402 `payment_required`. Audited
+	// (`billing.subscription_set`). Platform admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+	AdminSetOrgSubscription(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListPlans The configured plans
+	//
+	// Every plan of `billing.plans`, by id. Platform admins only.
+	//
+	// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
+	AdminListPlans(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListJobQueues Every job queue, with its counts
 	//
 	// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
@@ -8134,6 +8565,16 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetOrgEntitlements What the org's plan gives it now
+	//
+	// The effective features and limits of the org's plan, with the tokens used and held
+	// by calls in flight this period, and when the period resets. A `cancelled`
+	// subscription gives the default plan's. Any member may read it; an API key needs
+	// `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
+	GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListOrgInvitations Pending invitations
 	//
 	// Owners and admins only.
@@ -8222,6 +8663,16 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
 	UpdateOrgSettings(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrgSubscription The org's subscription
+	//
+	// The plan the org is on, its status and its current period. An org never put on a
+	// plan is on the default plan (`billing.default_plan`), active, with calendar-month
+	// periods (`default: true`). Any member may read it; an API key needs `billing:read`
+	// or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/subscription (the `GetOrgSubscription` operationId).
+	GetOrgSubscription(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TransferOrgOwnershipWithBody Hand the org to another member
 	//
@@ -9040,6 +9491,67 @@ func (c *Client) AdminRetryJob(ctx context.Context, id ID, reqEditors ...Request
 // Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 func (c *Client) AdminListOrgs(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminListOrgsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetOrgSubscriptionWithBody Put an org on a plan by hand
+//
+// For invoiced customers (provider `manual`): sets the plan, status, interval and
+// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+// refuses the org's model calls with 402 `payment_required`. Audited
+// (`billing.subscription_set`). Platform admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+func (c *Client) AdminSetOrgSubscriptionWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetOrgSubscriptionRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetOrgSubscription Put an org on a plan by hand
+//
+// For invoiced customers (provider `manual`): sets the plan, status, interval and
+// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+// refuses the org's model calls with 402 `payment_required`. Audited
+// (`billing.subscription_set`). Platform admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+func (c *Client) AdminSetOrgSubscription(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetOrgSubscriptionRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListPlans The configured plans
+//
+// Every plan of `billing.plans`, by id. Platform admins only.
+//
+// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
+func (c *Client) AdminListPlans(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListPlansRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -11097,6 +11609,26 @@ func (c *Client) ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgA
 	return c.Client.Do(req)
 }
 
+// GetOrgEntitlements What the org's plan gives it now
+//
+// The effective features and limits of the org's plan, with the tokens used and held
+// by calls in flight this period, and when the period resets. A `cancelled`
+// subscription gives the default plan's. Any member may read it; an API key needs
+// `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
+func (c *Client) GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgEntitlementsRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListOrgInvitations Pending invitations
 //
 // Owners and admins only.
@@ -11286,6 +11818,26 @@ func (c *Client) UpdateOrgSettingsWithBody(ctx context.Context, id ID, contentTy
 // Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
 func (c *Client) UpdateOrgSettings(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateOrgSettingsRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrgSubscription The org's subscription
+//
+// The plan the org is on, its status and its current period. An org never put on a
+// plan is on the default plan (`billing.default_plan`), active, with calendar-month
+// periods (`default: true`). Any member may read it; an API key needs `billing:read`
+// or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/subscription (the `GetOrgSubscription` operationId).
+func (c *Client) GetOrgSubscription(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgSubscriptionRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -12830,6 +13382,80 @@ func NewAdminListOrgsRequest(server string, params *AdminListOrgsParams) (*http.
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
 		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminSetOrgSubscriptionRequest calls the generic AdminSetOrgSubscription builder with application/json body
+func NewAdminSetOrgSubscriptionRequest(server string, id ID, body AdminSetOrgSubscriptionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminSetOrgSubscriptionRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewAdminSetOrgSubscriptionRequestWithBody constructs an http.Request for the AdminSetOrgSubscription method, with any body, and a specified content type
+func NewAdminSetOrgSubscriptionRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/orgs/%s/subscription", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminListPlansRequest constructs an http.Request for the AdminListPlans method
+func NewAdminListPlansRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/plans")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -16955,6 +17581,40 @@ func NewListOrgAuditEventsRequest(server string, id ID, params *ListOrgAuditEven
 	return req, nil
 }
 
+// NewGetOrgEntitlementsRequest constructs an http.Request for the GetOrgEntitlements method
+func NewGetOrgEntitlementsRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/entitlements", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListOrgInvitationsRequest constructs an http.Request for the ListOrgInvitations method
 func NewListOrgInvitationsRequest(server string, id ID) (*http.Request, error) {
 	var err error
@@ -17298,6 +17958,40 @@ func NewUpdateOrgSettingsRequestWithBody(server string, id ID, contentType strin
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetOrgSubscriptionRequest constructs an http.Request for the GetOrgSubscription method
+func NewGetOrgSubscriptionRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/subscription", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	return req, nil
 }
@@ -18767,6 +19461,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/admin/orgs (the `AdminListOrgs` operationId).
 	AdminListOrgsWithResponse(ctx context.Context, params *AdminListOrgsParams, reqEditors ...RequestEditorFn) (*AdminListOrgsResponse, error)
 
+	// AdminSetOrgSubscriptionWithBodyWithResponse Put an org on a plan by hand
+	//
+	// For invoiced customers (provider `manual`): sets the plan, status, interval and
+	// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+	// refuses the org's model calls with 402 `payment_required`. Audited
+	// (`billing.subscription_set`). Platform admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+	AdminSetOrgSubscriptionWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetOrgSubscriptionResponse, error)
+
+	// AdminSetOrgSubscriptionWithResponse Put an org on a plan by hand
+	//
+	// For invoiced customers (provider `manual`): sets the plan, status, interval and
+	// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+	// refuses the org's model calls with 402 `payment_required`. Audited
+	// (`billing.subscription_set`). Platform admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+	AdminSetOrgSubscriptionWithResponse(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetOrgSubscriptionResponse, error)
+
+	// AdminListPlansWithResponse The configured plans
+	//
+	// Every plan of `billing.plans`, by id. Platform admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
+	AdminListPlansWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error)
+
 	// AdminListJobQueuesWithResponse Every job queue, with its counts
 	//
 	// Per queue: jobs by state, the age of the oldest due queued job, and jobs processed
@@ -19882,6 +20609,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEventsWithResponse(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*ListOrgAuditEventsResponse, error)
 
+	// GetOrgEntitlementsWithResponse What the org's plan gives it now
+	//
+	// The effective features and limits of the org's plan, with the tokens used and held
+	// by calls in flight this period, and when the period resets. A `cancelled`
+	// subscription gives the default plan's. Any member may read it; an API key needs
+	// `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
+	GetOrgEntitlementsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgEntitlementsResponse, error)
+
 	// ListOrgInvitationsWithResponse Pending invitations
 	//
 	// Owners and admins only.
@@ -19980,6 +20719,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/orgs/{id}/settings (the `UpdateOrgSettings` operationId).
 	UpdateOrgSettingsWithResponse(ctx context.Context, id ID, body UpdateOrgSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateOrgSettingsResponse, error)
+
+	// GetOrgSubscriptionWithResponse The org's subscription
+	//
+	// The plan the org is on, its status and its current period. An org never put on a
+	// plan is on the default plan (`billing.default_plan`), active, with calendar-month
+	// periods (`default: true`). Any member may read it; an API key needs `billing:read`
+	// or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/subscription (the `GetOrgSubscription` operationId).
+	GetOrgSubscriptionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgSubscriptionResponse, error)
 
 	// TransferOrgOwnershipWithBodyWithResponse Hand the org to another member
 	//
@@ -21426,6 +22177,102 @@ func (r AdminListOrgsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminListOrgsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminSetOrgSubscriptionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Subscription
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminSetOrgSubscriptionResponse) GetJSON200() *Subscription {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminSetOrgSubscriptionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminSetOrgSubscriptionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminSetOrgSubscriptionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminSetOrgSubscriptionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminSetOrgSubscriptionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AdminListPlansResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PlanList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListPlansResponse) GetJSON200() *PlanList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListPlansResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListPlansResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListPlansResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListPlansResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListPlansResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -25258,6 +26105,54 @@ func (r ListOrgAuditEventsResponse) ContentType() string {
 	return ""
 }
 
+type GetOrgEntitlementsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Entitlements
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgEntitlementsResponse) GetJSON200() *Entitlements {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgEntitlementsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgEntitlementsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgEntitlementsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgEntitlementsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgEntitlementsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListOrgInvitationsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -25622,6 +26517,54 @@ func (r UpdateOrgSettingsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateOrgSettingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetOrgSubscriptionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Subscription
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgSubscriptionResponse) GetJSON200() *Subscription {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgSubscriptionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgSubscriptionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgSubscriptionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgSubscriptionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgSubscriptionResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -26919,6 +27862,57 @@ func (c *ClientWithResponses) AdminListOrgsWithResponse(ctx context.Context, par
 		return nil, err
 	}
 	return ParseAdminListOrgsResponse(rsp)
+}
+
+// AdminSetOrgSubscriptionWithBodyWithResponse Put an org on a plan by hand
+//
+// For invoiced customers (provider `manual`): sets the plan, status, interval and
+// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+// refuses the org's model calls with 402 `payment_required`. Audited
+// (`billing.subscription_set`). Platform admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+func (c *ClientWithResponses) AdminSetOrgSubscriptionWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetOrgSubscriptionResponse, error) {
+	rsp, err := c.AdminSetOrgSubscriptionWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetOrgSubscriptionResponse(rsp)
+}
+
+// AdminSetOrgSubscriptionWithResponse Put an org on a plan by hand
+//
+// For invoiced customers (provider `manual`): sets the plan, status, interval and
+// currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+// refuses the org's model calls with 402 `payment_required`. Audited
+// (`billing.subscription_set`). Platform admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
+func (c *ClientWithResponses) AdminSetOrgSubscriptionWithResponse(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetOrgSubscriptionResponse, error) {
+	rsp, err := c.AdminSetOrgSubscription(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetOrgSubscriptionResponse(rsp)
+}
+
+// AdminListPlansWithResponse The configured plans
+//
+// Every plan of `billing.plans`, by id. Platform admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
+func (c *ClientWithResponses) AdminListPlansWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error) {
+	rsp, err := c.AdminListPlans(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListPlansResponse(rsp)
 }
 
 // AdminListJobQueuesWithResponse Every job queue, with its counts
@@ -28660,6 +29654,24 @@ func (c *ClientWithResponses) ListOrgAuditEventsWithResponse(ctx context.Context
 	return ParseListOrgAuditEventsResponse(rsp)
 }
 
+// GetOrgEntitlementsWithResponse What the org's plan gives it now
+//
+// The effective features and limits of the org's plan, with the tokens used and held
+// by calls in flight this period, and when the period resets. A `cancelled`
+// subscription gives the default plan's. Any member may read it; an API key needs
+// `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
+func (c *ClientWithResponses) GetOrgEntitlementsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgEntitlementsResponse, error) {
+	rsp, err := c.GetOrgEntitlements(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgEntitlementsResponse(rsp)
+}
+
 // ListOrgInvitationsWithResponse Pending invitations
 //
 // Owners and admins only.
@@ -28823,6 +29835,24 @@ func (c *ClientWithResponses) UpdateOrgSettingsWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseUpdateOrgSettingsResponse(rsp)
+}
+
+// GetOrgSubscriptionWithResponse The org's subscription
+//
+// The plan the org is on, its status and its current period. An org never put on a
+// plan is on the default plan (`billing.default_plan`), active, with calendar-month
+// periods (`default: true`). Any member may read it; an API key needs `billing:read`
+// or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/subscription (the `GetOrgSubscription` operationId).
+func (c *ClientWithResponses) GetOrgSubscriptionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgSubscriptionResponse, error) {
+	rsp, err := c.GetOrgSubscription(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgSubscriptionResponse(rsp)
 }
 
 // TransferOrgOwnershipWithBodyWithResponse Hand the org to another member
@@ -30042,6 +31072,72 @@ func ParseAdminListOrgsResponse(rsp *http.Response) (*AdminListOrgsResponse, err
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest AdminOrgList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminSetOrgSubscriptionResponse parses an HTTP response from a AdminSetOrgSubscriptionWithResponse call
+func ParseAdminSetOrgSubscriptionResponse(rsp *http.Response) (*AdminSetOrgSubscriptionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminSetOrgSubscriptionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Subscription
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAdminListPlansResponse parses an HTTP response from a AdminListPlansWithResponse call
+func ParseAdminListPlansResponse(rsp *http.Response) (*AdminListPlansResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListPlansResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PlanList
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -32967,6 +34063,39 @@ func ParseListOrgAuditEventsResponse(rsp *http.Response) (*ListOrgAuditEventsRes
 	return response, nil
 }
 
+// ParseGetOrgEntitlementsResponse parses an HTTP response from a GetOrgEntitlementsWithResponse call
+func ParseGetOrgEntitlementsResponse(rsp *http.Response) (*GetOrgEntitlementsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgEntitlementsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Entitlements
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListOrgInvitationsResponse parses an HTTP response from a ListOrgInvitationsWithResponse call
 func ParseListOrgInvitationsResponse(rsp *http.Response) (*ListOrgInvitationsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -33206,6 +34335,39 @@ func ParseUpdateOrgSettingsResponse(rsp *http.Response) (*UpdateOrgSettingsRespo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest OrgSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetOrgSubscriptionResponse parses an HTTP response from a GetOrgSubscriptionWithResponse call
+func ParseGetOrgSubscriptionResponse(rsp *http.Response) (*GetOrgSubscriptionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgSubscriptionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Subscription
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

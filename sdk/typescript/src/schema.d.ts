@@ -857,6 +857,95 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{id}/subscription": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's subscription
+         * @description The plan the org is on, its status and its current period. An org never put on a
+         *     plan is on the default plan (`billing.default_plan`), active, with calendar-month
+         *     periods (`default: true`). Any member may read it; an API key needs `billing:read`
+         *     or `admin`.
+         */
+        get: operations["getOrgSubscription"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/entitlements": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the org's plan gives it now
+         * @description The effective features and limits of the org's plan, with the tokens used and held
+         *     by calls in flight this period, and when the period resets. A `cancelled`
+         *     subscription gives the default plan's. Any member may read it; an API key needs
+         *     `billing:read` or `admin`.
+         */
+        get: operations["getOrgEntitlements"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The configured plans
+         * @description Every plan of `billing.plans`, by id. Platform admins only.
+         */
+        get: operations["adminListPlans"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/orgs/{id}/subscription": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put an org on a plan by hand
+         * @description For invoiced customers (provider `manual`): sets the plan, status, interval and
+         *     currency, and starts a period at `period_start` (default now). Freezing (`frozen`)
+         *     refuses the org's model calls with 402 `payment_required`. Audited
+         *     (`billing.subscription_set`). Platform admins only.
+         */
+        put: operations["adminSetOrgSubscription"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/orgs": {
         parameters: {
             query?: never;
@@ -3337,6 +3426,135 @@ export interface components {
         ReadinessProblem: components["schemas"]["Problem"] & {
             checks: components["schemas"]["Check"][];
         };
+        /** @enum {string} */
+        SubscriptionStatus: "trialing" | "active" | "past_due" | "frozen" | "cancelled";
+        Subscription: {
+            /** Format: uuid */
+            org_id: string;
+            /**
+             * @description The plan's id (`billing.plans.<id>`).
+             * @example free
+             */
+            plan: string;
+            status: components["schemas"]["SubscriptionStatus"];
+            /** @enum {string} */
+            interval: "month" | "year";
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            /** Format: date-time */
+            current_period_start: string;
+            /**
+             * Format: date-time
+             * @description When the period, and the token quota with it, resets.
+             */
+            current_period_end: string;
+            /** @enum {string} */
+            provider: "manual";
+            /** @description True when the org was never put on a plan (the default plan applies). */
+            default: boolean;
+        };
+        SetSubscriptionRequest: {
+            /**
+             * @description A plan id of `GET /v1/admin/plans`.
+             * @example pro
+             */
+            plan: string;
+            status?: components["schemas"]["SubscriptionStatus"];
+            /**
+             * @default month
+             * @enum {string}
+             */
+            interval?: "month" | "year";
+            /**
+             * @default USD
+             * @enum {string}
+             */
+            currency?: "USD" | "CNY";
+            /**
+             * Format: date-time
+             * @description Start of the first period; default now.
+             */
+            period_start?: string;
+        };
+        PlanPrice: {
+            /** @enum {string} */
+            interval: "month" | "year";
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            /**
+             * Format: int64
+             * @description In minor units (cents, fen).
+             * @example 2000
+             */
+            amount: number;
+        };
+        PlanLimit: {
+            /** @enum {string} */
+            name: "tokens" | "requests_per_minute" | "seats" | "knowledge_bases" | "documents" | "storage_bytes";
+            /**
+             * Format: int64
+             * @description The limit; `tokens` is per period.
+             */
+            value: number;
+            /**
+             * @description Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+             * @enum {string}
+             */
+            overage: "block" | "allow_and_bill" | "allow_and_alert";
+            /** @description Minor units per unit past the limit (`allow_and_bill`). */
+            unit_price?: number;
+        };
+        Plan: {
+            /** @example free */
+            id: string;
+            /** @example Free */
+            name: string;
+            prices: components["schemas"]["PlanPrice"][];
+            features: {
+                [key: string]: boolean;
+            };
+            /** @description The limits the plan sets; a limit not listed is unlimited. */
+            limits: components["schemas"]["PlanLimit"][];
+        };
+        PlanList: {
+            data: components["schemas"]["Plan"][];
+        };
+        LimitUsage: {
+            /** @enum {string} */
+            name: "tokens" | "requests_per_minute" | "seats" | "knowledge_bases" | "documents" | "storage_bytes";
+            /** Format: int64 */
+            value: number;
+            /** @enum {string} */
+            overage: "block" | "allow_and_bill" | "allow_and_alert";
+            unit_price?: number;
+            /**
+             * Format: int64
+             * @description Spent so far this period (`tokens` only).
+             */
+            used?: number;
+            /**
+             * Format: int64
+             * @description Held by model calls in flight (`tokens` only).
+             */
+            reserved?: number;
+            /**
+             * Format: date-time
+             * @description When `used` goes back to 0 (`tokens` only).
+             */
+            resets_at?: string;
+        };
+        Entitlements: {
+            /**
+             * @description The plan whose features and limits apply.
+             * @example free
+             */
+            plan: string;
+            status: components["schemas"]["SubscriptionStatus"];
+            features: {
+                [key: string]: boolean;
+            };
+            limits: components["schemas"]["LimitUsage"][];
+        };
         /**
          * @description Stable, machine-readable error code. The catalog, with statuses and meanings, is in
          *     `docs/errors.md`.
@@ -5441,6 +5659,103 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgSubscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscription. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgEntitlements: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entitlements. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Entitlements"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListPlans: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plans. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminSetOrgSubscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetSubscriptionRequest"];
+            };
+        };
+        responses: {
+            /** @description The subscription. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
             };
             default: components["responses"]["Problem"];
         };
