@@ -117,10 +117,11 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			var body any
 			if op.RequestBody != nil {
 				body = map[string]map[string]any{
-					"/v1/admin/feature-flags/{key}": {"enabled": true},
-					"/v1/admin/schedules":           {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
-					"/v1/admin/jobs/retry":          {"all": true},
-					"/v1/admin/jobs/discard":        {"all": true},
+					"/v1/admin/feature-flags/{key}":    {"enabled": true},
+					"/v1/admin/schedules":              {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
+					"/v1/admin/jobs/retry":             {"all": true},
+					"/v1/admin/jobs/discard":           {"all": true},
+					"/v1/admin/orgs/{id}/subscription": {"plan": "tiny"},
 				}[path]
 			}
 			for name, credential := range map[string]string{"User": user.AccessToken, "RevokedAdmin": revoked.AccessToken, "APIKey": key.Key} {
@@ -133,8 +134,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 22 {
-		t.Errorf("%d admin operations in the spec, want 22: test the new ones in TestAdmin", ops)
+	if ops != 24 {
+		t.Errorf("%d admin operations in the spec, want 24: test the new ones in TestAdmin (billing's in TestBilling)", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {
