@@ -980,13 +980,13 @@ func (e OpenAIModelListObject) Valid() bool {
 
 // Defines values for OpenAIResponseObject.
 const (
-	Response OpenAIResponseObject = "response"
+	OpenAIResponseObjectResponse OpenAIResponseObject = "response"
 )
 
 // Valid indicates whether the value is a known member of the OpenAIResponseObject enum.
 func (e OpenAIResponseObject) Valid() bool {
 	switch e {
-	case Response:
+	case OpenAIResponseObjectResponse:
 		return true
 	default:
 		return false

@@ -406,9 +406,9 @@ func (b *Bus) WatchAll(ctx context.Context, parents []context.Context, ids []str
 		cmds[i] = pipe.Exists(ctx, b.markerKey(id))
 	}
 	_, _ = pipe.Exec(ctx) // a failed check leaves those watches to the announcements
-	for i, c := range cmds {
-		if c.Val() > 0 {
-			b.fire(ids[i])
+	for i, id := range ids {
+		if cmds[i].Val() > 0 {
+			b.fire(id)
 		}
 	}
 	return ctxs, stops
@@ -453,9 +453,9 @@ func (b *Bus) recheck(ctx context.Context) {
 		cmds[i] = pipe.Exists(ctx, b.markerKey(id))
 	}
 	_, _ = pipe.Exec(ctx) // a failed check leaves that watch to later announcements
-	for i, c := range cmds {
-		if c.Val() > 0 {
-			b.fire(ids[i])
+	for i, id := range ids {
+		if cmds[i].Val() > 0 {
+			b.fire(id)
 		}
 	}
 }
