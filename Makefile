@@ -47,11 +47,12 @@ generate: node-deps
 	$(TOOLS) sqlc generate
 	npm --prefix sdk/typescript run --silent generate
 
+# The sums are kept in the checkout, so checks in two worktrees at once cannot mix them up.
 check-generated:
-	@sha256sum $(GENERATED) > /tmp/kiln-generated.before
+	@mkdir -p bin && sha256sum $(GENERATED) > bin/generated.before
 	@$(MAKE) --no-print-directory generate
-	@sha256sum $(GENERATED) > /tmp/kiln-generated.after
-	@diff -u /tmp/kiln-generated.before /tmp/kiln-generated.after \
+	@sha256sum $(GENERATED) > bin/generated.after
+	@diff -u bin/generated.before bin/generated.after \
 	  || { echo "generated code was stale: run 'make generate' and commit the result"; exit 1; }
 	@echo "generated code is up to date"
 
