@@ -103,6 +103,7 @@ func TestOpenAIErrorShape(t *testing.T) {
 		for path, body := range map[string]string{
 			"/openai/v1/chat/completions": `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`,
 			"/openai/v1/embeddings":       `{"model":"nope","input":"hi"}`,
+			"/openai/v1/responses":        `{"model":"nope","input":"hi"}`,
 		} {
 			msg := openAIErrorIs(t, b.do(t, openAIRequest("POST", path, key, body)), http.StatusNotFound, "not_found_error", errs.NotFound, nil)
 			if !strings.Contains(msg, "GET /openai/v1/models") {

@@ -278,6 +278,9 @@ func (s *Server) openaiCreateResponse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc, err := toResponseCall(&body)
+	if err == nil {
+		err = s.openAIModelKnown(body.Model)
+	}
 	if err != nil {
 		s.respondError(w, r, err)
 		return
