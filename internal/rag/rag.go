@@ -7,6 +7,7 @@
 package rag
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,10 @@ type Config struct {
 	// Candidates is how many results each ranking contributes to a hybrid search, at
 	// least (k·4 when larger).
 	Candidates int
+	// AnswerK is how many chunks chat retrieves for a question (Ground); AnswerMode
+	// ranks them.
+	AnswerK    int
+	AnswerMode Mode
 }
 
 // DefaultConfig is the configuration's built-in values.
@@ -61,7 +66,7 @@ func DefaultConfig() Config {
 	return Config{
 		EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40,
 		MaxDocumentBytes: 10 << 20, EmbedBatch: 64, EfSearch: 100, MaxScanTuples: 20000, ExactSearchBelow: 20000,
-		RRFK: 60, VectorWeight: 1, FulltextWeight: 1, Candidates: 40,
+		RRFK: 60, VectorWeight: 1, FulltextWeight: 1, Candidates: 40, AnswerK: 8, AnswerMode: ModeHybrid,
 	}
 }
 
@@ -80,8 +85,10 @@ type Deps struct {
 	HasModel func(alias string) bool
 	// Vectors is the vector store; nil: pgvector on Store.
 	Vectors VectorStore
-	Log     *slog.Logger
-	Now     func() time.Time
+	// Composer makes retrieved chunks a chat's context (Ground); nil: FencedComposer.
+	Composer Composer
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // Service manages knowledge bases, their documents and searches.
@@ -93,6 +100,7 @@ type Service struct {
 	hasModel  func(string) bool
 	vectors   VectorStore
 	retrieval map[Mode]Retriever
+	grounding Grounding
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -112,6 +120,10 @@ func New(cfg Config, d Deps) *Service {
 		ModeVector: vec, ModeFulltext: ft,
 		ModeHybrid: &HybridRetriever{Vector: vec, Fulltext: ft, K: cfg.RRFK, Candidates: cfg.Candidates,
 			VectorWeight: cfg.VectorWeight, FulltextWeight: cfg.FulltextWeight},
+	}
+	s.grounding = Grounding{K: cmp.Or(cfg.AnswerK, 8), Mode: cmp.Or(cfg.AnswerMode, ModeHybrid), Composer: d.Composer}
+	if s.grounding.Composer == nil {
+		s.grounding.Composer = FencedComposer{}
 	}
 	if d.Jobs != nil {
 		jobs.Register(d.Jobs, KindIngest, s.ingest)

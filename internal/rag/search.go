@@ -253,7 +253,8 @@ func Fuse(k int, rrfK, vectorWeight, fulltextWeight float64, vector, fulltext []
 // Hit is a search result.
 type Hit struct {
 	Ranked
-	DocumentID uuid.UUID
+	KnowledgeBaseID uuid.UUID
+	DocumentID      uuid.UUID
 	// ExternalID is the document's external id ("" when none).
 	ExternalID string
 	Title      string
@@ -319,7 +320,7 @@ func (s *Service) hydrate(ctx context.Context, kb KnowledgeBase, query string, r
 		if !ok { // deleted between ranking and reading
 			continue
 		}
-		h := Hit{Ranked: r, DocumentID: row.DocumentID, ExternalID: row.ExternalID.String, Title: row.Title, Ordinal: int(row.Ordinal),
+		h := Hit{Ranked: r, KnowledgeBaseID: kb.ID, DocumentID: row.DocumentID, ExternalID: row.ExternalID.String, Title: row.Title, Ordinal: int(row.Ordinal),
 			Text: row.Text, Metadata: map[string]any{}, Highlight: Highlight(row.Text, query, 240)}
 		if err := json.Unmarshal(row.Metadata, &h.Metadata); err != nil {
 			return nil, fmt.Errorf("read chunk metadata: %w", err)
