@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/prompts"
@@ -13,7 +14,7 @@ import (
 )
 
 func (a *app) seedCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "seed", Short: "Load seed data (orgs, users, API keys, prompts, flags) from a YAML file"}
+	cmd := &cobra.Command{Use: "seed", Short: "Load seed data (orgs, users, API keys, prompts, flags, plans, knowledge bases) from a YAML file"}
 	var dryRun bool
 	apply := &cobra.Command{
 		Use:   "apply FILE.yaml",
@@ -36,13 +37,22 @@ func (a *app) seedCmd() *cobra.Command {
 				return err
 			}
 			defer closeDeps()
+			st := store.New(d.pool)
+			// Documents are added through the knowledge-base service: their ingestion jobs
+			// are queued with them and run on the worker (kiln serve's, or kiln worker).
+			llmDeps, err := a.newLLM(st, d.keyring, d.rdb, prometheus.NewRegistry())
+			if err != nil {
+				return err
+			}
 			res, err := seed.Apply(cmd.Context(), seed.Services{
-				Accounts: d.identity.Accounts,
-				Members:  d.identity.Members,
-				Keys:     d.identity.Keys,
-				Prompts:  prompts.New(store.New(d.pool), time.Now),
-				Flags:    d.flags,
-				Now:      time.Now,
+				Accounts:  d.identity.Accounts,
+				Members:   d.identity.Members,
+				Keys:      d.identity.Keys,
+				Prompts:   prompts.New(st, time.Now),
+				Flags:     d.flags,
+				Billing:   llmDeps.Billing,
+				Knowledge: a.newRAG(d, llmDeps),
+				Now:       time.Now,
 			}, f, dryRun, a.stdout)
 			if err != nil {
 				return err

@@ -140,6 +140,32 @@ type IngestPayload struct {
 var KindIngest = jobs.Kind{Name: "rag.ingest", MaxAttempts: 5, Timeout: 30 * time.Minute,
 	Backoff: jobs.Backoff{Base: 5 * time.Second, Max: 5 * time.Minute}}
 
+// ContentHash is the hash AddDocument stores for n (Document.ContentHash): equal hashes
+// are the same document, so adding it again changes nothing.
+func (n NewDocument) ContentHash() ([]byte, error) {
+	_, _, hash, err := n.content()
+	return hash, err
+}
+
+// content extracts n's text and hashes it with its title, media type and metadata.
+func (n NewDocument) content() (text string, meta, hash []byte, err error) {
+	if n.Metadata == nil {
+		n.Metadata = map[string]any{}
+	}
+	if text, _, err = Extract(n.MediaType, n.Body); err != nil {
+		return "", nil, nil, err
+	}
+	if meta, err = json.Marshal(n.Metadata); err != nil { // map keys sorted: a canonical form
+		return "", nil, nil, errs.InvalidFields("invalid metadata", []errs.FieldError{{Pointer: "/metadata", Message: err.Error()}})
+	}
+	h := sha256.New()
+	for _, part := range []string{n.Title, n.MediaType, string(meta), text} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return text, meta, h.Sum(nil), nil
+}
+
 // AddDocument stores a document of knowledge base kb and creates its ingestion job in
 // the same transaction. created is false when an identical document (same title,
 // metadata and text) was already there: that one is returned, and nothing is queued.
@@ -154,20 +180,10 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 	if err := validateMetadata(n.Metadata); err != nil {
 		return Document{}, false, err
 	}
-	text, _, err := Extract(n.MediaType, n.Body)
+	text, meta, hash, err := n.content()
 	if err != nil {
 		return Document{}, false, err
 	}
-	meta, err := json.Marshal(n.Metadata) // map keys sorted: a canonical form
-	if err != nil {
-		return Document{}, false, errs.InvalidFields("invalid metadata", []errs.FieldError{{Pointer: "/metadata", Message: err.Error()}})
-	}
-	h := sha256.New()
-	for _, part := range []string{n.Title, n.MediaType, string(meta), text} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	hash := h.Sum(nil)
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
 	err = s.st.InTx(ctx, func(q *db.Queries) error {

@@ -15,9 +15,11 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/members"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/rag"
 )
 
 // Services are the domain services a seed is applied through.
@@ -27,7 +29,11 @@ type Services struct {
 	Keys     *apikey.Service
 	Prompts  *prompts.Service
 	Flags    *flags.Evaluator
-	Now      func() time.Time
+	// Billing puts orgs on plans; Knowledge holds knowledge bases. A file that uses
+	// either fails when it is nil.
+	Billing   *billing.Service
+	Knowledge *rag.Service
+	Now       func() time.Time
 }
 
 // Result counts what applying did (or, in a dry run, would do).
@@ -241,6 +247,7 @@ func (a *applier) org(ctx context.Context, o Org, at string) error {
 	owner := audit.Actor{Type: audit.ActorUser, ID: &ownerID, UserAgent: "kiln seed"}
 	what := "org " + o.Name
 	var orgID uuid.UUID
+	created := false
 	if ownerID != uuid.Nil {
 		ms, err := a.s.Accounts.Memberships(ctx, ownerID)
 		if err != nil {
@@ -259,11 +266,11 @@ func (a *applier) org(ctx context.Context, o Org, at string) error {
 	case a.dry:
 		a.report("create", what, "owned by "+o.Owner)
 	default:
-		created, err := a.s.Accounts.CreateOrg(ctx, ownerID, o.Name, owner)
+		c, err := a.s.Accounts.CreateOrg(ctx, ownerID, o.Name, owner)
 		if err != nil {
 			return a.fail(o.pos, at, err)
 		}
-		orgID = created.ID
+		orgID, created = c.ID, true
 		a.report("create", what, "owned by "+o.Owner)
 	}
 	for j, m := range o.Members {
@@ -287,6 +294,163 @@ func (a *applier) org(ctx context.Context, o Org, at string) error {
 			return a.fail(ov.pos, fmt.Sprintf("%s.flags[%d]", at, j), err)
 		}
 	}
+	if o.Plan != "" {
+		if err := a.plan(ctx, orgID, created, o.Plan, o.Name); err != nil {
+			return a.fail(o.pos, at, err)
+		}
+	}
+	for j, kb := range o.KnowledgeBases {
+		kat := fmt.Sprintf("%s.knowledge_bases[%d]", at, j)
+		if err := a.knowledgeBase(ctx, orgID, owner, kb, o.Name, kat); err != nil {
+			return a.fail(kb.pos, kat, err)
+		}
+	}
+	return nil
+}
+
+// plan puts the org on plan (an active subscription set by hand, as an operator does); an
+// org created by this run (or to be, in a dry run) gets its first subscription.
+func (a *applier) plan(ctx context.Context, orgID uuid.UUID, newOrg bool, plan, org string) error {
+	if a.s.Billing == nil {
+		return errors.New("plans are not available to this seed run")
+	}
+	if _, ok := a.s.Billing.Plans().Get(plan); !ok {
+		return errs.InvalidFields("unknown plan", []errs.FieldError{{Pointer: "/plan", Message: fmt.Sprintf("names no plan of billing.plans (known: %s)", strings.Join(a.planIDs(), ", "))}})
+	}
+	what := fmt.Sprintf("plan of org %s", org)
+	kind, note := "create", plan
+	if orgID != uuid.Nil && !newOrg {
+		sub, err := a.s.Billing.Subscription(ctx, orgID)
+		if err != nil {
+			return err
+		}
+		if sub.Plan == plan && sub.Status == billing.Active {
+			a.report("ok", what, plan)
+			return nil
+		}
+		kind, note = "update", fmt.Sprintf("%s (%s) → %s", sub.Plan, sub.Status, plan)
+	}
+	if !a.dry {
+		if _, err := a.s.Billing.Set(ctx, a.system, orgID, billing.SetSubscription{Plan: plan, Status: billing.Active}); err != nil {
+			return err
+		}
+	}
+	a.report(kind, what, note)
+	return nil
+}
+
+func (a *applier) planIDs() []string {
+	var ids []string
+	for _, p := range a.s.Billing.Plans().List() {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// knowledgeBase creates the knowledge base when the org has none of that name, and adds
+// the documents it lacks or whose text changed: each new one queues its ingestion job.
+func (a *applier) knowledgeBase(ctx context.Context, orgID uuid.UUID, owner audit.Actor, kb KnowledgeBase, org, at string) error {
+	if a.s.Knowledge == nil {
+		return errors.New("knowledge bases are not available to this seed run")
+	}
+	what := fmt.Sprintf("knowledge base %s of org %s", kb.Name, org)
+	var have *rag.KnowledgeBase
+	if orgID != uuid.Nil {
+		var err error
+		if have, err = a.findKnowledgeBase(ctx, orgID, strings.TrimSpace(kb.Name)); err != nil {
+			return err
+		}
+	}
+	switch {
+	case have != nil && have.Description == kb.Description:
+		a.report("ok", what, "")
+	case have != nil:
+		if !a.dry {
+			if _, err := a.s.Knowledge.UpdateKnowledgeBase(ctx, orgID, owner, have.ID, nil, &kb.Description); err != nil {
+				return err
+			}
+		}
+		a.report("update", what, "description")
+	case a.dry:
+		a.report("create", what, fmt.Sprintf("%d documents", len(kb.Documents)))
+	default:
+		created, err := a.s.Knowledge.CreateKnowledgeBase(ctx, orgID, owner, rag.NewKnowledgeBase{
+			Name: kb.Name, Description: kb.Description, EmbeddingModel: kb.EmbeddingModel, Dimensions: kb.Dimensions,
+		})
+		if err != nil {
+			return err
+		}
+		have = &created
+		a.report("create", what, fmt.Sprintf("%d documents", len(kb.Documents)))
+	}
+	docs := map[string]rag.Document{}
+	if have != nil {
+		var after *uuid.UUID
+		for {
+			page, err := a.s.Knowledge.Documents(ctx, orgID, have.ID, 100, after, "")
+			if err != nil {
+				return err
+			}
+			for _, d := range page {
+				docs[d.ExternalID] = d
+			}
+			if len(page) < 100 {
+				break
+			}
+			after = &page[len(page)-1].ID
+		}
+	}
+	for j, d := range kb.Documents {
+		if err := a.document(ctx, orgID, owner, have, docs, d, kb.Name); err != nil {
+			return a.fail(d.pos, fmt.Sprintf("%s.documents[%d]", at, j), err)
+		}
+	}
+	return nil
+}
+
+func (a *applier) findKnowledgeBase(ctx context.Context, orgID uuid.UUID, name string) (*rag.KnowledgeBase, error) {
+	var after *uuid.UUID
+	for {
+		page, err := a.s.Knowledge.KnowledgeBases(ctx, orgID, 100, after)
+		if err != nil {
+			return nil, err
+		}
+		for _, kb := range page {
+			if kb.Name == name {
+				return &kb, nil
+			}
+		}
+		if len(page) < 100 {
+			return nil, nil
+		}
+		after = &page[len(page)-1].ID
+	}
+}
+
+func (a *applier) document(ctx context.Context, orgID uuid.UUID, owner audit.Actor, kb *rag.KnowledgeBase, have map[string]rag.Document, d Document, kbName string) error {
+	what := fmt.Sprintf("document %q of knowledge base %s", d.Key(), kbName)
+	n := rag.NewDocument{Title: d.Title, Source: "text", MediaType: d.MediaType, Body: []byte(d.Text), ExternalID: d.Key()}
+	if n.MediaType == "" {
+		n.MediaType = rag.MediaText
+	}
+	hash, err := n.ContentHash()
+	if err != nil {
+		return err
+	}
+	kind := "create"
+	if prev, ok := have[d.Key()]; ok {
+		if string(prev.ContentHash) == string(hash) {
+			a.report("ok", what, string(prev.Status))
+			return nil
+		}
+		kind = "update"
+	}
+	if !a.dry {
+		if _, _, err := a.s.Knowledge.AddDocument(ctx, orgID, owner, kb.ID, n); err != nil {
+			return err
+		}
+	}
+	a.report(kind, what, "ingestion queued")
 	return nil
 }
 

@@ -1,5 +1,6 @@
 // Package seed applies a seed file: a YAML description of orgs, users, memberships, API
-// keys, prompts and feature flags that a development or demo database should hold.
+// keys, prompts, feature flags, plans and knowledge-base documents that a development or
+// demo database should hold.
 // Applying is idempotent: what exists is left as it is, what is missing is created
 // through the same domain services the API uses (so every rule and audit event applies),
 // and applying the same file twice changes nothing. A dry run reports what would change.
@@ -8,6 +9,8 @@ package seed
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -65,6 +68,40 @@ type Org struct {
 	APIKeys []APIKey
 	Prompts []Prompt
 	Flags   []Override
+	// Plan, when set, puts the org on that plan of billing.plans (an active subscription).
+	Plan           string
+	KnowledgeBases []KnowledgeBase
+}
+
+// KnowledgeBase is an org's knowledge base, found by name among the org's knowledge bases,
+// with documents added through the knowledge-base service (so their ingestion jobs run).
+type KnowledgeBase struct {
+	pos
+	Name           string
+	Description    string
+	EmbeddingModel string
+	Dimensions     int
+	Documents      []Document
+}
+
+// Document is a document of a knowledge base, found by its external id (its title when
+// none is given); a changed text replaces the stored one and is ingested again.
+type Document struct {
+	pos
+	Title      string
+	ExternalID string
+	MediaType  string
+	// Text is the body; File names a file (relative to the seed file) to read it from.
+	Text string
+	File string
+}
+
+// Key is the document's identity within its knowledge base.
+func (d Document) Key() string {
+	if d.ExternalID != "" {
+		return d.ExternalID
+	}
+	return d.Title
 }
 
 // Member is a user of the file who belongs to an org with Role (admin or member).
@@ -297,10 +334,31 @@ func (p *parser) org(n *yaml.Node, at string) Org {
 				return k
 			})
 		},
-		"prompts": func(n *yaml.Node, at string) { o.Prompts = seq(p, n, at, p.prompt) },
-		"flags":   func(n *yaml.Node, at string) { o.Flags = seq(p, n, at, p.override) },
+		"prompts":         func(n *yaml.Node, at string) { o.Prompts = seq(p, n, at, p.prompt) },
+		"flags":           func(n *yaml.Node, at string) { o.Flags = seq(p, n, at, p.override) },
+		"plan":            p.scalar(&o.Plan),
+		"knowledge_bases": func(n *yaml.Node, at string) { o.KnowledgeBases = seq(p, n, at, p.knowledgeBase) },
 	})
 	return o
+}
+
+func (p *parser) knowledgeBase(n *yaml.Node, at string) KnowledgeBase {
+	var kb KnowledgeBase
+	kb.pos = p.mapping(n, at, map[string]func(*yaml.Node, string){
+		"name": p.scalar(&kb.Name), "description": p.scalar(&kb.Description),
+		"embedding_model": p.scalar(&kb.EmbeddingModel), "dimensions": p.scalar(&kb.Dimensions),
+		"documents": func(n *yaml.Node, at string) {
+			kb.Documents = seq(p, n, at, func(n *yaml.Node, at string) Document {
+				var d Document
+				d.pos = p.mapping(n, at, map[string]func(*yaml.Node, string){
+					"title": p.scalar(&d.Title), "external_id": p.scalar(&d.ExternalID), "media_type": p.scalar(&d.MediaType),
+					"text": p.scalar(&d.Text), "file": p.scalar(&d.File),
+				})
+				return d
+			})
+		},
+	})
+	return kb
 }
 
 func (p *parser) prompt(n *yaml.Node, at string) Prompt {
@@ -424,5 +482,38 @@ func (f *File) check(p *parser) {
 		for j, ov := range o.Flags {
 			required(ov.pos, fmt.Sprintf("%s.flags[%d]", at, j), "key", ov.Key)
 		}
+		for j, kb := range o.KnowledgeBases {
+			kat := fmt.Sprintf("%s.knowledge_bases[%d]", at, j)
+			required(kb.pos, kat, "name", kb.Name)
+			unique("kb"+at, kb.Name, kb.at("name"), join(kat, "name"))
+			for k := range kb.Documents {
+				d := &kb.Documents[k]
+				dat := fmt.Sprintf("%s.documents[%d]", kat, k)
+				required(d.pos, dat, "title", d.Title)
+				unique("doc"+kat, d.Key(), d.at("title"), join(dat, "external_id"))
+				p.documentBody(d, dat)
+			}
+		}
+	}
+}
+
+// documentBody reads a document's file into its text: exactly one of the two is given.
+func (p *parser) documentBody(d *Document, at string) {
+	switch {
+	case d.Text != "" && d.File != "":
+		p.fail(d.at("file"), join(at, "file"), "give text or file, not both")
+	case d.File != "":
+		path := d.File
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(p.path), path)
+		}
+		body, err := os.ReadFile(path) //nolint:gosec // a file the operator's own seed file names
+		if err != nil {
+			p.fail(d.at("file"), join(at, "file"), "%v", err)
+			return
+		}
+		d.Text = string(body)
+	case strings.TrimSpace(d.Text) == "":
+		p.fail(d.at("text"), join(at, "text"), "is required (or file)")
 	}
 }

@@ -14,8 +14,11 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/auth/members"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/flags"
+	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/seed"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
@@ -33,7 +36,11 @@ func services(t *testing.T) seed.Services {
 		Keys:     apikey.New(st, rdb, ks, apikey.Config{Env: "test", CacheTTL: time.Minute}, log, clock.Now),
 		Prompts:  prompts.New(st, clock.Now),
 		Flags:    flags.New(st, rdb, ks, nil, time.Minute, log, clock.Now),
-		Now:      clock.Now,
+		Billing: billing.New(st, billing.NewCatalog([]billing.Plan{{ID: "free", Name: "Free"}, {ID: "team", Name: "Team"}}, "free"),
+			billing.NewQuota(rdb, ks, time.Minute, clock.Now), time.Minute, clock.Now),
+		Knowledge: rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{}, Jobs: jobs.NewRegistry(),
+			HasModel: func(string) bool { return true }, Log: log, Now: clock.Now}),
+		Now: clock.Now,
 	}
 }
 
@@ -212,6 +219,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"demo.yaml:9: orgs[0].prompts[0].labels.production: version 2 is not among the 1 versions listed"}},
 		{"ErrSeveral", "users:\n  - email: a@example.com\n    x: 1\n    y: 2\n", []string{"demo.yaml:3: users[0].x", "demo.yaml:4: users[0].y"}},
 		{"ErrSyntax", "users: [\n", []string{"demo.yaml: yaml: line"}},
+		{"ErrDocumentBody", "users: [{email: a@example.com}]\norgs:\n  - name: A\n    owner: a@example.com\n    knowledge_bases:\n      - name: K\n        documents:\n          - title: T\n            file: nope.md\n",
+			[]string{"demo.yaml:9: orgs[0].knowledge_bases[0].documents[0].file: open nope.md"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,5 +247,87 @@ func TestDemoSeedParses(t *testing.T) {
 	}
 	if _, err := seed.Parse("deploy/seed/demo.yaml", data); err != nil {
 		t.Fatal(err)
+	}
+}
+
+const kbFile = `users:
+  - {email: ada@example.com, password: correct-horse-battery}
+orgs:
+  - name: Acme
+    owner: ada@example.com
+    plan: team
+    knowledge_bases:
+      - name: Handbook
+        description: the staff handbook
+        documents:
+          - title: Holidays
+            text: Everyone gets 25 days.
+          - title: Expenses
+            external_id: expenses
+            media_type: text/markdown
+            text: "# Expenses\n\nKeep the receipts."
+`
+
+func TestApplyPlansAndKnowledgeBases(t *testing.T) {
+	t.Parallel()
+	s := services(t)
+	ctx := context.Background()
+
+	res, out, err := apply(t, s, kbFile, true)
+	if err != nil || res.Created != 6 {
+		t.Fatalf("dry run = %+v, %v\n%s", res, err, out)
+	}
+	for _, want := range []string{"would create plan of org Acme: team", "would create knowledge base Handbook of org Acme: 2 documents",
+		`would create document "Holidays" of knowledge base Handbook`, `would create document "expenses" of knowledge base Handbook`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+
+	if res, out, err = apply(t, s, kbFile, false); err != nil || res.Created != 6 {
+		t.Fatalf("apply = %+v, %v\n%s", res, err, out)
+	}
+	ada, _ := s.Accounts.UserByEmail(ctx, "ada@example.com")
+	ms, _ := s.Accounts.Memberships(ctx, ada.ID)
+	acme := ms[1].Org.ID
+	if sub, err := s.Billing.Subscription(ctx, acme); err != nil || sub.Plan != "team" || sub.Status != billing.Active {
+		t.Fatalf("subscription = %+v, %v", sub, err)
+	}
+	kbs, err := s.Knowledge.KnowledgeBases(ctx, acme, 10, nil)
+	if err != nil || len(kbs) != 1 || kbs[0].Name != "Handbook" || kbs[0].Description != "the staff handbook" {
+		t.Fatalf("knowledge bases = %+v, %v", kbs, err)
+	}
+	docs, err := s.Knowledge.Documents(ctx, acme, kbs[0].ID, 10, nil, "")
+	if err != nil || len(docs) != 2 {
+		t.Fatalf("documents = %+v, %v", docs, err)
+	}
+	for _, d := range docs {
+		if d.JobID == nil || d.Status != rag.StatusQueued {
+			t.Errorf("document %q: job %v, status %s; want its ingestion job queued", d.Title, d.JobID, d.Status)
+		}
+	}
+
+	// Twice: nothing changes, no document is queued again.
+	if res, out, err = apply(t, s, kbFile, false); err != nil || res.Created != 0 || res.Updated != 0 || res.Unchanged != 6 {
+		t.Fatalf("second apply = %+v, %v\n%s", res, err, out)
+	}
+	// A changed text, description and plan are updates; the document keeps its id.
+	grown := strings.NewReplacer("Keep the receipts.", "Keep every receipt.", "the staff handbook", "the handbook", "plan: team", "plan: free").Replace(kbFile)
+	if res, out, err = apply(t, s, grown, true); err != nil || res.Updated != 3 || res.Created != 0 {
+		t.Fatalf("dry run of the changed file = %+v, %v\n%s", res, err, out)
+	}
+	if res, out, err = apply(t, s, grown, false); err != nil || res.Updated != 3 {
+		t.Fatalf("apply of the changed file = %+v, %v\n%s", res, err, out)
+	}
+	after, _ := s.Knowledge.Documents(ctx, acme, kbs[0].ID, 10, nil, "")
+	if len(after) != 2 {
+		t.Fatalf("documents after the change = %d, want 2", len(after))
+	}
+
+	// An unknown plan is an error at the org's plan line, naming the plans there are.
+	_, _, err = apply(t, s, strings.Replace(kbFile, "plan: team", "plan: gold", 1), false)
+	var e *seed.Error
+	if !errors.As(err, &e) || e.Line != 6 || e.Field != "orgs[0].plan" || !strings.Contains(err.Error(), "known: free, team") {
+		t.Fatalf("err = %v, want demo.yaml:6 orgs[0].plan", err)
 	}
 }
