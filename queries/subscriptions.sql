@@ -3,13 +3,17 @@ SELECT * FROM subscriptions WHERE org_id = $1;
 
 -- name: UpsertSubscription :one
 INSERT INTO subscriptions (org_id, plan_id, status, billing_interval, currency, current_period_start,
-    current_period_end, provider, created_at, updated_at)
+    current_period_end, provider, past_due_since, state_at, created_at, updated_at)
 VALUES (sqlc.arg(org_id), sqlc.arg(plan_id), sqlc.arg(status), sqlc.arg(billing_interval), sqlc.arg(currency),
-    sqlc.arg(current_period_start), sqlc.arg(current_period_end), sqlc.arg(provider), sqlc.arg(now), sqlc.arg(now))
+    sqlc.arg(current_period_start), sqlc.arg(current_period_end), sqlc.arg(provider),
+    CASE WHEN sqlc.arg(status) = 'past_due' THEN sqlc.arg(now)::timestamptz END, sqlc.arg(now)::timestamptz,
+    sqlc.arg(now)::timestamptz, sqlc.arg(now)::timestamptz)
 ON CONFLICT (org_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, status = EXCLUDED.status,
     billing_interval = EXCLUDED.billing_interval, currency = EXCLUDED.currency,
     current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
-    provider = EXCLUDED.provider, updated_at = EXCLUDED.updated_at
+    provider = EXCLUDED.provider, updated_at = EXCLUDED.updated_at,
+    provider_subscription_id = NULL, state_at = EXCLUDED.updated_at,
+    past_due_since = CASE WHEN EXCLUDED.status = 'past_due' THEN COALESCE(subscriptions.past_due_since, EXCLUDED.updated_at) END
 RETURNING *;
 
 -- name: BillingOrgExists :one

@@ -111,6 +111,7 @@ func toAPISubscription(sub billing.Subscription) api.Subscription {
 		OrgId: sub.Org, Plan: sub.Plan, Status: api.SubscriptionStatus(sub.Status), Interval: api.SubscriptionInterval(sub.Interval),
 		Currency: api.SubscriptionCurrency(sub.Currency), CurrentPeriodStart: sub.Period.Start.UTC().Truncate(time.Second),
 		CurrentPeriodEnd: sub.Period.End.UTC().Truncate(time.Second), Provider: api.SubscriptionProvider(sub.Provider), Default: sub.Default,
+		PastDueSince: sub.PastDueSince,
 	}
 }
 

@@ -216,7 +216,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	// On by default, as in production; withIdempotency replaces it.
 	d.Idempotency = idempotency.New(rdb, ks, idempotency.Config{Sealer: keyring})
 	d.LLM.OrgKeys = orgkeys.New(st, keyring, func(string) bool { return true }, time.Now)
-	d.LLM.Billing = billing.New(st, testPlans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, time.Now)
+	d.LLM.Billing = billing.New(st, testPlans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, 72*time.Hour, time.Now)
 	for _, o := range opts {
 		o(&d)
 	}

@@ -15,7 +15,7 @@ import (
 func (a *app) newBilling(st *store.Store, rdb redis.UniversalClient) *billing.Service {
 	b := a.cfg.Billing
 	quota := billing.NewQuota(rdb, redisclient.Keyspace{Env: a.cfg.Env}, b.ReservationTTL, time.Now)
-	return billing.New(st, billing.NewCatalog(toPlans(b.Plans), b.DefaultPlan), quota, b.CacheTTL, time.Now)
+	return billing.New(st, billing.NewCatalog(toPlans(b.Plans), b.DefaultPlan), quota, b.CacheTTL, b.GracePeriod, time.Now)
 }
 
 // toPlans converts billing.plans (validated by config) into the catalog's plans.

@@ -1364,13 +1364,22 @@ func (e SubscriptionInterval) Valid() bool {
 
 // Defines values for SubscriptionProvider.
 const (
-	Manual SubscriptionProvider = "manual"
+	SubscriptionProviderAlipay    SubscriptionProvider = "alipay"
+	SubscriptionProviderManual    SubscriptionProvider = "manual"
+	SubscriptionProviderStripe    SubscriptionProvider = "stripe"
+	SubscriptionProviderWechatpay SubscriptionProvider = "wechatpay"
 )
 
 // Valid indicates whether the value is a known member of the SubscriptionProvider enum.
 func (e SubscriptionProvider) Valid() bool {
 	switch e {
-	case Manual:
+	case SubscriptionProviderAlipay:
+		return true
+	case SubscriptionProviderManual:
+		return true
+	case SubscriptionProviderStripe:
+		return true
+	case SubscriptionProviderWechatpay:
 		return true
 	default:
 		return false
@@ -3782,10 +3791,15 @@ type Subscription struct {
 	Interval SubscriptionInterval `json:"interval"`
 	OrgId    openapi_types.UUID   `json:"org_id"`
 
+	// PastDueSince When a renewal first went unpaid (status `past_due` or `frozen`). The subscription is frozen once `billing.grace_period` has passed since then; paying unfreezes it at once.
+	PastDueSince *time.Time `json:"past_due_since,omitempty"`
+
 	// Plan The plan's id (`billing.plans.<id>`).
 	//
 	// Example: free
-	Plan     string               `json:"plan"`
+	Plan string `json:"plan"`
+
+	// Provider How the subscription is paid; `manual` is put on the plan by an operator.
 	Provider SubscriptionProvider `json:"provider"`
 	Status   SubscriptionStatus   `json:"status"`
 }
@@ -3796,7 +3810,7 @@ type SubscriptionCurrency string
 // SubscriptionInterval defines model for Subscription.Interval.
 type SubscriptionInterval string
 
-// SubscriptionProvider defines model for Subscription.Provider.
+// SubscriptionProvider How the subscription is paid; `manual` is put on the plan by an operator.
 type SubscriptionProvider string
 
 // SubscriptionStatus defines model for SubscriptionStatus.

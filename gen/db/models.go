@@ -356,6 +356,13 @@ type Org struct {
 	Locale                    pgtype.Text
 }
 
+type OrgCredit struct {
+	OrgID        uuid.UUID
+	Currency     string
+	BalanceMinor int64
+	UpdatedAt    time.Time
+}
+
 type OrgMember struct {
 	OrgID     uuid.UUID
 	UserID    uuid.UUID
@@ -371,6 +378,48 @@ type OrgProviderKey struct {
 	CreatedBy uuid.NullUUID
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+type PaymentCustomer struct {
+	OrgID      uuid.UUID
+	Provider   string
+	CustomerID string
+	CreatedAt  time.Time
+}
+
+type PaymentEvent struct {
+	ID              uuid.UUID
+	OrgID           uuid.NullUUID
+	OrderID         uuid.NullUUID
+	Provider        string
+	ProviderEventID string
+	Type            string
+	AmountMinor     int64
+	Currency        string
+	Payload         []byte
+	OccurredAt      time.Time
+	ReceivedAt      time.Time
+}
+
+type PaymentOrder struct {
+	ID                     uuid.UUID
+	OrgID                  uuid.UUID
+	Provider               string
+	Purpose                string
+	PlanID                 pgtype.Text
+	BillingInterval        pgtype.Text
+	AmountMinor            int64
+	Currency               string
+	Status                 string
+	ProviderOrderID        pgtype.Text
+	ProviderPaymentID      pgtype.Text
+	ProviderCustomerID     pgtype.Text
+	ProviderSubscriptionID pgtype.Text
+	RefundedMinor          int64
+	CreatedBy              uuid.NullUUID
+	PaidAt                 *time.Time
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
 }
 
 type Prompt struct {
@@ -453,16 +502,19 @@ type SigningKey struct {
 }
 
 type Subscription struct {
-	OrgID              uuid.UUID
-	PlanID             string
-	Status             string
-	BillingInterval    string
-	Currency           string
-	CurrentPeriodStart time.Time
-	CurrentPeriodEnd   time.Time
-	Provider           string
-	CreatedAt          time.Time
-	UpdatedAt          time.Time
+	OrgID                  uuid.UUID
+	PlanID                 string
+	Status                 string
+	BillingInterval        string
+	Currency               string
+	CurrentPeriodStart     time.Time
+	CurrentPeriodEnd       time.Time
+	Provider               string
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
+	ProviderSubscriptionID pgtype.Text
+	PastDueSince           *time.Time
+	StateAt                *time.Time
 }
 
 type User struct {

@@ -24,7 +24,7 @@ func (q *Queries) BillingOrgExists(ctx context.Context, id uuid.UUID) (bool, err
 }
 
 const getSubscription = `-- name: GetSubscription :one
-SELECT org_id, plan_id, status, billing_interval, currency, current_period_start, current_period_end, provider, created_at, updated_at FROM subscriptions WHERE org_id = $1
+SELECT org_id, plan_id, status, billing_interval, currency, current_period_start, current_period_end, provider, created_at, updated_at, provider_subscription_id, past_due_since, state_at FROM subscriptions WHERE org_id = $1
 `
 
 func (q *Queries) GetSubscription(ctx context.Context, orgID uuid.UUID) (Subscription, error) {
@@ -41,20 +41,27 @@ func (q *Queries) GetSubscription(ctx context.Context, orgID uuid.UUID) (Subscri
 		&i.Provider,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ProviderSubscriptionID,
+		&i.PastDueSince,
+		&i.StateAt,
 	)
 	return i, err
 }
 
 const upsertSubscription = `-- name: UpsertSubscription :one
 INSERT INTO subscriptions (org_id, plan_id, status, billing_interval, currency, current_period_start,
-    current_period_end, provider, created_at, updated_at)
+    current_period_end, provider, past_due_since, state_at, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5,
-    $6, $7, $8, $9, $9)
+    $6, $7, $8,
+    CASE WHEN $3 = 'past_due' THEN $9::timestamptz END, $9::timestamptz,
+    $9::timestamptz, $9::timestamptz)
 ON CONFLICT (org_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, status = EXCLUDED.status,
     billing_interval = EXCLUDED.billing_interval, currency = EXCLUDED.currency,
     current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
-    provider = EXCLUDED.provider, updated_at = EXCLUDED.updated_at
-RETURNING org_id, plan_id, status, billing_interval, currency, current_period_start, current_period_end, provider, created_at, updated_at
+    provider = EXCLUDED.provider, updated_at = EXCLUDED.updated_at,
+    provider_subscription_id = NULL, state_at = EXCLUDED.updated_at,
+    past_due_since = CASE WHEN EXCLUDED.status = 'past_due' THEN COALESCE(subscriptions.past_due_since, EXCLUDED.updated_at) END
+RETURNING org_id, plan_id, status, billing_interval, currency, current_period_start, current_period_end, provider, created_at, updated_at, provider_subscription_id, past_due_since, state_at
 `
 
 type UpsertSubscriptionParams struct {
@@ -93,6 +100,9 @@ func (q *Queries) UpsertSubscription(ctx context.Context, arg UpsertSubscription
 		&i.Provider,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ProviderSubscriptionID,
+		&i.PastDueSince,
+		&i.StateAt,
 	)
 	return i, err
 }

@@ -21,7 +21,7 @@ func BenchmarkQuotaOverhead(b *testing.B) {
 	plans := billing.NewCatalog([]billing.Plan{{ID: "free", Name: "Free", Limits: map[string]billing.Limit{
 		billing.LimitTokens: {Value: 1 << 40, Overage: billing.Block},
 	}}}, "free")
-	svc := billing.New(st, plans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, time.Now)
+	svc := billing.New(st, plans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, time.Hour, time.Now)
 	org := storetest.Org(b, st)
 	for _, tc := range []struct {
 		name  string

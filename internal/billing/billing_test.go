@@ -35,7 +35,10 @@ type bundle struct {
 	org     uuid.UUID
 }
 
-const reservationTTL = time.Minute
+const (
+	reservationTTL = time.Minute
+	gracePeriod    = 72 * time.Hour
+)
 
 // setup builds the billing service over a real database and Redis, and a gateway over
 // the offline dev provider metered by it. Plans: free (tokens: tokenLimit, block), pro
@@ -51,7 +54,7 @@ func setup(t *testing.T, tokenLimit int64) bundle {
 			Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 10, Overage: billing.AllowAndAlert}}},
 	}, "free")
 	quota := billing.NewQuota(rdb, ks, reservationTTL, clock.Now)
-	svc := billing.New(st, plans, quota, time.Minute, clock.Now)
+	svc := billing.New(st, plans, quota, time.Minute, gracePeriod, clock.Now)
 	g, err := llm.NewGateway(llm.GatewayConfig{
 		Providers:        map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
 		Aliases:          map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}},

@@ -53,6 +53,16 @@ type Plan struct {
 	Limits   map[string]Limit // absent: unlimited
 }
 
+// Price returns the plan's price per interval in currency, in minor units.
+func (p Plan) Price(interval, currency string) (int64, bool) {
+	for _, pr := range p.Prices {
+		if pr.Interval == interval && pr.Currency == currency {
+			return pr.Amount, true
+		}
+	}
+	return 0, false
+}
+
 // Catalog is the configured plans and the default one.
 type Catalog struct {
 	plans map[string]Plan

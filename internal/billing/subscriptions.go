@@ -25,7 +25,7 @@ const (
 	Trialing  Status = "trialing"
 	Active    Status = "active"
 	PastDue   Status = "past_due" // a renewal failed; still served during the grace period
-	Frozen    Status = "frozen"   // unpaid: model calls are refused (payment_required)
+	Frozen    Status = "frozen"   // unpaid past the grace period: model calls and ingestions are refused (payment_required)
 	Cancelled Status = "cancelled"
 )
 
@@ -53,6 +53,8 @@ type Subscription struct {
 	// manual subscription renews until an operator changes it).
 	Period   Period
 	Provider string
+	// PastDueSince is when a renewal first went unpaid (past_due or frozen), else nil.
+	PastDueSince *time.Time
 	// Default is true for an org without a stored subscription: on the default plan.
 	Default   bool
 	UpdatedAt time.Time
@@ -65,6 +67,7 @@ type Service struct {
 	quota    *Quota
 	now      func() time.Time
 	cacheTTL time.Duration
+	grace    time.Duration
 
 	mu    sync.Mutex
 	cache map[uuid.UUID]cachedSub
@@ -76,9 +79,10 @@ type cachedSub struct {
 }
 
 // New returns the billing service. cacheTTL is how long the model-call path trusts an
-// org's subscription read before (a change on another replica reaches it within that).
-func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL time.Duration, now func() time.Time) *Service {
-	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, cache: map[uuid.UUID]cachedSub{}}
+// org's subscription read before (a change on another replica reaches it within that);
+// grace is how long a subscription stays past_due before it is frozen.
+func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL, grace time.Duration, now func() time.Time) *Service {
+	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, grace: grace, cache: map[uuid.UUID]cachedSub{}}
 }
 
 // Plans returns the plan catalog.
@@ -103,12 +107,31 @@ func (s *Service) defaultSubscription(org uuid.UUID) Subscription {
 		Period: Period{Start: start, End: start.AddDate(0, 1, 0)}, Provider: "manual", Default: true}
 }
 
+// toSubscription converts a stored subscription. A past_due one whose grace period has
+// run out reads as frozen: the freeze is decided at read time, so it needs no job and
+// every replica agrees on it.
 func (s *Service) toSubscription(r db.Subscription) Subscription {
-	return Subscription{
+	sub := Subscription{
 		Org: r.OrgID, Plan: r.PlanID, Status: Status(r.Status), Interval: r.BillingInterval, Currency: r.Currency,
 		Period:   rollPeriod(Period{Start: r.CurrentPeriodStart.UTC(), End: r.CurrentPeriodEnd.UTC()}, r.BillingInterval, s.now()),
-		Provider: r.Provider, UpdatedAt: r.UpdatedAt.UTC(),
+		Provider: r.Provider, PastDueSince: r.PastDueSince, UpdatedAt: r.UpdatedAt.UTC(),
 	}
+	if sub.Provider != ProviderManual {
+		// A provider's subscription does not roll on by itself: its period moves when a
+		// renewal is paid, and one whose period ended unrenewed is past due from its end.
+		sub.Period = Period{Start: r.CurrentPeriodStart.UTC(), End: r.CurrentPeriodEnd.UTC()}
+		if (sub.Status == Active || sub.Status == Trialing) && !s.now().Before(sub.Period.End) {
+			sub.Status, sub.PastDueSince = PastDue, &sub.Period.End
+		}
+	}
+	if sub.PastDueSince != nil {
+		t := sub.PastDueSince.UTC()
+		sub.PastDueSince = &t
+		if sub.Status == PastDue && !s.now().Before(t.Add(s.grace)) {
+			sub.Status = Frozen
+		}
+	}
+	return sub
 }
 
 // rollPeriod moves p on by interval until it holds now.
@@ -196,12 +219,13 @@ func (s *Service) Set(ctx context.Context, by audit.Actor, org uuid.UUID, in Set
 	if err != nil {
 		return Subscription{}, err
 	}
-	sub := s.toSubscription(row)
-	s.mu.Lock()
-	delete(s.cache, org)
-	s.mu.Unlock()
-	return sub, nil
+	s.forget(org)
+	return s.toSubscription(row), nil
 }
+
+// FrozenMessage is the detail of payment_required: where to pay.
+const FrozenMessage = "The org's subscription is frozen for an unpaid renewal: model calls and new ingestions resume as soon as it is paid " +
+	"(POST /v1/orgs/{id}/billing/checkout, or the billing portal from POST /v1/orgs/{id}/billing/portal). Reads and exports still work."
 
 // cached is Subscription through a per-replica cache of cacheTTL, for the model-call path.
 func (s *Service) cached(ctx context.Context, org uuid.UUID) (Subscription, error) {
@@ -263,7 +287,14 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 		return nil, err
 	}
 	if sub.Status == Frozen {
-		return nil, errs.E(errs.PaymentRequired, "The org's subscription is frozen for an unpaid renewal: model calls resume once it is paid. Reads still work.")
+		// Read past the cache: a payment on another replica unfreezes at once.
+		if sub, err = s.Subscription(ctx, org); err != nil {
+			return nil, err
+		}
+		if sub.Status == Frozen {
+			return nil, errs.E(errs.PaymentRequired, "%s", FrozenMessage)
+		}
+		s.forget(org)
 	}
 	limit, limited := s.planFor(sub).Limits[LimitTokens]
 	enforce := limited && limit.Overage == Block

@@ -52,6 +52,7 @@ type Billing struct {
 	DefaultPlan    string          `koanf:"default_plan" doc:"plan of an org without a subscription (an id of billing.plans)"`
 	ReservationTTL time.Duration   `koanf:"reservation_ttl" doc:"how long a model call's token reservation holds before it lapses (a replica that died mid-call frees its reservation then)"`
 	CacheTTL       time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path (a plan change reaches other replicas within it)"`
+	GracePeriod    time.Duration   `koanf:"grace_period" doc:"how long a subscription whose renewal went unpaid stays past_due (served) before it is frozen (model calls and ingestions refused with payment_required)"`
 	Plans          map[string]Plan `koanf:"plans" doc:"plans by id: name, prices, features, limits (YAML only); see the README"`
 }
 
@@ -359,7 +360,7 @@ func Default() Config {
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40},
-		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, Plans: map[string]Plan{
+		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour, Plans: map[string]Plan{
 			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
 				"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
 				"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
@@ -575,6 +576,7 @@ func (c Config) validate() []string {
 		"auth.api_key_cache_ttl":       c.Auth.APIKeyCacheTTL,
 		"billing.reservation_ttl":      c.Billing.ReservationTTL,
 		"billing.cache_ttl":            c.Billing.CacheTTL,
+		"billing.grace_period":         c.Billing.GracePeriod,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)

@@ -3448,8 +3448,16 @@ export interface components {
              * @description When the period, and the token quota with it, resets.
              */
             current_period_end: string;
-            /** @enum {string} */
-            provider: "manual";
+            /**
+             * @description How the subscription is paid; `manual` is put on the plan by an operator.
+             * @enum {string}
+             */
+            provider: "manual" | "stripe" | "wechatpay" | "alipay";
+            /**
+             * Format: date-time
+             * @description When a renewal first went unpaid (status `past_due` or `frozen`). The subscription is frozen once `billing.grace_period` has passed since then; paying unfreezes it at once.
+             */
+            past_due_since?: string;
             /** @description True when the org was never put on a plan (the default plan applies). */
             default: boolean;
         };
