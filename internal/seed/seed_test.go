@@ -37,7 +37,7 @@ func services(t *testing.T) seed.Services {
 		Prompts:  prompts.New(st, clock.Now),
 		Flags:    flags.New(st, rdb, ks, nil, time.Minute, log, clock.Now),
 		Billing: billing.New(st, billing.NewCatalog([]billing.Plan{{ID: "free", Name: "Free"}, {ID: "team", Name: "Team"}}, "free"),
-			billing.NewQuota(rdb, ks, time.Minute, clock.Now), time.Minute, clock.Now),
+			billing.NewQuota(rdb, ks, time.Minute, clock.Now), time.Minute, 7*24*time.Hour, clock.Now),
 		Knowledge: rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{}, Jobs: jobs.NewRegistry(),
 			HasModel: func(string) bool { return true }, Log: log, Now: clock.Now}),
 		Now: clock.Now,
