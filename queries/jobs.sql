@@ -43,7 +43,7 @@ LIMIT sqlc.arg(max_rows);
 UPDATE jobs SET enqueued_at = sqlc.arg(now)
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'queued' AND enqueued_at IS NULL AND run_at <= sqlc.arg(now)
+    WHERE phase = 'live' AND state = 'queued' AND enqueued_at IS NULL AND run_at <= sqlc.arg(now)
     ORDER BY run_at
     LIMIT sqlc.arg(max_rows)
     FOR UPDATE SKIP LOCKED)
@@ -123,7 +123,7 @@ RETURNING *;
 -- stale_before (the others are alive, whatever Asynq says).
 -- name: ListActiveJobs :many
 SELECT * FROM jobs
-WHERE state IN ('queued', 'running') AND enqueued_at IS NOT NULL
+WHERE phase = 'live' AND enqueued_at IS NOT NULL
   AND ((state = 'queued' AND enqueued_at < sqlc.arg(handed_before))
     OR (state = 'running' AND heartbeat_at < sqlc.arg(stale_before)))
   AND (sqlc.narg(after)::uuid IS NULL OR id > sqlc.narg(after)::uuid)

@@ -15,7 +15,7 @@ LIMIT sqlc.arg(row_limit);
 -- the filter; locked for the rest of the transaction.
 -- name: LockFailedJobs :many
 SELECT * FROM jobs
-WHERE state = 'failed' AND discarded_at IS NULL
+WHERE phase = 'failed'
   AND (sqlc.narg(ids)::uuid[] IS NULL OR id = ANY (sqlc.narg(ids)::uuid[]))
   AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind)::text)
   AND (sqlc.narg(queue)::text IS NULL OR queue = sqlc.narg(queue)::text)
@@ -29,15 +29,21 @@ UPDATE jobs SET discarded_at = sqlc.arg(now)::timestamptz, discarded_by = sqlc.n
 WHERE id = sqlc.arg(id);
 
 -- Jobs to run, running and failed (not discarded) by queue, kind and state, for metrics and
--- queue monitoring, through the partial index jobs_live: the query reads the live and
--- failed rows only, however many finished jobs the table keeps.
+-- queue monitoring, through the partial index jobs_live: the live jobs are read from the
+-- table (there are few), the failed ones counted from the index alone, however many
+-- finished jobs the table keeps.
 -- name: CountLiveJobs :many
 SELECT queue, kind, state, count(*)::bigint AS jobs,
        COALESCE(EXTRACT(EPOCH FROM sqlc.arg(now)::timestamptz - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= sqlc.arg(now)::timestamptz)), 0)::float8 AS oldest_pending_seconds,
        count(*) FILTER (WHERE state = 'running' AND COALESCE(heartbeat_at, started_at, updated_at) < sqlc.arg(stale_before)::timestamptz)::bigint AS stale_running
 FROM jobs
-WHERE state IN ('queued', 'running') OR (state = 'failed' AND discarded_at IS NULL)
-GROUP BY queue, kind, state;
+WHERE phase = 'live'
+GROUP BY queue, kind, state
+UNION ALL
+SELECT queue, kind, 'failed', count(*)::bigint, 0::float8, 0::bigint
+FROM jobs
+WHERE phase = 'failed'
+GROUP BY queue, kind;
 
 -- Jobs that ended since a time, per queue and final state, for processed and failed rates.
 -- name: CountFinishedJobs :many

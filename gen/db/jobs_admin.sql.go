@@ -14,7 +14,7 @@ import (
 )
 
 const adminListJobs = `-- name: AdminListJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
 WHERE ($1::text IS NULL OR state = $1::text)
   AND (discarded_at IS NOT NULL) = $2::boolean
   AND ($3::text IS NULL OR kind = $3::text)
@@ -84,6 +84,7 @@ func (q *Queries) AdminListJobs(ctx context.Context, arg AdminListJobsParams) ([
 			&i.UpdatedAt,
 			&i.DiscardedAt,
 			&i.DiscardedBy,
+			&i.Phase,
 		); err != nil {
 			return nil, err
 		}
@@ -134,8 +135,13 @@ SELECT queue, kind, state, count(*)::bigint AS jobs,
        COALESCE(EXTRACT(EPOCH FROM $1::timestamptz - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= $1::timestamptz)), 0)::float8 AS oldest_pending_seconds,
        count(*) FILTER (WHERE state = 'running' AND COALESCE(heartbeat_at, started_at, updated_at) < $2::timestamptz)::bigint AS stale_running
 FROM jobs
-WHERE state IN ('queued', 'running') OR (state = 'failed' AND discarded_at IS NULL)
+WHERE phase = 'live'
 GROUP BY queue, kind, state
+UNION ALL
+SELECT queue, kind, 'failed', count(*)::bigint, 0::float8, 0::bigint
+FROM jobs
+WHERE phase = 'failed'
+GROUP BY queue, kind
 `
 
 type CountLiveJobsParams struct {
@@ -153,8 +159,9 @@ type CountLiveJobsRow struct {
 }
 
 // Jobs to run, running and failed (not discarded) by queue, kind and state, for metrics and
-// queue monitoring, through the partial index jobs_live: the query reads the live and
-// failed rows only, however many finished jobs the table keeps.
+// queue monitoring, through the partial index jobs_live: the live jobs are read from the
+// table (there are few), the failed ones counted from the index alone, however many
+// finished jobs the table keeps.
 func (q *Queries) CountLiveJobs(ctx context.Context, arg CountLiveJobsParams) ([]CountLiveJobsRow, error) {
 	rows, err := q.db.Query(ctx, countLiveJobs, arg.Now, arg.StaleBefore)
 	if err != nil {
@@ -199,8 +206,8 @@ func (q *Queries) DiscardJob(ctx context.Context, arg DiscardJobParams) error {
 }
 
 const lockFailedJobs = `-- name: LockFailedJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by FROM jobs
-WHERE state = 'failed' AND discarded_at IS NULL
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
+WHERE phase = 'failed'
   AND ($1::uuid[] IS NULL OR id = ANY ($1::uuid[]))
   AND ($2::text IS NULL OR kind = $2::text)
   AND ($3::text IS NULL OR queue = $3::text)
@@ -265,6 +272,7 @@ func (q *Queries) LockFailedJobs(ctx context.Context, arg LockFailedJobsParams) 
 			&i.UpdatedAt,
 			&i.DiscardedAt,
 			&i.DiscardedBy,
+			&i.Phase,
 		); err != nil {
 			return nil, err
 		}

@@ -157,6 +157,7 @@ type Job struct {
 	UpdatedAt         time.Time
 	DiscardedAt       *time.Time
 	DiscardedBy       uuid.NullUUID
+	Phase             string
 }
 
 type JobSchedule struct {
