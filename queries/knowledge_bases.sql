@@ -115,7 +115,7 @@ ORDER BY ordinal;
 -- name: FindChunkEmbeddings :many
 SELECT DISTINCT ON (content_hash) content_hash, embedding
 FROM kb_chunks
-WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]);
+WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]) AND embedding IS NOT NULL;
 
 -- search_text is the chunk's text as the full-text index reads it (Chinese in bigrams).
 -- name: InsertChunk :batchexec

@@ -49,7 +49,7 @@ func (s *Server) CreateKnowledgeBase(ctx context.Context, req api.CreateKnowledg
 		return nil, err
 	}
 	n := rag.NewKnowledgeBase{Name: req.Body.Name, Description: deref(req.Body.Description), EmbeddingModel: deref(req.Body.EmbeddingModel),
-		Dimensions: int(deref(req.Body.Dimensions))}
+		Dimensions: int(deref(req.Body.Dimensions)), VectorStore: string(deref(req.Body.VectorStore))}
 	if c := req.Body.Chunking; c != nil {
 		n.Chunking = &rag.Chunker{MaxTokens: c.MaxTokens, Overlap: c.OverlapTokens}
 	}
@@ -274,7 +274,7 @@ func toAPIKnowledgeBase(k rag.KnowledgeBase) api.KnowledgeBase {
 	return api.KnowledgeBase{
 		Id: k.ID, Name: k.Name, Description: k.Description, EmbeddingModel: k.EmbeddingModel, Dimensions: api.EmbeddingDimensions(k.Dimensions),
 		Chunking:    api.ChunkingSettings{MaxTokens: k.Chunking.MaxTokens, OverlapTokens: k.Chunking.Overlap},
-		VectorStore: api.KnowledgeBaseVectorStore(k.VectorStore), DocumentCount: k.DocumentCount, ChunkCount: k.ChunkCount,
+		VectorStore: api.VectorStore(k.VectorStore), DocumentCount: k.DocumentCount, ChunkCount: k.ChunkCount,
 		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 	}
 }

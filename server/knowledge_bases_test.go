@@ -47,7 +47,7 @@ func TestKnowledgeBases(t *testing.T) {
 	if res := b.call(t, "POST", "/v1/knowledge-bases", owner, map[string]any{"name": "Help center", "chunking": map[string]int{"max_tokens": 80, "overlap_tokens": 10}}, &kb); res.StatusCode != 201 {
 		t.Fatalf("create: %d %s", res.StatusCode, readAll(res))
 	}
-	if kb.EmbeddingModel != "default" || kb.Dimensions != 256 || kb.VectorStore != api.Pgvector {
+	if kb.EmbeddingModel != "default" || kb.Dimensions != 256 || kb.VectorStore != api.VectorStorePgvector {
 		t.Fatalf("knowledge base %+v", kb)
 	}
 	docs := "/v1/knowledge-bases/" + kb.Id.String() + "/documents"

@@ -252,7 +252,10 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer closeConvs()
-	knowledge := a.newRAG(d, llmDeps)
+	knowledge, err := a.newRAG(d, llmDeps)
+	if err != nil {
+		return err
+	}
 	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs)
 	if err != nil {
 		return err
@@ -410,7 +413,9 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeConvs()
-			a.newRAG(d, llmDeps) // declares the ingestion job this worker runs
+			if _, err := a.newRAG(d, llmDeps); err != nil { // declares the ingestion job this worker runs
+				return err
+			}
 			svc, closeJobs, err := a.newJobs(cmd.Context(), d, llmDeps, convs)
 			if err != nil {
 				return err

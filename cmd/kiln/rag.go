@@ -15,6 +15,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/metrics"
 	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/rag/eval"
+	"github.com/kilnhq/kiln/internal/rag/qdrant"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/server"
 )
@@ -22,8 +23,17 @@ import (
 // newRAG builds the knowledge-base service from rag.* config, embedding through the LLM
 // gateway, and declares its ingestion job kind on the one registry (every process: an
 // API replica creates ingestion jobs, a worker runs them).
-func (a *app) newRAG(d *deps, llmDeps server.LLM) *rag.Service {
+func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 	c := a.cfg.RAG
+	stores := map[string]rag.VectorStore{}
+	if c.Qdrant.URL != "" {
+		q, err := qdrant.New(qdrant.Config{URL: c.Qdrant.URL, APIKey: c.Qdrant.APIKey, CollectionPrefix: c.Qdrant.CollectionPrefix,
+			EfSearch: c.HNSWEfSearch, ExactBelow: c.ExactSearchBelow})
+		if err != nil {
+			return nil, err
+		}
+		stores[rag.StoreQdrant] = q
+	}
 	return rag.New(rag.Config{
 		EmbeddingModel: c.EmbeddingModel, Dimensions: c.Dimensions, ChunkMaxTokens: c.ChunkMaxTokens, ChunkOverlap: c.ChunkOverlap,
 		MaxDocumentBytes: c.MaxDocumentBytes, EmbedBatch: c.EmbedBatch, EfSearch: c.HNSWEfSearch, MaxScanTuples: c.HNSWMaxScanTuples,
@@ -31,8 +41,8 @@ func (a *app) newRAG(d *deps, llmDeps server.LLM) *rag.Service {
 		Candidates: c.HybridCandidates,
 	}, rag.Deps{
 		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway}, Jobs: d.jobs,
-		HasModel: llmDeps.Runner.Gateway.Has, Log: a.log, Now: time.Now,
-	})
+		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Log: a.log, Now: time.Now,
+	}), nil
 }
 
 // ragCmd is `kiln rag`: knowledge-base tools for operators.
@@ -66,7 +76,10 @@ is compared with the first, query by query (wins, losses, a paired randomization
 			if err != nil {
 				return err
 			}
-			svc := a.newRAG(d, llmDeps)
+			svc, err := a.newRAG(d, llmDeps)
+			if err != nil {
+				return err
+			}
 			data, err := loadDataset(dataset, kbID == "")
 			if err != nil {
 				return err

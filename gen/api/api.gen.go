@@ -708,21 +708,6 @@ func (e JobState) Valid() bool {
 	}
 }
 
-// Defines values for KnowledgeBaseVectorStore.
-const (
-	Pgvector KnowledgeBaseVectorStore = "pgvector"
-)
-
-// Valid indicates whether the value is a known member of the KnowledgeBaseVectorStore enum.
-func (e KnowledgeBaseVectorStore) Valid() bool {
-	switch e {
-	case Pgvector:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for LimitUsageName.
 const (
 	LimitUsageNameDocuments         LimitUsageName = "documents"
@@ -1488,6 +1473,24 @@ func (e UsageReportGroupBy) Valid() bool {
 	}
 }
 
+// Defines values for VectorStore.
+const (
+	VectorStorePgvector VectorStore = "pgvector"
+	VectorStoreQdrant   VectorStore = "qdrant"
+)
+
+// Valid indicates whether the value is a known member of the VectorStore enum.
+func (e VectorStore) Valid() bool {
+	switch e {
+	case VectorStorePgvector:
+		return true
+	case VectorStoreQdrant:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for WSClientFrameType.
 const (
 	WSClientFrameTypeCancel                  WSClientFrameType = "cancel"
@@ -2123,6 +2126,12 @@ type CreateKnowledgeBaseRequest struct {
 	// EmbeddingModel A model alias of the catalog; default `rag.embedding_model`.
 	EmbeddingModel *string `json:"embedding_model,omitempty"`
 	Name           string  `json:"name"`
+
+	// VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+	// Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+	// asking for it on a server without it is a 422). Chunks, their metadata and the
+	// full-text index stay in PostgreSQL either way. Set at creation.
+	VectorStore *VectorStore `json:"vector_store,omitempty"`
 }
 
 // CreateOrgRequest defines model for CreateOrgRequest.
@@ -2676,12 +2685,14 @@ type KnowledgeBase struct {
 	Name           string             `json:"name"`
 
 	// UpdatedAt RFC 3339, UTC.
-	UpdatedAt   Timestamp                `json:"updated_at"`
-	VectorStore KnowledgeBaseVectorStore `json:"vector_store"`
-}
+	UpdatedAt Timestamp `json:"updated_at"`
 
-// KnowledgeBaseVectorStore defines model for KnowledgeBase.VectorStore.
-type KnowledgeBaseVectorStore string
+	// VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+	// Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+	// asking for it on a server without it is a 422). Chunks, their metadata and the
+	// full-text index stay in PostgreSQL either way. Set at creation.
+	VectorStore VectorStore `json:"vector_store"`
+}
 
 // KnowledgeBaseList defines model for KnowledgeBaseList.
 type KnowledgeBaseList struct {
@@ -3988,6 +3999,12 @@ type UsageReport struct {
 
 // UsageReportGroupBy defines model for UsageReport.GroupBy.
 type UsageReportGroupBy string
+
+// VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+// Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+// asking for it on a server without it is a 422). Chunks, their metadata and the
+// full-text index stay in PostgreSQL either way. Set at creation.
+type VectorStore string
 
 // WSClientFrame defines model for WSClientFrame.
 type WSClientFrame struct {

@@ -44,7 +44,7 @@ type InsertChunkParams struct {
 	ContentHash []byte
 	Metadata    []byte
 	Dimensions  int32
-	Embedding   pgvector.HalfVector
+	Embedding   *pgvector.HalfVector
 	SearchText  string
 	CreatedAt   time.Time
 }

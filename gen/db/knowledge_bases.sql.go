@@ -221,7 +221,7 @@ func (q *Queries) FailDocument(ctx context.Context, arg FailDocumentParams) erro
 const findChunkEmbeddings = `-- name: FindChunkEmbeddings :many
 SELECT DISTINCT ON (content_hash) content_hash, embedding
 FROM kb_chunks
-WHERE kb_id = $1 AND content_hash = ANY($2::bytea[])
+WHERE kb_id = $1 AND content_hash = ANY($2::bytea[]) AND embedding IS NOT NULL
 `
 
 type FindChunkEmbeddingsParams struct {
@@ -231,7 +231,7 @@ type FindChunkEmbeddingsParams struct {
 
 type FindChunkEmbeddingsRow struct {
 	ContentHash []byte
-	Embedding   pgvector.HalfVector
+	Embedding   *pgvector.HalfVector
 }
 
 // Embeddings already computed in this knowledge base for any of these chunk hashes.

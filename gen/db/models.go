@@ -188,7 +188,7 @@ type KbChunk struct {
 	ContentHash []byte
 	Metadata    []byte
 	Dimensions  int32
-	Embedding   pgvector.HalfVector
+	Embedding   *pgvector.HalfVector
 	SearchTsv   interface{}
 	CreatedAt   time.Time
 }

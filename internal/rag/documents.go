@@ -278,7 +278,12 @@ func (s *Service) Document(ctx context.Context, org, kb, id uuid.UUID) (Document
 func (s *Service) DeleteDocument(ctx context.Context, org uuid.UUID, by audit.Actor, kb, id uuid.UUID) error {
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
-	return s.st.InTx(ctx, func(q *db.Queries) error {
+	var row db.KnowledgeBase
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		if row, err = q.LockKnowledgeBase(ctx, db.LockKnowledgeBaseParams{OrgID: org, ID: kb}); err != nil {
+			return notFound(err, "document")
+		}
 		n, err := q.DeleteDocument(ctx, db.DeleteDocumentParams{OrgID: org, KbID: kb, ID: id})
 		if err != nil {
 			return notFound(err, "document")
@@ -289,11 +294,17 @@ func (s *Service) DeleteDocument(ctx context.Context, org uuid.UUID, by audit.Ac
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "document.delete", TargetType: "document", TargetID: id.String(),
 			Data: map[string]any{"knowledge_base_id": kb.String()}})
 	})
+	if err != nil {
+		return err
+	}
+	s.dropVectors(ctx, row.VectorStore, VectorSelector{Org: org, KB: kb, Dimensions: int(row.Dimensions), Document: id})
+	return nil
 }
 
 // prepared is a chunk ready to store.
 type prepared struct {
 	Piece
+	id       uuid.UUID
 	ordinal  int
 	metadata []byte
 	hash     []byte
@@ -372,6 +383,21 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 	if err := s.vectorsFor(ctx, run, kb, todo, &res); err != nil {
 		return res, err
 	}
+	for _, c := range todo {
+		c.id = uuid.Must(uuid.NewV7())
+	}
+	// An external store gets the new vectors before the chunks are committed (a search
+	// finding a vector whose chunk is not there yet skips it), and loses the document's
+	// other vectors after: a retry after any failure converges.
+	vs := s.vectors[kb.VectorStore]
+	if external(kb.VectorStore) {
+		if vs == nil {
+			return res, errs.E(errs.NotReady, "The knowledge base's vector store %q is not configured on this server.", kb.VectorStore)
+		}
+		if err := vs.Upsert(ctx, p.Org, kb.ID, kb.Dimensions, points(doc.ID, todo)); err != nil {
+			return res, err
+		}
+	}
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
 		cur, err := q.LockDocumentForIngestion(ctx, db.LockDocumentForIngestionParams{OrgID: p.Org, ID: doc.ID})
 		if err != nil || !bytes.Equal(cur.ContentHash, p.Hash) {
@@ -385,10 +411,15 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 		now := s.now()
 		params := make([]db.InsertChunkParams, len(todo))
 		for i, c := range todo {
+			var embedding *pgvector.HalfVector
+			if !external(kb.VectorStore) {
+				v := pgvector.NewHalfVector(c.vector)
+				embedding = &v
+			}
 			params[i] = db.InsertChunkParams{
-				ID: uuid.Must(uuid.NewV7()), OrgID: p.Org, KbID: kb.ID, DocumentID: doc.ID, Ordinal: int32(c.ordinal), //nolint:gosec // small
+				ID: c.id, OrgID: p.Org, KbID: kb.ID, DocumentID: doc.ID, Ordinal: int32(c.ordinal), //nolint:gosec // small
 				Text: c.Text, Tokens: int32(c.Tokens), ContentHash: c.hash, Metadata: c.metadata, Dimensions: int32(kb.Dimensions), //nolint:gosec // small
-				Embedding: pgvector.NewHalfVector(c.vector), SearchText: SearchText(c.embedIn), CreatedAt: now,
+				Embedding: embedding, SearchText: SearchText(c.embedIn), CreatedAt: now,
 			}
 		}
 		var batchErr error
@@ -407,10 +438,51 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 		}
 		return q.FinishDocument(ctx, db.FinishDocumentParams{ID: doc.ID, ChunkCount: int32(len(chunks)), Now: &now}) //nolint:gosec // small
 	})
+	if external(kb.VectorStore) {
+		err = s.syncVectors(ctx, vs, kb, doc.ID, todo, err)
+	}
 	if err == nil {
 		_ = run.Report(ctx, jobs.Progress{Done: int64(len(chunks)), Total: int64(len(chunks)), Message: "indexed"})
 	}
 	return res, err
+}
+
+// points are the vector store's points of a document's new chunks.
+func points(doc uuid.UUID, chunks []*prepared) []VectorPoint {
+	out := make([]VectorPoint, len(chunks))
+	for i, c := range chunks {
+		meta := map[string]any{}
+		_ = json.Unmarshal(c.metadata, &meta) // marshalled by prepare
+		out[i] = VectorPoint{ChunkID: c.id, DocumentID: doc, Vector: c.vector, Metadata: meta}
+	}
+	return out
+}
+
+// syncVectors follows an ingestion's transaction in an external store: after a failure
+// (txErr) the vectors upserted for it go; after a commit, the document's vectors of
+// chunks no longer there go. It returns txErr, or the store's error after a commit.
+func (s *Service) syncVectors(ctx context.Context, vs VectorStore, kb KnowledgeBase, doc uuid.UUID, todo []*prepared, txErr error) error {
+	ctx = context.WithoutCancel(ctx)
+	sel := VectorSelector{Org: kb.OrgID, KB: kb.ID, Dimensions: kb.Dimensions, Document: doc}
+	if txErr != nil {
+		sel.Chunks = make([]uuid.UUID, len(todo))
+		for i, c := range todo {
+			sel.Chunks[i] = c.id
+		}
+		if err := vs.Delete(ctx, sel); err != nil {
+			s.log.ErrorContext(ctx, "delete vectors of a failed ingestion", "document", doc, "error", err)
+		}
+		return txErr
+	}
+	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: kb.OrgID, DocumentID: doc})
+	if err != nil {
+		return fmt.Errorf("list chunks: %w", err)
+	}
+	sel.Except = make([]uuid.UUID, len(rows))
+	for i, r := range rows {
+		sel.Except[i] = r.ID
+	}
+	return vs.Delete(ctx, sel)
 }
 
 // prepare cuts a document into chunks with their metadata, hashes and embedding input.
@@ -466,7 +538,9 @@ func (s *Service) vectorsFor(ctx context.Context, run *jobs.Run, kb KnowledgeBas
 	}
 	byHash := make(map[string][]float32, len(known))
 	for _, k := range known {
-		byHash[string(k.ContentHash)] = k.Embedding.Slice()
+		if k.Embedding != nil {
+			byHash[string(k.ContentHash)] = k.Embedding.Slice()
+		}
 	}
 	var missing []*prepared
 	for _, c := range todo {

@@ -83,8 +83,10 @@ type Deps struct {
 	Jobs *jobs.Registry
 	// HasModel reports whether a model alias exists (the gateway's catalog).
 	HasModel func(alias string) bool
-	// Vectors is the vector store; nil: pgvector on Store.
-	Vectors VectorStore
+	// VectorStores are the vector stores beside pgvector on Store (which is always
+	// there), by the name a knowledge base's vector_store gives: StoreQdrant when
+	// configured.
+	VectorStores map[string]VectorStore
 	// Composer makes retrieved chunks a chat's context (Ground); nil: FencedComposer.
 	Composer Composer
 	Log      *slog.Logger
@@ -98,7 +100,7 @@ type Service struct {
 	embed     Embedder
 	jobs      *jobs.Registry
 	hasModel  func(string) bool
-	vectors   VectorStore
+	vectors   map[string]VectorStore
 	retrieval map[Mode]Retriever
 	grounding Grounding
 	log       *slog.Logger
@@ -107,14 +109,15 @@ type Service struct {
 
 // New builds the service and declares its job kinds on d.Jobs.
 func New(cfg Config, d Deps) *Service {
-	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, vectors: d.Vectors, log: d.Log, now: d.Now}
-	if s.vectors == nil {
-		s.vectors = NewPgvector(d.Store.Pool, PgvectorConfig{EfSearch: cfg.EfSearch, MaxScanTuples: cfg.MaxScanTuples, ExactBelow: cfg.ExactSearchBelow})
+	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, log: d.Log, now: d.Now,
+		vectors: map[string]VectorStore{StorePgvector: NewPgvector(d.Store.Pool, PgvectorConfig{EfSearch: cfg.EfSearch, MaxScanTuples: cfg.MaxScanTuples, ExactBelow: cfg.ExactSearchBelow})}}
+	for name, vs := range d.VectorStores {
+		s.vectors[name] = vs
 	}
 	if s.hasModel == nil {
 		s.hasModel = func(string) bool { return true }
 	}
-	vec := &VectorRetriever{Store: s.vectors, Embedder: d.Embedder}
+	vec := &VectorRetriever{Stores: s.vectors, Embedder: d.Embedder}
 	ft := &FulltextRetriever{Pool: d.Store.Pool}
 	s.retrieval = map[Mode]Retriever{
 		ModeVector: vec, ModeFulltext: ft,
@@ -164,6 +167,8 @@ type NewKnowledgeBase struct {
 	EmbeddingModel string
 	Dimensions     int
 	Chunking       *Chunker
+	// VectorStore is StorePgvector ("": the default) or another store the server has.
+	VectorStore string
 }
 
 // CreateKnowledgeBase creates a knowledge base in org.
@@ -188,6 +193,12 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 	if ch.MaxTokens < 32 || ch.MaxTokens > 8192 || ch.Overlap < 0 || ch.Overlap >= ch.MaxTokens {
 		fields = append(fields, errs.FieldError{Pointer: "/chunking/overlap_tokens", Message: "must be less than max_tokens (32 to 8192)"})
 	}
+	if n.VectorStore == "" {
+		n.VectorStore = StorePgvector
+	}
+	if _, ok := s.vectors[n.VectorStore]; !ok {
+		fields = append(fields, errs.FieldError{Pointer: "/vector_store", Message: fmt.Sprintf("%q is not configured on this server (rag.%s)", n.VectorStore, n.VectorStore)})
+	}
 	if len(fields) > 0 {
 		return KnowledgeBase{}, errs.InvalidFields("invalid knowledge base", fields)
 	}
@@ -198,7 +209,7 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 		row, err := q.CreateKnowledgeBase(ctx, db.CreateKnowledgeBaseParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: org, Name: n.Name, Description: n.Description, EmbeddingModel: n.EmbeddingModel,
 			Dimensions: int32(n.Dimensions), ChunkMaxTokens: int32(ch.MaxTokens), ChunkOverlap: int32(ch.Overlap), //nolint:gosec // validated above
-			VectorStore: "pgvector", CreatedBy: store.NullUUID(by.UserID()), ApiKeyID: store.NullUUID(apiKeyOf(by)), CreatedAt: s.now(),
+			VectorStore: n.VectorStore, CreatedBy: store.NullUUID(by.UserID()), ApiKeyID: store.NullUUID(apiKeyOf(by)), CreatedAt: s.now(),
 		})
 		if err != nil {
 			return fmt.Errorf("create knowledge base: %w", store.Translate(err))
@@ -260,16 +271,39 @@ func (s *Service) UpdateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 func (s *Service) DeleteKnowledgeBase(ctx context.Context, org uuid.UUID, by audit.Actor, id uuid.UUID) error {
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
-	return s.st.InTx(ctx, func(q *db.Queries) error {
-		n, err := q.DeleteKnowledgeBase(ctx, db.DeleteKnowledgeBaseParams{OrgID: org, ID: id})
-		if err != nil {
-			return fmt.Errorf("delete knowledge base: %w", err)
+	var kb db.KnowledgeBase
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		var err error
+		if kb, err = q.LockKnowledgeBase(ctx, db.LockKnowledgeBaseParams{OrgID: org, ID: id}); err != nil {
+			return notFound(err, "knowledge base")
 		}
-		if n == 0 {
-			return errs.E(errs.NotFound, "No such knowledge base.")
+		if _, err := q.DeleteKnowledgeBase(ctx, db.DeleteKnowledgeBaseParams{OrgID: org, ID: id}); err != nil {
+			return fmt.Errorf("delete knowledge base: %w", err)
 		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "knowledge_base.delete", TargetType: "knowledge_base", TargetID: id.String()})
 	})
+	if err != nil {
+		return err
+	}
+	s.dropVectors(ctx, kb.VectorStore, VectorSelector{Org: org, KB: id, Dimensions: int(kb.Dimensions)})
+	return nil
+}
+
+// external reports whether a knowledge base's vectors live outside its chunk rows, so
+// that writing and deleting chunks must write and delete them too.
+func external(store string) bool { return store != StorePgvector }
+
+// dropVectors deletes vectors of an external store once their chunks are gone (pgvector's
+// went with the rows). A failure leaves vectors whose chunks no longer exist: searches
+// skip them (hydrate reads the chunks), so it is logged, not returned.
+func (s *Service) dropVectors(ctx context.Context, store string, sel VectorSelector) {
+	vs, ok := s.vectors[store]
+	if !external(store) || !ok {
+		return
+	}
+	if err := vs.Delete(ctx, sel); err != nil {
+		s.log.ErrorContext(ctx, "delete vectors", "store", store, "knowledge_base", sel.KB, "document", sel.Document, "error", err)
+	}
 }
 
 // notFound turns a missing row into a not_found naming what was missing.

@@ -55,6 +55,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfg func(*rag.Config)) *fixture {
 	t.Helper()
+	return newFixtureWith(t, cfg, nil)
+}
+
+// newFixtureWith is newFixture with vector stores beside pgvector.
+func newFixtureWith(t testing.TB, cfg func(*rag.Config), stores map[string]rag.VectorStore) *fixture {
+	t.Helper()
 	st := storetest.New(t)
 	c := rag.DefaultConfig()
 	c.ChunkMaxTokens = 60
@@ -63,7 +69,7 @@ func newFixture(t testing.TB, cfg func(*rag.Config)) *fixture {
 		cfg(&c)
 	}
 	f := &fixture{st: st, emb: &devEmbedder{}, org: storetest.Org(t, st), clock: storetest.NewClock()}
-	f.svc = rag.New(c, rag.Deps{Store: st, Embedder: f.emb, Jobs: jobs.NewRegistry(), Log: slog.New(slog.DiscardHandler), Now: f.clock.Now})
+	f.svc = rag.New(c, rag.Deps{Store: st, Embedder: f.emb, Jobs: jobs.NewRegistry(), VectorStores: stores, Log: slog.New(slog.DiscardHandler), Now: f.clock.Now})
 	f.kb = f.newKB(t, f.org)
 	return f
 }

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgvector/pgvector-go"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -50,94 +48,6 @@ type Retriever interface {
 	Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error)
 }
 
-// VectorQuery asks a vector store for the K chunks of a knowledge base nearest to Vector
-// (cosine) that meet Filter.
-type VectorQuery struct {
-	Org        uuid.UUID
-	KB         uuid.UUID
-	Dimensions int
-	Vector     []float32
-	K          int
-	Filter     Filter
-	// Chunks is how many chunks the knowledge base has: small ones are searched exactly.
-	Chunks int
-}
-
-// VectorStore finds nearest chunks. The pgvector store reads the vectors stored with
-// the chunks; another engine (Qdrant, Milvus) would keep them apart behind this interface.
-type VectorStore interface {
-	Nearest(ctx context.Context, q VectorQuery) ([]Ranked, error)
-}
-
-// PgvectorConfig tunes the pgvector store.
-type PgvectorConfig struct {
-	EfSearch      int
-	MaxScanTuples int
-	ExactBelow    int
-}
-
-// Pgvector is the VectorStore over kb_chunks' halfvec column and its HNSW indexes.
-type Pgvector struct {
-	pool *pgxpool.Pool
-	cfg  PgvectorConfig
-}
-
-var _ VectorStore = (*Pgvector)(nil)
-
-// NewPgvector returns the pgvector store on pool.
-func NewPgvector(pool *pgxpool.Pool, cfg PgvectorConfig) *Pgvector {
-	return &Pgvector{pool: pool, cfg: cfg}
-}
-
-// Nearest searches a small knowledge base exactly and a large one through the HNSW
-// index of its vector size, with pgvector's iterative index scan so that a selective
-// filter still fills k results; when the index scan still comes back short (past
-// max_scan_tuples), the search is done again exactly.
-func (p *Pgvector) Nearest(ctx context.Context, q VectorQuery) ([]Ranked, error) {
-	if q.Chunks >= p.cfg.ExactBelow {
-		out, err := p.nearest(ctx, q, false)
-		if err != nil || len(out) >= q.K {
-			return out, err
-		}
-	}
-	return p.nearest(ctx, q, true)
-}
-
-func (p *Pgvector) nearest(ctx context.Context, q VectorQuery, exact bool) ([]Ranked, error) {
-	dims := strconv.Itoa(q.Dimensions) // one of Dimensions: safe in the text
-	args := []any{q.Org, q.KB, pgvector.NewHalfVector(q.Vector), q.K}
-	where, args := q.Filter.sql(args)
-	dist := "c.embedding::halfvec(" + dims + ") <=> $3::halfvec(" + dims + ")"
-	var sql string
-	if exact {
-		// A materialized set of the knowledge base's chunks: the planner cannot take the
-		// approximate index for it.
-		sql = `WITH c AS MATERIALIZED (SELECT c.id, c.embedding FROM kb_chunks c
-			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + where + `)
-			SELECT c.id, 1 - (` + dist + `) AS score FROM c ORDER BY ` + dist + `, c.id LIMIT $4`
-	} else {
-		sql = `SELECT id, 1 - d FROM (SELECT c.id, ` + dist + ` AS d FROM kb_chunks c
-			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + where + `
-			ORDER BY ` + dist + ` LIMIT $4) s ORDER BY d, id`
-	}
-	var out []Ranked
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if !exact {
-			if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-				set_config('hnsw.max_scan_tuples', $2, true)`, strconv.Itoa(max(p.cfg.EfSearch, q.K)), strconv.Itoa(p.cfg.MaxScanTuples)); err != nil {
-				return fmt.Errorf("set hnsw options: %w", err)
-			}
-		}
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return fmt.Errorf("vector search: %w", err)
-		}
-		out, err = scanRanked(rows)
-		return err
-	})
-	return out, err
-}
-
 func scanRanked(rows pgx.Rows) ([]Ranked, error) {
 	var out []Ranked
 	for rows.Next() {
@@ -152,12 +62,17 @@ func scanRanked(rows pgx.Rows) ([]Ranked, error) {
 
 // VectorRetriever ranks by the cosine similarity of chunk and query embeddings.
 type VectorRetriever struct {
-	Store    VectorStore
+	// Stores are the vector stores by name (a knowledge base's VectorStore).
+	Stores   map[string]VectorStore
 	Embedder Embedder
 }
 
-// Retrieve embeds the query with the knowledge base's model and asks the store.
+// Retrieve embeds the query with the knowledge base's model and asks its store.
 func (r *VectorRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
+	store, ok := r.Stores[kb.VectorStore]
+	if !ok {
+		return nil, errs.E(errs.NotReady, "The knowledge base's vector store %q is not configured on this server.", kb.VectorStore)
+	}
 	vecs, err := r.Embedder.Embed(ctx, kb.OrgID, kb.EmbeddingModel, kb.Dimensions, []string{q.Text})
 	if err != nil {
 		return nil, err
@@ -165,7 +80,7 @@ func (r *VectorRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Quer
 	if len(vecs) != 1 || len(vecs[0]) != kb.Dimensions {
 		return nil, errs.E(errs.UpstreamError, "The embedding model %q did not return one vector of %d dimensions.", kb.EmbeddingModel, kb.Dimensions)
 	}
-	return r.Store.Nearest(ctx, VectorQuery{Org: kb.OrgID, KB: kb.ID, Dimensions: kb.Dimensions, Vector: vecs[0], K: q.K, Filter: q.Filter, Chunks: kb.ChunkCount})
+	return store.Nearest(ctx, VectorQuery{Org: kb.OrgID, KB: kb.ID, Dimensions: kb.Dimensions, Vector: vecs[0], K: q.K, Filter: q.Filter, Chunks: kb.ChunkCount})
 }
 
 // FulltextRetriever ranks by Postgres full-text rank over the chunks' search vectors:

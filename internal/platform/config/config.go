@@ -91,6 +91,15 @@ type RAG struct {
 	HybridVectorWeight   float64 `koanf:"hybrid_vector_weight" doc:"weight of the vector ranking in hybrid search"`
 	HybridFulltextWeight float64 `koanf:"hybrid_fulltext_weight" doc:"weight of the full-text ranking in hybrid search"`
 	HybridCandidates     int     `koanf:"hybrid_candidates" doc:"results each ranking contributes to a hybrid search (at least 4 × k)"`
+	Qdrant               Qdrant  `koanf:"qdrant"`
+}
+
+// Qdrant configures the Qdrant vector store that knowledge bases created with
+// vector_store qdrant use.
+type Qdrant struct {
+	URL              string `koanf:"url" doc:"Qdrant's gRPC endpoint, http://host:6334 (https:// for TLS); empty: no Qdrant, knowledge bases use pgvector"`
+	APIKey           string `koanf:"api_key" secret:"true" doc:"Qdrant API key (sent as the api-key header); empty: none"`
+	CollectionPrefix string `koanf:"collection_prefix" doc:"collections are <prefix>_<dimensions>, one per vector size, shared by all orgs (filtered by org and knowledge base)"`
 }
 
 // Notifications configures the notification center.
@@ -359,7 +368,7 @@ func Default() Config {
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
-			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40},
+			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
 		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour, Plans: map[string]Plan{
 			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
 				"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
@@ -666,6 +675,14 @@ func (c Config) validate() []string {
 	if c.RAG.HybridVectorWeight < 0 || c.RAG.HybridFulltextWeight < 0 || c.RAG.HybridVectorWeight+c.RAG.HybridFulltextWeight == 0 {
 		bad("rag.hybrid_vector_weight", "the hybrid weights must not be negative, and not both 0")
 	}
+	if q := c.RAG.Qdrant; q.URL != "" {
+		if u, err := url.Parse(q.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {
+			bad("rag.qdrant.url", "must be http://host:port or https://host:port (Qdrant's gRPC port, 6334 by default), got %q", q.URL)
+		}
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString(c.RAG.Qdrant.CollectionPrefix) {
+		bad("rag.qdrant.collection_prefix", "must be 1 to 64 letters, digits, '_' or '-', got %q", c.RAG.Qdrant.CollectionPrefix)
+	}
 	if c.Notifications.LongJob < 0 {
 		bad("notifications.long_job", "must not be negative, got %s", c.Notifications.LongJob)
 	}
@@ -901,6 +918,9 @@ func (c Config) Masked() Config {
 	}
 	if c.Mail.SMTPURL != "" {
 		c.Mail.SMTPURL = maskURL(c.Mail.SMTPURL)
+	}
+	if c.RAG.Qdrant.APIKey != "" {
+		c.RAG.Qdrant.APIKey = "****"
 	}
 	providers := make([]OAuthProvider, len(c.Auth.OAuth.Providers))
 	for i, p := range c.Auth.OAuth.Providers {

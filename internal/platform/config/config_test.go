@@ -83,6 +83,16 @@ flags:
 			},
 		},
 		{
+			name:    "QdrantFromEnv",
+			environ: []string{"KILN_RAG_QDRANT_URL=http://qdrant:6334", "KILN_RAG_QDRANT_API_KEY=qk-secret", "KILN_RAG_QDRANT_COLLECTION_PREFIX=kiln_eu"},
+			check: func(t *testing.T, got config.Config) {
+				q := got.RAG.Qdrant
+				if q.URL != "http://qdrant:6334" || q.APIKey != "qk-secret" || q.CollectionPrefix != "kiln_eu" || got.Masked().RAG.Qdrant.APIKey != "****" {
+					t.Errorf("qdrant = %+v, masked %+v", q, got.Masked().RAG.Qdrant)
+				}
+			},
+		},
+		{
 			name:    "KILNConfigIsNotAnUnknownVariable",
 			environ: []string{"KILN_CONFIG=/ignored/here.yaml"},
 			check: func(t *testing.T, got config.Config) {
@@ -243,6 +253,11 @@ func TestLoadErrors(t *testing.T) {
 			name:     "ErrCORS",
 			environ:  []string{"KILN_HTTP_CORS_ALLOWED_ORIGINS=https://app.example.com/path", "KILN_HTTP_CORS_MAX_AGE=-1s"},
 			wantKeys: []string{"http.cors.allowed_origins", "https://app.example.com/path", "http.cors.max_age"},
+		},
+		{
+			name:     "ErrQdrant",
+			environ:  []string{"KILN_RAG_QDRANT_URL=qdrant:6334", "KILN_RAG_QDRANT_COLLECTION_PREFIX=a b"},
+			wantKeys: []string{"rag.qdrant.url", "qdrant:6334", "rag.qdrant.collection_prefix"},
 		},
 		{
 			name:     "ErrUnknownYAMLKey",

@@ -3617,8 +3617,7 @@ export interface components {
             embedding_model: string;
             dimensions: components["schemas"]["EmbeddingDimensions"];
             chunking: components["schemas"]["ChunkingSettings"];
-            /** @enum {string} */
-            vector_store: "pgvector";
+            vector_store: components["schemas"]["VectorStore"];
             document_count: number;
             chunk_count: number;
             created_at: components["schemas"]["Timestamp"];
@@ -3628,6 +3627,14 @@ export interface components {
             data: components["schemas"]["KnowledgeBase"][];
             next_cursor: string | null;
         };
+        /**
+         * @description Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+         *     Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+         *     asking for it on a server without it is a 422). Chunks, their metadata and the
+         *     full-text index stay in PostgreSQL either way. Set at creation.
+         * @enum {string}
+         */
+        VectorStore: "pgvector" | "qdrant";
         /**
          * @description The size of the knowledge base's vectors (each size has its own HNSW index).
          * @enum {integer}
@@ -3648,6 +3655,7 @@ export interface components {
             embedding_model?: string;
             dimensions?: components["schemas"]["EmbeddingDimensions"];
             chunking?: components["schemas"]["ChunkingSettings"];
+            vector_store?: components["schemas"]["VectorStore"];
         };
         UpdateKnowledgeBaseRequest: {
             name?: string;
