@@ -44,6 +44,10 @@ func (a *app) seedCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			knowledge, err := a.newRAG(d, llmDeps)
+			if err != nil {
+				return err
+			}
 			res, err := seed.Apply(cmd.Context(), seed.Services{
 				Accounts:  d.identity.Accounts,
 				Members:   d.identity.Members,
@@ -51,7 +55,7 @@ func (a *app) seedCmd() *cobra.Command {
 				Prompts:   prompts.New(st, time.Now),
 				Flags:     d.flags,
 				Billing:   llmDeps.Billing,
-				Knowledge: a.newRAG(d, llmDeps),
+				Knowledge: knowledge,
 				Now:       time.Now,
 			}, f, dryRun, a.stdout)
 			if err != nil {
