@@ -201,8 +201,10 @@ func TestSearchFilters(t *testing.T) {
 	})
 }
 
-// TestTenancy: two orgs with identical documents; every search of one returns only its
-// own chunks, and the other's knowledge base is not found.
+// TestTenancy: two orgs with identical documents; 1,000 rankings of one (each mode, each
+// document's title, text and words of it, k from 1 to 20, with and without a filter)
+// return 0 chunks of the other, and the other's knowledge base is not found. The rankings
+// are checked before hydration, which reads chunks by org too and would hide a leak.
 func TestTenancy(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
@@ -210,18 +212,47 @@ func TestTenancy(t *testing.T) {
 	otherKB := f.newKB(t, other)
 	mine := f.addCorpus(t, f.org, f.kb.ID)
 	f.addCorpus(t, other, otherKB.ID)
-	for _, mode := range []rag.Mode{rag.ModeVector, rag.ModeFulltext, rag.ModeHybrid} {
-		for _, d := range corpus {
-			hits, err := f.svc.Search(t.Context(), f.org, f.kb.ID, rag.Query{Text: d.title, K: 20, Mode: mode})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, h := range hits {
-				if _, ok := mine[h.DocumentID]; !ok {
-					t.Fatalf("%s %q returned a chunk of document %s, not the org's", mode, d.title, h.DocumentID)
-				}
+	kb, err := f.svc.KnowledgeBase(t.Context(), f.org, f.kb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := map[uuid.UUID]bool{}
+	for doc := range mine {
+		_, chunks, err := f.svc.Document(t.Context(), f.org, f.kb.ID, doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range chunks {
+			own[c.ID] = true
+		}
+	}
+	modes := []rag.Mode{rag.ModeVector, rag.ModeFulltext, rag.ModeHybrid}
+	billing, _ := rag.ParseFilter(map[string]any{"product": "billing"})
+	const searches = 1000
+	var results, foreign int
+	for i := range searches {
+		d := corpus[i%len(corpus)]
+		words := strings.Fields(d.text)
+		query := []string{d.title, d.text, d.product, strings.Join(words[(i/7)%len(words):], " ")}[(i/len(corpus))%4]
+		q := rag.Query{Text: query, K: 1 + i%20, Mode: modes[i%3]}
+		if i%5 == 0 {
+			q.Filter = billing
+		}
+		ranked, err := f.svc.Rank(t.Context(), kb, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results += len(ranked)
+		for _, r := range ranked {
+			if !own[r.ChunkID] {
+				foreign++
+				t.Errorf("%s %q ranked chunk %s, not the org's", q.Mode, query, r.ChunkID)
 			}
 		}
+	}
+	t.Logf("%d searches, %d results, %d of another org", searches, results, foreign)
+	if results < searches {
+		t.Fatalf("%d results in %d searches: the searches found too little to prove anything", results, searches)
 	}
 	if _, err := f.svc.Search(t.Context(), f.org, otherKB.ID, rag.Query{Text: "password"}); errs.CodeOf(err) != errs.NotFound {
 		t.Fatalf("searching another org's knowledge base: %v, want not_found", err)
