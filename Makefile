@@ -81,6 +81,8 @@ BENCH_FLAGS ?=
 bench: deps build
 	$(GO) test ./server -run '^$$' -bench Middleware -benchmem -count 6
 	$(GO) test ./internal/jobs -run '^$$' -bench . -benchtime 1x -count 3
+	$(GO) test ./internal/rag -run '^$$' -bench Ingest -benchtime 1x
+	$(GO) test ./server -run '^$$' -bench KnowledgeBaseSearch100k -benchtime 1x -timeout 60m
 	$(GO) run ./bench/gateway -kiln $(BIN) $(BENCH_FLAGS)
 
 # Development workflow (docs: README, "Working on Kiln"): the API breaking-change gate, git
