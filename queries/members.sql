@@ -5,12 +5,16 @@
 -- name: LockOrg :one
 SELECT * FROM orgs WHERE id = $1 FOR NO KEY UPDATE;
 
+-- By user id (UUIDv7: the order the users signed up), so the cursor, the last user id,
+-- still places the next page after that member has left.
 -- name: ListOrgMembers :many
 SELECT org_members.user_id, users.email, users.name, org_members.role, org_members.created_at
 FROM org_members
 JOIN users ON users.id = org_members.user_id
-WHERE org_members.org_id = $1
-ORDER BY org_members.created_at, org_members.user_id;
+WHERE org_members.org_id = sqlc.arg(org_id)
+  AND (sqlc.narg(after)::uuid IS NULL OR org_members.user_id > sqlc.narg(after)::uuid)
+ORDER BY org_members.user_id
+LIMIT sqlc.arg(max_rows);
 
 -- name: GetOrgMember :one
 SELECT org_members.user_id, users.email, users.name, org_members.role, org_members.created_at
@@ -40,7 +44,9 @@ SELECT EXISTS (
 SELECT * FROM invitations
 WHERE org_id = sqlc.arg(org_id) AND accepted_at IS NULL AND revoked_at IS NULL
   AND expires_at > sqlc.arg(now)
-ORDER BY id DESC;
+  AND (sqlc.narg(after)::uuid IS NULL OR id < sqlc.narg(after)::uuid)
+ORDER BY id DESC
+LIMIT sqlc.arg(max_rows);
 
 -- Withdraws every unanswered invitation of email to the org, before a new one replaces them.
 -- name: RevokeInvitationsForEmail :exec

@@ -13,10 +13,13 @@ SET last_seen_at = sqlc.arg(now),
 WHERE id = sqlc.arg(id)
 RETURNING *;
 
+-- Newest first; ids are UUIDv7, so the cursor is the last id.
 -- name: ListActiveSessions :many
 SELECT * FROM sessions
 WHERE user_id = sqlc.arg(user_id) AND revoked_at IS NULL AND expires_at > sqlc.arg(now)
-ORDER BY created_at DESC, id DESC;
+  AND (sqlc.narg(after)::uuid IS NULL OR id < sqlc.narg(after)::uuid)
+ORDER BY id DESC
+LIMIT sqlc.arg(max_rows);
 
 -- name: SessionActive :one
 -- A session is active while it is neither revoked nor expired and its user is not disabled.

@@ -180,20 +180,23 @@ func toAPIMembership(o account.Org, role string) api.OrgMembership {
 }
 
 // ListMySessions lists the caller's devices.
-func (s *Server) ListMySessions(ctx context.Context, _ api.ListMySessionsRequestObject) (api.ListMySessionsResponseObject, error) {
+func (s *Server) ListMySessions(ctx context.Context, req api.ListMySessionsRequestObject) (api.ListMySessionsResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	sessions, err := s.auth.Accounts.Sessions(ctx, p.UserID)
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	data := make([]api.Session, len(sessions))
-	for i, ss := range sessions {
-		data[i] = api.Session{
+	sessions, err := s.auth.Accounts.Sessions(ctx, p.UserID, limit+1, after)
+	if err != nil {
+		return nil, err
+	}
+	data, next := pageOf(sessions, limit, func(ss account.Session) uuid.UUID { return ss.ID }, func(ss account.Session) api.Session {
+		return api.Session{
 			Id: ss.ID, Name: ss.Name, UserAgent: ss.UserAgent, Ip: ss.IP, Current: ss.ID == p.SessionID,
 			CreatedAt: ss.CreatedAt.UTC(), LastSeenAt: ss.LastSeenAt.UTC(), ExpiresAt: ss.ExpiresAt.UTC(),
 		}
-	}
-	return api.ListMySessions200JSONResponse{Data: data}, nil
+	})
+	return api.ListMySessions200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // DeleteMySession signs one of the caller's devices out.
@@ -206,13 +209,20 @@ func (s *Server) DeleteMySession(ctx context.Context, req api.DeleteMySessionReq
 }
 
 // ListOrgs lists the caller's orgs.
-func (s *Server) ListOrgs(ctx context.Context, _ api.ListOrgsRequestObject) (api.ListOrgsResponseObject, error) {
+func (s *Server) ListOrgs(ctx context.Context, req api.ListOrgsRequestObject) (api.ListOrgsResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	orgs, err := s.orgMemberships(ctx, p.UserID)
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	return api.ListOrgs200JSONResponse{Data: orgs}, nil
+	list, err := s.auth.Accounts.MembershipsPage(ctx, p.UserID, limit+1, after)
+	if err != nil {
+		return nil, err
+	}
+	data, next := pageOf(list, limit, func(m account.Membership) uuid.UUID { return m.Org.ID }, func(m account.Membership) api.OrgMembership {
+		return toAPIMembership(m.Org, m.Role)
+	})
+	return api.ListOrgs200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // CreateOrg creates an org owned by the caller.

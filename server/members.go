@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 
+	"github.com/google/uuid"
+
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/auth/members"
 )
@@ -16,15 +18,16 @@ import (
 // ListOrgMembers lists the org's members to any of them.
 func (s *Server) ListOrgMembers(ctx context.Context, req api.ListOrgMembersRequestObject) (api.ListOrgMembersResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	list, err := s.auth.Members.List(ctx, p.UserID, req.Id)
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	out := api.ListOrgMembers200JSONResponse{Data: make([]api.Member, len(list))}
-	for i, m := range list {
-		out.Data[i] = toAPIMember(m)
+	list, err := s.auth.Members.List(ctx, p.UserID, req.Id, limit+1, after)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	data, next := pageOf(list, limit, func(m members.Member) uuid.UUID { return m.UserID }, toAPIMember)
+	return api.ListOrgMembers200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // UpdateOrgMember changes a member's role.
@@ -63,15 +66,16 @@ func (s *Server) TransferOrgOwnership(ctx context.Context, req api.TransferOrgOw
 // ListOrgInvitations lists the org's pending invitations to its owners and admins.
 func (s *Server) ListOrgInvitations(ctx context.Context, req api.ListOrgInvitationsRequestObject) (api.ListOrgInvitationsResponseObject, error) {
 	p, _ := principalFrom(ctx)
-	list, err := s.auth.Members.Invitations(ctx, p.UserID, req.Id)
+	limit, after, err := page(req.Params.Limit, req.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
-	out := api.ListOrgInvitations200JSONResponse{Data: make([]api.Invitation, len(list))}
-	for i, inv := range list {
-		out.Data[i] = toAPIInvitation(inv)
+	list, err := s.auth.Members.Invitations(ctx, p.UserID, req.Id, limit+1, after)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	data, next := pageOf(list, limit, func(inv members.Invitation) uuid.UUID { return inv.ID }, toAPIInvitation)
+	return api.ListOrgInvitations200JSONResponse{Data: data, NextCursor: next}, nil
 }
 
 // CreateOrgInvitation invites an address and emails it the link (a job queued with the

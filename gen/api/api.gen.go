@@ -4493,6 +4493,15 @@ type SearchKnowledgeBaseParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListMySessionsParams defines parameters for ListMySessions.
+type ListMySessionsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // SetMessageFeedbackParams defines parameters for SetMessageFeedback.
 type SetMessageFeedbackParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4515,6 +4524,15 @@ type ListNotificationsParams struct {
 
 	// Unread Only unread notifications.
 	Unread *bool `form:"unread,omitempty" json:"unread,omitempty"`
+}
+
+// ListOrgsParams defines parameters for ListOrgs.
+type ListOrgsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // CreateOrgParams defines parameters for CreateOrg.
@@ -4543,6 +4561,15 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// ListOrgInvitationsParams defines parameters for ListOrgInvitations.
+type ListOrgInvitationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // CreateOrgInvitationParams defines parameters for CreateOrgInvitation.
 type CreateOrgInvitationParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
@@ -4555,6 +4582,15 @@ type CreateOrgInvitationParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListOrgMembersParams defines parameters for ListOrgMembers.
+type ListOrgMembersParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // ListPromptsParams defines parameters for ListPrompts.
@@ -7298,7 +7334,7 @@ type ServerInterface interface {
 	ChangePassword(w http.ResponseWriter, r *http.Request)
 	// ListMySessions The caller's active sessions
 	// (GET /v1/me/sessions)
-	ListMySessions(w http.ResponseWriter, r *http.Request)
+	ListMySessions(w http.ResponseWriter, r *http.Request, params ListMySessionsParams)
 	// DeleteMySession Sign a device out
 	// (DELETE /v1/me/sessions/{id})
 	DeleteMySession(w http.ResponseWriter, r *http.Request, id ID)
@@ -7322,7 +7358,7 @@ type ServerInterface interface {
 	MarkNotificationRead(w http.ResponseWriter, r *http.Request, id ID)
 	// ListOrgs The caller's orgs
 	// (GET /v1/orgs)
-	ListOrgs(w http.ResponseWriter, r *http.Request)
+	ListOrgs(w http.ResponseWriter, r *http.Request, params ListOrgsParams)
 	// CreateOrg Create an org
 	// (POST /v1/orgs)
 	CreateOrg(w http.ResponseWriter, r *http.Request, params CreateOrgParams)
@@ -7334,7 +7370,7 @@ type ServerInterface interface {
 	GetOrgEntitlements(w http.ResponseWriter, r *http.Request, id ID)
 	// ListOrgInvitations Pending invitations
 	// (GET /v1/orgs/{id}/invitations)
-	ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID)
+	ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID, params ListOrgInvitationsParams)
 	// CreateOrgInvitation Invite someone by email
 	// (POST /v1/orgs/{id}/invitations)
 	CreateOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, params CreateOrgInvitationParams)
@@ -7343,7 +7379,7 @@ type ServerInterface interface {
 	RevokeOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, invitationId openapi_types.UUID)
 	// ListOrgMembers The org's members
 	// (GET /v1/orgs/{id}/members)
-	ListOrgMembers(w http.ResponseWriter, r *http.Request, id ID)
+	ListOrgMembers(w http.ResponseWriter, r *http.Request, id ID, params ListOrgMembersParams)
 	// RemoveOrgMember Remove a member
 	// (DELETE /v1/orgs/{id}/members/{user_id})
 	RemoveOrgMember(w http.ResponseWriter, r *http.Request, id ID, userId UserID)
@@ -10424,8 +10460,40 @@ func (siw *ServerInterfaceWrapper) ChangePassword(w http.ResponseWriter, r *http
 // ListMySessions operation middleware
 func (siw *ServerInterfaceWrapper) ListMySessions(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListMySessionsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.ListMySessions(w, r)
+		siw.Handler.ListMySessions(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -10668,8 +10736,40 @@ func (siw *ServerInterfaceWrapper) MarkNotificationRead(w http.ResponseWriter, r
 // ListOrgs operation middleware
 func (siw *ServerInterfaceWrapper) ListOrgs(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListOrgsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.ListOrgs(w, r)
+		siw.Handler.ListOrgs(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -10829,8 +10929,37 @@ func (siw *ServerInterfaceWrapper) ListOrgInvitations(w http.ResponseWriter, r *
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListOrgInvitationsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.ListOrgInvitations(w, r, id)
+		siw.Handler.ListOrgInvitations(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -10940,8 +11069,37 @@ func (siw *ServerInterfaceWrapper) ListOrgMembers(w http.ResponseWriter, r *http
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListOrgMembersParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.ListOrgMembers(w, r, id)
+		siw.Handler.ListOrgMembers(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15547,6 +15705,7 @@ func (response ChangePassworddefaultApplicationProblemPlusJSONResponse) VisitCha
 }
 
 type ListMySessionsRequestObject struct {
+	Params ListMySessionsParams
 }
 
 type ListMySessionsResponseObject interface {
@@ -15852,6 +16011,7 @@ func (response MarkNotificationReaddefaultApplicationProblemPlusJSONResponse) Vi
 }
 
 type ListOrgsRequestObject struct {
+	Params ListOrgsParams
 }
 
 type ListOrgsResponseObject interface {
@@ -16009,7 +16169,8 @@ func (response GetOrgEntitlementsdefaultApplicationProblemPlusJSONResponse) Visi
 }
 
 type ListOrgInvitationsRequestObject struct {
-	Id ID `json:"id"`
+	Id     ID `json:"id"`
+	Params ListOrgInvitationsParams
 }
 
 type ListOrgInvitationsResponseObject interface {
@@ -16123,7 +16284,8 @@ func (response RevokeOrgInvitationdefaultApplicationProblemPlusJSONResponse) Vis
 }
 
 type ListOrgMembersRequestObject struct {
-	Id ID `json:"id"`
+	Id     ID `json:"id"`
+	Params ListOrgMembersParams
 }
 
 type ListOrgMembersResponseObject interface {
@@ -19563,8 +19725,10 @@ func (sh *strictHandler) ChangePassword(w http.ResponseWriter, r *http.Request) 
 }
 
 // ListMySessions operation middleware
-func (sh *strictHandler) ListMySessions(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) ListMySessions(w http.ResponseWriter, r *http.Request, params ListMySessionsParams) {
 	var request ListMySessionsRequestObject
+
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.ListMySessions(ctx, request.(ListMySessionsRequestObject))
@@ -19773,8 +19937,10 @@ func (sh *strictHandler) MarkNotificationRead(w http.ResponseWriter, r *http.Req
 }
 
 // ListOrgs operation middleware
-func (sh *strictHandler) ListOrgs(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) ListOrgs(w http.ResponseWriter, r *http.Request, params ListOrgsParams) {
 	var request ListOrgsRequestObject
+
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.ListOrgs(ctx, request.(ListOrgsRequestObject))
@@ -19883,10 +20049,11 @@ func (sh *strictHandler) GetOrgEntitlements(w http.ResponseWriter, r *http.Reque
 }
 
 // ListOrgInvitations operation middleware
-func (sh *strictHandler) ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID) {
+func (sh *strictHandler) ListOrgInvitations(w http.ResponseWriter, r *http.Request, id ID, params ListOrgInvitationsParams) {
 	var request ListOrgInvitationsRequestObject
 
 	request.Id = id
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.ListOrgInvitations(ctx, request.(ListOrgInvitationsRequestObject))
@@ -19970,10 +20137,11 @@ func (sh *strictHandler) RevokeOrgInvitation(w http.ResponseWriter, r *http.Requ
 }
 
 // ListOrgMembers operation middleware
-func (sh *strictHandler) ListOrgMembers(w http.ResponseWriter, r *http.Request, id ID) {
+func (sh *strictHandler) ListOrgMembers(w http.ResponseWriter, r *http.Request, id ID, params ListOrgMembersParams) {
 	var request ListOrgMembersRequestObject
 
 	request.Id = id
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.ListOrgMembers(ctx, request.(ListOrgMembersRequestObject))

@@ -178,8 +178,16 @@ SELECT org_members.user_id, users.email, users.name, org_members.role, org_membe
 FROM org_members
 JOIN users ON users.id = org_members.user_id
 WHERE org_members.org_id = $1
-ORDER BY org_members.created_at, org_members.user_id
+  AND ($2::uuid IS NULL OR org_members.user_id > $2::uuid)
+ORDER BY org_members.user_id
+LIMIT $3
 `
+
+type ListOrgMembersParams struct {
+	OrgID   uuid.UUID
+	After   uuid.NullUUID
+	MaxRows int32
+}
 
 type ListOrgMembersRow struct {
 	UserID    uuid.UUID
@@ -189,8 +197,10 @@ type ListOrgMembersRow struct {
 	CreatedAt time.Time
 }
 
-func (q *Queries) ListOrgMembers(ctx context.Context, orgID uuid.UUID) ([]ListOrgMembersRow, error) {
-	rows, err := q.db.Query(ctx, listOrgMembers, orgID)
+// By user id (UUIDv7: the order the users signed up), so the cursor, the last user id,
+// still places the next page after that member has left.
+func (q *Queries) ListOrgMembers(ctx context.Context, arg ListOrgMembersParams) ([]ListOrgMembersRow, error) {
+	rows, err := q.db.Query(ctx, listOrgMembers, arg.OrgID, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
@@ -219,17 +229,26 @@ const listPendingInvitations = `-- name: ListPendingInvitations :many
 SELECT id, org_id, email, role, token_hash, invited_by, created_at, expires_at, accepted_at, revoked_at FROM invitations
 WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL
   AND expires_at > $2
+  AND ($3::uuid IS NULL OR id < $3::uuid)
 ORDER BY id DESC
+LIMIT $4
 `
 
 type ListPendingInvitationsParams struct {
-	OrgID uuid.UUID
-	Now   time.Time
+	OrgID   uuid.UUID
+	Now     time.Time
+	After   uuid.NullUUID
+	MaxRows int32
 }
 
 // A pending invitation is neither accepted nor revoked, and not expired at now.
 func (q *Queries) ListPendingInvitations(ctx context.Context, arg ListPendingInvitationsParams) ([]Invitation, error) {
-	rows, err := q.db.Query(ctx, listPendingInvitations, arg.OrgID, arg.Now)
+	rows, err := q.db.Query(ctx, listPendingInvitations,
+		arg.OrgID,
+		arg.Now,
+		arg.After,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}

@@ -125,3 +125,56 @@ func (q *Queries) ListUserMemberships(ctx context.Context, userID uuid.UUID) ([]
 	}
 	return items, nil
 }
+
+const listUserMembershipsPage = `-- name: ListUserMembershipsPage :many
+SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, org_members.role
+FROM org_members
+JOIN orgs ON orgs.id = org_members.org_id
+WHERE org_members.user_id = $1
+  AND ($2::uuid IS NULL
+       OR (NOT orgs.personal, orgs.id) > (SELECT NOT a.personal, a.id FROM orgs a WHERE a.id = $2::uuid))
+ORDER BY NOT orgs.personal, orgs.id
+LIMIT $3
+`
+
+type ListUserMembershipsPageParams struct {
+	UserID  uuid.UUID
+	After   uuid.NullUUID
+	MaxRows int32
+}
+
+type ListUserMembershipsPageRow struct {
+	Org  Org
+	Role string
+}
+
+// A page of ListUserMemberships: the personal org first, then the others by id (UUIDv7:
+// oldest first); the cursor is the last org's id (orgs are never deleted).
+func (q *Queries) ListUserMembershipsPage(ctx context.Context, arg ListUserMembershipsPageParams) ([]ListUserMembershipsPageRow, error) {
+	rows, err := q.db.Query(ctx, listUserMembershipsPage, arg.UserID, arg.After, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListUserMembershipsPageRow{}
+	for rows.Next() {
+		var i ListUserMembershipsPageRow
+		if err := rows.Scan(
+			&i.Org.ID,
+			&i.Org.Name,
+			&i.Org.Personal,
+			&i.Org.CreatedAt,
+			&i.Org.UpdatedAt,
+			&i.Org.ConversationRetentionDays,
+			&i.Org.Locale,
+			&i.Role,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

@@ -81,16 +81,26 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (S
 const listActiveSessions = `-- name: ListActiveSessions :many
 SELECT id, user_id, name, user_agent, ip, created_at, last_seen_at, expires_at, revoked_at FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
-ORDER BY created_at DESC, id DESC
+  AND ($3::uuid IS NULL OR id < $3::uuid)
+ORDER BY id DESC
+LIMIT $4
 `
 
 type ListActiveSessionsParams struct {
-	UserID uuid.UUID
-	Now    time.Time
+	UserID  uuid.UUID
+	Now     time.Time
+	After   uuid.NullUUID
+	MaxRows int32
 }
 
+// Newest first; ids are UUIDv7, so the cursor is the last id.
 func (q *Queries) ListActiveSessions(ctx context.Context, arg ListActiveSessionsParams) ([]Session, error) {
-	rows, err := q.db.Query(ctx, listActiveSessions, arg.UserID, arg.Now)
+	rows, err := q.db.Query(ctx, listActiveSessions,
+		arg.UserID,
+		arg.Now,
+		arg.After,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}

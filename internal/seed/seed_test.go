@@ -129,7 +129,7 @@ func TestApply(t *testing.T) {
 	if err != nil || !ada.EmailVerified || ada.Name != "Ada" {
 		t.Fatalf("ada = %+v, %v", ada, err)
 	}
-	if sessions, err := s.Accounts.Sessions(ctx, ada.ID); err != nil || len(sessions) != 0 {
+	if sessions, err := s.Accounts.Sessions(ctx, ada.ID, 100, nil); err != nil || len(sessions) != 0 {
 		t.Fatalf("seeded user has sessions %+v, %v; want none", sessions, err)
 	}
 	if _, _, _, err := s.Accounts.Login(ctx, "ada@example.com", "correct-horse-battery", account.Client{}); err != nil {

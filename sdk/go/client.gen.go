@@ -4615,6 +4615,15 @@ type SearchKnowledgeBaseParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ListMySessionsParams defines parameters for ListMySessions.
+type ListMySessionsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // SetMessageFeedbackParams defines parameters for SetMessageFeedback.
 type SetMessageFeedbackParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4637,6 +4646,15 @@ type ListNotificationsParams struct {
 
 	// Unread Only unread notifications.
 	Unread *bool `form:"unread,omitempty" json:"unread,omitempty"`
+}
+
+// ListOrgsParams defines parameters for ListOrgs.
+type ListOrgsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // CreateOrgParams defines parameters for CreateOrg.
@@ -4665,6 +4683,15 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// ListOrgInvitationsParams defines parameters for ListOrgInvitations.
+type ListOrgInvitationsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // CreateOrgInvitationParams defines parameters for CreateOrgInvitation.
 type CreateOrgInvitationParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
@@ -4677,6 +4704,15 @@ type CreateOrgInvitationParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListOrgMembersParams defines parameters for ListOrgMembers.
+type ListOrgMembersParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // ListPromptsParams defines parameters for ListPrompts.
@@ -8052,7 +8088,12 @@ type ClientInterface interface {
 
 	// ExportConversation Export a conversation
 	//
-	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript, streamed
+	// as the messages are read (a page of at most 100 messages or 1 MiB at a time), so an
+	// export of any size holds one page in the server's memory. An export is bounded by
+	// the conversation's 10,000 messages and by `http.request_timeout`: one that cannot be
+	// finished (the database failing midway, the deadline) ends the transfer without its
+	// end, never as a well-formed but partial document.
 	//
 	// Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
 	ExportConversation(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -8061,7 +8102,10 @@ type ClientInterface interface {
 	//
 	// Oldest first, exactly as stored: user messages, assistant replies with their tool
 	// calls, tool results (server-side tools' and the client's). A reply still being
-	// generated is last, with `status: in_progress` and no content yet.
+	// generated is last, with `status: in_progress` and no content yet. A page holds at
+	// most `limit` messages and at most 1 MiB of their text, images and tool calls: it
+	// ends early before the message that would take it past that (a bigger message is a
+	// page of its own), and `next_cursor` goes on from there.
 	//
 	// Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
 	ListConversationMessages(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -8484,10 +8528,10 @@ type ClientInterface interface {
 
 	// ListMySessions The caller's active sessions
 	//
-	// One per signed-in device, newest first; `current` marks this one.
+	// One per signed-in device, newest first; `current` marks this one. A page of at most `limit`.
 	//
 	// Corresponds with GET /v1/me/sessions (the `ListMySessions` operationId).
-	ListMySessions(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListMySessions(ctx context.Context, params *ListMySessionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteMySession Sign a device out
 	//
@@ -8566,10 +8610,10 @@ type ClientInterface interface {
 
 	// ListOrgs The caller's orgs
 	//
-	// Every org the caller is a member of, with their role.
+	// Every org the caller is a member of, with their role, the personal org first and the others oldest first, in pages of at most `limit`.
 	//
 	// Corresponds with GET /v1/orgs (the `ListOrgs` operationId).
-	ListOrgs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListOrgs(ctx context.Context, params *ListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateOrgWithBody Create an org
 	//
@@ -8608,10 +8652,10 @@ type ClientInterface interface {
 
 	// ListOrgInvitations Pending invitations
 	//
-	// Owners and admins only.
+	// Owners and admins only. Newest first, in pages of at most `limit`.
 	//
 	// Corresponds with GET /v1/orgs/{id}/invitations (the `ListOrgInvitations` operationId).
-	ListOrgInvitations(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListOrgInvitations(ctx context.Context, id ID, params *ListOrgInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CreateOrgInvitationWithBody Invite someone by email
 	//
@@ -8640,10 +8684,10 @@ type ClientInterface interface {
 
 	// ListOrgMembers The org's members
 	//
-	// Any member may list them.
+	// Any member may list them, in the order they joined, in pages of at most `limit`.
 	//
 	// Corresponds with GET /v1/orgs/{id}/members (the `ListOrgMembers` operationId).
-	ListOrgMembers(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ListOrgMembers(ctx context.Context, id ID, params *ListOrgMembersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RemoveOrgMember Remove a member
 	//
@@ -10546,7 +10590,12 @@ func (c *Client) UpdateConversation(ctx context.Context, id ID, params *UpdateCo
 
 // ExportConversation Export a conversation
 //
-// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+// Every message, as JSON (`ConversationExport`) or as a Markdown transcript, streamed
+// as the messages are read (a page of at most 100 messages or 1 MiB at a time), so an
+// export of any size holds one page in the server's memory. An export is bounded by
+// the conversation's 10,000 messages and by `http.request_timeout`: one that cannot be
+// finished (the database failing midway, the deadline) ends the transfer without its
+// end, never as a well-formed but partial document.
 //
 // Corresponds with GET /v1/conversations/{id}/export (the `ExportConversation` operationId).
 func (c *Client) ExportConversation(ctx context.Context, id ID, params *ExportConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -10565,7 +10614,10 @@ func (c *Client) ExportConversation(ctx context.Context, id ID, params *ExportCo
 //
 // Oldest first, exactly as stored: user messages, assistant replies with their tool
 // calls, tool results (server-side tools' and the client's). A reply still being
-// generated is last, with `status: in_progress` and no content yet.
+// generated is last, with `status: in_progress` and no content yet. A page holds at
+// most `limit` messages and at most 1 MiB of their text, images and tool calls: it
+// ends early before the message that would take it past that (a bigger message is a
+// page of its own), and `next_cursor` goes on from there.
 //
 // Corresponds with GET /v1/conversations/{id}/messages (the `ListConversationMessages` operationId).
 func (c *Client) ListConversationMessages(ctx context.Context, id ID, params *ListConversationMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -11388,11 +11440,11 @@ func (c *Client) ChangePassword(ctx context.Context, body ChangePasswordJSONRequ
 
 // ListMySessions The caller's active sessions
 //
-// One per signed-in device, newest first; `current` marks this one.
+// One per signed-in device, newest first; `current` marks this one. A page of at most `limit`.
 //
 // Corresponds with GET /v1/me/sessions (the `ListMySessions` operationId).
-func (c *Client) ListMySessions(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListMySessionsRequest(c.Server)
+func (c *Client) ListMySessions(ctx context.Context, params *ListMySessionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMySessionsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11570,11 +11622,11 @@ func (c *Client) MarkNotificationRead(ctx context.Context, id ID, reqEditors ...
 
 // ListOrgs The caller's orgs
 //
-// Every org the caller is a member of, with their role.
+// Every org the caller is a member of, with their role, the personal org first and the others oldest first, in pages of at most `limit`.
 //
 // Corresponds with GET /v1/orgs (the `ListOrgs` operationId).
-func (c *Client) ListOrgs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListOrgsRequest(c.Server)
+func (c *Client) ListOrgs(ctx context.Context, params *ListOrgsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOrgsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11662,11 +11714,11 @@ func (c *Client) GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...Re
 
 // ListOrgInvitations Pending invitations
 //
-// Owners and admins only.
+// Owners and admins only. Newest first, in pages of at most `limit`.
 //
 // Corresponds with GET /v1/orgs/{id}/invitations (the `ListOrgInvitations` operationId).
-func (c *Client) ListOrgInvitations(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListOrgInvitationsRequest(c.Server, id)
+func (c *Client) ListOrgInvitations(ctx context.Context, id ID, params *ListOrgInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOrgInvitationsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11734,11 +11786,11 @@ func (c *Client) RevokeOrgInvitation(ctx context.Context, id ID, invitationId op
 
 // ListOrgMembers The org's members
 //
-// Any member may list them.
+// Any member may list them, in the order they joined, in pages of at most `limit`.
 //
 // Corresponds with GET /v1/orgs/{id}/members (the `ListOrgMembers` operationId).
-func (c *Client) ListOrgMembers(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewListOrgMembersRequest(c.Server, id)
+func (c *Client) ListOrgMembers(ctx context.Context, id ID, params *ListOrgMembersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOrgMembersRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -17088,7 +17140,7 @@ func NewChangePasswordRequestWithBody(server string, contentType string, body io
 }
 
 // NewListMySessionsRequest constructs an http.Request for the ListMySessions method
-func NewListMySessionsRequest(server string) (*http.Request, error) {
+func NewListMySessionsRequest(server string, params *ListMySessionsParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -17104,6 +17156,45 @@ func NewListMySessionsRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -17446,7 +17537,7 @@ func NewMarkNotificationReadRequest(server string, id ID) (*http.Request, error)
 }
 
 // NewListOrgsRequest constructs an http.Request for the ListOrgs method
-func NewListOrgsRequest(server string) (*http.Request, error) {
+func NewListOrgsRequest(server string, params *ListOrgsParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -17462,6 +17553,45 @@ func NewListOrgsRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -17647,7 +17777,7 @@ func NewGetOrgEntitlementsRequest(server string, id ID) (*http.Request, error) {
 }
 
 // NewListOrgInvitationsRequest constructs an http.Request for the ListOrgInvitations method
-func NewListOrgInvitationsRequest(server string, id ID) (*http.Request, error) {
+func NewListOrgInvitationsRequest(server string, id ID, params *ListOrgInvitationsParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -17670,6 +17800,45 @@ func NewListOrgInvitationsRequest(server string, id ID) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -17784,7 +17953,7 @@ func NewRevokeOrgInvitationRequest(server string, id ID, invitationId openapi_ty
 }
 
 // NewListOrgMembersRequest constructs an http.Request for the ListOrgMembers method
-func NewListOrgMembersRequest(server string, id ID) (*http.Request, error) {
+func NewListOrgMembersRequest(server string, id ID, params *ListOrgMembersParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -17807,6 +17976,45 @@ func NewListOrgMembersRequest(server string, id ID) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -20034,7 +20242,12 @@ type ClientWithResponsesInterface interface {
 
 	// ExportConversationWithResponse Export a conversation
 	//
-	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+	// Every message, as JSON (`ConversationExport`) or as a Markdown transcript, streamed
+	// as the messages are read (a page of at most 100 messages or 1 MiB at a time), so an
+	// export of any size holds one page in the server's memory. An export is bounded by
+	// the conversation's 10,000 messages and by `http.request_timeout`: one that cannot be
+	// finished (the database failing midway, the deadline) ends the transfer without its
+	// end, never as a well-formed but partial document.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -20045,7 +20258,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// Oldest first, exactly as stored: user messages, assistant replies with their tool
 	// calls, tool results (server-side tools' and the client's). A reply still being
-	// generated is last, with `status: in_progress` and no content yet.
+	// generated is last, with `status: in_progress` and no content yet. A page holds at
+	// most `limit` messages and at most 1 MiB of their text, images and tool calls: it
+	// ends early before the message that would take it past that (a bigger message is a
+	// page of its own), and `next_cursor` goes on from there.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -20508,12 +20724,12 @@ type ClientWithResponsesInterface interface {
 
 	// ListMySessionsWithResponse The caller's active sessions
 	//
-	// One per signed-in device, newest first; `current` marks this one.
+	// One per signed-in device, newest first; `current` marks this one. A page of at most `limit`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/me/sessions (the `ListMySessions` operationId).
-	ListMySessionsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListMySessionsResponse, error)
+	ListMySessionsWithResponse(ctx context.Context, params *ListMySessionsParams, reqEditors ...RequestEditorFn) (*ListMySessionsResponse, error)
 
 	// DeleteMySessionWithResponse Sign a device out
 	//
@@ -20606,12 +20822,12 @@ type ClientWithResponsesInterface interface {
 
 	// ListOrgsWithResponse The caller's orgs
 	//
-	// Every org the caller is a member of, with their role.
+	// Every org the caller is a member of, with their role, the personal org first and the others oldest first, in pages of at most `limit`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/orgs (the `ListOrgs` operationId).
-	ListOrgsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListOrgsResponse, error)
+	ListOrgsWithResponse(ctx context.Context, params *ListOrgsParams, reqEditors ...RequestEditorFn) (*ListOrgsResponse, error)
 
 	// CreateOrgWithBodyWithResponse Create an org
 	//
@@ -20654,12 +20870,12 @@ type ClientWithResponsesInterface interface {
 
 	// ListOrgInvitationsWithResponse Pending invitations
 	//
-	// Owners and admins only.
+	// Owners and admins only. Newest first, in pages of at most `limit`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/orgs/{id}/invitations (the `ListOrgInvitations` operationId).
-	ListOrgInvitationsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*ListOrgInvitationsResponse, error)
+	ListOrgInvitationsWithResponse(ctx context.Context, id ID, params *ListOrgInvitationsParams, reqEditors ...RequestEditorFn) (*ListOrgInvitationsResponse, error)
 
 	// CreateOrgInvitationWithBodyWithResponse Invite someone by email
 	//
@@ -20690,12 +20906,12 @@ type ClientWithResponsesInterface interface {
 
 	// ListOrgMembersWithResponse The org's members
 	//
-	// Any member may list them.
+	// Any member may list them, in the order they joined, in pages of at most `limit`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/orgs/{id}/members (the `ListOrgMembers` operationId).
-	ListOrgMembersWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*ListOrgMembersResponse, error)
+	ListOrgMembersWithResponse(ctx context.Context, id ID, params *ListOrgMembersParams, reqEditors ...RequestEditorFn) (*ListOrgMembersResponse, error)
 
 	// RemoveOrgMemberWithResponse Remove a member
 	//
@@ -28749,7 +28965,12 @@ func (c *ClientWithResponses) UpdateConversationWithResponse(ctx context.Context
 
 // ExportConversationWithResponse Export a conversation
 //
-// Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+// Every message, as JSON (`ConversationExport`) or as a Markdown transcript, streamed
+// as the messages are read (a page of at most 100 messages or 1 MiB at a time), so an
+// export of any size holds one page in the server's memory. An export is bounded by
+// the conversation's 10,000 messages and by `http.request_timeout`: one that cannot be
+// finished (the database failing midway, the deadline) ends the transfer without its
+// end, never as a well-formed but partial document.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -28766,7 +28987,10 @@ func (c *ClientWithResponses) ExportConversationWithResponse(ctx context.Context
 //
 // Oldest first, exactly as stored: user messages, assistant replies with their tool
 // calls, tool results (server-side tools' and the client's). A reply still being
-// generated is last, with `status: in_progress` and no content yet.
+// generated is last, with `status: in_progress` and no content yet. A page holds at
+// most `limit` messages and at most 1 MiB of their text, images and tool calls: it
+// ends early before the message that would take it past that (a bigger message is a
+// page of its own), and `next_cursor` goes on from there.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -29469,13 +29693,13 @@ func (c *ClientWithResponses) ChangePasswordWithResponse(ctx context.Context, bo
 
 // ListMySessionsWithResponse The caller's active sessions
 //
-// One per signed-in device, newest first; `current` marks this one.
+// One per signed-in device, newest first; `current` marks this one. A page of at most `limit`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/me/sessions (the `ListMySessions` operationId).
-func (c *ClientWithResponses) ListMySessionsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListMySessionsResponse, error) {
-	rsp, err := c.ListMySessions(ctx, reqEditors...)
+func (c *ClientWithResponses) ListMySessionsWithResponse(ctx context.Context, params *ListMySessionsParams, reqEditors ...RequestEditorFn) (*ListMySessionsResponse, error) {
+	rsp, err := c.ListMySessions(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -29627,13 +29851,13 @@ func (c *ClientWithResponses) MarkNotificationReadWithResponse(ctx context.Conte
 
 // ListOrgsWithResponse The caller's orgs
 //
-// Every org the caller is a member of, with their role.
+// Every org the caller is a member of, with their role, the personal org first and the others oldest first, in pages of at most `limit`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/orgs (the `ListOrgs` operationId).
-func (c *ClientWithResponses) ListOrgsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListOrgsResponse, error) {
-	rsp, err := c.ListOrgs(ctx, reqEditors...)
+func (c *ClientWithResponses) ListOrgsWithResponse(ctx context.Context, params *ListOrgsParams, reqEditors ...RequestEditorFn) (*ListOrgsResponse, error) {
+	rsp, err := c.ListOrgs(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -29705,13 +29929,13 @@ func (c *ClientWithResponses) GetOrgEntitlementsWithResponse(ctx context.Context
 
 // ListOrgInvitationsWithResponse Pending invitations
 //
-// Owners and admins only.
+// Owners and admins only. Newest first, in pages of at most `limit`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/orgs/{id}/invitations (the `ListOrgInvitations` operationId).
-func (c *ClientWithResponses) ListOrgInvitationsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*ListOrgInvitationsResponse, error) {
-	rsp, err := c.ListOrgInvitations(ctx, id, reqEditors...)
+func (c *ClientWithResponses) ListOrgInvitationsWithResponse(ctx context.Context, id ID, params *ListOrgInvitationsParams, reqEditors ...RequestEditorFn) (*ListOrgInvitationsResponse, error) {
+	rsp, err := c.ListOrgInvitations(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -29765,13 +29989,13 @@ func (c *ClientWithResponses) RevokeOrgInvitationWithResponse(ctx context.Contex
 
 // ListOrgMembersWithResponse The org's members
 //
-// Any member may list them.
+// Any member may list them, in the order they joined, in pages of at most `limit`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/orgs/{id}/members (the `ListOrgMembers` operationId).
-func (c *ClientWithResponses) ListOrgMembersWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*ListOrgMembersResponse, error) {
-	rsp, err := c.ListOrgMembers(ctx, id, reqEditors...)
+func (c *ClientWithResponses) ListOrgMembersWithResponse(ctx context.Context, id ID, params *ListOrgMembersParams, reqEditors ...RequestEditorFn) (*ListOrgMembersResponse, error) {
+	rsp, err := c.ListOrgMembers(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Memberships returns the orgs userID belongs to with the user's role in each: the
@@ -22,6 +23,21 @@ func (s *Service) Memberships(ctx context.Context, userID uuid.UUID) ([]Membersh
 	out := make([]Membership, len(rows))
 	for i, r := range rows {
 		out[i] = toMembership(r)
+	}
+	return out, nil
+}
+
+// MembershipsPage returns up to limit of userID's memberships in the order of Memberships,
+// starting after the org with id after when it is set: pass the last org id of a page to
+// get the next.
+func (s *Service) MembershipsPage(ctx context.Context, userID uuid.UUID, limit int, after *uuid.UUID) ([]Membership, error) {
+	rows, err := s.st.ListUserMembershipsPage(ctx, db.ListUserMembershipsPageParams{UserID: userID, After: store.NullUUID(after), MaxRows: int32(min(max(limit, 1), 1000))}) //nolint:gosec // bounded
+	if err != nil {
+		return nil, fmt.Errorf("list memberships: %w", err)
+	}
+	out := make([]Membership, len(rows))
+	for i, r := range rows {
+		out[i] = Membership{Org: toOrg(r.Org), Role: r.Role}
 	}
 	return out, nil
 }

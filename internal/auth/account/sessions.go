@@ -232,9 +232,10 @@ func (s *Service) revokeTokens(ctx context.Context, ids ...uuid.UUID) error {
 	return s.revoked(ctx, ids...)
 }
 
-// Sessions returns userID's active sessions (neither revoked nor expired), newest first.
-func (s *Service) Sessions(ctx context.Context, userID uuid.UUID) ([]Session, error) {
-	rows, err := s.st.ListActiveSessions(ctx, db.ListActiveSessionsParams{UserID: userID, Now: s.now()})
+// Sessions returns up to limit of userID's active sessions (neither revoked nor expired),
+// newest first, starting after the session with id after when it is set.
+func (s *Service) Sessions(ctx context.Context, userID uuid.UUID, limit int, after *uuid.UUID) ([]Session, error) {
+	rows, err := s.st.ListActiveSessions(ctx, db.ListActiveSessionsParams{UserID: userID, Now: s.now(), After: store.NullUUID(after), MaxRows: int32(min(max(limit, 1), 1000))}) //nolint:gosec // bounded
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}

@@ -274,7 +274,7 @@ func TestRevokeAllSessions(t *testing.T) {
 			_, _, _, err := b.svc.Refresh(t.Context(), tok, account.Client{})
 			checkSame(t, err, refused)
 		}
-		if got, err := b.svc.Sessions(t.Context(), ada.ID); err != nil || len(got) != 0 {
+		if got, err := b.svc.Sessions(t.Context(), ada.ID, 100, nil); err != nil || len(got) != 0 {
 			t.Errorf("Sessions after revoking all = %v, %v; want none", got, err)
 		}
 		if !b.active(t, bobSession.ID) {
@@ -299,7 +299,7 @@ func TestSessions(t *testing.T) {
 	b.signUp(t, "bob@example.com")
 
 	t.Run("OKNewestFirst", func(t *testing.T) {
-		got, err := b.svc.Sessions(t.Context(), ada.ID)
+		got, err := b.svc.Sessions(t.Context(), ada.ID, 100, nil)
 		if err != nil {
 			t.Fatalf("Sessions: %v", err)
 		}
@@ -311,7 +311,7 @@ func TestSessions(t *testing.T) {
 		if err := b.svc.RevokeSession(t.Context(), ada.ID, s2.ID); err != nil {
 			t.Fatalf("RevokeSession: %v", err)
 		}
-		got, err := b.svc.Sessions(t.Context(), ada.ID)
+		got, err := b.svc.Sessions(t.Context(), ada.ID, 100, nil)
 		if err != nil {
 			t.Fatalf("Sessions: %v", err)
 		}
@@ -321,7 +321,7 @@ func TestSessions(t *testing.T) {
 	})
 	t.Run("OKWithoutExpired", func(t *testing.T) {
 		b.clock.Advance(testConfig().SessionTTL - 2*time.Hour) // s1 expires now, s3 in 2 h
-		got, err := b.svc.Sessions(t.Context(), ada.ID)
+		got, err := b.svc.Sessions(t.Context(), ada.ID, 100, nil)
 		if err != nil {
 			t.Fatalf("Sessions: %v", err)
 		}

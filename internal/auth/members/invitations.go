@@ -20,10 +20,11 @@ import (
 // recognised.
 const TokenPrefix = "kiln_inv_"
 
-// Invitations returns orgID's pending invitations (neither accepted, withdrawn nor expired),
-// newest first. Errors: not_found for an org the actor is not a member of;
+// Invitations returns up to limit of orgID's pending invitations (neither accepted,
+// withdrawn nor expired), newest first, starting after the invitation with id after when
+// it is set. Errors: not_found for an org the actor is not a member of;
 // permission_denied when the actor is a member.
-func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID) ([]Invitation, error) {
+func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID, limit int, after *uuid.UUID) ([]Invitation, error) {
 	role, err := actorRole(ctx, s.st.Queries, orgID, actorID)
 	if err != nil {
 		return nil, fmt.Errorf("list invitations: %w", err)
@@ -31,7 +32,7 @@ func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID) ([]
 	if !mayManage(role) {
 		return nil, errs.E(errs.PermissionDenied, "listing invitations needs the owner or admin role")
 	}
-	rows, err := s.st.ListPendingInvitations(ctx, db.ListPendingInvitationsParams{OrgID: orgID, Now: s.now()})
+	rows, err := s.st.ListPendingInvitations(ctx, db.ListPendingInvitationsParams{OrgID: orgID, Now: s.now(), After: store.NullUUID(after), MaxRows: int32(min(max(limit, 1), 1000))}) //nolint:gosec // bounded
 	if err != nil {
 		return nil, fmt.Errorf("list invitations: %w", err)
 	}

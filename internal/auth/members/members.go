@@ -93,13 +93,14 @@ func errNoMember() error { return errs.E(errs.NotFound, "member not found") }
 // errNoInvitation is the one refusal of every invitation that cannot be accepted or withdrawn.
 func errNoInvitation() error { return errs.E(errs.NotFound, "invitation not found") }
 
-// List returns the members of orgID, longest-standing first, if actorID is one of them.
+// List returns up to limit members of orgID, by user id (the order users signed up),
+// starting after the user with id after when it is set, if actorID is one of them.
 // Errors: not_found for an org the actor is not a member of.
-func (s *Service) List(ctx context.Context, actorID, orgID uuid.UUID) ([]Member, error) {
+func (s *Service) List(ctx context.Context, actorID, orgID uuid.UUID, limit int, after *uuid.UUID) ([]Member, error) {
 	if _, err := actorRole(ctx, s.st.Queries, orgID, actorID); err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
-	rows, err := s.st.ListOrgMembers(ctx, orgID)
+	rows, err := s.st.ListOrgMembers(ctx, db.ListOrgMembersParams{OrgID: orgID, After: store.NullUUID(after), MaxRows: int32(min(max(limit, 1), 1000))}) //nolint:gosec // bounded
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}

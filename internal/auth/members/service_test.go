@@ -105,7 +105,7 @@ func (b *bundle) join(t testing.TB, by account.User, org uuid.UUID, u account.Us
 
 func (b *bundle) roles(t testing.TB, as account.User, org uuid.UUID) map[uuid.UUID]string {
 	t.Helper()
-	list, err := b.svc.List(context.Background(), as.ID, org)
+	list, err := b.svc.List(context.Background(), as.ID, org, 100, nil)
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -134,7 +134,7 @@ func TestInvitationLifetime(t *testing.T) {
 
 	t.Run("OKPendingJustBeforeExpiry", func(t *testing.T) {
 		b.clock.Advance(members.InvitationTTL - time.Second)
-		list, err := b.svc.Invitations(ctx, alice.ID, acme)
+		list, err := b.svc.Invitations(ctx, alice.ID, acme, 100, nil)
 		if err != nil || len(list) != 1 || !list[0].ExpiresAt.Equal(list[0].CreatedAt.Add(members.InvitationTTL)) {
 			t.Fatalf("Invitations = %+v, %v", list, err)
 		}
@@ -143,7 +143,7 @@ func TestInvitationLifetime(t *testing.T) {
 		b.clock.Advance(time.Second)
 		_, _, err := b.svc.Accept(ctx, audit.Actor{}.As(bob.ID), token)
 		wantCode(t, err, errs.NotFound)
-		list, err := b.svc.Invitations(ctx, alice.ID, acme)
+		list, err := b.svc.Invitations(ctx, alice.ID, acme, 100, nil)
 		if err != nil || len(list) != 0 {
 			t.Fatalf("Invitations = %+v, %v; want none pending", list, err)
 		}
@@ -175,7 +175,7 @@ func TestInviteNotDelivered(t *testing.T) {
 	if !errors.Is(err, smtpDown) {
 		t.Fatalf("Invite = %v, want the delivery error", err)
 	}
-	list, err := b.svc.Invitations(ctx, alice.ID, acme)
+	list, err := b.svc.Invitations(ctx, alice.ID, acme, 100, nil)
 	if err != nil || len(list) != 1 || list[0].Role != account.RoleMember {
 		t.Fatalf("Invitations = %+v, %v; want only the first", list, err)
 	}
@@ -291,7 +291,7 @@ func TestConcurrentChanges(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		list, err := b.svc.Invitations(ctx, alice.ID, acme)
+		list, err := b.svc.Invitations(ctx, alice.ID, acme, 100, nil)
 		if err != nil || len(list) != 1 {
 			t.Fatalf("Invitations = %+v, %v; want one", list, err)
 		}

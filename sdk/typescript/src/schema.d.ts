@@ -295,7 +295,7 @@ export interface paths {
         };
         /**
          * The caller's active sessions
-         * @description One per signed-in device, newest first; `current` marks this one.
+         * @description One per signed-in device, newest first; `current` marks this one. A page of at most `limit`.
          */
         get: operations["listMySessions"];
         put?: never;
@@ -466,7 +466,7 @@ export interface paths {
         };
         /**
          * The caller's orgs
-         * @description Every org the caller is a member of, with their role.
+         * @description Every org the caller is a member of, with their role, the personal org first and the others oldest first, in pages of at most `limit`.
          */
         get: operations["listOrgs"];
         put?: never;
@@ -678,7 +678,7 @@ export interface paths {
         };
         /**
          * The org's members
-         * @description Any member may list them.
+         * @description Any member may list them, in the order they joined, in pages of at most `limit`.
          */
         get: operations["listOrgMembers"];
         put?: never;
@@ -742,7 +742,7 @@ export interface paths {
         };
         /**
          * Pending invitations
-         * @description Owners and admins only.
+         * @description Owners and admins only. Newest first, in pages of at most `limit`.
          */
         get: operations["listOrgInvitations"];
         put?: never;
@@ -1865,7 +1865,10 @@ export interface paths {
          * A conversation's messages
          * @description Oldest first, exactly as stored: user messages, assistant replies with their tool
          *     calls, tool results (server-side tools' and the client's). A reply still being
-         *     generated is last, with `status: in_progress` and no content yet.
+         *     generated is last, with `status: in_progress` and no content yet. A page holds at
+         *     most `limit` messages and at most 1 MiB of their text, images and tool calls: it
+         *     ends early before the message that would take it past that (a bigger message is a
+         *     page of its own), and `next_cursor` goes on from there.
          */
         get: operations["listConversationMessages"];
         put?: never;
@@ -1973,7 +1976,12 @@ export interface paths {
         };
         /**
          * Export a conversation
-         * @description Every message, as JSON (`ConversationExport`) or as a Markdown transcript.
+         * @description Every message, as JSON (`ConversationExport`) or as a Markdown transcript, streamed
+         *     as the messages are read (a page of at most 100 messages or 1 MiB at a time), so an
+         *     export of any size holds one page in the server's memory. An export is bounded by
+         *     the conversation's 10,000 messages and by `http.request_timeout`: one that cannot be
+         *     finished (the database failing midway, the deadline) ends the transfer without its
+         *     end, never as a well-formed but partial document.
          */
         get: operations["exportConversation"];
         put?: never;
@@ -4819,14 +4827,19 @@ export interface operations {
     };
     listMySessions: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The sessions. */
+            /** @description A page of sessions. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5023,14 +5036,19 @@ export interface operations {
     };
     listOrgs: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The orgs. */
+            /** @description A page of orgs. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5391,7 +5409,12 @@ export interface operations {
     };
     listOrgMembers: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
             header?: never;
             path: {
                 /** @description The object's id. */
@@ -5401,7 +5424,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The members. */
+            /** @description A page of members. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5495,7 +5518,12 @@ export interface operations {
     };
     listOrgInvitations: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
             header?: never;
             path: {
                 /** @description The object's id. */
@@ -5505,7 +5533,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The pending invitations. */
+            /** @description A page of pending invitations. */
             200: {
                 headers: {
                     [name: string]: unknown;
