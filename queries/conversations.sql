@@ -80,11 +80,33 @@ WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id)
 ORDER BY seq ASC NULLS LAST
 LIMIT sqlc.arg(max_rows);
 
--- The history a reply is generated from: every placed message, oldest first.
--- name: ListHistory :many
+-- The sizes of the messages ListMessages would return, so that a page is cut to its byte
+-- budget before the messages themselves are read.
+-- name: ListMessageSizes :many
+SELECT (octet_length(content) + coalesce(octet_length(parts::text), 0) + coalesce(octet_length(tool_calls::text), 0)
+        + coalesce(octet_length(error_detail), 0))::bigint AS bytes
+FROM messages
+WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id)
+  AND (sqlc.narg(after_seq)::integer IS NULL OR seq > sqlc.narg(after_seq)::integer OR seq IS NULL)
+ORDER BY seq ASC NULLS LAST
+LIMIT sqlc.arg(max_rows);
+
+-- The history a reply is generated from, read newest first a page at a time until the
+-- context window is full: the placed messages before before_seq (all when null).
+-- name: ListHistoryBefore :many
 SELECT * FROM messages
 WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id) AND seq IS NOT NULL
-ORDER BY seq ASC;
+  AND (sqlc.narg(before_seq)::integer IS NULL OR seq < sqlc.narg(before_seq)::integer)
+ORDER BY seq DESC
+LIMIT sqlc.arg(max_rows);
+
+-- Whether a conversation holds more than one user message (a reply to its first one is
+-- what asks for a title).
+-- name: CountUserMessages :one
+SELECT count(*)::integer FROM (
+    SELECT 1 FROM messages
+    WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id) AND role = 'user'
+    LIMIT 2) u;
 
 -- The last placed message and the tool results placed after the last assistant message.
 -- name: LastMessages :many

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"bufio"
 	"context"
-	"strings"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,14 +128,12 @@ func (s *Server) ListConversationMessages(ctx context.Context, req api.ListConve
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
 	}
-	msgs, err := s.conv.Service.Messages(ctx, o, req.Id, limit+1, deref(req.Params.Cursor))
+	msgs, next, err := s.conv.Service.Messages(ctx, o, req.Id, limit, deref(req.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
 	out := api.ListConversationMessages200JSONResponse{Data: []api.ConversationMessage{}}
-	if len(msgs) > limit {
-		msgs = msgs[:limit]
-		next := conversations.Cursor(msgs[limit-1])
+	if next != "" {
 		out.NextCursor = &next
 	}
 	for _, m := range msgs {
@@ -159,20 +161,111 @@ func (s *Server) ExportConversation(ctx context.Context, req api.ExportConversat
 	if err != nil {
 		return nil, err
 	}
-	c, msgs, err := s.conv.Service.Export(ctx, o, req.Id)
+	exp, err := s.conv.Service.Export(ctx, o, req.Id)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
-	if req.Params.Format != nil && *req.Params.Format == api.Markdown {
-		md := conversations.Markdown(c, msgs, now)
-		return api.ExportConversation200TextmarkdownResponse{Body: strings.NewReader(md), ContentLength: int64(len(md))}, nil
+	first, err := exp.Next(ctx) // a failure before anything is sent is a problem
+	if err != nil {
+		return nil, err
 	}
-	out := api.ExportConversation200JSONResponse{Conversation: toAPIConversation(c), ExportedAt: now, Messages: make([]api.ConversationMessage, len(msgs))}
-	for i, m := range msgs {
-		out.Messages[i] = toAPIConversationMessage(m)
+	return exportResponse{
+		ctx: ctx, exp: exp, first: first, at: time.Now().UTC(),
+		markdown: req.Params.Format != nil && *req.Params.Format == api.Markdown,
+		fail: func(err error) {
+			s.log.ErrorContext(ctx, "export cut short", "conversation_id", req.Id, "error", err)
+		},
+	}, nil
+}
+
+// exportResponse writes an export as its pages are read (ConversationExport's JSON, or the
+// Markdown transcript), holding one page at a time. A page that fails after the first has
+// been sent aborts the response, so the client sees a cut transfer, never a complete-looking
+// but partial export.
+type exportResponse struct {
+	ctx      context.Context //nolint:containedctx // the request's, for the pages read while writing
+	exp      *conversations.Export
+	first    []conversations.Message
+	at       time.Time
+	markdown bool
+	fail     func(error)
+}
+
+func (e exportResponse) VisitExportConversationResponse(w http.ResponseWriter) error {
+	if e.markdown {
+		w.Header().Set("Content-Type", "text/markdown")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
 	}
-	return out, nil
+	w.WriteHeader(http.StatusOK)
+	if err := e.write(w); err != nil {
+		e.fail(err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func (e exportResponse) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	var err error
+	if e.markdown {
+		err = conversations.MarkdownHeader(bw, e.exp.Conversation, e.at)
+	} else {
+		err = writeJSONPrefix(bw, e.exp.Conversation, e.at)
+	}
+	n := 0
+	for page := e.first; err == nil && len(page) > 0; {
+		for _, m := range page {
+			if e.markdown {
+				err = conversations.MarkdownMessage(bw, m)
+			} else {
+				err = writeJSONMessage(bw, m, n)
+			}
+			if err != nil {
+				return err
+			}
+			n++
+		}
+		if err = bw.Flush(); err == nil {
+			page, err = e.exp.Next(e.ctx)
+		}
+	}
+	if err == nil && !e.markdown {
+		_, err = bw.WriteString("]}\n")
+	}
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// writeJSONPrefix opens a ConversationExport: its conversation and time, and its messages array.
+func writeJSONPrefix(w *bufio.Writer, c conversations.Conversation, at time.Time) error {
+	conv, err := json.Marshal(toAPIConversation(c))
+	if err != nil {
+		return err
+	}
+	stamp, err := json.Marshal(at)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, `{"conversation":%s,"exported_at":%s,"messages":[`, conv, stamp)
+	return err
+}
+
+// writeJSONMessage writes the nth message of a ConversationExport's messages array.
+func writeJSONMessage(w *bufio.Writer, m conversations.Message, n int) error {
+	b, err := json.Marshal(toAPIConversationMessage(m))
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		if err := w.WriteByte(','); err != nil {
+			return err
+		}
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // SetMessageFeedback records the caller's rating of a reply.

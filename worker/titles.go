@@ -58,7 +58,8 @@ func (t Titler) Title(ctx context.Context, p TitlePayload) error {
 	if err != nil {
 		return err
 	}
-	history, err := t.Conversations.History(ctx, p.Org, p.Conversation)
+	// The first exchange is at the start: one page of messages holds more than titleSource.
+	history, _, err := t.Conversations.Messages(ctx, conversations.Owner{Org: p.Org}, p.Conversation, 20, "")
 	if err != nil {
 		return err
 	}

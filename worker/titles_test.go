@@ -88,7 +88,7 @@ func (b *titleBundle) conversation(t *testing.T, title, question, answer string)
 		t.Fatal(err)
 	}
 	q := llm.TextMessage(llm.RoleUser, question)
-	r, err := b.svc.Start(ctx, b.owner(), c.ID, conversations.Input{User: &q}, "default", nil)
+	r, err := b.svc.Start(ctx, b.owner(), c.ID, conversations.Input{User: &q}, "default", nil, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestConversationPurgers(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := llm.TextMessage(llm.RoleUser, "hello")
-		r, err := svc.Start(ctx, o, c.ID, conversations.Input{User: &q}, "default", nil)
+		r, err := svc.Start(ctx, o, c.ID, conversations.Input{User: &q}, "default", nil, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}

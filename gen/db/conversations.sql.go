@@ -13,6 +13,27 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const countUserMessages = `-- name: CountUserMessages :one
+SELECT count(*)::integer FROM (
+    SELECT 1 FROM messages
+    WHERE org_id = $1 AND conversation_id = $2 AND role = 'user'
+    LIMIT 2) u
+`
+
+type CountUserMessagesParams struct {
+	OrgID          uuid.UUID
+	ConversationID uuid.UUID
+}
+
+// Whether a conversation holds more than one user message (a reply to its first one is
+// what asks for a title).
+func (q *Queries) CountUserMessages(ctx context.Context, arg CountUserMessagesParams) (int32, error) {
+	row := q.db.QueryRow(ctx, countUserMessages, arg.OrgID, arg.ConversationID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const createConversation = `-- name: CreateConversation :one
 INSERT INTO conversations (id, org_id, user_id, api_key_id, title, model, metadata, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
@@ -498,20 +519,30 @@ func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsPa
 	return items, nil
 }
 
-const listHistory = `-- name: ListHistory :many
+const listHistoryBefore = `-- name: ListHistoryBefore :many
 SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at FROM messages
 WHERE org_id = $1 AND conversation_id = $2 AND seq IS NOT NULL
-ORDER BY seq ASC
+  AND ($3::integer IS NULL OR seq < $3::integer)
+ORDER BY seq DESC
+LIMIT $4
 `
 
-type ListHistoryParams struct {
+type ListHistoryBeforeParams struct {
 	OrgID          uuid.UUID
 	ConversationID uuid.UUID
+	BeforeSeq      pgtype.Int4
+	MaxRows        int32
 }
 
-// The history a reply is generated from: every placed message, oldest first.
-func (q *Queries) ListHistory(ctx context.Context, arg ListHistoryParams) ([]Message, error) {
-	rows, err := q.db.Query(ctx, listHistory, arg.OrgID, arg.ConversationID)
+// The history a reply is generated from, read newest first a page at a time until the
+// context window is full: the placed messages before before_seq (all when null).
+func (q *Queries) ListHistoryBefore(ctx context.Context, arg ListHistoryBeforeParams) ([]Message, error) {
+	rows, err := q.db.Query(ctx, listHistoryBefore,
+		arg.OrgID,
+		arg.ConversationID,
+		arg.BeforeSeq,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -551,6 +582,50 @@ func (q *Queries) ListHistory(ctx context.Context, arg ListHistoryParams) ([]Mes
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listMessageSizes = `-- name: ListMessageSizes :many
+SELECT (octet_length(content) + coalesce(octet_length(parts::text), 0) + coalesce(octet_length(tool_calls::text), 0)
+        + coalesce(octet_length(error_detail), 0))::bigint AS bytes
+FROM messages
+WHERE org_id = $1 AND conversation_id = $2
+  AND ($3::integer IS NULL OR seq > $3::integer OR seq IS NULL)
+ORDER BY seq ASC NULLS LAST
+LIMIT $4
+`
+
+type ListMessageSizesParams struct {
+	OrgID          uuid.UUID
+	ConversationID uuid.UUID
+	AfterSeq       pgtype.Int4
+	MaxRows        int32
+}
+
+// The sizes of the messages ListMessages would return, so that a page is cut to its byte
+// budget before the messages themselves are read.
+func (q *Queries) ListMessageSizes(ctx context.Context, arg ListMessageSizesParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, listMessageSizes,
+		arg.OrgID,
+		arg.ConversationID,
+		arg.AfterSeq,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var bytes int64
+		if err := rows.Scan(&bytes); err != nil {
+			return nil, err
+		}
+		items = append(items, bytes)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +23,17 @@ import (
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// MaxMessages bounds a conversation: a reply beyond it is refused (export and history
-// read the whole conversation).
+// MaxMessages bounds a conversation: a reply beyond it is refused.
 const MaxMessages = 10000
+
+// MaxPageBytes bounds a page of messages (Messages, and each page an export reads): a page
+// ends before the message that would take the size of its messages' text, images and
+// tool calls past it, unless that message is the page's first.
+const MaxPageBytes = 1 << 20
+
+// historyPage is how many messages a reply's history is read at a time, newest first,
+// until the context window is full.
+var historyPage = 50
 
 // DeletedRetention is how long a deleted conversation is kept before it is purged.
 const DeletedRetention = 7 * 24 * time.Hour
@@ -231,42 +241,96 @@ func (s *Service) SetTitle(ctx context.Context, org, id uuid.UUID, title string)
 	return n > 0, err
 }
 
-// Messages returns up to limit messages, oldest first, after the cursor (a seq from
-// Cursor). A reply being generated comes last.
-func (s *Service) Messages(ctx context.Context, o Owner, id uuid.UUID, limit int, cursor string) ([]Message, error) {
+// Messages returns a page of messages, oldest first, after the cursor (a seq from Cursor),
+// and the cursor of the next page ("" after the last): up to limit messages, fewer when
+// they would take the page past MaxPageBytes. A reply being generated comes last.
+func (s *Service) Messages(ctx context.Context, o Owner, id uuid.UUID, limit int, cursor string) ([]Message, string, error) {
 	if _, err := s.Get(ctx, o, id); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return s.page(ctx, o.Org, id, limit, cursor)
+	return s.page(ctx, o.Org, id, limit, cursor, MaxPageBytes)
 }
 
-// page is Messages of a conversation the caller has been found to see.
-func (s *Service) page(ctx context.Context, org, id uuid.UUID, limit int, cursor string) ([]Message, error) {
+// page is Messages of a conversation the caller has been found to see, with a budget of
+// maxBytes. The messages' sizes are read first, so that no more messages than the page
+// holds are ever read.
+func (s *Service) page(ctx context.Context, org, id uuid.UUID, limit int, cursor string, maxBytes int64) ([]Message, string, error) {
 	var after pgtype.Int4
 	if cursor != "" {
 		n, err := strconv.ParseInt(cursor, 10, 32)
 		if err != nil || n < 0 {
-			return nil, errs.InvalidFields("invalid cursor", []errs.FieldError{{Pointer: "/query/cursor", Message: "is not a cursor of this list"}})
+			return nil, "", errs.InvalidFields("invalid cursor", []errs.FieldError{{Pointer: "/query/cursor", Message: "is not a cursor of this list"}})
 		}
 		after = pgtype.Int4{Int32: int32(n), Valid: true}
 	}
-	rows, err := s.st.ListMessages(ctx, db.ListMessagesParams{OrgID: org, ConversationID: id, AfterSeq: after, MaxRows: int32(min(limit, MaxMessages))}) //nolint:gosec // bounded
+	limit = min(max(limit, 1), MaxMessages)
+	sizes, err := s.st.ListMessageSizes(ctx, db.ListMessageSizesParams{OrgID: org, ConversationID: id, AfterSeq: after, MaxRows: int32(limit + 1)}) //nolint:gosec // bounded
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return messagesFromRows(rows)
+	n, total := 0, int64(0)
+	for _, b := range sizes[:min(limit, len(sizes))] {
+		if n > 0 && total+b > maxBytes {
+			break
+		}
+		total += b
+		n++
+	}
+	if n == 0 {
+		return nil, "", nil
+	}
+	rows, err := s.st.ListMessages(ctx, db.ListMessagesParams{OrgID: org, ConversationID: id, AfterSeq: after, MaxRows: int32(n)}) //nolint:gosec // bounded
+	if err != nil {
+		return nil, "", err
+	}
+	msgs, err := messagesFromRows(rows)
+	if err != nil || n == len(sizes) || len(msgs) == 0 || msgs[len(msgs)-1].Seq == 0 {
+		return msgs, "", err
+	}
+	return msgs, Cursor(msgs[len(msgs)-1]), nil
 }
 
 // Cursor is the list cursor after m.
 func Cursor(m Message) string { return strconv.Itoa(m.Seq) }
 
-// History returns every placed message of a conversation, oldest first.
-func (s *Service) History(ctx context.Context, org, id uuid.UUID) ([]Message, error) {
-	rows, err := s.st.ListHistory(ctx, db.ListHistoryParams{OrgID: org, ConversationID: id})
-	if err != nil {
-		return nil, err
+// recent reads the newest placed messages before beforeSeq (all when 0), a page at a time
+// and newest first, until the ones read fill budget tokens of the context window (see
+// Window) or the conversation's start is reached; it returns them oldest first. Window
+// keeps from them what it would keep from the whole history: the turns it keeps fit in
+// budget, so they are all among the messages read.
+func recent(ctx context.Context, q *db.Queries, org, id uuid.UUID, beforeSeq, budget int) ([]Message, error) {
+	var (
+		out  []Message
+		used int
+	)
+	before := pgtype.Int4{Int32: int32(beforeSeq), Valid: beforeSeq > 0} //nolint:gosec // a seq
+	for {
+		rows, err := q.ListHistoryBefore(ctx, db.ListHistoryBeforeParams{OrgID: org, ConversationID: id, BeforeSeq: before, MaxRows: int32(historyPage)}) //nolint:gosec // a small constant
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := messagesFromRows(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+		for _, m := range msgs {
+			if sent, ok := windowed(m); ok {
+				used += EstimateTokens(sent)
+			}
+		}
+		if len(rows) < historyPage || used > budget {
+			slices.Reverse(out)
+			return out, nil
+		}
+		before = pgtype.Int4{Int32: int32(msgs[len(msgs)-1].Seq), Valid: true} //nolint:gosec // a seq
 	}
-	return messagesFromRows(rows)
+}
+
+// History returns the placed messages of a conversation before beforeSeq (all when 0),
+// oldest first, as far back as budget tokens of the context window reach (see recent).
+func (s *Service) History(ctx context.Context, org, id uuid.UUID, beforeSeq, budget int) ([]Message, error) {
+	return recent(ctx, s.st.Queries, org, id, beforeSeq, budget)
 }
 
 // Message returns one message of a conversation the owner may see.
@@ -399,7 +463,7 @@ func (s *Service) Turn(ctx context.Context, o Owner, conversation, firstInput, r
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := s.page(ctx, o.Org, conversation, 1000, strconv.Itoa(first.Seq-1)) // Message checked who sees it
+	msgs, _, err := s.page(ctx, o.Org, conversation, 1000, strconv.Itoa(first.Seq-1), math.MaxInt64) // Message checked who sees it
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,7 @@ func (f *fixture) create(t *testing.T, o conversations.Owner, title string) conv
 
 func (f *fixture) start(t *testing.T, o conversations.Owner, id uuid.UUID, in conversations.Input) conversations.Reply {
 	t.Helper()
-	r, err := f.svc.Start(t.Context(), o, id, in, "default", nil)
+	r, err := f.svc.Start(t.Context(), o, id, in, "default", nil, 1<<30)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -86,7 +86,7 @@ func (f *fixture) exchange(t *testing.T, o conversations.Owner, id uuid.UUID, qu
 
 func (f *fixture) messages(t *testing.T, o conversations.Owner, id uuid.UUID) []conversations.Message {
 	t.Helper()
-	msgs, err := f.svc.Messages(t.Context(), o, id, 1000, "")
+	msgs, _, err := f.svc.Messages(t.Context(), o, id, 1000, "")
 	if err != nil {
 		t.Fatalf("Messages: %v", err)
 	}
@@ -399,7 +399,7 @@ func TestStartAndFinish(t *testing.T) {
 	c := f.create(t, o, "")
 	prompt := &conversations.PromptUse{Name: "support", Version: 3}
 
-	r, err := f.svc.Start(ctx, o, c.ID, userInput("What time is it?"), "default", prompt)
+	r, err := f.svc.Start(ctx, o, c.ID, userInput("What time is it?"), "default", prompt, 1<<30)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -425,7 +425,7 @@ func TestStartAndFinish(t *testing.T) {
 	}
 
 	t.Run("ErrSecondStartWhileOneRuns", func(t *testing.T) {
-		_, err := f.svc.Start(ctx, o, c.ID, userInput("Hello?"), "default", nil)
+		_, err := f.svc.Start(ctx, o, c.ID, userInput("Hello?"), "default", nil, 1<<30)
 		wantCode(t, err, errs.Conflict)
 		if msgs := f.messages(t, o, c.ID); len(msgs) != 2 {
 			t.Errorf("%d messages after the refused start, want 2 (its input not stored)", len(msgs))
@@ -511,20 +511,20 @@ func TestStartErrors(t *testing.T) {
 	ctx := t.Context()
 	c := f.create(t, f.user(f.alice), "")
 
-	_, err := f.svc.Start(ctx, f.user(f.alice), uuid.Must(uuid.NewV7()), userInput("hi"), "default", nil)
+	_, err := f.svc.Start(ctx, f.user(f.alice), uuid.Must(uuid.NewV7()), userInput("hi"), "default", nil, 1<<30)
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.Start(ctx, f.user(f.bob), c.ID, userInput("hi"), "default", nil)
+	_, err = f.svc.Start(ctx, f.user(f.bob), c.ID, userInput("hi"), "default", nil, 1<<30)
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.Start(ctx, conversations.Owner{Org: storetest.Org(t, f.st)}, c.ID, userInput("hi"), "default", nil)
+	_, err = f.svc.Start(ctx, conversations.Owner{Org: storetest.Org(t, f.st)}, c.ID, userInput("hi"), "default", nil, 1<<30)
 	wantCode(t, err, errs.NotFound)
 	// Nothing waits for tool results.
-	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, conversations.Input{ToolResults: []conversations.ToolResult{{CallID: "c1", Content: "x"}}}, "default", nil)
+	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, conversations.Input{ToolResults: []conversations.ToolResult{{CallID: "c1", Content: "x"}}}, "default", nil, 1<<30)
 	wantCode(t, err, errs.Conflict)
 
 	if _, err := f.svc.Delete(ctx, f.user(f.alice), c.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, userInput("hi"), "default", nil)
+	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, userInput("hi"), "default", nil, 1<<30)
 	wantCode(t, err, errs.NotFound)
 	var n int
 	if err := f.st.Pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil || n != 0 {
@@ -550,7 +550,7 @@ func TestClientToolCalls(t *testing.T) {
 	stored := len(f.messages(t, o, c.ID))
 
 	t.Run("ErrUserMessageWhileCallsWait", func(t *testing.T) {
-		_, err := f.svc.Start(ctx, o, c.ID, userInput("Never mind"), "default", nil)
+		_, err := f.svc.Start(ctx, o, c.ID, userInput("Never mind"), "default", nil, 1<<30)
 		wantCode(t, err, errs.Conflict)
 	})
 
@@ -573,7 +573,7 @@ func TestClientToolCalls(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := f.svc.Start(ctx, o, c.ID, tt.in, "default", nil)
+			_, err := f.svc.Start(ctx, o, c.ID, tt.in, "default", nil, 1<<30)
 			if got := fields(t, err); !slices.Equal(got, tt.want) {
 				t.Errorf("field errors %q, want %q", got, tt.want)
 			}
@@ -587,7 +587,7 @@ func TestClientToolCalls(t *testing.T) {
 	r2, err := f.svc.Start(ctx, o, c.ID, results(
 		conversations.ToolResult{CallID: "c2", Content: "feed down", IsError: true},
 		conversations.ToolResult{CallID: "c1", Content: "sunny"},
-	), "default", nil)
+	), "default", nil, 1<<30)
 	if err != nil {
 		t.Fatalf("Start with the results: %v", err)
 	}
@@ -623,7 +623,7 @@ func TestClientToolCalls(t *testing.T) {
 
 	f.finish(t, r2, completed("Sunny; the news feed is down."))
 	t.Run("ErrResultsWhenNoneWait", func(t *testing.T) {
-		_, err := f.svc.Start(ctx, o, c.ID, results(conversations.ToolResult{CallID: "c1", Content: "again"}), "default", nil)
+		_, err := f.svc.Start(ctx, o, c.ID, results(conversations.ToolResult{CallID: "c1", Content: "again"}), "default", nil, 1<<30)
 		wantCode(t, err, errs.Conflict)
 	})
 	t.Run("OKUserMessageOnceAnswered", func(t *testing.T) {
@@ -728,21 +728,21 @@ func TestMessagesCursor(t *testing.T) {
 	f.exchange(t, o, c.ID, "two", "2")
 	r := f.start(t, o, c.ID, userInput("three"))
 
-	page, err := f.svc.Messages(ctx, o, c.ID, 2, "")
-	if err != nil || !slices.Equal(seqs(page), []int{1, 2}) {
-		t.Fatalf("first page seqs %v, %v; want [1 2]", seqs(page), err)
+	page, next, err := f.svc.Messages(ctx, o, c.ID, 2, "")
+	if err != nil || !slices.Equal(seqs(page), []int{1, 2}) || next != conversations.Cursor(page[1]) {
+		t.Fatalf("first page seqs %v, next %q, %v; want [1 2] and a cursor", seqs(page), next, err)
 	}
-	page, err = f.svc.Messages(ctx, o, c.ID, 10, conversations.Cursor(page[1]))
-	if err != nil || !slices.Equal(seqs(page), []int{3, 4, 5, 0}) || page[3].ID != r.Message.ID {
-		t.Fatalf("second page seqs %v, %v; want [3 4 5] and the running reply", seqs(page), err)
+	page, next, err = f.svc.Messages(ctx, o, c.ID, 10, next)
+	if err != nil || !slices.Equal(seqs(page), []int{3, 4, 5, 0}) || page[3].ID != r.Message.ID || next != "" {
+		t.Fatalf("second page seqs %v, next %q, %v; want [3 4 5] and the running reply, and no cursor", seqs(page), next, err)
 	}
 	for _, cursor := range []string{"x", "-1", "99999999999"} {
-		_, err := f.svc.Messages(ctx, o, c.ID, 10, cursor)
+		_, _, err := f.svc.Messages(ctx, o, c.ID, 10, cursor)
 		if got := fields(t, err); len(got) != 1 || !strings.HasPrefix(got[0], "/query/cursor ") {
 			t.Errorf("cursor %q: field errors %q, want /query/cursor", cursor, got)
 		}
 	}
-	_, err = f.svc.Messages(ctx, f.user(f.bob), c.ID, 10, "")
+	_, _, err = f.svc.Messages(ctx, f.user(f.bob), c.ID, 10, "")
 	wantCode(t, err, errs.NotFound)
 }
 
@@ -800,9 +800,9 @@ func TestOwnerVisibility(t *testing.T) {
 				wantCode(t, err, errs.NotFound)
 				_, err = f.svc.Delete(ctx, tt.owner, id)
 				wantCode(t, err, errs.NotFound)
-				_, err = f.svc.Messages(ctx, tt.owner, id, 10, "")
+				_, _, err = f.svc.Messages(ctx, tt.owner, id, 10, "")
 				wantCode(t, err, errs.NotFound)
-				_, _, err = f.svc.Export(ctx, tt.owner, id)
+				_, err = f.svc.Export(ctx, tt.owner, id)
 				wantCode(t, err, errs.NotFound)
 			}
 			if !slices.Contains(tt.visible, ca.ID) {
@@ -1236,7 +1236,7 @@ func TestMarkdown(t *testing.T) {
 		{Role: llm.RoleAssistant, Status: conversations.Failed, ErrorCode: errs.UpstreamError, ErrorDetail: "The provider\nfailed.", CreatedAt: at},
 		{Role: llm.RoleAssistant, Status: conversations.InProgress, CreatedAt: at},
 	}
-	md := conversations.Markdown(c, msgs, at.Add(time.Hour))
+	md := markdown(t, c, msgs, at.Add(time.Hour))
 	for _, want := range []string{
 		"# Trip to Paris\n",
 		c.ID.String(),
@@ -1267,9 +1267,40 @@ func TestMarkdown(t *testing.T) {
 		t.Errorf("status lines on messages that ended well:\n%s", md)
 	}
 
-	untitled := conversations.Markdown(conversations.Conversation{ID: c.ID, CreatedAt: at}, nil, at)
+	untitled := markdown(t, conversations.Conversation{ID: c.ID, CreatedAt: at}, nil, at)
 	if !strings.HasPrefix(untitled, "# Untitled conversation\n") {
 		t.Errorf("untitled export starts %q", untitled)
+	}
+}
+
+// markdown is the transcript of c with msgs.
+func markdown(t *testing.T, c conversations.Conversation, msgs []conversations.Message, at time.Time) string {
+	t.Helper()
+	var b strings.Builder
+	if err := conversations.MarkdownHeader(&b, c, at); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if err := conversations.MarkdownMessage(&b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// exportAll reads every page of an export.
+func exportAll(t *testing.T, exp *conversations.Export) []conversations.Message {
+	t.Helper()
+	var all []conversations.Message
+	for {
+		page, err := exp.Next(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page == nil {
+			return all
+		}
+		all = append(all, page...)
 	}
 }
 
@@ -1287,14 +1318,15 @@ func TestExport(t *testing.T) {
 		},
 		Message: llm.TextMessage(llm.RoleAssistant, "Rain."), Status: conversations.Completed, Provider: "dev", Model: "dev-echo",
 	})
-	got, msgs, err := f.svc.Export(ctx, o, c.ID)
+	exp, err := f.svc.Export(ctx, o, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got, msgs := exp.Conversation, exportAll(t, exp)
 	if got.ID != c.ID || !slices.Equal(seqs(msgs), []int{1, 2, 3, 4}) {
 		t.Fatalf("Export = %+v with seqs %v", got, seqs(msgs))
 	}
-	md := conversations.Markdown(got, msgs, f.clock.Now())
+	md := markdown(t, got, msgs, f.clock.Now())
 	for _, want := range []string{"# Weather\n", "Weather?", "```json\n{\"city\":\"Oslo\"}\n```", "```\nrain\n```", "Rain."} {
 		if !strings.Contains(md, want) {
 			t.Errorf("export lacks %q:\n%s", want, md)
@@ -1356,5 +1388,102 @@ func TestFinishStoresNUL(t *testing.T) {
 	if len(added) != 3 || added[2].Content != "a\uFFFDb" || added[1].Content != "1\uFFFD2" ||
 		added[0].ToolCalls[0].Arguments != "{\"x\":\"a\uFFFDb\",\"y\":\"\\u0000\"}" || added[0].ToolCalls[0].ID != "c\uFFFD1" {
 		t.Errorf("stored %+v", added)
+	}
+}
+
+// --- Bounded reads (issue 12) ---
+
+// seedTurns stores turns of a user message, an assistant tool call, its result and the
+// reply (text of size bytes each) straight in the database, as many replies would have.
+func (f *fixture) seedTurns(t *testing.T, c conversations.Conversation, turns, size int) {
+	t.Helper()
+	text := strings.Repeat("x", size)
+	_, err := f.st.Pool.Exec(t.Context(), `
+		WITH s AS (SELECT g AS seq, (g - 1) % 4 AS k, (g - 1) / 4 AS turn FROM generate_series(1, $3::integer * 4) g)
+		INSERT INTO messages (id, org_id, conversation_id, seq, role, content, tool_calls, tool_call_id, name, status, created_at)
+		SELECT gen_random_uuid(), $1, $2, seq,
+		       (ARRAY['user', 'assistant', 'tool', 'assistant'])[k + 1],
+		       CASE k WHEN 1 THEN '' ELSE $4 END,
+		       CASE k WHEN 1 THEN jsonb_build_array(jsonb_build_object('id', 'c' || turn, 'name', 'lookup', 'arguments', '{}')) END,
+		       CASE k WHEN 2 THEN 'c' || turn END,
+		       CASE k WHEN 2 THEN 'lookup' END,
+		       'completed', $5
+		FROM s`, c.OrgID, c.ID, turns, text, f.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Pool.Exec(t.Context(), `UPDATE conversations SET next_seq = $2 WHERE id = $1`, c.ID, turns*4+1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHistoryReadsWhatTheWindowKeeps: a reply reads its history newest first until the
+// context window is full, not the whole conversation, and keeps the same turns (tool
+// calls with their results) as the window over the whole history would.
+func TestHistoryReadsWhatTheWindowKeeps(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	o := f.user(f.alice)
+	c := f.create(t, o, "")
+	f.seedTurns(t, c, 100, 400) // 400 messages of about 100 tokens
+	const budget = 3000         // about 7 turns
+	r, err := f.svc.Start(t.Context(), o, c.ID, userInput("And now?"), "default", nil, budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.History); n > 60 || n < 20 {
+		t.Errorf("the reply read %d messages of 401; want the newest turns the window holds and at most a page more", n)
+	}
+	if r.History[len(r.History)-1].ID != r.Inputs[0].ID {
+		t.Errorf("the history does not end with the input")
+	}
+	if r.FirstExchange {
+		t.Errorf("FirstExchange in a conversation of 101 user messages")
+	}
+	all := f.messages(t, o, c.ID)
+	want, wantDropped, err := conversations.Window(all[:len(all)-1], budget) // less the reply in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := conversations.Window(r.History, budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) || wantDropped < 300 {
+		t.Errorf("window over the history read: %d messages; over the whole history: %d (%d dropped)", len(got), len(want), wantDropped)
+	}
+	checkPaired(t, got)
+}
+
+// TestMessagesPageByteBudget: a page of messages ends before the message that would take
+// it past MaxPageBytes (a message alone bigger than that is a page of its own), and its
+// cursor goes on from there.
+func TestMessagesPageByteBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	o := f.user(f.alice)
+	c := f.create(t, o, "")
+	f.seedTurns(t, c, 2, conversations.MaxPageBytes*2/5) // 6 messages of 0.4 MiB and 2 tool calls
+	var pages [][]int
+	for cursor := ""; ; {
+		page, next, err := f.svc.Messages(t.Context(), o, c.ID, 100, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, seqs(page))
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	// 1, 2 (a tool call without text) and 3 make 0.8 MiB; 4 would make 1.2.
+	if want := [][]int{{1, 2, 3}, {4, 5, 6}, {7, 8}}; !reflect.DeepEqual(pages, want) {
+		t.Errorf("pages %v, want %v", pages, want)
+	}
+	big := f.create(t, o, "")
+	f.seedTurns(t, big, 1, conversations.MaxPageBytes+1)
+	page, next, err := f.svc.Messages(t.Context(), o, big.ID, 100, "")
+	if err != nil || !slices.Equal(seqs(page), []int{1}) || next != "1" {
+		t.Errorf("a message past the budget: page %v, next %q, %v; want it alone", seqs(page), next, err)
 	}
 }

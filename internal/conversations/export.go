@@ -3,6 +3,7 @@ package conversations
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -11,85 +12,105 @@ import (
 	"github.com/kilnhq/kiln/internal/llm"
 )
 
-// Export returns a conversation with every message, oldest first.
-func (s *Service) Export(ctx context.Context, o Owner, id uuid.UUID) (Conversation, []Message, error) {
-	c, err := s.Get(ctx, o, id)
-	if err != nil {
-		return Conversation{}, nil, err
-	}
-	var msgs []Message
-	cursor := ""
-	for { // every message: server-side tool steps may take a conversation past MaxMessages
-		page, err := s.page(ctx, o.Org, id, MaxMessages, cursor)
-		if err != nil {
-			return Conversation{}, nil, err
-		}
-		msgs = append(msgs, page...)
-		if len(page) < MaxMessages || page[len(page)-1].Seq == 0 {
-			return c, msgs, nil
-		}
-		cursor = Cursor(page[len(page)-1])
-	}
+// exportPage is how many messages an export reads at a time (each page also within
+// MaxPageBytes).
+const exportPage = 100
+
+// An Export reads a conversation for export: its header, then its messages a page at a
+// time, so that an export of any size holds one page in memory.
+type Export struct {
+	Conversation Conversation
+	s            *Service
+	cursor       string
+	done         bool
 }
 
-// Markdown renders a conversation as a Markdown transcript: a heading per message with
-// its role and time, tool calls and results as fenced blocks, images by URL or type and
-// size, and how a reply that did not complete ended.
-func Markdown(c Conversation, msgs []Message, exportedAt time.Time) string {
-	var b strings.Builder
+// Export starts the export of a conversation the owner may see (not_found otherwise).
+func (s *Service) Export(ctx context.Context, o Owner, id uuid.UUID) (*Export, error) {
+	c, err := s.Get(ctx, o, id)
+	if err != nil {
+		return nil, err
+	}
+	return &Export{Conversation: c, s: s}, nil
+}
+
+// Next returns the next page of messages, oldest first, and nil after the last. The
+// pages are read as they are asked for: a reply that ends meanwhile may be missed (an
+// export is of the conversation as it was), no message is read twice.
+func (e *Export) Next(ctx context.Context) ([]Message, error) {
+	if e.done {
+		return nil, nil
+	}
+	msgs, next, err := e.s.page(ctx, e.Conversation.OrgID, e.Conversation.ID, exportPage, e.cursor, MaxPageBytes)
+	if err != nil {
+		return nil, fmt.Errorf("export conversation: %w", err)
+	}
+	e.cursor, e.done = next, next == ""
+	return msgs, nil
+}
+
+// MarkdownHeader writes the heading of a conversation's Markdown transcript.
+func MarkdownHeader(w io.Writer, c Conversation, exportedAt time.Time) error {
 	title := c.Title
 	if title == "" {
 		title = "Untitled conversation"
 	}
-	fmt.Fprintf(&b, "# %s\n\n_Conversation %s, started %s, exported %s._\n", oneLine(title), c.ID, stamp(c.CreatedAt), stamp(exportedAt))
-	for _, m := range msgs {
-		b.WriteString("\n## ")
-		switch m.Role {
-		case llm.RoleUser:
-			b.WriteString("User")
-		case llm.RoleAssistant:
-			b.WriteString("Assistant")
-			if m.ProviderModel != "" {
-				fmt.Fprintf(&b, " (%s: %s/%s)", m.Model, m.Provider, m.ProviderModel)
-			}
-		case llm.RoleTool:
-			fmt.Fprintf(&b, "Tool result: `%s` (`%s`)", m.Name, m.ToolCallID)
-			if m.IsError {
-				b.WriteString(", an error")
-			}
-		default:
-			b.WriteString(string(m.Role))
+	_, err := fmt.Fprintf(w, "# %s\n\n_Conversation %s, started %s, exported %s._\n", oneLine(title), c.ID, stamp(c.CreatedAt), stamp(exportedAt))
+	return err
+}
+
+// MarkdownMessage writes one message of a Markdown transcript (after MarkdownHeader): a
+// heading with its role and time, tool calls and results as fenced blocks, images by URL
+// or type and size, and how a reply that did not complete ended.
+func MarkdownMessage(w io.Writer, m Message) error {
+	var b strings.Builder
+	b.WriteString("\n## ")
+	switch m.Role {
+	case llm.RoleUser:
+		b.WriteString("User")
+	case llm.RoleAssistant:
+		b.WriteString("Assistant")
+		if m.ProviderModel != "" {
+			fmt.Fprintf(&b, " (%s: %s/%s)", m.Model, m.Provider, m.ProviderModel)
 		}
-		fmt.Fprintf(&b, " · %s\n\n", stamp(m.CreatedAt))
-		if m.Content != "" {
-			if m.Role == llm.RoleTool {
-				fence(&b, "", m.Content)
-			} else {
-				b.WriteString(m.Content)
-				b.WriteString("\n")
-			}
+	case llm.RoleTool:
+		fmt.Fprintf(&b, "Tool result: `%s` (`%s`)", m.Name, m.ToolCallID)
+		if m.IsError {
+			b.WriteString(", an error")
 		}
-		for _, im := range m.Images {
-			if im.URL != "" {
-				fmt.Fprintf(&b, "\n![image](%s)\n", im.URL)
-			} else {
-				fmt.Fprintf(&b, "\n_An image (%s, %d bytes)._\n", im.MediaType, len(im.Data))
-			}
-		}
-		for _, call := range m.ToolCalls {
-			fmt.Fprintf(&b, "\nTool call `%s` (`%s`):\n\n", call.Name, call.ID)
-			fence(&b, "json", call.Arguments)
-		}
-		switch m.Status {
-		case InProgress:
-			b.WriteString("\n_Being generated._\n")
-		case Cancelled:
-			b.WriteString("\n_Cancelled._\n")
-		case Failed:
-			fmt.Fprintf(&b, "\n_Failed (%s): %s_\n", m.ErrorCode, oneLine(m.ErrorDetail))
+	default:
+		b.WriteString(string(m.Role))
+	}
+	fmt.Fprintf(&b, " · %s\n\n", stamp(m.CreatedAt))
+	if m.Content != "" {
+		if m.Role == llm.RoleTool {
+			fence(&b, "", m.Content)
+		} else {
+			b.WriteString(m.Content)
+			b.WriteString("\n")
 		}
 	}
-	return b.String()
+	for _, im := range m.Images {
+		if im.URL != "" {
+			fmt.Fprintf(&b, "\n![image](%s)\n", im.URL)
+		} else {
+			fmt.Fprintf(&b, "\n_An image (%s, %d bytes)._\n", im.MediaType, len(im.Data))
+		}
+	}
+	for _, call := range m.ToolCalls {
+		fmt.Fprintf(&b, "\nTool call `%s` (`%s`):\n\n", call.Name, call.ID)
+		fence(&b, "json", call.Arguments)
+	}
+	switch m.Status {
+	case InProgress:
+		b.WriteString("\n_Being generated._\n")
+	case Cancelled:
+		b.WriteString("\n_Cancelled._\n")
+	case Failed:
+		fmt.Fprintf(&b, "\n_Failed (%s): %s_\n", m.ErrorCode, oneLine(m.ErrorDetail))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // fence writes s in a fenced code block longer than any backtick run inside it.

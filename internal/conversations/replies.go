@@ -37,18 +37,23 @@ type ToolResult struct {
 }
 
 // Reply is a reply just started: its conversation, the input messages stored for it, the
-// reply's message (in progress) and the history it is generated from (inputs included).
+// reply's message (in progress) and the history it is generated from (inputs included):
+// the newest messages, as far back as the context window reaches.
 type Reply struct {
 	Conversation Conversation
 	Inputs       []Message
 	Message      Message
 	History      []Message
+	// FirstExchange is whether the input holds the conversation's only user message.
+	FirstExchange bool
 }
 
 // Start stores the input and the reply in progress, in one transaction. It is a conflict
 // while another reply runs, when a user message comes while client tool calls wait for
-// their results, and past MaxMessages; results must answer every waiting call once.
-func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, model string, prompt *PromptUse) (Reply, error) {
+// their results, and past MaxMessages; results must answer every waiting call once. The
+// history is read newest first until it fills budget tokens (the room for it in the
+// model's context window), so a long conversation is never read whole.
+func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, model string, prompt *PromptUse, budget int) (Reply, error) {
 	var out Reply
 	now := s.now().UTC()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
@@ -102,11 +107,12 @@ func (s *Service) Start(ctx context.Context, o Owner, id uuid.UUID, in Input, mo
 		if out.Message, err = messageFromRow(reply); err != nil {
 			return err
 		}
-		history, err := q.ListHistory(ctx, db.ListHistoryParams{OrgID: o.Org, ConversationID: id})
+		users, err := q.CountUserMessages(ctx, db.CountUserMessagesParams{OrgID: o.Org, ConversationID: id})
 		if err != nil {
 			return err
 		}
-		out.History, err = messagesFromRows(history)
+		out.FirstExchange = users == 1
+		out.History, err = recent(ctx, q, o.Org, id, 0, budget)
 		return err
 	})
 	return out, err

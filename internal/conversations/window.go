@@ -40,13 +40,9 @@ func EstimateTokens(m llm.Message) int {
 func Window(history []Message, budget int) ([]llm.Message, int, error) {
 	var msgs []llm.Message
 	for _, m := range history {
-		if m.Role == llm.RoleAssistant && m.Status != Completed {
-			if m.Content == "" {
-				continue
-			}
-			m.ToolCalls = nil
+		if sent, ok := windowed(m); ok {
+			msgs = append(msgs, sent)
 		}
-		msgs = append(msgs, m.LLM())
 	}
 	// Turn starts, newest last.
 	var starts []int
@@ -76,4 +72,15 @@ func Window(history []Message, budget int) ([]llm.Message, int, error) {
 		keepFrom = starts[t]
 	}
 	return msgs[keepFrom:], keepFrom, nil
+}
+
+// windowed is m as a reply's history sends it, and false for a message it leaves out.
+func windowed(m Message) (llm.Message, bool) {
+	if m.Role == llm.RoleAssistant && m.Status != Completed {
+		if m.Content == "" {
+			return llm.Message{}, false
+		}
+		m.ToolCalls = nil
+	}
+	return m.LLM(), true
 }

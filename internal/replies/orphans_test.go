@@ -160,7 +160,7 @@ func TestReplyNeverBlocksItsConversation(t *testing.T) {
 		}
 		orphan := func() conversations.Reply {
 			m := llm.TextMessage(llm.RoleUser, "hi")
-			r, err := b.convs.Start(t.Context(), b.owner, conv.ID, conversations.Input{User: &m}, "default", nil)
+			r, err := b.convs.Start(t.Context(), b.owner, conv.ID, conversations.Input{User: &m}, "default", nil, 1<<30)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -196,15 +196,16 @@ func (s *Service) Start(ctx context.Context, c Caller, req Request) (*Started, e
 	if prompt != nil {
 		stored = &conversations.PromptUse{Name: prompt.Name, Version: prompt.Version, ExperimentID: prompt.ExperimentID}
 	}
-	reply, err := s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored)
+	budget := s.budget(call)
+	reply, err := s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored, budget)
 	if errs.CodeOf(err) == errs.Conflict && s.freeOrphaned(ctx, o.Org, conv.ID) {
-		reply, err = s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored)
+		reply, err = s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored, budget)
 	}
 	if err != nil {
 		s.running.Done()
 		return nil, err
 	}
-	window, dropped, err := conversations.Window(reply.History, s.budget(call))
+	window, dropped, err := conversations.Window(reply.History, budget)
 	if err != nil {
 		s.end(c, reply, conversations.Outcome{Status: conversations.Failed, Err: s.failure(ctx, reply, err)}, nil)
 		s.running.Done()
@@ -361,7 +362,7 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 
 	// Completed, the reply that ends an untitled conversation's first exchange asks for its
 	// title in the transaction that stores it (conversations.Service.TitleJob).
-	out.FirstExchange = reply.Conversation.Title == "" && firstExchange(reply.History)
+	out.FirstExchange = reply.Conversation.Title == "" && reply.FirstExchange
 	added, out := s.end(c, reply, out, res)
 	done <- ended{added: added, err: out.Err}
 }
@@ -409,17 +410,6 @@ func (s *Service) end(c Caller, reply conversations.Reply, out conversations.Out
 		s.d.Log.ErrorContext(ctx, "publish the end of a reply", "message_id", reply.Message.ID, "error", err)
 	}
 	return added, out
-}
-
-// firstExchange reports whether history (with the new input) holds one user message.
-func firstExchange(history []conversations.Message) bool {
-	users := 0
-	for _, m := range history {
-		if m.Role == llm.RoleUser {
-			users++
-		}
-	}
-	return users == 1
 }
 
 // hold counts a reply about to start, unless the replica is stopping.

@@ -345,7 +345,7 @@ func TestStartBeyondContextWindow(t *testing.T) {
 	if e, ok := errors.AsType[*errs.Error](err); !ok || e.Code != errs.Invalid {
 		t.Fatalf("error %v, want invalid_request", err)
 	}
-	msgs, err := b.convs.Messages(t.Context(), b.owner, conv, 10, "")
+	msgs, _, err := b.convs.Messages(t.Context(), b.owner, conv, 10, "")
 	if err != nil || len(msgs) != 2 || msgs[1].Status != conversations.Failed || msgs[1].ErrorCode != errs.Invalid {
 		t.Fatalf("stored %+v, %v; want the reply failed", msgs, err)
 	}
@@ -482,7 +482,7 @@ func TestReattachAfterTheStarterWentAway(t *testing.T) {
 		if _, err := s.Start(t.Context(), b.caller(), ask(conv, strings.Repeat("y", 400))); err == nil {
 			t.Fatal("no error")
 		}
-		msgs, err := b.convs.Messages(t.Context(), b.owner, conv, 10, "")
+		msgs, _, err := b.convs.Messages(t.Context(), b.owner, conv, 10, "")
 		if err != nil || len(msgs) != 2 {
 			t.Fatal(msgs, err)
 		}
@@ -509,7 +509,7 @@ func TestFailStale(t *testing.T) {
 	conv := b.conversation(t, "")
 	// A reply whose replica died: stored in progress, its stream started, never ended.
 	m := llm.TextMessage(llm.RoleUser, "hi")
-	reply, err := b.convs.Start(t.Context(), b.owner, conv, conversations.Input{User: &m}, "default", nil)
+	reply, err := b.convs.Start(t.Context(), b.owner, conv, conversations.Input{User: &m}, "default", nil, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}

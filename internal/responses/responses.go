@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -172,7 +173,11 @@ func (s *Service) History(ctx context.Context, o conversations.Owner, id uuid.UU
 	if err != nil {
 		return nil, atPrevious(err)
 	}
-	msgs, err := s.convs.History(ctx, o.Org, resp.ConversationID)
+	before := 0 // a reply in progress is not placed yet: every placed message
+	if resp.Reply.Seq > 0 {
+		before = resp.Reply.Seq + 1
+	}
+	msgs, err := s.convs.History(ctx, o.Org, resp.ConversationID, before, math.MaxInt)
 	if err != nil {
 		return nil, fmt.Errorf("read the response's conversation: %w", err)
 	}
