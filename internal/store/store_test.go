@@ -240,3 +240,50 @@ func TestOpen(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelledContextStopsQuery: a query whose context ends (its client went away, its
+// request ran past its deadline) stops in PostgreSQL too, not only in the client: pgx's
+// default dropped the connection and left the server running the query (issue 12).
+func TestCancelledContextStopsQuery(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	marker := "kiln-cancel-" + uuid.NewString()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Pool.Exec(ctx, "SELECT pg_sleep(60) /* "+marker+" */")
+		done <- err
+	}()
+	running := func() bool {
+		var n int
+		err := st.Pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, marker).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !running() {
+		if time.Now().After(deadline) {
+			t.Fatal("the query never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the cancelled query succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancelled query did not return")
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for running() {
+		if time.Now().After(deadline) {
+			t.Fatal("PostgreSQL still runs the query its client cancelled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
