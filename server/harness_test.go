@@ -257,7 +257,7 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	// One registry, as in cmd/kiln: the kinds the server creates are the kinds b.runJobs runs.
 	registry := jobs.NewRegistry()
 	if d.Knowledge == nil {
-		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway},
+		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway, Usage: d.LLM.Usage},
 			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Log: log, Now: time.Now})
 	}
 	if d.Jobs == nil {

@@ -168,7 +168,7 @@ func readUpload(mr *multipart.Reader, limit int64) (rag.NewDocument, error) {
 			n.Body, n.Filename = value, part.FileName()
 			n.MediaType = rag.MediaTypeOf(part.Header.Get("Content-Type"), part.FileName())
 			if n.MediaType == "" {
-				return n, errs.E(errs.UnsupportedMediaType, "The file %q is not plain text, Markdown or HTML (by its Content-Type %q or its extension).", part.FileName(), part.Header.Get("Content-Type"))
+				return n, errs.E(errs.UnsupportedMediaType, "The file %q is not plain text, Markdown, HTML, PDF or DOCX (by its Content-Type %q or its extension).", part.FileName(), part.Header.Get("Content-Type"))
 			}
 		case "title":
 			n.Title = string(value)

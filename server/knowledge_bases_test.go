@@ -1,14 +1,18 @@
 package server
 
 import (
+	"archive/zip"
 	"bytes"
 	"encoding/json"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
 	"strings"
 	"testing"
+
+	"codeberg.org/go-pdf/fpdf"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -138,7 +142,8 @@ func TestKnowledgeBases(t *testing.T) {
 			code   errs.Code
 		}{
 			{"BadFilter", jsonAuth(owner, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", `{"query":"x","filter":{"year":{"near":1}}}`), 400, errs.Invalid},
-			{"UnknownFileType", upload(t, docs, owner, "scan.pdf", "application/pdf", "%PDF-1.7", nil), 415, errs.UnsupportedMediaType},
+			{"UnknownFileType", upload(t, docs, owner, "letter.doc", "application/msword", "\xd0\xcf\x11\xe0", nil), 415, errs.UnsupportedMediaType},
+			{"UnreadablePDF", upload(t, docs, owner, "scan.pdf", "application/pdf", "%PDF-1.7", nil), 400, errs.Invalid},
 			{"EmptyFile", upload(t, docs, owner, "empty.txt", "text/plain", "  \n", nil), 400, errs.Invalid},
 			{"TooLarge", upload(t, docs, owner, "big.txt", "text/plain", strings.Repeat("a", 11<<20), nil), 413, errs.RequestTooLarge},
 			{"ReservedMetadata", jsonAuth(owner, "POST", docs, `{"text":"x","metadata":{"section":"mine"}}`), 400, errs.Invalid},
@@ -260,4 +265,95 @@ func TestEvaluations(t *testing.T) {
 	if res := b.call(t, "GET", base+"/evaluations/"+e.Id.String(), stranger, nil, nil); res.StatusCode != 404 {
 		t.Fatalf("another org reads the evaluation: %d", res.StatusCode)
 	}
+}
+
+// TestDocumentUploadPDFAndDOCX uploads a PDF written by fpdf and a DOCX zipped here, in
+// English and Chinese: their text is searchable, a PDF's chunks carry their page and a
+// DOCX's the heading path.
+func TestDocumentUploadPDFAndDOCX(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runJobs(t)
+	owner := b.signUp(t, "pdf@example.com").AccessToken
+	var kb api.KnowledgeBase
+	b.call(t, "POST", "/v1/knowledge-bases", owner, map[string]any{"name": "Manuals"}, &kb)
+	docs := "/v1/knowledge-bases/" + kb.Id.String() + "/documents"
+
+	p := fpdf.New("P", "mm", "A4", "")
+	p.SetFont("Helvetica", "", 12)
+	for _, text := range []string{"Kiln keeps invoices for seven years.", "Refunds reach the card within five days."} {
+		p.AddPage()
+		p.MultiCell(0, 6, text, "", "", false)
+	}
+	var pdfBody bytes.Buffer
+	if err := p.Output(&pdfBody); err != nil {
+		t.Fatal(err)
+	}
+	var docxBody bytes.Buffer
+	zw := zip.NewWriter(&docxBody)
+	w, _ := zw.Create("word/document.xml")
+	_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>`+
+		`<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Shipping</w:t></w:r></w:p><w:p><w:r><w:t>Parcels leave the warehouse every morning.</w:t></w:r></w:p>`+
+		`<w:p><w:pPr><w:pStyle w:val="Heading2"/></w:pPr><w:r><w:t>海外配送</w:t></w:r></w:p><w:p><w:r><w:t>海外订单通常在十个工作日内送达。</w:t></w:r></w:p></w:body></w:document>`)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ready := func(res *http.Response) api.DocumentWithChunks {
+		t.Helper()
+		var d api.Document
+		if res.StatusCode != 202 {
+			t.Fatalf("upload: %d %s", res.StatusCode, readAll(res))
+		}
+		decodeJSON(t, res, &d)
+		var got api.DocumentWithChunks
+		waitFor(t, "document ready", func() bool {
+			b.call(t, "GET", docs+"/"+d.Id.String(), owner, nil, &got)
+			return got.Status == api.DocumentReady || got.Status == api.DocumentFailed
+		})
+		if got.Status != api.DocumentReady || len(got.Chunks) == 0 {
+			t.Fatalf("document %+v", got)
+		}
+		return got
+	}
+	manual := ready(b.do(t, upload(t, docs, owner, "manual.pdf", "application/pdf", pdfBody.String(), nil)))
+	if manual.MediaType != "application/pdf" || len(manual.Chunks) != 2 || manual.Chunks[0].Metadata["page"] != float64(1) || manual.Chunks[1].Metadata["page"] != float64(2) {
+		t.Fatalf("PDF chunks %+v, want one per page with its page number", manual.Chunks)
+	}
+	shipping := ready(b.do(t, upload(t, docs, owner, "shipping.docx", "application/octet-stream", docxBody.String(), nil)))
+	if last := shipping.Chunks[len(shipping.Chunks)-1]; last.Metadata["section"] != "Shipping > 海外配送" || !strings.Contains(last.Text, "十个工作日") {
+		t.Fatalf("DOCX chunk %+v", last)
+	}
+	for query, want := range map[string]string{"how long do refunds take": manual.Id.String(), "海外订单多久送达": shipping.Id.String()} {
+		var out api.SearchResults
+		b.call(t, "POST", "/v1/knowledge-bases/"+kb.Id.String()+"/search", owner, map[string]any{"query": query, "k": 1}, &out)
+		if len(out.Data) != 1 || out.Data[0].DocumentId.String() != want {
+			t.Fatalf("search %q: %+v", query, out.Data)
+		}
+	}
+	t.Run("OKEmbeddingUsageRecorded", func(t *testing.T) {
+		// Each ingestion's embedding call and each search's query embedding is a usage row
+		// of the knowledge base's org, with its tokens.
+		counts := map[string][2]int{}
+		waitFor(t, "usage rows", func() bool {
+			rows, err := b.pool.Query(t.Context(), `SELECT u.endpoint, count(*)::int, sum(u.prompt_tokens)::int FROM llm_usage u
+				JOIN knowledge_bases k ON k.org_id = u.org_id WHERE k.id = $1 AND u.status = 'ok' GROUP BY 1`, kb.Id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var endpoint string
+				var n, tokens int
+				if err := rows.Scan(&endpoint, &n, &tokens); err != nil {
+					t.Fatal(err)
+				}
+				counts[endpoint] = [2]int{n, tokens}
+			}
+			return counts["rag.ingest"][0] >= 2 && counts["rag.search"][0] >= 2
+		})
+		if counts["rag.ingest"][1] == 0 || counts["rag.search"][1] == 0 {
+			t.Fatalf("usage %v: no tokens counted", counts)
+		}
+	})
 }

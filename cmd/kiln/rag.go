@@ -36,11 +36,11 @@ func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 	}
 	return rag.New(rag.Config{
 		EmbeddingModel: c.EmbeddingModel, Dimensions: c.Dimensions, ChunkMaxTokens: c.ChunkMaxTokens, ChunkOverlap: c.ChunkOverlap,
-		MaxDocumentBytes: c.MaxDocumentBytes, EmbedBatch: c.EmbedBatch, EfSearch: c.HNSWEfSearch, MaxScanTuples: c.HNSWMaxScanTuples,
+		MaxDocumentBytes: c.MaxDocumentBytes, MaxDocumentPages: c.MaxDocumentPages, EmbedBatch: c.EmbedBatch, EfSearch: c.HNSWEfSearch, MaxScanTuples: c.HNSWMaxScanTuples,
 		ExactSearchBelow: c.ExactSearchBelow, RRFK: c.RRFK, VectorWeight: c.HybridVectorWeight, FulltextWeight: c.HybridFulltextWeight,
 		Candidates: c.HybridCandidates,
 	}, rag.Deps{
-		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway}, Jobs: d.jobs,
+		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway, Usage: llmDeps.Usage}, Jobs: d.jobs,
 		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Log: a.log, Now: time.Now,
 	}), nil
 }
@@ -76,6 +76,11 @@ is compared with the first, query by query (wins, losses, a paired randomization
 			if err != nil {
 				return err
 			}
+			// The embedding calls' usage is recorded and flushed before the command returns.
+			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
+			usageDone := make(chan struct{})
+			go func() { llmDeps.Usage.Run(usageCtx); close(usageDone) }()
+			defer func() { stopUsage(); <-usageDone }()
 			svc, err := a.newRAG(d, llmDeps)
 			if err != nil {
 				return err

@@ -10,6 +10,8 @@ import (
 type Section struct {
 	Path []string
 	Text string
+	// Page is the PDF page it is on, from 1 (0: not a PDF).
+	Page int
 }
 
 // Piece is one chunk as the chunker cut it.
@@ -17,6 +19,7 @@ type Piece struct {
 	Text    string
 	Tokens  int
 	Section []string
+	Page    int
 }
 
 // Chunker cuts sections into chunks of at most MaxTokens tokens (EstimateTokens),
@@ -40,7 +43,7 @@ func (c Chunker) Split(sections []Section) []Piece {
 		}
 		for _, t := range c.pack(c.split(s.Text, 0)) {
 			if t = strings.TrimSpace(t); t != "" {
-				out = append(out, Piece{Text: t, Tokens: EstimateTokens(t), Section: s.Path})
+				out = append(out, Piece{Text: t, Tokens: EstimateTokens(t), Section: s.Path, Page: s.Page})
 			}
 		}
 	}

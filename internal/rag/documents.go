@@ -94,7 +94,7 @@ type NewDocument struct {
 }
 
 // reservedKeys are the metadata keys Kiln sets on every chunk.
-var reservedKeys = []string{"source", "section", "title", "document_id"}
+var reservedKeys = []string{"source", "section", "title", "page", "document_id"}
 
 var metadataKey = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
@@ -143,16 +143,17 @@ var KindIngest = jobs.Kind{Name: "rag.ingest", MaxAttempts: 5, Timeout: 30 * tim
 // ContentHash is the hash AddDocument stores for n (Document.ContentHash): equal hashes
 // are the same document, so adding it again changes nothing.
 func (n NewDocument) ContentHash() ([]byte, error) {
-	_, _, hash, err := n.content()
+	d := DefaultConfig()
+	_, _, hash, err := n.content(Limits{MaxPages: d.MaxDocumentPages, MaxTextBytes: d.MaxDocumentBytes})
 	return hash, err
 }
 
 // content extracts n's text and hashes it with its title, media type and metadata.
-func (n NewDocument) content() (text string, meta, hash []byte, err error) {
+func (n NewDocument) content(lim Limits) (text string, meta, hash []byte, err error) {
 	if n.Metadata == nil {
 		n.Metadata = map[string]any{}
 	}
-	if text, _, err = Extract(n.MediaType, n.Body); err != nil {
+	if text, _, err = Extract(n.MediaType, n.Body, lim); err != nil {
 		return "", nil, nil, err
 	}
 	if meta, err = json.Marshal(n.Metadata); err != nil { // map keys sorted: a canonical form
@@ -180,7 +181,7 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 	if err := validateMetadata(n.Metadata); err != nil {
 		return Document{}, false, err
 	}
-	text, meta, hash, err := n.content()
+	text, meta, hash, err := n.content(s.limits())
 	if err != nil {
 		return Document{}, false, err
 	}
@@ -316,6 +317,7 @@ type prepared struct {
 // text is new to the knowledge base (a chunk hash already there reuses its vector), and
 // replaces the document's changed chunks in one transaction.
 func (s *Service) ingest(ctx context.Context, run *jobs.Run, p IngestPayload) (any, error) {
+	ctx = withUsageEndpoint(ctx, UsageIngest)
 	res, err := s.ingestDocument(ctx, run, p)
 	if err == errSuperseded { //nolint:errorlint // a sentinel of this package, never wrapped
 		return map[string]any{"superseded": true}, nil
@@ -510,6 +512,9 @@ func (s *Service) prepare(doc db.KbDocument, kb KnowledgeBase) ([]prepared, erro
 		if section != "" {
 			m["section"] = section
 		}
+		if pc.Page > 0 {
+			m["page"] = pc.Page
+		}
 		mb, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("encode chunk metadata: %w", err)
@@ -610,7 +615,7 @@ func (s *Service) Ingest(ctx context.Context, org, document uuid.UUID) (IngestRe
 	if err != nil {
 		return IngestResult{}, notFound(err, "document")
 	}
-	res, err := s.ingestDocument(ctx, &jobs.Run{}, IngestPayload{Org: org, Document: document, Hash: doc.ContentHash})
+	res, err := s.ingestDocument(withUsageEndpoint(ctx, UsageIngest), &jobs.Run{}, IngestPayload{Org: org, Document: document, Hash: doc.ContentHash})
 	if err == errSuperseded { //nolint:errorlint // a sentinel of this package, never wrapped
 		return res, nil
 	}

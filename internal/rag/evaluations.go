@@ -154,6 +154,7 @@ func toEvaluation(r db.KbEvaluation, jobState, jobError string, modes []Mode) Ev
 
 // evaluate is KindEvaluate's handler.
 func (s *Service) evaluate(ctx context.Context, run *jobs.Run, p evaluatePayload) (any, error) {
+	ctx = withUsageEndpoint(ctx, UsageEvaluate)
 	row, err := s.st.GetEvaluationForJob(ctx, db.GetEvaluationForJobParams{OrgID: p.Org, ID: p.Evaluation})
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
 		return nil, nil // deleted with its knowledge base

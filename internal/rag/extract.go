@@ -19,14 +19,25 @@ const (
 	MediaText     = "text/plain"
 	MediaMarkdown = "text/markdown"
 	MediaHTML     = "text/html"
+	MediaPDF      = "application/pdf"
+	MediaDOCX     = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 )
+
+// Limits bound what extracting one document may produce.
+type Limits struct {
+	// MaxPages is the most pages a PDF may have.
+	MaxPages int
+	// MaxTextBytes is the most text (and, for a DOCX, uncompressed XML: eight times as
+	// much) an upload may unpack to.
+	MaxTextBytes int64
+}
 
 // MediaTypeOf names how to read an upload: by its declared Content-Type when that is one
 // Kiln reads, else by its file name's extension. "" when neither tells.
 func MediaTypeOf(contentType, filename string) string {
 	if mt, _, err := mime.ParseMediaType(contentType); err == nil {
 		switch mt {
-		case MediaText, MediaMarkdown, MediaHTML:
+		case MediaText, MediaMarkdown, MediaHTML, MediaPDF, MediaDOCX:
 			return mt
 		case "text/x-markdown":
 			return MediaMarkdown
@@ -41,15 +52,36 @@ func MediaTypeOf(contentType, filename string) string {
 		return MediaMarkdown
 	case ".html", ".htm", ".xhtml":
 		return MediaHTML
+	case ".pdf":
+		return MediaPDF
+	case ".docx":
+		return MediaDOCX
 	}
 	return ""
 }
 
 // Extract reads a document's bytes as mediaType into its text (kept with the document)
-// and its sections. A body that is not UTF-8, or has no text, is an invalid_request.
-func Extract(mediaType string, body []byte) (text string, sections []Section, err error) {
-	if !utf8.Valid(body) {
-		return "", nil, errs.InvalidFields("unreadable document", []errs.FieldError{{Pointer: "/file", Message: "is not UTF-8 text"}})
+// and its sections. A PDF keeps its pages apart with form feeds (each section is a page),
+// a DOCX its headings as Markdown headings. Errors: invalid_request for a body that is
+// not UTF-8 text without NUL (of a text type), not a readable PDF or DOCX, or has no text;
+// request_too_large past lim; unsupported_media_type for any other type.
+func Extract(mediaType string, body []byte, lim Limits) (text string, sections []Section, err error) {
+	switch mediaType {
+	case MediaPDF:
+		sections, err = pdfPages(body, lim)
+		if err != nil {
+			return "", nil, err
+		}
+		return documentText(pageText(sections), sections)
+	case MediaDOCX:
+		text, err = docxText(body, lim)
+		if err != nil {
+			return "", nil, err
+		}
+		return documentText(text, markdownSections(text))
+	}
+	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 {
+		return "", nil, errs.InvalidFields("unreadable document", []errs.FieldError{{Pointer: "/file", Message: "is not UTF-8 text (or has NUL bytes)"}})
 	}
 	switch mediaType {
 	case MediaHTML:
@@ -65,8 +97,13 @@ func Extract(mediaType string, body []byte) (text string, sections []Section, er
 		text = normalizeNewlines(string(body))
 		sections = []Section{{Text: text}}
 	default:
-		return "", nil, errs.E(errs.UnsupportedMediaType, "Documents of type %q are not read; send plain text, Markdown or HTML.", mediaType)
+		return "", nil, errs.E(errs.UnsupportedMediaType, "Documents of type %q are not read; send plain text, Markdown, HTML, PDF or DOCX.", mediaType)
 	}
+	return documentText(text, sections)
+}
+
+// documentText refuses a document without text.
+func documentText(text string, sections []Section) (string, []Section, error) {
 	if strings.TrimSpace(text) == "" {
 		return "", nil, errs.InvalidFields("empty document", []errs.FieldError{{Pointer: "/text", Message: "has no text"}})
 	}
@@ -74,10 +111,20 @@ func Extract(mediaType string, body []byte) (text string, sections []Section, er
 }
 
 // Sections reads text kept with a document (the output of Extract) back into sections:
-// HTML was kept as Markdown-style headings, so both read as Markdown.
+// HTML and DOCX were kept as Markdown-style headings, so they read as Markdown; a PDF's
+// pages are apart by form feeds.
 func Sections(mediaType, text string) []Section {
-	if mediaType == MediaText {
+	switch mediaType {
+	case MediaText:
 		return []Section{{Text: text}}
+	case MediaPDF:
+		var out []Section
+		for i, page := range strings.Split(text, "\f") {
+			if strings.TrimSpace(page) != "" {
+				out = append(out, Section{Page: i + 1, Text: page})
+			}
+		}
+		return out
 	}
 	return markdownSections(text)
 }

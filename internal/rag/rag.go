@@ -36,8 +36,10 @@ type Config struct {
 	Dimensions     int
 	ChunkMaxTokens int
 	ChunkOverlap   int
-	// MaxDocumentBytes bounds a document's upload.
+	// MaxDocumentBytes bounds a document's upload and the text extracted from it;
+	// MaxDocumentPages a PDF's pages.
 	MaxDocumentBytes int64
+	MaxDocumentPages int
 	// EmbedBatch is how many chunks one embedding call carries.
 	EmbedBatch int
 	// EfSearch is HNSW's candidate list size (hnsw.ef_search); MaxScanTuples bounds an
@@ -65,7 +67,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40,
-		MaxDocumentBytes: 10 << 20, EmbedBatch: 64, EfSearch: 100, MaxScanTuples: 20000, ExactSearchBelow: 20000,
+		MaxDocumentBytes: 10 << 20, MaxDocumentPages: 2000, EmbedBatch: 64, EfSearch: 100, MaxScanTuples: 20000, ExactSearchBelow: 20000,
 		RRFK: 60, VectorWeight: 1, FulltextWeight: 1, Candidates: 40, AnswerK: 8, AnswerMode: ModeHybrid,
 	}
 }
@@ -323,6 +325,11 @@ func textOrNull(p *string) pgtype.Text {
 		return pgtype.Text{}
 	}
 	return pgtype.Text{String: *p, Valid: true}
+}
+
+// limits are the bounds of a document's extraction.
+func (s *Service) limits() Limits {
+	return Limits{MaxPages: s.cfg.MaxDocumentPages, MaxTextBytes: s.cfg.MaxDocumentBytes}
 }
 
 // MaxDocumentBytes is the largest document upload accepted.

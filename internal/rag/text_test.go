@@ -122,7 +122,7 @@ func TestExtractHTML(t *testing.T) {
 	t.Parallel()
 	page := `<html><head><title>T</title><style>p{}</style></head><body><h1>Billing</h1><p>Invoices are
 	sent monthly.</p><script>alert(1)</script><h2>Refunds</h2><ul><li>Within 30 days</li><li>Full amount</li></ul></body></html>`
-	text, sections, err := Extract(MediaHTML, []byte(page))
+	text, sections, err := Extract(MediaHTML, []byte(page), testLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +145,11 @@ func TestExtractRefusals(t *testing.T) {
 	}{
 		"ErrNotUTF8":     {MediaText, []byte{0xff, 0xfe, 'a'}},
 		"ErrEmpty":       {MediaMarkdown, []byte(" \n\n ")},
-		"ErrUnknownType": {"application/pdf", []byte("%PDF-1.7")},
+		"ErrUnknownType": {"application/msword", []byte{0xd0, 0xcf, 0x11, 0xe0}},
+		"ErrNotPDF":      {MediaPDF, []byte("%PDF-1.7")},
+		"ErrNotDOCX":     {MediaDOCX, []byte("PK\x03\x04")},
 	} {
-		if _, _, err := Extract(tc.mediaType, tc.body); err == nil {
+		if _, _, err := Extract(tc.mediaType, tc.body, testLimits); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}

@@ -83,6 +83,7 @@ type RAG struct {
 	ChunkMaxTokens       int     `koanf:"chunk_max_tokens" doc:"largest chunk, in tokens, of a new knowledge base that sets no chunking"`
 	ChunkOverlap         int     `koanf:"chunk_overlap" doc:"tokens of a chunk repeated at the start of the next one, for a new knowledge base that sets no chunking"`
 	MaxDocumentBytes     int64   `koanf:"max_document_bytes" doc:"largest document a knowledge base takes, in bytes (413 request_too_large past it)"`
+	MaxDocumentPages     int     `koanf:"max_document_pages" doc:"most pages of a PDF a knowledge base takes (413 request_too_large past it)"`
 	EmbedBatch           int     `koanf:"embed_batch" doc:"chunks per embedding call while ingesting"`
 	HNSWEfSearch         int     `koanf:"hnsw_ef_search" doc:"HNSW candidate list size of a vector search (hnsw.ef_search; raised to k when smaller)"`
 	HNSWMaxScanTuples    int     `koanf:"hnsw_max_scan_tuples" doc:"most index tuples an iterative HNSW scan visits to fill k filtered results before searching exactly"`
@@ -367,7 +368,7 @@ func Default() Config {
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000, ReplyLease: 6 * time.Second},
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
-			EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
+			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
 		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour, Plans: map[string]Plan{
 			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
@@ -660,7 +661,7 @@ func (c Config) validate() []string {
 	if c.RAG.ChunkOverlap < 0 || c.RAG.ChunkOverlap >= c.RAG.ChunkMaxTokens {
 		bad("rag.chunk_overlap", "must be at least 0 and less than rag.chunk_max_tokens, got %d", c.RAG.ChunkOverlap)
 	}
-	for key, n := range map[string]int64{"rag.max_document_bytes": c.RAG.MaxDocumentBytes, "rag.embed_batch": int64(c.RAG.EmbedBatch),
+	for key, n := range map[string]int64{"rag.max_document_bytes": c.RAG.MaxDocumentBytes, "rag.max_document_pages": int64(c.RAG.MaxDocumentPages), "rag.embed_batch": int64(c.RAG.EmbedBatch),
 		"rag.hnsw_ef_search": int64(c.RAG.HNSWEfSearch), "rag.hnsw_max_scan_tuples": int64(c.RAG.HNSWMaxScanTuples), "rag.hybrid_candidates": int64(c.RAG.HybridCandidates)} {
 		if n < 1 {
 			bad(key, "must be at least 1, got %d", n)
