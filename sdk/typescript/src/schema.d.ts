@@ -4413,9 +4413,39 @@ export interface components {
                 "application/json": components["schemas"]["OpenAIError"];
             };
         };
+        /**
+         * @description Service unavailable, in OpenAI's error body: a dependency Kiln needs (PostgreSQL,
+         *     Redis) cannot be reached (code `unavailable`, always with `Retry-After`), no target
+         *     of the model can serve (`model_unavailable`) or the request overran its deadline
+         *     (`timeout`). Retrying after `Retry-After` seconds is safe.
+         */
+        OpenAIServiceUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OpenAIError"];
+            };
+        };
         /** @description An error, as RFC 9457 problem details. */
         Problem: {
             headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description Service unavailable: a dependency Kiln needs (PostgreSQL, Redis) cannot be reached
+         *     (code `unavailable`, always with `Retry-After`), no target of the model can serve
+         *     (`model_unavailable`) or the request overran its deadline (`timeout`). Recovery is
+         *     automatic: retrying after `Retry-After` seconds is safe.
+         */
+        ServiceUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["Retry-After"];
                 [name: string]: unknown;
             };
             content: {
@@ -4685,6 +4715,7 @@ export interface operations {
                     "application/json": components["schemas"]["JWKS"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4711,6 +4742,7 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4737,6 +4769,7 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4763,6 +4796,7 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4782,6 +4816,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4801,6 +4836,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4822,6 +4858,7 @@ export interface operations {
                     "application/json": components["schemas"]["Me"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4848,6 +4885,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4870,6 +4908,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4898,6 +4937,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4919,6 +4959,7 @@ export interface operations {
                     "application/json": components["schemas"]["UnreadCount"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4943,6 +4984,7 @@ export interface operations {
                     "application/json": components["schemas"]["Notification"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4964,6 +5006,7 @@ export interface operations {
                     "application/json": components["schemas"]["MarkedRead"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -4985,6 +5028,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5006,6 +5050,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationPreferences"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5031,6 +5076,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationPreferences"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5057,6 +5103,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5095,6 +5142,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgMembership"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5124,6 +5172,7 @@ export interface operations {
                     "application/json": components["schemas"]["APIKeyList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5164,6 +5213,7 @@ export interface operations {
                     "application/json": components["schemas"]["APIKeyWithSecret"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5191,6 +5241,7 @@ export interface operations {
                     "application/json": components["schemas"]["APIKey"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5216,6 +5267,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5259,6 +5311,7 @@ export interface operations {
                     "application/json": components["schemas"]["APIKeyWithSecret"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5290,6 +5343,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuditEventList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5309,6 +5363,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5333,6 +5388,7 @@ export interface operations {
                 content?: never;
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5357,6 +5413,7 @@ export interface operations {
                 content?: never;
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5381,6 +5438,7 @@ export interface operations {
                 content?: never;
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5404,6 +5462,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5433,6 +5492,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5457,6 +5517,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5487,6 +5548,7 @@ export interface operations {
                     "application/json": components["schemas"]["Member"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5513,6 +5575,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5542,6 +5605,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvitationList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5583,6 +5647,7 @@ export interface operations {
                     "application/json": components["schemas"]["Invitation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5607,6 +5672,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5632,6 +5698,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgMembership"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5660,6 +5727,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5682,6 +5750,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5704,6 +5773,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5728,6 +5798,7 @@ export interface operations {
                     "application/json": components["schemas"]["Subscription"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5752,6 +5823,7 @@ export interface operations {
                     "application/json": components["schemas"]["Entitlements"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5773,6 +5845,7 @@ export interface operations {
                     "application/json": components["schemas"]["PlanList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5801,6 +5874,7 @@ export interface operations {
                     "application/json": components["schemas"]["Subscription"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5829,6 +5903,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminOrgList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5850,6 +5925,7 @@ export interface operations {
                     "application/json": components["schemas"]["FeatureFlagList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5874,6 +5950,7 @@ export interface operations {
                     "application/json": components["schemas"]["FeatureFlag"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5902,6 +5979,7 @@ export interface operations {
                     "application/json": components["schemas"]["FeatureFlag"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5924,6 +6002,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5956,6 +6035,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuditEventList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -5977,6 +6057,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobScheduleList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6002,6 +6083,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobSchedule"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6024,6 +6106,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6048,6 +6131,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobSchedule"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6072,6 +6156,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobSchedule"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6093,6 +6178,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobQueueList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6117,6 +6203,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobQueue"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6141,6 +6228,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobQueue"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6177,6 +6265,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminJobList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6202,6 +6291,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminJobBulkResult"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6227,6 +6317,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminJobBulkResult"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6251,6 +6342,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminJob"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6275,6 +6367,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminJob"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6296,6 +6389,7 @@ export interface operations {
                     "application/json": components["schemas"]["OAuthProviderList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6324,6 +6418,7 @@ export interface operations {
                 content?: never;
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6355,6 +6450,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6381,6 +6477,7 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6402,6 +6499,7 @@ export interface operations {
                     "application/json": components["schemas"]["IdentityList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6424,6 +6522,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6448,6 +6547,7 @@ export interface operations {
                     "application/json": components["schemas"]["ModelList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6493,6 +6593,7 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6515,6 +6616,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6550,6 +6652,7 @@ export interface operations {
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6574,6 +6677,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderKeyList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6605,6 +6709,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderKey"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6630,6 +6735,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6659,6 +6765,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6699,6 +6806,7 @@ export interface operations {
                     "application/json": components["schemas"]["Prompt"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6726,6 +6834,7 @@ export interface operations {
                     "application/json": components["schemas"]["Prompt"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6751,6 +6860,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6783,6 +6893,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptVersionList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6826,6 +6937,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptVersion"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6855,6 +6967,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptVersion"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6888,6 +7001,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptLabel"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6915,6 +7029,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6947,6 +7062,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptDiff"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -6978,6 +7094,7 @@ export interface operations {
                     "application/json": components["schemas"]["RenderedPrompt"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7007,6 +7124,7 @@ export interface operations {
                     "application/json": components["schemas"]["PromptExperimentReport"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7038,6 +7156,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7078,6 +7197,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7105,6 +7225,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7130,6 +7251,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7161,6 +7283,7 @@ export interface operations {
                     "application/json": components["schemas"]["Conversation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7193,6 +7316,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationMessageList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7238,6 +7362,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7283,6 +7408,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7317,6 +7443,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7346,6 +7473,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationMessage"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7377,6 +7505,7 @@ export interface operations {
                     "text/markdown": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7408,6 +7537,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessageFeedback"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7441,6 +7571,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7468,6 +7599,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7500,6 +7632,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7527,6 +7660,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7554,6 +7688,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7578,6 +7713,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgSettings"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7606,6 +7742,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgSettings"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7646,6 +7783,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
@@ -7684,6 +7822,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIEmbeddingList"];
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
@@ -7705,6 +7844,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIModelList"];
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
@@ -7734,6 +7874,7 @@ export interface operations {
                     "application/json": components["schemas"]["KnowledgeBaseList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7774,6 +7915,7 @@ export interface operations {
                     "application/json": components["schemas"]["KnowledgeBase"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7801,6 +7943,7 @@ export interface operations {
                     "application/json": components["schemas"]["KnowledgeBase"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7826,6 +7969,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7857,6 +8001,7 @@ export interface operations {
                     "application/json": components["schemas"]["KnowledgeBase"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7891,6 +8036,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7944,6 +8090,7 @@ export interface operations {
                     "application/json": components["schemas"]["Document"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -7973,6 +8120,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentWithChunks"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8000,6 +8148,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8032,6 +8181,7 @@ export interface operations {
                     "application/json": components["schemas"]["EvaluationList"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8075,6 +8225,7 @@ export interface operations {
                     "application/json": components["schemas"]["Evaluation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8104,6 +8255,7 @@ export interface operations {
                     "application/json": components["schemas"]["Evaluation"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8135,6 +8287,7 @@ export interface operations {
                     "application/json": components["schemas"]["SearchResults"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8176,6 +8329,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
@@ -8200,6 +8354,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIResponse"];
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
@@ -8224,6 +8379,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIResponseDeleted"];
                 };
             };
+            503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
     };
