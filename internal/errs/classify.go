@@ -44,12 +44,12 @@ func Classify(err error) (e *Error, known bool) {
 		return e, true
 	}
 	switch {
+	case unreachable(err): // first: a dependency's own connect deadline is its outage, not the request's
+		return &Error{Code: Unavailable, Message: UnavailableMessage}, true
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Code: Timeout, Message: "The request did not complete within its deadline."}, true
 	case errors.Is(err, context.Canceled):
 		return &Error{Code: Timeout, Message: "The request was cancelled."}, true
-	case unreachable(err):
-		return &Error{Code: Unavailable, Message: UnavailableMessage}, true
 	}
 	return &Error{Code: Internal, Message: "An internal error occurred; quote the request id when reporting it."}, false
 }
@@ -100,10 +100,53 @@ func classifySQLState(err error) (*Error, bool) {
 }
 
 // unreachable reports whether err is a failure to reach or to keep talking to a dependency
-// over the network (PostgreSQL, Redis): a refused, reset or timed-out connection.
+// (PostgreSQL, Redis), recognised without importing their drivers:
+//   - a refused, reset or timed-out connection (a *net.OpError, as both drivers return it,
+//     or its errno);
+//   - pgx's "failed to connect" (pgconn.ConnectError), whatever its cause: a refused dial,
+//     its connect_timeout, a server that refuses logins;
+//   - go-redis's pool that found no usable connection in time (redis.ErrPoolTimeout,
+//     redis.ErrPoolExhausted).
+//
+// A cancellation is never an outage: the client went away. A connection PostgreSQL closes
+// under an open pool reads as a *net.OpError too (internal/store dials so). A bare io.EOF
+// is no outage: a client's truncated body ends so. TestClassifyDriverErrors produces each
+// case with the real drivers.
 func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
 	if _, ok := errors.AsType[*net.OpError](err); ok {
 		return true
 	}
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	return inChain(err, func(e error) bool {
+		msg := e.Error()
+		return strings.HasPrefix(msg, "failed to connect to ") || msg == "redis: connection pool timeout" || msg == "redis: connection pool exhausted"
+	})
+}
+
+// inChain reports whether match holds for err or any error it wraps.
+func inChain(err error, match func(error) bool) bool {
+	for err != nil {
+		if match(err) {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if inChain(e, match) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }

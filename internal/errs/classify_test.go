@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -86,4 +89,109 @@ func TestClassifyDatabaseRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClassifyDriverErrors makes the real drivers fail as an outage makes them fail and
+// requires each failure to be Unavailable (a 503 with Retry-After), never Internal.
+func TestClassifyDriverErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	silent := silentListener(t) // accepts connections and never answers
+	for name, fail := range map[string]func(t *testing.T) error{
+		"PostgresRefused": func(t *testing.T) error {
+			_, err := pgconn.Connect(ctx, "postgres://postgres@"+closedAddr(t)+"/kiln?sslmode=disable")
+			return err
+		},
+		"PostgresConnectTimeout": func(t *testing.T) error {
+			cfg, err := pgconn.ParseConfig("postgres://postgres@" + silent + "/kiln?sslmode=disable")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ConnectTimeout = 100 * time.Millisecond
+			_, err = pgconn.ConnectConfig(ctx, cfg)
+			return err
+		},
+		"PostgresConnectionEnded": func(t *testing.T) error {
+			p := storetest.NewProxy(t, storetest.PostgresAddr())
+			u, _ := url.Parse(storetest.BaseURL())
+			u.Host = p.Addr()
+			pool := storetest.Pool(t, u.String()) // store.Open's pool
+			var one int
+			if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Fatal(err)
+			}
+			p.Cut()
+			return pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+		},
+		"RedisRefused": func(t *testing.T) error {
+			c := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1})
+			t.Cleanup(func() { _ = c.Close() })
+			return c.Ping(ctx).Err()
+		},
+		"RedisPoolTimeout": func(t *testing.T) error {
+			u, _ := url.Parse(storetest.RedisURL())
+			c := redis.NewClient(&redis.Options{Addr: u.Host, PoolSize: 1, PoolTimeout: 50 * time.Millisecond, MaxRetries: -1})
+			t.Cleanup(func() { _ = c.Close() })
+			held := make(chan struct{})
+			go func() { // holds the only connection for a second
+				close(held)
+				c.BLPop(ctx, time.Second, "kiln:test:errs:v1:never-pushed-"+t.Name())
+			}()
+			<-held
+			time.Sleep(20 * time.Millisecond)
+			return c.Ping(ctx).Err()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			err := fail(t)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if e, known := errs.Classify(fmt.Errorf("store: %w", err)); e.Code != errs.Unavailable || !known {
+				t.Fatalf("Classify(%v) = %s, %v; want unavailable", err, e.Code, known)
+			}
+		})
+	}
+	t.Run("CancelledIsNotAnOutage", func(t *testing.T) {
+		t.Parallel()
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err := pgconn.Connect(cctx, storetest.BaseURL())
+		if e, _ := errs.Classify(err); e.Code != errs.Timeout {
+			t.Fatalf("Classify(%v) = %s; want timeout (cancelled)", err, e.Code)
+		}
+	})
+}
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// silentListener accepts connections and never answers, as a server hanging in a
+// partition does.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -50,6 +50,7 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelDeadline}
 	}
+	cfg.ConnConfig.DialFunc = reportingClose(cfg.ConnConfig.DialFunc)
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		var hasVector bool
 		err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'vector')").Scan(&hasVector)
