@@ -186,13 +186,30 @@ func setup(t testing.TB, opts ...option) *bundle {
 // setupReplies is setup with the replies' dependencies changed by replyDeps (nil: none).
 func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *bundle {
 	t.Helper()
+	return setupOn(t, storetest.New(t), storetest.Redis, replyDeps, opts...)
+}
+
+// setupBehind is setup with every connection to PostgreSQL and Redis made through the
+// proxies pg and rd, which the test can cut, and /ready checking both.
+func setupBehind(t testing.TB, pg, rd *storetest.Proxy, opts ...option) *bundle {
+	t.Helper()
+	st := storetest.NewBehind(t, pg)
+	checks := func(d *Deps) { d.Checks = []health.Check{health.Postgres(st.Pool), health.Redis(d.Redis)} }
+	return setupOn(t, st, func(t testing.TB) (redis.UniversalClient, redisclient.Keyspace) {
+		return storetest.RedisBehind(t, rd)
+	}, nil, append([]option{checks}, opts...)...)
+}
+
+// setupOn builds the test server on st and on Redis clients from newRedis.
+func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.UniversalClient, redisclient.Keyspace), replyDeps func(*replies.Deps), opts ...option) *bundle {
+	t.Helper()
 	logs := &logtest.Buffer{}
 	spec := testSpec(t)
 	log := logging.New(logs, "debug")
-	st := storetest.New(t)
-	rdb, ks := storetest.Redis(t)
+	rdb, ks := newRedis(t)
 	mail := &mailbox{st: st}
-	identity := newIdentity(t, st, log)
+	idRdb, idKs := newRedis(t)
+	identity := newIdentity(t, st, idRdb, idKs, log)
 	admins := admin.New(st, time.Now)
 	admins.NotifyRevoked(identity.Tokens.RevokeSessions)
 	admins.NotifyKeysChanged(identity.Keys.ForgetAll)
@@ -318,11 +335,10 @@ func setupReplies(t testing.TB, replyDeps func(*replies.Deps), opts ...option) *
 	return b
 }
 
-// newIdentity builds the identity services on a database and Redis key space of the
-// test's own, with cheap password hashing and their background loops running.
-func newIdentity(t testing.TB, st *store.Store, log *slog.Logger) Identity {
+// newIdentity builds the identity services on st and a Redis key space of their own,
+// with cheap password hashing and their background loops running.
+func newIdentity(t testing.TB, st *store.Store, rdb redis.UniversalClient, ks redisclient.Keyspace, log *slog.Logger) Identity {
 	t.Helper()
-	rdb, ks := storetest.Redis(t)
 	keyring, err := secrets.ParseKeyring(secrets.DevMasterKeys)
 	if err != nil {
 		t.Fatal(err)
