@@ -46,8 +46,10 @@ func TestDependencyOutage(t *testing.T) {
 	messages := "/v1/conversations/" + conv.Id.String() + "/messages"
 
 	needPostgres := map[string]func() *http.Response{
-		"Me":             func() *http.Response { return b.call(t, "GET", "/v1/me", alice, nil, nil) },
-		"Login":          func() *http.Response { return b.call(t, "POST", "/v1/auth/login", "", map[string]string{"email": "alice@example.com", "password": testPassword}, nil) },
+		"Me": func() *http.Response { return b.call(t, "GET", "/v1/me", alice, nil, nil) },
+		"Login": func() *http.Response {
+			return b.call(t, "POST", "/v1/auth/login", "", map[string]string{"email": "alice@example.com", "password": testPassword}, nil)
+		},
 		"Conversations":  func() *http.Response { return b.call(t, "GET", "/v1/conversations", alice, nil, nil) },
 		"APIKeyAuthOnly": func() *http.Response { return b.call(t, "GET", "/v1/conversations", key, nil, nil) },
 	}
