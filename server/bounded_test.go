@@ -81,8 +81,8 @@ func TestExportStreams(t *testing.T) {
 }
 
 // TestDisconnectStopsQuery: when the client of an expensive request goes away (here a
-// usage report stuck behind a lock), its query stops in PostgreSQL too, at once (issue
-// 12: the server went on with it after the handler had returned).
+// usage report stuck behind a lock), the handler returns and its query stops in
+// PostgreSQL too, at once (issue 12).
 func TestDisconnectStopsQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

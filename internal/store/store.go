@@ -6,12 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
@@ -31,10 +29,6 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{Pool: pool, Queries: db.New(pool)}
 }
 
-// cancelDeadline is how long a query whose context ended waits for PostgreSQL to answer
-// its cancel request before its connection is dropped.
-const cancelDeadline = 2 * time.Second
-
 // Open connects a pool to url with at most maxConns connections and checks it answers.
 // The vector type is registered on connections once the extension exists.
 func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
@@ -43,13 +37,6 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.MaxConns = maxConns
-	// A cancelled context (a client gone, a request past its deadline) cancels its query
-	// in PostgreSQL too: pgx's default only drops the connection, and the server goes on
-	// with the query until it next writes to it. The deadline is the fallback when the
-	// cancel request gets no answer.
-	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelDeadline}
-	}
 	cfg.ConnConfig.DialFunc = reportingClose(cfg.ConnConfig.DialFunc)
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		var hasVector bool
