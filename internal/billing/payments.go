@@ -93,10 +93,10 @@ type Order struct {
 	// The provider's ids, as far as known: its order (Checkout Session, out_trade_no),
 	// payment (PaymentIntent, transaction_id, trade_no), customer and subscription.
 	ProviderOrderID, ProviderPaymentID, ProviderCustomerID, ProviderSubscriptionID string
-	Refunded  int64 // minor units refunded so far
-	CreatedBy *uuid.UUID
-	PaidAt    *time.Time
-	CreatedAt time.Time
+	Refunded                                                                       int64 // minor units refunded so far
+	CreatedBy                                                                      *uuid.UUID
+	PaidAt                                                                         *time.Time
+	CreatedAt                                                                      time.Time
 }
 
 // NewOrder is an order to create.
@@ -210,7 +210,7 @@ func (s *Service) Order(ctx context.Context, org, id uuid.UUID) (Order, error) {
 // OpenOrders returns up to limit orders of provider still created or pending that were
 // created before before, oldest first: for a job that queries, then closes them.
 func (s *Service) OpenOrders(ctx context.Context, provider string, before time.Time, limit int) ([]Order, error) {
-	rows, err := s.st.ListOpenPaymentOrders(ctx, db.ListOpenPaymentOrdersParams{Provider: provider, Before: before, Lim: int32(limit)})
+	rows, err := s.st.ListOpenPaymentOrders(ctx, db.ListOpenPaymentOrdersParams{Provider: provider, Before: before, Lim: int32(min(max(limit, 0), 1000))}) //nolint:gosec // clamped to 0..1000
 	if err != nil {
 		return nil, fmt.Errorf("list open orders: %w", err)
 	}

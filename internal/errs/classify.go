@@ -134,7 +134,7 @@ func inChain(err error, match func(error) bool) bool {
 		if match(err) {
 			return true
 		}
-		switch u := err.(type) {
+		switch u := err.(type) { //nolint:errorlint // this walks the chain one link at a time
 		case interface{ Unwrap() error }:
 			err = u.Unwrap()
 		case interface{ Unwrap() []error }:

@@ -382,7 +382,9 @@ type Trade struct {
 }
 
 // Paid reports whether the buyer paid.
-func (t Trade) Paid() bool { return t.TradeStatus == "TRADE_SUCCESS" || t.TradeStatus == "TRADE_FINISHED" }
+func (t Trade) Paid() bool {
+	return t.TradeStatus == "TRADE_SUCCESS" || t.TradeStatus == "TRADE_FINISHED"
+}
 
 // Query returns the trade outTradeNo. A trade the payer never opened is an APIError with
 // sub code ACQ.TRADE_NOT_EXIST.

@@ -32,7 +32,7 @@ type Proxy struct {
 // NewProxy starts a proxy to target (host:port), stopped at cleanup.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
@@ -62,7 +62,7 @@ func (p *Proxy) Cut() {
 // Restore listens again on the proxy's address.
 func (p *Proxy) Restore() {
 	p.t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
+	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", p.addr)
 	if err != nil {
 		p.t.Fatalf("proxy listen again on %s: %v", p.addr, err)
 	}
@@ -87,7 +87,7 @@ func (p *Proxy) serve(ln net.Listener) {
 // forward copies both ways between c and a new connection to the target until either
 // side closes or Cut closes both.
 func (p *Proxy) forward(c net.Conn) {
-	up, err := net.Dial("tcp", p.target)
+	up, err := new(net.Dialer).DialContext(context.Background(), "tcp", p.target)
 	if err != nil {
 		_ = c.Close()
 		return

@@ -188,9 +188,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func (s *Server) create(w http.ResponseWriter, kind string, body []byte) {
 	var in struct {
 		AppID, MchID, Description string
-		NotifyURL                             string `json:"notify_url"`
-		OutTradeNoJSON                        string `json:"out_trade_no"`
-		Amount                                struct {
+		NotifyURL                 string `json:"notify_url"`
+		OutTradeNoJSON            string `json:"out_trade_no"`
+		Amount                    struct {
 			Total    int64
 			Currency string
 		}
