@@ -63,7 +63,8 @@ SET seq = sqlc.arg(seq), content = sqlc.arg(content), tool_calls = sqlc.arg(tool
     error_code = sqlc.arg(error_code), error_detail = sqlc.arg(error_detail),
     provider = sqlc.arg(provider), provider_model = sqlc.arg(provider_model), finish_reason = sqlc.arg(finish_reason),
     prompt_tokens = sqlc.arg(prompt_tokens), completion_tokens = sqlc.arg(completion_tokens),
-    cached_tokens = sqlc.arg(cached_tokens), cost_usd = sqlc.arg(cost_usd), completed_at = sqlc.arg(completed_at)
+    cached_tokens = sqlc.arg(cached_tokens), cost_usd = sqlc.arg(cost_usd), citations = sqlc.arg(citations),
+    completed_at = sqlc.arg(completed_at)
 WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND status = 'in_progress'
 RETURNING *;
 
@@ -84,7 +85,7 @@ LIMIT sqlc.arg(max_rows);
 -- budget before the messages themselves are read.
 -- name: ListMessageSizes :many
 SELECT (octet_length(content) + coalesce(octet_length(parts::text), 0) + coalesce(octet_length(tool_calls::text), 0)
-        + coalesce(octet_length(error_detail), 0))::bigint AS bytes
+        + coalesce(octet_length(error_detail), 0) + coalesce(octet_length(citations::text), 0))::bigint AS bytes
 FROM messages
 WHERE org_id = sqlc.arg(org_id) AND conversation_id = sqlc.arg(conversation_id)
   AND (sqlc.narg(after_seq)::integer IS NULL OR seq > sqlc.narg(after_seq)::integer OR seq IS NULL)

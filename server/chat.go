@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/auth/apikey"
 	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -17,6 +18,7 @@ import (
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/platform/logging"
+	"github.com/kilnhq/kiln/internal/rag"
 )
 
 // LLM is what the model endpoints need.
@@ -101,7 +103,10 @@ func (s *Server) beginCall(w http.ResponseWriter, r *http.Request, toCall func(c
 		call.Org = who.org
 	}
 	if err == nil {
-		err = s.llm.Runner.Validate(&call)
+		err = knowledgeScope(r.Context(), call.KnowledgeBases)
+	}
+	if err == nil {
+		err = s.llm.Runner.Validate(r.Context(), &call)
 	}
 	if err != nil {
 		s.respondError(w, r, err)
@@ -122,9 +127,21 @@ func (s *Server) chatCallOf(ctx context.Context, who caller, body *api.ChatReque
 		use, err = s.applyPrompt(ctx, who, body, &call)
 	}
 	if err == nil {
-		err = s.llm.Runner.Validate(&call)
+		err = knowledgeScope(ctx, call.KnowledgeBases)
+	}
+	if err == nil {
+		err = s.llm.Runner.Validate(ctx, &call)
 	}
 	return call, use, err
+}
+
+// knowledgeScope refuses knowledge bases to an API key without kb:read: answering from
+// them reads them.
+func knowledgeScope(ctx context.Context, kbs []uuid.UUID) error {
+	if p, ok := principalFrom(ctx); ok && len(kbs) > 0 && p.Key != nil && !apikey.Has(p.Key.Scopes, apikey.ScopeKBRead) {
+		return errs.E(errs.PermissionDenied, "This API key lacks the scope %q, which answering from knowledge_bases needs.", apikey.ScopeKBRead)
+	}
+	return nil
 }
 
 // bound limits a model call to the stream timeout and tells the gateway its org, for the
@@ -219,6 +236,9 @@ func toChatCall(b api.ChatRequest) (chat.Call, error) {
 	}
 	if b.ServerTools != nil {
 		c.ServerTools = *b.ServerTools
+	}
+	if b.KnowledgeBases != nil {
+		c.KnowledgeBases = *b.KnowledgeBases
 	}
 	req := &c.Request
 	var fields []errs.FieldError
@@ -351,6 +371,10 @@ func toChatCompletion(id, alias string, start time.Time, res *chat.Result) api.C
 		CreatedAt: start.UTC(), Message: toAPIMessage(res.Message), FinishReason: api.FinishReason(res.FinishReason),
 		Usage: toChatUsage(res), Attempts: toAttempts(res.Served),
 	}
+	if res.Citations != nil {
+		cs := toAPICitations(res.Citations)
+		out.Citations = &cs
+	}
 	if len(res.Steps) > 0 {
 		steps := make([]api.ChatMessage, len(res.Steps))
 		for i, m := range res.Steps {
@@ -364,6 +388,8 @@ func toChatCompletion(id, alias string, start time.Time, res *chat.Result) api.C
 // toChatEvent names and shapes one stream event (EventStart is not sent).
 func toChatEvent(ev chat.Event) (string, any) {
 	switch ev.Kind {
+	case chat.EventCitations:
+		return string(api.ChatEventTypeCitations), api.CitationsEvent{Citations: toAPICitations(ev.Citations)}
 	case chat.EventDelta:
 		return "message.delta", api.ChatDeltaEvent{Text: ev.Text}
 	case chat.EventToolCallDelta:
@@ -387,6 +413,15 @@ func toChatEvent(ev chat.Event) (string, any) {
 		u := ev.Usage
 		return "usage", api.ChatUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens, TotalTokens: u.Total(), CostUsd: ev.Cost}
 	}
+}
+
+// toAPICitations is a grounded reply's sources as the spec has them (never nil).
+func toAPICitations(cs []rag.Citation) []api.Citation {
+	out := make([]api.Citation, len(cs))
+	for i, c := range cs {
+		out[i] = api.Citation{N: c.Source, KnowledgeBaseId: c.KnowledgeBaseID, DocumentId: c.DocumentID, ChunkId: c.ChunkID, Title: c.Title, Snippet: c.Snippet}
+	}
+	return out
 }
 
 func toChatDone(id, alias string, res *chat.Result) api.ChatDoneEvent {

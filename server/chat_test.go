@@ -233,6 +233,7 @@ var eventSchemas = map[string]string{
 	"message.delta": "ChatDeltaEvent", "tool_call.delta": "ToolCallDeltaEvent", "tool_call": "ToolCallEvent",
 	"tool_result": "ToolResultEvent", "usage": "ChatUsage", "done": "ChatDoneEvent", "error": "Problem",
 	"reply.started": "ReplyStartedEvent", // conversation replies only
+	"citations":     "CitationsEvent",    // replies grounded in knowledge bases only
 }
 
 // checkEvents fails unless the ids count 1, 2, … and each event's data matches its schema.

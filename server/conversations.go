@@ -360,6 +360,10 @@ func toAPIConversationMessage(m conversations.Message) api.ConversationMessage {
 	if m.Prompt != nil {
 		out.Prompt = &api.MessagePrompt{Name: m.Prompt.Name, Version: m.Prompt.Version, ExperimentId: m.Prompt.ExperimentID}
 	}
+	if m.Citations != nil {
+		cs := toAPICitations(m.Citations)
+		out.Citations = &cs
+	}
 	return out
 }
 

@@ -277,6 +277,9 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway, Usage: d.LLM.Usage},
 			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Log: log, Now: time.Now})
 	}
+	if d.LLM.Runner.Knowledge == nil {
+		d.LLM.Runner.Knowledge = d.Knowledge
+	}
 	if d.Jobs == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)

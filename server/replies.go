@@ -56,7 +56,7 @@ func toChatRequest(o *api.ReplyOptions) api.ChatRequest {
 	return api.ChatRequest{
 		Model: o.Model, Prompt: o.Prompt, Tools: o.Tools, ServerTools: o.ServerTools, ToolChoice: o.ToolChoice,
 		ResponseFormat: o.ResponseFormat, Temperature: o.Temperature, TopP: o.TopP, MaxTokens: o.MaxTokens,
-		Stop: o.Stop, Seed: o.Seed, User: o.User,
+		Stop: o.Stop, Seed: o.Seed, User: o.User, KnowledgeBases: o.KnowledgeBases,
 	}
 }
 
@@ -116,6 +116,9 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 		return
 	}
 	req, err := toReplyRequest(id, in, options)
+	if err == nil {
+		err = knowledgeScope(r.Context(), req.Call.KnowledgeBases)
+	}
 	if err != nil {
 		s.respondError(w, r, err)
 		return

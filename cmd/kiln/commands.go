@@ -369,6 +369,14 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	return err
 }
 
+// contextWindow is a model alias's context window in tokens.
+func (a *app) contextWindow(alias string) int {
+	if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
+		return m.ContextWindow
+	}
+	return a.cfg.Conversations.ContextWindow
+}
+
 // newConversations builds the conversation service and the replies' (with their stream
 // bus, which has a Redis pool of its own for the followers' blocking reads).
 func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM, promptStore *prompts.Service) (server.Conversations, func(), error) {
@@ -382,12 +390,7 @@ func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM,
 	rd := replies.Deps{
 		Conversations: convs, Prompts: promptStore, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Streams: bus,
 		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout, LeaseTTL: a.cfg.Conversations.ReplyLease,
-		ContextWindow: func(alias string) int {
-			if m := a.cfg.LLM.Models[alias]; m.ContextWindow > 0 {
-				return m.ContextWindow
-			}
-			return a.cfg.Conversations.ContextWindow
-		},
+		ContextWindow: a.contextWindow,
 	}
 	c := server.Conversations{Service: convs, Replies: replies.New(rd)}
 	c.Responses = responses.New(store.New(d.pool), convs, c.Replies, time.Now)

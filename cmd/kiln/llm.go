@@ -131,6 +131,7 @@ func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.Univer
 			Gateway: g, Tools: registry, MaxSteps: a.cfg.LLM.ToolMaxSteps, ToolTimeout: a.cfg.LLM.ToolTimeout,
 			Cache:     cache.New(rdb, redisclient.Keyspace{Env: a.cfg.Env}, a.cfg.LLM.CacheTTL),
 			MaxTokens: a.cfg.LLM.MaxTokens, Now: time.Now,
+			ContextWindow: a.contextWindow, SourceTokens: a.cfg.RAG.AnswerTokens,
 		},
 		Usage:         rec,
 		Billing:       bill,

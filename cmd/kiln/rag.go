@@ -21,8 +21,9 @@ import (
 )
 
 // newRAG builds the knowledge-base service from rag.* config, embedding through the LLM
-// gateway, and declares its ingestion job kind on the one registry (every process: an
-// API replica creates ingestion jobs, a worker runs them).
+// gateway, declares its ingestion job kind on the one registry (every process: an API
+// replica creates ingestion jobs, a worker runs them), and grounds the runner's replies
+// that name knowledge bases in it.
 func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 	c := a.cfg.RAG
 	stores := map[string]rag.VectorStore{}
@@ -34,15 +35,17 @@ func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 		}
 		stores[rag.StoreQdrant] = q
 	}
-	return rag.New(rag.Config{
+	svc := rag.New(rag.Config{
 		EmbeddingModel: c.EmbeddingModel, Dimensions: c.Dimensions, ChunkMaxTokens: c.ChunkMaxTokens, ChunkOverlap: c.ChunkOverlap,
 		MaxDocumentBytes: c.MaxDocumentBytes, MaxDocumentPages: c.MaxDocumentPages, EmbedBatch: c.EmbedBatch, EfSearch: c.HNSWEfSearch, MaxScanTuples: c.HNSWMaxScanTuples,
 		ExactSearchBelow: c.ExactSearchBelow, RRFK: c.RRFK, VectorWeight: c.HybridVectorWeight, FulltextWeight: c.HybridFulltextWeight,
-		Candidates: c.HybridCandidates,
+		Candidates: c.HybridCandidates, AnswerK: c.AnswerK,
 	}, rag.Deps{
 		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway, Usage: llmDeps.Usage}, Jobs: d.jobs,
 		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Log: a.log, Now: time.Now,
-	}), nil
+	})
+	llmDeps.Runner.Knowledge = svc
+	return svc, nil
 }
 
 // ragCmd is `kiln rag`: knowledge-base tools for operators.

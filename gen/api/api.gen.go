@@ -74,6 +74,7 @@ func (e AuditEventActorType) Valid() bool {
 
 // Defines values for ChatEventType.
 const (
+	ChatEventTypeCitations           ChatEventType = "citations"
 	ChatEventTypeDone                ChatEventType = "done"
 	ChatEventTypeError               ChatEventType = "error"
 	ChatEventTypeMessageDelta        ChatEventType = "message.delta"
@@ -88,6 +89,8 @@ const (
 // Valid indicates whether the value is a known member of the ChatEventType enum.
 func (e ChatEventType) Valid() bool {
 	switch e {
+	case ChatEventTypeCitations:
+		return true
 	case ChatEventTypeDone:
 		return true
 	case ChatEventTypeError:
@@ -1739,6 +1742,9 @@ type ChatCompletion struct {
 	// Attempts Every target tried, the serving one last.
 	Attempts []ChatAttempt `json:"attempts"`
 
+	// Citations The sources the reply was given, by number, when the request named `knowledge_bases` (empty when none was retrieved).
+	Citations *[]Citation `json:"citations,omitempty"`
+
 	// CreatedAt RFC 3339, UTC.
 	CreatedAt    Timestamp    `json:"created_at"`
 	FinishReason FinishReason `json:"finish_reason"`
@@ -1817,6 +1823,15 @@ type ChatRequest struct {
 	// org; `Kiln-Cache: hit|miss` says what happened. A hit is replayed (as a stream
 	// when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
 	Cache *bool `json:"cache,omitempty"`
+
+	// KnowledgeBases Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+	// model is called, the last user message retrieves the best chunks of all of them
+	// (`rag.answer_k`, hybrid search), which reach the model as a system message of
+	// numbered sources fenced as untrusted data, within the room the context window
+	// leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+	// sends a `citations` event before the first `message.delta`. A knowledge base
+	// that is missing or of another org is a 404 naming it.
+	KnowledgeBases *[]openapi_types.UUID `json:"knowledge_bases,omitempty"`
 
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
 	MaxTokens *int `json:"max_tokens,omitempty"`
@@ -1903,6 +1918,27 @@ type ChunkingSettings struct {
 	OverlapTokens int `json:"overlap_tokens"`
 }
 
+// Citation A numbered source of a grounded reply; the reply cites it as `[n]`.
+type Citation struct {
+	ChunkId         openapi_types.UUID `json:"chunk_id"`
+	DocumentId      openapi_types.UUID `json:"document_id"`
+	KnowledgeBaseId openapi_types.UUID `json:"knowledge_base_id"`
+
+	// N The source's number in the model's context.
+	N int `json:"n"`
+
+	// Snippet A passage of the chunk around the question's terms, HTML-escaped, with matches in `<mark>` (as a search hit's `highlight`).
+	Snippet string `json:"snippet"`
+
+	// Title The document's title.
+	Title string `json:"title"`
+}
+
+// CitationsEvent The `citations` event: the sources retrieved for a reply grounded in knowledge bases, sent once, before its first `message.delta` (an empty list when nothing was retrieved).
+type CitationsEvent struct {
+	Citations []Citation `json:"citations"`
+}
+
 // ContentPart defines model for ContentPart.
 type ContentPart struct {
 	Detail *ContentPartDetail `json:"detail,omitempty"`
@@ -1965,6 +2001,9 @@ type ConversationList struct {
 
 // ConversationMessage defines model for ConversationMessage.
 type ConversationMessage struct {
+	// Citations The sources of an assistant reply grounded in knowledge bases (`knowledge_bases`), as its `citations` event sent them; empty when none was retrieved, absent for a reply not grounded.
+	Citations *[]Citation `json:"citations,omitempty"`
+
 	// CompletedAt RFC 3339, UTC.
 	CompletedAt    *Timestamp         `json:"completed_at,omitempty"`
 	Content        *string            `json:"content,omitempty"`
@@ -3595,7 +3634,15 @@ type RenderedPrompt struct {
 
 // ReplyOptions How to generate the reply; as the fields of `ChatRequest`.
 type ReplyOptions struct {
-	MaxTokens *int `json:"max_tokens,omitempty"`
+	// KnowledgeBases Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+	// model is called, the last user message retrieves the best chunks of all of them
+	// (`rag.answer_k`, hybrid search), which reach the model as a system message of
+	// numbered sources fenced as untrusted data, within the room the context window
+	// leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+	// sends a `citations` event before the first `message.delta`. A knowledge base
+	// that is missing or of another org is a 404 naming it.
+	KnowledgeBases *[]openapi_types.UUID `json:"knowledge_bases,omitempty"`
+	MaxTokens      *int                  `json:"max_tokens,omitempty"`
 
 	// Model A model alias; default the conversation's, else the prompt's, else `default`.
 	Model *string `json:"model,omitempty"`
@@ -6245,6 +6292,32 @@ func (a OpenAIResponseStreamEvent) MarshalJSON() ([]byte, error) {
 	return json.Marshal(object)
 }
 
+// AsCitationsEvent returns the union data inside the ChatStreamEvent as a CitationsEvent
+func (t ChatStreamEvent) AsCitationsEvent() (CitationsEvent, error) {
+	var body CitationsEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromCitationsEvent overwrites any union data inside the ChatStreamEvent as the provided CitationsEvent
+func (t *ChatStreamEvent) FromCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeCitationsEvent performs a merge with any union data inside the ChatStreamEvent, using the provided CitationsEvent
+func (t *ChatStreamEvent) MergeCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
 // AsChatDeltaEvent returns the union data inside the ChatStreamEvent as a ChatDeltaEvent
 func (t ChatStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
 	var body ChatDeltaEvent
@@ -6479,6 +6552,32 @@ func (t *ConversationStreamEvent) FromReplyStartedEvent(v ReplyStartedEvent) err
 
 // MergeReplyStartedEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ReplyStartedEvent
 func (t *ConversationStreamEvent) MergeReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsCitationsEvent returns the union data inside the ConversationStreamEvent as a CitationsEvent
+func (t ConversationStreamEvent) AsCitationsEvent() (CitationsEvent, error) {
+	var body CitationsEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromCitationsEvent overwrites any union data inside the ConversationStreamEvent as the provided CitationsEvent
+func (t *ConversationStreamEvent) FromCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeCitationsEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided CitationsEvent
+func (t *ConversationStreamEvent) MergeCitationsEvent(v CitationsEvent) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -83,7 +83,7 @@ const createMessage = `-- name: CreateMessage :one
 INSERT INTO messages (id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error,
                       status, model, prompt_name, prompt_version, experiment_id, created_at, completed_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-RETURNING id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at
+RETURNING id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations
 `
 
 type CreateMessageParams struct {
@@ -157,6 +157,7 @@ func (q *Queries) CreateMessage(ctx context.Context, arg CreateMessageParams) (M
 		&i.ExperimentID,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Citations,
 	)
 	return i, err
 }
@@ -233,9 +234,10 @@ SET seq = $1, content = $2, tool_calls = $3, status = $4,
     error_code = $5, error_detail = $6,
     provider = $7, provider_model = $8, finish_reason = $9,
     prompt_tokens = $10, completion_tokens = $11,
-    cached_tokens = $12, cost_usd = $13, completed_at = $14
-WHERE org_id = $15 AND id = $16 AND status = 'in_progress'
-RETURNING id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at
+    cached_tokens = $12, cost_usd = $13, citations = $14,
+    completed_at = $15
+WHERE org_id = $16 AND id = $17 AND status = 'in_progress'
+RETURNING id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations
 `
 
 type FinishMessageParams struct {
@@ -252,6 +254,7 @@ type FinishMessageParams struct {
 	CompletionTokens pgtype.Int4
 	CachedTokens     pgtype.Int4
 	CostUsd          pgtype.Float8
+	Citations        []byte
 	CompletedAt      *time.Time
 	OrgID            uuid.UUID
 	ID               uuid.UUID
@@ -273,6 +276,7 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (M
 		arg.CompletionTokens,
 		arg.CachedTokens,
 		arg.CostUsd,
+		arg.Citations,
 		arg.CompletedAt,
 		arg.OrgID,
 		arg.ID,
@@ -306,6 +310,7 @@ func (q *Queries) FinishMessage(ctx context.Context, arg FinishMessageParams) (M
 		&i.ExperimentID,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Citations,
 	)
 	return i, err
 }
@@ -343,7 +348,7 @@ func (q *Queries) GetConversation(ctx context.Context, arg GetConversationParams
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT m.id, m.org_id, m.conversation_id, m.seq, m.role, m.content, m.parts, m.tool_calls, m.tool_call_id, m.name, m.is_error, m.status, m.error_code, m.error_detail, m.model, m.provider, m.provider_model, m.finish_reason, m.prompt_tokens, m.completion_tokens, m.cached_tokens, m.cost_usd, m.prompt_name, m.prompt_version, m.experiment_id, m.created_at, m.completed_at FROM messages m JOIN conversations c ON c.id = m.conversation_id
+SELECT m.id, m.org_id, m.conversation_id, m.seq, m.role, m.content, m.parts, m.tool_calls, m.tool_call_id, m.name, m.is_error, m.status, m.error_code, m.error_detail, m.model, m.provider, m.provider_model, m.finish_reason, m.prompt_tokens, m.completion_tokens, m.cached_tokens, m.cost_usd, m.prompt_name, m.prompt_version, m.experiment_id, m.created_at, m.completed_at, m.citations FROM messages m JOIN conversations c ON c.id = m.conversation_id
 WHERE m.org_id = $1 AND m.id = $2 AND c.deleted_at IS NULL
   AND ($3::uuid IS NULL OR c.user_id = $3::uuid)
 `
@@ -385,6 +390,7 @@ func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (Message
 		&i.ExperimentID,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Citations,
 	)
 	return i, err
 }
@@ -401,7 +407,7 @@ func (q *Queries) GetOrgSettings(ctx context.Context, id uuid.UUID) (pgtype.Int4
 }
 
 const lastMessages = `-- name: LastMessages :many
-SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at FROM messages
+SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations FROM messages
 WHERE org_id = $1 AND conversation_id = $2 AND seq IS NOT NULL
 ORDER BY seq DESC
 LIMIT $3
@@ -451,6 +457,7 @@ func (q *Queries) LastMessages(ctx context.Context, arg LastMessagesParams) ([]M
 			&i.ExperimentID,
 			&i.CreatedAt,
 			&i.CompletedAt,
+			&i.Citations,
 		); err != nil {
 			return nil, err
 		}
@@ -520,7 +527,7 @@ func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsPa
 }
 
 const listHistoryBefore = `-- name: ListHistoryBefore :many
-SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at FROM messages
+SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations FROM messages
 WHERE org_id = $1 AND conversation_id = $2 AND seq IS NOT NULL
   AND ($3::integer IS NULL OR seq < $3::integer)
 ORDER BY seq DESC
@@ -578,6 +585,7 @@ func (q *Queries) ListHistoryBefore(ctx context.Context, arg ListHistoryBeforePa
 			&i.ExperimentID,
 			&i.CreatedAt,
 			&i.CompletedAt,
+			&i.Citations,
 		); err != nil {
 			return nil, err
 		}
@@ -591,7 +599,7 @@ func (q *Queries) ListHistoryBefore(ctx context.Context, arg ListHistoryBeforePa
 
 const listMessageSizes = `-- name: ListMessageSizes :many
 SELECT (octet_length(content) + coalesce(octet_length(parts::text), 0) + coalesce(octet_length(tool_calls::text), 0)
-        + coalesce(octet_length(error_detail), 0))::bigint AS bytes
+        + coalesce(octet_length(error_detail), 0) + coalesce(octet_length(citations::text), 0))::bigint AS bytes
 FROM messages
 WHERE org_id = $1 AND conversation_id = $2
   AND ($3::integer IS NULL OR seq > $3::integer OR seq IS NULL)
@@ -634,7 +642,7 @@ func (q *Queries) ListMessageSizes(ctx context.Context, arg ListMessageSizesPara
 }
 
 const listMessages = `-- name: ListMessages :many
-SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at FROM messages
+SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations FROM messages
 WHERE org_id = $1 AND conversation_id = $2
   AND ($3::integer IS NULL OR seq > $3::integer OR seq IS NULL)
 ORDER BY seq ASC NULLS LAST
@@ -691,6 +699,7 @@ func (q *Queries) ListMessages(ctx context.Context, arg ListMessagesParams) ([]M
 			&i.ExperimentID,
 			&i.CreatedAt,
 			&i.CompletedAt,
+			&i.Citations,
 		); err != nil {
 			return nil, err
 		}
@@ -858,7 +867,7 @@ func (q *Queries) ReserveMessageSeq(ctx context.Context, arg ReserveMessageSeqPa
 }
 
 const runningMessage = `-- name: RunningMessage :one
-SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at FROM messages
+SELECT id, org_id, conversation_id, seq, role, content, parts, tool_calls, tool_call_id, name, is_error, status, error_code, error_detail, model, provider, provider_model, finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost_usd, prompt_name, prompt_version, experiment_id, created_at, completed_at, citations FROM messages
 WHERE org_id = $1 AND conversation_id = $2 AND status = 'in_progress'
 `
 
@@ -898,6 +907,7 @@ func (q *Queries) RunningMessage(ctx context.Context, arg RunningMessageParams) 
 		&i.ExperimentID,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Citations,
 	)
 	return i, err
 }

@@ -302,6 +302,7 @@ type Message struct {
 	ExperimentID     uuid.NullUUID
 	CreatedAt        time.Time
 	CompletedAt      *time.Time
+	Citations        []byte
 }
 
 type MessageFeedback struct {

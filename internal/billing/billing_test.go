@@ -233,7 +233,7 @@ func TestCacheHitsCostNothing(t *testing.T) {
 	var spent []int64
 	for range 2 {
 		call := chat.Call{Alias: "default", Request: *request("cache me", 50), Org: b.org, Cache: true}
-		if err := r.Validate(&call); err != nil {
+		if err := r.Validate(ctx, &call); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.Run(ctx, call, nil); err != nil {

@@ -38,7 +38,7 @@ func BenchmarkCacheHit(b *testing.B) {
 		Temperature: &zero,
 		Messages:    []llm.Message{llm.TextMessage(llm.RoleSystem, "You are terse."), llm.TextMessage(llm.RoleUser, "What is the capital of France? Answer in one word.")},
 	}}
-	if err := r.Validate(&call); err != nil {
+	if err := r.Validate(b.Context(), &call); err != nil {
 		b.Fatal(err)
 	}
 	if res, err := r.Run(b.Context(), call, nil); err != nil || res.Cache != chat.CacheMiss {

@@ -3,11 +3,13 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,6 +18,7 @@ import (
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/llm/tools"
+	"github.com/kilnhq/kiln/internal/rag"
 )
 
 // Runner runs chat requests on the gateway's model aliases.
@@ -27,6 +30,26 @@ type Runner struct {
 	ToolTimeout time.Duration // per server tool call
 	MaxTokens   int           // cap and default of a request's max tokens
 	Now         func() time.Time
+	// Knowledge grounds the calls that name knowledge bases; nil: such calls are refused.
+	Knowledge Knowledge
+	// ContextWindow is a model alias's context window in tokens: a grounded call's sources
+	// take the room its messages and reply leave (nil: SourceTokens, whatever the window).
+	ContextWindow func(alias string) int
+	// SourceTokens caps the tokens of a grounded call's sources (default DefaultSourceTokens).
+	SourceTokens int
+}
+
+// DefaultSourceTokens is Runner.SourceTokens's default.
+const DefaultSourceTokens = 4096
+
+// Knowledge retrieves from an org's knowledge bases and composes what it finds into the
+// model's context (rag.Service).
+type Knowledge interface {
+	// CheckKnowledgeBases returns not_found naming the first of ids that is not org's.
+	CheckKnowledgeBases(ctx context.Context, org uuid.UUID, ids []uuid.UUID) error
+	// Ground retrieves the chunks that best answer query and composes them, fenced as
+	// untrusted data, within budget tokens.
+	Ground(ctx context.Context, org uuid.UUID, ids []uuid.UUID, query string, budget int) (rag.Composed, error)
 }
 
 // Call is one chat request.
@@ -39,6 +62,10 @@ type Call struct {
 	// whose results may change: current_time).
 	Org   uuid.UUID
 	Cache bool
+	// KnowledgeBases are org's knowledge bases the reply is grounded in: before the model
+	// is called, the last user message retrieves from them, and the composed sources go to
+	// the model as a system message after the leading ones (Result.Citations).
+	KnowledgeBases []uuid.UUID
 }
 
 // The cache outcomes of a run.
@@ -58,6 +85,7 @@ const (
 	EventToolCall                           // Index, Call, Server
 	EventToolResult                         // Call (the call answered), Result
 	EventUsage                              // Usage, Cost (of the whole request)
+	EventCitations                          // Citations: a grounded call's sources, once, right after the first EventStart
 )
 
 // Event is one step of a streamed reply.
@@ -72,6 +100,8 @@ type Event struct {
 	Cost   float64
 	Served llm.Served
 	Cache  string // EventStart: CacheHit, CacheMiss or "" (not cacheable)
+	// Citations are EventCitations's sources (never nil there).
+	Citations []rag.Citation
 }
 
 // Result is a finished reply.
@@ -86,13 +116,26 @@ type Result struct {
 	Attempts     int        // upstream attempts over all steps
 	TTFT         time.Duration
 	Cache        string // CacheHit, CacheMiss or "" (not cacheable)
+	// Citations are the sources of a grounded call, by number (empty when none was
+	// retrieved); nil when the call named no knowledge base.
+	Citations []rag.Citation
+	cited     bool // EventCitations was emitted
 }
 
-// Validate checks what the spec cannot: the alias, the server tools and the tool choice,
-// and caps max tokens. It returns invalid_request or not_found errors naming the field.
-func (r *Runner) Validate(c *Call) error {
+// Validate checks what the spec cannot: the alias, the server tools, the tool choice and
+// that the knowledge bases are c.Org's, and caps max tokens. It returns invalid_request or
+// not_found errors naming the field (not_ready when the server has no knowledge bases).
+func (r *Runner) Validate(ctx context.Context, c *Call) error {
 	if !r.Gateway.Has(c.Alias) {
 		return errs.E(errs.NotFound, "No model named %q; GET /v1/models lists them.", c.Alias)
+	}
+	if len(c.KnowledgeBases) > 0 {
+		if r.Knowledge == nil {
+			return errs.E(errs.NotReady, "This server answers from no knowledge base.")
+		}
+		if err := r.Knowledge.CheckKnowledgeBases(ctx, c.Org, c.KnowledgeBases); err != nil {
+			return err
+		}
 	}
 	if len(c.ServerTools) > 0 {
 		if _, err := r.Tools.Definitions(c.ServerTools); err != nil {
@@ -145,11 +188,18 @@ func (r *Runner) Run(ctx context.Context, c Call, emit func(Event) error) (*Resu
 	}
 	req.Messages = append([]llm.Message(nil), req.Messages...)
 	res := &Result{}
+	if len(c.KnowledgeBases) > 0 {
+		cited, err := r.ground(ctx, c, &req)
+		if err != nil {
+			return nil, err
+		}
+		res.Citations = cited
+	}
 	key := ""
 	if c.Cache && r.Cache != nil && len(c.ServerTools) == 0 {
 		key = cacheKeyOf(c)
 		if b, ok, err := r.Cache.Get(ctx, c.Org, key); err == nil && ok {
-			if hit, ok, err := r.replay(ctx, c, b, emit, start); ok {
+			if hit, ok, err := r.replay(ctx, c, b, res.Citations, emit, start); ok {
 				return hit, err
 			}
 		}
@@ -252,17 +302,20 @@ func cacheKeyOf(c Call) string {
 
 // replay answers from a cached reply, as events when emit is set; ok is false when the
 // entry cannot be read, and the caller generates instead.
-func (r *Runner) replay(ctx context.Context, c Call, b []byte, emit func(Event) error, start time.Time) (res *Result, ok bool, err error) {
+func (r *Runner) replay(ctx context.Context, c Call, b []byte, citations []rag.Citation, emit func(Event) error, start time.Time) (res *Result, ok bool, err error) {
 	var cr cachedReply
 	if json.Unmarshal(b, &cr) != nil {
 		return nil, false, nil //nolint:nilerr // an entry of another format is a miss: generate instead
 	}
 	res = &Result{Message: cr.Message, FinishReason: cr.FinishReason, Usage: cr.Usage, Cache: CacheHit,
-		Served: llm.Served{Alias: c.Alias, Target: cr.Target}, TTFT: r.Now().Sub(start)}
+		Served: llm.Served{Alias: c.Alias, Target: cr.Target}, TTFT: r.Now().Sub(start), Citations: citations}
 	if emit == nil {
 		return res, true, ctx.Err()
 	}
-	events := []Event{{Kind: EventStart, Served: res.Served, Cache: CacheHit}}
+	if err := r.start(emit, res, Event{Kind: EventStart, Served: res.Served, Cache: CacheHit}); err != nil {
+		return res, true, err
+	}
+	var events []Event
 	if text := cr.Message.Text(); text != "" {
 		events = append(events, Event{Kind: EventDelta, Text: text})
 	}
@@ -299,7 +352,7 @@ func (r *Runner) stream(ctx context.Context, c Call, req *llm.Request, emit func
 	if res.TTFT == 0 {
 		res.TTFT = r.Now().Sub(start)
 	}
-	if err := emit(Event{Kind: EventStart, Served: served, Cache: res.Cache}); err != nil {
+	if err := r.start(emit, res, Event{Kind: EventStart, Served: served, Cache: res.Cache}); err != nil {
 		return nil, served, err
 	}
 	reply := &llm.Response{Message: llm.Message{Role: llm.RoleAssistant}}
@@ -342,4 +395,74 @@ func (r *Runner) stream(ctx context.Context, c Call, req *llm.Request, emit func
 	}
 	reply.Message.ToolCalls = calls.Calls()
 	return reply, served, nil
+}
+
+// start emits ev (an EventStart), then, the first time, a grounded call's citations: a
+// client knows the sources before the reply's first word.
+func (r *Runner) start(emit func(Event) error, res *Result, ev Event) error {
+	if err := emit(ev); err != nil {
+		return err
+	}
+	if res.Citations == nil || res.cited {
+		return nil
+	}
+	res.cited = true
+	return emit(Event{Kind: EventCitations, Citations: res.Citations})
+}
+
+// ground retrieves from c's knowledge bases with the last user message of req and puts
+// the composed sources in req as a system message after the leading ones (the prompt's
+// instructions), before the conversation. It returns the sources' citations.
+func (r *Runner) ground(ctx context.Context, c Call, req *llm.Request) ([]rag.Citation, error) {
+	query := ""
+	for i := len(req.Messages) - 1; i >= 0; i-- {
+		if m := req.Messages[i]; m.Role == llm.RoleUser {
+			query = m.Text()
+			break
+		}
+	}
+	composed, err := r.Knowledge.Ground(ctx, c.Org, c.KnowledgeBases, query, r.sourceBudget(c, req))
+	if err != nil {
+		return nil, fmt.Errorf("ground in knowledge bases: %w", err)
+	}
+	at := 0
+	for at < len(req.Messages) && req.Messages[at].Role == llm.RoleSystem {
+		at++
+	}
+	req.Messages = slices.Insert(req.Messages, at, llm.TextMessage(llm.RoleSystem, composed.Instructions))
+	return composed.Citations, nil
+}
+
+// sourceBudget is the tokens a grounded call's sources may take: the room left in the
+// model's context window by the reply's max tokens, the messages and the tools'
+// definitions, at most SourceTokens.
+func (r *Runner) sourceBudget(c Call, req *llm.Request) int {
+	budget := cmp.Or(r.SourceTokens, DefaultSourceTokens)
+	if r.ContextWindow == nil {
+		return budget
+	}
+	room := r.ContextWindow(c.Alias) - *req.MaxTokens
+	for _, m := range req.Messages {
+		room -= messageTokens + rag.EstimateTokens(m.Text())
+		for _, call := range m.ToolCalls {
+			room -= rag.EstimateTokens(call.Name + " " + call.Arguments)
+		}
+	}
+	for _, t := range req.Tools {
+		room -= (len(t.Name) + len(t.Description) + len(t.Parameters)) / 4
+	}
+	return max(0, min(budget, room))
+}
+
+// messageTokens is a message's own cost in tokens, beside its text (role, separators).
+const messageTokens = 4
+
+// SourceRoom is the share of room (the tokens a conversation's history could fill) that a
+// reply grounded in knowledge bases keeps for its sources: half, at most SourceTokens;
+// 0 for a call that names no knowledge base.
+func (r *Runner) SourceRoom(c Call, room int) int {
+	if len(c.KnowledgeBases) == 0 || room <= 0 {
+		return 0
+	}
+	return min(room/2, cmp.Or(r.SourceTokens, DefaultSourceTokens))
 }

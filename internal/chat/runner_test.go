@@ -67,7 +67,7 @@ var weatherTool = llm.Tool{Name: "get_weather", Parameters: json.RawMessage(`{"t
 // seconds (a tool loop past MaxSteps) fails.
 func run(t *testing.T, r *chat.Runner, c chat.Call, emit func(chat.Event) error) *chat.Result {
 	t.Helper()
-	if err := r.Validate(&c); err != nil {
+	if err := r.Validate(t.Context(), &c); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -121,7 +121,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := tt.call
-			err := r.Validate(&c)
+			err := r.Validate(t.Context(), &c)
 			if tt.wantCode == "" {
 				if err != nil {
 					t.Fatalf("Validate: %v", err)
@@ -389,7 +389,7 @@ func TestRunEmitError(t *testing.T) {
 			t.Parallel()
 			r := newRunner(t, nil, 5)
 			c := userCall("use calculator 2+3*4", "calculator")
-			if err := r.Validate(&c); err != nil {
+			if err := r.Validate(t.Context(), &c); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
 			var kinds []chat.EventKind

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -98,8 +99,11 @@ type Message struct {
 	Usage          *llm.Usage
 	CostUSD        float64
 	Prompt         *PromptUse
-	CreatedAt      time.Time
-	CompletedAt    *time.Time
+	// Citations are the sources of a reply grounded in knowledge bases (empty when none
+	// was retrieved); nil for a reply not grounded and every other message.
+	Citations   []rag.Citation
+	CreatedAt   time.Time
+	CompletedAt *time.Time
 }
 
 // LLM is the message as the model sees it.
@@ -428,6 +432,11 @@ func messageFromRow(r db.Message) (Message, error) {
 	}
 	if r.PromptName.Valid {
 		m.Prompt = &PromptUse{Name: r.PromptName.String, Version: int(r.PromptVersion.Int32), ExperimentID: store.UUIDPtr(r.ExperimentID)}
+	}
+	if r.Citations != nil {
+		if err := json.Unmarshal(r.Citations, &m.Citations); err != nil {
+			return Message{}, fmt.Errorf("decode citations of message %s: %w", r.ID, err)
+		}
 	}
 	return m, nil
 }

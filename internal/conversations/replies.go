@@ -3,6 +3,7 @@ package conversations
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -214,6 +216,9 @@ type Outcome struct {
 	FinishReason llm.FinishReason
 	Usage        llm.Usage
 	CostUSD      float64
+	// Citations are the sources a reply grounded in knowledge bases was given (nil: not
+	// grounded); they are stored however it ended.
+	Citations []rag.Citation
 	// FirstExchange is set on the reply that ends a conversation's first exchange while it
 	// has no title: once completed, Finish asks for its title (Service.TitleJob).
 	FirstExchange bool
@@ -259,6 +264,12 @@ func (s *Service) Finish(ctx context.Context, org, conversation, id uuid.UUID, o
 			u := out.Usage
 			p.PromptTokens, p.CompletionTokens, p.CachedTokens = int4(u.PromptTokens), int4(u.CompletionTokens), int4(u.CachedTokens)
 			p.CostUsd = pgtype.Float8{Float64: out.CostUSD, Valid: true}
+		}
+		if out.Citations != nil {
+			if p.Citations, err = json.Marshal(out.Citations); err != nil {
+				return fmt.Errorf("encode citations: %w", err)
+			}
+			p.Citations = storableJSON(p.Citations)
 		}
 		if out.Err != nil {
 			p.ErrorCode, p.ErrorDetail = store.Text(string(errs.CodeOf(out.Err))), store.Text(storable(errorDetail(out.Err)))

@@ -197,6 +197,7 @@ func (s *Service) Start(ctx context.Context, c Caller, req Request) (*Started, e
 		stored = &conversations.PromptUse{Name: prompt.Name, Version: prompt.Version, ExperimentID: prompt.ExperimentID}
 	}
 	budget := s.budget(call)
+	budget -= s.d.Runner.SourceRoom(call, budget) // the room a grounded reply keeps for its sources
 	reply, err := s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored, budget)
 	if errs.CodeOf(err) == errs.Conflict && s.freeOrphaned(ctx, o.Org, conv.ID) {
 		reply, err = s.d.Conversations.Start(ctx, o, conv.ID, req.Input, call.Alias, stored, budget)
@@ -255,7 +256,7 @@ func (s *Service) callOf(ctx context.Context, c Caller, conv conversations.Conve
 	if call.Alias == "" {
 		call.Alias = "default"
 	}
-	return call, use, s.d.Runner.Validate(&call)
+	return call, use, s.d.Runner.Validate(ctx, &call)
 }
 
 // budget is the room left for the history in the model's context window: the window less
@@ -341,7 +342,7 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 
 	out := conversations.Outcome{Status: conversations.Completed, Provider: served.Target.Provider, Model: served.Target.Model}
 	if res != nil {
-		out.Steps, out.Usage, out.CostUSD = res.Steps, res.Usage, res.Cost
+		out.Steps, out.Usage, out.CostUSD, out.Citations = res.Steps, res.Usage, res.Cost, res.Citations
 		if res.Served.Target.Provider != "" {
 			out.Provider, out.Model = res.Served.Target.Provider, res.Served.Target.Model
 		}
@@ -389,7 +390,7 @@ func (s *Service) end(c Caller, reply conversations.Reply, out conversations.Out
 		s.d.Log.ErrorContext(ctx, "store a reply", "message_id", reply.Message.ID, "error", err)
 		kept := conversations.Outcome{
 			Status: conversations.Failed, Err: ErrUnstored, Message: llm.TextMessage(llm.RoleAssistant, out.Message.Text()),
-			Provider: out.Provider, Model: out.Model, FinishReason: out.FinishReason,
+			Provider: out.Provider, Model: out.Model, FinishReason: out.FinishReason, Citations: out.Citations,
 		}
 		if added, err = s.d.Conversations.Finish(ctx, c.Owner.Org, reply.Conversation.ID, reply.Message.ID, kept); err == nil {
 			out = kept

@@ -73,6 +73,7 @@ func (e AuditEventActorType) Valid() bool {
 
 // Defines values for ChatEventType.
 const (
+	ChatEventTypeCitations           ChatEventType = "citations"
 	ChatEventTypeDone                ChatEventType = "done"
 	ChatEventTypeError               ChatEventType = "error"
 	ChatEventTypeMessageDelta        ChatEventType = "message.delta"
@@ -87,6 +88,8 @@ const (
 // Valid indicates whether the value is a known member of the ChatEventType enum.
 func (e ChatEventType) Valid() bool {
 	switch e {
+	case ChatEventTypeCitations:
+		return true
 	case ChatEventTypeDone:
 		return true
 	case ChatEventTypeError:
@@ -1738,6 +1741,9 @@ type ChatCompletion struct {
 	// Attempts Every target tried, the serving one last.
 	Attempts []ChatAttempt `json:"attempts"`
 
+	// Citations The sources the reply was given, by number, when the request named `knowledge_bases` (empty when none was retrieved).
+	Citations *[]Citation `json:"citations,omitempty"`
+
 	// CreatedAt RFC 3339, UTC.
 	CreatedAt    Timestamp    `json:"created_at"`
 	FinishReason FinishReason `json:"finish_reason"`
@@ -1816,6 +1822,15 @@ type ChatRequest struct {
 	// org; `Kiln-Cache: hit|miss` says what happened. A hit is replayed (as a stream
 	// when `stream` is true), recorded as usage with `cached` and costs nothing upstream.
 	Cache *bool `json:"cache,omitempty"`
+
+	// KnowledgeBases Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+	// model is called, the last user message retrieves the best chunks of all of them
+	// (`rag.answer_k`, hybrid search), which reach the model as a system message of
+	// numbered sources fenced as untrusted data, within the room the context window
+	// leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+	// sends a `citations` event before the first `message.delta`. A knowledge base
+	// that is missing or of another org is a 404 naming it.
+	KnowledgeBases *[]openapi_types.UUID `json:"knowledge_bases,omitempty"`
 
 	// MaxTokens Upper bound of the reply's tokens; capped (and defaulted) by the server's `llm.max_tokens`.
 	MaxTokens *int `json:"max_tokens,omitempty"`
@@ -1902,6 +1917,27 @@ type ChunkingSettings struct {
 	OverlapTokens int `json:"overlap_tokens"`
 }
 
+// Citation A numbered source of a grounded reply; the reply cites it as `[n]`.
+type Citation struct {
+	ChunkId         openapi_types.UUID `json:"chunk_id"`
+	DocumentId      openapi_types.UUID `json:"document_id"`
+	KnowledgeBaseId openapi_types.UUID `json:"knowledge_base_id"`
+
+	// N The source's number in the model's context.
+	N int `json:"n"`
+
+	// Snippet A passage of the chunk around the question's terms, HTML-escaped, with matches in `<mark>` (as a search hit's `highlight`).
+	Snippet string `json:"snippet"`
+
+	// Title The document's title.
+	Title string `json:"title"`
+}
+
+// CitationsEvent The `citations` event: the sources retrieved for a reply grounded in knowledge bases, sent once, before its first `message.delta` (an empty list when nothing was retrieved).
+type CitationsEvent struct {
+	Citations []Citation `json:"citations"`
+}
+
 // ContentPart defines model for ContentPart.
 type ContentPart struct {
 	Detail *ContentPartDetail `json:"detail,omitempty"`
@@ -1964,6 +2000,9 @@ type ConversationList struct {
 
 // ConversationMessage defines model for ConversationMessage.
 type ConversationMessage struct {
+	// Citations The sources of an assistant reply grounded in knowledge bases (`knowledge_bases`), as its `citations` event sent them; empty when none was retrieved, absent for a reply not grounded.
+	Citations *[]Citation `json:"citations,omitempty"`
+
 	// CompletedAt RFC 3339, UTC.
 	CompletedAt    *Timestamp         `json:"completed_at,omitempty"`
 	Content        *string            `json:"content,omitempty"`
@@ -3594,7 +3633,15 @@ type RenderedPrompt struct {
 
 // ReplyOptions How to generate the reply; as the fields of `ChatRequest`.
 type ReplyOptions struct {
-	MaxTokens *int `json:"max_tokens,omitempty"`
+	// KnowledgeBases Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+	// model is called, the last user message retrieves the best chunks of all of them
+	// (`rag.answer_k`, hybrid search), which reach the model as a system message of
+	// numbered sources fenced as untrusted data, within the room the context window
+	// leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+	// sends a `citations` event before the first `message.delta`. A knowledge base
+	// that is missing or of another org is a 404 naming it.
+	KnowledgeBases *[]openapi_types.UUID `json:"knowledge_bases,omitempty"`
+	MaxTokens      *int                  `json:"max_tokens,omitempty"`
 
 	// Model A model alias; default the conversation's, else the prompt's, else `default`.
 	Model *string `json:"model,omitempty"`
@@ -6385,6 +6432,32 @@ func (a OpenAIResponseStreamEvent) MarshalJSON() ([]byte, error) {
 	return json.Marshal(object)
 }
 
+// AsCitationsEvent returns the union data inside the ChatStreamEvent as a CitationsEvent
+func (t ChatStreamEvent) AsCitationsEvent() (CitationsEvent, error) {
+	var body CitationsEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromCitationsEvent overwrites any union data inside the ChatStreamEvent as the provided CitationsEvent
+func (t *ChatStreamEvent) FromCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeCitationsEvent performs a merge with any union data inside the ChatStreamEvent, using the provided CitationsEvent
+func (t *ChatStreamEvent) MergeCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
 // AsChatDeltaEvent returns the union data inside the ChatStreamEvent as a ChatDeltaEvent
 func (t ChatStreamEvent) AsChatDeltaEvent() (ChatDeltaEvent, error) {
 	var body ChatDeltaEvent
@@ -6619,6 +6692,32 @@ func (t *ConversationStreamEvent) FromReplyStartedEvent(v ReplyStartedEvent) err
 
 // MergeReplyStartedEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided ReplyStartedEvent
 func (t *ConversationStreamEvent) MergeReplyStartedEvent(v ReplyStartedEvent) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsCitationsEvent returns the union data inside the ConversationStreamEvent as a CitationsEvent
+func (t ConversationStreamEvent) AsCitationsEvent() (CitationsEvent, error) {
+	var body CitationsEvent
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromCitationsEvent overwrites any union data inside the ConversationStreamEvent as the provided CitationsEvent
+func (t *ConversationStreamEvent) FromCitationsEvent(v CitationsEvent) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeCitationsEvent performs a merge with any union data inside the ConversationStreamEvent, using the provided CitationsEvent
+func (t *ConversationStreamEvent) MergeCitationsEvent(v CitationsEvent) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -7965,7 +8064,8 @@ type ClientInterface interface {
 	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
 	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-	// every 15 s keeps idle connections open. Types: `message.delta`
+	// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+	// `knowledge_bases` only, before the first delta), `message.delta`
 	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -7992,7 +8092,8 @@ type ClientInterface interface {
 	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
 	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-	// every 15 s keeps idle connections open. Types: `message.delta`
+	// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+	// `knowledge_bases` only, before the first delta), `message.delta`
 	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -8131,6 +8232,11 @@ type ClientInterface interface {
 	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 	// With `stream: false` the response is the added messages once the reply is finished.
 	//
+	// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+	// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+	// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+	// its list, export and this response).
+	//
 	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
 	// for the client's tools must get their results (`POST …/tool-results`) before the
 	// next message (409).
@@ -8154,6 +8260,11 @@ type ClientInterface interface {
 	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
 	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+	// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+	// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+	// its list, export and this response).
 	//
 	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
 	// for the client's tools must get their results (`POST …/tool-results`) before the
@@ -10367,7 +10478,8 @@ func (c *Client) RequestEmailVerification(ctx context.Context, reqEditors ...Req
 // With `stream: false` the reply is one JSON document. With `stream: true` it is a
 // `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 // `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-// every 15 s keeps idle connections open. Types: `message.delta`
+// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+// `knowledge_bases` only, before the first delta), `message.delta`
 // (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 // (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 // `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -10404,7 +10516,8 @@ func (c *Client) CreateChatCompletionWithBody(ctx context.Context, params *Creat
 // With `stream: false` the reply is one JSON document. With `stream: true` it is a
 // `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 // `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-// every 15 s keeps idle connections open. Types: `message.delta`
+// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+// `knowledge_bases` only, before the first delta), `message.delta`
 // (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 // (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 // `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -10653,6 +10766,11 @@ func (c *Client) ListConversationMessages(ctx context.Context, id ID, params *Li
 // the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 // With `stream: false` the response is the added messages once the reply is finished.
 //
+// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+// its list, export and this response).
+//
 // One reply runs at a time per conversation (409 otherwise), and a reply that asked
 // for the client's tools must get their results (`POST …/tool-results`) before the
 // next message (409).
@@ -10686,6 +10804,11 @@ func (c *Client) CreateConversationMessageWithBody(ctx context.Context, id ID, p
 // events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
 // the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 // With `stream: false` the response is the added messages once the reply is finished.
+//
+// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+// its list, export and this response).
 //
 // One reply runs at a time per conversation (409 otherwise), and a reply that asked
 // for the client's tools must get their results (`POST …/tool-results`) before the
@@ -20111,7 +20234,8 @@ type ClientWithResponsesInterface interface {
 	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
 	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-	// every 15 s keeps idle connections open. Types: `message.delta`
+	// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+	// `knowledge_bases` only, before the first delta), `message.delta`
 	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -20138,7 +20262,8 @@ type ClientWithResponsesInterface interface {
 	// With `stream: false` the reply is one JSON document. With `stream: true` it is a
 	// `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 	// `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-	// every 15 s keeps idle connections open. Types: `message.delta`
+	// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+	// `knowledge_bases` only, before the first delta), `message.delta`
 	// (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 	// (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 	// `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -20289,6 +20414,11 @@ type ClientWithResponsesInterface interface {
 	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 	// With `stream: false` the response is the added messages once the reply is finished.
 	//
+	// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+	// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+	// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+	// its list, export and this response).
+	//
 	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
 	// for the client's tools must get their results (`POST …/tool-results`) before the
 	// next message (409).
@@ -20312,6 +20442,11 @@ type ClientWithResponsesInterface interface {
 	// events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
 	// the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 	// With `stream: false` the response is the added messages once the reply is finished.
+	//
+	// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+	// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+	// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+	// its list, export and this response).
 	//
 	// One reply runs at a time per conversation (409 otherwise), and a reply that asked
 	// for the client's tools must get their results (`POST …/tool-results`) before the
@@ -30538,7 +30673,8 @@ func (c *ClientWithResponses) RequestEmailVerificationWithResponse(ctx context.C
 // With `stream: false` the reply is one JSON document. With `stream: true` it is a
 // `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 // `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-// every 15 s keeps idle connections open. Types: `message.delta`
+// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+// `knowledge_bases` only, before the first delta), `message.delta`
 // (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 // (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 // `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -30571,7 +30707,8 @@ func (c *ClientWithResponses) CreateChatCompletionWithBodyWithResponse(ctx conte
 // With `stream: false` the reply is one JSON document. With `stream: true` it is a
 // `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
 // `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-// every 15 s keeps idle connections open. Types: `message.delta`
+// every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+// `knowledge_bases` only, before the first delta), `message.delta`
 // (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
 // (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
 // `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -30788,6 +30925,11 @@ func (c *ClientWithResponses) ListConversationMessagesWithResponse(ctx context.C
 // the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 // With `stream: false` the response is the added messages once the reply is finished.
 //
+// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+// its list, export and this response).
+//
 // One reply runs at a time per conversation (409 otherwise), and a reply that asked
 // for the client's tools must get their results (`POST …/tool-results`) before the
 // next message (409).
@@ -30817,6 +30959,11 @@ func (c *ClientWithResponses) CreateConversationMessageWithBodyWithResponse(ctx 
 // events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
 // the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
 // With `stream: false` the response is the added messages once the reply is finished.
+//
+// With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+// `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+// `message.delta`, and the stored reply keeps them (`citations` of the message, in
+// its list, export and this response).
 //
 // One reply runs at a time per conversation (409 otherwise), and a reply that asked
 // for the client's tools must get their results (`POST …/tool-results`) before the

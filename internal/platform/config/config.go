@@ -92,6 +92,8 @@ type RAG struct {
 	HybridVectorWeight   float64 `koanf:"hybrid_vector_weight" doc:"weight of the vector ranking in hybrid search"`
 	HybridFulltextWeight float64 `koanf:"hybrid_fulltext_weight" doc:"weight of the full-text ranking in hybrid search"`
 	HybridCandidates     int     `koanf:"hybrid_candidates" doc:"results each ranking contributes to a hybrid search (at least 4 × k)"`
+	AnswerK              int     `koanf:"answer_k" doc:"chunks a reply grounded in knowledge_bases retrieves (hybrid search over all of them)"`
+	AnswerTokens         int     `koanf:"answer_tokens" doc:"most tokens the sources of a grounded reply take in the model's context (less when the context window leaves less room)"`
 	Qdrant               Qdrant  `koanf:"qdrant"`
 }
 
@@ -369,7 +371,7 @@ func Default() Config {
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
-			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
+			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
 		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour, Plans: map[string]Plan{
 			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
 				"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
@@ -662,7 +664,8 @@ func (c Config) validate() []string {
 		bad("rag.chunk_overlap", "must be at least 0 and less than rag.chunk_max_tokens, got %d", c.RAG.ChunkOverlap)
 	}
 	for key, n := range map[string]int64{"rag.max_document_bytes": c.RAG.MaxDocumentBytes, "rag.max_document_pages": int64(c.RAG.MaxDocumentPages), "rag.embed_batch": int64(c.RAG.EmbedBatch),
-		"rag.hnsw_ef_search": int64(c.RAG.HNSWEfSearch), "rag.hnsw_max_scan_tuples": int64(c.RAG.HNSWMaxScanTuples), "rag.hybrid_candidates": int64(c.RAG.HybridCandidates)} {
+		"rag.hnsw_ef_search": int64(c.RAG.HNSWEfSearch), "rag.hnsw_max_scan_tuples": int64(c.RAG.HNSWMaxScanTuples), "rag.hybrid_candidates": int64(c.RAG.HybridCandidates),
+		"rag.answer_k": int64(c.RAG.AnswerK), "rag.answer_tokens": int64(c.RAG.AnswerTokens)} {
 		if n < 1 {
 			bad(key, "must be at least 1, got %d", n)
 		}

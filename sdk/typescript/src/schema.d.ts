@@ -1470,7 +1470,8 @@ export interface paths {
          *     With `stream: false` the reply is one JSON document. With `stream: true` it is a
          *     `text/event-stream` of `ChatStreamEvent`s: every event has an `id:` (1, 2, …), an
          *     `event:` type and a JSON `data:` line, flushed as it is produced; a comment line
-         *     every 15 s keeps idle connections open. Types: `message.delta`
+         *     every 15 s keeps idle connections open. Types: `citations` (`CitationsEvent`, with
+         *     `knowledge_bases` only, before the first delta), `message.delta`
          *     (`ChatDeltaEvent`), `tool_call.delta` (`ToolCallDeltaEvent`), `tool_call`
          *     (`ToolCallEvent`), `tool_result` (`ToolResultEvent`, server-side tools only),
          *     `usage` (`ChatUsage`), `done` (`ChatDoneEvent`, last) or `error` (`Problem`, last).
@@ -1886,6 +1887,11 @@ export interface paths {
          *     events of `POST /v1/chat/completions`, ending with `done` (`ChatDoneEvent`, its `id`
          *     the reply's message id; `finish_reason: cancelled` when cancelled) or `error`.
          *     With `stream: false` the response is the added messages once the reply is finished.
+         *
+         *     With `options.knowledge_bases` the reply is grounded in those knowledge bases (see
+         *     `ChatRequest.knowledge_bases`): its stream sends `citations` before the first
+         *     `message.delta`, and the stored reply keeps them (`citations` of the message, in
+         *     its list, export and this response).
          *
          *     One reply runs at a time per conversation (409 otherwise), and a reply that asked
          *     for the client's tools must get their results (`POST …/tool-results`) before the
@@ -2517,6 +2523,16 @@ export interface components {
             stream?: boolean;
             prompt?: components["schemas"]["ChatPromptRef"];
             /**
+             * @description Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+             *     model is called, the last user message retrieves the best chunks of all of them
+             *     (`rag.answer_k`, hybrid search), which reach the model as a system message of
+             *     numbered sources fenced as untrusted data, within the room the context window
+             *     leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+             *     sends a `citations` event before the first `message.delta`. A knowledge base
+             *     that is missing or of another org is a 404 naming it.
+             */
+            knowledge_bases?: string[];
+            /**
              * @description Serve from (and store in) Kiln's exact-match response cache. Default: on when
              *     `temperature` is 0, off otherwise. The cache key is the SHA-256 of the normalised
              *     request (field order, defaults and whitespace do not change it), scoped to the
@@ -2853,6 +2869,8 @@ export interface components {
             finish_reason?: components["schemas"]["FinishReason"];
             usage?: components["schemas"]["ChatUsage"];
             prompt?: components["schemas"]["MessagePrompt"];
+            /** @description The sources of an assistant reply grounded in knowledge bases (`knowledge_bases`), as its `citations` event sent them; empty when none was retrieved, absent for a reply not grounded. */
+            citations?: components["schemas"]["Citation"][];
             created_at: components["schemas"]["Timestamp"];
             completed_at?: components["schemas"]["Timestamp"];
         };
@@ -2890,6 +2908,16 @@ export interface components {
             /** Format: int64 */
             seed?: number;
             user?: string;
+            /**
+             * @description Knowledge bases of the org to answer from (`kb:read` for an API key). Before the
+             *     model is called, the last user message retrieves the best chunks of all of them
+             *     (`rag.answer_k`, hybrid search), which reach the model as a system message of
+             *     numbered sources fenced as untrusted data, within the room the context window
+             *     leaves (at most `rag.answer_tokens`). The reply carries `citations`; a stream
+             *     sends a `citations` event before the first `message.delta`. A knowledge base
+             *     that is missing or of another org is a 404 naming it.
+             */
+            knowledge_bases?: string[];
         };
         /** @description The user's message (`content`, `parts` or both) and how to reply. */
         ConversationMessageRequest: {
@@ -2930,7 +2958,7 @@ export interface components {
             input_message_ids: string[];
         };
         /** @description The `data` of one event of a reply's stream; the event type says which schema. */
-        ConversationStreamEvent: components["schemas"]["ReplyStartedEvent"] | components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
+        ConversationStreamEvent: components["schemas"]["ReplyStartedEvent"] | components["schemas"]["CitationsEvent"] | components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"];
         ConversationExport: {
             conversation: components["schemas"]["Conversation"];
             messages: components["schemas"]["ConversationMessage"][];
@@ -3101,6 +3129,27 @@ export interface components {
             usage: components["schemas"]["ChatUsage"];
             /** @description Every target tried, the serving one last. */
             attempts: components["schemas"]["ChatAttempt"][];
+            /** @description The sources the reply was given, by number, when the request named `knowledge_bases` (empty when none was retrieved). */
+            citations?: components["schemas"]["Citation"][];
+        };
+        /** @description A numbered source of a grounded reply; the reply cites it as `[n]`. */
+        Citation: {
+            /** @description The source's number in the model's context. */
+            n: number;
+            /** Format: uuid */
+            knowledge_base_id: string;
+            /** Format: uuid */
+            document_id: string;
+            /** Format: uuid */
+            chunk_id: string;
+            /** @description The document's title. */
+            title: string;
+            /** @description A passage of the chunk around the question's terms, HTML-escaped, with matches in `<mark>` (as a search hit's `highlight`). */
+            snippet: string;
+        };
+        /** @description The `citations` event: the sources retrieved for a reply grounded in knowledge bases, sent once, before its first `message.delta` (an empty list when nothing was retrieved). */
+        CitationsEvent: {
+            citations: components["schemas"]["Citation"][];
         };
         ChatDeltaEvent: {
             text: string;
@@ -3138,12 +3187,12 @@ export interface components {
             attempts: components["schemas"]["ChatAttempt"][];
         };
         /** @description The `data` of one stream event; the event type says which schema. */
-        ChatStreamEvent: components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"] | components["schemas"]["Notification"];
+        ChatStreamEvent: components["schemas"]["CitationsEvent"] | components["schemas"]["ChatDeltaEvent"] | components["schemas"]["ToolCallDeltaEvent"] | components["schemas"]["ToolCallEvent"] | components["schemas"]["ToolResultEvent"] | components["schemas"]["ChatUsage"] | components["schemas"]["ChatDoneEvent"] | components["schemas"]["Problem"] | components["schemas"]["Notification"];
         /**
          * @description `reply.started` begins a conversation reply's stream only; `notification.created` (a `Notification`) is sent on the WebSocket of a user's token, whenever they get a new notification, between and during replies.
          * @enum {string}
          */
-        ChatEventType: "reply.started" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error" | "notification.created";
+        ChatEventType: "reply.started" | "citations" | "message.delta" | "tool_call.delta" | "tool_call" | "tool_result" | "usage" | "done" | "error" | "notification.created";
         WSClientFrame: {
             /** @enum {string} */
             type: "chat" | "conversation.message" | "conversation.tool_results" | "cancel";
