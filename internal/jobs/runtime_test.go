@@ -209,13 +209,16 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
-// TestRedisLost: 1,000 jobs handed to Asynq, then Asynq's keys are deleted (a Redis
+// TestRedisLost: 300 jobs handed to Asynq, then Asynq's keys are deleted (a Redis
 // restarted empty): the reconciliation puts them back and all complete, once each.
 func TestRedisLost(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
+	// The property is that each job runs exactly once, not how fast: a busy machine gets a
+	// long deadline (the throughput is BenchmarkThroughput's).
+	const n = 300
 	relayOnly := b.replica(t, b.config(0), nil)
-	for range 1000 {
+	for range n {
 		b.enqueue(t, jobs.New{Kind: "test.effect", Payload: effect{}})
 	}
 	for {
@@ -227,8 +230,8 @@ func TestRedisLost(t *testing.T) {
 			break
 		}
 	}
-	if n := count(t, b.st, `SELECT count(*) FROM jobs WHERE enqueued_at IS NOT NULL`); n != 1000 {
-		t.Fatalf("%d jobs handed to Asynq, want 1000", n)
+	if got := count(t, b.st, `SELECT count(*) FROM jobs WHERE enqueued_at IS NOT NULL`); got != n {
+		t.Fatalf("%d jobs handed to Asynq, want %d", got, n)
 	}
 	keys, err := b.rdb.Keys(t.Context(), "asynq:{"+b.ks.Env+".*").Result()
 	if err != nil || len(keys) == 0 {
@@ -239,11 +242,11 @@ func TestRedisLost(t *testing.T) {
 	}
 
 	run(t, b.replica(t, b.config(20), nil))
-	waitFor(t, 60*time.Second, "all 1000 jobs completed", func() bool {
-		return count(t, b.st, `SELECT count(*) FROM jobs WHERE state = 'succeeded'`) == 1000
+	waitFor(t, 3*time.Minute, "every job completed", func() bool {
+		return count(t, b.st, `SELECT count(*) FROM jobs WHERE state = 'succeeded'`) == n
 	})
-	if n := count(t, b.st, `SELECT count(*) FROM test_effects WHERE n = 1`); n != 1000 {
-		t.Fatalf("%d jobs ran exactly once, want 1000", n)
+	if got := count(t, b.st, `SELECT count(*) FROM test_effects WHERE n = 1`); got != n {
+		t.Fatalf("%d jobs ran exactly once, want %d", got, n)
 	}
 }
 
