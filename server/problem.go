@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -71,6 +73,10 @@ func newProblem(ctx context.Context, instance string, code errs.Code, detail str
 	}
 	if detail != "" {
 		p.Detail = &detail
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		id := sc.TraceID().String()
+		p.TraceId = &id
 	}
 	if len(fields) > 0 {
 		fe := make([]api.FieldError, len(fields))

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kilnhq/kiln/gen/api"
@@ -76,6 +77,8 @@ type Deps struct {
 	Notifications *notify.Center
 	// Knowledge serves the knowledge bases; nil answers their operations not_ready.
 	Knowledge *rag.Service
+	// Tracing makes a span of every request; nil (tracing off) leaves the middleware out.
+	Tracing trace.TracerProvider
 }
 
 // Server serves Kiln's HTTP API.
@@ -243,8 +246,13 @@ func New(d Deps) (*Server, error) {
 	// Outermost first. Preflights are answered before routing (the mux would refuse
 	// OPTIONS with a 405), and routing questions (404/405) before validation, so the
 	// validator only ever sees routed requests.
+	tracer := func(next http.Handler) http.Handler { return next }
+	if d.Tracing != nil {
+		tracer = s.traceRequests(d.Tracing)
+	}
 	s.handler = chain(s.mux,
 		withRequestID,
+		tracer, // before observe: the access log line carries the trace id
 		s.observe,
 		s.recoverPanics,
 		s.withCORS,

@@ -37,6 +37,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/metrics"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
+	"github.com/kilnhq/kiln/internal/platform/tracing"
 	"github.com/kilnhq/kiln/internal/platform/version"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/replies"
@@ -54,6 +55,8 @@ type app struct {
 	cfgPath string
 	cfg     config.Config
 	log     *slog.Logger
+	// tracer exports spans; nil when tracing is off (set by startTracing).
+	tracer *tracing.Provider
 }
 
 func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
@@ -224,6 +227,11 @@ func (a *app) serveCmd() *cobra.Command {
 }
 
 func (a *app) serve(ctx context.Context, withWorker bool) error {
+	stopTracing, err := a.startTracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: the spans of the shutdown itself are flushed too
 	d, closeDeps, err := a.open(ctx)
 	if err != nil {
 		return err
@@ -277,6 +285,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Notifications: d.notify,
 		Prompts:       promptStore,
 		Knowledge:     knowledge,
+		Tracing:       a.tracerProvider(),
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
 		Registry:      reg,
@@ -402,6 +411,11 @@ func (a *app) workerCmd() *cobra.Command {
 		Use:   "worker",
 		Short: "Run the background worker alone",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			stopTracing, err := a.startTracing(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			d, closeDeps, err := a.open(cmd.Context())
 			if err != nil {
 				return err

@@ -3318,6 +3318,14 @@ type Problem struct {
 	// Title Example: Not found
 	Title string `json:"title"`
 
+	// TraceId The OpenTelemetry trace id of the request (W3C Trace Context, 32 lower-case hex
+	// digits), present when tracing is on: quote it with the request id when reporting
+	// a failure, the operator finds the whole request in their tracing backend by it.
+	//
+	//
+	// Example: 4bf92f3577b34da6a3ce929d0e0e4736
+	TraceId *string `json:"trace_id,omitempty"`
+
 	// Type A URI reference naming the problem type.
 	//
 	// Example: urn:kiln:problem:not_found
@@ -3591,6 +3599,14 @@ type ReadinessProblem struct {
 
 	// Title Example: Not found
 	Title string `json:"title"`
+
+	// TraceId The OpenTelemetry trace id of the request (W3C Trace Context, 32 lower-case hex
+	// digits), present when tracing is on: quote it with the request id when reporting
+	// a failure, the operator finds the whole request in their tracing backend by it.
+	//
+	//
+	// Example: 4bf92f3577b34da6a3ce929d0e0e4736
+	TraceId *string `json:"trace_id,omitempty"`
 
 	// Type A URI reference naming the problem type.
 	//

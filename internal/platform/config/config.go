@@ -45,6 +45,30 @@ type Config struct {
 	RAG RAG `koanf:"rag"`
 	// Billing configures plans, subscriptions and quotas.
 	Billing Billing `koanf:"billing"`
+	// OTel configures OpenTelemetry tracing.
+	OTel OTel `koanf:"otel"`
+	// Sentry configures error reporting to Sentry.
+	Sentry Sentry `koanf:"sentry"`
+}
+
+// OTel configures OpenTelemetry tracing: off (no span made, nothing exported) unless an
+// exporter endpoint is set.
+type OTel struct {
+	Endpoint      string  `koanf:"endpoint" doc:"OTLP collector base URL (http://collector:4318 for http/protobuf, http://collector:4317 for grpc; https:// for TLS); OTEL_EXPORTER_OTLP_ENDPOINT also sets it; empty: tracing off"`
+	Protocol      string  `koanf:"protocol" doc:"OTLP protocol: http/protobuf or grpc; OTEL_EXPORTER_OTLP_PROTOCOL also sets it"`
+	ServiceName   string  `koanf:"service_name" doc:"service.name of the spans; OTEL_SERVICE_NAME also sets it"`
+	SampleRatio   float64 `koanf:"sample_ratio" doc:"share of new traces sampled, 0 to 1 (a trace continued from a trusted caller follows the caller's decision)"`
+	RecordContent bool    `koanf:"record_content" doc:"record prompt and completion text on model-call spans (personal data: off unless your tracing backend may hold it)"`
+}
+
+// Sentry configures error reporting: panics and 5xx answers are sent to Sentry when a DSN
+// is set.
+type Sentry struct {
+	DSN         string  `koanf:"dsn" secret:"true" doc:"Sentry DSN (https://key@host/project); SENTRY_DSN also sets it; empty: no reporting"`
+	Environment string  `koanf:"environment" doc:"environment of the events; empty: env"`
+	Release     string  `koanf:"release" doc:"release of the events; empty: the build's version"`
+	SampleRate  float64 `koanf:"sample_rate" doc:"share of errors sent, 0 to 1"`
+	SendPII     bool    `koanf:"send_pii" doc:"send personal data (the caller's user id and email, client IP); request bodies, Authorization and cookies are never sent"`
 }
 
 // Billing configures plans, subscriptions and quotas.
@@ -361,7 +385,9 @@ func Default() Config {
 			LimitAbuse:        true,
 			OAuth:             OAuth{CallbackBase: "http://localhost:8080", RedirectAllowlist: []string{}, Providers: []OAuthProvider{}},
 		},
-		Mail: Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
+		Mail:   Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
+		OTel:   OTel{Protocol: "http/protobuf", ServiceName: "kiln", SampleRatio: 1},
+		Sentry: Sentry{SampleRate: 1},
 		LLM: devLLM(LLM{
 			MaxTokens: 4096, StreamTimeout: 10 * time.Minute, Timeout: 2 * time.Minute,
 			Retries: 1, MaxRetryAfter: 10 * time.Second, BreakerFailures: 5, BreakerCooldown: 30 * time.Second,
@@ -396,7 +422,11 @@ type Key struct {
 var clientVariables = map[string]bool{"KILN_API_KEY": true, "KILN_BASE_URL": true}
 
 // aliases are conventional environment variables accepted beside the KILN_ ones.
-var aliases = map[string]string{"DATABASE_URL": "database.url", "REDIS_URL": "redis.url"}
+var aliases = map[string]string{
+	"DATABASE_URL": "database.url", "REDIS_URL": "redis.url",
+	"OTEL_EXPORTER_OTLP_ENDPOINT": "otel.endpoint", "OTEL_EXPORTER_OTLP_PROTOCOL": "otel.protocol", "OTEL_SERVICE_NAME": "otel.service_name",
+	"SENTRY_DSN": "sentry.dsn",
+}
 
 // Keys lists every configuration key with its env name and default, in declaration order.
 func Keys() []Key {
@@ -565,6 +595,8 @@ func (c Config) validate() []string {
 	var p []string
 	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
 	p = append(p, c.Billing.validate()...)
+	p = append(p, c.OTel.validate()...)
+	p = append(p, c.Sentry.validate()...)
 	if c.Env == "" {
 		bad("env", "must not be empty")
 	}
@@ -911,6 +943,40 @@ func ParseOrigins(list string) ([]Origin, error) {
 	return out, nil
 }
 
+// validate checks the exporter's endpoint and protocol and the sampling ratio.
+func (o OTel) validate() []string {
+	var p []string
+	if o.Endpoint != "" {
+		if u, err := url.Parse(o.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p = append(p, "otel.endpoint: must be an http:// or https:// URL (http://collector:4318)")
+		}
+	}
+	if o.Protocol != "http/protobuf" && o.Protocol != "grpc" {
+		p = append(p, fmt.Sprintf("otel.protocol: must be http/protobuf or grpc, got %q", o.Protocol))
+	}
+	if o.ServiceName == "" {
+		p = append(p, "otel.service_name: must not be empty")
+	}
+	if o.SampleRatio < 0 || o.SampleRatio > 1 {
+		p = append(p, fmt.Sprintf("otel.sample_ratio: must be between 0 and 1, got %g", o.SampleRatio))
+	}
+	return p
+}
+
+// validate checks the DSN's shape and the sample rate.
+func (s Sentry) validate() []string {
+	var p []string
+	if s.DSN != "" {
+		if u, err := url.Parse(s.DSN); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User == nil {
+			p = append(p, "sentry.dsn: must be a DSN, https://<key>@<host>/<project>")
+		}
+	}
+	if s.SampleRate < 0 || s.SampleRate > 1 {
+		p = append(p, fmt.Sprintf("sentry.sample_rate: must be between 0 and 1, got %g", s.SampleRate))
+	}
+	return p
+}
+
 var apiKeyEnv = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
 // Masked returns a copy with every secret (passwords inside URLs) replaced by "****".
@@ -925,6 +991,9 @@ func (c Config) Masked() Config {
 	}
 	if c.RAG.Qdrant.APIKey != "" {
 		c.RAG.Qdrant.APIKey = "****"
+	}
+	if c.Sentry.DSN != "" {
+		c.Sentry.DSN = "****" // its user part is the project's key
 	}
 	providers := make([]OAuthProvider, len(c.Auth.OAuth.Providers))
 	for i, p := range c.Auth.OAuth.Providers {

@@ -654,3 +654,41 @@ func TestParseOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestObservabilityConfig: the standard OTEL_* and SENTRY_DSN variables set their keys (a
+// KILN_ variable wins), bad values are named, and the DSN is masked.
+func TestObservabilityConfig(t *testing.T) {
+	t.Parallel()
+	const dsn = "https://0123456789abcdef@sentry.example.com/42"
+	t.Run("StandardVariables", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := config.Load("", []string{
+			"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+			"OTEL_SERVICE_NAME=kiln-eu", "KILN_OTEL_SERVICE_NAME=kiln-api", "SENTRY_DSN=" + dsn,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := cfg.OTel; o.Endpoint != "http://collector:4318" || o.Protocol != "grpc" || o.ServiceName != "kiln-api" || o.SampleRatio != 1 {
+			t.Errorf("otel = %+v", o)
+		}
+		if cfg.Sentry.DSN != dsn || cfg.Masked().Sentry.DSN != "****" {
+			t.Errorf("sentry.dsn = %q, masked %q", cfg.Sentry.DSN, cfg.Masked().Sentry.DSN)
+		}
+	})
+	t.Run("BadValuesNamed", func(t *testing.T) {
+		t.Parallel()
+		_, err := config.Load("", []string{
+			"KILN_OTEL_ENDPOINT=collector:4318", "KILN_OTEL_PROTOCOL=http/json", "KILN_OTEL_SAMPLE_RATIO=2",
+			"KILN_SENTRY_DSN=https://sentry.example.com/42", "KILN_SENTRY_SAMPLE_RATE=-1",
+		})
+		if err == nil {
+			t.Fatal("Load accepted bad observability settings")
+		}
+		for _, key := range []string{"otel.endpoint", "otel.protocol", "otel.sample_ratio", "sentry.dsn", "sentry.sample_rate"} {
+			if !strings.Contains(err.Error(), key+":") {
+				t.Errorf("error does not name %s:\n%v", key, err)
+			}
+		}
+	})
+}

@@ -1,5 +1,5 @@
-// Package logging builds Kiln's slog logger: JSON lines on stdout, the request id of the
-// context on every line, and secrets redacted before anything is written.
+// Package logging builds Kiln's slog logger: JSON lines on stdout, the request id and trace
+// id of the context on every line, and secrets redacted before anything is written.
 package logging
 
 import (
@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 type ctxKey struct{}
@@ -33,12 +35,16 @@ func New(w io.Writer, level string) *slog.Logger {
 	return slog.New(contextHandler{h})
 }
 
-// contextHandler adds the request id of the record's context.
+// contextHandler adds the request id and the trace id (when the context carries a span)
+// of the record's context.
 type contextHandler struct{ slog.Handler }
 
 func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	if id := RequestID(ctx); id != "" {
 		r.AddAttrs(slog.String("request_id", id))
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
 	}
 	return h.Handler.Handle(ctx, r)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/platform/logging"
 )
 
@@ -91,6 +93,29 @@ func TestNewLevel(t *testing.T) {
 				t.Errorf("level %q wrote %v, want %v", tt.level, msgs, tt.want)
 			}
 		})
+	}
+}
+
+// TestTraceID: a line logged in a span's context names the trace, so a log line leads to
+// the whole request in the tracing backend; without a span there is no trace_id.
+func TestTraceID(t *testing.T) {
+	t.Parallel()
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:  trace.SpanID{0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+	})
+	log, buf := capture(t, "info")
+	log.With("area", "x").InfoContext(trace.ContextWithSpanContext(context.Background(), sc), "traced")
+	log.InfoContext(context.Background(), "untraced")
+	got := lines(t, buf)
+	if len(got) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(got), buf)
+	}
+	if got[0]["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("traced line: trace_id = %v, want 4bf92f3577b34da6a3ce929d0e0e4736", got[0]["trace_id"])
+	}
+	if _, ok := got[1]["trace_id"]; ok {
+		t.Errorf("untraced line has a trace_id: %v", got[1])
 	}
 }
 

@@ -3653,6 +3653,13 @@ export interface components {
             code: components["schemas"]["ErrorCode"];
             /** @example 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT */
             request_id: string;
+            /**
+             * @description The OpenTelemetry trace id of the request (W3C Trace Context, 32 lower-case hex
+             *     digits), present when tracing is on: quote it with the request id when reporting
+             *     a failure, the operator finds the whole request in their tracing backend by it.
+             * @example 4bf92f3577b34da6a3ce929d0e0e4736
+             */
+            trace_id?: string;
             /** @description One entry per invalid field, for validation failures. */
             errors?: components["schemas"]["FieldError"][];
         };
