@@ -138,10 +138,17 @@ func (s *Server) chatCallOf(ctx context.Context, who caller, body *api.ChatReque
 // knowledgeScope refuses knowledge bases to an API key without kb:read: answering from
 // them reads them.
 func knowledgeScope(ctx context.Context, kbs []uuid.UUID) error {
-	if p, ok := principalFrom(ctx); ok && len(kbs) > 0 && p.Key != nil && !apikey.Has(p.Key.Scopes, apikey.ScopeKBRead) {
+	if len(kbs) > 0 && !readsKnowledge(ctx) {
 		return errs.E(errs.PermissionDenied, "This API key lacks the scope %q, which answering from knowledge_bases needs.", apikey.ScopeKBRead)
 	}
 	return nil
+}
+
+// readsKnowledge is whether the caller in ctx may read its org's knowledge bases: a user,
+// or an API key with kb:read.
+func readsKnowledge(ctx context.Context) bool {
+	p, _ := principalFrom(ctx)
+	return p.Key == nil || apikey.Has(p.Key.Scopes, apikey.ScopeKBRead)
 }
 
 // bound limits a model call to the stream timeout and tells the gateway its org, for the

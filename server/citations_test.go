@@ -394,3 +394,63 @@ func (f *citeFixture) waitMessageDone(t *testing.T, c, id uuid.UUID) api.Convers
 	}
 	return got
 }
+
+func TestPromptKnowledgeBases(t *testing.T) {
+	t.Parallel()
+	f := newCiteFixture(t)
+	version := func(kbs ...uuid.UUID) map[string]any {
+		return map[string]any{"model": "grounded", "parameters": map[string]any{"knowledge_bases": kbs},
+			"messages": []map[string]any{{"role": "system", "content": "You are the help center's assistant."}}}
+	}
+	wantStatus(t, f.b.call(t, "POST", "/v1/prompts", f.alice, map[string]any{"name": "helpdesk", "version": version(f.kb)}, nil), 201)
+
+	t.Run("OKChatUsesThePromptsKnowledgeBases", func(t *testing.T) {
+		var out api.ChatCompletion
+		wantStatus(t, f.b.call(t, "POST", "/v1/chat/completions", f.alice, map[string]any{"model": "grounded", "prompt": map[string]any{"name": "helpdesk", "version": 1},
+			"messages": []map[string]any{{"role": "user", "content": "How long does the password reset link work?"}}}, &out), 200)
+		if out.Citations == nil || len(*out.Citations) == 0 || (*out.Citations)[0].DocumentId != f.reset {
+			t.Fatalf("citations %+v", out.Citations)
+		}
+		if _, at := sources(t, f.up.last(t)); at != 1 {
+			t.Fatalf("the sources are message %d, want after the prompt's system message", at)
+		}
+	})
+
+	t.Run("OKConversationUsesThePromptsKnowledgeBases", func(t *testing.T) {
+		c := f.createConversation(t, f.alice)
+		var out api.ConversationReply
+		wantStatus(t, f.b.call(t, "POST", "/v1/conversations/"+c.String()+"/messages", f.alice, map[string]any{"content": "How long does the password reset link work?",
+			"options": map[string]any{"prompt": map[string]any{"name": "helpdesk", "version": 1}}}, &out), 200)
+		if reply := out.Messages[len(out.Messages)-1]; reply.Citations == nil || (*reply.Citations)[0].DocumentId != f.reset {
+			t.Fatalf("reply %+v", reply)
+		}
+	})
+
+	t.Run("OKRequestOverridesThePrompt", func(t *testing.T) {
+		var out api.ChatCompletion
+		wantStatus(t, f.b.call(t, "POST", "/v1/chat/completions", f.alice, map[string]any{"model": "grounded", "prompt": map[string]any{"name": "helpdesk", "version": 1},
+			"knowledge_bases": []uuid.UUID{f.empty}, "messages": []map[string]any{{"role": "user", "content": "How long does the password reset link work?"}}}, &out), 200)
+		if out.Citations == nil || len(*out.Citations) != 0 {
+			t.Fatalf("citations %+v, want none from the empty knowledge base", out.Citations)
+		}
+	})
+
+	t.Run("ErrPermissionDeniedKeyWithoutKBRead", func(t *testing.T) {
+		problemIs(t, f.b.call(t, "POST", "/v1/chat/completions", f.chatKey, map[string]any{"model": "grounded", "prompt": map[string]any{"name": "helpdesk", "version": 1},
+			"messages": []map[string]any{{"role": "user", "content": "reset?"}}}, nil), 403, errs.PermissionDenied)
+		c := f.createConversation(t, f.chatKey)
+		problemIs(t, f.b.call(t, "POST", "/v1/conversations/"+c.String()+"/messages", f.chatKey, map[string]any{"content": "reset?",
+			"options": map[string]any{"prompt": map[string]any{"name": "helpdesk", "version": 1}}}, nil), 403, errs.PermissionDenied)
+	})
+
+	t.Run("ErrInvalidOtherOrgsKnowledgeBase", func(t *testing.T) {
+		p := problemIs(t, f.b.call(t, "POST", "/v1/prompts", f.bob, map[string]any{"name": "stolen", "version": version(f.kb)}, nil), 400, errs.Invalid)
+		if !hasField(p, "/version/parameters/knowledge_bases/0", "no knowledge base") {
+			t.Fatalf("problem %+v", p)
+		}
+		p = problemIs(t, f.b.call(t, "POST", "/v1/prompts/helpdesk/versions", f.alice, version(f.kb, uuid.Must(uuid.NewV7())), nil), 400, errs.Invalid)
+		if !hasField(p, "/parameters/knowledge_bases/1", "no knowledge base") || hasField(p, "/parameters/knowledge_bases/0", "") {
+			t.Fatalf("problem %+v", p)
+		}
+	})
+}

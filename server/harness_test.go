@@ -280,6 +280,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	if d.LLM.Runner.Knowledge == nil {
 		d.LLM.Runner.Knowledge = d.Knowledge
 	}
+	d.Prompts.KnowKnowledgeBases(d.Knowledge.CheckKnowledgeBases)
 	if d.Jobs == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)

@@ -280,6 +280,9 @@ func (s *Server) applyPrompt(ctx context.Context, who caller, body *api.ChatRequ
 		return nil, errs.UnderPointer(err, "/prompt")
 	}
 	rendered.Apply(&call.Request)
+	if len(call.KnowledgeBases) == 0 {
+		call.KnowledgeBases = rendered.Parameters.KnowledgeBases
+	}
 	if body.Model == nil && rendered.Model != "" {
 		call.Alias = rendered.Model
 	}
@@ -319,6 +322,9 @@ func toDraft(in api.PromptVersionInput) (prompts.Draft, error) {
 	}
 	if p := in.Parameters; p != nil {
 		d.Parameters = prompts.Parameters{Temperature: p.Temperature, TopP: p.TopP, MaxTokens: p.MaxTokens}
+		if p.KnowledgeBases != nil {
+			d.Parameters.KnowledgeBases = *p.KnowledgeBases
+		}
 	}
 	if in.Tools != nil {
 		for _, t := range *in.Tools {
@@ -381,7 +387,11 @@ func toAPIPromptVersion(v prompts.Version) api.PromptVersion {
 }
 
 func toAPIPromptParameters(p prompts.Parameters) api.PromptParameters {
-	return api.PromptParameters{Temperature: p.Temperature, TopP: p.TopP, MaxTokens: p.MaxTokens}
+	out := api.PromptParameters{Temperature: p.Temperature, TopP: p.TopP, MaxTokens: p.MaxTokens}
+	if len(p.KnowledgeBases) > 0 {
+		out.KnowledgeBases = &p.KnowledgeBases
+	}
+	return out
 }
 
 func toAPITool(name, description string, parameters json.RawMessage) api.ToolDefinition {

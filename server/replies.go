@@ -30,7 +30,7 @@ type Conversations struct {
 // replyCaller is who asks for a reply in ctx (a request's), with the request's own values for
 // the reply to keep once the request has ended.
 func replyCaller(ctx context.Context, who caller, instance string) replies.Caller {
-	return replies.Caller{Owner: who.owner(), RequestID: logging.RequestID(ctx), Instance: instance}
+	return replies.Caller{Owner: who.owner(), RequestID: logging.RequestID(ctx), Instance: instance, ReadsKnowledge: readsKnowledge(ctx)}
 }
 
 // toReplyRequest is a request for a reply in conversation: its input and options.
@@ -116,9 +116,6 @@ func (s *Server) serveReply(w http.ResponseWriter, r *http.Request, in conversat
 		return
 	}
 	req, err := toReplyRequest(id, in, options)
-	if err == nil {
-		err = knowledgeScope(r.Context(), req.Call.KnowledgeBases)
-	}
 	if err != nil {
 		s.respondError(w, r, err)
 		return

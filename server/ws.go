@@ -156,9 +156,6 @@ func (s *Server) chatWebSocket(w http.ResponseWriter, r *http.Request) {
 			}()
 		case "conversation.message", "conversation.tool_results":
 			in, err := s.decodeWSConversation(frame.Type, frame.Data)
-			if err == nil {
-				err = knowledgeScope(ctx, in.Call.KnowledgeBases)
-			}
 			if err != nil {
 				ws.sendError(ctx, err)
 				continue

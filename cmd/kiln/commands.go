@@ -264,6 +264,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return err
 	}
+	promptStore.KnowKnowledgeBases(knowledge.CheckKnowledgeBases)
 	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs)
 	if err != nil {
 		return err

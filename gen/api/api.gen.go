@@ -3463,9 +3463,11 @@ type PromptMessageDiffChange string
 
 // PromptParameters Defaults for the chat request; the request's own values win.
 type PromptParameters struct {
-	MaxTokens   *int     `json:"max_tokens,omitempty"`
-	Temperature *float64 `json:"temperature,omitempty"`
-	TopP        *float64 `json:"top_p,omitempty"`
+	// KnowledgeBases Knowledge bases of the org the reply answers from when the request names none (`ChatRequest.knowledge_bases`); each must exist when the version is added.
+	KnowledgeBases *[]openapi_types.UUID `json:"knowledge_bases,omitempty"`
+	MaxTokens      *int                  `json:"max_tokens,omitempty"`
+	Temperature    *float64              `json:"temperature,omitempty"`
+	TopP           *float64              `json:"top_p,omitempty"`
 }
 
 // PromptSplitEntry defines model for PromptSplitEntry.

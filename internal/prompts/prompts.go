@@ -81,6 +81,9 @@ type Parameters struct {
 	Temperature *float64 `json:"temperature,omitempty"`
 	TopP        *float64 `json:"top_p,omitempty"`
 	MaxTokens   *int     `json:"max_tokens,omitempty"`
+	// KnowledgeBases are the org's knowledge bases chat answers from when the request
+	// names none (chat.Call.KnowledgeBases).
+	KnowledgeBases []uuid.UUID `json:"knowledge_bases,omitempty"`
 }
 
 // Tool is a tool definition offered with a version; Parameters is a JSON Schema.
@@ -145,19 +148,40 @@ type Service struct {
 	now func() time.Time
 	// knownModel says whether a draft's model is an alias of the catalog; nil takes any.
 	knownModel func(alias string) bool
+	// checkKnowledgeBases returns not_found unless ids are org's knowledge bases; nil
+	// takes any.
+	checkKnowledgeBases func(ctx context.Context, org uuid.UUID, ids []uuid.UUID) error
 }
 
 // KnowModels makes drafts name only models known says are in the catalog (the gateway's
 // aliases). Call it before serving.
 func (s *Service) KnowModels(known func(alias string) bool) { s.knownModel = known }
 
-// checkModel refuses a draft whose model is not in the catalog, naming at/model.
-func (s *Service) checkModel(d Draft, at string) error {
-	if d.Model == "" || s.knownModel == nil || s.knownModel(d.Model) {
-		return nil
+// KnowKnowledgeBases makes drafts name only knowledge bases of their org, as check
+// (rag.Service.CheckKnowledgeBases) says. Call it before serving.
+func (s *Service) KnowKnowledgeBases(check func(ctx context.Context, org uuid.UUID, ids []uuid.UUID) error) {
+	s.checkKnowledgeBases = check
+}
+
+// checkRefs refuses a draft whose model is not in the catalog or whose knowledge bases are
+// not org's, naming at/model or at/parameters/knowledge_bases/i.
+func (s *Service) checkRefs(ctx context.Context, org uuid.UUID, d Draft, at string) error {
+	var fields []errs.FieldError
+	if d.Model != "" && s.knownModel != nil && !s.knownModel(d.Model) {
+		fields = append(fields, errs.FieldError{Pointer: at + "/model", Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)})
 	}
-	return errs.InvalidFields("invalid prompt version", []errs.FieldError{{Pointer: at + "/model",
-		Message: fmt.Sprintf("no model alias %q (GET /v1/models lists them)", d.Model)}})
+	for i, id := range d.Parameters.KnowledgeBases {
+		if s.checkKnowledgeBases == nil {
+			break
+		}
+		err := s.checkKnowledgeBases(ctx, org, []uuid.UUID{id})
+		if errs.CodeOf(err) == errs.NotFound {
+			fields = append(fields, errs.FieldError{Pointer: fmt.Sprintf("%s/parameters/knowledge_bases/%d", at, i), Message: "is no knowledge base of this org"})
+		} else if err != nil {
+			return err
+		}
+	}
+	return errs.InvalidFields("invalid prompt version", fields)
 }
 
 // New returns a Service over st; now is the clock (time.Now in production).
@@ -174,7 +198,7 @@ func (s *Service) Create(ctx context.Context, org uuid.UUID, name, description s
 	if !namePattern.MatchString(name) {
 		return Prompt{}, Version{}, errs.InvalidFields("invalid prompt", []errs.FieldError{{Pointer: "/name", Message: "must match ^[a-z0-9][a-z0-9._-]{0,63}$"}})
 	}
-	if err := s.checkModel(first, "/version"); err != nil {
+	if err := s.checkRefs(ctx, org, first, "/version"); err != nil {
 		return Prompt{}, Version{}, err
 	}
 	if err := validateDraft(first, "/version"); err != nil {
@@ -256,7 +280,7 @@ func (s *Service) Delete(ctx context.Context, org uuid.UUID, name string, by aud
 // invalid_request for a bad draft (pointers relative to the draft). The version is created
 // by by's user (if by is a user) and audited (prompt.version_create) by by.
 func (s *Service) AddVersion(ctx context.Context, org uuid.UUID, name string, d Draft, by audit.Actor) (Version, error) {
-	if err := s.checkModel(d, ""); err != nil {
+	if err := s.checkRefs(ctx, org, d, ""); err != nil {
 		return Version{}, err
 	}
 	if err := validateDraft(d, ""); err != nil {

@@ -124,6 +124,9 @@ type Caller struct {
 	RequestID string
 	// Instance names the request in a failed reply's error event (its path); "" none.
 	Instance string
+	// ReadsKnowledge is whether the caller may read the org's knowledge bases (a user, or
+	// an API key with kb:read): a reply grounded in them reads them.
+	ReadsKnowledge bool
 }
 
 // account is the caller's usage entry.
@@ -248,6 +251,9 @@ func (s *Service) callOf(ctx context.Context, c Caller, conv conversations.Conve
 			return call, nil, errs.UnderPointer(err, "/prompt")
 		}
 		rendered.Apply(&call.Request)
+		if len(call.KnowledgeBases) == 0 {
+			call.KnowledgeBases = rendered.Parameters.KnowledgeBases
+		}
 		if call.Alias == "" {
 			call.Alias = rendered.Model
 		}
@@ -255,6 +261,9 @@ func (s *Service) callOf(ctx context.Context, c Caller, conv conversations.Conve
 	}
 	if call.Alias == "" {
 		call.Alias = "default"
+	}
+	if len(call.KnowledgeBases) > 0 && !c.ReadsKnowledge {
+		return call, use, errs.E(errs.PermissionDenied, "This API key lacks the scope \"kb:read\", which answering from knowledge bases needs.")
 	}
 	return call, use, s.d.Runner.Validate(ctx, &call)
 }

@@ -2573,6 +2573,8 @@ export interface components {
             /** Format: double */
             top_p?: number;
             max_tokens?: number;
+            /** @description Knowledge bases of the org the reply answers from when the request names none (`ChatRequest.knowledge_bases`); each must exist when the version is added. */
+            knowledge_bases?: string[];
         };
         PromptVersionInput: {
             messages: components["schemas"]["PromptMessage"][];
