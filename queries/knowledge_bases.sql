@@ -105,23 +105,25 @@ WHERE id = sqlc.arg(id);
 DELETE FROM kb_documents WHERE org_id = sqlc.arg(org_id) AND kb_id = sqlc.arg(kb_id) AND id = sqlc.arg(id)
 RETURNING chunk_count;
 
--- Chunks without their vectors, in document order.
+-- A generation's chunks of a document without their vectors, in document order.
 -- name: ListDocumentChunks :many
 SELECT id, ordinal, text, tokens, metadata, content_hash
-FROM kb_chunks WHERE org_id = sqlc.arg(org_id) AND document_id = sqlc.arg(document_id)
+FROM kb_chunks WHERE org_id = sqlc.arg(org_id) AND document_id = sqlc.arg(document_id) AND generation = sqlc.arg(generation)
 ORDER BY ordinal;
 
--- Embeddings already computed in this knowledge base for any of these chunk hashes.
+-- Embeddings already computed in these generations of this knowledge base (those made
+-- with its current model and size) for any of these chunk hashes.
 -- name: FindChunkEmbeddings :many
 SELECT DISTINCT ON (content_hash) content_hash, embedding
 FROM kb_chunks
-WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]) AND embedding IS NOT NULL;
+WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]) AND embedding IS NOT NULL
+  AND generation = ANY(sqlc.arg(generations)::integer[]);
 
 -- search_text is the chunk's text as the full-text index reads it (Chinese in bigrams).
 -- name: InsertChunk :batchexec
-INSERT INTO kb_chunks (id, org_id, kb_id, document_id, ordinal, text, tokens, content_hash, metadata, dimensions,
+INSERT INTO kb_chunks (id, org_id, kb_id, document_id, generation, ordinal, text, tokens, content_hash, metadata, dimensions,
                        embedding, search_tsv, created_at)
-VALUES (sqlc.arg(id), sqlc.arg(org_id), sqlc.arg(kb_id), sqlc.arg(document_id), sqlc.arg(ordinal), sqlc.arg(text),
+VALUES (sqlc.arg(id), sqlc.arg(org_id), sqlc.arg(kb_id), sqlc.arg(document_id), sqlc.arg(generation), sqlc.arg(ordinal), sqlc.arg(text),
         sqlc.arg(tokens), sqlc.arg(content_hash), sqlc.arg(metadata), sqlc.arg(dimensions), sqlc.arg(embedding),
         to_tsvector('english', sqlc.arg(search_text)::text), sqlc.arg(created_at));
 
@@ -134,8 +136,49 @@ SELECT c.id, c.document_id, d.title, d.external_id, c.ordinal, c.text, c.metadat
 FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
 WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id) AND c.id = ANY(sqlc.arg(ids)::uuid[]);
 
--- Every chunk of a knowledge base with its document's external id (evaluations).
+-- Every serving chunk of a knowledge base with its document's external id (evaluations).
 -- name: ListChunkExternalIDs :many
 SELECT c.id, coalesce(d.external_id, d.id::text)::text AS external_id
-FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
-WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id);
+FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id JOIN knowledge_bases k ON k.id = c.kb_id
+WHERE c.org_id = sqlc.arg(org_id) AND c.kb_id = sqlc.arg(kb_id) AND c.generation = k.generation;
+
+-- An ingestion's transaction reads the serving generation under a lock that a reindex's
+-- swap (FOR UPDATE) waits for and that waits for the swap: chunks of a generation that
+-- stopped serving are never written.
+-- name: LockKnowledgeBaseGeneration :one
+SELECT generation FROM knowledge_bases WHERE id = sqlc.arg(id) FOR KEY SHARE;
+
+-- name: SetKnowledgeBaseReindex :exec
+UPDATE knowledge_bases SET reindex_job_id = sqlc.arg(job_id) WHERE id = sqlc.arg(id);
+
+-- Whether a job is still to run or running (a reindex in progress).
+-- name: JobLive :one
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = sqlc.arg(id) AND state IN ('queued', 'running'))::boolean;
+
+-- Every document of a knowledge base with the hash of its content (a reindex's work list).
+-- name: ListDocumentHashes :many
+SELECT id, content_hash FROM kb_documents WHERE org_id = sqlc.arg(org_id) AND kb_id = sqlc.arg(kb_id) ORDER BY id;
+
+-- name: DeleteDocumentGeneration :exec
+DELETE FROM kb_chunks WHERE document_id = sqlc.arg(document_id) AND generation = sqlc.arg(generation);
+
+-- The chunks of every generation but the one kept: a reindex's partial index, or the
+-- index a reindex replaced.
+-- name: DeleteOtherGenerations :execrows
+DELETE FROM kb_chunks WHERE kb_id = sqlc.arg(kb_id) AND generation <> sqlc.arg(keep);
+
+-- A reindex's swap: the new generation serves, with the settings it was built with.
+-- name: SwapKnowledgeBaseGeneration :exec
+UPDATE knowledge_bases
+SET generation = sqlc.arg(generation), embedding_model = sqlc.arg(embedding_model), dimensions = sqlc.arg(dimensions),
+    chunk_max_tokens = sqlc.arg(chunk_max_tokens), chunk_overlap = sqlc.arg(chunk_overlap),
+    chunk_count = (SELECT count(*) FROM kb_chunks c WHERE c.kb_id = sqlc.arg(id) AND c.generation = sqlc.arg(generation))::integer,
+    updated_at = sqlc.arg(updated_at)
+WHERE id = sqlc.arg(id);
+
+-- Every document of a knowledge base is indexed in the generation that now serves.
+-- name: FinishReindexedDocuments :exec
+UPDATE kb_documents d
+SET chunk_count = (SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id AND c.generation = sqlc.arg(generation))::integer,
+    status = 'ready', error = NULL, indexed_at = sqlc.arg(now), updated_at = sqlc.arg(now)
+WHERE d.kb_id = sqlc.arg(kb_id);

@@ -98,6 +98,28 @@ func (s *Server) DeleteKnowledgeBase(ctx context.Context, req api.DeleteKnowledg
 	return api.DeleteKnowledgeBase204Response{}, nil
 }
 
+// ReindexKnowledgeBase starts rebuilding a knowledge base's index with new settings.
+func (s *Server) ReindexKnowledgeBase(ctx context.Context, req api.ReindexKnowledgeBaseRequestObject) (api.ReindexKnowledgeBaseResponseObject, error) {
+	org, err := s.kbFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	var dims *int
+	if req.Body.Dimensions != nil {
+		d := int(*req.Body.Dimensions)
+		dims = &d
+	}
+	var chunking *rag.Chunker
+	if c := req.Body.Chunking; c != nil {
+		chunking = &rag.Chunker{MaxTokens: c.MaxTokens, Overlap: c.OverlapTokens}
+	}
+	j, err := s.rag.Reindex(ctx, org, actor(ctx), req.Id, req.Body.EmbeddingModel, dims, chunking)
+	if err != nil {
+		return nil, err
+	}
+	return api.ReindexKnowledgeBase202JSONResponse(toAPIJob(j)), nil
+}
+
 // ListDocuments lists a knowledge base's documents.
 func (s *Server) ListDocuments(ctx context.Context, req api.ListDocumentsRequestObject) (api.ListDocumentsResponseObject, error) {
 	org, err := s.kbFor(ctx, req.Params.KilnOrg)
@@ -275,7 +297,7 @@ func toAPIKnowledgeBase(k rag.KnowledgeBase) api.KnowledgeBase {
 		Id: k.ID, Name: k.Name, Description: k.Description, EmbeddingModel: k.EmbeddingModel, Dimensions: api.EmbeddingDimensions(k.Dimensions),
 		Chunking:    api.ChunkingSettings{MaxTokens: k.Chunking.MaxTokens, OverlapTokens: k.Chunking.Overlap},
 		VectorStore: api.VectorStore(k.VectorStore), DocumentCount: k.DocumentCount, ChunkCount: k.ChunkCount,
-		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
+		Generation: k.Generation, ReindexJobId: k.ReindexJobID, CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 	}
 }
 

@@ -2704,6 +2704,7 @@ type JobStreamEvent struct {
 
 // KnowledgeBase defines model for KnowledgeBase.
 type KnowledgeBase struct {
+	// ChunkCount The chunks of the index that serves.
 	ChunkCount int `json:"chunk_count"`
 
 	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
@@ -2719,9 +2720,15 @@ type KnowledgeBase struct {
 	DocumentCount int                 `json:"document_count"`
 
 	// EmbeddingModel The model alias that embeds its chunks and queries.
-	EmbeddingModel string             `json:"embedding_model"`
-	Id             openapi_types.UUID `json:"id"`
-	Name           string             `json:"name"`
+	EmbeddingModel string `json:"embedding_model"`
+
+	// Generation The index that serves searches; each completed reindex adds one.
+	Generation int                `json:"generation"`
+	Id         openapi_types.UUID `json:"id"`
+	Name       string             `json:"name"`
+
+	// ReindexJobId The latest reindex job (`GET /v1/jobs/{id}`), null when it was never reindexed.
+	ReindexJobId *openapi_types.UUID `json:"reindex_job_id"`
 
 	// UpdatedAt RFC 3339, UTC.
 	UpdatedAt Timestamp `json:"updated_at"`
@@ -3619,6 +3626,19 @@ type ReadinessProblem struct {
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
+}
+
+// ReindexKnowledgeBaseRequest The settings of the new index; omitted ones keep the knowledge base's.
+type ReindexKnowledgeBaseRequest struct {
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking *ChunkingSettings `json:"chunking,omitempty"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions *EmbeddingDimensions `json:"dimensions,omitempty"`
+
+	// EmbeddingModel A model alias of the catalog.
+	EmbeddingModel *string `json:"embedding_model,omitempty"`
 }
 
 // RenderPromptRequest At most one of `label` and `version`.
@@ -4558,6 +4578,23 @@ type GetEvaluationParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ReindexKnowledgeBaseParams defines parameters for ReindexKnowledgeBase.
+type ReindexKnowledgeBaseParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
 type SearchKnowledgeBaseParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -4883,6 +4920,9 @@ type CreateDocumentMultipartRequestBody = UploadDocumentRequest
 
 // CreateEvaluationJSONRequestBody defines body for CreateEvaluation for application/json ContentType.
 type CreateEvaluationJSONRequestBody = CreateEvaluationRequest
+
+// ReindexKnowledgeBaseJSONRequestBody defines body for ReindexKnowledgeBase for application/json ContentType.
+type ReindexKnowledgeBaseJSONRequestBody = ReindexKnowledgeBaseRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
@@ -7434,6 +7474,9 @@ type ServerInterface interface {
 	// GetEvaluation One evaluation run with its results
 	// (GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id})
 	GetEvaluation(w http.ResponseWriter, r *http.Request, id ID, evaluationId EvaluationID, params GetEvaluationParams)
+	// ReindexKnowledgeBase Rebuild the index with another embedding model, size or chunking
+	// (POST /v1/knowledge-bases/{id}/reindex)
+	ReindexKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params ReindexKnowledgeBaseParams)
 	// SearchKnowledgeBase Search a knowledge base
 	// (POST /v1/knowledge-bases/{id}/search)
 	SearchKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params SearchKnowledgeBaseParams)
@@ -10434,6 +10477,75 @@ func (siw *ServerInterfaceWrapper) GetEvaluation(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// ReindexKnowledgeBase operation middleware
+func (siw *ServerInterfaceWrapper) ReindexKnowledgeBase(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReindexKnowledgeBaseParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReindexKnowledgeBase(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SearchKnowledgeBase operation middleware
 func (siw *ServerInterfaceWrapper) SearchKnowledgeBase(w http.ResponseWriter, r *http.Request) {
 
@@ -12621,6 +12733,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations", wrapper.ListEvaluations)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations", wrapper.CreateEvaluation)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases/{id}/evaluations/{evaluation_id}", wrapper.GetEvaluation)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/reindex", wrapper.ReindexKnowledgeBase)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/knowledge-bases/{id}/search", wrapper.SearchKnowledgeBase)
 
 	return m
@@ -16877,6 +16990,66 @@ func (response GetEvaluationdefaultApplicationProblemPlusJSONResponse) VisitGetE
 	return err
 }
 
+type ReindexKnowledgeBaseRequestObject struct {
+	Id     ID `json:"id"`
+	Params ReindexKnowledgeBaseParams
+	Body   *ReindexKnowledgeBaseJSONRequestBody
+}
+
+type ReindexKnowledgeBaseResponseObject interface {
+	VisitReindexKnowledgeBaseResponse(w http.ResponseWriter) error
+}
+
+type ReindexKnowledgeBase202JSONResponse Job
+
+func (response ReindexKnowledgeBase202JSONResponse) VisitReindexKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReindexKnowledgeBase503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ReindexKnowledgeBase503ApplicationProblemPlusJSONResponse) VisitReindexKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReindexKnowledgeBasedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReindexKnowledgeBasedefaultApplicationProblemPlusJSONResponse) VisitReindexKnowledgeBaseResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SearchKnowledgeBaseRequestObject struct {
 	Id     ID `json:"id"`
 	Params SearchKnowledgeBaseParams
@@ -19677,6 +19850,9 @@ type StrictServerInterface interface {
 	// GetEvaluation One evaluation run with its results
 	// (GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id})
 	GetEvaluation(ctx context.Context, request GetEvaluationRequestObject) (GetEvaluationResponseObject, error)
+	// ReindexKnowledgeBase Rebuild the index with another embedding model, size or chunking
+	// (POST /v1/knowledge-bases/{id}/reindex)
+	ReindexKnowledgeBase(ctx context.Context, request ReindexKnowledgeBaseRequestObject) (ReindexKnowledgeBaseResponseObject, error)
 	// SearchKnowledgeBase Search a knowledge base
 	// (POST /v1/knowledge-bases/{id}/search)
 	SearchKnowledgeBase(ctx context.Context, request SearchKnowledgeBaseRequestObject) (SearchKnowledgeBaseResponseObject, error)
@@ -21811,6 +21987,40 @@ func (sh *strictHandler) GetEvaluation(w http.ResponseWriter, r *http.Request, i
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetEvaluationResponseObject); ok {
 		if err := validResponse.VisitGetEvaluationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ReindexKnowledgeBase operation middleware
+func (sh *strictHandler) ReindexKnowledgeBase(w http.ResponseWriter, r *http.Request, id ID, params ReindexKnowledgeBaseParams) {
+	var request ReindexKnowledgeBaseRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body ReindexKnowledgeBaseJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReindexKnowledgeBase(ctx, request.(ReindexKnowledgeBaseRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReindexKnowledgeBase")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReindexKnowledgeBaseResponseObject); ok {
+		if err := validResponse.VisitReindexKnowledgeBaseResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

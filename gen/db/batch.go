@@ -20,11 +20,11 @@ var (
 )
 
 const insertChunk = `-- name: InsertChunk :batchexec
-INSERT INTO kb_chunks (id, org_id, kb_id, document_id, ordinal, text, tokens, content_hash, metadata, dimensions,
+INSERT INTO kb_chunks (id, org_id, kb_id, document_id, generation, ordinal, text, tokens, content_hash, metadata, dimensions,
                        embedding, search_tsv, created_at)
-VALUES ($1, $2, $3, $4, $5, $6,
-        $7, $8, $9, $10, $11,
-        to_tsvector('english', $12::text), $13)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        $8, $9, $10, $11, $12,
+        to_tsvector('english', $13::text), $14)
 `
 
 type InsertChunkBatchResults struct {
@@ -38,6 +38,7 @@ type InsertChunkParams struct {
 	OrgID       uuid.UUID
 	KbID        uuid.UUID
 	DocumentID  uuid.UUID
+	Generation  int32
 	Ordinal     int32
 	Text        string
 	Tokens      int32
@@ -58,6 +59,7 @@ func (q *Queries) InsertChunk(ctx context.Context, arg []InsertChunkParams) *Ins
 			a.OrgID,
 			a.KbID,
 			a.DocumentID,
+			a.Generation,
 			a.Ordinal,
 			a.Text,
 			a.Tokens,

@@ -97,7 +97,7 @@ const createKnowledgeBase = `-- name: CreateKnowledgeBase :one
 INSERT INTO knowledge_bases (id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap,
                              vector_store, created_by, api_key_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
-RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at
+RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id
 `
 
 type CreateKnowledgeBaseParams struct {
@@ -146,6 +146,8 @@ func (q *Queries) CreateKnowledgeBase(ctx context.Context, arg CreateKnowledgeBa
 		&i.ApiKeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Generation,
+		&i.ReindexJobID,
 	)
 	return i, err
 }
@@ -185,6 +187,20 @@ func (q *Queries) DeleteDocument(ctx context.Context, arg DeleteDocumentParams) 
 	return chunk_count, err
 }
 
+const deleteDocumentGeneration = `-- name: DeleteDocumentGeneration :exec
+DELETE FROM kb_chunks WHERE document_id = $1 AND generation = $2
+`
+
+type DeleteDocumentGenerationParams struct {
+	DocumentID uuid.UUID
+	Generation int32
+}
+
+func (q *Queries) DeleteDocumentGeneration(ctx context.Context, arg DeleteDocumentGenerationParams) error {
+	_, err := q.db.Exec(ctx, deleteDocumentGeneration, arg.DocumentID, arg.Generation)
+	return err
+}
+
 const deleteKnowledgeBase = `-- name: DeleteKnowledgeBase :execrows
 DELETE FROM knowledge_bases WHERE org_id = $1 AND id = $2
 `
@@ -196,6 +212,25 @@ type DeleteKnowledgeBaseParams struct {
 
 func (q *Queries) DeleteKnowledgeBase(ctx context.Context, arg DeleteKnowledgeBaseParams) (int64, error) {
 	result, err := q.db.Exec(ctx, deleteKnowledgeBase, arg.OrgID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const deleteOtherGenerations = `-- name: DeleteOtherGenerations :execrows
+DELETE FROM kb_chunks WHERE kb_id = $1 AND generation <> $2
+`
+
+type DeleteOtherGenerationsParams struct {
+	KbID uuid.UUID
+	Keep int32
+}
+
+// The chunks of every generation but the one kept: a reindex's partial index, or the
+// index a reindex replaced.
+func (q *Queries) DeleteOtherGenerations(ctx context.Context, arg DeleteOtherGenerationsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteOtherGenerations, arg.KbID, arg.Keep)
 	if err != nil {
 		return 0, err
 	}
@@ -222,11 +257,13 @@ const findChunkEmbeddings = `-- name: FindChunkEmbeddings :many
 SELECT DISTINCT ON (content_hash) content_hash, embedding
 FROM kb_chunks
 WHERE kb_id = $1 AND content_hash = ANY($2::bytea[]) AND embedding IS NOT NULL
+  AND generation = ANY($3::integer[])
 `
 
 type FindChunkEmbeddingsParams struct {
-	KbID   uuid.UUID
-	Hashes [][]byte
+	KbID        uuid.UUID
+	Hashes      [][]byte
+	Generations []int32
 }
 
 type FindChunkEmbeddingsRow struct {
@@ -234,9 +271,10 @@ type FindChunkEmbeddingsRow struct {
 	Embedding   *pgvector.HalfVector
 }
 
-// Embeddings already computed in this knowledge base for any of these chunk hashes.
+// Embeddings already computed in these generations of this knowledge base (those made
+// with its current model and size) for any of these chunk hashes.
 func (q *Queries) FindChunkEmbeddings(ctx context.Context, arg FindChunkEmbeddingsParams) ([]FindChunkEmbeddingsRow, error) {
-	rows, err := q.db.Query(ctx, findChunkEmbeddings, arg.KbID, arg.Hashes)
+	rows, err := q.db.Query(ctx, findChunkEmbeddings, arg.KbID, arg.Hashes, arg.Generations)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +383,25 @@ type FinishDocumentParams struct {
 
 func (q *Queries) FinishDocument(ctx context.Context, arg FinishDocumentParams) error {
 	_, err := q.db.Exec(ctx, finishDocument, arg.ChunkCount, arg.Now, arg.ID)
+	return err
+}
+
+const finishReindexedDocuments = `-- name: FinishReindexedDocuments :exec
+UPDATE kb_documents d
+SET chunk_count = (SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id AND c.generation = $1)::integer,
+    status = 'ready', error = NULL, indexed_at = $2, updated_at = $2
+WHERE d.kb_id = $3
+`
+
+type FinishReindexedDocumentsParams struct {
+	Generation int32
+	Now        *time.Time
+	KbID       uuid.UUID
+}
+
+// Every document of a knowledge base is indexed in the generation that now serves.
+func (q *Queries) FinishReindexedDocuments(ctx context.Context, arg FinishReindexedDocumentsParams) error {
+	_, err := q.db.Exec(ctx, finishReindexedDocuments, arg.Generation, arg.Now, arg.KbID)
 	return err
 }
 
@@ -485,7 +542,7 @@ func (q *Queries) GetDocumentForIngestion(ctx context.Context, arg GetDocumentFo
 }
 
 const getKnowledgeBase = `-- name: GetKnowledgeBase :one
-SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
+SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, k.generation, k.reindex_job_id, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
 FROM knowledge_bases k
 WHERE k.org_id = $1 AND k.id = $2
 `
@@ -518,15 +575,29 @@ func (q *Queries) GetKnowledgeBase(ctx context.Context, arg GetKnowledgeBasePara
 		&i.KnowledgeBase.ApiKeyID,
 		&i.KnowledgeBase.CreatedAt,
 		&i.KnowledgeBase.UpdatedAt,
+		&i.KnowledgeBase.Generation,
+		&i.KnowledgeBase.ReindexJobID,
 		&i.DocumentCount,
 	)
 	return i, err
 }
 
+const jobLive = `-- name: JobLive :one
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state IN ('queued', 'running'))::boolean
+`
+
+// Whether a job is still to run or running (a reindex in progress).
+func (q *Queries) JobLive(ctx context.Context, id uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, jobLive, id)
+	var column_1 bool
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const listChunkExternalIDs = `-- name: ListChunkExternalIDs :many
 SELECT c.id, coalesce(d.external_id, d.id::text)::text AS external_id
-FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
-WHERE c.org_id = $1 AND c.kb_id = $2
+FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id JOIN knowledge_bases k ON k.id = c.kb_id
+WHERE c.org_id = $1 AND c.kb_id = $2 AND c.generation = k.generation
 `
 
 type ListChunkExternalIDsParams struct {
@@ -539,7 +610,7 @@ type ListChunkExternalIDsRow struct {
 	ExternalID string
 }
 
-// Every chunk of a knowledge base with its document's external id (evaluations).
+// Every serving chunk of a knowledge base with its document's external id (evaluations).
 func (q *Queries) ListChunkExternalIDs(ctx context.Context, arg ListChunkExternalIDsParams) ([]ListChunkExternalIDsRow, error) {
 	rows, err := q.db.Query(ctx, listChunkExternalIDs, arg.OrgID, arg.KbID)
 	if err != nil {
@@ -562,13 +633,14 @@ func (q *Queries) ListChunkExternalIDs(ctx context.Context, arg ListChunkExterna
 
 const listDocumentChunks = `-- name: ListDocumentChunks :many
 SELECT id, ordinal, text, tokens, metadata, content_hash
-FROM kb_chunks WHERE org_id = $1 AND document_id = $2
+FROM kb_chunks WHERE org_id = $1 AND document_id = $2 AND generation = $3
 ORDER BY ordinal
 `
 
 type ListDocumentChunksParams struct {
 	OrgID      uuid.UUID
 	DocumentID uuid.UUID
+	Generation int32
 }
 
 type ListDocumentChunksRow struct {
@@ -580,9 +652,9 @@ type ListDocumentChunksRow struct {
 	ContentHash []byte
 }
 
-// Chunks without their vectors, in document order.
+// A generation's chunks of a document without their vectors, in document order.
 func (q *Queries) ListDocumentChunks(ctx context.Context, arg ListDocumentChunksParams) ([]ListDocumentChunksRow, error) {
-	rows, err := q.db.Query(ctx, listDocumentChunks, arg.OrgID, arg.DocumentID)
+	rows, err := q.db.Query(ctx, listDocumentChunks, arg.OrgID, arg.DocumentID, arg.Generation)
 	if err != nil {
 		return nil, err
 	}
@@ -598,6 +670,41 @@ func (q *Queries) ListDocumentChunks(ctx context.Context, arg ListDocumentChunks
 			&i.Metadata,
 			&i.ContentHash,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listDocumentHashes = `-- name: ListDocumentHashes :many
+SELECT id, content_hash FROM kb_documents WHERE org_id = $1 AND kb_id = $2 ORDER BY id
+`
+
+type ListDocumentHashesParams struct {
+	OrgID uuid.UUID
+	KbID  uuid.UUID
+}
+
+type ListDocumentHashesRow struct {
+	ID          uuid.UUID
+	ContentHash []byte
+}
+
+// Every document of a knowledge base with the hash of its content (a reindex's work list).
+func (q *Queries) ListDocumentHashes(ctx context.Context, arg ListDocumentHashesParams) ([]ListDocumentHashesRow, error) {
+	rows, err := q.db.Query(ctx, listDocumentHashes, arg.OrgID, arg.KbID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListDocumentHashesRow{}
+	for rows.Next() {
+		var i ListDocumentHashesRow
+		if err := rows.Scan(&i.ID, &i.ContentHash); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -681,7 +788,7 @@ func (q *Queries) ListDocuments(ctx context.Context, arg ListDocumentsParams) ([
 }
 
 const listKnowledgeBases = `-- name: ListKnowledgeBases :many
-SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
+SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, k.generation, k.reindex_job_id, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
 FROM knowledge_bases k
 WHERE k.org_id = $1
   AND ($2::uuid IS NULL OR k.id < $2::uuid)
@@ -725,6 +832,8 @@ func (q *Queries) ListKnowledgeBases(ctx context.Context, arg ListKnowledgeBases
 			&i.KnowledgeBase.ApiKeyID,
 			&i.KnowledgeBase.CreatedAt,
 			&i.KnowledgeBase.UpdatedAt,
+			&i.KnowledgeBase.Generation,
+			&i.KnowledgeBase.ReindexJobID,
 			&i.DocumentCount,
 		); err != nil {
 			return nil, err
@@ -775,7 +884,7 @@ func (q *Queries) LockDocumentForIngestion(ctx context.Context, arg LockDocument
 }
 
 const lockKnowledgeBase = `-- name: LockKnowledgeBase :one
-SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at FROM knowledge_bases WHERE org_id = $1 AND id = $2 FOR UPDATE
+SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id FROM knowledge_bases WHERE org_id = $1 AND id = $2 FOR UPDATE
 `
 
 type LockKnowledgeBaseParams struct {
@@ -802,8 +911,24 @@ func (q *Queries) LockKnowledgeBase(ctx context.Context, arg LockKnowledgeBasePa
 		&i.ApiKeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Generation,
+		&i.ReindexJobID,
 	)
 	return i, err
+}
+
+const lockKnowledgeBaseGeneration = `-- name: LockKnowledgeBaseGeneration :one
+SELECT generation FROM knowledge_bases WHERE id = $1 FOR KEY SHARE
+`
+
+// An ingestion's transaction reads the serving generation under a lock that a reindex's
+// swap (FOR UPDATE) waits for and that waits for the swap: chunks of a generation that
+// stopped serving are never written.
+func (q *Queries) LockKnowledgeBaseGeneration(ctx context.Context, id uuid.UUID) (int32, error) {
+	row := q.db.QueryRow(ctx, lockKnowledgeBaseGeneration, id)
+	var generation int32
+	err := row.Scan(&generation)
+	return generation, err
 }
 
 const replaceDocumentContent = `-- name: ReplaceDocumentContent :one
@@ -896,13 +1021,60 @@ func (q *Queries) SetDocumentProcessing(ctx context.Context, arg SetDocumentProc
 	return err
 }
 
+const setKnowledgeBaseReindex = `-- name: SetKnowledgeBaseReindex :exec
+UPDATE knowledge_bases SET reindex_job_id = $1 WHERE id = $2
+`
+
+type SetKnowledgeBaseReindexParams struct {
+	JobID uuid.NullUUID
+	ID    uuid.UUID
+}
+
+func (q *Queries) SetKnowledgeBaseReindex(ctx context.Context, arg SetKnowledgeBaseReindexParams) error {
+	_, err := q.db.Exec(ctx, setKnowledgeBaseReindex, arg.JobID, arg.ID)
+	return err
+}
+
+const swapKnowledgeBaseGeneration = `-- name: SwapKnowledgeBaseGeneration :exec
+UPDATE knowledge_bases
+SET generation = $1, embedding_model = $2, dimensions = $3,
+    chunk_max_tokens = $4, chunk_overlap = $5,
+    chunk_count = (SELECT count(*) FROM kb_chunks c WHERE c.kb_id = $6 AND c.generation = $1)::integer,
+    updated_at = $7
+WHERE id = $6
+`
+
+type SwapKnowledgeBaseGenerationParams struct {
+	Generation     int32
+	EmbeddingModel string
+	Dimensions     int32
+	ChunkMaxTokens int32
+	ChunkOverlap   int32
+	ID             uuid.UUID
+	UpdatedAt      time.Time
+}
+
+// A reindex's swap: the new generation serves, with the settings it was built with.
+func (q *Queries) SwapKnowledgeBaseGeneration(ctx context.Context, arg SwapKnowledgeBaseGenerationParams) error {
+	_, err := q.db.Exec(ctx, swapKnowledgeBaseGeneration,
+		arg.Generation,
+		arg.EmbeddingModel,
+		arg.Dimensions,
+		arg.ChunkMaxTokens,
+		arg.ChunkOverlap,
+		arg.ID,
+		arg.UpdatedAt,
+	)
+	return err
+}
+
 const updateKnowledgeBase = `-- name: UpdateKnowledgeBase :one
 UPDATE knowledge_bases
 SET name = coalesce($1, name),
     description = coalesce($2, description),
     updated_at = $3
 WHERE org_id = $4 AND id = $5
-RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at
+RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id
 `
 
 type UpdateKnowledgeBaseParams struct {
@@ -937,6 +1109,8 @@ func (q *Queries) UpdateKnowledgeBase(ctx context.Context, arg UpdateKnowledgeBa
 		&i.ApiKeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Generation,
+		&i.ReindexJobID,
 	)
 	return i, err
 }

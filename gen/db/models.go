@@ -191,6 +191,7 @@ type KbChunk struct {
 	Embedding   *pgvector.HalfVector
 	SearchTsv   interface{}
 	CreatedAt   time.Time
+	Generation  int32
 }
 
 type KbDocument struct {
@@ -245,6 +246,8 @@ type KnowledgeBase struct {
 	ApiKeyID       uuid.NullUUID
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	Generation     int32
+	ReindexJobID   uuid.NullUUID
 }
 
 type LlmUsage struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -263,7 +264,11 @@ func (s *Service) Document(ctx context.Context, org, kb, id uuid.UUID) (Document
 	if err != nil {
 		return Document{}, nil, notFound(err, "document")
 	}
-	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: org, DocumentID: id})
+	base, err := s.KnowledgeBase(ctx, org, kb)
+	if err != nil {
+		return Document{}, nil, err
+	}
+	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: org, DocumentID: id, Generation: int32(base.Generation)}) //nolint:gosec // a small counter
 	if err != nil {
 		return Document{}, nil, fmt.Errorf("list chunks: %w", err)
 	}
@@ -340,7 +345,23 @@ type IngestResult struct {
 	Deleted  int `json:"deleted"`
 }
 
+// errGenerationChanged tells an ingestion that a reindex swapped the knowledge base's
+// index after the ingestion read its settings: it starts again with the new ones.
+var errGenerationChanged = errors.New("knowledge base reindexed")
+
+// ingestDocument ingests into the index that serves; when a reindex swaps the index
+// under it, it starts again (a reindex is rare: a few restarts at most).
 func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPayload) (IngestResult, error) {
+	for range 3 {
+		res, err := s.ingestOnce(ctx, run, p)
+		if err != errGenerationChanged { //nolint:errorlint // a sentinel of this package, never wrapped
+			return res, err
+		}
+	}
+	return IngestResult{}, errors.New("ingest: the knowledge base was reindexed three times meanwhile")
+}
+
+func (s *Service) ingestOnce(ctx context.Context, run *jobs.Run, p IngestPayload) (IngestResult, error) {
 	doc, err := s.st.GetDocumentForIngestion(ctx, db.GetDocumentForIngestionParams{OrgID: p.Org, ID: p.Document})
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound || (err == nil && !bytes.Equal(doc.ContentHash, p.Hash)) {
 		return IngestResult{}, errSuperseded
@@ -360,7 +381,7 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 	if err != nil {
 		return IngestResult{}, jobs.Permanent(err)
 	}
-	existing, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: p.Org, DocumentID: doc.ID})
+	existing, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: p.Org, DocumentID: doc.ID, Generation: int32(kb.Generation)}) //nolint:gosec // a small counter
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("list chunks: %w", err)
 	}
@@ -382,7 +403,7 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 		}
 	}
 	res := IngestResult{Chunks: len(chunks), Written: len(todo), Deleted: len(stale)}
-	if err := s.vectorsFor(ctx, run, kb, todo, &res); err != nil {
+	if err := s.vectorsFor(ctx, run, kb, []int32{int32(kb.Generation)}, todo, &res); err != nil { //nolint:gosec // a small counter
 		return res, err
 	}
 	for _, c := range todo {
@@ -401,6 +422,14 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 		}
 	}
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
+		// The knowledge base first, as every writer of it takes it: then the document.
+		gen, err := q.LockKnowledgeBaseGeneration(ctx, kb.ID)
+		if err != nil {
+			return errSuperseded // deleted with its knowledge base
+		}
+		if int(gen) != kb.Generation {
+			return errGenerationChanged
+		}
 		cur, err := q.LockDocumentForIngestion(ctx, db.LockDocumentForIngestionParams{OrgID: p.Org, ID: doc.ID})
 		if err != nil || !bytes.Equal(cur.ContentHash, p.Hash) {
 			return errSuperseded
@@ -411,27 +440,8 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 			}
 		}
 		now := s.now()
-		params := make([]db.InsertChunkParams, len(todo))
-		for i, c := range todo {
-			var embedding *pgvector.HalfVector
-			if !external(kb.VectorStore) {
-				v := pgvector.NewHalfVector(c.vector)
-				embedding = &v
-			}
-			params[i] = db.InsertChunkParams{
-				ID: c.id, OrgID: p.Org, KbID: kb.ID, DocumentID: doc.ID, Ordinal: int32(c.ordinal), //nolint:gosec // small
-				Text: c.Text, Tokens: int32(c.Tokens), ContentHash: c.hash, Metadata: c.metadata, Dimensions: int32(kb.Dimensions), //nolint:gosec // small
-				Embedding: embedding, SearchText: SearchText(c.embedIn), CreatedAt: now,
-			}
-		}
-		var batchErr error
-		q.InsertChunk(ctx, params).Exec(func(_ int, err error) {
-			if err != nil && batchErr == nil {
-				batchErr = err
-			}
-		})
-		if batchErr != nil {
-			return fmt.Errorf("insert chunks: %w", batchErr)
+		if err := insertChunks(ctx, q, kb, doc.ID, todo, now); err != nil {
+			return err
 		}
 		if d := len(todo) - len(stale); d != 0 {
 			if err := q.AddKnowledgeBaseChunks(ctx, db.AddKnowledgeBaseChunksParams{ID: kb.ID, Delta: int32(d)}); err != nil { //nolint:gosec // small
@@ -447,6 +457,34 @@ func (s *Service) ingestDocument(ctx context.Context, run *jobs.Run, p IngestPay
 		_ = run.Report(ctx, jobs.Progress{Done: int64(len(chunks)), Total: int64(len(chunks)), Message: "indexed"})
 	}
 	return res, err
+}
+
+// insertChunks writes a document's new chunks into kb's generation, with their vectors
+// when kb keeps them in pgvector.
+func insertChunks(ctx context.Context, q *db.Queries, kb KnowledgeBase, doc uuid.UUID, todo []*prepared, now time.Time) error {
+	params := make([]db.InsertChunkParams, len(todo))
+	for i, c := range todo {
+		var embedding *pgvector.HalfVector
+		if !external(kb.VectorStore) {
+			v := pgvector.NewHalfVector(c.vector)
+			embedding = &v
+		}
+		params[i] = db.InsertChunkParams{
+			ID: c.id, OrgID: kb.OrgID, KbID: kb.ID, DocumentID: doc, Generation: int32(kb.Generation), Ordinal: int32(c.ordinal), //nolint:gosec // small
+			Text: c.Text, Tokens: int32(c.Tokens), ContentHash: c.hash, Metadata: c.metadata, Dimensions: int32(kb.Dimensions), //nolint:gosec // small
+			Embedding: embedding, SearchText: SearchText(c.embedIn), CreatedAt: now,
+		}
+	}
+	var batchErr error
+	q.InsertChunk(ctx, params).Exec(func(_ int, err error) {
+		if err != nil && batchErr == nil {
+			batchErr = err
+		}
+	})
+	if batchErr != nil {
+		return fmt.Errorf("insert chunks: %w", batchErr)
+	}
+	return nil
 }
 
 // points are the vector store's points of a document's new chunks.
@@ -476,7 +514,7 @@ func (s *Service) syncVectors(ctx context.Context, vs VectorStore, kb KnowledgeB
 		}
 		return txErr
 	}
-	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: kb.OrgID, DocumentID: doc})
+	rows, err := s.st.ListDocumentChunks(ctx, db.ListDocumentChunksParams{OrgID: kb.OrgID, DocumentID: doc, Generation: int32(kb.Generation)}) //nolint:gosec // a small counter
 	if err != nil {
 		return fmt.Errorf("list chunks: %w", err)
 	}
@@ -527,9 +565,10 @@ func (s *Service) prepare(doc db.KbDocument, kb KnowledgeBase) ([]prepared, erro
 	return out, nil
 }
 
-// vectorsFor fills the chunks' vectors: known hashes reuse a stored vector, the rest are
-// embedded in batches, reporting progress after each.
-func (s *Service) vectorsFor(ctx context.Context, run *jobs.Run, kb KnowledgeBase, todo []*prepared, res *IngestResult) error {
+// vectorsFor fills the chunks' vectors: hashes known in the generations (those embedded
+// with kb's model and size) reuse a stored vector, the rest are embedded in batches,
+// reporting progress after each.
+func (s *Service) vectorsFor(ctx context.Context, run *jobs.Run, kb KnowledgeBase, generations []int32, todo []*prepared, res *IngestResult) error {
 	if len(todo) == 0 {
 		return nil
 	}
@@ -537,7 +576,7 @@ func (s *Service) vectorsFor(ctx context.Context, run *jobs.Run, kb KnowledgeBas
 	for i, c := range todo {
 		hashes[i] = c.hash
 	}
-	known, err := s.st.FindChunkEmbeddings(ctx, db.FindChunkEmbeddingsParams{KbID: kb.ID, Hashes: hashes})
+	known, err := s.st.FindChunkEmbeddings(ctx, db.FindChunkEmbeddingsParams{KbID: kb.ID, Hashes: hashes, Generations: generations})
 	if err != nil {
 		return fmt.Errorf("find embeddings: %w", err)
 	}

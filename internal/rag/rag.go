@@ -133,6 +133,7 @@ func New(cfg Config, d Deps) *Service {
 	if d.Jobs != nil {
 		jobs.Register(d.Jobs, KindIngest, s.ingest)
 		jobs.Register(d.Jobs, KindEvaluate, s.evaluate)
+		jobs.Register(d.Jobs, KindReindex, s.reindex)
 	}
 	return s
 }
@@ -149,8 +150,12 @@ type KnowledgeBase struct {
 	VectorStore    string
 	DocumentCount  int
 	ChunkCount     int
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// Generation is the index that serves searches (each completed reindex adds one);
+	// ReindexJobID the latest reindex job, nil when there was none.
+	Generation   int
+	ReindexJobID *uuid.UUID
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func toKnowledgeBase(k db.KnowledgeBase, documents int32) KnowledgeBase {
@@ -158,7 +163,7 @@ func toKnowledgeBase(k db.KnowledgeBase, documents int32) KnowledgeBase {
 		ID: k.ID, OrgID: k.OrgID, Name: k.Name, Description: k.Description, EmbeddingModel: k.EmbeddingModel,
 		Dimensions: int(k.Dimensions), Chunking: Chunker{MaxTokens: int(k.ChunkMaxTokens), Overlap: int(k.ChunkOverlap)},
 		VectorStore: k.VectorStore, DocumentCount: int(documents), ChunkCount: int(k.ChunkCount),
-		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
+		Generation: int(k.Generation), ReindexJobID: store.UUIDPtr(k.ReindexJobID), CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 	}
 }
 
@@ -185,16 +190,7 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 	if n.Chunking != nil {
 		ch = *n.Chunking
 	}
-	var fields []errs.FieldError
-	if !s.hasModel(n.EmbeddingModel) {
-		fields = append(fields, errs.FieldError{Pointer: "/embedding_model", Message: "is not a model alias of the catalog (GET /v1/models)"})
-	}
-	if !slices.Contains(Dimensions, n.Dimensions) {
-		fields = append(fields, errs.FieldError{Pointer: "/dimensions", Message: fmt.Sprintf("must be one of %v", Dimensions)})
-	}
-	if ch.MaxTokens < 32 || ch.MaxTokens > 8192 || ch.Overlap < 0 || ch.Overlap >= ch.MaxTokens {
-		fields = append(fields, errs.FieldError{Pointer: "/chunking/overlap_tokens", Message: "must be less than max_tokens (32 to 8192)"})
-	}
+	fields := s.checkIndexSettings(n.EmbeddingModel, n.Dimensions, ch)
 	if n.VectorStore == "" {
 		n.VectorStore = StorePgvector
 	}
@@ -220,6 +216,22 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "knowledge_base.create", TargetType: "knowledge_base", TargetID: row.ID.String()})
 	})
 	return kb, err
+}
+
+// checkIndexSettings checks what a knowledge base's index is built with: a model alias
+// of the catalog, a vector size with its HNSW index, and a chunking within bounds.
+func (s *Service) checkIndexSettings(model string, dims int, ch Chunker) []errs.FieldError {
+	var fields []errs.FieldError
+	if !s.hasModel(model) {
+		fields = append(fields, errs.FieldError{Pointer: "/embedding_model", Message: "is not a model alias of the catalog (GET /v1/models)"})
+	}
+	if !slices.Contains(Dimensions, dims) {
+		fields = append(fields, errs.FieldError{Pointer: "/dimensions", Message: fmt.Sprintf("must be one of %v", Dimensions)})
+	}
+	if ch.MaxTokens < 32 || ch.MaxTokens > 8192 || ch.Overlap < 0 || ch.Overlap >= ch.MaxTokens {
+		fields = append(fields, errs.FieldError{Pointer: "/chunking/overlap_tokens", Message: "must be less than max_tokens (32 to 8192)"})
+	}
+	return fields
 }
 
 func apiKeyOf(by audit.Actor) *uuid.UUID {

@@ -80,7 +80,7 @@ func (r *VectorRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Quer
 	if len(vecs) != 1 || len(vecs[0]) != kb.Dimensions {
 		return nil, errs.E(errs.UpstreamError, "The embedding model %q did not return one vector of %d dimensions.", kb.EmbeddingModel, kb.Dimensions)
 	}
-	return store.Nearest(ctx, VectorQuery{Org: kb.OrgID, KB: kb.ID, Dimensions: kb.Dimensions, Vector: vecs[0], K: q.K, Filter: q.Filter, Chunks: kb.ChunkCount})
+	return store.Nearest(ctx, VectorQuery{Org: kb.OrgID, KB: kb.ID, Generation: kb.Generation, Dimensions: kb.Dimensions, Vector: vecs[0], K: q.K, Filter: q.Filter, Chunks: kb.ChunkCount})
 }
 
 // FulltextRetriever ranks by Postgres full-text rank over the chunks' search vectors:
@@ -92,11 +92,11 @@ type FulltextRetriever struct {
 
 // Retrieve runs the full-text query.
 func (r *FulltextRetriever) Retrieve(ctx context.Context, kb KnowledgeBase, q Query) ([]Ranked, error) {
-	args := []any{kb.OrgID, kb.ID, SearchText(q.Text), q.K}
+	args := []any{kb.OrgID, kb.ID, SearchText(q.Text), q.K, kb.Generation}
 	where, args := q.Filter.sql(args)
 	rows, err := r.Pool.Query(ctx, `SELECT c.id, ts_rank_cd(c.search_tsv, t.q, 1) AS score
 		FROM kb_chunks c, (SELECT replace(plainto_tsquery('english', $3)::text, ' & ', ' | ')::tsquery AS q) t
-		WHERE c.org_id = $1 AND c.kb_id = $2 AND c.search_tsv @@ t.q`+where+`
+		WHERE c.org_id = $1 AND c.kb_id = $2 AND c.generation = $5 AND c.search_tsv @@ t.q`+where+`
 		ORDER BY score DESC, c.id LIMIT $4`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("full-text search: %w", err)

@@ -56,8 +56,12 @@ type VectorSelector struct {
 // VectorQuery asks a vector store for the K chunks of a knowledge base nearest to Vector
 // (cosine) that meet Filter.
 type VectorQuery struct {
-	Org        uuid.UUID
-	KB         uuid.UUID
+	Org uuid.UUID
+	KB  uuid.UUID
+	// Generation is the knowledge base's serving index: pgvector keeps a reindex's new
+	// chunks beside the old ones until the swap. (A knowledge base in another store is
+	// never reindexed: it has one generation.)
+	Generation int
 	Dimensions int
 	Vector     []float32
 	K          int
@@ -154,7 +158,7 @@ func (p *Pgvector) Nearest(ctx context.Context, q VectorQuery) ([]Ranked, error)
 
 func (p *Pgvector) nearest(ctx context.Context, q VectorQuery, exact bool) ([]Ranked, error) {
 	dims := strconv.Itoa(q.Dimensions) // one of Dimensions: safe in the text
-	args := []any{q.Org, q.KB, pgvector.NewHalfVector(q.Vector), q.K}
+	args := []any{q.Org, q.KB, pgvector.NewHalfVector(q.Vector), q.K, q.Generation}
 	where, args := q.Filter.sql(args)
 	dist := "c.embedding::halfvec(" + dims + ") <=> $3::halfvec(" + dims + ")"
 	var sql string
@@ -162,11 +166,11 @@ func (p *Pgvector) nearest(ctx context.Context, q VectorQuery, exact bool) ([]Ra
 		// A materialized set of the knowledge base's chunks: the planner cannot take the
 		// approximate index for it.
 		sql = `WITH c AS MATERIALIZED (SELECT c.id, c.embedding FROM kb_chunks c
-			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + ` AND c.embedding IS NOT NULL` + where + `)
+			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.generation = $5 AND c.dimensions = ` + dims + ` AND c.embedding IS NOT NULL` + where + `)
 			SELECT c.id, 1 - (` + dist + `) AS score FROM c ORDER BY ` + dist + `, c.id LIMIT $4`
 	} else {
 		sql = `SELECT id, 1 - d FROM (SELECT c.id, ` + dist + ` AS d FROM kb_chunks c
-			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.dimensions = ` + dims + ` AND c.embedding IS NOT NULL` + where + `
+			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.generation = $5 AND c.dimensions = ` + dims + ` AND c.embedding IS NOT NULL` + where + `
 			ORDER BY ` + dist + ` LIMIT $4) s ORDER BY d, id`
 	}
 	var out []Ranked

@@ -2703,6 +2703,7 @@ type JobStreamEvent struct {
 
 // KnowledgeBase defines model for KnowledgeBase.
 type KnowledgeBase struct {
+	// ChunkCount The chunks of the index that serves.
 	ChunkCount int `json:"chunk_count"`
 
 	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
@@ -2718,9 +2719,15 @@ type KnowledgeBase struct {
 	DocumentCount int                 `json:"document_count"`
 
 	// EmbeddingModel The model alias that embeds its chunks and queries.
-	EmbeddingModel string             `json:"embedding_model"`
-	Id             openapi_types.UUID `json:"id"`
-	Name           string             `json:"name"`
+	EmbeddingModel string `json:"embedding_model"`
+
+	// Generation The index that serves searches; each completed reindex adds one.
+	Generation int                `json:"generation"`
+	Id         openapi_types.UUID `json:"id"`
+	Name       string             `json:"name"`
+
+	// ReindexJobId The latest reindex job (`GET /v1/jobs/{id}`), null when it was never reindexed.
+	ReindexJobId *openapi_types.UUID `json:"reindex_job_id"`
 
 	// UpdatedAt RFC 3339, UTC.
 	UpdatedAt Timestamp `json:"updated_at"`
@@ -3618,6 +3625,19 @@ type ReadinessProblem struct {
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
+}
+
+// ReindexKnowledgeBaseRequest The settings of the new index; omitted ones keep the knowledge base's.
+type ReindexKnowledgeBaseRequest struct {
+	// Chunking Chunks of at most `max_tokens` tokens, cut at headings, paragraphs, then sentences
+	// (English and Chinese), with `overlap_tokens` of the previous chunk repeated.
+	Chunking *ChunkingSettings `json:"chunking,omitempty"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions *EmbeddingDimensions `json:"dimensions,omitempty"`
+
+	// EmbeddingModel A model alias of the catalog.
+	EmbeddingModel *string `json:"embedding_model,omitempty"`
 }
 
 // RenderPromptRequest At most one of `label` and `version`.
@@ -4680,6 +4700,23 @@ type GetEvaluationParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ReindexKnowledgeBaseParams defines parameters for ReindexKnowledgeBase.
+type ReindexKnowledgeBaseParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SearchKnowledgeBaseParams defines parameters for SearchKnowledgeBase.
 type SearchKnowledgeBaseParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -5023,6 +5060,9 @@ type CreateDocumentMultipartRequestBody = UploadDocumentRequest
 
 // CreateEvaluationJSONRequestBody defines body for CreateEvaluation for application/json ContentType.
 type CreateEvaluationJSONRequestBody = CreateEvaluationRequest
+
+// ReindexKnowledgeBaseJSONRequestBody defines body for ReindexKnowledgeBase for application/json ContentType.
+type ReindexKnowledgeBaseJSONRequestBody = ReindexKnowledgeBaseRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
@@ -8410,8 +8450,8 @@ type ClientInterface interface {
 
 	// CreateKnowledgeBaseWithBody Create a knowledge base
 	//
-	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-	// the dimensions are fixed for the knowledge base's life.
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -8420,8 +8460,8 @@ type ClientInterface interface {
 
 	// CreateKnowledgeBase Create a knowledge base
 	//
-	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-	// the dimensions are fixed for the knowledge base's life.
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -8444,7 +8484,7 @@ type ClientInterface interface {
 
 	// UpdateKnowledgeBaseWithBody Rename a knowledge base or change its description
 	//
-	// Its embedding model, dimensions and chunking are fixed at creation.
+	// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -8453,7 +8493,7 @@ type ClientInterface interface {
 
 	// UpdateKnowledgeBase Rename a knowledge base or change its description
 	//
-	// Its embedding model, dimensions and chunking are fixed at creation.
+	// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -8562,6 +8602,50 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
 	GetEvaluation(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReindexKnowledgeBaseWithBody Rebuild the index with another embedding model, size or chunking
+	//
+	// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+	// every document is chunked and embedded again with the settings asked for (omitted
+	// ones keep their value) into a new index built beside the one that serves. Searches,
+	// chat grounding and evaluations keep using the old index until the new one is
+	// complete; then one transaction swaps them (the knowledge base's `generation` goes
+	// up and its settings change) and the old index is dropped. Documents added, changed
+	// or deleted during the reindex are ingested into the serving index as usual, and the
+	// reindex redoes each changed or added document before it swaps (the last ones while
+	// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+	// leaves the old index serving and deletes its partial one. A second reindex while one
+	// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+	// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+	// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+	// (400 `invalid_request`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+	ReindexKnowledgeBaseWithBody(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReindexKnowledgeBase Rebuild the index with another embedding model, size or chunking
+	//
+	// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+	// every document is chunked and embedded again with the settings asked for (omitted
+	// ones keep their value) into a new index built beside the one that serves. Searches,
+	// chat grounding and evaluations keep using the old index until the new one is
+	// complete; then one transaction swaps them (the knowledge base's `generation` goes
+	// up and its settings change) and the old index is dropped. Documents added, changed
+	// or deleted during the reindex are ingested into the serving index as usual, and the
+	// reindex redoes each changed or added document before it swaps (the last ones while
+	// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+	// leaves the old index serving and deletes its partial one. A second reindex while one
+	// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+	// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+	// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+	// (400 `invalid_request`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+	ReindexKnowledgeBase(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, body ReindexKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SearchKnowledgeBaseWithBody Search a knowledge base
 	//
@@ -11084,8 +11168,8 @@ func (c *Client) ListKnowledgeBases(ctx context.Context, params *ListKnowledgeBa
 
 // CreateKnowledgeBaseWithBody Create a knowledge base
 //
-// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-// the dimensions are fixed for the knowledge base's life.
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -11104,8 +11188,8 @@ func (c *Client) CreateKnowledgeBaseWithBody(ctx context.Context, params *Create
 
 // CreateKnowledgeBase Create a knowledge base
 //
-// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-// the dimensions are fixed for the knowledge base's life.
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -11158,7 +11242,7 @@ func (c *Client) GetKnowledgeBase(ctx context.Context, id ID, params *GetKnowled
 
 // UpdateKnowledgeBaseWithBody Rename a knowledge base or change its description
 //
-// Its embedding model, dimensions and chunking are fixed at creation.
+// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -11177,7 +11261,7 @@ func (c *Client) UpdateKnowledgeBaseWithBody(ctx context.Context, id ID, params 
 
 // UpdateKnowledgeBase Rename a knowledge base or change its description
 //
-// Its embedding model, dimensions and chunking are fixed at creation.
+// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -11377,6 +11461,70 @@ func (c *Client) CreateEvaluation(ctx context.Context, id ID, params *CreateEval
 // Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
 func (c *Client) GetEvaluation(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetEvaluationRequest(c.Server, id, evaluationId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReindexKnowledgeBaseWithBody Rebuild the index with another embedding model, size or chunking
+//
+// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+// every document is chunked and embedded again with the settings asked for (omitted
+// ones keep their value) into a new index built beside the one that serves. Searches,
+// chat grounding and evaluations keep using the old index until the new one is
+// complete; then one transaction swaps them (the knowledge base's `generation` goes
+// up and its settings change) and the old index is dropped. Documents added, changed
+// or deleted during the reindex are ingested into the serving index as usual, and the
+// reindex redoes each changed or added document before it swaps (the last ones while
+// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+// leaves the old index serving and deletes its partial one. A second reindex while one
+// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+// (400 `invalid_request`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+func (c *Client) ReindexKnowledgeBaseWithBody(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReindexKnowledgeBaseRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReindexKnowledgeBase Rebuild the index with another embedding model, size or chunking
+//
+// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+// every document is chunked and embedded again with the settings asked for (omitted
+// ones keep their value) into a new index built beside the one that serves. Searches,
+// chat grounding and evaluations keep using the old index until the new one is
+// complete; then one transaction swaps them (the knowledge base's `generation` goes
+// up and its settings change) and the old index is dropped. Documents added, changed
+// or deleted during the reindex are ingested into the serving index as usual, and the
+// reindex redoes each changed or added document before it swaps (the last ones while
+// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+// leaves the old index serving and deletes its partial one. A second reindex while one
+// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+// (400 `invalid_request`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+func (c *Client) ReindexKnowledgeBase(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, body ReindexKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReindexKnowledgeBaseRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -17029,6 +17177,79 @@ func NewGetEvaluationRequest(server string, id ID, evaluationId EvaluationID, pa
 	return req, nil
 }
 
+// NewReindexKnowledgeBaseRequest calls the generic ReindexKnowledgeBase builder with application/json body
+func NewReindexKnowledgeBaseRequest(server string, id ID, params *ReindexKnowledgeBaseParams, body ReindexKnowledgeBaseJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewReindexKnowledgeBaseRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewReindexKnowledgeBaseRequestWithBody constructs an http.Request for the ReindexKnowledgeBase method, with any body, and a specified content type
+func NewReindexKnowledgeBaseRequestWithBody(server string, id ID, params *ReindexKnowledgeBaseParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/knowledge-bases/%s/reindex", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.KilnOrg != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewSearchKnowledgeBaseRequest calls the generic SearchKnowledgeBase builder with application/json body
 func NewSearchKnowledgeBaseRequest(server string, id ID, params *SearchKnowledgeBaseParams, body SearchKnowledgeBaseJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -20608,8 +20829,8 @@ type ClientWithResponsesInterface interface {
 
 	// CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
 	//
-	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-	// the dimensions are fixed for the knowledge base's life.
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -20618,8 +20839,8 @@ type ClientWithResponsesInterface interface {
 
 	// CreateKnowledgeBaseWithResponse Create a knowledge base
 	//
-	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-	// the dimensions are fixed for the knowledge base's life.
+	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -20646,7 +20867,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateKnowledgeBaseWithBodyWithResponse Rename a knowledge base or change its description
 	//
-	// Its embedding model, dimensions and chunking are fixed at creation.
+	// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -20655,7 +20876,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateKnowledgeBaseWithResponse Rename a knowledge base or change its description
 	//
-	// Its embedding model, dimensions and chunking are fixed at creation.
+	// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -20774,6 +20995,50 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/knowledge-bases/{id}/evaluations/{evaluation_id} (the `GetEvaluation` operationId).
 	GetEvaluationWithResponse(ctx context.Context, id ID, evaluationId EvaluationID, params *GetEvaluationParams, reqEditors ...RequestEditorFn) (*GetEvaluationResponse, error)
+
+	// ReindexKnowledgeBaseWithBodyWithResponse Rebuild the index with another embedding model, size or chunking
+	//
+	// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+	// every document is chunked and embedded again with the settings asked for (omitted
+	// ones keep their value) into a new index built beside the one that serves. Searches,
+	// chat grounding and evaluations keep using the old index until the new one is
+	// complete; then one transaction swaps them (the knowledge base's `generation` goes
+	// up and its settings change) and the old index is dropped. Documents added, changed
+	// or deleted during the reindex are ingested into the serving index as usual, and the
+	// reindex redoes each changed or added document before it swaps (the last ones while
+	// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+	// leaves the old index serving and deletes its partial one. A second reindex while one
+	// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+	// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+	// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+	// (400 `invalid_request`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+	ReindexKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReindexKnowledgeBaseResponse, error)
+
+	// ReindexKnowledgeBaseWithResponse Rebuild the index with another embedding model, size or chunking
+	//
+	// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+	// every document is chunked and embedded again with the settings asked for (omitted
+	// ones keep their value) into a new index built beside the one that serves. Searches,
+	// chat grounding and evaluations keep using the old index until the new one is
+	// complete; then one transaction swaps them (the knowledge base's `generation` goes
+	// up and its settings change) and the old index is dropped. Documents added, changed
+	// or deleted during the reindex are ingested into the serving index as usual, and the
+	// reindex redoes each changed or added document before it swaps (the last ones while
+	// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+	// leaves the old index serving and deletes its partial one. A second reindex while one
+	// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+	// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+	// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+	// (400 `invalid_request`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+	ReindexKnowledgeBaseWithResponse(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, body ReindexKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*ReindexKnowledgeBaseResponse, error)
 
 	// SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
 	//
@@ -26747,6 +27012,68 @@ func (r GetEvaluationResponse) ContentType() string {
 	return ""
 }
 
+// ReindexKnowledgeBaseResponse503Headers the declared response headers of an HTTP 503 response for ReindexKnowledgeBase
+type ReindexKnowledgeBaseResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ReindexKnowledgeBaseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Job
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ReindexKnowledgeBaseResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r ReindexKnowledgeBaseResponse) GetJSON202() *Job {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ReindexKnowledgeBaseResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ReindexKnowledgeBaseResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReindexKnowledgeBaseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReindexKnowledgeBaseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReindexKnowledgeBaseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReindexKnowledgeBaseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // SearchKnowledgeBaseResponse503Headers the declared response headers of an HTTP 503 response for SearchKnowledgeBase
 type SearchKnowledgeBaseResponse503Headers struct {
 	RetryAfter *int
@@ -31203,8 +31530,8 @@ func (c *ClientWithResponses) ListKnowledgeBasesWithResponse(ctx context.Context
 
 // CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
 //
-// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-// the dimensions are fixed for the knowledge base's life.
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -31219,8 +31546,8 @@ func (c *ClientWithResponses) CreateKnowledgeBaseWithBodyWithResponse(ctx contex
 
 // CreateKnowledgeBaseWithResponse Create a knowledge base
 //
-// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-// the dimensions are fixed for the knowledge base's life.
+// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+// dimensions and the chunking change only through a reindex (`POST …/reindex`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -31265,7 +31592,7 @@ func (c *ClientWithResponses) GetKnowledgeBaseWithResponse(ctx context.Context, 
 
 // UpdateKnowledgeBaseWithBodyWithResponse Rename a knowledge base or change its description
 //
-// Its embedding model, dimensions and chunking are fixed at creation.
+// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -31280,7 +31607,7 @@ func (c *ClientWithResponses) UpdateKnowledgeBaseWithBodyWithResponse(ctx contex
 
 // UpdateKnowledgeBaseWithResponse Rename a knowledge base or change its description
 //
-// Its embedding model, dimensions and chunking are fixed at creation.
+// Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -31458,6 +31785,62 @@ func (c *ClientWithResponses) GetEvaluationWithResponse(ctx context.Context, id 
 		return nil, err
 	}
 	return ParseGetEvaluationResponse(rsp)
+}
+
+// ReindexKnowledgeBaseWithBodyWithResponse Rebuild the index with another embedding model, size or chunking
+//
+// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+// every document is chunked and embedded again with the settings asked for (omitted
+// ones keep their value) into a new index built beside the one that serves. Searches,
+// chat grounding and evaluations keep using the old index until the new one is
+// complete; then one transaction swaps them (the knowledge base's `generation` goes
+// up and its settings change) and the old index is dropped. Documents added, changed
+// or deleted during the reindex are ingested into the serving index as usual, and the
+// reindex redoes each changed or added document before it swaps (the last ones while
+// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+// leaves the old index serving and deletes its partial one. A second reindex while one
+// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+// (400 `invalid_request`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+func (c *ClientWithResponses) ReindexKnowledgeBaseWithBodyWithResponse(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReindexKnowledgeBaseResponse, error) {
+	rsp, err := c.ReindexKnowledgeBaseWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReindexKnowledgeBaseResponse(rsp)
+}
+
+// ReindexKnowledgeBaseWithResponse Rebuild the index with another embedding model, size or chunking
+//
+// Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+// every document is chunked and embedded again with the settings asked for (omitted
+// ones keep their value) into a new index built beside the one that serves. Searches,
+// chat grounding and evaluations keep using the old index until the new one is
+// complete; then one transaction swaps them (the knowledge base's `generation` goes
+// up and its settings change) and the old index is dropped. Documents added, changed
+// or deleted during the reindex are ingested into the serving index as usual, and the
+// reindex redoes each changed or added document before it swaps (the last ones while
+// holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+// leaves the old index serving and deletes its partial one. A second reindex while one
+// is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+// under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+// model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+// (400 `invalid_request`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/knowledge-bases/{id}/reindex (the `ReindexKnowledgeBase` operationId).
+func (c *ClientWithResponses) ReindexKnowledgeBaseWithResponse(ctx context.Context, id ID, params *ReindexKnowledgeBaseParams, body ReindexKnowledgeBaseJSONRequestBody, reqEditors ...RequestEditorFn) (*ReindexKnowledgeBaseResponse, error) {
+	rsp, err := c.ReindexKnowledgeBase(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReindexKnowledgeBaseResponse(rsp)
 }
 
 // SearchKnowledgeBaseWithBodyWithResponse Search a knowledge base
@@ -37190,6 +37573,59 @@ func ParseGetEvaluationResponse(rsp *http.Response) (*GetEvaluationResponse, err
 	switch {
 	case rsp.StatusCode == 503:
 		var headers GetEvaluationResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseReindexKnowledgeBaseResponse parses an HTTP response from a ReindexKnowledgeBaseWithResponse call
+func ParseReindexKnowledgeBaseResponse(rsp *http.Response) (*ReindexKnowledgeBaseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReindexKnowledgeBaseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ReindexKnowledgeBaseResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -2235,8 +2235,8 @@ export interface paths {
         put?: never;
         /**
          * Create a knowledge base
-         * @description The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it and
-         *     the dimensions are fixed for the knowledge base's life.
+         * @description The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
+         *     dimensions and the chunking change only through a reindex (`POST …/reindex`).
          */
         post: operations["createKnowledgeBase"];
         delete?: never;
@@ -2268,7 +2268,7 @@ export interface paths {
         head?: never;
         /**
          * Rename a knowledge base or change its description
-         * @description Its embedding model, dimensions and chunking are fixed at creation.
+         * @description Its embedding model, dimensions and chunking change through a reindex (`POST …/reindex`).
          */
         patch: operations["updateKnowledgeBase"];
         trace?: never;
@@ -2375,6 +2375,39 @@ export interface paths {
         get: operations["getEvaluation"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/knowledge-bases/{id}/reindex": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rebuild the index with another embedding model, size or chunking
+         * @description Starts a reindex job (kind `rag.reindex`; follow, and cancel, it with the jobs API):
+         *     every document is chunked and embedded again with the settings asked for (omitted
+         *     ones keep their value) into a new index built beside the one that serves. Searches,
+         *     chat grounding and evaluations keep using the old index until the new one is
+         *     complete; then one transaction swaps them (the knowledge base's `generation` goes
+         *     up and its settings change) and the old index is dropped. Documents added, changed
+         *     or deleted during the reindex are ingested into the serving index as usual, and the
+         *     reindex redoes each changed or added document before it swaps (the last ones while
+         *     holding the knowledge base's lock, so none is missed). A failed or cancelled reindex
+         *     leaves the old index serving and deletes its partial one. A second reindex while one
+         *     is queued or running is a 409 (`conflict`). Embedding calls are recorded as usage
+         *     under `rag.reindex`; chunks whose text is unchanged reuse their vectors when the
+         *     model and size stay the same. Knowledge bases in `qdrant` cannot be reindexed yet
+         *     (400 `invalid_request`).
+         */
+        post: operations["reindexKnowledgeBase"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3685,7 +3718,15 @@ export interface components {
             chunking: components["schemas"]["ChunkingSettings"];
             vector_store: components["schemas"]["VectorStore"];
             document_count: number;
+            /** @description The chunks of the index that serves. */
             chunk_count: number;
+            /** @description The index that serves searches; each completed reindex adds one. */
+            generation: number;
+            /**
+             * Format: uuid
+             * @description The latest reindex job (`GET /v1/jobs/{id}`), null when it was never reindexed.
+             */
+            reindex_job_id: string | null;
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
         };
@@ -3722,6 +3763,13 @@ export interface components {
             dimensions?: components["schemas"]["EmbeddingDimensions"];
             chunking?: components["schemas"]["ChunkingSettings"];
             vector_store?: components["schemas"]["VectorStore"];
+        };
+        /** @description The settings of the new index; omitted ones keep the knowledge base's. */
+        ReindexKnowledgeBaseRequest: {
+            /** @description A model alias of the catalog. */
+            embedding_model?: string;
+            dimensions?: components["schemas"]["EmbeddingDimensions"];
+            chunking?: components["schemas"]["ChunkingSettings"];
         };
         UpdateKnowledgeBaseRequest: {
             name?: string;
@@ -8311,6 +8359,50 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Evaluation"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    reindexKnowledgeBase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReindexKnowledgeBaseRequest"];
+            };
+        };
+        responses: {
+            /** @description The reindex job, queued. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
