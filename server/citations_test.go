@@ -318,6 +318,36 @@ func TestConversationCitations(t *testing.T) {
 		}
 	})
 
+	t.Run("OKIdempotentRetryStreamsTheCitationsAgain", func(t *testing.T) {
+		c := f.createConversation(t, f.alice)
+		body := map[string]any{"stream": true}
+		for k, v := range question {
+			body[k] = v
+		}
+		raw, _ := json.Marshal(body)
+		var streams [2][]sseEvent
+		for i := range streams {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.ts.URL+"/v1/conversations/"+c.String()+"/messages", bytes.NewReader(raw))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+f.alice)
+			req.Header.Set("Idempotency-Key", "grounded-1")
+			res, err := f.ts.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = res.Body.Close() })
+			if res.StatusCode != 200 || (i == 1) != (res.Header.Get("Idempotent-Replayed") == "true") {
+				t.Fatalf("request %d: %d, replayed %q", i, res.StatusCode, res.Header.Get("Idempotent-Replayed"))
+			}
+			streams[i] = drain(t, readEvents(t, res))
+		}
+		first := decodeEvent[api.CitationsEvent](t, streams[0], "citations")
+		again := decodeEvent[api.CitationsEvent](t, streams[1], "citations")
+		if k := kinds(streams[1]); len(k) < 3 || k[1] != "citations" || k[2] != "message.delta" || !slices.Equal(first.Citations, again.Citations) || len(again.Citations) == 0 {
+			t.Fatalf("replayed events %v with %+v, first %+v", k, again, first)
+		}
+	})
+
 	t.Run("OKBlockingReplyCarriesCitations", func(t *testing.T) {
 		c := f.createConversation(t, f.readerKey)
 		var out api.ConversationReply
