@@ -135,6 +135,29 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
+// startBrowser starts a headless chromium for the test, closed when it ends, with 90
+// seconds for everything the test does in it (a loaded CI machine takes seconds to
+// start it and to parse Swagger UI); each openTab is a tab of it.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	exe := chromium(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	t.Cleanup(cancel)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(exe), chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+	)
+	t.Cleanup(cancelAlloc)
+	browser, cancelBrowser := chromedp.NewContext(alloc)
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(browser); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return browser
+}
+
 // tab is a browser tab and the errors its console reported.
 type tab struct {
 	ctx    context.Context
@@ -202,7 +225,6 @@ func (tb *tab) console() []string {
 // with nothing in its console; a page from an origin not allowed is blocked on each.
 func TestBrowserCORS(t *testing.T) {
 	t.Parallel()
-	exe := chromium(t)
 	pages := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = fmt.Fprint(w, browserPage)
@@ -214,21 +236,7 @@ func TestBrowserCORS(t *testing.T) {
 	srv := httptest.NewServer(b.srv)
 	t.Cleanup(srv.Close)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	dir := t.TempDir()
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe), chromedp.UserDataDir(dir),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-	)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	t.Cleanup(cancelBrowser)
-	if err := chromedp.Do(browser); err != nil { // one browser; each openTab is a tab of it
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := startBrowser(t)
 	query := "/?api=" + url.QueryEscape(srv.URL)
 
 	allowed := openTab(t, browser)

@@ -80,7 +80,11 @@ func (s *Server) refusal(status int, text string, remote net.Addr) []byte {
 	body, _ := json.Marshal(p)
 	s.log.InfoContext(ctx, "request refused by the HTTP parser", "status", status, "reason", text, "remote", remote.String())
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\nContent-Type: application/problem+json\r\n%s: %s\r\n\r\n%s",
-		status, http.StatusText(status), len(body), requestIDHeader, id, body)
+	fmt.Fprintf(&out, "HTTP/1.1 %d %s\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\nContent-Type: application/problem+json\r\n%s: %s\r\n",
+		status, http.StatusText(status), len(body), requestIDHeader, id)
+	for _, h := range s.security.forPath("") { // the request's path is unknown: the API's policy
+		fmt.Fprintf(&out, "%s: %s\r\n", h.name, h.value[0])
+	}
+	fmt.Fprintf(&out, "\r\n%s", body)
 	return out.Bytes()
 }

@@ -15,8 +15,10 @@ import (
 
 // notForScripts are response headers no client script reads, so none needs exposing:
 // caching, connection and WebSocket handshake headers, and X-Accel-Buffering, which tells
-// a proxy (nginx) not to buffer a stream.
-var notForScripts = []string{"vary", "date", "accept-ranges", "connection", "upgrade", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "x-accel-buffering"}
+// a proxy (nginx) not to buffer a stream, and the security headers, which the browser acts
+// on.
+var notForScripts = []string{"vary", "date", "accept-ranges", "connection", "upgrade", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "x-accel-buffering",
+	"x-content-type-options", "referrer-policy", "cross-origin-resource-policy", "content-security-policy", "strict-transport-security"}
 
 // mustExpose keeps Access-Control-Expose-Headers in step with what Kiln sends: every
 // header of every response the tests see must be one a page of another origin can read

@@ -96,6 +96,7 @@ type Server struct {
 	// trustedProxies may name the client in X-Forwarded-For.
 	trustedProxies []netip.Prefix
 	cors           *corsPolicy
+	security       securityHeaders
 	llm            LLM
 	prompts        *prompts.Service
 	conv           Conversations
@@ -186,6 +187,7 @@ func New(d Deps) (*Server, error) {
 	if s.cors, err = newCORS(d.Config.CORS, d.Spec); err != nil {
 		return nil, err
 	}
+	s.security = newSecurityHeaders(d.Config.HSTSMaxAge)
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
@@ -252,6 +254,7 @@ func New(d Deps) (*Server, error) {
 	}
 	s.handler = chain(s.mux,
 		withRequestID,
+		s.withSecurityHeaders,
 		tracer, // before observe: the access log line carries the trace id
 		s.observe,
 		s.recoverPanics,

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,6 +155,7 @@ type HTTP struct {
 	MaxHeaderBytes    int           `koanf:"max_header_bytes" doc:"request header size limit (431 past it)"`
 	MaxBodyBytes      int64         `koanf:"max_body_bytes" doc:"request body size limit (413 past it)"`
 	TrustedProxies    string        `koanf:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For names the client (for rate limits, sessions, audit)"`
+	HSTSMaxAge        time.Duration `koanf:"hsts_max_age" doc:"max-age of Strict-Transport-Security (sent with includeSubDomains) as a duration or a number of seconds; 0: not sent. Set it only when every client reaches Kiln's host and its subdomains over HTTPS"`
 	CORS              CORS          `koanf:"cors"`
 }
 
@@ -528,6 +530,7 @@ func Load(path string, environ []string) (Config, error) {
 	var cfg Config
 	dec := koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: &mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			secondsToDuration,
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.TextUnmarshallerHookFunc()),
 		ErrorUnused:      true,
@@ -552,6 +555,28 @@ func Load(path string, environ []string) (Config, error) {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
 	}
 	return cfg, nil
+}
+
+// secondsToDuration reads a bare number given for a duration as seconds: without it a
+// YAML 31536000 would decode as nanoseconds and an environment "31536000" would fail
+// for want of a unit.
+func secondsToDuration(_, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case int:
+		return time.Duration(v) * time.Second, nil
+	case int64:
+		return time.Duration(v) * time.Second, nil
+	case float64:
+		return time.Duration(v * float64(time.Second)), nil
+	case string:
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return time.Duration(n) * time.Second, nil
+		}
+	}
+	return data, nil
 }
 
 // decodeProblems splits mapstructure's joined errors, one line per bad key. Unknown keys,
@@ -634,6 +659,9 @@ func (c Config) validate() []string {
 	}
 	if _, err := ParseOrigins(c.HTTP.CORS.AllowedOrigins); err != nil {
 		bad("http.cors.allowed_origins", "%v", err)
+	}
+	if c.HTTP.HSTSMaxAge < 0 {
+		bad("http.hsts_max_age", "must not be negative, got %s", c.HTTP.HSTSMaxAge)
 	}
 	if c.HTTP.CORS.MaxAge < 0 || c.HTTP.CORS.MaxAge > 24*time.Hour {
 		bad("http.cors.max_age", "must be between 0s and 24h, got %s", c.HTTP.CORS.MaxAge)

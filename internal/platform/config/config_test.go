@@ -83,6 +83,24 @@ flags:
 			},
 		},
 		{
+			name:    "HSTSMaxAgeInSecondsFromEnv",
+			environ: []string{"KILN_HTTP_HSTS_MAX_AGE=31536000"},
+			check: func(t *testing.T, got config.Config) {
+				if got.HTTP.HSTSMaxAge != 365*24*time.Hour {
+					t.Errorf("http.hsts_max_age = %s, want 8760h", got.HTTP.HSTSMaxAge)
+				}
+			},
+		},
+		{
+			name: "BareNumbersAreSecondsInYAML",
+			yaml: "http:\n  hsts_max_age: 63072000\n  request_timeout: 45\n",
+			check: func(t *testing.T, got config.Config) {
+				if got.HTTP.HSTSMaxAge != 2*365*24*time.Hour || got.HTTP.RequestTimeout != 45*time.Second {
+					t.Errorf("http.hsts_max_age = %s, http.request_timeout = %s: want 17520h and 45s", got.HTTP.HSTSMaxAge, got.HTTP.RequestTimeout)
+				}
+			},
+		},
+		{
 			name:    "QdrantFromEnv",
 			environ: []string{"KILN_RAG_QDRANT_URL=http://qdrant:6334", "KILN_RAG_QDRANT_API_KEY=qk-secret", "KILN_RAG_QDRANT_COLLECTION_PREFIX=kiln_eu"},
 			check: func(t *testing.T, got config.Config) {
@@ -253,6 +271,11 @@ func TestLoadErrors(t *testing.T) {
 			name:     "ErrCORS",
 			environ:  []string{"KILN_HTTP_CORS_ALLOWED_ORIGINS=https://app.example.com/path", "KILN_HTTP_CORS_MAX_AGE=-1s"},
 			wantKeys: []string{"http.cors.allowed_origins", "https://app.example.com/path", "http.cors.max_age"},
+		},
+		{
+			name:     "ErrHSTSMaxAge",
+			environ:  []string{"KILN_HTTP_HSTS_MAX_AGE=-1h"},
+			wantKeys: []string{"http.hsts_max_age"},
 		},
 		{
 			name:     "ErrQdrant",
