@@ -31,7 +31,8 @@ var (
 )
 
 // ChatEvent is one event of a chat stream. Type names it, and the field of that type
-// holds its data: Delta for message.delta, ToolCallDelta for tool_call.delta, ToolCall,
+// holds its data: Citations for citations (a reply grounded in knowledge bases, before its
+// first delta), Delta for message.delta, ToolCallDelta for tool_call.delta, ToolCall,
 // ToolResult, Usage and Done; the others are nil. An event of a type this package does
 // not know carries only ID, Type and Data. `error` and `shutdown` events are not
 // delivered: they end the stream with an error (see ChatStream.Err).
@@ -43,6 +44,7 @@ type ChatEvent struct {
 	// Data is the event's JSON data, as sent.
 	Data json.RawMessage
 
+	Citations     *CitationsEvent
 	Delta         *ChatDeltaEvent
 	ToolCallDelta *ToolCallDeltaEvent
 	ToolCall      *ToolCallEvent
@@ -280,6 +282,9 @@ func (s *ChatStream) problem(data []byte) error {
 func decodeChatEvent(ev *ChatEvent) error {
 	var v any
 	switch ev.Type {
+	case ChatEventTypeCitations:
+		ev.Citations = new(CitationsEvent)
+		v = ev.Citations
 	case ChatEventTypeMessageDelta:
 		ev.Delta = new(ChatDeltaEvent)
 		v = ev.Delta
@@ -390,6 +395,9 @@ func (l *lineReader) fill() {
 
 // ChatStreamResult is what a chat stream's events add up to.
 type ChatStreamResult struct {
+	// Citations are the citations event's sources, by number: nil unless the request was
+	// grounded in knowledge bases (empty when none was retrieved).
+	Citations []Citation
 	// Text joins the text of every message.delta event.
 	Text string
 	// ToolCalls are the tool_call events, in order: the server's (Executor
@@ -415,6 +423,8 @@ type ChatStreamResult struct {
 //	}
 func (r *ChatStreamResult) Add(ev ChatEvent) {
 	switch {
+	case ev.Citations != nil:
+		r.Citations = ev.Citations.Citations
 	case ev.Delta != nil:
 		r.text.WriteString(ev.Delta.Text)
 		r.Text = r.text.String()

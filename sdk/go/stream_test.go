@@ -287,6 +287,21 @@ func TestChatStreamDecoding(t *testing.T) {
 	}
 	first := "id: 1\nevent: message.delta\ndata: {\"text\":\"a\"}\n\n"
 
+	t.Run("Citations", func(t *testing.T) {
+		body := "id: 1\nevent: citations\ndata: {\"citations\":[{\"n\":1,\"knowledge_base_id\":\"0190a0c0-0000-7000-8000-000000000001\"," +
+			"\"document_id\":\"0190a0c0-0000-7000-8000-000000000002\",\"chunk_id\":\"0190a0c0-0000-7000-8000-000000000003\",\"title\":\"Reset\",\"snippet\":\"one <mark>hour</mark>\"}]}\n\n" +
+			first + "id: 2\nevent: done\ndata: {\"id\":\"r1\",\"model\":\"default\",\"provider\":\"dev\",\"provider_model\":\"dev-echo\",\"finish_reason\":\"stop\",\"attempts\":[]}\n\n"
+		body = strings.Replace(body, "id: 1\nevent: message.delta", "id: 2\nevent: message.delta", 1)
+		body = strings.Replace(body, "id: 2\nevent: done", "id: 3\nevent: done", 1)
+		stream, err := fakeStream(t, 200, "text/event-stream", body).StreamChatCompletion(t.Context(), nil, kiln.ChatRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		result, err := stream.Collect()
+		if err != nil || len(result.Citations) != 1 || result.Citations[0].N != 1 || result.Citations[0].Title != "Reset" || result.Text != "a" {
+			t.Errorf("result = %+v, %v", result, err)
+		}
+	})
 	t.Run("ErrorEvent", func(t *testing.T) {
 		err := endsWith(t, first+"id: 2\r\nevent: error\r\ndata: {\"type\":\"urn:kiln:problem:upstream_error\",\"title\":\"Upstream error\",\"status\":502,\"code\":\"upstream_error\",\"detail\":\"boom\",\"request_id\":\"req-9\"}\r\n\r\n")
 		var problem *kiln.ProblemError

@@ -195,6 +195,7 @@ async function openReplyStream(
 
 const replyEventTypes: ReadonlySet<string> = new Set<ReplyEvent["type"]>([
   "reply.started",
+  "citations",
   "message.delta",
   "tool_call.delta",
   "tool_call",

@@ -282,6 +282,8 @@ export {
   SSEDecoder,
   streamChatCompletion,
   type ChatDeltaEvent,
+  type Citation,
+  type CitationsEvent,
   type ChatDoneEvent,
   type ChatEvent,
   type ChatEventType,

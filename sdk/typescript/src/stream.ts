@@ -14,6 +14,8 @@ export type StreamChatRequest = Omit<Schemas["ChatRequest"], "stream">;
 export type ChatMessage = Schemas["ChatMessage"];
 export type ToolCall = Schemas["ToolCall"];
 export type ChatEventType = Schemas["ChatEventType"];
+export type CitationsEvent = Schemas["CitationsEvent"];
+export type Citation = Schemas["Citation"];
 export type ChatDeltaEvent = Schemas["ChatDeltaEvent"];
 export type ToolCallDeltaEvent = Schemas["ToolCallDeltaEvent"];
 export type ToolCallEvent = Schemas["ToolCallEvent"];
@@ -27,6 +29,7 @@ export type ChatDoneEvent = Schemas["ChatDoneEvent"];
  * end the iteration with a thrown {@link KilnProblemError} or {@link KilnStreamError}.
  */
 export type ChatEvent =
+  | { type: "citations"; id: number; data: CitationsEvent }
   | { type: "message.delta"; id: number; data: ChatDeltaEvent }
   | { type: "tool_call.delta"; id: number; data: ToolCallDeltaEvent }
   | { type: "tool_call"; id: number; data: ToolCallEvent }
@@ -241,6 +244,7 @@ export async function streamChatCompletion(
 }
 
 const chatEventTypes: ReadonlySet<string> = new Set<ChatEvent["type"]>([
+  "citations",
   "message.delta",
   "tool_call.delta",
   "tool_call",
@@ -369,6 +373,8 @@ export class ChatStream implements AsyncIterable<ChatEvent> {
 
 /** What a chat stream's events add up to; {@link ChatStream.collect} builds one, or feed events to {@link ChatResult.add}. */
 export class ChatResult {
+  /** The `citations` event's sources, by number: undefined unless the request named `knowledge_bases` (empty when none was retrieved). */
+  citations: Citation[] | undefined = undefined;
   /** The text of every `message.delta` event, joined. */
   text = "";
   /**
@@ -386,6 +392,9 @@ export class ChatResult {
   /** Adds one event. */
   add(event: ChatEvent): this {
     switch (event.type) {
+      case "citations":
+        this.citations = event.data.citations;
+        break;
       case "message.delta":
         this.text += event.data.text;
         break;
