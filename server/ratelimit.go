@@ -17,6 +17,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
@@ -159,7 +160,7 @@ func peekEmail(r *http.Request) string {
 	if json.Unmarshal(raw, &body) != nil {
 		return ""
 	}
-	return strings.ToLower(strings.TrimSpace(body.Email))
+	return account.NormaliseEmail(body.Email)
 }
 
 // clientIP is the client's address: the connection's, or, when the connection comes from

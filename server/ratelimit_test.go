@@ -33,7 +33,7 @@ func TestLoginRateLimits(t *testing.T) {
 			t.Fatalf("attempt %d: headers %v", i+1, res.Header)
 		}
 	}
-	res := attempt("ERIN@example.com") // the same account, however it is spelt
+	res := attempt("ＥＲＩＮ@example.com") // the same account, however it is spelt (case, full width)
 	if res.StatusCode != 429 {
 		t.Fatalf("11th attempt: %d", res.StatusCode)
 	}

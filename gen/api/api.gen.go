@@ -2122,6 +2122,7 @@ type CreateEvaluationRequest struct {
 
 // CreateInvitationRequest defines model for CreateInvitationRequest.
 type CreateInvitationRequest struct {
+	// Email Folded as at sign-up (Unicode NFKC, lower case, trimmed); the invitation is for the folded address. An address sign-up would refuse (malformed, invisible characters, look-alike scripts) is a 400 naming `/email`.
 	Email string                      `json:"email"`
 	Role  CreateInvitationRequestRole `json:"role"`
 }
@@ -2771,6 +2772,7 @@ type LimitUsageOverage string
 
 // LoginRequest defines model for LoginRequest.
 type LoginRequest struct {
+	// Email Folded as at sign-up (Unicode NFKC, lower case, trimmed). An address sign-up would refuse (malformed, invisible characters, look-alike scripts) is a 400 naming `/email`, as no account can have it.
 	Email    string `json:"email"`
 	Password string `json:"password"`
 }
@@ -3242,6 +3244,7 @@ type PageInfo struct {
 
 // PasswordResetRequest defines model for PasswordResetRequest.
 type PasswordResetRequest struct {
+	// Email Folded as at sign-up (Unicode NFKC, lower case, trimmed). An address sign-up would refuse is a 400 naming `/email`; any other gets the same 202.
 	Email string `json:"email"`
 }
 
@@ -3861,6 +3864,7 @@ type SetSubscriptionRequestInterval string
 
 // SignUpRequest defines model for SignUpRequest.
 type SignUpRequest struct {
+	// Email The account's address, folded to one form before it is stored or compared (Unicode NFKC, lower case, trimmed): `ｆｏｏ@example.com` is `foo@example.com`. A 400 names `/email` for an address with invisible characters (bidi controls, zero-width and other format characters) or a local part or domain label that mixes look-alike scripts (Latin with Cyrillic or Greek, Cyrillic with Greek; UTS #39 highly restrictive, so Han with Hiragana, Katakana, Bopomofo or Hangul is taken).
 	Email    string `json:"email"`
 	Name     string `json:"name"`
 	Password string `json:"password"`

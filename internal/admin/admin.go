@@ -195,19 +195,19 @@ func (s *Service) Enable(ctx context.Context, by audit.Actor, userID uuid.UUID) 
 	return account.UserFromRow(row), nil
 }
 
-// Grant makes the user with email (trimmed, any case) a platform admin. Errors: not_found.
+// Grant makes the user with email (folded: account.NormaliseEmail) a platform admin. Errors: not_found.
 func (s *Service) Grant(ctx context.Context, email string) (account.User, error) {
 	return s.setPlatformAdmin(ctx, email, true)
 }
 
-// Revoke makes the user with email (trimmed, any case) an ordinary user again; their
+// Revoke makes the user with email (folded: account.NormaliseEmail) an ordinary user again; their
 // next admin request is refused. Errors: not_found.
 func (s *Service) Revoke(ctx context.Context, email string) (account.User, error) {
 	return s.setPlatformAdmin(ctx, email, false)
 }
 
 func (s *Service) setPlatformAdmin(ctx context.Context, email string, on bool) (account.User, error) {
-	email = strings.ToLower(strings.TrimSpace(email))
+	email = account.NormaliseEmail(email)
 	row, err := s.st.SetUserPlatformAdmin(ctx, db.SetUserPlatformAdminParams{Email: email, PlatformAdmin: on, Now: s.now()})
 	if err != nil {
 		return account.User{}, userErr("set platform admin", email, err)

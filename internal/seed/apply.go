@@ -121,7 +121,7 @@ func (a *applier) run(ctx context.Context) error {
 		if err != nil {
 			return a.fail(u.pos, at, err)
 		}
-		a.users[strings.ToLower(strings.TrimSpace(u.Email))] = id
+		a.users[account.NormaliseEmail(u.Email)] = id
 		for j, o := range u.Flags {
 			if err := a.override(ctx, o, flags.SubjectUser, id, "user "+u.Email); err != nil {
 				return a.fail(o.pos, fmt.Sprintf("%s.flags[%d]", at, j), err)
@@ -243,7 +243,7 @@ func (a *applier) verify(ctx context.Context, userID uuid.UUID) error {
 }
 
 func (a *applier) org(ctx context.Context, o Org, at string) error {
-	ownerID := a.users[strings.ToLower(strings.TrimSpace(o.Owner))]
+	ownerID := a.users[account.NormaliseEmail(o.Owner)]
 	owner := audit.Actor{Type: audit.ActorUser, ID: &ownerID, UserAgent: "kiln seed"}
 	what := "org " + o.Name
 	var orgID uuid.UUID
@@ -455,7 +455,7 @@ func (a *applier) document(ctx context.Context, orgID uuid.UUID, owner audit.Act
 }
 
 func (a *applier) member(ctx context.Context, orgID uuid.UUID, owner audit.Actor, m Member, org string) error {
-	userID := a.users[strings.ToLower(strings.TrimSpace(m.Email))]
+	userID := a.users[account.NormaliseEmail(m.Email)]
 	what := fmt.Sprintf("member %s of org %s", m.Email, org)
 	if orgID == uuid.Nil || userID == uuid.Nil {
 		a.report("create", what, m.Role)

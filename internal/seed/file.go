@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/kilnhq/kiln/internal/auth/account"
 )
 
 // File is a parsed seed file; the YAML keys are the snake_case names of the fields.
@@ -438,14 +440,14 @@ func (f *File) check(p *parser) {
 	for i, u := range f.Users {
 		at := fmt.Sprintf("users[%d]", i)
 		required(u.pos, at, "email", u.Email)
-		unique("user", strings.ToLower(u.Email), u.at("email"), join(at, "email"))
-		users[strings.ToLower(strings.TrimSpace(u.Email))] = true
+		unique("user", account.NormaliseEmail(u.Email), u.at("email"), join(at, "email"))
+		users[account.NormaliseEmail(u.Email)] = true
 		for j, o := range u.Flags {
 			required(o.pos, fmt.Sprintf("%s.flags[%d]", at, j), "key", o.Key)
 		}
 	}
 	known := func(ps pos, at, field, email string) {
-		if email != "" && !users[strings.ToLower(strings.TrimSpace(email))] {
+		if email != "" && !users[account.NormaliseEmail(email)] {
 			p.fail(ps.at(field), join(at, field), "%q is not one of the file's users", email)
 		}
 	}
@@ -454,7 +456,7 @@ func (f *File) check(p *parser) {
 		required(o.pos, at, "name", o.Name)
 		required(o.pos, at, "owner", o.Owner)
 		known(o.pos, at, "owner", o.Owner)
-		unique("org", strings.ToLower(o.Owner)+"\x00"+o.Name, o.at("name"), join(at, "name"))
+		unique("org", account.NormaliseEmail(o.Owner)+"\x00"+o.Name, o.at("name"), join(at, "name"))
 		for j, m := range o.Members {
 			mat := fmt.Sprintf("%s.members[%d]", at, j)
 			required(m.pos, mat, "email", m.Email)

@@ -189,11 +189,11 @@ func errBadCredentials() error {
 }
 
 // SignUp creates, in one transaction, a user with a personal org it owns, a session for c
-// and the session's first refresh token, which it returns. The email is trimmed and
-// lower-cased. Errors: invalid_request naming /email, /password or /name; conflict when an
-// account with the email exists.
+// and the session's first refresh token, which it returns. The email is folded
+// (NormaliseEmail) and must pass EmailProblem. Errors: invalid_request naming /email,
+// /password or /name; conflict when an account with the email exists.
 func (s *Service) SignUp(ctx context.Context, email, password, name string, c Client) (User, Session, string, error) {
-	email = normaliseEmail(email)
+	email = NormaliseEmail(email)
 	name = strings.TrimSpace(name)
 	if err := s.validateSignUp(email, password, name); err != nil {
 		return User{}, Session{}, "", err
@@ -247,9 +247,15 @@ func (s *Service) SignUp(ctx context.Context, email, password, name string, c Cl
 // refresh token. An unknown email, a wrong password and a disabled user all give the same
 // unauthenticated error after the same work: one argon2id verification, and the same
 // auth.login_failed audit event, written even when the client has hung up. A hash made
-// with other parameters than the configured ones is replaced on success.
+// with other parameters than the configured ones is replaced on success. The email is
+// folded (NormaliseEmail); one that fails EmailProblem, which no account can have, is an
+// invalid_request naming /email, before any work.
 func (s *Service) Login(ctx context.Context, email, password string, c Client) (User, Session, string, error) {
-	row, err := s.st.GetUserByEmail(ctx, normaliseEmail(email))
+	email = NormaliseEmail(email)
+	if err := checkEmail("invalid login", email); err != nil {
+		return User{}, Session{}, "", err
+	}
+	row, err := s.st.GetUserByEmail(ctx, email)
 	found := err == nil && row.PasswordHash.Valid
 	if err != nil && errs.CodeOf(store.Translate(err)) != errs.NotFound {
 		return User{}, Session{}, "", fmt.Errorf("login: find user: %w", err)
@@ -305,7 +311,7 @@ func (s *Service) Login(ctx context.Context, email, password string, c Client) (
 // loginFailed audits a failed login with the attempted address and returns the one
 // answer to it. A failure to audit is logged: the client gets its answer all the same.
 func (s *Service) loginFailed(ctx context.Context, email string, c Client) error {
-	s.recordAttempt(ctx, c.actor(), audit.Event{Action: "auth.login_failed", TargetType: "email", TargetID: normaliseEmail(email)})
+	s.recordAttempt(ctx, c.actor(), audit.Event{Action: "auth.login_failed", TargetType: "email", TargetID: email})
 	return errBadCredentials()
 }
 
@@ -385,9 +391,9 @@ func UserFromRow(r db.User) User {
 	}
 }
 
-// UserByEmail returns the user with email (trimmed, lower-cased). Errors: not_found.
+// UserByEmail returns the user with email (folded: NormaliseEmail). Errors: not_found.
 func (s *Service) UserByEmail(ctx context.Context, email string) (User, error) {
-	row, err := s.st.GetUserByEmail(ctx, normaliseEmail(email))
+	row, err := s.st.GetUserByEmail(ctx, NormaliseEmail(email))
 	if err != nil {
 		return User{}, notFound("user", err)
 	}

@@ -92,10 +92,16 @@ func (s *Service) UseJobs(reg *jobs.Registry) {
 }
 
 // RequestPasswordReset creates the job that handles a password-reset request for email
-// (KindPasswordResetRequest), on a context the client's hang-up cannot cancel.
+// (KindPasswordResetRequest), on a context the client's hang-up cannot cancel. Errors:
+// invalid_request naming /email when the folded address fails EmailProblem (no account
+// can have it, so the answer tells nothing about accounts).
 func (s *Service) RequestPasswordReset(ctx context.Context, email string, by audit.Actor) error {
 	if s.jobs == nil {
 		return errors.New("request password reset: no job registry (UseJobs)")
+	}
+	email = NormaliseEmail(email)
+	if err := checkEmail("invalid password reset request", email); err != nil {
+		return err
 	}
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()

@@ -2,6 +2,7 @@ package account_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,29 @@ func TestResolveExternal(t *testing.T) {
 		u, _, link, err := b.svc.ResolveExternal(ctx, account.External{Provider: "gh", Subject: "42", Email: "OWNER@example.com", EmailVerified: true}, account.Client{})
 		if err != nil || link != account.LinkEmail || u.ID != owner.ID || !u.EmailVerified {
 			t.Fatalf("%+v %q %v", u, link, err)
+		}
+	})
+
+	t.Run("LinksFullWidthVerifiedEmail", func(t *testing.T) {
+		owner, _, _ := b.signUp(t, "wide@example.com")
+		u, _, link, err := b.svc.ResolveExternal(ctx, account.External{Provider: "gh", Subject: "43", Email: "ｗｉｄｅ@example.com", EmailVerified: true}, account.Client{})
+		if err != nil || link != account.LinkEmail || u.ID != owner.ID {
+			t.Fatalf("%+v %q %v", u, link, err)
+		}
+	})
+
+	t.Run("LookalikeVerifiedEmailLinksNobody", func(t *testing.T) {
+		// A provider that verified a look-alike of an account's address (Cyrillic а, or
+		// a bidi control) must not sign in as that account, nor store the address.
+		owner, _, _ := b.signUp(t, "victim@example.com")
+		for i, email := range []string{"victim@ex\u0430mple.com", "victim\u202e@example.com"} {
+			u, id, link, err := b.svc.ResolveExternal(ctx, account.External{Provider: "gh", Subject: fmt.Sprintf("lookalike-%d", i), Email: email, EmailVerified: true}, account.Client{})
+			if err != nil || link != account.LinkCreated || u.ID == owner.ID {
+				t.Fatalf("%q: linked %v %q %v", email, u.ID, link, err)
+			}
+			if !strings.HasSuffix(u.Email, "@"+account.PlaceholderEmailDomain) || u.EmailVerified || id.Email != "" {
+				t.Errorf("%q: user email %q verified %v, identity email %q", email, u.Email, u.EmailVerified, id.Email)
+			}
 		}
 	})
 

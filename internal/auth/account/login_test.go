@@ -2,6 +2,7 @@ package account_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -33,10 +34,10 @@ func TestLogin(t *testing.T) {
 	}{
 		{"OK", "ada@example.com", goodPassword, false},
 		{"OKEmailCaseAndSpace", " ADA@Example.com ", goodPassword, false},
+		{"OKEmailFullWidth", "ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ", goodPassword, false},
 		{"ErrWrongPassword", "ada@example.com", goodPassword + "!", true},
 		{"ErrPasswordCase", "ada@example.com", strings.ToUpper(goodPassword), true},
 		{"ErrUnknownEmail", "nobody@example.com", goodPassword, true},
-		{"ErrMalformedEmail", "not an email", goodPassword, true},
 		{"ErrDisabled", "off@example.com", goodPassword, true},
 		{"ErrNoPassword", "external@example.com", goodPassword, true},
 		{"ErrEmptyPassword", "ada@example.com", "", true},
@@ -72,6 +73,25 @@ func TestLogin(t *testing.T) {
 	}
 	if !strings.Contains(b.logs.String(), "unreadable password hash") {
 		t.Error("the corrupt hash was not logged")
+	}
+	// An address no account can have is refused by its shape, naming the field, before
+	// any work: the answer tells nothing about accounts.
+	for name, email := range map[string]string{
+		"ErrMalformedEmail": "not an email",
+		"ErrBidiControl":    "ada\u202e@example.com",
+		"ErrLookalike":      "\u0430da@example.com", // Cyrillic а
+	} {
+		t.Run(name, func(t *testing.T) {
+			b.hashes.Store(0)
+			_, _, _, err := b.svc.Login(t.Context(), email, goodPassword, account.Client{})
+			var e *errs.Error
+			if !errors.As(err, &e) || e.Code != errs.Invalid || len(e.Fields) != 1 || e.Fields[0].Pointer != "/email" {
+				t.Fatalf("Login(%q) = %v, want invalid_request naming /email", email, err)
+			}
+			if n := b.hashes.Load(); n != 0 {
+				t.Errorf("argon2id ran %d times for a refused address, want 0", n)
+			}
+		})
 	}
 }
 

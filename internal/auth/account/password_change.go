@@ -89,7 +89,7 @@ func (s *Service) VerifyEmail(ctx context.Context, token string, by audit.Actor)
 }
 
 // PasswordResetToken issues a password-reset token for the active account with email
-// (trimmed and lower-cased), replacing any earlier one, queues the email that carries it
+// (folded: NormaliseEmail), replacing any earlier one, queues the email that carries it
 // in the same transaction, and returns it with the user.
 // Accounts without a password (external sign-in only) may get one: the token proves control
 // of the address as well as the old password would. Every request is audited
@@ -101,12 +101,13 @@ func (s *Service) PasswordResetToken(ctx context.Context, email string, by audit
 		user  db.User
 		token string
 	)
-	event := audit.Event{Action: "auth.password_reset_request", TargetType: "email", TargetID: normaliseEmail(email)}
+	email = NormaliseEmail(email)
+	event := audit.Event{Action: "auth.password_reset_request", TargetType: "email", TargetID: email}
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
 		var err error
-		user, err = q.GetUserByEmail(ctx, normaliseEmail(email))
+		user, err = q.GetUserByEmail(ctx, email)
 		if err != nil {
 			return notFound("user", err)
 		}

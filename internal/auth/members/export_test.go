@@ -4,7 +4,6 @@ package members
 var (
 	CheckRoleChange = checkRoleChange
 	CheckRemoval    = checkRemoval
-	PlausibleEmail  = plausibleEmail
 	ParseToken      = parseToken
 	NewToken        = newToken
 )

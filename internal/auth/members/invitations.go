@@ -43,14 +43,14 @@ func (s *Service) Invitations(ctx context.Context, actorID, orgID uuid.UUID, lim
 	return out, nil
 }
 
-// Invite invites email (trimmed, lower-cased) to join orgID as role (admin or member) on
+// Invite invites email (folded: account.NormaliseEmail) to join orgID as role (admin or member) on
 // behalf of actorID, withdrawing the address's earlier unanswered invitations to the org.
 // The invitation email, carrying the token, is queued in the same transaction (UseEmails):
 // an invitation is kept with its email or not at all. Errors: not_found for an org the actor is not a member of;
 // permission_denied when the actor is a member; conflict for a personal org or an address
 // that is already a member's; invalid_request naming /email or /role.
 func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, email, role string) (Invitation, error) {
-	email = normaliseEmail(email)
+	email = account.NormaliseEmail(email)
 	var inv Invitation
 	ctx, cancel := audit.Detach(ctx)
 	defer cancel()
@@ -126,8 +126,8 @@ func (s *Service) queueInvitation(ctx context.Context, q *db.Queries, now time.T
 // checkInvitation returns an invalid_request error naming each bad field, or nil.
 func checkInvitation(email, role string) error {
 	var fields []errs.FieldError
-	if !plausibleEmail(email) {
-		fields = append(fields, errs.FieldError{Pointer: "/email", Message: "must be an email address"})
+	if p := account.EmailProblem(email); p != "" {
+		fields = append(fields, errs.FieldError{Pointer: "/email", Message: p})
 	}
 	if role != account.RoleAdmin && role != account.RoleMember {
 		fields = append(fields, errs.FieldError{Pointer: "/role", Message: "must be admin or member"})
@@ -215,7 +215,7 @@ func (s *Service) Accept(ctx context.Context, by audit.Actor, token string) (acc
 		if err != nil {
 			return fmt.Errorf("claim invitation: %w", err)
 		}
-		if row.Email != normaliseEmail(user.Email) {
+		if row.Email != account.NormaliseEmail(user.Email) {
 			return errNoInvitation() // the rollback leaves it to its addressee
 		}
 		if locked.Personal {

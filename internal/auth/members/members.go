@@ -21,11 +21,7 @@ package members
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -324,29 +320,6 @@ func checkRemoval(actor, target string, self bool, owners int64) error {
 		return errs.E(errs.Conflict, "the last owner cannot leave or be removed: make another member an owner first")
 	}
 	return nil
-}
-
-// normaliseEmail trims and lower-cases an address, as sign-up does.
-func normaliseEmail(email string) string {
-	return strings.ToLower(strings.TrimSpace(email))
-}
-
-// plausibleEmail reports whether a normalised address is one sign-up would take (the rule
-// of account's validEmail, which is not exported): an address nobody can sign up with
-// could never accept an invitation. One @, a local part of at most 64 bytes, a domain of
-// dot-separated non-empty labels with at least one dot, no spaces or control characters,
-// at most 254 bytes in all.
-func plausibleEmail(email string) bool {
-	if len(email) > 254 || !utf8.ValidString(email) ||
-		strings.IndexFunc(email, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
-		return false
-	}
-	local, domain, ok := strings.Cut(email, "@")
-	if !ok || local == "" || len(local) > 64 || strings.Contains(domain, "@") {
-		return false
-	}
-	labels := strings.Split(domain, ".")
-	return len(labels) >= 2 && !slices.Contains(labels, "")
 }
 
 func toMember(r db.ListOrgMembersRow) Member {

@@ -3995,11 +3995,13 @@ export interface components {
             expires_in: number;
         };
         SignUpRequest: {
+            /** @description The account's address, folded to one form before it is stored or compared (Unicode NFKC, lower case, trimmed): `ｆｏｏ@example.com` is `foo@example.com`. A 400 names `/email` for an address with invisible characters (bidi controls, zero-width and other format characters) or a local part or domain label that mixes look-alike scripts (Latin with Cyrillic or Greek, Cyrillic with Greek; UTS #39 highly restrictive, so Han with Hiragana, Katakana, Bopomofo or Hangul is taken). */
             email: string;
             password: string;
             name: string;
         };
         LoginRequest: {
+            /** @description Folded as at sign-up (Unicode NFKC, lower case, trimmed). An address sign-up would refuse (malformed, invisible characters, look-alike scripts) is a 400 naming `/email`, as no account can have it. */
             email: string;
             password: string;
         };
@@ -4368,6 +4370,7 @@ export interface components {
             token: string;
         };
         PasswordResetRequest: {
+            /** @description Folded as at sign-up (Unicode NFKC, lower case, trimmed). An address sign-up would refuse is a 400 naming `/email`; any other gets the same 202. */
             email: string;
         };
         ResetPasswordRequest: {
@@ -4414,6 +4417,7 @@ export interface components {
             next_cursor: string | null;
         };
         CreateInvitationRequest: {
+            /** @description Folded as at sign-up (Unicode NFKC, lower case, trimmed); the invitation is for the folded address. An address sign-up would refuse (malformed, invisible characters, look-alike scripts) is a 400 naming `/email`. */
             email: string;
             /** @enum {string} */
             role: "admin" | "member";
