@@ -112,16 +112,17 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 				continue
 			}
 			ops++
-			target := strings.NewReplacer("{id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default").Replace(path)
+			target := strings.NewReplacer("{id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String()).Replace(path)
 			// Valid bodies, so that only the caller is refused.
 			var body any
 			if op.RequestBody != nil {
 				body = map[string]map[string]any{
-					"/v1/admin/feature-flags/{key}":    {"enabled": true},
-					"/v1/admin/schedules":              {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
-					"/v1/admin/jobs/retry":             {"all": true},
-					"/v1/admin/jobs/discard":           {"all": true},
-					"/v1/admin/orgs/{id}/subscription": {"plan": "tiny"},
+					"/v1/admin/feature-flags/{key}":        {"enabled": true},
+					"/v1/admin/schedules":                  {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
+					"/v1/admin/jobs/retry":                 {"all": true},
+					"/v1/admin/jobs/discard":               {"all": true},
+					"/v1/admin/orgs/{id}/subscription":     {"plan": "tiny"},
+					"/v1/admin/payments/{order_id}/refund": {},
 				}[path]
 			}
 			for name, credential := range map[string]string{"User": user.AccessToken, "RevokedAdmin": revoked.AccessToken, "APIKey": key.Key} {
@@ -134,8 +135,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 24 {
-		t.Errorf("%d admin operations in the spec, want 24: test the new ones in TestAdmin (billing's in TestBilling)", ops)
+	if ops != 25 {
+		t.Errorf("%d admin operations in the spec, want 25: test the new ones in TestAdmin (billing's in TestBilling, payments' in TestWeChatPay and TestAlipay)", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {

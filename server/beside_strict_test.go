@@ -14,6 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/billing/alipay"
+	"github.com/kilnhq/kiln/internal/billing/alipay/alipaytest"
+	"github.com/kilnhq/kiln/internal/billing/wechatpay"
+	"github.com/kilnhq/kiln/internal/billing/wechatpay/wechatpaytest"
 )
 
 // TestOperationsBesideTheStrictHandler keeps the operations the generator leaves out of the
@@ -149,6 +153,18 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 		"openaiListModels": func(t *testing.T) {
 			var out map[string]any
 			f.b.openAIOK(t, openAIRequest("GET", "/openai/v1/models", f.key, ""), &out)
+		},
+		"wechatpayNotify": func(t *testing.T) {
+			wx := wechatpaytest.New(t)
+			b := setup(t, withChinaPayments(t, wx, nil))
+			n := wx.Notify("EV-beside-1", "TRANSACTION.SUCCESS", wechatpay.Transaction{OutTradeNo: "no-such-order", TradeState: "SUCCESS"})
+			wantStatus(t, b.postWeChatNotify(t, n), 204)
+		},
+		"alipayNotify": func(t *testing.T) {
+			ali := alipaytest.New(t)
+			b := setup(t, withChinaPayments(t, nil, ali))
+			n := ali.Notify(ali.NotifyParams("beside-1", alipay.Trade{OutTradeNo: "no-such-order", TradeStatus: "TRADE_SUCCESS", TotalAmount: "1.00"}))
+			wantStatus(t, b.postAlipayNotify(t, n.Body), 200)
 		},
 		"getMetrics":     func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/metrics", nil)), 200) },
 		"getOpenAPIJSON": func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/openapi.json", nil)), 200) },

@@ -51,6 +51,7 @@ var catalog = map[errs.Code]problemType{
 	errs.QuotaExceeded:         {http.StatusTooManyRequests, "Quota exceeded"},
 	errs.PaymentRequired:       {http.StatusPaymentRequired, "Payment required"},
 	errs.FeatureNotInPlan:      {http.StatusForbidden, "Feature not in plan"},
+	errs.ProviderNotConfigured: {http.StatusUnprocessableEntity, "Payment provider not configured"},
 }
 
 // unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools

@@ -26,6 +26,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/admin"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
@@ -79,6 +80,9 @@ type Deps struct {
 	Knowledge *rag.Service
 	// Tracing makes a span of every request; nil (tracing off) leaves the middleware out.
 	Tracing trace.TracerProvider
+	// ChinaPayments serves the WeChat Pay and Alipay payments and notifications; nil
+	// answers them not_ready (notifications not_found).
+	ChinaPayments *billing.ChinaPayments
 }
 
 // Server serves Kiln's HTTP API.
@@ -103,6 +107,7 @@ type Server struct {
 	jobs           *jobs.Service
 	notify         *notify.Center
 	rag            *rag.Service
+	payments       *billing.ChinaPayments
 	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
 	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
@@ -159,6 +164,7 @@ func New(d Deps) (*Server, error) {
 		jobs:      d.Jobs,
 		notify:    d.Notifications,
 		rag:       d.Knowledge,
+		payments:  d.ChinaPayments,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -232,6 +238,8 @@ func New(d Deps) (*Server, error) {
 	s.mux.HandleFunc("DELETE /openai/v1/responses/{response_id}", s.openaiDeleteResponse)
 	s.mux.HandleFunc("POST /openai/v1/embeddings", s.openaiCreateEmbeddings)
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)
+	s.mux.HandleFunc("POST /v1/webhooks/wechatpay", s.wechatpayNotify)
+	s.mux.HandleFunc("POST /v1/webhooks/alipay", s.alipayNotify)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/billing/alipay"
+	"github.com/kilnhq/kiln/internal/billing/wechatpay"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/store"
@@ -37,4 +40,28 @@ func toPlans(in map[string]config.Plan) []billing.Plan {
 		out = append(out, plan)
 	}
 	return out
+}
+
+// newChinaPayments builds the WeChat Pay and Alipay adapter over bill with the clients of
+// billing.wechatpay and billing.alipay (each off when not configured).
+func (a *app) newChinaPayments(bill *billing.Service) (*billing.ChinaPayments, error) {
+	b := a.cfg.Billing
+	cfg := billing.ChinaConfig{Expiry: b.OrderExpiry, QueryAfter: b.OrderQueryAfter, Log: a.log, Now: time.Now}
+	if w := b.WeChatPay; w.MchID != "" {
+		c, err := wechatpay.New(wechatpay.Config{MchID: w.MchID, AppID: w.AppID, MerchantSerial: w.MerchantSerial, MerchantKeyPEM: w.MerchantKey,
+			APIv3Key: w.APIv3Key, PlatformKeyPEM: w.PlatformKey, PlatformSerial: w.PlatformSerial, NotifyURL: w.NotifyURL, BaseURL: w.BaseURL}, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("billing.wechatpay: %w", err)
+		}
+		cfg.WeChat = c
+	}
+	if al := b.Alipay; al.AppID != "" {
+		c, err := alipay.New(alipay.Config{AppID: al.AppID, PrivateKeyPEM: al.PrivateKey, AlipayPublicKeyPEM: al.PublicKey,
+			NotifyURL: al.NotifyURL, ReturnURL: al.ReturnURL, Gateway: al.Gateway}, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("billing.alipay: %w", err)
+		}
+		cfg.Alipay = c
+	}
+	return billing.NewChinaPayments(bill, cfg), nil
 }

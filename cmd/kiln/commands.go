@@ -265,7 +265,11 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	promptStore.KnowKnowledgeBases(knowledge.CheckKnowledgeBases)
-	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs)
+	payments, err := a.newChinaPayments(llmDeps.Billing)
+	if err != nil {
+		return err
+	}
+	jobSvc, closeJobs, err := a.newJobs(ctx, d, llmDeps, convs, payments)
 	if err != nil {
 		return err
 	}
@@ -287,6 +291,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Prompts:       promptStore,
 		Knowledge:     knowledge,
 		Tracing:       a.tracerProvider(),
+		ChinaPayments: payments,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,
 		Registry:      reg,
@@ -434,7 +439,11 @@ func (a *app) workerCmd() *cobra.Command {
 			if _, err := a.newRAG(d, llmDeps); err != nil { // declares the ingestion job this worker runs
 				return err
 			}
-			svc, closeJobs, err := a.newJobs(cmd.Context(), d, llmDeps, convs)
+			payments, err := a.newChinaPayments(llmDeps.Billing)
+			if err != nil {
+				return err
+			}
+			svc, closeJobs, err := a.newJobs(cmd.Context(), d, llmDeps, convs, payments)
 			if err != nil {
 				return err
 			}

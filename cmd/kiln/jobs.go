@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
@@ -21,8 +22,9 @@ import (
 // the followers' blocking reads). Every process registers every kind: an API replica
 // creates jobs it never runs. The conversations service is told how to ask for a title (a
 // job created with the reply that ends the first exchange). The notification center is
-// told of every job's end.
-func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs server.Conversations) (*jobs.Service, func(), error) {
+// told of every job's end. payments resolves the WeChat Pay and Alipay orders whose
+// notification never came.
+func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs server.Conversations, payments *billing.ChinaPayments) (*jobs.Service, func(), error) {
 	st := store.New(d.pool)
 	reg := d.jobs
 
@@ -44,6 +46,7 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 			return err
 		}
 	}
+	worker.RegisterResolvePaymentOrders(reg, payments)
 	registerTestKinds(reg, st)
 	for name, k := range a.cfg.Jobs.Kinds {
 		if err := reg.Override(name, jobs.Kind{Queue: k.Queue, MaxAttempts: k.MaxAttempts, Timeout: k.Timeout,

@@ -17,6 +17,10 @@ import (
 // jobs.schedules.housekeeping entry in config replaces it.
 const housekeepingSchedule = "housekeeping"
 
+// paymentOrdersSchedule is the built-in schedule of the order query job, there when WeChat
+// Pay or Alipay is configured; a jobs.schedules.payment_orders entry replaces it.
+const paymentOrdersSchedule = "payment_orders"
+
 // newScheduler builds the job scheduler and writes the configured schedules (with the
 // built-in housekeeping one) to the database, where every replica reads them.
 func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*jobs.Scheduler, error) {
@@ -31,8 +35,9 @@ func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*j
 	return s, nil
 }
 
-// scheduleSpecs are jobs.schedules, by name, and the built-in housekeeping schedule
-// (every worker.housekeeping_interval) unless config names one so.
+// scheduleSpecs are jobs.schedules, by name, the built-in housekeeping schedule (every
+// worker.housekeeping_interval) and, with WeChat Pay or Alipay, the order query job's
+// (every minute), unless config names one so.
 func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 	var specs []jobs.ScheduleSpec
 	for _, name := range slices.Sorted(maps.Keys(a.cfg.Jobs.Schedules)) {
@@ -50,6 +55,10 @@ func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 		specs = append(specs, jobs.ScheduleSpec{
 			Name: housekeepingSchedule, Cron: "@every " + a.cfg.Worker.HousekeepingInterval.String(), Kind: worker.KindHousekeeping.Name,
 		})
+	}
+	_, named := a.cfg.Jobs.Schedules[paymentOrdersSchedule]
+	if b := a.cfg.Billing; !named && (b.WeChatPay.MchID != "" || b.Alipay.AppID != "") {
+		specs = append(specs, jobs.ScheduleSpec{Name: paymentOrdersSchedule, Cron: "@every 1m", Kind: worker.KindResolvePaymentOrders.Name})
 	}
 	return specs, nil
 }

@@ -48,6 +48,57 @@ func (e AdminJobState) Valid() bool {
 	}
 }
 
+// Defines values for AlipayPaymentRequestCurrency.
+const (
+	AlipayPaymentRequestCurrencyCNY AlipayPaymentRequestCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestCurrency enum.
+func (e AlipayPaymentRequestCurrency) Valid() bool {
+	switch e {
+	case AlipayPaymentRequestCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AlipayPaymentRequestInterval.
+const (
+	AlipayPaymentRequestIntervalMonth AlipayPaymentRequestInterval = "month"
+	AlipayPaymentRequestIntervalYear  AlipayPaymentRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestInterval enum.
+func (e AlipayPaymentRequestInterval) Valid() bool {
+	switch e {
+	case AlipayPaymentRequestIntervalMonth:
+		return true
+	case AlipayPaymentRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AlipayPaymentRequestMode.
+const (
+	Page AlipayPaymentRequestMode = "page"
+	Wap  AlipayPaymentRequestMode = "wap"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestMode enum.
+func (e AlipayPaymentRequestMode) Valid() bool {
+	switch e {
+	case Page:
+		return true
+	case Wap:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuditEventActorType.
 const (
 	AuditEventActorTypeAnonymous AuditEventActorType = "anonymous"
@@ -432,6 +483,7 @@ const (
 	NotReady              ErrorCode = "not_ready"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
@@ -474,6 +526,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case ProviderNotConfigured:
 		return true
 	case QuotaExceeded:
 		return true
@@ -990,6 +1044,165 @@ const (
 func (e OpenAIResponseDeletedObject) Valid() bool {
 	switch e {
 	case ResponseDeleted:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderCurrency.
+const (
+	PaymentOrderCurrencyCNY PaymentOrderCurrency = "CNY"
+	PaymentOrderCurrencyUSD PaymentOrderCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderCurrency enum.
+func (e PaymentOrderCurrency) Valid() bool {
+	switch e {
+	case PaymentOrderCurrencyCNY:
+		return true
+	case PaymentOrderCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderInterval.
+const (
+	PaymentOrderIntervalMonth PaymentOrderInterval = "month"
+	PaymentOrderIntervalYear  PaymentOrderInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderInterval enum.
+func (e PaymentOrderInterval) Valid() bool {
+	switch e {
+	case PaymentOrderIntervalMonth:
+		return true
+	case PaymentOrderIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderProvider.
+const (
+	PaymentOrderProviderAlipay    PaymentOrderProvider = "alipay"
+	PaymentOrderProviderManual    PaymentOrderProvider = "manual"
+	PaymentOrderProviderStripe    PaymentOrderProvider = "stripe"
+	PaymentOrderProviderWechatpay PaymentOrderProvider = "wechatpay"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderProvider enum.
+func (e PaymentOrderProvider) Valid() bool {
+	switch e {
+	case PaymentOrderProviderAlipay:
+		return true
+	case PaymentOrderProviderManual:
+		return true
+	case PaymentOrderProviderStripe:
+		return true
+	case PaymentOrderProviderWechatpay:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderStatus.
+const (
+	PaymentOrderStatusClosed   PaymentOrderStatus = "closed"
+	PaymentOrderStatusCreated  PaymentOrderStatus = "created"
+	PaymentOrderStatusFailed   PaymentOrderStatus = "failed"
+	PaymentOrderStatusPaid     PaymentOrderStatus = "paid"
+	PaymentOrderStatusPending  PaymentOrderStatus = "pending"
+	PaymentOrderStatusRefunded PaymentOrderStatus = "refunded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderStatus enum.
+func (e PaymentOrderStatus) Valid() bool {
+	switch e {
+	case PaymentOrderStatusClosed:
+		return true
+	case PaymentOrderStatusCreated:
+		return true
+	case PaymentOrderStatusFailed:
+		return true
+	case PaymentOrderStatusPaid:
+		return true
+	case PaymentOrderStatusPending:
+		return true
+	case PaymentOrderStatusRefunded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderFieldsCurrency.
+const (
+	PaymentOrderFieldsCurrencyCNY PaymentOrderFieldsCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderFieldsCurrency enum.
+func (e PaymentOrderFieldsCurrency) Valid() bool {
+	switch e {
+	case PaymentOrderFieldsCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderFieldsInterval.
+const (
+	PaymentOrderFieldsIntervalMonth PaymentOrderFieldsInterval = "month"
+	PaymentOrderFieldsIntervalYear  PaymentOrderFieldsInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderFieldsInterval enum.
+func (e PaymentOrderFieldsInterval) Valid() bool {
+	switch e {
+	case PaymentOrderFieldsIntervalMonth:
+		return true
+	case PaymentOrderFieldsIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentPurpose.
+const (
+	PaymentPurposeSubscription PaymentPurpose = "subscription"
+	PaymentPurposeTopUp        PaymentPurpose = "top_up"
+)
+
+// Valid indicates whether the value is a known member of the PaymentPurpose enum.
+func (e PaymentPurpose) Valid() bool {
+	switch e {
+	case PaymentPurposeSubscription:
+		return true
+	case PaymentPurposeTopUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentRefundRefundStatus.
+const (
+	Processing PaymentRefundRefundStatus = "processing"
+	Succeeded  PaymentRefundRefundStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentRefundRefundStatus enum.
+func (e PaymentRefundRefundStatus) Valid() bool {
+	switch e {
+	case Processing:
+		return true
+	case Succeeded:
 		return true
 	default:
 		return false
@@ -1518,6 +1731,90 @@ func (e WSClientFrameType) Valid() bool {
 	}
 }
 
+// Defines values for WeChatPayJSAPIParamsSignType.
+const (
+	RSA WeChatPayJSAPIParamsSignType = "RSA"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayJSAPIParamsSignType enum.
+func (e WeChatPayJSAPIParamsSignType) Valid() bool {
+	switch e {
+	case RSA:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayNotifyFailureCode.
+const (
+	FAIL WeChatPayNotifyFailureCode = "FAIL"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayNotifyFailureCode enum.
+func (e WeChatPayNotifyFailureCode) Valid() bool {
+	switch e {
+	case FAIL:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestCurrency.
+const (
+	WeChatPayPaymentRequestCurrencyCNY WeChatPayPaymentRequestCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestCurrency enum.
+func (e WeChatPayPaymentRequestCurrency) Valid() bool {
+	switch e {
+	case WeChatPayPaymentRequestCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestInterval.
+const (
+	WeChatPayPaymentRequestIntervalMonth WeChatPayPaymentRequestInterval = "month"
+	WeChatPayPaymentRequestIntervalYear  WeChatPayPaymentRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestInterval enum.
+func (e WeChatPayPaymentRequestInterval) Valid() bool {
+	switch e {
+	case WeChatPayPaymentRequestIntervalMonth:
+		return true
+	case WeChatPayPaymentRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestMode.
+const (
+	H5     WeChatPayPaymentRequestMode = "h5"
+	Jsapi  WeChatPayPaymentRequestMode = "jsapi"
+	Native WeChatPayPaymentRequestMode = "native"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestMode enum.
+func (e WeChatPayPaymentRequestMode) Valid() bool {
+	switch e {
+	case H5:
+		return true
+	case Jsapi:
+		return true
+	case Native:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ExportConversationParamsFormat.
 const (
 	Json     ExportConversationParamsFormat = "json"
@@ -1683,6 +1980,61 @@ type AdminUserList struct {
 	Data       []AdminUser `json:"data"`
 	NextCursor *string     `json:"next_cursor"`
 }
+
+// AlipayNotification Alipay's asynchronous notification (form-encoded); every parameter is signed.
+type AlipayNotification struct {
+	AppId                *string           `json:"app_id,omitempty"`
+	NotifyId             *string           `json:"notify_id,omitempty"`
+	NotifyType           *string           `json:"notify_type,omitempty"`
+	OutTradeNo           *string           `json:"out_trade_no,omitempty"`
+	Sign                 *string           `json:"sign,omitempty"`
+	SignType             *string           `json:"sign_type,omitempty"`
+	TotalAmount          *string           `json:"total_amount,omitempty"`
+	TradeNo              *string           `json:"trade_no,omitempty"`
+	TradeStatus          *string           `json:"trade_status,omitempty"`
+	AdditionalProperties map[string]string `json:"-"`
+}
+
+// AlipayPayment defines model for AlipayPayment.
+type AlipayPayment struct {
+	Order PaymentOrder `json:"order"`
+
+	// PayUrl The signed URL of Alipay's cashier; send the payer's browser there (GET).
+	PayUrl string `json:"pay_url"`
+}
+
+// AlipayPaymentRequest defines model for AlipayPaymentRequest.
+type AlipayPaymentRequest struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                       `json:"amount,omitempty"`
+	Currency AlipayPaymentRequestCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *AlipayPaymentRequestInterval `json:"interval,omitempty"`
+
+	// Mode `page`: a computer's browser; `wap`: a phone's.
+	Mode AlipayPaymentRequestMode `json:"mode"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// QuitUrl Where a payer who gives up goes (`wap`).
+	QuitUrl *string `json:"quit_url,omitempty"`
+}
+
+// AlipayPaymentRequestCurrency defines model for AlipayPaymentRequest.Currency.
+type AlipayPaymentRequestCurrency string
+
+// AlipayPaymentRequestInterval The interval paid for (`subscription`).
+type AlipayPaymentRequestInterval string
+
+// AlipayPaymentRequestMode `page`: a computer's browser; `wap`: a phone's.
+type AlipayPaymentRequestMode string
 
 // AuditEvent defines model for AuditEvent.
 type AuditEvent struct {
@@ -3248,6 +3600,90 @@ type PasswordResetRequest struct {
 	Email string `json:"email"`
 }
 
+// PaymentOrder defines model for PaymentOrder.
+type PaymentOrder struct {
+	// Amount In minor units (fen, cents).
+	Amount int64 `json:"amount"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp            `json:"created_at"`
+	Currency  PaymentOrderCurrency `json:"currency"`
+
+	// ExpiresAt RFC 3339, UTC.
+	ExpiresAt *Timestamp            `json:"expires_at,omitempty"`
+	Id        openapi_types.UUID    `json:"id"`
+	Interval  *PaymentOrderInterval `json:"interval,omitempty"`
+	OrgId     openapi_types.UUID    `json:"org_id"`
+
+	// PaidAt RFC 3339, UTC.
+	PaidAt   *Timestamp           `json:"paid_at,omitempty"`
+	Plan     *string              `json:"plan,omitempty"`
+	Provider PaymentOrderProvider `json:"provider"`
+
+	// ProviderOrderId The merchant's order number at the provider (`out_trade_no`).
+	ProviderOrderId *string `json:"provider_order_id,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// Refunded Refunded so far, in minor units.
+	Refunded int64              `json:"refunded"`
+	Status   PaymentOrderStatus `json:"status"`
+}
+
+// PaymentOrderCurrency defines model for PaymentOrder.Currency.
+type PaymentOrderCurrency string
+
+// PaymentOrderInterval defines model for PaymentOrder.Interval.
+type PaymentOrderInterval string
+
+// PaymentOrderProvider defines model for PaymentOrder.Provider.
+type PaymentOrderProvider string
+
+// PaymentOrderStatus defines model for PaymentOrder.Status.
+type PaymentOrderStatus string
+
+// PaymentOrderFields defines model for PaymentOrderFields.
+type PaymentOrderFields struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                     `json:"amount,omitempty"`
+	Currency PaymentOrderFieldsCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *PaymentOrderFieldsInterval `json:"interval,omitempty"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+}
+
+// PaymentOrderFieldsCurrency defines model for PaymentOrderFields.Currency.
+type PaymentOrderFieldsCurrency string
+
+// PaymentOrderFieldsInterval The interval paid for (`subscription`).
+type PaymentOrderFieldsInterval string
+
+// PaymentPurpose A plan's price for one interval, or credit.
+type PaymentPurpose string
+
+// PaymentRefund defines model for PaymentRefund.
+type PaymentRefund struct {
+	Order PaymentOrder `json:"order"`
+
+	// RefundStatus `processing`: the provider reports the outcome by notification.
+	RefundStatus PaymentRefundRefundStatus `json:"refund_status"`
+
+	// Refunded The order's refunded total once this refund succeeds, in fen.
+	Refunded int64 `json:"refunded"`
+}
+
+// PaymentRefundRefundStatus `processing`: the provider reports the outcome by notification.
+type PaymentRefundRefundStatus string
+
 // Plan defines model for Plan.
 type Plan struct {
 	Features map[string]bool `json:"features"`
@@ -3629,6 +4065,15 @@ type ReadinessProblem struct {
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
+}
+
+// RefundRequest defines model for RefundRequest.
+type RefundRequest struct {
+	// Amount Fen to refund; default all that is not refunded yet.
+	Amount *int64 `json:"amount,omitempty"`
+
+	// Reason Shown to the payer by the provider.
+	Reason *string `json:"reason,omitempty"`
 }
 
 // ReindexKnowledgeBaseRequest The settings of the new index; omitted ones keep the knowledge base's.
@@ -4141,6 +4586,96 @@ type WSServerFrame struct {
 	Type ChatEventType `json:"type"`
 }
 
+// WeChatPayJSAPIParams The arguments of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`, signed by the merchant.
+type WeChatPayJSAPIParams struct {
+	AppId    string `json:"appId"`
+	NonceStr string `json:"nonceStr"`
+
+	// Package Example: prepay_id=wx201410272009395522657a690389285100
+	Package   string                       `json:"package"`
+	PaySign   string                       `json:"paySign"`
+	SignType  WeChatPayJSAPIParamsSignType `json:"signType"`
+	TimeStamp string                       `json:"timeStamp"`
+}
+
+// WeChatPayJSAPIParamsSignType defines model for WeChatPayJSAPIParams.SignType.
+type WeChatPayJSAPIParamsSignType string
+
+// WeChatPayNotification WeChat Pay's notification envelope; its resource is encrypted (AEAD_AES_256_GCM).
+type WeChatPayNotification struct {
+	CreateTime *string `json:"create_time,omitempty"`
+
+	// EventType Example: TRANSACTION.SUCCESS
+	EventType *string `json:"event_type,omitempty"`
+	Id        *string `json:"id,omitempty"`
+	Resource  *struct {
+		Algorithm      *string `json:"algorithm,omitempty"`
+		AssociatedData *string `json:"associated_data,omitempty"`
+		Ciphertext     *string `json:"ciphertext,omitempty"`
+		Nonce          *string `json:"nonce,omitempty"`
+		OriginalType   *string `json:"original_type,omitempty"`
+	} `json:"resource,omitempty"`
+	ResourceType *string `json:"resource_type,omitempty"`
+	Summary      *string `json:"summary,omitempty"`
+}
+
+// WeChatPayNotifyFailure The answer WeChat Pay expects to a notification it should send again.
+type WeChatPayNotifyFailure struct {
+	Code    WeChatPayNotifyFailureCode `json:"code"`
+	Message string                     `json:"message"`
+}
+
+// WeChatPayNotifyFailureCode defines model for WeChatPayNotifyFailure.Code.
+type WeChatPayNotifyFailureCode string
+
+// WeChatPayPayment defines model for WeChatPayPayment.
+type WeChatPayPayment struct {
+	// CodeUrl `native`: the weixin:// link to show as a QR code.
+	//
+	// Example: weixin://wxpay/bizpayurl?pr=p4lpSuKzz
+	CodeUrl *string `json:"code_url,omitempty"`
+
+	// H5Url `h5`: the page to open in the payer's mobile browser.
+	H5Url *string `json:"h5_url,omitempty"`
+
+	// Jsapi The arguments of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`, signed by the merchant.
+	Jsapi *WeChatPayJSAPIParams `json:"jsapi,omitempty"`
+	Order PaymentOrder          `json:"order"`
+}
+
+// WeChatPayPaymentRequest defines model for WeChatPayPaymentRequest.
+type WeChatPayPaymentRequest struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                          `json:"amount,omitempty"`
+	Currency WeChatPayPaymentRequestCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *WeChatPayPaymentRequestInterval `json:"interval,omitempty"`
+
+	// Mode `native`: a QR code; `jsapi`: inside WeChat (needs `openid`); `h5`: a mobile browser.
+	Mode WeChatPayPaymentRequestMode `json:"mode"`
+
+	// Openid The payer's openid under `billing.wechatpay.app_id` (`jsapi`).
+	Openid *string `json:"openid,omitempty"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+}
+
+// WeChatPayPaymentRequestCurrency defines model for WeChatPayPaymentRequest.Currency.
+type WeChatPayPaymentRequestCurrency string
+
+// WeChatPayPaymentRequestInterval The interval paid for (`subscription`).
+type WeChatPayPaymentRequestInterval string
+
+// WeChatPayPaymentRequestMode `native`: a QR code; `jsapi`: inside WeChat (needs `openid`); `h5`: a mobile browser.
+type WeChatPayPaymentRequestMode string
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
@@ -4250,6 +4785,20 @@ type AdminListOrgsParams struct {
 
 	// Q Part of an org name.
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
+}
+
+// AdminRefundPaymentParams defines parameters for AdminRefundPayment.
+type AdminRefundPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // AdminListUsersParams defines parameters for AdminListUsers.
@@ -4705,6 +5254,34 @@ type ListOrgMembersParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// CreateAlipayPaymentParams defines parameters for CreateAlipayPayment.
+type CreateAlipayPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// CreateWeChatPayPaymentParams defines parameters for CreateWeChatPayPayment.
+type CreateWeChatPayPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListPromptsParams defines parameters for ListPrompts.
 type ListPromptsParams struct {
 	// Limit Maximum number of items to return.
@@ -4871,6 +5448,9 @@ type AdminRetryJobsJSONRequestBody = JobSelection
 // AdminSetOrgSubscriptionJSONRequestBody defines body for AdminSetOrgSubscription for application/json ContentType.
 type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
 
+// AdminRefundPaymentJSONRequestBody defines body for AdminRefundPayment for application/json ContentType.
+type AdminRefundPaymentJSONRequestBody = RefundRequest
+
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
 
@@ -4949,6 +5529,12 @@ type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
 // UpdateOrgMemberJSONRequestBody defines body for UpdateOrgMember for application/json ContentType.
 type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
+// CreateAlipayPaymentJSONRequestBody defines body for CreateAlipayPayment for application/json ContentType.
+type CreateAlipayPaymentJSONRequestBody = AlipayPaymentRequest
+
+// CreateWeChatPayPaymentJSONRequestBody defines body for CreateWeChatPayPayment for application/json ContentType.
+type CreateWeChatPayPaymentJSONRequestBody = WeChatPayPaymentRequest
+
 // UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
 type UpdateOrgSettingsJSONRequestBody = OrgSettings
 
@@ -4969,6 +5555,194 @@ type CreatePromptVersionJSONRequestBody = PromptVersionInput
 
 // SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
 type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
+
+// Getter for additional properties for AlipayNotification. Returns the specified
+// element and whether it was found
+func (a AlipayNotification) Get(fieldName string) (value string, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for AlipayNotification
+func (a *AlipayNotification) Set(fieldName string, value string) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]string)
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for AlipayNotification to handle AdditionalProperties
+func (a *AlipayNotification) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["app_id"]; found {
+		err = json.Unmarshal(raw, &a.AppId)
+		if err != nil {
+			return fmt.Errorf("error reading 'app_id': %w", err)
+		}
+		delete(object, "app_id")
+	}
+
+	if raw, found := object["notify_id"]; found {
+		err = json.Unmarshal(raw, &a.NotifyId)
+		if err != nil {
+			return fmt.Errorf("error reading 'notify_id': %w", err)
+		}
+		delete(object, "notify_id")
+	}
+
+	if raw, found := object["notify_type"]; found {
+		err = json.Unmarshal(raw, &a.NotifyType)
+		if err != nil {
+			return fmt.Errorf("error reading 'notify_type': %w", err)
+		}
+		delete(object, "notify_type")
+	}
+
+	if raw, found := object["out_trade_no"]; found {
+		err = json.Unmarshal(raw, &a.OutTradeNo)
+		if err != nil {
+			return fmt.Errorf("error reading 'out_trade_no': %w", err)
+		}
+		delete(object, "out_trade_no")
+	}
+
+	if raw, found := object["sign"]; found {
+		err = json.Unmarshal(raw, &a.Sign)
+		if err != nil {
+			return fmt.Errorf("error reading 'sign': %w", err)
+		}
+		delete(object, "sign")
+	}
+
+	if raw, found := object["sign_type"]; found {
+		err = json.Unmarshal(raw, &a.SignType)
+		if err != nil {
+			return fmt.Errorf("error reading 'sign_type': %w", err)
+		}
+		delete(object, "sign_type")
+	}
+
+	if raw, found := object["total_amount"]; found {
+		err = json.Unmarshal(raw, &a.TotalAmount)
+		if err != nil {
+			return fmt.Errorf("error reading 'total_amount': %w", err)
+		}
+		delete(object, "total_amount")
+	}
+
+	if raw, found := object["trade_no"]; found {
+		err = json.Unmarshal(raw, &a.TradeNo)
+		if err != nil {
+			return fmt.Errorf("error reading 'trade_no': %w", err)
+		}
+		delete(object, "trade_no")
+	}
+
+	if raw, found := object["trade_status"]; found {
+		err = json.Unmarshal(raw, &a.TradeStatus)
+		if err != nil {
+			return fmt.Errorf("error reading 'trade_status': %w", err)
+		}
+		delete(object, "trade_status")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]string)
+		for fieldName, fieldBuf := range object {
+			var fieldVal string
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for AlipayNotification to handle AdditionalProperties
+func (a AlipayNotification) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.AppId != nil {
+		object["app_id"], err = json.Marshal(a.AppId)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'app_id': %w", err)
+		}
+	}
+
+	if a.NotifyId != nil {
+		object["notify_id"], err = json.Marshal(a.NotifyId)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'notify_id': %w", err)
+		}
+	}
+
+	if a.NotifyType != nil {
+		object["notify_type"], err = json.Marshal(a.NotifyType)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'notify_type': %w", err)
+		}
+	}
+
+	if a.OutTradeNo != nil {
+		object["out_trade_no"], err = json.Marshal(a.OutTradeNo)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'out_trade_no': %w", err)
+		}
+	}
+
+	if a.Sign != nil {
+		object["sign"], err = json.Marshal(a.Sign)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sign': %w", err)
+		}
+	}
+
+	if a.SignType != nil {
+		object["sign_type"], err = json.Marshal(a.SignType)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sign_type': %w", err)
+		}
+	}
+
+	if a.TotalAmount != nil {
+		object["total_amount"], err = json.Marshal(a.TotalAmount)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'total_amount': %w", err)
+		}
+	}
+
+	if a.TradeNo != nil {
+		object["trade_no"], err = json.Marshal(a.TradeNo)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'trade_no': %w", err)
+		}
+	}
+
+	if a.TradeStatus != nil {
+		object["trade_status"], err = json.Marshal(a.TradeStatus)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'trade_status': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
 
 // Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
 // element and whether it was found
@@ -7313,6 +8087,9 @@ type ServerInterface interface {
 	// AdminSetOrgSubscription Put an org on a plan by hand
 	// (PUT /v1/admin/orgs/{id}/subscription)
 	AdminSetOrgSubscription(w http.ResponseWriter, r *http.Request, id ID)
+	// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
+	// (POST /v1/admin/payments/{order_id}/refund)
+	AdminRefundPayment(w http.ResponseWriter, r *http.Request, orderId openapi_types.UUID, params AdminRefundPaymentParams)
 	// AdminListPlans The configured plans
 	// (GET /v1/admin/plans)
 	AdminListPlans(w http.ResponseWriter, r *http.Request)
@@ -7556,6 +8333,15 @@ type ServerInterface interface {
 	// UpdateOrgMember Change a member's role
 	// (PATCH /v1/orgs/{id}/members/{user_id})
 	UpdateOrgMember(w http.ResponseWriter, r *http.Request, id ID, userId UserID)
+	// CreateAlipayPayment Pay with Alipay
+	// (POST /v1/orgs/{id}/payments/alipay)
+	CreateAlipayPayment(w http.ResponseWriter, r *http.Request, id ID, params CreateAlipayPaymentParams)
+	// CreateWeChatPayPayment Pay with WeChat Pay
+	// (POST /v1/orgs/{id}/payments/wechatpay)
+	CreateWeChatPayPayment(w http.ResponseWriter, r *http.Request, id ID, params CreateWeChatPayPaymentParams)
+	// GetOrgPayment An order and where its payment stands
+	// (GET /v1/orgs/{id}/payments/{order_id})
+	GetOrgPayment(w http.ResponseWriter, r *http.Request, id ID, orderId openapi_types.UUID)
 	// GetOrgSettings An org's settings
 	// (GET /v1/orgs/{id}/settings)
 	GetOrgSettings(w http.ResponseWriter, r *http.Request, id ID)
@@ -8113,6 +8899,56 @@ func (siw *ServerInterfaceWrapper) AdminSetOrgSubscription(w http.ResponseWriter
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminSetOrgSubscription(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminRefundPayment operation middleware
+func (siw *ServerInterfaceWrapper) AdminRefundPayment(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "order_id" -------------
+	var orderId openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "order_id", r.PathValue("order_id"), &orderId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "order_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminRefundPaymentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminRefundPayment(w, r, orderId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -11418,6 +12254,141 @@ func (siw *ServerInterfaceWrapper) UpdateOrgMember(w http.ResponseWriter, r *htt
 	handler.ServeHTTP(w, r)
 }
 
+// CreateAlipayPayment operation middleware
+func (siw *ServerInterfaceWrapper) CreateAlipayPayment(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateAlipayPaymentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateAlipayPayment(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateWeChatPayPayment operation middleware
+func (siw *ServerInterfaceWrapper) CreateWeChatPayPayment(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWeChatPayPaymentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateWeChatPayPayment(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOrgPayment operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgPayment(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "order_id" -------------
+	var orderId openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "order_id", r.PathValue("order_id"), &orderId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "order_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgPayment(w, r, id, orderId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetOrgSettings operation middleware
 func (siw *ServerInterfaceWrapper) GetOrgSettings(w http.ResponseWriter, r *http.Request) {
 
@@ -12668,6 +13639,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/entitlements", wrapper.GetOrgEntitlements)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/plans", wrapper.AdminListPlans)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/orgs/{id}/subscription", wrapper.AdminSetOrgSubscription)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/payments/wechatpay", wrapper.CreateWeChatPayPayment)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/payments/alipay", wrapper.CreateAlipayPayment)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/payments/{order_id}", wrapper.GetOrgPayment)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/payments/{order_id}/refund", wrapper.AdminRefundPayment)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/orgs", wrapper.AdminListOrgs)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags", wrapper.AdminListFeatureFlags)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminDeleteFeatureFlag)
@@ -13603,6 +14578,66 @@ type AdminSetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminSetOrgSubscriptiondefaultApplicationProblemPlusJSONResponse) VisitAdminSetOrgSubscriptionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRefundPaymentRequestObject struct {
+	OrderId openapi_types.UUID `json:"order_id"`
+	Params  AdminRefundPaymentParams
+	Body    *AdminRefundPaymentJSONRequestBody
+}
+
+type AdminRefundPaymentResponseObject interface {
+	VisitAdminRefundPaymentResponse(w http.ResponseWriter) error
+}
+
+type AdminRefundPayment200JSONResponse PaymentRefund
+
+func (response AdminRefundPayment200JSONResponse) VisitAdminRefundPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRefundPayment503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminRefundPayment503ApplicationProblemPlusJSONResponse) VisitAdminRefundPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRefundPaymentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminRefundPaymentdefaultApplicationProblemPlusJSONResponse) VisitAdminRefundPaymentResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -18483,6 +19518,185 @@ func (response UpdateOrgMemberdefaultApplicationProblemPlusJSONResponse) VisitUp
 	return err
 }
 
+type CreateAlipayPaymentRequestObject struct {
+	Id     ID `json:"id"`
+	Params CreateAlipayPaymentParams
+	Body   *CreateAlipayPaymentJSONRequestBody
+}
+
+type CreateAlipayPaymentResponseObject interface {
+	VisitCreateAlipayPaymentResponse(w http.ResponseWriter) error
+}
+
+type CreateAlipayPayment201JSONResponse AlipayPayment
+
+func (response CreateAlipayPayment201JSONResponse) VisitCreateAlipayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAlipayPayment503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAlipayPayment503ApplicationProblemPlusJSONResponse) VisitCreateAlipayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAlipayPaymentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateAlipayPaymentdefaultApplicationProblemPlusJSONResponse) VisitCreateAlipayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWeChatPayPaymentRequestObject struct {
+	Id     ID `json:"id"`
+	Params CreateWeChatPayPaymentParams
+	Body   *CreateWeChatPayPaymentJSONRequestBody
+}
+
+type CreateWeChatPayPaymentResponseObject interface {
+	VisitCreateWeChatPayPaymentResponse(w http.ResponseWriter) error
+}
+
+type CreateWeChatPayPayment201JSONResponse WeChatPayPayment
+
+func (response CreateWeChatPayPayment201JSONResponse) VisitCreateWeChatPayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWeChatPayPayment503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWeChatPayPayment503ApplicationProblemPlusJSONResponse) VisitCreateWeChatPayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWeChatPayPaymentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateWeChatPayPaymentdefaultApplicationProblemPlusJSONResponse) VisitCreateWeChatPayPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgPaymentRequestObject struct {
+	Id      ID                 `json:"id"`
+	OrderId openapi_types.UUID `json:"order_id"`
+}
+
+type GetOrgPaymentResponseObject interface {
+	VisitGetOrgPaymentResponse(w http.ResponseWriter) error
+}
+
+type GetOrgPayment200JSONResponse PaymentOrder
+
+func (response GetOrgPayment200JSONResponse) VisitGetOrgPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgPayment503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOrgPayment503ApplicationProblemPlusJSONResponse) VisitGetOrgPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgPaymentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgPaymentdefaultApplicationProblemPlusJSONResponse) VisitGetOrgPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOrgSettingsRequestObject struct {
 	Id ID `json:"id"`
 }
@@ -19689,6 +20903,9 @@ type StrictServerInterface interface {
 	// AdminSetOrgSubscription Put an org on a plan by hand
 	// (PUT /v1/admin/orgs/{id}/subscription)
 	AdminSetOrgSubscription(ctx context.Context, request AdminSetOrgSubscriptionRequestObject) (AdminSetOrgSubscriptionResponseObject, error)
+	// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
+	// (POST /v1/admin/payments/{order_id}/refund)
+	AdminRefundPayment(ctx context.Context, request AdminRefundPaymentRequestObject) (AdminRefundPaymentResponseObject, error)
 	// AdminListPlans The configured plans
 	// (GET /v1/admin/plans)
 	AdminListPlans(ctx context.Context, request AdminListPlansRequestObject) (AdminListPlansResponseObject, error)
@@ -19932,6 +21149,15 @@ type StrictServerInterface interface {
 	// UpdateOrgMember Change a member's role
 	// (PATCH /v1/orgs/{id}/members/{user_id})
 	UpdateOrgMember(ctx context.Context, request UpdateOrgMemberRequestObject) (UpdateOrgMemberResponseObject, error)
+	// CreateAlipayPayment Pay with Alipay
+	// (POST /v1/orgs/{id}/payments/alipay)
+	CreateAlipayPayment(ctx context.Context, request CreateAlipayPaymentRequestObject) (CreateAlipayPaymentResponseObject, error)
+	// CreateWeChatPayPayment Pay with WeChat Pay
+	// (POST /v1/orgs/{id}/payments/wechatpay)
+	CreateWeChatPayPayment(ctx context.Context, request CreateWeChatPayPaymentRequestObject) (CreateWeChatPayPaymentResponseObject, error)
+	// GetOrgPayment An order and where its payment stands
+	// (GET /v1/orgs/{id}/payments/{order_id})
+	GetOrgPayment(ctx context.Context, request GetOrgPaymentRequestObject) (GetOrgPaymentResponseObject, error)
 	// GetOrgSettings An org's settings
 	// (GET /v1/orgs/{id}/settings)
 	GetOrgSettings(ctx context.Context, request GetOrgSettingsRequestObject) (GetOrgSettingsResponseObject, error)
@@ -20432,6 +21658,40 @@ func (sh *strictHandler) AdminSetOrgSubscription(w http.ResponseWriter, r *http.
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminSetOrgSubscriptionResponseObject); ok {
 		if err := validResponse.VisitAdminSetOrgSubscriptionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminRefundPayment operation middleware
+func (sh *strictHandler) AdminRefundPayment(w http.ResponseWriter, r *http.Request, orderId openapi_types.UUID, params AdminRefundPaymentParams) {
+	var request AdminRefundPaymentRequestObject
+
+	request.OrderId = orderId
+	request.Params = params
+
+	var body AdminRefundPaymentJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminRefundPayment(ctx, request.(AdminRefundPaymentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminRefundPayment")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminRefundPaymentResponseObject); ok {
+		if err := validResponse.VisitAdminRefundPaymentResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -22719,6 +23979,101 @@ func (sh *strictHandler) UpdateOrgMember(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(UpdateOrgMemberResponseObject); ok {
 		if err := validResponse.VisitUpdateOrgMemberResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateAlipayPayment operation middleware
+func (sh *strictHandler) CreateAlipayPayment(w http.ResponseWriter, r *http.Request, id ID, params CreateAlipayPaymentParams) {
+	var request CreateAlipayPaymentRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body CreateAlipayPaymentJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateAlipayPayment(ctx, request.(CreateAlipayPaymentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateAlipayPayment")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateAlipayPaymentResponseObject); ok {
+		if err := validResponse.VisitCreateAlipayPaymentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateWeChatPayPayment operation middleware
+func (sh *strictHandler) CreateWeChatPayPayment(w http.ResponseWriter, r *http.Request, id ID, params CreateWeChatPayPaymentParams) {
+	var request CreateWeChatPayPaymentRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body CreateWeChatPayPaymentJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWeChatPayPayment(ctx, request.(CreateWeChatPayPaymentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWeChatPayPayment")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateWeChatPayPaymentResponseObject); ok {
+		if err := validResponse.VisitCreateWeChatPayPaymentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOrgPayment operation middleware
+func (sh *strictHandler) GetOrgPayment(w http.ResponseWriter, r *http.Request, id ID, orderId openapi_types.UUID) {
+	var request GetOrgPaymentRequestObject
+
+	request.Id = id
+	request.OrderId = orderId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgPayment(ctx, request.(GetOrgPaymentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgPayment")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgPaymentResponseObject); ok {
+		if err := validResponse.VisitGetOrgPaymentResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

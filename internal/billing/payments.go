@@ -97,6 +97,9 @@ type Order struct {
 	CreatedBy                                                                      *uuid.UUID
 	PaidAt                                                                         *time.Time
 	CreatedAt                                                                      time.Time
+	// ExpiresAt is when an unpaid WeChat Pay or Alipay order is closed (ChinaPayments
+	// sets it); nil for others.
+	ExpiresAt *time.Time
 }
 
 // NewOrder is an order to create.

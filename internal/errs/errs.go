@@ -39,6 +39,8 @@ const (
 	QuotaExceeded         Code = "quota_exceeded"
 	PaymentRequired       Code = "payment_required"
 	FeatureNotInPlan      Code = "feature_not_in_plan"
+	// ProviderNotConfigured: the payment provider an operation needs has no configuration.
+	ProviderNotConfigured Code = "provider_not_configured"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

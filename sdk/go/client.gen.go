@@ -47,6 +47,57 @@ func (e AdminJobState) Valid() bool {
 	}
 }
 
+// Defines values for AlipayPaymentRequestCurrency.
+const (
+	AlipayPaymentRequestCurrencyCNY AlipayPaymentRequestCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestCurrency enum.
+func (e AlipayPaymentRequestCurrency) Valid() bool {
+	switch e {
+	case AlipayPaymentRequestCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AlipayPaymentRequestInterval.
+const (
+	AlipayPaymentRequestIntervalMonth AlipayPaymentRequestInterval = "month"
+	AlipayPaymentRequestIntervalYear  AlipayPaymentRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestInterval enum.
+func (e AlipayPaymentRequestInterval) Valid() bool {
+	switch e {
+	case AlipayPaymentRequestIntervalMonth:
+		return true
+	case AlipayPaymentRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AlipayPaymentRequestMode.
+const (
+	Page AlipayPaymentRequestMode = "page"
+	Wap  AlipayPaymentRequestMode = "wap"
+)
+
+// Valid indicates whether the value is a known member of the AlipayPaymentRequestMode enum.
+func (e AlipayPaymentRequestMode) Valid() bool {
+	switch e {
+	case Page:
+		return true
+	case Wap:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuditEventActorType.
 const (
 	AuditEventActorTypeAnonymous AuditEventActorType = "anonymous"
@@ -431,6 +482,7 @@ const (
 	NotReady              ErrorCode = "not_ready"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
@@ -473,6 +525,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case ProviderNotConfigured:
 		return true
 	case QuotaExceeded:
 		return true
@@ -989,6 +1043,165 @@ const (
 func (e OpenAIResponseDeletedObject) Valid() bool {
 	switch e {
 	case ResponseDeleted:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderCurrency.
+const (
+	PaymentOrderCurrencyCNY PaymentOrderCurrency = "CNY"
+	PaymentOrderCurrencyUSD PaymentOrderCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderCurrency enum.
+func (e PaymentOrderCurrency) Valid() bool {
+	switch e {
+	case PaymentOrderCurrencyCNY:
+		return true
+	case PaymentOrderCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderInterval.
+const (
+	PaymentOrderIntervalMonth PaymentOrderInterval = "month"
+	PaymentOrderIntervalYear  PaymentOrderInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderInterval enum.
+func (e PaymentOrderInterval) Valid() bool {
+	switch e {
+	case PaymentOrderIntervalMonth:
+		return true
+	case PaymentOrderIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderProvider.
+const (
+	PaymentOrderProviderAlipay    PaymentOrderProvider = "alipay"
+	PaymentOrderProviderManual    PaymentOrderProvider = "manual"
+	PaymentOrderProviderStripe    PaymentOrderProvider = "stripe"
+	PaymentOrderProviderWechatpay PaymentOrderProvider = "wechatpay"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderProvider enum.
+func (e PaymentOrderProvider) Valid() bool {
+	switch e {
+	case PaymentOrderProviderAlipay:
+		return true
+	case PaymentOrderProviderManual:
+		return true
+	case PaymentOrderProviderStripe:
+		return true
+	case PaymentOrderProviderWechatpay:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderStatus.
+const (
+	PaymentOrderStatusClosed   PaymentOrderStatus = "closed"
+	PaymentOrderStatusCreated  PaymentOrderStatus = "created"
+	PaymentOrderStatusFailed   PaymentOrderStatus = "failed"
+	PaymentOrderStatusPaid     PaymentOrderStatus = "paid"
+	PaymentOrderStatusPending  PaymentOrderStatus = "pending"
+	PaymentOrderStatusRefunded PaymentOrderStatus = "refunded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderStatus enum.
+func (e PaymentOrderStatus) Valid() bool {
+	switch e {
+	case PaymentOrderStatusClosed:
+		return true
+	case PaymentOrderStatusCreated:
+		return true
+	case PaymentOrderStatusFailed:
+		return true
+	case PaymentOrderStatusPaid:
+		return true
+	case PaymentOrderStatusPending:
+		return true
+	case PaymentOrderStatusRefunded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderFieldsCurrency.
+const (
+	PaymentOrderFieldsCurrencyCNY PaymentOrderFieldsCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderFieldsCurrency enum.
+func (e PaymentOrderFieldsCurrency) Valid() bool {
+	switch e {
+	case PaymentOrderFieldsCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentOrderFieldsInterval.
+const (
+	PaymentOrderFieldsIntervalMonth PaymentOrderFieldsInterval = "month"
+	PaymentOrderFieldsIntervalYear  PaymentOrderFieldsInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the PaymentOrderFieldsInterval enum.
+func (e PaymentOrderFieldsInterval) Valid() bool {
+	switch e {
+	case PaymentOrderFieldsIntervalMonth:
+		return true
+	case PaymentOrderFieldsIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentPurpose.
+const (
+	PaymentPurposeSubscription PaymentPurpose = "subscription"
+	PaymentPurposeTopUp        PaymentPurpose = "top_up"
+)
+
+// Valid indicates whether the value is a known member of the PaymentPurpose enum.
+func (e PaymentPurpose) Valid() bool {
+	switch e {
+	case PaymentPurposeSubscription:
+		return true
+	case PaymentPurposeTopUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentRefundRefundStatus.
+const (
+	Processing PaymentRefundRefundStatus = "processing"
+	Succeeded  PaymentRefundRefundStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentRefundRefundStatus enum.
+func (e PaymentRefundRefundStatus) Valid() bool {
+	switch e {
+	case Processing:
+		return true
+	case Succeeded:
 		return true
 	default:
 		return false
@@ -1517,6 +1730,90 @@ func (e WSClientFrameType) Valid() bool {
 	}
 }
 
+// Defines values for WeChatPayJSAPIParamsSignType.
+const (
+	RSA WeChatPayJSAPIParamsSignType = "RSA"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayJSAPIParamsSignType enum.
+func (e WeChatPayJSAPIParamsSignType) Valid() bool {
+	switch e {
+	case RSA:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayNotifyFailureCode.
+const (
+	FAIL WeChatPayNotifyFailureCode = "FAIL"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayNotifyFailureCode enum.
+func (e WeChatPayNotifyFailureCode) Valid() bool {
+	switch e {
+	case FAIL:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestCurrency.
+const (
+	WeChatPayPaymentRequestCurrencyCNY WeChatPayPaymentRequestCurrency = "CNY"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestCurrency enum.
+func (e WeChatPayPaymentRequestCurrency) Valid() bool {
+	switch e {
+	case WeChatPayPaymentRequestCurrencyCNY:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestInterval.
+const (
+	WeChatPayPaymentRequestIntervalMonth WeChatPayPaymentRequestInterval = "month"
+	WeChatPayPaymentRequestIntervalYear  WeChatPayPaymentRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestInterval enum.
+func (e WeChatPayPaymentRequestInterval) Valid() bool {
+	switch e {
+	case WeChatPayPaymentRequestIntervalMonth:
+		return true
+	case WeChatPayPaymentRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WeChatPayPaymentRequestMode.
+const (
+	H5     WeChatPayPaymentRequestMode = "h5"
+	Jsapi  WeChatPayPaymentRequestMode = "jsapi"
+	Native WeChatPayPaymentRequestMode = "native"
+)
+
+// Valid indicates whether the value is a known member of the WeChatPayPaymentRequestMode enum.
+func (e WeChatPayPaymentRequestMode) Valid() bool {
+	switch e {
+	case H5:
+		return true
+	case Jsapi:
+		return true
+	case Native:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ExportConversationParamsFormat.
 const (
 	Json     ExportConversationParamsFormat = "json"
@@ -1682,6 +1979,61 @@ type AdminUserList struct {
 	Data       []AdminUser `json:"data"`
 	NextCursor *string     `json:"next_cursor"`
 }
+
+// AlipayNotification Alipay's asynchronous notification (form-encoded); every parameter is signed.
+type AlipayNotification struct {
+	AppId                *string           `json:"app_id,omitempty"`
+	NotifyId             *string           `json:"notify_id,omitempty"`
+	NotifyType           *string           `json:"notify_type,omitempty"`
+	OutTradeNo           *string           `json:"out_trade_no,omitempty"`
+	Sign                 *string           `json:"sign,omitempty"`
+	SignType             *string           `json:"sign_type,omitempty"`
+	TotalAmount          *string           `json:"total_amount,omitempty"`
+	TradeNo              *string           `json:"trade_no,omitempty"`
+	TradeStatus          *string           `json:"trade_status,omitempty"`
+	AdditionalProperties map[string]string `json:"-"`
+}
+
+// AlipayPayment defines model for AlipayPayment.
+type AlipayPayment struct {
+	Order PaymentOrder `json:"order"`
+
+	// PayUrl The signed URL of Alipay's cashier; send the payer's browser there (GET).
+	PayUrl string `json:"pay_url"`
+}
+
+// AlipayPaymentRequest defines model for AlipayPaymentRequest.
+type AlipayPaymentRequest struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                       `json:"amount,omitempty"`
+	Currency AlipayPaymentRequestCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *AlipayPaymentRequestInterval `json:"interval,omitempty"`
+
+	// Mode `page`: a computer's browser; `wap`: a phone's.
+	Mode AlipayPaymentRequestMode `json:"mode"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// QuitUrl Where a payer who gives up goes (`wap`).
+	QuitUrl *string `json:"quit_url,omitempty"`
+}
+
+// AlipayPaymentRequestCurrency defines model for AlipayPaymentRequest.Currency.
+type AlipayPaymentRequestCurrency string
+
+// AlipayPaymentRequestInterval The interval paid for (`subscription`).
+type AlipayPaymentRequestInterval string
+
+// AlipayPaymentRequestMode `page`: a computer's browser; `wap`: a phone's.
+type AlipayPaymentRequestMode string
 
 // AuditEvent defines model for AuditEvent.
 type AuditEvent struct {
@@ -3247,6 +3599,90 @@ type PasswordResetRequest struct {
 	Email string `json:"email"`
 }
 
+// PaymentOrder defines model for PaymentOrder.
+type PaymentOrder struct {
+	// Amount In minor units (fen, cents).
+	Amount int64 `json:"amount"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp            `json:"created_at"`
+	Currency  PaymentOrderCurrency `json:"currency"`
+
+	// ExpiresAt RFC 3339, UTC.
+	ExpiresAt *Timestamp            `json:"expires_at,omitempty"`
+	Id        openapi_types.UUID    `json:"id"`
+	Interval  *PaymentOrderInterval `json:"interval,omitempty"`
+	OrgId     openapi_types.UUID    `json:"org_id"`
+
+	// PaidAt RFC 3339, UTC.
+	PaidAt   *Timestamp           `json:"paid_at,omitempty"`
+	Plan     *string              `json:"plan,omitempty"`
+	Provider PaymentOrderProvider `json:"provider"`
+
+	// ProviderOrderId The merchant's order number at the provider (`out_trade_no`).
+	ProviderOrderId *string `json:"provider_order_id,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// Refunded Refunded so far, in minor units.
+	Refunded int64              `json:"refunded"`
+	Status   PaymentOrderStatus `json:"status"`
+}
+
+// PaymentOrderCurrency defines model for PaymentOrder.Currency.
+type PaymentOrderCurrency string
+
+// PaymentOrderInterval defines model for PaymentOrder.Interval.
+type PaymentOrderInterval string
+
+// PaymentOrderProvider defines model for PaymentOrder.Provider.
+type PaymentOrderProvider string
+
+// PaymentOrderStatus defines model for PaymentOrder.Status.
+type PaymentOrderStatus string
+
+// PaymentOrderFields defines model for PaymentOrderFields.
+type PaymentOrderFields struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                     `json:"amount,omitempty"`
+	Currency PaymentOrderFieldsCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *PaymentOrderFieldsInterval `json:"interval,omitempty"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+}
+
+// PaymentOrderFieldsCurrency defines model for PaymentOrderFields.Currency.
+type PaymentOrderFieldsCurrency string
+
+// PaymentOrderFieldsInterval The interval paid for (`subscription`).
+type PaymentOrderFieldsInterval string
+
+// PaymentPurpose A plan's price for one interval, or credit.
+type PaymentPurpose string
+
+// PaymentRefund defines model for PaymentRefund.
+type PaymentRefund struct {
+	Order PaymentOrder `json:"order"`
+
+	// RefundStatus `processing`: the provider reports the outcome by notification.
+	RefundStatus PaymentRefundRefundStatus `json:"refund_status"`
+
+	// Refunded The order's refunded total once this refund succeeds, in fen.
+	Refunded int64 `json:"refunded"`
+}
+
+// PaymentRefundRefundStatus `processing`: the provider reports the outcome by notification.
+type PaymentRefundRefundStatus string
+
 // Plan defines model for Plan.
 type Plan struct {
 	Features map[string]bool `json:"features"`
@@ -3628,6 +4064,15 @@ type ReadinessProblem struct {
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
+}
+
+// RefundRequest defines model for RefundRequest.
+type RefundRequest struct {
+	// Amount Fen to refund; default all that is not refunded yet.
+	Amount *int64 `json:"amount,omitempty"`
+
+	// Reason Shown to the payer by the provider.
+	Reason *string `json:"reason,omitempty"`
 }
 
 // ReindexKnowledgeBaseRequest The settings of the new index; omitted ones keep the knowledge base's.
@@ -4140,6 +4585,96 @@ type WSServerFrame struct {
 	Type ChatEventType `json:"type"`
 }
 
+// WeChatPayJSAPIParams The arguments of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`, signed by the merchant.
+type WeChatPayJSAPIParams struct {
+	AppId    string `json:"appId"`
+	NonceStr string `json:"nonceStr"`
+
+	// Package Example: prepay_id=wx201410272009395522657a690389285100
+	Package   string                       `json:"package"`
+	PaySign   string                       `json:"paySign"`
+	SignType  WeChatPayJSAPIParamsSignType `json:"signType"`
+	TimeStamp string                       `json:"timeStamp"`
+}
+
+// WeChatPayJSAPIParamsSignType defines model for WeChatPayJSAPIParams.SignType.
+type WeChatPayJSAPIParamsSignType string
+
+// WeChatPayNotification WeChat Pay's notification envelope; its resource is encrypted (AEAD_AES_256_GCM).
+type WeChatPayNotification struct {
+	CreateTime *string `json:"create_time,omitempty"`
+
+	// EventType Example: TRANSACTION.SUCCESS
+	EventType *string `json:"event_type,omitempty"`
+	Id        *string `json:"id,omitempty"`
+	Resource  *struct {
+		Algorithm      *string `json:"algorithm,omitempty"`
+		AssociatedData *string `json:"associated_data,omitempty"`
+		Ciphertext     *string `json:"ciphertext,omitempty"`
+		Nonce          *string `json:"nonce,omitempty"`
+		OriginalType   *string `json:"original_type,omitempty"`
+	} `json:"resource,omitempty"`
+	ResourceType *string `json:"resource_type,omitempty"`
+	Summary      *string `json:"summary,omitempty"`
+}
+
+// WeChatPayNotifyFailure The answer WeChat Pay expects to a notification it should send again.
+type WeChatPayNotifyFailure struct {
+	Code    WeChatPayNotifyFailureCode `json:"code"`
+	Message string                     `json:"message"`
+}
+
+// WeChatPayNotifyFailureCode defines model for WeChatPayNotifyFailure.Code.
+type WeChatPayNotifyFailureCode string
+
+// WeChatPayPayment defines model for WeChatPayPayment.
+type WeChatPayPayment struct {
+	// CodeUrl `native`: the weixin:// link to show as a QR code.
+	//
+	// Example: weixin://wxpay/bizpayurl?pr=p4lpSuKzz
+	CodeUrl *string `json:"code_url,omitempty"`
+
+	// H5Url `h5`: the page to open in the payer's mobile browser.
+	H5Url *string `json:"h5_url,omitempty"`
+
+	// Jsapi The arguments of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`, signed by the merchant.
+	Jsapi *WeChatPayJSAPIParams `json:"jsapi,omitempty"`
+	Order PaymentOrder          `json:"order"`
+}
+
+// WeChatPayPaymentRequest defines model for WeChatPayPaymentRequest.
+type WeChatPayPaymentRequest struct {
+	// Amount The credit to buy, in fen (`top_up`).
+	Amount   *int64                          `json:"amount,omitempty"`
+	Currency WeChatPayPaymentRequestCurrency `json:"currency"`
+
+	// Interval The interval paid for (`subscription`).
+	Interval *WeChatPayPaymentRequestInterval `json:"interval,omitempty"`
+
+	// Mode `native`: a QR code; `jsapi`: inside WeChat (needs `openid`); `h5`: a mobile browser.
+	Mode WeChatPayPaymentRequestMode `json:"mode"`
+
+	// Openid The payer's openid under `billing.wechatpay.app_id` (`jsapi`).
+	Openid *string `json:"openid,omitempty"`
+
+	// Plan The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+}
+
+// WeChatPayPaymentRequestCurrency defines model for WeChatPayPaymentRequest.Currency.
+type WeChatPayPaymentRequestCurrency string
+
+// WeChatPayPaymentRequestInterval The interval paid for (`subscription`).
+type WeChatPayPaymentRequestInterval string
+
+// WeChatPayPaymentRequestMode `native`: a QR code; `jsapi`: inside WeChat (needs `openid`); `h5`: a mobile browser.
+type WeChatPayPaymentRequestMode string
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
@@ -4291,6 +4826,20 @@ type AdminListOrgsParams struct {
 
 	// Q Part of an org name.
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
+}
+
+// AdminRefundPaymentParams defines parameters for AdminRefundPayment.
+type AdminRefundPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // AdminListUsersParams defines parameters for AdminListUsers.
@@ -4827,6 +5376,34 @@ type ListOrgMembersParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// CreateAlipayPaymentParams defines parameters for CreateAlipayPayment.
+type CreateAlipayPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// CreateWeChatPayPaymentParams defines parameters for CreateWeChatPayPayment.
+type CreateWeChatPayPaymentParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListPromptsParams defines parameters for ListPrompts.
 type ListPromptsParams struct {
 	// Limit Maximum number of items to return.
@@ -4981,6 +5558,21 @@ type GetUsageParams struct {
 // GetUsageParamsGroupBy defines parameters for GetUsage.
 type GetUsageParamsGroupBy string
 
+// WechatpayNotifyParams defines parameters for WechatpayNotify.
+type WechatpayNotifyParams struct {
+	// WechatpaySignature Base64 SHA256withRSA signature by WeChat Pay's platform key.
+	WechatpaySignature *string `json:"Wechatpay-Signature,omitempty"`
+
+	// WechatpaySerial The platform key's id (`PUB_KEY_ID_…`) or certificate serial.
+	WechatpaySerial *string `json:"Wechatpay-Serial,omitempty"`
+
+	// WechatpayTimestamp Unix seconds when WeChat signed.
+	WechatpayTimestamp *string `json:"Wechatpay-Timestamp,omitempty"`
+
+	// WechatpayNonce The signature's nonce.
+	WechatpayNonce *string `json:"Wechatpay-Nonce,omitempty"`
+}
+
 // OpenaiCreateChatCompletionJSONRequestBody defines body for OpenaiCreateChatCompletion for application/json ContentType.
 type OpenaiCreateChatCompletionJSONRequestBody = OpenAIChatCompletionRequest
 
@@ -5001,6 +5593,9 @@ type AdminRetryJobsJSONRequestBody = JobSelection
 
 // AdminSetOrgSubscriptionJSONRequestBody defines body for AdminSetOrgSubscription for application/json ContentType.
 type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
+
+// AdminRefundPaymentJSONRequestBody defines body for AdminRefundPayment for application/json ContentType.
+type AdminRefundPaymentJSONRequestBody = RefundRequest
 
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
@@ -5089,6 +5684,12 @@ type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
 // UpdateOrgMemberJSONRequestBody defines body for UpdateOrgMember for application/json ContentType.
 type UpdateOrgMemberJSONRequestBody = UpdateMemberRequest
 
+// CreateAlipayPaymentJSONRequestBody defines body for CreateAlipayPayment for application/json ContentType.
+type CreateAlipayPaymentJSONRequestBody = AlipayPaymentRequest
+
+// CreateWeChatPayPaymentJSONRequestBody defines body for CreateWeChatPayPayment for application/json ContentType.
+type CreateWeChatPayPaymentJSONRequestBody = WeChatPayPaymentRequest
+
 // UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
 type UpdateOrgSettingsJSONRequestBody = OrgSettings
 
@@ -5109,6 +5710,200 @@ type CreatePromptVersionJSONRequestBody = PromptVersionInput
 
 // SetProviderKeyJSONRequestBody defines body for SetProviderKey for application/json ContentType.
 type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
+
+// AlipayNotifyFormdataRequestBody defines body for AlipayNotify for application/x-www-form-urlencoded ContentType.
+type AlipayNotifyFormdataRequestBody = AlipayNotification
+
+// WechatpayNotifyJSONRequestBody defines body for WechatpayNotify for application/json ContentType.
+type WechatpayNotifyJSONRequestBody = WeChatPayNotification
+
+// Getter for additional properties for AlipayNotification. Returns the specified
+// element and whether it was found
+func (a AlipayNotification) Get(fieldName string) (value string, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for AlipayNotification
+func (a *AlipayNotification) Set(fieldName string, value string) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]string)
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for AlipayNotification to handle AdditionalProperties
+func (a *AlipayNotification) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["app_id"]; found {
+		err = json.Unmarshal(raw, &a.AppId)
+		if err != nil {
+			return fmt.Errorf("error reading 'app_id': %w", err)
+		}
+		delete(object, "app_id")
+	}
+
+	if raw, found := object["notify_id"]; found {
+		err = json.Unmarshal(raw, &a.NotifyId)
+		if err != nil {
+			return fmt.Errorf("error reading 'notify_id': %w", err)
+		}
+		delete(object, "notify_id")
+	}
+
+	if raw, found := object["notify_type"]; found {
+		err = json.Unmarshal(raw, &a.NotifyType)
+		if err != nil {
+			return fmt.Errorf("error reading 'notify_type': %w", err)
+		}
+		delete(object, "notify_type")
+	}
+
+	if raw, found := object["out_trade_no"]; found {
+		err = json.Unmarshal(raw, &a.OutTradeNo)
+		if err != nil {
+			return fmt.Errorf("error reading 'out_trade_no': %w", err)
+		}
+		delete(object, "out_trade_no")
+	}
+
+	if raw, found := object["sign"]; found {
+		err = json.Unmarshal(raw, &a.Sign)
+		if err != nil {
+			return fmt.Errorf("error reading 'sign': %w", err)
+		}
+		delete(object, "sign")
+	}
+
+	if raw, found := object["sign_type"]; found {
+		err = json.Unmarshal(raw, &a.SignType)
+		if err != nil {
+			return fmt.Errorf("error reading 'sign_type': %w", err)
+		}
+		delete(object, "sign_type")
+	}
+
+	if raw, found := object["total_amount"]; found {
+		err = json.Unmarshal(raw, &a.TotalAmount)
+		if err != nil {
+			return fmt.Errorf("error reading 'total_amount': %w", err)
+		}
+		delete(object, "total_amount")
+	}
+
+	if raw, found := object["trade_no"]; found {
+		err = json.Unmarshal(raw, &a.TradeNo)
+		if err != nil {
+			return fmt.Errorf("error reading 'trade_no': %w", err)
+		}
+		delete(object, "trade_no")
+	}
+
+	if raw, found := object["trade_status"]; found {
+		err = json.Unmarshal(raw, &a.TradeStatus)
+		if err != nil {
+			return fmt.Errorf("error reading 'trade_status': %w", err)
+		}
+		delete(object, "trade_status")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]string)
+		for fieldName, fieldBuf := range object {
+			var fieldVal string
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for AlipayNotification to handle AdditionalProperties
+func (a AlipayNotification) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.AppId != nil {
+		object["app_id"], err = json.Marshal(a.AppId)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'app_id': %w", err)
+		}
+	}
+
+	if a.NotifyId != nil {
+		object["notify_id"], err = json.Marshal(a.NotifyId)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'notify_id': %w", err)
+		}
+	}
+
+	if a.NotifyType != nil {
+		object["notify_type"], err = json.Marshal(a.NotifyType)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'notify_type': %w", err)
+		}
+	}
+
+	if a.OutTradeNo != nil {
+		object["out_trade_no"], err = json.Marshal(a.OutTradeNo)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'out_trade_no': %w", err)
+		}
+	}
+
+	if a.Sign != nil {
+		object["sign"], err = json.Marshal(a.Sign)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sign': %w", err)
+		}
+	}
+
+	if a.SignType != nil {
+		object["sign_type"], err = json.Marshal(a.SignType)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'sign_type': %w", err)
+		}
+	}
+
+	if a.TotalAmount != nil {
+		object["total_amount"], err = json.Marshal(a.TotalAmount)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'total_amount': %w", err)
+		}
+	}
+
+	if a.TradeNo != nil {
+		object["trade_no"], err = json.Marshal(a.TradeNo)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'trade_no': %w", err)
+		}
+	}
+
+	if a.TradeStatus != nil {
+		object["trade_status"], err = json.Marshal(a.TradeStatus)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'trade_status': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
 
 // Getter for additional properties for OpenAIChatCompletionRequest. Returns the specified
 // element and whether it was found
@@ -7785,6 +8580,38 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
 	AdminSetOrgSubscription(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminRefundPaymentWithBody Refund a paid WeChat Pay or Alipay order
+	//
+	// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+	// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+	// answers `processing` and reports the outcome by notification. The order's `refunded`
+	// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+	// the same total repeats the same refund at the provider (its refund number is derived
+	// from the order and the total), never a second one. Audited
+	// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+	// only. 422 `provider_not_configured` when the order's provider is not configured.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+	AdminRefundPaymentWithBody(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
+	//
+	// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+	// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+	// answers `processing` and reports the outcome by notification. The order's `refunded`
+	// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+	// the same total repeats the same refund at the provider (its refund number is derived
+	// from the order and the total), never a second one. Audited
+	// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+	// only. 422 `provider_not_configured` when the order's provider is not configured.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+	AdminRefundPayment(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListPlans The configured plans
 	//
 	// Every plan of `billing.plans`, by id. Platform admins only.
@@ -8937,6 +9764,79 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/orgs/{id}/members/{user_id} (the `UpdateOrgMember` operationId).
 	UpdateOrgMember(ctx context.Context, id ID, userId UserID, body UpdateOrgMemberJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// CreateAlipayPaymentWithBody Pay with Alipay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+	// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+	// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+	// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+	// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+	// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+	CreateAlipayPaymentWithBody(ctx context.Context, id ID, params *CreateAlipayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateAlipayPayment Pay with Alipay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+	// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+	// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+	// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+	// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+	// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+	CreateAlipayPayment(ctx context.Context, id ID, params *CreateAlipayPaymentParams, body CreateAlipayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWeChatPayPaymentWithBody Pay with WeChat Pay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+	// v3) and returns what starts the payment: the `code_url` to show as a QR code
+	// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+	// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+	// browser (`h5`). The order is paid when WeChat's notification arrives at
+	// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+	// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+	CreateWeChatPayPaymentWithBody(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWeChatPayPayment Pay with WeChat Pay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+	// v3) and returns what starts the payment: the `code_url` to show as a QR code
+	// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+	// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+	// browser (`h5`). The order is paid when WeChat's notification arrives at
+	// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+	// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+	CreateWeChatPayPayment(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, body CreateWeChatPayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrgPayment An order and where its payment stands
+	//
+	// `status` moves from `created` (recorded) and `pending` (at the provider) to `paid`
+	// (its plan or credit applied), `closed` (unpaid past its expiry), `failed` or
+	// `refunded`. Owners and admins only; an API key needs `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
+	GetOrgPayment(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetOrgSettings An org's settings
 	//
 	// Needs a member of the org, or a key of that org.
@@ -9206,6 +10106,76 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
 	GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AlipayNotifyWithBody Alipay's notifications
+	//
+	// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+	// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+	// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+	// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+	// else it is recorded and not applied. A notification is applied once, however often it
+	// arrives. Answered with the literal `success` when received (a repeat too), else
+	// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+	// again. 404 `not_found` when `billing.alipay` is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+	AlipayNotifyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AlipayNotifyWithFormdataBody Alipay's notifications
+	//
+	// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+	// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+	// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+	// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+	// else it is recorded and not applied. A notification is applied once, however often it
+	// arrives. Answered with the literal `success` when received (a repeat too), else
+	// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+	// again. 404 `not_found` when `billing.alipay` is not set.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type.
+	//
+	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+	AlipayNotifyWithFormdataBody(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// WechatpayNotifyWithBody WeChat Pay's notifications
+	//
+	// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+	// points here). No Kiln credentials: the `Wechatpay-Signature` over
+	// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+	// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+	// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+	// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+	// currency of a payment must equal its order's, else it is recorded and not applied. A
+	// notification is applied once, however often it arrives. Answered as WeChat expects:
+	// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+	// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+	// `billing.wechatpay` is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+	WechatpayNotifyWithBody(ctx context.Context, params *WechatpayNotifyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// WechatpayNotify WeChat Pay's notifications
+	//
+	// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+	// points here). No Kiln credentials: the `Wechatpay-Signature` over
+	// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+	// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+	// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+	// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+	// currency of a payment must equal its order's, else it is recorded and not applied. A
+	// notification is applied once, however often it arrives. Answered as WeChat expects:
+	// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+	// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+	// `billing.wechatpay` is not set.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+	WechatpayNotify(ctx context.Context, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // GetJWKS Public keys of the access-token signers
@@ -9833,6 +10803,58 @@ func (c *Client) AdminSetOrgSubscriptionWithBody(ctx context.Context, id ID, con
 // Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
 func (c *Client) AdminSetOrgSubscription(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminSetOrgSubscriptionRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRefundPaymentWithBody Refund a paid WeChat Pay or Alipay order
+//
+// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+// answers `processing` and reports the outcome by notification. The order's `refunded`
+// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+// the same total repeats the same refund at the provider (its refund number is derived
+// from the order and the total), never a second one. Audited
+// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+// only. 422 `provider_not_configured` when the order's provider is not configured.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+func (c *Client) AdminRefundPaymentWithBody(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRefundPaymentRequestWithBody(c.Server, orderId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
+//
+// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+// answers `processing` and reports the outcome by notification. The order's `refunded`
+// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+// the same total repeats the same refund at the provider (its refund number is derived
+// from the order and the total), never a second one. Audited
+// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+// only. 422 `provider_not_configured` when the order's provider is not configured.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+func (c *Client) AdminRefundPayment(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRefundPaymentRequest(c.Server, orderId, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -12155,6 +13177,129 @@ func (c *Client) UpdateOrgMember(ctx context.Context, id ID, userId UserID, body
 	return c.Client.Do(req)
 }
 
+// CreateAlipayPaymentWithBody Pay with Alipay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+func (c *Client) CreateAlipayPaymentWithBody(ctx context.Context, id ID, params *CreateAlipayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAlipayPaymentRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateAlipayPayment Pay with Alipay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+func (c *Client) CreateAlipayPayment(ctx context.Context, id ID, params *CreateAlipayPaymentParams, body CreateAlipayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAlipayPaymentRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWeChatPayPaymentWithBody Pay with WeChat Pay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+// v3) and returns what starts the payment: the `code_url` to show as a QR code
+// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+// browser (`h5`). The order is paid when WeChat's notification arrives at
+// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+func (c *Client) CreateWeChatPayPaymentWithBody(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWeChatPayPaymentRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWeChatPayPayment Pay with WeChat Pay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+// v3) and returns what starts the payment: the `code_url` to show as a QR code
+// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+// browser (`h5`). The order is paid when WeChat's notification arrives at
+// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+func (c *Client) CreateWeChatPayPayment(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, body CreateWeChatPayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWeChatPayPaymentRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrgPayment An order and where its payment stands
+//
+// `status` moves from `created` (recorded) and `pending` (at the provider) to `paid`
+// (its plan or credit applied), `closed` (unpaid past its expiry), `failed` or
+// `refunded`. Owners and admins only; an API key needs `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
+func (c *Client) GetOrgPayment(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgPaymentRequest(c.Server, id, orderId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetOrgSettings An org's settings
 //
 // Needs a member of the org, or a key of that org.
@@ -12685,6 +13830,116 @@ func (c *Client) SetProviderKey(ctx context.Context, provider LLMProvider, param
 // Corresponds with GET /v1/usage (the `GetUsage` operationId).
 func (c *Client) GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetUsageRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AlipayNotifyWithBody Alipay's notifications
+//
+// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+// else it is recorded and not applied. A notification is applied once, however often it
+// arrives. Answered with the literal `success` when received (a repeat too), else
+// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+// again. 404 `not_found` when `billing.alipay` is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+func (c *Client) AlipayNotifyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAlipayNotifyRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AlipayNotifyWithFormdataBody Alipay's notifications
+//
+// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+// else it is recorded and not applied. A notification is applied once, however often it
+// arrives. Answered with the literal `success` when received (a repeat too), else
+// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+// again. 404 `not_found` when `billing.alipay` is not set.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type.
+//
+// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+func (c *Client) AlipayNotifyWithFormdataBody(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAlipayNotifyRequestWithFormdataBody(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// WechatpayNotifyWithBody WeChat Pay's notifications
+//
+// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+// points here). No Kiln credentials: the `Wechatpay-Signature` over
+// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+// currency of a payment must equal its order's, else it is recorded and not applied. A
+// notification is applied once, however often it arrives. Answered as WeChat expects:
+// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+// `billing.wechatpay` is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+func (c *Client) WechatpayNotifyWithBody(ctx context.Context, params *WechatpayNotifyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewWechatpayNotifyRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// WechatpayNotify WeChat Pay's notifications
+//
+// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+// points here). No Kiln credentials: the `Wechatpay-Signature` over
+// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+// currency of a payment must equal its order's, else it is recorded and not applied. A
+// notification is applied once, however often it arrives. Answered as WeChat expects:
+// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+// `billing.wechatpay` is not set.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+func (c *Client) WechatpayNotify(ctx context.Context, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewWechatpayNotifyRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -13817,6 +15072,68 @@ func NewAdminSetOrgSubscriptionRequestWithBody(server string, id ID, contentType
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminRefundPaymentRequest calls the generic AdminRefundPayment builder with application/json body
+func NewAdminRefundPaymentRequest(server string, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminRefundPaymentRequestWithBody(server, orderId, params, "application/json", bodyReader)
+}
+
+// NewAdminRefundPaymentRequestWithBody constructs an http.Request for the AdminRefundPayment method, with any body, and a specified content type
+func NewAdminRefundPaymentRequestWithBody(server string, orderId openapi_types.UUID, params *AdminRefundPaymentParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "order_id", orderId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/payments/%s/refund", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -18492,6 +19809,171 @@ func NewUpdateOrgMemberRequestWithBody(server string, id ID, userId UserID, cont
 	return req, nil
 }
 
+// NewCreateAlipayPaymentRequest calls the generic CreateAlipayPayment builder with application/json body
+func NewCreateAlipayPaymentRequest(server string, id ID, params *CreateAlipayPaymentParams, body CreateAlipayPaymentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateAlipayPaymentRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateAlipayPaymentRequestWithBody constructs an http.Request for the CreateAlipayPayment method, with any body, and a specified content type
+func NewCreateAlipayPaymentRequestWithBody(server string, id ID, params *CreateAlipayPaymentParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/payments/alipay", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateWeChatPayPaymentRequest calls the generic CreateWeChatPayPayment builder with application/json body
+func NewCreateWeChatPayPaymentRequest(server string, id ID, params *CreateWeChatPayPaymentParams, body CreateWeChatPayPaymentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWeChatPayPaymentRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateWeChatPayPaymentRequestWithBody constructs an http.Request for the CreateWeChatPayPayment method, with any body, and a specified content type
+func NewCreateWeChatPayPaymentRequestWithBody(server string, id ID, params *CreateWeChatPayPaymentParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/payments/wechatpay", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetOrgPaymentRequest constructs an http.Request for the GetOrgPayment method
+func NewGetOrgPaymentRequest(server string, id ID, orderId openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "order_id", orderId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/payments/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetOrgSettingsRequest constructs an http.Request for the GetOrgSettings method
 func NewGetOrgSettingsRequest(server string, id ID) (*http.Request, error) {
 	var err error
@@ -19709,6 +21191,134 @@ func NewGetUsageRequest(server string, params *GetUsageParams) (*http.Request, e
 	return req, nil
 }
 
+// NewAlipayNotifyRequestWithFormdataBody calls the generic AlipayNotify builder with application/x-www-form-urlencoded body
+func NewAlipayNotifyRequestWithFormdataBody(server string, body AlipayNotifyFormdataRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	bodyStr, err := runtime.MarshalForm(body, nil)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = strings.NewReader(bodyStr.Encode())
+	return NewAlipayNotifyRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
+}
+
+// NewAlipayNotifyRequestWithBody constructs an http.Request for the AlipayNotify method, with any body, and a specified content type
+func NewAlipayNotifyRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/alipay")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewWechatpayNotifyRequest calls the generic WechatpayNotify builder with application/json body
+func NewWechatpayNotifyRequest(server string, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewWechatpayNotifyRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewWechatpayNotifyRequestWithBody constructs an http.Request for the WechatpayNotify method, with any body, and a specified content type
+func NewWechatpayNotifyRequestWithBody(server string, params *WechatpayNotifyParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/wechatpay")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.WechatpaySignature != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Wechatpay-Signature", *params.WechatpaySignature, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Wechatpay-Signature", headerParam0)
+		}
+
+		if params.WechatpaySerial != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Wechatpay-Serial", *params.WechatpaySerial, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Wechatpay-Serial", headerParam1)
+		}
+
+		if params.WechatpayTimestamp != nil {
+			var headerParam2 string
+
+			headerParam2, err = runtime.StyleParamWithOptions("simple", false, "Wechatpay-Timestamp", *params.WechatpayTimestamp, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Wechatpay-Timestamp", headerParam2)
+		}
+
+		if params.WechatpayNonce != nil {
+			var headerParam3 string
+
+			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "Wechatpay-Nonce", *params.WechatpayNonce, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Wechatpay-Nonce", headerParam3)
+		}
+
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -20095,6 +21705,38 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /v1/admin/orgs/{id}/subscription (the `AdminSetOrgSubscription` operationId).
 	AdminSetOrgSubscriptionWithResponse(ctx context.Context, id ID, body AdminSetOrgSubscriptionJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetOrgSubscriptionResponse, error)
+
+	// AdminRefundPaymentWithBodyWithResponse Refund a paid WeChat Pay or Alipay order
+	//
+	// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+	// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+	// answers `processing` and reports the outcome by notification. The order's `refunded`
+	// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+	// the same total repeats the same refund at the provider (its refund number is derived
+	// from the order and the total), never a second one. Audited
+	// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+	// only. 422 `provider_not_configured` when the order's provider is not configured.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+	AdminRefundPaymentWithBodyWithResponse(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminRefundPaymentResponse, error)
+
+	// AdminRefundPaymentWithResponse Refund a paid WeChat Pay or Alipay order
+	//
+	// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+	// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+	// answers `processing` and reports the outcome by notification. The order's `refunded`
+	// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+	// the same total repeats the same refund at the provider (its refund number is derived
+	// from the order and the total), never a second one. Audited
+	// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+	// only. 422 `provider_not_configured` when the order's provider is not configured.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+	AdminRefundPaymentWithResponse(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminRefundPaymentResponse, error)
 
 	// AdminListPlansWithResponse The configured plans
 	//
@@ -21368,6 +23010,81 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/orgs/{id}/members/{user_id} (the `UpdateOrgMember` operationId).
 	UpdateOrgMemberWithResponse(ctx context.Context, id ID, userId UserID, body UpdateOrgMemberJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateOrgMemberResponse, error)
 
+	// CreateAlipayPaymentWithBodyWithResponse Pay with Alipay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+	// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+	// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+	// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+	// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+	// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+	CreateAlipayPaymentWithBodyWithResponse(ctx context.Context, id ID, params *CreateAlipayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAlipayPaymentResponse, error)
+
+	// CreateAlipayPaymentWithResponse Pay with Alipay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+	// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+	// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+	// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+	// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+	// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+	CreateAlipayPaymentWithResponse(ctx context.Context, id ID, params *CreateAlipayPaymentParams, body CreateAlipayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAlipayPaymentResponse, error)
+
+	// CreateWeChatPayPaymentWithBodyWithResponse Pay with WeChat Pay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+	// v3) and returns what starts the payment: the `code_url` to show as a QR code
+	// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+	// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+	// browser (`h5`). The order is paid when WeChat's notification arrives at
+	// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+	// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+	CreateWeChatPayPaymentWithBodyWithResponse(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWeChatPayPaymentResponse, error)
+
+	// CreateWeChatPayPaymentWithResponse Pay with WeChat Pay
+	//
+	// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+	// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+	// v3) and returns what starts the payment: the `code_url` to show as a QR code
+	// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+	// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+	// browser (`h5`). The order is paid when WeChat's notification arrives at
+	// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+	// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+	CreateWeChatPayPaymentWithResponse(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, body CreateWeChatPayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWeChatPayPaymentResponse, error)
+
+	// GetOrgPaymentWithResponse An order and where its payment stands
+	//
+	// `status` moves from `created` (recorded) and `pending` (at the provider) to `paid`
+	// (its plan or credit applied), `closed` (unpaid past its expiry), `failed` or
+	// `refunded`. Owners and admins only; an API key needs `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
+	GetOrgPaymentWithResponse(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOrgPaymentResponse, error)
+
 	// GetOrgSettingsWithResponse An org's settings
 	//
 	// Needs a member of the org, or a key of that org.
@@ -21663,6 +23380,76 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
 	GetUsageWithResponse(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*GetUsageResponse, error)
+
+	// AlipayNotifyWithBodyWithResponse Alipay's notifications
+	//
+	// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+	// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+	// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+	// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+	// else it is recorded and not applied. A notification is applied once, however often it
+	// arrives. Answered with the literal `success` when received (a repeat too), else
+	// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+	// again. 404 `not_found` when `billing.alipay` is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+	AlipayNotifyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AlipayNotifyResponse, error)
+
+	// AlipayNotifyWithFormdataBodyWithResponse Alipay's notifications
+	//
+	// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+	// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+	// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+	// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+	// else it is recorded and not applied. A notification is applied once, however often it
+	// arrives. Answered with the literal `success` when received (a repeat too), else
+	// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+	// again. 404 `not_found` when `billing.alipay` is not set.
+	//
+	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+	AlipayNotifyWithFormdataBodyWithResponse(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*AlipayNotifyResponse, error)
+
+	// WechatpayNotifyWithBodyWithResponse WeChat Pay's notifications
+	//
+	// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+	// points here). No Kiln credentials: the `Wechatpay-Signature` over
+	// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+	// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+	// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+	// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+	// currency of a payment must equal its order's, else it is recorded and not applied. A
+	// notification is applied once, however often it arrives. Answered as WeChat expects:
+	// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+	// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+	// `billing.wechatpay` is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+	WechatpayNotifyWithBodyWithResponse(ctx context.Context, params *WechatpayNotifyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*WechatpayNotifyResponse, error)
+
+	// WechatpayNotifyWithResponse WeChat Pay's notifications
+	//
+	// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+	// points here). No Kiln credentials: the `Wechatpay-Signature` over
+	// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+	// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+	// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+	// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+	// currency of a payment must equal its order's, else it is recorded and not applied. A
+	// notification is applied once, however often it arrives. Answered as WeChat expects:
+	// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+	// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+	// `billing.wechatpay` is not set.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+	WechatpayNotifyWithResponse(ctx context.Context, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody, reqEditors ...RequestEditorFn) (*WechatpayNotifyResponse, error)
 }
 
 // GetJWKSResponse503Headers the declared response headers of an HTTP 503 response for GetJWKS
@@ -23166,6 +24953,68 @@ func (r AdminSetOrgSubscriptionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminSetOrgSubscriptionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminRefundPaymentResponse503Headers the declared response headers of an HTTP 503 response for AdminRefundPayment
+type AdminRefundPaymentResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminRefundPaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PaymentRefund
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminRefundPaymentResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminRefundPaymentResponse) GetJSON200() *PaymentRefund {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminRefundPaymentResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRefundPaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRefundPaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRefundPaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRefundPaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRefundPaymentResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -28648,6 +30497,192 @@ func (r UpdateOrgMemberResponse) ContentType() string {
 	return ""
 }
 
+// CreateAlipayPaymentResponse503Headers the declared response headers of an HTTP 503 response for CreateAlipayPayment
+type CreateAlipayPaymentResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateAlipayPaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *AlipayPayment
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateAlipayPaymentResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateAlipayPaymentResponse) GetJSON201() *AlipayPayment {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateAlipayPaymentResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateAlipayPaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateAlipayPaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateAlipayPaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateAlipayPaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateAlipayPaymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWeChatPayPaymentResponse503Headers the declared response headers of an HTTP 503 response for CreateWeChatPayPayment
+type CreateWeChatPayPaymentResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateWeChatPayPaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *WeChatPayPayment
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateWeChatPayPaymentResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateWeChatPayPaymentResponse) GetJSON201() *WeChatPayPayment {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateWeChatPayPaymentResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateWeChatPayPaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWeChatPayPaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWeChatPayPaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWeChatPayPaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWeChatPayPaymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetOrgPaymentResponse503Headers the declared response headers of an HTTP 503 response for GetOrgPayment
+type GetOrgPaymentResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOrgPaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PaymentOrder
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOrgPaymentResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgPaymentResponse) GetJSON200() *PaymentOrder {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOrgPaymentResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgPaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgPaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgPaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgPaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgPaymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetOrgSettingsResponse503Headers the declared response headers of an HTTP 503 response for GetOrgSettings
 type GetOrgSettingsResponse503Headers struct {
 	RetryAfter *int
@@ -29860,6 +31895,109 @@ func (r GetUsageResponse) ContentType() string {
 	return ""
 }
 
+type AlipayNotifyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AlipayNotifyResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AlipayNotifyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AlipayNotifyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AlipayNotifyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AlipayNotifyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AlipayNotifyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type WechatpayNotifyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *WeChatPayNotifyFailure
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *WeChatPayNotifyFailure
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r WechatpayNotifyResponse) GetJSON401() *WeChatPayNotifyFailure {
+	return r.JSON401
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r WechatpayNotifyResponse) GetJSON500() *WeChatPayNotifyFailure {
+	return r.JSON500
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r WechatpayNotifyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r WechatpayNotifyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r WechatpayNotifyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r WechatpayNotifyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r WechatpayNotifyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetJWKSWithResponse Public keys of the access-token signers
 //
 // RFC 7517 key set; every key that may have signed a token still valid.
@@ -30399,6 +32537,50 @@ func (c *ClientWithResponses) AdminSetOrgSubscriptionWithResponse(ctx context.Co
 		return nil, err
 	}
 	return ParseAdminSetOrgSubscriptionResponse(rsp)
+}
+
+// AdminRefundPaymentWithBodyWithResponse Refund a paid WeChat Pay or Alipay order
+//
+// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+// answers `processing` and reports the outcome by notification. The order's `refunded`
+// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+// the same total repeats the same refund at the provider (its refund number is derived
+// from the order and the total), never a second one. Audited
+// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+// only. 422 `provider_not_configured` when the order's provider is not configured.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+func (c *ClientWithResponses) AdminRefundPaymentWithBodyWithResponse(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminRefundPaymentResponse, error) {
+	rsp, err := c.AdminRefundPaymentWithBody(ctx, orderId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRefundPaymentResponse(rsp)
+}
+
+// AdminRefundPaymentWithResponse Refund a paid WeChat Pay or Alipay order
+//
+// Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+// provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+// answers `processing` and reports the outcome by notification. The order's `refunded`
+// grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+// the same total repeats the same refund at the provider (its refund number is derived
+// from the order and the total), never a second one. Audited
+// (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+// only. 422 `provider_not_configured` when the order's provider is not configured.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
+func (c *ClientWithResponses) AdminRefundPaymentWithResponse(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminRefundPaymentResponse, error) {
+	rsp, err := c.AdminRefundPayment(ctx, orderId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRefundPaymentResponse(rsp)
 }
 
 // AdminListPlansWithResponse The configured plans
@@ -32369,6 +34551,111 @@ func (c *ClientWithResponses) UpdateOrgMemberWithResponse(ctx context.Context, i
 	return ParseUpdateOrgMemberResponse(rsp)
 }
 
+// CreateAlipayPaymentWithBodyWithResponse Pay with Alipay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+func (c *ClientWithResponses) CreateAlipayPaymentWithBodyWithResponse(ctx context.Context, id ID, params *CreateAlipayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAlipayPaymentResponse, error) {
+	rsp, err := c.CreateAlipayPaymentWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAlipayPaymentResponse(rsp)
+}
+
+// CreateAlipayPaymentWithResponse Pay with Alipay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+// opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+// phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+// arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+// be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+// needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/payments/alipay (the `CreateAlipayPayment` operationId).
+func (c *ClientWithResponses) CreateAlipayPaymentWithResponse(ctx context.Context, id ID, params *CreateAlipayPaymentParams, body CreateAlipayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAlipayPaymentResponse, error) {
+	rsp, err := c.CreateAlipayPayment(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAlipayPaymentResponse(rsp)
+}
+
+// CreateWeChatPayPaymentWithBodyWithResponse Pay with WeChat Pay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+// v3) and returns what starts the payment: the `code_url` to show as a QR code
+// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+// browser (`h5`). The order is paid when WeChat's notification arrives at
+// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+func (c *ClientWithResponses) CreateWeChatPayPaymentWithBodyWithResponse(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWeChatPayPaymentResponse, error) {
+	rsp, err := c.CreateWeChatPayPaymentWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWeChatPayPaymentResponse(rsp)
+}
+
+// CreateWeChatPayPaymentWithResponse Pay with WeChat Pay
+//
+// Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+// top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+// v3) and returns what starts the payment: the `code_url` to show as a QR code
+// (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+// WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+// browser (`h5`). The order is paid when WeChat's notification arrives at
+// `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+// until `expires_at`, then it is closed. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/payments/wechatpay (the `CreateWeChatPayPayment` operationId).
+func (c *ClientWithResponses) CreateWeChatPayPaymentWithResponse(ctx context.Context, id ID, params *CreateWeChatPayPaymentParams, body CreateWeChatPayPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWeChatPayPaymentResponse, error) {
+	rsp, err := c.CreateWeChatPayPayment(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWeChatPayPaymentResponse(rsp)
+}
+
+// GetOrgPaymentWithResponse An order and where its payment stands
+//
+// `status` moves from `created` (recorded) and `pending` (at the provider) to `paid`
+// (its plan or credit applied), `closed` (unpaid past its expiry), `failed` or
+// `refunded`. Owners and admins only; an API key needs `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
+func (c *ClientWithResponses) GetOrgPaymentWithResponse(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOrgPaymentResponse, error) {
+	rsp, err := c.GetOrgPayment(ctx, id, orderId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgPaymentResponse(rsp)
+}
+
 // GetOrgSettingsWithResponse An org's settings
 //
 // Needs a member of the org, or a key of that org.
@@ -32825,6 +35112,100 @@ func (c *ClientWithResponses) GetUsageWithResponse(ctx context.Context, params *
 		return nil, err
 	}
 	return ParseGetUsageResponse(rsp)
+}
+
+// AlipayNotifyWithBodyWithResponse Alipay's notifications
+//
+// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+// else it is recorded and not applied. A notification is applied once, however often it
+// arrives. Answered with the literal `success` when received (a repeat too), else
+// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+// again. 404 `not_found` when `billing.alipay` is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+func (c *ClientWithResponses) AlipayNotifyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AlipayNotifyResponse, error) {
+	rsp, err := c.AlipayNotifyWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAlipayNotifyResponse(rsp)
+}
+
+// AlipayNotifyWithFormdataBodyWithResponse Alipay's notifications
+//
+// Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+// here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+// (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+// app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+// else it is recorded and not applied. A notification is applied once, however often it
+// arrives. Answered with the literal `success` when received (a repeat too), else
+// `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+// again. 404 `not_found` when `billing.alipay` is not set.
+//
+// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
+func (c *ClientWithResponses) AlipayNotifyWithFormdataBodyWithResponse(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*AlipayNotifyResponse, error) {
+	rsp, err := c.AlipayNotifyWithFormdataBody(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAlipayNotifyResponse(rsp)
+}
+
+// WechatpayNotifyWithBodyWithResponse WeChat Pay's notifications
+//
+// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+// points here). No Kiln credentials: the `Wechatpay-Signature` over
+// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+// currency of a payment must equal its order's, else it is recorded and not applied. A
+// notification is applied once, however often it arrives. Answered as WeChat expects:
+// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+// `billing.wechatpay` is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+func (c *ClientWithResponses) WechatpayNotifyWithBodyWithResponse(ctx context.Context, params *WechatpayNotifyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*WechatpayNotifyResponse, error) {
+	rsp, err := c.WechatpayNotifyWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseWechatpayNotifyResponse(rsp)
+}
+
+// WechatpayNotifyWithResponse WeChat Pay's notifications
+//
+// Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+// points here). No Kiln credentials: the `Wechatpay-Signature` over
+// "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+// `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+// WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+// signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+// currency of a payment must equal its order's, else it is recorded and not applied. A
+// notification is applied once, however often it arrives. Answered as WeChat expects:
+// 204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+// when it could not be recorded (WeChat sends it again). 404 `not_found` when
+// `billing.wechatpay` is not set.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/wechatpay (the `WechatpayNotify` operationId).
+func (c *ClientWithResponses) WechatpayNotifyWithResponse(ctx context.Context, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody, reqEditors ...RequestEditorFn) (*WechatpayNotifyResponse, error) {
+	rsp, err := c.WechatpayNotify(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseWechatpayNotifyResponse(rsp)
 }
 
 // ParseGetJWKSResponse parses an HTTP response from a GetJWKSWithResponse call
@@ -34060,6 +36441,59 @@ func ParseAdminSetOrgSubscriptionResponse(rsp *http.Response) (*AdminSetOrgSubsc
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminSetOrgSubscriptionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminRefundPaymentResponse parses an HTTP response from a AdminRefundPaymentWithResponse call
+func ParseAdminRefundPaymentResponse(rsp *http.Response) (*AdminRefundPaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRefundPaymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PaymentRefund
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminRefundPaymentResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -38994,6 +41428,165 @@ func ParseUpdateOrgMemberResponse(rsp *http.Response) (*UpdateOrgMemberResponse,
 	return response, nil
 }
 
+// ParseCreateAlipayPaymentResponse parses an HTTP response from a CreateAlipayPaymentWithResponse call
+func ParseCreateAlipayPaymentResponse(rsp *http.Response) (*CreateAlipayPaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateAlipayPaymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest AlipayPayment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateAlipayPaymentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateWeChatPayPaymentResponse parses an HTTP response from a CreateWeChatPayPaymentWithResponse call
+func ParseCreateWeChatPayPaymentResponse(rsp *http.Response) (*CreateWeChatPayPaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWeChatPayPaymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest WeChatPayPayment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateWeChatPayPaymentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetOrgPaymentResponse parses an HTTP response from a GetOrgPaymentWithResponse call
+func ParseGetOrgPaymentResponse(rsp *http.Response) (*GetOrgPaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgPaymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PaymentOrder
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetOrgPaymentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetOrgSettingsResponse parses an HTTP response from a GetOrgSettingsWithResponse call
 func ParseGetOrgSettingsResponse(rsp *http.Response) (*GetOrgSettingsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -40033,6 +42626,85 @@ func ParseGetUsageResponse(rsp *http.Response) (*GetUsageResponse, error) {
 			headers.RetryAfter = &value
 		}
 		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAlipayNotifyResponse parses an HTTP response from a AlipayNotifyWithResponse call
+func ParseAlipayNotifyResponse(rsp *http.Response) (*AlipayNotifyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AlipayNotifyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 400:
+		// Content-type (text/plain) unsupported
+
+	}
+
+	return response, nil
+}
+
+// ParseWechatpayNotifyResponse parses an HTTP response from a WechatpayNotifyWithResponse call
+func ParseWechatpayNotifyResponse(rsp *http.Response) (*WechatpayNotifyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &WechatpayNotifyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest WeChatPayNotifyFailure
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest WeChatPayNotifyFailure
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil

@@ -74,11 +74,39 @@ type Sentry struct {
 
 // Billing configures plans, subscriptions and quotas.
 type Billing struct {
-	DefaultPlan    string          `koanf:"default_plan" doc:"plan of an org without a subscription (an id of billing.plans)"`
-	ReservationTTL time.Duration   `koanf:"reservation_ttl" doc:"how long a model call's token reservation holds before it lapses (a replica that died mid-call frees its reservation then)"`
-	CacheTTL       time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path (a plan change reaches other replicas within it)"`
-	GracePeriod    time.Duration   `koanf:"grace_period" doc:"how long a subscription whose renewal went unpaid stays past_due (served) before it is frozen (model calls and ingestions refused with payment_required)"`
-	Plans          map[string]Plan `koanf:"plans" doc:"plans by id: name, prices, features, limits (YAML only); see the README"`
+	DefaultPlan     string          `koanf:"default_plan" doc:"plan of an org without a subscription (an id of billing.plans)"`
+	ReservationTTL  time.Duration   `koanf:"reservation_ttl" doc:"how long a model call's token reservation holds before it lapses (a replica that died mid-call frees its reservation then)"`
+	CacheTTL        time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path (a plan change reaches other replicas within it)"`
+	GracePeriod     time.Duration   `koanf:"grace_period" doc:"how long a subscription whose renewal went unpaid stays past_due (served) before it is frozen (model calls and ingestions refused with payment_required)"`
+	Plans           map[string]Plan `koanf:"plans" doc:"plans by id: name, prices, features, limits (YAML only); see the README"`
+	OrderExpiry     time.Duration   `koanf:"order_expiry" doc:"how long a WeChat Pay or Alipay order can be paid (the time_expire given to the provider); the order query job closes it after"`
+	OrderQueryAfter time.Duration   `koanf:"order_query_after" doc:"a WeChat Pay or Alipay order still open this long after it was created is asked about by the order query job (its notification may be lost)"`
+	WeChatPay       WeChatPay       `koanf:"wechatpay"`
+	Alipay          Alipay          `koanf:"alipay"`
+}
+
+// WeChatPay configures WeChat Pay (API v3, a direct merchant); an empty mch_id leaves it
+// off.
+type WeChatPay struct {
+	MchID          string `koanf:"mch_id" doc:"merchant id (商户号); empty: WeChat Pay is off"`
+	AppID          string `koanf:"app_id" doc:"the AppID the merchant is bound to (official account, mini program or app)"`
+	MerchantSerial string `koanf:"merchant_serial" doc:"serial number of the merchant's API certificate"`
+	MerchantKey    string `koanf:"merchant_key" secret:"true" doc:"the merchant's API private key, PEM (apiclient_key.pem)"`
+	APIv3Key       string `koanf:"api_v3_key" secret:"true" doc:"the 32-byte APIv3 key that decrypts notifications"`
+	PlatformKey    string `koanf:"platform_key" doc:"WeChat Pay's public key (PUBLIC KEY PEM) or platform certificate (CERTIFICATE PEM) that signs notifications and answers"`
+	PlatformSerial string `koanf:"platform_serial" doc:"the id WeChat sends in Wechatpay-Serial with that key (PUB_KEY_ID_…); empty: the certificate's serial"`
+	NotifyURL      string `koanf:"notify_url" doc:"https URL of POST /v1/webhooks/wechatpay as WeChat reaches it"`
+	BaseURL        string `koanf:"base_url" doc:"WeChat Pay's API; empty: https://api.mch.weixin.qq.com"`
+}
+
+// Alipay configures Alipay (open platform, public-key mode); an empty app_id leaves it off.
+type Alipay struct {
+	AppID      string `koanf:"app_id" doc:"the app's id on Alipay's open platform; empty: Alipay is off"`
+	PrivateKey string `koanf:"private_key" secret:"true" doc:"the app's RSA2 private key, PEM"`
+	PublicKey  string `koanf:"public_key" doc:"Alipay's public key of the app (支付宝公钥), PEM"`
+	NotifyURL  string `koanf:"notify_url" doc:"URL of POST /v1/webhooks/alipay as Alipay reaches it"`
+	ReturnURL  string `koanf:"return_url" doc:"where the payer's browser returns after paying; empty: Alipay's page"`
+	Gateway    string `koanf:"gateway" doc:"Alipay's gateway; empty: https://openapi.alipay.com/gateway.do (the sandbox's to test)"`
 }
 
 // Plan is one plan of billing.plans.
@@ -400,13 +428,14 @@ func Default() Config {
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
-		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour, Plans: map[string]Plan{
-			"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
-				"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
-				"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
-				"documents": {Value: 100, Overage: "block"}, "storage_bytes": {Value: 100 << 20, Overage: "block"},
+		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour,
+			OrderExpiry: 30 * time.Minute, OrderQueryAfter: 5 * time.Minute, Plans: map[string]Plan{
+				"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
+					"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
+					"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
+					"documents": {Value: 100, Overage: "block"}, "storage_bytes": {Value: 100 << 20, Overage: "block"},
+				}},
 			}},
-		}},
 	}
 }
 
@@ -646,6 +675,8 @@ func (c Config) validate() []string {
 		"billing.reservation_ttl":      c.Billing.ReservationTTL,
 		"billing.cache_ttl":            c.Billing.CacheTTL,
 		"billing.grace_period":         c.Billing.GracePeriod,
+		"billing.order_expiry":         c.Billing.OrderExpiry,
+		"billing.order_query_after":    c.Billing.OrderQueryAfter,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)
@@ -1023,6 +1054,11 @@ func (c Config) Masked() Config {
 	if c.Sentry.DSN != "" {
 		c.Sentry.DSN = "****" // its user part is the project's key
 	}
+	for _, secret := range []*string{&c.Billing.WeChatPay.MerchantKey, &c.Billing.WeChatPay.APIv3Key, &c.Billing.Alipay.PrivateKey} {
+		if *secret != "" {
+			*secret = "****"
+		}
+	}
 	providers := make([]OAuthProvider, len(c.Auth.OAuth.Providers))
 	for i, p := range c.Auth.OAuth.Providers {
 		if p.ClientSecret != "" {
@@ -1142,6 +1178,24 @@ func (b Billing) validate() []string {
 				}
 			default:
 				bad(lk+".overage", "must be block, allow_and_bill or allow_and_alert, got %q", l.Overage)
+			}
+		}
+	}
+	if w := b.WeChatPay; w.MchID != "" {
+		for key, v := range map[string]string{"app_id": w.AppID, "merchant_serial": w.MerchantSerial, "merchant_key": w.MerchantKey,
+			"api_v3_key": w.APIv3Key, "platform_key": w.PlatformKey, "notify_url": w.NotifyURL} {
+			if v == "" {
+				bad("billing.wechatpay."+key, "required when billing.wechatpay.mch_id is set")
+			}
+		}
+		if w.APIv3Key != "" && len(w.APIv3Key) != 32 {
+			bad("billing.wechatpay.api_v3_key", "must be 32 bytes, got %d", len(w.APIv3Key))
+		}
+	}
+	if a := b.Alipay; a.AppID != "" {
+		for key, v := range map[string]string{"private_key": a.PrivateKey, "public_key": a.PublicKey, "notify_url": a.NotifyURL} {
+			if v == "" {
+				bad("billing.alipay."+key, "required when billing.alipay.app_id is set")
 			}
 		}
 	}

@@ -946,6 +946,166 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{id}/payments/wechatpay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pay with WeChat Pay
+         * @description Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+         *     top-up of credit (`purpose: top_up`, `amount` in fen), places it at WeChat Pay (API
+         *     v3) and returns what starts the payment: the `code_url` to show as a QR code
+         *     (`native`), the signed parameters of `WeixinJSBridge.getBrandWCPayRequest` inside
+         *     WeChat (`jsapi`, with the payer's `openid`), or the `h5_url` to open in a mobile
+         *     browser (`h5`). The order is paid when WeChat's notification arrives at
+         *     `POST /v1/webhooks/wechatpay` (or the order query job finds it paid); it can be paid
+         *     until `expires_at`, then it is closed. Owners and admins only; an API key needs
+         *     `admin`. 422 `provider_not_configured` when `billing.wechatpay` is not set.
+         */
+        post: operations["createWeChatPayPayment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/payments/alipay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pay with Alipay
+         * @description Creates an order for a plan's price over one interval (`purpose: subscription`) or a
+         *     top-up of credit (`purpose: top_up`, `amount` in fen) and returns the signed URL that
+         *     opens Alipay's cashier: in a computer's browser (`page`, alipay.trade.page.pay) or a
+         *     phone's (`wap`, alipay.trade.wap.pay). The order is paid when Alipay's notification
+         *     arrives at `POST /v1/webhooks/alipay` (or the order query job finds it paid); it can
+         *     be paid until `expires_at`, then it is closed. Owners and admins only; an API key
+         *     needs `admin`. 422 `provider_not_configured` when `billing.alipay` is not set.
+         */
+        post: operations["createAlipayPayment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/payments/{order_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An order and where its payment stands
+         * @description `status` moves from `created` (recorded) and `pending` (at the provider) to `paid`
+         *     (its plan or credit applied), `closed` (unpaid past its expiry), `failed` or
+         *     `refunded`. Owners and admins only; an API key needs `billing:read` or `admin`.
+         */
+        get: operations["getOrgPayment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/payments/{order_id}/refund": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refund a paid WeChat Pay or Alipay order
+         * @description Refunds `amount` fen of a paid order (default: all that is not refunded yet) at its
+         *     provider. Alipay refunds at once (`refund_status: succeeded`); WeChat Pay usually
+         *     answers `processing` and reports the outcome by notification. The order's `refunded`
+         *     grows when the refund succeeds; a top-up's credit shrinks with it. Asking again for
+         *     the same total repeats the same refund at the provider (its refund number is derived
+         *     from the order and the total), never a second one. Audited
+         *     (`billing.payment_refund_requested`, then `billing.payment_event`). Platform admins
+         *     only. 422 `provider_not_configured` when the order's provider is not configured.
+         */
+        post: operations["adminRefundPayment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/wechatpay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * WeChat Pay's notifications
+         * @description Where WeChat Pay posts payment and refund notifications (`billing.wechatpay.notify_url`
+         *     points here). No Kiln credentials: the `Wechatpay-Signature` over
+         *     "timestamp\nnonce\nbody\n", made with WeChat's platform key named by
+         *     `Wechatpay-Serial`, is the credential, within 5 minutes of `Wechatpay-Timestamp`.
+         *     WeChat's signature probes (`WECHATPAY/SIGNTEST/…`) are refused like any other bad
+         *     signature. The resource is opened with AES-256-GCM under the APIv3 key; the amount and
+         *     currency of a payment must equal its order's, else it is recorded and not applied. A
+         *     notification is applied once, however often it arrives. Answered as WeChat expects:
+         *     204 when received (a repeat too), 401 with `{"code":"FAIL"}` when not believed, 500
+         *     when it could not be recorded (WeChat sends it again). 404 `not_found` when
+         *     `billing.wechatpay` is not set.
+         */
+        post: operations["wechatpayNotify"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/alipay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Alipay's notifications
+         * @description Where Alipay posts its asynchronous notifications (`billing.alipay.notify_url` points
+         *     here), form-encoded. No Kiln credentials: the RSA2 `sign` over the other parameters
+         *     (sorted, less `sign` and `sign_type`), verified with Alipay's public key, for this
+         *     app's `app_id`, is the credential. The amount (`total_amount`) must equal the order's,
+         *     else it is recorded and not applied. A notification is applied once, however often it
+         *     arrives. Answered with the literal `success` when received (a repeat too), else
+         *     `fail` (400 when not believed, 500 when it could not be recorded), and Alipay sends it
+         *     again. 404 `not_found` when `billing.alipay` is not set.
+         */
+        post: operations["alipayNotify"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/orgs": {
         parameters: {
             query?: never;
@@ -3656,11 +3816,173 @@ export interface components {
             limits: components["schemas"]["LimitUsage"][];
         };
         /**
+         * @description A plan's price for one interval, or credit.
+         * @enum {string}
+         */
+        PaymentPurpose: "subscription" | "top_up";
+        PaymentOrderFields: {
+            purpose: components["schemas"]["PaymentPurpose"];
+            /**
+             * @description The plan to pay for (`subscription`); a plan of `billing.plans` with a CNY price for `interval`.
+             * @example pro
+             */
+            plan?: string;
+            /**
+             * @description The interval paid for (`subscription`).
+             * @enum {string}
+             */
+            interval?: "month" | "year";
+            /**
+             * Format: int64
+             * @description The credit to buy, in fen (`top_up`).
+             */
+            amount?: number;
+            /** @enum {string} */
+            currency: "CNY";
+        };
+        WeChatPayPaymentRequest: components["schemas"]["PaymentOrderFields"] & {
+            /**
+             * @description `native`: a QR code; `jsapi`: inside WeChat (needs `openid`); `h5`: a mobile browser.
+             * @enum {string}
+             */
+            mode: "native" | "jsapi" | "h5";
+            /** @description The payer's openid under `billing.wechatpay.app_id` (`jsapi`). */
+            openid?: string;
+        };
+        AlipayPaymentRequest: components["schemas"]["PaymentOrderFields"] & {
+            /**
+             * @description `page`: a computer's browser; `wap`: a phone's.
+             * @enum {string}
+             */
+            mode: "page" | "wap";
+            /**
+             * Format: uri
+             * @description Where a payer who gives up goes (`wap`).
+             */
+            quit_url?: string;
+        };
+        PaymentOrder: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id: string;
+            /** @enum {string} */
+            provider: "stripe" | "wechatpay" | "alipay" | "manual";
+            purpose: components["schemas"]["PaymentPurpose"];
+            plan?: string;
+            /** @enum {string} */
+            interval?: "month" | "year";
+            /**
+             * Format: int64
+             * @description In minor units (fen, cents).
+             */
+            amount: number;
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            /** @enum {string} */
+            status: "created" | "pending" | "paid" | "closed" | "refunded" | "failed";
+            /**
+             * Format: int64
+             * @description Refunded so far, in minor units.
+             */
+            refunded: number;
+            /** @description The merchant's order number at the provider (`out_trade_no`). */
+            provider_order_id?: string;
+            created_at: components["schemas"]["Timestamp"];
+            paid_at?: components["schemas"]["Timestamp"];
+            expires_at?: components["schemas"]["Timestamp"];
+        };
+        /** @description The arguments of `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`, signed by the merchant. */
+        WeChatPayJSAPIParams: {
+            appId: string;
+            timeStamp: string;
+            nonceStr: string;
+            /** @example prepay_id=wx201410272009395522657a690389285100 */
+            package: string;
+            /** @enum {string} */
+            signType: "RSA";
+            paySign: string;
+        };
+        WeChatPayPayment: {
+            order: components["schemas"]["PaymentOrder"];
+            /**
+             * @description `native`: the weixin:// link to show as a QR code.
+             * @example weixin://wxpay/bizpayurl?pr=p4lpSuKzz
+             */
+            code_url?: string;
+            jsapi?: components["schemas"]["WeChatPayJSAPIParams"];
+            /** @description `h5`: the page to open in the payer's mobile browser. */
+            h5_url?: string;
+        };
+        AlipayPayment: {
+            order: components["schemas"]["PaymentOrder"];
+            /** @description The signed URL of Alipay's cashier; send the payer's browser there (GET). */
+            pay_url: string;
+        };
+        RefundRequest: {
+            /**
+             * Format: int64
+             * @description Fen to refund; default all that is not refunded yet.
+             */
+            amount?: number;
+            /** @description Shown to the payer by the provider. */
+            reason?: string;
+        };
+        PaymentRefund: {
+            order: components["schemas"]["PaymentOrder"];
+            /**
+             * @description `processing`: the provider reports the outcome by notification.
+             * @enum {string}
+             */
+            refund_status: "succeeded" | "processing";
+            /**
+             * Format: int64
+             * @description The order's refunded total once this refund succeeds, in fen.
+             */
+            refunded: number;
+        };
+        /** @description WeChat Pay's notification envelope; its resource is encrypted (AEAD_AES_256_GCM). */
+        WeChatPayNotification: {
+            id?: string;
+            create_time?: string;
+            /** @example TRANSACTION.SUCCESS */
+            event_type?: string;
+            resource_type?: string;
+            resource?: {
+                algorithm?: string;
+                ciphertext?: string;
+                associated_data?: string;
+                nonce?: string;
+                original_type?: string;
+            };
+            summary?: string;
+        };
+        /** @description The answer WeChat Pay expects to a notification it should send again. */
+        WeChatPayNotifyFailure: {
+            /** @enum {string} */
+            code: "FAIL";
+            message: string;
+        };
+        /** @description Alipay's asynchronous notification (form-encoded); every parameter is signed. */
+        AlipayNotification: {
+            notify_id?: string;
+            notify_type?: string;
+            app_id?: string;
+            out_trade_no?: string;
+            trade_no?: string;
+            trade_status?: string;
+            total_amount?: string;
+            sign_type?: string;
+            sign?: string;
+        } & {
+            [key: string]: string;
+        };
+        /**
          * @description Stable, machine-readable error code. The catalog, with statuses and meanings, is in
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "provider_not_configured";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -5985,6 +6307,256 @@ export interface operations {
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    createWeChatPayPayment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WeChatPayPaymentRequest"];
+            };
+        };
+        responses: {
+            /** @description The order, placed at WeChat Pay. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WeChatPayPayment"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    createAlipayPayment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlipayPaymentRequest"];
+            };
+        };
+        responses: {
+            /** @description The order and its pay URL. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlipayPayment"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgPayment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The order's id. */
+                order_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentOrder"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminRefundPayment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description The order's id. */
+                order_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefundRequest"];
+            };
+        };
+        responses: {
+            /** @description The refund as the provider answered it, and the order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentRefund"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    wechatpayNotify: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Base64 SHA256withRSA signature by WeChat Pay's platform key. */
+                "Wechatpay-Signature"?: string;
+                /** @description The platform key's id (`PUB_KEY_ID_…`) or certificate serial. */
+                "Wechatpay-Serial"?: string;
+                /** @description Unix seconds when WeChat signed. */
+                "Wechatpay-Timestamp"?: string;
+                /** @description The signature's nonce. */
+                "Wechatpay-Nonce"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WeChatPayNotification"];
+            };
+        };
+        responses: {
+            /** @description Received (applied now or before, or recorded without effect). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not believed (bad, missing or probing signature, unknown serial, stale timestamp, a resource that does not open). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WeChatPayNotifyFailure"];
+                };
+            };
+            /** @description Not recorded; WeChat Pay sends it again. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WeChatPayNotifyFailure"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    alipayNotify: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": components["schemas"]["AlipayNotification"];
+            };
+        };
+        responses: {
+            /** @description Received. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": "success";
+                };
+            };
+            /**
+             * @description Not believed (bad or missing signature, another app's): the literal `fail`. A body
+             *     that is not a form at all is refused before it is read, as a problem.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": "fail";
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not recorded; Alipay sends it again. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": "fail";
+                };
+            };
             default: components["responses"]["Problem"];
         };
     };
