@@ -83,7 +83,7 @@ func newRootCmd(stdout io.Writer, environ []string) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&a.cfgPath, "config", "", "YAML config file (default $KILN_CONFIG)")
-	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.quickstartCmd(), a.llmCmd(), a.ragCmd(), a.versionCmd(), a.seedCmd())
+	root.AddCommand(a.serveCmd(), a.workerCmd(), a.migrateCmd(), a.configCmd(), a.keysCmd(), a.adminCmd(), a.quickstartCmd(), a.llmCmd(), a.ragCmd(), a.versionCmd(), a.seedCmd(), a.genCmd())
 	return root
 }
 
