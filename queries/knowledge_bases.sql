@@ -182,3 +182,40 @@ UPDATE kb_documents d
 SET chunk_count = (SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id AND c.generation = sqlc.arg(generation))::integer,
     status = 'ready', error = NULL, indexed_at = sqlc.arg(now), updated_at = sqlc.arg(now)
 WHERE d.kb_id = sqlc.arg(kb_id);
+
+-- Every org's knowledge bases for platform admins, newest first, with their sizes and
+-- failed ingestions (a document failed, or its job ended without finishing it).
+-- name: AdminListKnowledgeBases :many
+SELECT k.id, k.org_id, o.name AS org_name, k.name, k.embedding_model, k.dimensions, k.vector_store, k.generation,
+       k.chunk_count, k.created_at,
+       (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count,
+       (SELECT coalesce(sum(d.bytes), 0) FROM kb_documents d WHERE d.kb_id = k.id)::bigint AS bytes,
+       (SELECT count(*) FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+        WHERE d.kb_id = k.id
+          AND (d.status = 'failed' OR (d.status IN ('queued', 'processing') AND j.state IN ('failed', 'cancelled'))))::integer AS failed_documents
+FROM knowledge_bases k JOIN orgs o ON o.id = k.org_id
+WHERE (sqlc.narg(org_id)::uuid IS NULL OR k.org_id = sqlc.narg(org_id)::uuid)
+  AND (sqlc.narg(after)::uuid IS NULL OR k.id < sqlc.narg(after)::uuid)
+ORDER BY k.id DESC
+LIMIT sqlc.arg(max_rows);
+
+-- Every org's documents whose ingestion failed, newest first.
+-- name: AdminListFailedDocuments :many
+SELECT sqlc.embed(d), k.name AS kb_name, j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d JOIN knowledge_bases k ON k.id = d.kb_id LEFT JOIN jobs j ON j.id = d.job_id
+WHERE (d.status = 'failed' OR (d.status IN ('queued', 'processing') AND j.state IN ('failed', 'cancelled')))
+  AND (sqlc.narg(org_id)::uuid IS NULL OR d.org_id = sqlc.narg(org_id)::uuid)
+  AND (sqlc.narg(after)::uuid IS NULL OR d.id < sqlc.narg(after)::uuid)
+ORDER BY d.id DESC
+LIMIT sqlc.arg(max_rows);
+
+-- A document of any org, with its ingestion job's state (a platform admin's retry).
+-- name: AdminGetDocument :one
+SELECT sqlc.embed(d), j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+WHERE d.kb_id = sqlc.arg(kb_id) AND d.id = sqlc.arg(id);
+
+-- name: RequeueDocument :one
+UPDATE kb_documents SET status = 'queued', error = NULL, job_id = sqlc.arg(job_id), updated_at = sqlc.arg(updated_at)
+WHERE id = sqlc.arg(id)
+RETURNING *;

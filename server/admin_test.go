@@ -112,7 +112,7 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 				continue
 			}
 			ops++
-			target := strings.NewReplacer("{id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String()).Replace(path)
+			target := strings.NewReplacer("{id}", victim.Id.String(), "{doc_id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String()).Replace(path)
 			// Valid bodies, so that only the caller is refused.
 			var body any
 			if op.RequestBody != nil {
@@ -135,8 +135,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 25 {
-		t.Errorf("%d admin operations in the spec, want 25: test the new ones in TestAdmin (billing's in TestBilling, payments' in TestWeChatPay and TestAlipay)", ops)
+	if ops != 28 {
+		t.Errorf("%d admin operations in the spec, want 28: test the new ones in TestAdmin (billing's in TestBilling, payments' in TestWeChatPay and TestAlipay, knowledge bases' in TestAdminKnowledgeBases)", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {

@@ -1898,6 +1898,30 @@ type APIKeyWithSecret struct {
 	Scopes     []Scope             `json:"scopes"`
 }
 
+// AdminDocument defines model for AdminDocument.
+type AdminDocument struct {
+	Bytes             int                 `json:"bytes"`
+	Error             *string             `json:"error"`
+	Id                openapi_types.UUID  `json:"id"`
+	JobId             *openapi_types.UUID `json:"job_id"`
+	KnowledgeBaseId   openapi_types.UUID  `json:"knowledge_base_id"`
+	KnowledgeBaseName string              `json:"knowledge_base_name"`
+	OrgId             openapi_types.UUID  `json:"org_id"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// AdminDocumentList defines model for AdminDocumentList.
+type AdminDocumentList struct {
+	Data       []AdminDocument `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
 // AdminJob A job as a platform admin sees it, with its payload, result and error redacted.
 type AdminJob struct {
 	ApiKeyId *openapi_types.UUID `json:"api_key_id,omitempty"`
@@ -1956,6 +1980,39 @@ type AdminJobList struct {
 
 // AdminJobState defines model for AdminJobState.
 type AdminJobState string
+
+// AdminKnowledgeBase defines model for AdminKnowledgeBase.
+type AdminKnowledgeBase struct {
+	// Bytes The extracted text of its documents, in bytes.
+	Bytes      int64 `json:"bytes"`
+	ChunkCount int   `json:"chunk_count"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions      EmbeddingDimensions `json:"dimensions"`
+	DocumentCount   int                 `json:"document_count"`
+	EmbeddingModel  string              `json:"embedding_model"`
+	FailedDocuments int                 `json:"failed_documents"`
+	Generation      int                 `json:"generation"`
+	Id              openapi_types.UUID  `json:"id"`
+	Name            string              `json:"name"`
+	OrgId           openapi_types.UUID  `json:"org_id"`
+	OrgName         string              `json:"org_name"`
+
+	// VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+	// Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+	// asking for it on a server without it is a 422). Chunks, their metadata and the
+	// full-text index stay in PostgreSQL either way. Set at creation.
+	VectorStore VectorStore `json:"vector_store"`
+}
+
+// AdminKnowledgeBaseList defines model for AdminKnowledgeBaseList.
+type AdminKnowledgeBaseList struct {
+	Data       []AdminKnowledgeBase `json:"data"`
+	NextCursor *string              `json:"next_cursor"`
+}
 
 // AdminOrgList defines model for AdminOrgList.
 type AdminOrgList struct {
@@ -4772,6 +4829,30 @@ type AdminListJobsParams struct {
 	Queue *string `form:"queue,omitempty" json:"queue,omitempty"`
 
 	// OrgId Only this org's jobs.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
+}
+
+// AdminListKnowledgeBasesParams defines parameters for AdminListKnowledgeBases.
+type AdminListKnowledgeBasesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// OrgId Only this org's knowledge bases.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
+}
+
+// AdminListFailedDocumentsParams defines parameters for AdminListFailedDocuments.
+type AdminListFailedDocumentsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// OrgId Only this org's documents.
 	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
 }
 
@@ -8081,6 +8162,15 @@ type ServerInterface interface {
 	// AdminRetryJob Retry a failed job
 	// (POST /v1/admin/jobs/{id}/retry)
 	AdminRetryJob(w http.ResponseWriter, r *http.Request, id ID)
+	// AdminListKnowledgeBases Every org's knowledge bases
+	// (GET /v1/admin/knowledge-bases)
+	AdminListKnowledgeBases(w http.ResponseWriter, r *http.Request, params AdminListKnowledgeBasesParams)
+	// AdminListFailedDocuments Every org's documents whose ingestion failed
+	// (GET /v1/admin/knowledge-bases/failed-documents)
+	AdminListFailedDocuments(w http.ResponseWriter, r *http.Request, params AdminListFailedDocumentsParams)
+	// AdminRetryDocument Ingest a failed document again
+	// (POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry)
+	AdminRetryDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID)
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(w http.ResponseWriter, r *http.Request, params AdminListOrgsParams)
@@ -8814,6 +8904,159 @@ func (siw *ServerInterfaceWrapper) AdminRetryJob(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminRetryJob(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminListKnowledgeBases operation middleware
+func (siw *ServerInterfaceWrapper) AdminListKnowledgeBases(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminListKnowledgeBasesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "org_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "org_id", r.URL.Query(), &params.OrgId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "org_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "org_id", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListKnowledgeBases(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminListFailedDocuments operation middleware
+func (siw *ServerInterfaceWrapper) AdminListFailedDocuments(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminListFailedDocumentsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "org_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "org_id", r.URL.Query(), &params.OrgId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "org_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "org_id", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminListFailedDocuments(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminRetryDocument operation middleware
+func (siw *ServerInterfaceWrapper) AdminRetryDocument(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "doc_id" -------------
+	var docId DocumentID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "doc_id", r.PathValue("doc_id"), &docId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "doc_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminRetryDocument(w, r, id, docId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -13662,6 +13905,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/discard", wrapper.AdminDiscardJobs)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/{id}/retry", wrapper.AdminRetryJob)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/jobs/{id}/discard", wrapper.AdminDiscardJob)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/knowledge-bases", wrapper.AdminListKnowledgeBases)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/knowledge-bases/failed-documents", wrapper.AdminListFailedDocuments)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry", wrapper.AdminRetryDocument)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/providers", wrapper.ListOAuthProviders)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/start", wrapper.StartOAuth)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/oauth/{provider}/callback", wrapper.OauthCallback)
@@ -14461,6 +14707,181 @@ type AdminRetryJobdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminRetryJobdefaultApplicationProblemPlusJSONResponse) VisitAdminRetryJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListKnowledgeBasesRequestObject struct {
+	Params AdminListKnowledgeBasesParams
+}
+
+type AdminListKnowledgeBasesResponseObject interface {
+	VisitAdminListKnowledgeBasesResponse(w http.ResponseWriter) error
+}
+
+type AdminListKnowledgeBases200JSONResponse AdminKnowledgeBaseList
+
+func (response AdminListKnowledgeBases200JSONResponse) VisitAdminListKnowledgeBasesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListKnowledgeBases503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminListKnowledgeBases503ApplicationProblemPlusJSONResponse) VisitAdminListKnowledgeBasesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListKnowledgeBasesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListKnowledgeBasesdefaultApplicationProblemPlusJSONResponse) VisitAdminListKnowledgeBasesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListFailedDocumentsRequestObject struct {
+	Params AdminListFailedDocumentsParams
+}
+
+type AdminListFailedDocumentsResponseObject interface {
+	VisitAdminListFailedDocumentsResponse(w http.ResponseWriter) error
+}
+
+type AdminListFailedDocuments200JSONResponse AdminDocumentList
+
+func (response AdminListFailedDocuments200JSONResponse) VisitAdminListFailedDocumentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListFailedDocuments503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminListFailedDocuments503ApplicationProblemPlusJSONResponse) VisitAdminListFailedDocumentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminListFailedDocumentsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminListFailedDocumentsdefaultApplicationProblemPlusJSONResponse) VisitAdminListFailedDocumentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryDocumentRequestObject struct {
+	Id    ID         `json:"id"`
+	DocId DocumentID `json:"doc_id"`
+}
+
+type AdminRetryDocumentResponseObject interface {
+	VisitAdminRetryDocumentResponse(w http.ResponseWriter) error
+}
+
+type AdminRetryDocument202JSONResponse Document
+
+func (response AdminRetryDocument202JSONResponse) VisitAdminRetryDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryDocument503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminRetryDocument503ApplicationProblemPlusJSONResponse) VisitAdminRetryDocumentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminRetryDocumentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminRetryDocumentdefaultApplicationProblemPlusJSONResponse) VisitAdminRetryDocumentResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -20897,6 +21318,15 @@ type StrictServerInterface interface {
 	// AdminRetryJob Retry a failed job
 	// (POST /v1/admin/jobs/{id}/retry)
 	AdminRetryJob(ctx context.Context, request AdminRetryJobRequestObject) (AdminRetryJobResponseObject, error)
+	// AdminListKnowledgeBases Every org's knowledge bases
+	// (GET /v1/admin/knowledge-bases)
+	AdminListKnowledgeBases(ctx context.Context, request AdminListKnowledgeBasesRequestObject) (AdminListKnowledgeBasesResponseObject, error)
+	// AdminListFailedDocuments Every org's documents whose ingestion failed
+	// (GET /v1/admin/knowledge-bases/failed-documents)
+	AdminListFailedDocuments(ctx context.Context, request AdminListFailedDocumentsRequestObject) (AdminListFailedDocumentsResponseObject, error)
+	// AdminRetryDocument Ingest a failed document again
+	// (POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry)
+	AdminRetryDocument(ctx context.Context, request AdminRetryDocumentRequestObject) (AdminRetryDocumentResponseObject, error)
 	// AdminListOrgs Every org
 	// (GET /v1/admin/orgs)
 	AdminListOrgs(ctx context.Context, request AdminListOrgsRequestObject) (AdminListOrgsResponseObject, error)
@@ -21599,6 +22029,85 @@ func (sh *strictHandler) AdminRetryJob(w http.ResponseWriter, r *http.Request, i
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminRetryJobResponseObject); ok {
 		if err := validResponse.VisitAdminRetryJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminListKnowledgeBases operation middleware
+func (sh *strictHandler) AdminListKnowledgeBases(w http.ResponseWriter, r *http.Request, params AdminListKnowledgeBasesParams) {
+	var request AdminListKnowledgeBasesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListKnowledgeBases(ctx, request.(AdminListKnowledgeBasesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListKnowledgeBases")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListKnowledgeBasesResponseObject); ok {
+		if err := validResponse.VisitAdminListKnowledgeBasesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminListFailedDocuments operation middleware
+func (sh *strictHandler) AdminListFailedDocuments(w http.ResponseWriter, r *http.Request, params AdminListFailedDocumentsParams) {
+	var request AdminListFailedDocumentsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminListFailedDocuments(ctx, request.(AdminListFailedDocumentsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminListFailedDocuments")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminListFailedDocumentsResponseObject); ok {
+		if err := validResponse.VisitAdminListFailedDocumentsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminRetryDocument operation middleware
+func (sh *strictHandler) AdminRetryDocument(w http.ResponseWriter, r *http.Request, id ID, docId DocumentID) {
+	var request AdminRetryDocumentRequestObject
+
+	request.Id = id
+	request.DocId = docId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminRetryDocument(ctx, request.(AdminRetryDocumentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminRetryDocument")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminRetryDocumentResponseObject); ok {
+		if err := validResponse.VisitAdminRetryDocumentResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -29,6 +29,193 @@ func (q *Queries) AddKnowledgeBaseChunks(ctx context.Context, arg AddKnowledgeBa
 	return err
 }
 
+const adminGetDocument = `-- name: AdminGetDocument :one
+SELECT d.id, d.org_id, d.kb_id, d.title, d.source, d.filename, d.media_type, d.external_id, d.metadata, d.content, d.content_hash, d.bytes, d.status, d.error, d.chunk_count, d.job_id, d.created_at, d.updated_at, d.indexed_at, j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+WHERE d.kb_id = $1 AND d.id = $2
+`
+
+type AdminGetDocumentParams struct {
+	KbID uuid.UUID
+	ID   uuid.UUID
+}
+
+type AdminGetDocumentRow struct {
+	KbDocument KbDocument
+	JobState   pgtype.Text
+	JobError   pgtype.Text
+}
+
+// A document of any org, with its ingestion job's state (a platform admin's retry).
+func (q *Queries) AdminGetDocument(ctx context.Context, arg AdminGetDocumentParams) (AdminGetDocumentRow, error) {
+	row := q.db.QueryRow(ctx, adminGetDocument, arg.KbID, arg.ID)
+	var i AdminGetDocumentRow
+	err := row.Scan(
+		&i.KbDocument.ID,
+		&i.KbDocument.OrgID,
+		&i.KbDocument.KbID,
+		&i.KbDocument.Title,
+		&i.KbDocument.Source,
+		&i.KbDocument.Filename,
+		&i.KbDocument.MediaType,
+		&i.KbDocument.ExternalID,
+		&i.KbDocument.Metadata,
+		&i.KbDocument.Content,
+		&i.KbDocument.ContentHash,
+		&i.KbDocument.Bytes,
+		&i.KbDocument.Status,
+		&i.KbDocument.Error,
+		&i.KbDocument.ChunkCount,
+		&i.KbDocument.JobID,
+		&i.KbDocument.CreatedAt,
+		&i.KbDocument.UpdatedAt,
+		&i.KbDocument.IndexedAt,
+		&i.JobState,
+		&i.JobError,
+	)
+	return i, err
+}
+
+const adminListFailedDocuments = `-- name: AdminListFailedDocuments :many
+SELECT d.id, d.org_id, d.kb_id, d.title, d.source, d.filename, d.media_type, d.external_id, d.metadata, d.content, d.content_hash, d.bytes, d.status, d.error, d.chunk_count, d.job_id, d.created_at, d.updated_at, d.indexed_at, k.name AS kb_name, j.state AS job_state, j.last_error AS job_error
+FROM kb_documents d JOIN knowledge_bases k ON k.id = d.kb_id LEFT JOIN jobs j ON j.id = d.job_id
+WHERE (d.status = 'failed' OR (d.status IN ('queued', 'processing') AND j.state IN ('failed', 'cancelled')))
+  AND ($1::uuid IS NULL OR d.org_id = $1::uuid)
+  AND ($2::uuid IS NULL OR d.id < $2::uuid)
+ORDER BY d.id DESC
+LIMIT $3
+`
+
+type AdminListFailedDocumentsParams struct {
+	OrgID   uuid.NullUUID
+	After   uuid.NullUUID
+	MaxRows int32
+}
+
+type AdminListFailedDocumentsRow struct {
+	KbDocument KbDocument
+	KbName     string
+	JobState   pgtype.Text
+	JobError   pgtype.Text
+}
+
+// Every org's documents whose ingestion failed, newest first.
+func (q *Queries) AdminListFailedDocuments(ctx context.Context, arg AdminListFailedDocumentsParams) ([]AdminListFailedDocumentsRow, error) {
+	rows, err := q.db.Query(ctx, adminListFailedDocuments, arg.OrgID, arg.After, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AdminListFailedDocumentsRow{}
+	for rows.Next() {
+		var i AdminListFailedDocumentsRow
+		if err := rows.Scan(
+			&i.KbDocument.ID,
+			&i.KbDocument.OrgID,
+			&i.KbDocument.KbID,
+			&i.KbDocument.Title,
+			&i.KbDocument.Source,
+			&i.KbDocument.Filename,
+			&i.KbDocument.MediaType,
+			&i.KbDocument.ExternalID,
+			&i.KbDocument.Metadata,
+			&i.KbDocument.Content,
+			&i.KbDocument.ContentHash,
+			&i.KbDocument.Bytes,
+			&i.KbDocument.Status,
+			&i.KbDocument.Error,
+			&i.KbDocument.ChunkCount,
+			&i.KbDocument.JobID,
+			&i.KbDocument.CreatedAt,
+			&i.KbDocument.UpdatedAt,
+			&i.KbDocument.IndexedAt,
+			&i.KbName,
+			&i.JobState,
+			&i.JobError,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const adminListKnowledgeBases = `-- name: AdminListKnowledgeBases :many
+SELECT k.id, k.org_id, o.name AS org_name, k.name, k.embedding_model, k.dimensions, k.vector_store, k.generation,
+       k.chunk_count, k.created_at,
+       (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count,
+       (SELECT coalesce(sum(d.bytes), 0) FROM kb_documents d WHERE d.kb_id = k.id)::bigint AS bytes,
+       (SELECT count(*) FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
+        WHERE d.kb_id = k.id
+          AND (d.status = 'failed' OR (d.status IN ('queued', 'processing') AND j.state IN ('failed', 'cancelled'))))::integer AS failed_documents
+FROM knowledge_bases k JOIN orgs o ON o.id = k.org_id
+WHERE ($1::uuid IS NULL OR k.org_id = $1::uuid)
+  AND ($2::uuid IS NULL OR k.id < $2::uuid)
+ORDER BY k.id DESC
+LIMIT $3
+`
+
+type AdminListKnowledgeBasesParams struct {
+	OrgID   uuid.NullUUID
+	After   uuid.NullUUID
+	MaxRows int32
+}
+
+type AdminListKnowledgeBasesRow struct {
+	ID              uuid.UUID
+	OrgID           uuid.UUID
+	OrgName         string
+	Name            string
+	EmbeddingModel  string
+	Dimensions      int32
+	VectorStore     string
+	Generation      int32
+	ChunkCount      int32
+	CreatedAt       time.Time
+	DocumentCount   int32
+	Bytes           int64
+	FailedDocuments int32
+}
+
+// Every org's knowledge bases for platform admins, newest first, with their sizes and
+// failed ingestions (a document failed, or its job ended without finishing it).
+func (q *Queries) AdminListKnowledgeBases(ctx context.Context, arg AdminListKnowledgeBasesParams) ([]AdminListKnowledgeBasesRow, error) {
+	rows, err := q.db.Query(ctx, adminListKnowledgeBases, arg.OrgID, arg.After, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AdminListKnowledgeBasesRow{}
+	for rows.Next() {
+		var i AdminListKnowledgeBasesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.OrgName,
+			&i.Name,
+			&i.EmbeddingModel,
+			&i.Dimensions,
+			&i.VectorStore,
+			&i.Generation,
+			&i.ChunkCount,
+			&i.CreatedAt,
+			&i.DocumentCount,
+			&i.Bytes,
+			&i.FailedDocuments,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const createDocument = `-- name: CreateDocument :one
 INSERT INTO kb_documents (id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content,
                           content_hash, bytes, status, created_at, updated_at)
@@ -967,6 +1154,45 @@ func (q *Queries) ReplaceDocumentContent(ctx context.Context, arg ReplaceDocumen
 		arg.UpdatedAt,
 		arg.ID,
 	)
+	var i KbDocument
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.KbID,
+		&i.Title,
+		&i.Source,
+		&i.Filename,
+		&i.MediaType,
+		&i.ExternalID,
+		&i.Metadata,
+		&i.Content,
+		&i.ContentHash,
+		&i.Bytes,
+		&i.Status,
+		&i.Error,
+		&i.ChunkCount,
+		&i.JobID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.IndexedAt,
+	)
+	return i, err
+}
+
+const requeueDocument = `-- name: RequeueDocument :one
+UPDATE kb_documents SET status = 'queued', error = NULL, job_id = $1, updated_at = $2
+WHERE id = $3
+RETURNING id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content, content_hash, bytes, status, error, chunk_count, job_id, created_at, updated_at, indexed_at
+`
+
+type RequeueDocumentParams struct {
+	JobID     uuid.NullUUID
+	UpdatedAt time.Time
+	ID        uuid.UUID
+}
+
+func (q *Queries) RequeueDocument(ctx context.Context, arg RequeueDocumentParams) (KbDocument, error) {
+	row := q.db.QueryRow(ctx, requeueDocument, arg.JobID, arg.UpdatedAt, arg.ID)
 	var i KbDocument
 	err := row.Scan(
 		&i.ID,

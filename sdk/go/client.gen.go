@@ -1897,6 +1897,30 @@ type APIKeyWithSecret struct {
 	Scopes     []Scope             `json:"scopes"`
 }
 
+// AdminDocument defines model for AdminDocument.
+type AdminDocument struct {
+	Bytes             int                 `json:"bytes"`
+	Error             *string             `json:"error"`
+	Id                openapi_types.UUID  `json:"id"`
+	JobId             *openapi_types.UUID `json:"job_id"`
+	KnowledgeBaseId   openapi_types.UUID  `json:"knowledge_base_id"`
+	KnowledgeBaseName string              `json:"knowledge_base_name"`
+	OrgId             openapi_types.UUID  `json:"org_id"`
+
+	// Status `queued`, `processing`, then `ready` or `failed` (also when its job was cancelled).
+	Status DocumentStatus `json:"status"`
+	Title  string         `json:"title"`
+
+	// UpdatedAt RFC 3339, UTC.
+	UpdatedAt Timestamp `json:"updated_at"`
+}
+
+// AdminDocumentList defines model for AdminDocumentList.
+type AdminDocumentList struct {
+	Data       []AdminDocument `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
 // AdminJob A job as a platform admin sees it, with its payload, result and error redacted.
 type AdminJob struct {
 	ApiKeyId *openapi_types.UUID `json:"api_key_id,omitempty"`
@@ -1955,6 +1979,39 @@ type AdminJobList struct {
 
 // AdminJobState defines model for AdminJobState.
 type AdminJobState string
+
+// AdminKnowledgeBase defines model for AdminKnowledgeBase.
+type AdminKnowledgeBase struct {
+	// Bytes The extracted text of its documents, in bytes.
+	Bytes      int64 `json:"bytes"`
+	ChunkCount int   `json:"chunk_count"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// Dimensions The size of the knowledge base's vectors (each size has its own HNSW index).
+	Dimensions      EmbeddingDimensions `json:"dimensions"`
+	DocumentCount   int                 `json:"document_count"`
+	EmbeddingModel  string              `json:"embedding_model"`
+	FailedDocuments int                 `json:"failed_documents"`
+	Generation      int                 `json:"generation"`
+	Id              openapi_types.UUID  `json:"id"`
+	Name            string              `json:"name"`
+	OrgId           openapi_types.UUID  `json:"org_id"`
+	OrgName         string              `json:"org_name"`
+
+	// VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
+	// Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
+	// asking for it on a server without it is a 422). Chunks, their metadata and the
+	// full-text index stay in PostgreSQL either way. Set at creation.
+	VectorStore VectorStore `json:"vector_store"`
+}
+
+// AdminKnowledgeBaseList defines model for AdminKnowledgeBaseList.
+type AdminKnowledgeBaseList struct {
+	Data       []AdminKnowledgeBase `json:"data"`
+	NextCursor *string              `json:"next_cursor"`
+}
 
 // AdminOrgList defines model for AdminOrgList.
 type AdminOrgList struct {
@@ -4813,6 +4870,30 @@ type AdminListJobsParams struct {
 	Queue *string `form:"queue,omitempty" json:"queue,omitempty"`
 
 	// OrgId Only this org's jobs.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
+}
+
+// AdminListKnowledgeBasesParams defines parameters for AdminListKnowledgeBases.
+type AdminListKnowledgeBasesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// OrgId Only this org's knowledge bases.
+	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
+}
+
+// AdminListFailedDocumentsParams defines parameters for AdminListFailedDocuments.
+type AdminListFailedDocumentsParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// OrgId Only this org's documents.
 	OrgId *openapi_types.UUID `form:"org_id,omitempty" json:"org_id,omitempty"`
 }
 
@@ -8549,6 +8630,33 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
 	AdminRetryJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminListKnowledgeBases Every org's knowledge bases
+	//
+	// Newest first, each with its org, its documents, chunks (of the serving index), bytes
+	// of extracted text and failed ingestions (a document `failed`, or whose ingestion
+	// job failed or was cancelled before it finished).
+	//
+	// Corresponds with GET /v1/admin/knowledge-bases (the `AdminListKnowledgeBases` operationId).
+	AdminListKnowledgeBases(ctx context.Context, params *AdminListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListFailedDocuments Every org's documents whose ingestion failed
+	//
+	// Newest first: documents `failed`, or whose ingestion job failed or was cancelled
+	// before it finished, with the error. Retry one with `POST
+	// /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry`.
+	//
+	// Corresponds with GET /v1/admin/knowledge-bases/failed-documents (the `AdminListFailedDocuments` operationId).
+	AdminListFailedDocuments(ctx context.Context, params *AdminListFailedDocumentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRetryDocument Ingest a failed document again
+	//
+	// Creates a new ingestion job (kind `rag.ingest`, in the document's org) for a document
+	// whose ingestion failed; the document is `queued` again. A document that did not fail
+	// is a `conflict`. Audited as `document.retry`.
+	//
+	// Corresponds with POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry (the `AdminRetryDocument` operationId).
+	AdminRetryDocument(ctx context.Context, id ID, docId DocumentID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListOrgs Every org
 	//
 	// Newest first; `q` matches the name.
@@ -10742,6 +10850,63 @@ func (c *Client) AdminDiscardJob(ctx context.Context, id ID, reqEditors ...Reque
 // Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
 func (c *Client) AdminRetryJob(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminRetryJobRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListKnowledgeBases Every org's knowledge bases
+//
+// Newest first, each with its org, its documents, chunks (of the serving index), bytes
+// of extracted text and failed ingestions (a document `failed`, or whose ingestion
+// job failed or was cancelled before it finished).
+//
+// Corresponds with GET /v1/admin/knowledge-bases (the `AdminListKnowledgeBases` operationId).
+func (c *Client) AdminListKnowledgeBases(ctx context.Context, params *AdminListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListKnowledgeBasesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListFailedDocuments Every org's documents whose ingestion failed
+//
+// Newest first: documents `failed`, or whose ingestion job failed or was cancelled
+// before it finished, with the error. Retry one with `POST
+// /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry`.
+//
+// Corresponds with GET /v1/admin/knowledge-bases/failed-documents (the `AdminListFailedDocuments` operationId).
+func (c *Client) AdminListFailedDocuments(ctx context.Context, params *AdminListFailedDocumentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListFailedDocumentsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRetryDocument Ingest a failed document again
+//
+// Creates a new ingestion job (kind `rag.ingest`, in the document's org) for a document
+// whose ingestion failed; the document is `queued` again. A document that did not fail
+// is a `conflict`. Audited as `document.retry`.
+//
+// Corresponds with POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry (the `AdminRetryDocument` operationId).
+func (c *Client) AdminRetryDocument(ctx context.Context, id ID, docId DocumentID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRetryDocumentRequest(c.Server, id, docId)
 	if err != nil {
 		return nil, err
 	}
@@ -14934,6 +15099,203 @@ func NewAdminRetryJobRequest(server string, id ID) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/v1/admin/jobs/%s/retry", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminListKnowledgeBasesRequest constructs an http.Request for the AdminListKnowledgeBases method
+func NewAdminListKnowledgeBasesRequest(server string, params *AdminListKnowledgeBasesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/knowledge-bases")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrgId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "org_id", *params.OrgId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminListFailedDocumentsRequest constructs an http.Request for the AdminListFailedDocuments method
+func NewAdminListFailedDocumentsRequest(server string, params *AdminListFailedDocumentsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/knowledge-bases/failed-documents")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrgId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "org_id", *params.OrgId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminRetryDocumentRequest constructs an http.Request for the AdminRetryDocument method
+func NewAdminRetryDocumentRequest(server string, id ID, docId DocumentID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "doc_id", docId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/knowledge-bases/%s/documents/%s/retry", pathParam0, pathParam1)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -21673,6 +22035,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/admin/jobs/{id}/retry (the `AdminRetryJob` operationId).
 	AdminRetryJobWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*AdminRetryJobResponse, error)
 
+	// AdminListKnowledgeBasesWithResponse Every org's knowledge bases
+	//
+	// Newest first, each with its org, its documents, chunks (of the serving index), bytes
+	// of extracted text and failed ingestions (a document `failed`, or whose ingestion
+	// job failed or was cancelled before it finished).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/knowledge-bases (the `AdminListKnowledgeBases` operationId).
+	AdminListKnowledgeBasesWithResponse(ctx context.Context, params *AdminListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*AdminListKnowledgeBasesResponse, error)
+
+	// AdminListFailedDocumentsWithResponse Every org's documents whose ingestion failed
+	//
+	// Newest first: documents `failed`, or whose ingestion job failed or was cancelled
+	// before it finished, with the error. Retry one with `POST
+	// /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/knowledge-bases/failed-documents (the `AdminListFailedDocuments` operationId).
+	AdminListFailedDocumentsWithResponse(ctx context.Context, params *AdminListFailedDocumentsParams, reqEditors ...RequestEditorFn) (*AdminListFailedDocumentsResponse, error)
+
+	// AdminRetryDocumentWithResponse Ingest a failed document again
+	//
+	// Creates a new ingestion job (kind `rag.ingest`, in the document's org) for a document
+	// whose ingestion failed; the document is `queued` again. A document that did not fail
+	// is a `conflict`. Audited as `document.retry`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry (the `AdminRetryDocument` operationId).
+	AdminRetryDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, reqEditors ...RequestEditorFn) (*AdminRetryDocumentResponse, error)
+
 	// AdminListOrgsWithResponse Every org
 	//
 	// Newest first; `q` matches the name.
@@ -24829,6 +25224,192 @@ func (r AdminRetryJobResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminRetryJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminListKnowledgeBasesResponse503Headers the declared response headers of an HTTP 503 response for AdminListKnowledgeBases
+type AdminListKnowledgeBasesResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminListKnowledgeBasesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminKnowledgeBaseList
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminListKnowledgeBasesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListKnowledgeBasesResponse) GetJSON200() *AdminKnowledgeBaseList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminListKnowledgeBasesResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListKnowledgeBasesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListKnowledgeBasesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListKnowledgeBasesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListKnowledgeBasesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListKnowledgeBasesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminListFailedDocumentsResponse503Headers the declared response headers of an HTTP 503 response for AdminListFailedDocuments
+type AdminListFailedDocumentsResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminListFailedDocumentsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminDocumentList
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminListFailedDocumentsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListFailedDocumentsResponse) GetJSON200() *AdminDocumentList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminListFailedDocumentsResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListFailedDocumentsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListFailedDocumentsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListFailedDocumentsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListFailedDocumentsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListFailedDocumentsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminRetryDocumentResponse503Headers the declared response headers of an HTTP 503 response for AdminRetryDocument
+type AdminRetryDocumentResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminRetryDocumentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Document
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminRetryDocumentResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r AdminRetryDocumentResponse) GetJSON202() *Document {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminRetryDocumentResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRetryDocumentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRetryDocumentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRetryDocumentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRetryDocumentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRetryDocumentResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -32488,6 +33069,57 @@ func (c *ClientWithResponses) AdminRetryJobWithResponse(ctx context.Context, id 
 	return ParseAdminRetryJobResponse(rsp)
 }
 
+// AdminListKnowledgeBasesWithResponse Every org's knowledge bases
+//
+// Newest first, each with its org, its documents, chunks (of the serving index), bytes
+// of extracted text and failed ingestions (a document `failed`, or whose ingestion
+// job failed or was cancelled before it finished).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/knowledge-bases (the `AdminListKnowledgeBases` operationId).
+func (c *ClientWithResponses) AdminListKnowledgeBasesWithResponse(ctx context.Context, params *AdminListKnowledgeBasesParams, reqEditors ...RequestEditorFn) (*AdminListKnowledgeBasesResponse, error) {
+	rsp, err := c.AdminListKnowledgeBases(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListKnowledgeBasesResponse(rsp)
+}
+
+// AdminListFailedDocumentsWithResponse Every org's documents whose ingestion failed
+//
+// Newest first: documents `failed`, or whose ingestion job failed or was cancelled
+// before it finished, with the error. Retry one with `POST
+// /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/knowledge-bases/failed-documents (the `AdminListFailedDocuments` operationId).
+func (c *ClientWithResponses) AdminListFailedDocumentsWithResponse(ctx context.Context, params *AdminListFailedDocumentsParams, reqEditors ...RequestEditorFn) (*AdminListFailedDocumentsResponse, error) {
+	rsp, err := c.AdminListFailedDocuments(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListFailedDocumentsResponse(rsp)
+}
+
+// AdminRetryDocumentWithResponse Ingest a failed document again
+//
+// Creates a new ingestion job (kind `rag.ingest`, in the document's org) for a document
+// whose ingestion failed; the document is `queued` again. A document that did not fail
+// is a `conflict`. Audited as `document.retry`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry (the `AdminRetryDocument` operationId).
+func (c *ClientWithResponses) AdminRetryDocumentWithResponse(ctx context.Context, id ID, docId DocumentID, reqEditors ...RequestEditorFn) (*AdminRetryDocumentResponse, error) {
+	rsp, err := c.AdminRetryDocument(ctx, id, docId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRetryDocumentResponse(rsp)
+}
+
 // AdminListOrgsWithResponse Every org
 //
 // Newest first; `q` matches the name.
@@ -36335,6 +36967,165 @@ func ParseAdminRetryJobResponse(rsp *http.Response) (*AdminRetryJobResponse, err
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminRetryJobResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminListKnowledgeBasesResponse parses an HTTP response from a AdminListKnowledgeBasesWithResponse call
+func ParseAdminListKnowledgeBasesResponse(rsp *http.Response) (*AdminListKnowledgeBasesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListKnowledgeBasesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminKnowledgeBaseList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminListKnowledgeBasesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminListFailedDocumentsResponse parses an HTTP response from a AdminListFailedDocumentsWithResponse call
+func ParseAdminListFailedDocumentsResponse(rsp *http.Response) (*AdminListFailedDocumentsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListFailedDocumentsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminDocumentList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminListFailedDocumentsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminRetryDocumentResponse parses an HTTP response from a AdminRetryDocumentWithResponse call
+func ParseAdminRetryDocumentResponse(rsp *http.Response) (*AdminRetryDocumentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRetryDocumentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Document
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminRetryDocumentResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

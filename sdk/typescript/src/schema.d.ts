@@ -1469,6 +1469,72 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/knowledge-bases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every org's knowledge bases
+         * @description Newest first, each with its org, its documents, chunks (of the serving index), bytes
+         *     of extracted text and failed ingestions (a document `failed`, or whose ingestion
+         *     job failed or was cancelled before it finished).
+         */
+        get: operations["adminListKnowledgeBases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/knowledge-bases/failed-documents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every org's documents whose ingestion failed
+         * @description Newest first: documents `failed`, or whose ingestion job failed or was cancelled
+         *     before it finished, with the error. Retry one with `POST
+         *     /v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry`.
+         */
+        get: operations["adminListFailedDocuments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/knowledge-bases/{id}/documents/{doc_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ingest a failed document again
+         * @description Creates a new ingestion job (kind `rag.ingest`, in the document's org) for a document
+         *     whose ingestion failed; the document is `queued` again. A document that did not fail
+         *     is a `conflict`. Audited as `document.retry`.
+         */
+        post: operations["adminRetryDocument"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/auth/oauth/providers": {
         parameters: {
             query?: never;
@@ -4744,6 +4810,51 @@ export interface components {
             /** @enum {string} */
             role: "admin" | "member";
         };
+        AdminKnowledgeBase: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id: string;
+            org_name: string;
+            name: string;
+            embedding_model: string;
+            dimensions: components["schemas"]["EmbeddingDimensions"];
+            vector_store: components["schemas"]["VectorStore"];
+            generation: number;
+            document_count: number;
+            chunk_count: number;
+            /**
+             * Format: int64
+             * @description The extracted text of its documents, in bytes.
+             */
+            bytes: number;
+            failed_documents: number;
+            created_at: components["schemas"]["Timestamp"];
+        };
+        AdminKnowledgeBaseList: {
+            data: components["schemas"]["AdminKnowledgeBase"][];
+            next_cursor: string | null;
+        };
+        AdminDocument: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id: string;
+            /** Format: uuid */
+            knowledge_base_id: string;
+            knowledge_base_name: string;
+            title: string;
+            status: components["schemas"]["DocumentStatus"];
+            error: string | null;
+            /** Format: uuid */
+            job_id: string | null;
+            bytes: number;
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        AdminDocumentList: {
+            data: components["schemas"]["AdminDocument"][];
+            next_cursor: string | null;
+        };
         AdminUser: {
             /** Format: uuid */
             id: string;
@@ -7047,6 +7158,91 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdminJob"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListKnowledgeBases: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only this org's knowledge bases. */
+                org_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of knowledge bases. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminKnowledgeBaseList"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminListFailedDocuments: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+                /** @description Only this org's documents. */
+                org_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of failed documents. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminDocumentList"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminRetryDocument: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The document's id. */
+                doc_id: components["parameters"]["DocumentID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document, queued for ingestion. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Document"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
