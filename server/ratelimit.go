@@ -16,9 +16,12 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/auth/account"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/ratelimit"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
 
@@ -197,3 +200,121 @@ func (s *Server) trustedProxy(addr netip.Addr) bool {
 	}
 	return false
 }
+
+// apiLimiter applies ratelimit.api: per API key, per signed-in user and per org.
+type apiLimiter struct {
+	gcra                    *ratelimit.Limiter
+	ks                      redisclient.Keyspace
+	perKey, perUser, perOrg apiPolicy
+}
+
+// apiPolicy is one API limit and its RateLimit-Policy item; a zero limit is off.
+type apiPolicy struct {
+	name   string
+	limit  ratelimit.Limit
+	policy string
+}
+
+func newAPIPolicy(name string, r config.Rate) apiPolicy {
+	if r.Rate <= 0 {
+		return apiPolicy{name: name}
+	}
+	return apiPolicy{name: name, limit: ratelimit.Limit{Rate: r.Rate, Period: time.Minute, Burst: r.Burst}, policy: fmt.Sprintf("%q;q=%d;w=60", name, r.Rate)}
+}
+
+// newAPILimiter returns nil when no API limit is set.
+func newAPILimiter(cfg config.APIRateLimits, rdb redis.UniversalClient, ks redisclient.Keyspace) *apiLimiter {
+	if rdb == nil || (cfg.PerKey.Rate <= 0 && cfg.PerUser.Rate <= 0 && cfg.PerOrg.Rate <= 0) {
+		return nil
+	}
+	return &apiLimiter{gcra: ratelimit.New(rdb), ks: ks,
+		perKey: newAPIPolicy("api-key", cfg.PerKey), perUser: newAPIPolicy("api-user", cfg.PerUser), perOrg: newAPIPolicy("api-org", cfg.PerOrg)}
+}
+
+// limitAPI enforces ratelimit.api on authenticated requests: an API key's requests count
+// against the key and its org, a user token's against the user and the org it acts in.
+// The limits that apply are checked and spent in one Redis round trip, all or none.
+// Every limited response carries RateLimit-Policy and RateLimit (IETF httpapi draft) with
+// one item per limit; a refusal is a 429 rate_limited problem with Retry-After. The auth
+// routes under the abuse limits are left to those. If Redis fails, requests pass (logged):
+// an outage of the limiter must not stop the API.
+func (s *Server) limitAPI(next http.Handler) http.Handler {
+	l := s.api
+	if l == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principalFrom(r.Context())
+		if !ok || len(abuseLimits[s.routeOf(r)]) > 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		// Every key of a request carries its org's hash tag, so the script's keys share
+		// a Redis Cluster slot; a user is therefore limited per org they act in, and
+		// apart on the routes outside any org.
+		var org uuid.UUID
+		if a, ok := resolvedOrg(r.Context()); ok {
+			org = a.OrgID
+		} else if p.Key != nil {
+			org = p.Key.OrgID
+		}
+		tag := "{" + org.String() + "}"
+		if org == uuid.Nil {
+			tag = "{user:" + p.UserID.String() + "}"
+		}
+		var (
+			policies [3]apiPolicy
+			keys     [3]string
+			limits   [3]ratelimit.Limit
+			n        int
+		)
+		add := func(pol apiPolicy, subject string) {
+			if pol.policy != "" {
+				policies[n], keys[n], limits[n] = pol, l.ks.Key("ratelimit", 1, tag+":"+pol.name+":"+subject), pol.limit
+				n++
+			}
+		}
+		if p.Key != nil {
+			add(l.perKey, p.Key.ID.String())
+		} else {
+			add(l.perUser, p.UserID.String())
+		}
+		if org != uuid.Nil {
+			add(l.perOrg, org.String())
+		}
+		if n == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		res, allowed, err := l.gcra.Allow(r.Context(), keys[:n], limits[:n])
+		if err != nil {
+			s.log.WarnContext(r.Context(), "API rate limiter unavailable; request let through", "error", err)
+			next.ServeHTTP(w, r)
+			return
+		}
+		var policy, state strings.Builder
+		var retry time.Duration
+		for i, pol := range policies[:n] {
+			if i > 0 {
+				policy.WriteString(", ")
+				state.WriteString(", ")
+			}
+			policy.WriteString(pol.policy)
+			fmt.Fprintf(&state, "%q;r=%d;t=%d", pol.name, res[i].Remaining, ceilSeconds(res[i].ResetAfter))
+			retry = max(retry, res[i].RetryAfter)
+		}
+		h := w.Header()
+		h.Set("RateLimit-Policy", policy.String())
+		h.Set("RateLimit", state.String())
+		if !allowed {
+			secs := max(1, ceilSeconds(retry))
+			h.Set("Retry-After", strconv.Itoa(secs))
+			s.respondError(w, r, errs.E(errs.RateLimited, "Too many requests; retry in %d seconds.", secs))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ceilSeconds rounds d up to whole seconds, as the RateLimit and Retry-After fields count.
+func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }

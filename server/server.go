@@ -61,6 +61,9 @@ type Deps struct {
 	Keyspace redisclient.Keyspace
 	// LimitAbuse turns on the per-IP and per-account limits of the auth routes.
 	LimitAbuse bool
+	// APILimits are the per-key, per-user and per-org limits of authenticated requests
+	// (ratelimit.api); a zero rate is no limit.
+	APILimits config.APIRateLimits
 	// LLM serves the model endpoints.
 	LLM LLM
 	// Prompts is the prompt store.
@@ -97,6 +100,7 @@ type Server struct {
 	flags   *flags.Evaluator
 	admin   *admin.Service
 	limits  *rateLimiter // nil: no abuse limits
+	api     *apiLimiter  // nil: no API limits
 	// trustedProxies may name the client in X-Forwarded-For.
 	trustedProxies []netip.Prefix
 	cors           *corsPolicy
@@ -197,6 +201,7 @@ func New(d Deps) (*Server, error) {
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
+	s.api = newAPILimiter(d.APILimits, d.Redis, d.Keyspace)
 	s.idem, s.idemRoutes = d.Idempotency, idempotentRoutes(d.Spec)
 	if d.Knowledge != nil {
 		// A document upload may be as large as rag.max_document_bytes, plus its multipart
@@ -271,6 +276,7 @@ func New(d Deps) (*Server, error) {
 		s.limitBody,
 		s.withDeadline,
 		s.authenticate,
+		s.limitAPI,
 		s.limitAbuse, // after authentication: some limits are per signed-in account
 		s.validateRequests(d.Spec),
 		s.idempotent,

@@ -302,6 +302,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Redis:         d.rdb,
 		Keyspace:      redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse:    a.cfg.Auth.LimitAbuse,
+		APILimits:     a.cfg.RateLimit.API,
 		// A claim must outlive the longest request (a streamed reply), or a retry could
 		// run beside it; the margin covers the handler's work after the reply's deadline.
 		Idempotency: idempotency.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, idempotency.Config{

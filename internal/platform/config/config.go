@@ -50,6 +50,28 @@ type Config struct {
 	OTel OTel `koanf:"otel"`
 	// Sentry configures error reporting to Sentry.
 	Sentry Sentry `koanf:"sentry"`
+	// RateLimit configures the API's rate limits.
+	RateLimit RateLimit `koanf:"ratelimit"`
+}
+
+// RateLimit configures the API's rate limits; the auth routes' abuse limits are apart
+// (auth.limit_abuse).
+type RateLimit struct {
+	API APIRateLimits `koanf:"api"`
+}
+
+// APIRateLimits limit every authenticated request (the auth routes under the abuse limits
+// aside) per API key, per signed-in user and per org; a request must pass each that applies.
+type APIRateLimits struct {
+	PerKey  Rate `koanf:"per_key"`
+	PerUser Rate `koanf:"per_user"`
+	PerOrg  Rate `koanf:"per_org"`
+}
+
+// Rate is a GCRA limit: Rate requests a minute on average, up to Burst at once.
+type Rate struct {
+	Rate  int `koanf:"rate" doc:"requests a minute on average; 0: no limit"`
+	Burst int `koanf:"burst" doc:"requests allowed at once (at least 1 when rate is set)"`
 }
 
 // OTel configures OpenTelemetry tracing: off (no span made, nothing exported) unless an
@@ -690,6 +712,11 @@ func (c Config) validate() []string {
 	}
 	if _, err := ParseOrigins(c.HTTP.CORS.AllowedOrigins); err != nil {
 		bad("http.cors.allowed_origins", "%v", err)
+	}
+	for key, r := range map[string]Rate{"ratelimit.api.per_key": c.RateLimit.API.PerKey, "ratelimit.api.per_user": c.RateLimit.API.PerUser, "ratelimit.api.per_org": c.RateLimit.API.PerOrg} {
+		if r.Rate < 0 || r.Burst < 0 || (r.Rate > 0 && r.Burst < 1) {
+			bad(key, "rate must not be negative, and burst at least 1 when rate is set; got rate %d, burst %d", r.Rate, r.Burst)
+		}
 	}
 	if c.HTTP.HSTSMaxAge < 0 {
 		bad("http.hsts_max_age", "must not be negative, got %s", c.HTTP.HSTSMaxAge)
