@@ -160,7 +160,7 @@ func withGateway(t testing.TB, providers map[string]llm.Provider, aliases map[st
 		cfg := llm.GatewayConfig{
 			Providers: providers, Aliases: aliases, Timeout: 5 * time.Second, Retries: 1, MaxRetryAfter: time.Second,
 			BreakerFailures: 5, BreakerCooldown: time.Minute, Log: d.Log, Registry: d.Registry, Backoff: time.Millisecond,
-			Meter: d.LLM.Billing, DefaultMaxTokens: 1024,
+			Meter: d.LLM.Billing, DefaultMaxTokens: 1024, Tracing: d.Tracing,
 		}
 		if len(withKey) > 0 {
 			cfg.OrgKeys, cfg.WithKey = d.LLM.OrgKeys, withKey[0]

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/chat"
@@ -30,7 +31,8 @@ type Conversations struct {
 // replyCaller is who asks for a reply in ctx (a request's), with the request's own values for
 // the reply to keep once the request has ended.
 func replyCaller(ctx context.Context, who caller, instance string) replies.Caller {
-	return replies.Caller{Owner: who.owner(), RequestID: logging.RequestID(ctx), Instance: instance, ReadsKnowledge: readsKnowledge(ctx)}
+	return replies.Caller{Owner: who.owner(), RequestID: logging.RequestID(ctx), Instance: instance, ReadsKnowledge: readsKnowledge(ctx),
+		Trace: trace.SpanContextFromContext(ctx)}
 }
 
 // toReplyRequest is a request for a reply in conversation: its input and options.

@@ -2,16 +2,23 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/tracing"
 	"github.com/kilnhq/kiln/internal/platform/tracing/tracetest"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
 // withTracing turns tracing on with tp.
@@ -150,4 +157,101 @@ func TestTracingHTTP(t *testing.T) {
 			t.Errorf("with tracing off a log line has a trace_id:\n%s", b.logs.String())
 		}
 	})
+}
+
+// setupTraced is setup with tracing on everywhere kiln serve turns it on: HTTP, the
+// gateway, PostgreSQL (a pool on the test's database opened with store.WithTracing) and
+// Redis (redisclient.Trace).
+func setupTraced(t *testing.T, tp trace.TracerProvider, opts ...option) *bundle {
+	t.Helper()
+	st := storetest.New(t)
+	pool, err := store.Open(t.Context(), st.Pool.Config().ConnString(), 8, store.WithTracing(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	tracedRedis := func(t testing.TB) (redis.UniversalClient, redisclient.Keyspace) {
+		rdb, ks := storetest.Redis(t)
+		if err := redisclient.Trace(rdb, tp); err != nil {
+			t.Fatal(err)
+		}
+		return rdb, ks
+	}
+	return setupOn(t, store.New(pool), tracedRedis, nil, append([]option{withTracing(tp)}, opts...)...)
+}
+
+// TestTracingChatSpanTree follows one chat request in the spans exported over OTLP: the
+// HTTP server span, under it the model call with the GenAI attributes (and no prompt or
+// reply text), and the request's PostgreSQL and Redis spans.
+func TestTracingChatSpanTree(t *testing.T) {
+	t.Parallel()
+	rcv := tracetest.NewReceiver(t)
+	tp := rcv.Provider(t)
+	b := setupTraced(t, tp)
+	user := b.signUp(t, "tracer@example.com")
+	const prompt = "tell me about the secret-prompt-marker"
+	var got api.ChatCompletion
+	res := b.call(t, "POST", "/v1/chat/completions", user.AccessToken, json.RawMessage(chatJSON(prompt)), &got)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("chat: %d", res.StatusCode)
+	}
+
+	spans := rcv.Spans(t, tp)
+	root := serverSpan(t, spans, "POST /v1/chat/completions")
+	below := tracetest.DescendantsOf(spans, root)
+	model := tracetest.Named(below, "chat "+dev.Model)
+	if len(model) != 1 {
+		t.Fatalf("want one model-call span below the request, got %d among %v", len(model), names(below))
+	}
+	m := model[0]
+	for key, want := range map[string]any{
+		"gen_ai.operation.name": "chat", "gen_ai.provider.name": "dev", "gen_ai.request.model": dev.Model,
+	} {
+		if m.Attrs[key] != want {
+			t.Errorf("%s = %v, want %v", key, m.Attrs[key], want)
+		}
+	}
+	if m.Kind != "SPAN_KIND_CLIENT" {
+		t.Errorf("model span kind = %s, want client", m.Kind)
+	}
+	if in, _ := m.Attrs["gen_ai.usage.input_tokens"].(int64); in <= 0 || in != int64(got.Usage.PromptTokens) {
+		t.Errorf("gen_ai.usage.input_tokens = %v, want the reply's %d", m.Attrs["gen_ai.usage.input_tokens"], got.Usage.PromptTokens)
+	}
+	if out, _ := m.Attrs["gen_ai.usage.output_tokens"].(int64); out <= 0 {
+		t.Errorf("gen_ai.usage.output_tokens = %v, want > 0", m.Attrs["gen_ai.usage.output_tokens"])
+	}
+	if fr := fmt.Sprint(m.Attrs["gen_ai.response.finish_reasons"]); fr != "[stop]" {
+		t.Errorf("gen_ai.response.finish_reasons = %s, want [stop]", fr)
+	}
+	if m.Attrs["gen_ai.response.model"] == nil {
+		t.Error("no gen_ai.response.model")
+	}
+	for _, s := range spans {
+		for k, v := range s.Attrs {
+			if strings.Contains(fmt.Sprint(v), "secret-prompt-marker") {
+				t.Errorf("span %q attribute %s holds the prompt text; content is recorded only with otel.record_content", s.Name, k)
+			}
+		}
+	}
+	var db, cache int
+	for _, s := range below {
+		if s.Attrs["db.system.name"] == "postgresql" || s.Attrs["db.system"] == "postgresql" {
+			db++
+		}
+		if s.Attrs["db.system"] == "redis" || s.Attrs["db.system.name"] == "redis" {
+			cache++
+		}
+	}
+	if db == 0 || cache == 0 {
+		t.Errorf("below the request: %d PostgreSQL and %d Redis spans, want some of each; spans %v", db, cache, names(below))
+	}
+}
+
+// names lists the spans' names.
+func names(spans []tracetest.Span) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name)
+	}
+	return out
 }

@@ -110,7 +110,11 @@ type deps struct {
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
-	pool, err := store.Open(ctx, a.cfg.Database.URL, a.cfg.Database.MaxConns)
+	var dbOpts []store.Option
+	if a.tracer != nil {
+		dbOpts = append(dbOpts, store.WithTracing(a.tracer))
+	}
+	pool, err := store.Open(ctx, a.cfg.Database.URL, a.cfg.Database.MaxConns, dbOpts...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -120,6 +124,12 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 		return nil, nil, err
 	}
 	closeAll := func() { _ = rdb.Close(); pool.Close() }
+	if a.tracer != nil {
+		if err := redisclient.Trace(rdb, a.tracer); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
 	masterKeys := a.cfg.Secrets.MasterKeys
 	if masterKeys == "" {
 		a.log.Warn("secrets.master_keys is not set: signing keys and org provider keys are sealed with the public development key (never do this in production)")

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
@@ -79,7 +80,7 @@ func (a *app) newOrgKeys(st *store.Store, keyring *secrets.Keyring) *orgkeys.Ser
 }
 
 // newGateway builds the gateway over the model catalog; orgKeys and meter may be nil.
-func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *slog.Logger, reg prometheus.Registerer) (*llm.Gateway, error) {
+func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider, recordContent bool) (*llm.Gateway, error) {
 	providers, err := newProviders(c)
 	if err != nil {
 		return nil, err
@@ -107,6 +108,7 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *sl
 		Providers: providers, Aliases: aliases, Timeout: c.Timeout, Retries: c.Retries, MaxRetryAfter: c.MaxRetryAfter,
 		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown, Log: log, Registry: reg,
 		OrgKeys: orgKeys, WithKey: withKey, Meter: meter, DefaultMaxTokens: c.MaxTokens,
+		Tracing: tp, RecordContent: recordContent,
 	})
 }
 
@@ -114,7 +116,7 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *sl
 func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer) (server.LLM, error) {
 	orgKeys := a.newOrgKeys(st, keyring)
 	bill := a.newBilling(st, rdb)
-	g, err := newGateway(a.cfg.LLM, orgKeys, bill, a.log, reg)
+	g, err := newGateway(a.cfg.LLM, orgKeys, bill, a.log, reg, a.tracerProvider(), a.cfg.OTel.RecordContent)
 	if err != nil {
 		return server.LLM{}, err
 	}

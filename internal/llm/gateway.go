@@ -13,6 +13,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/internal/errs"
 )
@@ -62,6 +65,10 @@ type GatewayConfig struct {
 		Lookup(ctx context.Context, org uuid.UUID, provider string) (string, bool, error)
 	}
 	WithKey func(provider, apiKey string) (Provider, error)
+	// Tracing, when set, makes a span of every attempt at a provider with the OpenTelemetry
+	// GenAI attributes; prompt and completion text only with RecordContent.
+	Tracing       trace.TracerProvider
+	RecordContent bool
 	// Meter, when set, holds every call of an org (WithOrg) to its quota; DefaultMaxTokens
 	// bounds the reply of a request that sets no max tokens.
 	Meter            Meter
@@ -79,6 +86,7 @@ func WithOrg(ctx context.Context, org uuid.UUID) context.Context {
 // the first byte, a circuit breaker and a concurrency limit per target.
 type Gateway struct {
 	cfg     GatewayConfig
+	tracer  trace.Tracer            // nil: tracing off
 	targets map[string]*targetState // by Target.String()
 	metrics gatewayMetrics
 	now     func() time.Time
@@ -126,6 +134,9 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, targets: map[string]*targetState{}, now: time.Now, orgClient: map[string]Provider{}}
+	if cfg.Tracing != nil {
+		g.tracer = cfg.Tracing.Tracer("github.com/kilnhq/kiln/internal/llm")
+	}
 	for alias, ts := range cfg.Aliases {
 		if len(ts) == 0 {
 			return nil, fmt.Errorf("model alias %q has no targets", alias)
@@ -192,7 +203,7 @@ func (g *Gateway) Chat(ctx context.Context, alias string, req *Request) (*Respon
 	if err != nil {
 		return nil, Served{Alias: alias}, err
 	}
-	resp, served, err := blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*Response, error) {
+	resp, served, err := blocking(ctx, g, alias, semconv.GenAIOperationNameChat, req.Messages, func(ctx context.Context, p Provider, model string) (*Response, error) {
 		r := *req
 		r.Model = model
 		return p.Chat(ctx, &r)
@@ -228,8 +239,14 @@ func (g *Gateway) ChatStream(ctx context.Context, alias string, req *Request) (S
 		r.Model = t.Model
 		sctx, cancel := context.WithCancel(ctx)
 		timer := time.AfterFunc(t.Timeout, cancel)
+		sctx, span := g.startSpan(sctx, semconv.GenAIOperationNameChat, t, req.Messages)
 		s, err := p.ChatStream(sctx, &r)
 		var first Event
+		if err != nil {
+			g.endSpan(span, "", Usage{}, "", "", err)
+		} else if span != nil {
+			s = &tracedStream{Stream: s, g: g, span: span, model: t.Model} // the span ends with the stream
+		}
 		if err == nil {
 			first, err = s.Next()
 			if errors.Is(err, io.EOF) {
@@ -271,7 +288,7 @@ func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*
 	if err != nil {
 		return nil, Served{Alias: alias}, err
 	}
-	resp, served, err := blocking(ctx, g, alias, func(ctx context.Context, p Provider, model string) (*EmbedResponse, error) {
+	resp, served, err := blocking(ctx, g, alias, semconv.GenAIOperationNameEmbeddings, req.Input, func(ctx context.Context, p Provider, model string) (*EmbedResponse, error) {
 		r := *req
 		r.Model = model
 		return p.Embed(ctx, &r)
@@ -286,14 +303,31 @@ func (g *Gateway) Embed(ctx context.Context, alias string, req *EmbedRequest) (*
 
 // blocking routes a call whose answer comes whole, each attempt bounded by its target's
 // timeout.
-func blocking[T any](ctx context.Context, g *Gateway, alias string, call func(context.Context, Provider, string) (T, error)) (T, Served, error) {
+// Each attempt is a span of operation op (input is its content, recorded only with
+// RecordContent).
+func blocking[T any](ctx context.Context, g *Gateway, alias string, op attribute.KeyValue, input any, call func(context.Context, Provider, string) (T, error)) (T, Served, error) {
 	var res T
 	served, release, err := g.route(ctx, alias, func(ctx context.Context, t *targetState, p Provider) error {
 		actx, cancel := context.WithTimeout(ctx, t.Timeout)
 		defer cancel()
+		sctx, span := g.startSpan(actx, op, t, input)
 		var err error
-		res, err = call(actx, p, t.Model)
-		return timeoutAs(actx, ctx, t, err)
+		res, err = call(sctx, p, t.Model)
+		err = timeoutAs(actx, ctx, t, err)
+		switch r := any(res).(type) {
+		case *Response:
+			if err == nil {
+				g.endSpan(span, r.Model, r.Usage, r.FinishReason, r.Message.Text(), nil)
+				return nil
+			}
+		case *EmbedResponse:
+			if err == nil {
+				g.endSpan(span, r.Model, r.Usage, "", "", nil)
+				return nil
+			}
+		}
+		g.endSpan(span, "", Usage{}, "", "", err)
+		return err
 	})
 	release()
 	return res, served, err

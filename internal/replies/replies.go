@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
@@ -127,6 +128,9 @@ type Caller struct {
 	// ReadsKnowledge is whether the caller may read the org's knowledge bases (a user, or
 	// an API key with kb:read): a reply grounded in them reads them.
 	ReadsKnowledge bool
+	// Trace is the caller's span, which the reply's spans (model calls, queries) continue;
+	// invalid when tracing is off.
+	Trace trace.SpanContext
 }
 
 // account is the caller's usage entry.
@@ -142,9 +146,9 @@ func (c Caller) account() chat.Account {
 }
 
 // background is a context for work that outlives the caller's request: its request id
-// for the logs, no cancellation of its own.
+// for the logs, its trace, no cancellation of its own.
 func (c Caller) background() context.Context {
-	return logging.WithRequestID(context.Background(), c.RequestID)
+	return trace.ContextWithSpanContext(logging.WithRequestID(context.Background(), c.RequestID), c.Trace)
 }
 
 // Request asks for a reply in a conversation.
@@ -317,7 +321,7 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 	defer stop()
 	ctx, unwatch := s.d.Streams.Watch(ctx, id)
 	defer unwatch()
-	ctx, cancelBound := context.WithTimeout(llm.WithOrg(ctx, c.Owner.Org), s.d.StreamTimeout)
+	ctx, cancelBound := context.WithTimeout(llm.WithConversation(llm.WithOrg(ctx, c.Owner.Org), reply.Message.ConversationID.String()), s.d.StreamTimeout)
 	defer cancelBound()
 	release := s.lease(c, id)
 	defer release() // once the end is stored (or could not be): run last

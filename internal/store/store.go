@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/exaring/otelpgx"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -29,14 +31,28 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{Pool: pool, Queries: db.New(pool)}
 }
 
+// Option changes how Open configures the pool.
+type Option func(*pgxpool.Config)
+
+// WithTracing makes a client span of every query run inside a traced request or job
+// (otelpgx; queries outside one make none). The SQL text is recorded, its arguments never.
+func WithTracing(tp trace.TracerProvider) Option {
+	return func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp), otelpgx.WithDisableAcquireTracer())
+	}
+}
+
 // Open connects a pool to url with at most maxConns connections and checks it answers.
 // The vector type is registered on connections once the extension exists.
-func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+func Open(ctx context.Context, url string, maxConns int32, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.MaxConns = maxConns
+	for _, o := range opts {
+		o(cfg)
+	}
 	cfg.ConnConfig.DialFunc = reportingClose(cfg.ConnConfig.DialFunc)
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		var hasVector bool

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kilnhq/kiln/internal/platform/tracing"
 )
 
 // Open connects to the Redis at url (redis:// or rediss://; a comma-separated list of
@@ -35,6 +39,21 @@ func Open(ctx context.Context, url string, poolSize int) (redis.UniversalClient,
 		return nil, fmt.Errorf("ping redis: %w", err)
 	}
 	return client, nil
+}
+
+// Trace makes a client span of every command c runs inside a traced request or job (none
+// for background loops). Command arguments are never recorded: they hold cached replies,
+// stream events and other personal data.
+func Trace(c redis.UniversalClient, tp trace.TracerProvider) error {
+	if err := redisotel.InstrumentTracing(c,
+		redisotel.WithTracerProvider(tracing.ChildrenOnly(tp)),
+		redisotel.WithDBStatement(false),
+		redisotel.WithCallerEnabled(false),
+		redisotel.WithDialFilter(true),
+	); err != nil {
+		return fmt.Errorf("trace redis: %w", err)
+	}
+	return nil
 }
 
 // Keyspace builds keys and channel names for one deployment (env).

@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 
 	"github.com/kilnhq/kiln/internal/platform/config"
 )
@@ -85,4 +87,30 @@ func newExporter(ctx context.Context, cfg config.OTel) (sdktrace.SpanExporter, e
 		return nil, fmt.Errorf("otlp http exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// ChildrenOnly wraps tp so that its tracers make spans only inside a recording span: a
+// library instrumented with it traces the work of a traced request or job, and the
+// background loops that run outside any (pollers, flushers, heartbeats) make no root spans.
+func ChildrenOnly(tp trace.TracerProvider) trace.TracerProvider { return childrenOnly{tp: tp} }
+
+type childrenOnly struct {
+	embedded.TracerProvider
+	tp trace.TracerProvider
+}
+
+func (p childrenOnly) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return childTracer{t: p.tp.Tracer(name, opts...)}
+}
+
+type childTracer struct {
+	embedded.Tracer
+	t trace.Tracer
+}
+
+func (t childTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
+		return ctx, parent // ending a span that does not record is a no-op
+	}
+	return t.t.Start(ctx, name, opts...)
 }
