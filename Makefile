@@ -14,7 +14,7 @@ GENERATED = gen/api/api.gen.go gen/api/spec.gen.go $(wildcard gen/db/*.go) sdk/g
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/kiln_test?sslmode=disable
 export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help run test test-deps deps build generate check-generated lint test-go test-sdk node-deps bench
+.PHONY: help run test test-deps deps build generate check-generated lint test-go test-sdk node-deps bench audit
 
 help:
 	@echo "make run    set up PostgreSQL (pgvector) and Redis, migrate, serve on \$$KILN_HTTP_ADDR (:8080)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test   set up, check generated code and lint, run every test (Go, SDKs)"
 	@echo "make generate   regenerate gen/, sdk/go and sdk/typescript from openapi/ and queries/"
 	@echo "make bench      run the benchmarks"
+	@echo "make audit      check the Go code and the npm lockfiles for known vulnerabilities (VULNDB=DIR offline)"
 
 deps:
 	bash scripts/dev-deps.sh
@@ -78,6 +79,12 @@ test check-generated lint test-go test-sdk: test-deps
 
 test-deps:
 	bash scripts/dev-deps.sh --test
+
+# Known vulnerabilities in the Go code (govulncheck) and both npm lockfiles (npm audit); not part
+# of `make test`, since it needs the vulnerability databases. Offline: VULNDB=DIR (a local Go
+# database; `bash scripts/audit.sh --build-db DIR` makes one through the Go module proxy).
+audit:
+	VULNDB='$(VULNDB)' GO='$(GO)' bash scripts/audit.sh
 
 BENCH_FLAGS ?=
 bench: deps build
