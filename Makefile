@@ -57,11 +57,15 @@ check-generated:
 	  || { echo "generated code was stale: run 'make generate' and commit the result"; exit 1; }
 	@echo "generated code is up to date"
 
+# golangci-lint's default 1m timeout is too short on a loaded machine, and without
+# --allow-parallel-runners it refuses to run while another worktree's lint runs.
+LINT_FLAGS := --timeout 20m --allow-parallel-runners
+
 lint: node-deps
 	$(NODE_TOOLS)/redocly lint openapi/openapi.yaml --config openapi/redocly.yaml
 	$(GO) vet ./...
-	$(TOOLS) golangci-lint run ./...
-	cd sdk/go && $(GO) vet ./... && $(GO) tool -modfile=../../tools/go.mod golangci-lint run --config ../../.golangci.yaml ./...
+	$(TOOLS) golangci-lint run $(LINT_FLAGS) ./...
+	cd sdk/go && $(GO) vet ./... && $(GO) tool -modfile=../../tools/go.mod golangci-lint run $(LINT_FLAGS) --config ../../.golangci.yaml ./...
 
 # 30m, not go test's 10m: internal/scaffold's test builds and tests a copy of the checkout,
 # minutes on a loaded machine.
