@@ -8,6 +8,16 @@ SELECT EXISTS (
     SELECT 1 FROM signing_keys WHERE superseded_at IS NULL AND retired_at IS NULL
 );
 
+-- name: SigningKeyCreatedAt :one
+-- When the key that signs was made; no rows when none signs.
+SELECT created_at FROM signing_keys WHERE superseded_at IS NULL AND retired_at IS NULL
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: ListSigningKeys :many
+-- Every key, retired ones too: the key that signs first, then the most recently superseded.
+SELECT kid, created_at, superseded_at, retired_at FROM signing_keys
+ORDER BY superseded_at DESC NULLS FIRST, created_at DESC, kid;
+
 -- name: InsertSigningKey :exec
 INSERT INTO signing_keys (kid, algorithm, private_key_enc, public_key, created_at)
 VALUES (sqlc.arg(kid), sqlc.arg(algorithm), sqlc.arg(private_key_enc), sqlc.arg(public_key), sqlc.arg(now));

@@ -534,15 +534,28 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			defer closeDeps()
-			kid, err := d.identity.Tokens.Rotate(cmd.Context())
+			kid, err := rotateSigningKey(cmd.Context(), d, 0)
 			if err != nil {
-				return err
-			}
-			if err := d.identity.Audit.Record(cmd.Context(), audit.Actor{Type: audit.ActorSystem}, audit.Event{Action: "token.key_rotate", TargetType: "signing_key", TargetID: kid}); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(a.stdout, "new signing key %s\n", kid)
 			return err
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "List the signing keys with their age and state, and when the next scheduled rotation is due",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, closeDeps, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeDeps()
+			keys, err := d.identity.Tokens.Keys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printKeyStatus(a.stdout, keys, a.cfg.Auth.SigningKeyRotation, time.Now())
 		},
 	})
 	cmd.AddCommand(&cobra.Command{

@@ -47,6 +47,9 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 		}
 	}
 	worker.RegisterResolvePaymentOrders(reg, payments)
+	worker.RegisterKeyRotation(reg, func(ctx context.Context) (string, error) {
+		return rotateSigningKey(ctx, d, a.cfg.Auth.SigningKeyRotation)
+	})
 	registerTestKinds(reg, st)
 	for name, k := range a.cfg.Jobs.Kinds {
 		if err := reg.Override(name, jobs.Kind{Queue: k.Queue, MaxAttempts: k.MaxAttempts, Timeout: k.Timeout,

@@ -36,7 +36,8 @@ func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*j
 }
 
 // scheduleSpecs are jobs.schedules, by name, the built-in housekeeping schedule (every
-// worker.housekeeping_interval) and, with WeChat Pay or Alipay, the order query job's
+// worker.housekeeping_interval), the signing-key rotation check (hourly, when
+// auth.signing_key_rotation is set) and, with WeChat Pay or Alipay, the order query job's
 // (every minute), unless config names one so.
 func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 	var specs []jobs.ScheduleSpec
@@ -55,6 +56,9 @@ func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 		specs = append(specs, jobs.ScheduleSpec{
 			Name: housekeepingSchedule, Cron: "@every " + a.cfg.Worker.HousekeepingInterval.String(), Kind: worker.KindHousekeeping.Name,
 		})
+	}
+	if _, named := a.cfg.Jobs.Schedules[keyRotationSchedule]; !named && a.cfg.Auth.SigningKeyRotation > 0 {
+		specs = append(specs, jobs.ScheduleSpec{Name: keyRotationSchedule, Cron: "@every 1h", Kind: worker.KindRotateSigningKey.Name})
 	}
 	_, named := a.cfg.Jobs.Schedules[paymentOrdersSchedule]
 	if b := a.cfg.Billing; !named && (b.WeChatPay.MchID != "" || b.Alipay.AppID != "") {

@@ -65,6 +65,44 @@ func (q *Queries) ListSessionsRevokedSince(ctx context.Context, since time.Time)
 	return items, nil
 }
 
+const listSigningKeys = `-- name: ListSigningKeys :many
+SELECT kid, created_at, superseded_at, retired_at FROM signing_keys
+ORDER BY superseded_at DESC NULLS FIRST, created_at DESC, kid
+`
+
+type ListSigningKeysRow struct {
+	Kid          string
+	CreatedAt    time.Time
+	SupersededAt *time.Time
+	RetiredAt    *time.Time
+}
+
+// Every key, retired ones too: the key that signs first, then the most recently superseded.
+func (q *Queries) ListSigningKeys(ctx context.Context) ([]ListSigningKeysRow, error) {
+	rows, err := q.db.Query(ctx, listSigningKeys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListSigningKeysRow{}
+	for rows.Next() {
+		var i ListSigningKeysRow
+		if err := rows.Scan(
+			&i.Kid,
+			&i.CreatedAt,
+			&i.SupersededAt,
+			&i.RetiredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listUnretiredSigningKeys = `-- name: ListUnretiredSigningKeys :many
 SELECT kid, algorithm, private_key_enc, public_key, created_at, superseded_at, retired_at FROM signing_keys WHERE retired_at IS NULL
 ORDER BY superseded_at DESC NULLS FIRST, created_at DESC, kid
@@ -163,6 +201,19 @@ func (q *Queries) RetireSigningKeys(ctx context.Context, arg RetireSigningKeysPa
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const signingKeyCreatedAt = `-- name: SigningKeyCreatedAt :one
+SELECT created_at FROM signing_keys WHERE superseded_at IS NULL AND retired_at IS NULL
+ORDER BY created_at DESC LIMIT 1
+`
+
+// When the key that signs was made; no rows when none signs.
+func (q *Queries) SigningKeyCreatedAt(ctx context.Context) (time.Time, error) {
+	row := q.db.QueryRow(ctx, signingKeyCreatedAt)
+	var created_at time.Time
+	err := row.Scan(&created_at)
+	return created_at, err
 }
 
 const signingKeyInUse = `-- name: SigningKeyInUse :one

@@ -7,8 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/store"
@@ -179,14 +182,44 @@ func (s *Service) EnsureKey(ctx context.Context) error {
 // longer ago are retired and stop verifying. Every replica is told to reload. It returns an
 // error when the database fails.
 func (s *Service) Rotate(ctx context.Context) (kid string, err error) {
+	return s.rotate(ctx, 0)
+}
+
+// RotateIfOlder rotates as [Service.Rotate] does when the key that signs is at least maxAge
+// old (or none signs), and returns the new kid; otherwise it changes nothing and returns "".
+// Replicas calling it at once rotate once between them: the age is read under the same lock.
+func (s *Service) RotateIfOlder(ctx context.Context, maxAge time.Duration) (kid string, err error) {
+	if maxAge <= 0 {
+		return "", fmt.Errorf("rotate signing key: maximum age %s is not positive", maxAge)
+	}
+	return s.rotate(ctx, maxAge)
+}
+
+// rotate makes a new signer, unconditionally when maxAge is 0, or only when the signer is
+// at least maxAge old; it returns "" when it did not rotate.
+func (s *Service) rotate(ctx context.Context, maxAge time.Duration) (string, error) {
 	now := s.now()
 	k, err := s.newKey(now)
 	if err != nil {
 		return "", fmt.Errorf("rotate signing key: %w", err)
 	}
+	due := true
 	err = s.st.InTx(ctx, func(q *db.Queries) error {
 		if err := q.LockSigningKeys(ctx); err != nil {
 			return err
+		}
+		if maxAge > 0 {
+			created, err := q.SigningKeyCreatedAt(ctx)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return err
+			default:
+				due = !now.Before(created.Add(maxAge))
+			}
+			if !due {
+				return nil
+			}
 		}
 		if _, err := q.SupersedeSigningKeys(ctx, now); err != nil {
 			return err
@@ -200,12 +233,60 @@ func (s *Service) Rotate(ctx context.Context) (kid string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("rotate signing key: %w", store.Translate(err))
 	}
+	if !due {
+		return "", nil
+	}
 	s.log.InfoContext(ctx, "rotated signing key", "kid", k.Kid)
 	s.publish(ctx, s.keysChannel, k.Kid)
 	if err := s.loadKeys(ctx); err != nil {
 		return "", fmt.Errorf("rotate signing key: %w", err)
 	}
 	return k.Kid, nil
+}
+
+// KeyState is where a signing key is in its life.
+type KeyState string
+
+// The states of a signing key: it signs new tokens; it no longer signs but still verifies
+// the tokens it signed until they expire; it verifies nothing.
+const (
+	KeySigning   KeyState = "signing"
+	KeyVerifying KeyState = "verifying"
+	KeyRetired   KeyState = "retired"
+)
+
+// KeyStatus describes one signing key for operators; it holds no key material.
+type KeyStatus struct {
+	Kid          string
+	State        KeyState
+	CreatedAt    time.Time
+	SupersededAt *time.Time
+	// Until is when a superseded key stops (or stopped) verifying; zero for the key that
+	// signs.
+	Until time.Time
+}
+
+// Keys lists every signing key, retired ones too: the key that signs first, then the most
+// recently superseded. A key past its verifying window is retired, whether or not a
+// rotation has marked it so yet, as verification treats it.
+func (s *Service) Keys(ctx context.Context) ([]KeyStatus, error) {
+	rows, err := s.st.ListSigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list signing keys: %w", store.Translate(err))
+	}
+	now := s.now()
+	out := make([]KeyStatus, 0, len(rows))
+	for _, r := range rows {
+		k := KeyStatus{Kid: r.Kid, State: KeySigning, CreatedAt: r.CreatedAt, SupersededAt: r.SupersededAt}
+		if r.SupersededAt != nil {
+			k.State, k.Until = KeyVerifying, r.SupersededAt.Add(s.retireAfter)
+			if r.RetiredAt != nil || !now.Before(k.Until) {
+				k.State = KeyRetired
+			}
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 // jwk is an RFC 7517 / RFC 8037 public key.

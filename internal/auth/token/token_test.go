@@ -881,3 +881,79 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestRotateIfOlder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.ensured(t)
+	ctx := t.Context()
+	firstKid, _ := b.signingKey(t)
+	const maxAge = 24 * time.Hour
+
+	if _, err := s.RotateIfOlder(ctx, 0); err == nil {
+		t.Error("RotateIfOlder(0) rotated or succeeded; want an error")
+	}
+	b.clock.Advance(maxAge - time.Second)
+	if kid, err := s.RotateIfOlder(ctx, maxAge); err != nil || kid != "" {
+		t.Fatalf("RotateIfOlder with a key younger than maxAge = %q, %v; want no rotation", kid, err)
+	}
+	b.clock.Advance(time.Second)
+
+	// Replicas asking at once rotate once between them.
+	kids := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range kids {
+		wg.Go(func() {
+			var err error
+			if kids[i], err = b.service(t).RotateIfOlder(ctx, maxAge); err != nil {
+				t.Errorf("RotateIfOlder: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	var rotated []string
+	for _, k := range kids {
+		if k != "" {
+			rotated = append(rotated, k)
+		}
+	}
+	if len(rotated) != 1 {
+		t.Fatalf("8 concurrent RotateIfOlder at the key's age rotated %d times (%v), want 1", len(rotated), rotated)
+	}
+	secondKid := rotated[0]
+	if err := s.EnsureKey(ctx); err != nil { // reload: another replica rotated
+		t.Fatal(err)
+	}
+	if kid, _ := b.signingKey(t); kid != secondKid {
+		t.Errorf("signing key after rotation = %s, want %s", kid, secondKid)
+	}
+
+	rotatedAt := b.clock.Now()
+	keys, err := s.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []token.KeyStatus{
+		{Kid: secondKid, State: token.KeySigning, CreatedAt: rotatedAt},
+		{Kid: firstKid, State: token.KeyVerifying, CreatedAt: rotatedAt.Add(-maxAge), SupersededAt: &rotatedAt, Until: rotatedAt.Add(ttl + 2*time.Minute)},
+	}
+	if !keysEqual(keys, want) {
+		t.Errorf("Keys after rotation = %+v, want %+v", keys, want)
+	}
+	b.clock.Advance(ttl + 2*time.Minute)
+	keys, err = s.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want[1].State = token.KeyRetired
+	if !keysEqual(keys, want) {
+		t.Errorf("Keys after the old key's window = %+v, want %+v", keys, want)
+	}
+}
+
+func keysEqual(got, want []token.KeyStatus) bool {
+	return slices.EqualFunc(got, want, func(a, b token.KeyStatus) bool {
+		return a.Kid == b.Kid && a.State == b.State && a.CreatedAt.Equal(b.CreatedAt) && a.Until.Equal(b.Until) &&
+			(a.SupersededAt == nil) == (b.SupersededAt == nil) && (a.SupersededAt == nil || a.SupersededAt.Equal(*b.SupersededAt))
+	})
+}

@@ -275,19 +275,21 @@ type Flags struct {
 
 // Auth configures accounts, tokens, sessions and API keys.
 type Auth struct {
-	Issuer            string        `koanf:"issuer" doc:"JWT iss claim"`
-	Audience          string        `koanf:"audience" doc:"JWT aud claim"`
-	AccessTokenTTL    time.Duration `koanf:"access_token_ttl" doc:"lifetime of an access token (JWT)"`
-	SessionTTL        time.Duration `koanf:"session_ttl" doc:"lifetime of a session and its refresh tokens"`
-	RefreshReuseGrace time.Duration `koanf:"refresh_reuse_grace" doc:"window in which a spent refresh token may be reused by a concurrent refresh"`
-	PasswordMinLength int           `koanf:"password_min_length" doc:"shortest password accepted at sign-up"`
-	Argon2Memory      uint32        `koanf:"argon2_memory_kib" doc:"argon2id memory per hash, in KiB"`
-	Argon2Time        uint32        `koanf:"argon2_time" doc:"argon2id passes"`
-	Argon2Threads     uint8         `koanf:"argon2_threads" doc:"argon2id lanes"`
-	APIKeyEnv         string        `koanf:"api_key_env" doc:"the <env> part of new API keys (kiln_<env>_…), e.g. live or test"`
-	APIKeyCacheTTL    time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
-	LimitAbuse        bool          `koanf:"limit_abuse" doc:"rate-limit login, sign-up, password reset and refresh per IP and per account"`
-	OAuth             OAuth         `koanf:"oauth"`
+	Issuer         string        `koanf:"issuer" doc:"JWT iss claim"`
+	Audience       string        `koanf:"audience" doc:"JWT aud claim"`
+	AccessTokenTTL time.Duration `koanf:"access_token_ttl" doc:"lifetime of an access token (JWT)"`
+	// SigningKeyRotation is the age at which a scheduled job replaces the signing key.
+	SigningKeyRotation time.Duration `koanf:"signing_key_rotation" doc:"age at which the access-token signing key is replaced by a new one (checked hourly; 0: only kiln keys rotate)"`
+	SessionTTL         time.Duration `koanf:"session_ttl" doc:"lifetime of a session and its refresh tokens"`
+	RefreshReuseGrace  time.Duration `koanf:"refresh_reuse_grace" doc:"window in which a spent refresh token may be reused by a concurrent refresh"`
+	PasswordMinLength  int           `koanf:"password_min_length" doc:"shortest password accepted at sign-up"`
+	Argon2Memory       uint32        `koanf:"argon2_memory_kib" doc:"argon2id memory per hash, in KiB"`
+	Argon2Time         uint32        `koanf:"argon2_time" doc:"argon2id passes"`
+	Argon2Threads      uint8         `koanf:"argon2_threads" doc:"argon2id lanes"`
+	APIKeyEnv          string        `koanf:"api_key_env" doc:"the <env> part of new API keys (kiln_<env>_…), e.g. live or test"`
+	APIKeyCacheTTL     time.Duration `koanf:"api_key_cache_ttl" doc:"how long a replica trusts a cached API key without an invalidation"`
+	LimitAbuse         bool          `koanf:"limit_abuse" doc:"rate-limit login, sign-up, password reset and refresh per IP and per account"`
+	OAuth              OAuth         `koanf:"oauth"`
 }
 
 // OAuth configures external login (OIDC, GitHub, WeChat, WeCom).
@@ -423,19 +425,20 @@ func Default() Config {
 		Jobs:     Jobs{PollInterval: time.Second, ReconcileInterval: 15 * time.Second, Heartbeat: 5 * time.Second, Kinds: map[string]JobKind{}, Schedules: map[string]JobSchedule{}},
 		Flags:    Flags{Defaults: map[string]bool{}, CacheTTL: time.Minute},
 		Auth: Auth{
-			Issuer:            "kiln",
-			Audience:          "kiln-api",
-			AccessTokenTTL:    15 * time.Minute,
-			SessionTTL:        30 * 24 * time.Hour,
-			RefreshReuseGrace: 10 * time.Second,
-			PasswordMinLength: 10,
-			Argon2Memory:      64 * 1024,
-			Argon2Time:        2,
-			Argon2Threads:     2,
-			APIKeyEnv:         "dev",
-			APIKeyCacheTTL:    5 * time.Minute,
-			LimitAbuse:        true,
-			OAuth:             OAuth{CallbackBase: "http://localhost:8080", RedirectAllowlist: []string{}, Providers: []OAuthProvider{}},
+			Issuer:             "kiln",
+			Audience:           "kiln-api",
+			AccessTokenTTL:     15 * time.Minute,
+			SigningKeyRotation: 30 * 24 * time.Hour,
+			SessionTTL:         30 * 24 * time.Hour,
+			RefreshReuseGrace:  10 * time.Second,
+			PasswordMinLength:  10,
+			Argon2Memory:       64 * 1024,
+			Argon2Time:         2,
+			Argon2Threads:      2,
+			APIKeyEnv:          "dev",
+			APIKeyCacheTTL:     5 * time.Minute,
+			LimitAbuse:         true,
+			OAuth:              OAuth{CallbackBase: "http://localhost:8080", RedirectAllowlist: []string{}, Providers: []OAuthProvider{}},
 		},
 		Mail:   Mail{From: "Kiln <no-reply@localhost>", LinkBase: "http://localhost:3000"},
 		OTel:   OTel{Protocol: "http/protobuf", ServiceName: "kiln", SampleRatio: 1},
@@ -741,6 +744,9 @@ func (c Config) validate() []string {
 	}
 	if c.Auth.Issuer == "" || c.Auth.Audience == "" {
 		bad("auth.issuer", "issuer and audience must not be empty")
+	}
+	if r := c.Auth.SigningKeyRotation; r != 0 && r < time.Hour {
+		bad("auth.signing_key_rotation", "must be 0 (no scheduled rotation) or at least 1h, got %s", r)
 	}
 	if c.Auth.PasswordMinLength < 8 || c.Auth.PasswordMinLength > 128 {
 		bad("auth.password_min_length", "must be between 8 and 128, got %d", c.Auth.PasswordMinLength)
