@@ -19,7 +19,6 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 	"sigs.k8s.io/yaml"
@@ -86,6 +85,9 @@ type Deps struct {
 	// ChinaPayments serves the WeChat Pay and Alipay payments and notifications; nil
 	// answers them not_ready (notifications not_found).
 	ChinaPayments *billing.ChinaPayments
+	// Metrics says where GET /metrics is served (this server, or MetricsServer when
+	// Listen is set) and the token it asks for.
+	Metrics config.Metrics
 }
 
 // Server serves Kiln's HTTP API.
@@ -122,6 +124,8 @@ type Server struct {
 	idem         *idempotency.Store
 	idemRoutes   map[string]bool // route templates that take an Idempotency-Key
 	jobsAdmin    JobsAdmin
+	// metricsOnly serves GET /metrics on metrics.listen; nil when /metrics is served here.
+	metricsOnly http.Handler
 
 	specJSON, specYAML []byte
 	drainOnce          sync.Once
@@ -245,7 +249,11 @@ func New(d Deps) (*Server, error) {
 	s.mux.HandleFunc("GET /openai/v1/models", s.openaiListModels)
 	s.mux.HandleFunc("POST /v1/webhooks/wechatpay", s.wechatpayNotify)
 	s.mux.HandleFunc("POST /v1/webhooks/alipay", s.alipayNotify)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	if metrics := s.metricsEndpoint(d.Registry, d.Metrics); d.Metrics.Listen == "" {
+		s.mux.Handle("GET /metrics", metrics)
+	} else {
+		s.metricsOnly = metrics
+	}
 	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
 	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")

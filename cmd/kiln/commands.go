@@ -313,6 +313,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Keyspace:      redisclient.Keyspace{Env: a.cfg.Env},
 		LimitAbuse:    a.cfg.Auth.LimitAbuse,
 		APILimits:     a.cfg.RateLimit.API,
+		Metrics:       a.cfg.Metrics,
 		// A claim must outlive the longest request (a streamed reply), or a retry could
 		// run beside it; the margin covers the handler's work after the reply's deadline.
 		Idempotency: idempotency.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, idempotency.Config{
@@ -335,6 +336,13 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return fmt.Errorf("listen on %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	httpSrv := srv.HTTPServer(a.cfg.HTTP.Addr)
+	var mln net.Listener // metrics.listen's, when set
+	if a.cfg.Metrics.Listen != "" {
+		if mln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", a.cfg.Metrics.Listen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen on %s (metrics.listen): %w", a.cfg.Metrics.Listen, err)
+		}
+	}
 
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -368,20 +376,35 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		wg.Go(func() { _ = schedules.Run(bg) })
 	}
 
-	serveErr := make(chan error, 1)
+	servers := []*http.Server{httpSrv}
+	serveErr := make(chan error, 2)
+	if mln != nil {
+		metricsSrv := srv.MetricsServer(a.cfg.Metrics.Listen)
+		servers = append(servers, metricsSrv)
+		go func() { serveErr <- metricsSrv.Serve(srv.Listener(mln)) }()
+		a.log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	go func() { serveErr <- httpSrv.Serve(srv.Listener(ln)) }()
 	a.log.Info("listening", "addr", ln.Addr().String(), "worker", withWorker, "version", version.Get().Version)
 
 	select {
 	case err = <-serveErr:
+		for _, s := range servers {
+			_ = s.Close()
+		}
 	case <-ctx.Done():
 		a.log.Info("shutting down", "timeout", a.cfg.HTTP.ShutdownTimeout)
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.HTTP.ShutdownTimeout)
-		err = httpSrv.Shutdown(shutdownCtx)
-		if err != nil {
-			a.log.Warn("in-flight requests cut at the shutdown deadline", "error", err)
-			_ = httpSrv.Close()
+		var shutdown sync.WaitGroup
+		for _, s := range servers {
+			shutdown.Go(func() {
+				if err := s.Shutdown(shutdownCtx); err != nil {
+					a.log.Warn("in-flight requests cut at the shutdown deadline", "addr", s.Addr, "error", err)
+					_ = s.Close()
+				}
+			})
 		}
+		shutdown.Wait()
 		convs.Replies.Shutdown(shutdownCtx) // replies still generating end as failed past the deadline
 		cancel()
 		err = nil

@@ -8386,7 +8386,7 @@ type ClientInterface interface {
 
 	// GetMetrics Prometheus metrics
 	//
-	// Metrics in the Prometheus text exposition format.
+	// Metrics in the Prometheus text exposition format. Open by default; with the `metrics.token` setting it requires `Authorization: Bearer <token>` (401 without it), and with `metrics.listen` it is served on that address only (404 here).
 	//
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -10356,7 +10356,7 @@ func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (
 
 // GetMetrics Prometheus metrics
 //
-// Metrics in the Prometheus text exposition format.
+// Metrics in the Prometheus text exposition format. Open by default; with the `metrics.token` setting it requires `Authorization: Bearer <token>` (401 without it), and with `metrics.listen` it is served on that address only (404 here).
 //
 // Corresponds with GET /metrics (the `GetMetrics` operationId).
 func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -21763,7 +21763,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetMetricsWithResponse Prometheus metrics
 	//
-	// Metrics in the Prometheus text exposition format.
+	// Metrics in the Prometheus text exposition format. Open by default; with the `metrics.token` setting it requires `Authorization: Bearer <token>` (401 without it), and with `metrics.listen` it is served on that address only (404 here).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -32641,7 +32641,7 @@ func (c *ClientWithResponses) GetHealthWithResponse(ctx context.Context, reqEdit
 
 // GetMetricsWithResponse Prometheus metrics
 //
-// Metrics in the Prometheus text exposition format.
+// Metrics in the Prometheus text exposition format. Open by default; with the `metrics.token` setting it requires `Authorization: Bearer <token>` (401 without it), and with `metrics.listen` it is served on that address only (404 here).
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
@@ -52,6 +53,15 @@ type Config struct {
 	Sentry Sentry `koanf:"sentry"`
 	// RateLimit configures the API's rate limits.
 	RateLimit RateLimit `koanf:"ratelimit"`
+	// Metrics configures who may read the Prometheus metrics.
+	Metrics Metrics `koanf:"metrics"`
+}
+
+// Metrics says where GET /metrics is served and what it asks of a scraper; by default it
+// is open on the API's listener.
+type Metrics struct {
+	Listen string `koanf:"listen" doc:"a listen address of its own for GET /metrics (e.g. 127.0.0.1:9090); the API's listener then answers /metrics 404. Empty: served on http.addr"`
+	Token  string `koanf:"token" secret:"true" doc:"bearer token GET /metrics requires (Authorization: Bearer <token>; 401 without it); empty: none"`
 }
 
 // RateLimit configures the API's rate limits; the auth routes' abuse limits are apart
@@ -682,6 +692,13 @@ func (c Config) validate() []string {
 	if c.HTTP.Addr == "" {
 		bad("http.addr", "must not be empty")
 	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "must be host:port or :port, got %q", c.Metrics.Listen)
+		} else if c.Metrics.Listen == c.HTTP.Addr && port != "0" {
+			bad("metrics.listen", "must differ from http.addr (%q); leave it empty to serve /metrics there", c.HTTP.Addr)
+		}
+	}
 	for key, d := range map[string]time.Duration{
 		"http.read_header_timeout":     c.HTTP.ReadHeaderTimeout,
 		"http.read_timeout":            c.HTTP.ReadTimeout,
@@ -1087,7 +1104,7 @@ func (c Config) Masked() Config {
 	if c.Sentry.DSN != "" {
 		c.Sentry.DSN = "****" // its user part is the project's key
 	}
-	for _, secret := range []*string{&c.Billing.WeChatPay.MerchantKey, &c.Billing.WeChatPay.APIv3Key, &c.Billing.Alipay.PrivateKey} {
+	for _, secret := range []*string{&c.Billing.WeChatPay.MerchantKey, &c.Billing.WeChatPay.APIv3Key, &c.Billing.Alipay.PrivateKey, &c.Metrics.Token} {
 		if *secret != "" {
 			*secret = "****"
 		}

@@ -715,3 +715,37 @@ func TestObservabilityConfig(t *testing.T) {
 		}
 	})
 }
+
+func TestMetricsConfig(t *testing.T) {
+	t.Parallel()
+	t.Run("OKFromEnvTokenMasked", func(t *testing.T) {
+		t.Parallel()
+		const token = "metrics-Secret-2b9d"
+		cfg := mustLoad(t, "", []string{"KILN_METRICS_LISTEN=127.0.0.1:9090", "KILN_METRICS_TOKEN=" + token})
+		if cfg.Metrics.Listen != "127.0.0.1:9090" || cfg.Metrics.Token != token {
+			t.Fatalf("metrics = %+v", cfg.Metrics)
+		}
+		masked := cfg.Masked()
+		if masked.Metrics.Token != "****" || strings.Contains(fmt.Sprintf("%v", masked.Tree()), token) {
+			t.Errorf("masked metrics = %+v", masked.Metrics)
+		}
+		if cfg.Metrics.Token != token {
+			t.Error("Masked() changed the original config")
+		}
+	})
+	t.Run("OKDefaultOpen", func(t *testing.T) {
+		t.Parallel()
+		if m := mustLoad(t, "", nil).Metrics; m.Listen != "" || m.Token != "" {
+			t.Errorf("default metrics = %+v, want served open on http.addr", m)
+		}
+	})
+	for name, listen := range map[string]string{"ErrNoPort": "localhost", "ErrSameAsHTTPAddr": ":8080"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load("", []string{"KILN_METRICS_LISTEN=" + listen})
+			if err == nil || !strings.Contains(err.Error(), "metrics.listen") {
+				t.Errorf("metrics.listen %q: err = %v, want one naming metrics.listen", listen, err)
+			}
+		})
+	}
+}

@@ -54,7 +54,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics
-         * @description Metrics in the Prometheus text exposition format.
+         * @description Metrics in the Prometheus text exposition format. Open by default; with the `metrics.token` setting it requires `Authorization: Bearer <token>` (401 without it), and with `metrics.listen` it is served on that address only (404 here).
          */
         get: operations["getMetrics"];
         put?: never;
