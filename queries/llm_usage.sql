@@ -28,3 +28,30 @@ WHERE org_id = @org_id
   AND (sqlc.narg(api_key_id)::uuid IS NULL OR api_key_id = sqlc.narg(api_key_id))
 GROUP BY 1
 ORDER BY 1;
+
+-- name: UsageExportOrgPage :many
+-- The next page of an org's calls in [from, to) after the cursor (created_at, id), in that
+-- order. Keyset pages follow the (org_id, created_at) index: each starts where the last ended.
+SELECT id, org_id, user_id, api_key_id, request_id, endpoint, alias, provider, model, status,
+       error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms,
+       cached, created_at
+FROM llm_usage
+WHERE org_id = @org_id
+  AND created_at >= @from_time AND created_at < @to_time
+  AND deleted_at IS NULL
+  AND (created_at, id) > (@after_created::timestamptz, @after_id::uuid)
+ORDER BY created_at, id
+LIMIT @page_size;
+
+-- name: UsageExportAllPage :many
+-- The next page of every org's calls in [from, to) after the cursor (org_id, created_at,
+-- id), in that order, following the (org_id, created_at) index as UsageExportOrgPage does.
+SELECT id, org_id, user_id, api_key_id, request_id, endpoint, alias, provider, model, status,
+       error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms,
+       cached, created_at
+FROM llm_usage
+WHERE created_at >= @from_time AND created_at < @to_time
+  AND deleted_at IS NULL
+  AND (org_id, created_at, id) > (@after_org::uuid, @after_created::timestamptz, @after_id::uuid)
+ORDER BY org_id, created_at, id
+LIMIT @page_size;

@@ -166,6 +166,23 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 			n := ali.Notify(ali.NotifyParams("beside-1", alipay.Trade{OutTradeNo: "no-such-order", TradeStatus: "TRADE_SUCCESS", TotalAmount: "1.00"}))
 			wantStatus(t, b.postAlipayNotify(t, n.Body), 200)
 		},
+		"exportOrgUsage": func(t *testing.T) {
+			var me api.Me
+			wantStatus(t, f.b.call(t, "GET", "/v1/me", f.alice, nil, &me), 200)
+			res := f.b.call(t, "GET", "/v1/orgs/"+me.PersonalOrgId.String()+"/usage/export", f.alice, nil, nil)
+			wantStatus(t, res, 200)
+			if body := readAll(res); !strings.HasPrefix(body, "id,created_at,user_id,") {
+				t.Fatalf("export %q", body)
+			}
+		},
+		"adminExportUsage": func(t *testing.T) {
+			admin, _ := f.b.signUpAdmin(t, "beside-admin@example.com")
+			res := f.b.call(t, "GET", "/v1/admin/usage/export?format=json", admin.AccessToken, nil, nil)
+			wantStatus(t, res, 200)
+			if res.Header.Get("Content-Type") != "application/x-ndjson" {
+				t.Fatalf("content type %q", res.Header.Get("Content-Type"))
+			}
+		},
 		"getMetrics":     func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/metrics", nil)), 200) },
 		"getOpenAPIJSON": func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/openapi.json", nil)), 200) },
 		"getOpenAPIYAML": func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/openapi.yaml", nil)), 200) },

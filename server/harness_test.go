@@ -86,7 +86,7 @@ const testOps = `{
 
 func init() {
 	// Response validation decodes bodies by media type; these are served as text.
-	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream", "text/markdown"} {
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream", "text/markdown", "text/csv", "application/x-ndjson"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 }

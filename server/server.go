@@ -241,6 +241,8 @@ func New(d Deps) (*Server, error) {
 	s.HandleStream("GET /v1/conversations/{id}/messages/{message_id}/events", http.HandlerFunc(s.streamMessageEvents))
 	s.HandleStream("GET /v1/jobs/{id}/events", http.HandlerFunc(s.streamJobEvents))
 	s.HandleStream("GET /v1/notifications/stream", http.HandlerFunc(s.streamNotifications))
+	s.HandleStream("GET /v1/orgs/{id}/usage/export", http.HandlerFunc(s.exportOrgUsage))
+	s.HandleStream("GET /v1/admin/usage/export", http.HandlerFunc(s.adminExportUsage))
 	s.HandleStream("POST /openai/v1/chat/completions", http.HandlerFunc(s.openaiCreateChatCompletion))
 	s.HandleStream("POST /openai/v1/responses", http.HandlerFunc(s.openaiCreateResponse))
 	s.mux.HandleFunc("GET /openai/v1/responses/{response_id}", s.openaiGetResponse)

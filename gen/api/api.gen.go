@@ -1671,6 +1671,27 @@ func (e ToolChoiceMode) Valid() bool {
 	}
 }
 
+// Defines values for UsageExportRowStatus.
+const (
+	UsageExportCancelled UsageExportRowStatus = "cancelled"
+	UsageExportError     UsageExportRowStatus = "error"
+	UsageExportOK        UsageExportRowStatus = "ok"
+)
+
+// Valid indicates whether the value is a known member of the UsageExportRowStatus enum.
+func (e UsageExportRowStatus) Valid() bool {
+	switch e {
+	case UsageExportCancelled:
+		return true
+	case UsageExportError:
+		return true
+	case UsageExportOK:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for UsageReportGroupBy.
 const (
 	UsageReportGroupByDay   UsageReportGroupBy = "day"
@@ -1809,6 +1830,24 @@ func (e WeChatPayPaymentRequestMode) Valid() bool {
 	case Jsapi:
 		return true
 	case Native:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportFormat.
+const (
+	UsageExportCSV  ExportFormat = "csv"
+	UsageExportJSON ExportFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the ExportFormat enum.
+func (e ExportFormat) Valid() bool {
+	switch e {
+	case UsageExportCSV:
+		return true
+	case UsageExportJSON:
 		return true
 	default:
 		return false
@@ -4575,6 +4614,33 @@ type UsageBucket struct {
 	Requests     int64   `json:"requests"`
 }
 
+// UsageExportRow One model call, one line of a `format=json` usage export. `org_id` only in the admin export.
+type UsageExportRow struct {
+	Alias            string              `json:"alias"`
+	ApiKeyId         *openapi_types.UUID `json:"api_key_id,omitempty"`
+	Cached           bool                `json:"cached"`
+	CachedTokens     int64               `json:"cached_tokens"`
+	CompletionTokens int64               `json:"completion_tokens"`
+	CostUsd          float64             `json:"cost_usd"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt    Timestamp            `json:"created_at"`
+	Endpoint     string               `json:"endpoint"`
+	ErrorCode    string               `json:"error_code"`
+	Id           openapi_types.UUID   `json:"id"`
+	LatencyMs    int64                `json:"latency_ms"`
+	Model        string               `json:"model"`
+	OrgId        *openapi_types.UUID  `json:"org_id,omitempty"`
+	PromptTokens int64                `json:"prompt_tokens"`
+	Provider     string               `json:"provider"`
+	RequestId    *string              `json:"request_id,omitempty"`
+	Status       UsageExportRowStatus `json:"status"`
+	UserId       *openapi_types.UUID  `json:"user_id,omitempty"`
+}
+
+// UsageExportRowStatus defines model for UsageExportRow.Status.
+type UsageExportRowStatus string
+
 // UsageReport defines model for UsageReport.
 type UsageReport struct {
 	Data []UsageBucket `json:"data"`
@@ -4741,6 +4807,15 @@ type DocumentID = openapi_types.UUID
 
 // EvaluationID defines model for EvaluationID.
 type EvaluationID = openapi_types.UUID
+
+// ExportFormat defines model for ExportFormat.
+type ExportFormat string
+
+// ExportFrom defines model for ExportFrom.
+type ExportFrom = time.Time
+
+// ExportTo defines model for ExportTo.
+type ExportTo = time.Time
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -13995,6 +14070,22 @@ type TooManyRequestsApplicationProblemPlusJSONResponse struct {
 	Body Problem
 
 	Headers TooManyRequestsResponseHeaders
+}
+
+type UsageExportResponseHeaders struct {
+	ContentDisposition *string
+}
+type UsageExportApplicationxNdjsonResponse struct {
+	Body io.Reader
+
+	Headers       UsageExportResponseHeaders
+	ContentLength int64
+}
+type UsageExportTextcsvResponse struct {
+	Body io.Reader
+
+	Headers       UsageExportResponseHeaders
+	ContentLength int64
 }
 
 type GetJWKSRequestObject struct {

@@ -39,6 +39,187 @@ type InsertUsageParams struct {
 	ExperimentID     uuid.NullUUID
 }
 
+const usageExportAllPage = `-- name: UsageExportAllPage :many
+SELECT id, org_id, user_id, api_key_id, request_id, endpoint, alias, provider, model, status,
+       error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms,
+       cached, created_at
+FROM llm_usage
+WHERE created_at >= $1 AND created_at < $2
+  AND deleted_at IS NULL
+  AND (org_id, created_at, id) > ($3::uuid, $4::timestamptz, $5::uuid)
+ORDER BY org_id, created_at, id
+LIMIT $6
+`
+
+type UsageExportAllPageParams struct {
+	FromTime     time.Time
+	ToTime       time.Time
+	AfterOrg     uuid.UUID
+	AfterCreated time.Time
+	AfterID      uuid.UUID
+	PageSize     int32
+}
+
+type UsageExportAllPageRow struct {
+	ID               uuid.UUID
+	OrgID            uuid.UUID
+	UserID           uuid.NullUUID
+	ApiKeyID         uuid.NullUUID
+	RequestID        string
+	Endpoint         string
+	Alias            string
+	Provider         string
+	Model            string
+	Status           string
+	ErrorCode        string
+	PromptTokens     int32
+	CompletionTokens int32
+	CachedTokens     int32
+	CostUsd          float64
+	LatencyMs        int32
+	Cached           bool
+	CreatedAt        time.Time
+}
+
+// The next page of every org's calls in [from, to) after the cursor (org_id, created_at,
+// id), in that order, following the (org_id, created_at) index as UsageExportOrgPage does.
+func (q *Queries) UsageExportAllPage(ctx context.Context, arg UsageExportAllPageParams) ([]UsageExportAllPageRow, error) {
+	rows, err := q.db.Query(ctx, usageExportAllPage,
+		arg.FromTime,
+		arg.ToTime,
+		arg.AfterOrg,
+		arg.AfterCreated,
+		arg.AfterID,
+		arg.PageSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []UsageExportAllPageRow{}
+	for rows.Next() {
+		var i UsageExportAllPageRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.UserID,
+			&i.ApiKeyID,
+			&i.RequestID,
+			&i.Endpoint,
+			&i.Alias,
+			&i.Provider,
+			&i.Model,
+			&i.Status,
+			&i.ErrorCode,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.CachedTokens,
+			&i.CostUsd,
+			&i.LatencyMs,
+			&i.Cached,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const usageExportOrgPage = `-- name: UsageExportOrgPage :many
+SELECT id, org_id, user_id, api_key_id, request_id, endpoint, alias, provider, model, status,
+       error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms,
+       cached, created_at
+FROM llm_usage
+WHERE org_id = $1
+  AND created_at >= $2 AND created_at < $3
+  AND deleted_at IS NULL
+  AND (created_at, id) > ($4::timestamptz, $5::uuid)
+ORDER BY created_at, id
+LIMIT $6
+`
+
+type UsageExportOrgPageParams struct {
+	OrgID        uuid.UUID
+	FromTime     time.Time
+	ToTime       time.Time
+	AfterCreated time.Time
+	AfterID      uuid.UUID
+	PageSize     int32
+}
+
+type UsageExportOrgPageRow struct {
+	ID               uuid.UUID
+	OrgID            uuid.UUID
+	UserID           uuid.NullUUID
+	ApiKeyID         uuid.NullUUID
+	RequestID        string
+	Endpoint         string
+	Alias            string
+	Provider         string
+	Model            string
+	Status           string
+	ErrorCode        string
+	PromptTokens     int32
+	CompletionTokens int32
+	CachedTokens     int32
+	CostUsd          float64
+	LatencyMs        int32
+	Cached           bool
+	CreatedAt        time.Time
+}
+
+// The next page of an org's calls in [from, to) after the cursor (created_at, id), in that
+// order. Keyset pages follow the (org_id, created_at) index: each starts where the last ended.
+func (q *Queries) UsageExportOrgPage(ctx context.Context, arg UsageExportOrgPageParams) ([]UsageExportOrgPageRow, error) {
+	rows, err := q.db.Query(ctx, usageExportOrgPage,
+		arg.OrgID,
+		arg.FromTime,
+		arg.ToTime,
+		arg.AfterCreated,
+		arg.AfterID,
+		arg.PageSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []UsageExportOrgPageRow{}
+	for rows.Next() {
+		var i UsageExportOrgPageRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrgID,
+			&i.UserID,
+			&i.ApiKeyID,
+			&i.RequestID,
+			&i.Endpoint,
+			&i.Alias,
+			&i.Provider,
+			&i.Model,
+			&i.Status,
+			&i.ErrorCode,
+			&i.PromptTokens,
+			&i.CompletionTokens,
+			&i.CachedTokens,
+			&i.CostUsd,
+			&i.LatencyMs,
+			&i.Cached,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const usageReport = `-- name: UsageReport :many
 SELECT (CASE WHEN $1::text = 'model' THEN alias
              ELSE to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') END)::text AS key,

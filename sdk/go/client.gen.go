@@ -1670,6 +1670,27 @@ func (e ToolChoiceMode) Valid() bool {
 	}
 }
 
+// Defines values for UsageExportRowStatus.
+const (
+	UsageExportCancelled UsageExportRowStatus = "cancelled"
+	UsageExportError     UsageExportRowStatus = "error"
+	UsageExportOK        UsageExportRowStatus = "ok"
+)
+
+// Valid indicates whether the value is a known member of the UsageExportRowStatus enum.
+func (e UsageExportRowStatus) Valid() bool {
+	switch e {
+	case UsageExportCancelled:
+		return true
+	case UsageExportError:
+		return true
+	case UsageExportOK:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for UsageReportGroupBy.
 const (
 	UsageReportGroupByDay   UsageReportGroupBy = "day"
@@ -1814,6 +1835,42 @@ func (e WeChatPayPaymentRequestMode) Valid() bool {
 	}
 }
 
+// Defines values for ExportFormat.
+const (
+	ExportFormatUsageExportCSV  ExportFormat = "csv"
+	ExportFormatUsageExportJSON ExportFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the ExportFormat enum.
+func (e ExportFormat) Valid() bool {
+	switch e {
+	case ExportFormatUsageExportCSV:
+		return true
+	case ExportFormatUsageExportJSON:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AdminExportUsageParamsFormat.
+const (
+	AdminExportUsageParamsFormatUsageExportCSV  AdminExportUsageParamsFormat = "csv"
+	AdminExportUsageParamsFormatUsageExportJSON AdminExportUsageParamsFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the AdminExportUsageParamsFormat enum.
+func (e AdminExportUsageParamsFormat) Valid() bool {
+	switch e {
+	case AdminExportUsageParamsFormatUsageExportCSV:
+		return true
+	case AdminExportUsageParamsFormatUsageExportJSON:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ExportConversationParamsFormat.
 const (
 	Json     ExportConversationParamsFormat = "json"
@@ -1826,6 +1883,24 @@ func (e ExportConversationParamsFormat) Valid() bool {
 	case Json:
 		return true
 	case Markdown:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportOrgUsageParamsFormat.
+const (
+	ExportOrgUsageParamsFormatUsageExportCSV  ExportOrgUsageParamsFormat = "csv"
+	ExportOrgUsageParamsFormatUsageExportJSON ExportOrgUsageParamsFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the ExportOrgUsageParamsFormat enum.
+func (e ExportOrgUsageParamsFormat) Valid() bool {
+	switch e {
+	case ExportOrgUsageParamsFormatUsageExportCSV:
+		return true
+	case ExportOrgUsageParamsFormatUsageExportJSON:
 		return true
 	default:
 		return false
@@ -4574,6 +4649,33 @@ type UsageBucket struct {
 	Requests     int64   `json:"requests"`
 }
 
+// UsageExportRow One model call, one line of a `format=json` usage export. `org_id` only in the admin export.
+type UsageExportRow struct {
+	Alias            string              `json:"alias"`
+	ApiKeyId         *openapi_types.UUID `json:"api_key_id,omitempty"`
+	Cached           bool                `json:"cached"`
+	CachedTokens     int64               `json:"cached_tokens"`
+	CompletionTokens int64               `json:"completion_tokens"`
+	CostUsd          float64             `json:"cost_usd"`
+
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt    Timestamp            `json:"created_at"`
+	Endpoint     string               `json:"endpoint"`
+	ErrorCode    string               `json:"error_code"`
+	Id           openapi_types.UUID   `json:"id"`
+	LatencyMs    int64                `json:"latency_ms"`
+	Model        string               `json:"model"`
+	OrgId        *openapi_types.UUID  `json:"org_id,omitempty"`
+	PromptTokens int64                `json:"prompt_tokens"`
+	Provider     string               `json:"provider"`
+	RequestId    *string              `json:"request_id,omitempty"`
+	Status       UsageExportRowStatus `json:"status"`
+	UserId       *openapi_types.UUID  `json:"user_id,omitempty"`
+}
+
+// UsageExportRowStatus defines model for UsageExportRow.Status.
+type UsageExportRowStatus string
+
 // UsageReport defines model for UsageReport.
 type UsageReport struct {
 	Data []UsageBucket `json:"data"`
@@ -4740,6 +4842,15 @@ type DocumentID = openapi_types.UUID
 
 // EvaluationID defines model for EvaluationID.
 type EvaluationID = openapi_types.UUID
+
+// ExportFormat defines model for ExportFormat.
+type ExportFormat string
+
+// ExportFrom defines model for ExportFrom.
+type ExportFrom = time.Time
+
+// ExportTo defines model for ExportTo.
+type ExportTo = time.Time
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -4922,6 +5033,21 @@ type AdminRefundPaymentParams struct {
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
+
+// AdminExportUsageParams defines parameters for AdminExportUsage.
+type AdminExportUsageParams struct {
+	// From Start of the window (inclusive); default 30 days before `to`.
+	From *ExportFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the window (exclusive); default now.
+	To *ExportTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// Format `csv` (RFC 4180 with a header row) or `json` (NDJSON: one `UsageExportRow` per line).
+	Format *AdminExportUsageParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+}
+
+// AdminExportUsageParamsFormat defines parameters for AdminExportUsage.
+type AdminExportUsageParamsFormat string
 
 // AdminListUsersParams defines parameters for AdminListUsers.
 type AdminListUsersParams struct {
@@ -5484,6 +5610,21 @@ type CreateWeChatPayPaymentParams struct {
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
+
+// ExportOrgUsageParams defines parameters for ExportOrgUsage.
+type ExportOrgUsageParams struct {
+	// From Start of the window (inclusive); default 30 days before `to`.
+	From *ExportFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the window (exclusive); default now.
+	To *ExportTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// Format `csv` (RFC 4180 with a header row) or `json` (NDJSON: one `UsageExportRow` per line).
+	Format *ExportOrgUsageParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+}
+
+// ExportOrgUsageParamsFormat defines parameters for ExportOrgUsage.
+type ExportOrgUsageParamsFormat string
 
 // ListPromptsParams defines parameters for ListPrompts.
 type ListPromptsParams struct {
@@ -8801,6 +8942,14 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
 	AdminResumeJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminExportUsage Export every org's usage rows
+	//
+	// As `GET /v1/orgs/{id}/usage/export`, across every org, with the `org_id` column
+	// (the second). Platform admins only.
+	//
+	// Corresponds with GET /v1/admin/usage/export (the `AdminExportUsage` operationId).
+	AdminExportUsage(ctx context.Context, params *AdminExportUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListUsers Every user
 	//
 	// Newest first; `q` matches email or name.
@@ -9997,6 +10146,23 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnership(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExportOrgUsage Export the org's usage rows
+	//
+	// Every model call of the org in `[from, to)`, one row per call, oldest first, streamed
+	// as it is read (batches of 1,000 rows, flushed after each; the server never holds the
+	// whole export), so an export may be of any size. `format=csv` (the default) is
+	// RFC 4180 CSV with a header row; a cell that begins with `=`, `+`, `-`, `@`, tab or
+	// carriage return is prefixed with `'` so a spreadsheet does not run it as a formula.
+	// `format=json` is NDJSON: one `UsageExportRow` object per line. Summing a column gives
+	// the same total as the usage rows. Defaults: the last 30 days; a window is at most 366
+	// days (400 naming `/query/from` past it). Rows written after the export passed their
+	// time (the recorder writes within a second) are not in it, so export windows that
+	// ended a minute ago for exact totals. Closing the connection stops the export. Needs
+	// an org owner or admin, or a key of the org with `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/usage/export (the `ExportOrgUsage` operationId).
+	ExportOrgUsage(ctx context.Context, id ID, params *ExportOrgUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListPrompts The org's prompts
 	//
@@ -11201,6 +11367,24 @@ func (c *Client) AdminPauseJobSchedule(ctx context.Context, name ScheduleName, r
 // Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
 func (c *Client) AdminResumeJobSchedule(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminResumeJobScheduleRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminExportUsage Export every org's usage rows
+//
+// As `GET /v1/orgs/{id}/usage/export`, across every org, with the `org_id` column
+// (the second). Platform admins only.
+//
+// Corresponds with GET /v1/admin/usage/export (the `AdminExportUsage` operationId).
+func (c *Client) AdminExportUsage(ctx context.Context, params *AdminExportUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminExportUsageRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -13578,6 +13762,33 @@ func (c *Client) TransferOrgOwnership(ctx context.Context, id ID, body TransferO
 	return c.Client.Do(req)
 }
 
+// ExportOrgUsage Export the org's usage rows
+//
+// Every model call of the org in `[from, to)`, one row per call, oldest first, streamed
+// as it is read (batches of 1,000 rows, flushed after each; the server never holds the
+// whole export), so an export may be of any size. `format=csv` (the default) is
+// RFC 4180 CSV with a header row; a cell that begins with `=`, `+`, `-`, `@`, tab or
+// carriage return is prefixed with `'` so a spreadsheet does not run it as a formula.
+// `format=json` is NDJSON: one `UsageExportRow` object per line. Summing a column gives
+// the same total as the usage rows. Defaults: the last 30 days; a window is at most 366
+// days (400 naming `/query/from` past it). Rows written after the export passed their
+// time (the recorder writes within a second) are not in it, so export windows that
+// ended a minute ago for exact totals. Closing the connection stops the export. Needs
+// an org owner or admin, or a key of the org with `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/usage/export (the `ExportOrgUsage` operationId).
+func (c *Client) ExportOrgUsage(ctx context.Context, id ID, params *ExportOrgUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportOrgUsageRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListPrompts The org's prompts
 //
 // Newest first, each with its labels. Deleted prompts are not listed.
@@ -15784,6 +15995,84 @@ func NewAdminResumeJobScheduleRequest(server string, name ScheduleName) (*http.R
 	}
 
 	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminExportUsageRequest constructs an http.Request for the AdminExportUsage method
+func NewAdminExportUsageRequest(server string, params *AdminExportUsageParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/usage/export")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -20498,6 +20787,91 @@ func NewTransferOrgOwnershipRequestWithBody(server string, id ID, contentType st
 	return req, nil
 }
 
+// NewExportOrgUsageRequest constructs an http.Request for the ExportOrgUsage method
+func NewExportOrgUsageRequest(server string, id ID, params *ExportOrgUsageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/usage/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListPromptsRequest constructs an http.Request for the ListPrompts method
 func NewListPromptsRequest(server string, params *ListPromptsParams) (*http.Request, error) {
 	var err error
@@ -22230,6 +22604,16 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/admin/schedules/{name}/resume (the `AdminResumeJobSchedule` operationId).
 	AdminResumeJobScheduleWithResponse(ctx context.Context, name ScheduleName, reqEditors ...RequestEditorFn) (*AdminResumeJobScheduleResponse, error)
 
+	// AdminExportUsageWithResponse Export every org's usage rows
+	//
+	// As `GET /v1/orgs/{id}/usage/export`, across every org, with the `org_id` column
+	// (the second). Platform admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/usage/export (the `AdminExportUsage` operationId).
+	AdminExportUsageWithResponse(ctx context.Context, params *AdminExportUsageParams, reqEditors ...RequestEditorFn) (*AdminExportUsageResponse, error)
+
 	// AdminListUsersWithResponse Every user
 	//
 	// Newest first; `q` matches email or name.
@@ -23536,6 +23920,25 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{id}/transfer-ownership (the `TransferOrgOwnership` operationId).
 	TransferOrgOwnershipWithResponse(ctx context.Context, id ID, body TransferOrgOwnershipJSONRequestBody, reqEditors ...RequestEditorFn) (*TransferOrgOwnershipResponse, error)
+
+	// ExportOrgUsageWithResponse Export the org's usage rows
+	//
+	// Every model call of the org in `[from, to)`, one row per call, oldest first, streamed
+	// as it is read (batches of 1,000 rows, flushed after each; the server never holds the
+	// whole export), so an export may be of any size. `format=csv` (the default) is
+	// RFC 4180 CSV with a header row; a cell that begins with `=`, `+`, `-`, `@`, tab or
+	// carriage return is prefixed with `'` so a spreadsheet does not run it as a formula.
+	// `format=json` is NDJSON: one `UsageExportRow` object per line. Summing a column gives
+	// the same total as the usage rows. Defaults: the last 30 days; a window is at most 366
+	// days (400 naming `/query/from` past it). Rows written after the export passed their
+	// time (the recorder writes within a second) are not in it, so export windows that
+	// ended a minute ago for exact totals. Closing the connection stops the export. Needs
+	// an org owner or admin, or a key of the org with `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/usage/export (the `ExportOrgUsage` operationId).
+	ExportOrgUsageWithResponse(ctx context.Context, id ID, params *ExportOrgUsageParams, reqEditors ...RequestEditorFn) (*ExportOrgUsageResponse, error)
 
 	// ListPromptsWithResponse The org's prompts
 	//
@@ -26147,6 +26550,68 @@ func (r AdminResumeJobScheduleResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminResumeJobScheduleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminExportUsageResponse200Headers the declared response headers of an HTTP 200 response for AdminExportUsage
+type AdminExportUsageResponse200Headers struct {
+	ContentDisposition *string
+}
+
+// AdminExportUsageResponse503Headers the declared response headers of an HTTP 503 response for AdminExportUsage
+type AdminExportUsageResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminExportUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminExportUsageResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminExportUsageResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminExportUsageResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminExportUsageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminExportUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminExportUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminExportUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminExportUsageResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -31505,6 +31970,68 @@ func (r TransferOrgOwnershipResponse) ContentType() string {
 	return ""
 }
 
+// ExportOrgUsageResponse200Headers the declared response headers of an HTTP 200 response for ExportOrgUsage
+type ExportOrgUsageResponse200Headers struct {
+	ContentDisposition *string
+}
+
+// ExportOrgUsageResponse503Headers the declared response headers of an HTTP 503 response for ExportOrgUsage
+type ExportOrgUsageResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ExportOrgUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ExportOrgUsageResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ExportOrgUsageResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ExportOrgUsageResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportOrgUsageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportOrgUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportOrgUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportOrgUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportOrgUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListPromptsResponse503Headers the declared response headers of an HTTP 503 response for ListPrompts
 type ListPromptsResponse503Headers struct {
 	RetryAfter *int
@@ -33370,6 +33897,22 @@ func (c *ClientWithResponses) AdminResumeJobScheduleWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseAdminResumeJobScheduleResponse(rsp)
+}
+
+// AdminExportUsageWithResponse Export every org's usage rows
+//
+// As `GET /v1/orgs/{id}/usage/export`, across every org, with the `org_id` column
+// (the second). Platform admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/usage/export (the `AdminExportUsage` operationId).
+func (c *ClientWithResponses) AdminExportUsageWithResponse(ctx context.Context, params *AdminExportUsageParams, reqEditors ...RequestEditorFn) (*AdminExportUsageResponse, error) {
+	rsp, err := c.AdminExportUsage(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminExportUsageResponse(rsp)
 }
 
 // AdminListUsersWithResponse Every user
@@ -35379,6 +35922,31 @@ func (c *ClientWithResponses) TransferOrgOwnershipWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParseTransferOrgOwnershipResponse(rsp)
+}
+
+// ExportOrgUsageWithResponse Export the org's usage rows
+//
+// Every model call of the org in `[from, to)`, one row per call, oldest first, streamed
+// as it is read (batches of 1,000 rows, flushed after each; the server never holds the
+// whole export), so an export may be of any size. `format=csv` (the default) is
+// RFC 4180 CSV with a header row; a cell that begins with `=`, `+`, `-`, `@`, tab or
+// carriage return is prefixed with `'` so a spreadsheet does not run it as a formula.
+// `format=json` is NDJSON: one `UsageExportRow` object per line. Summing a column gives
+// the same total as the usage rows. Defaults: the last 30 days; a window is at most 366
+// days (400 naming `/query/from` past it). Rows written after the export passed their
+// time (the recorder writes within a second) are not in it, so export windows that
+// ended a minute ago for exact totals. Closing the connection stops the export. Needs
+// an org owner or admin, or a key of the org with `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/usage/export (the `ExportOrgUsage` operationId).
+func (c *ClientWithResponses) ExportOrgUsageWithResponse(ctx context.Context, id ID, params *ExportOrgUsageParams, reqEditors ...RequestEditorFn) (*ExportOrgUsageResponse, error) {
+	rsp, err := c.ExportOrgUsage(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportOrgUsageResponse(rsp)
 }
 
 // ListPromptsWithResponse The org's prompts
@@ -37758,6 +38326,62 @@ func ParseAdminResumeJobScheduleResponse(rsp *http.Response) (*AdminResumeJobSch
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminResumeJobScheduleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminExportUsageResponse parses an HTTP response from a AdminExportUsageWithResponse call
+func ParseAdminExportUsageResponse(rsp *http.Response) (*AdminExportUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminExportUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminExportUsageResponse200Headers
+		if values := rsp.Header.Values("Content-Disposition"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Content-Disposition", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ContentDisposition = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminExportUsageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -42573,6 +43197,62 @@ func ParseTransferOrgOwnershipResponse(rsp *http.Response) (*TransferOrgOwnershi
 	switch {
 	case rsp.StatusCode == 503:
 		var headers TransferOrgOwnershipResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseExportOrgUsageResponse parses an HTTP response from a ExportOrgUsageWithResponse call
+func ParseExportOrgUsageResponse(rsp *http.Response) (*ExportOrgUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportOrgUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ExportOrgUsageResponse200Headers
+		if values := rsp.Header.Values("Content-Disposition"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Content-Disposition", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ContentDisposition = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers ExportOrgUsageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

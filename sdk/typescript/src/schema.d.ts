@@ -1776,6 +1776,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{id}/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export the org's usage rows
+         * @description Every model call of the org in `[from, to)`, one row per call, oldest first, streamed
+         *     as it is read (batches of 1,000 rows, flushed after each; the server never holds the
+         *     whole export), so an export may be of any size. `format=csv` (the default) is
+         *     RFC 4180 CSV with a header row; a cell that begins with `=`, `+`, `-`, `@`, tab or
+         *     carriage return is prefixed with `'` so a spreadsheet does not run it as a formula.
+         *     `format=json` is NDJSON: one `UsageExportRow` object per line. Summing a column gives
+         *     the same total as the usage rows. Defaults: the last 30 days; a window is at most 366
+         *     days (400 naming `/query/from` past it). Rows written after the export passed their
+         *     time (the recorder writes within a second) are not in it, so export windows that
+         *     ended a minute ago for exact totals. Closing the connection stops the export. Needs
+         *     an org owner or admin, or a key of the org with `billing:read` or `admin`.
+         */
+        get: operations["exportOrgUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export every org's usage rows
+         * @description As `GET /v1/orgs/{id}/usage/export`, across every org, with the `org_id` column
+         *     (the second). Platform admins only.
+         */
+        get: operations["adminExportUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/provider-keys": {
         parameters: {
             query?: never;
@@ -3481,6 +3532,37 @@ export interface components {
             id: number;
             data: components["schemas"]["ChatStreamEvent"];
         };
+        /** @description One model call, one line of a `format=json` usage export. `org_id` only in the admin export. */
+        UsageExportRow: {
+            /** Format: uuid */
+            id: string;
+            created_at: components["schemas"]["Timestamp"];
+            /** Format: uuid */
+            org_id?: string;
+            /** Format: uuid */
+            user_id?: string | null;
+            /** Format: uuid */
+            api_key_id?: string | null;
+            request_id?: string;
+            endpoint: string;
+            alias: string;
+            provider: string;
+            model: string;
+            /** @enum {string} */
+            status: "ok" | "error" | "cancelled";
+            error_code: string;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: int64 */
+            cached_tokens: number;
+            /** Format: double */
+            cost_usd: number;
+            /** Format: int64 */
+            latency_ms: number;
+            cached: boolean;
+        };
         UsageReport: {
             /** @enum {string} */
             group_by: "day" | "model";
@@ -4947,6 +5029,18 @@ export interface components {
         };
     };
     responses: {
+        /** @description The usage rows, streamed. */
+        UsageExport: {
+            headers: {
+                /** @description `attachment; filename="usage-<from>-<to>.csv"` (or `.ndjson`). */
+                "Content-Disposition"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "text/csv": string;
+                "application/x-ndjson": string;
+            };
+        };
         /** @description An error, in OpenAI's error body (the OpenAI-compatible routes only). */
         OpenAIError: {
             headers: {
@@ -5009,6 +5103,12 @@ export interface components {
         };
     };
     parameters: {
+        /** @description Start of the window (inclusive); default 30 days before `to`. */
+        ExportFrom: string;
+        /** @description End of the window (exclusive); default now. */
+        ExportTo: string;
+        /** @description `csv` (RFC 4180 with a header row) or `json` (NDJSON: one `UsageExportRow` per line). */
+        ExportFormat: "csv" | "json";
         /** @description The object's id. */
         ID: string;
         /** @description The document's id. */
@@ -7530,6 +7630,51 @@ export interface operations {
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    exportOrgUsage: {
+        parameters: {
+            query?: {
+                /** @description Start of the window (inclusive); default 30 days before `to`. */
+                from?: components["parameters"]["ExportFrom"];
+                /** @description End of the window (exclusive); default now. */
+                to?: components["parameters"]["ExportTo"];
+                /** @description `csv` (RFC 4180 with a header row) or `json` (NDJSON: one `UsageExportRow` per line). */
+                format?: components["parameters"]["ExportFormat"];
+            };
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["UsageExport"];
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminExportUsage: {
+        parameters: {
+            query?: {
+                /** @description Start of the window (inclusive); default 30 days before `to`. */
+                from?: components["parameters"]["ExportFrom"];
+                /** @description End of the window (exclusive); default now. */
+                to?: components["parameters"]["ExportTo"];
+                /** @description `csv` (RFC 4180 with a header row) or `json` (NDJSON: one `UsageExportRow` per line). */
+                format?: components["parameters"]["ExportFormat"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["UsageExport"];
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
