@@ -75,7 +75,7 @@ func (s *Server) refusal(status int, text string, remote net.Addr) []byte {
 	if status == http.StatusRequestHeaderFieldsTooLarge {
 		code, detail = errs.RequestTooLarge, fmt.Sprintf("The request's headers exceed %d bytes.", s.cfg.MaxHeaderBytes)
 	}
-	p := newProblem(ctx, "", code, detail, nil)
+	p := newProblem(ctx, "", &errs.Error{Code: code, Message: detail})
 	p.Status = status
 	body, _ := json.Marshal(p)
 	s.log.InfoContext(ctx, "request refused by the HTTP parser", "status", status, "reason", text, "remote", remote.String())

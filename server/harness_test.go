@@ -34,6 +34,7 @@ import (
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/jobs"
@@ -538,11 +539,15 @@ func mustOpenAIError(t testing.TB, h http.Header, body []byte) api.Problem {
 		!bytes.Contains(body, []byte(`"param":`)) {
 		t.Fatalf("not OpenAI's error body {\"error\": {message, type, param, code}}: %s", body)
 	}
-	pt, ok := catalogByCode(api.ErrorCode(*e.Error.Code))
+	code := *e.Error.Code
+	if code == openAIInsufficientQuota { // OpenAI's own code of quota_exceeded
+		code = string(errs.QuotaExceeded)
+	}
+	pt, ok := catalogByCode(api.ErrorCode(code))
 	if !ok {
 		t.Errorf("error code %q is not in the catalog", *e.Error.Code)
 	}
-	return api.Problem{Status: pt.Status, Code: api.ErrorCode(*e.Error.Code), Detail: e.Error.Message}
+	return api.Problem{Status: pt.Status, Code: api.ErrorCode(code), Detail: e.Error.Message}
 }
 
 func catalogByCode(code api.ErrorCode) (problemType, bool) {

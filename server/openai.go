@@ -31,8 +31,10 @@ func isOpenAIRoute(r *http.Request) bool {
 	return r.URL.Path == "/openai" || strings.HasPrefix(r.URL.Path, "/openai/")
 }
 
-// writeOpenAIError writes an error in OpenAI's body shape.
-func writeOpenAIError(w http.ResponseWriter, code errs.Code, detail string, fields []errs.FieldError) {
+// writeOpenAIError writes e in OpenAI's body shape. A quota's refusal is OpenAI's own
+// insufficient_quota (type and code), the figures in its message.
+func writeOpenAIError(w http.ResponseWriter, e *errs.Error) {
+	code := e.Code
 	pt, ok := catalog[code]
 	if !ok {
 		code, pt = errs.Internal, catalog[errs.Internal]
@@ -53,16 +55,22 @@ func writeOpenAIError(w http.ResponseWriter, code errs.Code, detail string, fiel
 		typ = "timeout_error"
 	}
 	body := openAIError{}
-	body.Error.Message, body.Error.Type, body.Error.Code = detail, typ, string(code)
-	if len(fields) > 0 {
-		param := strings.ReplaceAll(strings.TrimPrefix(fields[0].Pointer, "/"), "/", ".")
+	body.Error.Message, body.Error.Type, body.Error.Code = e.Message, typ, string(code)
+	if code == errs.QuotaExceeded {
+		body.Error.Type, body.Error.Code = openAIInsufficientQuota, openAIInsufficientQuota
+	}
+	if len(e.Fields) > 0 {
+		param := strings.ReplaceAll(strings.TrimPrefix(e.Fields[0].Pointer, "/"), "/", ".")
 		body.Error.Param = &param
-		for _, f := range fields { // OpenAI has no list of field errors: the message carries them
+		for _, f := range e.Fields { // OpenAI has no list of field errors: the message carries them
 			body.Error.Message += " " + strings.TrimPrefix(f.Pointer, "/") + ": " + f.Message + "."
 		}
 	}
 	writeErrorBody(w, "application/json", body, pt.Status)
 }
+
+// openAIInsufficientQuota is OpenAI's type and code of a refusal for quota.
+const openAIInsufficientQuota = "insufficient_quota"
 
 type openAIError struct {
 	Error struct {
@@ -552,9 +560,9 @@ func (s *Server) openaiCreateChatCompletion(w http.ResponseWriter, r *http.Reque
 		return
 	case err != nil:
 		if r.Context().Err() == nil || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-			code, detail, _ := s.classify(r, err)
+			c := s.classify(r, err)
 			var e openAIError
-			e.Error.Message, e.Error.Type, e.Error.Code = detail, "api_error", string(code)
+			e.Error.Message, e.Error.Type, e.Error.Code = c.Message, "api_error", string(c.Code)
 			b, _ := json.Marshal(e)
 			_ = cw.data(b)
 		}

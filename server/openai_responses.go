@@ -424,8 +424,8 @@ func (s *Server) serveUnstoredResponse(w http.ResponseWriter, r *http.Request, b
 		return
 	case err != nil:
 		if r.Context().Err() == nil || errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-			code, detail, _ := s.classify(r, err)
-			state.status, state.errCode, state.errDetail = conversations.Failed, code, detail
+			e := s.classify(r, err)
+			state.status, state.errCode, state.errDetail = conversations.Failed, e.Code, e.Message
 			_ = rs.end(state)
 		}
 		return

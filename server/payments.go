@@ -217,7 +217,7 @@ func (s *Server) paymentNotification(w http.ResponseWriter, r *http.Request, pro
 	case errs.CodeOf(err) == errs.NotFound:
 		s.respondError(w, r, err)
 	default:
-		s.classify(r, err) // logs it once
+		_ = s.classify(r, err) // logs it once
 		fail(http.StatusInternalServerError, "not recorded; send it again")
 	}
 }

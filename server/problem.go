@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -58,8 +59,9 @@ var catalog = map[errs.Code]problemType{
 // reconnect on their next use, so a dependency back within it serves the retry.
 const unavailableRetryAfter = 5
 
-// newProblem builds the problem document for code; detail is shown to the client.
-func newProblem(ctx context.Context, instance string, code errs.Code, detail string, fields []errs.FieldError) api.Problem {
+// newProblem builds the problem document of e; its message is shown to the client.
+func newProblem(ctx context.Context, instance string, e *errs.Error) api.Problem {
+	code := e.Code
 	pt, ok := catalog[code]
 	if !ok {
 		code, pt = errs.Internal, catalog[errs.Internal]
@@ -72,19 +74,23 @@ func newProblem(ctx context.Context, instance string, code errs.Code, detail str
 		RequestId: logging.RequestID(ctx),
 		Instance:  &instance,
 	}
-	if detail != "" {
-		p.Detail = &detail
+	if e.Message != "" {
+		p.Detail = &e.Message
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		id := sc.TraceID().String()
 		p.TraceId = &id
 	}
-	if len(fields) > 0 {
-		fe := make([]api.FieldError, len(fields))
-		for i, f := range fields {
+	if len(e.Fields) > 0 {
+		fe := make([]api.FieldError, len(e.Fields))
+		for i, f := range e.Fields {
 			fe[i] = api.FieldError{Pointer: f.Pointer, Message: f.Message}
 		}
 		p.Errors = &fe
+	}
+	if q := e.Quota; q != nil && code == errs.QuotaExceeded {
+		name, resets := api.ProblemLimitName(q.Name), q.ResetsAt.UTC()
+		p.LimitName, p.Limit, p.Used, p.Reserved, p.ResetsAt = &name, &q.Limit, &q.Used, &q.Reserved, &resets
 	}
 	return p
 }
@@ -107,36 +113,52 @@ func writeErrorBody(w http.ResponseWriter, contentType string, body any, status 
 // respondError is the one error path of the HTTP layer: it maps err to a problem and logs
 // internal errors once, here. Clients never see an internal error's text.
 func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error) {
-	code, detail, fields := s.classify(r, err)
+	e := s.classify(r, err)
 	if ue, ok := errors.AsType[*llm.Error](err); ok && ue.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ue.RetryAfter.Seconds()))))
 	}
-	if we, ok := errors.AsType[errs.Waiter](err); ok && we.RetryAfter() > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(we.RetryAfter().Seconds()))))
+	if e.Quota != nil {
+		setQuotaHeaders(w.Header(), e.Quota, time.Now())
 	}
-	if code == errs.Unavailable {
+	if e.Code == errs.Unavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
 	}
 	if isOpenAIRoute(r) {
-		writeOpenAIError(w, code, detail, fields)
+		writeOpenAIError(w, e)
 		return
 	}
-	p := newProblem(r.Context(), r.URL.Path, code, detail, fields)
+	p := newProblem(r.Context(), r.URL.Path, e)
 	writeProblem(w, p, p.Status)
 }
 
-// classify maps err to its code and client-safe detail (errs.Classify, plus what only the
-// edge knows: the body limit and whether the client is still there), logging internal
-// errors once, here.
-func (s *Server) classify(r *http.Request, err error) (errs.Code, string, []errs.FieldError) {
+// setQuotaHeaders adds the quota that refused a call to the RateLimit-Policy and RateLimit
+// lists (IETF httpapi draft, beside the API rate limits already there) and waits for its
+// reset with Retry-After.
+func setQuotaHeaders(h http.Header, q *errs.Quota, now time.Time) {
+	reset := max(1, ceilSeconds(q.ResetsAt.Sub(now)))
+	appendItem := func(name, item string) {
+		if prev := h.Get(name); prev != "" {
+			item = prev + ", " + item
+		}
+		h.Set(name, item)
+	}
+	appendItem("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", q.Name, q.Limit, ceilSeconds(q.Window)))
+	appendItem("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", q.Name, q.Remaining(), reset))
+	h.Set("Retry-After", strconv.Itoa(reset))
+}
+
+// classify maps err to its client-safe error (errs.Classify, plus what only the edge
+// knows: the body limit and whether the client is still there), logging internal errors
+// once, here.
+func (s *Server) classify(r *http.Request, err error) *errs.Error {
 	return s.classifyAt(r.Context(), r.Method, r.URL.Path, err)
 }
 
 // classifyAt is classify for work of the request method path that runs in ctx but does
 // not hold the request (the WebSocket's replies).
-func (s *Server) classifyAt(ctx context.Context, method, path string, err error) (errs.Code, string, []errs.FieldError) {
+func (s *Server) classifyAt(ctx context.Context, method, path string, err error) *errs.Error {
 	if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return errs.RequestTooLarge, fmt.Sprintf("The request body exceeds %d bytes.", tooLarge.Limit), nil
+		return errs.E(errs.RequestTooLarge, "The request body exceeds %d bytes.", tooLarge.Limit)
 	}
 	e, known := errs.Classify(err)
 	if known && e.Code == errs.Timeout && errors.Is(err, context.Canceled) && ctx.Err() == nil {
@@ -149,5 +171,5 @@ func (s *Server) classifyAt(ctx context.Context, method, path string, err error)
 		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)
 		e, _ = errs.Classify(nil) // the Internal fallback, its text hidden
 	}
-	return e.Code, e.Message, e.Fields
+	return e
 }

@@ -290,7 +290,7 @@ func (ReplyEvents) Text(ev streams.Event) (string, bool) {
 
 // Failed is the problem document of the reply's error.
 func (ReplyEvents) Failed(requestID, instance string, e *errs.Error) any {
-	p := newProblem(context.Background(), instance, e.Code, e.Message, nil)
+	p := newProblem(context.Background(), instance, &errs.Error{Code: e.Code, Message: e.Message, Quota: e.Quota})
 	p.RequestId = requestID
 	if instance == "" {
 		p.Instance = nil

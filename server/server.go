@@ -363,7 +363,7 @@ func (s *Server) GetReady(ctx context.Context, _ api.GetReadyRequestObject) (api
 			failed = append(failed, c.Name)
 		}
 	}
-	p := newProblem(ctx, "/ready", errs.NotReady, fmt.Sprintf("Failed checks: %v.", failed), nil)
+	p := newProblem(ctx, "/ready", errs.E(errs.NotReady, "Failed checks: %v.", failed))
 	return api.GetReady503ApplicationProblemPlusJSONResponse{
 		Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail, Instance: p.Instance,
 		Code: p.Code, RequestId: p.RequestId, Checks: checks,

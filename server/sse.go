@@ -158,7 +158,6 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, produce func(c
 	case drained:
 		_ = st.Send("shutdown", ShutdownEvent{Reason: "The server is shutting down; reconnect to continue."})
 	case err != nil && !errors.Is(r.Context().Err(), context.Canceled): // a deadline is worth an error event; a gone client reads nothing
-		code, detail, fields := s.classify(r, err)
-		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, code, detail, fields))
+		_ = st.Send("error", newProblem(r.Context(), r.URL.Path, s.classify(r, err)))
 	}
 }

@@ -60,8 +60,7 @@ func (ws *wsConn) sendError(ctx context.Context, err error) {
 
 // problem is err's problem document, classified in ctx (the connection's).
 func (ws *wsConn) problem(ctx context.Context, err error) api.Problem {
-	code, detail, fields := ws.s.classifyAt(ctx, http.MethodGet, ws.path, err)
-	return newProblem(ctx, ws.path, code, detail, fields)
+	return newProblem(ctx, ws.path, ws.s.classifyAt(ctx, http.MethodGet, ws.path, err))
 }
 
 // chatWebSocket serves GET /v1/chat/ws.

@@ -1296,6 +1296,24 @@ func (e PlanPriceInterval) Valid() bool {
 	}
 }
 
+// Defines values for ProblemLimitName.
+const (
+	ProblemLimitNameApiKeyTokens ProblemLimitName = "api_key_tokens"
+	ProblemLimitNameTokens       ProblemLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the ProblemLimitName enum.
+func (e ProblemLimitName) Valid() bool {
+	switch e {
+	case ProblemLimitNameApiKeyTokens:
+		return true
+	case ProblemLimitNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PromptMessageRole.
 const (
 	PromptMessageRoleAssistant PromptMessageRole = "assistant"
@@ -1392,6 +1410,24 @@ const (
 func (e ReadinessStatus) Valid() bool {
 	switch e {
 	case Ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ReadinessProblemLimitName.
+const (
+	ReadinessProblemLimitNameApiKeyTokens ReadinessProblemLimitName = "api_key_tokens"
+	ReadinessProblemLimitNameTokens       ReadinessProblemLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the ReadinessProblemLimitName enum.
+func (e ReadinessProblemLimitName) Valid() bool {
+	switch e {
+	case ReadinessProblemLimitNameApiKeyTokens:
+		return true
+	case ReadinessProblemLimitNameTokens:
 		return true
 	default:
 		return false
@@ -3851,8 +3887,22 @@ type Problem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
+	// Limit `quota_exceeded` only: the limit's tokens per period.
+	Limit *int64 `json:"limit,omitempty"`
+
+	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+	// calling API key's own budget).
+	LimitName *ProblemLimitName `json:"limit_name,omitempty"`
+
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
 	RequestId string `json:"request_id"`
+
+	// Reserved `quota_exceeded` only: tokens held by calls in flight.
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt `quota_exceeded` only: when the period ends and the count starts again.
+	ResetsAt *time.Time `json:"resets_at,omitempty"`
 
 	// Status Example: 404
 	Status int `json:"status"`
@@ -3872,7 +3922,15 @@ type Problem struct {
 	//
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
+
+	// Used `quota_exceeded` only: tokens spent this period.
+	Used *int64 `json:"used,omitempty"`
 }
+
+// ProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+// calling API key's own budget).
+type ProblemLimitName string
 
 // Prompt defines model for Prompt.
 type Prompt struct {
@@ -4135,8 +4193,22 @@ type ReadinessProblem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
+	// Limit `quota_exceeded` only: the limit's tokens per period.
+	Limit *int64 `json:"limit,omitempty"`
+
+	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+	// calling API key's own budget).
+	LimitName *ReadinessProblemLimitName `json:"limit_name,omitempty"`
+
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
 	RequestId string `json:"request_id"`
+
+	// Reserved `quota_exceeded` only: tokens held by calls in flight.
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt `quota_exceeded` only: when the period ends and the count starts again.
+	ResetsAt *time.Time `json:"resets_at,omitempty"`
 
 	// Status Example: 404
 	Status int `json:"status"`
@@ -4156,7 +4228,15 @@ type ReadinessProblem struct {
 	//
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
+
+	// Used `quota_exceeded` only: tokens spent this period.
+	Used *int64 `json:"used,omitempty"`
 }
+
+// ReadinessProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+// calling API key's own budget).
+type ReadinessProblemLimitName string
 
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
@@ -4858,6 +4938,9 @@ type UserID = openapi_types.UUID
 
 // OpenAIServiceUnavailable defines model for OpenAIServiceUnavailable.
 type OpenAIServiceUnavailable = OpenAIError
+
+// OpenAITooManyRequests defines model for OpenAITooManyRequests.
+type OpenAITooManyRequests = OpenAIError
 
 // ServiceUnavailable RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type ServiceUnavailable = Problem
@@ -14048,6 +14131,17 @@ type OpenAIServiceUnavailableJSONResponse struct {
 	Body OpenAIError
 
 	Headers OpenAIServiceUnavailableResponseHeaders
+}
+
+type OpenAITooManyRequestsResponseHeaders struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+type OpenAITooManyRequestsJSONResponse struct {
+	Body OpenAIError
+
+	Headers OpenAITooManyRequestsResponseHeaders
 }
 
 type ProblemApplicationProblemPlusJSONResponse Problem

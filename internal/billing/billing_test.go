@@ -205,7 +205,8 @@ func TestRefusal(t *testing.T) {
 		t.Fatalf("a call past the limit: %v, want a quota error", err)
 	}
 	e, _ := errs.Classify(err)
-	if e.Code != errs.QuotaExceeded || qe.Limit != 100 || !qe.ResetsAt.Equal(mustSub(t, b).Period.End) || qe.RetryAfter() <= 0 {
+	if e.Code != errs.QuotaExceeded || qe.Limit != 100 || !qe.ResetsAt.Equal(mustSub(t, b).Period.End) ||
+		e.Quota == nil || *e.Quota != qe.Quota || e.Quota.Name != billing.LimitTokens || e.Quota.Window <= 0 {
 		t.Errorf("refusal %+v classified %v", qe, e)
 	}
 	cancelled, cancel := context.WithCancel(ctx)

@@ -257,26 +257,24 @@ func (s *Service) planFor(sub Subscription) Plan {
 	return s.plans.planOf(sub.Plan)
 }
 
-// QuotaError refuses a call that would pass the token limit (quota_exceeded): it carries
+// QuotaError refuses a call that would pass a token limit (quota_exceeded): it carries
 // the limit, the usage and when the period resets.
 type QuotaError struct {
-	Limit, Used, Reserved int64
-	ResetsAt              time.Time
-	now                   time.Time
+	errs.Quota
 }
 
 func (e *QuotaError) Error() string {
-	return fmt.Sprintf("token quota exceeded: %d used and %d reserved of %d", e.Used, e.Reserved, e.Limit)
+	return fmt.Sprintf("token quota %s exceeded: %d used and %d reserved of %d", e.Name, e.Used, e.Reserved, e.Limit)
 }
 
-// Classify makes the error quota_exceeded.
+// Classify makes the error quota_exceeded, with the quota's figures.
 func (e *QuotaError) Classify() *errs.Error {
-	return errs.E(errs.QuotaExceeded, "This call could take the org past its plan's token limit of %d for the period: %d used, %d held by calls in flight; the period resets at %s.",
-		e.Limit, e.Used, e.Reserved, e.ResetsAt.UTC().Format(time.RFC3339))
+	out := errs.E(errs.QuotaExceeded, "This call could take the org past its plan's token limit of %d for the period (limit %q): %d used, %d held by calls in flight; the period resets at %s.",
+		e.Limit, e.Name, e.Used, e.Reserved, e.ResetsAt.UTC().Format(time.RFC3339))
+	q := e.Quota
+	out.Quota = &q
+	return out
 }
-
-// RetryAfter is the time until the period resets.
-func (e *QuotaError) RetryAfter() time.Duration { return e.ResetsAt.Sub(e.now) }
 
 // Reserve holds tokens of org's token quota for one model call (llm.Meter). It returns
 // payment_required for a frozen org and a *QuotaError (quota_exceeded) when the plan's
@@ -304,7 +302,8 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 		return nil, err
 	}
 	if !ok {
-		return nil, &QuotaError{Limit: limit.Value, Used: used, Reserved: reserved, ResetsAt: sub.Period.End, now: s.now()}
+		return nil, &QuotaError{errs.Quota{Name: LimitTokens, Limit: limit.Value, Used: used, Reserved: reserved,
+			Window: sub.Period.End.Sub(sub.Period.Start), ResetsAt: sub.Period.End}}
 	}
 	return h, nil
 }

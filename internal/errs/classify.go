@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // Classifier is an error from outside the domain vocabulary (an upstream provider's
@@ -16,13 +15,6 @@ type Classifier interface {
 	error
 	// Classify returns the error's code and client-safe message.
 	Classify() *Error
-}
-
-// Waiter is an error that knows when the same request may succeed (a quota that resets):
-// the HTTP layer sends it as Retry-After.
-type Waiter interface {
-	error
-	RetryAfter() time.Duration
 }
 
 // Classify maps err to the catalog without side effects, for request handlers and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Code is a stable, snake_case error code; the catalog is documented in docs/errors.md and
@@ -54,7 +55,23 @@ type Error struct {
 	Code    Code
 	Message string
 	Fields  []FieldError
+	// Quota is the limit a QuotaExceeded error hit, for the client to act on (problem
+	// members, RateLimit headers, Retry-After); nil for other errors.
+	Quota *Quota
 }
+
+// Quota is one quota's state when it refused a call.
+type Quota struct {
+	Name     string // the limit's name, as the entitlements list it (tokens, api_key_tokens)
+	Limit    int64
+	Used     int64 // spent this period
+	Reserved int64 // held by calls in flight
+	Window   time.Duration
+	ResetsAt time.Time // the end of the period
+}
+
+// Remaining is what is left of the quota now, never below zero.
+func (q *Quota) Remaining() int64 { return max(0, q.Limit-q.Used-q.Reserved) }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
 

@@ -1295,6 +1295,24 @@ func (e PlanPriceInterval) Valid() bool {
 	}
 }
 
+// Defines values for ProblemLimitName.
+const (
+	ProblemLimitNameApiKeyTokens ProblemLimitName = "api_key_tokens"
+	ProblemLimitNameTokens       ProblemLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the ProblemLimitName enum.
+func (e ProblemLimitName) Valid() bool {
+	switch e {
+	case ProblemLimitNameApiKeyTokens:
+		return true
+	case ProblemLimitNameTokens:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PromptMessageRole.
 const (
 	PromptMessageRoleAssistant PromptMessageRole = "assistant"
@@ -1391,6 +1409,24 @@ const (
 func (e ReadinessStatus) Valid() bool {
 	switch e {
 	case Ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ReadinessProblemLimitName.
+const (
+	ReadinessProblemLimitNameApiKeyTokens ReadinessProblemLimitName = "api_key_tokens"
+	ReadinessProblemLimitNameTokens       ReadinessProblemLimitName = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the ReadinessProblemLimitName enum.
+func (e ReadinessProblemLimitName) Valid() bool {
+	switch e {
+	case ReadinessProblemLimitNameApiKeyTokens:
+		return true
+	case ReadinessProblemLimitNameTokens:
 		return true
 	default:
 		return false
@@ -3886,8 +3922,22 @@ type Problem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
+	// Limit `quota_exceeded` only: the limit's tokens per period.
+	Limit *int64 `json:"limit,omitempty"`
+
+	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+	// calling API key's own budget).
+	LimitName *ProblemLimitName `json:"limit_name,omitempty"`
+
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
 	RequestId string `json:"request_id"`
+
+	// Reserved `quota_exceeded` only: tokens held by calls in flight.
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt `quota_exceeded` only: when the period ends and the count starts again.
+	ResetsAt *time.Time `json:"resets_at,omitempty"`
 
 	// Status Example: 404
 	Status int `json:"status"`
@@ -3907,7 +3957,15 @@ type Problem struct {
 	//
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
+
+	// Used `quota_exceeded` only: tokens spent this period.
+	Used *int64 `json:"used,omitempty"`
 }
+
+// ProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+// calling API key's own budget).
+type ProblemLimitName string
 
 // Prompt defines model for Prompt.
 type Prompt struct {
@@ -4170,8 +4228,22 @@ type ReadinessProblem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
+	// Limit `quota_exceeded` only: the limit's tokens per period.
+	Limit *int64 `json:"limit,omitempty"`
+
+	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+	// calling API key's own budget).
+	LimitName *ReadinessProblemLimitName `json:"limit_name,omitempty"`
+
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
 	RequestId string `json:"request_id"`
+
+	// Reserved `quota_exceeded` only: tokens held by calls in flight.
+	Reserved *int64 `json:"reserved,omitempty"`
+
+	// ResetsAt `quota_exceeded` only: when the period ends and the count starts again.
+	ResetsAt *time.Time `json:"resets_at,omitempty"`
 
 	// Status Example: 404
 	Status int `json:"status"`
@@ -4191,7 +4263,15 @@ type ReadinessProblem struct {
 	//
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
+
+	// Used `quota_exceeded` only: tokens spent this period.
+	Used *int64 `json:"used,omitempty"`
 }
+
+// ReadinessProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+// calling API key's own budget).
+type ReadinessProblemLimitName string
 
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
@@ -4893,6 +4973,9 @@ type UserID = openapi_types.UUID
 
 // OpenAIServiceUnavailable defines model for OpenAIServiceUnavailable.
 type OpenAIServiceUnavailable = OpenAIError
+
+// OpenAITooManyRequests defines model for OpenAITooManyRequests.
+type OpenAITooManyRequests = OpenAIError
 
 // ServiceUnavailable RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type ServiceUnavailable = Problem
@@ -24488,6 +24571,13 @@ type OpenaiCreateChatCompletionResponse200Headers struct {
 	KilnCache *string
 }
 
+// OpenaiCreateChatCompletionResponse429Headers the declared response headers of an HTTP 429 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 // OpenaiCreateChatCompletionResponse503Headers the declared response headers of an HTTP 503 response for OpenaiCreateChatCompletion
 type OpenaiCreateChatCompletionResponse503Headers struct {
 	RetryAfter *int
@@ -24498,12 +24588,16 @@ type OpenaiCreateChatCompletionResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *OpenAIChatCompletion
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *OpenAIServiceUnavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *OpenAIError
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *OpenaiCreateChatCompletionResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiCreateChatCompletionResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *OpenaiCreateChatCompletionResponse503Headers
 }
@@ -24511,6 +24605,11 @@ type OpenaiCreateChatCompletionResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r OpenaiCreateChatCompletionResponse) GetJSON200() *OpenAIChatCompletion {
 	return r.JSON200
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -24681,6 +24780,13 @@ type OpenaiCreateResponseResponse200Headers struct {
 	KilnMessageId *openapi_types.UUID
 }
 
+// OpenaiCreateResponseResponse429Headers the declared response headers of an HTTP 429 response for OpenaiCreateResponse
+type OpenaiCreateResponseResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 // OpenaiCreateResponseResponse503Headers the declared response headers of an HTTP 503 response for OpenaiCreateResponse
 type OpenaiCreateResponseResponse503Headers struct {
 	RetryAfter *int
@@ -24691,12 +24797,16 @@ type OpenaiCreateResponseResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *OpenAIResponse
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *OpenAIServiceUnavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *OpenAIError
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *OpenaiCreateResponseResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiCreateResponseResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *OpenaiCreateResponseResponse503Headers
 }
@@ -24704,6 +24814,11 @@ type OpenaiCreateResponseResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r OpenaiCreateResponseResponse) GetJSON200() *OpenAIResponse {
 	return r.JSON200
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiCreateResponseResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -28559,6 +28674,13 @@ type CreateConversationMessageResponse200Headers struct {
 	KilnMessageId *openapi_types.UUID
 }
 
+// CreateConversationMessageResponse429Headers the declared response headers of an HTTP 429 response for CreateConversationMessage
+type CreateConversationMessageResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 // CreateConversationMessageResponse503Headers the declared response headers of an HTTP 503 response for CreateConversationMessage
 type CreateConversationMessageResponse503Headers struct {
 	RetryAfter *int
@@ -28569,12 +28691,16 @@ type CreateConversationMessageResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *ConversationReply
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Problem
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *CreateConversationMessageResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateConversationMessageResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *CreateConversationMessageResponse503Headers
 }
@@ -28582,6 +28708,11 @@ type CreateConversationMessageResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r CreateConversationMessageResponse) GetJSON200() *ConversationReply {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateConversationMessageResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -28745,6 +28876,13 @@ type SubmitToolResultsResponse200Headers struct {
 	KilnMessageId *openapi_types.UUID
 }
 
+// SubmitToolResultsResponse429Headers the declared response headers of an HTTP 429 response for SubmitToolResults
+type SubmitToolResultsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      *int
+}
+
 // SubmitToolResultsResponse503Headers the declared response headers of an HTTP 503 response for SubmitToolResults
 type SubmitToolResultsResponse503Headers struct {
 	RetryAfter *int
@@ -28755,12 +28893,16 @@ type SubmitToolResultsResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *ConversationReply
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Problem
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *SubmitToolResultsResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SubmitToolResultsResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *SubmitToolResultsResponse503Headers
 }
@@ -28768,6 +28910,11 @@ type SubmitToolResultsResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r SubmitToolResultsResponse) GetJSON200() *ConversationReply {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r SubmitToolResultsResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -36593,6 +36740,13 @@ func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateC
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest OpenAIServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -36623,6 +36777,30 @@ func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateC
 			headers.KilnCache = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiCreateChatCompletionResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers OpenaiCreateChatCompletionResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -36765,6 +36943,13 @@ func ParseOpenaiCreateResponseResponse(rsp *http.Response) (*OpenaiCreateRespons
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest OpenAIServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -36795,6 +36980,30 @@ func ParseOpenaiCreateResponseResponse(rsp *http.Response) (*OpenaiCreateRespons
 			headers.KilnMessageId = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiCreateResponseResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers OpenaiCreateResponseResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -40283,6 +40492,13 @@ func ParseCreateConversationMessageResponse(rsp *http.Response) (*CreateConversa
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -40313,6 +40529,30 @@ func ParseCreateConversationMessageResponse(rsp *http.Response) (*CreateConversa
 			headers.KilnMessageId = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateConversationMessageResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers CreateConversationMessageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -40448,6 +40688,13 @@ func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsRespo
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -40478,6 +40725,30 @@ func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsRespo
 			headers.KilnMessageId = &value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers SubmitToolResultsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers SubmitToolResultsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {

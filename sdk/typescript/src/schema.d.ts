@@ -4167,6 +4167,33 @@ export interface components {
             trace_id?: string;
             /** @description One entry per invalid field, for validation failures. */
             errors?: components["schemas"]["FieldError"][];
+            /**
+             * @description `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+             *     limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
+             *     calling API key's own budget).
+             * @enum {string}
+             */
+            limit_name?: "tokens" | "api_key_tokens";
+            /**
+             * Format: int64
+             * @description `quota_exceeded` only: the limit's tokens per period.
+             */
+            limit?: number;
+            /**
+             * Format: int64
+             * @description `quota_exceeded` only: tokens spent this period.
+             */
+            used?: number;
+            /**
+             * Format: int64
+             * @description `quota_exceeded` only: tokens held by calls in flight.
+             */
+            reserved?: number;
+            /**
+             * Format: date-time
+             * @description `quota_exceeded` only: when the period ends and the count starts again.
+             */
+            resets_at?: string;
         };
         /**
          * @description The last event of any SSE stream cut by a server shutdown (`event: shutdown`); the
@@ -5051,6 +5078,23 @@ export interface components {
             };
         };
         /**
+         * @description Rate limited (type `rate_limit_error`, code `rate_limited`) or out of quota, in
+         *     OpenAI's words (type and code `insufficient_quota`, the message naming the limit,
+         *     the tokens used and held, and when the period resets). The headers are those of
+         *     `TooManyRequests`.
+         */
+        OpenAITooManyRequests: {
+            headers: {
+                "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                RateLimit: components["headers"]["RateLimit"];
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OpenAIError"];
+            };
+        };
+        /**
          * @description Service unavailable, in OpenAI's error body: a dependency Kiln needs (PostgreSQL,
          *     Redis) cannot be reached (code `unavailable`, always with `Retry-After`), no target
          *     of the model can serve (`model_unavailable`) or the request overran its deadline
@@ -5089,7 +5133,14 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description Rate limited. */
+        /**
+         * @description Rate limited (`rate_limited`), or, on the routes that call a model, out of quota
+         *     (`quota_exceeded`: the problem names the limit with `limit_name`, `limit`, `used`,
+         *     `reserved` and `resets_at`). `RateLimit-Policy` and `RateLimit` list the limits in
+         *     force, a quota among them (`"tokens";q=<limit>;w=<period seconds>`), and
+         *     `Retry-After` is the wait until the refusing limit allows the call again (for a
+         *     quota, the end of its period).
+         */
         TooManyRequests: {
             headers: {
                 "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
@@ -8385,6 +8436,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
@@ -8431,6 +8483,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
@@ -8806,6 +8859,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            429: components["responses"]["OpenAITooManyRequests"];
             503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
@@ -9396,6 +9450,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            429: components["responses"]["OpenAITooManyRequests"];
             503: components["responses"]["OpenAIServiceUnavailable"];
             default: components["responses"]["OpenAIError"];
         };
