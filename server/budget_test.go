@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -133,6 +134,80 @@ func TestListsPagedInSpec(t *testing.T) {
 			if paged := params["query limit"] && params["query cursor"]; paged == (boundedOtherwise[where] != "") {
 				t.Errorf("%s: paged %v; want limit and cursor unless bounded otherwise", where, paged)
 			}
+		}
+	}
+}
+
+// TestRequestDefaultsAreConstants: the validator writes a request's defaults into its body
+// and parameters before a handler runs, so a `default:` in a request schema must be a
+// constant. A field whose absence means "take it from elsewhere" (a prompt version's model,
+// a knowledge base's setting, the config) has none, and its description says where it
+// comes from: ChatRequest.model once defaulted to "default", and the prompt's model was
+// never used over REST (TestPromptModelWhenRequestNamesNone). Each default below was
+// checked to be a constant; a new one fails until it is checked and listed.
+func TestRequestDefaultsAreConstants(t *testing.T) {
+	t.Parallel()
+	doc, err := api.GetSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string][]string{} // name=default → where
+	var walk func(where, name string, ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool)
+	walk = func(where, name string, ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool) {
+		s := ref.Value
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		defer delete(seen, s)
+		if s.Default != nil {
+			v, _ := json.Marshal(s.Default)
+			found[name+"="+string(v)] = append(found[name+"="+string(v)], where)
+		}
+		for _, sub := range slices.Concat(s.AllOf, s.OneOf, s.AnyOf) {
+			walk(where, name, sub, seen)
+		}
+		if s.Items != nil {
+			walk(where+"/items", name, s.Items, seen)
+		}
+		for prop, p := range s.Properties {
+			walk(where+"/"+prop, prop, p, seen)
+		}
+		if ap := s.AdditionalProperties.Schema; ap != nil {
+			walk(where+"/*", name, ap, seen)
+		}
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			where := method + " " + path
+			for _, p := range append(slices.Clone(item.Parameters), op.Parameters...) {
+				if p.Value.Schema != nil {
+					walk(where+" "+p.Value.In+" "+p.Value.Name, p.Value.Name, p.Value.Schema, map[*openapi3.Schema]bool{})
+				}
+			}
+			if op.RequestBody != nil {
+				for _, c := range op.RequestBody.Value.Content {
+					if c.Schema != nil {
+						walk(where+" body", "", c.Schema, map[*openapi3.Schema]bool{})
+					}
+				}
+			}
+		}
+	}
+	for _, frame := range []string{"WSConversationMessage", "WSConversationToolResults"} { // frames beside ChatRequest
+		walk(frame, "", doc.Components.Schemas[frame], map[*openapi3.Schema]bool{})
+	}
+	constants := map[string]bool{
+		`limit=20`: true, `stream=false`: true, `is_error=false`: true, `media_type="text/plain"`: true,
+		`chunks=30`: true, `k=10`: true, `paused=false`: true, `required=false`: true, `grace_seconds=0`: true,
+		`description=""`: true, `rollout_percent=100`: true, `sticky_by="org"`: true,
+		`interval="month"`: true, `currency="USD"`: true, `unread=false`: true, `discarded=false`: true,
+		`group_by="day"`: true, `format="json"`: true,
+	}
+	for d, where := range found {
+		if !constants[d] {
+			slices.Sort(where)
+			t.Errorf("request default %s (at %s) is not known to be a constant: if the value can come from elsewhere (a prompt, a knowledge base, the config), drop the default and say so in the description; else list it here", d, strings.Join(where, ", "))
 		}
 	}
 }

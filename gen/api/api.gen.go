@@ -2323,7 +2323,7 @@ type ChatRequest struct {
 	// Messages The conversation; with `prompt`, the prompt's rendered messages come first.
 	Messages []ChatMessage `json:"messages"`
 
-	// Model A model alias of the catalog (`GET /v1/models`).
+	// Model A model alias of the catalog (`GET /v1/models`); default the prompt version's model (with `prompt`), else `default`.
 	Model *string `json:"model,omitempty"`
 
 	// Prompt Use a stored prompt: its rendered messages come before `messages`, and its model

@@ -2805,10 +2805,7 @@ export interface components {
             model: string;
         };
         ChatRequest: {
-            /**
-             * @description A model alias of the catalog (`GET /v1/models`).
-             * @default default
-             */
+            /** @description A model alias of the catalog (`GET /v1/models`); default the prompt version's model (with `prompt`), else `default`. */
             model?: string;
             /** @description The conversation; with `prompt`, the prompt's rendered messages come first. */
             messages: components["schemas"]["ChatMessage"][];
