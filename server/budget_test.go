@@ -202,7 +202,7 @@ func TestRequestDefaultsAreConstants(t *testing.T) {
 		`chunks=30`: true, `k=10`: true, `paused=false`: true, `required=false`: true, `grace_seconds=0`: true,
 		`description=""`: true, `rollout_percent=100`: true, `sticky_by="org"`: true,
 		`interval="month"`: true, `currency="USD"`: true, `unread=false`: true, `discarded=false`: true,
-		`group_by="day"`: true, `format="json"`: true,
+		`group_by="day"`: true, `format="json"`: true, `format="csv"`: true,
 	}
 	for d, where := range found {
 		if !constants[d] {
