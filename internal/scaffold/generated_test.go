@@ -15,8 +15,10 @@ import (
 
 // TestGeneratedCodeBuildsAndPasses runs the generators in a copy of this checkout (its
 // tracked and untracked files, as they are now) and then what their author would:
-// `make generate`, go build and vet, the generated tests, the spec-wide server tests that
-// every new operation must pass, and the spec's lint. It takes minutes: not under -short.
+// `make generate`, go build and vet, the generated tests (a resource's API-key scopes and
+// its idempotent create among them), the spec-wide server tests that every new operation
+// must pass (every operation a key may call names a catalog scope; the idempotent routes),
+// and the spec's lint. It takes minutes: not under -short.
 func TestGeneratedCodeBuildsAndPasses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and tests a copy of the checkout: minutes")
@@ -59,7 +61,7 @@ func TestGeneratedCodeBuildsAndPasses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	packages := []string{"./internal/widget", "./internal/gadget", "./internal/llm/acme", "./worker", "./server", "./cmd/kiln", "./internal/platform/config"}
+	packages := []string{"./internal/widget", "./internal/gadget", "./internal/llm/acme", "./worker", "./server", "./cmd/kiln", "./internal/platform/config", "./internal/auth/apikey"}
 	// The node packages are installed already (linked from the checkout): make must not
 	// install them again.
 	run(t, dst, "make", "-o", "tools/node_modules/.installed", "-o", "sdk/typescript/node_modules/.installed", "generate")
@@ -67,7 +69,8 @@ func TestGeneratedCodeBuildsAndPasses(t *testing.T) {
 	run(t, dst, "go", append([]string{"vet"}, packages...)...)
 	run(t, dst, "go", append([]string{"test", "-count=1", "-run",
 		"^(TestService|TestWidgets|TestGadgets|TestReportExport|TestChat|TestChatStream|TestModels|TestErrors|" +
-			"TestRequestBudgetInSpec|TestListsPagedInSpec|TestNULRefusedEverywhere|TestForeignOrgIsNotFoundEverywhere|TestErrorCatalog)$"},
+			"TestRequestBudgetInSpec|TestListsPagedInSpec|TestNULRefusedEverywhere|TestForeignOrgIsNotFoundEverywhere|TestErrorCatalog|" +
+			"TestScopesInSpec|TestIdempotentRoutes|TestValidateScopes|TestHas)$"},
 		packages...)...)
 	run(t, dst, "tools/node_modules/.bin/redocly", "lint", "openapi/openapi.yaml", "--config", "openapi/redocly.yaml")
 	t.Logf("generated, built and tested in %s", time.Since(start).Round(time.Second))

@@ -52,6 +52,22 @@ func (r Resource) Human() string { return strings.ReplaceAll(r.Name, "_", " ") }
 // HumanPlural is the plural in prose.
 func (r Resource) HumanPlural() string { return strings.ReplaceAll(r.Table(), "_", " ") }
 
+// ReadScope is the API-key scope of the resource's reads (widget:read).
+func (r Resource) ReadScope() string { return r.Name + ":read" }
+
+// WriteScope is the API-key scope of an org-scoped resource's changes (widget:write); a
+// platform-wide resource's changes take a platform admin's access token, never a key.
+func (r Resource) WriteScope() string { return r.Name + ":write" }
+
+// scopes are the resource's scopes and their constants in internal/auth/apikey.
+func (r Resource) scopes() (scopes, consts []string) {
+	scopes, consts = []string{r.ReadScope()}, []string{"Scope" + r.Type() + "Read"}
+	if r.OrgScoped {
+		scopes, consts = append(scopes, r.WriteScope()), append(consts, "Scope"+r.Type()+"Write")
+	}
+	return scopes, consts
+}
+
 // JSONFields are the fields of type json.
 func (r Resource) JSONFields() []Field {
 	var out []Field
@@ -184,10 +200,19 @@ func PlanResource(root string, r Resource) (*Plan, error) {
 	if err := r.wire(p); err != nil {
 		return nil, err
 	}
+	if err := r.register(p); err != nil {
+		return nil, err
+	}
+	keyScopes := ""
+	scopes, _ := r.scopes()
+	for _, s := range scopes {
+		keyScopes += " --scope " + s
+	}
 	p.Next = []string{
 		"make generate        # the server interface, the sqlc queries and both SDKs",
 		fmt.Sprintf("go test ./internal/%s ./server -run 'TestService|Test%s' -count=1", r.Pkg(), r.PluralType()),
 		"kiln migrate up && kiln serve",
+		"kiln quickstart --email you@example.com" + keyScopes + "   # an API key for the new endpoints",
 	}
 	return p, nil
 }
@@ -274,6 +299,43 @@ func (r Resource) wire(p *Plan) error {
 				return nil, err
 			}
 			return []insertion{imp, {at, fmt.Sprintf("d.%s = %s.New(st, time.Now)\n", r.PluralType(), r.Pkg())}}, nil
+		})
+	})
+}
+
+// register makes the resource's API-key scopes known where Kiln's are (the catalog
+// apikey.Scopes, which API-key creation validates against, and the spec's Scope enum, which
+// the docs and SDKs list), and its create operation among those TestIdempotentRoutes expects
+// to take an Idempotency-Key.
+func (r Resource) register(p *Plan) error {
+	scopes, consts := r.scopes()
+	err := p.edit("internal/auth/apikey/scopes.go", func(src []byte) ([]byte, error) {
+		return editGo(src, func(fset *token.FileSet, f *ast.File) ([]insertion, error) {
+			decl, err := constEnd(fset, src, f, "ScopeAdmin", consts...)
+			if err != nil {
+				return nil, err
+			}
+			list, err := elementAt(fset, f, "Scopes", "ScopeAdmin")
+			if err != nil {
+				return nil, err
+			}
+			text := fmt.Sprintf("// The %s operations' scopes (kiln gen resource %s).\n", r.Human(), r.Name)
+			for i, c := range consts {
+				text += fmt.Sprintf("%s = %q\n", c, scopes[i])
+			}
+			return []insertion{{decl, text}, {list, strings.Join(consts, ", ") + ", "}}, nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.edit("openapi/openapi.yaml", func(src []byte) ([]byte, error) { return addScopes(src, scopes) }); err != nil {
+		return err
+	}
+	return p.edit("server/idempotency_test.go", func(src []byte) ([]byte, error) {
+		return editGo(src, func(fset *token.FileSet, f *ast.File) ([]insertion, error) {
+			at, err := sortedStringAt(fset, f, "TestIdempotentRoutes", "want", strings.ToLower("create"+r.Type()))
+			return []insertion{at}, err
 		})
 	})
 }

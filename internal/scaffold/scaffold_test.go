@@ -145,9 +145,18 @@ func TestPlanResource(t *testing.T) {
 		"internal/widget/widget.go": "func (s *Service) List(ctx context.Context, org uuid.UUID, limit int, after *uuid.UUID) ([]Widget, error)",
 		"queries/widgets.sql":       "-- name: ListWidgets :many",
 		"server/widgets.go":         "func (s *Server) UpdateWidget(",
+		// The scopes, in the catalog and the spec, and the create among the idempotent routes.
+		"internal/auth/apikey/scopes.go": "ScopeWidgetRead, ScopeWidgetWrite, ScopeAdmin}",
+		"openapi/openapi.yaml":           `enum: [chat, "kb:read", "kb:write", jobs, "billing:read", "widget:read", "widget:write", admin]`,
+		"server/idempotency_test.go":     `"createwechatpaypayment", "createwidget", "openaicreatechatcompletion"`,
 	} {
 		if !strings.Contains(changes[path], want) {
 			t.Errorf("%s lacks %q", path, want)
+		}
+	}
+	for _, want := range []string{`x-kiln-scope: "widget:read"`, `x-kiln-scope: "widget:write"`, `$ref: "#/components/parameters/IdempotencyKey"`} {
+		if !strings.Contains(changes["openapi/openapi.yaml"], want) {
+			t.Errorf("the spec lacks %q", want)
 		}
 	}
 	for _, c := range []struct {
@@ -166,6 +175,26 @@ func TestPlanResource(t *testing.T) {
 	}
 	if _, err := PlanResource(t.TempDir(), Resource{Name: "widget", Fields: []Field{{"name", "string"}}}); err == nil || !strings.Contains(err.Error(), "not the top of a Kiln checkout") {
 		t.Fatalf("outside a checkout: %v", err)
+	}
+}
+
+// TestAddScopes: the scopes go into the Scope enum before admin, and nothing else changes.
+func TestAddScopes(t *testing.T) {
+	t.Parallel()
+	src := []byte("components:\n  schemas:\n    Scope:\n      type: string\n      enum: [chat, \"kb:read\", admin]\n    Other: {}\n")
+	got, err := addScopes(src, []string{"widget:read", "widget:write"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(string(src), "admin]", `"widget:read", "widget:write", admin]`, 1)
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	if _, err := addScopes(got, []string{"widget:read"}); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Fatalf("adding twice: %v", err)
+	}
+	if _, err := addScopes([]byte("components: {}\n"), []string{"widget:read"}); err == nil {
+		t.Fatal("a spec without a Scope enum: no error")
 	}
 }
 

@@ -3,6 +3,7 @@ package scaffold
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -139,4 +140,62 @@ func endOf(lines []string, start, indent int) int {
 		end--
 	}
 	return end
+}
+
+// addScopes adds scopes to the spec's Scope enum, a flow list ([chat, …, admin]), right
+// before admin, which stays last as in apikey.Scopes; every other byte stays as it was. A
+// scope the enum lists already is an error.
+func addScopes(src []byte, scopes []string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, fmt.Errorf("parse the spec: %w", err)
+	}
+	enum := &doc
+	if len(doc.Content) == 1 {
+		enum = doc.Content[0]
+	}
+	for _, key := range []string{"components", "schemas", "Scope", "enum"} {
+		enum = mapValue(enum, key)
+	}
+	if enum == nil || enum.Kind != yaml.SequenceNode || enum.Style&yaml.FlowStyle == 0 {
+		return nil, fmt.Errorf("the spec has no components/schemas/Scope/enum written as [a, b, …]")
+	}
+	var admin *yaml.Node
+	for _, n := range enum.Content {
+		if slices.Contains(scopes, n.Value) {
+			return nil, fmt.Errorf("the spec's Scope enum has %q already", n.Value)
+		}
+		if n.Value == "admin" {
+			admin = n
+		}
+	}
+	lines := strings.SplitAfter(string(src), "\n")
+	if admin == nil || admin.Line > len(lines) {
+		return nil, fmt.Errorf("the spec's Scope enum lacks admin")
+	}
+	at := admin.Column - 1
+	for _, l := range lines[:admin.Line-1] {
+		at += len(l)
+	}
+	if !strings.HasPrefix(string(src[at:]), "admin") {
+		return nil, fmt.Errorf("the spec's Scope enum: admin not found at line %d, column %d", admin.Line, admin.Column)
+	}
+	var text strings.Builder
+	for _, s := range scopes {
+		text.WriteString(strconv.Quote(s) + ", ")
+	}
+	return slices.Concat(src[:at], []byte(text.String()), src[at:]), nil
+}
+
+// mapValue is the value of key in the mapping node m, or nil.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"go/format"
 	"go/parser"
 	"go/token"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -147,4 +148,95 @@ func exprString(e ast.Expr) string {
 		return exprString(e.X) + "." + e.Sel.Name
 	}
 	return ""
+}
+
+// constEnd returns where a constant goes at the end of the const block that declares
+// name, refusing one of the names taken.
+func constEnd(fset *token.FileSet, src []byte, f *ast.File, name string, taken ...string) (int, error) {
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST || !g.Rparen.IsValid() {
+			continue
+		}
+		declares := false
+		for _, s := range g.Specs {
+			for _, n := range s.(*ast.ValueSpec).Names {
+				if slices.Contains(taken, n.Name) {
+					return 0, fmt.Errorf("a constant %s exists already", n.Name)
+				}
+				declares = declares || n.Name == name
+			}
+		}
+		if declares {
+			return lineStart(fset, src, g.Rparen)
+		}
+	}
+	return 0, fmt.Errorf("no const block declares %s", name)
+}
+
+// elementAt returns the offset of the element elem of the composite literal that the
+// package-level variable name is set to: elements inserted there go before it.
+func elementAt(fset *token.FileSet, f *ast.File, name, elem string) (int, error) {
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.VAR {
+			continue
+		}
+		for _, s := range g.Specs {
+			vs := s.(*ast.ValueSpec)
+			if len(vs.Names) != 1 || vs.Names[0].Name != name || len(vs.Values) != 1 {
+				continue
+			}
+			lit, ok := vs.Values[0].(*ast.CompositeLit)
+			if !ok {
+				return 0, fmt.Errorf("%s is not set to a literal", name)
+			}
+			for _, e := range lit.Elts {
+				if exprString(e) == elem {
+					return fset.Position(e.Pos()).Offset, nil
+				}
+			}
+			return 0, fmt.Errorf("%s does not list %s", name, elem)
+		}
+	}
+	return 0, fmt.Errorf("no variable %s", name)
+}
+
+// sortedStringAt returns the insertion of value into the sorted []string literal that
+// function fn assigns to the variable name, where it keeps the list sorted.
+func sortedStringAt(fset *token.FileSet, f *ast.File, fn, name, value string) (insertion, error) {
+	var lit *ast.CompositeLit
+	for _, d := range f.Decls {
+		fd, ok := d.(*ast.FuncDecl)
+		if !ok || fd.Name.Name != fn || fd.Body == nil {
+			continue
+		}
+		ast.Inspect(fd.Body, func(n ast.Node) bool {
+			if as, ok := n.(*ast.AssignStmt); ok && lit == nil && len(as.Lhs) == 1 && len(as.Rhs) == 1 && exprString(as.Lhs[0]) == name {
+				lit, _ = as.Rhs[0].(*ast.CompositeLit)
+			}
+			return lit == nil
+		})
+	}
+	if lit == nil || len(lit.Elts) == 0 {
+		return insertion{}, fmt.Errorf("%s assigns no list to %s", fn, name)
+	}
+	quoted := strconv.Quote(value)
+	for _, e := range lit.Elts {
+		bl, ok := e.(*ast.BasicLit)
+		if !ok || bl.Kind != token.STRING {
+			return insertion{}, fmt.Errorf("%s's %s lists a non-string", fn, name)
+		}
+		s, err := strconv.Unquote(bl.Value)
+		if err != nil {
+			return insertion{}, err
+		}
+		switch {
+		case s == value:
+			return insertion{}, fmt.Errorf("%s's %s lists %s already", fn, name, quoted)
+		case s > value:
+			return insertion{at: fset.Position(e.Pos()).Offset, text: quoted + ", "}, nil
+		}
+	}
+	return insertion{at: fset.Position(lit.Elts[len(lit.Elts)-1].End()).Offset, text: ", " + quoted}, nil
 }
