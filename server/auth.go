@@ -152,6 +152,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			ctx = context.WithValue(ctx, orgKey{}, access)
 		}
+		noteCaller(ctx)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -100,6 +100,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		route := s.routeOf(r)
+		r = s.withReportFacts(r, route)
 		s.metrics.inFlight.Inc()
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
@@ -154,10 +155,11 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				panic(v)
 			}
 			s.log.ErrorContext(r.Context(), "panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.reports.Panic(r.Context(), reportOf(r.Context(), http.StatusInternalServerError, ""), v)
 			if rec, ok := w.(*statusRecorder); ok && rec.status != 0 {
 				return // headers are gone; the client sees a truncated response
 			}
-			s.respondError(w, r, errs.E(errs.Internal, "An internal error occurred; quote the request id when reporting it."))
+			s.respondError(w, r, reported{errs.E(errs.Internal, "An internal error occurred; quote the request id when reporting it.")})
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -171,5 +171,6 @@ func (s *Server) classifyAt(ctx context.Context, method, path string, err error)
 		s.log.ErrorContext(ctx, "internal error", "error", err, "method", method, "path", path)
 		e, _ = errs.Classify(nil) // the Internal fallback, its text hidden
 	}
+	s.reportServerError(ctx, e.Code, err)
 	return e
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
+	"github.com/kilnhq/kiln/internal/platform/errreport"
 	"github.com/kilnhq/kiln/internal/platform/health"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
@@ -85,6 +86,8 @@ type Deps struct {
 	// ChinaPayments serves the WeChat Pay and Alipay payments and notifications; nil
 	// answers them not_ready (notifications not_found).
 	ChinaPayments *billing.ChinaPayments
+	// ErrorReports sends panics and 5xx answers to Sentry; nil sends nothing.
+	ErrorReports *errreport.Reporter
 	// Metrics says where GET /metrics is served (this server, or MetricsServer when
 	// Listen is set) and the token it asks for.
 	Metrics config.Metrics
@@ -124,6 +127,7 @@ type Server struct {
 	idem         *idempotency.Store
 	idemRoutes   map[string]bool // route templates that take an Idempotency-Key
 	jobsAdmin    JobsAdmin
+	reports      *errreport.Reporter // nil: no error reports
 	// metricsOnly serves GET /metrics on metrics.listen; nil when /metrics is served here.
 	metricsOnly http.Handler
 
@@ -169,6 +173,7 @@ func New(d Deps) (*Server, error) {
 		prompts:   d.Prompts,
 		conv:      d.Conversations,
 		jobsAdmin: d.JobsAdmin,
+		reports:   d.ErrorReports,
 		jobs:      d.Jobs,
 		notify:    d.Notifications,
 		rag:       d.Knowledge,

@@ -242,6 +242,11 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer stopTracing() // last: the spans of the shutdown itself are flushed too
+	reports, stopReports, err := a.startErrorReports()
+	if err != nil {
+		return err
+	}
+	defer stopReports()
 	d, closeDeps, err := a.open(ctx)
 	if err != nil {
 		return err
@@ -301,6 +306,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		Prompts:       promptStore,
 		Knowledge:     knowledge,
 		Tracing:       a.tracerProvider(),
+		ErrorReports:  reports,
 		ChinaPayments: payments,
 		Config:        a.cfg.HTTP,
 		Log:           a.log,

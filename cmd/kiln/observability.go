@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kilnhq/kiln/internal/platform/errreport"
 	"github.com/kilnhq/kiln/internal/platform/tracing"
 	"github.com/kilnhq/kiln/internal/platform/version"
 )
@@ -44,4 +45,16 @@ func (a *app) tracerProvider() trace.TracerProvider {
 		return nil
 	}
 	return a.tracer
+}
+
+// startErrorReports builds the Sentry reporter when sentry.dsn is set (nil otherwise: no
+// reports), its environment and release defaulting to env and the build's version. The
+// returned stop sends the reports still queued.
+func (a *app) startErrorReports() (*errreport.Reporter, func(), error) {
+	r, err := errreport.New(a.cfg.Sentry, a.cfg.Env, version.Get().Version)
+	if err != nil || r == nil {
+		return nil, func() {}, err
+	}
+	a.log.Info("error reports on", "sample_rate", a.cfg.Sentry.SampleRate, "send_pii", a.cfg.Sentry.SendPII)
+	return r, func() { r.Flush(flushTimeout) }, nil
 }

@@ -100,8 +100,8 @@ type Sentry struct {
 	DSN         string  `koanf:"dsn" secret:"true" doc:"Sentry DSN (https://key@host/project); SENTRY_DSN also sets it; empty: no reporting"`
 	Environment string  `koanf:"environment" doc:"environment of the events; empty: env"`
 	Release     string  `koanf:"release" doc:"release of the events; empty: the build's version"`
-	SampleRate  float64 `koanf:"sample_rate" doc:"share of errors sent, 0 to 1"`
-	SendPII     bool    `koanf:"send_pii" doc:"send personal data (the caller's user id and email, client IP); request bodies, Authorization and cookies are never sent"`
+	SampleRate  float64 `koanf:"sample_rate" doc:"share of errors sent, 0 to 1 (0: none)"`
+	SendPII     bool    `koanf:"send_pii" doc:"send personal data (the caller's user id, client IP, emails in error texts); request bodies, Authorization, cookies and query strings are never sent"`
 }
 
 // Billing configures plans, subscriptions and quotas.
