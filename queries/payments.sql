@@ -81,6 +81,9 @@ ON CONFLICT (org_id, provider) DO NOTHING;
 -- name: GetPaymentCustomer :one
 SELECT customer_id FROM payment_customers WHERE org_id = $1 AND provider = $2;
 
+-- name: GetPaymentCustomerOrg :one
+SELECT org_id FROM payment_customers WHERE provider = $1 AND customer_id = $2;
+
 -- name: LockBillingOrg :one
 -- Serialises the subscription changes of one org (a row of orgs, present or not).
 SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE;

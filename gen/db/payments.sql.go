@@ -120,6 +120,22 @@ func (q *Queries) GetPaymentCustomer(ctx context.Context, arg GetPaymentCustomer
 	return customer_id, err
 }
 
+const getPaymentCustomerOrg = `-- name: GetPaymentCustomerOrg :one
+SELECT org_id FROM payment_customers WHERE provider = $1 AND customer_id = $2
+`
+
+type GetPaymentCustomerOrgParams struct {
+	Provider   string
+	CustomerID string
+}
+
+func (q *Queries) GetPaymentCustomerOrg(ctx context.Context, arg GetPaymentCustomerOrgParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, getPaymentCustomerOrg, arg.Provider, arg.CustomerID)
+	var org_id uuid.UUID
+	err := row.Scan(&org_id)
+	return org_id, err
+}
+
 const getPaymentOrder = `-- name: GetPaymentOrder :one
 SELECT id, org_id, provider, purpose, plan_id, billing_interval, amount_minor, currency, status, provider_order_id, provider_payment_id, provider_customer_id, provider_subscription_id, refunded_minor, created_by, paid_at, created_at, updated_at FROM payment_orders WHERE id = $1
 `

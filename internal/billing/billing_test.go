@@ -50,7 +50,7 @@ func setup(t *testing.T, tokenLimit int64) bundle {
 	clock := storetest.NewClock()
 	plans := billing.NewCatalog([]billing.Plan{
 		{ID: "free", Name: "Free", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: tokenLimit, Overage: billing.Block}, billing.LimitSeats: {Value: 1, Overage: billing.Block}}},
-		{ID: "pro", Name: "Pro", Prices: []billing.Price{{Interval: "month", Currency: "USD", Amount: 2000}}, Features: map[string]bool{"sso": true},
+		{ID: "pro", Name: "Pro", Prices: []billing.Price{{Interval: "month", Currency: "USD", Amount: 2000, StripePrice: proPrice}}, Features: map[string]bool{"sso": true},
 			Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 10, Overage: billing.AllowAndAlert}}},
 	}, "free")
 	quota := billing.NewQuota(rdb, ks, reservationTTL, clock.Now)

@@ -249,6 +249,19 @@ func (s *Service) Customer(ctx context.Context, org uuid.UUID, provider string) 
 	return id, nil
 }
 
+// CustomerOrg returns the org whose customer id at provider is customer, uuid.Nil when
+// none is.
+func (s *Service) CustomerOrg(ctx context.Context, provider, customer string) (uuid.UUID, error) {
+	org, err := s.st.GetPaymentCustomerOrg(ctx, db.GetPaymentCustomerOrgParams{Provider: provider, CustomerID: customer})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, nil
+	}
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("get customer's org: %w", err)
+	}
+	return org, nil
+}
+
 // SetCustomer stores org's customer id at provider, the first one it has; a later one is
 // ignored, and so is an unknown org.
 func (s *Service) SetCustomer(ctx context.Context, org uuid.UUID, provider, customer string) error {
@@ -282,7 +295,8 @@ const (
 	// EventClosed: the order was closed unpaid.
 	EventClosed EventType = "closed"
 	// EventRefunded: Amount is the total refunded so far on the order (events of partial
-	// refunds may come in any order); a top-up's credit is reduced by what is new.
+	// refunds may come in any order, and before the payment); a paid top-up's credit is
+	// reduced by what is new, an unpaid one's is credited less when it is paid.
 	EventRefunded EventType = "refunded"
 	// EventSubscription: the provider's subscription changed (renewed, past due,
 	// cancelled): SubscriptionState is its new state.
@@ -515,7 +529,9 @@ func (s *Service) applyToOrder(ctx context.Context, q *db.Queries, e Event, o db
 		}
 		switch Purpose(o.Purpose) {
 		case PurposeTopUp:
-			if _, err := q.AddOrgCredit(ctx, db.AddOrgCreditParams{OrgID: o.OrgID, Currency: o.Currency, Amount: o.AmountMinor, Now: now}); err != nil {
+			// Less what a refund that arrived before this payment took back already.
+			credit := o.AmountMinor - o.RefundedMinor
+			if _, err := q.AddOrgCredit(ctx, db.AddOrgCreditParams{OrgID: o.OrgID, Currency: o.Currency, Amount: credit, Now: now}); err != nil {
 				return "", fmt.Errorf("credit top-up: %w", err)
 			}
 		case PurposeSubscription:
@@ -549,13 +565,15 @@ func (s *Service) applyToOrder(ctx context.Context, q *db.Queries, e Event, o db
 		}
 		return outcomeApplied, setStatus(OrderClosed)
 	case EventRefunded:
-		if status != OrderPaid || e.Amount <= o.RefundedMinor {
+		// A refund may arrive before the payment it refunds (Stripe does not order its
+		// events): it is kept on the order, and the payment credits only what is left.
+		if e.Amount <= o.RefundedMinor {
 			return outcomeNoChange, nil
 		}
 		if _, err := q.SetPaymentOrderRefunded(ctx, db.SetPaymentOrderRefundedParams{ID: o.ID, RefundedMinor: e.Amount, Now: now}); err != nil {
 			return "", fmt.Errorf("refund order: %w", err)
 		}
-		if Purpose(o.Purpose) == PurposeTopUp {
+		if status == OrderPaid && Purpose(o.Purpose) == PurposeTopUp {
 			if _, err := q.AddOrgCredit(ctx, db.AddOrgCreditParams{OrgID: o.OrgID, Currency: o.Currency, Amount: -(e.Amount - o.RefundedMinor), Now: now}); err != nil {
 				return "", fmt.Errorf("debit refund: %w", err)
 			}

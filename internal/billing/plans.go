@@ -42,6 +42,9 @@ type Price struct {
 	Interval string // month or year
 	Currency string // USD or CNY
 	Amount   int64
+	// StripePrice is the id of the Stripe Price (price_…) a Stripe Checkout subscribes
+	// to for this interval and currency; empty: not sold through Stripe.
+	StripePrice string
 }
 
 // Plan is a plan of the catalog.
@@ -61,6 +64,16 @@ func (p Plan) Price(interval, currency string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// stripePrice returns the Stripe Price of the plan per interval in currency, "" when none.
+func (p Plan) stripePrice(interval, currency string) string {
+	for _, pr := range p.Prices {
+		if pr.Interval == interval && pr.Currency == currency {
+			return pr.StripePrice
+		}
+	}
+	return ""
 }
 
 // Catalog is the configured plans and the default one.
@@ -97,6 +110,21 @@ func (c *Catalog) List() []Plan {
 func (c *Catalog) Get(id string) (Plan, bool) {
 	p, ok := c.plans[id]
 	return p, ok
+}
+
+// byStripePrice returns the plan and interval whose Stripe Price is price.
+func (c *Catalog) byStripePrice(price string) (plan, interval string, ok bool) {
+	if price == "" {
+		return "", "", false
+	}
+	for _, p := range c.plans {
+		for _, pr := range p.Prices {
+			if pr.StripePrice == price {
+				return p.ID, pr.Interval, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 // Default returns the plan of orgs without a subscription.
