@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/uuid"
@@ -16,6 +17,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/billing/alipay"
 	"github.com/kilnhq/kiln/internal/billing/alipay/alipaytest"
+	"github.com/kilnhq/kiln/internal/billing/stripetest"
 	"github.com/kilnhq/kiln/internal/billing/wechatpay"
 	"github.com/kilnhq/kiln/internal/billing/wechatpay/wechatpaytest"
 )
@@ -182,6 +184,11 @@ func TestOperationsBesideTheStrictHandler(t *testing.T) {
 			if res.Header.Get("Content-Type") != "application/x-ndjson" {
 				t.Fatalf("content type %q", res.Header.Get("Content-Type"))
 			}
+		},
+		"stripeWebhook": func(t *testing.T) {
+			b := setup(t, withStripe(t))
+			body := stripetest.Event(t, "evt_beside_1", "invoice.created", time.Now(), map[string]any{"id": "in_1", "object": "invoice"})
+			wantStatus(t, b.postStripe(t, stripetest.Sign(body, stripetest.WebhookSecret, time.Now()), body), 204)
 		},
 		"getMetrics":     func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/metrics", nil)), 200) },
 		"getOpenAPIJSON": func(t *testing.T) { wantStatus(t, f.b.do(t, httptest.NewRequest("GET", "/openapi.json", nil)), 200) },

@@ -128,7 +128,7 @@ func testSpec(t testing.TB) *openapi3.T {
 var testPlans = billing.NewCatalog([]billing.Plan{
 	{ID: "free", Name: "Free", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 10_000_000, Overage: billing.Block}}},
 	{ID: "tiny", Name: "Tiny", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 50, Overage: billing.Block}}},
-	{ID: "team", Name: "Team", Prices: []billing.Price{{Interval: "month", Currency: "CNY", Amount: 9900}}, Features: map[string]bool{"sso": true},
+	{ID: "team", Name: "Team", Prices: []billing.Price{{Interval: "month", Currency: "CNY", Amount: 9900}, {Interval: "month", Currency: "USD", Amount: 1900, StripePrice: "price_team_month_usd"}}, Features: map[string]bool{"sso": true},
 		Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 100, Overage: billing.AllowAndBill, UnitPrice: 0.002}}},
 }, "free")
 

@@ -91,6 +91,9 @@ type Deps struct {
 	// Metrics says where GET /metrics is served (this server, or MetricsServer when
 	// Listen is set) and the token it asks for.
 	Metrics config.Metrics
+	// StripePayments serves Stripe Checkout, the billing portal and the webhook; nil or
+	// unconfigured answers them provider_not_configured (the webhook not_found).
+	StripePayments *billing.StripePayments
 }
 
 // Server serves Kiln's HTTP API.
@@ -117,6 +120,7 @@ type Server struct {
 	notify         *notify.Center
 	rag            *rag.Service
 	payments       *billing.ChinaPayments
+	stripe         *billing.StripePayments
 	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
 	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
@@ -178,6 +182,7 @@ func New(d Deps) (*Server, error) {
 		notify:    d.Notifications,
 		rag:       d.Knowledge,
 		payments:  d.ChinaPayments,
+		stripe:    d.StripePayments,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,
@@ -261,6 +266,7 @@ func New(d Deps) (*Server, error) {
 	} else {
 		s.metricsOnly = metrics
 	}
+	s.mux.HandleFunc("POST /v1/webhooks/stripe", s.stripeWebhook)
 	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
 	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")

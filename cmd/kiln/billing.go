@@ -28,7 +28,8 @@ func toPlans(in map[string]config.Plan) []billing.Plan {
 		plan := billing.Plan{ID: id, Name: p.Name, Features: map[string]bool{}, Limits: map[string]billing.Limit{}}
 		for interval, byCurrency := range p.Prices {
 			for currency, amount := range byCurrency {
-				plan.Prices = append(plan.Prices, billing.Price{Interval: interval, Currency: currency, Amount: amount})
+				plan.Prices = append(plan.Prices, billing.Price{Interval: interval, Currency: currency, Amount: amount,
+					StripePrice: p.StripePrices[interval][currency]})
 			}
 		}
 		for f, on := range p.Features {
@@ -64,4 +65,11 @@ func (a *app) newChinaPayments(bill *billing.Service) (*billing.ChinaPayments, e
 		cfg.Alipay = c
 	}
 	return billing.NewChinaPayments(bill, cfg), nil
+}
+
+// newStripePayments builds the Stripe adapter over bill from billing.stripe (off without
+// a secret key).
+func (a *app) newStripePayments(bill *billing.Service) *billing.StripePayments {
+	st := a.cfg.Billing.Stripe
+	return billing.NewStripePayments(bill, billing.StripeConfig{SecretKey: st.SecretKey, WebhookSecret: st.WebhookSecret, BaseURL: st.BaseURL, Log: a.log})
 }

@@ -1563,6 +1563,42 @@ func (e SetSubscriptionRequestInterval) Valid() bool {
 	}
 }
 
+// Defines values for StripeCheckoutRequestCurrency.
+const (
+	StripeCheckoutRequestCurrencyCNY StripeCheckoutRequestCurrency = "CNY"
+	StripeCheckoutRequestCurrencyUSD StripeCheckoutRequestCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the StripeCheckoutRequestCurrency enum.
+func (e StripeCheckoutRequestCurrency) Valid() bool {
+	switch e {
+	case StripeCheckoutRequestCurrencyCNY:
+		return true
+	case StripeCheckoutRequestCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for StripeCheckoutRequestInterval.
+const (
+	StripeCheckoutRequestIntervalMonth StripeCheckoutRequestInterval = "month"
+	StripeCheckoutRequestIntervalYear  StripeCheckoutRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the StripeCheckoutRequestInterval enum.
+func (e StripeCheckoutRequestInterval) Valid() bool {
+	switch e {
+	case StripeCheckoutRequestIntervalMonth:
+		return true
+	case StripeCheckoutRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SubscriptionCurrency.
 const (
 	SubscriptionCurrencyCNY SubscriptionCurrency = "CNY"
@@ -4499,6 +4535,73 @@ type StreamShutdownEvent struct {
 	Reason string `json:"reason"`
 }
 
+// StripeCheckout defines model for StripeCheckout.
+type StripeCheckout struct {
+	Order PaymentOrder `json:"order"`
+
+	// SessionId The Checkout Session's id (`cs_…`), also the order's `provider_order_id`.
+	SessionId string `json:"session_id"`
+
+	// Url The Checkout page; send the payer's browser there.
+	Url string `json:"url"`
+}
+
+// StripeCheckoutRequest defines model for StripeCheckoutRequest.
+type StripeCheckoutRequest struct {
+	// Amount The credit to buy, in minor units (`top_up`).
+	Amount *int64 `json:"amount,omitempty"`
+
+	// CancelUrl Where a payer who gives up goes; default `success_url`.
+	CancelUrl *string                       `json:"cancel_url,omitempty"`
+	Currency  StripeCheckoutRequestCurrency `json:"currency"`
+
+	// Interval The billing interval (`subscription`).
+	Interval *StripeCheckoutRequestInterval `json:"interval,omitempty"`
+
+	// Plan The plan to subscribe to (`subscription`); a plan of `billing.plans` with a Stripe Price for `interval` and `currency`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// SuccessUrl Where Stripe sends the payer after paying.
+	SuccessUrl string `json:"success_url"`
+}
+
+// StripeCheckoutRequestCurrency defines model for StripeCheckoutRequest.Currency.
+type StripeCheckoutRequestCurrency string
+
+// StripeCheckoutRequestInterval The billing interval (`subscription`).
+type StripeCheckoutRequestInterval string
+
+// StripeEvent A Stripe event (`object: event`), as Stripe posts it.
+type StripeEvent struct {
+	ApiVersion *string                 `json:"api_version,omitempty"`
+	Created    *int64                  `json:"created,omitempty"`
+	Data       *map[string]interface{} `json:"data,omitempty"`
+
+	// Id Example: evt_1NG8Du2eZvKYlo2CUI79vXWy
+	Id     *string `json:"id,omitempty"`
+	Object *string `json:"object,omitempty"`
+
+	// Type Example: checkout.session.completed
+	Type *string `json:"type,omitempty"`
+}
+
+// StripePortal defines model for StripePortal.
+type StripePortal struct {
+	// Url The billing portal session; send the customer's browser there.
+	Url string `json:"url"`
+}
+
+// StripePortalRequest defines model for StripePortalRequest.
+type StripePortalRequest struct {
+	// ReturnUrl Where the portal's back link goes; default the portal's configured one.
+	ReturnUrl *string `json:"return_url,omitempty"`
+}
+
 // Subscription defines model for Subscription.
 type Subscription struct {
 	Currency SubscriptionCurrency `json:"currency"`
@@ -5461,6 +5564,20 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// CreateStripeCheckoutParams defines parameters for CreateStripeCheckout.
+type CreateStripeCheckoutParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListOrgInvitationsParams defines parameters for ListOrgInvitations.
 type ListOrgInvitationsParams struct {
 	// Limit Maximum number of items to return.
@@ -5761,6 +5878,12 @@ type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
+
+// CreateStripeCheckoutJSONRequestBody defines body for CreateStripeCheckout for application/json ContentType.
+type CreateStripeCheckoutJSONRequestBody = StripeCheckoutRequest
+
+// CreateStripePortalJSONRequestBody defines body for CreateStripePortal for application/json ContentType.
+type CreateStripePortalJSONRequestBody = StripePortalRequest
 
 // CreateOrgInvitationJSONRequestBody defines body for CreateOrgInvitation for application/json ContentType.
 type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
@@ -8560,6 +8683,12 @@ type ServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(w http.ResponseWriter, r *http.Request, id ID, params ListOrgAuditEventsParams)
+	// CreateStripeCheckout Pay with Stripe Checkout
+	// (POST /v1/orgs/{id}/billing/checkout)
+	CreateStripeCheckout(w http.ResponseWriter, r *http.Request, id ID, params CreateStripeCheckoutParams)
+	// CreateStripePortal Open Stripe's billing portal
+	// (POST /v1/orgs/{id}/billing/portal)
+	CreateStripePortal(w http.ResponseWriter, r *http.Request, id ID)
 	// GetOrgEntitlements What the org's plan gives it now
 	// (GET /v1/orgs/{id}/entitlements)
 	GetOrgEntitlements(w http.ResponseWriter, r *http.Request, id ID)
@@ -12364,6 +12493,82 @@ func (siw *ServerInterfaceWrapper) ListOrgAuditEvents(w http.ResponseWriter, r *
 	handler.ServeHTTP(w, r)
 }
 
+// CreateStripeCheckout operation middleware
+func (siw *ServerInterfaceWrapper) CreateStripeCheckout(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateStripeCheckoutParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateStripeCheckout(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateStripePortal operation middleware
+func (siw *ServerInterfaceWrapper) CreateStripePortal(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateStripePortal(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetOrgEntitlements operation middleware
 func (siw *ServerInterfaceWrapper) GetOrgEntitlements(w http.ResponseWriter, r *http.Request) {
 
@@ -14040,6 +14245,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/entitlements", wrapper.GetOrgEntitlements)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/plans", wrapper.AdminListPlans)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/orgs/{id}/subscription", wrapper.AdminSetOrgSubscription)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/billing/checkout", wrapper.CreateStripeCheckout)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/billing/portal", wrapper.CreateStripePortal)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/payments/wechatpay", wrapper.CreateWeChatPayPayment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/payments/alipay", wrapper.CreateAlipayPayment)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/payments/{order_id}", wrapper.GetOrgPayment)
@@ -19722,6 +19929,125 @@ func (response ListOrgAuditEventsdefaultApplicationProblemPlusJSONResponse) Visi
 	return err
 }
 
+type CreateStripeCheckoutRequestObject struct {
+	Id     ID `json:"id"`
+	Params CreateStripeCheckoutParams
+	Body   *CreateStripeCheckoutJSONRequestBody
+}
+
+type CreateStripeCheckoutResponseObject interface {
+	VisitCreateStripeCheckoutResponse(w http.ResponseWriter) error
+}
+
+type CreateStripeCheckout201JSONResponse StripeCheckout
+
+func (response CreateStripeCheckout201JSONResponse) VisitCreateStripeCheckoutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStripeCheckout503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateStripeCheckout503ApplicationProblemPlusJSONResponse) VisitCreateStripeCheckoutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStripeCheckoutdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateStripeCheckoutdefaultApplicationProblemPlusJSONResponse) VisitCreateStripeCheckoutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStripePortalRequestObject struct {
+	Id   ID `json:"id"`
+	Body *CreateStripePortalJSONRequestBody
+}
+
+type CreateStripePortalResponseObject interface {
+	VisitCreateStripePortalResponse(w http.ResponseWriter) error
+}
+
+type CreateStripePortal200JSONResponse StripePortal
+
+func (response CreateStripePortal200JSONResponse) VisitCreateStripePortalResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStripePortal503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateStripePortal503ApplicationProblemPlusJSONResponse) VisitCreateStripePortalResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateStripePortaldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateStripePortaldefaultApplicationProblemPlusJSONResponse) VisitCreateStripePortalResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOrgEntitlementsRequestObject struct {
 	Id ID `json:"id"`
 }
@@ -21743,6 +22069,12 @@ type StrictServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(ctx context.Context, request ListOrgAuditEventsRequestObject) (ListOrgAuditEventsResponseObject, error)
+	// CreateStripeCheckout Pay with Stripe Checkout
+	// (POST /v1/orgs/{id}/billing/checkout)
+	CreateStripeCheckout(ctx context.Context, request CreateStripeCheckoutRequestObject) (CreateStripeCheckoutResponseObject, error)
+	// CreateStripePortal Open Stripe's billing portal
+	// (POST /v1/orgs/{id}/billing/portal)
+	CreateStripePortal(ctx context.Context, request CreateStripePortalRequestObject) (CreateStripePortalResponseObject, error)
 	// GetOrgEntitlements What the org's plan gives it now
 	// (GET /v1/orgs/{id}/entitlements)
 	GetOrgEntitlements(ctx context.Context, request GetOrgEntitlementsRequestObject) (GetOrgEntitlementsResponseObject, error)
@@ -24471,6 +24803,76 @@ func (sh *strictHandler) ListOrgAuditEvents(w http.ResponseWriter, r *http.Reque
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ListOrgAuditEventsResponseObject); ok {
 		if err := validResponse.VisitListOrgAuditEventsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateStripeCheckout operation middleware
+func (sh *strictHandler) CreateStripeCheckout(w http.ResponseWriter, r *http.Request, id ID, params CreateStripeCheckoutParams) {
+	var request CreateStripeCheckoutRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	var body CreateStripeCheckoutJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateStripeCheckout(ctx, request.(CreateStripeCheckoutRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateStripeCheckout")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateStripeCheckoutResponseObject); ok {
+		if err := validResponse.VisitCreateStripeCheckoutResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateStripePortal operation middleware
+func (sh *strictHandler) CreateStripePortal(w http.ResponseWriter, r *http.Request, id ID) {
+	var request CreateStripePortalRequestObject
+
+	request.Id = id
+
+	var body CreateStripePortalJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateStripePortal(ctx, request.(CreateStripePortalRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateStripePortal")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateStripePortalResponseObject); ok {
+		if err := validResponse.VisitCreateStripePortalResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -1562,6 +1562,42 @@ func (e SetSubscriptionRequestInterval) Valid() bool {
 	}
 }
 
+// Defines values for StripeCheckoutRequestCurrency.
+const (
+	StripeCheckoutRequestCurrencyCNY StripeCheckoutRequestCurrency = "CNY"
+	StripeCheckoutRequestCurrencyUSD StripeCheckoutRequestCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the StripeCheckoutRequestCurrency enum.
+func (e StripeCheckoutRequestCurrency) Valid() bool {
+	switch e {
+	case StripeCheckoutRequestCurrencyCNY:
+		return true
+	case StripeCheckoutRequestCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for StripeCheckoutRequestInterval.
+const (
+	StripeCheckoutRequestIntervalMonth StripeCheckoutRequestInterval = "month"
+	StripeCheckoutRequestIntervalYear  StripeCheckoutRequestInterval = "year"
+)
+
+// Valid indicates whether the value is a known member of the StripeCheckoutRequestInterval enum.
+func (e StripeCheckoutRequestInterval) Valid() bool {
+	switch e {
+	case StripeCheckoutRequestIntervalMonth:
+		return true
+	case StripeCheckoutRequestIntervalYear:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SubscriptionCurrency.
 const (
 	SubscriptionCurrencyCNY SubscriptionCurrency = "CNY"
@@ -4534,6 +4570,73 @@ type StreamShutdownEvent struct {
 	Reason string `json:"reason"`
 }
 
+// StripeCheckout defines model for StripeCheckout.
+type StripeCheckout struct {
+	Order PaymentOrder `json:"order"`
+
+	// SessionId The Checkout Session's id (`cs_…`), also the order's `provider_order_id`.
+	SessionId string `json:"session_id"`
+
+	// Url The Checkout page; send the payer's browser there.
+	Url string `json:"url"`
+}
+
+// StripeCheckoutRequest defines model for StripeCheckoutRequest.
+type StripeCheckoutRequest struct {
+	// Amount The credit to buy, in minor units (`top_up`).
+	Amount *int64 `json:"amount,omitempty"`
+
+	// CancelUrl Where a payer who gives up goes; default `success_url`.
+	CancelUrl *string                       `json:"cancel_url,omitempty"`
+	Currency  StripeCheckoutRequestCurrency `json:"currency"`
+
+	// Interval The billing interval (`subscription`).
+	Interval *StripeCheckoutRequestInterval `json:"interval,omitempty"`
+
+	// Plan The plan to subscribe to (`subscription`); a plan of `billing.plans` with a Stripe Price for `interval` and `currency`.
+	//
+	// Example: pro
+	Plan *string `json:"plan,omitempty"`
+
+	// Purpose A plan's price for one interval, or credit.
+	Purpose PaymentPurpose `json:"purpose"`
+
+	// SuccessUrl Where Stripe sends the payer after paying.
+	SuccessUrl string `json:"success_url"`
+}
+
+// StripeCheckoutRequestCurrency defines model for StripeCheckoutRequest.Currency.
+type StripeCheckoutRequestCurrency string
+
+// StripeCheckoutRequestInterval The billing interval (`subscription`).
+type StripeCheckoutRequestInterval string
+
+// StripeEvent A Stripe event (`object: event`), as Stripe posts it.
+type StripeEvent struct {
+	ApiVersion *string                 `json:"api_version,omitempty"`
+	Created    *int64                  `json:"created,omitempty"`
+	Data       *map[string]interface{} `json:"data,omitempty"`
+
+	// Id Example: evt_1NG8Du2eZvKYlo2CUI79vXWy
+	Id     *string `json:"id,omitempty"`
+	Object *string `json:"object,omitempty"`
+
+	// Type Example: checkout.session.completed
+	Type *string `json:"type,omitempty"`
+}
+
+// StripePortal defines model for StripePortal.
+type StripePortal struct {
+	// Url The billing portal session; send the customer's browser there.
+	Url string `json:"url"`
+}
+
+// StripePortalRequest defines model for StripePortalRequest.
+type StripePortalRequest struct {
+	// ReturnUrl Where the portal's back link goes; default the portal's configured one.
+	ReturnUrl *string `json:"return_url,omitempty"`
+}
+
 // Subscription defines model for Subscription.
 type Subscription struct {
 	Currency SubscriptionCurrency `json:"currency"`
@@ -5634,6 +5737,20 @@ type ListOrgAuditEventsParams struct {
 	Action *string `form:"action,omitempty" json:"action,omitempty"`
 }
 
+// CreateStripeCheckoutParams defines parameters for CreateStripeCheckout.
+type CreateStripeCheckoutParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListOrgInvitationsParams defines parameters for ListOrgInvitations.
 type ListOrgInvitationsParams struct {
 	// Limit Maximum number of items to return.
@@ -5863,6 +5980,12 @@ type GetUsageParams struct {
 // GetUsageParamsGroupBy defines parameters for GetUsage.
 type GetUsageParamsGroupBy string
 
+// StripeWebhookParams defines parameters for StripeWebhook.
+type StripeWebhookParams struct {
+	// StripeSignature `t=<unix seconds>,v1=<hex HMAC-SHA256>` (several `v1` while a secret is rolled).
+	StripeSignature *string `json:"Stripe-Signature,omitempty"`
+}
+
 // WechatpayNotifyParams defines parameters for WechatpayNotify.
 type WechatpayNotifyParams struct {
 	// WechatpaySignature Base64 SHA256withRSA signature by WeChat Pay's platform key.
@@ -5983,6 +6106,12 @@ type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
 
+// CreateStripeCheckoutJSONRequestBody defines body for CreateStripeCheckout for application/json ContentType.
+type CreateStripeCheckoutJSONRequestBody = StripeCheckoutRequest
+
+// CreateStripePortalJSONRequestBody defines body for CreateStripePortal for application/json ContentType.
+type CreateStripePortalJSONRequestBody = StripePortalRequest
+
 // CreateOrgInvitationJSONRequestBody defines body for CreateOrgInvitation for application/json ContentType.
 type CreateOrgInvitationJSONRequestBody = CreateInvitationRequest
 
@@ -6018,6 +6147,9 @@ type SetProviderKeyJSONRequestBody = SetProviderKeyRequest
 
 // AlipayNotifyFormdataRequestBody defines body for AlipayNotify for application/x-www-form-urlencoded ContentType.
 type AlipayNotifyFormdataRequestBody = AlipayNotification
+
+// StripeWebhookJSONRequestBody defines body for StripeWebhook for application/json ContentType.
+type StripeWebhookJSONRequestBody = StripeEvent
 
 // WechatpayNotifyJSONRequestBody defines body for WechatpayNotify for application/json ContentType.
 type WechatpayNotifyJSONRequestBody = WeChatPayNotification
@@ -10030,6 +10162,68 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// CreateStripeCheckoutWithBody Pay with Stripe Checkout
+	//
+	// Creates an order and the Stripe Checkout Session that pays it, and returns the
+	// session's `url` to send the payer to: a subscription to a plan (`purpose:
+	// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+	// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+	// minor units). The org gets a Stripe customer at its first checkout (the billing
+	// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+	// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+	// `upstream_error` when Stripe refused.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+	CreateStripeCheckoutWithBody(ctx context.Context, id ID, params *CreateStripeCheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateStripeCheckout Pay with Stripe Checkout
+	//
+	// Creates an order and the Stripe Checkout Session that pays it, and returns the
+	// session's `url` to send the payer to: a subscription to a plan (`purpose:
+	// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+	// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+	// minor units). The org gets a Stripe customer at its first checkout (the billing
+	// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+	// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+	// `upstream_error` when Stripe refused.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+	CreateStripeCheckout(ctx context.Context, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateStripePortalWithBody Open Stripe's billing portal
+	//
+	// Creates a Stripe billing portal session for the org's Stripe customer (payment
+	// methods, invoices, plan changes and cancellation as the portal is configured in
+	// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+	// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+	// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+	// is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+	CreateStripePortalWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateStripePortal Open Stripe's billing portal
+	//
+	// Creates a Stripe billing portal session for the org's Stripe customer (payment
+	// methods, invoices, plan changes and cancellation as the portal is configured in
+	// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+	// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+	// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+	// is not set.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+	CreateStripePortal(ctx context.Context, id ID, body CreateStripePortalJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetOrgEntitlements What the org's plan gives it now
 	//
 	// The effective features and limits of the org's plan, with the tokens used and held
@@ -10495,6 +10689,52 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
 	AlipayNotifyWithFormdataBody(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StripeWebhookWithBody Stripe's webhook events
+	//
+	// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+	// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+	// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+	// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+	// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+	// (the order paid: its subscription or credit applied; amount and currency must equal
+	// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+	// `customer.subscription.created|updated|deleted` (plan, status, period),
+	// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+	// (the order's refunded total; a top-up's credit less). Every event lands in the
+	// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+	// nothing, and an event older than the subscription's state does not roll it back.
+	// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+	// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+	// is not set.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+	StripeWebhookWithBody(ctx context.Context, params *StripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StripeWebhook Stripe's webhook events
+	//
+	// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+	// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+	// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+	// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+	// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+	// (the order paid: its subscription or credit applied; amount and currency must equal
+	// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+	// `customer.subscription.created|updated|deleted` (plan, status, period),
+	// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+	// (the order's refunded total; a top-up's credit less). Every event lands in the
+	// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+	// nothing, and an event older than the subscription's state does not roll it back.
+	// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+	// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+	// is not set.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+	StripeWebhook(ctx context.Context, params *StripeWebhookParams, body StripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// WechatpayNotifyWithBody WeChat Pay's notifications
 	//
@@ -13445,6 +13685,108 @@ func (c *Client) ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgA
 	return c.Client.Do(req)
 }
 
+// CreateStripeCheckoutWithBody Pay with Stripe Checkout
+//
+// Creates an order and the Stripe Checkout Session that pays it, and returns the
+// session's `url` to send the payer to: a subscription to a plan (`purpose:
+// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+// minor units). The org gets a Stripe customer at its first checkout (the billing
+// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+// `upstream_error` when Stripe refused.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+func (c *Client) CreateStripeCheckoutWithBody(ctx context.Context, id ID, params *CreateStripeCheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateStripeCheckoutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateStripeCheckout Pay with Stripe Checkout
+//
+// Creates an order and the Stripe Checkout Session that pays it, and returns the
+// session's `url` to send the payer to: a subscription to a plan (`purpose:
+// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+// minor units). The org gets a Stripe customer at its first checkout (the billing
+// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+// `upstream_error` when Stripe refused.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+func (c *Client) CreateStripeCheckout(ctx context.Context, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateStripeCheckoutRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateStripePortalWithBody Open Stripe's billing portal
+//
+// Creates a Stripe billing portal session for the org's Stripe customer (payment
+// methods, invoices, plan changes and cancellation as the portal is configured in
+// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+// is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+func (c *Client) CreateStripePortalWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateStripePortalRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateStripePortal Open Stripe's billing portal
+//
+// Creates a Stripe billing portal session for the org's Stripe customer (payment
+// methods, invoices, plan changes and cancellation as the portal is configured in
+// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+// is not set.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+func (c *Client) CreateStripePortal(ctx context.Context, id ID, body CreateStripePortalJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateStripePortalRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetOrgEntitlements What the org's plan gives it now
 //
 // The effective features and limits of the org's plan, with the tokens used and held
@@ -14341,6 +14683,72 @@ func (c *Client) AlipayNotifyWithBody(ctx context.Context, contentType string, b
 // Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
 func (c *Client) AlipayNotifyWithFormdataBody(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAlipayNotifyRequestWithFormdataBody(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StripeWebhookWithBody Stripe's webhook events
+//
+// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+// (the order paid: its subscription or credit applied; amount and currency must equal
+// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+// `customer.subscription.created|updated|deleted` (plan, status, period),
+// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+// (the order's refunded total; a top-up's credit less). Every event lands in the
+// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+// nothing, and an event older than the subscription's state does not roll it back.
+// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+// is not set.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+func (c *Client) StripeWebhookWithBody(ctx context.Context, params *StripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStripeWebhookRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StripeWebhook Stripe's webhook events
+//
+// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+// (the order paid: its subscription or credit applied; amount and currency must equal
+// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+// `customer.subscription.created|updated|deleted` (plan, status, period),
+// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+// (the order's refunded total; a top-up's credit less). Every event lands in the
+// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+// nothing, and an event older than the subscription's state does not roll it back.
+// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+// is not set.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+func (c *Client) StripeWebhook(ctx context.Context, params *StripeWebhookParams, body StripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStripeWebhookRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -20165,6 +20573,115 @@ func NewListOrgAuditEventsRequest(server string, id ID, params *ListOrgAuditEven
 	return req, nil
 }
 
+// NewCreateStripeCheckoutRequest calls the generic CreateStripeCheckout builder with application/json body
+func NewCreateStripeCheckoutRequest(server string, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateStripeCheckoutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateStripeCheckoutRequestWithBody constructs an http.Request for the CreateStripeCheckout method, with any body, and a specified content type
+func NewCreateStripeCheckoutRequestWithBody(server string, id ID, params *CreateStripeCheckoutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/billing/checkout", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateStripePortalRequest calls the generic CreateStripePortal builder with application/json body
+func NewCreateStripePortalRequest(server string, id ID, body CreateStripePortalJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateStripePortalRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewCreateStripePortalRequestWithBody constructs an http.Request for the CreateStripePortal method, with any body, and a specified content type
+func NewCreateStripePortalRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/billing/portal", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetOrgEntitlementsRequest constructs an http.Request for the GetOrgEntitlements method
 func NewGetOrgEntitlementsRequest(server string, id ID) (*http.Request, error) {
 	var err error
@@ -22050,6 +22567,61 @@ func NewAlipayNotifyRequestWithBody(server string, contentType string, body io.R
 	return req, nil
 }
 
+// NewStripeWebhookRequest calls the generic StripeWebhook builder with application/json body
+func NewStripeWebhookRequest(server string, params *StripeWebhookParams, body StripeWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewStripeWebhookRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewStripeWebhookRequestWithBody constructs an http.Request for the StripeWebhook method, with any body, and a specified content type
+func NewStripeWebhookRequestWithBody(server string, params *StripeWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/stripe")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.StripeSignature != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Stripe-Signature", *params.StripeSignature, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Stripe-Signature", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewWechatpayNotifyRequest calls the generic WechatpayNotify builder with application/json body
 func NewWechatpayNotifyRequest(server string, params *WechatpayNotifyParams, body WechatpayNotifyJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -23788,6 +24360,68 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEventsWithResponse(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*ListOrgAuditEventsResponse, error)
 
+	// CreateStripeCheckoutWithBodyWithResponse Pay with Stripe Checkout
+	//
+	// Creates an order and the Stripe Checkout Session that pays it, and returns the
+	// session's `url` to send the payer to: a subscription to a plan (`purpose:
+	// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+	// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+	// minor units). The org gets a Stripe customer at its first checkout (the billing
+	// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+	// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+	// `upstream_error` when Stripe refused.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+	CreateStripeCheckoutWithBodyWithResponse(ctx context.Context, id ID, params *CreateStripeCheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateStripeCheckoutResponse, error)
+
+	// CreateStripeCheckoutWithResponse Pay with Stripe Checkout
+	//
+	// Creates an order and the Stripe Checkout Session that pays it, and returns the
+	// session's `url` to send the payer to: a subscription to a plan (`purpose:
+	// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+	// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+	// minor units). The org gets a Stripe customer at its first checkout (the billing
+	// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+	// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+	// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+	// `upstream_error` when Stripe refused.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+	CreateStripeCheckoutWithResponse(ctx context.Context, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateStripeCheckoutResponse, error)
+
+	// CreateStripePortalWithBodyWithResponse Open Stripe's billing portal
+	//
+	// Creates a Stripe billing portal session for the org's Stripe customer (payment
+	// methods, invoices, plan changes and cancellation as the portal is configured in
+	// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+	// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+	// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+	// is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+	CreateStripePortalWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateStripePortalResponse, error)
+
+	// CreateStripePortalWithResponse Open Stripe's billing portal
+	//
+	// Creates a Stripe billing portal session for the org's Stripe customer (payment
+	// methods, invoices, plan changes and cancellation as the portal is configured in
+	// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+	// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+	// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+	// is not set.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+	CreateStripePortalWithResponse(ctx context.Context, id ID, body CreateStripePortalJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateStripePortalResponse, error)
+
 	// GetOrgEntitlementsWithResponse What the org's plan gives it now
 	//
 	// The effective features and limits of the org's plan, with the tokens used and held
@@ -24293,6 +24927,52 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/alipay (the `AlipayNotify` operationId).
 	AlipayNotifyWithFormdataBodyWithResponse(ctx context.Context, body AlipayNotifyFormdataRequestBody, reqEditors ...RequestEditorFn) (*AlipayNotifyResponse, error)
+
+	// StripeWebhookWithBodyWithResponse Stripe's webhook events
+	//
+	// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+	// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+	// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+	// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+	// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+	// (the order paid: its subscription or credit applied; amount and currency must equal
+	// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+	// `customer.subscription.created|updated|deleted` (plan, status, period),
+	// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+	// (the order's refunded total; a top-up's credit less). Every event lands in the
+	// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+	// nothing, and an event older than the subscription's state does not roll it back.
+	// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+	// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+	// is not set.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+	StripeWebhookWithBodyWithResponse(ctx context.Context, params *StripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*StripeWebhookResponse, error)
+
+	// StripeWebhookWithResponse Stripe's webhook events
+	//
+	// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+	// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+	// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+	// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+	// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+	// (the order paid: its subscription or credit applied; amount and currency must equal
+	// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+	// `customer.subscription.created|updated|deleted` (plan, status, period),
+	// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+	// (the order's refunded total; a top-up's credit less). Every event lands in the
+	// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+	// nothing, and an event older than the subscription's state does not roll it back.
+	// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+	// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+	// is not set.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+	StripeWebhookWithResponse(ctx context.Context, params *StripeWebhookParams, body StripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*StripeWebhookResponse, error)
 
 	// WechatpayNotifyWithBodyWithResponse WeChat Pay's notifications
 	//
@@ -31270,6 +31950,130 @@ func (r ListOrgAuditEventsResponse) ContentType() string {
 	return ""
 }
 
+// CreateStripeCheckoutResponse503Headers the declared response headers of an HTTP 503 response for CreateStripeCheckout
+type CreateStripeCheckoutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateStripeCheckoutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *StripeCheckout
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateStripeCheckoutResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateStripeCheckoutResponse) GetJSON201() *StripeCheckout {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateStripeCheckoutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateStripeCheckoutResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateStripeCheckoutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateStripeCheckoutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateStripeCheckoutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateStripeCheckoutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateStripePortalResponse503Headers the declared response headers of an HTTP 503 response for CreateStripePortal
+type CreateStripePortalResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateStripePortalResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *StripePortal
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateStripePortalResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CreateStripePortalResponse) GetJSON200() *StripePortal {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateStripePortalResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateStripePortalResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateStripePortalResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateStripePortalResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateStripePortalResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateStripePortalResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetOrgEntitlementsResponse503Headers the declared response headers of an HTTP 503 response for GetOrgEntitlements
 type GetOrgEntitlementsResponse503Headers struct {
 	RetryAfter *int
@@ -33192,6 +33996,47 @@ func (r AlipayNotifyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AlipayNotifyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StripeWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StripeWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StripeWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StripeWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StripeWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StripeWebhookResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -35735,6 +36580,92 @@ func (c *ClientWithResponses) ListOrgAuditEventsWithResponse(ctx context.Context
 	return ParseListOrgAuditEventsResponse(rsp)
 }
 
+// CreateStripeCheckoutWithBodyWithResponse Pay with Stripe Checkout
+//
+// Creates an order and the Stripe Checkout Session that pays it, and returns the
+// session's `url` to send the payer to: a subscription to a plan (`purpose:
+// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+// minor units). The org gets a Stripe customer at its first checkout (the billing
+// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+// `upstream_error` when Stripe refused.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+func (c *ClientWithResponses) CreateStripeCheckoutWithBodyWithResponse(ctx context.Context, id ID, params *CreateStripeCheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateStripeCheckoutResponse, error) {
+	rsp, err := c.CreateStripeCheckoutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateStripeCheckoutResponse(rsp)
+}
+
+// CreateStripeCheckoutWithResponse Pay with Stripe Checkout
+//
+// Creates an order and the Stripe Checkout Session that pays it, and returns the
+// session's `url` to send the payer to: a subscription to a plan (`purpose:
+// subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+// renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+// minor units). The org gets a Stripe customer at its first checkout (the billing
+// portal opens it). The order is paid when Stripe's `checkout.session.completed`
+// arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+// `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+// `upstream_error` when Stripe refused.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/billing/checkout (the `CreateStripeCheckout` operationId).
+func (c *ClientWithResponses) CreateStripeCheckoutWithResponse(ctx context.Context, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateStripeCheckoutResponse, error) {
+	rsp, err := c.CreateStripeCheckout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateStripeCheckoutResponse(rsp)
+}
+
+// CreateStripePortalWithBodyWithResponse Open Stripe's billing portal
+//
+// Creates a Stripe billing portal session for the org's Stripe customer (payment
+// methods, invoices, plan changes and cancellation as the portal is configured in
+// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+// is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+func (c *ClientWithResponses) CreateStripePortalWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateStripePortalResponse, error) {
+	rsp, err := c.CreateStripePortalWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateStripePortalResponse(rsp)
+}
+
+// CreateStripePortalWithResponse Open Stripe's billing portal
+//
+// Creates a Stripe billing portal session for the org's Stripe customer (payment
+// methods, invoices, plan changes and cancellation as the portal is configured in
+// Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+// Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+// never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+// is not set.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/billing/portal (the `CreateStripePortal` operationId).
+func (c *ClientWithResponses) CreateStripePortalWithResponse(ctx context.Context, id ID, body CreateStripePortalJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateStripePortalResponse, error) {
+	rsp, err := c.CreateStripePortal(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateStripePortalResponse(rsp)
+}
+
 // GetOrgEntitlementsWithResponse What the org's plan gives it now
 //
 // The effective features and limits of the org's plan, with the tokens used and held
@@ -36503,6 +37434,64 @@ func (c *ClientWithResponses) AlipayNotifyWithFormdataBodyWithResponse(ctx conte
 		return nil, err
 	}
 	return ParseAlipayNotifyResponse(rsp)
+}
+
+// StripeWebhookWithBodyWithResponse Stripe's webhook events
+//
+// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+// (the order paid: its subscription or credit applied; amount and currency must equal
+// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+// `customer.subscription.created|updated|deleted` (plan, status, period),
+// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+// (the order's refunded total; a top-up's credit less). Every event lands in the
+// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+// nothing, and an event older than the subscription's state does not roll it back.
+// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+// is not set.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+func (c *ClientWithResponses) StripeWebhookWithBodyWithResponse(ctx context.Context, params *StripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*StripeWebhookResponse, error) {
+	rsp, err := c.StripeWebhookWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStripeWebhookResponse(rsp)
+}
+
+// StripeWebhookWithResponse Stripe's webhook events
+//
+// Where Stripe posts the events of the webhook endpoint configured for this URL. No
+// Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+// "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+// 300 s of `t`) is the credential, and the event must be of stripe-go's API version
+// train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+// (the order paid: its subscription or credit applied; amount and currency must equal
+// the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+// `customer.subscription.created|updated|deleted` (plan, status, period),
+// `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+// (the order's refunded total; a top-up's credit less). Every event lands in the
+// payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+// nothing, and an event older than the subscription's state does not roll it back.
+// 204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+// could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+// is not set.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/stripe (the `StripeWebhook` operationId).
+func (c *ClientWithResponses) StripeWebhookWithResponse(ctx context.Context, params *StripeWebhookParams, body StripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*StripeWebhookResponse, error) {
+	rsp, err := c.StripeWebhook(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStripeWebhookResponse(rsp)
 }
 
 // WechatpayNotifyWithBodyWithResponse WeChat Pay's notifications
@@ -42751,6 +43740,112 @@ func ParseListOrgAuditEventsResponse(rsp *http.Response) (*ListOrgAuditEventsRes
 	return response, nil
 }
 
+// ParseCreateStripeCheckoutResponse parses an HTTP response from a CreateStripeCheckoutWithResponse call
+func ParseCreateStripeCheckoutResponse(rsp *http.Response) (*CreateStripeCheckoutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateStripeCheckoutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest StripeCheckout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateStripeCheckoutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateStripePortalResponse parses an HTTP response from a CreateStripePortalWithResponse call
+func ParseCreateStripePortalResponse(rsp *http.Response) (*CreateStripePortalResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateStripePortalResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest StripePortal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateStripePortalResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetOrgEntitlementsResponse parses an HTTP response from a GetOrgEntitlementsWithResponse call
 func ParseGetOrgEntitlementsResponse(rsp *http.Response) (*GetOrgEntitlementsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -44403,6 +45498,35 @@ func ParseAlipayNotifyResponse(rsp *http.Response) (*AlipayNotifyResponse, error
 
 	case rsp.StatusCode == 400:
 		// Content-type (text/plain) unsupported
+
+	}
+
+	return response, nil
+}
+
+// ParseStripeWebhookResponse parses an HTTP response from a StripeWebhookWithResponse call
+func ParseStripeWebhookResponse(rsp *http.Response) (*StripeWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StripeWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 

@@ -115,6 +115,15 @@ type Billing struct {
 	OrderQueryAfter time.Duration   `koanf:"order_query_after" doc:"a WeChat Pay or Alipay order still open this long after it was created is asked about by the order query job (its notification may be lost)"`
 	WeChatPay       WeChatPay       `koanf:"wechatpay"`
 	Alipay          Alipay          `koanf:"alipay"`
+	Stripe          Stripe          `koanf:"stripe"`
+}
+
+// Stripe configures Stripe (Checkout, the billing portal, webhooks); an empty secret_key
+// leaves it off.
+type Stripe struct {
+	SecretKey     string `koanf:"secret_key" secret:"true" doc:"the secret API key (sk_live_… or sk_test_…, or a restricted key); empty: Stripe is off"`
+	WebhookSecret string `koanf:"webhook_secret" secret:"true" doc:"the signing secret (whsec_…) of the webhook endpoint POST /v1/webhooks/stripe"`
+	BaseURL       string `koanf:"base_url" doc:"Stripe's API; empty: https://api.stripe.com (tests point it at stripe-mock)"`
 }
 
 // WeChatPay configures WeChat Pay (API v3, a direct merchant); an empty mch_id leaves it
@@ -150,6 +159,9 @@ type Plan struct {
 	// Limits by name: tokens (per period), requests_per_minute, seats, knowledge_bases,
 	// documents, storage_bytes.
 	Limits map[string]PlanLimit `koanf:"limits" yaml:"limits"`
+	// StripePrices are the ids of the Stripe Prices (price_…) a Checkout subscribes to,
+	// by interval and currency, each for the amount of Prices.
+	StripePrices map[string]map[string]string `koanf:"stripe_prices" yaml:"stripe_prices"`
 }
 
 // PlanLimit is one limit of a plan and what happens past it.
@@ -1104,7 +1116,8 @@ func (c Config) Masked() Config {
 	if c.Sentry.DSN != "" {
 		c.Sentry.DSN = "****" // its user part is the project's key
 	}
-	for _, secret := range []*string{&c.Billing.WeChatPay.MerchantKey, &c.Billing.WeChatPay.APIv3Key, &c.Billing.Alipay.PrivateKey, &c.Metrics.Token} {
+	for _, secret := range []*string{&c.Billing.WeChatPay.MerchantKey, &c.Billing.WeChatPay.APIv3Key, &c.Billing.Alipay.PrivateKey, &c.Metrics.Token,
+		&c.Billing.Stripe.SecretKey, &c.Billing.Stripe.WebhookSecret} {
 		if *secret != "" {
 			*secret = "****"
 		}
@@ -1212,6 +1225,17 @@ func (b Billing) validate() []string {
 				}
 			}
 		}
+		for interval, byCurrency := range plan.StripePrices {
+			for cur, price := range byCurrency {
+				pk := key + ".stripe_prices." + interval + "." + cur
+				if amount, ok := plan.Prices[interval][cur]; !ok || amount <= 0 {
+					bad(pk, "needs a price of %s.prices.%s.%s", key, interval, cur)
+				}
+				if !strings.HasPrefix(price, "price_") {
+					bad(pk, "must be a Stripe Price id (price_…), got %q", price)
+				}
+			}
+		}
 		for name, l := range plan.Limits {
 			lk := key + ".limits." + name
 			if !slices.Contains(PlanLimitNames, name) {
@@ -1241,6 +1265,9 @@ func (b Billing) validate() []string {
 		if w.APIv3Key != "" && len(w.APIv3Key) != 32 {
 			bad("billing.wechatpay.api_v3_key", "must be 32 bytes, got %d", len(w.APIv3Key))
 		}
+	}
+	if st := b.Stripe; st.SecretKey != "" && st.WebhookSecret == "" {
+		bad("billing.stripe.webhook_secret", "required when billing.stripe.secret_key is set")
 	}
 	if a := b.Alipay; a.AppID != "" {
 		for key, v := range map[string]string{"private_key": a.PrivateKey, "public_key": a.PublicKey, "notify_url": a.NotifyURL} {

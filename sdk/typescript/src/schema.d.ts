@@ -946,6 +946,93 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{id}/billing/checkout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pay with Stripe Checkout
+         * @description Creates an order and the Stripe Checkout Session that pays it, and returns the
+         *     session's `url` to send the payer to: a subscription to a plan (`purpose:
+         *     subscription`, the Stripe Price of `billing.plans.<plan>.stripe_prices.<interval>.<currency>`,
+         *     renewed by Stripe), or a one-off top-up of credit (`purpose: top_up`, `amount` in
+         *     minor units). The org gets a Stripe customer at its first checkout (the billing
+         *     portal opens it). The order is paid when Stripe's `checkout.session.completed`
+         *     arrives at `POST /v1/webhooks/stripe`. Owners and admins only; an API key needs
+         *     `admin`. 422 `provider_not_configured` when `billing.stripe` is not set; 502
+         *     `upstream_error` when Stripe refused.
+         */
+        post: operations["createStripeCheckout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/billing/portal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Open Stripe's billing portal
+         * @description Creates a Stripe billing portal session for the org's Stripe customer (payment
+         *     methods, invoices, plan changes and cancellation as the portal is configured in
+         *     Stripe) and returns its `url`. Changes made there reach Kiln through the webhook.
+         *     Owners and admins only; an API key needs `admin`. 404 `not_found` when the org has
+         *     never checked out with Stripe; 422 `provider_not_configured` when `billing.stripe`
+         *     is not set.
+         */
+        post: operations["createStripePortal"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/stripe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe's webhook events
+         * @description Where Stripe posts the events of the webhook endpoint configured for this URL. No
+         *     Kiln credentials: the `Stripe-Signature` header (`t=…,v1=…`: HMAC-SHA256 of
+         *     "t.body" with the endpoint's signing secret `billing.stripe.webhook_secret`, within
+         *     300 s of `t`) is the credential, and the event must be of stripe-go's API version
+         *     train. Handled: `checkout.session.completed` and `checkout.session.async_payment_succeeded`
+         *     (the order paid: its subscription or credit applied; amount and currency must equal
+         *     the order's), `checkout.session.async_payment_failed`, `checkout.session.expired`,
+         *     `customer.subscription.created|updated|deleted` (plan, status, period),
+         *     `invoice.paid` (renewed), `invoice.payment_failed` (`past_due`) and `charge.refunded`
+         *     (the order's refunded total; a top-up's credit less). Every event lands in the
+         *     payments ledger once by its id, audited (`billing.payment_event`); a repeat changes
+         *     nothing, and an event older than the subscription's state does not roll it back.
+         *     204 when recorded (a repeat too); 400 problem when not believed; 500 problem when it
+         *     could not be recorded (Stripe sends it again). 404 `not_found` when `billing.stripe`
+         *     is not set.
+         */
+        post: operations["stripeWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{id}/payments/wechatpay": {
         parameters: {
             query?: never;
@@ -4006,6 +4093,66 @@ export interface components {
              */
             quit_url?: string;
         };
+        StripeCheckoutRequest: {
+            purpose: components["schemas"]["PaymentPurpose"];
+            /**
+             * @description The plan to subscribe to (`subscription`); a plan of `billing.plans` with a Stripe Price for `interval` and `currency`.
+             * @example pro
+             */
+            plan?: string;
+            /**
+             * @description The billing interval (`subscription`).
+             * @enum {string}
+             */
+            interval?: "month" | "year";
+            /**
+             * Format: int64
+             * @description The credit to buy, in minor units (`top_up`).
+             */
+            amount?: number;
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            /**
+             * Format: uri
+             * @description Where Stripe sends the payer after paying.
+             */
+            success_url: string;
+            /**
+             * Format: uri
+             * @description Where a payer who gives up goes; default `success_url`.
+             */
+            cancel_url?: string;
+        };
+        StripeCheckout: {
+            order: components["schemas"]["PaymentOrder"];
+            /** @description The Checkout Session's id (`cs_…`), also the order's `provider_order_id`. */
+            session_id: string;
+            /** @description The Checkout page; send the payer's browser there. */
+            url: string;
+        };
+        StripePortalRequest: {
+            /**
+             * Format: uri
+             * @description Where the portal's back link goes; default the portal's configured one.
+             */
+            return_url?: string;
+        };
+        StripePortal: {
+            /** @description The billing portal session; send the customer's browser there. */
+            url: string;
+        };
+        /** @description A Stripe event (`object: event`), as Stripe posts it. */
+        StripeEvent: {
+            /** @example evt_1NG8Du2eZvKYlo2CUI79vXWy */
+            id?: string;
+            object?: string;
+            /** @example checkout.session.completed */
+            type?: string;
+            api_version?: string;
+            /** Format: int64 */
+            created?: number;
+            data?: Record<string, never>;
+        };
         PaymentOrder: {
             /** Format: uuid */
             id: string;
@@ -6566,6 +6713,103 @@ export interface operations {
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    createStripeCheckout: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StripeCheckoutRequest"];
+            };
+        };
+        responses: {
+            /** @description The order and its Checkout Session. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StripeCheckout"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    createStripePortal: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["StripePortalRequest"];
+            };
+        };
+        responses: {
+            /** @description The portal session's URL. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StripePortal"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    stripeWebhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `t=<unix seconds>,v1=<hex HMAC-SHA256>` (several `v1` while a secret is rolled). */
+                "Stripe-Signature"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StripeEvent"];
+            };
+        };
+        responses: {
+            /** @description Recorded (applied now or before, or without effect). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             default: components["responses"]["Problem"];
         };
     };
