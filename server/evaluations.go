@@ -42,6 +42,9 @@ func (s *Server) CreateEvaluation(ctx context.Context, req api.CreateEvaluationR
 	for _, m := range deref(req.Body.Modes) {
 		n.Modes = append(n.Modes, rag.Mode(m))
 	}
+	if a := req.Body.Answers; a != nil {
+		n.Answers = &rag.AnswerOptions{Model: a.Model, JudgeModel: deref(a.JudgeModel)}
+	}
 	e, err := s.rag.CreateEvaluation(ctx, org, actor(ctx), req.Id, n)
 	if err != nil {
 		return nil, err
@@ -75,11 +78,7 @@ func toAPIEvaluation(e rag.Evaluation) api.Evaluation {
 			for lang, m := range r.ByLang {
 				runs[i].ByLang[lang] = toAPIMetrics(m)
 			}
-			queries := make([]map[string]any, len(r.Queries))
-			for j, q := range r.Queries {
-				b, _ := json.Marshal(q)
-				_ = json.Unmarshal(b, &queries[j])
-			}
+			queries := objects(r.Queries)
 			runs[i].Queries = &queries
 		}
 		out.Runs = &runs
@@ -89,6 +88,31 @@ func toAPIEvaluation(e rag.Evaluation) api.Evaluation {
 				MeanDelta: float32(c.MeanDelta), PValue: float32(c.PValue)}
 		}
 		out.Comparisons = &comparisons
+	}
+	if o := e.AnswerOptions; o != nil {
+		out.Answers = &api.EvaluationAnswers{Model: o.Model, JudgeModel: nonEmpty(o.JudgeModel)}
+		if a := e.Answers; a != nil {
+			m := a.Metrics
+			out.Answers.Metrics = &api.EvaluationAnswerMetrics{Queries: m.Queries, Answered: m.Answered, Failed: m.Failed, Cited: m.Cited,
+				CitationPrecision: float32(m.CitationPrecision), CitationRecall: float32(m.CitationRecall), Judged: m.Judged,
+				JudgeMalformed: m.JudgeMalformed, JudgeFailed: m.JudgeFailed}
+			if m.Faithfulness != nil {
+				f := float32(*m.Faithfulness)
+				out.Answers.Metrics.Faithfulness = &f
+			}
+			queries := objects(a.Queries)
+			out.Answers.Queries = &queries
+		}
+	}
+	return out
+}
+
+// objects is each of list as a JSON object.
+func objects[T any](list []T) []map[string]any {
+	out := make([]map[string]any, len(list))
+	for i, v := range list {
+		b, _ := json.Marshal(v)
+		_ = json.Unmarshal(b, &out[i])
 	}
 	return out
 }

@@ -277,7 +277,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	registry := jobs.NewRegistry()
 	if d.Knowledge == nil {
 		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway, Usage: d.LLM.Usage},
-			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Log: log, Now: time.Now})
+			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Models: chat.Evaluator{Runner: d.LLM.Runner, Usage: d.LLM.Usage}, Log: log, Now: time.Now})
 	}
 	if d.LLM.Runner.Knowledge == nil {
 		d.LLM.Runner.Knowledge = d.Knowledge

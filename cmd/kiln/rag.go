@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/platform/metrics"
 	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/rag/eval"
@@ -42,7 +43,8 @@ func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 		Candidates: c.HybridCandidates, AnswerK: c.AnswerK,
 	}, rag.Deps{
 		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway, Usage: llmDeps.Usage}, Jobs: d.jobs,
-		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Log: a.log, Now: time.Now,
+		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Models: chat.Evaluator{Runner: llmDeps.Runner, Usage: llmDeps.Usage},
+		Log: a.log, Now: time.Now,
 	})
 	llmDeps.Runner.Knowledge = svc
 	return svc, nil
@@ -53,6 +55,7 @@ func (a *app) ragCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "rag", Short: "Knowledge-base tools"}
 	var (
 		dataset, org, kbID, out string
+		answerModel, judgeModel string
 		modes                   []string
 		dims, chunks            int
 	)
@@ -63,7 +66,11 @@ func (a *app) ragCmd() *cobra.Command {
 internal/rag/testdata/baseline. Without --kb, the corpus is ingested into a new knowledge
 base of --org (deleted afterwards); with --kb, that knowledge base is searched, its
 documents named by their external ids. Each --mode is evaluated; every mode after the first
-is compared with the first, query by query (wins, losses, a paired randomization p-value).`,
+is compared with the first, query by query (wins, losses, a paired randomization p-value).
+With --answer-model, the queries that carry a reference answer are answered by that model
+grounded in the knowledge base (as chat is) and their citations scored (precision and
+recall against the relevant documents); with --judge-model as well, a judge grades each
+answer's faithfulness to its cited sources (docs/rag-evaluation.md).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			orgID, err := uuid.Parse(org)
@@ -135,6 +142,23 @@ is compared with the first, query by query (wins, losses, a paired randomization
 				_, _ = fmt.Fprintf(a.stdout, "%s vs %s: %d wins, %d losses, %d ties, mean nDCG@10 %+.4f, p = %.4f\n", c.B, c.A, c.Wins, c.Losses, c.Ties, c.MeanDelta, c.PValue)
 			}
 			report["comparisons"] = comparisons
+			if answerModel != "" {
+				ans, err := svc.EvaluateAnswers(ctx, kb, data.Queries, rag.AnswerOptions{Model: answerModel, JudgeModel: judgeModel}, nil)
+				if err != nil {
+					return err
+				}
+				report["answers"] = ans
+				m := ans.Metrics
+				_, _ = fmt.Fprintf(a.stdout, "answers  queries %d  answered %d  failed %d  cited %d  citation precision %.4f  citation recall %.4f\n",
+					m.Queries, m.Answered, m.Failed, m.Cited, m.CitationPrecision, m.CitationRecall)
+				if judgeModel != "" {
+					faith := "n/a"
+					if m.Faithfulness != nil {
+						faith = fmt.Sprintf("%.4f", *m.Faithfulness)
+					}
+					_, _ = fmt.Fprintf(a.stdout, "judge    judged %d  malformed %d  failed %d  faithfulness %s\n", m.Judged, m.JudgeMalformed, m.JudgeFailed, faith)
+				}
+			}
 			if out != "" {
 				b, err := json.MarshalIndent(report, "", "  ")
 				if err != nil {
@@ -152,6 +176,8 @@ is compared with the first, query by query (wins, losses, a paired randomization
 	evalCmd.Flags().IntVar(&dims, "dimensions", 1024, "vector size of the knowledge base ingested from the corpus")
 	evalCmd.Flags().IntVar(&chunks, "chunks", 30, "chunks retrieved per query (documents are ranked by their best chunk)")
 	evalCmd.Flags().StringVar(&out, "out", "", "write every run's per-query results and the comparisons as JSON to this file")
+	evalCmd.Flags().StringVar(&answerModel, "answer-model", "", "also answer the queries that carry a reference answer with this model alias, grounded as chat is, and score their citations")
+	evalCmd.Flags().StringVar(&judgeModel, "judge-model", "", "with --answer-model: grade each answer's faithfulness to its cited sources with this model alias")
 	_ = evalCmd.MarkFlagRequired("dataset")
 	_ = evalCmd.MarkFlagRequired("org")
 	cmd.AddCommand(evalCmd)

@@ -2631,6 +2631,16 @@ type CreateDocumentRequestMediaType string
 
 // CreateEvaluationRequest defines model for CreateEvaluationRequest.
 type CreateEvaluationRequest struct {
+	// Answers Evaluate answers as well as retrieval: each query that carries a reference `answer` is
+	// asked of `model` grounded in the knowledge base exactly as a chat request naming it
+	// (the same retrieval and sources), and the reply's citations ([n]) are scored against
+	// the query's `relevant` documents. With `judge_model`, that model grades each answer's
+	// faithfulness: it gets a fixed rubric (docs/rag-evaluation.md), the question, the
+	// answer and the cited sources (never the answering model's instructions) and must reply
+	// with strict JSON; a reply that is not is counted as malformed. Both calls are billed
+	// to the org under the usage endpoint `rag.evaluate`.
+	Answers *EvaluationAnswerOptions `json:"answers,omitempty"`
+
 	// Chunks Chunks retrieved per query; documents are ranked by their best chunk.
 	Chunks *int `json:"chunks,omitempty"`
 
@@ -2839,6 +2849,7 @@ type ErrorCode string
 
 // Evaluation defines model for Evaluation.
 type Evaluation struct {
+	Answers     *EvaluationAnswers      `json:"answers,omitempty"`
 	Comparisons *[]EvaluationComparison `json:"comparisons,omitempty"`
 
 	// CreatedAt RFC 3339, UTC.
@@ -2855,6 +2866,62 @@ type Evaluation struct {
 	QueryCount      int                 `json:"query_count"`
 	Runs            *[]EvaluationRun    `json:"runs,omitempty"`
 	Status          EvaluationStatus    `json:"status"`
+}
+
+// EvaluationAnswerMetrics defines model for EvaluationAnswerMetrics.
+type EvaluationAnswerMetrics struct {
+	Answered int `json:"answered"`
+
+	// CitationPrecision Mean, over the answers that cite, of the share of cited sources whose document is relevant.
+	CitationPrecision float32 `json:"citation_precision"`
+
+	// CitationRecall Mean, over the answers, of the share of relevant documents cited.
+	CitationRecall float32 `json:"citation_recall"`
+
+	// Cited Answers citing at least one source.
+	Cited int `json:"cited"`
+
+	// Failed Queries whose answer's model call failed.
+	Failed int `json:"failed"`
+
+	// Faithfulness Mean judged share of the answers' claims their cited sources support; null when nothing was judged.
+	Faithfulness *float32 `json:"faithfulness"`
+
+	// JudgeFailed Answers whose judge call failed.
+	JudgeFailed int `json:"judge_failed"`
+
+	// JudgeMalformed Answers whose judge reply was not the JSON the rubric asks for.
+	JudgeMalformed int `json:"judge_malformed"`
+	Judged         int `json:"judged"`
+
+	// Queries Queries with a reference answer.
+	Queries int `json:"queries"`
+}
+
+// EvaluationAnswerOptions Evaluate answers as well as retrieval: each query that carries a reference `answer` is
+// asked of `model` grounded in the knowledge base exactly as a chat request naming it
+// (the same retrieval and sources), and the reply's citations ([n]) are scored against
+// the query's `relevant` documents. With `judge_model`, that model grades each answer's
+// faithfulness: it gets a fixed rubric (docs/rag-evaluation.md), the question, the
+// answer and the cited sources (never the answering model's instructions) and must reply
+// with strict JSON; a reply that is not is counted as malformed. Both calls are billed
+// to the org under the usage endpoint `rag.evaluate`.
+type EvaluationAnswerOptions struct {
+	// JudgeModel The model alias that grades faithfulness; absent, none is graded.
+	JudgeModel *string `json:"judge_model,omitempty"`
+
+	// Model The model alias that answers.
+	Model string `json:"model"`
+}
+
+// EvaluationAnswers defines model for EvaluationAnswers.
+type EvaluationAnswers struct {
+	JudgeModel *string                  `json:"judge_model,omitempty"`
+	Metrics    *EvaluationAnswerMetrics `json:"metrics,omitempty"`
+	Model      string                   `json:"model"`
+
+	// Queries Every answer with its cited sources and documents, citation precision and recall, and the judge's score and claims or error.
+	Queries *[]map[string]interface{} `json:"queries,omitempty"`
 }
 
 // EvaluationComparison defines model for EvaluationComparison.

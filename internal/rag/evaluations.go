@@ -28,8 +28,12 @@ type Evaluation struct {
 	JobID       *uuid.UUID
 	Runs        []eval.Run        // one per mode, in the modes' order; empty until it succeeded
 	Comparisons []eval.Comparison // each mode after the first against the first
-	CreatedAt   time.Time
-	FinishedAt  *time.Time
+	// AnswerOptions are the answer evaluation asked for (nil: none); Answers its outcome
+	// once the evaluation succeeded.
+	AnswerOptions *AnswerOptions
+	Answers       *eval.AnswerRun
+	CreatedAt     time.Time
+	FinishedAt    *time.Time
 }
 
 // NewEvaluation is an evaluation to run.
@@ -38,19 +42,24 @@ type NewEvaluation struct {
 	Queries []eval.Query
 	Modes   []Mode // default hybrid, vector, fulltext
 	Chunks  int    // chunks retrieved per query; default 30
+	// Answers asks for the answers to the queries that carry a reference answer to be
+	// generated and scored (EvaluateAnswers); nil: retrieval only.
+	Answers *AnswerOptions
 }
 
 // evaluationRequest is what kb_evaluations.request stores.
 type evaluationRequest struct {
-	Queries []eval.Query `json:"queries"`
-	Modes   []Mode       `json:"modes"`
-	Chunks  int          `json:"chunks"`
+	Queries []eval.Query   `json:"queries"`
+	Modes   []Mode         `json:"modes"`
+	Chunks  int            `json:"chunks"`
+	Answers *AnswerOptions `json:"answers,omitempty"`
 }
 
 // evaluationResult is what kb_evaluations.result stores.
 type evaluationResult struct {
 	Runs        []eval.Run        `json:"runs"`
 	Comparisons []eval.Comparison `json:"comparisons"`
+	Answers     *eval.AnswerRun   `json:"answers,omitempty"`
 }
 
 // KindEvaluate runs an evaluation.
@@ -63,15 +72,19 @@ type evaluatePayload struct {
 	Evaluation uuid.UUID `json:"evaluation"`
 }
 
-// CreateEvaluation stores an evaluation of knowledge base kb and creates its job.
+// CreateEvaluation stores an evaluation of knowledge base kb and creates its job. It
+// returns not_found, or invalid_request and not_ready for answer options it cannot run.
 func (s *Service) CreateEvaluation(ctx context.Context, org uuid.UUID, by audit.Actor, kb uuid.UUID, n NewEvaluation) (Evaluation, error) {
+	if err := s.checkAnswerOptions(n.Answers, n.Queries, "/answers"); err != nil {
+		return Evaluation{}, err
+	}
 	if len(n.Modes) == 0 {
 		n.Modes = []Mode{ModeHybrid, ModeVector, ModeFulltext}
 	}
 	if n.Chunks <= 0 {
 		n.Chunks = 30
 	}
-	req, err := json.Marshal(evaluationRequest{Queries: n.Queries, Modes: n.Modes, Chunks: n.Chunks})
+	req, err := json.Marshal(evaluationRequest{Queries: n.Queries, Modes: n.Modes, Chunks: n.Chunks, Answers: n.Answers})
 	if err != nil {
 		return Evaluation{}, fmt.Errorf("encode evaluation: %w", err)
 	}
@@ -97,6 +110,7 @@ func (s *Service) CreateEvaluation(ctx context.Context, org uuid.UUID, by audit.
 		}
 		row.JobID = uuid.NullUUID{UUID: j.ID, Valid: true}
 		out = toEvaluation(row, "", "", n.Modes)
+		out.AnswerOptions = n.Answers
 		return nil
 	})
 	return out, err
@@ -111,12 +125,13 @@ func (s *Service) Evaluation(ctx context.Context, org, kb, id uuid.UUID) (Evalua
 	var req evaluationRequest
 	_ = json.Unmarshal(row.KbEvaluation.Request, &req)
 	e := toEvaluation(row.KbEvaluation, row.JobState.String, row.JobError.String, req.Modes)
+	e.AnswerOptions = req.Answers
 	if len(row.KbEvaluation.Result) > 0 {
 		var res evaluationResult
 		if err := json.Unmarshal(row.KbEvaluation.Result, &res); err != nil {
 			return Evaluation{}, fmt.Errorf("read evaluation result: %w", err)
 		}
-		e.Runs, e.Comparisons = res.Runs, res.Comparisons
+		e.Runs, e.Comparisons, e.Answers = res.Runs, res.Comparisons, res.Answers
 	}
 	return e, nil
 }
@@ -174,6 +189,10 @@ func (s *Service) evaluate(ctx context.Context, run *jobs.Run, p evaluatePayload
 		return nil, fmt.Errorf("start evaluation: %w", err)
 	}
 	var res evaluationResult
+	total := int64(len(req.Modes))
+	if req.Answers != nil {
+		total += int64(len(eval.Answerable(req.Queries)))
+	}
 	for i, mode := range req.Modes {
 		search, err := s.Searcher(ctx, kb, Query{Mode: mode}, req.Chunks)
 		if err != nil {
@@ -184,12 +203,21 @@ func (s *Service) evaluate(ctx context.Context, run *jobs.Run, p evaluatePayload
 			return nil, s.failEvaluation(ctx, run, row.ID, err)
 		}
 		res.Runs = append(res.Runs, r)
-		if err := run.Report(ctx, jobs.Progress{Done: int64(i + 1), Total: int64(len(req.Modes)), Message: "evaluated " + string(mode)}); err != nil {
+		if err := run.Report(ctx, jobs.Progress{Done: int64(i + 1), Total: total, Message: "evaluated " + string(mode)}); err != nil {
 			return nil, fmt.Errorf("report progress: %w", err)
 		}
 	}
 	for _, r := range res.Runs[1:] {
 		res.Comparisons = append(res.Comparisons, eval.Compare(res.Runs[0], r))
+	}
+	if req.Answers != nil {
+		a, err := s.EvaluateAnswers(ctx, kb, req.Queries, *req.Answers, func(done int) error {
+			return run.Report(ctx, jobs.Progress{Done: int64(len(req.Modes) + done), Total: total, Message: fmt.Sprintf("answered %d queries", done)})
+		})
+		if err != nil {
+			return nil, s.failEvaluation(ctx, run, row.ID, err)
+		}
+		res.Answers = &a
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
@@ -200,7 +228,11 @@ func (s *Service) evaluate(ctx context.Context, run *jobs.Run, p evaluatePayload
 		return nil, fmt.Errorf("store evaluation result: %w", err)
 	}
 	m := res.Runs[0].Metrics
-	return map[string]any{"mode": res.Runs[0].Name, "ndcg@10": m.NDCG10, "recall@10": m.Recall["@10"], "mrr": m.MRR}, nil
+	out := map[string]any{"mode": res.Runs[0].Name, "ndcg@10": m.NDCG10, "recall@10": m.Recall["@10"], "mrr": m.MRR}
+	if a := res.Answers; a != nil {
+		out["citation_precision"], out["faithfulness"] = a.Metrics.CitationPrecision, a.Metrics.Faithfulness
+	}
+	return out, nil
 }
 
 // failEvaluation records an evaluation's failure once no attempt is left.

@@ -91,8 +91,11 @@ type Deps struct {
 	VectorStores map[string]VectorStore
 	// Composer makes retrieved chunks a chat's context (Ground); nil: FencedComposer.
 	Composer Composer
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Models answers and judges an evaluation's questions; nil: evaluations cannot
+	// evaluate answers.
+	Models AnswerModels
+	Log    *slog.Logger
+	Now    func() time.Time
 }
 
 // Service manages knowledge bases, their documents and searches.
@@ -105,13 +108,14 @@ type Service struct {
 	vectors   map[string]VectorStore
 	retrieval map[Mode]Retriever
 	grounding Grounding
+	models    AnswerModels
 	log       *slog.Logger
 	now       func() time.Time
 }
 
 // New builds the service and declares its job kinds on d.Jobs.
 func New(cfg Config, d Deps) *Service {
-	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, log: d.Log, now: d.Now,
+	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, models: d.Models, log: d.Log, now: d.Now,
 		vectors: map[string]VectorStore{StorePgvector: NewPgvector(d.Store.Pool, PgvectorConfig{EfSearch: cfg.EfSearch, MaxScanTuples: cfg.MaxScanTuples, ExactBelow: cfg.ExactSearchBelow})}}
 	for name, vs := range d.VectorStores {
 		s.vectors[name] = vs

@@ -2717,6 +2717,9 @@ export interface paths {
          *     first is compared with the first query by query: wins, losses and ties on nDCG@10
          *     and a paired randomization p-value. A query's `relevant` names documents by their
          *     `external_id` (or their id when they have none).
+         *     With `answers`, the queries that carry a reference answer are also answered by a model
+         *     grounded in the knowledge base and scored: citation precision and recall and, with a
+         *     judge model, faithfulness (`answers` in the result).
          */
         post: operations["createEvaluation"];
         delete?: never;
@@ -4515,6 +4518,52 @@ export interface components {
              * @default 30
              */
             chunks?: number;
+            answers?: components["schemas"]["EvaluationAnswerOptions"];
+        };
+        /**
+         * @description Evaluate answers as well as retrieval: each query that carries a reference `answer` is
+         *     asked of `model` grounded in the knowledge base exactly as a chat request naming it
+         *     (the same retrieval and sources), and the reply's citations ([n]) are scored against
+         *     the query's `relevant` documents. With `judge_model`, that model grades each answer's
+         *     faithfulness: it gets a fixed rubric (docs/rag-evaluation.md), the question, the
+         *     answer and the cited sources (never the answering model's instructions) and must reply
+         *     with strict JSON; a reply that is not is counted as malformed. Both calls are billed
+         *     to the org under the usage endpoint `rag.evaluate`.
+         */
+        EvaluationAnswerOptions: {
+            /** @description The model alias that answers. */
+            model: string;
+            /** @description The model alias that grades faithfulness; absent, none is graded. */
+            judge_model?: string;
+        };
+        EvaluationAnswerMetrics: {
+            /** @description Queries with a reference answer. */
+            queries: number;
+            answered: number;
+            /** @description Queries whose answer's model call failed. */
+            failed: number;
+            /** @description Answers citing at least one source. */
+            cited: number;
+            /** @description Mean, over the answers that cite, of the share of cited sources whose document is relevant. */
+            citation_precision: number;
+            /** @description Mean, over the answers, of the share of relevant documents cited. */
+            citation_recall: number;
+            judged: number;
+            /** @description Answers whose judge reply was not the JSON the rubric asks for. */
+            judge_malformed: number;
+            /** @description Answers whose judge call failed. */
+            judge_failed: number;
+            /** @description Mean judged share of the answers' claims their cited sources support; null when nothing was judged. */
+            faithfulness: number | null;
+        };
+        EvaluationAnswers: {
+            model: string;
+            judge_model?: string;
+            metrics?: components["schemas"]["EvaluationAnswerMetrics"];
+            /** @description Every answer with its cited sources and documents, citation precision and recall, and the judge's score and claims or error. */
+            queries?: {
+                [key: string]: unknown;
+            }[];
         };
         /** @enum {string} */
         EvaluationStatus: "queued" | "running" | "succeeded" | "failed";
@@ -4567,6 +4616,7 @@ export interface components {
             job_id?: string;
             runs?: components["schemas"]["EvaluationRun"][];
             comparisons?: components["schemas"]["EvaluationComparison"][];
+            answers?: components["schemas"]["EvaluationAnswers"];
             created_at: components["schemas"]["Timestamp"];
             finished_at?: components["schemas"]["Timestamp"];
         };
