@@ -1,10 +1,6 @@
 package billing_test
 
 import (
-	"errors"
-	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/billing"
@@ -18,12 +14,7 @@ import (
 func TestChinaNotificationsReplayed(t *testing.T) {
 	t.Parallel()
 	c := setupChina(t)
-	type post struct {
-		real bool
-		kind string
-		send func() error
-	}
-	var posts []post
+	var posts []replayPost
 	var want int64
 	var orders []billing.Order
 	for i, fen := range []int64{101, 202, 303, 404} {
@@ -31,15 +22,15 @@ func TestChinaNotificationsReplayed(t *testing.T) {
 		tx := c.wx.Pay(o.ProviderOrderID)
 		real := c.wx.Notify("wx-real-"+string(rune('a'+i)), "TRANSACTION.SUCCESS", tx)
 		for range 16 {
-			posts = append(posts, post{real: true, kind: "wechat real", send: func() error { return c.pay.WeChatNotify(t.Context(), real.Header, real.Body) }})
+			posts = append(posts, replayPost{real: true, kind: "wechat real", send: func() error { return c.pay.WeChatNotify(t.Context(), real.Header, real.Body) }})
 		}
 		for _, f := range c.wx.Forgeries(real) {
-			posts = append(posts, post{kind: "wechat " + f.Kind, send: func() error { return c.pay.WeChatNotify(t.Context(), f.Header, f.Body) }})
+			posts = append(posts, replayPost{kind: "wechat " + f.Kind, send: func() error { return c.pay.WeChatNotify(t.Context(), f.Header, f.Body) }})
 		}
 		cheap := tx
 		cheap.Amount.Total = 1
 		wrong := c.wx.Notify("wx-wrong-amount-"+string(rune('a'+i)), "TRANSACTION.SUCCESS", cheap)
-		posts = append(posts, post{real: true, kind: "wechat wrong amount", send: func() error { return c.pay.WeChatNotify(t.Context(), wrong.Header, wrong.Body) }})
+		posts = append(posts, replayPost{real: true, kind: "wechat wrong amount", send: func() error { return c.pay.WeChatNotify(t.Context(), wrong.Header, wrong.Body) }})
 		want += fen
 		orders = append(orders, o)
 	}
@@ -49,50 +40,20 @@ func TestChinaNotificationsReplayed(t *testing.T) {
 		params := c.ali.NotifyParams("ali-real-"+string(rune('a'+i)), trade)
 		real := c.ali.Notify(params)
 		for range 16 {
-			posts = append(posts, post{real: true, kind: "alipay real", send: func() error { return c.pay.AlipayNotify(t.Context(), real.Body) }})
+			posts = append(posts, replayPost{real: true, kind: "alipay real", send: func() error { return c.pay.AlipayNotify(t.Context(), real.Body) }})
 		}
 		for _, f := range c.ali.Forgeries(params) {
-			posts = append(posts, post{kind: "alipay " + f.Kind, send: func() error { return c.pay.AlipayNotify(t.Context(), f.Body) }})
+			posts = append(posts, replayPost{kind: "alipay " + f.Kind, send: func() error { return c.pay.AlipayNotify(t.Context(), f.Body) }})
 		}
 		cheap := c.ali.NotifyParams("ali-wrong-amount-"+string(rune('a'+i)), trade)
 		cheap.Set("total_amount", "0.01")
 		wrong := c.ali.Notify(cheap)
-		posts = append(posts, post{real: true, kind: "alipay wrong amount", send: func() error { return c.pay.AlipayNotify(t.Context(), wrong.Body) }})
+		posts = append(posts, replayPost{real: true, kind: "alipay wrong amount", send: func() error { return c.pay.AlipayNotify(t.Context(), wrong.Body) }})
 		want += fen
 		orders = append(orders, o)
 	}
-	rand.Shuffle(len(posts), func(i, j int) { posts[i], posts[j] = posts[j], posts[i] })
-
-	var next, forged, refused atomic.Int64
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(posts) {
-					return
-				}
-				p := posts[i]
-				err := p.send()
-				switch {
-				case p.real && err != nil:
-					t.Errorf("%s refused: %v", p.kind, err)
-				case !p.real:
-					forged.Add(1)
-					if errors.Is(err, billing.ErrNotBelieved) {
-						refused.Add(1)
-					} else {
-						t.Errorf("%s not refused: %v", p.kind, err)
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if forged.Load() == 0 || refused.Load() != forged.Load() {
-		t.Errorf("forgeries refused: %d of %d", refused.Load(), forged.Load())
-	}
-	t.Logf("%d posts: %d real (16 of each), %d forged, all refused", len(posts), int64(len(posts))-forged.Load(), forged.Load())
+	forged := replay(t, posts)
+	t.Logf("%d posts: %d real (16 of each), %d forged, all refused", len(posts), int64(len(posts))-forged, forged)
 	if got := c.credit(t, "CNY"); got != want {
 		t.Errorf("credit %d, want %d (each order once)", got, want)
 	}
