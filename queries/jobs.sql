@@ -1,7 +1,7 @@
 -- name: CreateJob :one
 INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by, api_key_id,
-                  unique_key, unique_until, run_at, task_id, created_at, updated_at)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12)
+                  unique_key, unique_until, run_at, task_id, created_at, updated_at, trace_context)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12, $13)
 RETURNING *;
 
 -- The live job of a kind with a unique key, if one was created inside its window.

@@ -286,7 +286,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	if d.Jobs == nil {
 		bus := streams.New(rdb, ks, streams.Config{TTL: time.Hour})
 		t.Cleanup(bus.Close)
-		d.Jobs = jobs.NewService(jobs.Deps{Registry: registry, Store: st, Redis: rdb, Bus: bus, Log: log},
+		d.Jobs = jobs.NewService(jobs.Deps{Registry: registry, Store: st, Redis: rdb, Bus: bus, Log: log, Tracing: d.Tracing},
 			jobs.Config{Env: ks.Env, Concurrency: 2, PollInterval: 50 * time.Millisecond})
 	}
 	if d.Notifications == nil {

@@ -62,7 +62,8 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 		return nil, nil, err
 	}
 	bus := streams.New(d.rdb, redisclient.Keyspace{Env: a.cfg.Env}, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
-	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: d.rdb, Bus: bus, Finished: d.notify.JobFinished, Log: a.log, Now: time.Now}, jobs.Config{
+	svc := jobs.NewService(jobs.Deps{Registry: reg, Store: st, Redis: d.rdb, Bus: bus, Finished: d.notify.JobFinished, Log: a.log, Now: time.Now,
+		Tracing: a.tracerProvider()}, jobs.Config{
 		Env:               a.cfg.Env,
 		Concurrency:       a.cfg.Worker.Concurrency,
 		PollInterval:      a.cfg.Jobs.PollInterval,

@@ -17,7 +17,7 @@ const cancelQueuedJob = `-- name: CancelQueuedJob :one
 UPDATE jobs
 SET state = 'cancelled', cancel_requested_at = $1, finished_at = $1, updated_at = $1
 WHERE id = $2 AND state = 'queued'
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
 `
 
 type CancelQueuedJobParams struct {
@@ -59,6 +59,7 @@ func (q *Queries) CancelQueuedJob(ctx context.Context, arg CancelQueuedJobParams
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
@@ -71,7 +72,7 @@ WHERE id IN (
     ORDER BY run_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
 `
 
 type ClaimOutboxParams struct {
@@ -123,6 +124,7 @@ func (q *Queries) ClaimOutbox(ctx context.Context, arg ClaimOutboxParams) ([]Job
 			&i.DiscardedAt,
 			&i.DiscardedBy,
 			&i.Phase,
+			&i.TraceContext,
 		); err != nil {
 			return nil, err
 		}
@@ -136,24 +138,25 @@ func (q *Queries) ClaimOutbox(ctx context.Context, arg ClaimOutboxParams) ([]Job
 
 const createJob = `-- name: CreateJob :one
 INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by, api_key_id,
-                  unique_key, unique_until, run_at, task_id, created_at, updated_at)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase
+                  unique_key, unique_until, run_at, task_id, created_at, updated_at, trace_context)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12, $13)
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
 `
 
 type CreateJobParams struct {
-	ID          uuid.UUID
-	OrgID       uuid.NullUUID
-	Kind        string
-	Queue       string
-	Payload     []byte
-	MaxAttempts int32
-	CreatedBy   uuid.NullUUID
-	ApiKeyID    uuid.NullUUID
-	UniqueKey   pgtype.Text
-	UniqueUntil *time.Time
-	RunAt       time.Time
-	CreatedAt   time.Time
+	ID           uuid.UUID
+	OrgID        uuid.NullUUID
+	Kind         string
+	Queue        string
+	Payload      []byte
+	MaxAttempts  int32
+	CreatedBy    uuid.NullUUID
+	ApiKeyID     uuid.NullUUID
+	UniqueKey    pgtype.Text
+	UniqueUntil  *time.Time
+	RunAt        time.Time
+	CreatedAt    time.Time
+	TraceContext []byte
 }
 
 func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, error) {
@@ -170,6 +173,7 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 		arg.UniqueUntil,
 		arg.RunAt,
 		arg.CreatedAt,
+		arg.TraceContext,
 	)
 	var i Job
 	err := row.Scan(
@@ -203,6 +207,7 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
@@ -220,7 +225,7 @@ FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::integer[]) AS attempt,
              unnest($9::text[]) AS progress_message) AS e
 WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
   AND jobs.id = e.id AND jobs.state = 'running' AND jobs.attempts = e.attempt
-RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context
 `
 
 type EndJobAttemptsParams struct {
@@ -288,6 +293,7 @@ func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) 
 			&i.DiscardedAt,
 			&i.DiscardedBy,
 			&i.Phase,
+			&i.TraceContext,
 		); err != nil {
 			return nil, err
 		}
@@ -300,7 +306,7 @@ func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) 
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs WHERE id = $1
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -337,12 +343,13 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
 
 const getOrgJob = `-- name: GetOrgJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
 WHERE org_id = $1 AND id = $2
   AND ($3::uuid IS NULL OR created_by = $3::uuid)
 `
@@ -388,12 +395,13 @@ func (q *Queries) GetOrgJob(ctx context.Context, arg GetOrgJobParams) (Job, erro
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
 
 const getUniqueJob = `-- name: GetUniqueJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
 WHERE kind = $1 AND unique_key = $2 AND unique_until > $3
 ORDER BY unique_until DESC
 LIMIT 1
@@ -440,6 +448,7 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
@@ -466,7 +475,7 @@ func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) er
 }
 
 const listActiveJobs = `-- name: ListActiveJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
 WHERE phase = 'live' AND enqueued_at IS NOT NULL
   AND ((state = 'queued' AND enqueued_at < $1)
     OR (state = 'running' AND heartbeat_at < $2))
@@ -530,6 +539,7 @@ func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) 
 			&i.DiscardedAt,
 			&i.DiscardedBy,
 			&i.Phase,
+			&i.TraceContext,
 		); err != nil {
 			return nil, err
 		}
@@ -542,7 +552,7 @@ func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) 
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
 WHERE org_id = $1
   AND ($2::uuid IS NULL OR created_by = $2::uuid)
   AND ($3::text IS NULL OR kind = $3::text)
@@ -609,6 +619,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.DiscardedAt,
 			&i.DiscardedBy,
 			&i.Phase,
+			&i.TraceContext,
 		); err != nil {
 			return nil, err
 		}
@@ -664,7 +675,7 @@ func (q *Queries) PurgeFinishedJobs(ctx context.Context, arg PurgeFinishedJobsPa
 const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $1)
 WHERE id = $2 AND state = 'running'
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
 `
 
 type RequestJobCancelParams struct {
@@ -706,6 +717,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, arg RequestJobCancelPara
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
@@ -751,7 +763,7 @@ SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || 
     finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '', discarded_at = NULL, discarded_by = NULL,
     run_at = $1, updated_at = $1
 WHERE id = $2 AND state IN ('failed', 'cancelled')
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
 `
 
 type RetryJobParams struct {
@@ -794,6 +806,7 @@ func (q *Queries) RetryJob(ctx context.Context, arg RetryJobParams) (Job, error)
 		&i.DiscardedAt,
 		&i.DiscardedBy,
 		&i.Phase,
+		&i.TraceContext,
 	)
 	return i, err
 }
@@ -830,7 +843,7 @@ SET state = 'running', attempts = jobs.attempts + 1, started_at = $1, heartbeat_
 FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::text[]) AS task_id) AS t
 WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
   AND jobs.id = t.id AND jobs.task_id = t.task_id AND jobs.state = 'queued' AND jobs.cancel_requested_at IS NULL
-RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context
 `
 
 type StartJobsParams struct {
@@ -882,6 +895,7 @@ func (q *Queries) StartJobs(ctx context.Context, arg StartJobsParams) ([]Job, er
 			&i.DiscardedAt,
 			&i.DiscardedBy,
 			&i.Phase,
+			&i.TraceContext,
 		); err != nil {
 			return nil, err
 		}

@@ -158,6 +158,7 @@ type Job struct {
 	DiscardedAt       *time.Time
 	DiscardedBy       uuid.NullUUID
 	Phase             string
+	TraceContext      []byte
 }
 
 type JobSchedule struct {

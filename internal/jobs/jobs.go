@@ -74,6 +74,9 @@ type Job struct {
 	StartedAt         *time.Time
 	FinishedAt        *time.Time
 	UpdatedAt         time.Time
+	// traceContext is the W3C trace context the job was created in (JSON), nil outside a
+	// trace: its runs' spans continue that trace.
+	traceContext []byte
 }
 
 // Backoff is a retry policy's delay: full jitter over an exponential ceiling, so the
@@ -275,7 +278,7 @@ func (r *Registry) Enqueue(ctx context.Context, q *db.Queries, now time.Time, n 
 		ID: uuid.Must(uuid.NewV7()), OrgID: store.NullUUID(n.OrgID), Kind: n.Kind, Queue: k.Queue,
 		Payload: payload, MaxAttempts: int32(k.MaxAttempts), CreatedBy: store.NullUUID(n.CreatedBy), //nolint:gosec // at most 100 (config validation)
 		ApiKeyID: store.NullUUID(n.APIKeyID), UniqueKey: uniqueKey, UniqueUntil: uniqueUntil,
-		RunAt: runAt, CreatedAt: now,
+		RunAt: runAt, CreatedAt: now, TraceContext: traceContext(ctx),
 	})
 	if err != nil {
 		return Job{}, fmt.Errorf("create %s job: %w", n.Kind, store.Translate(err))
@@ -294,6 +297,7 @@ func toJob(r db.Job) Job {
 		UniqueKey: r.UniqueKey.String, Run: int(r.Run), TaskID: r.TaskID,
 		RunAt: r.RunAt, EnqueuedAt: r.EnqueuedAt, HeartbeatAt: r.HeartbeatAt, CancelRequestedAt: r.CancelRequestedAt,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt,
+		traceContext: r.TraceContext,
 	}
 }
 

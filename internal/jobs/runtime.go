@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -115,6 +116,9 @@ type Deps struct {
 	Finished Finished
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Tracing, when set, makes a span of every attempt, in the trace the job was created in
+	// (or a trace of its own); nil: tracing off.
+	Tracing trace.TracerProvider
 }
 
 // Service runs jobs (relay, handlers, heartbeats, reconciliation: Run) and serves them
@@ -124,6 +128,7 @@ type Service struct {
 	cfg       Config
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	tracer    trace.Tracer // nil: tracing off
 
 	// starts and ends group the attempts' starts and ends of concurrent handlers into one
 	// statement each (docs/performance.md, Jobs).
@@ -148,6 +153,9 @@ func NewService(d Deps, cfg Config) *Service {
 		client:    asynq.NewClientFromRedisClient(d.Redis),
 		inspector: asynq.NewInspectorFromRedisClient(d.Redis),
 		running:   map[uuid.UUID]struct{}{},
+	}
+	if d.Tracing != nil {
+		s.tracer = d.Tracing.Tracer(tracerName)
 	}
 	s.starts = &group[startCall, started]{run: s.startAttempts, max: maxGroup}
 	s.ends = &group[endCall, *Job]{run: s.endAttempts, max: maxGroup}
@@ -502,7 +510,8 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer st.stop()
 	job, watched := st.job, st.ctx
 	stream := StreamID(job.ID, job.Run)
-	runCtx, cancel := context.WithTimeout(watched, k.Timeout)
+	spanCtx, span := s.startRunSpan(watched, job)
+	runCtx, cancel := context.WithTimeout(spanCtx, k.Timeout)
 	defer cancel()
 
 	s.mu.Lock()
@@ -543,6 +552,7 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(herr, context.DeadlineExceeded) && runCtx.Err() != nil && end.state != Cancelled {
 		end.err = fmt.Sprintf("timed out after %s", k.Timeout)
 	}
+	endRunSpan(span, end)
 	ended, err := s.ends.do(ctx, endCall{job: job, end: end})
 	if err != nil {
 		// The grouped statement failed (maybe another job's Finished hook): this end
