@@ -18,3 +18,20 @@ RETURNING *;
 
 -- name: BillingOrgExists :one
 SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1);
+
+-- Claims a quota alert: a row back means this caller sends it, none that it was sent.
+-- name: ClaimQuotaAlert :one
+INSERT INTO quota_alerts (org_id, limit_name, threshold, period_start, used, limit_value, created_at)
+VALUES (sqlc.arg(org_id), sqlc.arg(limit_name), sqlc.arg(threshold), sqlc.arg(period_start),
+    sqlc.arg(used), sqlc.arg(limit_value), sqlc.arg(now))
+ON CONFLICT DO NOTHING
+RETURNING org_id;
+
+-- The members told of the org's billing: its owners and admins (bounded: an org has few).
+-- name: ListBillingRecipients :many
+SELECT org_members.user_id, orgs.name AS org_name
+FROM org_members
+JOIN orgs ON orgs.id = org_members.org_id
+WHERE org_members.org_id = $1 AND org_members.role IN ('owner', 'admin')
+ORDER BY org_members.user_id
+LIMIT 1000;

@@ -264,10 +264,11 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
-	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, reg)
+	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, reg, d.notify)
 	if err != nil {
 		return err
 	}
+	defer llmDeps.Billing.WaitAlerts()
 	promptStore := prompts.New(store.New(d.pool), time.Now)
 	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
 	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
@@ -468,10 +469,11 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeDeps()
-			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry())
+			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}
+			defer llmDeps.Billing.WaitAlerts()
 			convs, closeConvs, err := a.newConversations(cmd.Context(), d, llmDeps, prompts.New(store.New(d.pool), time.Now))
 			if err != nil {
 				return err

@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/llm/orgkeys"
 	"github.com/kilnhq/kiln/internal/llm/tools"
 	"github.com/kilnhq/kiln/internal/llm/usage"
+	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/platform/secrets"
@@ -113,9 +114,11 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *sl
 }
 
 // newLLM wires the model endpoints; run the recorder's Run until the HTTP server stopped.
-func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer) (server.LLM, error) {
+// Quota alerts go through center; wait for them (Billing.WaitAlerts) before closing it.
+func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer, center *notify.Center) (server.LLM, error) {
 	orgKeys := a.newOrgKeys(st, keyring)
 	bill := a.newBilling(st, rdb)
+	bill.EnableAlerts(center, a.log)
 	g, err := newGateway(a.cfg.LLM, orgKeys, bill, a.log, reg, a.tracerProvider(), a.cfg.OTel.RecordContent)
 	if err != nil {
 		return server.LLM{}, err

@@ -82,10 +82,11 @@ answer's faithfulness to its cited sources (docs/rag-evaluation.md).`,
 				return err
 			}
 			defer closeDeps()
-			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry())
+			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}
+			defer llmDeps.Billing.WaitAlerts()
 			// The embedding calls' usage is recorded and flushed before the command returns.
 			usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
 			usageDone := make(chan struct{})

@@ -40,10 +40,11 @@ func (a *app) seedCmd() *cobra.Command {
 			st := store.New(d.pool)
 			// Documents are added through the knowledge-base service: their ingestion jobs
 			// are queued with them and run on the worker (kiln serve's, or kiln worker).
-			llmDeps, err := a.newLLM(st, d.keyring, d.rdb, prometheus.NewRegistry())
+			llmDeps, err := a.newLLM(st, d.keyring, d.rdb, prometheus.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}
+			defer llmDeps.Billing.WaitAlerts()
 			knowledge, err := a.newRAG(d, llmDeps)
 			if err != nil {
 				return err

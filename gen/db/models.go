@@ -476,6 +476,16 @@ type PromptVersion struct {
 	CreatedAt  time.Time
 }
 
+type QuotaAlert struct {
+	OrgID       uuid.UUID
+	LimitName   string
+	Threshold   int32
+	PeriodStart time.Time
+	Used        int64
+	LimitValue  int64
+	CreatedAt   time.Time
+}
+
 type RefreshToken struct {
 	ID        uuid.UUID
 	SessionID uuid.UUID

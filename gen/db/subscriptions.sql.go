@@ -23,6 +23,40 @@ func (q *Queries) BillingOrgExists(ctx context.Context, id uuid.UUID) (bool, err
 	return exists, err
 }
 
+const claimQuotaAlert = `-- name: ClaimQuotaAlert :one
+INSERT INTO quota_alerts (org_id, limit_name, threshold, period_start, used, limit_value, created_at)
+VALUES ($1, $2, $3, $4,
+    $5, $6, $7)
+ON CONFLICT DO NOTHING
+RETURNING org_id
+`
+
+type ClaimQuotaAlertParams struct {
+	OrgID       uuid.UUID
+	LimitName   string
+	Threshold   int32
+	PeriodStart time.Time
+	Used        int64
+	LimitValue  int64
+	Now         time.Time
+}
+
+// Claims a quota alert: a row back means this caller sends it, none that it was sent.
+func (q *Queries) ClaimQuotaAlert(ctx context.Context, arg ClaimQuotaAlertParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, claimQuotaAlert,
+		arg.OrgID,
+		arg.LimitName,
+		arg.Threshold,
+		arg.PeriodStart,
+		arg.Used,
+		arg.LimitValue,
+		arg.Now,
+	)
+	var org_id uuid.UUID
+	err := row.Scan(&org_id)
+	return org_id, err
+}
+
 const getSubscription = `-- name: GetSubscription :one
 SELECT org_id, plan_id, status, billing_interval, currency, current_period_start, current_period_end, provider, created_at, updated_at, provider_subscription_id, past_due_since, state_at FROM subscriptions WHERE org_id = $1
 `
@@ -46,6 +80,41 @@ func (q *Queries) GetSubscription(ctx context.Context, orgID uuid.UUID) (Subscri
 		&i.StateAt,
 	)
 	return i, err
+}
+
+const listBillingRecipients = `-- name: ListBillingRecipients :many
+SELECT org_members.user_id, orgs.name AS org_name
+FROM org_members
+JOIN orgs ON orgs.id = org_members.org_id
+WHERE org_members.org_id = $1 AND org_members.role IN ('owner', 'admin')
+ORDER BY org_members.user_id
+LIMIT 1000
+`
+
+type ListBillingRecipientsRow struct {
+	UserID  uuid.UUID
+	OrgName string
+}
+
+// The members told of the org's billing: its owners and admins (bounded: an org has few).
+func (q *Queries) ListBillingRecipients(ctx context.Context, orgID uuid.UUID) ([]ListBillingRecipientsRow, error) {
+	rows, err := q.db.Query(ctx, listBillingRecipients, orgID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListBillingRecipientsRow{}
+	for rows.Next() {
+		var i ListBillingRecipientsRow
+		if err := rows.Scan(&i.UserID, &i.OrgName); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const upsertSubscription = `-- name: UpsertSubscription :one

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -65,7 +66,12 @@ return {1, used, reserved + amount}
 `)
 
 // settleScript ends reservation ARGV[1] (if it has not lapsed) and adds ARGV[2] used
-// tokens; it returns the new used count. KEYS as reserveScript; ARGV[3]: key TTL s.
+// tokens; it returns the new used count, then the alert thresholds it claimed. KEYS as
+// reserveScript; ARGV[3]: key TTL s, ARGV[4]: now ms, ARGV[5]: claim lease ms, then
+// pairs of (threshold percent, tokens). A threshold is claimed when the used count is
+// at or past its tokens and its field alert:<percent> is neither "sent" nor a lease
+// still running: the claim is a lease, so a replica that dies before it sent the alert
+// leaves it to the next settle past the lease.
 var settleScript = redis.NewScript(`
 local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
 if amt then
@@ -75,7 +81,19 @@ if amt then
 end
 local used = redis.call('HINCRBY', KEYS[1], 'used', tonumber(ARGV[2]))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return used
+local out = {used}
+local now = tonumber(ARGV[4])
+for i = 6, #ARGV, 2 do
+  if used >= tonumber(ARGV[i + 1]) then
+    local f = 'alert:' .. ARGV[i]
+    local v = redis.call('HGET', KEYS[1], f)
+    if v ~= 'sent' and (not v or tonumber(v) <= now) then
+      redis.call('HSET', KEYS[1], f, now + tonumber(ARGV[5]))
+      table.insert(out, tonumber(ARGV[i]))
+    end
+  end
+end
+return out
 `)
 
 // Counter is one org's count for one period.
@@ -101,7 +119,19 @@ type Hold struct {
 	counter Counter
 	id      string
 	Tokens  int64
+	// watch, when set, is told of the alert thresholds a settle claimed.
+	watch *watch
 }
+
+// Threshold is an alert level of a limit: Percent of it, reached at Tokens.
+type Threshold struct {
+	Percent int
+	Tokens  int64
+}
+
+// alertLease is how long a claimed alert waits for its sender before another settle may
+// claim it again.
+const alertLease = time.Minute
 
 // Reserve holds tokens on c. With enforce it refuses (ok false) when used + reserved +
 // tokens would pass limit; either way it returns the usage it saw (used, reserved).
@@ -122,10 +152,49 @@ func (q *Quota) Reserve(ctx context.Context, c Counter, tokens, limit int64, enf
 	return &Hold{q: q, counter: c, id: id, Tokens: tokens}, true, res[1], res[2], nil
 }
 
-// Settle ends the hold, counting used tokens as spent.
+// Settle ends the hold, counting used tokens as spent. When the hold watches thresholds,
+// the ones this settle claimed go to the watch, off the caller's path.
 func (h *Hold) Settle(ctx context.Context, used int) error {
-	if err := settleScript.Run(ctx, h.q.rdb, h.q.keys(h.counter), h.id, used, h.q.keyTTL(h.counter)).Err(); err != nil {
-		return fmt.Errorf("settle tokens: %w", err)
+	var thresholds []Threshold
+	if h.watch != nil {
+		thresholds = h.watch.thresholds
+	}
+	total, claimed, err := h.q.settle(ctx, h, used, thresholds)
+	if err != nil {
+		return err
+	}
+	if len(claimed) > 0 {
+		h.watch.claimed(ctx, total, claimed)
+	}
+	return nil
+}
+
+// settle runs settleScript for h and returns the used count after it and the thresholds
+// (percent) it claimed.
+func (q *Quota) settle(ctx context.Context, h *Hold, used int, thresholds []Threshold) (int64, []int, error) {
+	args := make([]any, 0, 5+2*len(thresholds))
+	args = append(args, h.id, used, q.keyTTL(h.counter), q.now().UnixMilli(), alertLease.Milliseconds())
+	for _, t := range thresholds {
+		args = append(args, t.Percent, t.Tokens)
+	}
+	res, err := settleScript.Run(ctx, q.rdb, q.keys(h.counter), args...).Int64Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("settle tokens: %w", err)
+	}
+	if len(res) == 0 {
+		return 0, nil, errors.New("settle tokens: empty reply")
+	}
+	var claimed []int
+	for _, p := range res[1:] {
+		claimed = append(claimed, int(p))
+	}
+	return res[0], claimed, nil
+}
+
+// alertSent marks threshold percent of c sent, so no settle claims it again this period.
+func (q *Quota) alertSent(ctx context.Context, c Counter, percent int) error {
+	if err := q.rdb.HSet(ctx, q.keys(c)[0], "alert:"+strconv.Itoa(percent), "sent").Err(); err != nil {
+		return fmt.Errorf("mark quota alert sent: %w", err)
 	}
 	return nil
 }

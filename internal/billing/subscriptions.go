@@ -71,6 +71,8 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[uuid.UUID]cachedSub
+
+	alerts *alerter // nil: no quota alerts
 }
 
 type cachedSub struct {
@@ -304,6 +306,9 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 	if !ok {
 		return nil, &QuotaError{errs.Quota{Name: LimitTokens, Limit: limit.Value, Used: used, Reserved: reserved,
 			Window: sub.Period.End.Sub(sub.Period.Start), ResetsAt: sub.Period.End}}
+	}
+	if limited {
+		h.watch = s.alerts.newWatch(c, LimitTokens, limit)
 	}
 	return h, nil
 }

@@ -1,0 +1,224 @@
+package billing_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/notify"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/storetest"
+)
+
+// alertBundle is a billing service sending quota alerts through a real notification
+// center, and an org with an owner, an admin and a member.
+type alertBundle struct {
+	st                   *store.Store
+	svc                  *billing.Service
+	clock                *storetest.Clock
+	pg                   *storetest.Proxy // between the service and PostgreSQL
+	org                  uuid.UUID
+	owner, admin, member uuid.UUID
+}
+
+const alertLimit = 1000
+
+// setupAlerts builds the service over a real database and Redis. Plans: limited (the
+// default: tokens alertLimit, block) and unlimited (no limits). The clock starts on
+// 2026-12-07, so the default plan's period is December 2026.
+func setupAlerts(t *testing.T) alertBundle {
+	t.Helper()
+	pg := storetest.NewProxy(t, storetest.PostgresAddr())
+	st := storetest.NewBehind(t, pg)
+	rdb, ks := storetest.Redis(t)
+	clock := storetest.ClockAt(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC))
+	plans := billing.NewCatalog([]billing.Plan{
+		{ID: "limited", Name: "Limited", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: alertLimit, Overage: billing.Block}}},
+		{ID: "unlimited", Name: "Unlimited"},
+	}, "limited")
+	svc := billing.New(st, plans, billing.NewQuota(rdb, ks, time.Minute, clock.Now), time.Minute, time.Hour, clock.Now)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	center := notify.New(notify.Config{LongJob: time.Minute}, notify.Deps{
+		Store: st, Jobs: jobs.NewRegistry(), Mailer: notify.LogMailer{Log: log}, Redis: rdb, Keyspace: ks, Log: log, Now: clock.Now,
+	})
+	t.Cleanup(func() { _ = center.Close() })
+	svc.EnableAlerts(center, log)
+	b := alertBundle{st: st, svc: svc, clock: clock, pg: pg, org: storetest.Org(t, st)}
+	b.owner, b.admin, b.member = b.memberOf(t, b.org, "owner"), b.memberOf(t, b.org, "admin"), b.memberOf(t, b.org, "member")
+	return b
+}
+
+// memberOf adds a new user to org with role.
+func (b alertBundle) memberOf(t *testing.T, org uuid.UUID, role string) uuid.UUID {
+	t.Helper()
+	u := storetest.User(t, b.st, storetest.Org(t, b.st))
+	if _, err := b.st.Pool.Exec(t.Context(), "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3)", org, u, role); err != nil {
+		t.Fatalf("add member: %v", err)
+	}
+	return u
+}
+
+// spend runs n concurrent calls of org, each reserving and then using tokens, and waits
+// for the alerts they sent. It returns how many were refused for the quota.
+func (b alertBundle) spend(t *testing.T, org uuid.UUID, n, tokens int) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	refused := 0
+	for range n {
+		wg.Go(func() {
+			r, err := b.svc.Reserve(t.Context(), org, tokens)
+			if qe := (*billing.QuotaError)(nil); errors.As(err, &qe) {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+				return
+			}
+			if err != nil {
+				t.Errorf("reserve: %v", err)
+				return
+			}
+			if err := r.Settle(t.Context(), tokens); err != nil {
+				t.Errorf("settle: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	b.svc.WaitAlerts()
+	return refused
+}
+
+// alerts counts user's quota alerts by percent, in-app, and the emails queued for them.
+func (b alertBundle) alerts(t *testing.T, user uuid.UUID) (inApp map[int]int, emails int) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := b.st.Pool.Query(ctx, "SELECT (data->>'percent')::int FROM notifications WHERE user_id = $1 AND data->>'kind' = $2", user, billing.KindQuotaThreshold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	inApp = map[int]int{}
+	for rows.Next() {
+		var p int
+		if err := rows.Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		inApp[p]++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.st.Pool.QueryRow(ctx, "SELECT count(*) FROM email_deliveries WHERE user_id = $1 AND template = $2", user, notify.TemplateNotification).Scan(&emails); err != nil {
+		t.Fatal(err)
+	}
+	return inApp, emails
+}
+
+// expect checks each recipient got want (percent → count) in-app and as many emails.
+func (b alertBundle) expect(t *testing.T, step string, want map[int]int) {
+	t.Helper()
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	for _, u := range []uuid.UUID{b.owner, b.admin} {
+		got, emails := b.alerts(t, u)
+		if len(got) != len(want) || emails != total {
+			t.Fatalf("%s: user %s got alerts %v and %d emails, want %v and %d", step, u, got, emails, want, total)
+		}
+		for p, n := range want {
+			if got[p] != n {
+				t.Fatalf("%s: user %s got alerts %v, want %v", step, u, got, want)
+			}
+		}
+	}
+	if got, emails := b.alerts(t, b.member); len(got) != 0 || emails != 0 {
+		t.Fatalf("%s: a member who is neither owner nor admin got alerts %v and %d emails", step, got, emails)
+	}
+}
+
+// TestQuotaAlertsOncePerThresholdAndPeriod crosses 80 % and then 100 % of the token limit
+// with 50 concurrent calls each, then does it again in the next period: each owner and
+// admin gets exactly one alert per threshold and period, in-app and by email; a plain
+// member gets none.
+func TestQuotaAlertsOncePerThresholdAndPeriod(t *testing.T) {
+	t.Parallel()
+	b := setupAlerts(t)
+
+	// 700 then 50 × 4 = 900: past 80 % (800), short of 100 %.
+	b.spend(t, b.org, 1, 700)
+	b.expect(t, "below 80 %", map[int]int{})
+	if refused := b.spend(t, b.org, 50, 4); refused != 0 {
+		t.Fatalf("%d calls refused below the limit", refused)
+	}
+	b.expect(t, "past 80 %", map[int]int{80: 1})
+
+	// 50 × 2 = 1000: exactly the limit; then calls are refused and alert nothing more.
+	if refused := b.spend(t, b.org, 50, 2); refused != 0 {
+		t.Fatalf("%d calls refused within the limit", refused)
+	}
+	b.expect(t, "at 100 %", map[int]int{80: 1, 100: 1})
+	if refused := b.spend(t, b.org, 10, 1); refused != 10 {
+		t.Fatalf("%d of 10 calls past the limit refused, want all", refused)
+	}
+	b.expect(t, "refused past 100 %", map[int]int{80: 1, 100: 1})
+
+	var data map[string]any
+	if err := b.st.Pool.QueryRow(t.Context(), "SELECT data FROM notifications WHERE user_id = $1 AND data->>'percent' = '80'", b.owner).Scan(&data); err != nil {
+		t.Fatal(err)
+	}
+	if data["limit_name"] != "tokens" || data["limit"] != float64(alertLimit) || data["used"].(float64) < 800 || data["resets_at"] != "2027-01-01T00:00:00Z" {
+		t.Fatalf("80 %% alert data = %v", data)
+	}
+
+	// The next period counts from nothing and alerts again.
+	b.clock.Advance(31 * 24 * time.Hour)
+	b.spend(t, b.org, 50, 17) // 850
+	b.expect(t, "next period past 80 %", map[int]int{80: 2, 100: 1})
+}
+
+// TestQuotaAlertsRetryAfterAFailedSend: a settle claims the 80 % alert while PostgreSQL
+// is unreachable, so its send fails; settles within the claim's lease send nothing, and
+// the first settle past it sends the alert, once.
+func TestQuotaAlertsRetryAfterAFailedSend(t *testing.T) {
+	t.Parallel()
+	b := setupAlerts(t)
+	b.spend(t, b.org, 1, 100) // caches the subscription, so reservations need no database
+	b.pg.Cut()
+	b.spend(t, b.org, 1, 750)
+	b.pg.Restore()
+	b.expect(t, "send failed", map[int]int{})
+	b.spend(t, b.org, 5, 1)
+	b.expect(t, "within the lease", map[int]int{})
+	b.clock.Advance(2 * time.Minute)
+	b.spend(t, b.org, 5, 1)
+	b.expect(t, "past the lease", map[int]int{80: 1})
+	b.clock.Advance(2 * time.Minute)
+	b.spend(t, b.org, 5, 1)
+	b.expect(t, "sent", map[int]int{80: 1})
+}
+
+// TestQuotaAlertsNeedALimit: an org whose plan has no token limit gets no alert however
+// much it spends.
+func TestQuotaAlertsNeedALimit(t *testing.T) {
+	t.Parallel()
+	b := setupAlerts(t)
+	if _, err := b.svc.Set(t.Context(), audit.Actor{Type: audit.ActorSystem}, b.org, billing.SetSubscription{Plan: "unlimited"}); err != nil {
+		t.Fatal(err)
+	}
+	b.spend(t, b.org, 50, 100) // 5000: five times the limited plan's
+	b.expect(t, "unlimited", map[int]int{})
+}
+
+// The service is the gateway's meter.
+var _ llm.Meter = (*billing.Service)(nil)
