@@ -15,6 +15,7 @@ import (
 	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/llm/dev"
 	"github.com/kilnhq/kiln/internal/notify"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
@@ -220,5 +221,55 @@ func TestQuotaAlertsNeedALimit(t *testing.T) {
 	b.expect(t, "unlimited", map[int]int{})
 }
 
-// The service is the gateway's meter.
-var _ llm.Meter = (*billing.Service)(nil)
+// TestQuotaAlertsThroughTheGateway runs 50 concurrent callers of llm.Gateway (the offline
+// dev provider, metered by the service), each calling until the quota refuses it: the
+// usage passes 80 % on some call of some caller, and each owner and admin gets that
+// alert once; 100 % at most once.
+func TestQuotaAlertsThroughTheGateway(t *testing.T) {
+	t.Parallel()
+	b := setupAlerts(t)
+	g, err := llm.NewGateway(llm.GatewayConfig{
+		Providers:        map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},
+		Aliases:          map[string][]llm.Target{"default": {{Provider: "dev", Model: dev.Model}}},
+		Meter:            b.svc,
+		DefaultMaxTokens: 64,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := llm.WithOrg(t.Context(), b.org)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			for range 100 {
+				_, _, err := g.Chat(ctx, "default", request("hello", 8))
+				if qe := (*billing.QuotaError)(nil); errors.As(err, &qe) {
+					return
+				}
+				if err != nil {
+					t.Errorf("chat: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.svc.WaitAlerts()
+	e, err := b.svc.Entitlements(t.Context(), b.org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := e.Limits[0].Used
+	if used < alertLimit*8/10 || used > alertLimit {
+		t.Fatalf("used %d of %d", used, alertLimit)
+	}
+	for _, u := range []uuid.UUID{b.owner, b.admin} {
+		got, emails := b.alerts(t, u)
+		if got[80] != 1 || got[100] > 1 || (used == alertLimit) != (got[100] == 1) || emails != got[80]+got[100] {
+			t.Fatalf("used %d: user %s got alerts %v and %d emails", used, u, got, emails)
+		}
+	}
+	if got, _ := b.alerts(t, b.member); len(got) != 0 {
+		t.Fatalf("a member got alerts %v", got)
+	}
+}
