@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/billing/alipay"
+	"github.com/kilnhq/kiln/internal/billing/invoicepdf"
 	"github.com/kilnhq/kiln/internal/billing/wechatpay"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
@@ -41,6 +43,26 @@ func toPlans(in map[string]config.Plan) []billing.Plan {
 		out = append(out, plan)
 	}
 	return out
+}
+
+// newInvoicer builds the invoicer of billing.invoices over bill.
+func (a *app) newInvoicer(st *store.Store, bill *billing.Service) *billing.Invoicer {
+	inv := a.cfg.Billing.Invoices
+	return billing.NewInvoicer(st, bill, billing.Issuer{ID: inv.IssuerID, Prefix: inv.NumberPrefix, Name: inv.SellerName,
+		Address: inv.SellerAddress, TaxID: inv.SellerTaxID, TaxRateBP: inv.TaxRateBP}, time.Now)
+}
+
+// newInvoicePDF builds the invoice renderer, in billing.invoices.font when it names one.
+func (a *app) newInvoicePDF() (*invoicepdf.Renderer, error) {
+	path := a.cfg.Billing.Invoices.Font
+	if path == "" {
+		return invoicepdf.New(nil), nil
+	}
+	ttf, err := os.ReadFile(path) //nolint:gosec // the operator's own config names the file
+	if err != nil {
+		return nil, fmt.Errorf("billing.invoices.font: %w", err)
+	}
+	return invoicepdf.New(ttf), nil
 }
 
 // newChinaPayments builds the WeChat Pay and Alipay adapter over bill with the clients of

@@ -23,7 +23,7 @@ import (
 // creates jobs it never runs. The conversations service is told how to ask for a title (a
 // job created with the reply that ends the first exchange). The notification center is
 // told of every job's end. payments resolves the WeChat Pay and Alipay orders whose
-// notification never came.
+// notification never came; the invoicer issues the invoices of ended periods.
 func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs server.Conversations, payments *billing.ChinaPayments) (*jobs.Service, func(), error) {
 	st := store.New(d.pool)
 	reg := d.jobs
@@ -47,6 +47,7 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 		}
 	}
 	worker.RegisterResolvePaymentOrders(reg, payments)
+	worker.RegisterIssueInvoices(reg, a.newInvoicer(st, llmDeps.Billing))
 	worker.RegisterKeyRotation(reg, func(ctx context.Context) (string, error) {
 		return rotateSigningKey(ctx, d, a.cfg.Auth.SigningKeyRotation)
 	})

@@ -21,6 +21,11 @@ const housekeepingSchedule = "housekeeping"
 // Pay or Alipay is configured; a jobs.schedules.payment_orders entry replaces it.
 const paymentOrdersSchedule = "payment_orders"
 
+// invoicesSchedule is the built-in schedule of the invoice job (hourly: it issues each
+// org's invoices within the hour its period ends); a jobs.schedules.invoices entry
+// replaces it.
+const invoicesSchedule = "invoices"
+
 // newScheduler builds the job scheduler and writes the configured schedules (with the
 // built-in housekeeping one) to the database, where every replica reads them.
 func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*jobs.Scheduler, error) {
@@ -37,8 +42,8 @@ func (a *app) newScheduler(ctx context.Context, d *deps, reg *jobs.Registry) (*j
 
 // scheduleSpecs are jobs.schedules, by name, the built-in housekeeping schedule (every
 // worker.housekeeping_interval), the signing-key rotation check (hourly, when
-// auth.signing_key_rotation is set) and, with WeChat Pay or Alipay, the order query job's
-// (every minute), unless config names one so.
+// auth.signing_key_rotation is set), the invoice job (hourly) and, with WeChat Pay or
+// Alipay, the order query job's (every minute), unless config names one so.
 func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 	var specs []jobs.ScheduleSpec
 	for _, name := range slices.Sorted(maps.Keys(a.cfg.Jobs.Schedules)) {
@@ -59,6 +64,9 @@ func (a *app) scheduleSpecs() ([]jobs.ScheduleSpec, error) {
 	}
 	if _, named := a.cfg.Jobs.Schedules[keyRotationSchedule]; !named && a.cfg.Auth.SigningKeyRotation > 0 {
 		specs = append(specs, jobs.ScheduleSpec{Name: keyRotationSchedule, Cron: "@every 1h", Kind: worker.KindRotateSigningKey.Name})
+	}
+	if _, named := a.cfg.Jobs.Schedules[invoicesSchedule]; !named {
+		specs = append(specs, jobs.ScheduleSpec{Name: invoicesSchedule, Cron: "@every 1h", Kind: worker.KindIssueInvoices.Name})
 	}
 	_, named := a.cfg.Jobs.Schedules[paymentOrdersSchedule]
 	if b := a.cfg.Billing; !named && (b.WeChatPay.MchID != "" || b.Alipay.AppID != "") {

@@ -127,6 +127,49 @@ type Invitation struct {
 	RevokedAt  *time.Time
 }
 
+type Invoice struct {
+	ID                 uuid.UUID
+	OrgID              uuid.UUID
+	Issuer             string
+	Sequence           int64
+	Number             string
+	Kind               string
+	CreditsInvoiceID   uuid.NullUUID
+	Status             string
+	Currency           string
+	PeriodStart        time.Time
+	PeriodEnd          time.Time
+	PlanID             pgtype.Text
+	SubtotalMinor      int64
+	TaxRateBp          int32
+	TaxMinor           int64
+	TotalMinor         int64
+	SellerName         string
+	SellerAddress      string
+	SellerTaxID        string
+	BuyerName          string
+	BuyerAddress       string
+	BuyerTaxID         string
+	ProviderInvoiceUrl pgtype.Text
+	IssuedAt           time.Time
+}
+
+type InvoiceCounter struct {
+	Issuer     string
+	NextNumber int64
+}
+
+type InvoiceLine struct {
+	InvoiceID       uuid.UUID
+	Position        int32
+	Kind            string
+	Description     string
+	Quantity        int64
+	UnitAmountMinor float64
+	AmountMinor     int64
+	OrderID         uuid.NullUUID
+}
+
 type Job struct {
 	ID                uuid.UUID
 	OrgID             uuid.NullUUID
@@ -360,6 +403,14 @@ type Org struct {
 	UpdatedAt                 time.Time
 	ConversationRetentionDays pgtype.Int4
 	Locale                    pgtype.Text
+}
+
+type OrgBillingProfile struct {
+	OrgID     uuid.UUID
+	LegalName string
+	Address   string
+	TaxID     string
+	UpdatedAt time.Time
 }
 
 type OrgCredit struct {

@@ -116,6 +116,18 @@ type Billing struct {
 	WeChatPay       WeChatPay       `koanf:"wechatpay"`
 	Alipay          Alipay          `koanf:"alipay"`
 	Stripe          Stripe          `koanf:"stripe"`
+	Invoices        Invoices        `koanf:"invoices"`
+}
+
+// Invoices configures the seller on invoices and their numbering.
+type Invoices struct {
+	IssuerID      string `koanf:"issuer_id" doc:"names the invoice number sequence: numbers run without gaps per issuer (a new issuer starts at 1)"`
+	NumberPrefix  string `koanf:"number_prefix" doc:"starts every invoice number, followed by the sequence (six digits at least)"`
+	SellerName    string `koanf:"seller_name" doc:"the seller's legal name on invoices"`
+	SellerAddress string `koanf:"seller_address" doc:"the seller's address on invoices"`
+	SellerTaxID   string `koanf:"seller_tax_id" doc:"the seller's tax id (VAT number, 纳税人识别号) on invoices"`
+	TaxRateBP     int    `koanf:"tax_rate_bp" doc:"tax on invoices in basis points of the subtotal (2000 = 20 %); 0: none"`
+	Font          string `koanf:"font" doc:"a TrueType font file the invoice PDF sets its text in (one with CJK glyphs for Chinese names); empty: Helvetica, Latin-1 characters only"`
 }
 
 // Stripe configures Stripe (Checkout, the billing portal, webhooks); an empty secret_key
@@ -476,7 +488,7 @@ func Default() Config {
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
 		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour,
-			OrderExpiry: 30 * time.Minute, OrderQueryAfter: 5 * time.Minute, Plans: map[string]Plan{
+			OrderExpiry: 30 * time.Minute, OrderQueryAfter: 5 * time.Minute, Invoices: Invoices{IssuerID: "default", NumberPrefix: "INV-", SellerName: "Kiln"}, Plans: map[string]Plan{
 				"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
 					"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
 					"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
@@ -735,6 +747,12 @@ func (c Config) validate() []string {
 		if d <= 0 {
 			bad(key, "must be a positive duration, got %s", d)
 		}
+	}
+	if inv := c.Billing.Invoices; inv.TaxRateBP < 0 || inv.TaxRateBP > 10000 {
+		bad("billing.invoices.tax_rate_bp", "must be between 0 and 10000, got %d", inv.TaxRateBP)
+	}
+	if c.Billing.Invoices.IssuerID == "" {
+		bad("billing.invoices.issuer_id", "must not be empty")
 	}
 	if c.HTTP.MaxHeaderBytes < 4<<10 {
 		bad("http.max_header_bytes", "must be at least 4096, got %d", c.HTTP.MaxHeaderBytes)
