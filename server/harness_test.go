@@ -31,6 +31,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/members"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/billing/invoicepdf"
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
@@ -87,7 +88,7 @@ const testOps = `{
 
 func init() {
 	// Response validation decodes bodies by media type; these are served as text.
-	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream", "text/markdown", "text/csv", "application/x-ndjson"} {
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "text/event-stream", "text/markdown", "text/csv", "application/x-ndjson", "application/pdf"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 }
@@ -238,6 +239,10 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	d.LLM.Billing = billing.New(st, testPlans, billing.NewQuota(rdb, ks, time.Minute, time.Now), time.Minute, 72*time.Hour, time.Now)
 	for _, o := range opts {
 		o(&d)
+	}
+	if d.Invoices.Invoicer == nil && d.LLM.Billing != nil {
+		d.Invoices = Invoices{Invoicer: billing.NewInvoicer(st, d.LLM.Billing, billing.Issuer{ID: "default", Prefix: "INV-", Name: "Kiln Test Ltd",
+			TaxRateBP: 1000}, time.Now), PDF: invoicepdf.New(nil)}
 	}
 	if d.LLM.Runner == nil {
 		withGateway(t, map[string]llm.Provider{"dev": dev.New(llm.ProviderConfig{Name: "dev"})},

@@ -88,6 +88,8 @@ type Deps struct {
 	ChinaPayments *billing.ChinaPayments
 	// ErrorReports sends panics and 5xx answers to Sentry; nil sends nothing.
 	ErrorReports *errreport.Reporter
+	// Invoices serves the invoices; a nil Invoicer answers them not_ready.
+	Invoices Invoices
 	// Metrics says where GET /metrics is served (this server, or MetricsServer when
 	// Listen is set) and the token it asks for.
 	Metrics config.Metrics
@@ -121,6 +123,7 @@ type Server struct {
 	rag            *rag.Service
 	payments       *billing.ChinaPayments
 	stripe         *billing.StripePayments
+	invoices       Invoices
 	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
 	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
@@ -183,6 +186,7 @@ func New(d Deps) (*Server, error) {
 		rag:       d.Knowledge,
 		payments:  d.ChinaPayments,
 		stripe:    d.StripePayments,
+		invoices:  d.Invoices,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,

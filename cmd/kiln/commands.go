@@ -290,6 +290,10 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer closeJobs()
+	invoicePDF, err := a.newInvoicePDF()
+	if err != nil {
+		return err
+	}
 	schedules, err := a.newScheduler(ctx, d, d.jobs)
 	if err != nil {
 		return err
@@ -310,6 +314,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		ErrorReports:   reports,
 		ChinaPayments:  payments,
 		StripePayments: a.newStripePayments(llmDeps.Billing),
+		Invoices:       server.Invoices{Invoicer: a.newInvoicer(store.New(d.pool), llmDeps.Billing), PDF: invoicePDF},
 		Config:         a.cfg.HTTP,
 		Log:            a.log,
 		Registry:       reg,

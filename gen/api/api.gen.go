@@ -660,6 +660,87 @@ func (e HealthStatus) Valid() bool {
 	}
 }
 
+// Defines values for InvoiceCurrency.
+const (
+	InvoiceCurrencyCNY InvoiceCurrency = "CNY"
+	InvoiceCurrencyUSD InvoiceCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceCurrency enum.
+func (e InvoiceCurrency) Valid() bool {
+	switch e {
+	case InvoiceCurrencyCNY:
+		return true
+	case InvoiceCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceKind.
+const (
+	InvoiceKindCreditNote InvoiceKind = "credit_note"
+	InvoiceKindInvoice    InvoiceKind = "invoice"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceKind enum.
+func (e InvoiceKind) Valid() bool {
+	switch e {
+	case InvoiceKindCreditNote:
+		return true
+	case InvoiceKindInvoice:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceStatus.
+const (
+	InvoiceStatusIssued InvoiceStatus = "issued"
+	InvoiceStatusPaid   InvoiceStatus = "paid"
+	InvoiceStatusVoid   InvoiceStatus = "void"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceStatus enum.
+func (e InvoiceStatus) Valid() bool {
+	switch e {
+	case InvoiceStatusIssued:
+		return true
+	case InvoiceStatusPaid:
+		return true
+	case InvoiceStatusVoid:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceLineKind.
+const (
+	InvoiceLineKindOverage InvoiceLineKind = "overage"
+	InvoiceLineKindPlan    InvoiceLineKind = "plan"
+	InvoiceLineKindRefund  InvoiceLineKind = "refund"
+	InvoiceLineKindTopup   InvoiceLineKind = "topup"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceLineKind enum.
+func (e InvoiceLineKind) Valid() bool {
+	switch e {
+	case InvoiceLineKindOverage:
+		return true
+	case InvoiceLineKindPlan:
+		return true
+	case InvoiceLineKindRefund:
+		return true
+	case InvoiceLineKindTopup:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for JWKAlg.
 const (
 	EdDSA JWKAlg = "EdDSA"
@@ -810,6 +891,24 @@ func (e LimitUsageOverage) Valid() bool {
 	case LimitUsageOverageAllowAndBill:
 		return true
 	case LimitUsageOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MoneyAmountCurrency.
+const (
+	MoneyAmountCurrencyCNY MoneyAmountCurrency = "CNY"
+	MoneyAmountCurrencyUSD MoneyAmountCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the MoneyAmountCurrency enum.
+func (e MoneyAmountCurrency) Valid() bool {
+	switch e {
+	case MoneyAmountCurrencyCNY:
+		return true
+	case MoneyAmountCurrencyUSD:
 		return true
 	default:
 		return false
@@ -2231,6 +2330,25 @@ type AuditEventList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// BillingProfile defines model for BillingProfile.
+type BillingProfile struct {
+	Address   string     `json:"address"`
+	LegalName string     `json:"legal_name"`
+	TaxId     string     `json:"tax_id"`
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+// BillingProfileRequest defines model for BillingProfileRequest.
+type BillingProfileRequest struct {
+	Address string `json:"address"`
+
+	// LegalName The buyer's legal name on invoices; empty names the org by its name.
+	LegalName string `json:"legal_name"`
+
+	// TaxId VAT number, 纳税人识别号 or the like.
+	TaxId string `json:"tax_id"`
+}
+
 // CategoryPreference defines model for CategoryPreference.
 type CategoryPreference struct {
 	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
@@ -3065,6 +3183,101 @@ type InvitationList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// Invoice defines model for Invoice.
+type Invoice struct {
+	Buyer InvoiceParty `json:"buyer"`
+
+	// CreditsInvoiceId The invoice a credit note credits.
+	CreditsInvoiceId *openapi_types.UUID `json:"credits_invoice_id,omitempty"`
+	Currency         InvoiceCurrency     `json:"currency"`
+	Id               openapi_types.UUID  `json:"id"`
+
+	// IssuedAt RFC 3339, UTC.
+	IssuedAt Timestamp     `json:"issued_at"`
+	Kind     InvoiceKind   `json:"kind"`
+	Lines    []InvoiceLine `json:"lines"`
+
+	// Number `billing.invoices.number_prefix` and the issuer's sequence, e.g. `INV-000042`.
+	//
+	// Example: INV-000042
+	Number string             `json:"number"`
+	OrgId  openapi_types.UUID `json:"org_id"`
+
+	// PeriodEnd RFC 3339, UTC.
+	PeriodEnd Timestamp `json:"period_end"`
+
+	// PeriodStart RFC 3339, UTC.
+	PeriodStart Timestamp `json:"period_start"`
+
+	// Plan The plan the org was on.
+	Plan *string `json:"plan,omitempty"`
+
+	// ProviderInvoiceUrl The payment provider's page of the invoice (Stripe's hosted invoice), when it issued one.
+	ProviderInvoiceUrl *string      `json:"provider_invoice_url,omitempty"`
+	Seller             InvoiceParty `json:"seller"`
+
+	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+	Status InvoiceStatus `json:"status"`
+
+	// Subtotal Sum of the lines, in minor units.
+	Subtotal int64 `json:"subtotal"`
+
+	// Tax The subtotal times the rate, rounded half away from zero, in minor units.
+	Tax int64 `json:"tax"`
+
+	// TaxRateBp Tax rate in basis points (2000 = 20 %).
+	TaxRateBp int `json:"tax_rate_bp"`
+
+	// Total Subtotal plus tax, in minor units.
+	Total int64 `json:"total"`
+}
+
+// InvoiceCurrency defines model for Invoice.Currency.
+type InvoiceCurrency string
+
+// InvoiceKind defines model for Invoice.Kind.
+type InvoiceKind string
+
+// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+type InvoiceStatus string
+
+// InvoiceLine defines model for InvoiceLine.
+type InvoiceLine struct {
+	// Amount In minor units; negative on credit notes.
+	Amount      int64           `json:"amount"`
+	Description string          `json:"description"`
+	Kind        InvoiceLineKind `json:"kind"`
+
+	// OrderId The payment order of a `topup` or `refund` line.
+	OrderId *openapi_types.UUID `json:"order_id,omitempty"`
+
+	// Quantity Units (tokens past the limit for `overage`, else 1).
+	Quantity int64 `json:"quantity"`
+
+	// UnitAmount Price per unit in minor units (fractions for per-token prices).
+	UnitAmount float64 `json:"unit_amount"`
+}
+
+// InvoiceLineKind defines model for InvoiceLine.Kind.
+type InvoiceLineKind string
+
+// InvoiceList defines model for InvoiceList.
+type InvoiceList struct {
+	Data       []Invoice `json:"data"`
+	NextCursor *string   `json:"next_cursor"`
+}
+
+// InvoiceParty defines model for InvoiceParty.
+type InvoiceParty struct {
+	Address string `json:"address"`
+
+	// Name Legal name.
+	Name string `json:"name"`
+
+	// TaxId VAT number, 纳税人识别号 or the like; empty when none is on file.
+	TaxId string `json:"tax_id"`
+}
+
 // JWK defines model for JWK.
 type JWK struct {
 	Alg JWKAlg `json:"alg"`
@@ -3452,6 +3665,16 @@ type ModelTarget struct {
 	Provider string `json:"provider"`
 }
 
+// MoneyAmount defines model for MoneyAmount.
+type MoneyAmount struct {
+	// Amount In minor units.
+	Amount   int64               `json:"amount"`
+	Currency MoneyAmountCurrency `json:"currency"`
+}
+
+// MoneyAmountCurrency defines model for MoneyAmount.Currency.
+type MoneyAmountCurrency string
+
 // Notification defines model for Notification.
 type Notification struct {
 	Body string `json:"body"`
@@ -3817,6 +4040,17 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgRevenue defines model for OrgRevenue.
+type OrgRevenue struct {
+	Billed []MoneyAmount `json:"billed"`
+
+	// Name Empty for an org deleted since.
+	Name  string             `json:"name"`
+	OrgId openapi_types.UUID `json:"org_id"`
+	Plan  string             `json:"plan"`
+	Usage UsageTotals        `json:"usage"`
+}
+
 // OrgSettings defines model for OrgSettings.
 type OrgSettings struct {
 	// ConversationRetentionDays Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them.
@@ -3974,6 +4208,18 @@ type PlanPriceCurrency string
 
 // PlanPriceInterval defines model for PlanPrice.Interval.
 type PlanPriceInterval string
+
+// PlanRevenue defines model for PlanRevenue.
+type PlanRevenue struct {
+	Billed      []MoneyAmount `json:"billed"`
+	CreditNotes int64         `json:"credit_notes"`
+	Invoices    int64         `json:"invoices"`
+
+	// Orgs Orgs on the plan now.
+	Orgs  int64       `json:"orgs"`
+	Plan  string      `json:"plan"`
+	Usage UsageTotals `json:"usage"`
+}
 
 // Problem RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type Problem struct {
@@ -4457,6 +4703,21 @@ type ResponseFormat struct {
 // ResponseFormatType defines model for ResponseFormat.Type.
 type ResponseFormatType string
 
+// RevenueReport defines model for RevenueReport.
+type RevenueReport struct {
+	// From RFC 3339, UTC.
+	From          Timestamp     `json:"from"`
+	Orgs          []OrgRevenue  `json:"orgs"`
+	OrgsTruncated bool          `json:"orgs_truncated"`
+	Plans         []PlanRevenue `json:"plans"`
+
+	// Subscriptions Subscriptions by status.
+	Subscriptions map[string]int64 `json:"subscriptions"`
+
+	// To RFC 3339, UTC.
+	To Timestamp `json:"to"`
+}
+
 // Role defines model for Role.
 type Role string
 
@@ -4907,6 +5168,16 @@ type UsageReport struct {
 // UsageReportGroupBy defines model for UsageReport.GroupBy.
 type UsageReportGroupBy string
 
+// UsageTotals defines model for UsageTotals.
+type UsageTotals struct {
+	// CostUsd What the providers charged, by the configured model prices.
+	CostUsd  float64 `json:"cost_usd"`
+	Requests int64   `json:"requests"`
+
+	// Tokens Prompt and completion tokens.
+	Tokens int64 `json:"tokens"`
+}
+
 // VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
 // Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
 // asking for it on a server without it is a 422). Chunks, their metadata and the
@@ -5073,6 +5344,9 @@ type ID = openapi_types.UUID
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
 
+// InvoiceID defines model for InvoiceID.
+type InvoiceID = openapi_types.UUID
+
 // KilnOrg defines model for KilnOrg.
 type KilnOrg = openapi_types.UUID
 
@@ -5208,6 +5482,18 @@ type AdminRefundPaymentParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// AdminGetRevenueParams defines parameters for AdminGetRevenue.
+type AdminGetRevenueParams struct {
+	// From Start of the range (inclusive), RFC 3339.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the range (exclusive), RFC 3339; after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Limit How many orgs to list (default 100).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // AdminListUsersParams defines parameters for AdminListUsers.
@@ -5668,6 +5954,15 @@ type CreateOrgInvitationParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListOrgInvoicesParams defines parameters for ListOrgInvoices.
+type ListOrgInvoicesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListOrgMembersParams defines parameters for ListOrgMembers.
 type ListOrgMembersParams struct {
 	// Limit Maximum number of items to return.
@@ -5945,6 +6240,9 @@ type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
+
+// SetOrgBillingProfileJSONRequestBody defines body for SetOrgBillingProfile for application/json ContentType.
+type SetOrgBillingProfileJSONRequestBody = BillingProfileRequest
 
 // CreateStripeCheckoutJSONRequestBody defines body for CreateStripeCheckout for application/json ContentType.
 type CreateStripeCheckoutJSONRequestBody = StripeCheckoutRequest
@@ -8540,6 +8838,9 @@ type ServerInterface interface {
 	// AdminResumeJobQueue Resume a job queue
 	// (POST /v1/admin/queues/{name}/resume)
 	AdminResumeJobQueue(w http.ResponseWriter, r *http.Request, name QueueName)
+	// AdminGetRevenue Revenue and usage per plan and per org, subscriptions by status
+	// (GET /v1/admin/revenue)
+	AdminGetRevenue(w http.ResponseWriter, r *http.Request, params AdminGetRevenueParams)
 	// AdminListJobSchedules Every job schedule
 	// (GET /v1/admin/schedules)
 	AdminListJobSchedules(w http.ResponseWriter, r *http.Request)
@@ -8750,6 +9051,12 @@ type ServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(w http.ResponseWriter, r *http.Request, id ID, params ListOrgAuditEventsParams)
+	// GetOrgBillingProfile What the org's invoices say of it as the buyer
+	// (GET /v1/orgs/{id}/billing-profile)
+	GetOrgBillingProfile(w http.ResponseWriter, r *http.Request, id ID)
+	// SetOrgBillingProfile Set what the org's invoices say of it as the buyer
+	// (PUT /v1/orgs/{id}/billing-profile)
+	SetOrgBillingProfile(w http.ResponseWriter, r *http.Request, id ID)
 	// CreateStripeCheckout Pay with Stripe Checkout
 	// (POST /v1/orgs/{id}/billing/checkout)
 	CreateStripeCheckout(w http.ResponseWriter, r *http.Request, id ID, params CreateStripeCheckoutParams)
@@ -8768,6 +9075,15 @@ type ServerInterface interface {
 	// RevokeOrgInvitation Withdraw an invitation
 	// (DELETE /v1/orgs/{id}/invitations/{invitation_id})
 	RevokeOrgInvitation(w http.ResponseWriter, r *http.Request, id ID, invitationId openapi_types.UUID)
+	// ListOrgInvoices The org's invoices and credit notes
+	// (GET /v1/orgs/{id}/invoices)
+	ListOrgInvoices(w http.ResponseWriter, r *http.Request, id ID, params ListOrgInvoicesParams)
+	// GetOrgInvoice One invoice or credit note
+	// (GET /v1/orgs/{id}/invoices/{invoice_id})
+	GetOrgInvoice(w http.ResponseWriter, r *http.Request, id ID, invoiceId InvoiceID)
+	// GetOrgInvoicePDF An invoice or credit note as PDF
+	// (GET /v1/orgs/{id}/invoices/{invoice_id}/pdf)
+	GetOrgInvoicePDF(w http.ResponseWriter, r *http.Request, id ID, invoiceId InvoiceID)
 	// ListOrgMembers The org's members
 	// (GET /v1/orgs/{id}/members)
 	ListOrgMembers(w http.ResponseWriter, r *http.Request, id ID, params ListOrgMembersParams)
@@ -9626,6 +9942,65 @@ func (siw *ServerInterfaceWrapper) AdminResumeJobQueue(w http.ResponseWriter, r 
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminResumeJobQueue(w, r, name)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminGetRevenue operation middleware
+func (siw *ServerInterfaceWrapper) AdminGetRevenue(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminGetRevenueParams
+
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", r.URL.Query(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "from"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "from", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", r.URL.Query(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "to"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "to", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminGetRevenue(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -12560,6 +12935,58 @@ func (siw *ServerInterfaceWrapper) ListOrgAuditEvents(w http.ResponseWriter, r *
 	handler.ServeHTTP(w, r)
 }
 
+// GetOrgBillingProfile operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgBillingProfile(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgBillingProfile(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetOrgBillingProfile operation middleware
+func (siw *ServerInterfaceWrapper) SetOrgBillingProfile(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetOrgBillingProfile(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // CreateStripeCheckout operation middleware
 func (siw *ServerInterfaceWrapper) CreateStripeCheckout(w http.ResponseWriter, r *http.Request) {
 
@@ -12793,6 +13220,131 @@ func (siw *ServerInterfaceWrapper) RevokeOrgInvitation(w http.ResponseWriter, r 
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.RevokeOrgInvitation(w, r, id, invitationId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListOrgInvoices operation middleware
+func (siw *ServerInterfaceWrapper) ListOrgInvoices(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListOrgInvoicesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListOrgInvoices(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOrgInvoice operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgInvoice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "invoice_id" -------------
+	var invoiceId InvoiceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "invoice_id", r.PathValue("invoice_id"), &invoiceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "invoice_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgInvoice(w, r, id, invoiceId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetOrgInvoicePDF operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgInvoicePDF(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "invoice_id" -------------
+	var invoiceId InvoiceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "invoice_id", r.PathValue("invoice_id"), &invoiceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "invoice_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgInvoicePDF(w, r, id, invoiceId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -14318,6 +14870,12 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/payments/alipay", wrapper.CreateAlipayPayment)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/payments/{order_id}", wrapper.GetOrgPayment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/payments/{order_id}/refund", wrapper.AdminRefundPayment)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/billing-profile", wrapper.GetOrgBillingProfile)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/orgs/{id}/billing-profile", wrapper.SetOrgBillingProfile)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices", wrapper.ListOrgInvoices)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices/{invoice_id}", wrapper.GetOrgInvoice)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices/{invoice_id}/pdf", wrapper.GetOrgInvoicePDF)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/revenue", wrapper.AdminGetRevenue)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/orgs", wrapper.AdminListOrgs)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags", wrapper.AdminListFeatureFlags)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/admin/feature-flags/{key}", wrapper.AdminDeleteFeatureFlag)
@@ -15748,6 +16306,64 @@ type AdminResumeJobQueuedefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminResumeJobQueuedefaultApplicationProblemPlusJSONResponse) VisitAdminResumeJobQueueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetRevenueRequestObject struct {
+	Params AdminGetRevenueParams
+}
+
+type AdminGetRevenueResponseObject interface {
+	VisitAdminGetRevenueResponse(w http.ResponseWriter) error
+}
+
+type AdminGetRevenue200JSONResponse RevenueReport
+
+func (response AdminGetRevenue200JSONResponse) VisitAdminGetRevenueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetRevenue503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminGetRevenue503ApplicationProblemPlusJSONResponse) VisitAdminGetRevenueResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetRevenuedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminGetRevenuedefaultApplicationProblemPlusJSONResponse) VisitAdminGetRevenueResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -19996,6 +20612,123 @@ func (response ListOrgAuditEventsdefaultApplicationProblemPlusJSONResponse) Visi
 	return err
 }
 
+type GetOrgBillingProfileRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetOrgBillingProfileResponseObject interface {
+	VisitGetOrgBillingProfileResponse(w http.ResponseWriter) error
+}
+
+type GetOrgBillingProfile200JSONResponse BillingProfile
+
+func (response GetOrgBillingProfile200JSONResponse) VisitGetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgBillingProfile503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOrgBillingProfile503ApplicationProblemPlusJSONResponse) VisitGetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgBillingProfiledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgBillingProfiledefaultApplicationProblemPlusJSONResponse) VisitGetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgBillingProfileRequestObject struct {
+	Id   ID `json:"id"`
+	Body *SetOrgBillingProfileJSONRequestBody
+}
+
+type SetOrgBillingProfileResponseObject interface {
+	VisitSetOrgBillingProfileResponse(w http.ResponseWriter) error
+}
+
+type SetOrgBillingProfile200JSONResponse BillingProfile
+
+func (response SetOrgBillingProfile200JSONResponse) VisitSetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgBillingProfile503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SetOrgBillingProfile503ApplicationProblemPlusJSONResponse) VisitSetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgBillingProfiledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetOrgBillingProfiledefaultApplicationProblemPlusJSONResponse) VisitSetOrgBillingProfileResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateStripeCheckoutRequestObject struct {
 	Id     ID `json:"id"`
 	Params CreateStripeCheckoutParams
@@ -20334,6 +21067,197 @@ type RevokeOrgInvitationdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response RevokeOrgInvitationdefaultApplicationProblemPlusJSONResponse) VisitRevokeOrgInvitationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOrgInvoicesRequestObject struct {
+	Id     ID `json:"id"`
+	Params ListOrgInvoicesParams
+}
+
+type ListOrgInvoicesResponseObject interface {
+	VisitListOrgInvoicesResponse(w http.ResponseWriter) error
+}
+
+type ListOrgInvoices200JSONResponse InvoiceList
+
+func (response ListOrgInvoices200JSONResponse) VisitListOrgInvoicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOrgInvoices503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListOrgInvoices503ApplicationProblemPlusJSONResponse) VisitListOrgInvoicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListOrgInvoicesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListOrgInvoicesdefaultApplicationProblemPlusJSONResponse) VisitListOrgInvoicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgInvoiceRequestObject struct {
+	Id        ID        `json:"id"`
+	InvoiceId InvoiceID `json:"invoice_id"`
+}
+
+type GetOrgInvoiceResponseObject interface {
+	VisitGetOrgInvoiceResponse(w http.ResponseWriter) error
+}
+
+type GetOrgInvoice200JSONResponse Invoice
+
+func (response GetOrgInvoice200JSONResponse) VisitGetOrgInvoiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgInvoice503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOrgInvoice503ApplicationProblemPlusJSONResponse) VisitGetOrgInvoiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgInvoicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgInvoicedefaultApplicationProblemPlusJSONResponse) VisitGetOrgInvoiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgInvoicePDFRequestObject struct {
+	Id        ID        `json:"id"`
+	InvoiceId InvoiceID `json:"invoice_id"`
+}
+
+type GetOrgInvoicePDFResponseObject interface {
+	VisitGetOrgInvoicePDFResponse(w http.ResponseWriter) error
+}
+
+type GetOrgInvoicePDF200ResponseHeaders struct {
+	ContentDisposition *string
+}
+
+type GetOrgInvoicePDF200ApplicationpdfResponse struct {
+	Body          io.Reader
+	Headers       GetOrgInvoicePDF200ResponseHeaders
+	ContentLength int64
+}
+
+func (response GetOrgInvoicePDF200ApplicationpdfResponse) VisitGetOrgInvoicePDFResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/pdf")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.ContentDisposition != nil {
+		w.Header().Set("Content-Disposition", fmt.Sprint(*response.Headers.ContentDisposition))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	_, err := io.Copy(w, response.Body)
+	return err
+}
+
+type GetOrgInvoicePDF503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOrgInvoicePDF503ApplicationProblemPlusJSONResponse) VisitGetOrgInvoicePDFResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgInvoicePDFdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgInvoicePDFdefaultApplicationProblemPlusJSONResponse) VisitGetOrgInvoicePDFResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -21926,6 +22850,9 @@ type StrictServerInterface interface {
 	// AdminResumeJobQueue Resume a job queue
 	// (POST /v1/admin/queues/{name}/resume)
 	AdminResumeJobQueue(ctx context.Context, request AdminResumeJobQueueRequestObject) (AdminResumeJobQueueResponseObject, error)
+	// AdminGetRevenue Revenue and usage per plan and per org, subscriptions by status
+	// (GET /v1/admin/revenue)
+	AdminGetRevenue(ctx context.Context, request AdminGetRevenueRequestObject) (AdminGetRevenueResponseObject, error)
 	// AdminListJobSchedules Every job schedule
 	// (GET /v1/admin/schedules)
 	AdminListJobSchedules(ctx context.Context, request AdminListJobSchedulesRequestObject) (AdminListJobSchedulesResponseObject, error)
@@ -22136,6 +23063,12 @@ type StrictServerInterface interface {
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(ctx context.Context, request ListOrgAuditEventsRequestObject) (ListOrgAuditEventsResponseObject, error)
+	// GetOrgBillingProfile What the org's invoices say of it as the buyer
+	// (GET /v1/orgs/{id}/billing-profile)
+	GetOrgBillingProfile(ctx context.Context, request GetOrgBillingProfileRequestObject) (GetOrgBillingProfileResponseObject, error)
+	// SetOrgBillingProfile Set what the org's invoices say of it as the buyer
+	// (PUT /v1/orgs/{id}/billing-profile)
+	SetOrgBillingProfile(ctx context.Context, request SetOrgBillingProfileRequestObject) (SetOrgBillingProfileResponseObject, error)
 	// CreateStripeCheckout Pay with Stripe Checkout
 	// (POST /v1/orgs/{id}/billing/checkout)
 	CreateStripeCheckout(ctx context.Context, request CreateStripeCheckoutRequestObject) (CreateStripeCheckoutResponseObject, error)
@@ -22154,6 +23087,15 @@ type StrictServerInterface interface {
 	// RevokeOrgInvitation Withdraw an invitation
 	// (DELETE /v1/orgs/{id}/invitations/{invitation_id})
 	RevokeOrgInvitation(ctx context.Context, request RevokeOrgInvitationRequestObject) (RevokeOrgInvitationResponseObject, error)
+	// ListOrgInvoices The org's invoices and credit notes
+	// (GET /v1/orgs/{id}/invoices)
+	ListOrgInvoices(ctx context.Context, request ListOrgInvoicesRequestObject) (ListOrgInvoicesResponseObject, error)
+	// GetOrgInvoice One invoice or credit note
+	// (GET /v1/orgs/{id}/invoices/{invoice_id})
+	GetOrgInvoice(ctx context.Context, request GetOrgInvoiceRequestObject) (GetOrgInvoiceResponseObject, error)
+	// GetOrgInvoicePDF An invoice or credit note as PDF
+	// (GET /v1/orgs/{id}/invoices/{invoice_id}/pdf)
+	GetOrgInvoicePDF(ctx context.Context, request GetOrgInvoicePDFRequestObject) (GetOrgInvoicePDFResponseObject, error)
 	// ListOrgMembers The org's members
 	// (GET /v1/orgs/{id}/members)
 	ListOrgMembers(ctx context.Context, request ListOrgMembersRequestObject) (ListOrgMembersResponseObject, error)
@@ -22885,6 +23827,32 @@ func (sh *strictHandler) AdminResumeJobQueue(w http.ResponseWriter, r *http.Requ
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminResumeJobQueueResponseObject); ok {
 		if err := validResponse.VisitAdminResumeJobQueueResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminGetRevenue operation middleware
+func (sh *strictHandler) AdminGetRevenue(w http.ResponseWriter, r *http.Request, params AdminGetRevenueParams) {
+	var request AdminGetRevenueRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminGetRevenue(ctx, request.(AdminGetRevenueRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminGetRevenue")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminGetRevenueResponseObject); ok {
+		if err := validResponse.VisitAdminGetRevenueResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -24877,6 +25845,65 @@ func (sh *strictHandler) ListOrgAuditEvents(w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// GetOrgBillingProfile operation middleware
+func (sh *strictHandler) GetOrgBillingProfile(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetOrgBillingProfileRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgBillingProfile(ctx, request.(GetOrgBillingProfileRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgBillingProfile")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgBillingProfileResponseObject); ok {
+		if err := validResponse.VisitGetOrgBillingProfileResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetOrgBillingProfile operation middleware
+func (sh *strictHandler) SetOrgBillingProfile(w http.ResponseWriter, r *http.Request, id ID) {
+	var request SetOrgBillingProfileRequestObject
+
+	request.Id = id
+
+	var body SetOrgBillingProfileJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetOrgBillingProfile(ctx, request.(SetOrgBillingProfileRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetOrgBillingProfile")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetOrgBillingProfileResponseObject); ok {
+		if err := validResponse.VisitSetOrgBillingProfileResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // CreateStripeCheckout operation middleware
 func (sh *strictHandler) CreateStripeCheckout(w http.ResponseWriter, r *http.Request, id ID, params CreateStripeCheckoutParams) {
 	var request CreateStripeCheckoutRequestObject
@@ -25054,6 +26081,87 @@ func (sh *strictHandler) RevokeOrgInvitation(w http.ResponseWriter, r *http.Requ
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(RevokeOrgInvitationResponseObject); ok {
 		if err := validResponse.VisitRevokeOrgInvitationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListOrgInvoices operation middleware
+func (sh *strictHandler) ListOrgInvoices(w http.ResponseWriter, r *http.Request, id ID, params ListOrgInvoicesParams) {
+	var request ListOrgInvoicesRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListOrgInvoices(ctx, request.(ListOrgInvoicesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListOrgInvoices")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListOrgInvoicesResponseObject); ok {
+		if err := validResponse.VisitListOrgInvoicesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOrgInvoice operation middleware
+func (sh *strictHandler) GetOrgInvoice(w http.ResponseWriter, r *http.Request, id ID, invoiceId InvoiceID) {
+	var request GetOrgInvoiceRequestObject
+
+	request.Id = id
+	request.InvoiceId = invoiceId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgInvoice(ctx, request.(GetOrgInvoiceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgInvoice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgInvoiceResponseObject); ok {
+		if err := validResponse.VisitGetOrgInvoiceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetOrgInvoicePDF operation middleware
+func (sh *strictHandler) GetOrgInvoicePDF(w http.ResponseWriter, r *http.Request, id ID, invoiceId InvoiceID) {
+	var request GetOrgInvoicePDFRequestObject
+
+	request.Id = id
+	request.InvoiceId = invoiceId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgInvoicePDF(ctx, request.(GetOrgInvoicePDFRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgInvoicePDF")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgInvoicePDFResponseObject); ok {
+		if err := validResponse.VisitGetOrgInvoicePDFResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -659,6 +659,87 @@ func (e HealthStatus) Valid() bool {
 	}
 }
 
+// Defines values for InvoiceCurrency.
+const (
+	InvoiceCurrencyCNY InvoiceCurrency = "CNY"
+	InvoiceCurrencyUSD InvoiceCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceCurrency enum.
+func (e InvoiceCurrency) Valid() bool {
+	switch e {
+	case InvoiceCurrencyCNY:
+		return true
+	case InvoiceCurrencyUSD:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceKind.
+const (
+	InvoiceKindCreditNote InvoiceKind = "credit_note"
+	InvoiceKindInvoice    InvoiceKind = "invoice"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceKind enum.
+func (e InvoiceKind) Valid() bool {
+	switch e {
+	case InvoiceKindCreditNote:
+		return true
+	case InvoiceKindInvoice:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceStatus.
+const (
+	InvoiceStatusIssued InvoiceStatus = "issued"
+	InvoiceStatusPaid   InvoiceStatus = "paid"
+	InvoiceStatusVoid   InvoiceStatus = "void"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceStatus enum.
+func (e InvoiceStatus) Valid() bool {
+	switch e {
+	case InvoiceStatusIssued:
+		return true
+	case InvoiceStatusPaid:
+		return true
+	case InvoiceStatusVoid:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceLineKind.
+const (
+	InvoiceLineKindOverage InvoiceLineKind = "overage"
+	InvoiceLineKindPlan    InvoiceLineKind = "plan"
+	InvoiceLineKindRefund  InvoiceLineKind = "refund"
+	InvoiceLineKindTopup   InvoiceLineKind = "topup"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceLineKind enum.
+func (e InvoiceLineKind) Valid() bool {
+	switch e {
+	case InvoiceLineKindOverage:
+		return true
+	case InvoiceLineKindPlan:
+		return true
+	case InvoiceLineKindRefund:
+		return true
+	case InvoiceLineKindTopup:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for JWKAlg.
 const (
 	EdDSA JWKAlg = "EdDSA"
@@ -809,6 +890,24 @@ func (e LimitUsageOverage) Valid() bool {
 	case LimitUsageOverageAllowAndBill:
 		return true
 	case LimitUsageOverageBlock:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MoneyAmountCurrency.
+const (
+	MoneyAmountCurrencyCNY MoneyAmountCurrency = "CNY"
+	MoneyAmountCurrencyUSD MoneyAmountCurrency = "USD"
+)
+
+// Valid indicates whether the value is a known member of the MoneyAmountCurrency enum.
+func (e MoneyAmountCurrency) Valid() bool {
+	switch e {
+	case MoneyAmountCurrencyCNY:
+		return true
+	case MoneyAmountCurrencyUSD:
 		return true
 	default:
 		return false
@@ -2266,6 +2365,25 @@ type AuditEventList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// BillingProfile defines model for BillingProfile.
+type BillingProfile struct {
+	Address   string     `json:"address"`
+	LegalName string     `json:"legal_name"`
+	TaxId     string     `json:"tax_id"`
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+// BillingProfileRequest defines model for BillingProfileRequest.
+type BillingProfileRequest struct {
+	Address string `json:"address"`
+
+	// LegalName The buyer's legal name on invoices; empty names the org by its name.
+	LegalName string `json:"legal_name"`
+
+	// TaxId VAT number, 纳税人识别号 or the like.
+	TaxId string `json:"tax_id"`
+}
+
 // CategoryPreference defines model for CategoryPreference.
 type CategoryPreference struct {
 	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
@@ -3100,6 +3218,101 @@ type InvitationList struct {
 	NextCursor *string      `json:"next_cursor"`
 }
 
+// Invoice defines model for Invoice.
+type Invoice struct {
+	Buyer InvoiceParty `json:"buyer"`
+
+	// CreditsInvoiceId The invoice a credit note credits.
+	CreditsInvoiceId *openapi_types.UUID `json:"credits_invoice_id,omitempty"`
+	Currency         InvoiceCurrency     `json:"currency"`
+	Id               openapi_types.UUID  `json:"id"`
+
+	// IssuedAt RFC 3339, UTC.
+	IssuedAt Timestamp     `json:"issued_at"`
+	Kind     InvoiceKind   `json:"kind"`
+	Lines    []InvoiceLine `json:"lines"`
+
+	// Number `billing.invoices.number_prefix` and the issuer's sequence, e.g. `INV-000042`.
+	//
+	// Example: INV-000042
+	Number string             `json:"number"`
+	OrgId  openapi_types.UUID `json:"org_id"`
+
+	// PeriodEnd RFC 3339, UTC.
+	PeriodEnd Timestamp `json:"period_end"`
+
+	// PeriodStart RFC 3339, UTC.
+	PeriodStart Timestamp `json:"period_start"`
+
+	// Plan The plan the org was on.
+	Plan *string `json:"plan,omitempty"`
+
+	// ProviderInvoiceUrl The payment provider's page of the invoice (Stripe's hosted invoice), when it issued one.
+	ProviderInvoiceUrl *string      `json:"provider_invoice_url,omitempty"`
+	Seller             InvoiceParty `json:"seller"`
+
+	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+	Status InvoiceStatus `json:"status"`
+
+	// Subtotal Sum of the lines, in minor units.
+	Subtotal int64 `json:"subtotal"`
+
+	// Tax The subtotal times the rate, rounded half away from zero, in minor units.
+	Tax int64 `json:"tax"`
+
+	// TaxRateBp Tax rate in basis points (2000 = 20 %).
+	TaxRateBp int `json:"tax_rate_bp"`
+
+	// Total Subtotal plus tax, in minor units.
+	Total int64 `json:"total"`
+}
+
+// InvoiceCurrency defines model for Invoice.Currency.
+type InvoiceCurrency string
+
+// InvoiceKind defines model for Invoice.Kind.
+type InvoiceKind string
+
+// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+type InvoiceStatus string
+
+// InvoiceLine defines model for InvoiceLine.
+type InvoiceLine struct {
+	// Amount In minor units; negative on credit notes.
+	Amount      int64           `json:"amount"`
+	Description string          `json:"description"`
+	Kind        InvoiceLineKind `json:"kind"`
+
+	// OrderId The payment order of a `topup` or `refund` line.
+	OrderId *openapi_types.UUID `json:"order_id,omitempty"`
+
+	// Quantity Units (tokens past the limit for `overage`, else 1).
+	Quantity int64 `json:"quantity"`
+
+	// UnitAmount Price per unit in minor units (fractions for per-token prices).
+	UnitAmount float64 `json:"unit_amount"`
+}
+
+// InvoiceLineKind defines model for InvoiceLine.Kind.
+type InvoiceLineKind string
+
+// InvoiceList defines model for InvoiceList.
+type InvoiceList struct {
+	Data       []Invoice `json:"data"`
+	NextCursor *string   `json:"next_cursor"`
+}
+
+// InvoiceParty defines model for InvoiceParty.
+type InvoiceParty struct {
+	Address string `json:"address"`
+
+	// Name Legal name.
+	Name string `json:"name"`
+
+	// TaxId VAT number, 纳税人识别号 or the like; empty when none is on file.
+	TaxId string `json:"tax_id"`
+}
+
 // JWK defines model for JWK.
 type JWK struct {
 	Alg JWKAlg `json:"alg"`
@@ -3487,6 +3700,16 @@ type ModelTarget struct {
 	Provider string `json:"provider"`
 }
 
+// MoneyAmount defines model for MoneyAmount.
+type MoneyAmount struct {
+	// Amount In minor units.
+	Amount   int64               `json:"amount"`
+	Currency MoneyAmountCurrency `json:"currency"`
+}
+
+// MoneyAmountCurrency defines model for MoneyAmount.Currency.
+type MoneyAmountCurrency string
+
 // Notification defines model for Notification.
 type Notification struct {
 	Body string `json:"body"`
@@ -3852,6 +4075,17 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgRevenue defines model for OrgRevenue.
+type OrgRevenue struct {
+	Billed []MoneyAmount `json:"billed"`
+
+	// Name Empty for an org deleted since.
+	Name  string             `json:"name"`
+	OrgId openapi_types.UUID `json:"org_id"`
+	Plan  string             `json:"plan"`
+	Usage UsageTotals        `json:"usage"`
+}
+
 // OrgSettings defines model for OrgSettings.
 type OrgSettings struct {
 	// ConversationRetentionDays Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them.
@@ -4009,6 +4243,18 @@ type PlanPriceCurrency string
 
 // PlanPriceInterval defines model for PlanPrice.Interval.
 type PlanPriceInterval string
+
+// PlanRevenue defines model for PlanRevenue.
+type PlanRevenue struct {
+	Billed      []MoneyAmount `json:"billed"`
+	CreditNotes int64         `json:"credit_notes"`
+	Invoices    int64         `json:"invoices"`
+
+	// Orgs Orgs on the plan now.
+	Orgs  int64       `json:"orgs"`
+	Plan  string      `json:"plan"`
+	Usage UsageTotals `json:"usage"`
+}
 
 // Problem RFC 9457 problem details, with Kiln's `code` and `request_id`.
 type Problem struct {
@@ -4492,6 +4738,21 @@ type ResponseFormat struct {
 // ResponseFormatType defines model for ResponseFormat.Type.
 type ResponseFormatType string
 
+// RevenueReport defines model for RevenueReport.
+type RevenueReport struct {
+	// From RFC 3339, UTC.
+	From          Timestamp     `json:"from"`
+	Orgs          []OrgRevenue  `json:"orgs"`
+	OrgsTruncated bool          `json:"orgs_truncated"`
+	Plans         []PlanRevenue `json:"plans"`
+
+	// Subscriptions Subscriptions by status.
+	Subscriptions map[string]int64 `json:"subscriptions"`
+
+	// To RFC 3339, UTC.
+	To Timestamp `json:"to"`
+}
+
 // Role defines model for Role.
 type Role string
 
@@ -4942,6 +5203,16 @@ type UsageReport struct {
 // UsageReportGroupBy defines model for UsageReport.GroupBy.
 type UsageReportGroupBy string
 
+// UsageTotals defines model for UsageTotals.
+type UsageTotals struct {
+	// CostUsd What the providers charged, by the configured model prices.
+	CostUsd  float64 `json:"cost_usd"`
+	Requests int64   `json:"requests"`
+
+	// Tokens Prompt and completion tokens.
+	Tokens int64 `json:"tokens"`
+}
+
 // VectorStore Where the knowledge base's vectors are kept and searched: `pgvector` (the default, in
 // Kiln's PostgreSQL) or `qdrant` (when the server has `rag.qdrant.url`; a knowledge base
 // asking for it on a server without it is a 422). Chunks, their metadata and the
@@ -5107,6 +5378,9 @@ type ID = openapi_types.UUID
 
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
+
+// InvoiceID defines model for InvoiceID.
+type InvoiceID = openapi_types.UUID
 
 // KilnOrg defines model for KilnOrg.
 type KilnOrg = openapi_types.UUID
@@ -5285,6 +5559,18 @@ type AdminRefundPaymentParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// AdminGetRevenueParams defines parameters for AdminGetRevenue.
+type AdminGetRevenueParams struct {
+	// From Start of the range (inclusive), RFC 3339.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End of the range (exclusive), RFC 3339; after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Limit How many orgs to list (default 100).
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // AdminExportUsageParams defines parameters for AdminExportUsage.
@@ -5841,6 +6127,15 @@ type CreateOrgInvitationParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListOrgInvoicesParams defines parameters for ListOrgInvoices.
+type ListOrgInvoicesParams struct {
+	// Limit Maximum number of items to return.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from a previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListOrgMembersParams defines parameters for ListOrgMembers.
 type ListOrgMembersParams struct {
 	// Limit Maximum number of items to return.
@@ -6172,6 +6467,9 @@ type SetMessageFeedbackJSONRequestBody = MessageFeedbackRequest
 
 // CreateOrgJSONRequestBody defines body for CreateOrg for application/json ContentType.
 type CreateOrgJSONRequestBody = CreateOrgRequest
+
+// SetOrgBillingProfileJSONRequestBody defines body for SetOrgBillingProfile for application/json ContentType.
+type SetOrgBillingProfileJSONRequestBody = BillingProfileRequest
 
 // CreateStripeCheckoutJSONRequestBody defines body for CreateStripeCheckout for application/json ContentType.
 type CreateStripeCheckoutJSONRequestBody = StripeCheckoutRequest
@@ -9174,6 +9472,19 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
 	AdminResumeJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminGetRevenue Revenue and usage per plan and per org, subscriptions by status
+	//
+	// For `[from, to)` (default: the current calendar month, UTC): what invoices and
+	// credit notes issued in the range billed before tax, per currency, and what model
+	// calls used (calls, tokens, provider cost in USD), per plan and for the `limit` orgs
+	// that used the most tokens (`orgs_truncated` when more had usage or invoices). Usage
+	// counts under the plan each org is on now. `subscriptions` counts subscriptions by
+	// the status they read as now (orgs never put on a plan are `active` on the default
+	// plan). Platform admins only.
+	//
+	// Corresponds with GET /v1/admin/revenue (the `AdminGetRevenue` operationId).
+	AdminGetRevenue(ctx context.Context, params *AdminGetRevenueParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListJobSchedules Every job schedule
 	//
 	// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
@@ -10235,6 +10546,35 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetOrgBillingProfile What the org's invoices say of it as the buyer
+	//
+	// Its legal name, address and tax id; empty fields and `updated_at: null` until one is
+	// set (invoices then name the org by its name). Owners and admins only; an API key
+	// needs `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/billing-profile (the `GetOrgBillingProfile` operationId).
+	GetOrgBillingProfile(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetOrgBillingProfileWithBody Set what the org's invoices say of it as the buyer
+	//
+	// Invoices issued from now on copy it; issued ones keep what they say. Audited
+	// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+	SetOrgBillingProfileWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetOrgBillingProfile Set what the org's invoices say of it as the buyer
+	//
+	// Invoices issued from now on copy it; issued ones keep what they say. Audited
+	// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+	SetOrgBillingProfile(ctx context.Context, id ID, body SetOrgBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// CreateStripeCheckoutWithBody Pay with Stripe Checkout
 	//
 	// Creates an order and the Stripe Checkout Session that pays it, and returns the
@@ -10338,6 +10678,35 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/orgs/{id}/invitations/{invitation_id} (the `RevokeOrgInvitation` operationId).
 	RevokeOrgInvitation(ctx context.Context, id ID, invitationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListOrgInvoices The org's invoices and credit notes
+	//
+	// Newest first. Each ended billing period gets one invoice per currency with anything
+	// to bill (the plan's price, token overage past the plan's limit, top-ups paid in the
+	// period) and a credit note for refunds of what an earlier invoice billed; the
+	// `billing.issue_invoices` job issues them within the hour the period ends. Numbers
+	// run without gaps per issuer (`billing.invoices.issuer_id`). Owners and admins only;
+	// an API key needs `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices (the `ListOrgInvoices` operationId).
+	ListOrgInvoices(ctx context.Context, id ID, params *ListOrgInvoicesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrgInvoice One invoice or credit note
+	//
+	// Owners and admins only; an API key needs `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id} (the `GetOrgInvoice` operationId).
+	GetOrgInvoice(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrgInvoicePDF An invoice or credit note as PDF
+	//
+	// The invoice rendered as an A4 PDF (a download named after its number). Text is set
+	// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
+	// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+	// `billing:read` or `admin`.
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
+	GetOrgInvoicePDF(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgMembers The org's members
 	//
@@ -11653,6 +12022,29 @@ func (c *Client) AdminPauseJobQueue(ctx context.Context, name QueueName, reqEdit
 // Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
 func (c *Client) AdminResumeJobQueue(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminResumeJobQueueRequest(c.Server, name)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminGetRevenue Revenue and usage per plan and per org, subscriptions by status
+//
+// For `[from, to)` (default: the current calendar month, UTC): what invoices and
+// credit notes issued in the range billed before tax, per currency, and what model
+// calls used (calls, tokens, provider cost in USD), per plan and for the `limit` orgs
+// that used the most tokens (`orgs_truncated` when more had usage or invoices). Usage
+// counts under the plan each org is on now. `subscriptions` counts subscriptions by
+// the status they read as now (orgs never put on a plan are `active` on the default
+// plan). Platform admins only.
+//
+// Corresponds with GET /v1/admin/revenue (the `AdminGetRevenue` operationId).
+func (c *Client) AdminGetRevenue(ctx context.Context, params *AdminGetRevenueParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminGetRevenueRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -13764,6 +14156,65 @@ func (c *Client) ListOrgAuditEvents(ctx context.Context, id ID, params *ListOrgA
 	return c.Client.Do(req)
 }
 
+// GetOrgBillingProfile What the org's invoices say of it as the buyer
+//
+// Its legal name, address and tax id; empty fields and `updated_at: null` until one is
+// set (invoices then name the org by its name). Owners and admins only; an API key
+// needs `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/billing-profile (the `GetOrgBillingProfile` operationId).
+func (c *Client) GetOrgBillingProfile(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgBillingProfileRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetOrgBillingProfileWithBody Set what the org's invoices say of it as the buyer
+//
+// Invoices issued from now on copy it; issued ones keep what they say. Audited
+// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+func (c *Client) SetOrgBillingProfileWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetOrgBillingProfileRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetOrgBillingProfile Set what the org's invoices say of it as the buyer
+//
+// Invoices issued from now on copy it; issued ones keep what they say. Audited
+// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+func (c *Client) SetOrgBillingProfile(ctx context.Context, id ID, body SetOrgBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetOrgBillingProfileRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // CreateStripeCheckoutWithBody Pay with Stripe Checkout
 //
 // Creates an order and the Stripe Checkout Session that pays it, and returns the
@@ -13948,6 +14399,65 @@ func (c *Client) CreateOrgInvitation(ctx context.Context, id ID, params *CreateO
 // Corresponds with DELETE /v1/orgs/{id}/invitations/{invitation_id} (the `RevokeOrgInvitation` operationId).
 func (c *Client) RevokeOrgInvitation(ctx context.Context, id ID, invitationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeOrgInvitationRequest(c.Server, id, invitationId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListOrgInvoices The org's invoices and credit notes
+//
+// Newest first. Each ended billing period gets one invoice per currency with anything
+// to bill (the plan's price, token overage past the plan's limit, top-ups paid in the
+// period) and a credit note for refunds of what an earlier invoice billed; the
+// `billing.issue_invoices` job issues them within the hour the period ends. Numbers
+// run without gaps per issuer (`billing.invoices.issuer_id`). Owners and admins only;
+// an API key needs `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/invoices (the `ListOrgInvoices` operationId).
+func (c *Client) ListOrgInvoices(ctx context.Context, id ID, params *ListOrgInvoicesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListOrgInvoicesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrgInvoice One invoice or credit note
+//
+// Owners and admins only; an API key needs `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id} (the `GetOrgInvoice` operationId).
+func (c *Client) GetOrgInvoice(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgInvoiceRequest(c.Server, id, invoiceId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrgInvoicePDF An invoice or credit note as PDF
+//
+// The invoice rendered as an A4 PDF (a download named after its number). Text is set
+// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
+// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+// `billing:read` or `admin`.
+//
+// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
+func (c *Client) GetOrgInvoicePDF(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgInvoicePDFRequest(c.Server, id, invoiceId)
 	if err != nil {
 		return nil, err
 	}
@@ -16396,6 +16906,84 @@ func NewAdminResumeJobQueueRequest(server string, name QueueName) (*http.Request
 	}
 
 	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminGetRevenueRequest constructs an http.Request for the AdminGetRevenue method
+func NewAdminGetRevenueRequest(server string, params *AdminGetRevenueParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/revenue")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -20652,6 +21240,87 @@ func NewListOrgAuditEventsRequest(server string, id ID, params *ListOrgAuditEven
 	return req, nil
 }
 
+// NewGetOrgBillingProfileRequest constructs an http.Request for the GetOrgBillingProfile method
+func NewGetOrgBillingProfileRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/billing-profile", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetOrgBillingProfileRequest calls the generic SetOrgBillingProfile builder with application/json body
+func NewSetOrgBillingProfileRequest(server string, id ID, body SetOrgBillingProfileJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetOrgBillingProfileRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewSetOrgBillingProfileRequestWithBody constructs an http.Request for the SetOrgBillingProfile method, with any body, and a specified content type
+func NewSetOrgBillingProfileRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/billing-profile", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewCreateStripeCheckoutRequest calls the generic CreateStripeCheckout builder with application/json body
 func NewCreateStripeCheckoutRequest(server string, id ID, params *CreateStripeCheckoutParams, body CreateStripeCheckoutJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -20964,6 +21633,161 @@ func NewRevokeOrgInvitationRequest(server string, id ID, invitationId openapi_ty
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListOrgInvoicesRequest constructs an http.Request for the ListOrgInvoices method
+func NewListOrgInvoicesRequest(server string, id ID, params *ListOrgInvoicesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/invoices", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetOrgInvoiceRequest constructs an http.Request for the GetOrgInvoice method
+func NewGetOrgInvoiceRequest(server string, id ID, invoiceId InvoiceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "invoice_id", invoiceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/invoices/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetOrgInvoicePDFRequest constructs an http.Request for the GetOrgInvoicePDF method
+func NewGetOrgInvoicePDFRequest(server string, id ID, invoiceId InvoiceID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "invoice_id", invoiceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/invoices/%s/pdf", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -23280,6 +24104,21 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/admin/queues/{name}/resume (the `AdminResumeJobQueue` operationId).
 	AdminResumeJobQueueWithResponse(ctx context.Context, name QueueName, reqEditors ...RequestEditorFn) (*AdminResumeJobQueueResponse, error)
 
+	// AdminGetRevenueWithResponse Revenue and usage per plan and per org, subscriptions by status
+	//
+	// For `[from, to)` (default: the current calendar month, UTC): what invoices and
+	// credit notes issued in the range billed before tax, per currency, and what model
+	// calls used (calls, tokens, provider cost in USD), per plan and for the `limit` orgs
+	// that used the most tokens (`orgs_truncated` when more had usage or invoices). Usage
+	// counts under the plan each org is on now. `subscriptions` counts subscriptions by
+	// the status they read as now (orgs never put on a plan are `active` on the default
+	// plan). Platform admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/revenue (the `AdminGetRevenue` operationId).
+	AdminGetRevenueWithResponse(ctx context.Context, params *AdminGetRevenueParams, reqEditors ...RequestEditorFn) (*AdminGetRevenueResponse, error)
+
 	// AdminListJobSchedulesWithResponse Every job schedule
 	//
 	// Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
@@ -24445,6 +25284,37 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/audit-events (the `ListOrgAuditEvents` operationId).
 	ListOrgAuditEventsWithResponse(ctx context.Context, id ID, params *ListOrgAuditEventsParams, reqEditors ...RequestEditorFn) (*ListOrgAuditEventsResponse, error)
 
+	// GetOrgBillingProfileWithResponse What the org's invoices say of it as the buyer
+	//
+	// Its legal name, address and tax id; empty fields and `updated_at: null` until one is
+	// set (invoices then name the org by its name). Owners and admins only; an API key
+	// needs `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/billing-profile (the `GetOrgBillingProfile` operationId).
+	GetOrgBillingProfileWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgBillingProfileResponse, error)
+
+	// SetOrgBillingProfileWithBodyWithResponse Set what the org's invoices say of it as the buyer
+	//
+	// Invoices issued from now on copy it; issued ones keep what they say. Audited
+	// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+	SetOrgBillingProfileWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetOrgBillingProfileResponse, error)
+
+	// SetOrgBillingProfileWithResponse Set what the org's invoices say of it as the buyer
+	//
+	// Invoices issued from now on copy it; issued ones keep what they say. Audited
+	// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+	SetOrgBillingProfileWithResponse(ctx context.Context, id ID, body SetOrgBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*SetOrgBillingProfileResponse, error)
+
 	// CreateStripeCheckoutWithBodyWithResponse Pay with Stripe Checkout
 	//
 	// Creates an order and the Stripe Checkout Session that pays it, and returns the
@@ -24554,6 +25424,41 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/orgs/{id}/invitations/{invitation_id} (the `RevokeOrgInvitation` operationId).
 	RevokeOrgInvitationWithResponse(ctx context.Context, id ID, invitationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*RevokeOrgInvitationResponse, error)
+
+	// ListOrgInvoicesWithResponse The org's invoices and credit notes
+	//
+	// Newest first. Each ended billing period gets one invoice per currency with anything
+	// to bill (the plan's price, token overage past the plan's limit, top-ups paid in the
+	// period) and a credit note for refunds of what an earlier invoice billed; the
+	// `billing.issue_invoices` job issues them within the hour the period ends. Numbers
+	// run without gaps per issuer (`billing.invoices.issuer_id`). Owners and admins only;
+	// an API key needs `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices (the `ListOrgInvoices` operationId).
+	ListOrgInvoicesWithResponse(ctx context.Context, id ID, params *ListOrgInvoicesParams, reqEditors ...RequestEditorFn) (*ListOrgInvoicesResponse, error)
+
+	// GetOrgInvoiceWithResponse One invoice or credit note
+	//
+	// Owners and admins only; an API key needs `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id} (the `GetOrgInvoice` operationId).
+	GetOrgInvoiceWithResponse(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*GetOrgInvoiceResponse, error)
+
+	// GetOrgInvoicePDFWithResponse An invoice or credit note as PDF
+	//
+	// The invoice rendered as an A4 PDF (a download named after its number). Text is set
+	// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
+	// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+	// `billing:read` or `admin`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
+	GetOrgInvoicePDFWithResponse(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*GetOrgInvoicePDFResponse, error)
 
 	// ListOrgMembersWithResponse The org's members
 	//
@@ -27127,6 +28032,68 @@ func (r AdminResumeJobQueueResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminResumeJobQueueResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminGetRevenueResponse503Headers the declared response headers of an HTTP 503 response for AdminGetRevenue
+type AdminGetRevenueResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminGetRevenueResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RevenueReport
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminGetRevenueResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminGetRevenueResponse) GetJSON200() *RevenueReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminGetRevenueResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminGetRevenueResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminGetRevenueResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminGetRevenueResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminGetRevenueResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminGetRevenueResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -32035,6 +33002,130 @@ func (r ListOrgAuditEventsResponse) ContentType() string {
 	return ""
 }
 
+// GetOrgBillingProfileResponse503Headers the declared response headers of an HTTP 503 response for GetOrgBillingProfile
+type GetOrgBillingProfileResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOrgBillingProfileResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingProfile
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOrgBillingProfileResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgBillingProfileResponse) GetJSON200() *BillingProfile {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOrgBillingProfileResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgBillingProfileResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgBillingProfileResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgBillingProfileResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgBillingProfileResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgBillingProfileResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetOrgBillingProfileResponse503Headers the declared response headers of an HTTP 503 response for SetOrgBillingProfile
+type SetOrgBillingProfileResponse503Headers struct {
+	RetryAfter *int
+}
+
+type SetOrgBillingProfileResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingProfile
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetOrgBillingProfileResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetOrgBillingProfileResponse) GetJSON200() *BillingProfile {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SetOrgBillingProfileResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetOrgBillingProfileResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetOrgBillingProfileResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetOrgBillingProfileResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetOrgBillingProfileResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetOrgBillingProfileResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // CreateStripeCheckoutResponse503Headers the declared response headers of an HTTP 503 response for CreateStripeCheckout
 type CreateStripeCheckoutResponse503Headers struct {
 	RetryAfter *int
@@ -32394,6 +33485,192 @@ func (r RevokeOrgInvitationResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RevokeOrgInvitationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListOrgInvoicesResponse503Headers the declared response headers of an HTTP 503 response for ListOrgInvoices
+type ListOrgInvoicesResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListOrgInvoicesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *InvoiceList
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListOrgInvoicesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListOrgInvoicesResponse) GetJSON200() *InvoiceList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListOrgInvoicesResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListOrgInvoicesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListOrgInvoicesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListOrgInvoicesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListOrgInvoicesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListOrgInvoicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetOrgInvoiceResponse503Headers the declared response headers of an HTTP 503 response for GetOrgInvoice
+type GetOrgInvoiceResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOrgInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOrgInvoiceResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgInvoiceResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOrgInvoiceResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgInvoiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetOrgInvoicePDFResponse200Headers the declared response headers of an HTTP 200 response for GetOrgInvoicePDF
+type GetOrgInvoicePDFResponse200Headers struct {
+	ContentDisposition *string
+}
+
+// GetOrgInvoicePDFResponse503Headers the declared response headers of an HTTP 503 response for GetOrgInvoicePDF
+type GetOrgInvoicePDFResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOrgInvoicePDFResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetOrgInvoicePDFResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOrgInvoicePDFResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOrgInvoicePDFResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgInvoicePDFResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgInvoicePDFResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgInvoicePDFResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgInvoicePDFResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgInvoicePDFResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -34882,6 +36159,27 @@ func (c *ClientWithResponses) AdminResumeJobQueueWithResponse(ctx context.Contex
 	return ParseAdminResumeJobQueueResponse(rsp)
 }
 
+// AdminGetRevenueWithResponse Revenue and usage per plan and per org, subscriptions by status
+//
+// For `[from, to)` (default: the current calendar month, UTC): what invoices and
+// credit notes issued in the range billed before tax, per currency, and what model
+// calls used (calls, tokens, provider cost in USD), per plan and for the `limit` orgs
+// that used the most tokens (`orgs_truncated` when more had usage or invoices). Usage
+// counts under the plan each org is on now. `subscriptions` counts subscriptions by
+// the status they read as now (orgs never put on a plan are `active` on the default
+// plan). Platform admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/revenue (the `AdminGetRevenue` operationId).
+func (c *ClientWithResponses) AdminGetRevenueWithResponse(ctx context.Context, params *AdminGetRevenueParams, reqEditors ...RequestEditorFn) (*AdminGetRevenueResponse, error) {
+	rsp, err := c.AdminGetRevenue(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminGetRevenueResponse(rsp)
+}
+
 // AdminListJobSchedulesWithResponse Every job schedule
 //
 // Cron schedules from config (`jobs.schedules`) and from this API, by name, each with
@@ -36671,6 +37969,55 @@ func (c *ClientWithResponses) ListOrgAuditEventsWithResponse(ctx context.Context
 	return ParseListOrgAuditEventsResponse(rsp)
 }
 
+// GetOrgBillingProfileWithResponse What the org's invoices say of it as the buyer
+//
+// Its legal name, address and tax id; empty fields and `updated_at: null` until one is
+// set (invoices then name the org by its name). Owners and admins only; an API key
+// needs `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/billing-profile (the `GetOrgBillingProfile` operationId).
+func (c *ClientWithResponses) GetOrgBillingProfileWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgBillingProfileResponse, error) {
+	rsp, err := c.GetOrgBillingProfile(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgBillingProfileResponse(rsp)
+}
+
+// SetOrgBillingProfileWithBodyWithResponse Set what the org's invoices say of it as the buyer
+//
+// Invoices issued from now on copy it; issued ones keep what they say. Audited
+// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+func (c *ClientWithResponses) SetOrgBillingProfileWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetOrgBillingProfileResponse, error) {
+	rsp, err := c.SetOrgBillingProfileWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetOrgBillingProfileResponse(rsp)
+}
+
+// SetOrgBillingProfileWithResponse Set what the org's invoices say of it as the buyer
+//
+// Invoices issued from now on copy it; issued ones keep what they say. Audited
+// (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/orgs/{id}/billing-profile (the `SetOrgBillingProfile` operationId).
+func (c *ClientWithResponses) SetOrgBillingProfileWithResponse(ctx context.Context, id ID, body SetOrgBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*SetOrgBillingProfileResponse, error) {
+	rsp, err := c.SetOrgBillingProfile(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetOrgBillingProfileResponse(rsp)
+}
+
 // CreateStripeCheckoutWithBodyWithResponse Pay with Stripe Checkout
 //
 // Creates an order and the Stripe Checkout Session that pays it, and returns the
@@ -36833,6 +38180,59 @@ func (c *ClientWithResponses) RevokeOrgInvitationWithResponse(ctx context.Contex
 		return nil, err
 	}
 	return ParseRevokeOrgInvitationResponse(rsp)
+}
+
+// ListOrgInvoicesWithResponse The org's invoices and credit notes
+//
+// Newest first. Each ended billing period gets one invoice per currency with anything
+// to bill (the plan's price, token overage past the plan's limit, top-ups paid in the
+// period) and a credit note for refunds of what an earlier invoice billed; the
+// `billing.issue_invoices` job issues them within the hour the period ends. Numbers
+// run without gaps per issuer (`billing.invoices.issuer_id`). Owners and admins only;
+// an API key needs `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/invoices (the `ListOrgInvoices` operationId).
+func (c *ClientWithResponses) ListOrgInvoicesWithResponse(ctx context.Context, id ID, params *ListOrgInvoicesParams, reqEditors ...RequestEditorFn) (*ListOrgInvoicesResponse, error) {
+	rsp, err := c.ListOrgInvoices(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListOrgInvoicesResponse(rsp)
+}
+
+// GetOrgInvoiceWithResponse One invoice or credit note
+//
+// Owners and admins only; an API key needs `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id} (the `GetOrgInvoice` operationId).
+func (c *ClientWithResponses) GetOrgInvoiceWithResponse(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*GetOrgInvoiceResponse, error) {
+	rsp, err := c.GetOrgInvoice(ctx, id, invoiceId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgInvoiceResponse(rsp)
+}
+
+// GetOrgInvoicePDFWithResponse An invoice or credit note as PDF
+//
+// The invoice rendered as an A4 PDF (a download named after its number). Text is set
+// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
+// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+// `billing:read` or `admin`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
+func (c *ClientWithResponses) GetOrgInvoicePDFWithResponse(ctx context.Context, id ID, invoiceId InvoiceID, reqEditors ...RequestEditorFn) (*GetOrgInvoicePDFResponse, error) {
+	rsp, err := c.GetOrgInvoicePDF(ctx, id, invoiceId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgInvoicePDFResponse(rsp)
 }
 
 // ListOrgMembersWithResponse The org's members
@@ -39354,6 +40754,59 @@ func ParseAdminResumeJobQueueResponse(rsp *http.Response) (*AdminResumeJobQueueR
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminResumeJobQueueResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminGetRevenueResponse parses an HTTP response from a AdminGetRevenueWithResponse call
+func ParseAdminGetRevenueResponse(rsp *http.Response) (*AdminGetRevenueResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminGetRevenueResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RevenueReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminGetRevenueResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -43831,6 +45284,112 @@ func ParseListOrgAuditEventsResponse(rsp *http.Response) (*ListOrgAuditEventsRes
 	return response, nil
 }
 
+// ParseGetOrgBillingProfileResponse parses an HTTP response from a GetOrgBillingProfileWithResponse call
+func ParseGetOrgBillingProfileResponse(rsp *http.Response) (*GetOrgBillingProfileResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgBillingProfileResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingProfile
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetOrgBillingProfileResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetOrgBillingProfileResponse parses an HTTP response from a SetOrgBillingProfileWithResponse call
+func ParseSetOrgBillingProfileResponse(rsp *http.Response) (*SetOrgBillingProfileResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetOrgBillingProfileResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingProfile
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers SetOrgBillingProfileResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseCreateStripeCheckoutResponse parses an HTTP response from a CreateStripeCheckoutWithResponse call
 func ParseCreateStripeCheckoutResponse(rsp *http.Response) (*CreateStripeCheckoutResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -44132,6 +45691,168 @@ func ParseRevokeOrgInvitationResponse(rsp *http.Response) (*RevokeOrgInvitationR
 	switch {
 	case rsp.StatusCode == 503:
 		var headers RevokeOrgInvitationResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListOrgInvoicesResponse parses an HTTP response from a ListOrgInvoicesWithResponse call
+func ParseListOrgInvoicesResponse(rsp *http.Response) (*ListOrgInvoicesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListOrgInvoicesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest InvoiceList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ListOrgInvoicesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetOrgInvoiceResponse parses an HTTP response from a GetOrgInvoiceWithResponse call
+func ParseGetOrgInvoiceResponse(rsp *http.Response) (*GetOrgInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetOrgInvoiceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetOrgInvoicePDFResponse parses an HTTP response from a GetOrgInvoicePDFWithResponse call
+func ParseGetOrgInvoicePDFResponse(rsp *http.Response) (*GetOrgInvoicePDFResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgInvoicePDFResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetOrgInvoicePDFResponse200Headers
+		if values := rsp.Header.Values("Content-Disposition"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Content-Disposition", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ContentDisposition = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetOrgInvoicePDFResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -1193,6 +1193,127 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{id}/billing-profile": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the org's invoices say of it as the buyer
+         * @description Its legal name, address and tax id; empty fields and `updated_at: null` until one is
+         *     set (invoices then name the org by its name). Owners and admins only; an API key
+         *     needs `billing:read` or `admin`.
+         */
+        get: operations["getOrgBillingProfile"];
+        /**
+         * Set what the org's invoices say of it as the buyer
+         * @description Invoices issued from now on copy it; issued ones keep what they say. Audited
+         *     (`billing.profile_set`). Owners and admins only; an API key needs `admin`.
+         */
+        put: operations["setOrgBillingProfile"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/invoices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's invoices and credit notes
+         * @description Newest first. Each ended billing period gets one invoice per currency with anything
+         *     to bill (the plan's price, token overage past the plan's limit, top-ups paid in the
+         *     period) and a credit note for refunds of what an earlier invoice billed; the
+         *     `billing.issue_invoices` job issues them within the hour the period ends. Numbers
+         *     run without gaps per issuer (`billing.invoices.issuer_id`). Owners and admins only;
+         *     an API key needs `billing:read` or `admin`.
+         */
+        get: operations["listOrgInvoices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/invoices/{invoice_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One invoice or credit note
+         * @description Owners and admins only; an API key needs `billing:read` or `admin`.
+         */
+        get: operations["getOrgInvoice"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/invoices/{invoice_id}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An invoice or credit note as PDF
+         * @description The invoice rendered as an A4 PDF (a download named after its number). Text is set
+         *     in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
+         *     prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+         *     `billing:read` or `admin`.
+         */
+        get: operations["getOrgInvoicePDF"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/revenue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Revenue and usage per plan and per org, subscriptions by status
+         * @description For `[from, to)` (default: the current calendar month, UTC): what invoices and
+         *     credit notes issued in the range billed before tax, per currency, and what model
+         *     calls used (calls, tokens, provider cost in USD), per plan and for the `limit` orgs
+         *     that used the most tokens (`orgs_truncated` when more had usage or invoices). Usage
+         *     counts under the plan each org is on now. `subscriptions` counts subscriptions by
+         *     the status they read as now (orgs never put on a plan are `active` on the default
+         *     plan). Platform admins only.
+         */
+        get: operations["adminGetRevenue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/orgs": {
         parameters: {
             query?: never;
@@ -4887,6 +5008,165 @@ export interface components {
             };
             created_at: components["schemas"]["Timestamp"];
         };
+        BillingProfileRequest: {
+            /** @description The buyer's legal name on invoices; empty names the org by its name. */
+            legal_name: string;
+            address: string;
+            /** @description VAT number, 纳税人识别号 or the like. */
+            tax_id: string;
+        };
+        BillingProfile: {
+            legal_name: string;
+            address: string;
+            tax_id: string;
+            /** Format: date-time */
+            updated_at: string | null;
+        };
+        InvoiceParty: {
+            /** @description Legal name. */
+            name: string;
+            address: string;
+            /** @description VAT number, 纳税人识别号 or the like; empty when none is on file. */
+            tax_id: string;
+        };
+        InvoiceLine: {
+            /** @enum {string} */
+            kind: "plan" | "overage" | "topup" | "refund";
+            description: string;
+            /**
+             * Format: int64
+             * @description Units (tokens past the limit for `overage`, else 1).
+             */
+            quantity: number;
+            /**
+             * Format: double
+             * @description Price per unit in minor units (fractions for per-token prices).
+             */
+            unit_amount: number;
+            /**
+             * Format: int64
+             * @description In minor units; negative on credit notes.
+             */
+            amount: number;
+            /**
+             * Format: uuid
+             * @description The payment order of a `topup` or `refund` line.
+             */
+            order_id?: string;
+        };
+        Invoice: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id: string;
+            /**
+             * @description `billing.invoices.number_prefix` and the issuer's sequence, e.g. `INV-000042`.
+             * @example INV-000042
+             */
+            number: string;
+            /** @enum {string} */
+            kind: "invoice" | "credit_note";
+            /**
+             * Format: uuid
+             * @description The invoice a credit note credits.
+             */
+            credits_invoice_id?: string;
+            /**
+             * @description `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+             * @enum {string}
+             */
+            status: "issued" | "paid" | "void";
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            period_start: components["schemas"]["Timestamp"];
+            period_end: components["schemas"]["Timestamp"];
+            /** @description The plan the org was on. */
+            plan?: string;
+            /**
+             * Format: int64
+             * @description Sum of the lines, in minor units.
+             */
+            subtotal: number;
+            /** @description Tax rate in basis points (2000 = 20 %). */
+            tax_rate_bp: number;
+            /**
+             * Format: int64
+             * @description The subtotal times the rate, rounded half away from zero, in minor units.
+             */
+            tax: number;
+            /**
+             * Format: int64
+             * @description Subtotal plus tax, in minor units.
+             */
+            total: number;
+            seller: components["schemas"]["InvoiceParty"];
+            buyer: components["schemas"]["InvoiceParty"];
+            /** @description The payment provider's page of the invoice (Stripe's hosted invoice), when it issued one. */
+            provider_invoice_url?: string;
+            lines: components["schemas"]["InvoiceLine"][];
+            issued_at: components["schemas"]["Timestamp"];
+        };
+        InvoiceList: {
+            data: components["schemas"]["Invoice"][];
+            next_cursor: string | null;
+        };
+        MoneyAmount: {
+            /** @enum {string} */
+            currency: "USD" | "CNY";
+            /**
+             * Format: int64
+             * @description In minor units.
+             */
+            amount: number;
+        };
+        UsageTotals: {
+            /** Format: int64 */
+            requests: number;
+            /**
+             * Format: int64
+             * @description Prompt and completion tokens.
+             */
+            tokens: number;
+            /**
+             * Format: double
+             * @description What the providers charged, by the configured model prices.
+             */
+            cost_usd: number;
+        };
+        PlanRevenue: {
+            plan: string;
+            /**
+             * Format: int64
+             * @description Orgs on the plan now.
+             */
+            orgs: number;
+            billed: components["schemas"]["MoneyAmount"][];
+            /** Format: int64 */
+            invoices: number;
+            /** Format: int64 */
+            credit_notes: number;
+            usage: components["schemas"]["UsageTotals"];
+        };
+        OrgRevenue: {
+            /** Format: uuid */
+            org_id: string;
+            /** @description Empty for an org deleted since. */
+            name: string;
+            plan: string;
+            billed: components["schemas"]["MoneyAmount"][];
+            usage: components["schemas"]["UsageTotals"];
+        };
+        RevenueReport: {
+            from: components["schemas"]["Timestamp"];
+            to: components["schemas"]["Timestamp"];
+            plans: components["schemas"]["PlanRevenue"][];
+            orgs: components["schemas"]["OrgRevenue"][];
+            orgs_truncated: boolean;
+            /** @description Subscriptions by status. */
+            subscriptions: {
+                [key: string]: number;
+            };
+        };
         AuditEventList: {
             data: components["schemas"]["AuditEvent"][];
             next_cursor: string | null;
@@ -5394,6 +5674,8 @@ export interface components {
         IdempotencyKey: string;
         /** @description Maximum number of items to return. */
         Limit: number;
+        /** @description The invoice's id. */
+        InvoiceID: string;
         /** @description Opaque cursor from a previous page's `next_cursor`. */
         Cursor: string;
     };
@@ -7110,6 +7392,175 @@ export interface operations {
                     "text/plain": "fail";
                 };
             };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgBillingProfile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The billing profile. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingProfile"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    setOrgBillingProfile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BillingProfileRequest"];
+            };
+        };
+        responses: {
+            /** @description The billing profile. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingProfile"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listOrgInvoices: {
+        parameters: {
+            query?: {
+                /** @description Maximum number of items to return. */
+                limit?: components["parameters"]["Limit"];
+                /** @description Opaque cursor from a previous page's `next_cursor`. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of invoices. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvoiceList"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgInvoice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The invoice's id. */
+                invoice_id: components["parameters"]["InvoiceID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The invoice. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Invoice"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgInvoicePDF: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+                /** @description The invoice's id. */
+                invoice_id: components["parameters"]["InvoiceID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The PDF. */
+            200: {
+                headers: {
+                    /** @description `attachment; filename="<number>.pdf"` */
+                    "Content-Disposition"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminGetRevenue: {
+        parameters: {
+            query?: {
+                /** @description Start of the range (inclusive), RFC 3339. */
+                from?: string;
+                /** @description End of the range (exclusive), RFC 3339; after `from`. */
+                to?: string;
+                /** @description How many orgs to list (default 100). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The report. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevenueReport"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
     };
