@@ -285,3 +285,69 @@ func TestInvoiceNumbersHaveNoGaps(t *testing.T) {
 	}
 	t.Logf("%d invoices numbered 1..%d without a gap; %d issuances rolled back by the injected failure", n, n, failed.Load())
 }
+
+// TestRevenue: the report sums what invoices issued in the range billed per plan and
+// org, the usage of the range per plan (each org under its plan now) and per org, most
+// tokens first, truncated at the limit, and counts subscriptions by the status they read
+// as now (a past_due one past its grace reads frozen; orgs without one are active).
+func TestRevenue(t *testing.T) {
+	t.Parallel()
+	f := setupInvoicing(t)
+	biz, free, frozen := storetest.Org(t, f.st), storetest.Org(t, f.st), storetest.Org(t, f.st)
+	if _, err := f.svc.Set(t.Context(), audit.Actor{Type: audit.ActorSystem}, biz, billing.SetSubscription{Plan: "biz",
+		PeriodStart: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Set(t.Context(), audit.Actor{Type: audit.ActorSystem}, frozen, billing.SetSubscription{Plan: "biz", Status: billing.PastDue}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Pool.Exec(t.Context(), "UPDATE subscriptions SET past_due_since = $2 WHERE org_id = $1", frozen, f.clock.Now().Add(-gracePeriod-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f.use(t, biz, 300)
+	f.use(t, free, 40)
+	f.use(t, free, 20)
+	f.topUp(t, free, 700, "USD")
+	feb := billing.Period{Start: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	iv := f.invoicer(testIssuer)
+	issue(t, iv, biz, feb)  // 5000 plan + 100 overage
+	issue(t, iv, free, feb) // 700 top-up
+
+	r, err := f.svc.Revenue(t.Context(), feb.Start, feb.End, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPlan := map[string]billing.PlanRevenue{}
+	for _, p := range r.Plans {
+		byPlan[p.Plan] = p
+	}
+	if p := byPlan["biz"]; p.Orgs != 2 || p.Invoices != 1 || len(p.Billed) != 1 || p.Billed[0] != (billing.Amount{Currency: "USD", Minor: 5100}) ||
+		p.Usage.Tokens != 300 || p.Usage.Requests != 1 {
+		t.Errorf("biz = %+v", p)
+	}
+	if p := byPlan["free"]; p.Orgs != 1 || p.Invoices != 1 || p.Billed[0] != (billing.Amount{Currency: "USD", Minor: 700}) ||
+		p.Usage.Tokens != 60 || p.Usage.Requests != 2 || p.Usage.CostUSD < 0.019 || p.Usage.CostUSD > 0.021 {
+		t.Errorf("free = %+v", p)
+	}
+	if len(r.Orgs) != 1 || !r.OrgsTruncated || r.Orgs[0].Org != biz || r.Orgs[0].Plan != "biz" || r.Orgs[0].Usage.Tokens != 300 ||
+		r.Orgs[0].Billed[0].Minor != 5100 || !strings.HasPrefix(r.Orgs[0].Name, "org-") {
+		t.Errorf("orgs = %+v (truncated %t)", r.Orgs, r.OrgsTruncated)
+	}
+	if r.Subscriptions[billing.Active] != 2 || r.Subscriptions[billing.Frozen] != 1 || r.Subscriptions[billing.PastDue] != 0 {
+		t.Errorf("subscriptions = %+v, want 2 active (one by default), 1 frozen", r.Subscriptions)
+	}
+	if r, err := f.svc.Revenue(t.Context(), feb.End, feb.End.AddDate(0, 1, 0), 10); err != nil || len(r.Orgs) != 0 || len(r.Plans) != 2 || byPlanTokens(r) != 0 {
+		t.Errorf("March = %+v, %v; want no usage, no orgs", r, err)
+	}
+	if _, err := f.svc.Revenue(t.Context(), feb.End, feb.Start, 10); err == nil {
+		t.Error("to before from: no error")
+	}
+}
+
+func byPlanTokens(r billing.Revenue) int64 {
+	var n int64
+	for _, p := range r.Plans {
+		n += p.Usage.Tokens
+	}
+	return n
+}
