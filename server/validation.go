@@ -293,7 +293,10 @@ func schemaFields(base string, err error) []errs.FieldError {
 	return out
 }
 
+// pointerEscaper escapes a JSON Pointer token (RFC 6901).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
 // escapePointer escapes one JSON Pointer token (RFC 6901).
 func escapePointer(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+	return pointerEscaper.Replace(s)
 }

@@ -259,3 +259,28 @@ func TestDecodeJSONValueKeepsNumbers(t *testing.T) {
 		t.Fatal("data after the value was accepted")
 	}
 }
+
+// TestNULCheckAllocatesNothingOnCleanBodies: every JSON body is searched for U+0000, so the
+// search of one without it must cost no allocation (it once built a pointer and a
+// strings.Replacer per field, which made validation three times what it is); one with it
+// is still named field by field.
+func TestNULCheckAllocatesNothingOnCleanBodies(t *testing.T) {
+	clean, err := decodeJSONValue([]byte(`{"model":"default","messages":[{"role":"user","content":"hi"},{"role":"user","content":"a/b~c"}],"metadata":{"a/b":"x","n":[1,2,{"k":"v"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = nulFields("", clean) }); n != 0 {
+		t.Errorf("nulFields on a body without U+0000: %v allocations, want 0", n)
+	}
+	dirty, err := decodeJSONValue([]byte(`{"messages":[{"content":"ok"},{"content":"a\u0000b"}],"metadata":{"a/b":"\u0000"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range nulFields("", dirty) {
+		got = append(got, f.Pointer)
+	}
+	if want := []string{"/messages/1/content", "/metadata/a~1b"}; !slices.Equal(got, want) {
+		t.Errorf("pointers %q, want %q", got, want)
+	}
+}

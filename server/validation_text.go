@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ const badTextMessage = "must be UTF-8 text without the NUL character (U+0000)"
 // that holds U+0000 (JSON's "\u0000"). Decoders replace invalid UTF-8 with U+FFFD, so NUL
 // is the one character left that the store refuses.
 func nulFields(base string, v any) []errs.FieldError {
+	if !holdsNUL(v) {
+		return nil // the common case, without building a pointer per field
+	}
 	var out []errs.FieldError
 	var walk func(pointer string, v any)
 	walk = func(pointer string, v any) {
@@ -55,6 +59,23 @@ func nulFields(base string, v any) []errs.FieldError {
 	}
 	walk(base, v)
 	return out
+}
+
+// holdsNUL reports whether a string or object key in the decoded JSON v holds U+0000.
+func holdsNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.IndexByte(v, 0) >= 0
+	case []any:
+		return slices.ContainsFunc(v, holdsNUL)
+	case map[string]any:
+		for k, e := range v {
+			if strings.IndexByte(k, 0) >= 0 || holdsNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // goodText reports whether s is UTF-8 without U+0000.
