@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -115,7 +114,7 @@ func writeErrorBody(w http.ResponseWriter, contentType string, body any, status 
 func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error) {
 	e := s.classify(r, err)
 	if ue, ok := errors.AsType[*llm.Error](err); ok && ue.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ue.RetryAfter.Seconds()))))
+		w.Header().Set("Retry-After", strconv.Itoa(ceilSeconds(ue.RetryAfter)))
 	}
 	if e.Quota != nil {
 		setQuotaHeaders(w.Header(), e.Quota, time.Now())

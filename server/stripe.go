@@ -15,7 +15,7 @@ import (
 // has none.
 func (s *Server) stripePayments() (*billing.StripePayments, error) {
 	if !s.stripe.Configured() {
-		return nil, errs.E(errs.ProviderNotConfigured, "Stripe is not configured on this server (billing.stripe).")
+		return nil, billing.StripeNotConfigured()
 	}
 	return s.stripe, nil
 }
@@ -68,10 +68,6 @@ func (s *Server) CreateStripePortal(ctx context.Context, req api.CreateStripePor
 // covers the raw body. 204 once recorded; a problem otherwise (400 not believed, 404 not
 // configured, 500 not recorded: Stripe sends it again).
 func (s *Server) stripeWebhook(w http.ResponseWriter, r *http.Request) {
-	if !s.stripe.Configured() {
-		s.respondError(w, r, errs.E(errs.NotFound, "Stripe is not configured on this server."))
-		return
-	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		s.respondError(w, r, err)

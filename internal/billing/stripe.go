@@ -70,7 +70,9 @@ func NewStripePayments(svc *Service, cfg StripeConfig) *StripePayments {
 // Configured reports whether Stripe has a secret key.
 func (p *StripePayments) Configured() bool { return p != nil && p.client != nil }
 
-func stripeNotConfigured() error {
+// StripeNotConfigured is the error of a Stripe operation on a server without
+// billing.stripe.
+func StripeNotConfigured() error {
 	return errs.E(errs.ProviderNotConfigured, "Stripe is not configured on this server (billing.stripe).")
 }
 
@@ -96,7 +98,7 @@ type Checkout struct {
 // order stays created).
 func (p *StripePayments) Checkout(ctx context.Context, in CheckoutRequest) (Checkout, error) {
 	if !p.Configured() {
-		return Checkout{}, stripeNotConfigured()
+		return Checkout{}, StripeNotConfigured()
 	}
 	var price string
 	if in.Purpose == PurposeSubscription {
@@ -176,7 +178,7 @@ func (p *StripePayments) customer(ctx context.Context, org uuid.UUID) (string, e
 // upstream_error.
 func (p *StripePayments) Portal(ctx context.Context, org uuid.UUID, returnURL string) (string, error) {
 	if !p.Configured() {
-		return "", stripeNotConfigured()
+		return "", StripeNotConfigured()
 	}
 	customer, err := p.svc.Customer(ctx, org, ProviderStripe)
 	if err != nil {
