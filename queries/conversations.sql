@@ -15,9 +15,10 @@ WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NULL
 SELECT * FROM conversations WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) FOR UPDATE;
 
 -- Newest first; ids are UUIDv7, so the cursor is the last id.
+-- deleted lists the deleted conversations instead of the others.
 -- name: ListConversations :many
 SELECT * FROM conversations
-WHERE org_id = sqlc.arg(org_id) AND deleted_at IS NULL
+WHERE org_id = sqlc.arg(org_id) AND (deleted_at IS NOT NULL) = sqlc.arg(deleted)::boolean
   AND (sqlc.narg(user_id)::uuid IS NULL OR user_id = sqlc.narg(user_id)::uuid)
   AND (sqlc.narg(after)::uuid IS NULL OR id < sqlc.narg(after)::uuid)
   AND (sqlc.narg(title_like)::text IS NULL OR title ILIKE sqlc.narg(title_like)::text ESCAPE '\')
@@ -43,6 +44,19 @@ WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND title IS NULL AND dele
 UPDATE conversations SET deleted_at = sqlc.arg(deleted_at)
 WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NULL
   AND (sqlc.narg(user_id)::uuid IS NULL OR user_id = sqlc.narg(user_id)::uuid);
+
+-- A deleted conversation to restore, locked; expired says it was deleted longer ago than
+-- the org's retention (default_days without a setting of the org).
+-- name: GetDeletedConversationForUpdate :one
+SELECT c.*, (c.deleted_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.deleted_conversations_days, sqlc.arg(default_days)::integer)))::boolean AS expired
+FROM conversations c LEFT JOIN org_retention r ON r.org_id = c.org_id
+WHERE c.org_id = sqlc.arg(org_id) AND c.id = sqlc.arg(id) AND c.deleted_at IS NOT NULL
+  AND (sqlc.narg(user_id)::uuid IS NULL OR c.user_id = sqlc.narg(user_id)::uuid)
+FOR UPDATE OF c;
+
+-- name: RestoreConversation :execrows
+UPDATE conversations SET deleted_at = NULL
+WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NOT NULL;
 
 -- Reserves n positions and marks the conversation active; returns the first.
 -- name: ReserveMessageSeq :one
@@ -150,9 +164,14 @@ WHERE id = sqlc.arg(id)
 RETURNING conversation_retention_days;
 
 -- The purges delete in batches of at most max_rows, so no run is one long transaction.
+-- Conversations deleted longer ago than their org's retention (default_days without a
+-- setting of the org).
 -- name: PurgeDeletedConversations :execrows
 DELETE FROM conversations WHERE id IN (
-    SELECT d.id FROM conversations d WHERE d.deleted_at < sqlc.arg(before) LIMIT sqlc.arg(max_rows));
+    SELECT d.id FROM conversations d LEFT JOIN org_retention r ON r.org_id = d.org_id
+    WHERE d.deleted_at IS NOT NULL
+      AND d.deleted_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.deleted_conversations_days, sqlc.arg(default_days)::integer))
+    LIMIT sqlc.arg(max_rows));
 
 -- Conversations idle past their org's retention, without a reply in progress.
 -- name: PurgeIdleConversations :execrows
@@ -163,6 +182,11 @@ DELETE FROM conversations WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = 'in_progress')
     LIMIT sqlc.arg(max_rows));
 
+-- Prompts deleted longer ago than their org's retention (default_days without a setting
+-- of the org).
 -- name: PurgeDeletedPrompts :execrows
 DELETE FROM prompts WHERE id IN (
-    SELECT d.id FROM prompts d WHERE d.deleted_at < sqlc.arg(before) LIMIT sqlc.arg(max_rows));
+    SELECT d.id FROM prompts d LEFT JOIN org_retention r ON r.org_id = d.org_id
+    WHERE d.deleted_at IS NOT NULL
+      AND d.deleted_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.deleted_prompts_days, sqlc.arg(default_days)::integer))
+    LIMIT sqlc.arg(max_rows));

@@ -21,13 +21,13 @@ SELECT * FROM jobs WHERE id = $1;
 -- A user (created_by set) sees the jobs they created; an API key every one of its org.
 -- name: GetOrgJob :one
 SELECT * FROM jobs
-WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id)
+WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NULL
   AND (sqlc.narg(user_id)::uuid IS NULL OR created_by = sqlc.narg(user_id)::uuid);
 
 -- Newest first; ids are UUIDv7, so the cursor is the last id.
 -- name: ListJobs :many
 SELECT * FROM jobs
-WHERE org_id = sqlc.arg(org_id)
+WHERE org_id = sqlc.arg(org_id) AND deleted_at IS NULL
   AND (sqlc.narg(user_id)::uuid IS NULL OR created_by = sqlc.narg(user_id)::uuid)
   AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind)::text)
   AND (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
@@ -115,7 +115,7 @@ SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || 
     enqueued_at = NULL, heartbeat_at = NULL, cancel_requested_at = NULL, started_at = NULL,
     finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '', discarded_at = NULL, discarded_by = NULL,
     run_at = sqlc.arg(now), updated_at = sqlc.arg(now)
-WHERE id = sqlc.arg(id) AND state IN ('failed', 'cancelled')
+WHERE id = sqlc.arg(id) AND state IN ('failed', 'cancelled') AND deleted_at IS NULL
 RETURNING *;
 
 -- The jobs the reconciliation looks at: queued and handed over (before handed_before: a
@@ -140,13 +140,39 @@ WHERE id = sqlc.arg(id) AND updated_at = sqlc.arg(seen)
   AND (state = 'queued' OR (state = 'running' AND heartbeat_at < sqlc.arg(stale_before)));
 
 
--- Ended jobs past their retention: succeeded and cancelled ones finished before
--- finished_before, failed ones (kept longer for the failed-job audit) before
--- failed_before. In batches of at most max_rows.
+-- Ended jobs past their org's retention (finished_days for succeeded and cancelled ones,
+-- failed_days for failed ones, kept longer for the failed-job audit, without a setting of
+-- the org), deleted or not. Queued and running jobs are never purged. In batches of at
+-- most max_rows.
 -- name: PurgeFinishedJobs :execrows
 DELETE FROM jobs WHERE id IN (
-    SELECT j.id FROM jobs j
+    SELECT j.id FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
     WHERE j.finished_at IS NOT NULL
-      AND ((j.state IN ('succeeded', 'cancelled') AND j.finished_at < sqlc.arg(finished_before)::timestamptz)
-        OR (j.state = 'failed' AND j.finished_at < sqlc.arg(failed_before)::timestamptz))
+      AND ((j.state IN ('succeeded', 'cancelled')
+            AND j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, sqlc.arg(finished_days)::integer)))
+        OR (j.state = 'failed'
+            AND j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, sqlc.arg(failed_days)::integer))))
     LIMIT sqlc.arg(max_rows));
+
+-- Soft-deletes an ended job of the owner; a job that has not ended is left (0 rows).
+-- name: DeleteOrgJob :one
+UPDATE jobs SET deleted_at = sqlc.arg(now)
+WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NULL
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND (sqlc.narg(user_id)::uuid IS NULL OR created_by = sqlc.narg(user_id)::uuid)
+RETURNING *;
+
+-- A deleted job of the owner, locked; expired says it ended longer ago than its org's
+-- retention for its state (its purge is due).
+-- name: GetDeletedOrgJobForUpdate :one
+SELECT j.*, (j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
+    THEN COALESCE(r.failed_jobs_days, sqlc.arg(failed_days)::integer)
+    ELSE COALESCE(r.finished_jobs_days, sqlc.arg(finished_days)::integer) END))::boolean AS expired
+FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
+WHERE j.org_id = sqlc.arg(org_id) AND j.id = sqlc.arg(id) AND j.deleted_at IS NOT NULL
+  AND (sqlc.narg(user_id)::uuid IS NULL OR j.created_by = sqlc.narg(user_id)::uuid)
+FOR UPDATE OF j;
+
+-- name: RestoreOrgJob :one
+UPDATE jobs SET deleted_at = NULL WHERE id = sqlc.arg(id) AND deleted_at IS NOT NULL
+RETURNING *;

@@ -10,10 +10,11 @@ SELECT * FROM prompts WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL;
 -- name: GetPromptForUpdate :one
 SELECT * FROM prompts WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL FOR UPDATE;
 
--- Newest first; ids are UUIDv7, so the cursor is the last id.
+-- Newest first; ids are UUIDv7, so the cursor is the last id. deleted lists the deleted
+-- prompts instead of the others.
 -- name: ListPrompts :many
 SELECT * FROM prompts
-WHERE org_id = sqlc.arg(org_id) AND deleted_at IS NULL
+WHERE org_id = sqlc.arg(org_id) AND (deleted_at IS NOT NULL) = sqlc.arg(deleted)::boolean
   AND (sqlc.narg(after)::uuid IS NULL OR id < sqlc.narg(after)::uuid)
 ORDER BY id DESC
 LIMIT sqlc.arg(max_rows);
@@ -21,6 +22,22 @@ LIMIT sqlc.arg(max_rows);
 -- name: DeletePrompt :execrows
 UPDATE prompts SET deleted_at = sqlc.arg(deleted_at)
 WHERE org_id = sqlc.arg(org_id) AND name = sqlc.arg(name) AND deleted_at IS NULL;
+
+-- The deleted prompt named name to restore, locked: the one with id when id is given,
+-- else the last deleted. expired says it was deleted longer ago than the org's retention
+-- (default_days without a setting of the org).
+-- name: GetDeletedPromptForUpdate :one
+SELECT p.*, (p.deleted_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.deleted_prompts_days, sqlc.arg(default_days)::integer)))::boolean AS expired
+FROM prompts p LEFT JOIN org_retention r ON r.org_id = p.org_id
+WHERE p.org_id = sqlc.arg(org_id) AND p.name = sqlc.arg(name) AND p.deleted_at IS NOT NULL
+  AND (sqlc.narg(id)::uuid IS NULL OR p.id = sqlc.narg(id)::uuid)
+ORDER BY p.deleted_at DESC
+LIMIT 1
+FOR UPDATE OF p;
+
+-- name: RestorePrompt :execrows
+UPDATE prompts SET deleted_at = NULL, updated_at = sqlc.arg(updated_at)
+WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NOT NULL;
 
 -- name: TouchPrompt :exec
 UPDATE prompts SET updated_at = sqlc.arg(updated_at) WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id);

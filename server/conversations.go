@@ -45,7 +45,7 @@ func (s *Server) ListConversations(ctx context.Context, req api.ListConversation
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.conv.Service.List(ctx, o, limit+1, after, deref(req.Params.Q))
+	list, err := s.conv.Service.List(ctx, o, limit+1, after, deref(req.Params.Q), deref(req.Params.Deleted))
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +112,23 @@ func (s *Server) DeleteConversation(ctx context.Context, req api.DeleteConversat
 	if err != nil {
 		return nil, err
 	}
-	if err := s.conv.Replies.Delete(ctx, o, req.Id); err != nil {
+	if err := s.conv.Replies.Delete(ctx, o, req.Id, actor(ctx)); err != nil {
 		return nil, err
 	}
 	return api.DeleteConversation204Response{}, nil
+}
+
+// RestoreConversation undoes the delete of a conversation.
+func (s *Server) RestoreConversation(ctx context.Context, req api.RestoreConversationRequestObject) (api.RestoreConversationResponseObject, error) {
+	o, err := s.ownerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.conv.Service.Restore(ctx, o, req.Id, actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return api.RestoreConversation200JSONResponse(toAPIConversation(c)), nil
 }
 
 // ListConversationMessages lists a conversation's messages, oldest first.
@@ -321,7 +334,7 @@ func toAPIConversation(c conversations.Conversation) api.Conversation {
 	}
 	return api.Conversation{
 		Id: c.ID, Title: orNil(c.Title), Model: orNil(c.Model), Metadata: meta,
-		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
+		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(), DeletedAt: utc(c.DeletedAt),
 	}
 }
 

@@ -54,6 +54,7 @@ import (
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/rag"
 	"github.com/kilnhq/kiln/internal/replies"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/responses"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
@@ -293,6 +294,9 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 		t.Cleanup(bus.Close)
 		d.Jobs = jobs.NewService(jobs.Deps{Registry: registry, Store: st, Redis: rdb, Bus: bus, Log: log, Tracing: d.Tracing},
 			jobs.Config{Env: ks.Env, Concurrency: 2, PollInterval: 50 * time.Millisecond})
+	}
+	if d.Retention == nil {
+		d.Retention = retention.New(st, retention.Builtin, time.Now)
 	}
 	if d.Notifications == nil {
 		d.Notifications = notify.New(notify.Config{LongJob: 30 * time.Second}, notify.Deps{

@@ -58,6 +58,31 @@ func (s *Server) GetJob(ctx context.Context, req api.GetJobRequestObject) (api.G
 	return api.GetJob200JSONResponse(toAPIJob(j)), nil
 }
 
+// DeleteJob soft-deletes an ended job.
+func (s *Server) DeleteJob(ctx context.Context, req api.DeleteJobRequestObject) (api.DeleteJobResponseObject, error) {
+	o, err := s.jobOwnerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.jobs.Delete(ctx, o, req.Id, actor(ctx)); err != nil {
+		return nil, err
+	}
+	return api.DeleteJob204Response{}, nil
+}
+
+// RestoreJob undoes the delete of a job.
+func (s *Server) RestoreJob(ctx context.Context, req api.RestoreJobRequestObject) (api.RestoreJobResponseObject, error) {
+	o, err := s.jobOwnerFor(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	j, err := s.jobs.Restore(ctx, o, req.Id, actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return api.RestoreJob200JSONResponse(toAPIJob(j)), nil
+}
+
 // CancelJob cancels a job, at once or cooperatively.
 func (s *Server) CancelJob(ctx context.Context, req api.CancelJobRequestObject) (api.CancelJobResponseObject, error) {
 	o, err := s.jobOwnerFor(ctx, req.Params.KilnOrg)

@@ -52,6 +52,7 @@ var catalog = map[errs.Code]problemType{
 	errs.PaymentRequired:       {http.StatusPaymentRequired, "Payment required"},
 	errs.FeatureNotInPlan:      {http.StatusForbidden, "Feature not in plan"},
 	errs.ProviderNotConfigured: {http.StatusUnprocessableEntity, "Payment provider not configured"},
+	errs.RetentionExpired:      {http.StatusGone, "Retention expired"},
 }
 
 // unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools

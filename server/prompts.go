@@ -23,7 +23,7 @@ func (s *Server) ListPrompts(ctx context.Context, req api.ListPromptsRequestObje
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.prompts.List(ctx, access.OrgID, limit+1, after)
+	list, err := s.prompts.List(ctx, access.OrgID, limit+1, after, deref(req.Params.Deleted))
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +71,19 @@ func (s *Server) DeletePrompt(ctx context.Context, req api.DeletePromptRequestOb
 		return nil, err
 	}
 	return api.DeletePrompt204Response{}, nil
+}
+
+// RestorePrompt undoes the delete of a prompt.
+func (s *Server) RestorePrompt(ctx context.Context, req api.RestorePromptRequestObject) (api.RestorePromptResponseObject, error) {
+	access, err := s.adminOrg(ctx, req.Params.KilnOrg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.prompts.Restore(ctx, access.OrgID, req.Name, req.Params.Id, actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return api.RestorePrompt200JSONResponse(toAPIPrompt(p)), nil
 }
 
 // ListPromptVersions lists a prompt's versions, newest first.
@@ -342,6 +355,7 @@ func toAPIPrompt(p prompts.Prompt) api.Prompt {
 	out := api.Prompt{
 		Id: p.ID, Name: p.Name, Description: p.Description, LatestVersion: p.LatestVersion,
 		Labels: make([]api.PromptLabel, len(p.Labels)), CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt.UTC(), UpdatedAt: p.UpdatedAt.UTC(),
+		DeletedAt: utc(p.DeletedAt),
 	}
 	for i, l := range p.Labels {
 		out.Labels[i] = toAPIPromptLabel(l)

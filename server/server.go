@@ -37,6 +37,7 @@ import (
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/rag"
+	"github.com/kilnhq/kiln/internal/retention"
 )
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -72,6 +73,8 @@ type Deps struct {
 	Conversations Conversations
 	// Jobs serves the job endpoints.
 	Jobs *jobs.Service
+	// Retention keeps the orgs' retention settings.
+	Retention *retention.Service
 	// Idempotency stores the responses of requests made with an Idempotency-Key; nil
 	// turns Idempotency-Key support off.
 	Idempotency *idempotency.Store
@@ -119,6 +122,7 @@ type Server struct {
 	prompts        *prompts.Service
 	conv           Conversations
 	jobs           *jobs.Service
+	retention      *retention.Service
 	notify         *notify.Center
 	rag            *rag.Service
 	payments       *billing.ChinaPayments
@@ -182,6 +186,7 @@ func New(d Deps) (*Server, error) {
 		jobsAdmin: d.JobsAdmin,
 		reports:   d.ErrorReports,
 		jobs:      d.Jobs,
+		retention: d.Retention,
 		notify:    d.Notifications,
 		rag:       d.Knowledge,
 		payments:  d.ChinaPayments,

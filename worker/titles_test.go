@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
@@ -181,7 +182,7 @@ func TestTitlerLeavesAlone(t *testing.T) {
 
 	titled := b.conversation(t, "My own title", "hello", "hi")
 	deleted := b.conversation(t, "", "hello", "hi")
-	if _, err := b.svc.Delete(ctx, b.owner(), deleted); err != nil {
+	if _, err := b.svc.Delete(ctx, b.owner(), deleted, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	empty, err := b.svc.Create(ctx, b.owner(), "", "", nil)

@@ -42,6 +42,7 @@ import (
 	"github.com/kilnhq/kiln/internal/prompts"
 	"github.com/kilnhq/kiln/internal/replies"
 	"github.com/kilnhq/kiln/internal/responses"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
@@ -271,6 +272,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	defer llmDeps.Billing.WaitAlerts()
 	promptStore := prompts.New(store.New(d.pool), time.Now)
 	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
+	promptStore.UseRetention(a.retentionDays())
 	convs, closeConvs, err := a.newConversations(ctx, d, llmDeps, promptStore)
 	if err != nil {
 		return err
@@ -307,6 +309,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		LLM:            llmDeps,
 		Conversations:  convs,
 		Jobs:           jobSvc,
+		Retention:      retention.New(store.New(d.pool), a.retentionDays(), time.Now),
 		Notifications:  d.notify,
 		Prompts:        promptStore,
 		Knowledge:      knowledge,
@@ -439,6 +442,13 @@ func (a *app) contextWindow(alias string) int {
 	return a.cfg.Conversations.ContextWindow
 }
 
+// retentionDays is the deployment's default retention (retention.*), for orgs that set none.
+func (a *app) retentionDays() retention.Days {
+	r := a.cfg.Retention
+	return retention.Days{DeletedPrompts: r.DeletedPromptsDays, DeletedConversations: r.DeletedConversationsDays,
+		FinishedJobs: r.FinishedJobsDays, FailedJobs: r.FailedJobsDays, Usage: r.UsageDays}
+}
+
 // newConversations builds the conversation service and the replies' (with their stream
 // bus, which has a Redis pool of its own for the followers' blocking reads).
 func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM, promptStore *prompts.Service) (server.Conversations, func(), error) {
@@ -449,6 +459,7 @@ func (a *app) newConversations(ctx context.Context, d *deps, llmDeps server.LLM,
 	}
 	bus := streams.New(d.rdb, ks, streams.Config{TTL: a.cfg.Conversations.StreamTTL, Blocking: blocking})
 	convs := conversations.New(store.New(d.pool), time.Now)
+	convs.UseRetention(a.retentionDays())
 	rd := replies.Deps{
 		Conversations: convs, Prompts: promptStore, Runner: llmDeps.Runner, Usage: llmDeps.Usage, Streams: bus,
 		Events: server.ReplyEvents{}, Log: a.log, StreamTimeout: a.cfg.LLM.StreamTimeout, LeaseTTL: a.cfg.Conversations.ReplyLease,

@@ -11,6 +11,7 @@ import (
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 	"github.com/kilnhq/kiln/server"
@@ -28,10 +29,14 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 	st := store.New(d.pool)
 	reg := d.jobs
 
+	keep := a.retentionDays()
+	promptStore := prompts.New(st, time.Now)
+	promptStore.UseRetention(keep)
 	purgers := []worker.Purger{
 		{Name: "feature_flag_overrides", Purge: d.flags.PurgeExpiredOverrides},
-		{Name: "deleted_prompts", Purge: prompts.New(st, time.Now).PurgeDeleted},
-		{Name: "finished_jobs", Purge: func(ctx context.Context) (int64, error) { return jobs.PurgeFinished(ctx, st, time.Now()) }},
+		{Name: "deleted_prompts", Purge: promptStore.PurgeDeleted},
+		{Name: "finished_jobs", Purge: func(ctx context.Context) (int64, error) { return jobs.PurgeFinished(ctx, st, time.Now(), keep) }},
+		{Name: "usage", Purge: retention.New(st, keep, time.Now).PurgeUsage},
 	}
 	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
 	purgers = append(purgers, worker.ConversationPurgers(convs.Service, convs.Replies, a.cfg.LLM.StreamTimeout+5*time.Minute)...)
@@ -70,6 +75,7 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 		PollInterval:      a.cfg.Jobs.PollInterval,
 		ReconcileInterval: a.cfg.Jobs.ReconcileInterval,
 		Heartbeat:         a.cfg.Jobs.Heartbeat,
+		Retention:         a.retentionDays(),
 	})
 	return svc, func() { bus.Close(); _ = blocking.Close() }, nil
 }

@@ -487,6 +487,7 @@ const (
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
+	RetentionExpired      ErrorCode = "retention_expired"
 	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
@@ -534,6 +535,8 @@ func (e ErrorCode) Valid() bool {
 	case RateLimited:
 		return true
 	case RequestTooLarge:
+		return true
+	case RetentionExpired:
 		return true
 	case StreamExpired:
 		return true
@@ -2605,7 +2608,10 @@ type ContentPartType string
 // Conversation A conversation's header; `updated_at` moves with every change and message.
 type Conversation struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt Timestamp          `json:"created_at"`
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+	DeletedAt *DeletedAt         `json:"deleted_at,omitempty"`
 	Id        openapi_types.UUID `json:"id"`
 
 	// Metadata The client's own string labels.
@@ -2834,6 +2840,9 @@ type CreatePromptRequest struct {
 	Version     PromptVersionInput `json:"version"`
 }
 
+// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+type DeletedAt = time.Time
+
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
 	// Count For `skip`, the number of unchanged lines left out.
@@ -2942,6 +2951,17 @@ type DocumentWithChunks struct {
 
 // DocumentWithChunksSource defines model for DocumentWithChunks.Source.
 type DocumentWithChunksSource string
+
+// EffectiveRetention The retention that applies, in days (the org's setting, else the deployment's default).
+type EffectiveRetention struct {
+	DeletedConversationsDays int `json:"deleted_conversations_days"`
+	DeletedPromptsDays       int `json:"deleted_prompts_days"`
+	FailedJobsDays           int `json:"failed_jobs_days"`
+	FinishedJobsDays         int `json:"finished_jobs_days"`
+
+	// UsageDays Null when usage rows are kept for good.
+	UsageDays *int `json:"usage_days"`
+}
 
 // EmailLocale defines model for EmailLocale.
 type EmailLocale string
@@ -4040,6 +4060,18 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgRetention defines model for OrgRetention.
+type OrgRetention struct {
+	// Effective The retention that applies, in days (the org's setting, else the deployment's default).
+	Effective EffectiveRetention `json:"effective"`
+
+	// Settings An org's retention, per kind of item, in days; null takes the deployment's default.
+	Settings RetentionSettings `json:"settings"`
+
+	// UpdatedAt When the org last set them (RFC 3339, UTC); null while it never has.
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
 // OrgRevenue defines model for OrgRevenue.
 type OrgRevenue struct {
 	Billed []MoneyAmount `json:"billed"`
@@ -4284,13 +4316,16 @@ type ProblemLimitName string
 // Prompt defines model for Prompt.
 type Prompt struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt     Timestamp           `json:"created_at"`
-	CreatedBy     *openapi_types.UUID `json:"created_by"`
-	Description   string              `json:"description"`
-	Id            openapi_types.UUID  `json:"id"`
-	Labels        []PromptLabel       `json:"labels"`
-	LatestVersion int                 `json:"latest_version"`
-	Name          string              `json:"name"`
+	CreatedAt Timestamp           `json:"created_at"`
+	CreatedBy *openapi_types.UUID `json:"created_by"`
+
+	// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+	DeletedAt     *DeletedAt         `json:"deleted_at,omitempty"`
+	Description   string             `json:"description"`
+	Id            openapi_types.UUID `json:"id"`
+	Labels        []PromptLabel      `json:"labels"`
+	LatestVersion int                `json:"latest_version"`
+	Name          string             `json:"name"`
 
 	// UpdatedAt RFC 3339, UTC.
 	UpdatedAt Timestamp `json:"updated_at"`
@@ -4702,6 +4737,24 @@ type ResponseFormat struct {
 
 // ResponseFormatType defines model for ResponseFormat.Type.
 type ResponseFormatType string
+
+// RetentionSettings An org's retention, per kind of item, in days; null takes the deployment's default.
+type RetentionSettings struct {
+	// DeletedConversationsDays Days a deleted conversation can be restored before it is purged (default `retention.deleted_conversations_days`, 7).
+	DeletedConversationsDays *int `json:"deleted_conversations_days"`
+
+	// DeletedPromptsDays Days a deleted prompt can be restored before it is purged (default `retention.deleted_prompts_days`, 30).
+	DeletedPromptsDays *int `json:"deleted_prompts_days"`
+
+	// FailedJobsDays Days a failed job is kept after it ended, deleted or not (default `retention.failed_jobs_days`, 30).
+	FailedJobsDays *int `json:"failed_jobs_days"`
+
+	// FinishedJobsDays Days a succeeded or cancelled job is kept after it ended, deleted or not (default `retention.finished_jobs_days`, 7).
+	FinishedJobsDays *int `json:"finished_jobs_days"`
+
+	// UsageDays Days usage rows (billing data) are kept; at least 400 so a year's invoices and their disputes can be checked (default `retention.usage_days`, 0: kept for good).
+	UsageDays *int `json:"usage_days"`
+}
 
 // RevenueReport defines model for RevenueReport.
 type RevenueReport struct {
@@ -5592,6 +5645,9 @@ type ListConversationsParams struct {
 	// Cursor Opaque cursor from a previous page's `next_cursor`.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 
+	// Deleted List the deleted conversations instead (each with its `deleted_at`), to find one to restore; still the caller's only, newest first.
+	Deleted *bool `form:"deleted,omitempty" json:"deleted,omitempty"`
+
 	// Q Only conversations whose title contains this text (case-insensitive).
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
 
@@ -5664,6 +5720,12 @@ type CancelMessageParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// RestoreConversationParams defines parameters for RestoreConversation.
+type RestoreConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // ListJobsParams defines parameters for ListJobs.
 type ListJobsParams struct {
 	// Limit Maximum number of items to return.
@@ -5682,6 +5744,12 @@ type ListJobsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// DeleteJobParams defines parameters for DeleteJob.
+type DeleteJobParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // GetJobParams defines parameters for GetJob.
 type GetJobParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -5690,6 +5758,12 @@ type GetJobParams struct {
 
 // CancelJobParams defines parameters for CancelJob.
 type CancelJobParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// RestoreJobParams defines parameters for RestoreJob.
+type RestoreJobParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -6008,6 +6082,9 @@ type ListPromptsParams struct {
 	// Cursor Opaque cursor from a previous page's `next_cursor`.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 
+	// Deleted List the deleted prompts instead (each with its `deleted_at`), to find one to restore; newest first.
+	Deleted *bool `form:"deleted,omitempty" json:"deleted,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -6073,6 +6150,15 @@ type SetPromptLabelParams struct {
 
 // RenderPromptParams defines parameters for RenderPrompt.
 type RenderPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// RestorePromptParams defines parameters for RestorePrompt.
+type RestorePromptParams struct {
+	// Id The deleted prompt to restore, when several of that name were deleted.
+	Id *openapi_types.UUID `form:"id,omitempty" json:"id,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -6261,6 +6347,9 @@ type CreateAlipayPaymentJSONRequestBody = AlipayPaymentRequest
 
 // CreateWeChatPayPaymentJSONRequestBody defines body for CreateWeChatPayPayment for application/json ContentType.
 type CreateWeChatPayPaymentJSONRequestBody = WeChatPayPaymentRequest
+
+// SetOrgRetentionJSONRequestBody defines body for SetOrgRetention for application/json ContentType.
+type SetOrgRetentionJSONRequestBody = RetentionSettings
 
 // UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
 type UpdateOrgSettingsJSONRequestBody = OrgSettings
@@ -8943,18 +9032,27 @@ type ServerInterface interface {
 	// CancelMessage Stop a reply being generated
 	// (POST /v1/conversations/{id}/messages/{message_id}/cancel)
 	CancelMessage(w http.ResponseWriter, r *http.Request, id ID, messageId MessageID, params CancelMessageParams)
+	// RestoreConversation Restore a deleted conversation
+	// (POST /v1/conversations/{id}/restore)
+	RestoreConversation(w http.ResponseWriter, r *http.Request, id ID, params RestoreConversationParams)
 	// AcceptInvitation Join an org with an invitation token
 	// (POST /v1/invitations/accept)
 	AcceptInvitation(w http.ResponseWriter, r *http.Request)
 	// ListJobs The caller's jobs
 	// (GET /v1/jobs)
 	ListJobs(w http.ResponseWriter, r *http.Request, params ListJobsParams)
+	// DeleteJob Delete an ended job
+	// (DELETE /v1/jobs/{id})
+	DeleteJob(w http.ResponseWriter, r *http.Request, id ID, params DeleteJobParams)
 	// GetJob One job
 	// (GET /v1/jobs/{id})
 	GetJob(w http.ResponseWriter, r *http.Request, id ID, params GetJobParams)
 	// CancelJob Cancel a job
 	// (POST /v1/jobs/{id}/cancel)
 	CancelJob(w http.ResponseWriter, r *http.Request, id ID, params CancelJobParams)
+	// RestoreJob Restore a deleted job
+	// (POST /v1/jobs/{id}/restore)
+	RestoreJob(w http.ResponseWriter, r *http.Request, id ID, params RestoreJobParams)
 	// RetryJob Retry a failed or cancelled job
 	// (POST /v1/jobs/{id}/retry)
 	RetryJob(w http.ResponseWriter, r *http.Request, id ID, params RetryJobParams)
@@ -9102,6 +9200,12 @@ type ServerInterface interface {
 	// GetOrgPayment An order and where its payment stands
 	// (GET /v1/orgs/{id}/payments/{order_id})
 	GetOrgPayment(w http.ResponseWriter, r *http.Request, id ID, orderId openapi_types.UUID)
+	// GetOrgRetention An org's retention settings
+	// (GET /v1/orgs/{id}/retention)
+	GetOrgRetention(w http.ResponseWriter, r *http.Request, id ID)
+	// SetOrgRetention Set an org's retention settings
+	// (PUT /v1/orgs/{id}/retention)
+	SetOrgRetention(w http.ResponseWriter, r *http.Request, id ID)
 	// GetOrgSettings An org's settings
 	// (GET /v1/orgs/{id}/settings)
 	GetOrgSettings(w http.ResponseWriter, r *http.Request, id ID)
@@ -9141,6 +9245,9 @@ type ServerInterface interface {
 	// RenderPrompt Preview a prompt as chat would use it
 	// (POST /v1/prompts/{name}/render)
 	RenderPrompt(w http.ResponseWriter, r *http.Request, name PromptName, params RenderPromptParams)
+	// RestorePrompt Restore a deleted prompt
+	// (POST /v1/prompts/{name}/restore)
+	RestorePrompt(w http.ResponseWriter, r *http.Request, name PromptName, params RestorePromptParams)
 	// ListPromptVersions A prompt's versions
 	// (GET /v1/prompts/{name}/versions)
 	ListPromptVersions(w http.ResponseWriter, r *http.Request, name PromptName, params ListPromptVersionsParams)
@@ -10822,6 +10929,19 @@ func (siw *ServerInterfaceWrapper) ListConversations(w http.ResponseWriter, r *h
 		return
 	}
 
+	// ------------- Optional query parameter "deleted" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "deleted", r.URL.Query(), &params.Deleted, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "deleted"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "deleted", Err: err})
+		}
+		return
+	}
+
 	// ------------- Optional query parameter "q" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "q", r.URL.Query(), &params.Q, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
@@ -11275,6 +11395,56 @@ func (siw *ServerInterfaceWrapper) CancelMessage(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// RestoreConversation operation middleware
+func (siw *ServerInterfaceWrapper) RestoreConversation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RestoreConversationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RestoreConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // AcceptInvitation operation middleware
 func (siw *ServerInterfaceWrapper) AcceptInvitation(w http.ResponseWriter, r *http.Request) {
 
@@ -11382,6 +11552,56 @@ func (siw *ServerInterfaceWrapper) ListJobs(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// DeleteJob operation middleware
+func (siw *ServerInterfaceWrapper) DeleteJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteJobParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteJob(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetJob operation middleware
 func (siw *ServerInterfaceWrapper) GetJob(w http.ResponseWriter, r *http.Request) {
 
@@ -11473,6 +11693,56 @@ func (siw *ServerInterfaceWrapper) CancelJob(w http.ResponseWriter, r *http.Requ
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.CancelJob(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RestoreJob operation middleware
+func (siw *ServerInterfaceWrapper) RestoreJob(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RestoreJobParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RestoreJob(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -13614,6 +13884,58 @@ func (siw *ServerInterfaceWrapper) GetOrgPayment(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// GetOrgRetention operation middleware
+func (siw *ServerInterfaceWrapper) GetOrgRetention(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOrgRetention(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetOrgRetention operation middleware
+func (siw *ServerInterfaceWrapper) SetOrgRetention(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetOrgRetention(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetOrgSettings operation middleware
 func (siw *ServerInterfaceWrapper) GetOrgSettings(w http.ResponseWriter, r *http.Request) {
 
@@ -13749,6 +14071,19 @@ func (siw *ServerInterfaceWrapper) ListPrompts(w http.ResponseWriter, r *http.Re
 			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
 		} else {
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "deleted" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "deleted", r.URL.Query(), &params.Deleted, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "deleted"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "deleted", Err: err})
 		}
 		return
 	}
@@ -14239,6 +14574,69 @@ func (siw *ServerInterfaceWrapper) RenderPrompt(w http.ResponseWriter, r *http.R
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.RenderPrompt(w, r, name, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RestorePrompt operation middleware
+func (siw *ServerInterfaceWrapper) RestorePrompt(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "name" -------------
+	var name PromptName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "name", r.PathValue("name"), &name, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "name", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RestorePromptParams
+
+	// ------------- Optional query parameter "id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "id", r.URL.Query(), &params.Id, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Kiln-Org" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Kiln-Org")]; found {
+		var KilnOrg KilnOrg
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Kiln-Org", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Kiln-Org", valueList[0], &KilnOrg, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Kiln-Org", Err: err})
+			return
+		}
+
+		params.KilnOrg = &KilnOrg
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RestorePrompt(w, r, name, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -14913,6 +15311,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts", wrapper.CreatePrompt)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/prompts/{name}", wrapper.DeletePrompt)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}", wrapper.GetPrompt)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/restore", wrapper.RestorePrompt)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.ListPromptVersions)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/prompts/{name}/versions", wrapper.CreatePromptVersion)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/prompts/{name}/versions/{version}", wrapper.GetPromptVersion)
@@ -14926,14 +15325,19 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.DeleteConversation)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.GetConversation)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/conversations/{id}", wrapper.UpdateConversation)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/conversations/{id}/restore", wrapper.RestoreConversation)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}/messages", wrapper.ListConversationMessages)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/conversations/{id}/messages/{message_id}/cancel", wrapper.CancelMessage)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/conversations/{id}/export", wrapper.ExportConversation)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/messages/{id}/feedback", wrapper.SetMessageFeedback)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/jobs", wrapper.ListJobs)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/jobs/{id}", wrapper.DeleteJob)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/jobs/{id}", wrapper.GetJob)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/jobs/{id}/restore", wrapper.RestoreJob)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/jobs/{id}/cancel", wrapper.CancelJob)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/jobs/{id}/retry", wrapper.RetryJob)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/retention", wrapper.GetOrgRetention)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/orgs/{id}/retention", wrapper.SetOrgRetention)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.GetOrgSettings)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/orgs/{id}/settings", wrapper.UpdateOrgSettings)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/knowledge-bases", wrapper.ListKnowledgeBases)
@@ -18516,6 +18920,65 @@ func (response CancelMessagedefaultApplicationProblemPlusJSONResponse) VisitCanc
 	return err
 }
 
+type RestoreConversationRequestObject struct {
+	Id     ID `json:"id"`
+	Params RestoreConversationParams
+}
+
+type RestoreConversationResponseObject interface {
+	VisitRestoreConversationResponse(w http.ResponseWriter) error
+}
+
+type RestoreConversation200JSONResponse Conversation
+
+func (response RestoreConversation200JSONResponse) VisitRestoreConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreConversation503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RestoreConversation503ApplicationProblemPlusJSONResponse) VisitRestoreConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreConversationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RestoreConversationdefaultApplicationProblemPlusJSONResponse) VisitRestoreConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AcceptInvitationRequestObject struct {
 	Body *AcceptInvitationJSONRequestBody
 }
@@ -18621,6 +19084,59 @@ type ListJobsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ListJobsdefaultApplicationProblemPlusJSONResponse) VisitListJobsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteJobRequestObject struct {
+	Id     ID `json:"id"`
+	Params DeleteJobParams
+}
+
+type DeleteJobResponseObject interface {
+	VisitDeleteJobResponse(w http.ResponseWriter) error
+}
+
+type DeleteJob204Response struct {
+}
+
+func (response DeleteJob204Response) VisitDeleteJobResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteJob503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteJob503ApplicationProblemPlusJSONResponse) VisitDeleteJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteJobdefaultApplicationProblemPlusJSONResponse) VisitDeleteJobResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -18739,6 +19255,65 @@ type CancelJobdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response CancelJobdefaultApplicationProblemPlusJSONResponse) VisitCancelJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreJobRequestObject struct {
+	Id     ID `json:"id"`
+	Params RestoreJobParams
+}
+
+type RestoreJobResponseObject interface {
+	VisitRestoreJobResponse(w http.ResponseWriter) error
+}
+
+type RestoreJob200JSONResponse Job
+
+func (response RestoreJob200JSONResponse) VisitRestoreJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreJob503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RestoreJob503ApplicationProblemPlusJSONResponse) VisitRestoreJobResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreJobdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RestoreJobdefaultApplicationProblemPlusJSONResponse) VisitRestoreJobResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -21620,6 +22195,123 @@ func (response GetOrgPaymentdefaultApplicationProblemPlusJSONResponse) VisitGetO
 	return err
 }
 
+type GetOrgRetentionRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetOrgRetentionResponseObject interface {
+	VisitGetOrgRetentionResponse(w http.ResponseWriter) error
+}
+
+type GetOrgRetention200JSONResponse OrgRetention
+
+func (response GetOrgRetention200JSONResponse) VisitGetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgRetention503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetOrgRetention503ApplicationProblemPlusJSONResponse) VisitGetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOrgRetentiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOrgRetentiondefaultApplicationProblemPlusJSONResponse) VisitGetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgRetentionRequestObject struct {
+	Id   ID `json:"id"`
+	Body *SetOrgRetentionJSONRequestBody
+}
+
+type SetOrgRetentionResponseObject interface {
+	VisitSetOrgRetentionResponse(w http.ResponseWriter) error
+}
+
+type SetOrgRetention200JSONResponse OrgRetention
+
+func (response SetOrgRetention200JSONResponse) VisitSetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgRetention503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response SetOrgRetention503ApplicationProblemPlusJSONResponse) VisitSetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetOrgRetentiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetOrgRetentiondefaultApplicationProblemPlusJSONResponse) VisitSetOrgRetentionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOrgSettingsRequestObject struct {
 	Id ID `json:"id"`
 }
@@ -22371,6 +23063,65 @@ func (response RenderPromptdefaultApplicationProblemPlusJSONResponse) VisitRende
 	return err
 }
 
+type RestorePromptRequestObject struct {
+	Name   PromptName `json:"name"`
+	Params RestorePromptParams
+}
+
+type RestorePromptResponseObject interface {
+	VisitRestorePromptResponse(w http.ResponseWriter) error
+}
+
+type RestorePrompt200JSONResponse Prompt
+
+func (response RestorePrompt200JSONResponse) VisitRestorePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestorePrompt503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RestorePrompt503ApplicationProblemPlusJSONResponse) VisitRestorePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestorePromptdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RestorePromptdefaultApplicationProblemPlusJSONResponse) VisitRestorePromptResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListPromptVersionsRequestObject struct {
 	Name   PromptName `json:"name"`
 	Params ListPromptVersionsParams
@@ -22955,18 +23706,27 @@ type StrictServerInterface interface {
 	// CancelMessage Stop a reply being generated
 	// (POST /v1/conversations/{id}/messages/{message_id}/cancel)
 	CancelMessage(ctx context.Context, request CancelMessageRequestObject) (CancelMessageResponseObject, error)
+	// RestoreConversation Restore a deleted conversation
+	// (POST /v1/conversations/{id}/restore)
+	RestoreConversation(ctx context.Context, request RestoreConversationRequestObject) (RestoreConversationResponseObject, error)
 	// AcceptInvitation Join an org with an invitation token
 	// (POST /v1/invitations/accept)
 	AcceptInvitation(ctx context.Context, request AcceptInvitationRequestObject) (AcceptInvitationResponseObject, error)
 	// ListJobs The caller's jobs
 	// (GET /v1/jobs)
 	ListJobs(ctx context.Context, request ListJobsRequestObject) (ListJobsResponseObject, error)
+	// DeleteJob Delete an ended job
+	// (DELETE /v1/jobs/{id})
+	DeleteJob(ctx context.Context, request DeleteJobRequestObject) (DeleteJobResponseObject, error)
 	// GetJob One job
 	// (GET /v1/jobs/{id})
 	GetJob(ctx context.Context, request GetJobRequestObject) (GetJobResponseObject, error)
 	// CancelJob Cancel a job
 	// (POST /v1/jobs/{id}/cancel)
 	CancelJob(ctx context.Context, request CancelJobRequestObject) (CancelJobResponseObject, error)
+	// RestoreJob Restore a deleted job
+	// (POST /v1/jobs/{id}/restore)
+	RestoreJob(ctx context.Context, request RestoreJobRequestObject) (RestoreJobResponseObject, error)
 	// RetryJob Retry a failed or cancelled job
 	// (POST /v1/jobs/{id}/retry)
 	RetryJob(ctx context.Context, request RetryJobRequestObject) (RetryJobResponseObject, error)
@@ -23114,6 +23874,12 @@ type StrictServerInterface interface {
 	// GetOrgPayment An order and where its payment stands
 	// (GET /v1/orgs/{id}/payments/{order_id})
 	GetOrgPayment(ctx context.Context, request GetOrgPaymentRequestObject) (GetOrgPaymentResponseObject, error)
+	// GetOrgRetention An org's retention settings
+	// (GET /v1/orgs/{id}/retention)
+	GetOrgRetention(ctx context.Context, request GetOrgRetentionRequestObject) (GetOrgRetentionResponseObject, error)
+	// SetOrgRetention Set an org's retention settings
+	// (PUT /v1/orgs/{id}/retention)
+	SetOrgRetention(ctx context.Context, request SetOrgRetentionRequestObject) (SetOrgRetentionResponseObject, error)
 	// GetOrgSettings An org's settings
 	// (GET /v1/orgs/{id}/settings)
 	GetOrgSettings(ctx context.Context, request GetOrgSettingsRequestObject) (GetOrgSettingsResponseObject, error)
@@ -23153,6 +23919,9 @@ type StrictServerInterface interface {
 	// RenderPrompt Preview a prompt as chat would use it
 	// (POST /v1/prompts/{name}/render)
 	RenderPrompt(ctx context.Context, request RenderPromptRequestObject) (RenderPromptResponseObject, error)
+	// RestorePrompt Restore a deleted prompt
+	// (POST /v1/prompts/{name}/restore)
+	RestorePrompt(ctx context.Context, request RestorePromptRequestObject) (RestorePromptResponseObject, error)
 	// ListPromptVersions A prompt's versions
 	// (GET /v1/prompts/{name}/versions)
 	ListPromptVersions(ctx context.Context, request ListPromptVersionsRequestObject) (ListPromptVersionsResponseObject, error)
@@ -24817,6 +25586,33 @@ func (sh *strictHandler) CancelMessage(w http.ResponseWriter, r *http.Request, i
 	}
 }
 
+// RestoreConversation operation middleware
+func (sh *strictHandler) RestoreConversation(w http.ResponseWriter, r *http.Request, id ID, params RestoreConversationParams) {
+	var request RestoreConversationRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RestoreConversation(ctx, request.(RestoreConversationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RestoreConversation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RestoreConversationResponseObject); ok {
+		if err := validResponse.VisitRestoreConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // AcceptInvitation operation middleware
 func (sh *strictHandler) AcceptInvitation(w http.ResponseWriter, r *http.Request) {
 	var request AcceptInvitationRequestObject
@@ -24874,6 +25670,33 @@ func (sh *strictHandler) ListJobs(w http.ResponseWriter, r *http.Request, params
 	}
 }
 
+// DeleteJob operation middleware
+func (sh *strictHandler) DeleteJob(w http.ResponseWriter, r *http.Request, id ID, params DeleteJobParams) {
+	var request DeleteJobRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteJob(ctx, request.(DeleteJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteJobResponseObject); ok {
+		if err := validResponse.VisitDeleteJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetJob operation middleware
 func (sh *strictHandler) GetJob(w http.ResponseWriter, r *http.Request, id ID, params GetJobParams) {
 	var request GetJobRequestObject
@@ -24921,6 +25744,33 @@ func (sh *strictHandler) CancelJob(w http.ResponseWriter, r *http.Request, id ID
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(CancelJobResponseObject); ok {
 		if err := validResponse.VisitCancelJobResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RestoreJob operation middleware
+func (sh *strictHandler) RestoreJob(w http.ResponseWriter, r *http.Request, id ID, params RestoreJobParams) {
+	var request RestoreJobRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RestoreJob(ctx, request.(RestoreJobRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RestoreJob")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RestoreJobResponseObject); ok {
+		if err := validResponse.VisitRestoreJobResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -26352,6 +27202,65 @@ func (sh *strictHandler) GetOrgPayment(w http.ResponseWriter, r *http.Request, i
 	}
 }
 
+// GetOrgRetention operation middleware
+func (sh *strictHandler) GetOrgRetention(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetOrgRetentionRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOrgRetention(ctx, request.(GetOrgRetentionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOrgRetention")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOrgRetentionResponseObject); ok {
+		if err := validResponse.VisitGetOrgRetentionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetOrgRetention operation middleware
+func (sh *strictHandler) SetOrgRetention(w http.ResponseWriter, r *http.Request, id ID) {
+	var request SetOrgRetentionRequestObject
+
+	request.Id = id
+
+	var body SetOrgRetentionJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetOrgRetention(ctx, request.(SetOrgRetentionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetOrgRetention")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetOrgRetentionResponseObject); ok {
+		if err := validResponse.VisitSetOrgRetentionResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetOrgSettings operation middleware
 func (sh *strictHandler) GetOrgSettings(w http.ResponseWriter, r *http.Request, id ID) {
 	var request GetOrgSettingsRequestObject
@@ -26728,6 +27637,33 @@ func (sh *strictHandler) RenderPrompt(w http.ResponseWriter, r *http.Request, na
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(RenderPromptResponseObject); ok {
 		if err := validResponse.VisitRenderPromptResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RestorePrompt operation middleware
+func (sh *strictHandler) RestorePrompt(w http.ResponseWriter, r *http.Request, name PromptName, params RestorePromptParams) {
+	var request RestorePromptRequestObject
+
+	request.Name = name
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RestorePrompt(ctx, request.(RestorePromptRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RestorePrompt")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RestorePromptResponseObject); ok {
+		if err := validResponse.VisitRestorePromptResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

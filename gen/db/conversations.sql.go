@@ -347,6 +347,65 @@ func (q *Queries) GetConversation(ctx context.Context, arg GetConversationParams
 	return i, err
 }
 
+const getDeletedConversationForUpdate = `-- name: GetDeletedConversationForUpdate :one
+SELECT c.id, c.org_id, c.user_id, c.api_key_id, c.title, c.model, c.metadata, c.next_seq, c.created_at, c.updated_at, c.deleted_at, (c.deleted_at < $1::timestamptz - make_interval(days => COALESCE(r.deleted_conversations_days, $2::integer)))::boolean AS expired
+FROM conversations c LEFT JOIN org_retention r ON r.org_id = c.org_id
+WHERE c.org_id = $3 AND c.id = $4 AND c.deleted_at IS NOT NULL
+  AND ($5::uuid IS NULL OR c.user_id = $5::uuid)
+FOR UPDATE OF c
+`
+
+type GetDeletedConversationForUpdateParams struct {
+	Now         time.Time
+	DefaultDays int32
+	OrgID       uuid.UUID
+	ID          uuid.UUID
+	UserID      uuid.NullUUID
+}
+
+type GetDeletedConversationForUpdateRow struct {
+	ID        uuid.UUID
+	OrgID     uuid.UUID
+	UserID    uuid.NullUUID
+	ApiKeyID  uuid.NullUUID
+	Title     pgtype.Text
+	Model     pgtype.Text
+	Metadata  []byte
+	NextSeq   int32
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	DeletedAt *time.Time
+	Expired   bool
+}
+
+// A deleted conversation to restore, locked; expired says it was deleted longer ago than
+// the org's retention (default_days without a setting of the org).
+func (q *Queries) GetDeletedConversationForUpdate(ctx context.Context, arg GetDeletedConversationForUpdateParams) (GetDeletedConversationForUpdateRow, error) {
+	row := q.db.QueryRow(ctx, getDeletedConversationForUpdate,
+		arg.Now,
+		arg.DefaultDays,
+		arg.OrgID,
+		arg.ID,
+		arg.UserID,
+	)
+	var i GetDeletedConversationForUpdateRow
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.UserID,
+		&i.ApiKeyID,
+		&i.Title,
+		&i.Model,
+		&i.Metadata,
+		&i.NextSeq,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DeletedAt,
+		&i.Expired,
+	)
+	return i, err
+}
+
 const getMessage = `-- name: GetMessage :one
 SELECT m.id, m.org_id, m.conversation_id, m.seq, m.role, m.content, m.parts, m.tool_calls, m.tool_call_id, m.name, m.is_error, m.status, m.error_code, m.error_detail, m.model, m.provider, m.provider_model, m.finish_reason, m.prompt_tokens, m.completion_tokens, m.cached_tokens, m.cost_usd, m.prompt_name, m.prompt_version, m.experiment_id, m.created_at, m.completed_at, m.citations FROM messages m JOIN conversations c ON c.id = m.conversation_id
 WHERE m.org_id = $1 AND m.id = $2 AND c.deleted_at IS NULL
@@ -471,16 +530,17 @@ func (q *Queries) LastMessages(ctx context.Context, arg LastMessagesParams) ([]M
 
 const listConversations = `-- name: ListConversations :many
 SELECT id, org_id, user_id, api_key_id, title, model, metadata, next_seq, created_at, updated_at, deleted_at FROM conversations
-WHERE org_id = $1 AND deleted_at IS NULL
-  AND ($2::uuid IS NULL OR user_id = $2::uuid)
-  AND ($3::uuid IS NULL OR id < $3::uuid)
-  AND ($4::text IS NULL OR title ILIKE $4::text ESCAPE '\')
+WHERE org_id = $1 AND (deleted_at IS NOT NULL) = $2::boolean
+  AND ($3::uuid IS NULL OR user_id = $3::uuid)
+  AND ($4::uuid IS NULL OR id < $4::uuid)
+  AND ($5::text IS NULL OR title ILIKE $5::text ESCAPE '\')
 ORDER BY id DESC
-LIMIT $5
+LIMIT $6
 `
 
 type ListConversationsParams struct {
 	OrgID     uuid.UUID
+	Deleted   bool
 	UserID    uuid.NullUUID
 	After     uuid.NullUUID
 	TitleLike pgtype.Text
@@ -488,9 +548,11 @@ type ListConversationsParams struct {
 }
 
 // Newest first; ids are UUIDv7, so the cursor is the last id.
+// deleted lists the deleted conversations instead of the others.
 func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsParams) ([]Conversation, error) {
 	rows, err := q.db.Query(ctx, listConversations,
 		arg.OrgID,
+		arg.Deleted,
 		arg.UserID,
 		arg.After,
 		arg.TitleLike,
@@ -782,17 +844,23 @@ func (q *Queries) LockConversation(ctx context.Context, arg LockConversationPara
 
 const purgeDeletedConversations = `-- name: PurgeDeletedConversations :execrows
 DELETE FROM conversations WHERE id IN (
-    SELECT d.id FROM conversations d WHERE d.deleted_at < $1 LIMIT $2)
+    SELECT d.id FROM conversations d LEFT JOIN org_retention r ON r.org_id = d.org_id
+    WHERE d.deleted_at IS NOT NULL
+      AND d.deleted_at < $1::timestamptz - make_interval(days => COALESCE(r.deleted_conversations_days, $2::integer))
+    LIMIT $3)
 `
 
 type PurgeDeletedConversationsParams struct {
-	Before  *time.Time
-	MaxRows int32
+	Now         time.Time
+	DefaultDays int32
+	MaxRows     int32
 }
 
 // The purges delete in batches of at most max_rows, so no run is one long transaction.
+// Conversations deleted longer ago than their org's retention (default_days without a
+// setting of the org).
 func (q *Queries) PurgeDeletedConversations(ctx context.Context, arg PurgeDeletedConversationsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeDeletedConversations, arg.Before, arg.MaxRows)
+	result, err := q.db.Exec(ctx, purgeDeletedConversations, arg.Now, arg.DefaultDays, arg.MaxRows)
 	if err != nil {
 		return 0, err
 	}
@@ -801,16 +869,22 @@ func (q *Queries) PurgeDeletedConversations(ctx context.Context, arg PurgeDelete
 
 const purgeDeletedPrompts = `-- name: PurgeDeletedPrompts :execrows
 DELETE FROM prompts WHERE id IN (
-    SELECT d.id FROM prompts d WHERE d.deleted_at < $1 LIMIT $2)
+    SELECT d.id FROM prompts d LEFT JOIN org_retention r ON r.org_id = d.org_id
+    WHERE d.deleted_at IS NOT NULL
+      AND d.deleted_at < $1::timestamptz - make_interval(days => COALESCE(r.deleted_prompts_days, $2::integer))
+    LIMIT $3)
 `
 
 type PurgeDeletedPromptsParams struct {
-	Before  *time.Time
-	MaxRows int32
+	Now         time.Time
+	DefaultDays int32
+	MaxRows     int32
 }
 
+// Prompts deleted longer ago than their org's retention (default_days without a setting
+// of the org).
 func (q *Queries) PurgeDeletedPrompts(ctx context.Context, arg PurgeDeletedPromptsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeDeletedPrompts, arg.Before, arg.MaxRows)
+	result, err := q.db.Exec(ctx, purgeDeletedPrompts, arg.Now, arg.DefaultDays, arg.MaxRows)
 	if err != nil {
 		return 0, err
 	}
@@ -864,6 +938,24 @@ func (q *Queries) ReserveMessageSeq(ctx context.Context, arg ReserveMessageSeqPa
 	var first int32
 	err := row.Scan(&first)
 	return first, err
+}
+
+const restoreConversation = `-- name: RestoreConversation :execrows
+UPDATE conversations SET deleted_at = NULL
+WHERE org_id = $1 AND id = $2 AND deleted_at IS NOT NULL
+`
+
+type RestoreConversationParams struct {
+	OrgID uuid.UUID
+	ID    uuid.UUID
+}
+
+func (q *Queries) RestoreConversation(ctx context.Context, arg RestoreConversationParams) (int64, error) {
+	result, err := q.db.Exec(ctx, restoreConversation, arg.OrgID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const runningMessage = `-- name: RunningMessage :one

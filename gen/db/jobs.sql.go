@@ -17,7 +17,7 @@ const cancelQueuedJob = `-- name: CancelQueuedJob :one
 UPDATE jobs
 SET state = 'cancelled', cancel_requested_at = $1, finished_at = $1, updated_at = $1
 WHERE id = $2 AND state = 'queued'
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
 `
 
 type CancelQueuedJobParams struct {
@@ -60,6 +60,7 @@ func (q *Queries) CancelQueuedJob(ctx context.Context, arg CancelQueuedJobParams
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
@@ -72,7 +73,7 @@ WHERE id IN (
     ORDER BY run_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
 `
 
 type ClaimOutboxParams struct {
@@ -125,6 +126,7 @@ func (q *Queries) ClaimOutbox(ctx context.Context, arg ClaimOutboxParams) ([]Job
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -140,7 +142,7 @@ const createJob = `-- name: CreateJob :one
 INSERT INTO jobs (id, org_id, kind, queue, state, payload, max_attempts, created_by, api_key_id,
                   unique_key, unique_until, run_at, task_id, created_at, updated_at, trace_context)
 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $1::uuid::text, $12, $12, $13)
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
 `
 
 type CreateJobParams struct {
@@ -208,6 +210,68 @@ func (q *Queries) CreateJob(ctx context.Context, arg CreateJobParams) (Job, erro
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
+	)
+	return i, err
+}
+
+const deleteOrgJob = `-- name: DeleteOrgJob :one
+UPDATE jobs SET deleted_at = $1
+WHERE org_id = $2 AND id = $3 AND deleted_at IS NULL
+  AND state IN ('succeeded', 'failed', 'cancelled')
+  AND ($4::uuid IS NULL OR created_by = $4::uuid)
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
+`
+
+type DeleteOrgJobParams struct {
+	Now    *time.Time
+	OrgID  uuid.NullUUID
+	ID     uuid.UUID
+	UserID uuid.NullUUID
+}
+
+// Soft-deletes an ended job of the owner; a job that has not ended is left (0 rows).
+func (q *Queries) DeleteOrgJob(ctx context.Context, arg DeleteOrgJobParams) (Job, error) {
+	row := q.db.QueryRow(ctx, deleteOrgJob,
+		arg.Now,
+		arg.OrgID,
+		arg.ID,
+		arg.UserID,
+	)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+		&i.Phase,
+		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
@@ -225,7 +289,7 @@ FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::integer[]) AS attempt,
              unnest($9::text[]) AS progress_message) AS e
 WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
   AND jobs.id = e.id AND jobs.state = 'running' AND jobs.attempts = e.attempt
-RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context, jobs.deleted_at
 `
 
 type EndJobAttemptsParams struct {
@@ -294,6 +358,7 @@ func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) 
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -305,8 +370,113 @@ func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) 
 	return items, nil
 }
 
+const getDeletedOrgJobForUpdate = `-- name: GetDeletedOrgJobForUpdate :one
+SELECT j.id, j.org_id, j.kind, j.queue, j.state, j.payload, j.progress_done, j.progress_total, j.progress_message, j.attempts, j.max_attempts, j.last_error, j.result, j.created_by, j.api_key_id, j.unique_key, j.unique_until, j.run_at, j.enqueued_at, j.task_id, j.heartbeat_at, j.cancel_requested_at, j.run, j.created_at, j.started_at, j.finished_at, j.updated_at, j.discarded_at, j.discarded_by, j.phase, j.trace_context, j.deleted_at, (j.finished_at < $1::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
+    THEN COALESCE(r.failed_jobs_days, $2::integer)
+    ELSE COALESCE(r.finished_jobs_days, $3::integer) END))::boolean AS expired
+FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
+WHERE j.org_id = $4 AND j.id = $5 AND j.deleted_at IS NOT NULL
+  AND ($6::uuid IS NULL OR j.created_by = $6::uuid)
+FOR UPDATE OF j
+`
+
+type GetDeletedOrgJobForUpdateParams struct {
+	Now          time.Time
+	FailedDays   int32
+	FinishedDays int32
+	OrgID        uuid.NullUUID
+	ID           uuid.UUID
+	UserID       uuid.NullUUID
+}
+
+type GetDeletedOrgJobForUpdateRow struct {
+	ID                uuid.UUID
+	OrgID             uuid.NullUUID
+	Kind              string
+	Queue             string
+	State             string
+	Payload           []byte
+	ProgressDone      int64
+	ProgressTotal     int64
+	ProgressMessage   string
+	Attempts          int32
+	MaxAttempts       int32
+	LastError         string
+	Result            []byte
+	CreatedBy         uuid.NullUUID
+	ApiKeyID          uuid.NullUUID
+	UniqueKey         pgtype.Text
+	UniqueUntil       *time.Time
+	RunAt             time.Time
+	EnqueuedAt        *time.Time
+	TaskID            string
+	HeartbeatAt       *time.Time
+	CancelRequestedAt *time.Time
+	Run               int32
+	CreatedAt         time.Time
+	StartedAt         *time.Time
+	FinishedAt        *time.Time
+	UpdatedAt         time.Time
+	DiscardedAt       *time.Time
+	DiscardedBy       uuid.NullUUID
+	Phase             string
+	TraceContext      []byte
+	DeletedAt         *time.Time
+	Expired           bool
+}
+
+// A deleted job of the owner, locked; expired says it ended longer ago than its org's
+// retention for its state (its purge is due).
+func (q *Queries) GetDeletedOrgJobForUpdate(ctx context.Context, arg GetDeletedOrgJobForUpdateParams) (GetDeletedOrgJobForUpdateRow, error) {
+	row := q.db.QueryRow(ctx, getDeletedOrgJobForUpdate,
+		arg.Now,
+		arg.FailedDays,
+		arg.FinishedDays,
+		arg.OrgID,
+		arg.ID,
+		arg.UserID,
+	)
+	var i GetDeletedOrgJobForUpdateRow
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+		&i.Phase,
+		&i.TraceContext,
+		&i.DeletedAt,
+		&i.Expired,
+	)
+	return i, err
+}
+
 const getJob = `-- name: GetJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs WHERE id = $1
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -344,13 +514,14 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getOrgJob = `-- name: GetOrgJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
-WHERE org_id = $1 AND id = $2
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
+WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL
   AND ($3::uuid IS NULL OR created_by = $3::uuid)
 `
 
@@ -396,12 +567,13 @@ func (q *Queries) GetOrgJob(ctx context.Context, arg GetOrgJobParams) (Job, erro
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
 
 const getUniqueJob = `-- name: GetUniqueJob :one
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
 WHERE kind = $1 AND unique_key = $2 AND unique_until > $3
 ORDER BY unique_until DESC
 LIMIT 1
@@ -449,6 +621,7 @@ func (q *Queries) GetUniqueJob(ctx context.Context, arg GetUniqueJobParams) (Job
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
@@ -475,7 +648,7 @@ func (q *Queries) HeartbeatJobs(ctx context.Context, arg HeartbeatJobsParams) er
 }
 
 const listActiveJobs = `-- name: ListActiveJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
 WHERE phase = 'live' AND enqueued_at IS NOT NULL
   AND ((state = 'queued' AND enqueued_at < $1)
     OR (state = 'running' AND heartbeat_at < $2))
@@ -540,6 +713,7 @@ func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) 
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -552,8 +726,8 @@ func (q *Queries) ListActiveJobs(ctx context.Context, arg ListActiveJobsParams) 
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
-WHERE org_id = $1
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
+WHERE org_id = $1 AND deleted_at IS NULL
   AND ($2::uuid IS NULL OR created_by = $2::uuid)
   AND ($3::text IS NULL OR kind = $3::text)
   AND ($4::text IS NULL OR state = $4::text)
@@ -620,6 +794,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -648,24 +823,33 @@ func (q *Queries) LockJobKey(ctx context.Context, arg LockJobKeyParams) error {
 
 const purgeFinishedJobs = `-- name: PurgeFinishedJobs :execrows
 DELETE FROM jobs WHERE id IN (
-    SELECT j.id FROM jobs j
+    SELECT j.id FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
     WHERE j.finished_at IS NOT NULL
-      AND ((j.state IN ('succeeded', 'cancelled') AND j.finished_at < $1::timestamptz)
-        OR (j.state = 'failed' AND j.finished_at < $2::timestamptz))
-    LIMIT $3)
+      AND ((j.state IN ('succeeded', 'cancelled')
+            AND j.finished_at < $1::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, $2::integer)))
+        OR (j.state = 'failed'
+            AND j.finished_at < $1::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, $3::integer))))
+    LIMIT $4)
 `
 
 type PurgeFinishedJobsParams struct {
-	FinishedBefore time.Time
-	FailedBefore   time.Time
-	MaxRows        int32
+	Now          time.Time
+	FinishedDays int32
+	FailedDays   int32
+	MaxRows      int32
 }
 
-// Ended jobs past their retention: succeeded and cancelled ones finished before
-// finished_before, failed ones (kept longer for the failed-job audit) before
-// failed_before. In batches of at most max_rows.
+// Ended jobs past their org's retention (finished_days for succeeded and cancelled ones,
+// failed_days for failed ones, kept longer for the failed-job audit, without a setting of
+// the org), deleted or not. Queued and running jobs are never purged. In batches of at
+// most max_rows.
 func (q *Queries) PurgeFinishedJobs(ctx context.Context, arg PurgeFinishedJobsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, purgeFinishedJobs, arg.FinishedBefore, arg.FailedBefore, arg.MaxRows)
+	result, err := q.db.Exec(ctx, purgeFinishedJobs,
+		arg.Now,
+		arg.FinishedDays,
+		arg.FailedDays,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return 0, err
 	}
@@ -675,7 +859,7 @@ func (q *Queries) PurgeFinishedJobs(ctx context.Context, arg PurgeFinishedJobsPa
 const requestJobCancel = `-- name: RequestJobCancel :one
 UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $1)
 WHERE id = $2 AND state = 'running'
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
 `
 
 type RequestJobCancelParams struct {
@@ -718,6 +902,7 @@ func (q *Queries) RequestJobCancel(ctx context.Context, arg RequestJobCancelPara
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
@@ -756,14 +941,59 @@ func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) (int64, 
 	return result.RowsAffected(), nil
 }
 
+const restoreOrgJob = `-- name: RestoreOrgJob :one
+UPDATE jobs SET deleted_at = NULL WHERE id = $1 AND deleted_at IS NOT NULL
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
+`
+
+func (q *Queries) RestoreOrgJob(ctx context.Context, id uuid.UUID) (Job, error) {
+	row := q.db.QueryRow(ctx, restoreOrgJob, id)
+	var i Job
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Kind,
+		&i.Queue,
+		&i.State,
+		&i.Payload,
+		&i.ProgressDone,
+		&i.ProgressTotal,
+		&i.ProgressMessage,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.LastError,
+		&i.Result,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.UniqueKey,
+		&i.UniqueUntil,
+		&i.RunAt,
+		&i.EnqueuedAt,
+		&i.TaskID,
+		&i.HeartbeatAt,
+		&i.CancelRequestedAt,
+		&i.Run,
+		&i.CreatedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.UpdatedAt,
+		&i.DiscardedAt,
+		&i.DiscardedBy,
+		&i.Phase,
+		&i.TraceContext,
+		&i.DeletedAt,
+	)
+	return i, err
+}
+
 const retryJob = `-- name: RetryJob :one
 UPDATE jobs
 SET state = 'queued', run = run + 1, attempts = 0, task_id = id::text || '.' || (run + 1)::text,
     enqueued_at = NULL, heartbeat_at = NULL, cancel_requested_at = NULL, started_at = NULL,
     finished_at = NULL, result = NULL, progress_done = 0, progress_total = 0, progress_message = '', discarded_at = NULL, discarded_by = NULL,
     run_at = $1, updated_at = $1
-WHERE id = $2 AND state IN ('failed', 'cancelled')
-RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context
+WHERE id = $2 AND state IN ('failed', 'cancelled') AND deleted_at IS NULL
+RETURNING id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at
 `
 
 type RetryJobParams struct {
@@ -807,6 +1037,7 @@ func (q *Queries) RetryJob(ctx context.Context, arg RetryJobParams) (Job, error)
 		&i.DiscardedBy,
 		&i.Phase,
 		&i.TraceContext,
+		&i.DeletedAt,
 	)
 	return i, err
 }
@@ -843,7 +1074,7 @@ SET state = 'running', attempts = jobs.attempts + 1, started_at = $1, heartbeat_
 FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::text[]) AS task_id) AS t
 WHERE jobs.id = ANY($2::uuid[]) -- the primary key leads, whatever the statistics say
   AND jobs.id = t.id AND jobs.task_id = t.task_id AND jobs.state = 'queued' AND jobs.cancel_requested_at IS NULL
-RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context
+RETURNING jobs.id, jobs.org_id, jobs.kind, jobs.queue, jobs.state, jobs.payload, jobs.progress_done, jobs.progress_total, jobs.progress_message, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.result, jobs.created_by, jobs.api_key_id, jobs.unique_key, jobs.unique_until, jobs.run_at, jobs.enqueued_at, jobs.task_id, jobs.heartbeat_at, jobs.cancel_requested_at, jobs.run, jobs.created_at, jobs.started_at, jobs.finished_at, jobs.updated_at, jobs.discarded_at, jobs.discarded_by, jobs.phase, jobs.trace_context, jobs.deleted_at
 `
 
 type StartJobsParams struct {
@@ -896,6 +1127,7 @@ func (q *Queries) StartJobs(ctx context.Context, arg StartJobsParams) ([]Job, er
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -14,7 +14,7 @@ import (
 )
 
 const adminListJobs = `-- name: AdminListJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
 WHERE ($1::text IS NULL OR state = $1::text)
   AND (discarded_at IS NOT NULL) = $2::boolean
   AND ($3::text IS NULL OR kind = $3::text)
@@ -86,6 +86,7 @@ func (q *Queries) AdminListJobs(ctx context.Context, arg AdminListJobsParams) ([
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -207,7 +208,7 @@ func (q *Queries) DiscardJob(ctx context.Context, arg DiscardJobParams) error {
 }
 
 const lockFailedJobs = `-- name: LockFailedJobs :many
-SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context FROM jobs
+SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
 WHERE phase = 'failed'
   AND ($1::uuid[] IS NULL OR id = ANY ($1::uuid[]))
   AND ($2::text IS NULL OR kind = $2::text)
@@ -275,6 +276,7 @@ func (q *Queries) LockFailedJobs(ctx context.Context, arg LockFailedJobsParams) 
 			&i.DiscardedBy,
 			&i.Phase,
 			&i.TraceContext,
+			&i.DeletedAt,
 		); err != nil {
 			return nil, err
 		}

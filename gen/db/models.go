@@ -202,6 +202,7 @@ type Job struct {
 	DiscardedBy       uuid.NullUUID
 	Phase             string
 	TraceContext      []byte
+	DeletedAt         *time.Time
 }
 
 type JobSchedule struct {
@@ -435,6 +436,17 @@ type OrgProviderKey struct {
 	CreatedBy uuid.NullUUID
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+type OrgRetention struct {
+	OrgID                    uuid.UUID
+	DeletedPromptsDays       pgtype.Int4
+	DeletedConversationsDays pgtype.Int4
+	FinishedJobsDays         pgtype.Int4
+	FailedJobsDays           pgtype.Int4
+	UsageDays                pgtype.Int4
+	UpdatedAt                time.Time
+	UpdatedBy                uuid.NullUUID
 }
 
 type PaymentCustomer struct {

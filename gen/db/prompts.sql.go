@@ -226,6 +226,62 @@ func (q *Queries) ExistingPromptVersions(ctx context.Context, arg ExistingPrompt
 	return items, nil
 }
 
+const getDeletedPromptForUpdate = `-- name: GetDeletedPromptForUpdate :one
+SELECT p.id, p.org_id, p.name, p.description, p.created_by, p.created_at, p.updated_at, p.deleted_at, (p.deleted_at < $1::timestamptz - make_interval(days => COALESCE(r.deleted_prompts_days, $2::integer)))::boolean AS expired
+FROM prompts p LEFT JOIN org_retention r ON r.org_id = p.org_id
+WHERE p.org_id = $3 AND p.name = $4 AND p.deleted_at IS NOT NULL
+  AND ($5::uuid IS NULL OR p.id = $5::uuid)
+ORDER BY p.deleted_at DESC
+LIMIT 1
+FOR UPDATE OF p
+`
+
+type GetDeletedPromptForUpdateParams struct {
+	Now         time.Time
+	DefaultDays int32
+	OrgID       uuid.UUID
+	Name        string
+	ID          uuid.NullUUID
+}
+
+type GetDeletedPromptForUpdateRow struct {
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	Name        string
+	Description string
+	CreatedBy   uuid.NullUUID
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+	Expired     bool
+}
+
+// The deleted prompt named name to restore, locked: the one with id when id is given,
+// else the last deleted. expired says it was deleted longer ago than the org's retention
+// (default_days without a setting of the org).
+func (q *Queries) GetDeletedPromptForUpdate(ctx context.Context, arg GetDeletedPromptForUpdateParams) (GetDeletedPromptForUpdateRow, error) {
+	row := q.db.QueryRow(ctx, getDeletedPromptForUpdate,
+		arg.Now,
+		arg.DefaultDays,
+		arg.OrgID,
+		arg.Name,
+		arg.ID,
+	)
+	var i GetDeletedPromptForUpdateRow
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Name,
+		&i.Description,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DeletedAt,
+		&i.Expired,
+	)
+	return i, err
+}
+
 const getLatestPromptVersion = `-- name: GetLatestPromptVersion :one
 SELECT id, org_id, prompt_id, version, messages, variables, model, parameters, tools, note, created_by, created_at FROM prompt_versions WHERE org_id = $1 AND prompt_id = $2 ORDER BY version DESC LIMIT 1
 `
@@ -519,21 +575,28 @@ func (q *Queries) ListPromptVersions(ctx context.Context, arg ListPromptVersions
 
 const listPrompts = `-- name: ListPrompts :many
 SELECT id, org_id, name, description, created_by, created_at, updated_at, deleted_at FROM prompts
-WHERE org_id = $1 AND deleted_at IS NULL
-  AND ($2::uuid IS NULL OR id < $2::uuid)
+WHERE org_id = $1 AND (deleted_at IS NOT NULL) = $2::boolean
+  AND ($3::uuid IS NULL OR id < $3::uuid)
 ORDER BY id DESC
-LIMIT $3
+LIMIT $4
 `
 
 type ListPromptsParams struct {
 	OrgID   uuid.UUID
+	Deleted bool
 	After   uuid.NullUUID
 	MaxRows int32
 }
 
-// Newest first; ids are UUIDv7, so the cursor is the last id.
+// Newest first; ids are UUIDv7, so the cursor is the last id. deleted lists the deleted
+// prompts instead of the others.
 func (q *Queries) ListPrompts(ctx context.Context, arg ListPromptsParams) ([]Prompt, error) {
-	rows, err := q.db.Query(ctx, listPrompts, arg.OrgID, arg.After, arg.MaxRows)
+	rows, err := q.db.Query(ctx, listPrompts,
+		arg.OrgID,
+		arg.Deleted,
+		arg.After,
+		arg.MaxRows,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -621,6 +684,25 @@ func (q *Queries) PromptExperimentStats(ctx context.Context, arg PromptExperimen
 		return nil, err
 	}
 	return items, nil
+}
+
+const restorePrompt = `-- name: RestorePrompt :execrows
+UPDATE prompts SET deleted_at = NULL, updated_at = $1
+WHERE org_id = $2 AND id = $3 AND deleted_at IS NOT NULL
+`
+
+type RestorePromptParams struct {
+	UpdatedAt time.Time
+	OrgID     uuid.UUID
+	ID        uuid.UUID
+}
+
+func (q *Queries) RestorePrompt(ctx context.Context, arg RestorePromptParams) (int64, error) {
+	result, err := q.db.Exec(ctx, restorePrompt, arg.UpdatedAt, arg.OrgID, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const touchPrompt = `-- name: TouchPrompt :exec

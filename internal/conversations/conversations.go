@@ -18,9 +18,11 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
 	"github.com/kilnhq/kiln/internal/rag"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -35,9 +37,6 @@ const MaxPageBytes = 1 << 20
 // historyPage is how many messages a reply's history is read at a time, newest first,
 // until the context window is full.
 var historyPage = 50
-
-// DeletedRetention is how long a deleted conversation is kept before it is purged.
-const DeletedRetention = 7 * 24 * time.Hour
 
 // Status is a message's state; only replies are ever InProgress, Cancelled or Failed.
 type Status string
@@ -68,6 +67,7 @@ type Conversation struct {
 	Metadata  map[string]string
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	DeletedAt *time.Time // nil unless deleted
 }
 
 // PromptUse is the stored prompt version a reply ran under.
@@ -125,11 +125,17 @@ type Service struct {
 	// TitleJob, when set, asks for a conversation's title inside the transaction that
 	// stores its first completed reply (a job created there is never lost nor orphaned).
 	TitleJob func(ctx context.Context, q *db.Queries, org, conversation uuid.UUID) error
+	// retention holds the deployment's default retention for deleted conversations.
+	retention retention.Days
 }
+
+// UseRetention makes d the deployment's default retention (config retention.*; New
+// starts with retention.Builtin). Call it before serving.
+func (s *Service) UseRetention(d retention.Days) { s.retention = d }
 
 // New returns a Service over st; now is the clock.
 func New(st *store.Store, now func() time.Time) *Service {
-	return &Service{st: st, now: now}
+	return &Service{st: st, now: now, retention: retention.Builtin}
 }
 
 func notFound() error { return errs.E(errs.NotFound, "No such conversation.") }
@@ -163,14 +169,14 @@ func (s *Service) Get(ctx context.Context, o Owner, id uuid.UUID) (Conversation,
 }
 
 // List returns up to limit conversations, newest first, after the cursor id, whose title
-// contains q (any when empty).
-func (s *Service) List(ctx context.Context, o Owner, limit int, after *uuid.UUID, q string) ([]Conversation, error) {
+// contains q (any when empty): the deleted ones when deleted, else the others.
+func (s *Service) List(ctx context.Context, o Owner, limit int, after *uuid.UUID, q string, deleted bool) ([]Conversation, error) {
 	var like pgtype.Text
 	if q != "" {
 		like = store.Text("%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q) + "%")
 	}
 	rows, err := s.st.ListConversations(ctx, db.ListConversationsParams{
-		OrgID: o.Org, UserID: store.NullUUID(o.User), After: store.NullUUID(after), TitleLike: like, MaxRows: int32(min(limit, 1000)), //nolint:gosec // bounded
+		OrgID: o.Org, Deleted: deleted, UserID: store.NullUUID(o.User), After: store.NullUUID(after), TitleLike: like, MaxRows: int32(min(limit, 1000)), //nolint:gosec // bounded
 	})
 	if err != nil {
 		return nil, err
@@ -212,15 +218,23 @@ func (s *Service) Update(ctx context.Context, o Owner, id uuid.UUID, title, mode
 	return conversationFromRow(row)
 }
 
-// Delete soft-deletes a conversation and returns its running reply's id, if any, for the
-// caller to cancel.
-func (s *Service) Delete(ctx context.Context, o Owner, id uuid.UUID) (*uuid.UUID, error) {
-	n, err := s.st.DeleteConversation(ctx, db.DeleteConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User), DeletedAt: ptr(s.now().UTC())})
+// Delete soft-deletes a conversation, audited (conversation.delete) by by, and returns its
+// running reply's id, if any, for the caller to cancel.
+func (s *Service) Delete(ctx context.Context, o Owner, id uuid.UUID, by audit.Actor) (*uuid.UUID, error) {
+	actx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(actx, func(q *db.Queries) error {
+		n, err := q.DeleteConversation(actx, db.DeleteConversationParams{OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User), DeletedAt: ptr(s.now().UTC())})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return notFound()
+		}
+		return audit.Write(actx, q, by, audit.Event{OrgID: &o.Org, Action: "conversation.delete", TargetType: "conversation", TargetID: id.String()})
+	})
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return nil, notFound()
 	}
 	running, err := s.st.RunningMessage(ctx, db.RunningMessageParams{OrgID: o.Org, ConversationID: id})
 	if err != nil {
@@ -230,6 +244,42 @@ func (s *Service) Delete(ctx context.Context, o Owner, id uuid.UUID) (*uuid.UUID
 		return nil, err
 	}
 	return &running.ID, nil
+}
+
+// Restore undoes the delete of a conversation the owner could delete, audited
+// (conversation.restore) by by. It returns not_found when the owner has no such deleted
+// conversation, and retention_expired when it was deleted longer ago than the org's
+// retention for deleted conversations.
+func (s *Service) Restore(ctx context.Context, o Owner, id uuid.UUID, by audit.Actor) (Conversation, error) {
+	var out db.Conversation
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		row, err := q.GetDeletedConversationForUpdate(ctx, db.GetDeletedConversationForUpdateParams{
+			Now: s.now(), DefaultDays: int32(s.retention.DeletedConversations), //nolint:gosec // bounded by retention.Days.Check
+			OrgID: o.Org, ID: id, UserID: store.NullUUID(o.User),
+		})
+		if isNotFound(err) {
+			return errs.E(errs.NotFound, "No such deleted conversation.")
+		}
+		if err != nil {
+			return err
+		}
+		if row.Expired {
+			return errs.E(errs.RetentionExpired, "The conversation was deleted %s, past this org's retention for deleted conversations; it can no longer be restored.",
+				row.DeletedAt.UTC().Format(time.RFC3339))
+		}
+		if _, err := q.RestoreConversation(ctx, db.RestoreConversationParams{OrgID: o.Org, ID: id}); err != nil {
+			return err
+		}
+		out = db.Conversation{ID: row.ID, OrgID: row.OrgID, UserID: row.UserID, Title: row.Title, Model: row.Model, Metadata: row.Metadata,
+			CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &o.Org, Action: "conversation.restore", TargetType: "conversation", TargetID: id.String()})
+	})
+	if err != nil {
+		return Conversation{}, fmt.Errorf("restore conversation: %w", err)
+	}
+	return conversationFromRow(out)
 }
 
 // SetTitle sets a generated title unless the conversation has one by now.
@@ -355,7 +405,7 @@ func (s *Service) Message(ctx context.Context, o Owner, conversation, id uuid.UU
 func conversationFromRow(r db.Conversation) (Conversation, error) {
 	c := Conversation{
 		ID: r.ID, OrgID: r.OrgID, UserID: store.UUIDPtr(r.UserID), Title: r.Title.String, Model: r.Model.String,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt,
 	}
 	if err := json.Unmarshal(r.Metadata, &c.Metadata); err != nil {
 		return Conversation{}, fmt.Errorf("decode metadata of %s: %w", r.ID, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
@@ -521,7 +522,7 @@ func TestStartErrors(t *testing.T) {
 	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, conversations.Input{ToolResults: []conversations.ToolResult{{CallID: "c1", Content: "x"}}}, "default", nil, 1<<30)
 	wantCode(t, err, errs.Conflict)
 
-	if _, err := f.svc.Delete(ctx, f.user(f.alice), c.ID); err != nil {
+	if _, err := f.svc.Delete(ctx, f.user(f.alice), c.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.svc.Start(ctx, f.user(f.alice), c.ID, userInput("hi"), "default", nil, 1<<30)
@@ -698,19 +699,19 @@ func TestDeleteWhileReplyRuns(t *testing.T) {
 	o := f.user(f.alice)
 
 	idle := f.create(t, o, "")
-	if running, err := f.svc.Delete(ctx, o, idle.ID); err != nil || running != nil {
+	if running, err := f.svc.Delete(ctx, o, idle.ID, audit.Actor{}); err != nil || running != nil {
 		t.Errorf("Delete of an idle conversation = %v, %v; want no running reply", running, err)
 	}
 
 	c := f.create(t, o, "")
 	r := f.start(t, o, c.ID, userInput("Long story please"))
-	running, err := f.svc.Delete(ctx, o, c.ID)
+	running, err := f.svc.Delete(ctx, o, c.ID, audit.Actor{})
 	if err != nil || running == nil || *running != r.Message.ID {
 		t.Fatalf("Delete = %v, %v; want the running reply %s", running, err, r.Message.ID)
 	}
 	_, err = f.svc.Get(ctx, o, c.ID)
 	wantCode(t, err, errs.NotFound)
-	_, err = f.svc.Delete(ctx, o, c.ID)
+	_, err = f.svc.Delete(ctx, o, c.ID, audit.Actor{})
 	wantCode(t, err, errs.NotFound)
 	// The reply still ends.
 	if _, err := f.svc.Finish(ctx, f.org, c.ID, r.Message.ID, conversations.Outcome{Status: conversations.Cancelled}); err != nil {
@@ -777,7 +778,7 @@ func TestOwnerVisibility(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			list, err := f.svc.List(ctx, tt.owner, 100, nil, "")
+			list, err := f.svc.List(ctx, tt.owner, 100, nil, "", false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -798,7 +799,7 @@ func TestOwnerVisibility(t *testing.T) {
 				wantCode(t, err, errs.NotFound)
 				_, err = f.svc.Update(ctx, tt.owner, id, &newTitle, nil, nil)
 				wantCode(t, err, errs.NotFound)
-				_, err = f.svc.Delete(ctx, tt.owner, id)
+				_, err = f.svc.Delete(ctx, tt.owner, id, audit.Actor{})
 				wantCode(t, err, errs.NotFound)
 				_, _, err = f.svc.Messages(ctx, tt.owner, id, 10, "")
 				wantCode(t, err, errs.NotFound)
@@ -840,10 +841,10 @@ func TestOwnerVisibility(t *testing.T) {
 		if err != nil || got.Title != "renamed" || got.Model != "fast" || got.Metadata["k"] != "v" {
 			t.Errorf("empty update: %+v, %v", got, err)
 		}
-		if _, err := f.svc.Delete(ctx, key, cb.ID); err != nil {
+		if _, err := f.svc.Delete(ctx, key, cb.ID, audit.Actor{}); err != nil {
 			t.Errorf("the key deleting bob's: %v", err)
 		}
-		list, err := f.svc.List(ctx, key, 100, nil, "")
+		list, err := f.svc.List(ctx, key, 100, nil, "", false)
 		if err != nil || len(list) != 2 {
 			t.Errorf("List after a delete: %d, %v; want 2", len(list), err)
 		}
@@ -875,7 +876,7 @@ func TestListSearchAndPaging(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("q=%q", tt.q), func(t *testing.T) {
-			list, err := f.svc.List(ctx, o, 100, nil, tt.q)
+			list, err := f.svc.List(ctx, o, 100, nil, tt.q, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -889,7 +890,7 @@ func TestListSearchAndPaging(t *testing.T) {
 		var got []string
 		var after *uuid.UUID
 		for range 10 {
-			page, err := f.svc.List(ctx, o, 3, after, "")
+			page, err := f.svc.List(ctx, o, 3, after, "", false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1032,7 +1033,7 @@ func TestPurgeIdle(t *testing.T) {
 	active := f.create(t, o, "active")
 	kept := f.create(t, keeper, "kept forever")
 	deleted := f.create(t, o, "deleted")
-	if _, err := f.svc.Delete(ctx, o, deleted.ID); err != nil {
+	if _, err := f.svc.Delete(ctx, o, deleted.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -1080,14 +1081,14 @@ func TestPurgeDeleted(t *testing.T) {
 	recent := f.create(t, o, "deleted recently")
 	live := f.create(t, o, "live")
 
-	if _, err := f.svc.Delete(ctx, o, old.ID); err != nil {
+	if _, err := f.svc.Delete(ctx, o, old.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(3 * 24 * time.Hour)
-	if _, err := f.svc.Delete(ctx, o, recent.ID); err != nil {
+	if _, err := f.svc.Delete(ctx, o, recent.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Advance(conversations.DeletedRetention - 3*24*time.Hour - time.Minute)
+	f.clock.Advance(time.Duration(retention.Builtin.DeletedConversations)*24*time.Hour - 3*24*time.Hour - time.Minute)
 	if n, err := f.svc.PurgeDeleted(ctx); err != nil || n != 0 {
 		t.Errorf("PurgeDeleted a minute early = %d, %v; want 0", n, err)
 	}
@@ -1209,7 +1210,7 @@ func TestSetTitle(t *testing.T) {
 	if ok, err := f.svc.SetTitle(ctx, storetest.Org(t, f.st), other.ID, "Wrong org"); err != nil || ok {
 		t.Errorf("SetTitle from another org = %t, %v; want false", ok, err)
 	}
-	if _, err := f.svc.Delete(ctx, o, other.ID); err != nil {
+	if _, err := f.svc.Delete(ctx, o, other.ID, audit.Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := f.svc.SetTitle(ctx, f.org, other.ID, "Deleted"); err != nil || ok {

@@ -94,11 +94,14 @@ func intPtr(v pgtype.Int4) *int {
 	return &n
 }
 
-// PurgeDeleted deletes for good the conversations deleted more than DeletedRetention ago.
+// PurgeDeleted deletes for good the conversations deleted longer ago than their org's
+// retention for deleted conversations.
 func (s *Service) PurgeDeleted(ctx context.Context) (int64, error) {
-	before := s.now().Add(-DeletedRetention)
+	now := s.now()
 	return store.PurgeInBatches(ctx, func(ctx context.Context, limit int32) (int64, error) {
-		return s.st.PurgeDeletedConversations(ctx, db.PurgeDeletedConversationsParams{Before: &before, MaxRows: limit})
+		return s.st.PurgeDeletedConversations(ctx, db.PurgeDeletedConversationsParams{
+			Now: now, DefaultDays: int32(s.retention.DeletedConversations), MaxRows: limit, //nolint:gosec // bounded by retention.Days.Check
+		})
 	})
 }
 

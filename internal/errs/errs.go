@@ -42,6 +42,9 @@ const (
 	FeatureNotInPlan      Code = "feature_not_in_plan"
 	// ProviderNotConfigured: the payment provider an operation needs has no configuration.
 	ProviderNotConfigured Code = "provider_not_configured"
+	// RetentionExpired: a deleted item is past its org's retention window and can no
+	// longer be restored (the housekeeping task purges it).
+	RetentionExpired Code = "retention_expired"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

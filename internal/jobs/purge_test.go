@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store/storetest"
 )
 
@@ -49,7 +50,7 @@ func TestPurgeFinished(t *testing.T) {
 		ids[name] = j.ID
 	}
 
-	n, err := jobs.PurgeFinished(ctx, st, now)
+	n, err := jobs.PurgeFinished(ctx, st, now, retention.Builtin)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
 )
@@ -81,9 +82,19 @@ type Config struct {
 	BatchSize int
 	// ShutdownTimeout is how long running jobs get to end when the worker stops.
 	ShutdownTimeout time.Duration
+	// Retention holds the deployment's default retention of ended jobs (config
+	// retention.*), which bounds the restore of a deleted job; zero fields take
+	// retention.Builtin's.
+	Retention retention.Days
 }
 
 func (c Config) withDefaults() Config {
+	if c.Retention.FinishedJobs <= 0 {
+		c.Retention.FinishedJobs = retention.Builtin.FinishedJobs
+	}
+	if c.Retention.FailedJobs <= 0 {
+		c.Retention.FailedJobs = retention.Builtin.FailedJobs
+	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
 	}

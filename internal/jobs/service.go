@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kilnhq/kiln/gen/db"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
@@ -178,6 +179,65 @@ func (s *Service) RetryJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		return Job{}, fmt.Errorf("retry job: %w", err)
 	}
 	return toJob(row), nil
+}
+
+// Delete soft-deletes an ended job of the owner, audited (job.delete) by by: it is hidden
+// from every read and cannot be retried until restored. A queued or running job is a
+// conflict (cancel it first); another owner's is not_found.
+func (s *Service) Delete(ctx context.Context, o Owner, id uuid.UUID, by audit.Actor) error {
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	return s.Store.InTx(ctx, func(q *db.Queries) error {
+		p := db.DeleteOrgJobParams{Now: ptr(s.Now().UTC()), OrgID: uuid.NullUUID{UUID: o.Org, Valid: true}, ID: id, UserID: store.NullUUID(o.User)}
+		row, err := q.DeleteOrgJob(ctx, p)
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			cur, gerr := q.GetOrgJob(ctx, db.GetOrgJobParams{OrgID: p.OrgID, ID: id, UserID: p.UserID})
+			if gerr != nil {
+				return notFound(id)
+			}
+			return errs.E(errs.Conflict, "Job %s is %s; only an ended job can be deleted: cancel it first.", id, cur.State)
+		}
+		if err != nil {
+			return fmt.Errorf("delete job: %w", err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &o.Org, Action: "job.delete", TargetType: "job", TargetID: id.String(),
+			Data: map[string]any{"kind": row.Kind, "state": row.State}})
+	})
+}
+
+// Restore undoes the delete of a job of the owner, audited (job.restore) by by. It returns
+// not_found when the owner has no such deleted job, and retention_expired when the job
+// ended longer ago than its org's retention for its state (its purge is due).
+func (s *Service) Restore(ctx context.Context, o Owner, id uuid.UUID, by audit.Actor) (Job, error) {
+	var out Job
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.Store.InTx(ctx, func(q *db.Queries) error {
+		row, err := q.GetDeletedOrgJobForUpdate(ctx, db.GetDeletedOrgJobForUpdateParams{
+			Now: s.Now(), FinishedDays: int32(s.cfg.Retention.FinishedJobs), FailedDays: int32(s.cfg.Retention.FailedJobs), //nolint:gosec // bounded by retention.Days.Check
+			OrgID: uuid.NullUUID{UUID: o.Org, Valid: true}, ID: id, UserID: store.NullUUID(o.User),
+		})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errs.E(errs.NotFound, "No such deleted job: %s.", id)
+		}
+		if err != nil {
+			return err
+		}
+		if row.Expired {
+			return errs.E(errs.RetentionExpired, "Job %s ended past this org's retention for %s jobs; it can no longer be restored.", id, row.State)
+		}
+		restored, err := q.RestoreOrgJob(ctx, id)
+		if err != nil {
+			return err
+		}
+		out = toJob(restored)
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &o.Org, Action: "job.restore", TargetType: "job", TargetID: id.String(),
+			Data: map[string]any{"kind": row.Kind, "state": row.State}})
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("restore job: %w", err)
+	}
+	return out, nil
 }
 
 // Event is one event of a job's run.

@@ -3,7 +3,8 @@
 // that point at a version or split traffic between versions (an A/B experiment, sticky per
 // key), diffs between versions, and rendering.
 //
-// Soft-deleted prompts are hidden from every read and purged DeletedRetention later.
+// Soft-deleted prompts are hidden from every read, restorable within their org's retention
+// for deleted prompts, and purged past it.
 package prompts
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -30,17 +32,60 @@ const Latest = "latest"
 // DefaultLabel is the label a reference without label or version resolves.
 const DefaultLabel = "production"
 
-// DeletedRetention is how long a deleted prompt (with its versions, labels and
-// experiments) is kept before the housekeeping task purges it.
-const DeletedRetention = 30 * 24 * time.Hour
-
-// PurgeDeleted deletes for good the prompts deleted more than DeletedRetention ago.
+// PurgeDeleted deletes for good (with their versions, labels and experiments) the prompts
+// deleted longer ago than their org's retention for deleted prompts.
 func (s *Service) PurgeDeleted(ctx context.Context) (int64, error) {
-	before := s.now().Add(-DeletedRetention)
+	now := s.now()
 	return store.PurgeInBatches(ctx, func(ctx context.Context, limit int32) (int64, error) {
-		return s.st.PurgeDeletedPrompts(ctx, db.PurgeDeletedPromptsParams{Before: &before, MaxRows: limit})
+		return s.st.PurgeDeletedPrompts(ctx, db.PurgeDeletedPromptsParams{Now: now, DefaultDays: days(s.retention.DeletedPrompts), MaxRows: limit})
 	})
 }
+
+// Restore undoes the delete of the prompt named name (the deleted prompt id when id is
+// given, else the last deleted), audited (prompt.restore) by by. It returns not_found
+// when there is none, conflict while another prompt has the name, and retention_expired
+// when it was deleted longer ago than the org's retention for deleted prompts.
+func (s *Service) Restore(ctx context.Context, org uuid.UUID, name string, id *uuid.UUID, by audit.Actor) (Prompt, error) {
+	var p db.Prompt
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		now := s.now().UTC()
+		row, err := q.GetDeletedPromptForUpdate(ctx, db.GetDeletedPromptForUpdateParams{
+			Now: now, DefaultDays: days(s.retention.DeletedPrompts), OrgID: org, Name: name, ID: store.NullUUID(id),
+		})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+			return errs.E(errs.NotFound, "No deleted prompt named %q.", name)
+		}
+		if err != nil {
+			return err
+		}
+		if row.Expired {
+			return errs.E(errs.RetentionExpired, "Prompt %q was deleted %s, past this org's retention for deleted prompts; it can no longer be restored.",
+				name, row.DeletedAt.UTC().Format(time.RFC3339))
+		}
+		if _, err := q.RestorePrompt(ctx, db.RestorePromptParams{OrgID: org, ID: row.ID, UpdatedAt: now}); err != nil {
+			if errs.CodeOf(store.Translate(err)) == errs.Conflict {
+				return errs.E(errs.Conflict, "A prompt named %q exists; delete it first, or create the restored one under another name.", name)
+			}
+			return err
+		}
+		p = db.Prompt{ID: row.ID, OrgID: row.OrgID, Name: row.Name, Description: row.Description, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt, UpdatedAt: now}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "prompt.restore", TargetType: "prompt", TargetID: name,
+			Data: map[string]any{"prompt_id": row.ID.String()}})
+	})
+	if err != nil {
+		return Prompt{}, fmt.Errorf("restore prompt: %w", err)
+	}
+	out, err := s.withLabels(ctx, org, []db.Prompt{p})
+	if err != nil {
+		return Prompt{}, err
+	}
+	return out[0], nil
+}
+
+// days is a retention in days as a query argument.
+func days(n int) int32 { return int32(n) } //nolint:gosec // bounded by retention.Days.Check
 
 // MaxListLimit guards the list queries; the HTTP layer sets the page size.
 const MaxListLimit = 1000
@@ -140,6 +185,7 @@ type Prompt struct {
 	CreatedBy     *uuid.UUID
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	DeletedAt     *time.Time // nil unless deleted
 }
 
 // Service keeps an org's prompts. It is safe for concurrent use.
@@ -151,7 +197,13 @@ type Service struct {
 	// checkKnowledgeBases returns not_found unless ids are org's knowledge bases; nil
 	// takes any.
 	checkKnowledgeBases func(ctx context.Context, org uuid.UUID, ids []uuid.UUID) error
+	// retention holds the deployment's default retention for deleted prompts.
+	retention retention.Days
 }
+
+// UseRetention makes d the deployment's default retention (config retention.*; New
+// starts with retention.Builtin). Call it before serving.
+func (s *Service) UseRetention(d retention.Days) { s.retention = d }
 
 // KnowModels makes drafts name only models known says are in the catalog (the gateway's
 // aliases). Call it before serving.
@@ -186,7 +238,7 @@ func (s *Service) checkRefs(ctx context.Context, org uuid.UUID, d Draft, at stri
 
 // New returns a Service over st; now is the clock (time.Now in production).
 func New(st *store.Store, now func() time.Time) *Service {
-	return &Service{st: st, now: now}
+	return &Service{st: st, now: now, retention: retention.Builtin}
 }
 
 func notFound(name string) error { return errs.E(errs.NotFound, "No prompt named %q.", name) }
@@ -247,10 +299,11 @@ func (s *Service) Get(ctx context.Context, org uuid.UUID, name string) (Prompt, 
 	return out[0], nil
 }
 
-// List returns up to limit prompts, newest first, created before the prompt after (if any).
-func (s *Service) List(ctx context.Context, org uuid.UUID, limit int, after *uuid.UUID) ([]Prompt, error) {
+// List returns up to limit prompts, newest first, created before the prompt after (if
+// any): the deleted ones when deleted, else the others.
+func (s *Service) List(ctx context.Context, org uuid.UUID, limit int, after *uuid.UUID, deleted bool) ([]Prompt, error) {
 	rows, err := s.st.ListPrompts(ctx, db.ListPromptsParams{
-		OrgID: org, After: store.NullUUID(after), MaxRows: int32(min(limit, MaxListLimit)), //nolint:gosec // bounded
+		OrgID: org, Deleted: deleted, After: store.NullUUID(after), MaxRows: int32(min(limit, MaxListLimit)), //nolint:gosec // bounded
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list prompts: %w", err)
@@ -488,7 +541,7 @@ func validateDraft(d Draft, at string) error {
 func toPrompt(r db.Prompt) Prompt {
 	return Prompt{
 		ID: r.ID, OrgID: r.OrgID, Name: r.Name, Description: r.Description, CreatedBy: store.UUIDPtr(r.CreatedBy),
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt,
 	}
 }
 

@@ -145,7 +145,7 @@ func TestDeleteHidesAndFreesName(t *testing.T) {
 	_, err := b.svc.Get(ctx, b.org, "gone")
 	wantCode(t, err, errs.NotFound)
 	wantCode(t, b.svc.Delete(ctx, b.org, "gone", audit.Actor{}), errs.NotFound)
-	list, err := b.svc.List(ctx, b.org, 10, nil)
+	list, err := b.svc.List(ctx, b.org, 10, nil, false)
 	if err != nil || len(list) != 0 {
 		t.Fatalf("list %+v %v", list, err)
 	}
@@ -161,7 +161,7 @@ func TestListPages(t *testing.T) {
 	var names []string
 	var after *uuid.UUID
 	for {
-		page, err := b.svc.List(t.Context(), b.org, 2, after)
+		page, err := b.svc.List(t.Context(), b.org, 2, after, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
@@ -97,10 +98,11 @@ func (s *Service) Cancel(ctx context.Context, o conversations.Owner, conversatio
 	return m, nil
 }
 
-// Delete soft-deletes a conversation and cancels its running reply. The deletion stands
+// Delete soft-deletes a conversation, audited (conversation.delete) by by, and cancels its
+// running reply. The deletion stands
 // when the cancellation fails (logged): the reply ends at its own time limit.
-func (s *Service) Delete(ctx context.Context, o conversations.Owner, id uuid.UUID) error {
-	running, err := s.d.Conversations.Delete(ctx, o, id)
+func (s *Service) Delete(ctx context.Context, o conversations.Owner, id uuid.UUID, by audit.Actor) error {
+	running, err := s.d.Conversations.Delete(ctx, o, id, by)
 	if err != nil || running == nil {
 		return err
 	}

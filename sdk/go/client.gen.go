@@ -486,6 +486,7 @@ const (
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
+	RetentionExpired      ErrorCode = "retention_expired"
 	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
@@ -533,6 +534,8 @@ func (e ErrorCode) Valid() bool {
 	case RateLimited:
 		return true
 	case RequestTooLarge:
+		return true
+	case RetentionExpired:
 		return true
 	case StreamExpired:
 		return true
@@ -2640,7 +2643,10 @@ type ContentPartType string
 // Conversation A conversation's header; `updated_at` moves with every change and message.
 type Conversation struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt Timestamp          `json:"created_at"`
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+	DeletedAt *DeletedAt         `json:"deleted_at,omitempty"`
 	Id        openapi_types.UUID `json:"id"`
 
 	// Metadata The client's own string labels.
@@ -2869,6 +2875,9 @@ type CreatePromptRequest struct {
 	Version     PromptVersionInput `json:"version"`
 }
 
+// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+type DeletedAt = time.Time
+
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
 	// Count For `skip`, the number of unchanged lines left out.
@@ -2977,6 +2986,17 @@ type DocumentWithChunks struct {
 
 // DocumentWithChunksSource defines model for DocumentWithChunks.Source.
 type DocumentWithChunksSource string
+
+// EffectiveRetention The retention that applies, in days (the org's setting, else the deployment's default).
+type EffectiveRetention struct {
+	DeletedConversationsDays int `json:"deleted_conversations_days"`
+	DeletedPromptsDays       int `json:"deleted_prompts_days"`
+	FailedJobsDays           int `json:"failed_jobs_days"`
+	FinishedJobsDays         int `json:"finished_jobs_days"`
+
+	// UsageDays Null when usage rows are kept for good.
+	UsageDays *int `json:"usage_days"`
+}
 
 // EmailLocale defines model for EmailLocale.
 type EmailLocale string
@@ -4075,6 +4095,18 @@ type OrgMembership struct {
 	Role     Role `json:"role"`
 }
 
+// OrgRetention defines model for OrgRetention.
+type OrgRetention struct {
+	// Effective The retention that applies, in days (the org's setting, else the deployment's default).
+	Effective EffectiveRetention `json:"effective"`
+
+	// Settings An org's retention, per kind of item, in days; null takes the deployment's default.
+	Settings RetentionSettings `json:"settings"`
+
+	// UpdatedAt When the org last set them (RFC 3339, UTC); null while it never has.
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
 // OrgRevenue defines model for OrgRevenue.
 type OrgRevenue struct {
 	Billed []MoneyAmount `json:"billed"`
@@ -4319,13 +4351,16 @@ type ProblemLimitName string
 // Prompt defines model for Prompt.
 type Prompt struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt     Timestamp           `json:"created_at"`
-	CreatedBy     *openapi_types.UUID `json:"created_by"`
-	Description   string              `json:"description"`
-	Id            openapi_types.UUID  `json:"id"`
-	Labels        []PromptLabel       `json:"labels"`
-	LatestVersion int                 `json:"latest_version"`
-	Name          string              `json:"name"`
+	CreatedAt Timestamp           `json:"created_at"`
+	CreatedBy *openapi_types.UUID `json:"created_by"`
+
+	// DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
+	DeletedAt     *DeletedAt         `json:"deleted_at,omitempty"`
+	Description   string             `json:"description"`
+	Id            openapi_types.UUID `json:"id"`
+	Labels        []PromptLabel      `json:"labels"`
+	LatestVersion int                `json:"latest_version"`
+	Name          string             `json:"name"`
 
 	// UpdatedAt RFC 3339, UTC.
 	UpdatedAt Timestamp `json:"updated_at"`
@@ -4737,6 +4772,24 @@ type ResponseFormat struct {
 
 // ResponseFormatType defines model for ResponseFormat.Type.
 type ResponseFormatType string
+
+// RetentionSettings An org's retention, per kind of item, in days; null takes the deployment's default.
+type RetentionSettings struct {
+	// DeletedConversationsDays Days a deleted conversation can be restored before it is purged (default `retention.deleted_conversations_days`, 7).
+	DeletedConversationsDays *int `json:"deleted_conversations_days"`
+
+	// DeletedPromptsDays Days a deleted prompt can be restored before it is purged (default `retention.deleted_prompts_days`, 30).
+	DeletedPromptsDays *int `json:"deleted_prompts_days"`
+
+	// FailedJobsDays Days a failed job is kept after it ended, deleted or not (default `retention.failed_jobs_days`, 30).
+	FailedJobsDays *int `json:"failed_jobs_days"`
+
+	// FinishedJobsDays Days a succeeded or cancelled job is kept after it ended, deleted or not (default `retention.finished_jobs_days`, 7).
+	FinishedJobsDays *int `json:"finished_jobs_days"`
+
+	// UsageDays Days usage rows (billing data) are kept; at least 400 so a year's invoices and their disputes can be checked (default `retention.usage_days`, 0: kept for good).
+	UsageDays *int `json:"usage_days"`
+}
 
 // RevenueReport defines model for RevenueReport.
 type RevenueReport struct {
@@ -5707,6 +5760,9 @@ type ListConversationsParams struct {
 	// Cursor Opaque cursor from a previous page's `next_cursor`.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 
+	// Deleted List the deleted conversations instead (each with its `deleted_at`), to find one to restore; still the caller's only, newest first.
+	Deleted *bool `form:"deleted,omitempty" json:"deleted,omitempty"`
+
 	// Q Only conversations whose title contains this text (case-insensitive).
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
 
@@ -5808,6 +5864,12 @@ type StreamMessageEventsParams struct {
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
 
+// RestoreConversationParams defines parameters for RestoreConversation.
+type RestoreConversationParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // SubmitToolResultsParams defines parameters for SubmitToolResults.
 type SubmitToolResultsParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
@@ -5843,6 +5905,12 @@ type ListJobsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// DeleteJobParams defines parameters for DeleteJob.
+type DeleteJobParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
 // GetJobParams defines parameters for GetJob.
 type GetJobParams struct {
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
@@ -5865,6 +5933,12 @@ type StreamJobEventsParams struct {
 
 	// LastEventID The id of the last event received.
 	LastEventID *string `json:"Last-Event-ID,omitempty"`
+}
+
+// RestoreJobParams defines parameters for RestoreJob.
+type RestoreJobParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
 // RetryJobParams defines parameters for RetryJob.
@@ -6196,6 +6270,9 @@ type ListPromptsParams struct {
 	// Cursor Opaque cursor from a previous page's `next_cursor`.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 
+	// Deleted List the deleted prompts instead (each with its `deleted_at`), to find one to restore; newest first.
+	Deleted *bool `form:"deleted,omitempty" json:"deleted,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -6261,6 +6338,15 @@ type SetPromptLabelParams struct {
 
 // RenderPromptParams defines parameters for RenderPrompt.
 type RenderPromptParams struct {
+	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
+	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
+}
+
+// RestorePromptParams defines parameters for RestorePrompt.
+type RestorePromptParams struct {
+	// Id The deleted prompt to restore, when several of that name were deleted.
+	Id *openapi_types.UUID `form:"id,omitempty" json:"id,omitempty"`
+
 	// KilnOrg The org a user token acts for (default its personal org). API keys always act for their own org.
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
@@ -6488,6 +6574,9 @@ type CreateAlipayPaymentJSONRequestBody = AlipayPaymentRequest
 
 // CreateWeChatPayPaymentJSONRequestBody defines body for CreateWeChatPayPayment for application/json ContentType.
 type CreateWeChatPayPaymentJSONRequestBody = WeChatPayPaymentRequest
+
+// SetOrgRetentionJSONRequestBody defines body for SetOrgRetention for application/json ContentType.
+type SetOrgRetentionJSONRequestBody = RetentionSettings
 
 // UpdateOrgSettingsJSONRequestBody defines body for UpdateOrgSettings for application/json ContentType.
 type UpdateOrgSettingsJSONRequestBody = OrgSettings
@@ -9876,7 +9965,7 @@ type ClientInterface interface {
 	// ListConversations The caller's conversations
 	//
 	// Newest first. A user sees the conversations they started; an API key sees every
-	// conversation of its org. Deleted conversations are not listed.
+	// conversation of its org. Deleted conversations are listed only with `deleted=true`.
 	//
 	// Corresponds with GET /v1/conversations (the `ListConversations` operationId).
 	ListConversations(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -9902,7 +9991,10 @@ type ClientInterface interface {
 	// DeleteConversation Delete a conversation
 	//
 	// A soft delete: the conversation disappears from every read at once; a reply still
-	// running is cancelled. The housekeeping task purges it for good 7 days later.
+	// running is cancelled. It can be restored (`POST /v1/conversations/{id}/restore`)
+	// until the org's retention for deleted conversations (`GET /v1/orgs/{id}/retention`,
+	// 7 days by default) has passed; the housekeeping task then purges it for good.
+	// Recorded in the audit log (`conversation.delete`).
 	//
 	// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
 	DeleteConversation(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -10035,6 +10127,18 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
 	StreamMessageEvents(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// RestoreConversation Restore a deleted conversation
+	//
+	// Undoes a delete: the conversation comes back with its messages. Who could delete it
+	// can restore it (a user the conversations they started, an API key its org's);
+	// another caller's is a 404, as is one not deleted. A 410 (`retention_expired`) when it
+	// was deleted longer ago than the org's retention for deleted conversations (the
+	// housekeeping task purges it, after which it is a 404). Recorded in the audit log
+	// (`conversation.restore`).
+	//
+	// Corresponds with POST /v1/conversations/{id}/restore (the `RestoreConversation` operationId).
+	RestoreConversation(ctx context.Context, id ID, params *RestoreConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SubmitToolResultsWithBody Answer the client tool calls of the last reply and continue
 	//
 	// Stores one `tool` message per result and generates the next reply, as
@@ -10083,9 +10187,21 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/jobs (the `ListJobs` operationId).
 	ListJobs(ctx context.Context, params *ListJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeleteJob Delete an ended job
+	//
+	// A soft delete of a `succeeded`, `failed` or `cancelled` job: it disappears from every
+	// read (and cannot be retried) until restored. A queued or running job is a 409
+	// (`conflict`): cancel it first. A deleted job is purged with the other ended jobs,
+	// when the org's retention for ended jobs of its state (`GET /v1/orgs/{id}/retention`)
+	// has passed since it ended; until then it can be restored. Recorded in the audit log
+	// (`job.delete`).
+	//
+	// Corresponds with DELETE /v1/jobs/{id} (the `DeleteJob` operationId).
+	DeleteJob(ctx context.Context, id ID, params *DeleteJobParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetJob One job
 	//
-	// Another caller's job (another org's, or another user's) is a 404.
+	// Another caller's job (another org's, or another user's), and a deleted one, is a 404.
 	//
 	// Corresponds with GET /v1/jobs/{id} (the `GetJob` operationId).
 	GetJob(ctx context.Context, id ID, params *GetJobParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -10112,6 +10228,17 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/jobs/{id}/events (the `StreamJobEvents` operationId).
 	StreamJobEvents(ctx context.Context, id ID, params *StreamJobEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RestoreJob Restore a deleted job
+	//
+	// Undoes a delete. Who could delete the job can restore it (a user the jobs they
+	// created, an API key its org's); another caller's is a 404, as is one not deleted. A
+	// 410 (`retention_expired`) when it ended longer ago than the org's retention for ended
+	// jobs of its state (the housekeeping task purges it, after which it is a 404).
+	// Recorded in the audit log (`job.restore`).
+	//
+	// Corresponds with POST /v1/jobs/{id}/restore (the `RestoreJob` operationId).
+	RestoreJob(ctx context.Context, id ID, params *RestoreJobParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RetryJob Retry a failed or cancelled job
 	//
@@ -10813,6 +10940,41 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
 	GetOrgPayment(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetOrgRetention An org's retention settings
+	//
+	// How long the org's deleted and ended items are kept: what the org set (null: the
+	// deployment's default) and what applies. Needs an org owner or admin, or a key of that
+	// org with the `admin` scope.
+	//
+	// Corresponds with GET /v1/orgs/{id}/retention (the `GetOrgRetention` operationId).
+	GetOrgRetention(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetOrgRetentionWithBody Set an org's retention settings
+	//
+	// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+	// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+	// new values; a shorter retention also shortens the restore window of items already
+	// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+	// Recorded in the audit log (`org.retention_update`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+	SetOrgRetentionWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetOrgRetention Set an org's retention settings
+	//
+	// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+	// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+	// new values; a shorter retention also shortens the restore window of items already
+	// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+	// Recorded in the audit log (`org.retention_update`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+	SetOrgRetention(ctx context.Context, id ID, body SetOrgRetentionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetOrgSettings An org's settings
 	//
 	// Needs a member of the org, or a key of that org.
@@ -10885,7 +11047,7 @@ type ClientInterface interface {
 
 	// ListPrompts The org's prompts
 	//
-	// Newest first, each with its labels. Deleted prompts are not listed.
+	// Newest first, each with its labels. Deleted prompts are listed only with `deleted=true`.
 	//
 	// Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
 	ListPrompts(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -10915,7 +11077,11 @@ type ClientInterface interface {
 	// DeletePrompt Delete a prompt
 	//
 	// A soft delete: the prompt, its versions and labels disappear from every read and from
-	// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+	// chat at once, and the name is free for a new prompt. It can be restored
+	// (`POST /v1/prompts/{name}/restore`) until the org's retention for deleted prompts
+	// (`GET /v1/orgs/{id}/retention`) has passed; the housekeeping task then purges it.
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit
+	// log (`prompt.delete`).
 	//
 	// Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
 	DeletePrompt(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -11019,6 +11185,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
 	RenderPrompt(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RestorePrompt Restore a deleted prompt
+	//
+	// Undoes a delete: the prompt named `name` that was deleted last (or the deleted prompt
+	// `id`, as `GET /v1/prompts?deleted=true` lists them) comes back with its versions and
+	// labels. A 404 when there is none; a 409 (`conflict`) while another prompt has the
+	// name; a 410 (`retention_expired`) when it was deleted longer ago than the org's
+	// retention for deleted prompts (the housekeeping task purges it, after which it is a
+	// 404). Needs an org owner or admin, or a key with the `admin` scope, as the delete.
+	// Recorded in the audit log (`prompt.restore`).
+	//
+	// Corresponds with POST /v1/prompts/{name}/restore (the `RestorePrompt` operationId).
+	RestorePrompt(ctx context.Context, name PromptName, params *RestorePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListPromptVersions A prompt's versions
 	//
@@ -12846,7 +13025,7 @@ func (c *Client) ChatWebSocket(ctx context.Context, params *ChatWebSocketParams,
 // ListConversations The caller's conversations
 //
 // Newest first. A user sees the conversations they started; an API key sees every
-// conversation of its org. Deleted conversations are not listed.
+// conversation of its org. Deleted conversations are listed only with `deleted=true`.
 //
 // Corresponds with GET /v1/conversations (the `ListConversations` operationId).
 func (c *Client) ListConversations(ctx context.Context, params *ListConversationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -12902,7 +13081,10 @@ func (c *Client) CreateConversation(ctx context.Context, params *CreateConversat
 // DeleteConversation Delete a conversation
 //
 // A soft delete: the conversation disappears from every read at once; a reply still
-// running is cancelled. The housekeeping task purges it for good 7 days later.
+// running is cancelled. It can be restored (`POST /v1/conversations/{id}/restore`)
+// until the org's retention for deleted conversations (`GET /v1/orgs/{id}/retention`,
+// 7 days by default) has passed; the housekeeping task then purges it for good.
+// Recorded in the audit log (`conversation.delete`).
 //
 // Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
 func (c *Client) DeleteConversation(ctx context.Context, id ID, params *DeleteConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -13135,6 +13317,28 @@ func (c *Client) StreamMessageEvents(ctx context.Context, id ID, messageId Messa
 	return c.Client.Do(req)
 }
 
+// RestoreConversation Restore a deleted conversation
+//
+// Undoes a delete: the conversation comes back with its messages. Who could delete it
+// can restore it (a user the conversations they started, an API key its org's);
+// another caller's is a 404, as is one not deleted. A 410 (`retention_expired`) when it
+// was deleted longer ago than the org's retention for deleted conversations (the
+// housekeeping task purges it, after which it is a 404). Recorded in the audit log
+// (`conversation.restore`).
+//
+// Corresponds with POST /v1/conversations/{id}/restore (the `RestoreConversation` operationId).
+func (c *Client) RestoreConversation(ctx context.Context, id ID, params *RestoreConversationParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRestoreConversationRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // SubmitToolResultsWithBody Answer the client tool calls of the last reply and continue
 //
 // Stores one `tool` message per result and generates the next reply, as
@@ -13233,9 +13437,31 @@ func (c *Client) ListJobs(ctx context.Context, params *ListJobsParams, reqEditor
 	return c.Client.Do(req)
 }
 
+// DeleteJob Delete an ended job
+//
+// A soft delete of a `succeeded`, `failed` or `cancelled` job: it disappears from every
+// read (and cannot be retried) until restored. A queued or running job is a 409
+// (`conflict`): cancel it first. A deleted job is purged with the other ended jobs,
+// when the org's retention for ended jobs of its state (`GET /v1/orgs/{id}/retention`)
+// has passed since it ended; until then it can be restored. Recorded in the audit log
+// (`job.delete`).
+//
+// Corresponds with DELETE /v1/jobs/{id} (the `DeleteJob` operationId).
+func (c *Client) DeleteJob(ctx context.Context, id ID, params *DeleteJobParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteJobRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetJob One job
 //
-// Another caller's job (another org's, or another user's) is a 404.
+// Another caller's job (another org's, or another user's), and a deleted one, is a 404.
 //
 // Corresponds with GET /v1/jobs/{id} (the `GetJob` operationId).
 func (c *Client) GetJob(ctx context.Context, id ID, params *GetJobParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -13283,6 +13509,27 @@ func (c *Client) CancelJob(ctx context.Context, id ID, params *CancelJobParams, 
 // Corresponds with GET /v1/jobs/{id}/events (the `StreamJobEvents` operationId).
 func (c *Client) StreamJobEvents(ctx context.Context, id ID, params *StreamJobEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewStreamJobEventsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RestoreJob Restore a deleted job
+//
+// Undoes a delete. Who could delete the job can restore it (a user the jobs they
+// created, an API key its org's); another caller's is a 404, as is one not deleted. A
+// 410 (`retention_expired`) when it ended longer ago than the org's retention for ended
+// jobs of its state (the housekeeping task purges it, after which it is a 404).
+// Recorded in the audit log (`job.restore`).
+//
+// Corresponds with POST /v1/jobs/{id}/restore (the `RestoreJob` operationId).
+func (c *Client) RestoreJob(ctx context.Context, id ID, params *RestoreJobParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRestoreJobRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -14663,6 +14910,71 @@ func (c *Client) GetOrgPayment(ctx context.Context, id ID, orderId openapi_types
 	return c.Client.Do(req)
 }
 
+// GetOrgRetention An org's retention settings
+//
+// How long the org's deleted and ended items are kept: what the org set (null: the
+// deployment's default) and what applies. Needs an org owner or admin, or a key of that
+// org with the `admin` scope.
+//
+// Corresponds with GET /v1/orgs/{id}/retention (the `GetOrgRetention` operationId).
+func (c *Client) GetOrgRetention(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrgRetentionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetOrgRetentionWithBody Set an org's retention settings
+//
+// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+// new values; a shorter retention also shortens the restore window of items already
+// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+// Recorded in the audit log (`org.retention_update`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+func (c *Client) SetOrgRetentionWithBody(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetOrgRetentionRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetOrgRetention Set an org's retention settings
+//
+// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+// new values; a shorter retention also shortens the restore window of items already
+// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+// Recorded in the audit log (`org.retention_update`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+func (c *Client) SetOrgRetention(ctx context.Context, id ID, body SetOrgRetentionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetOrgRetentionRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetOrgSettings An org's settings
 //
 // Needs a member of the org, or a key of that org.
@@ -14805,7 +15117,7 @@ func (c *Client) ExportOrgUsage(ctx context.Context, id ID, params *ExportOrgUsa
 
 // ListPrompts The org's prompts
 //
-// Newest first, each with its labels. Deleted prompts are not listed.
+// Newest first, each with its labels. Deleted prompts are listed only with `deleted=true`.
 //
 // Corresponds with GET /v1/prompts (the `ListPrompts` operationId).
 func (c *Client) ListPrompts(ctx context.Context, params *ListPromptsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -14865,7 +15177,11 @@ func (c *Client) CreatePrompt(ctx context.Context, params *CreatePromptParams, b
 // DeletePrompt Delete a prompt
 //
 // A soft delete: the prompt, its versions and labels disappear from every read and from
-// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+// chat at once, and the name is free for a new prompt. It can be restored
+// (`POST /v1/prompts/{name}/restore`) until the org's retention for deleted prompts
+// (`GET /v1/orgs/{id}/retention`) has passed; the housekeeping task then purges it.
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit
+// log (`prompt.delete`).
 //
 // Corresponds with DELETE /v1/prompts/{name} (the `DeletePrompt` operationId).
 func (c *Client) DeletePrompt(ctx context.Context, name PromptName, params *DeletePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -15050,6 +15366,29 @@ func (c *Client) RenderPromptWithBody(ctx context.Context, name PromptName, para
 // Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
 func (c *Client) RenderPrompt(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRenderPromptRequest(c.Server, name, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RestorePrompt Restore a deleted prompt
+//
+// Undoes a delete: the prompt named `name` that was deleted last (or the deleted prompt
+// `id`, as `GET /v1/prompts?deleted=true` lists them) comes back with its versions and
+// labels. A 404 when there is none; a 409 (`conflict`) while another prompt has the
+// name; a 410 (`retention_expired`) when it was deleted longer ago than the org's
+// retention for deleted prompts (the housekeeping task purges it, after which it is a
+// 404). Needs an org owner or admin, or a key with the `admin` scope, as the delete.
+// Recorded in the audit log (`prompt.restore`).
+//
+// Corresponds with POST /v1/prompts/{name}/restore (the `RestorePrompt` operationId).
+func (c *Client) RestorePrompt(ctx context.Context, name PromptName, params *RestorePromptParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRestorePromptRequest(c.Server, name, params)
 	if err != nil {
 		return nil, err
 	}
@@ -18392,6 +18731,18 @@ func NewListConversationsRequest(server string, params *ListConversationsParams)
 
 		}
 
+		if params.Deleted != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "deleted", *params.Deleted, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Q != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -19046,6 +19397,55 @@ func NewStreamMessageEventsRequest(server string, id ID, messageId MessageID, pa
 	return req, nil
 }
 
+// NewRestoreConversationRequest constructs an http.Request for the RestoreConversation method
+func NewRestoreConversationRequest(server string, id ID, params *RestoreConversationParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/restore", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewSubmitToolResultsRequest calls the generic SubmitToolResults builder with application/json body
 func NewSubmitToolResultsRequest(server string, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -19264,6 +19664,55 @@ func NewListJobsRequest(server string, params *ListJobsParams) (*http.Request, e
 	return req, nil
 }
 
+// NewDeleteJobRequest constructs an http.Request for the DeleteJob method
+func NewDeleteJobRequest(server string, id ID, params *DeleteJobParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/jobs/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetJobRequest constructs an http.Request for the GetJob method
 func NewGetJobRequest(server string, id ID, params *GetJobParams) (*http.Request, error) {
 	var err error
@@ -19442,6 +19891,55 @@ func NewStreamJobEventsRequest(server string, id ID, params *StreamJobEventsPara
 			}
 
 			req.Header.Set("Last-Event-ID", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRestoreJobRequest constructs an http.Request for the RestoreJob method
+func NewRestoreJobRequest(server string, id ID, params *RestoreJobParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/jobs/%s/restore", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
 		}
 
 	}
@@ -22128,6 +22626,87 @@ func NewGetOrgPaymentRequest(server string, id ID, orderId openapi_types.UUID) (
 	return req, nil
 }
 
+// NewGetOrgRetentionRequest constructs an http.Request for the GetOrgRetention method
+func NewGetOrgRetentionRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/retention", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetOrgRetentionRequest calls the generic SetOrgRetention builder with application/json body
+func NewSetOrgRetentionRequest(server string, id ID, body SetOrgRetentionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetOrgRetentionRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewSetOrgRetentionRequestWithBody constructs an http.Request for the SetOrgRetention method, with any body, and a specified content type
+func NewSetOrgRetentionRequestWithBody(server string, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/retention", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetOrgSettingsRequest constructs an http.Request for the GetOrgSettings method
 func NewGetOrgSettingsRequest(server string, id ID) (*http.Request, error) {
 	var err error
@@ -22418,6 +22997,18 @@ func NewListPromptsRequest(server string, params *ListPromptsParams) (*http.Requ
 		if params.Cursor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Deleted != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "deleted", *params.Deleted, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -22924,6 +23515,82 @@ func NewRenderPromptRequestWithBody(server string, name PromptName, params *Rend
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.KilnOrg != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Kiln-Org", *params.KilnOrg, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "uuid"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Kiln-Org", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRestorePromptRequest constructs an http.Request for the RestorePrompt method
+func NewRestorePromptRequest(server string, name PromptName, params *RestorePromptParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/prompts/%s/restore", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Id != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "id", *params.Id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -24546,7 +25213,7 @@ type ClientWithResponsesInterface interface {
 	// ListConversationsWithResponse The caller's conversations
 	//
 	// Newest first. A user sees the conversations they started; an API key sees every
-	// conversation of its org. Deleted conversations are not listed.
+	// conversation of its org. Deleted conversations are listed only with `deleted=true`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -24574,7 +25241,10 @@ type ClientWithResponsesInterface interface {
 	// DeleteConversationWithResponse Delete a conversation
 	//
 	// A soft delete: the conversation disappears from every read at once; a reply still
-	// running is cancelled. The housekeeping task purges it for good 7 days later.
+	// running is cancelled. It can be restored (`POST /v1/conversations/{id}/restore`)
+	// until the org's retention for deleted conversations (`GET /v1/orgs/{id}/retention`,
+	// 7 days by default) has passed; the housekeeping task then purges it for good.
+	// Recorded in the audit log (`conversation.delete`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -24719,6 +25389,20 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/conversations/{id}/messages/{message_id}/events (the `StreamMessageEvents` operationId).
 	StreamMessageEventsWithResponse(ctx context.Context, id ID, messageId MessageID, params *StreamMessageEventsParams, reqEditors ...RequestEditorFn) (*StreamMessageEventsResponse, error)
 
+	// RestoreConversationWithResponse Restore a deleted conversation
+	//
+	// Undoes a delete: the conversation comes back with its messages. Who could delete it
+	// can restore it (a user the conversations they started, an API key its org's);
+	// another caller's is a 404, as is one not deleted. A 410 (`retention_expired`) when it
+	// was deleted longer ago than the org's retention for deleted conversations (the
+	// housekeeping task purges it, after which it is a 404). Recorded in the audit log
+	// (`conversation.restore`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/conversations/{id}/restore (the `RestoreConversation` operationId).
+	RestoreConversationWithResponse(ctx context.Context, id ID, params *RestoreConversationParams, reqEditors ...RequestEditorFn) (*RestoreConversationResponse, error)
+
 	// SubmitToolResultsWithBodyWithResponse Answer the client tool calls of the last reply and continue
 	//
 	// Stores one `tool` message per result and generates the next reply, as
@@ -24769,9 +25453,23 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/jobs (the `ListJobs` operationId).
 	ListJobsWithResponse(ctx context.Context, params *ListJobsParams, reqEditors ...RequestEditorFn) (*ListJobsResponse, error)
 
+	// DeleteJobWithResponse Delete an ended job
+	//
+	// A soft delete of a `succeeded`, `failed` or `cancelled` job: it disappears from every
+	// read (and cannot be retried) until restored. A queued or running job is a 409
+	// (`conflict`): cancel it first. A deleted job is purged with the other ended jobs,
+	// when the org's retention for ended jobs of its state (`GET /v1/orgs/{id}/retention`)
+	// has passed since it ended; until then it can be restored. Recorded in the audit log
+	// (`job.delete`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/jobs/{id} (the `DeleteJob` operationId).
+	DeleteJobWithResponse(ctx context.Context, id ID, params *DeleteJobParams, reqEditors ...RequestEditorFn) (*DeleteJobResponse, error)
+
 	// GetJobWithResponse One job
 	//
-	// Another caller's job (another org's, or another user's) is a 404.
+	// Another caller's job (another org's, or another user's), and a deleted one, is a 404.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -24804,6 +25502,19 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/jobs/{id}/events (the `StreamJobEvents` operationId).
 	StreamJobEventsWithResponse(ctx context.Context, id ID, params *StreamJobEventsParams, reqEditors ...RequestEditorFn) (*StreamJobEventsResponse, error)
+
+	// RestoreJobWithResponse Restore a deleted job
+	//
+	// Undoes a delete. Who could delete the job can restore it (a user the jobs they
+	// created, an API key its org's); another caller's is a 404, as is one not deleted. A
+	// 410 (`retention_expired`) when it ended longer ago than the org's retention for ended
+	// jobs of its state (the housekeeping task purges it, after which it is a 404).
+	// Recorded in the audit log (`job.restore`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/jobs/{id}/restore (the `RestoreJob` operationId).
+	RestoreJobWithResponse(ctx context.Context, id ID, params *RestoreJobParams, reqEditors ...RequestEditorFn) (*RestoreJobResponse, error)
 
 	// RetryJobWithResponse Retry a failed or cancelled job
 	//
@@ -25571,6 +26282,43 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
 	GetOrgPaymentWithResponse(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOrgPaymentResponse, error)
 
+	// GetOrgRetentionWithResponse An org's retention settings
+	//
+	// How long the org's deleted and ended items are kept: what the org set (null: the
+	// deployment's default) and what applies. Needs an org owner or admin, or a key of that
+	// org with the `admin` scope.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{id}/retention (the `GetOrgRetention` operationId).
+	GetOrgRetentionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgRetentionResponse, error)
+
+	// SetOrgRetentionWithBodyWithResponse Set an org's retention settings
+	//
+	// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+	// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+	// new values; a shorter retention also shortens the restore window of items already
+	// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+	// Recorded in the audit log (`org.retention_update`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+	SetOrgRetentionWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetOrgRetentionResponse, error)
+
+	// SetOrgRetentionWithResponse Set an org's retention settings
+	//
+	// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+	// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+	// new values; a shorter retention also shortens the restore window of items already
+	// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+	// Recorded in the audit log (`org.retention_update`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+	SetOrgRetentionWithResponse(ctx context.Context, id ID, body SetOrgRetentionJSONRequestBody, reqEditors ...RequestEditorFn) (*SetOrgRetentionResponse, error)
+
 	// GetOrgSettingsWithResponse An org's settings
 	//
 	// Needs a member of the org, or a key of that org.
@@ -25649,7 +26397,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListPromptsWithResponse The org's prompts
 	//
-	// Newest first, each with its labels. Deleted prompts are not listed.
+	// Newest first, each with its labels. Deleted prompts are listed only with `deleted=true`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -25681,7 +26429,11 @@ type ClientWithResponsesInterface interface {
 	// DeletePromptWithResponse Delete a prompt
 	//
 	// A soft delete: the prompt, its versions and labels disappear from every read and from
-	// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+	// chat at once, and the name is free for a new prompt. It can be restored
+	// (`POST /v1/prompts/{name}/restore`) until the org's retention for deleted prompts
+	// (`GET /v1/orgs/{id}/retention`) has passed; the housekeeping task then purges it.
+	// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit
+	// log (`prompt.delete`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -25795,6 +26547,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/prompts/{name}/render (the `RenderPrompt` operationId).
 	RenderPromptWithResponse(ctx context.Context, name PromptName, params *RenderPromptParams, body RenderPromptJSONRequestBody, reqEditors ...RequestEditorFn) (*RenderPromptResponse, error)
+
+	// RestorePromptWithResponse Restore a deleted prompt
+	//
+	// Undoes a delete: the prompt named `name` that was deleted last (or the deleted prompt
+	// `id`, as `GET /v1/prompts?deleted=true` lists them) comes back with its versions and
+	// labels. A 404 when there is none; a 409 (`conflict`) while another prompt has the
+	// name; a 410 (`retention_expired`) when it was deleted longer ago than the org's
+	// retention for deleted prompts (the housekeeping task purges it, after which it is a
+	// 404). Needs an org owner or admin, or a key with the `admin` scope, as the delete.
+	// Recorded in the audit log (`prompt.restore`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/prompts/{name}/restore (the `RestorePrompt` operationId).
+	RestorePromptWithResponse(ctx context.Context, name PromptName, params *RestorePromptParams, reqEditors ...RequestEditorFn) (*RestorePromptResponse, error)
 
 	// ListPromptVersionsWithResponse A prompt's versions
 	//
@@ -30603,6 +31370,68 @@ func (r StreamMessageEventsResponse) ContentType() string {
 	return ""
 }
 
+// RestoreConversationResponse503Headers the declared response headers of an HTTP 503 response for RestoreConversation
+type RestoreConversationResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RestoreConversationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Conversation
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RestoreConversationResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RestoreConversationResponse) GetJSON200() *Conversation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RestoreConversationResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RestoreConversationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RestoreConversationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RestoreConversationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RestoreConversationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RestoreConversationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // SubmitToolResultsResponse200Headers the declared response headers of an HTTP 200 response for SubmitToolResults
 type SubmitToolResultsResponse200Headers struct {
 	KilnMessageId *openapi_types.UUID
@@ -30812,6 +31641,61 @@ func (r ListJobsResponse) ContentType() string {
 	return ""
 }
 
+// DeleteJobResponse503Headers the declared response headers of an HTTP 503 response for DeleteJob
+type DeleteJobResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteJobResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteJobResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteJobResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetJobResponse503Headers the declared response headers of an HTTP 503 response for GetJob
 type GetJobResponse503Headers struct {
 	RetryAfter *int
@@ -30985,6 +31869,68 @@ func (r StreamJobEventsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r StreamJobEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RestoreJobResponse503Headers the declared response headers of an HTTP 503 response for RestoreJob
+type RestoreJobResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RestoreJobResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Job
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RestoreJobResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RestoreJobResponse) GetJSON200() *Job {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RestoreJobResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RestoreJobResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RestoreJobResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RestoreJobResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RestoreJobResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RestoreJobResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -34042,6 +34988,130 @@ func (r GetOrgPaymentResponse) ContentType() string {
 	return ""
 }
 
+// GetOrgRetentionResponse503Headers the declared response headers of an HTTP 503 response for GetOrgRetention
+type GetOrgRetentionResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetOrgRetentionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OrgRetention
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetOrgRetentionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrgRetentionResponse) GetJSON200() *OrgRetention {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetOrgRetentionResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOrgRetentionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrgRetentionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrgRetentionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrgRetentionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrgRetentionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetOrgRetentionResponse503Headers the declared response headers of an HTTP 503 response for SetOrgRetention
+type SetOrgRetentionResponse503Headers struct {
+	RetryAfter *int
+}
+
+type SetOrgRetentionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OrgRetention
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetOrgRetentionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetOrgRetentionResponse) GetJSON200() *OrgRetention {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SetOrgRetentionResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetOrgRetentionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetOrgRetentionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetOrgRetentionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetOrgRetentionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetOrgRetentionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetOrgSettingsResponse503Headers the declared response headers of an HTTP 503 response for GetOrgSettings
 type GetOrgSettingsResponse503Headers struct {
 	RetryAfter *int
@@ -34883,6 +35953,68 @@ func (r RenderPromptResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RenderPromptResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RestorePromptResponse503Headers the declared response headers of an HTTP 503 response for RestorePrompt
+type RestorePromptResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RestorePromptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Prompt
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RestorePromptResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RestorePromptResponse) GetJSON200() *Prompt {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RestorePromptResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RestorePromptResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RestorePromptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RestorePromptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RestorePromptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RestorePromptResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -36847,7 +37979,7 @@ func (c *ClientWithResponses) ChatWebSocketWithResponse(ctx context.Context, par
 // ListConversationsWithResponse The caller's conversations
 //
 // Newest first. A user sees the conversations they started; an API key sees every
-// conversation of its org. Deleted conversations are not listed.
+// conversation of its org. Deleted conversations are listed only with `deleted=true`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -36893,7 +38025,10 @@ func (c *ClientWithResponses) CreateConversationWithResponse(ctx context.Context
 // DeleteConversationWithResponse Delete a conversation
 //
 // A soft delete: the conversation disappears from every read at once; a reply still
-// running is cancelled. The housekeeping task purges it for good 7 days later.
+// running is cancelled. It can be restored (`POST /v1/conversations/{id}/restore`)
+// until the org's retention for deleted conversations (`GET /v1/orgs/{id}/retention`,
+// 7 days by default) has passed; the housekeeping task then purges it for good.
+// Recorded in the audit log (`conversation.delete`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -37098,6 +38233,26 @@ func (c *ClientWithResponses) StreamMessageEventsWithResponse(ctx context.Contex
 	return ParseStreamMessageEventsResponse(rsp)
 }
 
+// RestoreConversationWithResponse Restore a deleted conversation
+//
+// Undoes a delete: the conversation comes back with its messages. Who could delete it
+// can restore it (a user the conversations they started, an API key its org's);
+// another caller's is a 404, as is one not deleted. A 410 (`retention_expired`) when it
+// was deleted longer ago than the org's retention for deleted conversations (the
+// housekeeping task purges it, after which it is a 404). Recorded in the audit log
+// (`conversation.restore`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/conversations/{id}/restore (the `RestoreConversation` operationId).
+func (c *ClientWithResponses) RestoreConversationWithResponse(ctx context.Context, id ID, params *RestoreConversationParams, reqEditors ...RequestEditorFn) (*RestoreConversationResponse, error) {
+	rsp, err := c.RestoreConversation(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRestoreConversationResponse(rsp)
+}
+
 // SubmitToolResultsWithBodyWithResponse Answer the client tool calls of the last reply and continue
 //
 // Stores one `tool` message per result and generates the next reply, as
@@ -37178,9 +38333,29 @@ func (c *ClientWithResponses) ListJobsWithResponse(ctx context.Context, params *
 	return ParseListJobsResponse(rsp)
 }
 
+// DeleteJobWithResponse Delete an ended job
+//
+// A soft delete of a `succeeded`, `failed` or `cancelled` job: it disappears from every
+// read (and cannot be retried) until restored. A queued or running job is a 409
+// (`conflict`): cancel it first. A deleted job is purged with the other ended jobs,
+// when the org's retention for ended jobs of its state (`GET /v1/orgs/{id}/retention`)
+// has passed since it ended; until then it can be restored. Recorded in the audit log
+// (`job.delete`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/jobs/{id} (the `DeleteJob` operationId).
+func (c *ClientWithResponses) DeleteJobWithResponse(ctx context.Context, id ID, params *DeleteJobParams, reqEditors ...RequestEditorFn) (*DeleteJobResponse, error) {
+	rsp, err := c.DeleteJob(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteJobResponse(rsp)
+}
+
 // GetJobWithResponse One job
 //
-// Another caller's job (another org's, or another user's) is a 404.
+// Another caller's job (another org's, or another user's), and a deleted one, is a 404.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -37230,6 +38405,25 @@ func (c *ClientWithResponses) StreamJobEventsWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseStreamJobEventsResponse(rsp)
+}
+
+// RestoreJobWithResponse Restore a deleted job
+//
+// Undoes a delete. Who could delete the job can restore it (a user the jobs they
+// created, an API key its org's); another caller's is a 404, as is one not deleted. A
+// 410 (`retention_expired`) when it ended longer ago than the org's retention for ended
+// jobs of its state (the housekeeping task purges it, after which it is a 404).
+// Recorded in the audit log (`job.restore`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/jobs/{id}/restore (the `RestoreJob` operationId).
+func (c *ClientWithResponses) RestoreJobWithResponse(ctx context.Context, id ID, params *RestoreJobParams, reqEditors ...RequestEditorFn) (*RestoreJobResponse, error) {
+	rsp, err := c.RestoreJob(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRestoreJobResponse(rsp)
 }
 
 // RetryJobWithResponse Retry a failed or cancelled job
@@ -38400,6 +39594,61 @@ func (c *ClientWithResponses) GetOrgPaymentWithResponse(ctx context.Context, id 
 	return ParseGetOrgPaymentResponse(rsp)
 }
 
+// GetOrgRetentionWithResponse An org's retention settings
+//
+// How long the org's deleted and ended items are kept: what the org set (null: the
+// deployment's default) and what applies. Needs an org owner or admin, or a key of that
+// org with the `admin` scope.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{id}/retention (the `GetOrgRetention` operationId).
+func (c *ClientWithResponses) GetOrgRetentionWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgRetentionResponse, error) {
+	rsp, err := c.GetOrgRetention(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrgRetentionResponse(rsp)
+}
+
+// SetOrgRetentionWithBodyWithResponse Set an org's retention settings
+//
+// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+// new values; a shorter retention also shortens the restore window of items already
+// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+// Recorded in the audit log (`org.retention_update`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+func (c *ClientWithResponses) SetOrgRetentionWithBodyWithResponse(ctx context.Context, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetOrgRetentionResponse, error) {
+	rsp, err := c.SetOrgRetentionWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetOrgRetentionResponse(rsp)
+}
+
+// SetOrgRetentionWithResponse Set an org's retention settings
+//
+// Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+// out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+// new values; a shorter retention also shortens the restore window of items already
+// deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+// Recorded in the audit log (`org.retention_update`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/orgs/{id}/retention (the `SetOrgRetention` operationId).
+func (c *ClientWithResponses) SetOrgRetentionWithResponse(ctx context.Context, id ID, body SetOrgRetentionJSONRequestBody, reqEditors ...RequestEditorFn) (*SetOrgRetentionResponse, error) {
+	rsp, err := c.SetOrgRetention(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetOrgRetentionResponse(rsp)
+}
+
 // GetOrgSettingsWithResponse An org's settings
 //
 // Needs a member of the org, or a key of that org.
@@ -38520,7 +39769,7 @@ func (c *ClientWithResponses) ExportOrgUsageWithResponse(ctx context.Context, id
 
 // ListPromptsWithResponse The org's prompts
 //
-// Newest first, each with its labels. Deleted prompts are not listed.
+// Newest first, each with its labels. Deleted prompts are listed only with `deleted=true`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -38570,7 +39819,11 @@ func (c *ClientWithResponses) CreatePromptWithResponse(ctx context.Context, para
 // DeletePromptWithResponse Delete a prompt
 //
 // A soft delete: the prompt, its versions and labels disappear from every read and from
-// chat at once, and the name is free for a new prompt. Recorded in the audit log.
+// chat at once, and the name is free for a new prompt. It can be restored
+// (`POST /v1/prompts/{name}/restore`) until the org's retention for deleted prompts
+// (`GET /v1/orgs/{id}/retention`) has passed; the housekeeping task then purges it.
+// Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit
+// log (`prompt.delete`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -38737,6 +39990,27 @@ func (c *ClientWithResponses) RenderPromptWithResponse(ctx context.Context, name
 		return nil, err
 	}
 	return ParseRenderPromptResponse(rsp)
+}
+
+// RestorePromptWithResponse Restore a deleted prompt
+//
+// Undoes a delete: the prompt named `name` that was deleted last (or the deleted prompt
+// `id`, as `GET /v1/prompts?deleted=true` lists them) comes back with its versions and
+// labels. A 404 when there is none; a 409 (`conflict`) while another prompt has the
+// name; a 410 (`retention_expired`) when it was deleted longer ago than the org's
+// retention for deleted prompts (the housekeeping task purges it, after which it is a
+// 404). Needs an org owner or admin, or a key with the `admin` scope, as the delete.
+// Recorded in the audit log (`prompt.restore`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/prompts/{name}/restore (the `RestorePrompt` operationId).
+func (c *ClientWithResponses) RestorePromptWithResponse(ctx context.Context, name PromptName, params *RestorePromptParams, reqEditors ...RequestEditorFn) (*RestorePromptResponse, error) {
+	rsp, err := c.RestorePrompt(ctx, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRestorePromptResponse(rsp)
 }
 
 // ListPromptVersionsWithResponse A prompt's versions
@@ -43200,6 +44474,59 @@ func ParseStreamMessageEventsResponse(rsp *http.Response) (*StreamMessageEventsR
 	return response, nil
 }
 
+// ParseRestoreConversationResponse parses an HTTP response from a RestoreConversationWithResponse call
+func ParseRestoreConversationResponse(rsp *http.Response) (*RestoreConversationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RestoreConversationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Conversation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RestoreConversationResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseSubmitToolResultsResponse parses an HTTP response from a SubmitToolResultsWithResponse call
 func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -43403,6 +44730,55 @@ func ParseListJobsResponse(rsp *http.Response) (*ListJobsResponse, error) {
 	return response, nil
 }
 
+// ParseDeleteJobResponse parses an HTTP response from a DeleteJobWithResponse call
+func ParseDeleteJobResponse(rsp *http.Response) (*DeleteJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers DeleteJobResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetJobResponse parses an HTTP response from a GetJobWithResponse call
 func ParseGetJobResponse(rsp *http.Response) (*GetJobResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -43542,6 +44918,59 @@ func ParseStreamJobEventsResponse(rsp *http.Response) (*StreamJobEventsResponse,
 	switch {
 	case rsp.StatusCode == 503:
 		var headers StreamJobEventsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRestoreJobResponse parses an HTTP response from a RestoreJobWithResponse call
+func ParseRestoreJobResponse(rsp *http.Response) (*RestoreJobResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RestoreJobResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RestoreJobResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -46180,6 +47609,112 @@ func ParseGetOrgPaymentResponse(rsp *http.Response) (*GetOrgPaymentResponse, err
 	return response, nil
 }
 
+// ParseGetOrgRetentionResponse parses an HTTP response from a GetOrgRetentionWithResponse call
+func ParseGetOrgRetentionResponse(rsp *http.Response) (*GetOrgRetentionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrgRetentionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OrgRetention
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetOrgRetentionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetOrgRetentionResponse parses an HTTP response from a SetOrgRetentionWithResponse call
+func ParseSetOrgRetentionResponse(rsp *http.Response) (*SetOrgRetentionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetOrgRetentionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OrgRetention
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers SetOrgRetentionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetOrgSettingsResponse parses an HTTP response from a GetOrgSettingsWithResponse call
 func ParseGetOrgSettingsResponse(rsp *http.Response) (*GetOrgSettingsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -46900,6 +48435,59 @@ func ParseRenderPromptResponse(rsp *http.Response) (*RenderPromptResponse, error
 	switch {
 	case rsp.StatusCode == 503:
 		var headers RenderPromptResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRestorePromptResponse parses an HTTP response from a RestorePromptWithResponse call
+func ParseRestorePromptResponse(rsp *http.Response) (*RestorePromptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RestorePromptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Prompt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RestorePromptResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -55,6 +55,35 @@ type Config struct {
 	RateLimit RateLimit `koanf:"ratelimit"`
 	// Metrics configures who may read the Prometheus metrics.
 	Metrics Metrics `koanf:"metrics"`
+	// Retention holds the default retention of deleted and ended items; each org may set
+	// its own (PUT /v1/orgs/{id}/retention).
+	Retention Retention `koanf:"retention"`
+}
+
+// Retention is the deployment's default retention, in days, of what an org has not set.
+type Retention struct {
+	DeletedPromptsDays       int `koanf:"deleted_prompts_days" doc:"days a deleted prompt stays restorable before housekeeping purges it (1-365)"`
+	DeletedConversationsDays int `koanf:"deleted_conversations_days" doc:"days a deleted conversation stays restorable before housekeeping purges it (1-365)"`
+	FinishedJobsDays         int `koanf:"finished_jobs_days" doc:"days a succeeded or cancelled job is kept after it ended (1-365)"`
+	FailedJobsDays           int `koanf:"failed_jobs_days" doc:"days a failed job is kept after it ended (1-365)"`
+	UsageDays                int `koanf:"usage_days" doc:"days usage rows are kept (400-3650); 0 keeps them for good"`
+}
+
+func (r Retention) validate() []string {
+	var p []string
+	check := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			p = append(p, fmt.Sprintf("retention.%s: must be between %d and %d, got %d", key, lo, hi, v))
+		}
+	}
+	check("deleted_prompts_days", r.DeletedPromptsDays, 1, 365)
+	check("deleted_conversations_days", r.DeletedConversationsDays, 1, 365)
+	check("finished_jobs_days", r.FinishedJobsDays, 1, 365)
+	check("failed_jobs_days", r.FailedJobsDays, 1, 365)
+	if r.UsageDays != 0 {
+		check("usage_days", r.UsageDays, 400, 3650)
+	}
+	return p
 }
 
 // Metrics says where GET /metrics is served and what it asks of a scraper; by default it
@@ -484,6 +513,7 @@ func Default() Config {
 		}),
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000, ReplyLease: 6 * time.Second},
 		Notifications: Notifications{LongJob: 30 * time.Second},
+		Retention:     Retention{DeletedPromptsDays: 30, DeletedConversationsDays: 7, FinishedJobsDays: 7, FailedJobsDays: 30},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
@@ -710,6 +740,7 @@ func (c Config) validate() []string {
 	p = append(p, c.Billing.validate()...)
 	p = append(p, c.OTel.validate()...)
 	p = append(p, c.Sentry.validate()...)
+	p = append(p, c.Retention.validate()...)
 	if c.Env == "" {
 		bad("env", "must not be empty")
 	}

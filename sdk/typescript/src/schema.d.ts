@@ -2092,7 +2092,7 @@ export interface paths {
         };
         /**
          * The org's prompts
-         * @description Newest first, each with its labels. Deleted prompts are not listed.
+         * @description Newest first, each with its labels. Deleted prompts are listed only with `deleted=true`.
          */
         get: operations["listPrompts"];
         put?: never;
@@ -2126,9 +2126,39 @@ export interface paths {
         /**
          * Delete a prompt
          * @description A soft delete: the prompt, its versions and labels disappear from every read and from
-         *     chat at once, and the name is free for a new prompt. Recorded in the audit log.
+         *     chat at once, and the name is free for a new prompt. It can be restored
+         *     (`POST /v1/prompts/{name}/restore`) until the org's retention for deleted prompts
+         *     (`GET /v1/orgs/{id}/retention`) has passed; the housekeeping task then purges it.
+         *     Needs an org owner or admin, or a key with the `admin` scope. Recorded in the audit
+         *     log (`prompt.delete`).
          */
         delete: operations["deletePrompt"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prompts/{name}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a deleted prompt
+         * @description Undoes a delete: the prompt named `name` that was deleted last (or the deleted prompt
+         *     `id`, as `GET /v1/prompts?deleted=true` lists them) comes back with its versions and
+         *     labels. A 404 when there is none; a 409 (`conflict`) while another prompt has the
+         *     name; a 410 (`retention_expired`) when it was deleted longer ago than the org's
+         *     retention for deleted prompts (the housekeeping task purges it, after which it is a
+         *     404). Needs an org owner or admin, or a key with the `admin` scope, as the delete.
+         *     Recorded in the audit log (`prompt.restore`).
+         */
+        post: operations["restorePrompt"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -2296,7 +2326,7 @@ export interface paths {
         /**
          * The caller's conversations
          * @description Newest first. A user sees the conversations they started; an API key sees every
-         *     conversation of its org. Deleted conversations are not listed.
+         *     conversation of its org. Deleted conversations are listed only with `deleted=true`.
          */
         get: operations["listConversations"];
         put?: never;
@@ -2328,7 +2358,10 @@ export interface paths {
         /**
          * Delete a conversation
          * @description A soft delete: the conversation disappears from every read at once; a reply still
-         *     running is cancelled. The housekeeping task purges it for good 7 days later.
+         *     running is cancelled. It can be restored (`POST /v1/conversations/{id}/restore`)
+         *     until the org's retention for deleted conversations (`GET /v1/orgs/{id}/retention`,
+         *     7 days by default) has passed; the housekeeping task then purges it for good.
+         *     Recorded in the audit log (`conversation.delete`).
          */
         delete: operations["deleteConversation"];
         options?: never;
@@ -2338,6 +2371,31 @@ export interface paths {
          * @description Changes the fields given; `metadata` replaces the whole map.
          */
         patch: operations["updateConversation"];
+        trace?: never;
+    };
+    "/v1/conversations/{id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a deleted conversation
+         * @description Undoes a delete: the conversation comes back with its messages. Who could delete it
+         *     can restore it (a user the conversations they started, an API key its org's);
+         *     another caller's is a 404, as is one not deleted. A 410 (`retention_expired`) when it
+         *     was deleted longer ago than the org's retention for deleted conversations (the
+         *     housekeeping task purges it, after which it is a 404). Recorded in the audit log
+         *     (`conversation.restore`).
+         */
+        post: operations["restoreConversation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/conversations/{id}/messages": {
@@ -2535,11 +2593,44 @@ export interface paths {
         };
         /**
          * One job
-         * @description Another caller's job (another org's, or another user's) is a 404.
+         * @description Another caller's job (another org's, or another user's), and a deleted one, is a 404.
          */
         get: operations["getJob"];
         put?: never;
         post?: never;
+        /**
+         * Delete an ended job
+         * @description A soft delete of a `succeeded`, `failed` or `cancelled` job: it disappears from every
+         *     read (and cannot be retried) until restored. A queued or running job is a 409
+         *     (`conflict`): cancel it first. A deleted job is purged with the other ended jobs,
+         *     when the org's retention for ended jobs of its state (`GET /v1/orgs/{id}/retention`)
+         *     has passed since it ended; until then it can be restored. Recorded in the audit log
+         *     (`job.delete`).
+         */
+        delete: operations["deleteJob"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a deleted job
+         * @description Undoes a delete. Who could delete the job can restore it (a user the jobs they
+         *     created, an API key its org's); another caller's is a 404, as is one not deleted. A
+         *     410 (`retention_expired`) when it ended longer ago than the org's retention for ended
+         *     jobs of its state (the housekeeping task purges it, after which it is a 404).
+         *     Recorded in the audit log (`job.restore`).
+         */
+        post: operations["restoreJob"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2611,6 +2702,36 @@ export interface paths {
          *     (`conflict`).
          */
         post: operations["retryJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An org's retention settings
+         * @description How long the org's deleted and ended items are kept: what the org set (null: the
+         *     deployment's default) and what applies. Needs an org owner or admin, or a key of that
+         *     org with the `admin` scope.
+         */
+        get: operations["getOrgRetention"];
+        /**
+         * Set an org's retention settings
+         * @description Replaces the org's settings (null: the deployment's default, `retention.*`). A value
+         *     out of its bounds is a 400 naming the field. The next housekeeping run purges by the
+         *     new values; a shorter retention also shortens the restore window of items already
+         *     deleted. Needs an org owner or admin, or a key of that org with the `admin` scope.
+         *     Recorded in the audit log (`org.retention_update`).
+         */
+        put: operations["setOrgRetention"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3163,6 +3284,7 @@ export interface components {
             created_by: string | null;
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
+            deleted_at?: components["schemas"]["DeletedAt"];
         };
         PromptList: {
             data: components["schemas"]["Prompt"][];
@@ -3259,6 +3381,7 @@ export interface components {
             metadata: components["schemas"]["ConversationMetadata"];
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
+            deleted_at?: components["schemas"]["DeletedAt"];
         };
         /** @description The client's own string labels. */
         ConversationMetadata: {
@@ -3498,6 +3621,42 @@ export interface components {
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
         };
+        /** @description An org's retention, per kind of item, in days; null takes the deployment's default. */
+        RetentionSettings: {
+            /** @description Days a deleted prompt can be restored before it is purged (default `retention.deleted_prompts_days`, 30). */
+            deleted_prompts_days: number | null;
+            /** @description Days a deleted conversation can be restored before it is purged (default `retention.deleted_conversations_days`, 7). */
+            deleted_conversations_days: number | null;
+            /** @description Days a succeeded or cancelled job is kept after it ended, deleted or not (default `retention.finished_jobs_days`, 7). */
+            finished_jobs_days: number | null;
+            /** @description Days a failed job is kept after it ended, deleted or not (default `retention.failed_jobs_days`, 30). */
+            failed_jobs_days: number | null;
+            /** @description Days usage rows (billing data) are kept; at least 400 so a year's invoices and their disputes can be checked (default `retention.usage_days`, 0: kept for good). */
+            usage_days: number | null;
+        };
+        /** @description The retention that applies, in days (the org's setting, else the deployment's default). */
+        EffectiveRetention: {
+            deleted_prompts_days: number;
+            deleted_conversations_days: number;
+            finished_jobs_days: number;
+            failed_jobs_days: number;
+            /** @description Null when usage rows are kept for good. */
+            usage_days: number | null;
+        };
+        OrgRetention: {
+            settings: components["schemas"]["RetentionSettings"];
+            effective: components["schemas"]["EffectiveRetention"];
+            /**
+             * Format: date-time
+             * @description When the org last set them (RFC 3339, UTC); null while it never has.
+             */
+            updated_at: string | null;
+        };
+        /**
+         * Format: date-time
+         * @description When it was deleted; present on deleted items only (the lists' `deleted=true`).
+         */
+        DeletedAt: string;
         OrgSettings: {
             /** @description Conversations without a message for this many days are deleted for good by the housekeeping task; null keeps them. */
             conversation_retention_days: number | null;
@@ -4398,7 +4557,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "provider_not_configured";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "provider_not_configured" | "retention_expired";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -8562,6 +8721,8 @@ export interface operations {
                 limit?: components["parameters"]["Limit"];
                 /** @description Opaque cursor from a previous page's `next_cursor`. */
                 cursor?: components["parameters"]["Cursor"];
+                /** @description List the deleted prompts instead (each with its `deleted_at`), to find one to restore; newest first. */
+                deleted?: boolean;
             };
             header?: {
                 /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
@@ -8675,6 +8836,37 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    restorePrompt: {
+        parameters: {
+            query?: {
+                /** @description The deleted prompt to restore, when several of that name were deleted. */
+                id?: string;
+            };
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The prompt's name, unique in the org. */
+                name: components["parameters"]["PromptName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The prompt, restored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prompt"];
+                };
             };
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
@@ -8951,6 +9143,8 @@ export interface operations {
                 limit?: components["parameters"]["Limit"];
                 /** @description Opaque cursor from a previous page's `next_cursor`. */
                 cursor?: components["parameters"]["Cursor"];
+                /** @description List the deleted conversations instead (each with its `deleted_at`), to find one to restore; still the caller's only, newest first. */
+                deleted?: boolean;
                 /** @description Only conversations whose title contains this text (case-insensitive). */
                 q?: string;
             };
@@ -9091,6 +9285,34 @@ export interface operations {
         };
         responses: {
             /** @description The conversation. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Conversation"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    restoreConversation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The conversation, restored. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -9421,6 +9643,60 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
+    deleteJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    restoreJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The org a user token acts for (default its personal org). API keys always act for their own org. */
+                "Kiln-Org"?: components["parameters"]["KilnOrg"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job, restored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
     streamJobEvents: {
         parameters: {
             query?: {
@@ -9504,6 +9780,60 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getOrgRetention: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The retention settings. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgRetention"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    setOrgRetention: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RetentionSettings"];
+            };
+        };
+        responses: {
+            /** @description The retention settings. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgRetention"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
