@@ -165,12 +165,13 @@ func (s *Service) Retry(ctx context.Context, o Owner, id uuid.UUID) (Job, error)
 	return s.RetryJob(ctx, id)
 }
 
-// RetryJob is Retry whoever created the job (for administrators and system callers).
+// RetryJob is Retry whoever created the job (for administrators and system callers); a
+// deleted job is not_found.
 func (s *Service) RetryJob(ctx context.Context, id uuid.UUID) (Job, error) {
 	row, err := s.Store.RetryJob(ctx, db.RetryJobParams{ID: id, Now: s.Now().UTC()})
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
 		cur, gerr := s.Store.GetJob(ctx, id)
-		if gerr != nil {
+		if gerr != nil || cur.DeletedAt != nil {
 			return Job{}, notFound(id)
 		}
 		return Job{}, errs.E(errs.Conflict, "Only a failed or cancelled job can be retried; job %s is %s.", id, cur.State)
