@@ -149,8 +149,10 @@ func TestPurgePerOrg(t *testing.T) {
 	purges := map[string]func(context.Context) (int64, error){
 		"prompts":       ps.PurgeDeleted,
 		"conversations": cs.PurgeDeleted,
-		"jobs":          func(ctx context.Context) (int64, error) { return jobs.PurgeFinished(ctx, st, clock.Now(), retention.Builtin) },
-		"usage":         keep.PurgeUsage,
+		"jobs": func(ctx context.Context) (int64, error) {
+			return jobs.PurgeFinished(ctx, st, clock.Now(), retention.Builtin)
+		},
+		"usage": keep.PurgeUsage,
 	}
 	// Org a: one of each, and both of its jobs (1 day for succeeded, 3 for failed).
 	want := map[string]int64{"prompts": 1, "conversations": 1, "jobs": 2, "usage": 1}
