@@ -35,3 +35,22 @@ JOIN orgs ON orgs.id = org_members.org_id
 WHERE org_members.org_id = $1 AND org_members.role IN ('owner', 'admin')
 ORDER BY org_members.user_id
 LIMIT 1000;
+
+-- Serialises the changes that count against an org's plan limits (members, invitations,
+-- knowledge bases, documents) for the rest of the transaction: a transaction-level
+-- advisory lock, so the rows the changes reference (the org's) are not locked.
+-- name: LockOrgPlanLimits :exec
+SELECT pg_advisory_xact_lock(hashtextextended('kiln.plan_limits:' || sqlc.arg(org_id)::uuid::text, 0));
+
+-- What an org has of each count limit: seats (members and invitations still open),
+-- knowledge bases, documents and the bytes of their extracted text.
+-- name: OrgPlanUsage :one
+SELECT
+    ((SELECT count(*) FROM org_members m WHERE m.org_id = sqlc.arg(org_id))
+      + (SELECT count(*) FROM invitations i WHERE i.org_id = sqlc.arg(org_id)
+           AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > sqlc.arg(now)))::bigint AS seats,
+    (SELECT count(*) FROM knowledge_bases k WHERE k.org_id = sqlc.arg(org_id)) AS knowledge_bases,
+    d.documents::bigint AS documents,
+    d.storage_bytes::bigint AS storage_bytes
+FROM (SELECT count(*) AS documents, coalesce(sum(bytes), 0) AS storage_bytes
+      FROM kb_documents WHERE org_id = sqlc.arg(org_id)) d;

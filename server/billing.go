@@ -34,7 +34,7 @@ func (s *Server) GetOrgSubscription(ctx context.Context, req api.GetOrgSubscript
 	return api.GetOrgSubscription200JSONResponse(toAPISubscription(sub)), nil
 }
 
-// GetOrgEntitlements returns what the org's plan gives it, with the tokens used so far.
+// GetOrgEntitlements returns what the org's plan gives it, with what the org has used of each limit.
 func (s *Server) GetOrgEntitlements(ctx context.Context, req api.GetOrgEntitlementsRequestObject) (api.GetOrgEntitlementsResponseObject, error) {
 	b, err := s.billingService()
 	if err != nil {
@@ -53,7 +53,10 @@ func (s *Server) GetOrgEntitlements(ctx context.Context, req api.GetOrgEntitleme
 	for i, l := range e.Limits {
 		lu := api.LimitUsage{Name: api.LimitUsageName(l.Name), Value: l.Limit.Value, Overage: api.LimitUsageOverage(l.Limit.Overage), UnitPrice: unitPrice(l.Limit)}
 		if l.Measured {
-			lu.Used, lu.Reserved, lu.ResetsAt = &l.Used, &l.Reserved, &l.ResetsAt
+			lu.Used = &l.Used
+		}
+		if l.Name == billing.LimitTokens {
+			lu.Reserved, lu.ResetsAt = &l.Reserved, &l.ResetsAt
 		}
 		out.Limits[i] = lu
 	}

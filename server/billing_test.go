@@ -31,7 +31,7 @@ func TestBilling(t *testing.T) {
 		t.Errorf("another org's subscription: %d, want 404", res.StatusCode)
 	}
 	var plans api.PlanList
-	if res := b.call(t, "GET", "/v1/admin/plans", adminPair.AccessToken, nil, &plans); res.StatusCode != 200 || len(plans.Data) != 3 || plans.Data[0].Id != "free" {
+	if res := b.call(t, "GET", "/v1/admin/plans", adminPair.AccessToken, nil, &plans); res.StatusCode != 200 || len(plans.Data) != 4 || plans.Data[0].Id != "capped" || plans.Data[1].Id != "free" {
 		t.Fatalf("plans: %d %+v", res.StatusCode, plans)
 	}
 	if res := b.call(t, "GET", "/v1/admin/plans", pair.AccessToken, nil, nil); res.StatusCode != 403 {

@@ -126,8 +126,14 @@ func testSpec(t testing.TB) *openapi3.T {
 }
 
 // testPlans are the plans of every server test: free (generous, the default), tiny (50
-// tokens a period, blocking) and team (feature sso, tokens alerting past 100).
+// tokens a period, blocking), team (feature sso, tokens alerting past 100) and capped
+// (blocking count limits and 30 requests a minute).
 var testPlans = billing.NewCatalog([]billing.Plan{
+	{ID: "capped", Name: "Capped", Limits: map[string]billing.Limit{
+		billing.LimitSeats: {Value: 2, Overage: billing.Block}, billing.LimitKnowledgeBases: {Value: 1, Overage: billing.Block},
+		billing.LimitDocuments: {Value: 2, Overage: billing.Block}, billing.LimitStorageBytes: {Value: 64, Overage: billing.Block},
+		billing.LimitRequestsPerMinute: {Value: 30, Overage: billing.Block},
+	}},
 	{ID: "free", Name: "Free", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 10_000_000, Overage: billing.Block}}},
 	{ID: "tiny", Name: "Tiny", Limits: map[string]billing.Limit{billing.LimitTokens: {Value: 50, Overage: billing.Block}}},
 	{ID: "team", Name: "Team", Prices: []billing.Price{{Interval: "month", Currency: "CNY", Amount: 9900}, {Interval: "month", Currency: "USD", Amount: 1900, StripePrice: "price_team_month_usd"}}, Features: map[string]bool{"sso": true},
@@ -241,6 +247,11 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	for _, o := range opts {
 		o(&d)
 	}
+	var planLimits rag.PlanLimits
+	if d.LLM.Billing != nil {
+		planLimits = d.LLM.Billing
+		identity.Members.UsePlanLimits(d.LLM.Billing)
+	}
 	if d.Invoices.Invoicer == nil && d.LLM.Billing != nil {
 		d.Invoices = Invoices{Invoicer: billing.NewInvoicer(st, d.LLM.Billing, billing.Issuer{ID: "default", Prefix: "INV-", Name: "Kiln Test Ltd",
 			TaxRateBP: 1000}, time.Now), PDF: invoicepdf.New(nil)}
@@ -283,7 +294,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	registry := jobs.NewRegistry()
 	if d.Knowledge == nil {
 		d.Knowledge = rag.New(rag.DefaultConfig(), rag.Deps{Store: st, Embedder: rag.GatewayEmbedder{Gateway: d.LLM.Runner.Gateway, Usage: d.LLM.Usage},
-			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Models: chat.Evaluator{Runner: d.LLM.Runner, Usage: d.LLM.Usage}, Log: log, Now: time.Now})
+			Jobs: registry, HasModel: d.LLM.Runner.Gateway.Has, Models: chat.Evaluator{Runner: d.LLM.Runner, Usage: d.LLM.Usage}, PlanLimits: planLimits, Log: log, Now: time.Now})
 	}
 	if d.LLM.Runner.Knowledge == nil {
 		d.LLM.Runner.Knowledge = d.Knowledge

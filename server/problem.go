@@ -51,6 +51,7 @@ var catalog = map[errs.Code]problemType{
 	errs.QuotaExceeded:         {http.StatusTooManyRequests, "Quota exceeded"},
 	errs.PaymentRequired:       {http.StatusPaymentRequired, "Payment required"},
 	errs.FeatureNotInPlan:      {http.StatusForbidden, "Feature not in plan"},
+	errs.PlanLimitReached:      {http.StatusForbidden, "Plan limit reached"},
 	errs.ProviderNotConfigured: {http.StatusUnprocessableEntity, "Payment provider not configured"},
 	errs.RetentionExpired:      {http.StatusGone, "Retention expired"},
 }
@@ -88,9 +89,15 @@ func newProblem(ctx context.Context, instance string, e *errs.Error) api.Problem
 		}
 		p.Errors = &fe
 	}
-	if q := e.Quota; q != nil && code == errs.QuotaExceeded {
-		name, resets := api.ProblemLimitName(q.Name), q.ResetsAt.UTC()
-		p.LimitName, p.Limit, p.Used, p.Reserved, p.ResetsAt = &name, &q.Limit, &q.Used, &q.Reserved, &resets
+	if q := e.Quota; q != nil {
+		name := api.ProblemLimitName(q.Name)
+		switch code {
+		case errs.QuotaExceeded:
+			resets := q.ResetsAt.UTC()
+			p.LimitName, p.Limit, p.Used, p.Reserved, p.ResetsAt = &name, &q.Limit, &q.Used, &q.Reserved, &resets
+		case errs.PlanLimitReached:
+			p.LimitName, p.Limit, p.Used = &name, &q.Limit, &q.Used
+		}
 	}
 	return p
 }
@@ -117,7 +124,7 @@ func (s *Server) respondError(w http.ResponseWriter, r *http.Request, err error)
 	if ue, ok := errors.AsType[*llm.Error](err); ok && ue.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ceilSeconds(ue.RetryAfter)))
 	}
-	if e.Quota != nil {
+	if e.Quota != nil && e.Code == errs.QuotaExceeded {
 		setQuotaHeaders(w.Header(), e.Quota, time.Now())
 	}
 	if e.Code == errs.Unavailable {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -201,11 +202,15 @@ func (s *Server) trustedProxy(addr netip.Addr) bool {
 	return false
 }
 
-// apiLimiter applies ratelimit.api: per API key, per signed-in user and per org.
+// apiLimiter applies ratelimit.api (per API key, per signed-in user and per org) and the
+// requests_per_minute limit of each org's plan.
 type apiLimiter struct {
 	gcra                    *ratelimit.Limiter
 	ks                      redisclient.Keyspace
 	perKey, perUser, perOrg apiPolicy
+	// planRate returns the requests a minute the org's plan allows, 0 for no limit; nil:
+	// no plans (billing off).
+	planRate func(ctx context.Context, org uuid.UUID) (int64, error)
 }
 
 // apiPolicy is one API limit and its RateLimit-Policy item; a zero limit is off.
@@ -222,17 +227,24 @@ func newAPIPolicy(name string, r config.Rate) apiPolicy {
 	return apiPolicy{name: name, limit: ratelimit.Limit{Rate: r.Rate, Period: time.Minute, Burst: r.Burst}, policy: fmt.Sprintf("%q;q=%d;w=60", name, r.Rate)}
 }
 
-// newAPILimiter returns nil when no API limit is set.
-func newAPILimiter(cfg config.APIRateLimits, rdb redis.UniversalClient, ks redisclient.Keyspace) *apiLimiter {
-	if rdb == nil || (cfg.PerKey.Rate <= 0 && cfg.PerUser.Rate <= 0 && cfg.PerOrg.Rate <= 0) {
+// planPolicy is the API policy of a plan's requests_per_minute: the whole minute's
+// requests may come at once.
+func planPolicy(rate int64) apiPolicy {
+	return apiPolicy{name: "plan", limit: ratelimit.Limit{Rate: int(rate), Period: time.Minute, Burst: int(rate)}, policy: fmt.Sprintf(`"plan";q=%d;w=60`, rate)}
+}
+
+// newAPILimiter returns nil when no API limit is set and there are no plans (planRate nil).
+func newAPILimiter(cfg config.APIRateLimits, rdb redis.UniversalClient, ks redisclient.Keyspace, planRate func(context.Context, uuid.UUID) (int64, error)) *apiLimiter {
+	if rdb == nil || (cfg.PerKey.Rate <= 0 && cfg.PerUser.Rate <= 0 && cfg.PerOrg.Rate <= 0 && planRate == nil) {
 		return nil
 	}
-	return &apiLimiter{gcra: ratelimit.New(rdb), ks: ks,
+	return &apiLimiter{gcra: ratelimit.New(rdb), ks: ks, planRate: planRate,
 		perKey: newAPIPolicy("api-key", cfg.PerKey), perUser: newAPIPolicy("api-user", cfg.PerUser), perOrg: newAPIPolicy("api-org", cfg.PerOrg)}
 }
 
 // limitAPI enforces ratelimit.api on authenticated requests: an API key's requests count
-// against the key and its org, a user token's against the user and the org it acts in.
+// against the key and its org, a user token's against the user and the org it acts in;
+// and the org's plan's requests_per_minute (policy "plan") when it blocks.
 // The limits that apply are checked and spent in one Redis round trip, all or none.
 // Every limited response carries RateLimit-Policy and RateLimit (IETF httpapi draft) with
 // one item per limit; a refusal is a 429 rate_limited problem with Retry-After. The auth
@@ -263,9 +275,9 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 			tag = "{user:" + p.UserID.String() + "}"
 		}
 		var (
-			policies [3]apiPolicy
-			keys     [3]string
-			limits   [3]ratelimit.Limit
+			policies [4]apiPolicy
+			keys     [4]string
+			limits   [4]ratelimit.Limit
 			n        int
 		)
 		add := func(pol apiPolicy, subject string) {
@@ -281,6 +293,14 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 		}
 		if org != uuid.Nil {
 			add(l.perOrg, org.String())
+			if l.planRate != nil {
+				rate, err := l.planRate(r.Context(), org)
+				if err != nil {
+					s.log.WarnContext(r.Context(), "plan of the org unavailable; its requests_per_minute not applied", "error", err)
+				} else if rate > 0 {
+					add(planPolicy(rate), org.String())
+				}
+			}
 		}
 		if n == 0 {
 			next.ServeHTTP(w, r)

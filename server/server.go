@@ -224,7 +224,11 @@ func New(d Deps) (*Server, error) {
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
-	s.api = newAPILimiter(d.APILimits, d.Redis, d.Keyspace)
+	var planRate func(context.Context, uuid.UUID) (int64, error)
+	if d.LLM.Billing != nil {
+		planRate = d.LLM.Billing.RequestsPerMinute
+	}
+	s.api = newAPILimiter(d.APILimits, d.Redis, d.Keyspace, planRate)
 	s.idem, s.idemRoutes = d.Idempotency, idempotentRoutes(d.Spec)
 	if d.Knowledge != nil {
 		// A document upload may be as large as rag.max_document_bytes, plus its multipart

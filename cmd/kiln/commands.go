@@ -270,6 +270,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		return err
 	}
 	defer llmDeps.Billing.WaitAlerts()
+	d.identity.Members.UsePlanLimits(llmDeps.Billing)
 	promptStore := prompts.New(store.New(d.pool), time.Now)
 	promptStore.KnowModels(llmDeps.Runner.Gateway.Has)
 	promptStore.UseRetention(a.retentionDays())

@@ -44,7 +44,7 @@ func (a *app) newRAG(d *deps, llmDeps server.LLM) (*rag.Service, error) {
 	}, rag.Deps{
 		Store: store.New(d.pool), Embedder: rag.GatewayEmbedder{Gateway: llmDeps.Runner.Gateway, Usage: llmDeps.Usage}, Jobs: d.jobs,
 		HasModel: llmDeps.Runner.Gateway.Has, VectorStores: stores, Models: chat.Evaluator{Runner: llmDeps.Runner, Usage: llmDeps.Usage},
-		Log: a.log, Now: time.Now,
+		PlanLimits: llmDeps.Billing, Log: a.log, Now: time.Now,
 	})
 	llmDeps.Runner.Knowledge = svc
 	return svc, nil

@@ -483,6 +483,7 @@ const (
 	NotReady              ErrorCode = "not_ready"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	PlanLimitReached      ErrorCode = "plan_limit_reached"
 	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
@@ -527,6 +528,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case PlanLimitReached:
 		return true
 	case ProviderNotConfigured:
 		return true
@@ -1400,14 +1403,26 @@ func (e PlanPriceInterval) Valid() bool {
 
 // Defines values for ProblemLimitName.
 const (
-	ProblemLimitNameApiKeyTokens ProblemLimitName = "api_key_tokens"
-	ProblemLimitNameTokens       ProblemLimitName = "tokens"
+	ProblemLimitNameApiKeyTokens   ProblemLimitName = "api_key_tokens"
+	ProblemLimitNameDocuments      ProblemLimitName = "documents"
+	ProblemLimitNameKnowledgeBases ProblemLimitName = "knowledge_bases"
+	ProblemLimitNameSeats          ProblemLimitName = "seats"
+	ProblemLimitNameStorageBytes   ProblemLimitName = "storage_bytes"
+	ProblemLimitNameTokens         ProblemLimitName = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ProblemLimitName enum.
 func (e ProblemLimitName) Valid() bool {
 	switch e {
 	case ProblemLimitNameApiKeyTokens:
+		return true
+	case ProblemLimitNameDocuments:
+		return true
+	case ProblemLimitNameKnowledgeBases:
+		return true
+	case ProblemLimitNameSeats:
+		return true
+	case ProblemLimitNameStorageBytes:
 		return true
 	case ProblemLimitNameTokens:
 		return true
@@ -1520,14 +1535,26 @@ func (e ReadinessStatus) Valid() bool {
 
 // Defines values for ReadinessProblemLimitName.
 const (
-	ReadinessProblemLimitNameApiKeyTokens ReadinessProblemLimitName = "api_key_tokens"
-	ReadinessProblemLimitNameTokens       ReadinessProblemLimitName = "tokens"
+	ReadinessProblemLimitNameApiKeyTokens   ReadinessProblemLimitName = "api_key_tokens"
+	ReadinessProblemLimitNameDocuments      ReadinessProblemLimitName = "documents"
+	ReadinessProblemLimitNameKnowledgeBases ReadinessProblemLimitName = "knowledge_bases"
+	ReadinessProblemLimitNameSeats          ReadinessProblemLimitName = "seats"
+	ReadinessProblemLimitNameStorageBytes   ReadinessProblemLimitName = "storage_bytes"
+	ReadinessProblemLimitNameTokens         ReadinessProblemLimitName = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ReadinessProblemLimitName enum.
 func (e ReadinessProblemLimitName) Valid() bool {
 	switch e {
 	case ReadinessProblemLimitNameApiKeyTokens:
+		return true
+	case ReadinessProblemLimitNameDocuments:
+		return true
+	case ReadinessProblemLimitNameKnowledgeBases:
+		return true
+	case ReadinessProblemLimitNameSeats:
+		return true
+	case ReadinessProblemLimitNameStorageBytes:
 		return true
 	case ReadinessProblemLimitNameTokens:
 		return true
@@ -3579,7 +3606,9 @@ type LimitUsage struct {
 	ResetsAt  *time.Time `json:"resets_at,omitempty"`
 	UnitPrice *float32   `json:"unit_price,omitempty"`
 
-	// Used Spent so far this period (`tokens` only).
+	// Used `tokens`: spent so far this period. `seats`: members and pending invitations;
+	// `knowledge_bases`, `documents`, `storage_bytes` (extracted text): what the org
+	// has now. Absent for `requests_per_minute` (a moving window).
 	Used  *int64 `json:"used,omitempty"`
 	Value int64  `json:"value"`
 }
@@ -4204,7 +4233,10 @@ type Plan struct {
 type PlanLimit struct {
 	Name PlanLimitName `json:"name"`
 
-	// Overage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+	// Overage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
+	// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
+	// headers; seats, knowledge bases, documents and storage: 403
+	// `plan_limit_reached`), the others allow.
 	Overage PlanLimitOverage `json:"overage"`
 
 	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
@@ -4217,7 +4249,10 @@ type PlanLimit struct {
 // PlanLimitName defines model for PlanLimit.Name.
 type PlanLimitName string
 
-// PlanLimitOverage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+// PlanLimitOverage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
+// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
+// headers; seats, knowledge bases, documents and storage: 403
+// `plan_limit_reached`), the others allow.
 type PlanLimitOverage string
 
 // PlanList defines model for PlanList.
@@ -4268,12 +4303,14 @@ type Problem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
-	// Limit `quota_exceeded` only: the limit's tokens per period.
+	// Limit `quota_exceeded`: the limit's tokens per period; `plan_limit_reached`: the plan's count.
 	Limit *int64 `json:"limit,omitempty"`
 
-	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// LimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-	// calling API key's own budget).
+	// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+	// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+	// with `limit` and `used` (what the org has now).
 	LimitName *ProblemLimitName `json:"limit_name,omitempty"`
 
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
@@ -4304,13 +4341,15 @@ type Problem struct {
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
 
-	// Used `quota_exceeded` only: tokens spent this period.
+	// Used `quota_exceeded`: tokens spent this period; `plan_limit_reached`: what the org has now.
 	Used *int64 `json:"used,omitempty"`
 }
 
-// ProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// ProblemLimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 // limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-// calling API key's own budget).
+// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+// with `limit` and `used` (what the org has now).
 type ProblemLimitName string
 
 // Prompt defines model for Prompt.
@@ -4577,12 +4616,14 @@ type ReadinessProblem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
-	// Limit `quota_exceeded` only: the limit's tokens per period.
+	// Limit `quota_exceeded`: the limit's tokens per period; `plan_limit_reached`: the plan's count.
 	Limit *int64 `json:"limit,omitempty"`
 
-	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// LimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-	// calling API key's own budget).
+	// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+	// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+	// with `limit` and `used` (what the org has now).
 	LimitName *ReadinessProblemLimitName `json:"limit_name,omitempty"`
 
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
@@ -4613,13 +4654,15 @@ type ReadinessProblem struct {
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
 
-	// Used `quota_exceeded` only: tokens spent this period.
+	// Used `quota_exceeded`: tokens spent this period; `plan_limit_reached`: what the org has now.
 	Used *int64 `json:"used,omitempty"`
 }
 
-// ReadinessProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// ReadinessProblemLimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 // limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-// calling API key's own budget).
+// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+// with `limit` and `used` (what the org has now).
 type ReadinessProblemLimitName string
 
 // RefreshRequest defines model for RefreshRequest.

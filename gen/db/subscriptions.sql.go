@@ -117,6 +117,56 @@ func (q *Queries) ListBillingRecipients(ctx context.Context, orgID uuid.UUID) ([
 	return items, nil
 }
 
+const lockOrgPlanLimits = `-- name: LockOrgPlanLimits :exec
+SELECT pg_advisory_xact_lock(hashtextextended('kiln.plan_limits:' || $1::uuid::text, 0))
+`
+
+// Serialises the changes that count against an org's plan limits (members, invitations,
+// knowledge bases, documents) for the rest of the transaction: a transaction-level
+// advisory lock, so the rows the changes reference (the org's) are not locked.
+func (q *Queries) LockOrgPlanLimits(ctx context.Context, orgID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, lockOrgPlanLimits, orgID)
+	return err
+}
+
+const orgPlanUsage = `-- name: OrgPlanUsage :one
+SELECT
+    ((SELECT count(*) FROM org_members m WHERE m.org_id = $1)
+      + (SELECT count(*) FROM invitations i WHERE i.org_id = $1
+           AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > $2))::bigint AS seats,
+    (SELECT count(*) FROM knowledge_bases k WHERE k.org_id = $1) AS knowledge_bases,
+    d.documents::bigint AS documents,
+    d.storage_bytes::bigint AS storage_bytes
+FROM (SELECT count(*) AS documents, coalesce(sum(bytes), 0) AS storage_bytes
+      FROM kb_documents WHERE org_id = $1) d
+`
+
+type OrgPlanUsageParams struct {
+	OrgID uuid.UUID
+	Now   time.Time
+}
+
+type OrgPlanUsageRow struct {
+	Seats          int64
+	KnowledgeBases int64
+	Documents      int64
+	StorageBytes   int64
+}
+
+// What an org has of each count limit: seats (members and invitations still open),
+// knowledge bases, documents and the bytes of their extracted text.
+func (q *Queries) OrgPlanUsage(ctx context.Context, arg OrgPlanUsageParams) (OrgPlanUsageRow, error) {
+	row := q.db.QueryRow(ctx, orgPlanUsage, arg.OrgID, arg.Now)
+	var i OrgPlanUsageRow
+	err := row.Scan(
+		&i.Seats,
+		&i.KnowledgeBases,
+		&i.Documents,
+		&i.StorageBytes,
+	)
+	return i, err
+}
+
 const upsertSubscription = `-- name: UpsertSubscription :one
 INSERT INTO subscriptions (org_id, plan_id, status, billing_interval, currency, current_period_start,
     current_period_end, provider, past_due_since, state_at, created_at, updated_at)

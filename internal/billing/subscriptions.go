@@ -317,7 +317,8 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 type LimitUsage struct {
 	Name  string
 	Limit Limit
-	// Used and Reserved are measured for tokens only (Measured true).
+	// Used is measured for every limit but requests_per_minute (Measured true): tokens
+	// spent this period, or what the org has of a count limit. Reserved is tokens only.
 	Measured       bool
 	Used, Reserved int64
 	ResetsAt       time.Time // tokens: the end of the period
@@ -343,18 +344,27 @@ func (s *Service) Entitlements(ctx context.Context, org uuid.UUID) (Entitlements
 	for f, on := range plan.Features {
 		e.Features[f] = on
 	}
+	var counts map[string]int64
 	for _, name := range LimitNames {
 		l, ok := plan.Limits[name]
 		if !ok {
 			continue
 		}
 		lu := LimitUsage{Name: name, Limit: l}
-		if name == LimitTokens {
+		switch name {
+		case LimitTokens:
 			lu.Measured, lu.ResetsAt = true, sub.Period.End
 			lu.Used, lu.Reserved, err = s.quota.Usage(ctx, Counter{Org: org, Period: sub.Period})
 			if err != nil {
 				return Entitlements{}, err
 			}
+		case LimitSeats, LimitKnowledgeBases, LimitDocuments, LimitStorageBytes:
+			if counts == nil {
+				if counts, err = s.counts(ctx, s.st.Queries, org); err != nil {
+					return Entitlements{}, err
+				}
+			}
+			lu.Measured, lu.Used = true, counts[name]
 		}
 		e.Limits = append(e.Limits, lu)
 	}

@@ -40,6 +40,9 @@ const (
 	QuotaExceeded         Code = "quota_exceeded"
 	PaymentRequired       Code = "payment_required"
 	FeatureNotInPlan      Code = "feature_not_in_plan"
+	// PlanLimitReached: a change would pass a count limit of the org's plan (seats, knowledge
+	// bases, documents, storage).
+	PlanLimitReached Code = "plan_limit_reached"
 	// ProviderNotConfigured: the payment provider an operation needs has no configuration.
 	ProviderNotConfigured Code = "provider_not_configured"
 	// RetentionExpired: a deleted item is past its org's retention window and can no

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/store"
@@ -201,6 +202,9 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 				doc = toDocument(prev, "", "")
 				return nil
 			case err == nil:
+				if err := s.admit(ctx, q, org, billing.Use{Limit: billing.LimitStorageBytes, Amount: int64(len(text)) - int64(prev.Bytes)}); err != nil {
+					return err
+				}
 				row, err = q.ReplaceDocumentContent(ctx, db.ReplaceDocumentContentParams{
 					ID: prev.ID, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename), MediaType: n.MediaType,
 					Metadata: meta, Content: text, ContentHash: hash, Bytes: int32(len(text)), UpdatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
@@ -217,6 +221,10 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 			if err == nil && (n.ExternalID == "" || prev.ExternalID.String == n.ExternalID) {
 				doc = toDocument(prev, "", "")
 				return nil
+			}
+			if err := s.admit(ctx, q, org, billing.Use{Limit: billing.LimitDocuments, Amount: 1},
+				billing.Use{Limit: billing.LimitStorageBytes, Amount: int64(len(text))}); err != nil {
+				return err
 			}
 			row, err = q.CreateDocument(ctx, db.CreateDocumentParams{
 				ID: uuid.Must(uuid.NewV7()), OrgID: org, KbID: kb, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
 	"github.com/kilnhq/kiln/internal/store"
@@ -94,8 +95,18 @@ type Deps struct {
 	// Models answers and judges an evaluation's questions; nil: evaluations cannot
 	// evaluate answers.
 	Models AnswerModels
-	Log    *slog.Logger
-	Now    func() time.Time
+	// PlanLimits holds new knowledge bases and documents to the org's plan; nil: no
+	// plan limits (billing off).
+	PlanLimits PlanLimits
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// PlanLimits admits what a change adds to an org's plan limits, in the change's
+// transaction (billing.Service): plan_limit_reached past a limit that blocks,
+// payment_required for documents of a frozen org.
+type PlanLimits interface {
+	Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses ...billing.Use) error
 }
 
 // Service manages knowledge bases, their documents and searches.
@@ -109,13 +120,14 @@ type Service struct {
 	retrieval map[Mode]Retriever
 	grounding Grounding
 	models    AnswerModels
+	plan      PlanLimits
 	log       *slog.Logger
 	now       func() time.Time
 }
 
 // New builds the service and declares its job kinds on d.Jobs.
 func New(cfg Config, d Deps) *Service {
-	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, models: d.Models, log: d.Log, now: d.Now,
+	s := &Service{cfg: cfg, st: d.Store, embed: d.Embedder, jobs: d.Jobs, hasModel: d.HasModel, models: d.Models, plan: d.PlanLimits, log: d.Log, now: d.Now,
 		vectors: map[string]VectorStore{StorePgvector: NewPgvector(d.Store.Pool, PgvectorConfig{EfSearch: cfg.EfSearch, MaxScanTuples: cfg.MaxScanTuples, ExactBelow: cfg.ExactSearchBelow})}}
 	for name, vs := range d.VectorStores {
 		s.vectors[name] = vs
@@ -208,6 +220,9 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 	defer cancel()
 	var kb KnowledgeBase
 	err := s.st.InTx(ctx, func(q *db.Queries) error {
+		if err := s.admit(ctx, q, org, billing.Use{Limit: billing.LimitKnowledgeBases, Amount: 1}); err != nil {
+			return err
+		}
 		row, err := q.CreateKnowledgeBase(ctx, db.CreateKnowledgeBaseParams{
 			ID: uuid.Must(uuid.NewV7()), OrgID: org, Name: n.Name, Description: n.Description, EmbeddingModel: n.EmbeddingModel,
 			Dimensions: int32(n.Dimensions), ChunkMaxTokens: int32(ch.MaxTokens), ChunkOverlap: int32(ch.Overlap), //nolint:gosec // validated above
@@ -220,6 +235,14 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "knowledge_base.create", TargetType: "knowledge_base", TargetID: row.ID.String()})
 	})
 	return kb, err
+}
+
+// admit holds uses to the org's plan limits in q's transaction (none without billing).
+func (s *Service) admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses ...billing.Use) error {
+	if s.plan == nil {
+		return nil
+	}
+	return s.plan.Admit(ctx, q, org, uses...)
 }
 
 // checkIndexSettings checks what a knowledge base's index is built with: a model alias

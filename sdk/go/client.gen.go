@@ -482,6 +482,7 @@ const (
 	NotReady              ErrorCode = "not_ready"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	PlanLimitReached      ErrorCode = "plan_limit_reached"
 	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
 	RateLimited           ErrorCode = "rate_limited"
@@ -526,6 +527,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case PlanLimitReached:
 		return true
 	case ProviderNotConfigured:
 		return true
@@ -1399,14 +1402,26 @@ func (e PlanPriceInterval) Valid() bool {
 
 // Defines values for ProblemLimitName.
 const (
-	ProblemLimitNameApiKeyTokens ProblemLimitName = "api_key_tokens"
-	ProblemLimitNameTokens       ProblemLimitName = "tokens"
+	ProblemLimitNameApiKeyTokens   ProblemLimitName = "api_key_tokens"
+	ProblemLimitNameDocuments      ProblemLimitName = "documents"
+	ProblemLimitNameKnowledgeBases ProblemLimitName = "knowledge_bases"
+	ProblemLimitNameSeats          ProblemLimitName = "seats"
+	ProblemLimitNameStorageBytes   ProblemLimitName = "storage_bytes"
+	ProblemLimitNameTokens         ProblemLimitName = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ProblemLimitName enum.
 func (e ProblemLimitName) Valid() bool {
 	switch e {
 	case ProblemLimitNameApiKeyTokens:
+		return true
+	case ProblemLimitNameDocuments:
+		return true
+	case ProblemLimitNameKnowledgeBases:
+		return true
+	case ProblemLimitNameSeats:
+		return true
+	case ProblemLimitNameStorageBytes:
 		return true
 	case ProblemLimitNameTokens:
 		return true
@@ -1519,14 +1534,26 @@ func (e ReadinessStatus) Valid() bool {
 
 // Defines values for ReadinessProblemLimitName.
 const (
-	ReadinessProblemLimitNameApiKeyTokens ReadinessProblemLimitName = "api_key_tokens"
-	ReadinessProblemLimitNameTokens       ReadinessProblemLimitName = "tokens"
+	ReadinessProblemLimitNameApiKeyTokens   ReadinessProblemLimitName = "api_key_tokens"
+	ReadinessProblemLimitNameDocuments      ReadinessProblemLimitName = "documents"
+	ReadinessProblemLimitNameKnowledgeBases ReadinessProblemLimitName = "knowledge_bases"
+	ReadinessProblemLimitNameSeats          ReadinessProblemLimitName = "seats"
+	ReadinessProblemLimitNameStorageBytes   ReadinessProblemLimitName = "storage_bytes"
+	ReadinessProblemLimitNameTokens         ReadinessProblemLimitName = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ReadinessProblemLimitName enum.
 func (e ReadinessProblemLimitName) Valid() bool {
 	switch e {
 	case ReadinessProblemLimitNameApiKeyTokens:
+		return true
+	case ReadinessProblemLimitNameDocuments:
+		return true
+	case ReadinessProblemLimitNameKnowledgeBases:
+		return true
+	case ReadinessProblemLimitNameSeats:
+		return true
+	case ReadinessProblemLimitNameStorageBytes:
 		return true
 	case ReadinessProblemLimitNameTokens:
 		return true
@@ -3614,7 +3641,9 @@ type LimitUsage struct {
 	ResetsAt  *time.Time `json:"resets_at,omitempty"`
 	UnitPrice *float32   `json:"unit_price,omitempty"`
 
-	// Used Spent so far this period (`tokens` only).
+	// Used `tokens`: spent so far this period. `seats`: members and pending invitations;
+	// `knowledge_bases`, `documents`, `storage_bytes` (extracted text): what the org
+	// has now. Absent for `requests_per_minute` (a moving window).
 	Used  *int64 `json:"used,omitempty"`
 	Value int64  `json:"value"`
 }
@@ -4239,7 +4268,10 @@ type Plan struct {
 type PlanLimit struct {
 	Name PlanLimitName `json:"name"`
 
-	// Overage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+	// Overage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
+	// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
+	// headers; seats, knowledge bases, documents and storage: 403
+	// `plan_limit_reached`), the others allow.
 	Overage PlanLimitOverage `json:"overage"`
 
 	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
@@ -4252,7 +4284,10 @@ type PlanLimit struct {
 // PlanLimitName defines model for PlanLimit.Name.
 type PlanLimitName string
 
-// PlanLimitOverage Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+// PlanLimitOverage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
+// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
+// headers; seats, knowledge bases, documents and storage: 403
+// `plan_limit_reached`), the others allow.
 type PlanLimitOverage string
 
 // PlanList defines model for PlanList.
@@ -4303,12 +4338,14 @@ type Problem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
-	// Limit `quota_exceeded` only: the limit's tokens per period.
+	// Limit `quota_exceeded`: the limit's tokens per period; `plan_limit_reached`: the plan's count.
 	Limit *int64 `json:"limit,omitempty"`
 
-	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// LimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-	// calling API key's own budget).
+	// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+	// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+	// with `limit` and `used` (what the org has now).
 	LimitName *ProblemLimitName `json:"limit_name,omitempty"`
 
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
@@ -4339,13 +4376,15 @@ type Problem struct {
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
 
-	// Used `quota_exceeded` only: tokens spent this period.
+	// Used `quota_exceeded`: tokens spent this period; `plan_limit_reached`: what the org has now.
 	Used *int64 `json:"used,omitempty"`
 }
 
-// ProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// ProblemLimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 // limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-// calling API key's own budget).
+// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+// with `limit` and `used` (what the org has now).
 type ProblemLimitName string
 
 // Prompt defines model for Prompt.
@@ -4612,12 +4651,14 @@ type ReadinessProblem struct {
 	// Instance Example: /nope
 	Instance *string `json:"instance,omitempty"`
 
-	// Limit `quota_exceeded` only: the limit's tokens per period.
+	// Limit `quota_exceeded`: the limit's tokens per period; `plan_limit_reached`: the plan's count.
 	Limit *int64 `json:"limit,omitempty"`
 
-	// LimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+	// LimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 	// limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-	// calling API key's own budget).
+	// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+	// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+	// with `limit` and `used` (what the org has now).
 	LimitName *ReadinessProblemLimitName `json:"limit_name,omitempty"`
 
 	// RequestId Example: 01JDZ4V8Q2W7A8X8D3C6A6Q1ZT
@@ -4648,13 +4689,15 @@ type ReadinessProblem struct {
 	// Example: urn:kiln:problem:not_found
 	Type string `json:"type"`
 
-	// Used `quota_exceeded` only: tokens spent this period.
+	// Used `quota_exceeded`: tokens spent this period; `plan_limit_reached`: what the org has now.
 	Used *int64 `json:"used,omitempty"`
 }
 
-// ReadinessProblemLimitName `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+// ReadinessProblemLimitName `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
 // limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-// calling API key's own budget).
+// calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+// refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+// with `limit` and `used` (what the org has now).
 type ReadinessProblemLimitName string
 
 // RefreshRequest defines model for RefreshRequest.
@@ -10163,7 +10206,9 @@ type ClientInterface interface {
 
 	// AcceptInvitationWithBody Join an org with an invitation token
 	//
-	// The caller's verified email must be the invited address.
+	// The caller's verified email must be the invited address. Refused with 403
+	// `plan_limit_reached` when the org's members and its other open invitations already
+	// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -10172,7 +10217,9 @@ type ClientInterface interface {
 
 	// AcceptInvitation Join an org with an invitation token
 	//
-	// The caller's verified email must be the invited address.
+	// The caller's verified email must be the invited address. Refused with 403
+	// `plan_limit_reached` when the org's members and its other open invitations already
+	// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -10259,7 +10306,9 @@ type ClientInterface interface {
 	// CreateKnowledgeBaseWithBody Create a knowledge base
 	//
 	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+	// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+	// `plan_limit_reached`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -10269,7 +10318,9 @@ type ClientInterface interface {
 	// CreateKnowledgeBase Create a knowledge base
 	//
 	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+	// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+	// `plan_limit_reached`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -10330,6 +10381,11 @@ type ClientInterface interface {
 	// document sent again with an `external_id` already used replaces that document's
 	// content; only chunks whose text changed are embedded again.
 	//
+	// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+	// the org's knowledge bases) are checked in the transaction that adds the document:
+	// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+	// adds no document: 402 `payment_required`.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
@@ -10349,6 +10405,11 @@ type ClientInterface interface {
 	// knowledge base is not added again: the answer is that document, with 200. A
 	// document sent again with an `external_id` already used replaces that document's
 	// content; only chunks whose text changed are embedded again.
+	//
+	// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+	// the org's knowledge bases) are checked in the transaction that adds the document:
+	// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+	// adds no document: 402 `payment_required`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -10783,7 +10844,9 @@ type ClientInterface interface {
 
 	// CreateOrgInvitationWithBody Invite someone by email
 	//
-	// Emails a single-use link that expires; owners and admins only.
+	// Emails a single-use link that expires; owners and admins only. Members and pending
+	// invitations together may not pass the plan's `seats` limit when it blocks (403
+	// `plan_limit_reached`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -10792,7 +10855,9 @@ type ClientInterface interface {
 
 	// CreateOrgInvitation Invite someone by email
 	//
-	// Emails a single-use link that expires; owners and admins only.
+	// Emails a single-use link that expires; owners and admins only. Members and pending
+	// invitations together may not pass the plan's `seats` limit when it blocks (403
+	// `plan_limit_reached`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -13383,7 +13448,9 @@ func (c *Client) SubmitToolResults(ctx context.Context, id ID, params *SubmitToo
 
 // AcceptInvitationWithBody Join an org with an invitation token
 //
-// The caller's verified email must be the invited address.
+// The caller's verified email must be the invited address. Refused with 403
+// `plan_limit_reached` when the org's members and its other open invitations already
+// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 //
 // Takes any type of body and a specified content type.
 //
@@ -13402,7 +13469,9 @@ func (c *Client) AcceptInvitationWithBody(ctx context.Context, contentType strin
 
 // AcceptInvitation Join an org with an invitation token
 //
-// The caller's verified email must be the invited address.
+// The caller's verified email must be the invited address. Refused with 403
+// `plan_limit_reached` when the org's members and its other open invitations already
+// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -13579,7 +13648,9 @@ func (c *Client) ListKnowledgeBases(ctx context.Context, params *ListKnowledgeBa
 // CreateKnowledgeBaseWithBody Create a knowledge base
 //
 // The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+// `plan_limit_reached`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -13599,7 +13670,9 @@ func (c *Client) CreateKnowledgeBaseWithBody(ctx context.Context, params *Create
 // CreateKnowledgeBase Create a knowledge base
 //
 // The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+// `plan_limit_reached`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -13720,6 +13793,11 @@ func (c *Client) ListDocuments(ctx context.Context, id ID, params *ListDocuments
 // document sent again with an `external_id` already used replaces that document's
 // content; only chunks whose text changed are embedded again.
 //
+// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+// the org's knowledge bases) are checked in the transaction that adds the document:
+// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+// adds no document: 402 `payment_required`.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
@@ -13749,6 +13827,11 @@ func (c *Client) CreateDocumentWithBody(ctx context.Context, id ID, params *Crea
 // knowledge base is not added again: the answer is that document, with 200. A
 // document sent again with an `external_id` already used replaces that document's
 // content; only chunks whose text changed are embedded again.
+//
+// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+// the org's knowledge bases) are checked in the transaction that adds the document:
+// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+// adds no document: 402 `payment_required`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -14603,7 +14686,9 @@ func (c *Client) ListOrgInvitations(ctx context.Context, id ID, params *ListOrgI
 
 // CreateOrgInvitationWithBody Invite someone by email
 //
-// Emails a single-use link that expires; owners and admins only.
+// Emails a single-use link that expires; owners and admins only. Members and pending
+// invitations together may not pass the plan's `seats` limit when it blocks (403
+// `plan_limit_reached`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -14622,7 +14707,9 @@ func (c *Client) CreateOrgInvitationWithBody(ctx context.Context, id ID, params 
 
 // CreateOrgInvitation Invite someone by email
 //
-// Emails a single-use link that expires; owners and admins only.
+// Emails a single-use link that expires; owners and admins only. Members and pending
+// invitations together may not pass the plan's `seats` limit when it blocks (403
+// `plan_limit_reached`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -25427,7 +25514,9 @@ type ClientWithResponsesInterface interface {
 
 	// AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 	//
-	// The caller's verified email must be the invited address.
+	// The caller's verified email must be the invited address. Refused with 403
+	// `plan_limit_reached` when the org's members and its other open invitations already
+	// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -25436,7 +25525,9 @@ type ClientWithResponsesInterface interface {
 
 	// AcceptInvitationWithResponse Join an org with an invitation token
 	//
-	// The caller's verified email must be the invited address.
+	// The caller's verified email must be the invited address. Refused with 403
+	// `plan_limit_reached` when the org's members and its other open invitations already
+	// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -25539,7 +25630,9 @@ type ClientWithResponsesInterface interface {
 	// CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
 	//
 	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+	// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+	// `plan_limit_reached`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -25549,7 +25642,9 @@ type ClientWithResponsesInterface interface {
 	// CreateKnowledgeBaseWithResponse Create a knowledge base
 	//
 	// The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-	// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+	// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+	// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+	// `plan_limit_reached`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -25616,6 +25711,11 @@ type ClientWithResponsesInterface interface {
 	// document sent again with an `external_id` already used replaces that document's
 	// content; only chunks whose text changed are embedded again.
 	//
+	// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+	// the org's knowledge bases) are checked in the transaction that adds the document:
+	// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+	// adds no document: 402 `payment_required`.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
@@ -25635,6 +25735,11 @@ type ClientWithResponsesInterface interface {
 	// knowledge base is not added again: the answer is that document, with 200. A
 	// document sent again with an `external_id` already used replaces that document's
 	// content; only chunks whose text changed are embedded again.
+	//
+	// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+	// the org's knowledge bases) are checked in the transaction that adds the document:
+	// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+	// adds no document: 402 `payment_required`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -26111,7 +26216,9 @@ type ClientWithResponsesInterface interface {
 
 	// CreateOrgInvitationWithBodyWithResponse Invite someone by email
 	//
-	// Emails a single-use link that expires; owners and admins only.
+	// Emails a single-use link that expires; owners and admins only. Members and pending
+	// invitations together may not pass the plan's `seats` limit when it blocks (403
+	// `plan_limit_reached`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -26120,7 +26227,9 @@ type ClientWithResponsesInterface interface {
 
 	// CreateOrgInvitationWithResponse Invite someone by email
 	//
-	// Emails a single-use link that expires; owners and admins only.
+	// Emails a single-use link that expires; owners and admins only. Members and pending
+	// invitations together may not pass the plan's `seats` limit when it blocks (403
+	// `plan_limit_reached`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -38289,7 +38398,9 @@ func (c *ClientWithResponses) SubmitToolResultsWithResponse(ctx context.Context,
 
 // AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 //
-// The caller's verified email must be the invited address.
+// The caller's verified email must be the invited address. Refused with 403
+// `plan_limit_reached` when the org's members and its other open invitations already
+// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -38304,7 +38415,9 @@ func (c *ClientWithResponses) AcceptInvitationWithBodyWithResponse(ctx context.C
 
 // AcceptInvitationWithResponse Join an org with an invitation token
 //
-// The caller's verified email must be the invited address.
+// The caller's verified email must be the invited address. Refused with 403
+// `plan_limit_reached` when the org's members and its other open invitations already
+// fill the plan's `seats` limit (a limit lowered after the invitation was sent).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -38461,7 +38574,9 @@ func (c *ClientWithResponses) ListKnowledgeBasesWithResponse(ctx context.Context
 // CreateKnowledgeBaseWithBodyWithResponse Create a knowledge base
 //
 // The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+// `plan_limit_reached`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -38477,7 +38592,9 @@ func (c *ClientWithResponses) CreateKnowledgeBaseWithBodyWithResponse(ctx contex
 // CreateKnowledgeBaseWithResponse Create a knowledge base
 //
 // The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-// dimensions and the chunking change only through a reindex (`POST …/reindex`).
+// dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+// at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+// `plan_limit_reached`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -38580,6 +38697,11 @@ func (c *ClientWithResponses) ListDocumentsWithResponse(ctx context.Context, id 
 // document sent again with an `external_id` already used replaces that document's
 // content; only chunks whose text changed are embedded again.
 //
+// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+// the org's knowledge bases) are checked in the transaction that adds the document:
+// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+// adds no document: 402 `payment_required`.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/knowledge-bases/{id}/documents (the `CreateDocument` operationId).
@@ -38605,6 +38727,11 @@ func (c *ClientWithResponses) CreateDocumentWithBodyWithResponse(ctx context.Con
 // knowledge base is not added again: the answer is that document, with 200. A
 // document sent again with an `external_id` already used replaces that document's
 // content; only chunks whose text changed are embedded again.
+//
+// The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+// the org's knowledge bases) are checked in the transaction that adds the document:
+// past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+// adds no document: 402 `payment_required`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -39333,7 +39460,9 @@ func (c *ClientWithResponses) ListOrgInvitationsWithResponse(ctx context.Context
 
 // CreateOrgInvitationWithBodyWithResponse Invite someone by email
 //
-// Emails a single-use link that expires; owners and admins only.
+// Emails a single-use link that expires; owners and admins only. Members and pending
+// invitations together may not pass the plan's `seats` limit when it blocks (403
+// `plan_limit_reached`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -39348,7 +39477,9 @@ func (c *ClientWithResponses) CreateOrgInvitationWithBodyWithResponse(ctx contex
 
 // CreateOrgInvitationWithResponse Invite someone by email
 //
-// Emails a single-use link that expires; owners and admins only.
+// Emails a single-use link that expires; owners and admins only. Members and pending
+// invitations together may not pass the plan's `seats` limit when it blocks (403
+// `plan_limit_reached`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

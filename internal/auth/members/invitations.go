@@ -80,6 +80,9 @@ func (s *Service) Invite(ctx context.Context, by audit.Actor, orgID uuid.UUID, e
 		if err := q.RevokeInvitationsForEmail(ctx, db.RevokeInvitationsForEmailParams{OrgID: orgID, Email: email, Now: now}); err != nil {
 			return fmt.Errorf("withdraw earlier invitations: %w", err)
 		}
+		if err := s.takeSeat(ctx, q, orgID); err != nil {
+			return err
+		}
 		token, hash := newToken()
 		row, err := q.CreateInvitation(ctx, db.CreateInvitationParams{
 			ID: newID(), OrgID: orgID, Email: email, Role: role, TokenHash: hash, InvitedBy: actorID,
@@ -220,6 +223,9 @@ func (s *Service) Accept(ctx context.Context, by audit.Actor, token string) (acc
 		}
 		if locked.Personal {
 			return errs.E(errs.Conflict, "a personal org cannot have other members")
+		}
+		if err := s.takeSeat(ctx, q, row.OrgID); err != nil {
+			return err
 		}
 		err = q.AddOrgMember(ctx, db.AddOrgMemberParams{OrgID: row.OrgID, UserID: userID, Role: row.Role, Now: s.now()})
 		if errs.CodeOf(store.Translate(err)) == errs.Conflict {

@@ -28,6 +28,7 @@ import (
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/auth/account"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -62,6 +63,25 @@ type Service struct {
 	// emails queues invitation emails; linkBase roots their links (UseEmails).
 	emails   account.EmailQueue
 	linkBase string
+	// plan holds members and invitations to the org's seats (UsePlanLimits); nil: no limit.
+	plan PlanLimits
+}
+
+// PlanLimits admits what a change adds to an org's plan limits, in the change's
+// transaction (billing.Service): plan_limit_reached past the seats limit.
+type PlanLimits interface {
+	Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses ...billing.Use) error
+}
+
+// UsePlanLimits holds new members and invitations to the seats of the org's plan.
+func (s *Service) UsePlanLimits(p PlanLimits) { s.plan = p }
+
+// takeSeat admits one more seat of org in q's transaction.
+func (s *Service) takeSeat(ctx context.Context, q *db.Queries, org uuid.UUID) error {
+	if s.plan == nil {
+		return nil
+	}
+	return s.plan.Admit(ctx, q, org, billing.Use{Limit: billing.LimitSeats, Amount: 1})
 }
 
 // TemplateInvitation is the notify template of the invitation email.
@@ -359,6 +379,9 @@ func (s *Service) Add(ctx context.Context, by audit.Actor, orgID, userID uuid.UU
 			return errs.E(errs.NotFound, "user not found")
 		} else if err != nil {
 			return fmt.Errorf("get user: %w", err)
+		}
+		if err := s.takeSeat(ctx, q, orgID); err != nil {
+			return err
 		}
 		err := q.AddOrgMember(ctx, db.AddOrgMemberParams{OrgID: orgID, UserID: userID, Role: role, Now: s.now()})
 		if errs.CodeOf(store.Translate(err)) == errs.Conflict {

@@ -748,7 +748,9 @@ export interface paths {
         put?: never;
         /**
          * Invite someone by email
-         * @description Emails a single-use link that expires; owners and admins only.
+         * @description Emails a single-use link that expires; owners and admins only. Members and pending
+         *     invitations together may not pass the plan's `seats` limit when it blocks (403
+         *     `plan_limit_reached`).
          */
         post: operations["createOrgInvitation"];
         delete?: never;
@@ -788,7 +790,9 @@ export interface paths {
         put?: never;
         /**
          * Join an org with an invitation token
-         * @description The caller's verified email must be the invited address.
+         * @description The caller's verified email must be the invited address. Refused with 403
+         *     `plan_limit_reached` when the org's members and its other open invitations already
+         *     fill the plan's `seats` limit (a limit lowered after the invitation was sent).
          */
         post: operations["acceptInvitation"];
         delete?: never;
@@ -2842,7 +2846,9 @@ export interface paths {
         /**
          * Create a knowledge base
          * @description The embedding model is a model alias of the LLM gateway (`GET /v1/models`); it, the
-         *     dimensions and the chunking change only through a reindex (`POST …/reindex`).
+         *     dimensions and the chunking change only through a reindex (`POST …/reindex`). An org
+         *     at its plan's `knowledge_bases` limit (when it blocks) is refused with 403
+         *     `plan_limit_reached`.
          */
         post: operations["createKnowledgeBase"];
         delete?: never;
@@ -2906,6 +2912,11 @@ export interface paths {
          *     knowledge base is not added again: the answer is that document, with 200. A
          *     document sent again with an `external_id` already used replaces that document's
          *     content; only chunks whose text changed are embedded again.
+         *
+         *     The plan's `documents` and `storage_bytes` limits (the extracted text's bytes, across
+         *     the org's knowledge bases) are checked in the transaction that adds the document:
+         *     past one that blocks, 403 `plan_limit_reached`. A frozen org (an unpaid renewal)
+         *     adds no document: 402 `payment_required`.
          */
         post: operations["createDocument"];
         delete?: never;
@@ -4272,7 +4283,10 @@ export interface components {
              */
             value: number;
             /**
-             * @description Past the limit, `block` refuses (429 `quota_exceeded`), the others allow.
+             * @description Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
+             *     `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
+             *     headers; seats, knowledge bases, documents and storage: 403
+             *     `plan_limit_reached`), the others allow.
              * @enum {string}
              */
             overage: "block" | "allow_and_bill" | "allow_and_alert";
@@ -4304,7 +4318,9 @@ export interface components {
             unit_price?: number;
             /**
              * Format: int64
-             * @description Spent so far this period (`tokens` only).
+             * @description `tokens`: spent so far this period. `seats`: members and pending invitations;
+             *     `knowledge_bases`, `documents`, `storage_bytes` (extracted text): what the org
+             *     has now. Absent for `requests_per_minute` (a moving window).
              */
             used?: number;
             /**
@@ -4557,7 +4573,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "provider_not_configured" | "retention_expired";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -4595,20 +4611,22 @@ export interface components {
             /** @description One entry per invalid field, for validation failures. */
             errors?: components["schemas"]["FieldError"][];
             /**
-             * @description `quota_exceeded` only: the limit that refused the call, `tokens` (the org's plan
+             * @description `quota_exceeded`: the limit that refused the call, `tokens` (the org's plan
              *     limit, as `GET /v1/orgs/{id}/entitlements` names it) or `api_key_tokens` (the
-             *     calling API key's own budget).
+             *     calling API key's own budget). `plan_limit_reached`: the plan's count limit that
+             *     refused the change (`seats`, `knowledge_bases`, `documents`, `storage_bytes`),
+             *     with `limit` and `used` (what the org has now).
              * @enum {string}
              */
-            limit_name?: "tokens" | "api_key_tokens";
+            limit_name?: "tokens" | "api_key_tokens" | "seats" | "knowledge_bases" | "documents" | "storage_bytes";
             /**
              * Format: int64
-             * @description `quota_exceeded` only: the limit's tokens per period.
+             * @description `quota_exceeded`: the limit's tokens per period; `plan_limit_reached`: the plan's count.
              */
             limit?: number;
             /**
              * Format: int64
-             * @description `quota_exceeded` only: tokens spent this period.
+             * @description `quota_exceeded`: tokens spent this period; `plan_limit_reached`: what the org has now.
              */
             used?: number;
             /**
