@@ -171,3 +171,9 @@ ORDER BY i.org_id, i.currency;
 SELECT o.id, o.name, (CASE WHEN s.plan_id IS NULL OR s.status = 'cancelled' THEN @default_plan::text ELSE s.plan_id END)::text AS plan_id
 FROM orgs o LEFT JOIN subscriptions s ON s.org_id = o.id
 WHERE o.id = ANY(@org_ids::uuid[]);
+
+-- name: LockInvoice :one
+SELECT * FROM invoices WHERE id = @id FOR UPDATE;
+
+-- name: SetInvoiceStatus :one
+UPDATE invoices SET status = @status WHERE id = @id RETURNING *;

@@ -112,17 +112,18 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 				continue
 			}
 			ops++
-			target := strings.NewReplacer("{id}", victim.Id.String(), "{doc_id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String()).Replace(path)
+			target := strings.NewReplacer("{id}", victim.Id.String(), "{doc_id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String(), "{invoice_id}", victim.Id.String()).Replace(path)
 			// Valid bodies, so that only the caller is refused.
 			var body any
 			if op.RequestBody != nil {
 				body = map[string]map[string]any{
-					"/v1/admin/feature-flags/{key}":        {"enabled": true},
-					"/v1/admin/schedules":                  {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
-					"/v1/admin/jobs/retry":                 {"all": true},
-					"/v1/admin/jobs/discard":               {"all": true},
-					"/v1/admin/orgs/{id}/subscription":     {"plan": "tiny"},
-					"/v1/admin/payments/{order_id}/refund": {},
+					"/v1/admin/feature-flags/{key}":          {"enabled": true},
+					"/v1/admin/schedules":                    {"name": "nightly", "cron": "@daily", "kind": "housekeeping"},
+					"/v1/admin/jobs/retry":                   {"all": true},
+					"/v1/admin/jobs/discard":                 {"all": true},
+					"/v1/admin/orgs/{id}/subscription":       {"plan": "tiny"},
+					"/v1/admin/payments/{order_id}/refund":   {},
+					"/v1/admin/invoices/{invoice_id}/status": {"status": "paid"},
 				}[path]
 			}
 			for name, credential := range map[string]string{"User": user.AccessToken, "RevokedAdmin": revoked.AccessToken, "APIKey": key.Key} {
@@ -135,8 +136,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 30 {
-		t.Errorf("%d admin operations in the spec, want 30: test the new ones in TestAdmin (billing's in TestBilling, revenue in TestInvoices, payments' in TestWeChatPay and TestAlipay, knowledge bases' in TestAdminKnowledgeBases)", ops)
+	if ops != 31 {
+		t.Errorf("%d admin operations in the spec, want 31: test the new ones in TestAdmin (billing's in TestBilling, revenue and invoice status in TestInvoices, payments' in TestWeChatPay and TestAlipay, knowledge bases' in TestAdminKnowledgeBases)", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {

@@ -118,6 +118,25 @@ func toAPIBillingProfile(p billing.Profile) api.BillingProfile {
 	return api.BillingProfile{LegalName: p.LegalName, Address: p.Address, TaxId: p.TaxID, UpdatedAt: p.Updated}
 }
 
+// AdminSetInvoiceStatus marks an issued invoice paid or void (audited by the invoicer).
+func (s *Server) AdminSetInvoiceStatus(ctx context.Context, req api.AdminSetInvoiceStatusRequestObject) (api.AdminSetInvoiceStatusResponseObject, error) {
+	if _, err := s.platformAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if s.invoices.Invoicer == nil {
+		return nil, errs.E(errs.NotReady, "Invoices are not configured on this server.")
+	}
+	var note string
+	if req.Body.Note != nil {
+		note = *req.Body.Note
+	}
+	inv, err := s.invoices.Invoicer.SetStatus(ctx, actor(ctx), req.InvoiceId, string(req.Body.Status), note)
+	if err != nil {
+		return nil, err
+	}
+	return api.AdminSetInvoiceStatus200JSONResponse(toAPIInvoice(inv)), nil
+}
+
 // AdminGetRevenue reports revenue and usage per plan and per org, and subscriptions by
 // status, to a platform admin.
 func (s *Server) AdminGetRevenue(ctx context.Context, req api.AdminGetRevenueRequestObject) (api.AdminGetRevenueResponseObject, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/errs"
 )
 
 // TestInvoices: an org on the team plan (CNY 99.00 a month, by hand) with a billing
@@ -139,4 +140,32 @@ func TestInvoices(t *testing.T) {
 	if res := b.call(t, "GET", q, adminPair.AccessToken, nil, nil); res.StatusCode != 400 {
 		t.Errorf("to before from: %d, want 400", res.StatusCode)
 	}
+
+	t.Run("AdminSetsStatus", func(t *testing.T) {
+		status := func(id uuid.UUID) string { return fmt.Sprintf("/v1/admin/invoices/%s/status", id) }
+		var paid api.Invoice
+		if res := b.call(t, "POST", status(cny.Id), adminPair.AccessToken, map[string]any{"status": "paid", "note": "transfer 2026-12-01"}, &paid); res.StatusCode != 200 ||
+			paid.Status != api.InvoiceStatusPaid || paid.Number != cny.Number || len(paid.Lines) != 2 {
+			t.Fatalf("mark paid: %d %+v", res.StatusCode, paid)
+		}
+		if n := b.auditCount(t, "billing.invoice_paid", cny.Id.String()); n != 1 {
+			t.Errorf("%d billing.invoice_paid events, want 1", n)
+		}
+		var got api.Invoice
+		if res := b.call(t, "GET", one, ada.token, nil, &got); res.StatusCode != 200 || got.Status != api.InvoiceStatusPaid {
+			t.Errorf("the org reads %d %s, want paid", res.StatusCode, got.Status)
+		}
+		for name, id := range map[string]uuid.UUID{"paid already": cny.Id, "paid when bought": usd.Id} {
+			res := b.call(t, "POST", status(id), adminPair.AccessToken, map[string]any{"status": "void"}, nil)
+			if p := decodeProblem(t, res); res.StatusCode != 409 || p.Code != api.ErrorCode(errs.Conflict) {
+				t.Errorf("void an invoice %s: %d %s", name, res.StatusCode, p.Code)
+			}
+		}
+		if res := b.call(t, "POST", status(uuid.Must(uuid.NewV7())), adminPair.AccessToken, map[string]any{"status": "paid"}, nil); res.StatusCode != 404 {
+			t.Errorf("an unknown invoice: %d, want 404", res.StatusCode)
+		}
+		if res := b.call(t, "POST", status(cny.Id), adminPair.AccessToken, map[string]any{"status": "issued"}, nil); res.StatusCode != 400 {
+			t.Errorf("back to issued: %d, want 400", res.StatusCode)
+		}
+	})
 }

@@ -1656,6 +1656,24 @@ func (e SearchMode) Valid() bool {
 	}
 }
 
+// Defines values for SetInvoiceStatusRequestStatus.
+const (
+	SetInvoiceStatusRequestStatusPaid SetInvoiceStatusRequestStatus = "paid"
+	SetInvoiceStatusRequestStatusVoid SetInvoiceStatusRequestStatus = "void"
+)
+
+// Valid indicates whether the value is a known member of the SetInvoiceStatusRequestStatus enum.
+func (e SetInvoiceStatusRequestStatus) Valid() bool {
+	switch e {
+	case SetInvoiceStatusRequestStatusPaid:
+		return true
+	case SetInvoiceStatusRequestStatusVoid:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SetSubscriptionRequestCurrency.
 const (
 	SetSubscriptionRequestCurrencyCNY SetSubscriptionRequestCurrency = "CNY"
@@ -3263,7 +3281,7 @@ type Invoice struct {
 	ProviderInvoiceUrl *string      `json:"provider_invoice_url,omitempty"`
 	Seller             InvoiceParty `json:"seller"`
 
-	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider), for credit notes, and when an operator marked it paid; `issued` when it is to be paid (a manual plan, overage); `void` when an operator voided it.
 	Status InvoiceStatus `json:"status"`
 
 	// Subtotal Sum of the lines, in minor units.
@@ -3285,7 +3303,7 @@ type InvoiceCurrency string
 // InvoiceKind defines model for Invoice.Kind.
 type InvoiceKind string
 
-// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider), for credit notes, and when an operator marked it paid; `issued` when it is to be paid (a manual plan, overage); `void` when an operator voided it.
 type InvoiceStatus string
 
 // InvoiceLine defines model for InvoiceLine.
@@ -4911,6 +4929,16 @@ type SessionList struct {
 	NextCursor *string   `json:"next_cursor"`
 }
 
+// SetInvoiceStatusRequest defines model for SetInvoiceStatusRequest.
+type SetInvoiceStatusRequest struct {
+	// Note Why (a transfer's reference, the error), kept in the audit event.
+	Note   *string                       `json:"note,omitempty"`
+	Status SetInvoiceStatusRequestStatus `json:"status"`
+}
+
+// SetInvoiceStatusRequestStatus defines model for SetInvoiceStatusRequest.Status.
+type SetInvoiceStatusRequestStatus string
+
 // SetPromptLabelRequest Exactly one of `version` and `split`.
 type SetPromptLabelRequest struct {
 	Split   *[]PromptSplitEntry `json:"split,omitempty"`
@@ -6285,6 +6313,9 @@ type GetUsageParamsGroupBy string
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
+
+// AdminSetInvoiceStatusJSONRequestBody defines body for AdminSetInvoiceStatus for application/json ContentType.
+type AdminSetInvoiceStatusJSONRequestBody = SetInvoiceStatusRequest
 
 // AdminDiscardJobsJSONRequestBody defines body for AdminDiscardJobs for application/json ContentType.
 type AdminDiscardJobsJSONRequestBody = JobSelection
@@ -8925,6 +8956,9 @@ type ServerInterface interface {
 	// AdminPutFeatureFlag Create or change a feature flag
 	// (PUT /v1/admin/feature-flags/{key})
 	AdminPutFeatureFlag(w http.ResponseWriter, r *http.Request, key string)
+	// AdminSetInvoiceStatus Mark an issued invoice paid or void
+	// (POST /v1/admin/invoices/{invoice_id}/status)
+	AdminSetInvoiceStatus(w http.ResponseWriter, r *http.Request, invoiceId InvoiceID)
 	// AdminListJobs Jobs of every org
 	// (GET /v1/admin/jobs)
 	AdminListJobs(w http.ResponseWriter, r *http.Request, params AdminListJobsParams)
@@ -9533,6 +9567,32 @@ func (siw *ServerInterfaceWrapper) AdminPutFeatureFlag(w http.ResponseWriter, r 
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminPutFeatureFlag(w, r, key)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminSetInvoiceStatus operation middleware
+func (siw *ServerInterfaceWrapper) AdminSetInvoiceStatus(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "invoice_id" -------------
+	var invoiceId InvoiceID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "invoice_id", r.PathValue("invoice_id"), &invoiceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "invoice_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminSetInvoiceStatus(w, r, invoiceId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15316,6 +15376,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices", wrapper.ListOrgInvoices)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices/{invoice_id}", wrapper.GetOrgInvoice)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invoices/{invoice_id}/pdf", wrapper.GetOrgInvoicePDF)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/invoices/{invoice_id}/status", wrapper.AdminSetInvoiceStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/revenue", wrapper.AdminGetRevenue)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/orgs", wrapper.AdminListOrgs)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/feature-flags", wrapper.AdminListFeatureFlags)
@@ -15881,6 +15942,65 @@ type AdminPutFeatureFlagdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminPutFeatureFlagdefaultApplicationProblemPlusJSONResponse) VisitAdminPutFeatureFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminSetInvoiceStatusRequestObject struct {
+	InvoiceId InvoiceID `json:"invoice_id"`
+	Body      *AdminSetInvoiceStatusJSONRequestBody
+}
+
+type AdminSetInvoiceStatusResponseObject interface {
+	VisitAdminSetInvoiceStatusResponse(w http.ResponseWriter) error
+}
+
+type AdminSetInvoiceStatus200JSONResponse Invoice
+
+func (response AdminSetInvoiceStatus200JSONResponse) VisitAdminSetInvoiceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminSetInvoiceStatus503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminSetInvoiceStatus503ApplicationProblemPlusJSONResponse) VisitAdminSetInvoiceStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminSetInvoiceStatusdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminSetInvoiceStatusdefaultApplicationProblemPlusJSONResponse) VisitAdminSetInvoiceStatusResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -23599,6 +23719,9 @@ type StrictServerInterface interface {
 	// AdminPutFeatureFlag Create or change a feature flag
 	// (PUT /v1/admin/feature-flags/{key})
 	AdminPutFeatureFlag(ctx context.Context, request AdminPutFeatureFlagRequestObject) (AdminPutFeatureFlagResponseObject, error)
+	// AdminSetInvoiceStatus Mark an issued invoice paid or void
+	// (POST /v1/admin/invoices/{invoice_id}/status)
+	AdminSetInvoiceStatus(ctx context.Context, request AdminSetInvoiceStatusRequestObject) (AdminSetInvoiceStatusResponseObject, error)
 	// AdminListJobs Jobs of every org
 	// (GET /v1/admin/jobs)
 	AdminListJobs(ctx context.Context, request AdminListJobsRequestObject) (AdminListJobsResponseObject, error)
@@ -24227,6 +24350,39 @@ func (sh *strictHandler) AdminPutFeatureFlag(w http.ResponseWriter, r *http.Requ
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminPutFeatureFlagResponseObject); ok {
 		if err := validResponse.VisitAdminPutFeatureFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminSetInvoiceStatus operation middleware
+func (sh *strictHandler) AdminSetInvoiceStatus(w http.ResponseWriter, r *http.Request, invoiceId InvoiceID) {
+	var request AdminSetInvoiceStatusRequestObject
+
+	request.InvoiceId = invoiceId
+
+	var body AdminSetInvoiceStatusJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminSetInvoiceStatus(ctx, request.(AdminSetInvoiceStatusRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminSetInvoiceStatus")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminSetInvoiceStatusResponseObject); ok {
+		if err := validResponse.VisitAdminSetInvoiceStatusResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -363,6 +363,42 @@ func (q *Queries) ListInvoices(ctx context.Context, arg ListInvoicesParams) ([]I
 	return items, nil
 }
 
+const lockInvoice = `-- name: LockInvoice :one
+SELECT id, org_id, issuer, sequence, number, kind, credits_invoice_id, status, currency, period_start, period_end, plan_id, subtotal_minor, tax_rate_bp, tax_minor, total_minor, seller_name, seller_address, seller_tax_id, buyer_name, buyer_address, buyer_tax_id, provider_invoice_url, issued_at FROM invoices WHERE id = $1 FOR UPDATE
+`
+
+func (q *Queries) LockInvoice(ctx context.Context, id uuid.UUID) (Invoice, error) {
+	row := q.db.QueryRow(ctx, lockInvoice, id)
+	var i Invoice
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Issuer,
+		&i.Sequence,
+		&i.Number,
+		&i.Kind,
+		&i.CreditsInvoiceID,
+		&i.Status,
+		&i.Currency,
+		&i.PeriodStart,
+		&i.PeriodEnd,
+		&i.PlanID,
+		&i.SubtotalMinor,
+		&i.TaxRateBp,
+		&i.TaxMinor,
+		&i.TotalMinor,
+		&i.SellerName,
+		&i.SellerAddress,
+		&i.SellerTaxID,
+		&i.BuyerName,
+		&i.BuyerAddress,
+		&i.BuyerTaxID,
+		&i.ProviderInvoiceUrl,
+		&i.IssuedAt,
+	)
+	return i, err
+}
+
 const lockInvoiceCounter = `-- name: LockInvoiceCounter :one
 SELECT next_number FROM invoice_counters WHERE issuer = $1 FOR UPDATE
 `
@@ -659,6 +695,47 @@ type SetInvoiceProviderURLParams struct {
 func (q *Queries) SetInvoiceProviderURL(ctx context.Context, arg SetInvoiceProviderURLParams) error {
 	_, err := q.db.Exec(ctx, setInvoiceProviderURL, arg.Url, arg.ID)
 	return err
+}
+
+const setInvoiceStatus = `-- name: SetInvoiceStatus :one
+UPDATE invoices SET status = $1 WHERE id = $2 RETURNING id, org_id, issuer, sequence, number, kind, credits_invoice_id, status, currency, period_start, period_end, plan_id, subtotal_minor, tax_rate_bp, tax_minor, total_minor, seller_name, seller_address, seller_tax_id, buyer_name, buyer_address, buyer_tax_id, provider_invoice_url, issued_at
+`
+
+type SetInvoiceStatusParams struct {
+	Status string
+	ID     uuid.UUID
+}
+
+func (q *Queries) SetInvoiceStatus(ctx context.Context, arg SetInvoiceStatusParams) (Invoice, error) {
+	row := q.db.QueryRow(ctx, setInvoiceStatus, arg.Status, arg.ID)
+	var i Invoice
+	err := row.Scan(
+		&i.ID,
+		&i.OrgID,
+		&i.Issuer,
+		&i.Sequence,
+		&i.Number,
+		&i.Kind,
+		&i.CreditsInvoiceID,
+		&i.Status,
+		&i.Currency,
+		&i.PeriodStart,
+		&i.PeriodEnd,
+		&i.PlanID,
+		&i.SubtotalMinor,
+		&i.TaxRateBp,
+		&i.TaxMinor,
+		&i.TotalMinor,
+		&i.SellerName,
+		&i.SellerAddress,
+		&i.SellerTaxID,
+		&i.BuyerName,
+		&i.BuyerAddress,
+		&i.BuyerTaxID,
+		&i.ProviderInvoiceUrl,
+		&i.IssuedAt,
+	)
+	return i, err
 }
 
 const subscriptionsByStatus = `-- name: SubscriptionsByStatus :many

@@ -44,7 +44,7 @@ const (
 	KindCreditNote = "credit_note"
 )
 
-// The statuses of invoices: issued (to be paid) or paid.
+// The statuses of invoices: issued (to be paid) or paid; StatusVoid below.
 const (
 	StatusIssued = "issued"
 	StatusPaid   = "paid"
@@ -405,6 +405,50 @@ func (iv *Invoicer) withLines(ctx context.Context, rows []db.Invoice) ([]Invoice
 			UnitAmount: l.UnitAmountMinor, Amount: l.AmountMinor, Order: store.UUIDPtr(l.OrderID)})
 	}
 	return out, nil
+}
+
+// StatusVoid is the status of an invoice an operator voided (issued in error).
+const StatusVoid = "void"
+
+// SetStatus marks issued invoice id paid (settled outside the payment providers) or void,
+// auditing it with note in the same transaction. Errors: not_found, invalid_request naming
+// /status, conflict for a credit note or an invoice that is not issued.
+func (iv *Invoicer) SetStatus(ctx context.Context, by audit.Actor, id uuid.UUID, status, note string) (Invoice, error) {
+	action := map[string]string{StatusPaid: "billing.invoice_paid", StatusVoid: "billing.invoice_voided"}[status]
+	if action == "" {
+		return Invoice{}, errs.InvalidFields("invalid invoice status", []errs.FieldError{{Pointer: "/status", Message: "must be paid or void"}})
+	}
+	ctx, cancel := audit.Detach(ctx)
+	defer cancel()
+	var row db.Invoice
+	err := iv.st.InTx(ctx, func(q *db.Queries) error {
+		cur, err := q.LockInvoice(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "No invoice %s.", id)
+		}
+		if err != nil {
+			return fmt.Errorf("lock invoice: %w", err)
+		}
+		if cur.Kind != KindInvoice {
+			return errs.E(errs.Conflict, "%s is a credit note: it is settled by the refund it records.", cur.Number)
+		}
+		if cur.Status != StatusIssued {
+			return errs.E(errs.Conflict, "%s is %s already; only an issued invoice is marked paid or void.", cur.Number, cur.Status)
+		}
+		if row, err = q.SetInvoiceStatus(ctx, db.SetInvoiceStatusParams{ID: id, Status: status}); err != nil {
+			return fmt.Errorf("set invoice status: %w", err)
+		}
+		return audit.Write(ctx, q, by, audit.Event{OrgID: &row.OrgID, Action: action, TargetType: "invoice", TargetID: id.String(),
+			Data: map[string]any{"number": row.Number, "note": note}})
+	})
+	if err != nil {
+		return Invoice{}, err
+	}
+	out, err := iv.withLines(ctx, []db.Invoice{row})
+	if err != nil {
+		return Invoice{}, err
+	}
+	return out[0], nil
 }
 
 // SetProviderURL records the payment provider's page of invoice id (Stripe's hosted

@@ -1655,6 +1655,24 @@ func (e SearchMode) Valid() bool {
 	}
 }
 
+// Defines values for SetInvoiceStatusRequestStatus.
+const (
+	SetInvoiceStatusRequestStatusPaid SetInvoiceStatusRequestStatus = "paid"
+	SetInvoiceStatusRequestStatusVoid SetInvoiceStatusRequestStatus = "void"
+)
+
+// Valid indicates whether the value is a known member of the SetInvoiceStatusRequestStatus enum.
+func (e SetInvoiceStatusRequestStatus) Valid() bool {
+	switch e {
+	case SetInvoiceStatusRequestStatusPaid:
+		return true
+	case SetInvoiceStatusRequestStatusVoid:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SetSubscriptionRequestCurrency.
 const (
 	SetSubscriptionRequestCurrencyCNY SetSubscriptionRequestCurrency = "CNY"
@@ -3298,7 +3316,7 @@ type Invoice struct {
 	ProviderInvoiceUrl *string      `json:"provider_invoice_url,omitempty"`
 	Seller             InvoiceParty `json:"seller"`
 
-	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+	// Status `paid` when every line was paid when bought (top-ups, a plan paid through a provider), for credit notes, and when an operator marked it paid; `issued` when it is to be paid (a manual plan, overage); `void` when an operator voided it.
 	Status InvoiceStatus `json:"status"`
 
 	// Subtotal Sum of the lines, in minor units.
@@ -3320,7 +3338,7 @@ type InvoiceCurrency string
 // InvoiceKind defines model for Invoice.Kind.
 type InvoiceKind string
 
-// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+// InvoiceStatus `paid` when every line was paid when bought (top-ups, a plan paid through a provider), for credit notes, and when an operator marked it paid; `issued` when it is to be paid (a manual plan, overage); `void` when an operator voided it.
 type InvoiceStatus string
 
 // InvoiceLine defines model for InvoiceLine.
@@ -4946,6 +4964,16 @@ type SessionList struct {
 	NextCursor *string   `json:"next_cursor"`
 }
 
+// SetInvoiceStatusRequest defines model for SetInvoiceStatusRequest.
+type SetInvoiceStatusRequest struct {
+	// Note Why (a transfer's reference, the error), kept in the audit event.
+	Note   *string                       `json:"note,omitempty"`
+	Status SetInvoiceStatusRequestStatus `json:"status"`
+}
+
+// SetInvoiceStatusRequestStatus defines model for SetInvoiceStatusRequest.Status.
+type SetInvoiceStatusRequestStatus string
+
 // SetPromptLabelRequest Exactly one of `version` and `split`.
 type SetPromptLabelRequest struct {
 	Split   *[]PromptSplitEntry `json:"split,omitempty"`
@@ -6503,6 +6531,9 @@ type OpenaiCreateResponseJSONRequestBody = OpenAIResponseRequest
 
 // AdminPutFeatureFlagJSONRequestBody defines body for AdminPutFeatureFlag for application/json ContentType.
 type AdminPutFeatureFlagJSONRequestBody = PutFeatureFlagRequest
+
+// AdminSetInvoiceStatusJSONRequestBody defines body for AdminSetInvoiceStatus for application/json ContentType.
+type AdminSetInvoiceStatusJSONRequestBody = SetInvoiceStatusRequest
 
 // AdminDiscardJobsJSONRequestBody defines body for AdminDiscardJobs for application/json ContentType.
 type AdminDiscardJobsJSONRequestBody = JobSelection
@@ -9417,6 +9448,32 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/admin/feature-flags/{key} (the `AdminPutFeatureFlag` operationId).
 	AdminPutFeatureFlag(ctx context.Context, key string, body AdminPutFeatureFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// AdminSetInvoiceStatusWithBody Mark an issued invoice paid or void
+	//
+	// For an invoice paid outside the payment providers (a bank transfer for a manual
+	// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+	// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+	// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+	// note). Platform admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+	AdminSetInvoiceStatusWithBody(ctx context.Context, invoiceId InvoiceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminSetInvoiceStatus Mark an issued invoice paid or void
+	//
+	// For an invoice paid outside the payment providers (a bank transfer for a manual
+	// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+	// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+	// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+	// note). Platform admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+	AdminSetInvoiceStatus(ctx context.Context, invoiceId InvoiceID, body AdminSetInvoiceStatusJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AdminListJobs Jobs of every org
 	//
 	// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
@@ -11889,6 +11946,52 @@ func (c *Client) AdminPutFeatureFlagWithBody(ctx context.Context, key string, co
 // Corresponds with PUT /v1/admin/feature-flags/{key} (the `AdminPutFeatureFlag` operationId).
 func (c *Client) AdminPutFeatureFlag(ctx context.Context, key string, body AdminPutFeatureFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminPutFeatureFlagRequest(c.Server, key, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetInvoiceStatusWithBody Mark an issued invoice paid or void
+//
+// For an invoice paid outside the payment providers (a bank transfer for a manual
+// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+// note). Platform admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+func (c *Client) AdminSetInvoiceStatusWithBody(ctx context.Context, invoiceId InvoiceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetInvoiceStatusRequestWithBody(c.Server, invoiceId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetInvoiceStatus Mark an issued invoice paid or void
+//
+// For an invoice paid outside the payment providers (a bank transfer for a manual
+// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+// note). Platform admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+func (c *Client) AdminSetInvoiceStatus(ctx context.Context, invoiceId InvoiceID, body AdminSetInvoiceStatusJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetInvoiceStatusRequest(c.Server, invoiceId, body)
 	if err != nil {
 		return nil, err
 	}
@@ -16550,6 +16653,53 @@ func NewAdminPutFeatureFlagRequestWithBody(server string, key string, contentTyp
 	}
 
 	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminSetInvoiceStatusRequest calls the generic AdminSetInvoiceStatus builder with application/json body
+func NewAdminSetInvoiceStatusRequest(server string, invoiceId InvoiceID, body AdminSetInvoiceStatusJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminSetInvoiceStatusRequestWithBody(server, invoiceId, "application/json", bodyReader)
+}
+
+// NewAdminSetInvoiceStatusRequestWithBody constructs an http.Request for the AdminSetInvoiceStatus method, with any body, and a specified content type
+func NewAdminSetInvoiceStatusRequestWithBody(server string, invoiceId InvoiceID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "invoice_id", invoiceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/invoices/%s/status", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -24649,6 +24799,32 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/admin/feature-flags/{key} (the `AdminPutFeatureFlag` operationId).
 	AdminPutFeatureFlagWithResponse(ctx context.Context, key string, body AdminPutFeatureFlagJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminPutFeatureFlagResponse, error)
 
+	// AdminSetInvoiceStatusWithBodyWithResponse Mark an issued invoice paid or void
+	//
+	// For an invoice paid outside the payment providers (a bank transfer for a manual
+	// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+	// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+	// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+	// note). Platform admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+	AdminSetInvoiceStatusWithBodyWithResponse(ctx context.Context, invoiceId InvoiceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetInvoiceStatusResponse, error)
+
+	// AdminSetInvoiceStatusWithResponse Mark an issued invoice paid or void
+	//
+	// For an invoice paid outside the payment providers (a bank transfer for a manual
+	// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+	// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+	// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+	// note). Platform admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+	AdminSetInvoiceStatusWithResponse(ctx context.Context, invoiceId InvoiceID, body AdminSetInvoiceStatusJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetInvoiceStatusResponse, error)
+
 	// AdminListJobsWithResponse Jobs of every org
 	//
 	// Newest first; by default the failed jobs (the failed-job audit). Payloads, results
@@ -27978,6 +28154,68 @@ func (r AdminPutFeatureFlagResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminPutFeatureFlagResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminSetInvoiceStatusResponse503Headers the declared response headers of an HTTP 503 response for AdminSetInvoiceStatus
+type AdminSetInvoiceStatusResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminSetInvoiceStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminSetInvoiceStatusResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminSetInvoiceStatusResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminSetInvoiceStatusResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminSetInvoiceStatusResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminSetInvoiceStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminSetInvoiceStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminSetInvoiceStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminSetInvoiceStatusResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -37077,6 +37315,44 @@ func (c *ClientWithResponses) AdminPutFeatureFlagWithResponse(ctx context.Contex
 	return ParseAdminPutFeatureFlagResponse(rsp)
 }
 
+// AdminSetInvoiceStatusWithBodyWithResponse Mark an issued invoice paid or void
+//
+// For an invoice paid outside the payment providers (a bank transfer for a manual
+// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+// note). Platform admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+func (c *ClientWithResponses) AdminSetInvoiceStatusWithBodyWithResponse(ctx context.Context, invoiceId InvoiceID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetInvoiceStatusResponse, error) {
+	rsp, err := c.AdminSetInvoiceStatusWithBody(ctx, invoiceId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetInvoiceStatusResponse(rsp)
+}
+
+// AdminSetInvoiceStatusWithResponse Mark an issued invoice paid or void
+//
+// For an invoice paid outside the payment providers (a bank transfer for a manual
+// plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+// taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+// (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+// note). Platform admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/invoices/{invoice_id}/status (the `AdminSetInvoiceStatus` operationId).
+func (c *ClientWithResponses) AdminSetInvoiceStatusWithResponse(ctx context.Context, invoiceId InvoiceID, body AdminSetInvoiceStatusJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetInvoiceStatusResponse, error) {
+	rsp, err := c.AdminSetInvoiceStatus(ctx, invoiceId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetInvoiceStatusResponse(rsp)
+}
+
 // AdminListJobsWithResponse Jobs of every org
 //
 // Newest first; by default the failed jobs (the failed-job audit). Payloads, results
@@ -41364,6 +41640,59 @@ func ParseAdminPutFeatureFlagResponse(rsp *http.Response) (*AdminPutFeatureFlagR
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminPutFeatureFlagResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminSetInvoiceStatusResponse parses an HTTP response from a AdminSetInvoiceStatusWithResponse call
+func ParseAdminSetInvoiceStatusResponse(rsp *http.Response) (*AdminSetInvoiceStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminSetInvoiceStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminSetInvoiceStatusResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

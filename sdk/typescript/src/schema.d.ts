@@ -1292,6 +1292,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/invoices/{invoice_id}/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark an issued invoice paid or void
+         * @description For an invoice paid outside the payment providers (a bank transfer for a manual
+         *     plan or overage) or issued in error: `issued` → `paid` or `void`. The number stays
+         *     taken (numbers have no gaps); a paid or void invoice and a credit note do not change
+         *     (409 `conflict`). Audited (`billing.invoice_paid`, `billing.invoice_voided`, with the
+         *     note). Platform admins only.
+         */
+        post: operations["adminSetInvoiceStatus"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/revenue": {
         parameters: {
             query?: never;
@@ -5185,6 +5209,12 @@ export interface components {
             };
             created_at: components["schemas"]["Timestamp"];
         };
+        SetInvoiceStatusRequest: {
+            /** @enum {string} */
+            status: "paid" | "void";
+            /** @description Why (a transfer's reference, the error), kept in the audit event. */
+            note?: string;
+        };
         BillingProfileRequest: {
             /** @description The buyer's legal name on invoices; empty names the org by its name. */
             legal_name: string;
@@ -5249,7 +5279,7 @@ export interface components {
              */
             credits_invoice_id?: string;
             /**
-             * @description `paid` when every line was paid when bought (top-ups, a plan paid through a provider) and for credit notes; `issued` when it is to be paid (a manual plan, overage).
+             * @description `paid` when every line was paid when bought (top-ups, a plan paid through a provider), for credit notes, and when an operator marked it paid; `issued` when it is to be paid (a manual plan, overage); `void` when an operator voided it.
              * @enum {string}
              */
             status: "issued" | "paid" | "void";
@@ -7706,6 +7736,35 @@ export interface operations {
                 };
                 content: {
                     "application/pdf": string;
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminSetInvoiceStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The invoice's id. */
+                invoice_id: components["parameters"]["InvoiceID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetInvoiceStatusRequest"];
+            };
+        };
+        responses: {
+            /** @description The invoice with its new status. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Invoice"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
