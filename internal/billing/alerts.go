@@ -71,6 +71,26 @@ func (a *alerter) newWatch(c Counter, name string, limit Limit) *watch {
 	return w
 }
 
+// refused sends the 100 % alert of c's period when a call is refused under limit once
+// usage (used, the tokens spent then) is past the first threshold, unless it was claimed
+// already. Under block a call is refused when it could pass the limit, so usage may stop
+// short of 100 %: the refusal is what tells the org it is at its limit. A refusal below
+// 80 % (one call asking more than is left of a large remainder) alerts nothing.
+func (a *alerter) refused(ctx context.Context, c Counter, limit Limit, used int64) {
+	w := a.newWatch(c, LimitTokens, limit)
+	if w == nil || used < w.thresholds[0].Tokens {
+		return
+	}
+	ok, err := a.quota.claimAlert(ctx, c, 100)
+	if err != nil {
+		a.log.WarnContext(ctx, "claim the quota alert of a refused call", "org_id", c.Org, "error", err)
+		return
+	}
+	if ok {
+		w.claimed(ctx, used, []int{100})
+	}
+}
+
 // claimed sends the alerts a settle claimed, off the model call's path, on a context its
 // caller's cancellation does not reach. A send that fails leaves its claim to lapse, and
 // the next settle past the lease tries again.
@@ -145,6 +165,9 @@ func alertNote(user, org uuid.UUID, orgName string, w *watch, percent int, used 
 		title = fmt.Sprintf("%s has reached its %s limit", orgName, w.name)
 	}
 	body := fmt.Sprintf("%d of %d %s used this period; the period resets at %s.", used, w.limit.Value, w.name, resets)
+	if percent >= 100 && used < w.limit.Value {
+		body = "A model call was refused: it could have passed the limit. " + body
+	}
 	switch w.limit.Overage {
 	case Block:
 		body += " Past the limit, model calls are refused until then."

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,6 +189,34 @@ func TestQuotaAlertsOncePerThresholdAndPeriod(t *testing.T) {
 	b.expect(t, "next period past 80 %", map[int]int{80: 2, 100: 1})
 }
 
+// TestQuotaAlertsOnRefusal: under block, usage may stop short of 100 % (a call is refused
+// when it could pass the limit): a call refused past 80 % sends the 100 % alert, once,
+// saying a call was refused; a refusal below 80 % sends nothing.
+func TestQuotaAlertsOnRefusal(t *testing.T) {
+	t.Parallel()
+	b := setupAlerts(t)
+	if refused := b.spend(t, b.org, 1, 2*alertLimit); refused != 1 {
+		t.Fatalf("a call asking twice the limit: %d refused", refused)
+	}
+	b.expect(t, "refused below 80 %", map[int]int{})
+	b.spend(t, b.org, 1, 900)
+	b.expect(t, "past 80 %", map[int]int{80: 1})
+	if refused := b.spend(t, b.org, 20, 200); refused != 20 {
+		t.Fatalf("%d of 20 calls that could pass the limit refused", refused)
+	}
+	b.expect(t, "refused past 80 %", map[int]int{80: 1, 100: 1})
+	var body string
+	var data map[string]any
+	if err := b.st.Pool.QueryRow(t.Context(), "SELECT body, data FROM notifications WHERE user_id = $1 AND data->>'percent' = '100'", b.owner).Scan(&body, &data); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(body, "A model call was refused") || data["used"] != float64(900) {
+		t.Fatalf("100 %% alert on refusal: %q %v", body, data)
+	}
+	b.spend(t, b.org, 5, 200)
+	b.expect(t, "refused again", map[int]int{80: 1, 100: 1})
+}
+
 // TestQuotaAlertsRetryAfterAFailedSend: a settle claims the 80 % alert while PostgreSQL
 // is unreachable, so its send fails; settles within the claim's lease send nothing, and
 // the first settle past it sends the alert, once.
@@ -224,7 +253,7 @@ func TestQuotaAlertsNeedALimit(t *testing.T) {
 // TestQuotaAlertsThroughTheGateway runs 50 concurrent callers of llm.Gateway (the offline
 // dev provider, metered by the service), each calling until the quota refuses it: the
 // usage passes 80 % on some call of some caller, and each owner and admin gets that
-// alert once; 100 % at most once.
+// alert once, and the 100 % one once (at the limit, or at the first refusal short of it).
 func TestQuotaAlertsThroughTheGateway(t *testing.T) {
 	t.Parallel()
 	b := setupAlerts(t)
@@ -265,7 +294,7 @@ func TestQuotaAlertsThroughTheGateway(t *testing.T) {
 	}
 	for _, u := range []uuid.UUID{b.owner, b.admin} {
 		got, emails := b.alerts(t, u)
-		if got[80] != 1 || got[100] > 1 || (used == alertLimit) != (got[100] == 1) || emails != got[80]+got[100] {
+		if got[80] != 1 || got[100] != 1 || emails != 2 {
 			t.Fatalf("used %d: user %s got alerts %v and %d emails", used, u, got, emails)
 		}
 	}

@@ -191,6 +191,30 @@ func (q *Quota) settle(ctx context.Context, h *Hold, used int, thresholds []Thre
 	return res[0], claimed, nil
 }
 
+// claimScript claims alert field ARGV[1] of the counter hash KEYS[1] as settleScript does
+// (neither "sent" nor a lease still running), for a lease to ARGV[2] + ARGV[3] ms; it
+// returns 1 when claimed. ARGV[4]: key TTL s.
+var claimScript = redis.NewScript(`
+local f = 'alert:' .. ARGV[1]
+local v = redis.call('HGET', KEYS[1], f)
+if v == 'sent' or (v and tonumber(v) > tonumber(ARGV[2])) then
+  return 0
+end
+redis.call('HSET', KEYS[1], f, tonumber(ARGV[2]) + tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+`)
+
+// claimAlert claims the alert of threshold percent of c for one sender, reporting whether
+// this caller got it.
+func (q *Quota) claimAlert(ctx context.Context, c Counter, percent int) (bool, error) {
+	n, err := claimScript.Run(ctx, q.rdb, q.keys(c)[:1], percent, q.now().UnixMilli(), alertLease.Milliseconds(), q.keyTTL(c)).Int()
+	if err != nil {
+		return false, fmt.Errorf("claim quota alert: %w", err)
+	}
+	return n == 1, nil
+}
+
 // alertSent marks threshold percent of c sent, so no settle claims it again this period.
 func (q *Quota) alertSent(ctx context.Context, c Counter, percent int) error {
 	if err := q.rdb.HSet(ctx, q.keys(c)[0], "alert:"+strconv.Itoa(percent), "sent").Err(); err != nil {

@@ -304,6 +304,7 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 		return nil, err
 	}
 	if !ok {
+		s.alerts.refused(ctx, c, limit, used)
 		return nil, &QuotaError{errs.Quota{Name: LimitTokens, Limit: limit.Value, Used: used, Reserved: reserved,
 			Window: sub.Period.End.Sub(sub.Period.Start), ResetsAt: sub.Period.End}}
 	}
