@@ -54,6 +54,8 @@ var catalog = map[errs.Code]problemType{
 	errs.PlanLimitReached:      {http.StatusForbidden, "Plan limit reached"},
 	errs.ProviderNotConfigured: {http.StatusUnprocessableEntity, "Payment provider not configured"},
 	errs.RetentionExpired:      {http.StatusGone, "Retention expired"},
+	errs.ExportDownloaded:      {http.StatusGone, "Export downloaded already"},
+	errs.ExportLinkExpired:     {http.StatusGone, "Export link expired"},
 }
 
 // unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools

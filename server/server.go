@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/jobs"
@@ -99,6 +100,8 @@ type Deps struct {
 	// StripePayments serves Stripe Checkout, the billing portal and the webhook; nil or
 	// unconfigured answers them provider_not_configured (the webhook not_found).
 	StripePayments *billing.StripePayments
+	// Exports serves the privacy exports; nil answers them not_ready.
+	Exports *exports.Service
 }
 
 // Server serves Kiln's HTTP API.
@@ -128,6 +131,7 @@ type Server struct {
 	payments       *billing.ChinaPayments
 	stripe         *billing.StripePayments
 	invoices       Invoices
+	exports        *exports.Service
 	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
 	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
@@ -192,6 +196,7 @@ func New(d Deps) (*Server, error) {
 		payments:  d.ChinaPayments,
 		stripe:    d.StripePayments,
 		invoices:  d.Invoices,
+		exports:   d.Exports,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,

@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/jobs"
@@ -108,6 +109,8 @@ type deps struct {
 	jobs *jobs.Registry
 	// notify is the notification center; its JobFinished is the jobs runtime's Finished hook.
 	notify *notify.Center
+	// exports builds and serves the privacy exports (its job kind is on jobs).
+	exports *exports.Service
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -157,7 +160,9 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	identity.Members.UseEmails(center, a.cfg.Mail.LinkBase)
 	identity.Accounts.UseJobs(registry)
 	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
-	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center}, closeAll, nil
+	exp := exports.New(exports.Config{LinkTTL: a.cfg.Privacy.ExportLinkTTL, MaxBytes: a.cfg.Privacy.ExportMaxBytes, PublicURL: a.cfg.Privacy.PublicURL},
+		exports.Deps{Store: store.New(pool), Jobs: registry, Keyring: keyring, Notify: center, Log: a.log, Now: time.Now})
+	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center, exports: exp}, closeAll, nil
 }
 
 // newIdentity builds the identity services from the configuration.
@@ -319,6 +324,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		ChinaPayments:  payments,
 		StripePayments: a.newStripePayments(llmDeps.Billing),
 		Invoices:       server.Invoices{Invoicer: a.newInvoicer(store.New(d.pool), llmDeps.Billing), PDF: invoicePDF},
+		Exports:        d.exports,
 		Config:         a.cfg.HTTP,
 		Log:            a.log,
 		Registry:       reg,

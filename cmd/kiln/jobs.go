@@ -37,6 +37,7 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 		{Name: "deleted_prompts", Purge: promptStore.PurgeDeleted},
 		{Name: "finished_jobs", Purge: func(ctx context.Context) (int64, error) { return jobs.PurgeFinished(ctx, st, time.Now(), keep) }},
 		{Name: "usage", Purge: retention.New(st, keep, time.Now).PurgeUsage},
+		{Name: "export_archives", Purge: d.exports.PurgeExpired},
 	}
 	// No reply runs longer than llm.stream_timeout; the margin covers storing its end.
 	purgers = append(purgers, worker.ConversationPurgers(convs.Service, convs.Replies, a.cfg.LLM.StreamTimeout+5*time.Minute)...)

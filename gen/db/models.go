@@ -55,6 +55,28 @@ type Conversation struct {
 	DeletedAt *time.Time
 }
 
+type DataExport struct {
+	ID           uuid.UUID
+	Subject      string
+	OrgID        uuid.UUID
+	UserID       uuid.NullUUID
+	ApiKeyID     uuid.NullUUID
+	JobID        uuid.NullUUID
+	State        string
+	Size         int64
+	Sha256       []byte
+	ExpiresAt    *time.Time
+	DownloadedAt *time.Time
+	CreatedAt    time.Time
+	FinishedAt   *time.Time
+}
+
+type DataExportChunk struct {
+	ExportID uuid.UUID
+	Seq      int32
+	Data     []byte
+}
+
 type EmailDelivery struct {
 	ID                uuid.UUID
 	OrgID             uuid.NullUUID

@@ -48,6 +48,10 @@ const (
 	// RetentionExpired: a deleted item is past its org's retention window and can no
 	// longer be restored (the housekeeping task purges it).
 	RetentionExpired Code = "retention_expired"
+	// ExportDownloaded: a privacy export's archive was downloaded already (its link works once).
+	ExportDownloaded Code = "export_downloaded"
+	// ExportLinkExpired: a privacy export's link is past its expiry; ask for a new export.
+	ExportLinkExpired Code = "export_link_expired"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

@@ -306,3 +306,16 @@ func (s *Service) Follow(ctx context.Context, o Owner, id uuid.UUID, after uint6
 	}
 	return err
 }
+
+// Load returns job id through q (inside the caller's transaction), whoever owns it: for a
+// domain that keeps the id of the job it created. Errors: not_found.
+func Load(ctx context.Context, q *db.Queries, id uuid.UUID) (Job, error) {
+	row, err := q.GetJob(ctx, id)
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return Job{}, notFound(id)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("get job: %w", err)
+	}
+	return toJob(row), nil
+}

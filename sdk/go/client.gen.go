@@ -470,6 +470,8 @@ func (e EmbeddingDimensions) Valid() bool {
 // Defines values for ErrorCode.
 const (
 	Conflict              ErrorCode = "conflict"
+	ExportDownloaded      ErrorCode = "export_downloaded"
+	ExportLinkExpired     ErrorCode = "export_link_expired"
 	FeatureNotInPlan      ErrorCode = "feature_not_in_plan"
 	IdempotencyInProgress ErrorCode = "idempotency_in_progress"
 	IdempotencyKeyReused  ErrorCode = "idempotency_key_reused"
@@ -503,6 +505,10 @@ const (
 func (e ErrorCode) Valid() bool {
 	switch e {
 	case Conflict:
+		return true
+	case ExportDownloaded:
+		return true
+	case ExportLinkExpired:
 		return true
 	case FeatureNotInPlan:
 		return true
@@ -5958,6 +5964,12 @@ type SubmitToolResultsParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// DownloadExportParams defines parameters for DownloadExport.
+type DownloadExportParams struct {
+	// Token The link's signature.
+	Token string `form:"token" json:"token"`
+}
+
 // ListJobsParams defines parameters for ListJobs.
 type ListJobsParams struct {
 	// Limit Maximum number of items to return.
@@ -6167,6 +6179,20 @@ type SearchKnowledgeBaseParams struct {
 	KilnOrg *KilnOrg `json:"Kiln-Org,omitempty"`
 }
 
+// ExportMeParams defines parameters for ExportMe.
+type ExportMeParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListMySessionsParams defines parameters for ListMySessions.
 type ListMySessionsParams struct {
 	// Limit Maximum number of items to return.
@@ -6237,6 +6263,20 @@ type ListOrgAuditEventsParams struct {
 
 // CreateStripeCheckoutParams defines parameters for CreateStripeCheckout.
 type CreateStripeCheckoutParams struct {
+	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
+	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+	// first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+	// caller (the API key, or the user and org). A streamed reply is replayed as the whole
+	// recorded stream once it has finished. A conversation reply goes on when its
+	// connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
+	// first (`stream: true`), or waits for the reply and returns the same messages.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ExportOrgParams defines parameters for ExportOrg.
+type ExportOrgParams struct {
 	// IdempotencyKey Makes a creating or charging POST safe to retry: the first response (5xx too) is
 	// stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
 	// key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
@@ -10261,6 +10301,17 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
 	SubmitToolResults(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DownloadExport Download an export's archive, once
+	//
+	// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+	// Authorization header (the signed `token` is the credential), so a browser can
+	// follow it. The first download claims the archive and its bytes are deleted once it
+	// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
+	// (`export_link_expired`), a token that was not signed for this export a 404.
+	//
+	// Corresponds with GET /v1/exports/{id}/download (the `DownloadExport` operationId).
+	DownloadExport(ctx context.Context, id ID, params *DownloadExportParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AcceptInvitationWithBody Join an org with an invitation token
 	//
 	// The caller's verified email must be the invited address. Refused with 403
@@ -10614,6 +10665,25 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ExportMe Export everything Kiln holds about the caller
+	//
+	// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
+	// of the caller's data across every org: profile (no password hash), sessions,
+	// sign-in identities (no tokens), memberships, metadata of the API keys they created
+	// (never secrets), the conversations they started (JSON and Markdown), the prompts they
+	// created with every version and label, the knowledge bases they created with their
+	// documents and index metadata (no vectors), the usage they incurred, their
+	// notifications and the audit events they are the actor of. `manifest.json` lists
+	// every file with its row count. When the job succeeds its `result` carries
+	// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
+	// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+	// at a time: asking again while one is queued or running returns that export's job
+	// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
+	// Recorded in the audit log (`privacy.export_requested`).
+	//
+	// Corresponds with POST /v1/me/export (the `ExportMe` operationId).
+	ExportMe(ctx context.Context, params *ExportMeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListMyIdentities The caller's linked external accounts
 	//
 	// One per provider account linked to this user.
@@ -10891,6 +10961,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
 	GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExportOrg Export everything Kiln holds about an org
+	//
+	// As `POST /v1/me/export`, for every row of the org: its profile, members, API key
+	// metadata, conversations (JSON and Markdown), prompts with versions and labels,
+	// knowledge bases with their documents and index metadata, usage, notifications,
+	// audit events, invoices with their lines and the billing profile. One export at a
+	// time per org (a second request while one is queued or running returns its job).
+	// Needs an org owner or admin (other members get 403, non-members 404), or a key of
+	// the org with `admin`. The link in the job's result downloads once.
+	//
+	// Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
+	ExportOrg(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgInvitations Pending invitations
 	//
@@ -13549,6 +13632,27 @@ func (c *Client) SubmitToolResults(ctx context.Context, id ID, params *SubmitToo
 	return c.Client.Do(req)
 }
 
+// DownloadExport Download an export's archive, once
+//
+// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+// Authorization header (the signed `token` is the credential), so a browser can
+// follow it. The first download claims the archive and its bytes are deleted once it
+// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
+// (`export_link_expired`), a token that was not signed for this export a 404.
+//
+// Corresponds with GET /v1/exports/{id}/download (the `DownloadExport` operationId).
+func (c *Client) DownloadExport(ctx context.Context, id ID, params *DownloadExportParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDownloadExportRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // AcceptInvitationWithBody Join an org with an invitation token
 //
 // The caller's verified email must be the invited address. Refused with 403
@@ -14202,6 +14306,35 @@ func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 	return c.Client.Do(req)
 }
 
+// ExportMe Export everything Kiln holds about the caller
+//
+// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
+// of the caller's data across every org: profile (no password hash), sessions,
+// sign-in identities (no tokens), memberships, metadata of the API keys they created
+// (never secrets), the conversations they started (JSON and Markdown), the prompts they
+// created with every version and label, the knowledge bases they created with their
+// documents and index metadata (no vectors), the usage they incurred, their
+// notifications and the audit events they are the actor of. `manifest.json` lists
+// every file with its row count. When the job succeeds its `result` carries
+// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
+// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+// at a time: asking again while one is queued or running returns that export's job
+// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
+// Recorded in the audit log (`privacy.export_requested`).
+//
+// Corresponds with POST /v1/me/export (the `ExportMe` operationId).
+func (c *Client) ExportMe(ctx context.Context, params *ExportMeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportMeRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListMyIdentities The caller's linked external accounts
 //
 // One per provider account linked to this user.
@@ -14760,6 +14893,29 @@ func (c *Client) CreateStripePortal(ctx context.Context, id ID, body CreateStrip
 // Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
 func (c *Client) GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetOrgEntitlementsRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExportOrg Export everything Kiln holds about an org
+//
+// As `POST /v1/me/export`, for every row of the org: its profile, members, API key
+// metadata, conversations (JSON and Markdown), prompts with versions and labels,
+// knowledge bases with their documents and index metadata, usage, notifications,
+// audit events, invoices with their lines and the billing profile. One export at a
+// time per org (a second request while one is queued or running returns its job).
+// Needs an org owner or admin (other members get 403, non-members 404), or a key of
+// the org with `admin`. The link in the job's result downloads once.
+//
+// Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
+func (c *Client) ExportOrg(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportOrgRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -19756,6 +19912,63 @@ func NewSubmitToolResultsRequestWithBody(server string, id ID, params *SubmitToo
 	return req, nil
 }
 
+// NewDownloadExportRequest constructs an http.Request for the DownloadExport method
+func NewDownloadExportRequest(server string, id ID, params *DownloadExportParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/exports/%s/download", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "token", params.Token, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewAcceptInvitationRequest calls the generic AcceptInvitation builder with application/json body
 func NewAcceptInvitationRequest(server string, body AcceptInvitationJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -21204,6 +21417,48 @@ func NewGetMeRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewExportMeRequest constructs an http.Request for the ExportMe method
+func NewExportMeRequest(server string, params *ExportMeParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/export")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListMyIdentitiesRequest constructs an http.Request for the ListMyIdentities method
 func NewListMyIdentitiesRequest(server string) (*http.Request, error) {
 	var err error
@@ -22194,6 +22449,55 @@ func NewGetOrgEntitlementsRequest(server string, id ID) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewExportOrgRequest constructs an http.Request for the ExportOrg method
+func NewExportOrgRequest(server string, id ID, params *ExportOrgParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -25688,6 +25992,19 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
 	SubmitToolResultsWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error)
 
+	// DownloadExportWithResponse Download an export's archive, once
+	//
+	// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+	// Authorization header (the signed `token` is the credential), so a browser can
+	// follow it. The first download claims the archive and its bytes are deleted once it
+	// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
+	// (`export_link_expired`), a token that was not signed for this export a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/exports/{id}/download (the `DownloadExport` operationId).
+	DownloadExportWithResponse(ctx context.Context, id ID, params *DownloadExportParams, reqEditors ...RequestEditorFn) (*DownloadExportResponse, error)
+
 	// AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 	//
 	// The caller's verified email must be the invited address. Refused with 403
@@ -26073,6 +26390,27 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMeResponse, error)
 
+	// ExportMeWithResponse Export everything Kiln holds about the caller
+	//
+	// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
+	// of the caller's data across every org: profile (no password hash), sessions,
+	// sign-in identities (no tokens), memberships, metadata of the API keys they created
+	// (never secrets), the conversations they started (JSON and Markdown), the prompts they
+	// created with every version and label, the knowledge bases they created with their
+	// documents and index metadata (no vectors), the usage they incurred, their
+	// notifications and the audit events they are the actor of. `manifest.json` lists
+	// every file with its row count. When the job succeeds its `result` carries
+	// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
+	// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+	// at a time: asking again while one is queued or running returns that export's job
+	// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
+	// Recorded in the audit log (`privacy.export_requested`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/me/export (the `ExportMe` operationId).
+	ExportMeWithResponse(ctx context.Context, params *ExportMeParams, reqEditors ...RequestEditorFn) (*ExportMeResponse, error)
+
 	// ListMyIdentitiesWithResponse The caller's linked external accounts
 	//
 	// One per provider account linked to this user.
@@ -26380,6 +26718,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/orgs/{id}/entitlements (the `GetOrgEntitlements` operationId).
 	GetOrgEntitlementsWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetOrgEntitlementsResponse, error)
+
+	// ExportOrgWithResponse Export everything Kiln holds about an org
+	//
+	// As `POST /v1/me/export`, for every row of the org: its profile, members, API key
+	// metadata, conversations (JSON and Markdown), prompts with versions and labels,
+	// knowledge bases with their documents and index metadata, usage, notifications,
+	// audit events, invoices with their lines and the billing profile. One export at a
+	// time per org (a second request while one is queued or running returns its job).
+	// Needs an org owner or admin (other members get 403, non-members 404), or a key of
+	// the org with `admin`. The link in the job's result downloads once.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
+	ExportOrgWithResponse(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*ExportOrgResponse, error)
 
 	// ListOrgInvitationsWithResponse Pending invitations
 	//
@@ -31864,6 +32217,68 @@ func (r SubmitToolResultsResponse) ContentType() string {
 	return ""
 }
 
+// DownloadExportResponse200Headers the declared response headers of an HTTP 200 response for DownloadExport
+type DownloadExportResponse200Headers struct {
+	ContentDisposition *string
+}
+
+// DownloadExportResponse503Headers the declared response headers of an HTTP 503 response for DownloadExport
+type DownloadExportResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DownloadExportResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *DownloadExportResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DownloadExportResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DownloadExportResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DownloadExportResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DownloadExportResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DownloadExportResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DownloadExportResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DownloadExportResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AcceptInvitationResponse503Headers the declared response headers of an HTTP 503 response for AcceptInvitation
 type AcceptInvitationResponse503Headers struct {
 	RetryAfter *int
@@ -33269,6 +33684,68 @@ func (r GetMeResponse) ContentType() string {
 	return ""
 }
 
+// ExportMeResponse503Headers the declared response headers of an HTTP 503 response for ExportMe
+type ExportMeResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ExportMeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Job
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ExportMeResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r ExportMeResponse) GetJSON202() *Job {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ExportMeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportMeResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportMeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportMeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportMeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportMeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListMyIdentitiesResponse503Headers the declared response headers of an HTTP 503 response for ListMyIdentities
 type ListMyIdentitiesResponse503Headers struct {
 	RetryAfter *int
@@ -34599,6 +35076,68 @@ func (r GetOrgEntitlementsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetOrgEntitlementsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ExportOrgResponse503Headers the declared response headers of an HTTP 503 response for ExportOrg
+type ExportOrgResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ExportOrgResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Job
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ExportOrgResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r ExportOrgResponse) GetJSON202() *Job {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ExportOrgResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportOrgResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportOrgResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportOrgResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportOrgResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportOrgResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -38672,6 +39211,25 @@ func (c *ClientWithResponses) SubmitToolResultsWithResponse(ctx context.Context,
 	return ParseSubmitToolResultsResponse(rsp)
 }
 
+// DownloadExportWithResponse Download an export's archive, once
+//
+// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+// Authorization header (the signed `token` is the credential), so a browser can
+// follow it. The first download claims the archive and its bytes are deleted once it
+// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
+// (`export_link_expired`), a token that was not signed for this export a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/exports/{id}/download (the `DownloadExport` operationId).
+func (c *ClientWithResponses) DownloadExportWithResponse(ctx context.Context, id ID, params *DownloadExportParams, reqEditors ...RequestEditorFn) (*DownloadExportResponse, error) {
+	rsp, err := c.DownloadExport(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDownloadExportResponse(rsp)
+}
+
 // AcceptInvitationWithBodyWithResponse Join an org with an invitation token
 //
 // The caller's verified email must be the invited address. Refused with 403
@@ -39237,6 +39795,33 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 	return ParseGetMeResponse(rsp)
 }
 
+// ExportMeWithResponse Export everything Kiln holds about the caller
+//
+// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
+// of the caller's data across every org: profile (no password hash), sessions,
+// sign-in identities (no tokens), memberships, metadata of the API keys they created
+// (never secrets), the conversations they started (JSON and Markdown), the prompts they
+// created with every version and label, the knowledge bases they created with their
+// documents and index metadata (no vectors), the usage they incurred, their
+// notifications and the audit events they are the actor of. `manifest.json` lists
+// every file with its row count. When the job succeeds its `result` carries
+// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
+// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+// at a time: asking again while one is queued or running returns that export's job
+// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
+// Recorded in the audit log (`privacy.export_requested`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/me/export (the `ExportMe` operationId).
+func (c *ClientWithResponses) ExportMeWithResponse(ctx context.Context, params *ExportMeParams, reqEditors ...RequestEditorFn) (*ExportMeResponse, error) {
+	rsp, err := c.ExportMe(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportMeResponse(rsp)
+}
+
 // ListMyIdentitiesWithResponse The caller's linked external accounts
 //
 // One per provider account linked to this user.
@@ -39717,6 +40302,27 @@ func (c *ClientWithResponses) GetOrgEntitlementsWithResponse(ctx context.Context
 		return nil, err
 	}
 	return ParseGetOrgEntitlementsResponse(rsp)
+}
+
+// ExportOrgWithResponse Export everything Kiln holds about an org
+//
+// As `POST /v1/me/export`, for every row of the org: its profile, members, API key
+// metadata, conversations (JSON and Markdown), prompts with versions and labels,
+// knowledge bases with their documents and index metadata, usage, notifications,
+// audit events, invoices with their lines and the billing profile. One export at a
+// time per org (a second request while one is queued or running returns its job).
+// Needs an org owner or admin (other members get 403, non-members 404), or a key of
+// the org with `admin`. The link in the job's result downloads once.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
+func (c *ClientWithResponses) ExportOrgWithResponse(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*ExportOrgResponse, error) {
+	rsp, err := c.ExportOrg(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportOrgResponse(rsp)
 }
 
 // ListOrgInvitationsWithResponse Pending invitations
@@ -45084,6 +45690,62 @@ func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsRespo
 	return response, nil
 }
 
+// ParseDownloadExportResponse parses an HTTP response from a DownloadExportWithResponse call
+func ParseDownloadExportResponse(rsp *http.Response) (*DownloadExportResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DownloadExportResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers DownloadExportResponse200Headers
+		if values := rsp.Header.Values("Content-Disposition"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Content-Disposition", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ContentDisposition = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers DownloadExportResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseAcceptInvitationResponse parses an HTTP response from a AcceptInvitationWithResponse call
 func ParseAcceptInvitationResponse(rsp *http.Response) (*AcceptInvitationResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -46291,6 +46953,59 @@ func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 	return response, nil
 }
 
+// ParseExportMeResponse parses an HTTP response from a ExportMeWithResponse call
+func ParseExportMeResponse(rsp *http.Response) (*ExportMeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportMeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ExportMeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListMyIdentitiesResponse parses an HTTP response from a ListMyIdentitiesWithResponse call
 func ParseListMyIdentitiesResponse(rsp *http.Response) (*ListMyIdentitiesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -47425,6 +48140,59 @@ func ParseGetOrgEntitlementsResponse(rsp *http.Response) (*GetOrgEntitlementsRes
 	switch {
 	case rsp.StatusCode == 503:
 		var headers GetOrgEntitlementsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseExportOrgResponse parses an HTTP response from a ExportOrgWithResponse call
+func ParseExportOrgResponse(rsp *http.Response) (*ExportOrgResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportOrgResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ExportOrgResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

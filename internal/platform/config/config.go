@@ -58,6 +58,16 @@ type Config struct {
 	// Retention holds the default retention of deleted and ended items; each org may set
 	// its own (PUT /v1/orgs/{id}/retention).
 	Retention Retention `koanf:"retention"`
+	// Privacy configures the privacy exports.
+	Privacy Privacy `koanf:"privacy"`
+}
+
+// Privacy configures the exports of a user's or an org's data (POST /v1/me/export,
+// POST /v1/orgs/{id}/export).
+type Privacy struct {
+	ExportLinkTTL  time.Duration `koanf:"export_link_ttl" doc:"how long an export's download link works once the archive is built (1m to 720h)"`
+	ExportMaxBytes int64         `koanf:"export_max_bytes" doc:"largest archive an export may build (1 MiB to 1 GiB); past it the export job fails"`
+	PublicURL      string        `koanf:"public_url" doc:"the API's public base URL (e.g. https://api.example.com), prefixed to download links; empty: the links are paths"`
 }
 
 // Retention is the deployment's default retention, in days, of what an org has not set.
@@ -514,6 +524,7 @@ func Default() Config {
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000, ReplyLease: 6 * time.Second},
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		Retention:     Retention{DeletedPromptsDays: 30, DeletedConversationsDays: 7, FinishedJobsDays: 7, FailedJobsDays: 30},
+		Privacy:       Privacy{ExportLinkTTL: 24 * time.Hour, ExportMaxBytes: 512 << 20},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
@@ -888,6 +899,17 @@ func (c Config) validate() []string {
 	}
 	if !regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`).MatchString(c.RAG.Qdrant.CollectionPrefix) {
 		bad("rag.qdrant.collection_prefix", "must be 1 to 64 letters, digits, '_' or '-', got %q", c.RAG.Qdrant.CollectionPrefix)
+	}
+	if c.Privacy.ExportLinkTTL < time.Minute || c.Privacy.ExportLinkTTL > 720*time.Hour {
+		bad("privacy.export_link_ttl", "must be between 1m and 720h, got %s", c.Privacy.ExportLinkTTL)
+	}
+	if c.Privacy.ExportMaxBytes < 1<<20 || c.Privacy.ExportMaxBytes > 1<<30 {
+		bad("privacy.export_max_bytes", "must be between 1048576 (1 MiB) and 1073741824 (1 GiB), got %d", c.Privacy.ExportMaxBytes)
+	}
+	if u := c.Privacy.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" {
+			bad("privacy.public_url", "must be an http(s) URL without a query, got %q", u)
+		}
 	}
 	if c.Notifications.LongJob < 0 {
 		bad("notifications.long_job", "must not be negative, got %s", c.Notifications.LongJob)

@@ -6,7 +6,9 @@ package secrets
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ const DevMasterKeys = "dev:a2lsbi1kZXZlbG9wbWVudC1vbmx5LWtleS0zMmJ5dGU="
 type Keyring struct {
 	current string
 	aeads   map[string]cipher.AEAD
+	keys    map[string][]byte
 }
 
 var keyID = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,32}$`)
@@ -29,7 +32,7 @@ var keyID = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,32}$`)
 // ParseKeyring reads "id:base64key[,id:base64key…]" (32-byte keys, standard base64); the
 // first key seals, every key opens.
 func ParseKeyring(spec string) (*Keyring, error) {
-	kr := &Keyring{aeads: map[string]cipher.AEAD{}}
+	kr := &Keyring{aeads: map[string]cipher.AEAD{}, keys: map[string][]byte{}}
 	for i, part := range strings.Split(spec, ",") {
 		id, b64, ok := strings.Cut(strings.TrimSpace(part), ":")
 		if !ok || !keyID.MatchString(id) {
@@ -51,6 +54,7 @@ func ParseKeyring(spec string) (*Keyring, error) {
 			return nil, fmt.Errorf("master key %q: %w", id, err)
 		}
 		kr.aeads[id] = aead
+		kr.keys[id] = key
 		if i == 0 {
 			kr.current = id
 		}
@@ -74,6 +78,21 @@ func (k *Keyring) Seal(plaintext, aad []byte) ([]byte, error) {
 	}
 	out = append(out, nonce...)
 	return aead.Seal(out, nonce, plaintext, aad), nil
+}
+
+// Derive returns a 32-byte key for purpose derived (HKDF-SHA256) from master key id, for
+// MACs of signed links and tokens: each purpose gets its own key and the master key never
+// leaves the keyring. ok is false for an id not configured.
+func (k *Keyring) Derive(id, purpose string) (key []byte, ok bool) {
+	master, ok := k.keys[id]
+	if !ok {
+		return nil, false
+	}
+	key, err := hkdf.Key(sha256.New, master, nil, purpose, 32)
+	if err != nil { // only for a length past 255 hashes
+		panic(err)
+	}
+	return key, true
 }
 
 // ErrUnknownKey means a ciphertext was sealed with a master key no longer configured.

@@ -286,6 +286,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Export everything Kiln holds about the caller
+         * @description Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
+         *     of the caller's data across every org: profile (no password hash), sessions,
+         *     sign-in identities (no tokens), memberships, metadata of the API keys they created
+         *     (never secrets), the conversations they started (JSON and Markdown), the prompts they
+         *     created with every version and label, the knowledge bases they created with their
+         *     documents and index metadata (no vectors), the usage they incurred, their
+         *     notifications and the audit events they are the actor of. `manifest.json` lists
+         *     every file with its row count. When the job succeeds its `result` carries
+         *     `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
+         *     link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+         *     at a time: asking again while one is queued or running returns that export's job
+         *     (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
+         *     Recorded in the audit log (`privacy.export_requested`).
+         */
+        post: operations["exportMe"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/me/sessions": {
         parameters: {
             query?: never;
@@ -2004,6 +2036,56 @@ export interface paths {
          *     `/query/from` past it), so one report reads a bounded share of the org's usage.
          */
         get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Export everything Kiln holds about an org
+         * @description As `POST /v1/me/export`, for every row of the org: its profile, members, API key
+         *     metadata, conversations (JSON and Markdown), prompts with versions and labels,
+         *     knowledge bases with their documents and index metadata, usage, notifications,
+         *     audit events, invoices with their lines and the billing profile. One export at a
+         *     time per org (a second request while one is queued or running returns its job).
+         *     Needs an org owner or admin (other members get 403, non-members 404), or a key of
+         *     the org with `admin`. The link in the job's result downloads once.
+         */
+        post: operations["exportOrg"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/exports/{id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download an export's archive, once
+         * @description The link of a succeeded `privacy.export` job's `download_url`: it needs no
+         *     Authorization header (the signed `token` is the credential), so a browser can
+         *     follow it. The first download claims the archive and its bytes are deleted once it
+         *     has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
+         *     (`export_link_expired`), a token that was not signed for this export a 404.
+         */
+        get: operations["downloadExport"];
         put?: never;
         post?: never;
         delete?: never;
@@ -4597,7 +4679,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired" | "export_downloaded" | "export_link_expired";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -6233,6 +6315,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Me"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    exportMe: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export job, queued (or the one already queued or running). */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
@@ -8657,6 +8774,74 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    exportOrg: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Makes a creating or charging POST safe to retry: the first response (5xx too) is
+                 *     stored for 24 h and replayed byte for byte with `Idempotent-Replayed: true`; the same
+                 *     key with other parameters is a 422 (`idempotency_key_reused`), the same key while the
+                 *     first request still runs a 409 (`idempotency_in_progress`). Keys are scoped to the
+                 *     caller (the API key, or the user and org). A streamed reply is replayed as the whole
+                 *     recorded stream once it has finished. A conversation reply goes on when its
+                 *     connection drops, so a retry of `POST /v1/conversations/{id}/messages` or
+                 *     `…/tool-results` never starts another: it re-attaches to the reply's events from the
+                 *     first (`stream: true`), or waits for the reply and returns the same messages.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export job, queued (or the one already queued or running). */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    downloadExport: {
+        parameters: {
+            query: {
+                /** @description The link's signature. */
+                token: string;
+            };
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The ZIP archive. */
+            200: {
+                headers: {
+                    /** @description `attachment; filename="kiln-export-<id>.zip"` */
+                    "Content-Disposition"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": string;
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
