@@ -36,6 +36,7 @@ import (
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
 	"github.com/kilnhq/kiln/internal/jobs"
@@ -153,6 +154,8 @@ type bundle struct {
 	spec     *openapi3.T   // the spec the server serves: Kiln's and the test operations
 	slowGate chan struct{} // /test/slow waits on it (or on its deadline)
 	echo     http.Handler  // the handler of POST /test/echo, without the middleware
+	// clock is the exports' clock (links' expiry), which a test moves.
+	clock *storetest.Clock
 }
 
 type option func(*Deps)
@@ -315,6 +318,12 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 		})
 		t.Cleanup(func() { _ = d.Notifications.Close() })
 	}
+	clock := storetest.NewClock()
+	if d.Exports == nil {
+		d.Exports = exports.New(exports.Config{LinkTTL: time.Hour, MaxBytes: 64 << 20}, exports.Deps{
+			Store: st, Jobs: registry, Keyring: keyring, Notify: d.Notifications, Log: log, Now: clock.Now,
+		})
+	}
 	d.Identity.Accounts.UseEmails(d.Notifications, testLinkBase)
 	d.Identity.Members.UseEmails(d.Notifications, testLinkBase)
 	d.Identity.Accounts.UseJobs(registry)
@@ -326,7 +335,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, spec: spec, slowGate: make(chan struct{})}
+	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, spec: spec, slowGate: make(chan struct{}), clock: clock}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {

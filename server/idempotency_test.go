@@ -44,7 +44,7 @@ func TestIdempotentRoutes(t *testing.T) {
 	}
 	slices.Sort(got)
 	want := []string{"adminrefundpayment", "createalipaypayment", "createapikey", "createchatcompletion", "createconversation", "createconversationmessage", "createdocument", "createevaluation", "createknowledgebase", "createorg", "createorginvitation", "createprompt",
-		"createpromptversion", "createstripecheckout", "createwechatpaypayment", "openaicreatechatcompletion", "openaicreateembeddings", "openaicreateresponse", "reindexknowledgebase", "rotateapikey", "submittoolresults"}
+		"createpromptversion", "createstripecheckout", "createwechatpaypayment", "exportme", "exportorg", "openaicreatechatcompletion", "openaicreateembeddings", "openaicreateresponse", "reindexknowledgebase", "rotateapikey", "submittoolresults"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("operations taking an Idempotency-Key: %v, want %v", got, want)
 	}
