@@ -73,10 +73,8 @@ func parseToken(s string) (linkToken, error) {
 	if len(parts) != 3 || parts[0] == "" || len(parts[0]) > 32 {
 		return linkToken{}, errBadToken
 	}
-	for _, c := range parts[0] {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return linkToken{}, errBadToken
-		}
+	if strings.ContainsFunc(parts[0], func(c rune) bool { return !keyIDChar(c) }) {
+		return linkToken{}, errBadToken
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || exp <= 0 || strconv.FormatInt(exp, 10) != parts[1] {
@@ -87,4 +85,9 @@ func parseToken(s string) (linkToken, error) {
 		return linkToken{}, errBadToken
 	}
 	return linkToken{KeyID: parts[0], Expires: exp, MAC: m}, nil
+}
+
+// keyIDChar reports whether c may be in a master key's id ([a-zA-Z0-9_-]).
+func keyIDChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
