@@ -65,6 +65,12 @@ func newExportFixture(t *testing.T) *exportFixture {
 	f.seed(t, f.bob, f.team, "bob-team")
 	f.seed(t, f.bob, f.bob.personalOrg, "bob-personal")
 	f.adaKey = b.createKey(t, f.ada.token, []string{"chat"})
+	// The replies' usage is recorded in the background: wait for it (one per reply, and
+	// the row seed inserted, for each of the four seeds) so the export sees all of it.
+	waitFor(t, "the replies' usage", func() bool {
+		var n int
+		return b.pool.QueryRow(t.Context(), "SELECT count(*) FROM llm_usage").Scan(&n) == nil && n == 8
+	})
 	return f
 }
 
@@ -170,6 +176,13 @@ func TestExportMe(t *testing.T) {
 		t.Fatalf("a second export while one is queued: job %s, want %s", again.Id, job.Id)
 	}
 	problemIs(t, b.call(t, "POST", "/v1/me/export", f.adaKey.Key, nil, nil), 403, errs.PermissionDenied)
+	// More usage rows than a page: the section pages through all of them.
+	if _, err := b.pool.Exec(t.Context(), `INSERT INTO llm_usage (id, org_id, user_id, request_id, endpoint, alias, provider, model,
+		status, error_code, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, cached, attempts, created_at)
+		SELECT gen_random_uuid(), $1, $2, 'paged-' || g, 'chat', 'default', 'dev', 'dev-echo', 'ok', '', 1, 1, 0, 0, 1, false, 1, now()
+		FROM generate_series(1, 1100) g`, f.ada.personalOrg, f.ada.id); err != nil {
+		t.Fatal(err)
+	}
 
 	b.runJobs(t)
 	link := exportLink(t, b.waitJob(t, f.ada.token, job.Id))
@@ -225,6 +238,18 @@ func TestExportMe(t *testing.T) {
 	}
 	if n := len(ndjsonRows(t, files["conversations.ndjson"])); n != 2 {
 		t.Errorf("%d conversations, want 2", n)
+	}
+	var usageRows int // those inserted and those of her conversations' replies
+	if err := b.pool.QueryRow(t.Context(), "SELECT count(*) FROM llm_usage WHERE user_id = $1", f.ada.id).Scan(&usageRows); err != nil || usageRows < 1102 {
+		t.Fatalf("%d usage rows of ada's, %v", usageRows, err)
+	}
+	if n := len(ndjsonRows(t, files["usage.ndjson"])); n != usageRows {
+		t.Errorf("%d usage rows, want %d", n, usageRows)
+	}
+	for _, mf := range manifest.Files {
+		if mf.Name == "usage.ndjson" && mf.Rows != usageRows {
+			t.Errorf("the manifest counts %d usage rows, want %d", mf.Rows, usageRows)
+		}
 	}
 	var markdown, documents int
 	for name, body := range files {

@@ -25,11 +25,13 @@ import (
 // chunkSize is the largest piece of an archive stored in one row.
 const chunkSize = 1 << 20
 
-// Page sizes of the sections: rows with large texts (documents, prompts with their
-// versions) come in smaller pages, so the job holds little at a time.
+// Page sizes of the sections: rows with large texts (documents of up to
+// rag.max_document_bytes, messages, prompts with their versions) come in smaller pages, so
+// the job holds little at a time.
 const (
 	pageRows      = 500
-	pageDocuments = 20
+	pageMessages  = 100
+	pageDocuments = 4
 	pagePrompts   = 50
 )
 
@@ -416,7 +418,7 @@ func (a *archive) messages(conversation uuid.UUID, fn func(db.ExportMessagesRow)
 		if err := a.ctx.Err(); err != nil {
 			return err
 		}
-		rows, err := a.q.ExportMessages(a.ctx, db.ExportMessagesParams{ConversationID: conversation, After: after, MaxRows: pageRows})
+		rows, err := a.q.ExportMessages(a.ctx, db.ExportMessagesParams{ConversationID: conversation, After: after, MaxRows: pageMessages})
 		if err != nil {
 			return err
 		}
@@ -425,7 +427,7 @@ func (a *archive) messages(conversation uuid.UUID, fn func(db.ExportMessagesRow)
 				return err
 			}
 		}
-		if len(rows) < pageRows {
+		if len(rows) < pageMessages {
 			return nil
 		}
 		after = rows[len(rows)-1].ID
