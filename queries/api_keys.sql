@@ -1,7 +1,10 @@
 -- name: CreateAPIKey :one
-INSERT INTO api_keys (id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO api_keys (id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, token_budget)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
+
+-- name: GetAPIKeyTokenBudget :one
+SELECT token_budget FROM api_keys WHERE id = $1;
 
 -- name: GetAPIKey :one
 SELECT * FROM api_keys WHERE org_id = $1 AND id = $2;

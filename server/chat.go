@@ -151,10 +151,14 @@ func readsKnowledge(ctx context.Context) bool {
 	return p.Key == nil || apikey.Has(p.Key.Scopes, apikey.ScopeKBRead)
 }
 
-// bound limits a model call to the stream timeout and tells the gateway its org, for the
-// org's own provider keys.
+// bound limits a model call to the stream timeout and tells the gateway its org (for the
+// org's own provider keys) and its API key (for the key's token budget).
 func (s *Server) bound(ctx context.Context, who caller) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(llm.WithOrg(ctx, who.org), s.llm.StreamTimeout)
+	ctx = llm.WithOrg(ctx, who.org)
+	if who.key != uuid.Nil {
+		ctx = llm.WithAPIKey(ctx, who.key)
+	}
+	return context.WithTimeout(ctx, s.llm.StreamTimeout)
 }
 
 // createChatCompletion serves POST /v1/chat/completions: JSON, or SSE with stream: true.

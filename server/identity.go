@@ -289,7 +289,7 @@ func (s *Server) CreateAPIKey(ctx context.Context, req api.CreateAPIKeyRequestOb
 	for i, sc := range req.Body.Scopes {
 		scopes[i] = string(sc)
 	}
-	key, secret, err := s.auth.Keys.Create(ctx, access.OrgID, actor(ctx), req.Body.Name, scopes, req.Body.ExpiresAt)
+	key, secret, err := s.auth.Keys.Create(ctx, access.OrgID, actor(ctx), req.Body.Name, scopes, req.Body.ExpiresAt, req.Body.TokenBudget)
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +346,7 @@ func toAPIKey(k apikey.Key) api.APIKey {
 	return api.APIKey{
 		Id: k.ID, Name: k.Name, Display: k.Display, Scopes: scopes, CreatedBy: k.CreatedBy,
 		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: utc(k.ExpiresAt), RevokedAt: utc(k.RevokedAt),
-		LastUsedAt: utc(k.LastUsedAt), RotatedTo: k.RotatedTo,
+		LastUsedAt: utc(k.LastUsedAt), RotatedTo: k.RotatedTo, TokenBudget: k.TokenBudget,
 	}
 }
 
@@ -354,7 +354,7 @@ func withSecret(k apikey.Key, secret string) api.APIKeyWithSecret {
 	a := toAPIKey(k)
 	return api.APIKeyWithSecret{
 		Id: a.Id, Name: a.Name, Display: a.Display, Scopes: a.Scopes, CreatedBy: a.CreatedBy, CreatedAt: a.CreatedAt,
-		ExpiresAt: a.ExpiresAt, RevokedAt: a.RevokedAt, LastUsedAt: a.LastUsedAt, RotatedTo: a.RotatedTo, Key: secret,
+		ExpiresAt: a.ExpiresAt, RevokedAt: a.RevokedAt, LastUsedAt: a.LastUsedAt, RotatedTo: a.RotatedTo, TokenBudget: a.TokenBudget, Key: secret,
 	}
 }
 

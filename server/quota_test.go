@@ -133,3 +133,67 @@ func TestQuotaExceededTransports(t *testing.T) {
 		}
 	})
 }
+
+// TestAPIKeyTokenBudgetTransports: a key created with a token budget is held to it on
+// every transport that calls a model with it (chat, /openai/v1, conversation replies):
+// 429 quota_exceeded naming api_key_tokens with the budget's figures; a rotated key keeps
+// the budget; the org's other keys and its users are not held by it.
+func TestAPIKeyTokenBudgetTransports(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	user := b.signUp(t, "budget@example.com").AccessToken
+	res := b.call(t, "POST", "/v1/api-keys", user, map[string]any{"name": "zero", "scopes": []string{"chat"}, "token_budget": 0}, nil)
+	wantStatus(t, res, 400)
+
+	var created api.APIKeyWithSecret
+	if res := b.call(t, "POST", "/v1/api-keys", user, map[string]any{"name": "capped", "scopes": []string{"chat"}, "token_budget": 40}, &created); res.StatusCode != 201 ||
+		created.TokenBudget == nil || *created.TokenBudget != 40 {
+		t.Fatalf("create a key with a budget: %d %+v", res.StatusCode, created.TokenBudget)
+	}
+	var rotated api.APIKeyWithSecret
+	if res := b.call(t, "POST", "/v1/api-keys/"+created.Id.String()+"/rotate", user, map[string]int{"grace_seconds": 0}, &rotated); res.StatusCode != 201 ||
+		rotated.TokenBudget == nil || *rotated.TokenBudget != 40 {
+		t.Fatalf("rotate: %d, budget %v", res.StatusCode, rotated.TokenBudget)
+	}
+	key := rotated.Key
+	refused := func(t *testing.T, p api.Problem) {
+		t.Helper()
+		if p.Code != api.ErrorCode(errs.QuotaExceeded) || p.LimitName == nil || *p.LimitName != api.ProblemLimitNameApiKeyTokens ||
+			p.Limit == nil || *p.Limit != 40 || p.Used == nil || *p.Used != 0 || p.Detail == nil || !strings.Contains(*p.Detail, "API key past its token budget") {
+			raw, _ := json.Marshal(p)
+			t.Fatalf("problem %s, want quota_exceeded on api_key_tokens, limit 40", raw)
+		}
+	}
+	const chatBody = `{"messages":[{"role":"user","content":"Hello, budget"}],"max_tokens":100}`
+
+	t.Run("Chat", func(t *testing.T) {
+		res := b.do(t, openAIRequest("POST", "/v1/chat/completions", key, chatBody))
+		if res.StatusCode != 429 || !strings.Contains(res.Header.Get("RateLimit-Policy"), `"api_key_tokens";q=40;`) {
+			t.Fatalf("%d, RateLimit-Policy %q", res.StatusCode, res.Header.Get("RateLimit-Policy"))
+		}
+		refused(t, decodeProblem(t, res))
+	})
+	t.Run("OpenAIChat", func(t *testing.T) {
+		res := b.doOpenAI(t, openAIRequest("POST", "/openai/v1/chat/completions", key, `{"model":"default","messages":[{"role":"user","content":"Hello"}],"max_tokens":100}`))
+		if msg := openAIErrorIs(t, res, 429, "insufficient_quota", "insufficient_quota", nil); !strings.Contains(msg, "API key past its token budget of 40") {
+			t.Errorf("message %q", msg)
+		}
+	})
+	t.Run("ConversationMessages", func(t *testing.T) {
+		var conv api.Conversation
+		wantStatus(t, b.call(t, "POST", "/v1/conversations", key, map[string]any{}, &conv), 201)
+		res := b.do(t, openAIRequest("POST", "/v1/conversations/"+conv.Id.String()+"/messages", key, `{"content":"Hello, budget","options":{"max_tokens":100}}`))
+		if res.StatusCode != 429 {
+			t.Fatalf("%d %s", res.StatusCode, readAll(res))
+		}
+		refused(t, decodeProblem(t, res))
+	})
+	t.Run("OKOtherCallers", func(t *testing.T) {
+		other := b.createKey(t, user, []string{"chat"}).Key
+		for name, credential := range map[string]string{"KeyWithoutBudget": other, "User": user} {
+			if res := b.do(t, openAIRequest("POST", "/v1/chat/completions", credential, chatBody)); res.StatusCode != 200 {
+				t.Errorf("%s: %d %s", name, res.StatusCode, readAll(res))
+			}
+		}
+	})
+}

@@ -99,7 +99,7 @@ func (a *app) quickstart(ctx context.Context, stderr io.Writer, req quickstartRe
 		return fmt.Errorf("end the command's session: %w", err)
 	}
 	by := audit.Actor{UserAgent: quickstartUserAgent}.As(user.ID)
-	key, secret, err := keys.Create(ctx, user.PersonalOrgID, by, req.keyName, req.scopes, nil)
+	key, secret, err := keys.Create(ctx, user.PersonalOrgID, by, req.keyName, req.scopes, nil, nil)
 	if err != nil {
 		return err
 	}

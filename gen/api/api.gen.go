@@ -2132,6 +2132,9 @@ type APIKey struct {
 	RevokedAt  *time.Time          `json:"revoked_at"`
 	RotatedTo  *openapi_types.UUID `json:"rotated_to,omitempty"`
 	Scopes     []Scope             `json:"scopes"`
+
+	// TokenBudget Tokens the key may use per billing period of its org; null for none.
+	TokenBudget *int64 `json:"token_budget,omitempty"`
 }
 
 // APIKeyList defines model for APIKeyList.
@@ -2160,6 +2163,9 @@ type APIKeyWithSecret struct {
 	RevokedAt  *time.Time          `json:"revoked_at"`
 	RotatedTo  *openapi_types.UUID `json:"rotated_to,omitempty"`
 	Scopes     []Scope             `json:"scopes"`
+
+	// TokenBudget Tokens the key may use per billing period of its org; null for none.
+	TokenBudget *int64 `json:"token_budget,omitempty"`
 }
 
 // AdminDocument defines model for AdminDocument.
@@ -2774,6 +2780,13 @@ type CreateAPIKeyRequest struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Name      string     `json:"name"`
 	Scopes    []Scope    `json:"scopes"`
+
+	// TokenBudget The most tokens (prompt and completion) the key's model calls may use per billing
+	// period of its org, beside the org's own plan limit; absent or null: no budget of
+	// its own. Held like the plan's quota (reserved before a call, settled after): a
+	// call that could pass it is 429 `quota_exceeded` with `limit_name`
+	// `api_key_tokens`. A rotated key keeps it.
+	TokenBudget *int64 `json:"token_budget,omitempty"`
 }
 
 // CreateConversationRequest defines model for CreateConversationRequest.

@@ -10,24 +10,26 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const createAPIKey = `-- name: CreateAPIKey :one
-INSERT INTO api_keys (id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to
+INSERT INTO api_keys (id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, token_budget)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget
 `
 
 type CreateAPIKeyParams struct {
-	ID         uuid.UUID
-	OrgID      uuid.UUID
-	Name       string
-	Display    string
-	SecretHash []byte
-	Scopes     []string
-	CreatedBy  uuid.NullUUID
-	CreatedAt  time.Time
-	ExpiresAt  *time.Time
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	Name        string
+	Display     string
+	SecretHash  []byte
+	Scopes      []string
+	CreatedBy   uuid.NullUUID
+	CreatedAt   time.Time
+	ExpiresAt   *time.Time
+	TokenBudget pgtype.Int8
 }
 
 func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (ApiKey, error) {
@@ -41,6 +43,7 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		arg.CreatedBy,
 		arg.CreatedAt,
 		arg.ExpiresAt,
+		arg.TokenBudget,
 	)
 	var i ApiKey
 	err := row.Scan(
@@ -56,12 +59,13 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }
 
 const getAPIKey = `-- name: GetAPIKey :one
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys WHERE org_id = $1 AND id = $2
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget FROM api_keys WHERE org_id = $1 AND id = $2
 `
 
 type GetAPIKeyParams struct {
@@ -85,12 +89,13 @@ func (q *Queries) GetAPIKey(ctx context.Context, arg GetAPIKeyParams) (ApiKey, e
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }
 
 const getAPIKeyBySecretHash = `-- name: GetAPIKeyBySecretHash :one
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys WHERE secret_hash = $1
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget FROM api_keys WHERE secret_hash = $1
   AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = api_keys.created_by AND users.disabled_at IS NOT NULL)
 `
 
@@ -114,12 +119,13 @@ func (q *Queries) GetAPIKeyBySecretHash(ctx context.Context, secretHash []byte) 
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }
 
 const getAPIKeyForUpdate = `-- name: GetAPIKeyForUpdate :one
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE
 `
 
 type GetAPIKeyForUpdateParams struct {
@@ -143,12 +149,24 @@ func (q *Queries) GetAPIKeyForUpdate(ctx context.Context, arg GetAPIKeyForUpdate
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }
 
+const getAPIKeyTokenBudget = `-- name: GetAPIKeyTokenBudget :one
+SELECT token_budget FROM api_keys WHERE id = $1
+`
+
+func (q *Queries) GetAPIKeyTokenBudget(ctx context.Context, id uuid.UUID) (pgtype.Int8, error) {
+	row := q.db.QueryRow(ctx, getAPIKeyTokenBudget, id)
+	var token_budget pgtype.Int8
+	err := row.Scan(&token_budget)
+	return token_budget, err
+}
+
 const listAPIKeys = `-- name: ListAPIKeys :many
-SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to FROM api_keys
+SELECT id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget FROM api_keys
 WHERE org_id = $1
   AND ($2::uuid IS NULL OR id < $2::uuid)
 ORDER BY id DESC
@@ -184,6 +202,7 @@ func (q *Queries) ListAPIKeys(ctx context.Context, arg ListAPIKeysParams) ([]Api
 			&i.RevokedAt,
 			&i.LastUsedAt,
 			&i.RotatedTo,
+			&i.TokenBudget,
 		); err != nil {
 			return nil, err
 		}
@@ -198,7 +217,7 @@ func (q *Queries) ListAPIKeys(ctx context.Context, arg ListAPIKeysParams) ([]Api
 const revokeAPIKey = `-- name: RevokeAPIKey :one
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1::timestamptz)
 WHERE org_id = $2 AND id = $3
-RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to
+RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget
 `
 
 type RevokeAPIKeyParams struct {
@@ -224,6 +243,7 @@ func (q *Queries) RevokeAPIKey(ctx context.Context, arg RevokeAPIKeyParams) (Api
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }
@@ -232,7 +252,7 @@ const setAPIKeyRotated = `-- name: SetAPIKeyRotated :one
 UPDATE api_keys
 SET rotated_to = $1, expires_at = $2, revoked_at = $3
 WHERE org_id = $4 AND id = $5
-RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to
+RETURNING id, org_id, name, display, secret_hash, scopes, created_by, created_at, expires_at, revoked_at, last_used_at, rotated_to, token_budget
 `
 
 type SetAPIKeyRotatedParams struct {
@@ -265,6 +285,7 @@ func (q *Queries) SetAPIKeyRotated(ctx context.Context, arg SetAPIKeyRotatedPara
 		&i.RevokedAt,
 		&i.LastUsedAt,
 		&i.RotatedTo,
+		&i.TokenBudget,
 	)
 	return i, err
 }

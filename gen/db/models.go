@@ -13,18 +13,19 @@ import (
 )
 
 type ApiKey struct {
-	ID         uuid.UUID
-	OrgID      uuid.UUID
-	Name       string
-	Display    string
-	SecretHash []byte
-	Scopes     []string
-	CreatedBy  uuid.NullUUID
-	CreatedAt  time.Time
-	ExpiresAt  *time.Time
-	RevokedAt  *time.Time
-	LastUsedAt *time.Time
-	RotatedTo  uuid.NullUUID
+	ID          uuid.UUID
+	OrgID       uuid.UUID
+	Name        string
+	Display     string
+	SecretHash  []byte
+	Scopes      []string
+	CreatedBy   uuid.NullUUID
+	CreatedAt   time.Time
+	ExpiresAt   *time.Time
+	RevokedAt   *time.Time
+	LastUsedAt  *time.Time
+	RotatedTo   uuid.NullUUID
+	TokenBudget pgtype.Int8
 }
 
 type AuditEvent struct {

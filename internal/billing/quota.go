@@ -96,15 +96,20 @@ end
 return out
 `)
 
-// Counter is one org's count for one period.
+// Counter is one org's count for one period, or one of its API keys' (Key set).
 type Counter struct {
 	Org    uuid.UUID
 	Period Period
+	Key    uuid.UUID // uuid.Nil: the org's own count
 }
 
-// keys returns the counter's hash and reservation-set keys, in one Redis Cluster slot.
+// keys returns the counter's hash and reservation-set keys, in one Redis Cluster slot (an
+// API key's beside its org's).
 func (q *Quota) keys(c Counter) []string {
 	tag := "{" + c.Org.String() + ":" + strconv.FormatInt(c.Period.Start.Unix(), 10) + "}"
+	if c.Key != uuid.Nil {
+		tag += ":key:" + c.Key.String()
+	}
 	return []string{q.ks.Key("quota", 1, tag+":tokens"), q.ks.Key("quota", 1, tag+":holds")}
 }
 

@@ -69,8 +69,9 @@ type Service struct {
 	cacheTTL time.Duration
 	grace    time.Duration
 
-	mu    sync.Mutex
-	cache map[uuid.UUID]cachedSub
+	mu      sync.Mutex
+	cache   map[uuid.UUID]cachedSub
+	budgets map[uuid.UUID]cachedBudget // API keys' token budgets, by key
 
 	alerts *alerter // nil: no quota alerts
 }
@@ -80,11 +81,17 @@ type cachedSub struct {
 	expires time.Time
 }
 
+type cachedBudget struct {
+	tokens  int64 // 0: none
+	expires time.Time
+}
+
 // New returns the billing service. cacheTTL is how long the model-call path trusts an
 // org's subscription read before (a change on another replica reaches it within that);
 // grace is how long a subscription stays past_due before it is frozen.
 func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL, grace time.Duration, now func() time.Time) *Service {
-	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, grace: grace, cache: map[uuid.UUID]cachedSub{}}
+	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, grace: grace, cache: map[uuid.UUID]cachedSub{},
+		budgets: map[uuid.UUID]cachedBudget{}}
 }
 
 // Plans returns the plan catalog.
@@ -271,8 +278,12 @@ func (e *QuotaError) Error() string {
 
 // Classify makes the error quota_exceeded, with the quota's figures.
 func (e *QuotaError) Classify() *errs.Error {
-	out := errs.E(errs.QuotaExceeded, "This call could take the org past its plan's token limit of %d for the period (limit %q): %d used, %d held by calls in flight; the period resets at %s.",
-		e.Limit, e.Name, e.Used, e.Reserved, e.ResetsAt.UTC().Format(time.RFC3339))
+	whose := "the org past its plan's token limit"
+	if e.Name == LimitAPIKeyTokens {
+		whose = "the API key past its token budget"
+	}
+	out := errs.E(errs.QuotaExceeded, "This call could take %s of %d for the period (limit %q): %d used, %d held by calls in flight; the period resets at %s.",
+		whose, e.Limit, e.Name, e.Used, e.Reserved, e.ResetsAt.UTC().Format(time.RFC3339))
 	q := e.Quota
 	out.Quota = &q
 	return out
@@ -311,7 +322,78 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 	if limited {
 		h.watch = s.alerts.newWatch(c, LimitTokens, limit)
 	}
+	key := llm.APIKeyOf(ctx)
+	if key == uuid.Nil {
+		return h, nil
+	}
+	kh, err := s.reserveKey(ctx, Counter{Org: org, Period: sub.Period, Key: key}, tokens)
+	if err != nil || kh == nil {
+		if err != nil {
+			// The org's hold goes back: the call does not run.
+			_ = h.Settle(context.WithoutCancel(ctx), 0)
+			return nil, err
+		}
+		return h, nil
+	}
+	return holds{h, kh}, nil
+}
+
+// LimitAPIKeyTokens names an API key's own token budget in a quota_exceeded refusal.
+const LimitAPIKeyTokens = "api_key_tokens" //nolint:gosec // a limit's name, not a credential
+
+// reserveKey holds tokens of c's API key's token budget (nil hold: the key has none). It
+// returns a *QuotaError (limit api_key_tokens) when the call could pass the budget.
+func (s *Service) reserveKey(ctx context.Context, c Counter, tokens int) (*Hold, error) {
+	budget, err := s.keyBudget(ctx, c.Key)
+	if err != nil || budget == 0 {
+		return nil, err
+	}
+	h, ok, used, reserved, err := s.quota.Reserve(ctx, c, int64(tokens), budget, true)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, &QuotaError{errs.Quota{Name: LimitAPIKeyTokens, Limit: budget, Used: used, Reserved: reserved,
+			Window: c.Period.End.Sub(c.Period.Start), ResetsAt: c.Period.End}}
+	}
 	return h, nil
+}
+
+// keyBudget returns API key's token budget (0: none) through a per-replica cache of
+// cacheTTL, as subscriptions are read on the model-call path.
+func (s *Service) keyBudget(ctx context.Context, key uuid.UUID) (int64, error) {
+	now := s.now()
+	s.mu.Lock()
+	c, ok := s.budgets[key]
+	s.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.tokens, nil
+	}
+	b, err := s.st.GetAPIKeyTokenBudget(ctx, key)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("get api key token budget: %w", store.Translate(err))
+	}
+	s.mu.Lock()
+	if len(s.budgets) >= 100_000 {
+		s.budgets = map[uuid.UUID]cachedBudget{}
+	}
+	s.budgets[key] = cachedBudget{tokens: b.Int64, expires: now.Add(s.cacheTTL)}
+	s.mu.Unlock()
+	return b.Int64, nil
+}
+
+// holds is a call's hold on its org's quota and on its API key's budget, settled together.
+type holds []*Hold
+
+// Settle settles every hold, returning the first error.
+func (hs holds) Settle(ctx context.Context, used int) error {
+	var first error
+	for _, h := range hs {
+		if err := h.Settle(ctx, used); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // LimitUsage is one limit of an org's entitlements.

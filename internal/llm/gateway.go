@@ -82,6 +82,20 @@ func WithOrg(ctx context.Context, org uuid.UUID) context.Context {
 	return context.WithValue(ctx, orgKey{}, org)
 }
 
+type apiKeyKey struct{}
+
+// WithAPIKey tells the gateway's Meter which API key a call is made with, so the key's
+// own token budget holds it too.
+func WithAPIKey(ctx context.Context, key uuid.UUID) context.Context {
+	return context.WithValue(ctx, apiKeyKey{}, key)
+}
+
+// APIKeyOf is the API key a call is made with (WithAPIKey), uuid.Nil when none.
+func APIKeyOf(ctx context.Context) uuid.UUID {
+	key, _ := ctx.Value(apiKeyKey{}).(uuid.UUID)
+	return key
+}
+
 // Gateway routes requests for a model alias to its targets, with retries, failover before
 // the first byte, a circuit breaker and a concurrency limit per target.
 type Gateway struct {

@@ -321,7 +321,11 @@ func (s *Service) generate(c Caller, reply conversations.Reply, call chat.Call, 
 	defer stop()
 	ctx, unwatch := s.d.Streams.Watch(ctx, id)
 	defer unwatch()
-	ctx, cancelBound := context.WithTimeout(llm.WithConversation(llm.WithOrg(ctx, c.Owner.Org), reply.Message.ConversationID.String()), s.d.StreamTimeout)
+	ctx = llm.WithConversation(llm.WithOrg(ctx, c.Owner.Org), reply.Message.ConversationID.String())
+	if c.Owner.Key != nil {
+		ctx = llm.WithAPIKey(ctx, *c.Owner.Key)
+	}
+	ctx, cancelBound := context.WithTimeout(ctx, s.d.StreamTimeout)
 	defer cancelBound()
 	release := s.lease(c, id)
 	defer release() // once the end is stored (or could not be): run last

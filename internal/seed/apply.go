@@ -511,7 +511,7 @@ func (a *applier) apiKey(ctx context.Context, orgID uuid.UUID, owner audit.Actor
 		a.report("create", what, "")
 		return nil
 	}
-	_, secret, err := a.s.Keys.Create(ctx, orgID, owner, k.Name, k.Scopes, nil)
+	_, secret, err := a.s.Keys.Create(ctx, orgID, owner, k.Name, k.Scopes, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -115,7 +115,7 @@ func TestAuthenticateWarmKeyDoesNoIO(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.service(t)
-	key, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "ci", []string{"chat"}, nil)
+	key, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "ci", []string{"chat"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func ExampleService() {
 	go keys.Run(ctx) //nolint:errcheck // in Kiln, run by the composition root's errgroup
 
 	orgID := uuid.New() // the caller's org
-	_, secret, _ := keys.Create(ctx, orgID, audit.Actor{}, "CI", []string{apikey.ScopeChat}, nil)
+	_, secret, _ := keys.Create(ctx, orgID, audit.Actor{}, "CI", []string{apikey.ScopeChat}, nil, nil)
 	fmt.Println("shown once:", apikey.Display(secret))
 
 	// Later, for a request with Authorization: Bearer <secret>:

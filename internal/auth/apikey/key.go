@@ -51,6 +51,9 @@ type Key struct {
 	LastUsedAt *time.Time
 	// RotatedTo is the key that replaced this one.
 	RotatedTo *uuid.UUID
+	// TokenBudget is the most tokens the key's model calls may use per billing period of
+	// its org; nil: no budget of its own.
+	TokenBudget *int64
 }
 
 // Active reports whether the key authenticates at now: it is not revoked and not expired.
@@ -79,7 +82,7 @@ func clonePtr[T any](p *T) *T {
 }
 
 func toKey(r db.ApiKey) Key {
-	return Key{
+	k := Key{
 		ID:         r.ID,
 		OrgID:      r.OrgID,
 		Name:       r.Name,
@@ -92,6 +95,10 @@ func toKey(r db.ApiKey) Key {
 		LastUsedAt: toUTCPtr(r.LastUsedAt),
 		RotatedTo:  store.UUIDPtr(r.RotatedTo),
 	}
+	if r.TokenBudget.Valid {
+		k.TokenBudget = &r.TokenBudget.Int64
+	}
+	return k
 }
 
 func toKeys(rows []db.ApiKey) []Key {

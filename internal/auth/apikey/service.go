@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/gen/db"
@@ -105,20 +106,24 @@ func New(st *store.Store, rdb redis.UniversalClient, ks redisclient.Keyspace, cf
 // Create issues a key for orgID and returns it with its secret, which is not stored and
 // cannot be shown again. The key is created by by's user, if by is a user (the key has no
 // creator when made by another key or the system), and its creation audited
-// (api_key.create) by by; a nil expiresAt never expires. It returns invalid_request, naming each bad field, when name is
+// (api_key.create) by by; a nil expiresAt never expires, a nil tokenBudget sets no token
+// budget of the key's own. It returns invalid_request, naming each bad field, when name is
 // blank, longer than 100 characters or holds control characters, when scopes fails
-// [ValidateScopes], or when expiresAt is not in the future.
-func (s *Service) Create(ctx context.Context, orgID uuid.UUID, by audit.Actor, name string, scopes []string, expiresAt *time.Time) (Key, string, error) {
+// [ValidateScopes], when expiresAt is not in the future, or when tokenBudget is below 1.
+func (s *Service) Create(ctx context.Context, orgID uuid.UUID, by audit.Actor, name string, scopes []string, expiresAt *time.Time, tokenBudget *int64) (Key, string, error) {
 	now := s.now()
 	fields := nameFields(name)
 	fields = append(fields, scopeFields(scopes)...)
 	if expiresAt != nil && !expiresAt.After(now) {
 		fields = append(fields, errs.FieldError{Pointer: "/expires_at", Message: "must be in the future"})
 	}
+	if tokenBudget != nil && *tokenBudget < 1 {
+		fields = append(fields, errs.FieldError{Pointer: "/token_budget", Message: "must be at least 1"})
+	}
 	if err := errs.InvalidFields("invalid api key", fields); err != nil {
 		return Key{}, "", err
 	}
-	params, secret, err := s.newKey(orgID, by.UserID(), name, scopes, expiresAt, now)
+	params, secret, err := s.newKey(orgID, by.UserID(), name, scopes, expiresAt, tokenBudget, now)
 	if err != nil {
 		return Key{}, "", err
 	}
@@ -130,7 +135,7 @@ func (s *Service) Create(ctx context.Context, orgID uuid.UUID, by audit.Actor, n
 			return fmt.Errorf("create api key: %w", store.Translate(err))
 		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "api_key.create", TargetType: "api_key",
-			TargetID: row.ID.String(), Data: map[string]any{"name": row.Name, "scopes": row.Scopes}})
+			TargetID: row.ID.String(), Data: map[string]any{"name": row.Name, "scopes": row.Scopes, "token_budget": tokenBudget}})
 	})
 	if err != nil {
 		return Key{}, "", err
@@ -140,7 +145,7 @@ func (s *Service) Create(ctx context.Context, orgID uuid.UUID, by audit.Actor, n
 }
 
 // newKey draws an id and a secret and returns the row to insert.
-func (s *Service) newKey(orgID uuid.UUID, createdBy *uuid.UUID, name string, scopes []string, expiresAt *time.Time, now time.Time) (db.CreateAPIKeyParams, string, error) {
+func (s *Service) newKey(orgID uuid.UUID, createdBy *uuid.UUID, name string, scopes []string, expiresAt *time.Time, tokenBudget *int64, now time.Time) (db.CreateAPIKeyParams, string, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return db.CreateAPIKeyParams{}, "", fmt.Errorf("new api key id: %w", err)
@@ -149,16 +154,21 @@ func (s *Service) newKey(orgID uuid.UUID, createdBy *uuid.UUID, name string, sco
 	if err != nil {
 		return db.CreateAPIKeyParams{}, "", err
 	}
+	var budget pgtype.Int8
+	if tokenBudget != nil {
+		budget = pgtype.Int8{Int64: *tokenBudget, Valid: true}
+	}
 	return db.CreateAPIKeyParams{
-		ID:         id,
-		OrgID:      orgID,
-		Name:       name,
-		Display:    Display(secret),
-		SecretHash: Hash(secret),
-		Scopes:     slices.Clone(scopes),
-		CreatedBy:  store.NullUUID(createdBy),
-		CreatedAt:  now,
-		ExpiresAt:  expiresAt,
+		ID:          id,
+		OrgID:       orgID,
+		Name:        name,
+		Display:     Display(secret),
+		SecretHash:  Hash(secret),
+		Scopes:      slices.Clone(scopes),
+		CreatedBy:   store.NullUUID(createdBy),
+		CreatedAt:   now,
+		ExpiresAt:   expiresAt,
+		TokenBudget: budget,
 	}, secret, nil
 }
 
@@ -245,7 +255,7 @@ func (s *Service) Rotate(ctx context.Context, orgID, id uuid.UUID, grace time.Du
 		if k := toKey(cur); !k.Active(now) || k.RotatedTo != nil {
 			return errs.E(errs.Conflict, "api key %s is revoked, expired or already rotated", id)
 		}
-		params, sec, err := s.newKey(orgID, by.UserID(), cur.Name, cur.Scopes, cur.ExpiresAt, now)
+		params, sec, err := s.newKey(orgID, by.UserID(), cur.Name, cur.Scopes, cur.ExpiresAt, toKey(cur).TokenBudget, now)
 		if err != nil {
 			return err
 		}

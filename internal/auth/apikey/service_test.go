@@ -138,7 +138,7 @@ func create(t testing.TB, s *apikey.Service, org uuid.UUID, expiresAt *time.Time
 	if len(scopes) == 0 {
 		scopes = []string{apikey.ScopeChat}
 	}
-	k, secret, err := s.Create(context.Background(), org, audit.Actor{}, "ci", scopes, expiresAt)
+	k, secret, err := s.Create(context.Background(), org, audit.Actor{}, "ci", scopes, expiresAt, nil)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -229,7 +229,7 @@ func TestCreate(t *testing.T) {
 	t.Run("OKStoresOnlyHashAndDisplay", func(t *testing.T) {
 		t.Parallel()
 		exp := now.Add(30 * 24 * time.Hour)
-		k, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "deploy bot", []string{"kb:read", "chat"}, &exp)
+		k, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}.As(b.user), "deploy bot", []string{"kb:read", "chat"}, &exp, nil)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -265,7 +265,7 @@ func TestCreate(t *testing.T) {
 	})
 	t.Run("OKWithoutCreatorOrExpiry", func(t *testing.T) {
 		t.Parallel()
-		k, _, err := s.Create(t.Context(), b.orgA, audit.Actor{}, strings.Repeat("é", 100), apikey.Scopes, nil)
+		k, _, err := s.Create(t.Context(), b.orgA, audit.Actor{}, strings.Repeat("é", 100), apikey.Scopes, nil, nil)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -301,7 +301,7 @@ func TestCreate(t *testing.T) {
 				exp = ptr(now.Add(tt.expires))
 			}
 			before := b.sql.count("INSERT INTO api_keys")
-			_, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, tt.keyName, tt.scopes, exp)
+			_, secret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, tt.keyName, tt.scopes, exp, nil)
 			checkFields(t, err, tt.pointers)
 			if secret != "" {
 				t.Errorf("Create returned secret %q with an error", secret)
@@ -313,7 +313,7 @@ func TestCreate(t *testing.T) {
 	}
 	t.Run("ErrInvalidUnknownOrg", func(t *testing.T) {
 		t.Parallel()
-		_, _, err := s.Create(t.Context(), uuid.New(), audit.Actor{}, "ci", []string{"chat"}, nil)
+		_, _, err := s.Create(t.Context(), uuid.New(), audit.Actor{}, "ci", []string{"chat"}, nil, nil)
 		wantCode(t, err, errs.Invalid)
 	})
 }
@@ -464,7 +464,7 @@ func TestRotate(t *testing.T) {
 		b := setup(t)
 		s := b.service(t)
 		exp := b.clock.Now().Add(90 * 24 * time.Hour)
-		old, oldSecret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, "prod", []string{"chat", "jobs"}, &exp)
+		old, oldSecret, err := s.Create(t.Context(), b.orgA, audit.Actor{}, "prod", []string{"chat", "jobs"}, &exp, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5249,6 +5249,11 @@ export interface components {
             last_used_at: string | null;
             /** Format: uuid */
             rotated_to?: string | null;
+            /**
+             * Format: int64
+             * @description Tokens the key may use per billing period of its org; null for none.
+             */
+            token_budget?: number | null;
         };
         APIKeyWithSecret: components["schemas"]["APIKey"] & {
             /** @description The secret, `kiln_<env>_<random>_<checksum>`. Shown once. */
@@ -5263,6 +5268,15 @@ export interface components {
             scopes: components["schemas"]["Scope"][];
             /** Format: date-time */
             expires_at?: string | null;
+            /**
+             * Format: int64
+             * @description The most tokens (prompt and completion) the key's model calls may use per billing
+             *     period of its org, beside the org's own plan limit; absent or null: no budget of
+             *     its own. Held like the plan's quota (reserved before a call, settled after): a
+             *     call that could pass it is 429 `quota_exceeded` with `limit_name`
+             *     `api_key_tokens`. A rotated key keeps it.
+             */
+            token_budget?: number | null;
         };
         RotateAPIKeyRequest: {
             /**
