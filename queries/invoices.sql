@@ -92,9 +92,14 @@ RETURNING *;
 -- name: GetOrgBillingProfile :one
 SELECT * FROM org_billing_profiles WHERE org_id = @org_id;
 
--- name: SetInvoiceProviderURL :exec
--- The payment provider's page of an invoice (Stripe's hosted invoice URL).
-UPDATE invoices SET provider_invoice_url = @url WHERE id = @id;
+-- The hosted page of the Stripe invoice that paid org's subscription for the period that
+-- starts at period_start (Unix seconds), from the ledger's invoice.paid events.
+-- name: StripeInvoiceURL :one
+SELECT coalesce(payload #>> '{data,object,hosted_invoice_url}', '')::text AS url FROM payment_events
+WHERE org_id = @org_id AND provider = 'stripe' AND payload ->> 'type' = 'invoice.paid'
+  AND payload #>> '{data,object,lines,data,0,period,start}' = @period_start_unix::text
+ORDER BY occurred_at DESC
+LIMIT 1;
 
 -- name: RevenueByPlan :many
 -- What invoices and credit notes issued in [from, to) billed before tax, by the plan the

@@ -3296,7 +3296,7 @@ type Invoice struct {
 	// Plan The plan the org was on.
 	Plan *string `json:"plan,omitempty"`
 
-	// ProviderInvoiceUrl The payment provider's page of the invoice (Stripe's hosted invoice), when it issued one.
+	// ProviderInvoiceUrl Stripe's hosted invoice of the period, when a Stripe subscription paid it.
 	ProviderInvoiceUrl *string      `json:"provider_invoice_url,omitempty"`
 	Seller             InvoiceParty `json:"seller"`
 

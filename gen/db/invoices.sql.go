@@ -682,21 +682,6 @@ func (q *Queries) SetInvoiceCounter(ctx context.Context, arg SetInvoiceCounterPa
 	return err
 }
 
-const setInvoiceProviderURL = `-- name: SetInvoiceProviderURL :exec
-UPDATE invoices SET provider_invoice_url = $1 WHERE id = $2
-`
-
-type SetInvoiceProviderURLParams struct {
-	Url pgtype.Text
-	ID  uuid.UUID
-}
-
-// The payment provider's page of an invoice (Stripe's hosted invoice URL).
-func (q *Queries) SetInvoiceProviderURL(ctx context.Context, arg SetInvoiceProviderURLParams) error {
-	_, err := q.db.Exec(ctx, setInvoiceProviderURL, arg.Url, arg.ID)
-	return err
-}
-
 const setInvoiceStatus = `-- name: SetInvoiceStatus :one
 UPDATE invoices SET status = $1 WHERE id = $2 RETURNING id, org_id, issuer, sequence, number, kind, credits_invoice_id, status, currency, period_start, period_end, plan_id, subtotal_minor, tax_rate_bp, tax_minor, total_minor, seller_name, seller_address, seller_tax_id, buyer_name, buyer_address, buyer_tax_id, provider_invoice_url, issued_at
 `
@@ -736,6 +721,28 @@ func (q *Queries) SetInvoiceStatus(ctx context.Context, arg SetInvoiceStatusPara
 		&i.IssuedAt,
 	)
 	return i, err
+}
+
+const stripeInvoiceURL = `-- name: StripeInvoiceURL :one
+SELECT coalesce(payload #>> '{data,object,hosted_invoice_url}', '')::text AS url FROM payment_events
+WHERE org_id = $1 AND provider = 'stripe' AND payload ->> 'type' = 'invoice.paid'
+  AND payload #>> '{data,object,lines,data,0,period,start}' = $2::text
+ORDER BY occurred_at DESC
+LIMIT 1
+`
+
+type StripeInvoiceURLParams struct {
+	OrgID           uuid.NullUUID
+	PeriodStartUnix string
+}
+
+// The hosted page of the Stripe invoice that paid org's subscription for the period that
+// starts at period_start (Unix seconds), from the ledger's invoice.paid events.
+func (q *Queries) StripeInvoiceURL(ctx context.Context, arg StripeInvoiceURLParams) (string, error) {
+	row := q.db.QueryRow(ctx, stripeInvoiceURL, arg.OrgID, arg.PeriodStartUnix)
+	var url string
+	err := row.Scan(&url)
+	return url, err
 }
 
 const subscriptionsByStatus = `-- name: SubscriptionsByStatus :many

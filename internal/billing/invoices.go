@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -327,12 +328,23 @@ func (iv *Invoicer) insert(ctx context.Context, q *db.Queries, org uuid.UUID, p 
 	}
 	inv.Tax = taxOf(inv.Subtotal, inv.TaxRateBP)
 	inv.Total = inv.Subtotal + inv.Tax
+	// An invoice of a period a Stripe subscription paid links Stripe's own invoice of it.
+	var providerURL string
+	if d.kind == KindInvoice {
+		url, err := q.StripeInvoiceURL(ctx, db.StripeInvoiceURLParams{OrgID: uuid.NullUUID{UUID: org, Valid: true}, PeriodStartUnix: strconv.FormatInt(p.Start.Unix(), 10)})
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return Invoice{}, fmt.Errorf("find the stripe invoice: %w", err)
+		}
+		if providerURL = url; url != "" {
+			inv.ProviderURL = &url
+		}
+	}
 	if err := q.InsertInvoice(ctx, db.InsertInvoiceParams{
 		ID: inv.ID, OrgID: org, Issuer: inv.Issuer, Sequence: n, Number: inv.Number, Kind: inv.Kind, CreditsInvoiceID: store.NullUUID(inv.Credits),
 		Status: inv.Status, Currency: inv.Currency, PeriodStart: p.Start, PeriodEnd: p.End, PlanID: store.Text(plan),
 		SubtotalMinor: inv.Subtotal, TaxRateBp: int32(inv.TaxRateBP), TaxMinor: inv.Tax, TotalMinor: inv.Total, //nolint:gosec // at most 10,000
 		SellerName: inv.Seller.Name, SellerAddress: inv.Seller.Address, SellerTaxID: inv.Seller.TaxID,
-		BuyerName: buyer.Name, BuyerAddress: buyer.Address, BuyerTaxID: buyer.TaxID, IssuedAt: inv.IssuedAt,
+		BuyerName: buyer.Name, BuyerAddress: buyer.Address, BuyerTaxID: buyer.TaxID, ProviderInvoiceUrl: store.Text(providerURL), IssuedAt: inv.IssuedAt,
 	}); err != nil {
 		return Invoice{}, fmt.Errorf("insert invoice: %w", store.Translate(err))
 	}
@@ -449,15 +461,6 @@ func (iv *Invoicer) SetStatus(ctx context.Context, by audit.Actor, id uuid.UUID,
 		return Invoice{}, err
 	}
 	return out[0], nil
-}
-
-// SetProviderURL records the payment provider's page of invoice id (Stripe's hosted
-// invoice URL).
-func (iv *Invoicer) SetProviderURL(ctx context.Context, id uuid.UUID, url string) error {
-	if err := iv.st.SetInvoiceProviderURL(ctx, db.SetInvoiceProviderURLParams{ID: id, Url: store.Text(url)}); err != nil {
-		return fmt.Errorf("set invoice provider url: %w", err)
-	}
-	return nil
 }
 
 func toInvoice(r db.Invoice) Invoice {

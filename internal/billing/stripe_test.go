@@ -88,6 +88,7 @@ func invoiceEvent(t *testing.T, id, typ string, at time.Time, org uuid.UUID, amo
 	t.Helper()
 	return stripetest.Event(t, id, typ, at, map[string]any{"id": "in_" + id, "object": "invoice", "currency": "usd",
 		"amount_paid": amount, "amount_due": amount, "customer": "cus_" + hexID(org), "billing_reason": "subscription_cycle",
+		"hosted_invoice_url": "https://invoice.stripe.com/i/acct_test/in_" + id,
 		"parent": map[string]any{"type": "subscription_details", "subscription_details": map[string]any{
 			"subscription": "sub_" + hexID(org), "metadata": map[string]any{"kiln_org": org.String()}}},
 		"lines": map[string]any{"object": "list", "data": []any{map[string]any{"id": "il_1", "object": "line_item",
@@ -202,6 +203,43 @@ func TestStripeEventsOutOfOrder(t *testing.T) {
 		o, err := s.svc.Order(ctx, org, top.Order.ID)
 		if c := s.credit(t, "USD"); err != nil || c != step.credit || o.Status != step.status {
 			t.Fatalf("after %s: credit %d, order %s (%v); want %d, %s", step.name, c, o.Status, err, step.credit, step.status)
+		}
+	}
+}
+
+// TestStripeInvoiceLink: Kiln's invoice of a period a Stripe subscription paid links
+// Stripe's hosted invoice of that period (from the ledger's invoice.paid), and only that
+// period's.
+func TestStripeInvoiceLink(t *testing.T) {
+	t.Parallel()
+	s := setupStripe(t)
+	org := s.org
+	t0 := time.Now().AddDate(0, -2, 0).Truncate(time.Second)
+	p1 := billing.Period{Start: t0, End: t0.AddDate(0, 1, 0)}
+	p2 := billing.Period{Start: p1.End, End: p1.End.AddDate(0, 1, 0)}
+	for _, body := range [][]byte{
+		subscriptionEvent(t, "evt_l1", "customer.subscription.created", t0, org, "active", proPrice, p1.Start, p1.End),
+		invoiceEvent(t, "evt_l2", "invoice.paid", t0.Add(time.Second), org, 2000, p1.Start, p1.End),
+	} {
+		if err := s.post(t, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iv := billing.NewInvoicer(s.st, s.svc, billing.Issuer{ID: "stripe-link", Prefix: "SL-", Name: "Kiln Test Ltd"}, time.Now)
+	for _, c := range []struct {
+		period billing.Period
+		want   string
+	}{{p1, "https://invoice.stripe.com/i/acct_test/in_evt_l2"}, {p2, ""}} {
+		out, err := iv.Issue(t.Context(), org, c.period)
+		if err != nil || len(out) != 1 {
+			t.Fatalf("issue %v: %d invoices, %v", c.period, len(out), err)
+		}
+		got, err := iv.Invoice(t.Context(), org, out[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (got.ProviderURL == nil) != (c.want == "") || got.ProviderURL != nil && *got.ProviderURL != c.want {
+			t.Errorf("period from %s: provider URL %v, want %q", c.period.Start, got.ProviderURL, c.want)
 		}
 	}
 }

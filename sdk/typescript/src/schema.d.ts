@@ -5404,7 +5404,7 @@ export interface components {
             total: number;
             seller: components["schemas"]["InvoiceParty"];
             buyer: components["schemas"]["InvoiceParty"];
-            /** @description The payment provider's page of the invoice (Stripe's hosted invoice), when it issued one. */
+            /** @description Stripe's hosted invoice of the period, when a Stripe subscription paid it. */
             provider_invoice_url?: string;
             lines: components["schemas"]["InvoiceLine"][];
             issued_at: components["schemas"]["Timestamp"];
