@@ -30,12 +30,14 @@ func principalFrom(ctx context.Context) (principal, bool) {
 	return p, ok
 }
 
-// requirement is what an operation's `security` and `x-kiln-scope` ask of the caller.
+// requirement is what an operation's `security`, `x-kiln-scope` and `x-kiln-feature` ask
+// of the caller.
 type requirement struct {
 	userToken bool     // bearerAuth: a user's access token is accepted
 	apiKey    bool     // apiKeyAuth: an API key is accepted
 	scopes    []string // an API key needs one of these scopes (none: any key)
 	org       bool     // the operation acts for an org, which Kiln-Org may name
+	feature   string   // the org's plan needs this feature ("": none)
 }
 
 // requirements reads the spec once: route template ("GET /v1/api-keys/{id}") → requirement.
@@ -75,6 +77,7 @@ func requirements(spec *openapi3.T) map[string]requirement {
 					}
 				}
 			}
+			req.feature, _ = op.Extensions["x-kiln-feature"].(string)
 			out[method+" "+path] = req
 		}
 	}
@@ -90,7 +93,8 @@ var errUnauthenticated = errs.E(errs.Unauthenticated, "Missing or invalid creden
 // kind the operation does not take, or a key without the operation's scope, gets a 403
 // naming what is missing. For an operation that acts for an org it resolves the org here,
 // once for every such route (the model list and the streams included): a Kiln-Org the
-// caller is not a member of is a 404 before anything else.
+// caller is not a member of is a 404 before anything else; and it holds the operation to
+// its `x-kiln-feature`, the one entitlement check (403 feature_not_in_plan).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, ok := s.auth.requirements[s.routeOf(r)]
@@ -149,6 +153,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			if err != nil {
 				s.respondError(w, r, err)
 				return
+			}
+			if req.feature != "" && s.llm.Billing != nil {
+				if err := s.llm.Billing.Require(ctx, access.OrgID, req.feature); err != nil {
+					s.respondError(w, r, err)
+					return
+				}
 			}
 			ctx = context.WithValue(ctx, orgKey{}, access)
 		}

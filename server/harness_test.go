@@ -85,6 +85,11 @@ const testOps = `{
                   "default": {"$ref": "#/components/responses/Problem"}}}},
   "/test/slow": {"get": {"operationId": "testSlow",
     "responses": {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "default": {"$ref": "#/components/responses/Problem"}}}},
+  "/test/feature": {"get": {"operationId": "testFeature", "x-kiln-scope": "chat", "x-kiln-feature": "sso",
+    "security": [{"bearerAuth": []}, {"apiKeyAuth": []}],
+    "parameters": [{"$ref": "#/components/parameters/KilnOrg"}],
+    "responses": {"200": {"description": "gated", "content": {"application/json": {"schema": {"type": "object"}}}},
                   "default": {"$ref": "#/components/responses/Problem"}}}}
 }`
 
@@ -354,6 +359,10 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	srv.mux.HandleFunc("GET /test/items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"id": r.PathValue("id")})
+	})
+	srv.mux.HandleFunc("GET /test/feature", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{}`)
 	})
 	srv.mux.HandleFunc("GET /test/panic", func(http.ResponseWriter, *http.Request) {
 		panic("secret internal detail: db password hunter2")
