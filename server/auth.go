@@ -21,6 +21,7 @@ type principal struct {
 	UserID    uuid.UUID // zero for API keys
 	SessionID uuid.UUID // zero for API keys
 	Key       *apikey.Key
+	IssuedAt  time.Time // when the access token was issued; zero for API keys
 }
 
 type principalKey struct{}
@@ -138,7 +139,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				s.respondError(w, r, errs.E(errs.PermissionDenied, "This operation needs an API key."))
 				return
 			}
-			p.UserID, p.SessionID = claims.UserID, claims.SessionID
+			p.UserID, p.SessionID, p.IssuedAt = claims.UserID, claims.SessionID, claims.IssuedAt
 		}
 		ctx := context.WithValue(r.Context(), principalKey{}, p)
 		if req.org {
@@ -161,6 +162,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				}
 			}
 			ctx = context.WithValue(ctx, orgKey{}, access)
+			if err := s.orgWritable(ctx, r, access.OrgID); err != nil {
+				s.respondError(w, r, err)
+				return
+			}
 		}
 		noteCaller(ctx)
 		next.ServeHTTP(w, r.WithContext(ctx))

@@ -35,6 +35,7 @@ import (
 	"github.com/kilnhq/kiln/internal/cache"
 	"github.com/kilnhq/kiln/internal/chat"
 	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/erasure"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
@@ -161,6 +162,8 @@ type bundle struct {
 	echo     http.Handler  // the handler of POST /test/echo, without the middleware
 	// clock is the exports' clock (links' expiry), which a test moves.
 	clock *storetest.Clock
+	// eraseClock is the erasure's clock (deletion grace periods): moved by hand.
+	eraseClock *storetest.Clock
 }
 
 type option func(*Deps)
@@ -317,6 +320,16 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	if d.Retention == nil {
 		d.Retention = retention.New(st, retention.Builtin, time.Now)
 	}
+	eraseClock := storetest.NewClock()
+	if d.Erasure == nil {
+		ed := erasure.Deps{Store: st, Jobs: registry, Redis: rdb, Keyspace: ks, Passwords: d.Identity.Accounts, Log: log, Now: eraseClock.Now}
+		if d.Idempotency != nil {
+			ed.Idempotency = d.Idempotency
+		}
+		d.Erasure = erasure.New(erasure.Config{Grace: 14 * 24 * time.Hour}, ed)
+		d.Erasure.NotifyRevoked(d.Identity.Tokens.RevokeSessions)
+		d.Erasure.NotifyKeysChanged(d.Identity.Keys.ForgetAll)
+	}
 	if d.Notifications == nil {
 		d.Notifications = notify.New(notify.Config{LongJob: 30 * time.Second}, notify.Deps{
 			Store: st, Jobs: registry, Mailer: mail, Redis: rdb, Keyspace: ks, Log: log, Now: time.Now,
@@ -340,7 +353,7 @@ func setupOn(t testing.TB, st *store.Store, newRedis func(testing.TB) (redis.Uni
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, spec: spec, slowGate: make(chan struct{}), clock: clock}
+	b := &bundle{srv: srv, rdb: rdb, ks: ks, pool: st.Pool, mail: mail, logs: logs, registry: d.Registry, router: router, spec: spec, slowGate: make(chan struct{}), clock: clock, eraseClock: eraseClock}
 	b.echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {

@@ -160,6 +160,7 @@ func (s *Server) GetMe(ctx context.Context, _ api.GetMeRequestObject) (api.GetMe
 	return api.GetMe200JSONResponse{
 		Id: user.ID, Email: user.Email, Name: user.Name, EmailVerified: user.EmailVerified,
 		PersonalOrgId: user.PersonalOrgID, CreatedAt: user.CreatedAt.UTC(), Orgs: orgs,
+		DeletionScheduledAt: user.DeletionRequestedAt, EraseAt: user.EraseAt,
 	}, nil
 }
 

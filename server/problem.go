@@ -56,6 +56,8 @@ var catalog = map[errs.Code]problemType{
 	errs.RetentionExpired:      {http.StatusGone, "Retention expired"},
 	errs.ExportDownloaded:      {http.StatusGone, "Export downloaded already"},
 	errs.ExportLinkExpired:     {http.StatusGone, "Export link expired"},
+	errs.SoleOwner:             {http.StatusConflict, "Sole owner of a shared org"},
+	errs.OrgDeletionPending:    {http.StatusConflict, "Org deletion pending"},
 }
 
 // unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools

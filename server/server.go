@@ -26,6 +26,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/admin"
 	"github.com/kilnhq/kiln/internal/billing"
+	"github.com/kilnhq/kiln/internal/erasure"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
@@ -102,6 +103,9 @@ type Deps struct {
 	StripePayments *billing.StripePayments
 	// Exports serves the privacy exports; nil answers them not_ready.
 	Exports *exports.Service
+	// Erasure deletes accounts and orgs after their grace period; nil answers the deletion
+	// endpoints not_ready and refuses no org's writes.
+	Erasure *erasure.Service
 }
 
 // Server serves Kiln's HTTP API.
@@ -132,6 +136,7 @@ type Server struct {
 	stripe         *billing.StripePayments
 	invoices       Invoices
 	exports        *exports.Service
+	erasure        *erasure.Service
 	// bodyLimits are the routes whose bodies may exceed http.max_body_bytes (uploads).
 	bodyLimits map[string]int64
 	// frameSchemas validate the data of the WebSocket's frames, by frame type.
@@ -197,6 +202,7 @@ func New(d Deps) (*Server, error) {
 		stripe:    d.StripePayments,
 		invoices:  d.Invoices,
 		exports:   d.Exports,
+		erasure:   d.Erasure,
 		started:   time.Now(),
 		auth: authState{
 			Identity:     d.Identity,

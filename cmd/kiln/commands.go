@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/conversations"
+	"github.com/kilnhq/kiln/internal/erasure"
 	"github.com/kilnhq/kiln/internal/exports"
 	"github.com/kilnhq/kiln/internal/flags"
 	"github.com/kilnhq/kiln/internal/idempotency"
@@ -111,6 +112,8 @@ type deps struct {
 	notify *notify.Center
 	// exports builds and serves the privacy exports (its job kind is on jobs).
 	exports *exports.Service
+	// erasure deletes accounts and orgs after their grace period (its job kind is on jobs).
+	erasure *erasure.Service
 }
 
 func (a *app) open(ctx context.Context) (*deps, func(), error) {
@@ -159,10 +162,16 @@ func (a *app) open(ctx context.Context) (*deps, func(), error) {
 	identity.Accounts.UseEmails(center, a.cfg.Mail.LinkBase)
 	identity.Members.UseEmails(center, a.cfg.Mail.LinkBase)
 	identity.Accounts.UseJobs(registry)
+	eraser := erasure.New(erasure.Config{Grace: a.cfg.Privacy.EraseGrace}, erasure.Deps{
+		Store: store.New(pool), Jobs: registry, Redis: rdb, Keyspace: ks, Passwords: identity.Accounts,
+		Idempotency: idempotency.New(rdb, ks, idempotency.Config{Sealer: keyring}), Log: a.log, Now: time.Now,
+	})
+	eraser.NotifyRevoked(identity.Tokens.RevokeSessions)
+	eraser.NotifyKeysChanged(identity.Keys.ForgetAll)
 	closeAll = func() { _ = center.Close(); _ = rdb.Close(); pool.Close() }
 	exp := exports.New(exports.Config{LinkTTL: a.cfg.Privacy.ExportLinkTTL, MaxBytes: a.cfg.Privacy.ExportMaxBytes, PublicURL: a.cfg.Privacy.PublicURL},
 		exports.Deps{Store: store.New(pool), Jobs: registry, Keyring: keyring, Notify: center, Log: a.log, Now: time.Now})
-	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center, exports: exp}, closeAll, nil
+	return &deps{pool: pool, rdb: rdb, keyring: keyring, flags: evaluator, identity: identity, jobs: registry, notify: center, exports: exp, erasure: eraser}, closeAll, nil
 }
 
 // newIdentity builds the identity services from the configuration.
@@ -325,6 +334,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 		StripePayments: a.newStripePayments(llmDeps.Billing),
 		Invoices:       server.Invoices{Invoicer: a.newInvoicer(store.New(d.pool), llmDeps.Billing), PDF: invoicePDF},
 		Exports:        d.exports,
+		Erasure:        d.erasure,
 		Config:         a.cfg.HTTP,
 		Log:            a.log,
 		Registry:       reg,

@@ -483,6 +483,7 @@ const (
 	ModelUnavailable      ErrorCode = "model_unavailable"
 	NotFound              ErrorCode = "not_found"
 	NotReady              ErrorCode = "not_ready"
+	OrgDeletionPending    ErrorCode = "org_deletion_pending"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
 	PlanLimitReached      ErrorCode = "plan_limit_reached"
@@ -491,6 +492,7 @@ const (
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
 	RetentionExpired      ErrorCode = "retention_expired"
+	SoleOwner             ErrorCode = "sole_owner"
 	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
@@ -531,6 +533,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case NotReady:
 		return true
+	case OrgDeletionPending:
+		return true
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
@@ -546,6 +550,8 @@ func (e ErrorCode) Valid() bool {
 	case RequestTooLarge:
 		return true
 	case RetentionExpired:
+		return true
+	case SoleOwner:
 		return true
 	case StreamExpired:
 		return true
@@ -2904,8 +2910,23 @@ type CreatePromptRequest struct {
 	Version     PromptVersionInput `json:"version"`
 }
 
+// DeleteMeRequest defines model for DeleteMeRequest.
+type DeleteMeRequest struct {
+	// Password The account's password (password accounts).
+	Password *string `json:"password,omitempty"`
+}
+
 // DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
 type DeletedAt = time.Time
+
+// DeletionScheduled defines model for DeletionScheduled.
+type DeletionScheduled struct {
+	// DeletionScheduledAt RFC 3339, UTC.
+	DeletionScheduledAt Timestamp `json:"deletion_scheduled_at"`
+
+	// EraseAt RFC 3339, UTC.
+	EraseAt Timestamp `json:"erase_at"`
+}
 
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
@@ -3673,9 +3694,15 @@ type MarkedRead struct {
 // Me defines model for Me.
 type Me struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt     Timestamp          `json:"created_at"`
-	Email         string             `json:"email"`
-	EmailVerified bool               `json:"email_verified"`
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DeletionScheduledAt RFC 3339, UTC.
+	DeletionScheduledAt *Timestamp `json:"deletion_scheduled_at,omitempty"`
+	Email               string     `json:"email"`
+	EmailVerified       bool       `json:"email_verified"`
+
+	// EraseAt RFC 3339, UTC.
+	EraseAt       *Timestamp         `json:"erase_at,omitempty"`
 	Id            openapi_types.UUID `json:"id"`
 	Name          string             `json:"name"`
 	Orgs          []OrgMembership    `json:"orgs"`
@@ -6441,6 +6468,9 @@ type ReindexKnowledgeBaseJSONRequestBody = ReindexKnowledgeBaseRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
+
+// DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
+type DeleteMeJSONRequestBody = DeleteMeRequest
 
 // UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
 type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
@@ -9234,6 +9264,9 @@ type ServerInterface interface {
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(w http.ResponseWriter, r *http.Request)
+	// DeleteMe Delete the caller's account (after a grace period)
+	// (DELETE /v1/me/export)
+	DeleteMe(w http.ResponseWriter, r *http.Request)
 	// ExportMe Export everything Kiln holds about the caller
 	// (POST /v1/me/export)
 	ExportMe(w http.ResponseWriter, r *http.Request, params ExportMeParams)
@@ -9252,6 +9285,9 @@ type ServerInterface interface {
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(w http.ResponseWriter, r *http.Request)
+	// RestoreMe Undo the caller's account deletion
+	// (POST /v1/me/restore)
+	RestoreMe(w http.ResponseWriter, r *http.Request)
 	// ListMySessions The caller's active sessions
 	// (GET /v1/me/sessions)
 	ListMySessions(w http.ResponseWriter, r *http.Request, params ListMySessionsParams)
@@ -9282,6 +9318,9 @@ type ServerInterface interface {
 	// CreateOrg Create an org
 	// (POST /v1/orgs)
 	CreateOrg(w http.ResponseWriter, r *http.Request, params CreateOrgParams)
+	// DeleteOrg Delete an org (after a grace period)
+	// (DELETE /v1/orgs/{id})
+	DeleteOrg(w http.ResponseWriter, r *http.Request, id ID)
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(w http.ResponseWriter, r *http.Request, id ID, params ListOrgAuditEventsParams)
@@ -9339,6 +9378,9 @@ type ServerInterface interface {
 	// GetOrgPayment An order and where its payment stands
 	// (GET /v1/orgs/{id}/payments/{order_id})
 	GetOrgPayment(w http.ResponseWriter, r *http.Request, id ID, orderId openapi_types.UUID)
+	// RestoreOrg Undo an org's deletion
+	// (POST /v1/orgs/{id}/restore)
+	RestoreOrg(w http.ResponseWriter, r *http.Request, id ID)
 	// GetOrgRetention An org's retention settings
 	// (GET /v1/orgs/{id}/retention)
 	GetOrgRetention(w http.ResponseWriter, r *http.Request, id ID)
@@ -12899,6 +12941,20 @@ func (siw *ServerInterfaceWrapper) GetMe(w http.ResponseWriter, r *http.Request)
 	handler.ServeHTTP(w, r)
 }
 
+// DeleteMe operation middleware
+func (siw *ServerInterfaceWrapper) DeleteMe(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteMe(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ExportMe operation middleware
 func (siw *ServerInterfaceWrapper) ExportMe(w http.ResponseWriter, r *http.Request) {
 
@@ -13013,6 +13069,20 @@ func (siw *ServerInterfaceWrapper) ChangePassword(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ChangePassword(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RestoreMe operation middleware
+func (siw *ServerInterfaceWrapper) RestoreMe(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RestoreMe(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -13376,6 +13446,32 @@ func (siw *ServerInterfaceWrapper) CreateOrg(w http.ResponseWriter, r *http.Requ
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.CreateOrg(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteOrg operation middleware
+func (siw *ServerInterfaceWrapper) DeleteOrg(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteOrg(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -14173,6 +14269,32 @@ func (siw *ServerInterfaceWrapper) GetOrgPayment(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetOrgPayment(w, r, id, orderId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RestoreOrg operation middleware
+func (siw *ServerInterfaceWrapper) RestoreOrg(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RestoreOrg(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15524,7 +15646,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/logout", wrapper.Logout)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/logout-all", wrapper.LogoutAll)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me", wrapper.GetMe)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/export", wrapper.DeleteMe)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/me/export", wrapper.ExportMe)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/me/restore", wrapper.RestoreMe)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/me/sessions", wrapper.ListMySessions)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/me/sessions/{id}", wrapper.DeleteMySession)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/notifications", wrapper.ListNotifications)
@@ -15549,6 +15673,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/members", wrapper.ListOrgMembers)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/orgs/{id}/members/{user_id}", wrapper.RemoveOrgMember)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/v1/orgs/{id}/members/{user_id}", wrapper.UpdateOrgMember)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/orgs/{id}", wrapper.DeleteOrg)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/restore", wrapper.RestoreOrg)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/transfer-ownership", wrapper.TransferOrgOwnership)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/invitations", wrapper.ListOrgInvitations)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/invitations", wrapper.CreateOrgInvitation)
@@ -20711,6 +20837,64 @@ func (response GetMedefaultApplicationProblemPlusJSONResponse) VisitGetMeRespons
 	return err
 }
 
+type DeleteMeRequestObject struct {
+	Body *DeleteMeJSONRequestBody
+}
+
+type DeleteMeResponseObject interface {
+	VisitDeleteMeResponse(w http.ResponseWriter) error
+}
+
+type DeleteMe202JSONResponse DeletionScheduled
+
+func (response DeleteMe202JSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe503ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteMedefaultApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ExportMeRequestObject struct {
 	Params ExportMeParams
 }
@@ -20729,42 +20913,6 @@ func (response ExportMe202JSONResponse) VisitExportMeResponse(w http.ResponseWri
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(202)
-	_, err := buf.WriteTo(w)
-	return err
-}
-
-type ExportMe503ApplicationProblemPlusJSONResponse struct {
-	ServiceUnavailableApplicationProblemPlusJSONResponse
-}
-
-func (response ExportMe503ApplicationProblemPlusJSONResponse) VisitExportMeResponse(w http.ResponseWriter) error {
-
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	if response.Headers.RetryAfter != nil {
-		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
-	}
-	w.WriteHeader(503)
-	_, err := buf.WriteTo(w)
-	return err
-}
-
-type ExportMedefaultApplicationProblemPlusJSONResponse struct {
-	Body       Problem
-	StatusCode int
-}
-
-func (response ExportMedefaultApplicationProblemPlusJSONResponse) VisitExportMeResponse(w http.ResponseWriter) error {
-
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(response.StatusCode)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -21034,6 +21182,57 @@ type ChangePassworddefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ChangePassworddefaultApplicationProblemPlusJSONResponse) VisitChangePasswordResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreMeRequestObject struct {
+}
+
+type RestoreMeResponseObject interface {
+	VisitRestoreMeResponse(w http.ResponseWriter) error
+}
+
+type RestoreMe204Response struct {
+}
+
+func (response RestoreMe204Response) VisitRestoreMeResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type RestoreMe503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RestoreMe503ApplicationProblemPlusJSONResponse) VisitRestoreMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreMedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RestoreMedefaultApplicationProblemPlusJSONResponse) VisitRestoreMeResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -21609,6 +21808,64 @@ type CreateOrgdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response CreateOrgdefaultApplicationProblemPlusJSONResponse) VisitCreateOrgResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOrgRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type DeleteOrgResponseObject interface {
+	VisitDeleteOrgResponse(w http.ResponseWriter) error
+}
+
+type DeleteOrg202JSONResponse DeletionScheduled
+
+func (response DeleteOrg202JSONResponse) VisitDeleteOrgResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOrg503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteOrg503ApplicationProblemPlusJSONResponse) VisitDeleteOrgResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteOrgdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteOrgdefaultApplicationProblemPlusJSONResponse) VisitDeleteOrgResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -22735,6 +22992,58 @@ type GetOrgPaymentdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetOrgPaymentdefaultApplicationProblemPlusJSONResponse) VisitGetOrgPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreOrgRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type RestoreOrgResponseObject interface {
+	VisitRestoreOrgResponse(w http.ResponseWriter) error
+}
+
+type RestoreOrg204Response struct {
+}
+
+func (response RestoreOrg204Response) VisitRestoreOrgResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type RestoreOrg503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RestoreOrg503ApplicationProblemPlusJSONResponse) VisitRestoreOrgResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RestoreOrgdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RestoreOrgdefaultApplicationProblemPlusJSONResponse) VisitRestoreOrgResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -24332,6 +24641,9 @@ type StrictServerInterface interface {
 	// GetMe The caller
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
+	// DeleteMe Delete the caller's account (after a grace period)
+	// (DELETE /v1/me/export)
+	DeleteMe(ctx context.Context, request DeleteMeRequestObject) (DeleteMeResponseObject, error)
 	// ExportMe Export everything Kiln holds about the caller
 	// (POST /v1/me/export)
 	ExportMe(ctx context.Context, request ExportMeRequestObject) (ExportMeResponseObject, error)
@@ -24350,6 +24662,9 @@ type StrictServerInterface interface {
 	// ChangePassword Change the caller's password
 	// (POST /v1/me/password)
 	ChangePassword(ctx context.Context, request ChangePasswordRequestObject) (ChangePasswordResponseObject, error)
+	// RestoreMe Undo the caller's account deletion
+	// (POST /v1/me/restore)
+	RestoreMe(ctx context.Context, request RestoreMeRequestObject) (RestoreMeResponseObject, error)
 	// ListMySessions The caller's active sessions
 	// (GET /v1/me/sessions)
 	ListMySessions(ctx context.Context, request ListMySessionsRequestObject) (ListMySessionsResponseObject, error)
@@ -24380,6 +24695,9 @@ type StrictServerInterface interface {
 	// CreateOrg Create an org
 	// (POST /v1/orgs)
 	CreateOrg(ctx context.Context, request CreateOrgRequestObject) (CreateOrgResponseObject, error)
+	// DeleteOrg Delete an org (after a grace period)
+	// (DELETE /v1/orgs/{id})
+	DeleteOrg(ctx context.Context, request DeleteOrgRequestObject) (DeleteOrgResponseObject, error)
 	// ListOrgAuditEvents The org's audit log
 	// (GET /v1/orgs/{id}/audit-events)
 	ListOrgAuditEvents(ctx context.Context, request ListOrgAuditEventsRequestObject) (ListOrgAuditEventsResponseObject, error)
@@ -24437,6 +24755,9 @@ type StrictServerInterface interface {
 	// GetOrgPayment An order and where its payment stands
 	// (GET /v1/orgs/{id}/payments/{order_id})
 	GetOrgPayment(ctx context.Context, request GetOrgPaymentRequestObject) (GetOrgPaymentResponseObject, error)
+	// RestoreOrg Undo an org's deletion
+	// (POST /v1/orgs/{id}/restore)
+	RestoreOrg(ctx context.Context, request RestoreOrgRequestObject) (RestoreOrgResponseObject, error)
 	// GetOrgRetention An org's retention settings
 	// (GET /v1/orgs/{id}/retention)
 	GetOrgRetention(ctx context.Context, request GetOrgRetentionRequestObject) (GetOrgRetentionResponseObject, error)
@@ -26884,6 +27205,40 @@ func (sh *strictHandler) GetMe(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// DeleteMe operation middleware
+func (sh *strictHandler) DeleteMe(w http.ResponseWriter, r *http.Request) {
+	var request DeleteMeRequestObject
+
+	var body DeleteMeJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteMe(ctx, request.(DeleteMeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteMe")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteMeResponseObject); ok {
+		if err := validResponse.VisitDeleteMeResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ExportMe operation middleware
 func (sh *strictHandler) ExportMe(w http.ResponseWriter, r *http.Request, params ExportMeParams) {
 	var request ExportMeRequestObject
@@ -27039,6 +27394,30 @@ func (sh *strictHandler) ChangePassword(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ChangePasswordResponseObject); ok {
 		if err := validResponse.VisitChangePasswordResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RestoreMe operation middleware
+func (sh *strictHandler) RestoreMe(w http.ResponseWriter, r *http.Request) {
+	var request RestoreMeRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RestoreMe(ctx, request.(RestoreMeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RestoreMe")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RestoreMeResponseObject); ok {
+		if err := validResponse.VisitRestoreMeResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -27310,6 +27689,32 @@ func (sh *strictHandler) CreateOrg(w http.ResponseWriter, r *http.Request, param
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(CreateOrgResponseObject); ok {
 		if err := validResponse.VisitCreateOrgResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteOrg operation middleware
+func (sh *strictHandler) DeleteOrg(w http.ResponseWriter, r *http.Request, id ID) {
+	var request DeleteOrgRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteOrg(ctx, request.(DeleteOrgRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteOrg")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteOrgResponseObject); ok {
+		if err := validResponse.VisitDeleteOrgResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -27871,6 +28276,32 @@ func (sh *strictHandler) GetOrgPayment(w http.ResponseWriter, r *http.Request, i
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetOrgPaymentResponseObject); ok {
 		if err := validResponse.VisitGetOrgPaymentResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RestoreOrg operation middleware
+func (sh *strictHandler) RestoreOrg(w http.ResponseWriter, r *http.Request, id ID) {
+	var request RestoreOrgRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RestoreOrg(ctx, request.(RestoreOrgRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RestoreOrg")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RestoreOrgResponseObject); ok {
+		if err := validResponse.VisitRestoreOrgResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

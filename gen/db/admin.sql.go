@@ -72,7 +72,7 @@ func (q *Queries) AdminListAuditEvents(ctx context.Context, arg AdminListAuditEv
 }
 
 const adminListOrgs = `-- name: AdminListOrgs :many
-SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale FROM orgs
+SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale, deletion_requested_at, erase_at, erase_job_id, erased_at FROM orgs
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL OR name ILIKE $2::text ESCAPE '\')
 ORDER BY id DESC
@@ -103,6 +103,10 @@ func (q *Queries) AdminListOrgs(ctx context.Context, arg AdminListOrgsParams) ([
 			&i.UpdatedAt,
 			&i.ConversationRetentionDays,
 			&i.Locale,
+			&i.DeletionRequestedAt,
+			&i.EraseAt,
+			&i.EraseJobID,
+			&i.ErasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -115,7 +119,7 @@ func (q *Queries) AdminListOrgs(ctx context.Context, arg AdminListOrgsParams) ([
 }
 
 const adminListUsers = `-- name: AdminListUsers :many
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id FROM users
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL
        OR email ILIKE $2::text ESCAPE '\'
@@ -154,6 +158,9 @@ func (q *Queries) AdminListUsers(ctx context.Context, arg AdminListUsersParams) 
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.Locale,
+			&i.DeletionRequestedAt,
+			&i.EraseAt,
+			&i.EraseJobID,
 		); err != nil {
 			return nil, err
 		}
@@ -168,7 +175,7 @@ func (q *Queries) AdminListUsers(ctx context.Context, arg AdminListUsersParams) 
 const disableUser = `-- name: DisableUser :one
 UPDATE users SET disabled_at = coalesce(disabled_at, $1::timestamptz), updated_at = $1
 WHERE id = $2
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id
 `
 
 type DisableUserParams struct {
@@ -192,6 +199,9 @@ func (q *Queries) DisableUser(ctx context.Context, arg DisableUserParams) (User,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }
@@ -199,7 +209,7 @@ func (q *Queries) DisableUser(ctx context.Context, arg DisableUserParams) (User,
 const enableUser = `-- name: EnableUser :one
 UPDATE users SET disabled_at = NULL, updated_at = $1
 WHERE id = $2
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id
 `
 
 type EnableUserParams struct {
@@ -222,6 +232,9 @@ func (q *Queries) EnableUser(ctx context.Context, arg EnableUserParams) (User, e
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }
@@ -229,7 +242,7 @@ func (q *Queries) EnableUser(ctx context.Context, arg EnableUserParams) (User, e
 const setUserPlatformAdmin = `-- name: SetUserPlatformAdmin :one
 UPDATE users SET platform_admin = $1, updated_at = $2
 WHERE email = $3
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id
 `
 
 type SetUserPlatformAdminParams struct {
@@ -253,6 +266,9 @@ func (q *Queries) SetUserPlatformAdmin(ctx context.Context, arg SetUserPlatformA
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }

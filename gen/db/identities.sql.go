@@ -162,7 +162,7 @@ func (q *Queries) ListUserIdentities(ctx context.Context, userID uuid.UUID) ([]I
 }
 
 const lockUserForIdentities = `-- name: LockUserForIdentities :one
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users WHERE id = $1 FOR UPDATE
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id FROM users WHERE id = $1 FOR UPDATE
 `
 
 // Serialises changes to a user's ways of signing in.
@@ -181,6 +181,9 @@ func (q *Queries) LockUserForIdentities(ctx context.Context, id uuid.UUID) (User
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }

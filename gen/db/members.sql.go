@@ -279,7 +279,7 @@ func (q *Queries) ListPendingInvitations(ctx context.Context, arg ListPendingInv
 }
 
 const lockOrg = `-- name: LockOrg :one
-SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale FROM orgs WHERE id = $1 FOR NO KEY UPDATE
+SELECT id, name, personal, created_at, updated_at, conversation_retention_days, locale, deletion_requested_at, erase_at, erase_job_id, erased_at FROM orgs WHERE id = $1 FOR NO KEY UPDATE
 `
 
 // Every change to an org's members or invitations locks the org's row first, so that the
@@ -297,6 +297,10 @@ func (q *Queries) LockOrg(ctx context.Context, id uuid.UUID) (Org, error) {
 		&i.UpdatedAt,
 		&i.ConversationRetentionDays,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
+		&i.ErasedAt,
 	)
 	return i, err
 }

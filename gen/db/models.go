@@ -427,6 +427,10 @@ type Org struct {
 	UpdatedAt                 time.Time
 	ConversationRetentionDays pgtype.Int4
 	Locale                    pgtype.Text
+	DeletionRequestedAt       *time.Time
+	EraseAt                   *time.Time
+	EraseJobID                uuid.NullUUID
+	ErasedAt                  *time.Time
 }
 
 type OrgBillingProfile struct {
@@ -620,15 +624,18 @@ type Subscription struct {
 }
 
 type User struct {
-	ID              uuid.UUID
-	Email           string
-	EmailVerifiedAt *time.Time
-	Name            string
-	PasswordHash    pgtype.Text
-	PersonalOrgID   uuid.UUID
-	PlatformAdmin   bool
-	DisabledAt      *time.Time
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
-	Locale          pgtype.Text
+	ID                  uuid.UUID
+	Email               string
+	EmailVerifiedAt     *time.Time
+	Name                string
+	PasswordHash        pgtype.Text
+	PersonalOrgID       uuid.UUID
+	PlatformAdmin       bool
+	DisabledAt          *time.Time
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	Locale              pgtype.Text
+	DeletionRequestedAt *time.Time
+	EraseAt             *time.Time
+	EraseJobID          uuid.NullUUID
 }

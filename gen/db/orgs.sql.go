@@ -37,7 +37,7 @@ func (q *Queries) AddOrgMember(ctx context.Context, arg AddOrgMemberParams) erro
 const createOrg = `-- name: CreateOrg :one
 INSERT INTO orgs (id, name, personal, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $4)
-RETURNING id, name, personal, created_at, updated_at, conversation_retention_days, locale
+RETURNING id, name, personal, created_at, updated_at, conversation_retention_days, locale, deletion_requested_at, erase_at, erase_job_id, erased_at
 `
 
 type CreateOrgParams struct {
@@ -63,6 +63,10 @@ func (q *Queries) CreateOrg(ctx context.Context, arg CreateOrgParams) (Org, erro
 		&i.UpdatedAt,
 		&i.ConversationRetentionDays,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
+		&i.ErasedAt,
 	)
 	return i, err
 }
@@ -84,7 +88,7 @@ func (q *Queries) GetOrgMemberRole(ctx context.Context, arg GetOrgMemberRolePara
 }
 
 const listUserMemberships = `-- name: ListUserMemberships :many
-SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, org_members.role
+SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, orgs.deletion_requested_at, orgs.erase_at, orgs.erase_job_id, orgs.erased_at, org_members.role
 FROM org_members
 JOIN orgs ON orgs.id = org_members.org_id
 WHERE org_members.user_id = $1
@@ -114,6 +118,10 @@ func (q *Queries) ListUserMemberships(ctx context.Context, userID uuid.UUID) ([]
 			&i.Org.UpdatedAt,
 			&i.Org.ConversationRetentionDays,
 			&i.Org.Locale,
+			&i.Org.DeletionRequestedAt,
+			&i.Org.EraseAt,
+			&i.Org.EraseJobID,
+			&i.Org.ErasedAt,
 			&i.Role,
 		); err != nil {
 			return nil, err
@@ -127,7 +135,7 @@ func (q *Queries) ListUserMemberships(ctx context.Context, userID uuid.UUID) ([]
 }
 
 const listUserMembershipsPage = `-- name: ListUserMembershipsPage :many
-SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, org_members.role
+SELECT orgs.id, orgs.name, orgs.personal, orgs.created_at, orgs.updated_at, orgs.conversation_retention_days, orgs.locale, orgs.deletion_requested_at, orgs.erase_at, orgs.erase_job_id, orgs.erased_at, org_members.role
 FROM org_members
 JOIN orgs ON orgs.id = org_members.org_id
 WHERE org_members.user_id = $1
@@ -167,6 +175,10 @@ func (q *Queries) ListUserMembershipsPage(ctx context.Context, arg ListUserMembe
 			&i.Org.UpdatedAt,
 			&i.Org.ConversationRetentionDays,
 			&i.Org.Locale,
+			&i.Org.DeletionRequestedAt,
+			&i.Org.EraseAt,
+			&i.Org.EraseJobID,
+			&i.Org.ErasedAt,
 			&i.Role,
 		); err != nil {
 			return nil, err

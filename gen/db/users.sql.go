@@ -17,7 +17,7 @@ const createUser = `-- name: CreateUser :one
 INSERT INTO users (id, email, name, password_hash, personal_org_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4,
         $5, $6, $6)
-RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale
+RETURNING id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id
 `
 
 type CreateUserParams struct {
@@ -51,12 +51,15 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }
 
 const getUser = `-- name: GetUser :one
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users WHERE id = $1
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
@@ -74,12 +77,15 @@ func (q *Queries) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }
 
 const getUserByEmail = `-- name: GetUserByEmail :one
-SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale FROM users WHERE email = $1
+SELECT id, email, email_verified_at, name, password_hash, personal_org_id, platform_admin, disabled_at, created_at, updated_at, locale, deletion_requested_at, erase_at, erase_job_id FROM users WHERE email = $1
 `
 
 func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error) {
@@ -97,6 +103,9 @@ func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Locale,
+		&i.DeletionRequestedAt,
+		&i.EraseAt,
+		&i.EraseJobID,
 	)
 	return i, err
 }

@@ -52,6 +52,12 @@ const (
 	ExportDownloaded Code = "export_downloaded"
 	// ExportLinkExpired: a privacy export's link is past its expiry; ask for a new export.
 	ExportLinkExpired Code = "export_link_expired"
+	// SoleOwner: the user is the only owner of an org with other members, which must be
+	// handed over or deleted before the account may be.
+	SoleOwner Code = "sole_owner"
+	// OrgDeletionPending: the org is scheduled for erasure; its writes are refused until it
+	// is restored.
+	OrgDeletionPending Code = "org_deletion_pending"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -108,6 +109,9 @@ type Response struct {
 	Header   http.Header `json:"header,omitempty"`
 	Body     []byte      `json:"-"`
 	Attached string      `json:"attached,omitempty"`
+	// Scope is the scope the key was claimed in (the caller), kept inside the sealed
+	// record, never in its key name: EraseMentioning finds a person's records by it.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Entry is what Lookup finds under a key.
@@ -123,6 +127,7 @@ type Claim struct {
 	key   string // the Redis key
 	value string // what Claim wrote; Complete and Release act only while it is still there
 	fp    Fingerprint
+	scope string
 }
 
 // Values, in the key space's v1 format:
@@ -162,7 +167,7 @@ var errClaimLost = errors.New("idempotency claim lost: it expired before the req
 // (idempotency_key_reused) when the key was used with another fingerprint. Any other
 // error is Redis's.
 func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (*Claim, *Response, error) {
-	c := &Claim{key: s.redisKey(scope, key), value: claimValue(fp), fp: fp}
+	c := &Claim{key: s.redisKey(scope, key), value: claimValue(fp), fp: fp, scope: scope}
 	existing, err := claimScript.Run(ctx, s.rdb, []string{c.key}, c.value, s.cfg.LockTTL.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		return c, nil, nil
@@ -189,6 +194,7 @@ func (s *Store) Complete(ctx context.Context, c *Claim, res Response) error {
 	if len(res.Body) > s.cfg.MaxBody {
 		return fmt.Errorf("complete idempotency key: the response body (%d bytes) exceeds %d bytes", len(res.Body), s.cfg.MaxBody)
 	}
+	res.Scope = c.scope
 	value, err := s.responseValue(c.key, c.fp, res)
 	if err != nil {
 		return fmt.Errorf("complete idempotency key: %w", err)
@@ -232,6 +238,44 @@ func (s *Store) Lookup(ctx context.Context, scope, key string) (e Entry, ok bool
 		return Entry{}, false, fmt.Errorf("look up idempotency key: %w", err)
 	}
 	return e, true, nil
+}
+
+// EraseMentioning deletes every stored record whose scope (the caller), response headers
+// or body contains one of tokens, compared case-insensitively: the erasure of a person,
+// whose ids and address are in the key names only as hashes. It reads every record (a
+// SCAN), so it is for rare work. It returns how many it deleted.
+func (s *Store) EraseMentioning(ctx context.Context, tokens ...string) (int, error) {
+	n := 0
+	iter := s.rdb.Scan(ctx, 0, s.ks.Key("idem", 1, "*"), 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		raw, err := s.rdb.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("read idempotency record: %w", err)
+		}
+		e, err := s.decode(key, raw)
+		if err != nil || e.Response == nil {
+			continue // a claim holds no response; an unreadable record is no one's
+		}
+		meta, _ := json.Marshal(e.Response)
+		text := strings.ToLower(string(meta) + string(e.Response.Body))
+		for _, t := range tokens {
+			if t != "" && strings.Contains(text, strings.ToLower(t)) {
+				if err := s.rdb.Del(ctx, key).Err(); err != nil {
+					return n, fmt.Errorf("delete idempotency record: %w", err)
+				}
+				n++
+				break
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, fmt.Errorf("scan idempotency records: %w", err)
+	}
+	return n, nil
 }
 
 // redisKey hashes scope and key, so neither a caller's id nor their key is in a key name

@@ -482,6 +482,7 @@ const (
 	ModelUnavailable      ErrorCode = "model_unavailable"
 	NotFound              ErrorCode = "not_found"
 	NotReady              ErrorCode = "not_ready"
+	OrgDeletionPending    ErrorCode = "org_deletion_pending"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
 	PlanLimitReached      ErrorCode = "plan_limit_reached"
@@ -490,6 +491,7 @@ const (
 	RateLimited           ErrorCode = "rate_limited"
 	RequestTooLarge       ErrorCode = "request_too_large"
 	RetentionExpired      ErrorCode = "retention_expired"
+	SoleOwner             ErrorCode = "sole_owner"
 	StreamExpired         ErrorCode = "stream_expired"
 	Timeout               ErrorCode = "timeout"
 	Unauthenticated       ErrorCode = "unauthenticated"
@@ -530,6 +532,8 @@ func (e ErrorCode) Valid() bool {
 		return true
 	case NotReady:
 		return true
+	case OrgDeletionPending:
+		return true
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
@@ -545,6 +549,8 @@ func (e ErrorCode) Valid() bool {
 	case RequestTooLarge:
 		return true
 	case RetentionExpired:
+		return true
+	case SoleOwner:
 		return true
 	case StreamExpired:
 		return true
@@ -2939,8 +2945,23 @@ type CreatePromptRequest struct {
 	Version     PromptVersionInput `json:"version"`
 }
 
+// DeleteMeRequest defines model for DeleteMeRequest.
+type DeleteMeRequest struct {
+	// Password The account's password (password accounts).
+	Password *string `json:"password,omitempty"`
+}
+
 // DeletedAt When it was deleted; present on deleted items only (the lists' `deleted=true`).
 type DeletedAt = time.Time
+
+// DeletionScheduled defines model for DeletionScheduled.
+type DeletionScheduled struct {
+	// DeletionScheduledAt RFC 3339, UTC.
+	DeletionScheduledAt Timestamp `json:"deletion_scheduled_at"`
+
+	// EraseAt RFC 3339, UTC.
+	EraseAt Timestamp `json:"erase_at"`
+}
 
 // DiffLine defines model for DiffLine.
 type DiffLine struct {
@@ -3708,9 +3729,15 @@ type MarkedRead struct {
 // Me defines model for Me.
 type Me struct {
 	// CreatedAt RFC 3339, UTC.
-	CreatedAt     Timestamp          `json:"created_at"`
-	Email         string             `json:"email"`
-	EmailVerified bool               `json:"email_verified"`
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DeletionScheduledAt RFC 3339, UTC.
+	DeletionScheduledAt *Timestamp `json:"deletion_scheduled_at,omitempty"`
+	Email               string     `json:"email"`
+	EmailVerified       bool       `json:"email_verified"`
+
+	// EraseAt RFC 3339, UTC.
+	EraseAt       *Timestamp         `json:"erase_at,omitempty"`
 	Id            openapi_types.UUID `json:"id"`
 	Name          string             `json:"name"`
 	Orgs          []OrgMembership    `json:"orgs"`
@@ -6668,6 +6695,9 @@ type ReindexKnowledgeBaseJSONRequestBody = ReindexKnowledgeBaseRequest
 
 // SearchKnowledgeBaseJSONRequestBody defines body for SearchKnowledgeBase for application/json ContentType.
 type SearchKnowledgeBaseJSONRequestBody = SearchRequest
+
+// DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
+type DeleteMeJSONRequestBody = DeleteMeRequest
 
 // UpdateNotificationPreferencesJSONRequestBody defines body for UpdateNotificationPreferences for application/json ContentType.
 type UpdateNotificationPreferencesJSONRequestBody = NotificationPreferencesUpdate
@@ -10678,6 +10708,44 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeleteMeWithBody Delete the caller's account (after a grace period)
+	//
+	// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+	// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+	// still sign in. Every other session and the API keys of the orgs that go with the
+	// account (the personal org, and orgs of which the caller is the only member) are
+	// revoked at once. Re-authentication: a password account sends its `password` in the
+	// JSON body (DELETE with a body: clients that cannot send one use an account's
+	// fresh-token route instead); an account without a password needs an access token
+	// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+	// orgs named) while the caller is the only owner of an org with other members: hand it
+	// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+	// holds on the person (README, "Privacy: deletion and erasure").
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+	DeleteMeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteMe Delete the caller's account (after a grace period)
+	//
+	// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+	// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+	// still sign in. Every other session and the API keys of the orgs that go with the
+	// account (the personal org, and orgs of which the caller is the only member) are
+	// revoked at once. Re-authentication: a password account sends its `password` in the
+	// JSON body (DELETE with a body: clients that cannot send one use an account's
+	// fresh-token route instead); an account without a password needs an access token
+	// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+	// orgs named) while the caller is the only owner of an org with other members: hand it
+	// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+	// holds on the person (README, "Privacy: deletion and erasure").
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+	DeleteMe(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ExportMe Export everything Kiln holds about the caller
 	//
 	// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
@@ -10759,6 +10827,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/me/password (the `ChangePassword` operationId).
 	ChangePassword(ctx context.Context, body ChangePasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RestoreMe Undo the caller's account deletion
+	//
+	// Cancels a pending `DELETE /v1/me` within its grace period (the erase job is cancelled). `not_found` when no deletion is pending.
+	//
+	// Corresponds with POST /v1/me/restore (the `RestoreMe` operationId).
+	RestoreMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListMySessions The caller's active sessions
 	//
@@ -10866,6 +10941,17 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
 	CreateOrg(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteOrg Delete an org (after a grace period)
+	//
+	// Owners only. Schedules the org for erasure at `erase_at` (`privacy.erase_grace` from
+	// now). Meanwhile its reads work but its writes and model calls, made for it through
+	// `Kiln-Org` or its API keys, are refused with `org_deletion_pending` (409);
+	// `POST /v1/orgs/{id}/restore` undoes it. A personal org goes with its user
+	// (`DELETE /v1/me`), never alone (`invalid_request`).
+	//
+	// Corresponds with DELETE /v1/orgs/{id} (the `DeleteOrg` operationId).
+	DeleteOrg(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListOrgAuditEvents The org's audit log
 	//
@@ -11157,6 +11243,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
 	GetOrgPayment(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RestoreOrg Undo an org's deletion
+	//
+	// Owners only; cancels a pending `DELETE /v1/orgs/{id}` within its grace period. `not_found` when none is pending.
+	//
+	// Corresponds with POST /v1/orgs/{id}/restore (the `RestoreOrg` operationId).
+	RestoreOrg(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOrgRetention An org's retention settings
 	//
@@ -14319,6 +14412,64 @@ func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 	return c.Client.Do(req)
 }
 
+// DeleteMeWithBody Delete the caller's account (after a grace period)
+//
+// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+// still sign in. Every other session and the API keys of the orgs that go with the
+// account (the personal org, and orgs of which the caller is the only member) are
+// revoked at once. Re-authentication: a password account sends its `password` in the
+// JSON body (DELETE with a body: clients that cannot send one use an account's
+// fresh-token route instead); an account without a password needs an access token
+// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+// orgs named) while the caller is the only owner of an org with other members: hand it
+// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+// holds on the person (README, "Privacy: deletion and erasure").
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+func (c *Client) DeleteMeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMeRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteMe Delete the caller's account (after a grace period)
+//
+// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+// still sign in. Every other session and the API keys of the orgs that go with the
+// account (the personal org, and orgs of which the caller is the only member) are
+// revoked at once. Re-authentication: a password account sends its `password` in the
+// JSON body (DELETE with a body: clients that cannot send one use an account's
+// fresh-token route instead); an account without a password needs an access token
+// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+// orgs named) while the caller is the only owner of an org with other members: hand it
+// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+// holds on the person (README, "Privacy: deletion and erasure").
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+func (c *Client) DeleteMe(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMeRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ExportMe Export everything Kiln holds about the caller
 //
 // Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
@@ -14471,6 +14622,23 @@ func (c *Client) ChangePasswordWithBody(ctx context.Context, contentType string,
 // Corresponds with POST /v1/me/password (the `ChangePassword` operationId).
 func (c *Client) ChangePassword(ctx context.Context, body ChangePasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewChangePasswordRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RestoreMe Undo the caller's account deletion
+//
+// Cancels a pending `DELETE /v1/me` within its grace period (the erase job is cancelled). `not_found` when no deletion is pending.
+//
+// Corresponds with POST /v1/me/restore (the `RestoreMe` operationId).
+func (c *Client) RestoreMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRestoreMeRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -14708,6 +14876,27 @@ func (c *Client) CreateOrgWithBody(ctx context.Context, params *CreateOrgParams,
 // Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
 func (c *Client) CreateOrg(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCreateOrgRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteOrg Delete an org (after a grace period)
+//
+// Owners only. Schedules the org for erasure at `erase_at` (`privacy.erase_grace` from
+// now). Meanwhile its reads work but its writes and model calls, made for it through
+// `Kiln-Org` or its API keys, are refused with `org_deletion_pending` (409);
+// `POST /v1/orgs/{id}/restore` undoes it. A personal org goes with its user
+// (`DELETE /v1/me`), never alone (`invalid_request`).
+//
+// Corresponds with DELETE /v1/orgs/{id} (the `DeleteOrg` operationId).
+func (c *Client) DeleteOrg(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteOrgRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -15259,6 +15448,23 @@ func (c *Client) CreateWeChatPayPayment(ctx context.Context, id ID, params *Crea
 // Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
 func (c *Client) GetOrgPayment(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetOrgPaymentRequest(c.Server, id, orderId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RestoreOrg Undo an org's deletion
+//
+// Owners only; cancels a pending `DELETE /v1/orgs/{id}` within its grace period. `not_found` when none is pending.
+//
+// Corresponds with POST /v1/orgs/{id}/restore (the `RestoreOrg` operationId).
+func (c *Client) RestoreOrg(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRestoreOrgRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -21430,6 +21636,46 @@ func NewGetMeRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewDeleteMeRequest calls the generic DeleteMe builder with application/json body
+func NewDeleteMeRequest(server string, body DeleteMeJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewDeleteMeRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewDeleteMeRequestWithBody constructs an http.Request for the DeleteMe method, with any body, and a specified content type
+func NewDeleteMeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/export")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewExportMeRequest constructs an http.Request for the ExportMe method
 func NewExportMeRequest(server string, params *ExportMeParams) (*http.Request, error) {
 	var err error
@@ -21636,6 +21882,33 @@ func NewChangePasswordRequestWithBody(server string, contentType string, body io
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRestoreMeRequest constructs an http.Request for the RestoreMe method
+func NewRestoreMeRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/restore")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	return req, nil
 }
@@ -22153,6 +22426,40 @@ func NewCreateOrgRequestWithBody(server string, params *CreateOrgParams, content
 			req.Header.Set("Idempotency-Key", headerParam0)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewDeleteOrgRequest constructs an http.Request for the DeleteOrg method
+func NewDeleteOrgRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -23173,6 +23480,40 @@ func NewGetOrgPaymentRequest(server string, id ID, orderId openapi_types.UUID) (
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRestoreOrgRequest constructs an http.Request for the RestoreOrg method
+func NewRestoreOrgRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/restore", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -26403,6 +26744,44 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMeResponse, error)
 
+	// DeleteMeWithBodyWithResponse Delete the caller's account (after a grace period)
+	//
+	// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+	// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+	// still sign in. Every other session and the API keys of the orgs that go with the
+	// account (the personal org, and orgs of which the caller is the only member) are
+	// revoked at once. Re-authentication: a password account sends its `password` in the
+	// JSON body (DELETE with a body: clients that cannot send one use an account's
+	// fresh-token route instead); an account without a password needs an access token
+	// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+	// orgs named) while the caller is the only owner of an org with other members: hand it
+	// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+	// holds on the person (README, "Privacy: deletion and erasure").
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+	DeleteMeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error)
+
+	// DeleteMeWithResponse Delete the caller's account (after a grace period)
+	//
+	// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+	// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+	// still sign in. Every other session and the API keys of the orgs that go with the
+	// account (the personal org, and orgs of which the caller is the only member) are
+	// revoked at once. Re-authentication: a password account sends its `password` in the
+	// JSON body (DELETE with a body: clients that cannot send one use an account's
+	// fresh-token route instead); an account without a password needs an access token
+	// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+	// orgs named) while the caller is the only owner of an org with other members: hand it
+	// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+	// holds on the person (README, "Privacy: deletion and erasure").
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+	DeleteMeWithResponse(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error)
+
 	// ExportMeWithResponse Export everything Kiln holds about the caller
 	//
 	// Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
@@ -26492,6 +26871,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/me/password (the `ChangePassword` operationId).
 	ChangePasswordWithResponse(ctx context.Context, body ChangePasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*ChangePasswordResponse, error)
+
+	// RestoreMeWithResponse Undo the caller's account deletion
+	//
+	// Cancels a pending `DELETE /v1/me` within its grace period (the erase job is cancelled). `not_found` when no deletion is pending.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/me/restore (the `RestoreMe` operationId).
+	RestoreMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RestoreMeResponse, error)
 
 	// ListMySessionsWithResponse The caller's active sessions
 	//
@@ -26617,6 +27005,19 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs (the `CreateOrg` operationId).
 	CreateOrgWithResponse(ctx context.Context, params *CreateOrgParams, body CreateOrgJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateOrgResponse, error)
+
+	// DeleteOrgWithResponse Delete an org (after a grace period)
+	//
+	// Owners only. Schedules the org for erasure at `erase_at` (`privacy.erase_grace` from
+	// now). Meanwhile its reads work but its writes and model calls, made for it through
+	// `Kiln-Org` or its API keys, are refused with `org_deletion_pending` (409);
+	// `POST /v1/orgs/{id}/restore` undoes it. A personal org goes with its user
+	// (`DELETE /v1/me`), never alone (`invalid_request`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/orgs/{id} (the `DeleteOrg` operationId).
+	DeleteOrgWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteOrgResponse, error)
 
 	// ListOrgAuditEventsWithResponse The org's audit log
 	//
@@ -26932,6 +27333,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/orgs/{id}/payments/{order_id} (the `GetOrgPayment` operationId).
 	GetOrgPaymentWithResponse(ctx context.Context, id ID, orderId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOrgPaymentResponse, error)
+
+	// RestoreOrgWithResponse Undo an org's deletion
+	//
+	// Owners only; cancels a pending `DELETE /v1/orgs/{id}` within its grace period. `not_found` when none is pending.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/orgs/{id}/restore (the `RestoreOrg` operationId).
+	RestoreOrgWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RestoreOrgResponse, error)
 
 	// GetOrgRetentionWithResponse An org's retention settings
 	//
@@ -33697,9 +34107,66 @@ func (r GetMeResponse) ContentType() string {
 	return ""
 }
 
-// ExportMeResponse503Headers the declared response headers of an HTTP 503 response for ExportMe
-type ExportMeResponse503Headers struct {
+// DeleteMeResponse503Headers the declared response headers of an HTTP 503 response for DeleteMe
+type DeleteMeResponse503Headers struct {
 	RetryAfter *int
+}
+
+type DeleteMeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *DeletionScheduled
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteMeResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r DeleteMeResponse) GetJSON202() *DeletionScheduled {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteMeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteMeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteMeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteMeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type ExportMeResponse struct {
@@ -33707,27 +34174,11 @@ type ExportMeResponse struct {
 	HTTPResponse *http.Response
 	// JSON202 the response for an HTTP 202 `application/json` response
 	JSON202 *Job
-	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *ServiceUnavailable
-	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
-	ApplicationproblemJSONDefault *Problem
-	// Headers503 the parsed response headers for an HTTP 503 response
-	Headers503 *ExportMeResponse503Headers
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
 func (r ExportMeResponse) GetJSON202() *Job {
 	return r.JSON202
-}
-
-// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r ExportMeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
-	return r.ApplicationproblemJSON503
-}
-
-// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
-func (r ExportMeResponse) GetApplicationproblemJSONDefault() *Problem {
-	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -34049,6 +34500,61 @@ func (r ChangePasswordResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ChangePasswordResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RestoreMeResponse503Headers the declared response headers of an HTTP 503 response for RestoreMe
+type RestoreMeResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RestoreMeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RestoreMeResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RestoreMeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RestoreMeResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RestoreMeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RestoreMeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RestoreMeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RestoreMeResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -34717,6 +35223,68 @@ func (r CreateOrgResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r CreateOrgResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteOrgResponse503Headers the declared response headers of an HTTP 503 response for DeleteOrg
+type DeleteOrgResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteOrgResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *DeletionScheduled
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteOrgResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r DeleteOrgResponse) GetJSON202() *DeletionScheduled {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteOrgResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteOrgResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteOrgResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteOrgResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteOrgResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteOrgResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -35881,6 +36449,61 @@ func (r GetOrgPaymentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetOrgPaymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RestoreOrgResponse503Headers the declared response headers of an HTTP 503 response for RestoreOrg
+type RestoreOrgResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RestoreOrgResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RestoreOrgResponse503Headers
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RestoreOrgResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RestoreOrgResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RestoreOrgResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RestoreOrgResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RestoreOrgResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RestoreOrgResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -39808,6 +40431,56 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 	return ParseGetMeResponse(rsp)
 }
 
+// DeleteMeWithBodyWithResponse Delete the caller's account (after a grace period)
+//
+// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+// still sign in. Every other session and the API keys of the orgs that go with the
+// account (the personal org, and orgs of which the caller is the only member) are
+// revoked at once. Re-authentication: a password account sends its `password` in the
+// JSON body (DELETE with a body: clients that cannot send one use an account's
+// fresh-token route instead); an account without a password needs an access token
+// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+// orgs named) while the caller is the only owner of an org with other members: hand it
+// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+// holds on the person (README, "Privacy: deletion and erasure").
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+func (c *ClientWithResponses) DeleteMeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error) {
+	rsp, err := c.DeleteMeWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMeResponse(rsp)
+}
+
+// DeleteMeWithResponse Delete the caller's account (after a grace period)
+//
+// Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+// days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+// still sign in. Every other session and the API keys of the orgs that go with the
+// account (the personal org, and orgs of which the caller is the only member) are
+// revoked at once. Re-authentication: a password account sends its `password` in the
+// JSON body (DELETE with a body: clients that cannot send one use an account's
+// fresh-token route instead); an account without a password needs an access token
+// issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+// orgs named) while the caller is the only owner of an org with other members: hand it
+// over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+// holds on the person (README, "Privacy: deletion and erasure").
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/me/export (the `DeleteMe` operationId).
+func (c *ClientWithResponses) DeleteMeWithResponse(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error) {
+	rsp, err := c.DeleteMe(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMeResponse(rsp)
+}
+
 // ExportMeWithResponse Export everything Kiln holds about the caller
 //
 // Starts a `privacy.export` job (follow it with the jobs API) that builds a ZIP archive
@@ -39944,6 +40617,21 @@ func (c *ClientWithResponses) ChangePasswordWithResponse(ctx context.Context, bo
 		return nil, err
 	}
 	return ParseChangePasswordResponse(rsp)
+}
+
+// RestoreMeWithResponse Undo the caller's account deletion
+//
+// Cancels a pending `DELETE /v1/me` within its grace period (the erase job is cancelled). `not_found` when no deletion is pending.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/me/restore (the `RestoreMe` operationId).
+func (c *ClientWithResponses) RestoreMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RestoreMeResponse, error) {
+	rsp, err := c.RestoreMe(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRestoreMeResponse(rsp)
 }
 
 // ListMySessionsWithResponse The caller's active sessions
@@ -40147,6 +40835,25 @@ func (c *ClientWithResponses) CreateOrgWithResponse(ctx context.Context, params 
 		return nil, err
 	}
 	return ParseCreateOrgResponse(rsp)
+}
+
+// DeleteOrgWithResponse Delete an org (after a grace period)
+//
+// Owners only. Schedules the org for erasure at `erase_at` (`privacy.erase_grace` from
+// now). Meanwhile its reads work but its writes and model calls, made for it through
+// `Kiln-Org` or its API keys, are refused with `org_deletion_pending` (409);
+// `POST /v1/orgs/{id}/restore` undoes it. A personal org goes with its user
+// (`DELETE /v1/me`), never alone (`invalid_request`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/orgs/{id} (the `DeleteOrg` operationId).
+func (c *ClientWithResponses) DeleteOrgWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*DeleteOrgResponse, error) {
+	rsp, err := c.DeleteOrg(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteOrgResponse(rsp)
 }
 
 // ListOrgAuditEventsWithResponse The org's audit log
@@ -40618,6 +41325,21 @@ func (c *ClientWithResponses) GetOrgPaymentWithResponse(ctx context.Context, id 
 		return nil, err
 	}
 	return ParseGetOrgPaymentResponse(rsp)
+}
+
+// RestoreOrgWithResponse Undo an org's deletion
+//
+// Owners only; cancels a pending `DELETE /v1/orgs/{id}` within its grace period. `not_found` when none is pending.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/orgs/{id}/restore (the `RestoreOrg` operationId).
+func (c *ClientWithResponses) RestoreOrgWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RestoreOrgResponse, error) {
+	rsp, err := c.RestoreOrg(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRestoreOrgResponse(rsp)
 }
 
 // GetOrgRetentionWithResponse An org's retention settings
@@ -46966,22 +47688,22 @@ func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 	return response, nil
 }
 
-// ParseExportMeResponse parses an HTTP response from a ExportMeWithResponse call
-func ParseExportMeResponse(rsp *http.Response) (*ExportMeResponse, error) {
+// ParseDeleteMeResponse parses an HTTP response from a DeleteMeWithResponse call
+func ParseDeleteMeResponse(rsp *http.Response) (*DeleteMeResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &ExportMeResponse{
+	response := &DeleteMeResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
-		var dest Job
+		var dest DeletionScheduled
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -47005,7 +47727,7 @@ func ParseExportMeResponse(rsp *http.Response) (*ExportMeResponse, error) {
 
 	switch {
 	case rsp.StatusCode == 503:
-		var headers ExportMeResponse503Headers
+		var headers DeleteMeResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -47014,6 +47736,32 @@ func ParseExportMeResponse(rsp *http.Response) (*ExportMeResponse, error) {
 			headers.RetryAfter = &value
 		}
 		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseExportMeResponse parses an HTTP response from a ExportMeWithResponse call
+func ParseExportMeResponse(rsp *http.Response) (*ExportMeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportMeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Job
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
 	}
 
 	return response, nil
@@ -47263,6 +48011,55 @@ func ParseChangePasswordResponse(rsp *http.Response) (*ChangePasswordResponse, e
 	switch {
 	case rsp.StatusCode == 503:
 		var headers ChangePasswordResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRestoreMeResponse parses an HTTP response from a RestoreMeWithResponse call
+func ParseRestoreMeResponse(rsp *http.Response) (*RestoreMeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RestoreMeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RestoreMeResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -47835,6 +48632,59 @@ func ParseCreateOrgResponse(rsp *http.Response) (*CreateOrgResponse, error) {
 	switch {
 	case rsp.StatusCode == 503:
 		var headers CreateOrgResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteOrgResponse parses an HTTP response from a DeleteOrgWithResponse call
+func ParseDeleteOrgResponse(rsp *http.Response) (*DeleteOrgResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteOrgResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest DeletionScheduled
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers DeleteOrgResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -48837,6 +49687,55 @@ func ParseGetOrgPaymentResponse(rsp *http.Response) (*GetOrgPaymentResponse, err
 	switch {
 	case rsp.StatusCode == 503:
 		var headers GetOrgPaymentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRestoreOrgResponse parses an HTTP response from a RestoreOrgWithResponse call
+func ParseRestoreOrgResponse(rsp *http.Response) (*RestoreOrgResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RestoreOrgResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RestoreOrgResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -63,11 +63,14 @@ type Config struct {
 }
 
 // Privacy configures the exports of a user's or an org's data (POST /v1/me/export,
-// POST /v1/orgs/{id}/export).
+// POST /v1/orgs/{id}/export) and deletion (DELETE /v1/me, DELETE /v1/orgs/{id}), which
+// erases after a grace period in which it can be undone.
 type Privacy struct {
 	ExportLinkTTL  time.Duration `koanf:"export_link_ttl" doc:"how long an export's download link works once the archive is built (1m to 720h)"`
 	ExportMaxBytes int64         `koanf:"export_max_bytes" doc:"largest archive an export may build (1 MiB to 1 GiB); past it the export job fails"`
 	PublicURL      string        `koanf:"public_url" doc:"the API's public base URL (e.g. https://api.example.com), prefixed to download links; empty: the links are paths"`
+	// EraseGrace is how long a deletion (DELETE /v1/me, DELETE /v1/orgs/{id}) can be undone.
+	EraseGrace time.Duration `koanf:"erase_grace" doc:"how long a deleted account or org can be restored before the erase job removes it (1h to 2160h)"`
 }
 
 // Retention is the deployment's default retention, in days, of what an org has not set.
@@ -524,7 +527,7 @@ func Default() Config {
 		Conversations: Conversations{StreamTTL: 24 * time.Hour, ContextWindow: 32768, TitleModel: "default", MaxFollowers: 1000, ReplyLease: 6 * time.Second},
 		Notifications: Notifications{LongJob: 30 * time.Second},
 		Retention:     Retention{DeletedPromptsDays: 30, DeletedConversationsDays: 7, FinishedJobsDays: 7, FailedJobsDays: 30},
-		Privacy:       Privacy{ExportLinkTTL: 24 * time.Hour, ExportMaxBytes: 512 << 20},
+		Privacy:       Privacy{ExportLinkTTL: 24 * time.Hour, ExportMaxBytes: 512 << 20, EraseGrace: 14 * 24 * time.Hour},
 		RAG: RAG{EmbeddingModel: "default", Dimensions: 256, ChunkMaxTokens: 300, ChunkOverlap: 40, MaxDocumentBytes: 10 << 20,
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
@@ -792,6 +795,9 @@ func (c Config) validate() []string {
 	}
 	if inv := c.Billing.Invoices; inv.TaxRateBP < 0 || inv.TaxRateBP > 10000 {
 		bad("billing.invoices.tax_rate_bp", "must be between 0 and 10000, got %d", inv.TaxRateBP)
+	}
+	if g := c.Privacy.EraseGrace; g < time.Hour || g > 2160*time.Hour {
+		bad("privacy.erase_grace", "must be between 1h and 2160h (90 days), got %s", g)
 	}
 	if c.Billing.Invoices.IssuerID == "" {
 		bad("billing.invoices.issuer_id", "must not be empty")

@@ -312,6 +312,40 @@ export interface paths {
          *     Recorded in the audit log (`privacy.export_requested`).
          */
         post: operations["exportMe"];
+        /**
+         * Delete the caller's account (after a grace period)
+         * @description Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+         *     days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+         *     still sign in. Every other session and the API keys of the orgs that go with the
+         *     account (the personal org, and orgs of which the caller is the only member) are
+         *     revoked at once. Re-authentication: a password account sends its `password` in the
+         *     JSON body (DELETE with a body: clients that cannot send one use an account's
+         *     fresh-token route instead); an account without a password needs an access token
+         *     issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+         *     orgs named) while the caller is the only owner of an org with other members: hand it
+         *     over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+         *     holds on the person (README, "Privacy: deletion and erasure").
+         */
+        delete: operations["deleteMe"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Undo the caller's account deletion
+         * @description Cancels a pending `DELETE /v1/me` within its grace period (the erase job is cancelled). `not_found` when no deletion is pending.
+         */
+        post: operations["restoreMe"];
         delete?: never;
         options?: never;
         head?: never;
@@ -743,6 +777,50 @@ export interface paths {
          * @description Owners and admins may; only an owner may make or unmake an owner.
          */
         patch: operations["updateOrgMember"];
+        trace?: never;
+    };
+    "/v1/orgs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete an org (after a grace period)
+         * @description Owners only. Schedules the org for erasure at `erase_at` (`privacy.erase_grace` from
+         *     now). Meanwhile its reads work but its writes and model calls, made for it through
+         *     `Kiln-Org` or its API keys, are refused with `org_deletion_pending` (409);
+         *     `POST /v1/orgs/{id}/restore` undoes it. A personal org goes with its user
+         *     (`DELETE /v1/me`), never alone (`invalid_request`).
+         */
+        delete: operations["deleteOrg"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Undo an org's deletion
+         * @description Owners only; cancels a pending `DELETE /v1/orgs/{id}` within its grace period. `not_found` when none is pending.
+         */
+        post: operations["restoreOrg"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/orgs/{id}/transfer-ownership": {
@@ -4679,7 +4757,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired" | "export_downloaded" | "export_link_expired";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired" | "export_downloaded" | "export_link_expired" | "sole_owner" | "org_deletion_pending";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -5123,6 +5201,14 @@ export interface components {
         CreateOrgRequest: {
             name: string;
         };
+        DeleteMeRequest: {
+            /** @description The account's password (password accounts). */
+            password?: string;
+        };
+        DeletionScheduled: {
+            deletion_scheduled_at: components["schemas"]["Timestamp"];
+            erase_at: components["schemas"]["Timestamp"];
+        };
         Me: {
             /** Format: uuid */
             id: string;
@@ -5133,6 +5219,8 @@ export interface components {
             personal_org_id: string;
             created_at: components["schemas"]["Timestamp"];
             orgs: components["schemas"]["OrgMembership"][];
+            deletion_scheduled_at?: components["schemas"]["Timestamp"];
+            erase_at?: components["schemas"]["Timestamp"];
         };
         Session: {
             /** Format: uuid */
@@ -6366,6 +6454,50 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+        };
+    };
+    deleteMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DeleteMeRequest"];
+            };
+        };
+        responses: {
+            /** @description The account is scheduled for erasure. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletionScheduled"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    restoreMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account is no longer scheduled for erasure. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
         };
@@ -7055,6 +7187,54 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Member"];
                 };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteOrg: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org is scheduled for erasure. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletionScheduled"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    restoreOrg: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The org is no longer scheduled for erasure. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             503: components["responses"]["ServiceUnavailable"];
             default: components["responses"]["Problem"];
