@@ -349,28 +349,48 @@ func scrub(v any, tokens []string, with string) any {
 	return v
 }
 
+// replaceFold replaces every occurrence in s of one of tokens, compared case-insensitively,
+// by with, in one pass from the left (the longest token first where several match), so
+// that with itself is never searched again.
 func replaceFold(s string, tokens []string, with string) string {
-	for _, tok := range tokens {
-		lower, ltok := strings.ToLower(s), strings.ToLower(tok)
-		if tok == "" || !strings.Contains(lower, ltok) {
+	lower := strings.ToLower(s)
+	fold := len(lower) == len(s)
+	if !fold { // folding moved byte offsets: match as written
+		lower = s
+	}
+	var lowered []string
+	for _, t := range tokens {
+		if t == "" {
 			continue
 		}
-		if len(lower) != len(s) || len(ltok) != len(tok) { // folding moved byte offsets: match as written
-			s = strings.ReplaceAll(s, tok, with)
-			continue
+		if fold {
+			t = strings.ToLower(t)
 		}
-		var b strings.Builder
-		for {
-			i := strings.Index(lower, ltok)
-			if i < 0 {
-				b.WriteString(s)
+		lowered = append(lowered, t)
+	}
+	slices.SortFunc(lowered, func(a, b string) int { return len(b) - len(a) })
+	var b strings.Builder
+	last := 0
+	for i := 0; i < len(lower); {
+		n := 0
+		for _, t := range lowered {
+			if strings.HasPrefix(lower[i:], t) {
+				n = len(t)
 				break
 			}
-			b.WriteString(s[:i])
-			b.WriteString(with)
-			s, lower = s[i+len(ltok):], lower[i+len(ltok):]
 		}
-		s = b.String()
+		if n == 0 {
+			i++
+			continue
+		}
+		b.WriteString(s[last:i])
+		b.WriteString(with)
+		i += n
+		last = i
 	}
-	return s
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
 }
