@@ -84,7 +84,8 @@ WITH k AS (DELETE FROM api_keys WHERE api_keys.org_id = sqlc.arg(org_id)),
      qa AS (DELETE FROM quota_alerts WHERE quota_alerts.org_id = sqlc.arg(org_id)),
      pc AS (DELETE FROM payment_customers WHERE payment_customers.org_id = sqlc.arg(org_id)),
      bp AS (DELETE FROM org_billing_profiles WHERE org_billing_profiles.org_id = sqlc.arg(org_id)),
-     f AS (DELETE FROM feature_flag_overrides WHERE feature_flag_overrides.subject_id = sqlc.arg(org_id))
+     f AS (DELETE FROM feature_flag_overrides WHERE feature_flag_overrides.subject_id = sqlc.arg(org_id)),
+     x AS (DELETE FROM data_exports WHERE data_exports.org_id = sqlc.arg(org_id))
 DELETE FROM org_members WHERE org_members.org_id = sqlc.arg(org_id);
 
 -- name: EraseOrgJobs :many

@@ -225,7 +225,8 @@ WITH k AS (DELETE FROM api_keys WHERE api_keys.org_id = $1),
      qa AS (DELETE FROM quota_alerts WHERE quota_alerts.org_id = $1),
      pc AS (DELETE FROM payment_customers WHERE payment_customers.org_id = $1),
      bp AS (DELETE FROM org_billing_profiles WHERE org_billing_profiles.org_id = $1),
-     f AS (DELETE FROM feature_flag_overrides WHERE feature_flag_overrides.subject_id = $1)
+     f AS (DELETE FROM feature_flag_overrides WHERE feature_flag_overrides.subject_id = $1),
+     x AS (DELETE FROM data_exports WHERE data_exports.org_id = $1)
 DELETE FROM org_members WHERE org_members.org_id = $1
 `
 

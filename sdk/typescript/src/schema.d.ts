@@ -280,7 +280,21 @@ export interface paths {
         get: operations["getMe"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete the caller's account (after a grace period)
+         * @description Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
+         *     days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
+         *     still sign in. Every other session and the API keys of the orgs that go with the
+         *     account (the personal org, and orgs of which the caller is the only member) are
+         *     revoked at once. Re-authentication: a password account sends its `password` in the
+         *     JSON body (DELETE with a body: clients that cannot send one use an account's
+         *     fresh-token route instead); an account without a password needs an access token
+         *     issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
+         *     orgs named) while the caller is the only owner of an org with other members: hand it
+         *     over or delete it first. Then the erase job removes or pseudonymises everything Kiln
+         *     holds on the person (README, "Privacy: deletion and erasure").
+         */
+        delete: operations["deleteMe"];
         options?: never;
         head?: never;
         patch?: never;
@@ -312,21 +326,7 @@ export interface paths {
          *     Recorded in the audit log (`privacy.export_requested`).
          */
         post: operations["exportMe"];
-        /**
-         * Delete the caller's account (after a grace period)
-         * @description Schedules the caller's account for erasure at `erase_at`, `privacy.erase_grace` (14
-         *     days by default) from now; until then `POST /v1/me/restore` undoes it and the user may
-         *     still sign in. Every other session and the API keys of the orgs that go with the
-         *     account (the personal org, and orgs of which the caller is the only member) are
-         *     revoked at once. Re-authentication: a password account sends its `password` in the
-         *     JSON body (DELETE with a body: clients that cannot send one use an account's
-         *     fresh-token route instead); an account without a password needs an access token
-         *     issued in the last 10 minutes (sign in again). Refused with `sole_owner` (409, the
-         *     orgs named) while the caller is the only owner of an org with other members: hand it
-         *     over or delete it first. Then the erase job removes or pseudonymises everything Kiln
-         *     holds on the person (README, "Privacy: deletion and erasure").
-         */
-        delete: operations["deleteMe"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -6423,6 +6423,32 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
+    deleteMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DeleteMeRequest"];
+            };
+        };
+        responses: {
+            /** @description The account is scheduled for erasure. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletionScheduled"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
     exportMe: {
         parameters: {
             query?: never;
@@ -6452,30 +6478,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
-                };
-            };
-        };
-    };
-    deleteMe: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": components["schemas"]["DeleteMeRequest"];
-            };
-        };
-        responses: {
-            /** @description The account is scheduled for erasure. */
-            202: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DeletionScheduled"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
