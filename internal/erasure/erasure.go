@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,6 +99,19 @@ type Service struct {
 	d              Deps
 	revokeSessions func(ctx context.Context, ids ...uuid.UUID) error
 	keysChanged    func(ctx context.Context)
+
+	mu       sync.Mutex
+	writable map[uuid.UUID]writableState // orgs' deletion state on the write path, by org
+}
+
+// writableTTL is how long a replica trusts an org's deletion state on the write path (each
+// model call and write of an org asks): a deletion or restore reaches the other replicas
+// within it, and this replica at once.
+const writableTTL = 5 * time.Second
+
+type writableState struct {
+	refusal *errs.Error // nil: writable
+	expires time.Time
 }
 
 // New returns a Service and registers KindErase on d.Jobs.
@@ -105,7 +119,7 @@ func New(cfg Config, d Deps) *Service {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 14 * 24 * time.Hour
 	}
-	s := &Service{cfg: cfg, d: d}
+	s := &Service{cfg: cfg, d: d, writable: map[uuid.UUID]writableState{}}
 	jobs.Register(d.Jobs, KindErase, s.erase)
 	return s
 }
@@ -329,6 +343,7 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID, userID uuid.UUID, by aud
 	if err != nil {
 		return Scheduled{}, fmt.Errorf("delete org: %w", err)
 	}
+	s.forgetWritable(orgID)
 	return out, nil
 }
 
@@ -359,6 +374,7 @@ func (s *Service) RestoreOrg(ctx context.Context, orgID, userID uuid.UUID, by au
 	if err != nil {
 		return fmt.Errorf("restore org: %w", err)
 	}
+	s.forgetWritable(orgID)
 	return nil
 }
 
@@ -385,14 +401,47 @@ func lockOwnedOrg(ctx context.Context, q *db.Queries, orgID, userID uuid.UUID) (
 }
 
 // Writable refuses the writes and model calls of an org whose deletion is pending (or
-// done): org_deletion_pending. Reads go on.
+// done): org_deletion_pending. Reads go on. The state is read through a per-replica cache
+// of writableTTL.
 func (s *Service) Writable(ctx context.Context, orgID uuid.UUID) error {
+	now := s.d.Now()
+	s.mu.Lock()
+	c, ok := s.writable[orgID]
+	s.mu.Unlock()
+	if !ok || !now.Before(c.expires) {
+		refusal, err := s.orgRefusal(ctx, orgID)
+		if err != nil {
+			return err
+		}
+		c = writableState{refusal: refusal, expires: now.Add(writableTTL)}
+		s.mu.Lock()
+		if len(s.writable) >= 100_000 {
+			s.writable = map[uuid.UUID]writableState{}
+		}
+		s.writable[orgID] = c
+		s.mu.Unlock()
+	}
+	if c.refusal != nil {
+		return c.refusal
+	}
+	return nil
+}
+
+// forgetWritable drops orgID's cached deletion state, after this replica changed it.
+func (s *Service) forgetWritable(orgID uuid.UUID) {
+	s.mu.Lock()
+	delete(s.writable, orgID)
+	s.mu.Unlock()
+}
+
+// orgRefusal reads orgID's deletion state: the org_deletion_pending refusal, or nil.
+func (s *Service) orgRefusal(ctx context.Context, orgID uuid.UUID) (*errs.Error, error) {
 	st, err := s.d.Store.OrgDeletionState(ctx, orgID)
 	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
-		return nil // the caller's own checks answer for a missing org
+		return nil, nil // the caller's own checks answer for a missing org
 	}
 	if err != nil {
-		return fmt.Errorf("org deletion state: %w", err)
+		return nil, fmt.Errorf("org deletion state: %w", err)
 	}
 	if st.EraseAt != nil || st.ErasedAt != nil {
 		when := "it has been erased"
@@ -400,9 +449,9 @@ func (s *Service) Writable(ctx context.Context, orgID uuid.UUID) error {
 			when = "it will be erased at " + st.EraseAt.UTC().Format(time.RFC3339)
 		}
 		return errs.E(errs.OrgDeletionPending, "The org is being deleted (%s): its writes and model calls are refused; an owner may "+
-			"undo it with POST /v1/orgs/%s/restore.", when, orgID)
+			"undo it with POST /v1/orgs/%s/restore.", when, orgID), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // OrgDeletion returns orgID's pending deletion, or nil when none is pending.
