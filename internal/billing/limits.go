@@ -25,18 +25,11 @@ type Use struct {
 // org is refused it with payment_required.
 func (s *Service) Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses ...Use) error {
 	sub, err := s.cached(ctx, org)
+	if err == nil && ingests(uses) {
+		sub, err = s.unfrozen(ctx, org, sub)
+	}
 	if err != nil {
 		return err
-	}
-	if sub.Status == Frozen && ingests(uses) {
-		// Read past the cache: a payment on another replica unfreezes at once.
-		if sub, err = s.Subscription(ctx, org); err != nil {
-			return err
-		}
-		if sub.Status == Frozen {
-			return errs.E(errs.PaymentRequired, "%s", FrozenMessage)
-		}
-		s.forget(org)
 	}
 	plan := s.planFor(sub)
 	var enforced []Use

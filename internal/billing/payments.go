@@ -665,9 +665,7 @@ func (s *Service) applySubscription(ctx context.Context, q *db.Queries, org uuid
 
 // forget drops org's cached subscription on this replica.
 func (s *Service) forget(org uuid.UUID) {
-	s.mu.Lock()
-	delete(s.cache, org)
-	s.mu.Unlock()
+	s.subs.Forget(org)
 }
 
 // redactedKeys are the payload keys whose values the ledger does not keep (matched

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +13,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/platform/localcache"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -62,36 +62,24 @@ type Subscription struct {
 
 // Service reads and changes subscriptions and holds model calls to their quota.
 type Service struct {
-	st       *store.Store
-	plans    *Catalog
-	quota    *Quota
-	now      func() time.Time
-	cacheTTL time.Duration
-	grace    time.Duration
+	st    *store.Store
+	plans *Catalog
+	quota *Quota
+	now   func() time.Time
+	grace time.Duration
 
-	mu      sync.Mutex
-	cache   map[uuid.UUID]cachedSub
-	budgets map[uuid.UUID]cachedBudget // API keys' token budgets, by key
+	subs    *localcache.Map[uuid.UUID, Subscription] // the model-call path's, by org
+	budgets *localcache.Map[uuid.UUID, int64]        // API keys' token budgets (0: none), by key
 
 	alerts *alerter // nil: no quota alerts
-}
-
-type cachedSub struct {
-	sub     Subscription
-	expires time.Time
-}
-
-type cachedBudget struct {
-	tokens  int64 // 0: none
-	expires time.Time
 }
 
 // New returns the billing service. cacheTTL is how long the model-call path trusts an
 // org's subscription read before (a change on another replica reaches it within that);
 // grace is how long a subscription stays past_due before it is frozen.
 func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL, grace time.Duration, now func() time.Time) *Service {
-	return &Service{st: st, plans: plans, quota: quota, now: now, cacheTTL: cacheTTL, grace: grace, cache: map[uuid.UUID]cachedSub{},
-		budgets: map[uuid.UUID]cachedBudget{}}
+	return &Service{st: st, plans: plans, quota: quota, now: now, grace: grace,
+		subs: localcache.New[uuid.UUID, Subscription](cacheTTL), budgets: localcache.New[uuid.UUID, int64](cacheTTL)}
 }
 
 // Plans returns the plan catalog.
@@ -239,22 +227,31 @@ const FrozenMessage = "The org's subscription is frozen for an unpaid renewal: m
 // cached is Subscription through a per-replica cache of cacheTTL, for the model-call path.
 func (s *Service) cached(ctx context.Context, org uuid.UUID) (Subscription, error) {
 	now := s.now()
-	s.mu.Lock()
-	c, ok := s.cache[org]
-	s.mu.Unlock()
-	if ok && now.Before(c.expires) && now.Before(c.sub.Period.End) {
-		return c.sub, nil
+	if sub, ok := s.subs.Get(org, now); ok && now.Before(sub.Period.End) {
+		return sub, nil
 	}
 	sub, err := s.Subscription(ctx, org)
 	if err != nil {
 		return Subscription{}, err
 	}
-	s.mu.Lock()
-	if len(s.cache) >= 100_000 {
-		s.cache = map[uuid.UUID]cachedSub{}
+	s.subs.Put(org, sub, now)
+	return sub, nil
+}
+
+// unfrozen returns sub, read again past the cache when it is frozen (a payment on another
+// replica unfreezes at once); payment_required when it is frozen still.
+func (s *Service) unfrozen(ctx context.Context, org uuid.UUID, sub Subscription) (Subscription, error) {
+	if sub.Status != Frozen {
+		return sub, nil
 	}
-	s.cache[org] = cachedSub{sub: sub, expires: now.Add(s.cacheTTL)}
-	s.mu.Unlock()
+	sub, err := s.Subscription(ctx, org)
+	if err != nil {
+		return Subscription{}, err
+	}
+	if sub.Status == Frozen {
+		return Subscription{}, errs.E(errs.PaymentRequired, "%s", FrozenMessage)
+	}
+	s.forget(org)
 	return sub, nil
 }
 
@@ -294,18 +291,11 @@ func (e *QuotaError) Classify() *errs.Error {
 // token limit blocks and the call could pass it.
 func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.Reservation, error) {
 	sub, err := s.cached(ctx, org)
+	if err == nil {
+		sub, err = s.unfrozen(ctx, org, sub)
+	}
 	if err != nil {
 		return nil, err
-	}
-	if sub.Status == Frozen {
-		// Read past the cache: a payment on another replica unfreezes at once.
-		if sub, err = s.Subscription(ctx, org); err != nil {
-			return nil, err
-		}
-		if sub.Status == Frozen {
-			return nil, errs.E(errs.PaymentRequired, "%s", FrozenMessage)
-		}
-		s.forget(org)
 	}
 	limit, limited := s.planFor(sub).Limits[LimitTokens]
 	enforce := limited && limit.Overage == Block
@@ -363,22 +353,14 @@ func (s *Service) reserveKey(ctx context.Context, c Counter, tokens int) (*Hold,
 // cacheTTL, as subscriptions are read on the model-call path.
 func (s *Service) keyBudget(ctx context.Context, key uuid.UUID) (int64, error) {
 	now := s.now()
-	s.mu.Lock()
-	c, ok := s.budgets[key]
-	s.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.tokens, nil
+	if tokens, ok := s.budgets.Get(key, now); ok {
+		return tokens, nil
 	}
 	b, err := s.st.GetAPIKeyTokenBudget(ctx, key)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("get api key token budget: %w", store.Translate(err))
 	}
-	s.mu.Lock()
-	if len(s.budgets) >= 100_000 {
-		s.budgets = map[uuid.UUID]cachedBudget{}
-	}
-	s.budgets[key] = cachedBudget{tokens: b.Int64, expires: now.Add(s.cacheTTL)}
-	s.mu.Unlock()
+	s.budgets.Put(key, b.Int64, now)
 	return b.Int64, nil
 }
 

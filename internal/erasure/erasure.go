@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/platform/localcache"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -100,8 +100,9 @@ type Service struct {
 	revokeSessions func(ctx context.Context, ids ...uuid.UUID) error
 	keysChanged    func(ctx context.Context)
 
-	mu       sync.Mutex
-	writable map[uuid.UUID]writableState // orgs' deletion state on the write path, by org
+	// refusals are orgs' deletion state on the write path, by org: the
+	// org_deletion_pending refusal, or nil for a writable org.
+	refusals *localcache.Map[uuid.UUID, *errs.Error]
 }
 
 // writableTTL is how long a replica trusts an org's deletion state on the write path (each
@@ -109,17 +110,12 @@ type Service struct {
 // within it, and this replica at once.
 const writableTTL = 5 * time.Second
 
-type writableState struct {
-	refusal *errs.Error // nil: writable
-	expires time.Time
-}
-
 // New returns a Service and registers KindErase on d.Jobs.
 func New(cfg Config, d Deps) *Service {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 14 * 24 * time.Hour
 	}
-	s := &Service{cfg: cfg, d: d, writable: map[uuid.UUID]writableState{}}
+	s := &Service{cfg: cfg, d: d, refusals: localcache.New[uuid.UUID, *errs.Error](writableTTL)}
 	jobs.Register(d.Jobs, KindErase, s.erase)
 	return s
 }
@@ -343,7 +339,7 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID, userID uuid.UUID, by aud
 	if err != nil {
 		return Scheduled{}, fmt.Errorf("delete org: %w", err)
 	}
-	s.forgetWritable(orgID)
+	s.refusals.Forget(orgID)
 	return out, nil
 }
 
@@ -374,7 +370,7 @@ func (s *Service) RestoreOrg(ctx context.Context, orgID, userID uuid.UUID, by au
 	if err != nil {
 		return fmt.Errorf("restore org: %w", err)
 	}
-	s.forgetWritable(orgID)
+	s.refusals.Forget(orgID)
 	return nil
 }
 
@@ -405,33 +401,18 @@ func lockOwnedOrg(ctx context.Context, q *db.Queries, orgID, userID uuid.UUID) (
 // of writableTTL.
 func (s *Service) Writable(ctx context.Context, orgID uuid.UUID) error {
 	now := s.d.Now()
-	s.mu.Lock()
-	c, ok := s.writable[orgID]
-	s.mu.Unlock()
-	if !ok || !now.Before(c.expires) {
-		refusal, err := s.orgRefusal(ctx, orgID)
-		if err != nil {
+	refusal, ok := s.refusals.Get(orgID, now)
+	if !ok {
+		var err error
+		if refusal, err = s.orgRefusal(ctx, orgID); err != nil {
 			return err
 		}
-		c = writableState{refusal: refusal, expires: now.Add(writableTTL)}
-		s.mu.Lock()
-		if len(s.writable) >= 100_000 {
-			s.writable = map[uuid.UUID]writableState{}
-		}
-		s.writable[orgID] = c
-		s.mu.Unlock()
+		s.refusals.Put(orgID, refusal, now)
 	}
-	if c.refusal != nil {
-		return c.refusal
+	if refusal != nil {
+		return refusal
 	}
 	return nil
-}
-
-// forgetWritable drops orgID's cached deletion state, after this replica changed it.
-func (s *Service) forgetWritable(orgID uuid.UUID) {
-	s.mu.Lock()
-	delete(s.writable, orgID)
-	s.mu.Unlock()
 }
 
 // orgRefusal reads orgID's deletion state: the org_deletion_pending refusal, or nil.
