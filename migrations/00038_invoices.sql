@@ -49,8 +49,7 @@ CREATE UNIQUE INDEX invoices_credit_period ON invoices (org_id, period_start, cr
 CREATE INDEX invoices_org ON invoices (org_id, id DESC);
 CREATE INDEX invoices_issued ON invoices (issued_at);
 
--- The admin revenue report sums usage across orgs over a time range.
-CREATE INDEX llm_usage_created ON llm_usage (created_at);
+-- The admin revenue report's index on llm_usage (created_at) is built by 00044, concurrently.
 
 -- The lines of an invoice, in order. order_id is the payment order a top-up or refund
 -- line comes from (how a refund finds the invoice it credits).
@@ -77,7 +76,6 @@ CREATE TABLE org_billing_profiles (
 );
 
 -- +goose Down
-DROP INDEX llm_usage_created;
 DROP TABLE org_billing_profiles;
 DROP TABLE invoice_lines;
 DROP TABLE invoices;
