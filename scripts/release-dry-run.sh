@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO="${GO:-go}"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}" # the approved toolchain, as in the Makefile
 dev() { "$GO" run ./cmd/kiln-dev "$@"; }
 
 # The SDKs must follow the API before anything is built.
