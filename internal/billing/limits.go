@@ -18,11 +18,15 @@ type Use struct {
 }
 
 // Admit checks, in the transaction q of the change that adds uses, that org's plan allows
-// them. Only limits that block are checked; a change that passes one is refused with
+// them. Only limits that block are enforced; a change that passes one is refused with
 // plan_limit_reached (its Quota names the limit, its value and what the org has). The
 // check takes a transaction-level lock per org, so two replicas adding at once cannot both
 // take the last unit. A change that adds documents or storage is an ingestion: a frozen
 // org is refused it with payment_required.
+//
+// With alerts on, a change that brings a limit (any overage policy) to 80 % or 100 %
+// alerts the org's owners and admins in q's transaction, once per period, and a refusal
+// past 80 % sends the 100 % alert; so uses of any limit the plan sets take the lock.
 func (s *Service) Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses ...Use) error {
 	sub, err := s.cached(ctx, org)
 	if err == nil && ingests(uses) {
@@ -32,13 +36,13 @@ func (s *Service) Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses 
 		return err
 	}
 	plan := s.planFor(sub)
-	var enforced []Use
+	var checked []Use
 	for _, u := range uses {
-		if l, ok := plan.Limits[u.Limit]; ok && l.Overage == Block && u.Amount > 0 {
-			enforced = append(enforced, u)
+		if l, ok := plan.Limits[u.Limit]; ok && u.Amount > 0 && (l.Overage == Block || s.alerts != nil) {
+			checked = append(checked, u)
 		}
 	}
-	if len(enforced) == 0 {
+	if len(checked) == 0 {
 		return nil
 	}
 	if err := q.LockOrgPlanLimits(ctx, org); err != nil {
@@ -48,10 +52,17 @@ func (s *Service) Admit(ctx context.Context, q *db.Queries, org uuid.UUID, uses 
 	if err != nil {
 		return err
 	}
-	for _, u := range enforced {
-		limit := plan.Limits[u.Limit].Value
-		if used := has[u.Limit]; used+u.Amount > limit {
-			return s.limitReached(plan, u, limit, used)
+	c := Counter{Org: org, Period: sub.Period}
+	for _, u := range checked {
+		limit := plan.Limits[u.Limit]
+		if used := has[u.Limit]; limit.Overage == Block && used+u.Amount > limit.Value {
+			s.alerts.newWatch(c, plan, u.Limit).refused(ctx, used)
+			return s.limitReached(plan, u, limit.Value, used)
+		}
+	}
+	for _, u := range checked {
+		if err := s.alerts.newWatch(c, plan, u.Limit).reached(ctx, q, has[u.Limit]+u.Amount); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -114,4 +125,35 @@ func (s *Service) RequestsPerMinute(ctx context.Context, org uuid.UUID) (int64, 
 		return l.Value, nil
 	}
 	return 0, nil
+}
+
+// RequestsSeen is what the API limiter saw of org's requests_per_minute after a request:
+// used of the minute's allowance, or refused. It sends the 80 % alert when used reaches
+// it and the 100 % one on a refusal, each once per period, off the request's path. It is
+// on every limited request's path: below 80 % it reads only the replica's cache, and once
+// this replica knows an alert was sent it asks nothing of Redis or PostgreSQL.
+func (s *Service) RequestsSeen(ctx context.Context, org uuid.UUID, used int64, refused bool) {
+	if s.alerts == nil {
+		return
+	}
+	sub, err := s.cached(ctx, org)
+	if err != nil {
+		return // RequestsPerMinute, just before, logged it
+	}
+	w := s.alerts.newWatch(Counter{Org: org, Period: sub.Period}, s.planFor(sub), LimitRequestsPerMinute)
+	if w == nil {
+		return
+	}
+	if refused {
+		used = w.limit.Value
+	}
+	var claimed []int
+	for _, t := range w.thresholds {
+		if used >= t.At && (t.Percent < 100 || refused) && w.claim(ctx, t.Percent) {
+			claimed = append(claimed, t.Percent)
+		}
+	}
+	if len(claimed) > 0 {
+		w.claimed(ctx, used, claimed)
+	}
 }

@@ -128,10 +128,11 @@ type Hold struct {
 	watch *watch
 }
 
-// Threshold is an alert level of a limit: Percent of it, reached at Tokens.
+// Threshold is an alert level of a limit: Percent of it, reached at At (tokens, seats,
+// requests, …).
 type Threshold struct {
 	Percent int
-	Tokens  int64
+	At      int64
 }
 
 // alertLease is how long a claimed alert waits for its sender before another settle may
@@ -180,7 +181,7 @@ func (q *Quota) settle(ctx context.Context, h *Hold, used int, thresholds []Thre
 	args := make([]any, 0, 5+2*len(thresholds))
 	args = append(args, h.id, used, q.keyTTL(h.counter), q.now().UnixMilli(), alertLease.Milliseconds())
 	for _, t := range thresholds {
-		args = append(args, t.Percent, t.Tokens)
+		args = append(args, t.Percent, t.At)
 	}
 	res, err := settleScript.Run(ctx, q.rdb, q.keys(h.counter), args...).Int64Slice()
 	if err != nil {
@@ -198,11 +199,15 @@ func (q *Quota) settle(ctx context.Context, h *Hold, used int, thresholds []Thre
 
 // claimScript claims alert field ARGV[1] of the counter hash KEYS[1] as settleScript does
 // (neither "sent" nor a lease still running), for a lease to ARGV[2] + ARGV[3] ms; it
-// returns 1 when claimed. ARGV[4]: key TTL s.
+// returns 1 when claimed, 2 when the alert was sent, 0 while another's lease runs.
+// ARGV[4]: key TTL s.
 var claimScript = redis.NewScript(`
 local f = 'alert:' .. ARGV[1]
 local v = redis.call('HGET', KEYS[1], f)
-if v == 'sent' or (v and tonumber(v) > tonumber(ARGV[2])) then
+if v == 'sent' then
+  return 2
+end
+if v and tonumber(v) > tonumber(ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[1], f, tonumber(ARGV[2]) + tonumber(ARGV[3]))
@@ -210,19 +215,29 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 `)
 
-// claimAlert claims the alert of threshold percent of c for one sender, reporting whether
-// this caller got it.
-func (q *Quota) claimAlert(ctx context.Context, c Counter, percent int) (bool, error) {
-	n, err := claimScript.Run(ctx, q.rdb, q.keys(c)[:1], percent, q.now().UnixMilli(), alertLease.Milliseconds(), q.keyTTL(c)).Int()
-	if err != nil {
-		return false, fmt.Errorf("claim quota alert: %w", err)
+// alertField names the alert of a limit's threshold (percent) in the hash of c's token
+// counter, beside its count: the token limit's as settleScript names them, the other
+// limits' with their name.
+func alertField(limit string, percent int) string {
+	if limit == LimitTokens {
+		return strconv.Itoa(percent)
 	}
-	return n == 1, nil
+	return limit + ":" + strconv.Itoa(percent)
 }
 
-// alertSent marks threshold percent of c sent, so no settle claims it again this period.
-func (q *Quota) alertSent(ctx context.Context, c Counter, percent int) error {
-	if err := q.rdb.HSet(ctx, q.keys(c)[0], "alert:"+strconv.Itoa(percent), "sent").Err(); err != nil {
+// claimAlert claims the alert field (alertField) of c for one sender, reporting whether
+// this caller got it, and whether it was sent already.
+func (q *Quota) claimAlert(ctx context.Context, c Counter, field string) (got, sent bool, err error) {
+	n, err := claimScript.Run(ctx, q.rdb, q.keys(c)[:1], field, q.now().UnixMilli(), alertLease.Milliseconds(), q.keyTTL(c)).Int()
+	if err != nil {
+		return false, false, fmt.Errorf("claim quota alert: %w", err)
+	}
+	return n == 1, n == 2, nil
+}
+
+// alertSent marks the alert field of c sent, so nothing claims it again this period.
+func (q *Quota) alertSent(ctx context.Context, c Counter, field string) error {
+	if err := q.rdb.HSet(ctx, q.keys(c)[0], "alert:"+field, "sent").Err(); err != nil {
 		return fmt.Errorf("mark quota alert sent: %w", err)
 	}
 	return nil

@@ -297,7 +297,8 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 	if err != nil {
 		return nil, err
 	}
-	limit, limited := s.planFor(sub).Limits[LimitTokens]
+	plan := s.planFor(sub)
+	limit, limited := plan.Limits[LimitTokens]
 	enforce := limited && limit.Overage == Block
 	c := Counter{Org: org, Period: sub.Period}
 	h, ok, used, reserved, err := s.quota.Reserve(ctx, c, int64(tokens), limit.Value, enforce)
@@ -305,13 +306,11 @@ func (s *Service) Reserve(ctx context.Context, org uuid.UUID, tokens int) (llm.R
 		return nil, err
 	}
 	if !ok {
-		s.alerts.refused(ctx, c, limit, used)
+		s.alerts.newWatch(c, plan, LimitTokens).refused(ctx, used)
 		return nil, &QuotaError{errs.Quota{Name: LimitTokens, Limit: limit.Value, Used: used, Reserved: reserved,
 			Window: sub.Period.End.Sub(sub.Period.Start), ResetsAt: sub.Period.End}}
 	}
-	if limited {
-		h.watch = s.alerts.newWatch(c, LimitTokens, limit)
-	}
+	h.watch = s.alerts.newWatch(c, plan, LimitTokens)
 	key := llm.APIKeyOf(ctx)
 	if key == uuid.Nil {
 		return h, nil

@@ -54,10 +54,20 @@ func (c *Center) JobFinished(ctx context.Context, q *db.Queries, j jobs.Job) err
 	if sent.Notification == nil {
 		return nil
 	}
-	_, err = c.jobs.Enqueue(ctx, q, now, jobs.New{Kind: KindPublish, OrgID: j.OrgID,
-		Payload: PublishPayload{NotificationID: sent.Notification.ID, UserID: sent.Notification.UserID}})
-	if err != nil {
+	if err := c.PublishOnCommit(ctx, q, now, *sent.Notification); err != nil {
 		return fmt.Errorf("notify the end of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// PublishOnCommit publishes n, created in q's transaction, once that transaction has
+// committed: through a notify.publish job enqueued in it, for a caller that cannot see
+// the commit. Nothing is published if it rolls back.
+func (c *Center) PublishOnCommit(ctx context.Context, q *db.Queries, now time.Time, n Notification) error {
+	_, err := c.jobs.Enqueue(ctx, q, now, jobs.New{Kind: KindPublish, OrgID: n.OrgID,
+		Payload: PublishPayload{NotificationID: n.ID, UserID: n.UserID}})
+	if err != nil {
+		return fmt.Errorf("publish notification %s on commit: %w", n.ID, err)
 	}
 	return nil
 }
