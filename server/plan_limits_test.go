@@ -10,8 +10,10 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kilnhq/kiln/gen/api"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 )
 
@@ -164,9 +166,11 @@ func TestPlanCountLimitsAcrossConcurrentCalls(t *testing.T) {
 
 // TestPlanRequestsPerMinute: an org's plan's requests_per_minute limits its API keys and
 // members together, listed as the "plan" item of the RateLimit headers, and a 429 past it.
+// Its owner is alerted once at 80 % of the minute and once at the first refusal.
 func TestPlanRequestsPerMinute(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.srv.llm.Billing.EnableAlerts(b.srv.notify, b.srv.log)
 	owner := b.person(t, "rpm@capped.example")
 	key := b.createKey(t, owner.token, []string{"kb:read"}).Key
 	b.putOnPlan(t, owner.personalOrg, "capped", "")
@@ -189,13 +193,42 @@ func TestPlanRequestsPerMinute(t *testing.T) {
 	if m := state.FindStringSubmatch(last.Header.Get("RateLimit")); m == nil || m[2] != "0" {
 		t.Fatalf("RateLimit %q after 30 requests, want the plan's item with 0 left", last.Header.Get("RateLimit"))
 	}
-	res := b.call(t, "GET", "/v1/knowledge-bases", key, nil, nil)
-	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || decodeProblem(t, res).Code != api.ErrorCode(errs.RateLimited) {
-		t.Fatalf("request 31: %d (Retry-After %q), want 429 rate_limited", res.StatusCode, res.Header.Get("Retry-After"))
+	b.srv.llm.Billing.WaitAlerts()
+	if got := b.rateAlerts(t, owner.id); len(got) != 1 || got[80] != 1 {
+		t.Fatalf("30 of 30 requests: the owner got the alerts %v, want one at 80 %%", got)
+	}
+	for i := range 5 {
+		res := b.call(t, "GET", "/v1/knowledge-bases", key, nil, nil)
+		if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || decodeProblem(t, res).Code != api.ErrorCode(errs.RateLimited) {
+			t.Fatalf("request %d: %d (Retry-After %q), want 429 rate_limited", 31+i, res.StatusCode, res.Header.Get("Retry-After"))
+		}
+	}
+	b.srv.llm.Billing.WaitAlerts()
+	if got := b.rateAlerts(t, owner.id); len(got) != 2 || got[80] != 1 || got[100] != 1 {
+		t.Fatalf("5 requests refused: the owner got the alerts %v, want one at 80 %% and one at 100 %%", got)
 	}
 	// Another org is not limited by it.
 	if res := b.call(t, "GET", "/v1/knowledge-bases", b.signUp(t, "free@capped.example").AccessToken, nil, nil); res.StatusCode != 200 ||
 		policy.MatchString(res.Header.Get("RateLimit-Policy")) {
 		t.Fatalf("an org on the free plan: %d, RateLimit-Policy %q", res.StatusCode, res.Header.Get("RateLimit-Policy"))
 	}
+}
+
+// rateAlerts counts user's requests_per_minute quota alerts by percent.
+func (b *bundle) rateAlerts(t *testing.T, user uuid.UUID) map[int]int {
+	t.Helper()
+	rows, err := b.pool.Query(t.Context(), "SELECT (data->>'percent')::int FROM notifications WHERE user_id = $1 AND data->>'kind' = $2 AND data->>'limit_name' = $3",
+		user, billing.KindQuotaThreshold, billing.LimitRequestsPerMinute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	percents, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]int{}
+	for _, p := range percents {
+		got[p]++
+	}
+	return got
 }

@@ -208,9 +208,17 @@ type apiLimiter struct {
 	gcra                    *ratelimit.Limiter
 	ks                      redisclient.Keyspace
 	perKey, perUser, perOrg apiPolicy
-	// planRate returns the requests a minute the org's plan allows, 0 for no limit; nil:
-	// no plans (billing off).
-	planRate func(ctx context.Context, org uuid.UUID) (int64, error)
+	// plans are the orgs' plans' requests_per_minute; nil: no plans (billing off).
+	plans planRates
+}
+
+// planRates are the requests_per_minute of the orgs' plans (billing.Service).
+type planRates interface {
+	// RequestsPerMinute returns the requests a minute the org's plan allows, 0 for no limit.
+	RequestsPerMinute(ctx context.Context, org uuid.UUID) (int64, error)
+	// RequestsSeen tells what the limit saw after a request: used of the minute's
+	// allowance, or refused (for the plan's quota alerts).
+	RequestsSeen(ctx context.Context, org uuid.UUID, used int64, refused bool)
 }
 
 // apiPolicy is one API limit and its RateLimit-Policy item; a zero limit is off.
@@ -233,12 +241,12 @@ func planPolicy(rate int64) apiPolicy {
 	return apiPolicy{name: "plan", limit: ratelimit.Limit{Rate: int(rate), Period: time.Minute, Burst: int(rate)}, policy: fmt.Sprintf(`"plan";q=%d;w=60`, rate)}
 }
 
-// newAPILimiter returns nil when no API limit is set and there are no plans (planRate nil).
-func newAPILimiter(cfg config.APIRateLimits, rdb redis.UniversalClient, ks redisclient.Keyspace, planRate func(context.Context, uuid.UUID) (int64, error)) *apiLimiter {
-	if rdb == nil || (cfg.PerKey.Rate <= 0 && cfg.PerUser.Rate <= 0 && cfg.PerOrg.Rate <= 0 && planRate == nil) {
+// newAPILimiter returns nil when no API limit is set and there are no plans (plans nil).
+func newAPILimiter(cfg config.APIRateLimits, rdb redis.UniversalClient, ks redisclient.Keyspace, plans planRates) *apiLimiter {
+	if rdb == nil || (cfg.PerKey.Rate <= 0 && cfg.PerUser.Rate <= 0 && cfg.PerOrg.Rate <= 0 && plans == nil) {
 		return nil
 	}
-	return &apiLimiter{gcra: ratelimit.New(rdb), ks: ks, planRate: planRate,
+	return &apiLimiter{gcra: ratelimit.New(rdb), ks: ks, plans: plans,
 		perKey: newAPIPolicy("api-key", cfg.PerKey), perUser: newAPIPolicy("api-user", cfg.PerUser), perOrg: newAPIPolicy("api-org", cfg.PerOrg)}
 }
 
@@ -279,6 +287,7 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 			keys     [4]string
 			limits   [4]ratelimit.Limit
 			n        int
+			plan     = -1 // the index of the plan's limit
 		)
 		add := func(pol apiPolicy, subject string) {
 			if pol.policy != "" {
@@ -293,11 +302,12 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 		}
 		if org != uuid.Nil {
 			add(l.perOrg, org.String())
-			if l.planRate != nil {
-				rate, err := l.planRate(r.Context(), org)
+			if l.plans != nil {
+				rate, err := l.plans.RequestsPerMinute(r.Context(), org)
 				if err != nil {
 					s.log.WarnContext(r.Context(), "plan of the org unavailable; its requests_per_minute not applied", "error", err)
 				} else if rate > 0 {
+					plan = n
 					add(planPolicy(rate), org.String())
 				}
 			}
@@ -311,6 +321,10 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 			s.log.WarnContext(r.Context(), "API rate limiter unavailable; request let through", "error", err)
 			next.ServeHTTP(w, r)
 			return
+		}
+		if plan >= 0 {
+			// The whole minute is the burst: what the burst lacks is what the minute used.
+			l.plans.RequestsSeen(r.Context(), org, int64(limits[plan].Burst-res[plan].Remaining), !res[plan].Allowed)
 		}
 		var policy, state strings.Builder
 		var retry time.Duration

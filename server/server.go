@@ -235,11 +235,11 @@ func New(d Deps) (*Server, error) {
 	if d.LimitAbuse {
 		s.limits = &rateLimiter{limiter: redis_rate.NewLimiter(d.Redis), ks: d.Keyspace}
 	}
-	var planRate func(context.Context, uuid.UUID) (int64, error)
+	var plans planRates
 	if d.LLM.Billing != nil {
-		planRate = d.LLM.Billing.RequestsPerMinute
+		plans = d.LLM.Billing
 	}
-	s.api = newAPILimiter(d.APILimits, d.Redis, d.Keyspace, planRate)
+	s.api = newAPILimiter(d.APILimits, d.Redis, d.Keyspace, plans)
 	s.idem, s.idemRoutes = d.Idempotency, idempotentRoutes(d.Spec)
 	if d.Knowledge != nil {
 		// A document upload may be as large as rag.max_document_bytes, plus its multipart
