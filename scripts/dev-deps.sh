@@ -13,7 +13,10 @@
 #   5. With --test: promtool (Debian's prometheus package), which the tests use
 #                  to check and unit-test deploy/prometheus/alerts.yml, and
 #                  chromium (Debian's package), the headless browser of the
-#                  CORS end-to-end test.
+#                  CORS end-to-end test, and pdftotext (poppler-utils), which
+#                  reads the invoice PDFs' Chinese text back.
+#   6. Fonts:      Droid Sans Fallback (fonts-droid-fallback), the CJK font of
+#                  the default config's invoice PDFs.
 #
 # Idempotent; when everything is in place it only checks, in well under a second.
 #
@@ -539,6 +542,17 @@ ensure_chromium() {
 	log "chromium: installed (Debian package chromium)"
 }
 
+# ensure_file_from PATH PKG: install Debian package PKG unless PATH exists.
+ensure_file_from() {
+	if [ -e "$1" ]; then
+		log "$2: available"
+		return
+	fi
+	apt_install "$2"
+	[ -e "$1" ] || die "$1 still missing after installing $2" "install Debian's $2 package, then re-run"
+	log "$2: installed"
+}
+
 # ---------------------------------------------------------------------------
 
 WITH_TEST_TOOLS=0
@@ -561,8 +575,10 @@ else
 	ensure_databases
 fi
 ensure_redis
+ensure_file_from /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf fonts-droid-fallback
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
 	ensure_promtool
 	ensure_chromium
+	ensure_file_from /usr/bin/pdftotext poppler-utils
 fi
 log "all set ($(elapsed))"

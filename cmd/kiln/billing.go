@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
@@ -53,12 +55,19 @@ func (a *app) newInvoicer(st *store.Store, bill *billing.Service) *billing.Invoi
 }
 
 // newInvoicePDF builds the invoice renderer, in billing.invoices.font when it names one.
+// The default font missing (fonts-droid-fallback not installed) is no error: the PDF
+// falls back to Helvetica, and the log says once, at start, what Chinese text will lose.
 func (a *app) newInvoicePDF() (*invoicepdf.Renderer, error) {
 	path := a.cfg.Billing.Invoices.Font
 	if path == "" {
 		return invoicepdf.New(nil), nil
 	}
 	ttf, err := os.ReadFile(path) //nolint:gosec // the operator's own config names the file
+	if errors.Is(err, fs.ErrNotExist) && path == config.DefaultInvoiceFont {
+		a.log.Warn("the default invoice font is missing: invoice PDFs are set in Helvetica, which prints Chinese and other text outside Latin-1 as \".\"; install Debian's fonts-droid-fallback or set billing.invoices.font",
+			"font", path)
+		return invoicepdf.New(nil), nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("billing.invoices.font: %w", err)
 	}

@@ -3,6 +3,7 @@ package invoicepdf_test
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -97,32 +98,6 @@ func TestRenderCreditNote(t *testing.T) {
 	}
 }
 
-// TestRenderUTF8Font: with a TrueType font the text is set as UTF-8 (characters outside
-// Latin-1 too). DejaVu Sans (Debian's fonts-dejavu-core) stands in for a CJK font.
-func TestRenderUTF8Font(t *testing.T) {
-	t.Parallel()
-	ttf, err := os.ReadFile("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-	if err != nil {
-		t.Skipf("no DejaVu Sans here (apt-get install fonts-dejavu-core): %v", err)
-	}
-	inv := sample()
-	inv.Buyer.Name = "Ωmega Αλφα ООО"
-	var buf bytes.Buffer
-	if err := invoicepdf.New(ttf).Render(&buf, inv); err != nil {
-		t.Fatal(err)
-	}
-	if got := text(t, buf.Bytes()); !strings.Contains(strings.Join(strings.Fields(got), ""), "INV-000042") {
-		t.Errorf("the PDF's text lacks the number:\n%s", got)
-	}
-	var latin bytes.Buffer
-	if err := invoicepdf.New(nil).Render(&latin, inv); err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Equal(latin.Bytes(), buf.Bytes()) {
-		t.Error("the font changed nothing")
-	}
-}
-
 func TestMoney(t *testing.T) {
 	t.Parallel()
 	for minor, want := range map[int64]string{0: "0.00", 5: "0.05", 1234: "12.34", -3600: "-36.00", -7: "-0.07"} {
@@ -134,5 +109,59 @@ func TestMoney(t *testing.T) {
 		if got := invoicepdf.UnitPrice(minor); got != want {
 			t.Errorf("UnitPrice(%g) = %q, want %q", minor, got, want)
 		}
+	}
+}
+
+// cjkFont is the CJK font Kiln sets invoices in by default: Droid Sans Fallback, a single
+// TrueType file of Debian's fonts-droid-fallback, which scripts/dev-deps.sh installs.
+const cjkFont = "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"
+
+// pdftotext extracts doc's text with poppler's pdftotext (Debian's poppler-utils, which
+// scripts/dev-deps.sh --test installs), which maps a CID font's glyphs back to text
+// through its ToUnicode map as every PDF viewer does.
+func pdftotext(t *testing.T, doc []byte) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "pdftotext", "-enc", "UTF-8", "-", "-")
+	cmd.Stdin = bytes.NewReader(doc)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pdftotext (run scripts/dev-deps.sh --test, which installs poppler-utils): %v", err)
+	}
+	return strings.Join(strings.Fields(string(out)), "")
+}
+
+// TestRenderChinese: an invoice to a Chinese buyer, set in the default CJK font, holds
+// the buyer's name and address as text (pdftotext extracts them), and embeds only the
+// glyphs it uses (the font file is 4 MB); in Helvetica the Chinese is lost.
+func TestRenderChinese(t *testing.T) {
+	t.Parallel()
+	ttf, err := os.ReadFile(cjkFont)
+	if err != nil {
+		t.Fatalf("the default invoice font (run scripts/dev-deps.sh, which installs fonts-droid-fallback): %v", err)
+	}
+	inv := sample()
+	inv.Currency = "CNY"
+	inv.Buyer = billing.Party{Name: "上海示例科技有限公司", Address: "上海市浦东新区世纪大道100号", TaxID: "91310000MA1FL0000X"}
+	inv.Lines[0].Description = "专业版套餐 2026-02"
+	chinese := []string{"上海示例科技有限公司", "上海市浦东新区世纪大道100号", "专业版套餐"}
+	var buf bytes.Buffer
+	if err := invoicepdf.New(ttf).Render(&buf, inv); err != nil {
+		t.Fatal(err)
+	}
+	got := pdftotext(t, buf.Bytes())
+	for _, want := range append(chinese, "91310000MA1FL0000X", "INV-000042", "TotalCNY", "72.90") {
+		if !strings.Contains(got, want) {
+			t.Errorf("the PDF's text lacks %q:\n%s", want, got)
+		}
+	}
+	if buf.Len() > 64<<10 {
+		t.Errorf("the PDF is %d bytes: the font is not subset", buf.Len())
+	}
+	var latin bytes.Buffer
+	if err := invoicepdf.New(nil).Render(&latin, inv); err != nil {
+		t.Fatal(err)
+	}
+	if got := pdftotext(t, latin.Bytes()); strings.Contains(got, chinese[0]) || !strings.Contains(got, "INV-000042") {
+		t.Errorf("in Helvetica: %s", got)
 	}
 }

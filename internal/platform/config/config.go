@@ -169,8 +169,13 @@ type Invoices struct {
 	SellerAddress string `koanf:"seller_address" doc:"the seller's address on invoices"`
 	SellerTaxID   string `koanf:"seller_tax_id" doc:"the seller's tax id (VAT number, 纳税人识别号) on invoices"`
 	TaxRateBP     int    `koanf:"tax_rate_bp" doc:"tax on invoices in basis points of the subtotal (2000 = 20 %); 0: none"`
-	Font          string `koanf:"font" doc:"a TrueType font file the invoice PDF sets its text in (one with CJK glyphs for Chinese names); empty: Helvetica, Latin-1 characters only"`
+	Font          string `koanf:"font" doc:"a TrueType font file (one .ttf, not a .ttc collection) the invoice PDF sets its text in; the default, Droid Sans Fallback (Debian's fonts-droid-fallback), has the CJK glyphs of Chinese names, and when it is missing the PDF falls back to Helvetica with a warning at start; empty: Helvetica, Latin-1 characters only"`
 }
+
+// DefaultInvoiceFont is billing.invoices.font's default: Droid Sans Fallback, one
+// TrueType file with CJK glyphs (Debian's fonts-droid-fallback, which scripts/dev-deps.sh
+// installs), so invoices to Chinese buyers render their names and addresses.
+const DefaultInvoiceFont = "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"
 
 // Stripe configures Stripe (Checkout, the billing portal, webhooks); an empty secret_key
 // leaves it off.
@@ -532,7 +537,7 @@ func Default() Config {
 			MaxDocumentPages: 2000, EmbedBatch: 64, HNSWEfSearch: 100, HNSWMaxScanTuples: 20000, ExactSearchBelow: 20000, RRFK: 60,
 			HybridVectorWeight: 1, HybridFulltextWeight: 1, HybridCandidates: 40, AnswerK: 8, AnswerTokens: 4096, Qdrant: Qdrant{CollectionPrefix: "kiln_chunks"}},
 		Billing: Billing{DefaultPlan: "free", ReservationTTL: 15 * time.Minute, CacheTTL: 5 * time.Second, GracePeriod: 7 * 24 * time.Hour,
-			OrderExpiry: 30 * time.Minute, OrderQueryAfter: 5 * time.Minute, Invoices: Invoices{IssuerID: "default", NumberPrefix: "INV-", SellerName: "Kiln"}, Plans: map[string]Plan{
+			OrderExpiry: 30 * time.Minute, OrderQueryAfter: 5 * time.Minute, Invoices: Invoices{IssuerID: "default", NumberPrefix: "INV-", SellerName: "Kiln", Font: DefaultInvoiceFont}, Plans: map[string]Plan{
 				"free": {Name: "Free", Prices: map[string]map[string]int64{}, Features: map[string]bool{}, Limits: map[string]PlanLimit{
 					"tokens": {Value: 1_000_000, Overage: "block"}, "requests_per_minute": {Value: 60, Overage: "block"},
 					"seats": {Value: 3, Overage: "block"}, "knowledge_bases": {Value: 3, Overage: "block"},
