@@ -288,6 +288,7 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 			limits   [4]ratelimit.Limit
 			n        int
 			plan     = -1 // the index of the plan's limit
+			planRate int64
 		)
 		add := func(pol apiPolicy, subject string) {
 			if pol.policy != "" {
@@ -307,7 +308,7 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 				if err != nil {
 					s.log.WarnContext(r.Context(), "plan of the org unavailable; its requests_per_minute not applied", "error", err)
 				} else if rate > 0 {
-					plan = n
+					plan, planRate = n, rate
 					add(planPolicy(rate), org.String())
 				}
 			}
@@ -322,9 +323,9 @@ func (s *Server) limitAPI(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if plan >= 0 {
+		if plan >= 0 && plan < len(res) {
 			// The whole minute is the burst: what the burst lacks is what the minute used.
-			l.plans.RequestsSeen(r.Context(), org, int64(limits[plan].Burst-res[plan].Remaining), !res[plan].Allowed)
+			l.plans.RequestsSeen(r.Context(), org, planRate-int64(res[plan].Remaining), !res[plan].Allowed)
 		}
 		var policy, state strings.Builder
 		var retry time.Duration

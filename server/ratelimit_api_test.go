@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/billing"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/platform/config"
 	"github.com/kilnhq/kiln/internal/store/storetest"
@@ -90,25 +92,46 @@ func TestAPIRateLimits(t *testing.T) {
 }
 
 // BenchmarkRateLimitAPI measures what ratelimit.api adds to a request: GET /v1/me by one
-// user, with the limits (generous: never refused) and without.
+// user, with the limits (generous: never refused) and without. The Plan cases put the
+// user's org on a plan of 30 requests a minute, used up: every request is refused by it
+// (429), with the quota alerts off and on (their 80 % and 100 % alerts sent by the first
+// refusals): the difference is what the alerts' check costs a request once they went out.
 func BenchmarkRateLimitAPI(b *testing.B) {
 	for _, tt := range []struct {
-		name   string
-		limits config.APIRateLimits
+		name         string
+		limits       config.APIRateLimits
+		plan, alerts bool
 	}{
-		{"Off", config.APIRateLimits{}},
-		{"On", config.APIRateLimits{PerUser: config.Rate{Rate: 1 << 30, Burst: 1 << 20}, PerOrg: config.Rate{Rate: 1 << 30, Burst: 1 << 20}}},
+		{"Off", config.APIRateLimits{}, false, false},
+		{"On", config.APIRateLimits{PerUser: config.Rate{Rate: 1 << 30, Burst: 1 << 20}, PerOrg: config.Rate{Rate: 1 << 30, Burst: 1 << 20}}, false, false},
+		{"PlanRefused", config.APIRateLimits{}, true, false},
+		{"PlanRefusedAlerted", config.APIRateLimits{}, true, true},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			bb := setup(b, withAPILimits(tt.limits))
-			token := bb.signUp(b, "bench-"+tt.name+"@example.com").AccessToken
+			if tt.alerts {
+				bb.srv.llm.Billing.EnableAlerts(bb.srv.notify, bb.srv.log)
+			}
+			p := bb.person(b, "bench-"+tt.name+"@example.com")
+			want := http.StatusOK
+			if tt.plan {
+				want = http.StatusTooManyRequests
+				if _, err := bb.srv.llm.Billing.Set(b.Context(), audit.Actor{Type: audit.ActorSystem}, p.personalOrg, billing.SetSubscription{Plan: "capped"}); err != nil {
+					b.Fatal(err)
+				}
+				for range 40 { // past the minute's 30
+					bb.call(b, "GET", "/v1/me", p.token, nil, nil)
+				}
+				bb.srv.llm.Billing.WaitAlerts()
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				req := httptest.NewRequest("GET", "/v1/me", nil)
-				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Authorization", "Bearer "+p.token)
 				rec := httptest.NewRecorder()
 				bb.srv.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
+				// A plan's minute gives one request back every 2 s.
+				if rec.Code != want && (!tt.plan || rec.Code != http.StatusOK) {
 					b.Fatalf("GET /v1/me: %d %s", rec.Code, rec.Body)
 				}
 			}
