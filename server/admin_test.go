@@ -112,7 +112,7 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 				continue
 			}
 			ops++
-			target := strings.NewReplacer("{id}", victim.Id.String(), "{doc_id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String(), "{invoice_id}", victim.Id.String()).Replace(path)
+			target := strings.NewReplacer("{id}", victim.Id.String(), "{doc_id}", victim.Id.String(), "{key}", "chat.beta", "{name}", "default", "{order_id}", victim.Id.String(), "{invoice_id}", victim.Id.String(), "{plan_id}", "free").Replace(path)
 			// Valid bodies, so that only the caller is refused.
 			var body any
 			if op.RequestBody != nil {
@@ -124,6 +124,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 					"/v1/admin/orgs/{id}/subscription":       {"plan": "tiny"},
 					"/v1/admin/payments/{order_id}/refund":   {},
 					"/v1/admin/invoices/{invoice_id}/status": {"status": "paid"},
+					"/v1/admin/plans":                        {"id": "gold", "name": "Gold", "prices": []any{}, "features": map[string]bool{}, "limits": []any{}},
+					"/v1/admin/plans/{plan_id}":              {"name": "Gold", "prices": []any{}, "features": map[string]bool{}, "limits": []any{}},
 				}[path]
 			}
 			for name, credential := range map[string]string{"User": user.AccessToken, "RevokedAdmin": revoked.AccessToken, "APIKey": key.Key} {
@@ -136,8 +138,8 @@ func TestAdminRequiresPlatformAdmin(t *testing.T) {
 			}
 		}
 	}
-	if ops != 31 {
-		t.Errorf("%d admin operations in the spec, want 31: test the new ones in TestAdmin (billing's in TestBilling, revenue and invoice status in TestInvoices, payments' in TestWeChatPay and TestAlipay, knowledge bases' in TestAdminKnowledgeBases)", ops)
+	if ops != 35 {
+		t.Errorf("%d admin operations in the spec, want 35: test the new ones in TestAdmin (billing's in TestBilling, plans' in TestAdminPlans, revenue and invoice status in TestInvoices, payments' in TestWeChatPay and TestAlipay, knowledge bases' in TestAdminKnowledgeBases)", ops)
 	}
 	// Nothing was done on the way to the refusals.
 	if f, err := b.srv.flags.List(t.Context()); err != nil || len(f) != 0 {

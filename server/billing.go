@@ -63,21 +63,85 @@ func (s *Server) GetOrgEntitlements(ctx context.Context, req api.GetOrgEntitleme
 	return out, nil
 }
 
-// AdminListPlans lists the configured plans to a platform admin.
-func (s *Server) AdminListPlans(ctx context.Context, _ api.AdminListPlansRequestObject) (api.AdminListPlansResponseObject, error) {
-	if _, err := s.platformAdmin(ctx); err != nil {
-		return nil, err
-	}
-	b, err := s.billingService()
+// AdminListPlans lists the plans of config and of the admin API to a platform admin,
+// archived ones with archived=true.
+func (s *Server) AdminListPlans(ctx context.Context, req api.AdminListPlansRequestObject) (api.AdminListPlansResponseObject, error) {
+	b, err := s.adminBilling(ctx)
 	if err != nil {
 		return nil, err
 	}
-	plans := b.Plans().List()
+	catalog := b.Plans()
+	plans := catalog.Offered()
+	if orZero(req.Params.Archived) {
+		plans = catalog.List()
+	}
 	out := api.AdminListPlans200JSONResponse{Data: make([]api.Plan, len(plans))}
 	for i, p := range plans {
-		out.Data[i] = toAPIPlan(p)
+		out.Data[i] = toAPIPlan(catalog, p)
 	}
 	return out, nil
+}
+
+// AdminCreatePlan creates a plan (audited by the billing service).
+func (s *Server) AdminCreatePlan(ctx context.Context, req api.AdminCreatePlanRequestObject) (api.AdminCreatePlanResponseObject, error) {
+	b, err := s.adminBilling(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.CreatePlan(ctx, actor(ctx), toPlanInput(req.Body.Id, api.PlanFields{Name: req.Body.Name, Prices: req.Body.Prices,
+		Features: req.Body.Features, Limits: req.Body.Limits}))
+	if err != nil {
+		return nil, err
+	}
+	return api.AdminCreatePlan201JSONResponse(toAPIPlan(b.Plans(), p)), nil
+}
+
+// AdminGetPlan returns one plan, archived or not.
+func (s *Server) AdminGetPlan(ctx context.Context, req api.AdminGetPlanRequestObject) (api.AdminGetPlanResponseObject, error) {
+	b, err := s.adminBilling(ctx)
+	if err != nil {
+		return nil, err
+	}
+	catalog := b.Plans()
+	p, ok := catalog.Get(req.PlanId)
+	if !ok {
+		return nil, errs.E(errs.NotFound, "No plan with this id.")
+	}
+	return api.AdminGetPlan200JSONResponse(toAPIPlan(catalog, p)), nil
+}
+
+// AdminUpdatePlan changes a plan of the admin API (audited by the billing service).
+func (s *Server) AdminUpdatePlan(ctx context.Context, req api.AdminUpdatePlanRequestObject) (api.AdminUpdatePlanResponseObject, error) {
+	b, err := s.adminBilling(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.UpdatePlan(ctx, actor(ctx), req.PlanId, toPlanInput(req.PlanId, *req.Body))
+	if err != nil {
+		return nil, err
+	}
+	return api.AdminUpdatePlan200JSONResponse(toAPIPlan(b.Plans(), p)), nil
+}
+
+// AdminArchivePlan archives a plan of the admin API (audited by the billing service).
+func (s *Server) AdminArchivePlan(ctx context.Context, req api.AdminArchivePlanRequestObject) (api.AdminArchivePlanResponseObject, error) {
+	b, err := s.adminBilling(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.ArchivePlan(ctx, actor(ctx), req.PlanId)
+	if err != nil {
+		return nil, err
+	}
+	return api.AdminArchivePlan200JSONResponse(toAPIPlan(b.Plans(), p)), nil
+}
+
+// adminBilling returns the billing service to a platform admin.
+func (s *Server) adminBilling(ctx context.Context) (*billing.Service, error) {
+	if _, err := s.platformAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return s.billingService()
 }
 
 // AdminSetOrgSubscription puts an org on a plan by hand (audited by the billing service).
@@ -118,13 +182,17 @@ func toAPISubscription(sub billing.Subscription) api.Subscription {
 	}
 }
 
-func toAPIPlan(p billing.Plan) api.Plan {
-	out := api.Plan{Id: p.ID, Name: p.Name, Features: map[string]bool{}, Prices: make([]api.PlanPrice, len(p.Prices)), Limits: []api.PlanLimit{}}
+func toAPIPlan(catalog *billing.Catalog, p billing.Plan) api.Plan {
+	out := api.Plan{Id: p.ID, Name: p.Name, Source: api.PlanSource(p.Source), Default: p.ID == catalog.Default().ID, ArchivedAt: p.ArchivedAt,
+		Features: map[string]bool{}, Prices: make([]api.PlanPrice, len(p.Prices)), Limits: []api.PlanLimit{}}
 	for f, on := range p.Features {
 		out.Features[f] = on
 	}
 	for i, pr := range p.Prices {
 		out.Prices[i] = api.PlanPrice{Interval: api.PlanPriceInterval(pr.Interval), Currency: api.PlanPriceCurrency(pr.Currency), Amount: pr.Amount}
+		if pr.StripePrice != "" {
+			out.Prices[i].StripePrice = &pr.StripePrice
+		}
 	}
 	for _, name := range billing.LimitNames {
 		if l, ok := p.Limits[name]; ok {
@@ -134,11 +202,22 @@ func toAPIPlan(p billing.Plan) api.Plan {
 	return out
 }
 
+func toPlanInput(id string, in api.PlanFields) billing.PlanInput {
+	out := billing.PlanInput{ID: id, Name: in.Name, Features: in.Features, Prices: make([]billing.Price, len(in.Prices)),
+		Limits: make([]billing.NamedLimit, len(in.Limits))}
+	for i, pr := range in.Prices {
+		out.Prices[i] = billing.Price{Interval: string(pr.Interval), Currency: string(pr.Currency), Amount: pr.Amount, StripePrice: orZero(pr.StripePrice)}
+	}
+	for i, l := range in.Limits {
+		out.Limits[i] = billing.NamedLimit{Name: string(l.Name), Limit: billing.Limit{Value: l.Value, Overage: billing.Overage(l.Overage), UnitPrice: orZero(l.UnitPrice)}}
+	}
+	return out
+}
+
 // unitPrice is a limit's overage price, only where it bills.
-func unitPrice(l billing.Limit) *float32 {
+func unitPrice(l billing.Limit) *float64 {
 	if l.Overage != billing.AllowAndBill {
 		return nil
 	}
-	p := float32(l.UnitPrice)
-	return &p
+	return &l.UnitPrice
 }

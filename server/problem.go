@@ -58,6 +58,7 @@ var catalog = map[errs.Code]problemType{
 	errs.ExportLinkExpired:     {http.StatusGone, "Export link expired"},
 	errs.SoleOwner:             {http.StatusConflict, "Sole owner of a shared org"},
 	errs.OrgDeletionPending:    {http.StatusConflict, "Org deletion pending"},
+	errs.PlanFromConfig:        {http.StatusConflict, "Plan from config"},
 }
 
 // unavailableRetryAfter is the Retry-After (seconds) of an unavailable answer: pools

@@ -279,7 +279,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 	if err != nil {
 		return fmt.Errorf("load embedded spec: %w", err)
 	}
-	llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, reg, d.notify)
+	llmDeps, err := a.newLLM(ctx, store.New(d.pool), d.keyring, d.rdb, reg, d.notify)
 	if err != nil {
 		return err
 	}
@@ -395,6 +395,7 @@ func (a *app) serve(ctx context.Context, withWorker bool) error {
 			}
 		})
 	}
+	wg.Go(func() { llmDeps.Billing.RunPlans(bg, a.log) })
 	wg.Go(func() {
 		if err := d.flags.Run(bg); err != nil {
 			a.log.Error("feature flag invalidation stopped", "error", err)
@@ -502,7 +503,7 @@ func (a *app) workerCmd() *cobra.Command {
 				return err
 			}
 			defer closeDeps()
-			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
+			llmDeps, err := a.newLLM(cmd.Context(), store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}
@@ -532,6 +533,7 @@ func (a *app) workerCmd() *cobra.Command {
 			var wg sync.WaitGroup
 			wg.Go(func() { llmDeps.Usage.Run(usageCtx) }) // the title calls' usage, flushed after the worker stopped
 			wg.Go(func() { _ = schedules.Run(cmd.Context()) })
+			wg.Go(func() { llmDeps.Billing.RunPlans(cmd.Context(), a.log) })
 			err = svc.Run(cmd.Context())
 			stopUsage()
 			wg.Wait()

@@ -113,11 +113,17 @@ func newGateway(c config.LLM, orgKeys *orgkeys.Service, meter llm.Meter, log *sl
 	})
 }
 
-// newLLM wires the model endpoints; run the recorder's Run until the HTTP server stopped.
-// Quota alerts go through center; wait for them (Billing.WaitAlerts) before closing it.
-func (a *app) newLLM(st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer, center *notify.Center) (server.LLM, error) {
+// newLLM wires the model endpoints, with the plans of config and of the admin API loaded;
+// run the recorder's Run until the HTTP server stopped, and Billing.RunPlans in a process
+// that lives on. Quota alerts go through center; wait for them (Billing.WaitAlerts) before
+// closing it.
+func (a *app) newLLM(ctx context.Context, st *store.Store, keyring *secrets.Keyring, rdb redis.UniversalClient, reg prometheus.Registerer, center *notify.Center) (server.LLM, error) {
 	orgKeys := a.newOrgKeys(st, keyring)
 	bill := a.newBilling(st, rdb)
+	if err := bill.LoadPlans(ctx); err != nil {
+		// Served without them, their subscribers would fall back to the default plan.
+		return server.LLM{}, fmt.Errorf("%w (is the schema migrated? kiln migrate up)", err)
+	}
 	bill.EnableAlerts(center, a.log)
 	g, err := newGateway(a.cfg.LLM, orgKeys, bill, a.log, reg, a.tracerProvider(), a.cfg.OTel.RecordContent)
 	if err != nil {

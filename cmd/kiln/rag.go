@@ -82,7 +82,7 @@ answer's faithfulness to its cited sources (docs/rag-evaluation.md).`,
 				return err
 			}
 			defer closeDeps()
-			llmDeps, err := a.newLLM(store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
+			llmDeps, err := a.newLLM(ctx, store.New(d.pool), d.keyring, d.rdb, metrics.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}

@@ -40,7 +40,7 @@ func (a *app) seedCmd() *cobra.Command {
 			st := store.New(d.pool)
 			// Documents are added through the knowledge-base service: their ingestion jobs
 			// are queued with them and run on the worker (kiln serve's, or kiln worker).
-			llmDeps, err := a.newLLM(st, d.keyring, d.rdb, prometheus.NewRegistry(), d.notify)
+			llmDeps, err := a.newLLM(cmd.Context(), st, d.keyring, d.rdb, prometheus.NewRegistry(), d.notify)
 			if err != nil {
 				return err
 			}

@@ -486,6 +486,7 @@ const (
 	OrgDeletionPending    ErrorCode = "org_deletion_pending"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	PlanFromConfig        ErrorCode = "plan_from_config"
 	PlanLimitReached      ErrorCode = "plan_limit_reached"
 	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
@@ -538,6 +539,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case PlanFromConfig:
 		return true
 	case PlanLimitReached:
 		return true
@@ -1320,6 +1323,24 @@ func (e PaymentRefundRefundStatus) Valid() bool {
 	case Processing:
 		return true
 	case Succeeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanSource.
+const (
+	Api    PlanSource = "api"
+	Config PlanSource = "config"
+)
+
+// Valid indicates whether the value is a known member of the PlanSource enum.
+func (e PlanSource) Valid() bool {
+	switch e {
+	case Api:
+		return true
+	case Config:
 		return true
 	default:
 		return false
@@ -2903,6 +2924,26 @@ type CreateOrgRequest struct {
 	Name string `json:"name"`
 }
 
+// CreatePlanRequest defines model for CreatePlanRequest.
+type CreatePlanRequest struct {
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
+	Features map[string]bool `json:"features"`
+
+	// Id Lowercase letters, digits, `_` and `-`, starting with a letter; not a config plan's.
+	//
+	// Example: pro
+	Id string `json:"id"`
+
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
+	Prices []PlanPrice `json:"prices"`
+}
+
 // CreatePromptRequest defines model for CreatePromptRequest.
 type CreatePromptRequest struct {
 	Description *string            `json:"description,omitempty"`
@@ -3662,7 +3703,7 @@ type LimitUsage struct {
 
 	// ResetsAt When `used` goes back to 0 (`tokens` only).
 	ResetsAt  *time.Time `json:"resets_at,omitempty"`
-	UnitPrice *float32   `json:"unit_price,omitempty"`
+	UnitPrice *float64   `json:"unit_price,omitempty"`
 
 	// Used `tokens`: spent so far this period. `seats`: members and pending invitations;
 	// `knowledge_bases`, `documents`, `storage_bytes` (extracted text): what the org
@@ -4280,16 +4321,46 @@ type PaymentRefundRefundStatus string
 
 // Plan defines model for Plan.
 type Plan struct {
+	// ArchivedAt When the plan was archived (offered to no new subscription); absent while it is offered.
+	ArchivedAt *time.Time `json:"archived_at,omitempty"`
+
+	// Default The plan of an org without a subscription (`billing.default_plan`).
+	Default bool `json:"default"`
+
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
 	Features map[string]bool `json:"features"`
 
 	// Id Example: free
 	Id string `json:"id"`
 
-	// Limits The limits the plan sets; a limit not listed is unlimited.
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
 	Limits []PlanLimit `json:"limits"`
 
-	// Name Example: Free
-	Name   string      `json:"name"`
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
+	Prices []PlanPrice `json:"prices"`
+
+	// Source `config`: from `billing.plans`, read-only through the API; `api`: created through `POST /v1/admin/plans`.
+	Source PlanSource `json:"source"`
+}
+
+// PlanSource `config`: from `billing.plans`, read-only through the API; `api`: created through `POST /v1/admin/plans`.
+type PlanSource string
+
+// PlanFields What a plan of the admin API sets (`PUT` replaces all of it).
+type PlanFields struct {
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
+	Features map[string]bool `json:"features"`
+
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
 	Prices []PlanPrice `json:"prices"`
 }
 
@@ -4303,8 +4374,8 @@ type PlanLimit struct {
 	// `plan_limit_reached`), the others allow.
 	Overage PlanLimitOverage `json:"overage"`
 
-	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
-	UnitPrice *float32 `json:"unit_price,omitempty"`
+	// UnitPrice Minor units per unit past the limit (`allow_and_bill`, where it must be positive).
+	UnitPrice *float64 `json:"unit_price,omitempty"`
 
 	// Value The limit; `tokens` is per period.
 	Value int64 `json:"value"`
@@ -4332,6 +4403,13 @@ type PlanPrice struct {
 	Amount   int64             `json:"amount"`
 	Currency PlanPriceCurrency `json:"currency"`
 	Interval PlanPriceInterval `json:"interval"`
+
+	// StripePrice The Stripe Price (`price_…`) a Stripe Checkout of this interval and currency
+	// subscribes to; absent: not sold through Stripe. Needs a positive `amount`.
+	//
+	//
+	// Example: price_1PqR2sT3
+	StripePrice *string `json:"stripe_price,omitempty"`
 }
 
 // PlanPriceCurrency defines model for PlanPrice.Currency.
@@ -5532,6 +5610,9 @@ type MessageID = openapi_types.UUID
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
 
+// PlanID defines model for PlanID.
+type PlanID = string
+
 // PromptLabelName defines model for PromptLabelName.
 type PromptLabelName = string
 
@@ -5652,6 +5733,12 @@ type AdminRefundPaymentParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// AdminListPlansParams defines parameters for AdminListPlans.
+type AdminListPlansParams struct {
+	// Archived `true`: archived plans too (absent: only the plans offered).
+	Archived *bool `form:"archived,omitempty" json:"archived,omitempty"`
 }
 
 // AdminGetRevenueParams defines parameters for AdminGetRevenue.
@@ -6408,6 +6495,12 @@ type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
 
 // AdminRefundPaymentJSONRequestBody defines body for AdminRefundPayment for application/json ContentType.
 type AdminRefundPaymentJSONRequestBody = RefundRequest
+
+// AdminCreatePlanJSONRequestBody defines body for AdminCreatePlan for application/json ContentType.
+type AdminCreatePlanJSONRequestBody = CreatePlanRequest
+
+// AdminUpdatePlanJSONRequestBody defines body for AdminUpdatePlan for application/json ContentType.
+type AdminUpdatePlanJSONRequestBody = PlanFields
 
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
@@ -9075,9 +9168,21 @@ type ServerInterface interface {
 	// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
 	// (POST /v1/admin/payments/{order_id}/refund)
 	AdminRefundPayment(w http.ResponseWriter, r *http.Request, orderId openapi_types.UUID, params AdminRefundPaymentParams)
-	// AdminListPlans The configured plans
+	// AdminListPlans The plans
 	// (GET /v1/admin/plans)
-	AdminListPlans(w http.ResponseWriter, r *http.Request)
+	AdminListPlans(w http.ResponseWriter, r *http.Request, params AdminListPlansParams)
+	// AdminCreatePlan Create a plan
+	// (POST /v1/admin/plans)
+	AdminCreatePlan(w http.ResponseWriter, r *http.Request)
+	// AdminArchivePlan Archive a plan
+	// (DELETE /v1/admin/plans/{plan_id})
+	AdminArchivePlan(w http.ResponseWriter, r *http.Request, planId PlanID)
+	// AdminGetPlan One plan
+	// (GET /v1/admin/plans/{plan_id})
+	AdminGetPlan(w http.ResponseWriter, r *http.Request, planId PlanID)
+	// AdminUpdatePlan Change a plan
+	// (PUT /v1/admin/plans/{plan_id})
+	AdminUpdatePlan(w http.ResponseWriter, r *http.Request, planId PlanID)
 	// AdminListJobQueues Every job queue, with its counts
 	// (GET /v1/admin/queues)
 	AdminListJobQueues(w http.ResponseWriter, r *http.Request)
@@ -10188,8 +10293,119 @@ func (siw *ServerInterfaceWrapper) AdminRefundPayment(w http.ResponseWriter, r *
 // AdminListPlans operation middleware
 func (siw *ServerInterfaceWrapper) AdminListPlans(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminListPlansParams
+
+	// ------------- Optional query parameter "archived" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "archived", r.URL.Query(), &params.Archived, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "archived"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "archived", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.AdminListPlans(w, r)
+		siw.Handler.AdminListPlans(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminCreatePlan operation middleware
+func (siw *ServerInterfaceWrapper) AdminCreatePlan(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminCreatePlan(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminArchivePlan operation middleware
+func (siw *ServerInterfaceWrapper) AdminArchivePlan(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "plan_id" -------------
+	var planId PlanID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "plan_id", r.PathValue("plan_id"), &planId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "plan_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminArchivePlan(w, r, planId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminGetPlan operation middleware
+func (siw *ServerInterfaceWrapper) AdminGetPlan(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "plan_id" -------------
+	var planId PlanID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "plan_id", r.PathValue("plan_id"), &planId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "plan_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminGetPlan(w, r, planId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminUpdatePlan operation middleware
+func (siw *ServerInterfaceWrapper) AdminUpdatePlan(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "plan_id" -------------
+	var planId PlanID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "plan_id", r.PathValue("plan_id"), &planId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "plan_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminUpdatePlan(w, r, planId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15686,6 +15902,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/subscription", wrapper.GetOrgSubscription)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/orgs/{id}/entitlements", wrapper.GetOrgEntitlements)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/plans", wrapper.AdminListPlans)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/plans", wrapper.AdminCreatePlan)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/admin/plans/{plan_id}", wrapper.AdminArchivePlan)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/plans/{plan_id}", wrapper.AdminGetPlan)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/plans/{plan_id}", wrapper.AdminUpdatePlan)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/orgs/{id}/subscription", wrapper.AdminSetOrgSubscription)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/billing/checkout", wrapper.CreateStripeCheckout)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/billing/portal", wrapper.CreateStripePortal)
@@ -16979,6 +17199,7 @@ func (response AdminRefundPaymentdefaultApplicationProblemPlusJSONResponse) Visi
 }
 
 type AdminListPlansRequestObject struct {
+	Params AdminListPlansParams
 }
 
 type AdminListPlansResponseObject interface {
@@ -17024,6 +17245,239 @@ type AdminListPlansdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AdminListPlansdefaultApplicationProblemPlusJSONResponse) VisitAdminListPlansResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminCreatePlanRequestObject struct {
+	Body *AdminCreatePlanJSONRequestBody
+}
+
+type AdminCreatePlanResponseObject interface {
+	VisitAdminCreatePlanResponse(w http.ResponseWriter) error
+}
+
+type AdminCreatePlan201JSONResponse Plan
+
+func (response AdminCreatePlan201JSONResponse) VisitAdminCreatePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminCreatePlan503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminCreatePlan503ApplicationProblemPlusJSONResponse) VisitAdminCreatePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminCreatePlandefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminCreatePlandefaultApplicationProblemPlusJSONResponse) VisitAdminCreatePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminArchivePlanRequestObject struct {
+	PlanId PlanID `json:"plan_id"`
+}
+
+type AdminArchivePlanResponseObject interface {
+	VisitAdminArchivePlanResponse(w http.ResponseWriter) error
+}
+
+type AdminArchivePlan200JSONResponse Plan
+
+func (response AdminArchivePlan200JSONResponse) VisitAdminArchivePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminArchivePlan503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminArchivePlan503ApplicationProblemPlusJSONResponse) VisitAdminArchivePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminArchivePlandefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminArchivePlandefaultApplicationProblemPlusJSONResponse) VisitAdminArchivePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetPlanRequestObject struct {
+	PlanId PlanID `json:"plan_id"`
+}
+
+type AdminGetPlanResponseObject interface {
+	VisitAdminGetPlanResponse(w http.ResponseWriter) error
+}
+
+type AdminGetPlan200JSONResponse Plan
+
+func (response AdminGetPlan200JSONResponse) VisitAdminGetPlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetPlan503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminGetPlan503ApplicationProblemPlusJSONResponse) VisitAdminGetPlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminGetPlandefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminGetPlandefaultApplicationProblemPlusJSONResponse) VisitAdminGetPlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminUpdatePlanRequestObject struct {
+	PlanId PlanID `json:"plan_id"`
+	Body   *AdminUpdatePlanJSONRequestBody
+}
+
+type AdminUpdatePlanResponseObject interface {
+	VisitAdminUpdatePlanResponse(w http.ResponseWriter) error
+}
+
+type AdminUpdatePlan200JSONResponse Plan
+
+func (response AdminUpdatePlan200JSONResponse) VisitAdminUpdatePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminUpdatePlan503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminUpdatePlan503ApplicationProblemPlusJSONResponse) VisitAdminUpdatePlanResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminUpdatePlandefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AdminUpdatePlandefaultApplicationProblemPlusJSONResponse) VisitAdminUpdatePlanResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -24488,9 +24942,21 @@ type StrictServerInterface interface {
 	// AdminRefundPayment Refund a paid WeChat Pay or Alipay order
 	// (POST /v1/admin/payments/{order_id}/refund)
 	AdminRefundPayment(ctx context.Context, request AdminRefundPaymentRequestObject) (AdminRefundPaymentResponseObject, error)
-	// AdminListPlans The configured plans
+	// AdminListPlans The plans
 	// (GET /v1/admin/plans)
 	AdminListPlans(ctx context.Context, request AdminListPlansRequestObject) (AdminListPlansResponseObject, error)
+	// AdminCreatePlan Create a plan
+	// (POST /v1/admin/plans)
+	AdminCreatePlan(ctx context.Context, request AdminCreatePlanRequestObject) (AdminCreatePlanResponseObject, error)
+	// AdminArchivePlan Archive a plan
+	// (DELETE /v1/admin/plans/{plan_id})
+	AdminArchivePlan(ctx context.Context, request AdminArchivePlanRequestObject) (AdminArchivePlanResponseObject, error)
+	// AdminGetPlan One plan
+	// (GET /v1/admin/plans/{plan_id})
+	AdminGetPlan(ctx context.Context, request AdminGetPlanRequestObject) (AdminGetPlanResponseObject, error)
+	// AdminUpdatePlan Change a plan
+	// (PUT /v1/admin/plans/{plan_id})
+	AdminUpdatePlan(ctx context.Context, request AdminUpdatePlanRequestObject) (AdminUpdatePlanResponseObject, error)
 	// AdminListJobQueues Every job queue, with its counts
 	// (GET /v1/admin/queues)
 	AdminListJobQueues(ctx context.Context, request AdminListJobQueuesRequestObject) (AdminListJobQueuesResponseObject, error)
@@ -25457,8 +25923,10 @@ func (sh *strictHandler) AdminRefundPayment(w http.ResponseWriter, r *http.Reque
 }
 
 // AdminListPlans operation middleware
-func (sh *strictHandler) AdminListPlans(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) AdminListPlans(w http.ResponseWriter, r *http.Request, params AdminListPlansParams) {
 	var request AdminListPlansRequestObject
+
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.AdminListPlans(ctx, request.(AdminListPlansRequestObject))
@@ -25473,6 +25941,122 @@ func (sh *strictHandler) AdminListPlans(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminListPlansResponseObject); ok {
 		if err := validResponse.VisitAdminListPlansResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminCreatePlan operation middleware
+func (sh *strictHandler) AdminCreatePlan(w http.ResponseWriter, r *http.Request) {
+	var request AdminCreatePlanRequestObject
+
+	var body AdminCreatePlanJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminCreatePlan(ctx, request.(AdminCreatePlanRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminCreatePlan")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminCreatePlanResponseObject); ok {
+		if err := validResponse.VisitAdminCreatePlanResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminArchivePlan operation middleware
+func (sh *strictHandler) AdminArchivePlan(w http.ResponseWriter, r *http.Request, planId PlanID) {
+	var request AdminArchivePlanRequestObject
+
+	request.PlanId = planId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminArchivePlan(ctx, request.(AdminArchivePlanRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminArchivePlan")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminArchivePlanResponseObject); ok {
+		if err := validResponse.VisitAdminArchivePlanResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminGetPlan operation middleware
+func (sh *strictHandler) AdminGetPlan(w http.ResponseWriter, r *http.Request, planId PlanID) {
+	var request AdminGetPlanRequestObject
+
+	request.PlanId = planId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminGetPlan(ctx, request.(AdminGetPlanRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminGetPlan")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminGetPlanResponseObject); ok {
+		if err := validResponse.VisitAdminGetPlanResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminUpdatePlan operation middleware
+func (sh *strictHandler) AdminUpdatePlan(w http.ResponseWriter, r *http.Request, planId PlanID) {
+	var request AdminUpdatePlanRequestObject
+
+	request.PlanId = planId
+
+	var body AdminUpdatePlanJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminUpdatePlan(ctx, request.(AdminUpdatePlanRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminUpdatePlan")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminUpdatePlanResponseObject); ok {
+		if err := validResponse.VisitAdminUpdatePlanResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

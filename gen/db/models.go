@@ -42,6 +42,17 @@ type AuditEvent struct {
 	CreatedAt  time.Time
 }
 
+type BillingPlan struct {
+	ID         string
+	Name       string
+	Prices     []byte
+	Features   []byte
+	Limits     []byte
+	ArchivedAt *time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
 type Conversation struct {
 	ID        uuid.UUID
 	OrgID     uuid.UUID

@@ -252,7 +252,7 @@ func (p *ChinaPayments) Order(ctx context.Context, org, id uuid.UUID) (Order, er
 func (p *ChinaPayments) description(o Order) string {
 	if o.Purpose == PurposeSubscription {
 		name := o.Plan
-		if plan, ok := p.svc.plans.Get(o.Plan); ok && plan.Name != "" {
+		if plan, ok := p.svc.Plans().Get(o.Plan); ok && plan.Name != "" {
 			name = plan.Name
 		}
 		return fmt.Sprintf("%s (1 %s)", name, o.Interval)

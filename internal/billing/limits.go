@@ -93,7 +93,7 @@ func (s *Service) limitReached(plan Plan, u Use, limit, used int64) error {
 	what := map[string]string{LimitSeats: "seats (members and open invitations)", LimitKnowledgeBases: "knowledge bases",
 		LimitDocuments: "documents", LimitStorageBytes: "bytes of document text"}[u.Limit]
 	more := ""
-	if other := s.plans.withMore(u.Limit, used+u.Amount); other != "" {
+	if other := s.Plans().withMore(u.Limit, used+u.Amount); other != "" {
 		more = fmt.Sprintf("; the plan %q allows more", other)
 	}
 	e := errs.E(errs.PlanLimitReached, "The org's plan %q allows %d %s and the org has %d: this would add %d%s.",
@@ -102,10 +102,10 @@ func (s *Service) limitReached(plan Plan, u Use, limit, used int64) error {
 	return e
 }
 
-// withMore returns the id of the first plan (by id) whose limit name allows at least
-// need (no limit, a higher one, or one that does not block), or "" when none does.
+// withMore returns the id of the first plan offered (by id) whose limit name allows at
+// least need (no limit, a higher one, or one that does not block), or "" when none does.
 func (c *Catalog) withMore(name string, need int64) string {
-	for _, p := range c.List() {
+	for _, p := range c.Offered() {
 		if l, ok := p.Limits[name]; !ok || l.Overage != Block || l.Value >= need {
 			return p.ID
 		}

@@ -123,8 +123,9 @@ type NewOrder struct {
 const MaxTopUp = 100_000_00
 
 // CreateOrder records an order (status created) for what org is to pay. It returns
-// invalid_request naming a bad field (unknown plan, a plan without a price for the
-// interval and currency, a bad amount) and not_found for an unknown org.
+// invalid_request naming a bad field (unknown plan, an archived plan the org is not on,
+// a plan without a price for the interval and currency, a bad amount) and not_found for
+// an unknown org.
 func (s *Service) CreateOrder(ctx context.Context, in NewOrder) (Order, error) {
 	var fields []errs.FieldError
 	switch in.Provider {
@@ -140,9 +141,12 @@ func (s *Service) CreateOrder(ctx context.Context, in NewOrder) (Order, error) {
 		if in.Interval != "month" && in.Interval != "year" {
 			fields = append(fields, errs.FieldError{Pointer: "/interval", Message: "must be month or year"})
 		}
-		plan, ok := s.plans.Get(in.Plan)
-		if !ok {
-			fields = append(fields, errs.FieldError{Pointer: "/plan", Message: "names no configured plan (GET /v1/admin/plans lists them)"})
+		plan, why, err := s.offer(ctx, in.Org, in.Plan)
+		if err != nil {
+			return Order{}, err
+		}
+		if why != "" {
+			fields = append(fields, errs.FieldError{Pointer: "/plan", Message: why})
 		} else if price, ok := plan.Price(in.Interval, in.Currency); !ok || price <= 0 {
 			fields = append(fields, errs.FieldError{Pointer: "/plan", Message: fmt.Sprintf("the plan has no price per %s in %s", in.Interval, in.Currency)})
 		} else {

@@ -74,7 +74,7 @@ func (s *Service) Revenue(ctx context.Context, from, to time.Time, orgLimit int)
 	}
 	orgLimit = min(max(orgLimit, 1), MaxRevenueOrgs)
 	out := Revenue{From: from.UTC(), To: to.UTC(), Subscriptions: map[Status]int64{}}
-	def := s.plans.Default().ID
+	def := s.Plans().Default().ID
 	byPlan := map[string]*PlanRevenue{}
 	planOf := func(id string) *PlanRevenue {
 		p, ok := byPlan[id]

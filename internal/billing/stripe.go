@@ -102,11 +102,11 @@ func (p *StripePayments) Checkout(ctx context.Context, in CheckoutRequest) (Chec
 	}
 	var price string
 	if in.Purpose == PurposeSubscription {
-		if plan, ok := p.svc.plans.Get(in.Plan); ok {
+		if plan, ok := p.svc.Plans().Get(in.Plan); ok {
 			price = plan.stripePrice(in.Interval, in.Currency)
 			if price == "" {
 				return Checkout{}, errs.InvalidFields("invalid checkout", []errs.FieldError{{Pointer: "/plan",
-					Message: fmt.Sprintf("the plan has no Stripe Price per %s in %s (billing.plans.%s.stripe_prices)", in.Interval, in.Currency, in.Plan)}})
+					Message: fmt.Sprintf("the plan has no Stripe Price per %s in %s (billing.plans.%s.stripe_prices, or the price's stripe_price of a plan of the admin API)", in.Interval, in.Currency, in.Plan)}})
 			}
 		}
 	}
@@ -360,7 +360,7 @@ func (p *StripePayments) decodeEvent(ev stripe.Event, raw []byte) (Event, string
 		st := SubscriptionState{Status: status, Currency: e.Currency, ProviderSubscriptionID: o.ID}
 		if len(o.Items.Data) > 0 {
 			item := o.Items.Data[0]
-			if plan, interval, ok := p.svc.plans.byStripePrice(item.Price.ID); ok {
+			if plan, interval, ok := p.svc.Plans().byStripePrice(item.Price.ID); ok {
 				st.Plan, st.Interval = plan, interval
 			}
 			st.Period = stripePeriod(item.CurrentPeriodStart, item.CurrentPeriodEnd)

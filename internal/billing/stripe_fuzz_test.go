@@ -23,7 +23,7 @@ func FuzzStripeWebhook(f *testing.F) {
 	f.Add(stripetest.Event(f, "evt_4", "charge.refunded", now, map[string]any{"amount_refunded": -1, "metadata": nil}))
 	f.Add([]byte(`{"id":"evt_5","type":"invoice.payment_failed","api_version":"2025-08-27.basil","data":null}`))
 	f.Add([]byte(`{}`))
-	p := &StripePayments{svc: &Service{plans: NewCatalog(nil, "")}, cfg: StripeConfig{WebhookSecret: stripetest.WebhookSecret}}
+	p := &StripePayments{svc: New(nil, NewCatalog(nil, ""), nil, time.Minute, 0, time.Now), cfg: StripeConfig{WebhookSecret: stripetest.WebhookSecret}}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		e, _, err := p.verify(stripetest.Sign(body, stripetest.WebhookSecret, time.Now()), body)
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,11 +64,16 @@ type Subscription struct {
 
 // Service reads and changes subscriptions and holds model calls to their quota.
 type Service struct {
-	st    *store.Store
-	plans *Catalog
-	quota *Quota
-	now   func() time.Time
-	grace time.Duration
+	st     *store.Store
+	config *Catalog                // billing.plans
+	plans  atomic.Pointer[Catalog] // config's and the admin API's, swapped whole
+	// planMu orders the swaps of plans: a reload that read the table before a write
+	// committed swaps before that write's own swap, never after it.
+	planMu      sync.Mutex
+	planRefresh time.Duration // how often RunPlans reloads the admin API's plans
+	quota       *Quota
+	now         func() time.Time
+	grace       time.Duration
 
 	subs    *localcache.Map[uuid.UUID, Subscription] // the model-call path's, by org
 	budgets *localcache.Map[uuid.UUID, int64]        // API keys' token budgets (0: none), by key
@@ -74,16 +81,21 @@ type Service struct {
 	alerts *alerter // nil: no quota alerts
 }
 
-// New returns the billing service. cacheTTL is how long the model-call path trusts an
-// org's subscription read before (a change on another replica reaches it within that);
-// grace is how long a subscription stays past_due before it is frozen.
+// New returns the billing service over config's plans. cacheTTL is how long the
+// model-call path trusts an org's subscription read before, and how often RunPlans
+// reloads the admin API's plans (a change on another replica reaches this one within
+// that); grace is how long a subscription stays past_due before it is frozen. The admin
+// API's plans are unknown until LoadPlans.
 func New(st *store.Store, plans *Catalog, quota *Quota, cacheTTL, grace time.Duration, now func() time.Time) *Service {
-	return &Service{st: st, plans: plans, quota: quota, now: now, grace: grace,
+	s := &Service{st: st, config: plans, planRefresh: cacheTTL, quota: quota, now: now, grace: grace,
 		subs: localcache.New[uuid.UUID, Subscription](cacheTTL), budgets: localcache.New[uuid.UUID, int64](cacheTTL)}
+	s.plans.Store(plans)
+	return s
 }
 
-// Plans returns the plan catalog.
-func (s *Service) Plans() *Catalog { return s.plans }
+// Plans returns the plan catalog now: config's plans and the admin API's. It is
+// immutable: a change to the plans swaps in another one.
+func (s *Service) Plans() *Catalog { return s.plans.Load() }
 
 // Subscription returns org's subscription, the default plan's when it has none stored.
 func (s *Service) Subscription(ctx context.Context, org uuid.UUID) (Subscription, error) {
@@ -100,7 +112,7 @@ func (s *Service) Subscription(ctx context.Context, org uuid.UUID) (Subscription
 func (s *Service) defaultSubscription(org uuid.UUID) Subscription {
 	now := s.now().UTC()
 	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	return Subscription{Org: org, Plan: s.plans.Default().ID, Status: Active, Interval: "month", Currency: "USD",
+	return Subscription{Org: org, Plan: s.config.Default().ID, Status: Active, Interval: "month", Currency: "USD",
 		Period: Period{Start: start, End: start.AddDate(0, 1, 0)}, Provider: "manual", Default: true}
 }
 
@@ -155,7 +167,8 @@ type SetSubscription struct {
 }
 
 // Set puts org on a plan by hand, writing the audit event in the same transaction. It
-// returns not_found for an unknown org and invalid_request naming a bad field.
+// returns not_found for an unknown org and invalid_request naming a bad field (among
+// them an unknown plan, or an archived one the org is not on).
 func (s *Service) Set(ctx context.Context, by audit.Actor, org uuid.UUID, in SetSubscription) (Subscription, error) {
 	if in.Interval == "" {
 		in.Interval = "month"
@@ -167,8 +180,9 @@ func (s *Service) Set(ctx context.Context, by audit.Actor, org uuid.UUID, in Set
 		in.Status = Active
 	}
 	var fields []errs.FieldError
-	if _, ok := s.plans.Get(in.Plan); !ok {
-		fields = append(fields, errs.FieldError{Pointer: "/plan", Message: "names no configured plan (GET /v1/admin/plans lists them)"})
+	plans := s.Plans()
+	if _, ok := plans.Get(in.Plan); !ok {
+		fields = append(fields, errs.FieldError{Pointer: "/plan", Message: "names no plan (GET /v1/admin/plans lists them)"})
 	}
 	if !in.Status.valid() {
 		fields = append(fields, errs.FieldError{Pointer: "/status", Message: "must be trialing, active, past_due, frozen or cancelled"})
@@ -197,11 +211,14 @@ func (s *Service) Set(ctx context.Context, by audit.Actor, org uuid.UUID, in Set
 			return errs.E(errs.NotFound, "No org with this id.")
 		}
 		before, err := q.GetSubscription(ctx, org)
-		prev := s.plans.Default().ID
+		prev := s.config.Default().ID
 		if err == nil {
 			prev = before.PlanID
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("get subscription: %w", store.Translate(err))
+		}
+		if _, why := plans.offer(in.Plan, prev); why != "" {
+			return errs.InvalidFields("invalid subscription", []errs.FieldError{{Pointer: "/plan", Message: why}})
 		}
 		row, err = q.UpsertSubscription(ctx, db.UpsertSubscriptionParams{
 			OrgID: org, PlanID: in.Plan, Status: string(in.Status), BillingInterval: in.Interval, Currency: in.Currency,
@@ -257,10 +274,11 @@ func (s *Service) unfrozen(ctx context.Context, org uuid.UUID, sub Subscription)
 
 // planFor is the plan a subscription serves: a cancelled one falls back to the default.
 func (s *Service) planFor(sub Subscription) Plan {
+	plans := s.Plans()
 	if sub.Status == Cancelled {
-		return s.plans.Default()
+		return plans.Default()
 	}
-	return s.plans.planOf(sub.Plan)
+	return plans.planOf(sub.Plan)
 }
 
 // QuotaError refuses a call that would pass a token limit (quota_exceeded): it carries
@@ -445,7 +463,7 @@ func (s *Service) Require(ctx context.Context, org uuid.UUID, feature string) er
 	if s.planFor(sub).Features[feature] {
 		return nil
 	}
-	if other := s.plans.WithFeature(feature); other != "" {
+	if other := s.Plans().WithFeature(feature); other != "" {
 		return errs.E(errs.FeatureNotInPlan, "The feature %q is not in the org's plan; the plan %q has it.", feature, other)
 	}
 	return errs.E(errs.FeatureNotInPlan, "The feature %q is not in the org's plan, nor in any plan offered.", feature)

@@ -58,6 +58,9 @@ const (
 	// OrgDeletionPending: the org is scheduled for erasure; its writes are refused until it
 	// is restored.
 	OrgDeletionPending Code = "org_deletion_pending"
+	// PlanFromConfig: the plan is one of config (billing.plans), read-only through the
+	// admin API, whose plans may not take a config plan's id either.
+	PlanFromConfig Code = "plan_from_config"
 )
 
 // FieldError names one invalid field with a JSON Pointer.

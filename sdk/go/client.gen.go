@@ -485,6 +485,7 @@ const (
 	OrgDeletionPending    ErrorCode = "org_deletion_pending"
 	PaymentRequired       ErrorCode = "payment_required"
 	PermissionDenied      ErrorCode = "permission_denied"
+	PlanFromConfig        ErrorCode = "plan_from_config"
 	PlanLimitReached      ErrorCode = "plan_limit_reached"
 	ProviderNotConfigured ErrorCode = "provider_not_configured"
 	QuotaExceeded         ErrorCode = "quota_exceeded"
@@ -537,6 +538,8 @@ func (e ErrorCode) Valid() bool {
 	case PaymentRequired:
 		return true
 	case PermissionDenied:
+		return true
+	case PlanFromConfig:
 		return true
 	case PlanLimitReached:
 		return true
@@ -1319,6 +1322,24 @@ func (e PaymentRefundRefundStatus) Valid() bool {
 	case Processing:
 		return true
 	case Succeeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlanSource.
+const (
+	Api    PlanSource = "api"
+	Config PlanSource = "config"
+)
+
+// Valid indicates whether the value is a known member of the PlanSource enum.
+func (e PlanSource) Valid() bool {
+	switch e {
+	case Api:
+		return true
+	case Config:
 		return true
 	default:
 		return false
@@ -2938,6 +2959,26 @@ type CreateOrgRequest struct {
 	Name string `json:"name"`
 }
 
+// CreatePlanRequest defines model for CreatePlanRequest.
+type CreatePlanRequest struct {
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
+	Features map[string]bool `json:"features"`
+
+	// Id Lowercase letters, digits, `_` and `-`, starting with a letter; not a config plan's.
+	//
+	// Example: pro
+	Id string `json:"id"`
+
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
+	Prices []PlanPrice `json:"prices"`
+}
+
 // CreatePromptRequest defines model for CreatePromptRequest.
 type CreatePromptRequest struct {
 	Description *string            `json:"description,omitempty"`
@@ -3697,7 +3738,7 @@ type LimitUsage struct {
 
 	// ResetsAt When `used` goes back to 0 (`tokens` only).
 	ResetsAt  *time.Time `json:"resets_at,omitempty"`
-	UnitPrice *float32   `json:"unit_price,omitempty"`
+	UnitPrice *float64   `json:"unit_price,omitempty"`
 
 	// Used `tokens`: spent so far this period. `seats`: members and pending invitations;
 	// `knowledge_bases`, `documents`, `storage_bytes` (extracted text): what the org
@@ -4315,16 +4356,46 @@ type PaymentRefundRefundStatus string
 
 // Plan defines model for Plan.
 type Plan struct {
+	// ArchivedAt When the plan was archived (offered to no new subscription); absent while it is offered.
+	ArchivedAt *time.Time `json:"archived_at,omitempty"`
+
+	// Default The plan of an org without a subscription (`billing.default_plan`).
+	Default bool `json:"default"`
+
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
 	Features map[string]bool `json:"features"`
 
 	// Id Example: free
 	Id string `json:"id"`
 
-	// Limits The limits the plan sets; a limit not listed is unlimited.
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
 	Limits []PlanLimit `json:"limits"`
 
-	// Name Example: Free
-	Name   string      `json:"name"`
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
+	Prices []PlanPrice `json:"prices"`
+
+	// Source `config`: from `billing.plans`, read-only through the API; `api`: created through `POST /v1/admin/plans`.
+	Source PlanSource `json:"source"`
+}
+
+// PlanSource `config`: from `billing.plans`, read-only through the API; `api`: created through `POST /v1/admin/plans`.
+type PlanSource string
+
+// PlanFields What a plan of the admin API sets (`PUT` replaces all of it).
+type PlanFields struct {
+	// Features Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off.
+	Features map[string]bool `json:"features"`
+
+	// Limits The limits the plan sets, each name once; a limit not listed is unlimited.
+	Limits []PlanLimit `json:"limits"`
+
+	// Name Example: Pro
+	Name string `json:"name"`
+
+	// Prices At most one per interval and currency.
 	Prices []PlanPrice `json:"prices"`
 }
 
@@ -4338,8 +4409,8 @@ type PlanLimit struct {
 	// `plan_limit_reached`), the others allow.
 	Overage PlanLimitOverage `json:"overage"`
 
-	// UnitPrice Minor units per unit past the limit (`allow_and_bill`).
-	UnitPrice *float32 `json:"unit_price,omitempty"`
+	// UnitPrice Minor units per unit past the limit (`allow_and_bill`, where it must be positive).
+	UnitPrice *float64 `json:"unit_price,omitempty"`
 
 	// Value The limit; `tokens` is per period.
 	Value int64 `json:"value"`
@@ -4367,6 +4438,13 @@ type PlanPrice struct {
 	Amount   int64             `json:"amount"`
 	Currency PlanPriceCurrency `json:"currency"`
 	Interval PlanPriceInterval `json:"interval"`
+
+	// StripePrice The Stripe Price (`price_…`) a Stripe Checkout of this interval and currency
+	// subscribes to; absent: not sold through Stripe. Needs a positive `amount`.
+	//
+	//
+	// Example: price_1PqR2sT3
+	StripePrice *string `json:"stripe_price,omitempty"`
 }
 
 // PlanPriceCurrency defines model for PlanPrice.Currency.
@@ -5567,6 +5645,9 @@ type MessageID = openapi_types.UUID
 // OAuthProvider defines model for OAuthProvider.
 type OAuthProvider = string
 
+// PlanID defines model for PlanID.
+type PlanID = string
+
 // PromptLabelName defines model for PromptLabelName.
 type PromptLabelName = string
 
@@ -5729,6 +5810,12 @@ type AdminRefundPaymentParams struct {
 	// `…/tool-results` never starts another: it re-attaches to the reply's events from the
 	// first (`stream: true`), or waits for the reply and returns the same messages.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// AdminListPlansParams defines parameters for AdminListPlans.
+type AdminListPlansParams struct {
+	// Archived `true`: archived plans too (absent: only the plans offered).
+	Archived *bool `form:"archived,omitempty" json:"archived,omitempty"`
 }
 
 // AdminGetRevenueParams defines parameters for AdminGetRevenue.
@@ -6626,6 +6713,12 @@ type AdminSetOrgSubscriptionJSONRequestBody = SetSubscriptionRequest
 
 // AdminRefundPaymentJSONRequestBody defines body for AdminRefundPayment for application/json ContentType.
 type AdminRefundPaymentJSONRequestBody = RefundRequest
+
+// AdminCreatePlanJSONRequestBody defines body for AdminCreatePlan for application/json ContentType.
+type AdminCreatePlanJSONRequestBody = CreatePlanRequest
+
+// AdminUpdatePlanJSONRequestBody defines body for AdminUpdatePlan for application/json ContentType.
+type AdminUpdatePlanJSONRequestBody = PlanFields
 
 // AdminCreateJobScheduleJSONRequestBody defines body for AdminCreateJobSchedule for application/json ContentType.
 type AdminCreateJobScheduleJSONRequestBody = CreateJobScheduleRequest
@@ -9713,12 +9806,79 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
 	AdminRefundPayment(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// AdminListPlans The configured plans
+	// AdminListPlans The plans
 	//
-	// Every plan of `billing.plans`, by id. Platform admins only.
+	// The plans of config (`billing.plans`, `source` `config`) and of this API (`source`
+	// `api`), by id; archived plans only with `archived=true`. Platform admins only.
 	//
 	// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
-	AdminListPlans(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	AdminListPlans(ctx context.Context, params *AdminListPlansParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminCreatePlanWithBody Create a plan
+	//
+	// A plan offered at once to new subscriptions and checkouts (every replica has it
+	// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+	// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+	// `plan.create`. Platform admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+	AdminCreatePlanWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminCreatePlan Create a plan
+	//
+	// A plan offered at once to new subscriptions and checkouts (every replica has it
+	// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+	// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+	// `plan.create`. Platform admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+	AdminCreatePlan(ctx context.Context, body AdminCreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminArchivePlan Archive a plan
+	//
+	// Archives a plan of this API: it is offered to no new subscription or checkout
+	// (`invalid_request` on `/plan`), its subscribers keep it until they change plan. A
+	// plan is never deleted; archiving again changes nothing. A plan of config is
+	// read-only here (409 `plan_from_config`). Audited as `plan.archive`. Platform admins
+	// only.
+	//
+	// Corresponds with DELETE /v1/admin/plans/{plan_id} (the `AdminArchivePlan` operationId).
+	AdminArchivePlan(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminGetPlan One plan
+	//
+	// A plan of config or of this API, archived or not. Platform admins only.
+	//
+	// Corresponds with GET /v1/admin/plans/{plan_id} (the `AdminGetPlan` operationId).
+	AdminGetPlan(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminUpdatePlanWithBody Change a plan
+	//
+	// Replaces the name, prices, features and limits of a plan of this API; its
+	// subscribers have the new limits and features at once (every replica within
+	// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+	// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+	AdminUpdatePlanWithBody(ctx context.Context, planId PlanID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminUpdatePlan Change a plan
+	//
+	// Replaces the name, prices, features and limits of a plan of this API; its
+	// subscribers have the new limits and features at once (every replica within
+	// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+	// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+	AdminUpdatePlan(ctx context.Context, planId PlanID, body AdminUpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminListJobQueues Every job queue, with its counts
 	//
@@ -12497,13 +12657,140 @@ func (c *Client) AdminRefundPayment(ctx context.Context, orderId openapi_types.U
 	return c.Client.Do(req)
 }
 
-// AdminListPlans The configured plans
+// AdminListPlans The plans
 //
-// Every plan of `billing.plans`, by id. Platform admins only.
+// The plans of config (`billing.plans`, `source` `config`) and of this API (`source`
+// `api`), by id; archived plans only with `archived=true`. Platform admins only.
 //
 // Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
-func (c *Client) AdminListPlans(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewAdminListPlansRequest(c.Server)
+func (c *Client) AdminListPlans(ctx context.Context, params *AdminListPlansParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListPlansRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminCreatePlanWithBody Create a plan
+//
+// A plan offered at once to new subscriptions and checkouts (every replica has it
+// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+// `plan.create`. Platform admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+func (c *Client) AdminCreatePlanWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminCreatePlanRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminCreatePlan Create a plan
+//
+// A plan offered at once to new subscriptions and checkouts (every replica has it
+// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+// `plan.create`. Platform admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+func (c *Client) AdminCreatePlan(ctx context.Context, body AdminCreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminCreatePlanRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminArchivePlan Archive a plan
+//
+// Archives a plan of this API: it is offered to no new subscription or checkout
+// (`invalid_request` on `/plan`), its subscribers keep it until they change plan. A
+// plan is never deleted; archiving again changes nothing. A plan of config is
+// read-only here (409 `plan_from_config`). Audited as `plan.archive`. Platform admins
+// only.
+//
+// Corresponds with DELETE /v1/admin/plans/{plan_id} (the `AdminArchivePlan` operationId).
+func (c *Client) AdminArchivePlan(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminArchivePlanRequest(c.Server, planId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminGetPlan One plan
+//
+// A plan of config or of this API, archived or not. Platform admins only.
+//
+// Corresponds with GET /v1/admin/plans/{plan_id} (the `AdminGetPlan` operationId).
+func (c *Client) AdminGetPlan(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminGetPlanRequest(c.Server, planId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminUpdatePlanWithBody Change a plan
+//
+// Replaces the name, prices, features and limits of a plan of this API; its
+// subscribers have the new limits and features at once (every replica within
+// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+func (c *Client) AdminUpdatePlanWithBody(ctx context.Context, planId PlanID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminUpdatePlanRequestWithBody(c.Server, planId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminUpdatePlan Change a plan
+//
+// Replaces the name, prices, features and limits of a plan of this API; its
+// subscribers have the new limits and features at once (every replica within
+// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+func (c *Client) AdminUpdatePlan(ctx context.Context, planId PlanID, body AdminUpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminUpdatePlanRequest(c.Server, planId, body)
 	if err != nil {
 		return nil, err
 	}
@@ -17743,7 +18030,7 @@ func NewAdminRefundPaymentRequestWithBody(server string, orderId openapi_types.U
 }
 
 // NewAdminListPlansRequest constructs an http.Request for the AdminListPlans method
-func NewAdminListPlansRequest(server string) (*http.Request, error) {
+func NewAdminListPlansRequest(server string, params *AdminListPlansParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -17761,10 +18048,192 @@ func NewAdminListPlansRequest(server string) (*http.Request, error) {
 		return nil, err
 	}
 
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Archived != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "archived", *params.Archived, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewAdminCreatePlanRequest calls the generic AdminCreatePlan builder with application/json body
+func NewAdminCreatePlanRequest(server string, body AdminCreatePlanJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminCreatePlanRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminCreatePlanRequestWithBody constructs an http.Request for the AdminCreatePlan method, with any body, and a specified content type
+func NewAdminCreatePlanRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/plans")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminArchivePlanRequest constructs an http.Request for the AdminArchivePlan method
+func NewAdminArchivePlanRequest(server string, planId PlanID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "plan_id", planId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/plans/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminGetPlanRequest constructs an http.Request for the AdminGetPlan method
+func NewAdminGetPlanRequest(server string, planId PlanID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "plan_id", planId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/plans/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminUpdatePlanRequest calls the generic AdminUpdatePlan builder with application/json body
+func NewAdminUpdatePlanRequest(server string, planId PlanID, body AdminUpdatePlanJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminUpdatePlanRequestWithBody(server, planId, "application/json", bodyReader)
+}
+
+// NewAdminUpdatePlanRequestWithBody constructs an http.Request for the AdminUpdatePlan method, with any body, and a specified content type
+func NewAdminUpdatePlanRequestWithBody(server string, planId PlanID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "plan_id", planId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/plans/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -25653,14 +26122,85 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/admin/payments/{order_id}/refund (the `AdminRefundPayment` operationId).
 	AdminRefundPaymentWithResponse(ctx context.Context, orderId openapi_types.UUID, params *AdminRefundPaymentParams, body AdminRefundPaymentJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminRefundPaymentResponse, error)
 
-	// AdminListPlansWithResponse The configured plans
+	// AdminListPlansWithResponse The plans
 	//
-	// Every plan of `billing.plans`, by id. Platform admins only.
+	// The plans of config (`billing.plans`, `source` `config`) and of this API (`source`
+	// `api`), by id; archived plans only with `archived=true`. Platform admins only.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
-	AdminListPlansWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error)
+	AdminListPlansWithResponse(ctx context.Context, params *AdminListPlansParams, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error)
+
+	// AdminCreatePlanWithBodyWithResponse Create a plan
+	//
+	// A plan offered at once to new subscriptions and checkouts (every replica has it
+	// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+	// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+	// `plan.create`. Platform admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+	AdminCreatePlanWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminCreatePlanResponse, error)
+
+	// AdminCreatePlanWithResponse Create a plan
+	//
+	// A plan offered at once to new subscriptions and checkouts (every replica has it
+	// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+	// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+	// `plan.create`. Platform admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+	AdminCreatePlanWithResponse(ctx context.Context, body AdminCreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminCreatePlanResponse, error)
+
+	// AdminArchivePlanWithResponse Archive a plan
+	//
+	// Archives a plan of this API: it is offered to no new subscription or checkout
+	// (`invalid_request` on `/plan`), its subscribers keep it until they change plan. A
+	// plan is never deleted; archiving again changes nothing. A plan of config is
+	// read-only here (409 `plan_from_config`). Audited as `plan.archive`. Platform admins
+	// only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/admin/plans/{plan_id} (the `AdminArchivePlan` operationId).
+	AdminArchivePlanWithResponse(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*AdminArchivePlanResponse, error)
+
+	// AdminGetPlanWithResponse One plan
+	//
+	// A plan of config or of this API, archived or not. Platform admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/plans/{plan_id} (the `AdminGetPlan` operationId).
+	AdminGetPlanWithResponse(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*AdminGetPlanResponse, error)
+
+	// AdminUpdatePlanWithBodyWithResponse Change a plan
+	//
+	// Replaces the name, prices, features and limits of a plan of this API; its
+	// subscribers have the new limits and features at once (every replica within
+	// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+	// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+	AdminUpdatePlanWithBodyWithResponse(ctx context.Context, planId PlanID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminUpdatePlanResponse, error)
+
+	// AdminUpdatePlanWithResponse Change a plan
+	//
+	// Replaces the name, prices, features and limits of a plan of this API; its
+	// subscribers have the new limits and features at once (every replica within
+	// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+	// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+	AdminUpdatePlanWithResponse(ctx context.Context, planId PlanID, body AdminUpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminUpdatePlanResponse, error)
 
 	// AdminListJobQueuesWithResponse Every job queue, with its counts
 	//
@@ -29736,6 +30276,254 @@ func (r AdminListPlansResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminListPlansResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminCreatePlanResponse503Headers the declared response headers of an HTTP 503 response for AdminCreatePlan
+type AdminCreatePlanResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminCreatePlanResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Plan
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminCreatePlanResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AdminCreatePlanResponse) GetJSON201() *Plan {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminCreatePlanResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminCreatePlanResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminCreatePlanResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminCreatePlanResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminCreatePlanResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminCreatePlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminArchivePlanResponse503Headers the declared response headers of an HTTP 503 response for AdminArchivePlan
+type AdminArchivePlanResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminArchivePlanResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Plan
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminArchivePlanResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminArchivePlanResponse) GetJSON200() *Plan {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminArchivePlanResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminArchivePlanResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminArchivePlanResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminArchivePlanResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminArchivePlanResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminArchivePlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminGetPlanResponse503Headers the declared response headers of an HTTP 503 response for AdminGetPlan
+type AdminGetPlanResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminGetPlanResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Plan
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminGetPlanResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminGetPlanResponse) GetJSON200() *Plan {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminGetPlanResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminGetPlanResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminGetPlanResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminGetPlanResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminGetPlanResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminGetPlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminUpdatePlanResponse503Headers the declared response headers of an HTTP 503 response for AdminUpdatePlan
+type AdminUpdatePlanResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminUpdatePlanResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Plan
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminUpdatePlanResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminUpdatePlanResponse) GetJSON200() *Plan {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminUpdatePlanResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminUpdatePlanResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminUpdatePlanResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminUpdatePlanResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminUpdatePlanResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminUpdatePlanResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -38809,19 +39597,126 @@ func (c *ClientWithResponses) AdminRefundPaymentWithResponse(ctx context.Context
 	return ParseAdminRefundPaymentResponse(rsp)
 }
 
-// AdminListPlansWithResponse The configured plans
+// AdminListPlansWithResponse The plans
 //
-// Every plan of `billing.plans`, by id. Platform admins only.
+// The plans of config (`billing.plans`, `source` `config`) and of this API (`source`
+// `api`), by id; archived plans only with `archived=true`. Platform admins only.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/admin/plans (the `AdminListPlans` operationId).
-func (c *ClientWithResponses) AdminListPlansWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error) {
-	rsp, err := c.AdminListPlans(ctx, reqEditors...)
+func (c *ClientWithResponses) AdminListPlansWithResponse(ctx context.Context, params *AdminListPlansParams, reqEditors ...RequestEditorFn) (*AdminListPlansResponse, error) {
+	rsp, err := c.AdminListPlans(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
 	return ParseAdminListPlansResponse(rsp)
+}
+
+// AdminCreatePlanWithBodyWithResponse Create a plan
+//
+// A plan offered at once to new subscriptions and checkouts (every replica has it
+// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+// `plan.create`. Platform admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+func (c *ClientWithResponses) AdminCreatePlanWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminCreatePlanResponse, error) {
+	rsp, err := c.AdminCreatePlanWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminCreatePlanResponse(rsp)
+}
+
+// AdminCreatePlanWithResponse Create a plan
+//
+// A plan offered at once to new subscriptions and checkouts (every replica has it
+// within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+// `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+// `plan.create`. Platform admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/plans (the `AdminCreatePlan` operationId).
+func (c *ClientWithResponses) AdminCreatePlanWithResponse(ctx context.Context, body AdminCreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminCreatePlanResponse, error) {
+	rsp, err := c.AdminCreatePlan(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminCreatePlanResponse(rsp)
+}
+
+// AdminArchivePlanWithResponse Archive a plan
+//
+// Archives a plan of this API: it is offered to no new subscription or checkout
+// (`invalid_request` on `/plan`), its subscribers keep it until they change plan. A
+// plan is never deleted; archiving again changes nothing. A plan of config is
+// read-only here (409 `plan_from_config`). Audited as `plan.archive`. Platform admins
+// only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/admin/plans/{plan_id} (the `AdminArchivePlan` operationId).
+func (c *ClientWithResponses) AdminArchivePlanWithResponse(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*AdminArchivePlanResponse, error) {
+	rsp, err := c.AdminArchivePlan(ctx, planId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminArchivePlanResponse(rsp)
+}
+
+// AdminGetPlanWithResponse One plan
+//
+// A plan of config or of this API, archived or not. Platform admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/plans/{plan_id} (the `AdminGetPlan` operationId).
+func (c *ClientWithResponses) AdminGetPlanWithResponse(ctx context.Context, planId PlanID, reqEditors ...RequestEditorFn) (*AdminGetPlanResponse, error) {
+	rsp, err := c.AdminGetPlan(ctx, planId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminGetPlanResponse(rsp)
+}
+
+// AdminUpdatePlanWithBodyWithResponse Change a plan
+//
+// Replaces the name, prices, features and limits of a plan of this API; its
+// subscribers have the new limits and features at once (every replica within
+// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+func (c *ClientWithResponses) AdminUpdatePlanWithBodyWithResponse(ctx context.Context, planId PlanID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminUpdatePlanResponse, error) {
+	rsp, err := c.AdminUpdatePlanWithBody(ctx, planId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminUpdatePlanResponse(rsp)
+}
+
+// AdminUpdatePlanWithResponse Change a plan
+//
+// Replaces the name, prices, features and limits of a plan of this API; its
+// subscribers have the new limits and features at once (every replica within
+// `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+// change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/plans/{plan_id} (the `AdminUpdatePlan` operationId).
+func (c *ClientWithResponses) AdminUpdatePlanWithResponse(ctx context.Context, planId PlanID, body AdminUpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminUpdatePlanResponse, error) {
+	rsp, err := c.AdminUpdatePlan(ctx, planId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminUpdatePlanResponse(rsp)
 }
 
 // AdminListJobQueuesWithResponse Every job queue, with its counts
@@ -43691,6 +44586,218 @@ func ParseAdminListPlansResponse(rsp *http.Response) (*AdminListPlansResponse, e
 	switch {
 	case rsp.StatusCode == 503:
 		var headers AdminListPlansResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminCreatePlanResponse parses an HTTP response from a AdminCreatePlanWithResponse call
+func ParseAdminCreatePlanResponse(rsp *http.Response) (*AdminCreatePlanResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminCreatePlanResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Plan
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminCreatePlanResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminArchivePlanResponse parses an HTTP response from a AdminArchivePlanWithResponse call
+func ParseAdminArchivePlanResponse(rsp *http.Response) (*AdminArchivePlanResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminArchivePlanResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Plan
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminArchivePlanResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminGetPlanResponse parses an HTTP response from a AdminGetPlanWithResponse call
+func ParseAdminGetPlanResponse(rsp *http.Response) (*AdminGetPlanResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminGetPlanResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Plan
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminGetPlanResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminUpdatePlanResponse parses an HTTP response from a AdminUpdatePlanWithResponse call
+func ParseAdminUpdatePlanResponse(rsp *http.Response) (*AdminUpdatePlanResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminUpdatePlanResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Plan
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AdminUpdatePlanResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -150,7 +150,7 @@ type Sentry struct {
 type Billing struct {
 	DefaultPlan     string          `koanf:"default_plan" doc:"plan of an org without a subscription (an id of billing.plans)"`
 	ReservationTTL  time.Duration   `koanf:"reservation_ttl" doc:"how long a model call's token reservation holds before it lapses (a replica that died mid-call frees its reservation then)"`
-	CacheTTL        time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path (a plan change reaches other replicas within it)"`
+	CacheTTL        time.Duration   `koanf:"cache_ttl" doc:"how long a replica trusts an org's cached subscription on the model-call path, and how often it reloads the admin API's plans (a subscription or plan change reaches other replicas within it)"`
 	GracePeriod     time.Duration   `koanf:"grace_period" doc:"how long a subscription whose renewal went unpaid stays past_due (served) before it is frozen (model calls and ingestions refused with payment_required)"`
 	Plans           map[string]Plan `koanf:"plans" doc:"plans by id: name, prices, features, limits (YAML only); see the README"`
 	OrderExpiry     time.Duration   `koanf:"order_expiry" doc:"how long a WeChat Pay or Alipay order can be paid (the time_expire given to the provider); the order query job closes it after"`

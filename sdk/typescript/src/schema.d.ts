@@ -1025,13 +1025,59 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The configured plans
-         * @description Every plan of `billing.plans`, by id. Platform admins only.
+         * The plans
+         * @description The plans of config (`billing.plans`, `source` `config`) and of this API (`source`
+         *     `api`), by id; archived plans only with `archived=true`. Platform admins only.
          */
         get: operations["adminListPlans"];
         put?: never;
-        post?: never;
+        /**
+         * Create a plan
+         * @description A plan offered at once to new subscriptions and checkouts (every replica has it
+         *     within `billing.cache_ttl`, 5 s by default). Its id may not be a config plan's (409
+         *     `plan_from_config`) nor an existing plan's (409 `conflict`). Audited as
+         *     `plan.create`. Platform admins only.
+         */
+        post: operations["adminCreatePlan"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/plans/{plan_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The plan's id. */
+                plan_id: components["parameters"]["PlanID"];
+            };
+            cookie?: never;
+        };
+        /**
+         * One plan
+         * @description A plan of config or of this API, archived or not. Platform admins only.
+         */
+        get: operations["adminGetPlan"];
+        /**
+         * Change a plan
+         * @description Replaces the name, prices, features and limits of a plan of this API; its
+         *     subscribers have the new limits and features at once (every replica within
+         *     `billing.cache_ttl`). A plan of config is read-only here (409 `plan_from_config`:
+         *     change `billing.plans` and restart). Audited as `plan.update`. Platform admins only.
+         */
+        put: operations["adminUpdatePlan"];
+        post?: never;
+        /**
+         * Archive a plan
+         * @description Archives a plan of this API: it is offered to no new subscription or checkout
+         *     (`invalid_request` on `/plan`), its subscribers keep it until they change plan. A
+         *     plan is never deleted; archiving again changes nothing. A plan of config is
+         *     read-only here (409 `plan_from_config`). Audited as `plan.archive`. Platform admins
+         *     only.
+         */
+        delete: operations["adminArchivePlan"];
         options?: never;
         head?: never;
         patch?: never;
@@ -4457,6 +4503,12 @@ export interface components {
              * @example 2000
              */
             amount: number;
+            /**
+             * @description The Stripe Price (`price_…`) a Stripe Checkout of this interval and currency
+             *     subscribes to; absent: not sold through Stripe. Needs a positive `amount`.
+             * @example price_1PqR2sT3
+             */
+            stripe_price?: string;
         };
         PlanLimit: {
             /** @enum {string} */
@@ -4474,21 +4526,48 @@ export interface components {
              * @enum {string}
              */
             overage: "block" | "allow_and_bill" | "allow_and_alert";
-            /** @description Minor units per unit past the limit (`allow_and_bill`). */
+            /**
+             * Format: double
+             * @description Minor units per unit past the limit (`allow_and_bill`, where it must be positive).
+             */
             unit_price?: number;
         };
-        Plan: {
-            /** @example free */
-            id: string;
-            /** @example Free */
+        /** @description What a plan of the admin API sets (`PUT` replaces all of it). */
+        PlanFields: {
+            /** @example Pro */
             name: string;
+            /** @description At most one per interval and currency. */
             prices: components["schemas"]["PlanPrice"][];
+            /** @description Feature names (lowercase letters, digits, `_`, `.`, `-`) to on or off. */
             features: {
                 [key: string]: boolean;
             };
-            /** @description The limits the plan sets; a limit not listed is unlimited. */
+            /** @description The limits the plan sets, each name once; a limit not listed is unlimited. */
             limits: components["schemas"]["PlanLimit"][];
         };
+        CreatePlanRequest: {
+            /**
+             * @description Lowercase letters, digits, `_` and `-`, starting with a letter; not a config plan's.
+             * @example pro
+             */
+            id: string;
+        } & components["schemas"]["PlanFields"];
+        Plan: {
+            /** @example free */
+            id: string;
+            /**
+             * @description `config`: from `billing.plans`, read-only through the API; `api`: created through `POST /v1/admin/plans`.
+             * @enum {string}
+             */
+            source: "config" | "api";
+            /** @description The plan of an org without a subscription (`billing.default_plan`). */
+            default: boolean;
+            /**
+             * Format: date-time
+             * @description When the plan was archived (offered to no new subscription); absent while it is offered.
+             */
+            archived_at?: string;
+        } & components["schemas"]["PlanFields"];
         PlanList: {
             data: components["schemas"]["Plan"][];
         };
@@ -4499,6 +4578,7 @@ export interface components {
             value: number;
             /** @enum {string} */
             overage: "block" | "allow_and_bill" | "allow_and_alert";
+            /** Format: double */
             unit_price?: number;
             /**
              * Format: int64
@@ -4757,7 +4837,7 @@ export interface components {
          *     `docs/errors.md`.
          * @enum {string}
          */
-        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired" | "export_downloaded" | "export_link_expired" | "sole_owner" | "org_deletion_pending";
+        ErrorCode: "invalid_request" | "malformed_json" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "request_too_large" | "unauthenticated" | "permission_denied" | "conflict" | "idempotency_key_reused" | "idempotency_in_progress" | "stream_expired" | "rate_limited" | "timeout" | "not_ready" | "unavailable" | "internal" | "model_unavailable" | "upstream_rejected" | "upstream_rate_limited" | "upstream_timeout" | "upstream_error" | "quota_exceeded" | "payment_required" | "feature_not_in_plan" | "plan_limit_reached" | "provider_not_configured" | "retention_expired" | "export_downloaded" | "export_link_expired" | "sole_owner" | "org_deletion_pending" | "plan_from_config";
         FieldError: {
             /**
              * @description JSON Pointer (RFC 6901) into the request body, or `/query/<name>`, `/header/<name>`, `/path/<name>` for parameters.
@@ -6031,6 +6111,8 @@ export interface components {
         DocumentID: string;
         /** @description The evaluation's id. */
         EvaluationID: string;
+        /** @description The plan's id. */
+        PlanID: string;
         /** @description The schedule's name. */
         ScheduleName: string;
         /** @description A job queue's name, as job kinds name it (without the deployment prefix). */
@@ -7519,7 +7601,10 @@ export interface operations {
     };
     adminListPlans: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `true`: archived plans too (absent: only the plans offered). */
+                archived?: boolean;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -7533,6 +7618,111 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PlanList"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminCreatePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreatePlanRequest"];
+            };
+        };
+        responses: {
+            /** @description The plan. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminGetPlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The plan's id. */
+                plan_id: components["parameters"]["PlanID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plan. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminUpdatePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The plan's id. */
+                plan_id: components["parameters"]["PlanID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanFields"];
+            };
+        };
+        responses: {
+            /** @description The plan. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    adminArchivePlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The plan's id. */
+                plan_id: components["parameters"]["PlanID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The archived plan. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
