@@ -318,11 +318,11 @@ type limitJSON struct {
 func toPlanDoc(p Plan) (planDoc, error) {
 	prices := make([]priceJSON, len(p.Prices))
 	for i, pr := range p.Prices {
-		prices[i] = priceJSON{Interval: pr.Interval, Currency: pr.Currency, Amount: pr.Amount, StripePrice: pr.StripePrice}
+		prices[i] = priceJSON(pr)
 	}
 	limits := make(map[string]limitJSON, len(p.Limits))
 	for name, l := range p.Limits {
-		limits[name] = limitJSON{Value: l.Value, Overage: l.Overage, UnitPrice: l.UnitPrice}
+		limits[name] = limitJSON(l)
 	}
 	var d planDoc
 	var err error
@@ -357,10 +357,10 @@ func toPlan(r db.BillingPlan) (Plan, error) {
 		return Plan{}, fmt.Errorf("decode plan %s: %w", r.ID, err)
 	}
 	for _, pr := range prices {
-		p.Prices = append(p.Prices, Price{Interval: pr.Interval, Currency: pr.Currency, Amount: pr.Amount, StripePrice: pr.StripePrice})
+		p.Prices = append(p.Prices, Price(pr))
 	}
 	for name, l := range limits {
-		p.Limits[name] = Limit{Value: l.Value, Overage: l.Overage, UnitPrice: l.UnitPrice}
+		p.Limits[name] = Limit(l)
 	}
 	if p.ArchivedAt != nil {
 		t := p.ArchivedAt.UTC()
