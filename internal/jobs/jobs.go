@@ -137,10 +137,11 @@ func Permanent(err error) error { return fmt.Errorf("%w: %w", err, errPermanent)
 // IsPermanent reports whether err was wrapped with Permanent.
 func IsPermanent(err error) bool { return errors.Is(err, errPermanent) }
 
-// registered is a kind with its handler.
+// registered is a kind with its handler and its end hook.
 type registered struct {
 	Kind
-	handle Handler
+	handle   Handler
+	finished Finished // nil: none
 }
 
 // Registry is the one list of job kinds; build it at start, before the first Enqueue.
@@ -165,6 +166,19 @@ func Register[P any](r *Registry, k Kind, fn func(ctx context.Context, run *Run,
 		}
 		return fn(ctx, run, p)
 	}}
+}
+
+// OnFinished sets the hook told, inside the transaction that ends it, of the end of every
+// job of the registered kind name (succeeded, failed for good, or cancelled), after the
+// Service's own Finished hook: how a kind's owner learns that its last attempt failed.
+// An unknown name panics, as Register's mistakes do.
+func (r *Registry) OnFinished(name string, fn Finished) {
+	k, ok := r.kinds[name]
+	if !ok {
+		panic("jobs: OnFinished of an unregistered kind: " + name)
+	}
+	k.finished = fn
+	r.kinds[name] = k
 }
 
 // Override replaces the settings of a registered kind with the non-zero fields of o

@@ -735,10 +735,8 @@ func (s *Service) endAttempts(ctx context.Context, calls []endCall) ([]*Job, err
 				continue
 			}
 			final = append(final, j)
-			if s.Finished != nil {
-				if err := s.Finished(ctx, q, j); err != nil {
-					return fmt.Errorf("finished hook of job %s: %w", j.ID, err)
-				}
+			if err := s.finished(ctx, q, j); err != nil {
+				return fmt.Errorf("finished hook of job %s: %w", j.ID, err)
 			}
 		}
 		return nil
@@ -748,6 +746,19 @@ func (s *Service) endAttempts(ctx context.Context, calls []endCall) ([]*Job, err
 	}
 	s.publishEnds(ctx, final)
 	return ended, nil
+}
+
+// finished tells the Service's Finished hook, then the hook of j's kind, that j ended.
+func (s *Service) finished(ctx context.Context, q *db.Queries, j Job) error {
+	if s.Finished != nil {
+		if err := s.Finished(ctx, q, j); err != nil {
+			return err
+		}
+	}
+	if k, ok := s.Registry.kinds[j.Kind]; ok && k.finished != nil {
+		return k.finished(ctx, q, j)
+	}
+	return nil
 }
 
 // EndEvent is the data of a job's final event (job.succeeded, job.failed, job.cancelled).

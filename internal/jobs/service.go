@@ -139,10 +139,8 @@ func (s *Service) cancelQueued(ctx context.Context, j Job) (*Job, error) {
 			return err
 		}
 		ended = toJob(row)
-		if s.Finished != nil {
-			if err := s.Finished(ctx, q, ended); err != nil {
-				return fmt.Errorf("finished hook: %w", err)
-			}
+		if err := s.finished(ctx, q, ended); err != nil {
+			return fmt.Errorf("finished hook: %w", err)
 		}
 		return nil
 	})
