@@ -66,3 +66,32 @@ func (s *Server) DownloadExport(ctx context.Context, req api.DownloadExportReque
 	return api.DownloadExport200ApplicationzipResponse{Body: a, ContentLength: a.Size,
 		Headers: api.DownloadExport200ResponseHeaders{ContentDisposition: &disposition}}, nil
 }
+
+// GetExport returns an export with its link to its requester (a user's) or to the org's
+// owners and admins (an org's); API keys are refused.
+func (s *Server) GetExport(ctx context.Context, req api.GetExportRequestObject) (api.GetExportResponseObject, error) {
+	if err := s.exportsReady(); err != nil {
+		return nil, err
+	}
+	p, _ := principalFrom(ctx)
+	if p.Key != nil {
+		return nil, errs.E(errs.PermissionDenied, "An export's link is its requester's: sign in as the user (or an owner or admin of the org).")
+	}
+	e, err := s.exports.Get(ctx, p.UserID, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetExport200JSONResponse(toAPIExport(e)), nil
+}
+
+func toAPIExport(e exports.Export) api.DataExport {
+	out := api.DataExport{Id: e.ID, Subject: api.DataExportSubject(e.Subject), OrgId: e.OrgID, JobId: e.JobID, State: api.DataExportState(e.State),
+		Size: e.Size, ExpiresAt: e.ExpiresAt, CreatedAt: e.CreatedAt, FinishedAt: e.FinishedAt, DownloadedAt: e.DownloadedAt}
+	if e.SHA256 != "" {
+		out.Sha256 = &e.SHA256
+	}
+	if e.DownloadURL != "" {
+		out.DownloadUrl = &e.DownloadURL
+	}
+	return out
+}

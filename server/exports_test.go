@@ -18,6 +18,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/jobs"
 )
 
 // exportFixture is a user with data in every section of an export, and another user
@@ -85,8 +86,10 @@ func (b *bundle) waitJob(t *testing.T, token string, id uuid.UUID, header ...str
 	return j
 }
 
-// exportLink returns the download link of a succeeded export job, checking its progress.
-func exportLink(t *testing.T, j api.Job) string {
+// exportLink returns the download link of a succeeded export job, checking its progress:
+// read as token from the export (GET /v1/exports/{id}), which the job's result names
+// without its link.
+func (b *bundle) exportLink(t *testing.T, token string, j api.Job) string {
 	t.Helper()
 	if j.State != api.JobSucceeded || j.Result == nil {
 		t.Fatalf("export job %+v", j)
@@ -94,11 +97,24 @@ func exportLink(t *testing.T, j api.Job) string {
 	if j.Progress.Total == 0 || j.Progress.Done != j.Progress.Total {
 		t.Errorf("progress %+v, want done = total > 0", j.Progress)
 	}
-	link, _ := (*j.Result)["download_url"].(string)
-	if !strings.HasPrefix(link, "/v1/exports/") || (*j.Result)["expires_at"] == nil {
-		t.Fatalf("result %+v", *j.Result)
+	if raw, _ := json.Marshal(*j.Result); strings.Contains(string(raw), "token=") || strings.Contains(string(raw), "download") {
+		t.Errorf("the job's result holds the link: %s", raw)
 	}
-	return link
+	id, _ := (*j.Result)["export_id"].(string)
+	e := b.export(t, token, id, 200)
+	if e.State != api.DataExportReady || e.DownloadUrl == nil || !strings.HasPrefix(*e.DownloadUrl, "/v1/exports/"+id+"/download?token=") ||
+		e.ExpiresAt == nil || e.Sha256 == nil || e.Size == 0 {
+		t.Fatalf("export %+v", e)
+	}
+	return *e.DownloadUrl
+}
+
+// export reads export id as token, wanting status.
+func (b *bundle) export(t *testing.T, token, id string, status int) api.DataExport {
+	t.Helper()
+	var e api.DataExport
+	wantStatus(t, b.call(t, "GET", "/v1/exports/"+id, token, nil, &e), status)
+	return e
 }
 
 // download gets link without credentials.
@@ -185,8 +201,14 @@ func TestExportMe(t *testing.T) {
 	}
 
 	b.runJobs(t)
-	link := exportLink(t, b.waitJob(t, f.ada.token, job.Id))
+	link := b.exportLink(t, f.ada.token, b.waitJob(t, f.ada.token, job.Id))
+	exportID := strings.Split(link, "/")[3]
+	problemIs(t, b.call(t, "GET", "/v1/exports/"+exportID, f.bob.token, nil, nil), 404, errs.NotFound)
+	problemIs(t, b.call(t, "GET", "/v1/exports/"+exportID, f.adaKey.Key, nil, nil), 403, errs.PermissionDenied)
 	files := unzip(t, b.download(t, link))
+	if e := b.export(t, f.ada.token, exportID, 200); e.State != api.DataExportDownloaded || e.DownloadUrl != nil || e.DownloadedAt == nil {
+		t.Errorf("downloaded export %+v", e)
+	}
 
 	var manifest struct {
 		Subject struct {
@@ -293,7 +315,6 @@ func TestExportMe(t *testing.T) {
 	}
 
 	// Once only, and the bytes are gone.
-	exportID := strings.Split(link, "/")[3]
 	problemIs(t, b.download(t, link), 410, errs.ExportDownloaded)
 	var chunks int
 	if err := b.pool.QueryRow(t.Context(), "SELECT count(*) FROM data_export_chunks WHERE export_id = $1", exportID).Scan(&chunks); err != nil || chunks != 0 {
@@ -311,8 +332,19 @@ func TestExportMe(t *testing.T) {
 	}
 	var notes api.NotificationList
 	wantStatus(t, b.call(t, "GET", "/v1/notifications", f.ada.token, nil, &notes), 200)
-	if len(notes.Data) == 0 || notes.Data[0].Title != "Your data export is ready" {
+	if len(notes.Data) == 0 || notes.Data[0].Title != "Your data export is ready" || notes.Data[0].Category != api.NotificationCategoryPrivacy ||
+		notes.Data[0].Link == nil || *notes.Data[0].Link != link {
 		t.Errorf("notifications %+v", notes.Data)
+	}
+	// And by email (category privacy sends one unless turned off), with the link.
+	var mailed int
+	for _, m := range b.mail.To("ada@example.com") {
+		if m.Subject == "Your data export is ready" && strings.Contains(m.Text, link) {
+			mailed++
+		}
+	}
+	if mailed != 1 {
+		t.Errorf("%d emails with the link, want 1: %+v", mailed, b.mail.To("ada@example.com"))
 	}
 
 	// A new export after the first ended is a new job.
@@ -346,7 +378,22 @@ func TestExportOrg(t *testing.T) {
 		t.Errorf("a second org export while one is queued: %s, want %s", byKey.Id, job.Id)
 	}
 	b.runJobs(t)
-	files := unzip(t, b.download(t, exportLink(t, b.waitJob(t, f.bob.token, job.Id, "Kiln-Org", f.team.String()))))
+	ended := b.waitJob(t, f.bob.token, job.Id, "Kiln-Org", f.team.String())
+	// The org's keys read its jobs, not the link; its members who are not owners or admins
+	// do not see the export.
+	var seen api.Job
+	wantStatus(t, b.call(t, "GET", "/v1/jobs/"+job.Id.String(), adminKey.Key, nil, &seen), 200)
+	exportID, _ := (*seen.Result)["export_id"].(string)
+	if _, leaked := (*seen.Result)["download_url"]; leaked || exportID == "" {
+		t.Errorf("job result as the admin key reads it: %+v", *seen.Result)
+	}
+	problemIs(t, b.call(t, "GET", "/v1/exports/"+exportID, adminKey.Key, nil, nil), 403, errs.PermissionDenied)
+	problemIs(t, b.call(t, "GET", "/v1/exports/"+exportID, carol.token, nil, nil), 404, errs.NotFound)
+	problemIs(t, b.call(t, "GET", "/v1/exports/"+exportID, dave.token, nil, nil), 404, errs.NotFound)
+	if e := b.export(t, f.ada.token, exportID, 200); e.DownloadUrl == nil || e.Subject != api.DataExportSubjectOrg { // an admin of the org
+		t.Errorf("export as an admin %+v", e)
+	}
+	files := unzip(t, b.download(t, b.exportLink(t, f.bob.token, ended)))
 	for name, want := range map[string][]string{
 		"org.json":               {f.team.String(), "Team"},
 		"members.ndjson":         {"ada@example.com", "bob@example.com", "carol@example.com"},
@@ -387,7 +434,7 @@ func TestExportLinkExpires(t *testing.T) {
 	var job api.Job
 	wantStatus(t, b.call(t, "POST", "/v1/me/export", ada.token, nil, &job), 202)
 	b.runJobs(t)
-	link := exportLink(t, b.waitJob(t, ada.token, job.Id))
+	link := b.exportLink(t, ada.token, b.waitJob(t, ada.token, job.Id))
 	b.clock.Advance(time.Hour)
 	problemIs(t, b.download(t, link), 410, errs.ExportLinkExpired)
 	chunks := func() (n int) {
@@ -405,5 +452,36 @@ func TestExportLinkExpires(t *testing.T) {
 	var state string
 	if err := b.pool.QueryRow(t.Context(), "SELECT state FROM data_exports").Scan(&state); err != nil || state != "expired" {
 		t.Errorf("state %q, %v", state, err)
+	}
+}
+
+// TestExportFailsWithItsJob: an export whose job fails on its last attempt is failed when
+// the job ends (its kind's end hook), not left pending until the next request; so is one
+// whose job is cancelled.
+func TestExportFailsWithItsJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ada, bob := b.person(t, "ada@example.com"), b.person(t, "bob@example.com")
+	// One attempt, which times out at once: a failure that is not permanent.
+	if err := b.srv.jobs.Registry.Override("privacy.export", jobs.Kind{MaxAttempts: 1, Timeout: time.Nanosecond}); err != nil {
+		t.Fatal(err)
+	}
+	var cancelled api.Job
+	wantStatus(t, b.call(t, "POST", "/v1/me/export", bob.token, nil, &cancelled), 202)
+	wantStatus(t, b.call(t, "POST", "/v1/jobs/"+cancelled.Id.String()+"/cancel", bob.token, nil, nil), 200)
+	var job api.Job
+	wantStatus(t, b.call(t, "POST", "/v1/me/export", ada.token, nil, &job), 202)
+	b.runJobs(t)
+	if j := b.waitJob(t, ada.token, job.Id); j.State != api.JobFailed || j.Attempts != 1 {
+		t.Fatalf("job %+v, want failed after its one attempt", j)
+	}
+	for _, who := range []person{ada, bob} {
+		var id, state string
+		if err := b.pool.QueryRow(t.Context(), "SELECT id, state FROM data_exports WHERE user_id = $1", who.id).Scan(&id, &state); err != nil || state != "failed" {
+			t.Errorf("%s's export is %q (%v), want failed", who.email, state, err)
+		}
+		if e := b.export(t, who.token, id, 200); e.State != api.DataExportFailed || e.DownloadUrl != nil {
+			t.Errorf("%s's export %+v", who.email, e)
+		}
 	}
 }

@@ -127,7 +127,7 @@ func TestNotificationPreferences(t *testing.T) {
 	ada := b.signUp(t, "ada@example.com")
 
 	var p api.NotificationPreferences
-	if res := b.call(t, "GET", "/v1/me/notification-preferences", ada.AccessToken, nil, &p); res.StatusCode != 200 || p.Locale != nil || len(p.Categories) != 5 {
+	if res := b.call(t, "GET", "/v1/me/notification-preferences", ada.AccessToken, nil, &p); res.StatusCode != 200 || p.Locale != nil || len(p.Categories) != 6 {
 		t.Fatalf("get: %d %+v", res.StatusCode, p)
 	}
 	t.Run("OK", func(t *testing.T) {

@@ -333,6 +333,51 @@ func (e CreateInvitationRequestRole) Valid() bool {
 	}
 }
 
+// Defines values for DataExportState.
+const (
+	DataExportDownloaded DataExportState = "downloaded"
+	DataExportExpired    DataExportState = "expired"
+	DataExportFailed     DataExportState = "failed"
+	DataExportPending    DataExportState = "pending"
+	DataExportReady      DataExportState = "ready"
+)
+
+// Valid indicates whether the value is a known member of the DataExportState enum.
+func (e DataExportState) Valid() bool {
+	switch e {
+	case DataExportDownloaded:
+		return true
+	case DataExportExpired:
+		return true
+	case DataExportFailed:
+		return true
+	case DataExportPending:
+		return true
+	case DataExportReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DataExportSubject.
+const (
+	DataExportSubjectOrg  DataExportSubject = "org"
+	DataExportSubjectUser DataExportSubject = "user"
+)
+
+// Valid indicates whether the value is a known member of the DataExportSubject enum.
+func (e DataExportSubject) Valid() bool {
+	switch e {
+	case DataExportSubjectOrg:
+		return true
+	case DataExportSubjectUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DiffLineOp.
 const (
 	Delete DiffLineOp = "delete"
@@ -941,6 +986,7 @@ const (
 	NotificationCategoryBilling  NotificationCategory = "billing"
 	NotificationCategoryJobs     NotificationCategory = "jobs"
 	NotificationCategoryOrg      NotificationCategory = "org"
+	NotificationCategoryPrivacy  NotificationCategory = "privacy"
 	NotificationCategoryProduct  NotificationCategory = "product"
 	NotificationCategorySecurity NotificationCategory = "security"
 )
@@ -953,6 +999,8 @@ func (e NotificationCategory) Valid() bool {
 	case NotificationCategoryJobs:
 		return true
 	case NotificationCategoryOrg:
+		return true
+	case NotificationCategoryPrivacy:
 		return true
 	case NotificationCategoryProduct:
 		return true
@@ -2438,7 +2486,7 @@ type BillingProfileRequest struct {
 
 // CategoryPreference defines model for CategoryPreference.
 type CategoryPreference struct {
-	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 	Category NotificationCategory `json:"category"`
 	Email    bool                 `json:"email"`
 	InApp    bool                 `json:"in_app"`
@@ -2950,6 +2998,45 @@ type CreatePromptRequest struct {
 	Name        string             `json:"name"`
 	Version     PromptVersionInput `json:"version"`
 }
+
+// DataExport A privacy export (`POST /v1/me/export`, `POST /v1/orgs/{id}/export`).
+type DataExport struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DownloadUrl The signed link that downloads the archive once (`GET /v1/exports/{id}/download`); null unless `ready`.
+	DownloadUrl  *string    `json:"download_url"`
+	DownloadedAt *time.Time `json:"downloaded_at"`
+
+	// ExpiresAt When the link stops working; null until ready.
+	ExpiresAt  *time.Time         `json:"expires_at"`
+	FinishedAt *time.Time         `json:"finished_at"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// JobId The `privacy.export` job that builds it; null once that job was purged.
+	JobId *openapi_types.UUID `json:"job_id"`
+
+	// OrgId The org exported, or for a user's export the org its job runs in.
+	OrgId openapi_types.UUID `json:"org_id"`
+
+	// Sha256 The archive's SHA-256 in hex; null until ready.
+	Sha256 *string `json:"sha256"`
+
+	// Size The archive's bytes; 0 until ready.
+	Size int64 `json:"size"`
+
+	// State `pending` while its job runs; `ready` to download; `downloaded` once; `expired` past `expires_at`; `failed` when its job failed for good or was cancelled.
+	State DataExportState `json:"state"`
+
+	// Subject `user`: everything of the requesting user across orgs; `org`: every row of the org.
+	Subject DataExportSubject `json:"subject"`
+}
+
+// DataExportState `pending` while its job runs; `ready` to download; `downloaded` once; `expired` past `expires_at`; `failed` when its job failed for good or was cancelled.
+type DataExportState string
+
+// DataExportSubject `user`: everything of the requesting user across orgs; `org`: every row of the org.
+type DataExportSubject string
 
 // DeleteMeRequest defines model for DeleteMeRequest.
 type DeleteMeRequest struct {
@@ -3833,7 +3920,7 @@ type MoneyAmountCurrency string
 type Notification struct {
 	Body string `json:"body"`
 
-	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 	Category NotificationCategory `json:"category"`
 
 	// CreatedAt RFC 3339, UTC.
@@ -3854,7 +3941,7 @@ type Notification struct {
 	Title  string     `json:"title"`
 }
 
-// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 type NotificationCategory string
 
 // NotificationList defines model for NotificationList.
@@ -9300,6 +9387,9 @@ type ServerInterface interface {
 	// RestoreConversation Restore a deleted conversation
 	// (POST /v1/conversations/{id}/restore)
 	RestoreConversation(w http.ResponseWriter, r *http.Request, id ID, params RestoreConversationParams)
+	// GetExport An export, with its download link once it is ready
+	// (GET /v1/exports/{id})
+	GetExport(w http.ResponseWriter, r *http.Request, id ID)
 	// DownloadExport Download an export's archive, once
 	// (GET /v1/exports/{id}/download)
 	DownloadExport(w http.ResponseWriter, r *http.Request, id ID, params DownloadExportParams)
@@ -11859,6 +11949,32 @@ func (siw *ServerInterfaceWrapper) RestoreConversation(w http.ResponseWriter, r 
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.RestoreConversation(w, r, id, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetExport operation middleware
+func (siw *ServerInterfaceWrapper) GetExport(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", r.PathValue("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetExport(w, r, id)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15951,6 +16067,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/models", wrapper.ListModels)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/usage", wrapper.GetUsage)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/orgs/{id}/export", wrapper.ExportOrg)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/exports/{id}", wrapper.GetExport)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/exports/{id}/download", wrapper.DownloadExport)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/provider-keys", wrapper.ListProviderKeys)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/provider-keys/{provider}", wrapper.DeleteProviderKey)
@@ -19909,6 +20026,64 @@ type RestoreConversationdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response RestoreConversationdefaultApplicationProblemPlusJSONResponse) VisitRestoreConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetExportRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetExportResponseObject interface {
+	VisitGetExportResponse(w http.ResponseWriter) error
+}
+
+type GetExport200JSONResponse DataExport
+
+func (response GetExport200JSONResponse) VisitGetExportResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetExport503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetExport503ApplicationProblemPlusJSONResponse) VisitGetExportResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetExportdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetExportdefaultApplicationProblemPlusJSONResponse) VisitGetExportResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -25074,6 +25249,9 @@ type StrictServerInterface interface {
 	// RestoreConversation Restore a deleted conversation
 	// (POST /v1/conversations/{id}/restore)
 	RestoreConversation(ctx context.Context, request RestoreConversationRequestObject) (RestoreConversationResponseObject, error)
+	// GetExport An export, with its download link once it is ready
+	// (GET /v1/exports/{id})
+	GetExport(ctx context.Context, request GetExportRequestObject) (GetExportResponseObject, error)
 	// DownloadExport Download an export's archive, once
 	// (GET /v1/exports/{id}/download)
 	DownloadExport(ctx context.Context, request DownloadExportRequestObject) (DownloadExportResponseObject, error)
@@ -27143,6 +27321,32 @@ func (sh *strictHandler) RestoreConversation(w http.ResponseWriter, r *http.Requ
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(RestoreConversationResponseObject); ok {
 		if err := validResponse.VisitRestoreConversationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetExport operation middleware
+func (sh *strictHandler) GetExport(w http.ResponseWriter, r *http.Request, id ID) {
+	var request GetExportRequestObject
+
+	request.Id = id
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetExport(ctx, request.(GetExportRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetExport")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetExportResponseObject); ok {
+		if err := validResponse.VisitGetExportResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -371,7 +371,7 @@ func (q *Queries) EndJobAttempts(ctx context.Context, arg EndJobAttemptsParams) 
 }
 
 const getDeletedOrgJobForUpdate = `-- name: GetDeletedOrgJobForUpdate :one
-SELECT j.id, j.org_id, j.kind, j.queue, j.state, j.payload, j.progress_done, j.progress_total, j.progress_message, j.attempts, j.max_attempts, j.last_error, j.result, j.created_by, j.api_key_id, j.unique_key, j.unique_until, j.run_at, j.enqueued_at, j.task_id, j.heartbeat_at, j.cancel_requested_at, j.run, j.created_at, j.started_at, j.finished_at, j.updated_at, j.discarded_at, j.discarded_by, j.phase, j.trace_context, j.deleted_at, (j.finished_at < $1::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
+SELECT j.id, j.org_id, j.kind, j.queue, j.state, j.payload, j.progress_done, j.progress_total, j.progress_message, j.attempts, j.max_attempts, j.last_error, j.result, j.created_by, j.api_key_id, j.unique_key, j.unique_until, j.run_at, j.enqueued_at, j.task_id, j.heartbeat_at, j.cancel_requested_at, j.run, j.created_at, j.started_at, j.finished_at, j.updated_at, j.discarded_at, j.discarded_by, j.phase, j.trace_context, j.deleted_at, (COALESCE(j.deleted_at, j.finished_at) < $1::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
     THEN COALESCE(r.failed_jobs_days, $2::integer)
     ELSE COALESCE(r.finished_jobs_days, $3::integer) END))::boolean AS expired
 FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
@@ -425,8 +425,8 @@ type GetDeletedOrgJobForUpdateRow struct {
 	Expired           bool
 }
 
-// A deleted job of the owner, locked; expired says it ended longer ago than its org's
-// retention for its state (its purge is due).
+// A deleted job of the owner, locked; expired says it was deleted longer ago than its
+// org's retention for its state (its purge is due).
 func (q *Queries) GetDeletedOrgJobForUpdate(ctx context.Context, arg GetDeletedOrgJobForUpdateParams) (GetDeletedOrgJobForUpdateRow, error) {
 	row := q.db.QueryRow(ctx, getDeletedOrgJobForUpdate,
 		arg.Now,
@@ -826,9 +826,9 @@ DELETE FROM jobs WHERE id IN (
     SELECT j.id FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
     WHERE j.finished_at IS NOT NULL
       AND ((j.state IN ('succeeded', 'cancelled')
-            AND j.finished_at < $1::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, $2::integer)))
+            AND COALESCE(j.deleted_at, j.finished_at) < $1::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, $2::integer)))
         OR (j.state = 'failed'
-            AND j.finished_at < $1::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, $3::integer))))
+            AND COALESCE(j.deleted_at, j.finished_at) < $1::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, $3::integer))))
     LIMIT $4)
 `
 
@@ -841,8 +841,9 @@ type PurgeFinishedJobsParams struct {
 
 // Ended jobs past their org's retention (finished_days for succeeded and cancelled ones,
 // failed_days for failed ones, kept longer for the failed-job audit, without a setting of
-// the org), deleted or not. Queued and running jobs are never purged. In batches of at
-// most max_rows.
+// the org), deleted or not. The window counts from a deleted job's deletion (its restore
+// window), from an other job's end. Queued and running jobs are never purged. In batches
+// of at most max_rows.
 func (q *Queries) PurgeFinishedJobs(ctx context.Context, arg PurgeFinishedJobsParams) (int64, error) {
 	result, err := q.db.Exec(ctx, purgeFinishedJobs,
 		arg.Now,

@@ -15,7 +15,8 @@ import (
 
 const adminListJobs = `-- name: AdminListJobs :many
 SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
-WHERE ($1::text IS NULL OR state = $1::text)
+WHERE deleted_at IS NULL
+  AND ($1::text IS NULL OR state = $1::text)
   AND (discarded_at IS NOT NULL) = $2::boolean
   AND ($3::text IS NULL OR kind = $3::text)
   AND ($4::text IS NULL OR queue = $4::text)
@@ -36,7 +37,8 @@ type AdminListJobsParams struct {
 }
 
 // Jobs across every org for platform admins, newest first. Discarded jobs show only when
-// asked for.
+// asked for; jobs their org deleted never (they are hidden from every read until restored
+// or purged).
 func (q *Queries) AdminListJobs(ctx context.Context, arg AdminListJobsParams) ([]Job, error) {
 	rows, err := q.db.Query(ctx, adminListJobs,
 		arg.State,
@@ -209,7 +211,7 @@ func (q *Queries) DiscardJob(ctx context.Context, arg DiscardJobParams) error {
 
 const lockFailedJobs = `-- name: LockFailedJobs :many
 SELECT id, org_id, kind, queue, state, payload, progress_done, progress_total, progress_message, attempts, max_attempts, last_error, result, created_by, api_key_id, unique_key, unique_until, run_at, enqueued_at, task_id, heartbeat_at, cancel_requested_at, run, created_at, started_at, finished_at, updated_at, discarded_at, discarded_by, phase, trace_context, deleted_at FROM jobs
-WHERE phase = 'failed'
+WHERE phase = 'failed' AND deleted_at IS NULL
   AND ($1::uuid[] IS NULL OR id = ANY ($1::uuid[]))
   AND ($2::text IS NULL OR kind = $2::text)
   AND ($3::text IS NULL OR queue = $3::text)
@@ -227,8 +229,8 @@ type LockFailedJobsParams struct {
 	RowLimit int32
 }
 
-// The failed, not discarded jobs a bulk action applies to: the ids given, or those matching
-// the filter; locked for the rest of the transaction.
+// The failed, not discarded (nor deleted) jobs a bulk action applies to: the ids given, or
+// those matching the filter; locked for the rest of the transaction.
 func (q *Queries) LockFailedJobs(ctx context.Context, arg LockFailedJobsParams) ([]Job, error) {
 	rows, err := q.db.Query(ctx, lockFailedJobs,
 		arg.Ids,

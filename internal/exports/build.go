@@ -87,29 +87,30 @@ func (s *Service) build(ctx context.Context, run *jobs.Run, p Payload) (any, err
 	return res, nil
 }
 
+// result is what the job reports: the export it built, never its link (the org's API keys
+// may read the org's jobs; the link is the requester's: Get, and the notification).
 func (s *Service) result(r db.DataExport, files int) Result {
 	res := Result{ExportID: r.ID, Size: r.Size, SHA256: hex.EncodeToString(r.Sha256), Files: files}
 	if r.ExpiresAt != nil {
 		res.ExpiresAt = r.ExpiresAt.UTC()
-		res.DownloadURL = s.link(r.ID, *r.ExpiresAt)
 	}
 	return res
 }
 
-// tellReady notifies the requester (a user; an API key has no inbox). The link stays in
-// the job's result, which only the requester (or their org's keys) reads.
+// tellReady sends the requester (a user; an API key has no inbox) the download link, in
+// the app and by email as their preferences for category privacy say.
 func (s *Service) tellReady(ctx context.Context, r db.DataExport, job uuid.UUID, res Result) {
-	if s.notify == nil || !r.UserID.Valid {
+	if s.notify == nil || !r.UserID.Valid || r.ExpiresAt == nil {
 		return
 	}
 	what := "your data"
 	if r.Subject == SubjectOrg {
 		what = "the org's data"
 	}
-	_, err := s.notify.Send(ctx, notify.Note{UserID: r.UserID.UUID, OrgID: &r.OrgID, Category: notify.CategoryJobs,
-		Title: "Your data export is ready",
-		Body: fmt.Sprintf("The archive of %s (%d bytes) is ready. Its download link is in the result of job %s; it works once, until %s.",
-			what, res.Size, job, res.ExpiresAt.Format(time.RFC3339)),
+	_, err := s.notify.Send(ctx, notify.Note{UserID: r.UserID.UUID, OrgID: &r.OrgID, Category: notify.CategoryPrivacy,
+		Title: "Your data export is ready", Link: s.link(r.ID, *r.ExpiresAt),
+		Body: fmt.Sprintf("The archive of %s (%d bytes) is ready. Its link downloads it once, until %s; "+
+			"it is also on GET /v1/exports/%s.", what, res.Size, res.ExpiresAt.Format(time.RFC3339), r.ID),
 		Data: map[string]any{"kind": "privacy.export_ready", "export_id": r.ID.String(), "job_id": job.String()}})
 	if err != nil {
 		s.log.WarnContext(ctx, "notify a ready export", "export_id", r.ID, "error", err)

@@ -5,6 +5,8 @@ package exports
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -86,7 +88,25 @@ func New(cfg Config, d Deps) *Service {
 		s.now = time.Now
 	}
 	jobs.Register(d.Jobs, KindExport, s.build)
+	d.Jobs.OnFinished(KindExport.Name, s.jobEnded)
 	return s
+}
+
+// jobEnded is KindExport's end hook: the export of a job that failed for good or was
+// cancelled fails in the transaction that ends the job, so it is never left pending.
+func (s *Service) jobEnded(ctx context.Context, q *db.Queries, j jobs.Job) error {
+	if j.State != jobs.Failed && j.State != jobs.Cancelled {
+		return nil
+	}
+	var p Payload
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		return nil //nolint:nilerr // an undecodable payload never named an export
+	}
+	now := s.now()
+	if err := q.FailDataExport(ctx, db.FailDataExportParams{ID: p.ExportID, Now: &now}); err != nil {
+		return fmt.Errorf("fail export %s: %w", p.ExportID, err)
+	}
+	return nil
 }
 
 // Payload is the payload of KindExport.
@@ -94,14 +114,75 @@ type Payload struct {
 	ExportID uuid.UUID `json:"export_id"`
 }
 
-// Result is what a succeeded export job reports: the link that downloads its archive once.
+// Result is what a succeeded export job reports: the export it built (Get returns its
+// link to the requester).
 type Result struct {
-	ExportID    uuid.UUID `json:"export_id"`
-	DownloadURL string    `json:"download_url"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	Size        int64     `json:"size"`
-	SHA256      string    `json:"sha256"`
-	Files       int       `json:"files"`
+	ExportID  uuid.UUID `json:"export_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	Files     int       `json:"files"`
+}
+
+// Export is an export as its requester sees it.
+type Export struct {
+	ID      uuid.UUID
+	Subject string
+	OrgID   uuid.UUID
+	JobID   *uuid.UUID
+	State   string
+	Size    int64
+	SHA256  string // hex; "" until ready
+	// DownloadURL is the signed link while the export is ready; "" otherwise.
+	DownloadURL  string
+	ExpiresAt    *time.Time
+	CreatedAt    time.Time
+	FinishedAt   *time.Time
+	DownloadedAt *time.Time
+}
+
+// Get returns export id to the user userID: a user's export to that user only, an org's to
+// the org's owners and admins only. Errors: not_found for anyone else, or no such export.
+func (s *Service) Get(ctx context.Context, userID, id uuid.UUID) (Export, error) {
+	missing := errs.E(errs.NotFound, "No export %s.", id)
+	r, err := s.st.GetDataExport(ctx, id)
+	if errs.CodeOf(store.Translate(err)) == errs.NotFound {
+		return Export{}, missing
+	}
+	if err != nil {
+		return Export{}, fmt.Errorf("read export: %w", err)
+	}
+	switch r.Subject {
+	case SubjectUser:
+		if r.UserID.UUID != userID || !r.UserID.Valid {
+			return Export{}, missing
+		}
+	default:
+		role, err := s.st.GetOrgMemberRole(ctx, db.GetOrgMemberRoleParams{OrgID: r.OrgID, UserID: userID})
+		if errs.CodeOf(store.Translate(err)) == errs.NotFound || (err == nil && role != "owner" && role != "admin") {
+			return Export{}, missing
+		}
+		if err != nil {
+			return Export{}, fmt.Errorf("read role: %w", err)
+		}
+	}
+	out := Export{ID: r.ID, Subject: r.Subject, OrgID: r.OrgID, JobID: store.UUIDPtr(r.JobID), State: r.State, Size: r.Size,
+		ExpiresAt: utc(r.ExpiresAt), CreatedAt: r.CreatedAt.UTC(), FinishedAt: utc(r.FinishedAt), DownloadedAt: utc(r.DownloadedAt)}
+	if len(r.Sha256) > 0 {
+		out.SHA256 = hex.EncodeToString(r.Sha256)
+	}
+	if r.State == "ready" && r.ExpiresAt != nil && s.now().Before(*r.ExpiresAt) {
+		out.DownloadURL = s.link(r.ID, *r.ExpiresAt)
+	}
+	return out, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // Request starts an export of subject asked by by; the job is created in org (the org

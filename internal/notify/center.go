@@ -31,6 +31,8 @@ const (
 	CategoryJobs     Category = "jobs"
 	CategoryBilling  Category = "billing"
 	CategoryProduct  Category = "product"
+	// CategoryPrivacy says a data export is ready, with its download link.
+	CategoryPrivacy Category = "privacy"
 )
 
 // Channel is a way a notification reaches its user.
@@ -56,6 +58,7 @@ var categories = map[Category]categoryInfo{
 	CategoryJobs:     {inApp: true, email: false},
 	CategoryBilling:  {inApp: true, email: true},
 	CategoryProduct:  {inApp: true, email: false},
+	CategoryPrivacy:  {inApp: true, email: true},
 }
 
 // Categories lists the known categories, sorted.

@@ -332,6 +332,51 @@ func (e CreateInvitationRequestRole) Valid() bool {
 	}
 }
 
+// Defines values for DataExportState.
+const (
+	DataExportDownloaded DataExportState = "downloaded"
+	DataExportExpired    DataExportState = "expired"
+	DataExportFailed     DataExportState = "failed"
+	DataExportPending    DataExportState = "pending"
+	DataExportReady      DataExportState = "ready"
+)
+
+// Valid indicates whether the value is a known member of the DataExportState enum.
+func (e DataExportState) Valid() bool {
+	switch e {
+	case DataExportDownloaded:
+		return true
+	case DataExportExpired:
+		return true
+	case DataExportFailed:
+		return true
+	case DataExportPending:
+		return true
+	case DataExportReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DataExportSubject.
+const (
+	DataExportSubjectOrg  DataExportSubject = "org"
+	DataExportSubjectUser DataExportSubject = "user"
+)
+
+// Valid indicates whether the value is a known member of the DataExportSubject enum.
+func (e DataExportSubject) Valid() bool {
+	switch e {
+	case DataExportSubjectOrg:
+		return true
+	case DataExportSubjectUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DiffLineOp.
 const (
 	Delete DiffLineOp = "delete"
@@ -940,6 +985,7 @@ const (
 	NotificationCategoryBilling  NotificationCategory = "billing"
 	NotificationCategoryJobs     NotificationCategory = "jobs"
 	NotificationCategoryOrg      NotificationCategory = "org"
+	NotificationCategoryPrivacy  NotificationCategory = "privacy"
 	NotificationCategoryProduct  NotificationCategory = "product"
 	NotificationCategorySecurity NotificationCategory = "security"
 )
@@ -952,6 +998,8 @@ func (e NotificationCategory) Valid() bool {
 	case NotificationCategoryJobs:
 		return true
 	case NotificationCategoryOrg:
+		return true
+	case NotificationCategoryPrivacy:
 		return true
 	case NotificationCategoryProduct:
 		return true
@@ -2473,7 +2521,7 @@ type BillingProfileRequest struct {
 
 // CategoryPreference defines model for CategoryPreference.
 type CategoryPreference struct {
-	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 	Category NotificationCategory `json:"category"`
 	Email    bool                 `json:"email"`
 	InApp    bool                 `json:"in_app"`
@@ -2985,6 +3033,45 @@ type CreatePromptRequest struct {
 	Name        string             `json:"name"`
 	Version     PromptVersionInput `json:"version"`
 }
+
+// DataExport A privacy export (`POST /v1/me/export`, `POST /v1/orgs/{id}/export`).
+type DataExport struct {
+	// CreatedAt RFC 3339, UTC.
+	CreatedAt Timestamp `json:"created_at"`
+
+	// DownloadUrl The signed link that downloads the archive once (`GET /v1/exports/{id}/download`); null unless `ready`.
+	DownloadUrl  *string    `json:"download_url"`
+	DownloadedAt *time.Time `json:"downloaded_at"`
+
+	// ExpiresAt When the link stops working; null until ready.
+	ExpiresAt  *time.Time         `json:"expires_at"`
+	FinishedAt *time.Time         `json:"finished_at"`
+	Id         openapi_types.UUID `json:"id"`
+
+	// JobId The `privacy.export` job that builds it; null once that job was purged.
+	JobId *openapi_types.UUID `json:"job_id"`
+
+	// OrgId The org exported, or for a user's export the org its job runs in.
+	OrgId openapi_types.UUID `json:"org_id"`
+
+	// Sha256 The archive's SHA-256 in hex; null until ready.
+	Sha256 *string `json:"sha256"`
+
+	// Size The archive's bytes; 0 until ready.
+	Size int64 `json:"size"`
+
+	// State `pending` while its job runs; `ready` to download; `downloaded` once; `expired` past `expires_at`; `failed` when its job failed for good or was cancelled.
+	State DataExportState `json:"state"`
+
+	// Subject `user`: everything of the requesting user across orgs; `org`: every row of the org.
+	Subject DataExportSubject `json:"subject"`
+}
+
+// DataExportState `pending` while its job runs; `ready` to download; `downloaded` once; `expired` past `expires_at`; `failed` when its job failed for good or was cancelled.
+type DataExportState string
+
+// DataExportSubject `user`: everything of the requesting user across orgs; `org`: every row of the org.
+type DataExportSubject string
 
 // DeleteMeRequest defines model for DeleteMeRequest.
 type DeleteMeRequest struct {
@@ -3868,7 +3955,7 @@ type MoneyAmountCurrency string
 type Notification struct {
 	Body string `json:"body"`
 
-	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+	// Category `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 	Category NotificationCategory `json:"category"`
 
 	// CreatedAt RFC 3339, UTC.
@@ -3889,7 +3976,7 @@ type Notification struct {
 	Title  string     `json:"title"`
 }
 
-// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+// NotificationCategory `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
 type NotificationCategory string
 
 // NotificationList defines model for NotificationList.
@@ -10504,9 +10591,20 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
 	SubmitToolResults(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetExport An export, with its download link once it is ready
+	//
+	// The export named by a `privacy.export` job's `result.export_id`: its state and,
+	// while it is `ready`, the signed link that downloads its archive once. A user's export
+	// is visible to that user only; an org's to the org's owners and admins. API keys are
+	// refused (403): an org's keys may read its jobs, not its archive. Anyone else gets
+	// 404. An export whose job failed for good or was cancelled is `failed`.
+	//
+	// Corresponds with GET /v1/exports/{id} (the `GetExport` operationId).
+	GetExport(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DownloadExport Download an export's archive, once
 	//
-	// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+	// The `download_url` of a ready export (`GET /v1/exports/{id}`): it needs no
 	// Authorization header (the signed `token` is the credential), so a browser can
 	// follow it. The first download claims the archive and its bytes are deleted once it
 	// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
@@ -10915,9 +11013,12 @@ type ClientInterface interface {
 	// created with every version and label, the knowledge bases they created with their
 	// documents and index metadata (no vectors), the usage they incurred, their
 	// notifications and the audit events they are the actor of. `manifest.json` lists
-	// every file with its row count. When the job succeeds its `result` carries
-	// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
-	// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+	// every file with its row count. When the job succeeds its `result` names the export
+	// (`export_id`, size, hash, files), never its link: the requester reads the link from
+	// `GET /v1/exports/{id}` (`download_url`, until `expires_at`:
+	// `privacy.export_link_ttl`, default 24 h) and in the notification and email that say
+	// the archive is ready. The signed link downloads the archive once
+	// (`GET /v1/exports/{id}/download`). One export
 	// at a time: asking again while one is queued or running returns that export's job
 	// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
 	// Recorded in the audit log (`privacy.export_requested`).
@@ -11229,7 +11330,9 @@ type ClientInterface interface {
 	// audit events, invoices with their lines and the billing profile. One export at a
 	// time per org (a second request while one is queued or running returns its job).
 	// Needs an org owner or admin (other members get 403, non-members 404), or a key of
-	// the org with `admin`. The link in the job's result downloads once.
+	// the org with `admin`. The job's result names the export; its link is read by the
+	// org's owners and admins from `GET /v1/exports/{id}` (never by API keys, which can
+	// read the org's jobs) and sent to the requester's notifications and email.
 	//
 	// Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
 	ExportOrg(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -14025,9 +14128,30 @@ func (c *Client) SubmitToolResults(ctx context.Context, id ID, params *SubmitToo
 	return c.Client.Do(req)
 }
 
+// GetExport An export, with its download link once it is ready
+//
+// The export named by a `privacy.export` job's `result.export_id`: its state and,
+// while it is `ready`, the signed link that downloads its archive once. A user's export
+// is visible to that user only; an org's to the org's owners and admins. API keys are
+// refused (403): an org's keys may read its jobs, not its archive. Anyone else gets
+// 404. An export whose job failed for good or was cancelled is `failed`.
+//
+// Corresponds with GET /v1/exports/{id} (the `GetExport` operationId).
+func (c *Client) GetExport(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetExportRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // DownloadExport Download an export's archive, once
 //
-// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+// The `download_url` of a ready export (`GET /v1/exports/{id}`): it needs no
 // Authorization header (the signed `token` is the credential), so a browser can
 // follow it. The first download claims the archive and its bytes are deleted once it
 // has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
@@ -14766,9 +14890,12 @@ func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 // created with every version and label, the knowledge bases they created with their
 // documents and index metadata (no vectors), the usage they incurred, their
 // notifications and the audit events they are the actor of. `manifest.json` lists
-// every file with its row count. When the job succeeds its `result` carries
-// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
-// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+// every file with its row count. When the job succeeds its `result` names the export
+// (`export_id`, size, hash, files), never its link: the requester reads the link from
+// `GET /v1/exports/{id}` (`download_url`, until `expires_at`:
+// `privacy.export_link_ttl`, default 24 h) and in the notification and email that say
+// the archive is ready. The signed link downloads the archive once
+// (`GET /v1/exports/{id}/download`). One export
 // at a time: asking again while one is queued or running returns that export's job
 // (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
 // Recorded in the audit log (`privacy.export_requested`).
@@ -15400,7 +15527,9 @@ func (c *Client) GetOrgEntitlements(ctx context.Context, id ID, reqEditors ...Re
 // audit events, invoices with their lines and the billing profile. One export at a
 // time per org (a second request while one is queued or running returns its job).
 // Needs an org owner or admin (other members get 403, non-members 404), or a key of
-// the org with `admin`. The link in the job's result downloads once.
+// the org with `admin`. The job's result names the export; its link is read by the
+// org's owners and admins from `GET /v1/exports/{id}` (never by API keys, which can
+// read the org's jobs) and sent to the requester's notifications and email.
 //
 // Corresponds with POST /v1/orgs/{id}/export (the `ExportOrg` operationId).
 func (c *Client) ExportOrg(ctx context.Context, id ID, params *ExportOrgParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -20595,6 +20724,40 @@ func NewSubmitToolResultsRequestWithBody(server string, id ID, params *SubmitToo
 			req.Header.Set("Kiln-Org", headerParam1)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewGetExportRequest constructs an http.Request for the GetExport method
+func NewGetExportRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/exports/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -26886,9 +27049,22 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/conversations/{id}/tool-results (the `SubmitToolResults` operationId).
 	SubmitToolResultsWithResponse(ctx context.Context, id ID, params *SubmitToolResultsParams, body SubmitToolResultsJSONRequestBody, reqEditors ...RequestEditorFn) (*SubmitToolResultsResponse, error)
 
+	// GetExportWithResponse An export, with its download link once it is ready
+	//
+	// The export named by a `privacy.export` job's `result.export_id`: its state and,
+	// while it is `ready`, the signed link that downloads its archive once. A user's export
+	// is visible to that user only; an org's to the org's owners and admins. API keys are
+	// refused (403): an org's keys may read its jobs, not its archive. Anyone else gets
+	// 404. An export whose job failed for good or was cancelled is `failed`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/exports/{id} (the `GetExport` operationId).
+	GetExportWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetExportResponse, error)
+
 	// DownloadExportWithResponse Download an export's archive, once
 	//
-	// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+	// The `download_url` of a ready export (`GET /v1/exports/{id}`): it needs no
 	// Authorization header (the signed `token` is the credential), so a browser can
 	// follow it. The first download claims the archive and its bytes are deleted once it
 	// has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
@@ -27331,9 +27507,12 @@ type ClientWithResponsesInterface interface {
 	// created with every version and label, the knowledge bases they created with their
 	// documents and index metadata (no vectors), the usage they incurred, their
 	// notifications and the audit events they are the actor of. `manifest.json` lists
-	// every file with its row count. When the job succeeds its `result` carries
-	// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
-	// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+	// every file with its row count. When the job succeeds its `result` names the export
+	// (`export_id`, size, hash, files), never its link: the requester reads the link from
+	// `GET /v1/exports/{id}` (`download_url`, until `expires_at`:
+	// `privacy.export_link_ttl`, default 24 h) and in the notification and email that say
+	// the archive is ready. The signed link downloads the archive once
+	// (`GET /v1/exports/{id}/download`). One export
 	// at a time: asking again while one is queued or running returns that export's job
 	// (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
 	// Recorded in the audit log (`privacy.export_requested`).
@@ -27681,7 +27860,9 @@ type ClientWithResponsesInterface interface {
 	// audit events, invoices with their lines and the billing profile. One export at a
 	// time per org (a second request while one is queued or running returns its job).
 	// Needs an org owner or admin (other members get 403, non-members 404), or a key of
-	// the org with `admin`. The link in the job's result downloads once.
+	// the org with `admin`. The job's result names the export; its link is read by the
+	// org's owners and admins from `GET /v1/exports/{id}` (never by API keys, which can
+	// read the org's jobs) and sent to the requester's notifications and email.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -33422,6 +33603,68 @@ func (r SubmitToolResultsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r SubmitToolResultsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetExportResponse503Headers the declared response headers of an HTTP 503 response for GetExport
+type GetExportResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetExportResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DataExport
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetExportResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetExportResponse) GetJSON200() *DataExport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetExportResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetExportResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetExportResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetExportResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetExportResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetExportResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -40763,9 +41006,28 @@ func (c *ClientWithResponses) SubmitToolResultsWithResponse(ctx context.Context,
 	return ParseSubmitToolResultsResponse(rsp)
 }
 
+// GetExportWithResponse An export, with its download link once it is ready
+//
+// The export named by a `privacy.export` job's `result.export_id`: its state and,
+// while it is `ready`, the signed link that downloads its archive once. A user's export
+// is visible to that user only; an org's to the org's owners and admins. API keys are
+// refused (403): an org's keys may read its jobs, not its archive. Anyone else gets
+// 404. An export whose job failed for good or was cancelled is `failed`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/exports/{id} (the `GetExport` operationId).
+func (c *ClientWithResponses) GetExportWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetExportResponse, error) {
+	rsp, err := c.GetExport(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetExportResponse(rsp)
+}
+
 // DownloadExportWithResponse Download an export's archive, once
 //
-// The link of a succeeded `privacy.export` job's `download_url`: it needs no
+// The `download_url` of a ready export (`GET /v1/exports/{id}`): it needs no
 // Authorization header (the signed `token` is the credential), so a browser can
 // follow it. The first download claims the archive and its bytes are deleted once it
 // has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
@@ -41406,9 +41668,12 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 // created with every version and label, the knowledge bases they created with their
 // documents and index metadata (no vectors), the usage they incurred, their
 // notifications and the audit events they are the actor of. `manifest.json` lists
-// every file with its row count. When the job succeeds its `result` carries
-// `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
-// link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+// every file with its row count. When the job succeeds its `result` names the export
+// (`export_id`, size, hash, files), never its link: the requester reads the link from
+// `GET /v1/exports/{id}` (`download_url`, until `expires_at`:
+// `privacy.export_link_ttl`, default 24 h) and in the notification and email that say
+// the archive is ready. The signed link downloads the archive once
+// (`GET /v1/exports/{id}/download`). One export
 // at a time: asking again while one is queued or running returns that export's job
 // (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
 // Recorded in the audit log (`privacy.export_requested`).
@@ -41948,7 +42213,9 @@ func (c *ClientWithResponses) GetOrgEntitlementsWithResponse(ctx context.Context
 // audit events, invoices with their lines and the billing profile. One export at a
 // time per org (a second request while one is queued or running returns its job).
 // Needs an org owner or admin (other members get 403, non-members 404), or a key of
-// the org with `admin`. The link in the job's result downloads once.
+// the org with `admin`. The job's result names the export; its link is read by the
+// org's owners and admins from `GET /v1/exports/{id}` (never by API keys, which can
+// read the org's jobs) and sent to the requester's notifications and email.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -47540,6 +47807,59 @@ func ParseSubmitToolResultsResponse(rsp *http.Response) (*SubmitToolResultsRespo
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers SubmitToolResultsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetExportResponse parses an HTTP response from a GetExportWithResponse call
+func ParseGetExportResponse(rsp *http.Response) (*GetExportResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetExportResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DataExport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetExportResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -318,9 +318,12 @@ export interface paths {
          *     created with every version and label, the knowledge bases they created with their
          *     documents and index metadata (no vectors), the usage they incurred, their
          *     notifications and the audit events they are the actor of. `manifest.json` lists
-         *     every file with its row count. When the job succeeds its `result` carries
-         *     `download_url` and `expires_at` (`privacy.export_link_ttl`, default 24 h): a signed
-         *     link that downloads the archive once (`GET /v1/exports/{id}/download`). One export
+         *     every file with its row count. When the job succeeds its `result` names the export
+         *     (`export_id`, size, hash, files), never its link: the requester reads the link from
+         *     `GET /v1/exports/{id}` (`download_url`, until `expires_at`:
+         *     `privacy.export_link_ttl`, default 24 h) and in the notification and email that say
+         *     the archive is ready. The signed link downloads the archive once
+         *     (`GET /v1/exports/{id}/download`). One export
          *     at a time: asking again while one is queued or running returns that export's job
          *     (202, no new job). An archive past `privacy.export_max_bytes` fails the job.
          *     Recorded in the audit log (`privacy.export_requested`).
@@ -2185,9 +2188,35 @@ export interface paths {
          *     audit events, invoices with their lines and the billing profile. One export at a
          *     time per org (a second request while one is queued or running returns its job).
          *     Needs an org owner or admin (other members get 403, non-members 404), or a key of
-         *     the org with `admin`. The link in the job's result downloads once.
+         *     the org with `admin`. The job's result names the export; its link is read by the
+         *     org's owners and admins from `GET /v1/exports/{id}` (never by API keys, which can
+         *     read the org's jobs) and sent to the requester's notifications and email.
          */
         post: operations["exportOrg"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/exports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An export, with its download link once it is ready
+         * @description The export named by a `privacy.export` job's `result.export_id`: its state and,
+         *     while it is `ready`, the signed link that downloads its archive once. A user's export
+         *     is visible to that user only; an org's to the org's owners and admins. API keys are
+         *     refused (403): an org's keys may read its jobs, not its archive. Anyone else gets
+         *     404. An export whose job failed for good or was cancelled is `failed`.
+         */
+        get: operations["getExport"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -2203,7 +2232,7 @@ export interface paths {
         };
         /**
          * Download an export's archive, once
-         * @description The link of a succeeded `privacy.export` job's `download_url`: it needs no
+         * @description The `download_url` of a ready export (`GET /v1/exports/{id}`): it needs no
          *     Authorization header (the signed `token` is the credential), so a browser can
          *     follow it. The first download claims the archive and its bytes are deleted once it
          *     has been sent; a second one is a 410 (`export_downloaded`), an expired link a 410
@@ -5285,6 +5314,50 @@ export interface components {
             /** @description The account's password (password accounts). */
             password?: string;
         };
+        /** @description A privacy export (`POST /v1/me/export`, `POST /v1/orgs/{id}/export`). */
+        DataExport: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description `user`: everything of the requesting user across orgs; `org`: every row of the org.
+             * @enum {string}
+             */
+            subject: "user" | "org";
+            /**
+             * Format: uuid
+             * @description The org exported, or for a user's export the org its job runs in.
+             */
+            org_id: string;
+            /**
+             * Format: uuid
+             * @description The `privacy.export` job that builds it; null once that job was purged.
+             */
+            job_id: string | null;
+            /**
+             * @description `pending` while its job runs; `ready` to download; `downloaded` once; `expired` past `expires_at`; `failed` when its job failed for good or was cancelled.
+             * @enum {string}
+             */
+            state: "pending" | "ready" | "downloaded" | "expired" | "failed";
+            /**
+             * Format: int64
+             * @description The archive's bytes; 0 until ready.
+             */
+            size: number;
+            /** @description The archive's SHA-256 in hex; null until ready. */
+            sha256: string | null;
+            /** @description The signed link that downloads the archive once (`GET /v1/exports/{id}/download`); null unless `ready`. */
+            download_url: string | null;
+            /**
+             * Format: date-time
+             * @description When the link stops working; null until ready.
+             */
+            expires_at: string | null;
+            created_at: components["schemas"]["Timestamp"];
+            /** Format: date-time */
+            finished_at: string | null;
+            /** Format: date-time */
+            downloaded_at: string | null;
+        };
         DeletionScheduled: {
             deletion_scheduled_at: components["schemas"]["Timestamp"];
             erase_at: components["schemas"]["Timestamp"];
@@ -5339,10 +5412,10 @@ export interface components {
             created_at: components["schemas"]["Timestamp"];
         };
         /**
-         * @description `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed.
+         * @description `security` cannot be turned off; `jobs` tells a job's creator that a long job succeeded or failed; `privacy` that a data export is ready to download (in-app and email by default).
          * @enum {string}
          */
-        NotificationCategory: "billing" | "jobs" | "org" | "product" | "security";
+        NotificationCategory: "billing" | "jobs" | "org" | "privacy" | "product" | "security";
         NotificationList: {
             data: components["schemas"]["Notification"][];
             next_cursor: string | null;
@@ -9198,6 +9271,31 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getExport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The object's id. */
+                id: components["parameters"]["ID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DataExport"];
                 };
             };
             503: components["responses"]["ServiceUnavailable"];
