@@ -142,16 +142,17 @@ WHERE id = sqlc.arg(id) AND updated_at = sqlc.arg(seen)
 
 -- Ended jobs past their org's retention (finished_days for succeeded and cancelled ones,
 -- failed_days for failed ones, kept longer for the failed-job audit, without a setting of
--- the org), deleted or not. Queued and running jobs are never purged. In batches of at
--- most max_rows.
+-- the org), deleted or not. The window counts from a deleted job's deletion (its restore
+-- window), from an other job's end. Queued and running jobs are never purged. In batches
+-- of at most max_rows.
 -- name: PurgeFinishedJobs :execrows
 DELETE FROM jobs WHERE id IN (
     SELECT j.id FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id
     WHERE j.finished_at IS NOT NULL
       AND ((j.state IN ('succeeded', 'cancelled')
-            AND j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, sqlc.arg(finished_days)::integer)))
+            AND COALESCE(j.deleted_at, j.finished_at) < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.finished_jobs_days, sqlc.arg(finished_days)::integer)))
         OR (j.state = 'failed'
-            AND j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, sqlc.arg(failed_days)::integer))))
+            AND COALESCE(j.deleted_at, j.finished_at) < sqlc.arg(now)::timestamptz - make_interval(days => COALESCE(r.failed_jobs_days, sqlc.arg(failed_days)::integer))))
     LIMIT sqlc.arg(max_rows));
 
 -- Soft-deletes an ended job of the owner; a job that has not ended is left (0 rows).
@@ -162,10 +163,10 @@ WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id) AND deleted_at IS NULL
   AND (sqlc.narg(user_id)::uuid IS NULL OR created_by = sqlc.narg(user_id)::uuid)
 RETURNING *;
 
--- A deleted job of the owner, locked; expired says it ended longer ago than its org's
--- retention for its state (its purge is due).
+-- A deleted job of the owner, locked; expired says it was deleted longer ago than its
+-- org's retention for its state (its purge is due).
 -- name: GetDeletedOrgJobForUpdate :one
-SELECT j.*, (j.finished_at < sqlc.arg(now)::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
+SELECT j.*, (COALESCE(j.deleted_at, j.finished_at) < sqlc.arg(now)::timestamptz - make_interval(days => CASE WHEN j.state = 'failed'
     THEN COALESCE(r.failed_jobs_days, sqlc.arg(failed_days)::integer)
     ELSE COALESCE(r.finished_jobs_days, sqlc.arg(finished_days)::integer) END))::boolean AS expired
 FROM jobs j LEFT JOIN org_retention r ON r.org_id = j.org_id

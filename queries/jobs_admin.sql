@@ -1,8 +1,10 @@
 -- Jobs across every org for platform admins, newest first. Discarded jobs show only when
--- asked for.
+-- asked for; jobs their org deleted never (they are hidden from every read until restored
+-- or purged).
 -- name: AdminListJobs :many
 SELECT * FROM jobs
-WHERE (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
+WHERE deleted_at IS NULL
+  AND (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
   AND (discarded_at IS NOT NULL) = sqlc.arg(discarded)::boolean
   AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind)::text)
   AND (sqlc.narg(queue)::text IS NULL OR queue = sqlc.narg(queue)::text)
@@ -11,11 +13,11 @@ WHERE (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
 ORDER BY id DESC
 LIMIT sqlc.arg(row_limit);
 
--- The failed, not discarded jobs a bulk action applies to: the ids given, or those matching
--- the filter; locked for the rest of the transaction.
+-- The failed, not discarded (nor deleted) jobs a bulk action applies to: the ids given, or
+-- those matching the filter; locked for the rest of the transaction.
 -- name: LockFailedJobs :many
 SELECT * FROM jobs
-WHERE phase = 'failed'
+WHERE phase = 'failed' AND deleted_at IS NULL
   AND (sqlc.narg(ids)::uuid[] IS NULL OR id = ANY (sqlc.narg(ids)::uuid[]))
   AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind)::text)
   AND (sqlc.narg(queue)::text IS NULL OR queue = sqlc.narg(queue)::text)

@@ -221,6 +221,23 @@ func TestDeleteJob(t *testing.T) {
 		if b.auditCount(t, "job.delete", failed.String()) != 1 {
 			t.Fatal("the delete is not audited")
 		}
+		// Nor do the platform admins' views list it, or retry it in bulk.
+		b.withJobsAdmin(t)
+		root, _ := b.signUpAdmin(t, "root@example.com")
+		var admins api.AdminJobList
+		wantStatus(t, b.call(t, "GET", "/v1/admin/jobs?state=failed", root.AccessToken, nil, &admins), 200)
+		for _, j := range admins.Data {
+			if j.Id == failed {
+				t.Fatal("the deleted job is listed to admins")
+			}
+		}
+		var retried api.AdminJobBulkResult
+		wantStatus(t, b.call(t, "POST", "/v1/admin/jobs/retry", root.AccessToken, map[string]any{"all": true}, &retried), 200)
+		for _, j := range retried.Data {
+			if j.Id == failed {
+				t.Fatal("the deleted job was retried in bulk")
+			}
+		}
 	})
 	t.Run("ErrAnotherUser", func(t *testing.T) {
 		// An org admin with a user token sees only the jobs they created, as for the delete.
@@ -238,8 +255,12 @@ func TestDeleteJob(t *testing.T) {
 		}
 	})
 	t.Run("ErrPastWindow", func(t *testing.T) {
+		// The window counts from the deletion, not from the job's end.
+		b.backdate(t, "jobs", "finished_at", failed, 40)
 		wantStatus(t, b.call(t, "DELETE", "/v1/jobs/"+failed.String(), alice.token, nil, nil, in...), 204)
-		b.backdate(t, "jobs", "finished_at", failed, 31)
+		wantStatus(t, b.call(t, "POST", "/v1/jobs/"+failed.String()+"/restore", alice.token, nil, nil, in...), 200)
+		wantStatus(t, b.call(t, "DELETE", "/v1/jobs/"+failed.String(), alice.token, nil, nil, in...), 204)
+		b.backdate(t, "jobs", "deleted_at", failed, 31)
 		problemIs(t, b.call(t, "POST", "/v1/jobs/"+failed.String()+"/restore", alice.token, nil, nil, in...), 410, errs.RetentionExpired)
 	})
 }

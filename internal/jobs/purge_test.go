@@ -19,19 +19,24 @@ func TestPurgeFinished(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 
-	// Each job: its state and how long ago it ended (0: it has not).
+	// Each job: its state, how long ago it ended (0: it has not) and was deleted (0: it was
+	// not); a deleted job's window counts from its deletion.
 	cases := map[string]struct {
-		state jobs.State
-		ended time.Duration
-		kept  bool
+		state   jobs.State
+		ended   time.Duration
+		kept    bool
+		deleted time.Duration
 	}{
-		"SucceededPastRetention": {jobs.Succeeded, 8 * day, false},
-		"SucceededRecently":      {jobs.Succeeded, 6 * day, true},
-		"CancelledPastRetention": {jobs.Cancelled, 8 * day, false},
-		"FailedAWeekAgo":         {jobs.Failed, 8 * day, true},
-		"FailedPastRetention":    {jobs.Failed, 31 * day, false},
-		"QueuedLongAgo":          {jobs.Queued, 0, true},
-		"RunningLongAgo":         {jobs.Running, 0, true},
+		"DeletedRecentlyEndedLongAgo": {jobs.Succeeded, 20 * day, true, 6 * day},
+		"DeletedPastRetention":        {jobs.Succeeded, 20 * day, false, 8 * day},
+		"FailedDeletedRecently":       {jobs.Failed, 40 * day, true, 29 * day},
+		"SucceededPastRetention":      {jobs.Succeeded, 8 * day, false, 0},
+		"SucceededRecently":           {jobs.Succeeded, 6 * day, true, 0},
+		"CancelledPastRetention":      {jobs.Cancelled, 8 * day, false, 0},
+		"FailedAWeekAgo":              {jobs.Failed, 8 * day, true, 0},
+		"FailedPastRetention":         {jobs.Failed, 31 * day, false, 0},
+		"QueuedLongAgo":               {jobs.Queued, 0, true, 0},
+		"RunningLongAgo":              {jobs.Running, 0, true, 0},
 	}
 	ids := map[string]uuid.UUID{}
 	for name, c := range cases {
@@ -44,7 +49,12 @@ func TestPurgeFinished(t *testing.T) {
 			at := now.Add(-c.ended)
 			finished = &at
 		}
-		if _, err := st.Pool.Exec(ctx, "UPDATE jobs SET state = $2, finished_at = $3 WHERE id = $1", j.ID, string(c.state), finished); err != nil {
+		var deleted *time.Time
+		if c.deleted > 0 {
+			at := now.Add(-c.deleted)
+			deleted = &at
+		}
+		if _, err := st.Pool.Exec(ctx, "UPDATE jobs SET state = $2, finished_at = $3, deleted_at = $4 WHERE id = $1", j.ID, string(c.state), finished, deleted); err != nil {
 			t.Fatal(err)
 		}
 		ids[name] = j.ID

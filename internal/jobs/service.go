@@ -223,7 +223,7 @@ func (s *Service) Restore(ctx context.Context, o Owner, id uuid.UUID, by audit.A
 			return err
 		}
 		if row.Expired {
-			return errs.E(errs.RetentionExpired, "Job %s ended past this org's retention for %s jobs; it can no longer be restored.", id, row.State)
+			return errs.E(errs.RetentionExpired, "Job %s was deleted longer ago than this org's retention for %s jobs; it can no longer be restored.", id, row.State)
 		}
 		restored, err := q.RestoreOrgJob(ctx, id)
 		if err != nil {
