@@ -52,6 +52,8 @@ func (a *app) newJobs(ctx context.Context, d *deps, llmDeps server.LLM, convs se
 			return err
 		}
 	}
+	// The erasure stops, resumes and cancels Stripe subscriptions on the workers that run its jobs.
+	d.erasure.UseSubscriptions(a.newStripePayments(llmDeps.Billing))
 	worker.RegisterResolvePaymentOrders(reg, payments)
 	worker.RegisterIssueInvoices(reg, a.newInvoicer(st, llmDeps.Billing))
 	worker.RegisterKeyRotation(reg, func(ctx context.Context) (string, error) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stripe/stripe-go/v82"
 	"github.com/stripe/stripe-go/v82/webhook"
 
@@ -196,6 +197,77 @@ func (p *StripePayments) Portal(ctx context.Context, org uuid.UUID, returnURL st
 		return "", stripeUpstream(err)
 	}
 	return s.URL, nil
+}
+
+// stripeSubscription returns org's live Stripe subscription id, "" when it has none (no
+// subscription, one not paid through Stripe, or one cancelled).
+func (p *StripePayments) stripeSubscription(ctx context.Context, org uuid.UUID) (string, error) {
+	sub, err := p.svc.st.GetSubscription(ctx, org)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get subscription: %w", err)
+	}
+	if sub.Provider != ProviderStripe || !sub.ProviderSubscriptionID.Valid || sub.Status == "cancelled" {
+		return "", nil
+	}
+	if !p.Configured() {
+		return "", StripeNotConfigured()
+	}
+	return sub.ProviderSubscriptionID.String, nil
+}
+
+// CancelSubscriptionAtPeriodEnd stops the renewal of org's Stripe subscription: it runs to
+// the end of the period paid for and is not charged again (the org's deletion is pending).
+// Nothing to do without a Stripe subscription. Errors: provider_not_configured when org
+// has one but Stripe is not configured; upstream_error when Stripe refused or failed.
+func (p *StripePayments) CancelSubscriptionAtPeriodEnd(ctx context.Context, org uuid.UUID) error {
+	return p.setRenewal(ctx, org, false)
+}
+
+// ResumeSubscription undoes CancelSubscriptionAtPeriodEnd: org's Stripe subscription
+// renews again (the org's deletion was undone). Errors as CancelSubscriptionAtPeriodEnd.
+func (p *StripePayments) ResumeSubscription(ctx context.Context, org uuid.UUID) error {
+	return p.setRenewal(ctx, org, true)
+}
+
+func (p *StripePayments) setRenewal(ctx context.Context, org uuid.UUID, renew bool) error {
+	id, err := p.stripeSubscription(ctx, org)
+	if err != nil || id == "" {
+		return err
+	}
+	if _, err := p.client.V1Subscriptions.Update(ctx, id, &stripe.SubscriptionUpdateParams{CancelAtPeriodEnd: stripe.Bool(!renew)}); err != nil {
+		return fmt.Errorf("set cancel_at_period_end=%t on Stripe subscription %s: %w", !renew, id, stripeUpstream(err))
+	}
+	return nil
+}
+
+// CancelSubscriptionNow cancels org's Stripe subscription at once (the org is being
+// erased); one Stripe already ended, or no longer knows, is done. Errors as
+// CancelSubscriptionAtPeriodEnd.
+func (p *StripePayments) CancelSubscriptionNow(ctx context.Context, org uuid.UUID) error {
+	id, err := p.stripeSubscription(ctx, org)
+	if err != nil || id == "" {
+		return err
+	}
+	sub, err := p.client.V1Subscriptions.Retrieve(ctx, id, nil)
+	if stripeMissing(err) || (err == nil && (sub.Status == stripe.SubscriptionStatusCanceled || sub.Status == stripe.SubscriptionStatusIncompleteExpired)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read Stripe subscription %s: %w", id, stripeUpstream(err))
+	}
+	if _, err := p.client.V1Subscriptions.Cancel(ctx, id, &stripe.SubscriptionCancelParams{}); err != nil && !stripeMissing(err) {
+		return fmt.Errorf("cancel Stripe subscription %s: %w", id, stripeUpstream(err))
+	}
+	return nil
+}
+
+// stripeMissing reports whether Stripe answered that the object does not exist.
+func stripeMissing(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.Code == stripe.ErrorCodeResourceMissing
 }
 
 // stripeUpstream turns Stripe's failure into upstream_error, naming its code.

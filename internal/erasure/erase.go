@@ -84,6 +84,9 @@ func (s *Service) eraseUser(ctx context.Context, jobID, pseudonym uuid.UUID) (Re
 	if err != nil {
 		return res, err
 	}
+	if err := s.cancelSubscriptions(ctx, u.orgs); err != nil {
+		return res, err
+	}
 	if n, err := s.purgeRedis(ctx, u.keyTokens(), u.tokens()); err != nil {
 		return res, err
 	} else {
@@ -243,6 +246,9 @@ func (s *Service) eraseOrg(ctx context.Context, jobID, pseudonym uuid.UUID) (Res
 		return res, nil
 	}
 	if err != nil {
+		return res, err
+	}
+	if err := s.cancelSubscriptions(ctx, []uuid.UUID{org.ID}); err != nil {
 		return res, err
 	}
 	keys := []string{org.ID.String()}

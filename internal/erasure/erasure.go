@@ -99,6 +99,7 @@ type Service struct {
 	d              Deps
 	revokeSessions func(ctx context.Context, ids ...uuid.UUID) error
 	keysChanged    func(ctx context.Context)
+	subs           Subscriptions // nil: subscriptions left alone
 
 	// refusals are orgs' deletion state on the write path, by org: the
 	// org_deletion_pending refusal, or nil for a writable org.
@@ -117,6 +118,10 @@ func New(cfg Config, d Deps) *Service {
 	}
 	s := &Service{cfg: cfg, d: d, refusals: localcache.New[uuid.UUID, *errs.Error](writableTTL)}
 	jobs.Register(d.Jobs, KindErase, s.erase)
+	jobs.Register(d.Jobs, KindRenewal, s.renew)
+	if s.d.Log == nil {
+		s.d.Log = slog.New(slog.DiscardHandler)
+	}
 	return s
 }
 
@@ -216,6 +221,9 @@ func (s *Service) DeleteUser(ctx context.Context, userID uuid.UUID, proof Proof,
 			}
 			keys += len(hashes)
 		}
+		if err := s.renewals(ctx, q, now, orgs, &userID); err != nil {
+			return err
+		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &u.PersonalOrgID, Action: "privacy.user_deletion_requested",
 			TargetType: "user", TargetID: userID.String(), Data: map[string]any{
 				"erase_at": out.EraseAt.Format(time.RFC3339), "sessions_revoked": len(revoked), "api_keys_revoked": keys}})
@@ -279,6 +287,13 @@ func (s *Service) RestoreUser(ctx context.Context, userID uuid.UUID, by audit.Ac
 		if err := cancelJob(ctx, q, u.EraseJobID, now); err != nil {
 			return err
 		}
+		orgs, err := q.OrgsGoingWithUser(ctx, userID)
+		if err != nil {
+			return fmt.Errorf("orgs going with the user: %w", err)
+		}
+		if err := s.renewals(ctx, q, now, orgs, &userID); err != nil {
+			return err
+		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &u.PersonalOrgID, Action: "privacy.user_deletion_cancelled",
 			TargetType: "user", TargetID: userID.String()})
 	})
@@ -333,6 +348,9 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID, userID uuid.UUID, by aud
 			JobID: uuid.NullUUID{UUID: job.ID, Valid: true}}); err != nil {
 			return fmt.Errorf("schedule erasure: %w", err)
 		}
+		if err := s.renewals(ctx, q, now, []uuid.UUID{orgID}, nil); err != nil {
+			return err
+		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "privacy.org_deletion_requested",
 			TargetType: "org", TargetID: orgID.String(), Data: map[string]any{"erase_at": out.EraseAt.Format(time.RFC3339)}})
 	})
@@ -362,6 +380,9 @@ func (s *Service) RestoreOrg(ctx context.Context, orgID, userID uuid.UUID, by au
 			return fmt.Errorf("cancel erasure: %w", err)
 		}
 		if err := cancelJob(ctx, q, org.EraseJobID, now); err != nil {
+			return err
+		}
+		if err := s.renewals(ctx, q, now, []uuid.UUID{orgID}, nil); err != nil {
 			return err
 		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &orgID, Action: "privacy.org_deletion_cancelled",
