@@ -99,6 +99,8 @@ bench: deps build
 	$(GO) test ./internal/jobs -run '^$$' -bench . -benchtime 1x -count 3
 	$(GO) test ./internal/rag -run '^$$' -bench Ingest -benchtime 1x
 	$(GO) test ./server -run '^$$' -bench KnowledgeBaseSearch100k -benchtime 1x -timeout 60m
+	$(GO) test ./internal/exports -run '^$$' -bench ExportOrgLarge -benchtime 1x -timeout 20m
+	$(GO) test ./internal/erasure -run '^$$' -bench EraseOrgLarge -benchtime 1x -timeout 20m
 	$(GO) run ./bench/gateway -kiln $(BIN) $(BENCH_FLAGS)
 
 # Development workflow (docs: README, "Working on Kiln"): the API breaking-change gate, git
