@@ -382,10 +382,7 @@ func (s *Service) ingestOnce(ctx context.Context, run *jobs.Run, p IngestPayload
 		return IngestResult{}, errSuperseded // deleted with its knowledge base
 	}
 	kb := toKnowledgeBase(kbRow.KnowledgeBase, 0)
-	// Both of ingestion's writes skip the WAL flush (store.InTxUnflushed): redone if lost.
-	if err := s.st.InTxUnflushed(ctx, func(q *db.Queries) error {
-		return q.SetDocumentProcessing(ctx, db.SetDocumentProcessingParams{ID: doc.ID, UpdatedAt: s.now()})
-	}); err != nil {
+	if err := s.st.SetDocumentProcessing(ctx, db.SetDocumentProcessingParams{ID: doc.ID, UpdatedAt: s.now()}); err != nil {
 		return IngestResult{}, fmt.Errorf("mark document processing: %w", err)
 	}
 	chunks, err := s.prepare(doc, kb)
@@ -432,7 +429,7 @@ func (s *Service) ingestOnce(ctx context.Context, run *jobs.Run, p IngestPayload
 			return res, err
 		}
 	}
-	err = s.st.InTxUnflushed(ctx, func(q *db.Queries) error {
+	err = s.st.InTx(ctx, func(q *db.Queries) error {
 		// The knowledge base first, as every writer of it takes it: then the document.
 		gen, err := q.LockKnowledgeBaseGeneration(ctx, kb.ID)
 		if err != nil {

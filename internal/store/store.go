@@ -78,20 +78,6 @@ func (s *Store) InTx(ctx context.Context, fn func(q *db.Queries) error) error {
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return fn(s.WithTx(tx)) })
 }
 
-// InTxUnflushed is InTx for writes that are redone when lost: its commit does not wait for
-// the WAL flush, so a crash of PostgreSQL may lose the last such commits, never corrupt them
-// (the WAL is written in order: a later flushed commit, such as the job's end, flushes this
-// one too). Ingestion writes through it: chunks are derived from the document, and an
-// ingestion whose commit was lost is still running in its job, which runs again.
-func (s *Store) InTxUnflushed(ctx context.Context, fn func(q *db.Queries) error) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-			return err
-		}
-		return fn(s.WithTx(tx))
-	})
-}
-
 // Translate turns driver errors into domain errors: no rows → not_found, unique and
 // exclusion violations → conflict, check and foreign-key violations → invalid_request.
 func Translate(err error) error {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgvector/pgvector-go"
 
 	"github.com/kilnhq/kiln/gen/db"
@@ -199,44 +198,6 @@ func TestInTx(t *testing.T) {
 			t.Errorf("row after a panicking InTx: err = %v, want no rows", err)
 		}
 	})
-}
-
-// TestInTxUnflushed: the transaction commits and rolls back as InTx does, and its setting
-// ends with it (SET LOCAL): the connection it ran on, the pool's only one here, flushes
-// its next commits again.
-func TestInTxUnflushed(t *testing.T) {
-	t.Parallel()
-	cfg := storetest.New(t).Pool.Config()
-	cfg.MaxConns, cfg.MinConns = 1, 0
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st := store.New(pool)
-	errBoom := errors.New("boom")
-	for _, key := range []string{"unflushed", "rolled_back"} {
-		err := st.InTxUnflushed(t.Context(), func(q *db.Queries) error {
-			if _, err := q.UpsertFeatureFlag(t.Context(), flagParams(key)); err != nil {
-				return err
-			}
-			if key == "rolled_back" {
-				return errBoom
-			}
-			return nil
-		})
-		_, gerr := st.GetFeatureFlag(t.Context(), key)
-		if visible := gerr == nil; visible != (key == "unflushed") || (err != nil) != (key == "rolled_back") {
-			t.Errorf("%s: InTxUnflushed = %v, row visible after it %t", key, err, visible)
-		}
-	}
-	var setting string
-	if err := pool.QueryRow(t.Context(), "SHOW synchronous_commit").Scan(&setting); err != nil {
-		t.Fatal(err)
-	}
-	if setting != "on" {
-		t.Errorf("synchronous_commit after InTxUnflushed = %q, want on: the setting outlived its transaction", setting)
-	}
 }
 
 func TestOpen(t *testing.T) {
