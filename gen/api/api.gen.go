@@ -4458,7 +4458,10 @@ type PlanLimit struct {
 	// Overage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
 	// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
 	// headers; seats, knowledge bases, documents and storage: 403
-	// `plan_limit_reached`), the others allow.
+	// `plan_limit_reached`), the others allow; `allow_and_bill` puts what is past the
+	// limit on the period's invoice (tokens used in the period; seats, knowledge bases,
+	// documents and storage the org has when the invoice is issued).
+	// `requests_per_minute` takes `block` only.
 	Overage PlanLimitOverage `json:"overage"`
 
 	// UnitPrice Minor units per unit past the limit (`allow_and_bill`, where it must be positive).
@@ -4474,7 +4477,10 @@ type PlanLimitName string
 // PlanLimitOverage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
 // `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
 // headers; seats, knowledge bases, documents and storage: 403
-// `plan_limit_reached`), the others allow.
+// `plan_limit_reached`), the others allow; `allow_and_bill` puts what is past the
+// limit on the period's invoice (tokens used in the period; seats, knowledge bases,
+// documents and storage the org has when the invoice is issued).
+// `requests_per_minute` takes `block` only.
 type PlanLimitOverage string
 
 // PlanList defines model for PlanList.

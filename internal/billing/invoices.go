@@ -163,7 +163,7 @@ type draft struct {
 }
 
 // Issue issues org's invoices for period p, one per currency with anything to bill
-// (the subscription's plan and token overage, top-ups paid in p) and one credit note per
+// (the subscription's plan, its overage, top-ups paid in p) and one credit note per
 // invoice that refunds not yet credited refer to, each numbered from the issuer's counter
 // in the same transaction. It is idempotent: what is issued for (org, p) already is not
 // issued again. It returns what it issued; a period with nothing to bill issues nothing.
@@ -198,6 +198,9 @@ func (iv *Invoicer) Issue(ctx context.Context, org uuid.UUID, p Period) ([]Invoi
 			add(sub.Currency, InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("Tokens past the plan's %d", l.Value),
 				Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))})
 		}
+	}
+	if err := iv.countOverage(ctx, org, plan, func(l InvoiceLine) { add(sub.Currency, l) }); err != nil {
+		return nil, err
 	}
 	topups, err := iv.st.PaidTopupsInPeriod(ctx, db.PaidTopupsInPeriodParams{OrgID: org, PeriodStart: p.Start, PeriodEnd: p.End})
 	if err != nil {
@@ -535,3 +538,31 @@ func (iv *Invoicer) SetBillingProfile(ctx context.Context, by audit.Actor, org u
 	}
 	return out, nil
 }
+
+// countOverage adds a line for each count limit (seats, knowledge bases, documents,
+// storage) that plan bills past (allow_and_bill): what the org has past the limit when
+// the invoice is issued, at the limit's unit price for the period.
+func (iv *Invoicer) countOverage(ctx context.Context, org uuid.UUID, plan Plan, add func(InvoiceLine)) error {
+	var has map[string]int64
+	for _, name := range LimitNames {
+		l, ok := plan.Limits[name]
+		if name == LimitTokens || !ok || l.Overage != AllowAndBill || l.UnitPrice <= 0 {
+			continue
+		}
+		if has == nil {
+			var err error
+			if has, err = iv.bill.counts(ctx, iv.st.Queries, org); err != nil {
+				return err
+			}
+		}
+		if over := has[name] - l.Value; over > 0 {
+			add(InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("%s past the plan's %d", limitTitles[name], l.Value),
+				Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))})
+		}
+	}
+	return nil
+}
+
+// limitTitles name the count limits on an invoice line.
+var limitTitles = map[string]string{LimitSeats: "Seats", LimitKnowledgeBases: "Knowledge bases", LimitDocuments: "Documents",
+	LimitStorageBytes: "Bytes of document text"}

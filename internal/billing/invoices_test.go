@@ -351,3 +351,43 @@ func byPlanTokens(r billing.Revenue) int64 {
 	}
 	return n
 }
+
+// TestIssueCountOverage: a plan that bills past its count limits (allow_and_bill) has a
+// line for each one the org exceeds when the invoice is issued, and none for one it does
+// not exceed or one that only alerts.
+func TestIssueCountOverage(t *testing.T) {
+	t.Parallel()
+	f := setupInvoicing(t)
+	plans := billing.NewCatalog([]billing.Plan{
+		{ID: "free", Name: "Free"},
+		{ID: "team", Name: "Team", Prices: []billing.Price{{Interval: "month", Currency: "USD", Amount: 1000}},
+			Limits: map[string]billing.Limit{
+				billing.LimitKnowledgeBases: {Value: 1, Overage: billing.AllowAndBill, UnitPrice: 250},
+				billing.LimitDocuments:      {Value: 5, Overage: billing.AllowAndBill, UnitPrice: 10},
+				billing.LimitSeats:          {Value: 0, Overage: billing.AllowAndAlert},
+			}},
+	}, "free")
+	rdb, ks := storetest.Redis(t)
+	svc := billing.New(f.st, plans, billing.NewQuota(rdb, ks, time.Minute, f.clock.Now), time.Minute, gracePeriod, f.clock.Now)
+	org := storetest.Org(t, f.st)
+	if _, err := svc.Set(t.Context(), audit.Actor{Type: audit.ActorSystem}, org, billing.SetSubscription{Plan: "team",
+		PeriodStart: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // 3 knowledge bases: 2 past the limit of 1
+		if _, err := f.st.Pool.Exec(t.Context(), `INSERT INTO knowledge_bases (id, org_id, name, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, created_at, updated_at)
+			VALUES ($1, $2, 'kb', 'hash', 256, 512, 64, now(), now())`, uuid.Must(uuid.NewV7()), org); err != nil {
+			t.Fatal(err)
+		}
+	}
+	feb := billing.Period{Start: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	got := issue(t, billing.NewInvoicer(f.st, svc, testIssuer, f.clock.Now), org, feb)
+	if len(got) != 1 {
+		t.Fatalf("invoices = %+v, want one", got)
+	}
+	lines := got[0].Lines
+	if len(lines) != 2 || lines[1].Kind != billing.LineOverage || lines[1].Quantity != 2 || lines[1].UnitAmount != 250 ||
+		lines[1].Amount != 500 || lines[1].Description != "Knowledge bases past the plan's 1" || got[0].Subtotal != 1500 {
+		t.Errorf("lines = %+v, subtotal %d; want the plan and 2 knowledge bases past the limit at 250", lines, got[0].Subtotal)
+	}
+}

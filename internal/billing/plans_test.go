@@ -213,6 +213,9 @@ func TestPlanValidation(t *testing.T) {
 		{"Value", "/limits/0/value", func(in *billing.PlanInput) { in.Limits[0].Value = -1 }},
 		{"Overage", "/limits/0/overage", func(in *billing.PlanInput) { in.Limits[0].Overage = "shrug" }},
 		{"UnitPrice", "/limits/2/unit_price", func(in *billing.PlanInput) { in.Limits[2].UnitPrice = 0 }},
+		{"RequestRateNotBlocking", "/limits/0/overage", func(in *billing.PlanInput) {
+			in.Limits[0] = billing.NamedLimit{Name: billing.LimitRequestsPerMinute, Limit: billing.Limit{Value: 60, Overage: billing.AllowAndAlert}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run("Err"+tt.name, func(t *testing.T) {

@@ -281,6 +281,9 @@ func (s *Service) validatePlan(id string, in PlanInput, fields []errs.FieldError
 		if l.Value < 0 {
 			bad(at+"/value", "must not be negative")
 		}
+		if l.Name == LimitRequestsPerMinute && l.Overage != Block {
+			bad(at+"/overage", "must be block for requests_per_minute (a rate is refused past its limit, never billed)")
+		}
 		switch l.Overage {
 		case AllowAndBill:
 			if !(l.UnitPrice > 0) {

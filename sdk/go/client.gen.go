@@ -4493,7 +4493,10 @@ type PlanLimit struct {
 	// Overage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
 	// `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
 	// headers; seats, knowledge bases, documents and storage: 403
-	// `plan_limit_reached`), the others allow.
+	// `plan_limit_reached`), the others allow; `allow_and_bill` puts what is past the
+	// limit on the period's invoice (tokens used in the period; seats, knowledge bases,
+	// documents and storage the org has when the invoice is issued).
+	// `requests_per_minute` takes `block` only.
 	Overage PlanLimitOverage `json:"overage"`
 
 	// UnitPrice Minor units per unit past the limit (`allow_and_bill`, where it must be positive).
@@ -4509,7 +4512,10 @@ type PlanLimitName string
 // PlanLimitOverage Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
 // `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
 // headers; seats, knowledge bases, documents and storage: 403
-// `plan_limit_reached`), the others allow.
+// `plan_limit_reached`), the others allow; `allow_and_bill` puts what is past the
+// limit on the period's invoice (tokens used in the period; seats, knowledge bases,
+// documents and storage the org has when the invoice is issued).
+// `requests_per_minute` takes `block` only.
 type PlanLimitOverage string
 
 // PlanList defines model for PlanList.
@@ -11395,8 +11401,9 @@ type ClientInterface interface {
 	// GetOrgInvoicePDF An invoice or credit note as PDF
 	//
 	// The invoice rendered as an A4 PDF (a download named after its number). Text is set
-	// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
-	// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+	// in `billing.invoices.font`, a TrueType font (by default Droid Sans Fallback, which
+	// has the CJK glyphs of Chinese names); without one, in Helvetica, which prints
+	// characters outside Latin-1 as `.`. Owners and admins only; an API key needs
 	// `billing:read` or `admin`.
 	//
 	// Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
@@ -15662,8 +15669,9 @@ func (c *Client) GetOrgInvoice(ctx context.Context, id ID, invoiceId InvoiceID, 
 // GetOrgInvoicePDF An invoice or credit note as PDF
 //
 // The invoice rendered as an A4 PDF (a download named after its number). Text is set
-// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
-// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+// in `billing.invoices.font`, a TrueType font (by default Droid Sans Fallback, which
+// has the CJK glyphs of Chinese names); without one, in Helvetica, which prints
+// characters outside Latin-1 as `.`. Owners and admins only; an API key needs
 // `billing:read` or `admin`.
 //
 // Corresponds with GET /v1/orgs/{id}/invoices/{invoice_id}/pdf (the `GetOrgInvoicePDF` operationId).
@@ -27935,8 +27943,9 @@ type ClientWithResponsesInterface interface {
 	// GetOrgInvoicePDFWithResponse An invoice or credit note as PDF
 	//
 	// The invoice rendered as an A4 PDF (a download named after its number). Text is set
-	// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
-	// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+	// in `billing.invoices.font`, a TrueType font (by default Droid Sans Fallback, which
+	// has the CJK glyphs of Chinese names); without one, in Helvetica, which prints
+	// characters outside Latin-1 as `.`. Owners and admins only; an API key needs
 	// `billing:read` or `admin`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -42330,8 +42339,9 @@ func (c *ClientWithResponses) GetOrgInvoiceWithResponse(ctx context.Context, id 
 // GetOrgInvoicePDFWithResponse An invoice or credit note as PDF
 //
 // The invoice rendered as an A4 PDF (a download named after its number). Text is set
-// in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
-// prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+// in `billing.invoices.font`, a TrueType font (by default Droid Sans Fallback, which
+// has the CJK glyphs of Chinese names); without one, in Helvetica, which prints
+// characters outside Latin-1 as `.`. Owners and admins only; an API key needs
 // `billing:read` or `admin`.
 //
 // Returns a wrapper object for the known response body format(s).

@@ -1326,6 +1326,9 @@ func (b Billing) validate() []string {
 			if l.Value < 0 {
 				bad(lk+".value", "must not be negative, got %d", l.Value)
 			}
+			if name == "requests_per_minute" && l.Overage != "block" {
+				bad(lk+".overage", "must be block for requests_per_minute (a rate is refused past its limit, never billed)")
+			}
 			switch l.Overage {
 			case "block", "allow_and_alert":
 			case "allow_and_bill":

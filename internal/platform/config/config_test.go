@@ -268,6 +268,11 @@ func TestLoadErrors(t *testing.T) {
 			wantKeys: []string{"jobs.schedules.Bad Name", "jobs.schedules.nocron.cron", "jobs.schedules.nokind.kind", "jobs.schedules.nokind.timezone"},
 		},
 		{
+			name:     "ErrPlanRequestRateNotBlocking",
+			yaml:     "billing:\n  plans:\n    free:\n      name: Free\n      limits:\n        requests_per_minute: {value: 60, overage: allow_and_alert}\n",
+			wantKeys: []string{"billing.plans.free.limits.requests_per_minute.overage"},
+		},
+		{
 			name:     "ErrCORS",
 			environ:  []string{"KILN_HTTP_CORS_ALLOWED_ORIGINS=https://app.example.com/path", "KILN_HTTP_CORS_MAX_AGE=-1s"},
 			wantKeys: []string{"http.cors.allowed_origins", "https://app.example.com/path", "http.cors.max_age"},

@@ -1438,8 +1438,9 @@ export interface paths {
         /**
          * An invoice or credit note as PDF
          * @description The invoice rendered as an A4 PDF (a download named after its number). Text is set
-         *     in `billing.invoices.font` when it names a TrueType font, else in Helvetica, which
-         *     prints characters outside Latin-1 as `.`. Owners and admins only; an API key needs
+         *     in `billing.invoices.font`, a TrueType font (by default Droid Sans Fallback, which
+         *     has the CJK glyphs of Chinese names); without one, in Helvetica, which prints
+         *     characters outside Latin-1 as `.`. Owners and admins only; an API key needs
          *     `billing:read` or `admin`.
          */
         get: operations["getOrgInvoicePDF"];
@@ -4551,7 +4552,10 @@ export interface components {
              * @description Past the limit, `block` refuses (tokens: 429 `quota_exceeded`;
              *     `requests_per_minute`: 429 `rate_limited` with the `plan` item in the RateLimit
              *     headers; seats, knowledge bases, documents and storage: 403
-             *     `plan_limit_reached`), the others allow.
+             *     `plan_limit_reached`), the others allow; `allow_and_bill` puts what is past the
+             *     limit on the period's invoice (tokens used in the period; seats, knowledge bases,
+             *     documents and storage the org has when the invoice is issued).
+             *     `requests_per_minute` takes `block` only.
              * @enum {string}
              */
             overage: "block" | "allow_and_bill" | "allow_and_alert";
