@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -556,13 +557,10 @@ func (iv *Invoicer) countOverage(ctx context.Context, org uuid.UUID, plan Plan, 
 			}
 		}
 		if over := has[name] - l.Value; over > 0 {
-			add(InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("%s past the plan's %d", limitTitles[name], l.Value),
+			unit := limitWords[name].unit
+			add(InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("%s%s past the plan's %d", strings.ToUpper(unit[:1]), unit[1:], l.Value),
 				Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))})
 		}
 	}
 	return nil
 }
-
-// limitTitles name the count limits on an invoice line.
-var limitTitles = map[string]string{LimitSeats: "Seats", LimitKnowledgeBases: "Knowledge bases", LimitDocuments: "Documents",
-	LimitStorageBytes: "Bytes of document text"}
