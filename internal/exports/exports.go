@@ -167,7 +167,7 @@ func (s *Service) Get(ctx context.Context, userID, id uuid.UUID) (Export, error)
 		}
 	}
 	out := Export{ID: r.ID, Subject: r.Subject, OrgID: r.OrgID, JobID: store.UUIDPtr(r.JobID), State: r.State, Size: r.Size,
-		ExpiresAt: utc(r.ExpiresAt), CreatedAt: r.CreatedAt.UTC(), FinishedAt: utc(r.FinishedAt), DownloadedAt: utc(r.DownloadedAt)}
+		ExpiresAt: store.UTC(r.ExpiresAt), CreatedAt: r.CreatedAt.UTC(), FinishedAt: store.UTC(r.FinishedAt), DownloadedAt: store.UTC(r.DownloadedAt)}
 	if len(r.Sha256) > 0 {
 		out.SHA256 = hex.EncodeToString(r.Sha256)
 	}
@@ -175,14 +175,6 @@ func (s *Service) Get(ctx context.Context, userID, id uuid.UUID) (Export, error)
 		out.DownloadURL = s.link(r.ID, *r.ExpiresAt)
 	}
 	return out, nil
-}
-
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
 
 // Request starts an export of subject asked by by; the job is created in org (the org

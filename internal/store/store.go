@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/google/uuid"
@@ -96,6 +97,15 @@ func Translate(err error) error {
 		}
 	}
 	return err
+}
+
+// UTC is a nullable timestamp column's value in UTC: nil when NULL.
+func UTC(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // UUIDPtr is a nullable column value as a pointer: nil when NULL.

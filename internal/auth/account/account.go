@@ -395,17 +395,9 @@ func UserFromRow(r db.User) User {
 		Disabled:            r.DisabledAt != nil,
 		CreatedAt:           r.CreatedAt.UTC(),
 		HasPassword:         r.PasswordHash.Valid,
-		DeletionRequestedAt: utcPtr(r.DeletionRequestedAt),
-		EraseAt:             utcPtr(r.EraseAt),
+		DeletionRequestedAt: store.UTC(r.DeletionRequestedAt),
+		EraseAt:             store.UTC(r.EraseAt),
 	}
-}
-
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
 
 // CheckPassword reports whether password is userID's, for a re-authentication before a
