@@ -15,6 +15,7 @@ import (
 	"github.com/kilnhq/kiln/internal/conversations"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // owner is who acts on conversations: the caller's org, and the user for a user token
@@ -334,7 +335,7 @@ func toAPIConversation(c conversations.Conversation) api.Conversation {
 	}
 	return api.Conversation{
 		Id: c.ID, Title: orNil(c.Title), Model: orNil(c.Model), Metadata: meta,
-		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(), DeletedAt: utc(c.DeletedAt),
+		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(), DeletedAt: store.UTC(c.DeletedAt),
 	}
 }
 
@@ -344,7 +345,7 @@ func toAPIConversationMessage(m conversations.Message) api.ConversationMessage {
 		Id: m.ID, ConversationId: m.ConversationID, Role: api.ChatRole(m.Role), Status: api.ConversationMessageStatus(m.Status),
 		ToolCalls: msg.ToolCalls, ToolCallId: orNil(m.ToolCallID), Name: orNil(m.Name),
 		Model: orNil(m.Model), Provider: orNil(m.Provider), ProviderModel: orNil(m.ProviderModel),
-		CreatedAt: m.CreatedAt.UTC(), CompletedAt: utc(m.CompletedAt),
+		CreatedAt: m.CreatedAt.UTC(), CompletedAt: store.UTC(m.CompletedAt),
 	}
 	if m.Content != "" || (len(m.ToolCalls) == 0 && m.Status != conversations.InProgress) {
 		out.Content = &m.Content

@@ -17,6 +17,7 @@ import (
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/auth/token"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Identity is what the identity endpoints and the auth middleware use.
@@ -346,8 +347,8 @@ func toAPIKey(k apikey.Key) api.APIKey {
 	}
 	return api.APIKey{
 		Id: k.ID, Name: k.Name, Display: k.Display, Scopes: scopes, CreatedBy: k.CreatedBy,
-		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: utc(k.ExpiresAt), RevokedAt: utc(k.RevokedAt),
-		LastUsedAt: utc(k.LastUsedAt), RotatedTo: k.RotatedTo, TokenBudget: k.TokenBudget,
+		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: store.UTC(k.ExpiresAt), RevokedAt: store.UTC(k.RevokedAt),
+		LastUsedAt: store.UTC(k.LastUsedAt), RotatedTo: k.RotatedTo, TokenBudget: k.TokenBudget,
 	}
 }
 
@@ -357,14 +358,6 @@ func withSecret(k apikey.Key, secret string) api.APIKeyWithSecret {
 		Id: a.Id, Name: a.Name, Display: a.Display, Scopes: a.Scopes, CreatedBy: a.CreatedBy, CreatedAt: a.CreatedAt,
 		ExpiresAt: a.ExpiresAt, RevokedAt: a.RevokedAt, LastUsedAt: a.LastUsedAt, RotatedTo: a.RotatedTo, TokenBudget: a.TokenBudget, Key: secret,
 	}
-}
-
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
 
 // ListOrgAuditEvents lists an org's audit log for its owners and admins.

@@ -10,6 +10,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/jobs"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // JobsAdmin serves the platform-admin endpoints of jobs: schedules, queues and the
@@ -239,8 +240,8 @@ func toAPIJobSchedule(sc jobs.Schedule) api.JobSchedule {
 	}
 	return api.JobSchedule{
 		Id: sc.ID, Name: sc.Name, Source: api.JobScheduleSource(sc.Source), Cron: sc.Cron, Timezone: sc.Timezone,
-		Kind: sc.Kind, Payload: payload, Paused: sc.PausedAt != nil, PausedAt: utc(sc.PausedAt),
-		NextRunAt: sc.NextRunAt.UTC(), NextRuns: jobs.NextRuns(sc, nextRunsShown), LastRunAt: utc(sc.LastRunAt),
+		Kind: sc.Kind, Payload: payload, Paused: sc.PausedAt != nil, PausedAt: store.UTC(sc.PausedAt),
+		NextRunAt: sc.NextRunAt.UTC(), NextRuns: jobs.NextRuns(sc, nextRunsShown), LastRunAt: store.UTC(sc.LastRunAt),
 		LastJobId: sc.LastJobID, CreatedAt: sc.CreatedAt.UTC(), UpdatedAt: sc.UpdatedAt.UTC(),
 	}
 }
@@ -263,8 +264,8 @@ func toAPIAdminJob(j jobs.AdminJob) api.AdminJob {
 		Id: j.ID, OrgId: j.OrgID, Kind: j.Kind, Queue: j.Queue, State: api.AdminJobState(j.State),
 		Payload: j.Payload, Attempts: j.Attempts, MaxAttempts: j.MaxAttempts, LastError: j.LastError, Run: j.Run,
 		CreatedBy: j.CreatedBy, ApiKeyId: j.APIKeyID, RunAt: j.RunAt.UTC(), CreatedAt: j.CreatedAt.UTC(),
-		StartedAt: utc(j.StartedAt), FinishedAt: utc(j.FinishedAt), UpdatedAt: j.UpdatedAt.UTC(),
-		DiscardedAt: utc(j.DiscardedAt), DiscardedBy: j.DiscardedBy,
+		StartedAt: store.UTC(j.StartedAt), FinishedAt: store.UTC(j.FinishedAt), UpdatedAt: j.UpdatedAt.UTC(),
+		DiscardedAt: store.UTC(j.DiscardedAt), DiscardedBy: j.DiscardedBy,
 	}
 	if j.Result != nil {
 		out.Result = j.Result

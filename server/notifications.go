@@ -9,6 +9,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/notify"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // notifiedUser is the user a notification operation acts for. The spec admits user tokens
@@ -155,7 +156,7 @@ func toAPINotification(n notify.Notification) api.Notification {
 	}
 	return api.Notification{
 		Id: n.ID, OrgId: n.OrgID, Category: api.NotificationCategory(n.Category), Title: n.Title, Body: n.Body,
-		Link: orNil(n.Link), Data: data, ReadAt: utc(n.ReadAt), CreatedAt: n.CreatedAt.UTC(),
+		Link: orNil(n.Link), Data: data, ReadAt: store.UTC(n.ReadAt), CreatedAt: n.CreatedAt.UTC(),
 	}
 }
 

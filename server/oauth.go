@@ -6,6 +6,7 @@ import (
 	"github.com/kilnhq/kiln/gen/api"
 	"github.com/kilnhq/kiln/internal/auth/oauth"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // oauthService returns the external-login service; without one, every provider is unknown.
@@ -91,7 +92,7 @@ func (s *Server) ListMyIdentities(ctx context.Context, _ api.ListMyIdentitiesReq
 	out := api.ListMyIdentities200JSONResponse{Data: make([]api.Identity, len(list))}
 	for i, id := range list {
 		out.Data[i] = api.Identity{
-			Id: id.ID, Provider: id.Provider, Subject: id.Subject, CreatedAt: id.CreatedAt.UTC(), LastLoginAt: utc(id.LastLoginAt),
+			Id: id.ID, Provider: id.Provider, Subject: id.Subject, CreatedAt: id.CreatedAt.UTC(), LastLoginAt: store.UTC(id.LastLoginAt),
 		}
 		if id.Email != "" {
 			out.Data[i].Email = &id.Email

@@ -11,6 +11,7 @@ import (
 	"github.com/kilnhq/kiln/internal/errs"
 	"github.com/kilnhq/kiln/internal/llm/usage"
 	"github.com/kilnhq/kiln/internal/prompts"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // ListPrompts lists the org's prompts, newest first.
@@ -243,7 +244,7 @@ func (s *Server) GetPromptExperiment(ctx context.Context, req api.GetPromptExper
 		return nil, err
 	}
 	out := api.PromptExperimentReport{
-		Id: e.ID, Name: e.Prompt, Label: e.Label, StartedAt: e.StartedAt.UTC(), EndedAt: utc(e.EndedAt),
+		Id: e.ID, Name: e.Prompt, Label: e.Label, StartedAt: e.StartedAt.UTC(), EndedAt: store.UTC(e.EndedAt),
 		Split: toAPISplit(e.Split), Versions: make([]api.PromptExperimentVersion, len(e.Versions)),
 	}
 	for i, v := range e.Versions {
@@ -355,7 +356,7 @@ func toAPIPrompt(p prompts.Prompt) api.Prompt {
 	out := api.Prompt{
 		Id: p.ID, Name: p.Name, Description: p.Description, LatestVersion: p.LatestVersion,
 		Labels: make([]api.PromptLabel, len(p.Labels)), CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt.UTC(), UpdatedAt: p.UpdatedAt.UTC(),
-		DeletedAt: utc(p.DeletedAt),
+		DeletedAt: store.UTC(p.DeletedAt),
 	}
 	for i, l := range p.Labels {
 		out.Labels[i] = toAPIPromptLabel(l)
