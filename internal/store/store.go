@@ -44,7 +44,8 @@ func WithTracing(tp trace.TracerProvider) Option {
 }
 
 // Open connects a pool to url with at most maxConns connections and checks it answers.
-// The vector type is registered on connections once the extension exists.
+// Connections read and write uuid.UUID in binary (registerUUID), and the vector type is
+// registered on them once the extension exists.
 func Open(ctx context.Context, url string, maxConns int32, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -56,6 +57,7 @@ func Open(ctx context.Context, url string, maxConns int32, opts ...Option) (*pgx
 	}
 	cfg.ConnConfig.DialFunc = reportingClose(cfg.ConnConfig.DialFunc)
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		registerUUID(conn.TypeMap())
 		var hasVector bool
 		err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'vector')").Scan(&hasVector)
 		if err != nil || !hasVector {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/pgvector/pgvector-go"
 
 	"github.com/kilnhq/kiln/gen/db"
@@ -285,5 +287,54 @@ func TestCancelledContextStopsQuery(t *testing.T) {
 			t.Fatal("PostgreSQL still runs the query its client cancelled")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUUIDBinary: ids go to PostgreSQL and come back as its binary uuid, through Kiln's
+// plans rather than pgx's driver.Valuer and sql.Scanner ones (a string each way), with
+// NULL, arrays and text results as before.
+func TestUUIDBinary(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	ctx := t.Context()
+	id, other := uuid.Must(uuid.NewV7()), uuid.New()
+
+	var back uuid.UUID
+	var null, valid uuid.NullUUID
+	var text string
+	if err := st.Pool.QueryRow(ctx, "SELECT $1::uuid, $2::uuid, $3::uuid, $1::uuid::text", id, uuid.NullUUID{}, uuid.NullUUID{UUID: other, Valid: true}).
+		Scan(&back, &null, &valid, &text); err != nil {
+		t.Fatal(err)
+	}
+	if back != id || null.Valid || !valid.Valid || valid.UUID != other || text != id.String() {
+		t.Errorf("round trip: %v %v %v %q, want %v, NULL, %v, %q", back, null, valid, text, id, other, id.String())
+	}
+	var ids []uuid.UUID
+	if err := st.Pool.QueryRow(ctx, "SELECT ARRAY[($1::uuid[])[2], ($1::uuid[])[1]]", []uuid.UUID{id, other}).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 || ids[0] != other || ids[1] != id {
+		t.Errorf("array round trip: %v, want [%v %v]", ids, other, id)
+	}
+	valid = uuid.NullUUID{UUID: id, Valid: true}
+	if err := st.Pool.QueryRow(ctx, "SELECT NULL::uuid").Scan(&valid); err != nil || valid.Valid {
+		t.Errorf("NULL into a NullUUID: %v, %v", valid, err)
+	}
+
+	conn, err := st.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	m := conn.Conn().TypeMap()
+	for _, v := range []any{id, uuid.NullUUID{}} {
+		if plan := m.PlanEncode(pgtype.UUIDOID, pgtype.BinaryFormatCode, v); plan == nil || strings.Contains(fmt.Sprintf("%T", plan), "DriverValuer") {
+			t.Errorf("%T is encoded by %T", v, plan)
+		}
+	}
+	for _, v := range []any{&back, &null} {
+		if plan := m.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, v); strings.Contains(fmt.Sprintf("%T", plan), "SQLScanner") {
+			t.Errorf("%T is scanned by %T", v, plan)
+		}
 	}
 }
