@@ -5,9 +5,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
 RETURNING *;
 
 -- name: GetKnowledgeBase :one
-SELECT sqlc.embed(k), (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
-FROM knowledge_bases k
-WHERE k.org_id = sqlc.arg(org_id) AND k.id = sqlc.arg(id);
+SELECT * FROM knowledge_bases WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id);
 
 -- Serialises the writers of one knowledge base's documents (dedupe by content hash).
 -- name: LockKnowledgeBase :one
@@ -15,8 +13,7 @@ SELECT * FROM knowledge_bases WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(
 
 -- Newest first; ids are UUIDv7, so the cursor is the last id.
 -- name: ListKnowledgeBases :many
-SELECT sqlc.embed(k), (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
-FROM knowledge_bases k
+SELECT * FROM knowledge_bases k
 WHERE k.org_id = sqlc.arg(org_id)
   AND (sqlc.narg(after)::uuid IS NULL OR k.id < sqlc.narg(after)::uuid)
 ORDER BY k.id DESC
@@ -33,14 +30,23 @@ RETURNING *;
 -- name: DeleteKnowledgeBase :execrows
 DELETE FROM knowledge_bases WHERE org_id = sqlc.arg(org_id) AND id = sqlc.arg(id);
 
--- name: AddKnowledgeBaseChunks :exec
-UPDATE knowledge_bases SET chunk_count = chunk_count + sqlc.arg(delta)::integer
+-- The documents and chunks a write added to a knowledge base (negative: removed).
+-- name: CountKnowledgeBase :exec
+UPDATE knowledge_bases SET document_count = document_count + sqlc.arg(documents)::integer,
+    chunk_count = chunk_count + sqlc.arg(chunks)::integer
 WHERE id = sqlc.arg(id);
 
+-- A new document with its ingestion job, counted in its knowledge base (whose row the
+-- writer has locked).
 -- name: CreateDocument :one
+WITH counted AS (
+    UPDATE knowledge_bases SET document_count = document_count + 1 WHERE id = sqlc.arg(kb_id)
+)
 INSERT INTO kb_documents (id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content,
-                          content_hash, bytes, status, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', $13, $13)
+                          content_hash, bytes, status, job_id, created_at, updated_at)
+VALUES (sqlc.arg(id), sqlc.arg(org_id), sqlc.arg(kb_id), sqlc.arg(title), sqlc.arg(source), sqlc.narg(filename),
+        sqlc.arg(media_type), sqlc.narg(external_id), sqlc.arg(metadata), sqlc.arg(content), sqlc.arg(content_hash),
+        sqlc.arg(bytes), 'queued', sqlc.arg(job_id), sqlc.arg(created_at), sqlc.arg(created_at))
 RETURNING *;
 
 -- A document's status is its row's, unless its ingestion job ended without finishing it
@@ -74,12 +80,9 @@ FOR UPDATE;
 UPDATE kb_documents
 SET title = sqlc.arg(title), source = sqlc.arg(source), filename = sqlc.narg(filename), media_type = sqlc.arg(media_type),
     metadata = sqlc.arg(metadata), content = sqlc.arg(content), content_hash = sqlc.arg(content_hash),
-    bytes = sqlc.arg(bytes), status = 'queued', error = NULL, updated_at = sqlc.arg(updated_at)
+    bytes = sqlc.arg(bytes), status = 'queued', error = NULL, job_id = sqlc.arg(job_id), updated_at = sqlc.arg(updated_at)
 WHERE id = sqlc.arg(id)
 RETURNING *;
-
--- name: SetDocumentJob :exec
-UPDATE kb_documents SET job_id = sqlc.arg(job_id) WHERE id = sqlc.arg(id);
 
 -- The ingestion job's own view of its document: it may have been deleted or replaced.
 -- name: LockDocumentForIngestion :one
@@ -113,11 +116,18 @@ ORDER BY ordinal;
 
 -- Embeddings already computed in these generations of this knowledge base (those made
 -- with its current model and size) for any of these chunk hashes.
+-- One lookup of (kb_id, content_hash) per hash, whatever the table's statistics say: with
+-- content_hash = ANY(...), a plan made while the table looked empty (a knowledge base's
+-- first import) read all the knowledge base's chunks for each document.
 -- name: FindChunkEmbeddings :many
-SELECT DISTINCT ON (content_hash) content_hash, embedding
-FROM kb_chunks
-WHERE kb_id = sqlc.arg(kb_id) AND content_hash = ANY(sqlc.arg(hashes)::bytea[]) AND embedding IS NOT NULL
-  AND generation = ANY(sqlc.arg(generations)::integer[]);
+SELECT h.content_hash::bytea AS content_hash, e.embedding
+FROM unnest(sqlc.arg(hashes)::bytea[]) AS h(content_hash)
+CROSS JOIN LATERAL (
+    SELECT c.embedding FROM kb_chunks c
+    WHERE c.kb_id = sqlc.arg(kb_id) AND c.content_hash = h.content_hash AND c.embedding IS NOT NULL
+      AND c.generation = ANY(sqlc.arg(generations)::integer[])
+    LIMIT 1
+) e;
 
 -- search_text is the chunk's text as the full-text index reads it (Chinese in bigrams).
 -- name: InsertChunk :batchexec
@@ -188,7 +198,7 @@ WHERE d.kb_id = sqlc.arg(kb_id);
 -- name: AdminListKnowledgeBases :many
 SELECT k.id, k.org_id, o.name AS org_name, k.name, k.embedding_model, k.dimensions, k.vector_store, k.generation,
        k.chunk_count, k.created_at,
-       (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count,
+       k.document_count,
        (SELECT coalesce(sum(d.bytes), 0) FROM kb_documents d WHERE d.kb_id = k.id)::bigint AS bytes,
        (SELECT count(*) FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
         WHERE d.kb_id = k.id

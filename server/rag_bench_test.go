@@ -79,6 +79,12 @@ func BenchmarkKnowledgeBaseSearch100k(b *testing.B) {
 		}
 	}
 	b.Logf("built the HNSW index (m %d, ef_construction %d) in %s (load %s)", m, efc, time.Since(start).Round(time.Second), loadAvg())
+	var sizes string
+	if err := bd.pool.QueryRow(ctx, `SELECT pg_size_pretty(pg_relation_size('kb_chunks_hnsw_768')) || ' index, '
+		|| pg_size_pretty(pg_table_size('kb_chunks')) || ' table, shared_buffers ' || current_setting('shared_buffers')`).Scan(&sizes); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("sizes: %s", sizes)
 
 	// Queries in the corpus's own words: most of one chunk's words, a few others.
 	qs := make([]string, queries)
@@ -101,7 +107,7 @@ func BenchmarkKnowledgeBaseSearch100k(b *testing.B) {
 	b.Logf("exact search: %s per query, sequential (load %s)", (time.Since(start) / queries).Round(time.Microsecond), loadAvg())
 
 	cfg := rag.DefaultConfig()
-	for _, ef := range []int{40, 64, 100, 200} {
+	for _, ef := range []int{40, 64, 100, 150, 200} {
 		store := rag.NewPgvector(bd.pool, rag.PgvectorConfig{EfSearch: ef, MaxScanTuples: cfg.MaxScanTuples, ExactBelow: cfg.ExactSearchBelow})
 		var found, total int
 		start = time.Now()
@@ -202,7 +208,7 @@ func loadChunks(b *testing.B, bd *bundle, org, kb uuid.UUID, dims int, texts []s
 		pgx.CopyFromRows(rows)); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := bd.pool.Exec(ctx, `UPDATE knowledge_bases SET chunk_count = $2 WHERE id = $1`, kb, len(texts)); err != nil {
+	if _, err := bd.pool.Exec(ctx, `UPDATE knowledge_bases SET document_count = $2, chunk_count = $3 WHERE id = $1`, kb, docs, len(texts)); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -14,21 +14,6 @@ import (
 	pgvector "github.com/pgvector/pgvector-go"
 )
 
-const addKnowledgeBaseChunks = `-- name: AddKnowledgeBaseChunks :exec
-UPDATE knowledge_bases SET chunk_count = chunk_count + $1::integer
-WHERE id = $2
-`
-
-type AddKnowledgeBaseChunksParams struct {
-	Delta int32
-	ID    uuid.UUID
-}
-
-func (q *Queries) AddKnowledgeBaseChunks(ctx context.Context, arg AddKnowledgeBaseChunksParams) error {
-	_, err := q.db.Exec(ctx, addKnowledgeBaseChunks, arg.Delta, arg.ID)
-	return err
-}
-
 const adminGetDocument = `-- name: AdminGetDocument :one
 SELECT d.id, d.org_id, d.kb_id, d.title, d.source, d.filename, d.media_type, d.external_id, d.metadata, d.content, d.content_hash, d.bytes, d.status, d.error, d.chunk_count, d.job_id, d.created_at, d.updated_at, d.indexed_at, j.state AS job_state, j.last_error AS job_error
 FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
@@ -146,7 +131,7 @@ func (q *Queries) AdminListFailedDocuments(ctx context.Context, arg AdminListFai
 const adminListKnowledgeBases = `-- name: AdminListKnowledgeBases :many
 SELECT k.id, k.org_id, o.name AS org_name, k.name, k.embedding_model, k.dimensions, k.vector_store, k.generation,
        k.chunk_count, k.created_at,
-       (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count,
+       k.document_count,
        (SELECT coalesce(sum(d.bytes), 0) FROM kb_documents d WHERE d.kb_id = k.id)::bigint AS bytes,
        (SELECT count(*) FROM kb_documents d LEFT JOIN jobs j ON j.id = d.job_id
         WHERE d.kb_id = k.id
@@ -216,10 +201,33 @@ func (q *Queries) AdminListKnowledgeBases(ctx context.Context, arg AdminListKnow
 	return items, nil
 }
 
+const countKnowledgeBase = `-- name: CountKnowledgeBase :exec
+UPDATE knowledge_bases SET document_count = document_count + $1::integer,
+    chunk_count = chunk_count + $2::integer
+WHERE id = $3
+`
+
+type CountKnowledgeBaseParams struct {
+	Documents int32
+	Chunks    int32
+	ID        uuid.UUID
+}
+
+// The documents and chunks a write added to a knowledge base (negative: removed).
+func (q *Queries) CountKnowledgeBase(ctx context.Context, arg CountKnowledgeBaseParams) error {
+	_, err := q.db.Exec(ctx, countKnowledgeBase, arg.Documents, arg.Chunks, arg.ID)
+	return err
+}
+
 const createDocument = `-- name: CreateDocument :one
+WITH counted AS (
+    UPDATE knowledge_bases SET document_count = document_count + 1 WHERE id = $3
+)
 INSERT INTO kb_documents (id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content,
-                          content_hash, bytes, status, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', $13, $13)
+                          content_hash, bytes, status, job_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6,
+        $7, $8, $9, $10, $11,
+        $12, 'queued', $13, $14, $14)
 RETURNING id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content, content_hash, bytes, status, error, chunk_count, job_id, created_at, updated_at, indexed_at
 `
 
@@ -236,9 +244,12 @@ type CreateDocumentParams struct {
 	Content     string
 	ContentHash []byte
 	Bytes       int32
+	JobID       uuid.NullUUID
 	CreatedAt   time.Time
 }
 
+// A new document with its ingestion job, counted in its knowledge base (whose row the
+// writer has locked).
 func (q *Queries) CreateDocument(ctx context.Context, arg CreateDocumentParams) (KbDocument, error) {
 	row := q.db.QueryRow(ctx, createDocument,
 		arg.ID,
@@ -253,6 +264,7 @@ func (q *Queries) CreateDocument(ctx context.Context, arg CreateDocumentParams) 
 		arg.Content,
 		arg.ContentHash,
 		arg.Bytes,
+		arg.JobID,
 		arg.CreatedAt,
 	)
 	var i KbDocument
@@ -284,7 +296,7 @@ const createKnowledgeBase = `-- name: CreateKnowledgeBase :one
 INSERT INTO knowledge_bases (id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap,
                              vector_store, created_by, api_key_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
-RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id
+RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id, document_count
 `
 
 type CreateKnowledgeBaseParams struct {
@@ -335,6 +347,7 @@ func (q *Queries) CreateKnowledgeBase(ctx context.Context, arg CreateKnowledgeBa
 		&i.UpdatedAt,
 		&i.Generation,
 		&i.ReindexJobID,
+		&i.DocumentCount,
 	)
 	return i, err
 }
@@ -441,15 +454,19 @@ func (q *Queries) FailDocument(ctx context.Context, arg FailDocumentParams) erro
 }
 
 const findChunkEmbeddings = `-- name: FindChunkEmbeddings :many
-SELECT DISTINCT ON (content_hash) content_hash, embedding
-FROM kb_chunks
-WHERE kb_id = $1 AND content_hash = ANY($2::bytea[]) AND embedding IS NOT NULL
-  AND generation = ANY($3::integer[])
+SELECT h.content_hash::bytea AS content_hash, e.embedding
+FROM unnest($1::bytea[]) AS h(content_hash)
+CROSS JOIN LATERAL (
+    SELECT c.embedding FROM kb_chunks c
+    WHERE c.kb_id = $2 AND c.content_hash = h.content_hash AND c.embedding IS NOT NULL
+      AND c.generation = ANY($3::integer[])
+    LIMIT 1
+) e
 `
 
 type FindChunkEmbeddingsParams struct {
-	KbID        uuid.UUID
 	Hashes      [][]byte
+	KbID        uuid.UUID
 	Generations []int32
 }
 
@@ -460,8 +477,11 @@ type FindChunkEmbeddingsRow struct {
 
 // Embeddings already computed in these generations of this knowledge base (those made
 // with its current model and size) for any of these chunk hashes.
+// One lookup of (kb_id, content_hash) per hash, whatever the table's statistics say: with
+// content_hash = ANY(...), a plan made while the table looked empty (a knowledge base's
+// first import) read all the knowledge base's chunks for each document.
 func (q *Queries) FindChunkEmbeddings(ctx context.Context, arg FindChunkEmbeddingsParams) ([]FindChunkEmbeddingsRow, error) {
-	rows, err := q.db.Query(ctx, findChunkEmbeddings, arg.KbID, arg.Hashes, arg.Generations)
+	rows, err := q.db.Query(ctx, findChunkEmbeddings, arg.Hashes, arg.KbID, arg.Generations)
 	if err != nil {
 		return nil, err
 	}
@@ -729,9 +749,7 @@ func (q *Queries) GetDocumentForIngestion(ctx context.Context, arg GetDocumentFo
 }
 
 const getKnowledgeBase = `-- name: GetKnowledgeBase :one
-SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, k.generation, k.reindex_job_id, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
-FROM knowledge_bases k
-WHERE k.org_id = $1 AND k.id = $2
+SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id, document_count FROM knowledge_bases WHERE org_id = $1 AND id = $2
 `
 
 type GetKnowledgeBaseParams struct {
@@ -739,31 +757,26 @@ type GetKnowledgeBaseParams struct {
 	ID    uuid.UUID
 }
 
-type GetKnowledgeBaseRow struct {
-	KnowledgeBase KnowledgeBase
-	DocumentCount int32
-}
-
-func (q *Queries) GetKnowledgeBase(ctx context.Context, arg GetKnowledgeBaseParams) (GetKnowledgeBaseRow, error) {
+func (q *Queries) GetKnowledgeBase(ctx context.Context, arg GetKnowledgeBaseParams) (KnowledgeBase, error) {
 	row := q.db.QueryRow(ctx, getKnowledgeBase, arg.OrgID, arg.ID)
-	var i GetKnowledgeBaseRow
+	var i KnowledgeBase
 	err := row.Scan(
-		&i.KnowledgeBase.ID,
-		&i.KnowledgeBase.OrgID,
-		&i.KnowledgeBase.Name,
-		&i.KnowledgeBase.Description,
-		&i.KnowledgeBase.EmbeddingModel,
-		&i.KnowledgeBase.Dimensions,
-		&i.KnowledgeBase.ChunkMaxTokens,
-		&i.KnowledgeBase.ChunkOverlap,
-		&i.KnowledgeBase.VectorStore,
-		&i.KnowledgeBase.ChunkCount,
-		&i.KnowledgeBase.CreatedBy,
-		&i.KnowledgeBase.ApiKeyID,
-		&i.KnowledgeBase.CreatedAt,
-		&i.KnowledgeBase.UpdatedAt,
-		&i.KnowledgeBase.Generation,
-		&i.KnowledgeBase.ReindexJobID,
+		&i.ID,
+		&i.OrgID,
+		&i.Name,
+		&i.Description,
+		&i.EmbeddingModel,
+		&i.Dimensions,
+		&i.ChunkMaxTokens,
+		&i.ChunkOverlap,
+		&i.VectorStore,
+		&i.ChunkCount,
+		&i.CreatedBy,
+		&i.ApiKeyID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Generation,
+		&i.ReindexJobID,
 		&i.DocumentCount,
 	)
 	return i, err
@@ -975,8 +988,7 @@ func (q *Queries) ListDocuments(ctx context.Context, arg ListDocumentsParams) ([
 }
 
 const listKnowledgeBases = `-- name: ListKnowledgeBases :many
-SELECT k.id, k.org_id, k.name, k.description, k.embedding_model, k.dimensions, k.chunk_max_tokens, k.chunk_overlap, k.vector_store, k.chunk_count, k.created_by, k.api_key_id, k.created_at, k.updated_at, k.generation, k.reindex_job_id, (SELECT count(*) FROM kb_documents d WHERE d.kb_id = k.id)::integer AS document_count
-FROM knowledge_bases k
+SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id, document_count FROM knowledge_bases k
 WHERE k.org_id = $1
   AND ($2::uuid IS NULL OR k.id < $2::uuid)
 ORDER BY k.id DESC
@@ -989,38 +1001,33 @@ type ListKnowledgeBasesParams struct {
 	MaxRows int32
 }
 
-type ListKnowledgeBasesRow struct {
-	KnowledgeBase KnowledgeBase
-	DocumentCount int32
-}
-
 // Newest first; ids are UUIDv7, so the cursor is the last id.
-func (q *Queries) ListKnowledgeBases(ctx context.Context, arg ListKnowledgeBasesParams) ([]ListKnowledgeBasesRow, error) {
+func (q *Queries) ListKnowledgeBases(ctx context.Context, arg ListKnowledgeBasesParams) ([]KnowledgeBase, error) {
 	rows, err := q.db.Query(ctx, listKnowledgeBases, arg.OrgID, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []ListKnowledgeBasesRow{}
+	items := []KnowledgeBase{}
 	for rows.Next() {
-		var i ListKnowledgeBasesRow
+		var i KnowledgeBase
 		if err := rows.Scan(
-			&i.KnowledgeBase.ID,
-			&i.KnowledgeBase.OrgID,
-			&i.KnowledgeBase.Name,
-			&i.KnowledgeBase.Description,
-			&i.KnowledgeBase.EmbeddingModel,
-			&i.KnowledgeBase.Dimensions,
-			&i.KnowledgeBase.ChunkMaxTokens,
-			&i.KnowledgeBase.ChunkOverlap,
-			&i.KnowledgeBase.VectorStore,
-			&i.KnowledgeBase.ChunkCount,
-			&i.KnowledgeBase.CreatedBy,
-			&i.KnowledgeBase.ApiKeyID,
-			&i.KnowledgeBase.CreatedAt,
-			&i.KnowledgeBase.UpdatedAt,
-			&i.KnowledgeBase.Generation,
-			&i.KnowledgeBase.ReindexJobID,
+			&i.ID,
+			&i.OrgID,
+			&i.Name,
+			&i.Description,
+			&i.EmbeddingModel,
+			&i.Dimensions,
+			&i.ChunkMaxTokens,
+			&i.ChunkOverlap,
+			&i.VectorStore,
+			&i.ChunkCount,
+			&i.CreatedBy,
+			&i.ApiKeyID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Generation,
+			&i.ReindexJobID,
 			&i.DocumentCount,
 		); err != nil {
 			return nil, err
@@ -1071,7 +1078,7 @@ func (q *Queries) LockDocumentForIngestion(ctx context.Context, arg LockDocument
 }
 
 const lockKnowledgeBase = `-- name: LockKnowledgeBase :one
-SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id FROM knowledge_bases WHERE org_id = $1 AND id = $2 FOR UPDATE
+SELECT id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id, document_count FROM knowledge_bases WHERE org_id = $1 AND id = $2 FOR UPDATE
 `
 
 type LockKnowledgeBaseParams struct {
@@ -1100,6 +1107,7 @@ func (q *Queries) LockKnowledgeBase(ctx context.Context, arg LockKnowledgeBasePa
 		&i.UpdatedAt,
 		&i.Generation,
 		&i.ReindexJobID,
+		&i.DocumentCount,
 	)
 	return i, err
 }
@@ -1122,8 +1130,8 @@ const replaceDocumentContent = `-- name: ReplaceDocumentContent :one
 UPDATE kb_documents
 SET title = $1, source = $2, filename = $3, media_type = $4,
     metadata = $5, content = $6, content_hash = $7,
-    bytes = $8, status = 'queued', error = NULL, updated_at = $9
-WHERE id = $10
+    bytes = $8, status = 'queued', error = NULL, job_id = $9, updated_at = $10
+WHERE id = $11
 RETURNING id, org_id, kb_id, title, source, filename, media_type, external_id, metadata, content, content_hash, bytes, status, error, chunk_count, job_id, created_at, updated_at, indexed_at
 `
 
@@ -1136,6 +1144,7 @@ type ReplaceDocumentContentParams struct {
 	Content     string
 	ContentHash []byte
 	Bytes       int32
+	JobID       uuid.NullUUID
 	UpdatedAt   time.Time
 	ID          uuid.UUID
 }
@@ -1151,6 +1160,7 @@ func (q *Queries) ReplaceDocumentContent(ctx context.Context, arg ReplaceDocumen
 		arg.Content,
 		arg.ContentHash,
 		arg.Bytes,
+		arg.JobID,
 		arg.UpdatedAt,
 		arg.ID,
 	)
@@ -1216,20 +1226,6 @@ func (q *Queries) RequeueDocument(ctx context.Context, arg RequeueDocumentParams
 		&i.IndexedAt,
 	)
 	return i, err
-}
-
-const setDocumentJob = `-- name: SetDocumentJob :exec
-UPDATE kb_documents SET job_id = $1 WHERE id = $2
-`
-
-type SetDocumentJobParams struct {
-	JobID uuid.NullUUID
-	ID    uuid.UUID
-}
-
-func (q *Queries) SetDocumentJob(ctx context.Context, arg SetDocumentJobParams) error {
-	_, err := q.db.Exec(ctx, setDocumentJob, arg.JobID, arg.ID)
-	return err
 }
 
 const setDocumentProcessing = `-- name: SetDocumentProcessing :exec
@@ -1300,7 +1296,7 @@ SET name = coalesce($1, name),
     description = coalesce($2, description),
     updated_at = $3
 WHERE org_id = $4 AND id = $5
-RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id
+RETURNING id, org_id, name, description, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, vector_store, chunk_count, created_by, api_key_id, created_at, updated_at, generation, reindex_job_id, document_count
 `
 
 type UpdateKnowledgeBaseParams struct {
@@ -1337,6 +1333,7 @@ func (q *Queries) UpdateKnowledgeBase(ctx context.Context, arg UpdateKnowledgeBa
 		&i.UpdatedAt,
 		&i.Generation,
 		&i.ReindexJobID,
+		&i.DocumentCount,
 	)
 	return i, err
 }

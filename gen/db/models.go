@@ -327,6 +327,7 @@ type KnowledgeBase struct {
 	UpdatedAt      time.Time
 	Generation     int32
 	ReindexJobID   uuid.NullUUID
+	DocumentCount  int32
 }
 
 type LlmUsage struct {

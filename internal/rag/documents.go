@@ -194,6 +194,12 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 			return notFound(err, "knowledge base")
 		}
 		now := s.now()
+		// The document's ingestion job first, so that the document is written with it.
+		enqueue := func(id uuid.UUID) (uuid.NullUUID, error) {
+			j, err := s.jobs.Enqueue(ctx, q, now, jobs.New{Kind: KindIngest.Name, OrgID: &org, CreatedBy: by.UserID(), APIKeyID: apiKeyOf(by),
+				Payload: IngestPayload{Org: org, Document: id, Hash: hash}})
+			return uuid.NullUUID{UUID: j.ID, Valid: err == nil}, err
+		}
 		var row db.KbDocument
 		if n.ExternalID != "" {
 			prev, err := q.FindDocumentByExternalID(ctx, db.FindDocumentByExternalIDParams{KbID: kb, ExternalID: store.Text(n.ExternalID)})
@@ -205,9 +211,13 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 				if err := s.admit(ctx, q, org, billing.Use{Limit: billing.LimitStorageBytes, Amount: int64(len(text)) - int64(prev.Bytes)}); err != nil {
 					return err
 				}
+				job, err := enqueue(prev.ID)
+				if err != nil {
+					return err
+				}
 				row, err = q.ReplaceDocumentContent(ctx, db.ReplaceDocumentContentParams{
 					ID: prev.ID, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename), MediaType: n.MediaType,
-					Metadata: meta, Content: text, ContentHash: hash, Bytes: int32(len(text)), UpdatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
+					Metadata: meta, Content: text, ContentHash: hash, Bytes: int32(len(text)), JobID: job, UpdatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
 				})
 				if err != nil {
 					return fmt.Errorf("replace document: %w", err)
@@ -226,24 +236,20 @@ func (s *Service) AddDocument(ctx context.Context, org uuid.UUID, by audit.Actor
 				billing.Use{Limit: billing.LimitStorageBytes, Amount: int64(len(text))}); err != nil {
 				return err
 			}
+			id := uuid.Must(uuid.NewV7())
+			job, err := enqueue(id)
+			if err != nil {
+				return err
+			}
 			row, err = q.CreateDocument(ctx, db.CreateDocumentParams{
-				ID: uuid.Must(uuid.NewV7()), OrgID: org, KbID: kb, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename),
+				ID: id, OrgID: org, KbID: kb, Title: n.Title, Source: n.Source, Filename: store.Text(n.Filename),
 				MediaType: n.MediaType, ExternalID: store.Text(n.ExternalID), Metadata: meta, Content: text, ContentHash: hash,
-				Bytes: int32(len(text)), CreatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
+				Bytes: int32(len(text)), JobID: job, CreatedAt: now, //nolint:gosec // bounded by MaxDocumentBytes
 			})
 			if err != nil {
 				return fmt.Errorf("create document: %w", store.Translate(err))
 			}
 		}
-		j, err := s.jobs.Enqueue(ctx, q, now, jobs.New{Kind: KindIngest.Name, OrgID: &org, CreatedBy: by.UserID(), APIKeyID: apiKeyOf(by),
-			Payload: IngestPayload{Org: org, Document: row.ID, Hash: hash}})
-		if err != nil {
-			return err
-		}
-		if err := q.SetDocumentJob(ctx, db.SetDocumentJobParams{ID: row.ID, JobID: uuid.NullUUID{UUID: j.ID, Valid: true}}); err != nil {
-			return fmt.Errorf("set document job: %w", err)
-		}
-		row.JobID = uuid.NullUUID{UUID: j.ID, Valid: true}
 		doc, created = toDocument(row, "", ""), true
 		return nil
 	})
@@ -302,7 +308,7 @@ func (s *Service) DeleteDocument(ctx context.Context, org uuid.UUID, by audit.Ac
 		if err != nil {
 			return notFound(err, "document")
 		}
-		if err := q.AddKnowledgeBaseChunks(ctx, db.AddKnowledgeBaseChunksParams{ID: kb, Delta: -n}); err != nil {
+		if err := q.CountKnowledgeBase(ctx, db.CountKnowledgeBaseParams{ID: kb, Documents: -1, Chunks: -n}); err != nil {
 			return fmt.Errorf("count chunks: %w", err)
 		}
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "document.delete", TargetType: "document", TargetID: id.String(),
@@ -381,7 +387,7 @@ func (s *Service) ingestOnce(ctx context.Context, run *jobs.Run, p IngestPayload
 	if err != nil {
 		return IngestResult{}, errSuperseded // deleted with its knowledge base
 	}
-	kb := toKnowledgeBase(kbRow.KnowledgeBase, 0)
+	kb := toKnowledgeBase(kbRow)
 	if err := s.st.SetDocumentProcessing(ctx, db.SetDocumentProcessingParams{ID: doc.ID, UpdatedAt: s.now()}); err != nil {
 		return IngestResult{}, fmt.Errorf("mark document processing: %w", err)
 	}
@@ -451,12 +457,17 @@ func (s *Service) ingestOnce(ctx context.Context, run *jobs.Run, p IngestPayload
 		if err := insertChunks(ctx, q, kb, doc.ID, todo, now); err != nil {
 			return err
 		}
+		if err := q.FinishDocument(ctx, db.FinishDocumentParams{ID: doc.ID, ChunkCount: int32(len(chunks)), Now: &now}); err != nil { //nolint:gosec // small
+			return fmt.Errorf("finish document: %w", err)
+		}
+		// Last: the knowledge base's row stays locked until the commit, and every
+		// ingestion of the knowledge base counts its chunks there.
 		if d := len(todo) - len(stale); d != 0 {
-			if err := q.AddKnowledgeBaseChunks(ctx, db.AddKnowledgeBaseChunksParams{ID: kb.ID, Delta: int32(d)}); err != nil { //nolint:gosec // small
+			if err := q.CountKnowledgeBase(ctx, db.CountKnowledgeBaseParams{ID: kb.ID, Chunks: int32(d)}); err != nil { //nolint:gosec // small
 				return fmt.Errorf("count chunks: %w", err)
 			}
 		}
-		return q.FinishDocument(ctx, db.FinishDocumentParams{ID: doc.ID, ChunkCount: int32(len(chunks)), Now: &now}) //nolint:gosec // small
+		return nil
 	})
 	if external(kb.VectorStore) {
 		err = s.syncVectors(ctx, vs, kb, doc.ID, todo, err)

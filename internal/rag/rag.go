@@ -174,11 +174,11 @@ type KnowledgeBase struct {
 	UpdatedAt    time.Time
 }
 
-func toKnowledgeBase(k db.KnowledgeBase, documents int32) KnowledgeBase {
+func toKnowledgeBase(k db.KnowledgeBase) KnowledgeBase {
 	return KnowledgeBase{
 		ID: k.ID, OrgID: k.OrgID, Name: k.Name, Description: k.Description, EmbeddingModel: k.EmbeddingModel,
 		Dimensions: int(k.Dimensions), Chunking: Chunker{MaxTokens: int(k.ChunkMaxTokens), Overlap: int(k.ChunkOverlap)},
-		VectorStore: k.VectorStore, DocumentCount: int(documents), ChunkCount: int(k.ChunkCount),
+		VectorStore: k.VectorStore, DocumentCount: int(k.DocumentCount), ChunkCount: int(k.ChunkCount),
 		Generation: int(k.Generation), ReindexJobID: store.UUIDPtr(k.ReindexJobID), CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 	}
 }
@@ -231,7 +231,7 @@ func (s *Service) CreateKnowledgeBase(ctx context.Context, org uuid.UUID, by aud
 		if err != nil {
 			return fmt.Errorf("create knowledge base: %w", store.Translate(err))
 		}
-		kb = toKnowledgeBase(row, 0)
+		kb = toKnowledgeBase(row)
 		return audit.Write(ctx, q, by, audit.Event{OrgID: &org, Action: "knowledge_base.create", TargetType: "knowledge_base", TargetID: row.ID.String()})
 	})
 	return kb, err
@@ -274,7 +274,7 @@ func (s *Service) KnowledgeBase(ctx context.Context, org, id uuid.UUID) (Knowled
 	if err != nil {
 		return KnowledgeBase{}, notFound(err, "knowledge base")
 	}
-	return toKnowledgeBase(row.KnowledgeBase, row.DocumentCount), nil
+	return toKnowledgeBase(row), nil
 }
 
 // KnowledgeBases lists org's knowledge bases, newest first, after the cursor id.
@@ -285,7 +285,7 @@ func (s *Service) KnowledgeBases(ctx context.Context, org uuid.UUID, limit int, 
 	}
 	out := make([]KnowledgeBase, len(rows))
 	for i, r := range rows {
-		out[i] = toKnowledgeBase(r.KnowledgeBase, r.DocumentCount)
+		out[i] = toKnowledgeBase(r)
 	}
 	return out, nil
 }

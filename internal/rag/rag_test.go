@@ -307,8 +307,8 @@ func TestIncrementalIngestion(t *testing.T) {
 	}
 	kb, _ = f.svc.KnowledgeBase(t.Context(), f.org, f.kb.ID)
 	var left int
-	if err := f.st.Pool.QueryRow(t.Context(), `SELECT count(*) FROM kb_chunks WHERE kb_id = $1`, f.kb.ID).Scan(&left); err != nil || left != 0 || kb.ChunkCount != 0 {
-		t.Fatalf("after delete: %d chunks stored, %d counted (err %v)", left, kb.ChunkCount, err)
+	if err := f.st.Pool.QueryRow(t.Context(), `SELECT count(*) FROM kb_chunks WHERE kb_id = $1`, f.kb.ID).Scan(&left); err != nil || left != 0 || kb.ChunkCount != 0 || kb.DocumentCount != 0 {
+		t.Fatalf("after delete: %d chunks stored, %d counted, %d documents counted (err %v)", left, kb.ChunkCount, kb.DocumentCount, err)
 	}
 }
 

@@ -65,7 +65,7 @@ func (s *Service) Reindex(ctx context.Context, org uuid.UUID, by audit.Actor, id
 		if err != nil {
 			return notFound(err, "knowledge base")
 		}
-		kb := toKnowledgeBase(row, 0)
+		kb := toKnowledgeBase(row)
 		set := IndexSettings{EmbeddingModel: kb.EmbeddingModel, Dimensions: kb.Dimensions, Chunking: kb.Chunking}
 		if model != nil {
 			set.EmbeddingModel = *model
@@ -118,7 +118,7 @@ func (s *Service) reindex(ctx context.Context, run *jobs.Run, p ReindexPayload) 
 	if err != nil {
 		return nil, fmt.Errorf("read knowledge base: %w", err)
 	}
-	serving := toKnowledgeBase(row.KnowledgeBase, 0)
+	serving := toKnowledgeBase(row)
 	if serving.Generation >= p.Generation {
 		return ReindexResult{Generation: serving.Generation}, nil // swapped by an attempt that ended before it could say so
 	}

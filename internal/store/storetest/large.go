@@ -68,8 +68,8 @@ func NewLargeOrg(t testing.TB, st *store.Store, size LargeOrgSize) LargeOrg {
 			SELECT gen_random_uuid(), $1, ($2::uuid[])[1 + g % array_length($2::uuid[], 1)], 'req-' || g, 'chat', 'default', 'dev', 'dev-echo',
 				'ok', '', 100, 50, 0, 0.001, 120, false, 1, now()
 			FROM generate_series(1, $3) g`, []any{org, users, size.Usage}},
-		{`INSERT INTO knowledge_bases (id, org_id, name, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, created_by, created_at, updated_at)
-			VALUES ($2, $1, 'large kb', 'hash', 256, 512, 64, $3, now(), now())`, []any{org, kb, users[0]}},
+		{`INSERT INTO knowledge_bases (id, org_id, name, embedding_model, dimensions, chunk_max_tokens, chunk_overlap, created_by, document_count, chunk_count, created_at, updated_at)
+			VALUES ($2, $1, 'large kb', 'hash', 256, 512, 64, $3, $4, $4 * $5, now(), now())`, []any{org, kb, users[0], size.Documents, size.Chunks}},
 		{`INSERT INTO kb_documents (id, org_id, kb_id, title, source, media_type, content, content_hash, bytes, status, created_at, updated_at)
 			SELECT gen_random_uuid(), $1, $2, 'document ' || g, 'text', 'text/plain', repeat('document text ' || g || ' ', 300),
 				decode(md5('d' || g), 'hex'), 4500, 'ready', now(), now()
