@@ -67,45 +67,69 @@ func queryTerms(query string) []string {
 	return out
 }
 
-// Highlight returns the passage of text (about width runes) around its first match of
-// the query's terms, HTML-escaped, with the matches wrapped in <mark>. Without a match
-// it is the text's beginning.
-func Highlight(text, query string, width int) string {
-	terms := queryTerms(query)
-	lower := strings.ToLower(text)
-	type span struct{ start, end int }
-	var spans []span
-	for i := 0; i < len(lower); {
-		matched := false
-		for _, t := range terms {
-			if strings.HasPrefix(lower[i:], t) && (isCJKTerm(t) || wordStart(lower, i)) {
-				spans = append(spans, span{i, i + len(t)})
-				i += len(t)
-				matched = true
-				break
+// highlighter marks a query's terms in the passages of the texts a search returns.
+type highlighter struct {
+	// The query's terms, longest first so that a match prefers "passwords" to "password":
+	// words match where a word begins, CJK terms anywhere.
+	words, cjk []string
+}
+
+func newHighlighter(query string) highlighter {
+	var h highlighter
+	for _, t := range queryTerms(query) {
+		if isCJKTerm(t) {
+			h.cjk = append(h.cjk, t)
+		} else {
+			h.words = append(h.words, t)
+		}
+	}
+	return h
+}
+
+// match is the length of the term s begins with (0: none); atWord says s begins a word.
+func (h highlighter) match(s string, atWord bool) int {
+	if atWord {
+		for _, t := range h.words {
+			if strings.HasPrefix(s, t) {
+				return len(t)
 			}
 		}
-		if !matched {
-			_, n := utf8.DecodeRuneInString(lower[i:])
+	}
+	for _, t := range h.cjk {
+		if strings.HasPrefix(s, t) {
+			return len(t)
+		}
+	}
+	return 0
+}
+
+// passage returns the passage of text (about width runes) around its first match of the
+// query's terms, HTML-escaped, with the matches wrapped in <mark>. Without a match it is
+// the text's beginning.
+func (h highlighter) passage(text string, width int) string {
+	type span struct{ start, end int }
+	var spans []span
+	from, to := 0, -1 // the window, once the first match places it
+	// Where case mapping changes byte lengths, offsets in lower are not text's: no marks.
+	if lower := strings.ToLower(text); len(lower) == len(text) {
+		atWord := true
+		for i := 0; i < len(lower) && (to < 0 || i < to); {
+			n := h.match(lower[i:], atWord)
+			if n > 0 && len(spans) == 0 {
+				from, to = window(text, i, width)
+			}
+			if n > 0 {
+				spans = append(spans, span{i, i + n})
+			} else {
+				_, n = utf8.DecodeRuneInString(lower[i:])
+			}
+			r, _ := utf8.DecodeLastRuneInString(lower[i : i+n])
+			atWord = !unicode.IsLetter(r) && !unicode.IsNumber(r)
 			i += n
 		}
 	}
-	if len(lower) != len(text) { // case mapping changed byte lengths: no safe offsets
-		spans = nil
-	}
-	// The window: from a little before the first match, width runes long.
-	from := 0
-	if len(spans) > 0 {
-		from = spans[0].start
-		for back := 0; from > 0 && back < width/4; back++ {
-			_, n := utf8.DecodeLastRuneInString(text[:from])
-			from -= n
-		}
-	}
-	to := from
-	for count := 0; to < len(text) && count < width; count++ {
-		_, n := utf8.DecodeRuneInString(text[to:])
-		to += n
+	if to < 0 {
+		from, to = window(text, 0, width)
 	}
 	var b strings.Builder
 	if from > 0 {
@@ -113,8 +137,8 @@ func Highlight(text, query string, width int) string {
 	}
 	pos := from
 	for _, s := range spans {
-		if s.start < from || s.end > to {
-			continue
+		if s.end > to {
+			break
 		}
 		b.WriteString(html.EscapeString(text[pos:s.start]) + "<mark>" + html.EscapeString(text[s.start:s.end]) + "</mark>")
 		pos = s.end
@@ -126,16 +150,23 @@ func Highlight(text, query string, width int) string {
 	return strings.Join(strings.Fields(b.String()), " ")
 }
 
+// window is the passage of text around a match at first: from a little before it, width
+// runes long.
+func window(text string, first, width int) (from, to int) {
+	from = first
+	for back := 0; from > 0 && back < width/4; back++ {
+		_, n := utf8.DecodeLastRuneInString(text[:from])
+		from -= n
+	}
+	to = from
+	for count := 0; to < len(text) && count < width; count++ {
+		_, n := utf8.DecodeRuneInString(text[to:])
+		to += n
+	}
+	return from, to
+}
+
 func isCJKTerm(t string) bool {
 	r, _ := utf8.DecodeRuneInString(t)
 	return isCJK(r)
-}
-
-// wordStart reports whether s[i] begins a word.
-func wordStart(s string, i int) bool {
-	if i == 0 {
-		return true
-	}
-	r, _ := utf8.DecodeLastRuneInString(s[:i])
-	return !unicode.IsLetter(r) && !unicode.IsNumber(r)
 }

@@ -230,13 +230,14 @@ func (s *Service) hydrate(ctx context.Context, kb KnowledgeBase, query string, r
 		byID[r.ID] = r
 	}
 	out := make([]Hit, 0, len(ranked))
+	hl := newHighlighter(query)
 	for _, r := range ranked {
 		row, ok := byID[r.ChunkID]
 		if !ok { // deleted between ranking and reading
 			continue
 		}
 		h := Hit{Ranked: r, KnowledgeBaseID: kb.ID, DocumentID: row.DocumentID, ExternalID: row.ExternalID.String, Title: row.Title, Ordinal: int(row.Ordinal),
-			Text: row.Text, Metadata: map[string]any{}, Highlight: Highlight(row.Text, query, 240)}
+			Text: row.Text, Metadata: map[string]any{}, Highlight: hl.passage(row.Text, 240)}
 		if err := json.Unmarshal(row.Metadata, &h.Metadata); err != nil {
 			return nil, fmt.Errorf("read chunk metadata: %w", err)
 		}

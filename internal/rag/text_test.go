@@ -166,11 +166,11 @@ func TestSearchTextBigrams(t *testing.T) {
 
 func TestHighlight(t *testing.T) {
 	t.Parallel()
-	h := Highlight("Reset your password <now> from the account page. Passwords expire yearly.", "how to reset a password", 200)
+	h := newHighlighter("how to reset a password").passage("Reset your password <now> from the account page. Passwords expire yearly.", 200)
 	if !strings.Contains(h, "<mark>Reset</mark>") || !strings.Contains(h, "<mark>password</mark>") || !strings.Contains(h, "&lt;now&gt;") {
 		t.Fatalf("highlight %q", h)
 	}
-	zh := Highlight("您可以在账户页面重置密码。", "怎么重置密码", 200)
+	zh := newHighlighter("怎么重置密码").passage("您可以在账户页面重置密码。", 200)
 	if !strings.Contains(zh, "<mark>重置</mark><mark>密码</mark>") && !strings.Contains(zh, "<mark>重置</mark>") {
 		t.Fatalf("highlight %q", zh)
 	}
