@@ -23,7 +23,12 @@ import (
 )
 
 // kilnConfig is the YAML layer Kiln runs with: one OpenAI-compatible provider, the mock,
-// behind the alias "default".
+// behind the alias "default". The benchmark's org is on the free plan, whose 60 requests a
+// minute and million tokens the load would pass in a second: the plan (replaced whole)
+// keeps its token quota, reserved and settled on every call as in production, with a limit
+// the load cannot reach, and has no requests_per_minute, like the API's own rate limits
+// (off below): each is one more Redis script per request, measured apart in
+// docs/performance.md ("API rate limits: the cost per request").
 const kilnConfig = `llm:
   providers:
     - name: mock
@@ -33,6 +38,13 @@ const kilnConfig = `llm:
   models:
     default:
       targets: [{provider: mock, model: %s, weight: 1}]
+billing:
+  plans:
+    free:
+      name: Free
+      limits:
+        tokens: {value: 1000000000000, overage: block}
+        seats: {value: 3, overage: block}
 `
 
 // kiln is a running `kiln serve`.
