@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/billing"
@@ -33,6 +34,7 @@ type bundle struct {
 	gateway *llm.Gateway
 	clock   *storetest.Clock
 	org     uuid.UUID
+	rdb     redis.UniversalClient
 }
 
 const (
@@ -64,7 +66,7 @@ func setup(t *testing.T, tokenLimit int64) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bundle{st: st, svc: svc, quota: quota, gateway: g, clock: clock, org: storetest.Org(t, st)}
+	return bundle{st: st, svc: svc, quota: quota, gateway: g, clock: clock, org: storetest.Org(t, st), rdb: rdb}
 }
 
 func request(text string, maxTokens int) *llm.Request {
@@ -128,6 +130,40 @@ func TestQuotaNeverOverspends(t *testing.T) {
 	}
 	if reserved != 0 {
 		t.Errorf("%d tokens still reserved after every call ended", reserved)
+	}
+}
+
+// TestQuotaAfterScriptFlush: a Redis that lost its scripts (restarted empty, SCRIPT
+// FLUSH) still reserves and settles, concurrent calls batched together included: a batch
+// loads the script again and runs the lost calls once more, and no call twice.
+func TestQuotaAfterScriptFlush(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1_000_000)
+	ctx := llm.WithOrg(t.Context(), b.org)
+	period := mustSub(t, b).Period
+	var spent atomic.Int64
+	for round := range 3 {
+		if err := b.rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() {
+				used, err := call(ctx, b.gateway, request(fmt.Sprintf("flushed %d %d", round, i), 16), i%2 == 0)
+				if err != nil {
+					t.Errorf("a call after SCRIPT FLUSH: %v", err)
+				}
+				spent.Add(int64(used))
+			})
+		}
+		wg.Wait()
+	}
+	used, reserved, err := b.quota.Usage(t.Context(), billing.Counter{Org: b.org, Period: period})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used != spent.Load() || reserved != 0 {
+		t.Fatalf("counted %d tokens (%d reserved); the calls used %d", used, reserved, spent.Load())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/platform/group"
 	"github.com/kilnhq/kiln/internal/platform/redisclient"
 )
 
@@ -23,16 +24,88 @@ import (
 // round trip costs tens of microseconds where a conditional UPDATE with its commit costs
 // a WAL flush; the count is rebuilt from nothing at a new period, and the usage rows in
 // PostgreSQL (llm_usage) remain the record of what was spent.
+//
+// The reservations and settles of concurrent calls go to Redis together, one pipeline a
+// batch (group commit): each call still waits for its own script's reply, and under load
+// one round trip serves many calls instead of each paying two.
 type Quota struct {
 	rdb redis.UniversalClient
 	ks  redisclient.Keyspace
 	ttl time.Duration // how long a reservation holds
 	now func() time.Time
+
+	reserves, settles *group.Group[scriptCall, scriptReply]
 }
 
 // NewQuota returns a Quota over rdb whose reservations lapse after ttl.
 func NewQuota(rdb redis.UniversalClient, ks redisclient.Keyspace, ttl time.Duration, now func() time.Time) *Quota {
-	return &Quota{rdb: rdb, ks: ks, ttl: ttl, now: now}
+	q := &Quota{rdb: rdb, ks: ks, ttl: ttl, now: now}
+	q.reserves = group.New(maxBatch, func(ctx context.Context, calls []scriptCall) ([]scriptReply, error) {
+		return q.scripts(ctx, reserveScript, calls)
+	})
+	q.settles = group.New(maxBatch, func(ctx context.Context, calls []scriptCall) ([]scriptReply, error) {
+		return q.scripts(ctx, settleScript, calls)
+	})
+	return q
+}
+
+// maxBatch bounds the scripts of one pipeline.
+const maxBatch = 64
+
+// scriptCall is one run of a script; scriptReply its reply.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+type scriptReply struct {
+	res []int64
+	err error
+}
+
+// scripts runs script once per call in one pipeline and returns each call's reply. The
+// calls a Redis answered NOSCRIPT (it lost its scripts: a restart, SCRIPT FLUSH) run again
+// once the script is loaded; no other call runs twice.
+func (q *Quota) scripts(ctx context.Context, script *redis.Script, calls []scriptCall) ([]scriptReply, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	run := func(which []int) {
+		pipe := q.rdb.Pipeline()
+		for _, i := range which {
+			cmds[i] = script.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+		}
+		_, _ = pipe.Exec(ctx) // each command keeps its own error
+	}
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	run(all)
+	var lost []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			lost = append(lost, i)
+		}
+	}
+	if len(lost) > 0 {
+		if err := script.Load(ctx, q.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("load quota script: %w", err)
+		}
+		run(lost)
+	}
+	out := make([]scriptReply, len(calls))
+	for i, c := range cmds {
+		out[i].res, out[i].err = c.Int64Slice()
+	}
+	return out, nil
+}
+
+// script runs one call through batch.
+func script(ctx context.Context, batch *group.Group[scriptCall, scriptReply], keys []string, args ...any) ([]int64, error) {
+	r, err := batch.Do(ctx, scriptCall{keys: keys, args: args})
+	if err != nil {
+		return nil, err
+	}
+	return r.res, r.err
 }
 
 // reserveScript frees lapsed reservations, then holds ARGV[3] tokens unless enforcing
@@ -148,7 +221,7 @@ func (q *Quota) Reserve(ctx context.Context, c Counter, tokens, limit int64, enf
 	if enforce {
 		flag = "1"
 	}
-	res, err := reserveScript.Run(ctx, q.rdb, q.keys(c), now.UnixMilli(), id, tokens, limit, flag, now.Add(q.ttl).UnixMilli(), q.keyTTL(c)).Int64Slice()
+	res, err := script(ctx, q.reserves, q.keys(c), now.UnixMilli(), id, tokens, limit, flag, now.Add(q.ttl).UnixMilli(), q.keyTTL(c))
 	if err != nil {
 		return nil, false, 0, 0, fmt.Errorf("reserve tokens: %w", err)
 	}
@@ -183,7 +256,7 @@ func (q *Quota) settle(ctx context.Context, h *Hold, used int, thresholds []Thre
 	for _, t := range thresholds {
 		args = append(args, t.Percent, t.At)
 	}
-	res, err := settleScript.Run(ctx, q.rdb, q.keys(h.counter), args...).Int64Slice()
+	res, err := script(ctx, q.settles, q.keys(h.counter), args...)
 	if err != nil {
 		return 0, nil, fmt.Errorf("settle tokens: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kilnhq/kiln/gen/db"
 	"github.com/kilnhq/kiln/internal/errs"
+	"github.com/kilnhq/kiln/internal/platform/group"
 	"github.com/kilnhq/kiln/internal/retention"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/streams"
@@ -143,8 +144,8 @@ type Service struct {
 
 	// starts and ends group the attempts' starts and ends of concurrent handlers into one
 	// statement each (docs/performance.md, Jobs).
-	starts *group[startCall, started]
-	ends   *group[endCall, *Job]
+	starts *group.Group[startCall, started]
+	ends   *group.Group[endCall, *Job]
 
 	mu      sync.Mutex
 	running map[uuid.UUID]struct{} // attempts running in this process, for the heartbeat
@@ -168,8 +169,8 @@ func NewService(d Deps, cfg Config) *Service {
 	if d.Tracing != nil {
 		s.tracer = d.Tracing.Tracer(tracerName)
 	}
-	s.starts = &group[startCall, started]{run: s.startAttempts, max: maxGroup}
-	s.ends = &group[endCall, *Job]{run: s.endAttempts, max: maxGroup}
+	s.starts = group.New(maxGroup, s.startAttempts)
+	s.ends = group.New(maxGroup, s.endAttempts)
 	return s
 }
 
@@ -511,7 +512,7 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("no handler for job kind %q", t.Type())
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
-	st, err := s.starts.do(ctx, startCall{ctx: ctx, id: p.Job, taskID: taskID})
+	st, err := s.starts.Do(ctx, startCall{ctx: ctx, id: p.Job, taskID: taskID})
 	if err != nil {
 		return fmt.Errorf("start job %s: %w", p.Job, err)
 	}
@@ -564,7 +565,7 @@ func (s *Service) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		end.err = fmt.Sprintf("timed out after %s", k.Timeout)
 	}
 	endRunSpan(span, end)
-	ended, err := s.ends.do(ctx, endCall{job: job, end: end})
+	ended, err := s.ends.Do(ctx, endCall{job: job, end: end})
 	if err != nil {
 		// The grouped statement failed (maybe another job's Finished hook): this end
 		// alone, as it would be without company.

@@ -1,4 +1,7 @@
-package jobs
+// Package group runs the calls that concurrent callers make while a batch is in flight as
+// the next batch (group commit): jobs group their starts and ends into statements, the
+// token quota its reservations and settles into Redis pipelines.
+package group
 
 import (
 	"context"
@@ -6,13 +9,13 @@ import (
 	"sync"
 )
 
-// group gathers the calls that concurrent handlers make while a batch is in flight into
+// Group gathers the calls that concurrent callers make while a batch is in flight into
 // the next batch, run by one of the callers (group commit): an idle group runs a lone call
-// at once, without waiting for company, and under load one statement serves many calls
-// instead of each paying its own round trips. One batch at a time: more in flight cut no
-// latency on the 2-core machine and cost more CPU per job (docs/performance.md, Jobs). It
-// needs no goroutine of its own, so it works wherever ProcessTask is called.
-type group[In, Out any] struct {
+// at once, without waiting for company, and under load one round trip serves many calls
+// instead of each paying its own. One batch at a time: more in flight cut no latency on
+// the 2-core machine and cost more CPU per job (docs/performance.md, Jobs). It needs no
+// goroutine of its own.
+type Group[In, Out any] struct {
 	// run answers a batch: out[i] for in[i]. An error fails every call of the batch.
 	run func(ctx context.Context, in []In) ([]Out, error)
 	// max bounds a batch (the statements' array parameters).
@@ -23,6 +26,11 @@ type group[In, Out any] struct {
 	queue   []*groupCall[In, Out] // calls waiting for a batch, oldest first
 }
 
+// New returns a Group whose batches run answers, at most max calls each.
+func New[In, Out any](max int, run func(ctx context.Context, in []In) ([]Out, error)) *Group[In, Out] {
+	return &Group[In, Out]{run: run, max: max}
+}
+
 type groupCall[In, Out any] struct {
 	in   In
 	out  Out
@@ -30,9 +38,9 @@ type groupCall[In, Out any] struct {
 	wake chan bool // true: answered; false: lead a batch
 }
 
-// do adds in to a batch and returns its answer. The batch runs on ctx without its
+// Do adds in to a batch and returns its answer. The batch runs on ctx without its
 // cancellation: it answers other callers too.
-func (g *group[In, Out]) do(ctx context.Context, in In) (Out, error) {
+func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	c := &groupCall[In, Out]{in: in, wake: make(chan bool, 1)}
 	g.mu.Lock()
 	if !g.leading {
@@ -72,7 +80,7 @@ func (g *group[In, Out]) do(ctx context.Context, in In) (Out, error) {
 
 // runBatch answers every call of batch, a panic of run included (the callers waiting on
 // the leader must never be left behind).
-func (g *group[In, Out]) runBatch(ctx context.Context, batch []*groupCall[In, Out]) {
+func (g *Group[In, Out]) runBatch(ctx context.Context, batch []*groupCall[In, Out]) {
 	var outs []Out
 	var err error
 	func() {

@@ -1,4 +1,4 @@
-package jobs
+package group
 
 import (
 	"context"
@@ -17,7 +17,7 @@ func TestGroup(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sizes []int
-	g := &group[int, int]{max: 64, run: func(_ context.Context, in []int) ([]int, error) {
+	g := New(64, func(_ context.Context, in []int) ([]int, error) {
 		mu.Lock()
 		first := len(sizes) == 0
 		sizes = append(sizes, len(in))
@@ -36,15 +36,15 @@ func TestGroup(t *testing.T) {
 			out[i] = 2 * v
 		}
 		return out, nil
-	}}
+	})
 
 	var wg sync.WaitGroup
 	got := make([]int, callers)
-	wg.Go(func() { got[0], _ = g.do(t.Context(), 0) })
+	wg.Go(func() { got[0], _ = g.Do(t.Context(), 0) })
 	waitQueued(t, g, 0) // the first call leads and holds its batch
 	for i := 1; i < callers; i++ {
 		wg.Go(func() {
-			v, err := g.do(t.Context(), i)
+			v, err := g.Do(t.Context(), i)
 			if err != nil {
 				t.Errorf("call %d: %v", i, err)
 			}
@@ -64,17 +64,17 @@ func TestGroup(t *testing.T) {
 	}
 
 	for _, bad := range []int{-1, -2} {
-		if _, err := g.do(t.Context(), bad); err == nil {
+		if _, err := g.Do(t.Context(), bad); err == nil {
 			t.Errorf("call %d: no error", bad)
 		}
 	}
-	if v, err := g.do(t.Context(), 21); v != 42 || err != nil {
+	if v, err := g.Do(t.Context(), 21); v != 42 || err != nil {
 		t.Fatalf("after failed batches: %d, %v", v, err)
 	}
 }
 
 // waitQueued waits until n calls wait for a batch.
-func waitQueued(t *testing.T, g *group[int, int], n int) {
+func waitQueued(t *testing.T, g *Group[int, int], n int) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		g.mu.Lock()
