@@ -30,7 +30,8 @@ import (
 // search at several ef_search values, latency percentiles and QPS at 4 concurrent
 // searches through the pgvector store's SQL, and the same searches through
 // POST /v1/knowledge-bases/{id}/search (mode vector; auth, validation, embedding the
-// query, reading the chunks), alternating so that the machine's load hits both alike.
+// query, reading the chunks), alternating so that the machine's load hits both alike; then
+// both one search at a time.
 // The chunks are synthetic prose-like texts (2,000 topics over a 20,000-word vocabulary)
 // embedded with the offline hashing embedder, as the server embeds the query.
 // Loading and building the index takes minutes: it is not part of make test.
@@ -167,6 +168,19 @@ func BenchmarkKnowledgeBaseSearch100k(b *testing.B) {
 	b.Logf("http: %d searches, p50 %s p95 %s p99 %s, %.0f QPS at %d concurrent", len(apiLat), pct(apiLat, 50), pct(apiLat, 95), pct(apiLat, 99), float64(len(apiLat))/apiTime.Seconds(), workers)
 	ratio := float64(pct(apiLat, 50)) / float64(pct(sqlLat, 50))
 	b.Logf("http ÷ sql: p50 %.2f, p95 %.2f, mean %.2f", ratio, float64(pct(apiLat, 95))/float64(pct(sqlLat, 95)), float64(mean(apiLat))/float64(mean(sqlLat)))
+	// One search at a time: the HTTP layer's own cost, without the queueing for two cores
+	// that four concurrent searches add to it.
+	var sqlOne, apiOne []time.Duration
+	for range 2 {
+		lat, _ := concurrently(b, 1, 3*time.Second, queries, sql)
+		sqlOne = append(sqlOne, lat...)
+		lat, _ = concurrently(b, 1, 3*time.Second, queries, api)
+		apiOne = append(apiOne, lat...)
+	}
+	one := float64(pct(apiOne, 50)) / float64(pct(sqlOne, 50))
+	b.Logf("one at a time: sql p50 %s p95 %s, http p50 %s p95 %s; http ÷ sql: p50 %.2f, mean %.2f (load %s)", pct(sqlOne, 50), pct(sqlOne, 95),
+		pct(apiOne, 50), pct(apiOne, 95), one, float64(mean(apiOne))/float64(mean(sqlOne)), loadAvg())
+	b.ReportMetric(one, "http/sql-p50-sequential")
 	b.ReportMetric(float64(pct(sqlLat, 95).Microseconds())/1000, "sql-p95-ms")
 	b.ReportMetric(float64(len(sqlLat))/sqlTime.Seconds(), "sql-qps")
 	b.ReportMetric(float64(pct(apiLat, 95).Microseconds())/1000, "http-p95-ms")
