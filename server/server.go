@@ -151,9 +151,10 @@ type Server struct {
 	// metricsOnly serves GET /metrics on metrics.listen; nil when /metrics is served here.
 	metricsOnly http.Handler
 
-	specJSON, specYAML []byte
-	drainOnce          sync.Once
-	draining           chan struct{}
+	specJSON  []byte
+	specYAML  func() ([]byte, error) // made on first request: a large allocation, rarely asked
+	drainOnce sync.Once
+	draining  chan struct{}
 }
 
 // httpMetrics are the request metrics, labelled by route template.
@@ -173,10 +174,6 @@ func New(d Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode spec: %w", err)
 	}
-	specYAML, err := yaml.JSONToYAML(specJSON)
-	if err != nil {
-		return nil, fmt.Errorf("encode spec: %w", err)
-	}
 	s := &Server{
 		cfg:       d.Config,
 		log:       d.Log,
@@ -185,7 +182,7 @@ func New(d Deps) (*Server, error) {
 		streaming: map[string]bool{},
 		heartbeat: heartbeatInterval,
 		specJSON:  specJSON,
-		specYAML:  specYAML,
+		specYAML:  sync.OnceValues(func() ([]byte, error) { return yaml.JSONToYAML(specJSON) }),
 		draining:  make(chan struct{}),
 		flags:     d.Flags,
 		admin:     d.Admin,
@@ -291,7 +288,7 @@ func New(d Deps) (*Server, error) {
 		s.metricsOnly = metrics
 	}
 	s.mux.HandleFunc("POST /v1/webhooks/stripe", s.stripeWebhook)
-	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", s.specJSON))
+	s.mux.HandleFunc("GET /openapi.json", s.serveSpec("application/json", func() ([]byte, error) { return s.specJSON, nil }))
 	s.mux.HandleFunc("GET /openapi.yaml", s.serveSpec("application/yaml", s.specYAML))
 	assets, _ := fs.Sub(docsFS, "docs/swagger-ui")
 	s.mux.Handle("GET /docs", serveEmbedded(docsFS, "docs/index.html", "text/html; charset=utf-8"))
@@ -442,8 +439,13 @@ func (s *Server) WatchReadiness(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (s *Server) serveSpec(contentType string, body []byte) http.HandlerFunc {
+func (s *Server) serveSpec(contentType string, spec func() ([]byte, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := spec()
+		if err != nil {
+			s.respondError(w, r, fmt.Errorf("encode spec: %w", err))
+			return
+		}
 		w.Header().Set("Content-Type", contentType)
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 	}
