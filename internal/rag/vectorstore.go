@@ -173,20 +173,21 @@ func (p *Pgvector) nearest(ctx context.Context, q VectorQuery, exact bool) ([]Ra
 			WHERE c.org_id = $1 AND c.kb_id = $2 AND c.generation = $5 AND c.dimensions = ` + dims + ` AND c.embedding IS NOT NULL` + where + `
 			ORDER BY ` + dist + ` LIMIT $4) s ORDER BY d, id`
 	}
+	// One round trip: the statements of a batch run in one implicit transaction, which
+	// the HNSW options set for (is_local) and end with.
 	var out []Ranked
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if !exact {
-			if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-				set_config('hnsw.max_scan_tuples', $2, true)`, strconv.Itoa(max(p.cfg.EfSearch, q.K)), strconv.Itoa(p.cfg.MaxScanTuples)); err != nil {
-				return fmt.Errorf("set hnsw options: %w", err)
-			}
-		}
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return fmt.Errorf("vector search: %w", err)
-		}
+	b := &pgx.Batch{}
+	if !exact {
+		b.Queue(`SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+			set_config('hnsw.max_scan_tuples', $2, true)`, strconv.Itoa(max(p.cfg.EfSearch, q.K)), strconv.Itoa(p.cfg.MaxScanTuples))
+	}
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		var err error
 		out, err = scanRanked(rows)
 		return err
 	})
-	return out, err
+	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("vector search: %w", err)
+	}
+	return out, nil
 }
