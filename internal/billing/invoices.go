@@ -196,8 +196,7 @@ func (iv *Invoicer) Issue(ctx context.Context, org uuid.UUID, p Period) ([]Invoi
 			return nil, fmt.Errorf("tokens used: %w", err)
 		}
 		if over := used - l.Value; over > 0 {
-			add(sub.Currency, InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("Tokens past the plan's %d", l.Value),
-				Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))})
+			add(sub.Currency, overageLine(LimitTokens, l, over))
 		}
 	}
 	if err := iv.countOverage(ctx, org, plan, func(l InvoiceLine) { add(sub.Currency, l) }); err != nil {
@@ -557,10 +556,15 @@ func (iv *Invoicer) countOverage(ctx context.Context, org uuid.UUID, plan Plan, 
 			}
 		}
 		if over := has[name] - l.Value; over > 0 {
-			unit := limitWords[name].unit
-			add(InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("%s%s past the plan's %d", strings.ToUpper(unit[:1]), unit[1:], l.Value),
-				Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))})
+			add(overageLine(name, l, over))
 		}
 	}
 	return nil
+}
+
+// overageLine bills over units past limit name's l, at its unit price.
+func overageLine(name string, l Limit, over int64) InvoiceLine {
+	unit := limitWords[name].unit
+	return InvoiceLine{Kind: LineOverage, Description: fmt.Sprintf("%s%s past the plan's %d", strings.ToUpper(unit[:1]), unit[1:], l.Value),
+		Quantity: over, UnitAmount: l.UnitPrice, Amount: int64(math.Round(float64(over) * l.UnitPrice))}
 }

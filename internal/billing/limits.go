@@ -90,8 +90,10 @@ func (s *Service) counts(ctx context.Context, q *db.Queries, org uuid.UUID) (map
 
 // limitReached is the plan_limit_reached refusal of u, naming a plan that allows more.
 func (s *Service) limitReached(plan Plan, u Use, limit, used int64) error {
-	what := map[string]string{LimitSeats: "seats (members and open invitations)", LimitKnowledgeBases: "knowledge bases",
-		LimitDocuments: "documents", LimitStorageBytes: "bytes of document text"}[u.Limit]
+	what := limitWords[u.Limit].unit
+	if u.Limit == LimitSeats {
+		what += " (members and open invitations)"
+	}
 	more := ""
 	if other := s.Plans().withMore(u.Limit, used+u.Amount); other != "" {
 		more = fmt.Sprintf("; the plan %q allows more", other)
