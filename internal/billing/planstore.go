@@ -349,7 +349,7 @@ func (d planDoc) audit(name string) map[string]any {
 func toPlan(r db.BillingPlan) (Plan, error) {
 	var prices []priceJSON
 	var limits map[string]limitJSON
-	p := Plan{ID: r.ID, Name: r.Name, Source: SourceAPI, ArchivedAt: r.ArchivedAt, Features: map[string]bool{}, Limits: map[string]Limit{}}
+	p := Plan{ID: r.ID, Name: r.Name, Source: SourceAPI, ArchivedAt: store.UTC(r.ArchivedAt), Features: map[string]bool{}, Limits: map[string]Limit{}}
 	err := json.Unmarshal(r.Prices, &prices)
 	if err == nil {
 		if err = json.Unmarshal(r.Features, &p.Features); err == nil {
@@ -364,10 +364,6 @@ func toPlan(r db.BillingPlan) (Plan, error) {
 	}
 	for name, l := range limits {
 		p.Limits[name] = Limit(l)
-	}
-	if p.ArchivedAt != nil {
-		t := p.ArchivedAt.UTC()
-		p.ArchivedAt = &t
 	}
 	return p, nil
 }

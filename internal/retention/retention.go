@@ -159,11 +159,7 @@ func (s *Service) toOrg(set Settings, updated *time.Time) Org {
 		}
 		return def
 	}
-	if updated != nil {
-		at := updated.UTC()
-		updated = &at
-	}
-	return Org{Settings: set, UpdatedAt: updated, Effective: Days{
+	return Org{Settings: set, UpdatedAt: store.UTC(updated), Effective: Days{
 		DeletedPrompts:       or(set.DeletedPrompts, s.defaults.DeletedPrompts),
 		DeletedConversations: or(set.DeletedConversations, s.defaults.DeletedConversations),
 		FinishedJobs:         or(set.FinishedJobs, s.defaults.FinishedJobs),

@@ -333,13 +333,8 @@ func (s *Service) UnlinkIdentity(ctx context.Context, userID, id uuid.UUID, by a
 }
 
 func toIdentity(r db.Identity) Identity {
-	var last *time.Time
-	if r.LastLoginAt != nil {
-		t := r.LastLoginAt.UTC()
-		last = &t
-	}
 	return Identity{
 		ID: r.ID, UserID: r.UserID, Provider: r.Provider, Subject: r.Subject, Email: r.Email.String,
-		CreatedAt: r.CreatedAt.UTC(), LastLoginAt: last,
+		CreatedAt: r.CreatedAt.UTC(), LastLoginAt: store.UTC(r.LastLoginAt),
 	}
 }

@@ -90,9 +90,9 @@ func toKey(r db.ApiKey) Key {
 		Scopes:     r.Scopes,
 		CreatedBy:  store.UUIDPtr(r.CreatedBy),
 		CreatedAt:  r.CreatedAt.UTC(),
-		ExpiresAt:  toUTCPtr(r.ExpiresAt),
-		RevokedAt:  toUTCPtr(r.RevokedAt),
-		LastUsedAt: toUTCPtr(r.LastUsedAt),
+		ExpiresAt:  store.UTC(r.ExpiresAt),
+		RevokedAt:  store.UTC(r.RevokedAt),
+		LastUsedAt: store.UTC(r.LastUsedAt),
 		RotatedTo:  store.UUIDPtr(r.RotatedTo),
 	}
 	if r.TokenBudget.Valid {
@@ -107,12 +107,4 @@ func toKeys(rows []db.ApiKey) []Key {
 		out[i] = toKey(r)
 	}
 	return out
-}
-
-func toUTCPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }

@@ -141,11 +141,6 @@ func WellFormed(p Purpose, token string) bool {
 }
 
 func toToken(r db.EmailToken) Token {
-	var used *time.Time
-	if r.UsedAt != nil {
-		u := r.UsedAt.UTC()
-		used = &u
-	}
 	return Token{
 		ID:        r.ID,
 		UserID:    r.UserID,
@@ -153,6 +148,6 @@ func toToken(r db.EmailToken) Token {
 		Email:     r.Email,
 		CreatedAt: r.CreatedAt.UTC(),
 		ExpiresAt: r.ExpiresAt.UTC(),
-		UsedAt:    used,
+		UsedAt:    store.UTC(r.UsedAt),
 	}
 }
